@@ -1,0 +1,251 @@
+//! `start`, `ps`, `rm`, `wait`.
+
+use super::{print_table, report, EXIT_FAILURE};
+use crate::container::{
+    delete, id, start as start_verb, wait as wait_verb, ContainerStore, Status,
+};
+use crate::linux::process::exec_fifo::ExecOutcome;
+use crate::root::StateRoot;
+use clap::Args;
+
+/// `start` flags.
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    /// Attach stdout/stderr and wait for the container to exit.
+    #[arg(short = 'a', long)]
+    attach: bool,
+    /// Containers (name or ID).
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `ps` flags.
+#[derive(Args, Debug)]
+pub struct PsArgs {
+    /// Show all containers (default: running only).
+    #[arg(short = 'a', long)]
+    all: bool,
+    /// Only print IDs.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Do not truncate output.
+    #[arg(long = "no-trunc")]
+    no_trunc: bool,
+}
+
+/// `rm` flags.
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// Kill and remove a running container.
+    #[arg(short = 'f', long)]
+    force: bool,
+    /// Containers (name or ID).
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `wait` flags.
+#[derive(Args, Debug)]
+pub struct WaitArgs {
+    /// Containers (name or ID).
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `inspect` flags.
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Format the output with a Go template ({{.State.Pid}}, {{json .Config}}).
+    #[arg(short = 'f', long)]
+    format: Option<String>,
+    /// Containers (name or ID).
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `inspect [-f TEMPLATE] CONTAINER...`: a JSON array, or one rendered line per container.
+pub fn inspect(root: &StateRoot, args: InspectArgs) -> i32 {
+    let store = ContainerStore::new(root);
+    let mut values = Vec::new();
+    let mut rc = 0;
+    for name in &args.containers {
+        match store
+            .resolve(name)
+            .and_then(|id| crate::container::inspect::inspect(&store, &id))
+        {
+            Ok(v) => values.push(v),
+            Err(e) => {
+                report(&e);
+                rc = EXIT_FAILURE;
+            }
+        }
+    }
+    match &args.format {
+        Some(t) => {
+            for v in &values {
+                match crate::container::inspect::render_template(t, v) {
+                    Ok(line) => println!("{line}"),
+                    Err(e) => {
+                        eprintln!("capsa: {e}");
+                        return EXIT_FAILURE;
+                    }
+                }
+            }
+        }
+        None => println!(
+            "{}",
+            serde_json::to_string_pretty(&values).unwrap_or_default()
+        ),
+    }
+    rc
+}
+
+/// `start [-a] CONTAINER...`.
+pub fn start(root: &StateRoot, args: StartArgs) -> i32 {
+    let store = ContainerStore::new(root);
+    let mut rc = 0;
+    for name in &args.containers {
+        let result = store
+            .resolve(name)
+            .and_then(|id| Ok((start_verb::start(&store, &id)?, id)));
+        match result {
+            Ok((ExecOutcome::Started, id)) if args.attach => {
+                let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+                match wait_verb::follow_log(&store, &id, &mut out, &mut err) {
+                    Ok(state) => rc = state.exit_code.unwrap_or(0),
+                    Err(e) => {
+                        report(&e);
+                        rc = EXIT_FAILURE;
+                    }
+                }
+            }
+            Ok((ExecOutcome::Started, _)) => println!("{name}"),
+            Ok((ExecOutcome::Failed(code, msg), _)) => {
+                eprintln!("capsa: container {name}: {msg}");
+                rc = code;
+            }
+            Err(e) => {
+                report(&e);
+                rc = EXIT_FAILURE;
+            }
+        }
+    }
+    rc
+}
+
+/// Docker's COMMAND column: quoted, truncated to 20 characters with an ellipsis.
+fn command_column(cmd: &[String], no_trunc: bool) -> String {
+    let joined = cmd.join(" ");
+    if no_trunc || joined.chars().count() <= 20 {
+        return format!("\"{joined}\"");
+    }
+    let cut: String = joined.chars().take(19).collect();
+    format!("\"{cut}…\"")
+}
+
+/// `ps [-a] [-q]`.
+pub fn ps(root: &StateRoot, args: PsArgs) -> i32 {
+    let store = ContainerStore::new(root);
+    let shown: Vec<_> = store
+        .list()
+        .into_iter()
+        .filter(|s| args.all || s.status == Status::Running)
+        .collect();
+    let short = |s: &str| {
+        if args.no_trunc {
+            s.to_string()
+        } else {
+            id::short(s).to_string()
+        }
+    };
+    if args.quiet {
+        for s in &shown {
+            println!("{}", short(&s.id));
+        }
+        return 0;
+    }
+    let rows: Vec<Vec<String>> = shown
+        .iter()
+        .map(|s| {
+            let created = crate::timefmt::parse_rfc3339(&s.created)
+                .map(|t| format!("{} ago", crate::timefmt::ago(t)))
+                .unwrap_or_default();
+            vec![
+                short(&s.id),
+                s.image.clone(),
+                command_column(&s.command, args.no_trunc),
+                created,
+                s.status_line(),
+                String::new(),
+                s.name.clone(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "CONTAINER ID",
+            "IMAGE",
+            "COMMAND",
+            "CREATED",
+            "STATUS",
+            "PORTS",
+            "NAMES",
+        ],
+        &rows,
+    );
+    0
+}
+
+/// `rm [-f] CONTAINER...`.
+pub fn rm(root: &StateRoot, args: RmArgs) -> i32 {
+    let store = ContainerStore::new(root);
+    let mut rc = 0;
+    for name in &args.containers {
+        match store
+            .resolve(name)
+            .and_then(|id| delete::remove(&store, &id, args.force))
+        {
+            Ok(()) => println!("{name}"),
+            Err(e) => {
+                report(&e);
+                rc = EXIT_FAILURE;
+            }
+        }
+    }
+    rc
+}
+
+/// `wait CONTAINER...`: prints each exit code.
+pub fn wait(root: &StateRoot, args: WaitArgs) -> i32 {
+    let store = ContainerStore::new(root);
+    let mut rc = 0;
+    for name in &args.containers {
+        match store
+            .resolve(name)
+            .and_then(|id| wait_verb::wait_exit(&store, &id))
+        {
+            Ok(state) => println!("{}", state.exit_code.unwrap_or(0)),
+            Err(e) => {
+                report(&e);
+                rc = EXIT_FAILURE;
+            }
+        }
+    }
+    rc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_commands_are_cut_like_docker() {
+        let cmd = vec![
+            "sh".to_string(),
+            "-c".into(),
+            "echo hello from a long command".into(),
+        ];
+        assert_eq!(command_column(&cmd, false), "\"sh -c echo hello fr…\"");
+        assert_eq!(command_column(&["true".into()], false), "\"true\"");
+    }
+}

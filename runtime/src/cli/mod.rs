@@ -1,0 +1,137 @@
+//! The command line: flags named as Docker names them, one file per group of verbs. Only
+//! this module prints; the library returns values and typed errors.
+//!
+//! Exit codes follow Docker: `run`/`create` exit 125 when capsa itself fails, 126/127 when
+//! the command cannot be executed / found, else the workload's own; other verbs exit 1 on
+//! error.
+
+mod containers;
+mod images;
+mod run;
+mod system;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Exit code for an error of capsa itself in `run`/`create` (Docker's).
+pub const EXIT_ENGINE_ERROR: i32 = 125;
+/// Exit code for a failed verb other than `run`.
+pub const EXIT_FAILURE: i32 = 1;
+
+/// Run one OCI image as a Linux container or inside a microVM, and compare the two.
+#[derive(Parser, Debug)]
+#[command(name = "capsa", version, about, disable_help_subcommand = true)]
+pub struct Cli {
+    /// State directory (images, layers, containers).
+    #[arg(long, global = true, env = "CAPSA_ROOT", default_value = crate::root::DEFAULT_ROOT)]
+    pub root: PathBuf,
+    /// Log level: error, warn, info, debug, trace.
+    #[arg(long = "log-level", short = 'l', global = true, default_value = "warn")]
+    pub log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create and run a new container from an image.
+    #[command(disable_help_flag = true)]
+    Run(run::RunArgs),
+    /// Create a new container (its init waits until `start`).
+    #[command(disable_help_flag = true)]
+    Create(run::RunArgs),
+    /// Start one or more created containers.
+    Start(containers::StartArgs),
+    /// List containers.
+    Ps(containers::PsArgs),
+    /// Remove one or more containers.
+    Rm(containers::RmArgs),
+    /// Block until containers stop, then print their exit codes.
+    Wait(containers::WaitArgs),
+    /// Show low-level information on containers as JSON.
+    Inspect(containers::InspectArgs),
+    /// Import a root file system tarball as an image.
+    Import(images::ImportArgs),
+    /// List images.
+    Images(images::ImagesArgs),
+    /// Show client and engine versions.
+    Version,
+    /// Show what this machine offers: cgroups, KVM, engines, counts.
+    Info(system::InfoArgs),
+}
+
+/// Parses the command line, runs the verb, and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level);
+    let root = match crate::root::StateRoot::open(&cli.root) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("capsa: state directory {}: {e}", cli.root.display());
+            return EXIT_ENGINE_ERROR;
+        }
+    };
+    match cli.command {
+        Command::Run(a) => run::run(&root, a, false),
+        Command::Create(a) => run::run(&root, a, true),
+        Command::Start(a) => containers::start(&root, a),
+        Command::Ps(a) => containers::ps(&root, a),
+        Command::Rm(a) => containers::rm(&root, a),
+        Command::Wait(a) => containers::wait(&root, a),
+        Command::Inspect(a) => containers::inspect(&root, a),
+        Command::Import(a) => images::import(&root, a),
+        Command::Images(a) => images::images(&root, a),
+        Command::Version => system::version(),
+        Command::Info(a) => system::info(&root, a),
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
+}
+
+/// Prints `capsa: <error>` with its causes.
+pub(crate) fn report(err: &dyn std::error::Error) {
+    let mut msg = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        source = s.source();
+    }
+    eprintln!("capsa: {msg}");
+}
+
+/// Prints rows as a table with Docker's spacing (columns padded by three spaces).
+pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let last = cells.len() - 1;
+        let mut out = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            out.push_str(c);
+            if i < last {
+                out.push_str(&" ".repeat(widths[i] - c.chars().count() + 3));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}

@@ -1,0 +1,264 @@
+//! `run` and `create`.
+
+use super::{report, EXIT_ENGINE_ERROR};
+use crate::container::options::{self, RunOptions, SeccompChoice};
+use crate::container::{create, monitor, run as run_verb, start, ContainerError, ContainerStore};
+use crate::image::ImageStore;
+use crate::linux::process::exec_fifo::ExecOutcome;
+use crate::root::StateRoot;
+use clap::Args;
+
+/// Flags of `run` and `create`, as Docker names them.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Print help (-h is --hostname, as in Docker).
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+    /// Assign a name to the container.
+    #[arg(long)]
+    name: Option<String>,
+    /// Run in the background and print the container ID.
+    #[arg(short = 'd', long)]
+    detach: bool,
+    /// Keep STDIN open.
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Allocate a pseudo-TTY (not supported yet).
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    rm: bool,
+    /// Set environment variables (K=V, or K to pass the caller's value).
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    /// Read environment variables from a file.
+    #[arg(long = "env-file")]
+    env_file: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long = "workdir")]
+    workdir: Option<String>,
+    /// User as UID[:GID] or NAME[:GROUP].
+    #[arg(short = 'u', long = "user")]
+    user: Option<String>,
+    /// Container host name.
+    #[arg(long = "hostname", short = 'h')]
+    hostname: Option<String>,
+    /// Memory limit (b, k, m, g).
+    #[arg(short = 'm', long = "memory", allow_hyphen_values = true)]
+    memory: Option<String>,
+    /// Number of CPUs (CFS quota).
+    #[arg(long = "cpus", allow_hyphen_values = true)]
+    cpus: Option<String>,
+    /// Process limit (-1 for unlimited).
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pids_limit: Option<String>,
+    /// Mount the root file system read-only.
+    #[arg(long = "read-only")]
+    read_only: bool,
+    /// Bind mount HOST:CONTAINER[:ro].
+    #[arg(short = 'v', long = "volume")]
+    volume: Vec<String>,
+    /// Mount a tmpfs: PATH[:OPTIONS].
+    #[arg(long = "tmpfs")]
+    tmpfs: Vec<String>,
+    /// Add a Linux capability.
+    #[arg(long = "cap-add")]
+    cap_add: Vec<String>,
+    /// Drop a Linux capability.
+    #[arg(long = "cap-drop")]
+    cap_drop: Vec<String>,
+    /// Security options: seccomp=unconfined|FILE.json, no-new-privileges=true|false.
+    #[arg(long = "security-opt")]
+    security_opt: Vec<String>,
+    /// Give the container every capability and device, no seccomp, no masked paths.
+    #[arg(long)]
+    privileged: bool,
+    /// Parent cgroup (absolute, or relative to capsa's own cgroup).
+    #[arg(long = "cgroup-parent")]
+    cgroup_parent: Option<String>,
+    /// Override the image's ENTRYPOINT.
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Isolation: container (the VM isolation lands with its own issue).
+    #[arg(long, default_value = "container")]
+    isolation: String,
+    /// User namespace mode (only "host" for now).
+    #[arg(long)]
+    userns: Option<String>,
+    /// The image to run.
+    image: String,
+    /// Command and arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+impl RunArgs {
+    fn into_options(self) -> Result<RunOptions, ContainerError> {
+        let bad = |m: &str| Err(ContainerError::InvalidArgument(m.to_string()));
+        if self.tty {
+            return bad("-t/--tty: pseudo-terminals are not supported yet (run without -t)");
+        }
+        if self.isolation != "container" {
+            return bad(&format!(
+                "--isolation {:?}: only \"container\" is available; the VM isolation is not built yet",
+                self.isolation
+            ));
+        }
+        if let Some(u) = &self.userns {
+            if u != "host" {
+                return bad(&format!(
+                    "--userns {u:?}: user namespaces are not supported yet (only \"host\")"
+                ));
+            }
+        }
+        let mut env_file_lines = Vec::new();
+        for f in &self.env_file {
+            env_file_lines.extend(options::read_env_file(f)?);
+        }
+        let mut opts = RunOptions {
+            name: self.name,
+            env: self.env,
+            env_file_lines,
+            workdir: self.workdir,
+            user: self.user,
+            hostname: self.hostname,
+            memory: self
+                .memory
+                .as_deref()
+                .map(|m| options::parse_memory("--memory", m))
+                .transpose()?,
+            cpus: self.cpus.as_deref().map(options::parse_cpus).transpose()?,
+            pids_limit: self
+                .pids_limit
+                .as_deref()
+                .map(options::parse_pids_limit)
+                .transpose()?,
+            read_only: self.read_only,
+            volumes: self
+                .volume
+                .iter()
+                .map(|v| options::parse_volume(v))
+                .collect::<Result<_, _>>()?,
+            tmpfs: self
+                .tmpfs
+                .iter()
+                .map(|t| match t.split_once(':') {
+                    Some((p, o)) => (p.to_string(), o.to_string()),
+                    None => (t.clone(), String::new()),
+                })
+                .collect(),
+            cap_add: self.cap_add,
+            cap_drop: self.cap_drop,
+            seccomp: SeccompChoice::Default,
+            no_new_privileges: true,
+            privileged: self.privileged,
+            cgroup_parent: self.cgroup_parent,
+            interactive: self.interactive,
+            auto_remove: self.rm,
+            entrypoint: self.entrypoint,
+            image: self.image,
+            command: self.command,
+        };
+        for (path, _) in &opts.tmpfs {
+            if !path.starts_with('/') {
+                return bad(&format!("--tmpfs {path:?}: the path must be absolute"));
+            }
+        }
+        if let Some(h) = &opts.hostname {
+            if h.is_empty()
+                || h.len() > 64
+                || !h
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
+            {
+                return bad(&format!("--hostname {h:?}: invalid host name"));
+            }
+        }
+        for so in &self.security_opt {
+            options::apply_security_opt(&mut opts, so)?;
+        }
+        // Capability names are checked now, before anything is created.
+        crate::linux::capabilities::effective_set(&opts.cap_add, &opts.cap_drop)
+            .map_err(ContainerError::InvalidArgument)?;
+        if let SeccompChoice::File(p) = &opts.seccomp {
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                ContainerError::InvalidArgument(format!("seccomp profile {}: {e}", p.display()))
+            })?;
+            crate::linux::seccomp::profile::resolve(&text, &p.display().to_string(), &[])
+                .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
+        }
+        Ok(opts)
+    }
+}
+
+/// `run` (or `create` when `create_only`). Returns the exit code.
+pub fn run(root: &StateRoot, args: RunArgs, create_only: bool) -> i32 {
+    let detach = args.detach;
+    let opts = match args.into_options() {
+        Ok(o) => o,
+        Err(e) => {
+            report(&e);
+            return EXIT_ENGINE_ERROR;
+        }
+    };
+    let image = match ImageStore::new(root).resolve(&opts.image) {
+        Ok(i) => i,
+        Err(crate::image::ImageError::NotFound(name)) => {
+            eprintln!("capsa: Unable to find image '{name}' locally; pulling from registries is not supported yet (use `capsa import`)");
+            return EXIT_ENGINE_ERROR;
+        }
+        Err(e) => {
+            report(&e);
+            return EXIT_ENGINE_ERROR;
+        }
+    };
+    let store = ContainerStore::new(root);
+    if create_only || detach {
+        return detached(&store, image, &opts, !create_only);
+    }
+    match run_verb::run_foreground(&store, image, &opts) {
+        Ok(outcome) => {
+            if let Some(msg) = outcome.exec_error {
+                eprintln!("capsa: {msg}");
+            }
+            outcome.exit_code
+        }
+        Err(e) => {
+            report(&e);
+            EXIT_ENGINE_ERROR
+        }
+    }
+}
+
+fn detached(
+    store: &ContainerStore,
+    image: crate::image::Image,
+    opts: &RunOptions,
+    start_it: bool,
+) -> i32 {
+    let created =
+        create::prepare(store, image, opts).and_then(|p| monitor::create_detached(store, p));
+    let id = match created {
+        Ok(id) => id,
+        Err(e) => {
+            report(&e);
+            return EXIT_ENGINE_ERROR;
+        }
+    };
+    if start_it {
+        match start::start(store, &id) {
+            Ok(ExecOutcome::Started) => {}
+            Ok(ExecOutcome::Failed(code, msg)) => {
+                eprintln!("capsa: {msg}");
+                return code;
+            }
+            Err(e) => {
+                report(&e);
+                return EXIT_ENGINE_ERROR;
+            }
+        }
+    }
+    println!("{id}");
+    0
+}

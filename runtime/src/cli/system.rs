@@ -1,0 +1,97 @@
+//! `version`, `info`.
+
+use crate::container::{ContainerStore, Status};
+use crate::host::HostInfo;
+use crate::image::ImageStore;
+use crate::root::StateRoot;
+use clap::Args;
+
+/// capsa's engine API version (the Docker Engine API version its REST API will follow).
+pub const API_VERSION: &str = "1.43";
+
+/// `info` flags.
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    /// Print as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `version`, laid out as `docker version` prints it.
+pub fn version() -> i32 {
+    let v = env!("CARGO_PKG_VERSION");
+    let os_arch = format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH);
+    println!("Client:");
+    println!(" Version:           {v}");
+    println!(" API version:       {API_VERSION}");
+    println!(" OS/Arch:           {os_arch}");
+    println!();
+    println!("Server: capsa engine (daemonless; the CLI is the engine)");
+    println!(" Engine:");
+    println!("  Version:          {v}");
+    println!("  API version:      {API_VERSION}");
+    println!("  OS/Arch:          {os_arch}");
+    println!("  Isolations:       container (vm: not built yet)");
+    0
+}
+
+/// `info`: the facts every figure is labelled with.
+pub fn info(root: &StateRoot, args: InfoArgs) -> i32 {
+    let host = HostInfo::gather(root);
+    let containers = ContainerStore::new(root).list();
+    let count = |st: Status| containers.iter().filter(|c| c.status == st).count();
+    let images = ImageStore::new(root).list().map(|l| l.len()).unwrap_or(0);
+    if args.json {
+        let v = serde_json::json!({
+            "host": host,
+            "root_dir": root.dir(),
+            "containers": {"total": containers.len(), "running": count(Status::Running), "stopped": count(Status::Exited)},
+            "images": images,
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return 0;
+    }
+    let iso = |r: Result<(), String>| match r {
+        Ok(()) => "available".to_string(),
+        Err(why) => format!("unavailable: {why}"),
+    };
+    println!("Containers: {}", containers.len());
+    println!(" Running: {}", count(Status::Running));
+    println!(" Created: {}", count(Status::Created));
+    println!(" Exited: {}", count(Status::Exited));
+    println!("Images: {images}");
+    println!("Server Version: {}", env!("CARGO_PKG_VERSION"));
+    println!("Storage Driver: overlayfs (layers unpacked per chain ID, shared)");
+    println!("Cgroup Driver: cgroupfs");
+    println!(
+        "Cgroup Version: {}",
+        host.cgroup_mode
+            .map(|m| m.describe())
+            .unwrap_or("none mounted")
+    );
+    println!("Isolations:");
+    println!(" container: {}", iso(host.container_isolation()));
+    println!(" vm: {}", iso(host.vm_isolation()));
+    println!("KVM: {}", host.kvm.describe());
+    let engines = if host.engines.is_empty() {
+        "none found".to_string()
+    } else {
+        host.engines.join(", ")
+    };
+    println!("Hypervisor engines: {engines}");
+    println!(
+        "Guest kernel: {}",
+        host.guest_kernel
+            .as_deref()
+            .unwrap_or("not built (the VM issue adds kernel-config/build.sh)")
+    );
+    println!("Kernel Version: {}", host.kernel);
+    println!("Operating System: {}", host.os);
+    println!("CPUs: {}", host.cpus);
+    println!(
+        "Total Memory: {:.2}GiB",
+        host.memory as f64 / (1u64 << 30) as f64
+    );
+    println!("Capsa Root Dir: {}", root.dir().display());
+    0
+}

@@ -1,0 +1,226 @@
+//! Creating a container: reserve its name, lay out its folder, write the spec, make the
+//! cgroup, compile seccomp (cached), then clone the init, which waits at the start gate.
+//! A failure at any step removes everything made so far.
+
+use super::options::RunOptions;
+use super::spec::{self, SpecContext};
+use super::state::{process_start_time, State, Status};
+use super::store::ContainerStore;
+use super::{id, ContainerError};
+use crate::image::Image;
+use crate::linux::cgroups::{self, CgroupManager, CgroupMode};
+use crate::linux::process::{self, exec_fifo, InitConfig, Stdio};
+use crate::linux::rootfs::OverlayLayers;
+use crate::linux::seccomp::compile::compile_cached;
+use oci_spec::runtime::Spec;
+use seccompiler::BpfProgram;
+use std::time::SystemTime;
+
+/// /etc/hosts of a container without a network yet: loopback only.
+const HOSTS: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
+
+/// A container laid out on disk, ready for its init to be cloned.
+pub struct Prepared {
+    /// The recorded state (status `creating`).
+    pub state: State,
+    /// The OCI spec, as written to config.json.
+    pub spec: Spec,
+    /// The overlay's layers.
+    pub layers: OverlayLayers,
+    /// Compiled seccomp filters.
+    pub seccomp: Vec<BpfProgram>,
+    /// The cgroup, created and limited.
+    pub cgroup: Box<dyn CgroupManager>,
+}
+
+/// Lays out a new container for `image` as `opts` describe it.
+pub fn prepare(
+    store: &ContainerStore,
+    image: Image,
+    opts: &RunOptions,
+) -> Result<Prepared, ContainerError> {
+    let id = id::new_id();
+    let name = reserve(store, opts, &id)?;
+    let result = lay_out(store, image, opts, &id, &name);
+    if result.is_err() {
+        discard(store, &id, &name, None);
+    }
+    result
+}
+
+fn reserve(store: &ContainerStore, opts: &RunOptions, id: &str) -> Result<String, ContainerError> {
+    if let Some(name) = &opts.name {
+        store.reserve_name(name, id)?;
+        return Ok(name.clone());
+    }
+    // Generated names may collide; a few tries, then the ID-derived name.
+    for _ in 0..8 {
+        let name = id::random_name();
+        if store.reserve_name(&name, id).is_ok() {
+            return Ok(name);
+        }
+    }
+    let name = format!("capsa_{}", id::short(id));
+    store.reserve_name(&name, id)?;
+    Ok(name)
+}
+
+fn lay_out(
+    store: &ContainerStore,
+    image: Image,
+    opts: &RunOptions,
+    id: &str,
+    name: &str,
+) -> Result<Prepared, ContainerError> {
+    let dir = store.dir(id);
+    for d in [dir.upper(), dir.work(), dir.rootfs()] {
+        std::fs::create_dir_all(&d).map_err(|e| ContainerError::io(&d, e))?;
+    }
+    for v in &opts.volumes {
+        // Docker creates a missing host directory for -v.
+        if !v.host.exists() {
+            std::fs::create_dir_all(&v.host).map_err(|e| {
+                ContainerError::InvalidArgument(format!("-v {}: {e}", v.host.display()))
+            })?;
+        }
+    }
+    let cgroup_mode = CgroupMode::detect();
+    let ctx = SpecContext {
+        id,
+        rootfs: &dir.rootfs(),
+        dir: &dir.dir,
+        cgroup_mode,
+    };
+    let spec = spec::build(opts, &image, &ctx)?;
+    let hostname = spec.hostname().clone().unwrap_or_default();
+    let write = |path: std::path::PathBuf, data: &[u8]| {
+        std::fs::write(&path, data).map_err(|e| ContainerError::io(&path, e))
+    };
+    write(dir.etc_file("hostname"), format!("{hostname}\n").as_bytes())?;
+    write(
+        dir.etc_file("hosts"),
+        format!("{HOSTS}127.0.1.1\t{hostname}\n").as_bytes(),
+    )?;
+    let config = serde_json::to_vec_pretty(&spec)
+        .map_err(|e| ContainerError::io(&dir.config(), std::io::Error::other(e)))?;
+    crate::fsutil::write_atomic(&dir.config(), &config)
+        .map_err(|e| ContainerError::io(&dir.config(), e))?;
+
+    let mode = cgroup_mode.ok_or_else(|| setup_err(id, cgroups::CgroupError::NotMounted))?;
+    let cgroup_paths = cgroups::resolve_paths(mode, opts.cgroup_parent.as_deref(), id)
+        .map_err(|e| setup_err(id, e))?;
+    let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        Some(s) => compile_cached(s, &store.root().cache_dir().join("seccomp"))
+            .map_err(|e| setup_err(id, e))?,
+        None => vec![],
+    };
+    exec_fifo::create(&dir.exec_fifo()).map_err(|e| ContainerError::io(&dir.exec_fifo(), e))?;
+    let me = std::process::id() as i32;
+    let state = State {
+        id: id.to_string(),
+        name: name.to_string(),
+        image: opts.image.clone(),
+        image_id: image.id.clone(),
+        command: spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.args().clone())
+            .unwrap_or_default(),
+        isolation: "container".into(),
+        status: Status::Creating,
+        created: crate::timefmt::rfc3339(SystemTime::now()),
+        started_at: None,
+        finished_at: None,
+        pid: None,
+        pid_start_time: None,
+        monitor_pid: Some(me),
+        monitor_start_time: process_start_time(me),
+        exit_code: None,
+        oom_killed: false,
+        error: None,
+        cgroup: cgroup_paths,
+        auto_remove: opts.auto_remove,
+    };
+    store.save(&state)?;
+    let cgroup = cgroups::manager(&state.cgroup);
+    let resources = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().clone())
+        .unwrap_or_default();
+    if let Err(e) = cgroup.apply(&resources) {
+        let _ = cgroup.destroy();
+        return Err(setup_err(id, e));
+    }
+    Ok(Prepared {
+        state,
+        spec,
+        layers: OverlayLayers {
+            lower: image.layer_dirs,
+            upper: dir.upper(),
+            work: dir.work(),
+        },
+        seccomp,
+        cgroup,
+    })
+}
+
+fn setup_err(id: &str, e: impl std::fmt::Display) -> ContainerError {
+    ContainerError::Setup {
+        id: id::short(id).to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// Clones the init with `stdio`; on success the container is `created`, its init waiting at
+/// the start gate. `monitor` is the process that will wait for it.
+pub fn spawn_init(
+    store: &ContainerStore,
+    prepared: &mut Prepared,
+    stdio: Stdio,
+) -> Result<i32, ContainerError> {
+    let id = prepared.state.id.clone();
+    let dir = store.dir(&id);
+    let cfg = InitConfig {
+        spec: &prepared.spec,
+        layers: &prepared.layers,
+        exec_fifo: &dir.exec_fifo(),
+        stdio,
+        seccomp: std::mem::take(&mut prepared.seccomp),
+        cgroup: prepared.cgroup.as_ref(),
+    };
+    let pid = match process::spawn(&cfg) {
+        Ok(pid) => pid,
+        Err(e) => {
+            discard(
+                store,
+                &id,
+                &prepared.state.name,
+                Some(prepared.cgroup.as_ref()),
+            );
+            return Err(setup_err(&id, e));
+        }
+    };
+    let me = std::process::id() as i32;
+    let start_time = process_start_time(pid);
+    let updated = store.update(&id, |s| {
+        s.status = Status::Created;
+        s.pid = Some(pid);
+        s.pid_start_time = start_time;
+        s.monitor_pid = Some(me);
+        s.monitor_start_time = process_start_time(me);
+    })?;
+    if let Some(s) = updated {
+        prepared.state = s;
+    }
+    Ok(pid)
+}
+
+/// Removes what a failed creation made: cgroup, name, folder.
+pub fn discard(store: &ContainerStore, id: &str, name: &str, cgroup: Option<&dyn CgroupManager>) {
+    if let Some(c) = cgroup {
+        let _ = c.destroy();
+    }
+    store.release_name(name, id);
+    let _ = std::fs::remove_dir_all(store.dir(id).dir);
+}

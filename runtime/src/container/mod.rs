@@ -1,0 +1,86 @@
+//! Containers: what the user asked for ([`options`]), the OCI spec made from it ([`spec`]),
+//! the on-disk record ([`state`], [`store`]) and the lifecycle verbs, one file each
+//! ([`create`], [`start`], [`run`], [`wait`], [`delete`]), plus the [`monitor`] that
+//! outlives the CLI for detached containers.
+
+pub mod create;
+pub mod delete;
+pub mod id;
+pub mod inspect;
+pub mod monitor;
+pub mod options;
+pub mod run;
+pub mod spec;
+pub mod start;
+pub mod state;
+pub mod store;
+pub mod wait;
+
+pub use state::{State, Status};
+pub use store::ContainerStore;
+
+/// Errors of the container verbs. Each names the container and the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    /// No container has that name or ID (prefix).
+    #[error("No such container: {0}")]
+    NotFound(String),
+    /// An ID prefix matches several containers.
+    #[error("multiple containers match {0:?}: use more of the ID")]
+    Ambiguous(String),
+    /// The name is held by another container.
+    #[error("the container name \"/{name}\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name")]
+    NameInUse {
+        /// The name.
+        name: String,
+        /// Its holder.
+        id: String,
+    },
+    /// A flag value that cannot work.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The verb does not apply in the container's state.
+    #[error("container {id}: {reason}")]
+    WrongState {
+        /// Container ID.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// The workload could not be executed (126) or found (127).
+    #[error("{message}")]
+    Exec {
+        /// 126 or 127.
+        code: i32,
+        /// What failed.
+        message: String,
+    },
+    /// Image errors.
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
+    /// Isolation set-up failed.
+    #[error("container {id}: {reason}")]
+    Setup {
+        /// Container ID.
+        id: String,
+        /// The cause, from the isolation core.
+        reason: String,
+    },
+    /// State files could not be read or written.
+    #[error("container state {path}: {source}")]
+    Io {
+        /// The path concerned.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+impl ContainerError {
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        ContainerError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! The monitor: the process that waits for a container's init, records its exit (code,
+//! time, OOM kill), removes its cgroup, and for detached containers holds its output and
+//! writes it to `ctr.log` as Docker's json-file driver does (one JSON object per line).
+//! For a foreground `run` the CLI itself plays this part.
+
+use super::create::{self, Prepared};
+use super::state::Status;
+use super::store::ContainerStore;
+use super::ContainerError;
+use crate::linux::cgroups::CgroupManager;
+use crate::linux::process::Stdio;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::SystemTime;
+
+/// Waits for the init `pid` (our child) and returns its exit code as a shell reports it
+/// (128 + signal when killed).
+pub fn wait_child(pid: i32) -> i32 {
+    loop {
+        match waitpid(Pid::from_raw(pid), None) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
+            Err(nix::errno::Errno::EINTR) | Ok(_) => continue,
+            Err(_) => return super::state::LOST_EXIT_CODE,
+        }
+    }
+}
+
+/// Records the exit of container `id` and removes its cgroup (after reading the OOM count).
+/// Returns true if the container was removed meanwhile.
+pub fn record_exit(
+    store: &ContainerStore,
+    id: &str,
+    code: i32,
+    cgroup: &dyn CgroupManager,
+) -> Result<bool, ContainerError> {
+    let oom = cgroup.oom_killed();
+    let _ = cgroup.destroy();
+    let now = crate::timefmt::rfc3339(SystemTime::now());
+    let updated = store.update(id, |s| {
+        s.status = Status::Exited;
+        s.exit_code = Some(code);
+        s.oom_killed = oom;
+        s.finished_at = Some(now);
+        if s.started_at.is_none() {
+            s.error
+                .get_or_insert_with(|| "exited before it was started".into());
+        }
+    })?;
+    Ok(updated.is_none())
+}
+
+/// One json-file log record.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LogLine {
+    log: String,
+    stream: String,
+    time: String,
+}
+
+/// Prints one log record to the stream it came from.
+pub fn print_log_line(line: &str, stdout: &mut dyn Write, stderr: &mut dyn Write) {
+    if let Ok(rec) = serde_json::from_str::<LogLine>(line) {
+        let out: &mut dyn Write = if rec.stream == "stderr" {
+            stderr
+        } else {
+            stdout
+        };
+        let _ = out.write_all(rec.log.as_bytes());
+        let _ = out.flush();
+    }
+}
+
+/// Splits output into lines and appends them to the log.
+struct LogWriter {
+    file: std::fs::File,
+    partial: [Vec<u8>; 2],
+}
+
+impl LogWriter {
+    fn write(&mut self, stream: usize, data: &[u8]) {
+        self.partial[stream].extend_from_slice(data);
+        while let Some(nl) = self.partial[stream].iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial[stream].drain(..=nl).collect();
+            self.emit(stream, &line);
+        }
+    }
+
+    fn flush(&mut self, stream: usize) {
+        let rest = std::mem::take(&mut self.partial[stream]);
+        if !rest.is_empty() {
+            self.emit(stream, &rest);
+        }
+    }
+
+    fn emit(&mut self, stream: usize, line: &[u8]) {
+        let rec = LogLine {
+            log: String::from_utf8_lossy(line).into_owned(),
+            stream: if stream == 0 { "stdout" } else { "stderr" }.into(),
+            time: crate::timefmt::rfc3339(SystemTime::now()),
+        };
+        if let Ok(mut json) = serde_json::to_vec(&rec) {
+            json.push(b'\n');
+            let _ = self.file.write_all(&json);
+        }
+    }
+}
+
+/// Copies the container's stdout and stderr pipes into the log until both close (the
+/// container's last process is gone).
+fn relay(out: OwnedFd, err: OwnedFd, log: &mut LogWriter) {
+    let mut open = [Some(out), Some(err)];
+    let mut buf = vec![0u8; 64 * 1024];
+    while open.iter().any(Option::is_some) {
+        let mut pfds: Vec<libc::pollfd> = open
+            .iter()
+            .flatten()
+            .map(|fd| libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: `pfds` is a live array of pollfd of the length given.
+        let rc = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
+        if rc < 0 {
+            continue; // EINTR
+        }
+        for p in pfds.iter().filter(|p| p.revents != 0) {
+            let stream = open
+                .iter()
+                .position(|o| o.as_ref().is_some_and(|fd| fd.as_raw_fd() == p.fd))
+                .expect("polled fd is open");
+            match nix::unistd::read(p.fd, &mut buf) {
+                Ok(0) | Err(nix::errno::Errno::EBADF) => {
+                    log.flush(stream);
+                    open[stream] = None;
+                }
+                Ok(n) => log.write(stream, &buf[..n]),
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+/// Body of a detached container's monitor: clone the init with its output on pipes, tell
+/// the CLI (through `report`) whether creation worked, then log output until the
+/// container ends and record its exit. Never returns.
+pub fn run_detached(store: &ContainerStore, mut prepared: Prepared, report: OwnedFd) -> ! {
+    let code = match monitor(store, &mut prepared, report) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    };
+    // SAFETY: ends the forked monitor without unwinding into the CLI's frames.
+    unsafe { libc::_exit(code) }
+}
+
+fn monitor(
+    store: &ContainerStore,
+    prepared: &mut Prepared,
+    report: OwnedFd,
+) -> Result<(), ContainerError> {
+    let id = prepared.state.id.clone();
+    let dir = store.dir(&id);
+    let pipes = || {
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| ContainerError::io(&dir.log(), e.into()))
+    };
+    let (out_r, out_w) = pipes()?;
+    let (err_r, err_w) = pipes()?;
+    let devnull = std::fs::File::open("/dev/null")
+        .map_err(|e| ContainerError::io(std::path::Path::new("/dev/null"), e))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.log())
+        .map_err(|e| ContainerError::io(&dir.log(), e))?;
+    let stdio = Stdio {
+        stdin: Some(devnull.as_raw_fd()),
+        stdout: Some(out_w.as_raw_fd()),
+        stderr: Some(err_w.as_raw_fd()),
+    };
+    let spawned = create::spawn_init(store, prepared, stdio);
+    // One line: the init holds a copy of this pipe until it execs, so the CLI cannot
+    // wait for end-of-file.
+    let message = match &spawned {
+        Ok(_) => "ok\n".to_string(),
+        Err(e) => format!("{}\n", e.to_string().replace('\n', " ")),
+    };
+    let _ = nix::unistd::write(&report, message.as_bytes());
+    drop(report);
+    let pid = spawned?;
+    drop((out_w, err_w, devnull));
+    let mut log = LogWriter {
+        file,
+        partial: [vec![], vec![]],
+    };
+    relay(out_r, err_r, &mut log);
+    let code = wait_child(pid);
+    let removed = record_exit(store, &id, code, prepared.cgroup.as_ref())?;
+    if !removed && prepared.state.auto_remove {
+        let _ = super::delete::remove(store, &id, true);
+    }
+    Ok(())
+}
+
+/// `create` for a detached container: forks the monitor, which outlives this CLI, and
+/// returns once the init is created (or with the reason it could not be).
+pub fn create_detached(
+    store: &ContainerStore,
+    prepared: Prepared,
+) -> Result<String, ContainerError> {
+    let id = prepared.state.id.clone();
+    let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| ContainerError::io(&store.dir(&id).dir, e.into()))?;
+    // SAFETY: the CLI is single-threaded here, so the child may run Rust code after fork.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            drop(report_r);
+            let _ = nix::unistd::setsid();
+            detach_stdio();
+            run_detached(store, prepared, report_w);
+        }
+        Ok(nix::unistd::ForkResult::Parent { .. }) => {}
+        Err(e) => {
+            create::discard(
+                store,
+                &id,
+                &prepared.state.name,
+                Some(prepared.cgroup.as_ref()),
+            );
+            return Err(ContainerError::io(&store.dir(&id).dir, e.into()));
+        }
+    }
+    drop(report_w);
+    let mut answer = String::new();
+    let _ = std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(std::fs::File::from(report_r)),
+        &mut answer,
+    );
+    match answer.trim_end() {
+        "ok" => Ok(id),
+        "" => Err(ContainerError::Setup {
+            id,
+            reason: "the monitor died during creation".into(),
+        }),
+        reason => Err(ContainerError::Setup {
+            id,
+            reason: reason.to_string(),
+        }),
+    }
+}
+
+/// Points the monitor's own stdio at /dev/null so it holds no terminal of the CLI's.
+fn detach_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for fd in 0..3 {
+            let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! What the user asked for with `run`/`create` flags, parsed and checked before anything is
+//! created: a flag value that cannot work is refused here with its name and the reason.
+
+use super::ContainerError;
+use std::path::PathBuf;
+
+/// Which seccomp filter to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeccompChoice {
+    /// capsa's default profile (Docker's).
+    Default,
+    /// No filter.
+    Unconfined,
+    /// A Docker-format profile file.
+    File(PathBuf),
+}
+
+/// A `-v HOST:CTR[:ro]` bind mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    /// Absolute host path.
+    pub host: PathBuf,
+    /// Absolute path in the container.
+    pub container: String,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
+/// The container's configuration as the user gave it.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// `--name`.
+    pub name: Option<String>,
+    /// `-e`, in order (`K=V`, or `K` to take the caller's value).
+    pub env: Vec<String>,
+    /// `--env-file` contents, already read.
+    pub env_file_lines: Vec<String>,
+    /// `-w`.
+    pub workdir: Option<String>,
+    /// `-u`.
+    pub user: Option<String>,
+    /// `--hostname`.
+    pub hostname: Option<String>,
+    /// `-m`, bytes.
+    pub memory: Option<i64>,
+    /// `--cpus`.
+    pub cpus: Option<f64>,
+    /// `--pids-limit`.
+    pub pids_limit: Option<i64>,
+    /// `--read-only`.
+    pub read_only: bool,
+    /// `-v`.
+    pub volumes: Vec<Volume>,
+    /// `--tmpfs PATH[:OPTIONS]`.
+    pub tmpfs: Vec<(String, String)>,
+    /// `--cap-add`.
+    pub cap_add: Vec<String>,
+    /// `--cap-drop`.
+    pub cap_drop: Vec<String>,
+    /// `--security-opt seccomp=`.
+    pub seccomp: SeccompChoice,
+    /// `--security-opt no-new-privileges=` (capsa defaults to true).
+    pub no_new_privileges: bool,
+    /// `--privileged`.
+    pub privileged: bool,
+    /// `--cgroup-parent`.
+    pub cgroup_parent: Option<String>,
+    /// `-i`.
+    pub interactive: bool,
+    /// `--rm`.
+    pub auto_remove: bool,
+    /// `--entrypoint`.
+    pub entrypoint: Option<String>,
+    /// The image as named.
+    pub image: String,
+    /// Arguments after the image.
+    pub command: Vec<String>,
+}
+
+/// Parses a Docker memory size (`512`, `64k`, `64m`, `1g`, `1.5g`; units b k m g).
+pub fn parse_memory(flag: &str, value: &str) -> Result<i64, ContainerError> {
+    let bad = |why: &str| ContainerError::InvalidArgument(format!("{flag} {value:?}: {why}"));
+    let v = value.trim().to_ascii_lowercase();
+    let (num, mult) = match v.trim_end_matches('b').chars().last() {
+        Some('k') => (&v[..v.find('k').unwrap_or(0)], 1i64 << 10),
+        Some('m') => (&v[..v.find('m').unwrap_or(0)], 1 << 20),
+        Some('g') => (&v[..v.find('g').unwrap_or(0)], 1 << 30),
+        Some(c) if c.is_ascii_digit() => (v.trim_end_matches('b'), 1),
+        _ => return Err(bad("expected a number with an optional unit b, k, m or g")),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| bad("expected a number with an optional unit b, k, m or g"))?;
+    if !n.is_finite() || n <= 0.0 {
+        return Err(bad("must be positive"));
+    }
+    let bytes = n * mult as f64;
+    if bytes > i64::MAX as f64 {
+        return Err(bad("too large"));
+    }
+    let bytes = bytes as i64;
+    // The kernel's own minimum makes smaller limits kill the init before it starts.
+    const MIN: i64 = 6 << 20;
+    if bytes < MIN {
+        return Err(bad("minimum memory limit allowed is 6MB"));
+    }
+    Ok(bytes)
+}
+
+/// Parses `--cpus` (positive, at most the number of CPUs here).
+pub fn parse_cpus(value: &str) -> Result<f64, ContainerError> {
+    let n: f64 = value
+        .trim()
+        .parse()
+        .map_err(|_| ContainerError::InvalidArgument(format!("--cpus {value:?}: not a number")))?;
+    let online = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as f64;
+    if !n.is_finite() || n <= 0.0 {
+        return Err(ContainerError::InvalidArgument(format!(
+            "--cpus {value:?}: must be positive"
+        )));
+    }
+    if n > online {
+        return Err(ContainerError::InvalidArgument(format!(
+            "--cpus {value:?}: range of CPUs is from 0.01 to {online}.00, as there are only {online} CPUs available"
+        )));
+    }
+    Ok(n)
+}
+
+/// Parses `--pids-limit` (-1 or 0: unlimited).
+pub fn parse_pids_limit(value: &str) -> Result<i64, ContainerError> {
+    let n: i64 = value.trim().parse().map_err(|_| {
+        ContainerError::InvalidArgument(format!("--pids-limit {value:?}: not an integer"))
+    })?;
+    if n < -1 {
+        return Err(ContainerError::InvalidArgument(format!(
+            "--pids-limit {value:?}: must be -1 (unlimited) or positive"
+        )));
+    }
+    Ok(n)
+}
+
+/// Parses `-v HOST:CTR[:ro|rw]`. Named volumes are not supported yet, and say so.
+pub fn parse_volume(value: &str) -> Result<Volume, ContainerError> {
+    let bad = |why: &str| ContainerError::InvalidArgument(format!("-v {value:?}: {why}"));
+    let parts: Vec<&str> = value.split(':').collect();
+    let (host, ctr, mode) = match parts.as_slice() {
+        [h, c] => (*h, *c, "rw"),
+        [h, c, m] => (*h, *c, *m),
+        _ => return Err(bad("expected HOST:CONTAINER[:ro|rw]")),
+    };
+    if !host.starts_with('/') {
+        return Err(bad(
+            "named volumes are not supported yet; give an absolute host path",
+        ));
+    }
+    if !ctr.starts_with('/') || ctr == "/" {
+        return Err(bad("the container path must be absolute and not /"));
+    }
+    let read_only = match mode {
+        "ro" => true,
+        "rw" => false,
+        other => return Err(bad(&format!("unknown mode {other:?} (ro or rw)"))),
+    };
+    Ok(Volume {
+        host: PathBuf::from(host),
+        container: ctr.to_string(),
+        read_only,
+    })
+}
+
+/// Parses one `--security-opt`; returns what it changes.
+pub fn apply_security_opt(opts: &mut RunOptions, value: &str) -> Result<(), ContainerError> {
+    let bad =
+        |why: &str| ContainerError::InvalidArgument(format!("--security-opt {value:?}: {why}"));
+    let (key, val) = value.split_once(['=', ':']).ok_or_else(|| {
+        bad("expected seccomp=unconfined|PROFILE.json or no-new-privileges=true|false")
+    })?;
+    match key {
+        "seccomp" if val == "unconfined" => opts.seccomp = SeccompChoice::Unconfined,
+        "seccomp" => opts.seccomp = SeccompChoice::File(PathBuf::from(val)),
+        "no-new-privileges" => {
+            opts.no_new_privileges = match val {
+                "" | "true" => true,
+                "false" => false,
+                _ => return Err(bad("expected true or false")),
+            }
+        }
+        _ => return Err(bad("supported: seccomp=..., no-new-privileges=...")),
+    }
+    Ok(())
+}
+
+/// Lines of an env file: `K=V` or `K` (taken from the caller), comments and blanks skipped.
+pub fn read_env_file(path: &str) -> Result<Vec<String>, ContainerError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ContainerError::InvalidArgument(format!("--env-file {path}: {e}")))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes_parse_like_docker() {
+        assert_eq!(parse_memory("-m", "64m").unwrap(), 64 << 20);
+        assert_eq!(parse_memory("-m", "1g").unwrap(), 1 << 30);
+        assert_eq!(parse_memory("-m", "1.5G").unwrap(), 3 << 29);
+        assert_eq!(parse_memory("-m", "8192k").unwrap(), 8 << 20);
+        assert_eq!(parse_memory("-m", "67108864").unwrap(), 64 << 20);
+        assert_eq!(parse_memory("-m", "64mb").unwrap(), 64 << 20);
+        for bad in ["-64m", "0", "lots", "1x", "", "1k"] {
+            assert!(parse_memory("-m", bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn volumes_parse_and_refuse_named_ones() {
+        let v = parse_volume("/srv/data:/data:ro").unwrap();
+        assert!(v.read_only);
+        assert_eq!(v.container, "/data");
+        assert!(parse_volume("data:/data")
+            .unwrap_err()
+            .to_string()
+            .contains("named volumes"));
+        assert!(parse_volume("/a:rel").is_err());
+        assert!(parse_volume("/a:/b:rx").is_err());
+    }
+
+    #[test]
+    fn cpus_and_pids_are_checked() {
+        assert!(parse_cpus("0.5").is_ok());
+        assert!(parse_cpus("-1").is_err());
+        assert!(parse_cpus("10000").is_err());
+        assert_eq!(parse_pids_limit("-1").unwrap(), -1);
+        assert!(parse_pids_limit("-5").is_err());
+    }
+}

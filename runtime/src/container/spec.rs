@@ -1,0 +1,370 @@
+//! Builds the OCI runtime spec (`config.json`) of a container from the image config and the
+//! user's flags, with Docker's defaults: namespaces, mounts, masked paths, capabilities,
+//! seccomp, devices and cgroup limits. Everything the isolation core does comes from here.
+
+use super::options::{RunOptions, SeccompChoice};
+use super::ContainerError;
+use crate::image::Image;
+use crate::linux::cgroups::CgroupMode;
+use crate::linux::process::init::{DEFAULT_PATH, USER_ANNOTATION};
+use crate::linux::{capabilities, devices, seccomp};
+use oci_spec::runtime::*;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Docker's masked paths.
+const MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+/// Docker's read-only paths.
+const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+/// CFS period for `--cpus` (Docker's 100 ms).
+const CPU_PERIOD_US: u64 = 100_000;
+/// Docker's default open-files limit.
+const NOFILE_LIMIT: u64 = 1_048_576;
+
+/// What else the spec needs besides flags and image.
+pub struct SpecContext<'a> {
+    /// Container ID.
+    pub id: &'a str,
+    /// Where the root will be mounted.
+    pub rootfs: &'a Path,
+    /// The container's folder, holding hostname and hosts files to bind.
+    pub dir: &'a Path,
+    /// The host's cgroup mode (decides the /sys/fs/cgroup mount).
+    pub cgroup_mode: Option<CgroupMode>,
+}
+
+fn err(e: impl std::fmt::Display) -> ContainerError {
+    ContainerError::InvalidArgument(e.to_string())
+}
+
+/// Entrypoint and command as Docker combines them.
+pub fn command_line(opts: &RunOptions, image: &Image) -> Vec<String> {
+    let cfg = image.config.config().as_ref();
+    let image_entry = cfg.and_then(|c| c.entrypoint().clone()).unwrap_or_default();
+    let image_cmd = cfg.and_then(|c| c.cmd().clone()).unwrap_or_default();
+    let (entry, cmd) = match &opts.entrypoint {
+        Some(e) if e.is_empty() => (vec![], opts.command.clone()),
+        Some(e) => (vec![e.clone()], opts.command.clone()),
+        None if opts.command.is_empty() => (image_entry, image_cmd),
+        None => (image_entry, opts.command.clone()),
+    };
+    entry.into_iter().chain(cmd).collect()
+}
+
+/// The environment: image Env, then `--env-file`, then `-e`; PATH and HOSTNAME defaulted.
+fn environment(opts: &RunOptions, image: &Image, hostname: &str) -> Vec<String> {
+    let mut env: Vec<String> = image
+        .config
+        .config()
+        .as_ref()
+        .and_then(|c| c.env().clone())
+        .unwrap_or_default();
+    let mut set = |entry: &str| {
+        let (key, value) = match entry.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            // `-e NAME` passes the caller's value, and nothing if it has none (Docker).
+            None => match std::env::var(entry) {
+                Ok(v) => (entry.to_string(), v),
+                Err(_) => return,
+            },
+        };
+        env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
+        env.push(format!("{key}={value}"));
+    };
+    for e in opts.env_file_lines.iter().chain(opts.env.iter()) {
+        set(e);
+    }
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, format!("PATH={DEFAULT_PATH}"));
+    }
+    if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
+        env.insert(1.min(env.len()), format!("HOSTNAME={hostname}"));
+    }
+    env
+}
+
+fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Mount {
+    MountBuilder::default()
+        .destination(dest)
+        .typ(typ)
+        .source(source)
+        .options(options.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .build()
+        .expect("all fields set")
+}
+
+fn mounts(opts: &RunOptions, ctx: &SpecContext) -> Vec<Mount> {
+    let sys_mode = if opts.privileged { "rw" } else { "ro" };
+    let mut list = vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        ),
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        ),
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        ),
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", sys_mode],
+        ),
+    ];
+    if ctx.cgroup_mode == Some(CgroupMode::Unified) {
+        list.push(mount(
+            "/sys/fs/cgroup",
+            "cgroup2",
+            "cgroup2",
+            &["nosuid", "noexec", "nodev", "relatime", sys_mode],
+        ));
+    }
+    for name in ["hostname", "hosts"] {
+        let src = ctx.dir.join(name).display().to_string();
+        list.push(mount(
+            &format!("/etc/{name}"),
+            "bind",
+            &src,
+            &["rbind", "rprivate"],
+        ));
+    }
+    for (path, extra) in &opts.tmpfs {
+        let mut o = vec!["nosuid", "nodev", "noexec"];
+        o.extend(extra.split(',').filter(|s| !s.is_empty()));
+        list.push(mount(path, "tmpfs", "tmpfs", &o));
+    }
+    for v in &opts.volumes {
+        let mode = if v.read_only { "ro" } else { "rw" };
+        list.push(mount(
+            &v.container,
+            "bind",
+            &v.host.display().to_string(),
+            &["rbind", "rprivate", mode],
+        ));
+    }
+    list
+}
+
+fn resources(opts: &RunOptions) -> Result<LinuxResources, ContainerError> {
+    let mut r =
+        LinuxResourcesBuilder::default().devices(devices::default_cgroup_rules(opts.privileged));
+    if let Some(m) = opts.memory {
+        r = r.memory(
+            LinuxMemoryBuilder::default()
+                .limit(m)
+                .build()
+                .map_err(err)?,
+        );
+    }
+    if let Some(c) = opts.cpus {
+        let quota = (c * CPU_PERIOD_US as f64).round() as i64;
+        r = r.cpu(
+            LinuxCpuBuilder::default()
+                .quota(quota)
+                .period(CPU_PERIOD_US)
+                .build()
+                .map_err(err)?,
+        );
+    }
+    if let Some(p) = opts.pids_limit {
+        let limit = if p <= 0 { -1 } else { p };
+        r = r.pids(
+            LinuxPidsBuilder::default()
+                .limit(limit)
+                .build()
+                .map_err(err)?,
+        );
+    }
+    r.build().map_err(err)
+}
+
+fn seccomp_section(
+    opts: &RunOptions,
+    caps: &[String],
+) -> Result<Option<LinuxSeccomp>, ContainerError> {
+    if opts.privileged {
+        return Ok(None);
+    }
+    let (text, name) = match &opts.seccomp {
+        SeccompChoice::Unconfined => return Ok(None),
+        SeccompChoice::Default => (seccomp::DEFAULT_PROFILE.to_string(), "default".to_string()),
+        SeccompChoice::File(p) => (
+            std::fs::read_to_string(p)
+                .map_err(|e| err(format!("seccomp profile {}: {e}", p.display())))?,
+            p.display().to_string(),
+        ),
+    };
+    seccomp::profile::resolve(&text, &name, caps)
+        .map(Some)
+        .map_err(err)
+}
+
+/// Builds the spec. Fails, naming the flag, on what cannot work.
+pub fn build(opts: &RunOptions, image: &Image, ctx: &SpecContext) -> Result<Spec, ContainerError> {
+    let hostname = opts
+        .hostname
+        .clone()
+        .unwrap_or_else(|| super::id::short(ctx.id).to_string());
+    let args = command_line(opts, image);
+    if args.is_empty() {
+        return Err(ContainerError::InvalidArgument(
+            "no command specified: the image has no Cmd or Entrypoint; give one after the image"
+                .into(),
+        ));
+    }
+    let image_cfg = image.config.config().as_ref();
+    let cwd = opts
+        .workdir
+        .clone()
+        .or_else(|| {
+            image_cfg
+                .and_then(|c| c.working_dir().clone())
+                .filter(|w| !w.is_empty())
+        })
+        .unwrap_or_else(|| "/".into());
+    if !cwd.starts_with('/') {
+        return Err(err(format!(
+            "-w {cwd:?}: the working directory must be an absolute path"
+        )));
+    }
+    let user = opts
+        .user
+        .clone()
+        .or_else(|| image_cfg.and_then(|c| c.user().clone()))
+        .unwrap_or_default();
+    let cap_names = if opts.privileged {
+        capabilities::all_caps()
+    } else {
+        capabilities::effective_set(&opts.cap_add, &opts.cap_drop).map_err(err)?
+    };
+    let caps = capabilities::to_oci(&cap_names);
+    let caps = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .permitted(caps.clone())
+        .effective(caps)
+        .inheritable(Capabilities::new())
+        .ambient(Capabilities::new())
+        .build()
+        .map_err(err)?;
+    // Without CAP_SYS_RESOURCE a hard limit cannot rise; stay within the caller's own.
+    let nofile_limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(_, hard)| hard.min(NOFILE_LIMIT))
+        .unwrap_or(NOFILE_LIMIT);
+    let nofile = PosixRlimitBuilder::default()
+        .typ(PosixRlimitType::RlimitNofile)
+        .soft(nofile_limit)
+        .hard(nofile_limit)
+        .build()
+        .map_err(err)?;
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .args(args)
+        .env(environment(opts, image, &hostname))
+        .cwd(cwd)
+        .capabilities(caps)
+        .rlimits(vec![nofile])
+        .no_new_privileges(opts.no_new_privileges && !opts.privileged)
+        .user(
+            UserBuilder::default()
+                .uid(0u32)
+                .gid(0u32)
+                .build()
+                .map_err(err)?,
+        )
+        .build()
+        .map_err(err)?;
+    let namespaces = [
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Network,
+        LinuxNamespaceType::Cgroup,
+    ]
+    .into_iter()
+    .map(|t| {
+        LinuxNamespaceBuilder::default()
+            .typ(t)
+            .build()
+            .expect("type set")
+    })
+    .collect::<Vec<_>>();
+    let strings = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .resources(resources(opts)?)
+        .devices(if opts.privileged {
+            devices::host_devices()
+        } else {
+            devices::default_devices()
+        })
+        .cgroups_path(ctx.id);
+    if !opts.privileged {
+        linux = linux
+            .masked_paths(strings(MASKED_PATHS))
+            .readonly_paths(strings(READONLY_PATHS));
+    }
+    if let Some(s) = seccomp_section(opts, &cap_names)? {
+        linux = linux.seccomp(s);
+    }
+    let mut annotations = HashMap::new();
+    annotations.insert(USER_ANNOTATION.to_string(), user);
+    SpecBuilder::default()
+        .version("1.0.2")
+        .hostname(hostname)
+        .root(
+            RootBuilder::default()
+                .path(ctx.rootfs)
+                .readonly(opts.read_only)
+                .build()
+                .map_err(err)?,
+        )
+        .process(process)
+        .mounts(mounts(opts, ctx))
+        .linux(linux.build().map_err(err)?)
+        .annotations(annotations)
+        .build()
+        .map_err(err)
+}

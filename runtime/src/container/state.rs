@@ -1,0 +1,179 @@
+//! A container's recorded state (`state.json`) and what is true now: a record that says
+//! "running" is checked against the live process, so `ps` never shows a dead container as
+//! up, even after its monitor was killed.
+
+use crate::linux::cgroups::CgroupPaths;
+use serde::{Deserialize, Serialize};
+
+/// Exit code reported when a container's exit status was lost (its monitor died), as
+/// Docker reports 255 for a container whose shim vanished.
+pub const LOST_EXIT_CODE: i32 = 255;
+
+/// Lifecycle status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Being set up; the creating process owns it.
+    Creating,
+    /// Init is waiting on the start gate.
+    Created,
+    /// The workload runs.
+    Running,
+    /// The workload ended; only disk is used.
+    Exited,
+    /// Creation was interrupted; only `rm` applies.
+    Dead,
+}
+
+impl Status {
+    /// Docker's word for it (`docker inspect` .State.Status).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Creating | Status::Created => "created",
+            Status::Running => "running",
+            Status::Exited => "exited",
+            Status::Dead => "dead",
+        }
+    }
+}
+
+/// `state.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    /// 64-hex ID.
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// The image as the user named it.
+    pub image: String,
+    /// The image ID (config digest).
+    pub image_id: String,
+    /// Entrypoint + command, as run.
+    pub command: Vec<String>,
+    /// "container" (or "vm" later).
+    pub isolation: String,
+    /// Status as last recorded.
+    pub status: Status,
+    /// Creation time (RFC 3339).
+    pub created: String,
+    /// When the workload was started.
+    #[serde(default)]
+    pub started_at: Option<String>,
+    /// When it ended.
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    /// Host PID of the container's init.
+    #[serde(default)]
+    pub pid: Option<i32>,
+    /// Start time of that PID (field 22 of /proc/PID/stat), so a recycled PID is not mistaken
+    /// for the container.
+    #[serde(default)]
+    pub pid_start_time: Option<u64>,
+    /// The process that waits for the init and records its exit.
+    #[serde(default)]
+    pub monitor_pid: Option<i32>,
+    /// Start time of the monitor's PID.
+    #[serde(default)]
+    pub monitor_start_time: Option<u64>,
+    /// Exit code once exited.
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// Whether the kernel's OOM killer acted in the container's cgroup.
+    #[serde(default)]
+    pub oom_killed: bool,
+    /// The last error (exec failure, lost monitor).
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Absolute cgroup directories.
+    pub cgroup: CgroupPaths,
+    /// `--rm`: remove when it exits.
+    #[serde(default)]
+    pub auto_remove: bool,
+}
+
+/// Start time (clock ticks since boot) of a live process, or None if it does not exist.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if fields.first() == Some(&"Z") {
+        return None; // a zombie has finished
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// Whether `pid` is alive and still the process that had `start_time`.
+pub fn is_same_process(pid: Option<i32>, start_time: Option<u64>) -> bool {
+    match (pid, start_time) {
+        (Some(pid), Some(t)) => process_start_time(pid) == Some(t),
+        _ => false,
+    }
+}
+
+impl State {
+    /// The state as it is now, correcting a record whose processes are gone.
+    pub fn observed(&self) -> State {
+        let mut s = self.clone();
+        let init_alive = is_same_process(self.pid, self.pid_start_time);
+        let monitor_alive = is_same_process(self.monitor_pid, self.monitor_start_time);
+        match self.status {
+            Status::Creating if !monitor_alive => s.status = Status::Dead,
+            Status::Created | Status::Running if !init_alive && !monitor_alive => {
+                s.status = Status::Exited;
+                s.exit_code = Some(LOST_EXIT_CODE);
+                s.error = Some("the container's monitor died; its exit status is lost".into());
+            }
+            _ => {}
+        }
+        s
+    }
+
+    /// Whether the workload (or its init) is alive now.
+    pub fn init_alive(&self) -> bool {
+        is_same_process(self.pid, self.pid_start_time)
+    }
+
+    /// `Up 5 seconds`, `Exited (0) 3 minutes ago`, `Created`, as `docker ps` prints it.
+    pub fn status_line(&self) -> String {
+        use crate::timefmt::{ago, human_duration, parse_rfc3339};
+        match self.status {
+            Status::Creating | Status::Created => "Created".into(),
+            Status::Running => {
+                let since = self.started_at.as_deref().and_then(parse_rfc3339);
+                let up = since
+                    .map(|t| human_duration(t.elapsed().unwrap_or_default()))
+                    .unwrap_or_default();
+                format!("Up {up}")
+            }
+            Status::Exited => {
+                let when = self
+                    .finished_at
+                    .as_deref()
+                    .and_then(parse_rfc3339)
+                    .map(|t| format!(" {} ago", ago(t)))
+                    .unwrap_or_default();
+                format!(
+                    "Exited ({}){when}",
+                    self.exit_code.unwrap_or(LOST_EXIT_CODE)
+                )
+            }
+            Status::Dead => "Dead".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_recognised_and_recycled_pids_are_not() {
+        let me = std::process::id() as i32;
+        let t = process_start_time(me);
+        assert!(t.is_some());
+        assert!(is_same_process(Some(me), t));
+        assert!(!is_same_process(Some(me), t.map(|t| t + 1)));
+        assert!(!is_same_process(None, None));
+    }
+}

@@ -1,0 +1,211 @@
+//! The container store: `containers/<id>/` folders, their state files, and the name
+//! reservations in `names/`. A name is taken by creating `names/<name>` with O_EXCL, so two
+//! CLIs can never both get it.
+
+use super::id;
+use super::state::State;
+use super::ContainerError;
+use crate::fsutil::{write_json_atomic, FileLock};
+use crate::root::StateRoot;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Files and folders of one container.
+#[derive(Debug, Clone)]
+pub struct ContainerDir {
+    /// `containers/<id>`.
+    pub dir: PathBuf,
+}
+
+impl ContainerDir {
+    /// The OCI runtime spec.
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("config.json")
+    }
+    /// `state.json`.
+    pub fn state(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+    /// The lock serialising state changes.
+    pub fn lock(&self) -> PathBuf {
+        self.dir.join("lock")
+    }
+    /// overlayfs upper (the container's writable layer).
+    pub fn upper(&self) -> PathBuf {
+        self.dir.join("upper")
+    }
+    /// overlayfs work directory.
+    pub fn work(&self) -> PathBuf {
+        self.dir.join("work")
+    }
+    /// The root mount point (mounted only inside the container's mount namespace).
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+    /// The start gate.
+    pub fn exec_fifo(&self) -> PathBuf {
+        self.dir.join("exec.fifo")
+    }
+    /// json-lines log of a detached container's output.
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("ctr.log")
+    }
+    /// Files bind-mounted into the container (/etc/hostname, /etc/hosts).
+    pub fn etc_file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+/// Handle on `containers/` and `names/` of a state root.
+#[derive(Debug, Clone)]
+pub struct ContainerStore {
+    root: StateRoot,
+}
+
+impl ContainerStore {
+    /// The store of `root`.
+    pub fn new(root: &StateRoot) -> Self {
+        ContainerStore { root: root.clone() }
+    }
+
+    /// The state root.
+    pub fn root(&self) -> &StateRoot {
+        &self.root
+    }
+
+    /// The folder of container `id`.
+    pub fn dir(&self, id: &str) -> ContainerDir {
+        ContainerDir {
+            dir: self.root.containers_dir().join(id),
+        }
+    }
+
+    /// Takes `name` for `id` atomically.
+    pub fn reserve_name(&self, name: &str, id: &str) -> Result<(), ContainerError> {
+        if !id::valid_name(name) {
+            return Err(ContainerError::InvalidArgument(format!(
+                "invalid container name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+            )));
+        }
+        let path = self.root.names_dir().join(name);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut f) => f
+                .write_all(id.as_bytes())
+                .map_err(|e| ContainerError::io(&path, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                Err(ContainerError::NameInUse {
+                    name: name.to_string(),
+                    id: holder,
+                })
+            }
+            Err(e) => Err(ContainerError::io(&path, e)),
+        }
+    }
+
+    /// Releases `name` (only if `id` holds it).
+    pub fn release_name(&self, name: &str, id: &str) {
+        let path = self.root.names_dir().join(name);
+        if std::fs::read_to_string(&path).is_ok_and(|holder| holder == id) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// Takes the container's lock.
+    pub fn lock(&self, id: &str) -> Result<FileLock, ContainerError> {
+        let path = self.dir(id).lock();
+        FileLock::acquire(&path).map_err(|e| ContainerError::io(&path, e))
+    }
+
+    /// Reads the recorded state.
+    pub fn load(&self, id: &str) -> Result<State, ContainerError> {
+        let path = self.dir(id).state();
+        let data = std::fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ContainerError::NotFound(id.to_string()),
+            _ => ContainerError::io(&path, e),
+        })?;
+        serde_json::from_slice(&data)
+            .map_err(|e| ContainerError::io(&path, std::io::Error::other(e)))
+    }
+
+    /// Writes the state atomically.
+    pub fn save(&self, state: &State) -> Result<(), ContainerError> {
+        let path = self.dir(&state.id).state();
+        write_json_atomic(&path, state).map_err(|e| ContainerError::io(&path, e))
+    }
+
+    /// Applies `change` to the recorded state under the container's lock. Returns None when
+    /// the container was removed meanwhile (nothing to record).
+    pub fn update(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut State),
+    ) -> Result<Option<State>, ContainerError> {
+        let _lock = match self.lock(id) {
+            Ok(l) => l,
+            Err(_) if !self.dir(id).dir.is_dir() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut state = match self.load(id) {
+            Ok(s) => s,
+            Err(ContainerError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        change(&mut state);
+        self.save(&state)?;
+        Ok(Some(state))
+    }
+
+    /// IDs of every container.
+    pub fn ids(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.root.containers_dir()) else {
+            return vec![];
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.len() == 64)
+            .collect()
+    }
+
+    /// Every container's observed state, newest first.
+    pub fn list(&self) -> Vec<State> {
+        let mut all: Vec<State> = self
+            .ids()
+            .iter()
+            .filter_map(|id| self.load(id).ok())
+            .map(|s| s.observed())
+            .collect();
+        all.sort_by(|a, b| b.created.cmp(&a.created));
+        all
+    }
+
+    /// Finds a container by name, full ID or unique ID prefix.
+    pub fn resolve(&self, wanted: &str) -> Result<String, ContainerError> {
+        let wanted = wanted.strip_prefix('/').unwrap_or(wanted);
+        if !wanted.is_empty() && !wanted.contains('/') && wanted != "." && wanted != ".." {
+            if let Ok(id) = std::fs::read_to_string(self.root.names_dir().join(wanted)) {
+                if self.dir(&id).dir.is_dir() {
+                    return Ok(id);
+                }
+            }
+        }
+        if wanted.is_empty() || !wanted.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ContainerError::NotFound(wanted.to_string()));
+        }
+        let hits: Vec<String> = self
+            .ids()
+            .into_iter()
+            .filter(|id| id.starts_with(wanted))
+            .collect();
+        match hits.len() {
+            0 => Err(ContainerError::NotFound(wanted.to_string())),
+            1 => Ok(hits.into_iter().next().expect("one hit")),
+            _ => Err(ContainerError::Ambiguous(wanted.to_string())),
+        }
+    }
+}

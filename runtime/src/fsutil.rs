@@ -1,0 +1,69 @@
+//! Small file-system helpers shared by the stores: atomic writes and advisory locks.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+/// Writes `data` to `path` so that a reader sees the old or the new content, never a mix:
+/// temp file in the same directory, fsync, rename, fsync of the directory.
+pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let mut f = File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })?;
+    File::open(dir)?.sync_all()
+}
+
+/// Serialises `value` as pretty JSON and writes it atomically.
+pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    let data = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    write_atomic(path, &data)
+}
+
+/// An exclusive `flock` held until dropped. Used so that concurrent CLIs serialise their
+/// changes to one container or to the image index.
+pub struct FileLock {
+    _file: File,
+}
+
+impl FileLock {
+    /// Blocks until the lock on `path` (created if missing) is held.
+    pub fn acquire(path: &Path) -> io::Result<FileLock> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)?;
+        // SAFETY: flock on a file descriptor we own; no memory is shared with the kernel.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(FileLock { _file: file })
+    }
+}
+
+/// Total size in bytes of the regular files under `path` (not following symlinks).
+pub fn disk_usage(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| disk_usage(&e.path()))
+        .sum::<u64>()
+}

@@ -1,0 +1,260 @@
+//! The content-addressed image store: blobs by sha256, unpacked layers by chain ID, and an
+//! index from names to manifests. Every change to the index is made under a lock and written
+//! atomically, so concurrent CLIs never lose each other's images.
+
+use super::digest::{chain_ids, hex_part};
+use super::{reference, ImageError, Reference};
+use crate::fsutil::{write_json_atomic, FileLock};
+use crate::root::StateRoot;
+use oci_spec::image::{ImageConfiguration, ImageManifest};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// What the index records of one image (keyed by manifest digest).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// Digest of the config blob: the image ID, as Docker defines it.
+    pub config: String,
+    /// Fully qualified names that point at this image.
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// When the image entered this store (RFC 3339).
+    pub added: String,
+}
+
+/// `images.json`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Index {
+    images: BTreeMap<String, ImageRecord>,
+}
+
+/// An image resolved from the store, with everything `run` needs.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// `sha256:<hex>` of the config blob.
+    pub id: String,
+    /// `sha256:<hex>` of the manifest blob.
+    pub manifest_digest: String,
+    /// The name the user asked for, if it was a name.
+    pub names: Vec<String>,
+    /// The parsed image config (Env, Cmd, Entrypoint, WorkingDir, User...).
+    pub config: ImageConfiguration,
+    /// Unpacked layer directories, lowest first.
+    pub layer_dirs: Vec<PathBuf>,
+}
+
+/// Handle on the store inside a [`StateRoot`].
+#[derive(Debug, Clone)]
+pub struct ImageStore {
+    root: StateRoot,
+}
+
+impl ImageStore {
+    /// The store of `root`.
+    pub fn new(root: &StateRoot) -> ImageStore {
+        ImageStore { root: root.clone() }
+    }
+
+    /// Path of a blob by digest.
+    pub fn blob_path(&self, digest: &str) -> Result<PathBuf, ImageError> {
+        let hex = hex_part(digest).ok_or_else(|| ImageError::Corrupt {
+            image: digest.to_string(),
+            what: "digest",
+            reason: "not sha256:<64 hex>".into(),
+        })?;
+        Ok(self.root.blobs_dir().join(hex))
+    }
+
+    /// Directory of an unpacked layer (`layers/<chain hex>/`); its tree is in `diff/`.
+    pub fn layer_dir(&self, chain_id: &str) -> PathBuf {
+        let hex = chain_id.strip_prefix("sha256:").unwrap_or(chain_id);
+        self.root.layers_dir().join(hex)
+    }
+
+    /// Reads a blob whole (manifests and configs are small).
+    pub fn read_blob(&self, digest: &str) -> Result<Vec<u8>, ImageError> {
+        let path = self.blob_path(digest)?;
+        std::fs::read(&path).map_err(|e| ImageError::io(&path, e))
+    }
+
+    /// Records a manifest in the index, and points `name` (if any) at it, moving the name
+    /// away from any image that had it.
+    pub fn add_image(
+        &self,
+        manifest_digest: &str,
+        config_digest: &str,
+        name: Option<&Reference>,
+    ) -> Result<(), ImageError> {
+        self.update_index(|index| {
+            if let Some(name) = name {
+                for rec in index.images.values_mut() {
+                    rec.names.retain(|n| *n != name.full());
+                }
+            }
+            let rec = index
+                .images
+                .entry(manifest_digest.to_string())
+                .or_insert_with(|| ImageRecord {
+                    config: config_digest.to_string(),
+                    names: vec![],
+                    added: crate::timefmt::rfc3339(SystemTime::now()),
+                });
+            if let Some(name) = name {
+                rec.names.push(name.full());
+            }
+        })
+    }
+
+    /// Every image in the index, as (manifest digest, record).
+    pub fn list(&self) -> Result<Vec<(String, ImageRecord)>, ImageError> {
+        Ok(self.read_index()?.images.into_iter().collect())
+    }
+
+    /// Resolves a name (`busybox`, `busybox:1`), a full or short image ID, or `sha256:<id>`.
+    pub fn resolve(&self, wanted: &str) -> Result<Image, ImageError> {
+        let index = self.read_index()?;
+        let parsed = Reference::parse(wanted);
+        let by_name = parsed.as_ref().ok().and_then(|r| {
+            let full = r.full();
+            index
+                .images
+                .iter()
+                .find(|(_, rec)| rec.names.contains(&full))
+        });
+        let found = match by_name {
+            Some(hit) => Some(hit),
+            None => find_by_id(&index, wanted)?,
+        };
+        let (manifest_digest, rec) = match (found, parsed) {
+            (Some(hit), _) => hit,
+            (None, Err(e)) => return Err(e),
+            (None, Ok(_)) => return Err(ImageError::NotFound(wanted.to_string())),
+        };
+        self.load(manifest_digest, rec)
+    }
+
+    fn load(&self, manifest_digest: &str, rec: &ImageRecord) -> Result<Image, ImageError> {
+        let corrupt = |what, e: &dyn std::fmt::Display| ImageError::Corrupt {
+            image: manifest_digest.to_string(),
+            what,
+            reason: e.to_string(),
+        };
+        let manifest = ImageManifest::from_reader(&self.read_blob(manifest_digest)?[..])
+            .map_err(|e| corrupt("manifest", &e))?;
+        let config = ImageConfiguration::from_reader(&self.read_blob(&rec.config)?[..])
+            .map_err(|e| corrupt("config", &e))?;
+        let diff_ids = config.rootfs().diff_ids().clone();
+        if diff_ids.len() != manifest.layers().len() {
+            return Err(corrupt(
+                "config",
+                &"diff_ids and manifest layers differ in count",
+            ));
+        }
+        let mut layer_dirs = Vec::with_capacity(diff_ids.len());
+        for chain in chain_ids(&diff_ids) {
+            let dir = self.layer_dir(&chain).join("diff");
+            if !dir.is_dir() {
+                return Err(corrupt(
+                    "layer store",
+                    &format!("layer {chain} is not unpacked"),
+                ));
+            }
+            layer_dirs.push(dir);
+        }
+        Ok(Image {
+            id: rec.config.clone(),
+            manifest_digest: manifest_digest.to_string(),
+            names: rec.names.clone(),
+            config,
+            layer_dirs,
+        })
+    }
+
+    fn read_index(&self) -> Result<Index, ImageError> {
+        let path = self.root.images_index();
+        match std::fs::read(&path) {
+            Ok(data) => serde_json::from_slice(&data).map_err(|e| ImageError::Corrupt {
+                image: path.display().to_string(),
+                what: "image index",
+                reason: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Index::default()),
+            Err(e) => Err(ImageError::io(&path, e)),
+        }
+    }
+
+    fn update_index(&self, change: impl FnOnce(&mut Index)) -> Result<(), ImageError> {
+        let lock_path = self.root.images_lock();
+        let _lock = FileLock::acquire(&lock_path).map_err(|e| ImageError::io(&lock_path, e))?;
+        let mut index = self.read_index()?;
+        change(&mut index);
+        let path = self.root.images_index();
+        write_json_atomic(&path, &index).map_err(|e| ImageError::io(&path, e))
+    }
+
+    /// Where in-progress imports stage their files.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.tmp_dir()
+    }
+
+    /// Moves a staged file or tree into its content-addressed place; if another writer got
+    /// there first, the staged copy is dropped (same digest, same content).
+    pub fn commit_staged(&self, staged: &Path, dest: &Path) -> Result<(), ImageError> {
+        if dest.exists() {
+            let _ = remove_any(staged);
+            return Ok(());
+        }
+        match std::fs::rename(staged, dest) {
+            Ok(()) => Ok(()),
+            Err(_) if dest.exists() => {
+                let _ = remove_any(staged);
+                Ok(())
+            }
+            Err(e) => Err(ImageError::io(dest, e)),
+        }
+    }
+}
+
+/// Removes a file or a directory tree.
+pub fn remove_any(path: &Path) -> std::io::Result<()> {
+    if std::fs::symlink_metadata(path)?.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    }
+}
+
+type IndexHit<'a> = Option<(&'a String, &'a ImageRecord)>;
+
+fn find_by_id<'a>(index: &'a Index, wanted: &str) -> Result<IndexHit<'a>, ImageError> {
+    let hex = wanted.strip_prefix("sha256:").unwrap_or(wanted);
+    if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(None);
+    }
+    let mut hits = index.images.iter().filter(|(_, rec)| {
+        rec.config
+            .strip_prefix("sha256:")
+            .is_some_and(|id| id.starts_with(hex))
+    });
+    let first = hits.next();
+    if hits.next().is_some() {
+        return Err(ImageError::InvalidReference {
+            reference: wanted.to_string(),
+            reason: "ambiguous image ID prefix",
+        });
+    }
+    Ok(first)
+}
+
+/// The names of an image as `docker images` shows them: (`busybox`, `latest`).
+pub fn display_name(full: &str) -> (String, String) {
+    match Reference::parse(full) {
+        Ok(r) => (
+            reference::familiar(&r.repository()),
+            r.tag.unwrap_or_else(|| "<none>".into()),
+        ),
+        Err(_) => (full.to_string(), "<none>".into()),
+    }
+}

@@ -1,0 +1,18 @@
+//! capsa: run one OCI image as a Linux container or inside a microVM, and measure both.
+//!
+//! The library holds the whole engine; `main.rs` only parses flags (see [`cli`]).
+//! Folders own one concept each:
+//! - [`image`]: references, the content-addressed store, `import`;
+//! - [`container`]: spec building, on-disk state, the lifecycle verbs and the monitor;
+//! - [`linux`]: the isolation core (namespaces, rootfs, cgroups, capabilities, seccomp),
+//!   usable without the rest (the guest agent runs workloads through it);
+//! - [`host`]: what this machine offers (cgroup mode, KVM kind, engines), for `info`.
+
+pub mod cli;
+pub mod container;
+pub mod fsutil;
+pub mod host;
+pub mod image;
+pub mod linux;
+pub mod root;
+pub mod timefmt;

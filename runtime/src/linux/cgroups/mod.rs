@@ -1,0 +1,271 @@
+//! cgroups behind one interface: v1 (legacy and hybrid hosts) and v2 (the unified hierarchy).
+//!
+//! A container's cgroup is placed at absolute paths decided once, at create time, and kept
+//! in the container's state ([`CgroupPaths`]), so that later commands find it even when run
+//! from another cgroup. A relative parent nests under the creating process's own cgroup,
+//! so limits that enclose the caller also enclose its containers.
+
+pub mod v1;
+pub mod v2;
+
+use oci_spec::runtime::LinuxResources;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Where cgroup file systems are mounted.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// statfs magic of cgroup2.
+const CGROUP2_SUPER_MAGIC: i64 = 0x63677270;
+
+/// How this host mounts cgroups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CgroupMode {
+    /// Only the unified hierarchy (cgroup v2).
+    Unified,
+    /// v1 controllers plus an empty unified hierarchy (these machines).
+    Hybrid,
+    /// Only v1.
+    Legacy,
+}
+
+impl CgroupMode {
+    /// Detects the mode from what is mounted at /sys/fs/cgroup.
+    pub fn detect() -> Option<CgroupMode> {
+        if is_cgroup2(Path::new(CGROUP_ROOT)) {
+            return Some(CgroupMode::Unified);
+        }
+        if !Path::new(CGROUP_ROOT).join("memory").exists()
+            && !Path::new(CGROUP_ROOT).join("pids").exists()
+        {
+            return None;
+        }
+        if is_cgroup2(&Path::new(CGROUP_ROOT).join("unified")) {
+            Some(CgroupMode::Hybrid)
+        } else {
+            Some(CgroupMode::Legacy)
+        }
+    }
+
+    /// The cgroup version capsa drives in this mode.
+    pub fn version(self) -> u8 {
+        match self {
+            CgroupMode::Unified => 2,
+            CgroupMode::Hybrid | CgroupMode::Legacy => 1,
+        }
+    }
+
+    /// "v2", "v1 (hybrid)", "v1".
+    pub fn describe(self) -> &'static str {
+        match self {
+            CgroupMode::Unified => "v2 (unified)",
+            CgroupMode::Hybrid => "v1 (hybrid: v1 controllers, empty cgroup2)",
+            CgroupMode::Legacy => "v1 (legacy)",
+        }
+    }
+}
+
+fn is_cgroup2(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .map(|s| s.filesystem_type().0 == CGROUP2_SUPER_MAGIC)
+        .unwrap_or(false)
+}
+
+/// The absolute directories of one container's cgroup: for v1 one per hierarchy (keyed by
+/// its mount directory name, e.g. `memory`, `cpu,cpuacct`), for v2 the single key `unified`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupPaths {
+    /// Cgroup version these paths belong to.
+    pub version: u8,
+    /// Hierarchy -> absolute directory.
+    pub dirs: BTreeMap<String, PathBuf>,
+}
+
+/// Errors of cgroup set-up, naming the file and the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// No usable cgroup file system is mounted.
+    #[error("no cgroup file system mounted at {CGROUP_ROOT}")]
+    NotMounted,
+    /// A cgroup file could not be read, written or created.
+    #[error("cgroup {path}: {source}")]
+    Io {
+        /// File or directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A limit was asked for whose controller this host does not offer.
+    #[error("cgroup controller {controller:?} is not available ({why})")]
+    MissingController {
+        /// The controller's name.
+        controller: &'static str,
+        /// Where it was looked for.
+        why: String,
+    },
+}
+
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
+    move |source| CgroupError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes one cgroup control file.
+pub(crate) fn write_file(dir: &Path, file: &str, value: &str) -> Result<(), CgroupError> {
+    let path = dir.join(file);
+    std::fs::write(&path, value).map_err(io_err(&path))
+}
+
+/// Reads one cgroup control file, trimmed.
+pub(crate) fn read_file(dir: &Path, file: &str) -> Result<String, CgroupError> {
+    let path = dir.join(file);
+    std::fs::read_to_string(&path)
+        .map(|s| s.trim().to_string())
+        .map_err(io_err(&path))
+}
+
+/// Reads `key value` lines (memory.stat, memory.events) into a map.
+pub(crate) fn read_keyed(dir: &Path, file: &str) -> BTreeMap<String, u64> {
+    read_file(dir, file)
+        .map(|s| {
+            s.lines()
+                .filter_map(|l| {
+                    let (k, v) = l.split_once(' ')?;
+                    Some((k.to_string(), v.trim().parse().ok()?))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What every cgroup implementation offers the engine.
+pub trait CgroupManager {
+    /// Creates the cgroup directories and applies `resources`.
+    fn apply(&self, resources: &LinuxResources) -> Result<(), CgroupError>;
+    /// Moves process `pid` into the cgroup.
+    fn add_task(&self, pid: i32) -> Result<(), CgroupError>;
+    /// The PIDs in the cgroup (host PID namespace).
+    fn pids(&self) -> Vec<i32>;
+    /// Whether the kernel's OOM killer killed a process of this cgroup.
+    fn oom_killed(&self) -> bool;
+    /// Kills what is left and removes the cgroup directories. Missing directories are fine.
+    fn destroy(&self) -> Result<(), CgroupError>;
+}
+
+/// The manager for recorded `paths`.
+pub fn manager(paths: &CgroupPaths) -> Box<dyn CgroupManager> {
+    if paths.version == 2 {
+        Box::new(v2::V2Manager::new(paths.clone()))
+    } else {
+        Box::new(v1::V1Manager::new(paths.clone()))
+    }
+}
+
+/// Decides the absolute cgroup directories for a container on this host. `parent` is
+/// `--cgroup-parent`: absolute from the hierarchy's root, or relative to the caller's own
+/// cgroup; `None` means `capsa` under the caller's own cgroup.
+pub fn resolve_paths(
+    mode: CgroupMode,
+    parent: Option<&str>,
+    id: &str,
+) -> Result<CgroupPaths, CgroupError> {
+    let own = own_cgroups();
+    let place = |own_path: &str| -> PathBuf {
+        let parent = parent.unwrap_or("capsa");
+        let base = if parent.starts_with('/') {
+            PathBuf::from(parent)
+        } else {
+            Path::new(own_path).join(parent)
+        };
+        base.join(id)
+    };
+    let mut dirs = BTreeMap::new();
+    match mode {
+        CgroupMode::Unified => {
+            let rel = place(own.get("").map(String::as_str).unwrap_or("/"));
+            dirs.insert(
+                "unified".to_string(),
+                join_abs(Path::new(CGROUP_ROOT), &rel),
+            );
+        }
+        CgroupMode::Hybrid | CgroupMode::Legacy => {
+            for (hierarchy, controllers) in v1::mounted_hierarchies() {
+                let own_path = controllers
+                    .iter()
+                    .find_map(|c| own.get(c.as_str()))
+                    .map(String::as_str)
+                    .unwrap_or("/");
+                let rel = place(own_path);
+                dirs.insert(
+                    hierarchy.clone(),
+                    join_abs(&Path::new(CGROUP_ROOT).join(&hierarchy), &rel),
+                );
+            }
+            if dirs.is_empty() {
+                return Err(CgroupError::NotMounted);
+            }
+        }
+    }
+    Ok(CgroupPaths {
+        version: mode.version(),
+        dirs,
+    })
+}
+
+fn join_abs(base: &Path, rel: &Path) -> PathBuf {
+    base.join(rel.strip_prefix("/").unwrap_or(rel))
+}
+
+/// This process's cgroup per controller from /proc/self/cgroup; v2's entry has key "".
+fn own_cgroups() -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let mut map = BTreeMap::new();
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(a), Some(b), Some(c)) => (a, b, c),
+            _ => continue,
+        };
+        if controllers.is_empty() {
+            map.insert(String::new(), path.to_string());
+        }
+        for c in controllers.split(',').filter(|c| !c.is_empty()) {
+            map.insert(c.to_string(), path.to_string());
+        }
+    }
+    map
+}
+
+/// Removes a cgroup directory, first killing what is in it; waits (bounded) for the kernel
+/// to finish reaping, since rmdir fails with EBUSY while any task is still exiting.
+pub(crate) fn remove_dir_killing(dir: &Path) -> Result<(), CgroupError> {
+    const ATTEMPTS: u32 = 200;
+    for attempt in 0..ATTEMPTS {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt + 1 < ATTEMPTS => {
+                for pid in read_pids(dir) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => return Err(io_err(dir)(e)),
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// PIDs listed in `cgroup.procs` of `dir`.
+pub(crate) fn read_pids(dir: &Path) -> Vec<i32> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}

@@ -1,0 +1,250 @@
+//! cgroup v1: one directory per mounted hierarchy; controllers written file by file.
+
+use super::{
+    io_err, read_file, read_keyed, read_pids, remove_dir_killing, write_file, CgroupError,
+    CgroupManager, CgroupPaths, CGROUP_ROOT,
+};
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
+use std::path::{Path, PathBuf};
+
+/// Controllers capsa places containers in (others, such as net_cls, are left alone).
+const USED_CONTROLLERS: &[&str] = &[
+    "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids",
+];
+
+/// Mounted v1 hierarchies capsa uses: (directory name under /sys/fs/cgroup, controllers).
+pub fn mounted_hierarchies() -> Vec<(String, Vec<String>)> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let mut out = Vec::new();
+    for line in mounts.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 4 || f[2] != "cgroup" {
+            continue;
+        }
+        let Some(dir) = f[1].strip_prefix(&format!("{CGROUP_ROOT}/")) else {
+            continue;
+        };
+        let controllers: Vec<String> = f[3]
+            .split(',')
+            .filter(|o| USED_CONTROLLERS.contains(o))
+            .map(String::from)
+            .collect();
+        if !controllers.is_empty() && !dir.contains('/') {
+            out.push((dir.to_string(), controllers));
+        }
+    }
+    out
+}
+
+/// The v1 manager of one container.
+pub struct V1Manager {
+    paths: CgroupPaths,
+}
+
+impl V1Manager {
+    /// A manager for recorded paths.
+    pub fn new(paths: CgroupPaths) -> Self {
+        V1Manager { paths }
+    }
+
+    /// The directory of the hierarchy that carries `controller`.
+    fn dir(&self, controller: &str) -> Option<&PathBuf> {
+        self.paths
+            .dirs
+            .iter()
+            .find(|(h, _)| h.split(',').any(|c| c == controller))
+            .map(|(_, d)| d)
+    }
+
+    fn require(&self, controller: &'static str) -> Result<&PathBuf, CgroupError> {
+        self.dir(controller)
+            .ok_or_else(|| CgroupError::MissingController {
+                controller,
+                why: format!("no v1 hierarchy for it under {CGROUP_ROOT}"),
+            })
+    }
+
+    fn apply_memory(&self, r: &LinuxResources) -> Result<(), CgroupError> {
+        let Some(limit) = r.memory().as_ref().and_then(|m| m.limit()) else {
+            return Ok(());
+        };
+        let dir = self.require("memory")?;
+        write_file(dir, "memory.limit_in_bytes", &limit.to_string())?;
+        if let Some(swap) = r.memory().as_ref().and_then(|m| m.swap()) {
+            if dir.join("memory.memsw.limit_in_bytes").exists() {
+                write_file(dir, "memory.memsw.limit_in_bytes", &swap.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_cpu(&self, r: &LinuxResources) -> Result<(), CgroupError> {
+        let Some(cpu) = r.cpu().as_ref() else {
+            return Ok(());
+        };
+        let dir = self.require("cpu")?;
+        if let Some(shares) = cpu.shares() {
+            write_file(dir, "cpu.shares", &shares.to_string())?;
+        }
+        if let Some(period) = cpu.period() {
+            write_file(dir, "cpu.cfs_period_us", &period.to_string())?;
+        }
+        if let Some(quota) = cpu.quota() {
+            write_file(dir, "cpu.cfs_quota_us", &quota.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn apply_pids(&self, r: &LinuxResources) -> Result<(), CgroupError> {
+        let Some(pids) = r.pids().as_ref() else {
+            return Ok(());
+        };
+        let dir = self.require("pids")?;
+        let value = if pids.limit() > 0 {
+            pids.limit().to_string()
+        } else {
+            "max".into()
+        };
+        write_file(dir, "pids.max", &value)
+    }
+
+    /// The devices controller: deny everything, then allow the spec's list, in order.
+    fn apply_devices(&self, r: &LinuxResources) -> Result<(), CgroupError> {
+        let Some(rules) = r.devices().as_ref() else {
+            return Ok(());
+        };
+        let Some(dir) = self.dir("devices") else {
+            return Ok(());
+        };
+        for rule in rules {
+            let file = if rule.allow() {
+                "devices.allow"
+            } else {
+                "devices.deny"
+            };
+            write_file(dir, file, &device_rule(rule))?;
+        }
+        Ok(())
+    }
+}
+
+/// `c 1:3 rwm` for one rule; `a` for "all devices".
+fn device_rule(rule: &LinuxDeviceCgroup) -> String {
+    let kind = match rule.typ() {
+        Some(LinuxDeviceType::C) => "c",
+        Some(LinuxDeviceType::B) => "b",
+        _ => "a",
+    };
+    if kind == "a" && rule.major().is_none() && rule.minor().is_none() {
+        return "a".into();
+    }
+    let num = |n: Option<i64>| n.map_or("*".to_string(), |n| n.to_string());
+    let access = rule.access().clone().unwrap_or_else(|| "rwm".into());
+    format!(
+        "{kind} {}:{} {access}",
+        num(rule.major()),
+        num(rule.minor())
+    )
+}
+
+/// Creates `dir` and its missing ancestors; new cpuset directories inherit cpus and mems
+/// from their parent (an empty cpuset refuses tasks).
+fn create_dir(dir: &Path, hierarchy: &str) -> Result<(), CgroupError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dir(parent, hierarchy)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io_err(dir)(e)),
+    }
+    if hierarchy.split(',').any(|c| c == "cpuset") {
+        let parent = dir.parent().unwrap_or(dir);
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            if read_file(dir, file)?.is_empty() {
+                write_file(dir, file, &read_file(parent, file)?)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl CgroupManager for V1Manager {
+    fn apply(&self, resources: &LinuxResources) -> Result<(), CgroupError> {
+        for (hierarchy, dir) in &self.paths.dirs {
+            create_dir(dir, hierarchy)?;
+        }
+        self.apply_memory(resources)?;
+        self.apply_cpu(resources)?;
+        self.apply_pids(resources)?;
+        self.apply_devices(resources)
+    }
+
+    fn add_task(&self, pid: i32) -> Result<(), CgroupError> {
+        for dir in self.paths.dirs.values() {
+            write_file(dir, "cgroup.procs", &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn pids(&self) -> Vec<i32> {
+        self.paths
+            .dirs
+            .values()
+            .next()
+            .map(|d| read_pids(d))
+            .unwrap_or_default()
+    }
+
+    fn oom_killed(&self) -> bool {
+        self.dir("memory")
+            .map(|d| read_keyed(d, "memory.oom_control").get("oom_kill").copied() > Some(0))
+            .unwrap_or(false)
+    }
+
+    fn destroy(&self) -> Result<(), CgroupError> {
+        let mut first_err = None;
+        for dir in self.paths.dirs.values() {
+            if let Err(e) = remove_dir_killing(dir) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::LinuxDeviceCgroupBuilder;
+
+    #[test]
+    fn device_rules_render_as_the_kernel_reads_them() {
+        let all = LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .access("rwm")
+            .build()
+            .unwrap();
+        assert_eq!(device_rule(&all), "a");
+        let null = LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .typ(LinuxDeviceType::C)
+            .major(1)
+            .minor(3)
+            .access("rwm")
+            .build()
+            .unwrap();
+        assert_eq!(device_rule(&null), "c 1:3 rwm");
+        let pts = LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .typ(LinuxDeviceType::C)
+            .major(136)
+            .access("rwm")
+            .build()
+            .unwrap();
+        assert_eq!(device_rule(&pts), "c 136:* rwm");
+    }
+}

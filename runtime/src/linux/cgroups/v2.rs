@@ -1,0 +1,163 @@
+//! cgroup v2: one directory in the unified hierarchy; controllers enabled in each ancestor's
+//! `cgroup.subtree_control` on the way down.
+
+use super::{
+    io_err, read_file, read_keyed, read_pids, remove_dir_killing, write_file, CgroupError,
+    CgroupManager, CgroupPaths, CGROUP_ROOT,
+};
+use oci_spec::runtime::LinuxResources;
+use std::path::{Path, PathBuf};
+
+/// The v2 manager of one container.
+pub struct V2Manager {
+    dir: PathBuf,
+}
+
+impl V2Manager {
+    /// A manager for recorded paths (key `unified`).
+    pub fn new(paths: CgroupPaths) -> Self {
+        let dir = paths
+            .dirs
+            .get("unified")
+            .cloned()
+            .unwrap_or_else(|| PathBuf::from(CGROUP_ROOT));
+        V2Manager { dir }
+    }
+
+    /// Creates the directory chain, enabling `wanted` controllers in every new ancestor.
+    fn create(&self, wanted: &[&'static str]) -> Result<(), CgroupError> {
+        let root = Path::new(CGROUP_ROOT);
+        let rel = self.dir.strip_prefix(root).unwrap_or(&self.dir);
+        let mut current = root.to_path_buf();
+        for part in rel.components() {
+            let available = read_file(&current, "cgroup.controllers").unwrap_or_default();
+            for c in wanted {
+                if !available.split_whitespace().any(|a| a == *c) {
+                    return Err(CgroupError::MissingController {
+                        controller: c,
+                        why: format!("not in {}/cgroup.controllers", current.display()),
+                    });
+                }
+                // Ancestors that hold processes cannot delegate (EBUSY); the check on the
+                // child's cgroup.controllers below catches what this leaves missing.
+                let _ = write_file(&current, "cgroup.subtree_control", &format!("+{c}"));
+            }
+            current.push(part);
+            match std::fs::create_dir(&current) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err(&current)(e)),
+            }
+        }
+        let enabled = read_file(&self.dir, "cgroup.controllers").unwrap_or_default();
+        for c in wanted {
+            if !enabled.split_whitespace().any(|a| a == *c) {
+                return Err(CgroupError::MissingController {
+                    controller: c,
+                    why: format!("not delegated to {}", self.dir.display()),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The controllers `resources` needs.
+fn wanted_controllers(r: &LinuxResources) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if r.memory().as_ref().and_then(|m| m.limit()).is_some() {
+        out.push("memory");
+    }
+    if r.cpu()
+        .as_ref()
+        .is_some_and(|c| c.quota().is_some() || c.shares().is_some())
+    {
+        out.push("cpu");
+    }
+    if r.pids().is_some() {
+        out.push("pids");
+    }
+    out
+}
+
+/// cgroup v1 cpu.shares (2..262144) to v2 cpu.weight (1..10000), as runc converts it.
+fn shares_to_weight(shares: u64) -> u64 {
+    if shares == 0 {
+        return 100;
+    }
+    1 + ((shares.clamp(2, 262_144) - 2) * 9999) / 262_142
+}
+
+impl CgroupManager for V2Manager {
+    fn apply(&self, r: &LinuxResources) -> Result<(), CgroupError> {
+        self.create(&wanted_controllers(r))?;
+        let dir = &self.dir;
+        if let Some(limit) = r.memory().as_ref().and_then(|m| m.limit()) {
+            write_file(dir, "memory.max", &limit.to_string())?;
+            if let Some(swap) = r.memory().as_ref().and_then(|m| m.swap()) {
+                // v1 counts memory+swap together; v2 counts swap alone.
+                let swap_only = (swap - limit).max(0);
+                if dir.join("memory.swap.max").exists() {
+                    write_file(dir, "memory.swap.max", &swap_only.to_string())?;
+                }
+            }
+        }
+        if let Some(cpu) = r.cpu() {
+            if let Some(quota) = cpu.quota() {
+                let period = cpu.period().unwrap_or(100_000);
+                let q = if quota > 0 {
+                    quota.to_string()
+                } else {
+                    "max".into()
+                };
+                write_file(dir, "cpu.max", &format!("{q} {period}"))?;
+            }
+            if let Some(shares) = cpu.shares() {
+                write_file(dir, "cpu.weight", &shares_to_weight(shares).to_string())?;
+            }
+        }
+        if let Some(pids) = r.pids() {
+            let v = if pids.limit() > 0 {
+                pids.limit().to_string()
+            } else {
+                "max".into()
+            };
+            write_file(dir, "pids.max", &v)?;
+        }
+        Ok(())
+    }
+
+    fn add_task(&self, pid: i32) -> Result<(), CgroupError> {
+        write_file(&self.dir, "cgroup.procs", &pid.to_string())
+    }
+
+    fn pids(&self) -> Vec<i32> {
+        read_pids(&self.dir)
+    }
+
+    fn oom_killed(&self) -> bool {
+        read_keyed(&self.dir, "memory.events")
+            .get("oom_kill")
+            .copied()
+            > Some(0)
+    }
+
+    fn destroy(&self) -> Result<(), CgroupError> {
+        if self.dir.join("cgroup.kill").exists() {
+            let _ = write_file(&self.dir, "cgroup.kill", "1");
+        }
+        remove_dir_killing(&self.dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_convert_like_runc() {
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(262_144), 10_000);
+        assert_eq!(shares_to_weight(1024), 39);
+    }
+}

@@ -1,0 +1,92 @@
+//! Messages between the parent and the container's init over a SOCK_SEQPACKET socket pair:
+//! one datagram per message, JSON-encoded, so a message is never split or merged.
+
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+/// Largest message (an error text).
+const MAX_MESSAGE: usize = 64 * 1024;
+
+/// What the parent and the init tell each other.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Message {
+    /// Parent -> init: the cgroup is joined (and ID maps written); set up.
+    Go,
+    /// Init -> parent: the root file system and everything before exec are in place.
+    Ready,
+    /// Init -> parent: set-up failed.
+    Error(String),
+}
+
+/// A connected socket pair: (parent's end, init's end).
+pub fn pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(io::Error::from)
+}
+
+/// Sends one message.
+pub fn send(fd: &OwnedFd, msg: &Message) -> io::Result<()> {
+    let data = serde_json::to_vec(msg).map_err(io::Error::other)?;
+    nix::unistd::write(fd, &data).map_err(io::Error::from)?;
+    Ok(())
+}
+
+/// Receives one message, waiting at most `timeout_ms` (-1: forever). A closed peer is
+/// `UnexpectedEof`; a timeout is `TimedOut`.
+pub fn recv(fd: &OwnedFd, timeout_ms: i32) -> io::Result<Message> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd for the duration of the call.
+        let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        match rc {
+            -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => continue,
+            -1 => return Err(io::Error::last_os_error()),
+            0 => return Err(io::ErrorKind::TimedOut.into()),
+            _ => break,
+        }
+    }
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    let n = loop {
+        match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other.map_err(io::Error::from)?,
+        }
+    };
+    if n == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    serde_json::from_slice(&buf[..n]).map_err(io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_cross_whole() {
+        let (a, b) = pair().unwrap();
+        send(&a, &Message::Error("no such file: /x".into())).unwrap();
+        send(&a, &Message::Ready).unwrap();
+        assert_eq!(
+            recv(&b, 1000).unwrap(),
+            Message::Error("no such file: /x".into())
+        );
+        assert_eq!(recv(&b, 1000).unwrap(), Message::Ready);
+        drop(a);
+        assert_eq!(
+            recv(&b, 1000).unwrap_err().kind(),
+            io::ErrorKind::UnexpectedEof
+        );
+    }
+}

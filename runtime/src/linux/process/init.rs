@@ -1,0 +1,285 @@
+//! The container's init, from the clone until execve. It runs in the new namespaces as a
+//! copy of the parent (no re-exec), so it never re-reads the capsa binary: nothing inside
+//! the container can reach that binary through /proc/self/exe (CVE-2019-5736), and it is
+//! non-dumpable until execve so its /proc entries stay closed to the container.
+
+use super::channel::{self, Message};
+use super::exec_fifo;
+use super::spawn::InitConfig;
+use crate::linux::{capabilities, rootfs, sys, user};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use std::ffi::CString;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// Annotation carrying `-u USER[:GROUP]`, resolved here against the container's own
+/// /etc/passwd at start, as Docker resolves it.
+pub const USER_ANNOTATION: &str = "io.capsa.user";
+/// PATH when neither the image nor the user sets one (Docker's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What set-up resolved, used after the start gate opens.
+struct Prepared {
+    user: user::ResolvedUser,
+    gate: OwnedFd,
+}
+
+/// Runs the init; returns the exit code if it does not exec.
+pub fn run(cfg: &InitConfig, sock: OwnedFd) -> i32 {
+    match channel::recv(&sock, -1) {
+        Ok(Message::Go) => {}
+        _ => return 1, // the parent is gone
+    }
+    if crate::linux::namespaces::has(cfg.spec, LinuxNamespaceType::Cgroup) {
+        if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP) {
+            let _ = channel::send(
+                &sock,
+                &Message::Error(format!("unshare cgroup namespace: {e}")),
+            );
+            return 1;
+        }
+    }
+    let prepared = match set_up(cfg) {
+        Ok(p) => p,
+        Err(msg) => {
+            let _ = channel::send(&sock, &Message::Error(msg));
+            return 1;
+        }
+    };
+    if channel::send(&sock, &Message::Ready).is_err() {
+        return 1;
+    }
+    drop(sock);
+    let mut gate = match open_gate(&prepared.gate) {
+        Ok(g) => g,
+        Err(_) => return 1,
+    };
+    let (code, msg) = exec_workload(cfg.spec, &prepared, &cfg.seccomp, &gate);
+    let _ = gate.write_all(format!("{code} {msg}").as_bytes());
+    code
+}
+
+fn set_up(cfg: &InitConfig) -> Result<Prepared, String> {
+    let spec = cfg.spec;
+    sys::set_dumpable(false).map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;
+    nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+    install_stdio(cfg).map_err(|e| format!("stdio: {e}"))?;
+    // Opened by path before pivot_root hides the host; reopened for writing at start.
+    let gate = nix::fcntl::open(
+        cfg.exec_fifo,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("open {}: {e}", cfg.exec_fifo.display()))?;
+    // SAFETY: `open` returned a fresh descriptor that nothing else owns.
+    let gate = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(gate) };
+    let rootfs = rootfs::prepare(spec, cfg.layers).map_err(|e| e.to_string())?;
+    rootfs::pivot(&rootfs).map_err(|e| e.to_string())?;
+    let linux = spec.linux().as_ref();
+    if let Some(paths) = linux.and_then(|l| l.masked_paths().as_ref()) {
+        rootfs::mask_paths(paths).map_err(|e| e.to_string())?;
+    }
+    if let Some(paths) = linux.and_then(|l| l.readonly_paths().as_ref()) {
+        rootfs::readonly_paths(paths).map_err(|e| e.to_string())?;
+    }
+    if crate::linux::namespaces::has(spec, LinuxNamespaceType::Uts) {
+        if let Some(h) = spec.hostname() {
+            nix::unistd::sethostname(h).map_err(|e| format!("sethostname {h:?}: {e}"))?;
+        }
+    }
+    let user_spec = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(USER_ANNOTATION).cloned())
+        .unwrap_or_default();
+    let user = user::resolve(&user_spec, Path::new("/"))?;
+    let cwd = spec
+        .process()
+        .as_ref()
+        .map(|p| p.cwd().clone())
+        .unwrap_or_else(|| "/".into());
+    // Docker creates a missing working directory.
+    std::fs::create_dir_all(&cwd)
+        .map_err(|e| format!("working directory {}: {e}", cwd.display()))?;
+    if spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
+        rootfs::remount_root_readonly().map_err(|e| e.to_string())?;
+    }
+    Ok(Prepared { user, gate })
+}
+
+fn install_stdio(cfg: &InitConfig) -> nix::Result<()> {
+    for (fd, target) in [
+        (cfg.stdio.stdin, 0),
+        (cfg.stdio.stdout, 1),
+        (cfg.stdio.stderr, 2),
+    ] {
+        if let Some(fd) = fd {
+            if fd != target {
+                nix::unistd::dup2(fd, target)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Blocks until `start` opens the gate, then says so.
+fn open_gate(gate: &OwnedFd) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = format!("/proc/self/fd/{}", gate.as_raw_fd());
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)?;
+    f.write_all(&[exec_fifo::STARTED])?;
+    Ok(f)
+}
+
+/// Applies the process attributes and execs; returns (exit code, message) on failure.
+fn exec_workload(
+    spec: &Spec,
+    prepared: &Prepared,
+    seccomp: &[seccompiler::BpfProgram],
+    gate: &std::fs::File,
+) -> (i32, String) {
+    let Some(process) = spec.process().as_ref() else {
+        return (126, "the spec has no process".into());
+    };
+    let args = process.args().clone().unwrap_or_default();
+    let Some(program) = args.first() else {
+        return (126, "no command given".into());
+    };
+    let mut env = process.env().clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", prepared.user.home));
+    }
+    let path_var = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH)
+        .to_string();
+    let exe = match lookup(program, &path_var) {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    if let Err(e) = std::env::set_current_dir(process.cwd()) {
+        return (126, format!("chdir to {}: {e}", process.cwd().display()));
+    }
+    for rl in process.rlimits().iter().flatten() {
+        if let Err(e) = sys::set_rlimit(rl.typ() as u32, rl.soft(), rl.hard()) {
+            return (126, format!("setrlimit {:?}: {e}", rl.typ()));
+        }
+    }
+    if let Some(adj) = process.oom_score_adj() {
+        let _ = std::fs::write("/proc/self/oom_score_adj", adj.to_string());
+    }
+    let nnp = process.no_new_privileges().unwrap_or(false);
+    if let Err(msg) = drop_privileges(process, &prepared.user, nnp, seccomp) {
+        return (126, msg);
+    }
+    let _ = gate; // stays open (close-on-exec) so that `start` sees EOF on success
+    sys::reset_signals();
+    if let Err(e) = sys::cloexec_from(3) {
+        return (126, format!("close_range: {e}"));
+    }
+    let c_exe = CString::new(exe.as_os_str().as_bytes()).unwrap_or_default();
+    let c_args: Vec<CString> = args
+        .iter()
+        .map(|a| CString::new(a.as_str()).unwrap_or_default())
+        .collect();
+    let c_env: Vec<CString> = env
+        .iter()
+        .map(|e| CString::new(e.as_str()).unwrap_or_default())
+        .collect();
+    let err = nix::unistd::execve(&c_exe, &c_args, &c_env).unwrap_err();
+    let code = if err == nix::errno::Errno::ENOENT {
+        127
+    } else {
+        126
+    };
+    (code, format!("exec {program:?}: {}", err.desc()))
+}
+
+/// User, groups, capabilities, no_new_privs and seccomp, in the order the kernel needs:
+/// without no_new_privs, installing a filter needs CAP_SYS_ADMIN, so it goes first.
+fn drop_privileges(
+    process: &oci_spec::runtime::Process,
+    u: &user::ResolvedUser,
+    nnp: bool,
+    seccomp: &[seccompiler::BpfProgram],
+) -> Result<(), String> {
+    let install = || -> Result<(), String> {
+        for program in seccomp {
+            sys::install_seccomp_filter(program).map_err(|e| format!("seccomp: {e}"))?;
+        }
+        Ok(())
+    };
+    if !nnp {
+        install()?;
+    }
+    if let Some(caps) = process.capabilities() {
+        capabilities::apply_bounding(caps).map_err(|e| format!("capability bounding set: {e}"))?;
+    }
+    sys::set_keep_caps(true).map_err(|e| format!("keepcaps: {e}"))?;
+    let gids: Vec<nix::unistd::Gid> = u
+        .additional_gids
+        .iter()
+        .map(|g| nix::unistd::Gid::from_raw(*g))
+        .collect();
+    nix::unistd::setgroups(&gids).map_err(|e| format!("setgroups: {e}"))?;
+    let gid = nix::unistd::Gid::from_raw(u.gid);
+    let uid = nix::unistd::Uid::from_raw(u.uid);
+    nix::unistd::setresgid(gid, gid, gid).map_err(|e| format!("setgid {}: {e}", u.gid))?;
+    nix::unistd::setresuid(uid, uid, uid).map_err(|e| format!("setuid {}: {e}", u.uid))?;
+    sys::set_keep_caps(false).map_err(|e| format!("keepcaps: {e}"))?;
+    if let Some(caps) = process.capabilities() {
+        capabilities::apply_sets(caps).map_err(|e| format!("capabilities: {e}"))?;
+    }
+    if nnp {
+        sys::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
+        install()?;
+    }
+    Ok(())
+}
+
+/// Finds `program` as execvp would, inside the container: (127, ...) when it is nowhere,
+/// (126, ...) when found but not executable.
+fn lookup(program: &str, path_var: &str) -> Result<PathBuf, (i32, String)> {
+    use std::os::unix::fs::PermissionsExt;
+    let candidates: Vec<PathBuf> = if program.contains('/') {
+        vec![PathBuf::from(program)]
+    } else {
+        path_var
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| Path::new(d).join(program))
+            .collect()
+    };
+    let mut not_executable = None;
+    for c in candidates {
+        match std::fs::metadata(&c) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => return Ok(c),
+            Ok(_) => not_executable = Some(c),
+            Err(_) => {}
+        }
+    }
+    match not_executable {
+        Some(c) => Err((
+            126,
+            format!("exec {:?}: permission denied", c.display().to_string()),
+        )),
+        None if program.contains('/') => {
+            Err((127, format!("exec {program:?}: no such file or directory")))
+        }
+        None => Err((
+            127,
+            format!("exec {program:?}: executable file not found in $PATH"),
+        )),
+    }
+}

@@ -1,0 +1,15 @@
+//! The process model: the parent clones the container's init straight into its namespaces
+//! (no re-exec of capsa), places it in its cgroup, then lets it set itself up; the init
+//! reports ready and blocks on the exec fifo until `start` (runc's create/start split).
+//!
+//! - [`spawn`]: the parent's side;
+//! - [`init`]: what runs in the new process until execve;
+//! - [`channel`]: the messages between the two;
+//! - [`exec_fifo`]: the start gate, which also carries an exec failure back to `start`.
+
+pub mod channel;
+pub mod exec_fifo;
+pub mod init;
+pub mod spawn;
+
+pub use spawn::{spawn, InitConfig, SpawnError, Stdio};

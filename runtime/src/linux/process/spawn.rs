@@ -1,0 +1,101 @@
+//! The parent's side of creating a container: clone the init into its namespaces, put it in
+//! its cgroup, let it set up, and wait (bounded) until it is ready or has failed.
+
+use super::channel::{self, Message};
+use super::init;
+use crate::linux::cgroups::CgroupManager;
+use crate::linux::namespaces;
+use crate::linux::rootfs::OverlayLayers;
+use crate::linux::sys::{fork_into_namespaces, Forked};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+use oci_spec::runtime::Spec;
+use seccompiler::BpfProgram;
+use std::os::fd::RawFd;
+use std::path::Path;
+
+/// How long the init may take to set up before the parent gives up on it.
+const SETUP_TIMEOUT_MS: i32 = 60_000;
+
+/// Descriptors to install as the workload's stdin, stdout and stderr (`None`: inherit).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stdio {
+    /// Standard input.
+    pub stdin: Option<RawFd>,
+    /// Standard output.
+    pub stdout: Option<RawFd>,
+    /// Standard error.
+    pub stderr: Option<RawFd>,
+}
+
+/// Everything the init needs, prepared by the parent before the clone (so the child does
+/// no work that could be shared, such as compiling seccomp).
+pub struct InitConfig<'a> {
+    /// The OCI runtime spec.
+    pub spec: &'a Spec,
+    /// The layers to stack as the root.
+    pub layers: &'a OverlayLayers,
+    /// The start gate.
+    pub exec_fifo: &'a Path,
+    /// The workload's stdio.
+    pub stdio: Stdio,
+    /// Compiled seccomp filters, installed in order (empty: none).
+    pub seccomp: Vec<BpfProgram>,
+    /// The container's cgroup, already created with its limits.
+    pub cgroup: &'a dyn CgroupManager,
+}
+
+/// Why a container's init could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// clone or the socket pair failed.
+    #[error("cannot create the container's init process: {0}")]
+    Clone(std::io::Error),
+    /// Joining the cgroup failed.
+    #[error("cannot place the init in its cgroup: {0}")]
+    Cgroup(crate::linux::cgroups::CgroupError),
+    /// The init reported a set-up failure.
+    #[error("{0}")]
+    Setup(String),
+    /// The init died or stopped answering during set-up.
+    #[error("the container's init failed during set-up: {0}")]
+    Lost(std::io::Error),
+}
+
+/// Creates the container's init and returns its host PID once it is ready and waiting on
+/// the start gate. On error, nothing of the process is left (it is killed and reaped).
+pub fn spawn(cfg: &InitConfig) -> Result<i32, SpawnError> {
+    let (parent_end, child_end) = channel::pair().map_err(SpawnError::Clone)?;
+    // The cgroup namespace is made by the init once it is in its cgroup, so that its cgroup
+    // becomes the namespace's root (see init::run).
+    let flags = namespaces::clone_flags(cfg.spec) & !(libc::CLONE_NEWCGROUP as u64);
+    let pid = match fork_into_namespaces(flags).map_err(SpawnError::Clone)? {
+        Forked::Child => {
+            drop(parent_end);
+            let code = init::run(cfg, child_end);
+            // SAFETY: _exit ends the child without running the parent's atexit handlers or
+            // flushing its copied stdio buffers.
+            unsafe { libc::_exit(code) }
+        }
+        Forked::Parent(pid) => pid,
+    };
+    drop(child_end);
+    let abort = |e: SpawnError| {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        let _ = waitpid(Pid::from_raw(pid), None);
+        e
+    };
+    cfg.cgroup
+        .add_task(pid)
+        .map_err(|e| abort(SpawnError::Cgroup(e)))?;
+    channel::send(&parent_end, &Message::Go).map_err(|e| abort(SpawnError::Lost(e)))?;
+    match channel::recv(&parent_end, SETUP_TIMEOUT_MS) {
+        Ok(Message::Ready) => Ok(pid),
+        Ok(Message::Error(msg)) => Err(abort(SpawnError::Setup(msg))),
+        Ok(other) => Err(abort(SpawnError::Setup(format!(
+            "unexpected message {other:?}"
+        )))),
+        Err(e) => Err(abort(SpawnError::Lost(e))),
+    }
+}

@@ -1,0 +1,153 @@
+//! Resolving `-u USER[:GROUP]` against the container's own /etc/passwd and /etc/group,
+//! as Docker does at start time.
+
+use std::path::Path;
+
+/// Who the workload runs as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedUser {
+    /// User ID.
+    pub uid: u32,
+    /// Primary group ID.
+    pub gid: u32,
+    /// Supplementary groups from /etc/group.
+    pub additional_gids: Vec<u32>,
+    /// Home directory (for `HOME` when the image does not set it).
+    pub home: String,
+}
+
+struct PasswdEntry {
+    name: String,
+    uid: u32,
+    gid: u32,
+    home: String,
+}
+
+fn read_passwd(root: &Path) -> Vec<PasswdEntry> {
+    let text = std::fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            if f.len() < 7 {
+                return None;
+            }
+            Some(PasswdEntry {
+                name: f[0].into(),
+                uid: f[2].parse().ok()?,
+                gid: f[3].parse().ok()?,
+                home: f[5].into(),
+            })
+        })
+        .collect()
+}
+
+/// (name, gid, members) of each /etc/group line.
+fn read_groups(root: &Path) -> Vec<(String, u32, Vec<String>)> {
+    let text = std::fs::read_to_string(root.join("etc/group")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            if f.len() < 4 {
+                return None;
+            }
+            let members = f[3]
+                .split(',')
+                .filter(|m| !m.is_empty())
+                .map(String::from)
+                .collect();
+            Some((f[0].into(), f[2].parse().ok()?, members))
+        })
+        .collect()
+}
+
+/// Resolves `spec` (`""`, `name`, `uid`, `name:group`, `uid:gid`) inside the tree at `root`.
+/// Numeric IDs need no passwd entry, as in Docker.
+pub fn resolve(spec: &str, root: &Path) -> Result<ResolvedUser, String> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let user = if user.is_empty() { "0" } else { user };
+    let passwd = read_passwd(root);
+    let entry = passwd
+        .iter()
+        .find(|e| e.name == user || (user.parse::<u32>().ok() == Some(e.uid)));
+    let (uid, mut gid, name, home) = match (entry, user.parse::<u32>()) {
+        (Some(e), _) => (e.uid, e.gid, Some(e.name.clone()), e.home.clone()),
+        (None, Ok(uid)) => (uid, 0, None, "/".to_string()),
+        (None, Err(_)) => {
+            return Err(format!(
+                "unable to find user {user}: no matching entries in passwd file"
+            ))
+        }
+    };
+    let groups = read_groups(root);
+    if let Some(g) = group {
+        gid = match groups.iter().find(|(n, _, _)| n == g) {
+            Some((_, id, _)) => *id,
+            None => g.parse().map_err(|_| {
+                format!("unable to find group {g}: no matching entries in group file")
+            })?,
+        };
+    }
+    let additional_gids = match (&name, group) {
+        (Some(n), None) => groups
+            .iter()
+            .filter(|(_, id, members)| members.contains(n) && *id != gid)
+            .map(|(_, id, _)| *id)
+            .collect(),
+        _ => vec![],
+    };
+    Ok(ResolvedUser {
+        uid,
+        gid,
+        additional_gids,
+        home,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        std::fs::write(
+            dir.path().join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("etc/group"),
+            "root:x:0:\napp:x:1000:\nwheel:x:10:app\n",
+        )
+        .unwrap();
+        dir
+    }
+
+    #[test]
+    fn names_and_numbers_resolve() {
+        let r = root();
+        let app = resolve("app", r.path()).unwrap();
+        assert_eq!(
+            (app.uid, app.gid, app.home.as_str()),
+            (1000, 1000, "/home/app")
+        );
+        assert_eq!(app.additional_gids, vec![10]);
+        let num = resolve("4242:4343", r.path()).unwrap();
+        assert_eq!((num.uid, num.gid), (4242, 4343));
+        let grp = resolve("app:wheel", r.path()).unwrap();
+        assert_eq!(grp.gid, 10);
+        assert_eq!(resolve("", r.path()).unwrap().uid, 0);
+    }
+
+    #[test]
+    fn unknown_names_are_errors() {
+        let r = root();
+        assert!(resolve("nobody", r.path()).unwrap_err().contains("nobody"));
+        assert!(resolve("app:nogroup", r.path())
+            .unwrap_err()
+            .contains("nogroup"));
+    }
+}

@@ -1,0 +1,315 @@
+//! Helpers for capsa's end-to-end tests: each test gets its own state directory and cgroup
+//! parent, drives the built `capsa` binary as a user would, and checks what is left behind.
+//!
+//! The busybox test image is generated here from Debian's busybox-static (installed by
+//! `scripts/setup.sh`), never committed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Where Debian's busybox-static puts the binary.
+pub const BUSYBOX: &str = "/bin/busybox";
+/// Where cgroup v1 hierarchies are mounted.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// The `capsa` binary built next to this test binary (target/<profile>/capsa).
+pub fn capsa_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("CAPSA_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let bin = profile_dir.join("capsa");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build` first",
+        bin.display()
+    );
+    bin
+}
+
+/// A rootfs tarball of busybox-static with /etc/passwd (root, app=1000, nobody), built once.
+pub fn busybox_tarball() -> &'static Path {
+    static TAR: OnceLock<PathBuf> = OnceLock::new();
+    TAR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("capsa-tests-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("busybox.tar");
+        let mut b = tar::Builder::new(std::fs::File::create(&path).unwrap());
+        // Every header gets owner root and a real mtime, as tar(1) writes them.
+        fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(mode);
+            h.set_size(size);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(1_700_000_000);
+            h
+        }
+        let dir_entry = |b: &mut tar::Builder<std::fs::File>, name: &str, mode: u32| {
+            let mut h = header(tar::EntryType::Directory, mode, 0);
+            b.append_data(&mut h, name, std::io::empty()).unwrap();
+        };
+        for (d, mode) in [("bin", 0o755), ("etc", 0o755), ("root", 0o700), ("tmp", 0o1777), ("mnt", 0o755), ("home/app", 0o755)] {
+            dir_entry(&mut b, d, mode);
+        }
+        b.append_path_with_name(BUSYBOX, "bin/busybox").unwrap();
+        let list = Command::new(BUSYBOX).arg("--list").output().expect("busybox-static installed");
+        for applet in String::from_utf8_lossy(&list.stdout).lines() {
+            if applet == "busybox" {
+                continue;
+            }
+            let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+            b.append_link(&mut h, format!("bin/{applet}"), "busybox").unwrap();
+        }
+        let file = |b: &mut tar::Builder<std::fs::File>, name: &str, text: &str| {
+            let mut h = header(tar::EntryType::Regular, 0o644, text.len() as u64);
+            b.append_data(&mut h, name, text.as_bytes()).unwrap();
+        };
+        file(&mut b, "etc/passwd", "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n");
+        file(&mut b, "etc/group", "root:x:0:\napp:x:1000:\nwheel:x:10:app\nnogroup:x:65534:\n");
+        b.finish().unwrap();
+        path
+    })
+}
+
+/// One test's private capsa: state directory, cgroup parent, and the busybox image.
+pub struct TestEnv {
+    root: tempfile::TempDir,
+    cgroup_parent: String,
+}
+
+impl TestEnv {
+    /// A fresh environment with `busybox` imported (CMD sh, PATH set).
+    pub fn new() -> TestEnv {
+        let root = tempfile::Builder::new()
+            .prefix("capsa-test-")
+            .tempdir()
+            .unwrap();
+        let tag = root
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace('.', "");
+        let env = TestEnv {
+            root,
+            cgroup_parent: format!("/{tag}"),
+        };
+        let tar = busybox_tarball().to_str().unwrap().to_string();
+        let out = env.capsa(&[
+            "import",
+            "-c",
+            r#"CMD ["sh"]"#,
+            "-c",
+            "ENV PATH=/bin",
+            &tar,
+            "busybox",
+        ]);
+        assert!(out.status.success(), "import failed: {}", text(&out.stderr));
+        env
+    }
+
+    /// The state directory.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// The cgroup parent every container of this test goes under.
+    pub fn cgroup_parent(&self) -> &str {
+        &self.cgroup_parent
+    }
+
+    /// A `capsa` command with this environment's root.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(capsa_bin());
+        c.arg("--root").arg(self.root.path()).args(args);
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `capsa ARGS` to completion.
+    pub fn capsa(&self, args: &[&str]) -> Output {
+        run_bounded(self.command(args), Duration::from_secs(60))
+    }
+
+    /// `capsa run --cgroup-parent P ARGS`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut all = vec!["run", "--cgroup-parent", &self.cgroup_parent];
+        all.extend_from_slice(args);
+        self.capsa(&all)
+    }
+
+    /// `capsa create --cgroup-parent P ARGS`.
+    pub fn create(&self, args: &[&str]) -> Output {
+        let mut all = vec!["create", "--cgroup-parent", &self.cgroup_parent];
+        all.extend_from_slice(args);
+        self.capsa(&all)
+    }
+
+    /// `capsa run --rm ... busybox sh -c SCRIPT`, returning stdout; panics on failure.
+    pub fn sh(&self, flags: &[&str], script: &str) -> String {
+        let mut args: Vec<&str> = vec!["--rm"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["busybox", "sh", "-c", script]);
+        let out = self.run(&args);
+        assert!(
+            out.status.success(),
+            "script {script:?} failed ({:?}): {}",
+            out.status.code(),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    /// `inspect -f TEMPLATE NAME`, trimmed.
+    pub fn inspect(&self, name: &str, template: &str) -> String {
+        let out = self.capsa(&["inspect", "-f", template, name]);
+        assert!(
+            out.status.success(),
+            "inspect {name}: {}",
+            text(&out.stderr)
+        );
+        text(&out.stdout).trim().to_string()
+    }
+
+    /// The container folders in the store.
+    pub fn container_dirs(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.root.path().join("containers"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Cgroup directories left under this test's parent, in every v1 hierarchy (or v2).
+    pub fn leftover_cgroups(&self) -> Vec<PathBuf> {
+        cgroup_parent_dirs(&self.cgroup_parent)
+            .into_iter()
+            .flat_map(|d| {
+                std::fs::read_dir(&d)
+                    .map(|r| {
+                        r.flatten()
+                            .filter(|e| e.path().is_dir())
+                            .map(|e| e.path())
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    /// Mounts anywhere on the host that mention this test's state directory.
+    pub fn leftover_mounts(&self) -> Vec<String> {
+        let root = self.root.path().to_string_lossy().to_string();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&root))
+            .map(String::from)
+            .collect()
+    }
+
+    /// Asserts that nothing of any container is left: folders, names, cgroups, mounts.
+    pub fn assert_clean(&self) {
+        assert!(
+            self.container_dirs().is_empty(),
+            "container folders left: {:?}",
+            self.container_dirs()
+        );
+        let names: Vec<_> = std::fs::read_dir(self.root.path().join("names"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(names.is_empty(), "names left: {names:?}");
+        assert!(
+            self.leftover_cgroups().is_empty(),
+            "cgroups left: {:?}",
+            self.leftover_cgroups()
+        );
+        assert!(
+            self.leftover_mounts().is_empty(),
+            "mounts left: {:?}",
+            self.leftover_mounts()
+        );
+    }
+}
+
+impl Default for TestEnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let ids = self.capsa(&["ps", "-aq", "--no-trunc"]);
+        for id in text(&ids.stdout).lines() {
+            let _ = self.capsa(&["rm", "-f", id]);
+        }
+        for dir in cgroup_parent_dirs(&self.cgroup_parent) {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// The directories a cgroup parent path maps to on this host.
+fn cgroup_parent_dirs(parent: &str) -> Vec<PathBuf> {
+    let rel = parent.trim_start_matches('/');
+    let unified = Path::new(CGROUP_ROOT).join("cgroup.controllers").exists();
+    if unified {
+        return vec![Path::new(CGROUP_ROOT).join(rel)];
+    }
+    std::fs::read_dir(CGROUP_ROOT)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path().join(rel))
+                .filter(|p| p.exists())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Runs a command with a deadline; kills it when the deadline passes.
+pub fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().expect("spawn capsa");
+    let pid = child.id() as i32;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = done.clone();
+    let watchdog = std::thread::spawn(move || {
+        let start = Instant::now();
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            if start.elapsed() > limit {
+                // SAFETY: kill(2) on the PID of our own child, which we have not reaped yet.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                return;
+            }
+            std::thread::park_timeout(Duration::from_millis(50));
+        }
+    });
+    let out = child.wait_with_output().expect("wait for capsa");
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    watchdog.thread().unpark();
+    let _ = watchdog.join();
+    out
+}
+
+/// Waits (bounded) until `check` holds, re-checking every 20 ms.
+pub fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < limit, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Bytes as text.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}

@@ -1,0 +1,114 @@
+//! Bad input: one clear line naming the cause, exit 125, nothing created or left behind.
+
+use capsa_tests::{text, TestEnv};
+
+fn refused(env: &TestEnv, args: &[&str], needle: &str) {
+    let out = env.run(args);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{args:?}: {err}");
+    assert!(
+        err.contains(needle),
+        "{args:?}: expected {needle:?} in {err:?}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    env.assert_clean();
+}
+
+#[test]
+fn unknown_and_malformed_images() {
+    let env = TestEnv::new();
+    refused(&env, &["no-such-image"], "no-such-image");
+    refused(&env, &["Bad:Ref:"], "invalid reference format");
+}
+
+#[test]
+fn impossible_flag_values() {
+    let env = TestEnv::new();
+    refused(&env, &["-m", "-64m", "busybox", "true"], "--memory");
+    refused(&env, &["-m", "lots", "busybox", "true"], "--memory");
+    refused(&env, &["--cpus", "0", "busybox", "true"], "--cpus");
+    refused(
+        &env,
+        &["--pids-limit", "-9", "busybox", "true"],
+        "--pids-limit",
+    );
+    refused(
+        &env,
+        &["--cap-add", "CAP_FLY", "busybox", "true"],
+        "CAP_FLY",
+    );
+    refused(
+        &env,
+        &["-v", "relative:/data", "busybox", "true"],
+        "named volumes",
+    );
+    refused(
+        &env,
+        &["--security-opt", "apparmor=x", "busybox", "true"],
+        "--security-opt",
+    );
+    refused(
+        &env,
+        &["--name", "bad name", "busybox", "true"],
+        "invalid container name",
+    );
+    refused(&env, &["-w", "relative", "busybox", "true"], "absolute");
+}
+
+#[test]
+fn unknown_user_is_refused_and_nothing_is_left() {
+    let env = TestEnv::new();
+    refused(
+        &env,
+        &["-u", "ghost", "busybox", "true"],
+        "unable to find user ghost",
+    );
+}
+
+#[test]
+fn a_seccomp_profile_that_does_not_parse() {
+    let env = TestEnv::new();
+    let profile = env.root().join("broken.json");
+    std::fs::write(&profile, "{ not json").unwrap();
+    let opt = format!("seccomp={}", profile.display());
+    refused(
+        &env,
+        &["--security-opt", &opt, "busybox", "true"],
+        "broken.json",
+    );
+    let missing = format!("seccomp={}", env.root().join("missing.json").display());
+    refused(
+        &env,
+        &["--security-opt", &missing, "busybox", "true"],
+        "missing.json",
+    );
+}
+
+#[test]
+fn rm_and_start_of_unknown_containers() {
+    let env = TestEnv::new();
+    for verb in ["rm", "start", "wait", "inspect"] {
+        let out = env.capsa(&[verb, "nope"]);
+        assert_eq!(out.status.code(), Some(1), "{verb}");
+        assert!(
+            text(&out.stderr).contains("No such container: nope"),
+            "{verb}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn importing_garbage_names_the_file_and_stores_nothing() {
+    let env = TestEnv::new();
+    let junk = env.root().join("junk.tar");
+    std::fs::write(&junk, vec![0x42u8; 3000]).unwrap();
+    let out = env.capsa(&["import", junk.to_str().unwrap(), "junk"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("junk.tar"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!text(&env.capsa(&["images"]).stdout).contains("junk"));
+}

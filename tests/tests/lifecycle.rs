@@ -1,0 +1,206 @@
+//! create / start / wait / ps / rm, and what is left after interruptions.
+
+use capsa_tests::{eventually, text, TestEnv};
+use std::time::Duration;
+
+fn ps_line(env: &TestEnv, name: &str) -> String {
+    let out = env.capsa(&["ps", "-a"]);
+    text(&out.stdout)
+        .lines()
+        .find(|l| l.ends_with(name))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn exited_containers_stay_until_removed_and_rm_leaves_nothing() {
+    let env = TestEnv::new();
+    let out = env.run(&["--name", "three", "busybox", "sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3));
+    let line = ps_line(&env, "three");
+    assert!(
+        line.contains("Exited (3)") && line.contains("ago"),
+        "ps -a: {line}"
+    );
+    assert!(
+        !text(&env.capsa(&["ps"]).stdout).contains("three"),
+        "plain ps lists an exited container"
+    );
+    // An exited container holds no process and no cgroup, only its folder.
+    assert!(
+        env.leftover_cgroups().is_empty(),
+        "cgroups of an exited container: {:?}",
+        env.leftover_cgroups()
+    );
+    assert_eq!(env.container_dirs().len(), 1);
+    assert!(env.capsa(&["rm", "three"]).status.success());
+    env.assert_clean();
+}
+
+#[test]
+fn create_waits_for_start_and_wait_returns_the_code() {
+    let env = TestEnv::new();
+    let marker = env.root().join("ran");
+    let vol = format!("{}:/out", env.root().display());
+    let out = env.create(&[
+        "--name",
+        "later",
+        "-v",
+        &vol,
+        "busybox",
+        "sh",
+        "-c",
+        "touch /out/ran; echo started; exit 7",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    assert_eq!(id.len(), 64, "create prints the full ID: {id:?}");
+    assert!(ps_line(&env, "later").contains("Created"));
+    assert!(!marker.exists(), "the workload ran before start");
+    let start = env.capsa(&["start", "-a", "later"]);
+    assert_eq!(text(&start.stdout), "started\n");
+    assert_eq!(start.status.code(), Some(7));
+    assert!(marker.exists());
+    let wait = env.capsa(&["wait", "later"]);
+    assert_eq!(text(&wait.stdout).trim(), "7");
+    assert!(ps_line(&env, "later").contains("Exited (7)"));
+    let again = env.capsa(&["start", "later"]);
+    assert_ne!(
+        again.status.code(),
+        Some(0),
+        "an exited container was started again"
+    );
+}
+
+#[test]
+fn detached_run_prints_the_id_and_rm_f_kills_it() {
+    let env = TestEnv::new();
+    let out = env.run(&["-d", "--name", "bg", "busybox", "sleep", "60"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim().len(), 64);
+    assert!(ps_line(&env, "bg").contains("Up "));
+    assert!(text(&env.capsa(&["ps", "-q"]).stdout).trim().len() == 12);
+    let rm = env.capsa(&["rm", "bg"]);
+    assert_ne!(
+        rm.status.code(),
+        Some(0),
+        "rm without -f removed a running container"
+    );
+    assert!(text(&rm.stderr).contains("force"), "{}", text(&rm.stderr));
+    assert!(env.capsa(&["rm", "-f", "bg"]).status.success());
+    env.assert_clean();
+}
+
+#[test]
+fn run_rm_leaves_nothing() {
+    let env = TestEnv::new();
+    for _ in 0..3 {
+        assert!(env
+            .run(&["--rm", "-m", "64m", "busybox", "true"])
+            .status
+            .success());
+    }
+    env.assert_clean();
+}
+
+#[test]
+fn names_are_unique() {
+    let env = TestEnv::new();
+    assert!(env
+        .run(&["--name", "dup", "busybox", "true"])
+        .status
+        .success());
+    let out = env.run(&["--name", "dup", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("already in use"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(env.container_dirs().len(), 1);
+}
+
+#[test]
+fn sigint_is_forwarded_to_the_container() {
+    use std::io::BufRead;
+    let env = TestEnv::new();
+    let mut cmd = env.command(&[
+        "run",
+        "--name",
+        "trap",
+        "--cgroup-parent",
+        env.cgroup_parent(),
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo got INT; exit 130' INT; echo ready; while true; do sleep 1; done",
+    ]);
+    cmd.stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id() as i32;
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    // "ready" is printed after the trap is set: from then on SIGINT has a handler.
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "got INT\n");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(ps_line(&env, "trap").contains("Exited (130)"));
+}
+
+#[test]
+fn killed_cli_leaves_a_truthful_state_that_rm_f_cleans() {
+    let env = TestEnv::new();
+    let mut cmd = env.command(&[
+        "run",
+        "--name",
+        "orphan",
+        "--cgroup-parent",
+        env.cgroup_parent(),
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    eventually("container running", Duration::from_secs(20), || {
+        ps_line(&env, "orphan").contains("Up")
+    });
+    child.kill().unwrap(); // SIGKILL to the CLI, which was the container's monitor
+    child.wait().unwrap();
+    // The workload outlives its CLI, as a Docker container outlives `docker run`.
+    assert!(
+        ps_line(&env, "orphan").contains("Up"),
+        "{}",
+        ps_line(&env, "orphan")
+    );
+    assert!(env.capsa(&["rm", "-f", "orphan"]).status.success());
+    env.assert_clean();
+}
+
+#[test]
+fn many_parallel_runs_leave_a_consistent_store() {
+    let env = TestEnv::new();
+    std::thread::scope(|s| {
+        for i in 0..8 {
+            let env = &env;
+            s.spawn(move || {
+                let name = format!("par{i}");
+                let out = env.run(&["--name", &name, "busybox", "true"]);
+                assert!(out.status.success(), "{}", text(&out.stderr));
+            });
+        }
+    });
+    let ps = text(&env.capsa(&["ps", "-aq"]).stdout);
+    assert_eq!(ps.lines().count(), 8);
+    for i in 0..8 {
+        assert!(env.capsa(&["rm", &format!("par{i}")]).status.success());
+    }
+    env.assert_clean();
+}
