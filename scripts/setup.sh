@@ -2,10 +2,10 @@
 # Installs everything capsa needs on a fresh Debian 12 machine, as root. Idempotent.
 #   busybox-static  the default test image (imported with `capsa import`)
 #   runc, crun      peers for the start-latency benchmark (crun refuses hybrid cgroups; shown)
-#   python3         runs the benchmark harness
+#   python3, time   run the benchmark harness (GNU time measures peak RSS)
 set -euo pipefail
 
-packages=(busybox-static runc crun python3 ca-certificates)
+packages=(busybox-static runc crun python3 time ca-certificates)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

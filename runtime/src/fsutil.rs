@@ -8,17 +8,29 @@ use std::path::Path;
 /// Writes `data` to `path` so that a reader sees the old or the new content, never a mix:
 /// temp file in the same directory, fsync, rename, fsync of the directory.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_replacing(path, data, true)
+}
+
+/// Like [`write_atomic`]; `durable: false` skips the fsyncs, for state that only matters
+/// while the machine is up (a container's run state): readers still never see a mix, and
+/// after a power loss the file may be old or empty, which its reader reports and `rm` cleans.
+pub fn write_replacing(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let mut f = File::create(&tmp)?;
     f.write_all(data)?;
-    f.sync_all()?;
+    if durable {
+        f.sync_all()?;
+    }
     drop(f);
     std::fs::rename(&tmp, path).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
     })?;
-    File::open(dir)?.sync_all()
+    if durable {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Serialises `value` as pretty JSON and writes it atomically.

@@ -103,9 +103,11 @@ fn lay_out(
     )?;
     let config = serde_json::to_vec_pretty(&spec)
         .map_err(|e| ContainerError::io(&dir.config(), std::io::Error::other(e)))?;
-    crate::fsutil::write_atomic(&dir.config(), &config)
-        .map_err(|e| ContainerError::io(&dir.config(), e))?;
+    // A fresh folder: a torn config.json can only belong to a container still `creating`,
+    // which `ps` shows as dead and `rm` removes.
+    write(dir.config(), &config)?;
 
+    tracing::debug!(id, "spec written");
     let mode = cgroup_mode.ok_or_else(|| setup_err(id, cgroups::CgroupError::NotMounted))?;
     let cgroup_paths = cgroups::resolve_paths(mode, opts.cgroup_parent.as_deref(), id)
         .map_err(|e| setup_err(id, e))?;
@@ -114,6 +116,7 @@ fn lay_out(
             .map_err(|e| setup_err(id, e))?,
         None => vec![],
     };
+    tracing::debug!(id, "seccomp ready");
     exec_fifo::create(&dir.exec_fifo()).map_err(|e| ContainerError::io(&dir.exec_fifo(), e))?;
     let me = std::process::id() as i32;
     let state = State {
@@ -152,6 +155,7 @@ fn lay_out(
         let _ = cgroup.destroy();
         return Err(setup_err(id, e));
     }
+    tracing::debug!(id, "cgroup ready");
     Ok(Prepared {
         state,
         spec,
@@ -201,6 +205,7 @@ pub fn spawn_init(
             return Err(setup_err(&id, e));
         }
     };
+    tracing::debug!(id, pid, "init ready");
     let me = std::process::id() as i32;
     let start_time = process_start_time(pid);
     let updated = store.update(&id, |s| {

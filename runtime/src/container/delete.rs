@@ -29,12 +29,14 @@ pub fn remove(store: &ContainerStore, id: &str, force: bool) -> Result<(), Conta
     if alive {
         kill_init(&state)?;
     }
+    tracing::debug!(id, "killed");
     cgroups::manager(&state.cgroup)
         .destroy()
         .map_err(|e| ContainerError::Setup {
             id: id.to_string(),
             reason: e.to_string(),
         })?;
+    tracing::debug!(id, "cgroup removed");
     store.release_name(&state.name, id);
     let dir = store.dir(id).dir;
     std::fs::remove_dir_all(&dir).map_err(|e| ContainerError::io(&dir, e))

@@ -38,6 +38,7 @@ pub fn record_exit(
 ) -> Result<bool, ContainerError> {
     let oom = cgroup.oom_killed();
     let _ = cgroup.destroy();
+    tracing::debug!(id, "cgroup removed");
     let now = crate::timefmt::rfc3339(SystemTime::now());
     let updated = store.update(id, |s| {
         s.status = Status::Exited;

@@ -57,6 +57,7 @@ pub fn run_foreground(
     image: Image,
     opts: &RunOptions,
 ) -> Result<RunOutcome, ContainerError> {
+    tracing::debug!("image resolved");
     let mut prepared = prepare(store, image, opts)?;
     let id = prepared.state.id.clone();
     let devnull = std::fs::File::open("/dev/null")
@@ -74,7 +75,9 @@ pub fn run_foreground(
         Ok(ExecOutcome::Failed(_, msg)) => Some(msg),
         Err(e) => Some(e.to_string()),
     };
+    tracing::debug!(id, "started");
     let exit_code = wait_child(pid);
+    tracing::debug!(id, exit_code, "exited");
     FORWARD_TO.store(0, Ordering::Relaxed);
     let removed = record_exit(store, &id, exit_code, prepared.cgroup.as_ref())?;
     if opts.auto_remove && !removed {

@@ -5,7 +5,7 @@
 use super::id;
 use super::state::State;
 use super::ContainerError;
-use crate::fsutil::{write_json_atomic, FileLock};
+use crate::fsutil::{write_replacing, FileLock};
 use crate::root::StateRoot;
 use std::io::Write;
 use std::path::PathBuf;
@@ -132,10 +132,12 @@ impl ContainerStore {
             .map_err(|e| ContainerError::io(&path, std::io::Error::other(e)))
     }
 
-    /// Writes the state atomically.
+    /// Writes the state atomically (not durably: see [`write_replacing`]).
     pub fn save(&self, state: &State) -> Result<(), ContainerError> {
         let path = self.dir(&state.id).state();
-        write_json_atomic(&path, state).map_err(|e| ContainerError::io(&path, e))
+        let data = serde_json::to_vec(state)
+            .map_err(|e| ContainerError::io(&path, std::io::Error::other(e)))?;
+        write_replacing(&path, &data, false).map_err(|e| ContainerError::io(&path, e))
     }
 
     /// Applies `change` to the recorded state under the container's lock. Returns None when

@@ -28,15 +28,20 @@ pub enum Forked {
     Child,
 }
 
+/// `CLONE_INTO_CGROUP` (Linux 5.7): the child is born in the cgroup v2 directory `cgroup`.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
 /// Fork-like `clone3` into new namespaces (`flags` are `CLONE_NEW*`): the child continues
-/// from this call with a copy of the address space, as after fork(2). Falls back to clone(2)
-/// on kernels without clone3.
+/// from this call with a copy of the address space, as after fork(2). With `cgroup` (a
+/// cgroup v2 directory) the child is born in that cgroup. Falls back to clone(2) on
+/// kernels without clone3 (and then without `cgroup`).
 ///
 /// The caller must be single-threaded, as for fork: the child only has the calling thread.
-pub fn fork_into_namespaces(flags: u64) -> io::Result<Forked> {
+pub fn fork_into_namespaces(flags: u64, cgroup: Option<RawFd>) -> io::Result<Forked> {
     let args = CloneArgs {
-        flags,
+        flags: flags | cgroup.map_or(0, |_| CLONE_INTO_CGROUP),
         exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup.map_or(0, |fd| fd as u64),
         ..Default::default()
     };
     // SAFETY: clone3 without CLONE_VM and with a null stack behaves like fork: the child gets
@@ -48,7 +53,10 @@ pub fn fork_into_namespaces(flags: u64) -> io::Result<Forked> {
             std::mem::size_of::<CloneArgs>(),
         )
     };
-    let rc = if rc == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+    let rc = if rc == -1
+        && cgroup.is_none()
+        && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS)
+    {
         // SAFETY: clone(2) with a null stack and no CLONE_VM is fork with extra flags.
         unsafe {
             libc::syscall(

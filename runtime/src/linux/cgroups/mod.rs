@@ -146,6 +146,15 @@ pub trait CgroupManager {
     fn apply(&self, resources: &LinuxResources) -> Result<(), CgroupError>;
     /// Moves process `pid` into the cgroup.
     fn add_task(&self, pid: i32) -> Result<(), CgroupError>;
+    /// Moves the calling thread (the single-threaded init) into the cgroup. Moving oneself
+    /// thread by thread skips the kernel's global threadgroup lock, and with it an RCU grace
+    /// period that costs milliseconds per container when a parent moves a child.
+    fn join_self(&self) -> Result<(), CgroupError>;
+    /// A directory descriptor to clone a process straight into (cgroup v2's
+    /// CLONE_INTO_CGROUP), saving the attach; None where the version has no such thing.
+    fn clone_target(&self) -> Option<std::os::fd::OwnedFd> {
+        None
+    }
     /// The PIDs in the cgroup (host PID namespace).
     fn pids(&self) -> Vec<i32>;
     /// Whether the kernel's OOM killer killed a process of this cgroup.

@@ -190,6 +190,13 @@ impl CgroupManager for V1Manager {
         Ok(())
     }
 
+    fn join_self(&self) -> Result<(), CgroupError> {
+        for dir in self.paths.dirs.values() {
+            write_file(dir, "tasks", "0")?;
+        }
+        Ok(())
+    }
+
     fn pids(&self) -> Vec<i32> {
         self.paths
             .dirs

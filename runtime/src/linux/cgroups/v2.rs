@@ -131,6 +131,14 @@ impl CgroupManager for V2Manager {
         write_file(&self.dir, "cgroup.procs", &pid.to_string())
     }
 
+    fn join_self(&self) -> Result<(), CgroupError> {
+        write_file(&self.dir, "cgroup.procs", "0")
+    }
+
+    fn clone_target(&self) -> Option<std::os::fd::OwnedFd> {
+        std::fs::File::open(&self.dir).ok().map(Into::into)
+    }
+
     fn pids(&self) -> Vec<i32> {
         read_pids(&self.dir)
     }

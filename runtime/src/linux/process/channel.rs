@@ -11,8 +11,6 @@ const MAX_MESSAGE: usize = 64 * 1024;
 /// What the parent and the init tell each other.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub enum Message {
-    /// Parent -> init: the cgroup is joined (and ID maps written); set up.
-    Go,
     /// Init -> parent: the root file system and everything before exec are in place.
     Ready,
     /// Init -> parent: set-up failed.

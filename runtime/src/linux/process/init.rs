@@ -26,22 +26,12 @@ struct Prepared {
     gate: OwnedFd,
 }
 
-/// Runs the init; returns the exit code if it does not exec.
-pub fn run(cfg: &InitConfig, sock: OwnedFd) -> i32 {
-    match channel::recv(&sock, -1) {
-        Ok(Message::Go) => {}
-        _ => return 1, // the parent is gone
-    }
-    if crate::linux::namespaces::has(cfg.spec, LinuxNamespaceType::Cgroup) {
-        if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP) {
-            let _ = channel::send(
-                &sock,
-                &Message::Error(format!("unshare cgroup namespace: {e}")),
-            );
-            return 1;
-        }
-    }
-    let prepared = match set_up(cfg) {
+/// Runs the init; returns the exit code if it does not exec. Unless the clone placed it in
+/// its cgroup already (`born_in_cgroup`, v2), it first moves itself there, so that all it
+/// does from here on is accounted to the container.
+pub fn run(cfg: &InitConfig, sock: OwnedFd, born_in_cgroup: bool) -> i32 {
+    let prepared = join_cgroup(cfg, born_in_cgroup).and_then(|()| set_up(cfg));
+    let prepared = match prepared {
         Ok(p) => p,
         Err(msg) => {
             let _ = channel::send(&sock, &Message::Error(msg));
@@ -59,6 +49,21 @@ pub fn run(cfg: &InitConfig, sock: OwnedFd) -> i32 {
     let (code, msg) = exec_workload(cfg.spec, &prepared, &cfg.seccomp, &gate);
     let _ = gate.write_all(format!("{code} {msg}").as_bytes());
     code
+}
+
+/// Joins the container's cgroup, then makes the cgroup namespace, whose root is the cgroup
+/// its creator is in at that moment.
+fn join_cgroup(cfg: &InitConfig, born_in_cgroup: bool) -> Result<(), String> {
+    if !born_in_cgroup {
+        cfg.cgroup
+            .join_self()
+            .map_err(|e| format!("join cgroup: {e}"))?;
+    }
+    if crate::linux::namespaces::has(cfg.spec, LinuxNamespaceType::Cgroup) {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+            .map_err(|e| format!("unshare cgroup namespace: {e}"))?;
+    }
+    Ok(())
 }
 
 fn set_up(cfg: &InitConfig) -> Result<Prepared, String> {

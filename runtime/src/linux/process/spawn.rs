@@ -12,7 +12,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
 use seccompiler::BpfProgram;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 
 /// How long the init may take to set up before the parent gives up on it.
@@ -52,9 +52,6 @@ pub enum SpawnError {
     /// clone or the socket pair failed.
     #[error("cannot create the container's init process: {0}")]
     Clone(std::io::Error),
-    /// Joining the cgroup failed.
-    #[error("cannot place the init in its cgroup: {0}")]
-    Cgroup(crate::linux::cgroups::CgroupError),
     /// The init reported a set-up failure.
     #[error("{0}")]
     Setup(String),
@@ -64,16 +61,20 @@ pub enum SpawnError {
 }
 
 /// Creates the container's init and returns its host PID once it is ready and waiting on
-/// the start gate. On error, nothing of the process is left (it is killed and reaped).
+/// the start gate. The init places itself in its cgroup (see [`CgroupManager::join_self`]),
+/// so the parent only waits for its answer. On error, nothing of the process is left (it is killed and reaped).
 pub fn spawn(cfg: &InitConfig) -> Result<i32, SpawnError> {
     let (parent_end, child_end) = channel::pair().map_err(SpawnError::Clone)?;
     // The cgroup namespace is made by the init once it is in its cgroup, so that its cgroup
     // becomes the namespace's root (see init::run).
     let flags = namespaces::clone_flags(cfg.spec) & !(libc::CLONE_NEWCGROUP as u64);
-    let pid = match fork_into_namespaces(flags).map_err(SpawnError::Clone)? {
+    let target = cfg.cgroup.clone_target();
+    let born_in_cgroup = target.is_some();
+    let forked = fork_into_namespaces(flags, target.as_ref().map(|fd| fd.as_raw_fd()));
+    let pid = match forked.map_err(SpawnError::Clone)? {
         Forked::Child => {
             drop(parent_end);
-            let code = init::run(cfg, child_end);
+            let code = init::run(cfg, child_end, born_in_cgroup);
             // SAFETY: _exit ends the child without running the parent's atexit handlers or
             // flushing its copied stdio buffers.
             unsafe { libc::_exit(code) }
@@ -86,16 +87,9 @@ pub fn spawn(cfg: &InitConfig) -> Result<i32, SpawnError> {
         let _ = waitpid(Pid::from_raw(pid), None);
         e
     };
-    cfg.cgroup
-        .add_task(pid)
-        .map_err(|e| abort(SpawnError::Cgroup(e)))?;
-    channel::send(&parent_end, &Message::Go).map_err(|e| abort(SpawnError::Lost(e)))?;
     match channel::recv(&parent_end, SETUP_TIMEOUT_MS) {
         Ok(Message::Ready) => Ok(pid),
         Ok(Message::Error(msg)) => Err(abort(SpawnError::Setup(msg))),
-        Ok(other) => Err(abort(SpawnError::Setup(format!(
-            "unexpected message {other:?}"
-        )))),
         Err(e) => Err(abort(SpawnError::Lost(e))),
     }
 }
