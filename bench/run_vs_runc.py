@@ -132,8 +132,11 @@ Produced by `{result['command']}` ({a.runs} interleaved runs each after {a.warmu
 Machine: {m['cpu']}, {m['cpus']} CPUs, {m['memory_gib']} GiB, kernel {m['kernel']}, cgroups v1 (hybrid).
 Versions: {result['versions']['capsa']}; {result['versions']['runc']}.
 
-Workload: busybox `true`, same rootfs tree, default namespaces of each runtime
-(capsa: pid, mount, uts, ipc, net, cgroup; runc's `runc spec` default: pid, mount, uts, ipc, net).
+Workload: busybox `true` from the same rootfs tree, default set-up of each runtime. capsa
+does more than runc's `runc spec` default here: an overlay root with a fresh writable layer
+(runc: the plain directory), Docker's seccomp profile (runc: none), a cgroup namespace, the
+device cgroup rules, masked and read-only /proc paths, and `--rm` removal of its state;
+both create pid, mount, uts, ipc and net namespaces.
 Wall time is fork to exit of the CLI; CPU is user+sys of the whole process tree (wait4);
 peak RSS is the largest single process of the tree (GNU time, {a.rss_runs} separate runs).
 

@@ -10,7 +10,23 @@ use std::path::{Path, PathBuf};
 
 /// The v2 manager of one container.
 pub struct V2Manager {
+    /// Where the cgroup2 file system holding `dir` is mounted.
+    mount: PathBuf,
     dir: PathBuf,
+}
+
+/// The cgroup2 mount point that contains `dir` (the longest matching one).
+fn mount_of(dir: &Path) -> PathBuf {
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 2 && f[2] == "cgroup2").then(|| PathBuf::from(f[1]))
+        })
+        .filter(|m| dir.starts_with(m))
+        .max_by_key(|m| m.as_os_str().len())
+        .unwrap_or_else(|| PathBuf::from(CGROUP_ROOT))
 }
 
 impl V2Manager {
@@ -21,14 +37,16 @@ impl V2Manager {
             .get("unified")
             .cloned()
             .unwrap_or_else(|| PathBuf::from(CGROUP_ROOT));
-        V2Manager { dir }
+        V2Manager {
+            mount: mount_of(&dir),
+            dir,
+        }
     }
 
     /// Creates the directory chain, enabling `wanted` controllers in every new ancestor.
     fn create(&self, wanted: &[&'static str]) -> Result<(), CgroupError> {
-        let root = Path::new(CGROUP_ROOT);
-        let rel = self.dir.strip_prefix(root).unwrap_or(&self.dir);
-        let mut current = root.to_path_buf();
+        let rel = self.dir.strip_prefix(&self.mount).unwrap_or(&self.dir);
+        let mut current = self.mount.clone();
         for part in rel.components() {
             let available = read_file(&current, "cgroup.controllers").unwrap_or_default();
             for c in wanted {
@@ -161,6 +179,57 @@ impl CgroupManager for V2Manager {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use oci_spec::runtime::{LinuxMemoryBuilder, LinuxResourcesBuilder};
+
+    /// A cgroup2 mount to test on: the unified hierarchy of a hybrid host, or the root of a
+    /// v2 host. Tests that need one say so and return when there is none (or no root).
+    fn cgroup2_mount() -> Option<PathBuf> {
+        let m = mount_of(Path::new("/sys/fs/cgroup/unified/x"));
+        let ok = m.join("cgroup.procs").exists() && nix::unistd::geteuid().is_root();
+        if !ok {
+            eprintln!("skipped: no writable cgroup2 mount here");
+        }
+        ok.then_some(m)
+    }
+
+    fn manager_under(mount: &Path, name: &str) -> V2Manager {
+        let mut dirs = std::collections::BTreeMap::new();
+        dirs.insert("unified".to_string(), mount.join(name).join("ctr"));
+        V2Manager::new(CgroupPaths { version: 2, dirs })
+    }
+
+    #[test]
+    fn creates_joins_and_removes_a_cgroup() {
+        let Some(mount) = cgroup2_mount() else { return };
+        let name = format!("capsa-unit-{}", std::process::id());
+        let m = manager_under(&mount, &name);
+        m.apply(&LinuxResources::default()).unwrap();
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        m.add_task(child.id() as i32).unwrap();
+        assert_eq!(m.pids(), vec![child.id() as i32]);
+        m.destroy().unwrap(); // kills what is inside, then removes the directory
+        assert!(child.wait().unwrap().code().is_none(), "the task was not killed");
+        assert!(!m.dir.exists());
+        std::fs::remove_dir(mount.join(&name)).unwrap();
+    }
+
+    #[test]
+    fn a_limit_without_its_controller_is_a_named_error() {
+        let Some(mount) = cgroup2_mount() else { return };
+        if read_file(&mount, "cgroup.controllers").unwrap_or_default().contains("memory") {
+            return; // a full v2 host: the controller exists, nothing to refuse
+        }
+        let name = format!("capsa-unit-mem-{}", std::process::id());
+        let m = manager_under(&mount, &name);
+        let r = LinuxResourcesBuilder::default()
+            .memory(LinuxMemoryBuilder::default().limit(64i64 << 20).build().unwrap())
+            .build()
+            .unwrap();
+        let err = m.apply(&r).unwrap_err().to_string();
+        assert!(err.contains("memory"), "{err}");
+        let _ = std::fs::remove_dir(mount.join(&name).join("ctr"));
+        let _ = std::fs::remove_dir(mount.join(&name));
+    }
 
     #[test]
     fn shares_convert_like_runc() {
