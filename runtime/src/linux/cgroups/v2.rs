@@ -204,11 +204,17 @@ mod tests {
         let name = format!("capsa-unit-{}", std::process::id());
         let m = manager_under(&mount, &name);
         m.apply(&LinuxResources::default()).unwrap();
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         m.add_task(child.id() as i32).unwrap();
         assert_eq!(m.pids(), vec![child.id() as i32]);
         m.destroy().unwrap(); // kills what is inside, then removes the directory
-        assert!(child.wait().unwrap().code().is_none(), "the task was not killed");
+        assert!(
+            child.wait().unwrap().code().is_none(),
+            "the task was not killed"
+        );
         assert!(!m.dir.exists());
         std::fs::remove_dir(mount.join(&name)).unwrap();
     }
@@ -216,13 +222,21 @@ mod tests {
     #[test]
     fn a_limit_without_its_controller_is_a_named_error() {
         let Some(mount) = cgroup2_mount() else { return };
-        if read_file(&mount, "cgroup.controllers").unwrap_or_default().contains("memory") {
+        if read_file(&mount, "cgroup.controllers")
+            .unwrap_or_default()
+            .contains("memory")
+        {
             return; // a full v2 host: the controller exists, nothing to refuse
         }
         let name = format!("capsa-unit-mem-{}", std::process::id());
         let m = manager_under(&mount, &name);
         let r = LinuxResourcesBuilder::default()
-            .memory(LinuxMemoryBuilder::default().limit(64i64 << 20).build().unwrap())
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .limit(64i64 << 20)
+                    .build()
+                    .unwrap(),
+            )
             .build()
             .unwrap();
         let err = m.apply(&r).unwrap_err().to_string();
