@@ -22,12 +22,15 @@ impl<R: Read> HashingReader<R> {
 
     /// Reads what is left (tar archives end before their stream does) and returns
     /// `("sha256:<hex>", size)`.
-    pub fn finish(mut self) -> io::Result<(String, u64)> {
+    pub fn finish(self) -> io::Result<(String, u64)> {
+        self.finish_into_inner().map(|(d, n, _)| (d, n))
+    }
+
+    /// [`finish`](Self::finish), also handing back the wrapped reader.
+    pub fn finish_into_inner(mut self) -> io::Result<(String, u64, R)> {
         io::copy(&mut self, &mut io::sink())?;
-        Ok((
-            format!("sha256:{}", hex::encode(self.hasher.finalize())),
-            self.count,
-        ))
+        let digest = format!("sha256:{}", hex::encode(self.hasher.finalize()));
+        Ok((digest, self.count, self.inner))
     }
 }
 

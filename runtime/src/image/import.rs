@@ -78,7 +78,15 @@ pub fn import(
         plain.finish().map_err(|e| layer_err(e.to_string()))?
     };
     let hashing = stored.into_inner();
-    let (blob_digest, blob_size) = hashing.finish().map_err(|e| layer_err(e.to_string()))?;
+    let (blob_digest, blob_size, tee) = hashing
+        .finish_into_inner()
+        .map_err(|e| layer_err(e.to_string()))?;
+    // The stored copy must be whole before it is named by its digest.
+    let blob = tee
+        .copy
+        .into_inner()
+        .map_err(|e| ImageError::io(&blob_tmp, e.into_error()))?;
+    blob.sync_all().map_err(|e| ImageError::io(&blob_tmp, e))?;
 
     // Content-addressed commits: the layer tree, then the blob, then config and manifest.
     let layer_dest = store.layer_dir(&diff_id);

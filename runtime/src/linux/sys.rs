@@ -103,10 +103,10 @@ pub fn install_seccomp_filter(program: &[seccompiler::sock_filter]) -> io::Resul
     }
 }
 
-/// Sets no_new_privs: execve can no longer grant privileges (setuid bits, file caps).
-pub fn set_no_new_privs() -> io::Result<()> {
+/// prctl(2) with one integer argument.
+fn prctl_set(option: libc::c_int, value: libc::c_ulong) -> io::Result<()> {
     // SAFETY: prctl with integer arguments only.
-    let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    let rc = unsafe { libc::prctl(option, value, 0, 0, 0) };
     if rc == 0 {
         Ok(())
     } else {
@@ -114,27 +114,20 @@ pub fn set_no_new_privs() -> io::Result<()> {
     }
 }
 
+/// Sets no_new_privs: execve can no longer grant privileges (setuid bits, file caps).
+pub fn set_no_new_privs() -> io::Result<()> {
+    prctl_set(libc::PR_SET_NO_NEW_PRIVS, 1)
+}
+
 /// Keeps the permitted capability set across a change from uid 0 to another uid.
 pub fn set_keep_caps(keep: bool) -> io::Result<()> {
-    // SAFETY: prctl with integer arguments only.
-    let rc = unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, keep as libc::c_ulong, 0, 0, 0) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    prctl_set(libc::PR_SET_KEEPCAPS, keep as libc::c_ulong)
 }
 
 /// Marks the process (un)dumpable: a non-dumpable process's /proc entries, including `exe`,
 /// are owned by root and closed to ptrace from the container.
 pub fn set_dumpable(dumpable: bool) -> io::Result<()> {
-    // SAFETY: prctl with integer arguments only.
-    let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, dumpable as libc::c_ulong, 0, 0, 0) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    prctl_set(libc::PR_SET_DUMPABLE, dumpable as libc::c_ulong)
 }
 
 /// Sets close-on-exec on every descriptor from `first` up, so that nothing of capsa's leaks
@@ -188,11 +181,11 @@ pub fn pidfd_send_signal(pidfd: &OwnedFd, signal: i32) -> io::Result<()> {
     }
 }
 
-/// Waits up to `timeout_ms` for the process behind `pidfd` to exit; true when it has.
-pub fn pidfd_wait_exit(pidfd: &OwnedFd, timeout_ms: i32) -> io::Result<bool> {
-    use std::os::fd::AsRawFd;
+/// Waits up to `timeout_ms` (-1: forever) until `fd` is readable (or hung up); true when it
+/// is, false on timeout. Retries when a signal interrupts the wait.
+pub fn wait_readable(fd: RawFd, timeout_ms: i32) -> io::Result<bool> {
     let mut pfd = libc::pollfd {
-        fd: pidfd.as_raw_fd(),
+        fd,
         events: libc::POLLIN,
         revents: 0,
     };
@@ -206,6 +199,12 @@ pub fn pidfd_wait_exit(pidfd: &OwnedFd, timeout_ms: i32) -> io::Result<bool> {
             _ => return Ok(true),
         }
     }
+}
+
+/// Waits up to `timeout_ms` for the process behind `pidfd` to exit; true when it has.
+pub fn pidfd_wait_exit(pidfd: &OwnedFd, timeout_ms: i32) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    wait_readable(pidfd.as_raw_fd(), timeout_ms)
 }
 
 /// setrlimit(2) for one resource (an `RLIMIT_*` number).

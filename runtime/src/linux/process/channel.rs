@@ -39,20 +39,8 @@ pub fn send(fd: &OwnedFd, msg: &Message) -> io::Result<()> {
 /// Receives one message, waiting at most `timeout_ms` (-1: forever). A closed peer is
 /// `UnexpectedEof`; a timeout is `TimedOut`.
 pub fn recv(fd: &OwnedFd, timeout_ms: i32) -> io::Result<Message> {
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    loop {
-        // SAFETY: one valid pollfd for the duration of the call.
-        let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
-        match rc {
-            -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => continue,
-            -1 => return Err(io::Error::last_os_error()),
-            0 => return Err(io::ErrorKind::TimedOut.into()),
-            _ => break,
-        }
+    if !crate::linux::sys::wait_readable(fd.as_raw_fd(), timeout_ms)? {
+        return Err(io::ErrorKind::TimedOut.into());
     }
     let mut buf = vec![0u8; MAX_MESSAGE];
     let n = loop {

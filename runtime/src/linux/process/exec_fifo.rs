@@ -42,14 +42,7 @@ pub fn release(
     let deadline = Instant::now() + timeout;
     // Wait for the first byte; a fifo never opened by a writer does not report POLLHUP.
     loop {
-        let mut pfd = libc::pollfd {
-            fd: fifo.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd for the duration of the call.
-        let rc = unsafe { libc::poll(&mut pfd, 1, 50) };
-        if rc > 0 {
+        if crate::linux::sys::wait_readable(fifo.as_raw_fd(), 50)? {
             break;
         }
         if !init_alive() {
