@@ -91,6 +91,9 @@ def main():
         }
         crun = subprocess.run(["crun", "--root", os.path.join(tmp, "crun-root"), "run", "--bundle", bundle, "crun-probe"], capture_output=True, text=True) if shutil.which("crun") else None
         samples = {k: {"wall": [], "cpu": [], "rss_kib": []} for k in peers}
+        # Start from a quiet disk: writeback of a fresh build (scripts/main.sh builds just
+        # before) contends with every container's file-system work and doubled capsa's times.
+        os.sync()
         for i in range(a.warmup + a.runs):
             for name, argv in peers.items():  # interleaved: drift hits both alike
                 wall, cpu, _ = timed(argv(i))
