@@ -83,7 +83,7 @@ pub struct RunArgs {
     /// Isolation: container (the VM isolation lands with its own issue).
     #[arg(long, default_value = "container")]
     isolation: String,
-    /// User namespace mode (only "host" for now).
+    /// User namespace: auto (a private range of 65536 host IDs) or host.
     #[arg(long)]
     userns: Option<String>,
     /// The image to run.
@@ -105,13 +105,15 @@ impl RunArgs {
                 self.isolation
             ));
         }
-        if let Some(u) = &self.userns {
-            if u != "host" {
+        let userns = match self.userns.as_deref() {
+            None | Some("") | Some("host") => false,
+            Some("auto") => true,
+            Some(other) => {
                 return bad(&format!(
-                    "--userns {u:?}: user namespaces are not supported yet (only \"host\")"
+                    "--userns {other:?}: expected auto (a private ID range) or host"
                 ));
             }
-        }
+        };
         let mut env_file_lines = Vec::new();
         for f in &self.env_file {
             env_file_lines.extend(options::read_env_file(f)?);
@@ -154,6 +156,7 @@ impl RunArgs {
             no_new_privileges: true,
             privileged: self.privileged,
             cgroup_parent: self.cgroup_parent,
+            userns,
             interactive: self.interactive,
             auto_remove: self.rm,
             entrypoint: self.entrypoint,

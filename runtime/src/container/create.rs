@@ -84,12 +84,21 @@ fn lay_out(
             })?;
         }
     }
+    if opts.userns && opts.privileged {
+        return Err(ContainerError::InvalidArgument(
+            "--privileged and --userns=auto cannot be combined".into(),
+        ));
+    }
+    // Held until the state (which records the range) is written.
+    let userns = opts.userns.then(|| allocate_userns(store)).transpose()?;
+    let userns_base = userns.as_ref().map(|(base, _)| *base);
     let cgroup_mode = CgroupMode::detect();
     let ctx = SpecContext {
         id,
         rootfs: &dir.rootfs(),
         dir: &dir.dir,
         cgroup_mode,
+        userns_base,
     };
     let spec = spec::build(opts, &image, &ctx)?;
     let hostname = spec.hostname().clone().unwrap_or_default();
@@ -142,9 +151,31 @@ fn lay_out(
         oom_killed: false,
         error: None,
         cgroup: cgroup_paths,
+        userns_base,
         auto_remove: opts.auto_remove,
     };
+    if userns_base.is_some() {
+        for n in 0..image.layer_dirs.len() {
+            let d = dir.dir.join("lower").join(n.to_string());
+            std::fs::create_dir_all(&d).map_err(|e| ContainerError::io(&d, e))?;
+        }
+    }
+    if let Some(base) = userns_base {
+        // What the namespace's root must own: its writable layer, its /etc files, the gate.
+        let owner = Some(nix::unistd::Uid::from_raw(base));
+        let group = Some(nix::unistd::Gid::from_raw(base));
+        for p in [
+            dir.upper(),
+            dir.work(),
+            dir.exec_fifo(),
+            dir.etc_file("hostname"),
+            dir.etc_file("hosts"),
+        ] {
+            nix::unistd::chown(&p, owner, group).map_err(|e| ContainerError::io(&p, e.into()))?;
+        }
+    }
     store.save(&state)?;
+    drop(userns);
     let cgroup = cgroups::manager(&state.cgroup);
     let resources = spec
         .linux()
@@ -163,6 +194,7 @@ fn lay_out(
             lower: image.layer_dirs,
             upper: dir.upper(),
             work: dir.work(),
+            attach_dir: dir.dir.join("lower"),
         },
         seccomp,
         cgroup,
@@ -219,6 +251,36 @@ pub fn spawn_init(
         prepared.state = s;
     }
     Ok(pid)
+}
+
+/// First host ID handed to user-namespaced containers, above the IDs of host users.
+const USERNS_FIRST_ID: u32 = 100_000;
+/// How many ranges the pool holds (up to host ID 100000 + 512 * 65536).
+const USERNS_RANGES: u32 = 512;
+
+/// Picks the lowest range no container holds. The returned lock must be held until the new
+/// container's state records the range.
+fn allocate_userns(
+    store: &ContainerStore,
+) -> Result<(u32, crate::fsutil::FileLock), ContainerError> {
+    let lock_path = store.root().dir().join("userns.lock");
+    let lock = crate::fsutil::FileLock::acquire(&lock_path)
+        .map_err(|e| ContainerError::io(&lock_path, e))?;
+    let used: std::collections::HashSet<u32> = store
+        .ids()
+        .iter()
+        .filter_map(|id| store.load(id).ok())
+        .filter_map(|s| s.userns_base)
+        .collect();
+    let base = (0..USERNS_RANGES)
+        .map(|k| USERNS_FIRST_ID + k * spec::USERNS_RANGE)
+        .find(|b| !used.contains(b))
+        .ok_or_else(|| {
+            ContainerError::InvalidArgument(format!(
+                "--userns=auto: all {USERNS_RANGES} ID ranges are in use"
+            ))
+        })?;
+    Ok((base, lock))
 }
 
 /// Removes what a failed creation made: cgroup, name, folder.

@@ -65,6 +65,8 @@ pub struct RunOptions {
     pub privileged: bool,
     /// `--cgroup-parent`.
     pub cgroup_parent: Option<String>,
+    /// `--userns=auto`: a user namespace with a private range of host IDs.
+    pub userns: bool,
     /// `-i`.
     pub interactive: bool,
     /// `--rm`.

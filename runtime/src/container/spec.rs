@@ -49,7 +49,12 @@ pub struct SpecContext<'a> {
     pub dir: &'a Path,
     /// The host's cgroup mode (decides the /sys/fs/cgroup mount).
     pub cgroup_mode: Option<CgroupMode>,
+    /// With `--userns=auto`: the first host ID of the container's range.
+    pub userns_base: Option<u32>,
 }
+
+/// IDs in a user-namespaced container's range (uid and gid 0..65535 inside).
+pub const USERNS_RANGE: u32 = 65_536;
 
 fn err(e: impl std::fmt::Display) -> ContainerError {
     ContainerError::InvalidArgument(e.to_string())
@@ -315,22 +320,26 @@ pub fn build(opts: &RunOptions, image: &Image, ctx: &SpecContext) -> Result<Spec
         )
         .build()
         .map_err(err)?;
-    let namespaces = [
+    let mut namespaces = vec![
         LinuxNamespaceType::Pid,
         LinuxNamespaceType::Mount,
         LinuxNamespaceType::Uts,
         LinuxNamespaceType::Ipc,
         LinuxNamespaceType::Network,
         LinuxNamespaceType::Cgroup,
-    ]
-    .into_iter()
-    .map(|t| {
-        LinuxNamespaceBuilder::default()
-            .typ(t)
-            .build()
-            .expect("type set")
-    })
-    .collect::<Vec<_>>();
+    ];
+    if ctx.userns_base.is_some() {
+        namespaces.push(LinuxNamespaceType::User);
+    }
+    let namespaces = namespaces
+        .into_iter()
+        .map(|t| {
+            LinuxNamespaceBuilder::default()
+                .typ(t)
+                .build()
+                .expect("type set")
+        })
+        .collect::<Vec<_>>();
     let strings = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
@@ -341,6 +350,15 @@ pub fn build(opts: &RunOptions, image: &Image, ctx: &SpecContext) -> Result<Spec
             devices::default_devices()
         })
         .cgroups_path(ctx.id);
+    if let Some(base) = ctx.userns_base {
+        let map = vec![LinuxIdMappingBuilder::default()
+            .container_id(0u32)
+            .host_id(base)
+            .size(USERNS_RANGE)
+            .build()
+            .map_err(err)?];
+        linux = linux.uid_mappings(map.clone()).gid_mappings(map);
+    }
     if !opts.privileged {
         linux = linux
             .masked_paths(strings(MASKED_PATHS))

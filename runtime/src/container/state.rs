@@ -86,6 +86,9 @@ pub struct State {
     pub error: Option<String>,
     /// Absolute cgroup directories.
     pub cgroup: CgroupPaths,
+    /// First host ID of the container's user-namespace range (`--userns=auto`).
+    #[serde(default)]
+    pub userns_base: Option<u32>,
     /// `--rm`: remove when it exits.
     #[serde(default)]
     pub auto_remove: bool,

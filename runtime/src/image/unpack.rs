@@ -4,7 +4,8 @@
 //! Guards: `..` components are refused; absolute paths are made relative (as Docker does);
 //! the `tar` crate refuses parents that resolve outside through symlinks and hard links to
 //! outside. Whiteouts become overlayfs whiteouts: `.wh.NAME` a 0:0 character device `NAME`,
-//! `.wh..wh..opq` the `trusted.overlay.opaque=y` xattr on its directory.
+//! `.wh..wh..opq` the `trusted.overlay.opaque=y` and `user.overlay.opaque=y` xattrs on its
+//! directory (the second for overlays mounted in a user namespace).
 
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use std::io::Read;
@@ -41,7 +42,10 @@ pub fn unpack_layer<R: Read>(input: R, dest: &Path) -> Result<(), String> {
         if file_name == OPAQUE_MARKER {
             let dir = dest.join(rel.parent().unwrap_or(Path::new("")));
             std::fs::create_dir_all(&dir).map_err(|e| fail(&e))?;
+            // trusted.* for a root-mounted overlay, user.* for one mounted in a user
+            // namespace (userxattr).
             xattr_set(&dir, "trusted.overlay.opaque", b"y").map_err(|e| fail(&e))?;
+            xattr_set(&dir, "user.overlay.opaque", b"y").map_err(|e| fail(&e))?;
             continue;
         }
         if let Some(hidden) = file_name.strip_prefix(WHITEOUT_PREFIX) {

@@ -135,13 +135,26 @@ pub fn host_devices() -> Vec<LinuxDevice> {
 }
 
 /// Creates `devices` under `rootfs` (whose /dev is already a fresh tmpfs) and the symlinks.
-pub fn populate_dev(rootfs: &Path, devices: &[LinuxDevice]) -> std::io::Result<()> {
+/// With `bind`, each node is the host's own, bind-mounted (for user namespaces, where a
+/// node made with mknod cannot be opened).
+pub fn populate_dev(rootfs: &Path, devices: &[LinuxDevice], bind: bool) -> std::io::Result<()> {
     use nix::sys::stat::{makedev, mknod, Mode, SFlag};
     for dev in devices {
         let rel = dev.path().strip_prefix("/").unwrap_or(dev.path());
         let path = rootfs.join(rel);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
+        }
+        if bind {
+            std::fs::File::create(&path)?;
+            nix::mount::mount(
+                Some(dev.path()),
+                &path,
+                None::<&str>,
+                nix::mount::MsFlags::MS_BIND,
+                None::<&str>,
+            )?;
+            continue;
         }
         let kind = match dev.typ() {
             LinuxDeviceType::B => SFlag::S_IFBLK,

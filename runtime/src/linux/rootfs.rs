@@ -4,6 +4,8 @@
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use oci_spec::runtime::{Mount, Spec};
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 /// The layers of an overlay root.
@@ -15,6 +17,35 @@ pub struct OverlayLayers {
     pub upper: PathBuf,
     /// overlayfs's work directory (same file system as `upper`).
     pub work: PathBuf,
+    /// Where a user-namespaced init attaches its idmapped layers: `<dir>/<n>`, made by the
+    /// engine, one per layer.
+    pub attach_dir: PathBuf,
+}
+
+/// The same layers as descriptors, for a user-namespaced init that may not walk the host
+/// paths leading to them: lower layers idmapped (top first), and every bind-mount source
+/// of the spec opened beforehand.
+pub struct FdLayers {
+    /// Idmapped lower layers, top first, still detached.
+    pub lower: Vec<OwnedFd>,
+    /// Empty directories to attach them on, one per layer.
+    pub lower_targets: Vec<OwnedFd>,
+    /// The writable layer (owned by the namespace's root).
+    pub upper: OwnedFd,
+    /// overlayfs's work directory.
+    pub work: OwnedFd,
+    /// The directory the root is mounted on.
+    pub target: OwnedFd,
+    /// Bind-mount sources of the spec, by their host path.
+    pub bind_sources: HashMap<PathBuf, OwnedFd>,
+}
+
+/// Where the root's layers come from.
+pub enum RootLayers<'a> {
+    /// Host paths (init is root on the host).
+    Paths(&'a OverlayLayers),
+    /// Descriptors (init is root only in its user namespace).
+    Fds(FdLayers),
 }
 
 /// Errors of root file system set-up, naming the path and the step.
@@ -149,13 +180,22 @@ fn parse_options(options: &[String]) -> (MsFlags, Vec<String>, bool) {
     (flags, data, recursive_bind)
 }
 
-/// Mounts one spec mount under `rootfs`.
-fn mount_one(rootfs: &Path, m: &Mount) -> Result<(), RootfsError> {
+/// Mounts one spec mount under `rootfs`; a bind source found in `opened` is reached through
+/// its descriptor.
+fn mount_one(
+    rootfs: &Path,
+    m: &Mount,
+    opened: Option<&HashMap<PathBuf, OwnedFd>>,
+) -> Result<(), RootfsError> {
     let dest = secure_join(rootfs, m.destination()).map_err(err("resolve", m.destination()))?;
     let options = m.options().clone().unwrap_or_default();
     let (flags, data, _) = parse_options(&options);
     let typ = m.typ().clone().unwrap_or_else(|| "none".into());
     let source = m.source().clone().unwrap_or_else(|| PathBuf::from(&typ));
+    let source = match opened.and_then(|o| o.get(&source)) {
+        Some(fd) => PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+        None => source,
+    };
     let is_bind = flags.contains(MsFlags::MS_BIND);
     if is_bind && !source.is_dir() {
         if let Some(parent) = dest.parent() {
@@ -197,8 +237,24 @@ fn mount_one(rootfs: &Path, m: &Mount) -> Result<(), RootfsError> {
     Ok(())
 }
 
+/// The host paths of the spec's bind mounts (opened in advance for a user namespace).
+pub fn bind_sources(spec: &Spec) -> Vec<PathBuf> {
+    spec.mounts()
+        .iter()
+        .flatten()
+        .filter(|m| {
+            m.options()
+                .iter()
+                .flatten()
+                .any(|o| o == "bind" || o == "rbind")
+        })
+        .filter_map(|m| m.source().clone())
+        .collect()
+}
+
 /// Everything before pivot_root: private propagation, the overlay, the spec's mounts, /dev.
-pub fn prepare(spec: &Spec, layers: &OverlayLayers) -> Result<PathBuf, RootfsError> {
+/// Returns the directory to pivot into.
+pub fn prepare(spec: &Spec, layers: RootLayers) -> Result<PathBuf, RootfsError> {
     let rootfs = spec
         .root()
         .as_ref()
@@ -213,18 +269,36 @@ pub fn prepare(spec: &Spec, layers: &OverlayLayers) -> Result<PathBuf, RootfsErr
         None::<&str>,
     )
     .map_err(err("make rslave", Path::new("/")))?;
-    mount_overlay(layers, &rootfs)?;
+    let (root, opened) = match layers {
+        RootLayers::Paths(l) => {
+            mount_overlay(l, &rootfs)?;
+            (rootfs, None)
+        }
+        RootLayers::Fds(f) => {
+            for (layer, target) in f.lower.iter().zip(&f.lower_targets) {
+                crate::linux::mountapi::attach(layer, target)
+                    .map_err(err("attach layer for", &rootfs))?;
+            }
+            let mnt =
+                crate::linux::mountapi::overlay_from_fds(&f.lower, &f.upper, &f.work, &f.target)
+                    .map_err(err("mount overlay on", &rootfs))?;
+            nix::unistd::fchdir(mnt.as_raw_fd()).map_err(err("enter", &rootfs))?;
+            (PathBuf::from("."), Some(f.bind_sources))
+        }
+    };
     for m in spec.mounts().iter().flatten() {
-        mount_one(&rootfs, m)?;
+        mount_one(&root, m, opened.as_ref())?;
     }
     let devices = spec
         .linux()
         .as_ref()
         .and_then(|l| l.devices().clone())
         .unwrap_or_default();
-    crate::linux::devices::populate_dev(&rootfs, &devices)
-        .map_err(err("populate", &rootfs.join("dev")))?;
-    Ok(rootfs)
+    // Device nodes made in a user namespace cannot be opened: bind the host's instead.
+    let bind = opened.is_some();
+    crate::linux::devices::populate_dev(&root, &devices, bind)
+        .map_err(err("populate", &root.join("dev")))?;
+    Ok(root)
 }
 
 /// Makes `rootfs` the root: the old root is detached, so the host's tree is unreachable.

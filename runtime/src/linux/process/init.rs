@@ -6,7 +6,8 @@
 use super::channel::{self, Message};
 use super::exec_fifo;
 use super::spawn::InitConfig;
-use crate::linux::{capabilities, rootfs, sys, user};
+use crate::linux::rootfs::{FdLayers, RootLayers};
+use crate::linux::{capabilities, mountapi, namespaces, rootfs, sys, user};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use std::ffi::CString;
 use std::io::Write;
@@ -30,7 +31,8 @@ struct Prepared {
 /// its cgroup already (`born_in_cgroup`, v2), it first moves itself there, so that all it
 /// does from here on is accounted to the container.
 pub fn run(cfg: &InitConfig, sock: OwnedFd, born_in_cgroup: bool) -> i32 {
-    let prepared = join_cgroup(cfg, born_in_cgroup).and_then(|()| set_up(cfg));
+    let prepared =
+        early(cfg, &sock, born_in_cgroup).and_then(|(gate, layers)| set_up(cfg, gate, layers));
     let prepared = match prepared {
         Ok(p) => p,
         Err(msg) => {
@@ -51,36 +53,83 @@ pub fn run(cfg: &InitConfig, sock: OwnedFd, born_in_cgroup: bool) -> i32 {
     code
 }
 
-/// Joins the container's cgroup, then makes the cgroup namespace, whose root is the cgroup
-/// its creator is in at that moment.
-fn join_cgroup(cfg: &InitConfig, born_in_cgroup: bool) -> Result<(), String> {
+/// What must happen while the init still has the host identity it was cloned with: join
+/// the cgroup, open the start gate and, in a user namespace, every host path it needs
+/// (it may not walk them as the namespace's root). Then, in a user namespace, wait for the
+/// ID maps and the idmapped layers and become the namespace's root. Last, the cgroup
+/// namespace, whose root is the cgroup its creator is in.
+fn early<'a>(
+    cfg: &'a InitConfig,
+    sock: &OwnedFd,
+    born_in_cgroup: bool,
+) -> Result<(OwnedFd, RootLayers<'a>), String> {
+    sys::set_dumpable(false).map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;
     if !born_in_cgroup {
         cfg.cgroup
             .join_self()
             .map_err(|e| format!("join cgroup: {e}"))?;
     }
-    if crate::linux::namespaces::has(cfg.spec, LinuxNamespaceType::Cgroup) {
+    let open = |p: &Path| mountapi::open_path(p).map_err(|e| format!("open {}: {e}", p.display()));
+    // Opened by path before pivot_root hides the host; reopened for writing at start.
+    let gate = open(cfg.exec_fifo)?;
+    let layers = if namespaces::has(cfg.spec, LinuxNamespaceType::User) {
+        let rootfs = cfg
+            .spec
+            .root()
+            .as_ref()
+            .map(|r| r.path().clone())
+            .unwrap_or_default();
+        let mut bind_sources = std::collections::HashMap::new();
+        for src in rootfs::bind_sources(cfg.spec) {
+            let fd = open(&src)?;
+            bind_sources.insert(src, fd);
+        }
+        let (upper, work, target) = (
+            open(&cfg.layers.upper)?,
+            open(&cfg.layers.work)?,
+            open(&rootfs)?,
+        );
+        let lower_targets = (0..cfg.layers.lower.len())
+            .map(|n| open(&cfg.layers.attach_dir.join(n.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (msg, lower) =
+            channel::recv_with_fds(sock).map_err(|e| format!("waiting for the ID maps: {e}"))?;
+        if msg != Message::Go || lower.len() != cfg.layers.lower.len() {
+            return Err(format!(
+                "expected the {} idmapped layers, got {msg:?} with {}",
+                cfg.layers.lower.len(),
+                lower.len()
+            ));
+        }
+        let root = nix::unistd::Gid::from_raw(0);
+        nix::unistd::setresgid(root, root, root)
+            .map_err(|e| format!("become the namespace's root: {e}"))?;
+        let root = nix::unistd::Uid::from_raw(0);
+        nix::unistd::setresuid(root, root, root)
+            .map_err(|e| format!("become the namespace's root: {e}"))?;
+        RootLayers::Fds(FdLayers {
+            lower,
+            lower_targets,
+            upper,
+            work,
+            target,
+            bind_sources,
+        })
+    } else {
+        RootLayers::Paths(cfg.layers)
+    };
+    if namespaces::has(cfg.spec, LinuxNamespaceType::Cgroup) {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
             .map_err(|e| format!("unshare cgroup namespace: {e}"))?;
     }
-    Ok(())
+    Ok((gate, layers))
 }
 
-fn set_up(cfg: &InitConfig) -> Result<Prepared, String> {
+fn set_up(cfg: &InitConfig, gate: OwnedFd, layers: RootLayers) -> Result<Prepared, String> {
     let spec = cfg.spec;
-    sys::set_dumpable(false).map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     install_stdio(cfg).map_err(|e| format!("stdio: {e}"))?;
-    // Opened by path before pivot_root hides the host; reopened for writing at start.
-    let gate = nix::fcntl::open(
-        cfg.exec_fifo,
-        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(|e| format!("open {}: {e}", cfg.exec_fifo.display()))?;
-    // SAFETY: `open` returned a fresh descriptor that nothing else owns.
-    let gate = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(gate) };
-    let rootfs = rootfs::prepare(spec, cfg.layers).map_err(|e| e.to_string())?;
+    let rootfs = rootfs::prepare(spec, layers).map_err(|e| e.to_string())?;
     rootfs::pivot(&rootfs).map_err(|e| e.to_string())?;
     let linux = spec.linux().as_ref();
     if let Some(paths) = linux.and_then(|l| l.masked_paths().as_ref()) {
@@ -89,7 +138,7 @@ fn set_up(cfg: &InitConfig) -> Result<Prepared, String> {
     if let Some(paths) = linux.and_then(|l| l.readonly_paths().as_ref()) {
         rootfs::readonly_paths(paths).map_err(|e| e.to_string())?;
     }
-    if crate::linux::namespaces::has(spec, LinuxNamespaceType::Uts) {
+    if namespaces::has(spec, LinuxNamespaceType::Uts) {
         if let Some(h) = spec.hostname() {
             nix::unistd::sethostname(h).map_err(|e| format!("sethostname {h:?}: {e}"))?;
         }

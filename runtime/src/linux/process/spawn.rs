@@ -4,13 +4,13 @@
 use super::channel::{self, Message};
 use super::init;
 use crate::linux::cgroups::CgroupManager;
-use crate::linux::namespaces;
 use crate::linux::rootfs::OverlayLayers;
 use crate::linux::sys::{fork_into_namespaces, Forked};
+use crate::linux::{mountapi, namespaces};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use seccompiler::BpfProgram;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
@@ -52,12 +52,53 @@ pub enum SpawnError {
     /// clone or the socket pair failed.
     #[error("cannot create the container's init process: {0}")]
     Clone(std::io::Error),
+    /// The user namespace could not be set up.
+    #[error("cannot set up the user namespace: {0}")]
+    UserNamespace(std::io::Error),
     /// The init reported a set-up failure.
     #[error("{0}")]
     Setup(String),
     /// The init died or stopped answering during set-up.
     #[error("the container's init failed during set-up: {0}")]
     Lost(std::io::Error),
+}
+
+/// Writes the init's uid/gid maps (from the spec) and returns its image layers as idmapped
+/// detached mounts, top layer first: the host's root-owned files appear owned by the
+/// namespace's root. Only host root can make them, so the parent does.
+fn map_user_namespace(cfg: &InitConfig, pid: i32) -> std::io::Result<Vec<std::os::fd::OwnedFd>> {
+    let linux = cfg.spec.linux().as_ref();
+    let render = |maps: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        maps.into_iter()
+            .flatten()
+            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+            .collect::<String>()
+    };
+    std::fs::write(
+        format!("/proc/{pid}/uid_map"),
+        render(linux.and_then(|l| l.uid_mappings().as_ref())),
+    )?;
+    std::fs::write(
+        format!("/proc/{pid}/gid_map"),
+        render(linux.and_then(|l| l.gid_mappings().as_ref())),
+    )?;
+    let userns: std::os::fd::OwnedFd = std::fs::File::open(format!("/proc/{pid}/ns/user"))?.into();
+    if cfg.layers.lower.len() > channel::MAX_FDS {
+        return Err(std::io::Error::other(format!(
+            "more than {} layers",
+            channel::MAX_FDS
+        )));
+    }
+    cfg.layers
+        .lower
+        .iter()
+        .rev()
+        .map(|l| {
+            mountapi::idmapped_clone(l, &userns).map_err(|e| {
+                std::io::Error::other(format!("idmapped mount of {}: {e}", l.display()))
+            })
+        })
+        .collect()
 }
 
 /// Creates the container's init and returns its host PID once it is ready and waiting on
@@ -87,9 +128,17 @@ pub fn spawn(cfg: &InitConfig) -> Result<i32, SpawnError> {
         let _ = waitpid(Pid::from_raw(pid), None);
         e
     };
+    if namespaces::has(cfg.spec, LinuxNamespaceType::User) {
+        let layers =
+            map_user_namespace(cfg, pid).map_err(|e| abort(SpawnError::UserNamespace(e)))?;
+        let raw: Vec<RawFd> = layers.iter().map(|l| l.as_raw_fd()).collect();
+        channel::send_with_fds(&parent_end, &Message::Go, &raw)
+            .map_err(|e| abort(SpawnError::Lost(e)))?;
+    }
     match channel::recv(&parent_end, SETUP_TIMEOUT_MS) {
         Ok(Message::Ready) => Ok(pid),
         Ok(Message::Error(msg)) => Err(abort(SpawnError::Setup(msg))),
+        Ok(Message::Go) => Err(abort(SpawnError::Setup("unexpected message Go".into()))),
         Err(e) => Err(abort(SpawnError::Lost(e))),
     }
 }
