@@ -99,3 +99,34 @@ fn limits_nest_under_the_given_cgroup_parent() {
     assert!(env.capsa(&["rm", "-f", "nested"]).status.success());
     env.assert_clean();
 }
+
+#[test]
+fn by_default_containers_nest_under_the_callers_own_cgroup() {
+    let env = TestEnv::new();
+    // No --cgroup-parent: the engine's own cgroup (this test's) encloses the container.
+    let out = env.capsa(&["run", "-d", "--name", "own", "busybox", "sleep", "60"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let pid = env.inspect("own", "{{.State.Pid}}");
+    let id = env.inspect("own", "{{.Id}}");
+    let mine = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let theirs = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let memory = |t: &str| {
+        t.lines()
+            .find(|l| l.split(':').nth(1) == Some("memory"))
+            .map(|l| l.split(':').nth(2).unwrap().to_string())
+    };
+    if let (Some(mine), Some(theirs)) = (memory(&mine), memory(&theirs)) {
+        let expected = format!("{}/capsa/{id}", mine.trim_end_matches('/'));
+        assert_eq!(theirs, expected);
+    } else {
+        let v2 = |t: &str| {
+            t.lines()
+                .find(|l| l.starts_with("0::"))
+                .unwrap()
+                .trim_start_matches("0::")
+                .to_string()
+        };
+        assert!(v2(&theirs).ends_with(&format!("/capsa/{id}")), "{theirs}");
+    }
+    assert!(env.capsa(&["rm", "-f", "own"]).status.success());
+}

@@ -176,3 +176,61 @@ fn read_only_root_refuses_writes_but_tmpfs_accepts() {
         "ok\n"
     );
 }
+
+#[test]
+fn image_entrypoint_workdir_and_user_are_honoured() {
+    let env = TestEnv::new();
+    let tar = capsa_tests::busybox_tarball().to_str().unwrap();
+    let out = env.capsa(&[
+        "import",
+        "-c",
+        r#"ENTRYPOINT ["/bin/sh", "-c"]"#,
+        "-c",
+        r#"CMD ["id -u; pwd"]"#,
+        "-c",
+        "WORKDIR /srv",
+        "-c",
+        "USER app",
+        "-c",
+        "ENV PATH=/bin",
+        tar,
+        "configured",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&env.run(&["--rm", "configured"]).stdout),
+        "1000\n/srv\n"
+    );
+    // Arguments replace CMD but keep ENTRYPOINT; -u and -w override the image.
+    assert_eq!(
+        text(&env.run(&["--rm", "configured", "echo override"]).stdout),
+        "override\n"
+    );
+    assert_eq!(
+        text(
+            &env.run(&["--rm", "-u", "0", "-w", "/tmp", "configured"])
+                .stdout
+        ),
+        "0\n/tmp\n"
+    );
+    assert_eq!(
+        text(
+            &env.run(&["--rm", "--entrypoint", "echo", "configured", "plain"])
+                .stdout
+        ),
+        "plain\n"
+    );
+}
+
+#[test]
+fn import_reads_standard_input() {
+    let env = TestEnv::new();
+    let mut cmd = env.command(&["import", "-", "fromstdin:1"]);
+    cmd.stdin(std::fs::File::open(capsa_tests::busybox_tarball()).unwrap());
+    let out = capsa_tests::run_bounded(cmd, std::time::Duration::from_secs(60));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&env.run(&["--rm", "fromstdin:1", "echo", "ok"]).stdout),
+        "ok\n"
+    );
+}
