@@ -52,6 +52,147 @@ pub struct WaitArgs {
     containers: Vec<String>,
 }
 
+/// `logs` flags.
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// Follow the output until the container exits.
+    #[arg(short = 'f', long)]
+    follow: bool,
+    /// Number of lines to show from the end ("all" for every line).
+    #[arg(short = 'n', long, default_value = "all")]
+    tail: String,
+    /// Show time stamps.
+    #[arg(short = 't', long)]
+    timestamps: bool,
+    /// Show logs since a time (RFC 3339 or Unix) or a duration back (e.g. 10m).
+    #[arg(long)]
+    since: Option<String>,
+    /// The container (name or ID).
+    container: String,
+}
+
+/// `stop` flags.
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    /// Seconds to wait before killing the container.
+    #[arg(short = 't', long = "time", alias = "timeout", default_value_t = 10)]
+    time: u64,
+    /// Signal to send first (default SIGTERM).
+    #[arg(short = 's', long)]
+    signal: Option<String>,
+    /// Containers (name or ID).
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `kill` flags.
+#[derive(Args, Debug)]
+pub struct KillArgs {
+    /// Signal to send.
+    #[arg(short = 's', long, default_value = "KILL")]
+    signal: String,
+    /// Containers (name or ID).
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `logs [-f] [-n N] [-t] [--since T] CONTAINER`.
+pub fn logs(root: &StateRoot, args: LogsArgs) -> i32 {
+    use crate::container::logs::{logs, parse_since, LogsOptions};
+    let store = ContainerStore::new(root);
+    let tail = match args.tail.as_str() {
+        "all" => None,
+        n => match n.parse::<usize>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                eprintln!("capsa: --tail {n:?}: expected a number or \"all\"");
+                return EXIT_FAILURE;
+            }
+        },
+    };
+    let result = args
+        .since
+        .as_deref()
+        .map(parse_since)
+        .transpose()
+        .and_then(|since| {
+            let opts = LogsOptions {
+                follow: args.follow,
+                tail,
+                timestamps: args.timestamps,
+                since,
+            };
+            let id = store.resolve(&args.container)?;
+            logs(
+                &store,
+                &id,
+                &opts,
+                &mut std::io::stdout(),
+                &mut std::io::stderr(),
+            )
+        });
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            report(&e);
+            EXIT_FAILURE
+        }
+    }
+}
+
+/// `stop [-t SECONDS] [-s SIGNAL] CONTAINER...`.
+pub fn stop(root: &StateRoot, args: StopArgs) -> i32 {
+    use crate::container::{kill::parse_signal, stop::stop};
+    let store = ContainerStore::new(root);
+    let signal = match args.signal.as_deref().map(parse_signal).transpose() {
+        Ok(s) => s.unwrap_or(libc::SIGTERM),
+        Err(e) => {
+            report(&e);
+            return EXIT_FAILURE;
+        }
+    };
+    let timeout = std::time::Duration::from_secs(args.time);
+    each(&args.containers, |name| {
+        let id = store.resolve(name)?;
+        stop(&store, &id, signal, timeout).map(|_| ())
+    })
+}
+
+/// `kill [-s SIGNAL] CONTAINER...`.
+pub fn kill(root: &StateRoot, args: KillArgs) -> i32 {
+    use crate::container::kill::{kill, parse_signal};
+    let store = ContainerStore::new(root);
+    let signal = match parse_signal(&args.signal) {
+        Ok(s) => s,
+        Err(e) => {
+            report(&e);
+            return EXIT_FAILURE;
+        }
+    };
+    each(&args.containers, |name| {
+        kill(&store, &store.resolve(name)?, signal)
+    })
+}
+
+/// Applies `verb` to each named container, printing the name on success as Docker does;
+/// exit 1 if any failed.
+fn each(
+    names: &[String],
+    verb: impl Fn(&str) -> Result<(), crate::container::ContainerError>,
+) -> i32 {
+    let mut rc = 0;
+    for name in names {
+        match verb(name) {
+            Ok(()) => println!("{name}"),
+            Err(e) => {
+                report(&e);
+                rc = EXIT_FAILURE;
+            }
+        }
+    }
+    rc
+}
+
 /// `inspect` flags.
 #[derive(Args, Debug)]
 pub struct InspectArgs {
@@ -111,7 +252,7 @@ pub fn start(root: &StateRoot, args: StartArgs) -> i32 {
         match result {
             Ok((ExecOutcome::Started, id)) if args.attach => {
                 let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
-                match wait_verb::follow_log(&store, &id, &mut out, &mut err) {
+                match wait_verb::follow_log(&store, &id, 0, false, &mut out, &mut err) {
                     Ok(state) => rc = state.exit_code.unwrap_or(0),
                     Err(e) => {
                         report(&e);

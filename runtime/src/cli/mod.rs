@@ -48,6 +48,12 @@ enum Command {
     Rm(containers::RmArgs),
     /// Block until containers stop, then print their exit codes.
     Wait(containers::WaitArgs),
+    /// Show a container's output.
+    Logs(containers::LogsArgs),
+    /// Stop running containers (SIGTERM, then SIGKILL after a grace period).
+    Stop(containers::StopArgs),
+    /// Send a signal to running containers.
+    Kill(containers::KillArgs),
     /// Show low-level information on containers as JSON.
     Inspect(containers::InspectArgs),
     /// Import a root file system tarball as an image.
@@ -79,6 +85,9 @@ pub fn main() -> i32 {
         Command::Rm(a) => containers::rm(&root, a),
         Command::Wait(a) => containers::wait(&root, a),
         Command::Inspect(a) => containers::inspect(&root, a),
+        Command::Logs(a) => containers::logs(&root, a),
+        Command::Stop(a) => containers::stop(&root, a),
+        Command::Kill(a) => containers::kill(&root, a),
         Command::Import(a) => images::import(&root, a),
         Command::Images(a) => images::images(&root, a),
         Command::Version => system::version(),

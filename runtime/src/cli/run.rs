@@ -77,6 +77,12 @@ pub struct RunArgs {
     /// Parent cgroup (absolute, or relative to capsa's own cgroup).
     #[arg(long = "cgroup-parent")]
     cgroup_parent: Option<String>,
+    /// Logging driver (only json-file).
+    #[arg(long = "log-driver", default_value = "json-file")]
+    log_driver: String,
+    /// Log driver options: max-size=SIZE, max-file=N.
+    #[arg(long = "log-opt")]
+    log_opt: Vec<String>,
     /// Override the image's ENTRYPOINT.
     #[arg(long)]
     entrypoint: Option<String>,
@@ -114,6 +120,14 @@ impl RunArgs {
                 ));
             }
         };
+        if self.log_driver != "json-file" {
+            return bad(&format!(
+                "--log-driver {:?}: only json-file is available",
+                self.log_driver
+            ));
+        }
+        let log_rotation = crate::container::logfile::Rotation::parse(&self.log_opt)
+            .map_err(ContainerError::InvalidArgument)?;
         let mut env_file_lines = Vec::new();
         for f in &self.env_file {
             env_file_lines.extend(options::read_env_file(f)?);
@@ -157,6 +171,7 @@ impl RunArgs {
             privileged: self.privileged,
             cgroup_parent: self.cgroup_parent,
             userns,
+            log_rotation,
             interactive: self.interactive,
             auto_remove: self.rm,
             entrypoint: self.entrypoint,

@@ -152,6 +152,7 @@ fn lay_out(
         error: None,
         cgroup: cgroup_paths,
         userns_base,
+        log_rotation: opts.log_rotation,
         auto_remove: opts.auto_remove,
     };
     if userns_base.is_some() {

@@ -7,12 +7,16 @@ pub mod create;
 pub mod delete;
 pub mod id;
 pub mod inspect;
+pub mod kill;
+pub mod logfile;
+pub mod logs;
 pub mod monitor;
 pub mod options;
 pub mod run;
 pub mod spec;
 pub mod start;
 pub mod state;
+pub mod stop;
 pub mod store;
 pub mod wait;
 

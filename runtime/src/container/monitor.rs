@@ -1,9 +1,10 @@
 //! The monitor: the process that waits for a container's init, records its exit (code,
 //! time, OOM kill), removes its cgroup, and for detached containers holds its output and
-//! writes it to `ctr.log` as Docker's json-file driver does (one JSON object per line).
+//! writes it to `ctr.log` (see [`logfile`]).
 //! For a foreground `run` the CLI itself plays this part.
 
 use super::create::{self, Prepared};
+use super::logfile;
 use super::state::Status;
 use super::store::ContainerStore;
 use super::ContainerError;
@@ -11,7 +12,6 @@ use crate::linux::cgroups::CgroupManager;
 use crate::linux::process::Stdio;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
-use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::SystemTime;
 
@@ -53,65 +53,9 @@ pub fn record_exit(
     Ok(updated.is_none())
 }
 
-/// One json-file log record.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct LogLine {
-    log: String,
-    stream: String,
-    time: String,
-}
-
-/// Prints one log record to the stream it came from.
-pub fn print_log_line(line: &str, stdout: &mut dyn Write, stderr: &mut dyn Write) {
-    if let Ok(rec) = serde_json::from_str::<LogLine>(line) {
-        let out: &mut dyn Write = if rec.stream == "stderr" {
-            stderr
-        } else {
-            stdout
-        };
-        let _ = out.write_all(rec.log.as_bytes());
-        let _ = out.flush();
-    }
-}
-
-/// Splits output into lines and appends them to the log.
-struct LogWriter {
-    file: std::fs::File,
-    partial: [Vec<u8>; 2],
-}
-
-impl LogWriter {
-    fn write(&mut self, stream: usize, data: &[u8]) {
-        self.partial[stream].extend_from_slice(data);
-        while let Some(nl) = self.partial[stream].iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.partial[stream].drain(..=nl).collect();
-            self.emit(stream, &line);
-        }
-    }
-
-    fn flush(&mut self, stream: usize) {
-        let rest = std::mem::take(&mut self.partial[stream]);
-        if !rest.is_empty() {
-            self.emit(stream, &rest);
-        }
-    }
-
-    fn emit(&mut self, stream: usize, line: &[u8]) {
-        let rec = LogLine {
-            log: String::from_utf8_lossy(line).into_owned(),
-            stream: if stream == 0 { "stdout" } else { "stderr" }.into(),
-            time: crate::timefmt::rfc3339(SystemTime::now()),
-        };
-        if let Ok(mut json) = serde_json::to_vec(&rec) {
-            json.push(b'\n');
-            let _ = self.file.write_all(&json);
-        }
-    }
-}
-
 /// Copies the container's stdout and stderr pipes into the log until both close (the
 /// container's last process is gone).
-fn relay(out: OwnedFd, err: OwnedFd, log: &mut LogWriter) {
+fn relay(out: OwnedFd, err: OwnedFd, log: &mut logfile::Writer) {
     let mut open = [Some(out), Some(err)];
     let mut buf = vec![0u8; 64 * 1024];
     while open.iter().any(Option::is_some) {
@@ -173,10 +117,7 @@ fn monitor(
     let (err_r, err_w) = pipes()?;
     let devnull = std::fs::File::open("/dev/null")
         .map_err(|e| ContainerError::io(std::path::Path::new("/dev/null"), e))?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.log())
+    let mut log = logfile::Writer::open(&dir.log(), prepared.state.log_rotation)
         .map_err(|e| ContainerError::io(&dir.log(), e))?;
     let stdio = Stdio {
         stdin: Some(devnull.as_raw_fd()),
@@ -194,10 +135,6 @@ fn monitor(
     drop(report);
     let pid = spawned?;
     drop((out_w, err_w, devnull));
-    let mut log = LogWriter {
-        file,
-        partial: [vec![], vec![]],
-    };
     relay(out_r, err_r, &mut log);
     let code = wait_child(pid);
     let removed = record_exit(store, &id, code, prepared.cgroup.as_ref())?;

@@ -67,6 +67,8 @@ pub struct RunOptions {
     pub cgroup_parent: Option<String>,
     /// `--userns=auto`: a user namespace with a private range of host IDs.
     pub userns: bool,
+    /// `--log-opt`, parsed.
+    pub log_rotation: super::logfile::Rotation,
     /// `-i`.
     pub interactive: bool,
     /// `--rm`.

@@ -89,6 +89,9 @@ pub struct State {
     /// First host ID of the container's user-namespace range (`--userns=auto`).
     #[serde(default)]
     pub userns_base: Option<u32>,
+    /// Log rotation (`--log-opt`).
+    #[serde(default)]
+    pub log_rotation: super::logfile::Rotation,
     /// `--rm`: remove when it exits.
     #[serde(default)]
     pub auto_remove: bool,

@@ -6,7 +6,7 @@ use super::state::{State, Status};
 use super::store::ContainerStore;
 use super::ContainerError;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::os::fd::AsFd;
 
 /// How often a waiter re-reads the state even without an event (ms).
@@ -50,32 +50,37 @@ pub fn wait_exit(store: &ContainerStore, id: &str) -> Result<State, ContainerErr
     }
 }
 
-/// Copies the container's json-lines log to `stdout`/`stderr` as it grows, until the
-/// container exits; returns the final state. `from_start` replays what is already there.
+/// Prints the container's log as it grows (from record `skip` on), until the container
+/// exits; returns the final state. Records are re-read from the files each time they
+/// change, so rotation underneath is harmless.
 pub fn follow_log(
     store: &ContainerStore,
     id: &str,
+    skip: usize,
+    timestamps: bool,
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> Result<State, ContainerError> {
     let inotify = watcher(store, id)?;
     let path = store.dir(id).log();
-    let mut offset = 0u64;
-    let mut pending = String::new();
+    let mut shown = skip;
+    let mut last: Option<super::logfile::Record> = None;
     loop {
         let state = store.load(id)?.observed();
-        if let Ok(mut f) = std::fs::File::open(&path) {
-            let _ = f.seek(SeekFrom::Start(offset));
-            let mut chunk = String::new();
-            if let Ok(n) = f.read_to_string(&mut chunk) {
-                offset += n as u64;
-                pending.push_str(&chunk);
-            }
-            while let Some(nl) = pending.find('\n') {
-                let line: String = pending.drain(..=nl).collect();
-                super::monitor::print_log_line(&line, stdout, stderr);
-            }
+        let records = super::logfile::read_all(&path);
+        // After a rotation dropped old records, resume after the last one printed.
+        let start = match &last {
+            Some(l) if records.len() < shown => records
+                .iter()
+                .rposition(|r| r.time == l.time && r.log == l.log)
+                .map_or(0, |i| i + 1),
+            _ => shown,
+        };
+        for rec in records.iter().skip(start) {
+            super::logfile::print(rec, timestamps, stdout, stderr);
         }
+        shown = records.len();
+        last = records.last().cloned().or(last);
         if finished(&state) {
             return Ok(state);
         }

@@ -1,0 +1,278 @@
+//! The json-file log of a container, as Docker's json-file driver writes it: one JSON object
+//! per line (`{"log":"...","stream":"stdout","time":"..."}`), rotated by size into
+//! `ctr.log.1`, `ctr.log.2`, ... (`--log-opt max-size=,max-file=`).
+
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// One log record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    /// The text, with its newline if it had one.
+    pub log: String,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// When the monitor read it (RFC 3339).
+    pub time: String,
+}
+
+/// Rotation limits (`--log-opt`). No `max_size`: one file that grows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rotation {
+    /// Bytes after which the file is rotated.
+    pub max_size: Option<u64>,
+    /// How many files are kept, the current one included (Docker's default 1).
+    pub max_file: u32,
+}
+
+impl Rotation {
+    /// Parses `--log-opt` values (`max-size=10m`, `max-file=3`).
+    pub fn parse(opts: &[String]) -> Result<Rotation, String> {
+        let mut r = Rotation {
+            max_size: None,
+            max_file: 1,
+        };
+        for o in opts {
+            let (k, v) = o
+                .split_once('=')
+                .ok_or_else(|| format!("--log-opt {o:?}: expected KEY=VALUE"))?;
+            match k {
+                "max-size" => {
+                    let bytes = parse_size(v).ok_or_else(|| {
+                        format!("--log-opt max-size={v}: expected a size such as 10m")
+                    })?;
+                    r.max_size = Some(bytes);
+                }
+                "max-file" => {
+                    r.max_file = v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                        format!("--log-opt max-file={v}: expected a positive integer")
+                    })?;
+                }
+                _ => {
+                    return Err(format!(
+                    "--log-opt {k}: unknown option for the json-file driver (max-size, max-file)"
+                ))
+                }
+            }
+        }
+        if r.max_file > 1 && r.max_size.is_none() {
+            return Err("--log-opt max-file needs max-size".into());
+        }
+        Ok(r)
+    }
+}
+
+fn parse_size(v: &str) -> Option<u64> {
+    let v = v.trim().to_ascii_lowercase();
+    let (num, mult) = match v.chars().last()? {
+        'k' => (&v[..v.len() - 1], 1u64 << 10),
+        'm' => (&v[..v.len() - 1], 1 << 20),
+        'g' => (&v[..v.len() - 1], 1 << 30),
+        _ => (v.as_str(), 1),
+    };
+    num.parse::<u64>().ok().filter(|n| *n > 0).map(|n| n * mult)
+}
+
+/// The files of a log, oldest first (`ctr.log.N` ... `ctr.log.1`, `ctr.log`).
+pub fn files(path: &Path) -> Vec<PathBuf> {
+    let mut rotated: Vec<(u32, PathBuf)> = (1..)
+        .map(|n| (n, PathBuf::from(format!("{}.{n}", path.display()))))
+        .take_while(|(_, p)| p.exists())
+        .collect();
+    rotated.reverse();
+    let mut out: Vec<PathBuf> = rotated.into_iter().map(|(_, p)| p).collect();
+    out.push(path.to_path_buf());
+    out
+}
+
+/// Every record of the log, oldest first (a torn last line is skipped).
+pub fn read_all(path: &Path) -> Vec<Record> {
+    files(path)
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|text| {
+            text.lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Splits output into lines and appends them as records, rotating by size.
+pub struct Writer {
+    path: PathBuf,
+    file: std::fs::File,
+    size: u64,
+    rotation: Rotation,
+    partial: [Vec<u8>; 2],
+}
+
+impl Writer {
+    /// Opens (appends to) the log at `path`.
+    pub fn open(path: &Path, rotation: Rotation) -> std::io::Result<Writer> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        let size = file.metadata()?.len();
+        Ok(Writer {
+            path: path.to_path_buf(),
+            file,
+            size,
+            rotation,
+            partial: [vec![], vec![]],
+        })
+    }
+
+    /// Adds output of `stream` (0 stdout, 1 stderr).
+    pub fn write(&mut self, stream: usize, data: &[u8]) {
+        self.partial[stream].extend_from_slice(data);
+        while let Some(nl) = self.partial[stream].iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial[stream].drain(..=nl).collect();
+            self.emit(stream, &line);
+        }
+    }
+
+    /// Writes what is left of a stream's last line.
+    pub fn flush(&mut self, stream: usize) {
+        let rest = std::mem::take(&mut self.partial[stream]);
+        if !rest.is_empty() {
+            self.emit(stream, &rest);
+        }
+    }
+
+    fn emit(&mut self, stream: usize, line: &[u8]) {
+        let rec = Record {
+            log: String::from_utf8_lossy(line).into_owned(),
+            stream: if stream == 0 { "stdout" } else { "stderr" }.into(),
+            time: crate::timefmt::rfc3339(SystemTime::now()),
+        };
+        let Ok(mut json) = serde_json::to_vec(&rec) else {
+            return;
+        };
+        json.push(b'\n');
+        if self
+            .rotation
+            .max_size
+            .is_some_and(|max| self.size > 0 && self.size + json.len() as u64 > max)
+        {
+            self.rotate();
+        }
+        if self.file.write_all(&json).is_ok() {
+            self.size += json.len() as u64;
+        }
+    }
+
+    /// ctr.log -> ctr.log.1 -> ... ; the oldest beyond max-file is dropped.
+    fn rotate(&mut self) {
+        let keep = self.rotation.max_file.max(1);
+        let numbered = |n: u32| PathBuf::from(format!("{}.{n}", self.path.display()));
+        if keep == 1 {
+            let _ = self.file.set_len(0);
+            self.size = 0;
+            return;
+        }
+        let _ = std::fs::remove_file(numbered(keep - 1));
+        for n in (1..keep - 1).rev() {
+            let _ = std::fs::rename(numbered(n), numbered(n + 1));
+        }
+        let _ = std::fs::rename(&self.path, numbered(1));
+        if let Ok(f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+        {
+            self.file = f;
+            self.size = 0;
+        }
+    }
+}
+
+/// Prints one record to the stream it came from, with its time stamp when `timestamps`.
+pub fn print(rec: &Record, timestamps: bool, stdout: &mut dyn Write, stderr: &mut dyn Write) {
+    let out: &mut dyn Write = if rec.stream == "stderr" {
+        stderr
+    } else {
+        stdout
+    };
+    if timestamps {
+        let _ = write!(out, "{} ", rec.time);
+    }
+    let _ = out.write_all(rec.log.as_bytes());
+    let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_split_and_partial_lines_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ctr.log");
+        let mut w = Writer::open(&path, Rotation::default()).unwrap();
+        w.write(0, b"one\ntw");
+        w.write(1, b"err\n");
+        w.write(0, b"o\n");
+        w.write(0, b"tail");
+        w.flush(0);
+        let logs: Vec<(String, String)> = read_all(&path)
+            .into_iter()
+            .map(|r| (r.stream, r.log))
+            .collect();
+        assert_eq!(
+            logs,
+            vec![
+                ("stdout".into(), "one\n".into()),
+                ("stderr".into(), "err\n".into()),
+                ("stdout".into(), "two\n".into()),
+                ("stdout".into(), "tail".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn rotation_bounds_the_files_and_keeps_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ctr.log");
+        let rot = Rotation::parse(&["max-size=1k".into(), "max-file=3".into()]).unwrap();
+        let mut w = Writer::open(&path, rot).unwrap();
+        for i in 0..500 {
+            w.write(0, format!("line {i}\n").as_bytes());
+        }
+        let files = files(&path);
+        assert_eq!(files.len(), 3);
+        for f in &files {
+            assert!(std::fs::metadata(f).unwrap().len() <= 1024);
+        }
+        let all = read_all(&path);
+        assert_eq!(all.last().unwrap().log, "line 499\n");
+        let first: u32 = all[0]
+            .log
+            .trim()
+            .trim_start_matches("line ")
+            .parse()
+            .unwrap();
+        assert!(
+            all.iter()
+                .enumerate()
+                .all(|(i, r)| r.log == format!("line {}\n", first + i as u32)),
+            "gap in kept lines"
+        );
+    }
+
+    #[test]
+    fn bad_options_are_named() {
+        assert!(Rotation::parse(&["max-size=lots".into()])
+            .unwrap_err()
+            .contains("max-size"));
+        assert!(Rotation::parse(&["max-file=3".into()])
+            .unwrap_err()
+            .contains("max-size"));
+        assert!(Rotation::parse(&["colour=red".into()])
+            .unwrap_err()
+            .contains("colour"));
+    }
+}

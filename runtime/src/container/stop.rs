@@ -1,0 +1,39 @@
+//! `stop`: SIGTERM, then SIGKILL after the grace period, as Docker stops a container; returns
+//! once the exit is recorded.
+
+use super::state::{State, Status};
+use super::store::ContainerStore;
+use super::{kill, wait, ContainerError};
+use crate::linux::sys;
+use std::time::Duration;
+
+/// Docker's default grace period.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Stops container `id`: `signal` (SIGTERM), and SIGKILL if it is still running after
+/// `timeout`. A container that is not running is left as it is.
+pub fn stop(
+    store: &ContainerStore,
+    id: &str,
+    signal: i32,
+    timeout: Duration,
+) -> Result<State, ContainerError> {
+    let state = store.load(id)?.observed();
+    if state.status != Status::Running || !state.init_alive() {
+        return Ok(state);
+    }
+    let Some(pid) = state.pid else {
+        return Ok(state);
+    };
+    let Ok(pidfd) = sys::pidfd_open(pid) else {
+        return wait::wait_exit(store, id);
+    };
+    let _ = kill::kill(store, id, signal);
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    let exited = sys::pidfd_wait_exit(&pidfd, ms).unwrap_or(false);
+    if !exited && state.init_alive() {
+        let _ = sys::pidfd_send_signal(&pidfd, libc::SIGKILL);
+        let _ = sys::pidfd_wait_exit(&pidfd, 10_000);
+    }
+    wait::wait_exit(store, id)
+}

@@ -1,0 +1,189 @@
+//! The everyday verbs on detached containers: logs, stop, kill.
+
+use capsa_tests::{eventually, run_bounded, text, TestEnv};
+use std::time::Duration;
+
+fn ps_line(env: &TestEnv, name: &str) -> String {
+    text(&env.capsa(&["ps", "-a"]).stdout)
+        .lines()
+        .find(|l| l.ends_with(name))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn logs_follow_a_ticking_container_until_it_exits() {
+    let env = TestEnv::new();
+    let out = env.run(&[
+        "-d",
+        "--name",
+        "tick",
+        "busybox",
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5; do echo tick $i; usleep 100000; done; echo done >&2",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let follow = run_bounded(
+        env.command(&["logs", "-f", "tick"]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        text(&follow.stdout),
+        "tick 1\ntick 2\ntick 3\ntick 4\ntick 5\n"
+    );
+    assert_eq!(text(&follow.stderr), "done\n");
+    // The log outlives the container's exit.
+    assert!(ps_line(&env, "tick").contains("Exited (0)"));
+    // --tail counts lines of both streams together, as Docker's does.
+    let tail = env.capsa(&["logs", "--tail", "3", "tick"]);
+    assert_eq!(text(&tail.stdout), "tick 4\ntick 5\n");
+    assert_eq!(text(&tail.stderr), "done\n");
+    let stamped = text(&env.capsa(&["logs", "-t", "-n", "2", "tick"]).stdout);
+    let (stamp, line) = stamped.trim_end().split_once(' ').unwrap();
+    assert!(stamp.starts_with("20") && stamp.ends_with('Z'), "{stamp}");
+    assert_eq!(line, "tick 5");
+    assert_eq!(
+        text(
+            &env.capsa(&["logs", "--since", "2999-01-01T00:00:00Z", "tick"])
+                .stdout
+        ),
+        ""
+    );
+}
+
+#[test]
+fn logs_rotate_within_the_given_bounds() {
+    let env = TestEnv::new();
+    let out = env.run(&[
+        "-d",
+        "--name",
+        "chatty",
+        "--log-opt",
+        "max-size=1k",
+        "--log-opt",
+        "max-file=2",
+        "busybox",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 300 ]; do echo line $i; i=$((i+1)); done",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&env.capsa(&["wait", "chatty"]).stdout).trim(), "0");
+    let id = env.inspect("chatty", "{{.Id}}");
+    let dir = env.root().join("containers").join(&id);
+    let logs: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("ctr.log"))
+        .collect();
+    assert_eq!(logs.len(), 2, "expected ctr.log and ctr.log.1");
+    for f in &logs {
+        assert!(
+            f.metadata().unwrap().len() <= 1024,
+            "{:?} is over max-size",
+            f.path()
+        );
+    }
+    let shown = text(&env.capsa(&["logs", "chatty"]).stdout);
+    assert!(shown.ends_with("line 299\n"), "{shown}");
+    assert!(!shown.contains("line 0\n"), "rotated-out lines still shown");
+}
+
+#[test]
+fn stop_uses_the_containers_handler_or_kills_after_the_grace_period() {
+    let env = TestEnv::new();
+    let graceful = [
+        "-d",
+        "--name",
+        "polite",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; echo ready; while true; do usleep 50000; done",
+    ];
+    assert!(env.run(&graceful).status.success());
+    // PID 1 gets SIGTERM only once it has a handler, so wait for the trap.
+    eventually("trap installed", Duration::from_secs(20), || {
+        text(&env.capsa(&["logs", "polite"]).stdout).contains("ready")
+    });
+    let out = env.capsa(&["stop", "polite"]);
+    assert_eq!(text(&out.stdout).trim(), "polite");
+    assert!(
+        ps_line(&env, "polite").contains("Exited (0)"),
+        "{}",
+        ps_line(&env, "polite")
+    );
+    // `sleep` as PID 1 ignores SIGTERM: killed after -t seconds, 137 as in Docker.
+    assert!(env
+        .run(&["-d", "--name", "stubborn", "busybox", "sleep", "600"])
+        .status
+        .success());
+    assert!(env.capsa(&["stop", "-t", "1", "stubborn"]).status.success());
+    assert!(
+        ps_line(&env, "stubborn").contains("Exited (137)"),
+        "{}",
+        ps_line(&env, "stubborn")
+    );
+}
+
+#[test]
+fn kill_sends_the_named_signal_and_refuses_stopped_containers() {
+    let env = TestEnv::new();
+    let args = [
+        "-d",
+        "--name",
+        "usr",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'exit 42' USR1; echo ready; while true; do usleep 50000; done",
+    ];
+    assert!(env.run(&args).status.success());
+    eventually("trap installed", Duration::from_secs(20), || {
+        text(&env.capsa(&["logs", "usr"]).stdout).contains("ready")
+    });
+    assert!(env.capsa(&["kill", "-s", "USR1", "usr"]).status.success());
+    assert_eq!(text(&env.capsa(&["wait", "usr"]).stdout).trim(), "42");
+    let out = env.capsa(&["kill", "usr"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("not running"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = env.capsa(&["kill", "-s", "NOPE", "usr"]);
+    assert!(
+        text(&out.stderr).contains("invalid signal"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn logs_of_a_foreground_container_say_where_the_output_went() {
+    let env = TestEnv::new();
+    assert!(env
+        .run(&["--name", "fg", "busybox", "echo", "hi"])
+        .status
+        .success());
+    let out = env.capsa(&["logs", "fg"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("foreground"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn bad_log_options_are_refused() {
+    let env = TestEnv::new();
+    for opt in ["max-size=lots", "colour=red", "max-file=2"] {
+        let out = env.run(&["--log-opt", opt, "busybox", "true"]);
+        assert_eq!(out.status.code(), Some(125), "{opt}");
+    }
+    let out = env.run(&["--log-driver", "syslog", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    env.assert_clean();
+}
