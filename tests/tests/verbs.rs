@@ -187,3 +187,57 @@ fn bad_log_options_are_refused() {
     assert_eq!(out.status.code(), Some(125));
     env.assert_clean();
 }
+
+#[test]
+fn ps_filters_formats_and_limits() {
+    let env = TestEnv::new();
+    assert!(env
+        .run(&["--name", "first", "busybox", "sh", "-c", "echo x > /f"])
+        .status
+        .success());
+    assert!(env
+        .run(&["-d", "--name", "second", "busybox", "sleep", "60"])
+        .status
+        .success());
+    let ps = |args: &[&str]| {
+        let mut all = vec!["ps"];
+        all.extend_from_slice(args);
+        text(&env.capsa(&all).stdout)
+    };
+    // Running only by default; -a adds the exited one; -l / -n pick the newest.
+    assert_eq!(ps(&["--format", "{{.Names}}"]), "second\n");
+    assert_eq!(
+        ps(&["-a", "--format", "{{.Names}} {{.State}}"]),
+        "second running\nfirst exited\n"
+    );
+    assert_eq!(ps(&["-l", "--format", "{{.Names}}"]), "second\n");
+    assert_eq!(ps(&["-n", "2", "-q"]).lines().count(), 2);
+    assert_eq!(
+        ps(&["-f", "status=exited", "--format", "{{.Names}}"]),
+        "first\n"
+    );
+    assert_eq!(
+        ps(&[
+            "-f",
+            "name=sec",
+            "-f",
+            "ancestor=busybox",
+            "--format",
+            "{{.Names}}"
+        ]),
+        "second\n"
+    );
+    assert_eq!(ps(&["-a", "-f", "ancestor=nothing-like-it", "-q"]), "");
+    let table = ps(&["-a", "--format", "table {{.Names}}\\t{{.Status}}"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, vec!["NAMES", "STATUS"]);
+    let json: serde_json::Value = serde_json::from_str(ps(&["--format", "json"]).trim()).unwrap();
+    assert_eq!(json["Names"], "second");
+    assert_eq!(json["ID"].as_str().unwrap().len(), 12);
+    // -s: the writable layer holds the 2-byte file.
+    let sized = ps(&["-a", "-s", "-f", "name=first", "--format", "{{.Size}}"]);
+    assert!(sized.starts_with("2B (virtual "), "{sized}");
+    let bad = env.capsa(&["ps", "-f", "colour=red"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(text(&bad.stderr).contains("colour"));
+}

@@ -1,9 +1,7 @@
 //! `start`, `ps`, `rm`, `wait`.
 
-use super::{print_table, report, EXIT_FAILURE};
-use crate::container::{
-    delete, id, start as start_verb, wait as wait_verb, ContainerStore, Status,
-};
+use super::{report, EXIT_FAILURE};
+use crate::container::{delete, start as start_verb, wait as wait_verb, ContainerStore, Status};
 use crate::linux::process::exec_fifo::ExecOutcome;
 use crate::root::StateRoot;
 use clap::Args;
@@ -31,6 +29,21 @@ pub struct PsArgs {
     /// Do not truncate output.
     #[arg(long = "no-trunc")]
     no_trunc: bool,
+    /// Show the N most recently created containers (all states).
+    #[arg(short = 'n', long = "last")]
+    last: Option<usize>,
+    /// Show the latest created container (all states).
+    #[arg(short = 'l', long)]
+    latest: bool,
+    /// Show the size of each container's writable layer.
+    #[arg(short = 's', long)]
+    size: bool,
+    /// Filter: status=, name=, ancestor=, id=.
+    #[arg(short = 'f', long = "filter")]
+    filter: Vec<String>,
+    /// Format with a Go template ({{.ID}} {{.Names}} ...), `table TEMPLATE`, or `json`.
+    #[arg(long)]
+    format: Option<String>,
 }
 
 /// `rm` flags.
@@ -274,67 +287,43 @@ pub fn start(root: &StateRoot, args: StartArgs) -> i32 {
     rc
 }
 
-/// Docker's COMMAND column: quoted, truncated to 20 characters with an ellipsis.
-fn command_column(cmd: &[String], no_trunc: bool) -> String {
-    let joined = cmd.join(" ");
-    if no_trunc || joined.chars().count() <= 20 {
-        return format!("\"{joined}\"");
-    }
-    let cut: String = joined.chars().take(19).collect();
-    format!("\"{cut}…\"")
-}
-
-/// `ps [-a] [-q]`.
+/// `ps [-a] [-q] [-n N] [-l] [-s] [-f KEY=VALUE] [--format T]`.
 pub fn ps(root: &StateRoot, args: PsArgs) -> i32 {
     let store = ContainerStore::new(root);
-    let shown: Vec<_> = store
-        .list()
-        .into_iter()
-        .filter(|s| args.all || s.status == Status::Running)
-        .collect();
-    let short = |s: &str| {
-        if args.no_trunc {
-            s.to_string()
-        } else {
-            id::short(s).to_string()
+    let filter = match super::ps::Filter::parse(&args.filter) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("capsa: {e}");
+            return EXIT_FAILURE;
         }
     };
+    let last = if args.latest { Some(1) } else { args.last };
+    let mut shown: Vec<_> = store
+        .list()
+        .into_iter()
+        .filter(|s| args.all || last.is_some() || !filter.is_empty() || s.status == Status::Running)
+        .filter(|s| filter.matches(s, &store))
+        .collect();
+    if let Some(n) = last {
+        shown.truncate(n);
+    }
+    let rows: Vec<super::ps::Row> = shown
+        .iter()
+        .map(|s| super::ps::Row::new(s, &store, args.no_trunc, args.size))
+        .collect();
     if args.quiet {
-        for s in &shown {
-            println!("{}", short(&s.id));
+        for r in &rows {
+            println!("{}", r.id);
         }
         return 0;
     }
-    let rows: Vec<Vec<String>> = shown
-        .iter()
-        .map(|s| {
-            let created = crate::timefmt::parse_rfc3339(&s.created)
-                .map(|t| format!("{} ago", crate::timefmt::ago(t)))
-                .unwrap_or_default();
-            vec![
-                short(&s.id),
-                s.image.clone(),
-                command_column(&s.command, args.no_trunc),
-                created,
-                s.status_line(),
-                String::new(),
-                s.name.clone(),
-            ]
-        })
-        .collect();
-    print_table(
-        &[
-            "CONTAINER ID",
-            "IMAGE",
-            "COMMAND",
-            "CREATED",
-            "STATUS",
-            "PORTS",
-            "NAMES",
-        ],
-        &rows,
-    );
-    0
+    match super::ps::print(&rows, args.format.as_deref(), args.size) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("capsa: {e}");
+            EXIT_FAILURE
+        }
+    }
 }
 
 /// `rm [-f] CONTAINER...`.
@@ -373,20 +362,4 @@ pub fn wait(root: &StateRoot, args: WaitArgs) -> i32 {
         }
     }
     rc
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_commands_are_cut_like_docker() {
-        let cmd = vec![
-            "sh".to_string(),
-            "-c".into(),
-            "echo hello from a long command".into(),
-        ];
-        assert_eq!(command_column(&cmd, false), "\"sh -c echo hello fr…\"");
-        assert_eq!(command_column(&["true".into()], false), "\"true\"");
-    }
 }

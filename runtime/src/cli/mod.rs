@@ -7,6 +7,7 @@
 
 mod containers;
 mod images;
+mod ps;
 mod run;
 mod system;
 
@@ -26,7 +27,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "CAPSA_ROOT", default_value = crate::root::DEFAULT_ROOT)]
     pub root: PathBuf,
     /// Log level: error, warn, info, debug, trace.
-    #[arg(long = "log-level", short = 'l', global = true, default_value = "warn")]
+    #[arg(long = "log-level", global = true, default_value = "warn")]
     pub log_level: String,
     #[command(subcommand)]
     command: Command,
@@ -142,5 +143,16 @@ pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
     line(header.to_vec());
     for row in rows {
         line(row.iter().map(String::as_str).collect());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_command_line_definition_is_consistent() {
+        // clap checks flag clashes (such as two `-l`) only when a command is first parsed;
+        // this makes every subcommand's definition fail here instead of at a user's prompt.
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

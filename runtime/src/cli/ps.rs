@@ -1,0 +1,252 @@
+//! `ps` output: filters, Docker's columns, and `--format` (Go-template fields, `table`,
+//! `json`).
+
+use super::print_table;
+use crate::container::inspect::render_template;
+use crate::container::{id, ContainerStore, State};
+use crate::image::ImageStore;
+use serde_json::{json, Value};
+
+/// `-f KEY=VALUE` filters: values of one key are alternatives, different keys all apply.
+#[derive(Debug, Default)]
+pub struct Filter {
+    status: Vec<String>,
+    name: Vec<String>,
+    ancestor: Vec<String>,
+    id: Vec<String>,
+}
+
+impl Filter {
+    /// Parses the `-f` values.
+    pub fn parse(list: &[String]) -> Result<Filter, String> {
+        let mut f = Filter::default();
+        for item in list {
+            let (k, v) = item
+                .split_once('=')
+                .ok_or_else(|| format!("bad format of filter {item:?} (expected name=value)"))?;
+            let slot = match k {
+                "status" => {
+                    const STATES: [&str; 7] = [
+                        "created",
+                        "restarting",
+                        "running",
+                        "removing",
+                        "paused",
+                        "exited",
+                        "dead",
+                    ];
+                    if !STATES.contains(&v) {
+                        return Err(format!(
+                            "invalid filter 'status={v}' (one of {})",
+                            STATES.join(", ")
+                        ));
+                    }
+                    &mut f.status
+                }
+                "name" => &mut f.name,
+                "ancestor" => &mut f.ancestor,
+                "id" => &mut f.id,
+                _ => {
+                    return Err(format!(
+                        "invalid filter {k:?} (supported: status, name, ancestor, id)"
+                    ))
+                }
+            };
+            slot.push(v.to_string());
+        }
+        Ok(f)
+    }
+
+    /// Whether no filter was given.
+    pub fn is_empty(&self) -> bool {
+        self.status.is_empty()
+            && self.name.is_empty()
+            && self.ancestor.is_empty()
+            && self.id.is_empty()
+    }
+
+    /// Whether container `s` passes.
+    pub fn matches(&self, s: &State, store: &ContainerStore) -> bool {
+        let any = |list: &[String], pred: &dyn Fn(&str) -> bool| {
+            list.is_empty() || list.iter().any(|v| pred(v))
+        };
+        any(&self.status, &|v| v == s.status.as_str())
+            && any(&self.name, &|v| s.name.contains(v.trim_start_matches('/')))
+            && any(&self.id, &|v| s.id.starts_with(v))
+            && any(&self.ancestor, &|v| {
+                v == s.image
+                    || ImageStore::new(store.root())
+                        .resolve(v)
+                        .is_ok_and(|img| img.id == s.image_id)
+            })
+    }
+}
+
+/// One container as `ps` shows it.
+pub struct Row {
+    /// Short (or full) ID.
+    pub id: String,
+    value: Value,
+}
+
+/// Docker's COMMAND column: quoted, truncated to 20 characters with an ellipsis.
+fn command_column(cmd: &[String], no_trunc: bool) -> String {
+    let joined = cmd.join(" ");
+    if no_trunc || joined.chars().count() <= 20 {
+        return format!("\"{joined}\"");
+    }
+    let cut: String = joined.chars().take(19).collect();
+    format!("\"{cut}…\"")
+}
+
+impl Row {
+    /// The fields Docker's `ps --format` knows, for container `s`.
+    pub fn new(s: &State, store: &ContainerStore, no_trunc: bool, with_size: bool) -> Row {
+        let shown_id = if no_trunc {
+            s.id.clone()
+        } else {
+            id::short(&s.id).to_string()
+        };
+        let created = crate::timefmt::parse_rfc3339(&s.created);
+        let size = if with_size {
+            let rw = crate::fsutil::disk_usage(&store.dir(&s.id).upper());
+            let image: u64 = ImageStore::new(store.root())
+                .resolve(&s.image_id)
+                .map(|i| {
+                    i.layer_dirs
+                        .iter()
+                        .map(|d| crate::fsutil::disk_usage(d))
+                        .sum()
+                })
+                .unwrap_or(0);
+            let h = crate::timefmt::human_size;
+            format!("{} (virtual {})", h(rw), h(rw + image))
+        } else {
+            String::new()
+        };
+        let value = json!({
+            "ID": shown_id,
+            "Image": s.image,
+            "Command": command_column(&s.command, no_trunc),
+            "CreatedAt": s.created,
+            "RunningFor": created.map(|t| format!("{} ago", crate::timefmt::ago(t))).unwrap_or_default(),
+            "Ports": "",
+            "State": s.status.as_str(),
+            "Status": s.status_line(),
+            "Size": size,
+            "Names": s.name,
+            "Mounts": "",
+            "Networks": "none",
+        });
+        Row {
+            id: shown_id,
+            value,
+        }
+    }
+}
+
+/// Header of each field in a `table` format.
+fn header(field: &str) -> String {
+    match field {
+        "ID" => "CONTAINER ID".into(),
+        "CreatedAt" => "CREATED AT".into(),
+        "RunningFor" => "CREATED".into(),
+        other => other.to_ascii_uppercase(),
+    }
+}
+
+/// Prints the rows: Docker's default table, a Go template per row, `table TEMPLATE`, or
+/// `json` (one object per line).
+pub fn print(rows: &[Row], format: Option<&str>, with_size: bool) -> Result<(), String> {
+    match format.map(str::trim) {
+        None | Some("table") => {
+            let mut cols = vec![
+                "ID",
+                "Image",
+                "Command",
+                "RunningFor",
+                "Status",
+                "Ports",
+                "Names",
+            ];
+            if with_size {
+                cols.push("Size");
+            }
+            let headers: Vec<String> = cols.iter().map(|c| header(c)).collect();
+            let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+            let cells: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    cols.iter()
+                        .map(|c| r.value[c].as_str().unwrap_or_default().to_string())
+                        .collect()
+                })
+                .collect();
+            print_table(&headers, &cells);
+        }
+        Some("json") => {
+            for r in rows {
+                println!("{}", r.value);
+            }
+        }
+        Some(t) if t.starts_with("table ") => {
+            let template = t.trim_start_matches("table ").replace("\\t", "\t");
+            let titles: Vec<String> = template
+                .split('\t')
+                .map(|col| {
+                    let field = col
+                        .trim()
+                        .trim_start_matches("{{")
+                        .trim_end_matches("}}")
+                        .trim()
+                        .trim_start_matches('.');
+                    header(field)
+                })
+                .collect();
+            let cells = rows
+                .iter()
+                .map(|r| {
+                    render_template(&template, &r.value)
+                        .map(|line| line.split('\t').map(String::from).collect())
+                })
+                .collect::<Result<Vec<Vec<String>>, String>>()?;
+            let titles: Vec<&str> = titles.iter().map(String::as_str).collect();
+            print_table(&titles, &cells);
+        }
+        Some(t) => {
+            let template = t.replace("\\t", "\t").replace("\\n", "\n");
+            for r in rows {
+                println!("{}", render_template(&template, &r.value)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_commands_are_cut_like_docker() {
+        let cmd = vec![
+            "sh".to_string(),
+            "-c".into(),
+            "echo hello from a long command".into(),
+        ];
+        assert_eq!(command_column(&cmd, false), "\"sh -c echo hello fr…\"");
+        assert_eq!(command_column(&["true".into()], false), "\"true\"");
+    }
+
+    #[test]
+    fn filters_parse_and_refuse_unknown_keys() {
+        assert!(Filter::parse(&["status=exited".into(), "name=web".into()]).is_ok());
+        assert!(Filter::parse(&["status=sleepy".into()])
+            .unwrap_err()
+            .contains("sleepy"));
+        assert!(Filter::parse(&["colour=red".into()])
+            .unwrap_err()
+            .contains("colour"));
+        assert!(Filter::parse(&["nonsense".into()]).is_err());
+    }
+}
