@@ -241,3 +241,111 @@ fn ps_filters_formats_and_limits() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(text(&bad.stderr).contains("colour"));
 }
+
+#[test]
+fn pause_freezes_and_unpause_thaws() {
+    let env = TestEnv::new();
+    let args = [
+        "-d",
+        "--name",
+        "busy",
+        "busybox",
+        "sh",
+        "-c",
+        "while true; do echo t; usleep 20000; done",
+    ];
+    assert!(env.run(&args).status.success());
+    let lines = || text(&env.capsa(&["logs", "busy"]).stdout).lines().count();
+    eventually("output", Duration::from_secs(20), || lines() > 0);
+    assert!(env.capsa(&["pause", "busy"]).status.success());
+    assert_eq!(
+        env.inspect("busy", "{{.State.Status}} {{.State.Paused}}"),
+        "paused true"
+    );
+    assert!(ps_line(&env, "busy").contains("(Paused)"));
+    // A frozen container writes nothing while the engine is used for a while.
+    let frozen = lines();
+    for _ in 0..10 {
+        env.capsa(&["inspect", "busy"]);
+    }
+    assert_eq!(lines(), frozen, "a paused container kept writing");
+    assert_ne!(
+        env.capsa(&["pause", "busy"]).status.code(),
+        Some(0),
+        "paused twice"
+    );
+    assert!(env.capsa(&["unpause", "busy"]).status.success());
+    eventually("output resumes", Duration::from_secs(20), || {
+        lines() > frozen
+    });
+    // A paused container can still be removed by force.
+    assert!(env.capsa(&["pause", "busy"]).status.success());
+    assert!(env.capsa(&["rm", "-f", "busy"]).status.success());
+    env.assert_clean();
+}
+
+#[test]
+fn rename_moves_the_name_atomically() {
+    let env = TestEnv::new();
+    assert!(env
+        .run(&["--name", "old", "busybox", "true"])
+        .status
+        .success());
+    assert!(env
+        .run(&["--name", "taken", "busybox", "true"])
+        .status
+        .success());
+    let clash = env.capsa(&["rename", "old", "taken"]);
+    assert_eq!(clash.status.code(), Some(1));
+    assert!(text(&clash.stderr).contains("already in use"));
+    assert!(env.capsa(&["rename", "old", "new"]).status.success());
+    assert_eq!(env.inspect("new", "{{.Name}}"), "/new");
+    // The old name is free again.
+    assert!(env
+        .run(&["--name", "old", "busybox", "true"])
+        .status
+        .success());
+}
+
+#[test]
+fn top_lists_the_containers_processes_only() {
+    let env = TestEnv::new();
+    assert!(env
+        .run(&["-d", "--name", "topped", "busybox", "sleep", "60"])
+        .status
+        .success());
+    let out = text(&env.capsa(&["top", "topped"]).stdout);
+    let rows: Vec<&str> = out.lines().collect();
+    assert!(rows[0].contains("PID") && rows[0].contains("CMD"), "{out}");
+    assert_eq!(rows.len(), 2, "{out}");
+    assert!(rows[1].ends_with("sleep 60"), "{out}");
+    let custom = text(&env.capsa(&["top", "topped", "-o", "pid,comm"]).stdout);
+    assert!(
+        custom.lines().nth(1).unwrap().trim().ends_with("sleep"),
+        "{custom}"
+    );
+    assert!(env.capsa(&["stop", "-t", "0", "topped"]).status.success());
+    assert!(text(&env.capsa(&["top", "topped"]).stderr).contains("not running"));
+}
+
+#[test]
+fn container_prune_removes_only_stopped_containers() {
+    let env = TestEnv::new();
+    assert!(env
+        .run(&["--name", "done1", "busybox", "true"])
+        .status
+        .success());
+    assert!(env
+        .create(&["--name", "made", "busybox", "true"])
+        .status
+        .success());
+    assert!(env
+        .run(&["-d", "--name", "alive", "busybox", "sleep", "60"])
+        .status
+        .success());
+    let out = env.capsa(&["container", "prune", "-f"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("Deleted Containers:"));
+    let left = text(&env.capsa(&["ps", "-a", "--format", "{{.Names}}"]).stdout);
+    assert_eq!(left, "alive\n");
+}

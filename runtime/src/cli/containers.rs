@@ -206,6 +206,117 @@ fn each(
     rc
 }
 
+/// Flags of the verbs that take only container names (`pause`, `unpause`).
+#[derive(Args, Debug)]
+pub struct NamesArgs {
+    /// Containers (name or ID).
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `rename` flags.
+#[derive(Args, Debug)]
+pub struct RenameArgs {
+    /// The container (name or ID).
+    container: String,
+    /// Its new name.
+    new_name: String,
+}
+
+/// `top` flags.
+#[derive(Args, Debug)]
+pub struct TopArgs {
+    /// The container (name or ID).
+    container: String,
+    /// Options for ps (default -ef).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    ps_args: Vec<String>,
+}
+
+/// `container prune` flags.
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Do not prompt for confirmation.
+    #[arg(short = 'f', long)]
+    force: bool,
+}
+
+/// `pause` (`paused`) or `unpause` CONTAINER....
+pub fn pause(root: &StateRoot, args: NamesArgs, paused: bool) -> i32 {
+    let store = ContainerStore::new(root);
+    each(&args.containers, |name| {
+        crate::container::pause::set_paused(&store, &store.resolve(name)?, paused)
+    })
+}
+
+/// `rename CONTAINER NEW_NAME`.
+pub fn rename(root: &StateRoot, args: RenameArgs) -> i32 {
+    let store = ContainerStore::new(root);
+    match store
+        .resolve(&args.container)
+        .and_then(|id| crate::container::rename::rename(&store, &id, &args.new_name))
+    {
+        Ok(()) => 0,
+        Err(e) => {
+            report(&e);
+            EXIT_FAILURE
+        }
+    }
+}
+
+/// `top CONTAINER [ps OPTIONS]`.
+pub fn top(root: &StateRoot, args: TopArgs) -> i32 {
+    let store = ContainerStore::new(root);
+    match store
+        .resolve(&args.container)
+        .and_then(|id| crate::container::top::top(&store, &id, &args.ps_args))
+    {
+        Ok(rows) => {
+            for r in rows {
+                println!("{r}");
+            }
+            0
+        }
+        Err(e) => {
+            report(&e);
+            EXIT_FAILURE
+        }
+    }
+}
+
+/// `container prune [-f]`: asks first, as Docker does, unless `-f`.
+pub fn prune(root: &StateRoot, args: PruneArgs) -> i32 {
+    if !args.force {
+        print!("WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] ");
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return 0;
+        }
+    }
+    match crate::container::prune::prune(&ContainerStore::new(root)) {
+        Ok((ids, bytes)) => {
+            if !ids.is_empty() {
+                println!("Deleted Containers:");
+                for id in ids {
+                    println!("{id}");
+                }
+                println!();
+            }
+            println!(
+                "Total reclaimed space: {}",
+                crate::timefmt::human_size(bytes)
+            );
+            0
+        }
+        Err(e) => {
+            report(&e);
+            EXIT_FAILURE
+        }
+    }
+}
+
 /// `inspect` flags.
 #[derive(Args, Debug)]
 pub struct InspectArgs {

@@ -55,6 +55,17 @@ enum Command {
     Stop(containers::StopArgs),
     /// Send a signal to running containers.
     Kill(containers::KillArgs),
+    /// Freeze every process of containers.
+    Pause(containers::NamesArgs),
+    /// Thaw paused containers.
+    Unpause(containers::NamesArgs),
+    /// Rename a container.
+    Rename(containers::RenameArgs),
+    /// Show the processes of a running container.
+    Top(containers::TopArgs),
+    /// Manage containers (`container prune`).
+    #[command(subcommand)]
+    Container(ContainerCommand),
     /// Show low-level information on containers as JSON.
     Inspect(containers::InspectArgs),
     /// Import a root file system tarball as an image.
@@ -65,6 +76,15 @@ enum Command {
     Version,
     /// Show what this machine offers: cgroups, KVM, engines, counts.
     Info(system::InfoArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum ContainerCommand {
+    /// Remove all stopped containers.
+    Prune(containers::PruneArgs),
+    /// List containers (same as `ps`).
+    #[command(alias = "ls")]
+    List(containers::PsArgs),
 }
 
 /// Parses the command line, runs the verb, and returns the process exit code.
@@ -87,6 +107,12 @@ pub fn main() -> i32 {
         Command::Wait(a) => containers::wait(&root, a),
         Command::Inspect(a) => containers::inspect(&root, a),
         Command::Logs(a) => containers::logs(&root, a),
+        Command::Pause(a) => containers::pause(&root, a, true),
+        Command::Unpause(a) => containers::pause(&root, a, false),
+        Command::Rename(a) => containers::rename(&root, a),
+        Command::Top(a) => containers::top(&root, a),
+        Command::Container(ContainerCommand::Prune(a)) => containers::prune(&root, a),
+        Command::Container(ContainerCommand::List(a)) => containers::ps(&root, a),
         Command::Stop(a) => containers::stop(&root, a),
         Command::Kill(a) => containers::kill(&root, a),
         Command::Import(a) => images::import(&root, a),

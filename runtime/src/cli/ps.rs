@@ -70,7 +70,7 @@ impl Filter {
         let any = |list: &[String], pred: &dyn Fn(&str) -> bool| {
             list.is_empty() || list.iter().any(|v| pred(v))
         };
-        any(&self.status, &|v| v == s.status.as_str())
+        any(&self.status, &|v| v == s.status_word())
             && any(&self.name, &|v| s.name.contains(v.trim_start_matches('/')))
             && any(&self.id, &|v| s.id.starts_with(v))
             && any(&self.ancestor, &|v| {
@@ -131,7 +131,7 @@ impl Row {
             "CreatedAt": s.created,
             "RunningFor": created.map(|t| format!("{} ago", crate::timefmt::ago(t))).unwrap_or_default(),
             "Ports": "",
-            "State": s.status.as_str(),
+            "State": s.status_word(),
             "Status": s.status_line(),
             "Size": size,
             "Names": s.name,

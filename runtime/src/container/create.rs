@@ -148,6 +148,7 @@ fn lay_out(
         monitor_pid: Some(me),
         monitor_start_time: process_start_time(me),
         exit_code: None,
+        paused: false,
         oom_killed: false,
         error: None,
         cgroup: cgroup_paths,

@@ -27,6 +27,9 @@ pub fn remove(store: &ContainerStore, id: &str, force: bool) -> Result<(), Conta
         });
     }
     if alive {
+        if state.paused {
+            let _ = cgroups::manager(&state.cgroup).set_frozen(false);
+        }
         kill_init(&state)?;
     }
     tracing::debug!(id, "killed");

@@ -26,9 +26,9 @@ fn to_docker(s: &State, spec: &Value) -> Value {
         "Path": s.command.first().cloned().unwrap_or_default(),
         "Args": s.command.iter().skip(1).collect::<Vec<_>>(),
         "State": {
-            "Status": s.status.as_str(),
+            "Status": s.status_word(),
             "Running": running,
-            "Paused": false,
+            "Paused": s.paused,
             "Restarting": false,
             "OOMKilled": s.oom_killed,
             "Dead": s.status == Status::Dead,

@@ -12,12 +12,16 @@ pub mod logfile;
 pub mod logs;
 pub mod monitor;
 pub mod options;
+pub mod pause;
+pub mod prune;
+pub mod rename;
 pub mod run;
 pub mod spec;
 pub mod start;
 pub mod state;
 pub mod stop;
 pub mod store;
+pub mod top;
 pub mod wait;
 
 pub use state::{State, Status};

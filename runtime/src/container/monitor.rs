@@ -42,6 +42,7 @@ pub fn record_exit(
     let now = crate::timefmt::rfc3339(SystemTime::now());
     let updated = store.update(id, |s| {
         s.status = Status::Exited;
+        s.paused = false;
         s.exit_code = Some(code);
         s.oom_killed = oom;
         s.finished_at = Some(now);

@@ -26,7 +26,7 @@ pub enum Status {
 }
 
 impl Status {
-    /// Docker's word for it (`docker inspect` .State.Status).
+    /// Docker's word for it (`docker inspect` .State.Status); see also [`State::status_word`].
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Creating | Status::Created => "created",
@@ -78,6 +78,9 @@ pub struct State {
     /// Exit code once exited.
     #[serde(default)]
     pub exit_code: Option<i32>,
+    /// Frozen by `pause`.
+    #[serde(default)]
+    pub paused: bool,
     /// Whether the kernel's OOM killer acted in the container's cgroup.
     #[serde(default)]
     pub oom_killed: bool,
@@ -135,6 +138,15 @@ impl State {
         s
     }
 
+    /// Docker's status word, which says `paused` for a frozen running container.
+    pub fn status_word(&self) -> &'static str {
+        if self.paused && self.status == Status::Running {
+            "paused"
+        } else {
+            self.status.as_str()
+        }
+    }
+
     /// Whether the workload (or its init) is alive now.
     pub fn init_alive(&self) -> bool {
         is_same_process(self.pid, self.pid_start_time)
@@ -150,7 +162,11 @@ impl State {
                 let up = since
                     .map(|t| human_duration(t.elapsed().unwrap_or_default()))
                     .unwrap_or_default();
-                format!("Up {up}")
+                if self.paused {
+                    format!("Up {up} (Paused)")
+                } else {
+                    format!("Up {up}")
+                }
             }
             Status::Exited => {
                 let when = self

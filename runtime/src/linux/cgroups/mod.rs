@@ -159,6 +159,9 @@ pub trait CgroupManager {
     fn pids(&self) -> Vec<i32>;
     /// Whether the kernel's OOM killer killed a process of this cgroup.
     fn oom_killed(&self) -> bool;
+    /// Freezes (`true`) or thaws every process of the cgroup; returns once the kernel says
+    /// it is done.
+    fn set_frozen(&self, frozen: bool) -> Result<(), CgroupError>;
     /// Kills what is left and removes the cgroup directories. Missing directories are fine.
     fn destroy(&self) -> Result<(), CgroupError>;
 }
@@ -268,6 +271,20 @@ pub(crate) fn remove_dir_killing(dir: &Path) -> Result<(), CgroupError> {
         }
     }
     unreachable!("the last attempt returns")
+}
+
+/// Waits (bounded) until `done` holds, re-reading a freezer file: the kernel freezes tasks
+/// asynchronously.
+pub(crate) fn wait_freezer(what: &Path, mut done: impl FnMut() -> bool) -> Result<(), CgroupError> {
+    for _ in 0..1000 {
+        if done() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    Err(io_err(what)(std::io::Error::other(
+        "the freezer did not settle within 2 s",
+    )))
 }
 
 /// PIDs listed in `cgroup.procs` of `dir`.

@@ -1,8 +1,8 @@
 //! cgroup v1: one directory per mounted hierarchy; controllers written file by file.
 
 use super::{
-    io_err, read_file, read_keyed, read_pids, remove_dir_killing, write_file, CgroupError,
-    CgroupManager, CgroupPaths, CGROUP_ROOT,
+    io_err, read_file, read_keyed, read_pids, remove_dir_killing, wait_freezer, write_file,
+    CgroupError, CgroupManager, CgroupPaths, CGROUP_ROOT,
 };
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
 use std::path::{Path, PathBuf};
@@ -212,7 +212,20 @@ impl CgroupManager for V1Manager {
             .unwrap_or(false)
     }
 
+    fn set_frozen(&self, frozen: bool) -> Result<(), CgroupError> {
+        let dir = self.require("freezer")?;
+        let want = if frozen { "FROZEN" } else { "THAWED" };
+        write_file(dir, "freezer.state", want)?;
+        wait_freezer(&dir.join("freezer.state"), || {
+            read_file(dir, "freezer.state").is_ok_and(|s| s == want)
+        })
+    }
+
     fn destroy(&self) -> Result<(), CgroupError> {
+        // A frozen task cannot die: thaw first (a missing freezer is fine).
+        if let Some(dir) = self.dir("freezer") {
+            let _ = write_file(dir, "freezer.state", "THAWED");
+        }
         let mut first_err = None;
         for dir in self.paths.dirs.values() {
             if let Err(e) = remove_dir_killing(dir) {

@@ -2,8 +2,8 @@
 //! `cgroup.subtree_control` on the way down.
 
 use super::{
-    io_err, read_file, read_keyed, read_pids, remove_dir_killing, write_file, CgroupError,
-    CgroupManager, CgroupPaths, CGROUP_ROOT,
+    io_err, read_file, read_keyed, read_pids, remove_dir_killing, wait_freezer, write_file,
+    CgroupError, CgroupManager, CgroupPaths, CGROUP_ROOT,
 };
 use oci_spec::runtime::LinuxResources;
 use std::path::{Path, PathBuf};
@@ -166,6 +166,14 @@ impl CgroupManager for V2Manager {
             .get("oom_kill")
             .copied()
             > Some(0)
+    }
+
+    fn set_frozen(&self, frozen: bool) -> Result<(), CgroupError> {
+        write_file(&self.dir, "cgroup.freeze", if frozen { "1" } else { "0" })?;
+        let want = if frozen { 1 } else { 0 };
+        wait_freezer(&self.dir.join("cgroup.events"), || {
+            read_keyed(&self.dir, "cgroup.events").get("frozen") == Some(&want)
+        })
     }
 
     fn destroy(&self) -> Result<(), CgroupError> {

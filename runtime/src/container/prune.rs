@@ -1,0 +1,23 @@
+//! `container prune`: removes every container that is not running (created, exited, dead).
+
+use super::state::Status;
+use super::store::ContainerStore;
+use super::{delete, ContainerError};
+
+/// Removes the stopped containers; returns their IDs and the bytes their writable layers
+/// held.
+pub fn prune(store: &ContainerStore) -> Result<(Vec<String>, u64), ContainerError> {
+    let mut removed = Vec::new();
+    let mut bytes = 0;
+    for s in store.list() {
+        if matches!(s.status, Status::Running | Status::Creating) {
+            continue;
+        }
+        let size = crate::fsutil::disk_usage(&store.dir(&s.id).upper());
+        // A created container's init only waits at the start gate: not running, so pruned.
+        delete::remove(store, &s.id, true)?;
+        bytes += size;
+        removed.push(s.id);
+    }
+    Ok((removed, bytes))
+}
