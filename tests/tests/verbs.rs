@@ -349,3 +349,143 @@ fn container_prune_removes_only_stopped_containers() {
     let left = text(&env.capsa(&["ps", "-a", "--format", "{{.Names}}"]).stdout);
     assert_eq!(left, "alive\n");
 }
+
+#[test]
+fn on_failure_restarts_the_number_of_times_asked() {
+    let env = TestEnv::new();
+    let out = env.run(&[
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:3",
+        "busybox",
+        "sh",
+        "-c",
+        "echo run; exit 5",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    eventually(
+        "three restarts, then exited",
+        Duration::from_secs(30),
+        || env.inspect("flaky", "{{.RestartCount}} {{.State.Status}}") == "3 exited",
+    );
+    assert_eq!(
+        env.inspect(
+            "flaky",
+            "{{.State.ExitCode}} {{.HostConfig.RestartPolicy.Name}}"
+        ),
+        "5 on-failure"
+    );
+    assert_eq!(
+        text(&env.capsa(&["logs", "flaky"]).stdout),
+        "run\n".repeat(4)
+    );
+}
+
+#[test]
+fn stop_ends_an_always_policy() {
+    let env = TestEnv::new();
+    let out = env.run(&[
+        "-d",
+        "--name",
+        "forever",
+        "--restart",
+        "always",
+        "busybox",
+        "sh",
+        "-c",
+        "echo up; usleep 200000",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    eventually("a restart", Duration::from_secs(30), || {
+        env.inspect("forever", "{{.RestartCount}}") != "0"
+    });
+    assert!(env.capsa(&["stop", "-t", "1", "forever"]).status.success());
+    eventually("settled", Duration::from_secs(30), || {
+        env.inspect("forever", "{{.State.Status}}") == "exited"
+    });
+    let count = env.inspect("forever", "{{.RestartCount}}");
+    // Observed over a few engine calls: no restart after the stop.
+    for _ in 0..10 {
+        env.capsa(&["inspect", "forever"]);
+    }
+    assert_eq!(
+        env.inspect("forever", "{{.RestartCount}} {{.State.Status}}"),
+        format!("{count} exited")
+    );
+}
+
+#[test]
+fn a_stopped_container_starts_again_with_its_writable_layer() {
+    let env = TestEnv::new();
+    let script = "echo run >> /history; wc -l < /history";
+    assert_eq!(
+        text(
+            &env.run(&["--name", "again", "busybox", "sh", "-c", script])
+                .stdout
+        ),
+        "1\n"
+    );
+    let second = env.capsa(&["start", "-a", "again"]);
+    assert_eq!(text(&second.stdout), "2\n");
+    assert_eq!(second.status.code(), Some(0));
+    assert!(env
+        .run(&["-d", "--name", "svc", "busybox", "sleep", "60"])
+        .status
+        .success());
+    let before = env.inspect("svc", "{{.State.Pid}}");
+    assert!(env.capsa(&["restart", "-t", "0", "svc"]).status.success());
+    assert!(ps_line(&env, "svc").contains("Up "));
+    assert_ne!(
+        env.inspect("svc", "{{.State.Pid}}"),
+        before,
+        "restart kept the old process"
+    );
+}
+
+#[test]
+fn stop_signal_and_timeout_are_the_containers_own() {
+    let env = TestEnv::new();
+    let args = [
+        "-d",
+        "--name",
+        "usr1",
+        "--stop-signal",
+        "USR1",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'exit 7' USR1; echo ready; while true; do usleep 50000; done",
+    ];
+    assert!(env.run(&args).status.success());
+    eventually("trap installed", Duration::from_secs(20), || {
+        text(&env.capsa(&["logs", "usr1"]).stdout).contains("ready")
+    });
+    assert!(env.capsa(&["stop", "usr1"]).status.success());
+    assert!(
+        ps_line(&env, "usr1").contains("Exited (7)"),
+        "{}",
+        ps_line(&env, "usr1")
+    );
+}
+
+#[test]
+fn bad_restart_options_are_refused() {
+    let env = TestEnv::new();
+    for args in [
+        vec!["--restart", "sometimes", "-d", "busybox", "true"],
+        vec!["--restart", "always", "--rm", "-d", "busybox", "true"],
+        vec!["--restart", "always", "busybox", "true"],
+        vec!["--stop-signal", "NOPE", "-d", "busybox", "true"],
+    ] {
+        let out = env.run(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(125),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    env.assert_clean();
+}

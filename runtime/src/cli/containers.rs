@@ -87,9 +87,9 @@ pub struct LogsArgs {
 /// `stop` flags.
 #[derive(Args, Debug)]
 pub struct StopArgs {
-    /// Seconds to wait before killing the container.
-    #[arg(short = 't', long = "time", alias = "timeout", default_value_t = 10)]
-    time: u64,
+    /// Seconds to wait before killing the container (default: its --stop-timeout, else 10).
+    #[arg(short = 't', long = "time", alias = "timeout")]
+    time: Option<u64>,
     /// Signal to send first (default SIGTERM).
     #[arg(short = 's', long)]
     signal: Option<String>,
@@ -158,16 +158,32 @@ pub fn stop(root: &StateRoot, args: StopArgs) -> i32 {
     use crate::container::{kill::parse_signal, stop::stop};
     let store = ContainerStore::new(root);
     let signal = match args.signal.as_deref().map(parse_signal).transpose() {
-        Ok(s) => s.unwrap_or(libc::SIGTERM),
+        Ok(s) => s,
         Err(e) => {
             report(&e);
             return EXIT_FAILURE;
         }
     };
-    let timeout = std::time::Duration::from_secs(args.time);
+    let timeout = args.time.map(std::time::Duration::from_secs);
     each(&args.containers, |name| {
         let id = store.resolve(name)?;
         stop(&store, &id, signal, timeout).map(|_| ())
+    })
+}
+
+/// `restart [-t SECONDS] CONTAINER...`: stop, then start again.
+pub fn restart(root: &StateRoot, args: StopArgs) -> i32 {
+    let store = ContainerStore::new(root);
+    let timeout = args.time.map(std::time::Duration::from_secs);
+    each(&args.containers, |name| {
+        let id = store.resolve(name)?;
+        crate::container::stop::stop(&store, &id, None, timeout)?;
+        match start_verb::start(&store, &id)? {
+            ExecOutcome::Started => Ok(()),
+            ExecOutcome::Failed(code, message) => {
+                Err(crate::container::ContainerError::Exec { code, message })
+            }
+        }
     })
 }
 

@@ -53,6 +53,8 @@ enum Command {
     Logs(containers::LogsArgs),
     /// Stop running containers (SIGTERM, then SIGKILL after a grace period).
     Stop(containers::StopArgs),
+    /// Stop and start containers again.
+    Restart(containers::StopArgs),
     /// Send a signal to running containers.
     Kill(containers::KillArgs),
     /// Freeze every process of containers.
@@ -114,6 +116,7 @@ pub fn main() -> i32 {
         Command::Container(ContainerCommand::Prune(a)) => containers::prune(&root, a),
         Command::Container(ContainerCommand::List(a)) => containers::ps(&root, a),
         Command::Stop(a) => containers::stop(&root, a),
+        Command::Restart(a) => containers::restart(&root, a),
         Command::Kill(a) => containers::kill(&root, a),
         Command::Import(a) => images::import(&root, a),
         Command::Images(a) => images::images(&root, a),

@@ -77,6 +77,15 @@ pub struct RunArgs {
     /// Parent cgroup (absolute, or relative to capsa's own cgroup).
     #[arg(long = "cgroup-parent")]
     cgroup_parent: Option<String>,
+    /// Restart policy: no, on-failure[:N], always, unless-stopped (with -d).
+    #[arg(long, default_value = "no")]
+    restart: String,
+    /// Signal to stop the container with (default SIGTERM).
+    #[arg(long = "stop-signal")]
+    stop_signal: Option<String>,
+    /// Seconds `stop` waits before killing (default 10).
+    #[arg(long = "stop-timeout")]
+    stop_timeout: Option<u64>,
     /// Logging driver (only json-file).
     #[arg(long = "log-driver", default_value = "json-file")]
     log_driver: String,
@@ -100,7 +109,7 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    fn into_options(self) -> Result<RunOptions, ContainerError> {
+    fn into_options(self, create_only: bool) -> Result<RunOptions, ContainerError> {
         let bad = |m: &str| Err(ContainerError::InvalidArgument(m.to_string()));
         if self.tty {
             return bad("-t/--tty: pseudo-terminals are not supported yet (run without -t)");
@@ -126,6 +135,20 @@ impl RunArgs {
                 self.log_driver
             ));
         }
+        let restart_policy = crate::container::restart::RestartPolicy::parse(&self.restart)?;
+        if restart_policy != crate::container::restart::RestartPolicy::No {
+            if self.rm {
+                return bad("Conflicting options: --restart and --rm");
+            }
+            if !self.detach && !create_only {
+                return bad("--restart needs -d: a foreground run has no monitor to restart it");
+            }
+        }
+        let stop_signal = self
+            .stop_signal
+            .as_deref()
+            .map(crate::container::kill::parse_signal)
+            .transpose()?;
         let log_rotation = crate::container::logfile::Rotation::parse(&self.log_opt)
             .map_err(ContainerError::InvalidArgument)?;
         let mut env_file_lines = Vec::new();
@@ -172,6 +195,9 @@ impl RunArgs {
             cgroup_parent: self.cgroup_parent,
             userns,
             log_rotation,
+            restart_policy,
+            stop_signal,
+            stop_timeout: self.stop_timeout,
             interactive: self.interactive,
             auto_remove: self.rm,
             entrypoint: self.entrypoint,
@@ -213,7 +239,7 @@ impl RunArgs {
 /// `run` (or `create` when `create_only`). Returns the exit code.
 pub fn run(root: &StateRoot, args: RunArgs, create_only: bool) -> i32 {
     let detach = args.detach;
-    let opts = match args.into_options() {
+    let opts = match args.into_options(create_only) {
         Ok(o) => o,
         Err(e) => {
             report(&e);

@@ -29,7 +29,7 @@ fn to_docker(s: &State, spec: &Value) -> Value {
             "Status": s.status_word(),
             "Running": running,
             "Paused": s.paused,
-            "Restarting": false,
+            "Restarting": s.restarting,
             "OOMKilled": s.oom_killed,
             "Dead": s.status == Status::Dead,
             "Pid": if running { s.pid.unwrap_or(0) } else { 0 },
@@ -40,7 +40,7 @@ fn to_docker(s: &State, spec: &Value) -> Value {
         },
         "Image": s.image_id,
         "Name": format!("/{}", s.name),
-        "RestartCount": 0,
+        "RestartCount": s.restart_count,
         "Isolation": s.isolation,
         "Config": {
             "Hostname": spec["hostname"],
@@ -56,6 +56,13 @@ fn to_docker(s: &State, spec: &Value) -> Value {
             "PidsLimit": resources["pids"]["limit"],
             "ReadonlyRootfs": spec["root"]["readonly"].as_bool().unwrap_or(false),
             "AutoRemove": s.auto_remove,
+            "RestartPolicy": {
+                "Name": s.restart_policy.name(),
+                "MaximumRetryCount": match s.restart_policy {
+                    super::restart::RestartPolicy::OnFailure { max } => max,
+                    _ => 0,
+                },
+            },
             "CgroupParent": s.cgroup.dirs.values().next().and_then(|d| d.parent()).map(|p| p.display().to_string()),
             "CapAdd": Value::Null,
             "Privileged": spec["linux"]["seccomp"].is_null() && spec["linux"]["maskedPaths"].is_null(),

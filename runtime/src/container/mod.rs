@@ -15,6 +15,7 @@ pub mod options;
 pub mod pause;
 pub mod prune;
 pub mod rename;
+pub mod restart;
 pub mod run;
 pub mod spec;
 pub mod start;

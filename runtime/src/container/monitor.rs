@@ -4,16 +4,17 @@
 //! For a foreground `run` the CLI itself plays this part.
 
 use super::create::{self, Prepared};
-use super::logfile;
 use super::state::Status;
 use super::store::ContainerStore;
 use super::ContainerError;
+use super::{logfile, restart};
 use crate::linux::cgroups::CgroupManager;
 use crate::linux::process::Stdio;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::SystemTime;
+use std::time::{Duration, Instant};
 
 /// Waits for the init `pid` (our child) and returns its exit code as a shell reports it
 /// (128 + signal when killed).
@@ -109,6 +110,47 @@ fn monitor(
     report: OwnedFd,
 ) -> Result<(), ContainerError> {
     let id = prepared.state.id.clone();
+    let mut report = Some(report);
+    let mut delay = Duration::ZERO;
+    loop {
+        let started = Instant::now();
+        let code = run_once(store, prepared, report.take())?;
+        if record_exit(store, &id, code, prepared.cgroup.as_ref())? {
+            return Ok(()); // removed meanwhile
+        }
+        let state = store.load(&id)?;
+        if !state
+            .restart_policy
+            .should_restart(code, state.restart_count, state.stopped_by_user)
+        {
+            if state.auto_remove {
+                let _ = super::delete::remove(store, &id, true);
+            }
+            return Ok(());
+        }
+        delay = restart::backoff(delay, started.elapsed());
+        store.update(&id, |s| s.restarting = true)?;
+        if !sleep_unless_stopped(store, &id, delay) {
+            let _ = store.update(&id, |s| s.restarting = false);
+            return Ok(());
+        }
+        store.update(&id, |s| {
+            s.restarting = false;
+            s.restart_count += 1;
+        })?;
+        *prepared = restart::prepare_again(store, &store.load(&id)?)?;
+    }
+}
+
+/// Clones the init with its output on pipes and logs that output until the container's
+/// last process is gone; returns the exit code. The first time, `report` tells the CLI that
+/// creation worked (the CLI then starts it); a restart is started here.
+fn run_once(
+    store: &ContainerStore,
+    prepared: &mut Prepared,
+    report: Option<OwnedFd>,
+) -> Result<i32, ContainerError> {
+    let id = prepared.state.id.clone();
     let dir = store.dir(&id);
     let pipes = || {
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
@@ -126,23 +168,44 @@ fn monitor(
         stderr: Some(err_w.as_raw_fd()),
     };
     let spawned = create::spawn_init(store, prepared, stdio);
-    // One line: the init holds a copy of this pipe until it execs, so the CLI cannot
-    // wait for end-of-file.
-    let message = match &spawned {
-        Ok(_) => "ok\n".to_string(),
-        Err(e) => format!("{}\n", e.to_string().replace('\n', " ")),
-    };
-    let _ = nix::unistd::write(&report, message.as_bytes());
-    drop(report);
+    match report {
+        Some(report) => {
+            // One line: the init holds a copy of this pipe until it execs, so the CLI cannot
+            // wait for end-of-file.
+            let message = match &spawned {
+                Ok(_) => "ok\n".to_string(),
+                Err(e) => format!("{}\n", e.to_string().replace('\n', " ")),
+            };
+            let _ = nix::unistd::write(&report, message.as_bytes());
+        }
+        None if spawned.is_ok() => {
+            // An exec failure shows in the exit code, recorded like any other.
+            let _ = super::start::start(store, &id);
+        }
+        None => {}
+    }
     let pid = spawned?;
     drop((out_w, err_w, devnull));
     relay(out_r, err_r, &mut log);
-    let code = wait_child(pid);
-    let removed = record_exit(store, &id, code, prepared.cgroup.as_ref())?;
-    if !removed && prepared.state.auto_remove {
-        let _ = super::delete::remove(store, &id, true);
+    Ok(wait_child(pid))
+}
+
+/// Waits `delay` before a restart, in short steps so that a `stop` or `rm` meanwhile is
+/// honoured; false when the container should not be restarted after all.
+fn sleep_unless_stopped(store: &ContainerStore, id: &str, delay: Duration) -> bool {
+    const STEP: Duration = Duration::from_millis(50);
+    let until = Instant::now() + delay;
+    loop {
+        match store.load(id) {
+            Ok(s) if !s.stopped_by_user => {}
+            _ => return false,
+        }
+        let now = Instant::now();
+        if now >= until {
+            return true;
+        }
+        std::thread::sleep(STEP.min(until - now));
     }
-    Ok(())
 }
 
 /// `create` for a detached container: forks the monitor, which outlives this CLI, and

@@ -67,6 +67,12 @@ pub struct RunOptions {
     pub cgroup_parent: Option<String>,
     /// `--userns=auto`: a user namespace with a private range of host IDs.
     pub userns: bool,
+    /// `--restart`.
+    pub restart_policy: super::restart::RestartPolicy,
+    /// `--stop-signal`, as a number.
+    pub stop_signal: Option<i32>,
+    /// `--stop-timeout`, seconds.
+    pub stop_timeout: Option<u64>,
     /// `--log-opt`, parsed.
     pub log_rotation: super::logfile::Rotation,
     /// `-i`.

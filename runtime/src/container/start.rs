@@ -9,22 +9,24 @@ use std::time::{Duration, SystemTime};
 /// How long `start` waits for the init to take the gate.
 const GATE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Starts container `id`. The state says `running` before the gate opens, so the monitor's
-/// `exited` (which may follow at once) is never overwritten.
+/// Starts container `id`; a stopped one is given a new init first (its writable layer is
+/// kept), as `docker start` does. The state says `running` before the gate opens, so the
+/// monitor's `exited` (which may follow at once) is never overwritten.
 pub fn start(store: &ContainerStore, id: &str) -> Result<ExecOutcome, ContainerError> {
+    let current = store.load(id)?.observed();
+    if matches!(current.status, Status::Exited | Status::Dead) && !current.restarting {
+        revive(store, &current)?;
+    }
     let state = {
         let _lock = store.lock(id)?;
         let state = store.load(id)?.observed();
         match state.status {
             Status::Created if state.init_alive() => {}
             Status::Running => return Ok(ExecOutcome::Started),
-            Status::Exited | Status::Dead | Status::Creating | Status::Created => {
+            _ => {
                 return Err(ContainerError::WrongState {
                     id: super::id::short(id).to_string(),
-                    reason: format!(
-                        "cannot start a container that is {}; restarting stopped containers is not supported yet (rm it and run again)",
-                        state.status.as_str()
-                    ),
+                    reason: format!("cannot start a container that is {}", state.status_word()),
                 });
             }
         }
@@ -44,4 +46,18 @@ pub fn start(store: &ContainerStore, id: &str) -> Result<ExecOutcome, ContainerE
         store.update(id, |s| s.error = Some(msg))?;
     }
     Ok(outcome)
+}
+
+/// Gives a stopped container a new init, waiting at its start gate under a new monitor.
+fn revive(store: &ContainerStore, state: &super::State) -> Result<(), ContainerError> {
+    let prepared = super::restart::prepare_again(store, state)?;
+    store.update(&state.id, |s| {
+        s.exit_code = None;
+        s.finished_at = None;
+        s.error = None;
+        s.oom_killed = false;
+        s.paused = false;
+        s.stopped_by_user = false;
+    })?;
+    super::monitor::create_detached(store, prepared).map(|_| ())
 }

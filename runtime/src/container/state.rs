@@ -78,6 +78,24 @@ pub struct State {
     /// Exit code once exited.
     #[serde(default)]
     pub exit_code: Option<i32>,
+    /// `--restart`.
+    #[serde(default)]
+    pub restart_policy: super::restart::RestartPolicy,
+    /// How many times the policy restarted it.
+    #[serde(default)]
+    pub restart_count: u32,
+    /// Waiting to be restarted by its policy.
+    #[serde(default)]
+    pub restarting: bool,
+    /// Stopped with `stop`/`kill`/`rm -f` (a policy does not restart it then).
+    #[serde(default)]
+    pub stopped_by_user: bool,
+    /// `--stop-signal` (None: SIGTERM).
+    #[serde(default)]
+    pub stop_signal: Option<i32>,
+    /// `--stop-timeout` in seconds (None: 10).
+    #[serde(default)]
+    pub stop_timeout: Option<u64>,
     /// Frozen by `pause`.
     #[serde(default)]
     pub paused: bool,
@@ -142,6 +160,8 @@ impl State {
     pub fn status_word(&self) -> &'static str {
         if self.paused && self.status == Status::Running {
             "paused"
+        } else if self.restarting && self.status == Status::Exited {
+            "restarting"
         } else {
             self.status.as_str()
         }
@@ -167,6 +187,18 @@ impl State {
                 } else {
                     format!("Up {up}")
                 }
+            }
+            Status::Exited if self.restarting => {
+                let when = self
+                    .finished_at
+                    .as_deref()
+                    .and_then(parse_rfc3339)
+                    .map(|t| format!(" {} ago", ago(t)))
+                    .unwrap_or_default();
+                format!(
+                    "Restarting ({}){when}",
+                    self.exit_code.unwrap_or(LOST_EXIT_CODE)
+                )
             }
             Status::Exited => {
                 let when = self

@@ -10,15 +10,22 @@ use std::time::Duration;
 /// Docker's default grace period.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Stops container `id`: `signal` (SIGTERM), and SIGKILL if it is still running after
-/// `timeout`. A container that is not running is left as it is.
+/// Stops container `id`: `signal` (else its `--stop-signal`, else SIGTERM), and SIGKILL if it
+/// is still running after `timeout` (else its `--stop-timeout`, else 10 s). A container that
+/// is not running is left as it is; either way no restart policy revives it.
 pub fn stop(
     store: &ContainerStore,
     id: &str,
-    signal: i32,
-    timeout: Duration,
+    signal: Option<i32>,
+    timeout: Option<Duration>,
 ) -> Result<State, ContainerError> {
+    // A restart policy must not bring back what the user stopped.
+    store.update(id, |s| s.stopped_by_user = true)?;
     let state = store.load(id)?.observed();
+    let signal = signal.or(state.stop_signal).unwrap_or(libc::SIGTERM);
+    let timeout = timeout
+        .or(state.stop_timeout.map(Duration::from_secs))
+        .unwrap_or(DEFAULT_TIMEOUT);
     if state.status != Status::Running || !state.init_alive() {
         return Ok(state);
     }
