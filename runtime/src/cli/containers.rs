@@ -386,13 +386,15 @@ pub fn start(root: &StateRoot, args: StartArgs) -> i32 {
     let store = ContainerStore::new(root);
     let mut rc = 0;
     for name in &args.containers {
-        let result = store
-            .resolve(name)
-            .and_then(|id| Ok((start_verb::start(&store, &id)?, id)));
+        // `-a` shows what this start prints, not what earlier runs logged.
+        let result = store.resolve(name).and_then(|id| {
+            let seen = crate::container::logfile::read_all(&store.dir(&id).log()).len();
+            Ok((start_verb::start(&store, &id)?, id, seen))
+        });
         match result {
-            Ok((ExecOutcome::Started, id)) if args.attach => {
+            Ok((ExecOutcome::Started, id, seen)) if args.attach => {
                 let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
-                match wait_verb::follow_log(&store, &id, 0, false, &mut out, &mut err) {
+                match wait_verb::follow_log(&store, &id, seen, false, &mut out, &mut err) {
                     Ok(state) => rc = state.exit_code.unwrap_or(0),
                     Err(e) => {
                         report(&e);
@@ -400,8 +402,8 @@ pub fn start(root: &StateRoot, args: StartArgs) -> i32 {
                     }
                 }
             }
-            Ok((ExecOutcome::Started, _)) => println!("{name}"),
-            Ok((ExecOutcome::Failed(code, msg), _)) => {
+            Ok((ExecOutcome::Started, _, _)) => println!("{name}"),
+            Ok((ExecOutcome::Failed(code, msg), _, _)) => {
                 eprintln!("capsa: container {name}: {msg}");
                 rc = code;
             }
