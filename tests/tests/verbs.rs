@@ -489,3 +489,108 @@ fn bad_restart_options_are_refused() {
     }
     env.assert_clean();
 }
+
+#[test]
+fn exec_enters_every_namespace_and_the_confinement_of_the_container() {
+    let env = TestEnv::new();
+    assert!(env
+        .run(&[
+            "-d",
+            "--name",
+            "target",
+            "--hostname",
+            "inside",
+            "busybox",
+            "sleep",
+            "60"
+        ])
+        .status
+        .success());
+    let out = env.capsa(&[
+        "exec",
+        "target",
+        "sh",
+        "-c",
+        "hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; \
+        [ \"$(cat /proc/1/cgroup)\" = \"$(cat /proc/self/cgroup)\" ] && echo same-cgroup; \
+        grep -E '^(CapEff|Seccomp|NoNewPrivs):' /proc/self/status",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<String> = text(&out.stdout)
+        .lines()
+        .map(|l| l.replace('\t', " "))
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            "inside",
+            "sleep 60 ",
+            "same-cgroup",
+            "CapEff: 00000000a80425fb",
+            "NoNewPrivs: 1",
+            "Seccomp: 2"
+        ]
+    );
+    let out = env.capsa(&[
+        "exec",
+        "-u",
+        "app",
+        "-w",
+        "/tmp",
+        "-e",
+        "X=1",
+        "target",
+        "sh",
+        "-c",
+        "id -u; pwd; echo $X",
+    ]);
+    assert_eq!(text(&out.stdout), "1000\n/tmp\n1\n");
+}
+
+#[test]
+fn exec_reports_codes_passes_stdin_and_detaches() {
+    let env = TestEnv::new();
+    assert!(env
+        .run(&["-d", "--name", "t2", "busybox", "sleep", "60"])
+        .status
+        .success());
+    assert_eq!(
+        env.capsa(&["exec", "t2", "sh", "-c", "exit 4"])
+            .status
+            .code(),
+        Some(4)
+    );
+    let missing = env.capsa(&["exec", "t2", "no-such-tool"]);
+    assert_eq!(missing.status.code(), Some(127));
+    assert!(text(&missing.stderr).contains("no-such-tool"));
+    let mut cmd = env.command(&["exec", "-i", "t2", "cat"]);
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"through exec\n")
+        .unwrap();
+    assert_eq!(
+        text(&child.wait_with_output().unwrap().stdout),
+        "through exec\n"
+    );
+    assert!(env
+        .capsa(&["exec", "-d", "t2", "sh", "-c", "echo bg > /tmp/marker"])
+        .status
+        .success());
+    eventually("detached exec ran", Duration::from_secs(20), || {
+        text(&env.capsa(&["exec", "t2", "cat", "/tmp/marker"]).stdout) == "bg\n"
+    });
+    assert!(env.capsa(&["stop", "-t", "0", "t2"]).status.success());
+    let stopped = env.capsa(&["exec", "t2", "true"]);
+    assert_eq!(stopped.status.code(), Some(1));
+    assert!(
+        text(&stopped.stderr).contains("not running"),
+        "{}",
+        text(&stopped.stderr)
+    );
+}

@@ -333,6 +333,68 @@ pub fn prune(root: &StateRoot, args: PruneArgs) -> i32 {
     }
 }
 
+/// `exec` flags.
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// Run in the background.
+    #[arg(short = 'd', long)]
+    detach: bool,
+    /// Keep STDIN open.
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Allocate a pseudo-TTY (not supported yet).
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// Set environment variables.
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    /// User as UID[:GID] or NAME[:GROUP].
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long)]
+    workdir: Option<String>,
+    /// The container (name or ID).
+    container: String,
+    /// Command and arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    command: Vec<String>,
+}
+
+/// `exec [-d] [-i] [-e] [-u] [-w] CONTAINER COMMAND...`: the command's exit code; 126/127
+/// when it cannot be run; 1 when capsa cannot (as Docker).
+pub fn exec(root: &StateRoot, args: ExecArgs) -> i32 {
+    use crate::container::exec::{exec, ExecOptions};
+    use crate::container::ContainerError;
+    if args.tty {
+        eprintln!("capsa: -t/--tty: pseudo-terminals are not supported yet (exec without -t)");
+        return EXIT_FAILURE;
+    }
+    let store = ContainerStore::new(root);
+    let opts = ExecOptions {
+        detach: args.detach,
+        interactive: args.interactive,
+        env: args.env,
+        user: args.user,
+        workdir: args.workdir,
+        command: args.command,
+    };
+    match store
+        .resolve(&args.container)
+        .and_then(|id| exec(&store, &id, &opts))
+    {
+        Ok(code) => code,
+        Err(ContainerError::Exec { code, message }) => {
+            eprintln!("capsa: {message}");
+            code
+        }
+        Err(e) => {
+            report(&e);
+            EXIT_FAILURE
+        }
+    }
+}
+
 /// `inspect` flags.
 #[derive(Args, Debug)]
 pub struct InspectArgs {

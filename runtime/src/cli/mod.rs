@@ -49,6 +49,8 @@ enum Command {
     Rm(containers::RmArgs),
     /// Block until containers stop, then print their exit codes.
     Wait(containers::WaitArgs),
+    /// Run a command in a running container.
+    Exec(containers::ExecArgs),
     /// Show a container's output.
     Logs(containers::LogsArgs),
     /// Stop running containers (SIGTERM, then SIGKILL after a grace period).
@@ -108,6 +110,7 @@ pub fn main() -> i32 {
         Command::Rm(a) => containers::rm(&root, a),
         Command::Wait(a) => containers::wait(&root, a),
         Command::Inspect(a) => containers::inspect(&root, a),
+        Command::Exec(a) => containers::exec(&root, a),
         Command::Logs(a) => containers::logs(&root, a),
         Command::Pause(a) => containers::pause(&root, a, true),
         Command::Unpause(a) => containers::pause(&root, a, false),

@@ -5,6 +5,7 @@
 
 pub mod create;
 pub mod delete;
+pub mod exec;
 pub mod id;
 pub mod inspect;
 pub mod kill;
@@ -17,6 +18,7 @@ pub mod prune;
 pub mod rename;
 pub mod restart;
 pub mod run;
+pub mod sigproxy;
 pub mod spec;
 pub mod start;
 pub mod state;

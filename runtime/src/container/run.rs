@@ -1,6 +1,6 @@
 //! Foreground `run`: the CLI is the container's monitor. The workload inherits the CLI's
 //! stdout and stderr (and stdin with `-i`), as with `runc run`, so nothing is copied on the
-//! hot path; signals the CLI receives are forwarded to the container (Docker's sig-proxy).
+//! hot path; signals the CLI receives are forwarded to the container ([`super::sigproxy`]).
 
 use super::create::{prepare, spawn_init};
 use super::monitor::{record_exit, wait_child};
@@ -11,35 +11,6 @@ use crate::image::Image;
 use crate::linux::process::exec_fifo::ExecOutcome;
 use crate::linux::process::Stdio;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicI32, Ordering};
-
-/// The init the forwarded signals go to (0: none yet).
-static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
-/// Signals forwarded to the container, as `docker run` forwards them.
-const FORWARDED: &[libc::c_int] = &[
-    libc::SIGINT,
-    libc::SIGTERM,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-];
-
-extern "C" fn forward(sig: libc::c_int) {
-    let pid = FORWARD_TO.load(Ordering::Relaxed);
-    if pid > 0 {
-        // SAFETY: kill(2) is async-signal-safe.
-        unsafe { libc::kill(pid, sig) };
-    }
-}
-
-fn install_forwarding(pid: i32) {
-    FORWARD_TO.store(pid, Ordering::Relaxed);
-    for &sig in FORWARDED {
-        // SAFETY: `forward` only calls async-signal-safe functions.
-        unsafe { libc::signal(sig, forward as *const () as libc::sighandler_t) };
-    }
-}
 
 /// What a foreground run ended with.
 pub struct RunOutcome {
@@ -69,7 +40,7 @@ pub fn run_foreground(
     };
     let pid = spawn_init(store, &mut prepared, stdio)?;
     drop(devnull);
-    install_forwarding(pid);
+    super::sigproxy::forward_to(pid);
     let exec_error = match super::start::start(store, &id) {
         Ok(ExecOutcome::Started) => None,
         Ok(ExecOutcome::Failed(_, msg)) => Some(msg),
@@ -78,7 +49,7 @@ pub fn run_foreground(
     tracing::debug!(id, "started");
     let exit_code = wait_child(pid);
     tracing::debug!(id, exit_code, "exited");
-    FORWARD_TO.store(0, Ordering::Relaxed);
+    super::sigproxy::stop();
     let removed = record_exit(store, &id, exit_code, prepared.cgroup.as_ref())?;
     if opts.auto_remove && !removed {
         super::delete::remove(store, &id, true)?;

@@ -240,3 +240,16 @@ pub fn reset_signals() {
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     }
 }
+
+/// setns(2) through a pidfd (Linux 5.8): joins the namespaces named by `flags` of the
+/// process behind `pidfd`, all at once (the user namespace first).
+pub fn setns_pidfd(pidfd: &OwnedFd, flags: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a live descriptor and integer flags.
+    let rc = unsafe { libc::setns(pidfd.as_raw_fd(), flags as libc::c_int) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

@@ -8,7 +8,7 @@ use super::exec_fifo;
 use super::spawn::InitConfig;
 use crate::linux::rootfs::{FdLayers, RootLayers};
 use crate::linux::{capabilities, mountapi, namespaces, rootfs, sys, user};
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use oci_spec::runtime::LinuxNamespaceType;
 use std::ffi::CString;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -48,7 +48,11 @@ pub fn run(cfg: &InitConfig, sock: OwnedFd, born_in_cgroup: bool) -> i32 {
         Ok(g) => g,
         Err(_) => return 1,
     };
-    let (code, msg) = exec_workload(cfg.spec, &prepared, &cfg.seccomp, &gate);
+    // The gate stays open (close-on-exec) so that `start` reads end-of-file on success.
+    let (code, msg) = match cfg.spec.process() {
+        Some(process) => exec_process(process, &prepared.user, &cfg.seccomp),
+        None => (126, "the spec has no process".into()),
+    };
     let _ = gate.write_all(format!("{code} {msg}").as_bytes());
     code
 }
@@ -196,22 +200,21 @@ fn open_gate(gate: &OwnedFd) -> std::io::Result<std::fs::File> {
 }
 
 /// Applies the process attributes and execs; returns (exit code, message) on failure.
-fn exec_workload(
-    spec: &Spec,
-    prepared: &Prepared,
+/// The last steps of any process that enters a container (the init, or `exec`): working
+/// directory, rlimits, user, capabilities, no_new_privs, seccomp, then execve of the
+/// program found in the container's PATH. Returns (exit code, message) only on failure.
+pub fn exec_process(
+    process: &oci_spec::runtime::Process,
+    user: &user::ResolvedUser,
     seccomp: &[seccompiler::BpfProgram],
-    gate: &std::fs::File,
 ) -> (i32, String) {
-    let Some(process) = spec.process().as_ref() else {
-        return (126, "the spec has no process".into());
-    };
     let args = process.args().clone().unwrap_or_default();
     let Some(program) = args.first() else {
         return (126, "no command given".into());
     };
     let mut env = process.env().clone().unwrap_or_default();
     if !env.iter().any(|e| e.starts_with("HOME=")) {
-        env.push(format!("HOME={}", prepared.user.home));
+        env.push(format!("HOME={}", user.home));
     }
     let path_var = env
         .iter()
@@ -234,10 +237,9 @@ fn exec_workload(
         let _ = std::fs::write("/proc/self/oom_score_adj", adj.to_string());
     }
     let nnp = process.no_new_privileges().unwrap_or(false);
-    if let Err(msg) = drop_privileges(process, &prepared.user, nnp, seccomp) {
+    if let Err(msg) = drop_privileges(process, user, nnp, seccomp) {
         return (126, msg);
     }
-    let _ = gate; // stays open (close-on-exec) so that `start` sees EOF on success
     sys::reset_signals();
     if let Err(e) = sys::cloexec_from(3) {
         return (126, format!("close_range: {e}"));

@@ -1,0 +1,141 @@
+//! `exec`: runs another command inside a running container, entering all of its namespaces,
+//! its cgroup, its capability set and its seccomp filter.
+
+use super::state::Status;
+use super::store::ContainerStore;
+use super::ContainerError;
+use crate::linux::process::init::USER_ANNOTATION;
+use crate::linux::process::join::{spawn_in, JoinConfig, Joined};
+use crate::linux::process::Stdio;
+use crate::linux::seccomp::compile::compile_cached;
+use crate::linux::{cgroups, namespaces, sys};
+use std::os::fd::AsRawFd;
+
+/// `exec` flags.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    /// `-d`: do not wait.
+    pub detach: bool,
+    /// `-i`: pass stdin.
+    pub interactive: bool,
+    /// `-e`, in order.
+    pub env: Vec<String>,
+    /// `-u`.
+    pub user: Option<String>,
+    /// `-w`.
+    pub workdir: Option<String>,
+    /// The command.
+    pub command: Vec<String>,
+}
+
+/// Runs `opts.command` in container `id`; returns its exit code (0 at once with `-d`).
+pub fn exec(store: &ContainerStore, id: &str, opts: &ExecOptions) -> Result<i32, ContainerError> {
+    let state = store.load(id)?.observed();
+    let wrong = |reason: &str| ContainerError::WrongState {
+        id: id.to_string(),
+        reason: reason.to_string(),
+    };
+    if state.status != Status::Running || !state.init_alive() {
+        return Err(wrong("container is not running"));
+    }
+    if state.paused {
+        return Err(wrong(
+            "container is paused, unpause the container before exec",
+        ));
+    }
+    if opts.command.is_empty() {
+        return Err(ContainerError::InvalidArgument(
+            "exec needs a command".into(),
+        ));
+    }
+    let dir = store.dir(id);
+    let config = std::fs::read(dir.config()).map_err(|e| ContainerError::io(&dir.config(), e))?;
+    let spec: oci_spec::runtime::Spec = serde_json::from_slice(&config)
+        .map_err(|e| ContainerError::io(&dir.config(), std::io::Error::other(e)))?;
+    let mut process = spec
+        .process()
+        .clone()
+        .ok_or_else(|| wrong("its spec has no process"))?;
+    process.set_args(Some(opts.command.clone()));
+    let mut env = process.env().clone().unwrap_or_default();
+    for e in &opts.env {
+        let key = e.split('=').next().unwrap_or_default();
+        env.retain(|x| x.split('=').next() != Some(key));
+        env.push(e.clone());
+    }
+    process.set_env(Some(env));
+    if let Some(w) = &opts.workdir {
+        if !w.starts_with('/') {
+            return Err(ContainerError::InvalidArgument(format!(
+                "-w {w:?}: the working directory must be an absolute path"
+            )));
+        }
+        process.set_cwd(w.into());
+    }
+    let user = opts
+        .user
+        .clone()
+        .or_else(|| {
+            spec.annotations()
+                .as_ref()
+                .and_then(|a| a.get(USER_ANNOTATION).cloned())
+        })
+        .unwrap_or_default();
+    let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        Some(s) => compile_cached(s, &store.root().cache_dir().join("seccomp")).map_err(|e| {
+            ContainerError::Setup {
+                id: id.to_string(),
+                reason: e.to_string(),
+            }
+        })?,
+        None => vec![],
+    };
+    let pid = state.pid.ok_or_else(|| wrong("container is not running"))?;
+    let init = sys::pidfd_open(pid).map_err(|_| wrong("container is not running"))?;
+    if !state.init_alive() {
+        return Err(wrong("container is not running"));
+    }
+    let joined = namespaces::clone_flags(&spec) & !(libc::CLONE_NEWPID as u64);
+    let cgroup = cgroups::manager(&state.cgroup);
+    let devnull = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| ContainerError::io(std::path::Path::new("/dev/null"), e))?;
+    let null = Some(devnull.as_raw_fd());
+    let stdio = match (opts.detach, opts.interactive) {
+        (true, _) => Stdio {
+            stdin: null,
+            stdout: null,
+            stderr: null,
+        },
+        (false, true) => Stdio::default(),
+        (false, false) => Stdio {
+            stdin: null,
+            stdout: None,
+            stderr: None,
+        },
+    };
+    let cfg = JoinConfig {
+        init: &init,
+        namespaces: joined,
+        process: &process,
+        user: &user,
+        seccomp: &seccomp,
+        cgroup: cgroup.as_ref(),
+        stdio,
+    };
+    match spawn_in(&cfg).map_err(|e| ContainerError::Setup {
+        id: id.to_string(),
+        reason: format!("exec: {e}"),
+    })? {
+        Joined::Failed(code, message) => Err(ContainerError::Exec { code, message }),
+        Joined::Running(_) if opts.detach => Ok(0),
+        Joined::Running(child) => {
+            super::sigproxy::forward_to(child);
+            let code = super::monitor::wait_child(child);
+            super::sigproxy::stop();
+            Ok(code)
+        }
+    }
+}

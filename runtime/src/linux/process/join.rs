@@ -1,0 +1,91 @@
+//! Running another process inside an existing container (`exec`): the caller enters the
+//! container's PID namespace for its children only, then forks; the child joins the cgroup
+//! (moving itself, which is cheap), every other namespace in one setns(2) through a pidfd,
+//! and then becomes the workload exactly as the init does.
+
+use super::init::exec_process;
+use super::spawn::Stdio;
+use crate::linux::cgroups::CgroupManager;
+use crate::linux::sys::{self, fork_into_namespaces, Forked};
+use crate::linux::user;
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+/// What to run, and where.
+pub struct JoinConfig<'a> {
+    /// pidfd of the container's init.
+    pub init: &'a OwnedFd,
+    /// `CLONE_NEW*` of the namespaces to join besides the PID namespace.
+    pub namespaces: u64,
+    /// The process: args, env, cwd, capabilities, no_new_privs, rlimits.
+    pub process: &'a oci_spec::runtime::Process,
+    /// `USER[:GROUP]`, resolved inside the container.
+    pub user: &'a str,
+    /// Compiled seccomp filters of the container.
+    pub seccomp: &'a [seccompiler::BpfProgram],
+    /// The container's cgroup.
+    pub cgroup: &'a dyn CgroupManager,
+    /// The process's stdio.
+    pub stdio: Stdio,
+}
+
+/// How the process started.
+pub enum Joined {
+    /// It runs; its host PID (a child of the caller).
+    Running(i32),
+    /// It could not be executed: (exit code, message); it has exited.
+    Failed(i32, String),
+}
+
+/// Starts the process in the container. The caller must be single-threaded.
+pub fn spawn_in(cfg: &JoinConfig) -> std::io::Result<Joined> {
+    sys::setns_pidfd(cfg.init, libc::CLONE_NEWPID as u64)?;
+    let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let pid = match fork_into_namespaces(0, None)? {
+        Forked::Child => {
+            drop(report_r);
+            let (code, msg) = enter_and_exec(cfg);
+            let _ = nix::unistd::write(&report_w, format!("{code} {msg}").as_bytes());
+            // SAFETY: ends the forked child without running the parent's exit handlers.
+            unsafe { libc::_exit(code) }
+        }
+        Forked::Parent(pid) => pid,
+    };
+    drop(report_w);
+    let mut report = String::new();
+    std::fs::File::from(report_r).read_to_string(&mut report)?;
+    if report.is_empty() {
+        return Ok(Joined::Running(pid)); // the pipe closed on exec
+    }
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    let (code, msg) = report.split_once(' ').unwrap_or(("126", &report));
+    Ok(Joined::Failed(code.parse().unwrap_or(126), msg.to_string()))
+}
+
+fn enter_and_exec(cfg: &JoinConfig) -> (i32, String) {
+    let fail = |what: &str, e: &dyn std::fmt::Display| (126, format!("{what}: {e}"));
+    if let Err(e) = cfg.cgroup.join_self() {
+        return fail("join cgroup", &e);
+    }
+    if let Err(e) = sys::setns_pidfd(cfg.init, cfg.namespaces) {
+        return fail("join namespaces", &e);
+    }
+    for (fd, target) in [
+        (cfg.stdio.stdin, 0),
+        (cfg.stdio.stdout, 1),
+        (cfg.stdio.stderr, 2),
+    ] {
+        if let Some(fd) = fd {
+            if let Err(e) = nix::unistd::dup2(fd, target) {
+                return fail("stdio", &e);
+            }
+        }
+    }
+    let _ = nix::unistd::setsid();
+    let user = match user::resolve(cfg.user, Path::new("/")) {
+        Ok(u) => u,
+        Err(msg) => return (126, msg),
+    };
+    exec_process(cfg.process, &user, cfg.seccomp)
+}
