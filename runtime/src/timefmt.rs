@@ -40,16 +40,24 @@ pub fn ago(t: SystemTime) -> String {
 
 /// Docker's `units.HumanSize` (decimal): "4.19MB", "1.2GB".
 pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
+    scaled(bytes, 1000.0, &["B", "kB", "MB", "GB", "TB", "PB"])
+}
+
+/// Docker's `units.BytesSize` (binary), used for memory: "64MiB", "1.5GiB".
+pub fn bytes_size(bytes: u64) -> String {
+    scaled(bytes, 1024.0, &["B", "KiB", "MiB", "GiB", "TiB", "PiB"])
+}
+
+fn scaled(bytes: u64, base: f64, units: &[&str]) -> String {
     let mut v = bytes as f64;
     let mut i = 0;
-    while v >= 1000.0 && i < UNITS.len() - 1 {
-        v /= 1000.0;
+    while v >= base && i < units.len() - 1 {
+        v /= base;
         i += 1;
     }
     let s = format!("{v:.3}");
     let s = trim_to_sig(&s, 4);
-    format!("{s}{}", UNITS[i])
+    format!("{s}{}", units[i])
 }
 
 /// Keeps `sig` significant digits, dropping trailing zeros (Docker prints "%.4g").
@@ -85,6 +93,8 @@ mod tests {
         assert_eq!(human_size(0), "0B");
         assert_eq!(human_size(1_234_567), "1.235MB");
         assert_eq!(human_size(4_190_000), "4.19MB");
+        assert_eq!(bytes_size(64 << 20), "64MiB");
+        assert_eq!(bytes_size(1536 * 1024), "1.5MiB");
     }
 
     #[test]

@@ -594,3 +594,65 @@ fn exec_reports_codes_passes_stdin_and_detaches() {
         text(&stopped.stderr)
     );
 }
+
+#[test]
+fn stats_show_the_limit_and_the_processes() {
+    let env = TestEnv::new();
+    let args = [
+        "-d",
+        "--name",
+        "meter",
+        "-m",
+        "64m",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 60 & sleep 60",
+    ];
+    assert!(env.run(&args).status.success());
+    eventually("both processes", Duration::from_secs(20), || {
+        text(
+            &env.capsa(&["stats", "--no-stream", "--format", "{{.PIDs}}", "meter"])
+                .stdout,
+        )
+        .trim()
+            == "3"
+    });
+    let out = text(
+        &env.capsa(&[
+            "stats",
+            "--no-stream",
+            "--format",
+            "{{.Name}}|{{.MemUsage}}|{{.CPUPerc}}|{{.NetIO}}",
+            "meter",
+        ])
+        .stdout,
+    );
+    let f: Vec<&str> = out.trim().split('|').collect();
+    assert_eq!(f[0], "meter");
+    assert!(f[1].ends_with(" / 64MiB"), "{out}");
+    assert!(f[2].ends_with('%'), "{out}");
+    assert_eq!(f[3], "0B / 0B", "loopback traffic is not counted: {out}");
+    let table = text(&env.capsa(&["stats", "--no-stream"]).stdout);
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap()
+        .split("   ")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    assert_eq!(
+        header,
+        vec![
+            "CONTAINER ID",
+            "NAME",
+            "CPU %",
+            "MEM USAGE / LIMIT",
+            "MEM %",
+            "NET I/O",
+            "BLOCK I/O",
+            "PIDS"
+        ]
+    );
+}

@@ -395,6 +395,56 @@ pub fn exec(root: &StateRoot, args: ExecArgs) -> i32 {
     }
 }
 
+/// `stats` flags.
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    /// Print one sample and exit.
+    #[arg(long = "no-stream")]
+    no_stream: bool,
+    /// Show all containers (default: running only).
+    #[arg(short = 'a', long)]
+    all: bool,
+    /// Format with a Go template ({{.Name}} {{.MemUsage}} ...), `table TEMPLATE` or `json`.
+    #[arg(long)]
+    format: Option<String>,
+    /// Containers (default: all running).
+    containers: Vec<String>,
+}
+
+/// `stats [--no-stream] [-a] [--format T] [CONTAINER...]`.
+pub fn stats(root: &StateRoot, args: StatsArgs) -> i32 {
+    use crate::container::stats::{sample, targets};
+    let store = ContainerStore::new(root);
+    let chosen = if args.containers.is_empty() {
+        targets(&store, args.all)
+    } else {
+        let mut list = Vec::new();
+        for name in &args.containers {
+            match store.resolve(name).and_then(|id| store.load(&id)) {
+                Ok(s) => list.push(s.observed()),
+                Err(e) => {
+                    report(&e);
+                    return EXIT_FAILURE;
+                }
+            }
+        }
+        list
+    };
+    loop {
+        let usage = sample(&chosen, std::time::Duration::from_millis(500));
+        if !args.no_stream {
+            print!("\x1b[2J\x1b[H"); // clear the screen, as docker stats redraws
+        }
+        if let Err(e) = super::stats::print(&usage, args.format.as_deref()) {
+            eprintln!("capsa: {e}");
+            return EXIT_FAILURE;
+        }
+        if args.no_stream {
+            return 0;
+        }
+    }
+}
+
 /// `inspect` flags.
 #[derive(Args, Debug)]
 pub struct InspectArgs {

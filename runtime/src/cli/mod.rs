@@ -9,6 +9,7 @@ mod containers;
 mod images;
 mod ps;
 mod run;
+mod stats;
 mod system;
 
 use clap::{Parser, Subcommand};
@@ -51,6 +52,8 @@ enum Command {
     Wait(containers::WaitArgs),
     /// Run a command in a running container.
     Exec(containers::ExecArgs),
+    /// Show the resources containers use (CPU, memory, I/O, processes).
+    Stats(containers::StatsArgs),
     /// Show a container's output.
     Logs(containers::LogsArgs),
     /// Stop running containers (SIGTERM, then SIGKILL after a grace period).
@@ -111,6 +114,7 @@ pub fn main() -> i32 {
         Command::Wait(a) => containers::wait(&root, a),
         Command::Inspect(a) => containers::inspect(&root, a),
         Command::Exec(a) => containers::exec(&root, a),
+        Command::Stats(a) => containers::stats(&root, a),
         Command::Logs(a) => containers::logs(&root, a),
         Command::Pause(a) => containers::pause(&root, a, true),
         Command::Unpause(a) => containers::pause(&root, a, false),

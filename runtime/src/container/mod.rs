@@ -22,6 +22,7 @@ pub mod sigproxy;
 pub mod spec;
 pub mod start;
 pub mod state;
+pub mod stats;
 pub mod stop;
 pub mod store;
 pub mod top;

@@ -140,6 +140,25 @@ pub(crate) fn read_keyed(dir: &Path, file: &str) -> BTreeMap<String, u64> {
         .unwrap_or_default()
 }
 
+/// Counters of one cgroup, as `stats` shows them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CgroupStats {
+    /// CPU time used, nanoseconds.
+    pub cpu_ns: u64,
+    /// Memory charged, bytes.
+    pub memory_usage: u64,
+    /// Page cache that can be dropped at once (not counted by Docker's MEM USAGE).
+    pub memory_inactive_file: u64,
+    /// The memory limit (None: unlimited).
+    pub memory_limit: Option<u64>,
+    /// Bytes read from block devices.
+    pub block_read: u64,
+    /// Bytes written to block devices.
+    pub block_write: u64,
+    /// Processes in the cgroup.
+    pub pids: u64,
+}
+
 /// What every cgroup implementation offers the engine.
 pub trait CgroupManager {
     /// Creates the cgroup directories and applies `resources`.
@@ -159,6 +178,8 @@ pub trait CgroupManager {
     fn pids(&self) -> Vec<i32>;
     /// Whether the kernel's OOM killer killed a process of this cgroup.
     fn oom_killed(&self) -> bool;
+    /// Current counters.
+    fn stats(&self) -> CgroupStats;
     /// Freezes (`true`) or thaws every process of the cgroup; returns once the kernel says
     /// it is done.
     fn set_frozen(&self, frozen: bool) -> Result<(), CgroupError>;

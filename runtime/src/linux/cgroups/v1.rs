@@ -2,7 +2,7 @@
 
 use super::{
     io_err, read_file, read_keyed, read_pids, remove_dir_killing, wait_freezer, write_file,
-    CgroupError, CgroupManager, CgroupPaths, CGROUP_ROOT,
+    CgroupError, CgroupManager, CgroupPaths, CgroupStats, CGROUP_ROOT,
 };
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
 use std::path::{Path, PathBuf};
@@ -210,6 +210,47 @@ impl CgroupManager for V1Manager {
         self.dir("memory")
             .map(|d| read_keyed(d, "memory.oom_control").get("oom_kill").copied() > Some(0))
             .unwrap_or(false)
+    }
+
+    fn stats(&self) -> CgroupStats {
+        let num = |ctl: &str, file: &str| {
+            self.dir(ctl)
+                .and_then(|d| read_file(d, file).ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let mem = self
+            .dir("memory")
+            .map(|d| read_keyed(d, "memory.stat"))
+            .unwrap_or_default();
+        // v1 reports "no limit" as a huge page-aligned number.
+        let limit = num("memory", "memory.limit_in_bytes");
+        let (mut read, mut write) = (0, 0);
+        if let Some(d) = self.dir("blkio") {
+            for line in read_file(d, "blkio.throttle.io_service_bytes")
+                .unwrap_or_default()
+                .lines()
+            {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                if let [_, op, v] = f[..] {
+                    let v: u64 = v.parse().unwrap_or(0);
+                    match op {
+                        "Read" => read += v,
+                        "Write" => write += v,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        CgroupStats {
+            cpu_ns: num("cpuacct", "cpuacct.usage"),
+            memory_usage: num("memory", "memory.usage_in_bytes"),
+            memory_inactive_file: mem.get("total_inactive_file").copied().unwrap_or(0),
+            memory_limit: (limit > 0 && limit < (1 << 62)).then_some(limit),
+            block_read: read,
+            block_write: write,
+            pids: num("pids", "pids.current"),
+        }
     }
 
     fn set_frozen(&self, frozen: bool) -> Result<(), CgroupError> {

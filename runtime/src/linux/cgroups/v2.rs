@@ -3,7 +3,7 @@
 
 use super::{
     io_err, read_file, read_keyed, read_pids, remove_dir_killing, wait_freezer, write_file,
-    CgroupError, CgroupManager, CgroupPaths, CGROUP_ROOT,
+    CgroupError, CgroupManager, CgroupPaths, CgroupStats, CGROUP_ROOT,
 };
 use oci_spec::runtime::LinuxResources;
 use std::path::{Path, PathBuf};
@@ -166,6 +166,40 @@ impl CgroupManager for V2Manager {
             .get("oom_kill")
             .copied()
             > Some(0)
+    }
+
+    fn stats(&self) -> CgroupStats {
+        let num = |file: &str| {
+            read_file(&self.dir, file)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        let (mut read, mut write) = (0, 0);
+        for line in read_file(&self.dir, "io.stat").unwrap_or_default().lines() {
+            for kv in line.split_whitespace().skip(1) {
+                match kv.split_once('=') {
+                    Some(("rbytes", v)) => read += v.parse::<u64>().unwrap_or(0),
+                    Some(("wbytes", v)) => write += v.parse::<u64>().unwrap_or(0),
+                    _ => {}
+                }
+            }
+        }
+        CgroupStats {
+            cpu_ns: read_keyed(&self.dir, "cpu.stat")
+                .get("usage_usec")
+                .copied()
+                .unwrap_or(0)
+                * 1000,
+            memory_usage: num("memory.current").unwrap_or(0),
+            memory_inactive_file: read_keyed(&self.dir, "memory.stat")
+                .get("inactive_file")
+                .copied()
+                .unwrap_or(0),
+            memory_limit: num("memory.max"),
+            block_read: read,
+            block_write: write,
+            pids: num("pids.current").unwrap_or(0),
+        }
     }
 
     fn set_frozen(&self, frozen: bool) -> Result<(), CgroupError> {
