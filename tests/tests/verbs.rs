@@ -607,7 +607,7 @@ fn stats_show_the_limit_and_the_processes() {
         "busybox",
         "sh",
         "-c",
-        "sleep 60 & sleep 60",
+        "sleep 60 & sleep 60 & wait",
     ];
     assert!(env.run(&args).status.success());
     eventually("both processes", Duration::from_secs(20), || {
