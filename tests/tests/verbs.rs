@@ -656,3 +656,135 @@ fn stats_show_the_limit_and_the_processes() {
         ]
     );
 }
+
+#[test]
+fn cp_replaces_a_web_page_in_a_running_container_and_copies_out() {
+    let env = TestEnv::new();
+    let args = [
+        "-d",
+        "--name",
+        "web",
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir -p /www && echo old > /www/index.html && echo ready && sleep 60",
+    ];
+    assert!(env.run(&args).status.success());
+    eventually("ready", Duration::from_secs(20), || {
+        text(&env.capsa(&["logs", "web"]).stdout).contains("ready")
+    });
+    let page = env.root().join("index.html");
+    std::fs::write(&page, "<h1>new</h1>\n").unwrap();
+    assert!(env
+        .capsa(&["cp", page.to_str().unwrap(), "web:/www/index.html"])
+        .status
+        .success());
+    assert_eq!(
+        text(&env.capsa(&["exec", "web", "cat", "/www/index.html"]).stdout),
+        "<h1>new</h1>\n"
+    );
+    // Out: a directory into a new host path, and a tar stream with `-`.
+    let out_dir = env.root().join("copied");
+    assert!(env
+        .capsa(&["cp", "web:/www", out_dir.to_str().unwrap()])
+        .status
+        .success());
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("index.html")).unwrap(),
+        "<h1>new</h1>\n"
+    );
+    let tar = env.capsa(&["cp", "web:/www/index.html", "-"]);
+    let names: Vec<String> = tar::Archive::new(&tar.stdout[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert_eq!(names, vec!["index.html"]);
+}
+
+#[test]
+fn cp_through_a_symlink_stays_inside_the_container() {
+    let env = TestEnv::new();
+    let args = [
+        "-d",
+        "--name",
+        "trap",
+        "busybox",
+        "sh",
+        "-c",
+        "ln -s ../../../../../../tmp /escape && echo ready && sleep 60",
+    ];
+    assert!(env.run(&args).status.success());
+    eventually("ready", Duration::from_secs(20), || {
+        text(&env.capsa(&["logs", "trap"]).stdout).contains("ready")
+    });
+    let marker = format!("capsa-cp-escape-{}", std::process::id());
+    let src = env.root().join(&marker);
+    std::fs::write(&src, "x").unwrap();
+    assert!(env
+        .capsa(&["cp", src.to_str().unwrap(), "trap:/escape/"])
+        .status
+        .success());
+    assert!(
+        !std::path::Path::new("/tmp").join(&marker).exists(),
+        "cp wrote through the symlink to the host"
+    );
+    assert_eq!(
+        text(
+            &env.capsa(&["exec", "trap", "cat", &format!("/tmp/{marker}")])
+                .stdout
+        ),
+        "x"
+    );
+}
+
+#[test]
+fn cp_works_on_stopped_containers_and_leaves_no_mount() {
+    let env = TestEnv::new();
+    assert!(env
+        .run(&[
+            "--name",
+            "gone",
+            "busybox",
+            "sh",
+            "-c",
+            "echo kept > /data.txt"
+        ])
+        .status
+        .success());
+    let out = env.root().join("data.txt");
+    assert!(env
+        .capsa(&["cp", "gone:/data.txt", out.to_str().unwrap()])
+        .status
+        .success());
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "kept\n");
+    let input = env.root().join("in.txt");
+    std::fs::write(&input, "added\n").unwrap();
+    assert!(env
+        .capsa(&["cp", input.to_str().unwrap(), "gone:/in.txt"])
+        .status
+        .success());
+    assert!(
+        env.leftover_mounts().is_empty(),
+        "{:?}",
+        env.leftover_mounts()
+    );
+    let again = env.capsa(&["start", "-a", "gone"]);
+    assert!(again.status.success());
+    assert!(env
+        .capsa(&[
+            "cp",
+            "gone:/in.txt",
+            env.root().join("back.txt").to_str().unwrap()
+        ])
+        .status
+        .success());
+    assert_eq!(
+        std::fs::read_to_string(env.root().join("back.txt")).unwrap(),
+        "added\n"
+    );
+    let bad = env.capsa(&["cp", "/nonexistent-source", "gone:/x"]);
+    assert_eq!(bad.status.code(), Some(1));
+    let both = env.capsa(&["cp", "gone:/a", "gone:/b"]);
+    assert!(text(&both.stderr).contains("exactly one"));
+}

@@ -445,6 +445,40 @@ pub fn stats(root: &StateRoot, args: StatsArgs) -> i32 {
     }
 }
 
+/// `cp` flags.
+#[derive(Args, Debug)]
+pub struct CpArgs {
+    /// CONTAINER:SRC_PATH or SRC_PATH (`-`: a tar stream on stdin).
+    src: String,
+    /// CONTAINER:DEST_PATH or DEST_PATH (`-`: a tar stream on stdout).
+    dest: String,
+}
+
+/// `cp CONTAINER:SRC DEST` or `cp SRC CONTAINER:DEST`.
+pub fn cp(root: &StateRoot, args: CpArgs) -> i32 {
+    use crate::container::cp::{copy_in, copy_out, Location};
+    use crate::container::ContainerError;
+    let store = ContainerStore::new(root);
+    let result = match (Location::parse(&args.src), Location::parse(&args.dest)) {
+        (Location::Container(c, src), Location::Host(dest)) => store
+            .resolve(&c)
+            .and_then(|id| copy_out(&store, &id, &src, &dest)),
+        (Location::Host(src), Location::Container(c, dest)) => store
+            .resolve(&c)
+            .and_then(|id| copy_in(&store, &id, &src, &dest)),
+        _ => Err(ContainerError::InvalidArgument(
+            "cp: exactly one of the two paths must name a container (CONTAINER:PATH)".into(),
+        )),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            report(&e);
+            EXIT_FAILURE
+        }
+    }
+}
+
 /// `inspect` flags.
 #[derive(Args, Debug)]
 pub struct InspectArgs {

@@ -54,6 +54,8 @@ enum Command {
     Exec(containers::ExecArgs),
     /// Show the resources containers use (CPU, memory, I/O, processes).
     Stats(containers::StatsArgs),
+    /// Copy files between a container and the host.
+    Cp(containers::CpArgs),
     /// Show a container's output.
     Logs(containers::LogsArgs),
     /// Stop running containers (SIGTERM, then SIGKILL after a grace period).
@@ -114,6 +116,7 @@ pub fn main() -> i32 {
         Command::Wait(a) => containers::wait(&root, a),
         Command::Inspect(a) => containers::inspect(&root, a),
         Command::Exec(a) => containers::exec(&root, a),
+        Command::Cp(a) => containers::cp(&root, a),
         Command::Stats(a) => containers::stats(&root, a),
         Command::Logs(a) => containers::logs(&root, a),
         Command::Pause(a) => containers::pause(&root, a, true),

@@ -1,0 +1,254 @@
+//! `cp`: copies files between a container and the host, both ways, for running and stopped
+//! containers, or as tar streams (`-`).
+//!
+//! The container's side always runs in a child process whose root *is* the container's
+//! root, so no path, symlink or `..` inside the container can lead to the host: for a
+//! running container the child joins its mount namespace (which sets root and working
+//! directory to the container's); for a stopped one it makes a private mount namespace,
+//! mounts the overlay there and chroots into it (the mount ends with the child). The data
+//! crosses between the two sides as a tar stream on a pipe.
+
+use super::state::State;
+use super::store::ContainerStore;
+use super::ContainerError;
+use crate::image::ImageStore;
+use crate::linux::rootfs::{mount_overlay, OverlayLayers};
+use crate::linux::sys::{self, fork_into_namespaces, Forked};
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+/// One end of a copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A path on the host, or `-` (a tar stream on stdin/stdout).
+    Host(PathBuf),
+    /// `CONTAINER:PATH`.
+    Container(String, PathBuf),
+}
+
+impl Location {
+    /// Parses Docker's forms; a host path containing `:` must start with `/` or `.`.
+    pub fn parse(arg: &str) -> Location {
+        if arg.starts_with('/') || arg.starts_with('.') || arg == "-" {
+            return Location::Host(PathBuf::from(arg));
+        }
+        match arg.split_once(':') {
+            Some((ctr, path)) if !ctr.is_empty() => {
+                Location::Container(ctr.to_string(), PathBuf::from(path))
+            }
+            _ => Location::Host(PathBuf::from(arg)),
+        }
+    }
+}
+
+/// Writes `src` (a file or a directory tree, symlinks kept as links) as a tar stream whose
+/// top entry is named `name`.
+fn write_tar(src: &Path, name: &Path, out: impl Write) -> std::io::Result<()> {
+    let mut b = tar::Builder::new(out);
+    b.follow_symlinks(false);
+    let meta = std::fs::symlink_metadata(src)?;
+    if meta.is_dir() {
+        b.append_dir_all(name, src)?;
+    } else {
+        b.append_path_with_name(src, name)?;
+    }
+    b.into_inner()?.flush()
+}
+
+/// Extracts a tar stream at `dest` as `cp` does: into `dest` when it is a directory (or for
+/// a `-` stream, `as_is`), else as `dest` itself: the stream's top entry takes `dest`'s name
+/// (extracted into a temporary sibling, then renamed, so tar's own checks keep every entry
+/// inside).
+fn extract(input: impl Read, dest: &Path, as_is: bool) -> Result<(), String> {
+    let unpack = |dir: &Path| -> Result<(), String> {
+        let mut archive = tar::Archive::new(input);
+        archive.set_preserve_permissions(true);
+        archive.set_preserve_mtime(true);
+        archive.set_overwrite(true);
+        for entry in archive.entries().map_err(|e| e.to_string())? {
+            let mut entry = entry.map_err(|e| format!("malformed tar stream: {e}"))?;
+            let path = entry.path().map_err(|e| e.to_string())?.into_owned();
+            if !entry
+                .unpack_in(dir)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+            {
+                return Err(format!("{}: path leaves the destination", path.display()));
+            }
+        }
+        Ok(())
+    };
+    if as_is || dest.is_dir() {
+        return unpack(dest);
+    }
+    let parent = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        return Err(format!("{}: no such directory", parent.display()));
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix(".capsa-cp-")
+        .tempdir_in(parent)
+        .map_err(|e| format!("{}: {e}", parent.display()))?;
+    unpack(tmp.path())?;
+    let top = std::fs::read_dir(tmp.path())
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .next()
+        .ok_or("the copy is empty")?;
+    std::fs::rename(top.path(), dest).map_err(|e| format!("{}: {e}", dest.display()))
+}
+
+/// Runs `child_work` in a child whose root is the container's, and `parent_work` here
+/// meanwhile (the two ends of a pipe). The child's error, if any, is returned.
+fn in_container<T>(
+    store: &ContainerStore,
+    state: &State,
+    child_work: impl FnOnce() -> Result<(), String>,
+    parent_work: impl FnOnce() -> T,
+) -> Result<T, ContainerError> {
+    let id = state.id.clone();
+    let setup = |e: String| ContainerError::Setup {
+        id: id.clone(),
+        reason: e,
+    };
+    let pidfd = match (state.init_alive(), state.pid) {
+        (true, Some(pid)) => Some(sys::pidfd_open(pid).map_err(|e| setup(e.to_string()))?),
+        _ => None,
+    };
+    let layers = if pidfd.is_none() {
+        let image = ImageStore::new(store.root()).resolve(&state.image_id)?;
+        let dir = store.dir(&state.id);
+        let layers = OverlayLayers {
+            lower: image.layer_dirs,
+            upper: dir.upper(),
+            work: dir.work(),
+            attach_dir: dir.dir.join("lower"),
+        };
+        Some((layers, dir.rootfs()))
+    } else {
+        None
+    };
+    let (err_r, err_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| setup(e.to_string()))?;
+    match fork_into_namespaces(0, None).map_err(|e| setup(e.to_string()))? {
+        Forked::Child => {
+            drop((err_r, parent_work));
+            let result = enter(pidfd.as_ref(), layers.as_ref()).and_then(|()| child_work());
+            let code = match result {
+                Ok(()) => 0,
+                Err(msg) => {
+                    let _ = nix::unistd::write(&err_w, msg.as_bytes());
+                    1
+                }
+            };
+            // SAFETY: ends the forked child without running the parent's exit handlers.
+            unsafe { libc::_exit(code) }
+        }
+        Forked::Parent(child) => {
+            drop((err_w, child_work));
+            let out = parent_work();
+            let mut msg = String::new();
+            let _ = std::fs::File::from(err_r).read_to_string(&mut msg);
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child), None);
+            if msg.is_empty() {
+                Ok(out)
+            } else {
+                Err(setup(msg))
+            }
+        }
+    }
+}
+
+/// Makes the container's root this process's root.
+fn enter(pidfd: Option<&OwnedFd>, layers: Option<&(OverlayLayers, PathBuf)>) -> Result<(), String> {
+    if let Some(fd) = pidfd {
+        return sys::setns_pidfd(fd, libc::CLONE_NEWNS as u64)
+            .map_err(|e| format!("enter the container: {e}"));
+    }
+    let (layers, rootfs) = layers.ok_or("nothing to enter")?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("unshare: {e}"))?;
+    let private = nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_SLAVE;
+    nix::mount::mount(None::<&str>, "/", None::<&str>, private, None::<&str>)
+        .map_err(|e| format!("make rslave: {e}"))?;
+    mount_overlay(layers, rootfs).map_err(|e| e.to_string())?;
+    nix::unistd::chroot(rootfs).map_err(|e| format!("chroot: {e}"))?;
+    std::env::set_current_dir("/").map_err(|e| format!("chdir: {e}"))
+}
+
+/// The name the copied tree gets: the source's last component (`/` copies as `.`).
+fn top_name(src: &Path) -> PathBuf {
+    src.file_name()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn pipe(at: &Path) -> Result<(OwnedFd, OwnedFd), ContainerError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| ContainerError::io(at, e.into()))
+}
+
+/// Copies `src` out of container `id` to `dest` on the host (`-`: a tar stream on stdout).
+pub fn copy_out(
+    store: &ContainerStore,
+    id: &str,
+    src: &Path,
+    dest: &Path,
+) -> Result<(), ContainerError> {
+    let state = store.load(id)?.observed();
+    let (r, w) = pipe(dest)?;
+    let name = top_name(src);
+    let inside = src.to_path_buf();
+    let child = move || {
+        write_tar(&inside, &name, std::fs::File::from(w))
+            .map_err(|e| format!("{}: {e}", inside.display()))
+    };
+    let parent = move || -> Result<(), String> {
+        let stream = std::fs::File::from(r);
+        if dest == Path::new("-") {
+            let mut stream = stream;
+            std::io::copy(&mut stream, &mut std::io::stdout())
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        } else {
+            extract(stream, dest, false)
+        }
+    };
+    in_container(store, &state, child, parent)?
+        .map_err(|e| ContainerError::InvalidArgument(format!("cp to {}: {e}", dest.display())))
+}
+
+/// Copies `src` from the host (`-`: a tar stream on stdin) into container `id` at `dest`.
+pub fn copy_in(
+    store: &ContainerStore,
+    id: &str,
+    src: &Path,
+    dest: &Path,
+) -> Result<(), ContainerError> {
+    let state = store.load(id)?.observed();
+    let from_stdin = src == Path::new("-");
+    if !from_stdin && std::fs::symlink_metadata(src).is_err() {
+        return Err(ContainerError::InvalidArgument(format!(
+            "cp: {}: no such file or directory",
+            src.display()
+        )));
+    }
+    let (r, w) = pipe(src)?;
+    let target = dest.to_path_buf();
+    let child = move || {
+        extract(std::fs::File::from(r), &target, from_stdin)
+            .map_err(|e| format!("cp to {}: {e}", target.display()))
+    };
+    let name = top_name(src);
+    let parent = move || -> std::io::Result<()> {
+        let mut pipe = std::fs::File::from(w);
+        if from_stdin {
+            std::io::copy(&mut std::io::stdin().lock(), &mut pipe).map(|_| ())
+        } else {
+            write_tar(src, &name, pipe)
+        }
+    };
+    in_container(store, &state, child, parent)?.map_err(|e| ContainerError::io(src, e))
+}
