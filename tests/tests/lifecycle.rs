@@ -85,7 +85,8 @@ fn detached_run_prints_the_id_and_rm_f_kills_it() {
         "rm without -f removed a running container"
     );
     assert!(text(&rm.stderr).contains("force"), "{}", text(&rm.stderr));
-    assert!(env.capsa(&["rm", "-f", "bg"]).status.success());
+    let rm = env.capsa(&["rm", "-f", "bg"]);
+    assert!(rm.status.success(), "{}", text(&rm.stderr));
     env.assert_clean();
 }
 
@@ -200,5 +201,85 @@ fn many_parallel_runs_leave_a_consistent_store() {
     for i in 0..8 {
         assert!(env.capsa(&["rm", &format!("par{i}")]).status.success());
     }
+    env.assert_clean();
+}
+
+#[test]
+fn fifty_parallel_clis_leave_a_consistent_store() {
+    let env = TestEnv::new();
+    std::thread::scope(|s| {
+        for i in 0..50 {
+            let env = &env;
+            s.spawn(move || {
+                let name = format!("p{i}");
+                let out = env.run(&["-d", "--name", &name, "busybox", "sleep", "30"]);
+                assert!(out.status.success(), "run {name}: {}", text(&out.stderr));
+                let out = env.capsa(&["rm", "-f", &name]);
+                assert!(out.status.success(), "rm {name}: {}", text(&out.stderr));
+            });
+        }
+    });
+    env.assert_clean();
+}
+
+#[test]
+fn a_name_is_taken_by_exactly_one_of_many_racing_clis() {
+    let env = TestEnv::new();
+    let won = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..10 {
+            let (env, won) = (&env, &won);
+            s.spawn(move || {
+                let out = env.create(&["--name", "contested", "busybox", "true"]);
+                if out.status.success() {
+                    won.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                } else {
+                    assert!(
+                        text(&out.stderr).contains("already in use"),
+                        "{}",
+                        text(&out.stderr)
+                    );
+                }
+            });
+        }
+    });
+    assert_eq!(won.into_inner(), 1);
+    assert_eq!(env.container_dirs().len(), 1, "losers left folders behind");
+}
+
+#[test]
+fn a_killed_monitor_is_reported_truthfully_and_rm_f_cleans() {
+    let env = TestEnv::new();
+    assert!(env
+        .run(&["-d", "--name", "orphaned", "busybox", "sleep", "60"])
+        .status
+        .success());
+    let id = env.inspect("orphaned", "{{.Id}}");
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.root().join("containers").join(&id).join("state.json")).unwrap(),
+    )
+    .unwrap();
+    let monitor = state["monitor_pid"].as_i64().unwrap() as i32;
+    // SAFETY: SIGKILL to the monitor process this test's container runs under.
+    unsafe { libc::kill(monitor, libc::SIGKILL) };
+    eventually("monitor gone", Duration::from_secs(20), || {
+        !std::path::Path::new(&format!("/proc/{monitor}")).exists()
+            || std::fs::read_to_string(format!("/proc/{monitor}/stat"))
+                .is_ok_and(|s| s.contains(") Z "))
+    });
+    // The workload still runs, and says so.
+    assert!(
+        ps_line(&env, "orphaned").contains("Up "),
+        "{}",
+        ps_line(&env, "orphaned")
+    );
+    assert!(env.capsa(&["kill", "orphaned"]).status.success());
+    eventually("exit seen", Duration::from_secs(20), || {
+        ps_line(&env, "orphaned").contains("Exited (255)")
+    });
+    assert!(env
+        .inspect("orphaned", "{{.State.Error}}")
+        .contains("monitor"));
+    assert!(env.capsa(&["rm", "-f", "orphaned"]).status.success());
     env.assert_clean();
 }

@@ -41,8 +41,27 @@ pub fn remove(store: &ContainerStore, id: &str, force: bool) -> Result<(), Conta
         })?;
     tracing::debug!(id, "cgroup removed");
     store.release_name(&state.name, id);
+    // Renamed first, atomically: a monitor that still records the exit then finds no
+    // folder, instead of re-creating files in one being deleted.
     let dir = store.dir(id).dir;
-    std::fs::remove_dir_all(&dir).map_err(|e| ContainerError::io(&dir, e))
+    let doomed = store.root().containers_dir().join(format!("{REMOVING_PREFIX}{id}"));
+    std::fs::rename(&dir, &doomed).map_err(|e| ContainerError::io(&dir, e))?;
+    std::fs::remove_dir_all(&doomed).map_err(|e| ContainerError::io(&doomed, e))?;
+    sweep_interrupted(store);
+    Ok(())
+}
+
+/// Prefix of a container folder being deleted.
+const REMOVING_PREFIX: &str = ".removing-";
+
+/// Deletes what an interrupted `rm` left (folders still named `.removing-<id>`).
+fn sweep_interrupted(store: &ContainerStore) {
+    let Ok(entries) = std::fs::read_dir(store.root().containers_dir()) else { return };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(REMOVING_PREFIX) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// SIGKILLs the init through a pidfd (no recycled-PID risk once open) and waits until gone.
