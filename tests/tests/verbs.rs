@@ -788,3 +788,80 @@ fn cp_works_on_stopped_containers_and_leaves_no_mount() {
     let both = env.capsa(&["cp", "gone:/a", "gone:/b"]);
     assert!(text(&both.stderr).contains("exactly one"));
 }
+
+/// Starts an orphan in container `name` (its parent exits at once) and waits until it has
+/// finished; returns the zombie count seen then (bounded wait for `expect_zombie`).
+fn orphan_zombies(env: &TestEnv, name: &str, expect_zombie: bool) -> usize {
+    assert!(env
+        .capsa(&["exec", name, "sh", "-c", "(sleep 0.2; touch /done) & exit"])
+        .status
+        .success());
+    eventually("the orphan finished", Duration::from_secs(20), || {
+        env.capsa(&["exec", name, "ls", "/done"]).status.success()
+    });
+    let zombies = || {
+        text(&env.capsa(&["exec", name, "ps", "-o", "stat"]).stdout)
+            .lines()
+            .filter(|l| l.trim().starts_with('Z'))
+            .count()
+    };
+    let mut seen = zombies();
+    if expect_zombie {
+        eventually("the zombie", Duration::from_secs(20), || {
+            seen = zombies();
+            seen > 0
+        });
+    } else {
+        eventually("reaped", Duration::from_secs(20), || {
+            seen = zombies();
+            seen == 0
+        });
+    }
+    seen
+}
+
+#[test]
+fn init_reaps_orphans_and_passes_signals_on() {
+    let env = TestEnv::new();
+    // Without --init, `sleep` is PID 1 and never reaps: the orphan stays a zombie.
+    assert!(env
+        .run(&["-d", "--name", "plain", "busybox", "sleep", "600"])
+        .status
+        .success());
+    assert!(orphan_zombies(&env, "plain", true) > 0);
+    // With --init, capsa's reaper is PID 1 and the workload runs under it.
+    assert!(env
+        .run(&["-d", "--name", "reaped", "--init", "busybox", "sleep", "600"])
+        .status
+        .success());
+    assert_eq!(orphan_zombies(&env, "reaped", false), 0);
+    let ps = text(
+        &env.capsa(&["exec", "reaped", "ps", "-o", "pid,comm"])
+            .stdout,
+    );
+    assert!(
+        ps.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["1", "capsa"]),
+        "{ps}"
+    );
+    // SIGTERM reaches the workload through the reaper: `stop` needs no grace period.
+    assert!(env.capsa(&["stop", "-t", "30", "reaped"]).status.success());
+    assert!(
+        ps_line(&env, "reaped").contains("Exited (143)"),
+        "{}",
+        ps_line(&env, "reaped")
+    );
+    // Exit codes and exec failures pass through.
+    assert_eq!(
+        env.run(&["--rm", "--init", "busybox", "sh", "-c", "exit 3"])
+            .status
+            .code(),
+        Some(3)
+    );
+    assert_eq!(
+        env.run(&["--rm", "--init", "busybox", "no-such-tool"])
+            .status
+            .code(),
+        Some(127)
+    );
+}

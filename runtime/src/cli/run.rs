@@ -23,6 +23,9 @@ pub struct RunArgs {
     /// Keep STDIN open.
     #[arg(short = 'i', long)]
     interactive: bool,
+    /// Run a small init as PID 1 that reaps zombies and forwards signals.
+    #[arg(long)]
+    init: bool,
     /// Allocate a pseudo-TTY (not supported yet).
     #[arg(short = 't', long)]
     tty: bool,
@@ -199,6 +202,7 @@ impl RunArgs {
             stop_signal,
             stop_timeout: self.stop_timeout,
             interactive: self.interactive,
+            init: self.init,
             auto_remove: self.rm,
             entrypoint: self.entrypoint,
             image: self.image,

@@ -44,7 +44,10 @@ pub fn remove(store: &ContainerStore, id: &str, force: bool) -> Result<(), Conta
     // Renamed first, atomically: a monitor that still records the exit then finds no
     // folder, instead of re-creating files in one being deleted.
     let dir = store.dir(id).dir;
-    let doomed = store.root().containers_dir().join(format!("{REMOVING_PREFIX}{id}"));
+    let doomed = store
+        .root()
+        .containers_dir()
+        .join(format!("{REMOVING_PREFIX}{id}"));
     std::fs::rename(&dir, &doomed).map_err(|e| ContainerError::io(&dir, e))?;
     std::fs::remove_dir_all(&doomed).map_err(|e| ContainerError::io(&doomed, e))?;
     sweep_interrupted(store);
@@ -56,7 +59,9 @@ const REMOVING_PREFIX: &str = ".removing-";
 
 /// Deletes what an interrupted `rm` left (folders still named `.removing-<id>`).
 fn sweep_interrupted(store: &ContainerStore) {
-    let Ok(entries) = std::fs::read_dir(store.root().containers_dir()) else { return };
+    let Ok(entries) = std::fs::read_dir(store.root().containers_dir()) else {
+        return;
+    };
     for e in entries.flatten() {
         if e.file_name().to_string_lossy().starts_with(REMOVING_PREFIX) {
             let _ = std::fs::remove_dir_all(e.path());

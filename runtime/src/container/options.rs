@@ -77,6 +77,8 @@ pub struct RunOptions {
     pub log_rotation: super::logfile::Rotation,
     /// `-i`.
     pub interactive: bool,
+    /// `--init`: a reaping PID 1 in front of the workload.
+    pub init: bool,
     /// `--rm`.
     pub auto_remove: bool,
     /// `--entrypoint`.

@@ -6,7 +6,7 @@ use super::options::{RunOptions, SeccompChoice};
 use super::ContainerError;
 use crate::image::Image;
 use crate::linux::cgroups::CgroupMode;
-use crate::linux::process::init::{DEFAULT_PATH, USER_ANNOTATION};
+use crate::linux::process::init::{DEFAULT_PATH, INIT_ANNOTATION, USER_ANNOTATION};
 use crate::linux::{capabilities, devices, seccomp};
 use oci_spec::runtime::*;
 use std::collections::HashMap;
@@ -369,6 +369,9 @@ pub fn build(opts: &RunOptions, image: &Image, ctx: &SpecContext) -> Result<Spec
     }
     let mut annotations = HashMap::new();
     annotations.insert(USER_ANNOTATION.to_string(), user);
+    if opts.init {
+        annotations.insert(INIT_ANNOTATION.to_string(), "true".to_string());
+    }
     SpecBuilder::default()
         .version("1.0.2")
         .hostname(hostname)

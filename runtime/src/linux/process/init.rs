@@ -18,6 +18,16 @@ use std::path::{Path, PathBuf};
 /// Annotation carrying `-u USER[:GROUP]`, resolved here against the container's own
 /// /etc/passwd at start, as Docker resolves it.
 pub const USER_ANNOTATION: &str = "io.capsa.user";
+/// Annotation asking for `--init`: a reaping PID 1 in front of the workload.
+pub const INIT_ANNOTATION: &str = "io.capsa.init";
+
+fn wants_init(spec: &oci_spec::runtime::Spec) -> bool {
+    spec.annotations()
+        .as_ref()
+        .and_then(|a| a.get(INIT_ANNOTATION))
+        .is_some_and(|v| v == "true")
+}
+
 /// PATH when neither the image nor the user sets one (Docker's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -48,11 +58,26 @@ pub fn run(cfg: &InitConfig, sock: OwnedFd, born_in_cgroup: bool) -> i32 {
         Ok(g) => g,
         Err(_) => return 1,
     };
-    // The gate stays open (close-on-exec) so that `start` reads end-of-file on success.
-    let (code, msg) = match cfg.spec.process() {
-        Some(process) => exec_process(process, &prepared.user, &cfg.seccomp),
-        None => (126, "the spec has no process".into()),
+    let Some(process) = cfg.spec.process() else {
+        let _ = gate.write_all(b"126 the spec has no process");
+        return 126;
     };
+    if wants_init(cfg.spec) {
+        match sys::fork_into_namespaces(0, None) {
+            Ok(sys::Forked::Parent(workload)) => {
+                // The workload's copy of the gate is the last: it closes on exec.
+                drop(gate);
+                return super::reaper::run(workload, &cfg.seccomp);
+            }
+            Ok(sys::Forked::Child) => {}
+            Err(e) => {
+                let _ = gate.write_all(format!("126 fork the workload: {e}").as_bytes());
+                return 126;
+            }
+        }
+    }
+    // The gate stays open (close-on-exec) so that `start` reads end-of-file on success.
+    let (code, msg) = exec_process(process, &prepared.user, &cfg.seccomp);
     let _ = gate.write_all(format!("{code} {msg}").as_bytes());
     code
 }

@@ -11,6 +11,7 @@ pub mod channel;
 pub mod exec_fifo;
 pub mod init;
 pub mod join;
+pub mod reaper;
 pub mod spawn;
 
 pub use spawn::{spawn, InitConfig, SpawnError, Stdio};
