@@ -73,15 +73,7 @@ pub fn images(root: &StateRoot, args: ImagesArgs) -> i32 {
             continue;
         }
         let image = store.resolve(&rec.config).ok();
-        let size: u64 = image
-            .as_ref()
-            .map(|i| {
-                i.layer_dirs
-                    .iter()
-                    .map(|d| crate::fsutil::disk_usage(d))
-                    .sum()
-            })
-            .unwrap_or(0);
+        let size = image.as_ref().map_or(0, |i| i.size());
         let created = image
             .as_ref()
             .and_then(|i| i.config.created().clone())

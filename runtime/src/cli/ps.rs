@@ -110,15 +110,9 @@ impl Row {
         let created = crate::timefmt::parse_rfc3339(&s.created);
         let size = if with_size {
             let rw = crate::fsutil::disk_usage(&store.dir(&s.id).upper());
-            let image: u64 = ImageStore::new(store.root())
+            let image = ImageStore::new(store.root())
                 .resolve(&s.image_id)
-                .map(|i| {
-                    i.layer_dirs
-                        .iter()
-                        .map(|d| crate::fsutil::disk_usage(d))
-                        .sum()
-                })
-                .unwrap_or(0);
+                .map_or(0, |i| i.size());
             let h = crate::timefmt::human_size;
             format!("{} (virtual {})", h(rw), h(rw + image))
         } else {

@@ -121,12 +121,7 @@ fn in_container<T>(
     let layers = if pidfd.is_none() {
         let image = ImageStore::new(store.root()).resolve(&state.image_id)?;
         let dir = store.dir(&state.id);
-        let layers = OverlayLayers {
-            lower: image.layer_dirs,
-            upper: dir.upper(),
-            work: dir.work(),
-            attach_dir: dir.dir.join("lower"),
-        };
+        let layers = dir.overlay_layers(image.layer_dirs);
         Some((layers, dir.rootfs()))
     } else {
         None

@@ -198,12 +198,7 @@ fn lay_out(
     Ok(Prepared {
         state,
         spec,
-        layers: OverlayLayers {
-            lower: image.layer_dirs,
-            upper: dir.upper(),
-            work: dir.work(),
-            attach_dir: dir.dir.join("lower"),
-        },
+        layers: dir.overlay_layers(image.layer_dirs),
         seccomp,
         cgroup,
     })

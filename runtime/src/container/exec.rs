@@ -132,9 +132,12 @@ pub fn exec(store: &ContainerStore, id: &str, opts: &ExecOptions) -> Result<i32,
         Joined::Failed(code, message) => Err(ContainerError::Exec { code, message }),
         Joined::Running(_) if opts.detach => Ok(0),
         Joined::Running(child) => {
-            super::sigproxy::forward_to(child);
+            crate::linux::process::sigforward::forward_to(
+                child,
+                crate::linux::process::sigforward::USER_SIGNALS,
+            );
             let code = super::monitor::wait_child(child);
-            super::sigproxy::stop();
+            crate::linux::process::sigforward::stop();
             Ok(code)
         }
     }

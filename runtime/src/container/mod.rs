@@ -19,7 +19,6 @@ pub mod prune;
 pub mod rename;
 pub mod restart;
 pub mod run;
-pub mod sigproxy;
 pub mod spec;
 pub mod start;
 pub mod state;

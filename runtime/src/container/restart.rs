@@ -8,7 +8,6 @@ use super::ContainerError;
 use crate::image::ImageStore;
 use crate::linux::cgroups;
 use crate::linux::process::exec_fifo;
-use crate::linux::rootfs::OverlayLayers;
 use crate::linux::seccomp::compile::compile_cached;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -128,12 +127,7 @@ pub fn prepare_again(store: &ContainerStore, state: &State) -> Result<Prepared, 
     Ok(Prepared {
         state: state.clone(),
         spec,
-        layers: OverlayLayers {
-            lower: image.layer_dirs,
-            upper: dir.upper(),
-            work: dir.work(),
-            attach_dir: dir.dir.join("lower"),
-        },
+        layers: dir.overlay_layers(image.layer_dirs),
         seccomp,
         cgroup,
     })

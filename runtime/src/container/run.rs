@@ -1,6 +1,6 @@
 //! Foreground `run`: the CLI is the container's monitor. The workload inherits the CLI's
 //! stdout and stderr (and stdin with `-i`), as with `runc run`, so nothing is copied on the
-//! hot path; signals the CLI receives are forwarded to the container ([`super::sigproxy`]).
+//! hot path; signals the CLI receives are forwarded to the container ([`crate::linux::process::sigforward`]).
 
 use super::create::{prepare, spawn_init};
 use super::monitor::{record_exit, wait_child};
@@ -40,7 +40,10 @@ pub fn run_foreground(
     };
     let pid = spawn_init(store, &mut prepared, stdio)?;
     drop(devnull);
-    super::sigproxy::forward_to(pid);
+    crate::linux::process::sigforward::forward_to(
+        pid,
+        crate::linux::process::sigforward::USER_SIGNALS,
+    );
     let exec_error = match super::start::start(store, &id) {
         Ok(ExecOutcome::Started) => None,
         Ok(ExecOutcome::Failed(_, msg)) => Some(msg),
@@ -49,7 +52,7 @@ pub fn run_foreground(
     tracing::debug!(id, "started");
     let exit_code = wait_child(pid);
     tracing::debug!(id, exit_code, "exited");
-    super::sigproxy::stop();
+    crate::linux::process::sigforward::stop();
     let removed = record_exit(store, &id, exit_code, prepared.cgroup.as_ref())?;
     if opts.auto_remove && !removed {
         super::delete::remove(store, &id, true)?;

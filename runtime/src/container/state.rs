@@ -188,18 +188,6 @@ impl State {
                     format!("Up {up}")
                 }
             }
-            Status::Exited if self.restarting => {
-                let when = self
-                    .finished_at
-                    .as_deref()
-                    .and_then(parse_rfc3339)
-                    .map(|t| format!(" {} ago", ago(t)))
-                    .unwrap_or_default();
-                format!(
-                    "Restarting ({}){when}",
-                    self.exit_code.unwrap_or(LOST_EXIT_CODE)
-                )
-            }
             Status::Exited => {
                 let when = self
                     .finished_at
@@ -207,8 +195,13 @@ impl State {
                     .and_then(parse_rfc3339)
                     .map(|t| format!(" {} ago", ago(t)))
                     .unwrap_or_default();
+                let word = if self.restarting {
+                    "Restarting"
+                } else {
+                    "Exited"
+                };
                 format!(
-                    "Exited ({}){when}",
+                    "{word} ({}){when}",
                     self.exit_code.unwrap_or(LOST_EXIT_CODE)
                 )
             }

@@ -50,6 +50,16 @@ impl ContainerDir {
     pub fn log(&self) -> PathBuf {
         self.dir.join("ctr.log")
     }
+    /// The overlay of this container over image layers `lower` (lowest first).
+    pub fn overlay_layers(&self, lower: Vec<PathBuf>) -> crate::linux::rootfs::OverlayLayers {
+        crate::linux::rootfs::OverlayLayers {
+            lower,
+            upper: self.upper(),
+            work: self.work(),
+            attach_dir: self.dir.join("lower"),
+        }
+    }
+
     /// Files bind-mounted into the container (/etc/hostname, /etc/hosts).
     pub fn etc_file(&self, name: &str) -> PathBuf {
         self.dir.join(name)

@@ -45,6 +45,16 @@ pub struct Image {
     pub layer_dirs: Vec<PathBuf>,
 }
 
+impl Image {
+    /// Bytes its unpacked layers hold (shared layers counted in full).
+    pub fn size(&self) -> u64 {
+        self.layer_dirs
+            .iter()
+            .map(|d| crate::fsutil::disk_usage(d))
+            .sum()
+    }
+}
+
 /// Handle on the store inside a [`StateRoot`].
 #[derive(Debug, Clone)]
 pub struct ImageStore {

@@ -12,6 +12,7 @@ pub mod exec_fifo;
 pub mod init;
 pub mod join;
 pub mod reaper;
+pub mod sigforward;
 pub mod spawn;
 
 pub use spawn::{spawn, InitConfig, SpawnError, Stdio};

@@ -8,28 +8,6 @@ use crate::linux::sys;
 use caps::{CapSet, Capability, CapsHashSet};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
-use std::sync::atomic::{AtomicI32, Ordering};
-
-/// The workload's PID in the container's namespace.
-static WORKLOAD: AtomicI32 = AtomicI32::new(0);
-/// Signals passed on to the workload.
-const FORWARDED: &[libc::c_int] = &[
-    libc::SIGTERM,
-    libc::SIGINT,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-    libc::SIGWINCH,
-];
-
-extern "C" fn forward(sig: libc::c_int) {
-    let pid = WORKLOAD.load(Ordering::Relaxed);
-    if pid > 0 {
-        // SAFETY: kill(2) is async-signal-safe.
-        unsafe { libc::kill(pid, sig) };
-    }
-}
 
 /// Confines this process: only CAP_KILL left, no_new_privs, the container's filters.
 fn confine(seccomp: &[seccompiler::BpfProgram]) -> Result<(), String> {
@@ -51,12 +29,10 @@ fn confine(seccomp: &[seccompiler::BpfProgram]) -> Result<(), String> {
 
 /// Runs as PID 1 until `workload` exits; returns the exit code to leave with.
 pub fn run(workload: i32, seccomp: &[seccompiler::BpfProgram]) -> i32 {
-    WORKLOAD.store(workload, Ordering::Relaxed);
     sys::reset_signals();
-    for &sig in FORWARDED {
-        // SAFETY: `forward` only calls async-signal-safe functions.
-        unsafe { libc::signal(sig, forward as *const () as libc::sighandler_t) };
-    }
+    let mut signals = super::sigforward::USER_SIGNALS.to_vec();
+    signals.push(libc::SIGWINCH);
+    super::sigforward::forward_to(workload, &signals);
     if confine(seccomp).is_err() {
         // Better a workload without a reaper than a reaper with privileges.
         let _ = nix::sys::signal::kill(Pid::from_raw(workload), nix::sys::signal::Signal::SIGKILL);

@@ -1,12 +1,13 @@
-//! Forwards the signals a foreground CLI receives (Ctrl-C, `kill`) to the process it waits
-//! for, as Docker's sig-proxy does for `run` and `exec`.
+//! Passes the signals a process receives on to another one: the CLI to the container it
+//! waits for (Docker's sig-proxy), the `--init` reaper to its workload.
 
 use std::sync::atomic::{AtomicI32, Ordering};
 
-/// The process the signals go to (0: none).
+/// Where signals go (0: nowhere). One per process: each forwarder is its own process.
 static TARGET: AtomicI32 = AtomicI32::new(0);
-/// Signals forwarded.
-const FORWARDED: &[libc::c_int] = &[
+
+/// The signals a user sends to stop or poke a workload.
+pub const USER_SIGNALS: &[libc::c_int] = &[
     libc::SIGINT,
     libc::SIGTERM,
     libc::SIGHUP,
@@ -23,10 +24,10 @@ extern "C" fn forward(sig: libc::c_int) {
     }
 }
 
-/// From now on, forward signals to `pid`.
-pub fn forward_to(pid: i32) {
+/// From now on, passes `signals` on to `pid`.
+pub fn forward_to(pid: i32, signals: &[libc::c_int]) {
     TARGET.store(pid, Ordering::Relaxed);
-    for &sig in FORWARDED {
+    for &sig in signals {
         // SAFETY: `forward` only calls async-signal-safe functions.
         unsafe { libc::signal(sig, forward as *const () as libc::sighandler_t) };
     }
