@@ -283,3 +283,35 @@ fn a_killed_monitor_is_reported_truthfully_and_rm_f_cleans() {
     assert!(env.capsa(&["rm", "-f", "orphaned"]).status.success());
     env.assert_clean();
 }
+
+#[test]
+fn start_attach_reports_the_exit_code_under_load() {
+    // Regression: a reader that saw the record say "running" and then both processes gone
+    // (the monitor had recorded the exit and left in between) reported the status as lost.
+    let env = TestEnv::new();
+    std::thread::scope(|s| {
+        for t in 0..2 {
+            let env = &env;
+            s.spawn(move || {
+                for i in 0..20 {
+                    let name = format!("r{t}-{i}");
+                    assert!(env
+                        .create(&[
+                            "--name",
+                            &name,
+                            "busybox",
+                            "sh",
+                            "-c",
+                            "echo started; exit 7"
+                        ])
+                        .status
+                        .success());
+                    let out = env.capsa(&["start", "-a", &name]);
+                    assert_eq!(out.status.code(), Some(7), "{name}: {}", text(&out.stderr));
+                    assert!(env.capsa(&["rm", &name]).status.success());
+                }
+            });
+        }
+    });
+    env.assert_clean();
+}

@@ -420,8 +420,8 @@ pub fn stats(root: &StateRoot, args: StatsArgs) -> i32 {
     } else {
         let mut list = Vec::new();
         for name in &args.containers {
-            match store.resolve(name).and_then(|id| store.load(&id)) {
-                Ok(s) => list.push(s.observed()),
+            match store.resolve(name).and_then(|id| store.observe(&id)) {
+                Ok(s) => list.push(s),
                 Err(e) => {
                     report(&e);
                     return EXIT_FAILURE;

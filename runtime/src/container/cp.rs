@@ -192,7 +192,7 @@ pub fn copy_out(
     src: &Path,
     dest: &Path,
 ) -> Result<(), ContainerError> {
-    let state = store.load(id)?.observed();
+    let state = store.observe(id)?;
     let (r, w) = pipe(dest)?;
     let name = top_name(src);
     let inside = src.to_path_buf();
@@ -222,7 +222,7 @@ pub fn copy_in(
     src: &Path,
     dest: &Path,
 ) -> Result<(), ContainerError> {
-    let state = store.load(id)?.observed();
+    let state = store.observe(id)?;
     let from_stdin = src == Path::new("-");
     if !from_stdin && std::fs::symlink_metadata(src).is_err() {
         return Err(ContainerError::InvalidArgument(format!(

@@ -13,7 +13,7 @@ const KILL_WAIT_MS: i32 = 10_000;
 /// Removes container `id`; a live one only with `force`.
 pub fn remove(store: &ContainerStore, id: &str, force: bool) -> Result<(), ContainerError> {
     let _lock = store.lock(id)?;
-    let state = store.load(id)?.observed();
+    let state = store.observe(id)?;
     let alive = state.init_alive();
     if alive && !force {
         let what = if state.status == Status::Running {

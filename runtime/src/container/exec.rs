@@ -30,7 +30,7 @@ pub struct ExecOptions {
 
 /// Runs `opts.command` in container `id`; returns its exit code (0 at once with `-d`).
 pub fn exec(store: &ContainerStore, id: &str, opts: &ExecOptions) -> Result<i32, ContainerError> {
-    let state = store.load(id)?.observed();
+    let state = store.observe(id)?;
     let wrong = |reason: &str| ContainerError::WrongState {
         id: id.to_string(),
         reason: reason.to_string(),

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 /// The JSON object `docker inspect` prints for one container.
 pub fn inspect(store: &ContainerStore, id: &str) -> Result<Value, ContainerError> {
-    let state = store.load(id)?.observed();
+    let state = store.observe(id)?;
     let spec: Value = std::fs::read(store.dir(id).config())
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())

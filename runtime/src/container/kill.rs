@@ -26,7 +26,7 @@ pub fn parse_signal(name: &str) -> Result<i32, ContainerError> {
 
 /// Sends `signal` to the init of running container `id`.
 pub fn kill(store: &ContainerStore, id: &str, signal: i32) -> Result<(), ContainerError> {
-    let state = store.load(id)?.observed();
+    let state = store.observe(id)?;
     let not_running = || ContainerError::WrongState {
         id: id.to_string(),
         reason: "container is not running".into(),

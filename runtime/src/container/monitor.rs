@@ -98,7 +98,14 @@ fn relay(out: OwnedFd, err: OwnedFd, log: &mut logfile::Writer) {
 pub fn run_detached(store: &ContainerStore, mut prepared: Prepared, report: OwnedFd) -> ! {
     let code = match monitor(store, &mut prepared, report) {
         Ok(()) => 0,
-        Err(_) => 1,
+        Err(e) => {
+            // The monitor has no terminal: its last words go beside the container's log.
+            let _ = std::fs::write(
+                store.dir(&prepared.state.id).dir.join("monitor.err"),
+                e.to_string(),
+            );
+            1
+        }
     };
     // SAFETY: ends the forked monitor without unwinding into the CLI's frames.
     unsafe { libc::_exit(code) }

@@ -9,7 +9,7 @@ use crate::linux::cgroups;
 /// Freezes (`paused`) or thaws container `id`.
 pub fn set_paused(store: &ContainerStore, id: &str, paused: bool) -> Result<(), ContainerError> {
     let _lock = store.lock(id)?;
-    let state = store.load(id)?.observed();
+    let state = store.observe(id)?;
     if state.status != Status::Running || !state.init_alive() {
         return Err(ContainerError::WrongState {
             id: id.to_string(),

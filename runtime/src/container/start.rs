@@ -13,13 +13,13 @@ const GATE_TIMEOUT: Duration = Duration::from_secs(30);
 /// kept), as `docker start` does. The state says `running` before the gate opens, so the
 /// monitor's `exited` (which may follow at once) is never overwritten.
 pub fn start(store: &ContainerStore, id: &str) -> Result<ExecOutcome, ContainerError> {
-    let current = store.load(id)?.observed();
+    let current = store.observe(id)?;
     if matches!(current.status, Status::Exited | Status::Dead) && !current.restarting {
         revive(store, &current)?;
     }
     let state = {
         let _lock = store.lock(id)?;
-        let state = store.load(id)?.observed();
+        let state = store.observe(id)?;
         match state.status {
             Status::Created if state.init_alive() => {}
             Status::Running => return Ok(ExecOutcome::Started),

@@ -5,6 +5,9 @@
 use crate::linux::cgroups::CgroupPaths;
 use serde::{Deserialize, Serialize};
 
+/// The error recorded with [`LOST_EXIT_CODE`].
+pub const LOST_ERROR: &str = "the container's monitor died; its exit status is lost";
+
 /// Exit code reported when a container's exit status was lost (its monitor died), as
 /// Docker reports 255 for a container whose shim vanished.
 pub const LOST_EXIT_CODE: i32 = 255;
@@ -147,9 +150,10 @@ impl State {
         match self.status {
             Status::Creating if !monitor_alive => s.status = Status::Dead,
             Status::Created | Status::Running if !init_alive && !monitor_alive => {
+                tracing::debug!(id = %self.id, pid = ?self.pid, monitor = ?self.monitor_pid, "init and monitor gone");
                 s.status = Status::Exited;
                 s.exit_code = Some(LOST_EXIT_CODE);
-                s.error = Some("the container's monitor died; its exit status is lost".into());
+                s.error = Some(LOST_ERROR.into());
             }
             _ => {}
         }

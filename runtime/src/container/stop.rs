@@ -21,7 +21,7 @@ pub fn stop(
 ) -> Result<State, ContainerError> {
     // A restart policy must not bring back what the user stopped.
     store.update(id, |s| s.stopped_by_user = true)?;
-    let state = store.load(id)?.observed();
+    let state = store.observe(id)?;
     let signal = signal.or(state.stop_signal).unwrap_or(libc::SIGTERM);
     let timeout = timeout
         .or(state.stop_timeout.map(Duration::from_secs))

@@ -142,6 +142,19 @@ impl ContainerStore {
             .map_err(|e| ContainerError::io(&path, std::io::Error::other(e)))
     }
 
+    /// The state as it is now (see [`State::observed`]). When the processes contradict the
+    /// record (it says running or creating, they are gone), the record is read once more:
+    /// the monitor or creator writes its last word *before* it exits, so it may have done
+    /// so between the first read and the liveness check.
+    pub fn observe(&self, id: &str) -> Result<State, ContainerError> {
+        let recorded = self.load(id)?;
+        let seen = recorded.observed();
+        if seen.status == recorded.status {
+            return Ok(seen);
+        }
+        Ok(self.load(id)?.observed())
+    }
+
     /// Writes the state atomically (not durably: see [`write_replacing`]).
     pub fn save(&self, state: &State) -> Result<(), ContainerError> {
         let path = self.dir(&state.id).state();
@@ -189,8 +202,7 @@ impl ContainerStore {
         let mut all: Vec<State> = self
             .ids()
             .iter()
-            .filter_map(|id| self.load(id).ok())
-            .map(|s| s.observed())
+            .filter_map(|id| self.observe(id).ok())
             .collect();
         all.sort_by(|a, b| b.created.cmp(&a.created));
         all

@@ -11,7 +11,7 @@ pub fn top(
     id: &str,
     ps_args: &[String],
 ) -> Result<Vec<String>, ContainerError> {
-    let state = store.load(id)?.observed();
+    let state = store.observe(id)?;
     if !state.init_alive() {
         return Err(ContainerError::WrongState {
             id: id.to_string(),

@@ -42,7 +42,7 @@ fn finished(state: &State) -> bool {
 pub fn wait_exit(store: &ContainerStore, id: &str) -> Result<State, ContainerError> {
     let inotify = watcher(store, id)?;
     loop {
-        let state = store.load(id)?.observed();
+        let state = store.observe(id)?;
         if finished(&state) {
             return Ok(state);
         }
@@ -66,7 +66,7 @@ pub fn follow_log(
     let mut shown = skip;
     let mut last: Option<super::logfile::Record> = None;
     loop {
-        let state = store.load(id)?.observed();
+        let state = store.observe(id)?;
         let records = super::logfile::read_all(&path);
         // After a rotation dropped old records, resume after the last one printed.
         let start = match &last {

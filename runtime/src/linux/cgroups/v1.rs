@@ -147,24 +147,25 @@ fn device_rule(rule: &LinuxDeviceCgroup) -> String {
     )
 }
 
-/// Creates `dir` and its missing ancestors; new cpuset directories inherit cpus and mems
-/// from their parent (an empty cpuset refuses tasks).
+/// Creates `dir` and its missing ancestors. In the cpuset hierarchy every level on the way
+/// gets its parent's cpus and mems if it has none yet (an empty cpuset refuses tasks), also
+/// when another CLI created the directory a moment ago and has not filled it in yet.
 fn create_dir(dir: &Path, hierarchy: &str) -> Result<(), CgroupError> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent() {
-        create_dir(parent, hierarchy)?;
-    }
-    match std::fs::create_dir(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(io_err(dir)(e)),
+    if !dir.is_dir() {
+        if let Some(parent) = dir.parent() {
+            create_dir(parent, hierarchy)?;
+        }
+        match std::fs::create_dir(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err(dir)(e)),
+        }
     }
     if hierarchy.split(',').any(|c| c == "cpuset") {
-        let parent = dir.parent().unwrap_or(dir);
         for file in ["cpuset.cpus", "cpuset.mems"] {
             if read_file(dir, file)?.is_empty() {
+                let parent = dir.parent().unwrap_or(dir);
+                create_dir(parent, hierarchy)?; // fills the parent first if it is empty too
                 write_file(dir, file, &read_file(parent, file)?)?;
             }
         }
