@@ -63,6 +63,17 @@ impl FileLock {
     }
 }
 
+impl FileLock {
+    /// Takes the lock on the existing file `path` if nobody holds it; None when the file
+    /// is missing or the lock is held.
+    pub fn try_existing(path: &Path) -> Option<FileLock> {
+        let file = OpenOptions::new().read(true).write(true).open(path).ok()?;
+        // SAFETY: flock on a file descriptor we own.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        (rc == 0).then_some(FileLock { _file: file })
+    }
+}
+
 /// Total size in bytes of the regular files under `path` (not following symlinks).
 pub fn disk_usage(path: &Path) -> u64 {
     let Ok(meta) = std::fs::symlink_metadata(path) else {

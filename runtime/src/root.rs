@@ -68,6 +68,10 @@ impl StateRoot {
     pub fn cache_dir(&self) -> PathBuf {
         self.dir.join("cache")
     }
+    /// Compiled seccomp filters, by content hash.
+    pub fn seccomp_cache(&self) -> PathBuf {
+        self.cache_dir().join("seccomp")
+    }
     /// Scratch space for in-progress imports; on the same file system so renames are atomic.
     pub fn tmp_dir(&self) -> PathBuf {
         self.dir.join("tmp")

@@ -179,6 +179,15 @@ impl TestEnv {
         text(&out.stdout).trim().to_string()
     }
 
+    /// The `ps -a` line of container `name` (empty when absent).
+    pub fn ps_line(&self, name: &str) -> String {
+        text(&self.capsa(&["ps", "-a"]).stdout)
+            .lines()
+            .find(|l| l.ends_with(name))
+            .unwrap_or_default()
+            .to_string()
+    }
+
     /// The container folders in the store.
     pub fn container_dirs(&self) -> Vec<PathBuf> {
         std::fs::read_dir(self.root.path().join("containers"))

@@ -3,21 +3,12 @@
 use capsa_tests::{eventually, text, TestEnv};
 use std::time::Duration;
 
-fn ps_line(env: &TestEnv, name: &str) -> String {
-    let out = env.capsa(&["ps", "-a"]);
-    text(&out.stdout)
-        .lines()
-        .find(|l| l.ends_with(name))
-        .unwrap_or_default()
-        .to_string()
-}
-
 #[test]
 fn exited_containers_stay_until_removed_and_rm_leaves_nothing() {
     let env = TestEnv::new();
     let out = env.run(&["--name", "three", "busybox", "sh", "-c", "exit 3"]);
     assert_eq!(out.status.code(), Some(3));
-    let line = ps_line(&env, "three");
+    let line = env.ps_line("three");
     assert!(
         line.contains("Exited (3)") && line.contains("ago"),
         "ps -a: {line}"
@@ -55,7 +46,7 @@ fn create_waits_for_start_and_wait_returns_the_code() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let id = text(&out.stdout).trim().to_string();
     assert_eq!(id.len(), 64, "create prints the full ID: {id:?}");
-    assert!(ps_line(&env, "later").contains("Created"));
+    assert!(env.ps_line("later").contains("Created"));
     assert!(!marker.exists(), "the workload ran before start");
     let start = env.capsa(&["start", "-a", "later"]);
     assert_eq!(text(&start.stdout), "started\n");
@@ -63,7 +54,7 @@ fn create_waits_for_start_and_wait_returns_the_code() {
     assert!(marker.exists());
     let wait = env.capsa(&["wait", "later"]);
     assert_eq!(text(&wait.stdout).trim(), "7");
-    assert!(ps_line(&env, "later").contains("Exited (7)"));
+    assert!(env.ps_line("later").contains("Exited (7)"));
     // As `docker start`: an exited container runs again, output appended to its log.
     let again = env.capsa(&["start", "-a", "later"]);
     assert_eq!(text(&again.stdout), "started\n");
@@ -76,7 +67,7 @@ fn detached_run_prints_the_id_and_rm_f_kills_it() {
     let out = env.run(&["-d", "--name", "bg", "busybox", "sleep", "60"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim().len(), 64);
-    assert!(ps_line(&env, "bg").contains("Up "));
+    assert!(env.ps_line("bg").contains("Up "));
     assert!(text(&env.capsa(&["ps", "-q"]).stdout).trim().len() == 12);
     let rm = env.capsa(&["rm", "bg"]);
     assert_ne!(
@@ -149,7 +140,7 @@ fn sigint_is_forwarded_to_the_container() {
     assert_eq!(line, "got INT\n");
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
-    assert!(ps_line(&env, "trap").contains("Exited (130)"));
+    assert!(env.ps_line("trap").contains("Exited (130)"));
 }
 
 #[test]
@@ -169,15 +160,15 @@ fn killed_cli_leaves_a_truthful_state_that_rm_f_cleans() {
         .stderr(std::process::Stdio::null());
     let mut child = cmd.spawn().unwrap();
     eventually("container running", Duration::from_secs(20), || {
-        ps_line(&env, "orphan").contains("Up")
+        env.ps_line("orphan").contains("Up")
     });
     child.kill().unwrap(); // SIGKILL to the CLI, which was the container's monitor
     child.wait().unwrap();
     // The workload outlives its CLI, as a Docker container outlives `docker run`.
     assert!(
-        ps_line(&env, "orphan").contains("Up"),
+        env.ps_line("orphan").contains("Up"),
         "{}",
-        ps_line(&env, "orphan")
+        env.ps_line("orphan")
     );
     assert!(env.capsa(&["rm", "-f", "orphan"]).status.success());
     env.assert_clean();
@@ -269,13 +260,13 @@ fn a_killed_monitor_is_reported_truthfully_and_rm_f_cleans() {
     });
     // The workload still runs, and says so.
     assert!(
-        ps_line(&env, "orphaned").contains("Up "),
+        env.ps_line("orphaned").contains("Up "),
         "{}",
-        ps_line(&env, "orphaned")
+        env.ps_line("orphaned")
     );
     assert!(env.capsa(&["kill", "orphaned"]).status.success());
     eventually("exit seen", Duration::from_secs(20), || {
-        ps_line(&env, "orphaned").contains("Exited (255)")
+        env.ps_line("orphaned").contains("Exited (255)")
     });
     assert!(env
         .inspect("orphaned", "{{.State.Error}}")
@@ -313,5 +304,28 @@ fn start_attach_reports_the_exit_code_under_load() {
             });
         }
     });
+    env.assert_clean();
+}
+
+#[test]
+fn an_interrupted_removal_is_finished_by_the_next_rm() {
+    let env = TestEnv::new();
+    // What an `rm` killed half-way leaves: a renamed folder whose lock nobody holds.
+    let leftover = env
+        .root()
+        .join("containers")
+        .join(format!(".removing-{}", "ab".repeat(32)));
+    std::fs::create_dir_all(leftover.join("upper/etc")).unwrap();
+    std::fs::write(leftover.join("lock"), "").unwrap();
+    assert!(env
+        .run(&["--name", "any", "busybox", "true"])
+        .status
+        .success());
+    assert!(env.capsa(&["ps", "-aq"]).status.success());
+    assert!(env.capsa(&["rm", "any"]).status.success());
+    assert!(
+        !leftover.exists(),
+        "the interrupted removal was not finished"
+    );
     env.assert_clean();
 }

@@ -3,14 +3,6 @@
 use capsa_tests::{eventually, run_bounded, text, TestEnv};
 use std::time::Duration;
 
-fn ps_line(env: &TestEnv, name: &str) -> String {
-    text(&env.capsa(&["ps", "-a"]).stdout)
-        .lines()
-        .find(|l| l.ends_with(name))
-        .unwrap_or_default()
-        .to_string()
-}
-
 #[test]
 fn logs_follow_a_ticking_container_until_it_exits() {
     let env = TestEnv::new();
@@ -34,7 +26,7 @@ fn logs_follow_a_ticking_container_until_it_exits() {
     );
     assert_eq!(text(&follow.stderr), "done\n");
     // The log outlives the container's exit.
-    assert!(ps_line(&env, "tick").contains("Exited (0)"));
+    assert!(env.ps_line("tick").contains("Exited (0)"));
     // --tail counts lines of both streams together, as Docker's does.
     let tail = env.capsa(&["logs", "--tail", "3", "tick"]);
     assert_eq!(text(&tail.stdout), "tick 4\ntick 5\n");
@@ -110,9 +102,9 @@ fn stop_uses_the_containers_handler_or_kills_after_the_grace_period() {
     let out = env.capsa(&["stop", "polite"]);
     assert_eq!(text(&out.stdout).trim(), "polite");
     assert!(
-        ps_line(&env, "polite").contains("Exited (0)"),
+        env.ps_line("polite").contains("Exited (0)"),
         "{}",
-        ps_line(&env, "polite")
+        env.ps_line("polite")
     );
     // `sleep` as PID 1 ignores SIGTERM: killed after -t seconds, 137 as in Docker.
     assert!(env
@@ -121,9 +113,9 @@ fn stop_uses_the_containers_handler_or_kills_after_the_grace_period() {
         .success());
     assert!(env.capsa(&["stop", "-t", "1", "stubborn"]).status.success());
     assert!(
-        ps_line(&env, "stubborn").contains("Exited (137)"),
+        env.ps_line("stubborn").contains("Exited (137)"),
         "{}",
-        ps_line(&env, "stubborn")
+        env.ps_line("stubborn")
     );
 }
 
@@ -262,7 +254,7 @@ fn pause_freezes_and_unpause_thaws() {
         env.inspect("busy", "{{.State.Status}} {{.State.Paused}}"),
         "paused true"
     );
-    assert!(ps_line(&env, "busy").contains("(Paused)"));
+    assert!(env.ps_line("busy").contains("(Paused)"));
     // A frozen container writes nothing while the engine is used for a while.
     let frozen = lines();
     for _ in 0..10 {
@@ -436,7 +428,7 @@ fn a_stopped_container_starts_again_with_its_writable_layer() {
         .success());
     let before = env.inspect("svc", "{{.State.Pid}}");
     assert!(env.capsa(&["restart", "-t", "0", "svc"]).status.success());
-    assert!(ps_line(&env, "svc").contains("Up "));
+    assert!(env.ps_line("svc").contains("Up "));
     assert_ne!(
         env.inspect("svc", "{{.State.Pid}}"),
         before,
@@ -464,9 +456,9 @@ fn stop_signal_and_timeout_are_the_containers_own() {
     });
     assert!(env.capsa(&["stop", "usr1"]).status.success());
     assert!(
-        ps_line(&env, "usr1").contains("Exited (7)"),
+        env.ps_line("usr1").contains("Exited (7)"),
         "{}",
-        ps_line(&env, "usr1")
+        env.ps_line("usr1")
     );
 }
 
@@ -847,9 +839,9 @@ fn init_reaps_orphans_and_passes_signals_on() {
     // SIGTERM reaches the workload through the reaper: `stop` needs no grace period.
     assert!(env.capsa(&["stop", "-t", "30", "reaped"]).status.success());
     assert!(
-        ps_line(&env, "reaped").contains("Exited (143)"),
+        env.ps_line("reaped").contains("Exited (143)"),
         "{}",
-        ps_line(&env, "reaped")
+        env.ps_line("reaped")
     );
     // Exit codes and exec failures pass through.
     assert_eq!(

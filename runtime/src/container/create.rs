@@ -11,7 +11,7 @@ use crate::image::Image;
 use crate::linux::cgroups::{self, CgroupManager, CgroupMode};
 use crate::linux::process::{self, exec_fifo, InitConfig, Stdio};
 use crate::linux::rootfs::OverlayLayers;
-use crate::linux::seccomp::compile::compile_cached;
+use crate::linux::seccomp::compile;
 use oci_spec::runtime::Spec;
 use seccompiler::BpfProgram;
 use std::time::SystemTime;
@@ -120,11 +120,8 @@ fn lay_out(
     let mode = cgroup_mode.ok_or_else(|| setup_err(id, cgroups::CgroupError::NotMounted))?;
     let cgroup_paths = cgroups::resolve_paths(mode, opts.cgroup_parent.as_deref(), id)
         .map_err(|e| setup_err(id, e))?;
-    let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-        Some(s) => compile_cached(s, &store.root().cache_dir().join("seccomp"))
-            .map_err(|e| setup_err(id, e))?,
-        None => vec![],
-    };
+    let seccomp =
+        compile::for_spec(&spec, &store.root().seccomp_cache()).map_err(|e| setup_err(id, e))?;
     tracing::debug!(id, "seccomp ready");
     exec_fifo::create(&dir.exec_fifo()).map_err(|e| ContainerError::io(&dir.exec_fifo(), e))?;
     let me = std::process::id() as i32;

@@ -49,7 +49,11 @@ pub fn remove(store: &ContainerStore, id: &str, force: bool) -> Result<(), Conta
         .containers_dir()
         .join(format!("{REMOVING_PREFIX}{id}"));
     std::fs::rename(&dir, &doomed).map_err(|e| ContainerError::io(&dir, e))?;
-    std::fs::remove_dir_all(&doomed).map_err(|e| ContainerError::io(&doomed, e))?;
+    match std::fs::remove_dir_all(&doomed) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ContainerError::io(&doomed, e)),
+    }
     sweep_interrupted(store);
     Ok(())
 }
@@ -57,13 +61,17 @@ pub fn remove(store: &ContainerStore, id: &str, force: bool) -> Result<(), Conta
 /// Prefix of a container folder being deleted.
 const REMOVING_PREFIX: &str = ".removing-";
 
-/// Deletes what an interrupted `rm` left (folders still named `.removing-<id>`).
+/// Deletes what an interrupted `rm` left (folders still named `.removing-<id>`). A folder
+/// whose lock is held belongs to an `rm` in progress and is left to it.
 fn sweep_interrupted(store: &ContainerStore) {
     let Ok(entries) = std::fs::read_dir(store.root().containers_dir()) else {
         return;
     };
     for e in entries.flatten() {
-        if e.file_name().to_string_lossy().starts_with(REMOVING_PREFIX) {
+        if !e.file_name().to_string_lossy().starts_with(REMOVING_PREFIX) {
+            continue;
+        }
+        if let Some(_held) = crate::fsutil::FileLock::try_existing(&e.path().join("lock")) {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }

@@ -7,7 +7,7 @@ use super::ContainerError;
 use crate::linux::process::init::USER_ANNOTATION;
 use crate::linux::process::join::{spawn_in, JoinConfig, Joined};
 use crate::linux::process::Stdio;
-use crate::linux::seccomp::compile::compile_cached;
+use crate::linux::seccomp::compile;
 use crate::linux::{cgroups, namespaces, sys};
 use std::os::fd::AsRawFd;
 
@@ -81,15 +81,12 @@ pub fn exec(store: &ContainerStore, id: &str, opts: &ExecOptions) -> Result<i32,
                 .and_then(|a| a.get(USER_ANNOTATION).cloned())
         })
         .unwrap_or_default();
-    let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-        Some(s) => compile_cached(s, &store.root().cache_dir().join("seccomp")).map_err(|e| {
-            ContainerError::Setup {
-                id: id.to_string(),
-                reason: e.to_string(),
-            }
-        })?,
-        None => vec![],
-    };
+    let seccomp = compile::for_spec(&spec, &store.root().seccomp_cache()).map_err(|e| {
+        ContainerError::Setup {
+            id: id.to_string(),
+            reason: e.to_string(),
+        }
+    })?;
     let pid = state.pid.ok_or_else(|| wrong("container is not running"))?;
     let init = sys::pidfd_open(pid).map_err(|_| wrong("container is not running"))?;
     if !state.init_alive() {

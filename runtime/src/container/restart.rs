@@ -8,7 +8,7 @@ use super::ContainerError;
 use crate::image::ImageStore;
 use crate::linux::cgroups;
 use crate::linux::process::exec_fifo;
-use crate::linux::seccomp::compile::compile_cached;
+use crate::linux::seccomp::compile;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -101,11 +101,8 @@ pub fn prepare_again(store: &ContainerStore, state: &State) -> Result<Prepared, 
         id: state.id.clone(),
         reason: e.to_string(),
     };
-    let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-        Some(s) => compile_cached(s, &store.root().cache_dir().join("seccomp"))
-            .map_err(|e| setup_err(&e))?,
-        None => vec![],
-    };
+    let seccomp =
+        compile::for_spec(&spec, &store.root().seccomp_cache()).map_err(|e| setup_err(&e))?;
     let cgroup = cgroups::manager(&state.cgroup);
     let resources = spec
         .linux()

@@ -168,6 +168,17 @@ pub fn compile_cached(
     Ok(programs)
 }
 
+/// The filters of `spec` (none when it has no `linux.seccomp`), through the cache.
+pub fn for_spec(
+    spec: &oci_spec::runtime::Spec,
+    cache_dir: &Path,
+) -> Result<Vec<BpfProgram>, SeccompError> {
+    match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        Some(s) => compile_cached(s, cache_dir),
+        None => Ok(vec![]),
+    }
+}
+
 /// Cache format: per program a u32 instruction count, then 8-byte instructions.
 fn encode(programs: &[BpfProgram]) -> Vec<u8> {
     let mut out = Vec::new();
