@@ -3,9 +3,10 @@
 #   busybox-static  the default test image (imported with `capsa import`)
 #   runc, crun      peers for the start-latency benchmark (crun refuses hybrid cgroups; shown)
 #   python3, time   run the benchmark harness (GNU time measures peak RSS)
+#   tmux            drives the terminal tests (-it, attach, detach keys) as a user would
 set -euo pipefail
 
-packages=(busybox-static runc crun python3 time ca-certificates)
+packages=(busybox-static runc crun python3 time tmux ca-certificates)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -322,3 +322,91 @@ pub fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) 
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
+
+/// A private tmux server (its own socket) running one command in a window of a given
+/// size: what a user at a terminal sees and types.
+pub struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    /// Starts `command` (a shell line) in a `cols`x`rows` window. The line should keep the
+    /// window open after capsa exits (e.g. `...; echo EXIT=$?; sleep 600`).
+    pub fn start(command: &str, cols: u16, rows: u16) -> Tmux {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let t = Tmux {
+            socket: format!("capsa-test-{}-{n}", std::process::id()),
+        };
+        let status = t
+            .cmd(&[
+                "new-session",
+                "-d",
+                "-s",
+                "main",
+                "-x",
+                &cols.to_string(),
+                "-y",
+                &rows.to_string(),
+                command,
+            ])
+            .status()
+            .expect("tmux (installed by scripts/setup.sh)");
+        assert!(status.success(), "tmux new-session failed");
+        t
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("tmux");
+        c.arg("-L").arg(&self.socket).args(args);
+        c.stdout(Stdio::piped()).stderr(Stdio::null());
+        c
+    }
+
+    /// Types keys (tmux key names: `Enter`, `C-c`, or literal text).
+    pub fn send(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "main"];
+        args.extend_from_slice(keys);
+        assert!(self.cmd(&args).status().unwrap().success());
+    }
+
+    /// Resizes the window.
+    pub fn resize(&self, cols: u16, rows: u16) {
+        let (c, r) = (cols.to_string(), rows.to_string());
+        assert!(self
+            .cmd(&["resize-window", "-t", "main", "-x", &c, "-y", &r])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    /// The visible screen.
+    pub fn screen(&self) -> String {
+        text(
+            &self
+                .cmd(&["capture-pane", "-p", "-t", "main"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+    }
+
+    /// Waits (bounded) until the screen contains `needle`.
+    pub fn wait_for(&self, needle: &str) {
+        let start = Instant::now();
+        while !self.screen().contains(needle) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "screen never showed {needle:?}:\n{}",
+                self.screen()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["kill-server"]).status();
+    }
+}

@@ -12,6 +12,12 @@ pub struct StartArgs {
     /// Attach stdout/stderr and wait for the container to exit.
     #[arg(short = 'a', long)]
     attach: bool,
+    /// Attach stdin (a container with a terminal).
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Keys that detach from the terminal (default ctrl-p,ctrl-q).
+    #[arg(long = "detach-keys")]
+    detach_keys: Option<String>,
     /// Containers (name or ID).
     #[arg(required = true)]
     containers: Vec<String>,
@@ -342,9 +348,12 @@ pub struct ExecArgs {
     /// Keep STDIN open.
     #[arg(short = 'i', long)]
     interactive: bool,
-    /// Allocate a pseudo-TTY (not supported yet).
+    /// Allocate a pseudo-terminal.
     #[arg(short = 't', long)]
     tty: bool,
+    /// Keys that detach from the terminal (default ctrl-p,ctrl-q).
+    #[arg(long = "detach-keys")]
+    detach_keys: Option<String>,
     /// Set environment variables.
     #[arg(short = 'e', long = "env")]
     env: Vec<String>,
@@ -361,24 +370,28 @@ pub struct ExecArgs {
     command: Vec<String>,
 }
 
-/// `exec [-d] [-i] [-e] [-u] [-w] CONTAINER COMMAND...`: the command's exit code; 126/127
-/// when it cannot be run; 1 when capsa cannot (as Docker).
+/// `exec [-d] [-i] [-t] [-e] [-u] [-w] CONTAINER COMMAND...`: the command's exit code;
+/// 126/127 when it cannot be run; 1 when capsa cannot (as Docker).
 pub fn exec(root: &StateRoot, args: ExecArgs) -> i32 {
     use crate::container::exec::{exec, ExecOptions};
     use crate::container::ContainerError;
-    if args.tty {
-        eprintln!("capsa: -t/--tty: pseudo-terminals are not supported yet (exec without -t)");
-        return EXIT_FAILURE;
-    }
     let store = ContainerStore::new(root);
     let opts = ExecOptions {
         detach: args.detach,
         interactive: args.interactive,
+        tty: args.tty,
         env: args.env,
         user: args.user,
         workdir: args.workdir,
         command: args.command,
     };
+    if opts.tty && !opts.detach {
+        let keys = match detach_keys(args.detach_keys.as_deref()) {
+            Ok(k) => k,
+            Err(rc) => return rc,
+        };
+        return exec_terminal(&store, &args.container, &opts, &keys);
+    }
     match store
         .resolve(&args.container)
         .and_then(|id| exec(&store, &id, &opts))
@@ -392,6 +405,39 @@ pub fn exec(root: &StateRoot, args: ExecArgs) -> i32 {
             report(&e);
             EXIT_FAILURE
         }
+    }
+}
+
+/// `exec -t`: relays the pty this CLI holds until the command ends (its code) or the user
+/// detaches (0).
+fn exec_terminal(
+    store: &ContainerStore,
+    name: &str,
+    opts: &crate::container::exec::ExecOptions,
+    keys: &[u8],
+) -> i32 {
+    use super::terminal::{relay, Ended, Remote};
+    use crate::container::ContainerError;
+    let started = store
+        .resolve(name)
+        .and_then(|id| crate::container::exec::exec_start(store, &id, opts));
+    let started = match started {
+        Ok(s) => s,
+        Err(ContainerError::Exec { code, message }) => {
+            eprintln!("capsa: {message}");
+            return code;
+        }
+        Err(e) => {
+            report(&e);
+            return EXIT_FAILURE;
+        }
+    };
+    let Some(master) = started.terminal else {
+        return EXIT_FAILURE;
+    };
+    match relay(Remote::Pty(master), opts.interactive, keys) {
+        Ok(Ended::Detached) => 0,
+        _ => crate::container::monitor::wait_child(started.pid),
     }
 }
 
@@ -527,9 +573,124 @@ pub fn inspect(root: &StateRoot, args: InspectArgs) -> i32 {
     rc
 }
 
-/// `start [-a] CONTAINER...`.
+/// Whether container `id` has a terminal.
+fn has_terminal(store: &ContainerStore, id: &str) -> bool {
+    std::fs::read(store.dir(id).config())
+        .ok()
+        .and_then(|b| serde_json::from_slice::<oci_spec::runtime::Spec>(&b).ok())
+        .and_then(|s| s.process().as_ref().and_then(|p| p.terminal()))
+        .unwrap_or(false)
+}
+
+/// Attaches to a terminal container (and starts it when `start_it`); returns its exit code
+/// when it ends, None when the user detached.
+pub fn attach_and_start(
+    store: &ContainerStore,
+    id: &str,
+    stdin: bool,
+    keys: &[u8],
+    start_it: bool,
+) -> Result<Option<i32>, crate::container::ContainerError> {
+    use super::terminal::{relay, Ended, Remote};
+    let io = |e: std::io::Error| crate::container::ContainerError::io(&store.dir(id).dir, e);
+    let stream = crate::container::attach::connect(&store.dir(id).dir).map_err(io)?;
+    if start_it {
+        if let ExecOutcome::Failed(code, message) = start_verb::start(store, id)? {
+            return Err(crate::container::ContainerError::Exec { code, message });
+        }
+    }
+    match relay(Remote::Socket(stream), stdin, keys).map_err(io)? {
+        Ended::Detached => Ok(None),
+        Ended::Closed => Ok(wait_verb::wait_exit(store, id)?.exit_code),
+    }
+}
+
+/// `attach` flags.
+#[derive(Args, Debug)]
+pub struct AttachArgs {
+    /// Do not attach stdin.
+    #[arg(long = "no-stdin")]
+    no_stdin: bool,
+    /// Keys that detach from the terminal (default ctrl-p,ctrl-q).
+    #[arg(long = "detach-keys")]
+    detach_keys: Option<String>,
+    /// The container (name or ID).
+    container: String,
+}
+
+fn detach_keys(spec: Option<&str>) -> Result<Vec<u8>, i32> {
+    match spec.map(super::terminal::parse_detach_keys).transpose() {
+        Ok(k) => Ok(k.unwrap_or_else(|| super::terminal::DEFAULT_DETACH_KEYS.to_vec())),
+        Err(e) => {
+            eprintln!("capsa: {e}");
+            Err(EXIT_FAILURE)
+        }
+    }
+}
+
+/// `attach CONTAINER`: the terminal of a `-t` container, or the output of another one.
+pub fn attach(root: &StateRoot, args: AttachArgs) -> i32 {
+    let store = ContainerStore::new(root);
+    let keys = match detach_keys(args.detach_keys.as_deref()) {
+        Ok(k) => k,
+        Err(rc) => return rc,
+    };
+    let result = store.resolve(&args.container).and_then(|id| {
+        let state = store.observe(&id)?;
+        if state.status != Status::Running {
+            return Err(crate::container::ContainerError::WrongState {
+                id,
+                reason: "You cannot attach to a stopped container, start it first".into(),
+            });
+        }
+        if has_terminal(&store, &id) {
+            return attach_and_start(&store, &id, !args.no_stdin, &keys, false);
+        }
+        let seen = crate::container::logfile::read_all(&store.dir(&id).log()).len();
+        let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+        Ok(wait_verb::follow_log(&store, &id, seen, false, &mut out, &mut err)?.exit_code)
+    });
+    match result {
+        Ok(code) => code.unwrap_or(0),
+        Err(e) => {
+            report(&e);
+            EXIT_FAILURE
+        }
+    }
+}
+
+/// `start [-a] [-i] CONTAINER...`.
 pub fn start(root: &StateRoot, args: StartArgs) -> i32 {
     let store = ContainerStore::new(root);
+    if args.attach || args.interactive {
+        if let [name] = &args.containers[..] {
+            let keys = match detach_keys(args.detach_keys.as_deref()) {
+                Ok(k) => k,
+                Err(rc) => return rc,
+            };
+            if let Ok(id) = store.resolve(name) {
+                let stopped = store
+                    .observe(&id)
+                    .is_ok_and(|s| s.status != Status::Running);
+                if has_terminal(&store, &id) && stopped {
+                    // The monitor (new for a stopped container) serves the terminal.
+                    let revived = store
+                        .observe(&id)
+                        .is_ok_and(|s| s.status == Status::Created)
+                        || crate::container::start::prepare_start(&store, &id).is_ok();
+                    if revived {
+                        return match attach_and_start(&store, &id, args.interactive, &keys, true) {
+                            Ok(code) => code.unwrap_or(0),
+                            Err(e) => {
+                                report(&e);
+                                EXIT_FAILURE
+                            }
+                        };
+                    }
+                }
+            }
+        }
+    }
     let mut rc = 0;
     for name in &args.containers {
         // `-a` shows what this start prints, not what earlier runs logged.

@@ -11,6 +11,7 @@ mod ps;
 mod run;
 mod stats;
 mod system;
+mod terminal;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -50,6 +51,8 @@ enum Command {
     Rm(containers::RmArgs),
     /// Block until containers stop, then print their exit codes.
     Wait(containers::WaitArgs),
+    /// Attach to a running container's terminal (or follow its output).
+    Attach(containers::AttachArgs),
     /// Run a command in a running container.
     Exec(containers::ExecArgs),
     /// Show the resources containers use (CPU, memory, I/O, processes).
@@ -116,6 +119,7 @@ pub fn main() -> i32 {
         Command::Wait(a) => containers::wait(&root, a),
         Command::Inspect(a) => containers::inspect(&root, a),
         Command::Exec(a) => containers::exec(&root, a),
+        Command::Attach(a) => containers::attach(&root, a),
         Command::Cp(a) => containers::cp(&root, a),
         Command::Stats(a) => containers::stats(&root, a),
         Command::Logs(a) => containers::logs(&root, a),

@@ -20,13 +20,16 @@ pub struct RunArgs {
     /// Run in the background and print the container ID.
     #[arg(short = 'd', long)]
     detach: bool,
+    /// Keys that detach from the terminal (default ctrl-p,ctrl-q).
+    #[arg(long = "detach-keys")]
+    detach_keys: Option<String>,
     /// Keep STDIN open.
     #[arg(short = 'i', long)]
     interactive: bool,
     /// Run a small init as PID 1 that reaps zombies and forwards signals.
     #[arg(long)]
     init: bool,
-    /// Allocate a pseudo-TTY (not supported yet).
+    /// Allocate a pseudo-terminal.
     #[arg(short = 't', long)]
     tty: bool,
     /// Remove the container when it exits.
@@ -114,9 +117,6 @@ pub struct RunArgs {
 impl RunArgs {
     fn into_options(self, create_only: bool) -> Result<RunOptions, ContainerError> {
         let bad = |m: &str| Err(ContainerError::InvalidArgument(m.to_string()));
-        if self.tty {
-            return bad("-t/--tty: pseudo-terminals are not supported yet (run without -t)");
-        }
         if self.isolation != "container" {
             return bad(&format!(
                 "--isolation {:?}: only \"container\" is available; the VM isolation is not built yet",
@@ -202,6 +202,7 @@ impl RunArgs {
             stop_signal,
             stop_timeout: self.stop_timeout,
             interactive: self.interactive,
+            tty: self.tty,
             init: self.init,
             auto_remove: self.rm,
             entrypoint: self.entrypoint,
@@ -243,6 +244,18 @@ impl RunArgs {
 /// `run` (or `create` when `create_only`). Returns the exit code.
 pub fn run(root: &StateRoot, args: RunArgs, create_only: bool) -> i32 {
     let detach = args.detach;
+    let keys = match args
+        .detach_keys
+        .as_deref()
+        .map(super::terminal::parse_detach_keys)
+        .transpose()
+    {
+        Ok(k) => k.unwrap_or_else(|| super::terminal::DEFAULT_DETACH_KEYS.to_vec()),
+        Err(e) => {
+            eprintln!("capsa: {e}");
+            return EXIT_ENGINE_ERROR;
+        }
+    };
     let opts = match args.into_options(create_only) {
         Ok(o) => o,
         Err(e) => {
@@ -265,12 +278,55 @@ pub fn run(root: &StateRoot, args: RunArgs, create_only: bool) -> i32 {
     if create_only || detach {
         return detached(&store, image, &opts, !create_only);
     }
+    if opts.tty {
+        return with_terminal(&store, image, opts, &keys);
+    }
     match run_verb::run_foreground(&store, image, &opts) {
         Ok(outcome) => {
             if let Some(msg) = outcome.exec_error {
                 eprintln!("capsa: {msg}");
             }
             outcome.exit_code
+        }
+        Err(e) => {
+            report(&e);
+            EXIT_ENGINE_ERROR
+        }
+    }
+}
+
+/// `run -t` in the foreground: a monitor holds the pty; this CLI attaches, starts, and
+/// relays until the container exits (its code) or the detach keys are typed (0, the
+/// container runs on). With `--rm`, the container is removed once it has exited, by this
+/// CLI or, after a detach, by its monitor.
+fn with_terminal(
+    store: &ContainerStore,
+    image: crate::image::Image,
+    mut opts: RunOptions,
+    keys: &[u8],
+) -> i32 {
+    let auto_remove = std::mem::replace(&mut opts.auto_remove, false);
+    let id = match create::prepare(store, image, &opts)
+        .and_then(|p| monitor::create_detached(store, p))
+    {
+        Ok(id) => id,
+        Err(e) => {
+            report(&e);
+            return EXIT_ENGINE_ERROR;
+        }
+    };
+    match super::containers::attach_and_start(store, &id, opts.interactive, keys, true) {
+        Ok(Some(code)) => {
+            if auto_remove {
+                let _ = crate::container::delete::remove(store, &id, true);
+            }
+            code
+        }
+        Ok(None) => {
+            if auto_remove {
+                let _ = store.update(&id, |s| s.auto_remove = true);
+            }
+            0
         }
         Err(e) => {
             report(&e);

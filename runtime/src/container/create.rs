@@ -214,6 +214,7 @@ pub fn spawn_init(
     store: &ContainerStore,
     prepared: &mut Prepared,
     stdio: Stdio,
+    console: Option<std::path::PathBuf>,
 ) -> Result<i32, ContainerError> {
     let id = prepared.state.id.clone();
     let dir = store.dir(&id);
@@ -222,6 +223,7 @@ pub fn spawn_init(
         layers: &prepared.layers,
         exec_fifo: &dir.exec_fifo(),
         stdio,
+        console: console.clone(),
         seccomp: std::mem::take(&mut prepared.seccomp),
         cgroup: prepared.cgroup.as_ref(),
     };

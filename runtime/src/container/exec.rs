@@ -18,6 +18,8 @@ pub struct ExecOptions {
     pub detach: bool,
     /// `-i`: pass stdin.
     pub interactive: bool,
+    /// `-t`: a pseudo-terminal (the caller relays it).
+    pub tty: bool,
     /// `-e`, in order.
     pub env: Vec<String>,
     /// `-u`.
@@ -28,8 +30,33 @@ pub struct ExecOptions {
     pub command: Vec<String>,
 }
 
+/// A started `exec`.
+pub struct Started {
+    /// Host PID of the process (a child of the caller).
+    pub pid: i32,
+    /// With `-t`: the pty master, for the caller to relay.
+    pub terminal: Option<std::os::fd::OwnedFd>,
+}
+
 /// Runs `opts.command` in container `id`; returns its exit code (0 at once with `-d`).
 pub fn exec(store: &ContainerStore, id: &str, opts: &ExecOptions) -> Result<i32, ContainerError> {
+    let started = exec_start(store, id, opts)?;
+    if opts.detach {
+        return Ok(0);
+    }
+    use crate::linux::process::sigforward;
+    sigforward::forward_to(started.pid, sigforward::USER_SIGNALS);
+    let code = super::monitor::wait_child(started.pid);
+    sigforward::stop();
+    Ok(code)
+}
+
+/// Starts `opts.command` in container `id` and returns at once.
+pub fn exec_start(
+    store: &ContainerStore,
+    id: &str,
+    opts: &ExecOptions,
+) -> Result<Started, ContainerError> {
     let state = store.observe(id)?;
     let wrong = |reason: &str| ContainerError::WrongState {
         id: id.to_string(),
@@ -100,14 +127,32 @@ pub fn exec(store: &ContainerStore, id: &str, opts: &ExecOptions) -> Result<i32,
         .open("/dev/null")
         .map_err(|e| ContainerError::io(std::path::Path::new("/dev/null"), e))?;
     let null = Some(devnull.as_raw_fd());
-    let stdio = match (opts.detach, opts.interactive) {
-        (true, _) => Stdio {
+    let pty = if opts.tty {
+        let p =
+            nix::pty::openpty(None, None).map_err(|e| wrong(&format!("pseudo-terminal: {e}")))?;
+        if let Ok((rows, cols)) = sys::window_size(libc::STDOUT_FILENO) {
+            let _ = sys::set_window_size(p.master.as_raw_fd(), rows, cols);
+        }
+        Some(p)
+    } else {
+        None
+    };
+    let stdio = match (&pty, opts.detach, opts.interactive) {
+        (Some(p), _, _) => {
+            let fd = Some(p.slave.as_raw_fd());
+            Stdio {
+                stdin: fd,
+                stdout: fd,
+                stderr: fd,
+            }
+        }
+        (None, true, _) => Stdio {
             stdin: null,
             stdout: null,
             stderr: null,
         },
-        (false, true) => Stdio::default(),
-        (false, false) => Stdio {
+        (None, false, true) => Stdio::default(),
+        (None, false, false) => Stdio {
             stdin: null,
             stdout: None,
             stderr: None,
@@ -121,21 +166,16 @@ pub fn exec(store: &ContainerStore, id: &str, opts: &ExecOptions) -> Result<i32,
         seccomp: &seccomp,
         cgroup: cgroup.as_ref(),
         stdio,
+        terminal: pty.is_some(),
     };
     match spawn_in(&cfg).map_err(|e| ContainerError::Setup {
         id: id.to_string(),
         reason: format!("exec: {e}"),
     })? {
         Joined::Failed(code, message) => Err(ContainerError::Exec { code, message }),
-        Joined::Running(_) if opts.detach => Ok(0),
-        Joined::Running(child) => {
-            crate::linux::process::sigforward::forward_to(
-                child,
-                crate::linux::process::sigforward::USER_SIGNALS,
-            );
-            let code = super::monitor::wait_child(child);
-            crate::linux::process::sigforward::stop();
-            Ok(code)
-        }
+        Joined::Running(pid) => Ok(Started {
+            pid,
+            terminal: pty.map(|p| p.master),
+        }),
     }
 }

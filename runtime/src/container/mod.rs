@@ -3,6 +3,7 @@
 //! ([`create`], [`start`], [`run`], [`wait`], [`delete`]), plus the [`monitor`] that
 //! outlives the CLI for detached containers.
 
+pub mod attach;
 pub mod cp;
 pub mod create;
 pub mod delete;

@@ -159,22 +159,21 @@ fn run_once(
 ) -> Result<i32, ContainerError> {
     let id = prepared.state.id.clone();
     let dir = store.dir(&id);
-    let pipes = || {
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| ContainerError::io(&dir.log(), e.into()))
-    };
-    let (out_r, out_w) = pipes()?;
-    let (err_r, err_w) = pipes()?;
-    let devnull = std::fs::File::open("/dev/null")
-        .map_err(|e| ContainerError::io(std::path::Path::new("/dev/null"), e))?;
+    let io_err = |e: std::io::Error| ContainerError::io(&dir.dir, e);
     let mut log = logfile::Writer::open(&dir.log(), prepared.state.log_rotation)
         .map_err(|e| ContainerError::io(&dir.log(), e))?;
-    let stdio = Stdio {
-        stdin: Some(devnull.as_raw_fd()),
-        stdout: Some(out_w.as_raw_fd()),
-        stderr: Some(err_w.as_raw_fd()),
+    let terminal = prepared
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    let output = if terminal {
+        Output::terminal(&dir.dir).map_err(io_err)?
+    } else {
+        Output::pipes().map_err(io_err)?
     };
-    let spawned = create::spawn_init(store, prepared, stdio);
+    let spawned = create::spawn_init(store, prepared, output.stdio(), output.console());
     match report {
         Some(report) => {
             // One line: the init holds a copy of this pipe until it execs, so the CLI cannot
@@ -192,9 +191,196 @@ fn run_once(
         None => {}
     }
     let pid = spawned?;
-    drop((out_w, err_w, devnull));
-    relay(out_r, err_r, &mut log);
+    output.relay(&mut log);
+    let _ = std::fs::remove_file(dir.dir.join("attach.sock"));
     Ok(wait_child(pid))
+}
+
+/// Where a container's output goes: two pipes, or a pty and its attach socket.
+enum Output {
+    Pipes {
+        out: (OwnedFd, OwnedFd),
+        err: (OwnedFd, OwnedFd),
+        null: std::fs::File,
+    },
+    Terminal {
+        master: OwnedFd,
+        slave: OwnedFd,
+        listener: std::os::unix::net::UnixListener,
+    },
+}
+
+impl Output {
+    fn pipes() -> std::io::Result<Output> {
+        let pipe =
+            || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from);
+        Ok(Output::Pipes {
+            out: pipe()?,
+            err: pipe()?,
+            null: std::fs::File::open("/dev/null")?,
+        })
+    }
+
+    /// A pty (80x24 until a client says otherwise) and the attach socket, made before the
+    /// init so that no output is missed.
+    fn terminal(dir: &std::path::Path) -> std::io::Result<Output> {
+        let size = nix::pty::Winsize {
+            ws_row: 24,
+            ws_col: 80,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = nix::pty::openpty(Some(&size), None).map_err(std::io::Error::from)?;
+        for fd in [&pty.master, &pty.slave] {
+            nix::fcntl::fcntl(
+                fd.as_raw_fd(),
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+            )
+            .map_err(std::io::Error::from)?;
+        }
+        let listener = super::attach::listen(dir)?;
+        Ok(Output::Terminal {
+            master: pty.master,
+            slave: pty.slave,
+            listener,
+        })
+    }
+
+    fn stdio(&self) -> Stdio {
+        match self {
+            Output::Pipes { out, err, null } => Stdio {
+                stdin: Some(null.as_raw_fd()),
+                stdout: Some(out.1.as_raw_fd()),
+                stderr: Some(err.1.as_raw_fd()),
+            },
+            Output::Terminal { slave, .. } => {
+                let fd = Some(slave.as_raw_fd());
+                Stdio {
+                    stdin: fd,
+                    stdout: fd,
+                    stderr: fd,
+                }
+            }
+        }
+    }
+
+    /// The pty slave's path, for the container's /dev/console.
+    fn console(&self) -> Option<std::path::PathBuf> {
+        match self {
+            Output::Terminal { slave, .. } => {
+                std::fs::read_link(format!("/proc/self/fd/{}", slave.as_raw_fd())).ok()
+            }
+            Output::Pipes { .. } => None,
+        }
+    }
+
+    /// Relays until the container's last process has closed its side.
+    fn relay(self, log: &mut logfile::Writer) {
+        match self {
+            Output::Pipes { out, err, null } => {
+                drop((out.1, err.1, null));
+                relay(out.0, err.0, log);
+            }
+            Output::Terminal {
+                master,
+                slave,
+                listener,
+            } => {
+                drop(slave);
+                relay_terminal(master, listener, log);
+            }
+        }
+    }
+}
+
+/// One attached client of a terminal.
+struct Client {
+    stream: std::os::unix::net::UnixStream,
+    frames: super::attach::FrameReader,
+}
+
+/// Copies the pty's output to the log and every attached client, and clients' input and
+/// window sizes to the pty, until the container's processes have all closed the terminal.
+fn relay_terminal(
+    master: OwnedFd,
+    listener: std::os::unix::net::UnixListener,
+    log: &mut logfile::Writer,
+) {
+    use std::io::{Read, Write};
+    let mut clients: Vec<Client> = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let mut pfds = vec![
+            libc::pollfd {
+                fd: master.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: listener.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        pfds.extend(clients.iter().map(|c| libc::pollfd {
+            fd: c.stream.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }));
+        // SAFETY: `pfds` is a live array of pollfd of the length given.
+        if unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) } < 0 {
+            continue; // EINTR
+        }
+        if pfds[0].revents != 0 {
+            match nix::unistd::read(master.as_raw_fd(), &mut buf) {
+                Ok(n) if n > 0 => {
+                    log.write(0, &buf[..n]);
+                    clients.retain_mut(|c| c.stream.write_all(&buf[..n]).is_ok());
+                }
+                Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => {}
+                _ => break, // EIO: no process holds the terminal any more
+            }
+        }
+        let ready: Vec<bool> = pfds[2..].iter().map(|p| p.revents != 0).collect();
+        let mut keep = ready.iter().map(|_| true).collect::<Vec<_>>();
+        for (i, c) in clients.iter_mut().enumerate().filter(|(i, _)| ready[*i]) {
+            let n = match c.stream.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    keep[i] = false;
+                    continue;
+                }
+                Ok(n) => n,
+            };
+            c.frames.push(&buf[..n]);
+            loop {
+                match c.frames.next_frame() {
+                    Ok(Some(super::attach::Frame::Input(data))) => {
+                        let _ = nix::unistd::write(&master, &data);
+                    }
+                    Ok(Some(super::attach::Frame::Resize(rows, cols))) => {
+                        let _ = crate::linux::sys::set_window_size(master.as_raw_fd(), rows, cols);
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        keep[i] = false;
+                        break;
+                    }
+                }
+            }
+        }
+        let mut k = keep.into_iter();
+        clients.retain(|_| k.next().unwrap_or(true));
+        // Accepted last: the client list must match the poll set until here.
+        if pfds[1].revents != 0 {
+            if let Ok((stream, _)) = listener.accept() {
+                clients.push(Client {
+                    stream,
+                    frames: Default::default(),
+                });
+            }
+        }
+    }
+    log.flush(0);
 }
 
 /// Waits `delay` before a restart, in short steps so that a `stop` or `rm` meanwhile is

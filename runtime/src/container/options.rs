@@ -77,6 +77,8 @@ pub struct RunOptions {
     pub log_rotation: super::logfile::Rotation,
     /// `-i`.
     pub interactive: bool,
+    /// `-t`: a pseudo-terminal.
+    pub tty: bool,
     /// `--init`: a reaping PID 1 in front of the workload.
     pub init: bool,
     /// `--rm`.

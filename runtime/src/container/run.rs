@@ -38,7 +38,7 @@ pub fn run_foreground(
         stdout: None,
         stderr: None,
     };
-    let pid = spawn_init(store, &mut prepared, stdio)?;
+    let pid = spawn_init(store, &mut prepared, stdio, None)?;
     drop(devnull);
     crate::linux::process::sigforward::forward_to(
         pid,

@@ -100,6 +100,9 @@ fn environment(opts: &RunOptions, image: &Image, hostname: &str) -> Vec<String> 
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.insert(0, format!("PATH={DEFAULT_PATH}"));
     }
+    if opts.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
     if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
         env.insert(1.min(env.len()), format!("HOSTNAME={hostname}"));
     }
@@ -304,7 +307,7 @@ pub fn build(opts: &RunOptions, image: &Image, ctx: &SpecContext) -> Result<Spec
         .build()
         .map_err(err)?;
     let process = ProcessBuilder::default()
-        .terminal(false)
+        .terminal(opts.tty)
         .args(args)
         .env(environment(opts, image, &hostname))
         .cwd(cwd)

@@ -48,6 +48,16 @@ pub fn start(store: &ContainerStore, id: &str) -> Result<ExecOutcome, ContainerE
     Ok(outcome)
 }
 
+/// Makes a stopped container `created` again (a new init at its gate, under a new
+/// monitor) without starting it, so that a client can attach first.
+pub fn prepare_start(store: &ContainerStore, id: &str) -> Result<(), ContainerError> {
+    let current = store.observe(id)?;
+    if matches!(current.status, Status::Exited | Status::Dead) && !current.restarting {
+        revive(store, &current)?;
+    }
+    Ok(())
+}
+
 /// Gives a stopped container a new init, waiting at its start gate under a new monitor.
 fn revive(store: &ContainerStore, state: &super::State) -> Result<(), ContainerError> {
     let prepared = super::restart::prepare_again(store, state)?;

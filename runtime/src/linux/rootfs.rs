@@ -301,6 +301,20 @@ pub fn prepare(spec: &Spec, layers: RootLayers) -> Result<PathBuf, RootfsError> 
     Ok(root)
 }
 
+/// Bind-mounts the pty slave `console` (a host path) as `rootfs`/dev/console.
+pub fn bind_console(console: &Path, rootfs: &Path) -> Result<(), RootfsError> {
+    let target = rootfs.join("dev/console");
+    std::fs::File::create(&target).map_err(err("create", &target))?;
+    mount(
+        Some(console),
+        &target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(err("bind console on", &target))
+}
+
 /// Makes `rootfs` the root: the old root is detached, so the host's tree is unreachable.
 pub fn pivot(rootfs: &Path) -> Result<(), RootfsError> {
     std::env::set_current_dir(rootfs).map_err(err("chdir", rootfs))?;

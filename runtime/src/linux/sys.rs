@@ -253,3 +253,44 @@ pub fn setns_pidfd(pidfd: &OwnedFd, flags: u64) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// Makes the terminal on `fd` the controlling terminal of the calling session leader.
+pub fn set_controlling_terminal(fd: RawFd) -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal).
+    let rc = unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// A terminal's window size (rows, columns).
+pub fn window_size(fd: RawFd) -> io::Result<(u16, u16)> {
+    // SAFETY: TIOCGWINSZ writes one winsize into the live struct.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: `ws` is valid for writes for the duration of the call.
+    let rc = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) };
+    if rc == 0 {
+        Ok((ws.ws_row, ws.ws_col))
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Sets a terminal's window size (the pty master's, so the workload sees SIGWINCH).
+pub fn set_window_size(fd: RawFd, rows: u16, cols: u16) -> io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from the live struct.
+    let rc = unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

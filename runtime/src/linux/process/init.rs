@@ -158,7 +158,19 @@ fn set_up(cfg: &InitConfig, gate: OwnedFd, layers: RootLayers) -> Result<Prepare
     let spec = cfg.spec;
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     install_stdio(cfg).map_err(|e| format!("stdio: {e}"))?;
+    if spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false)
+    {
+        // The pty on stdin becomes the session's controlling terminal (Ctrl-C, job control).
+        sys::set_controlling_terminal(0).map_err(|e| format!("controlling terminal: {e}"))?;
+    }
     let rootfs = rootfs::prepare(spec, layers).map_err(|e| e.to_string())?;
+    if let Some(console) = &cfg.console {
+        rootfs::bind_console(console, &rootfs).map_err(|e| e.to_string())?;
+    }
     rootfs::pivot(&rootfs).map_err(|e| e.to_string())?;
     let linux = spec.linux().as_ref();
     if let Some(paths) = linux.and_then(|l| l.masked_paths().as_ref()) {

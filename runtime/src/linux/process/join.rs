@@ -28,6 +28,8 @@ pub struct JoinConfig<'a> {
     pub cgroup: &'a dyn CgroupManager,
     /// The process's stdio.
     pub stdio: Stdio,
+    /// Whether stdin is a terminal to make the controlling one.
+    pub terminal: bool,
 }
 
 /// How the process started.
@@ -83,6 +85,11 @@ fn enter_and_exec(cfg: &JoinConfig) -> (i32, String) {
         }
     }
     let _ = nix::unistd::setsid();
+    if cfg.terminal {
+        if let Err(e) = sys::set_controlling_terminal(0) {
+            return fail("controlling terminal", &e);
+        }
+    }
     let user = match user::resolve(cfg.user, Path::new("/")) {
         Ok(u) => u,
         Err(msg) => return (126, msg),

@@ -40,6 +40,8 @@ pub struct InitConfig<'a> {
     pub exec_fifo: &'a Path,
     /// The workload's stdio.
     pub stdio: Stdio,
+    /// With a terminal: the pty slave (host path), bind-mounted as /dev/console.
+    pub console: Option<std::path::PathBuf>,
     /// Compiled seccomp filters, installed in order (empty: none).
     pub seccomp: Vec<BpfProgram>,
     /// The container's cgroup, already created with its limits.

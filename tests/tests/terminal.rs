@@ -1,0 +1,118 @@
+//! `-t`/`-it`, `attach`, detach keys and `exec -it`, driven through tmux as a user would.
+
+use capsa_tests::{capsa_bin, text, TestEnv, Tmux};
+
+fn line(env: &TestEnv, args: &str) -> String {
+    format!(
+        "{} --root {} {args}; echo EXIT=$?; sleep 600",
+        capsa_bin().display(),
+        env.root().display()
+    )
+}
+
+#[test]
+fn run_it_types_resizes_interrupts_detaches_and_reattaches() {
+    let env = TestEnv::new();
+    let parent = env.cgroup_parent().to_string();
+    let tmux = Tmux::start(
+        &line(
+            &env,
+            &format!("run -it --name term --cgroup-parent {parent} busybox sh"),
+        ),
+        100,
+        30,
+    );
+    tmux.wait_for("/ #");
+    tmux.send(&["echo hello-$((40+2))", "Enter"]);
+    tmux.wait_for("hello-42");
+    // The pty has the window's size, and follows it.
+    tmux.send(&["stty size", "Enter"]);
+    tmux.wait_for("30 100");
+    tmux.resize(120, 40);
+    tmux.send(&["clear; stty size", "Enter"]);
+    tmux.wait_for("40 120");
+    // Ctrl-C reaches the foreground process inside, not capsa.
+    tmux.send(&["sleep 600", "Enter"]);
+    tmux.send(&["C-c"]);
+    tmux.send(&["echo after-$((1+1))", "Enter"]);
+    tmux.wait_for("after-2");
+    // ctrl-p ctrl-q detaches; the container runs on.
+    tmux.send(&["C-p", "C-q"]);
+    tmux.wait_for("EXIT=0");
+    assert!(
+        env.ps_line("term").contains("Up "),
+        "{}",
+        env.ps_line("term")
+    );
+    // attach takes the terminal again; the shell's exit code comes back.
+    let again = Tmux::start(&line(&env, "attach term"), 80, 24);
+    again.send(&["stty size", "Enter"]);
+    again.wait_for("24 80");
+    again.send(&["exit 3", "Enter"]);
+    again.wait_for("EXIT=3");
+    assert!(env.ps_line("term").contains("Exited (3)"));
+}
+
+#[test]
+fn custom_detach_keys_and_exec_it() {
+    let env = TestEnv::new();
+    assert!(env
+        .run(&["-d", "--name", "host", "busybox", "sleep", "600"])
+        .status
+        .success());
+    let tmux = Tmux::start(&line(&env, "exec -it --detach-keys ctrl-x host sh"), 70, 15);
+    tmux.wait_for("/ #");
+    tmux.send(&["stty size; echo pid=$$", "Enter"]);
+    tmux.wait_for("15 70");
+    tmux.wait_for("pid=");
+    tmux.send(&["exit 5", "Enter"]);
+    tmux.wait_for("EXIT=5");
+    let parent = env.cgroup_parent().to_string();
+    let run = Tmux::start(
+        &line(
+            &env,
+            &format!("run -it --detach-keys ctrl-x --name xkeys --cgroup-parent {parent} busybox sh"),
+        ),
+        80,
+        24,
+    );
+    run.wait_for("/ #");
+    run.send(&["C-x"]);
+    run.wait_for("EXIT=0");
+    assert!(env.ps_line("xkeys").contains("Up "));
+}
+
+#[test]
+fn a_terminal_without_a_user_still_runs_and_logs() {
+    let env = TestEnv::new();
+    let out = env.run(&[
+        "-t",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "tty; echo $TERM; exit 4",
+    ]);
+    assert_eq!(out.status.code(), Some(4));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("/dev/console") && shown.contains("xterm"),
+        "{shown:?}"
+    );
+    assert!(env
+        .run(&[
+            "-dt",
+            "--name",
+            "bg",
+            "busybox",
+            "sh",
+            "-c",
+            "echo from-tty"
+        ])
+        .status
+        .success());
+    assert_eq!(text(&env.capsa(&["wait", "bg"]).stdout).trim(), "0");
+    assert!(text(&env.capsa(&["logs", "bg"]).stdout).contains("from-tty"));
+    assert!(env.capsa(&["rm", "bg"]).status.success());
+    env.assert_clean();
+}
