@@ -112,3 +112,54 @@ fn importing_garbage_names_the_file_and_stores_nothing() {
     );
     assert!(!text(&env.capsa(&["images"]).stdout).contains("junk"));
 }
+
+#[test]
+fn an_ambiguous_id_prefix_is_named_and_changes_nothing() {
+    let env = TestEnv::new();
+    // 17 containers: at least two share the first hex digit of their ID.
+    let mut ids = Vec::new();
+    for i in 0..17 {
+        let out = env.create(&["--name", &format!("c{i}"), "busybox", "true"]);
+        ids.push(text(&out.stdout).trim().to_string());
+    }
+    let shared = (0..ids.len())
+        .flat_map(|a| ((a + 1)..ids.len()).map(move |b| (a, b)))
+        .find(|&(a, b)| ids[a][..1] == ids[b][..1])
+        .map(|(a, _)| ids[a][..1].to_string())
+        .unwrap();
+    let out = env.capsa(&["rm", "-f", &shared]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("multiple containers"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(env.container_dirs().len(), 17, "a container was removed");
+}
+
+#[test]
+fn bad_templates_are_named() {
+    let env = TestEnv::new();
+    assert!(env
+        .run(&["--name", "tpl", "busybox", "true"])
+        .status
+        .success());
+    let out = env.capsa(&["inspect", "-f", "{{.State.Nope}}", "tpl"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains(".State.Nope"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = env.capsa(&["ps", "-a", "--format", "{{.ID"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("unclosed"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        env.inspect("tpl", "{{json .NetworkSettings.Networks}}"),
+        r#"{"none":{"Gateway":"","IPAddress":"","MacAddress":""}}"#
+    );
+}

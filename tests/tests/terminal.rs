@@ -71,7 +71,9 @@ fn custom_detach_keys_and_exec_it() {
     let run = Tmux::start(
         &line(
             &env,
-            &format!("run -it --detach-keys ctrl-x --name xkeys --cgroup-parent {parent} busybox sh"),
+            &format!(
+                "run -it --detach-keys ctrl-x --name xkeys --cgroup-parent {parent} busybox sh"
+            ),
         ),
         80,
         24,

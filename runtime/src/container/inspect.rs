@@ -67,6 +67,12 @@ fn to_docker(s: &State, spec: &Value) -> Value {
             "CapAdd": Value::Null,
             "Privileged": spec["linux"]["seccomp"].is_null() && spec["linux"]["maskedPaths"].is_null(),
         },
+        // Loopback only until networking lands: Docker's shape for `--network none`.
+        "NetworkSettings": {
+            "IPAddress": "",
+            "Ports": {},
+            "Networks": {"none": {"IPAddress": "", "Gateway": "", "MacAddress": ""}},
+        },
         "Mounts": spec["mounts"].as_array().map(|m| m.iter().filter(|m| m["type"] == "bind" && !m["destination"].as_str().unwrap_or("").starts_with("/etc/host")).map(|m| json!({
             "Type": "bind",
             "Source": m["source"],
