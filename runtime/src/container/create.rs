@@ -244,6 +244,7 @@ pub fn spawn_init(
     let start_time = process_start_time(pid);
     let updated = store.update(&id, |s| {
         s.status = Status::Created;
+        s.restarting = false;
         s.pid = Some(pid);
         s.pid_start_time = start_time;
         s.monitor_pid = Some(me);

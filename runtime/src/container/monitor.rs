@@ -141,10 +141,8 @@ fn monitor(
             let _ = store.update(&id, |s| s.restarting = false);
             return Ok(());
         }
-        store.update(&id, |s| {
-            s.restarting = false;
-            s.restart_count += 1;
-        })?;
+        // Still "restarting" until the new init exists (spawn_init clears it).
+        store.update(&id, |s| s.restart_count += 1)?;
         *prepared = restart::prepare_again(store, &store.load(&id)?)?;
     }
 }
