@@ -182,11 +182,7 @@ fn lay_out(
     store.save(&state)?;
     drop(userns);
     let cgroup = cgroups::manager(&state.cgroup);
-    let resources = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.resources().clone())
-        .unwrap_or_default();
+    let resources = super::spec::resources_of(&spec);
     if let Err(e) = cgroup.apply(&resources) {
         let _ = cgroup.destroy();
         return Err(setup_err(id, e));

@@ -104,11 +104,7 @@ pub fn prepare_again(store: &ContainerStore, state: &State) -> Result<Prepared, 
     let seccomp =
         compile::for_spec(&spec, &store.root().seccomp_cache()).map_err(|e| setup_err(&e))?;
     let cgroup = cgroups::manager(&state.cgroup);
-    let resources = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.resources().clone())
-        .unwrap_or_default();
+    let resources = super::spec::resources_of(&spec);
     cgroup.apply(&resources).map_err(|e| setup_err(&e))?;
     let fifo = dir.exec_fifo();
     let _ = std::fs::remove_file(&fifo);
