@@ -139,6 +139,23 @@ impl TestEnv {
         run_bounded(self.command(args), Duration::from_secs(60))
     }
 
+    /// Runs `capsa ARGS` with `input` on its standard input.
+    pub fn capsa_with_stdin(&self, args: &[&str], input: &[u8]) -> Output {
+        use std::io::Write;
+        let mut cmd = self.command(args);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn capsa");
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(input)
+            .expect("write stdin");
+        child.wait_with_output().expect("wait for capsa")
+    }
+
     /// `capsa run --cgroup-parent P ARGS`.
     pub fn run(&self, args: &[&str]) -> Output {
         let mut all = vec!["run", "--cgroup-parent", &self.cgroup_parent];

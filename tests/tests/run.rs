@@ -83,26 +83,18 @@ fn env_workdir_user_and_hostname_arrive() {
 #[test]
 fn stdin_passes_through_with_i() {
     let env = TestEnv::new();
-    let mut cmd = env.command(&[
-        "run",
-        "--rm",
-        "-i",
-        "--cgroup-parent",
-        env.cgroup_parent(),
-        "busybox",
-        "cat",
-    ]);
-    cmd.stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"through stdin\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = env.capsa_with_stdin(
+        &[
+            "run",
+            "--rm",
+            "-i",
+            "--cgroup-parent",
+            env.cgroup_parent(),
+            "busybox",
+            "cat",
+        ],
+        b"through stdin\n",
+    );
     assert_eq!(text(&out.stdout), "through stdin\n");
 }
 

@@ -555,19 +555,11 @@ fn exec_reports_codes_passes_stdin_and_detaches() {
     let missing = env.capsa(&["exec", "t2", "no-such-tool"]);
     assert_eq!(missing.status.code(), Some(127));
     assert!(text(&missing.stderr).contains("no-such-tool"));
-    let mut cmd = env.command(&["exec", "-i", "t2", "cat"]);
-    cmd.stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"through exec\n")
-        .unwrap();
     assert_eq!(
-        text(&child.wait_with_output().unwrap().stdout),
+        text(
+            &env.capsa_with_stdin(&["exec", "-i", "t2", "cat"], b"through exec\n")
+                .stdout
+        ),
         "through exec\n"
     );
     assert!(env
