@@ -41,6 +41,7 @@ pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> io::Res
 
 /// An exclusive `flock` held until dropped. Used so that concurrent CLIs serialise their
 /// changes to one container or to the image index.
+#[derive(Debug)]
 pub struct FileLock {
     _file: File,
 }
@@ -48,6 +49,15 @@ pub struct FileLock {
 impl FileLock {
     /// Blocks until the lock on `path` (created if missing) is held.
     pub fn acquire(path: &Path) -> io::Result<FileLock> {
+        FileLock::acquire_mode(path, libc::LOCK_EX)
+    }
+
+    /// Blocks until a shared hold on `path` is had: many shared holders, or one exclusive.
+    pub fn acquire_shared(path: &Path) -> io::Result<FileLock> {
+        FileLock::acquire_mode(path, libc::LOCK_SH)
+    }
+
+    fn acquire_mode(path: &Path, mode: libc::c_int) -> io::Result<FileLock> {
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -55,7 +65,7 @@ impl FileLock {
             .write(true)
             .open(path)?;
         // SAFETY: flock on a file descriptor we own; no memory is shared with the kernel.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        let rc = unsafe { libc::flock(file.as_raw_fd(), mode) };
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }

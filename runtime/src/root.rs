@@ -30,6 +30,7 @@ impl StateRoot {
             root.names_dir(),
             root.cache_dir(),
             root.tmp_dir(),
+            root.locks_dir(),
         ] {
             std::fs::create_dir_all(&sub)?;
         }
@@ -75,6 +76,22 @@ impl StateRoot {
     /// Scratch space for in-progress imports; on the same file system so renames are atomic.
     pub fn tmp_dir(&self) -> PathBuf {
         self.dir.join("tmp")
+    }
+    /// Lock files: one per layer being fetched, and the one garbage collection takes.
+    pub fn locks_dir(&self) -> PathBuf {
+        self.dir.join("locks")
+    }
+    /// Registry credentials written by `capsa login` (0600, Docker's `auths` shape).
+    pub fn auth_file(&self) -> PathBuf {
+        self.dir.join("auth.json")
+    }
+    /// Extra CA certificates per registry: `certs.d/<host[:port]>/*.crt`.
+    pub fn certs_dir(&self) -> PathBuf {
+        self.dir.join("certs.d")
+    }
+    /// Engine settings in Docker's `daemon.json` shape (`insecure-registries`).
+    pub fn daemon_config(&self) -> PathBuf {
+        self.dir.join("daemon.json")
     }
     /// Where a built guest kernel lives (the VM issue builds it).
     pub fn kernel_dir(&self) -> PathBuf {

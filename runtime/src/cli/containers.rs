@@ -531,31 +531,60 @@ pub struct InspectArgs {
     /// Format the output with a Go template ({{.State.Pid}}, {{json .Config}}).
     #[arg(short = 'f', long)]
     format: Option<String>,
-    /// Containers (name or ID).
+    /// Only look at this kind of object: container or image.
+    #[arg(long = "type", value_parser = ["container", "image"])]
+    kind: Option<String>,
+    /// Containers or images (name or ID); containers are looked up first, as Docker does.
     #[arg(required = true)]
     containers: Vec<String>,
 }
 
-/// `inspect [-f TEMPLATE] CONTAINER...`: a JSON array, or one rendered line per container.
+/// `inspect [-f TEMPLATE] NAME...`: a JSON array, or one rendered line per object.
 pub fn inspect(root: &StateRoot, args: InspectArgs) -> i32 {
     let store = ContainerStore::new(root);
+    let images = crate::image::ImageStore::new(root);
     let mut values = Vec::new();
     let mut rc = 0;
     for name in &args.containers {
-        match store
-            .resolve(name)
-            .and_then(|id| crate::container::inspect::inspect(&store, &id))
-        {
+        let as_container = || {
+            store
+                .resolve(name)
+                .and_then(|id| crate::container::inspect::inspect(&store, &id))
+        };
+        let as_image = || -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+            let image = images.resolve(name)?;
+            Ok(crate::image::inspect::inspect(&images, &image)?)
+        };
+        let found: Result<serde_json::Value, Box<dyn std::error::Error>> =
+            match args.kind.as_deref() {
+                Some("image") => as_image(),
+                Some(_) => as_container().map_err(Into::into),
+                None => match as_container() {
+                    Err(crate::container::ContainerError::NotFound(_)) => {
+                        as_image().map_err(|_| format!("no such object: {name}").into())
+                    }
+                    other => other.map_err(Into::into),
+                },
+            };
+        match found {
             Ok(v) => values.push(v),
             Err(e) => {
-                report(&e);
+                report(e.as_ref());
                 rc = EXIT_FAILURE;
             }
         }
     }
-    match &args.format {
+    if print_inspected(&values, args.format.as_deref()) != 0 {
+        return EXIT_FAILURE;
+    }
+    rc
+}
+
+/// Prints inspected objects: a pretty JSON array, or one line per object from a template.
+pub fn print_inspected(values: &[serde_json::Value], format: Option<&str>) -> i32 {
+    match format {
         Some(t) => {
-            for v in &values {
+            for v in values {
                 match crate::container::inspect::render_template(t, v) {
                     Ok(line) => println!("{line}"),
                     Err(e) => {
@@ -567,10 +596,10 @@ pub fn inspect(root: &StateRoot, args: InspectArgs) -> i32 {
         }
         None => println!(
             "{}",
-            serde_json::to_string_pretty(&values).unwrap_or_default()
+            serde_json::to_string_pretty(values).unwrap_or_default()
         ),
     }
-    rc
+    0
 }
 
 /// Whether container `id` has a terminal.

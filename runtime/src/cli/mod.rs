@@ -8,6 +8,7 @@
 mod containers;
 mod images;
 mod ps;
+mod registry;
 mod run;
 mod stats;
 mod system;
@@ -28,6 +29,9 @@ pub struct Cli {
     /// State directory (images, layers, containers).
     #[arg(long, global = true, env = "CAPSA_ROOT", default_value = crate::root::DEFAULT_ROOT)]
     pub root: PathBuf,
+    /// A registry that may be reached over plain HTTP (loopback hosts always may).
+    #[arg(long = "insecure-registry", global = true)]
+    pub insecure_registry: Vec<String>,
     /// Log level: error, warn, info, debug, trace.
     #[arg(long = "log-level", global = true, default_value = "warn")]
     pub log_level: String,
@@ -84,6 +88,30 @@ enum Command {
     Import(images::ImportArgs),
     /// List images.
     Images(images::ImagesArgs),
+    /// Remove images.
+    Rmi(images::RmiArgs),
+    /// Give an image another name.
+    Tag(images::TagArgs),
+    /// Show the history of an image.
+    History(images::HistoryArgs),
+    /// Save images to a tar archive (an OCI layout that is also a docker-archive).
+    Save(images::SaveArgs),
+    /// Load images from a tar archive (OCI layout or docker-archive).
+    Load(images::LoadArgs),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Manage capsa (`system df`, `system info`).
+    #[command(subcommand)]
+    System(SystemCommand),
+    /// Download an image from a registry.
+    Pull(registry::PullArgs),
+    /// Log in to a registry (credentials are checked, then stored 0600).
+    Login(registry::LoginArgs),
+    /// Log out from a registry.
+    Logout(registry::LogoutArgs),
+    /// Search a registry's catalog.
+    Search(registry::SearchArgs),
     /// Show client and engine versions.
     Version,
     /// Show what this machine offers: cgroups, KVM, engines, counts.
@@ -99,10 +127,45 @@ enum ContainerCommand {
     List(containers::PsArgs),
 }
 
+#[derive(Subcommand, Debug)]
+enum ImageCommand {
+    /// List images.
+    #[command(alias = "list")]
+    Ls(images::ImagesArgs),
+    /// Download an image from a registry.
+    Pull(registry::PullArgs),
+    /// Remove images.
+    #[command(alias = "remove")]
+    Rm(images::RmiArgs),
+    /// Give an image another name.
+    Tag(images::TagArgs),
+    /// Show images as JSON.
+    Inspect(images::ImageInspectArgs),
+    /// Show the history of an image.
+    History(images::HistoryArgs),
+    /// Remove unused images.
+    Prune(images::ImagePruneArgs),
+    /// Save images to a tar archive.
+    Save(images::SaveArgs),
+    /// Load images from a tar archive.
+    Load(images::LoadArgs),
+    /// Import a root file system tarball as an image.
+    Import(images::ImportArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum SystemCommand {
+    /// Show disk usage: images (logical and on disk) and containers.
+    Df(images::DfArgs),
+    /// Show what this machine offers.
+    Info(system::InfoArgs),
+}
+
 /// Parses the command line, runs the verb, and returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
     init_logging(&cli.log_level);
+    registry::set_insecure_registries(cli.insecure_registry.clone());
     let root = match crate::root::StateRoot::open(&cli.root) {
         Ok(r) => r,
         Err(e) => {
@@ -134,8 +197,35 @@ pub fn main() -> i32 {
         Command::Kill(a) => containers::kill(&root, a),
         Command::Import(a) => images::import(&root, a),
         Command::Images(a) => images::images(&root, a),
+        Command::Pull(a) => registry::pull(&root, a),
+        Command::Rmi(a) => images::rmi(&root, a),
+        Command::Tag(a) => images::tag(&root, a),
+        Command::History(a) => images::history(&root, a),
+        Command::Save(a) => images::save(&root, a),
+        Command::Load(a) => images::load(&root, a),
+        Command::Image(c) => image_command(&root, c),
+        Command::System(SystemCommand::Df(a)) => images::system_df(&root, a),
+        Command::System(SystemCommand::Info(a)) => system::info(&root, a),
+        Command::Login(a) => registry::login(&root, a),
+        Command::Logout(a) => registry::logout(&root, a),
+        Command::Search(a) => registry::search(&root, a),
         Command::Version => system::version(),
         Command::Info(a) => system::info(&root, a),
+    }
+}
+
+fn image_command(root: &crate::root::StateRoot, command: ImageCommand) -> i32 {
+    match command {
+        ImageCommand::Ls(a) => images::images(root, a),
+        ImageCommand::Pull(a) => registry::pull(root, a),
+        ImageCommand::Rm(a) => images::rmi(root, a),
+        ImageCommand::Tag(a) => images::tag(root, a),
+        ImageCommand::Inspect(a) => images::image_inspect(root, a),
+        ImageCommand::History(a) => images::history(root, a),
+        ImageCommand::Prune(a) => images::image_prune(root, a),
+        ImageCommand::Save(a) => images::save(root, a),
+        ImageCommand::Load(a) => images::load(root, a),
+        ImageCommand::Import(a) => images::import(root, a),
     }
 }
 

@@ -32,6 +32,12 @@ pub struct RunArgs {
     /// Allocate a pseudo-terminal.
     #[arg(short = 't', long)]
     tty: bool,
+    /// Pull the image: missing (when not in the store), always, never.
+    #[arg(long, default_value = "missing", value_parser = ["missing", "always", "never"])]
+    pull: String,
+    /// Platform to pull when pulling: os/arch[/variant].
+    #[arg(long)]
+    platform: Option<String>,
     /// Remove the container when it exits.
     #[arg(long)]
     rm: bool,
@@ -256,6 +262,7 @@ pub fn run(root: &StateRoot, args: RunArgs, create_only: bool) -> i32 {
             return EXIT_ENGINE_ERROR;
         }
     };
+    let (pull_policy, platform) = (args.pull.clone(), args.platform.clone());
     let opts = match args.into_options(create_only) {
         Ok(o) => o,
         Err(e) => {
@@ -263,12 +270,8 @@ pub fn run(root: &StateRoot, args: RunArgs, create_only: bool) -> i32 {
             return EXIT_ENGINE_ERROR;
         }
     };
-    let image = match ImageStore::new(root).resolve(&opts.image) {
+    let image = match image_for_run(root, &opts.image, &pull_policy, platform.as_deref()) {
         Ok(i) => i,
-        Err(crate::image::ImageError::NotFound(name)) => {
-            eprintln!("capsa: Unable to find image '{name}' locally; pulling from registries is not supported yet (use `capsa import`)");
-            return EXIT_ENGINE_ERROR;
-        }
         Err(e) => {
             report(&e);
             return EXIT_ENGINE_ERROR;
@@ -292,6 +295,33 @@ pub fn run(root: &StateRoot, args: RunArgs, create_only: bool) -> i32 {
             report(&e);
             EXIT_ENGINE_ERROR
         }
+    }
+}
+
+/// The image `run` uses: from the store, pulled first when missing (or always, with
+/// `--pull always`), as `docker run` does; progress goes to standard error.
+fn image_for_run(
+    root: &StateRoot,
+    name: &str,
+    policy: &str,
+    platform: Option<&str>,
+) -> Result<crate::image::Image, crate::image::ImageError> {
+    use crate::image::ImageError;
+    let store = ImageStore::new(root);
+    let local = match policy {
+        "always" => Err(ImageError::NotFound(name.to_string())),
+        _ => store.resolve(name),
+    };
+    match local {
+        Err(ImageError::NotFound(_)) if policy != "never" => {
+            if policy == "missing" {
+                eprintln!("Unable to find image '{name}' locally");
+            }
+            let to = super::registry::ProgressTo::Stderr;
+            let full = super::registry::pull_image(root, name, platform, to)?;
+            store.resolve(&full)
+        }
+        other => other,
     }
 }
 

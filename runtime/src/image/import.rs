@@ -1,38 +1,19 @@
-//! `capsa import`: a root file system tarball (plain or gzip) becomes a one-layer image,
-//! as `docker import` makes one. The tarball is read once, streamed: it is hashed as stored
-//! (the blob digest), decompressed and hashed again (the diff ID) while it is unpacked.
+//! `capsa import`: a root file system tarball (plain, gzip or zstd) becomes a one-layer
+//! image, as `docker import` makes one. The tarball is read once, streamed through
+//! [`super::layer::take_in`].
 
-use super::digest::{sha256_of, HashingReader};
-use super::store::remove_any;
-use super::unpack::unpack_layer;
+use super::layer::take_in;
 use super::{ImageError, ImageStore, Reference};
 use serde_json::{json, Map, Value};
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Read;
 use std::path::Path;
-
-/// gzip's magic bytes.
-const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// What `import` made.
 #[derive(Debug)]
 pub struct Imported {
     /// The new image's ID (config digest).
     pub id: String,
-}
-
-/// A reader that copies every byte it yields into a writer (the blob being stored).
-struct Tee<R, W> {
-    inner: R,
-    copy: W,
-}
-
-impl<R: Read, W: Write> Read for Tee<R, W> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.copy.write_all(&buf[..n])?;
-        Ok(n)
-    }
 }
 
 /// Imports the tarball `input` (`source` names it in errors) as an image called `name`,
@@ -45,53 +26,18 @@ pub fn import(
     changes: &[String],
 ) -> Result<Imported, ImageError> {
     let container_config = parse_changes(changes)?;
-    let staging = tempfile::Builder::new()
-        .prefix("import-")
-        .tempdir_in(store.tmp_dir())
-        .map_err(|e| ImageError::io(&store.tmp_dir(), e))?;
-    let layer_err = |reason: String| ImageError::Layer {
-        layer: source.to_string(),
-        reason,
-    };
-    let blob_tmp = staging.path().join("blob");
-    let tree = staging.path().join("layer");
-    std::fs::create_dir_all(tree.join("diff")).map_err(|e| ImageError::io(&tree, e))?;
-    let blob_file = File::create(&blob_tmp).map_err(|e| ImageError::io(&blob_tmp, e))?;
-
-    let mut stored = BufReader::new(HashingReader::new(Tee {
-        inner: input,
-        copy: std::io::BufWriter::new(blob_file),
-    }));
-    let gzip = stored
-        .fill_buf()
-        .map_err(|e| layer_err(e.to_string()))?
-        .starts_with(&GZIP_MAGIC);
-    let (diff_id, _) = if gzip {
-        let mut plain = HashingReader::new(flate2::bufread::GzDecoder::new(&mut stored));
-        unpack_layer(&mut plain, &tree.join("diff")).map_err(layer_err)?;
-        plain
-            .finish()
-            .map_err(|e| layer_err(format!("gzip stream: {e}")))?
-    } else {
-        let mut plain = HashingReader::new(&mut stored);
-        unpack_layer(&mut plain, &tree.join("diff")).map_err(layer_err)?;
-        plain.finish().map_err(|e| layer_err(e.to_string()))?
-    };
-    let hashing = stored.into_inner();
-    let (blob_digest, blob_size, tee) = hashing
-        .finish_into_inner()
-        .map_err(|e| layer_err(e.to_string()))?;
-    // The stored copy must be whole before it is named by its digest.
-    let blob = tee
-        .copy
-        .into_inner()
-        .map_err(|e| ImageError::io(&blob_tmp, e.into_error()))?;
-    blob.sync_all().map_err(|e| ImageError::io(&blob_tmp, e))?;
-
-    // Content-addressed commits: the layer tree, then the blob, then config and manifest.
-    let layer_dest = store.layer_dir(&diff_id);
-    store.commit_staged(&tree, &layer_dest)?;
-    store.commit_staged(&blob_tmp, &store.blob_path(&blob_digest)?)?;
+    let _gc = store.gc_shared()?;
+    store.sweep_staging();
+    let staging = store.staging()?;
+    let staged = take_in(input, staging.path(), None, source)?;
+    let (blob_digest, blob_size, diff_id) = (
+        staged.blob_digest.clone(),
+        staged.blob_size,
+        staged.diff_id.clone(),
+    );
+    let layer_media_type = staged.compression.oci_media_type();
+    // A one-layer image: the chain ID is the diff ID.
+    staged.commit(store, &diff_id)?;
 
     let now = crate::timefmt::rfc3339(std::time::SystemTime::now());
     let config = json!({
@@ -103,12 +49,7 @@ pub fn import(
         "history": [{"created": now, "created_by": format!("capsa import {source}")}],
     });
     let config_bytes = serde_json::to_vec(&config).expect("JSON values serialise");
-    let config_digest = put_small_blob(store, staging.path(), &config_bytes)?;
-    let layer_media_type = if gzip {
-        "application/vnd.oci.image.layer.v1.tar+gzip"
-    } else {
-        "application/vnd.oci.image.layer.v1.tar"
-    };
+    let config_digest = store.put_blob(&config_bytes)?;
     let manifest = json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -120,8 +61,8 @@ pub fn import(
         "layers": [{"mediaType": layer_media_type, "digest": blob_digest, "size": blob_size}],
     });
     let manifest_bytes = serde_json::to_vec(&manifest).expect("JSON values serialise");
-    let manifest_digest = put_small_blob(store, staging.path(), &manifest_bytes)?;
-    store.add_image(&manifest_digest, &config_digest, name)?;
+    let manifest_digest = store.put_blob(&manifest_bytes)?;
+    store.add_image(&manifest_digest, &config_digest, name, None)?;
     Ok(Imported { id: config_digest })
 }
 
@@ -137,18 +78,6 @@ pub fn import_path(
     }
     let file = File::open(path).map_err(|e| ImageError::io(Path::new(path), e))?;
     import(store, file, path, name, changes)
-}
-
-fn put_small_blob(store: &ImageStore, staging: &Path, data: &[u8]) -> Result<String, ImageError> {
-    let digest = sha256_of(data);
-    let tmp = staging.join(digest.trim_start_matches("sha256:"));
-    std::fs::write(&tmp, data).map_err(|e| ImageError::io(&tmp, e))?;
-    let dest = store.blob_path(&digest)?;
-    store.commit_staged(&tmp, &dest)?;
-    if tmp.exists() {
-        let _ = remove_any(&tmp);
-    }
-    Ok(digest)
 }
 
 /// Turns `--change` instructions into an image config's `config` object.

@@ -1,12 +1,16 @@
-//! Images: references, the content-addressed store, layer unpacking and `import`.
-//!
-//! The registry client (`pull`), `save`/`load` and the rest of the image verbs belong to the
-//! images issue; this folder holds what `run` needs: a store that names an image and yields
-//! its config and the layer directories to stack.
+//! Images: references, the content-addressed store, the registry client and `pull`, layer
+//! intake and unpacking, `import`, and the archives of `save`/`load`.
 
+pub mod archive;
 pub mod digest;
 pub mod import;
+pub mod inspect;
+pub mod layer;
+pub mod manifest;
+pub mod pull;
 pub mod reference;
+pub mod registry;
+pub mod remove;
 pub mod store;
 pub mod unpack;
 
@@ -24,6 +28,9 @@ pub enum ImageError {
         /// Why it is rejected.
         reason: &'static str,
     },
+    /// The change would break a container or is ambiguous (Docker's "conflict").
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// No image of that name or ID is in the store.
     #[error("no such image: {0}")]
     NotFound(String),
@@ -33,6 +40,22 @@ pub enum ImageError {
         /// What layer (file name or digest).
         layer: String,
         /// The cause.
+        reason: String,
+    },
+    /// Fetching an image from a registry failed.
+    #[error("pull {image}: {reason}")]
+    Pull {
+        /// The fully qualified reference.
+        image: String,
+        /// What went wrong, naming the manifest, config or layer.
+        reason: String,
+    },
+    /// An archive given to `load` is malformed or does not match its own manifests.
+    #[error("load {archive}: {reason}")]
+    Archive {
+        /// The file (or `-`).
+        archive: String,
+        /// The cause, naming the entry.
         reason: String,
     },
     /// A `--change` instruction that `import` does not understand.

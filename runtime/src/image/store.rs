@@ -22,6 +22,9 @@ pub struct ImageRecord {
     pub names: Vec<String>,
     /// When the image entered this store (RFC 3339).
     pub added: String,
+    /// `repository@digest` of what was pulled (the index for multi-platform images).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repo_digests: Vec<String>,
 }
 
 /// `images.json`.
@@ -96,6 +99,7 @@ impl ImageStore {
         manifest_digest: &str,
         config_digest: &str,
         name: Option<&Reference>,
+        repo_digest: Option<&str>,
     ) -> Result<(), ImageError> {
         self.update_index(|index| {
             if let Some(name) = name {
@@ -110,9 +114,15 @@ impl ImageStore {
                     config: config_digest.to_string(),
                     names: vec![],
                     added: crate::timefmt::rfc3339(SystemTime::now()),
+                    repo_digests: vec![],
                 });
             if let Some(name) = name {
                 rec.names.push(name.full());
+            }
+            if let Some(d) = repo_digest {
+                if !rec.repo_digests.iter().any(|r| r == d) {
+                    rec.repo_digests.push(d.to_string());
+                }
             }
         })
     }
@@ -195,6 +205,30 @@ impl ImageStore {
         }
     }
 
+    /// Changes the index's images under its lock (rmi, prune).
+    pub fn change_index(
+        &self,
+        change: impl FnOnce(&mut BTreeMap<String, ImageRecord>),
+    ) -> Result<(), ImageError> {
+        self.update_index(|index| change(&mut index.images))
+    }
+
+    /// The state root this store lives in.
+    pub fn root(&self) -> &StateRoot {
+        &self.root
+    }
+
+    /// The parsed manifest of a resolved image.
+    pub fn manifest_of(&self, image: &Image) -> Result<ImageManifest, ImageError> {
+        ImageManifest::from_reader(&self.read_blob(&image.manifest_digest)?[..]).map_err(|e| {
+            ImageError::Corrupt {
+                image: image.manifest_digest.clone(),
+                what: "manifest",
+                reason: e.to_string(),
+            }
+        })
+    }
+
     fn update_index(&self, change: impl FnOnce(&mut Index)) -> Result<(), ImageError> {
         let lock_path = self.root.images_lock();
         let _lock = FileLock::acquire(&lock_path).map_err(|e| ImageError::io(&lock_path, e))?;
@@ -207,6 +241,83 @@ impl ImageStore {
     /// Where in-progress imports stage their files.
     pub fn tmp_dir(&self) -> PathBuf {
         self.root.tmp_dir()
+    }
+
+    /// Whether the blob `digest` is stored.
+    pub fn has_blob(&self, digest: &str) -> bool {
+        self.blob_path(digest).is_ok_and(|p| p.is_file())
+    }
+
+    /// Whether the layer `chain_id` is unpacked.
+    pub fn has_layer(&self, chain_id: &str) -> bool {
+        self.layer_dir(chain_id).join("diff").is_dir()
+    }
+
+    /// Stores a small blob (manifest, config) and returns its digest.
+    pub fn put_blob(&self, data: &[u8]) -> Result<String, ImageError> {
+        let digest = super::digest::sha256_of(data);
+        let dest = self.blob_path(&digest)?;
+        if dest.is_file() {
+            return Ok(digest);
+        }
+        let staging = self.staging()?;
+        let tmp = staging.path().join("blob");
+        crate::fsutil::write_replacing(&tmp, data, true).map_err(|e| ImageError::io(&tmp, e))?;
+        self.commit_staged(&tmp, &dest)?;
+        Ok(digest)
+    }
+
+    /// A private staging directory in `tmp/`, removed when dropped. Its `.lock` is held for
+    /// its life, so [`sweep_staging`](Self::sweep_staging) can tell a live one from the
+    /// leftovers of a killed process.
+    pub fn staging(&self) -> Result<Staging, ImageError> {
+        let tmp = self.tmp_dir();
+        let dir = tempfile::Builder::new()
+            .prefix("staging-")
+            .tempdir_in(&tmp)
+            .map_err(|e| ImageError::io(&tmp, e))?;
+        let lock_path = dir.path().join(".lock");
+        let lock = FileLock::acquire(&lock_path).map_err(|e| ImageError::io(&lock_path, e))?;
+        Ok(Staging { dir, _lock: lock })
+    }
+
+    /// Removes staging directories whose owner died (their lock is free).
+    pub fn sweep_staging(&self) {
+        let Ok(entries) = std::fs::read_dir(self.tmp_dir()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            // A directory this young may belong to a writer about to take its lock.
+            let young = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() < 60));
+            if young {
+                continue;
+            }
+            if let Some(_abandoned) = FileLock::try_existing(&path.join(".lock")) {
+                let _ = remove_any(&path);
+            }
+        }
+    }
+
+    /// The lock serialising work on one layer, so two pulls fetch it once.
+    pub fn layer_lock(&self, chain_id: &str) -> Result<FileLock, ImageError> {
+        let hex = chain_id.strip_prefix("sha256:").unwrap_or(chain_id);
+        let path = self.root.locks_dir().join(format!("layer-{hex}"));
+        FileLock::acquire(&path).map_err(|e| ImageError::io(&path, e))
+    }
+
+    /// A shared hold on the garbage-collection lock: writers that commit content before
+    /// naming it (pull, load) hold it so that a collection never takes their content.
+    pub fn gc_shared(&self) -> Result<FileLock, ImageError> {
+        let path = self.gc_lock_path();
+        FileLock::acquire_shared(&path).map_err(|e| ImageError::io(&path, e))
+    }
+
+    fn gc_lock_path(&self) -> PathBuf {
+        self.root.locks_dir().join("gc")
     }
 
     /// Moves a staged file or tree into its content-addressed place; if another writer got
@@ -224,6 +335,20 @@ impl ImageStore {
             }
             Err(e) => Err(ImageError::io(dest, e)),
         }
+    }
+}
+
+/// A staging directory with its liveness lock (see [`ImageStore::staging`]).
+#[derive(Debug)]
+pub struct Staging {
+    dir: tempfile::TempDir,
+    _lock: FileLock,
+}
+
+impl Staging {
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
     }
 }
 
@@ -256,6 +381,12 @@ fn find_by_id<'a>(index: &'a Index, wanted: &str) -> Result<IndexHit<'a>, ImageE
         });
     }
     Ok(first)
+}
+
+/// A stored name as Docker prints it: `busybox:latest`, `localhost:5000/app:1`.
+pub fn familiar_name(full: &str) -> String {
+    let (repo, tag) = display_name(full);
+    format!("{repo}:{tag}")
 }
 
 /// The names of an image as `docker images` shows them: (`busybox`, `latest`).

@@ -1,0 +1,457 @@
+//! A client for the OCI distribution API (`/v2/`), as a registry client must behave:
+//! HTTPS by default, plain HTTP only for loopback hosts and hosts the user lists as
+//! insecure (tried after HTTPS fails, as Docker does); `GET /v2/` first, then anonymous,
+//! basic or bearer-token authentication as the registry's challenge asks.
+
+pub mod auth;
+mod tls;
+
+use auth::{Challenge, Credentials, TokenResponse};
+use std::io::Read;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Where docker.io's API really lives.
+const DOCKER_HUB_API: &str = "registry-1.docker.io";
+/// Manifests and indexes are small; a bigger answer is refused rather than buffered.
+const MANIFEST_LIMIT: u64 = 4 * 1024 * 1024;
+/// Every manifest media type capsa reads, for the `Accept` header.
+pub const MANIFEST_TYPES: &[&str] = &[
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+];
+
+/// How to reach registries: which hosts may use plain HTTP, extra CA certificates, and
+/// stored credentials.
+#[derive(Debug, Clone, Default)]
+pub struct RegistrySettings {
+    /// Hosts (`host` or `host:port`) allowed to fall back to plain HTTP.
+    pub insecure: Vec<String>,
+    /// `certs.d`: `<dir>/<host[:port]>/*.crt` are trusted for that host, as Docker's.
+    pub certs_dir: Option<PathBuf>,
+    /// The credential file `capsa login` writes.
+    pub auth_file: Option<PathBuf>,
+}
+
+impl RegistrySettings {
+    /// Whether `host` may be spoken to over plain HTTP: loopback, or listed as insecure.
+    pub fn allows_http(&self, host: &str) -> bool {
+        let name = host_without_port(host);
+        let loopback = name == "localhost"
+            || name
+                .trim_matches(['[', ']'])
+                .parse::<IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        loopback || self.insecure.iter().any(|h| h == host || h == name)
+    }
+}
+
+fn host_without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+/// A failure talking to a registry, with what was asked and what came back.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// Connection, TLS or protocol failure.
+    #[error("{registry}: {reason}")]
+    Transport {
+        /// The registry host.
+        registry: String,
+        /// The cause.
+        reason: String,
+    },
+    /// The registry answered with an error status.
+    #[error("{what}: {status} {reason}")]
+    Status {
+        /// What was asked for (`manifest busybox:latest`, `blob sha256:...`).
+        what: String,
+        /// The HTTP status.
+        status: u16,
+        /// The registry's own message, or the status text.
+        reason: String,
+    },
+}
+
+impl RegistryError {
+    /// The HTTP status, when the registry answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            RegistryError::Status { status, .. } => Some(*status),
+            RegistryError::Transport { .. } => None,
+        }
+    }
+}
+
+/// A manifest or index as fetched: its bytes, declared media type and digest.
+#[derive(Debug)]
+pub struct Fetched {
+    /// The raw body (the digest is computed over exactly these bytes).
+    pub bytes: Vec<u8>,
+    /// `Content-Type` of the answer.
+    pub media_type: String,
+    /// `sha256:` of `bytes`.
+    pub digest: String,
+}
+
+/// A connection to one registry, authenticated as its `/v2/` challenge asks.
+pub struct Registry {
+    host: String,
+    base: String,
+    agent: ureq::Agent,
+    challenge: Option<Challenge>,
+    credentials: Option<Credentials>,
+    /// Bearer tokens by scope; basic auth needs none.
+    tokens: Mutex<Vec<(String, String)>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("base", &self.base)
+            .finish()
+    }
+}
+
+impl Registry {
+    /// Connects to `host` (`docker.io`, `127.0.0.1:5000`): `GET /v2/`, HTTPS first, HTTP
+    /// after it for hosts that allow it. `credentials` overrides the stored ones.
+    pub fn connect(
+        host: &str,
+        settings: &RegistrySettings,
+        credentials: Option<Credentials>,
+    ) -> Result<Registry, RegistryError> {
+        let api_host = if host == super::reference::DEFAULT_DOMAIN {
+            DOCKER_HUB_API
+        } else {
+            host
+        };
+        let transport = |reason: String| RegistryError::Transport {
+            registry: host.to_string(),
+            reason,
+        };
+        let tls = tls::client_config(settings.certs_dir.as_deref(), host).map_err(transport)?;
+        let agent = ureq::AgentBuilder::new()
+            .tls_config(tls)
+            .timeout_connect(Duration::from_secs(15))
+            .timeout_read(Duration::from_secs(60))
+            .redirects(8)
+            .user_agent(concat!("capsa/", env!("CARGO_PKG_VERSION")))
+            .build();
+        let credentials = match credentials {
+            Some(c) => Some(c),
+            None => match &settings.auth_file {
+                Some(file) => auth::stored_credentials(file, host)
+                    .map_err(|e| transport(format!("credentials: {e}")))?,
+                None => None,
+            },
+        };
+        let mut schemes = vec!["https"];
+        if settings.allows_http(host) {
+            schemes.push("http");
+        }
+        let mut last_err = String::new();
+        for scheme in schemes {
+            let base = format!("{scheme}://{api_host}");
+            match agent.get(&format!("{base}/v2/")).call() {
+                Ok(_) => return Ok(Registry::new(host, base, agent, None, credentials)),
+                Err(ureq::Error::Status(401, resp)) => {
+                    let challenge = resp
+                        .header("WWW-Authenticate")
+                        .and_then(Challenge::parse)
+                        .ok_or_else(|| {
+                            transport("401 without an authentication scheme capsa speaks".into())
+                        })?;
+                    let reg = Registry::new(host, base, agent, Some(challenge), credentials);
+                    return Ok(reg);
+                }
+                Err(ureq::Error::Status(code, resp)) => {
+                    return Err(RegistryError::Status {
+                        what: format!("{host}: GET /v2/"),
+                        status: code,
+                        reason: error_message(resp),
+                    })
+                }
+                Err(ureq::Error::Transport(t)) => last_err = format!("{scheme}: {t}"),
+            }
+        }
+        Err(transport(last_err))
+    }
+
+    fn new(
+        host: &str,
+        base: String,
+        agent: ureq::Agent,
+        challenge: Option<Challenge>,
+        credentials: Option<Credentials>,
+    ) -> Registry {
+        Registry {
+            host: host.to_string(),
+            base,
+            agent,
+            challenge,
+            credentials,
+            tokens: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The host as the user named it.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Checks that the stored or given credentials are accepted (what `login` verifies).
+    pub fn check_login(&self) -> Result<(), RegistryError> {
+        match &self.challenge {
+            None => Ok(()),
+            Some(_) if self.credentials.is_none() => Err(RegistryError::Status {
+                what: format!("login to {}", self.host),
+                status: 401,
+                reason: "the registry asks for credentials".into(),
+            }),
+            Some(Challenge::Basic) => {
+                self.get(&format!("{}/v2/", self.base), None, "login")?;
+                Ok(())
+            }
+            Some(Challenge::Bearer { .. }) => self.token("").map(|_| ()),
+        }
+    }
+
+    /// Fetches the manifest or index `reference` (tag or digest) of `repo`.
+    pub fn manifest(&self, repo: &str, reference: &str) -> Result<Fetched, RegistryError> {
+        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
+        let what = format!("manifest {}/{repo}:{reference}", self.host);
+        let accept = MANIFEST_TYPES.join(", ");
+        let resp = self.get(&url, Some(&accept), &what)?;
+        let media_type = resp
+            .header("Content-Type")
+            .unwrap_or_default()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let mut bytes = Vec::new();
+        resp.into_reader()
+            .take(MANIFEST_LIMIT + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| self.transport(format!("{what}: {e}")))?;
+        if bytes.len() as u64 > MANIFEST_LIMIT {
+            return Err(self.transport(format!("{what}: larger than {MANIFEST_LIMIT} bytes")));
+        }
+        let digest = super::digest::sha256_of(&bytes);
+        Ok(Fetched {
+            bytes,
+            media_type,
+            digest,
+        })
+    }
+
+    /// Opens the blob `digest` of `repo` as a stream (redirects followed).
+    pub fn blob(&self, repo: &str, digest: &str) -> Result<Box<dyn Read + Send>, RegistryError> {
+        let url = format!("{}/v2/{repo}/blobs/{digest}", self.base);
+        let what = format!("blob {digest} of {}/{repo}", self.host);
+        Ok(self.get(&url, None, &what)?.into_reader())
+    }
+
+    /// Every repository name in the registry's catalog (following `Link` pages).
+    pub fn catalog(&self) -> Result<Vec<String>, RegistryError> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            #[serde(default)]
+            repositories: Vec<String>,
+        }
+        let mut names = Vec::new();
+        let mut url = format!("{}/v2/_catalog?n=1000", self.base);
+        for _ in 0..1000 {
+            let what = format!("catalog of {}", self.host);
+            let resp = self.get(&url, None, &what)?;
+            let next = resp.header("Link").and_then(next_link);
+            let page: Page = resp
+                .into_json()
+                .map_err(|e| self.transport(format!("{what}: {e}")))?;
+            names.extend(page.repositories);
+            match next {
+                Some(path) => url = format!("{}{path}", self.base),
+                None => break,
+            }
+        }
+        Ok(names)
+    }
+
+    fn transport(&self, reason: String) -> RegistryError {
+        RegistryError::Transport {
+            registry: self.host.clone(),
+            reason,
+        }
+    }
+
+    /// GET with whatever authorization the registry asked for, for the scope `url` needs.
+    fn get(
+        &self,
+        url: &str,
+        accept: Option<&str>,
+        what: &str,
+    ) -> Result<ureq::Response, RegistryError> {
+        let mut req = self.agent.get(url);
+        if let Some(a) = accept {
+            req = req.set("Accept", a);
+        }
+        if let Some(header) = self.authorization(url)? {
+            req = req.set("Authorization", &header);
+        }
+        match req.call() {
+            Ok(resp) => Ok(resp),
+            Err(ureq::Error::Status(status, resp)) => Err(RegistryError::Status {
+                what: what.to_string(),
+                status,
+                reason: error_message(resp),
+            }),
+            Err(ureq::Error::Transport(t)) => Err(self.transport(format!("{what}: {t}"))),
+        }
+    }
+
+    fn authorization(&self, url: &str) -> Result<Option<String>, RegistryError> {
+        match &self.challenge {
+            None => Ok(None),
+            Some(Challenge::Basic) => Ok(self.credentials.as_ref().map(Credentials::basic_header)),
+            Some(Challenge::Bearer { .. }) => {
+                let token = self.token(&scope_of(url))?;
+                Ok(Some(format!("Bearer {token}")))
+            }
+        }
+    }
+
+    /// A bearer token for `scope` (cached for the life of this connection).
+    fn token(&self, scope: &str) -> Result<String, RegistryError> {
+        let Some(Challenge::Bearer { realm, service }) = &self.challenge else {
+            return Ok(String::new());
+        };
+        let mut cache = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, t)) = cache.iter().find(|(s, _)| s == scope) {
+            return Ok(t.clone());
+        }
+        let mut req = self.agent.get(realm);
+        if let Some(s) = service {
+            req = req.query("service", s);
+        }
+        if !scope.is_empty() {
+            req = req.query("scope", scope);
+        }
+        if let Some(c) = &self.credentials {
+            req = req.set("Authorization", &c.basic_header());
+        }
+        let what = format!("token from {realm}");
+        let resp = match req.call() {
+            Ok(r) => r,
+            Err(ureq::Error::Status(status, resp)) => {
+                return Err(RegistryError::Status {
+                    what,
+                    status,
+                    reason: error_message(resp),
+                })
+            }
+            Err(ureq::Error::Transport(t)) => return Err(self.transport(format!("{what}: {t}"))),
+        };
+        let token = resp
+            .into_json::<TokenResponse>()
+            .ok()
+            .and_then(TokenResponse::into_token)
+            .ok_or_else(|| self.transport(format!("{what}: no token in the answer")))?;
+        cache.push((scope.to_string(), token.clone()));
+        Ok(token)
+    }
+}
+
+/// The token scope a registry URL needs: `repository:<name>:pull` or the catalog's.
+fn scope_of(url: &str) -> String {
+    let path = url.split_once("/v2/").map_or("", |(_, p)| p);
+    if path.starts_with("_catalog") {
+        return "registry:catalog:*".into();
+    }
+    let repo = ["/manifests/", "/blobs/", "/tags/"]
+        .iter()
+        .find_map(|marker| path.split_once(marker).map(|(r, _)| r));
+    repo.map_or_else(String::new, |r| format!("repository:{r}:pull"))
+}
+
+/// `</v2/_catalog?last=x&n=1000>; rel="next"` -> `/v2/_catalog?last=x&n=1000`.
+fn next_link(header: &str) -> Option<String> {
+    let (target, rel) = header.split_once(';')?;
+    rel.contains("next")
+        .then(|| target.trim().trim_matches(['<', '>']).to_string())
+}
+
+/// The registry's error message (`{"errors":[{"code":..,"message":..}]}`) or the status text.
+fn error_message(resp: ureq::Response) -> String {
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<ErrorEntry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ErrorEntry {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    let status_text = resp.status_text().to_string();
+    let mut body = String::new();
+    let _ = resp.into_reader().take(64 * 1024).read_to_string(&mut body);
+    match serde_json::from_str::<Errors>(&body) {
+        Ok(e) if !e.errors.is_empty() => e
+            .errors
+            .iter()
+            .map(|e| format!("{}: {}", e.code, e.message))
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => status_text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_and_listed_hosts_may_use_http() {
+        let s = RegistrySettings {
+            insecure: vec!["reg.lan:5000".into()],
+            ..Default::default()
+        };
+        assert!(s.allows_http("127.0.0.1:5000"));
+        assert!(s.allows_http("localhost:5000"));
+        assert!(s.allows_http("[::1]:5000"));
+        assert!(s.allows_http("reg.lan:5000"));
+        assert!(!s.allows_http("reg.lan:6000"));
+        assert!(!s.allows_http("docker.io"));
+    }
+
+    #[test]
+    fn scopes_follow_the_url() {
+        assert_eq!(
+            scope_of("https://r/v2/library/busybox/manifests/latest"),
+            "repository:library/busybox:pull"
+        );
+        assert_eq!(
+            scope_of("https://r/v2/a/b/blobs/sha256:00"),
+            "repository:a/b:pull"
+        );
+        assert_eq!(scope_of("https://r/v2/_catalog?n=1"), "registry:catalog:*");
+    }
+
+    #[test]
+    fn catalog_pages_follow_link_headers() {
+        assert_eq!(
+            next_link(r#"</v2/_catalog?last=b&n=2>; rel="next""#).as_deref(),
+            Some("/v2/_catalog?last=b&n=2")
+        );
+    }
+}

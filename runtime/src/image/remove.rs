@@ -1,0 +1,222 @@
+//! `rmi`, `tag`, `image prune`, and the garbage collection behind them: after a change to
+//! the index, every blob and unpacked layer that no image in the index refers to is
+//! removed. Collection takes the store's GC lock exclusively, so it never races a pull or a
+//! load that has committed layers it has not named yet.
+//!
+//! An image still used by a container is never collected: `rmi -f` of such an image takes
+//! its names away and leaves it `<none>` (Docker deletes the record and keeps the layers
+//! under the container; keeping the record is what lets `start` find its layers again).
+
+use super::digest::chain_ids;
+use super::store::{remove_any, ImageRecord};
+use super::{ImageError, ImageStore, Reference};
+use crate::container::state::Status;
+use crate::container::ContainerStore;
+use crate::fsutil::FileLock;
+use std::collections::BTreeSet;
+
+/// What `rmi` did, line by line as Docker prints it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Removal {
+    /// A name was taken off an image.
+    Untagged(String),
+    /// An image left the store.
+    Deleted(String),
+}
+
+/// Containers using an image: (container ID, running?).
+fn users_of(containers: &ContainerStore, image_id: &str) -> Vec<(String, bool)> {
+    containers
+        .list()
+        .into_iter()
+        .filter(|s| s.image_id == image_id)
+        .map(|s| (s.id.clone(), matches!(s.status, Status::Running)))
+        .collect()
+}
+
+fn conflict(reason: String) -> ImageError {
+    ImageError::Conflict(reason)
+}
+
+fn short(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    &hex[..12.min(hex.len())]
+}
+
+/// `rmi [-f] IMAGE`: untags a name, and deletes the image once no name and no container
+/// is left; by ID, deletes it (with `force`, even when several names point at it).
+pub fn remove_image(
+    store: &ImageStore,
+    containers: &ContainerStore,
+    wanted: &str,
+    force: bool,
+) -> Result<Vec<Removal>, ImageError> {
+    let image = store.resolve(wanted)?;
+    let by_name = Reference::parse(wanted)
+        .ok()
+        .map(|r| r.full())
+        .filter(|full| image.names.contains(full));
+    let users = users_of(containers, &image.id);
+    let running = users.iter().find(|(_, running)| *running);
+    let mut done = Vec::new();
+    let untag: Vec<String> = match &by_name {
+        Some(name) => {
+            let last = image.names.len() == 1;
+            if last && !users.is_empty() && !force {
+                return Err(conflict(format!(
+                    "unable to remove repository reference {wanted:?} (must force) - container {} is using its referenced image {}",
+                    short(&users[0].0),
+                    short(&image.id)
+                )));
+            }
+            vec![name.clone()]
+        }
+        None => {
+            if let Some((cid, _)) = running {
+                return Err(conflict(format!(
+                    "unable to delete {} (cannot be forced) - image is being used by running container {}",
+                    short(&image.id),
+                    short(cid)
+                )));
+            }
+            if let Some((cid, _)) = users.first().filter(|_| !force) {
+                return Err(conflict(format!(
+                    "unable to delete {} (must be forced) - image is being used by stopped container {}",
+                    short(&image.id),
+                    short(cid)
+                )));
+            }
+            if image.names.len() > 1 && !force {
+                return Err(conflict(format!(
+                    "unable to delete {} (must be forced) - image is referenced in multiple repositories",
+                    short(&image.id)
+                )));
+            }
+            image.names.clone()
+        }
+    };
+    let in_use = !users.is_empty();
+    let mut deleted = false;
+    store.change_index(|images| {
+        if let Some(rec) = images.get_mut(&image.manifest_digest) {
+            rec.names.retain(|n| !untag.contains(n));
+            if rec.names.is_empty() && !in_use {
+                images.remove(&image.manifest_digest);
+                deleted = true;
+            }
+        }
+    })?;
+    for n in untag {
+        done.push(Removal::Untagged(super::store::familiar_name(&n)));
+    }
+    if deleted {
+        done.push(Removal::Deleted(image.id.clone()));
+        collect_garbage(store)?;
+    }
+    Ok(done)
+}
+
+/// `tag SOURCE TARGET`: one more name for an image.
+pub fn tag(store: &ImageStore, source: &str, target: &str) -> Result<(), ImageError> {
+    let image = store.resolve(source)?;
+    let target = Reference::parse(target)?;
+    if target.digest.is_some() {
+        return Err(ImageError::InvalidReference {
+            reference: target.full(),
+            reason: "a tag cannot carry a digest",
+        });
+    }
+    store.add_image(&image.manifest_digest, &image.id, Some(&target), None)
+}
+
+/// `image prune [-a]`: removes images without a name (all unused ones with `all`) that no
+/// container uses; returns the IDs removed and the bytes freed on disk.
+pub fn prune(
+    store: &ImageStore,
+    containers: &ContainerStore,
+    all: bool,
+) -> Result<(Vec<Removal>, u64), ImageError> {
+    let used: BTreeSet<String> = containers.list().into_iter().map(|s| s.image_id).collect();
+    let mut removed = Vec::new();
+    store.change_index(|images| {
+        images.retain(|_, rec: &mut ImageRecord| {
+            let unused = !used.contains(&rec.config);
+            let goes = unused && (all || rec.names.is_empty());
+            if goes {
+                for n in &rec.names {
+                    removed.push(Removal::Untagged(super::store::familiar_name(n)));
+                }
+                removed.push(Removal::Deleted(rec.config.clone()));
+            }
+            !goes
+        });
+    })?;
+    let freed = collect_garbage(store)?;
+    Ok((removed, freed))
+}
+
+/// Removes every blob and layer no image in the index refers to; returns bytes freed.
+/// Staging directories of dead writers go too.
+pub fn collect_garbage(store: &ImageStore) -> Result<u64, ImageError> {
+    let lock_path = store.root().locks_dir().join("gc");
+    let _exclusive = FileLock::acquire(&lock_path).map_err(|e| ImageError::io(&lock_path, e))?;
+    store.sweep_staging();
+    let mut keep_blobs = BTreeSet::new();
+    let mut keep_layers = BTreeSet::new();
+    for (manifest_digest, rec) in store.list()? {
+        keep_blobs.insert(hex(&manifest_digest));
+        keep_blobs.insert(hex(&rec.config));
+        // An image whose manifest or config cannot be read keeps what it names; its layers
+        // can't be told apart, so collection stops rather than guess.
+        let image = store.resolve(&rec.config)?;
+        for desc in store.manifest_of(&image)?.layers() {
+            keep_blobs.insert(hex(desc.digest().as_ref()));
+        }
+        for chain in chain_ids(image.config.rootfs().diff_ids()) {
+            keep_layers.insert(hex(&chain));
+        }
+    }
+    let mut freed = 0;
+    freed += remove_unlisted(&store.root().blobs_dir(), &keep_blobs, store)?;
+    freed += remove_unlisted(&store.root().layers_dir(), &keep_layers, store)?;
+    for entry in std::fs::read_dir(store.root().locks_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(h) = name.strip_prefix("layer-") {
+            if !keep_layers.contains(h) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    Ok(freed)
+}
+
+fn hex(digest: &str) -> String {
+    digest.strip_prefix("sha256:").unwrap_or(digest).to_string()
+}
+
+/// Removes the entries of `dir` not in `keep`; each goes by a rename into `tmp/` first so
+/// that nobody ever sees half of it.
+fn remove_unlisted(
+    dir: &std::path::Path,
+    keep: &BTreeSet<String>,
+    store: &ImageStore,
+) -> Result<u64, ImageError> {
+    let mut freed = 0;
+    let entries = std::fs::read_dir(dir).map_err(|e| ImageError::io(dir, e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if keep.contains(&name) {
+            continue;
+        }
+        let path = entry.path();
+        freed += crate::fsutil::disk_usage(&path);
+        let doomed = store.tmp_dir().join(format!("removing-{name}"));
+        std::fs::rename(&path, &doomed).map_err(|e| ImageError::io(&path, e))?;
+        remove_any(&doomed).map_err(|e| ImageError::io(&doomed, e))?;
+    }
+    Ok(freed)
+}
