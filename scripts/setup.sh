@@ -4,9 +4,13 @@
 #   runc, crun      peers for the start-latency benchmark (crun refuses hybrid cgroups; shown)
 #   python3, time   run the benchmark harness (GNU time measures peak RSS)
 #   tmux            drives the terminal tests (-it, attach, detach keys) as a user would
+#   docker-registry, skopeo, apache2-utils (htpasswd)
+#                   a real registry on 127.0.0.1 for the image tests, filled by skopeo
+#   umoci, debootstrap  the pull benchmark's peer (skopeo copy + umoci unpack) and its
+#                   Debian rootfs image
 set -euo pipefail
 
-packages=(busybox-static runc crun python3 time tmux ca-certificates)
+packages=(busybox-static runc crun python3 time tmux ca-certificates docker-registry skopeo umoci apache2-utils debootstrap)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -16,6 +20,11 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The tests start their own registry on 127.0.0.1; the package's service (all interfaces,
+# port 5000) is not wanted where the init system started it.
+if command -v systemctl >/dev/null && systemctl is-active --quiet docker-registry 2>/dev/null; then
+  systemctl disable --now docker-registry >/dev/null 2>&1 || true
 fi
 if ! command -v cargo >/dev/null; then
   export PATH="$HOME/.cargo/bin:$PATH"

@@ -4,6 +4,8 @@
 //! The busybox test image is generated here from Debian's busybox-static (installed by
 //! `scripts/setup.sh`), never committed.
 
+pub mod registry;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;

@@ -156,6 +156,8 @@ struct Display {
     to: ProgressTo,
     bars: Option<MultiProgress>,
     layers: Mutex<HashMap<String, (ProgressBar, LayerEvent)>>,
+    /// Once the bars are done, lines go below them rather than above.
+    bars_done: std::sync::atomic::AtomicBool,
 }
 
 impl Display {
@@ -176,11 +178,16 @@ impl Display {
             to,
             bars,
             layers: Mutex::new(HashMap::new()),
+            bars_done: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     fn line(&self, text: &str) {
-        match (self.to, &self.bars) {
+        let bars = self
+            .bars
+            .as_ref()
+            .filter(|_| !self.bars_done.load(std::sync::atomic::Ordering::Relaxed));
+        match (self.to, bars) {
             (ProgressTo::Nowhere, _) => {}
             (_, Some(bars)) => {
                 let _ = bars.println(text);
@@ -201,6 +208,8 @@ impl Display {
                 bar.abandon();
             }
         }
+        self.bars_done
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Docker's words for each state.

@@ -11,7 +11,7 @@
 //! IDs (and, for OCI layouts, against its descriptor) before the image is named.
 
 use super::digest::{chain_ids, hex_part, sha256_of};
-use super::layer::{take_in, Compression};
+use super::layer::{take_in, Compression, Expected};
 use super::manifest::{self, ManifestDoc, Platform};
 use super::{ImageError, ImageStore, Reference};
 use oci_spec::image::{Descriptor, ImageConfiguration};
@@ -342,16 +342,18 @@ fn take_image(
             continue;
         }
         let staging = store.staging().map_err(|e| e.to_string())?;
-        let staged =
-            take_in(dir.open(path)?, staging.path(), declared, path).map_err(|e| e.to_string())?;
-        if let Some(d) = desc {
-            if staged.blob_digest != d.digest().to_string() || staged.blob_size != d.size() {
-                return Err(format!(
-                    "layer {path}: digest or size does not match its descriptor ({} of {} bytes)",
-                    staged.blob_digest, staged.blob_size
-                ));
-            }
-        }
+        let expected = desc.as_ref().map(|d| Expected {
+            digest: d.digest().to_string(),
+            size: d.size(),
+        });
+        let staged = take_in(
+            dir.open(path)?,
+            staging.path(),
+            declared,
+            path,
+            expected.as_ref(),
+        )
+        .map_err(|e| e.to_string())?;
         if staged.diff_id != *diff_id {
             return Err(format!(
                 "layer {path}: unpacks to {}, the config says {diff_id}",

@@ -29,7 +29,7 @@ pub fn import(
     let _gc = store.gc_shared()?;
     store.sweep_staging();
     let staging = store.staging()?;
-    let staged = take_in(input, staging.path(), None, source)?;
+    let staged = take_in(input, staging.path(), None, source, None)?;
     let (blob_digest, blob_size, diff_id) = (
         staged.blob_digest.clone(),
         staged.blob_size,

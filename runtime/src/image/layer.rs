@@ -67,6 +67,33 @@ impl Compression {
     }
 }
 
+/// What the blob must be, from its descriptor.
+#[derive(Debug, Clone)]
+pub struct Expected {
+    /// `sha256:<hex>`.
+    pub digest: String,
+    /// Bytes.
+    pub size: u64,
+}
+
+impl Expected {
+    fn check(&self, digest: &str, size: u64) -> Result<(), String> {
+        if size < self.size {
+            return Err(format!(
+                "truncated blob: received {size} of {} bytes",
+                self.size
+            ));
+        }
+        if size != self.size || digest != self.digest {
+            return Err(format!(
+                "digest mismatch: received {size} bytes with digest {digest}, the manifest says {} bytes with {}",
+                self.size, self.digest
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A layer taken in but not yet committed: its files live in a staging directory that is
 /// deleted with this value unless [`StagedLayer::commit`] moves them into the store.
 #[derive(Debug)]
@@ -105,6 +132,7 @@ pub fn take_in(
     staging: &Path,
     compression: Option<Compression>,
     label: &str,
+    expected: Option<&Expected>,
 ) -> Result<StagedLayer, ImageError> {
     let layer_err = |reason: String| ImageError::Layer {
         layer: label.to_string(),
@@ -126,20 +154,26 @@ pub fn take_in(
         None => Compression::sniff(stored.fill_buf().map_err(|e| layer_err(e.to_string()))?),
     };
     let diff = tree.join("diff");
-    let (diff_id, _) = match compression {
+    let unpacked = match compression {
         Compression::None => unpack_hashed(&mut stored, &diff),
         Compression::Gzip => unpack_hashed(flate2::bufread::GzDecoder::new(&mut stored), &diff),
-        Compression::Zstd => {
-            let decoder = zstd::stream::read::Decoder::with_buffer(&mut stored)
-                .map_err(|e| layer_err(format!("zstd stream: {e}")))?;
-            unpack_hashed(decoder, &diff)
-        }
+        Compression::Zstd => zstd::stream::read::Decoder::with_buffer(&mut stored)
+            .map_err(|e| format!("zstd stream: {e}"))
+            .and_then(|decoder| unpack_hashed(decoder, &diff)),
+    };
+    if let (Err(reason), None) = (&unpacked, expected) {
+        return Err(layer_err(reason.clone()));
     }
-    .map_err(layer_err)?;
+    // After a failed unpack the rest of the blob is still read: a blob that is short or
+    // altered is reported as that, the root cause, rather than as the tar error it led to.
     let (blob_digest, blob_size, tee) = stored
         .into_inner()
         .finish_into_inner()
         .map_err(|e| layer_err(format!("reading the blob: {e}")))?;
+    if let Some(exp) = expected {
+        exp.check(&blob_digest, blob_size).map_err(&layer_err)?;
+    }
+    let (diff_id, _) = unpacked.map_err(layer_err)?;
     // The stored copy must be whole on disk before anything names it by its digest.
     let file = tee
         .copy
@@ -243,7 +277,7 @@ mod tests {
             (&zst, Some(Compression::Zstd)),
         ] {
             let dir = tempfile::tempdir().unwrap();
-            let staged = take_in(&blob[..], dir.path(), declared, "test").unwrap();
+            let staged = take_in(&blob[..], dir.path(), declared, "test", None).unwrap();
             assert_eq!(staged.blob_size, blob.len() as u64);
             assert_eq!(staged.blob_digest, super::super::digest::sha256_of(blob));
             assert_eq!(
@@ -261,7 +295,16 @@ mod tests {
         gz.write_all(&one_file_tar()).unwrap();
         let gz = gz.finish().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let err = take_in(&gz[..gz.len() / 2], dir.path(), None, "sha256:abc").unwrap_err();
+        let err = take_in(&gz[..gz.len() / 2], dir.path(), None, "sha256:abc", None).unwrap_err();
+        assert!(err.to_string().contains("sha256:abc"), "{err}");
+        let expected = Expected {
+            digest: super::super::digest::sha256_of(&gz),
+            size: gz.len() as u64,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let half = &gz[..gz.len() / 2];
+        let err = take_in(half, dir.path(), None, "sha256:abc", Some(&expected)).unwrap_err();
+        assert!(err.to_string().contains("truncated blob"), "{err}");
         assert!(err.to_string().contains("sha256:abc"), "{err}");
     }
 

@@ -9,7 +9,7 @@
 //! that a pull has committed but not yet named.
 
 use super::digest::{chain_ids, hex_part, sha256_of};
-use super::layer::{take_in, Compression, Limited};
+use super::layer::{take_in, Compression, Expected, Limited};
 use super::manifest::{self, ManifestDoc, Platform};
 use super::registry::{Registry, RegistryError, RegistrySettings};
 use super::{ImageError, ImageStore, Reference};
@@ -247,24 +247,22 @@ fn fetch_layer(
         progress,
         abort,
     };
-    let staged =
-        take_in(counted, staging.path(), Some(compression), &digest).map_err(|e| match e {
-            ImageError::Layer { reason, .. } => reason,
-            other => other.to_string(),
-        })?;
+    let expected = Expected {
+        digest: digest.clone(),
+        size,
+    };
+    let staged = take_in(
+        counted,
+        staging.path(),
+        Some(compression),
+        &digest,
+        Some(&expected),
+    )
+    .map_err(|e| match e {
+        ImageError::Layer { reason, .. } => reason,
+        other => other.to_string(),
+    })?;
     progress.layer(&short, LayerEvent::Verifying);
-    if staged.blob_size != size {
-        return Err(format!(
-            "truncated blob: received {} of {size} bytes",
-            staged.blob_size
-        ));
-    }
-    if staged.blob_digest != digest {
-        return Err(format!(
-            "digest mismatch: the registry sent {}",
-            staged.blob_digest
-        ));
-    }
     if staged.diff_id != job.diff_id {
         return Err(format!(
             "diff ID mismatch: the layer unpacks to {}, the config says {}",
@@ -318,7 +316,9 @@ fn check_blob(bytes: &[u8], desc: &Descriptor, what: &str) -> Result<(), String>
 fn describe(e: RegistryError) -> String {
     match e.status() {
         Some(401) => format!("{e} (authentication required: capsa login)"),
-        Some(404) => format!("{e} (not found: does the repository or tag exist?)"),
+        Some(404) if e.to_string().starts_with("manifest") => {
+            format!("{e} (not found: does the repository or tag exist?)")
+        }
         _ => e.to_string(),
     }
 }

@@ -269,35 +269,51 @@ impl ImageStore {
 
     /// A private staging directory in `tmp/`, removed when dropped. Its `.lock` is held for
     /// its life, so [`sweep_staging`](Self::sweep_staging) can tell a live one from the
-    /// leftovers of a killed process.
+    /// leftovers of a killed process. The directory is made under a `creating-` name and
+    /// renamed to `staging-` only once its lock is held: a sweeper never sees a live
+    /// staging directory unlocked.
     pub fn staging(&self) -> Result<Staging, ImageError> {
         let tmp = self.tmp_dir();
-        let dir = tempfile::Builder::new()
-            .prefix("staging-")
+        let creating = tempfile::Builder::new()
+            .prefix("creating-")
             .tempdir_in(&tmp)
             .map_err(|e| ImageError::io(&tmp, e))?;
-        let lock_path = dir.path().join(".lock");
+        let lock_path = creating.path().join(".lock");
         let lock = FileLock::acquire(&lock_path).map_err(|e| ImageError::io(&lock_path, e))?;
+        let name = creating
+            .path()
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy();
+        let dir = tmp.join(name.replacen("creating-", "staging-", 1));
+        std::fs::rename(creating.path(), &dir).map_err(|e| ImageError::io(&dir, e))?;
+        // The TempDir now names nothing; the Staging owns the renamed directory.
+        let _ = creating.keep();
         Ok(Staging { dir, _lock: lock })
     }
 
-    /// Removes staging directories whose owner died (their lock is free).
+    /// Removes staging directories whose owner died (their lock is free), and
+    /// directories of writers killed while creating one.
     pub fn sweep_staging(&self) {
         let Ok(entries) = std::fs::read_dir(self.tmp_dir()) else {
             return;
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            // A directory this young may belong to a writer about to take its lock.
-            let young = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() < 60));
-            if young {
-                continue;
-            }
-            if let Some(_abandoned) = FileLock::try_existing(&path.join(".lock")) {
-                let _ = remove_any(&path);
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("staging-") {
+                if let Some(_abandoned) = FileLock::try_existing(&path.join(".lock")) {
+                    let _ = remove_any(&path);
+                }
+            } else if name.starts_with("creating-") || name.starts_with("removing-") {
+                // Creation takes microseconds: one an hour old was abandoned.
+                let old = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() > 3600));
+                if old {
+                    let _ = remove_any(&path);
+                }
             }
         }
     }
@@ -341,14 +357,21 @@ impl ImageStore {
 /// A staging directory with its liveness lock (see [`ImageStore::staging`]).
 #[derive(Debug)]
 pub struct Staging {
-    dir: tempfile::TempDir,
+    dir: PathBuf,
     _lock: FileLock,
 }
 
 impl Staging {
     /// The directory.
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.dir
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        // Whatever was committed has been renamed out; the rest is scratch.
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -1,0 +1,498 @@
+//! Images end to end against a real registry (Debian's docker-registry on 127.0.0.1, filled
+//! by skopeo): pull in every format, run, save, load elsewhere, share layers, remove; and
+//! every kind of bad content, after which the store holds nothing half-written.
+
+use capsa_tests::registry::{tar_of, BuiltLayer, LocalRegistry, OciLayout, Packing};
+use capsa_tests::{busybox_tarball, text, TestEnv};
+use serde_json::json;
+use std::path::Path;
+
+/// The busybox root file system as a gzip layer.
+fn busybox_layer(layout: &OciLayout) -> BuiltLayer {
+    let tar = std::fs::read(busybox_tarball()).unwrap();
+    layout.layer(&tar, Packing::Gzip)
+}
+
+fn sh_config() -> serde_json::Value {
+    json!({"Cmd": ["sh"], "Env": ["PATH=/bin"]})
+}
+
+/// A three-layer image: busybox (gzip), files (`middle`: zstd where the format allows),
+/// then whiteouts (plain tar).
+fn three_layer_image(layout: &mut OciLayout, tag: &str, middle: Packing) {
+    let base = busybox_layer(layout);
+    let files = layout.layer(
+        &tar_of(&[
+            ("data/", None),
+            ("data/a", Some(b"a\n")),
+            ("data/b", Some(b"b\n")),
+            ("etc/motd", Some(b"from layer two\n")),
+            ("old/", None),
+            ("old/x", Some(b"x\n")),
+        ]),
+        middle,
+    );
+    let removals = layout.layer(
+        &tar_of(&[
+            ("data/.wh.a", Some(b"")),
+            ("old/", None),
+            ("old/.wh..wh..opq", Some(b"")),
+            ("old/y", Some(b"y\n")),
+        ]),
+        Packing::Plain,
+    );
+    let desc = layout.image("amd64", &[base, files, removals], sh_config());
+    layout.tag(tag, desc);
+}
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_pulled_multi_layer_image_runs_and_survives_save_and_load() {
+    let reg = LocalRegistry::start();
+    let mut layout = OciLayout::new();
+    three_layer_image(&mut layout, "1.0", Packing::Zstd);
+    reg.push(&layout, "1.0", "test/app");
+    let name = format!("{}/test/app:1.0", reg.host());
+
+    let env = TestEnv::new();
+    let pulled = ok(&env.capsa(&["pull", &name]));
+    assert!(pulled.contains("Pull complete"), "{pulled}");
+    assert!(pulled.trim_end().ends_with(&name), "{pulled}");
+    // Whiteouts and opaque directories of the top layer hide what lower layers had.
+    let out = ok(&env.run(&[
+        "--rm",
+        &name,
+        "sh",
+        "-c",
+        "cat /etc/motd; ls /data; ls /old",
+    ]));
+    assert_eq!(out, "from layer two\nb\ny\n");
+    let listed = ok(&env.capsa(&["images", "--digests"]));
+    assert!(
+        listed.contains(&format!("{}/test/app", reg.host())),
+        "{listed}"
+    );
+    assert!(listed.contains("sha256:"), "{listed}");
+
+    // A second pull fetches nothing.
+    let again = ok(&env.capsa(&["pull", &name]));
+    assert!(again.contains("Already exists"), "{again}");
+    assert!(again.contains("Image is up to date"), "{again}");
+
+    // save -> load into another root: same ID, same layers, same behaviour.
+    let archive = env.root().join("app.tar");
+    ok(&env.capsa(&["save", "-o", archive.to_str().unwrap(), &name]));
+    let other = TestEnv::new();
+    let loaded = ok(&other.capsa(&["load", "-i", archive.to_str().unwrap()]));
+    assert!(
+        loaded.contains(&format!("Loaded image: {name}")),
+        "{loaded}"
+    );
+    let fmt = "{{.Id}} {{json .RootFS.Layers}}";
+    assert_eq!(
+        ok(&env.capsa(&["image", "inspect", "-f", fmt, &name])),
+        ok(&other.capsa(&["image", "inspect", "-f", fmt, &name]))
+    );
+    let out = ok(&other.run(&["--rm", &name, "cat", "/etc/motd"]));
+    assert_eq!(out, "from layer two\n");
+    // The archive is a valid OCI layout and docker-archive for other tools too.
+    let skopeo = std::process::Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            &format!("docker-archive:{}", archive.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(skopeo.status.success(), "{}", text(&skopeo.stderr));
+}
+
+#[test]
+fn the_platform_is_chosen_from_an_index() {
+    let reg = LocalRegistry::start();
+    let mut layout = OciLayout::new();
+    let base = busybox_layer(&layout);
+    let amd = layout.image(
+        "amd64",
+        &[base.clone()],
+        json!({"Env": ["PATH=/bin", "ARCH=amd64"]}),
+    );
+    let arm = layout.image(
+        "arm64",
+        &[base],
+        json!({"Env": ["PATH=/bin", "ARCH=arm64"]}),
+    );
+    let index = layout.index_of(&[amd, arm]);
+    layout.tag("multi", index);
+    reg.push(&layout, "multi", "test/multi");
+    let name = format!("{}/test/multi:multi", reg.host());
+
+    let env = TestEnv::new();
+    ok(&env.capsa(&["pull", "-q", &name]));
+    let arch = ok(&env.capsa(&["image", "inspect", "-f", "{{.Architecture}}", &name]));
+    assert_eq!(arch.trim(), "amd64");
+    assert_eq!(
+        ok(&env.run(&["--rm", &name, "sh", "-c", "echo $ARCH"])),
+        "amd64\n"
+    );
+    ok(&env.capsa(&["pull", "-q", "--platform", "linux/arm64", &name]));
+    let arch = ok(&env.capsa(&["image", "inspect", "-f", "{{.Architecture}}", &name]));
+    assert_eq!(arch.trim(), "arm64");
+
+    let out = env.capsa(&["pull", "--platform", "linux/s390x", &name]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("linux/s390x") && err.contains("linux/arm64"),
+        "{err}"
+    );
+}
+
+#[test]
+fn shared_layers_are_fetched_once_even_by_concurrent_pulls() {
+    let reg = LocalRegistry::start();
+    let mut layout = OciLayout::new();
+    let base = busybox_layer(&layout);
+    for (tag, file) in [("one", "1"), ("two", "2")] {
+        let extra = layout.layer(&tar_of(&[("which", Some(file.as_bytes()))]), Packing::Gzip);
+        let desc = layout.image("amd64", &[base.clone(), extra], sh_config());
+        layout.tag(tag, desc);
+        reg.push(&layout, tag, "test/shared");
+    }
+    let env = TestEnv::new();
+    let names: Vec<String> = ["one", "two"]
+        .iter()
+        .map(|t| format!("{}/test/shared:{t}", reg.host()))
+        .collect();
+    let children: Vec<_> = names
+        .iter()
+        .map(|n| env.command(&["pull", "-q", n]).output())
+        .collect();
+    for out in children {
+        ok(&out.unwrap());
+    }
+    // The base is the same tar as the imported busybox: one directory for all three
+    // images, plus each pulled image's own top layer.
+    assert_eq!(entries(&env.root().join("layers")).len(), 1 + 2);
+    for (n, want) in names.iter().zip(["1", "2"]) {
+        assert_eq!(ok(&env.run(&["--rm", n, "cat", "/which"])), want);
+    }
+    let df = ok(&env.capsa(&["system", "df", "-v"]));
+    assert!(df.contains("SHARED SIZE"), "{df}");
+    assert!(df.contains("Images, logical"), "{df}");
+}
+
+#[test]
+fn bad_blobs_fail_the_pull_and_leave_nothing_behind() {
+    let reg = LocalRegistry::start();
+    let mut layout = OciLayout::new();
+    let base = busybox_layer(&layout);
+    let digest = base.descriptor["digest"].as_str().unwrap().to_string();
+    let desc = layout.image("amd64", &[base], sh_config());
+    layout.tag("1", desc);
+    reg.push(&layout, "1", "test/bad");
+    let name = format!("{}/test/bad:1", reg.host());
+    let blob = reg.blob_file(&digest);
+    let good = std::fs::read(&blob).unwrap();
+    let env = TestEnv::new();
+    let layers_before = entries(&env.root().join("layers"));
+
+    let check_failed = |what: &str, expect: &str| {
+        let out = env.capsa(&["pull", &name]);
+        assert!(!out.status.success(), "{what}: pull succeeded");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&name) && err.contains(&digest),
+            "{what}: {err}"
+        );
+        assert!(err.contains(expect), "{what}: {err}");
+        assert!(
+            !ok(&env.capsa(&["images"])).contains("test/bad"),
+            "{what}: listed"
+        );
+        assert_eq!(entries(&env.root().join("layers")), layers_before, "{what}");
+        assert!(
+            entries(&env.root().join("tmp")).is_empty(),
+            "{what}: staging left"
+        );
+    };
+    // The same length, other bytes: the digest no longer matches.
+    let mut corrupt = good.clone();
+    let mid = corrupt.len() / 2;
+    corrupt[mid] ^= 0xff;
+    std::fs::write(&blob, &corrupt).unwrap();
+    check_failed("corrupt blob", "digest mismatch");
+    // Cut short.
+    std::fs::write(&blob, &good[..good.len() / 3]).unwrap();
+    check_failed("truncated blob", "truncated blob");
+    // The registry lost it: a 404 for the blob.
+    std::fs::remove_file(&blob).unwrap();
+    check_failed("missing blob", "404");
+    // A good copy again: the pull succeeds and the image runs.
+    std::fs::write(&blob, &good).unwrap();
+    ok(&env.capsa(&["pull", "-q", &name]));
+    assert_eq!(ok(&env.run(&["--rm", &name, "echo", "fine"])), "fine\n");
+
+    let missing = env.capsa(&["pull", &format!("{}/test/bad:nope", reg.host())]);
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing.stderr).contains("not found"),
+        "{}",
+        text(&missing.stderr)
+    );
+}
+
+#[test]
+fn a_layer_that_writes_outside_its_directory_is_refused() {
+    let reg = LocalRegistry::start();
+    let mut layout = OciLayout::new();
+    let base = busybox_layer(&layout);
+    let evil = layout.layer(
+        &tar_of(&[("../../../../tmp/capsa-escaped", Some(b"pwned"))]),
+        Packing::Gzip,
+    );
+    let evil_digest = evil.descriptor["digest"].as_str().unwrap().to_string();
+    let desc = layout.image("amd64", &[base, evil], sh_config());
+    layout.tag("1", desc);
+    reg.push(&layout, "1", "test/evil");
+    let env = TestEnv::new();
+    let name = format!("{}/test/evil:1", reg.host());
+    let out = env.capsa(&["pull", &name]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains(&evil_digest) && err.contains(".."), "{err}");
+    assert!(!Path::new("/tmp/capsa-escaped").exists());
+    assert!(!ok(&env.capsa(&["images"])).contains("test/evil"));
+    assert!(entries(&env.root().join("tmp")).is_empty());
+}
+
+#[test]
+fn run_pulls_a_missing_image() {
+    let reg = LocalRegistry::start();
+    let mut layout = OciLayout::new();
+    let base = busybox_layer(&layout);
+    let desc = layout.image("amd64", &[base], sh_config());
+    layout.tag("latest", desc);
+    reg.push(&layout, "latest", "test/auto");
+    let env = TestEnv::new();
+    let name = format!("{}/test/auto", reg.host());
+    let out = env.run(&["--rm", &name, "echo", "pulled and ran"]);
+    assert_eq!(ok(&out), "pulled and ran\n");
+    assert!(
+        text(&out.stderr).contains("Unable to find image"),
+        "{}",
+        text(&out.stderr)
+    );
+    let never = env.run(&["--rm", "--pull", "never", "no/such:image", "true"]);
+    assert_eq!(never.status.code(), Some(125));
+    assert!(text(&never.stderr).contains("no/such:image"));
+}
+
+#[test]
+fn login_stores_credentials_privately_and_logout_forgets_them() {
+    use std::os::unix::fs::PermissionsExt;
+    let reg = LocalRegistry::start_with_auth(Some(("tester", "s3cret")));
+    let mut layout = OciLayout::new();
+    let base = busybox_layer(&layout);
+    let desc = layout.image("amd64", &[base], sh_config());
+    layout.tag("1", desc);
+    reg.push_as(&layout, "1", "test/private", Some("tester:s3cret"));
+    let env = TestEnv::new();
+    let name = format!("{}/test/private:1", reg.host());
+
+    let denied = env.capsa(&["pull", &name]);
+    assert!(!denied.status.success());
+    assert!(
+        text(&denied.stderr).contains("401"),
+        "{}",
+        text(&denied.stderr)
+    );
+    let wrong = env.capsa_with_stdin(
+        &["login", "-u", "tester", "--password-stdin", &reg.host()],
+        b"wrong\n",
+    );
+    assert!(!wrong.status.success());
+    assert!(
+        !env.root().join("auth.json").exists()
+            || !std::fs::read_to_string(env.root().join("auth.json"))
+                .unwrap()
+                .contains(&reg.host())
+    );
+
+    let login = env.capsa_with_stdin(
+        &["login", "-u", "tester", "--password-stdin", &reg.host()],
+        b"s3cret\n",
+    );
+    assert!(
+        text(&login.stdout).contains("Login Succeeded"),
+        "{}",
+        text(&login.stderr)
+    );
+    let mode = std::fs::metadata(env.root().join("auth.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    ok(&env.capsa(&["pull", "-q", &name]));
+    ok(&env.capsa(&["rmi", &name]));
+    ok(&env.capsa(&["logout", &reg.host()]));
+    assert!(!env.capsa(&["pull", &name]).status.success());
+}
+
+#[test]
+fn rmi_tag_and_prune_keep_what_containers_use() {
+    let reg = LocalRegistry::start();
+    let mut layout = OciLayout::new();
+    let base = busybox_layer(&layout);
+    let desc = layout.image("amd64", &[base], sh_config());
+    layout.tag("1", desc);
+    reg.push(&layout, "1", "test/rm");
+    let env = TestEnv::new();
+    let name = format!("{}/test/rm:1", reg.host());
+    ok(&env.capsa(&["pull", "-q", &name]));
+    ok(&env.capsa(&["tag", &name, "mine:v1"]));
+    let id = ok(&env.capsa(&["image", "inspect", "-f", "{{.Id}}", "mine:v1"]));
+    // Two names: removing one only untags.
+    let out = ok(&env.capsa(&["rmi", "mine:v1"]));
+    assert_eq!(out, "Untagged: mine:v1\n");
+    // A container uses it: removal needs -f, and even then the image stays (unnamed).
+    ok(&env.create(&["--name", "user", &name, "true"]));
+    let refused = env.capsa(&["rmi", &name]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("conflict"),
+        "{}",
+        text(&refused.stderr)
+    );
+    ok(&env.capsa(&["rmi", "-f", &name]));
+    assert!(ok(&env.capsa(&["images"])).contains("<none>"));
+    ok(&env.capsa(&["start", "-a", "user"]));
+    // Without the container, prune removes it and its layer and blobs.
+    ok(&env.capsa(&["rm", "user"]));
+    let pruned = ok(&env.capsa(&["image", "prune", "-f"]));
+    assert!(pruned.contains(id.trim()), "{pruned}");
+    let blobs_left = entries(&env.root().join("blobs/sha256"));
+    // Only the imported busybox remains: its manifest, config and one layer blob.
+    assert_eq!(blobs_left.len(), 3, "{blobs_left:?}");
+    assert_eq!(entries(&env.root().join("layers")).len(), 1);
+    env.assert_clean();
+}
+
+#[test]
+fn docker_archives_from_skopeo_load_and_bad_archives_do_not() {
+    let mut layout = OciLayout::new();
+    // docker-archive has no zstd layers.
+    three_layer_image(&mut layout, "v2", Packing::Gzip);
+    let env = TestEnv::new();
+    let archive = env.root().join("docker.tar");
+    let out = std::process::Command::new("skopeo")
+        .args([
+            "copy",
+            "--quiet",
+            &format!("oci:{}:v2", layout.path().display()),
+            &format!("docker-archive:{}:example/app:v2", archive.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let loaded = ok(&env.capsa(&["load", "-i", archive.to_str().unwrap()]));
+    assert!(loaded.contains("Loaded image: example/app:v2"), "{loaded}");
+    assert_eq!(
+        ok(&env.run(&["--rm", "example/app:v2", "ls", "/data"])),
+        "b\n"
+    );
+    let history = ok(&env.capsa(&["history", "example/app:v2"]));
+    assert!(history.contains("test layer 2"), "{history}");
+
+    let junk = env.root().join("junk.tar");
+    std::fs::write(&junk, b"this is not a tar archive at all").unwrap();
+    let out = env.capsa(&["load", "-i", junk.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("junk.tar"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(entries(&env.root().join("tmp")).is_empty());
+}
+
+#[test]
+fn search_lists_matching_repositories_of_a_catalog() {
+    let reg = LocalRegistry::start();
+    let mut layout = OciLayout::new();
+    let base = busybox_layer(&layout);
+    let desc = layout.image("amd64", &[base], sh_config());
+    layout.tag("1", desc);
+    reg.push(&layout, "1", "team/webapp");
+    reg.push(&layout, "1", "team/db");
+    let env = TestEnv::new();
+    let out = ok(&env.capsa(&["search", &format!("{}/web", reg.host())]));
+    assert!(
+        out.contains("team/webapp") && !out.contains("team/db"),
+        "{out}"
+    );
+}
+
+#[test]
+fn an_interrupted_pull_leaves_nothing_a_later_pull_trips_over() {
+    let reg = LocalRegistry::start();
+    let mut layout = OciLayout::new();
+    let base = busybox_layer(&layout);
+    // 48 MiB that does not compress: the pull is still streaming when it is killed.
+    let mut noise = vec![0u8; 48 << 20];
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for chunk in noise.chunks_mut(8) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+    let big = layout.layer(&tar_of(&[("noise", Some(&noise))]), Packing::Gzip);
+    let desc = layout.image("amd64", &[base, big], sh_config());
+    layout.tag("1", desc);
+    reg.push(&layout, "1", "test/big");
+    let env = TestEnv::new();
+    let name = format!("{}/test/big:1", reg.host());
+
+    let mut child = env.command(&["pull", "-q", &name]).spawn().unwrap();
+    capsa_tests::eventually(
+        "a layer being staged",
+        std::time::Duration::from_secs(30),
+        || {
+            entries(&env.root().join("tmp"))
+                .iter()
+                .any(|e| e.starts_with("staging-"))
+        },
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!ok(&env.capsa(&["images"])).contains("test/big"));
+
+    ok(&env.capsa(&["pull", "-q", &name]));
+    assert_eq!(
+        ok(&env.run(&["--rm", &name, "sh", "-c", "wc -c < /noise"])).trim(),
+        (48 << 20).to_string()
+    );
+    // The killed pull's staging directory was swept by the next one.
+    assert!(entries(&env.root().join("tmp")).is_empty());
+}
