@@ -134,7 +134,7 @@ fn the_platform_is_chosen_from_an_index() {
     let base = busybox_layer(&layout);
     let amd = layout.image(
         "amd64",
-        &[base.clone()],
+        std::slice::from_ref(&base),
         json!({"Env": ["PATH=/bin", "ARCH=amd64"]}),
     );
     let arm = layout.image(
