@@ -14,35 +14,59 @@ use std::time::{Duration, Instant};
 /// A `docker-registry` process serving 127.0.0.1:<port> until dropped.
 pub struct LocalRegistry {
     child: Child,
+    token_server: Option<Child>,
     dir: tempfile::TempDir,
     port: u16,
+}
+
+/// How the test registry authenticates clients.
+#[derive(Debug, Clone, Copy)]
+pub enum Auth<'a> {
+    /// Open to all.
+    Open,
+    /// `htpasswd` basic auth for (user, password).
+    Basic(&'a str, &'a str),
+    /// Bearer tokens from `tests/fixtures/token_server.py`, granted to (user, password).
+    Token(&'a str, &'a str),
 }
 
 impl LocalRegistry {
     /// Starts an open registry.
     pub fn start() -> LocalRegistry {
-        LocalRegistry::start_with_auth(None)
+        LocalRegistry::start_with_auth(Auth::Open)
     }
 
-    /// Starts a registry that asks for basic auth (`user`, `password`) when given.
-    pub fn start_with_auth(credentials: Option<(&str, &str)>) -> LocalRegistry {
+    /// Starts a registry that authenticates as `auth` says.
+    pub fn start_with_auth(auth_kind: Auth<'_>) -> LocalRegistry {
         let dir = tempfile::Builder::new()
             .prefix("capsa-registry-")
             .tempdir()
             .unwrap();
         let port = free_port();
         let mut auth = String::new();
-        if let Some((user, password)) = credentials {
-            let htpasswd = dir.path().join("htpasswd");
-            let out = Command::new("htpasswd")
-                .args(["-Bbc", htpasswd.to_str().unwrap(), user, password])
-                .output()
-                .expect("htpasswd (apache2-utils) is installed by scripts/setup.sh");
-            assert!(out.status.success(), "htpasswd: {:?}", out);
-            auth = format!(
-                "auth:\n  htpasswd:\n    realm: capsa-test\n    path: {}\n",
-                htpasswd.display()
-            );
+        let mut token_server = None;
+        match auth_kind {
+            Auth::Open => {}
+            Auth::Basic(user, password) => {
+                let htpasswd = dir.path().join("htpasswd");
+                let out = Command::new("htpasswd")
+                    .args(["-Bbc", htpasswd.to_str().unwrap(), user, password])
+                    .output()
+                    .expect("htpasswd (apache2-utils) is installed by scripts/setup.sh");
+                assert!(out.status.success(), "htpasswd: {:?}", out);
+                auth = format!(
+                    "auth:\n  htpasswd:\n    realm: capsa-test\n    path: {}\n",
+                    htpasswd.display()
+                );
+            }
+            Auth::Token(user, password) => {
+                let (server, realm, cert) = start_token_server(dir.path(), user, password);
+                token_server = Some(server);
+                auth = format!(
+                    "auth:\n  token:\n    realm: {realm}\n    service: capsa-test\n    issuer: capsa-test-issuer\n    rootcertbundle: {}\n",
+                    cert.display()
+                );
+            }
         }
         let config = format!(
             "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
@@ -59,7 +83,12 @@ impl LocalRegistry {
             .stdin(Stdio::null())
             .spawn()
             .expect("docker-registry is installed by scripts/setup.sh");
-        let reg = LocalRegistry { child, dir, port };
+        let reg = LocalRegistry {
+            child,
+            token_server,
+            dir,
+            port,
+        };
         reg.wait_ready();
         reg
     }
@@ -129,9 +158,44 @@ impl LocalRegistry {
 
 impl Drop for LocalRegistry {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in std::iter::once(&mut self.child).chain(self.token_server.as_mut()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
+}
+
+/// Makes a signing key and certificate and starts the token issuer; returns it, its realm
+/// URL and the certificate the registry must trust.
+fn start_token_server(dir: &Path, user: &str, password: &str) -> (Child, String, PathBuf) {
+    let key = dir.join("token.key");
+    let cert = dir.join("token.crt");
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=capsa-test-issuer", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+    let port = free_port();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/token_server.py");
+    let child = Command::new("python3")
+        .arg(script)
+        .arg(port.to_string())
+        .arg(&key)
+        .arg(&cert)
+        .args(["capsa-test-issuer", user, password])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("python3");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "token server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, format!("http://127.0.0.1:{port}/token"), cert)
 }
 
 /// A port nobody listens on now (the registry takes it a moment later).

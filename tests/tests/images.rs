@@ -2,7 +2,7 @@
 //! by skopeo): pull in every format, run, save, load elsewhere, share layers, remove; and
 //! every kind of bad content, after which the store holds nothing half-written.
 
-use capsa_tests::registry::{tar_of, BuiltLayer, LocalRegistry, OciLayout, Packing};
+use capsa_tests::registry::{tar_of, Auth, BuiltLayer, LocalRegistry, OciLayout, Packing};
 use capsa_tests::{busybox_tarball, text, TestEnv};
 use serde_json::json;
 use std::path::Path;
@@ -309,9 +309,18 @@ fn run_pulls_a_missing_image() {
 }
 
 #[test]
-fn login_stores_credentials_privately_and_logout_forgets_them() {
+fn basic_auth_login_stores_credentials_privately_and_logout_forgets_them() {
+    login_pull_logout(Auth::Basic("tester", "s3cret"));
+}
+
+#[test]
+fn bearer_token_auth_works_with_login() {
+    login_pull_logout(Auth::Token("tester", "s3cret"));
+}
+
+fn login_pull_logout(auth: Auth<'_>) {
     use std::os::unix::fs::PermissionsExt;
-    let reg = LocalRegistry::start_with_auth(Some(("tester", "s3cret")));
+    let reg = LocalRegistry::start_with_auth(auth);
     let mut layout = OciLayout::new();
     let base = busybox_layer(&layout);
     let desc = layout.image("amd64", &[base], sh_config());
