@@ -28,6 +28,9 @@ pub enum Auth<'a> {
     Basic(&'a str, &'a str),
     /// Bearer tokens from `tests/fixtures/token_server.py`, granted to (user, password).
     Token(&'a str, &'a str),
+    /// Open, but served over TLS only, with a certificate from a CA made for the test
+    /// ([`LocalRegistry::ca_certificate`]).
+    Tls,
 }
 
 impl LocalRegistry {
@@ -44,6 +47,7 @@ impl LocalRegistry {
             .unwrap();
         let port = free_port();
         let mut auth = String::new();
+        let mut tls = String::new();
         let mut token_server = None;
         match auth_kind {
             Auth::Open => {}
@@ -59,6 +63,14 @@ impl LocalRegistry {
                     htpasswd.display()
                 );
             }
+            Auth::Tls => {
+                let (cert, key) = make_tls_certificate(dir.path());
+                tls = format!(
+                    "  tls:\n    certificate: {}\n    key: {}\n",
+                    cert.display(),
+                    key.display()
+                );
+            }
             Auth::Token(user, password) => {
                 let (server, realm, cert) = start_token_server(dir.path(), user, password);
                 token_server = Some(server);
@@ -69,7 +81,7 @@ impl LocalRegistry {
             }
         }
         let config = format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{tls}{auth}",
             dir.path().join("data").display()
         );
         let config_path = dir.path().join("config.yml");
@@ -96,7 +108,12 @@ impl LocalRegistry {
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+            if self.dir.path().join("ca.crt").exists() {
+                // TLS: being accepted is enough (no HTTP client here speaks TLS).
+                if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                    return;
+                }
+            } else if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
                 let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
                 let mut answer = String::new();
                 let _ = s.read_to_string(&mut answer);
@@ -111,6 +128,11 @@ impl LocalRegistry {
             "docker-registry did not answer on port {}: {log}",
             self.port
         );
+    }
+
+    /// The CA certificate that signed a TLS registry's certificate.
+    pub fn ca_certificate(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
     }
 
     /// `127.0.0.1:<port>`.
@@ -163,6 +185,37 @@ impl Drop for LocalRegistry {
             let _ = child.wait();
         }
     }
+}
+
+/// Makes a CA and, signed by it, a server certificate for 127.0.0.1; returns the server's
+/// certificate and key paths (the CA is `dir/ca.crt`).
+fn make_tls_certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&[
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+        "/CN=capsa test CA", "-keyout", "ca.key", "-out", "ca.crt",
+    ]);
+    run(&[
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout",
+        "server.key", "-out", "server.csr",
+    ]);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "1", "-extfile", "server.ext", "-out", "server.crt",
+    ]);
+    (dir.join("server.crt"), dir.join("server.key"))
 }
 
 /// Makes a signing key and certificate and starts the token issuer; returns it, its realm

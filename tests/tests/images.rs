@@ -505,3 +505,26 @@ fn an_interrupted_pull_leaves_nothing_a_later_pull_trips_over() {
     // The killed pull's staging directory was swept by the next one.
     assert!(entries(&env.root().join("tmp")).is_empty());
 }
+
+#[test]
+fn https_registries_are_verified_against_certs_d() {
+    let reg = LocalRegistry::start_with_auth(Auth::Tls);
+    let mut layout = OciLayout::new();
+    let base = busybox_layer(&layout);
+    let desc = layout.image("amd64", &[base], sh_config());
+    layout.tag("1", desc);
+    reg.push(&layout, "1", "test/tls");
+    let env = TestEnv::new();
+    let name = format!("{}/test/tls:1", reg.host());
+    // The CA is unknown: HTTPS fails verification, and plain HTTP finds a TLS server.
+    let out = env.capsa(&["pull", &name]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("https:") && err.to_lowercase().contains("certificate"), "{err}");
+    // Trusted through certs.d, as Docker's /etc/docker/certs.d.
+    let certs = env.root().join("certs.d").join(reg.host());
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(reg.ca_certificate(), certs.join("ca.crt")).unwrap();
+    ok(&env.capsa(&["pull", "-q", &name]));
+    assert_eq!(ok(&env.run(&["--rm", &name, "echo", "tls"])), "tls\n");
+}

@@ -157,7 +157,7 @@ impl Registry {
         if settings.allows_http(host) {
             schemes.push("http");
         }
-        let mut last_err = String::new();
+        let mut failures = Vec::new();
         for scheme in schemes {
             let base = format!("{scheme}://{api_host}");
             match agent.get(&format!("{base}/v2/")).call() {
@@ -172,6 +172,11 @@ impl Registry {
                     let reg = Registry::new(host, base, agent, Some(challenge), credentials);
                     return Ok(reg);
                 }
+                Err(ureq::Error::Status(code, resp)) if !failures.is_empty() => {
+                    // HTTP after HTTPS failed: a TLS-only server answers 400 here; the
+                    // HTTPS failure is the one that matters.
+                    failures.push(format!("{scheme}: {code} {}", error_message(resp)));
+                }
                 Err(ureq::Error::Status(code, resp)) => {
                     return Err(RegistryError::Status {
                         what: format!("{host}: GET /v2/"),
@@ -179,10 +184,10 @@ impl Registry {
                         reason: error_message(resp),
                     })
                 }
-                Err(ureq::Error::Transport(t)) => last_err = format!("{scheme}: {t}"),
+                Err(ureq::Error::Transport(t)) => failures.push(format!("{scheme}: {t}")),
             }
         }
-        Err(transport(last_err))
+        Err(transport(failures.join("; ")))
     }
 
     fn new(
