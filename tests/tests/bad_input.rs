@@ -87,11 +87,17 @@ fn a_seccomp_profile_that_does_not_parse() {
 #[test]
 fn rm_and_start_of_unknown_containers() {
     let env = TestEnv::new();
-    for verb in ["rm", "start", "wait", "inspect"] {
+    // `inspect` looks for images too, and says so as Docker does.
+    for (verb, what) in [
+        ("rm", "container"),
+        ("start", "container"),
+        ("wait", "container"),
+        ("inspect", "object"),
+    ] {
         let out = env.capsa(&[verb, "nope"]);
         assert_eq!(out.status.code(), Some(1), "{verb}");
         assert!(
-            text(&out.stderr).contains("No such container: nope"),
+            text(&out.stderr).contains(&format!("No such {what}: nope")),
             "{verb}: {}",
             text(&out.stderr)
         );

@@ -520,11 +520,46 @@ fn https_registries_are_verified_against_certs_d() {
     let out = env.capsa(&["pull", &name]);
     assert!(!out.status.success());
     let err = text(&out.stderr);
-    assert!(err.contains("https:") && err.to_lowercase().contains("certificate"), "{err}");
+    assert!(
+        err.contains("https:") && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
     // Trusted through certs.d, as Docker's /etc/docker/certs.d.
     let certs = env.root().join("certs.d").join(reg.host());
     std::fs::create_dir_all(&certs).unwrap();
     std::fs::copy(reg.ca_certificate(), certs.join("ca.crt")).unwrap();
     ok(&env.capsa(&["pull", "-q", &name]));
     assert_eq!(ok(&env.run(&["--rm", &name, "echo", "tls"])), "tls\n");
+}
+
+#[test]
+fn pull_on_a_terminal_draws_one_line_per_layer() {
+    let reg = LocalRegistry::start();
+    let mut layout = OciLayout::new();
+    three_layer_image(&mut layout, "tty", Packing::Gzip);
+    reg.push(&layout, "tty", "test/tty");
+    let env = TestEnv::new();
+    let name = format!("{}/test/tty:tty", reg.host());
+    let command = format!(
+        "{} --root {} pull {name}; echo pull-exit=$?; sleep 30",
+        capsa_tests::capsa_bin().display(),
+        env.root().display()
+    );
+    let tmux = capsa_tests::Tmux::start(&command, 120, 20);
+    tmux.wait_for("pull-exit=0");
+    let screen = tmux.screen();
+    let lines: Vec<&str> = screen.lines().collect();
+    // One line per layer, ending in its final state (the bars drew over themselves).
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.ends_with(": Pull complete"))
+            .count(),
+        3,
+        "{screen}"
+    );
+    assert!(!screen.contains("Downloading"), "{screen}");
+    let digest = lines.iter().position(|l| l.starts_with("Digest: sha256:"));
+    let last_layer = lines.iter().rposition(|l| l.contains(": Pull complete"));
+    assert!(digest > last_layer, "bars stay above the summary: {screen}");
 }

@@ -561,7 +561,7 @@ pub fn inspect(root: &StateRoot, args: InspectArgs) -> i32 {
                 Some(_) => as_container().map_err(Into::into),
                 None => match as_container() {
                     Err(crate::container::ContainerError::NotFound(_)) => {
-                        as_image().map_err(|_| format!("no such object: {name}").into())
+                        as_image().map_err(|_| format!("No such object: {name}").into())
                     }
                     other => other.map_err(Into::into),
                 },
