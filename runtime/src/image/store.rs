@@ -278,8 +278,11 @@ impl ImageStore {
             .prefix("creating-")
             .tempdir_in(&tmp)
             .map_err(|e| ImageError::io(&tmp, e))?;
+        // The lock file appears under its real name only once it is locked.
+        let fresh = creating.path().join(".lock.new");
+        let lock = FileLock::acquire(&fresh).map_err(|e| ImageError::io(&fresh, e))?;
         let lock_path = creating.path().join(".lock");
-        let lock = FileLock::acquire(&lock_path).map_err(|e| ImageError::io(&lock_path, e))?;
+        std::fs::rename(&fresh, &lock_path).map_err(|e| ImageError::io(&lock_path, e))?;
         let name = creating
             .path()
             .file_name()
@@ -301,19 +304,23 @@ impl ImageStore {
         for entry in entries.flatten() {
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with("staging-") {
-                if let Some(_abandoned) = FileLock::try_existing(&path.join(".lock")) {
-                    let _ = remove_any(&path);
-                }
-            } else if name.starts_with("creating-") || name.starts_with("removing-") {
-                // Creation takes microseconds: one an hour old was abandoned.
-                let old = entry
+            let abandoned = || FileLock::try_existing(&path.join(".lock")).is_some();
+            let stale = || {
+                // Only a writer killed in the microseconds before its lock existed leaves
+                // one of these without a lock; an hour old, it is certainly dead.
+                entry
                     .metadata()
                     .and_then(|m| m.modified())
-                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() > 3600));
-                if old {
-                    let _ = remove_any(&path);
-                }
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() > 3600))
+            };
+            let goes = match name.split('-').next() {
+                Some("staging") => abandoned(),
+                Some("creating") => abandoned() || stale(),
+                Some("removing") => stale(),
+                _ => false,
+            };
+            if goes {
+                let _ = remove_any(&path);
             }
         }
     }
