@@ -17,6 +17,18 @@ fn sh_config() -> serde_json::Value {
     json!({"Cmd": ["sh"], "Env": ["PATH=/bin"]})
 }
 
+/// Pushes a one-layer busybox image to `reg` as `repo:tag` (with `creds` when the registry
+/// asks); returns the layer's digest.
+fn push_busybox(reg: &LocalRegistry, repo: &str, tag: &str, creds: Option<&str>) -> String {
+    let mut layout = OciLayout::new();
+    let base = busybox_layer(&layout);
+    let digest = base.descriptor["digest"].as_str().unwrap().to_string();
+    let desc = layout.image("amd64", &[base], sh_config());
+    layout.tag(tag, desc);
+    reg.push_as(&layout, tag, repo, creds);
+    digest
+}
+
 /// A three-layer image: busybox (gzip), files (`middle`: zstd where the format allows),
 /// then whiteouts (plain tar).
 fn three_layer_image(layout: &mut OciLayout, tag: &str, middle: Packing) {
@@ -205,12 +217,7 @@ fn shared_layers_are_fetched_once_even_by_concurrent_pulls() {
 #[test]
 fn bad_blobs_fail_the_pull_and_leave_nothing_behind() {
     let reg = LocalRegistry::start();
-    let mut layout = OciLayout::new();
-    let base = busybox_layer(&layout);
-    let digest = base.descriptor["digest"].as_str().unwrap().to_string();
-    let desc = layout.image("amd64", &[base], sh_config());
-    layout.tag("1", desc);
-    reg.push(&layout, "1", "test/bad");
+    let digest = push_busybox(&reg, "test/bad", "1", None);
     let name = format!("{}/test/bad:1", reg.host());
     let blob = reg.blob_file(&digest);
     let good = std::fs::read(&blob).unwrap();
@@ -289,11 +296,7 @@ fn a_layer_that_writes_outside_its_directory_is_refused() {
 #[test]
 fn run_pulls_a_missing_image() {
     let reg = LocalRegistry::start();
-    let mut layout = OciLayout::new();
-    let base = busybox_layer(&layout);
-    let desc = layout.image("amd64", &[base], sh_config());
-    layout.tag("latest", desc);
-    reg.push(&layout, "latest", "test/auto");
+    push_busybox(&reg, "test/auto", "latest", None);
     let env = TestEnv::new();
     let name = format!("{}/test/auto", reg.host());
     let out = env.run(&["--rm", &name, "echo", "pulled and ran"]);
@@ -321,11 +324,7 @@ fn bearer_token_auth_works_with_login() {
 fn login_pull_logout(auth: Auth<'_>) {
     use std::os::unix::fs::PermissionsExt;
     let reg = LocalRegistry::start_with_auth(auth);
-    let mut layout = OciLayout::new();
-    let base = busybox_layer(&layout);
-    let desc = layout.image("amd64", &[base], sh_config());
-    layout.tag("1", desc);
-    reg.push_as(&layout, "1", "test/private", Some("tester:s3cret"));
+    push_busybox(&reg, "test/private", "1", Some("tester:s3cret"));
     let env = TestEnv::new();
     let name = format!("{}/test/private:1", reg.host());
 
@@ -371,11 +370,7 @@ fn login_pull_logout(auth: Auth<'_>) {
 #[test]
 fn rmi_tag_and_prune_keep_what_containers_use() {
     let reg = LocalRegistry::start();
-    let mut layout = OciLayout::new();
-    let base = busybox_layer(&layout);
-    let desc = layout.image("amd64", &[base], sh_config());
-    layout.tag("1", desc);
-    reg.push(&layout, "1", "test/rm");
+    push_busybox(&reg, "test/rm", "1", None);
     let env = TestEnv::new();
     let name = format!("{}/test/rm:1", reg.host());
     ok(&env.capsa(&["pull", "-q", &name]));
@@ -448,12 +443,8 @@ fn docker_archives_from_skopeo_load_and_bad_archives_do_not() {
 #[test]
 fn search_lists_matching_repositories_of_a_catalog() {
     let reg = LocalRegistry::start();
-    let mut layout = OciLayout::new();
-    let base = busybox_layer(&layout);
-    let desc = layout.image("amd64", &[base], sh_config());
-    layout.tag("1", desc);
-    reg.push(&layout, "1", "team/webapp");
-    reg.push(&layout, "1", "team/db");
+    push_busybox(&reg, "team/webapp", "1", None);
+    push_busybox(&reg, "team/db", "1", None);
     let env = TestEnv::new();
     let out = ok(&env.capsa(&["search", &format!("{}/web", reg.host())]));
     assert!(
@@ -510,11 +501,7 @@ fn an_interrupted_pull_leaves_nothing_a_later_pull_trips_over() {
 #[test]
 fn https_registries_are_verified_against_certs_d() {
     let reg = LocalRegistry::start_with_auth(Auth::Tls);
-    let mut layout = OciLayout::new();
-    let base = busybox_layer(&layout);
-    let desc = layout.image("amd64", &[base], sh_config());
-    layout.tag("1", desc);
-    reg.push(&layout, "1", "test/tls");
+    push_busybox(&reg, "test/tls", "1", None);
     let env = TestEnv::new();
     let name = format!("{}/test/tls:1", reg.host());
     // The CA is unknown: HTTPS fails verification, and plain HTTP finds a TLS server.
