@@ -2,7 +2,8 @@
 //!
 //! The library holds the whole engine; `main.rs` only parses flags (see [`cli`]).
 //! Folders own one concept each:
-//! - [`image`]: references, the content-addressed store, `import`;
+//! - [`image`]: references, the content-addressed store, the registry client, archives;
+//! - [`net`]: the default bridge, veth pairs, addresses, nftables NAT and published ports;
 //! - [`container`]: spec building, on-disk state, the lifecycle verbs and the monitor;
 //! - [`linux`]: the isolation core (namespaces, rootfs, cgroups, capabilities, seccomp),
 //!   usable without the rest (the guest agent runs workloads through it);
@@ -14,5 +15,6 @@ pub mod fsutil;
 pub mod host;
 pub mod image;
 pub mod linux;
+pub mod net;
 pub mod root;
 pub mod timefmt;

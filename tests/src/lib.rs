@@ -85,6 +85,7 @@ pub fn busybox_tarball() -> &'static Path {
 pub struct TestEnv {
     root: tempfile::TempDir,
     cgroup_parent: String,
+    netns: String,
 }
 
 impl TestEnv {
@@ -100,9 +101,12 @@ impl TestEnv {
             .unwrap()
             .to_string_lossy()
             .replace('.', "");
+        let netns = tag.clone();
+        make_netns(&netns);
         let env = TestEnv {
             root,
             cgroup_parent: format!("/{tag}"),
+            netns,
         };
         let tar = busybox_tarball().to_str().unwrap().to_string();
         let out = env.capsa(&[
@@ -128,12 +132,71 @@ impl TestEnv {
         &self.cgroup_parent
     }
 
-    /// A `capsa` command with this environment's root.
+    /// A `capsa` command with this environment's root, in its network namespace.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(capsa_bin());
-        c.arg("--root").arg(self.root.path()).args(args);
+        let mut c = self.host_command("nsenter");
+        c.arg(capsa_bin())
+            .arg("--root")
+            .arg(self.root.path())
+            .args(args);
+        c
+    }
+
+    /// `program` run in this environment's network namespace (the "host" its containers
+    /// see): `nsenter --net=... program`.
+    pub fn host_command(&self, program: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.netns));
+        if program != "nsenter" {
+            c.arg(program);
+        }
         c.stdin(Stdio::null());
         c
+    }
+
+    /// The shell words that run capsa here (for commands given to tmux or sh).
+    pub fn shell_prefix(&self) -> String {
+        format!(
+            "nsenter --net=/run/netns/{} {} --root {}",
+            self.netns,
+            capsa_bin().display(),
+            self.root.path().display()
+        )
+    }
+
+    /// The network namespace standing for this test's host.
+    pub fn netns(&self) -> &str {
+        &self.netns
+    }
+
+    /// Network interfaces other than lo and the bridge in this test's host namespace
+    /// (veths left behind).
+    pub fn leftover_veths(&self) -> Vec<String> {
+        let out = self
+            .host_command("ip")
+            .args(["-o", "link", "show"])
+            .output()
+            .unwrap();
+        text(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .filter(|n| n != "lo" && n != "capsa0")
+            .collect()
+    }
+
+    /// Published-port elements left in capsa's nftables maps.
+    pub fn leftover_nft_elements(&self) -> Vec<String> {
+        let out = self
+            .host_command("nft")
+            .args(["list", "table", "ip", "capsa"])
+            .output()
+            .unwrap();
+        text(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("elements"))
+            .map(|l| l.trim().to_string())
+            .collect()
     }
 
     /// Runs `capsa ARGS` to completion.
@@ -265,6 +328,16 @@ impl TestEnv {
             "mounts left: {:?}",
             self.leftover_mounts()
         );
+        assert!(
+            self.leftover_veths().is_empty(),
+            "veths left: {:?}",
+            self.leftover_veths()
+        );
+        assert!(
+            self.leftover_nft_elements().is_empty(),
+            "published ports left: {:?}",
+            self.leftover_nft_elements()
+        );
     }
 }
 
@@ -283,7 +356,33 @@ impl Drop for TestEnv {
         for dir in cgroup_parent_dirs(&self.cgroup_parent) {
             let _ = std::fs::remove_dir(dir);
         }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .output();
     }
+}
+
+/// Creates network namespace `name` with loopback up: the test's stand-in for the host,
+/// so no test changes the machine's own network or sends a packet off it.
+fn make_netns(name: &str) {
+    let out = Command::new("ip")
+        .args(["netns", "add", name])
+        .output()
+        .expect("ip (iproute2)");
+    assert!(
+        out.status.success(),
+        "ip netns add {name}: {}",
+        text(&out.stderr)
+    );
+    let out = Command::new("ip")
+        .args(["-n", name, "link", "set", "lo", "up"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "lo up in {name}: {}",
+        text(&out.stderr)
+    );
 }
 
 /// The directories a cgroup parent path maps to on this host.

@@ -3,6 +3,7 @@
 //! (layer by layer, so a test controls compression, whiteouts, platforms and hostile
 //! content).
 
+use crate::TestEnv;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
@@ -17,6 +18,7 @@ pub struct LocalRegistry {
     token_server: Option<Child>,
     dir: tempfile::TempDir,
     port: u16,
+    netns: String,
 }
 
 /// How the test registry authenticates clients.
@@ -35,12 +37,13 @@ pub enum Auth<'a> {
 
 impl LocalRegistry {
     /// Starts an open registry.
-    pub fn start() -> LocalRegistry {
-        LocalRegistry::start_with_auth(Auth::Open)
+    pub fn start(env: &TestEnv) -> LocalRegistry {
+        LocalRegistry::start_with_auth(env, Auth::Open)
     }
 
-    /// Starts a registry that authenticates as `auth` says.
-    pub fn start_with_auth(auth_kind: Auth<'_>) -> LocalRegistry {
+    /// Starts a registry that authenticates as `auth` says, on 127.0.0.1 of `env`'s
+    /// network namespace (where capsa runs).
+    pub fn start_with_auth(env: &TestEnv, auth_kind: Auth<'_>) -> LocalRegistry {
         let dir = tempfile::Builder::new()
             .prefix("capsa-registry-")
             .tempdir()
@@ -72,7 +75,7 @@ impl LocalRegistry {
                 );
             }
             Auth::Token(user, password) => {
-                let (server, realm, cert) = start_token_server(dir.path(), user, password);
+                let (server, realm, cert) = start_token_server(env, dir.path(), user, password);
                 token_server = Some(server);
                 auth = format!(
                     "auth:\n  token:\n    realm: {realm}\n    service: capsa-test\n    issuer: capsa-test-issuer\n    rootcertbundle: {}\n",
@@ -87,7 +90,8 @@ impl LocalRegistry {
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).unwrap();
         let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
-        let child = Command::new("docker-registry")
+        let child = env
+            .host_command("docker-registry")
             .arg("serve")
             .arg(&config_path)
             .stdout(log.try_clone().unwrap())
@@ -100,6 +104,7 @@ impl LocalRegistry {
             token_server,
             dir,
             port,
+            netns: env.netns().to_string(),
         };
         reg.wait_ready();
         reg
@@ -107,19 +112,24 @@ impl LocalRegistry {
 
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
+        let tls = self.dir.path().join("ca.crt").exists();
         while Instant::now() < deadline {
-            if self.dir.path().join("ca.crt").exists() {
+            let port = self.port;
+            let ready = in_netns(&self.netns, move || {
+                let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+                    return false;
+                };
                 // TLS: being accepted is enough (no HTTP client here speaks TLS).
-                if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                    return;
+                if tls {
+                    return true;
                 }
-            } else if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
                 let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
                 let mut answer = String::new();
                 let _ = s.read_to_string(&mut answer);
-                if answer.starts_with("HTTP/1.") {
-                    return;
-                }
+                answer.starts_with("HTTP/1.")
+            });
+            if ready {
+                return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -147,7 +157,9 @@ impl LocalRegistry {
 
     /// [`push`](Self::push) with credentials.
     pub fn push_as(&self, layout: &OciLayout, tag: &str, repo: &str, creds: Option<&str>) {
-        let mut cmd = Command::new("skopeo");
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", self.netns))
+            .arg("skopeo");
         cmd.args(["copy", "--all", "--quiet", "--dest-tls-verify=false"]);
         if let Some(c) = creds {
             cmd.args(["--dest-creds", c]);
@@ -256,7 +268,12 @@ fn make_tls_certificate(dir: &Path) -> (PathBuf, PathBuf) {
 
 /// Makes a signing key and certificate and starts the token issuer; returns it, its realm
 /// URL and the certificate the registry must trust.
-fn start_token_server(dir: &Path, user: &str, password: &str) -> (Child, String, PathBuf) {
+fn start_token_server(
+    env: &TestEnv,
+    dir: &Path,
+    user: &str,
+    password: &str,
+) -> (Child, String, PathBuf) {
     let key = dir.join("token.key");
     let cert = dir.join("token.crt");
     let out = Command::new("openssl")
@@ -276,7 +293,8 @@ fn start_token_server(dir: &Path, user: &str, password: &str) -> (Child, String,
     );
     let port = free_port();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/token_server.py");
-    let child = Command::new("python3")
+    let child = env
+        .host_command("python3")
         .arg(script)
         .arg(port.to_string())
         .arg(&key)
@@ -286,11 +304,29 @@ fn start_token_server(dir: &Path, user: &str, password: &str) -> (Child, String,
         .spawn()
         .expect("python3");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while !in_netns(env.netns(), move || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    }) {
         assert!(Instant::now() < deadline, "token server did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
     (child, format!("http://127.0.0.1:{port}/token"), cert)
+}
+
+/// Runs `f` on a thread that has joined network namespace `netns` (only that thread
+/// changes namespace).
+pub fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{netns}");
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(&path).unwrap();
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns on a namespace file we own, affecting this thread only.
+        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap()
 }
 
 /// A port nobody listens on now (the registry takes it a moment later).

@@ -165,7 +165,7 @@ fn bad_templates_are_named() {
         text(&out.stderr)
     );
     assert_eq!(
-        env.inspect("tpl", "{{json .NetworkSettings.Networks}}"),
-        r#"{"none":{"Gateway":"","IPAddress":"","MacAddress":""}}"#
+        env.inspect("tpl", "{{json .NetworkSettings.Networks.bridge.Gateway}}"),
+        r#""10.88.0.1""#
     );
 }

@@ -80,13 +80,13 @@ fn entries(dir: &Path) -> Vec<String> {
 
 #[test]
 fn a_pulled_multi_layer_image_runs_and_survives_save_and_load() {
-    let reg = LocalRegistry::start();
+    let env = TestEnv::new();
+    let reg = LocalRegistry::start(&env);
     let mut layout = OciLayout::new();
     three_layer_image(&mut layout, "1.0", Packing::Zstd);
     reg.push(&layout, "1.0", "test/app");
     let name = format!("{}/test/app:1.0", reg.host());
 
-    let env = TestEnv::new();
     let pulled = ok(&env.capsa(&["pull", &name]));
     assert!(pulled.contains("Pull complete"), "{pulled}");
     assert!(pulled.trim_end().ends_with(&name), "{pulled}");
@@ -141,7 +141,8 @@ fn a_pulled_multi_layer_image_runs_and_survives_save_and_load() {
 
 #[test]
 fn the_platform_is_chosen_from_an_index() {
-    let reg = LocalRegistry::start();
+    let env = TestEnv::new();
+    let reg = LocalRegistry::start(&env);
     let mut layout = OciLayout::new();
     let base = busybox_layer(&layout);
     let amd = layout.image(
@@ -159,7 +160,6 @@ fn the_platform_is_chosen_from_an_index() {
     reg.push(&layout, "multi", "test/multi");
     let name = format!("{}/test/multi:multi", reg.host());
 
-    let env = TestEnv::new();
     ok(&env.capsa(&["pull", "-q", &name]));
     let arch = ok(&env.capsa(&["image", "inspect", "-f", "{{.Architecture}}", &name]));
     assert_eq!(arch.trim(), "amd64");
@@ -182,7 +182,8 @@ fn the_platform_is_chosen_from_an_index() {
 
 #[test]
 fn shared_layers_are_fetched_once_even_by_concurrent_pulls() {
-    let reg = LocalRegistry::start();
+    let env = TestEnv::new();
+    let reg = LocalRegistry::start(&env);
     let mut layout = OciLayout::new();
     let base = busybox_layer(&layout);
     for (tag, file) in [("one", "1"), ("two", "2")] {
@@ -191,7 +192,6 @@ fn shared_layers_are_fetched_once_even_by_concurrent_pulls() {
         layout.tag(tag, desc);
         reg.push(&layout, tag, "test/shared");
     }
-    let env = TestEnv::new();
     let names: Vec<String> = ["one", "two"]
         .iter()
         .map(|t| format!("{}/test/shared:{t}", reg.host()))
@@ -216,12 +216,12 @@ fn shared_layers_are_fetched_once_even_by_concurrent_pulls() {
 
 #[test]
 fn bad_blobs_fail_the_pull_and_leave_nothing_behind() {
-    let reg = LocalRegistry::start();
+    let env = TestEnv::new();
+    let reg = LocalRegistry::start(&env);
     let digest = push_busybox(&reg, "test/bad", "1", None);
     let name = format!("{}/test/bad:1", reg.host());
     let blob = reg.blob_file(&digest);
     let good = std::fs::read(&blob).unwrap();
-    let env = TestEnv::new();
     let layers_before = entries(&env.root().join("layers"));
 
     let check_failed = |what: &str, expect: &str| {
@@ -271,7 +271,8 @@ fn bad_blobs_fail_the_pull_and_leave_nothing_behind() {
 
 #[test]
 fn a_layer_that_writes_outside_its_directory_is_refused() {
-    let reg = LocalRegistry::start();
+    let env = TestEnv::new();
+    let reg = LocalRegistry::start(&env);
     let mut layout = OciLayout::new();
     let base = busybox_layer(&layout);
     let evil = layout.layer(
@@ -282,7 +283,6 @@ fn a_layer_that_writes_outside_its_directory_is_refused() {
     let desc = layout.image("amd64", &[base, evil], sh_config());
     layout.tag("1", desc);
     reg.push(&layout, "1", "test/evil");
-    let env = TestEnv::new();
     let name = format!("{}/test/evil:1", reg.host());
     let out = env.capsa(&["pull", &name]);
     assert!(!out.status.success());
@@ -295,9 +295,9 @@ fn a_layer_that_writes_outside_its_directory_is_refused() {
 
 #[test]
 fn run_pulls_a_missing_image() {
-    let reg = LocalRegistry::start();
-    push_busybox(&reg, "test/auto", "latest", None);
     let env = TestEnv::new();
+    let reg = LocalRegistry::start(&env);
+    push_busybox(&reg, "test/auto", "latest", None);
     let name = format!("{}/test/auto", reg.host());
     let out = env.run(&["--rm", &name, "echo", "pulled and ran"]);
     assert_eq!(ok(&out), "pulled and ran\n");
@@ -323,9 +323,9 @@ fn bearer_token_auth_works_with_login() {
 
 fn login_pull_logout(auth: Auth<'_>) {
     use std::os::unix::fs::PermissionsExt;
-    let reg = LocalRegistry::start_with_auth(auth);
-    push_busybox(&reg, "test/private", "1", Some("tester:s3cret"));
     let env = TestEnv::new();
+    let reg = LocalRegistry::start_with_auth(&env, auth);
+    push_busybox(&reg, "test/private", "1", Some("tester:s3cret"));
     let name = format!("{}/test/private:1", reg.host());
 
     let denied = env.capsa(&["pull", &name]);
@@ -369,9 +369,9 @@ fn login_pull_logout(auth: Auth<'_>) {
 
 #[test]
 fn rmi_tag_and_prune_keep_what_containers_use() {
-    let reg = LocalRegistry::start();
-    push_busybox(&reg, "test/rm", "1", None);
     let env = TestEnv::new();
+    let reg = LocalRegistry::start(&env);
+    push_busybox(&reg, "test/rm", "1", None);
     let name = format!("{}/test/rm:1", reg.host());
     ok(&env.capsa(&["pull", "-q", &name]));
     ok(&env.capsa(&["tag", &name, "mine:v1"]));
@@ -442,10 +442,10 @@ fn docker_archives_from_skopeo_load_and_bad_archives_do_not() {
 
 #[test]
 fn search_lists_matching_repositories_of_a_catalog() {
-    let reg = LocalRegistry::start();
+    let env = TestEnv::new();
+    let reg = LocalRegistry::start(&env);
     push_busybox(&reg, "team/webapp", "1", None);
     push_busybox(&reg, "team/db", "1", None);
-    let env = TestEnv::new();
     let out = ok(&env.capsa(&["search", &format!("{}/web", reg.host())]));
     assert!(
         out.contains("team/webapp") && !out.contains("team/db"),
@@ -455,7 +455,8 @@ fn search_lists_matching_repositories_of_a_catalog() {
 
 #[test]
 fn an_interrupted_pull_leaves_nothing_a_later_pull_trips_over() {
-    let reg = LocalRegistry::start();
+    let env = TestEnv::new();
+    let reg = LocalRegistry::start(&env);
     let mut layout = OciLayout::new();
     let base = busybox_layer(&layout);
     // 48 MiB that does not compress: the pull is still streaming when it is killed.
@@ -471,7 +472,6 @@ fn an_interrupted_pull_leaves_nothing_a_later_pull_trips_over() {
     let desc = layout.image("amd64", &[base, big], sh_config());
     layout.tag("1", desc);
     reg.push(&layout, "1", "test/big");
-    let env = TestEnv::new();
     let name = format!("{}/test/big:1", reg.host());
 
     let mut child = env.command(&["pull", "-q", &name]).spawn().unwrap();
@@ -500,9 +500,9 @@ fn an_interrupted_pull_leaves_nothing_a_later_pull_trips_over() {
 
 #[test]
 fn https_registries_are_verified_against_certs_d() {
-    let reg = LocalRegistry::start_with_auth(Auth::Tls);
-    push_busybox(&reg, "test/tls", "1", None);
     let env = TestEnv::new();
+    let reg = LocalRegistry::start_with_auth(&env, Auth::Tls);
+    push_busybox(&reg, "test/tls", "1", None);
     let name = format!("{}/test/tls:1", reg.host());
     // The CA is unknown: HTTPS fails verification, and plain HTTP finds a TLS server.
     let out = env.capsa(&["pull", &name]);
@@ -522,16 +522,15 @@ fn https_registries_are_verified_against_certs_d() {
 
 #[test]
 fn pull_on_a_terminal_draws_one_line_per_layer() {
-    let reg = LocalRegistry::start();
+    let env = TestEnv::new();
+    let reg = LocalRegistry::start(&env);
     let mut layout = OciLayout::new();
     three_layer_image(&mut layout, "tty", Packing::Gzip);
     reg.push(&layout, "tty", "test/tty");
-    let env = TestEnv::new();
     let name = format!("{}/test/tty:tty", reg.host());
     let command = format!(
-        "{} --root {} pull {name}; echo pull-exit=$?; sleep 30",
-        capsa_tests::capsa_bin().display(),
-        env.root().display()
+        "{} pull {name}; echo pull-exit=$?; sleep 30",
+        env.shell_prefix()
     );
     let tmux = capsa_tests::Tmux::start(&command, 120, 20);
     tmux.wait_for("pull-exit=0");

@@ -51,13 +51,6 @@ fn hostname_defaults_to_short_id_and_differs_from_hosts() {
 }
 
 #[test]
-fn only_loopback_network_until_networking_lands() {
-    let env = TestEnv::new();
-    let out = env.sh(&[], "ls /sys/class/net");
-    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), vec!["lo"]);
-}
-
-#[test]
 fn proc_sys_is_read_only_and_sensitive_paths_are_masked() {
     let env = TestEnv::new();
     let out = env.sh(

@@ -1,13 +1,9 @@
 //! `-t`/`-it`, `attach`, detach keys and `exec -it`, driven through tmux as a user would.
 
-use capsa_tests::{capsa_bin, text, TestEnv, Tmux};
+use capsa_tests::{text, TestEnv, Tmux};
 
 fn line(env: &TestEnv, args: &str) -> String {
-    format!(
-        "{} --root {} {args}; echo EXIT=$?; sleep 600",
-        capsa_bin().display(),
-        env.root().display()
-    )
+    format!("{} {args}; echo EXIT=$?; sleep 600", env.shell_prefix())
 }
 
 #[test]

@@ -588,6 +588,9 @@ fn stats_show_the_limit_and_the_processes() {
         "meter",
         "-m",
         "64m",
+        // Loopback only: any NET I/O would be loopback's, which must not count.
+        "--network",
+        "none",
         "busybox",
         "sh",
         "-c",

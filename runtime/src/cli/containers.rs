@@ -245,6 +245,62 @@ pub struct RenameArgs {
     new_name: String,
 }
 
+/// `port` arguments.
+#[derive(Args, Debug)]
+pub struct PortArgs {
+    /// The container.
+    container: String,
+    /// Only this private port: PORT[/PROTO].
+    private_port: Option<String>,
+}
+
+/// `port CONTAINER [PORT[/PROTO]]`: `80/tcp -> 0.0.0.0:8080` lines, or the host addresses
+/// of one port.
+pub fn port(root: &StateRoot, args: PortArgs) -> i32 {
+    let store = ContainerStore::new(root);
+    let state = match store
+        .resolve(&args.container)
+        .and_then(|id| store.observe(&id))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            report(&e);
+            return EXIT_FAILURE;
+        }
+    };
+    let wanted = args
+        .private_port
+        .as_deref()
+        .map(|p| match p.split_once('/') {
+            Some((port, proto)) => (port.to_string(), proto.to_string()),
+            None => (p.to_string(), "tcp".to_string()),
+        });
+    let mut found = false;
+    for m in crate::container::network::active_ports(&state) {
+        let private = (m.container_port.to_string(), m.proto.name().to_string());
+        match &wanted {
+            Some(w) if *w == private => println!("{}:{}", m.host_ip, m.host_port),
+            Some(_) => continue,
+            None => println!(
+                "{}/{} -> {}:{}",
+                m.container_port,
+                m.proto.name(),
+                m.host_ip,
+                m.host_port
+            ),
+        }
+        found = true;
+    }
+    if let (Some((p, proto)), false) = (&wanted, found) {
+        eprintln!(
+            "capsa: no public port '{p}/{proto}' published for {}",
+            args.container
+        );
+        return EXIT_FAILURE;
+    }
+    0
+}
+
 /// `top` flags.
 #[derive(Args, Debug)]
 pub struct TopArgs {

@@ -79,6 +79,8 @@ enum Command {
     Rename(containers::RenameArgs),
     /// Show the processes of a running container.
     Top(containers::TopArgs),
+    /// List a container's published ports.
+    Port(containers::PortArgs),
     /// Manage containers (`container prune`).
     #[command(subcommand)]
     Container(ContainerCommand),
@@ -190,6 +192,7 @@ pub fn main() -> i32 {
         Command::Unpause(a) => containers::pause(&root, a, false),
         Command::Rename(a) => containers::rename(&root, a),
         Command::Top(a) => containers::top(&root, a),
+        Command::Port(a) => containers::port(&root, a),
         Command::Container(ContainerCommand::Prune(a)) => containers::prune(&root, a),
         Command::Container(ContainerCommand::List(a)) => containers::ps(&root, a),
         Command::Stop(a) => containers::stop(&root, a),

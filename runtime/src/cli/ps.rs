@@ -124,13 +124,13 @@ impl Row {
             "Command": command_column(&s.command, no_trunc),
             "CreatedAt": s.created,
             "RunningFor": created.map(|t| format!("{} ago", crate::timefmt::ago(t))).unwrap_or_default(),
-            "Ports": "",
+            "Ports": crate::container::network::ports_column(s),
             "State": s.status_word(),
             "Status": s.status_line(),
             "Size": size,
             "Names": s.name,
             "Mounts": "",
-            "Networks": "none",
+            "Networks": s.network.name(),
         });
         Row {
             id: shown_id,

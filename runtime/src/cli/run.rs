@@ -26,6 +26,21 @@ pub struct RunArgs {
     /// Keep STDIN open.
     #[arg(short = 'i', long)]
     interactive: bool,
+    /// Connect to a network: bridge (default), none, host.
+    #[arg(long = "network", visible_alias = "net", default_value = "bridge")]
+    network: String,
+    /// Publish a container port: [IP:][HOST:]CONTAINER[/tcp|udp].
+    #[arg(short = 'p', long = "publish")]
+    publish: Vec<String>,
+    /// Publish every port the image exposes, each on a free host port.
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
+    /// A DNS server for the container's resolv.conf (replaces the host's).
+    #[arg(long)]
+    dns: Vec<String>,
+    /// An /etc/hosts line: NAME:IP.
+    #[arg(long = "add-host")]
+    add_host: Vec<String>,
     /// Run a small init as PID 1 that reaps zombies and forwards signals.
     #[arg(long)]
     init: bool,
@@ -210,6 +225,29 @@ impl RunArgs {
             interactive: self.interactive,
             tty: self.tty,
             init: self.init,
+            network: crate::net::NetworkMode::parse(&self.network)
+                .map_err(ContainerError::InvalidArgument)?,
+            publish: self
+                .publish
+                .iter()
+                .map(|p| crate::net::ports::PortMapping::parse(p))
+                .collect::<Result<_, _>>()
+                .map_err(ContainerError::InvalidArgument)?,
+            publish_all: self.publish_all,
+            dns: self
+                .dns
+                .iter()
+                .map(|d| {
+                    d.parse().map_err(|_| {
+                        ContainerError::InvalidArgument(format!("--dns {d:?}: not an IP address"))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            add_hosts: self
+                .add_host
+                .iter()
+                .map(|h| options::parse_add_host(h))
+                .collect::<Result<_, _>>()?,
             auto_remove: self.rm,
             entrypoint: self.entrypoint,
             image: self.image,

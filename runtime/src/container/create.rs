@@ -6,7 +6,7 @@ use super::options::RunOptions;
 use super::spec::{self, SpecContext};
 use super::state::{process_start_time, State, Status};
 use super::store::ContainerStore;
-use super::{id, ContainerError};
+use super::{id, network, ContainerError};
 use crate::image::Image;
 use crate::linux::cgroups::{self, CgroupManager, CgroupMode};
 use crate::linux::process::{self, exec_fifo, InitConfig, Stdio};
@@ -15,9 +15,6 @@ use crate::linux::seccomp::compile;
 use oci_spec::runtime::Spec;
 use seccompiler::BpfProgram;
 use std::time::SystemTime;
-
-/// /etc/hosts of a container without a network yet: loopback only.
-const HOSTS: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
 
 /// A container laid out on disk, ready for its init to be cloned.
 pub struct Prepared {
@@ -102,14 +99,12 @@ fn lay_out(
     };
     let spec = spec::build(opts, &image, &ctx)?;
     let hostname = spec.hostname().clone().unwrap_or_default();
+    // Held, like the user-namespace range, until the state records the address.
+    let (endpoint, _net_lock) = network::plan(store, opts, &image, id)?;
+    network::write_etc_files(&dir, &hostname, opts, endpoint.as_ref())?;
     let write = |path: std::path::PathBuf, data: &[u8]| {
         std::fs::write(&path, data).map_err(|e| ContainerError::io(&path, e))
     };
-    write(dir.etc_file("hostname"), format!("{hostname}\n").as_bytes())?;
-    write(
-        dir.etc_file("hosts"),
-        format!("{HOSTS}127.0.1.1\t{hostname}\n").as_bytes(),
-    )?;
     let config = serde_json::to_vec_pretty(&spec)
         .map_err(|e| ContainerError::io(&dir.config(), std::io::Error::other(e)))?;
     // A fresh folder: a torn config.json can only belong to a container still `creating`,
@@ -152,6 +147,8 @@ fn lay_out(
         stop_signal: opts.stop_signal,
         stop_timeout: opts.stop_timeout,
         paused: false,
+        network: opts.network,
+        endpoint,
         oom_killed: false,
         error: None,
         cgroup: cgroup_paths,
@@ -235,6 +232,22 @@ pub fn spawn_init(
             return Err(setup_err(&id, e));
         }
     };
+    if let Err(e) = network::connect(store, &prepared.state, pid) {
+        // The init waits at the start gate: it has run nothing of the workload.
+        // SAFETY: kill(2) and waitpid(2) on our own child; no memory is shared.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        network::disconnect(&prepared.state);
+        discard(
+            store,
+            &id,
+            &prepared.state.name,
+            Some(prepared.cgroup.as_ref()),
+        );
+        return Err(e);
+    }
     tracing::debug!(id, pid, "init ready");
     let me = std::process::id() as i32;
     let start_time = process_start_time(pid);

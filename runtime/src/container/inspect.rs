@@ -51,6 +51,7 @@ fn to_docker(s: &State, spec: &Value) -> Value {
             "WorkingDir": process["cwd"],
         },
         "HostConfig": {
+            "NetworkMode": s.network.name(),
             "Memory": resources["memory"]["limit"].as_i64().unwrap_or(0),
             "NanoCpus": resources["cpu"]["quota"].as_i64().map_or(0, |q| q * 10_000),
             "PidsLimit": resources["pids"]["limit"],
@@ -67,13 +68,8 @@ fn to_docker(s: &State, spec: &Value) -> Value {
             "CapAdd": Value::Null,
             "Privileged": spec["linux"]["seccomp"].is_null() && spec["linux"]["maskedPaths"].is_null(),
         },
-        // Loopback only until networking lands: Docker's shape for `--network none`.
-        "NetworkSettings": {
-            "IPAddress": "",
-            "Ports": {},
-            "Networks": {"none": {"IPAddress": "", "Gateway": "", "MacAddress": ""}},
-        },
-        "Mounts": spec["mounts"].as_array().map(|m| m.iter().filter(|m| m["type"] == "bind" && !m["destination"].as_str().unwrap_or("").starts_with("/etc/host")).map(|m| json!({
+        "NetworkSettings": super::network::inspect_settings(s),
+        "Mounts": spec["mounts"].as_array().map(|m| m.iter().filter(|m| m["type"] == "bind" && !["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"].contains(&m["destination"].as_str().unwrap_or(""))).map(|m| json!({
             "Type": "bind",
             "Source": m["source"],
             "Destination": m["destination"],

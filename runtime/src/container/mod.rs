@@ -14,6 +14,7 @@ pub mod kill;
 pub mod logfile;
 pub mod logs;
 pub mod monitor;
+pub mod network;
 pub mod options;
 pub mod pause;
 pub mod prune;

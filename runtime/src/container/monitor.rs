@@ -40,6 +40,9 @@ pub fn record_exit(
     let oom = cgroup.oom_killed();
     let _ = cgroup.destroy();
     tracing::debug!(id, "cgroup removed");
+    if let Ok(state) = store.load(id) {
+        super::network::disconnect(&state);
+    }
     let now = crate::timefmt::rfc3339(SystemTime::now());
     let updated = store.update(id, |s| {
         s.status = Status::Exited;

@@ -81,6 +81,16 @@ pub struct RunOptions {
     pub tty: bool,
     /// `--init`: a reaping PID 1 in front of the workload.
     pub init: bool,
+    /// `--network`.
+    pub network: crate::net::NetworkMode,
+    /// `-p`; a host port of 0 gets a free one at create.
+    pub publish: Vec<crate::net::ports::PortMapping>,
+    /// `-P`: publish every port the image exposes on a free host port.
+    pub publish_all: bool,
+    /// `--dns` servers (replace the host's in resolv.conf).
+    pub dns: Vec<std::net::IpAddr>,
+    /// `--add-host NAME:IP` lines for /etc/hosts.
+    pub add_hosts: Vec<(String, std::net::IpAddr)>,
     /// `--rm`.
     pub auto_remove: bool,
     /// `--entrypoint`.
@@ -89,6 +99,18 @@ pub struct RunOptions {
     pub image: String,
     /// Arguments after the image.
     pub command: Vec<String>,
+}
+
+/// Parses `--add-host NAME:IP` (IPv6 addresses keep their colons: the name ends at the
+/// first one).
+pub fn parse_add_host(value: &str) -> Result<(String, std::net::IpAddr), ContainerError> {
+    let bad = || ContainerError::InvalidArgument(format!("--add-host {value:?}: expected NAME:IP"));
+    let (name, ip) = value.split_once(':').ok_or_else(bad)?;
+    let ip = ip.trim_matches(['[', ']']).parse().map_err(|_| bad())?;
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return Err(bad());
+    }
+    Ok((name.to_string(), ip))
 }
 
 /// Parses a Docker memory size (`512`, `64k`, `64m`, `1g`, `1.5g`; units b k m g).

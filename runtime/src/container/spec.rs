@@ -169,7 +169,7 @@ fn mounts(opts: &RunOptions, ctx: &SpecContext) -> Vec<Mount> {
             &["nosuid", "noexec", "nodev", "relatime", sys_mode],
         ));
     }
-    for name in ["hostname", "hosts"] {
+    for name in ["hostname", "hosts", "resolv.conf"] {
         let src = ctx.dir.join(name).display().to_string();
         list.push(mount(
             &format!("/etc/{name}"),
@@ -339,6 +339,9 @@ pub fn build(opts: &RunOptions, image: &Image, ctx: &SpecContext) -> Result<Spec
         LinuxNamespaceType::Network,
         LinuxNamespaceType::Cgroup,
     ];
+    if opts.network == crate::net::NetworkMode::Host {
+        namespaces.retain(|t| *t != LinuxNamespaceType::Network);
+    }
     if ctx.userns_base.is_some() {
         namespaces.push(LinuxNamespaceType::User);
     }

@@ -102,6 +102,12 @@ pub struct State {
     /// Frozen by `pause`.
     #[serde(default)]
     pub paused: bool,
+    /// The network it joined.
+    #[serde(default)]
+    pub network: crate::net::NetworkMode,
+    /// Its place on the bridge (address, veth, published ports).
+    #[serde(default)]
+    pub endpoint: Option<crate::net::Endpoint>,
     /// Whether the kernel's OOM killer acted in the container's cgroup.
     #[serde(default)]
     pub oom_killed: bool,

@@ -1,0 +1,216 @@
+//! A container's networking through its life: the address and ports chosen at create
+//! (under a lock, against every other container's record), the /etc files written for it,
+//! the veth connected once its init exists, and the published ports taken back when its
+//! workload exits or it is removed.
+
+use super::options::RunOptions;
+use super::state::{State, Status};
+use super::store::{ContainerDir, ContainerStore};
+use super::ContainerError;
+use crate::fsutil::FileLock;
+use crate::image::Image;
+use crate::net::bridge::BridgeConfig;
+use crate::net::ports::{PortMapping, Proto};
+use crate::net::{self, Endpoint, NetworkMode};
+
+/// /etc/hosts lines every container has.
+const LOOPBACK_HOSTS: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
+
+/// The bridge settings of this state root (`bip` in its daemon.json).
+pub fn bridge_config(store: &ContainerStore) -> Result<BridgeConfig, ContainerError> {
+    BridgeConfig::load(&store.root().daemon_config())
+        .map_err(|e| ContainerError::InvalidArgument(e.to_string()))
+}
+
+/// Chooses the address and host ports of a new bridge container. The returned lock must
+/// be held until its state is written, so that no other create picks the same.
+pub fn plan(
+    store: &ContainerStore,
+    opts: &RunOptions,
+    image: &Image,
+    id: &str,
+) -> Result<(Option<Endpoint>, Option<FileLock>), ContainerError> {
+    if opts.network != NetworkMode::Bridge {
+        if !opts.publish.is_empty() || opts.publish_all {
+            // Docker ignores -p here with a warning; a silent no-op would mislead.
+            return Err(ContainerError::InvalidArgument(format!(
+                "-p/-P need the bridge network; --network {} has no ports to publish",
+                opts.network.name()
+            )));
+        }
+        return Ok((None, None));
+    }
+    let lock_path = store.root().dir().join("network.lock");
+    let lock = FileLock::acquire(&lock_path).map_err(|e| ContainerError::io(&lock_path, e))?;
+    let others: Vec<State> = store
+        .ids()
+        .iter()
+        .filter(|other| *other != id)
+        .filter_map(|other| store.load(other).ok())
+        .collect();
+    let taken_ips: Vec<_> = others
+        .iter()
+        .filter_map(|s| s.endpoint.as_ref().map(|e| e.ip))
+        .collect();
+    let taken_ports: Vec<PortMapping> = others
+        .iter()
+        .filter(|s| s.status != Status::Exited)
+        .filter_map(|s| s.endpoint.as_ref())
+        .flat_map(|e| e.ports.iter().copied())
+        .collect();
+    let mut wanted = opts.publish.clone();
+    if opts.publish_all {
+        wanted.extend(exposed_ports(image)?);
+    }
+    let config = bridge_config(store)?;
+    let endpoint = net::allocate(&config, id, &wanted, &taken_ips, &taken_ports)
+        .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
+    Ok((Some(endpoint), Some(lock)))
+}
+
+/// The image's `ExposedPorts` (`80/tcp`, `53/udp`) as mappings to free host ports.
+fn exposed_ports(image: &Image) -> Result<Vec<PortMapping>, ContainerError> {
+    let Some(cfg) = image.config.config() else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for spec in cfg.exposed_ports().iter().flatten() {
+        let (port, proto) = spec.split_once('/').unwrap_or((spec, "tcp"));
+        let container_port = port.parse().map_err(|_| {
+            ContainerError::InvalidArgument(format!("image exposes {spec:?}: not a port"))
+        })?;
+        let proto = match proto {
+            "udp" => Proto::Udp,
+            _ => Proto::Tcp,
+        };
+        out.push(PortMapping {
+            host_ip: std::net::Ipv4Addr::UNSPECIFIED,
+            host_port: 0,
+            container_port,
+            proto,
+        });
+    }
+    Ok(out)
+}
+
+/// Writes /etc/hostname, /etc/hosts and /etc/resolv.conf for the container.
+pub fn write_etc_files(
+    dir: &ContainerDir,
+    hostname: &str,
+    opts: &RunOptions,
+    endpoint: Option<&Endpoint>,
+) -> Result<(), ContainerError> {
+    let write = |name: &str, data: String| {
+        let path = dir.etc_file(name);
+        std::fs::write(&path, data).map_err(|e| ContainerError::io(&path, e))
+    };
+    write("hostname", format!("{hostname}\n"))?;
+    let mut hosts = match opts.network {
+        // The host's own names, as Docker gives a host-network container.
+        NetworkMode::Host => std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
+        _ => LOOPBACK_HOSTS.to_string(),
+    };
+    for (name, ip) in &opts.add_hosts {
+        hosts.push_str(&format!("{ip}\t{name}\n"));
+    }
+    match endpoint {
+        Some(e) => hosts.push_str(&format!("{}\t{hostname}\n", e.ip)),
+        None if opts.network == NetworkMode::None => {
+            hosts.push_str(&format!("127.0.1.1\t{hostname}\n"))
+        }
+        None => {}
+    }
+    write("hosts", hosts)?;
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let resolv = if opts.dns.is_empty() {
+        net::resolv_conf(&host_resolv)
+    } else {
+        let kept: String = host_resolv
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("nameserver"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let servers: String = opts
+            .dns
+            .iter()
+            .map(|d| format!("nameserver {d}\n"))
+            .collect();
+        kept + &servers
+    };
+    write("resolv.conf", resolv)
+}
+
+/// Connects the new init `pid` as its state says: the bridge, or loopback alone.
+pub fn connect(store: &ContainerStore, state: &State, pid: i32) -> Result<(), ContainerError> {
+    let fail = |e: net::NetError| ContainerError::Setup {
+        id: super::id::short(&state.id).to_string(),
+        reason: e.to_string(),
+    };
+    match (&state.network, &state.endpoint) {
+        (NetworkMode::Host, _) => Ok(()),
+        (_, Some(endpoint)) => net::attach(&bridge_config(store)?, endpoint, pid).map_err(fail),
+        (_, None) => net::loopback_up(pid).map_err(fail),
+    }
+}
+
+/// Takes back what [`connect`] published (idempotent).
+pub fn disconnect(state: &State) {
+    if let Some(e) = &state.endpoint {
+        net::detach(e);
+    }
+}
+
+/// The mappings in force: a container's ports are published while its init exists.
+pub fn active_ports(state: &State) -> &[PortMapping] {
+    match (&state.endpoint, state.status) {
+        (Some(e), Status::Created | Status::Running) => &e.ports,
+        _ => &[],
+    }
+}
+
+/// `docker ps`'s PORTS column: `127.0.0.1:8080->80/tcp, 0.0.0.0:8081->80/tcp`.
+pub fn ports_column(state: &State) -> String {
+    active_ports(state)
+        .iter()
+        .map(PortMapping::display)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `inspect`'s NetworkSettings, with Docker's field names.
+pub fn inspect_settings(state: &State) -> serde_json::Value {
+    use serde_json::json;
+    let mut ports = serde_json::Map::new();
+    for p in active_ports(state) {
+        let key = format!("{}/{}", p.container_port, p.proto.name());
+        let entry = ports.entry(key).or_insert_with(|| json!([]));
+        if let Some(list) = entry.as_array_mut() {
+            list.push(
+                json!({"HostIp": p.host_ip.to_string(), "HostPort": p.host_port.to_string()}),
+            );
+        }
+    }
+    let (ip, prefix, gateway, mac) = match &state.endpoint {
+        Some(e) => (
+            e.ip.to_string(),
+            e.prefix,
+            e.gateway.to_string(),
+            e.mac_string(),
+        ),
+        None => Default::default(),
+    };
+    let network = json!({
+        "IPAddress": ip,
+        "IPPrefixLen": prefix,
+        "Gateway": gateway,
+        "MacAddress": mac,
+    });
+    json!({
+        "IPAddress": ip,
+        "IPPrefixLen": prefix,
+        "Gateway": gateway,
+        "MacAddress": mac,
+        "Ports": ports,
+        "Networks": {state.network.name(): network},
+    })
+}

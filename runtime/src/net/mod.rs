@@ -1,0 +1,320 @@
+//! Container networking: the default bridge `capsa0`, a veth pair per container, addresses
+//! from the bridge's subnet, nftables masquerade for egress and DNAT for published ports.
+//!
+//! The flow: [`allocate`] (at create, before the init exists) picks the address and checks
+//! the host ports, under a lock, from the records of existing containers, which are the
+//! pool: an address is held exactly as long as a container's record names it. [`attach`]
+//! (once the init exists, in its own network namespace) makes sure the bridge and the
+//! nftables table exist, creates the veth pair with its container end already inside the
+//! namespace, configures it there, and publishes the ports. [`detach`] (when the workload
+//! has exited, and again at `rm`) takes the ports back; the veth pair dies with the
+//! namespace.
+
+pub mod bridge;
+pub mod netlink;
+pub mod nft;
+pub mod ports;
+
+use ports::PortMapping;
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+
+/// The network a container joins, as `--network` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// Its own network namespace with a veth on the default bridge (Docker's default).
+    #[default]
+    Bridge,
+    /// Its own network namespace with only loopback.
+    None,
+    /// The host's network namespace.
+    Host,
+}
+
+impl NetworkMode {
+    /// Parses `--network`.
+    pub fn parse(value: &str) -> Result<NetworkMode, String> {
+        match value {
+            "bridge" | "default" => Ok(NetworkMode::Bridge),
+            "none" => Ok(NetworkMode::None),
+            "host" => Ok(NetworkMode::Host),
+            other => Err(format!(
+                "network {other:?} not found (capsa has bridge, none and host; user-defined networks are not implemented yet)"
+            )),
+        }
+    }
+
+    /// The name `inspect` and `ps` show.
+    pub fn name(self) -> &'static str {
+        match self {
+            NetworkMode::Bridge => "bridge",
+            NetworkMode::None => "none",
+            NetworkMode::Host => "host",
+        }
+    }
+}
+
+/// A container's place on the bridge, recorded in its state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// The subnet's prefix length.
+    pub prefix: u8,
+    /// The bridge's address, its default route.
+    pub gateway: Ipv4Addr,
+    /// Its MAC address (derived from the IP, as Docker does).
+    pub mac: [u8; 6],
+    /// The host end of its veth pair.
+    pub veth: String,
+    /// Published ports, host ports chosen.
+    #[serde(default)]
+    pub ports: Vec<PortMapping>,
+}
+
+impl Endpoint {
+    /// `02:42:0a:58:00:02`.
+    pub fn mac_string(&self) -> String {
+        self.mac
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    }
+}
+
+/// Errors of network set-up, naming what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// The user asked for something impossible (port taken, bad spec).
+    #[error("{0}")]
+    Invalid(String),
+    /// The kernel or nft refused a change.
+    #[error("network set-up: {what}: {reason}")]
+    Setup {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        reason: String,
+    },
+}
+
+fn setup(what: &str) -> impl Fn(std::io::Error) -> NetError + '_ {
+    move |e| NetError::Setup {
+        what: what.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// Picks the lowest free address of the bridge's subnet and checks (and chooses) host
+/// ports. `taken` lists what existing containers hold: their addresses, and the ports of
+/// those that are not stopped.
+pub fn allocate(
+    config: &bridge::BridgeConfig,
+    id: &str,
+    wanted_ports: &[PortMapping],
+    taken_ips: &[Ipv4Addr],
+    taken_ports: &[PortMapping],
+) -> Result<Endpoint, NetError> {
+    let mut ports = Vec::with_capacity(wanted_ports.len());
+    for p in wanted_ports {
+        let mut p = *p;
+        let clash = taken_ports
+            .iter()
+            .chain(ports.iter())
+            .any(|t| p.host_port != 0 && p.clashes_with(t));
+        if clash {
+            return Err(NetError::Invalid(format!(
+                "Bind for {}:{} failed: port is already allocated",
+                p.host_ip, p.host_port
+            )));
+        }
+        p.claim_host_port().map_err(NetError::Invalid)?;
+        ports.push(p);
+    }
+    let ip = config.free_address(taken_ips).ok_or_else(|| {
+        NetError::Invalid(format!(
+            "no free address left in {}/{}",
+            config.subnet, config.prefix
+        ))
+    })?;
+    let o = ip.octets();
+    Ok(Endpoint {
+        ip,
+        prefix: config.prefix,
+        gateway: config.gateway,
+        mac: [0x02, 0x42, o[0], o[1], o[2], o[3]],
+        veth: format!("veth{}", &id[..id.len().min(11)]),
+        ports,
+    })
+}
+
+/// Brings loopback up in the network namespace of `pid` (Docker's containers have it up).
+pub fn loopback_up(pid: i32) -> Result<(), NetError> {
+    let mut inside = netlink::Netlink::open_in(pid).map_err(setup("entering the namespace"))?;
+    let lo = inside
+        .link_index("lo")
+        .map_err(setup("finding lo"))?
+        .ok_or_else(|| NetError::Setup {
+            what: "finding lo".into(),
+            reason: "no loopback device".into(),
+        })?;
+    inside.set_up(lo, None).map_err(setup("bringing lo up"))
+}
+
+/// Connects the init `pid` (in its own network namespace) to the bridge as `endpoint`
+/// says, and publishes its ports.
+pub fn attach(
+    config: &bridge::BridgeConfig,
+    endpoint: &Endpoint,
+    pid: i32,
+) -> Result<(), NetError> {
+    let mut host = netlink::Netlink::open().map_err(setup("netlink"))?;
+    let bridge_index = bridge::ensure(config, &mut host)?;
+    // A veth of this name can only be a leftover of this very container (a crash between
+    // attach and exit); the new one replaces it.
+    host.delete_link(&endpoint.veth)
+        .map_err(setup("removing a stale veth"))?;
+    host.create_veth(&endpoint.veth, "eth0", pid)
+        .map_err(setup("creating the veth pair"))?;
+    let veth = host
+        .link_index(&endpoint.veth)
+        .map_err(setup("finding the veth"))?
+        .ok_or_else(|| NetError::Setup {
+            what: "finding the veth".into(),
+            reason: "it vanished".into(),
+        })?;
+    host.enslave_and_up(veth, bridge_index)
+        .map_err(setup("attaching the veth to the bridge"))?;
+
+    let mut inside = netlink::Netlink::open_in(pid).map_err(setup("entering the namespace"))?;
+    for (name, mac) in [("lo", None), ("eth0", Some(endpoint.mac))] {
+        let index = inside
+            .link_index(name)
+            .map_err(setup("finding the container's links"))?
+            .ok_or_else(|| NetError::Setup {
+                what: format!("finding {name}"),
+                reason: "missing in the container".into(),
+            })?;
+        if name == "eth0" {
+            inside
+                .add_address(index, endpoint.ip, endpoint.prefix)
+                .map_err(setup("addressing eth0"))?;
+        }
+        inside
+            .set_up(index, mac)
+            .map_err(setup("bringing links up"))?;
+    }
+    inside
+        .add_default_route(endpoint.gateway)
+        .map_err(setup("adding the default route"))?;
+    // IPv4 only, as Docker's default bridge: no IPv6 link-local chatter on eth0.
+    sysctl_in(pid, "net/ipv6/conf/eth0/disable_ipv6", "1")
+        .map_err(setup("disabling IPv6 on eth0"))?;
+    if !endpoint.ports.is_empty() {
+        nft::apply(&nft::add_ports(&endpoint.ports, endpoint.ip)).map_err(|reason| {
+            NetError::Setup {
+                what: "publishing ports".into(),
+                reason,
+            }
+        })?;
+    }
+    Ok(())
+}
+
+/// Writes a network sysctl of the namespace of `pid` (net sysctls belong to the namespace
+/// of the thread that opens them).
+fn sysctl_in(pid: i32, key: &str, value: &str) -> std::io::Result<()> {
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+    let path = format!("/proc/sys/{key}");
+    let value = value.to_string();
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns on a namespace file descriptor we own, on this thread only.
+        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        match std::fs::write(&path, value) {
+            // A kernel without IPv6 has nothing to disable.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    })
+    .join()
+    .map_err(|_| std::io::Error::other("sysctl thread panicked"))?
+}
+
+/// Takes a container's published ports back and removes its veth if it outlived the
+/// namespace. Idempotent: what is already gone is skipped.
+pub fn detach(endpoint: &Endpoint) {
+    for p in &endpoint.ports {
+        // Each element alone: one already gone must not keep the others.
+        let _ = nft::apply(&nft::delete_port(p, endpoint.ip));
+    }
+    if let Ok(mut host) = netlink::Netlink::open() {
+        let _ = host.delete_link(&endpoint.veth);
+    }
+}
+
+/// `/etc/resolv.conf` for a container: the host's, without loopback resolvers (they would
+/// be the container's own loopback); Google's public resolvers when nothing is left, as
+/// Docker does.
+pub fn resolv_conf(host: &str) -> String {
+    let mut out = String::new();
+    let mut servers = 0;
+    for line in host.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() == Some("nameserver") {
+            let loopback = words
+                .next()
+                .and_then(|a| a.parse::<std::net::IpAddr>().ok())
+                .is_some_and(|ip| ip.is_loopback());
+            if loopback {
+                continue;
+            }
+            servers += 1;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if servers == 0 {
+        out.push_str("nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_resolvers_are_dropped() {
+        let conf = resolv_conf("search lan\nnameserver 127.0.0.53\nnameserver 192.168.1.1\n");
+        assert_eq!(conf, "search lan\nnameserver 192.168.1.1\n");
+        let conf = resolv_conf("nameserver 127.0.0.53\noptions edns0\n");
+        assert!(conf.contains("nameserver 8.8.8.8"), "{conf}");
+        assert!(conf.contains("options edns0"));
+    }
+
+    #[test]
+    fn addresses_and_macs_follow_the_pool() {
+        let config = bridge::BridgeConfig::default();
+        let id = "0123456789abcdef";
+        let taken = [Ipv4Addr::new(10, 88, 0, 2)];
+        let e = allocate(&config, id, &[], &taken, &[]).unwrap();
+        assert_eq!(e.ip, Ipv4Addr::new(10, 88, 0, 3));
+        assert_eq!(e.mac_string(), "02:42:0a:58:00:03");
+        assert_eq!(e.veth, "veth0123456789a");
+        assert!(e.veth.len() <= 15, "IFNAMSIZ");
+    }
+
+    #[test]
+    fn a_port_another_container_holds_is_refused() {
+        let config = bridge::BridgeConfig::default();
+        let held = PortMapping::parse("127.0.0.1:18080:80").unwrap();
+        let want = PortMapping::parse("18080:81").unwrap();
+        let err = allocate(&config, "ab", &[want], &[], &[held]).unwrap_err();
+        assert!(err.to_string().contains("already allocated"), "{err}");
+    }
+}

@@ -1,0 +1,313 @@
+//! Networking end to end. Every test runs the whole engine inside a network namespace of
+//! its own (TestEnv's), which stands for the host: the bridge, the nftables table and the
+//! published ports live there, and no packet leaves the machine. "Outside" is one more
+//! namespace joined to it by a veth pair.
+
+use capsa_tests::registry::in_netns;
+use capsa_tests::{eventually, text, TestEnv};
+use std::process::Command;
+use std::time::Duration;
+
+/// A busybox httpd serving `body` on port 80, detached, with `flags` (ports, name).
+fn web(env: &TestEnv, name: &str, flags: &[&str], body: &str) {
+    let script =
+        format!("mkdir -p /www && echo {body} > /www/index.html && exec httpd -f -p 80 -h /www");
+    let mut args = vec!["-d", "--name", name];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["busybox", "sh", "-c", &script]);
+    let out = env.run(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// Fetches `url` from the test's host namespace (busybox wget), retrying while the
+/// server starts; returns the body or the last error.
+fn fetch(env: &TestEnv, url: &str) -> String {
+    let mut last = String::new();
+    for _ in 0..100 {
+        // (busybox 1.35's wget crashes with -T; timeout(1) bounds it instead.)
+        let out = env
+            .host_command("timeout")
+            .args(["5", "/bin/busybox", "wget", "-q", "-O", "-", url])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            return text(&out.stdout);
+        }
+        last = text(&out.stderr);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    format!("FAILED: {last}")
+}
+
+#[test]
+fn network_none_has_only_loopback_and_it_is_up() {
+    let env = TestEnv::new();
+    let out = env.sh(&["--network", "none"], "ls /sys/class/net; ip addr show lo");
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("lo"));
+    assert!(out.contains("inet 127.0.0.1/8"), "{out}");
+    assert!(out.contains("UP"), "{out}");
+    env.assert_clean();
+}
+
+#[test]
+fn the_bridge_gives_an_address_a_route_and_a_hosts_entry() {
+    let env = TestEnv::new();
+    let out = env.sh(
+        &["--name", "addr"],
+        "ip -4 addr show eth0; ip route; cat /etc/hosts; hostname",
+    );
+    assert!(out.contains("inet 10.88.0.2/16"), "{out}");
+    assert!(out.contains("default via 10.88.0.1 dev eth0"), "{out}");
+    let hostname = out.lines().last().unwrap();
+    assert!(out.contains(&format!("10.88.0.2\t{hostname}")), "{out}");
+    // The address went back to the pool with the container.
+    let again = env.sh(&[], "ip -4 addr show eth0");
+    assert!(again.contains("inet 10.88.0.2/16"), "{again}");
+    env.assert_clean();
+}
+
+#[test]
+fn published_ports_serve_on_loopback_every_address_and_between_containers() {
+    let env = TestEnv::new();
+    web(
+        &env,
+        "site",
+        &["-p", "127.0.0.1:18080:80", "-p", "18081:80"],
+        "hello-from-the-container",
+    );
+    let want = "hello-from-the-container\n";
+    assert_eq!(fetch(&env, "http://127.0.0.1:18080/"), want);
+    assert_eq!(fetch(&env, "http://127.0.0.1:18081/"), want);
+    let ip = env.inspect("site", "{{.NetworkSettings.IPAddress}}");
+    assert_eq!(
+        fetch(&env, &format!("http://{ip}/")),
+        want,
+        "bridge address"
+    );
+    // Another container through the host's published port (hairpin NAT).
+    let hairpin = env.sh(&[], "wget -q -O - http://10.88.0.1:18081/");
+    assert_eq!(hairpin, want);
+    let ports = text(&env.capsa(&["port", "site"]).stdout);
+    assert!(ports.contains("80/tcp -> 127.0.0.1:18080"), "{ports}");
+    assert!(ports.contains("80/tcp -> 0.0.0.0:18081"), "{ports}");
+    assert!(env.ps_line("site").contains("127.0.0.1:18080->80/tcp"));
+    assert_eq!(
+        env.inspect("site", "{{json .NetworkSettings.Ports}}"),
+        r#"{"80/tcp":[{"HostIp":"127.0.0.1","HostPort":"18080"},{"HostIp":"0.0.0.0","HostPort":"18081"}]}"#
+    );
+    assert!(env.capsa(&["rm", "-f", "site"]).status.success());
+    env.assert_clean();
+    assert!(fetch(&env, "http://127.0.0.1:18081/").starts_with("FAILED"));
+}
+
+#[test]
+fn publish_all_and_udp_ports() {
+    let env = TestEnv::new();
+    let tar = capsa_tests::busybox_tarball().to_str().unwrap().to_string();
+    let out = env.capsa(&[
+        "import",
+        "-c",
+        "ENV PATH=/bin",
+        "-c",
+        "EXPOSE 80",
+        "-c",
+        "EXPOSE 69/udp",
+        &tar,
+        "exposing",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Debian's busybox has no UDP server: the host's python3 serves UDP, its /usr mounted
+    // read-only into the container.
+    let udp_server = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',69))\nwhile True:\n  d,a=s.recvfrom(100)\n  print(d.decode().strip(),flush=True)\n";
+    let script = format!(
+        "mkdir -p /www && echo all > /www/index.html && httpd -p 80 -h /www && exec /usr/bin/python3 -c \"{udp_server}\""
+    );
+    let out = env.run(&[
+        "-d",
+        "--name",
+        "pa",
+        "-P",
+        "-v",
+        "/usr:/usr:ro",
+        "-v",
+        "/usr/lib:/lib:ro",
+        "-v",
+        "/usr/lib64:/lib64:ro",
+        "exposing",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let tcp = text(&env.capsa(&["port", "pa", "80"]).stdout);
+    let tcp_port = tcp.trim().rsplit(':').next().unwrap().to_string();
+    assert_eq!(
+        fetch(&env, &format!("http://127.0.0.1:{tcp_port}/")),
+        "all\n"
+    );
+    let udp = text(&env.capsa(&["port", "pa", "69/udp"]).stdout);
+    let udp_port = udp.trim().rsplit(':').next().unwrap().to_string();
+    eventually(
+        "a datagram through the published UDP port",
+        Duration::from_secs(20),
+        || {
+            let send = format!(
+            "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'datagram', ('127.0.0.1', {udp_port}))"
+        );
+            let _ = env.host_command("python3").args(["-c", &send]).output();
+            text(&env.capsa(&["logs", "pa"]).stdout).contains("datagram")
+        },
+    );
+    assert!(env.capsa(&["rm", "-f", "pa"]).status.success());
+    env.assert_clean();
+}
+
+#[test]
+fn a_taken_port_is_refused_and_nothing_is_left() {
+    let env = TestEnv::new();
+    web(&env, "first", &["-p", "18090:80"], "first");
+    let out = env.run(&["--rm", "-p", "18090:80", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(text(&out.stderr).contains("18090"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("already allocated"));
+    // A host process (this test) holds another port.
+    let holder = in_netns(env.netns(), || {
+        std::net::TcpListener::bind("0.0.0.0:18091").unwrap()
+    });
+    let out = env.run(&["--rm", "-p", "18091:80", "busybox", "true"]);
+    drop(holder);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    let all = text(&env.capsa(&["ps", "-aq"]).stdout);
+    assert_eq!(all.lines().count(), 1, "only the first container: {all}");
+    for bad in ["80:80:80:80", "x:80", "80/sctp"] {
+        let out = env.run(&["--rm", "-p", bad, "busybox", "true"]);
+        assert_eq!(out.status.code(), Some(125), "{bad}");
+        assert!(text(&out.stderr).contains(bad), "{}", text(&out.stderr));
+    }
+    let out = env.run(&["--rm", "--network", "nope", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(text(&out.stderr).contains("nope"));
+    assert!(env.capsa(&["rm", "-f", "first"]).status.success());
+    env.assert_clean();
+}
+
+#[test]
+fn egress_is_masqueraded_to_the_outside() {
+    let env = TestEnv::new();
+    // "outside": one more namespace, joined to the test's host namespace by a veth pair.
+    let outside = format!("{}-out", env.netns());
+    let ip = |args: &[&str]| {
+        let out = Command::new("ip").args(args).output().unwrap();
+        assert!(out.status.success(), "ip {args:?}: {}", text(&out.stderr));
+    };
+    ip(&["netns", "add", &outside]);
+    let _cleanup = NetnsGuard(outside.clone());
+    ip(&[
+        "link",
+        "add",
+        "uplink",
+        "netns",
+        env.netns(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "wan",
+        "netns",
+        &outside,
+    ]);
+    ip(&[
+        "-n",
+        env.netns(),
+        "addr",
+        "add",
+        "192.0.2.1/24",
+        "dev",
+        "uplink",
+    ]);
+    ip(&["-n", env.netns(), "link", "set", "uplink", "up"]);
+    ip(&["-n", &outside, "addr", "add", "192.0.2.2/24", "dev", "wan"]);
+    ip(&["-n", &outside, "link", "set", "wan", "up"]);
+    ip(&["-n", &outside, "link", "set", "lo", "up"]);
+    // A server outside that answers with the address it sees the client at.
+    let script = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('192.0.2.2',9000))\ns.listen(1)\nc,a=s.accept()\nc.sendall(a[0].encode()+b'\\n')\nc.close()\n";
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", &outside, "python3", "-c", script])
+        .spawn()
+        .unwrap();
+    let seen = env.sh(
+        &[],
+        "for i in $(seq 50); do nc 192.0.2.2 9000 2>/dev/null && exit 0; sleep 0.1; done; exit 1",
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(
+        seen, "192.0.2.1\n",
+        "the container's address is hidden behind the host's"
+    );
+    ip(&["-n", env.netns(), "link", "del", "uplink"]);
+    env.assert_clean();
+}
+
+struct NetnsGuard(String);
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+#[test]
+fn host_network_dns_and_extra_hosts() {
+    let env = TestEnv::new();
+    let names = |listing: &str| -> Vec<String> {
+        let mut v: Vec<String> = listing
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    // A bridge container first, so that the host namespace has more than lo.
+    env.sh(&[], "true");
+    let inside = env.sh(&["--network", "host"], "ip -o link");
+    let host = env
+        .host_command("ip")
+        .args(["-o", "link"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        names(&inside),
+        names(&text(&host.stdout)),
+        "the host's interfaces"
+    );
+    assert!(names(&inside).contains(&"capsa0".to_string()));
+    let out = env.run(&["--rm", "--network", "host", "-p", "80", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    let files = env.sh(
+        &["--dns", "192.0.2.53", "--add-host", "db.internal:192.0.2.7"],
+        "cat /etc/resolv.conf /etc/hosts",
+    );
+    assert!(files.contains("nameserver 192.0.2.53"), "{files}");
+    assert!(files.contains("192.0.2.7\tdb.internal"), "{files}");
+    env.assert_clean();
+}
+
+#[test]
+fn a_crashed_monitor_then_rm_f_leaves_no_port_or_veth() {
+    let env = TestEnv::new();
+    web(&env, "orphan", &["-p", "18095:80"], "orphan");
+    assert_eq!(fetch(&env, "http://127.0.0.1:18095/"), "orphan\n");
+    let id = env.inspect("orphan", "{{.Id}}");
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.root().join("containers").join(&id).join("state.json")).unwrap(),
+    )
+    .unwrap();
+    let monitor = state["monitor_pid"].as_i64().unwrap() as i32;
+    // SAFETY: SIGKILL to the monitor of this test's container.
+    unsafe { libc::kill(monitor, libc::SIGKILL) };
+    assert!(env.capsa(&["rm", "-f", "orphan"]).status.success());
+    env.assert_clean();
+}
