@@ -86,7 +86,8 @@ def main():
         capsa = [a.capsa, "--root", capsa_root]
         subprocess.run(capsa + ["import", "-c", "ENV PATH=/bin", tar, "busybox"], check=True, stdout=subprocess.DEVNULL)
         peers = {
-            "capsa": lambda i: capsa + ["run", "--rm", "busybox", "true"],
+            # runc's spec gives a network namespace with loopback only: capsa's --network none.
+            "capsa": lambda i: capsa + ["run", "--rm", "--network", "none", "busybox", "true"],
             "runc": lambda i: ["runc", "--root", runc_root, "run", "--bundle", bundle, f"bench-{i}"],
         }
         crun = subprocess.run(["crun", "--root", os.path.join(tmp, "crun-root"), "run", "--bundle", bundle, "crun-probe"], capture_output=True, text=True) if shutil.which("crun") else None
@@ -135,7 +136,9 @@ Produced by `{result['command']}` ({a.runs} interleaved runs each after {a.warmu
 Machine: {m['cpu']}, {m['cpus']} CPUs, {m['memory_gib']} GiB, kernel {m['kernel']}, cgroups v1 (hybrid).
 Versions: {result['versions']['capsa']}; {result['versions']['runc']}.
 
-Workload: busybox `true` from the same rootfs tree, default set-up of each runtime. capsa
+Workload: busybox `true` from the same rootfs tree, default set-up of each runtime, both
+with a network namespace holding only loopback (capsa `--network none`; capsa also brings
+loopback up, runc leaves it down; the bridge's cost is in network.md). capsa
 does more than runc's `runc spec` default here: an overlay root with a fresh writable layer
 (runc: the plain directory), Docker's seccomp profile (runc: none), a cgroup namespace, the
 device cgroup rules, masked and read-only /proc paths, and `--rm` removal of its state;

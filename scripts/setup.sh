@@ -8,9 +8,12 @@
 #                   a real registry on 127.0.0.1 for the image tests, filled by skopeo
 #   umoci, debootstrap  the pull benchmark's peer (skopeo copy + umoci unpack) and its
 #                   Debian rootfs image
+#   iproute2, nftables  the bridge network (capsa uses netlink itself, and nft for NAT);
+#                   the tests make their own network namespaces with ip
+#   iperf3          the network benchmark's throughput figures
 set -euo pipefail
 
-packages=(busybox-static runc crun python3 time tmux ca-certificates docker-registry skopeo umoci apache2-utils debootstrap)
+packages=(busybox-static runc crun python3 time tmux ca-certificates docker-registry skopeo umoci apache2-utils debootstrap iproute2 nftables iperf3)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -328,11 +328,16 @@ impl TestEnv {
             "mounts left: {:?}",
             self.leftover_mounts()
         );
-        assert!(
-            self.leftover_veths().is_empty(),
-            "veths left: {:?}",
-            self.leftover_veths()
-        );
+        // The kernel removes a veth with its namespace, asynchronously, after the last
+        // process in it has exited.
+        let gone = (0..200).any(|_| {
+            let left = self.leftover_veths().is_empty();
+            if !left {
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            left
+        });
+        assert!(gone, "veths left: {:?}", self.leftover_veths());
         assert!(
             self.leftover_nft_elements().is_empty(),
             "published ports left: {:?}",
