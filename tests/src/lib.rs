@@ -185,18 +185,27 @@ impl TestEnv {
             .collect()
     }
 
-    /// Published-port elements left in capsa's nftables maps.
+    /// Published-port elements left in capsa's nftables maps (its sets of bridges do not
+    /// count: a bridge stays for the next container).
     pub fn leftover_nft_elements(&self) -> Vec<String> {
         let out = self
             .host_command("nft")
             .args(["list", "table", "ip", "capsa"])
             .output()
             .unwrap();
-        text(&out.stdout)
-            .lines()
-            .filter(|l| l.contains("elements"))
-            .map(|l| l.trim().to_string())
-            .collect()
+        let mut in_map = false;
+        let mut left = Vec::new();
+        for line in text(&out.stdout).lines() {
+            let line = line.trim();
+            if line.starts_with("map ") {
+                in_map = true;
+            } else if line.starts_with("set ") || line.starts_with("chain ") {
+                in_map = false;
+            } else if in_map && line.contains("elements") {
+                left.push(line.to_string());
+            }
+        }
+        left
     }
 
     /// Runs `capsa ARGS` to completion.

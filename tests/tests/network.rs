@@ -195,67 +195,227 @@ fn a_taken_port_is_refused_and_nothing_is_left() {
 #[test]
 fn egress_is_masqueraded_to_the_outside() {
     let env = TestEnv::new();
-    // "outside": one more namespace, joined to the test's host namespace by a veth pair.
-    let outside = format!("{}-out", env.netns());
-    let ip = |args: &[&str]| {
-        let out = Command::new("ip").args(args).output().unwrap();
-        assert!(out.status.success(), "ip {args:?}: {}", text(&out.stderr));
-    };
-    ip(&["netns", "add", &outside]);
-    let _cleanup = NetnsGuard(outside.clone());
-    ip(&[
-        "link",
-        "add",
-        "uplink",
-        "netns",
-        env.netns(),
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "wan",
-        "netns",
-        &outside,
-    ]);
-    ip(&[
-        "-n",
-        env.netns(),
-        "addr",
-        "add",
-        "192.0.2.1/24",
-        "dev",
-        "uplink",
-    ]);
-    ip(&["-n", env.netns(), "link", "set", "uplink", "up"]);
-    ip(&["-n", &outside, "addr", "add", "192.0.2.2/24", "dev", "wan"]);
-    ip(&["-n", &outside, "link", "set", "wan", "up"]);
-    ip(&["-n", &outside, "link", "set", "lo", "up"]);
-    // A server outside that answers with the address it sees the client at.
-    let script = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('192.0.2.2',9000))\ns.listen(1)\nc,a=s.accept()\nc.sendall(a[0].encode()+b'\\n')\nc.close()\n";
-    let mut server = Command::new("ip")
-        .args(["netns", "exec", &outside, "python3", "-c", script])
-        .spawn()
-        .unwrap();
-    let seen = env.sh(
-        &[],
-        "for i in $(seq 50); do nc 192.0.2.2 9000 2>/dev/null && exit 0; sleep 0.1; done; exit 1",
-    );
-    let _ = server.kill();
-    let _ = server.wait();
+    let outside = Outside::new(&env);
+    let seen = env.sh(&[], ASK_OUTSIDE);
     assert_eq!(
         seen, "192.0.2.1\n",
         "the container's address is hidden behind the host's"
     );
-    ip(&["-n", env.netns(), "link", "del", "uplink"]);
+    drop(outside);
     env.assert_clean();
 }
 
-struct NetnsGuard(String);
+/// "Outside": one more namespace, joined to the test's host namespace by a veth pair
+/// (192.0.2.1 on the host side, 192.0.2.2 outside), with a server on 192.0.2.2:9000 that
+/// answers each connection with the address it sees the client at.
+struct Outside {
+    name: String,
+    host_netns: String,
+    server: std::process::Child,
+}
 
-impl Drop for NetnsGuard {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+impl Outside {
+    fn new(env: &TestEnv) -> Outside {
+        let name = format!("{}-out", env.netns());
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().unwrap();
+            assert!(out.status.success(), "ip {args:?}: {}", text(&out.stderr));
+        };
+        ip(&["netns", "add", &name]);
+        ip(&[
+            "link",
+            "add",
+            "uplink",
+            "netns",
+            env.netns(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "wan",
+            "netns",
+            &name,
+        ]);
+        ip(&[
+            "-n",
+            env.netns(),
+            "addr",
+            "add",
+            "192.0.2.1/24",
+            "dev",
+            "uplink",
+        ]);
+        ip(&["-n", env.netns(), "link", "set", "uplink", "up"]);
+        ip(&["-n", &name, "addr", "add", "192.0.2.2/24", "dev", "wan"]);
+        ip(&["-n", &name, "link", "set", "wan", "up"]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        let script = "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('192.0.2.2',9000))\ns.listen(8)\nwhile True:\n  c,a=s.accept()\n  c.sendall(a[0].encode()+b'\\n')\n  c.close()\n";
+        let server = Command::new("ip")
+            .args(["netns", "exec", &name, "python3", "-c", script])
+            .spawn()
+            .unwrap();
+        Outside {
+            name,
+            host_netns: env.netns().to_string(),
+            server,
+        }
     }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        let _ = Command::new("ip")
+            .args(["-n", &self.host_netns, "link", "del", "uplink"])
+            .output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// The script that asks the outside server who we are (retrying while it starts).
+const ASK_OUTSIDE: &str =
+    "for i in $(seq 50); do nc 192.0.2.2 9000 2>/dev/null && exit 0; sleep 0.1; done; exit 1";
+
+#[test]
+fn user_networks_resolve_names_and_stay_apart() {
+    let env = TestEnv::new();
+    let ok = |args: &[&str]| {
+        let out = env.capsa(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    ok(&["network", "create", "appnet"]);
+    web(
+        &env,
+        "db",
+        &["--network", "appnet", "--network-alias", "database"],
+        "db-here",
+    );
+    let out = env.sh(
+        &[
+            "--network",
+            "appnet",
+            "--ip",
+            "10.89.1.50",
+            "--mac-address",
+            "02:00:00:00:00:50",
+        ],
+        "for i in $(seq 50); do wget -q -O - http://db/ && break; sleep 0.1; done; \
+         wget -q -O - http://database/; ip addr show eth0",
+    );
+    assert!(out.starts_with("db-here\ndb-here\n"), "{out}");
+    assert!(out.contains("inet 10.89.1.50/24"), "{out}");
+    assert!(out.contains("02:00:00:00:00:50"), "{out}");
+    // The default bridge cannot reach the other network's containers.
+    let db_ip = env.inspect("db", "{{.NetworkSettings.Networks.appnet.IPAddress}}");
+    // (Not as PID 1: a PID 1 without a handler ignores timeout's SIGTERM.)
+    let try_db = format!("timeout 3 wget -q -O - http://{db_ip}/; exit $?");
+    let isolated = env.run(&["--rm", "busybox", "sh", "-c", &try_db]);
+    assert!(
+        !isolated.status.success(),
+        "reached {db_ip} across networks"
+    );
+    let inspected = ok(&["network", "inspect", "-f", "{{json .Containers}}", "appnet"]);
+    assert!(inspected.contains("\"Name\":\"db\""), "{inspected}");
+    assert!(ok(&["network", "ls"]).contains("appnet"));
+    // In use: refused, and nothing changes.
+    let busy = env.capsa(&["network", "rm", "appnet"]);
+    assert_eq!(busy.status.code(), Some(1));
+    assert!(
+        text(&busy.stderr).contains("active endpoints (db)"),
+        "{}",
+        text(&busy.stderr)
+    );
+    ok(&["rm", "-f", "db"]);
+    ok(&["network", "rm", "appnet"]);
+    assert!(env.leftover_veths().iter().all(|n| !n.starts_with("br-")));
+    env.assert_clean();
+}
+
+#[test]
+fn internal_networks_have_no_way_out() {
+    let env = TestEnv::new();
+    let outside = Outside::new(&env);
+    assert!(env
+        .capsa(&["network", "create", "--internal", "sealed"])
+        .status
+        .success());
+    let sealed = env.run(&[
+        "--rm",
+        "--network",
+        "sealed",
+        "busybox",
+        "sh",
+        "-c",
+        "nc -w 2 192.0.2.2 9000",
+    ]);
+    assert!(
+        !sealed.status.success(),
+        "an internal network reached outside"
+    );
+    assert_eq!(
+        env.sh(&[], ASK_OUTSIDE),
+        "192.0.2.1\n",
+        "the default bridge still can"
+    );
+    drop(outside);
+    assert!(env.capsa(&["network", "prune", "-f"]).status.success());
+    assert!(!text(&env.capsa(&["network", "ls"]).stdout).contains("sealed"));
+    env.assert_clean();
+}
+
+#[test]
+fn bad_network_requests_are_refused() {
+    let env = TestEnv::new();
+    let one = env.capsa(&["network", "create", "--subnet", "10.77.0.0/16", "one"]);
+    assert!(one.status.success(), "{}", text(&one.stderr));
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["network", "create", "--subnet", "10.77.3.0/24", "two"],
+            "overlaps with network one",
+        ),
+        (
+            &["network", "create", "--subnet", "10.88.1.0/24", "three"],
+            "overlaps with network bridge",
+        ),
+        (&["network", "create", "bridge"], "pre-defined"),
+        (&["network", "create", "one"], "already exists"),
+        (&["network", "rm", "nope"], "nope"),
+    ];
+    for (args, why) in cases {
+        let out = env.capsa(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(why),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    for (flags, why) in [
+        (vec!["--network", "nope"], "network nope not found"),
+        (vec!["--network", "one", "--ip", "10.99.0.5"], "10.99.0.5"),
+        (
+            vec!["--network", "one", "--mac-address", "nonsense"],
+            "nonsense",
+        ),
+        (vec!["--network", "none", "-p", "80"], "-p"),
+    ] {
+        let mut args = vec!["--rm"];
+        args.extend(flags.iter());
+        args.extend(["busybox", "true"]);
+        let out = env.run(&args);
+        assert_eq!(out.status.code(), Some(125), "{flags:?}");
+        assert!(
+            text(&out.stderr).contains(why),
+            "{flags:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    assert!(env.capsa(&["network", "rm", "one"]).status.success());
+    env.assert_clean();
 }
 
 #[test]

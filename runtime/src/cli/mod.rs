@@ -7,6 +7,7 @@
 
 mod containers;
 mod images;
+mod network;
 mod ps;
 mod registry;
 mod run;
@@ -103,6 +104,9 @@ enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
     /// Manage capsa (`system df`, `system info`).
     #[command(subcommand)]
     System(SystemCommand),
@@ -207,6 +211,7 @@ pub fn main() -> i32 {
         Command::Save(a) => images::save(&root, a),
         Command::Load(a) => images::load(&root, a),
         Command::Image(c) => image_command(&root, c),
+        Command::Network(c) => network::network(&root, c),
         Command::System(SystemCommand::Df(a)) => images::system_df(&root, a),
         Command::System(SystemCommand::Info(a)) => system::info(&root, a),
         Command::Login(a) => registry::login(&root, a),

@@ -130,7 +130,7 @@ impl Row {
             "Size": size,
             "Names": s.name,
             "Mounts": "",
-            "Networks": s.network.name(),
+            "Networks": crate::container::network::network_name(s),
         });
         Row {
             id: shown_id,

@@ -29,6 +29,15 @@ pub struct RunArgs {
     /// Connect to a network: bridge (default), none, host.
     #[arg(long = "network", visible_alias = "net", default_value = "bridge")]
     network: String,
+    /// An IPv4 address on the network (instead of the next free one).
+    #[arg(long)]
+    ip: Option<String>,
+    /// The MAC address of eth0.
+    #[arg(long = "mac-address")]
+    mac_address: Option<String>,
+    /// Another name for the container on its user-defined network.
+    #[arg(long = "network-alias")]
+    network_alias: Vec<String>,
     /// Publish a container port: [IP:][HOST:]CONTAINER[/tcp|udp].
     #[arg(short = 'p', long = "publish")]
     publish: Vec<String>,
@@ -159,6 +168,8 @@ impl RunArgs {
                 self.log_driver
             ));
         }
+        let network = crate::net::NetworkMode::parse(&self.network)
+            .map_err(ContainerError::InvalidArgument)?;
         let restart_policy = crate::container::restart::RestartPolicy::parse(&self.restart)?;
         if restart_policy != crate::container::restart::RestartPolicy::No {
             if self.rm {
@@ -225,8 +236,24 @@ impl RunArgs {
             interactive: self.interactive,
             tty: self.tty,
             init: self.init,
-            network: crate::net::NetworkMode::parse(&self.network)
+            network: network.0,
+            network_name: network.1,
+            ip: self
+                .ip
+                .as_deref()
+                .map(|ip| {
+                    ip.parse().map_err(|_| {
+                        ContainerError::InvalidArgument(format!("--ip {ip:?}: not an IPv4 address"))
+                    })
+                })
+                .transpose()?,
+            mac: self
+                .mac_address
+                .as_deref()
+                .map(crate::net::parse_mac)
+                .transpose()
                 .map_err(ContainerError::InvalidArgument)?,
+            aliases: self.network_alias.clone(),
             publish: self
                 .publish
                 .iter()

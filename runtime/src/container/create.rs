@@ -262,6 +262,9 @@ pub fn spawn_init(
     if let Some(s) = updated {
         prepared.state = s;
     }
+    if let Some(e) = &prepared.state.endpoint {
+        network::refresh_hosts(store, &e.network);
+    }
     Ok(pid)
 }
 

@@ -57,6 +57,9 @@ pub fn remove(store: &ContainerStore, id: &str, force: bool) -> Result<(), Conta
         Err(e) => return Err(ContainerError::io(&doomed, e)),
     }
     sweep_interrupted(store);
+    if let Some(e) = &state.endpoint {
+        super::network::refresh_hosts(store, &e.network);
+    }
     Ok(())
 }
 

@@ -51,7 +51,7 @@ fn to_docker(s: &State, spec: &Value) -> Value {
             "WorkingDir": process["cwd"],
         },
         "HostConfig": {
-            "NetworkMode": s.network.name(),
+            "NetworkMode": super::network::network_name(s),
             "Memory": resources["memory"]["limit"].as_i64().unwrap_or(0),
             "NanoCpus": resources["cpu"]["quota"].as_i64().map_or(0, |q| q * 10_000),
             "PidsLimit": resources["pids"]["limit"],

@@ -55,6 +55,9 @@ pub fn record_exit(
                 .get_or_insert_with(|| "exited before it was started".into());
         }
     })?;
+    if let Some(e) = updated.as_ref().and_then(|s| s.endpoint.as_ref()) {
+        super::network::refresh_hosts(store, &e.network);
+    }
     Ok(updated.is_none())
 }
 

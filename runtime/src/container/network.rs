@@ -10,16 +10,24 @@ use super::ContainerError;
 use crate::fsutil::FileLock;
 use crate::image::Image;
 use crate::net::bridge::BridgeConfig;
+use crate::net::networks::NetworkStore;
 use crate::net::ports::{PortMapping, Proto};
 use crate::net::{self, Endpoint, NetworkMode};
 
 /// /etc/hosts lines every container has.
 const LOOPBACK_HOSTS: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
 
-/// The bridge settings of this state root (`bip` in its daemon.json).
-pub fn bridge_config(store: &ContainerStore) -> Result<BridgeConfig, ContainerError> {
-    BridgeConfig::load(&store.root().daemon_config())
-        .map_err(|e| ContainerError::InvalidArgument(e.to_string()))
+/// The bridge settings of network `name`: the default `bridge` (`bip` in daemon.json), or
+/// a user-defined one.
+pub fn bridge_config(store: &ContainerStore, name: &str) -> Result<BridgeConfig, ContainerError> {
+    let invalid = |e: net::NetError| ContainerError::InvalidArgument(e.to_string());
+    if name == "bridge" {
+        return BridgeConfig::load(&store.root().daemon_config()).map_err(invalid);
+    }
+    NetworkStore::new(store.root().dir())
+        .get(name)
+        .map(|n| n.bridge_config())
+        .map_err(invalid)
 }
 
 /// Chooses the address and host ports of a new bridge container. The returned lock must
@@ -31,15 +39,27 @@ pub fn plan(
     id: &str,
 ) -> Result<(Option<Endpoint>, Option<FileLock>), ContainerError> {
     if opts.network != NetworkMode::Bridge {
-        if !opts.publish.is_empty() || opts.publish_all {
-            // Docker ignores -p here with a warning; a silent no-op would mislead.
+        let asked = [
+            (!opts.publish.is_empty() || opts.publish_all, "-p/-P"),
+            (opts.ip.is_some(), "--ip"),
+            (opts.mac.is_some(), "--mac-address"),
+            (!opts.aliases.is_empty(), "--network-alias"),
+        ];
+        if let Some((_, flag)) = asked.iter().find(|(set, _)| *set) {
+            // Docker ignores these here with a warning; a silent no-op would mislead.
             return Err(ContainerError::InvalidArgument(format!(
-                "-p/-P need the bridge network; --network {} has no ports to publish",
+                "{flag} needs a bridge network; --network {} has no address of its own",
                 opts.network.name()
             )));
         }
         return Ok((None, None));
     }
+    if opts.network_name == "bridge" && !opts.aliases.is_empty() {
+        return Err(ContainerError::InvalidArgument(
+            "--network-alias is only for user-defined networks (as in Docker)".into(),
+        ));
+    }
+    let config = bridge_config(store, &opts.network_name)?;
     let lock_path = store.root().dir().join("network.lock");
     let lock = FileLock::acquire(&lock_path).map_err(|e| ContainerError::io(&lock_path, e))?;
     let others: Vec<State> = store
@@ -50,7 +70,9 @@ pub fn plan(
         .collect();
     let taken_ips: Vec<_> = others
         .iter()
-        .filter_map(|s| s.endpoint.as_ref().map(|e| e.ip))
+        .filter_map(|s| s.endpoint.as_ref())
+        .filter(|e| e.network == opts.network_name)
+        .map(|e| e.ip)
         .collect();
     let taken_ports: Vec<PortMapping> = others
         .iter()
@@ -58,12 +80,18 @@ pub fn plan(
         .filter_map(|s| s.endpoint.as_ref())
         .flat_map(|e| e.ports.iter().copied())
         .collect();
-    let mut wanted = opts.publish.clone();
+    let mut ports = opts.publish.clone();
     if opts.publish_all {
-        wanted.extend(exposed_ports(image)?);
+        ports.extend(exposed_ports(image)?);
     }
-    let config = bridge_config(store)?;
-    let endpoint = net::allocate(&config, id, &wanted, &taken_ips, &taken_ports)
+    let request = net::Request {
+        network: opts.network_name.clone(),
+        ports,
+        ip: opts.ip,
+        mac: opts.mac,
+        aliases: opts.aliases.clone(),
+    };
+    let endpoint = net::allocate(&config, id, &request, &taken_ips, &taken_ports)
         .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
     Ok((Some(endpoint), Some(lock)))
 }
@@ -148,8 +176,52 @@ pub fn connect(store: &ContainerStore, state: &State, pid: i32) -> Result<(), Co
     };
     match (&state.network, &state.endpoint) {
         (NetworkMode::Host, _) => Ok(()),
-        (_, Some(endpoint)) => net::attach(&bridge_config(store)?, endpoint, pid).map_err(fail),
+        (_, Some(endpoint)) => {
+            let config = bridge_config(store, &endpoint.network)?;
+            net::attach(&config, endpoint, pid).map_err(fail)
+        }
         (_, None) => net::loopback_up(pid).map_err(fail),
+    }
+}
+
+/// Marks where the member list of a user-defined network starts in /etc/hosts.
+const MEMBERS_MARKER: &str = "# capsa: containers on this network\n";
+
+/// Name resolution on a user-defined network, by /etc/hosts kept current: every member's
+/// file lists every member that is up (its name, aliases and hostname). Called when a
+/// member starts, stops or goes. The files are bind-mounted, so they are rewritten in
+/// place (same inode); a reader may see one write half done, never a stale inode.
+pub fn refresh_hosts(store: &ContainerStore, network: &str) {
+    if network == "bridge" {
+        return; // Docker's default bridge has no name resolution either.
+    }
+    let members: Vec<State> = store
+        .ids()
+        .iter()
+        .filter_map(|id| store.load(id).ok())
+        .filter(|s| matches!(s.status, Status::Created | Status::Running))
+        .filter(|s| s.endpoint.as_ref().is_some_and(|e| e.network == network))
+        .collect();
+    let mut lines = String::from(MEMBERS_MARKER);
+    for m in &members {
+        let Some(e) = &m.endpoint else { continue };
+        let hostname =
+            std::fs::read_to_string(store.dir(&m.id).etc_file("hostname")).unwrap_or_default();
+        let mut names = vec![m.name.clone()];
+        names.extend(e.aliases.iter().cloned());
+        let hostname = hostname.trim();
+        if !hostname.is_empty() && !names.iter().any(|n| n == hostname) {
+            names.push(hostname.to_string());
+        }
+        lines.push_str(&format!("{}\t{}\n", e.ip, names.join(" ")));
+    }
+    for m in &members {
+        let path = store.dir(&m.id).etc_file("hosts");
+        let Ok(current) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let base = current.split(MEMBERS_MARKER).next().unwrap_or_default();
+        let _ = std::fs::write(&path, format!("{base}{lines}"));
     }
 }
 
@@ -157,6 +229,14 @@ pub fn connect(store: &ContainerStore, state: &State, pid: i32) -> Result<(), Co
 pub fn disconnect(state: &State) {
     if let Some(e) = &state.endpoint {
         net::detach(e);
+    }
+}
+
+/// The network's name as `inspect` and `ps` show it.
+pub fn network_name(state: &State) -> &str {
+    match &state.endpoint {
+        Some(e) => &e.network,
+        None => state.network.name(),
     }
 }
 
@@ -211,6 +291,6 @@ pub fn inspect_settings(state: &State) -> serde_json::Value {
         "Gateway": gateway,
         "MacAddress": mac,
         "Ports": ports,
-        "Networks": {state.network.name(): network},
+        "Networks": {network_name(state): network},
     })
 }

@@ -81,8 +81,16 @@ pub struct RunOptions {
     pub tty: bool,
     /// `--init`: a reaping PID 1 in front of the workload.
     pub init: bool,
-    /// `--network`.
+    /// `--network`: the mode.
     pub network: crate::net::NetworkMode,
+    /// `--network`: the bridge network's name (`bridge` by default).
+    pub network_name: String,
+    /// `--ip`.
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// `--mac-address`.
+    pub mac: Option<[u8; 6]>,
+    /// `--network-alias`.
+    pub aliases: Vec<String>,
     /// `-p`; a host port of 0 gets a free one at create.
     pub publish: Vec<crate::net::ports::PortMapping>,
     /// `-P`: publish every port the image exposes on a free host port.

@@ -19,6 +19,8 @@ pub struct BridgeConfig {
     pub prefix: u8,
     /// The bridge's own address.
     pub gateway: Ipv4Addr,
+    /// No traffic beyond the bridge (`network create --internal`).
+    pub internal: bool,
 }
 
 impl Default for BridgeConfig {
@@ -28,6 +30,7 @@ impl Default for BridgeConfig {
             subnet: Ipv4Addr::new(10, 88, 0, 0),
             prefix: 16,
             gateway: Ipv4Addr::new(10, 88, 0, 1),
+            internal: false,
         }
     }
 }
@@ -70,6 +73,7 @@ impl BridgeConfig {
             subnet: Ipv4Addr::from(u32::from(gateway) & mask),
             prefix,
             gateway,
+            internal: false,
         })
     }
 
@@ -110,8 +114,9 @@ pub fn ensure(config: &BridgeConfig, host: &mut Netlink) -> Result<u32, NetError
     }
     let what = format!("creating bridge {}", config.name);
     // The table first: a bridge only ever exists with its rules in place.
-    nft::apply(&nft::ruleset(&config.name, config.subnet, config.prefix))
-        .map_err(|e| fail(&what, e))?;
+    if !nft::table_exists() {
+        nft::apply(&nft::ruleset()).map_err(|e| fail(&what, e))?;
+    }
     host.create_bridge(&config.name)
         .map_err(|e| fail(&what, e.to_string()))?;
     let index = host
@@ -129,7 +134,25 @@ pub fn ensure(config: &BridgeConfig, host: &mut Netlink) -> Result<u32, NetError
         let path = format!("/proc/sys/{key}");
         std::fs::write(&path, value).map_err(|e| fail(&path, e.to_string()))?;
     }
+    nft::apply(&nft::add_bridge(&config.name, config.internal)).map_err(|e| fail(&what, e))?;
     Ok(index)
+}
+
+/// Deletes the bridge and forgets it in the nftables sets (`network rm`).
+pub fn remove(config: &BridgeConfig) -> Result<(), NetError> {
+    let mut host = Netlink::open().map_err(|e| NetError::Setup {
+        what: "netlink".into(),
+        reason: e.to_string(),
+    })?;
+    host.delete_link(&config.name)
+        .map_err(|e| NetError::Setup {
+            what: format!("deleting bridge {}", config.name),
+            reason: e.to_string(),
+        })?;
+    for command in nft::delete_bridge(&config.name) {
+        let _ = nft::apply(&command);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 
 pub mod bridge;
 pub mod netlink;
+pub mod networks;
 pub mod nft;
 pub mod ports;
 
@@ -33,15 +34,18 @@ pub enum NetworkMode {
 }
 
 impl NetworkMode {
-    /// Parses `--network`.
-    pub fn parse(value: &str) -> Result<NetworkMode, String> {
+    /// Parses `--network`: the mode, and for bridge networks the network's name (`bridge`
+    /// for the default one; any other name is a user-defined network, checked at create).
+    pub fn parse(value: &str) -> Result<(NetworkMode, String), String> {
         match value {
-            "bridge" | "default" => Ok(NetworkMode::Bridge),
-            "none" => Ok(NetworkMode::None),
-            "host" => Ok(NetworkMode::Host),
-            other => Err(format!(
-                "network {other:?} not found (capsa has bridge, none and host; user-defined networks are not implemented yet)"
+            "bridge" | "default" => Ok((NetworkMode::Bridge, "bridge".into())),
+            "none" => Ok((NetworkMode::None, "none".into())),
+            "host" => Ok((NetworkMode::Host, "host".into())),
+            "" => Err("--network needs a name".into()),
+            other if other.starts_with("container:") => Err(format!(
+                "--network {other}: joining another container's network is not implemented"
             )),
+            other => Ok((NetworkMode::Bridge, other.to_string())),
         }
     }
 
@@ -55,9 +59,19 @@ impl NetworkMode {
     }
 }
 
-/// A container's place on the bridge, recorded in its state.
+fn default_network() -> String {
+    "bridge".into()
+}
+
+/// A container's place on a bridge network, recorded in its state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
+    /// The network's name (`bridge`, or a user-defined one).
+    #[serde(default = "default_network")]
+    pub network: String,
+    /// Extra names on a user-defined network (`--network-alias`).
+    #[serde(default)]
+    pub aliases: Vec<String>,
     /// Its address.
     pub ip: Ipv4Addr,
     /// The subnet's prefix length.
@@ -107,18 +121,34 @@ fn setup(what: &str) -> impl Fn(std::io::Error) -> NetError + '_ {
     }
 }
 
-/// Picks the lowest free address of the bridge's subnet and checks (and chooses) host
-/// ports. `taken` lists what existing containers hold: their addresses, and the ports of
-/// those that are not stopped.
+/// What a container asks of its network: `--network`, `-p`, `--ip`, `--mac-address`,
+/// `--network-alias`.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// The network's name.
+    pub network: String,
+    /// Ports to publish (host port 0: pick one).
+    pub ports: Vec<PortMapping>,
+    /// A fixed address.
+    pub ip: Option<Ipv4Addr>,
+    /// A fixed MAC address.
+    pub mac: Option<[u8; 6]>,
+    /// Extra names.
+    pub aliases: Vec<String>,
+}
+
+/// Picks the address (the lowest free one of the network's subnet, or the one asked for)
+/// and checks (and chooses) host ports. `taken_ips` are the addresses of the network's
+/// other containers, `taken_ports` the host ports of containers that are not stopped.
 pub fn allocate(
     config: &bridge::BridgeConfig,
     id: &str,
-    wanted_ports: &[PortMapping],
+    request: &Request,
     taken_ips: &[Ipv4Addr],
     taken_ports: &[PortMapping],
 ) -> Result<Endpoint, NetError> {
-    let mut ports = Vec::with_capacity(wanted_ports.len());
-    for p in wanted_ports {
+    let mut ports = Vec::with_capacity(request.ports.len());
+    for p in &request.ports {
         let mut p = *p;
         let clash = taken_ports
             .iter()
@@ -133,21 +163,58 @@ pub fn allocate(
         p.claim_host_port().map_err(NetError::Invalid)?;
         ports.push(p);
     }
-    let ip = config.free_address(taken_ips).ok_or_else(|| {
-        NetError::Invalid(format!(
-            "no free address left in {}/{}",
-            config.subnet, config.prefix
-        ))
-    })?;
+    let ip = match request.ip {
+        Some(ip) => {
+            let mask = u32::MAX << (32 - config.prefix);
+            if u32::from(ip) & mask != u32::from(config.subnet)
+                || ip == config.gateway
+                || ip == config.subnet
+            {
+                return Err(NetError::Invalid(format!(
+                    "--ip {ip}: not a usable address of {}/{} (network {})",
+                    config.subnet, config.prefix, request.network
+                )));
+            }
+            if taken_ips.contains(&ip) {
+                return Err(NetError::Invalid(format!(
+                    "--ip {ip}: the address is already in use on network {}",
+                    request.network
+                )));
+            }
+            ip
+        }
+        None => config.free_address(taken_ips).ok_or_else(|| {
+            NetError::Invalid(format!(
+                "no free address left in {}/{}",
+                config.subnet, config.prefix
+            ))
+        })?,
+    };
     let o = ip.octets();
     Ok(Endpoint {
+        network: request.network.clone(),
+        aliases: request.aliases.clone(),
         ip,
         prefix: config.prefix,
         gateway: config.gateway,
-        mac: [0x02, 0x42, o[0], o[1], o[2], o[3]],
+        mac: request.mac.unwrap_or([0x02, 0x42, o[0], o[1], o[2], o[3]]),
         veth: format!("veth{}", &id[..id.len().min(11)]),
         ports,
     })
+}
+
+/// Parses `--mac-address aa:bb:cc:dd:ee:ff` (a unicast address).
+pub fn parse_mac(value: &str) -> Result<[u8; 6], String> {
+    let bad = || format!("--mac-address {value:?}: expected six hex bytes, aa:bb:cc:dd:ee:ff");
+    let bytes: Vec<u8> = value
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    let mac: [u8; 6] = bytes.try_into().map_err(|_| bad())?;
+    if mac[0] & 1 == 1 {
+        return Err(format!("--mac-address {value}: a multicast address"));
+    }
+    Ok(mac)
 }
 
 /// Brings loopback up in the network namespace of `pid` (Docker's containers have it up).
@@ -301,7 +368,7 @@ mod tests {
         let config = bridge::BridgeConfig::default();
         let id = "0123456789abcdef";
         let taken = [Ipv4Addr::new(10, 88, 0, 2)];
-        let e = allocate(&config, id, &[], &taken, &[]).unwrap();
+        let e = allocate(&config, id, &Request::default(), &taken, &[]).unwrap();
         assert_eq!(e.ip, Ipv4Addr::new(10, 88, 0, 3));
         assert_eq!(e.mac_string(), "02:42:0a:58:00:03");
         assert_eq!(e.veth, "veth0123456789a");
@@ -313,7 +380,29 @@ mod tests {
         let config = bridge::BridgeConfig::default();
         let held = PortMapping::parse("127.0.0.1:18080:80").unwrap();
         let want = PortMapping::parse("18080:81").unwrap();
-        let err = allocate(&config, "ab", &[want], &[], &[held]).unwrap_err();
+        let request = Request {
+            ports: vec![want],
+            ..Request::default()
+        };
+        let err = allocate(&config, "ab", &request, &[], &[held]).unwrap_err();
         assert!(err.to_string().contains("already allocated"), "{err}");
+    }
+
+    #[test]
+    fn fixed_addresses_must_be_free_and_in_the_subnet() {
+        let config = bridge::BridgeConfig::default();
+        let mut request = Request {
+            ip: Some(Ipv4Addr::new(10, 88, 3, 7)),
+            mac: Some(parse_mac("02:00:00:00:00:07").unwrap()),
+            ..Request::default()
+        };
+        let e = allocate(&config, "ab", &request, &[], &[]).unwrap();
+        assert_eq!(e.ip, Ipv4Addr::new(10, 88, 3, 7));
+        assert_eq!(e.mac_string(), "02:00:00:00:00:07");
+        assert!(allocate(&config, "ab", &request, &[e.ip], &[]).is_err());
+        request.ip = Some(Ipv4Addr::new(192, 168, 1, 1));
+        assert!(allocate(&config, "ab", &request, &[], &[]).is_err());
+        assert!(parse_mac("01:00:00:00:00:01").is_err());
+        assert!(parse_mac("zz").is_err());
     }
 }

@@ -1,6 +1,6 @@
 //! capsa's nftables table: masquerade for egress, and published ports as map elements.
 //!
-//! One table, `ip capsa`, loaded whole when the bridge is created. Published ports are
+//! One table, `ip capsa`, loaded whole when the first bridge is created. Published ports are
 //! elements of four maps (per protocol; keyed by host address and port, or by port alone
 //! for 0.0.0.0), so adding or removing a container's ports is one element change, never a
 //! rule edit, and a container's leftovers are deleted by key. Rules are given to `nft -f -`,
@@ -14,13 +14,16 @@ use std::process::{Command, Stdio};
 /// The table's name (family `ip`).
 pub const TABLE: &str = "capsa";
 
-/// The whole table for bridge `bridge` with subnet `subnet/prefix`. Loading it replaces any
-/// previous version atomically (`add` then `delete` then define, in one transaction).
-pub fn ruleset(bridge: &str, subnet: Ipv4Addr, prefix: u8) -> String {
+/// The whole table. Networks are members of the `bridges` set (and of `internal` when
+/// they may not reach beyond their bridge), so creating or removing one is an element
+/// change, like a published port. Loaded once per boot of the machine's (or namespace's)
+/// network stack, by the first bridge made.
+pub fn ruleset() -> String {
     format!(
-        r#"add table ip {TABLE}
-delete table ip {TABLE}
-table ip {TABLE} {{
+        r#"table ip {TABLE} {{
+  set bridges {{ type ifname; }}
+  set internal {{ type ifname; }}
+  set same_bridge {{ type ifname . ifname; }}
   map tcp_addr {{ type ipv4_addr . inet_service : ipv4_addr . inet_service; }}
   map tcp_any {{ type inet_service : ipv4_addr . inet_service; }}
   map udp_addr {{ type ipv4_addr . inet_service : ipv4_addr . inet_service; }}
@@ -41,19 +44,57 @@ table ip {TABLE} {{
   }}
   chain postrouting {{
     type nat hook postrouting priority srcnat; policy accept;
-    ip saddr {subnet}/{prefix} oifname != "{bridge}" masquerade
-    ip saddr 127.0.0.0/8 oifname "{bridge}" masquerade
-    ct status dnat ip saddr {subnet}/{prefix} oifname "{bridge}" masquerade
+    iifname @bridges oifname != @bridges masquerade
+    ip saddr 127.0.0.0/8 oifname @bridges masquerade
+    ct status dnat iifname @bridges oifname @bridges masquerade
   }}
   chain forward {{
     type filter hook forward priority filter; policy accept;
-    iifname "{bridge}" accept
-    oifname "{bridge}" ct state established,related accept
-    oifname "{bridge}" ct status dnat accept
+    iifname . oifname @same_bridge accept
+    iifname @internal drop
+    oifname @internal drop
+    iifname @bridges oifname @bridges ct status != dnat drop
+    iifname @bridges accept
+    oifname @bridges ct state established,related accept
+    oifname @bridges ct status dnat accept
   }}
 }}
 "#
     )
+}
+
+/// The commands that make `bridge` a network (and an internal one when `internal`).
+pub fn add_bridge(bridge: &str, internal: bool) -> String {
+    // Traffic between two containers of one bridge passes the forward hook too when the
+    // host has br_netfilter loaded; `same_bridge` lets it through before any isolation.
+    let mut out = format!(
+        "add element ip {TABLE} bridges {{ \"{bridge}\" }}\nadd element ip {TABLE} same_bridge {{ \"{bridge}\" . \"{bridge}\" }}\n"
+    );
+    if internal {
+        out.push_str(&format!(
+            "add element ip {TABLE} internal {{ \"{bridge}\" }}\n"
+        ));
+    }
+    out
+}
+
+/// The commands that forget `bridge` (each alone, so a missing one is skipped).
+pub fn delete_bridge(bridge: &str) -> [String; 3] {
+    [
+        format!("delete element ip {TABLE} bridges {{ \"{bridge}\" }}\n"),
+        format!("delete element ip {TABLE} internal {{ \"{bridge}\" }}\n"),
+        format!("delete element ip {TABLE} same_bridge {{ \"{bridge}\" . \"{bridge}\" }}\n"),
+    ]
+}
+
+/// Whether the table is loaded in this network namespace.
+pub fn table_exists() -> bool {
+    Command::new("nft")
+        .args(["list", "table", "ip", TABLE])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// The map and key of one published port.

@@ -1,0 +1,315 @@
+//! `network create|ls|inspect|rm|prune`.
+
+use super::{print_table, EXIT_FAILURE};
+use crate::container::state::State;
+use crate::container::ContainerStore;
+use crate::net::bridge::{self, BridgeConfig};
+use crate::net::networks::{NetworkRecord, NetworkStore, BUILT_IN};
+use crate::root::StateRoot;
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+/// `network` verbs.
+#[derive(Subcommand, Debug)]
+pub enum NetworkCommand {
+    /// Create a bridge network with its own subnet.
+    Create(CreateArgs),
+    /// List networks.
+    #[command(alias = "list")]
+    Ls(LsArgs),
+    /// Show networks as JSON.
+    Inspect(InspectArgs),
+    /// Remove networks no container uses.
+    #[command(alias = "remove")]
+    Rm(RmArgs),
+    /// Remove every network no container uses.
+    Prune(PruneArgs),
+}
+
+/// `network create` flags.
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// The subnet, A.B.C.D/N (default: the next free 10.89.N.0/24).
+    #[arg(long)]
+    subnet: Option<String>,
+    /// The bridge's address (default: the subnet's first).
+    #[arg(long)]
+    gateway: Option<String>,
+    /// No traffic beyond the network's bridge.
+    #[arg(long)]
+    internal: bool,
+    /// Only "bridge" is available.
+    #[arg(short = 'd', long, default_value = "bridge")]
+    driver: String,
+    /// The network's name.
+    name: String,
+}
+
+/// `network ls` flags.
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// Only show IDs.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+}
+
+/// `network inspect` flags.
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Format the output with a Go template.
+    #[arg(short = 'f', long)]
+    format: Option<String>,
+    /// Networks.
+    #[arg(required = true)]
+    networks: Vec<String>,
+}
+
+/// `network rm` arguments.
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// Networks.
+    #[arg(required = true)]
+    networks: Vec<String>,
+}
+
+/// `network prune` flags.
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Do not ask (capsa never asks).
+    #[arg(short = 'f', long)]
+    force: bool,
+}
+
+/// Runs a `network` verb.
+pub fn network(root: &StateRoot, command: NetworkCommand) -> i32 {
+    let store = NetworkStore::new(root.dir());
+    let containers = ContainerStore::new(root);
+    match command {
+        NetworkCommand::Create(a) => create(root, &store, a),
+        NetworkCommand::Ls(a) => ls(&store, a),
+        NetworkCommand::Inspect(a) => inspect(root, &store, &containers, a),
+        NetworkCommand::Rm(a) => {
+            let mut rc = 0;
+            for name in &a.networks {
+                match remove(&store, &containers, name) {
+                    Ok(()) => println!("{name}"),
+                    Err(e) => {
+                        eprintln!("capsa: {e}");
+                        rc = EXIT_FAILURE;
+                    }
+                }
+            }
+            rc
+        }
+        NetworkCommand::Prune(_) => {
+            let gone: Vec<String> = store
+                .list()
+                .into_iter()
+                .filter(|n| remove(&store, &containers, &n.name).is_ok())
+                .map(|n| n.name)
+                .collect();
+            if !gone.is_empty() {
+                println!("Deleted Networks:\n{}", gone.join("\n"));
+            }
+            0
+        }
+    }
+}
+
+fn default_bridge(root: &StateRoot) -> Result<BridgeConfig, String> {
+    BridgeConfig::load(&root.daemon_config()).map_err(|e| e.to_string())
+}
+
+fn create(root: &StateRoot, store: &NetworkStore, a: CreateArgs) -> i32 {
+    if a.driver != "bridge" {
+        eprintln!(
+            "capsa: network driver {:?} is not available (only bridge)",
+            a.driver
+        );
+        return EXIT_FAILURE;
+    }
+    let made = default_bridge(root).and_then(|bridge| {
+        store
+            .create(
+                &a.name,
+                a.subnet.as_deref(),
+                a.gateway.as_deref(),
+                a.internal,
+                &bridge,
+            )
+            .map_err(|e| e.to_string())
+    });
+    match made {
+        Ok(n) => {
+            println!("{}", n.id);
+            0
+        }
+        Err(e) => {
+            eprintln!("capsa: {e}");
+            EXIT_FAILURE
+        }
+    }
+}
+
+/// The ID shown for a built-in network (stable: derived from its name).
+fn builtin_id(name: &str) -> String {
+    crate::image::digest::sha256_of(format!("capsa network {name}").as_bytes())
+        .trim_start_matches("sha256:")
+        .to_string()
+}
+
+fn ls(store: &NetworkStore, a: LsArgs) -> i32 {
+    let mut rows: Vec<Vec<String>> = BUILT_IN
+        .iter()
+        .map(|n| {
+            let driver = match *n {
+                "none" => "null",
+                other => other,
+            };
+            vec![
+                builtin_id(n)[..12].to_string(),
+                n.to_string(),
+                driver.into(),
+                "local".into(),
+            ]
+        })
+        .collect();
+    rows.extend(store.list().into_iter().map(|n| {
+        vec![
+            n.id[..12].to_string(),
+            n.name,
+            "bridge".into(),
+            "local".into(),
+        ]
+    }));
+    rows.sort_by(|x, y| x[1].cmp(&y[1]));
+    if a.quiet {
+        for r in rows {
+            println!("{}", r[0]);
+        }
+    } else {
+        print_table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &rows);
+    }
+    0
+}
+
+/// Containers whose record places them on network `name`.
+fn members(containers: &ContainerStore, name: &str) -> Vec<State> {
+    containers
+        .list()
+        .into_iter()
+        .filter(|s| {
+            s.endpoint.as_ref().is_some_and(|e| e.network == name)
+                || (s.endpoint.is_none() && s.network.name() == name)
+        })
+        .collect()
+}
+
+fn describe(
+    root: &StateRoot,
+    store: &NetworkStore,
+    containers: &ContainerStore,
+    wanted: &str,
+) -> Result<Value, String> {
+    let record = match wanted {
+        "bridge" => {
+            let b = default_bridge(root)?;
+            let rec = NetworkRecord {
+                name: "bridge".into(),
+                id: builtin_id("bridge"),
+                bridge: b.name.clone(),
+                subnet: b.subnet,
+                prefix: b.prefix,
+                gateway: b.gateway,
+                internal: false,
+                created: String::new(),
+            };
+            Some(rec)
+        }
+        "host" | "none" => None,
+        other => Some(store.get(other).map_err(|e| e.to_string())?),
+    };
+    let mut attached = serde_json::Map::new();
+    for s in members(containers, wanted) {
+        let (mac, ip) = s
+            .endpoint
+            .as_ref()
+            .map(|e| (e.mac_string(), format!("{}/{}", e.ip, e.prefix)))
+            .unwrap_or_default();
+        attached.insert(
+            s.id.clone(),
+            json!({"Name": s.name, "MacAddress": mac, "IPv4Address": ip}),
+        );
+    }
+    Ok(match record {
+        Some(r) => json!({
+            "Name": r.name,
+            "Id": r.id,
+            "Created": r.created,
+            "Scope": "local",
+            "Driver": "bridge",
+            "IPAM": {"Driver": "default", "Config": [{"Subnet": format!("{}/{}", r.subnet, r.prefix), "Gateway": r.gateway.to_string()}]},
+            "Internal": r.internal,
+            "Containers": attached,
+            "Options": {"com.docker.network.bridge.name": r.bridge},
+        }),
+        None => json!({
+            "Name": wanted,
+            "Id": builtin_id(wanted),
+            "Scope": "local",
+            "Driver": if wanted == "none" { "null" } else { "host" },
+            "IPAM": {"Driver": "default", "Config": []},
+            "Internal": false,
+            "Containers": attached,
+            "Options": {},
+        }),
+    })
+}
+
+fn inspect(
+    root: &StateRoot,
+    store: &NetworkStore,
+    containers: &ContainerStore,
+    a: InspectArgs,
+) -> i32 {
+    let mut values = Vec::new();
+    let mut rc = 0;
+    for n in &a.networks {
+        match describe(root, store, containers, n) {
+            Ok(v) => values.push(v),
+            Err(e) => {
+                eprintln!("capsa: {e}");
+                rc = EXIT_FAILURE;
+            }
+        }
+    }
+    if super::containers::print_inspected(&values, a.format.as_deref()) != 0 {
+        return EXIT_FAILURE;
+    }
+    rc
+}
+
+/// Removes a user-defined network that no container record names: its bridge, its
+/// nftables set elements, its record.
+fn remove(store: &NetworkStore, containers: &ContainerStore, wanted: &str) -> Result<(), String> {
+    if BUILT_IN.contains(&wanted) {
+        return Err(format!(
+            "{wanted} is a pre-defined network and cannot be removed"
+        ));
+    }
+    let record = store.get(wanted).map_err(|e| e.to_string())?;
+    let users: Vec<String> = members(containers, &record.name)
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    if !users.is_empty() {
+        return Err(format!(
+            "error while removing network: network {} id {} has active endpoints ({})",
+            record.name,
+            &record.id[..12],
+            users.join(", ")
+        ));
+    }
+    bridge::remove(&record.bridge_config()).map_err(|e| e.to_string())?;
+    store.remove(&record.name).map_err(|e| e.to_string())
+}

@@ -1,0 +1,246 @@
+//! User-defined networks (`network create`): each a bridge of its own (`br-<12 hex>`, as
+//! Docker names them) with its own subnet, recorded in `networks/<name>.json`. The
+//! built-in `bridge`, `host` and `none` are not records; `bridge` is `capsa0`.
+
+use super::bridge::BridgeConfig;
+use super::NetError;
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+/// The names `network create` may not take.
+pub const BUILT_IN: [&str; 3] = ["bridge", "host", "none"];
+
+/// One user-defined network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRecord {
+    /// Its name.
+    pub name: String,
+    /// 64 hex digits.
+    pub id: String,
+    /// Its bridge device.
+    pub bridge: String,
+    /// Network address of the subnet.
+    pub subnet: Ipv4Addr,
+    /// Prefix length.
+    pub prefix: u8,
+    /// The bridge's address.
+    pub gateway: Ipv4Addr,
+    /// No traffic beyond its bridge.
+    pub internal: bool,
+    /// RFC 3339.
+    pub created: String,
+}
+
+impl NetworkRecord {
+    /// Its bridge settings.
+    pub fn bridge_config(&self) -> BridgeConfig {
+        BridgeConfig {
+            name: self.bridge.clone(),
+            subnet: self.subnet,
+            prefix: self.prefix,
+            gateway: self.gateway,
+            internal: self.internal,
+        }
+    }
+}
+
+/// `networks/` of a state root.
+#[derive(Debug, Clone)]
+pub struct NetworkStore {
+    dir: PathBuf,
+}
+
+fn invalid(msg: String) -> NetError {
+    NetError::Invalid(msg)
+}
+
+/// Whether two subnets share an address.
+fn overlaps(a: Ipv4Addr, a_prefix: u8, b: Ipv4Addr, b_prefix: u8) -> bool {
+    let p = a_prefix.min(b_prefix);
+    let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
+    u32::from(a) & mask == u32::from(b) & mask
+}
+
+/// Parses `A.B.C.D/N` into (network address, prefix).
+pub fn parse_cidr(cidr: &str) -> Result<(Ipv4Addr, u8), String> {
+    let (addr, prefix) = cidr
+        .split_once('/')
+        .ok_or_else(|| format!("invalid subnet {cidr:?}: expected A.B.C.D/N"))?;
+    let addr: Ipv4Addr = addr
+        .parse()
+        .map_err(|_| format!("invalid subnet {cidr:?}: {addr:?} is not an IPv4 address"))?;
+    let prefix: u8 = prefix
+        .parse()
+        .ok()
+        .filter(|p| (8..=30).contains(p))
+        .ok_or_else(|| format!("invalid subnet {cidr:?}: the prefix must be 8-30"))?;
+    let mask = u32::MAX << (32 - prefix);
+    Ok((Ipv4Addr::from(u32::from(addr) & mask), prefix))
+}
+
+impl NetworkStore {
+    /// The store under `root_dir/networks`.
+    pub fn new(root_dir: &Path) -> NetworkStore {
+        NetworkStore {
+            dir: root_dir.join("networks"),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.json"))
+    }
+
+    /// Every user-defined network, by name.
+    pub fn list(&self) -> Vec<NetworkRecord> {
+        let mut out: Vec<NetworkRecord> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|b| serde_json::from_slice(&b).ok())
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// A network by name, full ID or ID prefix.
+    pub fn get(&self, wanted: &str) -> Result<NetworkRecord, NetError> {
+        let all = self.list();
+        if let Some(n) = all.iter().find(|n| n.name == wanted) {
+            return Ok(n.clone());
+        }
+        let by_id: Vec<_> = all
+            .iter()
+            .filter(|n| wanted.len() >= 3 && n.id.starts_with(wanted))
+            .collect();
+        match by_id.as_slice() {
+            [one] => Ok((*one).clone()),
+            _ => Err(invalid(format!("network {wanted} not found"))),
+        }
+    }
+
+    /// Creates a network; its subnet is `subnet` or the first free 10.89.N.0/24, and must
+    /// not overlap `default_bridge` or another network.
+    pub fn create(
+        &self,
+        name: &str,
+        subnet: Option<&str>,
+        gateway: Option<&str>,
+        internal: bool,
+        default_bridge: &BridgeConfig,
+    ) -> Result<NetworkRecord, NetError> {
+        let name_ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+            && name.as_bytes()[0].is_ascii_alphanumeric();
+        if !name_ok {
+            return Err(invalid(format!(
+                "invalid network name {name:?}: [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 64"
+            )));
+        }
+        if BUILT_IN.contains(&name) {
+            return Err(invalid(format!(
+                "{name} is a pre-defined network and cannot be created"
+            )));
+        }
+        std::fs::create_dir_all(&self.dir).map_err(|e| invalid(e.to_string()))?;
+        let lock_path = self.dir.join(".lock");
+        let _lock = crate::fsutil::FileLock::acquire(&lock_path)
+            .map_err(|e| invalid(format!("{}: {e}", lock_path.display())))?;
+        if self.path(name).exists() {
+            return Err(invalid(format!("network with name {name} already exists")));
+        }
+        let existing = self.list();
+        let mut taken: Vec<(Ipv4Addr, u8, String)> = existing
+            .iter()
+            .map(|n| (n.subnet, n.prefix, n.name.clone()))
+            .collect();
+        taken.push((
+            default_bridge.subnet,
+            default_bridge.prefix,
+            "bridge".into(),
+        ));
+        let (net, prefix) = match subnet {
+            Some(s) => parse_cidr(s).map_err(invalid)?,
+            None => (1..=255u8)
+                .map(|n| (Ipv4Addr::new(10, 89, n, 0), 24))
+                .find(|(a, p)| !taken.iter().any(|(b, q, _)| overlaps(*a, *p, *b, *q)))
+                .ok_or_else(|| invalid("no free 10.89.N.0/24 subnet left".into()))?,
+        };
+        if let Some((_, _, other)) = taken.iter().find(|(b, q, _)| overlaps(net, prefix, *b, *q)) {
+            return Err(invalid(format!(
+                "invalid pool request: subnet {net}/{prefix} overlaps with network {other}"
+            )));
+        }
+        let gateway = match gateway {
+            Some(g) => {
+                let g: Ipv4Addr = g
+                    .parse()
+                    .map_err(|_| invalid(format!("invalid gateway {g:?}")))?;
+                if !overlaps(g, prefix, net, prefix) {
+                    return Err(invalid(format!(
+                        "gateway {g} is not in subnet {net}/{prefix}"
+                    )));
+                }
+                g
+            }
+            None => Ipv4Addr::from(u32::from(net) + 1),
+        };
+        let id = crate::container::id::new_id();
+        let record = NetworkRecord {
+            name: name.to_string(),
+            bridge: format!("br-{}", &id[..12]),
+            id,
+            subnet: net,
+            prefix,
+            gateway,
+            internal,
+            created: crate::timefmt::rfc3339(std::time::SystemTime::now()),
+        };
+        crate::fsutil::write_json_atomic(&self.path(name), &record)
+            .map_err(|e| invalid(format!("{}: {e}", self.path(name).display())))?;
+        Ok(record)
+    }
+
+    /// Forgets a network's record (its bridge is the caller's to delete).
+    pub fn remove(&self, name: &str) -> Result<(), NetError> {
+        std::fs::remove_file(self.path(name)).map_err(|e| invalid(format!("network {name}: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnets_are_picked_free_and_overlaps_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NetworkStore::new(dir.path());
+        let bridge = BridgeConfig::default();
+        let a = store.create("a", None, None, false, &bridge).unwrap();
+        assert_eq!((a.subnet, a.prefix), (Ipv4Addr::new(10, 89, 1, 0), 24));
+        assert_eq!(a.gateway, Ipv4Addr::new(10, 89, 1, 1));
+        assert!(a.bridge.starts_with("br-") && a.bridge.len() == 15);
+        let b = store.create("b", None, None, true, &bridge).unwrap();
+        assert_eq!(b.subnet, Ipv4Addr::new(10, 89, 2, 0));
+        let err = store
+            .create("c", Some("10.89.1.128/25"), None, false, &bridge)
+            .unwrap_err();
+        assert!(err.to_string().contains("overlaps with network a"), "{err}");
+        let err = store
+            .create("d", Some("10.88.5.0/24"), None, false, &bridge)
+            .unwrap_err();
+        assert!(err.to_string().contains("bridge"), "{err}");
+        assert!(store.create("a", None, None, false, &bridge).is_err());
+        assert!(store.create("host", None, None, false, &bridge).is_err());
+        assert!(store
+            .create("bad name", None, None, false, &bridge)
+            .is_err());
+        assert_eq!(store.get(&a.id[..8]).unwrap().name, "a");
+        store.remove("a").unwrap();
+        assert!(store.get("a").is_err());
+    }
+}
