@@ -321,6 +321,51 @@ fn user_networks_resolve_names_and_stay_apart() {
     let inspected = ok(&["network", "inspect", "-f", "{{json .Containers}}", "appnet"]);
     assert!(inspected.contains("\"Name\":\"db\""), "{inspected}");
     assert!(ok(&["network", "ls"]).contains("appnet"));
+    // A container of the default bridge joins later as eth1, and leaves again.
+    ok(&["run", "-d", "--name", "late", "busybox", "sleep", "60"]);
+    ok(&[
+        "network",
+        "connect",
+        "--alias",
+        "latecomer",
+        "appnet",
+        "late",
+    ]);
+    let joined = ok(&[
+        "exec",
+        "late",
+        "sh",
+        "-c",
+        "wget -q -O - http://database/; ip -o -4 addr show eth1",
+    ]);
+    assert!(
+        joined.starts_with("db-here\n") && joined.contains("10.89.1."),
+        "{joined}"
+    );
+    let seen_by_db = ok(&["exec", "db", "cat", "/etc/hosts"]);
+    assert!(seen_by_db.contains("late latecomer"), "{seen_by_db}");
+    let networks = env.inspect("late", "{{json .NetworkSettings.Networks}}");
+    assert!(
+        networks.contains("\"appnet\"") && networks.contains("\"bridge\""),
+        "{networks}"
+    );
+    let again = env.capsa(&["network", "connect", "appnet", "late"]);
+    assert!(
+        text(&again.stderr).contains("already exists"),
+        "{}",
+        text(&again.stderr)
+    );
+    let first = env.capsa(&["network", "disconnect", "bridge", "late"]);
+    assert!(
+        text(&first.stderr).contains("first network"),
+        "{}",
+        text(&first.stderr)
+    );
+    ok(&["network", "disconnect", "appnet", "late"]);
+    let left = env.capsa(&["exec", "late", "sh", "-c", "ip link show eth1"]);
+    assert!(!left.status.success(), "eth1 is still there");
+    assert!(!ok(&["exec", "db", "cat", "/etc/hosts"]).contains("late"));
+    ok(&["rm", "-f", "late"]);
     // In use: refused, and nothing changes.
     let busy = env.capsa(&["network", "rm", "appnet"]);
     assert_eq!(busy.status.code(), Some(1));

@@ -24,6 +24,37 @@ pub enum NetworkCommand {
     Rm(RmArgs),
     /// Remove every network no container uses.
     Prune(PruneArgs),
+    /// Connect a container to one more network (eth1, eth2...).
+    Connect(ConnectArgs),
+    /// Disconnect a container from a network it was connected to.
+    Disconnect(DisconnectArgs),
+}
+
+/// `network connect` flags.
+#[derive(Args, Debug)]
+pub struct ConnectArgs {
+    /// An IPv4 address on the network.
+    #[arg(long)]
+    ip: Option<String>,
+    /// Another name for the container on this network.
+    #[arg(long)]
+    alias: Vec<String>,
+    /// The network.
+    network: String,
+    /// The container.
+    container: String,
+}
+
+/// `network disconnect` arguments.
+#[derive(Args, Debug)]
+pub struct DisconnectArgs {
+    /// Accepted for Docker's sake.
+    #[arg(short = 'f', long)]
+    force: bool,
+    /// The network.
+    network: String,
+    /// The container.
+    container: String,
 }
 
 /// `network create` flags.
@@ -101,6 +132,32 @@ pub fn network(root: &StateRoot, command: NetworkCommand) -> i32 {
             }
             rc
         }
+        NetworkCommand::Connect(a) => {
+            let result = parse_ip(a.ip.as_deref()).and_then(|ip| {
+                let record = store.get(&a.network).map_err(|e| e.to_string())?;
+                let id = containers
+                    .resolve(&a.container)
+                    .map_err(|e| e.to_string())?;
+                crate::container::network::connect_network(
+                    &containers,
+                    &id,
+                    &record.name,
+                    ip,
+                    a.alias,
+                )
+                .map_err(|e| e.to_string())
+            });
+            done(result)
+        }
+        NetworkCommand::Disconnect(a) => {
+            let result = containers
+                .resolve(&a.container)
+                .and_then(|id| {
+                    crate::container::network::disconnect_network(&containers, &id, &a.network)
+                })
+                .map_err(|e| e.to_string());
+            done(result)
+        }
         NetworkCommand::Prune(_) => {
             let gone: Vec<String> = store
                 .list()
@@ -112,6 +169,24 @@ pub fn network(root: &StateRoot, command: NetworkCommand) -> i32 {
                 println!("Deleted Networks:\n{}", gone.join("\n"));
             }
             0
+        }
+    }
+}
+
+fn parse_ip(ip: Option<&str>) -> Result<Option<std::net::Ipv4Addr>, String> {
+    ip.map(|ip| {
+        ip.parse()
+            .map_err(|_| format!("--ip {ip:?}: not an IPv4 address"))
+    })
+    .transpose()
+}
+
+fn done(result: Result<(), String>) -> i32 {
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("capsa: {e}");
+            EXIT_FAILURE
         }
     }
 }
@@ -199,7 +274,7 @@ fn members(containers: &ContainerStore, name: &str) -> Vec<State> {
         .list()
         .into_iter()
         .filter(|s| {
-            s.endpoint.as_ref().is_some_and(|e| e.network == name)
+            s.endpoints().any(|e| e.network == name)
                 || (s.endpoint.is_none() && s.network.name() == name)
         })
         .collect()
@@ -232,8 +307,8 @@ fn describe(
     let mut attached = serde_json::Map::new();
     for s in members(containers, wanted) {
         let (mac, ip) = s
-            .endpoint
-            .as_ref()
+            .endpoints()
+            .find(|e| e.network == wanted)
             .map(|e| (e.mac_string(), format!("{}/{}", e.ip, e.prefix)))
             .unwrap_or_default();
         attached.insert(

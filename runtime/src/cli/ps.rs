@@ -130,7 +130,10 @@ impl Row {
             "Size": size,
             "Names": s.name,
             "Mounts": "",
-            "Networks": crate::container::network::network_name(s),
+            "Networks": std::iter::once(crate::container::network::network_name(s).to_string())
+                .chain(s.connected.iter().map(|e| e.network.clone()))
+                .collect::<Vec<_>>()
+                .join(","),
         });
         Row {
             id: shown_id,

@@ -149,6 +149,7 @@ fn lay_out(
         paused: false,
         network: opts.network,
         endpoint,
+        connected: Vec::new(),
         oom_killed: false,
         error: None,
         cgroup: cgroup_paths,
@@ -262,7 +263,7 @@ pub fn spawn_init(
     if let Some(s) = updated {
         prepared.state = s;
     }
-    if let Some(e) = &prepared.state.endpoint {
+    for e in prepared.state.endpoints() {
         network::refresh_hosts(store, &e.network);
     }
     Ok(pid)

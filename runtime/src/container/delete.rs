@@ -57,7 +57,7 @@ pub fn remove(store: &ContainerStore, id: &str, force: bool) -> Result<(), Conta
         Err(e) => return Err(ContainerError::io(&doomed, e)),
     }
     sweep_interrupted(store);
-    if let Some(e) = &state.endpoint {
+    for e in state.endpoints() {
         super::network::refresh_hosts(store, &e.network);
     }
     Ok(())

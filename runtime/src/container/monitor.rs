@@ -55,7 +55,7 @@ pub fn record_exit(
                 .get_or_insert_with(|| "exited before it was started".into());
         }
     })?;
-    if let Some(e) = updated.as_ref().and_then(|s| s.endpoint.as_ref()) {
+    for e in updated.iter().flat_map(|s| s.endpoints()) {
         super::network::refresh_hosts(store, &e.network);
     }
     Ok(updated.is_none())

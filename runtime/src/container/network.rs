@@ -68,12 +68,7 @@ pub fn plan(
         .filter(|other| *other != id)
         .filter_map(|other| store.load(other).ok())
         .collect();
-    let taken_ips: Vec<_> = others
-        .iter()
-        .filter_map(|s| s.endpoint.as_ref())
-        .filter(|e| e.network == opts.network_name)
-        .map(|e| e.ip)
-        .collect();
+    let taken_ips = addresses_on(&others, &opts.network_name);
     let taken_ports: Vec<PortMapping> = others
         .iter()
         .filter(|s| s.status != Status::Exited)
@@ -94,6 +89,102 @@ pub fn plan(
     let endpoint = net::allocate(&config, id, &request, &taken_ips, &taken_ports)
         .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
     Ok((Some(endpoint), Some(lock)))
+}
+
+/// The addresses `states` hold on network `name`.
+fn addresses_on(states: &[State], name: &str) -> Vec<std::net::Ipv4Addr> {
+    states
+        .iter()
+        .flat_map(|s| s.endpoints())
+        .filter(|e| e.network == name)
+        .map(|e| e.ip)
+        .collect()
+}
+
+/// `network connect`: gives container `id` an interface on network `name` (eth1, eth2...),
+/// at once if its init exists, else when it starts.
+pub fn connect_network(
+    store: &ContainerStore,
+    id: &str,
+    name: &str,
+    ip: Option<std::net::Ipv4Addr>,
+    aliases: Vec<String>,
+) -> Result<(), ContainerError> {
+    let invalid = |m: String| ContainerError::InvalidArgument(m);
+    let state = store.observe(id)?;
+    if state.network != NetworkMode::Bridge {
+        return Err(invalid(format!(
+            "container {} is on the {} network, which admits no other",
+            state.name,
+            state.network.name()
+        )));
+    }
+    if state.endpoints().any(|e| e.network == name) {
+        return Err(invalid(format!(
+            "endpoint with name {} already exists in network {name}",
+            state.name
+        )));
+    }
+    let config = bridge_config(store, name)?;
+    let _pool = FileLock::acquire(&store.root().dir().join("network.lock"))
+        .map_err(|e| ContainerError::io(&store.root().dir().join("network.lock"), e))?;
+    let all: Vec<State> = store.list();
+    let request = net::Request {
+        network: name.to_string(),
+        ip,
+        aliases,
+        ..net::Request::default()
+    };
+    let mut endpoint = net::allocate(&config, id, &request, &addresses_on(&all, name), &[])
+        .map_err(|e| invalid(e.to_string()))?;
+    let n = (1..)
+        .find(|n| {
+            !state
+                .connected
+                .iter()
+                .any(|e| e.ifname == format!("eth{n}"))
+        })
+        .unwrap_or(1);
+    endpoint.ifname = format!("eth{n}");
+    endpoint.veth = format!("vx{}{n:02}", &id[..9.min(id.len())]);
+    if state.init_alive() {
+        if let Some(pid) = state.pid {
+            net::attach(&config, &endpoint, pid).map_err(|e| invalid(e.to_string()))?;
+        }
+    }
+    store.update(id, |s| s.connected.push(endpoint.clone()))?;
+    drop(_pool);
+    refresh_hosts(store, name);
+    Ok(())
+}
+
+/// `network disconnect`: takes a connected network's interface away.
+pub fn disconnect_network(
+    store: &ContainerStore,
+    id: &str,
+    name: &str,
+) -> Result<(), ContainerError> {
+    let invalid = |m: String| ContainerError::InvalidArgument(m);
+    let state = store.observe(id)?;
+    let Some(endpoint) = state.connected.iter().find(|e| e.network == name) else {
+        let why = if state.endpoint.as_ref().is_some_and(|e| e.network == name) {
+            "it is the container's first network (its default route); capsa cannot take that one away"
+        } else {
+            "it is not connected to it"
+        };
+        return Err(invalid(format!(
+            "container {} cannot be disconnected from network {name}: {why}",
+            state.name
+        )));
+    };
+    if state.init_alive() {
+        if let Some(pid) = state.pid {
+            net::unplug(pid, &endpoint.ifname).map_err(|e| invalid(e.to_string()))?;
+        }
+    }
+    store.update(id, |s| s.connected.retain(|e| e.network != name))?;
+    refresh_hosts(store, name);
+    Ok(())
 }
 
 /// The image's `ExposedPorts` (`80/tcp`, `53/udp`) as mappings to free host ports.
@@ -176,9 +267,12 @@ pub fn connect(store: &ContainerStore, state: &State, pid: i32) -> Result<(), Co
     };
     match (&state.network, &state.endpoint) {
         (NetworkMode::Host, _) => Ok(()),
-        (_, Some(endpoint)) => {
-            let config = bridge_config(store, &endpoint.network)?;
-            net::attach(&config, endpoint, pid).map_err(fail)
+        (_, Some(_)) => {
+            for endpoint in state.endpoints() {
+                let config = bridge_config(store, &endpoint.network)?;
+                net::attach(&config, endpoint, pid).map_err(fail)?;
+            }
+            Ok(())
         }
         (_, None) => net::loopback_up(pid).map_err(fail),
     }
@@ -200,11 +294,13 @@ pub fn refresh_hosts(store: &ContainerStore, network: &str) {
         .iter()
         .filter_map(|id| store.load(id).ok())
         .filter(|s| matches!(s.status, Status::Created | Status::Running))
-        .filter(|s| s.endpoint.as_ref().is_some_and(|e| e.network == network))
+        .filter(|s| s.endpoints().any(|e| e.network == network))
         .collect();
     let mut lines = String::from(MEMBERS_MARKER);
     for m in &members {
-        let Some(e) = &m.endpoint else { continue };
+        let Some(e) = m.endpoints().find(|e| e.network == network) else {
+            continue;
+        };
         let hostname =
             std::fs::read_to_string(store.dir(&m.id).etc_file("hostname")).unwrap_or_default();
         let mut names = vec![m.name.clone()];
@@ -279,18 +375,29 @@ pub fn inspect_settings(state: &State) -> serde_json::Value {
         ),
         None => Default::default(),
     };
-    let network = json!({
-        "IPAddress": ip,
-        "IPPrefixLen": prefix,
-        "Gateway": gateway,
-        "MacAddress": mac,
-    });
+    let mut networks = serde_json::Map::new();
+    networks.insert(
+        network_name(state).to_string(),
+        json!({"IPAddress": ip, "IPPrefixLen": prefix, "Gateway": gateway, "MacAddress": mac}),
+    );
+    for e in &state.connected {
+        networks.insert(
+            e.network.clone(),
+            json!({
+                "IPAddress": e.ip.to_string(),
+                "IPPrefixLen": e.prefix,
+                "Gateway": e.gateway.to_string(),
+                "MacAddress": e.mac_string(),
+                "Aliases": e.aliases,
+            }),
+        );
+    }
     json!({
         "IPAddress": ip,
         "IPPrefixLen": prefix,
         "Gateway": gateway,
         "MacAddress": mac,
         "Ports": ports,
-        "Networks": {network_name(state): network},
+        "Networks": networks,
     })
 }

@@ -105,9 +105,12 @@ pub struct State {
     /// The network it joined.
     #[serde(default)]
     pub network: crate::net::NetworkMode,
-    /// Its place on the bridge (address, veth, published ports).
+    /// Its place on its first bridge network (address, veth, published ports).
     #[serde(default)]
     pub endpoint: Option<crate::net::Endpoint>,
+    /// Networks connected later (`network connect`), as eth1, eth2...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub connected: Vec<crate::net::Endpoint>,
     /// Whether the kernel's OOM killer acted in the container's cgroup.
     #[serde(default)]
     pub oom_killed: bool,
@@ -148,6 +151,11 @@ pub fn is_same_process(pid: Option<i32>, start_time: Option<u64>) -> bool {
 }
 
 impl State {
+    /// Every network endpoint: the first network's, then the connected ones.
+    pub fn endpoints(&self) -> impl Iterator<Item = &crate::net::Endpoint> {
+        self.endpoint.iter().chain(self.connected.iter())
+    }
+
     /// The state as it is now, correcting a record whose processes are gone.
     pub fn observed(&self) -> State {
         let mut s = self.clone();

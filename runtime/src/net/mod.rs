@@ -63,6 +63,10 @@ fn default_network() -> String {
     "bridge".into()
 }
 
+fn first_interface() -> String {
+    "eth0".into()
+}
+
 /// A container's place on a bridge network, recorded in its state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
@@ -72,6 +76,10 @@ pub struct Endpoint {
     /// Extra names on a user-defined network (`--network-alias`).
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// The interface inside the container: `eth0` for the first network, `eth1`... for
+    /// networks connected later (its default route stays on `eth0`).
+    #[serde(default = "first_interface")]
+    pub ifname: String,
     /// Its address.
     pub ip: Ipv4Addr,
     /// The subnet's prefix length.
@@ -194,6 +202,7 @@ pub fn allocate(
     Ok(Endpoint {
         network: request.network.clone(),
         aliases: request.aliases.clone(),
+        ifname: first_interface(),
         ip,
         prefix: config.prefix,
         gateway: config.gateway,
@@ -243,7 +252,7 @@ pub fn attach(
     // attach and exit); the new one replaces it.
     host.delete_link(&endpoint.veth)
         .map_err(setup("removing a stale veth"))?;
-    host.create_veth(&endpoint.veth, "eth0", pid)
+    host.create_veth(&endpoint.veth, &endpoint.ifname, pid)
         .map_err(setup("creating the veth pair"))?;
     let veth = host
         .link_index(&endpoint.veth)
@@ -256,7 +265,8 @@ pub fn attach(
         .map_err(setup("attaching the veth to the bridge"))?;
 
     let mut inside = netlink::Netlink::open_in(pid).map_err(setup("entering the namespace"))?;
-    for (name, mac) in [("lo", None), ("eth0", Some(endpoint.mac))] {
+    let first = endpoint.ifname == "eth0";
+    for (name, mac) in [("lo", None), (endpoint.ifname.as_str(), Some(endpoint.mac))] {
         let index = inside
             .link_index(name)
             .map_err(setup("finding the container's links"))?
@@ -264,21 +274,23 @@ pub fn attach(
                 what: format!("finding {name}"),
                 reason: "missing in the container".into(),
             })?;
-        if name == "eth0" {
+        if mac.is_some() {
             inside
                 .add_address(index, endpoint.ip, endpoint.prefix)
-                .map_err(setup("addressing eth0"))?;
+                .map_err(setup("addressing the container's interface"))?;
         }
         inside
             .set_up(index, mac)
             .map_err(setup("bringing links up"))?;
     }
-    inside
-        .add_default_route(endpoint.gateway)
-        .map_err(setup("adding the default route"))?;
-    // IPv4 only, as Docker's default bridge: no IPv6 link-local chatter on eth0.
-    sysctl_in(pid, "net/ipv6/conf/eth0/disable_ipv6", "1")
-        .map_err(setup("disabling IPv6 on eth0"))?;
+    if first {
+        inside
+            .add_default_route(endpoint.gateway)
+            .map_err(setup("adding the default route"))?;
+    }
+    // IPv4 only, as Docker's default bridge: no IPv6 link-local chatter.
+    let key = format!("net/ipv6/conf/{}/disable_ipv6", endpoint.ifname);
+    sysctl_in(pid, &key, "1").map_err(setup("disabling IPv6"))?;
     if !endpoint.ports.is_empty() {
         nft::apply(&nft::add_ports(&endpoint.ports, endpoint.ip)).map_err(|reason| {
             NetError::Setup {
@@ -288,6 +300,15 @@ pub fn attach(
         })?;
     }
     Ok(())
+}
+
+/// Removes interface `ifname` (and so its veth pair) from the namespace of `pid`
+/// (`network disconnect`).
+pub fn unplug(pid: i32, ifname: &str) -> Result<(), NetError> {
+    let mut inside = netlink::Netlink::open_in(pid).map_err(setup("entering the namespace"))?;
+    inside
+        .delete_link(ifname)
+        .map_err(setup("removing the interface"))
 }
 
 /// Writes a network sysctl of the namespace of `pid` (net sysctls belong to the namespace
