@@ -157,13 +157,17 @@ impl LocalRegistry {
 
     /// [`push`](Self::push) with credentials.
     pub fn push_as(&self, layout: &OciLayout, tag: &str, repo: &str, creds: Option<&str>) {
+        let creds: Vec<&str> = creds.map(|c| vec!["--dest-creds", c]).unwrap_or_default();
+        self.push_with(layout, tag, repo, &creds);
+    }
+
+    /// [`push`](Self::push) with more skopeo flags (`--format v2s2` for Docker's types).
+    pub fn push_with(&self, layout: &OciLayout, tag: &str, repo: &str, extra: &[&str]) {
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net=/run/netns/{}", self.netns))
             .arg("skopeo");
         cmd.args(["copy", "--all", "--quiet", "--dest-tls-verify=false"]);
-        if let Some(c) = creds {
-            cmd.args(["--dest-creds", c]);
-        }
+        cmd.args(extra);
         let src = format!("oci:{}:{tag}", layout.dir.display());
         let dest = format!("docker://{}/{repo}:{tag}", self.host());
         let out = cmd

@@ -550,3 +550,57 @@ fn pull_on_a_terminal_draws_one_line_per_layer() {
     let last_layer = lines.iter().rposition(|l| l.contains(": Pull complete"));
     assert!(digest > last_layer, "bars stay above the summary: {screen}");
 }
+
+#[test]
+fn docker_media_types_and_pulls_by_digest() {
+    let env = TestEnv::new();
+    let reg = LocalRegistry::start(&env);
+    let mut layout = OciLayout::new();
+    let base = busybox_layer(&layout);
+    let amd = layout.image("amd64", std::slice::from_ref(&base), sh_config());
+    let arm = layout.image("arm64", &[base], sh_config());
+    let index = layout.index_of(&[amd, arm]);
+    layout.tag("list", index);
+    // skopeo converts to Docker's manifest list and schema 2 manifests on the way.
+    reg.push_with(&layout, "list", "test/docker", &["--format", "v2s2"]);
+    let name = format!("{}/test/docker:list", reg.host());
+    assert!(env.capsa(&["pull", "-q", &name]).status.success());
+    // What was stored is what the registry served: Docker's schema 2.
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.root().join("images.json")).unwrap()).unwrap();
+    let stored_docker_manifest = index["images"].as_object().unwrap().keys().any(|digest| {
+        let blob = env
+            .root()
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"));
+        std::fs::read_to_string(blob)
+            .is_ok_and(|m| m.contains("application/vnd.docker.distribution.manifest.v2+json"))
+    });
+    assert!(
+        stored_docker_manifest,
+        "no Docker schema 2 manifest was pulled"
+    );
+    let repo_digest = env.capsa(&["image", "inspect", "-f", "{{json .RepoDigests}}", &name]);
+    let repo_digest = text(&repo_digest.stdout);
+    let digest = repo_digest
+        .split('@')
+        .nth(1)
+        .and_then(|d| d.split('"').next())
+        .unwrap_or_else(|| panic!("no repo digest: {repo_digest}"))
+        .to_string();
+    // The same image by digest, into another root: the list is verified against it.
+    let other = TestEnv::new();
+    let reg_for_other = format!("{}/test/docker@{digest}", reg.host());
+    let pulled = in_netns_of(&env, &other, &["pull", "-q", &reg_for_other]);
+    assert!(pulled.status.success(), "{}", text(&pulled.stderr));
+    let wrong = format!("{}/test/docker@sha256:{}", reg.host(), "0".repeat(64));
+    let out = in_netns_of(&env, &other, &["pull", &wrong]);
+    assert!(!out.status.success());
+}
+
+/// Runs `capsa ARGS` with `other`'s root in `env`'s network namespace (where the registry is).
+fn in_netns_of(env: &TestEnv, other: &TestEnv, args: &[&str]) -> std::process::Output {
+    let mut cmd = env.host_command(capsa_tests::capsa_bin().to_str().unwrap());
+    cmd.arg("--root").arg(other.root()).args(args);
+    capsa_tests::run_bounded(cmd, std::time::Duration::from_secs(60))
+}

@@ -211,6 +211,40 @@ mod tests {
     }
 
     #[test]
+    fn hard_links_cannot_point_outside() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"host").unwrap();
+        let dest = dir.path().join("layer");
+        std::fs::create_dir(&dest).unwrap();
+        for target in [
+            outside.path().join("secret").display().to_string(),
+            "../../../../../../../..".to_string()
+                + &outside.path().join("secret").display().to_string(),
+        ] {
+            let mut b = tar::Builder::new(Vec::new());
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Link);
+            h.set_size(0);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(1);
+            let name = &mut h.as_old_mut().name;
+            name[..4].copy_from_slice(b"leak");
+            let link = &mut h.as_old_mut().linkname;
+            link[..target.len()].copy_from_slice(target.as_bytes());
+            h.set_cksum();
+            b.append(&h, &[][..]).unwrap();
+            let tar = b.into_inner().unwrap();
+            let _ = unpack_layer(&tar[..], &dest);
+            // Whatever happened, no link into the host file exists in the layer.
+            let leaked = std::fs::read(dest.join("leak")).unwrap_or_default();
+            assert_ne!(leaked, b"host", "a hard link reached {target}");
+        }
+    }
+
+    #[test]
     fn whiteouts_become_overlay_whiteouts() {
         let dir = tempfile::tempdir().unwrap();
         let tar = tar_with(&[("etc/.wh.passwd", b"")]);
