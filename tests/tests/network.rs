@@ -188,7 +188,18 @@ fn a_taken_port_is_refused_and_nothing_is_left() {
     let out = env.run(&["--rm", "--network", "nope", "busybox", "true"]);
     assert_eq!(out.status.code(), Some(125));
     assert!(text(&out.stderr).contains("nope"));
-    assert!(env.capsa(&["rm", "-f", "first"]).status.success());
+    // A stopped container's port is free for another; starting the first again is refused.
+    assert!(env.capsa(&["stop", "-t", "1", "first"]).status.success());
+    web(&env, "second", &["-p", "18090:80"], "second");
+    let again = env.capsa(&["start", "first"]);
+    assert!(!again.status.success(), "two containers on one host port");
+    assert!(
+        text(&again.stderr).contains("already allocated"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert_eq!(fetch(&env, "http://127.0.0.1:18090/"), "second\n");
+    assert!(env.capsa(&["rm", "-f", "first", "second"]).status.success());
     env.assert_clean();
 }
 
@@ -197,6 +208,20 @@ fn egress_is_masqueraded_to_the_outside() {
     let env = TestEnv::new();
     let outside = Outside::new(&env);
     let seen = env.sh(&[], ASK_OUTSIDE);
+    // And inward: a machine outside reaches a published port at the host's address.
+    web(&env, "public", &["-p", "18070:80"], "from-outside");
+    let fetch_outside = Command::new("ip")
+        .args(["netns", "exec", &outside.name, "sh", "-c"])
+        .arg("for i in $(seq 50); do timeout 5 busybox wget -q -O - http://192.0.2.1:18070/ && exit 0; sleep 0.1; done; exit 1")
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&fetch_outside.stdout),
+        "from-outside\n",
+        "{}",
+        text(&fetch_outside.stderr)
+    );
+    assert!(env.capsa(&["rm", "-f", "public"]).status.success());
     assert_eq!(
         seen, "192.0.2.1\n",
         "the container's address is hidden behind the host's"

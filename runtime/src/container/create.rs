@@ -224,12 +224,7 @@ pub fn spawn_init(
     let pid = match process::spawn(&cfg) {
         Ok(pid) => pid,
         Err(e) => {
-            discard(
-                store,
-                &id,
-                &prepared.state.name,
-                Some(prepared.cgroup.as_ref()),
-            );
+            undo_spawn(store, prepared);
             return Err(setup_err(&id, e));
         }
     };
@@ -240,13 +235,8 @@ pub fn spawn_init(
             libc::kill(pid, libc::SIGKILL);
             libc::waitpid(pid, std::ptr::null_mut(), 0);
         }
-        network::disconnect(&prepared.state);
-        discard(
-            store,
-            &id,
-            &prepared.state.name,
-            Some(prepared.cgroup.as_ref()),
-        );
+        network::disconnect(store, &prepared.state);
+        undo_spawn(store, prepared);
         return Err(e);
     }
     tracing::debug!(id, pid, "init ready");
@@ -267,6 +257,22 @@ pub fn spawn_init(
         network::refresh_hosts(store, &e.network);
     }
     Ok(pid)
+}
+
+/// Takes back a failed spawn: a container being created goes entirely; one being started
+/// again keeps its record and files (only its new cgroup goes), so a failed `start` never
+/// loses a container.
+fn undo_spawn(store: &ContainerStore, prepared: &Prepared) {
+    if prepared.state.status == Status::Creating {
+        discard(
+            store,
+            &prepared.state.id,
+            &prepared.state.name,
+            Some(prepared.cgroup.as_ref()),
+        );
+    } else {
+        let _ = prepared.cgroup.destroy();
+    }
 }
 
 /// First host ID handed to user-namespaced containers, above the IDs of host users.

@@ -41,7 +41,7 @@ pub fn record_exit(
     let _ = cgroup.destroy();
     tracing::debug!(id, "cgroup removed");
     if let Ok(state) = store.load(id) {
-        super::network::disconnect(&state);
+        super::network::disconnect(store, &state);
     }
     let now = crate::timefmt::rfc3339(SystemTime::now());
     let updated = store.update(id, |s| {

@@ -267,7 +267,8 @@ pub fn connect(store: &ContainerStore, state: &State, pid: i32) -> Result<(), Co
     };
     match (&state.network, &state.endpoint) {
         (NetworkMode::Host, _) => Ok(()),
-        (_, Some(_)) => {
+        (_, Some(first)) => {
+            ports_still_free(store, state, first)?;
             for endpoint in state.endpoints() {
                 let config = bridge_config(store, &endpoint.network)?;
                 net::attach(&config, endpoint, pid).map_err(fail)?;
@@ -321,11 +322,49 @@ pub fn refresh_hosts(store: &ContainerStore, network: &str) {
     }
 }
 
-/// Takes back what [`connect`] published (idempotent).
-pub fn disconnect(state: &State) {
-    if let Some(e) = &state.endpoint {
-        net::detach(e);
+/// A container started again publishes the ports it was created with; another container
+/// or a host process may hold one now (Docker refuses the start then too).
+fn ports_still_free(
+    store: &ContainerStore,
+    state: &State,
+    endpoint: &Endpoint,
+) -> Result<(), ContainerError> {
+    if endpoint.ports.is_empty() {
+        return Ok(());
     }
+    let held = ports_of_others(store, &state.id);
+    for p in &endpoint.ports {
+        let taken = held.iter().any(|h| p.clashes_with(h));
+        let mut probe = *p;
+        if taken || probe.claim_host_port().is_err() {
+            return Err(ContainerError::InvalidArgument(format!(
+                "Bind for {}:{} failed: port is already allocated",
+                p.host_ip, p.host_port
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Takes back what [`connect`] published (idempotent).
+pub fn disconnect(store: &ContainerStore, state: &State) {
+    if let Some(e) = &state.endpoint {
+        if !e.ports.is_empty() {
+            net::detach(e, &ports_of_others(store, &state.id));
+        }
+    }
+}
+
+/// The host ports published by containers other than `id` that are up.
+fn ports_of_others(store: &ContainerStore, id: &str) -> Vec<PortMapping> {
+    store
+        .ids()
+        .iter()
+        .filter(|other| *other != id)
+        .filter_map(|other| store.load(other).ok())
+        .filter(|s| matches!(s.status, Status::Created | Status::Running))
+        .flat_map(|s| s.endpoint.map(|e| e.ports).unwrap_or_default())
+        .collect()
 }
 
 /// The network's name as `inspect` and `ps` show it.

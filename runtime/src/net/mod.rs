@@ -337,8 +337,13 @@ fn sysctl_in(pid: i32, key: &str, value: &str) -> std::io::Result<()> {
 /// The veth pair is not deleted here: it goes with the container's network namespace when
 /// the last process in it exits (deleting it ourselves costs an RCU grace period, 17 ms on
 /// this machine, on every exit). [`attach`] replaces one a crash left behind.
-pub fn detach(endpoint: &Endpoint) {
+/// Ports in `held_by_others` (published by containers that are up) are left alone: their
+/// map elements have the same keys and now belong to those containers.
+pub fn detach(endpoint: &Endpoint, held_by_others: &[PortMapping]) {
     for p in &endpoint.ports {
+        if held_by_others.iter().any(|h| h.clashes_with(p)) {
+            continue;
+        }
         // Each element alone: one already gone must not keep the others.
         let _ = nft::apply(&nft::delete_port(p, endpoint.ip));
     }
