@@ -56,21 +56,10 @@ impl BridgeConfig {
 
     /// Parses `10.88.0.1/16`.
     pub fn from_bip(bip: &str) -> Result<BridgeConfig, String> {
-        let (addr, prefix) = bip
-            .split_once('/')
-            .ok_or_else(|| format!("{bip:?} is not ADDRESS/PREFIX"))?;
-        let gateway: Ipv4Addr = addr
-            .parse()
-            .map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
-        let prefix: u8 = prefix
-            .parse()
-            .ok()
-            .filter(|p| (8..=30).contains(p))
-            .ok_or_else(|| format!("prefix {prefix:?} is not 8-30"))?;
-        let mask = u32::MAX << (32 - prefix);
+        let (gateway, prefix) = super::networks::parse_address_prefix(bip)?;
         Ok(BridgeConfig {
             name: "capsa0".into(),
-            subnet: Ipv4Addr::from(u32::from(gateway) & mask),
+            subnet: super::networks::network_of(gateway, prefix),
             prefix,
             gateway,
             internal: false,
