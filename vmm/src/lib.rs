@@ -1,4 +1,20 @@
-//! capsa-vmm: capsa's microVM monitor on KVM.
+//! capsa-vmm: a small KVM virtual machine monitor in Firecracker's mould. It boots a `vmlinux`
+//! (PVH) or bzImage with an initramfs, gives the guest a serial console, an i8042 for reset, a
+//! boot timer, and virtio-mmio block and vsock devices, and reports why the VM stopped.
 //!
-//! Empty on purpose: the VMM (KVM set-up, PVH boot, virtio-mmio devices, boot timer) lands
-//! with its own issue. Nothing here pretends to work before then.
+//! - [`vstate`]: KVM VM, vCPUs and guest memory;
+//! - [`arch`]: x86-64 layout, boot protocols, registers, CPUID, MSRs, MP table;
+//! - [`devices`]: buses, legacy devices, virtio transport and devices;
+//! - [`builder`]: config to running VM; [`event_loop`]: the device thread.
+
+pub mod arch;
+pub mod builder;
+pub mod config;
+pub mod devices;
+pub mod event_loop;
+pub mod timing;
+pub mod vstate;
+
+pub use builder::{BuildError, Machine, RunReport};
+pub use config::{DiskConfig, SerialOutput, VmConfig, VsockConfig};
+pub use vstate::vcpu::ExitReason;

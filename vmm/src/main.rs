@@ -1,0 +1,75 @@
+//! `capsa-vmm`: flags in, a VM run, an exit status that says why it stopped.
+//!   0 the guest stopped itself (reboot / i8042 reset / power-off event)
+//!   1 the VM could not be set up (bad kernel, memory size, disk, KVM unavailable ...)
+//!   2 bad flags
+//!   3 the guest crashed (triple fault, halt with nothing to run, KVM emulation failure)
+//!   4 the VMM failed while the guest ran
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use capsa_vmm::timing::StartTime;
+use capsa_vmm::vstate::memory::parse_size;
+use capsa_vmm::{DiskConfig, Machine, SerialOutput, VmConfig, VsockConfig};
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(name = "capsa-vmm", version, about = "capsa's microVM monitor on KVM")]
+struct Flags {
+    /// Guest kernel: an ELF vmlinux (booted by PVH when it has the note) or a bzImage
+    #[arg(long)]
+    kernel: PathBuf,
+    /// Initramfs image
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    /// Kernel command line (virtio-mmio devices are appended)
+    #[arg(long, default_value = "console=ttyS0 reboot=k panic=-1")]
+    cmdline: String,
+    /// Guest memory: bytes or with K, M, G
+    #[arg(long, default_value = "128M", value_parser = parse_size)]
+    mem: u64,
+    /// Number of vCPUs
+    #[arg(long, default_value_t = 1)]
+    vcpus: u8,
+    /// A virtio-blk disk: PATH[,ro] (repeatable)
+    #[arg(long = "disk")]
+    disks: Vec<DiskConfig>,
+    /// Hybrid vsock: cid=N,uds=PATH
+    #[arg(long)]
+    vsock: Option<VsockConfig>,
+    /// Where the serial console goes: stdout, file=PATH, none
+    #[arg(long, default_value = "stdout")]
+    serial: SerialOutput,
+}
+
+fn main() -> ExitCode {
+    let start = StartTime::from_env_or_now();
+    let flags = Flags::parse();
+    let config = VmConfig {
+        kernel: flags.kernel,
+        initrd: flags.initrd,
+        cmdline: flags.cmdline,
+        mem_bytes: flags.mem,
+        vcpus: flags.vcpus,
+        disks: flags.disks,
+        vsock: flags.vsock,
+        serial: flags.serial,
+    };
+    let machine = match Machine::build(&config, start) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("capsa-vmm: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match machine.run() {
+        Ok(report) => {
+            eprintln!("capsa-vmm: {}", report.reason);
+            ExitCode::from(report.reason.exit_code() as u8)
+        }
+        Err(e) => {
+            eprintln!("capsa-vmm: {e}");
+            ExitCode::from(4)
+        }
+    }
+}
