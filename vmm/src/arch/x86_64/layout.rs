@@ -14,10 +14,12 @@ pub const PVH_MODLIST: u64 = 0x6f00;
 pub const ZERO_PAGE: u64 = 0x7000;
 /// Top of the boot stack for the 64-bit protocol.
 pub const BOOT_STACK: u64 = 0x8ff0;
-/// Identity page tables for the 64-bit protocol: PML4, PDPT, and one PD (2 MiB pages, 1 GiB).
+/// Identity page tables for the 64-bit protocol: PML4, PDPT, and four PDs of 2 MiB pages
+/// (0xb000..0xf000) covering the low 4 GiB.
 pub const PML4: u64 = 0x9000;
 pub const PDPT: u64 = 0xa000;
 pub const PD: u64 = 0xb000;
+pub const PD_COUNT: u64 = 4;
 /// The kernel command line, and its largest size (Linux's COMMAND_LINE_SIZE on x86 is 2048).
 pub const CMDLINE: u64 = 0x20000;
 pub const CMDLINE_MAX: usize = 2048;

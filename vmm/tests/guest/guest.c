@@ -1,0 +1,269 @@
+/*
+ * capsa-vmm's freestanding test guest. Entered in 64-bit mode with %rsi pointing at the Linux
+ * zero page, it finds the virtio-mmio devices named on the command line, reads and writes a
+ * sector of the virtio-blk disk, echoes a message over vsock to a host client and opens a
+ * connection of its own to the host, signals the boot timer and resets through the i8042.
+ * Everything it checks is printed on COM1 as "ok: ..." or "FAIL: ..."; the host test reads it.
+ * Guest kernel code is emulated slowly on nested-PVM hosts, so the work is kept small.
+ */
+typedef unsigned char u8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long u64;
+
+__asm__(".section .text.start\n"
+        ".global _start\n"
+        "_start:\n"
+        "  mov stack_top(%rip), %rsp\n"
+        "  mov %rsi, %rdi\n"
+        "  call guest_main\n"
+        "1: hlt\n"
+        "  jmp 1b\n");
+
+static u8 stack[16384] __attribute__((aligned(16)));
+u8 *stack_top = stack + sizeof(stack);
+
+/* ---- port and MMIO access ---------------------------------------------------------------- */
+static inline void outb(u16 port, u8 v) { __asm__ volatile("outb %0, %1" ::"a"(v), "Nd"(port)); }
+static inline u8 inb(u16 port) { u8 v; __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port)); return v; }
+static inline u32 mmio_read(u64 base, u32 off) { return *(volatile u32 *)(base + off); }
+static inline void mmio_write(u64 base, u32 off, u32 v) { *(volatile u32 *)(base + off) = v; }
+static inline void barrier(void) { __asm__ volatile("mfence" ::: "memory"); }
+static inline u64 rdtsc(void) { u32 lo, hi; __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi)); return ((u64)hi << 32) | lo; }
+
+/* ---- console ------------------------------------------------------------------------------ */
+static void putc(char c) {
+  for (int i = 0; i < 1000 && !(inb(0x3f8 + 5) & 0x20); i++) {}
+  outb(0x3f8, (u8)c);
+}
+static void puts(const char *s) { while (*s) putc(*s++); }
+static void poweroff(void) {
+  outb(0x64, 0xfe); /* i8042 reset: the VMM stops the VM */
+  for (;;) __asm__ volatile("hlt");
+}
+static int failures;
+static void check(int ok, const char *what) {
+  puts(ok ? "ok: " : "FAIL: ");
+  puts(what);
+  putc('\n');
+  if (!ok) failures++;
+}
+
+static void *memcpy_(void *d, const void *s, u64 n) { u8 *a = d; const u8 *b = s; while (n--) *a++ = *b++; return d; }
+static int memeq(const void *x, const void *y, u64 n) { const u8 *a = x, *b = y; while (n--) if (*a++ != *b++) return 0; return 1; }
+static u64 strlen_(const char *s) { u64 n = 0; while (s[n]) n++; return n; }
+
+/* ---- the command line: virtio_mmio.device=4K@0xADDR:IRQ --------------------------------- */
+static u64 parse_hex(const char **p) {
+  u64 v = 0;
+  for (;;) {
+    char c = **p;
+    int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (d < 0) return v;
+    v = v * 16 + (u64)d;
+    (*p)++;
+  }
+}
+static int find_devices(const char *cmdline, u64 *bases, int max) {
+  const char *key = "virtio_mmio.device=4K@0x";
+  u64 klen = strlen_(key);
+  int n = 0;
+  for (const char *p = cmdline; *p && n < max; p++) {
+    if (memeq(p, key, klen)) {
+      p += klen;
+      bases[n++] = parse_hex(&p);
+    }
+  }
+  return n;
+}
+
+/* ---- virtio-mmio and split virtqueues ------------------------------------------------------ */
+#define QSIZE 8
+struct desc { u64 addr; u32 len; u16 flags; u16 next; };
+struct avail { u16 flags; u16 idx; u16 ring[QSIZE]; u16 used_event; };
+struct used_elem { u32 id; u32 len; };
+struct used { u16 flags; u16 idx; struct used_elem ring[QSIZE]; u16 avail_event; };
+struct queue {
+  struct desc desc[QSIZE] __attribute__((aligned(16)));
+  struct avail avail __attribute__((aligned(2)));
+  struct used used __attribute__((aligned(4)));
+  u16 last_used;
+  u64 base;
+  u32 index;
+};
+#define F_NEXT 1
+#define F_WRITE 2
+
+static int device_init(u64 base, struct queue *qs, int nq) {
+  mmio_write(base, 0x70, 0);
+  mmio_write(base, 0x70, 1 | 2);
+  mmio_write(base, 0x14, 1);
+  if (!(mmio_read(base, 0x10) & 1)) return 0; /* VERSION_1 */
+  mmio_write(base, 0x24, 0);
+  mmio_write(base, 0x20, 0);
+  mmio_write(base, 0x24, 1);
+  mmio_write(base, 0x20, 1);
+  mmio_write(base, 0x70, 1 | 2 | 8);
+  if (!(mmio_read(base, 0x70) & 8)) return 0;
+  for (int i = 0; i < nq; i++) {
+    struct queue *q = &qs[i];
+    q->base = base;
+    q->index = (u32)i;
+    mmio_write(base, 0x30, (u32)i);
+    if (mmio_read(base, 0x34) < QSIZE) return 0;
+    mmio_write(base, 0x38, QSIZE);
+    mmio_write(base, 0x80, (u32)(u64)q->desc);
+    mmio_write(base, 0x84, (u32)((u64)q->desc >> 32));
+    mmio_write(base, 0x90, (u32)(u64)&q->avail);
+    mmio_write(base, 0x94, (u32)((u64)&q->avail >> 32));
+    mmio_write(base, 0xa0, (u32)(u64)&q->used);
+    mmio_write(base, 0xa4, (u32)((u64)&q->used >> 32));
+    mmio_write(base, 0x44, 1);
+  }
+  mmio_write(base, 0x70, 1 | 2 | 8 | 4);
+  return (mmio_read(base, 0x70) & 0x40) == 0;
+}
+
+/* Makes descriptor `head` available and kicks the device. */
+static void submit(struct queue *q, u16 head) {
+  q->avail.ring[q->avail.idx % QSIZE] = head;
+  barrier();
+  q->avail.idx++;
+  barrier();
+  mmio_write(q->base, 0x50, q->index);
+}
+
+/* Waits for the next used element; returns its index in the used ring, or -1 on timeout. */
+static int wait_used(struct queue *q, u64 cycles) {
+  u64 deadline = rdtsc() + cycles;
+  while (*(volatile u16 *)&q->used.idx == q->last_used) {
+    if (rdtsc() > deadline) return -1;
+    __asm__ volatile("pause");
+  }
+  barrier();
+  return q->last_used++ % QSIZE;
+}
+
+#define SECONDS(n) ((u64)(n) * 3000000000ul)
+
+/* ---- virtio-blk ---------------------------------------------------------------------------- */
+static struct queue blkq;
+static struct { u32 type; u32 reserved; u64 sector; } blk_hdr;
+static u8 sector_buf[512];
+static u8 blk_status;
+
+static int blk_request(u32 type, u64 sector, int with_data) {
+  blk_hdr.type = type;
+  blk_hdr.sector = sector;
+  blk_status = 0xff;
+  blkq.desc[0] = (struct desc){(u64)&blk_hdr, sizeof(blk_hdr), F_NEXT, 1};
+  u16 status_desc = 1;
+  if (with_data) {
+    blkq.desc[1] = (struct desc){(u64)sector_buf, 512, (u16)(F_NEXT | (type == 0 ? F_WRITE : 0)), 2};
+    status_desc = 2;
+  }
+  blkq.desc[status_desc] = (struct desc){(u64)&blk_status, 1, F_WRITE, 0};
+  submit(&blkq, 0);
+  return wait_used(&blkq, SECONDS(10)) >= 0 && blk_status == 0;
+}
+
+static void test_block(u64 base) {
+  if (!device_init(base, &blkq, 1)) { check(0, "virtio-blk set-up"); return; }
+  check(blk_request(0, 0, 1) && memeq(sector_buf, "CAPSA-TEST-DISK", 15), "virtio-blk read sector 0");
+  memcpy_(sector_buf, "WRITTEN-BY-GUEST", 16);
+  check(blk_request(1, 1, 1), "virtio-blk write sector 1");
+  check(blk_request(4, 0, 0), "virtio-blk flush");
+}
+
+/* ---- virtio-vsock -------------------------------------------------------------------------- */
+struct vsock_hdr {
+  u64 src_cid, dst_cid;
+  u32 src_port, dst_port, len;
+  u16 type, op;
+  u32 flags, buf_alloc, fwd_cnt;
+} __attribute__((packed));
+enum { OP_REQUEST = 1, OP_RESPONSE, OP_RST, OP_SHUTDOWN, OP_RW, OP_CREDIT_UPDATE, OP_CREDIT_REQUEST };
+
+static struct queue vq[3];
+static u8 rx_bufs[QSIZE][512];
+static u8 tx_buf[512];
+static u64 guest_cid;
+
+static void rx_post(u16 i) {
+  vq[0].desc[i] = (struct desc){(u64)rx_bufs[i], sizeof(rx_bufs[i]), F_WRITE, 0};
+  submit(&vq[0], i);
+}
+
+/* Waits for a packet with operation `op` (others are dropped); copies it to `out`. */
+static int vsock_recv(u16 op, struct vsock_hdr *out, u8 *payload, u32 max) {
+  for (;;) {
+    int slot = wait_used(&vq[0], SECONDS(30));
+    if (slot < 0) return 0;
+    u16 id = (u16)vq[0].used.ring[slot].id;
+    struct vsock_hdr *h = (struct vsock_hdr *)rx_bufs[id];
+    int match = h->op == op;
+    if (match) {
+      memcpy_(out, h, sizeof(*h));
+      if (payload) memcpy_(payload, rx_bufs[id] + sizeof(*h), h->len < max ? h->len : max);
+    }
+    rx_post(id);
+    if (match) return 1;
+  }
+}
+
+static u32 fwd_cnt;
+static void vsock_send(u32 src_port, u32 dst_port, u16 op, u32 flags, const void *data, u32 len) {
+  struct vsock_hdr h = {guest_cid, 2, src_port, dst_port, len, 1, op, flags, 65536, fwd_cnt};
+  memcpy_(tx_buf, &h, sizeof(h));
+  memcpy_(tx_buf + sizeof(h), data, len);
+  vq[1].desc[0] = (struct desc){(u64)tx_buf, (u32)sizeof(h) + len, 0, 0};
+  submit(&vq[1], 0);
+  wait_used(&vq[1], SECONDS(10));
+}
+
+static void test_vsock(u64 base) {
+  if (!device_init(base, vq, 3)) { check(0, "virtio-vsock set-up"); return; }
+  guest_cid = mmio_read(base, 0x100) | ((u64)mmio_read(base, 0x104) << 32);
+  check(guest_cid == 3, "virtio-vsock guest CID is 3");
+  for (u16 i = 0; i < QSIZE; i++) rx_post(i);
+
+  /* Host to guest: a host client asked for port 1234; accept it and echo what it sends. */
+  struct vsock_hdr h;
+  u8 msg[64];
+  if (!vsock_recv(OP_REQUEST, &h, 0, 0) || h.dst_port != 1234) { check(0, "vsock: host connects to port 1234"); return; }
+  u32 host_port = h.src_port;
+  vsock_send(1234, host_port, OP_RESPONSE, 0, 0, 0);
+  if (!vsock_recv(OP_RW, &h, msg, sizeof(msg))) { check(0, "vsock: data from the host"); return; }
+  fwd_cnt += h.len;
+  vsock_send(1234, host_port, OP_RW, 0, msg, h.len);
+  check(1, "vsock: echoed the host's message");
+
+  /* Guest to host: connect to host port 5000 and say hello. */
+  vsock_send(4000, 5000, OP_REQUEST, 0, 0, 0);
+  if (!vsock_recv(OP_RESPONSE, &h, 0, 0) || h.src_port != 5000) { check(0, "vsock: connect to host port 5000"); return; }
+  const char *hello = "hello from guest";
+  vsock_send(4000, 5000, OP_RW, 0, hello, (u32)strlen_(hello));
+  vsock_send(4000, 5000, OP_SHUTDOWN, 3, 0, 0);
+  check(vsock_recv(OP_RST, &h, 0, 0) && h.src_port == 5000, "vsock: connected to host port 5000, sent, closed");
+}
+
+/* ---- main ---------------------------------------------------------------------------------- */
+void guest_main(u8 *zero_page) {
+  puts("capsa test guest\n");
+  const char *cmdline = (const char *)(u64) * (u32 *)(zero_page + 0x228);
+  u64 bases[8];
+  int n = find_devices(cmdline, bases, 8);
+  check(n == 2, "two virtio-mmio devices on the command line");
+  for (int i = 0; i < n; i++) {
+    if (mmio_read(bases[i], 0) != 0x74726976 || mmio_read(bases[i], 4) != 2) {
+      check(0, "virtio-mmio magic and version");
+      continue;
+    }
+    u32 id = mmio_read(bases[i], 8);
+    if (id == 2) test_block(bases[i]);
+    else if (id == 19) test_vsock(bases[i]);
+  }
+  outb(0x3f0, 123); /* boot timer */
+  puts(failures ? "test guest: FAILED\n" : "test guest: all ok\n");
+  poweroff();
+}
