@@ -23,7 +23,11 @@ fn disk(dir: &Path) -> std::path::PathBuf {
 fn wait_for(path: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !path.exists() {
-        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -50,12 +54,16 @@ fn test_guest_uses_block_vsock_boot_timer_and_reset() {
 
     wait_for(&uds);
     let mut host = UnixStream::connect(&uds).unwrap();
-    host.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    host.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
     host.write_all(b"CONNECT 1234\n").unwrap();
     let mut reply = [0u8; 64];
     let n = host.read(&mut reply).unwrap();
     let reply = text(&reply[..n]);
-    assert!(reply.starts_with("OK ") && reply.ends_with('\n'), "handshake reply {reply:?}");
+    assert!(
+        reply.starts_with("OK ") && reply.ends_with('\n'),
+        "handshake reply {reply:?}"
+    );
     host.write_all(b"ping over vsock").unwrap();
     let mut echo = [0u8; 15];
     host.read_exact(&mut echo).unwrap();
@@ -63,14 +71,20 @@ fn test_guest_uses_block_vsock_boot_timer_and_reset() {
 
     guest_to_host.set_nonblocking(false).unwrap();
     let (mut from_guest, _) = guest_to_host.accept().unwrap();
-    from_guest.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    from_guest
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
     let mut said = String::new();
     from_guest.read_to_string(&mut said).unwrap();
     assert_eq!(said, "hello from guest");
 
     let out = wait_with_limit(child, Duration::from_secs(120));
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
     assert!(stdout.contains("test guest: all ok"), "{stdout}");
     assert!(!stdout.contains("FAIL"), "{stdout}");
     assert!(stderr.contains("guest ready (boot timer):"), "{stderr}");
@@ -84,12 +98,22 @@ fn read_only_disk_refuses_the_guest_write() {
     let dir = tempfile::tempdir().unwrap();
     let disk = disk(dir.path());
     let out = run_vmm(
-        &["--kernel", test_guest().to_str().unwrap(), "--disk", &format!("{},ro", disk.display()), "--mem", "64M"],
+        &[
+            "--kernel",
+            test_guest().to_str().unwrap(),
+            "--disk",
+            &format!("{},ro", disk.display()),
+            "--mem",
+            "64M",
+        ],
         Duration::from_secs(120),
     );
     let stdout = text(&out.stdout);
     assert!(stdout.contains("ok: virtio-blk read sector 0"), "{stdout}");
-    assert!(stdout.contains("FAIL: virtio-blk write sector 1"), "{stdout}");
+    assert!(
+        stdout.contains("FAIL: virtio-blk write sector 1"),
+        "{stdout}"
+    );
     assert_eq!(&std::fs::read(&disk).unwrap()[512..528], &[0u8; 16]);
     // The guest still stops the VM itself: only one device was found, which it reports.
     assert_eq!(out.status.code(), Some(0));

@@ -15,10 +15,25 @@ pub fn test_guest() -> &'static Path {
     static GUEST: OnceLock<PathBuf> = OnceLock::new();
     GUEST.get_or_init(|| {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guest");
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("capsa-test-guest-{}", std::process::id()));
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("capsa-test-guest-{}", std::process::id()));
         let status = Command::new("gcc")
-            .args(["-O1", "-ffreestanding", "-fno-stack-protector", "-fno-pic", "-no-pie", "-mno-red-zone"])
-            .args(["-mgeneral-regs-only", "-fno-builtin", "-nostdlib", "-static", "-Wall", "-Werror"])
+            .args([
+                "-O1",
+                "-ffreestanding",
+                "-fno-stack-protector",
+                "-fno-pic",
+                "-no-pie",
+                "-mno-red-zone",
+            ])
+            .args([
+                "-mgeneral-regs-only",
+                "-fno-builtin",
+                "-nostdlib",
+                "-static",
+                "-Wall",
+                "-Werror",
+            ])
             .arg(format!("-Wl,-T,{}", src.join("guest.ld").display()))
             .args(["-Wl,--build-id=none", "-Wl,--no-warn-rwx-segments", "-o"])
             .arg(&out)
@@ -36,15 +51,29 @@ pub fn guest_kernel() -> PathBuf {
         return p.into();
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernel-config/build.sh");
-    let out = Command::new("bash").arg(script).stderr(Stdio::inherit()).output().expect("run build.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run build.sh");
     assert!(out.status.success(), "kernel-config/build.sh failed");
     let text = String::from_utf8_lossy(&out.stdout);
-    PathBuf::from(text.lines().last().expect("build.sh prints the vmlinux path").trim())
+    PathBuf::from(
+        text.lines()
+            .last()
+            .expect("build.sh prints the vmlinux path")
+            .trim(),
+    )
 }
 
 /// Runs capsa-vmm to completion, killing it after `limit`.
 pub fn run_vmm(args: &[&str], limit: Duration) -> Output {
-    let child = Command::new(VMM).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn capsa-vmm");
+    let child = Command::new(VMM)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn capsa-vmm");
     wait_with_limit(child, limit)
 }
 

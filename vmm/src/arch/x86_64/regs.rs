@@ -6,7 +6,9 @@ use kvm_ioctls::VcpuFd;
 use vm_memory::{Bytes, GuestAddress};
 
 use super::gdt;
-use super::layout::{BOOT_GDT, BOOT_IDT, BOOT_STACK, PD, PD_COUNT, PDPT, PML4, PVH_INFO, ZERO_PAGE};
+use super::layout::{
+    BOOT_GDT, BOOT_IDT, BOOT_STACK, PD, PDPT, PD_COUNT, PML4, PVH_INFO, ZERO_PAGE,
+};
 use crate::vstate::memory::GuestMemory;
 
 const CR0_PE: u64 = 1;
@@ -135,14 +137,20 @@ fn load_segments(sregs: &mut kvm_sregs, table: &[u64; 4]) {
 /// Identity-maps the low 4 GiB with 2 MiB pages: RAM for the kernel or test guest, and the MMIO
 /// gap where the virtio devices live (Linux replaces these tables early; the test guest keeps them).
 fn write_page_tables(mem: &GuestMemory) -> Result<(), RegsError> {
-    let err = |source| RegsError::Memory { what: "page tables", source };
-    mem.write_obj(PDPT | 0x03, GuestAddress(PML4)).map_err(err)?;
+    let err = |source| RegsError::Memory {
+        what: "page tables",
+        source,
+    };
+    mem.write_obj(PDPT | 0x03, GuestAddress(PML4))
+        .map_err(err)?;
     for gib in 0..PD_COUNT {
         let pd = PD + gib * 0x1000;
-        mem.write_obj(pd | 0x03, GuestAddress(PDPT + gib * 8)).map_err(err)?;
+        mem.write_obj(pd | 0x03, GuestAddress(PDPT + gib * 8))
+            .map_err(err)?;
         for i in 0..512u64 {
             let addr = (gib << 30) | (i << 21);
-            mem.write_obj(addr | 0x83, GuestAddress(pd + i * 8)).map_err(err)?;
+            mem.write_obj(addr | 0x83, GuestAddress(pd + i * 8))
+                .map_err(err)?;
         }
     }
     Ok(())

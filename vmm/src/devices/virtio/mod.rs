@@ -6,11 +6,15 @@ pub mod block;
 pub mod mmio;
 pub mod vsock;
 
+#[cfg(test)]
+pub(crate) mod testing;
+
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use virtio_queue::{Queue, QueueT};
+use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -129,17 +133,26 @@ pub struct Context<'a> {
 }
 
 impl Context<'_> {
-    /// Signals the guest about `queue` unless it asked not to be (EVENT_IDX / NO_INTERRUPT).
+    /// Signals the guest about `queue` unless it asked not to be: with EVENT_IDX through the
+    /// used-event index (virtio-queue decides), otherwise through the avail ring's NO_INTERRUPT
+    /// flag, which virtio-queue leaves to the device.
     pub fn notify(&mut self, queue: usize) {
-        let needed = match self.queues.get_mut(queue) {
-            Some(q) => q.needs_notification(self.mem).unwrap_or(true),
-            None => false,
+        let Some(q) = self.queues.get_mut(queue) else {
+            return;
+        };
+        let needed = if q.event_idx_enabled() {
+            q.needs_notification(self.mem).unwrap_or(true)
+        } else {
+            let flags: u16 = self.mem.read_obj(GuestAddress(q.avail_ring())).unwrap_or(0);
+            flags & VRING_AVAIL_F_NO_INTERRUPT == 0
         };
         if needed {
             self.interrupt.signal(INT_USED_RING);
         }
     }
 }
+
+const VRING_AVAIL_F_NO_INTERRUPT: u16 = 1;
 
 /// One virtio device model.
 pub trait VirtioDevice: Send {

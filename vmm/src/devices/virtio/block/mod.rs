@@ -125,3 +125,6 @@ impl VirtioDevice for Block {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -543,3 +543,6 @@ impl VirtioDevice for Vsock {
         self.control.clear();
     }
 }
+
+#[cfg(test)]
+mod tests;
