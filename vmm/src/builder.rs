@@ -5,10 +5,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use vm_memory::{Address, GuestAddress};
+use vm_memory::Address;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::arch::x86_64::boot::{self, Initrd};
+use crate::arch::x86_64::boot;
 use crate::arch::x86_64::layout::{
     FIRST_VIRTIO_IRQ, HIMEM, LAST_IRQ, SERIAL_IRQ, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE,
 };
@@ -78,6 +78,7 @@ pub struct Machine {
     vcpus: Vec<Vcpu>,
     events: EventLoop,
     stop: Arc<StopSignal>,
+    seccomp: bool,
     boot_ready: Arc<Mutex<Option<Mark>>>,
     _devices: Vec<Arc<Mutex<MmioTransport>>>,
 }
@@ -152,15 +153,16 @@ impl Machine {
                 mmio: mmio.clone(),
                 stop: stop.clone(),
                 start,
+                seccomp: config.seccomp,
             });
         }
-        let _ = initrd.map(|rd: Initrd| rd.size);
         Ok(Self {
             vm,
             mem,
             vcpus,
             events,
             stop,
+            seccomp: config.seccomp,
             boot_ready,
             _devices: devices,
         })
@@ -183,6 +185,11 @@ impl Machine {
                     .spawn(move || v.run())
                     .map_err(io("vCPU thread"))?,
             );
+        }
+        if self.seccomp {
+            if let Err(e) = crate::seccomp::apply(crate::seccomp::ThreadKind::Vmm) {
+                self.stop.stop(ExitReason::VmmError(e.to_string()));
+            }
         }
         let reason = self.events.run();
         stop_vcpus(threads);
@@ -315,6 +322,5 @@ fn virtio_devices(
         args.push(format!("virtio_mmio.device=4K@{base:#x}:{irq}"));
         transports.push(transport);
     }
-    let _ = GuestAddress(0);
     Ok((bus, transports, args))
 }

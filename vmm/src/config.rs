@@ -14,6 +14,8 @@ pub struct VmConfig {
     pub disks: Vec<DiskConfig>,
     pub vsock: Option<VsockConfig>,
     pub serial: SerialOutput,
+    /// Confine each thread with its seccomp filter once set-up is done.
+    pub seccomp: bool,
 }
 
 /// `PATH[,ro]`: a file or block device as a virtio-blk disk.

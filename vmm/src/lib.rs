@@ -12,6 +12,7 @@ pub mod builder;
 pub mod config;
 pub mod devices;
 pub mod event_loop;
+pub mod seccomp;
 pub mod timing;
 pub mod vstate;
 

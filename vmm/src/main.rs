@@ -40,6 +40,9 @@ struct Flags {
     /// Where the serial console goes: stdout, file=PATH, none
     #[arg(long, default_value = "stdout")]
     serial: SerialOutput,
+    /// Run without the per-thread seccomp filters (for debugging a filter kill)
+    #[arg(long)]
+    no_seccomp: bool,
 }
 
 fn main() -> ExitCode {
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         disks: flags.disks,
         vsock: flags.vsock,
         serial: flags.serial,
+        seccomp: !flags.no_seccomp,
     };
     let machine = match Machine::build(&config, start) {
         Ok(m) => m,

@@ -89,6 +89,8 @@ pub struct Vcpu {
     pub mmio: Arc<Bus>,
     pub stop: Arc<StopSignal>,
     pub start: StartTime,
+    /// Install the vCPU seccomp filter before the first KVM_RUN.
+    pub seccomp: bool,
 }
 
 const KVM_SYSTEM_EVENT_SHUTDOWN: u32 = 1;
@@ -97,6 +99,12 @@ const KVM_SYSTEM_EVENT_RESET: u32 = 2;
 impl Vcpu {
     /// Runs until the VM stops. vCPU 0 logs the moment of the first KVM_RUN.
     pub fn run(mut self) {
+        if self.seccomp {
+            if let Err(e) = crate::seccomp::apply(crate::seccomp::ThreadKind::Vcpu) {
+                self.stop.stop(ExitReason::VmmError(e.to_string()));
+                return;
+            }
+        }
         if self.index == 0 {
             eprintln!("capsa-vmm: first KVM_RUN: {}", Mark::now(&self.start));
         }
