@@ -11,9 +11,11 @@
 #   iproute2, nftables  the bridge network (capsa uses netlink itself, and nft for NAT);
 #                   the tests make their own network namespaces with ip
 #   iperf3          the network benchmark's throughput figures
+#   build-essential gcc for capsa-vmm's freestanding test guest (the guest kernel's own build
+#                   tools are installed by kernel-config/build.sh)
 set -euo pipefail
 
-packages=(busybox-static runc crun python3 time tmux ca-certificates docker-registry skopeo umoci apache2-utils debootstrap iproute2 nftables iperf3)
+packages=(busybox-static runc crun python3 time tmux ca-certificates docker-registry skopeo umoci apache2-utils debootstrap iproute2 nftables iperf3 build-essential)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

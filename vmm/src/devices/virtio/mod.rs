@@ -6,8 +6,8 @@ pub mod block;
 pub mod mmio;
 pub mod vsock;
 
-#[cfg(test)]
-pub(crate) mod testing;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod testing;
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU32, Ordering};
