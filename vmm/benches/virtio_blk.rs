@@ -19,7 +19,11 @@ fn request(d: &mut TestDriver, kind: u32, sector: u64, len: u32) {
     h.extend([0u8; 4]);
     h.extend(sector.to_le_bytes());
     d.write_bytes(HDR, &h);
-    let data = if kind == 0 { wr(DATA, len) } else { rd(DATA, len) };
+    let data = if kind == 0 {
+        wr(DATA, len)
+    } else {
+        rd(DATA, len)
+    };
     d.add_chain(0, &[rd(HDR, 16), data, wr(STATUS, 1)]);
     d.kick(0);
     assert_eq!(d.take_used(0).len(), 1);
@@ -31,7 +35,10 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("virtio-blk");
     for (name, kind) in [("read", 0u32), ("write", 1u32)] {
         for len in [4096u32, 65536, 1 << 20] {
-            let mut d = TestDriver::new(Box::new(Block::open(file.path(), false, "bench").unwrap()), None);
+            let mut d = TestDriver::new(
+                Box::new(Block::open(file.path(), false, "bench").unwrap()),
+                None,
+            );
             let sectors = (DISK as u64) / 512;
             let step = u64::from(len) / 512;
             let mut sector = 0;

@@ -21,6 +21,7 @@ use crate::devices::legacy::serial::{self, SerialDevice, Sink};
 use crate::devices::legacy::EventFdTrigger;
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::mmio::MmioTransport;
+use crate::devices::virtio::net::Net;
 use crate::devices::virtio::vsock::Vsock;
 use crate::devices::virtio::{EventOps, Interrupt, VirtioDevice};
 use crate::event_loop::EventLoop;
@@ -45,6 +46,8 @@ pub enum BuildError {
     MpTable(#[from] mptable::MpTableError),
     #[error(transparent)]
     Block(#[from] crate::devices::virtio::block::BlockError),
+    #[error(transparent)]
+    Net(#[from] crate::devices::virtio::net::NetError),
     #[error(transparent)]
     Vsock(#[from] crate::devices::virtio::vsock::VsockError),
     #[error("vCPU count {0} is outside 1..={max}", max = mptable::MAX_VCPUS)]
@@ -269,7 +272,7 @@ fn legacy_devices(
 
 type VirtioSet = (Bus, Vec<Arc<Mutex<MmioTransport>>>, Vec<String>);
 
-/// Disks, then vsock, each in its own MMIO window with its own interrupt line; returns the bus,
+/// Disks, then network devices, then vsock, each in its own MMIO window with its own interrupt line; returns the bus,
 /// the transports and the `virtio_mmio.device=` arguments that tell the kernel where they are.
 fn virtio_devices(
     vm: &Vm,
@@ -281,6 +284,17 @@ fn virtio_devices(
     for (i, d) in config.disks.iter().enumerate() {
         let block = Block::open(&d.path, d.read_only, &format!("capsa-disk{i}"))?;
         models.push((Box::new(block), format!("virtio-blk {}", d.path.display())));
+    }
+    for (i, n) in config.nets.iter().enumerate() {
+        let mac = if n.mac == [0; 6] {
+            crate::config::default_mac(i)
+        } else {
+            n.mac
+        };
+        models.push((
+            Box::new(Net::new(&n.tap, mac)?),
+            format!("virtio-net {}", n.tap),
+        ));
     }
     if let Some(v) = &config.vsock {
         models.push((

@@ -13,6 +13,7 @@ pub struct VmConfig {
     pub vcpus: u8,
     pub disks: Vec<DiskConfig>,
     pub vsock: Option<VsockConfig>,
+    pub nets: Vec<NetConfig>,
     pub serial: SerialOutput,
     /// Confine each thread with its seccomp filter once set-up is done.
     pub seccomp: bool,
@@ -76,6 +77,49 @@ impl std::str::FromStr for VsockConfig {
     }
 }
 
+/// `tap=NAME[,mac=aa:bb:cc:dd:ee:ff]`: a virtio-net device on a tap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetConfig {
+    pub tap: String,
+    pub mac: [u8; 6],
+}
+
+/// A locally administered MAC for the n-th device when none is given.
+pub fn default_mac(index: usize) -> [u8; 6] {
+    [0x02, 0xca, 0x95, 0x00, 0x00, index as u8 + 1]
+}
+
+impl std::str::FromStr for NetConfig {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (mut tap, mut mac) = (None, None);
+        for part in s.split(',') {
+            match part.split_once('=') {
+                Some(("tap", v)) if !v.is_empty() && v.len() < 16 => tap = Some(v.to_string()),
+                Some(("tap", v)) => {
+                    return Err(format!("net {s:?}: tap name {v:?} must be 1 to 15 bytes"))
+                }
+                Some(("mac", v)) => {
+                    mac = Some(
+                        crate::devices::virtio::net::parse_mac(v)
+                            .ok_or_else(|| format!("net {s:?}: {v:?} is not a MAC address"))?,
+                    )
+                }
+                _ => {
+                    return Err(format!(
+                        "net {s:?}: unknown part {part:?} (expected tap=NAME[,mac=MAC])"
+                    ))
+                }
+            }
+        }
+        let tap = tap.ok_or_else(|| format!("net {s:?}: tap=NAME is needed"))?;
+        Ok(Self {
+            tap,
+            mac: mac.unwrap_or([0; 6]),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +136,10 @@ mod tests {
         assert!("cid=x,uds=/a".parse::<VsockConfig>().is_err());
         assert!("cid=3".parse::<VsockConfig>().is_err());
         assert!("port=3,uds=/a".parse::<VsockConfig>().is_err());
+        let n: NetConfig = "tap=tap0,mac=02:00:00:00:00:09".parse().unwrap();
+        assert_eq!((n.tap.as_str(), n.mac[5]), ("tap0", 9));
+        assert!("tap=".parse::<NetConfig>().is_err());
+        assert!("tap=x,mac=1:2".parse::<NetConfig>().is_err());
+        assert!("mac=02:00:00:00:00:09".parse::<NetConfig>().is_err());
     }
 }

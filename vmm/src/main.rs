@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use capsa_vmm::timing::StartTime;
 use capsa_vmm::vstate::memory::parse_size;
-use capsa_vmm::{DiskConfig, Machine, SerialOutput, VmConfig, VsockConfig};
+use capsa_vmm::{DiskConfig, Machine, NetConfig, SerialOutput, VmConfig, VsockConfig};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -34,6 +34,9 @@ struct Flags {
     /// A virtio-blk disk: PATH[,ro] (repeatable)
     #[arg(long = "disk")]
     disks: Vec<DiskConfig>,
+    /// A virtio-net device on a tap: tap=NAME[,mac=MAC] (repeatable; the tap is created if missing)
+    #[arg(long = "net")]
+    nets: Vec<NetConfig>,
     /// Hybrid vsock: cid=N,uds=PATH
     #[arg(long)]
     vsock: Option<VsockConfig>,
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
         vcpus: flags.vcpus,
         disks: flags.disks,
         vsock: flags.vsock,
+        nets: flags.nets,
         serial: flags.serial,
         seccomp: !flags.no_seccomp,
     };

@@ -106,3 +106,28 @@ fn bad_input_is_named_and_exits_1() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("both cid=N and uds=PATH are needed"));
 }
+
+#[test]
+fn a_tap_backed_nic_is_set_up_in_the_vmm_network_namespace() {
+    // `unshare -n`: the tap is created in a namespace of its own and vanishes with it.
+    let out = std::process::Command::new("unshare")
+        .args([
+            "-n",
+            VMM,
+            "--kernel",
+            test_guest().to_str().unwrap(),
+            "--net",
+            "tap=ctap-test,mac=02:00:00:00:00:07",
+        ])
+        .args([
+            "--cmdline",
+            "console=ttyS0 capsa.bench=boot",
+            "--serial",
+            "none",
+        ])
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("guest stopped (i8042 reset)"), "{stderr}");
+}
