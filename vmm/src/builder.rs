@@ -20,6 +20,7 @@ use crate::devices::legacy::i8042::{self, I8042};
 use crate::devices::legacy::serial::{self, SerialDevice, Sink};
 use crate::devices::legacy::EventFdTrigger;
 use crate::devices::virtio::block::Block;
+use crate::devices::virtio::console::Console;
 use crate::devices::virtio::mmio::MmioTransport;
 use crate::devices::virtio::net::Net;
 use crate::devices::virtio::vsock::Vsock;
@@ -46,6 +47,8 @@ pub enum BuildError {
     MpTable(#[from] mptable::MpTableError),
     #[error(transparent)]
     Block(#[from] crate::devices::virtio::block::BlockError),
+    #[error(transparent)]
+    Console(#[from] crate::devices::virtio::console::ConsoleError),
     #[error(transparent)]
     Net(#[from] crate::devices::virtio::net::NetError),
     #[error(transparent)]
@@ -272,7 +275,7 @@ fn legacy_devices(
 
 type VirtioSet = (Bus, Vec<Arc<Mutex<MmioTransport>>>, Vec<String>);
 
-/// Disks, then network devices, then vsock, each in its own MMIO window with its own interrupt line; returns the bus,
+/// Disks, network devices, the console, then vsock, each in its own MMIO window with its own interrupt line; returns the bus,
 /// the transports and the `virtio_mmio.device=` arguments that tell the kernel where they are.
 fn virtio_devices(
     vm: &Vm,
@@ -294,6 +297,17 @@ fn virtio_devices(
         models.push((
             Box::new(Net::new(&n.tap, mac)?),
             format!("virtio-net {}", n.tap),
+        ));
+    }
+    if !config.consoles.is_empty() {
+        let ports: Vec<(String, &std::path::Path)> = config
+            .consoles
+            .iter()
+            .map(|c| (c.name.clone(), c.uds.as_path()))
+            .collect();
+        models.push((
+            Box::new(Console::new(&ports)?),
+            "virtio-console".to_string(),
         ));
     }
     if let Some(v) = &config.vsock {

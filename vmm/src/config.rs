@@ -14,6 +14,7 @@ pub struct VmConfig {
     pub disks: Vec<DiskConfig>,
     pub vsock: Option<VsockConfig>,
     pub nets: Vec<NetConfig>,
+    pub consoles: Vec<ConsoleConfig>,
     pub serial: SerialOutput,
     /// Confine each thread with its seccomp filter once set-up is done.
     pub seccomp: bool,
@@ -73,6 +74,37 @@ impl std::str::FromStr for VsockConfig {
         match (cid, uds) {
             (Some(cid), Some(uds)) => Ok(Self { cid, uds }),
             _ => Err(format!("vsock {s:?}: both cid=N and uds=PATH are needed")),
+        }
+    }
+}
+
+/// `name=NAME,uds=PATH`: a named virtio-console port whose host side is a Unix socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsoleConfig {
+    pub name: String,
+    pub uds: PathBuf,
+}
+
+impl std::str::FromStr for ConsoleConfig {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (mut name, mut uds) = (None, None);
+        for part in s.split(',') {
+            match part.split_once('=') {
+                Some(("name", v)) if !v.is_empty() => name = Some(v.to_string()),
+                Some(("uds", v)) if !v.is_empty() => uds = Some(PathBuf::from(v)),
+                _ => {
+                    return Err(format!(
+                        "console {s:?}: unknown part {part:?} (expected name=NAME,uds=PATH)"
+                    ))
+                }
+            }
+        }
+        match (name, uds) {
+            (Some(name), Some(uds)) => Ok(Self { name, uds }),
+            _ => Err(format!(
+                "console {s:?}: both name=NAME and uds=PATH are needed"
+            )),
         }
     }
 }
@@ -141,5 +173,8 @@ mod tests {
         assert!("tap=".parse::<NetConfig>().is_err());
         assert!("tap=x,mac=1:2".parse::<NetConfig>().is_err());
         assert!("mac=02:00:00:00:00:09".parse::<NetConfig>().is_err());
+        let c: ConsoleConfig = "name=capsa.agent,uds=/run/a.sock".parse().unwrap();
+        assert_eq!(c.name, "capsa.agent");
+        assert!("name=x".parse::<ConsoleConfig>().is_err());
     }
 }

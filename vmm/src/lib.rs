@@ -1,6 +1,6 @@
 //! capsa-vmm: a small KVM virtual machine monitor in Firecracker's mould. It boots a `vmlinux`
 //! (PVH) or bzImage with an initramfs, gives the guest a serial console, an i8042 for reset, a
-//! boot timer, and virtio-mmio block, net (tap) and vsock devices, and reports why the VM stopped.
+//! boot timer, and virtio-mmio block, net (tap), console (named ports) and vsock devices, and reports why the VM stopped.
 //!
 //! - [`vstate`]: KVM VM, vCPUs and guest memory;
 //! - [`arch`]: x86-64 layout, boot protocols, registers, CPUID, MSRs, MP table;
@@ -17,5 +17,5 @@ pub mod timing;
 pub mod vstate;
 
 pub use builder::{BuildError, Machine, RunReport};
-pub use config::{DiskConfig, NetConfig, SerialOutput, VmConfig, VsockConfig};
+pub use config::{ConsoleConfig, DiskConfig, NetConfig, SerialOutput, VmConfig, VsockConfig};
 pub use vstate::vcpu::ExitReason;

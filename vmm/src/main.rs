@@ -10,7 +10,9 @@ use std::process::ExitCode;
 
 use capsa_vmm::timing::StartTime;
 use capsa_vmm::vstate::memory::parse_size;
-use capsa_vmm::{DiskConfig, Machine, NetConfig, SerialOutput, VmConfig, VsockConfig};
+use capsa_vmm::{
+    ConsoleConfig, DiskConfig, Machine, NetConfig, SerialOutput, VmConfig, VsockConfig,
+};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -37,6 +39,9 @@ struct Flags {
     /// A virtio-net device on a tap: tap=NAME[,mac=MAC] (repeatable; the tap is created if missing)
     #[arg(long = "net")]
     nets: Vec<NetConfig>,
+    /// A named virtio-console port with its host side on a Unix socket: name=NAME,uds=PATH (repeatable)
+    #[arg(long = "console")]
+    consoles: Vec<ConsoleConfig>,
     /// Hybrid vsock: cid=N,uds=PATH
     #[arg(long)]
     vsock: Option<VsockConfig>,
@@ -60,6 +65,7 @@ fn main() -> ExitCode {
         disks: flags.disks,
         vsock: flags.vsock,
         nets: flags.nets,
+        consoles: flags.consoles,
         serial: flags.serial,
         seccomp: !flags.no_seccomp,
     };

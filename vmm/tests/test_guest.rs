@@ -1,6 +1,6 @@
 //! capsa-vmm under KVM with the freestanding test guest: it finds the virtio-mmio devices, reads
-//! and writes the disk, talks vsock both ways with host Unix sockets, signals the boot timer
-//! and stops the VM through the i8042.
+//! and writes the disk, talks vsock both ways with host Unix sockets, writes to a named console
+//! port, signals the boot timer and stops the VM through the i8042.
 
 mod common;
 
@@ -39,6 +39,7 @@ fn test_guest_uses_block_vsock_boot_timer_and_reset() {
     let uds = dir.path().join("v.sock");
     // The guest connects to host port 5000: the VMM connects to <uds>_5000.
     let guest_to_host = UnixListener::bind(format!("{}_5000", uds.display())).unwrap();
+    let console = dir.path().join("console.sock");
     let child = Command::new(VMM)
         .arg("--kernel")
         .arg(test_guest())
@@ -46,12 +47,19 @@ fn test_guest_uses_block_vsock_boot_timer_and_reset() {
         .arg(&disk)
         .arg("--vsock")
         .arg(format!("cid=3,uds={}", uds.display()))
+        .arg("--console")
+        .arg(format!("name=capsa.test,uds={}", console.display()))
         .args(["--cmdline", "console=ttyS0", "--mem", "64M"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
 
+    // The console port's host side: connected before the guest looks for it.
+    wait_for(&console);
+    let mut port = UnixStream::connect(&console).unwrap();
+    port.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
     wait_for(&uds);
     let mut host = UnixStream::connect(&uds).unwrap();
     host.set_read_timeout(Some(Duration::from_secs(60)))
@@ -78,6 +86,10 @@ fn test_guest_uses_block_vsock_boot_timer_and_reset() {
     from_guest.read_to_string(&mut said).unwrap();
     assert_eq!(said, "hello from guest");
 
+    let mut line = [0u8; 27];
+    port.read_exact(&mut line).unwrap();
+    assert_eq!(&line, b"hello over the console port");
+
     let out = wait_with_limit(child, Duration::from_secs(120));
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(
@@ -86,6 +98,10 @@ fn test_guest_uses_block_vsock_boot_timer_and_reset() {
         "stdout:\n{stdout}\nstderr:\n{stderr}"
     );
     assert!(stdout.contains("test guest: all ok"), "{stdout}");
+    assert!(
+        stdout.contains("ok: console: port 1 is named capsa.test"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("FAIL"), "{stdout}");
     assert!(stderr.contains("guest ready (boot timer):"), "{stderr}");
     assert!(stderr.contains("guest stopped (i8042 reset)"), "{stderr}");

@@ -2,7 +2,8 @@
  * capsa-vmm's freestanding test guest. Entered in 64-bit mode with %rsi pointing at the Linux
  * zero page, it finds the virtio-mmio devices named on the command line, reads and writes a
  * sector of the virtio-blk disk, echoes a message over vsock to a host client and opens a
- * connection of its own to the host, signals the boot timer and resets through the i8042.
+ * connection of its own to the host, writes to a named virtio-console port, signals the boot
+ * timer and resets through the i8042.
  * Everything it checks is printed on COM1 as "ok: ..." or "FAIL: ..."; the host test reads it.
  * Guest kernel code is emulated slowly on nested-PVM hosts, so the work is kept small.
  */
@@ -94,13 +95,13 @@ struct queue {
 #define F_NEXT 1
 #define F_WRITE 2
 
-static int device_init(u64 base, struct queue *qs, int nq) {
+static int device_init(u64 base, struct queue *qs, int nq, u32 features_low) {
   mmio_write(base, 0x70, 0);
   mmio_write(base, 0x70, 1 | 2);
   mmio_write(base, 0x14, 1);
   if (!(mmio_read(base, 0x10) & 1)) return 0; /* VERSION_1 */
   mmio_write(base, 0x24, 0);
-  mmio_write(base, 0x20, 0);
+  mmio_write(base, 0x20, features_low);
   mmio_write(base, 0x24, 1);
   mmio_write(base, 0x20, 1);
   mmio_write(base, 0x70, 1 | 2 | 8);
@@ -168,7 +169,7 @@ static int blk_request(u32 type, u64 sector, int with_data) {
 }
 
 static void test_block(u64 base) {
-  if (!device_init(base, &blkq, 1)) { check(0, "virtio-blk set-up"); return; }
+  if (!device_init(base, &blkq, 1, 0)) { check(0, "virtio-blk set-up"); return; }
   check(blk_request(0, 0, 1) && memeq(sector_buf, "CAPSA-TEST-DISK", 15), "virtio-blk read sector 0");
   memcpy_(sector_buf, "WRITTEN-BY-GUEST", 16);
   check(blk_request(1, 1, 1), "virtio-blk write sector 1");
@@ -222,7 +223,7 @@ static void vsock_send(u32 src_port, u32 dst_port, u16 op, u32 flags, const void
 }
 
 static void test_vsock(u64 base) {
-  if (!device_init(base, vq, 3)) { check(0, "virtio-vsock set-up"); return; }
+  if (!device_init(base, vq, 3, 0)) { check(0, "virtio-vsock set-up"); return; }
   guest_cid = mmio_read(base, 0x100) | ((u64)mmio_read(base, 0x104) << 32);
   check(guest_cid == 3, "virtio-vsock guest CID is 3");
   for (u16 i = 0; i < QSIZE; i++) rx_post(i);
@@ -247,6 +248,62 @@ static void test_vsock(u64 base) {
   check(vsock_recv(OP_RST, &h, 0, 0) && h.src_port == 5000, "vsock: connected to host port 5000, sent, closed");
 }
 
+/* ---- virtio-console: one named port ---------------------------------------------------- */
+enum { C_DEVICE_READY = 0, C_DEVICE_ADD = 1, C_PORT_READY = 3, C_PORT_OPEN = 6, C_PORT_NAME = 7 };
+struct ctrl { u32 id; u16 event, value; } __attribute__((packed));
+static struct queue cq[6];
+static u8 ctrl_rx[QSIZE][64];
+static struct ctrl ctrl_tx;
+static u8 port_tx[64];
+
+static void ctrl_post(u16 i) {
+  cq[2].desc[i] = (struct desc){(u64)ctrl_rx[i], sizeof(ctrl_rx[i]), F_WRITE, 0};
+  submit(&cq[2], i);
+}
+
+static void ctrl_send(u32 id, u16 event, u16 value) {
+  ctrl_tx = (struct ctrl){id, event, value};
+  cq[3].desc[0] = (struct desc){(u64)&ctrl_tx, sizeof(ctrl_tx), 0, 0};
+  submit(&cq[3], 0);
+  wait_used(&cq[3], SECONDS(10));
+}
+
+/* Waits for control `event` with `value` (others dropped); copies up to 63 extra bytes to `extra`. */
+static int ctrl_recv(u16 event, u16 value, char *extra) {
+  for (;;) {
+    int slot = wait_used(&cq[2], SECONDS(30));
+    if (slot < 0) return 0;
+    u16 id = (u16)cq[2].used.ring[slot].id;
+    u32 len = cq[2].used.ring[slot].len;
+    struct ctrl *m = (struct ctrl *)ctrl_rx[id];
+    int match = m->event == event && m->value == value;
+    if (match && extra) {
+      u32 n = len > 8 ? len - 8 : 0;
+      memcpy_(extra, ctrl_rx[id] + 8, n);
+      extra[n] = 0;
+    }
+    ctrl_post(id);
+    if (match) return 1;
+  }
+}
+
+static void test_console(u64 base) {
+  if (!device_init(base, cq, 6, 2 /* MULTIPORT */)) { check(0, "virtio-console set-up"); return; }
+  for (u16 i = 0; i < 4; i++) ctrl_post(i);
+  char name[64];
+  ctrl_send(0, C_DEVICE_READY, 1);
+  if (!ctrl_recv(C_DEVICE_ADD, 1, 0)) { check(0, "console: a port is added"); return; }
+  ctrl_send(1, C_PORT_READY, 1);
+  check(ctrl_recv(C_PORT_NAME, 0, name) && memeq(name, "capsa.test", 11), "console: port 1 is named capsa.test");
+  if (!ctrl_recv(C_PORT_OPEN, 1, 0)) { check(0, "console: the host opened the port"); return; }
+  ctrl_send(1, C_PORT_OPEN, 1);
+  const char *msg = "hello over the console port";
+  memcpy_(port_tx, msg, strlen_(msg));
+  cq[5].desc[0] = (struct desc){(u64)port_tx, (u32)strlen_(msg), 0, 0};
+  submit(&cq[5], 0);
+  check(wait_used(&cq[5], SECONDS(10)) >= 0, "console: wrote to the port");
+}
+
 /* ---- main ---------------------------------------------------------------------------------- */
 void guest_main(u8 *zero_page) {
   puts("capsa test guest\n");
@@ -261,7 +318,7 @@ void guest_main(u8 *zero_page) {
   }
   u64 bases[8];
   int n = find_devices(cmdline, bases, 8);
-  check(n == 2, "two virtio-mmio devices on the command line");
+  check(n == 3, "three virtio-mmio devices on the command line");
   for (int i = 0; i < n; i++) {
     if (mmio_read(bases[i], 0) != 0x74726976 || mmio_read(bases[i], 4) != 2) {
       check(0, "virtio-mmio magic and version");
@@ -270,6 +327,7 @@ void guest_main(u8 *zero_page) {
     u32 id = mmio_read(bases[i], 8);
     if (id == 2) test_block(bases[i]);
     else if (id == 19) test_vsock(bases[i]);
+    else if (id == 3) test_console(bases[i]);
   }
   outb(0x3f0, 123); /* boot timer */
   puts(failures ? "test guest: FAILED\n" : "test guest: all ok\n");

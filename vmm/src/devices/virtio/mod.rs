@@ -3,6 +3,7 @@
 //! the device when a queue is kicked or one of the device's own file descriptors is ready.
 
 pub mod block;
+pub mod console;
 pub mod mmio;
 pub mod net;
 pub mod vsock;
