@@ -138,7 +138,7 @@ impl Console {
         for p in &mut self.ports {
             let (rx, _) = port_queues(p.id);
             let before = p.host_connected();
-            if p.to_guest(ctx.mem, &mut ctx.queues[rx], ctx.ops)? {
+            if p.deliver_host_input(ctx.mem, &mut ctx.queues[rx], ctx.ops)? {
                 ctx.notify(rx);
             }
             if before && !p.host_connected() && p.guest_ready && self.driver_ready {
@@ -186,7 +186,7 @@ impl VirtioDevice for Console {
         } else if let Some((id, true)) = queue_port(queue) {
             let ops = ctx.ops.clone();
             if let Some(p) = self.port(id) {
-                p.from_guest(ctx.mem, &mut ctx.queues[queue], &ops)?;
+                p.forward_guest_output(ctx.mem, &mut ctx.queues[queue], &ops)?;
             }
             ctx.notify(queue);
         }

@@ -139,7 +139,7 @@ impl Port {
     }
 
     /// Guest output on the port's tx queue goes to the host client (dropped when none).
-    pub fn from_guest(
+    pub fn forward_guest_output(
         &mut self,
         mem: &GuestMemory,
         q: &mut Queue,
@@ -166,7 +166,7 @@ impl Port {
 
     /// Host input into the port's rx buffers while the guest has the port open; true if any
     /// buffer was used.
-    pub fn to_guest(
+    pub fn deliver_host_input(
         &mut self,
         mem: &GuestMemory,
         q: &mut Queue,
