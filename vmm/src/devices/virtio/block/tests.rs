@@ -3,6 +3,7 @@
 use std::io::Write;
 
 use super::*;
+use crate::devices::bus::BusDevice;
 use crate::devices::virtio::testing::{rd, wr, Buf, TestDriver, BUFFERS, QUEUE_SIZE};
 
 const HDR: u64 = BUFFERS;
@@ -219,4 +220,38 @@ fn negotiation_and_queue_placement_are_checked() {
     d.write_reg(0x70, 0xf);
     assert!(d.transport.is_active());
     let _ = QUEUE_SIZE;
+}
+
+#[test]
+fn garbage_in_mmio_space_never_panics_and_a_reset_recovers() {
+    let file = disk(&sectors(2));
+    let mut d = driver(&file, false, None);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..20_000 {
+        // xorshift: offsets across the window, all access sizes, any value
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let offset = x % 0x1000;
+        let size = [1usize, 2, 4, 8][(x >> 20) as usize % 4];
+        let bytes = x.to_le_bytes();
+        if x & 1 == 0 {
+            d.transport.write(offset, &bytes[..size]);
+        } else {
+            let mut buf = vec![0u8; size];
+            d.transport.read(offset, &mut buf);
+        }
+        if offset == 0x50 {
+            d.transport.handle_event(
+                crate::devices::virtio::QUEUE_TOKEN_BASE,
+                vmm_sys_util::epoll::EventSet::IN,
+            );
+        }
+    }
+    // The driver resets and sets the device up again: it works.
+    let offered = d.offered_features();
+    d.negotiate(offered);
+    d.setup_queues();
+    d.write_reg(0x70, 0xf);
+    assert!(d.transport.is_active());
 }
