@@ -13,9 +13,11 @@
 #   iperf3          the network benchmark's throughput figures
 #   build-essential gcc for capsa-vmm's freestanding test guest (the guest kernel's own build
 #                   tools are installed by kernel-config/build.sh)
+#   qemu-system-x86 the VM isolation's QEMU engine (microvm; TCG where KVM lacks vmx/svm)
+#   erofs-utils     mkfs.erofs: each image layer becomes a read-only erofs disk for VMs
 set -euo pipefail
 
-packages=(busybox-static runc crun python3 time tmux ca-certificates docker-registry skopeo umoci apache2-utils debootstrap iproute2 nftables iperf3 build-essential)
+packages=(busybox-static runc crun python3 time tmux ca-certificates docker-registry skopeo umoci apache2-utils debootstrap iproute2 nftables iperf3 build-essential qemu-system-x86 erofs-utils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

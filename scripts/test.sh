@@ -9,8 +9,10 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # The end-to-end tests drive target/debug/capsa, so it is built first.
 cargo build --workspace --bins
-# The guest kernel (cached after the first build, about 4 minutes on 2 cores) for capsa-vmm's
-# boot test; the freestanding test guest is compiled by the tests themselves with gcc.
+# The VM isolation's pieces: the static guest agent (beside the capsa binaries) and the guest
+# kernel (cached after the first build, about 4 minutes on 2 cores). The freestanding test
+# guest of capsa-vmm's tests is compiled by those tests with gcc.
+scripts/build-agent.sh >/dev/null
 CAPSA_KERNEL=$(kernel-config/build.sh | tail -n 1)
 export CAPSA_KERNEL
 cargo test --workspace

@@ -1,4 +1,15 @@
-//! capsa-agent: the guest agent, PID 1 inside the microVM, and the host<->agent protocol.
+//! capsa's guest agent. It runs as PID 1 from the VM's initramfs:
+//! - [`guest`]: the guest's own set-up (/proc, /sys, /dev, cgroup2, hostname) and power-off;
+//! - [`channel`]: the byte stream to the host (the `capsa.agent` virtio-console port);
+//! - [`disks`]: the image's layers and the writable layer, found by block-device serial;
+//! - [`workload`]: the container, created and run through capsa's isolation core
+//!   (namespaces, capabilities, seccomp, cgroup v2) exactly as on a host;
+//! - [`server`]: the protocol loop (requests, output, exits, reaping).
 //!
-//! Empty on purpose: the agent and its protocol land with the VM-isolation issue. Nothing
-//! here pretends to work before then.
+//! The protocol's types live in `capsa::vm::protocol`, which the host side shares.
+
+pub mod channel;
+pub mod disks;
+pub mod guest;
+pub mod server;
+pub mod workload;

@@ -18,3 +18,4 @@ pub mod linux;
 pub mod net;
 pub mod root;
 pub mod timefmt;
+pub mod vm;

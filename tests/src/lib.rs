@@ -213,6 +213,13 @@ impl TestEnv {
         run_bounded(self.command(args), Duration::from_secs(60))
     }
 
+    /// Runs `capsa ARGS` with extra environment variables.
+    pub fn capsa_env(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
+        let mut cmd = self.command(args);
+        cmd.envs(vars.iter().copied());
+        run_bounded(cmd, Duration::from_secs(60))
+    }
+
     /// Runs `capsa ARGS` with `input` on its standard input.
     pub fn capsa_with_stdin(&self, args: &[&str], input: &[u8]) -> Output {
         use std::io::Write;

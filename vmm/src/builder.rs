@@ -285,7 +285,8 @@ fn virtio_devices(
 ) -> Result<VirtioSet, BuildError> {
     let mut models: Vec<(Box<dyn VirtioDevice>, String)> = Vec::new();
     for (i, d) in config.disks.iter().enumerate() {
-        let block = Block::open(&d.path, d.read_only, &format!("capsa-disk{i}"))?;
+        let serial = d.id.clone().unwrap_or_else(|| format!("capsa-disk{i}"));
+        let block = Block::open(&d.path, d.read_only, &serial)?;
         models.push((Box::new(block), format!("virtio-blk {}", d.path.display())));
     }
     for (i, n) in config.nets.iter().enumerate() {

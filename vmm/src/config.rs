@@ -20,26 +20,36 @@ pub struct VmConfig {
     pub seccomp: bool,
 }
 
-/// `PATH[,ro]`: a file or block device as a virtio-blk disk.
+/// `PATH[,ro][,id=SERIAL]`: a file or block device as a virtio-blk disk; the guest reads the
+/// serial (at most 20 bytes) in /sys/block/vdX/serial.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DiskConfig {
     pub path: PathBuf,
     pub read_only: bool,
+    pub id: Option<String>,
 }
 
 impl std::str::FromStr for DiskConfig {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (path, read_only) = match s.strip_suffix(",ro") {
-            Some(p) => (p, true),
-            None => (s.strip_suffix(",rw").unwrap_or(s), false),
-        };
+        let mut parts = s.split(',');
+        let path = parts.next().unwrap_or_default();
         if path.is_empty() {
-            return Err(format!("disk {s:?}: expected PATH[,ro]"));
+            return Err(format!("disk {s:?}: expected PATH[,ro][,id=SERIAL]"));
+        }
+        let (mut read_only, mut id) = (false, None);
+        for part in parts {
+            match part.split_once('=') {
+                None if part == "ro" => read_only = true,
+                None if part == "rw" => read_only = false,
+                Some(("id", v)) if !v.is_empty() && v.len() <= 20 => id = Some(v.to_string()),
+                _ => return Err(format!("disk {s:?}: unknown part {part:?} (expected ro, rw or id=SERIAL of 1 to 20 bytes)")),
+            }
         }
         Ok(Self {
             path: path.into(),
             read_only,
+            id,
         })
     }
 }
@@ -163,6 +173,10 @@ mod tests {
         let d: DiskConfig = "/tmp/b.img".parse().unwrap();
         assert!(!d.read_only);
         assert!("".parse::<DiskConfig>().is_err());
+        let d: DiskConfig = "/tmp/l.erofs,ro,id=l0".parse().unwrap();
+        assert_eq!((d.read_only, d.id.as_deref()), (true, Some("l0")));
+        assert!("/tmp/x,id=".parse::<DiskConfig>().is_err());
+        assert!("/tmp/x,fast".parse::<DiskConfig>().is_err());
         let v: VsockConfig = "cid=3,uds=/run/v.sock".parse().unwrap();
         assert_eq!((v.cid, v.uds.to_str().unwrap()), (3, "/run/v.sock"));
         assert!("cid=x,uds=/a".parse::<VsockConfig>().is_err());

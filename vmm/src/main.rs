@@ -33,7 +33,7 @@ struct Flags {
     /// Number of vCPUs
     #[arg(long, default_value_t = 1)]
     vcpus: u8,
-    /// A virtio-blk disk: PATH[,ro] (repeatable)
+    /// A virtio-blk disk: PATH[,ro][,id=SERIAL] (repeatable)
     #[arg(long = "disk")]
     disks: Vec<DiskConfig>,
     /// A virtio-net device on a tap: tap=NAME[,mac=MAC] (repeatable; the tap is created if missing)

@@ -5,6 +5,7 @@
 //! the command cannot be executed / found, else the workload's own; other verbs exit 1 on
 //! error.
 
+mod compare;
 mod containers;
 mod images;
 mod network;
@@ -45,6 +46,8 @@ enum Command {
     /// Create and run a new container from an image.
     #[command(disable_help_flag = true)]
     Run(run::RunArgs),
+    /// Run an image once per isolation (container, and vm with each engine) and compare.
+    Compare(compare::CompareArgs),
     /// Create a new container (its init waits until `start`).
     #[command(disable_help_flag = true)]
     Create(run::RunArgs),
@@ -182,6 +185,7 @@ pub fn main() -> i32 {
     match cli.command {
         Command::Run(a) => run::run(&root, a, false),
         Command::Create(a) => run::run(&root, a, true),
+        Command::Compare(a) => compare::compare(&cli.root, a),
         Command::Start(a) => containers::start(&root, a),
         Command::Ps(a) => containers::ps(&root, a),
         Command::Rm(a) => containers::rm(&root, a),

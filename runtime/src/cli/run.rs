@@ -131,9 +131,12 @@ pub struct RunArgs {
     /// Override the image's ENTRYPOINT.
     #[arg(long)]
     entrypoint: Option<String>,
-    /// Isolation: container (the VM isolation lands with its own issue).
+    /// Isolation: container (namespaces and cgroups on this kernel) or vm (a microVM with a guest agent).
     #[arg(long, default_value = "container")]
     isolation: String,
+    /// With --isolation vm: the hypervisor engine, capsa (capsa-vmm) or qemu; chosen for the host when absent.
+    #[arg(long)]
+    vmm: Option<String>,
     /// User namespace: auto (a private range of 65536 host IDs) or host.
     #[arg(long)]
     userns: Option<String>,
@@ -147,11 +150,14 @@ pub struct RunArgs {
 impl RunArgs {
     fn into_options(self, create_only: bool) -> Result<RunOptions, ContainerError> {
         let bad = |m: &str| Err(ContainerError::InvalidArgument(m.to_string()));
-        if self.isolation != "container" {
+        if self.isolation != "container" && self.isolation != "vm" {
             return bad(&format!(
-                "--isolation {:?}: only \"container\" is available; the VM isolation is not built yet",
+                "--isolation {:?}: expected container or vm",
                 self.isolation
             ));
+        }
+        if self.vmm.is_some() && self.isolation != "vm" {
+            return bad("--vmm applies only with --isolation vm");
         }
         let userns = match self.userns.as_deref() {
             None | Some("") | Some("host") => false,
@@ -328,6 +334,7 @@ pub fn run(root: &StateRoot, args: RunArgs, create_only: bool) -> i32 {
         }
     };
     let (pull_policy, platform) = (args.pull.clone(), args.platform.clone());
+    let (vm, vmm) = (args.isolation == "vm", args.vmm.clone());
     let opts = match args.into_options(create_only) {
         Ok(o) => o,
         Err(e) => {
@@ -343,6 +350,9 @@ pub fn run(root: &StateRoot, args: RunArgs, create_only: bool) -> i32 {
         }
     };
     let store = ContainerStore::new(root);
+    if vm {
+        return vm_foreground(&store, image, &opts, vmm.as_deref(), create_only || detach);
+    }
     if create_only || detach {
         return detached(&store, image, &opts, !create_only);
     }
@@ -356,6 +366,29 @@ pub fn run(root: &StateRoot, args: RunArgs, create_only: bool) -> i32 {
             }
             outcome.exit_code
         }
+        Err(e) => {
+            report(&e);
+            EXIT_ENGINE_ERROR
+        }
+    }
+}
+
+/// `run --isolation vm`: the VM runs in the foreground, this CLI relaying its output.
+fn vm_foreground(
+    store: &ContainerStore,
+    image: crate::image::Image,
+    opts: &RunOptions,
+    vmm: Option<&str>,
+    detached: bool,
+) -> i32 {
+    if detached {
+        eprintln!(
+            "capsa: invalid argument: -d and create are not available with --isolation vm yet"
+        );
+        return EXIT_ENGINE_ERROR;
+    }
+    match crate::vm::run::run_foreground(store, image, opts, vmm) {
+        Ok(outcome) => outcome.exit_code,
         Err(e) => {
             report(&e);
             EXIT_ENGINE_ERROR

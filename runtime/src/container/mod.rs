@@ -80,6 +80,9 @@ pub enum ContainerError {
         /// The cause, from the isolation core.
         reason: String,
     },
+    /// The VM isolation failed (engine, kernel, agent).
+    #[error("vm isolation: {0}")]
+    Vm(String),
     /// State files could not be read or written.
     #[error("container state {path}: {source}")]
     Io {

@@ -1,0 +1,120 @@
+//! What PID 1 sets up before anything else, and how it ends the VM.
+
+use std::path::Path;
+
+use nix::mount::{mount, MsFlags};
+
+/// Mounts the kernel's file systems and the cgroup2 hierarchy (with its controllers enabled
+/// for children), brings up the loopback interface.
+pub fn setup() -> std::io::Result<()> {
+    leave_initramfs()?;
+    let mounts: [(&str, &str, &str, MsFlags); 5] = [
+        (
+            "proc",
+            "/proc",
+            "proc",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        ),
+        (
+            "sysfs",
+            "/sys",
+            "sysfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        ),
+        ("devtmpfs", "/dev", "devtmpfs", MsFlags::MS_NOSUID),
+        (
+            "tmpfs",
+            "/run",
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        ),
+        (
+            "cgroup2",
+            "/sys/fs/cgroup",
+            "cgroup2",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        ),
+    ];
+    for (source, target, fstype, flags) in mounts {
+        std::fs::create_dir_all(target)?;
+        mount(Some(source), target, Some(fstype), flags, None::<&str>)
+            .map_err(|e| std::io::Error::other(format!("mount {fstype} on {target}: {e}")))?;
+    }
+    std::fs::create_dir_all("/dev/pts")?;
+    let _ = mount(
+        Some("devpts"),
+        "/dev/pts",
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666"),
+    );
+    // The engine's tmpfs for the seccomp cache and per-container folders.
+    std::fs::create_dir_all("/run/capsa")?;
+    loopback_up();
+    Ok(())
+}
+
+/// Makes a tmpfs the root, as switch_root does: the kernel refuses pivot_root away from the
+/// initramfs (rootfs), and the container core pivots into each container's root.
+fn leave_initramfs() -> std::io::Result<()> {
+    let new = "/newroot";
+    std::fs::create_dir_all(new)?;
+    mount(
+        Some("tmpfs"),
+        new,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID,
+        Some("mode=0755"),
+    )
+    .map_err(|e| std::io::Error::other(format!("mount tmpfs on {new}: {e}")))?;
+    for d in ["dev", "proc", "sys", "run", "tmp"] {
+        std::fs::create_dir_all(Path::new(new).join(d))?;
+    }
+    std::env::set_current_dir(new)?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(|e| std::io::Error::other(format!("move {new} to /: {e}")))?;
+    nix::unistd::chroot(".").map_err(|e| std::io::Error::other(format!("chroot: {e}")))?;
+    std::env::set_current_dir("/")
+}
+
+fn loopback_up() {
+    if let Ok(mut nl) = capsa::net::netlink::Netlink::open() {
+        if let Ok(Some(lo)) = nl.link_index("lo") {
+            let _ = nl.set_up(lo, None);
+        }
+    }
+}
+
+/// Sets eth0's address and default route as the host planned them.
+pub fn configure_eth0(net: &capsa::vm::protocol::GuestNetwork) -> std::io::Result<()> {
+    let mut nl = capsa::net::netlink::Netlink::open()?;
+    let eth0 = nl
+        .link_index("eth0")?
+        .ok_or_else(|| std::io::Error::other("the VM has no eth0"))?;
+    nl.add_address(eth0, net.address, net.prefix)?;
+    nl.set_up(eth0, None)?;
+    nl.add_default_route(net.gateway)
+}
+
+/// The kernel's version, for the host's hello.
+pub fn kernel_release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Flushes the disks and resets the VM: with `reboot=k` (capsa-vmm) and `-no-reboot` (QEMU)
+/// a reset ends the VMM process, which is what the host waits for.
+pub fn power_off() -> ! {
+    nix::unistd::sync();
+    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
+    // reboot(2) does not return on success; if it failed there is nothing left to do.
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
+/// True when running as the guest's init (tests run the library elsewhere).
+pub fn is_guest_init() -> bool {
+    std::process::id() == 1 && Path::new("/proc/1").exists()
+}

@@ -1,0 +1,142 @@
+//! The container inside the guest: its root from the host's disks, its files, its cgroup (v2,
+//! the only hierarchy this kernel mounts), and its init, created through capsa's isolation core
+//! as `capsa create` does on a host, then released at `start`.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use capsa::linux::cgroups::{self, CgroupManager, CgroupMode};
+use capsa::linux::process::{self, exec_fifo, InitConfig, Stdio};
+use capsa::linux::rootfs::OverlayLayers;
+use capsa::linux::seccomp::compile;
+use capsa::vm::protocol::{CreateRequest, ErrorKind};
+
+use crate::{disks, guest};
+
+/// A failure with the kind the host reports it under.
+pub type Failure = (ErrorKind, String);
+
+fn fail(kind: ErrorKind) -> impl Fn(std::io::Error) -> Failure {
+    move |e| (kind, e.to_string())
+}
+
+pub struct Workload {
+    pub id: String,
+    pub pid: i32,
+    pub stdin: Option<File>,
+    pub stdout: Option<File>,
+    pub stderr: Option<File>,
+    pub cgroup: Box<dyn CgroupManager>,
+    exec_fifo: PathBuf,
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)
+}
+
+/// Mounts the disks, writes the files, makes the cgroup and clones the init (waiting at its
+/// start gate).
+pub fn create(mut req: CreateRequest) -> Result<Workload, Failure> {
+    let dir = PathBuf::from("/run/capsa").join(&req.id);
+    std::fs::create_dir_all(&dir).map_err(fail(ErrorKind::Internal))?;
+    let (lower, upper, work) =
+        disks::mount_layers(&dir, &req.layers, &req.upper).map_err(fail(ErrorKind::Storage))?;
+    place_files(&dir, &mut req).map_err(fail(ErrorKind::Internal))?;
+    if let Some(net) = &req.network {
+        guest::configure_eth0(net).map_err(|e| (ErrorKind::Internal, format!("network: {e}")))?;
+    }
+    let rootfs = dir.join("rootfs");
+    std::fs::create_dir_all(&rootfs).map_err(fail(ErrorKind::Internal))?;
+    let mut spec = req.spec;
+    if let Some(root) = spec.root().clone() {
+        let mut root = root;
+        root.set_path(rootfs.clone());
+        spec.set_root(Some(root));
+    }
+    let paths = cgroups::resolve_paths(CgroupMode::Unified, None, &req.id)
+        .map_err(|e| (ErrorKind::Isolation, e.to_string()))?;
+    let cgroup = cgroups::manager(&paths);
+    cgroup
+        .apply(&capsa::container::spec::resources_of(&spec))
+        .map_err(|e| (ErrorKind::Isolation, e.to_string()))?;
+    let seccomp = compile::for_spec(&spec, Path::new("/run/capsa/seccomp-cache"))
+        .map_err(|e| (ErrorKind::Isolation, e.to_string()))?;
+    let fifo = dir.join("exec.fifo");
+    exec_fifo::create(&fifo).map_err(fail(ErrorKind::Internal))?;
+    let (in_r, in_w) = pipe().map_err(fail(ErrorKind::Internal))?;
+    let (out_r, out_w) = pipe().map_err(fail(ErrorKind::Internal))?;
+    let (err_r, err_w) = pipe().map_err(fail(ErrorKind::Internal))?;
+    let layers = OverlayLayers {
+        lower,
+        upper,
+        work,
+        attach_dir: dir.join("attach"),
+    };
+    let cfg = InitConfig {
+        spec: &spec,
+        layers: &layers,
+        exec_fifo: &fifo,
+        stdio: Stdio {
+            stdin: Some(in_r.as_raw_fd()),
+            stdout: Some(out_w.as_raw_fd()),
+            stderr: Some(err_w.as_raw_fd()),
+        },
+        console: None,
+        seccomp,
+        cgroup: cgroup.as_ref(),
+    };
+    let pid = process::spawn(&cfg).map_err(|e| (ErrorKind::Isolation, e.to_string()))?;
+    drop((in_r, out_w, err_w));
+    Ok(Workload {
+        id: req.id,
+        pid,
+        stdin: Some(File::from(in_w)),
+        stdout: Some(File::from(out_r)),
+        stderr: Some(File::from(err_r)),
+        cgroup,
+        exec_fifo: fifo,
+    })
+}
+
+/// Writes the host's files under the container folder and points the spec's bind mounts of
+/// those paths at them (the host paths do not exist in the guest).
+fn place_files(dir: &Path, req: &mut CreateRequest) -> std::io::Result<()> {
+    let files_dir = dir.join("files");
+    std::fs::create_dir_all(&files_dir)?;
+    let mut mounts = req.spec.mounts().clone().unwrap_or_default();
+    for (i, f) in req.files.iter().enumerate() {
+        let path = files_dir.join(i.to_string());
+        std::fs::write(&path, &f.content)?;
+        for m in mounts
+            .iter_mut()
+            .filter(|m| m.destination() == Path::new(&f.path))
+        {
+            m.set_source(Some(path.clone()));
+        }
+    }
+    req.spec.set_mounts(Some(mounts));
+    Ok(())
+}
+
+impl Workload {
+    /// Releases the init. An execve failure is the workload's exit (126/127) with a message.
+    pub fn start(&mut self) -> Result<Option<(i32, String)>, Failure> {
+        let pid = self.pid;
+        let alive = move || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+        match exec_fifo::release(&self.exec_fifo, alive, Duration::from_secs(30))
+            .map_err(fail(ErrorKind::Isolation))?
+        {
+            exec_fifo::ExecOutcome::Started => Ok(None),
+            exec_fifo::ExecOutcome::Failed(code, msg) => Ok(Some((code, msg))),
+        }
+    }
+
+    pub fn signal(&self, signal: i32) -> Result<(), Failure> {
+        let sig = nix::sys::signal::Signal::try_from(signal)
+            .map_err(|_| (ErrorKind::BadRequest, format!("no signal {signal}")))?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), sig)
+            .map_err(|e| (ErrorKind::NotFound, e.to_string()))
+    }
+}

@@ -1,0 +1,185 @@
+//! What every VM boots: our guest kernel and an initramfs holding only the static guest agent
+//! as /init. The initramfs is built once per agent binary and cached in the state directory.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::VmError;
+use crate::root::StateRoot;
+
+pub const KERNEL_ENV: &str = "CAPSA_KERNEL";
+pub const AGENT_ENV: &str = "CAPSA_AGENT";
+const KERNEL_CACHE: &str = "/var/cache/capsa/kernel";
+
+pub struct GuestArtifacts {
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+}
+
+/// Finds the kernel and the agent and makes sure the initramfs exists.
+pub fn locate(root: &StateRoot) -> Result<GuestArtifacts, VmError> {
+    let kernel = kernel(root)?;
+    let agent = agent()?;
+    let initramfs = initramfs(root, &agent)?;
+    Ok(GuestArtifacts { kernel, initramfs })
+}
+
+/// `$CAPSA_KERNEL`, `<root>/kernel/vmlinux`, or the newest build of kernel-config/build.sh.
+fn kernel(root: &StateRoot) -> Result<PathBuf, VmError> {
+    if let Ok(p) = std::env::var(KERNEL_ENV) {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(VmError::NoKernel(format!(
+                "{KERNEL_ENV}={} does not exist",
+                p.display()
+            )))
+        };
+    }
+    let own = root.kernel_dir().join("vmlinux");
+    if own.is_file() {
+        return Ok(own);
+    }
+    let newest = std::fs::read_dir(KERNEL_CACHE)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("vmlinux"))
+        .filter(|p| p.is_file())
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok());
+    newest.ok_or_else(|| {
+        VmError::NoKernel(format!(
+            "none in {KERNEL_ENV}, {} or {KERNEL_CACHE}",
+            own.display()
+        ))
+    })
+}
+
+/// The static agent's file name beside the capsa binary (cargo's own `capsa-agent` there is
+/// dynamically linked and would not run in the guest).
+pub const AGENT_FILE: &str = "capsa-agent-static";
+
+/// `$CAPSA_AGENT`, else `capsa-agent-static` beside the capsa binary; it must be static.
+fn agent() -> Result<PathBuf, VmError> {
+    let path = match std::env::var(AGENT_ENV) {
+        Ok(p) => PathBuf::from(p),
+        Err(_) => std::env::current_exe()
+            .map_err(|e| VmError::NoAgent(e.to_string()))?
+            .with_file_name(AGENT_FILE),
+    };
+    let bytes =
+        std::fs::read(&path).map_err(|e| VmError::NoAgent(format!("{}: {e}", path.display())))?;
+    if has_interpreter(&bytes) {
+        return Err(VmError::NoAgent(format!(
+            "{} is dynamically linked; the guest has no shared libraries",
+            path.display()
+        )));
+    }
+    Ok(path)
+}
+
+/// Whether an ELF64 file asks for a program interpreter (PT_INTERP): a dynamic executable.
+fn has_interpreter(elf: &[u8]) -> bool {
+    let u16_at = |o: usize| {
+        elf.get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let u64_at = |o: usize| {
+        elf.get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()) as usize)
+    };
+    let (Some(phoff), Some(size), Some(count)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
+        return false;
+    };
+    (0..count)
+        .any(|i| elf.get(phoff + i * size..phoff + i * size + 4) == Some(&3u32.to_le_bytes()[..]))
+}
+
+/// The cached initramfs for `agent`, built if missing.
+fn initramfs(root: &StateRoot, agent: &Path) -> Result<PathBuf, VmError> {
+    let io = |e: std::io::Error| VmError::Io(format!("guest agent {}: {e}", agent.display()));
+    let binary = std::fs::read(agent).map_err(io)?;
+    let hash = hex::encode(&Sha256::digest(&binary)[..8]);
+    let dir = root.dir().join("vm");
+    let path = dir.join(format!("initramfs-{hash}.cpio.gz"));
+    if path.is_file() {
+        return Ok(path);
+    }
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    let archive = cpio(&binary);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&archive).map_err(io)?;
+    let bytes = gz.finish().map_err(io)?;
+    crate::fsutil::write_atomic(&path, &bytes).map_err(io)?;
+    Ok(path)
+}
+
+/// A newc cpio archive: the mount points PID 1 needs, /dev/console, and the agent as /init.
+pub fn cpio(agent: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut ino = 1;
+    let mut entry = |name: &str, mode: u32, rdev: (u32, u32), data: &[u8]| {
+        let header = format!(
+            "070701{ino:08x}{mode:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
+            0,
+            0,
+            1,
+            0,
+            data.len(),
+            0,
+            0,
+            rdev.0,
+            rdev.1,
+            name.len() + 1,
+            0
+        );
+        ino += 1;
+        out.extend(header.as_bytes());
+        out.extend(name.as_bytes());
+        out.push(0);
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+        out.extend(data);
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+    };
+    for d in ["dev", "proc", "sys", "run", "tmp"] {
+        entry(d, 0o040755, (0, 0), &[]);
+    }
+    entry("dev/console", 0o020600, (5, 1), &[]);
+    entry("init", 0o100755, (0, 0), agent);
+    entry("TRAILER!!!", 0, (0, 0), &[]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dynamic_executables_are_recognised() {
+        assert!(has_interpreter(&std::fs::read("/bin/sh").unwrap()));
+        assert!(
+            !has_interpreter(&std::fs::read("/bin/busybox").unwrap()),
+            "Debian's busybox-static"
+        );
+        assert!(!has_interpreter(b"short"));
+    }
+
+    #[test]
+    fn the_archive_is_newc_with_init_last() {
+        let a = cpio(b"\x7fELF agent");
+        assert!(a.starts_with(b"070701"));
+        assert_eq!(a.len() % 4, 0);
+        let text = String::from_utf8_lossy(&a);
+        assert!(text.contains("dev/console\0"));
+        assert!(text.contains("init\0"));
+        assert!(text.contains("\x7fELF agent"));
+        assert!(text.trim_end_matches('\0').ends_with("TRAILER!!!"));
+    }
+}

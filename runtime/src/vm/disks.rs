@@ -1,0 +1,89 @@
+//! The VM's disks: one read-only erofs image per image layer, built once from the unpacked
+//! layer and shared by every VM that uses the layer, and a sparse ext4 file per container for
+//! its writable layer.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::VmError;
+use crate::root::StateRoot;
+
+/// Size of a container's writable layer (sparse: only what the workload writes takes space).
+pub const WRITABLE_SIZE: u64 = 4 << 30;
+
+fn run(cmd: &mut Command, what: &str) -> Result<(), VmError> {
+    let out = cmd.output().map_err(|e| {
+        VmError::Tool(format!(
+            "{what}: cannot run {:?}: {e} (install erofs-utils and e2fsprogs)",
+            cmd.get_program()
+        ))
+    })?;
+    if !out.status.success() {
+        return Err(VmError::Tool(format!(
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// The erofs image of the unpacked layer at `layer_dir`, built under a lock if missing.
+pub fn layer_image(root: &StateRoot, layer_dir: &Path) -> Result<PathBuf, VmError> {
+    // Unpacked layers live at layers/<chain id>/diff: the chain id names the image.
+    let named = if layer_dir.ends_with("diff") {
+        layer_dir.parent()
+    } else {
+        Some(layer_dir)
+    };
+    let key = named
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dir = root.dir().join("vm").join("layers");
+    let image = dir.join(format!("{key}.erofs"));
+    if image.is_file() {
+        return Ok(image);
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| VmError::Io(format!("{}: {e}", dir.display())))?;
+    let _lock = crate::fsutil::FileLock::acquire(&dir.join(format!("{key}.lock")))
+        .map_err(|e| VmError::Io(e.to_string()))?;
+    if image.is_file() {
+        return Ok(image); // another capsa built it while we waited
+    }
+    let tmp = dir.join(format!("{key}.erofs.tmp"));
+    run(
+        Command::new("mkfs.erofs")
+            .arg("--quiet")
+            .arg(&tmp)
+            .arg(layer_dir),
+        &format!("building the erofs image of layer {key}"),
+    )?;
+    std::fs::rename(&tmp, &image).map_err(|e| VmError::Io(format!("{}: {e}", image.display())))?;
+    Ok(image)
+}
+
+/// A fresh sparse ext4 file for a container's writable layer.
+pub fn writable_disk(path: &Path) -> Result<(), VmError> {
+    let f =
+        std::fs::File::create(path).map_err(|e| VmError::Io(format!("{}: {e}", path.display())))?;
+    f.set_len(WRITABLE_SIZE)
+        .map_err(|e| VmError::Io(format!("{}: {e}", path.display())))?;
+    drop(f);
+    // No journal and lazy inode tables: mounting and the first writes cost least this way,
+    // and the disk lives only as long as the container.
+    run(
+        Command::new("mkfs.ext4")
+            .args([
+                "-q",
+                "-F",
+                "-m",
+                "0",
+                "-O",
+                "^has_journal",
+                "-E",
+                "lazy_itable_init=1,nodiscard",
+            ])
+            .arg(path),
+        "formatting the writable layer",
+    )
+}

@@ -1,0 +1,45 @@
+//! The VM isolation's host side: the same image and OCI spec as a container, run inside a
+//! microVM by a guest agent.
+//! - [`protocol`]: the host <-> agent messages (the guest agent uses the same module);
+//! - [`artifacts`]: the guest kernel and the agent's initramfs;
+//! - [`disks`]: erofs images of the layers (cached), the writable ext4 disk;
+//! - [`engine`]: the hypervisor engines (capsa-vmm, QEMU) and the automatic choice;
+//! - [`agent`]: the agent client; [`run`]: one VM container from start to exit.
+
+pub mod agent;
+pub mod artifacts;
+pub mod disks;
+pub mod engine;
+pub mod protocol;
+pub mod run;
+
+use std::time::Duration;
+
+/// Errors of the VM isolation, each naming what failed and why.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error("no guest kernel ({0}): build it with kernel-config/build.sh and set CAPSA_KERNEL to the path it prints")]
+    NoKernel(String),
+    #[error("no guest agent ({0}): build it with scripts/build-agent.sh, or set CAPSA_AGENT")]
+    NoAgent(String),
+    #[error("no hypervisor engine: {0}")]
+    NoEngine(String),
+    #[error("{0}")]
+    Tool(String),
+    #[error("{0}")]
+    Io(String),
+    #[error("guest agent: {0}")]
+    Agent(String),
+    #[error("the guest agent did not answer within {0:?}")]
+    AgentTimeout(Duration),
+    #[error("the guest agent's connection closed (the VM stopped)")]
+    AgentGone,
+    #[error("the VM stopped before its agent answered: {0}")]
+    EngineExited(String),
+}
+
+impl From<VmError> for crate::container::ContainerError {
+    fn from(e: VmError) -> Self {
+        crate::container::ContainerError::Vm(e.to_string())
+    }
+}

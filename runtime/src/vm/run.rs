@@ -1,0 +1,488 @@
+//! One VM container in the foreground: laid out like a container (same record, same OCI spec),
+//! its layers as erofs disks and a writable ext4 disk, the engine started, the agent asked to
+//! create and start the workload; output relayed until the workload exits; then the VM shut
+//! down and the exit recorded (or the container removed with `--rm`).
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use super::agent::AgentClient;
+use super::artifacts::GuestArtifacts;
+use super::engine::{AgentSocket, Disk, Engine, VmSpec};
+use super::protocol::{CreateRequest, Event, GuestFile, Request, Response, Stream};
+use super::{artifacts, disks, engine, VmError};
+use crate::container::options::RunOptions;
+use crate::container::spec::{self, SpecContext};
+use crate::container::state::{process_start_time, State, Status};
+use crate::container::store::{ContainerDir, ContainerStore};
+use crate::container::{id, network, ContainerError};
+use crate::image::Image;
+use crate::linux::cgroups::CgroupMode;
+
+/// The agent has this long to answer its first message (a TCG boot takes about 3 s).
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
+/// Guest memory beyond the workload's limit: the guest kernel and the agent.
+const GUEST_OVERHEAD_MIB: u64 = 96;
+const DEFAULT_GUEST_MIB: u64 = 256;
+const KERNEL_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 quiet loglevel=4";
+
+/// What `run --isolation vm` reports.
+pub struct VmOutcome {
+    pub id: String,
+    pub exit_code: i32,
+    pub engine: String,
+    pub accelerator: String,
+}
+
+/// Files of the VM in the container's folder.
+struct VmFiles {
+    dir: PathBuf,
+    id: String,
+}
+
+/// Agent sockets live here: a Unix socket path must fit in 108 bytes, which a container folder
+/// under a long state root does not.
+pub const SOCKET_DIR: &str = "/run/capsa-vm";
+
+impl VmFiles {
+    fn new(container: &ContainerDir) -> Self {
+        let id = container
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Self {
+            dir: container.dir.join("vm"),
+            id,
+        }
+    }
+    fn socket(&self) -> PathBuf {
+        Path::new(SOCKET_DIR).join(format!("{}.sock", self.id))
+    }
+    fn console_log(&self) -> PathBuf {
+        self.dir.join("console.log")
+    }
+    fn engine_log(&self) -> PathBuf {
+        self.dir.join("engine.log")
+    }
+    fn upper(&self) -> PathBuf {
+        self.dir.join("upper.ext4")
+    }
+}
+
+/// Flags that have no meaning in a VM yet are refused by name rather than ignored.
+pub fn check_supported(opts: &RunOptions) -> Result<(), ContainerError> {
+    let no = |flag: &str| {
+        Err(ContainerError::InvalidArgument(format!(
+            "{flag} is not available with --isolation vm yet"
+        )))
+    };
+    if opts.tty {
+        return no("-t");
+    }
+    if opts.interactive {
+        return no("-i");
+    }
+    if !opts.volumes.is_empty() {
+        return no("-v");
+    }
+    if !opts.publish.is_empty() || opts.publish_all {
+        return no("-p/-P (the VM has no network device yet)");
+    }
+    if opts.userns {
+        return no("--userns=auto");
+    }
+    if !opts.network_name.is_empty() && opts.network_name != "bridge" && opts.network_name != "none"
+    {
+        return no("--network NAME (the VM has no network device yet)");
+    }
+    Ok(())
+}
+
+/// Runs a VM container to its end; output goes to this process's stdout and stderr.
+pub fn run_foreground(
+    store: &ContainerStore,
+    image: Image,
+    opts: &RunOptions,
+    vmm: Option<&str>,
+) -> Result<VmOutcome, ContainerError> {
+    check_supported(opts)?;
+    let (engine, reason) = engine::select(vmm)?;
+    eprintln!("capsa: vm isolation: {reason}");
+    let guest = artifacts::locate(store.root())?;
+    let (state, create) = lay_out(store, &image, opts)?;
+    let id = state.id.clone();
+    let result = boot_and_run(store, state, create, engine.as_ref(), &guest, opts);
+    let (exit_code, oom) = match &result {
+        Ok(r) => *r,
+        Err(_) => (125, false),
+    };
+    let _ = store.update(&id, |s| {
+        s.status = Status::Exited;
+        s.pid = None;
+        s.exit_code = Some(exit_code);
+        s.oom_killed = oom;
+        s.finished_at = Some(crate::timefmt::rfc3339(SystemTime::now()));
+        s.error = result.as_ref().err().map(|e| e.to_string());
+    });
+    let _ = std::fs::remove_file(VmFiles::new(&store.dir(&id)).socket());
+    if opts.auto_remove {
+        crate::container::delete::remove(store, &id, true)?;
+    }
+    result?;
+    Ok(VmOutcome {
+        id,
+        exit_code,
+        engine: engine.name().into(),
+        accelerator: engine.accelerator().into(),
+    })
+}
+
+/// The container's record, spec and disks; returns its state and what the agent will be asked.
+fn lay_out(
+    store: &ContainerStore,
+    image: &Image,
+    opts: &RunOptions,
+) -> Result<(State, CreateRequest), ContainerError> {
+    let id = id::new_id();
+    let name = opts
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("capsa_{}", id::short(&id)));
+    store.reserve_name(&name, &id)?;
+    let result = lay_out_named(store, image, opts, &id, &name);
+    if result.is_err() {
+        store.release_name(&name, &id);
+        let _ = std::fs::remove_dir_all(store.dir(&id).dir);
+    }
+    result
+}
+
+fn lay_out_named(
+    store: &ContainerStore,
+    image: &Image,
+    opts: &RunOptions,
+    id: &str,
+    name: &str,
+) -> Result<(State, CreateRequest), ContainerError> {
+    let dir = store.dir(id);
+    let files = VmFiles::new(&dir);
+    std::fs::create_dir_all(&files.dir).map_err(|e| ContainerError::io(&files.dir, e))?;
+    let ctx = SpecContext {
+        id,
+        rootfs: &dir.rootfs(),
+        dir: &dir.dir,
+        cgroup_mode: Some(CgroupMode::Unified),
+        userns_base: None,
+    };
+    let spec = spec::build(opts, image, &ctx)?;
+    let hostname = spec.hostname().clone().unwrap_or_default();
+    network::write_etc_files(&dir, &hostname, opts, None)?;
+    let config = serde_json::to_vec_pretty(&spec)
+        .map_err(|e| ContainerError::io(&dir.config(), std::io::Error::other(e)))?;
+    std::fs::write(dir.config(), config).map_err(|e| ContainerError::io(&dir.config(), e))?;
+    let mut guest_files = Vec::new();
+    for (file, path) in [
+        ("hostname", "/etc/hostname"),
+        ("hosts", "/etc/hosts"),
+        ("resolv.conf", "/etc/resolv.conf"),
+    ] {
+        if let Ok(content) = std::fs::read_to_string(dir.etc_file(file)) {
+            guest_files.push(GuestFile {
+                path: path.into(),
+                content,
+            });
+        }
+    }
+    let me = std::process::id() as i32;
+    let state = State {
+        id: id.to_string(),
+        name: name.to_string(),
+        image: opts.image.clone(),
+        image_id: image.id.clone(),
+        command: spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.args().clone())
+            .unwrap_or_default(),
+        isolation: "vm".into(),
+        status: Status::Creating,
+        created: crate::timefmt::rfc3339(SystemTime::now()),
+        started_at: None,
+        finished_at: None,
+        pid: None,
+        pid_start_time: None,
+        monitor_pid: Some(me),
+        monitor_start_time: process_start_time(me),
+        exit_code: None,
+        restart_policy: opts.restart_policy,
+        restart_count: 0,
+        restarting: false,
+        stopped_by_user: false,
+        stop_signal: opts.stop_signal,
+        stop_timeout: opts.stop_timeout,
+        paused: false,
+        network: crate::net::NetworkMode::None,
+        endpoint: None,
+        connected: Vec::new(),
+        oom_killed: false,
+        error: None,
+        cgroup: Default::default(),
+        userns_base: None,
+        log_rotation: opts.log_rotation,
+        auto_remove: opts.auto_remove,
+    };
+    store.save(&state)?;
+    let create = CreateRequest {
+        id: id.to_string(),
+        spec,
+        layers: Vec::new(),
+        upper: "upper".into(),
+        files: guest_files,
+        network: None,
+    };
+    Ok((state, create))
+}
+
+/// The disks: image layers top first as l0, l1, ..., then the writable layer.
+fn attach_disks(
+    store: &ContainerStore,
+    image: &[PathBuf],
+    files: &VmFiles,
+    create: &mut CreateRequest,
+) -> Result<Vec<Disk>, VmError> {
+    let mut disks = Vec::new();
+    for (i, layer) in image.iter().rev().enumerate() {
+        let serial = format!("l{i}");
+        disks.push(Disk {
+            path: disks::layer_image(store.root(), layer)?,
+            serial: serial.clone(),
+            read_only: true,
+        });
+        create.layers.push(serial);
+    }
+    disks::writable_disk(&files.upper())?;
+    disks.push(Disk {
+        path: files.upper(),
+        serial: create.upper.clone(),
+        read_only: false,
+    });
+    Ok(disks)
+}
+
+fn guest_memory_mib(opts: &RunOptions) -> u64 {
+    match opts.memory {
+        Some(limit) if limit > 0 => ((limit as u64) >> 20)
+            .saturating_add(GUEST_OVERHEAD_MIB)
+            .max(128),
+        _ => DEFAULT_GUEST_MIB,
+    }
+}
+
+fn boot_and_run(
+    store: &ContainerStore,
+    state: State,
+    mut create: CreateRequest,
+    engine: &dyn Engine,
+    guest: &GuestArtifacts,
+    opts: &RunOptions,
+) -> Result<(i32, bool), ContainerError> {
+    let dir = store.dir(&state.id);
+    let files = VmFiles::new(&dir);
+    let image = crate::image::ImageStore::new(store.root()).resolve(&state.image_id)?;
+    let disks = attach_disks(store, &image.layer_dirs, &files, &mut create)?;
+    let vm = VmSpec {
+        kernel: guest.kernel.clone(),
+        initramfs: guest.initramfs.clone(),
+        cmdline: KERNEL_CMDLINE.into(),
+        mem_mib: guest_memory_mib(opts),
+        vcpus: opts.cpus.map(|c| c.ceil().max(1.0) as u32).unwrap_or(1),
+        disks,
+        agent_socket: files.socket(),
+        console_log: files.console_log(),
+    };
+    let signals = block_signals()?;
+    let (mut child, mut agent) = start_engine(engine, &vm, &files)?;
+    let pid = child.id() as i32;
+    store.update(&state.id, |s| {
+        s.status = Status::Running;
+        s.pid = Some(pid);
+        s.pid_start_time = process_start_time(pid);
+        s.started_at = Some(crate::timefmt::rfc3339(SystemTime::now()));
+    })?;
+    let result = converse(&mut agent, &mut child, create, &signals, &files);
+    let _ = agent.call(Request::Shutdown, Duration::from_secs(5));
+    stop_engine(&mut child);
+    result.map_err(ContainerError::from)
+}
+
+fn block_signals() -> Result<SignalFd, ContainerError> {
+    let mut mask = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        mask.add(s);
+    }
+    mask.thread_block()
+        .map_err(|e| ContainerError::Vm(format!("blocking signals: {e}")))?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| ContainerError::Vm(format!("signalfd: {e}")))
+}
+
+/// Starts the engine and connects to its agent socket (whichever side listens).
+fn start_engine(
+    engine: &dyn Engine,
+    vm: &VmSpec,
+    files: &VmFiles,
+) -> Result<(Child, AgentClient), VmError> {
+    let _ = std::fs::create_dir_all(SOCKET_DIR);
+    let _ = std::fs::remove_file(&vm.agent_socket);
+    let listener = match engine.agent_socket() {
+        AgentSocket::CapsaListens => Some(
+            UnixListener::bind(&vm.agent_socket)
+                .map_err(|e| VmError::Io(format!("{}: {e}", vm.agent_socket.display())))?,
+        ),
+        AgentSocket::EngineListens => None,
+    };
+    let log = std::fs::File::create(files.engine_log())
+        .map_err(|e| VmError::Io(format!("{}: {e}", files.engine_log().display())))?;
+    let log2 = log.try_clone().map_err(|e| VmError::Io(e.to_string()))?;
+    let mut cmd = engine.command(vm);
+    // Its own process group: a Ctrl-C at the terminal reaches capsa, which stops the VM.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| VmError::NoEngine(format!("cannot start {}: {e}", engine.name())))?;
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    let stream = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(VmError::EngineExited(format!(
+                "{} exited with {status}: {}",
+                engine.name(),
+                tail(&files.engine_log())
+            )));
+        }
+        if Instant::now() > deadline {
+            stop_engine(&mut child);
+            return Err(VmError::AgentTimeout(BOOT_TIMEOUT));
+        }
+        let connected = match &listener {
+            Some(l) => {
+                if super::agent::wait_readable(l.as_raw_fd(), Duration::from_millis(50))? {
+                    l.accept().ok().map(|(s, _)| s)
+                } else {
+                    None
+                }
+            }
+            None => {
+                std::thread::sleep(Duration::from_millis(20));
+                UnixStream::connect(&vm.agent_socket).ok()
+            }
+        };
+        if let Some(s) = connected {
+            break s;
+        }
+    };
+    let mut agent = AgentClient::new(stream);
+    match agent.call(Request::Hello, BOOT_TIMEOUT) {
+        Ok(Response::Hello { .. }) => Ok((child, agent)),
+        Ok(other) => {
+            stop_engine(&mut child);
+            Err(VmError::Agent(format!(
+                "unexpected answer to hello: {other:?}"
+            )))
+        }
+        Err(e) => {
+            stop_engine(&mut child);
+            Err(with_console(e, &files.console_log()))
+        }
+    }
+}
+
+/// Create, start, relay output and signals until the workload's exit.
+fn converse(
+    agent: &mut AgentClient,
+    child: &mut Child,
+    create: CreateRequest,
+    signals: &SignalFd,
+    files: &VmFiles,
+) -> Result<(i32, bool), VmError> {
+    let process = create.id.clone();
+    agent.call(Request::Create(Box::new(create)), REQUEST_TIMEOUT)?;
+    agent.call(Request::Start, REQUEST_TIMEOUT)?;
+    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+    loop {
+        while let Ok(Some(sig)) = signals.read_signal() {
+            agent.call(
+                Request::Signal {
+                    process: process.clone(),
+                    signal: sig.ssi_signo as i32,
+                },
+                REQUEST_TIMEOUT,
+            )?;
+        }
+        match agent.next_event(Duration::from_millis(200)) {
+            Ok(Some(Event::Output { stream, data, .. })) => {
+                let w: &mut dyn Write = if stream == Stream::Stdout {
+                    &mut out
+                } else {
+                    &mut err
+                };
+                let _ = w.write_all(&data.0);
+                let _ = w.flush();
+            }
+            Ok(Some(Event::Exited {
+                code, oom_killed, ..
+            })) => return Ok((code, oom_killed)),
+            Ok(None) => {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(VmError::EngineExited(format!(
+                        "the VM stopped ({status}) before the workload exited: {}",
+                        tail(&files.console_log())
+                    )));
+                }
+            }
+            Err(e) => return Err(with_console(e, &files.console_log())),
+        }
+    }
+}
+
+/// Waits for the engine to end after the agent's power-off; kills it if it does not.
+fn stop_engine(child: &mut Child) {
+    let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn with_console(e: VmError, console: &Path) -> VmError {
+    match e {
+        VmError::AgentGone | VmError::AgentTimeout(_) => {
+            VmError::EngineExited(format!("{e}; guest console: {}", tail(console)))
+        }
+        other => other,
+    }
+}
+
+/// The last lines of a log, for error messages.
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().rev().take(5).collect();
+    if lines.is_empty() {
+        return format!("({} is empty)", path.display());
+    }
+    lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
+}

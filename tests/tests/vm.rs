@@ -1,0 +1,190 @@
+//! `run --isolation vm` as a user checks it, on the QEMU engine (TCG here: the only way a Linux
+//! guest boots on these hosts; KVM where the host has vmx/svm). Each test boots a real VM with
+//! our kernel and the guest agent, so each takes a few seconds.
+
+use capsa_tests::{text, TestEnv};
+
+fn vm(env: &TestEnv, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["--isolation", "vm"];
+    all.extend_from_slice(args);
+    env.run(&all)
+}
+
+#[test]
+fn a_vm_runs_the_image_with_its_flags_in_a_guest_kernel() {
+    let env = TestEnv::new();
+    let out = vm(
+        &env,
+        &["--rm", "-e", "GREETING=hi", "-w", "/tmp", "--hostname", "inside-vm", "-u", "1000", "busybox", "sh", "-c",
+          "echo \"$GREETING $(pwd) $(hostname) $(id -u) pid=$$\"; uname -r; cat /proc/self/cgroup; echo oops >&2; exit 3"],
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "hi /tmp inside-vm 1000 pid=1", "{stdout}");
+    let host_kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert!(lines[1].starts_with("6.1."), "guest kernel: {stdout}");
+    assert_ne!(lines[1], host_kernel.trim());
+    assert_eq!(
+        lines[2], "0::/",
+        "cgroup v2 inside, the workload at its namespace's root: {stdout}"
+    );
+    assert!(stderr.contains("oops"), "{stderr}");
+    assert!(
+        stderr.contains("capsa: vm isolation: qemu"),
+        "the engine choice is printed: {stderr}"
+    );
+}
+
+#[test]
+fn a_memory_limit_kills_an_allocator_inside_the_guest_with_137() {
+    let env = TestEnv::new();
+    let out = vm(
+        &env,
+        &[
+            "--name",
+            "vmhog",
+            "-m",
+            "32m",
+            "busybox",
+            "dd",
+            "if=/dev/zero",
+            "of=/dev/null",
+            "bs=64M",
+            "count=1",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
+    assert_eq!(
+        env.inspect(
+            "vmhog",
+            "{{.State.OOMKilled}} {{.State.ExitCode}} {{.Isolation}}"
+        ),
+        "true 137 vm"
+    );
+    let rm = env.capsa(&["rm", "vmhog"]);
+    assert!(rm.status.success(), "{}", text(&rm.stderr));
+}
+
+#[test]
+fn rm_leaves_no_vmm_process_disk_or_socket() {
+    let env = TestEnv::new();
+    let out = vm(&env, &["--name", "gone", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let id = env.inspect("gone", "{{.Id}}");
+    let dir = env.root().join("containers").join(&id);
+    assert!(
+        dir.join("vm/upper.ext4").exists(),
+        "the writable layer is kept until rm"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/run/capsa-vm/{id}.sock")).exists(),
+        "the agent socket goes with the VM"
+    );
+    assert!(env.capsa(&["rm", "gone"]).status.success());
+    assert!(!dir.exists());
+    let qemus = std::process::Command::new("pgrep")
+        .args(["-f", &id])
+        .output()
+        .unwrap();
+    assert!(
+        text(&qemus.stdout).trim().is_empty(),
+        "a VMM process of {id} is left: {}",
+        text(&qemus.stdout)
+    );
+}
+
+#[test]
+fn vm_flags_without_a_meaning_yet_and_missing_pieces_are_named() {
+    let env = TestEnv::new();
+    for (flags, message) in [
+        (
+            &["-d"][..],
+            "-d and create are not available with --isolation vm yet",
+        ),
+        (&["-p", "8080:80"][..], "-p/-P"),
+        (
+            &["--vmm", "xen"][..],
+            "--vmm \"xen\": expected capsa or qemu",
+        ),
+    ] {
+        let mut args = flags.to_vec();
+        args.extend(["busybox", "true"]);
+        let out = vm(&env, &args);
+        assert_eq!(out.status.code(), Some(125), "{flags:?}");
+        assert!(
+            text(&out.stderr).contains(message),
+            "{flags:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    let out = env.capsa(&["run", "--vmm", "qemu", "busybox", "true"]);
+    assert!(text(&out.stderr).contains("--vmm applies only with --isolation vm"));
+    let hw = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap()
+        .split_whitespace()
+        .any(|f| f == "vmx" || f == "svm");
+    if !hw {
+        let out = vm(&env, &["--vmm", "capsa", "busybox", "true"]);
+        assert_eq!(out.status.code(), Some(125));
+        assert!(
+            text(&out.stderr).contains("no vmx/svm"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    let out = env.capsa_env(
+        &["run", "--isolation", "vm", "busybox", "true"],
+        &[("CAPSA_KERNEL", "/nonexistent/vmlinux")],
+    );
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("kernel-config/build.sh"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        env.capsa(&["ps", "-aq"]).stdout.is_empty(),
+        "nothing is left of refused runs"
+    );
+}
+
+#[test]
+fn compare_prints_both_isolations_side_by_side() {
+    let env = TestEnv::new();
+    let out = env.capsa(&["compare", "busybox", "sh", "-c", "echo same; uname -s"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let header = stdout.lines().next().unwrap_or("");
+    assert!(
+        header.contains("container") && header.contains("vm (qemu)"),
+        "{stdout}"
+    );
+    for row in [
+        "time to first output",
+        "total time",
+        "peak RSS",
+        "exit status",
+        "engine / accelerator",
+    ] {
+        assert!(stdout.contains(row), "{row}: {stdout}");
+    }
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("output") && l.contains("matches")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("qemu (tcg)") || stdout.contains("qemu (kvm)"),
+        "{stdout}"
+    );
+    assert!(
+        env.capsa(&["ps", "-aq"]).stdout.is_empty(),
+        "compare removes its containers"
+    );
+}
