@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# README's main command: sets up, builds capsa, imports the busybox image, runs it in each
-# isolation this machine offers, and measures `capsa run` against runc on the same rootfs.
+# README's main command: sets up, builds capsa, the guest agent and the guest kernel, imports
+# the busybox image, and runs it side by side in both isolations with `capsa compare`; then
+# measures `capsa run` against runc on the same rootfs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 scripts/setup.sh
 cargo build --release --workspace --bins
+scripts/build-agent.sh >/dev/null
+CAPSA_KERNEL=$(kernel-config/build.sh | tail -n 1)
+export CAPSA_KERNEL
 capsa=target/release/capsa
 if ! "$capsa" images | grep -q '^busybox '; then
   tar=$(mktemp --suffix=.tar)
@@ -15,11 +19,8 @@ if ! "$capsa" images | grep -q '^busybox '; then
 fi
 "$capsa" info | sed -n '/^Isolations:/,/^Kernel Version/p'
 echo
-echo "== container isolation"
-"$capsa" run --rm --hostname capsa-demo busybox sh -c 'echo "hostname=$(hostname) pid=$$ kernel=$(uname -r)"'
-echo
-echo "== vm isolation"
-"$capsa" run --rm --isolation vm busybox true || echo "(the VM isolation is not built yet; see README)"
+echo "== capsa compare busybox: the same image and command in a container and in a microVM"
+"$capsa" compare busybox sh -c 'echo "hello from busybox, pid $$"; ls /bin | wc -l'
 echo
 echo "== start latency: capsa run --rm busybox true vs runc run (same rootfs)"
 python3 bench/run_vs_runc.py --capsa "$capsa" --runs "${RUNS:-30}" --out docs/benchmarks

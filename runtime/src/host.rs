@@ -94,7 +94,6 @@ impl HostInfo {
             .filter(|e| which(e).is_some())
             .map(|e| e.to_string())
             .collect();
-        let vmlinux = root.kernel_dir().join("vmlinux");
         HostInfo {
             kernel,
             os,
@@ -105,13 +104,17 @@ impl HostInfo {
             cgroup_mode: CgroupMode::detect(),
             kvm: KvmKind::detect(),
             engines,
-            guest_kernel: vmlinux.exists().then(|| vmlinux.display().to_string()),
+            guest_kernel: crate::vm::artifacts::kernel(root)
+                .ok()
+                .map(|p| p.display().to_string()),
         }
     }
 
     /// Whether `--isolation vm` can run here, and if not, why.
     pub fn vm_isolation(&self) -> Result<(), String> {
-        Err("not implemented yet: the VM backend (capsa-vmm, guest agent, qemu engine) is not built".into())
+        crate::vm::engine::select(None)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// Whether `--isolation container` can run here, and if not, why.

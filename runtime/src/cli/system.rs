@@ -31,7 +31,7 @@ pub fn version() -> i32 {
     println!("  Version:          {v}");
     println!("  API version:      {API_VERSION}");
     println!("  OS/Arch:          {os_arch}");
-    println!("  Isolations:       container (vm: not built yet)");
+    println!("  Isolations:       container, vm");
     0
 }
 
@@ -83,7 +83,7 @@ pub fn info(root: &StateRoot, args: InfoArgs) -> i32 {
         "Guest kernel: {}",
         host.guest_kernel
             .as_deref()
-            .unwrap_or("not built (the VM issue adds kernel-config/build.sh)")
+            .unwrap_or("not built (kernel-config/build.sh builds it; CAPSA_KERNEL names it)")
     );
     println!("Kernel Version: {}", host.kernel);
     println!("Operating System: {}", host.os);

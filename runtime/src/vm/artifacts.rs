@@ -27,7 +27,7 @@ pub fn locate(root: &StateRoot) -> Result<GuestArtifacts, VmError> {
 }
 
 /// `$CAPSA_KERNEL`, `<root>/kernel/vmlinux`, or the newest build of kernel-config/build.sh.
-fn kernel(root: &StateRoot) -> Result<PathBuf, VmError> {
+pub fn kernel(root: &StateRoot) -> Result<PathBuf, VmError> {
     if let Ok(p) = std::env::var(KERNEL_ENV) {
         let p = PathBuf::from(p);
         return if p.is_file() {

@@ -354,6 +354,7 @@ fn start_engine(
     let log = std::fs::File::create(files.engine_log())
         .map_err(|e| VmError::Io(format!("{}: {e}", files.engine_log().display())))?;
     let log2 = log.try_clone().map_err(|e| VmError::Io(e.to_string()))?;
+    let spawned = Instant::now();
     let mut cmd = engine.command(vm);
     // Its own process group: a Ctrl-C at the terminal reaches capsa, which stops the VM.
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
@@ -393,7 +394,14 @@ fn start_engine(
     };
     let mut agent = AgentClient::new(stream);
     match agent.call(Request::Hello, BOOT_TIMEOUT) {
-        Ok(Response::Hello { .. }) => Ok((child, agent)),
+        Ok(Response::Hello {
+            agent: version,
+            kernel,
+        }) => {
+            // The figure `bench/vm.py` reads: engine start to agent ready.
+            tracing::info!(ms = spawned.elapsed().as_secs_f64() * 1000.0, agent = %version, kernel = %kernel, "vm agent ready");
+            Ok((child, agent))
+        }
         Ok(other) => {
             stop_engine(&mut child);
             Err(VmError::Agent(format!(
