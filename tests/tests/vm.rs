@@ -102,10 +102,7 @@ fn rm_leaves_no_vmm_process_disk_or_socket() {
 fn vm_flags_without_a_meaning_yet_and_missing_pieces_are_named() {
     let env = TestEnv::new();
     for (flags, message) in [
-        (
-            &["-d"][..],
-            "-d and create are not available with --isolation vm yet",
-        ),
+        (&["-i"][..], "-i is not available with --isolation vm yet"),
         (&["-p", "8080:80"][..], "-p/-P"),
         (
             &["--vmm", "xen"][..],
@@ -122,6 +119,8 @@ fn vm_flags_without_a_meaning_yet_and_missing_pieces_are_named() {
             text(&out.stderr)
         );
     }
+    let out = env.capsa(&["create", "--isolation", "vm", "busybox", "true"]);
+    assert!(text(&out.stderr).contains("create is not available with --isolation vm yet"));
     let out = env.capsa(&["run", "--vmm", "qemu", "busybox", "true"]);
     assert!(text(&out.stderr).contains("--vmm applies only with --isolation vm"));
     let hw = std::fs::read_to_string("/proc/cpuinfo")
@@ -187,4 +186,55 @@ fn compare_prints_both_isolations_side_by_side() {
         env.capsa(&["ps", "-aq"]).stdout.is_empty(),
         "compare removes its containers"
     );
+}
+
+#[test]
+fn a_detached_vm_logs_stops_with_its_trap_and_kill_leaves_nothing() {
+    let env = TestEnv::new();
+    let script = "echo started; trap 'echo got TERM; exit 7' TERM; while true; do sleep 1; done";
+    let out = vm(&env, &["-d", "--name", "bg", "busybox", "sh", "-c", script]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    assert_eq!(id.len(), 64);
+    assert!(env.ps_line("bg").contains("Up "), "{}", env.ps_line("bg"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !text(&env.capsa(&["logs", "bg"]).stdout).contains("started") {
+        assert!(std::time::Instant::now() < deadline, "no output in the log");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let stop = env.capsa(&["stop", "-t", "30", "bg"]);
+    assert!(stop.status.success(), "{}", text(&stop.stderr));
+    assert_eq!(
+        env.inspect("bg", "{{.State.ExitCode}} {{.State.Status}}"),
+        "7 exited"
+    );
+    assert_eq!(
+        text(&env.capsa(&["logs", "bg"]).stdout),
+        "started\ngot TERM\n"
+    );
+
+    let out = vm(&env, &["-d", "--name", "doomed", "busybox", "sleep", "600"]);
+    let doomed = text(&out.stdout).trim().to_string();
+    assert!(env.capsa(&["kill", "doomed"]).status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !env.ps_line("doomed").contains("Exited (137)") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            env.ps_line("doomed")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(env.capsa(&["rm", "bg", "doomed"]).status.success());
+    for id in [id, doomed] {
+        assert!(!std::path::Path::new(&format!("/run/capsa-vm/{id}.sock")).exists());
+        let left = std::process::Command::new("pgrep")
+            .args(["-f", &format!("capsa-vm/{id}")])
+            .output()
+            .unwrap();
+        assert!(
+            text(&left.stdout).trim().is_empty(),
+            "a VMM of {id} is left"
+        );
+    }
 }

@@ -351,7 +351,7 @@ pub fn run(root: &StateRoot, args: RunArgs, create_only: bool) -> i32 {
     };
     let store = ContainerStore::new(root);
     if vm {
-        return vm_foreground(&store, image, &opts, vmm.as_deref(), create_only || detach);
+        return vm_run(&store, image, &opts, vmm.as_deref(), create_only, detach);
     }
     if create_only || detach {
         return detached(&store, image, &opts, !create_only);
@@ -373,19 +373,33 @@ pub fn run(root: &StateRoot, args: RunArgs, create_only: bool) -> i32 {
     }
 }
 
-/// `run --isolation vm`: the VM runs in the foreground, this CLI relaying its output.
-fn vm_foreground(
+/// `run --isolation vm`: in the foreground this CLI relays the VM's output; with `-d` a
+/// monitor does, into the container's log.
+fn vm_run(
     store: &ContainerStore,
     image: crate::image::Image,
     opts: &RunOptions,
     vmm: Option<&str>,
-    detached: bool,
+    create_only: bool,
+    detach: bool,
 ) -> i32 {
-    if detached {
+    if create_only {
         eprintln!(
-            "capsa: invalid argument: -d and create are not available with --isolation vm yet"
+            "capsa: invalid argument: create is not available with --isolation vm yet (run -d is)"
         );
         return EXIT_ENGINE_ERROR;
+    }
+    if detach {
+        return match crate::vm::run::run_detached(store, image, opts, vmm) {
+            Ok(id) => {
+                println!("{id}");
+                0
+            }
+            Err(e) => {
+                report(&e);
+                EXIT_ENGINE_ERROR
+            }
+        };
     }
     match crate::vm::run::run_foreground(store, image, opts, vmm) {
         Ok(outcome) => outcome.exit_code,

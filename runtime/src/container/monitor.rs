@@ -453,7 +453,7 @@ pub fn create_detached(
 }
 
 /// Points the monitor's own stdio at /dev/null so it holds no terminal of the CLI's.
-fn detach_stdio() {
+pub fn detach_stdio() {
     if let Ok(null) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

@@ -11,6 +11,9 @@ pub const LOST_ERROR: &str = "the container's monitor died; its exit status is l
 /// Exit code reported when a container's exit status was lost (its monitor died), as
 /// Docker reports 255 for a container whose shim vanished.
 pub const LOST_EXIT_CODE: i32 = 255;
+/// Why a VM container whose monitor vanished is shown as exited with 137.
+pub const VM_KILLED: &str =
+    "the VM was killed (SIGKILL to its monitor, which takes the VM with it)";
 
 /// Lifecycle status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,6 +166,13 @@ impl State {
         let monitor_alive = is_same_process(self.monitor_pid, self.monitor_start_time);
         match self.status {
             Status::Creating if !monitor_alive => s.status = Status::Dead,
+            // A VM's monitor is the process `stop` and `kill` signal; only SIGKILL ends it
+            // without its recording the exit, and its engine dies with it (PDEATHSIG).
+            Status::Running if self.isolation == "vm" && !monitor_alive => {
+                s.status = Status::Exited;
+                s.exit_code = Some(137);
+                s.error = Some(VM_KILLED.into());
+            }
             Status::Created | Status::Running if !init_alive && !monitor_alive => {
                 tracing::debug!(id = %self.id, pid = ?self.pid, monitor = ?self.monitor_pid, "init and monitor gone");
                 s.status = Status::Exited;

@@ -53,6 +53,11 @@ struct VmFiles {
 /// under a long state root does not.
 pub const SOCKET_DIR: &str = "/run/capsa-vm";
 
+/// The agent socket of container `id` (removed by `rm` too: a killed monitor cannot).
+pub fn socket_path(id: &str) -> PathBuf {
+    Path::new(SOCKET_DIR).join(format!("{id}.sock"))
+}
+
 impl VmFiles {
     fn new(container: &ContainerDir) -> Self {
         let id = container
@@ -66,7 +71,7 @@ impl VmFiles {
         }
     }
     fn socket(&self) -> PathBuf {
-        Path::new(SOCKET_DIR).join(format!("{}.sock", self.id))
+        socket_path(&self.id)
     }
     fn console_log(&self) -> PathBuf {
         self.dir.join("console.log")
@@ -108,6 +113,34 @@ pub fn check_supported(opts: &RunOptions) -> Result<(), ContainerError> {
     Ok(())
 }
 
+/// What both modes prepare before the VM starts: the engine and its reason, the guest's
+/// kernel and initramfs, the container's record and the agent's create request.
+struct Prepared {
+    engine: Box<dyn Engine>,
+    guest: GuestArtifacts,
+    state: State,
+    create: CreateRequest,
+}
+
+fn prepare(
+    store: &ContainerStore,
+    image: &Image,
+    opts: &RunOptions,
+    vmm: Option<&str>,
+) -> Result<Prepared, ContainerError> {
+    check_supported(opts)?;
+    let (engine, reason) = engine::select(vmm)?;
+    eprintln!("capsa: vm isolation: {reason}");
+    let guest = artifacts::locate(store.root())?;
+    let (state, create) = lay_out(store, image, opts)?;
+    Ok(Prepared {
+        engine,
+        guest,
+        state,
+        create,
+    })
+}
+
 /// Runs a VM container to its end; output goes to this process's stdout and stderr.
 pub fn run_foreground(
     store: &ContainerStore,
@@ -115,18 +148,133 @@ pub fn run_foreground(
     opts: &RunOptions,
     vmm: Option<&str>,
 ) -> Result<VmOutcome, ContainerError> {
-    check_supported(opts)?;
-    let (engine, reason) = engine::select(vmm)?;
-    eprintln!("capsa: vm isolation: {reason}");
-    let guest = artifacts::locate(store.root())?;
-    let (state, create) = lay_out(store, &image, opts)?;
-    let id = state.id.clone();
-    let result = boot_and_run(store, state, create, engine.as_ref(), &guest, opts);
-    let (exit_code, oom) = match &result {
+    let p = prepare(store, &image, opts, vmm)?;
+    let id = p.state.id.clone();
+    let (engine, accelerator) = (
+        p.engine.name().to_string(),
+        p.engine.accelerator().to_string(),
+    );
+    let mut sink = Sink::Terminal;
+    let result = boot_and_run(
+        store,
+        p.state,
+        p.create,
+        p.engine.as_ref(),
+        &p.guest,
+        opts,
+        &mut sink,
+        |_| {},
+    );
+    let exit_code = finish(store, &id, &result, opts.auto_remove)?;
+    result?;
+    Ok(VmOutcome {
+        id,
+        exit_code,
+        engine,
+        accelerator,
+    })
+}
+
+/// Starts a VM container whose monitor (a forked capsa) relays its output to the container's
+/// log; returns its ID once the workload has started.
+pub fn run_detached(
+    store: &ContainerStore,
+    image: Image,
+    opts: &RunOptions,
+    vmm: Option<&str>,
+) -> Result<String, ContainerError> {
+    let p = prepare(store, &image, opts, vmm)?;
+    let id = p.state.id.clone();
+    let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| ContainerError::io(&store.dir(&id).dir, e.into()))?;
+    // SAFETY: the CLI is single-threaded here, so the child may run Rust code after fork.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            drop(report_r);
+            let _ = nix::unistd::setsid();
+            crate::container::monitor::detach_stdio();
+            let code = monitor(store, p, opts, std::fs::File::from(report_w));
+            std::process::exit(code);
+        }
+        Ok(nix::unistd::ForkResult::Parent { .. }) => {}
+        Err(e) => return Err(ContainerError::io(&store.dir(&id).dir, e.into())),
+    }
+    drop(report_w);
+    let mut answer = String::new();
+    let _ = std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(std::fs::File::from(report_r)),
+        &mut answer,
+    );
+    match answer.trim_end() {
+        "ok" => Ok(id),
+        "" => Err(ContainerError::Vm(
+            "the VM's monitor died while starting it".into(),
+        )),
+        reason => Err(ContainerError::Vm(reason.to_string())),
+    }
+}
+
+/// The detached VM's monitor: boots, reports "ok" (or the error) to the waiting CLI, relays
+/// output to the log until the workload exits, records the exit.
+fn monitor(
+    store: &ContainerStore,
+    p: Prepared,
+    opts: &RunOptions,
+    mut report: std::fs::File,
+) -> i32 {
+    let id = p.state.id.clone();
+    let log = crate::container::logfile::Writer::open(&store.dir(&id).log(), opts.log_rotation);
+    let mut sink = match log {
+        Ok(w) => Sink::Log(w),
+        Err(e) => {
+            let _ = writeln!(
+                report,
+                "container log {}: {e}",
+                store.dir(&id).log().display()
+            );
+            return 125;
+        }
+    };
+    let mut report = Some(report);
+    let result = boot_and_run(
+        store,
+        p.state,
+        p.create,
+        p.engine.as_ref(),
+        &p.guest,
+        opts,
+        &mut sink,
+        |r| {
+            if let Some(mut w) = report.take() {
+                let _ = match r {
+                    Ok(()) => writeln!(w, "ok"),
+                    Err(e) => writeln!(w, "{e}"),
+                };
+            }
+        },
+    );
+    if let Sink::Log(w) = &mut sink {
+        w.flush(0);
+        w.flush(1);
+    }
+    match finish(store, &id, &result, opts.auto_remove) {
+        Ok(code) => code,
+        Err(_) => 125,
+    }
+}
+
+/// Records the exit (or the failure) and removes the container with `--rm`.
+fn finish(
+    store: &ContainerStore,
+    id: &str,
+    result: &Result<(i32, bool), ContainerError>,
+    auto_remove: bool,
+) -> Result<i32, ContainerError> {
+    let (exit_code, oom) = match result {
         Ok(r) => *r,
         Err(_) => (125, false),
     };
-    let _ = store.update(&id, |s| {
+    let _ = store.update(id, |s| {
         s.status = Status::Exited;
         s.pid = None;
         s.exit_code = Some(exit_code);
@@ -134,17 +282,34 @@ pub fn run_foreground(
         s.finished_at = Some(crate::timefmt::rfc3339(SystemTime::now()));
         s.error = result.as_ref().err().map(|e| e.to_string());
     });
-    let _ = std::fs::remove_file(VmFiles::new(&store.dir(&id)).socket());
-    if opts.auto_remove {
-        crate::container::delete::remove(store, &id, true)?;
+    let _ = std::fs::remove_file(VmFiles::new(&store.dir(id)).socket());
+    if auto_remove {
+        crate::container::delete::remove(store, id, true)?;
     }
-    result?;
-    Ok(VmOutcome {
-        id,
-        exit_code,
-        engine: engine.name().into(),
-        accelerator: engine.accelerator().into(),
-    })
+    Ok(exit_code)
+}
+
+/// Where the workload's output goes: this terminal, or the container's json-file log.
+enum Sink {
+    Terminal,
+    Log(crate::container::logfile::Writer),
+}
+
+impl Sink {
+    fn write(&mut self, stream: Stream, data: &[u8]) {
+        match self {
+            Sink::Terminal => {
+                let mut out: Box<dyn Write> = if stream == Stream::Stdout {
+                    Box::new(std::io::stdout())
+                } else {
+                    Box::new(std::io::stderr())
+                };
+                let _ = out.write_all(data);
+                let _ = out.flush();
+            }
+            Sink::Log(w) => w.write(if stream == Stream::Stdout { 0 } else { 1 }, data),
+        }
+    }
 }
 
 /// The container's record, spec and disks; returns its state and what the agent will be asked.
@@ -288,6 +453,7 @@ fn guest_memory_mib(opts: &RunOptions) -> u64 {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn boot_and_run(
     store: &ContainerStore,
     state: State,
@@ -295,31 +461,55 @@ fn boot_and_run(
     engine: &dyn Engine,
     guest: &GuestArtifacts,
     opts: &RunOptions,
+    sink: &mut Sink,
+    mut on_started: impl FnMut(Result<(), &ContainerError>),
 ) -> Result<(i32, bool), ContainerError> {
-    let dir = store.dir(&state.id);
-    let files = VmFiles::new(&dir);
-    let image = crate::image::ImageStore::new(store.root()).resolve(&state.image_id)?;
-    let disks = attach_disks(store, &image.layer_dirs, &files, &mut create)?;
-    let vm = VmSpec {
-        kernel: guest.kernel.clone(),
-        initramfs: guest.initramfs.clone(),
-        cmdline: KERNEL_CMDLINE.into(),
-        mem_mib: guest_memory_mib(opts),
-        vcpus: opts.cpus.map(|c| c.ceil().max(1.0) as u32).unwrap_or(1),
-        disks,
-        agent_socket: files.socket(),
-        console_log: files.console_log(),
+    let result = (|| {
+        let dir = store.dir(&state.id);
+        let files = VmFiles::new(&dir);
+        let image = crate::image::ImageStore::new(store.root()).resolve(&state.image_id)?;
+        let disks = attach_disks(store, &image.layer_dirs, &files, &mut create)?;
+        let vm = VmSpec {
+            kernel: guest.kernel.clone(),
+            initramfs: guest.initramfs.clone(),
+            cmdline: KERNEL_CMDLINE.into(),
+            mem_mib: guest_memory_mib(opts),
+            vcpus: opts.cpus.map(|c| c.ceil().max(1.0) as u32).unwrap_or(1),
+            disks,
+            agent_socket: files.socket(),
+            console_log: files.console_log(),
+        };
+        let signals = block_signals()?;
+        let (child, agent) = start_engine(engine, &vm, &files)?;
+        // The process signals reach is this one (the VM's monitor): `stop` and `kill` signal
+        // it and it forwards to the workload; SIGKILL ends it and, by PDEATHSIG, the engine.
+        let me = std::process::id() as i32;
+        store.update(&state.id, |s| {
+            s.status = Status::Running;
+            s.pid = Some(me);
+            s.pid_start_time = process_start_time(me);
+            s.monitor_pid = Some(me);
+            s.monitor_start_time = process_start_time(me);
+            s.started_at = Some(crate::timefmt::rfc3339(SystemTime::now()));
+        })?;
+        Ok::<_, ContainerError>((child, agent, signals, files))
+    })();
+    let (mut child, mut agent, signals, files) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            on_started(Err(&e));
+            return Err(e);
+        }
     };
-    let signals = block_signals()?;
-    let (mut child, mut agent) = start_engine(engine, &vm, &files)?;
-    let pid = child.id() as i32;
-    store.update(&state.id, |s| {
-        s.status = Status::Running;
-        s.pid = Some(pid);
-        s.pid_start_time = process_start_time(pid);
-        s.started_at = Some(crate::timefmt::rfc3339(SystemTime::now()));
-    })?;
-    let result = converse(&mut agent, &mut child, create, &signals, &files);
+    let result = converse(
+        &mut agent,
+        &mut child,
+        create,
+        &signals,
+        &files,
+        sink,
+        &mut on_started,
+    );
     let _ = agent.call(Request::Shutdown, Duration::from_secs(5));
     stop_engine(&mut child);
     result.map_err(ContainerError::from)
@@ -327,7 +517,14 @@ fn boot_and_run(
 
 fn block_signals() -> Result<SignalFd, ContainerError> {
     let mut mask = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
         mask.add(s);
     }
     mask.thread_block()
@@ -358,6 +555,16 @@ fn start_engine(
     let mut cmd = engine.command(vm);
     // Its own process group: a Ctrl-C at the terminal reaches capsa, which stops the VM.
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    // SAFETY: prctl in the forked child before exec touches no shared state; it makes the
+    // engine die with its monitor, so a killed monitor never leaves a VM behind.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
     let mut child = cmd
         .spawn()
@@ -422,11 +629,18 @@ fn converse(
     create: CreateRequest,
     signals: &SignalFd,
     files: &VmFiles,
+    sink: &mut Sink,
+    on_started: &mut impl FnMut(Result<(), &ContainerError>),
 ) -> Result<(i32, bool), VmError> {
     let process = create.id.clone();
-    agent.call(Request::Create(Box::new(create)), REQUEST_TIMEOUT)?;
-    agent.call(Request::Start, REQUEST_TIMEOUT)?;
-    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+    let started = agent
+        .call(Request::Create(Box::new(create)), REQUEST_TIMEOUT)
+        .and_then(|_| agent.call(Request::Start, REQUEST_TIMEOUT));
+    match &started {
+        Ok(_) => on_started(Ok(())),
+        Err(e) => on_started(Err(&ContainerError::Vm(e.to_string()))),
+    }
+    started?;
     loop {
         while let Ok(Some(sig)) = signals.read_signal() {
             agent.call(
@@ -438,15 +652,7 @@ fn converse(
             )?;
         }
         match agent.next_event(Duration::from_millis(200)) {
-            Ok(Some(Event::Output { stream, data, .. })) => {
-                let w: &mut dyn Write = if stream == Stream::Stdout {
-                    &mut out
-                } else {
-                    &mut err
-                };
-                let _ = w.write_all(&data.0);
-                let _ = w.flush();
-            }
+            Ok(Some(Event::Output { stream, data, .. })) => sink.write(stream, &data.0),
             Ok(Some(Event::Exited {
                 code, oom_killed, ..
             })) => return Ok((code, oom_killed)),
