@@ -257,10 +257,7 @@ fn monitor(
         w.flush(0);
         w.flush(1);
     }
-    match finish(store, &id, &result, opts.auto_remove) {
-        Ok(code) => code,
-        Err(_) => 125,
-    }
+    finish(store, &id, &result, opts.auto_remove).unwrap_or(125)
 }
 
 /// Records the exit (or the failure) and removes the container with `--rm`.
