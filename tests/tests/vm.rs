@@ -103,7 +103,10 @@ fn vm_flags_without_a_meaning_yet_and_missing_pieces_are_named() {
     let env = TestEnv::new();
     for (flags, message) in [
         (&["-i"][..], "-i is not available with --isolation vm yet"),
-        (&["-p", "8080:80"][..], "-p/-P"),
+        (
+            &["--network", "host"][..],
+            "--network host (a VM has its own kernel",
+        ),
         (
             &["--vmm", "xen"][..],
             "--vmm \"xen\": expected capsa or qemu",
@@ -237,4 +240,65 @@ fn a_detached_vm_logs_stops_with_its_trap_and_kill_leaves_nothing() {
             "a VMM of {id} is left"
         );
     }
+}
+
+#[test]
+fn a_published_port_serves_from_inside_the_vm_and_rm_unplugs_it() {
+    let env = TestEnv::new();
+    let out = vm(
+        &env,
+        &[
+            "-d",
+            "--name",
+            "vmweb",
+            "--hostname",
+            "served-by-vm",
+            "-p",
+            "127.0.0.1:18090:80",
+            "busybox",
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/etc",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ip = env.inspect("vmweb", "{{.NetworkSettings.IPAddress}}");
+    assert!(ip.starts_with("10.88."), "{ip}");
+    let mut body = String::new();
+    for _ in 0..200 {
+        let got = env
+            .host_command("timeout")
+            .args([
+                "5",
+                "/bin/busybox",
+                "wget",
+                "-q",
+                "-O",
+                "-",
+                "http://127.0.0.1:18090/hostname",
+            ])
+            .output()
+            .unwrap();
+        if got.status.success() {
+            body = text(&got.stdout);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(body, "served-by-vm\n");
+    assert!(env.capsa(&["rm", "-f", "vmweb"]).status.success());
+    assert!(
+        env.leftover_veths().is_empty(),
+        "tap left: {:?}",
+        env.leftover_veths()
+    );
+    assert!(
+        env.leftover_nft_elements().is_empty(),
+        "{:?}",
+        env.leftover_nft_elements()
+    );
+    env.assert_clean();
 }

@@ -302,6 +302,45 @@ pub fn attach(
     Ok(())
 }
 
+/// Puts a VM's tap device (made by its engine, which holds it open) on the network's bridge,
+/// up, and publishes the endpoint's ports to the VM's address. The tap goes away with the
+/// engine, so nothing of it outlives the VM.
+pub fn attach_tap(
+    config: &bridge::BridgeConfig,
+    endpoint: &Endpoint,
+    wait: std::time::Duration,
+) -> Result<(), NetError> {
+    let mut host = netlink::Netlink::open().map_err(setup("netlink"))?;
+    let bridge_index = bridge::ensure(config, &mut host)?;
+    let deadline = std::time::Instant::now() + wait;
+    let tap = loop {
+        if let Some(i) = host
+            .link_index(&endpoint.veth)
+            .map_err(setup("finding the VM's tap"))?
+        {
+            break i;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(NetError::Setup {
+                what: format!("finding tap {}", endpoint.veth),
+                reason: "the engine did not create it".into(),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    host.enslave_and_up(tap, bridge_index)
+        .map_err(setup("attaching the tap to the bridge"))?;
+    if !endpoint.ports.is_empty() {
+        nft::apply(&nft::add_ports(&endpoint.ports, endpoint.ip)).map_err(|reason| {
+            NetError::Setup {
+                what: "publishing ports".into(),
+                reason,
+            }
+        })?;
+    }
+    Ok(())
+}
+
 /// Removes interface `ifname` (and so its veth pair) from the namespace of `pid`
 /// (`network disconnect`).
 pub fn unplug(pid: i32, ifname: &str) -> Result<(), NetError> {

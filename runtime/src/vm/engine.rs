@@ -29,6 +29,15 @@ pub struct VmSpec {
     pub agent_socket: PathBuf,
     /// Where the guest's serial console is written.
     pub console_log: PathBuf,
+    /// A network device on a tap the engine creates: (tap name, MAC).
+    pub nic: Option<(String, [u8; 6])>,
+}
+
+fn mac_text(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Who listens on the agent socket.
@@ -168,6 +177,12 @@ impl Engine for Qemu {
             ));
             c.arg("-device")
                 .arg(format!("virtio-blk-device,drive=d{i},serial={}", d.serial));
+        }
+        if let Some((tap, mac)) = &vm.nic {
+            c.arg("-netdev")
+                .arg(format!("tap,id=n0,ifname={tap},script=no,downscript=no"));
+            c.arg("-device")
+                .arg(format!("virtio-net-device,netdev=n0,mac={}", mac_text(mac)));
         }
         c.args(["-device", "virtio-serial-device"]);
         c.arg("-chardev").arg(format!(

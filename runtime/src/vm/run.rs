@@ -16,7 +16,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use super::agent::AgentClient;
 use super::artifacts::GuestArtifacts;
 use super::engine::{AgentSocket, Disk, Engine, VmSpec};
-use super::protocol::{CreateRequest, Event, GuestFile, Request, Response, Stream};
+use super::protocol::{CreateRequest, Event, GuestFile, GuestNetwork, Request, Response, Stream};
 use super::{artifacts, disks, engine, VmError};
 use crate::container::options::RunOptions;
 use crate::container::spec::{self, SpecContext};
@@ -100,15 +100,11 @@ pub fn check_supported(opts: &RunOptions) -> Result<(), ContainerError> {
     if !opts.volumes.is_empty() {
         return no("-v");
     }
-    if !opts.publish.is_empty() || opts.publish_all {
-        return no("-p/-P (the VM has no network device yet)");
+    if opts.network == crate::net::NetworkMode::Host {
+        return no("--network host (a VM has its own kernel and network stack)");
     }
     if opts.userns {
         return no("--userns=auto");
-    }
-    if !opts.network_name.is_empty() && opts.network_name != "bridge" && opts.network_name != "none"
-    {
-        return no("--network NAME (the VM has no network device yet)");
     }
     Ok(())
 }
@@ -280,6 +276,9 @@ fn finish(
         s.error = result.as_ref().err().map(|e| e.to_string());
     });
     let _ = std::fs::remove_file(VmFiles::new(&store.dir(id)).socket());
+    if let Ok(state) = store.load(id) {
+        network::disconnect(store, &state);
+    }
     if auto_remove {
         crate::container::delete::remove(store, id, true)?;
     }
@@ -346,9 +345,12 @@ fn lay_out_named(
         cgroup_mode: Some(CgroupMode::Unified),
         userns_base: None,
     };
-    let spec = spec::build(opts, image, &ctx)?;
+    let mut spec = spec::build(opts, image, &ctx)?;
+    share_guest_network(&mut spec);
     let hostname = spec.hostname().clone().unwrap_or_default();
-    network::write_etc_files(&dir, &hostname, opts, None)?;
+    // Held, as for a container, until the state records the address.
+    let (endpoint, _net_lock) = network::plan(store, opts, image, id)?;
+    network::write_etc_files(&dir, &hostname, opts, endpoint.as_ref())?;
     let config = serde_json::to_vec_pretty(&spec)
         .map_err(|e| ContainerError::io(&dir.config(), std::io::Error::other(e)))?;
     std::fs::write(dir.config(), config).map_err(|e| ContainerError::io(&dir.config(), e))?;
@@ -393,8 +395,8 @@ fn lay_out_named(
         stop_signal: opts.stop_signal,
         stop_timeout: opts.stop_timeout,
         paused: false,
-        network: crate::net::NetworkMode::None,
-        endpoint: None,
+        network: opts.network,
+        endpoint: endpoint.clone(),
         connected: Vec::new(),
         oom_killed: false,
         error: None,
@@ -404,15 +406,30 @@ fn lay_out_named(
         auto_remove: opts.auto_remove,
     };
     store.save(&state)?;
+    let network = endpoint.as_ref().map(|e| GuestNetwork {
+        address: e.ip,
+        prefix: e.prefix,
+        gateway: e.gateway,
+    });
     let create = CreateRequest {
         id: id.to_string(),
         spec,
         layers: Vec::new(),
         upper: "upper".into(),
         files: guest_files,
-        network: None,
+        network,
     };
     Ok((state, create))
+}
+
+/// The workload uses the guest's own network stack (its eth0 is the container's): the VM is
+/// the network boundary, as a Kata pod's VM is, so no network namespace is made inside.
+fn share_guest_network(spec: &mut oci_spec::runtime::Spec) {
+    if let Some(linux) = spec.linux_mut() {
+        if let Some(ns) = linux.namespaces_mut() {
+            ns.retain(|n| n.typ() != oci_spec::runtime::LinuxNamespaceType::Network);
+        }
+    }
 }
 
 /// The disks: image layers top first as l0, l1, ..., then the writable layer.
@@ -475,9 +492,20 @@ fn boot_and_run(
             disks,
             agent_socket: files.socket(),
             console_log: files.console_log(),
+            nic: state.endpoint.as_ref().map(|e| (e.veth.clone(), e.mac)),
         };
         let signals = block_signals()?;
-        let (child, agent) = start_engine(engine, &vm, &files)?;
+        let (mut child, agent) = start_engine(engine, &vm, &files)?;
+        if let Some(endpoint) = &state.endpoint {
+            let plugged = network::bridge_config(store, &endpoint.network).and_then(|c| {
+                crate::net::attach_tap(&c, endpoint, Duration::from_secs(10))
+                    .map_err(|e| ContainerError::Vm(e.to_string()))
+            });
+            if let Err(e) = plugged {
+                stop_engine(&mut child);
+                return Err(e);
+            }
+        }
         // The process signals reach is this one (the VM's monitor): `stop` and `kill` signal
         // it and it forwards to the workload; SIGKILL ends it and, by PDEATHSIG, the engine.
         let me = std::process::id() as i32;
