@@ -316,6 +316,39 @@ mod tests {
         assert!(e.contains("cannot open kernel /nonexistent/vmlinux"), "{e}");
     }
 
+    /// A minimal bzImage: one setup sector after the boot sector, the "HdrS" header of boot
+    /// protocol 2.15 with LOADED_HIGH, and a payload that is the protected-mode code.
+    fn tiny_bzimage(payload: &[u8]) -> Vec<u8> {
+        let mut img = vec![0u8; 2 * 512];
+        img[0x1f1] = 1; // setup_sects
+        img[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
+        img[0x202..0x206].copy_from_slice(b"HdrS");
+        img[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+        img[0x211] = 0x01; // LOADED_HIGH
+        img[0x214..0x218].copy_from_slice(&(HIMEM as u32).to_le_bytes());
+        img.extend_from_slice(payload);
+        img
+    }
+
+    #[test]
+    fn a_bzimage_is_loaded_for_the_64_bit_protocol() {
+        let mem = memory(64 << 20);
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&tiny_bzimage(&[0x90; 4096])).unwrap();
+        let k = load_kernel(&mem, f.path()).unwrap();
+        assert_eq!(k.protocol, BootProtocol::Linux64);
+        assert_eq!(k.entry.raw_value(), HIMEM + BZIMAGE_64BIT_ENTRY);
+        let mut code = [0u8; 4];
+        mem.read_slice(&mut code, GuestAddress(HIMEM)).unwrap();
+        assert_eq!(code, [0x90; 4]);
+        // The zero page carries the image's setup header plus what the VMM fills in.
+        configure(&mem, &k, 14, None).unwrap();
+        let mut magic = [0u8; 4];
+        mem.read_slice(&mut magic, GuestAddress(ZERO_PAGE + 0x202))
+            .unwrap();
+        assert_eq!(&magic, b"HdrS");
+    }
+
     #[test]
     fn initrd_goes_to_the_top_of_low_memory() {
         let mem = memory(64 << 20);
