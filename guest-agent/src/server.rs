@@ -1,10 +1,10 @@
-//! The agent's loop: requests from the host, the workload's output, child exits. One thread,
-//! poll(2) over the host channel, the workload's stdout and stderr, and a signalfd for SIGCHLD
-//! (PID 1 reaps every orphan in the guest).
+//! The agent's loop: requests from the host, the output of every process it started (the
+//! workload and `exec`s), child exits. One thread, poll(2) over the host channel, the
+//! processes' stdout and stderr, and a signalfd for SIGCHLD (PID 1 reaps every orphan).
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use capsa::vm::protocol::{
@@ -18,16 +18,31 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use crate::workload::{self, Workload};
 use crate::{channel, guest};
 
-/// How long output may still arrive after the workload's exit (from its orphans) before the
-/// exit is reported.
+/// How long output may still arrive after a process's exit (from its orphans) before the exit
+/// is reported.
 const OUTPUT_GRACE: Duration = Duration::from_millis(500);
+
+/// A process whose output and exit the host hears about.
+struct Proc {
+    name: String,
+    pid: i32,
+    stdout: Option<File>,
+    stderr: Option<File>,
+    /// (code, OOM-killed, when), once reaped.
+    exited: Option<(i32, bool, Instant)>,
+    reported: bool,
+}
+
+impl Proc {
+    fn drained(&self) -> bool {
+        self.stdout.is_none() && self.stderr.is_none()
+    }
+}
 
 struct Agent {
     chan: File,
     workload: Option<Workload>,
-    /// The workload's exit, once reaped: (code, oom), and when.
-    exited: Option<(i32, bool, Instant)>,
-    reported: bool,
+    procs: Vec<Proc>,
 }
 
 pub fn run() -> Result<(), String> {
@@ -41,8 +56,7 @@ pub fn run() -> Result<(), String> {
     let mut agent = Agent {
         chan,
         workload: None,
-        exited: None,
-        reported: false,
+        procs: Vec::new(),
     };
     loop {
         match agent.turn(&sigfd) {
@@ -54,63 +68,65 @@ pub fn run() -> Result<(), String> {
     }
 }
 
+/// What a poll entry stands for.
+enum Source {
+    Channel,
+    Signals,
+    Output(usize, Stream),
+}
+
 impl Agent {
     /// One poll round; false once the host asked to shut down.
     fn turn(&mut self, sigfd: &SignalFd) -> Result<bool, ProtocolError> {
-        let chan = self.chan.try_clone()?;
-        let out = self
-            .workload
-            .as_ref()
-            .and_then(|w| w.stdout.as_ref().map(|f| f.try_clone()));
-        let err = self
-            .workload
-            .as_ref()
-            .and_then(|w| w.stderr.as_ref().map(|f| f.try_clone()));
-        let (out, err) = (out.transpose()?, err.transpose()?);
-        let mut fds = vec![
-            PollFd::new(chan.as_fd(), PollFlags::POLLIN),
-            PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
-        ];
-        let stream_fd = |f: &Option<File>| f.as_ref().map(|f| f.as_raw_fd());
-        let (out_fd, err_fd) = (stream_fd(&out), stream_fd(&err));
-        for f in [&out, &err].into_iter().flatten() {
-            fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
-        }
-        let timeout = if self.exited.is_some() && !self.reported {
-            50u16
-        } else {
-            1000
-        };
-        poll(&mut fds, PollTimeout::from(timeout)).map_err(|e| ProtocolError::Io(e.into()))?;
-        let ready: Vec<(i32, PollFlags)> = fds
-            .iter()
-            .map(|p| (raw(p.as_fd()), p.revents().unwrap_or(PollFlags::empty())))
-            .collect();
-        drop(fds);
-        for (fd, flags) in ready {
-            if flags.is_empty() {
-                continue;
-            }
-            if fd == chan.as_raw_fd() {
-                if flags.contains(PollFlags::POLLIN) {
+        let ready = self.wait(sigfd)?;
+        for (source, flags) in ready {
+            match source {
+                Source::Channel if flags.contains(PollFlags::POLLIN) => {
                     if !self.handle_request()? {
                         return Ok(false);
                     }
-                } else {
-                    // The host is not connected (yet): the port reports hang-up until it is.
-                    std::thread::sleep(Duration::from_millis(20));
                 }
-            } else if fd == sigfd.as_raw_fd() {
-                while let Ok(Some(_)) = sigfd.read_signal() {}
-                self.reap();
-            } else if Some(fd) == out_fd {
-                self.forward(Stream::Stdout)?;
-            } else if Some(fd) == err_fd {
-                self.forward(Stream::Stderr)?;
+                // The host is not connected (yet): the port reports hang-up until it is.
+                Source::Channel => std::thread::sleep(Duration::from_millis(20)),
+                Source::Signals => {
+                    while let Ok(Some(_)) = sigfd.read_signal() {}
+                    self.reap();
+                }
+                Source::Output(i, stream) => self.forward(i, stream)?,
             }
         }
-        self.report_exit()?;
-        Ok(true)
+        self.report_exits()
+    }
+
+    fn wait(&self, sigfd: &SignalFd) -> Result<Vec<(Source, PollFlags)>, ProtocolError> {
+        let mut sources = vec![Source::Channel, Source::Signals];
+        let mut fds = vec![
+            PollFd::new(self.chan.as_fd(), PollFlags::POLLIN),
+            PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
+        ];
+        for (i, p) in self.procs.iter().enumerate() {
+            for (f, stream) in [(&p.stdout, Stream::Stdout), (&p.stderr, Stream::Stderr)] {
+                if let Some(f) = f {
+                    fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
+                    sources.push(Source::Output(i, stream));
+                }
+            }
+        }
+        let pending = self.procs.iter().any(|p| p.exited.is_some() && !p.reported);
+        poll(
+            &mut fds,
+            PollTimeout::from(if pending { 50u16 } else { 1000 }),
+        )
+        .map_err(|e| ProtocolError::Io(e.into()))?;
+        let flags: Vec<PollFlags> = fds
+            .iter()
+            .map(|p| p.revents().unwrap_or(PollFlags::empty()))
+            .collect();
+        Ok(sources
+            .into_iter()
+            .zip(flags)
+            .filter(|(_, f)| !f.is_empty())
+            .collect())
     }
 
     fn send(&mut self, id: u64, message: Message) -> Result<(), ProtocolError> {
@@ -142,6 +158,12 @@ impl Agent {
         self.send(id, Message::Response(response))
     }
 
+    fn workload(&self) -> Result<&Workload, workload::Failure> {
+        self.workload
+            .as_ref()
+            .ok_or((ErrorKind::NotFound, "no workload in this VM".to_string()))
+    }
+
     fn dispatch(&mut self, req: Request) -> Result<Response, workload::Failure> {
         match req {
             Request::Hello => Ok(Response::Hello {
@@ -155,7 +177,16 @@ impl Agent {
                         "a workload already exists in this VM".into(),
                     ));
                 }
-                self.workload = Some(workload::create(*c)?);
+                let mut w = workload::create(*c)?;
+                self.procs.push(Proc {
+                    name: w.id.clone(),
+                    pid: w.pid,
+                    stdout: w.stdout.take(),
+                    stderr: w.stderr.take(),
+                    exited: None,
+                    reported: false,
+                });
+                self.workload = Some(w);
                 Ok(Response::Ok)
             }
             Request::Start => {
@@ -164,28 +195,54 @@ impl Agent {
                     .as_mut()
                     .ok_or((ErrorKind::BadRequest, "start before create".to_string()))?;
                 if let Some((code, msg)) = w.start()? {
-                    // execve failed: the message is the workload's stderr, the code its exit.
-                    let _ = w.stderr.take();
-                    let data = Bytes(format!("{msg}\n").into_bytes());
-                    let process = w.id.clone();
-                    self.send(
-                        0,
-                        Message::Event(Event::Output {
-                            process,
-                            stream: Stream::Stderr,
-                            data,
-                        }),
-                    )
-                    .map_err(|e| (ErrorKind::Internal, e.to_string()))?;
-                    self.exited = Some((code, false, Instant::now()));
+                    let name = w.id.clone();
+                    self.failed_to_exec(&name, code, &msg);
                 }
                 Ok(Response::Ok)
             }
-            Request::Signal { signal, .. } => {
-                self.workload
-                    .as_ref()
-                    .ok_or((ErrorKind::NotFound, "no workload".to_string()))?
-                    .signal(signal)?;
+            Request::Exec(e) => {
+                if self.procs.iter().any(|p| p.name == e.process) {
+                    return Err((
+                        ErrorKind::BadRequest,
+                        format!("process {} exists", e.process),
+                    ));
+                }
+                match self.workload()?.exec(&e)? {
+                    Ok(p) => self.procs.push(Proc {
+                        name: e.process.clone(),
+                        pid: p.pid,
+                        stdout: Some(p.stdout),
+                        stderr: Some(p.stderr),
+                        exited: None,
+                        reported: false,
+                    }),
+                    Err((code, msg)) => {
+                        self.procs.push(Proc {
+                            name: e.process.clone(),
+                            pid: 0,
+                            stdout: None,
+                            stderr: None,
+                            exited: None,
+                            reported: false,
+                        });
+                        self.failed_to_exec(&e.process, code, &msg);
+                    }
+                }
+                Ok(Response::Ok)
+            }
+            Request::Signal { process, signal } => {
+                let pid = self
+                    .procs
+                    .iter()
+                    .find(|p| p.name == process && p.exited.is_none())
+                    .map(|p| p.pid);
+                let pid = pid
+                    .filter(|p| *p > 0)
+                    .ok_or((ErrorKind::NotFound, format!("no running process {process}")))?;
+                let sig = Signal::try_from(signal)
+                    .map_err(|_| (ErrorKind::BadRequest, format!("no signal {signal}")))?;
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)
+                    .map_err(|e| (ErrorKind::NotFound, e.to_string()))?;
                 Ok(Response::Ok)
             }
             Request::Input { data, .. } => {
@@ -215,6 +272,24 @@ impl Agent {
         }
     }
 
+    /// An execve that failed: its message on stderr, its code as the exit.
+    fn failed_to_exec(&mut self, name: &str, code: i32, msg: &str) {
+        if let Some(p) = self.procs.iter_mut().find(|p| p.name == name) {
+            p.stdout = None;
+            p.stderr = None;
+            p.exited = Some((code, false, Instant::now()));
+        }
+        let data = Bytes(format!("{msg}\n").into_bytes());
+        let _ = self.send(
+            0,
+            Message::Event(Event::Output {
+                process: name.to_string(),
+                stream: Stream::Stderr,
+                data,
+            }),
+        );
+    }
+
     fn stats(&self) -> GuestStats {
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
         let field = |name: &str| {
@@ -241,14 +316,14 @@ impl Agent {
         s
     }
 
-    /// Sends what the workload wrote; at EOF the stream is closed.
-    fn forward(&mut self, stream: Stream) -> Result<(), ProtocolError> {
-        let Some(w) = self.workload.as_mut() else {
+    /// Sends what process `i` wrote on `stream`; at EOF the stream is closed.
+    fn forward(&mut self, i: usize, stream: Stream) -> Result<(), ProtocolError> {
+        let Some(p) = self.procs.get_mut(i) else {
             return Ok(());
         };
         let slot = match stream {
-            Stream::Stdout => &mut w.stdout,
-            Stream::Stderr => &mut w.stderr,
+            Stream::Stdout => &mut p.stdout,
+            Stream::Stderr => &mut p.stderr,
         };
         let Some(f) = slot.as_mut() else {
             return Ok(());
@@ -262,7 +337,7 @@ impl Agent {
             Ok(n) => n,
         };
         buf.truncate(n);
-        let process = w.id.clone();
+        let process = p.name.clone();
         self.send(
             0,
             Message::Event(Event::Output {
@@ -273,58 +348,56 @@ impl Agent {
         )
     }
 
-    /// Reaps every exited child; the workload's init's status is kept for the report.
+    /// Reaps every exited child, keeping the status of the processes the host follows.
     fn reap(&mut self) {
         loop {
-            let status = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            let (pid, code) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid.as_raw(), code),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid.as_raw(), 128 + sig as i32),
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
-                Ok(s) => s,
+                Ok(_) => continue,
             };
-            let (pid, code) = match status {
-                WaitStatus::Exited(pid, code) => (pid.as_raw(), code),
-                WaitStatus::Signaled(pid, sig, _) => (pid.as_raw(), 128 + sig as i32),
-                _ => continue,
-            };
-            if let Some(w) = &self.workload {
-                if w.pid == pid && self.exited.is_none() {
-                    self.exited = Some((code, w.cgroup.oom_killed(), Instant::now()));
-                }
+            let oom = self
+                .workload
+                .as_ref()
+                .is_some_and(|w| w.pid == pid && w.cgroup.oom_killed());
+            if let Some(p) = self
+                .procs
+                .iter_mut()
+                .find(|p| p.pid == pid && p.exited.is_none())
+            {
+                p.exited = Some((code, oom, Instant::now()));
             }
         }
     }
 
-    /// Reports the exit once the output is drained (both streams at EOF) or after a grace time.
-    fn report_exit(&mut self) -> Result<(), ProtocolError> {
-        let Some((code, oom, at)) = self.exited else {
-            return Ok(());
-        };
-        if self.reported {
-            return Ok(());
+    /// Reports each exit once its output is drained (or after a grace time).
+    fn report_exits(&mut self) -> Result<bool, ProtocolError> {
+        let due: Vec<(String, i32, bool)> = self
+            .procs
+            .iter_mut()
+            .filter(|p| !p.reported)
+            .filter_map(|p| {
+                let (code, oom, at) = p.exited?;
+                if !p.drained() && at.elapsed() < OUTPUT_GRACE {
+                    return None;
+                }
+                p.reported = true;
+                p.stdout = None;
+                p.stderr = None;
+                Some((p.name.clone(), code, oom))
+            })
+            .collect();
+        for (process, code, oom_killed) in due {
+            self.send(
+                0,
+                Message::Event(Event::Exited {
+                    process,
+                    code,
+                    oom_killed,
+                }),
+            )?;
         }
-        let drained = self
-            .workload
-            .as_ref()
-            .is_none_or(|w| w.stdout.is_none() && w.stderr.is_none());
-        if !drained && at.elapsed() < OUTPUT_GRACE {
-            return Ok(());
-        }
-        self.reported = true;
-        let process = self
-            .workload
-            .as_ref()
-            .map(|w| w.id.clone())
-            .unwrap_or_default();
-        self.send(
-            0,
-            Message::Event(Event::Exited {
-                process,
-                code,
-                oom_killed: oom,
-            }),
-        )
+        Ok(true)
     }
-}
-
-fn raw(fd: BorrowedFd<'_>) -> i32 {
-    fd.as_raw_fd()
 }

@@ -30,6 +30,14 @@ pub struct Workload {
     pub stderr: Option<File>,
     pub cgroup: Box<dyn CgroupManager>,
     exec_fifo: PathBuf,
+    spec: oci_spec::runtime::Spec,
+}
+
+/// A process started by `exec`.
+pub struct ExecProcess {
+    pub pid: i32,
+    pub stdout: File,
+    pub stderr: File,
 }
 
 fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
@@ -97,6 +105,7 @@ pub fn create(mut req: CreateRequest) -> Result<Workload, Failure> {
         stderr: Some(File::from(err_r)),
         cgroup,
         exec_fifo: fifo,
+        spec,
     })
 }
 
@@ -131,6 +140,52 @@ impl Workload {
             exec_fifo::ExecOutcome::Started => Ok(None),
             exec_fifo::ExecOutcome::Failed(code, msg) => Ok(Some((code, msg))),
         }
+    }
+
+    /// Runs `req`'s process in the workload's namespaces and cgroup, under its seccomp filter;
+    /// an execve failure is Err((code, message)) in the outer Ok.
+    pub fn exec(
+        &self,
+        req: &capsa::vm::protocol::ExecRequest,
+    ) -> Result<Result<ExecProcess, (i32, String)>, Failure> {
+        use capsa::linux::process::join::{spawn_in, JoinConfig, Joined};
+        let seccomp = compile::for_spec(&self.spec, Path::new("/run/capsa/seccomp-cache"))
+            .map_err(|e| (ErrorKind::Isolation, e.to_string()))?;
+        let init = capsa::linux::sys::pidfd_open(self.pid).map_err(|_| {
+            (
+                ErrorKind::NotFound,
+                "the workload is not running".to_string(),
+            )
+        })?;
+        let namespaces =
+            capsa::linux::namespaces::clone_flags(&self.spec) & !(libc::CLONE_NEWPID as u64);
+        let devnull = std::fs::File::open("/dev/null").map_err(fail(ErrorKind::Internal))?;
+        let (out_r, out_w) = pipe().map_err(fail(ErrorKind::Internal))?;
+        let (err_r, err_w) = pipe().map_err(fail(ErrorKind::Internal))?;
+        let cfg = JoinConfig {
+            init: &init,
+            namespaces,
+            process: &req.spec_process,
+            user: &req.user,
+            seccomp: &seccomp,
+            cgroup: self.cgroup.as_ref(),
+            stdio: Stdio {
+                stdin: Some(devnull.as_raw_fd()),
+                stdout: Some(out_w.as_raw_fd()),
+                stderr: Some(err_w.as_raw_fd()),
+            },
+            terminal: false,
+        };
+        let joined = spawn_in(&cfg).map_err(|e| (ErrorKind::Isolation, format!("exec: {e}")))?;
+        drop((out_w, err_w));
+        Ok(match joined {
+            Joined::Running(pid) => Ok(ExecProcess {
+                pid,
+                stdout: File::from(out_r),
+                stderr: File::from(err_r),
+            }),
+            Joined::Failed(code, msg) => Err((code, msg)),
+        })
     }
 
     pub fn signal(&self, signal: i32) -> Result<(), Failure> {

@@ -335,3 +335,59 @@ fn capsa_vmm_runs_the_vm_where_kvm_has_hardware_virtualization() {
     assert!(stdout.starts_with("hi from capsa-vmm\n6.1."), "{stdout}");
     assert!(stderr.contains("capsa-vmm (kvm)"), "{stderr}");
 }
+
+#[test]
+fn exec_and_stats_reach_a_running_vm_through_its_monitor() {
+    let env = TestEnv::new();
+    let out = vm(
+        &env,
+        &[
+            "-d", "--name", "box", "-m", "64m", "busybox", "sleep", "600",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    let out = env.capsa(&[
+        "exec",
+        "box",
+        "sh",
+        "-c",
+        "echo $(hostname) $(cat /proc/1/cmdline | tr '\\0' ' '); exit 4",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!("{} sleep 600\n", &id[..12]),
+        "same UTS and PID namespaces as the workload"
+    );
+    let out = env.capsa(&[
+        "exec",
+        "-u",
+        "1000",
+        "-w",
+        "/tmp",
+        "-e",
+        "X=y",
+        "box",
+        "sh",
+        "-c",
+        "echo $(id -u) $(pwd) $X",
+    ]);
+    assert_eq!(text(&out.stdout), "1000 /tmp y\n");
+    let out = env.capsa(&["exec", "box", "no-such-command"]);
+    assert_eq!(out.status.code(), Some(127));
+    let stats = text(&env.capsa(&["stats", "--no-stream", "box"]).stdout);
+    assert!(
+        stats.contains("/ 64MiB"),
+        "the limit inside the guest: {stats}"
+    );
+    let top = env.capsa(&["top", "box"]);
+    assert!(
+        text(&top.stderr).contains("top is not available in VM containers yet"),
+        "{}",
+        text(&top.stderr)
+    );
+    assert!(env.capsa(&["rm", "-f", "box"]).status.success());
+    assert!(!std::path::Path::new(&format!("/run/capsa-vm/{id}.ctl")).exists());
+    env.assert_clean();
+}

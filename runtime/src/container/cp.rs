@@ -193,6 +193,12 @@ pub fn copy_out(
     dest: &Path,
 ) -> Result<(), ContainerError> {
     let state = store.observe(id)?;
+    if state.isolation == "vm" {
+        return Err(ContainerError::InvalidArgument(format!(
+            "container {}: cp is not available in VM containers yet",
+            state.name
+        )));
+    }
     let (r, w) = pipe(dest)?;
     let name = top_name(src);
     let inside = src.to_path_buf();
@@ -223,6 +229,12 @@ pub fn copy_in(
     dest: &Path,
 ) -> Result<(), ContainerError> {
     let state = store.observe(id)?;
+    if state.isolation == "vm" {
+        return Err(ContainerError::InvalidArgument(format!(
+            "container {}: cp is not available in VM containers yet",
+            state.name
+        )));
+    }
     let from_stdin = src == Path::new("-");
     if !from_stdin && std::fs::symlink_metadata(src).is_err() {
         return Err(ContainerError::InvalidArgument(format!(

@@ -40,6 +40,9 @@ pub struct Started {
 
 /// Runs `opts.command` in container `id`; returns its exit code (0 at once with `-d`).
 pub fn exec(store: &ContainerStore, id: &str, opts: &ExecOptions) -> Result<i32, ContainerError> {
+    if store.observe(id)?.isolation == "vm" {
+        return crate::vm::control::exec(store, id, opts);
+    }
     let started = exec_start(store, id, opts)?;
     if opts.detach {
         return Ok(0);
@@ -70,44 +73,7 @@ pub fn exec_start(
             "container is paused, unpause the container before exec",
         ));
     }
-    if opts.command.is_empty() {
-        return Err(ContainerError::InvalidArgument(
-            "exec needs a command".into(),
-        ));
-    }
-    let dir = store.dir(id);
-    let config = std::fs::read(dir.config()).map_err(|e| ContainerError::io(&dir.config(), e))?;
-    let spec: oci_spec::runtime::Spec = serde_json::from_slice(&config)
-        .map_err(|e| ContainerError::io(&dir.config(), std::io::Error::other(e)))?;
-    let mut process = spec
-        .process()
-        .clone()
-        .ok_or_else(|| wrong("its spec has no process"))?;
-    process.set_args(Some(opts.command.clone()));
-    let mut env = process.env().clone().unwrap_or_default();
-    for e in &opts.env {
-        let key = e.split('=').next().unwrap_or_default();
-        env.retain(|x| x.split('=').next() != Some(key));
-        env.push(e.clone());
-    }
-    process.set_env(Some(env));
-    if let Some(w) = &opts.workdir {
-        if !w.starts_with('/') {
-            return Err(ContainerError::InvalidArgument(format!(
-                "-w {w:?}: the working directory must be an absolute path"
-            )));
-        }
-        process.set_cwd(w.into());
-    }
-    let user = opts
-        .user
-        .clone()
-        .or_else(|| {
-            spec.annotations()
-                .as_ref()
-                .and_then(|a| a.get(USER_ANNOTATION).cloned())
-        })
-        .unwrap_or_default();
+    let (spec, process, user) = process_for(store, id, opts)?;
     let seccomp = compile::for_spec(&spec, &store.root().seccomp_cache()).map_err(|e| {
         ContainerError::Setup {
             id: id.to_string(),
@@ -178,4 +144,56 @@ pub fn exec_start(
             terminal: pty.map(|p| p.master),
         }),
     }
+}
+
+/// The container's spec, and its process as `exec` changes it (command, `-e`, `-w`) with the
+/// user to run it as (`-u`, else the image's).
+pub fn process_for(
+    store: &ContainerStore,
+    id: &str,
+    opts: &ExecOptions,
+) -> Result<(oci_spec::runtime::Spec, oci_spec::runtime::Process, String), ContainerError> {
+    let wrong = |reason: &str| ContainerError::WrongState {
+        id: id.to_string(),
+        reason: reason.to_string(),
+    };
+    if opts.command.is_empty() {
+        return Err(ContainerError::InvalidArgument(
+            "exec needs a command".into(),
+        ));
+    }
+    let dir = store.dir(id);
+    let config = std::fs::read(dir.config()).map_err(|e| ContainerError::io(&dir.config(), e))?;
+    let spec: oci_spec::runtime::Spec = serde_json::from_slice(&config)
+        .map_err(|e| ContainerError::io(&dir.config(), std::io::Error::other(e)))?;
+    let mut process = spec
+        .process()
+        .clone()
+        .ok_or_else(|| wrong("its spec has no process"))?;
+    process.set_args(Some(opts.command.clone()));
+    let mut env = process.env().clone().unwrap_or_default();
+    for e in &opts.env {
+        let key = e.split('=').next().unwrap_or_default();
+        env.retain(|x| x.split('=').next() != Some(key));
+        env.push(e.clone());
+    }
+    process.set_env(Some(env));
+    if let Some(w) = &opts.workdir {
+        if !w.starts_with('/') {
+            return Err(ContainerError::InvalidArgument(format!(
+                "-w {w:?}: the working directory must be an absolute path"
+            )));
+        }
+        process.set_cwd(w.into());
+    }
+    let user = opts
+        .user
+        .clone()
+        .or_else(|| {
+            spec.annotations()
+                .as_ref()
+                .and_then(|a| a.get(USER_ANNOTATION).cloned())
+        })
+        .unwrap_or_default();
+    Ok((spec, process, user))
 }

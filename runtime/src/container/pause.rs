@@ -10,6 +10,12 @@ use crate::linux::cgroups;
 pub fn set_paused(store: &ContainerStore, id: &str, paused: bool) -> Result<(), ContainerError> {
     let _lock = store.lock(id)?;
     let state = store.observe(id)?;
+    if state.isolation == "vm" {
+        return Err(ContainerError::InvalidArgument(format!(
+            "container {}: pause and unpause is not available in VM containers yet",
+            state.name
+        )));
+    }
     if state.status != Status::Running || !state.init_alive() {
         return Err(ContainerError::WrongState {
             id: id.to_string(),

@@ -66,6 +66,36 @@ fn net_bytes(pid: i32) -> (u64, u64) {
         .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
 }
 
+/// A VM container's counters, from the workload's cgroup inside the guest (through the VM's
+/// monitor); the limit is the cgroup's, else the guest's memory.
+fn vm_stats(s: &State) -> CgroupStats {
+    match crate::vm::control::stats(&s.id) {
+        Ok(g) => CgroupStats {
+            cpu_ns: g.cpu_ns,
+            memory_usage: g.memory_usage,
+            memory_inactive_file: 0,
+            memory_limit: g.memory_limit.or(Some(g.guest_memory_total)),
+            block_read: 0,
+            block_write: 0,
+            pids: g.pids,
+        },
+        Err(_) => CgroupStats::default(),
+    }
+}
+
+/// Bytes a VM received and sent: its tap's counters, seen from the host side (the tap's
+/// transmit is the VM's receive).
+fn tap_bytes(s: &State) -> (u64, u64) {
+    let Some(e) = &s.endpoint else { return (0, 0) };
+    let read = |what: &str| {
+        std::fs::read_to_string(format!("/sys/class/net/{}/statistics/{what}", e.veth))
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (read("tx_bytes"), read("rx_bytes"))
+}
+
 fn host_memory() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .unwrap_or_default()
@@ -77,7 +107,13 @@ fn host_memory() -> u64 {
 
 /// Samples `containers` twice, `interval` apart, and returns their usage.
 pub fn sample(containers: &[State], interval: Duration) -> Vec<Usage> {
-    let read = |s: &State| cgroups::manager(&s.cgroup).stats();
+    let read = |s: &State| {
+        if s.isolation == "vm" {
+            vm_stats(s)
+        } else {
+            cgroups::manager(&s.cgroup).stats()
+        }
+    };
     let first: Vec<CgroupStats> = containers.iter().map(read).collect();
     let host_first = host_cpu_ns();
     std::thread::sleep(interval);
@@ -106,7 +142,11 @@ pub fn sample(containers: &[State], interval: Duration) -> Vec<Usage> {
                     .memory_limit
                     .unwrap_or(total_memory)
                     .min(total_memory.max(1)),
-                net: s.pid.map(net_bytes).unwrap_or_default(),
+                net: if s.isolation == "vm" {
+                    tap_bytes(s)
+                } else {
+                    s.pid.map(net_bytes).unwrap_or_default()
+                },
                 block: (now.block_read, now.block_write),
                 pids: now.pids,
             }

@@ -12,6 +12,12 @@ pub fn top(
     ps_args: &[String],
 ) -> Result<Vec<String>, ContainerError> {
     let state = store.observe(id)?;
+    if state.isolation == "vm" {
+        return Err(ContainerError::InvalidArgument(format!(
+            "container {}: top is not available in VM containers yet",
+            state.name
+        )));
+    }
     if !state.init_alive() {
         return Err(ContainerError::WrongState {
             id: id.to_string(),

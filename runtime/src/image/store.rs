@@ -304,7 +304,18 @@ impl ImageStore {
         for entry in entries.flatten() {
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
+            // A `.lock` that is free: its holder died.
             let abandoned = || FileLock::try_existing(&path.join(".lock")).is_some();
+            // A writer killed between locking `.lock.new` and renaming it leaves only that
+            // one. A live writer holds it free only between open and flock, so a free one
+            // ten seconds old belongs to a dead writer.
+            let orphaned_new = || {
+                let new = path.join(".lock.new");
+                let old_enough = std::fs::metadata(&new)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() >= 10));
+                old_enough && FileLock::try_existing(&new).is_some()
+            };
             let stale = || {
                 // Only a writer killed in the microseconds before its lock existed leaves
                 // one of these without a lock; an hour old, it is certainly dead.
@@ -315,7 +326,7 @@ impl ImageStore {
             };
             let goes = match name.split('-').next() {
                 Some("staging") => abandoned(),
-                Some("creating") => abandoned() || stale(),
+                Some("creating") => abandoned() || orphaned_new() || stale(),
                 Some("removing") => stale(),
                 _ => false,
             };

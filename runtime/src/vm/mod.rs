@@ -4,10 +4,12 @@
 //! - [`artifacts`]: the guest kernel and the agent's initramfs;
 //! - [`disks`]: erofs images of the layers (cached), the writable ext4 disk;
 //! - [`engine`]: the hypervisor engines (capsa-vmm, QEMU) and the automatic choice;
-//! - [`agent`]: the agent client; [`run`]: one VM container from start to exit.
+//! - [`agent`]: the agent client; [`run`]: one VM container from start to exit;
+//! - [`control`]: other commands' way in to a running VM (`exec`, `stats`) through its monitor.
 
 pub mod agent;
 pub mod artifacts;
+pub mod control;
 pub mod disks;
 pub mod engine;
 pub mod protocol;

@@ -45,6 +45,9 @@ pub enum Request {
     Create(Box<CreateRequest>),
     /// Release the created workload.
     Start,
+    /// Run another process in the workload's namespaces, cgroup and seccomp (`exec`); its
+    /// output and exit come as events under `process`.
+    Exec(Box<ExecRequest>),
     /// Send a signal to the workload (or an exec'd process).
     Signal { process: String, signal: i32 },
     /// Bytes for a process's stdin.
@@ -119,6 +122,16 @@ pub struct CreateRequest {
     pub files: Vec<GuestFile>,
     /// eth0's configuration, if the VM has a network device.
     pub network: Option<GuestNetwork>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecRequest {
+    /// The name events of this process carry.
+    pub process: String,
+    /// Args, env, cwd: the container's process with `exec`'s changes.
+    pub spec_process: oci_spec::runtime::Process,
+    /// `-u`, or the image's user.
+    pub user: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -16,7 +16,9 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use super::agent::AgentClient;
 use super::artifacts::GuestArtifacts;
 use super::engine::{AgentSocket, Disk, Engine, VmSpec};
-use super::protocol::{CreateRequest, Event, GuestFile, GuestNetwork, Request, Response, Stream};
+use super::protocol::{
+    CreateRequest, Event, GuestFile, GuestNetwork, Message, Request, Response, Stream,
+};
 use super::{artifacts, disks, engine, VmError};
 use crate::container::options::RunOptions;
 use crate::container::spec::{self, SpecContext};
@@ -276,6 +278,7 @@ fn finish(
         s.error = result.as_ref().err().map(|e| e.to_string());
     });
     let _ = std::fs::remove_file(VmFiles::new(&store.dir(id)).socket());
+    let _ = std::fs::remove_file(super::control::path(id));
     if let Ok(state) = store.load(id) {
         network::disconnect(store, &state);
     }
@@ -647,7 +650,8 @@ fn start_engine(
     }
 }
 
-/// Create, start, relay output and signals until the workload's exit.
+/// Create, start, relay output and signals until the workload's exit; meanwhile serve the
+/// control socket (`exec`, `stats` from other capsa commands).
 fn converse(
     agent: &mut AgentClient,
     child: &mut Child,
@@ -666,21 +670,31 @@ fn converse(
         Err(e) => on_started(Err(&ContainerError::Vm(e.to_string()))),
     }
     started?;
+    let control = bind_control(&process)?;
+    let mut clients = Clients::default();
     loop {
         while let Ok(Some(sig)) = signals.read_signal() {
-            agent.call(
-                Request::Signal {
-                    process: process.clone(),
-                    signal: sig.ssi_signo as i32,
-                },
-                REQUEST_TIMEOUT,
-            )?;
+            let signal = Request::Signal {
+                process: process.clone(),
+                signal: sig.ssi_signo as i32,
+            };
+            agent.call(signal, REQUEST_TIMEOUT)?;
+        }
+        while let Ok((stream, _)) = control.accept() {
+            clients.serve(agent, stream);
         }
         match agent.next_event(Duration::from_millis(200)) {
-            Ok(Some(Event::Output { stream, data, .. })) => sink.write(stream, &data.0),
+            Ok(Some(Event::Output {
+                process: p,
+                stream,
+                data,
+            })) if p == process => sink.write(stream, &data.0),
             Ok(Some(Event::Exited {
-                code, oom_killed, ..
-            })) => return Ok((code, oom_killed)),
+                process: p,
+                code,
+                oom_killed,
+            })) if p == process => return Ok((code, oom_killed)),
+            Ok(Some(other)) => clients.forward(other),
             Ok(None) => {
                 if let Ok(Some(status)) = child.try_wait() {
                     return Err(VmError::EngineExited(format!(
@@ -690,6 +704,80 @@ fn converse(
                 }
             }
             Err(e) => return Err(with_console(e, &files.console_log())),
+        }
+    }
+}
+
+fn bind_control(id: &str) -> Result<UnixListener, VmError> {
+    let path = super::control::path(id);
+    let _ = std::fs::remove_file(&path);
+    let l =
+        UnixListener::bind(&path).map_err(|e| VmError::Io(format!("{}: {e}", path.display())))?;
+    l.set_nonblocking(true)
+        .map_err(|e| VmError::Io(e.to_string()))?;
+    Ok(l)
+}
+
+/// The control socket's clients that wait for an `exec`'s output, by process name.
+#[derive(Default)]
+struct Clients {
+    waiting: std::collections::HashMap<String, UnixStream>,
+    next: u64,
+}
+
+impl Clients {
+    /// Reads a client's one request and relays it to the agent.
+    fn serve(&mut self, agent: &mut AgentClient, mut stream: UnixStream) {
+        let _ = stream.set_nonblocking(false);
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let Ok(env) = super::protocol::read_frame(&mut stream) else {
+            return;
+        };
+        let (request, name) = match env.message {
+            Message::Request(Request::Exec(mut e)) => {
+                self.next += 1;
+                e.process = format!("exec-{}", self.next);
+                let name = e.process.clone();
+                (Request::Exec(e), Some(name))
+            }
+            Message::Request(Request::Stats) => (Request::Stats, None),
+            _ => {
+                let error = Response::Error {
+                    kind: super::protocol::ErrorKind::BadRequest,
+                    message: "only exec and stats are served here".into(),
+                };
+                let _ = super::protocol::write_frame(&mut stream, env.id, Message::Response(error));
+                return;
+            }
+        };
+        let response = agent
+            .call(request, REQUEST_TIMEOUT)
+            .unwrap_or_else(|e| Response::Error {
+                kind: super::protocol::ErrorKind::Internal,
+                message: e.to_string(),
+            });
+        let ok = !matches!(response, Response::Error { .. });
+        if super::protocol::write_frame(&mut stream, env.id, Message::Response(response)).is_ok()
+            && ok
+        {
+            if let Some(name) = name {
+                self.waiting.insert(name, stream);
+            }
+        }
+    }
+
+    /// An event of an `exec`'d process goes to the client waiting for it.
+    fn forward(&mut self, event: Event) {
+        let (name, last) = match &event {
+            Event::Output { process, .. } => (process.clone(), false),
+            Event::Exited { process, .. } => (process.clone(), true),
+        };
+        let gone = match self.waiting.get_mut(&name) {
+            Some(s) => super::protocol::write_frame(s, 0, Message::Event(event)).is_err(),
+            None => false,
+        };
+        if last || gone {
+            self.waiting.remove(&name);
         }
     }
 }

@@ -1,0 +1,90 @@
+//! The control socket of a running VM container: its monitor (the process that holds the
+//! agent connection) listens on /run/capsa-vm/<id>.ctl, and other capsa commands (`exec`,
+//! `stats`) send it one request in the agent protocol; the monitor relays it to the agent and
+//! streams back the answer and, for `exec`, the process's output and exit.
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::protocol::{self, Event, ExecRequest, GuestStats, Message, Request, Response, Stream};
+use super::run::SOCKET_DIR;
+use crate::container::exec::ExecOptions;
+use crate::container::{ContainerError, ContainerStore};
+
+/// The control socket of container `id`.
+pub fn path(id: &str) -> PathBuf {
+    PathBuf::from(SOCKET_DIR).join(format!("{id}.ctl"))
+}
+
+fn connect(id: &str) -> Result<UnixStream, ContainerError> {
+    UnixStream::connect(path(id)).map_err(|_| ContainerError::WrongState {
+        id: id.to_string(),
+        reason: "container is not running".into(),
+    })
+}
+
+fn io(id: &str, e: impl std::fmt::Display) -> ContainerError {
+    ContainerError::Vm(format!("container {id}: {e}"))
+}
+
+/// `exec` in a VM container: the command's exit code, its output on this terminal.
+pub fn exec(store: &ContainerStore, id: &str, opts: &ExecOptions) -> Result<i32, ContainerError> {
+    if opts.tty || opts.interactive || opts.detach {
+        return Err(ContainerError::InvalidArgument(
+            "exec -i, -t and -d are not available in VM containers yet".into(),
+        ));
+    }
+    let (_, spec_process, user) = crate::container::exec::process_for(store, id, opts)?;
+    let mut stream = connect(id)?;
+    let request = Request::Exec(Box::new(ExecRequest {
+        process: String::new(),
+        spec_process,
+        user,
+    }));
+    protocol::write_frame(&mut stream, 1, Message::Request(request)).map_err(|e| io(id, e))?;
+    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+    loop {
+        match protocol::read_frame(&mut stream)
+            .map_err(|e| io(id, e))?
+            .message
+        {
+            Message::Response(Response::Error { message, .. }) => {
+                return Err(io(id, format!("exec: {message}")))
+            }
+            Message::Response(_) => {}
+            Message::Event(Event::Output {
+                stream: s, data, ..
+            }) => {
+                let w: &mut dyn Write = if s == Stream::Stdout {
+                    &mut out
+                } else {
+                    &mut err
+                };
+                let _ = w.write_all(&data.0);
+                let _ = w.flush();
+            }
+            Message::Event(Event::Exited { code, .. }) => return Ok(code),
+            Message::Request(_) => return Err(io(id, "unexpected request from the monitor")),
+        }
+    }
+}
+
+/// The guest's and the workload's counters.
+pub fn stats(id: &str) -> Result<GuestStats, ContainerError> {
+    let mut stream = connect(id)?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| io(id, e))?;
+    protocol::write_frame(&mut stream, 1, Message::Request(Request::Stats))
+        .map_err(|e| io(id, e))?;
+    match protocol::read_frame(&mut stream)
+        .map_err(|e| io(id, e))?
+        .message
+    {
+        Message::Response(Response::Stats(s)) => Ok(s),
+        Message::Response(Response::Error { message, .. }) => Err(io(id, message)),
+        other => Err(io(id, format!("unexpected answer {other:?}"))),
+    }
+}
