@@ -12,4 +12,5 @@ pub mod channel;
 pub mod disks;
 pub mod guest;
 pub mod server;
+pub mod top;
 pub mod workload;

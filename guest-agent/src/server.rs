@@ -263,6 +263,9 @@ impl Agent {
                 Ok(Response::Ok)
             }
             Request::Stats => Ok(Response::Stats(self.stats())),
+            Request::Top => Ok(Response::Top(crate::top::rows(
+                &self.workload()?.cgroup.pids(),
+            ))),
             Request::Shutdown => {
                 if let Some(w) = &self.workload {
                     let _ = w.cgroup.destroy();

@@ -102,7 +102,11 @@ fn rm_leaves_no_vmm_process_disk_or_socket() {
 fn vm_flags_without_a_meaning_yet_and_missing_pieces_are_named() {
     let env = TestEnv::new();
     for (flags, message) in [
-        (&["-i"][..], "-i is not available with --isolation vm yet"),
+        (&["-t"][..], "-t is not available with --isolation vm yet"),
+        (
+            &["-d", "-i"][..],
+            "-d with -i is not available with --isolation vm yet",
+        ),
         (
             &["--network", "host"][..],
             "--network host (a VM has its own kernel",
@@ -382,12 +386,52 @@ fn exec_and_stats_reach_a_running_vm_through_its_monitor() {
         "the limit inside the guest: {stats}"
     );
     let top = env.capsa(&["top", "box"]);
+    let listing = text(&top.stdout);
+    assert!(top.status.success(), "{}", text(&top.stderr));
+    assert!(listing.starts_with("UID "), "{listing}");
     assert!(
-        text(&top.stderr).contains("top is not available in VM containers yet"),
-        "{}",
-        text(&top.stderr)
+        listing.lines().any(|l| l.ends_with(" sleep 600")),
+        "the workload is listed: {listing}"
     );
     assert!(env.capsa(&["rm", "-f", "box"]).status.success());
     assert!(!std::path::Path::new(&format!("/run/capsa-vm/{id}.ctl")).exists());
     env.assert_clean();
+}
+
+#[test]
+fn with_i_stdin_reaches_the_workload_and_without_it_the_workload_sees_eof() {
+    let env = TestEnv::new();
+    let out = env.capsa_with_stdin(
+        &[
+            "run",
+            "--cgroup-parent",
+            env.cgroup_parent(),
+            "--rm",
+            "-i",
+            "--isolation",
+            "vm",
+            "busybox",
+            "sh",
+            "-c",
+            "wc -l; echo done",
+        ],
+        b"one\ntwo\nthree\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "3\ndone\n");
+    let out = env.capsa_with_stdin(
+        &[
+            "run",
+            "--cgroup-parent",
+            env.cgroup_parent(),
+            "--rm",
+            "--isolation",
+            "vm",
+            "busybox",
+            "cat",
+        ],
+        b"not for the workload\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "", "without -i stdin is empty");
 }

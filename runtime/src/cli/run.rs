@@ -390,6 +390,12 @@ fn vm_run(
         return EXIT_ENGINE_ERROR;
     }
     if detach {
+        if opts.interactive {
+            eprintln!(
+                "capsa: invalid argument: -d with -i is not available with --isolation vm yet"
+            );
+            return EXIT_ENGINE_ERROR;
+        }
         return match crate::vm::run::run_detached(store, image, opts, vmm) {
             Ok(id) => {
                 println!("{id}");

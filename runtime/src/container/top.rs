@@ -13,10 +13,14 @@ pub fn top(
 ) -> Result<Vec<String>, ContainerError> {
     let state = store.observe(id)?;
     if state.isolation == "vm" {
-        return Err(ContainerError::InvalidArgument(format!(
-            "container {}: top is not available in VM containers yet",
-            state.name
-        )));
+        // The processes live in the guest: the agent lists them (ps options do not apply).
+        if !ps_args.is_empty() {
+            return Err(ContainerError::InvalidArgument(format!(
+                "container {}: ps options are not available for VM containers",
+                state.name
+            )));
+        }
+        return crate::vm::control::top(id);
     }
     if !state.init_alive() {
         return Err(ContainerError::WrongState {

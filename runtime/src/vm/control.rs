@@ -88,3 +88,20 @@ pub fn stats(id: &str) -> Result<GuestStats, ContainerError> {
         other => Err(io(id, format!("unexpected answer {other:?}"))),
     }
 }
+
+/// The workload's processes, as `top` prints them.
+pub fn top(id: &str) -> Result<Vec<String>, ContainerError> {
+    let mut stream = connect(id)?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| io(id, e))?;
+    protocol::write_frame(&mut stream, 1, Message::Request(Request::Top)).map_err(|e| io(id, e))?;
+    match protocol::read_frame(&mut stream)
+        .map_err(|e| io(id, e))?
+        .message
+    {
+        Message::Response(Response::Top(rows)) => Ok(rows),
+        Message::Response(Response::Error { message, .. }) => Err(io(id, message)),
+        other => Err(io(id, format!("unexpected answer {other:?}"))),
+    }
+}

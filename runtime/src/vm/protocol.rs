@@ -56,6 +56,8 @@ pub enum Request {
     CloseInput { process: String },
     /// The guest's and the workload's resource counters.
     Stats,
+    /// The workload's processes as `ps -ef` lists them (`top`).
+    Top,
     /// Unmount, sync and power off.
     Shutdown,
 }
@@ -63,10 +65,18 @@ pub enum Request {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Response {
-    Hello { agent: String, kernel: String },
+    Hello {
+        agent: String,
+        kernel: String,
+    },
     Ok,
-    Error { kind: ErrorKind, message: String },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
     Stats(GuestStats),
+    /// A header and one line per process.
+    Top(Vec<String>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -96,9 +96,6 @@ pub fn check_supported(opts: &RunOptions) -> Result<(), ContainerError> {
     if opts.tty {
         return no("-t");
     }
-    if opts.interactive {
-        return no("-i");
-    }
     if !opts.volumes.is_empty() {
         return no("-v");
     }
@@ -152,7 +149,7 @@ pub fn run_foreground(
         p.engine.name().to_string(),
         p.engine.accelerator().to_string(),
     );
-    let mut sink = Sink::Terminal;
+    let mut sink = Sink::Terminal(opts.interactive.then(stdin_relay));
     let result = boot_and_run(
         store,
         p.state,
@@ -290,14 +287,38 @@ fn finish(
 
 /// Where the workload's output goes: this terminal, or the container's json-file log.
 enum Sink {
-    Terminal,
+    /// With `-i`, what this terminal's stdin delivers (None at its end).
+    Terminal(Option<std::sync::mpsc::Receiver<Option<Vec<u8>>>>),
     Log(crate::container::logfile::Writer),
+}
+
+/// Reads stdin on a thread of its own (a blocking read cannot share the relay loop).
+fn stdin_relay() -> std::sync::mpsc::Receiver<Option<Vec<u8>>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin();
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            match std::io::Read::read(&mut stdin, &mut buf) {
+                Ok(0) | Err(_) => {
+                    let _ = tx.send(None);
+                    return;
+                }
+                Ok(n) => {
+                    if tx.send(Some(buf[..n].to_vec())).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    rx
 }
 
 impl Sink {
     fn write(&mut self, stream: Stream, data: &[u8]) {
         match self {
-            Sink::Terminal => {
+            Sink::Terminal(_) => {
                 let mut out: Box<dyn Write> = if stream == Stream::Stdout {
                     Box::new(std::io::stdout())
                 } else {
@@ -670,9 +691,37 @@ fn converse(
         Err(e) => on_started(Err(&ContainerError::Vm(e.to_string()))),
     }
     started?;
+    let mut input = match sink {
+        Sink::Terminal(input) => input.take(),
+        Sink::Log(_) => None,
+    };
+    if input.is_none() {
+        // Without -i the workload's stdin is empty, as in a container.
+        agent.call(
+            Request::CloseInput {
+                process: process.clone(),
+            },
+            REQUEST_TIMEOUT,
+        )?;
+    }
     let control = bind_control(&process)?;
     let mut clients = Clients::default();
     loop {
+        while let Some(Ok(chunk)) = input.as_ref().map(|rx| rx.try_recv()) {
+            let request = match chunk {
+                Some(data) => Request::Input {
+                    process: process.clone(),
+                    data: super::protocol::Bytes(data),
+                },
+                None => {
+                    input = None;
+                    Request::CloseInput {
+                        process: process.clone(),
+                    }
+                }
+            };
+            agent.call(request, REQUEST_TIMEOUT)?;
+        }
         while let Ok(Some(sig)) = signals.read_signal() {
             let signal = Request::Signal {
                 process: process.clone(),
@@ -683,7 +732,8 @@ fn converse(
         while let Ok((stream, _)) = control.accept() {
             clients.serve(agent, stream);
         }
-        match agent.next_event(Duration::from_millis(200)) {
+        let wait = if input.is_some() { 20 } else { 200 };
+        match agent.next_event(Duration::from_millis(wait)) {
             Ok(Some(Event::Output {
                 process: p,
                 stream,
@@ -741,10 +791,11 @@ impl Clients {
                 (Request::Exec(e), Some(name))
             }
             Message::Request(Request::Stats) => (Request::Stats, None),
+            Message::Request(Request::Top) => (Request::Top, None),
             _ => {
                 let error = Response::Error {
                     kind: super::protocol::ErrorKind::BadRequest,
-                    message: "only exec and stats are served here".into(),
+                    message: "only exec, stats and top are served here".into(),
                 };
                 let _ = super::protocol::write_frame(&mut stream, env.id, Message::Response(error));
                 return;
