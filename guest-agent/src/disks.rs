@@ -64,3 +64,15 @@ pub fn mount_layers(
     std::fs::create_dir_all(&work)?;
     Ok((lower, up, work))
 }
+
+/// Mounts the `-v` volumes' disks where the spec's bind mounts expect them.
+pub fn mount_volumes(volumes: &[capsa::vm::protocol::GuestVolume]) -> std::io::Result<()> {
+    for v in volumes {
+        let mut flags = MsFlags::MS_NODEV;
+        if v.fstype == "erofs" {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        mount_disk(&v.serial, Path::new(&v.path), &v.fstype, flags, None)?;
+    }
+    Ok(())
+}

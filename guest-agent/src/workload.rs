@@ -51,6 +51,7 @@ pub fn create(mut req: CreateRequest) -> Result<Workload, Failure> {
     std::fs::create_dir_all(&dir).map_err(fail(ErrorKind::Internal))?;
     let (lower, upper, work) =
         disks::mount_layers(&dir, &req.layers, &req.upper).map_err(fail(ErrorKind::Storage))?;
+    disks::mount_volumes(&req.volumes).map_err(fail(ErrorKind::Storage))?;
     place_files(&dir, &mut req).map_err(fail(ErrorKind::Internal))?;
     if let Some(net) = &req.network {
         guest::configure_eth0(net).map_err(|e| (ErrorKind::Internal, format!("network: {e}")))?;

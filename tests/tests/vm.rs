@@ -435,3 +435,42 @@ fn with_i_stdin_reaches_the_workload_and_without_it_the_workload_sees_eof() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "", "without -i stdin is empty");
 }
+
+#[test]
+fn volumes_arrive_as_disks_read_only_ones_refuse_writes_and_writes_stay_in_the_vm() {
+    let env = TestEnv::new();
+    let host = env.root().join("vol");
+    std::fs::create_dir_all(host.join("sub")).unwrap();
+    std::fs::write(host.join("sub/hello.txt"), "from the host\n").unwrap();
+    let ro = format!("{}:/data:ro", host.display());
+    let rw = format!("{}:/scratch", host.display());
+    let out = vm(
+        &env,
+        &["--rm", "-v", &ro, "-v", &rw, "busybox", "sh", "-c",
+          "cat /data/sub/hello.txt; touch /data/x 2>/dev/null || echo refused; echo new > /scratch/sub/new.txt && cat /scratch/sub/new.txt"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "from the host\nrefused\nnew\n");
+    assert!(
+        !host.join("sub/new.txt").exists(),
+        "a VM volume is a copy: the guest's writes stay in the VM"
+    );
+    let file = host.join("sub/hello.txt");
+    let out = vm(
+        &env,
+        &[
+            "--rm",
+            "-v",
+            &format!("{}:/f", file.display()),
+            "busybox",
+            "true",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("a VM volume must be a directory"),
+        "{}",
+        text(&out.stderr)
+    );
+    env.assert_clean();
+}

@@ -1,6 +1,7 @@
 //! The VM's disks: one read-only erofs image per image layer, built once from the unpacked
-//! layer and shared by every VM that uses the layer, and a sparse ext4 file per container for
-//! its writable layer.
+//! layer and shared by every VM that uses the layer, a sparse ext4 file per container for
+//! its writable layer, and one disk per `-v` volume (a copy of the host directory: erofs when
+//! read-only, ext4 when writable; what the workload writes stays in the VM's copy).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -85,5 +86,38 @@ pub fn writable_disk(path: &Path) -> Result<(), VmError> {
             ])
             .arg(path),
         "formatting the writable layer",
+    )
+}
+
+/// A disk holding a copy of the host directory `source` for a `-v` volume: erofs when the
+/// volume is read-only, else a sparse ext4 file with room to grow.
+pub fn volume_image(source: &Path, image: &Path, read_only: bool) -> Result<(), VmError> {
+    if !source.is_dir() {
+        return Err(VmError::Tool(format!(
+            "volume {}: a VM volume must be a directory (its copy becomes a disk)",
+            source.display()
+        )));
+    }
+    let what = format!("copying volume {} into a disk", source.display());
+    if read_only {
+        return run(
+            Command::new("mkfs.erofs")
+                .arg("--quiet")
+                .arg(image)
+                .arg(source),
+            &what,
+        );
+    }
+    let f = std::fs::File::create(image)
+        .map_err(|e| VmError::Io(format!("{}: {e}", image.display())))?;
+    f.set_len(WRITABLE_SIZE)
+        .map_err(|e| VmError::Io(format!("{}: {e}", image.display())))?;
+    drop(f);
+    run(
+        Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-m", "0", "-O", "^has_journal", "-d"])
+            .arg(source)
+            .arg(image),
+        &what,
     )
 }

@@ -132,6 +132,19 @@ pub struct CreateRequest {
     pub files: Vec<GuestFile>,
     /// eth0's configuration, if the VM has a network device.
     pub network: Option<GuestNetwork>,
+    /// `-v` volumes: disks the agent mounts where the spec's bind mounts take them from.
+    #[serde(default)]
+    pub volumes: Vec<GuestVolume>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuestVolume {
+    /// Block-device serial of the volume's disk.
+    pub serial: String,
+    /// `erofs` (read-only volume) or `ext4`.
+    pub fstype: String,
+    /// Where in the guest the agent mounts it (the source of the spec's bind mount).
+    pub path: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

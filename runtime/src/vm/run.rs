@@ -17,7 +17,7 @@ use super::agent::AgentClient;
 use super::artifacts::GuestArtifacts;
 use super::engine::{AgentSocket, Disk, Engine, VmSpec};
 use super::protocol::{
-    CreateRequest, Event, GuestFile, GuestNetwork, Message, Request, Response, Stream,
+    CreateRequest, Event, GuestFile, GuestNetwork, GuestVolume, Message, Request, Response, Stream,
 };
 use super::{artifacts, disks, engine, VmError};
 use crate::container::options::RunOptions;
@@ -96,14 +96,19 @@ pub fn check_supported(opts: &RunOptions) -> Result<(), ContainerError> {
     if opts.tty {
         return no("-t");
     }
-    if !opts.volumes.is_empty() {
-        return no("-v");
-    }
     if opts.network == crate::net::NetworkMode::Host {
         return no("--network host (a VM has its own kernel and network stack)");
     }
     if opts.userns {
         return no("--userns=auto");
+    }
+    for v in &opts.volumes {
+        if v.host.exists() && !v.host.is_dir() {
+            return Err(ContainerError::InvalidArgument(format!(
+                "-v {}: a VM volume must be a directory (its copy becomes one of the VM's disks)",
+                v.host.display()
+            )));
+        }
     }
     Ok(())
 }
@@ -369,8 +374,15 @@ fn lay_out_named(
         cgroup_mode: Some(CgroupMode::Unified),
         userns_base: None,
     };
+    for v in &opts.volumes {
+        // Docker creates a missing host directory for -v.
+        std::fs::create_dir_all(&v.host).map_err(|e| {
+            ContainerError::InvalidArgument(format!("-v {}: {e}", v.host.display()))
+        })?;
+    }
     let mut spec = spec::build(opts, image, &ctx)?;
     share_guest_network(&mut spec);
+    let volumes = volumes_from_disks(&mut spec, &opts.volumes);
     let hostname = spec.hostname().clone().unwrap_or_default();
     // Held, as for a container, until the state records the address.
     let (endpoint, _net_lock) = network::plan(store, opts, image, id)?;
@@ -442,8 +454,40 @@ fn lay_out_named(
         upper: "upper".into(),
         files: guest_files,
         network,
+        volumes,
     };
     Ok((state, create))
+}
+
+/// Where the agent mounts `-v` volume `i` in the guest.
+fn guest_volume_path(i: usize) -> String {
+    format!("/run/capsa/volumes/{i}")
+}
+
+/// A VM cannot bind-mount host paths: each volume becomes a disk (serial `v<i>`) that the
+/// agent mounts at a guest path, and the spec's bind mount takes it from there.
+fn volumes_from_disks(
+    spec: &mut oci_spec::runtime::Spec,
+    volumes: &[crate::container::options::Volume],
+) -> Vec<GuestVolume> {
+    let mut guest = Vec::new();
+    for (i, v) in volumes.iter().enumerate() {
+        let path = guest_volume_path(i);
+        if let Some(mounts) = spec.mounts_mut() {
+            for m in mounts.iter_mut().filter(|m| {
+                m.destination() == Path::new(&v.container)
+                    && m.source().as_deref() == Some(v.host.as_path())
+            }) {
+                m.set_source(Some(PathBuf::from(&path)));
+            }
+        }
+        guest.push(GuestVolume {
+            serial: format!("v{i}"),
+            fstype: if v.read_only { "erofs" } else { "ext4" }.into(),
+            path,
+        });
+    }
+    guest
 }
 
 /// The workload uses the guest's own network stack (its eth0 is the container's): the VM is
@@ -456,11 +500,12 @@ fn share_guest_network(spec: &mut oci_spec::runtime::Spec) {
     }
 }
 
-/// The disks: image layers top first as l0, l1, ..., then the writable layer.
+/// The disks: image layers top first as l0, l1, ..., the writable layer, the volumes v0, v1, ...
 fn attach_disks(
     store: &ContainerStore,
     image: &[PathBuf],
     files: &VmFiles,
+    volumes: &[crate::container::options::Volume],
     create: &mut CreateRequest,
 ) -> Result<Vec<Disk>, VmError> {
     let mut disks = Vec::new();
@@ -479,6 +524,15 @@ fn attach_disks(
         serial: create.upper.clone(),
         read_only: false,
     });
+    for (i, v) in volumes.iter().enumerate() {
+        let path = files.dir.join(format!("volume-{i}.img"));
+        disks::volume_image(&v.host, &path, v.read_only)?;
+        disks.push(Disk {
+            path,
+            serial: format!("v{i}"),
+            read_only: v.read_only,
+        });
+    }
     Ok(disks)
 }
 
@@ -506,7 +560,7 @@ fn boot_and_run(
         let dir = store.dir(&state.id);
         let files = VmFiles::new(&dir);
         let image = crate::image::ImageStore::new(store.root()).resolve(&state.image_id)?;
-        let disks = attach_disks(store, &image.layer_dirs, &files, &mut create)?;
+        let disks = attach_disks(store, &image.layer_dirs, &files, &opts.volumes, &mut create)?;
         let vm = VmSpec {
             kernel: guest.kernel.clone(),
             initramfs: guest.initramfs.clone(),
