@@ -9,6 +9,7 @@
 //!   usable without the rest (the guest agent runs workloads through it);
 //! - [`host`]: what this machine offers (cgroup mode, KVM kind, engines), for `info`.
 
+pub mod bench;
 pub mod cli;
 pub mod container;
 pub mod fsutil;

@@ -3,11 +3,9 @@
 //! the largest host process, exit status, whether the outputs match, and what ran the VM.
 //! Each run is this binary's own `run --rm`, timed from outside as a user would time it.
 
-use std::io::Read;
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use clap::Args;
 
@@ -121,61 +119,19 @@ fn run_once(root: &Path, flags: &[String], args: &CompareArgs) -> Result<Sample,
         cmd.args(["-m", m]);
     }
     cmd.arg(&args.image).args(&args.command);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let start = Instant::now();
-    let mut child = cmd.spawn().map_err(|e| format!("cannot run capsa: {e}"))?;
-    let pid = child.id() as i32;
-    let mut out = child.stdout.take().ok_or("no stdout")?;
-    let mut err = child.stderr.take().ok_or("no stderr")?;
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let mut stdout = Vec::new();
-    let mut first_output = None;
-    let mut buf = [0u8; 8192];
-    loop {
-        match out.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                first_output.get_or_insert_with(|| start.elapsed());
-                stdout.extend_from_slice(&buf[..n]);
-            }
-        }
-    }
-    let (status, rusage) = wait4(pid)?;
-    let total = start.elapsed();
-    let stderr = err_reader.join().unwrap_or_default();
-    let exit = match std::process::ExitStatus::from_raw(status) {
-        s if s.code().is_some() => s.code().unwrap_or(-1).to_string(),
-        s => format!("signal {}", s.signal().unwrap_or(0)),
-    };
+    let r = crate::bench::timing::timed_run(cmd, "")?;
+    // As a shell reports it: a death by signal N is 128 + N.
+    let exit = r.exit.to_string();
     Ok(Sample {
         label: String::new(),
         engine: String::new(),
-        first_output,
-        total,
-        peak_rss_kib: rusage.ru_maxrss,
+        first_output: r.first_output,
+        total: r.total,
+        peak_rss_kib: r.peak_rss_kib,
         exit,
-        stdout,
-        stderr,
+        stdout: r.stdout.into_bytes(),
+        stderr: r.stderr,
     })
-}
-
-/// wait4(2): the status and the resource use of the child and its reaped descendants.
-fn wait4(pid: i32) -> Result<(i32, libc::rusage), String> {
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: wait4 on our own child with valid pointers to locals.
-    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error().to_string());
-    }
-    Ok((status, usage))
 }
 
 fn human(d: Duration) -> String {

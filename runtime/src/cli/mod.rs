@@ -5,6 +5,7 @@
 //! the command cannot be executed / found, else the workload's own; other verbs exit 1 on
 //! error.
 
+mod bench;
 mod compare;
 mod containers;
 mod images;
@@ -48,6 +49,8 @@ enum Command {
     Run(run::RunArgs),
     /// Run an image once per isolation (container, and vm with each engine) and compare.
     Compare(compare::CompareArgs),
+    /// Measure start latency, memory, density and overhead per isolation and peer.
+    Bench(bench::BenchArgs),
     /// Create a new container (its init waits until `start`).
     #[command(disable_help_flag = true)]
     Create(run::RunArgs),
@@ -186,6 +189,7 @@ pub fn main() -> i32 {
         Command::Run(a) => run::run(&root, a, false),
         Command::Create(a) => run::run(&root, a, true),
         Command::Compare(a) => compare::compare(&cli.root, a),
+        Command::Bench(a) => bench::bench(&root, a),
         Command::Start(a) => containers::start(&root, a),
         Command::Ps(a) => containers::ps(&root, a),
         Command::Rm(a) => containers::rm(&root, a),

@@ -119,42 +119,13 @@ fn initramfs(root: &StateRoot, agent: &Path) -> Result<PathBuf, VmError> {
 
 /// A newc cpio archive: the mount points PID 1 needs, /dev/console, and the agent as /init.
 pub fn cpio(agent: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut ino = 1;
-    let mut entry = |name: &str, mode: u32, rdev: (u32, u32), data: &[u8]| {
-        let header = format!(
-            "070701{ino:08x}{mode:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
-            0,
-            0,
-            1,
-            0,
-            data.len(),
-            0,
-            0,
-            rdev.0,
-            rdev.1,
-            name.len() + 1,
-            0
-        );
-        ino += 1;
-        out.extend(header.as_bytes());
-        out.extend(name.as_bytes());
-        out.push(0);
-        while out.len() % 4 != 0 {
-            out.push(0);
-        }
-        out.extend(data);
-        while out.len() % 4 != 0 {
-            out.push(0);
-        }
-    };
+    let mut archive = super::cpio::Newc::default();
     for d in ["dev", "proc", "sys", "run", "tmp"] {
-        entry(d, 0o040755, (0, 0), &[]);
+        archive.dir(d, 0o755);
     }
-    entry("dev/console", 0o020600, (5, 1), &[]);
-    entry("init", 0o100755, (0, 0), agent);
-    entry("TRAILER!!!", 0, (0, 0), &[]);
-    out
+    archive.char_device("dev/console", 0o600, 5, 1);
+    archive.file("init", 0o755, agent);
+    archive.finish()
 }
 
 #[cfg(test)]

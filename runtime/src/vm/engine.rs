@@ -69,7 +69,7 @@ pub fn hardware_virtualization() -> bool {
     }) && std::path::Path::new("/dev/kvm").exists()
 }
 
-fn qemu_binary() -> Option<PathBuf> {
+pub fn qemu_binary() -> Option<PathBuf> {
     std::env::var_os("PATH")?
         .to_str()?
         .split(':')

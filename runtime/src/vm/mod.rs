@@ -10,6 +10,7 @@
 pub mod agent;
 pub mod artifacts;
 pub mod control;
+pub mod cpio;
 pub mod disks;
 pub mod engine;
 pub mod protocol;

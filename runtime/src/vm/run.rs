@@ -34,7 +34,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 /// Guest memory beyond the workload's limit: the guest kernel and the agent.
 const GUEST_OVERHEAD_MIB: u64 = 96;
-const DEFAULT_GUEST_MIB: u64 = 256;
+pub const DEFAULT_GUEST_MIB: u64 = 256;
 const KERNEL_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 quiet loglevel=4";
 
 /// What `run --isolation vm` reports.

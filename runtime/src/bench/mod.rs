@@ -1,0 +1,277 @@
+//! `capsa bench`: the same image and workloads under each isolation and each peer installed
+//! here, in one run (ANCHORS.md's methods):
+//! - `subjects/`: capsa's two isolations and the peers (runc, runsc, bare QEMU) behind one
+//!   trait;
+//! - `scenario/`: start latency, memory per instance, density, overhead;
+//! - `timing`, `memory`, `stats`: how one figure is taken (wait4, smaps_rollup, percentiles);
+//! - `plan`: how much each scenario does, full or `--quick`;
+//! - `report`: the data; `markdown`, `svg`, `compare`: what is made of it.
+
+pub mod compare;
+pub mod markdown;
+pub mod memory;
+pub mod plan;
+pub mod progress;
+pub mod report;
+pub mod scenario;
+pub mod stats;
+pub mod subjects;
+pub mod svg;
+pub mod timing;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::root::StateRoot;
+use plan::Plan;
+use progress::Progress;
+use report::{Machine, Outcome, Report};
+use scenario::Context;
+use subjects::{CapsaSubject, OciPeer, QemuPeer, Subject};
+
+/// What `capsa bench` was asked.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// `container`, `vm`.
+    pub isolations: Vec<String>,
+    /// `runc`, `runsc`, `qemu`.
+    pub peers: Vec<String>,
+    pub image: String,
+    pub runs: Option<usize>,
+    /// Scenario names; empty for all.
+    pub scenarios: Vec<String>,
+    pub quick: bool,
+    /// Forced VM engine for `capsa-vm`.
+    pub vmm: Option<String>,
+    /// Cgroup parent of every instance capsa and the OCI peers create.
+    pub cgroup_parent: Option<String>,
+    /// The command line, for the report.
+    pub command: String,
+}
+
+/// The static probe built by scripts/build-agent.sh, as a directory of its own that instances
+/// mount read-only.
+fn stage_probe(root: &StateRoot) -> Result<PathBuf, String> {
+    let source = std::env::var_os("CAPSA_PROBE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let exe = std::env::current_exe().ok()?;
+            Some(exe.parent()?.join("capsa-probe-static"))
+        })
+        .filter(|p| p.is_file())
+        .ok_or("capsa-probe-static was found neither beside capsa nor in $CAPSA_PROBE (scripts/build-agent.sh builds it)")?;
+    let dir = root.dir().join("bench").join("probe");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let staged = dir.join("capsa-probe");
+    std::fs::copy(&source, &staged)
+        .map_err(|e| format!("copying {} to {}: {e}", source.display(), staged.display()))?;
+    Ok(dir)
+}
+
+fn machine(root: &StateRoot) -> Machine {
+    let info = crate::host::HostInfo::gather(root);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_else(|| "unknown".into());
+    Machine {
+        cpu,
+        cpus: info.cpus,
+        memory_gib: (info.memory as f64 / (1u64 << 30) as f64 * 10.0).round() / 10.0,
+        os: info.os,
+        host_kernel: info.kernel,
+        kvm: info.kvm.describe(),
+        cgroup: info
+            .cgroup_mode
+            .map(|m| format!("{m:?}").to_lowercase())
+            .unwrap_or_else(|| "none".into()),
+    }
+}
+
+/// Refuses unknown isolations, peers and scenarios before anything is started.
+fn check_names(opts: &BenchOptions) -> Result<(), String> {
+    let known: [(&str, &Vec<String>, &[&str]); 3] = [
+        ("--isolation", &opts.isolations, &["container", "vm"]),
+        ("--peers", &opts.peers, &["runc", "runsc", "qemu"]),
+        ("--scenario", &opts.scenarios, &report::SCENARIOS),
+    ];
+    for (flag, given, allowed) in known {
+        if let Some(bad) = given.iter().find(|g| !allowed.contains(&g.as_str())) {
+            return Err(format!(
+                "{flag} {bad:?}: expected one of {}",
+                allowed.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Runs the suite. Errors only for what stops it as a whole (no such image); a subject or
+/// scenario that fails is recorded in the report.
+pub fn run(root: &StateRoot, opts: &BenchOptions) -> Result<Report, String> {
+    check_names(opts)?;
+    let began = Instant::now();
+    let started = crate::timefmt::rfc3339(std::time::SystemTime::now());
+    let image = crate::image::ImageStore::new(root)
+        .resolve(&opts.image)
+        .map_err(|e| {
+            format!(
+                "image {}: {e} (capsa pull or capsa import it first)",
+                opts.image
+            )
+        })?;
+    let work = root
+        .dir()
+        .join("bench")
+        .join(format!("work-{}", std::process::id()));
+    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let probe_dir = stage_probe(root);
+    let probe = probe_dir.as_ref().ok().map(|d| d.join("capsa-probe"));
+    let mut owned: Vec<Box<dyn Subject>> = Vec::new();
+    for isolation in &opts.isolations {
+        let dir = probe_dir.clone().ok();
+        owned.push(match isolation.as_str() {
+            "container" => Box::new(CapsaSubject::container(
+                root.clone(),
+                &opts.image,
+                opts.cgroup_parent.clone(),
+                dir,
+            )),
+            "vm" => Box::new(CapsaSubject::vm(
+                root.clone(),
+                &opts.image,
+                opts.vmm.clone(),
+                opts.cgroup_parent.clone(),
+                dir,
+            )),
+            _ => continue, // refused by check_names
+        });
+    }
+    for peer in &opts.peers {
+        owned.push(match peer.as_str() {
+            "runc" | "runsc" => Box::new(OciPeer::new(
+                peer,
+                &image.layer_dirs,
+                &work,
+                opts.cgroup_parent.as_deref(),
+                probe_dir.clone().ok(),
+            )),
+            "qemu" => Box::new(QemuPeer::new(root, &image.layer_dirs, &work, probe.clone())),
+            _ => continue, // refused by check_names
+        });
+    }
+    let subjects: Vec<&dyn Subject> = owned.iter().map(|b| b.as_ref()).collect();
+    let wanted = |s: &str| opts.scenarios.is_empty() || opts.scenarios.iter().any(|w| w == s);
+    let plan = Plan {
+        quick: opts.quick,
+        runs: opts.runs,
+    };
+    let n = subjects.len() as u64;
+    let total = if wanted("start") {
+        scenario::start::units(&subjects, &plan)
+    } else {
+        0
+    } + if wanted("memory") { n } else { 0 }
+        + if wanted("density") { n } else { 0 }
+        + if wanted("overhead") { n + 1 } else { 0 };
+    let progress = Progress::new(total);
+    let ctx = Context {
+        plan: &plan,
+        progress: &progress,
+    };
+    let mut not_run = BTreeMap::new();
+    for s in report::SCENARIOS {
+        if !wanted(s) {
+            not_run.insert(s.to_string(), "not asked (--scenario)".to_string());
+        }
+    }
+    let mut report = Report {
+        schema: report::SCHEMA,
+        command: opts.command.clone(),
+        started,
+        duration_s: 0.0,
+        machine: machine(root),
+        image: opts.image.clone(),
+        quick: opts.quick,
+        subjects: subjects.iter().map(|s| s.info().clone()).collect(),
+        not_run,
+        start: BTreeMap::new(),
+        memory: BTreeMap::new(),
+        density: BTreeMap::new(),
+        overhead: BTreeMap::new(),
+        overhead_baseline: None,
+    };
+    if wanted("start") {
+        report.start = scenario::start::run(&subjects, &ctx);
+    }
+    if wanted("memory") {
+        report.memory = scenario::memory::run(&subjects, &ctx);
+    }
+    if wanted("density") {
+        report.density = scenario::density::run(&subjects, &ctx);
+    }
+    if wanted("overhead") {
+        match &probe {
+            Some(p) => {
+                report.overhead_baseline = Some(scenario::overhead::baseline(p, &ctx));
+                report.overhead = scenario::overhead::run(&subjects, &ctx);
+            }
+            None => {
+                let error = probe_dir.clone().err().unwrap_or_default();
+                report.overhead_baseline = Some(Outcome::Failed {
+                    error: error.clone(),
+                });
+                for s in &subjects {
+                    report.overhead.insert(
+                        s.info().name.clone(),
+                        Outcome::Failed {
+                            error: error.clone(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+    progress.finish();
+    drop(owned);
+    let _ = std::fs::remove_dir_all(&work);
+    if opts.cgroup_parent.is_none() {
+        remove_default_cgroup_parent();
+    }
+    report.duration_s = began.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The OCI peers' instances go under /capsa-bench/<id> when no parent is given; runc removes
+/// the instance's cgroup but not the parent.
+fn remove_default_cgroup_parent() {
+    if let Ok(dirs) = std::fs::read_dir("/sys/fs/cgroup") {
+        for d in dirs.flatten() {
+            let _ = std::fs::remove_dir(d.path().join("capsa-bench"));
+        }
+    }
+    let _ = std::fs::remove_dir("/sys/fs/cgroup/capsa-bench");
+}
+
+/// Writes bench.json, bench.md and the plots into `out`; returns the paths written.
+pub fn write(report: &Report, out: &Path) -> Result<Vec<PathBuf>, String> {
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let json = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
+    let files = [
+        ("bench.json", json),
+        ("bench.md", markdown::render(report)),
+        ("bench-start-cdf.svg", svg::start_cdf(report)),
+        ("bench-density.svg", svg::density(report)),
+        ("bench-overhead.svg", svg::overhead(report)),
+    ];
+    let mut written = Vec::new();
+    for (name, content) in files {
+        let path = out.join(name);
+        std::fs::write(&path, content).map_err(|e| format!("{}: {e}", path.display()))?;
+        written.push(path);
+    }
+    Ok(written)
+}

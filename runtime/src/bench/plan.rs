@@ -1,0 +1,73 @@
+//! How much each scenario does for each subject: the full suite, or `--quick`. VMs that boot
+//! under TCG (a guest kernel emulated, seconds per start) get fewer runs and density steps so
+//! that the whole suite stays within 15 minutes on a 2-core machine; `--runs` overrides.
+
+use std::time::Duration;
+
+use super::subjects::SubjectInfo;
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub quick: bool,
+    /// `--runs`: start-latency runs for every subject.
+    pub runs: Option<usize>,
+}
+
+/// Whether each start of this subject boots an emulated guest kernel.
+fn emulated(info: &SubjectInfo) -> bool {
+    info.accelerator.as_deref() == Some("tcg")
+}
+
+impl Plan {
+    pub fn start_runs(&self, info: &SubjectInfo) -> usize {
+        if let Some(n) = self.runs {
+            return n.max(1);
+        }
+        match (self.quick, emulated(info)) {
+            (false, false) => 100,
+            (false, true) => 20,
+            (true, false) => 10,
+            (true, true) => 3,
+        }
+    }
+
+    pub fn warmup(&self, info: &SubjectInfo) -> usize {
+        if self.quick || emulated(info) {
+            1
+        } else {
+            3
+        }
+    }
+
+    /// Instance counts at which density is measured.
+    pub fn density_steps(&self, info: &SubjectInfo) -> Vec<usize> {
+        match (self.quick, emulated(info)) {
+            (false, false) => vec![1, 10, 50, 100],
+            (false, true) => vec![1, 5, 10],
+            (true, false) => vec![1, 3],
+            (true, true) => vec![1, 2],
+        }
+    }
+
+    /// Wall time one subject's density may take before it stops at the step it reached.
+    pub fn density_time_budget(&self) -> Duration {
+        Duration::from_secs(if self.quick { 45 } else { 180 })
+    }
+
+    /// Round trips and bytes for the TCP figures.
+    pub fn tcp_round_trips(&self) -> usize {
+        if self.quick {
+            200
+        } else {
+            2000
+        }
+    }
+
+    pub fn tcp_mib(&self) -> usize {
+        if self.quick {
+            16
+        } else {
+            64
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! capsa itself, in either isolation: this binary's own `run`, as a user types it.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::AtomicUsize;
+
+use super::{
+    instance_name, Instance, OneShot, Subject, SubjectInfo, Workload, PROBE_DIR_INSIDE, PROBE_PORT,
+};
+use crate::container::store::ContainerStore;
+use crate::root::StateRoot;
+
+pub struct CapsaSubject {
+    info: SubjectInfo,
+    exe: PathBuf,
+    root: StateRoot,
+    image: String,
+    /// `--isolation vm` and the forced engine, or None for containers.
+    vm: Option<Option<String>>,
+    cgroup_parent: Option<String>,
+    probe_dir: Option<PathBuf>,
+    names: AtomicUsize,
+}
+
+impl CapsaSubject {
+    pub fn container(
+        root: StateRoot,
+        image: &str,
+        cgroup_parent: Option<String>,
+        probe_dir: Option<PathBuf>,
+    ) -> CapsaSubject {
+        let info = SubjectInfo {
+            name: "capsa-container".into(),
+            kind: "capsa".into(),
+            isolation: "container".into(),
+            engine: "capsa".into(),
+            accelerator: None,
+            version: format!("capsa {}", env!("CARGO_PKG_VERSION")),
+            unavailable: crate::linux::cgroups::CgroupMode::detect()
+                .is_none()
+                .then(|| "no cgroup file system at /sys/fs/cgroup".to_string()),
+        };
+        Self::new(info, root, image, None, cgroup_parent, probe_dir)
+    }
+
+    pub fn vm(
+        root: StateRoot,
+        image: &str,
+        vmm: Option<String>,
+        cgroup_parent: Option<String>,
+        probe_dir: Option<PathBuf>,
+    ) -> CapsaSubject {
+        let mut info = SubjectInfo {
+            name: "capsa-vm".into(),
+            kind: "capsa".into(),
+            isolation: "vm".into(),
+            engine: vmm.clone().unwrap_or_else(|| "?".into()),
+            accelerator: None,
+            version: format!("capsa {}", env!("CARGO_PKG_VERSION")),
+            unavailable: None,
+        };
+        match crate::vm::engine::select(vmm.as_deref()) {
+            Ok((engine, _)) => {
+                info.engine = engine.name().into();
+                info.accelerator = Some(engine.accelerator().into());
+                info.version = format!("{}; {}", info.version, engine.version());
+            }
+            Err(e) => info.unavailable = Some(e.to_string()),
+        }
+        if info.unavailable.is_none() {
+            if let Err(e) = crate::vm::artifacts::locate(&root) {
+                info.unavailable = Some(e.to_string());
+            }
+        }
+        Self::new(info, root, image, Some(vmm), cgroup_parent, probe_dir)
+    }
+
+    fn new(
+        info: SubjectInfo,
+        root: StateRoot,
+        image: &str,
+        vm: Option<Option<String>>,
+        cgroup_parent: Option<String>,
+        probe_dir: Option<PathBuf>,
+    ) -> CapsaSubject {
+        CapsaSubject {
+            info,
+            exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("capsa")),
+            root,
+            image: image.to_string(),
+            vm,
+            cgroup_parent,
+            probe_dir,
+            names: AtomicUsize::new(0),
+        }
+    }
+
+    fn capsa(&self) -> Command {
+        let mut c = Command::new(&self.exe);
+        c.arg("--root").arg(self.root.dir());
+        c
+    }
+
+    /// `capsa run` with this subject's isolation and the workload's needs.
+    fn run(&self, workload: &Workload, flags: &[&str]) -> Result<Command, String> {
+        let mut c = self.capsa();
+        c.arg("run").args(flags);
+        if let Some(parent) = &self.cgroup_parent {
+            c.args(["--cgroup-parent", parent]);
+        }
+        if let Some(vmm) = &self.vm {
+            c.args(["--isolation", "vm"]);
+            if let Some(v) = vmm {
+                c.args(["--vmm", v]);
+            }
+        }
+        if workload.needs_probe() {
+            let dir = self
+                .probe_dir
+                .as_ref()
+                .ok_or("the probe is not available")?;
+            c.arg("-v")
+                .arg(format!("{}:{PROBE_DIR_INSIDE}:ro", dir.display()));
+        }
+        c.arg(&self.image).args(workload.argv());
+        Ok(c)
+    }
+}
+
+impl Subject for CapsaSubject {
+    fn info(&self) -> &SubjectInfo {
+        &self.info
+    }
+
+    fn one_shot(&self, workload: &Workload) -> Result<OneShot, String> {
+        Ok(OneShot::plain(
+            self.run(workload, &["--rm", "--network", "none"])?,
+        ))
+    }
+
+    fn start(&self, workload: &Workload, publish: Option<u16>) -> Result<Instance, String> {
+        let name = instance_name(&self.names);
+        let port = publish.map(|p| format!("127.0.0.1:{p}:{PROBE_PORT}"));
+        let mut flags = vec!["-d", "--name", &name];
+        match &port {
+            Some(p) => flags.extend(["-p", p.as_str()]),
+            None => flags.extend(["--network", "none"]),
+        }
+        let out = self
+            .run(workload, &flags)?
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("capsa run -d: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "capsa run -d: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let store = ContainerStore::new(&self.root);
+        let state = store.observe(&id).map_err(|e| e.to_string())?;
+        // A VM container's pid is its monitor's.
+        let mut roots: Vec<i32> = [state.monitor_pid, state.pid]
+            .into_iter()
+            .flatten()
+            .collect();
+        roots.dedup();
+        let cgroup_memory = state
+            .cgroup
+            .dirs
+            .get("memory")
+            .or_else(|| state.cgroup.dirs.get("unified"))
+            .map(|d| memory_usage_file(d));
+        Ok(Instance {
+            id,
+            roots,
+            cgroup_memory,
+            guest_mib: self.vm.as_ref().map(|_| crate::vm::run::DEFAULT_GUEST_MIB),
+            child: None,
+            cleanup: None,
+        })
+    }
+
+    fn remove(&self, instance: Instance) {
+        let _ = self
+            .capsa()
+            .args(["rm", "-f", &instance.id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The memory usage file inside a cgroup directory of either version.
+fn memory_usage_file(dir: &std::path::Path) -> PathBuf {
+    let v1 = dir.join("memory.usage_in_bytes");
+    if v1.exists() {
+        v1
+    } else {
+        dir.join("memory.current")
+    }
+}

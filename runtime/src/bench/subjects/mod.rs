@@ -1,0 +1,196 @@
+//! What `capsa bench` measures: capsa's two isolations and the peers, behind one trait, so
+//! every scenario treats them alike. Each subject runs the same image root and the same
+//! workloads; a subject that cannot run here says why (`SubjectInfo::unavailable`).
+
+mod capsa;
+mod oci;
+mod qemu;
+
+pub use capsa::CapsaSubject;
+pub use oci::OciPeer;
+pub use qemu::QemuPeer;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+
+use super::memory::ProcessMemory;
+use super::timing::MARKER;
+
+/// Where the probe appears inside every instance.
+pub const PROBE_DIR_INSIDE: &str = "/.capsa-probe";
+/// The port the probe's TCP server listens on inside an instance.
+pub const PROBE_PORT: u16 = 7000;
+
+/// A subject as the report labels it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SubjectInfo {
+    /// `capsa-container`, `capsa-vm`, `runc`, `runsc`, `qemu`.
+    pub name: String,
+    /// `capsa` or `peer`.
+    pub kind: String,
+    /// `container` or `vm`.
+    pub isolation: String,
+    /// What runs the instance: `capsa`, `runc`, `qemu`, `capsa-vmm`...
+    pub engine: String,
+    /// `kvm`, `tcg`, or none for containers.
+    pub accelerator: Option<String>,
+    pub version: String,
+    /// Why this subject cannot run here (then it is reported, never dropped).
+    pub unavailable: Option<String>,
+}
+
+/// What an instance runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Workload {
+    /// Prints the marker and exits (start latency).
+    Marker,
+    /// Sleeps (memory, density).
+    Idle,
+    /// The probe's local figures.
+    Probe { quick: bool },
+    /// The probe's TCP server on PROBE_PORT.
+    ProbeServer,
+}
+
+impl Workload {
+    pub fn argv(&self) -> Vec<String> {
+        let probe = format!("{PROBE_DIR_INSIDE}/capsa-probe");
+        let v: Vec<&str> = match self {
+            Workload::Marker => vec!["echo", MARKER],
+            Workload::Idle => vec!["sleep", "1000000"],
+            Workload::Probe { quick: true } => vec![&probe, "all", "--quick"],
+            Workload::Probe { quick: false } => vec![&probe, "all"],
+            Workload::ProbeServer => vec![&probe, "serve", "7000"],
+        };
+        v.into_iter().map(String::from).collect()
+    }
+
+    pub fn needs_probe(&self) -> bool {
+        matches!(self, Workload::Probe { .. } | Workload::ProbeServer)
+    }
+}
+
+/// A command that runs one instance to its end, and what must be undone after it.
+pub struct OneShot {
+    pub command: Command,
+    /// Dropped after the run: unmounts and removes what the run needed.
+    pub cleanup: Option<Box<dyn FnOnce()>>,
+}
+
+impl OneShot {
+    pub fn plain(command: Command) -> OneShot {
+        OneShot {
+            command,
+            cleanup: None,
+        }
+    }
+}
+
+/// A running instance started in the background.
+pub struct Instance {
+    pub id: String,
+    /// Host processes the instance's others descend from.
+    pub roots: Vec<i32>,
+    /// The instance's cgroup memory charge, where the subject has a cgroup on the host.
+    pub cgroup_memory: Option<PathBuf>,
+    /// Guest memory size (VMs), to find the guest RAM mapping.
+    pub guest_mib: Option<u64>,
+    /// A child this process must reap (the bare QEMU peer).
+    pub child: Option<std::process::Child>,
+    /// What removing the instance must also undo.
+    pub cleanup: Option<Box<dyn FnOnce()>>,
+}
+
+/// An instance's host memory.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InstanceMemory {
+    pub processes: Vec<ProcessMemory>,
+    pub pss_kib: u64,
+    pub cgroup_kib: Option<u64>,
+    pub guest_touched_kib: Option<u64>,
+}
+
+impl Instance {
+    pub fn memory(&self) -> InstanceMemory {
+        let processes = super::memory::processes(&super::memory::process_tree(&self.roots));
+        let pss_kib = processes.iter().map(|p| p.pss_kib).sum();
+        let cgroup_kib = self.cgroup_memory.as_deref().and_then(cgroup_kib);
+        let guest_touched_kib = self.guest_mib.and_then(|mib| {
+            processes
+                .iter()
+                .filter(|p| p.command.starts_with("qemu") || p.command.starts_with("capsa-vmm"))
+                .find_map(|p| super::memory::guest_touched_kib(p.pid, mib))
+        });
+        InstanceMemory {
+            processes,
+            pss_kib,
+            cgroup_kib,
+            guest_touched_kib,
+        }
+    }
+}
+
+/// A cgroup's memory charge from its usage file (v1 memory.usage_in_bytes or v2 memory.current).
+fn cgroup_kib(usage_file: &Path) -> Option<u64> {
+    std::fs::read_to_string(usage_file)
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|b| b / 1024)
+}
+
+/// The memory usage file of the cgroup at `relative` (under the v1 memory hierarchy, or the
+/// unified one).
+pub fn cgroup_usage_file(relative: &str) -> PathBuf {
+    let relative = relative.trim_start_matches('/');
+    let v1 = Path::new("/sys/fs/cgroup/memory").join(relative);
+    if Path::new("/sys/fs/cgroup/memory").is_dir() {
+        v1.join("memory.usage_in_bytes")
+    } else {
+        Path::new("/sys/fs/cgroup")
+            .join(relative)
+            .join("memory.current")
+    }
+}
+
+/// One of the things measured.
+pub trait Subject {
+    fn info(&self) -> &SubjectInfo;
+    /// A fresh instance that runs `workload` to its end, its output on stdout.
+    fn one_shot(&self, workload: &Workload) -> Result<OneShot, String>;
+    /// An instance running `workload` in the background, with PROBE_PORT published on
+    /// 127.0.0.1:`publish` if asked; returns once it has started.
+    fn start(&self, workload: &Workload, publish: Option<u16>) -> Result<Instance, String>;
+    /// Stops and removes the instance, leaving nothing behind.
+    fn remove(&self, instance: Instance);
+    /// Whether `start` can publish a port; Err says why not.
+    fn can_publish(&self) -> Result<(), String> {
+        Ok(())
+    }
+    /// Overhead figures whose measurement here would not mean what it means elsewhere, by
+    /// key, with the reason.
+    fn unmeasurable(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+}
+
+/// A name unique to this bench run and counter.
+pub fn instance_name(counter: &std::sync::atomic::AtomicUsize) -> String {
+    let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("capsa-bench-{}-{n}", std::process::id())
+}
+
+/// First line of `binary --version`-style output, or the error.
+pub fn version_of(binary: &Path, args: &[&str]) -> String {
+    match Command::new(binary).args(args).output() {
+        Ok(o) => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .next()
+            .unwrap_or("?")
+            .to_string(),
+        Err(e) => format!("unknown ({e})"),
+    }
+}

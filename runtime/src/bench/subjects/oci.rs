@@ -1,0 +1,248 @@
+//! An OCI runtime as a peer (runc, runsc): a generated bundle per instance whose root is an
+//! overlay of the very layers capsa unpacked, so every subject runs the same files. The
+//! bundle is made before timing starts, as containerd or CRI-O prepare one for the runtime.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::AtomicUsize;
+
+use oci_spec::runtime::{Mount, Spec};
+
+use super::{
+    cgroup_usage_file, instance_name, version_of, Instance, OneShot, Subject, SubjectInfo,
+    Workload, PROBE_DIR_INSIDE,
+};
+
+pub struct OciPeer {
+    info: SubjectInfo,
+    binary: PathBuf,
+    /// Flags before the verb (`runsc --network=none`).
+    global: Vec<String>,
+    /// Image layers, top first (overlay's lowerdir order).
+    layers: Vec<PathBuf>,
+    /// Where bundles are made.
+    work: PathBuf,
+    cgroup_parent: String,
+    probe_dir: Option<PathBuf>,
+    names: AtomicUsize,
+}
+
+impl OciPeer {
+    /// `name` is `runc` or `runsc`; `layers` bottom first, as the image store lists them.
+    pub fn new(
+        name: &str,
+        layers: &[PathBuf],
+        work: &Path,
+        cgroup_parent: Option<&str>,
+        probe_dir: Option<PathBuf>,
+    ) -> OciPeer {
+        let binary = crate::host::which(name);
+        let version = binary
+            .as_ref()
+            .map(|b| version_of(b, &["--version"]))
+            .unwrap_or_default();
+        let unavailable = binary.is_none().then(|| {
+            let hint = if name == "runsc" {
+                " (gVisor is not packaged by Debian 12; its own apt repository is not reachable from this machine)"
+            } else {
+                " (apt install runc)"
+            };
+            format!("{name}: not found in PATH{hint}")
+        });
+        let global = if name == "runsc" {
+            vec!["--network=none".to_string()]
+        } else {
+            Vec::new()
+        };
+        OciPeer {
+            info: SubjectInfo {
+                name: name.into(),
+                kind: "peer".into(),
+                isolation: "container".into(),
+                engine: name.into(),
+                accelerator: None,
+                version,
+                unavailable,
+            },
+            binary: binary.unwrap_or_else(|| PathBuf::from(name)),
+            global,
+            layers: layers.iter().rev().cloned().collect(),
+            work: work.join(name),
+            cgroup_parent: cgroup_parent
+                .unwrap_or("capsa-bench")
+                .trim_matches('/')
+                .to_string(),
+            probe_dir,
+            names: AtomicUsize::new(0),
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(&self.binary);
+        c.args(&self.global);
+        c
+    }
+
+    /// The instance's bundle: config.json and an overlay root over the image's layers.
+    fn bundle(&self, id: &str, workload: &Workload) -> Result<Bundle, String> {
+        let dir = self.work.join(id);
+        let bundle = Bundle { dir: dir.clone() };
+        for sub in ["rootfs", "upper", "work"] {
+            std::fs::create_dir_all(dir.join(sub))
+                .map_err(|e| format!("{}: {e}", dir.join(sub).display()))?;
+        }
+        let lower: Vec<String> = self
+            .layers
+            .iter()
+            .map(|l| l.display().to_string())
+            .collect();
+        let data = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.join(":"),
+            dir.join("upper").display(),
+            dir.join("work").display()
+        );
+        nix::mount::mount(
+            Some("overlay"),
+            &dir.join("rootfs"),
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(data.as_str()),
+        )
+        .map_err(|e| format!("overlay for the {} bundle: {e}", self.info.name))?;
+        let spec = self.spec(id, &dir, workload)?;
+        spec.save(dir.join("config.json"))
+            .map_err(|e| format!("{}/config.json: {e}", dir.display()))?;
+        Ok(bundle)
+    }
+
+    fn spec(&self, id: &str, dir: &Path, workload: &Workload) -> Result<Spec, String> {
+        let mut spec = Spec::default();
+        spec.set_hostname(Some("capsa-bench".into()));
+        if let Some(p) = spec.process_mut() {
+            p.set_args(Some(workload.argv()));
+            p.set_env(Some(vec![
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            ]));
+        }
+        if let Some(root) = spec.root_mut() {
+            root.set_path(dir.join("rootfs"));
+            root.set_readonly(Some(false));
+        }
+        if let Some(linux) = spec.linux_mut() {
+            linux.set_cgroups_path(Some(PathBuf::from(format!("/{}/{id}", self.cgroup_parent))));
+        }
+        if workload.needs_probe() {
+            let probe = self
+                .probe_dir
+                .as_ref()
+                .ok_or("the probe is not available")?;
+            let mut mounts = spec.mounts().clone().unwrap_or_default();
+            let mut m = Mount::default();
+            m.set_destination(PathBuf::from(PROBE_DIR_INSIDE));
+            m.set_typ(Some("bind".into()));
+            m.set_source(Some(probe.clone()));
+            m.set_options(Some(vec!["rbind".into(), "ro".into()]));
+            mounts.push(m);
+            spec.set_mounts(Some(mounts));
+        }
+        Ok(spec)
+    }
+}
+
+/// A bundle directory; dropping it unmounts its root and removes it.
+struct Bundle {
+    dir: PathBuf,
+}
+
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.dir.join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Subject for OciPeer {
+    fn info(&self) -> &SubjectInfo {
+        &self.info
+    }
+
+    fn one_shot(&self, workload: &Workload) -> Result<OneShot, String> {
+        let id = instance_name(&self.names);
+        let bundle = self.bundle(&id, workload)?;
+        let mut c = self.command();
+        c.arg("run").arg("--bundle").arg(&bundle.dir).arg(&id);
+        Ok(OneShot {
+            command: c,
+            cleanup: Some(Box::new(move || drop(bundle))),
+        })
+    }
+
+    fn start(&self, workload: &Workload, publish: Option<u16>) -> Result<Instance, String> {
+        if publish.is_some() {
+            self.can_publish()?;
+        }
+        let id = instance_name(&self.names);
+        let bundle = self.bundle(&id, workload)?;
+        // The container inherits runc's stdio: a pipe would stay open as long as it runs,
+        // so errors go to a file.
+        let errors = bundle.dir.join("run.err");
+        let err_file =
+            std::fs::File::create(&errors).map_err(|e| format!("{}: {e}", errors.display()))?;
+        let status = self
+            .command()
+            .arg("run")
+            .arg("-d")
+            .arg("--bundle")
+            .arg(&bundle.dir)
+            .arg(&id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err_file)
+            .status()
+            .map_err(|e| format!("{} run -d: {e}", self.info.name))?;
+        if !status.success() {
+            return Err(format!(
+                "{} run -d: {}",
+                self.info.name,
+                std::fs::read_to_string(&errors).unwrap_or_default().trim()
+            ));
+        }
+        let state = self
+            .command()
+            .args(["state", &id])
+            .output()
+            .map_err(|e| format!("{} state: {e}", self.info.name))?;
+        let pid = serde_json::from_slice::<serde_json::Value>(&state.stdout)
+            .ok()
+            .and_then(|v| v.get("pid")?.as_i64())
+            .ok_or_else(|| format!("{} state {id}: no pid", self.info.name))?;
+        Ok(Instance {
+            id: id.clone(),
+            roots: vec![pid as i32],
+            cgroup_memory: Some(cgroup_usage_file(&format!("{}/{id}", self.cgroup_parent))),
+            guest_mib: None,
+            child: None,
+            cleanup: Some(Box::new(move || drop(bundle))),
+        })
+    }
+
+    fn remove(&self, instance: Instance) {
+        let _ = self
+            .command()
+            .args(["delete", "-f", &instance.id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if let Some(cleanup) = instance.cleanup {
+            cleanup();
+        }
+    }
+
+    fn can_publish(&self) -> Result<(), String> {
+        Err(format!(
+            "{} sets up no network of its own (a CNI plugin would): no published port to measure through",
+            self.info.name
+        ))
+    }
+}
