@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # README's main command: sets up, builds capsa, the guest agent and the guest kernel, imports
 # the busybox image, and runs it side by side in both isolations with `capsa compare`; then
-# measures `capsa run` against runc on the same rootfs.
+# measures both isolations and the peers with `capsa bench --quick` (report in
+# target/bench-quick; the full suite is `capsa bench`, report in docs/benchmarks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -22,5 +23,5 @@ echo
 echo "== capsa compare busybox: the same image and command in a container and in a microVM"
 "$capsa" compare busybox sh -c 'echo "hello from busybox, pid $$"; ls /bin | wc -l'
 echo
-echo "== start latency: capsa run --rm busybox true vs runc run (same rootfs)"
-python3 bench/run_vs_runc.py --capsa "$capsa" --runs "${RUNS:-30}" --out docs/benchmarks
+echo "== capsa bench --quick: start latency, memory, density and overhead per isolation and peer"
+"$capsa" bench --quick --out target/bench-quick

@@ -266,6 +266,13 @@ impl Agent {
             Request::Top => Ok(Response::Top(crate::top::rows(
                 &self.workload()?.cgroup.pids(),
             ))),
+            Request::Freeze { frozen } => {
+                self.workload()?
+                    .cgroup
+                    .set_frozen(frozen)
+                    .map_err(|e| (ErrorKind::Isolation, e.to_string()))?;
+                Ok(Response::Ok)
+            }
             Request::Shutdown => {
                 if let Some(w) = &self.workload {
                     let _ = w.cgroup.destroy();

@@ -474,3 +474,55 @@ fn volumes_arrive_as_disks_read_only_ones_refuse_writes_and_writes_stay_in_the_v
     );
     env.assert_clean();
 }
+
+#[test]
+fn pause_freezes_the_workload_inside_the_guest_and_unpause_resumes_it() {
+    let env = TestEnv::new();
+    let out = vm(
+        &env,
+        &[
+            "-d",
+            "--name",
+            "ticker",
+            "busybox",
+            "sh",
+            "-c",
+            "i=0; while true; do i=$((i+1)); echo $i; sleep 0.1; done",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines = || text(&env.capsa(&["logs", "ticker"]).stdout).lines().count();
+    capsa_tests::eventually(
+        "the ticker prints",
+        std::time::Duration::from_secs(30),
+        || lines() > 0,
+    );
+    let pause = env.capsa(&["pause", "ticker"]);
+    assert!(pause.status.success(), "{}", text(&pause.stderr));
+    assert_eq!(env.inspect("ticker", "{{.State.Paused}}"), "true");
+    assert!(
+        env.ps_line("ticker").contains("Paused"),
+        "{}",
+        env.ps_line("ticker")
+    );
+    // Output already on its way to the log lands first.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let frozen_at = lines();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(lines(), frozen_at, "nothing printed while paused");
+    let again = env.capsa(&["pause", "ticker"]);
+    assert!(
+        text(&again.stderr).contains("already paused"),
+        "{}",
+        text(&again.stderr)
+    );
+    let unpause = env.capsa(&["unpause", "ticker"]);
+    assert!(unpause.status.success(), "{}", text(&unpause.stderr));
+    capsa_tests::eventually(
+        "the ticker resumes",
+        std::time::Duration::from_secs(30),
+        || lines() > frozen_at,
+    );
+    assert!(env.capsa(&["rm", "-f", "ticker"]).status.success());
+    env.assert_clean();
+}

@@ -18,7 +18,7 @@ pub struct BenchArgs {
     /// The image every subject runs
     #[arg(long, default_value = "busybox")]
     image: String,
-    /// Start-latency runs per subject after warm-up (default 100; 20 for VMs under TCG)
+    /// Start-latency runs per subject after warm-up (default 100; 50 for VMs under TCG)
     #[arg(long)]
     runs: Option<usize>,
     /// Scenarios to run: start, memory, density, overhead (default: all)

@@ -1,5 +1,5 @@
 //! `pause` / `unpause`: freeze and thaw every process of a running container with the cgroup
-//! freezer, as Docker does.
+//! freezer, as Docker does (in a VM container, the agent freezes the guest's cgroup).
 
 use super::state::Status;
 use super::store::ContainerStore;
@@ -10,12 +10,6 @@ use crate::linux::cgroups;
 pub fn set_paused(store: &ContainerStore, id: &str, paused: bool) -> Result<(), ContainerError> {
     let _lock = store.lock(id)?;
     let state = store.observe(id)?;
-    if state.isolation == "vm" {
-        return Err(ContainerError::InvalidArgument(format!(
-            "container {}: pause and unpause is not available in VM containers yet",
-            state.name
-        )));
-    }
     if state.status != Status::Running || !state.init_alive() {
         return Err(ContainerError::WrongState {
             id: id.to_string(),
@@ -33,12 +27,17 @@ pub fn set_paused(store: &ContainerStore, id: &str, paused: bool) -> Result<(), 
             reason: reason.into(),
         });
     }
-    cgroups::manager(&state.cgroup)
-        .set_frozen(paused)
-        .map_err(|e| ContainerError::Setup {
-            id: id.to_string(),
-            reason: e.to_string(),
-        })?;
+    if state.isolation == "vm" {
+        // The workload's cgroup is inside the guest: the agent freezes it.
+        crate::vm::control::set_frozen(id, paused)?;
+    } else {
+        cgroups::manager(&state.cgroup)
+            .set_frozen(paused)
+            .map_err(|e| ContainerError::Setup {
+                id: id.to_string(),
+                reason: e.to_string(),
+            })?;
+    }
     let mut s = state;
     s.paused = paused;
     store.save(&s)

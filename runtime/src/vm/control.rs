@@ -1,6 +1,6 @@
 //! The control socket of a running VM container: its monitor (the process that holds the
 //! agent connection) listens on /run/capsa-vm/<id>.ctl, and other capsa commands (`exec`,
-//! `stats`) send it one request in the agent protocol; the monitor relays it to the agent and
+//! `stats`, `top`, `pause`) send it one request in the agent protocol; the monitor relays it to the agent and
 //! streams back the answer and, for `exec`, the process's output and exit.
 
 use std::io::Write;
@@ -73,35 +73,41 @@ pub fn exec(store: &ContainerStore, id: &str, opts: &ExecOptions) -> Result<i32,
 
 /// The guest's and the workload's counters.
 pub fn stats(id: &str) -> Result<GuestStats, ContainerError> {
-    let mut stream = connect(id)?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .map_err(|e| io(id, e))?;
-    protocol::write_frame(&mut stream, 1, Message::Request(Request::Stats))
-        .map_err(|e| io(id, e))?;
-    match protocol::read_frame(&mut stream)
-        .map_err(|e| io(id, e))?
-        .message
-    {
-        Message::Response(Response::Stats(s)) => Ok(s),
-        Message::Response(Response::Error { message, .. }) => Err(io(id, message)),
+    match call(id, Request::Stats)? {
+        Response::Stats(s) => Ok(s),
         other => Err(io(id, format!("unexpected answer {other:?}"))),
     }
 }
 
 /// The workload's processes, as `top` prints them.
 pub fn top(id: &str) -> Result<Vec<String>, ContainerError> {
+    match call(id, Request::Top)? {
+        Response::Top(rows) => Ok(rows),
+        other => Err(io(id, format!("unexpected answer {other:?}"))),
+    }
+}
+
+/// Freezes or thaws the workload's cgroup inside the guest (`pause`, `unpause`).
+pub fn set_frozen(id: &str, frozen: bool) -> Result<(), ContainerError> {
+    match call(id, Request::Freeze { frozen })? {
+        Response::Ok => Ok(()),
+        other => Err(io(id, format!("unexpected answer {other:?}"))),
+    }
+}
+
+/// One request with a single answer; an agent's error becomes the error.
+fn call(id: &str, request: Request) -> Result<Response, ContainerError> {
     let mut stream = connect(id)?;
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(|e| io(id, e))?;
-    protocol::write_frame(&mut stream, 1, Message::Request(Request::Top)).map_err(|e| io(id, e))?;
+    protocol::write_frame(&mut stream, 1, Message::Request(request)).map_err(|e| io(id, e))?;
     match protocol::read_frame(&mut stream)
         .map_err(|e| io(id, e))?
         .message
     {
-        Message::Response(Response::Top(rows)) => Ok(rows),
         Message::Response(Response::Error { message, .. }) => Err(io(id, message)),
+        Message::Response(r) => Ok(r),
         other => Err(io(id, format!("unexpected answer {other:?}"))),
     }
 }

@@ -58,6 +58,8 @@ pub enum Request {
     Stats,
     /// The workload's processes as `ps -ef` lists them (`top`).
     Top,
+    /// Freeze (`true`) or thaw the workload's cgroup (`pause`, `unpause`).
+    Freeze { frozen: bool },
     /// Unmount, sync and power off.
     Shutdown,
 }

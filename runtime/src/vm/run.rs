@@ -846,10 +846,11 @@ impl Clients {
             }
             Message::Request(Request::Stats) => (Request::Stats, None),
             Message::Request(Request::Top) => (Request::Top, None),
+            Message::Request(Request::Freeze { frozen }) => (Request::Freeze { frozen }, None),
             _ => {
                 let error = Response::Error {
                     kind: super::protocol::ErrorKind::BadRequest,
-                    message: "only exec, stats and top are served here".into(),
+                    message: "only exec, stats, top and freeze are served here".into(),
                 };
                 let _ = super::protocol::write_frame(&mut stream, env.id, Message::Response(error));
                 return;
