@@ -9,6 +9,7 @@
 //! The protocol's types live in `capsa::vm::protocol`, which the host side shares.
 
 pub mod channel;
+pub mod copy;
 pub mod disks;
 pub mod guest;
 pub mod server;

@@ -266,6 +266,16 @@ impl Agent {
             Request::Top => Ok(Response::Top(crate::top::rows(
                 &self.workload()?.cgroup.pids(),
             ))),
+            Request::CopyOut { path } => crate::copy::copy_out(self.workload()?.pid, &path)
+                .map(|a| Response::Archive(capsa::vm::protocol::Bytes(a)))
+                .map_err(|e| (ErrorKind::BadRequest, e)),
+            Request::CopyIn {
+                path,
+                archive,
+                as_is,
+            } => crate::copy::copy_in(self.workload()?.pid, &path, &archive.0, as_is)
+                .map(|()| Response::Ok)
+                .map_err(|e| (ErrorKind::BadRequest, e)),
             Request::Freeze { frozen } => {
                 self.workload()?
                     .cgroup

@@ -526,3 +526,33 @@ fn pause_freezes_the_workload_inside_the_guest_and_unpause_resumes_it() {
     assert!(env.capsa(&["rm", "-f", "ticker"]).status.success());
     env.assert_clean();
 }
+
+#[test]
+fn cp_copies_into_and_out_of_a_running_vm() {
+    let env = TestEnv::new();
+    let out = vm(&env, &["-d", "--name", "files", "busybox", "sleep", "600"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let host = env.root().join("host");
+    std::fs::create_dir_all(host.join("tree/sub")).unwrap();
+    std::fs::write(host.join("tree/sub/a.txt"), "alpha\n").unwrap();
+    let tree = host.join("tree");
+    let into = env.capsa(&["cp", tree.to_str().unwrap(), "files:/tmp/"]);
+    assert!(into.status.success(), "{}", text(&into.stderr));
+    let seen = env.capsa(&["exec", "files", "cat", "/tmp/tree/sub/a.txt"]);
+    assert_eq!(text(&seen.stdout), "alpha\n", "{}", text(&seen.stderr));
+    let made = env.capsa(&["exec", "files", "sh", "-c", "echo beta > /tmp/b.txt"]);
+    assert!(made.status.success());
+    let back = host.join("b-copy.txt");
+    let out = env.capsa(&["cp", "files:/tmp/b.txt", back.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "beta\n");
+    let missing = env.capsa(&["cp", "files:/no/such", host.to_str().unwrap()]);
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing.stderr).contains("/no/such"),
+        "{}",
+        text(&missing.stderr)
+    );
+    assert!(env.capsa(&["rm", "-f", "files"]).status.success());
+    env.assert_clean();
+}

@@ -44,7 +44,7 @@ impl Location {
 
 /// Writes `src` (a file or a directory tree, symlinks kept as links) as a tar stream whose
 /// top entry is named `name`.
-fn write_tar(src: &Path, name: &Path, out: impl Write) -> std::io::Result<()> {
+pub fn write_tar(src: &Path, name: &Path, out: impl Write) -> std::io::Result<()> {
     let mut b = tar::Builder::new(out);
     b.follow_symlinks(false);
     let meta = std::fs::symlink_metadata(src)?;
@@ -60,7 +60,7 @@ fn write_tar(src: &Path, name: &Path, out: impl Write) -> std::io::Result<()> {
 /// a `-` stream, `as_is`), else as `dest` itself: the stream's top entry takes `dest`'s name
 /// (extracted into a temporary sibling, then renamed, so tar's own checks keep every entry
 /// inside).
-fn extract(input: impl Read, dest: &Path, as_is: bool) -> Result<(), String> {
+pub fn extract(input: impl Read, dest: &Path, as_is: bool) -> Result<(), String> {
     let unpack = |dir: &Path| -> Result<(), String> {
         let mut archive = tar::Archive::new(input);
         archive.set_preserve_permissions(true);
@@ -126,12 +126,37 @@ fn in_container<T>(
     } else {
         None
     };
+    in_child(
+        || enter(pidfd.as_ref(), layers.as_ref()),
+        child_work,
+        parent_work,
+    )
+    .map_err(setup)
+}
+
+/// Runs `child_work` in the mount namespace (and so the root) of process `pid`, and
+/// `parent_work` here meanwhile: how the guest agent serves `cp` for a VM container.
+pub fn in_root_of<T>(
+    pid: i32,
+    child_work: impl FnOnce() -> Result<(), String>,
+    parent_work: impl FnOnce() -> T,
+) -> Result<T, String> {
+    let pidfd = sys::pidfd_open(pid).map_err(|e| format!("process {pid}: {e}"))?;
+    in_child(|| enter(Some(&pidfd), None), child_work, parent_work)
+}
+
+/// Forks a child that runs `enter` then `child_work`; runs `parent_work` here meanwhile.
+fn in_child<T>(
+    enter: impl FnOnce() -> Result<(), String>,
+    child_work: impl FnOnce() -> Result<(), String>,
+    parent_work: impl FnOnce() -> T,
+) -> Result<T, String> {
     let (err_r, err_w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| setup(e.to_string()))?;
-    match fork_into_namespaces(0, None).map_err(|e| setup(e.to_string()))? {
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
+    match fork_into_namespaces(0, None).map_err(|e| e.to_string())? {
         Forked::Child => {
             drop((err_r, parent_work));
-            let result = enter(pidfd.as_ref(), layers.as_ref()).and_then(|()| child_work());
+            let result = enter().and_then(|()| child_work());
             let code = match result {
                 Ok(()) => 0,
                 Err(msg) => {
@@ -151,7 +176,7 @@ fn in_container<T>(
             if msg.is_empty() {
                 Ok(out)
             } else {
-                Err(setup(msg))
+                Err(msg)
             }
         }
     }
@@ -175,7 +200,7 @@ fn enter(pidfd: Option<&OwnedFd>, layers: Option<&(OverlayLayers, PathBuf)>) -> 
 }
 
 /// The name the copied tree gets: the source's last component (`/` copies as `.`).
-fn top_name(src: &Path) -> PathBuf {
+pub fn top_name(src: &Path) -> PathBuf {
     src.file_name()
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."))
@@ -194,10 +219,16 @@ pub fn copy_out(
 ) -> Result<(), ContainerError> {
     let state = store.observe(id)?;
     if state.isolation == "vm" {
-        return Err(ContainerError::InvalidArgument(format!(
-            "container {}: cp is not available in VM containers yet",
-            state.name
-        )));
+        let archive = crate::vm::control::copy_out(id, src)?;
+        return if dest == Path::new("-") {
+            std::io::stdout()
+                .write_all(&archive)
+                .map_err(|e| ContainerError::io(dest, e))
+        } else {
+            extract(&archive[..], dest, false).map_err(|e| {
+                ContainerError::InvalidArgument(format!("cp to {}: {e}", dest.display()))
+            })
+        };
     }
     let (r, w) = pipe(dest)?;
     let name = top_name(src);
@@ -229,18 +260,25 @@ pub fn copy_in(
     dest: &Path,
 ) -> Result<(), ContainerError> {
     let state = store.observe(id)?;
-    if state.isolation == "vm" {
-        return Err(ContainerError::InvalidArgument(format!(
-            "container {}: cp is not available in VM containers yet",
-            state.name
-        )));
-    }
     let from_stdin = src == Path::new("-");
     if !from_stdin && std::fs::symlink_metadata(src).is_err() {
         return Err(ContainerError::InvalidArgument(format!(
             "cp: {}: no such file or directory",
             src.display()
         )));
+    }
+    if state.isolation == "vm" {
+        // The agent takes the whole archive in one message.
+        let mut archive = Vec::new();
+        if from_stdin {
+            std::io::stdin()
+                .lock()
+                .read_to_end(&mut archive)
+                .map_err(|e| ContainerError::io(src, e))?;
+        } else {
+            write_tar(src, &top_name(src), &mut archive).map_err(|e| ContainerError::io(src, e))?;
+        }
+        return crate::vm::control::copy_in(id, dest, archive, from_stdin);
     }
     let (r, w) = pipe(src)?;
     let target = dest.to_path_buf();

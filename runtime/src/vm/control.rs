@@ -1,6 +1,6 @@
 //! The control socket of a running VM container: its monitor (the process that holds the
 //! agent connection) listens on /run/capsa-vm/<id>.ctl, and other capsa commands (`exec`,
-//! `stats`, `top`, `pause`) send it one request in the agent protocol; the monitor relays it to the agent and
+//! `stats`, `top`, `pause`, `cp`) send it one request in the agent protocol; the monitor relays it to the agent and
 //! streams back the answer and, for `exec`, the process's output and exit.
 
 use std::io::Write;
@@ -108,6 +108,46 @@ fn call(id: &str, request: Request) -> Result<Response, ContainerError> {
     {
         Message::Response(Response::Error { message, .. }) => Err(io(id, message)),
         Message::Response(r) => Ok(r),
+        other => Err(io(id, format!("unexpected answer {other:?}"))),
+    }
+}
+
+fn too_big(id: &str, what: &str, size: usize) -> ContainerError {
+    ContainerError::InvalidArgument(format!(
+        "container {id}: cp {what}: the archive is {} MiB; a VM container takes at most {} MiB per cp (one agent message)",
+        size >> 20,
+        protocol::MAX_ARCHIVE >> 20
+    ))
+}
+
+/// `cp` out of a running VM container: `path` as a tar archive.
+pub fn copy_out(id: &str, path: &std::path::Path) -> Result<Vec<u8>, ContainerError> {
+    let request = Request::CopyOut {
+        path: path.display().to_string(),
+    };
+    match call(id, request)? {
+        Response::Archive(bytes) => Ok(bytes.0),
+        other => Err(io(id, format!("unexpected answer {other:?}"))),
+    }
+}
+
+/// `cp` into a running VM container: `archive` extracted at `path`.
+pub fn copy_in(
+    id: &str,
+    path: &std::path::Path,
+    archive: Vec<u8>,
+    as_is: bool,
+) -> Result<(), ContainerError> {
+    if archive.len() > protocol::MAX_ARCHIVE {
+        return Err(too_big(id, "in", archive.len()));
+    }
+    let request = Request::CopyIn {
+        path: path.display().to_string(),
+        archive: protocol::Bytes(archive),
+        as_is,
+    };
+    match call(id, request)? {
+        Response::Ok => Ok(()),
         other => Err(io(id, format!("unexpected answer {other:?}"))),
     }
 }

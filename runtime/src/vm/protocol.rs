@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 pub const PROTOCOL_VERSION: u32 = 1;
 /// The largest frame either side accepts.
 pub const MAX_FRAME: usize = 16 << 20;
+/// The largest archive `cp` carries to or from a VM in one frame (base64 takes 4/3).
+pub const MAX_ARCHIVE: usize = 11 << 20;
 /// The virtio-console port name the agent listens on.
 pub const AGENT_PORT_NAME: &str = "capsa.agent";
 /// The vsock port the agent listens on where the engine offers vsock.
@@ -60,6 +62,15 @@ pub enum Request {
     Top,
     /// Freeze (`true`) or thaw the workload's cgroup (`pause`, `unpause`).
     Freeze { frozen: bool },
+    /// `cp` out: `path` in the workload's root as a tar archive (`Response::Archive`).
+    CopyOut { path: String },
+    /// `cp` in: `archive` extracted at `path` in the workload's root (`as_is`: into `path`,
+    /// as for a tar stream given on stdin).
+    CopyIn {
+        path: String,
+        archive: Bytes,
+        as_is: bool,
+    },
     /// Unmount, sync and power off.
     Shutdown,
 }
@@ -79,6 +90,8 @@ pub enum Response {
     Stats(GuestStats),
     /// A header and one line per process.
     Top(Vec<String>),
+    /// A tar archive (`CopyOut`).
+    Archive(Bytes),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

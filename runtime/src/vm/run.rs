@@ -844,13 +844,17 @@ impl Clients {
                 let name = e.process.clone();
                 (Request::Exec(e), Some(name))
             }
-            Message::Request(Request::Stats) => (Request::Stats, None),
-            Message::Request(Request::Top) => (Request::Top, None),
-            Message::Request(Request::Freeze { frozen }) => (Request::Freeze { frozen }, None),
+            Message::Request(
+                r @ (Request::Stats
+                | Request::Top
+                | Request::Freeze { .. }
+                | Request::CopyOut { .. }
+                | Request::CopyIn { .. }),
+            ) => (r, None),
             _ => {
                 let error = Response::Error {
                     kind: super::protocol::ErrorKind::BadRequest,
-                    message: "only exec, stats, top and freeze are served here".into(),
+                    message: "only exec, stats, top, freeze and copies are served here".into(),
                 };
                 let _ = super::protocol::write_frame(&mut stream, env.id, Message::Response(error));
                 return;
