@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 use capsa::vm::protocol::{
@@ -276,6 +276,13 @@ impl Agent {
             } => crate::copy::copy_in(self.workload()?.pid, &path, &archive.0, as_is)
                 .map(|()| Response::Ok)
                 .map_err(|e| (ErrorKind::BadRequest, e)),
+            Request::Resize { rows, cols, .. } => {
+                if let Some(tty) = &self.workload()?.tty {
+                    capsa::linux::sys::set_window_size(tty.as_raw_fd(), rows, cols)
+                        .map_err(|e| (ErrorKind::Internal, format!("window size: {e}")))?;
+                }
+                Ok(Response::Ok)
+            }
             Request::Freeze { frozen } => {
                 self.workload()?
                     .cgroup

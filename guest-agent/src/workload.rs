@@ -28,9 +28,109 @@ pub struct Workload {
     pub stdin: Option<File>,
     pub stdout: Option<File>,
     pub stderr: Option<File>,
+    /// The pty master when the workload has a terminal (`-t`): its window size is set here.
+    pub tty: Option<OwnedFd>,
     pub cgroup: Box<dyn CgroupManager>,
     exec_fifo: PathBuf,
     spec: oci_spec::runtime::Spec,
+}
+
+/// The workload's stdio: three pipes, or with `-t` a pty whose slave is all three (and
+/// /dev/console) and whose master the agent relays.
+enum Streams {
+    Pipes {
+        stdin: (OwnedFd, OwnedFd),
+        stdout: (OwnedFd, OwnedFd),
+        stderr: (OwnedFd, OwnedFd),
+    },
+    Terminal {
+        master: OwnedFd,
+        slave: OwnedFd,
+    },
+}
+
+impl Streams {
+    fn new(spec: &oci_spec::runtime::Spec) -> std::io::Result<Streams> {
+        if spec.process().as_ref().and_then(|p| p.terminal()) == Some(true) {
+            let size = nix::pty::Winsize {
+                ws_row: 24,
+                ws_col: 80,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            let pty = nix::pty::openpty(Some(&size), None)?;
+            for fd in [&pty.master, &pty.slave] {
+                nix::fcntl::fcntl(
+                    fd.as_raw_fd(),
+                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+                )?;
+            }
+            return Ok(Streams::Terminal {
+                master: pty.master,
+                slave: pty.slave,
+            });
+        }
+        Ok(Streams::Pipes {
+            stdin: pipe()?,
+            stdout: pipe()?,
+            stderr: pipe()?,
+        })
+    }
+
+    /// The workload's ends.
+    fn child_stdio(&self) -> Stdio {
+        match self {
+            Streams::Pipes {
+                stdin,
+                stdout,
+                stderr,
+            } => Stdio {
+                stdin: Some(stdin.0.as_raw_fd()),
+                stdout: Some(stdout.1.as_raw_fd()),
+                stderr: Some(stderr.1.as_raw_fd()),
+            },
+            Streams::Terminal { slave, .. } => Stdio {
+                stdin: Some(slave.as_raw_fd()),
+                stdout: Some(slave.as_raw_fd()),
+                stderr: Some(slave.as_raw_fd()),
+            },
+        }
+    }
+
+    /// The pty slave's path, for the container's /dev/console.
+    fn console(&self) -> Option<PathBuf> {
+        match self {
+            Streams::Terminal { slave, .. } => {
+                std::fs::read_link(format!("/proc/self/fd/{}", slave.as_raw_fd())).ok()
+            }
+            Streams::Pipes { .. } => None,
+        }
+    }
+
+    /// Closes the workload's ends; returns the agent's: stdin, stdout, stderr, pty master.
+    fn keep_ours(self) -> std::io::Result<(File, File, Option<File>, Option<OwnedFd>)> {
+        match self {
+            Streams::Pipes {
+                stdin,
+                stdout,
+                stderr,
+            } => Ok((
+                File::from(stdin.1),
+                File::from(stdout.0),
+                Some(File::from(stderr.0)),
+                None,
+            )),
+            Streams::Terminal { master, slave } => {
+                drop(slave);
+                Ok((
+                    File::from(master.try_clone()?),
+                    File::from(master.try_clone()?),
+                    None,
+                    Some(master),
+                ))
+            }
+        }
+    }
 }
 
 /// A process started by `exec`.
@@ -74,9 +174,7 @@ pub fn create(mut req: CreateRequest) -> Result<Workload, Failure> {
         .map_err(|e| (ErrorKind::Isolation, e.to_string()))?;
     let fifo = dir.join("exec.fifo");
     exec_fifo::create(&fifo).map_err(fail(ErrorKind::Internal))?;
-    let (in_r, in_w) = pipe().map_err(fail(ErrorKind::Internal))?;
-    let (out_r, out_w) = pipe().map_err(fail(ErrorKind::Internal))?;
-    let (err_r, err_w) = pipe().map_err(fail(ErrorKind::Internal))?;
+    let streams = Streams::new(&spec).map_err(fail(ErrorKind::Internal))?;
     let layers = OverlayLayers {
         lower,
         upper,
@@ -87,23 +185,20 @@ pub fn create(mut req: CreateRequest) -> Result<Workload, Failure> {
         spec: &spec,
         layers: &layers,
         exec_fifo: &fifo,
-        stdio: Stdio {
-            stdin: Some(in_r.as_raw_fd()),
-            stdout: Some(out_w.as_raw_fd()),
-            stderr: Some(err_w.as_raw_fd()),
-        },
-        console: None,
+        stdio: streams.child_stdio(),
+        console: streams.console(),
         seccomp,
         cgroup: cgroup.as_ref(),
     };
     let pid = process::spawn(&cfg).map_err(|e| (ErrorKind::Isolation, e.to_string()))?;
-    drop((in_r, out_w, err_w));
+    let (stdin, stdout, stderr, tty) = streams.keep_ours().map_err(fail(ErrorKind::Internal))?;
     Ok(Workload {
         id: req.id,
         pid,
-        stdin: Some(File::from(in_w)),
-        stdout: Some(File::from(out_r)),
-        stderr: Some(File::from(err_r)),
+        stdin: Some(stdin),
+        stdout: Some(stdout),
+        stderr,
+        tty,
         cgroup,
         exec_fifo: fifo,
         spec,

@@ -102,7 +102,10 @@ fn rm_leaves_no_vmm_process_disk_or_socket() {
 fn vm_flags_without_a_meaning_yet_and_missing_pieces_are_named() {
     let env = TestEnv::new();
     for (flags, message) in [
-        (&["-t"][..], "-t is not available with --isolation vm yet"),
+        (
+            &["--userns=auto"][..],
+            "--userns=auto is not available with --isolation vm yet",
+        ),
         (
             &["-d", "-i"][..],
             "-d with -i is not available with --isolation vm yet",
@@ -554,5 +557,42 @@ fn cp_copies_into_and_out_of_a_running_vm() {
         text(&missing.stderr)
     );
     assert!(env.capsa(&["rm", "-f", "files"]).status.success());
+    env.assert_clean();
+}
+
+#[test]
+fn run_it_gives_the_vm_workload_a_terminal_that_follows_the_window() {
+    let env = TestEnv::new();
+    let command = format!(
+        "{} run -it --rm --name vmtty --isolation vm --cgroup-parent {} busybox sh; echo EXIT=$?; sleep 600",
+        env.shell_prefix(),
+        env.cgroup_parent()
+    );
+    let tmux = capsa_tests::Tmux::start(&command, 100, 30);
+    tmux.wait_for("/ #");
+    tmux.send(&["tty; echo vm-$((40+2))", "Enter"]);
+    tmux.wait_for("vm-42");
+    assert!(
+        tmux.screen().contains("/dev/console") || tmux.screen().contains("/dev/pts/"),
+        "{}",
+        tmux.screen()
+    );
+    tmux.send(&["stty size", "Enter"]);
+    tmux.wait_for("30 100");
+    tmux.resize(120, 40);
+    tmux.send(&["stty size", "Enter"]);
+    tmux.wait_for("40 120");
+    // ctrl-c reaches the guest's line discipline: it ends sleep, not the VM.
+    tmux.send(&["sleep 100", "Enter"]);
+    capsa_tests::eventually(
+        "sleep runs in the guest",
+        std::time::Duration::from_secs(20),
+        || text(&env.capsa(&["top", "vmtty"]).stdout).contains("sleep 100"),
+    );
+    tmux.send(&["C-c"]);
+    tmux.send(&["echo after-$((1+1))", "Enter"]);
+    tmux.wait_for("after-2");
+    tmux.send(&["exit 5", "Enter"]);
+    tmux.wait_for("EXIT=5");
     env.assert_clean();
 }

@@ -74,35 +74,6 @@ pub fn parse_detach_keys(spec: &str) -> Result<Vec<u8>, String> {
         .collect()
 }
 
-/// Puts stdin in raw mode while alive, if stdin is a terminal.
-struct RawMode(Option<nix::sys::termios::Termios>);
-
-impl RawMode {
-    fn enter() -> RawMode {
-        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
-        let stdin = std::io::stdin();
-        let Ok(saved) = tcgetattr(&stdin) else {
-            return RawMode(None);
-        };
-        let mut raw = saved.clone();
-        cfmakeraw(&mut raw);
-        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &raw);
-        RawMode(Some(saved))
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        if let Some(saved) = &self.0 {
-            let _ = nix::sys::termios::tcsetattr(
-                std::io::stdin(),
-                nix::sys::termios::SetArg::TCSANOW,
-                saved,
-            );
-        }
-    }
-}
-
 /// Write end of the pipe SIGWINCH pokes (-1: none).
 static WINCH_PIPE: AtomicI32 = AtomicI32::new(-1);
 
@@ -116,7 +87,11 @@ extern "C" fn on_winch(_: libc::c_int) {
 
 /// Relays until the remote closes or the detach keys are typed. `stdin`: pass keystrokes.
 pub fn relay(mut remote: Remote, stdin: bool, detach_keys: &[u8]) -> std::io::Result<Ended> {
-    let _raw = if stdin { Some(RawMode::enter()) } else { None };
+    let _raw = if stdin {
+        Some(crate::linux::tty::RawMode::enter())
+    } else {
+        None
+    };
     let (winch_r, winch_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
     WINCH_PIPE.store(winch_w.as_raw_fd(), Ordering::Relaxed);

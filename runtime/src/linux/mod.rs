@@ -16,4 +16,5 @@ pub mod process;
 pub mod rootfs;
 pub mod seccomp;
 pub mod sys;
+pub mod tty;
 pub mod user;

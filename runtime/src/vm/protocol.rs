@@ -60,6 +60,12 @@ pub enum Request {
     Stats,
     /// The workload's processes as `ps -ef` lists them (`top`).
     Top,
+    /// The terminal's window size for a workload started with `-t`.
+    Resize {
+        process: String,
+        rows: u16,
+        cols: u16,
+    },
     /// Freeze (`true`) or thaw the workload's cgroup (`pause`, `unpause`).
     Freeze { frozen: bool },
     /// `cp` out: `path` in the workload's root as a tar archive (`Response::Archive`).

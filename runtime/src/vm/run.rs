@@ -93,9 +93,6 @@ pub fn check_supported(opts: &RunOptions) -> Result<(), ContainerError> {
             "{flag} is not available with --isolation vm yet"
         )))
     };
-    if opts.tty {
-        return no("-t");
-    }
     if opts.network == crate::net::NetworkMode::Host {
         return no("--network host (a VM has its own kernel and network stack)");
     }
@@ -154,6 +151,8 @@ pub fn run_foreground(
         p.engine.name().to_string(),
         p.engine.accelerator().to_string(),
     );
+    // With -it the keys go to the guest's pty as typed (its line discipline handles ctrl-c).
+    let _raw = (opts.tty && opts.interactive).then(crate::linux::tty::RawMode::enter);
     let mut sink = Sink::Terminal(opts.interactive.then(stdin_relay));
     let result = boot_and_run(
         store,
@@ -301,10 +300,13 @@ enum Sink {
 fn stdin_relay() -> std::sync::mpsc::Receiver<Option<Vec<u8>>> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        // Signals are for the relay loop's signalfd, not this thread.
+        let _ = SigSet::all().thread_block();
         let mut stdin = std::io::stdin();
         let mut buf = vec![0u8; 64 << 10];
         loop {
             match std::io::Read::read(&mut stdin, &mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Ok(0) | Err(_) => {
                     let _ = tx.send(None);
                     return;
@@ -572,7 +574,8 @@ fn boot_and_run(
             console_log: files.console_log(),
             nic: state.endpoint.as_ref().map(|e| (e.veth.clone(), e.mac)),
         };
-        let signals = block_signals()?;
+        // SIGWINCH matters only to a foreground -t run, whose terminal this is.
+        let signals = block_signals(opts.tty && matches!(sink, Sink::Terminal(_)))?;
         let (mut child, agent) = start_engine(engine, &vm, &files)?;
         if let Some(endpoint) = &state.endpoint {
             let plugged = network::bridge_config(store, &endpoint.network).and_then(|c| {
@@ -618,8 +621,11 @@ fn boot_and_run(
     result.map_err(ContainerError::from)
 }
 
-fn block_signals() -> Result<SignalFd, ContainerError> {
+fn block_signals(window_changes: bool) -> Result<SignalFd, ContainerError> {
     let mut mask = SigSet::empty();
+    if window_changes {
+        mask.add(Signal::SIGWINCH);
+    }
     for s in [
         Signal::SIGINT,
         Signal::SIGTERM,
@@ -634,6 +640,16 @@ fn block_signals() -> Result<SignalFd, ContainerError> {
         .map_err(|e| ContainerError::Vm(format!("blocking signals: {e}")))?;
     SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(|e| ContainerError::Vm(format!("signalfd: {e}")))
+}
+
+/// This terminal's window size for `process`'s pty (None when stdout is not a terminal).
+fn window_resize(process: &str) -> Option<Request> {
+    let (rows, cols) = crate::linux::sys::window_size(libc::STDOUT_FILENO).ok()?;
+    Some(Request::Resize {
+        process: process.to_string(),
+        rows,
+        cols,
+    })
 }
 
 /// Starts the engine and connects to its agent socket (whichever side listens).
@@ -737,6 +753,7 @@ fn converse(
     on_started: &mut impl FnMut(Result<(), &ContainerError>),
 ) -> Result<(i32, bool), VmError> {
     let process = create.id.clone();
+    let tty = create.spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
     let started = agent
         .call(Request::Create(Box::new(create)), REQUEST_TIMEOUT)
         .and_then(|_| agent.call(Request::Start, REQUEST_TIMEOUT));
@@ -749,6 +766,10 @@ fn converse(
         Sink::Terminal(input) => input.take(),
         Sink::Log(_) => None,
     };
+    if let (true, Sink::Terminal(_), Some(resize)) = (tty, &sink, window_resize(&process)) {
+        // The guest's pty starts at 80x24; with -t it takes this terminal's size.
+        agent.call(resize, REQUEST_TIMEOUT)?;
+    }
     if input.is_none() {
         // Without -i the workload's stdin is empty, as in a container.
         agent.call(
@@ -777,11 +798,18 @@ fn converse(
             agent.call(request, REQUEST_TIMEOUT)?;
         }
         while let Ok(Some(sig)) = signals.read_signal() {
-            let signal = Request::Signal {
-                process: process.clone(),
-                signal: sig.ssi_signo as i32,
+            let request = if sig.ssi_signo == libc::SIGWINCH as u32 {
+                match window_resize(&process) {
+                    Some(r) => r,
+                    None => continue,
+                }
+            } else {
+                Request::Signal {
+                    process: process.clone(),
+                    signal: sig.ssi_signo as i32,
+                }
             };
-            agent.call(signal, REQUEST_TIMEOUT)?;
+            agent.call(request, REQUEST_TIMEOUT)?;
         }
         while let Ok((stream, _)) = control.accept() {
             clients.serve(agent, stream);
