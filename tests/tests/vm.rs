@@ -596,3 +596,35 @@ fn run_it_gives_the_vm_workload_a_terminal_that_follows_the_window() {
     tmux.wait_for("EXIT=5");
     env.assert_clean();
 }
+
+#[test]
+fn a_vm_whose_engine_dies_is_shown_exited_with_the_reason_and_cleaned_up() {
+    let env = TestEnv::new();
+    let out = vm(&env, &["-d", "--name", "crash", "busybox", "sleep", "600"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    // The guest dies under the monitor, as a crashed VMM or an OOM-killed QEMU would.
+    let killed = std::process::Command::new("pkill")
+        .args(["-KILL", "-f", &format!("capsa-vm/{id}.sock")])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "the VM's engine was found");
+    capsa_tests::eventually(
+        "the container is exited",
+        std::time::Duration::from_secs(30),
+        || env.inspect("crash", "{{.State.Status}}") == "exited",
+    );
+    let error = env.inspect("crash", "{{.State.Error}}");
+    assert!(
+        error.contains("VM stopped") || error.contains("agent"),
+        "the reason is recorded: {error}"
+    );
+    assert!(
+        env.ps_line("crash").contains("Exited (125)"),
+        "{}",
+        env.ps_line("crash")
+    );
+    assert!(!std::path::Path::new(&format!("/run/capsa-vm/{id}.ctl")).exists());
+    assert!(env.capsa(&["rm", "crash"]).status.success());
+    env.assert_clean();
+}
