@@ -495,14 +495,19 @@ fn an_interrupted_pull_leaves_nothing_a_later_pull_trips_over() {
     );
     // The killed pull's staging directories are swept by later image commands: at once when
     // the pull died holding its lock, ten seconds on if it died in the instant of taking it.
-    capsa_tests::eventually(
-        "the killed pull's leftovers swept",
-        std::time::Duration::from_secs(30),
-        || {
-            ok(&env.capsa(&["image", "prune", "-f"]));
-            entries(&env.root().join("tmp")).is_empty()
-        },
-    );
+    let swept = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        ok(&env.capsa(&["image", "prune", "-f"]));
+        let left = entries(&env.root().join("tmp"));
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < swept,
+            "the killed pull's leftovers are not swept: {left:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
 }
 
 #[test]

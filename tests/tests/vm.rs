@@ -108,7 +108,7 @@ fn vm_flags_without_a_meaning_yet_and_missing_pieces_are_named() {
         ),
         (
             &["-d", "-i"][..],
-            "-d with -i is not available with --isolation vm yet",
+            "-i with -d or create is not available with --isolation vm yet",
         ),
         (
             &["--network", "host"][..],
@@ -129,8 +129,8 @@ fn vm_flags_without_a_meaning_yet_and_missing_pieces_are_named() {
             text(&out.stderr)
         );
     }
-    let out = env.capsa(&["create", "--isolation", "vm", "busybox", "true"]);
-    assert!(text(&out.stderr).contains("create is not available with --isolation vm yet"));
+    let out = env.capsa(&["create", "-i", "--isolation", "vm", "busybox", "true"]);
+    assert!(text(&out.stderr).contains("-i with -d or create is not available"));
     let out = env.capsa(&["run", "--vmm", "qemu", "busybox", "true"]);
     assert!(text(&out.stderr).contains("--vmm applies only with --isolation vm"));
     let hw = std::fs::read_to_string("/proc/cpuinfo")
@@ -626,5 +626,78 @@ fn a_vm_whose_engine_dies_is_shown_exited_with_the_reason_and_cleaned_up() {
     );
     assert!(!std::path::Path::new(&format!("/run/capsa-vm/{id}.ctl")).exists());
     assert!(env.capsa(&["rm", "crash"]).status.success());
+    env.assert_clean();
+}
+
+#[test]
+fn create_then_start_boots_the_vm_and_start_a_follows_its_output() {
+    let env = TestEnv::new();
+    let out = env.create(&[
+        "--isolation",
+        "vm",
+        "--name",
+        "later",
+        "-e",
+        "WHO=vm",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hello $WHO; exit 3",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    assert!(
+        env.ps_line("later").contains("Created"),
+        "{}",
+        env.ps_line("later")
+    );
+    assert_eq!(
+        env.inspect("later", "{{.State.Status}} {{.Isolation}}"),
+        "created vm"
+    );
+    let qemus = std::process::Command::new("pgrep")
+        .args(["-f", &format!("capsa-vm/{id}")])
+        .output()
+        .unwrap();
+    assert!(
+        text(&qemus.stdout).trim().is_empty(),
+        "create boots nothing"
+    );
+    let start = env.capsa(&["start", "-a", "later"]);
+    assert_eq!(start.status.code(), Some(3), "{}", text(&start.stderr));
+    assert_eq!(text(&start.stdout), "hello vm\n");
+    assert_eq!(
+        env.inspect("later", "{{.State.Status}} {{.State.ExitCode}}"),
+        "exited 3"
+    );
+    let again = env.capsa(&["start", "later"]);
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("not available yet"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    let out = env.create(&[
+        "--isolation",
+        "vm",
+        "--name",
+        "bg",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let start = env.capsa(&["start", "bg"]);
+    assert!(start.status.success(), "{}", text(&start.stderr));
+    assert!(env.ps_line("bg").contains("Up "), "{}", env.ps_line("bg"));
+    let top = text(&env.capsa(&["top", "bg"]).stdout);
+    assert!(top.contains("sleep 600"), "{top}");
+    let never = env.create(&["--isolation", "vm", "--name", "never", "busybox", "true"]);
+    assert!(never.status.success(), "{}", text(&never.stderr));
+    assert!(env
+        .capsa(&["rm", "-f", "later", "bg", "never"])
+        .status
+        .success());
     env.assert_clean();
 }

@@ -754,9 +754,10 @@ pub fn start(root: &StateRoot, args: StartArgs) -> i32 {
                 Err(rc) => return rc,
             };
             if let Ok(id) = store.resolve(name) {
+                // A VM container has no attach socket: its output is followed in its log.
                 let stopped = store
                     .observe(&id)
-                    .is_ok_and(|s| s.status != Status::Running);
+                    .is_ok_and(|s| s.status != Status::Running && s.isolation != "vm");
                 if has_terminal(&store, &id) && stopped {
                     // The monitor (new for a stopped container) serves the terminal.
                     let revived = store

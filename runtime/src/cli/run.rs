@@ -383,20 +383,20 @@ fn vm_run(
     create_only: bool,
     detach: bool,
 ) -> i32 {
-    if create_only {
+    if (detach || create_only) && opts.interactive {
+        // The workload's stdin would need an attach socket on the VM's monitor.
         eprintln!(
-            "capsa: invalid argument: create is not available with --isolation vm yet (run -d is)"
+            "capsa: invalid argument: -i with -d or create is not available with --isolation vm yet"
         );
         return EXIT_ENGINE_ERROR;
     }
-    if detach {
-        if opts.interactive {
-            eprintln!(
-                "capsa: invalid argument: -d with -i is not available with --isolation vm yet"
-            );
-            return EXIT_ENGINE_ERROR;
-        }
-        return match crate::vm::run::run_detached(store, image, opts, vmm) {
+    if detach || create_only {
+        let made = if create_only {
+            crate::vm::run::create(store, image, opts, vmm)
+        } else {
+            crate::vm::run::run_detached(store, image, opts, vmm)
+        };
+        return match made {
             Ok(id) => {
                 println!("{id}");
                 0

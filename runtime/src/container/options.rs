@@ -16,7 +16,7 @@ pub enum SeccompChoice {
 }
 
 /// A `-v HOST:CTR[:ro]` bind mount.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Volume {
     /// Absolute host path.
     pub host: PathBuf,

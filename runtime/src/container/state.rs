@@ -173,6 +173,8 @@ impl State {
                 s.exit_code = Some(137);
                 s.error = Some(VM_KILLED.into());
             }
+            // A created VM container has no process until `start` boots it.
+            Status::Created if self.isolation == "vm" => {}
             Status::Created | Status::Running if !init_alive && !monitor_alive => {
                 tracing::debug!(id = %self.id, pid = ?self.pid, monitor = ?self.monitor_pid, "init and monitor gone");
                 s.status = Status::Exited;

@@ -306,19 +306,21 @@ impl ImageStore {
             let name = entry.file_name().to_string_lossy().into_owned();
             // A `.lock` that is free: its holder died.
             let abandoned = || FileLock::try_existing(&path.join(".lock")).is_some();
-            // A writer killed between locking `.lock.new` and renaming it leaves only that
-            // one. A live writer holds it free only between open and flock, so a free one
-            // ten seconds old belongs to a dead writer.
+            // A writer between creating the directory and renaming its locked `.lock.new`
+            // to `.lock` holds `.lock.new` locked, except in the microseconds before it is
+            // created and locked: ten seconds on, a directory whose `.lock.new` is missing or
+            // free belongs to a dead writer.
             let orphaned_new = || {
                 let new = path.join(".lock.new");
-                let old_enough = std::fs::metadata(&new)
+                let held = new.exists() && FileLock::try_existing(&new).is_none();
+                let old_enough = entry
+                    .metadata()
                     .and_then(|m| m.modified())
                     .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() >= 10));
-                old_enough && FileLock::try_existing(&new).is_some()
+                !held && old_enough
             };
             let stale = || {
-                // Only a writer killed in the microseconds before its lock existed leaves
-                // one of these without a lock; an hour old, it is certainly dead.
+                // A directory renamed aside to be removed; an hour old, its remover died.
                 entry
                     .metadata()
                     .and_then(|m| m.modified())
@@ -326,7 +328,7 @@ impl ImageStore {
             };
             let goes = match name.split('-').next() {
                 Some("staging") => abandoned(),
-                Some("creating") => abandoned() || orphaned_new() || stale(),
+                Some("creating") => abandoned() || orphaned_new(),
                 Some("removing") => stale(),
                 _ => false,
             };

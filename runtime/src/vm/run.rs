@@ -116,7 +116,26 @@ struct Prepared {
     engine: Box<dyn Engine>,
     guest: GuestArtifacts,
     state: State,
+    launch: Launch,
+}
+
+/// What booting a VM container needs beyond its record; `create` keeps it in the container's
+/// vm/launch.json until `start`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Launch {
+    mem_mib: u64,
+    vcpus: u32,
+    volumes: Vec<crate::container::options::Volume>,
+    tty: bool,
+    /// `--vmm`, chosen again at start.
+    vmm: Option<String>,
     create: CreateRequest,
+}
+
+impl Launch {
+    fn path(store: &ContainerStore, id: &str) -> PathBuf {
+        VmFiles::new(&store.dir(id)).dir.join("launch.json")
+    }
 }
 
 fn prepare(
@@ -130,11 +149,19 @@ fn prepare(
     eprintln!("capsa: vm isolation: {reason}");
     let guest = artifacts::locate(store.root())?;
     let (state, create) = lay_out(store, image, opts)?;
+    let launch = Launch {
+        mem_mib: guest_memory_mib(opts),
+        vcpus: opts.cpus.map(|c| c.ceil().max(1.0) as u32).unwrap_or(1),
+        volumes: opts.volumes.clone(),
+        tty: opts.tty,
+        vmm: vmm.map(String::from),
+        create,
+    };
     Ok(Prepared {
         engine,
         guest,
         state,
-        create,
+        launch,
     })
 }
 
@@ -157,10 +184,9 @@ pub fn run_foreground(
     let result = boot_and_run(
         store,
         p.state,
-        p.create,
+        p.launch,
         p.engine.as_ref(),
         &p.guest,
-        opts,
         &mut sink,
         |_| {},
     );
@@ -184,6 +210,75 @@ pub fn run_detached(
 ) -> Result<String, ContainerError> {
     let p = prepare(store, &image, opts, vmm)?;
     let id = p.state.id.clone();
+    spawn_monitor(store, p)?;
+    Ok(id)
+}
+
+/// `create --isolation vm`: the container's record, spec and launch parameters, no VM yet.
+pub fn create(
+    store: &ContainerStore,
+    image: Image,
+    opts: &RunOptions,
+    vmm: Option<&str>,
+) -> Result<String, ContainerError> {
+    let p = prepare(store, &image, opts, vmm)?;
+    let id = p.state.id.clone();
+    let saved = (|| {
+        let path = Launch::path(store, &id);
+        let json = serde_json::to_vec(&p.launch)
+            .map_err(|e| ContainerError::io(&path, std::io::Error::other(e)))?;
+        crate::fsutil::write_atomic(&path, &json).map_err(|e| ContainerError::io(&path, e))?;
+        store.update(&id, |s| {
+            s.status = Status::Created;
+            s.monitor_pid = None;
+            s.monitor_start_time = None;
+        })
+    })();
+    if let Err(e) = saved {
+        let _ = crate::container::delete::remove(store, &id, true);
+        return Err(e);
+    }
+    Ok(id)
+}
+
+/// `start` of a created VM container: boots it under a detached monitor, as `run -d` does.
+pub fn start(store: &ContainerStore, id: &str) -> Result<(), ContainerError> {
+    let state = store.observe(id)?;
+    match state.status {
+        Status::Created => {}
+        Status::Running => return Ok(()),
+        _ => {
+            return Err(ContainerError::WrongState {
+                id: crate::container::id::short(id).to_string(),
+                reason: "starting a stopped VM container again is not available yet; run a new one"
+                    .into(),
+            })
+        }
+    }
+    let path = Launch::path(store, id);
+    let launch: Launch = std::fs::read(&path)
+        .map_err(|e| ContainerError::io(&path, e))
+        .and_then(|b| {
+            serde_json::from_slice(&b)
+                .map_err(|e| ContainerError::io(&path, std::io::Error::other(e)))
+        })?;
+    let (engine, reason) = engine::select(launch.vmm.as_deref())?;
+    eprintln!("capsa: vm isolation: {reason}");
+    let guest = artifacts::locate(store.root())?;
+    spawn_monitor(
+        store,
+        Prepared {
+            engine,
+            guest,
+            state,
+            launch,
+        },
+    )
+}
+
+/// Forks the VM's monitor and waits until it reports the workload started (or why not).
+fn spawn_monitor(store: &ContainerStore, p: Prepared) -> Result<(), ContainerError> {
+    let id = p.state.id.clone();
     let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| ContainerError::io(&store.dir(&id).dir, e.into()))?;
     // SAFETY: the CLI is single-threaded here, so the child may run Rust code after fork.
@@ -192,7 +287,7 @@ pub fn run_detached(
             drop(report_r);
             let _ = nix::unistd::setsid();
             crate::container::monitor::detach_stdio();
-            let code = monitor(store, p, opts, std::fs::File::from(report_w));
+            let code = monitor(store, p, std::fs::File::from(report_w));
             std::process::exit(code);
         }
         Ok(nix::unistd::ForkResult::Parent { .. }) => {}
@@ -205,7 +300,7 @@ pub fn run_detached(
         &mut answer,
     );
     match answer.trim_end() {
-        "ok" => Ok(id),
+        "ok" => Ok(()),
         "" => Err(ContainerError::Vm(
             "the VM's monitor died while starting it".into(),
         )),
@@ -215,14 +310,10 @@ pub fn run_detached(
 
 /// The detached VM's monitor: boots, reports "ok" (or the error) to the waiting CLI, relays
 /// output to the log until the workload exits, records the exit.
-fn monitor(
-    store: &ContainerStore,
-    p: Prepared,
-    opts: &RunOptions,
-    mut report: std::fs::File,
-) -> i32 {
+fn monitor(store: &ContainerStore, p: Prepared, mut report: std::fs::File) -> i32 {
     let id = p.state.id.clone();
-    let log = crate::container::logfile::Writer::open(&store.dir(&id).log(), opts.log_rotation);
+    let (rotation, auto_remove) = (p.state.log_rotation, p.state.auto_remove);
+    let log = crate::container::logfile::Writer::open(&store.dir(&id).log(), rotation);
     let mut sink = match log {
         Ok(w) => Sink::Log(w),
         Err(e) => {
@@ -238,10 +329,9 @@ fn monitor(
     let result = boot_and_run(
         store,
         p.state,
-        p.create,
+        p.launch,
         p.engine.as_ref(),
         &p.guest,
-        opts,
         &mut sink,
         |r| {
             if let Some(mut w) = report.take() {
@@ -256,7 +346,7 @@ fn monitor(
         w.flush(0);
         w.flush(1);
     }
-    finish(store, &id, &result, opts.auto_remove).unwrap_or(125)
+    finish(store, &id, &result, auto_remove).unwrap_or(125)
 }
 
 /// Records the exit (or the failure) and removes the container with `--rm`.
@@ -551,31 +641,37 @@ fn guest_memory_mib(opts: &RunOptions) -> u64 {
 fn boot_and_run(
     store: &ContainerStore,
     state: State,
-    mut create: CreateRequest,
+    launch: Launch,
     engine: &dyn Engine,
     guest: &GuestArtifacts,
-    opts: &RunOptions,
     sink: &mut Sink,
     mut on_started: impl FnMut(Result<(), &ContainerError>),
 ) -> Result<(i32, bool), ContainerError> {
+    let mut create = launch.create;
     let result = (|| {
         let dir = store.dir(&state.id);
         let files = VmFiles::new(&dir);
         let image = crate::image::ImageStore::new(store.root()).resolve(&state.image_id)?;
-        let disks = attach_disks(store, &image.layer_dirs, &files, &opts.volumes, &mut create)?;
+        let disks = attach_disks(
+            store,
+            &image.layer_dirs,
+            &files,
+            &launch.volumes,
+            &mut create,
+        )?;
         let vm = VmSpec {
             kernel: guest.kernel.clone(),
             initramfs: guest.initramfs.clone(),
             cmdline: KERNEL_CMDLINE.into(),
-            mem_mib: guest_memory_mib(opts),
-            vcpus: opts.cpus.map(|c| c.ceil().max(1.0) as u32).unwrap_or(1),
+            mem_mib: launch.mem_mib,
+            vcpus: launch.vcpus,
             disks,
             agent_socket: files.socket(),
             console_log: files.console_log(),
             nic: state.endpoint.as_ref().map(|e| (e.veth.clone(), e.mac)),
         };
         // SIGWINCH matters only to a foreground -t run, whose terminal this is.
-        let signals = block_signals(opts.tty && matches!(sink, Sink::Terminal(_)))?;
+        let signals = block_signals(launch.tty && matches!(sink, Sink::Terminal(_)))?;
         let (mut child, agent) = start_engine(engine, &vm, &files)?;
         if let Some(endpoint) = &state.endpoint {
             let plugged = network::bridge_config(store, &endpoint.network).and_then(|c| {
