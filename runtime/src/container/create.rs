@@ -14,7 +14,6 @@ use crate::linux::rootfs::OverlayLayers;
 use crate::linux::seccomp::compile;
 use oci_spec::runtime::Spec;
 use seccompiler::BpfProgram;
-use std::time::SystemTime;
 
 /// A container laid out on disk, ready for its init to be cloned.
 pub struct Prepared {
@@ -119,44 +118,9 @@ fn lay_out(
         compile::for_spec(&spec, &store.root().seccomp_cache()).map_err(|e| setup_err(id, e))?;
     tracing::debug!(id, "seccomp ready");
     exec_fifo::create(&dir.exec_fifo()).map_err(|e| ContainerError::io(&dir.exec_fifo(), e))?;
-    let me = std::process::id() as i32;
-    let state = State {
-        id: id.to_string(),
-        name: name.to_string(),
-        image: opts.image.clone(),
-        image_id: image.id.clone(),
-        command: spec
-            .process()
-            .as_ref()
-            .and_then(|p| p.args().clone())
-            .unwrap_or_default(),
-        isolation: "container".into(),
-        status: Status::Creating,
-        created: crate::timefmt::rfc3339(SystemTime::now()),
-        started_at: None,
-        finished_at: None,
-        pid: None,
-        pid_start_time: None,
-        monitor_pid: Some(me),
-        monitor_start_time: process_start_time(me),
-        exit_code: None,
-        restart_policy: opts.restart_policy,
-        restart_count: 0,
-        restarting: false,
-        stopped_by_user: false,
-        stop_signal: opts.stop_signal,
-        stop_timeout: opts.stop_timeout,
-        paused: false,
-        network: opts.network,
-        endpoint,
-        connected: Vec::new(),
-        oom_killed: false,
-        error: None,
-        cgroup: cgroup_paths,
-        userns_base,
-        log_rotation: opts.log_rotation,
-        auto_remove: opts.auto_remove,
-    };
+    let mut state = State::creating(id, name, opts, &image, &spec, "container", endpoint);
+    state.cgroup = cgroup_paths;
+    state.userns_base = userns_base;
     if userns_base.is_some() {
         for n in 0..image.layer_dirs.len() {
             let d = dir.dir.join("lower").join(n.to_string());

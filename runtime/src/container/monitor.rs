@@ -412,34 +412,16 @@ pub fn create_detached(
     prepared: Prepared,
 ) -> Result<String, ContainerError> {
     let id = prepared.state.id.clone();
-    let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| ContainerError::io(&store.dir(&id).dir, e.into()))?;
-    // SAFETY: the CLI is single-threaded here, so the child may run Rust code after fork.
-    match unsafe { nix::unistd::fork() } {
-        Ok(nix::unistd::ForkResult::Child) => {
-            drop(report_r);
-            let _ = nix::unistd::setsid();
-            detach_stdio();
-            run_detached(store, prepared, report_w);
-        }
-        Ok(nix::unistd::ForkResult::Parent { .. }) => {}
-        Err(e) => {
-            create::discard(
-                store,
-                &id,
-                &prepared.state.name,
-                Some(prepared.cgroup.as_ref()),
-            );
-            return Err(ContainerError::io(&store.dir(&id).dir, e.into()));
-        }
-    }
-    drop(report_w);
-    let mut answer = String::new();
-    let _ = std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(std::fs::File::from(report_r)),
-        &mut answer,
-    );
-    match answer.trim_end() {
+    let dir = store.dir(&id).dir;
+    let (name, cgroup) = (prepared.state.name.clone(), prepared.state.cgroup.clone());
+    let answer = fork_monitor(&dir, |report| {
+        run_detached(store, prepared, report);
+    })
+    .inspect_err(|_| {
+        let cgroup = crate::linux::cgroups::manager(&cgroup);
+        create::discard(store, &id, &name, Some(cgroup.as_ref()));
+    })?;
+    match answer.as_str() {
         "ok" => Ok(id),
         "" => Err(ContainerError::Setup {
             id,
@@ -450,6 +432,36 @@ pub fn create_detached(
             reason: reason.to_string(),
         }),
     }
+}
+
+/// Forks a monitor (its own session, stdio on /dev/null) that runs `body` with the write end
+/// of a report pipe and exits; returns the first line the monitor reported ("ok" or the
+/// reason it failed; empty if it died first).
+pub fn fork_monitor(
+    dir: &std::path::Path,
+    body: impl FnOnce(OwnedFd),
+) -> Result<String, ContainerError> {
+    let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| ContainerError::io(dir, e.into()))?;
+    // SAFETY: the CLI is single-threaded here, so the child may run Rust code after fork.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            drop(report_r);
+            let _ = nix::unistd::setsid();
+            detach_stdio();
+            body(report_w);
+            std::process::exit(0);
+        }
+        Ok(nix::unistd::ForkResult::Parent { .. }) => {}
+        Err(e) => return Err(ContainerError::io(dir, e.into())),
+    }
+    drop(report_w);
+    let mut answer = String::new();
+    let _ = std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(std::fs::File::from(report_r)),
+        &mut answer,
+    );
+    Ok(answer.trim_end().to_string())
 }
 
 /// Points the monitor's own stdio at /dev/null so it holds no terminal of the CLI's.

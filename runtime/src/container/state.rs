@@ -154,6 +154,57 @@ pub fn is_same_process(pid: Option<i32>, start_time: Option<u64>) -> bool {
 }
 
 impl State {
+    /// The record of a container being created from `opts` and `image` by this process
+    /// (its monitor until one is forked); the caller fills in cgroups and user namespace.
+    pub fn creating(
+        id: &str,
+        name: &str,
+        opts: &super::options::RunOptions,
+        image: &crate::image::Image,
+        spec: &oci_spec::runtime::Spec,
+        isolation: &str,
+        endpoint: Option<crate::net::Endpoint>,
+    ) -> State {
+        let me = std::process::id() as i32;
+        State {
+            id: id.to_string(),
+            name: name.to_string(),
+            image: opts.image.clone(),
+            image_id: image.id.clone(),
+            command: spec
+                .process()
+                .as_ref()
+                .and_then(|p| p.args().clone())
+                .unwrap_or_default(),
+            isolation: isolation.into(),
+            status: Status::Creating,
+            created: crate::timefmt::rfc3339(std::time::SystemTime::now()),
+            started_at: None,
+            finished_at: None,
+            pid: None,
+            pid_start_time: None,
+            monitor_pid: Some(me),
+            monitor_start_time: process_start_time(me),
+            exit_code: None,
+            restart_policy: opts.restart_policy,
+            restart_count: 0,
+            restarting: false,
+            stopped_by_user: false,
+            stop_signal: opts.stop_signal,
+            stop_timeout: opts.stop_timeout,
+            paused: false,
+            network: opts.network,
+            endpoint,
+            connected: Vec::new(),
+            oom_killed: false,
+            error: None,
+            cgroup: Default::default(),
+            userns_base: None,
+            log_rotation: opts.log_rotation,
+            auto_remove: opts.auto_remove,
+        }
+    }
+
     /// Every network endpoint: the first network's, then the connected ones.
     pub fn endpoints(&self) -> impl Iterator<Item = &crate::net::Endpoint> {
         self.endpoint.iter().chain(self.connected.iter())

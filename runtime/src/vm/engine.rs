@@ -120,6 +120,25 @@ pub fn select(forced: Option<&str>) -> Result<(Box<dyn Engine>, String), VmError
     }
 }
 
+/// `qemu-system-x86_64 -M microvm` without PCI, ACPI, RTC or default devices, stopping
+/// (not rebooting) on the guest's reset, under KVM or TCG.
+pub fn qemu_microvm(binary: &std::path::Path, kvm: bool) -> Command {
+    let mut c = Command::new(binary);
+    c.args([
+        "-M",
+        "microvm,acpi=off,rtc=off",
+        "-nodefaults",
+        "-no-user-config",
+        "-no-reboot",
+    ]);
+    if kvm {
+        c.args(["-accel", "kvm", "-cpu", "host"]);
+    } else {
+        c.args(["-accel", "tcg"]);
+    }
+    c
+}
+
 pub struct Qemu {
     binary: PathBuf,
     kvm: bool,
@@ -143,20 +162,8 @@ impl Engine for Qemu {
     }
 
     fn command(&self, vm: &VmSpec) -> Command {
-        let mut c = Command::new(&self.binary);
-        c.args([
-            "-M",
-            "microvm,acpi=off,rtc=off",
-            "-nodefaults",
-            "-no-user-config",
-            "-nographic",
-            "-no-reboot",
-        ]);
-        if self.kvm {
-            c.args(["-accel", "kvm", "-cpu", "host"]);
-        } else {
-            c.args(["-accel", "tcg"]);
-        }
+        let mut c = qemu_microvm(&self.binary, self.kvm);
+        c.arg("-nographic");
         c.arg("-m")
             .arg(format!("{}M", vm.mem_mib))
             .arg("-smp")

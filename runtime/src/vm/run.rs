@@ -278,28 +278,12 @@ pub fn start(store: &ContainerStore, id: &str) -> Result<(), ContainerError> {
 
 /// Forks the VM's monitor and waits until it reports the workload started (or why not).
 fn spawn_monitor(store: &ContainerStore, p: Prepared) -> Result<(), ContainerError> {
-    let id = p.state.id.clone();
-    let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| ContainerError::io(&store.dir(&id).dir, e.into()))?;
-    // SAFETY: the CLI is single-threaded here, so the child may run Rust code after fork.
-    match unsafe { nix::unistd::fork() } {
-        Ok(nix::unistd::ForkResult::Child) => {
-            drop(report_r);
-            let _ = nix::unistd::setsid();
-            crate::container::monitor::detach_stdio();
-            let code = monitor(store, p, std::fs::File::from(report_w));
-            std::process::exit(code);
-        }
-        Ok(nix::unistd::ForkResult::Parent { .. }) => {}
-        Err(e) => return Err(ContainerError::io(&store.dir(&id).dir, e.into())),
-    }
-    drop(report_w);
-    let mut answer = String::new();
-    let _ = std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(std::fs::File::from(report_r)),
-        &mut answer,
-    );
-    match answer.trim_end() {
+    let dir = store.dir(&p.state.id).dir;
+    let answer = crate::container::monitor::fork_monitor(&dir, |report| {
+        let code = monitor(store, p, std::fs::File::from(report));
+        std::process::exit(code);
+    })?;
+    match answer.as_str() {
         "ok" => Ok(()),
         "" => Err(ContainerError::Vm(
             "the VM's monitor died while starting it".into(),
@@ -495,44 +479,7 @@ fn lay_out_named(
             });
         }
     }
-    let me = std::process::id() as i32;
-    let state = State {
-        id: id.to_string(),
-        name: name.to_string(),
-        image: opts.image.clone(),
-        image_id: image.id.clone(),
-        command: spec
-            .process()
-            .as_ref()
-            .and_then(|p| p.args().clone())
-            .unwrap_or_default(),
-        isolation: "vm".into(),
-        status: Status::Creating,
-        created: crate::timefmt::rfc3339(SystemTime::now()),
-        started_at: None,
-        finished_at: None,
-        pid: None,
-        pid_start_time: None,
-        monitor_pid: Some(me),
-        monitor_start_time: process_start_time(me),
-        exit_code: None,
-        restart_policy: opts.restart_policy,
-        restart_count: 0,
-        restarting: false,
-        stopped_by_user: false,
-        stop_signal: opts.stop_signal,
-        stop_timeout: opts.stop_timeout,
-        paused: false,
-        network: opts.network,
-        endpoint: endpoint.clone(),
-        connected: Vec::new(),
-        oom_killed: false,
-        error: None,
-        cgroup: Default::default(),
-        userns_base: None,
-        log_rotation: opts.log_rotation,
-        auto_remove: opts.auto_remove,
-    };
+    let state = State::creating(id, name, opts, image, &spec, "vm", endpoint.clone());
     store.save(&state)?;
     let network = endpoint.as_ref().map(|e| GuestNetwork {
         address: e.ip,

@@ -38,16 +38,8 @@ fn measure(s: &dyn Subject, ctx: &Context) -> Outcome<OverheadResult> {
     if let Some(cleanup) = shot.cleanup {
         cleanup();
     }
-    let mut result = match run {
-        Ok(r) if r.exit == 0 => match parse(&r.stdout) {
-            Ok(res) => res,
-            Err(error) => return Outcome::Failed { error },
-        },
-        Ok(r) => {
-            return Outcome::Failed {
-                error: format!("the probe exited {}: {}", r.exit, tail(&r.stderr)),
-            }
-        }
+    let mut result = match run.and_then(figures) {
+        Ok(res) => res,
         Err(error) => return Outcome::Failed { error },
     };
     for (key, why) in s.unmeasurable() {
@@ -79,6 +71,18 @@ fn measure(s: &dyn Subject, ctx: &Context) -> Outcome<OverheadResult> {
         }
     }
     Outcome::Ok(result)
+}
+
+/// The figures of a finished probe run, or why there are none.
+fn figures(run: crate::bench::timing::TimedRun) -> Result<OverheadResult, String> {
+    if run.exit != 0 {
+        return Err(format!(
+            "the probe exited {}: {}",
+            run.exit,
+            tail(&run.stderr)
+        ));
+    }
+    parse(&run.stdout)
 }
 
 /// The probe's JSON line among the instance's output (an engine may print around it).
@@ -160,16 +164,8 @@ pub fn baseline(probe: &Path, ctx: &Context) -> Outcome<OverheadResult> {
     }
     let run = timed_run(cmd, "{");
     let _ = std::fs::remove_dir_all(&dir);
-    let mut result = match run {
-        Ok(r) if r.exit == 0 => match parse(&r.stdout) {
-            Ok(res) => res,
-            Err(error) => return Outcome::Failed { error },
-        },
-        Ok(r) => {
-            return Outcome::Failed {
-                error: format!("the probe exited {}: {}", r.exit, tail(&r.stderr)),
-            }
-        }
+    let mut result = match run.and_then(figures) {
+        Ok(res) => res,
         Err(error) => return Outcome::Failed { error },
     };
     let served = free_port().and_then(|port| {

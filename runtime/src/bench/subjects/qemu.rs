@@ -131,19 +131,8 @@ impl QemuPeer {
 
     fn command(&self, workload: &Workload) -> Result<Command, String> {
         let initramfs = self.initramfs(workload)?;
-        let mut c = Command::new(&self.binary);
-        c.args([
-            "-M",
-            "microvm,acpi=off,rtc=off",
-            "-nodefaults",
-            "-no-user-config",
-        ]);
-        c.args(["-display", "none", "-no-reboot"]);
-        if self.kvm {
-            c.args(["-accel", "kvm", "-cpu", "host"]);
-        } else {
-            c.args(["-accel", "tcg"]);
-        }
+        let mut c = crate::vm::engine::qemu_microvm(&self.binary, self.kvm);
+        c.args(["-display", "none"]);
         c.args(["-m", &format!("{GUEST_MIB}M"), "-smp", "1"]);
         c.arg("-kernel").arg(&self.kernel);
         c.arg("-initrd").arg(initramfs);
