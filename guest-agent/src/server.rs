@@ -28,6 +28,9 @@ struct Proc {
     pid: i32,
     stdout: Option<File>,
     stderr: Option<File>,
+    /// An exec'd process's stdin (`-i`) and pty master (`-t`); the init's are the workload's.
+    stdin: Option<File>,
+    tty: Option<std::os::fd::OwnedFd>,
     /// (code, OOM-killed, when), once reaped.
     exited: Option<(i32, bool, Instant)>,
     reported: bool,
@@ -158,6 +161,22 @@ impl Agent {
         self.send(id, Message::Response(response))
     }
 
+    /// The stdin of `process`: an exec'd process's, else the workload's.
+    fn stdin_of(&mut self, process: &str) -> Result<&mut Option<File>, workload::Failure> {
+        let init = self.workload.as_ref().is_some_and(|w| w.id == process);
+        if !init {
+            return match self.procs.iter_mut().find(|p| p.name == process) {
+                Some(p) => Ok(&mut p.stdin),
+                None => Err((ErrorKind::NotFound, format!("no process {process}"))),
+            };
+        }
+        let w = self
+            .workload
+            .as_mut()
+            .ok_or((ErrorKind::NotFound, "no workload".to_string()))?;
+        Ok(&mut w.stdin)
+    }
+
     fn workload(&self) -> Result<&Workload, workload::Failure> {
         self.workload
             .as_ref()
@@ -183,6 +202,8 @@ impl Agent {
                     pid: w.pid,
                     stdout: w.stdout.take(),
                     stderr: w.stderr.take(),
+                    stdin: None,
+                    tty: None,
                     exited: None,
                     reported: false,
                 });
@@ -212,7 +233,9 @@ impl Agent {
                         name: e.process.clone(),
                         pid: p.pid,
                         stdout: Some(p.stdout),
-                        stderr: Some(p.stderr),
+                        stderr: p.stderr,
+                        stdin: p.stdin,
+                        tty: p.tty,
                         exited: None,
                         reported: false,
                     }),
@@ -222,6 +245,8 @@ impl Agent {
                             pid: 0,
                             stdout: None,
                             stderr: None,
+                            stdin: None,
+                            tty: None,
                             exited: None,
                             reported: false,
                         });
@@ -245,21 +270,15 @@ impl Agent {
                     .map_err(|e| (ErrorKind::NotFound, e.to_string()))?;
                 Ok(Response::Ok)
             }
-            Request::Input { data, .. } => {
-                let w = self
-                    .workload
-                    .as_mut()
-                    .ok_or((ErrorKind::NotFound, "no workload".to_string()))?;
-                if let Some(stdin) = w.stdin.as_mut() {
-                    // A workload that closed its stdin just loses the input, as through a pipe.
+            Request::Input { process, data } => {
+                if let Some(stdin) = self.stdin_of(&process)? {
+                    // A process that closed its stdin just loses the input, as through a pipe.
                     let _ = stdin.write_all(&data.0);
                 }
                 Ok(Response::Ok)
             }
-            Request::CloseInput { .. } => {
-                if let Some(w) = self.workload.as_mut() {
-                    w.stdin = None;
-                }
+            Request::CloseInput { process } => {
+                *self.stdin_of(&process)? = None;
                 Ok(Response::Ok)
             }
             Request::Stats => Ok(Response::Stats(self.stats())),
@@ -276,8 +295,21 @@ impl Agent {
             } => crate::copy::copy_in(self.workload()?.pid, &path, &archive.0, as_is)
                 .map(|()| Response::Ok)
                 .map_err(|e| (ErrorKind::BadRequest, e)),
-            Request::Resize { rows, cols, .. } => {
-                if let Some(tty) = &self.workload()?.tty {
+            Request::Resize {
+                process,
+                rows,
+                cols,
+            } => {
+                let w = self.workload()?;
+                let tty = if w.id == process {
+                    w.tty.as_ref()
+                } else {
+                    self.procs
+                        .iter()
+                        .find(|p| p.name == process)
+                        .and_then(|p| p.tty.as_ref())
+                };
+                if let Some(tty) = tty {
                     capsa::linux::sys::set_window_size(tty.as_raw_fd(), rows, cols)
                         .map_err(|e| (ErrorKind::Internal, format!("window size: {e}")))?;
                 }

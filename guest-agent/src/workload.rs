@@ -50,8 +50,8 @@ enum Streams {
 }
 
 impl Streams {
-    fn new(spec: &oci_spec::runtime::Spec) -> std::io::Result<Streams> {
-        if spec.process().as_ref().and_then(|p| p.terminal()) == Some(true) {
+    fn new(terminal: bool) -> std::io::Result<Streams> {
+        if terminal {
             let size = nix::pty::Winsize {
                 ws_row: 24,
                 ws_col: 80,
@@ -136,8 +136,13 @@ impl Streams {
 /// A process started by `exec`.
 pub struct ExecProcess {
     pub pid: i32,
+    /// With `-i`.
+    pub stdin: Option<File>,
     pub stdout: File,
-    pub stderr: File,
+    /// Without `-t`.
+    pub stderr: Option<File>,
+    /// With `-t`: the pty master, for its window size.
+    pub tty: Option<OwnedFd>,
 }
 
 fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
@@ -174,7 +179,8 @@ pub fn create(mut req: CreateRequest) -> Result<Workload, Failure> {
         .map_err(|e| (ErrorKind::Isolation, e.to_string()))?;
     let fifo = dir.join("exec.fifo");
     exec_fifo::create(&fifo).map_err(fail(ErrorKind::Internal))?;
-    let streams = Streams::new(&spec).map_err(fail(ErrorKind::Internal))?;
+    let terminal = spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
+    let streams = Streams::new(terminal).map_err(fail(ErrorKind::Internal))?;
     let layers = OverlayLayers {
         lower,
         upper,
@@ -255,9 +261,7 @@ impl Workload {
         })?;
         let namespaces =
             capsa::linux::namespaces::clone_flags(&self.spec) & !(libc::CLONE_NEWPID as u64);
-        let devnull = std::fs::File::open("/dev/null").map_err(fail(ErrorKind::Internal))?;
-        let (out_r, out_w) = pipe().map_err(fail(ErrorKind::Internal))?;
-        let (err_r, err_w) = pipe().map_err(fail(ErrorKind::Internal))?;
+        let streams = Streams::new(req.tty).map_err(fail(ErrorKind::Internal))?;
         let cfg = JoinConfig {
             init: &init,
             namespaces,
@@ -265,20 +269,20 @@ impl Workload {
             user: &req.user,
             seccomp: &seccomp,
             cgroup: self.cgroup.as_ref(),
-            stdio: Stdio {
-                stdin: Some(devnull.as_raw_fd()),
-                stdout: Some(out_w.as_raw_fd()),
-                stderr: Some(err_w.as_raw_fd()),
-            },
-            terminal: false,
+            stdio: streams.child_stdio(),
+            terminal: req.tty,
         };
         let joined = spawn_in(&cfg).map_err(|e| (ErrorKind::Isolation, format!("exec: {e}")))?;
-        drop((out_w, err_w));
+        let (stdin, stdout, stderr, tty) =
+            streams.keep_ours().map_err(fail(ErrorKind::Internal))?;
         Ok(match joined {
             Joined::Running(pid) => Ok(ExecProcess {
                 pid,
-                stdout: File::from(out_r),
-                stderr: File::from(err_r),
+                // Without -i the process's stdin ends at once, as /dev/null would.
+                stdin: req.interactive.then_some(stdin),
+                stdout,
+                stderr,
+                tty,
             }),
             Joined::Failed(code, msg) => Err((code, msg)),
         })

@@ -118,6 +118,10 @@ fn vm_flags_without_a_meaning_yet_and_missing_pieces_are_named() {
             &["--vmm", "xen"][..],
             "--vmm \"xen\": expected capsa or qemu",
         ),
+        (
+            &["-d", "--restart", "always"][..],
+            "--restart is not available with --isolation vm yet",
+        ),
     ] {
         let mut args = flags.to_vec();
         args.extend(["busybox", "true"]);
@@ -695,9 +699,61 @@ fn create_then_start_boots_the_vm_and_start_a_follows_its_output() {
     assert!(top.contains("sleep 600"), "{top}");
     let never = env.create(&["--isolation", "vm", "--name", "never", "busybox", "true"]);
     assert!(never.status.success(), "{}", text(&never.stderr));
+    assert!(env.capsa(&["network", "create", "vmnet"]).status.success());
+    let connect = env.capsa(&["network", "connect", "vmnet", "bg"]);
+    assert!(!connect.status.success());
+    assert!(
+        text(&connect.stderr).contains("not available for VM containers"),
+        "{}",
+        text(&connect.stderr)
+    );
+    assert!(env.capsa(&["network", "rm", "vmnet"]).status.success());
     assert!(env
         .capsa(&["rm", "-f", "later", "bg", "never"])
         .status
         .success());
+    env.assert_clean();
+}
+
+#[test]
+fn exec_i_feeds_stdin_and_exec_it_gives_a_terminal_in_the_guest() {
+    let env = TestEnv::new();
+    let out = vm(&env, &["-d", "--name", "shell", "busybox", "sleep", "600"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let piped = env.capsa_with_stdin(
+        &[
+            "exec",
+            "-i",
+            "shell",
+            "sh",
+            "-c",
+            "cat > /tmp/in.txt; wc -l < /tmp/in.txt",
+        ],
+        b"one\ntwo\n",
+    );
+    assert_eq!(piped.status.code(), Some(0), "{}", text(&piped.stderr));
+    assert_eq!(text(&piped.stdout).trim(), "2");
+    let without = env.capsa_with_stdin(&["exec", "shell", "cat"], b"ignored\n");
+    assert_eq!(
+        text(&without.stdout),
+        "",
+        "without -i the process's stdin is empty"
+    );
+
+    let command = format!(
+        "{} exec -it shell sh; echo EXIT=$?; sleep 600",
+        env.shell_prefix()
+    );
+    let tmux = capsa_tests::Tmux::start(&command, 90, 25);
+    tmux.wait_for("#");
+    tmux.send(&["stty size; cat /tmp/in.txt", "Enter"]);
+    tmux.wait_for("25 90");
+    tmux.wait_for("two");
+    tmux.resize(100, 30);
+    tmux.send(&["clear; stty size", "Enter"]);
+    tmux.wait_for("30 100");
+    tmux.send(&["exit 4", "Enter"]);
+    tmux.wait_for("EXIT=4");
+    assert!(env.capsa(&["rm", "-f", "shell"]).status.success());
     env.assert_clean();
 }

@@ -441,7 +441,12 @@ pub fn exec(root: &StateRoot, args: ExecArgs) -> i32 {
         workdir: args.workdir,
         command: args.command,
     };
-    if opts.tty && !opts.detach {
+    // A VM container's terminal is a pty inside the guest, relayed by its monitor.
+    let in_vm = store
+        .resolve(&args.container)
+        .and_then(|id| store.observe(&id))
+        .is_ok_and(|s| s.isolation == "vm");
+    if opts.tty && !opts.detach && !in_vm {
         let keys = match detach_keys(args.detach_keys.as_deref()) {
             Ok(k) => k,
             Err(rc) => return rc,

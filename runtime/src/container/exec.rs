@@ -65,6 +65,14 @@ pub fn exec_start(
         id: id.to_string(),
         reason: reason.to_string(),
     };
+    if state.isolation == "vm" {
+        // Its processes are inside the guest; the host-side pid is its monitor's, whose
+        // namespaces are the host's. Only the agent may run a process there.
+        return Err(ContainerError::InvalidArgument(format!(
+            "container {}: a VM container's processes run through its agent (capsa exec)",
+            state.name
+        )));
+    }
     if state.status != Status::Running || !state.init_alive() {
         return Err(wrong("container is not running"));
     }

@@ -112,6 +112,14 @@ pub fn connect_network(
 ) -> Result<(), ContainerError> {
     let invalid = |m: String| ContainerError::InvalidArgument(m);
     let state = store.observe(id)?;
+    if state.isolation == "vm" {
+        // Its host-side pid is its monitor's, in the host's network namespace; a VM's
+        // network devices are fixed when it boots.
+        return Err(ContainerError::InvalidArgument(format!(
+            "container {}: network connect and disconnect are not available for VM containers yet",
+            state.name
+        )));
+    }
     if state.network != NetworkMode::Bridge {
         return Err(invalid(format!(
             "container {} is on the {} network, which admits no other",
@@ -166,6 +174,14 @@ pub fn disconnect_network(
 ) -> Result<(), ContainerError> {
     let invalid = |m: String| ContainerError::InvalidArgument(m);
     let state = store.observe(id)?;
+    if state.isolation == "vm" {
+        // Its host-side pid is its monitor's, in the host's network namespace; a VM's
+        // network devices are fixed when it boots.
+        return Err(ContainerError::InvalidArgument(format!(
+            "container {}: network connect and disconnect are not available for VM containers yet",
+            state.name
+        )));
+    }
     let Some(endpoint) = state.connected.iter().find(|e| e.network == name) else {
         let why = if state.endpoint.as_ref().is_some_and(|e| e.network == name) {
             "it is the container's first network (its default route); capsa cannot take that one away"

@@ -29,11 +29,12 @@ fn io(id: &str, e: impl std::fmt::Display) -> ContainerError {
     ContainerError::Vm(format!("container {id}: {e}"))
 }
 
-/// `exec` in a VM container: the command's exit code, its output on this terminal.
+/// `exec` in a VM container: the command's exit code, its output on this terminal; with `-i`
+/// this terminal's input, with `-t` a pty in the guest that follows this window.
 pub fn exec(store: &ContainerStore, id: &str, opts: &ExecOptions) -> Result<i32, ContainerError> {
-    if opts.tty || opts.interactive || opts.detach {
+    if opts.detach {
         return Err(ContainerError::InvalidArgument(
-            "exec -i, -t and -d are not available in VM containers yet".into(),
+            "exec -d is not available in VM containers yet".into(),
         ));
     }
     let (_, spec_process, user) = crate::container::exec::process_for(store, id, opts)?;
@@ -42,7 +43,12 @@ pub fn exec(store: &ContainerStore, id: &str, opts: &ExecOptions) -> Result<i32,
         process: String::new(),
         spec_process,
         user,
+        interactive: opts.interactive,
+        tty: opts.tty,
     }));
+    // Signals for the window are read on a thread of their own, so block them first.
+    let mut winch = if opts.tty { window_changes() } else { None };
+    let _raw = (opts.tty && opts.interactive).then(crate::linux::tty::RawMode::enter);
     protocol::write_frame(&mut stream, 1, Message::Request(request)).map_err(|e| io(id, e))?;
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
     loop {
@@ -53,7 +59,22 @@ pub fn exec(store: &ContainerStore, id: &str, opts: &ExecOptions) -> Result<i32,
             Message::Response(Response::Error { message, .. }) => {
                 return Err(io(id, format!("exec: {message}")))
             }
-            Message::Response(_) => {}
+            Message::Response(_) => {
+                let writer = std::sync::Arc::new(std::sync::Mutex::new(
+                    stream.try_clone().map_err(|e| io(id, e))?,
+                ));
+                if opts.tty {
+                    send_window_size(&writer);
+                }
+                if let Some(fd) = winch.take() {
+                    let w = writer.clone();
+                    std::thread::spawn(move || relay_window_changes(fd, w));
+                }
+                if opts.interactive {
+                    let w = writer.clone();
+                    std::thread::spawn(move || relay_stdin(w));
+                }
+            }
             Message::Event(Event::Output {
                 stream: s, data, ..
             }) => {
@@ -68,6 +89,65 @@ pub fn exec(store: &ContainerStore, id: &str, opts: &ExecOptions) -> Result<i32,
             Message::Event(Event::Exited { code, .. }) => return Ok(code),
             Message::Request(_) => return Err(io(id, "unexpected request from the monitor")),
         }
+    }
+}
+
+type SharedStream = std::sync::Arc<std::sync::Mutex<UnixStream>>;
+
+fn send(to: &SharedStream, request: Request) -> bool {
+    match to.lock() {
+        Ok(mut s) => protocol::write_frame(&mut *s, 0, Message::Request(request)).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// This terminal's stdin as `Input` frames, then `CloseInput` at its end.
+fn relay_stdin(to: SharedStream) {
+    let mut buf = vec![0u8; 32 << 10];
+    let mut stdin = std::io::stdin();
+    loop {
+        let request = match std::io::Read::read(&mut stdin, &mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Ok(0) | Err(_) => Request::CloseInput {
+                process: String::new(),
+            },
+            Ok(n) => Request::Input {
+                process: String::new(),
+                data: protocol::Bytes(buf[..n].to_vec()),
+            },
+        };
+        let last = matches!(request, Request::CloseInput { .. });
+        if !send(&to, request) || last {
+            return;
+        }
+    }
+}
+
+fn send_window_size(to: &SharedStream) {
+    if let Ok((rows, cols)) = crate::linux::sys::window_size(libc::STDOUT_FILENO) {
+        send(
+            to,
+            Request::Resize {
+                process: String::new(),
+                rows,
+                cols,
+            },
+        );
+    }
+}
+
+/// SIGWINCH, blocked in this thread (and so in the threads it starts) and read from a
+/// signalfd; None when that cannot be set up (the size then stays the first one).
+fn window_changes() -> Option<nix::sys::signalfd::SignalFd> {
+    let mut mask = nix::sys::signal::SigSet::empty();
+    mask.add(nix::sys::signal::Signal::SIGWINCH);
+    mask.thread_block().ok()?;
+    nix::sys::signalfd::SignalFd::new(&mask).ok()
+}
+
+fn relay_window_changes(fd: nix::sys::signalfd::SignalFd, to: SharedStream) {
+    while let Ok(Some(_)) = fd.read_signal() {
+        send_window_size(&to);
     }
 }
 

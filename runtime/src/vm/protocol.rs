@@ -176,6 +176,12 @@ pub struct ExecRequest {
     pub spec_process: oci_spec::runtime::Process,
     /// `-u`, or the image's user.
     pub user: String,
+    /// `-i`: the process reads `Input` (else its stdin is empty).
+    #[serde(default)]
+    pub interactive: bool,
+    /// `-t`: the process gets a pty (its output comes as stdout; `Resize` sets its size).
+    #[serde(default)]
+    pub tty: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

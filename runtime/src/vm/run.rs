@@ -99,6 +99,9 @@ pub fn check_supported(opts: &RunOptions) -> Result<(), ContainerError> {
     if opts.userns {
         return no("--userns=auto");
     }
+    if opts.restart_policy != crate::container::restart::RestartPolicy::No {
+        return no("--restart");
+    }
     for v in &opts.volumes {
         if v.host.exists() && !v.host.is_dir() {
             return Err(ContainerError::InvalidArgument(format!(
@@ -857,7 +860,15 @@ fn converse(
         while let Ok((stream, _)) = control.accept() {
             clients.serve(agent, stream);
         }
-        let wait = if input.is_some() { 20 } else { 200 };
+        while let Ok(request) = clients.requests.try_recv() {
+            // An exec'd process that has gone just loses what was typed for it.
+            let _ = agent.call(request, REQUEST_TIMEOUT);
+        }
+        let wait = if input.is_some() || !clients.waiting.is_empty() {
+            20
+        } else {
+            200
+        };
         match agent.next_event(Duration::from_millis(wait)) {
             Ok(Some(Event::Output {
                 process: p,
@@ -893,11 +904,54 @@ fn bind_control(id: &str) -> Result<UnixListener, VmError> {
     Ok(l)
 }
 
-/// The control socket's clients that wait for an `exec`'s output, by process name.
-#[derive(Default)]
+/// The control socket's clients that wait for an `exec`'s output, by process name, and what
+/// the interactive ones send (input, window sizes), read on a thread per client.
 struct Clients {
     waiting: std::collections::HashMap<String, UnixStream>,
     next: u64,
+    from_clients: std::sync::mpsc::Sender<Request>,
+    requests: std::sync::mpsc::Receiver<Request>,
+}
+
+impl Default for Clients {
+    fn default() -> Self {
+        let (from_clients, requests) = std::sync::mpsc::channel();
+        Clients {
+            waiting: Default::default(),
+            next: 0,
+            from_clients,
+            requests,
+        }
+    }
+}
+
+/// Reads an `exec -i`/`-t` client's frames until it goes, naming its process in each.
+fn read_client_input(
+    mut stream: UnixStream,
+    process: String,
+    to: std::sync::mpsc::Sender<Request>,
+) {
+    let _ = stream.set_read_timeout(None);
+    while let Ok(env) = super::protocol::read_frame(&mut stream) {
+        let request = match env.message {
+            Message::Request(Request::Input { data, .. }) => Request::Input {
+                process: process.clone(),
+                data,
+            },
+            Message::Request(Request::CloseInput { .. }) => Request::CloseInput {
+                process: process.clone(),
+            },
+            Message::Request(Request::Resize { rows, cols, .. }) => Request::Resize {
+                process: process.clone(),
+                rows,
+                cols,
+            },
+            _ => continue,
+        };
+        if to.send(request).is_err() {
+            return;
+        }
+    }
 }
 
 impl Clients {
@@ -908,10 +962,12 @@ impl Clients {
         let Ok(env) = super::protocol::read_frame(&mut stream) else {
             return;
         };
+        let mut talks = false;
         let (request, name) = match env.message {
             Message::Request(Request::Exec(mut e)) => {
                 self.next += 1;
                 e.process = format!("exec-{}", self.next);
+                talks = e.interactive || e.tty;
                 let name = e.process.clone();
                 (Request::Exec(e), Some(name))
             }
@@ -942,6 +998,11 @@ impl Clients {
             && ok
         {
             if let Some(name) = name {
+                if let (true, Ok(reader)) = (talks, stream.try_clone()) {
+                    let to = self.from_clients.clone();
+                    let process = name.clone();
+                    std::thread::spawn(move || read_client_input(reader, process, to));
+                }
                 self.waiting.insert(name, stream);
             }
         }
