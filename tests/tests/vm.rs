@@ -584,8 +584,16 @@ fn run_it_gives_the_vm_workload_a_terminal_that_follows_the_window() {
     tmux.send(&["stty size", "Enter"]);
     tmux.wait_for("30 100");
     tmux.resize(120, 40);
-    tmux.send(&["stty size", "Enter"]);
-    tmux.wait_for("40 120");
+    // The new size travels to the guest as its own message: ask until it has arrived.
+    capsa_tests::eventually(
+        "the guest's pty takes the window's size",
+        std::time::Duration::from_secs(20),
+        || {
+            tmux.send(&["clear; stty size", "Enter"]);
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            tmux.screen().contains("40 120")
+        },
+    );
     // ctrl-c reaches the guest's line discipline: it ends sleep, not the VM.
     tmux.send(&["sleep 100", "Enter"]);
     capsa_tests::eventually(
@@ -750,8 +758,15 @@ fn exec_i_feeds_stdin_and_exec_it_gives_a_terminal_in_the_guest() {
     tmux.wait_for("25 90");
     tmux.wait_for("two");
     tmux.resize(100, 30);
-    tmux.send(&["clear; stty size", "Enter"]);
-    tmux.wait_for("30 100");
+    capsa_tests::eventually(
+        "the exec's pty takes the window's size",
+        std::time::Duration::from_secs(20),
+        || {
+            tmux.send(&["clear; stty size", "Enter"]);
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            tmux.screen().contains("30 100")
+        },
+    );
     tmux.send(&["exit 4", "Enter"]);
     tmux.wait_for("EXIT=4");
     assert!(env.capsa(&["rm", "-f", "shell"]).status.success());

@@ -828,6 +828,21 @@ fn converse(
     let control = bind_control(&process)?;
     let mut clients = Clients::default();
     loop {
+        // Signals first: a window change typed before a command must reach the pty first.
+        while let Ok(Some(sig)) = signals.read_signal() {
+            let request = if sig.ssi_signo == libc::SIGWINCH as u32 {
+                match window_resize(&process) {
+                    Some(r) => r,
+                    None => continue,
+                }
+            } else {
+                Request::Signal {
+                    process: process.clone(),
+                    signal: sig.ssi_signo as i32,
+                }
+            };
+            agent.call(request, REQUEST_TIMEOUT)?;
+        }
         while let Some(Ok(chunk)) = input.as_ref().map(|rx| rx.try_recv()) {
             let request = match chunk {
                 Some(data) => Request::Input {
@@ -839,20 +854,6 @@ fn converse(
                     Request::CloseInput {
                         process: process.clone(),
                     }
-                }
-            };
-            agent.call(request, REQUEST_TIMEOUT)?;
-        }
-        while let Ok(Some(sig)) = signals.read_signal() {
-            let request = if sig.ssi_signo == libc::SIGWINCH as u32 {
-                match window_resize(&process) {
-                    Some(r) => r,
-                    None => continue,
-                }
-            } else {
-                Request::Signal {
-                    process: process.clone(),
-                    signal: sig.ssi_signo as i32,
                 }
             };
             agent.call(request, REQUEST_TIMEOUT)?;
