@@ -103,9 +103,13 @@ pub fn kernel_release() -> String {
         .unwrap_or_default()
 }
 
-/// Flushes the disks and resets the VM: with `reboot=k` (capsa-vmm) and `-no-reboot` (QEMU)
-/// a reset ends the VMM process, which is what the host waits for.
+/// Ends every other process, unmounts the disks, flushes and resets the VM: with `reboot=k`
+/// (capsa-vmm) and `-no-reboot` (QEMU) a reset ends the VMM process, which is what the host
+/// waits for. The writable layer has no journal, so it must be unmounted (or at least made
+/// read-only) to be clean when the container starts again.
 pub fn power_off() -> ! {
+    end_all_processes();
+    unmount_all();
     nix::unistd::sync();
     let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
     // reboot(2) does not return on success; if it failed there is nothing left to do.
@@ -117,4 +121,50 @@ pub fn power_off() -> ! {
 /// True when running as the guest's init (tests run the library elsewhere).
 pub fn is_guest_init() -> bool {
     std::process::id() == 1 && Path::new("/proc/1").exists()
+}
+
+/// SIGKILL to every process but this one (kill(-1) from PID 1), then reaps them for up to a
+/// second, so that no file stays open on the disks.
+fn end_all_processes() {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(-1),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while std::time::Instant::now() < deadline {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => std::thread::sleep(std::time::Duration::from_millis(5)),
+            Ok(_) => {}
+            Err(_) => return, // ECHILD: none left
+        }
+    }
+}
+
+/// Unmounts what is mounted, newest first; a mount still busy is made read-only instead.
+fn unmount_all() {
+    use nix::mount::{umount2, MntFlags};
+    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    // Field 5 of a mountinfo line is the mount point (octal escapes aside, which capsa's
+    // own mount points do not have).
+    let points: Vec<String> = table
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(String::from))
+        .collect();
+    for point in points.iter().rev() {
+        if matches!(point.as_str(), "/" | "/proc" | "/sys" | "/dev") {
+            continue;
+        }
+        if umount2(point.as_str(), MntFlags::empty()).is_err() {
+            let _ = mount(
+                None::<&str>,
+                point.as_str(),
+                None::<&str>,
+                MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                None::<&str>,
+            );
+        }
+    }
 }

@@ -328,6 +328,10 @@ impl Agent {
                 }
                 Ok(Response::Ok)
             }
+            Request::Attach { .. } => Err((
+                ErrorKind::BadRequest,
+                "attach is served by the VM's monitor, not the agent".into(),
+            )),
         }
     }
 

@@ -107,20 +107,12 @@ fn vm_flags_without_a_meaning_yet_and_missing_pieces_are_named() {
             "--userns=auto is not available with --isolation vm yet",
         ),
         (
-            &["-d", "-i"][..],
-            "-i with -d or create is not available with --isolation vm yet",
-        ),
-        (
             &["--network", "host"][..],
             "--network host (a VM has its own kernel",
         ),
         (
             &["--vmm", "xen"][..],
             "--vmm \"xen\": expected capsa or qemu",
-        ),
-        (
-            &["-d", "--restart", "always"][..],
-            "--restart is not available with --isolation vm yet",
         ),
     ] {
         let mut args = flags.to_vec();
@@ -133,8 +125,6 @@ fn vm_flags_without_a_meaning_yet_and_missing_pieces_are_named() {
             text(&out.stderr)
         );
     }
-    let out = env.capsa(&["create", "-i", "--isolation", "vm", "busybox", "true"]);
-    assert!(text(&out.stderr).contains("-i with -d or create is not available"));
     let out = env.capsa(&["run", "--vmm", "qemu", "busybox", "true"]);
     assert!(text(&out.stderr).contains("--vmm applies only with --isolation vm"));
     let hw = std::fs::read_to_string("/proc/cpuinfo")
@@ -387,6 +377,21 @@ fn exec_and_stats_reach_a_running_vm_through_its_monitor() {
     assert_eq!(text(&out.stdout), "1000 /tmp y\n");
     let out = env.capsa(&["exec", "box", "no-such-command"]);
     assert_eq!(out.status.code(), Some(127));
+    let out = env.capsa(&[
+        "exec",
+        "-d",
+        "box",
+        "sh",
+        "-c",
+        "sleep 1; echo done > /tmp/d",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty(), "exec -d prints nothing");
+    capsa_tests::eventually(
+        "the detached exec to finish",
+        std::time::Duration::from_secs(30),
+        || text(&env.capsa(&["exec", "box", "cat", "/tmp/d"]).stdout) == "done\n",
+    );
     let stats = text(&env.capsa(&["stats", "--no-stream", "box"]).stdout);
     assert!(
         stats.contains("/ 64MiB"),
@@ -654,7 +659,7 @@ fn create_then_start_boots_the_vm_and_start_a_follows_its_output() {
         "busybox",
         "sh",
         "-c",
-        "echo hello $WHO; exit 3",
+        "echo run >> /runs; echo hello $WHO $(wc -l < /runs); exit 3",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let id = text(&out.stdout).trim().to_string();
@@ -677,17 +682,29 @@ fn create_then_start_boots_the_vm_and_start_a_follows_its_output() {
     );
     let start = env.capsa(&["start", "-a", "later"]);
     assert_eq!(start.status.code(), Some(3), "{}", text(&start.stderr));
-    assert_eq!(text(&start.stdout), "hello vm\n");
+    assert_eq!(text(&start.stdout), "hello vm 1\n");
     assert_eq!(
         env.inspect("later", "{{.State.Status}} {{.State.ExitCode}}"),
         "exited 3"
     );
-    let again = env.capsa(&["start", "later"]);
-    assert!(!again.status.success());
-    assert!(
-        text(&again.stderr).contains("not available yet"),
-        "{}",
-        text(&again.stderr)
+    // The agent unmounts before power-off: the writable layer (no journal) is clean.
+    let upper = env
+        .root()
+        .join("containers")
+        .join(&id)
+        .join("vm/upper.ext4");
+    let fsck = std::process::Command::new("e2fsck")
+        .arg("-n")
+        .arg(&upper)
+        .output()
+        .unwrap();
+    assert!(fsck.status.success(), "{}", text(&fsck.stdout));
+    let again = env.capsa(&["start", "-a", "later"]);
+    assert_eq!(again.status.code(), Some(3), "{}", text(&again.stderr));
+    assert_eq!(
+        text(&again.stdout),
+        "hello vm 2\n",
+        "a stopped VM boots again with its writable layer kept"
     );
 
     let out = env.create(&[
@@ -705,6 +722,11 @@ fn create_then_start_boots_the_vm_and_start_a_follows_its_output() {
     assert!(env.ps_line("bg").contains("Up "), "{}", env.ps_line("bg"));
     let top = text(&env.capsa(&["top", "bg"]).stdout);
     assert!(top.contains("sleep 600"), "{top}");
+    let started_at = env.inspect("bg", "{{.State.StartedAt}}");
+    let restart = env.capsa(&["restart", "-t", "1", "bg"]);
+    assert!(restart.status.success(), "{}", text(&restart.stderr));
+    assert!(env.ps_line("bg").contains("Up "), "{}", env.ps_line("bg"));
+    assert_ne!(env.inspect("bg", "{{.State.StartedAt}}"), started_at);
     let never = env.create(&["--isolation", "vm", "--name", "never", "busybox", "true"]);
     assert!(never.status.success(), "{}", text(&never.stderr));
     assert!(env.capsa(&["network", "create", "vmnet"]).status.success());
@@ -770,5 +792,99 @@ fn exec_i_feeds_stdin_and_exec_it_gives_a_terminal_in_the_guest() {
     tmux.send(&["exit 4", "Enter"]);
     tmux.wait_for("EXIT=4");
     assert!(env.capsa(&["rm", "-f", "shell"]).status.success());
+    env.assert_clean();
+}
+
+#[test]
+fn a_restart_policy_boots_the_vm_again_up_to_its_limit() {
+    let env = TestEnv::new();
+    let out = vm(
+        &env,
+        &[
+            "-d",
+            "--name",
+            "flaky",
+            "--restart",
+            "on-failure:2",
+            "busybox",
+            "sh",
+            "-c",
+            "echo run >> /runs; echo run $(wc -l < /runs); exit 3",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    capsa_tests::eventually(
+        "two restarts and a final exit",
+        std::time::Duration::from_secs(120),
+        || env.inspect("flaky", "{{.State.Status}} {{.RestartCount}}") == "exited 2",
+    );
+    assert_eq!(
+        env.inspect("flaky", "{{.State.ExitCode}}"),
+        "3",
+        "{}",
+        env.inspect("flaky", "{{.State.Error}}")
+    );
+    let logs = env.capsa(&["logs", "flaky"]);
+    assert_eq!(text(&logs.stdout), "run 1\nrun 2\nrun 3\n");
+    assert_eq!(
+        env.inspect("flaky", "{{.HostConfig.RestartPolicy.Name}}"),
+        "on-failure"
+    );
+    assert!(env.capsa(&["rm", "flaky"]).status.success());
+    env.assert_clean();
+}
+
+#[test]
+fn attach_relays_a_detached_vm_workload_and_its_terminal_until_the_detach_keys() {
+    let env = TestEnv::new();
+    let out = vm(
+        &env,
+        &[
+            "-d",
+            "-i",
+            "--name",
+            "talk",
+            "busybox",
+            "sh",
+            "-c",
+            "while read l; do echo got $l; done; echo bye; exit 7",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The end of attach's input closes the workload's stdin: the loop ends.
+    let attach = env.capsa_with_stdin(&["attach", "talk"], b"hello\n");
+    assert_eq!(attach.status.code(), Some(7), "{}", text(&attach.stderr));
+    assert_eq!(text(&attach.stdout), "got hello\nbye\n");
+    assert_eq!(
+        text(&env.capsa(&["logs", "talk"]).stdout),
+        "got hello\nbye\n",
+        "the log has it too"
+    );
+
+    let out = vm(&env, &["-d", "-it", "--name", "term", "busybox", "sh"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let command = format!(
+        "{} attach term; echo ATTACH=$?; sleep 600",
+        env.shell_prefix()
+    );
+    let tmux = capsa_tests::Tmux::start(&command, 100, 30);
+    tmux.send(&["stty size; echo vm-$((40+2))", "Enter"]);
+    tmux.wait_for("vm-42");
+    assert!(tmux.screen().contains("30 100"), "{}", tmux.screen());
+    tmux.send(&["C-p", "C-q"]);
+    tmux.wait_for("ATTACH=0");
+    assert!(
+        env.ps_line("term").contains("Up "),
+        "{}",
+        env.ps_line("term")
+    );
+    let again = capsa_tests::Tmux::start(&command, 100, 30);
+    again.send(&["exit 4", "Enter"]);
+    again.wait_for("ATTACH=4");
+    assert_eq!(
+        env.inspect("term", "{{.State.Status}} {{.State.ExitCode}}"),
+        "exited 4"
+    );
+    assert!(env.capsa(&["rm", "talk", "term"]).status.success());
     env.assert_clean();
 }

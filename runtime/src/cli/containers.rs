@@ -733,6 +733,16 @@ pub fn attach(root: &StateRoot, args: AttachArgs) -> i32 {
                 reason: "You cannot attach to a stopped container, start it first".into(),
             });
         }
+        if state.isolation == "vm" {
+            // The VM's monitor relays the workload's streams (its pty with -t).
+            let tty = has_terminal(&store, &id);
+            let code = crate::vm::control::attach(&id, !args.no_stdin, tty, &keys)?;
+            if code.is_some() {
+                // As Docker's, attach returns once the exit is recorded.
+                wait_verb::wait_exit(&store, &id)?;
+            }
+            return Ok(code);
+        }
         if has_terminal(&store, &id) {
             return attach_and_start(&store, &id, !args.no_stdin, &keys, false);
         }

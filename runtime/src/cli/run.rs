@@ -383,13 +383,6 @@ fn vm_run(
     create_only: bool,
     detach: bool,
 ) -> i32 {
-    if (detach || create_only) && opts.interactive {
-        // The workload's stdin would need an attach socket on the VM's monitor.
-        eprintln!(
-            "capsa: invalid argument: -i with -d or create is not available with --isolation vm yet"
-        );
-        return EXIT_ENGINE_ERROR;
-    }
     if detach || create_only {
         let made = if create_only {
             crate::vm::run::create(store, image, opts, vmm)

@@ -99,7 +99,7 @@ pub fn relay(mut remote: Remote, stdin: bool, detach_keys: &[u8]) -> std::io::Re
     unsafe { libc::signal(libc::SIGWINCH, on_winch as *const () as libc::sighandler_t) };
     remote.resize();
     let mut stdin_open = stdin;
-    let mut matched = 0usize;
+    let mut detach = crate::linux::tty::DetachKeys::new(detach_keys);
     let mut buf = vec![0u8; 32 * 1024];
     let mut out = std::io::stdout();
     let ended = loop {
@@ -147,21 +147,10 @@ pub fn relay(mut remote: Remote, stdin: bool, detach_keys: &[u8]) -> std::io::Re
                 stdin_open = false;
                 continue;
             }
-            // The detach keys are held back until it is clear they are not a detach.
-            let mut pass = Vec::with_capacity(n);
-            for &b in &buf[..n] {
-                if !detach_keys.is_empty() && b == detach_keys[matched] {
-                    matched += 1;
-                    if matched == detach_keys.len() {
-                        WINCH_PIPE.store(-1, Ordering::Relaxed);
-                        return Ok(Ended::Detached);
-                    }
-                    continue;
-                }
-                pass.extend_from_slice(&detach_keys[..matched]);
-                matched = 0;
-                pass.push(b);
-            }
+            let Some(pass) = detach.filter(&buf[..n]) else {
+                WINCH_PIPE.store(-1, Ordering::Relaxed);
+                return Ok(Ended::Detached);
+            };
             if !pass.is_empty() && remote.send(&pass).is_err() {
                 break Ended::Closed;
             }

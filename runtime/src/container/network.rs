@@ -283,8 +283,8 @@ pub fn connect(store: &ContainerStore, state: &State, pid: i32) -> Result<(), Co
     };
     match (&state.network, &state.endpoint) {
         (NetworkMode::Host, _) => Ok(()),
-        (_, Some(first)) => {
-            ports_still_free(store, state, first)?;
+        (_, Some(_)) => {
+            ports_still_free(store, state)?;
             for endpoint in state.endpoints() {
                 let config = bridge_config(store, &endpoint.network)?;
                 net::attach(&config, endpoint, pid).map_err(fail)?;
@@ -340,14 +340,10 @@ pub fn refresh_hosts(store: &ContainerStore, network: &str) {
 
 /// A container started again publishes the ports it was created with; another container
 /// or a host process may hold one now (Docker refuses the start then too).
-fn ports_still_free(
-    store: &ContainerStore,
-    state: &State,
-    endpoint: &Endpoint,
-) -> Result<(), ContainerError> {
-    if endpoint.ports.is_empty() {
+pub fn ports_still_free(store: &ContainerStore, state: &State) -> Result<(), ContainerError> {
+    let Some(endpoint) = state.endpoint.as_ref().filter(|e| !e.ports.is_empty()) else {
         return Ok(());
-    }
+    };
     let held = ports_of_others(store, &state.id);
     for p in &endpoint.ports {
         let taken = held.iter().any(|h| p.clashes_with(h));

@@ -32,47 +32,110 @@ fn io(id: &str, e: impl std::fmt::Display) -> ContainerError {
 /// `exec` in a VM container: the command's exit code, its output on this terminal; with `-i`
 /// this terminal's input, with `-t` a pty in the guest that follows this window.
 pub fn exec(store: &ContainerStore, id: &str, opts: &ExecOptions) -> Result<i32, ContainerError> {
-    if opts.detach {
-        return Err(ContainerError::InvalidArgument(
-            "exec -d is not available in VM containers yet".into(),
-        ));
-    }
     let (_, spec_process, user) = crate::container::exec::process_for(store, id, opts)?;
-    let mut stream = connect(id)?;
     let request = Request::Exec(Box::new(ExecRequest {
         process: String::new(),
         spec_process,
         user,
-        interactive: opts.interactive,
+        // A detached command has no client to read from.
+        interactive: opts.interactive && !opts.detach,
         tty: opts.tty,
     }));
-    // Signals for the window are read on a thread of their own, so block them first.
-    let mut winch = if opts.tty { window_changes() } else { None };
-    let _raw = (opts.tty && opts.interactive).then(crate::linux::tty::RawMode::enter);
-    protocol::write_frame(&mut stream, 1, Message::Request(request)).map_err(|e| io(id, e))?;
-    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
-    loop {
-        match protocol::read_frame(&mut stream)
+    if opts.detach {
+        // The monitor drops the output of a client that has gone; the agent reaps the process.
+        let mut stream = connect(id)?;
+        protocol::write_frame(&mut stream, 1, Message::Request(request)).map_err(|e| io(id, e))?;
+        return match protocol::read_frame(&mut stream)
             .map_err(|e| io(id, e))?
             .message
         {
             Message::Response(Response::Error { message, .. }) => {
-                return Err(io(id, format!("exec: {message}")))
+                Err(io(id, format!("exec: {message}")))
+            }
+            _ => Ok(0),
+        };
+    }
+    let terminal = Terminal {
+        verb: "exec",
+        stdin: opts.interactive,
+        tty: opts.tty,
+        detach_keys: Vec::new(),
+    };
+    Ok(session(id, request, &terminal)?.unwrap_or(0))
+}
+
+/// `attach` to a running VM container: its output from now on, and with `stdin` this
+/// terminal's input (for a workload started with `-i`); with `-t` the detach keys leave it
+/// running. The workload's exit code, or None when the user detached.
+pub fn attach(
+    id: &str,
+    stdin: bool,
+    tty: bool,
+    detach_keys: &[u8],
+) -> Result<Option<i32>, ContainerError> {
+    let terminal = Terminal {
+        verb: "attach",
+        stdin,
+        tty,
+        detach_keys: if tty {
+            detach_keys.to_vec()
+        } else {
+            Vec::new()
+        },
+    };
+    session(id, Request::Attach { stdin }, &terminal)
+}
+
+/// How this terminal takes part in a session with a process in the VM.
+struct Terminal {
+    /// What the session is, for its errors.
+    verb: &'static str,
+    /// Relay this terminal's input.
+    stdin: bool,
+    /// The process has a pty in the guest: raw mode here, window size there.
+    tty: bool,
+    /// Typed in sequence, these end the session and leave the process running.
+    detach_keys: Vec<u8>,
+}
+
+/// Sends `request` (an exec or an attach) to the monitor and relays the process's output
+/// (and this terminal's input and window) until it exits (its code) or the user detaches.
+fn session(id: &str, request: Request, terminal: &Terminal) -> Result<Option<i32>, ContainerError> {
+    let mut stream = connect(id)?;
+    // Signals for the window are read on a thread of their own, so block them first.
+    let mut winch = if terminal.tty { window_changes() } else { None };
+    let _raw = (terminal.tty && terminal.stdin).then(crate::linux::tty::RawMode::enter);
+    protocol::write_frame(&mut stream, 1, Message::Request(request)).map_err(|e| io(id, e))?;
+    let detached = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+    loop {
+        let frame = match protocol::read_frame(&mut stream) {
+            Ok(f) => f,
+            Err(_) if detached.load(std::sync::atomic::Ordering::SeqCst) => return Ok(None),
+            Err(e) => return Err(io(id, e)),
+        };
+        match frame.message {
+            Message::Response(Response::Error { message, .. }) => {
+                return Err(io(id, format!("{}: {message}", terminal.verb)))
             }
             Message::Response(_) => {
                 let writer = std::sync::Arc::new(std::sync::Mutex::new(
                     stream.try_clone().map_err(|e| io(id, e))?,
                 ));
-                if opts.tty {
+                if terminal.tty {
                     send_window_size(&writer);
                 }
                 if let Some(fd) = winch.take() {
                     let w = writer.clone();
                     std::thread::spawn(move || relay_window_changes(fd, w));
                 }
-                if opts.interactive {
-                    let w = writer.clone();
-                    std::thread::spawn(move || relay_stdin(w));
+                if terminal.stdin {
+                    let (w, keys, flag) = (
+                        writer.clone(),
+                        crate::linux::tty::DetachKeys::new(&terminal.detach_keys),
+                        detached.clone(),
+                    );
+                    std::thread::spawn(move || relay_stdin(w, keys, flag));
                 }
             }
             Message::Event(Event::Output {
@@ -86,7 +149,7 @@ pub fn exec(store: &ContainerStore, id: &str, opts: &ExecOptions) -> Result<i32,
                 let _ = w.write_all(&data.0);
                 let _ = w.flush();
             }
-            Message::Event(Event::Exited { code, .. }) => return Ok(code),
+            Message::Event(Event::Exited { code, .. }) => return Ok(Some(code)),
             Message::Request(_) => return Err(io(id, "unexpected request from the monitor")),
         }
     }
@@ -101,8 +164,13 @@ fn send(to: &SharedStream, request: Request) -> bool {
     }
 }
 
-/// This terminal's stdin as `Input` frames, then `CloseInput` at its end.
-fn relay_stdin(to: SharedStream) {
+/// This terminal's stdin as `Input` frames, then `CloseInput` at its end. The detach keys
+/// end the session instead: the connection is shut, which the monitor takes as a client gone.
+fn relay_stdin(
+    to: SharedStream,
+    mut keys: crate::linux::tty::DetachKeys,
+    detached: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
     let mut buf = vec![0u8; 32 << 10];
     let mut stdin = std::io::stdin();
     loop {
@@ -111,9 +179,19 @@ fn relay_stdin(to: SharedStream) {
             Ok(0) | Err(_) => Request::CloseInput {
                 process: String::new(),
             },
-            Ok(n) => Request::Input {
-                process: String::new(),
-                data: protocol::Bytes(buf[..n].to_vec()),
+            Ok(n) => match keys.filter(&buf[..n]) {
+                Some(data) if data.is_empty() => continue,
+                Some(data) => Request::Input {
+                    process: String::new(),
+                    data: protocol::Bytes(data),
+                },
+                None => {
+                    detached.store(true, std::sync::atomic::Ordering::SeqCst);
+                    if let Ok(s) = to.lock() {
+                        let _ = s.shutdown(std::net::Shutdown::Both);
+                    }
+                    return;
+                }
             },
         };
         let last = matches!(request, Request::CloseInput { .. });

@@ -89,6 +89,31 @@ pub fn writable_disk(path: &Path) -> Result<(), VmError> {
     )
 }
 
+/// Repairs the kept writable layer of a container started again if its VM did not unmount it
+/// (a killed engine): without a journal, only e2fsck makes it safe to mount, and nobody is
+/// there to answer its questions. A clean file system is left as it is.
+pub fn check_writable_disk(path: &Path) -> Result<(), VmError> {
+    let out = Command::new("e2fsck")
+        .args(["-y"])
+        .arg(path)
+        .output()
+        .map_err(|e| {
+            VmError::Tool(format!(
+                "checking the writable layer {}: cannot run e2fsck: {e} (install e2fsprogs)",
+                path.display()
+            ))
+        })?;
+    // 0: clean, 1: errors corrected; anything else leaves the file system unusable.
+    match out.status.code() {
+        Some(0 | 1) => Ok(()),
+        _ => Err(VmError::Tool(format!(
+            "the writable layer {} is damaged and e2fsck cannot repair it unattended: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        ))),
+    }
+}
+
 /// A disk holding a copy of the host directory `source` for a `-v` volume: erofs when the
 /// volume is read-only, else a sparse ext4 file with room to grow.
 pub fn volume_image(source: &Path, image: &Path, read_only: bool) -> Result<(), VmError> {

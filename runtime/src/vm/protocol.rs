@@ -79,6 +79,9 @@ pub enum Request {
     },
     /// Unmount, sync and power off.
     Shutdown,
+    /// `attach`: the workload's output from now on, and with `stdin` the client's input for
+    /// it. Served by the VM's monitor on its control socket; never sent to the agent.
+    Attach { stdin: bool },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,6 +132,15 @@ pub enum Event {
         code: i32,
         oom_killed: bool,
     },
+}
+
+impl Event {
+    /// The process the event is about.
+    pub fn process(&self) -> &str {
+        match self {
+            Event::Output { process, .. } | Event::Exited { process, .. } => process,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -99,9 +99,6 @@ pub fn check_supported(opts: &RunOptions) -> Result<(), ContainerError> {
     if opts.userns {
         return no("--userns=auto");
     }
-    if opts.restart_policy != crate::container::restart::RestartPolicy::No {
-        return no("--restart");
-    }
     for v in &opts.volumes {
         if v.host.exists() && !v.host.is_dir() {
             return Err(ContainerError::InvalidArgument(format!(
@@ -130,6 +127,9 @@ struct Launch {
     vcpus: u32,
     volumes: Vec<crate::container::options::Volume>,
     tty: bool,
+    /// `-i`: the workload's stdin stays open for `attach` when no terminal runs it.
+    #[serde(default)]
+    interactive: bool,
     /// `--vmm`, chosen again at start.
     vmm: Option<String>,
     create: CreateRequest,
@@ -138,6 +138,23 @@ struct Launch {
 impl Launch {
     fn path(store: &ContainerStore, id: &str) -> PathBuf {
         VmFiles::new(&store.dir(id)).dir.join("launch.json")
+    }
+
+    fn save(&self, store: &ContainerStore, id: &str) -> Result<(), ContainerError> {
+        let path = Self::path(store, id);
+        let json = serde_json::to_vec(self)
+            .map_err(|e| ContainerError::io(&path, std::io::Error::other(e)))?;
+        crate::fsutil::write_atomic(&path, &json).map_err(|e| ContainerError::io(&path, e))
+    }
+
+    fn load(store: &ContainerStore, id: &str) -> Result<Self, ContainerError> {
+        let path = Self::path(store, id);
+        std::fs::read(&path)
+            .map_err(|e| ContainerError::io(&path, e))
+            .and_then(|b| {
+                serde_json::from_slice(&b)
+                    .map_err(|e| ContainerError::io(&path, std::io::Error::other(e)))
+            })
     }
 }
 
@@ -157,9 +174,15 @@ fn prepare(
         vcpus: opts.cpus.map(|c| c.ceil().max(1.0) as u32).unwrap_or(1),
         volumes: opts.volumes.clone(),
         tty: opts.tty,
+        interactive: opts.interactive,
         vmm: vmm.map(String::from),
         create,
     };
+    // Kept for `start` (of a created container, or of a stopped one again).
+    if let Err(e) = launch.save(store, &state.id) {
+        let _ = crate::container::delete::remove(store, &state.id, true);
+        return Err(e);
+    }
     Ok(Prepared {
         engine,
         guest,
@@ -226,17 +249,11 @@ pub fn create(
 ) -> Result<String, ContainerError> {
     let p = prepare(store, &image, opts, vmm)?;
     let id = p.state.id.clone();
-    let saved = (|| {
-        let path = Launch::path(store, &id);
-        let json = serde_json::to_vec(&p.launch)
-            .map_err(|e| ContainerError::io(&path, std::io::Error::other(e)))?;
-        crate::fsutil::write_atomic(&path, &json).map_err(|e| ContainerError::io(&path, e))?;
-        store.update(&id, |s| {
-            s.status = Status::Created;
-            s.monitor_pid = None;
-            s.monitor_start_time = None;
-        })
-    })();
+    let saved = store.update(&id, |s| {
+        s.status = Status::Created;
+        s.monitor_pid = None;
+        s.monitor_start_time = None;
+    });
     if let Err(e) = saved {
         let _ = crate::container::delete::remove(store, &id, true);
         return Err(e);
@@ -244,27 +261,36 @@ pub fn create(
     Ok(id)
 }
 
-/// `start` of a created VM container: boots it under a detached monitor, as `run -d` does.
+/// `start` of a VM container: boots it under a detached monitor, as `run -d` does. A stopped
+/// one boots again with the command it was created with and its writable layer kept, as
+/// `docker start` does.
 pub fn start(store: &ContainerStore, id: &str) -> Result<(), ContainerError> {
-    let state = store.observe(id)?;
+    let mut state = store.observe(id)?;
     match state.status {
         Status::Created => {}
         Status::Running => return Ok(()),
+        // Its monitor boots it again by itself.
+        Status::Exited if state.restarting => return Ok(()),
+        Status::Exited | Status::Dead => {
+            network::ports_still_free(store, &state)?;
+            store.update(id, |s| {
+                s.exit_code = None;
+                s.finished_at = None;
+                s.error = None;
+                s.oom_killed = false;
+                s.paused = false;
+                s.stopped_by_user = false;
+            })?;
+            state = store.observe(id)?;
+        }
         _ => {
             return Err(ContainerError::WrongState {
                 id: crate::container::id::short(id).to_string(),
-                reason: "starting a stopped VM container again is not available yet; run a new one"
-                    .into(),
+                reason: format!("cannot start a container that is {}", state.status_word()),
             })
         }
     }
-    let path = Launch::path(store, id);
-    let launch: Launch = std::fs::read(&path)
-        .map_err(|e| ContainerError::io(&path, e))
-        .and_then(|b| {
-            serde_json::from_slice(&b)
-                .map_err(|e| ContainerError::io(&path, std::io::Error::other(e)))
-        })?;
+    let launch = Launch::load(store, id)?;
     let (engine, reason) = engine::select(launch.vmm.as_deref())?;
     eprintln!("capsa: vm isolation: {reason}");
     let guest = artifacts::locate(store.root())?;
@@ -296,7 +322,8 @@ fn spawn_monitor(store: &ContainerStore, p: Prepared) -> Result<(), ContainerErr
 }
 
 /// The detached VM's monitor: boots, reports "ok" (or the error) to the waiting CLI, relays
-/// output to the log until the workload exits, records the exit.
+/// output to the log until the workload exits, records the exit, and boots the VM again
+/// while its `--restart` policy says so (with Docker's back-off).
 fn monitor(store: &ContainerStore, p: Prepared, mut report: std::fs::File) -> i32 {
     let id = p.state.id.clone();
     let (rotation, auto_remove) = (p.state.log_rotation, p.state.auto_remove);
@@ -313,27 +340,81 @@ fn monitor(store: &ContainerStore, p: Prepared, mut report: std::fs::File) -> i3
         }
     };
     let mut report = Some(report);
-    let result = boot_and_run(
-        store,
-        p.state,
-        p.launch,
-        p.engine.as_ref(),
-        &p.guest,
-        &mut sink,
-        |r| {
-            if let Some(mut w) = report.take() {
-                let _ = match r {
-                    Ok(()) => writeln!(w, "ok"),
-                    Err(e) => writeln!(w, "{e}"),
-                };
-            }
-        },
-    );
-    if let Sink::Log(w) = &mut sink {
-        w.flush(0);
-        w.flush(1);
+    let mut state = p.state;
+    let mut delay = Duration::ZERO;
+    loop {
+        let started = Instant::now();
+        let result = boot_and_run(
+            store,
+            state,
+            p.launch.clone(),
+            p.engine.as_ref(),
+            &p.guest,
+            &mut sink,
+            |r| {
+                if let Some(mut w) = report.take() {
+                    let _ = match r {
+                        Ok(()) => writeln!(w, "ok"),
+                        Err(e) => writeln!(w, "{e}"),
+                    };
+                }
+            },
+        );
+        if let Sink::Log(w) = &mut sink {
+            w.flush(0);
+            w.flush(1);
+        }
+        let code = finish(store, &id, &result, auto_remove).unwrap_or(125);
+        match restart_after(store, &id, code, &mut delay, started.elapsed()) {
+            Some(next) => state = next,
+            None => return code,
+        }
     }
-    finish(store, &id, &result, auto_remove).unwrap_or(125)
+}
+
+/// Whether the `--restart` policy boots the VM again after an exit with `code`: waits out
+/// the back-off (unless the user stops or removes the container meanwhile) and returns the
+/// state to boot with.
+fn restart_after(
+    store: &ContainerStore,
+    id: &str,
+    code: i32,
+    delay: &mut Duration,
+    ran_for: Duration,
+) -> Option<State> {
+    use crate::container::restart;
+    let state = store.load(id).ok()?;
+    if !state
+        .restart_policy
+        .should_restart(code, state.restart_count, state.stopped_by_user)
+    {
+        if state.restarting {
+            let _ = store.update(id, |s| s.restarting = false);
+        }
+        return None;
+    }
+    *delay = restart::backoff(*delay, ran_for);
+    store.update(id, |s| s.restarting = true).ok()?;
+    let deadline = Instant::now() + *delay;
+    while Instant::now() < deadline {
+        match store.load(id) {
+            Ok(s) if !s.stopped_by_user => std::thread::sleep(Duration::from_millis(50)),
+            _ => {
+                let _ = store.update(id, |s| s.restarting = false);
+                return None;
+            }
+        }
+    }
+    store
+        .update(id, |s| {
+            // Still "restarting" until the VM runs again (boot_and_run clears it).
+            s.restart_count += 1;
+            s.exit_code = None;
+            s.finished_at = None;
+            s.error = None;
+            s.oom_killed = false;
+        })
+        .ok()?
 }
 
 /// Records the exit (or the failure) and removes the container with `--rm`.
@@ -560,7 +641,12 @@ fn attach_disks(
         });
         create.layers.push(serial);
     }
-    disks::writable_disk(&files.upper())?;
+    // A container started again keeps what its workload wrote.
+    if files.upper().exists() {
+        disks::check_writable_disk(&files.upper())?;
+    } else {
+        disks::writable_disk(&files.upper())?;
+    }
     disks.push(Disk {
         path: files.upper(),
         serial: create.upper.clone(),
@@ -638,6 +724,7 @@ fn boot_and_run(
         let me = std::process::id() as i32;
         store.update(&state.id, |s| {
             s.status = Status::Running;
+            s.restarting = false;
             s.pid = Some(me);
             s.pid_start_time = process_start_time(me);
             s.monitor_pid = Some(me);
@@ -657,6 +744,7 @@ fn boot_and_run(
         &mut agent,
         &mut child,
         create,
+        launch.interactive,
         &signals,
         &files,
         sink,
@@ -789,10 +877,12 @@ fn start_engine(
 
 /// Create, start, relay output and signals until the workload's exit; meanwhile serve the
 /// control socket (`exec`, `stats` from other capsa commands).
+#[allow(clippy::too_many_arguments)]
 fn converse(
     agent: &mut AgentClient,
     child: &mut Child,
     create: CreateRequest,
+    interactive: bool,
     signals: &SignalFd,
     files: &VmFiles,
     sink: &mut Sink,
@@ -816,7 +906,9 @@ fn converse(
         // The guest's pty starts at 80x24; with -t it takes this terminal's size.
         agent.call(resize, REQUEST_TIMEOUT)?;
     }
-    if input.is_none() {
+    // With -i but no terminal (-d, start), the stdin stays open for `attach`.
+    let stdin_open = input.is_some() || (interactive && matches!(sink, Sink::Log(_)));
+    if !stdin_open {
         // Without -i the workload's stdin is empty, as in a container.
         agent.call(
             Request::CloseInput {
@@ -826,7 +918,7 @@ fn converse(
         )?;
     }
     let control = bind_control(&process)?;
-    let mut clients = Clients::default();
+    let mut clients = Clients::new(&process, stdin_open);
     loop {
         // Signals first: a window change typed before a command must reach the pty first.
         while let Ok(Some(sig)) = signals.read_signal() {
@@ -862,25 +954,27 @@ fn converse(
             clients.serve(agent, stream);
         }
         while let Ok(request) = clients.requests.try_recv() {
+            if matches!(&request, Request::CloseInput { process: p } if *p == process) {
+                clients.stdin_open = false;
+            }
             // An exec'd process that has gone just loses what was typed for it.
             let _ = agent.call(request, REQUEST_TIMEOUT);
         }
-        let wait = if input.is_some() || !clients.waiting.is_empty() {
+        let wait = if input.is_some() || clients.any() {
             20
         } else {
             200
         };
         match agent.next_event(Duration::from_millis(wait)) {
-            Ok(Some(Event::Output {
-                process: p,
-                stream,
-                data,
-            })) if p == process => sink.write(stream, &data.0),
-            Ok(Some(Event::Exited {
-                process: p,
-                code,
-                oom_killed,
-            })) if p == process => return Ok((code, oom_killed)),
+            Ok(Some(event)) if event.process() == process => {
+                clients.broadcast(&event);
+                match event {
+                    Event::Output { stream, data, .. } => sink.write(stream, &data.0),
+                    Event::Exited {
+                        code, oom_killed, ..
+                    } => return Ok((code, oom_killed)),
+                }
+            }
             Ok(Some(other)) => clients.forward(other),
             Ok(None) => {
                 if let Ok(Some(status)) = child.try_wait() {
@@ -905,26 +999,23 @@ fn bind_control(id: &str) -> Result<UnixListener, VmError> {
     Ok(l)
 }
 
-/// The control socket's clients that wait for an `exec`'s output, by process name, and what
-/// the interactive ones send (input, window sizes), read on a thread per client.
+/// The control socket's clients: those that wait for an `exec`'s output, by process name,
+/// those attached to the workload, and what the interactive ones send (input, window
+/// sizes), read on a thread per client.
 struct Clients {
     waiting: std::collections::HashMap<String, UnixStream>,
+    attached: Vec<UnixStream>,
+    /// The workload's process name, which attached clients' input is for.
+    workload: String,
+    /// Whether the workload's stdin is open (`-i`), so that an attached client may write.
+    stdin_open: bool,
     next: u64,
     from_clients: std::sync::mpsc::Sender<Request>,
     requests: std::sync::mpsc::Receiver<Request>,
 }
 
-impl Default for Clients {
-    fn default() -> Self {
-        let (from_clients, requests) = std::sync::mpsc::channel();
-        Clients {
-            waiting: Default::default(),
-            next: 0,
-            from_clients,
-            requests,
-        }
-    }
-}
+/// A client that does not take its output for this long is dropped, not waited for.
+const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Reads an `exec -i`/`-t` client's frames until it goes, naming its process in each.
 fn read_client_input(
@@ -956,15 +1047,37 @@ fn read_client_input(
 }
 
 impl Clients {
+    fn new(workload: &str, stdin_open: bool) -> Self {
+        let (from_clients, requests) = std::sync::mpsc::channel();
+        Clients {
+            waiting: Default::default(),
+            attached: Vec::new(),
+            workload: workload.to_string(),
+            stdin_open,
+            next: 0,
+            from_clients,
+            requests,
+        }
+    }
+
+    /// Whether any client waits for output or may send input.
+    fn any(&self) -> bool {
+        !self.waiting.is_empty() || !self.attached.is_empty()
+    }
+
     /// Reads a client's one request and relays it to the agent.
     fn serve(&mut self, agent: &mut AgentClient, mut stream: UnixStream) {
         let _ = stream.set_nonblocking(false);
         let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = stream.set_write_timeout(Some(CLIENT_WRITE_TIMEOUT));
         let Ok(env) = super::protocol::read_frame(&mut stream) else {
             return;
         };
         let mut talks = false;
         let (request, name) = match env.message {
+            Message::Request(Request::Attach { stdin }) => {
+                return self.attach(stream, env.id, stdin);
+            }
             Message::Request(Request::Exec(mut e)) => {
                 self.next += 1;
                 e.process = format!("exec-{}", self.next);
@@ -1009,12 +1122,35 @@ impl Clients {
         }
     }
 
+    /// Takes an `attach` client: from now on it gets the workload's output and exit, and its
+    /// input goes to the workload while its stdin is open.
+    fn attach(&mut self, mut stream: UnixStream, id: u64, stdin: bool) {
+        let ok = Message::Response(Response::Ok);
+        if super::protocol::write_frame(&mut stream, id, ok).is_err() {
+            return;
+        }
+        if stdin && self.stdin_open {
+            if let Ok(reader) = stream.try_clone() {
+                let (to, process) = (self.from_clients.clone(), self.workload.clone());
+                std::thread::spawn(move || read_client_input(reader, process, to));
+            }
+        }
+        self.attached.push(stream);
+    }
+
+    /// An event of the workload goes to every attached client; one that has gone is dropped.
+    fn broadcast(&mut self, event: &Event) {
+        self.attached.retain_mut(|s| {
+            super::protocol::write_frame(s, 0, Message::Event(event.clone())).is_ok()
+        });
+    }
+
     /// An event of an `exec`'d process goes to the client waiting for it.
     fn forward(&mut self, event: Event) {
-        let (name, last) = match &event {
-            Event::Output { process, .. } => (process.clone(), false),
-            Event::Exited { process, .. } => (process.clone(), true),
-        };
+        let (name, last) = (
+            event.process().to_string(),
+            matches!(event, Event::Exited { .. }),
+        );
         let gone = match self.waiting.get_mut(&name) {
             Some(s) => super::protocol::write_frame(s, 0, Message::Event(event)).is_err(),
             None => false,
