@@ -699,12 +699,21 @@ fn create_then_start_boots_the_vm_and_start_a_follows_its_output() {
         .output()
         .unwrap();
     assert!(fsck.status.success(), "{}", text(&fsck.stdout));
+    // cp works on a stopped VM too: its disk is mounted on the host for the copy.
+    let host = env.root().join("copies");
+    std::fs::create_dir_all(&host).unwrap();
+    let out = env.capsa(&["cp", "later:/runs", host.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(host.join("runs")).unwrap(), "run\n");
+    std::fs::write(host.join("runs"), "a\nb\n").unwrap();
+    let out = env.capsa(&["cp", host.join("runs").to_str().unwrap(), "later:/runs"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let again = env.capsa(&["start", "-a", "later"]);
     assert_eq!(again.status.code(), Some(3), "{}", text(&again.stderr));
     assert_eq!(
         text(&again.stdout),
-        "hello vm 2\n",
-        "a stopped VM boots again with its writable layer kept"
+        "hello vm 3\n",
+        "a stopped VM boots again with its writable layer kept, cp's file in it"
     );
 
     let out = env.create(&[
@@ -729,6 +738,24 @@ fn create_then_start_boots_the_vm_and_start_a_follows_its_output() {
     assert_ne!(env.inspect("bg", "{{.State.StartedAt}}"), started_at);
     let never = env.create(&["--isolation", "vm", "--name", "never", "busybox", "true"]);
     assert!(never.status.success(), "{}", text(&never.stderr));
+    std::fs::write(host.join("greeting"), "hi\n").unwrap();
+    let out = env.capsa(&["cp", host.join("greeting").to_str().unwrap(), "never:/"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = env.capsa(&["cp", "never:/greeting", "-"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("hi\n"),
+        "a tar stream with the file"
+    );
+    let loops = std::process::Command::new("losetup")
+        .arg("-a")
+        .output()
+        .unwrap();
+    assert!(
+        !text(&loops.stdout).contains(env.root().to_str().unwrap()),
+        "no loop device outlives a copy: {}",
+        text(&loops.stdout)
+    );
     assert!(env.capsa(&["network", "create", "vmnet"]).status.success());
     let connect = env.capsa(&["network", "connect", "vmnet", "bg"]);
     assert!(!connect.status.success());

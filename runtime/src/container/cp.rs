@@ -114,15 +114,15 @@ fn in_container<T>(
         id: id.clone(),
         reason: e,
     };
+    // A VM container's pid is its monitor's, on the host: only a stopped VM comes here.
     let pidfd = match (state.init_alive(), state.pid) {
-        (true, Some(pid)) => Some(sys::pidfd_open(pid).map_err(|e| setup(e.to_string()))?),
+        (true, Some(pid)) if state.isolation != "vm" => {
+            Some(sys::pidfd_open(pid).map_err(|e| setup(e.to_string()))?)
+        }
         _ => None,
     };
     let layers = if pidfd.is_none() {
-        let image = ImageStore::new(store.root()).resolve(&state.image_id)?;
-        let dir = store.dir(&state.id);
-        let layers = dir.overlay_layers(image.layer_dirs);
-        Some((layers, dir.rootfs()))
+        Some(stopped_root(store, state)?)
     } else {
         None
     };
@@ -132,6 +132,34 @@ fn in_container<T>(
         parent_work,
     )
     .map_err(setup)
+}
+
+/// The root of a stopped container, to be mounted in a private mount namespace: its layers
+/// under its writable layer, which for a VM container is inside its ext4 disk.
+struct StoppedRoot {
+    layers: OverlayLayers,
+    rootfs: PathBuf,
+    /// A VM's writable disk and where to mount it (the overlay's upper and work are in it).
+    disk: Option<(PathBuf, PathBuf)>,
+}
+
+fn stopped_root(store: &ContainerStore, state: &State) -> Result<StoppedRoot, ContainerError> {
+    let image = ImageStore::new(store.root()).resolve(&state.image_id)?;
+    let dir = store.dir(&state.id);
+    let mut layers = dir.overlay_layers(image.layer_dirs);
+    let mut disk = None;
+    if state.isolation == "vm" {
+        let file = crate::vm::run::writable_layer(store, &state.id)?;
+        let mnt = dir.dir.join("vm").join("copy-mnt");
+        layers.upper = mnt.join("upper");
+        layers.work = mnt.join("work");
+        disk = Some((file, mnt));
+    }
+    Ok(StoppedRoot {
+        layers,
+        rootfs: dir.rootfs(),
+        disk,
+    })
 }
 
 /// Runs `child_work` in the mount namespace (and so the root) of process `pid`, and
@@ -183,20 +211,47 @@ fn in_child<T>(
 }
 
 /// Makes the container's root this process's root.
-fn enter(pidfd: Option<&OwnedFd>, layers: Option<&(OverlayLayers, PathBuf)>) -> Result<(), String> {
+fn enter(pidfd: Option<&OwnedFd>, root: Option<&StoppedRoot>) -> Result<(), String> {
     if let Some(fd) = pidfd {
         return sys::setns_pidfd(fd, libc::CLONE_NEWNS as u64)
             .map_err(|e| format!("enter the container: {e}"));
     }
-    let (layers, rootfs) = layers.ok_or("nothing to enter")?;
+    let root = root.ok_or("nothing to enter")?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
         .map_err(|e| format!("unshare: {e}"))?;
     let private = nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_SLAVE;
     nix::mount::mount(None::<&str>, "/", None::<&str>, private, None::<&str>)
         .map_err(|e| format!("make rslave: {e}"))?;
-    mount_overlay(layers, rootfs).map_err(|e| e.to_string())?;
-    nix::unistd::chroot(rootfs).map_err(|e| format!("chroot: {e}"))?;
+    if let Some((file, mnt)) = &root.disk {
+        mount_disk(file, mnt)?;
+        for d in [&root.layers.upper, &root.layers.work] {
+            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
+    }
+    std::fs::create_dir_all(&root.rootfs).map_err(|e| format!("{}: {e}", root.rootfs.display()))?;
+    mount_overlay(&root.layers, &root.rootfs).map_err(|e| e.to_string())?;
+    nix::unistd::chroot(&root.rootfs).map_err(|e| format!("chroot: {e}"))?;
     std::env::set_current_dir("/").map_err(|e| format!("chdir: {e}"))
+}
+
+/// Mounts a stopped VM's writable ext4 disk through a loop device (mount(8) sets it up with
+/// autoclear, so it goes with this namespace's mount).
+fn mount_disk(file: &Path, at: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(at).map_err(|e| format!("{}: {e}", at.display()))?;
+    let out = std::process::Command::new("mount")
+        .args(["-t", "ext4", "-o", "loop,nodev,nosuid"])
+        .arg(file)
+        .arg(at)
+        .output()
+        .map_err(|e| format!("mount: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "mounting the VM's writable layer {}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
 }
 
 /// The name the copied tree gets: the source's last component (`/` copies as `.`).
@@ -210,6 +265,21 @@ fn pipe(at: &Path) -> Result<(OwnedFd, OwnedFd), ContainerError> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| ContainerError::io(at, e.into()))
 }
 
+/// Whether `state` is a VM container whose agent serves the copy; a stopped one is copied on
+/// the host from its disks, except while its monitor is about to boot it again.
+fn vm_running(state: &State) -> Result<bool, ContainerError> {
+    if state.isolation != "vm" {
+        return Ok(false);
+    }
+    if state.restarting {
+        return Err(ContainerError::WrongState {
+            id: super::id::short(&state.id).to_string(),
+            reason: "the VM is restarting; copy when it runs or after it stops".into(),
+        });
+    }
+    Ok(state.status == super::state::Status::Running)
+}
+
 /// Copies `src` out of container `id` to `dest` on the host (`-`: a tar stream on stdout).
 pub fn copy_out(
     store: &ContainerStore,
@@ -218,7 +288,7 @@ pub fn copy_out(
     dest: &Path,
 ) -> Result<(), ContainerError> {
     let state = store.observe(id)?;
-    if state.isolation == "vm" {
+    if vm_running(&state)? {
         let archive = crate::vm::control::copy_out(id, src)?;
         return if dest == Path::new("-") {
             std::io::stdout()
@@ -267,7 +337,7 @@ pub fn copy_in(
             src.display()
         )));
     }
-    if state.isolation == "vm" {
+    if vm_running(&state)? {
         // The agent takes the whole archive in one message.
         let mut archive = Vec::new();
         if from_stdin {

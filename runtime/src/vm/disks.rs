@@ -89,10 +89,20 @@ pub fn writable_disk(path: &Path) -> Result<(), VmError> {
     )
 }
 
+/// The container's writable layer: made at its first boot, kept (and checked) after that,
+/// so a container started again keeps what its workload wrote and what `cp` put there.
+pub fn ensure_writable_disk(path: &Path) -> Result<(), VmError> {
+    if path.exists() {
+        check_writable_disk(path)
+    } else {
+        writable_disk(path)
+    }
+}
+
 /// Repairs the kept writable layer of a container started again if its VM did not unmount it
 /// (a killed engine): without a journal, only e2fsck makes it safe to mount, and nobody is
 /// there to answer its questions. A clean file system is left as it is.
-pub fn check_writable_disk(path: &Path) -> Result<(), VmError> {
+fn check_writable_disk(path: &Path) -> Result<(), VmError> {
     let out = Command::new("e2fsck")
         .args(["-y"])
         .arg(path)

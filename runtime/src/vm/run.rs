@@ -86,6 +86,15 @@ impl VmFiles {
     }
 }
 
+/// The writable ext4 disk of a VM container that is not running, made if it never booted
+/// and checked if it did, for `cp` to mount on the host.
+pub fn writable_layer(store: &ContainerStore, id: &str) -> Result<PathBuf, ContainerError> {
+    let files = VmFiles::new(&store.dir(id));
+    std::fs::create_dir_all(&files.dir).map_err(|e| ContainerError::io(&files.dir, e))?;
+    disks::ensure_writable_disk(&files.upper())?;
+    Ok(files.upper())
+}
+
 /// Flags that have no meaning in a VM yet are refused by name rather than ignored.
 pub fn check_supported(opts: &RunOptions) -> Result<(), ContainerError> {
     let no = |flag: &str| {
@@ -641,12 +650,7 @@ fn attach_disks(
         });
         create.layers.push(serial);
     }
-    // A container started again keeps what its workload wrote.
-    if files.upper().exists() {
-        disks::check_writable_disk(&files.upper())?;
-    } else {
-        disks::writable_disk(&files.upper())?;
-    }
+    disks::ensure_writable_disk(&files.upper())?;
     disks.push(Disk {
         path: files.upper(),
         serial: create.upper.clone(),
@@ -890,6 +894,9 @@ fn converse(
 ) -> Result<(i32, bool), VmError> {
     let process = create.id.clone();
     let tty = create.spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
+    // Listening before `run -d` returns: a command right after it finds the socket (its
+    // connection waits in the backlog until the loop below accepts it).
+    let control = bind_control(&process)?;
     let started = agent
         .call(Request::Create(Box::new(create)), REQUEST_TIMEOUT)
         .and_then(|_| agent.call(Request::Start, REQUEST_TIMEOUT));
@@ -917,7 +924,6 @@ fn converse(
             REQUEST_TIMEOUT,
         )?;
     }
-    let control = bind_control(&process)?;
     let mut clients = Clients::new(&process, stdin_open);
     loop {
         // Signals first: a window change typed before a command must reach the pty first.
