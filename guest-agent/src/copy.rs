@@ -1,56 +1,88 @@
-//! `cp` for a VM container, inside the guest: a tar archive of a path in the workload's root,
-//! or one extracted there, made by a child in the workload's mount namespace with the same
-//! code `capsa cp` uses for a container on a host.
+//! `cp` for a VM container, inside the guest: a copy process, forked into the workload's mount
+//! namespace, that writes a tar stream of a path in the workload's root to its stdout, or
+//! extracts the one arriving on its stdin there, with the same code `capsa cp` uses for a
+//! container on a host. The server follows it like an exec'd process, so an archive of any
+//! size streams through the agent channel in `Output` and `Input` frames.
 
-use std::io::Read;
+use std::fs::File;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 use capsa::container::cp;
-use capsa::vm::protocol::MAX_ARCHIVE;
+use capsa::linux::sys::{self, Forked};
 
-/// `path` in the root of process `pid`, as a tar archive.
-pub fn copy_out(pid: i32, path: &str) -> Result<Vec<u8>, String> {
-    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
-    let inside = PathBuf::from(path);
-    let name = cp::top_name(&inside);
-    let child = move || {
-        cp::write_tar(&inside, &name, std::fs::File::from(w))
-            .map_err(|e| format!("{}: {e}", inside.display()))
-    };
-    let parent = move || -> (Vec<u8>, usize) {
-        // Keep at most the limit, but drain the rest so the child can finish.
-        let mut kept = Vec::new();
-        let mut total = 0;
-        let mut pipe = std::fs::File::from(r);
-        let mut buf = vec![0u8; 64 << 10];
-        while let Ok(n) = pipe.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            total += n;
-            if total <= MAX_ARCHIVE {
-                kept.extend_from_slice(&buf[..n]);
-            }
-        }
-        (kept, total)
-    };
-    let (archive, total) = cp::in_root_of(pid, child, parent)?;
-    if total > MAX_ARCHIVE {
-        return Err(format!(
-            "{path}: the archive is {} MiB; a VM container gives at most {} MiB per cp (one agent message)",
-            total >> 20,
-            MAX_ARCHIVE >> 20
-        ));
-    }
-    Ok(archive)
+/// A started copy process and the host's ends of its pipes.
+pub struct CopyProcess {
+    pub pid: i32,
+    /// For `copy_in`: where the archive goes.
+    pub stdin: Option<File>,
+    /// For `copy_out`: the archive.
+    pub stdout: File,
+    /// Why the copy failed, if it did.
+    pub stderr: File,
 }
 
-/// `archive` extracted at `path` in the root of process `pid`.
-pub fn copy_in(pid: i32, path: &str, archive: &[u8], as_is: bool) -> Result<(), String> {
+/// Starts writing `path` (in the root of process `pid`) as a tar stream.
+pub fn copy_out(pid: i32, path: &str) -> Result<CopyProcess, String> {
+    let inside = PathBuf::from(path);
+    let name = cp::top_name(&inside);
+    start(pid, false, move |_, out| {
+        cp::write_tar(&inside, &name, out).map_err(|e| format!("{}: {e}", inside.display()))
+    })
+}
+
+/// Starts extracting the tar stream of its stdin at `path` (in the root of process `pid`).
+pub fn copy_in(pid: i32, path: &str, as_is: bool) -> Result<CopyProcess, String> {
     let target = PathBuf::from(path);
-    cp::in_root_of(
-        pid,
-        || cp::extract(archive, &target, as_is).map_err(|e| format!("{path}: {e}")),
-        || (),
-    )
+    start(pid, true, move |input, _| {
+        let input = input.ok_or("no input")?;
+        cp::extract(input, &target, as_is).map_err(|e| format!("{}: {e}", target.display()))
+    })
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))
+}
+
+/// Forks the copy process: it enters the mount namespace (and so the root) of process `pid`
+/// and runs `work` over its stdin (when `with_input`) and stdout; an error goes to stderr
+/// and makes its exit code 1.
+fn start(
+    pid: i32,
+    with_input: bool,
+    work: impl FnOnce(Option<File>, File) -> Result<(), String>,
+) -> Result<CopyProcess, String> {
+    let pidfd = sys::pidfd_open(pid).map_err(|e| format!("process {pid}: {e}"))?;
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let input = if with_input { Some(pipe()?) } else { None };
+    // The agent has one thread, as fork requires.
+    match sys::fork_into_namespaces(0, None).map_err(|e| format!("fork: {e}"))? {
+        Forked::Child => {
+            // The parent's ends must close here too, or the stdin pipe never reaches its end.
+            drop((out_r, err_r));
+            let stdin = input.map(|(r, w)| {
+                drop(w);
+                File::from(r)
+            });
+            let result = sys::setns_pidfd(&pidfd, libc::CLONE_NEWNS as u64)
+                .map_err(|e| format!("enter the workload's root: {e}"))
+                .and_then(|()| work(stdin, File::from(out_w)));
+            let code = match result {
+                Ok(()) => 0,
+                Err(msg) => {
+                    let _ = nix::unistd::write(&err_w, format!("{msg}\n").as_bytes());
+                    1
+                }
+            };
+            // SAFETY: ends the forked child without running the agent's exit handlers.
+            unsafe { libc::_exit(code) }
+        }
+        Forked::Parent(child) => Ok(CopyProcess {
+            pid: child,
+            stdin: input.map(|(_, w)| File::from(w)),
+            stdout: File::from(out_r),
+            stderr: File::from(err_r),
+        }),
+    }
 }

@@ -222,12 +222,7 @@ impl Agent {
                 Ok(Response::Ok)
             }
             Request::Exec(e) => {
-                if self.procs.iter().any(|p| p.name == e.process) {
-                    return Err((
-                        ErrorKind::BadRequest,
-                        format!("process {} exists", e.process),
-                    ));
-                }
+                self.unused_name(&e.process)?;
                 match self.workload()?.exec(&e)? {
                     Ok(p) => self.procs.push(Proc {
                         name: e.process.clone(),
@@ -285,16 +280,24 @@ impl Agent {
             Request::Top => Ok(Response::Top(crate::top::rows(
                 &self.workload()?.cgroup.pids(),
             ))),
-            Request::CopyOut { path } => crate::copy::copy_out(self.workload()?.pid, &path)
-                .map(|a| Response::Archive(capsa::vm::protocol::Bytes(a)))
-                .map_err(|e| (ErrorKind::BadRequest, e)),
+            Request::CopyOut { process, path } => {
+                self.unused_name(&process)?;
+                let copy = crate::copy::copy_out(self.workload()?.pid, &path)
+                    .map_err(|e| (ErrorKind::Internal, e))?;
+                self.follow_copy(process, copy);
+                Ok(Response::Ok)
+            }
             Request::CopyIn {
+                process,
                 path,
-                archive,
                 as_is,
-            } => crate::copy::copy_in(self.workload()?.pid, &path, &archive.0, as_is)
-                .map(|()| Response::Ok)
-                .map_err(|e| (ErrorKind::BadRequest, e)),
+            } => {
+                self.unused_name(&process)?;
+                let copy = crate::copy::copy_in(self.workload()?.pid, &path, as_is)
+                    .map_err(|e| (ErrorKind::Internal, e))?;
+                self.follow_copy(process, copy);
+                Ok(Response::Ok)
+            }
             Request::Resize {
                 process,
                 rows,
@@ -333,6 +336,28 @@ impl Agent {
                 "attach is served by the VM's monitor, not the agent".into(),
             )),
         }
+    }
+
+    /// A process name the host has not used yet in this VM.
+    fn unused_name(&self, name: &str) -> Result<(), workload::Failure> {
+        if self.procs.iter().any(|p| p.name == name) {
+            return Err((ErrorKind::BadRequest, format!("process {name} exists")));
+        }
+        Ok(())
+    }
+
+    /// Follows a copy process like an exec'd one: its output and exit go to the host.
+    fn follow_copy(&mut self, name: String, copy: crate::copy::CopyProcess) {
+        self.procs.push(Proc {
+            name,
+            pid: copy.pid,
+            stdout: Some(copy.stdout),
+            stderr: Some(copy.stderr),
+            stdin: copy.stdin,
+            tty: None,
+            exited: None,
+            reported: false,
+        });
     }
 
     /// An execve that failed: its message on stderr, its code as the exit.

@@ -565,6 +565,36 @@ fn cp_copies_into_and_out_of_a_running_vm() {
         "{}",
         text(&missing.stderr)
     );
+    let nowhere = env.capsa(&["cp", back.to_str().unwrap(), "files:/no/such/dir/"]);
+    assert!(!nowhere.status.success());
+    assert!(
+        text(&nowhere.stderr).contains("/no/such/dir"),
+        "{}",
+        text(&nowhere.stderr)
+    );
+    // Larger than any one agent message: the archive streams both ways in chunks.
+    let mut seed = 0x9e37_79b9_u32;
+    let big: Vec<u8> = (0..24 << 20)
+        .map(|_| {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 24) as u8
+        })
+        .collect();
+    std::fs::write(host.join("big.bin"), &big).unwrap();
+    let into = env.capsa(&["cp", host.join("big.bin").to_str().unwrap(), "files:/tmp/"]);
+    assert!(into.status.success(), "{}", text(&into.stderr));
+    let size = env.capsa(&["exec", "files", "wc", "-c", "/tmp/big.bin"]);
+    assert_eq!(
+        text(&size.stdout).split_whitespace().next(),
+        Some("25165824")
+    );
+    let back = host.join("big-back.bin");
+    let out = env.capsa(&["cp", "files:/tmp/big.bin", back.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        std::fs::read(&back).unwrap() == big,
+        "the same bytes came back"
+    );
     assert!(env.capsa(&["rm", "-f", "files"]).status.success());
     env.assert_clean();
 }

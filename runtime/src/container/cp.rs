@@ -280,6 +280,51 @@ fn vm_running(state: &State) -> Result<bool, ContainerError> {
     Ok(state.status == super::state::Status::Running)
 }
 
+/// `cp` out of a running VM: the archive streams from the guest's copy process into the
+/// extraction here (or to stdout), through a pipe between two threads.
+fn copy_out_of_vm(id: &str, src: &Path, dest: &Path) -> Result<(), ContainerError> {
+    use crate::vm::control::{copy_out, CopyEnd};
+    if dest == Path::new("-") {
+        return copy_out(id, src, &mut std::io::stdout().lock()).map(|_| ());
+    }
+    let (r, w) = pipe(dest)?;
+    let (r, mut w) = (std::fs::File::from(r), std::fs::File::from(w));
+    let (vm, from) = (id.to_string(), src.to_path_buf());
+    let streamer = std::thread::spawn(move || copy_out(&vm, &from, &mut w));
+    let extracted = extract(r, dest, false)
+        .map_err(|e| ContainerError::InvalidArgument(format!("cp to {}: {e}", dest.display())));
+    let streamed = streamer
+        .join()
+        .unwrap_or_else(|_| Err(ContainerError::Vm("cp: the copy thread panicked".into())));
+    match (streamed, extracted) {
+        // The guest's reason (no such file...) explains an empty or broken archive best.
+        (Err(e), _) => Err(e),
+        (Ok(CopyEnd::ReceiverGone), Err(e)) | (Ok(CopyEnd::Done), Err(e)) => Err(e),
+        (Ok(_), Ok(())) => Ok(()),
+    }
+}
+
+/// `cp` into a running VM: the archive (stdin's, or one made here on a thread) streams to
+/// the guest's copy process as it is produced.
+fn copy_into_vm(id: &str, src: &Path, dest: &Path) -> Result<(), ContainerError> {
+    use crate::vm::control::copy_in;
+    if src == Path::new("-") {
+        return copy_in(id, dest, &mut std::io::stdin().lock(), true);
+    }
+    let (r, w) = pipe(src)?;
+    let (mut r, w) = (std::fs::File::from(r), std::fs::File::from(w));
+    let (from, name) = (src.to_path_buf(), top_name(src));
+    let maker = std::thread::spawn(move || write_tar(&from, &name, w));
+    let sent = copy_in(id, dest, &mut r, false);
+    drop(r); // a maker still writing stops at the closed pipe
+    let made = maker
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the archive thread panicked")));
+    // A host file that could not be read explains a broken archive best.
+    made.map_err(|e| ContainerError::io(src, e))?;
+    sent
+}
+
 /// Copies `src` out of container `id` to `dest` on the host (`-`: a tar stream on stdout).
 pub fn copy_out(
     store: &ContainerStore,
@@ -289,16 +334,7 @@ pub fn copy_out(
 ) -> Result<(), ContainerError> {
     let state = store.observe(id)?;
     if vm_running(&state)? {
-        let archive = crate::vm::control::copy_out(id, src)?;
-        return if dest == Path::new("-") {
-            std::io::stdout()
-                .write_all(&archive)
-                .map_err(|e| ContainerError::io(dest, e))
-        } else {
-            extract(&archive[..], dest, false).map_err(|e| {
-                ContainerError::InvalidArgument(format!("cp to {}: {e}", dest.display()))
-            })
-        };
+        return copy_out_of_vm(id, src, dest);
     }
     let (r, w) = pipe(dest)?;
     let name = top_name(src);
@@ -338,17 +374,7 @@ pub fn copy_in(
         )));
     }
     if vm_running(&state)? {
-        // The agent takes the whole archive in one message.
-        let mut archive = Vec::new();
-        if from_stdin {
-            std::io::stdin()
-                .lock()
-                .read_to_end(&mut archive)
-                .map_err(|e| ContainerError::io(src, e))?;
-        } else {
-            write_tar(src, &top_name(src), &mut archive).map_err(|e| ContainerError::io(src, e))?;
-        }
-        return crate::vm::control::copy_in(id, dest, archive, from_stdin);
+        return copy_into_vm(id, src, dest);
     }
     let (r, w) = pipe(src)?;
     let target = dest.to_path_buf();

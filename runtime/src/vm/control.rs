@@ -270,42 +270,126 @@ fn call(id: &str, request: Request) -> Result<Response, ContainerError> {
     }
 }
 
-fn too_big(id: &str, what: &str, size: usize) -> ContainerError {
-    ContainerError::InvalidArgument(format!(
-        "container {id}: cp {what}: the archive is {} MiB; a VM container takes at most {} MiB per cp (one agent message)",
-        size >> 20,
-        protocol::MAX_ARCHIVE >> 20
-    ))
+/// How a copy stream ended on this side.
+pub enum CopyEnd {
+    /// The whole archive went through.
+    Done,
+    /// The receiver of `copy_out`'s archive stopped taking it (its own error says why).
+    ReceiverGone,
 }
 
-/// `cp` out of a running VM container: `path` as a tar archive.
-pub fn copy_out(id: &str, path: &std::path::Path) -> Result<Vec<u8>, ContainerError> {
-    let request = Request::CopyOut {
-        path: path.display().to_string(),
-    };
-    match call(id, request)? {
-        Response::Archive(bytes) => Ok(bytes.0),
-        other => Err(io(id, format!("unexpected answer {other:?}"))),
+/// `cp` out of a running VM container: `path` as a tar stream into `to`, as the copy process
+/// in the guest writes it.
+pub fn copy_out(
+    id: &str,
+    path: &std::path::Path,
+    to: &mut dyn Write,
+) -> Result<CopyEnd, ContainerError> {
+    let mut stream = copy_session(
+        id,
+        Request::CopyOut {
+            process: String::new(),
+            path: path.display().to_string(),
+        },
+    )?;
+    let mut why = Vec::new();
+    loop {
+        match protocol::read_frame(&mut stream)
+            .map_err(|e| io(id, e))?
+            .message
+        {
+            Message::Event(Event::Output {
+                stream: Stream::Stdout,
+                data,
+                ..
+            }) => {
+                if to.write_all(&data.0).is_err() {
+                    return Ok(CopyEnd::ReceiverGone);
+                }
+            }
+            Message::Event(Event::Output { data, .. }) => why.extend_from_slice(&data.0),
+            Message::Event(Event::Exited { code, .. }) => return copy_result(id, code, &why),
+            other => return Err(io(id, format!("cp: unexpected message {other:?}"))),
+        }
     }
 }
 
-/// `cp` into a running VM container: `archive` extracted at `path`.
+/// `cp` into a running VM container: the tar stream read from `from` extracted at `path`
+/// by the copy process in the guest, sent in chunks as it is read.
 pub fn copy_in(
     id: &str,
     path: &std::path::Path,
-    archive: Vec<u8>,
+    from: &mut dyn std::io::Read,
     as_is: bool,
 ) -> Result<(), ContainerError> {
-    if archive.len() > protocol::MAX_ARCHIVE {
-        return Err(too_big(id, "in", archive.len()));
+    let mut stream = copy_session(
+        id,
+        Request::CopyIn {
+            process: String::new(),
+            path: path.display().to_string(),
+            as_is,
+        },
+    )?;
+    let mut buf = vec![0u8; protocol::COPY_CHUNK];
+    loop {
+        let n = match from.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io(id, format!("cp: reading the archive: {e}"))),
+            Ok(n) => n,
+        };
+        let request = if n == 0 {
+            Request::CloseInput {
+                process: String::new(),
+            }
+        } else {
+            Request::Input {
+                process: String::new(),
+                data: protocol::Bytes(buf[..n].to_vec()),
+            }
+        };
+        // A copy process that failed early makes the monitor drop this client: its reason
+        // then comes below, with its exit.
+        if protocol::write_frame(&mut stream, 0, Message::Request(request)).is_err() || n == 0 {
+            break;
+        }
     }
-    let request = Request::CopyIn {
-        path: path.display().to_string(),
-        archive: protocol::Bytes(archive),
-        as_is,
-    };
-    match call(id, request)? {
-        Response::Ok => Ok(()),
-        other => Err(io(id, format!("unexpected answer {other:?}"))),
+    let mut why = Vec::new();
+    loop {
+        match protocol::read_frame(&mut stream)
+            .map_err(|e| io(id, e))?
+            .message
+        {
+            Message::Event(Event::Output { data, .. }) => why.extend_from_slice(&data.0),
+            Message::Event(Event::Exited { code, .. }) => {
+                return copy_result(id, code, &why).map(|_| ())
+            }
+            other => return Err(io(id, format!("cp: unexpected message {other:?}"))),
+        }
     }
+}
+
+/// Sends a copy request; the connection then carries its stream.
+fn copy_session(id: &str, request: Request) -> Result<UnixStream, ContainerError> {
+    let mut stream = connect(id)?;
+    protocol::write_frame(&mut stream, 1, Message::Request(request)).map_err(|e| io(id, e))?;
+    match protocol::read_frame(&mut stream)
+        .map_err(|e| io(id, e))?
+        .message
+    {
+        Message::Response(Response::Ok) => Ok(stream),
+        Message::Response(Response::Error { message, .. }) => Err(io(id, format!("cp: {message}"))),
+        other => Err(io(id, format!("cp: unexpected answer {other:?}"))),
+    }
+}
+
+fn copy_result(id: &str, code: i32, why: &[u8]) -> Result<CopyEnd, ContainerError> {
+    if code == 0 {
+        return Ok(CopyEnd::Done);
+    }
+    let why = String::from_utf8_lossy(why);
+    Err(ContainerError::InvalidArgument(format!(
+        "cp in container {}: {}",
+        crate::container::id::short(id),
+        why.trim()
+    )))
 }

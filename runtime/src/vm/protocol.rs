@@ -11,12 +11,12 @@ use std::io::{Read, Write};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-/// Bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Bumped on any incompatible change (2: `cp` streams through a copy process).
+pub const PROTOCOL_VERSION: u32 = 2;
 /// The largest frame either side accepts.
 pub const MAX_FRAME: usize = 16 << 20;
-/// The largest archive `cp` carries to or from a VM in one frame (base64 takes 4/3).
-pub const MAX_ARCHIVE: usize = 11 << 20;
+/// The most bytes of a `cp` archive one `Input` frame carries (base64 makes a third more).
+pub const COPY_CHUNK: usize = 256 << 10;
 /// The virtio-console port name the agent listens on.
 pub const AGENT_PORT_NAME: &str = "capsa.agent";
 /// The vsock port the agent listens on where the engine offers vsock.
@@ -68,13 +68,14 @@ pub enum Request {
     },
     /// Freeze (`true`) or thaw the workload's cgroup (`pause`, `unpause`).
     Freeze { frozen: bool },
-    /// `cp` out: `path` in the workload's root as a tar archive (`Response::Archive`).
-    CopyOut { path: String },
-    /// `cp` in: `archive` extracted at `path` in the workload's root (`as_is`: into `path`,
-    /// as for a tar stream given on stdin).
+    /// `cp` out: a copy process (in the workload's mount namespace) writes `path` as a tar
+    /// stream: its `Output` on stdout is the archive, on stderr why it failed, then `Exited`.
+    CopyOut { process: String, path: String },
+    /// `cp` in: a copy process extracts the tar stream sent to it as `Input` (ended by
+    /// `CloseInput`) at `path` (`as_is`: into `path`, as for a tar stream given on stdin).
     CopyIn {
+        process: String,
         path: String,
-        archive: Bytes,
         as_is: bool,
     },
     /// Unmount, sync and power off.
@@ -99,8 +100,6 @@ pub enum Response {
     Stats(GuestStats),
     /// A header and one line per process.
     Top(Vec<String>),
-    /// A tar archive (`CopyOut`).
-    Archive(Bytes),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -959,7 +959,8 @@ fn converse(
         while let Ok((stream, _)) = control.accept() {
             clients.serve(agent, stream);
         }
-        while let Ok(request) = clients.requests.try_recv() {
+        let queued: Vec<Request> = clients.requests.try_iter().take(CLIENT_QUEUE).collect();
+        for request in queued {
             if matches!(&request, Request::CloseInput { process: p } if *p == process) {
                 clients.stdin_open = false;
             }
@@ -1016,9 +1017,15 @@ struct Clients {
     /// Whether the workload's stdin is open (`-i`), so that an attached client may write.
     stdin_open: bool,
     next: u64,
-    from_clients: std::sync::mpsc::Sender<Request>,
+    /// Bounded: a client sending faster than the agent takes it (a large `cp` in) waits
+    /// in its socket instead of filling the monitor's memory.
+    from_clients: std::sync::mpsc::SyncSender<Request>,
     requests: std::sync::mpsc::Receiver<Request>,
 }
+
+/// Requests from clients queued in the monitor, at most; and relayed per turn of its loop, at
+/// most, so that the workload's output keeps flowing during a large `cp` in.
+const CLIENT_QUEUE: usize = 64;
 
 /// A client that does not take its output for this long is dropped, not waited for.
 const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -1027,7 +1034,7 @@ const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 fn read_client_input(
     mut stream: UnixStream,
     process: String,
-    to: std::sync::mpsc::Sender<Request>,
+    to: std::sync::mpsc::SyncSender<Request>,
 ) {
     let _ = stream.set_read_timeout(None);
     while let Ok(env) = super::protocol::read_frame(&mut stream) {
@@ -1054,7 +1061,7 @@ fn read_client_input(
 
 impl Clients {
     fn new(workload: &str, stdin_open: bool) -> Self {
-        let (from_clients, requests) = std::sync::mpsc::channel();
+        let (from_clients, requests) = std::sync::mpsc::sync_channel(CLIENT_QUEUE);
         Clients {
             waiting: Default::default(),
             attached: Vec::new(),
@@ -1064,6 +1071,12 @@ impl Clients {
             from_clients,
             requests,
         }
+    }
+
+    /// A name for a process started for a client (`exec-3`, `copy-4`).
+    fn new_name(&mut self, kind: &str) -> String {
+        self.next += 1;
+        format!("{kind}-{}", self.next)
     }
 
     /// Whether any client waits for output or may send input.
@@ -1085,19 +1098,36 @@ impl Clients {
                 return self.attach(stream, env.id, stdin);
             }
             Message::Request(Request::Exec(mut e)) => {
-                self.next += 1;
-                e.process = format!("exec-{}", self.next);
+                e.process = self.new_name("exec");
                 talks = e.interactive || e.tty;
                 let name = e.process.clone();
                 (Request::Exec(e), Some(name))
             }
-            Message::Request(
-                r @ (Request::Stats
-                | Request::Top
-                | Request::Freeze { .. }
-                | Request::CopyOut { .. }
-                | Request::CopyIn { .. }),
-            ) => (r, None),
+            Message::Request(Request::CopyOut { path, .. }) => {
+                let process = self.new_name("copy");
+                (
+                    Request::CopyOut {
+                        process: process.clone(),
+                        path,
+                    },
+                    Some(process),
+                )
+            }
+            Message::Request(Request::CopyIn { path, as_is, .. }) => {
+                let process = self.new_name("copy");
+                talks = true; // the archive arrives as the client's input
+                (
+                    Request::CopyIn {
+                        process: process.clone(),
+                        path,
+                        as_is,
+                    },
+                    Some(process),
+                )
+            }
+            Message::Request(r @ (Request::Stats | Request::Top | Request::Freeze { .. })) => {
+                (r, None)
+            }
             _ => {
                 let error = Response::Error {
                     kind: super::protocol::ErrorKind::BadRequest,
