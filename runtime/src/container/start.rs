@@ -65,13 +65,6 @@ pub fn prepare_start(store: &ContainerStore, id: &str) -> Result<(), ContainerEr
 /// Gives a stopped container a new init, waiting at its start gate under a new monitor.
 fn revive(store: &ContainerStore, state: &super::State) -> Result<(), ContainerError> {
     let prepared = super::restart::prepare_again(store, state)?;
-    store.update(&state.id, |s| {
-        s.exit_code = None;
-        s.finished_at = None;
-        s.error = None;
-        s.oom_killed = false;
-        s.paused = false;
-        s.stopped_by_user = false;
-    })?;
+    store.update(&state.id, super::State::forget_last_run)?;
     super::monitor::create_detached(store, prepared).map(|_| ())
 }

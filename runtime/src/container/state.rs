@@ -237,6 +237,17 @@ impl State {
         s
     }
 
+    /// Clears what the last run left (its exit, error, pause, and the user's stop), for a
+    /// stopped container that `start` runs again.
+    pub fn forget_last_run(&mut self) {
+        self.exit_code = None;
+        self.finished_at = None;
+        self.error = None;
+        self.oom_killed = false;
+        self.paused = false;
+        self.stopped_by_user = false;
+    }
+
     /// Docker's status word, which says `paused` for a frozen running container.
     pub fn status_word(&self) -> &'static str {
         if self.paused && self.status == Status::Running {

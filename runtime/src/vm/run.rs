@@ -282,14 +282,7 @@ pub fn start(store: &ContainerStore, id: &str) -> Result<(), ContainerError> {
         Status::Exited if state.restarting => return Ok(()),
         Status::Exited | Status::Dead => {
             network::ports_still_free(store, &state)?;
-            store.update(id, |s| {
-                s.exit_code = None;
-                s.finished_at = None;
-                s.error = None;
-                s.oom_killed = false;
-                s.paused = false;
-                s.stopped_by_user = false;
-            })?;
+            store.update(id, State::forget_last_run)?;
             state = store.observe(id)?;
         }
         _ => {
