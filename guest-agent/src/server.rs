@@ -281,23 +281,13 @@ impl Agent {
                 &self.workload()?.cgroup.pids(),
             ))),
             Request::CopyOut { process, path } => {
-                self.unused_name(&process)?;
-                let copy = crate::copy::copy_out(self.workload()?.pid, &path)
-                    .map_err(|e| (ErrorKind::Internal, e))?;
-                self.follow_copy(process, copy);
-                Ok(Response::Ok)
+                self.start_copy(process, |pid| crate::copy::copy_out(pid, &path))
             }
             Request::CopyIn {
                 process,
                 path,
                 as_is,
-            } => {
-                self.unused_name(&process)?;
-                let copy = crate::copy::copy_in(self.workload()?.pid, &path, as_is)
-                    .map_err(|e| (ErrorKind::Internal, e))?;
-                self.follow_copy(process, copy);
-                Ok(Response::Ok)
-            }
+            } => self.start_copy(process, |pid| crate::copy::copy_in(pid, &path, as_is)),
             Request::Resize {
                 process,
                 rows,
@@ -346,8 +336,15 @@ impl Agent {
         Ok(())
     }
 
-    /// Follows a copy process like an exec'd one: its output and exit go to the host.
-    fn follow_copy(&mut self, name: String, copy: crate::copy::CopyProcess) {
+    /// Starts a copy process (given the workload's pid) and follows it like an exec'd one:
+    /// its output and exit go to the host under `name`.
+    fn start_copy(
+        &mut self,
+        name: String,
+        start: impl FnOnce(i32) -> Result<crate::copy::CopyProcess, String>,
+    ) -> Result<Response, workload::Failure> {
+        self.unused_name(&name)?;
+        let copy = start(self.workload()?.pid).map_err(|e| (ErrorKind::Internal, e))?;
         self.procs.push(Proc {
             name,
             pid: copy.pid,
@@ -358,6 +355,7 @@ impl Agent {
             exited: None,
             reported: false,
         });
+        Ok(Response::Ok)
     }
 
     /// An execve that failed: its message on stderr, its code as the exit.

@@ -283,9 +283,9 @@ fn vm_running(state: &State) -> Result<bool, ContainerError> {
 /// `cp` out of a running VM: the archive streams from the guest's copy process into the
 /// extraction here (or to stdout), through a pipe between two threads.
 fn copy_out_of_vm(id: &str, src: &Path, dest: &Path) -> Result<(), ContainerError> {
-    use crate::vm::control::{copy_out, CopyEnd};
+    use crate::vm::control::copy_out;
     if dest == Path::new("-") {
-        return copy_out(id, src, &mut std::io::stdout().lock()).map(|_| ());
+        return copy_out(id, src, &mut std::io::stdout().lock());
     }
     let (r, w) = pipe(dest)?;
     let (r, mut w) = (std::fs::File::from(r), std::fs::File::from(w));
@@ -296,12 +296,8 @@ fn copy_out_of_vm(id: &str, src: &Path, dest: &Path) -> Result<(), ContainerErro
     let streamed = streamer
         .join()
         .unwrap_or_else(|_| Err(ContainerError::Vm("cp: the copy thread panicked".into())));
-    match (streamed, extracted) {
-        // The guest's reason (no such file...) explains an empty or broken archive best.
-        (Err(e), _) => Err(e),
-        (Ok(CopyEnd::ReceiverGone), Err(e)) | (Ok(CopyEnd::Done), Err(e)) => Err(e),
-        (Ok(_), Ok(())) => Ok(()),
-    }
+    // The guest's reason (no such file...) explains an empty or broken archive best.
+    streamed.and(extracted)
 }
 
 /// `cp` into a running VM: the archive (stdin's, or one made here on a thread) streams to

@@ -270,21 +270,14 @@ fn call(id: &str, request: Request) -> Result<Response, ContainerError> {
     }
 }
 
-/// How a copy stream ended on this side.
-pub enum CopyEnd {
-    /// The whole archive went through.
-    Done,
-    /// The receiver of `copy_out`'s archive stopped taking it (its own error says why).
-    ReceiverGone,
-}
-
 /// `cp` out of a running VM container: `path` as a tar stream into `to`, as the copy process
-/// in the guest writes it.
+/// in the guest writes it. A receiver that stops taking it ends the copy quietly: its own
+/// error says why.
 pub fn copy_out(
     id: &str,
     path: &std::path::Path,
     to: &mut dyn Write,
-) -> Result<CopyEnd, ContainerError> {
+) -> Result<(), ContainerError> {
     let mut stream = copy_session(
         id,
         Request::CopyOut {
@@ -304,7 +297,7 @@ pub fn copy_out(
                 ..
             }) => {
                 if to.write_all(&data.0).is_err() {
-                    return Ok(CopyEnd::ReceiverGone);
+                    return Ok(());
                 }
             }
             Message::Event(Event::Output { data, .. }) => why.extend_from_slice(&data.0),
@@ -360,9 +353,7 @@ pub fn copy_in(
             .message
         {
             Message::Event(Event::Output { data, .. }) => why.extend_from_slice(&data.0),
-            Message::Event(Event::Exited { code, .. }) => {
-                return copy_result(id, code, &why).map(|_| ())
-            }
+            Message::Event(Event::Exited { code, .. }) => return copy_result(id, code, &why),
             other => return Err(io(id, format!("cp: unexpected message {other:?}"))),
         }
     }
@@ -382,9 +373,9 @@ fn copy_session(id: &str, request: Request) -> Result<UnixStream, ContainerError
     }
 }
 
-fn copy_result(id: &str, code: i32, why: &[u8]) -> Result<CopyEnd, ContainerError> {
+fn copy_result(id: &str, code: i32, why: &[u8]) -> Result<(), ContainerError> {
     if code == 0 {
-        return Ok(CopyEnd::Done);
+        return Ok(());
     }
     let why = String::from_utf8_lossy(why);
     Err(ContainerError::InvalidArgument(format!(

@@ -64,7 +64,7 @@ pub fn layer_image(root: &StateRoot, layer_dir: &Path) -> Result<PathBuf, VmErro
 }
 
 /// A fresh sparse ext4 file for a container's writable layer.
-pub fn writable_disk(path: &Path) -> Result<(), VmError> {
+fn writable_disk(path: &Path) -> Result<(), VmError> {
     let f =
         std::fs::File::create(path).map_err(|e| VmError::Io(format!("{}: {e}", path.display())))?;
     f.set_len(WRITABLE_SIZE)
