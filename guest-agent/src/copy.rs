@@ -65,8 +65,13 @@ fn start(
                 drop(w);
                 File::from(r)
             });
-            let result = sys::setns_pidfd(&pidfd, libc::CLONE_NEWNS as u64)
-                .map_err(|e| format!("enter the workload's root: {e}"))
+            // Non-dumpable for its whole life (it never execs), as capsa's own cp child.
+            let result = sys::set_dumpable(false)
+                .map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))
+                .and_then(|()| {
+                    sys::setns_pidfd(&pidfd, libc::CLONE_NEWNS as u64)
+                        .map_err(|e| format!("enter the workload's root: {e}"))
+                })
                 .and_then(|()| work(stdin, File::from(out_w)));
             let code = match result {
                 Ok(()) => 0,

@@ -1,12 +1,22 @@
 //! What PID 1 sets up before anything else, and how it ends the VM.
 
+use std::os::fd::OwnedFd;
 use std::path::Path;
+use std::sync::OnceLock;
 
+use capsa::linux::process::capsa_init;
+use capsa::vm::artifacts::INIT_PROGRAM_IN_GUEST;
 use nix::mount::{mount, MsFlags};
 
+/// capsa-init, sealed in memory from the initramfs's copy (which leave_initramfs hides).
+static INIT_PROGRAM: OnceLock<Result<OwnedFd, String>> = OnceLock::new();
+
 /// Mounts the kernel's file systems and the cgroup2 hierarchy (with its controllers enabled
-/// for children), brings up the loopback interface.
+/// for children), brings up the loopback interface. capsa-init is loaded first, while the
+/// initramfs is still the root.
 pub fn setup() -> std::io::Result<()> {
+    let loaded = capsa_init::load(Path::new(INIT_PROGRAM_IN_GUEST)).map_err(|e| e.to_string());
+    let _ = INIT_PROGRAM.set(loaded);
     leave_initramfs()?;
     let mounts: [(&str, &str, &str, MsFlags); 5] = [
         (
@@ -75,6 +85,17 @@ fn leave_initramfs() -> std::io::Result<()> {
         .map_err(|e| std::io::Error::other(format!("move {new} to /: {e}")))?;
     nix::unistd::chroot(".").map_err(|e| std::io::Error::other(format!("chroot: {e}")))?;
     std::env::set_current_dir("/")
+}
+
+/// The sealed capsa-init the workload's `--init` and every exec start through.
+pub fn init_program() -> Result<&'static OwnedFd, String> {
+    match INIT_PROGRAM.get() {
+        Some(Ok(fd)) => Ok(fd),
+        Some(Err(e)) => Err(e.clone()),
+        None => Err(format!(
+            "{INIT_PROGRAM_IN_GUEST} was not loaded (the agent is not the guest's init)"
+        )),
+    }
 }
 
 fn loopback_up() {

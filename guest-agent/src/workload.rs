@@ -33,6 +33,9 @@ pub struct Workload {
     pub cgroup: Box<dyn CgroupManager>,
     exec_fifo: PathBuf,
     spec: oci_spec::runtime::Spec,
+    /// Whether the init has passed its execve: until then it is a copy of the agent, which
+    /// no exec'd process may see.
+    started: bool,
 }
 
 /// The workload's stdio: three pipes, or with `-t` a pty whose slave is all three (and
@@ -187,6 +190,11 @@ pub fn create(mut req: CreateRequest) -> Result<Workload, Failure> {
         work,
         attach_dir: dir.join("attach"),
     };
+    let init_program = if process::init::wants_init(&spec) {
+        Some(guest::init_program().map_err(|e| (ErrorKind::Isolation, format!("--init: {e}")))?)
+    } else {
+        None
+    };
     let cfg = InitConfig {
         spec: &spec,
         layers: &layers,
@@ -195,6 +203,7 @@ pub fn create(mut req: CreateRequest) -> Result<Workload, Failure> {
         console: streams.console(),
         seccomp,
         cgroup: cgroup.as_ref(),
+        init_program,
     };
     let pid = process::spawn(&cfg).map_err(|e| (ErrorKind::Isolation, e.to_string()))?;
     let (stdin, stdout, stderr, tty) = streams.keep_ours().map_err(fail(ErrorKind::Internal))?;
@@ -208,6 +217,7 @@ pub fn create(mut req: CreateRequest) -> Result<Workload, Failure> {
         cgroup,
         exec_fifo: fifo,
         spec,
+        started: false,
     })
 }
 
@@ -236,9 +246,10 @@ impl Workload {
     pub fn start(&mut self) -> Result<Option<(i32, String)>, Failure> {
         let pid = self.pid;
         let alive = move || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
-        match exec_fifo::release(&self.exec_fifo, alive, Duration::from_secs(30))
-            .map_err(fail(ErrorKind::Isolation))?
-        {
+        let outcome = exec_fifo::release(&self.exec_fifo, alive, Duration::from_secs(30))
+            .map_err(fail(ErrorKind::Isolation))?;
+        self.started = true;
+        match outcome {
             exec_fifo::ExecOutcome::Started => Ok(None),
             exec_fifo::ExecOutcome::Failed(code, msg) => Ok(Some((code, msg))),
         }
@@ -251,6 +262,12 @@ impl Workload {
         req: &capsa::vm::protocol::ExecRequest,
     ) -> Result<Result<ExecProcess, (i32, String)>, Failure> {
         use capsa::linux::process::join::{spawn_in, JoinConfig, Joined};
+        if !self.started {
+            return Err((
+                ErrorKind::BadRequest,
+                "the workload has not started yet".to_string(),
+            ));
+        }
         let seccomp = compile::for_spec(&self.spec, Path::new("/run/capsa/seccomp-cache"))
             .map_err(|e| (ErrorKind::Isolation, e.to_string()))?;
         let init = capsa::linux::sys::pidfd_open(self.pid).map_err(|_| {
@@ -261,6 +278,7 @@ impl Workload {
         })?;
         let namespaces =
             capsa::linux::namespaces::clone_flags(&self.spec) & !(libc::CLONE_NEWPID as u64);
+        let init_program = guest::init_program().map_err(|e| (ErrorKind::Isolation, e))?;
         let streams = Streams::new(req.tty).map_err(fail(ErrorKind::Internal))?;
         let cfg = JoinConfig {
             init: &init,
@@ -271,6 +289,7 @@ impl Workload {
             cgroup: self.cgroup.as_ref(),
             stdio: streams.child_stdio(),
             terminal: req.tty,
+            init_program,
         };
         let joined = spawn_in(&cfg).map_err(|e| (ErrorKind::Isolation, format!("exec: {e}")))?;
         let (stdin, stdout, stderr, tty) =

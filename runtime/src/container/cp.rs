@@ -184,7 +184,12 @@ fn in_child<T>(
     match fork_into_namespaces(0, None).map_err(|e| e.to_string())? {
         Forked::Child => {
             drop((err_r, parent_work));
-            let result = enter().and_then(|()| child_work());
+            // It never execs: non-dumpable for its whole life, so no ptrace or /proc access
+            // by anything that shares its credentials once it is in the container's root.
+            let result = sys::set_dumpable(false)
+                .map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))
+                .and_then(|()| enter())
+                .and_then(|()| child_work());
             let code = match result {
                 Ok(()) => 0,
                 Err(msg) => {

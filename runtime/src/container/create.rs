@@ -176,6 +176,17 @@ pub fn spawn_init(
 ) -> Result<i32, ContainerError> {
     let id = prepared.state.id.clone();
     let dir = store.dir(&id);
+    let init_program = if process::init::wants_init(&prepared.spec) {
+        match process::capsa_init::load_host() {
+            Ok(p) => Some(p),
+            Err(e) => {
+                undo_spawn(store, prepared);
+                return Err(setup_err(&id, e));
+            }
+        }
+    } else {
+        None
+    };
     let cfg = InitConfig {
         spec: &prepared.spec,
         layers: &prepared.layers,
@@ -184,6 +195,7 @@ pub fn spawn_init(
         console: console.clone(),
         seccomp: std::mem::take(&mut prepared.seccomp),
         cgroup: prepared.cgroup.as_ref(),
+        init_program: init_program.as_ref(),
     };
     let pid = match process::spawn(&cfg) {
         Ok(pid) => pid,

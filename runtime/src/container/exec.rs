@@ -4,6 +4,7 @@
 use super::state::Status;
 use super::store::ContainerStore;
 use super::ContainerError;
+use crate::linux::process::capsa_init;
 use crate::linux::process::init::USER_ANNOTATION;
 use crate::linux::process::join::{spawn_in, JoinConfig, Joined};
 use crate::linux::process::Stdio;
@@ -32,7 +33,8 @@ pub struct ExecOptions {
 
 /// A started `exec`.
 pub struct Started {
-    /// Host PID of the process (a child of the caller).
+    /// Host PID of the process's capsa-init parent (a child of the caller): its signals
+    /// reach the process, its exit status is the process's.
     pub pid: i32,
     /// With `-t`: the pty master, for the caller to relay.
     pub terminal: Option<std::os::fd::OwnedFd>,
@@ -81,12 +83,23 @@ pub fn exec_start(
             "container is paused, unpause the container before exec",
         ));
     }
+    // Until `start` has seen the init's execve (and removed the gate), the init may still
+    // be a copy of capsa: nothing may join its PID namespace and look at it.
+    if store.dir(id).exec_fifo().exists() {
+        return Err(wrong(
+            "container is starting, its command has not started yet",
+        ));
+    }
     let (spec, process, user) = process_for(store, id, opts)?;
     let seccomp = compile::for_spec(&spec, &store.root().seccomp_cache()).map_err(|e| {
         ContainerError::Setup {
             id: id.to_string(),
             reason: e.to_string(),
         }
+    })?;
+    let init_program = capsa_init::load_host().map_err(|e| ContainerError::Setup {
+        id: id.to_string(),
+        reason: format!("exec: {e}"),
     })?;
     let pid = state.pid.ok_or_else(|| wrong("container is not running"))?;
     let init = sys::pidfd_open(pid).map_err(|_| wrong("container is not running"))?;
@@ -141,6 +154,7 @@ pub fn exec_start(
         cgroup: cgroup.as_ref(),
         stdio,
         terminal: pty.is_some(),
+        init_program: &init_program,
     };
     match spawn_in(&cfg).map_err(|e| ContainerError::Setup {
         id: id.to_string(),

@@ -1,5 +1,7 @@
-//! What every VM boots: our guest kernel and an initramfs holding only the static guest agent
-//! as /init. The initramfs is built once per agent binary and cached in the state directory.
+//! What every VM boots: our guest kernel and an initramfs holding the static guest agent as
+//! /init and capsa-init (the program `--init` and `exec` start workloads through) as
+//! /capsa-init. The initramfs is built once per pair of binaries and cached in the state
+//! directory.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -7,6 +9,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::VmError;
+use crate::linux::process::capsa_init::{self, has_interpreter};
 use crate::root::StateRoot;
 
 pub const KERNEL_ENV: &str = "CAPSA_KERNEL";
@@ -22,7 +25,8 @@ pub struct GuestArtifacts {
 pub fn locate(root: &StateRoot) -> Result<GuestArtifacts, VmError> {
     let kernel = kernel(root)?;
     let agent = agent()?;
-    let initramfs = initramfs(root, &agent)?;
+    let init_program = init_program()?;
+    let initramfs = initramfs(root, &agent, &init_program)?;
     Ok(GuestArtifacts { kernel, initramfs })
 }
 
@@ -81,35 +85,37 @@ fn agent() -> Result<PathBuf, VmError> {
     Ok(path)
 }
 
-/// Whether an ELF64 file asks for a program interpreter (PT_INTERP): a dynamic executable.
-fn has_interpreter(elf: &[u8]) -> bool {
-    let u16_at = |o: usize| {
-        elf.get(o..o + 2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
-    };
-    let u64_at = |o: usize| {
-        elf.get(o..o + 8)
-            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()) as usize)
-    };
-    let (Some(phoff), Some(size), Some(count)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
-        return false;
-    };
-    (0..count)
-        .any(|i| elf.get(phoff + i * size..phoff + i * size + 4) == Some(&3u32.to_le_bytes()[..]))
+/// capsa-init's static build beside the capsa binary, as a host container uses it.
+fn init_program() -> Result<PathBuf, VmError> {
+    let path = capsa_init::host_path();
+    let bytes =
+        std::fs::read(&path).map_err(|e| VmError::NoAgent(format!("{}: {e}", path.display())))?;
+    if has_interpreter(&bytes) {
+        return Err(VmError::NoAgent(format!(
+            "{} is dynamically linked; the guest has no shared libraries",
+            path.display()
+        )));
+    }
+    Ok(path)
 }
 
-/// The cached initramfs for `agent`, built if missing.
-fn initramfs(root: &StateRoot, agent: &Path) -> Result<PathBuf, VmError> {
+/// The cached initramfs for `agent` and `init_program`, built if missing.
+fn initramfs(root: &StateRoot, agent: &Path, init_program: &Path) -> Result<PathBuf, VmError> {
     let io = |e: std::io::Error| VmError::Io(format!("guest agent {}: {e}", agent.display()));
     let binary = std::fs::read(agent).map_err(io)?;
-    let hash = hex::encode(&Sha256::digest(&binary)[..8]);
+    let init = std::fs::read(init_program)
+        .map_err(|e| VmError::Io(format!("{}: {e}", init_program.display())))?;
+    let mut digest = Sha256::new();
+    digest.update(&binary);
+    digest.update(&init);
+    let hash = hex::encode(&digest.finalize()[..8]);
     let dir = root.dir().join("vm");
     let path = dir.join(format!("initramfs-{hash}.cpio.gz"));
     if path.is_file() {
         return Ok(path);
     }
     std::fs::create_dir_all(&dir).map_err(io)?;
-    let archive = cpio(&binary);
+    let archive = cpio(&binary, &init);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&archive).map_err(io)?;
     let bytes = gz.finish().map_err(io)?;
@@ -117,13 +123,19 @@ fn initramfs(root: &StateRoot, agent: &Path) -> Result<PathBuf, VmError> {
     Ok(path)
 }
 
-/// A newc cpio archive: the mount points PID 1 needs, /dev/console, and the agent as /init.
-pub fn cpio(agent: &[u8]) -> Vec<u8> {
+/// Where the initramfs holds capsa-init (the agent loads it from there before it leaves
+/// the initramfs).
+pub const INIT_PROGRAM_IN_GUEST: &str = "/capsa-init";
+
+/// A newc cpio archive: the mount points PID 1 needs, /dev/console, capsa-init, and the
+/// agent as /init.
+pub fn cpio(agent: &[u8], init_program: &[u8]) -> Vec<u8> {
     let mut archive = super::cpio::Newc::default();
     for d in ["dev", "proc", "sys", "run", "tmp"] {
         archive.dir(d, 0o755);
     }
     archive.char_device("dev/console", 0o600, 5, 1);
+    archive.file(&INIT_PROGRAM_IN_GUEST[1..], 0o755, init_program);
     archive.file("init", 0o755, agent);
     archive.finish()
 }
@@ -133,24 +145,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dynamic_executables_are_recognised() {
-        assert!(has_interpreter(&std::fs::read("/bin/sh").unwrap()));
-        assert!(
-            !has_interpreter(&std::fs::read("/bin/busybox").unwrap()),
-            "Debian's busybox-static"
-        );
-        assert!(!has_interpreter(b"short"));
-    }
-
-    #[test]
     fn the_archive_is_newc_with_init_last() {
-        let a = cpio(b"\x7fELF agent");
+        let a = cpio(b"\x7fELF agent", b"\x7fELF reaper");
         assert!(a.starts_with(b"070701"));
         assert_eq!(a.len() % 4, 0);
         let text = String::from_utf8_lossy(&a);
         assert!(text.contains("dev/console\0"));
         assert!(text.contains("init\0"));
         assert!(text.contains("\x7fELF agent"));
+        assert!(text.contains("capsa-init\0"));
+        assert!(text.contains("\x7fELF reaper"));
         assert!(text.trim_end_matches('\0').ends_with("TRAILER!!!"));
     }
 }

@@ -1,7 +1,10 @@
 //! The container's init, from the clone until execve. It runs in the new namespaces as a
-//! copy of the parent (no re-exec), so it never re-reads the capsa binary: nothing inside
-//! the container can reach that binary through /proc/self/exe (CVE-2019-5736), and it is
-//! non-dumpable until execve so its /proc entries stay closed to the container.
+//! copy of the parent (no re-exec of capsa), non-dumpable from its first instruction, and
+//! alone in its new PID namespace until its execve: `exec` enters a container only once
+//! `start` has seen the init's execve (the start gate is gone), so no process of the
+//! container ever sees capsa's binary, arguments or environment in /proc/1. With `--init`
+//! it execs [`capsa_init`](super::capsa_init) (a sealed in-memory copy) rather than the
+//! workload, and that program forks the workload.
 
 use super::channel::{self, Message};
 use super::exec_fifo;
@@ -21,7 +24,8 @@ pub const USER_ANNOTATION: &str = "io.capsa.user";
 /// Annotation asking for `--init`: a reaping PID 1 in front of the workload.
 pub const INIT_ANNOTATION: &str = "io.capsa.init";
 
-fn wants_init(spec: &oci_spec::runtime::Spec) -> bool {
+/// Whether the spec asks for `--init` (then [`InitConfig::init_program`] must be given).
+pub fn wants_init(spec: &oci_spec::runtime::Spec) -> bool {
     spec.annotations()
         .as_ref()
         .and_then(|a| a.get(INIT_ANNOTATION))
@@ -62,22 +66,11 @@ pub fn run(cfg: &InitConfig, sock: OwnedFd, born_in_cgroup: bool) -> i32 {
         let _ = gate.write_all(b"126 the spec has no process");
         return 126;
     };
-    if wants_init(cfg.spec) {
-        match sys::fork_into_namespaces(0, None) {
-            Ok(sys::Forked::Parent(workload)) => {
-                // The workload's copy of the gate is the last: it closes on exec.
-                drop(gate);
-                return super::reaper::run(workload, &cfg.seccomp);
-            }
-            Ok(sys::Forked::Child) => {}
-            Err(e) => {
-                let _ = gate.write_all(format!("126 fork the workload: {e}").as_bytes());
-                return 126;
-            }
-        }
-    }
+    // spawn() made sure the program is there when the spec asks for --init.
+    let through = cfg.init_program.filter(|_| wants_init(cfg.spec));
+    set_oom_score_adj(process);
     // The gate stays open (close-on-exec) so that `start` reads end-of-file on success.
-    let (code, msg) = exec_process(process, &prepared.user, &cfg.seccomp);
+    let (code, msg) = exec_process(process, &prepared.user, &cfg.seccomp, through);
     let _ = gate.write_all(format!("{code} {msg}").as_bytes());
     code
 }
@@ -236,14 +229,25 @@ fn open_gate(gate: &OwnedFd) -> std::io::Result<std::fs::File> {
     Ok(f)
 }
 
-/// Applies the process attributes and execs; returns (exit code, message) on failure.
+/// Sets the process's OOM score adjustment (before capabilities are dropped: lowering it
+/// needs CAP_SYS_RESOURCE), through this process's own /proc.
+pub fn set_oom_score_adj(process: &oci_spec::runtime::Process) {
+    if let Some(adj) = process.oom_score_adj() {
+        let _ = std::fs::write("/proc/self/oom_score_adj", adj.to_string());
+    }
+}
+
 /// The last steps of any process that enters a container (the init, or `exec`): working
 /// directory, rlimits, user, capabilities, no_new_privs, seccomp, then execve of the
-/// program found in the container's PATH. Returns (exit code, message) only on failure.
+/// program found in the container's PATH, or with `through` (a sealed
+/// [`capsa_init`](super::capsa_init)) execveat of that program, which starts the found
+/// program as its child. A missing (127) or non-executable (126) program is found here,
+/// before any exec. Returns (exit code, message) only on failure.
 pub fn exec_process(
     process: &oci_spec::runtime::Process,
     user: &user::ResolvedUser,
     seccomp: &[seccompiler::BpfProgram],
+    through: Option<&OwnedFd>,
 ) -> (i32, String) {
     let args = process.args().clone().unwrap_or_default();
     let Some(program) = args.first() else {
@@ -270,9 +274,6 @@ pub fn exec_process(
             return (126, format!("setrlimit {:?}: {e}", rl.typ()));
         }
     }
-    if let Some(adj) = process.oom_score_adj() {
-        let _ = std::fs::write("/proc/self/oom_score_adj", adj.to_string());
-    }
     let nnp = process.no_new_privileges().unwrap_or(false);
     if let Err(msg) = drop_privileges(process, user, nnp, seccomp) {
         return (126, msg);
@@ -290,6 +291,13 @@ pub fn exec_process(
         .iter()
         .map(|e| CString::new(e.as_str()).unwrap_or_default())
         .collect();
+    if let Some(init_program) = through {
+        let err = super::capsa_init::exec(init_program, &c_args, &c_env);
+        return (
+            126,
+            format!("exec {}: {}", super::capsa_init::ARGV0, err.desc()),
+        );
+    }
     let err = nix::unistd::execve(&c_exe, &c_args, &c_env).unwrap_err();
     let code = if err == nix::errno::Errno::ENOENT {
         127

@@ -1,9 +1,16 @@
-//! Running another process inside an existing container (`exec`): the caller enters the
-//! container's PID namespace for its children only, then forks; the child joins the cgroup
-//! (moving itself, which is cheap), every other namespace in one setns(2) through a pidfd,
-//! and then becomes the workload exactly as the init does.
+//! Running another process inside an existing container (`exec`). The caller forks a child
+//! that stays in the caller's PID namespace, where no process of the container can see it.
+//! The child makes itself non-dumpable, joins the cgroup (moving itself, which is cheap)
+//! and every namespace in one setns(2) through a pidfd (the PID namespace for its children
+//! only), takes the process's attributes, user, capabilities, no_new_privs and seccomp
+//! filter as the init does, and execs [`capsa_init`](super::capsa_init) from its sealed
+//! in-memory copy. capsa-init forks the command: the first process of this `exec` inside
+//! the container's PID namespace is born non-dumpable, from a program no one can write,
+//! with a clean argument list and the workload's environment, under every restriction
+//! already. capsa-init stays outside as the command's parent, passing signals on and
+//! exiting with its status, so the caller waits for it as for the command itself.
 
-use super::init::exec_process;
+use super::init::{exec_process, set_oom_score_adj};
 use super::spawn::Stdio;
 use crate::linux::cgroups::CgroupManager;
 use crate::linux::sys::{self, fork_into_namespaces, Forked};
@@ -30,11 +37,14 @@ pub struct JoinConfig<'a> {
     pub stdio: Stdio,
     /// Whether stdin is a terminal to make the controlling one.
     pub terminal: bool,
+    /// The sealed [`capsa_init`](super::capsa_init) program the command starts through.
+    pub init_program: &'a OwnedFd,
 }
 
 /// How the process started.
 pub enum Joined {
-    /// It runs; its host PID (a child of the caller).
+    /// It runs; the host PID of its capsa-init parent (a child of the caller), whose exit
+    /// status is the command's.
     Running(i32),
     /// It could not be executed: (exit code, message); it has exited.
     Failed(i32, String),
@@ -42,7 +52,6 @@ pub enum Joined {
 
 /// Starts the process in the container. The caller must be single-threaded.
 pub fn spawn_in(cfg: &JoinConfig) -> std::io::Result<Joined> {
-    sys::setns_pidfd(cfg.init, libc::CLONE_NEWPID as u64)?;
     let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let pid = match fork_into_namespaces(0, None)? {
         Forked::Child => {
@@ -58,7 +67,7 @@ pub fn spawn_in(cfg: &JoinConfig) -> std::io::Result<Joined> {
     let mut report = String::new();
     std::fs::File::from(report_r).read_to_string(&mut report)?;
     if report.is_empty() {
-        return Ok(Joined::Running(pid)); // the pipe closed on exec
+        return Ok(Joined::Running(pid)); // the pipe closed on the exec of capsa-init
     }
     let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
     let (code, msg) = report.split_once(' ').unwrap_or(("126", &report));
@@ -67,10 +76,20 @@ pub fn spawn_in(cfg: &JoinConfig) -> std::io::Result<Joined> {
 
 fn enter_and_exec(cfg: &JoinConfig) -> (i32, String) {
     let fail = |what: &str, e: &dyn std::fmt::Display| (126, format!("{what}: {e}"));
+    // First, before it takes the container's credentials: the container cannot see this
+    // process (it is outside its PID namespace), and non-dumpable also keeps out anything
+    // else holding those credentials (commit_creds does not clear it while the uid stays
+    // 0). capsa-init sets it again after its execve, before it forks the command.
+    if let Err(e) = sys::set_dumpable(false) {
+        return fail("prctl(PR_SET_DUMPABLE)", &e);
+    }
+    // Through the caller's /proc: the container's does not show a process outside its PID
+    // namespace. capsa-init and the command inherit it.
+    set_oom_score_adj(cfg.process);
     if let Err(e) = cfg.cgroup.join_self() {
         return fail("join cgroup", &e);
     }
-    if let Err(e) = sys::setns_pidfd(cfg.init, cfg.namespaces) {
+    if let Err(e) = sys::setns_pidfd(cfg.init, cfg.namespaces | libc::CLONE_NEWPID as u64) {
         return fail("join namespaces", &e);
     }
     for (fd, target) in [
@@ -94,5 +113,5 @@ fn enter_and_exec(cfg: &JoinConfig) -> (i32, String) {
         Ok(u) => u,
         Err(msg) => return (126, msg),
     };
-    exec_process(cfg.process, &user, cfg.seccomp)
+    exec_process(cfg.process, &user, cfg.seccomp, Some(cfg.init_program))
 }

@@ -4,14 +4,16 @@
 //!
 //! - [`spawn`]: the parent's side;
 //! - [`init`]: what runs in the new process until execve;
+//! - [`join`]: entering a running container for `exec`;
+//! - [`capsa_init`]: the small program `--init` and `exec` start the workload through;
 //! - [`channel`]: the messages between the two;
 //! - [`exec_fifo`]: the start gate, which also carries an exec failure back to `start`.
 
+pub mod capsa_init;
 pub mod channel;
 pub mod exec_fifo;
 pub mod init;
 pub mod join;
-pub mod reaper;
 pub mod sigforward;
 pub mod spawn;
 

@@ -1,5 +1,5 @@
 //! Passes the signals a process receives on to another one: the CLI to the container it
-//! waits for (Docker's sig-proxy), the `--init` reaper to its workload.
+//! waits for (Docker's sig-proxy), `exec` to the process it started.
 
 use std::sync::atomic::{AtomicI32, Ordering};
 

@@ -12,7 +12,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use seccompiler::BpfProgram;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 /// How long the init may take to set up before the parent gives up on it.
@@ -46,6 +46,9 @@ pub struct InitConfig<'a> {
     pub seccomp: Vec<BpfProgram>,
     /// The container's cgroup, already created with its limits.
     pub cgroup: &'a dyn CgroupManager,
+    /// The sealed [`capsa_init`](super::capsa_init) program the workload starts through;
+    /// needed when the spec asks for `--init` (see [`init::wants_init`]), unused otherwise.
+    pub init_program: Option<&'a OwnedFd>,
 }
 
 /// Why a container's init could not be created.
@@ -107,6 +110,12 @@ fn map_user_namespace(cfg: &InitConfig, pid: i32) -> std::io::Result<Vec<std::os
 /// the start gate. The init places itself in its cgroup (see [`CgroupManager::join_self`]),
 /// so the parent only waits for its answer. On error, nothing of the process is left (it is killed and reaped).
 pub fn spawn(cfg: &InitConfig) -> Result<i32, SpawnError> {
+    if init::wants_init(cfg.spec) && cfg.init_program.is_none() {
+        return Err(SpawnError::Setup(format!(
+            "--init: the {} program was not loaded",
+            super::capsa_init::ARGV0
+        )));
+    }
     let (parent_end, child_end) = channel::pair().map_err(SpawnError::Clone)?;
     // The cgroup namespace is made by the init once it is in its cgroup, so that its cgroup
     // becomes the namespace's root (see init::run).
