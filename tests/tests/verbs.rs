@@ -816,7 +816,7 @@ fn init_reaps_orphans_and_passes_signals_on() {
         .status
         .success());
     assert!(orphan_zombies(&env, "plain", true) > 0);
-    // With --init, capsa's reaper is PID 1 and the workload runs under it.
+    // With --init, capsa-init is PID 1 and the workload runs under it.
     assert!(env
         .run(&["-d", "--name", "reaped", "--init", "busybox", "sleep", "600"])
         .status
@@ -828,7 +828,7 @@ fn init_reaps_orphans_and_passes_signals_on() {
     );
     assert!(
         ps.lines()
-            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["1", "capsa"]),
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["1", "capsa-init"]),
         "{ps}"
     );
     // SIGTERM reaches the workload through the reaper: `stop` needs no grace period.
