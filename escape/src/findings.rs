@@ -106,3 +106,25 @@ impl Findings {
         self.probes.iter().find(|f| f.name == name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_is_found_among_console_output() {
+        let doc = Findings {
+            capsa_escape: VERSION,
+            context: Default::default(),
+            probes: vec![Finding::refused("mount", libc::EPERM, "mount: EPERM").fact("stage", "x")],
+        };
+        let console = format!(
+            "[    0.1] booting\r\n{}\r\nreboot: Restarting\n",
+            doc.to_line()
+        );
+        let found = Findings::find_in(&console).expect("found");
+        assert_eq!(found, doc);
+        assert!(found.get("mount").unwrap().refused_with("EPERM"));
+        assert!(Findings::find_in("{\"other\": 1}\nnoise").is_none());
+    }
+}

@@ -287,3 +287,19 @@ pub fn raw_socket(_: &Env) -> Finding {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::findings::Reach;
+
+    #[test]
+    fn an_errno_the_kernel_gives_only_past_its_checks_counts_as_reached() {
+        let reach = |rc, ok: &[i32]| classify("p", "call", rc, false, ok).reach;
+        assert_eq!(reach(Ok(0), &[]), Reach::Reached);
+        assert_eq!(reach(Err(libc::ENOEXEC), &[libc::ENOEXEC]), Reach::Reached);
+        assert_eq!(reach(Err(libc::EPERM), &[libc::ENOEXEC]), Reach::Refused);
+        assert_eq!(reach(Err(libc::ENOSYS), &[]), Reach::Absent);
+        assert_eq!(reach(Err(libc::EINVAL), &[]), Reach::Refused);
+    }
+}

@@ -388,6 +388,23 @@ fn layer_short(l: Layer) -> &'static str {
     }
 }
 
+/// A cell's text: the layers' short names, or the verdict.
+fn short_cell(c: &crate::bench::report::Cell) -> String {
+    let mut text = match c.verdict {
+        Verdict::Blocked | Verdict::Contained => {
+            c.by.iter()
+                .map(|l| layer_short(*l))
+                .collect::<Vec<_>>()
+                .join("+")
+        }
+        other => other.label().to_string(),
+    };
+    if c.inferred {
+        text.push('*');
+    }
+    text
+}
+
 /// The isolation matrix as a heat map: one row per probe, one column per subject (the host
 /// without isolation first), each cell coloured by verdict and labelled with the layers
 /// that stopped it; the last row is the host syscalls each workload can reach.
@@ -399,8 +416,8 @@ pub fn isolation(r: &Report) -> String {
     let rows = crate::bench::scenario::isolation::rows();
     let names: Vec<&String> = r.isolation.keys().collect();
     let columns = names.len() + 1;
-    let width = LABEL_W + CELL_W * columns as f64 + 20.0;
-    let height = HEAD + ROW_H * (rows.len() + 1) as f64 + 90.0;
+    let width = (LABEL_W + CELL_W * columns as f64 + 20.0).max(900.0);
+    let height = HEAD + ROW_H * (rows.len() + 1) as f64 + 110.0;
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
     );
@@ -432,35 +449,27 @@ pub fn isolation(r: &Report) -> String {
             y + 14.0,
             escape(row.label)
         );
+        // The host's own column is a reference, in lighter colours.
         let host = baseline
             .and_then(|b| b.get(row.name))
-            .map(|f| match f.reach {
-                Reach::Reached => (verdict_colour(Verdict::Allowed), "reached".to_string()),
-                Reach::Refused => ("#c6dbef", "refused".to_string()),
-                Reach::Absent => (verdict_colour(Verdict::NotApplicable), "absent".to_string()),
+            .map(|f| match (f.reach, f.errno) {
+                (Reach::Reached, _) => ("#f4a6a6", "reached".to_string()),
+                (Reach::Refused, Some(_)) => ("#c6dbef", "refused".to_string()),
+                (Reach::Refused, None) => ("#c6dbef", "none found".to_string()),
+                (Reach::Absent, _) => {
+                    (verdict_colour(Verdict::NotApplicable), "absent".to_string())
+                }
             });
-        let mut cells = vec![host.unwrap_or(("#ffffff", String::new()))];
+        let mut cells = vec![host.unwrap_or(("#f5f5f5", "-".to_string()))];
         for n in &names {
-            cells.push(
-                match r.isolation[*n].ok().and_then(|x| x.cells.get(row.name)) {
-                    Some(c) => {
-                        let mut text = match c.verdict {
-                            Verdict::Blocked | Verdict::Contained => {
-                                c.by.iter()
-                                    .map(|l| layer_short(*l))
-                                    .collect::<Vec<_>>()
-                                    .join("+")
-                            }
-                            other => other.label().to_string(),
-                        };
-                        if c.inferred {
-                            text.push('*');
-                        }
-                        (verdict_colour(c.verdict), text)
-                    }
+            cells.push(match &r.isolation[*n] {
+                Outcome::Skipped { .. } => ("#f5f5f5", "skipped".to_string()),
+                Outcome::Failed { .. } => ("#ffffff", "failed".to_string()),
+                Outcome::Ok(x) => match x.cells.get(row.name) {
+                    Some(c) => (verdict_colour(c.verdict), short_cell(c)),
                     None => ("#ffffff", String::new()),
                 },
-            );
+            });
         }
         for (c, (fill, text)) in cells.iter().enumerate() {
             let _ = writeln!(
@@ -497,29 +506,37 @@ pub fn isolation(r: &Report) -> String {
         (Verdict::Allowed, "allowed: reached the host"),
         (
             Verdict::Contained,
-            "contained: reached its own namespace or guest",
+            "contained: succeeded on its own namespace or guest",
         ),
-        (Verdict::Blocked, "blocked (by the layers named)"),
+        (Verdict::Blocked, "blocked, by the layers named"),
         (Verdict::NotApplicable, "not applicable here"),
     ];
-    let ly = y + ROW_H + 16.0;
+    let ly = y + ROW_H + 18.0;
     for (i, (v, text)) in legend.iter().enumerate() {
-        let x = 10.0 + i as f64 * 260.0;
+        let (x, yy) = (10.0 + (i % 2) as f64 * 380.0, ly + (i / 2) as f64 * 18.0);
         let _ = writeln!(
             s,
-            "<rect x=\"{x}\" y=\"{:.1}\" width=\"12\" height=\"12\" fill=\"{}\" stroke=\"#999\"/><text x=\"{}\" y=\"{:.1}\">{}</text>",
-            ly - 10.0,
+            "<rect x=\"{x}\" y=\"{:.1}\" width=\"12\" height=\"12\" fill=\"{}\" stroke=\"#999\"/><text x=\"{}\" y=\"{yy:.1}\">{}</text>",
+            yy - 10.0,
             verdict_colour(*v),
             x + 18.0,
-            ly,
             escape(text)
         );
     }
-    let _ = writeln!(
-        s,
-        "<text x=\"10\" y=\"{:.1}\" fill=\"#555\">ns namespace, cap capability, seccomp, devcg device cgroup, ro read-only path, masked masked path, runtime (fds closed, non-dumpable, paths resolved in the root), perm file permissions, hv hypervisor, ? not attributed; * inferred from the errno</text>",
-        ly + 22.0
-    );
+    for (i, line) in [
+        "ns namespace, cap capability, seccomp, devcg device cgroup, ro read-only path, masked masked path, hv hypervisor,",
+        "runtime: descriptors closed, non-dumpable entry, paths resolved in the root; perm file permissions; ? not attributed; * named from the errno",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let _ = writeln!(
+            s,
+            "<text x=\"10\" y=\"{:.1}\" fill=\"#555\">{}</text>",
+            ly + 40.0 + i as f64 * 15.0,
+            escape(line)
+        );
+    }
     s.push_str("</svg>\n");
     s
 }

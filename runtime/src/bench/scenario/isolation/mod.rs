@@ -220,6 +220,20 @@ fn run_escape(
     })
 }
 
+/// The probe's arguments: every probe (or `only` those), with the host's marker.
+fn probe_args(setup: &Setup, only: &[String]) -> Vec<String> {
+    let mut a = vec![
+        "all".to_string(),
+        "--marker".to_string(),
+        setup.marker_arg(),
+    ];
+    if !only.is_empty() {
+        a.push("--only".into());
+        a.push(only.join(","));
+    }
+    a
+}
+
 fn measure(
     s: &dyn Subject,
     hostile: Result<(&HostileImage, &dyn Subject), String>,
@@ -227,20 +241,8 @@ fn measure(
     setup: &Setup,
 ) -> Outcome<IsolationResult> {
     let name = s.info().name.clone();
-    let all = |only: &[String]| {
-        let mut a = vec![
-            "all".to_string(),
-            "--marker".to_string(),
-            setup.marker_arg(),
-        ];
-        if !only.is_empty() {
-            a.push("--only".into());
-            a.push(only.join(","));
-        }
-        a
-    };
     ctx.progress.doing(format!("isolation: {name}"));
-    let default = match run_escape(s, None, all(&[])) {
+    let default = match run_escape(s, None, probe_args(setup, &[])) {
         Ok(f) => f,
         Err(error) => return Outcome::Failed { error },
     };
@@ -258,37 +260,7 @@ fn measure(
         })
         .map(|f| f.name.clone())
         .collect();
-    let offered = s.relaxations();
-    let chosen = ctx.plan.isolation_relaxations(
-        s.info(),
-        &offered.iter().map(|(r, _)| *r).collect::<Vec<_>>(),
-    );
-    let mut reruns = Vec::new();
-    let mut rerun_findings: Vec<(Relaxation, Option<Findings>)> = Vec::new();
-    for (relaxation, how) in offered {
-        let error = if !chosen.contains(&relaxation) {
-            Some("not run (--quick on an emulated VM: only the privileged rerun)".to_string())
-        } else if pending.is_empty() {
-            Some("not needed: no probe left to explain".to_string())
-        } else {
-            ctx.progress
-                .doing(format!("isolation: {name}, {}", relaxation.describe()));
-            let result = run_escape(s, Some(relaxation), all(&pending));
-            let error = result.as_ref().err().cloned();
-            rerun_findings.push((relaxation, result.ok()));
-            error
-        };
-        reruns.push(Rerun {
-            relaxation,
-            how,
-            probes: if error.is_none() {
-                pending.clone()
-            } else {
-                Vec::new()
-            },
-            error,
-        });
-    }
+    let (reruns, rerun_findings) = rerun(s, ctx, setup, &pending);
     let live = live::measure(s, ctx);
     let hostile_finding = hostile.and_then(|(image, twin)| {
         ctx.progress
@@ -309,6 +281,51 @@ fn measure(
         host_syscalls: live.reach,
         engine: live.engine,
     })
+}
+
+/// The `pending` probes again in each configuration with layers removed that the subject
+/// offers and the plan keeps: what the report says of each rerun, and what it found.
+fn rerun(
+    s: &dyn Subject,
+    ctx: &Context,
+    setup: &Setup,
+    pending: &[String],
+) -> (Vec<Rerun>, Vec<(Relaxation, Option<Findings>)>) {
+    let offered = s.relaxations();
+    let chosen = ctx.plan.isolation_relaxations(
+        s.info(),
+        &offered.iter().map(|(r, _)| *r).collect::<Vec<_>>(),
+    );
+    let mut reruns = Vec::new();
+    let mut found = Vec::new();
+    for (relaxation, how) in offered {
+        let error = if !chosen.contains(&relaxation) {
+            Some("not run (--quick on an emulated VM: only the privileged rerun)".to_string())
+        } else if pending.is_empty() {
+            Some("not needed: no probe left to explain".to_string())
+        } else {
+            ctx.progress.doing(format!(
+                "isolation: {}, {}",
+                s.info().name,
+                relaxation.describe()
+            ));
+            let result = run_escape(s, Some(relaxation), probe_args(setup, pending));
+            let error = result.as_ref().err().cloned();
+            found.push((relaxation, result.ok()));
+            error
+        };
+        reruns.push(Rerun {
+            relaxation,
+            how,
+            probes: if error.is_none() {
+                pending.to_vec()
+            } else {
+                Vec::new()
+            },
+            error,
+        });
+    }
+    (reruns, found)
 }
 
 /// Every row's cell.
