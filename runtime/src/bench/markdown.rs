@@ -2,7 +2,9 @@
 
 use std::fmt::Write;
 
-use super::report::{Outcome, Report, OVERHEAD_FIGURES};
+use capsa_escape::findings::Reach;
+
+use super::report::{Cell, Outcome, Report, Verdict, OVERHEAD_FIGURES};
 
 fn mib(kib: u64) -> String {
     format!("{:.1}", kib as f64 / 1024.0)
@@ -54,12 +56,13 @@ pub fn render(r: &Report) -> String {
     memory(&mut s, r);
     density(&mut s, r);
     overhead(&mut s, r);
+    isolation(&mut s, r);
     for (scenario, why) in &r.not_run {
         let _ = writeln!(s, "- {scenario}: {why}");
     }
     let _ = writeln!(
         s,
-        "\n![start latency CDF](bench-start-cdf.svg)\n![density](bench-density.svg)\n![overhead](bench-overhead.svg)"
+        "\n![start latency CDF](bench-start-cdf.svg)\n![density](bench-density.svg)\n![overhead](bench-overhead.svg)\n![isolation matrix](bench-isolation.svg)"
     );
     s
 }
@@ -250,10 +253,189 @@ fn overhead(s: &mut String, r: &Report) {
     let _ = writeln!(s);
 }
 
+/// A matrix cell in words: the verdict and, for blocked or contained, by what.
+pub fn cell_text(c: &Cell) -> String {
+    let layers =
+        c.by.iter()
+            .map(|l| l.label())
+            .collect::<Vec<_>>()
+            .join(" + ");
+    let star = if c.inferred { "*" } else { "" };
+    match c.verdict {
+        Verdict::Blocked => format!("blocked: {layers}{star}"),
+        Verdict::Contained => format!("contained: {layers}"),
+        v => v.label().to_string(),
+    }
+}
+
+fn host_text(r: &Report, name: &str) -> String {
+    r.isolation_baseline
+        .as_ref()
+        .and_then(|b| b.ok())
+        .and_then(|b| b.get(name))
+        .map(|f| match f.reach {
+            Reach::Reached => "reached".to_string(),
+            Reach::Refused => match &f.errno_name {
+                Some(e) => format!("refused ({e})"),
+                None => "none found".to_string(),
+            },
+            Reach::Absent => "absent".to_string(),
+        })
+        .unwrap_or_else(|| "-".into())
+}
+
+fn isolation(s: &mut String, r: &Report) {
+    if r.isolation.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "## Isolation matrix (capsa-escape)\n\nThe same static probe tries each escape with harmless arguments in a fresh instance of each subject and on the host without isolation. ALLOWED: it reached the host (its kernel's global state, a host file, a host process). contained: it succeeded on the instance's own copy (its namespace, or the guest's kernel). blocked: refused, by the layers named, found by rerunning the probe with layers removed (the smallest removal that lets it through); * marks a layer named from the errno because only removing every layer at once let it through. n/a: not in this kernel, or the host refuses it without isolation.\n");
+    let names: Vec<&String> = r.isolation.keys().collect();
+    let _ = writeln!(
+        s,
+        "| probe | host (no isolation) |{}\n| --- | --- |{}",
+        names.iter().map(|n| format!(" {n} |")).collect::<String>(),
+        " --- |".repeat(names.len())
+    );
+    for row in crate::bench::scenario::isolation::rows() {
+        let mut line = format!("| {} | {} |", row.label, host_text(r, row.name));
+        for n in &names {
+            let cell = match &r.isolation[*n] {
+                Outcome::Ok(x) => x.cells.get(row.name).map(cell_text).unwrap_or_default(),
+                _ => "-".into(),
+            };
+            let _ = write!(line, " {cell} |");
+        }
+        let _ = writeln!(s, "{line}");
+    }
+    let mut line = "| host syscalls reachable (workload; VM: its engine) | - |".to_string();
+    for n in &names {
+        let cell = match r.isolation[*n].ok().map(|x| &x.host_syscalls) {
+            Some(Outcome::Ok(h)) => format!(
+                "{} of {} ({} whatever the arguments; {} filters{})",
+                h.reachable,
+                h.table,
+                h.unconditional,
+                h.filters,
+                if h.other_abis { "; i386/x32 open" } else { "" }
+            ),
+            Some(other) => other.why_not().unwrap_or_default().replace('|', "/"),
+            None => "-".into(),
+        };
+        let _ = write!(line, " {cell} |");
+    }
+    let _ = writeln!(s, "{line}");
+    let mut line =
+        "| VM engine process (uid, CapEff, seccomp, namespaces shared with the host) | - |"
+            .to_string();
+    for n in &names {
+        let cell = match r.isolation[*n].ok().and_then(|x| x.engine.as_ref()) {
+            Some(e) => format!(
+                "{}: uid {}, CapEff {}, seccomp {}, shares {}",
+                e.command,
+                e.uid,
+                e.cap_eff,
+                e.seccomp,
+                if e.shared_namespaces.is_empty() {
+                    "none".to_string()
+                } else {
+                    e.shared_namespaces.join(",")
+                }
+            ),
+            None => "-".into(),
+        };
+        let _ = write!(line, " {cell} |");
+    }
+    let _ = writeln!(s, "{line}\n");
+    let _ = writeln!(s, "Host syscalls are counted from the running process's own seccomp filters (PTRACE_SECCOMP_GET_FILTER on every thread, each program evaluated for every x86_64 syscall; an argument test counts both ways).\n\n### What each probe saw\n");
+    for (name, o) in &r.isolation {
+        match o {
+            Outcome::Ok(x) => {
+                let _ = writeln!(
+                    s,
+                    "- **{name}**: uid {}, CapEff {}, seccomp {}, no_new_privs {}, kernel {} ({}), {}: {}",
+                    x.context.uid,
+                    x.context.cap_eff,
+                    x.context.seccomp,
+                    x.context.no_new_privs,
+                    x.context.kernel,
+                    if x.same_kernel { "the host's" } else { "not the host's" },
+                    if x.same_kernel { "namespaces shared with the host" } else { "the guest's initial namespaces" },
+                    if x.shared_namespaces.is_empty() { "none".to_string() } else { x.shared_namespaces.join(", ") }
+                );
+                for (probe, c) in &x.cells {
+                    let _ = writeln!(s, "  - {probe}: {}: {}", cell_text(c), c.detail);
+                }
+                for rerun in &x.reruns {
+                    let _ = writeln!(
+                        s,
+                        "  - rerun with {} ({}): {}",
+                        rerun.relaxation.describe(),
+                        rerun.how,
+                        rerun
+                            .error
+                            .clone()
+                            .unwrap_or_else(|| format!("{} probes", rerun.probes.len()))
+                    );
+                }
+            }
+            other => {
+                let _ = writeln!(s, "- **{name}**: {}", other.why_not().unwrap_or_default());
+            }
+        }
+    }
+    if let Some(why) = r.isolation_baseline.as_ref().and_then(|b| b.why_not()) {
+        let _ = writeln!(s, "- host baseline: {why}");
+    }
+    let _ = writeln!(s);
+}
+
+/// The isolation matrix for the terminal: one line per probe, one column per subject.
+pub fn isolation_summary(r: &Report) -> String {
+    let mut s = String::new();
+    if r.isolation.is_empty() {
+        return s;
+    }
+    let names: Vec<&String> = r.isolation.keys().collect();
+    let _ = write!(s, "{:<22} {:<14}", "PROBE", "HOST");
+    for n in &names {
+        let _ = write!(s, " {n:<26}");
+    }
+    let _ = writeln!(s);
+    for row in crate::bench::scenario::isolation::rows() {
+        let _ = write!(s, "{:<22} {:<14}", row.name, host_text(r, row.name));
+        for n in &names {
+            let cell = match &r.isolation[*n] {
+                Outcome::Ok(x) => x.cells.get(row.name).map(cell_text).unwrap_or_default(),
+                _ => "-".into(),
+            };
+            let _ = write!(s, " {cell:<26}");
+        }
+        let _ = writeln!(s);
+    }
+    let _ = write!(s, "{:<22} {:<14}", "host syscalls", "-");
+    for n in &names {
+        let cell = match r.isolation[*n].ok().map(|x| &x.host_syscalls) {
+            Some(Outcome::Ok(h)) => format!("{} of {}", h.reachable, h.table),
+            _ => "-".into(),
+        };
+        let _ = write!(s, " {cell:<26}");
+    }
+    let _ = writeln!(s);
+    for (n, o) in &r.isolation {
+        if let Some(why) = o.why_not() {
+            let _ = writeln!(s, "  {n}: {why}");
+        }
+    }
+    s
+}
+
 /// The few figures a user looks at first, one line per subject.
 pub fn terminal_summary(r: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "machine: {}", labels(r));
+    if r.start.is_empty() && r.memory.is_empty() && r.density.is_empty() && r.overhead.is_empty() {
+        return s;
+    }
     let _ = writeln!(
         s,
         "{:<16} {:>12} {:>12} {:>10} {:>10} {:>14} {:>10}",

@@ -2,7 +2,8 @@
 //! here, in one run (ANCHORS.md's methods):
 //! - `subjects/`: capsa's two isolations and the peers (runc, runsc, bare QEMU) behind one
 //!   trait;
-//! - `scenario/`: start latency, memory per instance, density, overhead;
+//! - `scenario/`: start latency, memory per instance, density, overhead, the isolation
+//!   matrix;
 //! - `timing`, `memory`, `stats`: how one figure is taken (wait4, smaps_rollup, percentiles);
 //! - `plan`: how much each scenario does, full or `--quick`;
 //! - `report`: the data; `markdown`, `svg`, `compare`: what is made of it.
@@ -50,23 +51,35 @@ pub struct BenchOptions {
     pub command: String,
 }
 
-/// The static probe built by scripts/build-agent.sh, as a directory of its own that instances
-/// mount read-only.
-fn stage_probe(root: &StateRoot) -> Result<PathBuf, String> {
-    let source = std::env::var_os("CAPSA_PROBE")
+/// A static binary built by scripts/build-agent.sh: `$VAR`, or `<name>-static` beside capsa.
+fn static_binary(var: &str, name: &str) -> Result<PathBuf, String> {
+    std::env::var_os(var)
         .map(PathBuf::from)
         .or_else(|| {
             let exe = std::env::current_exe().ok()?;
-            Some(exe.parent()?.join("capsa-probe-static"))
+            Some(exe.parent()?.join(format!("{name}-static")))
         })
         .filter(|p| p.is_file())
-        .ok_or("capsa-probe-static was found neither beside capsa nor in $CAPSA_PROBE (scripts/build-agent.sh builds it)")?;
+        .ok_or(format!("{name}-static was found neither beside capsa nor in ${var} (scripts/build-agent.sh builds it)"))
+}
+
+/// The static probes built by scripts/build-agent.sh, in a directory of their own that
+/// instances mount read-only: the directory, and the escape probe's path in it (or why it
+/// is missing).
+fn stage_probe(root: &StateRoot) -> Result<(PathBuf, Result<PathBuf, String>), String> {
+    let source = static_binary("CAPSA_PROBE", "capsa-probe")?;
     let dir = root.dir().join("bench").join("probe");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let staged = dir.join("capsa-probe");
-    std::fs::copy(&source, &staged)
-        .map_err(|e| format!("copying {} to {}: {e}", source.display(), staged.display()))?;
-    Ok(dir)
+    let copy = |source: &Path, name: &str| {
+        let staged = dir.join(name);
+        std::fs::copy(source, &staged)
+            .map(|_| staged.clone())
+            .map_err(|e| format!("copying {} to {}: {e}", source.display(), staged.display()))
+    };
+    copy(&source, "capsa-probe")?;
+    let escape =
+        static_binary("CAPSA_ESCAPE", "capsa-escape").and_then(|e| copy(&e, "capsa-escape"));
+    Ok((dir, escape))
 }
 
 fn machine(root: &StateRoot) -> Machine {
@@ -128,41 +141,24 @@ pub fn run(root: &StateRoot, opts: &BenchOptions) -> Result<Report, String> {
         .join("bench")
         .join(format!("work-{}", std::process::id()));
     std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
-    let probe_dir = stage_probe(root);
+    let staged = stage_probe(root);
+    let probe_dir = staged
+        .as_ref()
+        .map(|(d, _)| d.clone())
+        .map_err(Clone::clone);
+    let escape = match &staged {
+        Ok((_, escape)) => escape.clone(),
+        Err(e) => Err(e.clone()),
+    };
     let probe = probe_dir.as_ref().ok().map(|d| d.join("capsa-probe"));
-    let mut owned: Vec<Box<dyn Subject>> = Vec::new();
-    for isolation in &opts.isolations {
-        let dir = probe_dir.clone().ok();
-        owned.push(match isolation.as_str() {
-            "container" => Box::new(CapsaSubject::container(
-                root.clone(),
-                &opts.image,
-                opts.cgroup_parent.clone(),
-                dir,
-            )),
-            "vm" => Box::new(CapsaSubject::vm(
-                root.clone(),
-                &opts.image,
-                opts.vmm.clone(),
-                opts.cgroup_parent.clone(),
-                dir,
-            )),
-            _ => continue, // refused by check_names
-        });
-    }
-    for peer in &opts.peers {
-        owned.push(match peer.as_str() {
-            "runc" | "runsc" => Box::new(OciPeer::new(
-                peer,
-                &image.layer_dirs,
-                &work,
-                opts.cgroup_parent.as_deref(),
-                probe_dir.clone().ok(),
-            )),
-            "qemu" => Box::new(QemuPeer::new(root, &image.layer_dirs, &work, probe.clone())),
-            _ => continue, // refused by check_names
-        });
-    }
+    let owned = make_subjects(
+        root,
+        opts,
+        &opts.image,
+        &image.layer_dirs,
+        &work,
+        probe_dir.clone().ok(),
+    );
     let subjects: Vec<&dyn Subject> = owned.iter().map(|b| b.as_ref()).collect();
     let wanted = |s: &str| opts.scenarios.is_empty() || opts.scenarios.iter().any(|w| w == s);
     let plan = Plan {
@@ -176,7 +172,8 @@ pub fn run(root: &StateRoot, opts: &BenchOptions) -> Result<Report, String> {
         0
     } + if wanted("memory") { n } else { 0 }
         + if wanted("density") { n } else { 0 }
-        + if wanted("overhead") { n + 1 } else { 0 };
+        + if wanted("overhead") { n + 1 } else { 0 }
+        + if wanted("isolation") { n } else { 0 };
     let progress = Progress::new(total);
     let ctx = Context {
         plan: &plan,
@@ -203,6 +200,8 @@ pub fn run(root: &StateRoot, opts: &BenchOptions) -> Result<Report, String> {
         density: BTreeMap::new(),
         overhead: BTreeMap::new(),
         overhead_baseline: None,
+        isolation: BTreeMap::new(),
+        isolation_baseline: None,
     };
     if wanted("start") {
         report.start = scenario::start::run(&subjects, &ctx);
@@ -235,6 +234,19 @@ pub fn run(root: &StateRoot, opts: &BenchOptions) -> Result<Report, String> {
             }
         }
     }
+    if wanted("isolation") {
+        isolation(
+            root,
+            opts,
+            &subjects,
+            &image.layer_dirs,
+            &work,
+            &probe_dir,
+            &escape,
+            &ctx,
+            &mut report,
+        );
+    }
     progress.finish();
     drop(owned);
     let _ = std::fs::remove_dir_all(&work);
@@ -243,6 +255,118 @@ pub fn run(root: &StateRoot, opts: &BenchOptions) -> Result<Report, String> {
     }
     report.duration_s = began.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Builds the subjects asked for, each running `image_name` (its layers `layer_dirs` for the
+/// peers).
+fn make_subjects(
+    root: &StateRoot,
+    opts: &BenchOptions,
+    image_name: &str,
+    layer_dirs: &[PathBuf],
+    work: &Path,
+    probe_dir: Option<PathBuf>,
+) -> Vec<Box<dyn Subject>> {
+    let mut owned: Vec<Box<dyn Subject>> = Vec::new();
+    for isolation in &opts.isolations {
+        let dir = probe_dir.clone();
+        owned.push(match isolation.as_str() {
+            "container" => Box::new(CapsaSubject::container(
+                root.clone(),
+                image_name,
+                opts.cgroup_parent.clone(),
+                dir,
+            )),
+            "vm" => Box::new(CapsaSubject::vm(
+                root.clone(),
+                image_name,
+                opts.vmm.clone(),
+                opts.cgroup_parent.clone(),
+                dir,
+            )),
+            _ => continue, // refused by check_names
+        });
+    }
+    for peer in &opts.peers {
+        owned.push(match peer.as_str() {
+            "runc" | "runsc" => Box::new(OciPeer::new(
+                peer,
+                layer_dirs,
+                work,
+                opts.cgroup_parent.as_deref(),
+                probe_dir.clone(),
+            )),
+            "qemu" => Box::new(QemuPeer::new(root, layer_dirs, work, probe_dir.clone())),
+            _ => continue, // refused by check_names
+        });
+    }
+    owned
+}
+
+/// The isolation matrix: the host baseline, the hostile image and its subjects, then the
+/// scenario.
+#[allow(clippy::too_many_arguments)]
+fn isolation(
+    root: &StateRoot,
+    opts: &BenchOptions,
+    subjects: &[&dyn Subject],
+    layer_dirs: &[PathBuf],
+    work: &Path,
+    probe_dir: &Result<PathBuf, String>,
+    escape: &Result<PathBuf, String>,
+    ctx: &Context,
+    report: &mut Report,
+) {
+    use scenario::isolation::{hostile::HostileImage, HostileSubjects, Setup};
+    let escape = match escape {
+        Ok(e) => e,
+        Err(error) => {
+            report.isolation_baseline = Some(Outcome::Failed {
+                error: error.clone(),
+            });
+            for s in subjects {
+                report.isolation.insert(
+                    s.info().name.clone(),
+                    Outcome::Failed {
+                        error: error.clone(),
+                    },
+                );
+            }
+            return;
+        }
+    };
+    ctx.progress
+        .doing("isolation: the probe on the host".into());
+    let setup = Setup::new(escape, work);
+    report.isolation_baseline = Some(match &setup.baseline {
+        Ok(f) => Outcome::Ok(f.clone()),
+        Err(error) => Outcome::Failed {
+            error: error.clone(),
+        },
+    });
+    let hostile_image = HostileImage::prepare(root, work);
+    let hostile_owned = match &hostile_image {
+        Ok(h) => {
+            // The peers get it over the image's own layers (bare QEMU's /init is a shell
+            // script); capsa runs it alone, as imported.
+            let mut layers = layer_dirs.to_vec();
+            layers.push(h.layer.clone());
+            make_subjects(
+                root,
+                opts,
+                &h.image,
+                &layers,
+                &work.join("hostile-subjects"),
+                probe_dir.clone().ok(),
+            )
+        }
+        Err(_) => Vec::new(),
+    };
+    let hostile = HostileSubjects {
+        image: hostile_image.as_ref().map_err(Clone::clone),
+        subjects: hostile_owned.iter().map(|b| b.as_ref()).collect(),
+    };
+    report.isolation = scenario::isolation::run(subjects, &hostile, ctx, &setup);
 }
 
 /// The OCI peers' instances go under /capsa-bench/<id> when no parent is given; runc removes
@@ -266,6 +390,7 @@ pub fn write(report: &Report, out: &Path) -> Result<Vec<PathBuf>, String> {
         ("bench-start-cdf.svg", svg::start_cdf(report)),
         ("bench-density.svg", svg::density(report)),
         ("bench-overhead.svg", svg::overhead(report)),
+        ("bench-isolation.svg", svg::isolation(report)),
     ];
     let mut written = Vec::new();
     for (name, content) in files {

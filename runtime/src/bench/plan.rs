@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::subjects::SubjectInfo;
+use super::subjects::{Relaxation, SubjectInfo};
 
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -69,6 +69,35 @@ impl Plan {
             16
         } else {
             64
+        }
+    }
+
+    /// The reruns with layers removed the isolation matrix makes. A VM under TCG boots for
+    /// each one, so `--quick` keeps only the one that removes everything (the layer is then
+    /// named from the errno, marked inferred).
+    pub fn isolation_relaxations(
+        &self,
+        info: &SubjectInfo,
+        offered: &[Relaxation],
+    ) -> Vec<Relaxation> {
+        if self.quick && emulated(info) {
+            offered
+                .iter()
+                .copied()
+                .filter(|r| *r == Relaxation::Privileged)
+                .collect()
+        } else {
+            offered.to_vec()
+        }
+    }
+
+    /// Processes the exec ptrace window watcher waits for (one `exec` each), and how long.
+    pub fn exec_window(&self, info: &SubjectInfo) -> (usize, Duration) {
+        match (self.quick, emulated(info)) {
+            (false, false) => (60, Duration::from_secs(120)),
+            (true, false) => (30, Duration::from_secs(60)),
+            (false, true) => (10, Duration::from_secs(300)),
+            (true, true) => (4, Duration::from_secs(180)),
         }
     }
 }

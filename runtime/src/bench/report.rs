@@ -6,14 +6,16 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use capsa_escape::findings::Findings;
+
 use super::memory::ProcessMemory;
 use super::stats::Summary;
-use super::subjects::SubjectInfo;
+use super::subjects::{Relaxation, SubjectInfo};
 
 /// Bumped when a field changes meaning; `--compare-to` refuses other versions.
 pub const SCHEMA: u32 = 1;
 
-pub const SCENARIOS: [&str; 4] = ["start", "memory", "density", "overhead"];
+pub const SCENARIOS: [&str; 5] = ["start", "memory", "density", "overhead", "isolation"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
@@ -34,6 +36,12 @@ pub struct Report {
     pub overhead: BTreeMap<String, Outcome<OverheadResult>>,
     /// The probe run on the host itself, without isolation: the overhead scenario's baseline.
     pub overhead_baseline: Option<Outcome<OverheadResult>>,
+    /// The isolation matrix: per subject, each escape probe's verdict and what stopped it.
+    #[serde(default)]
+    pub isolation: BTreeMap<String, Outcome<IsolationResult>>,
+    /// The escape probe run on the host itself, without isolation: what the host allows.
+    #[serde(default)]
+    pub isolation_baseline: Option<Outcome<Findings>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -204,6 +212,149 @@ pub const OVERHEAD_FIGURES: [OverheadFigure; 7] = [
     },
 ];
 
+/// One subject's isolation matrix column.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IsolationResult {
+    /// What the probe saw of itself in the default configuration.
+    pub context: capsa_escape::context::Context,
+    /// Whether the probe ran on the host's kernel (same boot_id).
+    pub same_kernel: bool,
+    /// Namespaces the probe shared with the host (the same inode; in a guest, that means the
+    /// guest's initial namespace of that kind, whose inode is the same on every kernel).
+    pub shared_namespaces: Vec<String>,
+    /// The configurations the probes were rerun in to find what stopped them.
+    pub reruns: Vec<Rerun>,
+    /// Probe name -> verdict.
+    pub cells: BTreeMap<String, Cell>,
+    /// How many host syscalls the workload can make (for a VM: its engine process).
+    pub host_syscalls: Outcome<SyscallReach>,
+    /// The VM engine process as the host sees it.
+    pub engine: Option<EngineProcess>,
+}
+
+/// A rerun with layers removed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Rerun {
+    pub relaxation: Relaxation,
+    /// The flags or spec change that removed them.
+    pub how: String,
+    /// Probes rerun (those the default configuration did not let through).
+    pub probes: Vec<String>,
+    /// None when it ran; else the error or why it was not run.
+    pub error: Option<String>,
+}
+
+/// What a probe did in one subject.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// It reached the host: its kernel's global state, a host file, a host process.
+    Allowed,
+    /// It succeeded, but on the instance's own copy: its namespace, or the guest's kernel.
+    Contained,
+    /// It was refused.
+    Blocked,
+    /// It does not exist here (not in the kernel, or the host refuses it without isolation).
+    NotApplicable,
+    /// The probe could not be run; `detail` says why.
+    Unmeasured,
+}
+
+impl Verdict {
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Allowed => "ALLOWED",
+            Verdict::Contained => "contained",
+            Verdict::Blocked => "blocked",
+            Verdict::NotApplicable => "n/a",
+            Verdict::Unmeasured => "not measured",
+        }
+    }
+}
+
+/// A layer that stops or contains an escape.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Layer {
+    Namespace,
+    Capability,
+    Seccomp,
+    DeviceCgroup,
+    ReadOnlyPath,
+    MaskedPath,
+    /// What the runtime does itself: descriptors closed, non-dumpable entry, paths resolved
+    /// inside the root.
+    Runtime,
+    /// Host file modes (the store).
+    FilePermissions,
+    Hypervisor,
+    /// Refused, and no rerun showed by what.
+    Unattributed,
+}
+
+impl Layer {
+    pub fn label(self) -> &'static str {
+        match self {
+            Layer::Namespace => "namespace",
+            Layer::Capability => "capability",
+            Layer::Seccomp => "seccomp",
+            Layer::DeviceCgroup => "device cgroup",
+            Layer::ReadOnlyPath => "read-only path",
+            Layer::MaskedPath => "masked path",
+            Layer::Runtime => "runtime",
+            Layer::FilePermissions => "file permissions",
+            Layer::Hypervisor => "hypervisor",
+            Layer::Unattributed => "not attributed",
+        }
+    }
+}
+
+/// One cell of the matrix.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Cell {
+    pub verdict: Verdict,
+    /// What stopped (or contained) it, innermost first.
+    pub by: Vec<Layer>,
+    /// True when a layer is named from the errno and the one rerun that let it through (all
+    /// layers removed at once), not from a rerun that removed that layer alone.
+    pub inferred: bool,
+    /// The default configuration's errno.
+    pub errno: Option<String>,
+    /// What the probe saw, and how the layer was found.
+    pub detail: String,
+}
+
+/// Host syscalls reachable, measured from the running process's own seccomp filters
+/// (PTRACE_SECCOMP_GET_FILTER, every thread), each evaluated for every x86_64 syscall.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SyscallReach {
+    /// The process measured.
+    pub process: String,
+    /// x86_64 syscalls in the table evaluated.
+    pub table: usize,
+    /// Allowed for some argument values.
+    pub reachable: usize,
+    /// Allowed whatever the arguments.
+    pub unconditional: usize,
+    /// Stacked filters found (0: no seccomp).
+    pub filters: usize,
+    /// Whether i386 or x32 syscalls get through too.
+    pub other_abis: bool,
+}
+
+/// A VM engine process as the host sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EngineProcess {
+    pub command: String,
+    pub pid: i32,
+    pub uid: u32,
+    pub cap_eff: String,
+    pub seccomp: u32,
+    pub no_new_privs: bool,
+    /// Namespaces it shares with the host (with capsa).
+    pub shared_namespaces: Vec<String>,
+}
+
 impl Report {
     /// Problems that make the report incomplete or inconsistent (empty when it is sound):
     /// every scenario run has an entry for every subject, percentiles are ordered.
@@ -218,6 +369,7 @@ impl Report {
                     "start" => self.start.contains_key(&s.name),
                     "memory" => self.memory.contains_key(&s.name),
                     "density" => self.density.contains_key(&s.name),
+                    "isolation" => self.isolation.contains_key(&s.name),
                     _ => self.overhead.contains_key(&s.name),
                 };
                 if !present {

@@ -1,10 +1,13 @@
 //! The report's plots as SVG: a CDF of start latency, memory per instance against instance
-//! count, and overhead as ratios to the host. Written by hand: three plain chart kinds need
-//! lines, rectangles and text, and plotting crates would need fonts installed to lay out text.
+//! count, overhead as ratios to the host, and the isolation matrix as a heat map. Written by
+//! hand: plain chart kinds need lines, rectangles and text, and plotting crates would need
+//! fonts installed to lay out text.
 
 use std::fmt::Write;
 
-use super::report::{Report, OVERHEAD_FIGURES};
+use capsa_escape::findings::Reach;
+
+use super::report::{Layer, Outcome, Report, Verdict, OVERHEAD_FIGURES};
 
 const W: f64 = 760.0;
 const H: f64 = 420.0;
@@ -353,6 +356,186 @@ pub fn overhead(r: &Report) -> String {
     );
     for (i, n) in names.iter().enumerate() {
         legend(&mut s, i, &label(r, n));
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// A cell's fill by verdict.
+fn verdict_colour(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Allowed => "#d62728",
+        Verdict::Contained => "#fdd49e",
+        Verdict::Blocked => "#a1d99b",
+        Verdict::NotApplicable => "#e0e0e0",
+        Verdict::Unmeasured => "#ffffff",
+    }
+}
+
+/// Short names of layers for a cell.
+fn layer_short(l: Layer) -> &'static str {
+    match l {
+        Layer::Namespace => "ns",
+        Layer::Capability => "cap",
+        Layer::Seccomp => "seccomp",
+        Layer::DeviceCgroup => "devcg",
+        Layer::ReadOnlyPath => "ro",
+        Layer::MaskedPath => "masked",
+        Layer::Runtime => "runtime",
+        Layer::FilePermissions => "perm",
+        Layer::Hypervisor => "hv",
+        Layer::Unattributed => "?",
+    }
+}
+
+/// A cell's text: the layers' short names, or the verdict.
+fn short_cell(c: &crate::bench::report::Cell) -> String {
+    let mut text = match c.verdict {
+        Verdict::Blocked | Verdict::Contained => {
+            c.by.iter()
+                .map(|l| layer_short(*l))
+                .collect::<Vec<_>>()
+                .join("+")
+        }
+        other => other.label().to_string(),
+    };
+    if c.inferred {
+        text.push('*');
+    }
+    text
+}
+
+/// The isolation matrix as a heat map: one row per probe, one column per subject (the host
+/// without isolation first), each cell coloured by verdict and labelled with the layers
+/// that stopped it; the last row is the host syscalls each workload can reach.
+pub fn isolation(r: &Report) -> String {
+    const LABEL_W: f64 = 360.0;
+    const CELL_W: f64 = 118.0;
+    const ROW_H: f64 = 20.0;
+    const HEAD: f64 = 78.0;
+    let rows = crate::bench::scenario::isolation::rows();
+    let names: Vec<&String> = r.isolation.keys().collect();
+    let columns = names.len() + 1;
+    let width = (LABEL_W + CELL_W * columns as f64 + 20.0).max(900.0);
+    let height = HEAD + ROW_H * (rows.len() + 1) as f64 + 110.0;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    );
+    let _ = writeln!(
+        s,
+        "<text x=\"10\" y=\"18\" font-size=\"14\" font-weight=\"bold\">Isolation matrix: each escape probe, per isolation and peer</text>\n<text x=\"10\" y=\"34\" fill=\"#555\">{}</text>",
+        escape(&machine_line(r))
+    );
+    let x_of = |c: usize| LABEL_W + CELL_W * c as f64;
+    let y_of = |row: usize| HEAD + ROW_H * row as f64;
+    let mut headers = vec!["host (no isolation)".to_string()];
+    headers.extend(names.iter().map(|n| label(r, n)));
+    for (c, h) in headers.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-weight=\"bold\">{}</text>",
+            x_of(c) + CELL_W / 2.0,
+            HEAD - 8.0,
+            escape(h)
+        );
+    }
+    let baseline = r.isolation_baseline.as_ref().and_then(|b| b.ok());
+    for (i, row) in rows.iter().enumerate() {
+        let y = y_of(i);
+        let _ = writeln!(
+            s,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+            LABEL_W - 6.0,
+            y + 14.0,
+            escape(row.label)
+        );
+        // The host's own column is a reference, in lighter colours.
+        let host = baseline
+            .and_then(|b| b.get(row.name))
+            .map(|f| match (f.reach, f.errno) {
+                (Reach::Reached, _) => ("#f4a6a6", "reached".to_string()),
+                (Reach::Refused, Some(_)) => ("#c6dbef", "refused".to_string()),
+                (Reach::Refused, None) => ("#c6dbef", "none found".to_string()),
+                (Reach::Absent, _) => {
+                    (verdict_colour(Verdict::NotApplicable), "absent".to_string())
+                }
+            });
+        let mut cells = vec![host.unwrap_or(("#f5f5f5", "-".to_string()))];
+        for n in &names {
+            cells.push(match &r.isolation[*n] {
+                Outcome::Skipped { .. } => ("#f5f5f5", "skipped".to_string()),
+                Outcome::Failed { .. } => ("#ffffff", "failed".to_string()),
+                Outcome::Ok(x) => match x.cells.get(row.name) {
+                    Some(c) => (verdict_colour(c.verdict), short_cell(c)),
+                    None => ("#ffffff", String::new()),
+                },
+            });
+        }
+        for (c, (fill, text)) in cells.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "<rect x=\"{:.1}\" y=\"{y:.1}\" width=\"{CELL_W}\" height=\"{ROW_H}\" fill=\"{fill}\" stroke=\"white\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+                x_of(c),
+                x_of(c) + CELL_W / 2.0,
+                y + 14.0,
+                escape(text)
+            );
+        }
+    }
+    let y = y_of(rows.len());
+    let _ = writeln!(
+        s,
+        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" font-weight=\"bold\">host syscalls the workload (VM: its engine) can reach</text>",
+        LABEL_W - 6.0,
+        y + 14.0
+    );
+    for (c, n) in names.iter().enumerate() {
+        let text = match r.isolation[*n].ok().map(|x| &x.host_syscalls) {
+            Some(Outcome::Ok(h)) => format!("{} of {}", h.reachable, h.table),
+            _ => "-".to_string(),
+        };
+        let _ = writeln!(
+            s,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-weight=\"bold\">{}</text>",
+            x_of(c + 1) + CELL_W / 2.0,
+            y + 14.0,
+            escape(&text)
+        );
+    }
+    let legend = [
+        (Verdict::Allowed, "allowed: reached the host"),
+        (
+            Verdict::Contained,
+            "contained: succeeded on its own namespace or guest",
+        ),
+        (Verdict::Blocked, "blocked, by the layers named"),
+        (Verdict::NotApplicable, "not applicable here"),
+    ];
+    let ly = y + ROW_H + 18.0;
+    for (i, (v, text)) in legend.iter().enumerate() {
+        let (x, yy) = (10.0 + (i % 2) as f64 * 380.0, ly + (i / 2) as f64 * 18.0);
+        let _ = writeln!(
+            s,
+            "<rect x=\"{x}\" y=\"{:.1}\" width=\"12\" height=\"12\" fill=\"{}\" stroke=\"#999\"/><text x=\"{}\" y=\"{yy:.1}\">{}</text>",
+            yy - 10.0,
+            verdict_colour(*v),
+            x + 18.0,
+            escape(text)
+        );
+    }
+    for (i, line) in [
+        "ns namespace, cap capability, seccomp, devcg device cgroup, ro read-only path, masked masked path, hv hypervisor,",
+        "runtime: descriptors closed, non-dumpable entry, paths resolved in the root; perm file permissions; ? not attributed; * named from the errno",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let _ = writeln!(
+            s,
+            "<text x=\"10\" y=\"{:.1}\" fill=\"#555\">{}</text>",
+            ly + 40.0 + i as f64 * 15.0,
+            escape(line)
+        );
     }
     s.push_str("</svg>\n");
     s

@@ -21,7 +21,7 @@ pub struct BenchArgs {
     /// Start-latency runs per subject after warm-up (default 100; 50 for VMs under TCG)
     #[arg(long)]
     runs: Option<usize>,
-    /// Scenarios to run: start, memory, density, overhead (default: all)
+    /// Scenarios to run: start, memory, density, overhead, isolation (default: all)
     #[arg(long, value_delimiter = ',')]
     scenario: Vec<String>,
     /// Fewer runs, steps and bytes: the whole suite in about 3 minutes
@@ -75,6 +75,7 @@ pub fn bench(root: &StateRoot, args: BenchArgs) -> i32 {
         }
     };
     print!("{}", bench::markdown::terminal_summary(&report));
+    print!("{}", bench::markdown::isolation_summary(&report));
     match bench::write(&report, &args.out) {
         Ok(files) => {
             let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();

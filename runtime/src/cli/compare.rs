@@ -2,6 +2,9 @@
 //! engine this host can run), side by side: time to first output, total time, peak memory of
 //! the largest host process, exit status, whether the outputs match, and what ran the VM.
 //! Each run is this binary's own `run --rm`, timed from outside as a user would time it.
+//!
+//! `capsa compare --isolation-matrix IMAGE` instead runs the escape probe in both isolations
+//! (`capsa bench --scenario isolation` without the peers) and prints the matrix.
 
 use std::path::Path;
 use std::process::Command;
@@ -19,6 +22,12 @@ pub struct CompareArgs {
     /// Guest/container memory limit, as `run -m`
     #[arg(short = 'm', long)]
     memory: Option<String>,
+    /// Run the escape probe in both isolations and print the isolation matrix instead
+    #[arg(long = "isolation-matrix")]
+    isolation_matrix: bool,
+    /// With --isolation-matrix: also write bench.json, bench.md and the heat map here
+    #[arg(long, requires = "isolation_matrix")]
+    out: Option<std::path::PathBuf>,
     /// The image
     image: String,
     /// Command and arguments
@@ -39,6 +48,9 @@ struct Sample {
 }
 
 pub fn compare(root: &Path, args: CompareArgs) -> i32 {
+    if args.isolation_matrix {
+        return isolation_matrix(root, &args);
+    }
     let mut columns: Vec<(String, Vec<String>, String)> = vec![(
         "container".into(),
         vec!["--isolation".into(), "container".into()],
@@ -85,6 +97,53 @@ pub fn compare(root: &Path, args: CompareArgs) -> i32 {
         }
     }
     print_table(&samples, &skipped);
+    0
+}
+
+/// The isolation matrix of the two isolations, as `capsa bench --scenario isolation` makes it.
+fn isolation_matrix(root: &Path, args: &CompareArgs) -> i32 {
+    if !args.command.is_empty() {
+        eprintln!("capsa compare: --isolation-matrix runs its own probe; no command is taken");
+        return super::EXIT_FAILURE;
+    }
+    let state = match crate::root::StateRoot::open(root) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("capsa compare: state directory {}: {e}", root.display());
+            return super::EXIT_FAILURE;
+        }
+    };
+    let opts = crate::bench::BenchOptions {
+        isolations: vec!["container".into(), "vm".into()],
+        peers: Vec::new(),
+        image: args.image.clone(),
+        runs: None,
+        scenarios: vec!["isolation".into()],
+        quick: false,
+        vmm: args.vmm.first().cloned(),
+        cgroup_parent: None,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    };
+    let report = match crate::bench::run(&state, &opts) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("capsa compare: {e}");
+            return super::EXIT_FAILURE;
+        }
+    };
+    print!("{}", crate::bench::markdown::isolation_summary(&report));
+    if let Some(out) = &args.out {
+        match crate::bench::write(&report, out) {
+            Ok(files) => {
+                let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+                println!("report: {}", names.join(", "));
+            }
+            Err(e) => {
+                eprintln!("capsa compare: writing the report: {e}");
+                return super::EXIT_FAILURE;
+            }
+        }
+    }
     0
 }
 

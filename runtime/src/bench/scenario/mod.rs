@@ -1,7 +1,8 @@
-//! The four scenarios. Each takes the subjects and returns one outcome per subject, so the
+//! The five scenarios. Each takes the subjects and returns one outcome per subject, so the
 //! report always says something about every subject.
 
 pub mod density;
+pub mod isolation;
 pub mod memory;
 pub mod overhead;
 pub mod start;

@@ -5,7 +5,8 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicUsize;
 
 use super::{
-    instance_name, Instance, OneShot, Subject, SubjectInfo, Workload, PROBE_DIR_INSIDE, PROBE_PORT,
+    instance_name, Instance, OneShot, Relaxation, Subject, SubjectInfo, Workload, PROBE_DIR_INSIDE,
+    PROBE_PORT,
 };
 use crate::container::store::ContainerStore;
 use crate::root::StateRoot;
@@ -103,8 +104,13 @@ impl CapsaSubject {
 
     /// `capsa run` with this subject's isolation and the workload's needs.
     fn run(&self, workload: &Workload, flags: &[&str]) -> Result<Command, String> {
+        self.command("run", workload, flags)
+    }
+
+    /// `capsa VERB` (run or create) with this subject's isolation and the workload's needs.
+    fn command(&self, verb: &str, workload: &Workload, flags: &[&str]) -> Result<Command, String> {
         let mut c = self.capsa();
-        c.arg("run").args(flags);
+        c.arg(verb).args(flags);
         if let Some(parent) = &self.cgroup_parent {
             c.args(["--cgroup-parent", parent]);
         }
@@ -182,6 +188,69 @@ impl Subject for CapsaSubject {
         })
     }
 
+    fn relaxations(&self) -> Vec<(Relaxation, String)> {
+        let mut r = vec![
+            (
+                Relaxation::Seccomp,
+                "--security-opt seccomp=unconfined".to_string(),
+            ),
+            (Relaxation::Capabilities, "--cap-add ALL".to_string()),
+            (
+                Relaxation::SeccompAndCapabilities,
+                "--security-opt seccomp=unconfined --cap-add ALL".to_string(),
+            ),
+        ];
+        if self.vm.is_none() && std::path::Path::new(V1_DEVICES).is_dir() {
+            r.push((
+                Relaxation::Devices,
+                "`a` written to the container's devices.allow (cgroup v1) between create and start"
+                    .to_string(),
+            ));
+        }
+        r.push((Relaxation::Privileged, "--privileged".to_string()));
+        r
+    }
+
+    fn one_shot_relaxed(&self, workload: &Workload, relax: Relaxation) -> Result<OneShot, String> {
+        let flags: &[&str] = match relax {
+            Relaxation::Seccomp => &["--security-opt", "seccomp=unconfined"],
+            Relaxation::Capabilities => &["--cap-add", "ALL"],
+            Relaxation::SeccompAndCapabilities => {
+                &["--security-opt", "seccomp=unconfined", "--cap-add", "ALL"]
+            }
+            Relaxation::Privileged => &["--privileged"],
+            Relaxation::Devices if self.vm.is_none() => return self.with_all_devices(workload),
+            _ => {
+                return Err(format!(
+                    "{} cannot run with {}",
+                    self.info.name,
+                    relax.describe()
+                ))
+            }
+        };
+        let mut all = vec!["--rm", "--network", "none"];
+        all.extend_from_slice(flags);
+        Ok(OneShot::plain(self.run(workload, &all)?))
+    }
+
+    fn can_exec(&self) -> bool {
+        true
+    }
+
+    fn exec(&self, instance: &Instance, argv: &[String]) -> Result<Command, String> {
+        let mut c = self.capsa();
+        c.arg("exec").arg(&instance.id).args(argv);
+        Ok(c)
+    }
+
+    fn records(&self, instance: &Instance) -> Vec<PathBuf> {
+        let dir = ContainerStore::new(&self.root).dir(&instance.id);
+        [dir.config(), dir.state(), dir.upper(), dir.log()]
+            .into_iter()
+            .filter(|p| p.exists())
+            .collect()
+    }
+
     fn remove(&self, instance: Instance) {
         let _ = self
             .capsa()
@@ -189,6 +258,61 @@ impl Subject for CapsaSubject {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+    }
+}
+
+/// Where cgroup v1 keeps the devices controller.
+const V1_DEVICES: &str = "/sys/fs/cgroup/devices";
+
+impl CapsaSubject {
+    /// A created container whose v1 device cgroup is opened to every device before it
+    /// starts: the default configuration with only the device rules removed.
+    fn with_all_devices(&self, workload: &Workload) -> Result<OneShot, String> {
+        let name = instance_name(&self.names);
+        let out = self
+            .command("create", workload, &["--name", &name, "--network", "none"])?
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("capsa create: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "capsa create: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let mut remove = {
+            let mut rm = self.capsa();
+            rm.args(["rm", "-f", &id])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            move || {
+                let _ = rm.status();
+            }
+        };
+        let widened = ContainerStore::new(&self.root)
+            .observe(&id)
+            .map_err(|e| e.to_string())
+            .and_then(|state| {
+                let dir = state
+                    .cgroup
+                    .dirs
+                    .get("devices")
+                    .ok_or("the container has no v1 devices cgroup")?
+                    .clone();
+                std::fs::write(dir.join("devices.allow"), "a")
+                    .map_err(|e| format!("{}/devices.allow: {e}", dir.display()))
+            });
+        if let Err(e) = widened {
+            remove();
+            return Err(e);
+        }
+        let mut start = self.capsa();
+        start.args(["start", "-a", &id]);
+        Ok(OneShot {
+            command: start,
+            cleanup: Some(Box::new(remove)),
+        })
     }
 }
 

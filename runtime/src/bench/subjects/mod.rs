@@ -52,23 +52,95 @@ pub enum Workload {
     Probe { quick: bool },
     /// The probe's TCP server on PROBE_PORT.
     ProbeServer,
+    /// The escape probe with these arguments.
+    Escape(Vec<String>),
 }
+
+/// Where the escape probe appears inside every instance.
+pub const ESCAPE_INSIDE: &str = "/.capsa-probe/capsa-escape";
 
 impl Workload {
     pub fn argv(&self) -> Vec<String> {
         let probe = format!("{PROBE_DIR_INSIDE}/capsa-probe");
+        if let Workload::Escape(args) = self {
+            let mut v = vec![ESCAPE_INSIDE.to_string()];
+            v.extend(args.iter().cloned());
+            return v;
+        }
         let v: Vec<&str> = match self {
             Workload::Marker => vec!["echo", MARKER],
             Workload::Idle => vec!["sleep", "1000000"],
             Workload::Probe { quick: true } => vec![&probe, "all", "--quick"],
             Workload::Probe { quick: false } => vec![&probe, "all"],
             Workload::ProbeServer => vec![&probe, "serve", "7000"],
+            Workload::Escape(_) => Vec::new(), // returned above
         };
         v.into_iter().map(String::from).collect()
     }
 
     pub fn needs_probe(&self) -> bool {
-        matches!(self, Workload::Probe { .. } | Workload::ProbeServer)
+        matches!(
+            self,
+            Workload::Probe { .. } | Workload::ProbeServer | Workload::Escape(_)
+        )
+    }
+}
+
+/// An isolation layer (or several) a subject can run without, so the isolation matrix can
+/// see which layer stops a probe: the probe is run again with it removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Relaxation {
+    /// No seccomp filter.
+    Seccomp,
+    /// Every capability.
+    Capabilities,
+    SeccompAndCapabilities,
+    /// A device rule that allows every device.
+    Devices,
+    CapabilitiesAndDevices,
+    /// Everything the runtime can remove at once (`--privileged`): capabilities, seccomp,
+    /// devices, masked and read-only paths.
+    Privileged,
+}
+
+/// One of the knobs a relaxation turns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Knob {
+    Seccomp,
+    Capabilities,
+    Devices,
+    Paths,
+}
+
+impl Relaxation {
+    /// What it removes.
+    pub fn removes(self) -> &'static [Knob] {
+        match self {
+            Relaxation::Seccomp => &[Knob::Seccomp],
+            Relaxation::Capabilities => &[Knob::Capabilities],
+            Relaxation::SeccompAndCapabilities => &[Knob::Seccomp, Knob::Capabilities],
+            Relaxation::Devices => &[Knob::Devices],
+            Relaxation::CapabilitiesAndDevices => &[Knob::Capabilities, Knob::Devices],
+            Relaxation::Privileged => &[
+                Knob::Seccomp,
+                Knob::Capabilities,
+                Knob::Devices,
+                Knob::Paths,
+            ],
+        }
+    }
+
+    /// For reports.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Relaxation::Seccomp => "seccomp removed",
+            Relaxation::Capabilities => "all capabilities",
+            Relaxation::SeccompAndCapabilities => "seccomp removed and all capabilities",
+            Relaxation::Devices => "every device allowed",
+            Relaxation::CapabilitiesAndDevices => "all capabilities and every device allowed",
+            Relaxation::Privileged => "privileged (every layer the runtime can remove)",
+        }
     }
 }
 
@@ -173,6 +245,35 @@ pub trait Subject {
     /// Overhead figures whose measurement here would not mean what it means elsewhere, by
     /// key, with the reason.
     fn unmeasurable(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+    /// The relaxations `one_shot_relaxed` can apply here, with the command-line or spec
+    /// change each one is.
+    fn relaxations(&self) -> Vec<(Relaxation, String)> {
+        Vec::new()
+    }
+    /// Like `one_shot`, with `relax` applied.
+    fn one_shot_relaxed(&self, workload: &Workload, relax: Relaxation) -> Result<OneShot, String> {
+        let _ = workload;
+        Err(format!(
+            "{} cannot run with {}",
+            self.info().name,
+            relax.describe()
+        ))
+    }
+    /// Whether `exec` can run a command inside a running instance.
+    fn can_exec(&self) -> bool {
+        false
+    }
+    /// A command that runs `argv` inside the running `instance`, as `exec` does.
+    fn exec(&self, instance: &Instance, argv: &[String]) -> Result<Command, String> {
+        let _ = (instance, argv);
+        Err(format!("{} has no exec", self.info().name))
+    }
+    /// The instance's records on the host (files and directories holding its configuration,
+    /// environment or writable layer), which no other local user should read.
+    fn records(&self, instance: &Instance) -> Vec<PathBuf> {
+        let _ = instance;
         Vec::new()
     }
 }

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicUsize;
 
-use oci_spec::runtime::{Mount, Spec};
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, Mount, Spec};
 
 use super::{
-    cgroup_usage_file, instance_name, version_of, Instance, OneShot, Subject, SubjectInfo,
-    Workload, PROBE_DIR_INSIDE,
+    cgroup_usage_file, instance_name, version_of, Instance, Knob, OneShot, Relaxation, Subject,
+    SubjectInfo, Workload, PROBE_DIR_INSIDE,
 };
 
 pub struct OciPeer {
@@ -84,7 +84,12 @@ impl OciPeer {
     }
 
     /// The instance's bundle: config.json and an overlay root over the image's layers.
-    fn bundle(&self, id: &str, workload: &Workload) -> Result<Bundle, String> {
+    fn bundle(
+        &self,
+        id: &str,
+        workload: &Workload,
+        relax: Option<Relaxation>,
+    ) -> Result<Bundle, String> {
         let dir = self.work.join(id);
         let bundle = Bundle { dir: dir.clone() };
         for sub in ["rootfs", "upper", "work"] {
@@ -110,7 +115,10 @@ impl OciPeer {
             Some(data.as_str()),
         )
         .map_err(|e| format!("overlay for the {} bundle: {e}", self.info.name))?;
-        let spec = self.spec(id, &dir, workload)?;
+        let mut spec = self.spec(id, &dir, workload)?;
+        if let Some(r) = relax {
+            relaxed(&mut spec, r);
+        }
         spec.save(dir.join("config.json"))
             .map_err(|e| format!("{}/config.json: {e}", dir.display()))?;
         Ok(bundle)
@@ -150,6 +158,54 @@ impl OciPeer {
     }
 }
 
+/// Removes layers from a runtime spec as `relax` says. oci-spec's default spec, what
+/// `runc spec` writes, has no seccomp section, so there is none to remove.
+fn relaxed(spec: &mut Spec, relax: Relaxation) {
+    let knobs = relax.removes();
+    if let Some(linux) = spec.linux_mut() {
+        if knobs.contains(&Knob::Devices) {
+            let mut allow_all = LinuxDeviceCgroup::default();
+            allow_all.set_allow(true);
+            allow_all.set_typ(Some(LinuxDeviceType::A));
+            allow_all.set_access(Some("rwm".into()));
+            let mut resources = linux.resources().clone().unwrap_or_default();
+            resources.set_devices(Some(vec![allow_all]));
+            linux.set_resources(Some(resources));
+        }
+        if knobs.contains(&Knob::Paths) {
+            linux.set_masked_paths(None);
+            linux.set_readonly_paths(None);
+        }
+    }
+    if knobs.contains(&Knob::Capabilities) {
+        if let Some(process) = spec.process_mut().as_mut() {
+            let all = crate::linux::capabilities::to_oci(&crate::linux::capabilities::all_caps());
+            let mut caps = process.capabilities().clone().unwrap_or_default();
+            caps.set_bounding(Some(all.clone()));
+            caps.set_effective(Some(all.clone()));
+            caps.set_permitted(Some(all));
+            process.set_capabilities(Some(caps));
+        }
+    }
+    if knobs.contains(&Knob::Paths) {
+        if let Some(mounts) = spec.mounts_mut() {
+            for m in mounts
+                .iter_mut()
+                .filter(|m| m.destination() == Path::new("/sys"))
+            {
+                let options: Vec<String> = m
+                    .options()
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|o| o != "ro")
+                    .collect();
+                m.set_options(Some(options));
+            }
+        }
+    }
+}
+
 /// A bundle directory; dropping it unmounts its root and removes it.
 struct Bundle {
     dir: PathBuf,
@@ -169,7 +225,7 @@ impl Subject for OciPeer {
 
     fn one_shot(&self, workload: &Workload) -> Result<OneShot, String> {
         let id = instance_name(&self.names);
-        let bundle = self.bundle(&id, workload)?;
+        let bundle = self.bundle(&id, workload, None)?;
         let mut c = self.command();
         c.arg("run").arg("--bundle").arg(&bundle.dir).arg(&id);
         Ok(OneShot {
@@ -183,7 +239,7 @@ impl Subject for OciPeer {
             self.can_publish()?;
         }
         let id = instance_name(&self.names);
-        let bundle = self.bundle(&id, workload)?;
+        let bundle = self.bundle(&id, workload, None)?;
         // The container inherits runc's stdio: a pipe would stay open as long as it runs,
         // so errors go to a file.
         let errors = bundle.dir.join("run.err");
@@ -237,6 +293,65 @@ impl Subject for OciPeer {
         if let Some(cleanup) = instance.cleanup {
             cleanup();
         }
+    }
+
+    fn relaxations(&self) -> Vec<(Relaxation, String)> {
+        vec![
+            (
+                Relaxation::Capabilities,
+                "every capability in the spec".into(),
+            ),
+            (
+                Relaxation::Devices,
+                "a device rule allowing every device (linux.resources.devices)".into(),
+            ),
+            (
+                Relaxation::CapabilitiesAndDevices,
+                "every capability and every device".into(),
+            ),
+            (
+                Relaxation::Privileged,
+                "every capability and device, no masked or read-only paths, /sys writable".into(),
+            ),
+        ]
+    }
+
+    fn one_shot_relaxed(&self, workload: &Workload, relax: Relaxation) -> Result<OneShot, String> {
+        if relax.removes().contains(&Knob::Seccomp) && relax != Relaxation::Privileged {
+            return Err(format!(
+                "{}'s default spec has no seccomp filter to remove",
+                self.info.name
+            ));
+        }
+        let id = instance_name(&self.names);
+        let bundle = self.bundle(&id, workload, Some(relax))?;
+        let mut c = self.command();
+        c.arg("run").arg("--bundle").arg(&bundle.dir).arg(&id);
+        Ok(OneShot {
+            command: c,
+            cleanup: Some(Box::new(move || drop(bundle))),
+        })
+    }
+
+    fn can_exec(&self) -> bool {
+        true
+    }
+
+    fn exec(&self, instance: &Instance, argv: &[String]) -> Result<Command, String> {
+        let mut c = self.command();
+        c.arg("exec").arg(&instance.id).args(argv);
+        Ok(c)
+    }
+
+    fn records(&self, instance: &Instance) -> Vec<PathBuf> {
+        // runc's own state (its default --root), which holds the whole config.
+        [PathBuf::from("/run")
+            .join(&self.info.name)
+            .join(&instance.id)
+            .join("state.json")]
+        .into_iter()
+        .filter(|p| p.exists())
+        .collect()
     }
 
     fn can_publish(&self) -> Result<(), String> {

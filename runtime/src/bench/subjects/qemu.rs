@@ -20,7 +20,8 @@ pub struct QemuPeer {
     /// Image layers, top first.
     layers: Vec<PathBuf>,
     work: PathBuf,
-    probe: Option<PathBuf>,
+    /// The staged probe directory (both probes), copied into the initramfs.
+    probe_dir: Option<PathBuf>,
     /// Built initramfs per workload.
     initramfs: Mutex<HashMap<String, PathBuf>>,
 }
@@ -30,7 +31,7 @@ impl QemuPeer {
         root: &crate::root::StateRoot,
         layers: &[PathBuf],
         work: &Path,
-        probe: Option<PathBuf>,
+        probe_dir: Option<PathBuf>,
     ) -> QemuPeer {
         let binary = crate::vm::engine::qemu_binary();
         let kernel = crate::vm::artifacts::kernel(root);
@@ -60,7 +61,7 @@ impl QemuPeer {
             kernel: kernel.unwrap_or_default(),
             layers: layers.iter().rev().cloned().collect(),
             work: work.join("qemu"),
-            probe,
+            probe_dir,
             initramfs: Mutex::new(HashMap::new()),
         }
     }
@@ -116,14 +117,23 @@ impl QemuPeer {
         }
         archive.char_device("dev/console", 0o600, 5, 1);
         if workload.needs_probe() {
-            let probe = self.probe.as_ref().ok_or("the probe is not available")?;
-            let bytes = std::fs::read(probe).map_err(|e| format!("{}: {e}", probe.display()))?;
-            archive.dir(PROBE_DIR_INSIDE.trim_start_matches('/'), 0o755);
-            archive.file(
-                &format!("{}/capsa-probe", PROBE_DIR_INSIDE.trim_start_matches('/')),
-                0o755,
-                &bytes,
-            );
+            let dir = self
+                .probe_dir
+                .as_ref()
+                .ok_or("the probe is not available")?;
+            let inside = PROBE_DIR_INSIDE.trim_start_matches('/');
+            archive.dir(inside, 0o755);
+            let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            for entry in entries.flatten().filter(|e| e.path().is_file()) {
+                let path = entry.path();
+                let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let name = entry.file_name();
+                archive.file(
+                    &format!("{inside}/{}", name.to_string_lossy()),
+                    0o755,
+                    &bytes,
+                );
+            }
         }
         archive.file("init", 0o755, init_script(workload).as_bytes());
         Ok(archive.finish())
