@@ -1,12 +1,31 @@
 //! What PID 1 sets up before anything else, and how it ends the VM.
 
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
+use std::sync::OnceLock;
 
 use nix::mount::{mount, MsFlags};
+
+/// Where the initramfs holds e2fsck (Debian's e2fsck-static), for the writable disk.
+pub const E2FSCK_PATH: &str = "/sbin/e2fsck";
+
+/// e2fsck, opened from the initramfs before the root moves away from it.
+static E2FSCK: OnceLock<OwnedFd> = OnceLock::new();
+
+/// e2fsck as a path that execve takes (its descriptor under /proc/self/fd), if the
+/// initramfs has it.
+pub fn e2fsck() -> Option<String> {
+    E2FSCK
+        .get()
+        .map(|fd| format!("/proc/self/fd/{}", fd.as_raw_fd() as RawFd))
+}
 
 /// Mounts the kernel's file systems and the cgroup2 hierarchy (with its controllers enabled
 /// for children), brings up the loopback interface.
 pub fn setup() -> std::io::Result<()> {
+    if let Ok(f) = std::fs::File::open(E2FSCK_PATH) {
+        let _ = E2FSCK.set(OwnedFd::from(f));
+    }
     leave_initramfs()?;
     let mounts: [(&str, &str, &str, MsFlags); 5] = [
         (

@@ -12,6 +12,8 @@ use crate::root::StateRoot;
 pub const KERNEL_ENV: &str = "CAPSA_KERNEL";
 pub const AGENT_ENV: &str = "CAPSA_AGENT";
 const KERNEL_CACHE: &str = "/var/cache/capsa/kernel";
+/// Debian's e2fsck-static: the agent checks an unclean writable disk with it, in the guest.
+const E2FSCK_STATIC: &str = "/sbin/e2fsck.static";
 
 pub struct GuestArtifacts {
     pub kernel: PathBuf,
@@ -102,14 +104,18 @@ fn has_interpreter(elf: &[u8]) -> bool {
 fn initramfs(root: &StateRoot, agent: &Path) -> Result<PathBuf, VmError> {
     let io = |e: std::io::Error| VmError::Io(format!("guest agent {}: {e}", agent.display()));
     let binary = std::fs::read(agent).map_err(io)?;
-    let hash = hex::encode(&Sha256::digest(&binary)[..8]);
+    let e2fsck = std::fs::read(E2FSCK_STATIC).ok();
+    let mut digest = Sha256::new();
+    digest.update(&binary);
+    digest.update(e2fsck.as_deref().unwrap_or_default());
+    let hash = hex::encode(&digest.finalize()[..8]);
     let dir = root.dir().join("vm");
     let path = dir.join(format!("initramfs-{hash}.cpio.gz"));
     if path.is_file() {
         return Ok(path);
     }
     std::fs::create_dir_all(&dir).map_err(io)?;
-    let archive = cpio(&binary);
+    let archive = cpio(&binary, e2fsck.as_deref());
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&archive).map_err(io)?;
     let bytes = gz.finish().map_err(io)?;
@@ -117,13 +123,17 @@ fn initramfs(root: &StateRoot, agent: &Path) -> Result<PathBuf, VmError> {
     Ok(path)
 }
 
-/// A newc cpio archive: the mount points PID 1 needs, /dev/console, and the agent as /init.
-pub fn cpio(agent: &[u8]) -> Vec<u8> {
+/// A newc cpio archive: the mount points PID 1 needs, /dev/console, e2fsck (when the host
+/// has e2fsck-static) and the agent as /init.
+pub fn cpio(agent: &[u8], e2fsck: Option<&[u8]>) -> Vec<u8> {
     let mut archive = super::cpio::Newc::default();
-    for d in ["dev", "proc", "sys", "run", "tmp"] {
+    for d in ["dev", "proc", "sys", "run", "tmp", "sbin"] {
         archive.dir(d, 0o755);
     }
     archive.char_device("dev/console", 0o600, 5, 1);
+    if let Some(e2fsck) = e2fsck {
+        archive.file("sbin/e2fsck", 0o755, e2fsck);
+    }
     archive.file("init", 0o755, agent);
     archive.finish()
 }
@@ -144,12 +154,13 @@ mod tests {
 
     #[test]
     fn the_archive_is_newc_with_init_last() {
-        let a = cpio(b"\x7fELF agent");
+        let a = cpio(b"\x7fELF agent", Some(b"\x7fELF e2fsck"));
         assert!(a.starts_with(b"070701"));
         assert_eq!(a.len() % 4, 0);
         let text = String::from_utf8_lossy(&a);
         assert!(text.contains("dev/console\0"));
         assert!(text.contains("init\0"));
+        assert!(text.contains("sbin/e2fsck\0"));
         assert!(text.contains("\x7fELF agent"));
         assert!(text.trim_end_matches('\0').ends_with("TRAILER!!!"));
     }
