@@ -390,12 +390,15 @@ impl ChildPlan {
     fn new(jail: &Jail, cmd: &EngineCommand, log: &File) -> Result<ChildPlan, VmError> {
         private_dir(Path::new(JAIL_MOUNT))?;
         let mut layout = Layout::default();
-        layout.file(&cmd.binary, &cmd.binary, 0)?;
+        // Bound at its real path (no `..`, no symlink), where it is executed.
+        let binary = std::fs::canonicalize(&cmd.binary).map_err(|e| jail_err(&cmd.binary, e))?;
+        layout.file(&binary, &binary, 0)?;
         for dir in LIBRARY_DIRS.iter().map(Path::new) {
             layout.library(dir)?;
         }
         for path in &cmd.read_only {
-            layout.file(path, path, libc::MS_NOEXEC)?;
+            let path = std::fs::canonicalize(path).map_err(|e| jail_err(path, e))?;
+            layout.file(&path, &path, libc::MS_NOEXEC)?;
         }
         layout.file(&jail.kernel, Path::new(KERNEL), libc::MS_NOEXEC)?;
         layout.file(&jail.initramfs, Path::new(INITRAMFS), libc::MS_NOEXEC)?;
@@ -423,7 +426,7 @@ impl ChildPlan {
         let null = File::open("/dev/null").map_err(|e| jail_err(Path::new("/dev/null"), e))?;
         let mut sources = vec![null.as_raw_fd(), log.as_raw_fd(), log.as_raw_fd()];
         sources.extend(cmd.fds.iter().map(|f| f.as_raw_fd()));
-        let args: Vec<CString> = std::iter::once(cstr(&cmd.binary))
+        let args: Vec<CString> = std::iter::once(cstr(&binary))
             .chain(cmd.args.iter().map(cstr))
             .collect::<Result<_, _>>()?;
         let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
@@ -448,7 +451,7 @@ impl ChildPlan {
             parent,
             sources,
             _null: null,
-            binary: cstr(&cmd.binary)?,
+            binary: cstr(&binary)?,
             _args: args,
             argv,
             err_r,
@@ -810,7 +813,7 @@ mod tests {
             + crate::container::create::USERNS_RANGES as u64
                 * crate::container::spec::USERNS_RANGE as u64;
         assert!(FIRST_UID as u64 >= userns_end);
-        assert!(FIRST_UID as u64 + UIDS as u64 <= u32::MAX as u64 - 1);
+        assert!(u64::from(FIRST_UID) + u64::from(UIDS) < u64::from(u32::MAX));
     }
 
     #[test]
@@ -846,6 +849,98 @@ mod tests {
         );
         assert_eq!(l.binds.len(), 2);
         assert!(l.binds.iter().all(|b| b.is_file));
+    }
+
+    /// capsa-vmm jailed as a VM's engine is, booting capsa-vmm's freestanding test guest
+    /// (vmm/tests/guest) from a handed read-only disk: /dev/kvm, the libraries, the handed
+    /// descriptor and the VMM's own seccomp filters all work inside the jail.
+    #[test]
+    fn capsa_vmm_runs_the_test_guest_in_its_jail() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let vmm = repo.join("target/debug/capsa-vmm");
+        assert!(vmm.is_file(), "build it first: cargo build -p capsa-vmm");
+        let dir = tempfile::tempdir().unwrap();
+        let guest = dir.path().join("guest");
+        let src = repo.join("vmm/tests/guest");
+        let built = std::process::Command::new("gcc")
+            .args([
+                "-O1",
+                "-ffreestanding",
+                "-fno-stack-protector",
+                "-fno-pic",
+                "-no-pie",
+            ])
+            .args([
+                "-mno-red-zone",
+                "-mgeneral-regs-only",
+                "-fno-builtin",
+                "-nostdlib",
+            ])
+            .args([
+                "-static",
+                "-Wl,--build-id=none",
+                "-Wl,--no-warn-rwx-segments",
+            ])
+            .arg(format!("-Wl,-T,{}", src.join("guest.ld").display()))
+            .arg("-o")
+            .arg(&guest)
+            .arg(src.join("guest.c"))
+            .status()
+            .expect("gcc (build-essential)");
+        assert!(built.success());
+        let disk = dir.path().join("disk.img");
+        let mut bytes = b"CAPSA-TEST-DISK".to_vec();
+        bytes.resize(1 << 20, 0);
+        std::fs::write(&disk, bytes).unwrap();
+        let parent = format!("/capsa-jail-test-{}", std::process::id());
+        let mode = cgroups::CgroupMode::detect().expect("cgroups");
+        let paths = cgroups::resolve_paths(mode, Some(&parent), "vmm").unwrap();
+        let jail = Jail::prepare(paths.clone(), 256, true, &guest, &guest).unwrap();
+        let uid = jail.uid.uid;
+        let mut cmd = EngineCommand {
+            binary: vmm,
+            args: Vec::new(),
+            fds: Vec::new(),
+            read_only: Vec::new(),
+            kvm: true,
+            seccomp: String::new(),
+        };
+        let fd = cmd.pass(File::open(&disk).unwrap().into());
+        cmd.args = [
+            "--kernel",
+            KERNEL,
+            "--disk",
+            &format!("fd={fd},ro"),
+            "--mem",
+            "64M",
+        ]
+        .map(String::from)
+        .to_vec();
+        let log_path = dir.path().join("log");
+        let log = File::create(&log_path).unwrap();
+        let mut child = jail.spawn(cmd, &log).unwrap();
+        let seen = confinement(child.id()).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the guest did not stop"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        jail.destroy();
+        for dir in paths.dirs.values() {
+            let _ = std::fs::remove_dir(dir.parent().unwrap());
+        }
+        let out = std::fs::read_to_string(&log_path).unwrap();
+        assert_eq!(status.code(), Some(0), "{out}");
+        assert!(out.contains("ok: virtio-blk read sector 0"), "{out}");
+        assert_eq!(seen.uid, vec![uid; 4]);
+        assert_eq!((seen.cap_eff, seen.cap_bnd), (0, 0));
+        assert!(seen.no_new_privs);
     }
 
     #[test]
