@@ -1,6 +1,7 @@
 //! The container's disks: the host names each virtio-blk disk by serial (the image's layers as
 //! read-only erofs images, the writable layer as ext4); the agent finds them in sysfs and
-//! mounts them under /run/capsa/<id>.
+//! mounts them under /run/capsa/<id>. The writable layer is checked here, in the guest, when
+//! it was not unmounted cleanly: the host never parses a file system its guest wrote.
 
 use std::path::{Path, PathBuf};
 
@@ -58,6 +59,7 @@ pub fn mount_layers(
     }
     lower.reverse();
     let disk = dir.join("upper-disk");
+    check_ext4(&by_serial(upper)?)?;
     mount_disk(upper, &disk, "ext4", MsFlags::MS_NODEV, None)?;
     let (up, work) = (disk.join("upper"), disk.join("work"));
     std::fs::create_dir_all(&up)?;
@@ -75,4 +77,86 @@ pub fn mount_volumes(volumes: &[capsa::vm::protocol::GuestVolume]) -> std::io::R
         mount_disk(&v.serial, Path::new(&v.path), &v.fstype, flags, None)?;
     }
     Ok(())
+}
+
+/// ext4's superblock: 1024 bytes at offset 1024; its magic and state words.
+const SUPERBLOCK: u64 = 1024;
+const MAGIC_AT: usize = 0x38;
+const STATE_AT: usize = 0x3a;
+const EXT4_MAGIC: u16 = 0xef53;
+/// s_state bits: unmounted cleanly; errors detected.
+const VALID_FS: u16 = 0x1;
+const ERROR_FS: u16 = 0x2;
+
+/// Whether the ext4 superblock says the file system was unmounted cleanly with no error.
+pub fn clean_ext4(superblock: &[u8]) -> bool {
+    let word = |at: usize| {
+        superblock
+            .get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    matches!(
+        (word(MAGIC_AT), word(STATE_AT)),
+        (Some(EXT4_MAGIC), Some(state)) if state & VALID_FS != 0 && state & ERROR_FS == 0
+    )
+}
+
+/// Checks (and repairs, unattended) the ext4 file system on `dev` with e2fsck unless its
+/// superblock says it is clean: a VM killed with the disk mounted leaves it unclean, and
+/// without a journal only e2fsck makes it safe to mount again.
+pub fn check_ext4(dev: &Path) -> std::io::Result<()> {
+    let mut superblock = vec![0u8; 1024];
+    let mut f = std::fs::File::open(dev)?;
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(SUPERBLOCK))?;
+    std::io::Read::read_exact(&mut f, &mut superblock)?;
+    drop(f);
+    if clean_ext4(&superblock) {
+        return Ok(());
+    }
+    let damaged = |why: String| {
+        std::io::Error::other(format!(
+            "the writable layer {} was not unmounted cleanly and {why}",
+            dev.display()
+        ))
+    };
+    let e2fsck = crate::guest::e2fsck().ok_or_else(|| {
+        damaged("this guest has no e2fsck (install e2fsck-static on the host)".into())
+    })?;
+    let out = std::process::Command::new(e2fsck)
+        .arg("-y")
+        .arg(dev)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| damaged(format!("e2fsck cannot run: {e}")))?;
+    // 0: clean, 1 and 2: errors corrected; anything else leaves it unusable.
+    match out.status.code() {
+        Some(0..=2) => Ok(()),
+        _ => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let last: Vec<&str> = text.lines().rev().take(3).collect();
+            Err(damaged(format!(
+                "e2fsck cannot repair it ({}): {}",
+                out.status,
+                last.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_clean_error_free_ext4_superblock_is_clean() {
+        let mut sb = vec![0u8; 1024];
+        assert!(!clean_ext4(&sb), "no magic");
+        sb[MAGIC_AT..MAGIC_AT + 2].copy_from_slice(&EXT4_MAGIC.to_le_bytes());
+        assert!(!clean_ext4(&sb), "mounted (not valid)");
+        sb[STATE_AT] = VALID_FS as u8;
+        assert!(clean_ext4(&sb));
+        sb[STATE_AT] = (VALID_FS | ERROR_FS) as u8;
+        assert!(!clean_ext4(&sb), "errors recorded");
+        assert!(!clean_ext4(&sb[..10]), "too short");
+    }
 }

@@ -1,6 +1,6 @@
 //! What PID 1 sets up before anything else, and how it ends the VM.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -11,12 +11,29 @@ use nix::mount::{mount, MsFlags};
 /// capsa-init, sealed in memory from the initramfs's copy (which leave_initramfs hides).
 static INIT_PROGRAM: OnceLock<Result<OwnedFd, String>> = OnceLock::new();
 
+/// Where the initramfs holds e2fsck (Debian's e2fsck-static), for the writable disk.
+pub const E2FSCK_PATH: &str = "/sbin/e2fsck";
+
+/// e2fsck, opened from the initramfs before the root moves away from it.
+static E2FSCK: OnceLock<OwnedFd> = OnceLock::new();
+
+/// e2fsck as a path that execve takes (its descriptor under /proc/self/fd), if the
+/// initramfs has it.
+pub fn e2fsck() -> Option<String> {
+    E2FSCK
+        .get()
+        .map(|fd| format!("/proc/self/fd/{}", fd.as_raw_fd() as RawFd))
+}
+
 /// Mounts the kernel's file systems and the cgroup2 hierarchy (with its controllers enabled
 /// for children), brings up the loopback interface. capsa-init is loaded first, while the
 /// initramfs is still the root.
 pub fn setup() -> std::io::Result<()> {
     let loaded = capsa_init::load(Path::new(INIT_PROGRAM_IN_GUEST)).map_err(|e| e.to_string());
     let _ = INIT_PROGRAM.set(loaded);
+    if let Ok(f) = std::fs::File::open(E2FSCK_PATH) {
+        let _ = E2FSCK.set(OwnedFd::from(f));
+    }
     leave_initramfs()?;
     let mounts: [(&str, &str, &str, MsFlags); 5] = [
         (

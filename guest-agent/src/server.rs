@@ -45,6 +45,8 @@ impl Proc {
 struct Agent {
     chan: File,
     workload: Option<Workload>,
+    /// The container's root mounted without a workload (`MountRoot`, for `cp`).
+    root: Option<std::path::PathBuf>,
     procs: Vec<Proc>,
 }
 
@@ -59,6 +61,7 @@ pub fn run() -> Result<(), String> {
     let mut agent = Agent {
         chan,
         workload: None,
+        root: None,
         procs: Vec::new(),
     };
     loop {
@@ -189,8 +192,18 @@ impl Agent {
                 agent: env!("CARGO_PKG_VERSION").into(),
                 kernel: guest::kernel_release(),
             }),
+            Request::MountRoot(c) => {
+                if self.workload.is_some() || self.root.is_some() {
+                    return Err((
+                        ErrorKind::BadRequest,
+                        "this VM's root is mounted already".into(),
+                    ));
+                }
+                self.root = Some(workload::mount_root(&c)?);
+                Ok(Response::Ok)
+            }
             Request::Create(c) => {
-                if self.workload.is_some() {
+                if self.workload.is_some() || self.root.is_some() {
                     return Err((
                         ErrorKind::BadRequest,
                         "a workload already exists in this VM".into(),
@@ -281,13 +294,13 @@ impl Agent {
                 &self.workload()?.cgroup.pids(),
             ))),
             Request::CopyOut { process, path } => {
-                self.start_copy(process, |pid| crate::copy::copy_out(pid, &path))
+                self.start_copy(process, |root| crate::copy::copy_out(root, &path))
             }
             Request::CopyIn {
                 process,
                 path,
                 as_is,
-            } => self.start_copy(process, |pid| crate::copy::copy_in(pid, &path, as_is)),
+            } => self.start_copy(process, |root| crate::copy::copy_in(root, &path, as_is)),
             Request::Resize {
                 process,
                 rows,
@@ -336,15 +349,21 @@ impl Agent {
         Ok(())
     }
 
-    /// Starts a copy process (given the workload's pid) and follows it like an exec'd one:
-    /// its output and exit go to the host under `name`.
+    /// Starts a copy process (given the root it works in: the workload's, or the one mounted
+    /// for `cp` alone) and follows it like an exec'd one: its output and exit go to the host
+    /// under `name`.
     fn start_copy(
         &mut self,
         name: String,
-        start: impl FnOnce(i32) -> Result<crate::copy::CopyProcess, String>,
+        start: impl FnOnce(crate::copy::Root) -> Result<crate::copy::CopyProcess, String>,
     ) -> Result<Response, workload::Failure> {
         self.unused_name(&name)?;
-        let copy = start(self.workload()?.pid).map_err(|e| (ErrorKind::Internal, e))?;
+        let root = match (&self.workload, &self.root) {
+            (Some(w), _) => crate::copy::Root::Workload(w.pid),
+            (None, Some(dir)) => crate::copy::Root::Mounted(dir),
+            (None, None) => return Err((ErrorKind::NotFound, "no workload in this VM".into())),
+        };
+        let copy = start(root).map_err(|e| (ErrorKind::Internal, e))?;
         self.procs.push(Proc {
             name,
             pid: copy.pid,

@@ -221,6 +221,26 @@ pub fn create(mut req: CreateRequest) -> Result<Workload, Failure> {
     })
 }
 
+/// Mounts the container's root (its layers over the writable layer, checked first) for `cp`
+/// with the VM stopped; no file is written, no cgroup or process made. Returns the root.
+pub fn mount_root(req: &CreateRequest) -> Result<PathBuf, Failure> {
+    let dir = PathBuf::from("/run/capsa").join(&req.id);
+    std::fs::create_dir_all(&dir).map_err(fail(ErrorKind::Internal))?;
+    let (lower, upper, work) =
+        disks::mount_layers(&dir, &req.layers, &req.upper).map_err(fail(ErrorKind::Storage))?;
+    let rootfs = dir.join("rootfs");
+    std::fs::create_dir_all(&rootfs).map_err(fail(ErrorKind::Internal))?;
+    let layers = OverlayLayers {
+        lower,
+        upper,
+        work,
+        attach_dir: dir.join("attach"),
+    };
+    capsa::linux::rootfs::mount_overlay(&layers, &rootfs)
+        .map_err(|e| (ErrorKind::Storage, e.to_string()))?;
+    Ok(rootfs)
+}
+
 /// Writes the host's files under the container folder and points the spec's bind mounts of
 /// those paths at them (the host paths do not exist in the guest).
 fn place_files(dir: &Path, req: &mut CreateRequest) -> std::io::Result<()> {

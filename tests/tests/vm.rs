@@ -651,11 +651,12 @@ fn a_vm_whose_engine_dies_is_shown_exited_with_the_reason_and_cleaned_up() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let id = text(&out.stdout).trim().to_string();
     // The guest dies under the monitor, as a crashed VMM or an OOM-killed QEMU would.
-    let killed = std::process::Command::new("pkill")
-        .args(["-KILL", "-f", &format!("capsa-vm/{id}.sock")])
+    let engine = env.inspect("crash", "{{.Engine.Pid}}");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &engine])
         .status()
         .unwrap();
-    assert!(killed.success(), "the VM's engine was found");
+    assert!(killed.success(), "the VM's engine {engine} was found");
     capsa_tests::eventually(
         "the container is exited",
         std::time::Duration::from_secs(30),
@@ -729,7 +730,7 @@ fn create_then_start_boots_the_vm_and_start_a_follows_its_output() {
         .output()
         .unwrap();
     assert!(fsck.status.success(), "{}", text(&fsck.stdout));
-    // cp works on a stopped VM too: its disk is mounted on the host for the copy.
+    // cp works on a stopped VM too: it boots without its workload for the copy.
     let host = env.root().join("copies");
     std::fs::create_dir_all(&host).unwrap();
     let out = env.capsa(&["cp", "later:/runs", host.to_str().unwrap()]);

@@ -20,7 +20,7 @@ use crate::devices::legacy::i8042::{self, I8042};
 use crate::devices::legacy::serial::{self, SerialDevice, Sink};
 use crate::devices::legacy::EventFdTrigger;
 use crate::devices::virtio::block::Block;
-use crate::devices::virtio::console::Console;
+use crate::devices::virtio::console::{Console, PortHost};
 use crate::devices::virtio::mmio::MmioTransport;
 use crate::devices::virtio::net::Net;
 use crate::devices::virtio::vsock::Vsock;
@@ -286,7 +286,18 @@ fn virtio_devices(
     let mut models: Vec<(Box<dyn VirtioDevice>, String)> = Vec::new();
     for (i, d) in config.disks.iter().enumerate() {
         let serial = d.id.clone().unwrap_or_else(|| format!("capsa-disk{i}"));
-        let block = Block::open(&d.path, d.read_only, &serial)?;
+        let block = match d.fd {
+            Some(fd) => {
+                let file = crate::handed::take(fd).map_err(io("disk descriptor"))?;
+                Block::from_file(
+                    file,
+                    std::path::Path::new(&format!("fd {fd}")),
+                    d.read_only,
+                    &serial,
+                )?
+            }
+            None => Block::open(&d.path, d.read_only, &serial)?,
+        };
         models.push((Box::new(block), format!("virtio-blk {}", d.path.display())));
     }
     for (i, n) in config.nets.iter().enumerate() {
@@ -295,19 +306,30 @@ fn virtio_devices(
         } else {
             n.mac
         };
-        models.push((
-            Box::new(Net::new(&n.tap, mac)?),
-            format!("virtio-net {}", n.tap),
-        ));
+        let net = match n.fd {
+            Some(fd) => {
+                let tap = crate::handed::take(fd).map_err(io("tap descriptor"))?;
+                Net::from_tap(tap, &n.tap, mac)?
+            }
+            None => Net::new(&n.tap, mac)?,
+        };
+        models.push((Box::new(net), format!("virtio-net {}", n.tap)));
     }
     if !config.consoles.is_empty() {
-        let ports: Vec<(String, &std::path::Path)> = config
-            .consoles
-            .iter()
-            .map(|c| (c.name.clone(), c.uds.as_path()))
-            .collect();
+        let mut ports = Vec::new();
+        for c in &config.consoles {
+            let host = match c.fd {
+                Some(fd) => PortHost::Connected(std::os::unix::net::UnixStream::from(
+                    std::os::fd::OwnedFd::from(
+                        crate::handed::take(fd).map_err(io("console descriptor"))?,
+                    ),
+                )),
+                None => PortHost::Listen(c.uds.as_path()),
+            };
+            ports.push((c.name.clone(), host));
+        }
         models.push((
-            Box::new(Console::new(&ports)?),
+            Box::new(Console::with_hosts(ports)?),
             "virtio-console".to_string(),
         ));
     }

@@ -20,13 +20,16 @@ pub struct VmConfig {
     pub seccomp: bool,
 }
 
-/// `PATH[,ro][,id=SERIAL]`: a file or block device as a virtio-blk disk; the guest reads the
-/// serial (at most 20 bytes) in /sys/block/vdX/serial.
+/// `PATH[,ro][,id=SERIAL]` or `fd=N[,ro][,id=SERIAL]`: a file or block device (by path, or
+/// a handed descriptor) as a virtio-blk disk; the guest reads the serial (at most 20 bytes)
+/// in /sys/block/vdX/serial.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DiskConfig {
     pub path: PathBuf,
     pub read_only: bool,
     pub id: Option<String>,
+    /// A handed descriptor instead of `path`.
+    pub fd: Option<std::os::fd::RawFd>,
 }
 
 impl std::str::FromStr for DiskConfig {
@@ -37,6 +40,9 @@ impl std::str::FromStr for DiskConfig {
         if path.is_empty() {
             return Err(format!("disk {s:?}: expected PATH[,ro][,id=SERIAL]"));
         }
+        let fd = crate::handed::parse(path)
+            .transpose()
+            .map_err(|e| format!("disk {s:?}: {e}"))?;
         let (mut read_only, mut id) = (false, None);
         for part in parts {
             match part.split_once('=') {
@@ -47,9 +53,14 @@ impl std::str::FromStr for DiskConfig {
             }
         }
         Ok(Self {
-            path: path.into(),
+            path: if fd.is_some() {
+                PathBuf::new()
+            } else {
+                path.into()
+            },
             read_only,
             id,
+            fd,
         })
     }
 }
@@ -88,42 +99,57 @@ impl std::str::FromStr for VsockConfig {
     }
 }
 
-/// `name=NAME,uds=PATH`: a named virtio-console port whose host side is a Unix socket.
+/// `name=NAME,uds=PATH`: a named virtio-console port whose host side is a Unix socket it
+/// listens on; or `name=NAME,fd=N`: a handed, connected stream socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConsoleConfig {
     pub name: String,
     pub uds: PathBuf,
+    /// A handed connected socket instead of `uds`.
+    pub fd: Option<std::os::fd::RawFd>,
 }
 
 impl std::str::FromStr for ConsoleConfig {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (mut name, mut uds) = (None, None);
+        let (mut name, mut uds, mut fd) = (None, None, None);
         for part in s.split(',') {
+            if let Some(n) = crate::handed::parse(part) {
+                fd = Some(n.map_err(|e| format!("console {s:?}: {e}"))?);
+                continue;
+            }
             match part.split_once('=') {
                 Some(("name", v)) if !v.is_empty() => name = Some(v.to_string()),
                 Some(("uds", v)) if !v.is_empty() => uds = Some(PathBuf::from(v)),
                 _ => {
                     return Err(format!(
-                        "console {s:?}: unknown part {part:?} (expected name=NAME,uds=PATH)"
+                        "console {s:?}: unknown part {part:?} (expected name=NAME,uds=PATH or name=NAME,fd=N)"
                     ))
                 }
             }
         }
-        match (name, uds) {
-            (Some(name), Some(uds)) => Ok(Self { name, uds }),
+        match (name, uds, fd) {
+            (Some(name), Some(uds), None) => Ok(Self { name, uds, fd }),
+            (Some(name), None, Some(_)) => Ok(Self {
+                name,
+                uds: PathBuf::new(),
+                fd,
+            }),
             _ => Err(format!(
-                "console {s:?}: both name=NAME and uds=PATH are needed"
+                "console {s:?}: name=NAME and one of uds=PATH or fd=N are needed"
             )),
         }
     }
 }
 
-/// `tap=NAME[,mac=aa:bb:cc:dd:ee:ff]`: a virtio-net device on a tap.
+/// `tap=NAME[,mac=aa:bb:cc:dd:ee:ff]`: a virtio-net device on a tap; or `fd=N[,mac=...]`:
+/// on a handed tap descriptor (opened with IFF_VNET_HDR).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NetConfig {
     pub tap: String,
     pub mac: [u8; 6],
+    /// A handed tap instead of `tap`.
+    pub fd: Option<std::os::fd::RawFd>,
 }
 
 /// A locally administered MAC for the n-th device when none is given.
@@ -134,8 +160,12 @@ pub fn default_mac(index: usize) -> [u8; 6] {
 impl std::str::FromStr for NetConfig {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (mut tap, mut mac) = (None, None);
+        let (mut tap, mut mac, mut fd) = (None, None, None);
         for part in s.split(',') {
+            if let Some(n) = crate::handed::parse(part) {
+                fd = Some(n.map_err(|e| format!("net {s:?}: {e}"))?);
+                continue;
+            }
             match part.split_once('=') {
                 Some(("tap", v)) if !v.is_empty() && v.len() < 16 => tap = Some(v.to_string()),
                 Some(("tap", v)) => {
@@ -154,10 +184,15 @@ impl std::str::FromStr for NetConfig {
                 }
             }
         }
-        let tap = tap.ok_or_else(|| format!("net {s:?}: tap=NAME is needed"))?;
+        let tap = match (tap, fd) {
+            (Some(tap), None) => tap,
+            (None, Some(n)) => format!("fd{n}"),
+            _ => return Err(format!("net {s:?}: one of tap=NAME or fd=N is needed")),
+        };
         Ok(Self {
             tap,
             mac: mac.unwrap_or([0; 6]),
+            fd,
         })
     }
 }
@@ -190,5 +225,14 @@ mod tests {
         let c: ConsoleConfig = "name=capsa.agent,uds=/run/a.sock".parse().unwrap();
         assert_eq!(c.name, "capsa.agent");
         assert!("name=x".parse::<ConsoleConfig>().is_err());
+        let c: ConsoleConfig = "name=capsa.agent,fd=5".parse().unwrap();
+        assert_eq!(c.fd, Some(5));
+        assert!("name=x,uds=/a,fd=5".parse::<ConsoleConfig>().is_err());
+        let d: DiskConfig = "fd=4,ro,id=l0".parse().unwrap();
+        assert_eq!((d.fd, d.read_only), (Some(4), true));
+        assert!("fd=1".parse::<DiskConfig>().is_err());
+        let n: NetConfig = "fd=6,mac=02:00:00:00:00:09".parse().unwrap();
+        assert_eq!(n.fd, Some(6));
+        assert!("tap=t0,fd=6".parse::<NetConfig>().is_err());
     }
 }

@@ -5,13 +5,15 @@
 //! - [`vstate`]: KVM VM, vCPUs and guest memory;
 //! - [`arch`]: x86-64 layout, boot protocols, registers, CPUID, MSRs, MP table;
 //! - [`devices`]: buses, legacy devices, virtio transport and devices;
-//! - [`builder`]: config to running VM; [`event_loop`]: the device thread.
+//! - [`builder`]: config to running VM; [`event_loop`]: the device thread;
+//! - [`handed`]: descriptors handed by a parent (a jailed VMM opens no host path).
 
 pub mod arch;
 pub mod builder;
 pub mod config;
 pub mod devices;
 pub mod event_loop;
+pub mod handed;
 pub mod seccomp;
 pub mod timing;
 pub mod vstate;

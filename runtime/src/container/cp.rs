@@ -7,6 +7,9 @@
 //! directory to the container's); for a stopped one it makes a private mount namespace,
 //! mounts the overlay there and chroots into it (the mount ends with the child). The data
 //! crosses between the two sides as a tar stream on a pipe.
+//!
+//! A VM container's side runs in its guest, running or not: the host never mounts the
+//! guest-written disk (see `vm::stopped`).
 
 use super::state::State;
 use super::store::ContainerStore;
@@ -114,11 +117,9 @@ fn in_container<T>(
         id: id.clone(),
         reason: e,
     };
-    // A VM container's pid is its monitor's, on the host: only a stopped VM comes here.
+    // A VM container never comes here: its agent serves the copy, in the guest.
     let pidfd = match (state.init_alive(), state.pid) {
-        (true, Some(pid)) if state.isolation != "vm" => {
-            Some(sys::pidfd_open(pid).map_err(|e| setup(e.to_string()))?)
-        }
+        (true, Some(pid)) => Some(sys::pidfd_open(pid).map_err(|e| setup(e.to_string()))?),
         _ => None,
     };
     let layers = if pidfd.is_none() {
@@ -135,30 +136,18 @@ fn in_container<T>(
 }
 
 /// The root of a stopped container, to be mounted in a private mount namespace: its layers
-/// under its writable layer, which for a VM container is inside its ext4 disk.
+/// under its writable layer.
 struct StoppedRoot {
     layers: OverlayLayers,
     rootfs: PathBuf,
-    /// A VM's writable disk and where to mount it (the overlay's upper and work are in it).
-    disk: Option<(PathBuf, PathBuf)>,
 }
 
 fn stopped_root(store: &ContainerStore, state: &State) -> Result<StoppedRoot, ContainerError> {
     let image = ImageStore::new(store.root()).resolve(&state.image_id)?;
     let dir = store.dir(&state.id);
-    let mut layers = dir.overlay_layers(image.layer_dirs);
-    let mut disk = None;
-    if state.isolation == "vm" {
-        let file = crate::vm::run::writable_layer(store, &state.id)?;
-        let mnt = dir.dir.join("vm").join("copy-mnt");
-        layers.upper = mnt.join("upper");
-        layers.work = mnt.join("work");
-        disk = Some((file, mnt));
-    }
     Ok(StoppedRoot {
-        layers,
+        layers: dir.overlay_layers(image.layer_dirs),
         rootfs: dir.rootfs(),
-        disk,
     })
 }
 
@@ -227,36 +216,10 @@ fn enter(pidfd: Option<&OwnedFd>, root: Option<&StoppedRoot>) -> Result<(), Stri
     let private = nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_SLAVE;
     nix::mount::mount(None::<&str>, "/", None::<&str>, private, None::<&str>)
         .map_err(|e| format!("make rslave: {e}"))?;
-    if let Some((file, mnt)) = &root.disk {
-        mount_disk(file, mnt)?;
-        for d in [&root.layers.upper, &root.layers.work] {
-            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
-        }
-    }
     std::fs::create_dir_all(&root.rootfs).map_err(|e| format!("{}: {e}", root.rootfs.display()))?;
     mount_overlay(&root.layers, &root.rootfs).map_err(|e| e.to_string())?;
     nix::unistd::chroot(&root.rootfs).map_err(|e| format!("chroot: {e}"))?;
     std::env::set_current_dir("/").map_err(|e| format!("chdir: {e}"))
-}
-
-/// Mounts a stopped VM's writable ext4 disk through a loop device (mount(8) sets it up with
-/// autoclear, so it goes with this namespace's mount).
-fn mount_disk(file: &Path, at: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(at).map_err(|e| format!("{}: {e}", at.display()))?;
-    let out = std::process::Command::new("mount")
-        .args(["-t", "ext4", "-o", "loop,nodev,nosuid"])
-        .arg(file)
-        .arg(at)
-        .output()
-        .map_err(|e| format!("mount: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "mounting the VM's writable layer {}: {}",
-            file.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(())
 }
 
 /// The name the copied tree gets: the source's last component (`/` copies as `.`).
@@ -270,12 +233,9 @@ fn pipe(at: &Path) -> Result<(OwnedFd, OwnedFd), ContainerError> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| ContainerError::io(at, e.into()))
 }
 
-/// Whether `state` is a VM container whose agent serves the copy; a stopped one is copied on
-/// the host from its disks, except while its monitor is about to boot it again.
+/// Whether a VM container's running monitor serves the copy (else the VM is booted for it
+/// alone): refused while its monitor is about to boot it again.
 fn vm_running(state: &State) -> Result<bool, ContainerError> {
-    if state.isolation != "vm" {
-        return Ok(false);
-    }
     if state.restarting {
         return Err(ContainerError::WrongState {
             id: super::id::short(&state.id).to_string(),
@@ -285,38 +245,67 @@ fn vm_running(state: &State) -> Result<bool, ContainerError> {
     Ok(state.status == super::state::Status::Running)
 }
 
-/// `cp` out of a running VM: the archive streams from the guest's copy process into the
-/// extraction here (or to stdout), through a pipe between two threads.
-fn copy_out_of_vm(id: &str, src: &Path, dest: &Path) -> Result<(), ContainerError> {
-    use crate::vm::control::copy_out;
+/// `cp` out of a VM: the archive streams from the guest's copy process into the extraction
+/// here (or to stdout), through a pipe between two threads. The copy process runs in the
+/// running workload's root, or, with the VM stopped, in a VM booted for the copy alone:
+/// the guest-written disk is only ever parsed by the guest's kernel.
+fn copy_out_of_vm(
+    store: &ContainerStore,
+    state: &State,
+    src: &Path,
+    dest: &Path,
+) -> Result<(), ContainerError> {
+    let running = vm_running(state)?;
+    let id = state.id.as_str();
+    let copy = |to: &mut dyn Write| {
+        if running {
+            crate::vm::control::copy_out(id, src, to)
+        } else {
+            crate::vm::stopped::copy_out(store, id, src, to)
+        }
+    };
     if dest == Path::new("-") {
-        return copy_out(id, src, &mut std::io::stdout().lock());
+        return copy(&mut std::io::stdout().lock());
     }
     let (r, w) = pipe(dest)?;
     let (r, mut w) = (std::fs::File::from(r), std::fs::File::from(w));
-    let (vm, from) = (id.to_string(), src.to_path_buf());
-    let streamer = std::thread::spawn(move || copy_out(&vm, &from, &mut w));
-    let extracted = extract(r, dest, false)
-        .map_err(|e| ContainerError::InvalidArgument(format!("cp to {}: {e}", dest.display())));
-    let streamed = streamer
-        .join()
-        .unwrap_or_else(|_| Err(ContainerError::Vm("cp: the copy thread panicked".into())));
-    // The guest's reason (no such file...) explains an empty or broken archive best.
-    streamed.and(extracted)
+    std::thread::scope(|scope| {
+        let streamer = scope.spawn(move || copy(&mut w));
+        let extracted = extract(r, dest, false)
+            .map_err(|e| ContainerError::InvalidArgument(format!("cp to {}: {e}", dest.display())));
+        let streamed = streamer
+            .join()
+            .unwrap_or_else(|_| Err(ContainerError::Vm("cp: the copy thread panicked".into())));
+        // The guest's reason (no such file...) explains an empty or broken archive best.
+        streamed.and(extracted)
+    })
 }
 
-/// `cp` into a running VM: the archive (stdin's, or one made here on a thread) streams to
-/// the guest's copy process as it is produced.
-fn copy_into_vm(id: &str, src: &Path, dest: &Path) -> Result<(), ContainerError> {
-    use crate::vm::control::copy_in;
+/// `cp` into a VM: the archive (stdin's, or one made here on a thread) streams to the
+/// guest's copy process as it is produced (see [`copy_out_of_vm`] for where it runs).
+fn copy_into_vm(
+    store: &ContainerStore,
+    state: &State,
+    src: &Path,
+    dest: &Path,
+) -> Result<(), ContainerError> {
+    let running = vm_running(state)?;
+    let id = state.id.as_str();
+    let copy = |from: &mut dyn Read, as_is: bool| {
+        if running {
+            crate::vm::control::copy_in(id, dest, from, as_is)
+        } else {
+            crate::vm::stopped::copy_in(store, id, dest, from, as_is)
+        }
+    };
     if src == Path::new("-") {
-        return copy_in(id, dest, &mut std::io::stdin().lock(), true);
+        return copy(&mut std::io::stdin().lock(), true);
     }
     let (r, w) = pipe(src)?;
     let (mut r, w) = (std::fs::File::from(r), std::fs::File::from(w));
     let (from, name) = (src.to_path_buf(), top_name(src));
     let maker = std::thread::spawn(move || write_tar(&from, &name, w));
-    let sent = copy_in(id, dest, &mut r, false);
+    let sent = copy(&mut r, false);
     drop(r); // a maker still writing stops at the closed pipe
     let made = maker
         .join()
@@ -334,8 +323,8 @@ pub fn copy_out(
     dest: &Path,
 ) -> Result<(), ContainerError> {
     let state = store.observe(id)?;
-    if vm_running(&state)? {
-        return copy_out_of_vm(id, src, dest);
+    if state.isolation == "vm" {
+        return copy_out_of_vm(store, &state, src, dest);
     }
     let (r, w) = pipe(dest)?;
     let name = top_name(src);
@@ -374,8 +363,8 @@ pub fn copy_in(
             src.display()
         )));
     }
-    if vm_running(&state)? {
-        return copy_into_vm(id, src, dest);
+    if state.isolation == "vm" {
+        return copy_into_vm(store, &state, src, dest);
     }
     let (r, w) = pipe(src)?;
     let target = dest.to_path_buf();

@@ -252,9 +252,9 @@ fn undo_spawn(store: &ContainerStore, prepared: &Prepared) {
 }
 
 /// First host ID handed to user-namespaced containers, above the IDs of host users.
-const USERNS_FIRST_ID: u32 = 100_000;
+pub(crate) const USERNS_FIRST_ID: u32 = 100_000;
 /// How many ranges the pool holds (up to host ID 100000 + 512 * 65536).
-const USERNS_RANGES: u32 = 512;
+pub(crate) const USERNS_RANGES: u32 = 512;
 
 /// Picks the lowest range no container holds. The returned lock must be held until the new
 /// container's state records the range.

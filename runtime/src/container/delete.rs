@@ -42,7 +42,6 @@ pub fn remove(store: &ContainerStore, id: &str, force: bool) -> Result<(), Conta
     tracing::debug!(id, "cgroup removed");
     // Again here: a monitor killed before it recorded the exit never took the ports back.
     super::network::disconnect(store, &state);
-    let _ = std::fs::remove_file(crate::vm::run::socket_path(id));
     let _ = std::fs::remove_file(crate::vm::control::path(id));
     store.release_name(&state.name, id);
     // Renamed first, atomically: a monitor that still records the exit then finds no

@@ -15,6 +15,8 @@ use crate::root::StateRoot;
 pub const KERNEL_ENV: &str = "CAPSA_KERNEL";
 pub const AGENT_ENV: &str = "CAPSA_AGENT";
 const KERNEL_CACHE: &str = "/var/cache/capsa/kernel";
+/// Debian's e2fsck-static: the agent checks an unclean writable disk with it, in the guest.
+const E2FSCK_STATIC: &str = "/sbin/e2fsck.static";
 
 pub struct GuestArtifacts {
     pub kernel: PathBuf,
@@ -105,9 +107,11 @@ fn initramfs(root: &StateRoot, agent: &Path, init_program: &Path) -> Result<Path
     let binary = std::fs::read(agent).map_err(io)?;
     let init = std::fs::read(init_program)
         .map_err(|e| VmError::Io(format!("{}: {e}", init_program.display())))?;
+    let e2fsck = std::fs::read(E2FSCK_STATIC).ok();
     let mut digest = Sha256::new();
     digest.update(&binary);
     digest.update(&init);
+    digest.update(e2fsck.as_deref().unwrap_or_default());
     let hash = hex::encode(&digest.finalize()[..8]);
     let dir = root.dir().join("vm");
     let path = dir.join(format!("initramfs-{hash}.cpio.gz"));
@@ -115,7 +119,7 @@ fn initramfs(root: &StateRoot, agent: &Path, init_program: &Path) -> Result<Path
         return Ok(path);
     }
     std::fs::create_dir_all(&dir).map_err(io)?;
-    let archive = cpio(&binary, &init);
+    let archive = cpio(&binary, &init, e2fsck.as_deref());
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&archive).map_err(io)?;
     let bytes = gz.finish().map_err(io)?;
@@ -127,15 +131,18 @@ fn initramfs(root: &StateRoot, agent: &Path, init_program: &Path) -> Result<Path
 /// the initramfs).
 pub const INIT_PROGRAM_IN_GUEST: &str = "/capsa-init";
 
-/// A newc cpio archive: the mount points PID 1 needs, /dev/console, capsa-init, and the
-/// agent as /init.
-pub fn cpio(agent: &[u8], init_program: &[u8]) -> Vec<u8> {
+/// A newc cpio archive: the mount points PID 1 needs, /dev/console, capsa-init, e2fsck
+/// (when the host has e2fsck-static) and the agent as /init.
+pub fn cpio(agent: &[u8], init_program: &[u8], e2fsck: Option<&[u8]>) -> Vec<u8> {
     let mut archive = super::cpio::Newc::default();
-    for d in ["dev", "proc", "sys", "run", "tmp"] {
+    for d in ["dev", "proc", "sys", "run", "tmp", "sbin"] {
         archive.dir(d, 0o755);
     }
     archive.char_device("dev/console", 0o600, 5, 1);
     archive.file(&INIT_PROGRAM_IN_GUEST[1..], 0o755, init_program);
+    if let Some(e2fsck) = e2fsck {
+        archive.file("sbin/e2fsck", 0o755, e2fsck);
+    }
     archive.file("init", 0o755, agent);
     archive.finish()
 }
@@ -146,12 +153,13 @@ mod tests {
 
     #[test]
     fn the_archive_is_newc_with_init_last() {
-        let a = cpio(b"\x7fELF agent", b"\x7fELF reaper");
+        let a = cpio(b"\x7fELF agent", b"\x7fELF reaper", Some(b"\x7fELF e2fsck"));
         assert!(a.starts_with(b"070701"));
         assert_eq!(a.len() % 4, 0);
         let text = String::from_utf8_lossy(&a);
         assert!(text.contains("dev/console\0"));
         assert!(text.contains("init\0"));
+        assert!(text.contains("sbin/e2fsck\0"));
         assert!(text.contains("\x7fELF agent"));
         assert!(text.contains("capsa-init\0"));
         assert!(text.contains("\x7fELF reaper"));

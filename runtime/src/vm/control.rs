@@ -373,7 +373,7 @@ fn copy_session(id: &str, request: Request) -> Result<UnixStream, ContainerError
     }
 }
 
-fn copy_result(id: &str, code: i32, why: &[u8]) -> Result<(), ContainerError> {
+pub(crate) fn copy_result(id: &str, code: i32, why: &[u8]) -> Result<(), ContainerError> {
     if code == 0 {
         return Ok(());
     }

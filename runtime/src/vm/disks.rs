@@ -1,7 +1,8 @@
 //! The VM's disks: one read-only erofs image per image layer, built once from the unpacked
 //! layer and shared by every VM that uses the layer, a sparse ext4 file per container for
 //! its writable layer, and one disk per `-v` volume (a copy of the host directory: erofs when
-//! read-only, ext4 when writable; what the workload writes stays in the VM's copy).
+//! read-only, ext4 when writable; what the workload writes stays in the VM's copy). The host
+//! makes these file systems but never reads back one the guest wrote.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -89,38 +90,15 @@ fn writable_disk(path: &Path) -> Result<(), VmError> {
     )
 }
 
-/// The container's writable layer: made at its first boot, kept (and checked) after that,
-/// so a container started again keeps what its workload wrote and what `cp` put there.
+/// The container's writable layer: made at its first boot, kept after that, so a container
+/// started again keeps what its workload wrote and what `cp` put there. A kept disk is the
+/// guest's to check (the agent runs e2fsck in the guest when it was not unmounted
+/// cleanly): the host never parses a file system the guest wrote.
 pub fn ensure_writable_disk(path: &Path) -> Result<(), VmError> {
     if path.exists() {
-        check_writable_disk(path)
+        Ok(())
     } else {
         writable_disk(path)
-    }
-}
-
-/// Repairs the kept writable layer of a container started again if its VM did not unmount it
-/// (a killed engine): without a journal, only e2fsck makes it safe to mount, and nobody is
-/// there to answer its questions. A clean file system is left as it is.
-fn check_writable_disk(path: &Path) -> Result<(), VmError> {
-    let out = Command::new("e2fsck")
-        .args(["-y"])
-        .arg(path)
-        .output()
-        .map_err(|e| {
-            VmError::Tool(format!(
-                "checking the writable layer {}: cannot run e2fsck: {e} (install e2fsprogs)",
-                path.display()
-            ))
-        })?;
-    // 0: clean, 1: errors corrected; anything else leaves the file system unusable.
-    match out.status.code() {
-        Some(0 | 1) => Ok(()),
-        _ => Err(VmError::Tool(format!(
-            "the writable layer {} is damaged and e2fsck cannot repair it unattended: {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stdout).trim()
-        ))),
     }
 }
 

@@ -1,10 +1,13 @@
 //! Hypervisor engines: our `capsa-vmm`, and QEMU's microvm machine (KVM where the host has
 //! hardware virtualization, TCG otherwise). Both boot the same kernel and initramfs with the
-//! same disks and the agent on a virtio-console port named `capsa.agent`.
+//! same disks and the agent on a virtio-console port named `capsa.agent`, jailed
+//! ([`super::jail`]): they open no host path, they are handed descriptors.
 
-use std::path::PathBuf;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::jail::{EngineCommand, INITRAMFS, KERNEL, TCG_CACHE_MIB};
 use super::protocol::AGENT_PORT_NAME;
 use super::VmError;
 
@@ -16,21 +19,21 @@ pub struct Disk {
     pub read_only: bool,
 }
 
-/// What the engine is asked to start.
-#[derive(Debug, Clone)]
+/// What the engine is asked to start. The engine opens no host path itself: it is handed
+/// descriptors (opened here, by the monitor) and finds the kernel and initramfs at
+/// [`KERNEL`] and [`INITRAMFS`] in its jail.
+#[derive(Debug)]
 pub struct VmSpec {
-    pub kernel: PathBuf,
-    pub initramfs: PathBuf,
     pub cmdline: String,
     pub mem_mib: u64,
     pub vcpus: u32,
     pub disks: Vec<Disk>,
-    /// The agent's Unix socket.
-    pub agent_socket: PathBuf,
-    /// Where the guest's serial console is written.
-    pub console_log: PathBuf,
-    /// A network device on a tap the engine creates: (tap name, MAC).
-    pub nic: Option<(String, [u8; 6])>,
+    /// The engine's end of the agent's connection (a connected stream socket).
+    pub agent: OwnedFd,
+    /// Where the guest's serial console is written (open for writing).
+    pub console: OwnedFd,
+    /// A network device on an open tap: (tap, MAC).
+    pub nic: Option<(OwnedFd, [u8; 6])>,
 }
 
 fn mac_text(mac: &[u8; 6]) -> String {
@@ -40,13 +43,14 @@ fn mac_text(mac: &[u8; 6]) -> String {
         .join(":")
 }
 
-/// Who listens on the agent socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AgentSocket {
-    /// capsa listens, the engine connects at start (QEMU's chardev client).
-    CapsaListens,
-    /// The engine listens, capsa connects (capsa-vmm's console port).
-    EngineListens,
+/// Opens a disk for the engine: read-only, or read-write.
+fn open_disk(path: &Path, write: bool) -> Result<OwnedFd, VmError> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(write)
+        .open(path)
+        .map(OwnedFd::from)
+        .map_err(|e| VmError::Io(format!("disk {}: {e}", path.display())))
 }
 
 pub trait Engine {
@@ -54,10 +58,50 @@ pub trait Engine {
     fn name(&self) -> &'static str;
     /// `kvm` or `tcg`.
     fn accelerator(&self) -> &'static str;
-    fn agent_socket(&self) -> AgentSocket;
-    fn command(&self, vm: &VmSpec) -> Command;
+    /// The jailed command for `vm`: its arguments and the descriptors it is handed.
+    fn command(&self, vm: VmSpec) -> Result<EngineCommand, VmError>;
+    /// Memory the engine needs beyond guest RAM (its cgroup holds both), MiB.
+    fn overhead_mib(&self) -> u64 {
+        super::jail::ENGINE_OVERHEAD_MIB
+    }
     /// The engine's version, for reports.
     fn version(&self) -> String;
+}
+
+/// Opens tap `name` (created if missing) for an engine to use through its descriptor, with
+/// the virtio-net header on every frame: the jailed engine needs neither /dev/net/tun nor
+/// CAP_NET_ADMIN.
+pub fn open_tap(name: &str) -> Result<OwnedFd, VmError> {
+    const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+    const IFF_TAP: libc::c_short = 0x0002;
+    const IFF_NO_PI: libc::c_short = 0x1000;
+    const IFF_VNET_HDR: libc::c_short = 0x4000;
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; 16],
+        flags: libc::c_short,
+        _pad: [u8; 22],
+    }
+    let err = |e: std::io::Error| VmError::Io(format!("tap {name}: {e}"));
+    if name.is_empty() || name.len() >= 16 {
+        return Err(err(std::io::Error::other("tap names are 1 to 15 bytes")));
+    }
+    let tun = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .map_err(err)?;
+    let mut req = IfReq {
+        name: [0; 16],
+        flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
+        _pad: [0; 22],
+    };
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: TUNSETIFF reads and writes one `struct ifreq`, which IfReq lays out (40 bytes).
+    if unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETIFF, &mut req) } < 0 {
+        return Err(err(std::io::Error::last_os_error()));
+    }
+    Ok(OwnedFd::from(tun))
 }
 
 /// Whether this host's KVM has hardware virtualization (a Linux guest runs at full speed).
@@ -144,6 +188,10 @@ pub struct Qemu {
     kvm: bool,
 }
 
+/// QEMU's seccomp policy, as `-sandbox` takes it: every filter on.
+pub const QEMU_SANDBOX: &str =
+    "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
 impl Engine for Qemu {
     fn name(&self) -> &'static str {
         "qemu"
@@ -157,49 +205,101 @@ impl Engine for Qemu {
         }
     }
 
-    fn agent_socket(&self) -> AgentSocket {
-        AgentSocket::CapsaListens
+    fn overhead_mib(&self) -> u64 {
+        let cache = if self.kvm { 0 } else { TCG_CACHE_MIB };
+        super::jail::ENGINE_OVERHEAD_MIB + cache
     }
 
-    fn command(&self, vm: &VmSpec) -> Command {
-        let mut c = qemu_microvm(&self.binary, self.kvm);
-        c.arg("-nographic");
-        c.arg("-m")
-            .arg(format!("{}M", vm.mem_mib))
-            .arg("-smp")
-            .arg(vm.vcpus.to_string());
-        c.arg("-kernel")
-            .arg(&vm.kernel)
-            .arg("-initrd")
-            .arg(&vm.initramfs)
-            .arg("-append")
-            .arg(&vm.cmdline);
-        c.arg("-serial")
-            .arg(format!("file:{}", vm.console_log.display()));
+    fn command(&self, vm: VmSpec) -> Result<EngineCommand, VmError> {
+        let mut c = EngineCommand {
+            binary: self.binary.clone(),
+            args: Vec::new(),
+            fds: Vec::new(),
+            // Firmware (qboot, pvh.bin); modules (TCG's accelerator) are in a library dir.
+            read_only: ["/usr/share/qemu"]
+                .iter()
+                .map(PathBuf::from)
+                .filter(|p| p.is_dir())
+                .collect(),
+            kvm: self.kvm,
+            seccomp: format!("qemu -sandbox {QEMU_SANDBOX}"),
+        };
+        let mut args: Vec<String> = [
+            "-M",
+            "microvm,acpi=off,rtc=off",
+            "-nodefaults",
+            "-no-user-config",
+            "-no-reboot",
+            "-nographic",
+            "-sandbox",
+            QEMU_SANDBOX,
+        ]
+        .map(String::from)
+        .to_vec();
+        if self.kvm {
+            args.extend(["-accel", "kvm", "-cpu", "host"].map(String::from));
+        } else {
+            args.extend(["-accel".into(), format!("tcg,tb-size={TCG_CACHE_MIB}")]);
+        }
+        args.extend([
+            "-m".into(),
+            format!("{}M", vm.mem_mib),
+            "-smp".into(),
+            vm.vcpus.to_string(),
+            "-kernel".into(),
+            KERNEL.into(),
+            "-initrd".into(),
+            INITRAMFS.into(),
+            "-append".into(),
+            vm.cmdline.clone(),
+        ]);
+        // Set 0 is the console; disk i is set i+1, holding a read-only descriptor (QEMU
+        // probes an image read-only first) and, for a writable disk, a read-write one.
+        let console = c.pass(vm.console);
+        args.extend([
+            "-add-fd".into(),
+            format!("fd={console},set=0"),
+            "-chardev".into(),
+            "file,id=console,path=/dev/fdset/0".into(),
+            "-serial".into(),
+            "chardev:console".into(),
+        ]);
         for (i, d) in vm.disks.iter().enumerate() {
+            let set = i + 1;
+            let ro = c.pass(open_disk(&d.path, false)?);
+            args.extend(["-add-fd".into(), format!("fd={ro},set={set}")]);
+            if !d.read_only {
+                let rw = c.pass(open_disk(&d.path, true)?);
+                args.extend(["-add-fd".into(), format!("fd={rw},set={set}")]);
+            }
             let ro = if d.read_only { ",readonly=on" } else { "" };
-            c.arg("-drive").arg(format!(
-                "id=d{i},file={},format=raw,if=none{ro}",
-                d.path.display()
-            ));
-            c.arg("-device")
-                .arg(format!("virtio-blk-device,drive=d{i},serial={}", d.serial));
+            args.extend([
+                "-drive".into(),
+                format!("id=d{i},file=/dev/fdset/{set},format=raw,if=none{ro}"),
+                "-device".into(),
+                format!("virtio-blk-device,drive=d{i},serial={}", d.serial),
+            ]);
         }
-        if let Some((tap, mac)) = &vm.nic {
-            c.arg("-netdev")
-                .arg(format!("tap,id=n0,ifname={tap},script=no,downscript=no"));
-            c.arg("-device")
-                .arg(format!("virtio-net-device,netdev=n0,mac={}", mac_text(mac)));
+        if let Some((tap, mac)) = vm.nic {
+            let tap = c.pass(tap);
+            args.extend([
+                "-netdev".into(),
+                format!("tap,id=n0,fd={tap}"),
+                "-device".into(),
+                format!("virtio-net-device,netdev=n0,mac={}", mac_text(&mac)),
+            ]);
         }
-        c.args(["-device", "virtio-serial-device"]);
-        c.arg("-chardev").arg(format!(
-            "socket,id=agent,path={},server=off",
-            vm.agent_socket.display()
-        ));
-        c.arg("-device").arg(format!(
-            "virtserialport,chardev=agent,name={AGENT_PORT_NAME}"
-        ));
-        c
+        let agent = c.pass(vm.agent);
+        args.extend([
+            "-device".into(),
+            "virtio-serial-device".into(),
+            "-chardev".into(),
+            format!("socket,id=agent,fd={agent}"),
+            "-device".into(),
+            format!("virtserialport,chardev=agent,name={AGENT_PORT_NAME}"),
+        ]);
+        c.args = args;
+        Ok(c)
     }
 
     fn version(&self) -> String {
@@ -220,34 +320,45 @@ impl Engine for CapsaVmm {
         "kvm"
     }
 
-    fn agent_socket(&self) -> AgentSocket {
-        AgentSocket::EngineListens
-    }
-
-    fn command(&self, vm: &VmSpec) -> Command {
-        let mut c = Command::new(&self.binary);
-        c.arg("--kernel")
-            .arg(&vm.kernel)
-            .arg("--initrd")
-            .arg(&vm.initramfs)
-            .arg("--cmdline")
-            .arg(&vm.cmdline);
-        c.arg("--mem")
-            .arg(format!("{}M", vm.mem_mib))
-            .arg("--vcpus")
-            .arg(vm.vcpus.to_string());
+    fn command(&self, vm: VmSpec) -> Result<EngineCommand, VmError> {
+        let mut c = EngineCommand {
+            binary: self.binary.clone(),
+            args: Vec::new(),
+            fds: Vec::new(),
+            read_only: Vec::new(),
+            kvm: true,
+            seccomp: "capsa-vmm's per-thread filters (VMM thread, vCPU threads)".into(),
+        };
+        let mut args: Vec<String> = vec![
+            "--kernel".into(),
+            KERNEL.into(),
+            "--initrd".into(),
+            INITRAMFS.into(),
+            "--cmdline".into(),
+            vm.cmdline.clone(),
+            "--mem".into(),
+            format!("{}M", vm.mem_mib),
+            "--vcpus".into(),
+            vm.vcpus.to_string(),
+        ];
         for d in &vm.disks {
+            let fd = c.pass(open_disk(&d.path, !d.read_only)?);
             let ro = if d.read_only { ",ro" } else { "" };
-            c.arg("--disk")
-                .arg(format!("{}{ro},id={}", d.path.display(), d.serial));
+            args.extend(["--disk".into(), format!("fd={fd}{ro},id={}", d.serial)]);
         }
-        c.arg("--console").arg(format!(
-            "name={AGENT_PORT_NAME},uds={}",
-            vm.agent_socket.display()
-        ));
-        c.arg("--serial")
-            .arg(format!("file={}", vm.console_log.display()));
-        c
+        if let Some((tap, mac)) = vm.nic {
+            let tap = c.pass(tap);
+            args.extend(["--net".into(), format!("fd={tap},mac={}", mac_text(&mac))]);
+        }
+        let agent = c.pass(vm.agent);
+        args.extend([
+            "--console".into(),
+            format!("name={AGENT_PORT_NAME},fd={agent}"),
+        ]);
+        let console = c.pass(vm.console);
+        args.extend(["--serial".into(), format!("fd={console}")]);
+        c.args = args;
+        Ok(c)
     }
 
     fn version(&self) -> String {

@@ -4,8 +4,10 @@
 //! - [`artifacts`]: the guest kernel and the agent's initramfs;
 //! - [`disks`]: erofs images of the layers (cached), the writable ext4 disk;
 //! - [`engine`]: the hypervisor engines (capsa-vmm, QEMU) and the automatic choice;
+//! - [`jail`]: the engine's jail (its own uid, namespaces, root, cgroup; no capabilities);
 //! - [`agent`]: the agent client; [`run`]: one VM container from start to exit;
-//! - [`control`]: other commands' way in to a running VM (`exec`, `stats`) through its monitor.
+//! - [`control`]: other commands' way in to a running VM (`exec`, `stats`) through its monitor;
+//! - [`stopped`]: `cp` with a stopped VM, booted without its workload for the copy alone.
 
 pub mod agent;
 pub mod artifacts;
@@ -13,8 +15,10 @@ pub mod control;
 pub mod cpio;
 pub mod disks;
 pub mod engine;
+pub mod jail;
 pub mod protocol;
 pub mod run;
+pub mod stopped;
 
 use std::time::Duration;
 
@@ -27,6 +31,8 @@ pub enum VmError {
     NoAgent(String),
     #[error("no hypervisor engine: {0}")]
     NoEngine(String),
+    #[error("the engine's jail: {0}")]
+    Jail(String),
     #[error("{0}")]
     Tool(String),
     #[error("{0}")]

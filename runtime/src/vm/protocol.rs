@@ -11,8 +11,9 @@ use std::io::{Read, Write};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-/// Bumped on any incompatible change (2: `cp` streams through a copy process).
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Bumped on any incompatible change (2: `cp` streams through a copy process; 3: `cp` with
+/// a stopped VM mounts its root without a workload).
+pub const PROTOCOL_VERSION: u32 = 3;
 /// The largest frame either side accepts.
 pub const MAX_FRAME: usize = 16 << 20;
 /// The most bytes of a `cp` archive one `Input` frame carries (base64 makes a third more).
@@ -47,6 +48,9 @@ pub enum Request {
     Create(Box<CreateRequest>),
     /// Release the created workload.
     Start,
+    /// Mount the container's root (layers over the writable layer, the latter checked first)
+    /// without creating its workload: what `cp` with a stopped VM copies from and to.
+    MountRoot(Box<CreateRequest>),
     /// Run another process in the workload's namespaces, cgroup and seccomp (`exec`); its
     /// output and exit come as events under `process`.
     Exec(Box<ExecRequest>),
@@ -68,7 +72,7 @@ pub enum Request {
     },
     /// Freeze (`true`) or thaw the workload's cgroup (`pause`, `unpause`).
     Freeze { frozen: bool },
-    /// `cp` out: a copy process (in the workload's mount namespace) writes `path` as a tar
+    /// `cp` out: a copy process (in the workload's root, or the one `MountRoot` mounted) writes `path` as a tar
     /// stream: its `Output` on stdout is the archive, on stderr why it failed, then `Exited`.
     CopyOut { process: String, path: String },
     /// `cp` in: a copy process extracts the tar stream sent to it as `Input` (ended by

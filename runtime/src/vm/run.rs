@@ -4,10 +4,10 @@
 //! down and the exit recorded (or the container removed with `--rm`).
 
 use std::io::Write;
-use std::os::fd::AsRawFd;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::{SigSet, Signal};
@@ -15,7 +15,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::agent::AgentClient;
 use super::artifacts::GuestArtifacts;
-use super::engine::{AgentSocket, Disk, Engine, VmSpec};
+use super::engine::{Disk, Engine, VmSpec};
+use super::jail::{EngineProcess, Jail};
 use super::protocol::{
     CreateRequest, Event, GuestFile, GuestNetwork, GuestVolume, Message, Request, Response, Stream,
 };
@@ -26,7 +27,7 @@ use crate::container::state::{process_start_time, State, Status};
 use crate::container::store::{ContainerDir, ContainerStore};
 use crate::container::{id, network, ContainerError};
 use crate::image::Image;
-use crate::linux::cgroups::CgroupMode;
+use crate::linux::cgroups::{self, CgroupMode, CgroupPaths};
 
 /// The agent has this long to answer its first message (a TCG boot takes about 3 s).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -48,32 +49,17 @@ pub struct VmOutcome {
 /// Files of the VM in the container's folder.
 struct VmFiles {
     dir: PathBuf,
-    id: String,
 }
 
-/// Agent sockets live here: a Unix socket path must fit in 108 bytes, which a container folder
-/// under a long state root does not.
+/// Control sockets live here (root's only: 0700, sockets 0600): a Unix socket path must fit
+/// in 108 bytes, which a container folder under a long state root does not.
 pub const SOCKET_DIR: &str = "/run/capsa-vm";
-
-/// The agent socket of container `id` (removed by `rm` too: a killed monitor cannot).
-pub fn socket_path(id: &str) -> PathBuf {
-    Path::new(SOCKET_DIR).join(format!("{id}.sock"))
-}
 
 impl VmFiles {
     fn new(container: &ContainerDir) -> Self {
-        let id = container
-            .dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
         Self {
             dir: container.dir.join("vm"),
-            id,
         }
-    }
-    fn socket(&self) -> PathBuf {
-        socket_path(&self.id)
     }
     fn console_log(&self) -> PathBuf {
         self.dir.join("console.log")
@@ -84,15 +70,15 @@ impl VmFiles {
     fn upper(&self) -> PathBuf {
         self.dir.join("upper.ext4")
     }
-}
-
-/// The writable ext4 disk of a VM container that is not running, made if it never booted
-/// and checked if it did, for `cp` to mount on the host.
-pub fn writable_layer(store: &ContainerStore, id: &str) -> Result<PathBuf, ContainerError> {
-    let files = VmFiles::new(&store.dir(id));
-    std::fs::create_dir_all(&files.dir).map_err(|e| ContainerError::io(&files.dir, e))?;
-    disks::ensure_writable_disk(&files.upper())?;
-    Ok(files.upper())
+    /// Held by whoever runs an engine on the container's disks (its monitor, or `cp` with
+    /// the VM stopped), so two engines never share them.
+    fn disks_lock(&self) -> PathBuf {
+        self.dir.join("disks.lock")
+    }
+    /// The running engine's jail, for `inspect`.
+    fn engine_record(&self) -> PathBuf {
+        self.dir.join("engine.json")
+    }
 }
 
 /// Flags that have no meaning in a VM yet are refused by name rather than ignored.
@@ -131,17 +117,17 @@ struct Prepared {
 /// What booting a VM container needs beyond its record; `create` keeps it in the container's
 /// vm/launch.json until `start`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct Launch {
-    mem_mib: u64,
-    vcpus: u32,
-    volumes: Vec<crate::container::options::Volume>,
-    tty: bool,
+pub(crate) struct Launch {
+    pub(crate) mem_mib: u64,
+    pub(crate) vcpus: u32,
+    pub(crate) volumes: Vec<crate::container::options::Volume>,
+    pub(crate) tty: bool,
     /// `-i`: the workload's stdin stays open for `attach` when no terminal runs it.
     #[serde(default)]
-    interactive: bool,
+    pub(crate) interactive: bool,
     /// `--vmm`, chosen again at start.
-    vmm: Option<String>,
-    create: CreateRequest,
+    pub(crate) vmm: Option<String>,
+    pub(crate) create: CreateRequest,
 }
 
 impl Launch {
@@ -156,7 +142,7 @@ impl Launch {
         crate::fsutil::write_atomic(&path, &json).map_err(|e| ContainerError::io(&path, e))
     }
 
-    fn load(store: &ContainerStore, id: &str) -> Result<Self, ContainerError> {
+    pub(crate) fn load(store: &ContainerStore, id: &str) -> Result<Self, ContainerError> {
         let path = Self::path(store, id);
         std::fs::read(&path)
             .map_err(|e| ContainerError::io(&path, e))
@@ -438,7 +424,6 @@ fn finish(
         s.finished_at = Some(crate::timefmt::rfc3339(SystemTime::now()));
         s.error = result.as_ref().err().map(|e| e.to_string());
     });
-    let _ = std::fs::remove_file(VmFiles::new(&store.dir(id)).socket());
     let _ = std::fs::remove_file(super::control::path(id));
     if let Ok(state) = store.load(id) {
         network::disconnect(store, &state);
@@ -565,7 +550,9 @@ fn lay_out_named(
             });
         }
     }
-    let state = State::creating(id, name, opts, image, &spec, "vm", endpoint.clone());
+    let mut state = State::creating(id, name, opts, image, &spec, "vm", endpoint.clone());
+    // The engine's cgroup, placed as a container's would be.
+    state.cgroup = host_cgroup(opts.cgroup_parent.as_deref(), id)?;
     store.save(&state)?;
     let network = endpoint.as_ref().map(|e| GuestNetwork {
         address: e.ip,
@@ -680,42 +667,16 @@ fn boot_and_run(
     sink: &mut Sink,
     mut on_started: impl FnMut(Result<(), &ContainerError>),
 ) -> Result<(i32, bool), ContainerError> {
-    let mut create = launch.create;
+    let mut create = launch.create.clone();
     let result = (|| {
-        let dir = store.dir(&state.id);
-        let files = VmFiles::new(&dir);
-        let image = crate::image::ImageStore::new(store.root()).resolve(&state.image_id)?;
-        let disks = attach_disks(
-            store,
-            &image.layer_dirs,
-            &files,
-            &launch.volumes,
-            &mut create,
-        )?;
-        let vm = VmSpec {
-            kernel: guest.kernel.clone(),
-            initramfs: guest.initramfs.clone(),
-            cmdline: KERNEL_CMDLINE.into(),
-            mem_mib: launch.mem_mib,
-            vcpus: launch.vcpus,
-            disks,
-            agent_socket: files.socket(),
-            console_log: files.console_log(),
-            nic: state.endpoint.as_ref().map(|e| (e.veth.clone(), e.mac)),
-        };
+        let files = VmFiles::new(&store.dir(&state.id));
+        // Waits for a `cp` that booted the stopped VM to be done with its disks.
+        let disks = super::jail::lock_file(&files.disks_lock(), true)
+            .map_err(|e| ContainerError::io(&files.disks_lock(), e))?
+            .ok_or_else(|| ContainerError::Vm("the disks' lock was not taken".into()))?;
         // SIGWINCH matters only to a foreground -t run, whose terminal this is.
         let signals = block_signals(launch.tty && matches!(sink, Sink::Terminal(_)))?;
-        let (mut child, agent) = start_engine(engine, &vm, &files)?;
-        if let Some(endpoint) = &state.endpoint {
-            let plugged = network::bridge_config(store, &endpoint.network).and_then(|c| {
-                crate::net::attach_tap(&c, endpoint, Duration::from_secs(10))
-                    .map_err(|e| ContainerError::Vm(e.to_string()))
-            });
-            if let Err(e) = plugged {
-                stop_engine(&mut child);
-                return Err(e);
-            }
-        }
+        let booted = boot(store, &state, &launch, &mut create, engine, guest, disks)?;
         // The process signals reach is this one (the VM's monitor): `stop` and `kill` signal
         // it and it forwards to the workload; SIGKILL ends it and, by PDEATHSIG, the engine.
         let me = std::process::id() as i32;
@@ -728,9 +689,9 @@ fn boot_and_run(
             s.monitor_start_time = process_start_time(me);
             s.started_at = Some(crate::timefmt::rfc3339(SystemTime::now()));
         })?;
-        Ok::<_, ContainerError>((child, agent, signals, files))
+        Ok::<_, ContainerError>((booted, signals, files))
     })();
-    let (mut child, mut agent, signals, files) = match result {
+    let (mut booted, signals, files) = match result {
         Ok(r) => r,
         Err(e) => {
             on_started(Err(&e));
@@ -738,8 +699,8 @@ fn boot_and_run(
         }
     };
     let result = converse(
-        &mut agent,
-        &mut child,
+        &mut booted.agent,
+        &mut booted.engine,
         create,
         launch.interactive,
         &signals,
@@ -747,9 +708,217 @@ fn boot_and_run(
         sink,
         &mut on_started,
     );
-    let _ = agent.call(Request::Shutdown, Duration::from_secs(5));
-    stop_engine(&mut child);
+    booted.shut_down();
     result.map_err(ContainerError::from)
+}
+
+/// A booted VM: its jailed engine, the agent's connection, what keeps its disks to itself.
+pub(crate) struct Booted {
+    pub engine: EngineProcess,
+    pub agent: AgentClient,
+    jail: Option<Jail>,
+    record: PathBuf,
+    _disks: std::fs::File,
+}
+
+impl Booted {
+    /// Asks the agent to power off, waits for the engine (killing it if it lingers) and
+    /// removes its jail.
+    pub fn shut_down(mut self) {
+        let _ = self.agent.call(Request::Shutdown, Duration::from_secs(5));
+        stop_engine(&mut self.engine);
+        let _ = std::fs::remove_file(&self.record);
+        if let Some(jail) = self.jail.take() {
+            jail.destroy();
+        }
+    }
+}
+
+/// Starts the VM of container `state` in its jail, with its disks and network, and waits
+/// for its agent's hello. `disks` is the held lock of the container's disks.
+pub(crate) fn boot(
+    store: &ContainerStore,
+    state: &State,
+    launch: &Launch,
+    create: &mut CreateRequest,
+    engine: &dyn Engine,
+    guest: &GuestArtifacts,
+    disks: std::fs::File,
+) -> Result<Booted, ContainerError> {
+    let files = VmFiles::new(&store.dir(&state.id));
+    let image = crate::image::ImageStore::new(store.root()).resolve(&state.image_id)?;
+    let disk_list = attach_disks(store, &image.layer_dirs, &files, &launch.volumes, create)?;
+    let (agent, engine_end) =
+        UnixStream::pair().map_err(|e| VmError::Io(format!("agent socket pair: {e}")))?;
+    let nic = match &state.endpoint {
+        Some(e) => Some((engine::open_tap(&e.veth)?, e.mac)),
+        None => None,
+    };
+    let vm = VmSpec {
+        cmdline: KERNEL_CMDLINE.into(),
+        mem_mib: launch.mem_mib,
+        vcpus: launch.vcpus,
+        disks: disk_list,
+        agent: OwnedFd::from(engine_end),
+        console: private_file(&files.console_log())?,
+        nic,
+    };
+    let cmd = engine.command(vm)?;
+    let jail = Jail::prepare(
+        engine_cgroup(store, state)?,
+        launch.mem_mib + engine.overhead_mib(),
+        cmd.kvm,
+        &guest.kernel,
+        &guest.initramfs,
+    )?;
+    let seccomp = cmd.seccomp.clone();
+    let log = std::fs::File::from(private_file(&files.engine_log())?);
+    let spawned = Instant::now();
+    let child = match jail.spawn(cmd, &log) {
+        Ok(c) => c,
+        Err(e) => {
+            jail.destroy();
+            return Err(e.into());
+        }
+    };
+    let record = EngineRecord {
+        engine: engine.name().into(),
+        pid: child.id(),
+        pid_start_time: process_start_time(child.id()),
+        uid: jail.uid.uid,
+        cgroup: jail.cgroup.clone(),
+        seccomp,
+    };
+    let _ = crate::fsutil::write_json_atomic(&files.engine_record(), &record);
+    let mut booted = Booted {
+        engine: child,
+        agent: AgentClient::new(agent),
+        jail: Some(jail),
+        record: files.engine_record(),
+        _disks: disks,
+    };
+    if let Some(endpoint) = &state.endpoint {
+        let plugged = network::bridge_config(store, &endpoint.network).and_then(|c| {
+            crate::net::attach_tap(&c, endpoint, Duration::from_secs(10))
+                .map_err(|e| ContainerError::Vm(e.to_string()))
+        });
+        if let Err(e) = plugged {
+            booted.shut_down();
+            return Err(e);
+        }
+    }
+    match booted.agent.call(Request::Hello, BOOT_TIMEOUT) {
+        Ok(Response::Hello {
+            agent: version,
+            kernel,
+        }) => {
+            // The figure `bench/vm.py` reads: engine start to agent ready.
+            tracing::info!(ms = spawned.elapsed().as_secs_f64() * 1000.0, agent = %version, kernel = %kernel, "vm agent ready");
+            Ok(booted)
+        }
+        Ok(other) => {
+            booted.shut_down();
+            Err(VmError::Agent(format!("unexpected answer to hello: {other:?}")).into())
+        }
+        Err(e) => {
+            let e = with_console(e, &files.console_log(), &files.engine_log());
+            booted.shut_down();
+            Err(e.into())
+        }
+    }
+}
+
+/// Boots stopped (or created) container `id`'s VM for a copy alone: jailed as always, its
+/// agent mounts the container's root without creating the workload. Refused while another
+/// engine has its disks (the VM is starting).
+pub(crate) fn boot_without_workload(
+    store: &ContainerStore,
+    id: &str,
+) -> Result<Booted, ContainerError> {
+    let files = VmFiles::new(&store.dir(id));
+    let busy = || ContainerError::WrongState {
+        id: id::short(id).to_string(),
+        reason: "its VM is starting; copy when it runs".into(),
+    };
+    let disks = super::jail::try_lock(&files.disks_lock())
+        .map_err(|e| ContainerError::io(&files.disks_lock(), e))?
+        .ok_or_else(busy)?;
+    // Under the lock: a monitor that booted meanwhile holds the disks until it is done.
+    let state = store.observe(id)?;
+    if state.status == Status::Running || state.restarting {
+        return Err(busy());
+    }
+    let launch = Launch::load(store, id)?;
+    let (engine, _) = engine::select(launch.vmm.as_deref())?;
+    let guest = artifacts::locate(store.root())?;
+    let mut create = launch.create.clone();
+    let mut booted = boot(
+        store,
+        &state,
+        &launch,
+        &mut create,
+        engine.as_ref(),
+        &guest,
+        disks,
+    )?;
+    if let Err(e) = booted
+        .agent
+        .call(Request::MountRoot(Box::new(create)), REQUEST_TIMEOUT)
+    {
+        booted.shut_down();
+        return Err(e.into());
+    }
+    Ok(booted)
+}
+
+/// A file created (or truncated) for writing, readable by root only.
+fn private_file(path: &Path) -> Result<OwnedFd, VmError> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map(OwnedFd::from)
+        .map_err(|e| VmError::Io(format!("{}: {e}", path.display())))
+}
+
+/// The engine's cgroup: the container's recorded one, or for a container recorded before
+/// engines had one, its place under capsa's own cgroup (recorded now, for `rm`).
+fn engine_cgroup(store: &ContainerStore, state: &State) -> Result<CgroupPaths, ContainerError> {
+    if !state.cgroup.dirs.is_empty() {
+        return Ok(state.cgroup.clone());
+    }
+    let paths = host_cgroup(None, &state.id)?;
+    store.update(&state.id, |s| s.cgroup = paths.clone())?;
+    Ok(paths)
+}
+
+/// Where a VM container's engine goes on this host: as a container's cgroup would.
+fn host_cgroup(parent: Option<&str>, id: &str) -> Result<CgroupPaths, ContainerError> {
+    let mode = CgroupMode::detect().ok_or_else(|| {
+        ContainerError::Vm("the engine's jail needs a cgroup file system at /sys/fs/cgroup".into())
+    })?;
+    cgroups::resolve_paths(mode, parent, id).map_err(|e| ContainerError::Vm(e.to_string()))
+}
+
+/// What `inspect` reads of a running VM's engine (the container's vm/engine.json).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct EngineRecord {
+    pub engine: String,
+    pub pid: i32,
+    pub pid_start_time: Option<u64>,
+    pub uid: u32,
+    pub cgroup: CgroupPaths,
+    /// The seccomp policy the engine installs.
+    pub seccomp: String,
+}
+
+/// The record of container `id`'s engine while it runs (None when it does not).
+pub fn engine_record(store: &ContainerStore, id: &str) -> Option<EngineRecord> {
+    let path = VmFiles::new(&store.dir(id)).engine_record();
+    let record: EngineRecord = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    (process_start_time(record.pid) == record.pid_start_time).then_some(record)
 }
 
 fn block_signals(window_changes: bool) -> Result<SignalFd, ContainerError> {
@@ -783,101 +952,12 @@ fn window_resize(process: &str) -> Option<Request> {
     })
 }
 
-/// Starts the engine and connects to its agent socket (whichever side listens).
-fn start_engine(
-    engine: &dyn Engine,
-    vm: &VmSpec,
-    files: &VmFiles,
-) -> Result<(Child, AgentClient), VmError> {
-    let _ = std::fs::create_dir_all(SOCKET_DIR);
-    let _ = std::fs::remove_file(&vm.agent_socket);
-    let listener = match engine.agent_socket() {
-        AgentSocket::CapsaListens => Some(
-            UnixListener::bind(&vm.agent_socket)
-                .map_err(|e| VmError::Io(format!("{}: {e}", vm.agent_socket.display())))?,
-        ),
-        AgentSocket::EngineListens => None,
-    };
-    let log = std::fs::File::create(files.engine_log())
-        .map_err(|e| VmError::Io(format!("{}: {e}", files.engine_log().display())))?;
-    let log2 = log.try_clone().map_err(|e| VmError::Io(e.to_string()))?;
-    let spawned = Instant::now();
-    let mut cmd = engine.command(vm);
-    // Its own process group: a Ctrl-C at the terminal reaches capsa, which stops the VM.
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    // SAFETY: prctl in the forked child before exec touches no shared state; it makes the
-    // engine die with its monitor, so a killed monitor never leaves a VM behind.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| VmError::NoEngine(format!("cannot start {}: {e}", engine.name())))?;
-    let deadline = Instant::now() + BOOT_TIMEOUT;
-    let stream = loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(VmError::EngineExited(format!(
-                "{} exited with {status}: {}",
-                engine.name(),
-                tail(&files.engine_log())
-            )));
-        }
-        if Instant::now() > deadline {
-            stop_engine(&mut child);
-            return Err(VmError::AgentTimeout(BOOT_TIMEOUT));
-        }
-        let connected = match &listener {
-            Some(l) => {
-                if super::agent::wait_readable(l.as_raw_fd(), Duration::from_millis(50))? {
-                    l.accept().ok().map(|(s, _)| s)
-                } else {
-                    None
-                }
-            }
-            None => {
-                std::thread::sleep(Duration::from_millis(20));
-                UnixStream::connect(&vm.agent_socket).ok()
-            }
-        };
-        if let Some(s) = connected {
-            break s;
-        }
-    };
-    let mut agent = AgentClient::new(stream);
-    match agent.call(Request::Hello, BOOT_TIMEOUT) {
-        Ok(Response::Hello {
-            agent: version,
-            kernel,
-        }) => {
-            // The figure `bench/vm.py` reads: engine start to agent ready.
-            tracing::info!(ms = spawned.elapsed().as_secs_f64() * 1000.0, agent = %version, kernel = %kernel, "vm agent ready");
-            Ok((child, agent))
-        }
-        Ok(other) => {
-            stop_engine(&mut child);
-            Err(VmError::Agent(format!(
-                "unexpected answer to hello: {other:?}"
-            )))
-        }
-        Err(e) => {
-            stop_engine(&mut child);
-            Err(with_console(e, &files.console_log()))
-        }
-    }
-}
-
 /// Create, start, relay output and signals until the workload's exit; meanwhile serve the
 /// control socket (`exec`, `stats` from other capsa commands).
 #[allow(clippy::too_many_arguments)]
 fn converse(
     agent: &mut AgentClient,
-    child: &mut Child,
+    child: &mut EngineProcess,
     create: CreateRequest,
     interactive: bool,
     signals: &SignalFd,
@@ -984,16 +1064,19 @@ fn converse(
                     )));
                 }
             }
-            Err(e) => return Err(with_console(e, &files.console_log())),
+            Err(e) => return Err(with_console(e, &files.console_log(), &files.engine_log())),
         }
     }
 }
 
 fn bind_control(id: &str) -> Result<UnixListener, VmError> {
+    super::jail::private_dir(Path::new(SOCKET_DIR))?;
     let path = super::control::path(id);
     let _ = std::fs::remove_file(&path);
     let l =
         UnixListener::bind(&path).map_err(|e| VmError::Io(format!("{}: {e}", path.display())))?;
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(|e| VmError::Io(format!("{}: {e}", path.display())))?;
     l.set_nonblocking(true)
         .map_err(|e| VmError::Io(e.to_string()))?;
     Ok(l)
@@ -1191,7 +1274,7 @@ impl Clients {
 }
 
 /// Waits for the engine to end after the agent's power-off; kills it if it does not.
-fn stop_engine(child: &mut Child) {
+fn stop_engine(child: &mut EngineProcess) {
     let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
@@ -1203,11 +1286,13 @@ fn stop_engine(child: &mut Child) {
     let _ = child.wait();
 }
 
-fn with_console(e: VmError, console: &Path) -> VmError {
+fn with_console(e: VmError, console: &Path, engine_log: &Path) -> VmError {
     match e {
-        VmError::AgentGone | VmError::AgentTimeout(_) => {
-            VmError::EngineExited(format!("{e}; guest console: {}", tail(console)))
-        }
+        VmError::AgentGone | VmError::AgentTimeout(_) => VmError::EngineExited(format!(
+            "{e}; guest console: {}; engine: {}",
+            tail(console),
+            tail(engine_log)
+        )),
         other => other,
     }
 }

@@ -18,6 +18,8 @@ pub const PORT_LEN: u64 = 8;
 pub enum SerialOutput {
     Stdout,
     File(std::path::PathBuf),
+    /// A handed descriptor open for writing.
+    Fd(std::os::fd::RawFd),
     None,
 }
 
@@ -27,10 +29,11 @@ impl std::str::FromStr for SerialOutput {
         match s {
             "stdout" => Ok(Self::Stdout),
             "none" => Ok(Self::None),
-            _ => match s.strip_prefix("file=") {
-                Some(p) if !p.is_empty() => Ok(Self::File(p.into())),
+            _ => match (s.strip_prefix("file="), crate::handed::parse(s)) {
+                (Some(p), _) if !p.is_empty() => Ok(Self::File(p.into())),
+                (_, Some(fd)) => Ok(Self::Fd(fd.map_err(|e| format!("serial output {e}"))?)),
                 _ => Err(format!(
-                    "serial output {s:?}: expected stdout, none or file=PATH"
+                    "serial output {s:?}: expected stdout, none, file=PATH or fd=N"
                 )),
             },
         }
@@ -49,6 +52,7 @@ impl Sink {
         Ok(match output {
             SerialOutput::Stdout => Sink::Stdout(io::stdout()),
             SerialOutput::File(p) => Sink::File(open_append(p)?),
+            SerialOutput::Fd(fd) => Sink::File(crate::handed::take(*fd)?),
             SerialOutput::None => Sink::None,
         })
     }

@@ -46,11 +46,26 @@ impl Block {
             path: path.into(),
             source,
         };
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(!read_only)
             .open(path)
             .map_err(open_err)?;
+        Self::from_file(file, path, read_only, id)
+    }
+
+    /// The disk on `file` (opened by whoever handed it; `label` names it in errors).
+    pub fn from_file(
+        mut file: File,
+        label: &Path,
+        read_only: bool,
+        id: &str,
+    ) -> Result<Self, BlockError> {
+        let path = label;
+        let open_err = |source| BlockError::Open {
+            path: path.into(),
+            source,
+        };
         let size = file.seek(SeekFrom::End(0)).map_err(open_err)?;
         if size % SECTOR_SIZE != 0 {
             return Err(BlockError::NotSectorAligned {

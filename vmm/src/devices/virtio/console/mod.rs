@@ -6,7 +6,6 @@
 mod control;
 mod port;
 
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use virtio_queue::QueueT;
@@ -32,6 +31,19 @@ pub enum ConsoleError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("console port {name}: the handed socket: {source}")]
+    Handed {
+        name: String,
+        source: std::io::Error,
+    },
+}
+
+/// The host side of a console port.
+pub enum PortHost<'a> {
+    /// A Unix socket the port listens on (one client at a time).
+    Listen(&'a Path),
+    /// A connected stream socket handed to the VMM.
+    Connected(std::os::unix::net::UnixStream),
 }
 
 pub struct Console {
@@ -61,14 +73,28 @@ fn queue_port(queue: usize) -> Option<(u32, bool)> {
 }
 
 impl Console {
-    /// A device with one port per (name, socket path).
+    /// A device with one port per (name, socket path to listen on).
     pub fn new(ports: &[(String, &Path)]) -> Result<Self, ConsoleError> {
+        let hosts = ports
+            .iter()
+            .map(|(name, path)| (name.clone(), PortHost::Listen(path)))
+            .collect();
+        Self::with_hosts(hosts)
+    }
+
+    /// A device with one port per (name, host side).
+    pub fn with_hosts(ports: Vec<(String, PortHost<'_>)>) -> Result<Self, ConsoleError> {
         let mut list = Vec::new();
-        for (i, (name, path)) in ports.iter().enumerate() {
+        for (i, (name, host)) in ports.into_iter().enumerate() {
             if name.is_empty() || name.len() > 64 || name.contains(['\0', '\n']) {
-                return Err(ConsoleError::BadName(name.clone()));
+                return Err(ConsoleError::BadName(name));
             }
-            list.push(Port::listen(FIRST_PORT + i as u32, name, path)?);
+            let id = FIRST_PORT + i as u32;
+            list.push(match host {
+                PortHost::Listen(path) => Port::listen(id, &name, path)?,
+                PortHost::Connected(stream) => Port::connected(id, &name, stream)
+                    .map_err(|source| ConsoleError::Handed { name, source })?,
+            });
         }
         let max_ports = list.len() as u32 + FIRST_PORT;
         let mut config = [0u8; 12];
@@ -170,12 +196,8 @@ impl VirtioDevice for Console {
     }
 
     fn activate(&mut self, _features: u64, ctx: Context<'_>) -> Result<(), DeviceError> {
-        for (token, p) in self.ports.iter().enumerate() {
-            ctx.ops.add(
-                p.listener.as_raw_fd(),
-                port::listener_token(token),
-                EventSet::IN,
-            )?;
+        for (index, p) in self.ports.iter_mut().enumerate() {
+            p.activate(index, ctx.ops)?;
         }
         Ok(())
     }

@@ -33,7 +33,8 @@ pub fn decode_token(token: u32) -> (usize, bool) {
 pub struct Port {
     pub id: u32,
     pub name: String,
-    pub listener: UnixListener,
+    /// None for a port handed its one host connection.
+    listener: Option<UnixListener>,
     client: Option<(UnixStream, usize)>,
     pub guest_ready: bool,
     pub guest_open: bool,
@@ -60,7 +61,7 @@ impl Port {
         Ok(Self {
             id,
             name: name.into(),
-            listener,
+            listener: Some(listener),
             client: None,
             guest_ready: false,
             guest_open: false,
@@ -70,13 +71,46 @@ impl Port {
         })
     }
 
+    /// A port whose host side is `stream`, connected already (handed by the VMM's parent):
+    /// it serves that one connection.
+    pub fn connected(id: u32, name: &str, stream: UnixStream) -> std::io::Result<Self> {
+        stream.set_nonblocking(true)?;
+        Ok(Self {
+            id,
+            name: name.into(),
+            listener: None,
+            // Its index is set when the device activates.
+            client: Some((stream, 0)),
+            guest_ready: false,
+            guest_open: false,
+            pending: Vec::new(),
+            staged: Vec::new(),
+            host_readable: false,
+        })
+    }
+
+    /// Registers the port's host side with the event loop as port `index`.
+    pub fn activate(&mut self, index: usize, ops: &EventOps) -> std::io::Result<()> {
+        if let Some(l) = &self.listener {
+            ops.add(l.as_raw_fd(), listener_token(index), EventSet::IN)?;
+        }
+        if let Some((s, i)) = &mut self.client {
+            *i = index;
+            ops.add(s.as_raw_fd(), client_token(index), EventSet::IN)?;
+        }
+        Ok(())
+    }
+
     pub fn host_connected(&self) -> bool {
         self.client.is_some()
     }
 
     /// Takes a host client if none is connected; a second one is turned away.
     pub fn accept(&mut self, index: usize, ops: &EventOps) {
-        while let Ok((stream, _)) = self.listener.accept() {
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        while let Ok((stream, _)) = listener.accept() {
             if self.client.is_some() || stream.set_nonblocking(true).is_err() {
                 continue; // dropped: one client per port
             }
@@ -217,7 +251,9 @@ impl Port {
 
     pub fn reset(&mut self, ops: &EventOps) {
         self.drop_client(ops);
-        let _ = ops.remove(self.listener.as_raw_fd());
+        if let Some(l) = &self.listener {
+            let _ = ops.remove(l.as_raw_fd());
+        }
         self.guest_ready = false;
         self.guest_open = false;
     }

@@ -57,6 +57,22 @@ impl Net {
         })
     }
 
+    /// The device on a handed tap descriptor (opened with IFF_TAP, IFF_NO_PI, IFF_VNET_HDR).
+    pub fn from_tap(tap: File, label: &str, mac: [u8; 6]) -> Result<Self, NetError> {
+        let err = |source| NetError {
+            name: label.into(),
+            source,
+        };
+        tap::adopt(&tap).map_err(err)?;
+        Ok(Self {
+            tap,
+            mac,
+            pending: None,
+            reading: false,
+            _name: label.into(),
+        })
+    }
+
     fn process_tx(&mut self, ctx: &mut Context<'_>) -> Result<(), DeviceError> {
         loop {
             while let Some(chain) = ctx.queues[TX].pop_descriptor_chain(ctx.mem) {

@@ -44,10 +44,29 @@ pub fn open(name: &str) -> io::Result<File> {
     if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, &mut req) } < 0 {
         return Err(io::Error::last_os_error());
     }
+    set_header_size(&file)?;
+    Ok(file)
+}
+
+/// Makes a tap opened elsewhere (and handed over) ready: non-blocking, with the virtio-net
+/// header size this device writes.
+pub fn adopt(file: &File) -> io::Result<()> {
+    // SAFETY: F_GETFL/F_SETFL only read and set this descriptor's status flags.
+    let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0
+        || unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    set_header_size(file)
+}
+
+fn set_header_size(file: &File) -> io::Result<()> {
     let len: libc::c_int = VNET_HDR_LEN as libc::c_int;
     // SAFETY: TUNSETVNETHDRSZ reads one int from the pointer, which is valid for the call.
     if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETVNETHDRSZ, &len) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(file)
+    Ok(())
 }
