@@ -10,6 +10,7 @@
 pub mod capabilities;
 pub mod cgroups;
 pub mod devices;
+pub mod inroot;
 pub mod mountapi;
 pub mod namespaces;
 pub mod process;
