@@ -28,6 +28,9 @@ impl Sentinels {
             .tempdir_in("/var/tmp")
             .unwrap();
         let p = dir.path();
+        // World-writable with the sticky bit, as /tmp is: an unprivileged (user-namespaced)
+        // init could create files here too.
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o1777)).unwrap();
         for (name, mode) in [
             ("null", 0o600),
             ("zero", 0o644),
@@ -42,7 +45,9 @@ impl Sentinels {
             ("mqueue/keep", 0o600),
         ] {
             let path = p.join(name);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let parent = path.parent().unwrap();
+            std::fs::create_dir_all(parent).unwrap();
+            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o1777)).unwrap();
             std::fs::write(&path, format!("host sentinel {name}\n")).unwrap();
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
         }
@@ -190,8 +195,8 @@ fn symlinked_dev_etc_and_tmp_resolve_inside_the_root() {
                 "-c",
                 WRITE_EVERYWHERE,
             ]);
-            assert_works(&out, &what);
             assert_eq!(host.snapshot(), before, "{what} changed the host");
+            assert_works(&out, &what);
         }
     }
     env.assert_clean();
@@ -225,8 +230,8 @@ fn proc_and_sys_must_be_real_directories_and_magic_links_are_refused() {
             "-c",
             WRITE_EVERYWHERE,
         ]);
-        assert_refused(&out, &format!("/{link}"), &what);
         assert_eq!(host.snapshot(), before, "{what} changed the host");
+        assert_refused(&out, &format!("/{link}"), &what);
     }
     env.assert_clean();
 }
@@ -251,8 +256,8 @@ fn the_console_of_a_terminal_run_lands_inside() {
             "test -c /dev/console && echo x > /dev/console && exit 7",
         ]);
         // The exit code says it worked (what the pty relays is the terminal tests' concern).
-        assert_eq!(out.status.code(), Some(7), "{what}: {}", text(&out.stderr));
         assert_eq!(host.snapshot(), before, "{what} changed the host");
+        assert_eq!(out.status.code(), Some(7), "{what}: {}", text(&out.stderr));
     }
     env.assert_clean();
 }
@@ -285,6 +290,7 @@ fn volumes_tmpfs_and_workdir_through_symlinks_stay_inside() {
             "-c",
             "pwd; echo data > /tmp/vol/through && touch /tmp/scratch/x && echo ok",
         ]);
+        assert_eq!(host.snapshot(), before, "{what} changed the host");
         assert_works(&out, &what);
         // The working directory, as getcwd sees it inside: where /tmp leads, in the root.
         let cwd = text(&out.stdout)
@@ -298,7 +304,6 @@ fn volumes_tmpfs_and_workdir_through_symlinks_stay_inside() {
             "data\n",
             "{what}: the volume is mounted where the image's /tmp leads, inside"
         );
-        assert_eq!(host.snapshot(), before, "{what} changed the host");
     }
     env.assert_clean();
 }
@@ -330,14 +335,15 @@ fn cp_and_restart_of_a_stopped_container_stay_inside() {
         "-c",
         "cat /tmp/hosts > /tmp/null; echo ok",
     ]);
+    assert_eq!(host.snapshot(), before, "create changed the host");
     assert!(out.status.success(), "create: {}", text(&out.stderr));
     // Into and out of the stopped container, then started twice (prepared again each time).
     let into = env.capsa(&["cp", input.to_str().unwrap(), "cc:/tmp/hosts"]);
     assert!(into.status.success(), "cp in: {}", text(&into.stderr));
     for _ in 0..2 {
         let start = env.capsa(&["start", "-a", "cc"]);
-        assert_works(&start, "start -a of the stopped container");
         assert_eq!(host.snapshot(), before, "start changed the host");
+        assert_works(&start, "start -a of the stopped container");
     }
     let out_dir = work.path().join("out");
     let out = env.capsa(&["cp", "cc:/tmp/null", out_dir.to_str().unwrap()]);
@@ -372,10 +378,18 @@ fn user_namespaced_runs_stay_inside() {
     let env = TestEnv::new();
     let host = Sentinels::new();
     let before = host.snapshot();
-    for (link, relative) in [("dev", false), ("dev", true), ("etc", false), ("tmp", true)] {
-        let what = format!("--userns=auto with {link} -> {}", host.target(relative));
-        let name = format!("u-{link}-{relative}");
-        hostile_image(&env, &name, &[(link, &host.target(relative))], &[]);
+    // Into pts/, where nothing named as a device exists yet: an unprivileged init that
+    // reached it could create files there.
+    let cases = [
+        ("dev", format!("{}/pts", host.target(false))),
+        ("dev", format!("{}/pts", host.target(true))),
+        ("etc", host.target(false)),
+        ("tmp", host.target(true)),
+    ];
+    for (i, (link, target)) in cases.iter().enumerate() {
+        let what = format!("--userns=auto with {link} -> {target}");
+        let name = format!("u-{i}");
+        hostile_image(&env, &name, &[(link, target)], &[]);
         let out = env.run(&[
             "--rm",
             "--userns=auto",
@@ -386,8 +400,8 @@ fn user_namespaced_runs_stay_inside() {
             "-c",
             WRITE_EVERYWHERE,
         ]);
-        assert_works(&out, &what);
         assert_eq!(host.snapshot(), before, "{what} changed the host");
+        assert_works(&out, &what);
     }
     env.assert_clean();
 }
