@@ -19,7 +19,6 @@ use nix::sys::stat::{Mode, SFlag};
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 /// How every path is resolved: inside the tree, never through a magic link.
@@ -421,11 +420,6 @@ impl From<Dir> for OwnedFd {
     fn from(dir: Dir) -> OwnedFd {
         dir.fd
     }
-}
-
-/// A name's bytes, for messages.
-pub fn show(name: &OsStr) -> String {
-    String::from_utf8_lossy(name.as_bytes()).into_owned()
 }
 
 #[cfg(test)]
