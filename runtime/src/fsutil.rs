@@ -85,18 +85,45 @@ impl FileLock {
 }
 
 /// Total size in bytes of the regular files under `path` (not following symlinks).
+/// The walk goes by descriptor with O_NOFOLLOW at every level: a running container may swap
+/// a directory of its writable layer for a symlink to a host path while this walks it.
 pub fn disk_usage(path: &Path) -> u64 {
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return 0;
-    };
-    if !meta.is_dir() {
-        return meta.len();
+    use nix::fcntl::OFlag;
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    match nix::dir::Dir::open(path, flags, nix::sys::stat::Mode::empty()) {
+        Ok(dir) => usage_in(dir),
+        Err(_) => std::fs::symlink_metadata(path).map_or(0, |m| m.len()),
     }
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return 0;
-    };
-    entries
+}
+
+fn usage_in(mut dir: nix::dir::Dir) -> u64 {
+    use nix::fcntl::{AtFlags, OFlag};
+    let fd = dir.as_raw_fd();
+    let names: Vec<std::ffi::CString> = dir
+        .iter()
         .flatten()
-        .map(|e| disk_usage(&e.path()))
-        .sum::<u64>()
+        .map(|e| e.file_name().to_owned())
+        .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
+        .collect();
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    names
+        .iter()
+        .map(|name| {
+            let Ok(st) =
+                nix::sys::stat::fstatat(Some(fd), name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+            else {
+                return 0;
+            };
+            if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+                return st.st_size as u64;
+            }
+            nix::dir::Dir::openat(
+                Some(fd),
+                name.as_c_str(),
+                flags,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_or(0, usage_in)
+        })
+        .sum()
 }

@@ -7,7 +7,8 @@
 //! `.wh..wh..opq` the `trusted.overlay.opaque=y` and `user.overlay.opaque=y` xattrs on its
 //! directory (the second for overlays mounted in a user namespace).
 
-use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use crate::linux::inroot::Root;
+use nix::sys::stat::{makedev, SFlag};
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
@@ -28,6 +29,9 @@ pub fn unpack_layer<R: Read>(input: R, dest: &Path) -> Result<(), String> {
     let entries = archive
         .entries()
         .map_err(|e| format!("not a tar archive: {e}"))?;
+    // What the tar crate does not make (whiteouts, nodes) is made through in-root lookups:
+    // a symlink unpacked earlier cannot lead those writes out of the layer.
+    let root = Root::open(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| format!("malformed tar entry: {e}"))?;
         let raw = entry
@@ -40,17 +44,20 @@ pub fn unpack_layer<R: Read>(input: R, dest: &Path) -> Result<(), String> {
         };
         let fail = |e: &dyn std::error::Error| format!("{}: {}", raw.display(), error_chain(e));
         if file_name == OPAQUE_MARKER {
-            let dir = dest.join(rel.parent().unwrap_or(Path::new("")));
-            std::fs::create_dir_all(&dir).map_err(|e| fail(&e))?;
+            let dir = root
+                .mkdir_all(rel.parent().unwrap_or(Path::new("")))
+                .map_err(|e| fail(&e))?;
             // trusted.* for a root-mounted overlay, user.* for one mounted in a user
             // namespace (userxattr).
-            xattr_set(&dir, "trusted.overlay.opaque", b"y").map_err(|e| fail(&e))?;
-            xattr_set(&dir, "user.overlay.opaque", b"y").map_err(|e| fail(&e))?;
+            dir.set_xattr("trusted.overlay.opaque", b"y")
+                .map_err(|e| fail(&e))?;
+            dir.set_xattr("user.overlay.opaque", b"y")
+                .map_err(|e| fail(&e))?;
             continue;
         }
         if let Some(hidden) = file_name.strip_prefix(WHITEOUT_PREFIX) {
             let target = rel.with_file_name(hidden);
-            make_node(dest, &target, SFlag::S_IFCHR, 0, 0).map_err(|e| fail(&e))?;
+            make_node(&root, &target, SFlag::S_IFCHR, 0o600, 0, 0, (0, 0)).map_err(|e| fail(&e))?;
             continue;
         }
         let kind = entry.header().entry_type();
@@ -64,13 +71,9 @@ pub fn unpack_layer<R: Read>(input: R, dest: &Path) -> Result<(), String> {
                 _ => SFlag::S_IFIFO,
             };
             let mode = header.mode().unwrap_or(0o600);
-            make_node(dest, &rel, flag, major, minor).map_err(|e| fail(&e))?;
-            let path = dest.join(&rel);
             let uid = header.uid().unwrap_or(0) as u32;
             let gid = header.gid().unwrap_or(0) as u32;
-            std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).map_err(|e| fail(&e))?;
-            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
-                .map_err(|e| fail(&e))?;
+            make_node(&root, &rel, flag, mode, major, minor, (uid, gid)).map_err(|e| fail(&e))?;
             continue;
         }
         let unpacked = entry.unpack_in(dest).map_err(|e| fail(&e))?;
@@ -108,43 +111,26 @@ fn sanitize(path: &Path) -> Result<PathBuf, String> {
     Ok(out)
 }
 
-/// Creates a device node or fifo at `dest/rel`, creating parents and replacing what was there.
-/// The parent is resolved inside `dest` (no symlinked parents).
-fn make_node(dest: &Path, rel: &Path, kind: SFlag, major: u32, minor: u32) -> std::io::Result<()> {
-    let parent = dest.join(rel.parent().unwrap_or(Path::new("")));
-    std::fs::create_dir_all(&parent)?;
-    let canon_dest = dest.canonicalize()?;
-    if !parent.canonicalize()?.starts_with(&canon_dest) {
-        return Err(std::io::Error::other("parent directory escapes the layer"));
-    }
-    let path = dest.join(rel);
-    if std::fs::symlink_metadata(&path).is_ok() {
-        super::store::remove_any(&path)?;
-    }
-    let dev = makedev(major.into(), minor.into());
-    mknod(&path, kind, Mode::from_bits_truncate(0o600), dev).map_err(std::io::Error::from)
-}
-
-fn xattr_set(path: &Path, name: &str, value: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let p = std::ffi::CString::new(path.as_os_str().as_bytes())?;
-    let n = std::ffi::CString::new(name)?;
-    // SAFETY: both strings are NUL-terminated and outlive the call; the value pointer and
-    // length describe a live slice.
-    let rc = unsafe {
-        libc::lsetxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+/// Creates a device node or fifo at `rel` inside the layer, creating parents and replacing
+/// what was there. Every step is resolved inside the layer's root.
+fn make_node(
+    root: &Root,
+    rel: &Path,
+    kind: SFlag,
+    mode: u32,
+    major: u32,
+    minor: u32,
+    owner: (u32, u32),
+) -> std::io::Result<()> {
+    let (dir, name) = root.parent(rel)?;
+    dir.remove_all(&name)?;
+    dir.mknod(
+        &name,
+        kind,
+        mode,
+        makedev(major.into(), minor.into()),
+        Some(owner),
+    )
 }
 
 #[cfg(test)]
@@ -253,5 +239,48 @@ mod tests {
         let meta = std::fs::symlink_metadata(dir.path().join("etc/passwd")).unwrap();
         assert!(meta.file_type().is_char_device());
         assert_eq!(meta.rdev(), 0);
+    }
+
+    /// A layer whose symlink points outside, then a whiteout, an opaque marker and a device
+    /// node under that symlink: each lands inside the layer (where the symlink resolves
+    /// when the layer is the root) or fails; nothing is made outside.
+    #[test]
+    fn markers_and_nodes_under_a_symlink_stay_inside() {
+        let header = |kind: tar::EntryType, mode: u32| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_size(0);
+            h.set_mode(mode);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(1);
+            h
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("layer");
+        std::fs::create_dir(&dest).unwrap();
+        let out = outside.path().display().to_string();
+        for link in [out.clone(), format!("../../../../../../..{out}")] {
+            let mut b = tar::Builder::new(Vec::new());
+            let mut h = header(tar::EntryType::Symlink, 0o777);
+            let _ = std::fs::remove_file(dest.join("link"));
+            b.append_link(&mut h, "link", &link).unwrap();
+            for name in ["link/a/.wh..wh..opq", "link/b/.wh.gone"] {
+                let mut h = header(tar::EntryType::Regular, 0o644);
+                b.append_data(&mut h, name, &[][..]).unwrap();
+            }
+            let mut h = header(tar::EntryType::Char, 0o666);
+            h.set_device_major(1).unwrap();
+            h.set_device_minor(3).unwrap();
+            b.append_data(&mut h, "link/c/null", &[][..]).unwrap();
+            let tar = b.into_inner().unwrap();
+            let _ = unpack_layer(&tar[..], &dest);
+            let left: Vec<_> = std::fs::read_dir(outside.path()).unwrap().collect();
+            assert!(left.is_empty(), "written outside through {link}: {left:?}");
+        }
+        let inside = dest.join(out.trim_start_matches('/'));
+        assert!(inside.join("a").is_dir());
+        assert!(inside.join("c/null").exists());
     }
 }

@@ -1,9 +1,13 @@
 //! The container's minimal /dev: the device nodes every container gets, the cgroup rules
 //! that confine device access, and the standard symlinks.
 
+use crate::linux::inroot::{Kind, Root};
+use nix::sys::stat::{makedev, SFlag};
 use oci_spec::runtime::{
     LinuxDevice, LinuxDeviceBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType,
 };
+use std::ffi::OsStr;
+use std::os::fd::AsFd;
 use std::path::Path;
 
 /// (name, major, minor) of the character devices every container gets, mode 0666.
@@ -134,46 +138,54 @@ pub fn host_devices() -> Vec<LinuxDevice> {
         .collect()
 }
 
-/// Creates `devices` under `rootfs` (whose /dev is already a fresh tmpfs) and the symlinks.
+/// Creates `devices` inside `root` (whose /dev is already a fresh tmpfs) and the symlinks,
+/// each resolved inside the root and made on the directory that resolution reached.
 /// With `bind`, each node is the host's own, bind-mounted (for user namespaces, where a
 /// node made with mknod cannot be opened).
-pub fn populate_dev(rootfs: &Path, devices: &[LinuxDevice], bind: bool) -> std::io::Result<()> {
-    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
-    for dev in devices {
-        let rel = dev.path().strip_prefix("/").unwrap_or(dev.path());
-        let path = rootfs.join(rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
+pub fn populate_dev(root: &Root, devices: &[LinuxDevice], bind: bool) -> std::io::Result<()> {
+    let dev_dir = Path::new("/dev");
+    let dev = root.mkdir_all(dev_dir).map_err(in_path(dev_dir))?;
+    for device in devices {
+        let path = device.path();
         if bind {
-            std::fs::File::create(&path)?;
-            nix::mount::mount(
-                Some(dev.path()),
-                &path,
-                None::<&str>,
-                nix::mount::MsFlags::MS_BIND,
-                None::<&str>,
-            )?;
+            let target = root.mount_point(path, Kind::File).map_err(in_path(path))?;
+            let source = crate::linux::mountapi::open_path(path).map_err(in_path(path))?;
+            let tree =
+                crate::linux::mountapi::clone_tree(source.as_fd(), false).map_err(in_path(path))?;
+            crate::linux::mountapi::attach(&tree, target).map_err(in_path(path))?;
             continue;
         }
-        let kind = match dev.typ() {
+        let kind = match device.typ() {
             LinuxDeviceType::B => SFlag::S_IFBLK,
             LinuxDeviceType::P => SFlag::S_IFIFO,
             _ => SFlag::S_IFCHR,
         };
-        let mode = dev.file_mode().unwrap_or(0o666);
-        let devnum = makedev(dev.major() as u64, dev.minor() as u64);
-        let _ = std::fs::remove_file(&path);
-        mknod(&path, kind, Mode::from_bits_truncate(mode), devnum)?;
-        // mknod applies the umask; set the mode the spec asks for.
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
-        std::os::unix::fs::chown(&path, dev.uid(), dev.gid())?;
+        let mode = device.file_mode().unwrap_or(0o666);
+        let number = makedev(device.major() as u64, device.minor() as u64);
+        let owner = Some((device.uid().unwrap_or(0), device.gid().unwrap_or(0)));
+        // /dev/NAME, the usual case, reuses the /dev directory opened above.
+        let parent = path.parent().filter(|p| *p != dev_dir);
+        let (other, name) = match (parent, path.file_name()) {
+            (None, Some(name)) => (None, name.to_os_string()),
+            _ => {
+                let (dir, name) = root.parent(path).map_err(in_path(path))?;
+                (Some(dir), name)
+            }
+        };
+        other
+            .as_ref()
+            .unwrap_or(&dev)
+            .mknod(&name, kind, mode, number, owner)
+            .map_err(in_path(path))?;
     }
     for (link, target) in SYMLINKS {
-        let path = rootfs.join("dev").join(link);
-        if std::fs::symlink_metadata(&path).is_err() {
-            std::os::unix::fs::symlink(target, &path)?;
-        }
+        dev.symlink(OsStr::new(link), Path::new(target))
+            .map_err(in_path(&dev_dir.join(link)))?;
     }
     Ok(())
+}
+
+/// Names `path` in an error about it.
+fn in_path(path: &Path) -> impl FnOnce(std::io::Error) -> std::io::Error + '_ {
+    move |e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }

@@ -3,6 +3,8 @@
 //!
 //! - [`process`]: the parent/init process model (clone, sync channel, the init's set-up);
 //! - [`rootfs`] and [`devices`]: overlay root, mounts, pivot_root, /dev, masked paths;
+//! - [`inroot`]: every path inside a container's root (or a layer) resolved inside it by the
+//!   kernel, and the operation done on the descriptor;
 //! - [`cgroups`]: v1 and v2 behind one trait;
 //! - [`capabilities`], [`seccomp`], [`user`]: what the workload may do and who it is;
 //! - [`sys`]: the raw system calls that nix does not wrap, each wrapped once.
@@ -10,6 +12,7 @@
 pub mod capabilities;
 pub mod cgroups;
 pub mod devices;
+pub mod inroot;
 pub mod mountapi;
 pub mod namespaces;
 pub mod process;

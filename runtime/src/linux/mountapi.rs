@@ -4,7 +4,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 /// open_tree: clone the mount tree at the path instead of referring to it.
@@ -13,6 +13,16 @@ const OPEN_TREE_CLONE: u32 = 1;
 const AT_EMPTY_PATH: u32 = libc::AT_EMPTY_PATH as u32;
 /// mount_setattr: the mount shows file owners through a user namespace's mapping.
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+/// Per-mount attributes (mount_setattr's `attr_set`).
+pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
+/// Set-user-ID and file capabilities ignored.
+pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
+/// Device nodes cannot be opened.
+pub const MOUNT_ATTR_NODEV: u64 = 0x4;
+/// Nothing can be executed.
+pub const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+/// open_tree/mount_setattr: the whole tree, submounts included.
+const AT_RECURSIVE: u32 = 0x8000;
 /// move_mount: source / target given as descriptors.
 const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
 const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
@@ -94,6 +104,42 @@ pub fn idmapped_clone(path: &Path, userns: &OwnedFd) -> io::Result<OwnedFd> {
     Ok(tree)
 }
 
+/// A detached copy of the mount at `fd` (with its submounts when `recursive`), to attach
+/// elsewhere: a bind mount made from a descriptor, so no path is resolved again.
+pub fn clone_tree(fd: BorrowedFd, recursive: bool) -> io::Result<OwnedFd> {
+    let empty = cstr("")?;
+    let flags = OPEN_TREE_CLONE
+        | libc::O_CLOEXEC as u32
+        | AT_EMPTY_PATH
+        | if recursive { AT_RECURSIVE } else { 0 };
+    // SAFETY: a live descriptor, the empty C string and integer flags; returns a new
+    // descriptor.
+    check_fd(unsafe { libc::syscall(libc::SYS_open_tree, fd.as_raw_fd(), empty.as_ptr(), flags) })
+}
+
+/// Sets `attrs` (`MOUNT_ATTR_*`) on the detached tree `tree`, submounts included, before it
+/// is attached: the mount is never visible without them.
+pub fn set_attrs(tree: &OwnedFd, attrs: u64) -> io::Result<()> {
+    let attr = MountAttr {
+        attr_set: attrs,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let empty = cstr("")?;
+    // SAFETY: `attr` is a valid mount_attr of the size given, alive across the call.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            AT_EMPTY_PATH | AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })
+}
+
 /// Builds an overlay from descriptors: `lower` top layer first (mounts attached in the
 /// caller's mount namespace: overlayfs refuses detached ones), then mounts it on the
 /// directory `target`. Returns a descriptor of the new mount's root.
@@ -160,7 +206,7 @@ pub fn overlay_from_fds(
 
 /// Attaches the detached mount `mount` on the directory `target` (both descriptors), in the
 /// caller's mount namespace.
-pub fn attach(mount: &OwnedFd, target: &OwnedFd) -> io::Result<()> {
+pub fn attach(mount: &OwnedFd, target: impl AsFd) -> io::Result<()> {
     let empty = cstr("")?;
     // SAFETY: both paths are the empty C string, with the EMPTY_PATH flags for both ends.
     check(unsafe {
@@ -168,7 +214,7 @@ pub fn attach(mount: &OwnedFd, target: &OwnedFd) -> io::Result<()> {
             libc::SYS_move_mount,
             mount.as_raw_fd(),
             empty.as_ptr(),
-            target.as_raw_fd(),
+            target.as_fd().as_raw_fd(),
             empty.as_ptr(),
             MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
         )

@@ -1,6 +1,7 @@
 //! Resolving `-u USER[:GROUP]` against the container's own /etc/passwd and /etc/group,
 //! as Docker does at start time.
 
+use crate::linux::inroot::Root;
 use std::path::Path;
 
 /// Who the workload runs as.
@@ -23,8 +24,18 @@ struct PasswdEntry {
     home: String,
 }
 
+/// The text of `path` inside `root` (resolved in it, never through a magic link, and only
+/// a regular file: a FIFO there must not block the init); empty when it cannot be read.
+fn read_in_root(root: &Path, path: &str) -> String {
+    let read = || -> std::io::Result<String> {
+        let file = Root::open(root)?.open_regular(Path::new(path))?;
+        std::io::read_to_string(file)
+    };
+    read().unwrap_or_default()
+}
+
 fn read_passwd(root: &Path) -> Vec<PasswdEntry> {
-    let text = std::fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
+    let text = read_in_root(root, "/etc/passwd");
     text.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
@@ -43,7 +54,7 @@ fn read_passwd(root: &Path) -> Vec<PasswdEntry> {
 
 /// (name, gid, members) of each /etc/group line.
 fn read_groups(root: &Path) -> Vec<(String, u32, Vec<String>)> {
-    let text = std::fs::read_to_string(root.join("etc/group")).unwrap_or_default();
+    let text = read_in_root(root, "/etc/group");
     text.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(':').collect();

@@ -160,17 +160,18 @@ fn set_up(cfg: &InitConfig, gate: OwnedFd, layers: RootLayers) -> Result<Prepare
         // The pty on stdin becomes the session's controlling terminal (Ctrl-C, job control).
         sys::set_controlling_terminal(0).map_err(|e| format!("controlling terminal: {e}"))?;
     }
-    let rootfs = rootfs::prepare(spec, layers).map_err(|e| e.to_string())?;
+    let root = rootfs::prepare(spec, layers).map_err(|e| e.to_string())?;
     if let Some(console) = &cfg.console {
-        rootfs::bind_console(console, &rootfs).map_err(|e| e.to_string())?;
+        rootfs::bind_console(console, &root).map_err(|e| e.to_string())?;
     }
-    rootfs::pivot(&rootfs).map_err(|e| e.to_string())?;
+    rootfs::pivot(&root).map_err(|e| e.to_string())?;
+    let root = rootfs::current_root().map_err(|e| e.to_string())?;
     let linux = spec.linux().as_ref();
     if let Some(paths) = linux.and_then(|l| l.masked_paths().as_ref()) {
-        rootfs::mask_paths(paths).map_err(|e| e.to_string())?;
+        rootfs::mask_paths(&root, paths).map_err(|e| e.to_string())?;
     }
     if let Some(paths) = linux.and_then(|l| l.readonly_paths().as_ref()) {
-        rootfs::readonly_paths(paths).map_err(|e| e.to_string())?;
+        rootfs::readonly_paths(&root, paths).map_err(|e| e.to_string())?;
     }
     if namespaces::has(spec, LinuxNamespaceType::Uts) {
         if let Some(h) = spec.hostname() {
@@ -188,8 +189,8 @@ fn set_up(cfg: &InitConfig, gate: OwnedFd, layers: RootLayers) -> Result<Prepare
         .as_ref()
         .map(|p| p.cwd().clone())
         .unwrap_or_else(|| "/".into());
-    // Docker creates a missing working directory.
-    std::fs::create_dir_all(&cwd)
+    // Docker creates a missing working directory (inside the root, through no magic link).
+    root.mkdir_all(&cwd)
         .map_err(|e| format!("working directory {}: {e}", cwd.display()))?;
     if spec
         .root()
