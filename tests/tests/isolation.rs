@@ -191,6 +191,29 @@ fn privileged_gets_all_capabilities_and_no_filter() {
 }
 
 #[test]
+fn privileged_sees_proc_unmasked_as_docker_gives_it() {
+    let env = TestEnv::new();
+    // Docker's --privileged masks nothing: /proc/sys is writable (mount shows rw) and the
+    // masked files are the kernel's own, not /dev/null or an empty tmpfs.
+    let out = env.sh(
+        &["--privileged"],
+        "grep ' /proc/sys ' /proc/self/mountinfo; grep -c . /proc/timer_list; echo end",
+    );
+    assert!(!out.contains(" /proc/sys "), "/proc/sys remounted: {out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines
+            .first()
+            .and_then(|l| l.parse::<u64>().ok())
+            .unwrap_or(0)
+            > 0,
+        "/proc/timer_list masked: {out}"
+    );
+    let default = env.sh(&[], "grep -c ' /proc/sys ' /proc/self/mountinfo; echo end");
+    assert!(default.starts_with('1'), "default container: {default}");
+}
+
+#[test]
 fn only_the_minimal_devices_exist_and_raw_disks_are_refused() {
     let env = TestEnv::new();
     let out = env.sh(&[], "ls /dev | tr '\\n' ' '");

@@ -373,11 +373,16 @@ pub fn build(opts: &RunOptions, image: &Image, ctx: &SpecContext) -> Result<Spec
             .map_err(err)?];
         linux = linux.uid_mappings(map.clone()).gid_mappings(map);
     }
-    if !opts.privileged {
-        linux = linux
-            .masked_paths(strings(MASKED_PATHS))
-            .readonly_paths(strings(READONLY_PATHS));
-    }
+    // Set either way: oci-spec's builder otherwise fills in its own default lists, and
+    // `--privileged` must see /proc and /sys unmasked and writable, as with Docker.
+    let (masked, readonly): (&[&str], &[&str]) = if opts.privileged {
+        (&[], &[])
+    } else {
+        (MASKED_PATHS, READONLY_PATHS)
+    };
+    linux = linux
+        .masked_paths(strings(masked))
+        .readonly_paths(strings(readonly));
     if let Some(s) = seccomp_section(opts, &cap_names)? {
         linux = linux.seccomp(s);
     }
