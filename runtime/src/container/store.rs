@@ -97,6 +97,10 @@ impl ContainerStore {
                 "invalid container name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
             )));
         }
+        // Other members of its networks resolve it by name through their hosts files.
+        crate::net::dns_name::check(name).map_err(|why| {
+            ContainerError::InvalidArgument(format!("invalid container name {name:?}: {why}"))
+        })?;
         let path = self.root.names_dir().join(name);
         match std::fs::OpenOptions::new()
             .write(true)
