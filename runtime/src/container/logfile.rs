@@ -140,10 +140,7 @@ pub struct Writer {
 impl Writer {
     /// Opens (appends to) the log at `path`.
     pub fn open(path: &Path, rotation: Rotation) -> std::io::Result<Writer> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
+        let file = open_private(path)?;
         let size = file.metadata()?.len();
         Ok(Writer {
             path: path.to_path_buf(),
@@ -231,15 +228,22 @@ impl Writer {
             let _ = std::fs::rename(numbered(n), numbered(n + 1));
         }
         let _ = std::fs::rename(&self.path, numbered(1));
-        if let Ok(f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-        {
+        if let Ok(f) = open_private(&self.path) {
             self.file = f;
             self.size = 0;
         }
     }
+}
+
+/// Opens the log at `path` for appending; made private to root (a workload's output may
+/// hold what others must not read).
+fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(crate::root::PRIVATE_FILE)
+        .open(path)
 }
 
 /// Prints one record to the stream it came from, with its time stamp when `timestamps`.
