@@ -1,9 +1,26 @@
 //! Small file-system helpers shared by the stores: atomic writes and advisory locks.
+//! Everything they create is private to its owner (records, caches and lock files live
+//! in the private state directory, or are locks in /run that no one else may hold).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+
+/// Mode of every file these helpers create.
+const PRIVATE_FILE: u32 = crate::root::PRIVATE_FILE;
+
+/// Creates (or truncates) `path` with mode 0600 and writes `data`: a record only root reads.
+pub fn write_private(path: &Path, data: &[u8]) -> io::Result<()> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(PRIVATE_FILE)
+        .open(path)?
+        .write_all(data)
+}
 
 /// Writes `data` to `path` so that a reader sees the old or the new content, never a mix:
 /// temp file in the same directory, fsync, rename, fsync of the directory.
@@ -18,7 +35,12 @@ pub fn write_replacing(path: &Path, data: &[u8], durable: bool) -> io::Result<()
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let mut f = File::create(&tmp)?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(PRIVATE_FILE)
+        .open(&tmp)?;
     f.write_all(data)?;
     if durable {
         f.sync_all()?;
@@ -57,12 +79,23 @@ impl FileLock {
         FileLock::acquire_mode(path, libc::LOCK_SH)
     }
 
+    /// [`acquire`](Self::acquire) for a lock file outside the private state directory
+    /// (in /run): anyone who can open a lock file can hold it (flock needs no write
+    /// access), so one left readable by an older capsa is made private first.
+    pub fn acquire_outside_root(path: &Path) -> io::Result<FileLock> {
+        if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(PRIVATE_FILE))?;
+        }
+        FileLock::acquire(path)
+    }
+
     fn acquire_mode(path: &Path, mode: libc::c_int) -> io::Result<FileLock> {
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .read(true)
             .write(true)
+            .mode(PRIVATE_FILE)
             .open(path)?;
         // SAFETY: flock on a file descriptor we own; no memory is shared with the kernel.
         let rc = unsafe { libc::flock(file.as_raw_fd(), mode) };

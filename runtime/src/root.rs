@@ -1,12 +1,26 @@
 //! The state directory (`--root`, `CAPSA_ROOT`, default `/var/lib/capsa`) and the paths in it.
 //!
 //! One struct owns the layout so that no other module builds a path by hand.
+//!
+//! The state directory is private to root ([`PRIVATE_DIR`]): image layers and containers'
+//! writable layers hold whatever images and workloads put there (setuid-root binaries,
+//! files with capabilities, device nodes) and containers' records hold their `-e` values,
+//! so no other user may as much as traverse into it (Docker's CVE-2021-41091). A store made
+//! before this rule is made private the first time it is opened; afterwards that check is
+//! one `stat`.
 
 use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Default state directory, as Docker uses /var/lib/docker.
 pub const DEFAULT_ROOT: &str = "/var/lib/capsa";
+/// Mode of the state directory and of the folders capsa makes in it.
+pub const PRIVATE_DIR: u32 = 0o700;
+/// Mode of records, logs and sockets in it.
+pub const PRIVATE_FILE: u32 = 0o600;
+/// Mode bits that give other users (group or others) any access.
+const SHARED_BITS: u32 = 0o077;
 
 /// The on-disk layout described in DESIGN.md.
 #[derive(Debug, Clone)]
@@ -23,18 +37,53 @@ impl StateRoot {
             std::env::current_dir()?.join(dir)
         };
         let root = StateRoot { dir };
-        for sub in [
-            root.blobs_dir(),
-            root.layers_dir(),
-            root.containers_dir(),
-            root.names_dir(),
-            root.cache_dir(),
-            root.tmp_dir(),
-            root.locks_dir(),
-        ] {
-            std::fs::create_dir_all(&sub)?;
+        match std::fs::metadata(&root.dir) {
+            Ok(meta) if meta.permissions().mode() & SHARED_BITS != 0 => root.make_private()?,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if let Some(parent) = root.dir.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                create_private_dir(&root.dir)?;
+            }
+            Err(e) => return Err(e),
+        }
+        for sub in root.folders() {
+            create_private_dir(&sub)?;
         }
         Ok(root)
+    }
+
+    /// The folders every store has.
+    fn folders(&self) -> [PathBuf; 7] {
+        [
+            self.blobs_dir(),
+            self.layers_dir(),
+            self.containers_dir(),
+            self.names_dir(),
+            self.cache_dir(),
+            self.tmp_dir(),
+            self.locks_dir(),
+        ]
+    }
+
+    /// Takes a store made with shared modes private: the state directory and its folders
+    /// (and what sits directly in them), then each container's folder and records. Trees
+    /// that containers see (layers' and containers' file systems, their /etc files) keep
+    /// their modes: the folders above them already close every path in.
+    fn make_private(&self) -> io::Result<()> {
+        set_mode(&self.dir, PRIVATE_DIR)?;
+        let entries = std::fs::read_dir(&self.dir)?;
+        for entry in entries.flatten() {
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                set_mode(&entry.path(), PRIVATE_DIR)?;
+            } else if kind.is_file() {
+                set_mode(&entry.path(), PRIVATE_FILE)?;
+            }
+        }
+        set_mode(&self.blobs_dir(), PRIVATE_DIR)?;
+        crate::container::store::ContainerStore::new(self).make_private()
     }
 
     /// The state directory itself.
@@ -96,5 +145,26 @@ impl StateRoot {
     /// Where a built guest kernel lives (the VM issue builds it).
     pub fn kernel_dir(&self) -> PathBuf {
         self.dir.join("kernel")
+    }
+}
+
+/// Makes `path` (if missing) with mode [`PRIVATE_DIR`], and its missing parents too.
+pub fn create_private_dir(path: &Path) -> io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR)
+        .create(path)
+}
+
+/// Sets the mode of `path` when it differs (a missing path is left alone).
+pub fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => Ok(()),
+        Ok(meta) if meta.permissions().mode() & 0o7777 != mode => {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
     }
 }

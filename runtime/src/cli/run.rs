@@ -292,14 +292,7 @@ impl RunArgs {
             }
         }
         if let Some(h) = &opts.hostname {
-            if h.is_empty()
-                || h.len() > 64
-                || !h
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
-            {
-                return bad(&format!("--hostname {h:?}: invalid host name"));
-            }
+            options::check_hostname(h)?;
         }
         for so in &self.security_opt {
             options::apply_security_opt(&mut opts, so)?;

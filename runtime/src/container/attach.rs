@@ -96,11 +96,18 @@ fn open_dir(dir: &Path) -> io::Result<std::os::fd::OwnedFd> {
     crate::linux::mountapi::open_path(dir)
 }
 
-/// Creates the listening socket in the container's folder `dir`.
+/// Creates the listening socket in the container's folder `dir`; only root may connect
+/// (connecting needs write permission on the socket file).
 pub fn listen(dir: &Path) -> io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
     let d = open_dir(dir)?;
     let _ = std::fs::remove_file(dir.join(SOCKET));
-    UnixListener::bind(short_path(&d))
+    let listener = UnixListener::bind(short_path(&d))?;
+    std::fs::set_permissions(
+        short_path(&d),
+        std::fs::Permissions::from_mode(crate::root::PRIVATE_FILE),
+    )?;
+    Ok(listener)
 }
 
 /// Connects to the attach socket in the container's folder `dir`.

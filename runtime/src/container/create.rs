@@ -68,7 +68,8 @@ fn lay_out(
     id: &str,
     name: &str,
 ) -> Result<Prepared, ContainerError> {
-    let dir = store.dir(id);
+    // Private to root: the writable layer below will hold what the workload makes there.
+    let dir = store.create_dir(id)?;
     for d in [dir.upper(), dir.work(), dir.rootfs()] {
         std::fs::create_dir_all(&d).map_err(|e| ContainerError::io(&d, e))?;
     }
@@ -101,14 +102,12 @@ fn lay_out(
     // Held, like the user-namespace range, until the state records the address.
     let (endpoint, _net_lock) = network::plan(store, opts, &image, id)?;
     network::write_etc_files(&dir, &hostname, opts, endpoint.as_ref())?;
-    let write = |path: std::path::PathBuf, data: &[u8]| {
-        std::fs::write(&path, data).map_err(|e| ContainerError::io(&path, e))
-    };
     let config = serde_json::to_vec_pretty(&spec)
         .map_err(|e| ContainerError::io(&dir.config(), std::io::Error::other(e)))?;
     // A fresh folder: a torn config.json can only belong to a container still `creating`,
-    // which `ps` shows as dead and `rm` removes.
-    write(dir.config(), &config)?;
+    // which `ps` shows as dead and `rm` removes. Private: it holds the `-e` values.
+    crate::fsutil::write_private(&dir.config(), &config)
+        .map_err(|e| ContainerError::io(&dir.config(), e))?;
 
     tracing::debug!(id, "spec written");
     let mode = cgroup_mode.ok_or_else(|| setup_err(id, cgroups::CgroupError::NotMounted))?;

@@ -1,6 +1,12 @@
 //! The json-file log of a container, as Docker's json-file driver writes it: one JSON object
 //! per line (`{"log":"...","stream":"stdout","time":"..."}`), rotated by size into
 //! `ctr.log.1`, `ctr.log.2`, ... (`--log-opt max-size=,max-file=`).
+//!
+//! A line longer than [`MAX_RECORD`] is split, as Docker splits it: every record but the
+//! last of the line is *partial*, its `log` without the trailing newline, so that printing
+//! the records one after the other gives back the line. The writer holds at most one
+//! record's bytes per stream and looks at each byte once, so a workload that writes without
+//! newlines costs its monitor linear time and constant memory.
 
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -100,6 +106,28 @@ pub fn read_all(path: &Path) -> Vec<Record> {
         .collect()
 }
 
+/// Most bytes of output in one record, its newline included (Docker's 16 KiB buffer).
+pub const MAX_RECORD: usize = 16 * 1024;
+
+/// How many bytes at the end of `bytes` begin a UTF-8 character that does not end there
+/// (0 when the last character is whole, or the bytes are not UTF-8 anyway).
+fn cut_char_len(bytes: &[u8]) -> usize {
+    for back in 1..=bytes.len().min(3) {
+        let b = bytes[bytes.len() - back];
+        if b & 0xc0 == 0x80 {
+            continue; // a continuation byte: look further back for the lead
+        }
+        let len = match b {
+            0xf0.. => 4,
+            0xe0.. => 3,
+            0xc0.. => 2,
+            _ => 1,
+        };
+        return if len > back { back } else { 0 };
+    }
+    0
+}
+
 /// Splits output into lines and appends them as records, rotating by size.
 pub struct Writer {
     path: PathBuf,
@@ -112,10 +140,7 @@ pub struct Writer {
 impl Writer {
     /// Opens (appends to) the log at `path`.
     pub fn open(path: &Path, rotation: Rotation) -> std::io::Result<Writer> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
+        let file = open_private(path)?;
         let size = file.metadata()?.len();
         Ok(Writer {
             path: path.to_path_buf(),
@@ -126,13 +151,37 @@ impl Writer {
         })
     }
 
-    /// Adds output of `stream` (0 stdout, 1 stderr).
-    pub fn write(&mut self, stream: usize, data: &[u8]) {
-        self.partial[stream].extend_from_slice(data);
-        while let Some(nl) = self.partial[stream].iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.partial[stream].drain(..=nl).collect();
-            self.emit(stream, &line);
+    /// Adds output of `stream` (0 stdout, 1 stderr): each complete line becomes a record,
+    /// a line that fills [`MAX_RECORD`] a partial record; the rest waits for more.
+    pub fn write(&mut self, stream: usize, mut data: &[u8]) {
+        while !data.is_empty() {
+            let room = MAX_RECORD - self.partial[stream].len();
+            let window = &data[..data.len().min(room)];
+            if let Some(nl) = window.iter().position(|&b| b == b'\n') {
+                self.partial[stream].extend_from_slice(&window[..=nl]);
+                self.emit_partial(stream, 0);
+                data = &data[nl + 1..];
+            } else if window.len() == room {
+                self.partial[stream].extend_from_slice(window);
+                // A character cut at the limit goes whole into the next record.
+                let carry = cut_char_len(&self.partial[stream]);
+                self.emit_partial(stream, carry);
+                data = &data[room..];
+            } else {
+                self.partial[stream].extend_from_slice(window);
+                data = &[];
+            }
         }
+    }
+
+    /// Writes the stream's pending bytes as a record, but for the last `keep`, which stay.
+    fn emit_partial(&mut self, stream: usize, keep: usize) {
+        let mut pending = std::mem::take(&mut self.partial[stream]);
+        let tail = pending.split_off(pending.len() - keep);
+        self.emit(stream, &pending);
+        pending.clear();
+        pending.extend_from_slice(&tail);
+        self.partial[stream] = pending;
     }
 
     /// Writes what is left of a stream's last line.
@@ -179,15 +228,22 @@ impl Writer {
             let _ = std::fs::rename(numbered(n), numbered(n + 1));
         }
         let _ = std::fs::rename(&self.path, numbered(1));
-        if let Ok(f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-        {
+        if let Ok(f) = open_private(&self.path) {
             self.file = f;
             self.size = 0;
         }
     }
+}
+
+/// Opens the log at `path` for appending; made private to root (a workload's output may
+/// hold what others must not read).
+fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(crate::root::PRIVATE_FILE)
+        .open(path)
 }
 
 /// Prints one record to the stream it came from, with its time stamp when `timestamps`.
@@ -230,6 +286,34 @@ mod tests {
                 ("stdout".into(), "two\n".into()),
                 ("stdout".into(), "tail".into()),
             ]
+        );
+    }
+
+    #[test]
+    fn long_lines_are_split_into_partial_records_that_join_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ctr.log");
+        let mut w = Writer::open(&path, Rotation::default()).unwrap();
+        // 'a' then 2-byte characters: the record limit falls inside one of them.
+        let mut input = b"a".to_vec();
+        input.extend("é".repeat(20_000).as_bytes());
+        input.extend_from_slice(b"\nshort\n");
+        input.extend(std::iter::repeat_n(b'x', 3 * MAX_RECORD + 5));
+        for chunk in input.chunks(7_000) {
+            w.write(0, chunk);
+        }
+        w.flush(0);
+        let records = read_all(&path);
+        assert!(records.iter().all(|r| r.log.len() <= MAX_RECORD));
+        let joined: String = records.iter().map(|r| r.log.as_str()).collect();
+        assert_eq!(joined.as_bytes(), &input[..], "the byte stream comes back");
+        // Only the last record of each line ends with its newline; partial ones do not.
+        let ends: Vec<bool> = records.iter().map(|r| r.log.ends_with('\n')).collect();
+        assert_eq!(ends, [false, false, true, true, false, false, false, false]);
+        assert_eq!(
+            records[0].log.len(),
+            MAX_RECORD - 1,
+            "a cut character moves on"
         );
     }
 

@@ -106,9 +106,9 @@ pub fn run_detached(store: &ContainerStore, mut prepared: Prepared, report: Owne
         Ok(()) => 0,
         Err(e) => {
             // The monitor has no terminal: its last words go beside the container's log.
-            let _ = std::fs::write(
-                store.dir(&prepared.state.id).dir.join("monitor.err"),
-                e.to_string(),
+            let _ = crate::fsutil::write_private(
+                &store.dir(&prepared.state.id).dir.join("monitor.err"),
+                e.to_string().as_bytes(),
             );
             1
         }

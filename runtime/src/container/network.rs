@@ -10,6 +10,7 @@ use super::ContainerError;
 use crate::fsutil::FileLock;
 use crate::image::Image;
 use crate::net::bridge::BridgeConfig;
+use crate::net::dns_name;
 use crate::net::networks::NetworkStore;
 use crate::net::ports::{PortMapping, Proto};
 use crate::net::{self, Endpoint, NetworkMode};
@@ -240,22 +241,10 @@ pub fn write_etc_files(
         std::fs::write(&path, data).map_err(|e| ContainerError::io(&path, e))
     };
     write("hostname", format!("{hostname}\n"))?;
-    let mut hosts = match opts.network {
-        // The host's own names, as Docker gives a host-network container.
-        NetworkMode::Host => std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
-        _ => LOOPBACK_HOSTS.to_string(),
-    };
-    for (name, ip) in &opts.add_hosts {
-        hosts.push_str(&format!("{ip}\t{name}\n"));
-    }
-    match endpoint {
-        Some(e) => hosts.push_str(&format!("{}\t{hostname}\n", e.ip)),
-        None if opts.network == NetworkMode::None => {
-            hosts.push_str(&format!("127.0.1.1\t{hostname}\n"))
-        }
-        None => {}
-    }
-    write("hosts", hosts)?;
+    write(
+        "hosts",
+        base_hosts(opts.network, Some(hostname), &opts.add_hosts, endpoint),
+    )?;
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let resolv = if opts.dns.is_empty() {
         net::resolv_conf(&host_resolv)
@@ -295,13 +284,61 @@ pub fn connect(store: &ContainerStore, state: &State, pid: i32) -> Result<(), Co
     }
 }
 
+/// The part of a container's /etc/hosts that does not depend on other containers:
+/// loopback (or, on the host network, the host's own file), `--add-host` entries, and the
+/// container's own address with the host name capsa gave it (`first` is its first
+/// network's endpoint).
+fn base_hosts(
+    network: NetworkMode,
+    hostname: Option<&str>,
+    add_hosts: &[(String, std::net::IpAddr)],
+    first: Option<&Endpoint>,
+) -> String {
+    let mut hosts = match network {
+        // The host's own names, as Docker gives a host-network container.
+        NetworkMode::Host => std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
+        _ => LOOPBACK_HOSTS.to_string(),
+    };
+    for (name, ip) in add_hosts.iter().filter(|(n, _)| dns_name::is_valid(n)) {
+        hosts.push_str(&format!("{ip}\t{name}\n"));
+    }
+    let Some(hostname) = hostname.filter(|h| dns_name::is_valid(h)) else {
+        return hosts;
+    };
+    match first {
+        Some(e) => hosts.push_str(&format!("{}\t{hostname}\n", e.ip)),
+        None if network == NetworkMode::None => hosts.push_str(&format!("127.0.1.1\t{hostname}\n")),
+        None => {}
+    }
+    hosts
+}
+
 /// Marks where the member list of a user-defined network starts in /etc/hosts.
 const MEMBERS_MARKER: &str = "# capsa: containers on this network\n";
 
+/// The names a member of `network` is known by there: its container name, its aliases on
+/// that network and its host name, from its record; names that are not DNS names (a
+/// record from before they were checked) are left out.
+fn member_names(member: &State, endpoint: &Endpoint) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let candidates = std::iter::once(&member.name)
+        .chain(endpoint.aliases.iter())
+        .chain(member.hostname.iter());
+    for name in candidates {
+        if dns_name::is_valid(name) && !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    names
+}
+
 /// Name resolution on a user-defined network, by /etc/hosts kept current: every member's
-/// file lists every member that is up (its name, aliases and hostname). Called when a
-/// member starts, stops or goes. The files are bind-mounted, so they are rewritten in
-/// place (same inode); a reader may see one write half done, never a stale inode.
+/// file lists every member that is up (its name, aliases and host name). Called when a
+/// member starts, stops or goes. Each file is rebuilt whole from capsa's records (the
+/// container's own address, host name and `--add-host` entries, then the members): nothing
+/// a container wrote into its /etc/hostname or /etc/hosts reaches any file. The files are
+/// bind-mounted, so they are rewritten in place (same inode); a reader may see one write
+/// half done, never a stale inode.
 pub fn refresh_hosts(store: &ContainerStore, network: &str) {
     if network == "bridge" {
         return; // Docker's default bridge has no name resolution either.
@@ -318,23 +355,28 @@ pub fn refresh_hosts(store: &ContainerStore, network: &str) {
         let Some(e) = m.endpoints().find(|e| e.network == network) else {
             continue;
         };
-        let hostname =
-            std::fs::read_to_string(store.dir(&m.id).etc_file("hostname")).unwrap_or_default();
-        let mut names = vec![m.name.clone()];
-        names.extend(e.aliases.iter().cloned());
-        let hostname = hostname.trim();
-        if !hostname.is_empty() && !names.iter().any(|n| n == hostname) {
-            names.push(hostname.to_string());
+        let names = member_names(m, e);
+        if !names.is_empty() {
+            lines.push_str(&format!("{}\t{}\n", e.ip, names.join(" ")));
         }
-        lines.push_str(&format!("{}\t{}\n", e.ip, names.join(" ")));
     }
     for m in &members {
         let path = store.dir(&m.id).etc_file("hosts");
-        let Ok(current) = std::fs::read_to_string(&path) else {
+        let base = base_hosts(
+            m.network,
+            m.hostname.as_deref(),
+            &m.extra_hosts,
+            m.endpoint.as_ref(),
+        );
+        // Only an existing file is rewritten: a member being removed may have lost its own.
+        let Ok(mut file) = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&path)
+        else {
             continue;
         };
-        let base = current.split(MEMBERS_MARKER).next().unwrap_or_default();
-        let _ = std::fs::write(&path, format!("{base}{lines}"));
+        let _ = std::io::Write::write_all(&mut file, format!("{base}{lines}").as_bytes());
     }
 }
 

@@ -2,6 +2,7 @@
 //! created: a flag value that cannot work is refused here with its name and the reason.
 
 use super::ContainerError;
+use crate::net::dns_name;
 use std::path::PathBuf;
 
 /// Which seccomp filter to use.
@@ -110,15 +111,35 @@ pub struct RunOptions {
 }
 
 /// Parses `--add-host NAME:IP` (IPv6 addresses keep their colons: the name ends at the
-/// first one).
+/// first one). NAME must be a DNS name: it becomes a line of /etc/hosts.
 pub fn parse_add_host(value: &str) -> Result<(String, std::net::IpAddr), ContainerError> {
     let bad = || ContainerError::InvalidArgument(format!("--add-host {value:?}: expected NAME:IP"));
     let (name, ip) = value.split_once(':').ok_or_else(bad)?;
     let ip = ip.trim_matches(['[', ']']).parse().map_err(|_| bad())?;
-    if name.is_empty() || name.contains(char::is_whitespace) {
-        return Err(bad());
-    }
+    dns_name::check(name).map_err(|why| {
+        ContainerError::InvalidArgument(format!("--add-host {value:?}: invalid host name: {why}"))
+    })?;
     Ok((name.to_string(), ip))
+}
+
+/// Longest host name the kernel's UTS namespace holds (HOST_NAME_MAX).
+const MAX_HOSTNAME_LEN: usize = 64;
+
+/// Checks `--hostname`: a DNS name the kernel can hold, since it also goes into the hosts
+/// files of the container's networks.
+pub fn check_hostname(hostname: &str) -> Result<(), ContainerError> {
+    let bad = |why: String| {
+        ContainerError::InvalidArgument(format!(
+            "--hostname {hostname:?}: invalid host name: {why}"
+        ))
+    };
+    if hostname.len() > MAX_HOSTNAME_LEN {
+        return Err(bad(format!(
+            "{} bytes long; a host name has at most {MAX_HOSTNAME_LEN}",
+            hostname.len()
+        )));
+    }
+    dns_name::check(hostname).map_err(bad)
 }
 
 /// Parses a Docker memory size (`512`, `64k`, `64m`, `1g`, `1.5g`; units b k m g).

@@ -131,6 +131,13 @@ pub struct State {
     /// `--rm`: remove when it exits.
     #[serde(default)]
     pub auto_remove: bool,
+    /// The host name capsa gave it (`--hostname`, else the short ID): the hosts files of
+    /// its networks list it from here, never from the container-writable /etc/hostname.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// `--add-host` entries, from which its /etc/hosts is rebuilt.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<(String, std::net::IpAddr)>,
 }
 
 /// Start time (clock ticks since boot) of a live process, or None if it does not exist.
@@ -202,6 +209,8 @@ impl State {
             userns_base: None,
             log_rotation: opts.log_rotation,
             auto_remove: opts.auto_remove,
+            hostname: spec.hostname().clone(),
+            extra_hosts: opts.add_hosts.clone(),
         }
     }
 

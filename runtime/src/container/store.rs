@@ -6,8 +6,9 @@ use super::id;
 use super::state::State;
 use super::ContainerError;
 use crate::fsutil::{write_replacing, FileLock};
-use crate::root::StateRoot;
+use crate::root::{create_private_dir, set_mode, StateRoot, PRIVATE_DIR, PRIVATE_FILE};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 /// Files and folders of one container.
@@ -64,7 +65,30 @@ impl ContainerDir {
     pub fn etc_file(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
+
+    /// Makes a folder from before the store was private private: the folder itself, and
+    /// its records, logs and sockets. The /etc files stay readable (the container's own
+    /// non-root users read them through their bind mounts); the folders below keep theirs
+    /// (the writable layer's root is the container's `/`).
+    pub fn make_private(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::FileTypeExt;
+        set_mode(&self.dir, PRIVATE_DIR)?;
+        for entry in std::fs::read_dir(&self.dir)?.flatten() {
+            let kind = entry.file_type()?;
+            let name = entry.file_name();
+            let etc = ETC_FILES
+                .iter()
+                .any(|f| name.as_encoded_bytes() == f.as_bytes());
+            if (kind.is_file() && !etc) || kind.is_socket() {
+                set_mode(&entry.path(), PRIVATE_FILE)?;
+            }
+        }
+        Ok(())
+    }
 }
+
+/// The files of a container's folder that are bind-mounted into it as /etc/NAME.
+pub const ETC_FILES: [&str; 3] = ["hostname", "hosts", "resolv.conf"];
 
 /// Handle on `containers/` and `names/` of a state root.
 #[derive(Debug, Clone)]
@@ -90,6 +114,21 @@ impl ContainerStore {
         }
     }
 
+    /// Makes the folder of a new container `id`, private to root.
+    pub fn create_dir(&self, id: &str) -> Result<ContainerDir, ContainerError> {
+        let dir = self.dir(id);
+        create_private_dir(&dir.dir).map_err(|e| ContainerError::io(&dir.dir, e))?;
+        Ok(dir)
+    }
+
+    /// Makes every container's folder private (a store from before that rule).
+    pub fn make_private(&self) -> std::io::Result<()> {
+        for id in self.ids() {
+            self.dir(&id).make_private()?;
+        }
+        Ok(())
+    }
+
     /// Takes `name` for `id` atomically.
     pub fn reserve_name(&self, name: &str, id: &str) -> Result<(), ContainerError> {
         if !id::valid_name(name) {
@@ -97,10 +136,15 @@ impl ContainerStore {
                 "invalid container name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
             )));
         }
+        // Other members of its networks resolve it by name through their hosts files.
+        crate::net::dns_name::check(name).map_err(|why| {
+            ContainerError::InvalidArgument(format!("invalid container name {name:?}: {why}"))
+        })?;
         let path = self.root.names_dir().join(name);
         match std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(PRIVATE_FILE)
             .open(&path)
         {
             Ok(mut f) => f

@@ -8,11 +8,14 @@
 //! `load` reads either format (older docker-archives with `<id>/layer.tar` too). The archive
 //! is first extracted into a private staging directory (tar is not seekable); every layer
 //! then goes through [`super::layer::take_in`] and is checked against the config's diff
-//! IDs (and, for OCI layouts, against its descriptor) before the image is named.
+//! IDs (and, for OCI layouts, against its descriptor). Only when every image of the archive
+//! has been read this way are its layers, blobs and names committed: a bad archive stores
+//! nothing.
 
 use super::digest::{chain_ids, hex_part, sha256_of};
-use super::layer::{take_in, Compression, Expected};
+use super::layer::{take_in, Compression, Expected, StagedLayer};
 use super::manifest::{self, ManifestDoc, Platform};
+use super::store::Staging;
 use super::{ImageError, ImageStore, Reference};
 use oci_spec::image::{Descriptor, ImageConfiguration};
 use serde_json::{json, Value};
@@ -140,6 +143,10 @@ pub struct Loaded {
 }
 
 /// Loads every image of the archive `input` (`source` names it in errors).
+///
+/// All or nothing: every image is read and every new layer staged and checked first; only
+/// then are layers, blobs and names committed. An archive that holds no image, or one bad
+/// entry anywhere, leaves the store as it was.
 pub fn load(store: &ImageStore, input: impl Read, source: &str) -> Result<Loaded, ImageError> {
     let bad = |reason: String| ImageError::Archive {
         archive: source.to_string(),
@@ -150,22 +157,51 @@ pub fn load(store: &ImageStore, input: impl Read, source: &str) -> Result<Loaded
     let staging = store.staging()?;
     let tree = staging.path().join("archive");
     std::fs::create_dir(&tree).map_err(|e| ImageError::io(&tree, e))?;
-    let mut archive = tar::Archive::new(input);
-    archive
-        .unpack(&tree)
-        .map_err(|e| bad(format!("not a readable tar archive: {e}")))?;
+    extract(input, &tree).map_err(bad)?;
     let dir = ArchiveDir { root: tree };
-    let mut loaded = Loaded::default();
+    let mut plan = Plan::default();
     if dir.exists("index.json") && !dir.exists("manifest.json") || dir.exists("oci-layout") {
-        load_oci(store, &dir, &mut loaded).map_err(bad)?;
+        plan_oci(store, &dir, &mut plan).map_err(bad)?;
     } else if dir.exists("manifest.json") {
-        load_docker(store, &dir, &mut loaded).map_err(bad)?;
+        plan_docker(store, &dir, &mut plan).map_err(bad)?;
     } else {
         return Err(bad(
             "neither an OCI layout (index.json) nor a docker-archive (manifest.json)".into(),
         ));
     }
-    Ok(loaded)
+    if plan.images.is_empty() {
+        return Err(bad("the archive holds no image".into()));
+    }
+    plan.commit(store).map_err(bad)
+}
+
+/// Extracts the archive into `tree`, refusing entries that would land outside it.
+fn extract(input: impl Read, tree: &Path) -> Result<(), String> {
+    let unreadable = |e: std::io::Error| format!("not a readable tar archive: {e}");
+    let mut archive = tar::Archive::new(input);
+    for entry in archive.entries().map_err(unreadable)? {
+        let mut entry = entry.map_err(unreadable)?;
+        let path = entry.path().map_err(unreadable)?.into_owned();
+        if path
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+        {
+            return Err(format!(
+                "entry {}: path leads outside the archive",
+                path.display()
+            ));
+        }
+        let inside = entry
+            .unpack_in(tree)
+            .map_err(|e| format!("entry {}: {e}", path.display()))?;
+        if !inside {
+            return Err(format!(
+                "entry {}: path leads outside the archive",
+                path.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The extracted archive; every path read from it is checked to stay inside.
@@ -203,9 +239,74 @@ impl ArchiveDir {
     }
 }
 
+/// One image of the archive, read and checked, not yet stored.
+struct PlannedImage {
+    config_bytes: Vec<u8>,
+    id: String,
+    manifest_bytes: Vec<u8>,
+    manifest_digest: String,
+    /// The names it gets; none: it is loaded by ID.
+    names: Vec<Reference>,
+}
+
+/// A new layer, unpacked and checked in its staging directory.
+struct PendingLayer {
+    chain: String,
+    layer: StagedLayer,
+    _staging: Staging,
+}
+
+/// Everything an archive brings, staged: committed together once all of it has been read.
+#[derive(Default)]
+struct Plan {
+    images: Vec<PlannedImage>,
+    layers: Vec<PendingLayer>,
+}
+
+impl Plan {
+    fn has_staged(&self, chain: &str) -> bool {
+        self.layers.iter().any(|l| l.chain == chain)
+    }
+
+    /// Stores the staged layers, the blobs, then the names.
+    fn commit(self, store: &ImageStore) -> Result<Loaded, String> {
+        for pending in self.layers {
+            let _lock = store
+                .layer_lock(&pending.chain)
+                .map_err(|e| e.to_string())?;
+            pending
+                .layer
+                .commit(store, &pending.chain)
+                .map_err(|e| e.to_string())?;
+        }
+        let mut loaded = Loaded::default();
+        for image in self.images {
+            store
+                .put_blob(&image.config_bytes)
+                .map_err(|e| e.to_string())?;
+            store
+                .put_blob(&image.manifest_bytes)
+                .map_err(|e| e.to_string())?;
+            if image.names.is_empty() {
+                store
+                    .add_image(&image.manifest_digest, &image.id, None, None)
+                    .map_err(|e| e.to_string())?;
+                loaded.ids.push(image.id.clone());
+            }
+            for name in &image.names {
+                store
+                    .add_image(&image.manifest_digest, &image.id, Some(name), None)
+                    .map_err(|e| e.to_string())?;
+                loaded.names.push(super::store::familiar_name(&name.full()));
+            }
+        }
+        Ok(loaded)
+    }
+}
+
 /// An OCI image layout: `index.json` -> manifests (or nested indexes, resolved for this
 /// machine's platform) -> config and layer blobs, all checked against their descriptors.
-fn load_oci(store: &ImageStore, dir: &ArchiveDir, loaded: &mut Loaded) -> Result<(), String> {
+fn plan_oci(store: &ImageStore, dir: &ArchiveDir, plan: &mut Plan) -> Result<(), String> {
     let index: Value =
         serde_json::from_slice(&dir.read("index.json")?).map_err(|e| format!("index.json: {e}"))?;
     let entries: Vec<Descriptor> = serde_json::from_value(index["manifests"].clone())
@@ -231,24 +332,26 @@ fn load_oci(store: &ImageStore, dir: &ArchiveDir, loaded: &mut Loaded) -> Result
             .iter()
             .map(|d| Ok((dir.blob(d.digest().as_ref())?, Some(d.clone()))))
             .collect::<Result<_, String>>()?;
-        let id = take_image(store, dir, &config_bytes, &layers)?;
-        store.put_blob(&manifest_bytes).map_err(|e| e.to_string())?;
+        let id = stage_image(store, dir, &config_bytes, &layers, plan)?;
         let annotations = entry.annotations().clone().unwrap_or_default();
         let name = annotations
             .get(NAME_ANNOTATION)
             .or_else(|| annotations.get(REF_ANNOTATION))
             .and_then(|n| Reference::parse(n).ok().filter(|_| n.contains([':', '/'])));
-        store
-            .add_image(&manifest_digest, &id, name.as_ref(), None)
-            .map_err(|e| e.to_string())?;
-        record(loaded, name.as_ref(), &id);
+        plan.images.push(PlannedImage {
+            config_bytes,
+            id,
+            manifest_bytes,
+            manifest_digest,
+            names: name.into_iter().collect(),
+        });
     }
     Ok(())
 }
 
 /// A docker-archive: `manifest.json` -> config file and layer tarballs (any compression).
 /// Its manifest is rebuilt in OCI form from the layers as they are stored.
-fn load_docker(store: &ImageStore, dir: &ArchiveDir, loaded: &mut Loaded) -> Result<(), String> {
+fn plan_docker(store: &ImageStore, dir: &ArchiveDir, plan: &mut Plan) -> Result<(), String> {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "PascalCase")]
     struct Entry {
@@ -259,11 +362,20 @@ fn load_docker(store: &ImageStore, dir: &ArchiveDir, loaded: &mut Loaded) -> Res
     }
     let entries: Vec<Entry> = serde_json::from_slice(&dir.read("manifest.json")?)
         .map_err(|e| format!("manifest.json: {e}"))?;
+    if entries.is_empty() {
+        return Err("manifest.json lists no images".into());
+    }
     for entry in entries {
+        let names = entry
+            .repo_tags
+            .unwrap_or_default()
+            .iter()
+            .map(|t| Reference::parse(t).map_err(|e| format!("manifest.json: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
         let config_bytes = dir.read(&entry.config)?;
         let layers: Vec<(String, Option<Descriptor>)> =
             entry.layers.iter().map(|l| (l.clone(), None)).collect();
-        let id = take_image(store, dir, &config_bytes, &layers)?;
+        let id = stage_image(store, dir, &config_bytes, &layers, plan)?;
         let config_desc = json!({
             "mediaType": "application/vnd.oci.image.config.v1+json",
             "digest": id,
@@ -285,39 +397,25 @@ fn load_docker(store: &ImageStore, dir: &ArchiveDir, loaded: &mut Loaded) -> Res
             "layers": layer_descs,
         });
         let manifest_bytes = serde_json::to_vec(&manifest).unwrap_or_default();
-        let manifest_digest = store.put_blob(&manifest_bytes).map_err(|e| e.to_string())?;
-        let tags = entry.repo_tags.unwrap_or_default();
-        if tags.is_empty() {
-            store
-                .add_image(&manifest_digest, &id, None, None)
-                .map_err(|e| e.to_string())?;
-            record(loaded, None, &id);
-        }
-        for t in tags {
-            let r = Reference::parse(&t).map_err(|e| e.to_string())?;
-            store
-                .add_image(&manifest_digest, &id, Some(&r), None)
-                .map_err(|e| e.to_string())?;
-            record(loaded, Some(&r), &id);
-        }
+        plan.images.push(PlannedImage {
+            manifest_digest: sha256_of(&manifest_bytes),
+            config_bytes,
+            id,
+            manifest_bytes,
+            names,
+        });
     }
     Ok(())
 }
 
-fn record(loaded: &mut Loaded, name: Option<&Reference>, id: &str) {
-    match name {
-        Some(r) => loaded.names.push(super::store::familiar_name(&r.full())),
-        None => loaded.ids.push(id.to_string()),
-    }
-}
-
-/// Takes in every layer (checking diff IDs against the config) and the config; returns
-/// the image ID.
-fn take_image(
+/// Stages every layer the store (and the plan) lacks, checking diff IDs against the
+/// config; returns the image ID.
+fn stage_image(
     store: &ImageStore,
     dir: &ArchiveDir,
     config_bytes: &[u8],
     layers: &[(String, Option<Descriptor>)],
+    plan: &mut Plan,
 ) -> Result<String, String> {
     let config = ImageConfiguration::from_reader(config_bytes)
         .map_err(|e| format!("malformed config: {e}"))?;
@@ -330,7 +428,6 @@ fn take_image(
         ));
     }
     for (((path, desc), diff_id), chain) in layers.iter().zip(diff_ids).zip(chain_ids(diff_ids)) {
-        let _lock = store.layer_lock(&chain).map_err(|e| e.to_string())?;
         let declared = match desc {
             Some(d) => Some(Compression::of_media_type(d.media_type().as_ref())?),
             None => None,
@@ -338,7 +435,7 @@ fn take_image(
         let blob_known = desc
             .as_ref()
             .is_some_and(|d| store.has_blob(d.digest().as_ref()));
-        if store.has_layer(&chain) && blob_known {
+        if store.has_layer(&chain) && blob_known || plan.has_staged(&chain) {
             continue;
         }
         let staging = store.staging().map_err(|e| e.to_string())?;
@@ -346,7 +443,7 @@ fn take_image(
             digest: d.digest().to_string(),
             size: d.size(),
         });
-        let staged = take_in(
+        let layer = take_in(
             dir.open(path)?,
             staging.path(),
             declared,
@@ -354,15 +451,19 @@ fn take_image(
             expected.as_ref(),
         )
         .map_err(|e| e.to_string())?;
-        if staged.diff_id != *diff_id {
+        if layer.diff_id != *diff_id {
             return Err(format!(
                 "layer {path}: unpacks to {}, the config says {diff_id}",
-                staged.diff_id
+                layer.diff_id
             ));
         }
-        staged.commit(store, &chain).map_err(|e| e.to_string())?;
+        plan.layers.push(PendingLayer {
+            chain,
+            layer,
+            _staging: staging,
+        });
     }
-    store.put_blob(config_bytes).map_err(|e| e.to_string())
+    Ok(sha256_of(config_bytes))
 }
 
 /// Digest, size and compression of a docker-archive layer file as it is now stored.

@@ -5,7 +5,9 @@
 //! the `tar` crate refuses parents that resolve outside through symlinks and hard links to
 //! outside. Whiteouts become overlayfs whiteouts: `.wh.NAME` a 0:0 character device `NAME`,
 //! `.wh..wh..opq` the `trusted.overlay.opaque=y` and `user.overlay.opaque=y` xattrs on its
-//! directory (the second for overlays mounted in a user namespace).
+//! directory (the second for overlays mounted in a user namespace). A whiteout that hides
+//! no file name (`.wh.`, `.wh..`, `.wh...`) is refused; aufs's own `.wh..wh.*` bookkeeping
+//! entries are skipped, as Docker skips them.
 
 use crate::linux::inroot::Root;
 use nix::sys::stat::{makedev, SFlag};
@@ -16,6 +18,39 @@ use std::path::{Component, Path, PathBuf};
 const WHITEOUT_PREFIX: &str = ".wh.";
 /// Name of the opaque-directory marker in an OCI/Docker layer.
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
+/// Prefix of aufs's metadata entries (hard-link directories and the like), never files.
+const AUFS_META_PREFIX: &str = ".wh..wh.";
+
+/// What a layer entry named `file_name` is, as far as whiteouts go.
+#[derive(Debug, PartialEq, Eq)]
+enum Whiteout<'a> {
+    /// Not a whiteout: an ordinary entry.
+    No,
+    /// `.wh..wh..opq`: the directory hides what lower layers have in it.
+    Opaque,
+    /// `.wh.NAME`: NAME is deleted.
+    Hides(&'a str),
+    /// aufs bookkeeping (`.wh..wh.plnk` and the like): nothing to unpack.
+    AufsMeta,
+}
+
+/// Classifies `file_name`; Err says why a whiteout hides no file.
+fn whiteout_of(file_name: &str) -> Result<Whiteout<'_>, String> {
+    if file_name == OPAQUE_MARKER {
+        return Ok(Whiteout::Opaque);
+    }
+    if file_name.starts_with(AUFS_META_PREFIX) {
+        return Ok(Whiteout::AufsMeta);
+    }
+    match file_name.strip_prefix(WHITEOUT_PREFIX) {
+        None => Ok(Whiteout::No),
+        Some("") => Err("whiteout names no file".into()),
+        Some(name @ ("." | "..")) => {
+            Err(format!("whiteout names {name:?}, which is not a file name"))
+        }
+        Some(name) => Ok(Whiteout::Hides(name)),
+    }
+}
 
 /// Unpacks the tar stream `input` into `dest` (which must exist and be empty).
 /// The error says which entry failed and why.
@@ -43,22 +78,27 @@ pub fn unpack_layer<R: Read>(input: R, dest: &Path) -> Result<(), String> {
             continue; // the archive's root directory itself
         };
         let fail = |e: &dyn std::error::Error| format!("{}: {}", raw.display(), error_chain(e));
-        if file_name == OPAQUE_MARKER {
-            let dir = root
-                .mkdir_all(rel.parent().unwrap_or(Path::new("")))
-                .map_err(|e| fail(&e))?;
-            // trusted.* for a root-mounted overlay, user.* for one mounted in a user
-            // namespace (userxattr).
-            dir.set_xattr("trusted.overlay.opaque", b"y")
-                .map_err(|e| fail(&e))?;
-            dir.set_xattr("user.overlay.opaque", b"y")
-                .map_err(|e| fail(&e))?;
-            continue;
-        }
-        if let Some(hidden) = file_name.strip_prefix(WHITEOUT_PREFIX) {
-            let target = rel.with_file_name(hidden);
-            make_node(&root, &target, SFlag::S_IFCHR, 0o600, 0, 0, (0, 0)).map_err(|e| fail(&e))?;
-            continue;
+        match whiteout_of(file_name).map_err(|why| format!("{}: {why}", raw.display()))? {
+            Whiteout::No => {}
+            Whiteout::AufsMeta => continue,
+            Whiteout::Opaque => {
+                let dir = root
+                    .mkdir_all(rel.parent().unwrap_or(Path::new("")))
+                    .map_err(|e| fail(&e))?;
+                // trusted.* for a root-mounted overlay, user.* for one mounted in a user
+                // namespace (userxattr).
+                dir.set_xattr("trusted.overlay.opaque", b"y")
+                    .map_err(|e| fail(&e))?;
+                dir.set_xattr("user.overlay.opaque", b"y")
+                    .map_err(|e| fail(&e))?;
+                continue;
+            }
+            Whiteout::Hides(hidden) => {
+                let target = rel.with_file_name(hidden);
+                make_node(&root, &target, SFlag::S_IFCHR, 0o600, 0, 0, (0, 0))
+                    .map_err(|e| fail(&e))?;
+                continue;
+            }
         }
         let kind = entry.header().entry_type();
         if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
@@ -228,6 +268,21 @@ mod tests {
             let leaked = std::fs::read(dest.join("leak")).unwrap_or_default();
             assert_ne!(leaked, b"host", "a hard link reached {target}");
         }
+    }
+
+    #[test]
+    fn whiteouts_that_hide_no_file_are_named() {
+        for name in [".wh...", "d/.wh...", ".wh.", ".wh..", "d/.wh."] {
+            let dir = tempfile::tempdir().unwrap();
+            let tar = tar_with(&[(name, b"")]);
+            let err = unpack_layer(&tar[..], dir.path()).unwrap_err();
+            assert!(err.starts_with(name), "{name}: {err}");
+            assert!(err.contains("whiteout"), "{name}: {err}");
+        }
+        assert_eq!(whiteout_of(".wh..wh.plnk"), Ok(Whiteout::AufsMeta));
+        assert_eq!(whiteout_of(".wh..wh..opq"), Ok(Whiteout::Opaque));
+        assert_eq!(whiteout_of(".wh.a"), Ok(Whiteout::Hides("a")));
+        assert_eq!(whiteout_of("a.wh."), Ok(Whiteout::No));
     }
 
     #[test]

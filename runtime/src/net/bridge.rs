@@ -93,8 +93,8 @@ pub fn ensure(config: &BridgeConfig, host: &mut Netlink) -> Result<u32, NetError
     {
         return Ok(index);
     }
-    let _lock =
-        crate::fsutil::FileLock::acquire(Path::new(LOCK)).map_err(|e| fail(LOCK, e.to_string()))?;
+    let _lock = crate::fsutil::FileLock::acquire_outside_root(Path::new(LOCK))
+        .map_err(|e| fail(LOCK, e.to_string()))?;
     if let Some(index) = host
         .link_index(&config.name)
         .map_err(|e| fail("finding the bridge", e.to_string()))?

@@ -11,6 +11,7 @@
 //! namespace, which the kernel tears down asynchronously once its last process is gone.
 
 pub mod bridge;
+pub mod dns_name;
 pub mod netlink;
 pub mod networks;
 pub mod nft;
@@ -155,6 +156,11 @@ pub fn allocate(
     taken_ips: &[Ipv4Addr],
     taken_ports: &[PortMapping],
 ) -> Result<Endpoint, NetError> {
+    for alias in &request.aliases {
+        dns_name::check(alias).map_err(|why| {
+            NetError::Invalid(format!("--network-alias {alias:?}: invalid name: {why}"))
+        })?;
+    }
     let mut ports = Vec::with_capacity(request.ports.len());
     for p in &request.ports {
         let mut p = *p;

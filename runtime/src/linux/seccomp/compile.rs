@@ -22,6 +22,32 @@ const DEFAULT_ERRNO: u32 = libc::EPERM as u32;
 /// Bytes of one `struct sock_filter`.
 const INSN_BYTES: usize = 8;
 
+/// Arguments the kernel declares as 32-bit (`int`, `unsigned int`) on x86_64, by syscall and
+/// index. The kernel drops the upper half of the register, so a filter comparing all 64 bits
+/// could be passed by setting bits the kernel ignores (`socket(AF_VSOCK | 1 << 32, ...)`
+/// is greater than AF_VSOCK to a 64-bit comparison, and AF_VSOCK to the kernel). These are
+/// compared on their lower 32 bits only, as the kernel reads them.
+const INT_ARGS: &[(&str, u32)] = &[
+    ("socket", 0),
+    ("socket", 1),
+    ("socket", 2),
+    ("personality", 0),
+];
+
+/// How many bits of `arg` of `name` to compare: the kernel's width, unless the profile's
+/// values do not fit it (then all 64, so the rule still means what it says).
+fn arg_len(name: &str, arg: &LinuxSeccompArg) -> SeccompCmpArgLen {
+    let fits = |v: u64| u32::try_from(v).is_ok();
+    if INT_ARGS.contains(&(name, arg.index() as u32))
+        && fits(arg.value())
+        && fits(arg.value_two().unwrap_or(0))
+    {
+        SeccompCmpArgLen::Dword
+    } else {
+        SeccompCmpArgLen::Qword
+    }
+}
+
 fn action_of(
     action: LinuxSeccompAction,
     errno: Option<u32>,
@@ -44,8 +70,9 @@ fn action_of(
     })
 }
 
-fn condition(arg: &LinuxSeccompArg) -> Result<SeccompCondition, SeccompError> {
+fn condition(name: &str, arg: &LinuxSeccompArg) -> Result<SeccompCondition, SeccompError> {
     let index = u8::try_from(arg.index()).map_err(|_| SeccompError::Compile("arg index".into()))?;
+    let len = arg_len(name, arg);
     let (op, value) = match arg.op() {
         LinuxSeccompOperator::ScmpCmpNe => (SeccompCmpOp::Ne, arg.value()),
         LinuxSeccompOperator::ScmpCmpLt => (SeccompCmpOp::Lt, arg.value()),
@@ -59,13 +86,13 @@ fn condition(arg: &LinuxSeccompArg) -> Result<SeccompCondition, SeccompError> {
             arg.value_two().unwrap_or(0),
         ),
     };
-    SeccompCondition::new(index, SeccompCmpArgLen::Qword, op, value)
-        .map_err(|e| SeccompError::Compile(e.to_string()))
+    SeccompCondition::new(index, len, op, value).map_err(|e| SeccompError::Compile(e.to_string()))
 }
 
-/// Rules of one syscall entry: all args on distinct indexes are ANDed into one rule; args
-/// repeating an index are alternatives (one rule each), as libseccomp treats them.
-fn rules_of(args: &[LinuxSeccompArg]) -> Result<Vec<SeccompRule>, SeccompError> {
+/// Rules of one syscall entry for syscall `name`: all args on distinct indexes are ANDed
+/// into one rule; args repeating an index are alternatives (one rule each), as libseccomp
+/// treats them.
+fn rules_of(name: &str, args: &[LinuxSeccompArg]) -> Result<Vec<SeccompRule>, SeccompError> {
     if args.is_empty() {
         return Ok(vec![]); // seccompiler's "match unconditionally"
     }
@@ -75,35 +102,46 @@ fn rules_of(args: &[LinuxSeccompArg]) -> Result<Vec<SeccompRule>, SeccompError> 
         SeccompRule::new(conds).map_err(|e| SeccompError::Compile(e.to_string()))
     };
     if distinct {
-        let conds = args.iter().map(condition).collect::<Result<Vec<_>, _>>()?;
+        let conds = args
+            .iter()
+            .map(|a| condition(name, a))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(vec![rule(conds)?])
     } else {
-        args.iter().map(|a| rule(vec![condition(a)?])).collect()
+        args.iter()
+            .map(|a| rule(vec![condition(name, a)?]))
+            .collect()
     }
 }
 
 type RuleMap = BTreeMap<i64, Vec<SeccompRule>>;
 
-/// Adds `names` with `rules` (empty: unconditional) to `map`. An unconditional entry wins
-/// over conditional ones for the same syscall. Names unknown on x86_64 are skipped, as
-/// libseccomp skips them.
-fn add_rules(map: &mut RuleMap, names: &[String], rules: &[SeccompRule]) {
+/// Adds `names` with the rules of `args` (none: unconditional) to `map`. An unconditional
+/// entry wins over conditional ones for the same syscall. Names unknown on x86_64 are
+/// skipped, as libseccomp skips them.
+fn add_rules(
+    map: &mut RuleMap,
+    names: &[String],
+    args: &[LinuxSeccompArg],
+) -> Result<(), SeccompError> {
     for name in names {
         let Ok(sysno) = syscalls::Sysno::from_str(name) else {
             continue;
         };
         let nr = sysno.id() as i64;
+        let rules = rules_of(name, args)?;
         match map.get_mut(&nr) {
             Some(existing) if existing.is_empty() => {}
             Some(_) if rules.is_empty() => {
                 map.insert(nr, vec![]);
             }
-            Some(existing) => existing.extend(rules.iter().cloned()),
+            Some(existing) => existing.extend(rules),
             None => {
-                map.insert(nr, rules.to_vec());
+                map.insert(nr, rules);
             }
         }
     }
+    Ok(())
 }
 
 /// Compiles `seccomp` into the stack of BPF programs to install, in order.
@@ -116,9 +154,9 @@ pub fn compile(seccomp: &LinuxSeccomp) -> Result<Vec<BpfProgram>, SeccompError> 
         if action == default {
             continue;
         }
-        let rules = rules_of(entry.args().as_deref().unwrap_or(&[]))?;
+        let args = entry.args().as_deref().unwrap_or(&[]);
         if action == SeccompAction::Allow {
-            add_rules(&mut allow, entry.names(), &rules);
+            add_rules(&mut allow, entry.names(), args)?;
         } else {
             let pos = match others.iter().position(|(a, _)| *a == action) {
                 Some(p) => p,
@@ -127,7 +165,7 @@ pub fn compile(seccomp: &LinuxSeccomp) -> Result<Vec<BpfProgram>, SeccompError> 
                     others.len() - 1
                 }
             };
-            add_rules(&mut others[pos].1, entry.names(), &rules);
+            add_rules(&mut others[pos].1, entry.names(), args)?;
         }
     }
     let arch = TargetArch::x86_64;

@@ -1,6 +1,7 @@
 //! Docker's seccomp profile format (`--security-opt seccomp=FILE.json`), resolved for one
 //! container: rules that `includes`/`excludes` capabilities or architectures are kept or
 //! dropped here, and the rest becomes the OCI spec's `linux.seccomp`, as dockerd does.
+//! A rule's `includes.minKernel` keeps it only on kernels at least that new.
 
 use super::SeccompError;
 use oci_spec::runtime::{
@@ -47,11 +48,29 @@ struct Filter {
     caps: Vec<String>,
     #[serde(default)]
     arches: Vec<String>,
+    /// `"major.minor"`: the rule needs at least this kernel (`includes` only, as in Docker).
+    #[serde(default)]
+    min_kernel: Option<String>,
+}
+
+/// `(major, minor)` of a kernel release such as `6.1.0-18-amd64` or a `minKernel` value.
+fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next().unwrap_or("0").parse().unwrap_or(0);
+    Some((major, minor))
+}
+
+/// The running kernel's `(major, minor)`; None when uname fails or says something odd.
+fn running_kernel() -> Option<(u32, u32)> {
+    let uts = nix::sys::utsname::uname().ok()?;
+    kernel_version(uts.release().to_str()?)
 }
 
 impl Rule {
-    /// Whether this rule applies to a container with `caps` on x86_64.
-    fn applies(&self, caps: &[String]) -> bool {
+    /// Whether this rule applies to a container with `caps` on x86_64, on a kernel whose
+    /// `(major, minor)` is `kernel` (None: unknown, so a `minKernel` rule is left out).
+    fn applies(&self, caps: &[String], kernel: Option<(u32, u32)>) -> bool {
         let arch_ok =
             |arches: &[String]| arches.iter().any(|a| NATIVE_ARCHES.contains(&a.as_str()));
         let included = (self.includes.caps.is_empty()
@@ -60,7 +79,11 @@ impl Rule {
         let excluded = (!self.excludes.caps.is_empty()
             && self.excludes.caps.iter().any(|c| caps.contains(c)))
             || (!self.excludes.arches.is_empty() && arch_ok(&self.excludes.arches));
-        included && !excluded
+        let kernel_ok = match &self.includes.min_kernel {
+            None => true,
+            Some(min) => matches!((kernel, kernel_version(min)), (Some(k), Some(m)) if k >= m),
+        };
+        included && kernel_ok && !excluded
     }
 }
 
@@ -75,8 +98,14 @@ pub fn resolve(
         source_name: source_name.to_string(),
         reason: e.to_string(),
     })?;
+    let kernel = profile
+        .syscalls
+        .iter()
+        .any(|r| r.includes.min_kernel.is_some())
+        .then(running_kernel)
+        .flatten();
     let mut syscalls: Vec<LinuxSyscall> = Vec::new();
-    for rule in profile.syscalls.iter().filter(|r| r.applies(caps)) {
+    for rule in profile.syscalls.iter().filter(|r| r.applies(caps, kernel)) {
         let mut names = rule.names.clone();
         names.extend(rule.name.clone());
         let mut b = LinuxSyscallBuilder::default()
@@ -129,6 +158,42 @@ mod tests {
         admin.push("CAP_SYS_ADMIN".into());
         let s = resolve(super::super::DEFAULT_PROFILE, "default", &admin).unwrap();
         assert!(names_of(&s).contains(&"mount".to_string()));
+    }
+
+    #[test]
+    fn io_uring_is_denied_and_af_alg_and_vsock_sockets_too() {
+        let default: Vec<String> = DOCKER_DEFAULT.iter().map(|s| s.to_string()).collect();
+        let s = resolve(super::super::DEFAULT_PROFILE, "default", &default).unwrap();
+        let names = names_of(&s);
+        for denied in ["io_uring_setup", "io_uring_enter", "io_uring_register"] {
+            assert!(!names.contains(&denied.to_string()), "{denied} allowed");
+        }
+        let socket_rules: Vec<_> = s
+            .syscalls()
+            .iter()
+            .flatten()
+            .filter(|r| r.names().contains(&"socket".to_string()))
+            .collect();
+        assert_eq!(
+            socket_rules.len(),
+            3,
+            "socket: below AF_ALG, AF_PACKET... above AF_VSOCK"
+        );
+        assert!(socket_rules.iter().all(|r| r.args().is_some()));
+    }
+
+    #[test]
+    fn min_kernel_keeps_a_rule_only_on_newer_kernels() {
+        let json = r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[
+            {"names":["ptrace"],"action":"SCMP_ACT_ALLOW","includes":{"minKernel":"4.8"}}]}"#;
+        let profile: Profile = serde_json::from_str(json).unwrap();
+        let rule = &profile.syscalls[0];
+        assert!(rule.applies(&[], Some((6, 1))));
+        assert!(rule.applies(&[], Some((4, 8))));
+        assert!(!rule.applies(&[], Some((4, 7))));
+        assert!(!rule.applies(&[], None));
+        assert_eq!(kernel_version("6.1.0-18-amd64"), Some((6, 1)));
+        assert_eq!(kernel_version("5"), Some((5, 0)));
     }
 
     #[test]
