@@ -511,7 +511,7 @@ fn lay_out_named(
     id: &str,
     name: &str,
 ) -> Result<(State, CreateRequest), ContainerError> {
-    let dir = store.dir(id);
+    let dir = store.create_dir(id)?;
     let files = VmFiles::new(&dir);
     std::fs::create_dir_all(&files.dir).map_err(|e| ContainerError::io(&files.dir, e))?;
     let ctx = SpecContext {
@@ -536,7 +536,8 @@ fn lay_out_named(
     network::write_etc_files(&dir, &hostname, opts, endpoint.as_ref())?;
     let config = serde_json::to_vec_pretty(&spec)
         .map_err(|e| ContainerError::io(&dir.config(), std::io::Error::other(e)))?;
-    std::fs::write(dir.config(), config).map_err(|e| ContainerError::io(&dir.config(), e))?;
+    crate::fsutil::write_private(&dir.config(), &config)
+        .map_err(|e| ContainerError::io(&dir.config(), e))?;
     let mut guest_files = Vec::new();
     for (file, path) in [
         ("hostname", "/etc/hostname"),

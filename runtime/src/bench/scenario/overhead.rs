@@ -156,14 +156,24 @@ fn drive(port: u16, ctx: &Context) -> Result<(Vec<f64>, f64), String> {
 /// The probe on the host itself: the figures without any isolation.
 pub fn baseline(probe: &Path, ctx: &Context) -> Outcome<OverheadResult> {
     ctx.progress.doing("overhead: host baseline".into());
-    let dir = std::env::temp_dir().join(format!("capsa-bench-{}", std::process::id()));
+    // A fresh private directory: a predictable name in /tmp could be made first by another
+    // user, and the probe (run as root) would then write where they chose.
+    let scratch = match tempfile::Builder::new().prefix("capsa-bench-").tempdir() {
+        Ok(d) => d,
+        Err(e) => {
+            return Outcome::Failed {
+                error: format!("scratch directory: {e}"),
+            }
+        }
+    };
+    let dir = scratch.path().join("files");
     let mut cmd = Command::new(probe);
     cmd.arg("all").arg("--dir").arg(&dir);
     if ctx.plan.quick {
         cmd.arg("--quick");
     }
     let run = timed_run(cmd, "{");
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(scratch);
     let mut result = match run.and_then(figures) {
         Ok(res) => res,
         Err(error) => return Outcome::Failed { error },
