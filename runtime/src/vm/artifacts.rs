@@ -115,16 +115,28 @@ fn initramfs(root: &StateRoot, agent: &Path, init_program: &Path) -> Result<Path
     let hash = hex::encode(&digest.finalize()[..8]);
     let dir = root.dir().join("vm");
     let path = dir.join(format!("initramfs-{hash}.cpio.gz"));
-    if path.is_file() {
-        return Ok(path);
+    if !path.is_file() {
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let archive = cpio(&binary, &init, e2fsck.as_deref());
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&archive).map_err(io)?;
+        let bytes = gz.finish().map_err(io)?;
+        crate::fsutil::write_atomic(&path, &bytes).map_err(io)?;
     }
-    std::fs::create_dir_all(&dir).map_err(io)?;
-    let archive = cpio(&binary, &init, e2fsck.as_deref());
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&archive).map_err(io)?;
-    let bytes = gz.finish().map_err(io)?;
-    crate::fsutil::write_atomic(&path, &bytes).map_err(io)?;
+    readable_by_engines(&path).map_err(io)?;
     Ok(path)
+}
+
+/// The jailed engine runs as a user of its own and reads the initramfs through a bind mount
+/// of this one file, so the file (whose content is public: the agent and its helpers) is
+/// world-readable; the private state directory still keeps other users from its path.
+fn readable_by_engines(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    const MODE: u32 = 0o644;
+    if std::fs::metadata(path)?.permissions().mode() & 0o777 != MODE {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(MODE))?;
+    }
+    Ok(())
 }
 
 /// Where the initramfs holds capsa-init (the agent loads it from there before it leaves
