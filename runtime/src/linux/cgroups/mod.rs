@@ -5,6 +5,8 @@
 //! from another cgroup. A relative parent nests under the creating process's own cgroup,
 //! so limits that enclose the caller also enclose its containers.
 
+mod bpf;
+pub mod device_filter;
 pub mod v1;
 pub mod v2;
 
@@ -94,6 +96,21 @@ pub enum CgroupError {
         path: PathBuf,
         /// The cause.
         source: std::io::Error,
+    },
+    /// A device rule of the spec cannot be enforced as written.
+    #[error(transparent)]
+    BadDeviceRule(#[from] device_filter::BadDeviceRule),
+    /// The device allowlist program could not be loaded into or attached to the cgroup.
+    #[error("cgroup {path}: device allowlist: {op}: {source}{detail}")]
+    DeviceProgram {
+        /// The cgroup directory.
+        path: PathBuf,
+        /// The bpf(2) command that failed.
+        op: &'static str,
+        /// The cause.
+        source: std::io::Error,
+        /// What the kernel's verifier or configuration adds (empty, or starts with "; ").
+        detail: String,
     },
     /// A limit was asked for whose controller this host does not offer.
     #[error("cgroup controller {controller:?} is not available ({why})")]

@@ -122,29 +122,34 @@ impl V1Manager {
             } else {
                 "devices.deny"
             };
-            write_file(dir, file, &device_rule(rule))?;
+            if let Some(line) = device_rule(rule) {
+                write_file(dir, file, &line)?;
+            }
         }
         Ok(())
     }
 }
 
-/// `c 1:3 rwm` for one rule; `a` for "all devices".
-fn device_rule(rule: &LinuxDeviceCgroup) -> String {
+/// `c 1:3 rwm` for one rule; `a` for "all devices"; None for a FIFO's rule, which no
+/// device matches (v1 has no such type; writing `a` for it would reset the whole list).
+fn device_rule(rule: &LinuxDeviceCgroup) -> Option<String> {
     let kind = match rule.typ() {
-        Some(LinuxDeviceType::C) => "c",
+        // `u` (unbuffered) is a character device.
+        Some(LinuxDeviceType::C) | Some(LinuxDeviceType::U) => "c",
         Some(LinuxDeviceType::B) => "b",
-        _ => "a",
+        Some(LinuxDeviceType::P) => return None,
+        None | Some(LinuxDeviceType::A) => "a",
     };
     if kind == "a" && rule.major().is_none() && rule.minor().is_none() {
-        return "a".into();
+        return Some("a".into());
     }
     let num = |n: Option<i64>| n.map_or("*".to_string(), |n| n.to_string());
     let access = rule.access().clone().unwrap_or_else(|| "rwm".into());
-    format!(
+    Some(format!(
         "{kind} {}:{} {access}",
         num(rule.major()),
         num(rule.minor())
-    )
+    ))
 }
 
 /// Creates `dir` and its missing ancestors. In the cpuset hierarchy every level on the way
@@ -290,7 +295,7 @@ mod tests {
             .access("rwm")
             .build()
             .unwrap();
-        assert_eq!(device_rule(&all), "a");
+        assert_eq!(device_rule(&all).unwrap(), "a");
         let null = LinuxDeviceCgroupBuilder::default()
             .allow(true)
             .typ(LinuxDeviceType::C)
@@ -299,7 +304,7 @@ mod tests {
             .access("rwm")
             .build()
             .unwrap();
-        assert_eq!(device_rule(&null), "c 1:3 rwm");
+        assert_eq!(device_rule(&null).unwrap(), "c 1:3 rwm");
         let pts = LinuxDeviceCgroupBuilder::default()
             .allow(true)
             .typ(LinuxDeviceType::C)
@@ -307,6 +312,22 @@ mod tests {
             .access("rwm")
             .build()
             .unwrap();
-        assert_eq!(device_rule(&pts), "c 136:* rwm");
+        assert_eq!(device_rule(&pts).unwrap(), "c 136:* rwm");
+        // Neither an unbuffered char device nor a FIFO may turn into `a` (the whole list).
+        let unbuffered = LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .typ(LinuxDeviceType::U)
+            .major(4)
+            .minor(64)
+            .access("rw")
+            .build()
+            .unwrap();
+        assert_eq!(device_rule(&unbuffered).unwrap(), "c 4:64 rw");
+        let fifo = LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .typ(LinuxDeviceType::P)
+            .build()
+            .unwrap();
+        assert_eq!(device_rule(&fifo), None);
     }
 }

@@ -1,11 +1,14 @@
 //! cgroup v2: one directory in the unified hierarchy; controllers enabled in each ancestor's
-//! `cgroup.subtree_control` on the way down.
+//! `cgroup.subtree_control` on the way down; the device rules enforced by an eBPF program
+//! attached to the directory ([`super::device_filter`]).
 
+use super::device_filter::DeviceFilter;
 use super::{
-    io_err, read_file, read_keyed, read_pids, remove_dir_killing, wait_freezer, write_file,
+    bpf, io_err, read_file, read_keyed, read_pids, remove_dir_killing, wait_freezer, write_file,
     CgroupError, CgroupManager, CgroupPaths, CgroupStats, CGROUP_ROOT,
 };
-use oci_spec::runtime::LinuxResources;
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxResources};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// The v2 manager of one container.
@@ -80,6 +83,55 @@ impl V2Manager {
     }
 }
 
+/// Makes the device programs attached to `dir` those of `rules`: the new program is attached
+/// before the ones a previous apply left are detached, so no moment is less strict than
+/// either. `None` (no `devices` section) attaches nothing, as v1 writes nothing. Runs before
+/// any process is in the cgroup: `apply` precedes the init's clone into it.
+///
+/// The program is attached with BPF_F_ALLOW_MULTI: programs of ancestors attached the same
+/// way still run, and one attached in a descendant (by a privileged container in its own
+/// cgroup) runs beside it and cannot replace it. The cgroup holds the only reference once
+/// our descriptor is closed; removing the cgroup frees the program.
+fn apply_devices(dir: &Path, rules: Option<&[LinuxDeviceCgroup]>) -> Result<(), CgroupError> {
+    let Some(rules) = rules else {
+        return Ok(());
+    };
+    let filter = DeviceFilter::new(rules)?;
+    let fail =
+        |op: &'static str, source: std::io::Error, detail: String| CgroupError::DeviceProgram {
+            path: dir.to_path_buf(),
+            op,
+            source,
+            detail,
+        };
+    let cgroup: OwnedFd = std::fs::File::open(dir).map_err(io_err(dir))?.into();
+    if filter.allows_everything() {
+        // Nothing to attach; a kernel without cgroup BPF cannot hold an old program either.
+        for id in bpf::attached_device_programs(cgroup.as_fd()).unwrap_or_default() {
+            bpf::detach_device_program(cgroup.as_fd(), id)
+                .map_err(|e| fail("BPF_PROG_DETACH", e, String::new()))?;
+        }
+        return Ok(());
+    }
+    let program = bpf::load_device_program(&filter.program(), "capsa_devices").map_err(|e| {
+        let detail = if e.log.is_empty() {
+            "; the kernel needs CONFIG_BPF_SYSCALL and CONFIG_CGROUP_BPF".to_string()
+        } else {
+            format!("; verifier: {}", e.log.lines().last().unwrap_or_default())
+        };
+        fail("BPF_PROG_LOAD", e.source, detail)
+    })?;
+    let old = bpf::attached_device_programs(cgroup.as_fd())
+        .map_err(|e| fail("BPF_PROG_QUERY", e, String::new()))?;
+    bpf::attach_device_program(cgroup.as_fd(), program.as_fd())
+        .map_err(|e| fail("BPF_PROG_ATTACH", e, String::new()))?;
+    for id in old {
+        bpf::detach_device_program(cgroup.as_fd(), id)
+            .map_err(|e| fail("BPF_PROG_DETACH", e, String::new()))?;
+    }
+    Ok(())
+}
+
 /// The controllers `resources` needs.
 fn wanted_controllers(r: &LinuxResources) -> Vec<&'static str> {
     let mut out = Vec::new();
@@ -110,6 +162,7 @@ impl CgroupManager for V2Manager {
     fn apply(&self, r: &LinuxResources) -> Result<(), CgroupError> {
         self.create(&wanted_controllers(r))?;
         let dir = &self.dir;
+        apply_devices(dir, r.devices().as_deref())?;
         if let Some(limit) = r.memory().as_ref().and_then(|m| m.limit()) {
             write_file(dir, "memory.max", &limit.to_string())?;
             if let Some(swap) = r.memory().as_ref().and_then(|m| m.swap()) {
@@ -285,6 +338,78 @@ mod tests {
         assert!(err.contains("memory"), "{err}");
         let _ = std::fs::remove_dir(mount.join(&name).join("ctr"));
         let _ = std::fs::remove_dir(mount.join(&name));
+    }
+
+    /// Runs `script` in a shell placed in cgroup `m` before it opens anything.
+    fn sh_in(m: &V2Manager, script: &str) -> String {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new("sh")
+            .args(["-c", &format!("read go; {script}")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        m.add_task(child.id() as i32).unwrap();
+        child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+    }
+
+    #[test]
+    fn device_rules_are_enforced_and_replaced_on_reapply() {
+        use oci_spec::runtime::{LinuxDeviceCgroupBuilder, LinuxDeviceType};
+        let Some(mount) = cgroup2_mount() else { return };
+        let name = format!("capsa-unit-dev-{}", std::process::id());
+        let m = manager_under(&mount, &name);
+        let rule = |allow: bool, typ, major: Option<i64>, minor: Option<i64>| {
+            let mut b = LinuxDeviceCgroupBuilder::default()
+                .allow(allow)
+                .typ(typ)
+                .access("rwm");
+            if let (Some(major), Some(minor)) = (major, minor) {
+                b = b.major(major).minor(minor);
+            }
+            b.build().unwrap()
+        };
+        // Deny all, then allow /dev/zero (1:5) only: /dev/null (1:3) must not open.
+        let rules = vec![
+            rule(false, LinuxDeviceType::A, None, None),
+            rule(true, LinuxDeviceType::C, Some(1), Some(5)),
+        ];
+        let only_zero = LinuxResourcesBuilder::default()
+            .devices(rules)
+            .build()
+            .unwrap();
+        // No redirection to /dev/null in the script: that is a device open too.
+        let script = "head -c 1 /dev/zero | wc -c | grep -q 1 && echo zero; \
+                      cat /dev/null && echo null; true";
+        m.apply(&only_zero).unwrap();
+        let cgroup: OwnedFd = std::fs::File::open(&m.dir).unwrap().into();
+        assert_eq!(
+            bpf::attached_device_programs(cgroup.as_fd()).unwrap().len(),
+            1
+        );
+        assert_eq!(sh_in(&m, script), "zero\n");
+        // Applying again replaces the program instead of stacking a second one.
+        m.apply(&only_zero).unwrap();
+        assert_eq!(
+            bpf::attached_device_programs(cgroup.as_fd()).unwrap().len(),
+            1
+        );
+        // Rules that allow everything leave no program.
+        let all = LinuxResourcesBuilder::default()
+            .devices(vec![rule(true, LinuxDeviceType::A, None, None)])
+            .build()
+            .unwrap();
+        m.apply(&all).unwrap();
+        assert!(bpf::attached_device_programs(cgroup.as_fd())
+            .unwrap()
+            .is_empty());
+        assert_eq!(sh_in(&m, script), "zero\nnull\n");
+        drop(cgroup);
+        m.destroy().unwrap();
+        std::fs::remove_dir(mount.join(&name)).unwrap();
     }
 
     #[test]
