@@ -396,31 +396,41 @@ pub fn isolation_summary(r: &Report) -> String {
         return s;
     }
     let names: Vec<&String> = r.isolation.keys().collect();
-    let _ = write!(s, "{:<22} {:<14}", "PROBE", "HOST");
-    for n in &names {
-        let _ = write!(s, " {n:<26}");
-    }
-    let _ = writeln!(s);
+    // Rows of cells first, so each column is as wide as its widest cell.
+    let mut rows: Vec<Vec<String>> = vec![["PROBE", "HOST"]
+        .iter()
+        .map(|h| h.to_string())
+        .chain(names.iter().map(|n| n.to_string()))
+        .collect()];
     for row in crate::bench::scenario::isolation::rows() {
-        let _ = write!(s, "{:<22} {:<14}", row.name, host_text(r, row.name));
-        for n in &names {
-            let cell = match &r.isolation[*n] {
-                Outcome::Ok(x) => x.cells.get(row.name).map(cell_text).unwrap_or_default(),
-                _ => "-".into(),
-            };
-            let _ = write!(s, " {cell:<26}");
-        }
-        let _ = writeln!(s);
-    }
-    let _ = write!(s, "{:<22} {:<14}", "host syscalls", "-");
-    for n in &names {
-        let cell = match r.isolation[*n].ok().map(|x| &x.host_syscalls) {
-            Some(Outcome::Ok(h)) => format!("{} of {}", h.reachable, h.table),
+        let mut cells = vec![row.name.to_string(), host_text(r, row.name)];
+        cells.extend(names.iter().map(|n| match &r.isolation[*n] {
+            Outcome::Ok(x) => x.cells.get(row.name).map(cell_text).unwrap_or_default(),
             _ => "-".into(),
-        };
-        let _ = write!(s, " {cell:<26}");
+        }));
+        rows.push(cells);
     }
-    let _ = writeln!(s);
+    let mut syscalls = vec!["host syscalls".to_string(), "-".to_string()];
+    syscalls.extend(
+        names
+            .iter()
+            .map(|n| match r.isolation[*n].ok().map(|x| &x.host_syscalls) {
+                Some(Outcome::Ok(h)) => format!("{} of {}", h.reachable, h.table),
+                _ => "-".into(),
+            }),
+    );
+    rows.push(syscalls);
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        let _ = writeln!(s, "{}", line.join("  ").trim_end());
+    }
     for (n, o) in &r.isolation {
         if let Some(why) = o.why_not() {
             let _ = writeln!(s, "  {n}: {why}");
