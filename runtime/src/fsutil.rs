@@ -1,12 +1,13 @@
-//! Small file-system helpers shared by the stores: atomic writes and advisory locks.
+//! Small file-system helpers shared by the stores: atomic writes, advisory locks, and the
+//! check that only root controls a path.
 //! Everything they create is private to its owner (records, caches and lock files live
 //! in the private state directory, or are locks in /run that no one else may hold).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 /// Mode of every file these helpers create.
 const PRIVATE_FILE: u32 = crate::root::PRIVATE_FILE;
@@ -159,4 +160,73 @@ fn usage_in(mut dir: nix::dir::Dir) -> u64 {
             .map_or(0, usage_in)
         })
         .sum()
+}
+
+/// Why another user than root could change what a path holds.
+#[derive(Debug, thiserror::Error)]
+pub enum InsecurePath {
+    /// A folder on the path could not be examined.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The folder.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// A folder on the path belongs to another user, who could rename or replace what is in it.
+    #[error("{} is owned by uid {uid}, not by root: that user could replace what it holds", path.display())]
+    ForeignOwner {
+        /// The folder.
+        path: PathBuf,
+        /// Its owner.
+        uid: u32,
+    },
+    /// A folder on the path is writable by group or others (without the sticky bit that
+    /// would keep root's entries root's).
+    #[error("{} is writable by other users (mode {mode:04o}): they could replace what it holds", path.display())]
+    Writable {
+        /// The folder.
+        path: PathBuf,
+        /// Its mode bits.
+        mode: u32,
+    },
+}
+
+/// Checks that only root (or the calling user) controls `dir` and every folder above it,
+/// as sshd's StrictModes checks a user's key files: each existing one owned by root or
+/// the caller and not writable by group or others. A world-writable folder with the
+/// sticky bit (such as /tmp) is fine above `dir`: there nobody but its owner may rename
+/// or remove an entry, and the next folder down must be root's own. `dir` must be
+/// absolute and free of symlinks (canonical); folders still missing at its end are
+/// skipped (the caller makes them, as root).
+pub fn check_only_root_controls(dir: &Path) -> Result<(), InsecurePath> {
+    let me = nix::unistd::geteuid().as_raw();
+    let chain: Vec<&Path> = dir.ancestors().collect();
+    for path in chain.into_iter().rev() {
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(InsecurePath::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        if meta.uid() != 0 && meta.uid() != me {
+            return Err(InsecurePath::ForeignOwner {
+                path: path.to_path_buf(),
+                uid: meta.uid(),
+            });
+        }
+        let mode = meta.mode() & 0o7777;
+        let sticky_above = mode & libc::S_ISVTX != 0 && path != dir;
+        if mode & 0o022 != 0 && !sticky_above {
+            return Err(InsecurePath::Writable {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+    }
+    Ok(())
 }

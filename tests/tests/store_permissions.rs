@@ -1,7 +1,9 @@
 //! The state directory is root's alone: another local user (here `nobody`) cannot traverse
 //! it, so cannot run a setuid-root file from an image layer or from a container's writable
 //! layer, nor read a container's config.json (its `-e` values). A store made with shared
-//! modes is made private the first time capsa opens it.
+//! modes is made private the first time capsa opens it. A state directory another user
+//! controls (it, or a folder above it) is refused before capsa reads or writes in it, and a
+//! path that is not a store is refused and left as it was.
 
 use capsa_tests::{busybox_tarball, capsa_bin, eventually, run_bounded, text, TestEnv};
 use std::os::unix::fs::PermissionsExt;
@@ -238,4 +240,139 @@ fn a_store_with_shared_modes_is_made_private_on_first_use() {
         13
     );
     remove(&env, &store);
+}
+
+/// `capsa --root ROOT ps` (no network needed), bounded.
+fn ps_with_root(root: &Path) -> Output {
+    let mut c = Command::new(capsa_bin());
+    c.arg("--root").arg(root).arg("ps");
+    run_bounded(c, Duration::from_secs(30))
+}
+
+/// A folder that stands for /tmp (root's, world-writable, sticky), inside a private one.
+fn sticky_public_dir() -> (tempfile::TempDir, PathBuf) {
+    let top = tempfile::Builder::new()
+        .prefix("capsa-owner-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(top.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let public = top.path().join("public");
+    std::fs::create_dir(&public).unwrap();
+    std::fs::set_permissions(&public, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    (top, public)
+}
+
+/// Asserts that `capsa --root root ps` is refused in one line naming `culprit` and
+/// `cause`, with exit 125, and that nothing appeared in `untouched`.
+fn assert_root_refused(root: &Path, culprit: &Path, cause: &str, untouched: &Path) {
+    let before: Vec<_> = std::fs::read_dir(untouched)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    let out = ps_with_root(root);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{}: {err}", root.display());
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains(&culprit.display().to_string()) && err.contains(cause),
+        "expected {} and {cause:?} in {err:?}",
+        culprit.display()
+    );
+    let after: Vec<_> = std::fs::read_dir(untouched)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(before, after, "capsa wrote into {}", untouched.display());
+}
+
+#[test]
+fn a_state_directory_another_user_controls_is_refused_before_use() {
+    let (_top, public) = sticky_public_dir();
+    // nobody made the folder first (a --root under /tmp), or a folder above it.
+    let theirs = public.join("store");
+    let mine = public.join("mine");
+    for dir in [&theirs, &mine] {
+        let out = as_nobody(
+            Path::new("/bin/mkdir"),
+            &["-m", "700", dir.to_str().unwrap()],
+        );
+        assert!(
+            out.status.success(),
+            "mkdir as nobody: {}",
+            text(&out.stderr)
+        );
+    }
+    assert_root_refused(&theirs, &theirs, "owned by uid 65534", &theirs);
+    assert_root_refused(&mine.join("store"), &mine, "owned by uid 65534", &mine);
+    // A folder of root's that every user may write to, without the sticky bit.
+    let open = public.join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    assert_root_refused(&open.join("store"), &open, "writable by other users", &open);
+    // The sticky public folder itself is fine above a store of root's (as /tmp is).
+    let ours = public.join("ours");
+    let out = ps_with_root(&ours);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let meta = std::fs::metadata(&ours).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 0);
+    assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+}
+
+#[test]
+fn a_path_that_is_not_a_store_is_refused_and_left_as_it_was() {
+    let top = tempfile::Builder::new()
+        .prefix("capsa-notstore-")
+        .tempdir()
+        .unwrap();
+    let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+    let set =
+        |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    // A shared folder of other people's files (`--root .` in the wrong place, `--root /etc`).
+    let shared = top.path().join("shared");
+    std::fs::create_dir_all(shared.join("alice-dir")).unwrap();
+    std::fs::write(shared.join("alice-file"), "hi\n").unwrap();
+    std::fs::write(shared.join("alice-script"), "#!/bin/sh\n").unwrap();
+    set(&shared, 0o755);
+    set(&shared.join("alice-dir"), 0o755);
+    set(&shared.join("alice-file"), 0o644);
+    set(&shared.join("alice-script"), 0o4755);
+    assert_root_refused(&shared, &shared, "no capsa store", &shared);
+    assert_eq!(mode(&shared), 0o755);
+    assert_eq!(mode(&shared.join("alice-dir")), 0o755);
+    assert_eq!(mode(&shared.join("alice-file")), 0o644);
+    assert_eq!(mode(&shared.join("alice-script")), 0o4755);
+    // A file.
+    let file = top.path().join("file");
+    std::fs::write(&file, "data\n").unwrap();
+    set(&file, 0o644);
+    let out = ps_with_root(&file);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("not a directory"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(mode(&file), 0o644);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "data\n");
+    // A store made with shared modes: capsa's entries are made private, nothing else is.
+    let store = top.path().join("store");
+    assert!(ps_with_root(&store).status.success());
+    std::fs::write(store.join("notes.txt"), "mine\n").unwrap();
+    std::fs::create_dir(store.join("lost+found")).unwrap();
+    for (p, m) in [
+        (store.clone(), 0o755),
+        (store.join("containers"), 0o755),
+        (store.join("notes.txt"), 0o644),
+        (store.join("lost+found"), 0o755),
+    ] {
+        set(&p, m);
+    }
+    let out = ps_with_root(&store);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(mode(&store), 0o700);
+    assert_eq!(mode(&store.join("containers")), 0o700);
+    assert_eq!(mode(&store.join("notes.txt")), 0o644);
+    assert_eq!(mode(&store.join("lost+found")), 0o755);
 }

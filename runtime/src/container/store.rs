@@ -87,6 +87,12 @@ impl ContainerDir {
     }
 }
 
+/// Whether `name` is a full container ID (64 lower-case hex digits), the only names of
+/// container folders.
+fn is_full_id(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// The files of a container's folder that are bind-mounted into it as /etc/NAME.
 pub const ETC_FILES: [&str; 3] = ["hostname", "hosts", "resolv.conf"];
 
@@ -121,10 +127,14 @@ impl ContainerStore {
         Ok(dir)
     }
 
-    /// Makes every container's folder private (a store from before that rule).
+    /// Makes every container's folder private (a store from before that rule); only real
+    /// folders named by a container ID, never what a symlink points at.
     pub fn make_private(&self) -> std::io::Result<()> {
         for id in self.ids() {
-            self.dir(&id).make_private()?;
+            let dir = self.dir(&id);
+            if std::fs::symlink_metadata(&dir.dir).is_ok_and(|m| m.is_dir()) {
+                dir.make_private()?;
+            }
         }
         Ok(())
     }
@@ -237,7 +247,7 @@ impl ContainerStore {
         entries
             .flatten()
             .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| n.len() == 64)
+            .filter(|n| is_full_id(n))
             .collect()
     }
 
