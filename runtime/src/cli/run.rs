@@ -294,6 +294,9 @@ impl RunArgs {
         if let Some(h) = &opts.hostname {
             options::check_hostname(h)?;
         }
+        if let Some(parent) = &opts.cgroup_parent {
+            options::check_cgroup_parent(parent)?;
+        }
         for so in &self.security_opt {
             options::apply_security_opt(&mut opts, so)?;
         }

@@ -142,6 +142,20 @@ pub fn check_hostname(hostname: &str) -> Result<(), ContainerError> {
     dns_name::check(hostname).map_err(bad)
 }
 
+/// Checks `--cgroup-parent`: a path below the cgroup hierarchies (absolute from their
+/// root, or relative to the caller's cgroup) that cannot leave them (no `..`) nor carry a
+/// control character (NUL, newline).
+pub fn check_cgroup_parent(value: &str) -> Result<(), ContainerError> {
+    crate::linux::cgroups::check_relative_path(std::path::Path::new(value)).map_err(|_| {
+        let why = if value.bytes().any(|b| b.is_ascii_control()) {
+            "a control character (NUL, newline) is not allowed"
+        } else {
+            "a `..` component would leave the cgroup hierarchy"
+        };
+        ContainerError::InvalidArgument(format!("--cgroup-parent {value:?}: {why}"))
+    })
+}
+
 /// Parses a Docker memory size (`512`, `64k`, `64m`, `1g`, `1.5g`; units b k m g).
 pub fn parse_memory(flag: &str, value: &str) -> Result<i64, ContainerError> {
     let bad = |why: &str| ContainerError::InvalidArgument(format!("{flag} {value:?}: {why}"));
@@ -298,6 +312,16 @@ mod tests {
             .contains("named volumes"));
         assert!(parse_volume("/a:rel").is_err());
         assert!(parse_volume("/a:/b:rx").is_err());
+    }
+
+    #[test]
+    fn cgroup_parents_that_leave_the_hierarchy_are_refused() {
+        for bad in ["/../../../../tmp/x", "..", "a/../..", "/a\nb", "/a\0b"] {
+            assert!(check_cgroup_parent(bad).is_err(), "{bad:?}");
+        }
+        for good in ["/capsa-test", "mine/sub", "/a..b"] {
+            assert!(check_cgroup_parent(good).is_ok(), "{good:?}");
+        }
     }
 
     #[test]

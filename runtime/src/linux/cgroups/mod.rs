@@ -112,6 +112,14 @@ pub enum CgroupError {
         /// What the kernel's verifier or configuration adds (empty, or starts with "; ").
         detail: String,
     },
+    /// A cgroup path would leave the cgroup file system (a `..` in `--cgroup-parent`).
+    #[error("cgroup path {}: {why}", path.display())]
+    OutsideHierarchy {
+        /// The path as it would have been joined.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// A limit was asked for whose controller this host does not offer.
     #[error("cgroup controller {controller:?} is not available ({why})")]
     MissingController {
@@ -221,6 +229,9 @@ pub fn resolve_paths(
     parent: Option<&str>,
     id: &str,
 ) -> Result<CgroupPaths, CgroupError> {
+    if let Some(parent) = parent {
+        check_relative_path(Path::new(parent))?;
+    }
     let own = own_cgroups();
     let place = |own_path: &str| -> PathBuf {
         let parent = parent.unwrap_or("capsa");
@@ -237,7 +248,7 @@ pub fn resolve_paths(
             let rel = place(own.get("").map(String::as_str).unwrap_or("/"));
             dirs.insert(
                 "unified".to_string(),
-                join_abs(Path::new(CGROUP_ROOT), &rel),
+                join_abs(Path::new(CGROUP_ROOT), &rel)?,
             );
         }
         CgroupMode::Hybrid | CgroupMode::Legacy => {
@@ -250,7 +261,7 @@ pub fn resolve_paths(
                 let rel = place(own_path);
                 dirs.insert(
                     hierarchy.clone(),
-                    join_abs(&Path::new(CGROUP_ROOT).join(&hierarchy), &rel),
+                    join_abs(&Path::new(CGROUP_ROOT).join(&hierarchy), &rel)?,
                 );
             }
             if dirs.is_empty() {
@@ -264,8 +275,63 @@ pub fn resolve_paths(
     })
 }
 
-fn join_abs(base: &Path, rel: &Path) -> PathBuf {
-    base.join(rel.strip_prefix("/").unwrap_or(rel))
+/// `rel` (absolute from the hierarchy's root, or not) below the hierarchy mounted at
+/// `base`; refused when the result would not stay below `base`.
+fn join_abs(base: &Path, rel: &Path) -> Result<PathBuf, CgroupError> {
+    check_relative_path(rel)?;
+    let joined = base.join(rel.strip_prefix("/").unwrap_or(rel));
+    if !joined.starts_with(base) || joined == base {
+        return Err(CgroupError::OutsideHierarchy {
+            path: joined,
+            why: "not below the cgroup hierarchy's root",
+        });
+    }
+    Ok(joined)
+}
+
+/// Refuses a cgroup path with a `..` component or a control character (NUL, newline):
+/// joined below a hierarchy's mount it would name a directory elsewhere, or a different
+/// path than the one recorded.
+pub fn check_relative_path(path: &Path) -> Result<(), CgroupError> {
+    let bad = |why| {
+        Err(CgroupError::OutsideHierarchy {
+            path: path.to_path_buf(),
+            why,
+        })
+    };
+    if path
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .any(|b| b.is_ascii_control())
+    {
+        return bad("it holds a control character");
+    }
+    if path
+        .components()
+        .any(|c| c == std::path::Component::ParentDir)
+    {
+        return bad("a `..` component would leave the cgroup hierarchy");
+    }
+    Ok(())
+}
+
+/// Checks recorded cgroup `paths` (read back from a container's record) before they are
+/// acted on: each one a directory strictly below its hierarchy's mount (`/sys/fs/cgroup`
+/// for v2, `/sys/fs/cgroup/<hierarchy>` for v1), without `..`.
+pub fn check_recorded(paths: &CgroupPaths) -> Result<(), CgroupError> {
+    // Components of a hierarchy's mount point: `/`, sys, fs, cgroup (and v1's hierarchy).
+    let mount_depth = if paths.version == 2 { 4 } else { 5 };
+    for dir in paths.dirs.values() {
+        check_relative_path(dir)?;
+        if !dir.starts_with(CGROUP_ROOT) || dir.components().count() <= mount_depth {
+            return Err(CgroupError::OutsideHierarchy {
+                path: dir.clone(),
+                why: "not below a cgroup hierarchy's root",
+            });
+        }
+    }
+    Ok(())
 }
 
 /// This process's cgroup per controller from /proc/self/cgroup; v2's entry has key "".
@@ -332,4 +398,46 @@ pub(crate) fn read_pids(dir: &Path) -> Vec<i32> {
         .lines()
         .filter_map(|l| l.trim().parse().ok())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parents_that_leave_the_hierarchy_are_refused() {
+        for bad in ["/../../tmp/x", "a/../../b", "/ok/..", "/a\nb", "/a\0b"] {
+            assert!(check_relative_path(Path::new(bad)).is_err(), "{bad:?}");
+        }
+        for good in ["/capsa", "rel/x", "/a..b/c", "/."] {
+            assert!(check_relative_path(Path::new(good)).is_ok(), "{good:?}");
+        }
+        let base = Path::new("/sys/fs/cgroup/memory");
+        assert_eq!(
+            join_abs(base, Path::new("/p/id")).unwrap(),
+            base.join("p/id")
+        );
+        assert!(join_abs(base, Path::new("/../../../tmp")).is_err());
+        assert!(join_abs(base, Path::new("/")).is_err());
+    }
+
+    #[test]
+    fn recorded_paths_must_lie_below_a_hierarchy() {
+        let mut paths = CgroupPaths {
+            version: 1,
+            dirs: BTreeMap::new(),
+        };
+        paths
+            .dirs
+            .insert("memory".into(), "/sys/fs/cgroup/memory/p/id".into());
+        assert!(check_recorded(&paths).is_ok());
+        for bad in [
+            "/tmp/x/y/z/w",
+            "/sys/fs/cgroup/memory",
+            "/sys/fs/cgroup/memory/../../x",
+        ] {
+            paths.dirs.insert("memory".into(), bad.into());
+            assert!(check_recorded(&paths).is_err(), "{bad}");
+        }
+    }
 }
