@@ -59,14 +59,33 @@ pub fn write_tar(src: &Path, name: &Path, out: impl Write) -> std::io::Result<()
     b.into_inner()?.flush()
 }
 
-/// Extracts a tar stream at `dest` as `cp` does: into `dest` when it is a directory (or for
-/// a `-` stream, `as_is`), else as `dest` itself: the stream's top entry takes `dest`'s name
-/// (extracted into a temporary sibling, then renamed, so tar's own checks keep every entry
-/// inside).
+/// Mode bits dropped from what `cp` writes on the host: capsa extracts as root, so a
+/// set-user-ID or set-group-ID file a workload made would be a root-owned one on the host
+/// (Docker's client extracts as the calling user, whose files cannot carry root's bits).
+const HOST_DROPPED_BITS: u32 = libc::S_ISUID | libc::S_ISGID;
+
+/// Extracts a tar stream at `dest` inside a container (or a VM's guest): modes are kept,
+/// set-user-ID and set-group-ID bits too (what a container holds is its own business).
+/// See [`extract_on_host`] for the placement rules.
 pub fn extract(input: impl Read, dest: &Path, as_is: bool) -> Result<(), String> {
+    extract_masked(input, dest, as_is, 0)
+}
+
+/// Extracts a tar stream that came out of a container at `dest` on the host, as `cp` does:
+/// into `dest` when it is a directory, else as `dest` itself: the stream's top entry takes
+/// `dest`'s name (extracted into a temporary sibling, then renamed, so tar's own checks
+/// keep every entry inside). Set-user-ID and set-group-ID bits are dropped.
+pub fn extract_on_host(input: impl Read, dest: &Path) -> Result<(), String> {
+    extract_masked(input, dest, false, HOST_DROPPED_BITS)
+}
+
+/// [`extract`] with the mode bits in `mask` cleared from every entry (`as_is`: a `-`
+/// stream goes into `dest` as it is).
+fn extract_masked(input: impl Read, dest: &Path, as_is: bool, mask: u32) -> Result<(), String> {
     let unpack = |dir: &Path| -> Result<(), String> {
         let mut archive = tar::Archive::new(input);
         archive.set_preserve_permissions(true);
+        archive.set_mask(mask);
         archive.set_preserve_mtime(true);
         archive.set_overwrite(true);
         for entry in archive.entries().map_err(|e| e.to_string())? {
@@ -271,7 +290,7 @@ fn copy_out_of_vm(
     let (r, mut w) = (std::fs::File::from(r), std::fs::File::from(w));
     std::thread::scope(|scope| {
         let streamer = scope.spawn(move || copy(&mut w));
-        let extracted = extract(r, dest, false)
+        let extracted = extract_on_host(r, dest)
             .map_err(|e| ContainerError::InvalidArgument(format!("cp to {}: {e}", dest.display())));
         let streamed = streamer
             .join()
@@ -341,7 +360,7 @@ pub fn copy_out(
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         } else {
-            extract(stream, dest, false)
+            extract_on_host(stream, dest)
         }
     };
     in_container(store, &state, child, parent)?
@@ -382,4 +401,41 @@ pub fn copy_in(
         }
     };
     in_container(store, &state, child, parent)?.map_err(|e| ContainerError::io(src, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A stream holding `top/` (set-group-ID) and `top/tool` (set-user-ID).
+    fn stream_with_special_bits() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut dir = tar::Header::new_gnu();
+        dir.set_entry_type(tar::EntryType::Directory);
+        dir.set_mode(0o2755);
+        dir.set_size(0);
+        b.append_data(&mut dir, "top", std::io::empty()).unwrap();
+        let mut file = tar::Header::new_gnu();
+        file.set_mode(0o4755);
+        file.set_size(2);
+        b.append_data(&mut file, "top/tool", &b"#!"[..]).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn copies_to_the_host_lose_setuid_and_setgid_and_copies_inside_keep_them() {
+        let host = tempfile::tempdir().unwrap();
+        extract_on_host(&stream_with_special_bits()[..], &host.path().join("out")).unwrap();
+        assert_eq!(mode(&host.path().join("out")), 0o755);
+        assert_eq!(mode(&host.path().join("out/tool")), 0o755);
+        let inside = tempfile::tempdir().unwrap();
+        extract(&stream_with_special_bits()[..], inside.path(), true).unwrap();
+        assert_eq!(mode(&inside.path().join("top")), 0o2755);
+        assert_eq!(mode(&inside.path().join("top/tool")), 0o4755);
+    }
 }
