@@ -434,7 +434,8 @@ pub fn create_detached(
     }
 }
 
-/// Forks a monitor (its own session, stdio on /dev/null) that runs `body` with the write end
+/// Forks a monitor (its own session, stdio on /dev/null, its command line `capsa monitor
+/// <short id>`) that runs `body` with the write end
 /// of a report pipe and exits; returns the first line the monitor reported ("ok" or the
 /// reason it failed; empty if it died first).
 pub fn fork_monitor(
@@ -447,6 +448,14 @@ pub fn fork_monitor(
     match unsafe { nix::unistd::fork() } {
         Ok(nix::unistd::ForkResult::Child) => {
             drop(report_r);
+            if let Err(e) = hide_command_line(dir) {
+                // Fail closed: a monitor that shows the CLI's -e values to every user for
+                // the container's life is worse than no container.
+                let why = format!("the monitor cannot replace its command line: {e}\n");
+                let _ = nix::unistd::write(&report_w, why.as_bytes());
+                // SAFETY: ends the forked child without running the CLI's exit handlers.
+                unsafe { libc::_exit(1) }
+            }
             let _ = nix::unistd::setsid();
             detach_stdio();
             body(report_w);
@@ -462,6 +471,14 @@ pub fn fork_monitor(
         &mut answer,
     );
     Ok(answer.trim_end().to_string())
+}
+
+/// Replaces the argv the monitor inherited from the CLI (every local user can read it in
+/// /proc/PID/cmdline, `-e` values included) with `capsa monitor <short id>`, the container
+/// named by its folder `dir`.
+fn hide_command_line(dir: &std::path::Path) -> std::io::Result<()> {
+    let id = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    crate::linux::sys::replace_cmdline(&["capsa", "monitor", super::id::short(id)])
 }
 
 /// Points the monitor's own stdio at /dev/null so it holds no terminal of the CLI's.

@@ -130,6 +130,55 @@ pub fn set_dumpable(dumpable: bool) -> io::Result<()> {
     prctl_set(libc::PR_SET_DUMPABLE, dumpable as libc::c_ulong)
 }
 
+/// Replaces this process's command line, as `/proc/PID/cmdline` and `ps` show it to every
+/// local user, with `words` (cut to fit, the rest NUL-filled). A process forked from the
+/// CLI otherwise keeps the CLI's argv, `-e SECRET=...` included, for its whole life. The
+/// environment needs no such care: `/proc/PID/environ` is readable only by the process's
+/// owner with ptrace access (here root).
+///
+/// The caller must be single-threaded: nothing may read the old argv meanwhile.
+pub fn replace_cmdline(words: &[&str]) -> io::Result<()> {
+    let (start, end) = arg_area()?;
+    let len = end
+        .checked_sub(start)
+        .filter(|&len| len > 0)
+        .ok_or_else(|| io::Error::other(format!("argument area {start:#x}..{end:#x} is empty")))?;
+    let mut text = Vec::with_capacity(len);
+    for word in words {
+        text.extend_from_slice(word.as_bytes());
+        text.push(0);
+    }
+    text.resize(len, 0);
+    // A NUL last byte tells the kernel that the area holds plain arguments, so it shows
+    // this area and nothing after it (a non-NUL one makes it read on into the environment).
+    text[len - 1] = 0;
+    // SAFETY: [start, end) is this process's argument area as the kernel reports it: bytes
+    // at the top of the main thread's stack, mapped writable for the process's whole life
+    // and owned by no Rust value (std only reads argv through pointers into it, in
+    // env::args, and the caller is single-threaded). `text` is exactly `len` bytes long.
+    unsafe { std::ptr::copy_nonoverlapping(text.as_ptr(), start as *mut u8, len) };
+    Ok(())
+}
+
+/// Where this process's argument strings lie: fields 48 and 49 (arg_start, arg_end) of
+/// `/proc/self/stat`.
+fn arg_area() -> io::Result<(usize, usize)> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // The command name (field 2) may hold spaces or ')'; fields resume after the last ')'.
+    let rest = stat
+        .rfind(')')
+        .map(|i| &stat[i + 1..])
+        .ok_or_else(|| io::Error::other("/proc/self/stat: no command name"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| -> io::Result<usize> {
+        fields
+            .get(n - 3)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| io::Error::other(format!("/proc/self/stat: no field {n}")))
+    };
+    Ok((field(48)?, field(49)?))
+}
+
 /// Sets close-on-exec on every descriptor from `first` up, so that nothing of capsa's leaks
 /// into the workload.
 pub fn cloexec_from(first: RawFd) -> io::Result<()> {
