@@ -1,6 +1,7 @@
 //! `rm`: removes a container and everything it held: its init (with `-f`), cgroup, name
-//! and folder. Mounts need no cleaning: they only ever existed in the container's own
-//! mount namespace, which ended with its last process.
+//! and folder; with `-f` also one whose record cannot be read. Mounts
+//! need no cleaning: they only ever existed in the container's own mount namespace, which
+//! ended with its last process.
 
 use super::state::Status;
 use super::store::ContainerStore;
@@ -10,10 +11,25 @@ use crate::linux::{cgroups, sys};
 /// How long `rm -f` waits for a killed init to be gone (ms).
 const KILL_WAIT_MS: i32 = 10_000;
 
-/// Removes container `id`; a live one only with `force`.
+/// Removes container `id`; a live one only with `force`. With `force`, a container whose
+/// record cannot be read is removed too, from what is left of it ([`remove_remnant`]).
 pub fn remove(store: &ContainerStore, id: &str, force: bool) -> Result<(), ContainerError> {
     let _lock = store.lock(id)?;
-    let state = store.observe(id)?;
+    let state = match store.observe(id) {
+        Ok(s) => s,
+        Err(e) => {
+            return match store.unreadable_record(id) {
+                Some(_) if force => remove_remnant(store, id),
+                Some(cause) => Err(ContainerError::WrongState {
+                    id: id.to_string(),
+                    reason: format!(
+                        "its record (state.json) is unreadable ({cause}); `rm -f` removes what is left of it"
+                    ),
+                }),
+                None => Err(e),
+            };
+        }
+    };
     let alive = state.init_alive();
     if alive && !force {
         let what = if state.status == Status::Running {
@@ -30,22 +46,64 @@ pub fn remove(store: &ContainerStore, id: &str, force: bool) -> Result<(), Conta
         if state.paused {
             let _ = cgroups::manager(&state.cgroup).set_frozen(false);
         }
-        kill_init(&state)?;
+        kill_init(id, state.pid, state.pid_start_time)?;
     }
     tracing::debug!(id, "killed");
-    cgroups::manager(&state.cgroup)
-        .destroy()
-        .map_err(|e| ContainerError::Setup {
-            id: id.to_string(),
-            reason: e.to_string(),
-        })?;
+    destroy_cgroup(id, &state.cgroup)?;
     tracing::debug!(id, "cgroup removed");
     // Again here: a monitor killed before it recorded the exit never took the ports back.
     super::network::disconnect(store, &state);
     let _ = std::fs::remove_file(crate::vm::control::path(id));
     store.release_name(&state.name, id);
-    // Renamed first, atomically: a monitor that still records the exit then finds no
-    // folder, instead of re-creating files in one being deleted.
+    remove_folder(store, id)?;
+    for e in state.endpoints() {
+        super::network::refresh_hosts(store, &e.network);
+    }
+    Ok(())
+}
+
+/// `rm -f` of a container whose state.json does not parse (a power loss tore it): removes
+/// what is left and nothing else: its init and cgroup where the record still names them
+/// (checked to be this container's, below the cgroup mount), its names, its folder.
+fn remove_remnant(store: &ContainerStore, id: &str) -> Result<(), ContainerError> {
+    let remnant = store.remnant(id);
+    tracing::debug!(
+        id,
+        ?remnant,
+        "removing a container whose record is unreadable"
+    );
+    kill_init(id, remnant.pid, remnant.pid_start_time)?;
+    if let Some(cgroup) = &remnant.cgroup {
+        let own = cgroup
+            .dirs
+            .values()
+            .all(|d| d.file_name().is_some_and(|n| n == std::ffi::OsStr::new(id)));
+        if own && cgroups::check_recorded(cgroup).is_ok() {
+            destroy_cgroup(id, cgroup)?;
+        }
+    }
+    let _ = std::fs::remove_file(crate::vm::control::path(id));
+    for name in store.names_of(id) {
+        store.release_name(&name, id);
+    }
+    remove_folder(store, id)
+}
+
+/// Kills whatever is left in the container's cgroup and removes it.
+fn destroy_cgroup(id: &str, cgroup: &cgroups::CgroupPaths) -> Result<(), ContainerError> {
+    let setup = |reason: String| ContainerError::Setup {
+        id: id.to_string(),
+        reason,
+    };
+    cgroups::check_recorded(cgroup).map_err(|e| setup(e.to_string()))?;
+    cgroups::manager(cgroup)
+        .destroy()
+        .map_err(|e| setup(e.to_string()))
+}
+
+/// Deletes the container's folder: renamed first, atomically, so that a monitor that still
+/// records the exit finds no folder instead of re-creating files in one being deleted.
+fn remove_folder(store: &ContainerStore, id: &str) -> Result<(), ContainerError> {
     let dir = store.dir(id).dir;
     let doomed = store
         .root()
@@ -58,9 +116,6 @@ pub fn remove(store: &ContainerStore, id: &str, force: bool) -> Result<(), Conta
         Err(e) => return Err(ContainerError::io(&doomed, e)),
     }
     sweep_interrupted(store);
-    for e in state.endpoints() {
-        super::network::refresh_hosts(store, &e.network);
-    }
     Ok(())
 }
 
@@ -83,18 +138,19 @@ fn sweep_interrupted(store: &ContainerStore) {
     }
 }
 
-/// SIGKILLs the init through a pidfd (no recycled-PID risk once open) and waits until gone.
-fn kill_init(state: &super::State) -> Result<(), ContainerError> {
-    let Some(pid) = state.pid else { return Ok(()) };
+/// SIGKILLs the init `pid` (if it is still the process that started at `start_time`)
+/// through a pidfd (no recycled-PID risk once open) and waits until it is gone.
+fn kill_init(id: &str, pid: Option<i32>, start_time: Option<u64>) -> Result<(), ContainerError> {
+    let Some(pid) = pid else { return Ok(()) };
     let Ok(pidfd) = sys::pidfd_open(pid) else {
         return Ok(());
     }; // already gone
        // The PID could have been recycled between the liveness check and pidfd_open.
-    if !state.init_alive() {
+    if !super::state::is_same_process(Some(pid), start_time) {
         return Ok(());
     }
     let err = |e: std::io::Error| ContainerError::Setup {
-        id: state.id.clone(),
+        id: id.to_string(),
         reason: format!("kill init {pid}: {e}"),
     };
     match sys::pidfd_send_signal(&pidfd, libc::SIGKILL) {

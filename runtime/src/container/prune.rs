@@ -1,4 +1,5 @@
-//! `container prune`: removes every container that is not running (created, exited, dead).
+//! `container prune`: removes every container that is not running (created, exited, dead,
+//! or with a record that cannot be read and no live init).
 
 use super::state::Status;
 use super::store::ContainerStore;
@@ -11,6 +12,10 @@ pub fn prune(store: &ContainerStore) -> Result<(Vec<String>, u64), ContainerErro
     let mut bytes = 0;
     for s in store.list() {
         if matches!(s.status, Status::Running | Status::Creating) {
+            continue;
+        }
+        // An unreadable record is removed, unless the init it still names is alive.
+        if s.unreadable.is_some() && s.init_alive() {
             continue;
         }
         let size = crate::fsutil::disk_usage(&store.dir(&s.id).upper());

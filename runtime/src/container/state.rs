@@ -138,6 +138,11 @@ pub struct State {
     /// `--add-host` entries, from which its /etc/hosts is rebuilt.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extra_hosts: Vec<(String, std::net::IpAddr)>,
+    /// Never stored: set on the stand-in [`State::unreadable`] makes for a container whose
+    /// state.json does not parse, with the reason. Such a container is shown as dead and
+    /// can only be removed.
+    #[serde(skip)]
+    pub unreadable: Option<String>,
 }
 
 /// Start time (clock ticks since boot) of a live process, or None if it does not exist.
@@ -211,6 +216,48 @@ impl State {
             auto_remove: opts.auto_remove,
             hostname: spec.hostname().clone(),
             extra_hosts: opts.add_hosts.clone(),
+            unreadable: None,
+        }
+    }
+
+    /// A stand-in for container `id` whose record cannot be read (`cause`): dead, with
+    /// what could still be read of it (`remnant`), created when its folder was.
+    pub fn unreadable(id: &str, cause: String, remnant: Remnant, created: String) -> State {
+        State {
+            id: id.to_string(),
+            name: remnant.name.unwrap_or_default(),
+            image: remnant.image.unwrap_or_default(),
+            image_id: remnant.image_id.unwrap_or_default(),
+            command: Vec::new(),
+            isolation: remnant.isolation.unwrap_or_default(),
+            status: Status::Dead,
+            created,
+            started_at: None,
+            finished_at: None,
+            pid: remnant.pid,
+            pid_start_time: remnant.pid_start_time,
+            monitor_pid: None,
+            monitor_start_time: None,
+            exit_code: None,
+            restart_policy: Default::default(),
+            restart_count: 0,
+            restarting: false,
+            stopped_by_user: false,
+            stop_signal: None,
+            stop_timeout: None,
+            paused: false,
+            network: Default::default(),
+            endpoint: None,
+            connected: Vec::new(),
+            oom_killed: false,
+            error: Some(format!("its record (state.json) is unreadable: {cause}")),
+            cgroup: remnant.cgroup.unwrap_or_default(),
+            userns_base: remnant.userns_base,
+            log_rotation: Default::default(),
+            auto_remove: false,
+            hostname: None,
+            extra_hosts: Vec::new(),
+            unreadable: Some(cause),
         }
     }
 
@@ -306,7 +353,56 @@ impl State {
                     self.exit_code.unwrap_or(LOST_EXIT_CODE)
                 )
             }
+            Status::Dead if self.unreadable.is_some() => "Dead (record unreadable)".into(),
             Status::Dead => "Dead".into(),
+        }
+    }
+}
+
+/// What can still be read of a record that does not parse as a whole (one written by
+/// another capsa version, say), each field on its own; an empty or torn file gives
+/// nothing. Enough to find what `rm -f` must take back.
+#[derive(Debug, Clone, Default)]
+pub struct Remnant {
+    /// The container's name.
+    pub name: Option<String>,
+    /// The image as the user named it.
+    pub image: Option<String>,
+    /// The image ID (so that `image prune` still counts the image as used).
+    pub image_id: Option<String>,
+    /// "container" or "vm".
+    pub isolation: Option<String>,
+    /// Host PID of its init, and that PID's start time.
+    pub pid: Option<i32>,
+    /// Start time of `pid`.
+    pub pid_start_time: Option<u64>,
+    /// Its cgroup directories.
+    pub cgroup: Option<CgroupPaths>,
+    /// First host ID of its user-namespace range.
+    pub userns_base: Option<u32>,
+}
+
+impl Remnant {
+    /// Reads each field of `data` that parses on its own.
+    pub fn parse(data: &[u8]) -> Remnant {
+        let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice(data) else {
+            return Remnant::default();
+        };
+        fn field<T: serde::de::DeserializeOwned>(
+            fields: &serde_json::Map<String, serde_json::Value>,
+            key: &str,
+        ) -> Option<T> {
+            serde_json::from_value(fields.get(key)?.clone()).ok()
+        }
+        Remnant {
+            name: field(&fields, "name"),
+            image: field(&fields, "image"),
+            image_id: field(&fields, "image_id"),
+            isolation: field(&fields, "isolation"),
+            pid: field(&fields, "pid"),
+            pid_start_time: field(&fields, "pid_start_time"),
+            cgroup: field(&fields, "cgroup"),
+            userns_base: field(&fields, "userns_base"),
         }
     }
 }
@@ -314,6 +410,16 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remnant_keeps_the_fields_that_parse_on_their_own() {
+        let r = Remnant::parse(br#"{"name":"web","status":"sideways","pid":7,"userns_base":"x"}"#);
+        assert_eq!(r.name.as_deref(), Some("web"));
+        assert_eq!(r.pid, Some(7));
+        assert_eq!(r.userns_base, None);
+        assert!(Remnant::parse(b"").name.is_none());
+        assert!(Remnant::parse(br#"{"name":"we"#).name.is_none());
+    }
 
     #[test]
     fn own_process_is_recognised_and_recycled_pids_are_not() {

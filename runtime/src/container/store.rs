@@ -3,7 +3,7 @@
 //! CLIs can never both get it.
 
 use super::id;
-use super::state::State;
+use super::state::{Remnant, State};
 use super::ContainerError;
 use crate::fsutil::{write_replacing, FileLock};
 use crate::root::{create_private_dir, set_mode, StateRoot, PRIVATE_DIR, PRIVATE_FILE};
@@ -143,7 +143,7 @@ impl ContainerStore {
     pub fn reserve_name(&self, name: &str, id: &str) -> Result<(), ContainerError> {
         if !id::valid_name(name) {
             return Err(ContainerError::InvalidArgument(format!(
-                "invalid container name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+                "invalid container name {name:?}: a name is 2 to 128 characters matching [a-zA-Z0-9][a-zA-Z0-9_.-]+"
             )));
         }
         // Other members of its networks resolve it by name through their hosts files.
@@ -251,15 +251,66 @@ impl ContainerStore {
             .collect()
     }
 
-    /// Every container's observed state, newest first.
+    /// Every container's observed state, newest first. A container whose record is there
+    /// but does not parse is listed too, as a dead stand-in ([`State::unreadable`]); one
+    /// without a record yet (being created) is not.
     pub fn list(&self) -> Vec<State> {
         let mut all: Vec<State> = self
             .ids()
             .iter()
-            .filter_map(|id| self.observe(id).ok())
+            .filter_map(|id| match self.observe(id) {
+                Ok(s) => Some(s),
+                Err(_) => self.unreadable_stand_in(id),
+            })
             .collect();
         all.sort_by(|a, b| b.created.cmp(&a.created));
         all
+    }
+
+    /// Why the record of `id` cannot be read: Some when state.json exists and does not
+    /// parse (torn by a power loss, or from another version); None when it parses or is
+    /// not written yet.
+    pub fn unreadable_record(&self, id: &str) -> Option<String> {
+        let data = std::fs::read(self.dir(id).state()).ok()?;
+        let err = serde_json::from_slice::<State>(&data).err()?;
+        Some(if data.is_empty() {
+            "the file is empty".to_string()
+        } else {
+            err.to_string()
+        })
+    }
+
+    /// What can still be read of the unreadable record of `id`; its name from `names/`
+    /// when the record does not give it.
+    pub fn remnant(&self, id: &str) -> Remnant {
+        let data = std::fs::read(self.dir(id).state()).unwrap_or_default();
+        let mut remnant = Remnant::parse(&data);
+        if remnant.name.is_none() {
+            remnant.name = self.names_of(id).into_iter().next();
+        }
+        remnant
+    }
+
+    /// The names reserved for `id` in `names/` (read one by one: only for records that
+    /// cannot say it themselves).
+    pub fn names_of(&self, id: &str) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.root.names_dir()) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| std::fs::read(e.path()).is_ok_and(|holder| holder == id.as_bytes()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect()
+    }
+
+    fn unreadable_stand_in(&self, id: &str) -> Option<State> {
+        let cause = self.unreadable_record(id)?;
+        let created = std::fs::metadata(self.dir(id).dir)
+            .and_then(|m| m.modified())
+            .map(crate::timefmt::rfc3339)
+            .unwrap_or_default();
+        Some(State::unreadable(id, cause, self.remnant(id), created))
     }
 
     /// Finds a container by name, full ID or unique ID prefix.
