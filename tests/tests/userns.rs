@@ -1,12 +1,47 @@
-//! `--userns=auto`: root inside is an unprivileged host user, with a private ID range.
+//! `--userns=auto`: root inside is an unprivileged host user, with a private ID range,
+//! unique on the host (whichever state root holds the container) for as long as the
+//! container exists.
 
 use capsa_tests::{text, TestEnv};
+
+/// The host-wide registry of ranges: one record per range taken.
+const REGISTRY: &str = "/var/lib/capsa-userns";
+
+/// The records that name a container of `env` (by its state root and `id`).
+fn records_naming(env: &TestEnv, id: &str) -> Vec<String> {
+    let root = env.root().canonicalize().unwrap().display().to_string();
+    std::fs::read_dir(REGISTRY)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    let record = std::fs::read_to_string(e.path()).unwrap_or_default();
+                    record.contains(&format!("{root:?}")) && record.contains(id)
+                })
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
 
 fn host_uid_of(env: &TestEnv, name: &str) -> u32 {
     let pid = env.inspect(name, "{{.State.Pid}}");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     uid.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Runs `command` in a new `--userns=auto` container `name` (detached with `detach`);
+/// returns its ID.
+fn run_userns(env: &TestEnv, name: &str, detach: bool, command: &[&str]) -> String {
+    let mut all = vec!["--name", name, "--userns=auto"];
+    if detach {
+        all.push("-d");
+    }
+    all.push("busybox");
+    all.extend_from_slice(command);
+    let out = env.run(&all);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    env.inspect(name, "{{.Id}}")
 }
 
 #[test]
@@ -93,4 +128,61 @@ fn bad_userns_values_and_combinations_are_refused() {
         );
     }
     env.assert_clean();
+}
+
+#[test]
+fn ranges_are_unique_across_state_roots_and_rm_gives_them_back() {
+    let (a, b) = (TestEnv::new(), TestEnv::new());
+    let id_a = run_userns(&a, "ua", true, &["sleep", "600"]);
+    let id_b = run_userns(&b, "ub", true, &["sleep", "600"]);
+    let (uid_a, uid_b) = (host_uid_of(&a, "ua"), host_uid_of(&b, "ub"));
+    assert!(
+        uid_a.abs_diff(uid_b) >= 65_536,
+        "two roots share host IDs: {uid_a} {uid_b}"
+    );
+    for (env, id, uid) in [(&a, &id_a, uid_a), (&b, &id_b, uid_b)] {
+        assert_eq!(
+            records_naming(env, id),
+            vec![uid.to_string()],
+            "the record of {uid}"
+        );
+    }
+    assert!(a.capsa(&["rm", "-f", "ua"]).status.success());
+    assert!(
+        records_naming(&a, &id_a).is_empty(),
+        "rm left its range taken"
+    );
+    assert_eq!(records_naming(&b, &id_b), vec![uid_b.to_string()]);
+    assert!(b.capsa(&["rm", "-f", "ub"]).status.success());
+    assert!(records_naming(&b, &id_b).is_empty());
+    a.assert_clean();
+    b.assert_clean();
+}
+
+#[test]
+fn a_stopped_container_keeps_its_range_and_a_vanished_ones_is_reclaimed() {
+    let gone = TestEnv::new();
+    // Stopped, not removed: its writable layer still holds files of its IDs.
+    let id = run_userns(&gone, "stopped", false, &["touch", "/made-by-root-inside"]);
+    let held = records_naming(&gone, &id);
+    assert_eq!(
+        held.len(),
+        1,
+        "a stopped container holds its range: {held:?}"
+    );
+    let other = TestEnv::new();
+    let _ = run_userns(&other, "other", false, &["true"]);
+    assert_eq!(
+        records_naming(&gone, &id),
+        held,
+        "still held after another allocation"
+    );
+    // Its state root wiped by hand (no `rm`): the record no longer names a container.
+    std::fs::remove_dir_all(gone.root().join("containers").join(&id)).unwrap();
+    let _ = run_userns(&other, "next", false, &["true"]);
+    assert!(
+        records_naming(&gone, &id).is_empty(),
+        "the stale record of a vanished container is still there"
+    );
+    assert!(other.capsa(&["rm", "-f", "other", "next"]).status.success());
 }

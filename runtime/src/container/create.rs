@@ -6,7 +6,7 @@ use super::options::RunOptions;
 use super::spec::{self, SpecContext};
 use super::state::{process_start_time, State, Status};
 use super::store::ContainerStore;
-use super::{id, network, ContainerError};
+use super::{id, network, userns, ContainerError};
 use crate::image::Image;
 use crate::linux::cgroups::{self, CgroupManager, CgroupMode};
 use crate::linux::process::{self, exec_fifo, InitConfig, Stdio};
@@ -86,9 +86,11 @@ fn lay_out(
             "--privileged and --userns=auto cannot be combined".into(),
         ));
     }
-    // Held until the state (which records the range) is written.
-    let userns = opts.userns.then(|| allocate_userns(store)).transpose()?;
-    let userns_base = userns.as_ref().map(|(base, _)| *base);
+    // Recorded host-wide from here until `rm` (or `discard`) gives it back.
+    let userns_base = opts
+        .userns
+        .then(|| allocate_userns(store, id))
+        .transpose()?;
     let cgroup_mode = CgroupMode::detect();
     let ctx = SpecContext {
         id,
@@ -141,7 +143,6 @@ fn lay_out(
         }
     }
     store.save(&state)?;
-    drop(userns);
     let cgroup = cgroups::manager(&state.cgroup);
     let resources = super::spec::resources_of(&spec);
     if let Err(e) = cgroup.apply(&resources) {
@@ -250,41 +251,45 @@ fn undo_spawn(store: &ContainerStore, prepared: &Prepared) {
     }
 }
 
-/// First host ID handed to user-namespaced containers, above the IDs of host users.
-pub(crate) const USERNS_FIRST_ID: u32 = 100_000;
-/// How many ranges the pool holds (up to host ID 100000 + 512 * 65536).
-pub(crate) const USERNS_RANGES: u32 = 512;
-
-/// Picks the lowest range no container holds. The returned lock must be held until the new
-/// container's state records the range.
-fn allocate_userns(
-    store: &ContainerStore,
-) -> Result<(u32, crate::fsutil::FileLock), ContainerError> {
-    let lock_path = store.root().dir().join("userns.lock");
-    let lock = crate::fsutil::FileLock::acquire(&lock_path)
-        .map_err(|e| ContainerError::io(&lock_path, e))?;
-    let used: std::collections::HashSet<u32> = store
+/// Reserves a host-wide ID range for container `id` (see [`super::userns`]). Ranges that
+/// containers of this store recorded before the registry existed are recorded first, so
+/// no new container is given one of them.
+fn allocate_userns(store: &ContainerStore, id: &str) -> Result<u32, ContainerError> {
+    let root = store.root().dir().to_path_buf();
+    let holder = |id: &str| userns::Holder {
+        root: root.clone(),
+        id: id.to_string(),
+    };
+    let predating: Vec<(u32, userns::Holder)> = store
         .ids()
         .iter()
-        .filter_map(|id| store.load(id).ok())
-        .filter_map(|s| s.userns_base)
+        .filter(|other| *other != id)
+        .filter_map(|other| store.load(other).ok())
+        .filter_map(|s| Some((s.userns_base?, holder(&s.id))))
         .collect();
-    let base = (0..USERNS_RANGES)
-        .map(|k| USERNS_FIRST_ID + k * spec::USERNS_RANGE)
-        .find(|b| !used.contains(b))
-        .ok_or_else(|| {
-            ContainerError::InvalidArgument(format!(
-                "--userns=auto: all {USERNS_RANGES} ID ranges are in use"
-            ))
-        })?;
-    Ok((base, lock))
+    userns::Registry::host()
+        .reserve(&holder(id), &predating)
+        .map_err(|e| setup_err(id, e))
 }
 
-/// Removes what a failed creation made: cgroup, name, folder.
+/// Gives back the user-namespace range of container `id` of `store` (`base` when known).
+pub fn release_userns(store: &ContainerStore, id: &str, base: Option<u32>) {
+    let holder = userns::Holder {
+        root: store.root().dir().to_path_buf(),
+        id: id.to_string(),
+    };
+    if let Err(e) = userns::Registry::host().release(&holder, base) {
+        // The record then stays until an allocation finds the container gone.
+        tracing::warn!(id, "{e}");
+    }
+}
+
+/// Removes what a failed creation made: cgroup, name, user-namespace range, folder.
 pub fn discard(store: &ContainerStore, id: &str, name: &str, cgroup: Option<&dyn CgroupManager>) {
     if let Some(c) = cgroup {
         let _ = c.destroy();
     }
     store.release_name(name, id);
+    release_userns(store, id, None);
     let _ = std::fs::remove_dir_all(store.dir(id).dir);
 }

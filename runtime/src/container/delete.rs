@@ -1,5 +1,5 @@
-//! `rm`: removes a container and everything it held: its init (with `-f`), cgroup, name
-//! and folder; with `-f` also one whose record cannot be read. Mounts
+//! `rm`: removes a container and everything it held: its init (with `-f`), cgroup, name,
+//! user-namespace range and folder; with `-f` also one whose record cannot be read. Mounts
 //! need no cleaning: they only ever existed in the container's own mount namespace, which
 //! ended with its last process.
 
@@ -55,6 +55,9 @@ pub fn remove(store: &ContainerStore, id: &str, force: bool) -> Result<(), Conta
     super::network::disconnect(store, &state);
     let _ = std::fs::remove_file(crate::vm::control::path(id));
     store.release_name(&state.name, id);
+    if state.userns_base.is_some() {
+        super::create::release_userns(store, id, state.userns_base);
+    }
     remove_folder(store, id)?;
     for e in state.endpoints() {
         super::network::refresh_hosts(store, &e.network);
@@ -64,7 +67,8 @@ pub fn remove(store: &ContainerStore, id: &str, force: bool) -> Result<(), Conta
 
 /// `rm -f` of a container whose state.json does not parse (a power loss tore it): removes
 /// what is left and nothing else: its init and cgroup where the record still names them
-/// (checked to be this container's, below the cgroup mount), its names, its folder.
+/// (checked to be this container's, below the cgroup mount), its names, its
+/// user-namespace range, its folder.
 fn remove_remnant(store: &ContainerStore, id: &str) -> Result<(), ContainerError> {
     let remnant = store.remnant(id);
     tracing::debug!(
@@ -86,6 +90,7 @@ fn remove_remnant(store: &ContainerStore, id: &str) -> Result<(), ContainerError
     for name in store.names_of(id) {
         store.release_name(&name, id);
     }
+    super::create::release_userns(store, id, None);
     remove_folder(store, id)
 }
 

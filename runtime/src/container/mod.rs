@@ -28,6 +28,7 @@ pub mod stats;
 pub mod stop;
 pub mod store;
 pub mod top;
+pub mod userns;
 pub mod wait;
 
 pub use state::{State, Status};

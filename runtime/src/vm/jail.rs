@@ -809,9 +809,8 @@ mod tests {
 
     #[test]
     fn engine_uids_never_meet_userns_auto_ranges() {
-        let userns_end = crate::container::create::USERNS_FIRST_ID as u64
-            + crate::container::create::USERNS_RANGES as u64
-                * crate::container::spec::USERNS_RANGE as u64;
+        use crate::container::userns::{USERNS_FIRST_ID, USERNS_RANGE, USERNS_RANGES};
+        let userns_end = USERNS_FIRST_ID as u64 + USERNS_RANGES as u64 * USERNS_RANGE as u64;
         assert!(FIRST_UID as u64 >= userns_end);
         assert!(u64::from(FIRST_UID) + u64::from(UIDS) < u64::from(u32::MAX));
     }
