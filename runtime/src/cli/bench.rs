@@ -47,12 +47,24 @@ pub fn bench(root: &StateRoot, args: BenchArgs) -> i32 {
         Some(p) => match bench::compare::load(p) {
             Ok(r) => Some(r),
             Err(e) => {
-                eprintln!("capsa bench: --compare-to {e}");
+                eprintln!(
+                    "capsa bench: --compare-to {}",
+                    super::escape::escape_controls(&e.to_string())
+                );
                 return super::EXIT_FAILURE;
             }
         },
         None => None,
     };
+    if let Some(parent) = &args.cgroup_parent {
+        if let Err(e) = crate::container::options::check_cgroup_parent(parent) {
+            eprintln!(
+                "capsa bench: {}",
+                super::escape::escape_controls(&e.to_string())
+            );
+            return super::EXIT_FAILURE;
+        }
+    }
     let opts = BenchOptions {
         isolations: args.isolation,
         peers: args.peers.into_iter().filter(|p| !p.is_empty()).collect(),
@@ -70,7 +82,10 @@ pub fn bench(root: &StateRoot, args: BenchArgs) -> i32 {
     let report = match bench::run(root, &opts) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("capsa bench: {e}");
+            eprintln!(
+                "capsa bench: {}",
+                super::escape::escape_controls(&e.to_string())
+            );
             return super::EXIT_FAILURE;
         }
     };
@@ -82,7 +97,10 @@ pub fn bench(root: &StateRoot, args: BenchArgs) -> i32 {
             println!("report: {}", names.join(", "));
         }
         Err(e) => {
-            eprintln!("capsa bench: writing the report: {e}");
+            eprintln!(
+                "capsa bench: writing the report: {}",
+                super::escape::escape_controls(&e.to_string())
+            );
             return super::EXIT_FAILURE;
         }
     }

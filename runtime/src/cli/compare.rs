@@ -91,7 +91,10 @@ pub fn compare(root: &Path, args: CompareArgs) -> i32 {
                 samples.push(s);
             }
             Err(e) => {
-                eprintln!("capsa compare: {label}: {e}");
+                eprintln!(
+                    "capsa compare: {label}: {}",
+                    super::escape::escape_controls(&e.to_string())
+                );
                 return super::EXIT_FAILURE;
             }
         }
@@ -109,7 +112,11 @@ fn isolation_matrix(root: &Path, args: &CompareArgs) -> i32 {
     let state = match crate::root::StateRoot::open(root) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("capsa compare: state directory {}: {e}", root.display());
+            eprintln!(
+                "capsa compare: state directory {}: {}",
+                root.display(),
+                super::escape::escape_controls(&e.to_string())
+            );
             return super::EXIT_FAILURE;
         }
     };
@@ -127,7 +134,10 @@ fn isolation_matrix(root: &Path, args: &CompareArgs) -> i32 {
     let report = match crate::bench::run(&state, &opts) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("capsa compare: {e}");
+            eprintln!(
+                "capsa compare: {}",
+                super::escape::escape_controls(&e.to_string())
+            );
             return super::EXIT_FAILURE;
         }
     };
@@ -139,7 +149,10 @@ fn isolation_matrix(root: &Path, args: &CompareArgs) -> i32 {
                 println!("report: {}", names.join(", "));
             }
             Err(e) => {
-                eprintln!("capsa compare: writing the report: {e}");
+                eprintln!(
+                    "capsa compare: writing the report: {}",
+                    super::escape::escape_controls(&e.to_string())
+                );
                 return super::EXIT_FAILURE;
             }
         }

@@ -1,5 +1,6 @@
 //! `start`, `ps`, `rm`, `wait`.
 
+use super::escape::{escape_controls, escape_json_strings};
 use super::{report, EXIT_FAILURE};
 use crate::container::{delete, start as start_verb, wait as wait_verb, ContainerStore, Status};
 use crate::linux::process::exec_fifo::ExecOutcome;
@@ -124,7 +125,7 @@ pub fn logs(root: &StateRoot, args: LogsArgs) -> i32 {
         n => match n.parse::<usize>() {
             Ok(n) => Some(n),
             Err(_) => {
-                eprintln!("capsa: --tail {n:?}: expected a number or \"all\"");
+                super::print_error(format_args!("--tail {n:?}: expected a number or \"all\""));
                 return EXIT_FAILURE;
             }
         },
@@ -292,10 +293,10 @@ pub fn port(root: &StateRoot, args: PortArgs) -> i32 {
         found = true;
     }
     if let (Some((p, proto)), false) = (&wanted, found) {
-        eprintln!(
-            "capsa: no public port '{p}/{proto}' published for {}",
+        super::print_error(format_args!(
+            "no public port '{p}/{proto}' published for {}",
             args.container
-        );
+        ));
         return EXIT_FAILURE;
     }
     0
@@ -351,7 +352,7 @@ pub fn top(root: &StateRoot, args: TopArgs) -> i32 {
     {
         Ok(rows) => {
             for r in rows {
-                println!("{r}");
+                println!("{}", escape_controls(&r));
             }
             0
         }
@@ -459,7 +460,7 @@ pub fn exec(root: &StateRoot, args: ExecArgs) -> i32 {
     {
         Ok(code) => code,
         Err(ContainerError::Exec { code, message }) => {
-            eprintln!("capsa: {message}");
+            super::print_error(format_args!("{message}"));
             code
         }
         Err(e) => {
@@ -485,7 +486,7 @@ fn exec_terminal(
     let started = match started {
         Ok(s) => s,
         Err(ContainerError::Exec { code, message }) => {
-            eprintln!("capsa: {message}");
+            super::print_error(format_args!("{message}"));
             return code;
         }
         Err(e) => {
@@ -543,7 +544,7 @@ pub fn stats(root: &StateRoot, args: StatsArgs) -> i32 {
             print!("\x1b[2J\x1b[H"); // clear the screen, as docker stats redraws
         }
         if let Err(e) = super::stats::print(&usage, args.format.as_deref()) {
-            eprintln!("capsa: {e}");
+            super::print_error(format_args!("{e}"));
             return EXIT_FAILURE;
         }
         if args.no_stream {
@@ -646,10 +647,10 @@ pub fn print_inspected(values: &[serde_json::Value], format: Option<&str>) -> i3
     match format {
         Some(t) => {
             for v in values {
-                match crate::container::inspect::render_template(t, v) {
+                match crate::container::inspect::render_template(t, &escape_json_strings(v)) {
                     Ok(line) => println!("{line}"),
                     Err(e) => {
-                        eprintln!("capsa: {e}");
+                        super::print_error(format_args!("{e}"));
                         return EXIT_FAILURE;
                     }
                 }
@@ -712,7 +713,7 @@ fn detach_keys(spec: Option<&str>) -> Result<Vec<u8>, i32> {
     match spec.map(super::terminal::parse_detach_keys).transpose() {
         Ok(k) => Ok(k.unwrap_or_else(|| super::terminal::DEFAULT_DETACH_KEYS.to_vec())),
         Err(e) => {
-            eprintln!("capsa: {e}");
+            super::print_error(format_args!("{e}"));
             Err(EXIT_FAILURE)
         }
     }
@@ -812,7 +813,7 @@ pub fn start(root: &StateRoot, args: StartArgs) -> i32 {
             }
             Ok((ExecOutcome::Started, _, _)) => println!("{name}"),
             Ok((ExecOutcome::Failed(code, msg), _, _)) => {
-                eprintln!("capsa: container {name}: {msg}");
+                super::print_error(format_args!("container {name}: {msg}"));
                 rc = code;
             }
             Err(e) => {
@@ -830,7 +831,7 @@ pub fn ps(root: &StateRoot, args: PsArgs) -> i32 {
     let filter = match super::ps::Filter::parse(&args.filter) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("capsa: {e}");
+            super::print_error(format_args!("{e}"));
             return EXIT_FAILURE;
         }
     };
@@ -857,7 +858,7 @@ pub fn ps(root: &StateRoot, args: PsArgs) -> i32 {
     match super::ps::print(&rows, args.format.as_deref(), args.size) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("capsa: {e}");
+            super::print_error(format_args!("{e}"));
             EXIT_FAILURE
         }
     }

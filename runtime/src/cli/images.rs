@@ -1,6 +1,7 @@
 //! The image verbs: `images`, `import`, `rmi`, `tag`, `image inspect`, `history`,
 //! `image prune`, `save`, `load`, `system df`.
 
+use super::escape::escape_controls;
 use super::{print_table, report, EXIT_FAILURE};
 use crate::image::reference::familiar;
 use crate::image::{
@@ -189,7 +190,7 @@ pub fn rmi(root: &StateRoot, args: RmiArgs) -> i32 {
 fn print_removals(done: &[remove::Removal]) {
     for r in done {
         match r {
-            remove::Removal::Untagged(n) => println!("Untagged: {n}"),
+            remove::Removal::Untagged(n) => println!("Untagged: {}", escape_controls(n)),
             remove::Removal::Deleted(id) => println!("Deleted: {id}"),
         }
     }
@@ -250,7 +251,9 @@ pub fn image_prune(root: &StateRoot, args: ImagePruneArgs) -> i32 {
                 println!("Deleted Images:");
                 for r in &done {
                     match r {
-                        remove::Removal::Untagged(n) => println!("untagged: {n}"),
+                        remove::Removal::Untagged(n) => {
+                            println!("untagged: {}", escape_controls(n))
+                        }
                         remove::Removal::Deleted(id) => println!("deleted: {id}"),
                     }
                 }
@@ -385,8 +388,8 @@ pub fn save(root: &StateRoot, args: SaveArgs) -> i32 {
     let result = match &args.output {
         Some(path) => save_to_file(&store, &args.images, path),
         None if std::io::stdout().is_terminal() => {
-            eprintln!(
-                "capsa: cowardly refusing to save to a terminal. Use the -o flag or redirect"
+            super::print_error(
+                "cowardly refusing to save to a terminal. Use the -o flag or redirect",
             );
             return EXIT_FAILURE;
         }
@@ -448,7 +451,7 @@ pub fn load(root: &StateRoot, args: LoadArgs) -> i32 {
         Ok(loaded) => {
             if !args.quiet {
                 for n in loaded.names {
-                    println!("Loaded image: {n}");
+                    println!("Loaded image: {}", escape_controls(&n));
                 }
                 for id in loaded.ids {
                     println!("Loaded image ID: {id}");

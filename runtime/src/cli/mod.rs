@@ -8,6 +8,7 @@
 mod bench;
 mod compare;
 mod containers;
+mod escape;
 mod images;
 mod network;
 mod ps;
@@ -181,7 +182,7 @@ pub fn main() -> i32 {
     let root = match crate::root::StateRoot::open(&cli.root) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("capsa: state directory {}: {e}", cli.root.display());
+            print_error(format_args!("state directory {}: {e}", cli.root.display()));
             return EXIT_ENGINE_ERROR;
         }
     };
@@ -255,7 +256,13 @@ fn init_logging(level: &str) {
         .try_init();
 }
 
-/// Prints `capsa: <error>` with its causes.
+/// Prints one error line, `capsa: <message>`, with control characters escaped: messages
+/// quote image fields, registry answers and file names (see [`escape`]).
+pub(crate) fn print_error(message: impl std::fmt::Display) {
+    eprintln!("capsa: {}", escape::escape_controls(&message.to_string()));
+}
+
+/// Prints `capsa: <error>` with its causes (see [`print_error`]).
 pub(crate) fn report(err: &dyn std::error::Error) {
     let mut msg = err.to_string();
     let mut source = err.source();
@@ -267,13 +274,23 @@ pub(crate) fn report(err: &dyn std::error::Error) {
         }
         source = s.source();
     }
-    eprintln!("capsa: {msg}");
+    print_error(msg);
 }
 
-/// Prints rows as a table with Docker's spacing (columns padded by three spaces).
+/// Prints rows as a table with Docker's spacing (columns padded by three spaces). Cells
+/// are escaped (see [`escape`]): a value with a newline or an escape sequence stays in its
+/// cell.
 pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|cell| escape::escape_controls(cell).into_owned())
+                .collect()
+        })
+        .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
+    for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
@@ -290,7 +307,7 @@ pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
         println!("{}", out.trim_end());
     };
     line(header.to_vec());
-    for row in rows {
+    for row in &rows {
         line(row.iter().map(String::as_str).collect());
     }
 }

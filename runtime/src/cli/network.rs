@@ -125,7 +125,7 @@ pub fn network(root: &StateRoot, command: NetworkCommand) -> i32 {
                 match remove(&store, &containers, name) {
                     Ok(()) => println!("{name}"),
                     Err(e) => {
-                        eprintln!("capsa: {e}");
+                        super::print_error(format_args!("{e}"));
                         rc = EXIT_FAILURE;
                     }
                 }
@@ -185,7 +185,7 @@ fn done(result: Result<(), String>) -> i32 {
     match result {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("capsa: {e}");
+            super::print_error(format_args!("{e}"));
             EXIT_FAILURE
         }
     }
@@ -197,10 +197,10 @@ fn default_bridge(root: &StateRoot) -> Result<BridgeConfig, String> {
 
 fn create(root: &StateRoot, store: &NetworkStore, a: CreateArgs) -> i32 {
     if a.driver != "bridge" {
-        eprintln!(
-            "capsa: network driver {:?} is not available (only bridge)",
+        super::print_error(format_args!(
+            "network driver {:?} is not available (only bridge)",
             a.driver
-        );
+        ));
         return EXIT_FAILURE;
     }
     let made = default_bridge(root).and_then(|bridge| {
@@ -220,7 +220,7 @@ fn create(root: &StateRoot, store: &NetworkStore, a: CreateArgs) -> i32 {
             0
         }
         Err(e) => {
-            eprintln!("capsa: {e}");
+            super::print_error(format_args!("{e}"));
             EXIT_FAILURE
         }
     }
@@ -353,7 +353,7 @@ fn inspect(
         match describe(root, store, containers, n) {
             Ok(v) => values.push(v),
             Err(e) => {
-                eprintln!("capsa: {e}");
+                super::print_error(format_args!("{e}"));
                 rc = EXIT_FAILURE;
             }
         }

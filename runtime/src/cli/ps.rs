@@ -1,6 +1,7 @@
 //! `ps` output: filters, Docker's columns, and `--format` (Go-template fields, `table`,
 //! `json`).
 
+use super::escape::escape_json_strings;
 use super::print_table;
 use crate::container::inspect::render_template;
 use crate::container::{id, ContainerStore, State};
@@ -91,6 +92,9 @@ pub struct Row {
 
 /// Docker's COMMAND column: quoted, truncated to 20 characters with an ellipsis.
 fn command_column(cmd: &[String], no_trunc: bool) -> String {
+    if cmd.is_empty() {
+        return String::new(); // a record that could not be read
+    }
     let joined = cmd.join(" ");
     if no_trunc || joined.chars().count() <= 20 {
         return format!("\"{joined}\"");
@@ -153,7 +157,7 @@ fn header(field: &str) -> String {
 }
 
 /// Prints the rows: Docker's default table, a Go template per row, `table TEMPLATE`, or
-/// `json` (one object per line).
+/// `json` (one object per line). Values reach the terminal escaped (JSON escapes its own).
 pub fn print(rows: &[Row], format: Option<&str>, with_size: bool) -> Result<(), String> {
     match format.map(str::trim) {
         None | Some("table") => {
@@ -203,7 +207,7 @@ pub fn print(rows: &[Row], format: Option<&str>, with_size: bool) -> Result<(), 
             let cells = rows
                 .iter()
                 .map(|r| {
-                    render_template(&template, &r.value)
+                    render_template(&template, &escape_json_strings(&r.value))
                         .map(|line| line.split('\t').map(String::from).collect())
                 })
                 .collect::<Result<Vec<Vec<String>>, String>>()?;
@@ -213,7 +217,10 @@ pub fn print(rows: &[Row], format: Option<&str>, with_size: bool) -> Result<(), 
         Some(t) => {
             let template = t.replace("\\t", "\t").replace("\\n", "\n");
             for r in rows {
-                println!("{}", render_template(&template, &r.value)?);
+                println!(
+                    "{}",
+                    render_template(&template, &escape_json_strings(&r.value))?
+                );
             }
         }
     }

@@ -182,7 +182,9 @@ impl Display {
         }
     }
 
+    /// Prints one progress line (it quotes what the registry sent: escaped).
     fn line(&self, text: &str) {
+        let text = &*super::escape::escape_controls(text);
         let bars = self
             .bars
             .as_ref()
@@ -299,13 +301,15 @@ pub struct LoginArgs {
 pub fn login(root: &StateRoot, args: LoginArgs) -> i32 {
     let server = registry_host(args.server.as_deref());
     let Some(username) = args.username.or_else(|| prompt("Username: ")) else {
-        eprintln!("capsa: login to {server}: a user name is required (-u)");
+        super::print_error(format_args!(
+            "login to {server}: a user name is required (-u)"
+        ));
         return EXIT_FAILURE;
     };
     let password = if args.password_stdin {
         let mut s = String::new();
         if let Err(e) = std::io::stdin().read_line(&mut s) {
-            eprintln!("capsa: login to {server}: reading the password: {e}");
+            super::print_error(format_args!("login to {server}: reading the password: {e}"));
             return EXIT_FAILURE;
         }
         Some(s.trim_end_matches(['\n', '\r']).to_string())
@@ -313,7 +317,9 @@ pub fn login(root: &StateRoot, args: LoginArgs) -> i32 {
         args.password.or_else(|| prompt("Password: "))
     };
     let Some(password) = password.filter(|p| !p.is_empty()) else {
-        eprintln!("capsa: login to {server}: a password is required (-p or --password-stdin)");
+        super::print_error(format_args!(
+            "login to {server}: a password is required (-p or --password-stdin)"
+        ));
         return EXIT_FAILURE;
     };
     let creds = Credentials { username, password };
@@ -322,7 +328,7 @@ pub fn login(root: &StateRoot, args: LoginArgs) -> i32 {
         reg.check_login().map_err(|e| e.to_string())
     });
     if let Err(e) = outcome {
-        eprintln!("capsa: login to {server}: {e}");
+        super::print_error(format_args!("login to {server}: {e}"));
         return EXIT_FAILURE;
     }
     match auth::store_credentials(&root.auth_file(), &server, Some(&creds)) {
@@ -331,10 +337,10 @@ pub fn login(root: &StateRoot, args: LoginArgs) -> i32 {
             0
         }
         Err(e) => {
-            eprintln!(
-                "capsa: storing credentials in {}: {e}",
+            super::print_error(format_args!(
+                "storing credentials in {}: {e}",
                 root.auth_file().display()
-            );
+            ));
             EXIT_FAILURE
         }
     }
@@ -360,7 +366,7 @@ pub fn logout(root: &StateRoot, args: LogoutArgs) -> i32 {
             0
         }
         Err(e) => {
-            eprintln!("capsa: {}: {e}", root.auth_file().display());
+            super::print_error(format_args!("{}: {e}", root.auth_file().display()));
             EXIT_FAILURE
         }
     }
@@ -412,11 +418,11 @@ pub fn search(root: &StateRoot, args: SearchArgs) -> i32 {
         .split_once('/')
         .filter(|(h, _)| h.contains('.') || h.contains(':') || *h == "localhost")
     else {
-        eprintln!(
-            "capsa: search {:?}: name the registry, as REGISTRY/TERM (Docker Hub's search API \
+        super::print_error(format_args!(
+            "search {:?}: name the registry, as REGISTRY/TERM (Docker Hub's search API \
              is not a registry catalog; capsa searches catalogs only)",
             args.term
-        );
+        ));
         return EXIT_FAILURE;
     };
     let result = settings(root).and_then(|s| {
@@ -427,7 +433,7 @@ pub fn search(root: &StateRoot, args: SearchArgs) -> i32 {
     let names = match result {
         Ok(n) => n,
         Err(e) => {
-            eprintln!("capsa: search {}: {e}", args.term);
+            super::print_error(format_args!("search {}: {e}", args.term));
             return EXIT_FAILURE;
         }
     };
@@ -439,7 +445,7 @@ pub fn search(root: &StateRoot, args: SearchArgs) -> i32 {
         .collect();
     if args.format.is_some() {
         for h in hits {
-            println!("{}", h[0]);
+            println!("{}", super::escape::escape_controls(&h[0]));
         }
     } else {
         super::print_table(&["NAME", "DESCRIPTION"], &hits);

@@ -325,7 +325,7 @@ pub fn run(root: &StateRoot, args: RunArgs, create_only: bool) -> i32 {
     {
         Ok(k) => k.unwrap_or_else(|| super::terminal::DEFAULT_DETACH_KEYS.to_vec()),
         Err(e) => {
-            eprintln!("capsa: {e}");
+            super::print_error(format_args!("{e}"));
             return EXIT_ENGINE_ERROR;
         }
     };
@@ -358,7 +358,7 @@ pub fn run(root: &StateRoot, args: RunArgs, create_only: bool) -> i32 {
     match run_verb::run_foreground(&store, image, &opts) {
         Ok(outcome) => {
             if let Some(msg) = outcome.exec_error {
-                eprintln!("capsa: {msg}");
+                super::print_error(format_args!("{msg}"));
             }
             outcome.exit_code
         }
@@ -491,7 +491,7 @@ fn detached(
         match start::start(store, &id) {
             Ok(ExecOutcome::Started) => {}
             Ok(ExecOutcome::Failed(code, msg)) => {
-                eprintln!("capsa: {msg}");
+                super::print_error(format_args!("{msg}"));
                 return code;
             }
             Err(e) => {
