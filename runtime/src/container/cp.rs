@@ -65,7 +65,8 @@ pub fn write_tar(src: &Path, name: &Path, out: impl Write) -> std::io::Result<()
 /// inside).
 pub fn extract(input: impl Read, dest: &Path, as_is: bool) -> Result<(), String> {
     let unpack = |dir: &Path| -> Result<(), String> {
-        let mut archive = tar::Archive::new(input);
+        // Oversized long-name and PAX headers are refused before tar buffers them.
+        let mut archive = tar::Archive::new(crate::image::tar_guard::HeaderGuard::new(input));
         archive.set_preserve_permissions(true);
         archive.set_preserve_mtime(true);
         archive.set_overwrite(true);
