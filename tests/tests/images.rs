@@ -269,6 +269,44 @@ fn bad_blobs_fail_the_pull_and_leave_nothing_behind() {
     );
 }
 
+/// rt2 #1 by pull: a config whose diff ID is a path (`sha256:<hex>/../../x`) is refused
+/// where the config is read, naming the ID (it failed on a missing lock file before, by
+/// accident); nothing is stored.
+#[test]
+fn a_pulled_config_whose_diff_id_is_a_path_is_refused() {
+    let env = TestEnv::new();
+    let reg = LocalRegistry::start(&env);
+    let mut layout = OciLayout::new();
+    let layer = layout.layer(&tar_of(&[("hello", Some(b"hi\n"))]), Packing::Gzip);
+    let bad_id = format!("{}/../../x", layer.diff_id);
+    let bad = BuiltLayer {
+        diff_id: bad_id.clone(),
+        ..layer
+    };
+    let desc = layout.image("amd64", &[bad], sh_config());
+    layout.tag("1", desc);
+    reg.push(&layout, "1", "test/baddiff");
+    let name = format!("{}/test/baddiff:1", reg.host());
+    let layers_before = entries(&env.root().join("layers"));
+    let blobs_before = entries(&env.root().join("blobs/sha256"));
+
+    let out = env.capsa(&["pull", &name]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains(&name), "{err}");
+    assert!(
+        err.contains(&format!(
+            "rootfs.diff_ids[0]: {bad_id:?} is not a sha256 digest"
+        )),
+        "{err}"
+    );
+    assert!(!ok(&env.capsa(&["images"])).contains("baddiff"));
+    assert_eq!(entries(&env.root().join("layers")), layers_before);
+    assert_eq!(entries(&env.root().join("blobs/sha256")), blobs_before);
+    assert!(entries(&env.root().join("tmp")).is_empty(), "staging left");
+}
+
 #[test]
 fn a_layer_that_writes_outside_its_directory_is_refused() {
     let env = TestEnv::new();
