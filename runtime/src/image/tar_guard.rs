@@ -8,10 +8,13 @@
 //! [`HeaderGuard`] sits between the stream and the crate. It follows the archive's block
 //! structure exactly as the crate does (a 512-byte header; for a GNU sparse header its
 //! extension blocks; the entry's data rounded up to 512 bytes, its size taken from a PAX
-//! `size` record when one precedes it; the end at the first all-zero header) and fails the
-//! read that would hand the crate a header announcing more than [`MAX_EXTENSION`] bytes of
-//! name or records, or more than [`MAX_SPARSE_BLOCKS`] sparse extension blocks. The crate
-//! never receives such a header, so it never buffers what follows it.
+//! `size` record when one precedes it; an all-zero block, where the crate stops, is followed
+//! by blocks still checked as headers, as the crate reads them when it ignores zeros) and
+//! fails the read that would hand the crate a header announcing more than
+//! [`MAX_EXTENSION`] bytes of name or records, or more than [`MAX_SPARSE_BLOCKS`] sparse
+//! extension blocks. The crate never receives such a header, so it never buffers what
+//! follows it. A header the crate would reject (bad checksum or size) is refused here with
+//! a short message, so the crate's own, which quotes the raw header bytes, never shows.
 
 use std::io::{self, Read};
 
@@ -38,7 +41,8 @@ enum State {
         records: Option<Vec<u8>>,
         record_bytes: u64,
     },
-    /// The archive ended, or the crate stops at the block just handed out: the rest passes.
+    /// The crate stops at the block just handed out (a short or malformed one): the rest
+    /// passes unchecked.
     Through,
 }
 
@@ -92,7 +96,9 @@ impl<R: Read> HeaderGuard<R> {
     /// Decides what follows the header now in `self.block`, or refuses it.
     fn inspect_header(&mut self) -> io::Result<State> {
         if self.block.iter().all(|&b| b == 0) {
-            return Ok(State::Through); // the end of the archive, for the crate too
+            // The end of the archive: the crate stops here (or, ignoring zeros, reads the
+            // next block as a header, which is then checked as one).
+            return Ok(State::Header);
         }
         let mut header = tar::Header::new_old();
         header.as_mut_bytes().copy_from_slice(&self.block);
