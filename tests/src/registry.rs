@@ -317,6 +317,68 @@ fn start_token_server(
     (child, format!("http://127.0.0.1:{port}/token"), cert)
 }
 
+/// A scripted hostile registry or token realm (`tests/fixtures/hostile_registry.py`) on
+/// `address:port` of a test's network namespace, logging every request it gets.
+pub struct HostileServer {
+    child: Child,
+    log: tempfile::NamedTempFile,
+    address: String,
+    port: u16,
+}
+
+impl HostileServer {
+    /// Starts one answering as `mode` says (`bearer` sends clients to `realm`).
+    pub fn start(env: &TestEnv, address: &str, mode: &str, realm: &str) -> HostileServer {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let port = free_port();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/hostile_registry.py");
+        let child = env
+            .host_command("python3")
+            .arg(script)
+            .args([address, &port.to_string(), mode])
+            .arg(log.path())
+            .arg(realm)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("python3");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let addr = address.to_string();
+        loop {
+            let a = addr.clone();
+            if in_netns(env.netns(), move || {
+                TcpStream::connect((a.as_str(), port)).is_ok()
+            }) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "hostile server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        HostileServer {
+            child,
+            log,
+            address: addr,
+            port,
+        }
+    }
+
+    /// `address:port`.
+    pub fn host(&self) -> String {
+        format!("{}:{}", self.address, self.port)
+    }
+
+    /// Every request so far: `METHOD PATH AUTHORIZATION` (`-` when none was sent).
+    pub fn requests(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+}
+
+impl Drop for HostileServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Runs `f` on a thread that has joined network namespace `netns` (only that thread
 /// changes namespace).
 pub fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {

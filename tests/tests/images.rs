@@ -269,6 +269,44 @@ fn bad_blobs_fail_the_pull_and_leave_nothing_behind() {
     );
 }
 
+/// rt2 #1 by pull: a config whose diff ID is a path (`sha256:<hex>/../../x`) is refused
+/// where the config is read, naming the ID (it failed on a missing lock file before, by
+/// accident); nothing is stored.
+#[test]
+fn a_pulled_config_whose_diff_id_is_a_path_is_refused() {
+    let env = TestEnv::new();
+    let reg = LocalRegistry::start(&env);
+    let mut layout = OciLayout::new();
+    let layer = layout.layer(&tar_of(&[("hello", Some(b"hi\n"))]), Packing::Gzip);
+    let bad_id = format!("{}/../../x", layer.diff_id);
+    let bad = BuiltLayer {
+        diff_id: bad_id.clone(),
+        ..layer
+    };
+    let desc = layout.image("amd64", &[bad], sh_config());
+    layout.tag("1", desc);
+    reg.push(&layout, "1", "test/baddiff");
+    let name = format!("{}/test/baddiff:1", reg.host());
+    let layers_before = entries(&env.root().join("layers"));
+    let blobs_before = entries(&env.root().join("blobs/sha256"));
+
+    let out = env.capsa(&["pull", &name]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains(&name), "{err}");
+    assert!(
+        err.contains(&format!(
+            "rootfs.diff_ids[0]: {bad_id:?} is not a sha256 digest"
+        )),
+        "{err}"
+    );
+    assert!(!ok(&env.capsa(&["images"])).contains("baddiff"));
+    assert_eq!(entries(&env.root().join("layers")), layers_before);
+    assert_eq!(entries(&env.root().join("blobs/sha256")), blobs_before);
+    assert!(entries(&env.root().join("tmp")).is_empty(), "staging left");
+}
+
 #[test]
 fn a_layer_that_writes_outside_its_directory_is_refused() {
     let env = TestEnv::new();
@@ -615,4 +653,55 @@ fn in_netns_of(env: &TestEnv, other: &TestEnv, args: &[&str]) -> std::process::O
     let mut cmd = env.host_command(capsa_tests::capsa_bin().to_str().unwrap());
     cmd.arg("--root").arg(other.root()).args(args);
     capsa_tests::run_bounded(cmd, std::time::Duration::from_secs(60))
+}
+
+/// rt2 #7: stored credentials for a plain-HTTP registry are never sent to a token realm
+/// over plain HTTP on another host (they were, in the clear, to whatever host the realm
+/// named); the pull is refused saying why.
+#[test]
+fn credentials_never_go_to_a_plain_http_realm_on_another_host() {
+    use base64::Engine as _;
+    use capsa_tests::registry::HostileServer;
+    let env = TestEnv::new();
+    let realm = HostileServer::start(&env, "127.0.0.2", "token", "");
+    let token_url = format!("http://{}/token", realm.host());
+    let registry = HostileServer::start(&env, "127.0.0.1", "bearer", &token_url);
+    let secret = "alice:S3cretPW";
+    let auth = format!(
+        r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#,
+        registry.host(),
+        base64::engine::general_purpose::STANDARD.encode(secret)
+    );
+    std::fs::write(env.root().join("auth.json"), auth).unwrap();
+    let out = env.capsa(&["pull", &format!("{}/app", registry.host())]);
+    let err = text(&out.stderr);
+    let seen = realm.requests();
+    assert!(
+        !seen.contains("Basic"),
+        "credentials reached the realm: {seen}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("the token realm is plain HTTP on another host (127.0.0.2)"),
+        "{err}"
+    );
+}
+
+/// rt2 #13: a registry's own error text with a newline and terminal escape sequences is
+/// shown on one line, escaped.
+#[test]
+fn registry_error_text_is_shown_escaped_on_one_line() {
+    use capsa_tests::registry::HostileServer;
+    let env = TestEnv::new();
+    let registry = HostileServer::start(&env, "127.0.0.1", "hostile-errors", "");
+    let out = env.capsa(&["pull", &format!("{}/app:1", registry.host())]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(!err.contains('\u{1b}') && !err.contains('\u{7}'), "{err:?}");
+    assert!(
+        err.contains(r"no such thing\nInjected second line \u{1b}[31mRED"),
+        "{err}"
+    );
 }

@@ -83,7 +83,8 @@ pub fn extract_on_host(input: impl Read, dest: &Path) -> Result<(), String> {
 /// stream goes into `dest` as it is).
 fn extract_masked(input: impl Read, dest: &Path, as_is: bool, mask: u32) -> Result<(), String> {
     let unpack = |dir: &Path| -> Result<(), String> {
-        let mut archive = tar::Archive::new(input);
+        // Oversized long-name and PAX headers are refused before tar buffers them.
+        let mut archive = tar::Archive::new(crate::image::tar_guard::HeaderGuard::new(input));
         archive.set_preserve_permissions(true);
         archive.set_mask(mask);
         archive.set_preserve_mtime(true);

@@ -271,18 +271,22 @@ pub fn build(opts: &RunOptions, image: &Image, ctx: &SpecContext) -> Result<Spec
         ));
     }
     let image_cfg = image.config.config().as_ref();
+    let image_cwd = image_cfg
+        .and_then(|c| c.working_dir().clone())
+        .filter(|w| !w.is_empty());
     let cwd = opts
         .workdir
         .clone()
-        .or_else(|| {
-            image_cfg
-                .and_then(|c| c.working_dir().clone())
-                .filter(|w| !w.is_empty())
-        })
+        .or(image_cwd)
         .unwrap_or_else(|| "/".into());
     if !cwd.starts_with('/') {
+        // Name what set it: the flag, or the image's config (whose text is quoted escaped).
+        let source = match opts.workdir {
+            Some(_) => "-w",
+            None => "the image's config WorkingDir",
+        };
         return Err(err(format!(
-            "-w {cwd:?}: the working directory must be an absolute path"
+            "{source} {cwd:?}: the working directory must be an absolute path"
         )));
     }
     let user = opts
@@ -290,6 +294,15 @@ pub fn build(opts: &RunOptions, image: &Image, ctx: &SpecContext) -> Result<Spec
         .clone()
         .or_else(|| image_cfg.and_then(|c| c.user().clone()))
         .unwrap_or_default();
+    if user.chars().any(char::is_control) {
+        let source = match opts.user {
+            Some(_) => "-u",
+            None => "the image's config User",
+        };
+        return Err(err(format!(
+            "{source} {user:?}: a user or group name holds no control characters"
+        )));
+    }
     let cap_names = if opts.privileged {
         capabilities::all_caps()
     } else {

@@ -5,22 +5,27 @@
 //! same blobs), as Docker 25 and later write it, so `docker load`, `skopeo`, `umoci` and
 //! capsa all read it. Blobs are written as stored: the digests in the manifests still hold.
 //!
-//! `load` reads either format (older docker-archives with `<id>/layer.tar` too). The archive
-//! is first extracted into a private staging directory (tar is not seekable); every layer
-//! then goes through [`super::layer::take_in`] and is checked against the config's diff
-//! IDs (and, for OCI layouts, against its descriptor). Only when every image of the archive
-//! has been read this way are its layers, blobs and names committed: a bad archive stores
-//! nothing.
+//! `load` reads either format (older docker-archives with `<id>/layer.tar` too), plain or
+//! compressed with gzip or zstd as `docker load` accepts it. The archive is first extracted
+//! into a private staging directory (tar is not seekable); every digest and diff ID it
+//! names is parsed as `sha256:<64 hex>` before anything else; every new layer then goes
+//! through [`super::layer::take_in`] and is checked against the config's diff IDs (and, for
+//! OCI layouts, against its descriptor). A layer already in the store is reused only under
+//! the chain ID those diff IDs give, and only once the archive's own blob for it has been
+//! checked to be that layer. Only when every image of the archive has been read this way
+//! are its layers, blobs and names committed: a bad archive stores nothing.
 
-use super::digest::{chain_ids, hex_part, sha256_of};
-use super::layer::{take_in, Compression, Expected, StagedLayer};
+use super::digest::{chain_ids, diff_ids_of, ChainId, Digest};
+use super::layer::{diff_id_of, take_in, Compression, Expected, StagedLayer};
 use super::manifest::{self, ManifestDoc, Platform};
 use super::store::Staging;
+use super::tar_guard::HeaderGuard;
+use super::unpack::error_chain;
 use super::{ImageError, ImageStore, Reference};
 use oci_spec::image::{Descriptor, ImageConfiguration};
-use serde_json::{json, Value};
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use serde_json::json;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Component, Path, PathBuf};
 
 /// The annotation containerd and Docker use for an image's full name in `index.json`.
 const NAME_ANNOTATION: &str = "io.containerd.image.name";
@@ -36,8 +41,21 @@ pub fn save(store: &ImageStore, wanted: &[String], out: impl Write) -> Result<()
     for w in wanted {
         let image = store.resolve(w)?;
         let manifest = store.manifest_of(&image)?;
-        let mut blobs = vec![image.manifest_digest.clone(), image.id.clone()];
-        blobs.extend(manifest.layers().iter().map(|d| d.digest().to_string()));
+        let corrupt = |e: super::digest::BadDigest| ImageError::Corrupt {
+            image: image.manifest_digest.clone(),
+            what: "manifest",
+            reason: e.to_string(),
+        };
+        let manifest_digest = Digest::parse(&image.manifest_digest).map_err(corrupt)?;
+        let config_digest = Digest::parse(&image.id).map_err(corrupt)?;
+        let layer_digests = manifest
+            .layers()
+            .iter()
+            .map(Digest::of_descriptor)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(corrupt)?;
+        let mut blobs = vec![manifest_digest.clone(), config_digest.clone()];
+        blobs.extend(layer_digests.iter().cloned());
         for digest in &blobs {
             if written.insert(digest.clone()) {
                 append_blob(&mut tar, store, digest)?;
@@ -47,11 +65,11 @@ pub fn save(store: &ImageStore, wanted: &[String], out: impl Write) -> Result<()
             Ok(r) if image.names.contains(&r.full()) => vec![r.full()],
             _ => image.names.clone(),
         };
-        let manifest_size = store.read_blob(&image.manifest_digest)?.len();
+        let manifest_size = store.read_blob(&manifest_digest)?.len();
         let descriptor = |name: Option<&String>| {
             let mut d = json!({
                 "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "digest": image.manifest_digest,
+                "digest": manifest_digest.as_str(),
                 "size": manifest_size,
             });
             if let Some(n) = name {
@@ -70,9 +88,9 @@ pub fn save(store: &ImageStore, wanted: &[String], out: impl Write) -> Result<()
             index_entries.push(descriptor(Some(n)));
         }
         docker_entries.push(json!({
-            "Config": blob_path(&image.id),
+            "Config": blob_path(&config_digest),
             "RepoTags": names.iter().map(|n| super::store::familiar_name(n)).collect::<Vec<_>>(),
-            "Layers": manifest.layers().iter().map(|d| blob_path(d.digest().as_ref())).collect::<Vec<_>>(),
+            "Layers": layer_digests.iter().map(blob_path).collect::<Vec<_>>(),
         }));
     }
     let index = json!({
@@ -97,16 +115,17 @@ pub fn save(store: &ImageStore, wanted: &[String], out: impl Write) -> Result<()
     tar.into_inner().and_then(|mut w| w.flush()).map_err(io)
 }
 
-fn blob_path(digest: &str) -> String {
-    format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"))
+/// Where a blob lives inside an archive: `blobs/sha256/<hex>`.
+fn blob_path(digest: &Digest) -> String {
+    format!("blobs/sha256/{}", digest.hex())
 }
 
 fn append_blob<W: Write>(
     tar: &mut tar::Builder<W>,
     store: &ImageStore,
-    digest: &str,
+    digest: &Digest,
 ) -> Result<(), ImageError> {
-    let path = store.blob_path(digest)?;
+    let path = store.blob_path(digest);
     let mut file = std::fs::File::open(&path).map_err(|e| ImageError::io(&path, e))?;
     let len = file.metadata().map_err(|e| ImageError::io(&path, e))?.len();
     let mut h = entry_header(len);
@@ -157,7 +176,14 @@ pub fn load(store: &ImageStore, input: impl Read, source: &str) -> Result<Loaded
     let staging = store.staging()?;
     let tree = staging.path().join("archive");
     std::fs::create_dir(&tree).map_err(|e| ImageError::io(&tree, e))?;
-    extract(input, &tree).map_err(bad)?;
+    let mut input = BufReader::new(input);
+    let compression = Compression::sniff(
+        input
+            .fill_buf()
+            .map_err(|e| bad(format!("reading the archive: {e}")))?,
+    );
+    let plain = super::layer::decompress(input, compression).map_err(&bad)?;
+    extract(plain, &tree).map_err(bad)?;
     let dir = ArchiveDir { root: tree };
     let mut plan = Plan::default();
     if dir.exists("index.json") && !dir.exists("manifest.json") || dir.exists("oci-layout") {
@@ -175,25 +201,34 @@ pub fn load(store: &ImageStore, input: impl Read, source: &str) -> Result<Loaded
     plan.commit(store).map_err(bad)
 }
 
-/// Extracts the archive into `tree`, refusing entries that would land outside it.
+/// Extracts the archive into `tree`, refusing entries that would land outside it (by
+/// their path, or as hard links to a file outside).
 fn extract(input: impl Read, tree: &Path) -> Result<(), String> {
-    let unreadable = |e: std::io::Error| format!("not a readable tar archive: {e}");
-    let mut archive = tar::Archive::new(input);
+    let unreadable = |e: std::io::Error| format!("not a readable tar archive: {}", error_chain(&e));
+    let leaves = |p: &Path| p.is_absolute() || p.components().any(|c| c == Component::ParentDir);
+    let mut archive = tar::Archive::new(HeaderGuard::new(input));
     for entry in archive.entries().map_err(unreadable)? {
         let mut entry = entry.map_err(unreadable)?;
         let path = entry.path().map_err(unreadable)?.into_owned();
-        if path
-            .components()
-            .any(|c| c == std::path::Component::ParentDir)
-        {
+        if path.components().any(|c| c == Component::ParentDir) {
             return Err(format!(
                 "entry {}: path leads outside the archive",
                 path.display()
             ));
         }
+        if entry.header().entry_type().is_hard_link() {
+            let target = entry.link_name().map_err(unreadable)?.unwrap_or_default();
+            if leaves(&target) {
+                return Err(format!(
+                    "entry {}: a hard link to {}, a file outside the archive",
+                    path.display(),
+                    target.display()
+                ));
+            }
+        }
         let inside = entry
             .unpack_in(tree)
-            .map_err(|e| format!("entry {}: {e}", path.display()))?;
+            .map_err(|e| format!("entry {}: {}", path.display(), error_chain(&e)))?;
         if !inside {
             return Err(format!(
                 "entry {}: path leads outside the archive",
@@ -231,27 +266,21 @@ impl ArchiveDir {
     fn open(&self, rel: &str) -> Result<std::fs::File, String> {
         std::fs::File::open(self.path(rel)?).map_err(|e| format!("{rel}: {e}"))
     }
-
-    fn blob(&self, digest: &str) -> Result<String, String> {
-        hex_part(digest)
-            .map(|h| format!("blobs/sha256/{h}"))
-            .ok_or_else(|| format!("digest {digest:?} is not sha256:<64 hex>"))
-    }
 }
 
 /// One image of the archive, read and checked, not yet stored.
 struct PlannedImage {
     config_bytes: Vec<u8>,
-    id: String,
+    id: Digest,
     manifest_bytes: Vec<u8>,
-    manifest_digest: String,
+    manifest_digest: Digest,
     /// The names it gets; none: it is loaded by ID.
     names: Vec<Reference>,
 }
 
 /// A new layer, unpacked and checked in its staging directory.
 struct PendingLayer {
-    chain: String,
+    chain: ChainId,
     layer: StagedLayer,
     _staging: Staging,
 }
@@ -264,8 +293,12 @@ struct Plan {
 }
 
 impl Plan {
-    fn has_staged(&self, chain: &str) -> bool {
-        self.layers.iter().any(|l| l.chain == chain)
+    fn has_layer(&self, chain: &ChainId) -> bool {
+        self.layers.iter().any(|l| l.chain == *chain)
+    }
+
+    fn has_blob(&self, digest: &Digest) -> bool {
+        self.layers.iter().any(|l| l.layer.blob_digest == *digest)
     }
 
     /// Stores the staged layers, the blobs, then the names.
@@ -291,7 +324,7 @@ impl Plan {
                 store
                     .add_image(&image.manifest_digest, &image.id, None, None)
                     .map_err(|e| e.to_string())?;
-                loaded.ids.push(image.id.clone());
+                loaded.ids.push(image.id.to_string());
             }
             for name in &image.names {
                 store
@@ -304,35 +337,73 @@ impl Plan {
     }
 }
 
+/// A layer blob of the archive: where it is, and what it must be.
+struct LayerBlob {
+    /// Its path in the archive.
+    path: String,
+    digest: Digest,
+    size: u64,
+    compression: Compression,
+}
+
+/// `index.json` of an OCI layout.
+#[derive(serde::Deserialize)]
+struct OciIndex {
+    manifests: Vec<Descriptor>,
+}
+
 /// An OCI image layout: `index.json` -> manifests (or nested indexes, resolved for this
 /// machine's platform) -> config and layer blobs, all checked against their descriptors.
 fn plan_oci(store: &ImageStore, dir: &ArchiveDir, plan: &mut Plan) -> Result<(), String> {
-    let index: Value =
-        serde_json::from_slice(&dir.read("index.json")?).map_err(|e| format!("index.json: {e}"))?;
-    let entries: Vec<Descriptor> = serde_json::from_value(index["manifests"].clone())
-        .map_err(|e| format!("index.json manifests: {e}"))?;
-    if entries.is_empty() {
+    let index: OciIndex =
+        super::json::parse(&dir.read("index.json")?).map_err(|e| format!("index.json: {e}"))?;
+    if index.manifests.is_empty() {
         return Err("index.json lists no manifests".into());
     }
-    for entry in &entries {
-        let bytes = checked_blob(dir, entry)?;
-        let (manifest_bytes, manifest_digest) = match manifest::parse(&bytes, "")? {
-            ManifestDoc::Image(_) => (bytes, entry.digest().to_string()),
-            ManifestDoc::Index(inner) => {
-                let d = manifest::select(&inner, &Platform::host())?.clone();
-                (checked_blob(dir, &d)?, d.digest().to_string())
-            }
-        };
-        let ManifestDoc::Image(m) = manifest::parse(&manifest_bytes, "")? else {
+    for (i, entry) in index.manifests.iter().enumerate() {
+        let what = format!("index.json manifests[{i}]");
+        let (bytes, digest) = checked_blob(dir, entry, &what)?;
+        let (manifest_bytes, manifest_digest) =
+            match manifest::parse(&bytes, "").map_err(|e| format!("manifest {digest}: {e}"))? {
+                ManifestDoc::Image(_) => (bytes, digest),
+                ManifestDoc::Index(inner) => {
+                    let d = manifest::select(&inner, &Platform::host())?.clone();
+                    checked_blob(dir, &d, &format!("index {digest}"))?
+                }
+            };
+        let ManifestDoc::Image(m) = manifest::parse(&manifest_bytes, "")
+            .map_err(|e| format!("manifest {manifest_digest}: {e}"))?
+        else {
             return Err(format!("{manifest_digest}: an index inside an index"));
         };
-        let config_bytes = checked_blob(dir, m.config())?;
-        let layers: Vec<(String, Option<Descriptor>)> = m
+        let (config_bytes, config_digest) = checked_blob(
+            dir,
+            m.config(),
+            &format!("manifest {manifest_digest} config"),
+        )?;
+        let layers = m
             .layers()
             .iter()
-            .map(|d| Ok((dir.blob(d.digest().as_ref())?, Some(d.clone()))))
-            .collect::<Result<_, String>>()?;
-        let id = stage_image(store, dir, &config_bytes, &layers, plan)?;
+            .enumerate()
+            .map(|(i, d)| {
+                let digest = Digest::of_descriptor(d)
+                    .map_err(|e| format!("manifest {manifest_digest}: layers[{i}].digest: {e}"))?;
+                Ok(LayerBlob {
+                    path: format!("blobs/sha256/{}", digest.hex()),
+                    compression: Compression::of_media_type(d.media_type().as_ref())?,
+                    size: d.size(),
+                    digest,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let id = stage_image(
+            store,
+            dir,
+            &config_bytes,
+            &format!("config {config_digest}"),
+            &layers,
+            plan,
+        )?;
         let annotations = entry.annotations().clone().unwrap_or_default();
         let name = annotations
             .get(NAME_ANNOTATION)
@@ -360,7 +431,7 @@ fn plan_docker(store: &ImageStore, dir: &ArchiveDir, plan: &mut Plan) -> Result<
         repo_tags: Option<Vec<String>>,
         layers: Vec<String>,
     }
-    let entries: Vec<Entry> = serde_json::from_slice(&dir.read("manifest.json")?)
+    let entries: Vec<Entry> = super::json::parse(&dir.read("manifest.json")?)
         .map_err(|e| format!("manifest.json: {e}"))?;
     if entries.is_empty() {
         return Err("manifest.json lists no images".into());
@@ -373,23 +444,34 @@ fn plan_docker(store: &ImageStore, dir: &ArchiveDir, plan: &mut Plan) -> Result<
             .map(|t| Reference::parse(t).map_err(|e| format!("manifest.json: {e}")))
             .collect::<Result<Vec<_>, _>>()?;
         let config_bytes = dir.read(&entry.config)?;
-        let layers: Vec<(String, Option<Descriptor>)> =
-            entry.layers.iter().map(|l| (l.clone(), None)).collect();
-        let id = stage_image(store, dir, &config_bytes, &layers, plan)?;
+        let layers = entry
+            .layers
+            .iter()
+            .map(|l| stored_blob_of(dir, l))
+            .collect::<Result<Vec<_>, _>>()?;
+        let id = stage_image(
+            store,
+            dir,
+            &config_bytes,
+            &format!("config {}", entry.config),
+            &layers,
+            plan,
+        )?;
         let config_desc = json!({
             "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": id,
+            "digest": id.as_str(),
             "size": config_bytes.len(),
         });
-        let mut layer_descs = Vec::new();
-        for l in &entry.layers {
-            let (digest, size, compression) = stored_blob_of(dir, l)?;
-            layer_descs.push(json!({
-                "mediaType": compression.oci_media_type(),
-                "digest": digest,
-                "size": size,
-            }));
-        }
+        let layer_descs: Vec<_> = layers
+            .iter()
+            .map(|l| {
+                json!({
+                    "mediaType": l.compression.oci_media_type(),
+                    "digest": l.digest.as_str(),
+                    "size": l.size,
+                })
+            })
+            .collect();
         let manifest = json!({
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -398,7 +480,7 @@ fn plan_docker(store: &ImageStore, dir: &ArchiveDir, plan: &mut Plan) -> Result<
         });
         let manifest_bytes = serde_json::to_vec(&manifest).unwrap_or_default();
         plan.images.push(PlannedImage {
-            manifest_digest: sha256_of(&manifest_bytes),
+            manifest_digest: Digest::of(&manifest_bytes),
             config_bytes,
             id,
             manifest_bytes,
@@ -408,54 +490,59 @@ fn plan_docker(store: &ImageStore, dir: &ArchiveDir, plan: &mut Plan) -> Result<
     Ok(())
 }
 
-/// Stages every layer the store (and the plan) lacks, checking diff IDs against the
-/// config; returns the image ID.
+/// Checks the config (`label` names it) and every layer against its diff ID, staging each
+/// layer the store (and the plan) lacks; returns the image ID.
+///
+/// A layer already unpacked is reused only under the chain ID computed from the config's
+/// parsed diff IDs, and only after the archive's blob for it is checked to decompress to
+/// that diff ID: the store's copy is then that very layer.
 fn stage_image(
     store: &ImageStore,
     dir: &ArchiveDir,
     config_bytes: &[u8],
-    layers: &[(String, Option<Descriptor>)],
+    label: &str,
+    layers: &[LayerBlob],
     plan: &mut Plan,
-) -> Result<String, String> {
-    let config = ImageConfiguration::from_reader(config_bytes)
-        .map_err(|e| format!("malformed config: {e}"))?;
-    let diff_ids = config.rootfs().diff_ids();
+) -> Result<Digest, String> {
+    let config: ImageConfiguration =
+        super::json::parse(config_bytes).map_err(|e| format!("{label}: {e}"))?;
+    let diff_ids = diff_ids_of(&config).map_err(|e| format!("{label}: {e}"))?;
     if diff_ids.len() != layers.len() {
         return Err(format!(
-            "{} layers but the config lists {} diff IDs",
+            "{} layers but the {label} lists {} diff IDs",
             layers.len(),
             diff_ids.len()
         ));
     }
-    for (((path, desc), diff_id), chain) in layers.iter().zip(diff_ids).zip(chain_ids(diff_ids)) {
-        let declared = match desc {
-            Some(d) => Some(Compression::of_media_type(d.media_type().as_ref())?),
-            None => None,
+    for ((blob, diff_id), chain) in layers.iter().zip(&diff_ids).zip(chain_ids(&diff_ids)) {
+        let expected = Expected {
+            digest: blob.digest.clone(),
+            size: blob.size,
         };
-        let blob_known = desc
-            .as_ref()
-            .is_some_and(|d| store.has_blob(d.digest().as_ref()));
-        if store.has_layer(&chain) && blob_known || plan.has_staged(&chain) {
+        let path = &blob.path;
+        let mismatch =
+            |got: &Digest| format!("layer {path}: unpacks to {got}, the {label} says {diff_id}");
+        let layer_known = store.has_layer(&chain) || plan.has_layer(&chain);
+        let blob_known = store.has_blob(&blob.digest) || plan.has_blob(&blob.digest);
+        if layer_known && blob_known {
+            let got = diff_id_of(dir.open(path)?, blob.compression, &expected)
+                .map_err(|e| format!("layer {path}: {e}"))?;
+            if got != *diff_id {
+                return Err(mismatch(&got));
+            }
             continue;
         }
         let staging = store.staging().map_err(|e| e.to_string())?;
-        let expected = desc.as_ref().map(|d| Expected {
-            digest: d.digest().to_string(),
-            size: d.size(),
-        });
         let layer = take_in(
             dir.open(path)?,
             staging.path(),
-            declared,
+            Some(blob.compression),
             path,
-            expected.as_ref(),
+            Some(&expected),
         )
         .map_err(|e| e.to_string())?;
         if layer.diff_id != *diff_id {
-            return Err(format!(
-                "layer {path}: unpacks to {}, the config says {diff_id}",
-                layer.diff_id
-            ));
+            return Err(mismatch(&layer.diff_id));
         }
         plan.layers.push(PendingLayer {
             chain,
@@ -463,29 +550,37 @@ fn stage_image(
             _staging: staging,
         });
     }
-    Ok(sha256_of(config_bytes))
+    Ok(Digest::of(config_bytes))
 }
 
 /// Digest, size and compression of a docker-archive layer file as it is now stored.
-fn stored_blob_of(dir: &ArchiveDir, path: &str) -> Result<(String, u64, Compression), String> {
-    let mut file = dir.open(path)?;
-    let mut head = [0u8; 4];
-    let n = file.read(&mut head).map_err(|e| format!("{path}: {e}"))?;
-    let compression = Compression::sniff(&head[..n]);
-    let mut hashing = super::digest::HashingReader::new(dir.open(path)?);
-    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|e| format!("{path}: {e}"))?;
+fn stored_blob_of(dir: &ArchiveDir, path: &str) -> Result<LayerBlob, String> {
+    let mut file = BufReader::new(dir.open(path)?);
+    let head = file.fill_buf().map_err(|e| format!("{path}: {e}"))?;
+    let compression = Compression::sniff(head);
+    let hashing = super::digest::HashingReader::new(file);
     let (digest, size) = hashing.finish().map_err(|e| format!("{path}: {e}"))?;
-    Ok((digest, size, compression))
+    Ok(LayerBlob {
+        path: path.to_string(),
+        digest,
+        size,
+        compression,
+    })
 }
 
-/// A small blob of the layout, checked against its descriptor.
-fn checked_blob(dir: &ArchiveDir, desc: &Descriptor) -> Result<Vec<u8>, String> {
-    let digest = desc.digest().to_string();
-    let bytes = dir.read(&dir.blob(&digest)?)?;
-    if bytes.len() as u64 != desc.size() || sha256_of(&bytes) != digest {
+/// A small blob of the layout (`what` names where its descriptor is), checked against its
+/// descriptor; returns it with its digest.
+fn checked_blob(
+    dir: &ArchiveDir,
+    desc: &Descriptor,
+    what: &str,
+) -> Result<(Vec<u8>, Digest), String> {
+    let digest = Digest::of_descriptor(desc).map_err(|e| format!("{what}: digest: {e}"))?;
+    let bytes = dir.read(&format!("blobs/sha256/{}", digest.hex()))?;
+    if bytes.len() as u64 != desc.size() || Digest::of(&bytes) != digest {
         return Err(format!(
             "blob {digest}: content does not match its descriptor"
         ));
     }
-    Ok(bytes)
+    Ok((bytes, digest))
 }

@@ -2,6 +2,7 @@
 //! image, as `docker import` makes one. The tarball is read once, streamed through
 //! [`super::layer::take_in`].
 
+use super::digest::chain_ids;
 use super::layer::take_in;
 use super::{ImageError, ImageStore, Reference};
 use serde_json::{json, Map, Value};
@@ -37,7 +38,8 @@ pub fn import(
     );
     let layer_media_type = staged.compression.oci_media_type();
     // A one-layer image: the chain ID is the diff ID.
-    staged.commit(store, &diff_id)?;
+    let chain = chain_ids(std::slice::from_ref(&diff_id)).remove(0);
+    staged.commit(store, &chain)?;
 
     let now = crate::timefmt::rfc3339(std::time::SystemTime::now());
     let config = json!({
@@ -45,7 +47,7 @@ pub fn import(
         "architecture": "amd64",
         "os": "linux",
         "config": container_config,
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id.as_str()]},
         "history": [{"created": now, "created_by": format!("capsa import {source}")}],
     });
     let config_bytes = serde_json::to_vec(&config).expect("JSON values serialise");
@@ -55,15 +57,17 @@ pub fn import(
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {
             "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": config_digest,
+            "digest": config_digest.as_str(),
             "size": config_bytes.len(),
         },
-        "layers": [{"mediaType": layer_media_type, "digest": blob_digest, "size": blob_size}],
+        "layers": [{"mediaType": layer_media_type, "digest": blob_digest.as_str(), "size": blob_size}],
     });
     let manifest_bytes = serde_json::to_vec(&manifest).expect("JSON values serialise");
     let manifest_digest = store.put_blob(&manifest_bytes)?;
     store.add_image(&manifest_digest, &config_digest, name, None)?;
-    Ok(Imported { id: config_digest })
+    Ok(Imported {
+        id: config_digest.to_string(),
+    })
 }
 
 /// Imports from a file path, or standard input for `-`.

@@ -2,7 +2,7 @@
 //! and sizes both ways, logical (each image with all its layers, what `images` shows) and
 //! on disk (every block counted once however many images share it).
 
-use super::digest::chain_ids;
+use super::digest::Digest;
 use super::store::familiar_name;
 use super::{Image, ImageError, ImageStore};
 use serde_json::{json, Value};
@@ -12,7 +12,12 @@ use std::path::Path;
 
 /// `image inspect`'s object for one image.
 pub fn inspect(store: &ImageStore, image: &Image) -> Result<Value, ImageError> {
-    let raw: Value = serde_json::from_slice(&store.read_blob(&image.id)?).unwrap_or(Value::Null);
+    let id = Digest::parse(&image.id).map_err(|e| ImageError::Corrupt {
+        image: image.manifest_digest.clone(),
+        what: "image index",
+        reason: e.to_string(),
+    })?;
+    let raw: Value = serde_json::from_slice(&store.read_blob(&id)?).unwrap_or(Value::Null);
     let rec = store
         .list()?
         .into_iter()
@@ -140,10 +145,10 @@ pub struct StoreUsage {
 /// Measures the store (walks every layer once).
 pub fn usage(store: &ImageStore) -> Result<StoreUsage, ImageError> {
     let mut images = Vec::new();
-    let mut chains_seen: Vec<Vec<String>> = Vec::new();
+    let mut chains_seen = Vec::new();
     for (_, rec) in store.list()? {
         let image = store.resolve(&rec.config)?;
-        chains_seen.push(chain_ids(image.config.rootfs().diff_ids()));
+        chains_seen.push(image.chain_ids.clone());
         images.push(image);
     }
     let mut usages = Vec::new();

@@ -7,7 +7,7 @@
 //! or interrupted layer leaves nothing a later pull trips over. Memory stays flat: the
 //! stream is never held whole.
 
-use super::digest::HashingReader;
+use super::digest::{ChainId, Digest, HashingReader};
 use super::unpack::unpack_layer;
 use super::ImageError;
 use std::fs::File;
@@ -70,21 +70,21 @@ impl Compression {
 /// What the blob must be, from its descriptor.
 #[derive(Debug, Clone)]
 pub struct Expected {
-    /// `sha256:<hex>`.
-    pub digest: String,
+    /// The blob's digest.
+    pub digest: Digest,
     /// Bytes.
     pub size: u64,
 }
 
 impl Expected {
-    fn check(&self, digest: &str, size: u64) -> Result<(), String> {
+    fn check(&self, digest: &Digest, size: u64) -> Result<(), String> {
         if size < self.size {
             return Err(format!(
                 "truncated blob: received {size} of {} bytes",
                 self.size
             ));
         }
-        if size != self.size || digest != self.digest {
+        if size != self.size || *digest != self.digest {
             return Err(format!(
                 "digest mismatch: received {size} bytes with digest {digest}, the manifest says {} bytes with {}",
                 self.size, self.digest
@@ -98,12 +98,12 @@ impl Expected {
 /// deleted with this value unless [`StagedLayer::commit`] moves them into the store.
 #[derive(Debug)]
 pub struct StagedLayer {
-    /// `sha256:` of the blob as stored.
-    pub blob_digest: String,
+    /// Digest of the blob as stored.
+    pub blob_digest: Digest,
     /// Bytes of the blob as stored.
     pub blob_size: u64,
-    /// `sha256:` of the uncompressed tar stream.
-    pub diff_id: String,
+    /// Digest of the uncompressed tar stream.
+    pub diff_id: Digest,
     /// How the blob is compressed.
     pub compression: Compression,
     blob: PathBuf,
@@ -154,13 +154,8 @@ pub fn take_in(
         None => Compression::sniff(stored.fill_buf().map_err(|e| layer_err(e.to_string()))?),
     };
     let diff = tree.join("diff");
-    let unpacked = match compression {
-        Compression::None => unpack_hashed(&mut stored, &diff),
-        Compression::Gzip => unpack_hashed(flate2::bufread::GzDecoder::new(&mut stored), &diff),
-        Compression::Zstd => zstd::stream::read::Decoder::with_buffer(&mut stored)
-            .map_err(|e| format!("zstd stream: {e}"))
-            .and_then(|decoder| unpack_hashed(decoder, &diff)),
-    };
+    let unpacked =
+        decompress(&mut stored, compression).and_then(|plain| unpack_hashed(plain, &diff));
     if let (Err(reason), None) = (&unpacked, expected) {
         return Err(layer_err(reason.clone()));
     }
@@ -190,8 +185,44 @@ pub fn take_in(
     })
 }
 
+/// The decompressed stream of `input`.
+pub fn decompress<'a>(
+    input: impl BufRead + 'a,
+    compression: Compression,
+) -> Result<Box<dyn Read + 'a>, String> {
+    Ok(match compression {
+        Compression::None => Box::new(input),
+        Compression::Gzip => Box::new(flate2::bufread::GzDecoder::new(input)),
+        Compression::Zstd => Box::new(
+            zstd::stream::read::Decoder::with_buffer(input)
+                .map_err(|e| format!("zstd stream: {e}"))?,
+        ),
+    })
+}
+
+/// The diff ID of a layer blob that is not unpacked (its layer is in the store already):
+/// the blob is checked against `expected` and its decompressed stream hashed.
+pub fn diff_id_of(
+    input: impl Read,
+    compression: Compression,
+    expected: &Expected,
+) -> Result<Digest, String> {
+    let mut blob = BufReader::with_capacity(256 * 1024, HashingReader::new(input));
+    let plain = decompress(&mut blob, compression).and_then(|plain| {
+        HashingReader::new(plain)
+            .finish()
+            .map_err(|e| format!("decompressing the layer: {e}"))
+    });
+    let (blob_digest, blob_size) = blob
+        .into_inner()
+        .finish()
+        .map_err(|e| format!("reading the blob: {e}"))?;
+    expected.check(&blob_digest, blob_size)?;
+    Ok(plain?.0)
+}
+
 /// Unpacks a decompressed tar stream into `dest` and returns its digest and size.
-fn unpack_hashed(plain: impl Read, dest: &Path) -> Result<(String, u64), String> {
+fn unpack_hashed(plain: impl Read, dest: &Path) -> Result<(Digest, u64), String> {
     let mut hashed = HashingReader::new(plain);
     unpack_layer(&mut hashed, dest)?;
     hashed
@@ -202,9 +233,9 @@ fn unpack_hashed(plain: impl Read, dest: &Path) -> Result<(String, u64), String>
 impl StagedLayer {
     /// Moves the tree to `layers/<chain>/` and the blob to `blobs/sha256/<digest>`; when
     /// another writer got there first, the staged copies are dropped.
-    pub fn commit(self, store: &super::ImageStore, chain_id: &str) -> Result<(), ImageError> {
+    pub fn commit(self, store: &super::ImageStore, chain_id: &ChainId) -> Result<(), ImageError> {
         store.commit_staged(&self.tree, &store.layer_dir(chain_id))?;
-        store.commit_staged(&self.blob, &store.blob_path(&self.blob_digest)?)
+        store.commit_staged(&self.blob, &store.blob_path(&self.blob_digest))
     }
 }
 
@@ -279,7 +310,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let staged = take_in(&blob[..], dir.path(), declared, "test", None).unwrap();
             assert_eq!(staged.blob_size, blob.len() as u64);
-            assert_eq!(staged.blob_digest, super::super::digest::sha256_of(blob));
+            assert_eq!(staged.blob_digest, Digest::of(blob));
             assert_eq!(
                 std::fs::read(dir.path().join("layer/diff/etc/motd")).unwrap(),
                 b"hello"
@@ -298,7 +329,7 @@ mod tests {
         let err = take_in(&gz[..gz.len() / 2], dir.path(), None, "sha256:abc", None).unwrap_err();
         assert!(err.to_string().contains("sha256:abc"), "{err}");
         let expected = Expected {
-            digest: super::super::digest::sha256_of(&gz),
+            digest: Digest::of(&gz),
             size: gz.len() as u64,
         };
         let dir = tempfile::tempdir().unwrap();

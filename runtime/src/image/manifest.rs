@@ -28,11 +28,11 @@ pub fn parse(bytes: &[u8], media_type: &str) -> Result<ManifestDoc, String> {
         other => other.to_string(),
     };
     match declared.as_str() {
-        OCI_INDEX | DOCKER_LIST => ImageIndex::from_reader(bytes)
+        OCI_INDEX | DOCKER_LIST => super::json::parse::<ImageIndex>(bytes)
             .map(|i| ManifestDoc::Index(Box::new(i)))
             .map_err(|e| format!("malformed index: {e}")),
         OCI_MANIFEST | DOCKER_MANIFEST => {
-            let m = ImageManifest::from_reader(bytes)
+            let m = super::json::parse::<ImageManifest>(bytes)
                 .map_err(|e| format!("malformed manifest: {e}"))?;
             Ok(ManifestDoc::Image(Box::new(m)))
         }
@@ -186,6 +186,19 @@ mod tests {
         assert!(err.contains("linux/s390x"), "{err}");
         assert!(err.contains("linux/arm64/v8, linux/amd64"), "{err}");
         assert!(!err.contains("unknown"), "{err}");
+    }
+
+    #[test]
+    fn a_malformed_manifest_names_the_field() {
+        let err = parse(
+            br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"x","digest":"sha256:00","size":1},"layers":[]}"#,
+            "",
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("malformed manifest: config.digest: "),
+            "{err}"
+        );
     }
 
     #[test]

@@ -5,19 +5,24 @@ pub mod archive;
 pub mod digest;
 pub mod import;
 pub mod inspect;
+pub mod json;
 pub mod layer;
 pub mod manifest;
+pub mod printable;
 pub mod pull;
 pub mod reference;
 pub mod registry;
 pub mod remove;
 pub mod store;
+pub mod tar_guard;
 pub mod unpack;
 
+use printable::printable;
 pub use reference::Reference;
 pub use store::{Image, ImageStore};
 
-/// Errors of the image store and its verbs; each names the image or file concerned.
+/// Errors of the image store and its verbs; each names the image or file concerned. Text
+/// that came from an image, archive or registry is shown with control characters escaped.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     /// The user wrote a reference that does not parse.
@@ -29,13 +34,13 @@ pub enum ImageError {
         reason: &'static str,
     },
     /// The change would break a container or is ambiguous (Docker's "conflict").
-    #[error("conflict: {0}")]
+    #[error("conflict: {}", printable(.0))]
     Conflict(String),
     /// No image of that name or ID is in the store.
-    #[error("no such image: {0}")]
+    #[error("no such image: {}", printable(.0))]
     NotFound(String),
     /// A layer tarball could not be read or unpacked.
-    #[error("layer {layer}: {reason}")]
+    #[error("layer {}: {}", printable(.layer), printable(.reason))]
     Layer {
         /// What layer (file name or digest).
         layer: String,
@@ -43,7 +48,7 @@ pub enum ImageError {
         reason: String,
     },
     /// Fetching an image from a registry failed.
-    #[error("pull {image}: {reason}")]
+    #[error("pull {}: {}", printable(.image), printable(.reason))]
     Pull {
         /// The fully qualified reference.
         image: String,
@@ -51,7 +56,7 @@ pub enum ImageError {
         reason: String,
     },
     /// An archive given to `load` is malformed or does not match its own manifests.
-    #[error("load {archive}: {reason}")]
+    #[error("load {}: {}", printable(.archive), printable(.reason))]
     Archive {
         /// The file (or `-`).
         archive: String,
@@ -64,7 +69,7 @@ pub enum ImageError {
     )]
     BadChange(String),
     /// A stored manifest or config does not parse.
-    #[error("image {image}: corrupt {what}: {reason}")]
+    #[error("image {}: corrupt {what}: {}", printable(.image), printable(.reason))]
     Corrupt {
         /// Which image.
         image: String,
@@ -74,7 +79,7 @@ pub enum ImageError {
         reason: String,
     },
     /// The store's files could not be read or written.
-    #[error("image store {path}: {source}")]
+    #[error("image store {}: {source}", printable(.path))]
     Io {
         /// The path concerned.
         path: String,

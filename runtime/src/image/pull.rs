@@ -8,7 +8,7 @@
 //! hold the store's garbage-collection lock shared, so `image prune` never removes a layer
 //! that a pull has committed but not yet named.
 
-use super::digest::{chain_ids, hex_part, sha256_of};
+use super::digest::{chain_ids, diff_ids_of, ChainId, Digest};
 use super::layer::{take_in, Compression, Expected, Limited};
 use super::manifest::{self, ManifestDoc, Platform};
 use super::registry::{Registry, RegistryError, RegistrySettings};
@@ -64,8 +64,9 @@ pub struct Pulled {
 /// A layer to fetch.
 struct LayerJob<'a> {
     desc: &'a Descriptor,
-    diff_id: &'a str,
-    chain_id: String,
+    digest: Digest,
+    diff_id: &'a Digest,
+    chain_id: ChainId,
 }
 
 /// Pulls `reference` for `platform` into `store`.
@@ -92,7 +93,7 @@ pub fn pull(
         .manifest(&reference.path, &wanted)
         .map_err(|e| fail(describe(e)))?;
     if let Some(d) = &reference.digest {
-        if *d != top.digest {
+        if top.digest.as_str() != d {
             return Err(fail(format!(
                 "the registry sent a manifest with digest {}, not {d}",
                 top.digest
@@ -104,23 +105,46 @@ pub fn pull(
             ManifestDoc::Image(_) => (top.bytes.clone(), top.digest.clone()),
             ManifestDoc::Index(index) => {
                 let desc = manifest::select(&index, platform).map_err(&fail)?;
-                let digest = desc.digest().to_string();
+                let digest = Digest::of_descriptor(desc)
+                    .map_err(|e| fail(format!("index {}: manifest digest: {e}", top.digest)))?;
                 let one = registry
-                    .manifest(&reference.path, &digest)
+                    .manifest(&reference.path, digest.as_str())
                     .map_err(|e| fail(describe(e)))?;
-                check_blob(&one.bytes, desc, "manifest").map_err(&fail)?;
+                check_blob(&one.bytes, desc, &digest, "manifest").map_err(&fail)?;
                 (one.bytes, digest)
             }
         };
-    let manifest = match manifest::parse(&manifest_bytes, "").map_err(&fail)? {
+    let manifest = match manifest::parse(&manifest_bytes, "")
+        .map_err(|e| fail(format!("manifest {manifest_digest}: {e}")))?
+    {
         ManifestDoc::Image(m) => m,
         ManifestDoc::Index(_) => return Err(fail("an index inside an index".into())),
     };
-    let config_bytes = fetch_small(&registry, &reference.path, manifest.config())
-        .map_err(|e| fail(format!("config: {e}")))?;
-    let config = ImageConfiguration::from_reader(&config_bytes[..])
-        .map_err(|e| fail(format!("malformed config: {e}")))?;
-    let diff_ids = config.rootfs().diff_ids().clone();
+    let config_digest = Digest::of_descriptor(manifest.config())
+        .map_err(|e| fail(format!("manifest {manifest_digest}: config.digest: {e}")))?;
+    let layer_digests = manifest
+        .layers()
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            Digest::of_descriptor(d).map_err(|e| {
+                fail(format!(
+                    "manifest {manifest_digest}: layers[{i}].digest: {e}"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let config_bytes = fetch_small(
+        &registry,
+        &reference.path,
+        manifest.config(),
+        &config_digest,
+    )
+    .map_err(|e| fail(format!("config {config_digest}: {e}")))?;
+    let config: ImageConfiguration = super::json::parse(&config_bytes)
+        .map_err(|e| fail(format!("config {config_digest}: {e}")))?;
+    let diff_ids =
+        diff_ids_of(&config).map_err(|e| fail(format!("config {config_digest}: {e}")))?;
     if diff_ids.len() != manifest.layers().len() {
         return Err(fail(format!(
             "the manifest lists {} layers but the config {} diff IDs",
@@ -131,7 +155,7 @@ pub fn pull(
 
     let _gc = store.gc_shared()?;
     store.sweep_staging();
-    let jobs = missing_layers(store, &manifest, &diff_ids, progress)?;
+    let jobs = missing_layers(store, &manifest, layer_digests, &diff_ids, progress)?;
     let downloaded = !jobs.is_empty() || !store.has_blob(&manifest_digest);
     fetch_layers(store, &registry, &reference.path, jobs, progress).map_err(|(layer, e)| {
         ImageError::Pull {
@@ -145,7 +169,7 @@ pub fn pull(
     let name = reference.tag.is_some().then_some(reference);
     store.add_image(&manifest_digest, &config_digest, name, Some(&repo_digest))?;
     Ok(Pulled {
-        id: config_digest,
+        id: config_digest.to_string(),
         repo_digest,
         downloaded,
     })
@@ -155,24 +179,27 @@ pub fn pull(
 fn missing_layers<'a>(
     store: &ImageStore,
     manifest: &'a ImageManifest,
-    diff_ids: &'a [String],
+    digests: Vec<Digest>,
+    diff_ids: &'a [Digest],
     progress: &dyn PullProgress,
 ) -> Result<Vec<LayerJob<'a>>, ImageError> {
     let mut jobs = Vec::new();
-    for ((desc, diff_id), chain_id) in manifest
+    for (((desc, digest), diff_id), chain_id) in manifest
         .layers()
         .iter()
+        .zip(digests)
         .zip(diff_ids)
         .zip(chain_ids(diff_ids))
     {
-        let short = short_id(desc.digest().as_ref());
-        if store.has_layer(&chain_id) && store.has_blob(desc.digest().as_ref()) {
+        let short = short_id(digest.as_str());
+        if store.has_layer(&chain_id) && store.has_blob(&digest) {
             progress.layer(&short, LayerEvent::AlreadyExists);
             continue;
         }
         progress.layer(&short, LayerEvent::Waiting);
         jobs.push(LayerJob {
             desc,
+            digest,
             diff_id,
             chain_id,
         });
@@ -204,7 +231,7 @@ fn fetch_layers(
                 if let Err(e) = fetch_layer(store, registry, repo, &job, progress, &abort) {
                     let mut slot = failed.lock().unwrap_or_else(|p| p.into_inner());
                     if slot.is_none() && !abort.swap(true, Ordering::Relaxed) {
-                        *slot = Some((job.desc.digest().to_string(), e));
+                        *slot = Some((job.digest.to_string(), e));
                     }
                     return;
                 }
@@ -227,17 +254,17 @@ fn fetch_layer(
     progress: &dyn PullProgress,
     abort: &AtomicBool,
 ) -> Result<(), String> {
-    let digest = job.desc.digest().to_string();
-    let short = short_id(&digest);
+    let digest = &job.digest;
+    let short = short_id(digest.as_str());
     let compression = Compression::of_media_type(job.desc.media_type().as_ref())?;
     let _lock = store.layer_lock(&job.chain_id).map_err(|e| e.to_string())?;
-    if store.has_layer(&job.chain_id) && store.has_blob(&digest) {
+    if store.has_layer(&job.chain_id) && store.has_blob(digest) {
         progress.layer(&short, LayerEvent::Complete);
         return Ok(());
     }
     let staging = store.staging().map_err(|e| e.to_string())?;
     let size = job.desc.size();
-    let body = registry.blob(repo, &digest).map_err(describe)?;
+    let body = registry.blob(repo, digest.as_str()).map_err(describe)?;
     let counted = Counting {
         inner: Limited::new(body, size, &format!("blob {digest}")),
         done: 0,
@@ -255,7 +282,7 @@ fn fetch_layer(
         counted,
         staging.path(),
         Some(compression),
-        &digest,
+        digest.as_str(),
         Some(&expected),
     )
     .map_err(|e| match e {
@@ -263,7 +290,7 @@ fn fetch_layer(
         other => other.to_string(),
     })?;
     progress.layer(&short, LayerEvent::Verifying);
-    if staged.diff_id != job.diff_id {
+    if staged.diff_id != *job.diff_id {
         return Err(format!(
             "diff ID mismatch: the layer unpacks to {}, the config says {}",
             staged.diff_id, job.diff_id
@@ -277,27 +304,27 @@ fn fetch_layer(
 }
 
 /// Fetches a small blob (a config) and checks it against its descriptor.
-fn fetch_small(registry: &Registry, repo: &str, desc: &Descriptor) -> Result<Vec<u8>, String> {
+fn fetch_small(
+    registry: &Registry,
+    repo: &str,
+    desc: &Descriptor,
+    digest: &Digest,
+) -> Result<Vec<u8>, String> {
     const CONFIG_LIMIT: u64 = 8 * 1024 * 1024;
     if desc.size() > CONFIG_LIMIT {
         return Err(format!("{} bytes is too large for a config", desc.size()));
     }
-    let digest = desc.digest().to_string();
-    let body = registry.blob(repo, &digest).map_err(describe)?;
+    let body = registry.blob(repo, digest.as_str()).map_err(describe)?;
     let mut bytes = Vec::new();
     Limited::new(body, desc.size(), &format!("blob {digest}"))
         .read_to_end(&mut bytes)
         .map_err(|e| e.to_string())?;
-    check_blob(&bytes, desc, "blob")?;
+    check_blob(&bytes, desc, digest, "blob")?;
     Ok(bytes)
 }
 
-/// Size and digest of `bytes` against `desc`.
-fn check_blob(bytes: &[u8], desc: &Descriptor, what: &str) -> Result<(), String> {
-    let want = desc.digest().to_string();
-    if hex_part(&want).is_none() {
-        return Err(format!("{what} digest {want:?} is not sha256:<64 hex>"));
-    }
+/// Size and digest of `bytes` against `desc` (whose digest is `want`).
+fn check_blob(bytes: &[u8], desc: &Descriptor, want: &Digest, what: &str) -> Result<(), String> {
     if bytes.len() as u64 != desc.size() {
         return Err(format!(
             "{what} {want}: {} bytes received, {} expected",
@@ -305,8 +332,8 @@ fn check_blob(bytes: &[u8], desc: &Descriptor, what: &str) -> Result<(), String>
             desc.size()
         ));
     }
-    let got = sha256_of(bytes);
-    if got != want {
+    let got = Digest::of(bytes);
+    if got != *want {
         return Err(format!("{what} {want}: digest mismatch (received {got})"));
     }
     Ok(())

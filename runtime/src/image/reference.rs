@@ -33,7 +33,7 @@ impl Reference {
         }
         let (name_tag, digest) = match input.split_once('@') {
             Some((n, d)) => {
-                if super::digest::hex_part(d).is_none() {
+                if super::digest::Digest::parse(d).is_err() {
                     return Err(bad("digest must be sha256:<64 hex digits>"));
                 }
                 (n, Some(d.to_string()))

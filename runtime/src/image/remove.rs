@@ -7,7 +7,7 @@
 //! its names away and leaves it `<none>` (Docker deletes the record and keeps the layers
 //! under the container; keeping the record is what lets `start` find its layers again).
 
-use super::digest::chain_ids;
+use super::digest::Digest;
 use super::store::{remove_any, ImageRecord};
 use super::{ImageError, ImageStore, Reference};
 use crate::container::state::Status;
@@ -126,7 +126,14 @@ pub fn tag(store: &ImageStore, source: &str, target: &str) -> Result<(), ImageEr
             reason: "a tag cannot carry a digest",
         });
     }
-    store.add_image(&image.manifest_digest, &image.id, Some(&target), None)
+    let corrupt = |e: super::digest::BadDigest| ImageError::Corrupt {
+        image: image.manifest_digest.clone(),
+        what: "image index",
+        reason: e.to_string(),
+    };
+    let manifest = Digest::parse(&image.manifest_digest).map_err(corrupt)?;
+    let config = Digest::parse(&image.id).map_err(corrupt)?;
+    store.add_image(&manifest, &config, Some(&target), None)
 }
 
 /// `image prune [-a]`: removes images without a name (all unused ones with `all`) that no
@@ -172,8 +179,8 @@ pub fn collect_garbage(store: &ImageStore) -> Result<u64, ImageError> {
         for desc in store.manifest_of(&image)?.layers() {
             keep_blobs.insert(hex(desc.digest().as_ref()));
         }
-        for chain in chain_ids(image.config.rootfs().diff_ids()) {
-            keep_layers.insert(hex(&chain));
+        for chain in &image.chain_ids {
+            keep_layers.insert(chain.hex().to_string());
         }
     }
     let mut freed = 0;

@@ -2,7 +2,7 @@
 //! index from names to manifests. Every change to the index is made under a lock and written
 //! atomically, so concurrent CLIs never lose each other's images.
 
-use super::digest::{chain_ids, hex_part};
+use super::digest::{chain_ids, diff_ids_of, ChainId, Digest};
 use super::{reference, ImageError, Reference};
 use crate::fsutil::{write_json_atomic, FileLock};
 use crate::root::StateRoot;
@@ -46,6 +46,8 @@ pub struct Image {
     pub config: ImageConfiguration,
     /// Unpacked layer directories, lowest first.
     pub layer_dirs: Vec<PathBuf>,
+    /// The chain ID of each of `layer_dirs`.
+    pub chain_ids: Vec<ChainId>,
 }
 
 impl Image {
@@ -70,25 +72,19 @@ impl ImageStore {
         ImageStore { root: root.clone() }
     }
 
-    /// Path of a blob by digest.
-    pub fn blob_path(&self, digest: &str) -> Result<PathBuf, ImageError> {
-        let hex = hex_part(digest).ok_or_else(|| ImageError::Corrupt {
-            image: digest.to_string(),
-            what: "digest",
-            reason: "not sha256:<64 hex>".into(),
-        })?;
-        Ok(self.root.blobs_dir().join(hex))
+    /// Path of a blob by digest (`blobs/sha256/<hex>`).
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.blobs_dir().join(digest.hex())
     }
 
     /// Directory of an unpacked layer (`layers/<chain hex>/`); its tree is in `diff/`.
-    pub fn layer_dir(&self, chain_id: &str) -> PathBuf {
-        let hex = chain_id.strip_prefix("sha256:").unwrap_or(chain_id);
-        self.root.layers_dir().join(hex)
+    pub fn layer_dir(&self, chain_id: &ChainId) -> PathBuf {
+        self.root.layers_dir().join(chain_id.hex())
     }
 
     /// Reads a blob whole (manifests and configs are small).
-    pub fn read_blob(&self, digest: &str) -> Result<Vec<u8>, ImageError> {
-        let path = self.blob_path(digest)?;
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, ImageError> {
+        let path = self.blob_path(digest);
         std::fs::read(&path).map_err(|e| ImageError::io(&path, e))
     }
 
@@ -96,8 +92,8 @@ impl ImageStore {
     /// away from any image that had it.
     pub fn add_image(
         &self,
-        manifest_digest: &str,
-        config_digest: &str,
+        manifest_digest: &Digest,
+        config_digest: &Digest,
         name: Option<&Reference>,
         repo_digest: Option<&str>,
     ) -> Result<(), ImageError> {
@@ -161,20 +157,23 @@ impl ImageStore {
             what,
             reason: e.to_string(),
         };
-        let manifest = ImageManifest::from_reader(&self.read_blob(manifest_digest)?[..])
+        let manifest_id = Digest::parse(manifest_digest).map_err(|e| corrupt("image index", &e))?;
+        let config_id = Digest::parse(&rec.config).map_err(|e| corrupt("image index", &e))?;
+        let manifest: ImageManifest = super::json::parse(&self.read_blob(&manifest_id)?)
             .map_err(|e| corrupt("manifest", &e))?;
-        let config = ImageConfiguration::from_reader(&self.read_blob(&rec.config)?[..])
-            .map_err(|e| corrupt("config", &e))?;
-        let diff_ids = config.rootfs().diff_ids().clone();
+        let config: ImageConfiguration =
+            super::json::parse(&self.read_blob(&config_id)?).map_err(|e| corrupt("config", &e))?;
+        let diff_ids = diff_ids_of(&config).map_err(|e| corrupt("config", &e))?;
         if diff_ids.len() != manifest.layers().len() {
             return Err(corrupt(
                 "config",
                 &"diff_ids and manifest layers differ in count",
             ));
         }
+        let chain_ids = chain_ids(&diff_ids);
         let mut layer_dirs = Vec::with_capacity(diff_ids.len());
-        for chain in chain_ids(&diff_ids) {
-            let dir = self.layer_dir(&chain).join("diff");
+        for chain in &chain_ids {
+            let dir = self.layer_dir(chain).join("diff");
             if !dir.is_dir() {
                 return Err(corrupt(
                     "layer store",
@@ -189,6 +188,7 @@ impl ImageStore {
             names: rec.names.clone(),
             config,
             layer_dirs,
+            chain_ids,
         })
     }
 
@@ -220,13 +220,13 @@ impl ImageStore {
 
     /// The parsed manifest of a resolved image.
     pub fn manifest_of(&self, image: &Image) -> Result<ImageManifest, ImageError> {
-        ImageManifest::from_reader(&self.read_blob(&image.manifest_digest)?[..]).map_err(|e| {
-            ImageError::Corrupt {
-                image: image.manifest_digest.clone(),
-                what: "manifest",
-                reason: e.to_string(),
-            }
-        })
+        let corrupt = |reason: String| ImageError::Corrupt {
+            image: image.manifest_digest.clone(),
+            what: "manifest",
+            reason,
+        };
+        let digest = Digest::parse(&image.manifest_digest).map_err(|e| corrupt(e.to_string()))?;
+        super::json::parse(&self.read_blob(&digest)?).map_err(corrupt)
     }
 
     fn update_index(&self, change: impl FnOnce(&mut Index)) -> Result<(), ImageError> {
@@ -244,19 +244,19 @@ impl ImageStore {
     }
 
     /// Whether the blob `digest` is stored.
-    pub fn has_blob(&self, digest: &str) -> bool {
-        self.blob_path(digest).is_ok_and(|p| p.is_file())
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
     }
 
     /// Whether the layer `chain_id` is unpacked.
-    pub fn has_layer(&self, chain_id: &str) -> bool {
+    pub fn has_layer(&self, chain_id: &ChainId) -> bool {
         self.layer_dir(chain_id).join("diff").is_dir()
     }
 
     /// Stores a small blob (manifest, config) and returns its digest.
-    pub fn put_blob(&self, data: &[u8]) -> Result<String, ImageError> {
-        let digest = super::digest::sha256_of(data);
-        let dest = self.blob_path(&digest)?;
+    pub fn put_blob(&self, data: &[u8]) -> Result<Digest, ImageError> {
+        let digest = Digest::of(data);
+        let dest = self.blob_path(&digest);
         if dest.is_file() {
             return Ok(digest);
         }
@@ -339,9 +339,11 @@ impl ImageStore {
     }
 
     /// The lock serialising work on one layer, so two pulls fetch it once.
-    pub fn layer_lock(&self, chain_id: &str) -> Result<FileLock, ImageError> {
-        let hex = chain_id.strip_prefix("sha256:").unwrap_or(chain_id);
-        let path = self.root.locks_dir().join(format!("layer-{hex}"));
+    pub fn layer_lock(&self, chain_id: &ChainId) -> Result<FileLock, ImageError> {
+        let path = self
+            .root
+            .locks_dir()
+            .join(format!("layer-{}", chain_id.hex()));
         FileLock::acquire(&path).map_err(|e| ImageError::io(&path, e))
     }
 

@@ -9,17 +9,20 @@
 //! no file name (`.wh.`, `.wh..`, `.wh...`) is refused; aufs's own `.wh..wh.*` bookkeeping
 //! entries are skipped, as Docker skips them.
 
+use super::tar_guard::HeaderGuard;
 use crate::linux::inroot::Root;
 use nix::sys::stat::{makedev, SFlag};
+use std::ffi::OsStr;
 use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 /// Prefix of a whiteout entry in an OCI/Docker layer.
-const WHITEOUT_PREFIX: &str = ".wh.";
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
 /// Name of the opaque-directory marker in an OCI/Docker layer.
-const OPAQUE_MARKER: &str = ".wh..wh..opq";
+const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 /// Prefix of aufs's metadata entries (hard-link directories and the like), never files.
-const AUFS_META_PREFIX: &str = ".wh..wh.";
+const AUFS_META_PREFIX: &[u8] = b".wh..wh.";
 
 /// What a layer entry named `file_name` is, as far as whiteouts go.
 #[derive(Debug, PartialEq, Eq)]
@@ -29,33 +32,37 @@ enum Whiteout<'a> {
     /// `.wh..wh..opq`: the directory hides what lower layers have in it.
     Opaque,
     /// `.wh.NAME`: NAME is deleted.
-    Hides(&'a str),
+    Hides(&'a OsStr),
     /// aufs bookkeeping (`.wh..wh.plnk` and the like): nothing to unpack.
     AufsMeta,
 }
 
-/// Classifies `file_name`; Err says why a whiteout hides no file.
-fn whiteout_of(file_name: &str) -> Result<Whiteout<'_>, String> {
-    if file_name == OPAQUE_MARKER {
+/// Classifies `file_name` (any bytes: names need not be UTF-8); Err says why a whiteout
+/// hides no file.
+fn whiteout_of(file_name: &OsStr) -> Result<Whiteout<'_>, String> {
+    let bytes = file_name.as_bytes();
+    if bytes == OPAQUE_MARKER {
         return Ok(Whiteout::Opaque);
     }
-    if file_name.starts_with(AUFS_META_PREFIX) {
+    if bytes.starts_with(AUFS_META_PREFIX) {
         return Ok(Whiteout::AufsMeta);
     }
-    match file_name.strip_prefix(WHITEOUT_PREFIX) {
+    match bytes.strip_prefix(WHITEOUT_PREFIX) {
         None => Ok(Whiteout::No),
-        Some("") => Err("whiteout names no file".into()),
-        Some(name @ ("." | "..")) => {
-            Err(format!("whiteout names {name:?}, which is not a file name"))
-        }
-        Some(name) => Ok(Whiteout::Hides(name)),
+        Some(b"") => Err("whiteout names no file".into()),
+        Some(name @ (b"." | b"..")) => Err(format!(
+            "whiteout names {:?}, which is not a file name",
+            OsStr::from_bytes(name)
+        )),
+        Some(name) => Ok(Whiteout::Hides(OsStr::from_bytes(name))),
     }
 }
 
 /// Unpacks the tar stream `input` into `dest` (which must exist and be empty).
-/// The error says which entry failed and why.
+/// Names are kept as the bytes they are (UTF-8 or not). The error says which entry failed
+/// and why.
 pub fn unpack_layer<R: Read>(input: R, dest: &Path) -> Result<(), String> {
-    let mut archive = tar::Archive::new(input);
+    let mut archive = tar::Archive::new(HeaderGuard::new(input));
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(true);
     archive.set_preserve_mtime(true);
@@ -68,14 +75,14 @@ pub fn unpack_layer<R: Read>(input: R, dest: &Path) -> Result<(), String> {
     // a symlink unpacked earlier cannot lead those writes out of the layer.
     let root = Root::open(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
     for entry in entries {
-        let mut entry = entry.map_err(|e| format!("malformed tar entry: {e}"))?;
+        let mut entry = entry.map_err(|e| format!("malformed tar entry: {}", error_chain(&e)))?;
         let raw = entry
             .path()
             .map_err(|e| format!("entry with unreadable path: {e}"))?
             .into_owned();
         let rel = sanitize(&raw)?;
-        let Some(file_name) = rel.file_name().and_then(|n| n.to_str()) else {
-            continue; // the archive's root directory itself
+        let Some(file_name) = rel.file_name() else {
+            continue; // the archive's root directory itself (`./`)
         };
         let fail = |e: &dyn std::error::Error| format!("{}: {}", raw.display(), error_chain(e));
         match whiteout_of(file_name).map_err(|why| format!("{}: {why}", raw.display()))? {
@@ -125,7 +132,7 @@ pub fn unpack_layer<R: Read>(input: R, dest: &Path) -> Result<(), String> {
 }
 
 /// An error and its causes on one line (the tar crate wraps the I/O error that matters).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -279,10 +286,43 @@ mod tests {
             assert!(err.starts_with(name), "{name}: {err}");
             assert!(err.contains("whiteout"), "{name}: {err}");
         }
-        assert_eq!(whiteout_of(".wh..wh.plnk"), Ok(Whiteout::AufsMeta));
-        assert_eq!(whiteout_of(".wh..wh..opq"), Ok(Whiteout::Opaque));
-        assert_eq!(whiteout_of(".wh.a"), Ok(Whiteout::Hides("a")));
-        assert_eq!(whiteout_of("a.wh."), Ok(Whiteout::No));
+        let w = |s: &str| whiteout_of(OsStr::new(s)).map(|w| format!("{w:?}"));
+        assert_eq!(w(".wh..wh.plnk"), Ok("AufsMeta".into()));
+        assert_eq!(w(".wh..wh..opq"), Ok("Opaque".into()));
+        assert_eq!(w(".wh.a"), Ok(r#"Hides("a")"#.into()));
+        assert_eq!(w("a.wh."), Ok("No".into()));
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        for name in [&b"caf\xe9"[..], b"d\xff/", b"d\xff/.wh.gone\xfe"] {
+            let mut h = tar::Header::new_gnu();
+            let dir_entry = name.ends_with(b"/");
+            h.set_entry_type(if dir_entry {
+                tar::EntryType::Directory
+            } else {
+                tar::EntryType::Regular
+            });
+            h.set_size(0);
+            h.set_mode(0o755);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(1);
+            h.as_old_mut().name[..name.len()].copy_from_slice(name);
+            h.set_cksum();
+            b.append(&h, &[][..]).unwrap();
+        }
+        let tar = b.into_inner().unwrap();
+        unpack_layer(&tar[..], dir.path()).unwrap();
+        assert!(dir.path().join(OsStr::from_bytes(b"caf\xe9")).is_file());
+        let hidden = dir.path().join(OsStr::from_bytes(b"d\xff/gone\xfe"));
+        use std::os::unix::fs::FileTypeExt;
+        assert!(std::fs::symlink_metadata(hidden)
+            .unwrap()
+            .file_type()
+            .is_char_device());
     }
 
     #[test]

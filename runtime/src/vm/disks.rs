@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::VmError;
+use crate::image::digest::ChainId;
 use crate::root::StateRoot;
 
 /// Size of a container's writable layer (sparse: only what the workload writes takes space).
@@ -29,18 +30,30 @@ fn run(cmd: &mut Command, what: &str) -> Result<(), VmError> {
     Ok(())
 }
 
+/// The chain ID of the store's unpacked layer at `layer_dir` (`layers/<chain hex>/diff`),
+/// which names its erofs image; anything else is refused.
+fn chain_of(root: &StateRoot, layer_dir: &Path) -> Result<ChainId, VmError> {
+    let chain = layer_dir
+        .strip_prefix(root.layers_dir())
+        .ok()
+        .and_then(
+            |rel| match rel.to_str()?.split('/').collect::<Vec<_>>()[..] {
+                [hex, "diff"] => ChainId::from_hex(hex),
+                _ => None,
+            },
+        );
+    chain.ok_or_else(|| {
+        VmError::Io(format!(
+            "{}: not an unpacked layer of the image store",
+            layer_dir.display()
+        ))
+    })
+}
+
 /// The erofs image of the unpacked layer at `layer_dir`, built under a lock if missing.
 pub fn layer_image(root: &StateRoot, layer_dir: &Path) -> Result<PathBuf, VmError> {
     // Unpacked layers live at layers/<chain id>/diff: the chain id names the image.
-    let named = if layer_dir.ends_with("diff") {
-        layer_dir.parent()
-    } else {
-        Some(layer_dir)
-    };
-    let key = named
-        .and_then(|p| p.file_name())
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let key = chain_of(root, layer_dir)?.hex().to_string();
     let dir = root.dir().join("vm").join("layers");
     let image = dir.join(format!("{key}.erofs"));
     if image.is_file() {
@@ -133,4 +146,27 @@ pub fn volume_image(source: &Path, image: &Path, read_only: bool) -> Result<(), 
             .arg(image),
         &what,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_store_layer_directory_names_an_erofs_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = StateRoot::open(&dir.path().join("root")).unwrap();
+        let hex = "a".repeat(64);
+        let good = root.layers_dir().join(&hex).join("diff");
+        assert_eq!(chain_of(&root, &good).unwrap().hex(), hex);
+        for bad in [
+            root.layers_dir().join(&hex).join("diff/x/diff"),
+            root.layers_dir().join("../../x/diff"),
+            root.layers_dir().join(format!("{hex}/../{hex}/diff")),
+            root.layers_dir().join(hex.to_uppercase()).join("diff"),
+            PathBuf::from("/tmp/x/diff"),
+        ] {
+            assert!(chain_of(&root, &bad).is_err(), "{}", bad.display());
+        }
+    }
 }

@@ -2,10 +2,16 @@
 //! HTTPS by default, plain HTTP only for loopback hosts and hosts the user lists as
 //! insecure (tried after HTTPS fails, as Docker does); `GET /v2/` first, then anonymous,
 //! basic or bearer-token authentication as the registry's challenge asks.
+//!
+//! A registry is not trusted: every answer is read with a bound before it is parsed
+//! (manifests, token answers, catalog pages, error bodies), and credentials go to a token
+//! realm only over HTTPS, or over plain HTTP only when the realm is on the registry's own
+//! host and the registry itself is spoken to over plain HTTP.
 
 pub mod auth;
 mod tls;
 
+use super::printable::printable;
 use auth::{Challenge, Credentials, TokenResponse};
 use std::io::Read;
 use std::net::IpAddr;
@@ -17,6 +23,14 @@ use std::time::Duration;
 const DOCKER_HUB_API: &str = "registry-1.docker.io";
 /// Manifests and indexes are small; a bigger answer is refused rather than buffered.
 const MANIFEST_LIMIT: u64 = 4 * 1024 * 1024;
+/// A token answer (a JWT is a few KiB).
+const TOKEN_LIMIT: u64 = 1024 * 1024;
+/// One page of the catalog (1000 names of at most 255 characters).
+const CATALOG_PAGE_LIMIT: u64 = 4 * 1024 * 1024;
+/// The whole catalog, every page together.
+const CATALOG_LIMIT: u64 = 32 * 1024 * 1024;
+/// An error answer's body (only its message is shown).
+const ERROR_BODY_LIMIT: u64 = 64 * 1024;
 /// Every manifest media type capsa reads, for the `Accept` header.
 pub const MANIFEST_TYPES: &[&str] = &[
     "application/vnd.oci.image.index.v1+json",
@@ -57,11 +71,12 @@ fn host_without_port(host: &str) -> &str {
     host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
 
-/// A failure talking to a registry, with what was asked and what came back.
+/// A failure talking to a registry, with what was asked and what came back (control
+/// characters in the registry's own text escaped).
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     /// Connection, TLS or protocol failure.
-    #[error("{registry}: {reason}")]
+    #[error("{}: {}", printable(.registry), printable(.reason))]
     Transport {
         /// The registry host.
         registry: String,
@@ -69,7 +84,7 @@ pub enum RegistryError {
         reason: String,
     },
     /// The registry answered with an error status.
-    #[error("{what}: {status} {reason}")]
+    #[error("{}: {status} {}", printable(.what), printable(.reason))]
     Status {
         /// What was asked for (`manifest busybox:latest`, `blob sha256:...`).
         what: String,
@@ -97,8 +112,8 @@ pub struct Fetched {
     pub bytes: Vec<u8>,
     /// `Content-Type` of the answer.
     pub media_type: String,
-    /// `sha256:` of `bytes`.
-    pub digest: String,
+    /// The digest of `bytes`.
+    pub digest: super::digest::Digest,
 }
 
 /// A connection to one registry, authenticated as its `/v2/` challenge asks.
@@ -243,15 +258,9 @@ impl Registry {
             .unwrap_or_default()
             .trim()
             .to_string();
-        let mut bytes = Vec::new();
-        resp.into_reader()
-            .take(MANIFEST_LIMIT + 1)
-            .read_to_end(&mut bytes)
+        let bytes = read_bounded(resp, MANIFEST_LIMIT)
             .map_err(|e| self.transport(format!("{what}: {e}")))?;
-        if bytes.len() as u64 > MANIFEST_LIMIT {
-            return Err(self.transport(format!("{what}: larger than {MANIFEST_LIMIT} bytes")));
-        }
-        let digest = super::digest::sha256_of(&bytes);
+        let digest = super::digest::Digest::of(&bytes);
         Ok(Fetched {
             bytes,
             media_type,
@@ -275,13 +284,16 @@ impl Registry {
         }
         let mut names = Vec::new();
         let mut url = format!("{}/v2/_catalog?n=1000", self.base);
+        let what = format!("catalog of {}", self.host);
+        let mut budget = CATALOG_LIMIT;
         for _ in 0..1000 {
-            let what = format!("catalog of {}", self.host);
             let resp = self.get(&url, None, &what)?;
             let next = resp.header("Link").and_then(next_link);
-            let page: Page = resp
-                .into_json()
+            let body = read_bounded(resp, CATALOG_PAGE_LIMIT.min(budget))
                 .map_err(|e| self.transport(format!("{what}: {e}")))?;
+            budget -= body.len() as u64;
+            let page: Page =
+                super::json::parse(&body).map_err(|e| self.transport(format!("{what}: {e}")))?;
             names.extend(page.repositories);
             match next {
                 Some(path) => url = format!("{}{path}", self.base),
@@ -350,10 +362,12 @@ impl Registry {
         if !scope.is_empty() {
             req = req.query("scope", scope);
         }
+        let what = format!("token from {realm}");
         if let Some(c) = &self.credentials {
+            self.may_send_credentials(&req)
+                .map_err(|why| self.transport(format!("{what}: {why}")))?;
             req = req.set("Authorization", &c.basic_header());
         }
-        let what = format!("token from {realm}");
         let resp = match req.call() {
             Ok(r) => r,
             Err(ureq::Error::Status(status, resp)) => {
@@ -365,14 +379,64 @@ impl Registry {
             }
             Err(ureq::Error::Transport(t)) => return Err(self.transport(format!("{what}: {t}"))),
         };
-        let token = resp
-            .into_json::<TokenResponse>()
-            .ok()
-            .and_then(TokenResponse::into_token)
+        let body =
+            read_bounded(resp, TOKEN_LIMIT).map_err(|e| self.transport(format!("{what}: {e}")))?;
+        let token = super::json::parse::<TokenResponse>(&body)
+            .map_err(|e| self.transport(format!("{what}: {e}")))?
+            .into_token()
             .ok_or_else(|| self.transport(format!("{what}: no token in the answer")))?;
         cache.push((scope.to_string(), token.clone()));
         Ok(token)
     }
+}
+
+impl Registry {
+    /// Whether the credentials may go with the token request `realm`: over HTTPS, or over
+    /// plain HTTP to the registry's own host when the registry is itself reached over
+    /// plain HTTP. Err says why not.
+    fn may_send_credentials(&self, realm: &ureq::Request) -> Result<(), String> {
+        let realm = realm.request_url().map_err(|e| format!("not a URL: {e}"))?;
+        let registry = self
+            .agent
+            .get(&self.base)
+            .request_url()
+            .map_err(|e| format!("registry URL: {e}"))?;
+        credentials_allowed(&realm, &registry)
+    }
+}
+
+/// The rule of [`Registry::may_send_credentials`] on parsed URLs.
+fn credentials_allowed(
+    realm: &ureq::RequestUrl,
+    registry: &ureq::RequestUrl,
+) -> Result<(), String> {
+    match realm.scheme() {
+        "https" => Ok(()),
+        "http" if registry.scheme() != "http" => Err(format!(
+            "the registry is reached over HTTPS but its token realm is plain HTTP: credentials for {} are not sent in the clear",
+            registry.host()
+        )),
+        "http" if realm.host() != registry.host() => Err(format!(
+            "the token realm is plain HTTP on another host ({}): credentials for {} are not sent there",
+            realm.host(),
+            registry.host()
+        )),
+        "http" => Ok(()),
+        other => Err(format!("the token realm's scheme {other:?} is neither https nor http")),
+    }
+}
+
+/// The body of `resp`, refused when longer than `limit` bytes (never buffered beyond it).
+fn read_bounded(resp: ureq::Response, limit: u64) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    resp.into_reader()
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > limit {
+        return Err(format!("the answer is larger than {limit} bytes"));
+    }
+    Ok(bytes)
 }
 
 /// The token scope a registry URL needs: `repository:<name>:pull` or the catalog's.
@@ -409,7 +473,10 @@ fn error_message(resp: ureq::Response) -> String {
     }
     let status_text = resp.status_text().to_string();
     let mut body = String::new();
-    let _ = resp.into_reader().take(64 * 1024).read_to_string(&mut body);
+    let _ = resp
+        .into_reader()
+        .take(ERROR_BODY_LIMIT)
+        .read_to_string(&mut body);
     match serde_json::from_str::<Errors>(&body) {
         Ok(e) if !e.errors.is_empty() => e
             .errors
@@ -450,6 +517,25 @@ mod tests {
             "repository:a/b:pull"
         );
         assert_eq!(scope_of("https://r/v2/_catalog?n=1"), "registry:catalog:*");
+    }
+
+    #[test]
+    fn credentials_go_to_https_realms_or_the_plain_http_registrys_own_host() {
+        let url = |u: &str| ureq::get(u).request_url().unwrap();
+        let allowed =
+            |realm: &str, registry: &str| credentials_allowed(&url(realm), &url(registry));
+        assert!(allowed(
+            "https://auth.docker.io/token",
+            "https://registry-1.docker.io"
+        )
+        .is_ok());
+        assert!(allowed("https://auth.example/token", "http://127.0.0.1:5000").is_ok());
+        assert!(allowed("http://127.0.0.1:6000/token", "http://127.0.0.1:5000").is_ok());
+        let err = allowed("http://127.0.0.2:5002/token", "http://127.0.0.1:5001").unwrap_err();
+        assert!(err.contains("127.0.0.2"), "{err}");
+        let err = allowed("http://reg.example/token", "https://reg.example").unwrap_err();
+        assert!(err.contains("HTTPS"), "{err}");
+        assert!(allowed("ftp://reg.example/token", "http://reg.example").is_err());
     }
 
     #[test]
