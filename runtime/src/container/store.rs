@@ -318,7 +318,8 @@ impl ContainerStore {
         let wanted = wanted.strip_prefix('/').unwrap_or(wanted);
         if !wanted.is_empty() && !wanted.contains('/') && wanted != "." && wanted != ".." {
             if let Ok(id) = std::fs::read_to_string(self.root.names_dir().join(wanted)) {
-                if self.dir(&id).dir.is_dir() {
+                // A name record holds a full ID; anything else must never become a path.
+                if is_full_id(&id) && self.dir(&id).dir.is_dir() {
                     return Ok(id);
                 }
             }
