@@ -131,11 +131,20 @@ fn check_jail(env: &TestEnv, name: &str) -> u32 {
     .map(String::from)
     .into();
     assert_eq!(root, expected, "the engine's root");
-    // Its descriptors: stdio, the log, the console, its disks, the tap, the agent's socket,
-    // and what QEMU made itself (eventfds, signalfd); nothing else of the host.
+    // Its descriptors: stdio, its disks, the tap, the agent's socket, the pipes of its
+    // output and console (whose other ends its monitor holds), and what QEMU made itself
+    // (eventfds, signalfd); nothing else of the host.
     let id = env.inspect(name, "{{.Id}}");
     let container = env.root().join("containers").join(&id);
     let layers = env.root().join("vm/layers");
+    let monitor = env.inspect(name, "{{.State.Pid}}");
+    let monitor_pipes: Vec<String> = std::fs::read_dir(format!("/proc/{monitor}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .map(|t| t.to_string_lossy().into_owned())
+        .filter(|t| t.starts_with("pipe:"))
+        .collect();
     for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .flatten()
@@ -146,12 +155,8 @@ fn check_jail(env: &TestEnv, name: &str) -> u32 {
             || t == "/dev/net/tun"
             || t.starts_with("socket:")
             || t.starts_with("anon_inode:")
-            || [
-                container.join("vm/engine.log"),
-                container.join("vm/console.log"),
-                container.join("vm/upper.ext4"),
-            ]
-            .contains(&target)
+            || (t.starts_with("pipe:") && monitor_pipes.contains(&t.to_string()))
+            || target == container.join("vm/upper.ext4")
             || (target.starts_with(&layers) && t.ends_with(".erofs"));
         assert!(
             allowed,

@@ -233,7 +233,7 @@ fn relay_window_changes(fd: nix::sys::signalfd::SignalFd, to: SharedStream) {
 pub fn stats(id: &str) -> Result<GuestStats, ContainerError> {
     match call(id, Request::Stats)? {
         Response::Stats(s) => Ok(s),
-        other => Err(io(id, format!("unexpected answer {other:?}"))),
+        other => Err(io(id, format!("unexpected answer: {}", other.kind()))),
     }
 }
 
@@ -241,7 +241,7 @@ pub fn stats(id: &str) -> Result<GuestStats, ContainerError> {
 pub fn top(id: &str) -> Result<Vec<String>, ContainerError> {
     match call(id, Request::Top)? {
         Response::Top(rows) => Ok(rows),
-        other => Err(io(id, format!("unexpected answer {other:?}"))),
+        other => Err(io(id, format!("unexpected answer: {}", other.kind()))),
     }
 }
 
@@ -249,7 +249,7 @@ pub fn top(id: &str) -> Result<Vec<String>, ContainerError> {
 pub fn set_frozen(id: &str, frozen: bool) -> Result<(), ContainerError> {
     match call(id, Request::Freeze { frozen })? {
         Response::Ok => Ok(()),
-        other => Err(io(id, format!("unexpected answer {other:?}"))),
+        other => Err(io(id, format!("unexpected answer: {}", other.kind()))),
     }
 }
 
@@ -266,7 +266,7 @@ fn call(id: &str, request: Request) -> Result<Response, ContainerError> {
     {
         Message::Response(Response::Error { message, .. }) => Err(io(id, message)),
         Message::Response(r) => Ok(r),
-        other => Err(io(id, format!("unexpected answer {other:?}"))),
+        other => Err(io(id, format!("unexpected answer: {}", other.kind()))),
     }
 }
 
@@ -300,9 +300,9 @@ pub fn copy_out(
                     return Ok(());
                 }
             }
-            Message::Event(Event::Output { data, .. }) => why.extend_from_slice(&data.0),
+            Message::Event(Event::Output { data, .. }) => keep_reason(&mut why, &data.0),
             Message::Event(Event::Exited { code, .. }) => return copy_result(id, code, &why),
-            other => return Err(io(id, format!("cp: unexpected message {other:?}"))),
+            other => return Err(io(id, format!("cp: unexpected message: {}", other.kind()))),
         }
     }
 }
@@ -352,9 +352,9 @@ pub fn copy_in(
             .map_err(|e| io(id, e))?
             .message
         {
-            Message::Event(Event::Output { data, .. }) => why.extend_from_slice(&data.0),
+            Message::Event(Event::Output { data, .. }) => keep_reason(&mut why, &data.0),
             Message::Event(Event::Exited { code, .. }) => return copy_result(id, code, &why),
-            other => return Err(io(id, format!("cp: unexpected message {other:?}"))),
+            other => return Err(io(id, format!("cp: unexpected message: {}", other.kind()))),
         }
     }
 }
@@ -369,8 +369,18 @@ fn copy_session(id: &str, request: Request) -> Result<UnixStream, ContainerError
     {
         Message::Response(Response::Ok) => Ok(stream),
         Message::Response(Response::Error { message, .. }) => Err(io(id, format!("cp: {message}"))),
-        other => Err(io(id, format!("cp: unexpected answer {other:?}"))),
+        other => Err(io(id, format!("cp: unexpected answer: {}", other.kind()))),
     }
+}
+
+/// The most of a copy process's error output kept for its error message.
+const REASON_BYTES: usize = 4 << 10;
+
+/// Keeps the start of what a copy process wrote on stderr, at most [`REASON_BYTES`]: its
+/// reason comes first, and the guest decides how much follows.
+pub(crate) fn keep_reason(why: &mut Vec<u8>, data: &[u8]) {
+    let room = REASON_BYTES.saturating_sub(why.len());
+    why.extend_from_slice(&data[..data.len().min(room)]);
 }
 
 pub(crate) fn copy_result(id: &str, code: i32, why: &[u8]) -> Result<(), ContainerError> {
@@ -381,6 +391,6 @@ pub(crate) fn copy_result(id: &str, code: i32, why: &[u8]) -> Result<(), Contain
     Err(ContainerError::InvalidArgument(format!(
         "cp in container {}: {}",
         crate::container::id::short(id),
-        why.trim()
+        super::agent::guest_text(why.trim())
     )))
 }

@@ -30,7 +30,8 @@ pub struct VmSpec {
     pub disks: Vec<Disk>,
     /// The engine's end of the agent's connection (a connected stream socket).
     pub agent: OwnedFd,
-    /// Where the guest's serial console is written (open for writing).
+    /// Where the guest's serial console is written: a pipe the monitor drains into a log of
+    /// bounded size ([`super::console`]).
     pub console: OwnedFd,
     /// A network device on an open tap: (tap, MAC).
     pub nic: Option<(OwnedFd, [u8; 6])>,
@@ -260,7 +261,8 @@ impl Engine for Qemu {
             "-add-fd".into(),
             format!("fd={console},set=0"),
             "-chardev".into(),
-            "file,id=console,path=/dev/fdset/0".into(),
+            // append: QEMU would truncate the descriptor otherwise, which a pipe refuses.
+            "file,id=console,path=/dev/fdset/0,append=on".into(),
             "-serial".into(),
             "chardev:console".into(),
         ]);

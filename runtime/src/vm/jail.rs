@@ -7,7 +7,7 @@
 //!   that holds only its binary, the libraries and data it loads, the guest kernel and
 //!   initramfs, and the device nodes it opens (/dev/null, /dev/urandom; /dev/kvm with KVM);
 //! - with no capabilities (an empty bounding set), no_new_privs, and only the descriptors it
-//!   is handed (disks, the agent's socket, the console log, the tap): every other is closed;
+//!   is handed (disks, the agent's socket, the console's pipe, the tap): every other is closed;
 //! - in a cgroup of its own that holds the guest's memory plus a bounded overhead;
 //! - under seccomp, which the engine installs itself once set up (QEMU's `-sandbox`,
 //!   capsa-vmm's per-thread filters), as no_new_privs lets an unprivileged process do.

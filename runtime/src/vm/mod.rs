@@ -5,12 +5,15 @@
 //! - [`disks`]: erofs images of the layers (cached), the writable ext4 disk;
 //! - [`engine`]: the hypervisor engines (capsa-vmm, QEMU) and the automatic choice;
 //! - [`jail`]: the engine's jail (its own uid, namespaces, root, cgroup; no capabilities);
-//! - [`agent`]: the agent client; [`run`]: one VM container from start to exit;
+//! - [`agent`]: the agent client (the guest's messages as hostile input, bounded);
+//! - [`console`]: the guest's console and the engine's output, drained into logs of bounded size;
+//! - [`run`]: one VM container from start to exit;
 //! - [`control`]: other commands' way in to a running VM (`exec`, `stats`) through its monitor;
 //! - [`stopped`]: `cp` with a stopped VM, booted without its workload for the copy alone.
 
 pub mod agent;
 pub mod artifacts;
+pub mod console;
 pub mod control;
 pub mod cpio;
 pub mod disks;
@@ -43,6 +46,10 @@ pub enum VmError {
     AgentTimeout(Duration),
     #[error("the guest agent's connection closed (the VM stopped)")]
     AgentGone,
+    /// The guest sent what no agent sends (it is hostile, or its kernel is): its VM is
+    /// stopped without asking it.
+    #[error("VM {vm}: its guest broke the agent protocol: {cause}; the VM was stopped")]
+    GuestViolation { vm: String, cause: String },
     #[error("the VM stopped before its agent answered: {0}")]
     EngineExited(String),
 }

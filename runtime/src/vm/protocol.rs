@@ -234,11 +234,53 @@ impl Serialize for Bytes {
 
 impl<'de> Deserialize<'de> for Bytes {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
+        d.deserialize_str(Base64Visitor)
+    }
+}
+
+/// Decodes the base64 text where the parser has it (in the frame, or its scratch buffer for
+/// text with escapes), without an owned copy of it: a frame of output costs its decoded
+/// bytes, not a second copy of its text.
+struct Base64Visitor;
+
+impl serde::de::Visitor<'_> for Base64Visitor {
+    type Value = Bytes;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("base64 text")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Bytes, E> {
         base64::engine::general_purpose::STANDARD
-            .decode(s)
+            .decode(text)
             .map(Bytes)
-            .map_err(serde::de::Error::custom)
+            .map_err(E::custom)
+    }
+}
+
+impl Message {
+    /// What the message is, for errors: its kind, never its content (which may be large,
+    /// or text the other side chose).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Request(_) => "a request",
+            Message::Response(r) => r.kind(),
+            Message::Event(Event::Output { .. }) => "an output event",
+            Message::Event(Event::Exited { .. }) => "an exit event",
+        }
+    }
+}
+
+impl Response {
+    /// What the answer is, for errors (see [`Message::kind`]).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Response::Hello { .. } => "a hello answer",
+            Response::Ok => "an ok answer",
+            Response::Error { .. } => "an error answer",
+            Response::Stats(_) => "a stats answer",
+            Response::Top(_) => "a top answer",
+        }
     }
 }
 
@@ -274,38 +316,138 @@ pub fn write_frame(w: &mut impl Write, id: u64, message: Message) -> Result<(), 
     Ok(())
 }
 
-/// Reads one frame; a version other than ours is an error.
+/// Reads one frame, blocking until it is whole; a version other than ours is an error.
 pub fn read_frame(r: &mut impl Read) -> Result<Envelope, ProtocolError> {
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            return Err(ProtocolError::Closed)
-        }
-        Err(e) => return Err(e.into()),
+    read_frame_limited(r, MAX_FRAME)
+}
+
+/// [`read_frame`] refusing frames longer than `max` bytes. The memory taken follows the bytes
+/// that arrive, never the length the other side announced: a peer that announces 16 MiB and
+/// sends ten bytes costs ten bytes.
+pub fn read_frame_limited(r: &mut impl Read, max: usize) -> Result<Envelope, ProtocolError> {
+    let mut header = [0u8; 4];
+    r.read_exact(&mut header).map_err(closed_at_eof)?;
+    let len = frame_len(header, max)?;
+    let mut buf = Vec::with_capacity(len.min(READ_CHUNK));
+    r.take(len as u64).read_to_end(&mut buf)?;
+    if buf.len() < len {
+        return Err(ProtocolError::Closed);
     }
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
+    decode(&buf)
+}
+
+fn closed_at_eof(e: std::io::Error) -> ProtocolError {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        ProtocolError::Closed
+    } else {
+        e.into()
+    }
+}
+
+/// The length a frame's header announces, if it is within `max`.
+fn frame_len(header: [u8; 4], max: usize) -> Result<usize, ProtocolError> {
+    let len = u32::from_be_bytes(header) as usize;
+    if len > max {
         return Err(ProtocolError::TooLarge(len));
     }
-    let mut buf = vec![0u8; len];
-    r.read_exact(&mut buf).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            ProtocolError::Closed
-        } else {
-            e.into()
-        }
-    })?;
+    Ok(len)
+}
+
+/// One frame's JSON: its version first, then the message.
+fn decode(buf: &[u8]) -> Result<Envelope, ProtocolError> {
     // The version is checked before the message, whose shape may differ between versions.
     #[derive(Deserialize)]
     struct VersionOnly {
         version: u32,
     }
-    let v: VersionOnly = serde_json::from_slice(&buf)?;
+    let v: VersionOnly = serde_json::from_slice(buf)?;
     if v.version != PROTOCOL_VERSION {
         return Err(ProtocolError::Version { theirs: v.version });
     }
-    Ok(serde_json::from_slice(&buf)?)
+    Ok(serde_json::from_slice(buf)?)
+}
+
+/// How much one read takes at least (small frames arrive together).
+const READ_CHUNK: usize = 64 << 10;
+/// How much one read takes at most (a large frame arrives in several).
+const READ_MOST: usize = 1 << 20;
+
+/// Frames of a stream that is read only when poll(2) says it is readable: each
+/// [`FrameReader::fill`] is one read(2), so a peer that stops in the middle of a frame never
+/// blocks the reader, and the reader holds at most the frame it is reading (plus the start
+/// of the next), within a limit on frame length.
+pub struct FrameReader {
+    /// Room for reads; its first `filled` bytes have arrived.
+    buf: Vec<u8>,
+    filled: usize,
+    max: usize,
+}
+
+impl FrameReader {
+    pub fn new(max: usize) -> Self {
+        FrameReader {
+            buf: Vec::new(),
+            filled: 0,
+            max,
+        }
+    }
+
+    /// One read from `r`, which must be readable (or it blocks); `Closed` at its end.
+    pub fn fill(&mut self, r: &mut impl Read) -> Result<(), ProtocolError> {
+        let remaining = match self.announced()? {
+            Some(len) if self.filled >= 4 + len => return Ok(()), // take it first
+            Some(len) => 4 + len - self.filled,
+            None => READ_CHUNK,
+        };
+        let end = self.filled + remaining.clamp(READ_CHUNK, READ_MOST);
+        if self.buf.len() < end {
+            // Zeroed once: the room is reused by the reads that follow.
+            self.buf.resize(end, 0);
+        }
+        let n = loop {
+            match r.read(&mut self.buf[self.filled..end]) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
+        if n == 0 {
+            return Err(ProtocolError::Closed);
+        }
+        self.filled += n;
+        Ok(())
+    }
+
+    /// The next whole frame, if its bytes have all arrived.
+    pub fn next_frame(&mut self) -> Result<Option<Envelope>, ProtocolError> {
+        let Some(len) = self.announced()? else {
+            return Ok(None);
+        };
+        if self.filled < 4 + len {
+            return Ok(None);
+        }
+        let envelope = decode(&self.buf[4..4 + len]);
+        self.buf.copy_within(4 + len..self.filled, 0);
+        self.filled -= 4 + len;
+        if self.buf.len() > READ_MOST && self.filled < READ_CHUNK {
+            // A large frame's room is given back rather than kept for the VM's life.
+            self.buf.truncate(READ_CHUNK);
+            self.buf.shrink_to_fit();
+        }
+        envelope.map(Some)
+    }
+
+    /// Bytes received and not yet taken as frames.
+    pub fn buffered(&self) -> usize {
+        self.filled
+    }
+
+    /// The length the current frame's header announces, once it has arrived.
+    fn announced(&self) -> Result<Option<usize>, ProtocolError> {
+        match self.buf.get(..4) {
+            Some(&[a, b, c, d]) if self.filled >= 4 => frame_len([a, b, c, d], self.max).map(Some),
+            _ => Ok(None),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -361,5 +503,130 @@ mod tests {
             read_frame(&mut short.as_slice()),
             Err(ProtocolError::Closed)
         ));
+    }
+
+    /// A reader that hands out `data` and records the largest buffer it was asked to fill.
+    struct Recording<'a> {
+        data: &'a [u8],
+        largest: usize,
+    }
+
+    impl Read for Recording<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.largest = self.largest.max(buf.len());
+            self.data.read(buf)
+        }
+    }
+
+    #[test]
+    fn a_frame_announced_large_costs_only_the_bytes_that_arrive() {
+        let mut frame = (MAX_FRAME as u32).to_be_bytes().to_vec();
+        frame.extend(b"{\"version\":3");
+        let mut r = Recording {
+            data: &frame,
+            largest: 0,
+        };
+        assert!(matches!(read_frame(&mut r), Err(ProtocolError::Closed)));
+        assert!(r.largest <= READ_CHUNK, "asked to fill {} bytes", r.largest);
+    }
+
+    fn frame(id: u64, message: Message) -> Vec<u8> {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, id, message).unwrap();
+        buf
+    }
+
+    #[test]
+    fn the_frame_reader_takes_frames_split_anywhere_and_holds_at_most_one() {
+        let out = |n: usize| {
+            Message::Event(Event::Output {
+                process: "init".into(),
+                stream: Stream::Stdout,
+                data: Bytes(vec![7; n]),
+            })
+        };
+        let mut stream = Vec::new();
+        for n in [0, 1, 100_000, 3] {
+            stream.extend(frame(0, out(n)));
+        }
+        stream.extend(frame(4, Message::Response(Response::Ok)));
+        // Delivered a few bytes at a time, as a slow guest would.
+        for step in [1, 3, 4096, 1 << 20] {
+            let mut reader = FrameReader::new(MAX_FRAME);
+            let mut got = Vec::new();
+            for piece in stream.chunks(step) {
+                let mut piece = piece;
+                while !piece.is_empty() {
+                    reader.fill(&mut piece).unwrap();
+                    while let Some(env) = reader.next_frame().unwrap() {
+                        got.push(env);
+                    }
+                    assert!(reader.buffered() <= 4 + 140_000 + READ_CHUNK);
+                }
+            }
+            let sizes: Vec<Option<usize>> = got
+                .iter()
+                .map(|e| match &e.message {
+                    Message::Event(Event::Output { data, .. }) => Some(data.0.len()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(
+                sizes,
+                [Some(0), Some(1), Some(100_000), Some(3), None],
+                "{step}"
+            );
+            assert_eq!(reader.buffered(), 0);
+            assert!(matches!(
+                reader.fill(&mut [].as_slice()),
+                Err(ProtocolError::Closed)
+            ));
+        }
+    }
+
+    #[test]
+    fn the_frame_reader_refuses_a_long_frame_from_its_header() {
+        let mut reader = FrameReader::new(1000);
+        reader.fill(&mut 1001u32.to_be_bytes().as_slice()).unwrap();
+        assert!(matches!(
+            reader.next_frame(),
+            Err(ProtocolError::TooLarge(1001))
+        ));
+        assert!(matches!(
+            read_frame_limited(
+                &mut frame(1, Message::Response(Response::Ok)).as_slice(),
+                10
+            ),
+            Err(ProtocolError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn deep_nesting_is_malformed_not_a_crash() {
+        for body in [
+            "[".repeat(1 << 20),
+            format!(
+                "{{\"version\":3,\"id\":0,\"message\":{}",
+                "{\"a\":".repeat(200_000)
+            ),
+        ] {
+            let mut f = (body.len() as u32).to_be_bytes().to_vec();
+            f.extend(body.as_bytes());
+            assert!(matches!(
+                read_frame(&mut f.as_slice()),
+                Err(ProtocolError::Malformed(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn bytes_decode_from_escaped_json_text() {
+        let body = br#"{"version":3,"id":0,"message":{"event":{"output":{"process":"init","stream":"stdout","data":"AAH\/"}}}}"#;
+        let mut f = (body.len() as u32).to_be_bytes().to_vec();
+        f.extend(body);
+        match read_frame(&mut f.as_slice()).unwrap().message {
+            Message::Event(Event::Output { data, .. }) => assert_eq!(data.0, [0, 1, 255]),
+            other => panic!("{other:?}"),
+        }
     }
 }

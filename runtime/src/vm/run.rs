@@ -5,7 +5,6 @@
 
 use std::io::Write;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -13,8 +12,9 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use super::agent::AgentClient;
+use super::agent::{guest_text, AgentClient};
 use super::artifacts::GuestArtifacts;
+use super::console::LogDrain;
 use super::engine::{Disk, Engine, VmSpec};
 use super::jail::{EngineProcess, Jail};
 use super::protocol::{
@@ -441,9 +441,11 @@ enum Sink {
     Log(crate::container::logfile::Writer),
 }
 
-/// Reads stdin on a thread of its own (a blocking read cannot share the relay loop).
+/// Reads stdin on a thread of its own (a blocking read cannot share the relay loop). At most
+/// [`STDIN_CHUNKS`] chunks wait in the channel: a guest that takes its input slowly makes
+/// this thread wait, not the monitor's memory grow with everything stdin holds.
 fn stdin_relay() -> std::sync::mpsc::Receiver<Option<Vec<u8>>> {
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, rx) = std::sync::mpsc::sync_channel(STDIN_CHUNKS);
     std::thread::spawn(move || {
         // Signals are for the relay loop's signalfd, not this thread.
         let _ = SigSet::all().thread_block();
@@ -466,6 +468,9 @@ fn stdin_relay() -> std::sync::mpsc::Receiver<Option<Vec<u8>>> {
     });
     rx
 }
+
+/// Chunks of stdin (64 KiB each) read ahead of the guest, at most.
+const STDIN_CHUNKS: usize = 4;
 
 impl Sink {
     fn write(&mut self, stream: Stream, data: &[u8]) {
@@ -690,9 +695,9 @@ fn boot_and_run(
             s.monitor_start_time = process_start_time(me);
             s.started_at = Some(crate::timefmt::rfc3339(SystemTime::now()));
         })?;
-        Ok::<_, ContainerError>((booted, signals, files))
+        Ok::<_, ContainerError>((booted, signals))
     })();
-    let (mut booted, signals, files) = match result {
+    let (mut booted, signals) = match result {
         Ok(r) => r,
         Err(e) => {
             on_started(Err(&e));
@@ -700,12 +705,10 @@ fn boot_and_run(
         }
     };
     let result = converse(
-        &mut booted.agent,
-        &mut booted.engine,
+        &mut booted,
         create,
         launch.interactive,
         &signals,
-        &files,
         sink,
         &mut on_started,
     );
@@ -717,6 +720,7 @@ fn boot_and_run(
 pub(crate) struct Booted {
     pub engine: EngineProcess,
     pub agent: AgentClient,
+    logs: VmLogs,
     jail: Option<Jail>,
     record: PathBuf,
     _disks: std::fs::File,
@@ -724,10 +728,17 @@ pub(crate) struct Booted {
 
 impl Booted {
     /// Asks the agent to power off, waits for the engine (killing it if it lingers) and
-    /// removes its jail.
+    /// removes its jail. A guest that broke the protocol is not asked: its engine is killed.
     pub fn shut_down(mut self) {
-        let _ = self.agent.call(Request::Shutdown, Duration::from_secs(5));
-        stop_engine(&mut self.engine);
+        if self.agent.violated() {
+            let _ = self.engine.kill();
+            let _ = self.engine.wait();
+        } else {
+            let _ = self.agent.call(Request::Shutdown, Duration::from_secs(5));
+            stop_engine(&mut self.engine);
+        }
+        // The engine has gone: the logs take the last of what it wrote.
+        self.logs.settle();
         let _ = std::fs::remove_file(&self.record);
         if let Some(jail) = self.jail.take() {
             jail.destroy();
@@ -755,13 +766,17 @@ pub(crate) fn boot(
         Some(e) => Some((engine::open_tap(&e.veth)?, e.mac)),
         None => None,
     };
+    // The console and the engine's output go through pipes the monitor drains into logs of
+    // bounded size: the guest may write its console without end, the host file stays small.
+    let (console, console_end) = super::console::open(&files.console_log())?;
+    let (engine_out, engine_out_end) = super::console::open(&files.engine_log())?;
     let vm = VmSpec {
         cmdline: KERNEL_CMDLINE.into(),
         mem_mib: launch.mem_mib,
         vcpus: launch.vcpus,
         disks: disk_list,
         agent: OwnedFd::from(engine_end),
-        console: private_file(&files.console_log())?,
+        console: console_end,
         nic,
     };
     let cmd = engine.command(vm)?;
@@ -773,11 +788,23 @@ pub(crate) fn boot(
         &guest.initramfs,
     )?;
     let seccomp = cmd.seccomp.clone();
-    let log = std::fs::File::from(private_file(&files.engine_log())?);
+    let log = std::fs::File::from(engine_out_end);
     let spawned = Instant::now();
-    let child = match jail.spawn(cmd, &log) {
+    let spawn = jail.spawn(cmd, &log);
+    // The engine holds its end now; this one would keep the drain from ever ending.
+    drop(log);
+    let mut child = match spawn {
         Ok(c) => c,
         Err(e) => {
+            jail.destroy();
+            return Err(e.into());
+        }
+    };
+    let logs = match VmLogs::drain(console, engine_out) {
+        Ok(logs) => logs,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
             jail.destroy();
             return Err(e.into());
         }
@@ -791,9 +818,11 @@ pub(crate) fn boot(
         seccomp,
     };
     let _ = crate::fsutil::write_json_atomic(&files.engine_record(), &record);
+    let vm_name = format!("{} ({})", state.name, id::short(&state.id));
     let mut booted = Booted {
         engine: child,
-        agent: AgentClient::new(agent),
+        agent: AgentClient::new(agent, &vm_name),
+        logs,
         jail: Some(jail),
         record: files.engine_record(),
         _disks: disks,
@@ -814,15 +843,16 @@ pub(crate) fn boot(
             kernel,
         }) => {
             // The figure `bench/vm.py` reads: engine start to agent ready.
+            let (version, kernel) = (guest_text(&version), guest_text(&kernel));
             tracing::info!(ms = spawned.elapsed().as_secs_f64() * 1000.0, agent = %version, kernel = %kernel, "vm agent ready");
             Ok(booted)
         }
         Ok(other) => {
             booted.shut_down();
-            Err(VmError::Agent(format!("unexpected answer to hello: {other:?}")).into())
+            Err(VmError::Agent(format!("{} to hello", other.kind())).into())
         }
         Err(e) => {
-            let e = with_console(e, &files.console_log(), &files.engine_log());
+            let e = with_console(e, &booted.logs);
             booted.shut_down();
             Err(e.into())
         }
@@ -870,18 +900,6 @@ pub(crate) fn boot_without_workload(
         return Err(e.into());
     }
     Ok(booted)
-}
-
-/// A file created (or truncated) for writing, readable by root only.
-fn private_file(path: &Path) -> Result<OwnedFd, VmError> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map(OwnedFd::from)
-        .map_err(|e| VmError::Io(format!("{}: {e}", path.display())))
 }
 
 /// The engine's cgroup: the container's recorded one, or for a container recorded before
@@ -955,14 +973,11 @@ fn window_resize(process: &str) -> Option<Request> {
 
 /// Create, start, relay output and signals until the workload's exit; meanwhile serve the
 /// control socket (`exec`, `stats` from other capsa commands).
-#[allow(clippy::too_many_arguments)]
 fn converse(
-    agent: &mut AgentClient,
-    child: &mut EngineProcess,
+    vm: &mut Booted,
     create: CreateRequest,
     interactive: bool,
     signals: &SignalFd,
-    files: &VmFiles,
     sink: &mut Sink,
     on_started: &mut impl FnMut(Result<(), &ContainerError>),
 ) -> Result<(i32, bool), VmError> {
@@ -971,9 +986,11 @@ fn converse(
     // Listening before `run -d` returns: a command right after it finds the socket (its
     // connection waits in the backlog until the loop below accepts it).
     let control = bind_control(&process)?;
+    let agent = &mut vm.agent;
     let started = agent
         .call(Request::Create(Box::new(create)), REQUEST_TIMEOUT)
-        .and_then(|_| agent.call(Request::Start, REQUEST_TIMEOUT));
+        .and_then(|_| agent.call(Request::Start, REQUEST_TIMEOUT))
+        .map_err(|e| with_console(e, &vm.logs));
     match &started {
         Ok(_) => on_started(Ok(())),
         Err(e) => on_started(Err(&ContainerError::Vm(e.to_string()))),
@@ -998,75 +1015,140 @@ fn converse(
             REQUEST_TIMEOUT,
         )?;
     }
-    let mut clients = Clients::new(&process, stdin_open);
+    let mut relay = Relay {
+        clients: Clients::new(&process, stdin_open),
+        process,
+        sink,
+    };
+    // Events that came during a call are passed on after it, before the next call: the
+    // agent client's queue holds one call's worth, never a growing backlog.
+    macro_rules! pass_on_queued {
+        () => {
+            if let Some(exit) = relay.queued(&mut vm.agent) {
+                return Ok(exit);
+            }
+        };
+    }
     loop {
+        pass_on_queued!();
         // Signals first: a window change typed before a command must reach the pty first.
         while let Ok(Some(sig)) = signals.read_signal() {
             let request = if sig.ssi_signo == libc::SIGWINCH as u32 {
-                match window_resize(&process) {
+                match window_resize(&relay.process) {
                     Some(r) => r,
                     None => continue,
                 }
             } else {
                 Request::Signal {
-                    process: process.clone(),
+                    process: relay.process.clone(),
                     signal: sig.ssi_signo as i32,
                 }
             };
-            agent.call(request, REQUEST_TIMEOUT)?;
+            vm.agent.call(request, REQUEST_TIMEOUT)?;
+            pass_on_queued!();
         }
-        while let Some(Ok(chunk)) = input.as_ref().map(|rx| rx.try_recv()) {
+        for _ in 0..INPUT_PER_TURN {
+            let Some(Ok(chunk)) = input.as_ref().map(|rx| rx.try_recv()) else {
+                break;
+            };
             let request = match chunk {
                 Some(data) => Request::Input {
-                    process: process.clone(),
+                    process: relay.process.clone(),
                     data: super::protocol::Bytes(data),
                 },
                 None => {
                     input = None;
                     Request::CloseInput {
-                        process: process.clone(),
+                        process: relay.process.clone(),
                     }
                 }
             };
-            agent.call(request, REQUEST_TIMEOUT)?;
+            vm.agent.call(request, REQUEST_TIMEOUT)?;
+            pass_on_queued!();
         }
         while let Ok((stream, _)) = control.accept() {
-            clients.serve(agent, stream);
+            relay.clients.serve(&mut vm.agent, stream);
+            pass_on_queued!();
         }
-        let queued: Vec<Request> = clients.requests.try_iter().take(CLIENT_QUEUE).collect();
+        let queued: Vec<Request> = relay
+            .clients
+            .requests
+            .try_iter()
+            .take(CLIENT_QUEUE)
+            .collect();
         for request in queued {
-            if matches!(&request, Request::CloseInput { process: p } if *p == process) {
-                clients.stdin_open = false;
+            if matches!(&request, Request::CloseInput { process: p } if *p == relay.process) {
+                relay.clients.stdin_open = false;
             }
-            // An exec'd process that has gone just loses what was typed for it.
-            let _ = agent.call(request, REQUEST_TIMEOUT);
+            // An exec'd process that has gone just loses what was typed for it (a guest
+            // that broke the protocol is found out by the next read).
+            let _ = vm.agent.call(request, REQUEST_TIMEOUT);
+            pass_on_queued!();
         }
-        let wait = if input.is_some() || clients.any() {
+        let wait = if input.is_some() || relay.clients.any() {
             20
         } else {
             200
         };
-        match agent.next_event(Duration::from_millis(wait)) {
-            Ok(Some(event)) if event.process() == process => {
-                clients.broadcast(&event);
-                match event {
-                    Event::Output { stream, data, .. } => sink.write(stream, &data.0),
-                    Event::Exited {
-                        code, oom_killed, ..
-                    } => return Ok((code, oom_killed)),
+        match vm.agent.next_event(Duration::from_millis(wait)) {
+            Ok(Some(event)) => {
+                if let Some(exit) = relay.event(event) {
+                    return Ok(exit);
                 }
             }
-            Ok(Some(other)) => clients.forward(other),
             Ok(None) => {
-                if let Ok(Some(status)) = child.try_wait() {
+                if let Ok(Some(status)) = vm.engine.try_wait() {
                     return Err(VmError::EngineExited(format!(
                         "the VM stopped ({status}) before the workload exited: {}",
-                        tail(&files.console_log())
+                        vm.logs.console_tail()
                     )));
                 }
             }
-            Err(e) => return Err(with_console(e, &files.console_log(), &files.engine_log())),
+            Err(e) => return Err(with_console(e, &vm.logs)),
         }
+    }
+}
+
+/// At most this many chunks of this terminal's input go to the agent per turn of the relay
+/// loop, so that output and other clients keep their turn.
+const INPUT_PER_TURN: usize = 16;
+
+/// Where the guest's events go: the workload's to the sink and the attached clients, an
+/// exec'd process's to the client waiting for it.
+struct Relay<'a> {
+    clients: Clients,
+    /// The workload's process name.
+    process: String,
+    sink: &'a mut Sink,
+}
+
+impl Relay<'_> {
+    /// Passes `event` on; the workload's exit when it is that.
+    fn event(&mut self, event: Event) -> Option<(i32, bool)> {
+        if event.process() != self.process {
+            self.clients.forward(event);
+            return None;
+        }
+        self.clients.broadcast(&event);
+        match event {
+            Event::Output { stream, data, .. } => {
+                self.sink.write(stream, &data.0);
+                None
+            }
+            Event::Exited {
+                code, oom_killed, ..
+            } => Some((code, oom_killed)),
+        }
+    }
+
+    /// Passes on the events the agent client queued during a call.
+    fn queued(&mut self, agent: &mut AgentClient) -> Option<(i32, bool)> {
+        while let Some(event) = agent.queued_event() {
+            if let Some(exit) = self.event(event) {
+                return Some(exit);
+            }
+        }
+        None
     }
 }
 
@@ -1102,7 +1184,15 @@ struct Clients {
 
 /// Requests from clients queued in the monitor, at most; and relayed per turn of its loop, at
 /// most, so that the workload's output keeps flowing during a large `cp` in.
-const CLIENT_QUEUE: usize = 64;
+const CLIENT_QUEUE: usize = 16;
+
+/// The largest frame of input a client may send (a `cp` in chunk, base64 and all): with
+/// [`CLIENT_QUEUE`], what clients' input may hold of the monitor's memory.
+const CLIENT_INPUT_FRAME: usize = 2 * super::protocol::COPY_CHUNK;
+
+/// Clients served at once (waiting for an exec's output, or attached), at most: each holds a
+/// socket and, when it sends input, a thread.
+const MAX_CLIENTS: usize = 64;
 
 /// A client that does not take its output for this long is dropped, not waited for.
 const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -1114,7 +1204,7 @@ fn read_client_input(
     to: std::sync::mpsc::SyncSender<Request>,
 ) {
     let _ = stream.set_read_timeout(None);
-    while let Ok(env) = super::protocol::read_frame(&mut stream) {
+    while let Ok(env) = super::protocol::read_frame_limited(&mut stream, CLIENT_INPUT_FRAME) {
         let request = match env.message {
             Message::Request(Request::Input { data, .. }) => Request::Input {
                 process: process.clone(),
@@ -1161,6 +1251,13 @@ impl Clients {
         !self.waiting.is_empty() || !self.attached.is_empty()
     }
 
+    /// Whether [`MAX_CLIENTS`] are served, once those that hung up are let go.
+    fn full(&mut self) -> bool {
+        self.waiting.retain(|_, s| !hung_up(s));
+        self.attached.retain(|s| !hung_up(s));
+        self.waiting.len() + self.attached.len() >= MAX_CLIENTS
+    }
+
     /// Reads a client's one request and relays it to the agent.
     fn serve(&mut self, agent: &mut AgentClient, mut stream: UnixStream) {
         let _ = stream.set_nonblocking(false);
@@ -1169,6 +1266,23 @@ impl Clients {
         let Ok(env) = super::protocol::read_frame(&mut stream) else {
             return;
         };
+        let stays = matches!(
+            env.message,
+            Message::Request(
+                Request::Attach { .. }
+                    | Request::Exec(_)
+                    | Request::CopyOut { .. }
+                    | Request::CopyIn { .. }
+            )
+        );
+        if stays && self.full() {
+            let error = Response::Error {
+                kind: super::protocol::ErrorKind::BadRequest,
+                message: format!("this VM's monitor serves at most {MAX_CLIENTS} clients at once"),
+            };
+            let _ = super::protocol::write_frame(&mut stream, env.id, Message::Response(error));
+            return;
+        }
         let mut talks = false;
         let (request, name) = match env.message {
             Message::Request(Request::Attach { stdin }) => {
@@ -1274,6 +1388,17 @@ impl Clients {
     }
 }
 
+/// Whether the client at the other end of `stream` has closed it.
+fn hung_up(stream: &UnixStream) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(stream.as_fd(), PollFlags::empty())];
+    poll(&mut fds, PollTimeout::ZERO).is_ok()
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR))
+}
+
 /// Waits for the engine to end after the agent's power-off; kills it if it does not.
 fn stop_engine(child: &mut EngineProcess) {
     let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
@@ -1287,23 +1412,51 @@ fn stop_engine(child: &mut EngineProcess) {
     let _ = child.wait();
 }
 
-fn with_console(e: VmError, console: &Path, engine_log: &Path) -> VmError {
-    match e {
-        VmError::AgentGone | VmError::AgentTimeout(_) => VmError::EngineExited(format!(
-            "{e}; guest console: {}; engine: {}",
-            tail(console),
-            tail(engine_log)
-        )),
-        other => other,
+/// The guest's console and the engine's output of a running VM, drained into their logs.
+pub(crate) struct VmLogs {
+    console: LogDrain,
+    engine: LogDrain,
+}
+
+/// How long an error message waits for what a stopping engine wrote last.
+const LOG_SETTLE: Duration = Duration::from_millis(500);
+
+impl VmLogs {
+    fn drain(
+        console: super::console::LogPipe,
+        engine: super::console::LogPipe,
+    ) -> Result<VmLogs, VmError> {
+        Ok(VmLogs {
+            console: console.drain()?,
+            engine: engine.drain()?,
+        })
+    }
+
+    /// Waits (bounded) until both logs hold all the engine wrote: it has gone.
+    fn settle(&self) {
+        self.console.settle(SHUTDOWN_TIMEOUT);
+        self.engine.settle(SHUTDOWN_TIMEOUT);
+    }
+
+    /// The console's last lines, once what a stopping engine wrote last is in.
+    fn console_tail(&self) -> String {
+        self.console.settle(LOG_SETTLE);
+        self.console.tail()
+    }
+
+    fn engine_tail(&self) -> String {
+        self.engine.settle(LOG_SETTLE);
+        self.engine.tail()
     }
 }
 
-/// The last lines of a log, for error messages.
-fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().rev().take(5).collect();
-    if lines.is_empty() {
-        return format!("({} is empty)", path.display());
+fn with_console(e: VmError, logs: &VmLogs) -> VmError {
+    match e {
+        VmError::AgentGone | VmError::AgentTimeout(_) => VmError::EngineExited(format!(
+            "{e}; guest console: {}; engine: {}",
+            logs.console_tail(),
+            logs.engine_tail()
+        )),
+        other => other,
     }
-    lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
 }

@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
+use super::control::keep_reason;
 use super::protocol::{Bytes, Event, Request, Stream, COPY_CHUNK};
 use crate::container::{ContainerError, ContainerStore};
 
@@ -44,7 +45,7 @@ pub fn copy_out(
                         return Ok(());
                     }
                 }
-                Event::Output { data, .. } => why.extend_from_slice(&data.0),
+                Event::Output { data, .. } => keep_reason(&mut why, &data.0),
                 Event::Exited { code, .. } => {
                     return super::control::copy_result(id, code, &why);
                 }
@@ -73,6 +74,8 @@ pub fn copy_in(
         };
         vm.agent.call(request, REQUEST)?;
         let mut buf = vec![0u8; COPY_CHUNK];
+        let mut why = Vec::new();
+        let mut exited = None;
         loop {
             let n = match from.read(&mut buf) {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -90,22 +93,33 @@ pub fn copy_in(
                 }
             };
             // A copy process that failed early has no stdin left: its reason comes below.
-            if vm.agent.call(request, REQUEST).is_err() || n == 0 {
+            let sent = vm.agent.call(request, REQUEST);
+            // What the copy process said meanwhile is taken now, not left to pile up.
+            while let Some(event) = vm.agent.queued_event() {
+                take_event(event, &mut why, &mut exited);
+            }
+            if sent.is_err() || n == 0 || exited.is_some() {
                 break;
             }
         }
-        let mut why = Vec::new();
-        loop {
-            match next(&mut vm.agent)? {
-                Event::Output { data, .. } => why.extend_from_slice(&data.0),
-                Event::Exited { code, .. } => {
-                    return super::control::copy_result(id, code, &why);
-                }
+        let code = loop {
+            if let Some(code) = exited {
+                break code;
             }
-        }
+            take_event(next(&mut vm.agent)?, &mut why, &mut exited);
+        };
+        super::control::copy_result(id, code, &why)
     })();
     vm.shut_down();
     result
+}
+
+/// An event of the copy process while its archive is sent: what it says, or its exit code.
+fn take_event(event: Event, why: &mut Vec<u8>, exited: &mut Option<i32>) {
+    match event {
+        Event::Output { data, .. } => keep_reason(why, &data.0),
+        Event::Exited { code, .. } => *exited = Some(code),
+    }
 }
 
 /// The copy process's next event.
