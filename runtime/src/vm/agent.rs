@@ -3,11 +3,14 @@
 //!
 //! Whatever the guest sends is hostile input (a workload may own the guest's kernel): frames
 //! are taken as their bytes arrive, so a guest that stops in the middle of one blocks nothing;
-//! a frame is at most [`MAX_FRAME`] bytes; the events kept while a request waits for its
-//! answer are at most [`EVENT_QUEUE_BYTES`]. A guest that breaks the protocol (a frame too
-//! large or malformed, a message nobody asked for, more events than that while it does not
-//! answer) is not talked to again: every call then fails with [`VmError::GuestViolation`],
-//! which names the VM and the cause, and the VM's owner stops it without asking the guest.
+//! a frame is at most [`MAX_FRAME`] bytes. Events that arrive while a request waits for its
+//! answer go to the caller's handler as they come ([`AgentClient::call_with`], what the relay
+//! of a running workload uses: its output flows on, nothing piles up), or are queued, at most
+//! [`EVENT_QUEUE_BYTES`] of them, where none are expected ([`AgentClient::call`]: hello,
+//! create, start, shutdown). A guest that breaks the protocol (a frame too large or
+//! malformed, a message nobody asked for, more events than that while it does not answer)
+//! is not talked to again: every call then fails with [`VmError::GuestViolation`], which
+//! names the VM and the cause, and the VM's owner stops it without asking the guest.
 
 use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
@@ -20,9 +23,8 @@ use super::protocol::{
 use super::VmError;
 
 /// The most the events queued while a request waits for its answer may cost: their data plus
-/// [`EVENT_COST`] each. The guest agent answers a request in the round of its loop in which it
-/// reads it, and sends at most one 64 KiB read of each output stream per round, so a real
-/// agent stays far below this unless hundreds of processes write at once.
+/// [`EVENT_COST`] each. Requests that queue expect no events before their answer (the
+/// workload runs only once `start` is answered), so this is room for stragglers, not output.
 pub const EVENT_QUEUE_BYTES: usize = 8 << 20;
 /// What one queued event costs beyond its data (its process name, the queue's own room).
 const EVENT_COST: usize = 256;
@@ -108,8 +110,33 @@ impl AgentClient {
     }
 
     /// Sends `request` and waits up to `timeout` for its answer; an error answer is an error.
-    /// Events that arrive meanwhile are queued for [`AgentClient::next_event`].
+    /// Events that arrive meanwhile are queued for [`AgentClient::next_event`], within
+    /// [`EVENT_QUEUE_BYTES`]: for requests that expect none.
     pub fn call(&mut self, request: Request, timeout: Duration) -> Result<Response, VmError> {
+        self.exchange(request, timeout, None)
+    }
+
+    /// [`AgentClient::call`] handing each event that arrives meanwhile to `on_event` as it
+    /// comes (in order, after those already queued): for requests made while the workload's
+    /// output flows.
+    pub fn call_with(
+        &mut self,
+        request: Request,
+        timeout: Duration,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<Response, VmError> {
+        while let Some(e) = self.events.pop() {
+            on_event(e);
+        }
+        self.exchange(request, timeout, Some(on_event))
+    }
+
+    fn exchange(
+        &mut self,
+        request: Request,
+        timeout: Duration,
+        mut on_event: Option<&mut dyn FnMut(Event)>,
+    ) -> Result<Response, VmError> {
         self.usable()?;
         let id = self.next_id;
         self.next_id += 1;
@@ -129,14 +156,16 @@ impl AgentClient {
                 Message::Response(r) if env.id == id => return Ok(r),
                 // The late answer to a request that timed out: nobody waits for it now.
                 Message::Response(_) if env.id != 0 && env.id < id => {}
-                Message::Event(e) => {
-                    if !self.events.push(e) {
+                Message::Event(e) => match on_event.as_mut() {
+                    Some(handle) => handle(e),
+                    None if self.events.push(e) => {}
+                    None => {
                         return Err(self.violation(format!(
                             "it sent more than {} MiB of events without answering a request",
                             EVENT_QUEUE_BYTES >> 20
                         )));
                     }
-                }
+                },
                 other => return Err(self.unexpected(&other, env.id)),
             }
         }
@@ -314,6 +343,30 @@ mod tests {
         assert!(matches!(again, Err(VmError::GuestViolation { .. })));
         drop(client);
         flood.join().unwrap();
+    }
+
+    #[test]
+    fn a_relaying_call_hands_on_any_amount_of_events_as_they_come() {
+        let (mut client, mut guest) = pair();
+        let agent = std::thread::spawn(move || {
+            let request = protocol::read_frame(&mut guest).unwrap();
+            // Four times what a queue may hold, then the answer: a workload's output.
+            for _ in 0..32 {
+                protocol::write_frame(&mut guest, 0, output(1 << 20)).unwrap();
+            }
+            protocol::write_frame(&mut guest, request.id, Message::Response(Response::Ok)).unwrap();
+            guest
+        });
+        let mut seen = 0;
+        let answer = client.call_with(Request::Stats, Duration::from_secs(60), &mut |e| {
+            if let Event::Output { data, .. } = e {
+                seen += data.0.len();
+            }
+        });
+        assert_eq!(answer.unwrap(), Response::Ok);
+        assert_eq!(seen, 32 << 20);
+        assert!(client.queued_event().is_none());
+        drop(agent.join().unwrap());
     }
 
     #[test]

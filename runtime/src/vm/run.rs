@@ -1000,37 +1000,36 @@ fn converse(
         Sink::Terminal(input) => input.take(),
         Sink::Log(_) => None,
     };
-    if let (true, Sink::Terminal(_), Some(resize)) = (tty, &sink, window_resize(&process)) {
-        // The guest's pty starts at 80x24; with -t it takes this terminal's size.
-        agent.call(resize, REQUEST_TIMEOUT)?;
-    }
+    let resize = match (tty, &sink) {
+        (true, Sink::Terminal(_)) => window_resize(&process),
+        _ => None,
+    };
     // With -i but no terminal (-d, start), the stdin stays open for `attach`.
     let stdin_open = input.is_some() || (interactive && matches!(sink, Sink::Log(_)));
-    if !stdin_open {
-        // Without -i the workload's stdin is empty, as in a container.
-        agent.call(
-            Request::CloseInput {
-                process: process.clone(),
-            },
-            REQUEST_TIMEOUT,
-        )?;
-    }
     let mut relay = Relay {
         clients: Clients::new(&process, stdin_open),
         process,
         sink,
     };
-    // Events that came during a call are passed on after it, before the next call: the
-    // agent client's queue holds one call's worth, never a growing backlog.
-    macro_rules! pass_on_queued {
-        () => {
-            if let Some(exit) = relay.queued(&mut vm.agent) {
-                return Ok(exit);
-            }
+    if let Some(resize) = resize {
+        // The guest's pty starts at 80x24; with -t it takes this terminal's size.
+        if let Some(exit) = relay.call(&mut vm.agent, resize)? {
+            return Ok(exit);
+        }
+    }
+    if !stdin_open {
+        // Without -i the workload's stdin is empty, as in a container.
+        let close = Request::CloseInput {
+            process: relay.process.clone(),
         };
+        if let Some(exit) = relay.call(&mut vm.agent, close)? {
+            return Ok(exit);
+        }
     }
     loop {
-        pass_on_queued!();
+        if let Some(exit) = relay.queued(&mut vm.agent) {
+            return Ok(exit);
+        }
         // Signals first: a window change typed before a command must reach the pty first.
         while let Ok(Some(sig)) = signals.read_signal() {
             let request = if sig.ssi_signo == libc::SIGWINCH as u32 {
@@ -1044,8 +1043,9 @@ fn converse(
                     signal: sig.ssi_signo as i32,
                 }
             };
-            vm.agent.call(request, REQUEST_TIMEOUT)?;
-            pass_on_queued!();
+            if let Some(exit) = relay.call(&mut vm.agent, request)? {
+                return Ok(exit);
+            }
         }
         for _ in 0..INPUT_PER_TURN {
             let Some(Ok(chunk)) = input.as_ref().map(|rx| rx.try_recv()) else {
@@ -1063,12 +1063,14 @@ fn converse(
                     }
                 }
             };
-            vm.agent.call(request, REQUEST_TIMEOUT)?;
-            pass_on_queued!();
+            if let Some(exit) = relay.call(&mut vm.agent, request)? {
+                return Ok(exit);
+            }
         }
         while let Ok((stream, _)) = control.accept() {
-            relay.clients.serve(&mut vm.agent, stream);
-            pass_on_queued!();
+            if let Some(exit) = relay.serve(&mut vm.agent, stream) {
+                return Ok(exit);
+            }
         }
         let queued: Vec<Request> = relay
             .clients
@@ -1082,8 +1084,9 @@ fn converse(
             }
             // An exec'd process that has gone just loses what was typed for it (a guest
             // that broke the protocol is found out by the next read).
-            let _ = vm.agent.call(request, REQUEST_TIMEOUT);
-            pass_on_queued!();
+            if let Ok(Some(exit)) = relay.call(&mut vm.agent, request) {
+                return Ok(exit);
+            }
         }
         let wait = if input.is_some() || relay.clients.any() {
             20
@@ -1125,30 +1128,79 @@ struct Relay<'a> {
 impl Relay<'_> {
     /// Passes `event` on; the workload's exit when it is that.
     fn event(&mut self, event: Event) -> Option<(i32, bool)> {
-        if event.process() != self.process {
-            self.clients.forward(event);
-            return None;
-        }
-        self.clients.broadcast(&event);
-        match event {
-            Event::Output { stream, data, .. } => {
-                self.sink.write(stream, &data.0);
-                None
-            }
-            Event::Exited {
-                code, oom_killed, ..
-            } => Some((code, oom_killed)),
+        pass_on(&mut self.clients, self.sink, &self.process, event)
+    }
+
+    /// Sends `request` to the agent, passing on the events that come meanwhile as they
+    /// come; the workload's exit if it was among them (before the answer's error, if any).
+    fn call(
+        &mut self,
+        agent: &mut AgentClient,
+        request: Request,
+    ) -> Result<Option<(i32, bool)>, VmError> {
+        match self.ask(agent, request) {
+            (_, Some(exit)) => Ok(Some(exit)),
+            (answer, None) => answer.map(|_| None),
         }
     }
 
-    /// Passes on the events the agent client queued during a call.
+    /// Takes a client's request to the agent and gives it the answer; the workload's exit if
+    /// it came meanwhile.
+    fn serve(&mut self, agent: &mut AgentClient, stream: UnixStream) -> Option<(i32, bool)> {
+        let (client, request) = self.clients.take(stream)?;
+        let (answer, exit) = self.ask(agent, request);
+        self.clients.answer(client, answer);
+        exit
+    }
+
+    /// The agent's answer to `request`, and the workload's exit if it came meanwhile.
+    fn ask(
+        &mut self,
+        agent: &mut AgentClient,
+        request: Request,
+    ) -> (Result<Response, VmError>, Option<(i32, bool)>) {
+        let (clients, sink, process) = (&mut self.clients, &mut *self.sink, &self.process);
+        let mut exit = None;
+        let answer = agent.call_with(request, REQUEST_TIMEOUT, &mut |event| {
+            if let Some(e) = pass_on(clients, sink, process, event) {
+                exit.get_or_insert(e);
+            }
+        });
+        (answer, exit)
+    }
+
+    /// Passes on the events the agent client queued while no relay listened.
     fn queued(&mut self, agent: &mut AgentClient) -> Option<(i32, bool)> {
+        let mut exit = None;
         while let Some(event) = agent.queued_event() {
-            if let Some(exit) = self.event(event) {
-                return Some(exit);
+            if let Some(e) = self.event(event) {
+                exit.get_or_insert(e);
             }
         }
-        None
+        exit
+    }
+}
+
+/// One event to where it goes; the workload's exit when it is that.
+fn pass_on(
+    clients: &mut Clients,
+    sink: &mut Sink,
+    process: &str,
+    event: Event,
+) -> Option<(i32, bool)> {
+    if event.process() != process {
+        clients.forward(event);
+        return None;
+    }
+    clients.broadcast(&event);
+    match event {
+        Event::Output { stream, data, .. } => {
+            sink.write(stream, &data.0);
+            None
+        }
+        Event::Exited {
+            code, oom_killed, ..
+        } => Some((code, oom_killed)),
     }
 }
 
@@ -1196,6 +1248,26 @@ const MAX_CLIENTS: usize = 64;
 
 /// A client that does not take its output for this long is dropped, not waited for.
 const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A client's request on its way to the agent: what its answer goes with.
+struct ClientRequest {
+    stream: UnixStream,
+    /// The id of the client's request, which its answer carries.
+    id: u64,
+    /// The process started for the client, whose output it waits for.
+    name: Option<String>,
+    /// The client sends input for that process.
+    talks: bool,
+}
+
+/// Answers a client's request with an error of the monitor's own.
+fn refuse(stream: &mut UnixStream, id: u64, message: String) {
+    let error = Response::Error {
+        kind: super::protocol::ErrorKind::BadRequest,
+        message,
+    };
+    let _ = super::protocol::write_frame(stream, id, Message::Response(error));
+}
 
 /// Reads an `exec -i`/`-t` client's frames until it goes, naming its process in each.
 fn read_client_input(
@@ -1258,14 +1330,13 @@ impl Clients {
         self.waiting.len() + self.attached.len() >= MAX_CLIENTS
     }
 
-    /// Reads a client's one request and relays it to the agent.
-    fn serve(&mut self, agent: &mut AgentClient, mut stream: UnixStream) {
+    /// Reads a client's one request: what to ask the agent for it, or None when it was
+    /// answered here (an attach, a refusal).
+    fn take(&mut self, mut stream: UnixStream) -> Option<(ClientRequest, Request)> {
         let _ = stream.set_nonblocking(false);
         let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
         let _ = stream.set_write_timeout(Some(CLIENT_WRITE_TIMEOUT));
-        let Ok(env) = super::protocol::read_frame(&mut stream) else {
-            return;
-        };
+        let env = super::protocol::read_frame(&mut stream).ok()?;
         let stays = matches!(
             env.message,
             Message::Request(
@@ -1276,17 +1347,18 @@ impl Clients {
             )
         );
         if stays && self.full() {
-            let error = Response::Error {
-                kind: super::protocol::ErrorKind::BadRequest,
-                message: format!("this VM's monitor serves at most {MAX_CLIENTS} clients at once"),
-            };
-            let _ = super::protocol::write_frame(&mut stream, env.id, Message::Response(error));
-            return;
+            refuse(
+                &mut stream,
+                env.id,
+                format!("this VM's monitor serves at most {MAX_CLIENTS} clients at once"),
+            );
+            return None;
         }
         let mut talks = false;
         let (request, name) = match env.message {
             Message::Request(Request::Attach { stdin }) => {
-                return self.attach(stream, env.id, stdin);
+                self.attach(stream, env.id, stdin);
+                return None;
             }
             Message::Request(Request::Exec(mut e)) => {
                 e.process = self.new_name("exec");
@@ -1320,23 +1392,35 @@ impl Clients {
                 (r, None)
             }
             _ => {
-                let error = Response::Error {
-                    kind: super::protocol::ErrorKind::BadRequest,
-                    message: "only exec, stats, top, freeze and copies are served here".into(),
-                };
-                let _ = super::protocol::write_frame(&mut stream, env.id, Message::Response(error));
-                return;
+                let only = "only exec, stats, top, freeze and copies are served here";
+                refuse(&mut stream, env.id, only.into());
+                return None;
             }
         };
-        let response = agent
-            .call(request, REQUEST_TIMEOUT)
-            .unwrap_or_else(|e| Response::Error {
-                kind: super::protocol::ErrorKind::Internal,
-                message: e.to_string(),
-            });
+        let client = ClientRequest {
+            stream,
+            id: env.id,
+            name,
+            talks,
+        };
+        Some((client, request))
+    }
+
+    /// Gives the client the agent's answer; one whose process now runs waits for its output
+    /// (and sends its input).
+    fn answer(&mut self, client: ClientRequest, answer: Result<Response, VmError>) {
+        let ClientRequest {
+            mut stream,
+            id,
+            name,
+            talks,
+        } = client;
+        let response = answer.unwrap_or_else(|e| Response::Error {
+            kind: super::protocol::ErrorKind::Internal,
+            message: e.to_string(),
+        });
         let ok = !matches!(response, Response::Error { .. });
-        if super::protocol::write_frame(&mut stream, env.id, Message::Response(response)).is_ok()
-            && ok
+        if super::protocol::write_frame(&mut stream, id, Message::Response(response)).is_ok() && ok
         {
             if let Some(name) = name {
                 if let (true, Ok(reader)) = (talks, stream.try_clone()) {

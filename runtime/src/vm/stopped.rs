@@ -93,11 +93,10 @@ pub fn copy_in(
                 }
             };
             // A copy process that failed early has no stdin left: its reason comes below.
-            let sent = vm.agent.call(request, REQUEST);
-            // What the copy process said meanwhile is taken now, not left to pile up.
-            while let Some(event) = vm.agent.queued_event() {
-                take_event(event, &mut why, &mut exited);
-            }
+            // What it says meanwhile is taken as it comes, not left to pile up.
+            let sent = vm.agent.call_with(request, REQUEST, &mut |event| {
+                take_event(event, &mut why, &mut exited)
+            });
             if sent.is_err() || n == 0 || exited.is_some() {
                 break;
             }
