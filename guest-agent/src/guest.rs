@@ -123,15 +123,29 @@ fn loopback_up() {
     }
 }
 
-/// Sets eth0's address and default route as the host planned them.
+/// Sets eth0's address and default route as the host planned them, IPv6 off first.
 pub fn configure_eth0(net: &capsa::vm::protocol::GuestNetwork) -> std::io::Result<()> {
     let mut nl = capsa::net::netlink::Netlink::open()?;
     let eth0 = nl
         .link_index("eth0")?
         .ok_or_else(|| std::io::Error::other("the VM has no eth0"))?;
+    disable_ipv6("eth0")?;
     nl.add_address(eth0, net.address, net.prefix)?;
     nl.set_up(eth0, None)?;
     nl.add_default_route(net.gateway)
+}
+
+/// Turns IPv6 off on `link` before it is up: capsa's networks are IPv4 only (as a
+/// container's eth0), so no router advertisement from another workload on the bridge
+/// configures the guest, and the workload cannot use the guest's IPv6 stack to forge one.
+fn disable_ipv6(link: &str) -> std::io::Result<()> {
+    let path = format!("/proc/sys/net/ipv6/conf/{link}/disable_ipv6");
+    match std::fs::write(&path, "1") {
+        // A guest kernel without IPv6 has nothing to turn off.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(std::io::Error::other(format!("{path}: {e}"))),
+        Ok(()) => Ok(()),
+    }
 }
 
 /// The kernel's version, for the host's hello.

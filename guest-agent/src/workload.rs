@@ -3,11 +3,12 @@
 //! as `capsa create` does on a host, then released at `start`.
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use capsa::linux::cgroups::{self, CgroupManager, CgroupMode};
+use capsa::linux::process::stdio::{self, Pipes, Pty};
 use capsa::linux::process::{self, exec_fifo, InitConfig, Stdio};
 use capsa::linux::rootfs::OverlayLayers;
 use capsa::linux::seccomp::compile;
@@ -39,92 +40,55 @@ pub struct Workload {
 }
 
 /// The workload's stdio: three pipes, or with `-t` a pty whose slave is all three (and
-/// /dev/console) and whose master the agent relays.
+/// /dev/console) and whose master the agent relays. Made by capsa's isolation core, which
+/// takes no other kind: nothing of the agent's own reaches the workload.
 enum Streams {
-    Pipes {
-        stdin: (OwnedFd, OwnedFd),
-        stdout: (OwnedFd, OwnedFd),
-        stderr: (OwnedFd, OwnedFd),
-    },
-    Terminal {
-        master: OwnedFd,
-        slave: OwnedFd,
-    },
+    Pipes(Pipes),
+    Terminal(Pty),
 }
 
 impl Streams {
     fn new(terminal: bool) -> std::io::Result<Streams> {
         if terminal {
-            let size = nix::pty::Winsize {
-                ws_row: 24,
-                ws_col: 80,
-                ws_xpixel: 0,
-                ws_ypixel: 0,
-            };
-            let pty = nix::pty::openpty(Some(&size), None)?;
-            for fd in [&pty.master, &pty.slave] {
-                nix::fcntl::fcntl(
-                    fd.as_raw_fd(),
-                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-                )?;
-            }
-            return Ok(Streams::Terminal {
-                master: pty.master,
-                slave: pty.slave,
-            });
+            return Ok(Streams::Terminal(Pty::open(24, 80)?));
         }
-        Ok(Streams::Pipes {
-            stdin: pipe()?,
-            stdout: pipe()?,
-            stderr: pipe()?,
-        })
+        Ok(Streams::Pipes(Pipes::new(
+            stdio::Input::Fed,
+            stdio::Output::Separate,
+        )?))
     }
 
     /// The workload's ends.
-    fn child_stdio(&self) -> Stdio {
+    fn child_stdio(&self) -> Stdio<'_> {
         match self {
-            Streams::Pipes {
-                stdin,
-                stdout,
-                stderr,
-            } => Stdio {
-                stdin: Some(stdin.0.as_raw_fd()),
-                stdout: Some(stdout.1.as_raw_fd()),
-                stderr: Some(stderr.1.as_raw_fd()),
-            },
-            Streams::Terminal { slave, .. } => Stdio {
-                stdin: Some(slave.as_raw_fd()),
-                stdout: Some(slave.as_raw_fd()),
-                stderr: Some(slave.as_raw_fd()),
-            },
+            Streams::Pipes(pipes) => pipes.stdio(),
+            Streams::Terminal(pty) => pty.stdio(),
         }
     }
 
     /// The pty slave's path, for the container's /dev/console.
     fn console(&self) -> Option<PathBuf> {
         match self {
-            Streams::Terminal { slave, .. } => {
-                std::fs::read_link(format!("/proc/self/fd/{}", slave.as_raw_fd())).ok()
-            }
-            Streams::Pipes { .. } => None,
+            Streams::Terminal(pty) => pty.slave_path().ok(),
+            Streams::Pipes(_) => None,
         }
     }
 
     /// Closes the workload's ends; returns the agent's: stdin, stdout, stderr, pty master.
     fn keep_ours(self) -> std::io::Result<(File, File, Option<File>, Option<OwnedFd>)> {
         match self {
-            Streams::Pipes {
-                stdin,
-                stdout,
-                stderr,
-            } => Ok((
-                File::from(stdin.1),
-                File::from(stdout.0),
-                Some(File::from(stderr.0)),
-                None,
-            )),
-            Streams::Terminal { master, slave } => {
-                drop(slave);
+            Streams::Pipes(pipes) => {
+                let ours = pipes.into_ours();
+                let missing = || std::io::Error::other("a pipe end is missing");
+                Ok((
+                    File::from(ours.stdin.ok_or_else(missing)?),
+                    File::from(ours.stdout.ok_or_else(missing)?),
+                    ours.stderr.map(File::from),
+                    None,
+                ))
+            }
+            Streams::Terminal(pty) => {
+                let master = pty.into_master();
                 Ok((
                     File::from(master.try_clone()?),
                     File::from(master.try_clone()?),
@@ -146,10 +110,6 @@ pub struct ExecProcess {
     pub stderr: Option<File>,
     /// With `-t`: the pty master, for its window size.
     pub tty: Option<OwnedFd>,
-}
-
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)
 }
 
 /// Mounts the disks, writes the files, makes the cgroup and clones the init (waiting at its

@@ -92,7 +92,7 @@ pub struct RunArgs {
     /// Mount the root file system read-only.
     #[arg(long = "read-only")]
     read_only: bool,
-    /// Bind mount HOST:CONTAINER[:ro].
+    /// Bind mount HOST:CONTAINER[:OPTIONS]: ro, rw, suid, dev, noexec (default rw, nosuid, nodev).
     #[arg(short = 'v', long = "volume")]
     volume: Vec<String>,
     /// Mount a tmpfs: PATH[:OPTIONS].

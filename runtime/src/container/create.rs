@@ -171,7 +171,7 @@ fn setup_err(id: &str, e: impl std::fmt::Display) -> ContainerError {
 pub fn spawn_init(
     store: &ContainerStore,
     prepared: &mut Prepared,
-    stdio: Stdio,
+    stdio: Stdio<'_>,
     console: Option<std::path::PathBuf>,
 ) -> Result<i32, ContainerError> {
     let id = prepared.state.id.clone();

@@ -7,10 +7,10 @@ use super::ContainerError;
 use crate::linux::process::capsa_init;
 use crate::linux::process::init::USER_ANNOTATION;
 use crate::linux::process::join::{spawn_in, JoinConfig, Joined};
-use crate::linux::process::Stdio;
+use crate::linux::process::stdio::{Input, Ours, Output, Pipes, Pty};
 use crate::linux::seccomp::compile;
 use crate::linux::{cgroups, namespaces, sys};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 
 /// `exec` flags.
 #[derive(Debug, Clone, Default)]
@@ -38,9 +38,19 @@ pub struct Started {
     pub pid: i32,
     /// With `-t`: the pty master, for the caller to relay.
     pub terminal: Option<std::os::fd::OwnedFd>,
+    /// Without `-t` or `-d`: the caller's ends of the process's pipes, to relay.
+    pub pipes: Option<Ours>,
+}
+
+/// The streams made for an exec'd process (never the caller's own: see
+/// [`crate::linux::process::stdio`]).
+enum Streams {
+    Terminal(Pty),
+    Pipes(Pipes),
 }
 
 /// Runs `opts.command` in container `id`; returns its exit code (0 at once with `-d`).
+/// Without `-t` or `-d` its streams are relayed to and from this process's own.
 pub fn exec(store: &ContainerStore, id: &str, opts: &ExecOptions) -> Result<i32, ContainerError> {
     if store.observe(id)?.isolation == "vm" {
         return crate::vm::control::exec(store, id, opts);
@@ -51,6 +61,12 @@ pub fn exec(store: &ContainerStore, id: &str, opts: &ExecOptions) -> Result<i32,
     }
     use crate::linux::process::sigforward;
     sigforward::forward_to(started.pid, sigforward::USER_SIGNALS);
+    if let Some(ours) = started.pipes {
+        // Ends when capsa-init (and so the command) has exited: a process the command left
+        // in the container keeps no way to this caller's streams.
+        let exited = sys::pidfd_open(started.pid).ok();
+        super::relay::relay(ours, exited.as_ref().map(|e| e.as_fd()));
+    }
     let code = super::monitor::wait_child(started.pid);
     sigforward::stop();
     Ok(code)
@@ -108,42 +124,21 @@ pub fn exec_start(
     }
     let joined = namespaces::clone_flags(&spec) & !(libc::CLONE_NEWPID as u64);
     let cgroup = cgroups::manager(&state.cgroup);
-    let devnull = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-        .map_err(|e| ContainerError::io(std::path::Path::new("/dev/null"), e))?;
-    let null = Some(devnull.as_raw_fd());
-    let pty = if opts.tty {
-        let p =
-            nix::pty::openpty(None, None).map_err(|e| wrong(&format!("pseudo-terminal: {e}")))?;
-        if let Ok((rows, cols)) = sys::window_size(libc::STDOUT_FILENO) {
-            let _ = sys::set_window_size(p.master.as_raw_fd(), rows, cols);
-        }
-        Some(p)
+    let io_err = |what: &str, e: std::io::Error| wrong(&format!("{what}: {e}"));
+    let streams = if opts.tty {
+        let (rows, cols) = sys::window_size(libc::STDOUT_FILENO).unwrap_or((24, 80));
+        Streams::Terminal(Pty::open(rows, cols).map_err(|e| io_err("pseudo-terminal", e))?)
+    } else if opts.detach {
+        // Nobody reads: stdin empty, output to a null device of its own.
+        Streams::Pipes(
+            Pipes::new(Input::Closed, Output::Discarded).map_err(|e| io_err("pipes", e))?,
+        )
     } else {
-        None
+        Streams::Pipes(super::relay::pipes(opts.interactive).map_err(|e| io_err("pipes", e))?)
     };
-    let stdio = match (&pty, opts.detach, opts.interactive) {
-        (Some(p), _, _) => {
-            let fd = Some(p.slave.as_raw_fd());
-            Stdio {
-                stdin: fd,
-                stdout: fd,
-                stderr: fd,
-            }
-        }
-        (None, true, _) => Stdio {
-            stdin: null,
-            stdout: null,
-            stderr: null,
-        },
-        (None, false, true) => Stdio::default(),
-        (None, false, false) => Stdio {
-            stdin: null,
-            stdout: None,
-            stderr: None,
-        },
+    let stdio = match &streams {
+        Streams::Terminal(pty) => pty.stdio(),
+        Streams::Pipes(pipes) => pipes.stdio(),
     };
     let cfg = JoinConfig {
         init: &init,
@@ -153,7 +148,7 @@ pub fn exec_start(
         seccomp: &seccomp,
         cgroup: cgroup.as_ref(),
         stdio,
-        terminal: pty.is_some(),
+        terminal: opts.tty,
         init_program: &init_program,
     };
     match spawn_in(&cfg).map_err(|e| ContainerError::Setup {
@@ -161,9 +156,17 @@ pub fn exec_start(
         reason: format!("exec: {e}"),
     })? {
         Joined::Failed(code, message) => Err(ContainerError::Exec { code, message }),
-        Joined::Running(pid) => Ok(Started {
-            pid,
-            terminal: pty.map(|p| p.master),
+        Joined::Running(pid) => Ok(match streams {
+            Streams::Terminal(pty) => Started {
+                pid,
+                terminal: Some(pty.into_master()),
+                pipes: None,
+            },
+            Streams::Pipes(pipes) => Started {
+                pid,
+                terminal: None,
+                pipes: (!opts.detach).then(|| pipes.into_ours()),
+            },
         }),
     }
 }

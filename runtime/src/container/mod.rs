@@ -18,6 +18,7 @@ pub mod network;
 pub mod options;
 pub mod pause;
 pub mod prune;
+pub mod relay;
 pub mod rename;
 pub mod restart;
 pub mod run;

@@ -9,6 +9,7 @@ use super::store::ContainerStore;
 use super::ContainerError;
 use super::{logfile, restart};
 use crate::linux::cgroups::CgroupManager;
+use crate::linux::process::stdio::{self, Pipes, Pty};
 use crate::linux::process::Stdio;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
@@ -200,98 +201,58 @@ fn run_once(
     Ok(wait_child(pid))
 }
 
-/// Where a container's output goes: two pipes, or a pty and its attach socket.
+/// Where a container's output goes: two pipes (its stdin empty), or a pty and its attach
+/// socket.
 enum Output {
-    Pipes {
-        out: (OwnedFd, OwnedFd),
-        err: (OwnedFd, OwnedFd),
-        null: std::fs::File,
-    },
+    Pipes(Pipes),
     Terminal {
-        master: OwnedFd,
-        slave: OwnedFd,
+        pty: Pty,
         listener: std::os::unix::net::UnixListener,
     },
 }
 
 impl Output {
     fn pipes() -> std::io::Result<Output> {
-        let pipe =
-            || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from);
-        Ok(Output::Pipes {
-            out: pipe()?,
-            err: pipe()?,
-            null: std::fs::File::open("/dev/null")?,
-        })
+        Ok(Output::Pipes(Pipes::new(
+            stdio::Input::Closed,
+            stdio::Output::Separate,
+        )?))
     }
 
     /// A pty (80x24 until a client says otherwise) and the attach socket, made before the
     /// init so that no output is missed.
     fn terminal(dir: &std::path::Path) -> std::io::Result<Output> {
-        let size = nix::pty::Winsize {
-            ws_row: 24,
-            ws_col: 80,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        let pty = nix::pty::openpty(Some(&size), None).map_err(std::io::Error::from)?;
-        for fd in [&pty.master, &pty.slave] {
-            nix::fcntl::fcntl(
-                fd.as_raw_fd(),
-                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-            )
-            .map_err(std::io::Error::from)?;
-        }
+        let pty = Pty::open(24, 80)?;
         let listener = super::attach::listen(dir)?;
-        Ok(Output::Terminal {
-            master: pty.master,
-            slave: pty.slave,
-            listener,
-        })
+        Ok(Output::Terminal { pty, listener })
     }
 
-    fn stdio(&self) -> Stdio {
+    fn stdio(&self) -> Stdio<'_> {
         match self {
-            Output::Pipes { out, err, null } => Stdio {
-                stdin: Some(null.as_raw_fd()),
-                stdout: Some(out.1.as_raw_fd()),
-                stderr: Some(err.1.as_raw_fd()),
-            },
-            Output::Terminal { slave, .. } => {
-                let fd = Some(slave.as_raw_fd());
-                Stdio {
-                    stdin: fd,
-                    stdout: fd,
-                    stderr: fd,
-                }
-            }
+            Output::Pipes(pipes) => pipes.stdio(),
+            Output::Terminal { pty, .. } => pty.stdio(),
         }
     }
 
     /// The pty slave's path, for the container's /dev/console.
     fn console(&self) -> Option<std::path::PathBuf> {
         match self {
-            Output::Terminal { slave, .. } => {
-                std::fs::read_link(format!("/proc/self/fd/{}", slave.as_raw_fd())).ok()
-            }
-            Output::Pipes { .. } => None,
+            Output::Terminal { pty, .. } => pty.slave_path().ok(),
+            Output::Pipes(_) => None,
         }
     }
 
     /// Relays until the container's last process has closed its side.
     fn relay(self, log: &mut logfile::Writer) {
         match self {
-            Output::Pipes { out, err, null } => {
-                drop((out.1, err.1, null));
-                relay(out.0, err.0, log);
+            Output::Pipes(pipes) => {
+                let ours = pipes.into_ours();
+                if let (Some(out), Some(err)) = (ours.stdout, ours.stderr) {
+                    relay(out, err, log);
+                }
             }
-            Output::Terminal {
-                master,
-                slave,
-                listener,
-            } => {
-                drop(slave);
-                relay_terminal(master, listener, log);
+            Output::Terminal { pty, listener } => {
+                relay_terminal(pty.into_master(), listener, log);
             }
         }
     }

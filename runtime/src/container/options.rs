@@ -16,7 +16,7 @@ pub enum SeccompChoice {
     File(PathBuf),
 }
 
-/// A `-v HOST:CTR[:ro]` bind mount.
+/// A `-v HOST:CTR[:OPTIONS]` bind mount.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Volume {
     /// Absolute host path.
@@ -25,6 +25,17 @@ pub struct Volume {
     pub container: String,
     /// Mounted read-only.
     pub read_only: bool,
+    /// `suid`: set-user-ID and file capabilities take effect on the mount. Off by default:
+    /// container root may chmod 4755 files there, which must not make anyone root.
+    #[serde(default)]
+    pub suid: bool,
+    /// `dev`: device nodes on the mount can be opened. Off by default, so a node container
+    /// root makes there (mknod) opens nothing.
+    #[serde(default)]
+    pub dev: bool,
+    /// `noexec`: nothing on the mount can be executed.
+    #[serde(default)]
+    pub no_exec: bool,
 }
 
 /// The container's configuration as the user gave it.
@@ -221,14 +232,18 @@ pub fn parse_pids_limit(value: &str) -> Result<i64, ContainerError> {
     Ok(n)
 }
 
-/// Parses `-v HOST:CTR[:ro|rw]`. Named volumes are not supported yet, and say so.
+/// What `-v` accepts after the container path, comma-separated (Podman's names).
+const VOLUME_OPTIONS: &str = "ro, rw, suid, nosuid, dev, nodev, exec, noexec";
+
+/// Parses `-v HOST:CTR[:OPTIONS]`, OPTIONS a comma-separated list of [`VOLUME_OPTIONS`]
+/// (default `rw,nosuid,nodev,exec`). Named volumes are not supported yet, and say so.
 pub fn parse_volume(value: &str) -> Result<Volume, ContainerError> {
     let bad = |why: &str| ContainerError::InvalidArgument(format!("-v {value:?}: {why}"));
     let parts: Vec<&str> = value.split(':').collect();
-    let (host, ctr, mode) = match parts.as_slice() {
-        [h, c] => (*h, *c, "rw"),
-        [h, c, m] => (*h, *c, *m),
-        _ => return Err(bad("expected HOST:CONTAINER[:ro|rw]")),
+    let (host, ctr, options) = match parts.as_slice() {
+        [h, c] => (*h, *c, ""),
+        [h, c, o] => (*h, *c, *o),
+        _ => return Err(bad("expected HOST:CONTAINER[:OPTIONS]")),
     };
     if !host.starts_with('/') {
         return Err(bad(
@@ -238,16 +253,40 @@ pub fn parse_volume(value: &str) -> Result<Volume, ContainerError> {
     if !ctr.starts_with('/') || ctr == "/" {
         return Err(bad("the container path must be absolute and not /"));
     }
-    let read_only = match mode {
-        "ro" => true,
-        "rw" => false,
-        other => return Err(bad(&format!("unknown mode {other:?} (ro or rw)"))),
-    };
-    Ok(Volume {
+    let mut volume = Volume {
         host: PathBuf::from(host),
         container: ctr.to_string(),
-        read_only,
-    })
+        read_only: false,
+        suid: false,
+        dev: false,
+        no_exec: false,
+    };
+    // Each pair is one setting: naming both sides of it is a contradiction.
+    let mut seen: Vec<&str> = Vec::new();
+    for option in options.split(',').filter(|o| !o.is_empty()) {
+        let (setting, field, on) = match option {
+            "ro" | "rw" => ("ro/rw", &mut volume.read_only, option == "ro"),
+            "suid" | "nosuid" => ("suid/nosuid", &mut volume.suid, option == "suid"),
+            "dev" | "nodev" => ("dev/nodev", &mut volume.dev, option == "dev"),
+            "exec" | "noexec" => ("exec/noexec", &mut volume.no_exec, option == "noexec"),
+            "z" | "Z" => {
+                return Err(bad(
+                    "SELinux relabelling (z, Z) is not supported: capsa sets no SELinux labels",
+                ))
+            }
+            other => {
+                return Err(bad(&format!(
+                    "unknown option {other:?} (one of {VOLUME_OPTIONS})"
+                )))
+            }
+        };
+        if seen.contains(&setting) && *field != on {
+            return Err(bad(&format!("{setting} given both ways")));
+        }
+        seen.push(setting);
+        *field = on;
+    }
+    Ok(volume)
 }
 
 /// Parses one `--security-opt`; returns what it changes.
@@ -312,6 +351,25 @@ mod tests {
             .contains("named volumes"));
         assert!(parse_volume("/a:rel").is_err());
         assert!(parse_volume("/a:/b:rx").is_err());
+    }
+
+    #[test]
+    fn volumes_are_nosuid_and_nodev_unless_asked() {
+        let v = parse_volume("/srv/data:/data").unwrap();
+        assert!(!v.read_only && !v.suid && !v.dev && !v.no_exec);
+        let v = parse_volume("/srv/data:/data:suid,dev").unwrap();
+        assert!(!v.read_only && v.suid && v.dev);
+        let v = parse_volume("/srv/data:/data:ro,noexec,nosuid").unwrap();
+        assert!(v.read_only && !v.suid && v.no_exec);
+        for bad in [
+            "/a:/b:suid,nosuid",
+            "/a:/b:ro,rw",
+            "/a:/b:z",
+            "/a:/b:rshared",
+        ] {
+            assert!(parse_volume(bad).is_err(), "{bad} accepted");
+        }
+        assert!(parse_volume("/a:/b:ro,ro").is_ok());
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Foreground `run`: the CLI is the container's monitor. The workload inherits the CLI's
-//! stdout and stderr (and stdin with `-i`), as with `runc run`, so nothing is copied on the
-//! hot path; signals the CLI receives are forwarded to the container ([`crate::linux::process::sigforward`]).
+//! Foreground `run`: the CLI is the container's monitor. The workload's streams are pipes
+//! made for it, relayed to and from the CLI's own ([`super::relay`]): none of the CLI's
+//! descriptors reaches the container. Signals the CLI receives are forwarded to the
+//! container ([`crate::linux::process::sigforward`]).
 
 use super::create::{prepare, spawn_init};
 use super::monitor::{record_exit, wait_child};
@@ -9,8 +10,7 @@ use super::store::ContainerStore;
 use super::ContainerError;
 use crate::image::Image;
 use crate::linux::process::exec_fifo::ExecOutcome;
-use crate::linux::process::Stdio;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 
 /// What a foreground run ended with.
 pub struct RunOutcome {
@@ -29,17 +29,14 @@ pub fn run_foreground(
     opts: &RunOptions,
 ) -> Result<RunOutcome, ContainerError> {
     tracing::debug!("image resolved");
+    let pipes = super::relay::pipes(opts.interactive)
+        .map_err(|e| ContainerError::io(std::path::Path::new("pipe"), e))?;
     let mut prepared = prepare(store, image, opts)?;
     let id = prepared.state.id.clone();
-    let devnull = std::fs::File::open("/dev/null")
-        .map_err(|e| ContainerError::io(std::path::Path::new("/dev/null"), e))?;
-    let stdio = Stdio {
-        stdin: (!opts.interactive).then(|| devnull.as_raw_fd()),
-        stdout: None,
-        stderr: None,
-    };
-    let pid = spawn_init(store, &mut prepared, stdio, None)?;
-    drop(devnull);
+    let pid = spawn_init(store, &mut prepared, pipes.stdio(), None)?;
+    let ours = pipes.into_ours();
+    // The exit of this child is what ends the relay.
+    let exited = crate::linux::sys::pidfd_open(pid).ok();
     crate::linux::process::sigforward::forward_to(
         pid,
         crate::linux::process::sigforward::USER_SIGNALS,
@@ -50,6 +47,7 @@ pub fn run_foreground(
         Err(e) => Some(e.to_string()),
     };
     tracing::debug!(id, "started");
+    super::relay::relay(ours, exited.as_ref().map(|e| e.as_fd()));
     let exit_code = wait_child(pid);
     tracing::debug!(id, exit_code, "exited");
     crate::linux::process::sigforward::stop();

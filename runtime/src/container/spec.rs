@@ -2,7 +2,7 @@
 //! user's flags, with Docker's defaults: namespaces, mounts, masked paths, capabilities,
 //! seccomp, devices and cgroup limits. Everything the isolation core does comes from here.
 
-use super::options::{RunOptions, SeccompChoice};
+use super::options::{RunOptions, SeccompChoice, Volume};
 use super::ContainerError;
 use crate::image::Image;
 use crate::linux::cgroups::CgroupMode;
@@ -184,15 +184,31 @@ fn mounts(opts: &RunOptions, ctx: &SpecContext) -> Vec<Mount> {
         list.push(mount(path, "tmpfs", "tmpfs", &o));
     }
     for v in &opts.volumes {
-        let mode = if v.read_only { "ro" } else { "rw" };
         list.push(mount(
             &v.container,
             "bind",
             &v.host.display().to_string(),
-            &["rbind", "rprivate", mode],
+            &volume_options(v),
         ));
     }
     list
+}
+
+/// A `-v` bind's mount options: nosuid and nodev unless the volume asks for `suid`/`dev`.
+/// The bind shows a host directory, and what the workload leaves there (a setuid-root copy
+/// of a shell, a device node it made) stays there: inside, no such file may take effect.
+fn volume_options(v: &Volume) -> Vec<&'static str> {
+    let mut o = vec!["rbind", "rprivate", if v.read_only { "ro" } else { "rw" }];
+    if !v.suid {
+        o.push("nosuid");
+    }
+    if !v.dev {
+        o.push("nodev");
+    }
+    if v.no_exec {
+        o.push("noexec");
+    }
+    o
 }
 
 fn resources(opts: &RunOptions) -> Result<LinuxResources, ContainerError> {

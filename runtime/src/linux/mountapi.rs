@@ -204,6 +204,30 @@ pub fn overlay_from_fds(
     Ok(mnt)
 }
 
+/// A new tmpfs that is mounted nowhere: a descriptor of its root, and the only way into it.
+/// It goes away with the last descriptor of it or of a file in it.
+pub fn private_tmpfs() -> io::Result<OwnedFd> {
+    let name = cstr("tmpfs")?;
+    // SAFETY: a NUL-terminated name and flags; returns a new descriptor.
+    let fs = check_fd(unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), FSOPEN_CLOEXEC) })
+        .map_err(|e| step("fsopen tmpfs", e))?;
+    // SAFETY: no pointers; creates the superblock.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<u8>(),
+            std::ptr::null::<u8>(),
+            0,
+        )
+    })
+    .map_err(|e| step("fsconfig tmpfs", e))?;
+    // SAFETY: integer arguments; returns a descriptor of the new, detached mount.
+    check_fd(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0) })
+        .map_err(|e| step("fsmount tmpfs", e))
+}
+
 /// Attaches the detached mount `mount` on the directory `target` (both descriptors), in the
 /// caller's mount namespace.
 pub fn attach(mount: &OwnedFd, target: impl AsFd) -> io::Result<()> {

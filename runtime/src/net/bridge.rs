@@ -1,6 +1,7 @@
 //! The default bridge: `capsa0` with the gateway address of a private /16 (10.88.0.0/16,
 //! Podman's; `"bip"` in the root's `daemon.json` changes it, as in Docker's), IPv4
-//! forwarding, `route_localnet` for ports published on 127.0.0.1, and the nftables table.
+//! forwarding, `route_localnet` for ports published on 127.0.0.1 (with the nftables guard
+//! that keeps workloads off the host's loopback), IPv6 off, and the nftables tables.
 //! Made on first use, under a lock, by whichever container needs it first.
 
 use super::netlink::Netlink;
@@ -80,38 +81,43 @@ impl BridgeConfig {
 /// Lock serialising bridge creation between concurrent capsa processes on this machine.
 const LOCK: &str = "/run/capsa-network.lock";
 
-/// Makes sure the bridge exists, is addressed and up, and the nftables table is loaded;
-/// returns the bridge's link index.
+/// Makes sure the bridge exists, is addressed and up, hardened, and the nftables tables are
+/// loaded; returns the bridge's link index.
 pub fn ensure(config: &BridgeConfig, host: &mut Netlink) -> Result<u32, NetError> {
     let fail = |what: &str, reason: String| NetError::Setup {
         what: what.to_string(),
         reason,
     };
-    if let Some(index) = host
-        .link_index(&config.name)
-        .map_err(|e| fail("finding the bridge", e.to_string()))?
-    {
-        return Ok(index);
+    let find = |host: &mut Netlink| {
+        host.link_index(&config.name)
+            .map_err(|e| fail("finding the bridge", e.to_string()))
+    };
+    if let Some(index) = find(host)? {
+        if hardened(&config.name) {
+            return Ok(index);
+        }
     }
     let _lock = crate::fsutil::FileLock::acquire_outside_root(Path::new(LOCK))
         .map_err(|e| fail(LOCK, e.to_string()))?;
-    if let Some(index) = host
-        .link_index(&config.name)
-        .map_err(|e| fail("finding the bridge", e.to_string()))?
-    {
+    if let Some(index) = find(host)? {
+        // Made by an older capsa (or hardened by another process meanwhile): its rules are
+        // loaded again, IPv6 disabled last, since that is what `hardened` reads.
+        let what = format!("hardening bridge {}", config.name);
+        nft::apply(&rules_for(config)).map_err(|e| fail(&what, e))?;
+        disable_ipv6(&config.name).map_err(|e| fail(&what, e.to_string()))?;
         return Ok(index);
     }
     let what = format!("creating bridge {}", config.name);
-    // The table first: a bridge only ever exists with its rules in place.
-    if !nft::table_exists() {
-        nft::apply(&nft::ruleset()).map_err(|e| fail(&what, e))?;
-    }
+    // The rules first: a bridge only ever exists with them in place.
+    nft::apply(&rules_for(config)).map_err(|e| fail(&what, e))?;
     host.create_bridge(&config.name)
         .map_err(|e| fail(&what, e.to_string()))?;
     let index = host
         .link_index(&config.name)
         .map_err(|e| fail(&what, e.to_string()))?
         .ok_or_else(|| fail(&what, "it vanished".into()))?;
+    // Before it is up: it never has an IPv6 address or takes a router advertisement.
+    disable_ipv6(&config.name).map_err(|e| fail(&what, e.to_string()))?;
     host.add_address(index, config.gateway, config.prefix)
         .map_err(|e| fail(&what, e.to_string()))?;
     host.set_up(index, None)
@@ -123,8 +129,43 @@ pub fn ensure(config: &BridgeConfig, host: &mut Netlink) -> Result<u32, NetError
         let path = format!("/proc/sys/{key}");
         std::fs::write(&path, value).map_err(|e| fail(&path, e.to_string()))?;
     }
-    nft::apply(&nft::add_bridge(&config.name, config.internal)).map_err(|e| fail(&what, e))?;
     Ok(index)
+}
+
+/// One nftables transaction: the tables (whole when missing, else only their guards, for
+/// tables an older capsa loaded) and the bridge's elements. Repeating it changes nothing.
+fn rules_for(config: &BridgeConfig) -> String {
+    let tables = if nft::table_exists() {
+        nft::guard()
+    } else {
+        nft::ruleset()
+    };
+    tables + &nft::add_bridge(&config.name, config.internal)
+}
+
+/// The sysctl that turns IPv6 off on `bridge`.
+fn ipv6_switch(bridge: &str) -> String {
+    format!("/proc/sys/net/ipv6/conf/{bridge}/disable_ipv6")
+}
+
+/// Turns IPv6 off on `bridge`. capsa's networks are IPv4 only, and a bridge with IPv6 on
+/// would take a workload's forged router advertisement as the host's router and address
+/// (CVE-2020-10749) and answer its IPv6 on every host service bound to `::`, around the
+/// IPv4 rules. Off rather than only `accept_ra=0`: no IPv6 input path is left at all.
+fn disable_ipv6(bridge: &str) -> std::io::Result<()> {
+    match std::fs::write(ipv6_switch(bridge), "1") {
+        // A kernel without IPv6 has nothing to turn off.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Whether `bridge` was made (or hardened) by this version: its IPv6 is off, which [`ensure`]
+/// sets after the nftables guards. One file read, so every container start can check.
+/// Without IPv6 in the kernel there is no such mark, and the guards are loaded again
+/// (they are idempotent).
+fn hardened(bridge: &str) -> bool {
+    std::fs::read(ipv6_switch(bridge)).is_ok_and(|v| v.starts_with(b"1"))
 }
 
 /// Deletes the bridge and forgets it in the nftables sets (`network rm`).

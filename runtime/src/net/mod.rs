@@ -267,9 +267,13 @@ pub fn attach(
             what: "finding the veth".into(),
             reason: "it vanished".into(),
         })?;
-    host.enslave_and_up(veth, bridge_index)
+    host.enslave_and_up(veth, bridge_index, nft::PORT_GROUP)
         .map_err(setup("attaching the veth to the bridge"))?;
 
+    // IPv4 only, as Docker's network without IPv6: no IPv6 on the interface before it is
+    // up, so no router advertisement (another workload's) ever configures it.
+    let key = format!("net/ipv6/conf/{}/disable_ipv6", endpoint.ifname);
+    sysctl_in(pid, &key, "1").map_err(setup("disabling IPv6"))?;
     let mut inside = netlink::Netlink::open_in(pid).map_err(setup("entering the namespace"))?;
     let first = endpoint.ifname == "eth0";
     for (name, mac) in [("lo", None), (endpoint.ifname.as_str(), Some(endpoint.mac))] {
@@ -294,9 +298,6 @@ pub fn attach(
             .add_default_route(endpoint.gateway)
             .map_err(setup("adding the default route"))?;
     }
-    // IPv4 only, as Docker's default bridge: no IPv6 link-local chatter.
-    let key = format!("net/ipv6/conf/{}/disable_ipv6", endpoint.ifname);
-    sysctl_in(pid, &key, "1").map_err(setup("disabling IPv6"))?;
     if !endpoint.ports.is_empty() {
         nft::apply(&nft::add_ports(&endpoint.ports, endpoint.ip)).map_err(|reason| {
             NetError::Setup {
@@ -334,7 +335,7 @@ pub fn attach_tap(
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     };
-    host.enslave_and_up(tap, bridge_index)
+    host.enslave_and_up(tap, bridge_index, nft::PORT_GROUP)
         .map_err(setup("attaching the tap to the bridge"))?;
     if !endpoint.ports.is_empty() {
         nft::apply(&nft::add_ports(&endpoint.ports, endpoint.ip)).map_err(|reason| {

@@ -145,13 +145,15 @@ impl Netlink {
         self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
     }
 
-    /// Attaches link `index` to the bridge `master` and brings it up.
-    pub fn enslave_and_up(&mut self, index: u32, master: u32) -> io::Result<()> {
+    /// Attaches link `index` to the bridge `master`, puts it in device group `group` and
+    /// brings it up, in one request (so no frame passes before it is in its group).
+    pub fn enslave_and_up(&mut self, index: u32, master: u32, group: u32) -> io::Result<()> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
         msg.header.flags = LinkFlags::Up;
         msg.header.change_mask = LinkFlags::Up;
         msg.attributes.push(LinkAttribute::Controller(master));
+        msg.attributes.push(LinkAttribute::Group(group));
         self.request(RouteNetlinkMessage::SetLink(msg), 0)
     }
 

@@ -1,6 +1,9 @@
-//! capsa's nftables table: masquerade for egress, and published ports as map elements.
+//! capsa's nftables tables: masquerade for egress, published ports as map elements, and the
+//! guards that keep a workload's forged packets off the host's loopback services and its
+//! IPv6 configuration.
 //!
-//! One table, `ip capsa`, loaded whole when the first bridge is created. Published ports are
+//! `ip capsa` is loaded whole when the first bridge is created, with `bridge capsa` beside
+//! it (the IPv6 guard, which must see frames before any IPv6 stack does). Published ports are
 //! elements of four maps (per protocol; keyed by host address and port, or by port alone
 //! for 0.0.0.0), so adding or removing a container's ports is one element change, never a
 //! rule edit, and a container's leftovers are deleted by key. Rules are given to `nft -f -`,
@@ -11,8 +14,13 @@ use std::io::Write;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 
-/// The table's name (family `ip`).
+/// The tables' name (families `ip` and `bridge`).
 pub const TABLE: &str = "capsa";
+
+/// The device group of every workload's port on a capsa bridge (a container's host-side
+/// veth, a VM's tap): the bridge-family guard matches it (`meta iifgroup`), which needs no
+/// per-container rule and no bridge-family kernel module. "caps" in ASCII.
+pub const PORT_GROUP: u32 = 0x6361_7073;
 
 /// The whole table. Networks are members of the `bridges` set (and of `internal` when
 /// they may not reach beyond their bridge), so creating or removing one is an element
@@ -59,6 +67,39 @@ pub fn ruleset() -> String {
     oifname @bridges ct status dnat accept
   }}
 }}
+{guard}"#,
+        guard = guard()
+    )
+}
+
+/// The guards, as commands that are safe to repeat: each chain is made if missing and its
+/// rules replaced, in one transaction. Loaded with the table, and again over the tables of
+/// an older capsa (see [`super::bridge::ensure`]).
+///
+/// - `loopback_guard`: the bridges have `route_localnet` on (a host process's connection to
+///   a port published on 127.0.0.1 leaves through the bridge with source 127.0.0.1, and its
+///   replies return to it), which would also route a workload's forged frame for 127.0.0.1
+///   to the host's loopback-only services (CVE-2020-8558). Before connection tracking,
+///   nothing from a bridge may be addressed to, or come from, 127.0.0.0/8: the replies of
+///   those host connections arrive addressed to the bridge (masqueraded) and only become
+///   127.0.0.1 after this hook, so they pass. (A forged 127/8 source is also refused by
+///   recent kernels' source validation; the rule keeps older ones from trusting it.)
+/// - `ra_guard` (bridge family, so it sees every frame a workload's port hands its bridge,
+///   towards the host or another workload): ICMPv6 router advertisements and redirects
+///   from a port of [`PORT_GROUP`] are dropped.
+///   capsa's networks carry no IPv6 and have no router but the host; the bridges, the
+///   containers' interfaces and the VMs' have IPv6 disabled as well.
+pub fn guard() -> String {
+    format!(
+        r#"add table ip {TABLE}
+add chain ip {TABLE} loopback_guard {{ type filter hook prerouting priority raw; policy accept; }}
+flush chain ip {TABLE} loopback_guard
+add rule ip {TABLE} loopback_guard iifname @bridges ip daddr 127.0.0.0/8 drop
+add rule ip {TABLE} loopback_guard iifname @bridges ip saddr 127.0.0.0/8 drop
+add table bridge {TABLE}
+add chain bridge {TABLE} ra_guard {{ type filter hook prerouting priority filter; policy accept; }}
+flush chain bridge {TABLE} ra_guard
+add rule bridge {TABLE} ra_guard meta iifgroup {PORT_GROUP} meta l4proto ipv6-icmp icmpv6 type {{ nd-router-advert, nd-redirect }} drop
 "#
     )
 }

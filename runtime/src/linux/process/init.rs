@@ -150,7 +150,7 @@ fn early<'a>(
 fn set_up(cfg: &InitConfig, gate: OwnedFd, layers: RootLayers) -> Result<Prepared, String> {
     let spec = cfg.spec;
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
-    install_stdio(cfg).map_err(|e| format!("stdio: {e}"))?;
+    cfg.stdio.install().map_err(|e| format!("stdio: {e}"))?;
     if spec
         .process()
         .as_ref()
@@ -201,21 +201,6 @@ fn set_up(cfg: &InitConfig, gate: OwnedFd, layers: RootLayers) -> Result<Prepare
         rootfs::remount_root_readonly().map_err(|e| e.to_string())?;
     }
     Ok(Prepared { user, gate })
-}
-
-fn install_stdio(cfg: &InitConfig) -> nix::Result<()> {
-    for (fd, target) in [
-        (cfg.stdio.stdin, 0),
-        (cfg.stdio.stdout, 1),
-        (cfg.stdio.stderr, 2),
-    ] {
-        if let Some(fd) = fd {
-            if fd != target {
-                nix::unistd::dup2(fd, target)?;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Blocks until `start` opens the gate, then says so.

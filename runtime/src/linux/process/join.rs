@@ -11,7 +11,7 @@
 //! exiting with its status, so the caller waits for it as for the command itself.
 
 use super::init::{exec_process, set_oom_score_adj};
-use super::spawn::Stdio;
+use super::stdio::Stdio;
 use crate::linux::cgroups::CgroupManager;
 use crate::linux::sys::{self, fork_into_namespaces, Forked};
 use crate::linux::user;
@@ -34,7 +34,7 @@ pub struct JoinConfig<'a> {
     /// The container's cgroup.
     pub cgroup: &'a dyn CgroupManager,
     /// The process's stdio.
-    pub stdio: Stdio,
+    pub stdio: Stdio<'a>,
     /// Whether stdin is a terminal to make the controlling one.
     pub terminal: bool,
     /// The sealed [`capsa_init`](super::capsa_init) program the command starts through.
@@ -92,16 +92,8 @@ fn enter_and_exec(cfg: &JoinConfig) -> (i32, String) {
     if let Err(e) = sys::setns_pidfd(cfg.init, cfg.namespaces | libc::CLONE_NEWPID as u64) {
         return fail("join namespaces", &e);
     }
-    for (fd, target) in [
-        (cfg.stdio.stdin, 0),
-        (cfg.stdio.stdout, 1),
-        (cfg.stdio.stderr, 2),
-    ] {
-        if let Some(fd) = fd {
-            if let Err(e) = nix::unistd::dup2(fd, target) {
-                return fail("stdio", &e);
-            }
-        }
+    if let Err(e) = cfg.stdio.install() {
+        return fail("stdio", &e);
     }
     let _ = nix::unistd::setsid();
     if cfg.terminal {

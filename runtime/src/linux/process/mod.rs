@@ -5,6 +5,7 @@
 //! - [`spawn`]: the parent's side;
 //! - [`init`]: what runs in the new process until execve;
 //! - [`join`]: entering a running container for `exec`;
+//! - [`stdio`]: the streams of a process entering a container (pipes or a pty made for it);
 //! - [`capsa_init`]: the small program `--init` and `exec` start the workload through;
 //! - [`channel`]: the messages between the two;
 //! - [`exec_fifo`]: the start gate, which also carries an exec failure back to `start`.
@@ -16,5 +17,7 @@ pub mod init;
 pub mod join;
 pub mod sigforward;
 pub mod spawn;
+pub mod stdio;
 
-pub use spawn::{spawn, InitConfig, SpawnError, Stdio};
+pub use spawn::{spawn, InitConfig, SpawnError};
+pub use stdio::Stdio;

@@ -3,6 +3,7 @@
 
 use super::channel::{self, Message};
 use super::init;
+use super::stdio::Stdio;
 use crate::linux::cgroups::CgroupManager;
 use crate::linux::rootfs::OverlayLayers;
 use crate::linux::sys::{fork_into_namespaces, Forked};
@@ -18,17 +19,6 @@ use std::path::Path;
 /// How long the init may take to set up before the parent gives up on it.
 const SETUP_TIMEOUT_MS: i32 = 60_000;
 
-/// Descriptors to install as the workload's stdin, stdout and stderr (`None`: inherit).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Stdio {
-    /// Standard input.
-    pub stdin: Option<RawFd>,
-    /// Standard output.
-    pub stdout: Option<RawFd>,
-    /// Standard error.
-    pub stderr: Option<RawFd>,
-}
-
 /// Everything the init needs, prepared by the parent before the clone (so the child does
 /// no work that could be shared, such as compiling seccomp).
 pub struct InitConfig<'a> {
@@ -39,7 +29,7 @@ pub struct InitConfig<'a> {
     /// The start gate.
     pub exec_fifo: &'a Path,
     /// The workload's stdio.
-    pub stdio: Stdio,
+    pub stdio: Stdio<'a>,
     /// With a terminal: the pty slave (host path), bind-mounted as /dev/console.
     pub console: Option<std::path::PathBuf>,
     /// Compiled seccomp filters, installed in order (empty: none).
