@@ -69,7 +69,11 @@ static enum exe_kind exe_of(int pid) {
 static int seized_before_exec(int pid) {
     if (ptrace(PTRACE_SEIZE, pid, 0, 0) != 0)
         return 0;
-    int early = exe_of(pid) != EXE_BUSYBOX;
+    /* Early means it still ran something other than the image's busybox (capsa, or
+     * capsa-init's memfd). A process that is already gone (its exe cannot be read) tells
+     * nothing either way: counting it would make a command that exits fast look seized. */
+    enum exe_kind exe = exe_of(pid);
+    int early = exe == EXE_HOST_CAPSA || exe == EXE_OTHER;
     if (ptrace(PTRACE_INTERRUPT, pid, 0, 0) == 0) {
         int status;
         if (waitpid(pid, &status, __WALL) == pid && !WIFEXITED(status) && !WIFSIGNALED(status))
