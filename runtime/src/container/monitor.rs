@@ -447,6 +447,8 @@ pub fn fork_monitor(
     // SAFETY: the CLI is single-threaded here, so the child may run Rust code after fork.
     match unsafe { nix::unistd::fork() } {
         Ok(nix::unistd::ForkResult::Child) => {
+            // A client or CLI that goes away must cost the monitor a write, not its life.
+            crate::linux::sys::set_broken_pipe_kills(false);
             drop(report_r);
             if let Err(e) = hide_command_line(dir) {
                 // Fail closed: a monitor that shows the CLI's -e values to every user for

@@ -76,6 +76,34 @@ fn read_groups(root: &Path) -> Vec<(String, u32, Vec<String>)> {
 /// would leave the workload root, and the rest are not valid in every kernel interface.
 pub const MAX_ID: u32 = i32::MAX as u32;
 
+/// Longest user or group name (LOGIN_NAME_MAX): a longer one names no one, and quoted in
+/// an error it would fill the init's message to its parent.
+pub const MAX_NAME: usize = 256;
+
+/// Refuses a user string whose user or group part is longer than [`MAX_NAME`]; the error
+/// says which part and how long, without quoting it.
+pub fn check_name_lengths(spec: &str) -> Result<(), String> {
+    let (user, group) = spec.split_once(':').unwrap_or((spec, ""));
+    for (what, name) in [("user", user), ("group", group)] {
+        if name.len() > MAX_NAME {
+            return Err(format!(
+                "the {what} name is {} bytes long; at most {MAX_NAME}",
+                name.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The first characters of `text`, escaped and quoted, `...` marking the cut.
+pub fn quote_start(text: &str) -> String {
+    const SHOWN: usize = 32;
+    match text.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!("\"{}...\"", text[..end].escape_debug()),
+        None => format!("{text:?}"),
+    }
+}
+
 /// Refuses an ID above [`MAX_ID`]; `what` names it ("uid", "gid", "supplementary gid")
 /// and `spec` is the user string it came from.
 fn check_id(what: &str, id: u32, spec: &str) -> Result<u32, String> {
@@ -91,6 +119,7 @@ fn check_id(what: &str, id: u32, spec: &str) -> Result<u32, String> {
 /// Numeric IDs need no passwd entry, as in Docker. Every ID, from the string or from the
 /// container's passwd and group files, must be at most [`MAX_ID`].
 pub fn resolve(spec: &str, root: &Path) -> Result<ResolvedUser, String> {
+    check_name_lengths(spec).map_err(|why| format!("user {}: {why}", quote_start(spec)))?;
     let user = resolve_unchecked(spec, root)?;
     check_id("uid", user.uid, spec)?;
     check_id("gid", user.gid, spec)?;
@@ -213,6 +242,11 @@ mod tests {
             let err = resolve(spec, r.path()).unwrap_err();
             assert!(err.contains(field), "{spec}: {err}");
             assert!(!err.contains('\n'), "one line: {err}");
+        }
+        let long = "a".repeat(70_000);
+        for spec in [long.clone(), format!("app:{long}")] {
+            let err = resolve(&spec, r.path()).unwrap_err();
+            assert!(err.contains("70000 bytes long") && err.len() < 200, "{err}");
         }
         let top = resolve("2147483647:2147483647", r.path()).unwrap();
         assert_eq!((top.uid, top.gid), (MAX_ID, MAX_ID));

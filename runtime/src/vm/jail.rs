@@ -810,7 +810,7 @@ mod tests {
     #[test]
     fn engine_uids_never_meet_userns_auto_ranges() {
         use crate::container::userns::USERNS_ID_LIMIT;
-        assert!(FIRST_UID >= USERNS_ID_LIMIT);
+        const { assert!(FIRST_UID >= USERNS_ID_LIMIT) };
         assert!(u64::from(FIRST_UID) + u64::from(UIDS) < u64::from(u32::MAX));
     }
 
