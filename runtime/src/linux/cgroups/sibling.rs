@@ -98,7 +98,8 @@ impl Sibling {
 /// removing its own container). Missing directories are fine.
 pub fn remove(of: &CgroupPaths, suffix: &str) -> Result<(), CgroupError> {
     let paths = paths(of, suffix);
-    if paths.dirs.is_empty() || holds(&paths, std::process::id() as i32) {
+    // Most often there is none (a foreground run's CLI is its own monitor).
+    if !paths.dirs.values().any(|d| d.exists()) || holds(&paths, std::process::id() as i32) {
         return Ok(());
     }
     manager(&paths).destroy()
