@@ -189,7 +189,12 @@ fn a_monitor_removing_its_container_removes_its_cgroup() {
     let beside = cpu_dir(&env, &format!("{id}-monitor"));
     assert!(procs(&beside).contains(&monitor));
     let out = env.capsa(&["stop", "-t", "0", "gone"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    // `stop` may find the container already removed by its monitor (a race of its own).
+    let err = text(&out.stderr);
+    assert!(
+        out.status.success() || err.contains("No such container"),
+        "{err}"
+    );
     eventually("the container removed", Duration::from_secs(30), || {
         env.container_dirs().is_empty()
     });

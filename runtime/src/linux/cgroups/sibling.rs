@@ -53,7 +53,11 @@ impl Sibling {
             home: own_cgroup(of),
         };
         let manager = manager(&sibling.paths);
-        manager.apply(resources)?;
+        if let Err(e) = manager.apply(resources) {
+            // Not entered yet: what was made of it goes.
+            let _ = manager.destroy();
+            return Err(e);
+        }
         if let Err(e) = manager.add_task(std::process::id() as i32) {
             sibling.leave();
             return Err(e);
