@@ -17,9 +17,11 @@
 #   erofs-utils     mkfs.erofs: each image layer becomes a read-only erofs disk for VMs
 #   e2fsck-static   goes into the VM's initramfs: the guest agent checks an unclean writable
 #                   disk itself (the host never parses a file system its guest wrote)
+#   strace          fault injection for one process (a test makes inotify_init1 fail for
+#                   `capsa wait` alone, as when a workload took every instance of root's)
 set -euo pipefail
 
-packages=(busybox-static runc crun python3 time tmux ca-certificates docker-registry skopeo umoci apache2-utils debootstrap iproute2 nftables iperf3 build-essential qemu-system-x86 erofs-utils e2fsck-static)
+packages=(busybox-static runc crun python3 time tmux ca-certificates docker-registry skopeo umoci apache2-utils debootstrap iproute2 nftables iperf3 build-essential qemu-system-x86 erofs-utils e2fsck-static strace)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

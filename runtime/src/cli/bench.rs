@@ -42,6 +42,8 @@ pub struct BenchArgs {
 }
 
 pub fn bench(root: &StateRoot, args: BenchArgs) -> i32 {
+    // It runs containers and removes them at the end: a closed output must not stop it.
+    crate::linux::sys::set_broken_pipe_kills(false);
     // Read first: a bad --compare-to should not cost a whole run.
     let previous = match &args.compare_to {
         Some(p) => match bench::compare::load(p) {

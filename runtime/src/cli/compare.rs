@@ -48,6 +48,8 @@ struct Sample {
 }
 
 pub fn compare(root: &Path, args: CompareArgs) -> i32 {
+    // It runs containers and removes them at the end: a closed output must not stop it.
+    crate::linux::sys::set_broken_pipe_kills(false);
     if args.isolation_matrix {
         return isolation_matrix(root, &args);
     }

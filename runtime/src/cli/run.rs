@@ -294,6 +294,7 @@ impl RunArgs {
         if let Some(h) = &opts.hostname {
             options::check_hostname(h)?;
         }
+        options::check_process_fields(&opts)?;
         if let Some(parent) = &opts.cgroup_parent {
             options::check_cgroup_parent(parent)?;
         }
@@ -317,6 +318,11 @@ impl RunArgs {
 /// `run` (or `create` when `create_only`). Returns the exit code.
 pub fn run(root: &StateRoot, args: RunArgs, create_only: bool) -> i32 {
     let detach = args.detach;
+    if !detach && !create_only {
+        // In the foreground this CLI is the container's monitor: a closed stdout must not
+        // end it before it has recorded the exit and cleaned up.
+        crate::linux::sys::set_broken_pipe_kills(false);
+    }
     let keys = match args
         .detach_keys
         .as_deref()

@@ -87,6 +87,8 @@ extern "C" fn on_winch(_: libc::c_int) {
 
 /// Relays until the remote closes or the detach keys are typed. `stdin`: pass keystrokes.
 pub fn relay(mut remote: Remote, stdin: bool, detach_keys: &[u8]) -> std::io::Result<Ended> {
+    // A remote that closes mid-write must not end this process with the terminal raw.
+    crate::linux::sys::set_broken_pipe_kills(false);
     let _raw = if stdin {
         Some(crate::linux::tty::RawMode::enter())
     } else {

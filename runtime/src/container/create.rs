@@ -238,7 +238,7 @@ pub fn spawn_init(
 /// Takes back a failed spawn: a container being created goes entirely; one being started
 /// again keeps its record and files (only its new cgroup goes), so a failed `start` never
 /// loses a container.
-fn undo_spawn(store: &ContainerStore, prepared: &Prepared) {
+pub(crate) fn undo_spawn(store: &ContainerStore, prepared: &Prepared) {
     if prepared.state.status == Status::Creating {
         discard(
             store,

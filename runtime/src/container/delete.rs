@@ -103,7 +103,10 @@ fn destroy_cgroup(id: &str, cgroup: &cgroups::CgroupPaths) -> Result<(), Contain
     cgroups::check_recorded(cgroup).map_err(|e| setup(e.to_string()))?;
     cgroups::manager(cgroup)
         .destroy()
-        .map_err(|e| setup(e.to_string()))
+        .map_err(|e| setup(e.to_string()))?;
+    // The monitor's, beside it (a monitor still relaying a killed container's last output
+    // goes with it).
+    super::monitor::remove_monitor_cgroup(cgroup).map_err(|e| setup(e.to_string()))
 }
 
 /// Deletes the container's folder: renamed first, atomically, so that a monitor that still

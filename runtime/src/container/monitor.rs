@@ -8,6 +8,7 @@ use super::state::Status;
 use super::store::ContainerStore;
 use super::ContainerError;
 use super::{logfile, restart};
+use crate::linux::cgroups::sibling::Sibling;
 use crate::linux::cgroups::CgroupManager;
 use crate::linux::process::stdio::{self, Pipes, Pty};
 use crate::linux::process::Stdio;
@@ -62,38 +63,57 @@ pub fn record_exit(
     Ok(updated.is_none())
 }
 
+/// Bytes read from the container's output at once: a pipe's whole default capacity, so a
+/// burst is taken in one read and logged with one write (see [`logfile::Writer`]).
+const READ_CHUNK: usize = 64 * 1024;
+
 /// Copies the container's stdout and stderr pipes into the log until both close (the
-/// container's last process is gone).
+/// container's last process is gone). A read that fills the buffer is followed by another
+/// at once: a pipe read returns what the pipe holds, so only a short read means it is
+/// drained and the next wait belongs to poll.
 fn relay(out: OwnedFd, err: OwnedFd, log: &mut logfile::Writer) {
+    // Non-blocking reads (the read ends are the monitor's own file descriptions): the read
+    // after a full one must not wait on one stream while the other fills.
+    for fd in [&out, &err] {
+        let _ = nix::fcntl::fcntl(
+            fd.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        );
+    }
     let mut open = [Some(out), Some(err)];
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; READ_CHUNK];
     while open.iter().any(Option::is_some) {
-        let mut pfds: Vec<libc::pollfd> = open
-            .iter()
-            .flatten()
-            .map(|fd| libc::pollfd {
-                fd: fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
+        // A closed stream stays in the set as -1, which poll skips.
+        let mut pfds = open.each_ref().map(|fd| libc::pollfd {
+            fd: fd.as_ref().map_or(-1, |fd| fd.as_raw_fd()),
+            events: libc::POLLIN,
+            revents: 0,
+        });
         // SAFETY: `pfds` is a live array of pollfd of the length given.
         let rc = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
         if rc < 0 {
             continue; // EINTR
         }
-        for p in pfds.iter().filter(|p| p.revents != 0) {
-            let stream = open
-                .iter()
-                .position(|o| o.as_ref().is_some_and(|fd| fd.as_raw_fd() == p.fd))
-                .expect("polled fd is open");
-            match nix::unistd::read(p.fd, &mut buf) {
-                Ok(0) | Err(nix::errno::Errno::EBADF) => {
-                    log.flush(stream);
-                    open[stream] = None;
+        for (stream, p) in pfds.iter().enumerate() {
+            if p.fd < 0 || p.revents == 0 {
+                continue;
+            }
+            loop {
+                match nix::unistd::read(p.fd, &mut buf) {
+                    Ok(0) | Err(nix::errno::Errno::EBADF) => {
+                        log.flush(stream);
+                        open[stream] = None;
+                        break;
+                    }
+                    Ok(n) => {
+                        log.write(stream, &buf[..n]);
+                        if n < buf.len() {
+                            break;
+                        }
+                    }
+                    Err(nix::errno::Errno::EINTR) => {}
+                    Err(_) => break, // EAGAIN: drained
                 }
-                Ok(n) => log.write(stream, &buf[..n]),
-                Err(_) => {}
             }
         }
     }
@@ -178,7 +198,28 @@ fn run_once(
     } else {
         Output::pipes().map_err(io_err)?
     };
-    let spawned = create::spawn_init(store, prepared, output.stdio(), output.console());
+    // The monitor's own cgroup first, its limit once the container exists (creating it is
+    // the CLI's wait, not the workload's work).
+    let mut bounded = None;
+    let spawned = match enter_monitor_cgroup(&prepared.state.cgroup) {
+        Ok(cgroup) => {
+            bounded = cgroup;
+            create::spawn_init(store, prepared, output.stdio(), output.console())
+        }
+        Err(e) => {
+            create::undo_spawn(store, prepared);
+            Err(ContainerError::Setup {
+                id: super::id::short(&id).to_string(),
+                reason: format!("the monitor's cgroup: {e}"),
+            })
+        }
+    };
+    if spawned.is_err() {
+        // Gone before the CLI hears of the failure: nothing of the container is left then.
+        if let Some(cgroup) = bounded.take() {
+            cgroup.leave();
+        }
+    }
     match report {
         Some(report) => {
             // One line: the init holds a copy of this pipe until it execs, so the CLI cannot
@@ -196,9 +237,78 @@ fn run_once(
         None => {}
     }
     let pid = spawned?;
+    if let Some(cgroup) = &bounded {
+        if let Err(e) = cgroup.limit(&monitor_resources(&prepared.spec)) {
+            // Fail closed: no output is relayed by a monitor outside the container's limit.
+            // SAFETY: kill(2) on our own child; no memory is shared.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = wait_child(pid);
+            if let Some(cgroup) = bounded.take() {
+                cgroup.leave();
+            }
+            return Err(ContainerError::Setup {
+                id: super::id::short(&id).to_string(),
+                reason: format!("the monitor's cgroup: {e}"),
+            });
+        }
+    }
     output.relay(&mut log);
     let _ = std::fs::remove_file(dir.dir.join("attach.sock"));
-    Ok(wait_child(pid))
+    let code = wait_child(pid);
+    // Recording the exit (and `--rm`) happen outside: the cgroup goes with the run.
+    if let Some(cgroup) = bounded {
+        cgroup.leave();
+    }
+    Ok(code)
+}
+
+/// Suffix of a monitor's cgroup, beside its container's: `<parent>/<id>-monitor`.
+pub const MONITOR_CGROUP_SUFFIX: &str = "-monitor";
+
+/// The CPU quota (and period) of the container's `spec`, None when it has none.
+pub fn cpu_limit_of(spec: &oci_spec::runtime::Spec) -> Option<oci_spec::runtime::LinuxCpu> {
+    let cpu = spec
+        .linux()
+        .as_ref()?
+        .resources()
+        .as_ref()?
+        .cpu()
+        .as_ref()?;
+    let quota = cpu.quota().filter(|q| *q > 0)?;
+    let mut limit = oci_spec::runtime::LinuxCpuBuilder::default().quota(quota);
+    if let Some(period) = cpu.period() {
+        limit = limit.period(period);
+    }
+    limit.build().ok()
+}
+
+/// The limits of a monitor's cgroup: the container's CPU quota ([`cpu_limit_of`]), none
+/// when it has none. Logging a container's output costs its monitor CPU in proportion to
+/// what the workload writes; bounded like the workload, a flood of output throttles the
+/// monitor, and through the full pipe the workload, instead of burning host CPU outside
+/// every limit the container was given.
+pub fn monitor_resources(spec: &oci_spec::runtime::Spec) -> oci_spec::runtime::LinuxResources {
+    let mut resources = oci_spec::runtime::LinuxResources::default();
+    resources.set_cpu(cpu_limit_of(spec));
+    resources
+}
+
+/// Moves this process (a monitor) into its cgroup beside the container's `cgroup`, without
+/// limits yet (see [`Sibling::limit`] and [`monitor_resources`]). None when the container
+/// has no cgroup recorded.
+pub fn enter_monitor_cgroup(
+    cgroup: &crate::linux::cgroups::CgroupPaths,
+) -> Result<Option<Sibling>, crate::linux::cgroups::CgroupError> {
+    Sibling::enter(cgroup, MONITOR_CGROUP_SUFFIX, &Default::default())
+}
+
+/// Removes the monitor's cgroup of the container whose cgroup is `cgroup`, killing a
+/// monitor still in it (`rm -f`); a monitor removing its own container leaves and removes
+/// it itself.
+pub fn remove_monitor_cgroup(
+    cgroup: &crate::linux::cgroups::CgroupPaths,
+) -> Result<(), crate::linux::cgroups::CgroupError> {
+    crate::linux::cgroups::sibling::remove(cgroup, MONITOR_CGROUP_SUFFIX)
 }
 
 /// Where a container's output goes: two pipes (its stdin empty), or a pty and its attach
@@ -408,6 +518,8 @@ pub fn fork_monitor(
     // SAFETY: the CLI is single-threaded here, so the child may run Rust code after fork.
     match unsafe { nix::unistd::fork() } {
         Ok(nix::unistd::ForkResult::Child) => {
+            // A client or CLI that goes away must cost the monitor a write, not its life.
+            crate::linux::sys::set_broken_pipe_kills(false);
             drop(report_r);
             if let Err(e) = hide_command_line(dir) {
                 // Fail closed: a monitor that shows the CLI's -e values to every user for

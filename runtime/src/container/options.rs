@@ -153,6 +153,33 @@ pub fn check_hostname(hostname: &str) -> Result<(), ContainerError> {
     dns_name::check(hostname).map_err(bad)
 }
 
+/// Longest working directory a process can have (PATH_MAX, its NUL included).
+const MAX_WORKDIR_LEN: usize = 4095;
+
+/// Checks the process fields whose size the kernel bounds (`-u`, `-w`) before anything is
+/// created: too long, they can name no user and no directory, and the init's error about
+/// them would not fit its message to the parent.
+pub fn check_process_fields(opts: &RunOptions) -> Result<(), ContainerError> {
+    use crate::linux::user;
+    if let Some(u) = &opts.user {
+        user::check_name_lengths(u).map_err(|why| {
+            ContainerError::InvalidArgument(format!("-u {}: {why}", user::quote_start(u)))
+        })?;
+    }
+    if let Some(w) = opts
+        .workdir
+        .as_deref()
+        .filter(|w| w.len() > MAX_WORKDIR_LEN)
+    {
+        return Err(ContainerError::InvalidArgument(format!(
+            "-w {}: {} bytes long; a path has at most {MAX_WORKDIR_LEN}",
+            user::quote_start(w),
+            w.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Checks `--cgroup-parent`: a path below the cgroup hierarchies (absolute from their
 /// root, or relative to the caller's cgroup) that cannot leave them (no `..`) nor carry a
 /// control character (NUL, newline).

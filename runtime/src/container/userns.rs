@@ -14,6 +14,11 @@
 //! leaves a half-written one. `rm` releases its record; a record whose container folder no
 //! longer exists (its state root deleted, an `rm` interrupted) is stale and reclaimed by
 //! the next allocation. Engine uids of VMs come from a disjoint range (`vm::jail`).
+//!
+//! Host users' subordinate ranges (/etc/subuid and /etc/subgid, which `useradd` fills from
+//! 100000 on Debian, for their rootless containers) are never handed out: a range that
+//! overlaps any of them is skipped, so no host user's own namespaces share IDs with a
+//! container's.
 
 use crate::fsutil::{check_only_root_controls, FileLock};
 use serde::{Deserialize, Serialize};
@@ -25,10 +30,15 @@ use std::path::{Path, PathBuf};
 pub const REGISTRY_DIR: &str = "/var/lib/capsa-userns";
 /// First host ID handed to user-namespaced containers, above the IDs of host users.
 pub const USERNS_FIRST_ID: u32 = 100_000;
-/// How many ranges the pool holds (up to host ID 100000 + 512 * 65536).
+/// How many ranges the pool holds (from host ID 100000 up, past subordinate ranges).
 pub const USERNS_RANGES: u32 = 512;
 /// IDs per range: a whole 16-bit ID space, as Docker's and Podman's defaults.
 pub const USERNS_RANGE: u32 = super::spec::USERNS_RANGE;
+/// The files listing host users' subordinate ID ranges (`name:first:count` lines).
+pub const SUBORDINATE_ID_FILES: [&str; 2] = ["/etc/subuid", "/etc/subgid"];
+/// The pool ends before this ID, wherever the subordinate ranges push it: below VM engine
+/// uids (`vm::jail::FIRST_UID`) and below 2^31 (higher IDs are refused for workloads).
+pub const USERNS_ID_LIMIT: u32 = 2_000_000_000;
 
 /// Errors of the registry, naming the file and the cause.
 #[derive(Debug, thiserror::Error)]
@@ -76,19 +86,34 @@ impl Holder {
 #[derive(Debug, Clone)]
 pub struct Registry {
     dir: PathBuf,
+    /// Files of subordinate ID ranges to keep clear of ([`SUBORDINATE_ID_FILES`]).
+    subordinate_files: Vec<PathBuf>,
 }
 
 impl Registry {
-    /// The host's registry.
+    /// The host's registry, clear of the host's subordinate ID ranges.
     pub fn host() -> Registry {
-        Registry::at(Path::new(REGISTRY_DIR))
+        Registry::at(Path::new(REGISTRY_DIR)).keeping_clear_of(
+            &SUBORDINATE_ID_FILES
+                .iter()
+                .map(PathBuf::from)
+                .collect::<Vec<_>>(),
+        )
     }
 
-    /// A registry in `dir` (tests use a folder of their own).
+    /// A registry in `dir` that knows no subordinate ranges (tests use a folder of their
+    /// own).
     pub fn at(dir: &Path) -> Registry {
         Registry {
             dir: dir.to_path_buf(),
+            subordinate_files: Vec::new(),
         }
+    }
+
+    /// This registry, never handing out IDs listed in the subuid/subgid-format `files`.
+    pub fn keeping_clear_of(mut self, files: &[PathBuf]) -> Registry {
+        self.subordinate_files = files.to_vec();
+        self
     }
 
     fn record(&self, base: u32) -> PathBuf {
@@ -123,12 +148,37 @@ impl Registry {
                 taken.push((*base, owner.clone()));
             }
         }
-        let base = (0..USERNS_RANGES)
-            .map(|k| USERNS_FIRST_ID + k * USERNS_RANGE)
+        let base = self
+            .pool()?
+            .into_iter()
             .find(|b| !taken.iter().any(|(t, _)| t == b))
             .ok_or(UsernsError::Exhausted)?;
         self.write_record(base, holder)?;
         Ok(base)
+    }
+
+    /// The first IDs of the ranges containers may have, lowest first: [`USERNS_RANGES`]
+    /// ranges from [`USERNS_FIRST_ID`] on, each clear of every subordinate range.
+    fn pool(&self) -> Result<Vec<u32>, UsernsError> {
+        let mut reserved = Vec::new();
+        for file in &self.subordinate_files {
+            match std::fs::read_to_string(file) {
+                Ok(text) => reserved.extend(subordinate_ranges(&text)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(file)(e)),
+            }
+        }
+        let overlaps = |first: u64| {
+            let end = first + u64::from(USERNS_RANGE);
+            reserved.iter().any(|&(s, e)| first < e && s < end)
+        };
+        Ok((0u64..)
+            .map(|k| u64::from(USERNS_FIRST_ID) + k * u64::from(USERNS_RANGE))
+            .take_while(|first| first + u64::from(USERNS_RANGE) <= u64::from(USERNS_ID_LIMIT))
+            .filter(|first| !overlaps(*first))
+            .take(USERNS_RANGES as usize)
+            .map(|first| first as u32)
+            .collect())
     }
 
     /// Releases what `holder` holds (the range at `base` when known, else any).
@@ -214,6 +264,19 @@ impl Registry {
     }
 }
 
+/// The ranges `[first, first + count)` of subuid/subgid-format text (`owner:first:count`
+/// lines); other lines (blank, comments, malformed) name no range and are skipped, as
+/// shadow's own tools skip them.
+fn subordinate_ranges(text: &str) -> impl Iterator<Item = (u64, u64)> + '_ {
+    text.lines().filter_map(|line| {
+        let mut f = line.trim().split(':');
+        let (_owner, first, count) = (f.next()?, f.next()?, f.next()?);
+        let first: u64 = first.parse::<u32>().ok()?.into();
+        let count: u64 = count.parse::<u32>().ok()?.into();
+        (f.next().is_none() && count > 0).then_some((first, first + count))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,5 +335,70 @@ mod tests {
         std::fs::write(reg.record(USERNS_FIRST_ID + USERNS_RANGE), b"").unwrap();
         let next = reg.reserve(&holder(live.path(), "l2"), &[]).unwrap();
         assert_eq!(next, USERNS_FIRST_ID + 2 * USERNS_RANGE);
+    }
+
+    #[test]
+    fn host_users_subordinate_ranges_are_never_handed_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let subuid = dir.path().join("subuid");
+        let subgid = dir.path().join("subgid");
+        // Debian's first two users, one range in the middle of the pool that starts and
+        // ends inside two of capsa's ranges, and lines that name nothing.
+        std::fs::write(
+            &subuid,
+            "alice:100000:65536\nbob:165536:65536\n\n# comment\nbroken:1:2:3\nnum:x:1\n",
+        )
+        .unwrap();
+        let mid = USERNS_FIRST_ID + 10 * USERNS_RANGE + 7;
+        std::fs::write(&subgid, format!("1000:{mid}:{}\n", USERNS_RANGE)).unwrap();
+        let reg = Registry::at(&dir.path().join("reg")).keeping_clear_of(&[subuid, subgid]);
+        let pool = reg.pool().unwrap();
+        assert_eq!(
+            pool.len(),
+            USERNS_RANGES as usize,
+            "the pool keeps its size"
+        );
+        let reserved = [
+            (100_000u64, 165_536u64),
+            (165_536, 231_072),
+            (u64::from(mid), u64::from(mid + USERNS_RANGE)),
+        ];
+        for pair in pool.windows(2) {
+            assert!(
+                pair[0] + USERNS_RANGE <= pair[1],
+                "ranges are distinct: {pair:?}"
+            );
+        }
+        for &first in &pool {
+            let (s, e) = (u64::from(first), u64::from(first) + u64::from(USERNS_RANGE));
+            assert!(e <= u64::from(USERNS_ID_LIMIT));
+            for (rs, re) in reserved {
+                assert!(e <= rs || re <= s, "{first} overlaps [{rs}, {re})");
+            }
+        }
+        // Ranges 0, 1 (alice, bob), 10 and 11 (the one in the middle) are skipped.
+        assert_eq!(pool[0], USERNS_FIRST_ID + 2 * USERNS_RANGE);
+        assert_eq!(pool[8], USERNS_FIRST_ID + 12 * USERNS_RANGE);
+        // Reservations take the pool's ranges in order.
+        let root = root_with(&["x1", "x2"]);
+        assert_eq!(
+            reg.reserve(&holder(root.path(), "x1"), &[]).unwrap(),
+            pool[0]
+        );
+        assert_eq!(
+            reg.reserve(&holder(root.path(), "x2"), &[]).unwrap(),
+            pool[1]
+        );
+    }
+
+    #[test]
+    fn missing_subordinate_files_reserve_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::at(&dir.path().join("reg"))
+            .keeping_clear_of(&[dir.path().join("no-subuid"), dir.path().join("no-subgid")]);
+        let pool = reg.pool().unwrap();
+        assert_eq!(pool.len(), USERNS_RANGES as usize);
+        assert_eq!(pool[0], USERNS_FIRST_ID);
+        assert_eq!(pool[511], USERNS_FIRST_ID + 511 * USERNS_RANGE);
     }
 }

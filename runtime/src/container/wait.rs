@@ -1,6 +1,11 @@
 //! Waiting for a container to exit (`wait`, `start -a`), without polling the disk in a busy
 //! loop: inotify on the container's folder wakes the waiter when the state file is replaced
 //! or the log grows; a slow tick notices a monitor that died without writing anything.
+//!
+//! inotify is not always there to be had: instances and watches are counted per user
+//! (`fs.inotify.max_user_instances`, 128 by default), and a container's root is host root,
+//! so a workload can take them all (rt1 #8). A waiter then falls back to re-reading the
+//! state on a short, fixed tick: slower to notice, never failing.
 
 use super::state::{State, Status};
 use super::store::ContainerStore;
@@ -8,30 +13,64 @@ use super::ContainerError;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use std::io::Write;
 use std::os::fd::AsFd;
+use std::path::Path;
 
 /// How often a waiter re-reads the state even without an event (ms).
 const TICK_MS: u16 = 500;
+/// How often a waiter without inotify re-reads the state (ms): often enough that `wait`
+/// answers promptly, rarely enough to cost nothing measurable (one small file read).
+const POLL_MS: u64 = 100;
 
-fn watcher(store: &ContainerStore, id: &str) -> Result<Inotify, ContainerError> {
-    let dir = store.dir(id).dir;
-    let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
-        .map_err(|e| ContainerError::io(&dir, e.into()))?;
-    inotify
-        .add_watch(
-            &dir,
-            AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_DELETE_SELF,
-        )
-        .map_err(|e| ContainerError::io(&dir, e.into()))?;
-    Ok(inotify)
+/// What wakes a waiter to look at the container again.
+enum Waker {
+    /// Events on the container's folder, or the tick.
+    Events(Inotify),
+    /// No inotify to be had: the bounded poll.
+    Poll,
 }
 
-fn wait_event(inotify: &Inotify) {
-    let mut fds = [nix::poll::PollFd::new(
-        inotify.as_fd(),
-        nix::poll::PollFlags::POLLIN,
-    )];
-    let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(TICK_MS));
-    let _ = inotify.read_events();
+impl Waker {
+    /// inotify on the container's folder `dir`, or the poll when the kernel gives none.
+    fn on(dir: &Path) -> Waker {
+        Waker::from_watch(dir, watch(dir))
+    }
+
+    /// The waker for the outcome of setting up a watch on `dir`.
+    fn from_watch(dir: &Path, watch: nix::Result<Inotify>) -> Waker {
+        match watch {
+            Ok(inotify) => Waker::Events(inotify),
+            Err(e) => {
+                tracing::debug!(dir = %dir.display(), "no inotify ({e}): polling every {POLL_MS} ms");
+                Waker::Poll
+            }
+        }
+    }
+
+    /// Returns after an event, the tick, or the poll interval.
+    fn wait(&self) {
+        match self {
+            Waker::Events(inotify) => {
+                let mut fds = [nix::poll::PollFd::new(
+                    inotify.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )];
+                let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(TICK_MS));
+                let _ = inotify.read_events();
+            }
+            Waker::Poll => std::thread::sleep(std::time::Duration::from_millis(POLL_MS)),
+        }
+    }
+}
+
+/// An inotify instance watching `dir` for a replaced state file, a growing log, and the
+/// folder's removal.
+fn watch(dir: &Path) -> nix::Result<Inotify> {
+    let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)?;
+    inotify.add_watch(
+        dir,
+        AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_DELETE_SELF,
+    )?;
+    Ok(inotify)
 }
 
 fn finished(state: &State) -> bool {
@@ -40,13 +79,20 @@ fn finished(state: &State) -> bool {
 
 /// Blocks until container `id` has exited; returns its final state.
 pub fn wait_exit(store: &ContainerStore, id: &str) -> Result<State, ContainerError> {
-    let inotify = watcher(store, id)?;
+    wait_exit_with(store, id, &Waker::on(&store.dir(id).dir))
+}
+
+fn wait_exit_with(
+    store: &ContainerStore,
+    id: &str,
+    waker: &Waker,
+) -> Result<State, ContainerError> {
     loop {
         let state = store.observe(id)?;
         if finished(&state) {
             return Ok(state);
         }
-        wait_event(&inotify);
+        waker.wait();
     }
 }
 
@@ -61,7 +107,7 @@ pub fn follow_log(
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> Result<State, ContainerError> {
-    let inotify = watcher(store, id)?;
+    let waker = Waker::on(&store.dir(id).dir);
     let path = store.dir(id).log();
     let mut shown = skip;
     let mut last: Option<super::logfile::Record> = None;
@@ -84,6 +130,60 @@ pub fn follow_log(
         if finished(&state) {
             return Ok(state);
         }
-        wait_event(&inotify);
+        waker.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::state::Remnant;
+
+    /// A store in a temporary root holding container `id`, recorded running with this
+    /// process as its init (alive as long as the test runs).
+    fn running(id: &str) -> (tempfile::TempDir, ContainerStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = crate::root::StateRoot::open(&dir.path().join("root")).unwrap();
+        let store = ContainerStore::new(&root);
+        store.create_dir(id).unwrap();
+        let me = std::process::id() as i32;
+        let mut state = State::unreadable(id, String::new(), Remnant::default(), String::new());
+        state.unreadable = None;
+        state.error = None;
+        state.isolation = "container".into();
+        state.status = Status::Running;
+        state.pid = Some(me);
+        state.pid_start_time = crate::container::state::process_start_time(me);
+        store.save(&state).unwrap();
+        (dir, store)
+    }
+
+    /// With inotify unavailable (EMFILE: the user's instances are all taken), waiting still
+    /// sees the exit. Tested through the seam: exhausting host root's instances for real
+    /// would break every other inotify user on the machine for the test's duration.
+    #[test]
+    fn a_waiter_without_inotify_polls_and_sees_the_exit() {
+        let id = "a".repeat(64);
+        let (_dir, store) = running(&id);
+        let waker = Waker::from_watch(&store.dir(&id).dir, Err(nix::errno::Errno::EMFILE));
+        assert!(matches!(waker, Waker::Poll));
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| wait_exit_with(&store, &id, &waker));
+            store
+                .update(&id, |st| {
+                    st.status = Status::Exited;
+                    st.exit_code = Some(7);
+                })
+                .unwrap();
+            let state = waiter.join().unwrap().unwrap();
+            assert_eq!((state.status, state.exit_code), (Status::Exited, Some(7)));
+        });
+    }
+
+    #[test]
+    fn a_watch_is_used_when_the_kernel_gives_one() {
+        let id = "b".repeat(64);
+        let (_dir, store) = running(&id);
+        assert!(matches!(Waker::on(&store.dir(&id).dir), Waker::Events(_)));
     }
 }

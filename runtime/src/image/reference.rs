@@ -7,6 +7,25 @@ use super::ImageError;
 pub const DEFAULT_DOMAIN: &str = "docker.io";
 /// The default tag.
 pub const DEFAULT_TAG: &str = "latest";
+/// The digest algorithm of image IDs, which no repository may be named after: `sha256:<hex>`
+/// must always read as an ID, never as the repository `sha256` with a tag.
+const ID_ALGORITHM: &str = "sha256";
+/// Hex digits in a full image ID.
+const ID_HEX_LEN: usize = 64;
+
+/// The hex digits of `input` when it is written as an image ID (`sha256:<hex>`, a prefix
+/// allowed, or a bare full `<64 hex>`), as Docker reads these forms: always as IDs, never as
+/// names. None for anything else (a short bare hex string may still be a name first).
+pub fn image_id_form(input: &str) -> Option<&str> {
+    let is_hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
+    match input
+        .strip_prefix(ID_ALGORITHM)
+        .and_then(|r| r.strip_prefix(':'))
+    {
+        Some(hex) => is_hex(hex).then_some(hex),
+        None => (input.len() == ID_HEX_LEN && is_hex(input)).then_some(input),
+    }
+}
 
 /// A parsed, normalised reference: `domain/path[:tag][@digest]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +49,11 @@ impl Reference {
         };
         if input.is_empty() || input.len() > 255 {
             return Err(bad("must be 1 to 255 characters"));
+        }
+        if image_id_form(input).is_some() {
+            return Err(bad(
+                "a name cannot be written as an image ID (sha256:<hex> or 64 hexadecimal digits)",
+            ));
         }
         let (name_tag, digest) = match input.split_once('@') {
             Some((n, d)) => {
@@ -63,6 +87,11 @@ impl Reference {
         if path.is_empty() || !path.split('/').all(valid_path_component) {
             return Err(bad(
                 "repository name must be lowercase letters, digits and separators (. _ __ -)",
+            ));
+        }
+        if domain == DEFAULT_DOMAIN && path == format!("library/{ID_ALGORITHM}") {
+            return Err(bad(
+                "the repository name sha256 is refused: sha256:<tag> would read as an image ID",
             ));
         }
         let tag = match (&tag, &digest) {
@@ -166,6 +195,43 @@ mod tests {
             "a:b c",
         ] {
             assert!(Reference::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn names_written_as_image_ids_are_refused() {
+        let hex = "0123456789abcdef".repeat(4);
+        for bad in [
+            format!("sha256:{hex}"),
+            hex.clone(),
+            "sha256:1111".into(),
+            "sha256".into(),
+            "sha256:latest".into(),
+            "library/sha256:v1".into(),
+            format!("docker.io/library/sha256:{hex}"),
+        ] {
+            assert!(Reference::parse(&bad).is_err(), "{bad:?} accepted");
+        }
+        // Not an ID: a different length, a tag, or a repository of another owner.
+        for good in [
+            hex[..63].to_string(),
+            format!("{hex}:v1"),
+            "cafe".into(),
+            "me/sha256:1".into(),
+            "localhost:5000/sha256".into(),
+        ] {
+            assert!(Reference::parse(&good).is_ok(), "{good:?} refused");
+        }
+    }
+
+    #[test]
+    fn id_forms_are_recognised() {
+        let hex = "a".repeat(64);
+        assert_eq!(image_id_form(&format!("sha256:{hex}")), Some(hex.as_str()));
+        assert_eq!(image_id_form(&hex), Some(hex.as_str()));
+        assert_eq!(image_id_form("sha256:ab12"), Some("ab12"));
+        for not in ["ab12", "sha256:", "sha256:xyz", "busybox", &hex[..63]] {
+            assert_eq!(image_id_form(not), None, "{not:?}");
         }
     }
 }

@@ -129,8 +129,16 @@ impl ImageStore {
     }
 
     /// Resolves a name (`busybox`, `busybox:1`), a full or short image ID, or `sha256:<id>`.
+    /// `sha256:<hex>` and a bare 64-hex string are IDs and only IDs, as Docker reads them:
+    /// a name that looks like one (loaded before such names were refused) never takes over
+    /// the string an operator uses to pin an image. A short bare hex string is a name first.
     pub fn resolve(&self, wanted: &str) -> Result<Image, ImageError> {
         let index = self.read_index()?;
+        if reference::image_id_form(wanted).is_some() {
+            let (manifest_digest, rec) = find_by_id(&index, wanted)?
+                .ok_or_else(|| ImageError::NotFound(wanted.to_string()))?;
+            return self.load(manifest_digest, rec);
+        }
         let parsed = Reference::parse(wanted);
         let by_name = parsed.as_ref().ok().and_then(|r| {
             let full = r.full();

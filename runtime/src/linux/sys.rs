@@ -290,6 +290,18 @@ pub fn reset_signals() {
     }
 }
 
+/// Chooses what a write to a pipe or socket whose reader is gone does to this process:
+/// `true` is SIGPIPE's default, death without a word, what command-line tools do when
+/// their output is closed (`capsa inspect X | head -1`); `false` ignores the signal, so the
+/// write fails with EPIPE, for processes that must outlive a reader and clean up after a
+/// container (monitors, terminal relays, benchmarks). The workload never inherits either:
+/// [`reset_signals`] runs before its execve.
+pub fn set_broken_pipe_kills(kills: bool) {
+    let disposition = if kills { libc::SIG_DFL } else { libc::SIG_IGN };
+    // SAFETY: SIG_DFL and SIG_IGN are always valid dispositions for SIGPIPE.
+    unsafe { libc::signal(libc::SIGPIPE, disposition) };
+}
+
 /// setns(2) through a pidfd (Linux 5.8): joins the namespaces named by `flags` of the
 /// process behind `pidfd`, all at once (the user namespace first).
 pub fn setns_pidfd(pidfd: &OwnedFd, flags: u64) -> io::Result<()> {

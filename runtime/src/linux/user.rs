@@ -71,9 +71,65 @@ fn read_groups(root: &Path) -> Vec<(String, u32, Vec<String>)> {
         .collect()
 }
 
+/// Highest user or group ID a workload may run as (runc's limit). Above it, IDs are
+/// refused: `(uid_t)-1` (4294967295) means "unchanged" to setresuid and setresgid, so it
+/// would leave the workload root, and the rest are not valid in every kernel interface.
+pub const MAX_ID: u32 = i32::MAX as u32;
+
+/// Longest user or group name (LOGIN_NAME_MAX): a longer one names no one, and quoted in
+/// an error it would fill the init's message to its parent.
+pub const MAX_NAME: usize = 256;
+
+/// Refuses a user string whose user or group part is longer than [`MAX_NAME`]; the error
+/// says which part and how long, without quoting it.
+pub fn check_name_lengths(spec: &str) -> Result<(), String> {
+    let (user, group) = spec.split_once(':').unwrap_or((spec, ""));
+    for (what, name) in [("user", user), ("group", group)] {
+        if name.len() > MAX_NAME {
+            return Err(format!(
+                "the {what} name is {} bytes long; at most {MAX_NAME}",
+                name.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The first characters of `text`, escaped and quoted, `...` marking the cut.
+pub fn quote_start(text: &str) -> String {
+    const SHOWN: usize = 32;
+    match text.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!("\"{}...\"", text[..end].escape_debug()),
+        None => format!("{text:?}"),
+    }
+}
+
+/// Refuses an ID above [`MAX_ID`]; `what` names it ("uid", "gid", "supplementary gid")
+/// and `spec` is the user string it came from.
+fn check_id(what: &str, id: u32, spec: &str) -> Result<u32, String> {
+    if id > MAX_ID {
+        return Err(format!(
+            "user {spec:?}: {what} {id} is out of range (at most {MAX_ID})"
+        ));
+    }
+    Ok(id)
+}
+
 /// Resolves `spec` (`""`, `name`, `uid`, `name:group`, `uid:gid`) inside the tree at `root`.
-/// Numeric IDs need no passwd entry, as in Docker.
+/// Numeric IDs need no passwd entry, as in Docker. Every ID, from the string or from the
+/// container's passwd and group files, must be at most [`MAX_ID`].
 pub fn resolve(spec: &str, root: &Path) -> Result<ResolvedUser, String> {
+    check_name_lengths(spec).map_err(|why| format!("user {}: {why}", quote_start(spec)))?;
+    let user = resolve_unchecked(spec, root)?;
+    check_id("uid", user.uid, spec)?;
+    check_id("gid", user.gid, spec)?;
+    for gid in &user.additional_gids {
+        check_id("supplementary gid", *gid, spec)?;
+    }
+    Ok(user)
+}
+
+fn resolve_unchecked(spec: &str, root: &Path) -> Result<ResolvedUser, String> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
@@ -160,5 +216,39 @@ mod tests {
         assert!(resolve("app:nogroup", r.path())
             .unwrap_err()
             .contains("nogroup"));
+    }
+
+    #[test]
+    fn ids_above_the_signed_range_are_refused() {
+        let r = root();
+        std::fs::write(
+            r.path().join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nevil:x:4294967295:0::/:/bin/sh\nevil2:x:1001:1001::/:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(
+            r.path().join("etc/group"),
+            "root:x:0:\nbig:x:2147483648:\nhuge:x:4294967295:evil2\n",
+        )
+        .unwrap();
+        for (spec, field) in [
+            ("4294967295", "uid 4294967295"),
+            ("2147483648", "uid 2147483648"),
+            ("1000:4294967295", "gid 4294967295"),
+            ("0:big", "gid 2147483648"),
+            ("evil", "uid 4294967295"),
+            ("evil2", "supplementary gid 4294967295"),
+        ] {
+            let err = resolve(spec, r.path()).unwrap_err();
+            assert!(err.contains(field), "{spec}: {err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
+        let long = "a".repeat(70_000);
+        for spec in [long.clone(), format!("app:{long}")] {
+            let err = resolve(&spec, r.path()).unwrap_err();
+            assert!(err.contains("70000 bytes long") && err.len() < 200, "{err}");
+        }
+        let top = resolve("2147483647:2147483647", r.path()).unwrap();
+        assert_eq!((top.uid, top.gid), (MAX_ID, MAX_ID));
     }
 }

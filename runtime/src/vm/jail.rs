@@ -8,7 +8,9 @@
 //!   initramfs, and the device nodes it opens (/dev/null, /dev/urandom; /dev/kvm with KVM);
 //! - with no capabilities (an empty bounding set), no_new_privs, and only the descriptors it
 //!   is handed (disks, the agent's socket, the console's pipe, the tap): every other is closed;
-//! - in a cgroup of its own that holds the guest's memory plus a bounded overhead;
+//! - in a cgroup of its own that holds the guest's memory plus a bounded overhead, and the
+//!   container's CPU quota (`--cpus`) when it has one: vCPUs, I/O threads and QEMU's own
+//!   translation all count against what the user gave the VM;
 //! - under seccomp, which the engine installs itself once set up (QEMU's `-sandbox`,
 //!   capsa-vmm's per-thread filters), as no_new_privs lets an unprivileged process do.
 //!
@@ -26,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 
 use oci_spec::runtime::{
-    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxPidsBuilder,
+    LinuxCpu, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxPidsBuilder,
     LinuxResources, LinuxResourcesBuilder,
 };
 
@@ -169,10 +171,11 @@ pub struct Jail {
 
 impl Jail {
     /// Takes a uid and creates the cgroup at `cgroup`, its memory limited to `memory_mib`
-    /// (guest RAM plus the engine's overhead).
+    /// (guest RAM plus the engine's overhead) and its CPU to `cpu` (the container's quota).
     pub fn prepare(
         cgroup: CgroupPaths,
         memory_mib: u64,
+        cpu: Option<LinuxCpu>,
         kvm: bool,
         kernel: &Path,
         initramfs: &Path,
@@ -180,7 +183,7 @@ impl Jail {
         let uid = allocate_uid()?;
         let manager = cgroups::manager(&cgroup);
         manager
-            .apply(&engine_resources(memory_mib << 20, kvm))
+            .apply(&engine_resources(memory_mib << 20, cpu, kvm))
             .map_err(|e| VmError::Jail(format!("the engine's cgroup: {e}")))?;
         Ok(Jail {
             uid,
@@ -224,9 +227,9 @@ impl Jail {
     }
 }
 
-/// The engine cgroup's limits: memory (and memory+swap) at `bytes`, a pids limit, and on
-/// cgroup v1 the devices the jail holds.
-fn engine_resources(bytes: u64, kvm: bool) -> LinuxResources {
+/// The engine cgroup's limits: memory (and memory+swap) at `bytes`, the CPU quota `cpu`, a
+/// pids limit, and on cgroup v1 the devices the jail holds.
+fn engine_resources(bytes: u64, cpu: Option<LinuxCpu>, kvm: bool) -> LinuxResources {
     let limit = i64::try_from(bytes).unwrap_or(i64::MAX);
     let mut devices = vec![LinuxDeviceCgroupBuilder::default()
         .allow(false)
@@ -247,7 +250,11 @@ fn engine_resources(bytes: u64, kvm: bool) -> LinuxResources {
                 .expect("a device rule has every field"),
         );
     }
-    LinuxResourcesBuilder::default()
+    let mut resources = LinuxResourcesBuilder::default();
+    if let Some(cpu) = cpu {
+        resources = resources.cpu(cpu);
+    }
+    resources
         .memory(
             LinuxMemoryBuilder::default()
                 .limit(limit)
@@ -809,9 +816,8 @@ mod tests {
 
     #[test]
     fn engine_uids_never_meet_userns_auto_ranges() {
-        use crate::container::userns::{USERNS_FIRST_ID, USERNS_RANGE, USERNS_RANGES};
-        let userns_end = USERNS_FIRST_ID as u64 + USERNS_RANGES as u64 * USERNS_RANGE as u64;
-        assert!(FIRST_UID as u64 >= userns_end);
+        use crate::container::userns::USERNS_ID_LIMIT;
+        const { assert!(FIRST_UID >= USERNS_ID_LIMIT) };
         assert!(u64::from(FIRST_UID) + u64::from(UIDS) < u64::from(u32::MAX));
     }
 
@@ -894,7 +900,7 @@ mod tests {
         let parent = format!("/capsa-jail-test-{}", std::process::id());
         let mode = cgroups::CgroupMode::detect().expect("cgroups");
         let paths = cgroups::resolve_paths(mode, Some(&parent), "vmm").unwrap();
-        let jail = Jail::prepare(paths.clone(), 256, true, &guest, &guest).unwrap();
+        let jail = Jail::prepare(paths.clone(), 256, None, true, &guest, &guest).unwrap();
         let uid = jail.uid.uid;
         let mut cmd = EngineCommand {
             binary: vmm,

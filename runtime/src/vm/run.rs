@@ -297,7 +297,20 @@ pub fn start(store: &ContainerStore, id: &str) -> Result<(), ContainerError> {
 fn spawn_monitor(store: &ContainerStore, p: Prepared) -> Result<(), ContainerError> {
     let dir = store.dir(&p.state.id).dir;
     let answer = crate::container::monitor::fork_monitor(&dir, |report| {
-        let code = monitor(store, p, std::fs::File::from(report));
+        // Its own cgroup beside the engine's, with the VM's CPU quota (its log relay is work
+        // the guest's output makes).
+        let mut report = std::fs::File::from(report);
+        let cgroup = match monitor_cgroup(&p) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = writeln!(report, "the monitor's cgroup: {e}");
+                std::process::exit(125);
+            }
+        };
+        let code = monitor(store, p, report);
+        if let Some(c) = cgroup {
+            c.leave();
+        }
         std::process::exit(code);
     })?;
     match answer.as_str() {
@@ -307,6 +320,22 @@ fn spawn_monitor(store: &ContainerStore, p: Prepared) -> Result<(), ContainerErr
         )),
         reason => Err(ContainerError::Vm(reason.to_string())),
     }
+}
+
+/// Moves the VM's monitor into its cgroup beside the engine's, limited to the container's
+/// CPU quota.
+fn monitor_cgroup(
+    p: &Prepared,
+) -> Result<Option<crate::linux::cgroups::sibling::Sibling>, cgroups::CgroupError> {
+    use crate::container::monitor::{enter_monitor_cgroup, monitor_resources};
+    let Some(cgroup) = enter_monitor_cgroup(&p.state.cgroup)? else {
+        return Ok(None);
+    };
+    if let Err(e) = cgroup.limit(&monitor_resources(&p.launch.create.spec)) {
+        cgroup.leave();
+        return Err(e);
+    }
+    Ok(Some(cgroup))
 }
 
 /// The detached VM's monitor: boots, reports "ok" (or the error) to the waiting CLI, relays
@@ -783,6 +812,7 @@ pub(crate) fn boot(
     let jail = Jail::prepare(
         engine_cgroup(store, state)?,
         launch.mem_mib + engine.overhead_mib(),
+        crate::container::monitor::cpu_limit_of(&launch.create.spec),
         cmd.kvm,
         &guest.kernel,
         &guest.initramfs,

@@ -7,6 +7,7 @@
 
 mod bpf;
 pub mod device_filter;
+pub mod sibling;
 pub mod v1;
 pub mod v2;
 

@@ -19,7 +19,7 @@ pub struct V2Manager {
 }
 
 /// The cgroup2 mount point that contains `dir` (the longest matching one).
-fn mount_of(dir: &Path) -> PathBuf {
+pub(super) fn mount_of(dir: &Path) -> PathBuf {
     std::fs::read_to_string("/proc/self/mounts")
         .unwrap_or_default()
         .lines()
