@@ -165,13 +165,16 @@ pub struct Jail {
     pub uid: EngineUid,
     pub cgroup: CgroupPaths,
     manager: Box<dyn CgroupManager>,
+    /// The container's CPU quota, applied once the guest is up ([`Jail::limit_cpu`]).
+    cpu: Option<LinuxCpu>,
     kernel: PathBuf,
     initramfs: PathBuf,
 }
 
 impl Jail {
     /// Takes a uid and creates the cgroup at `cgroup`, its memory limited to `memory_mib`
-    /// (guest RAM plus the engine's overhead) and its CPU to `cpu` (the container's quota).
+    /// (guest RAM plus the engine's overhead); its CPU is limited to `cpu` (the container's
+    /// quota) by [`Jail::limit_cpu`] once the guest has booted.
     pub fn prepare(
         cgroup: CgroupPaths,
         memory_mib: u64,
@@ -183,15 +186,32 @@ impl Jail {
         let uid = allocate_uid()?;
         let manager = cgroups::manager(&cgroup);
         manager
-            .apply(&engine_resources(memory_mib << 20, cpu, kvm))
+            .apply(&engine_resources(memory_mib << 20, kvm))
             .map_err(|e| VmError::Jail(format!("the engine's cgroup: {e}")))?;
         Ok(Jail {
             uid,
             cgroup,
             manager,
+            cpu,
             kernel: kernel.to_path_buf(),
             initramfs: initramfs.to_path_buf(),
         })
+    }
+
+    /// Holds the engine to the container's CPU quota from now on. Called once the agent
+    /// answers: the boot is capsa's work, not the workload's, and under TCG a small quota
+    /// would stretch it from seconds to minutes.
+    pub fn limit_cpu(&self) -> Result<(), VmError> {
+        let Some(cpu) = self.cpu.clone() else {
+            return Ok(());
+        };
+        let resources = LinuxResourcesBuilder::default()
+            .cpu(cpu)
+            .build()
+            .map_err(|e| VmError::Jail(format!("the engine's CPU limit: {e}")))?;
+        self.manager
+            .apply(&resources)
+            .map_err(|e| VmError::Jail(format!("the engine's CPU limit: {e}")))
     }
 
     /// Removes the cgroup (killing what is left in it); the uid is free once `self` goes.
@@ -227,9 +247,9 @@ impl Jail {
     }
 }
 
-/// The engine cgroup's limits: memory (and memory+swap) at `bytes`, the CPU quota `cpu`, a
-/// pids limit, and on cgroup v1 the devices the jail holds.
-fn engine_resources(bytes: u64, cpu: Option<LinuxCpu>, kvm: bool) -> LinuxResources {
+/// The engine cgroup's limits: memory (and memory+swap) at `bytes`, a pids limit, and on
+/// cgroup v1 the devices the jail holds.
+fn engine_resources(bytes: u64, kvm: bool) -> LinuxResources {
     let limit = i64::try_from(bytes).unwrap_or(i64::MAX);
     let mut devices = vec![LinuxDeviceCgroupBuilder::default()
         .allow(false)
@@ -250,11 +270,7 @@ fn engine_resources(bytes: u64, cpu: Option<LinuxCpu>, kvm: bool) -> LinuxResour
                 .expect("a device rule has every field"),
         );
     }
-    let mut resources = LinuxResourcesBuilder::default();
-    if let Some(cpu) = cpu {
-        resources = resources.cpu(cpu);
-    }
-    resources
+    LinuxResourcesBuilder::default()
         .memory(
             LinuxMemoryBuilder::default()
                 .limit(limit)

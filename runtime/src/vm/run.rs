@@ -875,6 +875,10 @@ pub(crate) fn boot(
             // The figure `bench/vm.py` reads: engine start to agent ready.
             let (version, kernel) = (guest_text(&version), guest_text(&kernel));
             tracing::info!(ms = spawned.elapsed().as_secs_f64() * 1000.0, agent = %version, kernel = %kernel, "vm agent ready");
+            if let Some(Err(e)) = booted.jail.as_ref().map(|j| j.limit_cpu()) {
+                booted.shut_down();
+                return Err(e.into());
+            }
             Ok(booted)
         }
         Ok(other) => {
