@@ -198,12 +198,20 @@ impl Jail {
         })
     }
 
-    /// Holds the engine to the container's CPU quota from now on. Called once the agent
-    /// answers: the boot is capsa's work, not the workload's, and under TCG a small quota
-    /// would stretch it from seconds to minutes.
-    pub fn limit_cpu(&self) -> Result<(), VmError> {
+    /// Holds the engine to the container's CPU quota (`on`) or lifts it. The quota holds
+    /// while the workload runs: the boot, the container's set-up in the guest and the
+    /// shutdown are capsa's work, and under TCG a small quota would stretch them from
+    /// seconds to minutes.
+    pub fn limit_cpu(&self, on: bool) -> Result<(), VmError> {
         let Some(cpu) = self.cpu.clone() else {
             return Ok(());
+        };
+        let cpu = if on {
+            cpu
+        } else {
+            let mut unlimited = cpu;
+            unlimited.set_quota(Some(-1));
+            unlimited
         };
         let resources = LinuxResourcesBuilder::default()
             .cpu(cpu)

@@ -759,6 +759,9 @@ impl Booted {
     /// Asks the agent to power off, waits for the engine (killing it if it lingers) and
     /// removes its jail. A guest that broke the protocol is not asked: its engine is killed.
     pub fn shut_down(mut self) {
+        if let Some(jail) = &self.jail {
+            let _ = jail.limit_cpu(false);
+        }
         if self.agent.violated() {
             let _ = self.engine.kill();
             let _ = self.engine.wait();
@@ -875,10 +878,6 @@ pub(crate) fn boot(
             // The figure `bench/vm.py` reads: engine start to agent ready.
             let (version, kernel) = (guest_text(&version), guest_text(&kernel));
             tracing::info!(ms = spawned.elapsed().as_secs_f64() * 1000.0, agent = %version, kernel = %kernel, "vm agent ready");
-            if let Some(Err(e)) = booted.jail.as_ref().map(|j| j.limit_cpu()) {
-                booted.shut_down();
-                return Err(e.into());
-            }
             Ok(booted)
         }
         Ok(other) => {
@@ -1025,6 +1024,13 @@ fn converse(
         .call(Request::Create(Box::new(create)), REQUEST_TIMEOUT)
         .and_then(|_| agent.call(Request::Start, REQUEST_TIMEOUT))
         .map_err(|e| with_console(e, &vm.logs));
+    // From the workload's start on, the engine is held to the container's CPU quota: the
+    // boot and the container's set-up in the guest are capsa's work, and under TCG a small
+    // quota would stretch them from seconds to minutes.
+    let started = started.and_then(|_| match vm.jail.as_ref() {
+        Some(jail) => jail.limit_cpu(true),
+        None => Ok(()),
+    });
     match &started {
         Ok(_) => on_started(Ok(())),
         Err(e) => on_started(Err(&ContainerError::Vm(e.to_string()))),
