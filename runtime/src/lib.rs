@@ -17,6 +17,7 @@ pub mod host;
 pub mod image;
 pub mod linux;
 pub mod net;
+pub mod printable;
 pub mod root;
 pub mod timefmt;
 pub mod vm;

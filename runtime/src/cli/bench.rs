@@ -51,7 +51,7 @@ pub fn bench(root: &StateRoot, args: BenchArgs) -> i32 {
             Err(e) => {
                 eprintln!(
                     "capsa bench: --compare-to {}",
-                    super::escape::escape_controls(&e.to_string())
+                    crate::printable::escape_controls(&e.to_string())
                 );
                 return super::EXIT_FAILURE;
             }
@@ -62,7 +62,7 @@ pub fn bench(root: &StateRoot, args: BenchArgs) -> i32 {
         if let Err(e) = crate::container::options::check_cgroup_parent(parent) {
             eprintln!(
                 "capsa bench: {}",
-                super::escape::escape_controls(&e.to_string())
+                crate::printable::escape_controls(&e.to_string())
             );
             return super::EXIT_FAILURE;
         }
@@ -86,7 +86,7 @@ pub fn bench(root: &StateRoot, args: BenchArgs) -> i32 {
         Err(e) => {
             eprintln!(
                 "capsa bench: {}",
-                super::escape::escape_controls(&e.to_string())
+                crate::printable::escape_controls(&e.to_string())
             );
             return super::EXIT_FAILURE;
         }
@@ -101,7 +101,7 @@ pub fn bench(root: &StateRoot, args: BenchArgs) -> i32 {
         Err(e) => {
             eprintln!(
                 "capsa bench: writing the report: {}",
-                super::escape::escape_controls(&e.to_string())
+                crate::printable::escape_controls(&e.to_string())
             );
             return super::EXIT_FAILURE;
         }

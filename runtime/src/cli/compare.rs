@@ -95,7 +95,7 @@ pub fn compare(root: &Path, args: CompareArgs) -> i32 {
             Err(e) => {
                 eprintln!(
                     "capsa compare: {label}: {}",
-                    super::escape::escape_controls(&e.to_string())
+                    crate::printable::escape_controls(&e.to_string())
                 );
                 return super::EXIT_FAILURE;
             }
@@ -117,7 +117,7 @@ fn isolation_matrix(root: &Path, args: &CompareArgs) -> i32 {
             eprintln!(
                 "capsa compare: state directory {}: {}",
                 root.display(),
-                super::escape::escape_controls(&e.to_string())
+                crate::printable::escape_controls(&e.to_string())
             );
             return super::EXIT_FAILURE;
         }
@@ -138,7 +138,7 @@ fn isolation_matrix(root: &Path, args: &CompareArgs) -> i32 {
         Err(e) => {
             eprintln!(
                 "capsa compare: {}",
-                super::escape::escape_controls(&e.to_string())
+                crate::printable::escape_controls(&e.to_string())
             );
             return super::EXIT_FAILURE;
         }
@@ -153,7 +153,7 @@ fn isolation_matrix(root: &Path, args: &CompareArgs) -> i32 {
             Err(e) => {
                 eprintln!(
                     "capsa compare: writing the report: {}",
-                    super::escape::escape_controls(&e.to_string())
+                    crate::printable::escape_controls(&e.to_string())
                 );
                 return super::EXIT_FAILURE;
             }

@@ -1,9 +1,9 @@
 //! `start`, `ps`, `rm`, `wait`.
 
-use super::escape::{escape_controls, escape_json_strings};
 use super::{report, EXIT_FAILURE};
 use crate::container::{delete, start as start_verb, wait as wait_verb, ContainerStore, Status};
 use crate::linux::process::exec_fifo::ExecOutcome;
+use crate::printable::{escape_controls, escape_json_strings};
 use crate::root::StateRoot;
 use clap::Args;
 

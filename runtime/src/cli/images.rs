@@ -1,12 +1,12 @@
 //! The image verbs: `images`, `import`, `rmi`, `tag`, `image inspect`, `history`,
 //! `image prune`, `save`, `load`, `system df`.
 
-use super::escape::escape_controls;
 use super::{print_table, report, EXIT_FAILURE};
 use crate::image::reference::familiar;
 use crate::image::{
     archive, import as import_verb, inspect, remove, store::display_name, ImageStore, Reference,
 };
+use crate::printable::escape_controls;
 use crate::root::StateRoot;
 use clap::Args;
 

@@ -8,7 +8,6 @@
 mod bench;
 mod compare;
 mod containers;
-mod escape;
 mod images;
 mod network;
 mod ps;
@@ -259,7 +258,10 @@ fn init_logging(level: &str) {
 /// Prints one error line, `capsa: <message>`, with control characters escaped: messages
 /// quote image fields, registry answers and file names (see [`escape`]).
 pub(crate) fn print_error(message: impl std::fmt::Display) {
-    eprintln!("capsa: {}", escape::escape_controls(&message.to_string()));
+    eprintln!(
+        "capsa: {}",
+        crate::printable::escape_controls(&message.to_string())
+    );
 }
 
 /// Prints `capsa: <error>` with its causes (see [`print_error`]).
@@ -285,7 +287,7 @@ pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
         .iter()
         .map(|row| {
             row.iter()
-                .map(|cell| escape::escape_controls(cell).into_owned())
+                .map(|cell| crate::printable::escape_controls(cell).into_owned())
                 .collect()
         })
         .collect();

@@ -1,11 +1,11 @@
 //! `ps` output: filters, Docker's columns, and `--format` (Go-template fields, `table`,
 //! `json`).
 
-use super::escape::escape_json_strings;
 use super::print_table;
 use crate::container::inspect::render_template;
 use crate::container::{id, ContainerStore, State};
 use crate::image::ImageStore;
+use crate::printable::escape_json_strings;
 use serde_json::{json, Value};
 
 /// `-f KEY=VALUE` filters: values of one key are alternatives, different keys all apply.

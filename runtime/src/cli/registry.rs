@@ -184,7 +184,7 @@ impl Display {
 
     /// Prints one progress line (it quotes what the registry sent: escaped).
     fn line(&self, text: &str) {
-        let text = &*super::escape::escape_controls(text);
+        let text = &*crate::printable::escape_controls(text);
         let bars = self
             .bars
             .as_ref()
@@ -445,7 +445,7 @@ pub fn search(root: &StateRoot, args: SearchArgs) -> i32 {
         .collect();
     if args.format.is_some() {
         for h in hits {
-            println!("{}", super::escape::escape_controls(&h[0]));
+            println!("{}", crate::printable::escape_controls(&h[0]));
         }
     } else {
         super::print_table(&["NAME", "DESCRIPTION"], &hits);

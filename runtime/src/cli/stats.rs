@@ -69,7 +69,7 @@ pub fn print(usage: &[Usage], format: Option<&str>) -> Result<(), String> {
             };
             let lines = rows
                 .iter()
-                .map(|r| render_template(&template, &super::escape::escape_json_strings(r)))
+                .map(|r| render_template(&template, &crate::printable::escape_json_strings(r)))
                 .collect::<Result<Vec<_>, _>>()?;
             if table {
                 let cells: Vec<Vec<String>> = lines

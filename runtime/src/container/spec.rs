@@ -316,7 +316,8 @@ pub fn build(opts: &RunOptions, image: &Image, ctx: &SpecContext) -> Result<Spec
             None => "the image's config User",
         };
         return Err(err(format!(
-            "{source} {user:?}: a user or group name holds no control characters"
+            "{source} \"{}\": a user or group name holds no control characters",
+            crate::printable::escape_controls(&user)
         )));
     }
     let cap_names = if opts.privileged {

@@ -8,7 +8,6 @@ pub mod inspect;
 pub mod json;
 pub mod layer;
 pub mod manifest;
-pub mod printable;
 pub mod pull;
 pub mod reference;
 pub mod registry;
@@ -17,7 +16,7 @@ pub mod store;
 pub mod tar_guard;
 pub mod unpack;
 
-use printable::printable;
+use crate::printable::escape_controls as printable;
 pub use reference::Reference;
 pub use store::{Image, ImageStore};
 

@@ -290,7 +290,7 @@ pub fn guest_text(text: &str) -> String {
     if cut.len() < text.len() {
         cut.push_str("...");
     }
-    crate::image::printable::printable(&cut).into_owned()
+    crate::printable::escape_controls(&cut).into_owned()
 }
 
 /// poll(2) for readability, up to `timeout`.

@@ -11,7 +11,7 @@
 pub mod auth;
 mod tls;
 
-use super::printable::printable;
+use crate::printable::escape_controls as printable;
 use auth::{Challenge, Credentials, TokenResponse};
 use std::io::Read;
 use std::net::IpAddr;

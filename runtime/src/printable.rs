@@ -1,5 +1,5 @@
-//! Text from images, containers and registries made safe for a terminal before the CLI
-//! prints it: an image's Cmd, a registry's error text, a name from an archive may hold a
+//! Text from images, containers, registries and guests made safe for a terminal (and for one
+//! line of an error message) before anything prints it: an image's Cmd, a registry's error text, a name from an archive may hold a
 //! newline (a forged line of `ps`, a second line of an error) or an escape sequence (which
 //! the terminal would obey: move the cursor, retitle the window, rewrite what is shown).
 //! Every control character is printed as an escape instead (`\n`, `\t`, `\x1b`), and so are
