@@ -603,7 +603,7 @@ fn an_images_workdir_and_user_errors_name_the_config_field() {
         (
             "usr",
             serde_json::json!({"Cmd": ["true"], "User": "ghost\n\u{1b}[31mred"}),
-            r#"the image's config User "ghost\n\u{1b}[31mred""#,
+            r#"the image's config User "ghost\n\x1b[31mred""#,
         ),
     ] {
         let archive = oci_archive(

@@ -701,7 +701,7 @@ fn registry_error_text_is_shown_escaped_on_one_line() {
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(!err.contains('\u{1b}') && !err.contains('\u{7}'), "{err:?}");
     assert!(
-        err.contains(r"no such thing\nInjected second line \u{1b}[31mRED"),
+        err.contains(r"no such thing\nInjected second line \x1b[31mRED"),
         "{err}"
     );
 }

@@ -467,7 +467,7 @@ mod tests {
         assert!(text.len() < 1024, "{} bytes", text.len());
         assert!(!text.chars().any(char::is_control), "{text:?}");
         assert!(
-            text.starts_with("guest agent: bad\\n\\u{1b}]0;owned"),
+            text.starts_with("guest agent: bad\\n\\x1b]0;owned"),
             "{text}"
         );
         drop(client);

@@ -269,6 +269,6 @@ mod tests {
             drain.settle(Duration::from_secs(10)),
             "the drain ends with the pipe"
         );
-        assert_eq!(drain.tail(), "one | two | \\u{1b}[31mthree");
+        assert_eq!(drain.tail(), "one | two | \\x1b[31mthree");
     }
 }
