@@ -15,4 +15,4 @@ cargo build --workspace --bins
 scripts/build-agent.sh >/dev/null
 CAPSA_KERNEL=$(kernel-config/build.sh | tail -n 1)
 export CAPSA_KERNEL
-cargo test --workspace
+cargo test --workspace --no-fail-fast

@@ -448,6 +448,25 @@ pub fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
     out
 }
 
+/// `program args` as uid and gid 65534 (`nobody`) with no supplementary groups and no
+/// capabilities, bounded to 20 s. setpriv keeps its capabilities until its own execve, so
+/// the program is found by a shell that runs as nobody already.
+pub fn as_nobody(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Output {
+    let mut c = Command::new("setpriv");
+    c.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--",
+        "/bin/sh",
+        "-c",
+        "exec \"$0\" \"$@\"",
+    ]);
+    c.arg(program).args(args);
+    run_bounded(c, Duration::from_secs(20))
+}
+
 /// Waits (bounded) until `check` holds, re-checking every 20 ms.
 pub fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     let start = Instant::now();

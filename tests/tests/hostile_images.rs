@@ -157,6 +157,29 @@ const WRITE_EVERYWHERE: &str = "echo x > /dev/null && echo x > /dev/zero; \
      for p in /dev /dev/pts /dev/shm /dev/mqueue /etc /tmp; do echo w > $p/written 2>/dev/null; done; \
      echo ok";
 
+/// Builds image `name` with `link -> target`, runs WRITE_EVERYWHERE in it (with `flags`),
+/// and checks the host's sentinels are as they were.
+fn run_writing_everywhere(
+    env: &TestEnv,
+    host: &Sentinels,
+    before: &Snapshot,
+    name: &str,
+    (link, target): (&str, &str),
+    flags: &[&str],
+) -> Output {
+    hostile_image(env, name, &[(link, target)], &[]);
+    let mut args = vec!["--rm"];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["--network", "none", name, "sh", "-c", WRITE_EVERYWHERE]);
+    let out = env.run(&args);
+    assert_eq!(
+        &host.snapshot(),
+        before,
+        "{link} -> {target} ({flags:?}) changed the host"
+    );
+    out
+}
+
 fn assert_works(out: &Output, what: &str) {
     assert!(
         out.status.success() && text(&out.stdout).contains("ok"),
@@ -183,19 +206,10 @@ fn symlinked_dev_etc_and_tmp_resolve_inside_the_root() {
     let before = host.snapshot();
     for link in ["dev", "dev/pts", "dev/shm", "dev/mqueue", "etc", "tmp"] {
         for relative in [false, true] {
-            let what = format!("{link} -> {}", host.target(relative));
+            let target = host.target(relative);
+            let what = format!("{link} -> {target}");
             let name = format!("h-{}-{relative}", link.replace('/', "-"));
-            hostile_image(&env, &name, &[(link, &host.target(relative))], &[]);
-            let out = env.run(&[
-                "--rm",
-                "--network",
-                "none",
-                &name,
-                "sh",
-                "-c",
-                WRITE_EVERYWHERE,
-            ]);
-            assert_eq!(host.snapshot(), before, "{what} changed the host");
+            let out = run_writing_everywhere(&env, &host, &before, &name, (link, &target), &[]);
             assert_works(&out, &what);
         }
     }
@@ -220,17 +234,7 @@ fn proc_and_sys_must_be_real_directories_and_magic_links_are_refused() {
     for (i, (link, target)) in cases.iter().enumerate() {
         let what = format!("{link} -> {target}");
         let name = format!("p-{i}");
-        hostile_image(&env, &name, &[(link, target)], &[]);
-        let out = env.run(&[
-            "--rm",
-            "--network",
-            "none",
-            &name,
-            "sh",
-            "-c",
-            WRITE_EVERYWHERE,
-        ]);
-        assert_eq!(host.snapshot(), before, "{what} changed the host");
+        let out = run_writing_everywhere(&env, &host, &before, &name, (link, target), &[]);
         assert_refused(&out, &format!("/{link}"), &what);
     }
     env.assert_clean();
@@ -389,18 +393,8 @@ fn user_namespaced_runs_stay_inside() {
     for (i, (link, target)) in cases.iter().enumerate() {
         let what = format!("--userns=auto with {link} -> {target}");
         let name = format!("u-{i}");
-        hostile_image(&env, &name, &[(link, target)], &[]);
-        let out = env.run(&[
-            "--rm",
-            "--userns=auto",
-            "--network",
-            "none",
-            &name,
-            "sh",
-            "-c",
-            WRITE_EVERYWHERE,
-        ]);
-        assert_eq!(host.snapshot(), before, "{what} changed the host");
+        let flags = ["--userns=auto"];
+        let out = run_writing_everywhere(&env, &host, &before, &name, (link, target), &flags);
         assert_works(&out, &what);
     }
     env.assert_clean();

@@ -2,30 +2,11 @@
 //! from a detached container's monitor (its command line is `capsa monitor <short id>`),
 //! and no set-user-ID file from `cp` out of a container. Both isolations.
 
-use capsa_tests::{run_bounded, text, TestEnv};
+use capsa_tests::{as_nobody, text, TestEnv};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::{Command, Output};
-use std::time::Duration;
 
-/// `program args` as uid and gid 65534 with no supplementary groups. setpriv keeps its
-/// capabilities until its own execve, so the program is found by a shell that runs as
-/// nobody already.
-fn as_nobody(program: &str, args: &[&str]) -> Output {
-    let mut c = Command::new("setpriv");
-    c.args([
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        "--inh-caps=-all",
-        "--",
-        "/bin/sh",
-        "-c",
-        "exec \"$0\" \"$@\"",
-    ]);
-    c.arg(program).args(args);
-    run_bounded(c, Duration::from_secs(20))
-}
+use std::time::Duration;
 
 /// The monitor PID the container's record holds (read as root).
 fn monitor_pid(env: &TestEnv, id: &str) -> i32 {

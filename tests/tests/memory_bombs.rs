@@ -2,7 +2,7 @@
 //! announcing hundreds of MiB, in a few KB of zstd) given to `import`, `load` and `cp`, and
 //! registry answers that never end (a token answer, a catalog page). Each is refused with
 //! one line naming the cause, and the peak resident memory of the capsa process tree, read
-//! from wait4's `ru_maxrss`, stays far below what the input announces: a structural bound,
+//! by GNU time, stays far below what the input announces: a structural bound,
 //! not a timing. capsa runs with a 2 GiB address-space limit so that a lost bound fails the
 //! test instead of the machine.
 
@@ -31,16 +31,36 @@ struct Measured {
     max_rss_kib: i64,
 }
 
+/// `cmd` run by GNU time, which writes the peak RSS of the command's process tree to
+/// `rss_file`. Measured from a fork of GNU time, not of this test process: a child's
+/// `ru_maxrss` keeps the high-water mark of the memory it was forked with, and a fork of a
+/// test binary running other tests holds theirs.
+fn under_gnu_time(cmd: &Command, rss_file: &std::path::Path) -> Command {
+    let mut timed = Command::new("/usr/bin/time");
+    timed.arg("-f").arg("%M").arg("-o").arg(rss_file);
+    timed.arg(cmd.get_program()).args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(v) => timed.env(key, v),
+            None => timed.env_remove(key),
+        };
+    }
+    timed
+}
+
 /// Runs `cmd` (with `feed` writing its standard input, if given) under [`AS_LIMIT`] and
 /// returns its exit code, standard error and peak RSS (its own and its reaped children's).
-fn measured(mut cmd: Command, feed: Option<fn(ChildStdin)>) -> Measured {
+fn measured(cmd: Command, feed: Option<fn(ChildStdin)>) -> Measured {
+    let rss_dir = tempfile::tempdir().unwrap();
+    let rss_file = rss_dir.path().join("max-rss-kib");
+    let mut cmd = under_gnu_time(&cmd, &rss_file);
     cmd.stdout(Stdio::null()).stderr(Stdio::piped());
     cmd.stdin(if feed.is_some() {
         Stdio::piped()
     } else {
         Stdio::null()
     });
-    // SAFETY: only setrlimit, async-signal-safe, runs in the child between fork and exec.
+    // SAFETY: only setrlimit and setpgid, async-signal-safe, in the child between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
             let limit = libc::rlimit {
@@ -48,6 +68,10 @@ fn measured(mut cmd: Command, feed: Option<fn(ChildStdin)>) -> Measured {
                 rlim_max: AS_LIMIT,
             };
             if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // A group of its own, so the deadline kills GNU time and capsa together.
+            if libc::setpgid(0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -73,29 +97,36 @@ fn measured(mut cmd: Command, feed: Option<fn(ChildStdin)>) -> Measured {
         let start = Instant::now();
         while !flag.load(Ordering::Relaxed) {
             if start.elapsed() > DEADLINE {
-                // SAFETY: kill(2) on our own child, not reaped yet (wait4 below reaps it).
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                // SAFETY: kill(2) on our own child's process group; the child is not
+                // reaped yet (waitpid below reaps it), so its group ID is still ours.
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
                 return;
             }
             std::thread::park_timeout(Duration::from_millis(50));
         }
     });
     let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value for wait4 to fill.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: wait4 on our own child's PID; std's Child never waits for it.
-    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(rc, pid, "wait4: {}", std::io::Error::last_os_error());
+    // SAFETY: waitpid on our own child's PID; std's Child never waits for it.
+    let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(rc, pid, "waitpid: {}", std::io::Error::last_os_error());
     done.store(true, Ordering::Relaxed);
     watchdog.thread().unpark();
     let _ = watchdog.join();
     if let Some(f) = feeder {
         let _ = f.join();
     }
+    // GNU time exits with the command's status, and says so when a signal ended it.
+    let report = std::fs::read_to_string(&rss_file).unwrap_or_default();
+    let signalled = report.contains("terminated by signal");
+    let max_rss_kib = report
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("GNU time's report: {report:?}"));
     Measured {
-        code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
+        code: (libc::WIFEXITED(status) && !signalled).then(|| libc::WEXITSTATUS(status)),
         stderr: reader.join().unwrap_or_default(),
-        max_rss_kib: usage.ru_maxrss,
+        max_rss_kib,
     }
 }
 

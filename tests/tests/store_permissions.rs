@@ -5,7 +5,7 @@
 //! controls (it, or a folder above it) is refused before capsa reads or writes in it, and a
 //! path that is not a store is refused and left as it was.
 
-use capsa_tests::{busybox_tarball, capsa_bin, eventually, run_bounded, text, TestEnv};
+use capsa_tests::{as_nobody, busybox_tarball, capsa_bin, eventually, run_bounded, text, TestEnv};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -127,25 +127,6 @@ fn container_with_setuid_upper(env: &TestEnv, store: &Store) -> PathBuf {
     dir
 }
 
-/// `program args` as uid and gid 65534 with no supplementary groups. setpriv keeps its
-/// capabilities until its own execve, so the program is found by a shell that runs as
-/// nobody already.
-fn as_nobody(program: &Path, args: &[&str]) -> Output {
-    let mut c = Command::new("setpriv");
-    c.args([
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        "--inh-caps=-all",
-        "--",
-        "/bin/sh",
-        "-c",
-        "exec \"$0\" \"$@\"",
-    ]);
-    c.arg(program).args(args);
-    run_bounded(c, Duration::from_secs(20))
-}
-
 /// The setuid `bin/euid` in the store's layers (found as root).
 fn layer_euid(store: &Store) -> PathBuf {
     std::fs::read_dir(store.root.join("layers"))
@@ -159,7 +140,7 @@ fn layer_euid(store: &Store) -> PathBuf {
 /// What `nobody` must not be able to do in `store`, whose container folder is `dir`.
 fn assert_closed_to_nobody(store: &Store, dir: &Path) {
     // The probe itself runs for nobody (setpriv works), and is not setuid there.
-    let plain = as_nobody(&store.probe_dir.join("euid"), &[]);
+    let plain = as_nobody(store.probe_dir.join("euid"), &[]);
     assert_eq!(text(&plain.stdout), "euid=65534\n");
     for setuid in [layer_euid(store), dir.join("upper/suid")] {
         let out = as_nobody(&setuid, &[]);

@@ -173,6 +173,28 @@ enum SystemCommand {
     Info(system::InfoArgs),
 }
 
+impl Command {
+    /// Whether the verb only reads state and prints it: its one pipe is its stdout.
+    fn only_reports(&self) -> bool {
+        matches!(
+            self,
+            Command::Ps(_)
+                | Command::Container(ContainerCommand::List(_))
+                | Command::Inspect(_)
+                | Command::Logs(_)
+                | Command::Port(_)
+                | Command::Images(_)
+                | Command::History(_)
+                | Command::Image(ImageCommand::Ls(_))
+                | Command::Image(ImageCommand::Inspect(_))
+                | Command::Image(ImageCommand::History(_))
+                | Command::System(_)
+                | Command::Version
+                | Command::Info(_)
+        )
+    }
+}
+
 /// Parses the command line, runs the verb, and returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
@@ -185,6 +207,14 @@ pub fn main() -> i32 {
             return EXIT_ENGINE_ERROR;
         }
     };
+    // A report whose reader is gone ends quietly, as other command-line tools do
+    // (`capsa ps | head -1`). Every other verb keeps Rust's default, SIGPIPE ignored: they
+    // write to pipes and sockets of their own (a `cp` child, a VM's monitor, a registry),
+    // and a reader that goes away there is an error to report and clean up after, not a
+    // reason to die in the middle.
+    if cli.command.only_reports() {
+        crate::linux::sys::set_broken_pipe_kills(true);
+    }
     match cli.command {
         Command::Run(a) => run::run(&root, a, false),
         Command::Create(a) => run::run(&root, a, true),

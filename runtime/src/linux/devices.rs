@@ -54,7 +54,8 @@ pub fn default_devices() -> Vec<LinuxDevice> {
         .collect()
 }
 
-fn rule(
+/// One device cgroup rule (`major`/`minor` `None` = every number).
+pub(crate) fn rule(
     allow: bool,
     typ: LinuxDeviceType,
     major: Option<i64>,

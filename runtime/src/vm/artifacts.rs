@@ -76,20 +76,17 @@ fn agent() -> Result<PathBuf, VmError> {
             .map_err(|e| VmError::NoAgent(e.to_string()))?
             .with_file_name(AGENT_FILE),
     };
-    let bytes =
-        std::fs::read(&path).map_err(|e| VmError::NoAgent(format!("{}: {e}", path.display())))?;
-    if has_interpreter(&bytes) {
-        return Err(VmError::NoAgent(format!(
-            "{} is dynamically linked; the guest has no shared libraries",
-            path.display()
-        )));
-    }
-    Ok(path)
+    static_program(path)
 }
 
 /// capsa-init's static build beside the capsa binary, as a host container uses it.
 fn init_program() -> Result<PathBuf, VmError> {
-    let path = capsa_init::host_path();
+    static_program(capsa_init::host_path())
+}
+
+/// `path`, once it is known to be a statically linked program: the guest has no shared
+/// libraries to give a dynamic one.
+fn static_program(path: PathBuf) -> Result<PathBuf, VmError> {
     let bytes =
         std::fs::read(&path).map_err(|e| VmError::NoAgent(format!("{}: {e}", path.display())))?;
     if has_interpreter(&bytes) {

@@ -325,8 +325,7 @@ impl DeviceFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::linux::devices::default_cgroup_rules;
-    use oci_spec::runtime::LinuxDeviceCgroupBuilder;
+    use crate::linux::devices::{default_cgroup_rules, rule};
 
     const B: u32 = DEV_BLOCK;
     const C: u32 = DEV_CHAR;
@@ -338,26 +337,6 @@ mod tests {
 
     fn instruction_count(program: &[u8]) -> usize {
         program.len() / 8
-    }
-
-    fn rule(
-        allow: bool,
-        typ: LinuxDeviceType,
-        major: Option<i64>,
-        minor: Option<i64>,
-        access: &str,
-    ) -> LinuxDeviceCgroup {
-        let mut b = LinuxDeviceCgroupBuilder::default()
-            .allow(allow)
-            .typ(typ)
-            .access(access);
-        if let Some(m) = major {
-            b = b.major(m);
-        }
-        if let Some(m) = minor {
-            b = b.minor(m);
-        }
-        b.build().unwrap()
     }
 
     /// What the program answers for one request, run in rbpf's interpreter on the
