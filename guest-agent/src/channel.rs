@@ -5,7 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use capsa::vm::protocol::AGENT_PORT_NAME;
+use capsa_core::protocol::AGENT_PORT_NAME;
 
 /// Finds the port's device node by its name, waiting for the driver to announce it.
 pub fn find_port(timeout: Duration) -> std::io::Result<PathBuf> {

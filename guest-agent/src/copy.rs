@@ -9,8 +9,8 @@ use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use capsa::container::cp;
-use capsa::linux::sys::{self, Forked};
+use capsa_core::linux::sys::{self, Forked};
+use capsa_core::tar_copy as cp;
 
 /// A started copy process and the host's ends of its pipes.
 pub struct CopyProcess {

@@ -68,7 +68,7 @@ pub fn mount_layers(
 }
 
 /// Mounts the `-v` volumes' disks where the spec's bind mounts expect them.
-pub fn mount_volumes(volumes: &[capsa::vm::protocol::GuestVolume]) -> std::io::Result<()> {
+pub fn mount_volumes(volumes: &[capsa_core::protocol::GuestVolume]) -> std::io::Result<()> {
     for v in volumes {
         let mut flags = MsFlags::MS_NODEV;
         if v.fstype == "erofs" {

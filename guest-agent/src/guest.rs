@@ -4,8 +4,8 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::OnceLock;
 
-use capsa::linux::process::capsa_init;
-use capsa::vm::artifacts::INIT_PROGRAM_IN_GUEST;
+use capsa_core::linux::process::capsa_init;
+use capsa_core::protocol::INIT_PROGRAM_IN_GUEST;
 use nix::mount::{mount, MsFlags};
 
 /// capsa-init, sealed in memory from the initramfs's copy (which leave_initramfs hides).
@@ -116,7 +116,7 @@ pub fn init_program() -> Result<&'static OwnedFd, String> {
 }
 
 fn loopback_up() {
-    if let Ok(mut nl) = capsa::net::netlink::Netlink::open() {
+    if let Ok(mut nl) = capsa_core::netlink::Netlink::open() {
         if let Ok(Some(lo)) = nl.link_index("lo") {
             let _ = nl.set_up(lo, None);
         }
@@ -124,8 +124,8 @@ fn loopback_up() {
 }
 
 /// Sets eth0's address and default route as the host planned them, IPv6 off first.
-pub fn configure_eth0(net: &capsa::vm::protocol::GuestNetwork) -> std::io::Result<()> {
-    let mut nl = capsa::net::netlink::Netlink::open()?;
+pub fn configure_eth0(net: &capsa_core::protocol::GuestNetwork) -> std::io::Result<()> {
+    let mut nl = capsa_core::netlink::Netlink::open()?;
     let eth0 = nl
         .link_index("eth0")?
         .ok_or_else(|| std::io::Error::other("the VM has no eth0"))?;

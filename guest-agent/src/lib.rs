@@ -6,7 +6,7 @@
 //!   (namespaces, capabilities, seccomp, cgroup v2) exactly as on a host;
 //! - [`server`]: the protocol loop (requests, output, exits, reaping).
 //!
-//! The protocol's types live in `capsa::vm::protocol`, which the host side shares.
+//! The protocol's types live in `capsa_core::protocol`, which the host side shares.
 
 pub mod channel;
 pub mod copy;

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
-use capsa::vm::protocol::{
+use capsa_core::protocol::{
     self, Bytes, ErrorKind, Event, GuestStats, Message, ProtocolError, Request, Response, Stream,
 };
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -316,7 +316,7 @@ impl Agent {
                         .and_then(|p| p.tty.as_ref())
                 };
                 if let Some(tty) = tty {
-                    capsa::linux::sys::set_window_size(tty.as_raw_fd(), rows, cols)
+                    capsa_core::linux::sys::set_window_size(tty.as_raw_fd(), rows, cols)
                         .map_err(|e| (ErrorKind::Internal, format!("window size: {e}")))?;
                 }
                 Ok(Response::Ok)

@@ -7,12 +7,12 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use capsa::linux::cgroups::{self, CgroupManager, CgroupMode};
-use capsa::linux::process::stdio::{self, Pipes, Pty};
-use capsa::linux::process::{self, exec_fifo, InitConfig, Stdio};
-use capsa::linux::rootfs::OverlayLayers;
-use capsa::linux::seccomp::compile;
-use capsa::vm::protocol::{CreateRequest, ErrorKind};
+use capsa_core::linux::cgroups::{self, CgroupManager, CgroupMode};
+use capsa_core::linux::process::stdio::{self, Pipes, Pty};
+use capsa_core::linux::process::{self, exec_fifo, InitConfig, Stdio};
+use capsa_core::linux::rootfs::OverlayLayers;
+use capsa_core::linux::seccomp::compile;
+use capsa_core::protocol::{CreateRequest, ErrorKind};
 
 use crate::{disks, guest};
 
@@ -136,7 +136,7 @@ pub fn create(mut req: CreateRequest) -> Result<Workload, Failure> {
         .map_err(|e| (ErrorKind::Isolation, e.to_string()))?;
     let cgroup = cgroups::manager(&paths);
     cgroup
-        .apply(&capsa::container::spec::resources_of(&spec))
+        .apply(&capsa_core::linux::cgroups::resources_of(&spec))
         .map_err(|e| (ErrorKind::Isolation, e.to_string()))?;
     let seccomp = compile::for_spec(&spec, Path::new("/run/capsa/seccomp-cache"))
         .map_err(|e| (ErrorKind::Isolation, e.to_string()))?;
@@ -196,7 +196,7 @@ pub fn mount_root(req: &CreateRequest) -> Result<PathBuf, Failure> {
         work,
         attach_dir: dir.join("attach"),
     };
-    capsa::linux::rootfs::mount_overlay(&layers, &rootfs)
+    capsa_core::linux::rootfs::mount_overlay(&layers, &rootfs)
         .map_err(|e| (ErrorKind::Storage, e.to_string()))?;
     Ok(rootfs)
 }
@@ -239,9 +239,9 @@ impl Workload {
     /// an execve failure is Err((code, message)) in the outer Ok.
     pub fn exec(
         &self,
-        req: &capsa::vm::protocol::ExecRequest,
+        req: &capsa_core::protocol::ExecRequest,
     ) -> Result<Result<ExecProcess, (i32, String)>, Failure> {
-        use capsa::linux::process::join::{spawn_in, JoinConfig, Joined};
+        use capsa_core::linux::process::join::{spawn_in, JoinConfig, Joined};
         if !self.started {
             return Err((
                 ErrorKind::BadRequest,
@@ -250,14 +250,14 @@ impl Workload {
         }
         let seccomp = compile::for_spec(&self.spec, Path::new("/run/capsa/seccomp-cache"))
             .map_err(|e| (ErrorKind::Isolation, e.to_string()))?;
-        let init = capsa::linux::sys::pidfd_open(self.pid).map_err(|_| {
+        let init = capsa_core::linux::sys::pidfd_open(self.pid).map_err(|_| {
             (
                 ErrorKind::NotFound,
                 "the workload is not running".to_string(),
             )
         })?;
         let namespaces =
-            capsa::linux::namespaces::clone_flags(&self.spec) & !(libc::CLONE_NEWPID as u64);
+            capsa_core::linux::namespaces::clone_flags(&self.spec) & !(libc::CLONE_NEWPID as u64);
         let init_program = guest::init_program().map_err(|e| (ErrorKind::Isolation, e))?;
         let streams = Streams::new(req.tty).map_err(fail(ErrorKind::Internal))?;
         let cfg = JoinConfig {

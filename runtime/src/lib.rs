@@ -15,7 +15,7 @@ pub mod container;
 pub mod fsutil;
 pub mod host;
 pub mod image;
-pub mod linux;
+pub use capsa_core::linux;
 pub mod net;
 pub mod printable;
 pub mod root;

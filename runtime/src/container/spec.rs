@@ -265,13 +265,7 @@ fn seccomp_section(
         .map_err(err)
 }
 
-/// The cgroup limits a spec asks for (none: an empty set).
-pub fn resources_of(spec: &Spec) -> LinuxResources {
-    spec.linux()
-        .as_ref()
-        .and_then(|l| l.resources().clone())
-        .unwrap_or_default()
-}
+pub use crate::linux::cgroups::resources_of;
 
 /// Builds the spec. Fails, naming the flag, on what cannot work.
 pub fn build(opts: &RunOptions, image: &Image, ctx: &SpecContext) -> Result<Spec, ContainerError> {

@@ -13,7 +13,7 @@ pub mod reference;
 pub mod registry;
 pub mod remove;
 pub mod store;
-pub mod tar_guard;
+pub use capsa_core::tar_guard;
 pub mod unpack;
 
 use crate::printable::escape_controls as printable;

@@ -12,7 +12,7 @@
 
 pub mod bridge;
 pub mod dns_name;
-pub mod netlink;
+pub use capsa_core::netlink;
 pub mod networks;
 pub mod nft;
 pub mod ports;

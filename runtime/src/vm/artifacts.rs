@@ -136,9 +136,7 @@ fn readable_by_engines(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Where the initramfs holds capsa-init (the agent loads it from there before it leaves
-/// the initramfs).
-pub const INIT_PROGRAM_IN_GUEST: &str = "/capsa-init";
+pub use super::protocol::INIT_PROGRAM_IN_GUEST;
 
 /// A newc cpio archive: the mount points PID 1 needs, /dev/console, capsa-init, e2fsck
 /// (when the host has e2fsck-static) and the agent as /init.

@@ -19,7 +19,7 @@ pub mod cpio;
 pub mod disks;
 pub mod engine;
 pub mod jail;
-pub mod protocol;
+pub use capsa_core::protocol;
 pub mod run;
 pub mod stopped;
 

@@ -16,6 +16,14 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// The cgroup limits a spec asks for (none: an empty set).
+pub fn resources_of(spec: &oci_spec::runtime::Spec) -> LinuxResources {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.resources().clone())
+        .unwrap_or_default()
+}
+
 /// Where cgroup file systems are mounted.
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// statfs magic of cgroup2.

@@ -13,6 +13,7 @@ use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
     SeccompRule, TargetArch,
 };
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
@@ -194,8 +195,8 @@ pub fn compile_cached(
     cache_dir: &Path,
 ) -> Result<Vec<BpfProgram>, SeccompError> {
     let key = serde_json::to_vec(seccomp).map_err(|e| SeccompError::Compile(e.to_string()))?;
-    let digest = crate::image::digest::sha256_of(&key);
-    let path = cache_dir.join(format!("{}.bpf", digest.trim_start_matches("sha256:")));
+    let digest = Sha256::digest(&key);
+    let path = cache_dir.join(format!("{digest:x}.bpf"));
     if let Some(programs) = std::fs::read(&path).ok().and_then(|b| decode(&b)) {
         return Ok(programs);
     }

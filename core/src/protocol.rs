@@ -22,6 +22,9 @@ pub const COPY_CHUNK: usize = 256 << 10;
 pub const AGENT_PORT_NAME: &str = "capsa.agent";
 /// The vsock port the agent listens on where the engine offers vsock.
 pub const AGENT_VSOCK_PORT: u32 = 1024;
+/// Where the initramfs holds capsa-init (the agent loads it from there before it leaves
+/// the initramfs).
+pub const INIT_PROGRAM_IN_GUEST: &str = "/capsa-init";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {

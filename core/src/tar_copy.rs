@@ -1,0 +1,131 @@
+//! `cp`'s tar streams, on both sides of the copy: a tree written as a stream whose top entry
+//! takes a chosen name, and a stream extracted into a directory (inside a container or a
+//! VM's guest, modes kept) or onto the host (set-user-ID and set-group-ID bits dropped).
+//! The caller decides where this runs: in a child whose root is the container's.
+
+use crate::tar_guard::HeaderGuard;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Writes `src` (a file or a directory tree, symlinks kept as links) as a tar stream whose
+/// top entry is named `name`.
+pub fn write_tar(src: &Path, name: &Path, out: impl Write) -> std::io::Result<()> {
+    let mut b = tar::Builder::new(out);
+    b.follow_symlinks(false);
+    let meta = std::fs::symlink_metadata(src)?;
+    if meta.is_dir() {
+        b.append_dir_all(name, src)?;
+    } else {
+        b.append_path_with_name(src, name)?;
+    }
+    b.into_inner()?.flush()
+}
+
+/// Mode bits dropped from what `cp` writes on the host: capsa extracts as root, so a
+/// set-user-ID or set-group-ID file a workload made would be a root-owned one on the host
+/// (Docker's client extracts as the calling user, whose files cannot carry root's bits).
+const HOST_DROPPED_BITS: u32 = libc::S_ISUID | libc::S_ISGID;
+
+/// Extracts a tar stream at `dest` inside a container (or a VM's guest): modes are kept,
+/// set-user-ID and set-group-ID bits too (what a container holds is its own business).
+/// See [`extract_on_host`] for the placement rules.
+pub fn extract(input: impl Read, dest: &Path, as_is: bool) -> Result<(), String> {
+    extract_masked(input, dest, as_is, 0)
+}
+
+/// Extracts a tar stream that came out of a container at `dest` on the host, as `cp` does:
+/// into `dest` when it is a directory, else as `dest` itself: the stream's top entry takes
+/// `dest`'s name (extracted into a temporary sibling, then renamed, so tar's own checks
+/// keep every entry inside). Set-user-ID and set-group-ID bits are dropped.
+pub fn extract_on_host(input: impl Read, dest: &Path) -> Result<(), String> {
+    extract_masked(input, dest, false, HOST_DROPPED_BITS)
+}
+
+/// [`extract`] with the mode bits in `mask` cleared from every entry (`as_is`: a `-`
+/// stream goes into `dest` as it is).
+fn extract_masked(input: impl Read, dest: &Path, as_is: bool, mask: u32) -> Result<(), String> {
+    let unpack = |dir: &Path| -> Result<(), String> {
+        // Oversized long-name and PAX headers are refused before tar buffers them.
+        let mut archive = tar::Archive::new(HeaderGuard::new(input));
+        archive.set_preserve_permissions(true);
+        archive.set_mask(mask);
+        archive.set_preserve_mtime(true);
+        archive.set_overwrite(true);
+        for entry in archive.entries().map_err(|e| e.to_string())? {
+            let mut entry = entry.map_err(|e| format!("malformed tar stream: {e}"))?;
+            let path = entry.path().map_err(|e| e.to_string())?.into_owned();
+            if !entry
+                .unpack_in(dir)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+            {
+                return Err(format!("{}: path leaves the destination", path.display()));
+            }
+        }
+        Ok(())
+    };
+    if as_is || dest.is_dir() {
+        return unpack(dest);
+    }
+    let parent = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        return Err(format!("{}: no such directory", parent.display()));
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix(".capsa-cp-")
+        .tempdir_in(parent)
+        .map_err(|e| format!("{}: {e}", parent.display()))?;
+    unpack(tmp.path())?;
+    let top = std::fs::read_dir(tmp.path())
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .next()
+        .ok_or("the copy is empty")?;
+    std::fs::rename(top.path(), dest).map_err(|e| format!("{}: {e}", dest.display()))
+}
+
+/// The name the copied tree gets: the source's last component (`/` copies as `.`).
+pub fn top_name(src: &Path) -> PathBuf {
+    src.file_name()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A stream holding `top/` (set-group-ID) and `top/tool` (set-user-ID).
+    fn stream_with_special_bits() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut dir = tar::Header::new_gnu();
+        dir.set_entry_type(tar::EntryType::Directory);
+        dir.set_mode(0o2755);
+        dir.set_size(0);
+        b.append_data(&mut dir, "top", std::io::empty()).unwrap();
+        let mut file = tar::Header::new_gnu();
+        file.set_mode(0o4755);
+        file.set_size(2);
+        b.append_data(&mut file, "top/tool", &b"#!"[..]).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn copies_to_the_host_lose_setuid_and_setgid_and_copies_inside_keep_them() {
+        let host = tempfile::tempdir().unwrap();
+        extract_on_host(&stream_with_special_bits()[..], &host.path().join("out")).unwrap();
+        assert_eq!(mode(&host.path().join("out")), 0o755);
+        assert_eq!(mode(&host.path().join("out/tool")), 0o755);
+        let inside = tempfile::tempdir().unwrap();
+        extract(&stream_with_special_bits()[..], inside.path(), true).unwrap();
+        assert_eq!(mode(&inside.path().join("top")), 0o2755);
+        assert_eq!(mode(&inside.path().join("top/tool")), 0o4755);
+    }
+}
