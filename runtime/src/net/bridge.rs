@@ -57,10 +57,10 @@ impl BridgeConfig {
 
     /// Parses `10.88.0.1/16`.
     pub fn from_bip(bip: &str) -> Result<BridgeConfig, String> {
-        let (gateway, prefix) = super::networks::parse_address_prefix(bip)?;
+        let (gateway, prefix) = super::subnet::parse_address_prefix(bip)?;
         Ok(BridgeConfig {
             name: "capsa0".into(),
-            subnet: super::networks::network_of(gateway, prefix),
+            subnet: super::subnet::network_of(gateway, prefix),
             prefix,
             gateway,
             internal: false,

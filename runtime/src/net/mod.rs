@@ -16,6 +16,7 @@ pub use capsa_core::netlink;
 pub mod networks;
 pub mod nft;
 pub mod ports;
+pub mod subnet;
 
 use ports::PortMapping;
 use serde::{Deserialize, Serialize};

@@ -7,8 +7,8 @@
 //! workload, and that program forks the workload.
 
 use super::channel::{self, Message};
+use super::config::InitConfig;
 use super::exec_fifo;
-use super::spawn::InitConfig;
 use crate::linux::rootfs::{FdLayers, RootLayers};
 use crate::linux::{capabilities, mountapi, namespaces, rootfs, sys, user};
 use oci_spec::runtime::LinuxNamespaceType;

@@ -7,11 +7,13 @@
 //! - [`join`]: entering a running container for `exec`;
 //! - [`stdio`]: the streams of a process entering a container (pipes or a pty made for it);
 //! - [`capsa_init`]: the small program `--init` and `exec` start the workload through;
+//! - [`config`]: what the parent hands the init (both sides read it);
 //! - [`channel`]: the messages between the two;
 //! - [`exec_fifo`]: the start gate, which also carries an exec failure back to `start`.
 
 pub mod capsa_init;
 pub mod channel;
+pub mod config;
 pub mod exec_fifo;
 pub mod init;
 pub mod join;
@@ -19,5 +21,6 @@ pub mod sigforward;
 pub mod spawn;
 pub mod stdio;
 
-pub use spawn::{spawn, InitConfig, SpawnError};
+pub use config::InitConfig;
+pub use spawn::{spawn, SpawnError};
 pub use stdio::Stdio;

@@ -2,44 +2,18 @@
 //! its cgroup, let it set up, and wait (bounded) until it is ready or has failed.
 
 use super::channel::{self, Message};
+use super::config::InitConfig;
 use super::init;
-use super::stdio::Stdio;
-use crate::linux::cgroups::CgroupManager;
-use crate::linux::rootfs::OverlayLayers;
 use crate::linux::sys::{fork_into_namespaces, Forked};
 use crate::linux::{mountapi, namespaces};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
-use seccompiler::BpfProgram;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::path::Path;
+use oci_spec::runtime::LinuxNamespaceType;
+use std::os::fd::{AsRawFd, RawFd};
 
 /// How long the init may take to set up before the parent gives up on it.
 const SETUP_TIMEOUT_MS: i32 = 60_000;
-
-/// Everything the init needs, prepared by the parent before the clone (so the child does
-/// no work that could be shared, such as compiling seccomp).
-pub struct InitConfig<'a> {
-    /// The OCI runtime spec.
-    pub spec: &'a Spec,
-    /// The layers to stack as the root.
-    pub layers: &'a OverlayLayers,
-    /// The start gate.
-    pub exec_fifo: &'a Path,
-    /// The workload's stdio.
-    pub stdio: Stdio<'a>,
-    /// With a terminal: the pty slave (host path), bind-mounted as /dev/console.
-    pub console: Option<std::path::PathBuf>,
-    /// Compiled seccomp filters, installed in order (empty: none).
-    pub seccomp: Vec<BpfProgram>,
-    /// The container's cgroup, already created with its limits.
-    pub cgroup: &'a dyn CgroupManager,
-    /// The sealed [`capsa_init`](super::capsa_init) program the workload starts through;
-    /// needed when the spec asks for `--init` (see [`init::wants_init`]), unused otherwise.
-    pub init_program: Option<&'a OwnedFd>,
-}
 
 /// Why a container's init could not be created.
 #[derive(Debug, thiserror::Error)]

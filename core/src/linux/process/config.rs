@@ -1,0 +1,32 @@
+//! What the parent hands the container's init: prepared before the clone, read by both
+//! sides ([`spawn`](super::spawn) and [`init`](super::init)).
+
+use super::stdio::Stdio;
+use crate::linux::cgroups::CgroupManager;
+use crate::linux::rootfs::OverlayLayers;
+use oci_spec::runtime::Spec;
+use seccompiler::BpfProgram;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+/// Everything the init needs, prepared by the parent before the clone (so the child does
+/// no work that could be shared, such as compiling seccomp).
+pub struct InitConfig<'a> {
+    /// The OCI runtime spec.
+    pub spec: &'a Spec,
+    /// The layers to stack as the root.
+    pub layers: &'a OverlayLayers,
+    /// The start gate.
+    pub exec_fifo: &'a Path,
+    /// The workload's stdio.
+    pub stdio: Stdio<'a>,
+    /// With a terminal: the pty slave (host path), bind-mounted as /dev/console.
+    pub console: Option<std::path::PathBuf>,
+    /// Compiled seccomp filters, installed in order (empty: none).
+    pub seccomp: Vec<BpfProgram>,
+    /// The container's cgroup, already created with its limits.
+    pub cgroup: &'a dyn CgroupManager,
+    /// The sealed [`capsa_init`](super::capsa_init) program the workload starts through;
+    /// needed when the spec asks for `--init` (see [`wants_init`](super::init::wants_init)), unused otherwise.
+    pub init_program: Option<&'a OwnedFd>,
+}
