@@ -26,10 +26,45 @@ pub fn write_tar(src: &Path, name: &Path, out: impl Write) -> std::io::Result<()
 /// (Docker's client extracts as the calling user, whose files cannot carry root's bits).
 const HOST_DROPPED_BITS: u32 = libc::S_ISUID | libc::S_ISGID;
 
+/// Why a tar stream could not be extracted; each names the entry or directory concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum ExtractError {
+    /// The stream could not be read.
+    #[error(transparent)]
+    Read(#[from] std::io::Error),
+    /// A header is not a tar header, or the guard refused it.
+    #[error("malformed tar stream: {0}")]
+    Malformed(#[source] std::io::Error),
+    /// An entry could not be written, or a directory the extraction uses cannot be.
+    #[error("{}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An entry's path would leave the destination (`..`, or through a symlink).
+    #[error("{}: path leaves the destination", .0.display())]
+    LeavesDestination(PathBuf),
+    /// The destination's parent directory does not exist.
+    #[error("{}: no such directory", .0.display())]
+    NoDirectory(PathBuf),
+    /// The stream held no entry to place as the destination.
+    #[error("the copy is empty")]
+    Empty,
+}
+
+/// The error of writing at `path`.
+fn write_error(path: &Path) -> impl FnOnce(std::io::Error) -> ExtractError + '_ {
+    move |source| ExtractError::Write {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// Extracts a tar stream at `dest` inside a container (or a VM's guest): modes are kept,
 /// set-user-ID and set-group-ID bits too (what a container holds is its own business).
 /// See [`extract_on_host`] for the placement rules.
-pub fn extract(input: impl Read, dest: &Path, as_is: bool) -> Result<(), String> {
+pub fn extract(input: impl Read, dest: &Path, as_is: bool) -> Result<(), ExtractError> {
     extract_masked(input, dest, as_is, 0)
 }
 
@@ -37,28 +72,30 @@ pub fn extract(input: impl Read, dest: &Path, as_is: bool) -> Result<(), String>
 /// into `dest` when it is a directory, else as `dest` itself: the stream's top entry takes
 /// `dest`'s name (extracted into a temporary sibling, then renamed, so tar's own checks
 /// keep every entry inside). Set-user-ID and set-group-ID bits are dropped.
-pub fn extract_on_host(input: impl Read, dest: &Path) -> Result<(), String> {
+pub fn extract_on_host(input: impl Read, dest: &Path) -> Result<(), ExtractError> {
     extract_masked(input, dest, false, HOST_DROPPED_BITS)
 }
 
 /// [`extract`] with the mode bits in `mask` cleared from every entry (`as_is`: a `-`
 /// stream goes into `dest` as it is).
-fn extract_masked(input: impl Read, dest: &Path, as_is: bool, mask: u32) -> Result<(), String> {
-    let unpack = |dir: &Path| -> Result<(), String> {
+fn extract_masked(
+    input: impl Read,
+    dest: &Path,
+    as_is: bool,
+    mask: u32,
+) -> Result<(), ExtractError> {
+    let unpack = |dir: &Path| -> Result<(), ExtractError> {
         // Oversized long-name and PAX headers are refused before tar buffers them.
         let mut archive = tar::Archive::new(HeaderGuard::new(input));
         archive.set_preserve_permissions(true);
         archive.set_mask(mask);
         archive.set_preserve_mtime(true);
         archive.set_overwrite(true);
-        for entry in archive.entries().map_err(|e| e.to_string())? {
-            let mut entry = entry.map_err(|e| format!("malformed tar stream: {e}"))?;
-            let path = entry.path().map_err(|e| e.to_string())?.into_owned();
-            if !entry
-                .unpack_in(dir)
-                .map_err(|e| format!("{}: {e}", path.display()))?
-            {
-                return Err(format!("{}: path leaves the destination", path.display()));
+        for entry in archive.entries()? {
+            let mut entry = entry.map_err(ExtractError::Malformed)?;
+            let path = entry.path()?.into_owned();
+            if !entry.unpack_in(dir).map_err(write_error(&path))? {
+                return Err(ExtractError::LeavesDestination(path));
             }
         }
         Ok(())
@@ -71,19 +108,18 @@ fn extract_masked(input: impl Read, dest: &Path, as_is: bool, mask: u32) -> Resu
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     if !parent.is_dir() {
-        return Err(format!("{}: no such directory", parent.display()));
+        return Err(ExtractError::NoDirectory(parent.to_path_buf()));
     }
     let tmp = tempfile::Builder::new()
         .prefix(".capsa-cp-")
         .tempdir_in(parent)
-        .map_err(|e| format!("{}: {e}", parent.display()))?;
+        .map_err(write_error(parent))?;
     unpack(tmp.path())?;
-    let top = std::fs::read_dir(tmp.path())
-        .map_err(|e| e.to_string())?
+    let top = std::fs::read_dir(tmp.path())?
         .flatten()
         .next()
-        .ok_or("the copy is empty")?;
-    std::fs::rename(top.path(), dest).map_err(|e| format!("{}: {e}", dest.display()))
+        .ok_or(ExtractError::Empty)?;
+    std::fs::rename(top.path(), dest).map_err(write_error(dest))
 }
 
 /// The name the copied tree gets: the source's last component (`/` copies as `.`).
@@ -127,5 +163,61 @@ mod tests {
         extract(&stream_with_special_bits()[..], inside.path(), true).unwrap();
         assert_eq!(mode(&inside.path().join("top")), 0o2755);
         assert_eq!(mode(&inside.path().join("top/tool")), 0o4755);
+    }
+
+    /// A stream with one file entry named `name` as given (the builder refuses `..`, so the
+    /// header's name field is written directly).
+    fn stream_with_raw_name(name: &str) -> Vec<u8> {
+        let mut header = tar::Header::new_old();
+        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        header.set_mode(0o644);
+        header.set_size(2);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        let mut out = header.as_bytes().to_vec();
+        out.extend_from_slice(b"hi");
+        out.resize(1024, 0);
+        out.extend_from_slice(&[0; 1024]);
+        out
+    }
+
+    #[test]
+    fn an_entry_climbing_out_is_refused_and_nothing_lands_outside() {
+        let top = tempfile::tempdir().unwrap();
+        let dest = top.path().join("dest");
+        std::fs::create_dir(&dest).unwrap();
+        let err = extract(&stream_with_raw_name("../escaped")[..], &dest, true).unwrap_err();
+        assert!(
+            matches!(&err, ExtractError::LeavesDestination(p) if p == Path::new("../escaped")),
+            "{err:?}"
+        );
+        assert_eq!(err.to_string(), "../escaped: path leaves the destination");
+        assert!(!top.path().join("escaped").exists());
+    }
+
+    #[test]
+    fn a_destination_under_no_directory_an_empty_stream_and_garbage_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing/out");
+        let err = extract_on_host(&stream_with_special_bits()[..], &missing).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: no such directory",
+                dir.path().join("missing").display()
+            )
+        );
+        let empty = tar::Builder::new(Vec::new()).into_inner().unwrap();
+        let err = extract_on_host(&empty[..], &dir.path().join("out")).unwrap_err();
+        assert!(matches!(err, ExtractError::Empty), "{err:?}");
+        assert!(!dir.path().join("out").exists());
+        let err = extract(&[0x41u8; 1024][..], dir.path(), true).unwrap_err();
+        assert!(matches!(err, ExtractError::Malformed(_)), "{err:?}");
+        assert!(
+            err.to_string().starts_with("malformed tar stream: "),
+            "{err}"
+        );
+        // The cause is kept for whoever walks the chain.
+        assert!(std::error::Error::source(&err).is_some());
     }
 }

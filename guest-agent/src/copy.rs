@@ -10,7 +10,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use capsa_core::linux::sys::{self, Forked};
-use capsa_core::tar_copy as cp;
+use capsa_core::tar_copy::{self as cp, ExtractError};
 
 /// A started copy process and the host's ends of its pipes.
 pub struct CopyProcess {
@@ -31,37 +31,99 @@ pub enum Root<'a> {
     Mounted(&'a Path),
 }
 
+/// Why a copy could not start (in the agent), or failed (in the copy process, whose stderr
+/// carries the text to the host).
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// The workload's process could not be opened.
+    #[error("process {pid}: {source}")]
+    Process {
+        pid: i32,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The workload's process is gone.
+    #[error("process {0} is gone")]
+    Gone(i32),
+    /// A pipe to the copy process could not be made.
+    #[error("pipe: {0}")]
+    Pipe(#[source] nix::errno::Errno),
+    /// The copy process could not be forked.
+    #[error("fork: {0}")]
+    Fork(#[source] std::io::Error),
+    /// The copy process could not make itself non-dumpable.
+    #[error("prctl(PR_SET_DUMPABLE): {0}")]
+    Dumpable(#[source] std::io::Error),
+    /// The copy process could not join the workload's mount namespace.
+    #[error("enter the workload's root: {0}")]
+    EnterWorkload(#[source] std::io::Error),
+    /// The copy process could not chroot into the root mounted for the copy.
+    #[error("enter the container's root {}: {source}", dir.display())]
+    EnterMounted {
+        dir: PathBuf,
+        #[source]
+        source: nix::errno::Errno,
+    },
+    /// `path` could not be written as a tar stream.
+    #[error("{}: {source}", path.display())]
+    Archive {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The stream could not be extracted at `path`.
+    #[error("{}: {source}", path.display())]
+    Extract {
+        path: PathBuf,
+        #[source]
+        source: ExtractError,
+    },
+    /// A `copy_in` process was started without its input.
+    #[error("no input")]
+    NoInput,
+}
+
 /// Starts writing `path` (in `root`) as a tar stream.
-pub fn copy_out(root: Root, path: &str) -> Result<CopyProcess, String> {
+pub fn copy_out(root: Root, path: &str) -> Result<CopyProcess, CopyError> {
     let inside = PathBuf::from(path);
     let name = cp::top_name(&inside);
     start(root, false, move |_, out| {
-        cp::write_tar(&inside, &name, out).map_err(|e| format!("{}: {e}", inside.display()))
+        cp::write_tar(&inside, &name, out).map_err(|source| CopyError::Archive {
+            path: inside,
+            source,
+        })
     })
 }
 
 /// Starts extracting the tar stream of its stdin at `path` (in `root`).
-pub fn copy_in(root: Root, path: &str, as_is: bool) -> Result<CopyProcess, String> {
+pub fn copy_in(root: Root, path: &str, as_is: bool) -> Result<CopyProcess, CopyError> {
     let target = PathBuf::from(path);
     start(root, true, move |input, _| {
-        let input = input.ok_or("no input")?;
-        cp::extract(input, &target, as_is).map_err(|e| format!("{}: {e}", target.display()))
+        let input = input.ok_or(CopyError::NoInput)?;
+        cp::extract(input, &target, as_is).map_err(|source| CopyError::Extract {
+            path: target,
+            source,
+        })
     })
 }
 
-fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))
+fn pipe() -> Result<(OwnedFd, OwnedFd), CopyError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(CopyError::Pipe)
 }
 
 /// Makes `root` the calling process's root.
-fn enter(root: &Root, pidfd: Option<&OwnedFd>) -> Result<(), String> {
+fn enter(root: &Root, pidfd: Option<&OwnedFd>) -> Result<(), CopyError> {
     match (root, pidfd) {
-        (Root::Workload(_), Some(pidfd)) => sys::setns_pidfd(pidfd, libc::CLONE_NEWNS as u64)
-            .map_err(|e| format!("enter the workload's root: {e}")),
+        (Root::Workload(_), Some(pidfd)) => {
+            sys::setns_pidfd(pidfd, libc::CLONE_NEWNS as u64).map_err(CopyError::EnterWorkload)
+        }
         (Root::Mounted(dir), _) => nix::unistd::chroot(*dir)
             .and_then(|()| nix::unistd::chdir("/"))
-            .map_err(|e| format!("enter the container's root {}: {e}", dir.display())),
-        (Root::Workload(pid), None) => Err(format!("process {pid} is gone")),
+            .map_err(|source| CopyError::EnterMounted {
+                dir: dir.to_path_buf(),
+                source,
+            }),
+        (Root::Workload(pid), None) => Err(CopyError::Gone(*pid)),
     }
 }
 
@@ -70,11 +132,11 @@ fn enter(root: &Root, pidfd: Option<&OwnedFd>) -> Result<(), String> {
 fn start(
     root: Root,
     with_input: bool,
-    work: impl FnOnce(Option<File>, File) -> Result<(), String>,
-) -> Result<CopyProcess, String> {
+    work: impl FnOnce(Option<File>, File) -> Result<(), CopyError>,
+) -> Result<CopyProcess, CopyError> {
     let pidfd = match root {
         Root::Workload(pid) => {
-            Some(sys::pidfd_open(pid).map_err(|e| format!("process {pid}: {e}"))?)
+            Some(sys::pidfd_open(pid).map_err(|source| CopyError::Process { pid, source })?)
         }
         Root::Mounted(_) => None,
     };
@@ -82,7 +144,7 @@ fn start(
     let (err_r, err_w) = pipe()?;
     let input = if with_input { Some(pipe()?) } else { None };
     // The agent has one thread, as fork requires.
-    match sys::fork_into_namespaces(0, None).map_err(|e| format!("fork: {e}"))? {
+    match sys::fork_into_namespaces(0, None).map_err(CopyError::Fork)? {
         Forked::Child => {
             // The parent's ends must close here too, or the stdin pipe never reaches its end.
             drop((out_r, err_r));
@@ -92,13 +154,13 @@ fn start(
             });
             // Non-dumpable for its whole life (it never execs), as capsa's own cp child.
             let result = sys::set_dumpable(false)
-                .map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))
+                .map_err(CopyError::Dumpable)
                 .and_then(|()| enter(&root, pidfd.as_ref()))
                 .and_then(|()| work(stdin, File::from(out_w)));
             let code = match result {
                 Ok(()) => 0,
-                Err(msg) => {
-                    let _ = nix::unistd::write(&err_w, format!("{msg}\n").as_bytes());
+                Err(e) => {
+                    let _ = nix::unistd::write(&err_w, format!("{e}\n").as_bytes());
                     1
                 }
             };

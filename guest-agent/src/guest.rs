@@ -4,12 +4,23 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::OnceLock;
 
-use capsa_core::linux::process::capsa_init;
+use capsa_core::linux::process::capsa_init::{self, LoadError};
 use capsa_core::protocol::INIT_PROGRAM_IN_GUEST;
 use nix::mount::{mount, MsFlags};
 
 /// capsa-init, sealed in memory from the initramfs's copy (which leave_initramfs hides).
-static INIT_PROGRAM: OnceLock<Result<OwnedFd, String>> = OnceLock::new();
+static INIT_PROGRAM: OnceLock<Result<OwnedFd, LoadError>> = OnceLock::new();
+
+/// Why the sealed capsa-init is not there for a workload.
+#[derive(Debug, thiserror::Error)]
+pub enum InitProgramError {
+    /// The initramfs's copy could not be read or sealed.
+    #[error(transparent)]
+    Load(&'static LoadError),
+    /// [`setup`] has not run: this process is not the guest's init.
+    #[error("{INIT_PROGRAM_IN_GUEST} was not loaded (the agent is not the guest's init)")]
+    NotLoaded,
+}
 
 /// Where the initramfs holds e2fsck (Debian's e2fsck-static), for the writable disk.
 pub const E2FSCK_PATH: &str = "/sbin/e2fsck";
@@ -29,7 +40,7 @@ pub fn e2fsck() -> Option<String> {
 /// for children), brings up the loopback interface. capsa-init is loaded first, while the
 /// initramfs is still the root.
 pub fn setup() -> std::io::Result<()> {
-    let loaded = capsa_init::load(Path::new(INIT_PROGRAM_IN_GUEST)).map_err(|e| e.to_string());
+    let loaded = capsa_init::load(Path::new(INIT_PROGRAM_IN_GUEST));
     let _ = INIT_PROGRAM.set(loaded);
     if let Ok(f) = std::fs::File::open(E2FSCK_PATH) {
         let _ = E2FSCK.set(OwnedFd::from(f));
@@ -105,13 +116,11 @@ fn leave_initramfs() -> std::io::Result<()> {
 }
 
 /// The sealed capsa-init the workload's `--init` and every exec start through.
-pub fn init_program() -> Result<&'static OwnedFd, String> {
+pub fn init_program() -> Result<&'static OwnedFd, InitProgramError> {
     match INIT_PROGRAM.get() {
         Some(Ok(fd)) => Ok(fd),
-        Some(Err(e)) => Err(e.clone()),
-        None => Err(format!(
-            "{INIT_PROGRAM_IN_GUEST} was not loaded (the agent is not the guest's init)"
-        )),
+        Some(Err(e)) => Err(InitProgramError::Load(e)),
+        None => Err(InitProgramError::NotLoaded),
     }
 }
 

@@ -50,14 +50,42 @@ struct Agent {
     procs: Vec<Proc>,
 }
 
-pub fn run() -> Result<(), String> {
-    let path = channel::find_port(Duration::from_secs(30)).map_err(|e| e.to_string())?;
-    let chan = channel::open(&path).map_err(|e| format!("open {}: {e}", path.display()))?;
+/// Why the agent stopped serving the host.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The host's port never appeared.
+    #[error(transparent)]
+    NoPort(std::io::Error),
+    /// The host's port could not be opened.
+    #[error("open {}: {source}", path.display())]
+    Open {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// SIGCHLD could not be blocked and read through a signalfd.
+    #[error(transparent)]
+    Signals(nix::errno::Errno),
+    /// The host closed the channel.
+    #[error("the host closed the agent channel")]
+    Closed,
+    /// The channel failed, or the host broke the protocol.
+    #[error(transparent)]
+    Protocol(ProtocolError),
+}
+
+/// Serves the host until it asks to shut down.
+pub fn run() -> Result<(), ServeError> {
+    let path = channel::find_port(Duration::from_secs(30)).map_err(ServeError::NoPort)?;
+    let chan = channel::open(&path).map_err(|source| ServeError::Open {
+        path: path.clone(),
+        source,
+    })?;
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
-    mask.thread_block().map_err(|e| e.to_string())?;
+    mask.thread_block().map_err(ServeError::Signals)?;
     let sigfd = SignalFd::with_flags(&mask, nix::sys::signalfd::SfdFlags::SFD_NONBLOCK)
-        .map_err(|e| e.to_string())?;
+        .map_err(ServeError::Signals)?;
     let mut agent = Agent {
         chan,
         workload: None,
@@ -68,8 +96,8 @@ pub fn run() -> Result<(), String> {
         match agent.turn(&sigfd) {
             Ok(true) => continue,
             Ok(false) => return Ok(()),
-            Err(ProtocolError::Closed) => return Err("the host closed the agent channel".into()),
-            Err(e) => return Err(e.to_string()),
+            Err(ProtocolError::Closed) => return Err(ServeError::Closed),
+            Err(e) => return Err(ServeError::Protocol(e)),
         }
     }
 }
@@ -355,7 +383,9 @@ impl Agent {
     fn start_copy(
         &mut self,
         name: String,
-        start: impl FnOnce(crate::copy::Root) -> Result<crate::copy::CopyProcess, String>,
+        start: impl FnOnce(
+            crate::copy::Root,
+        ) -> Result<crate::copy::CopyProcess, crate::copy::CopyError>,
     ) -> Result<Response, workload::Failure> {
         self.unused_name(&name)?;
         let root = match (&self.workload, &self.root) {
@@ -363,7 +393,7 @@ impl Agent {
             (None, Some(dir)) => crate::copy::Root::Mounted(dir),
             (None, None) => return Err((ErrorKind::NotFound, "no workload in this VM".into())),
         };
-        let copy = start(root).map_err(|e| (ErrorKind::Internal, e))?;
+        let copy = start(root).map_err(|e| (ErrorKind::Internal, e.to_string()))?;
         self.procs.push(Proc {
             name,
             pid: copy.pid,

@@ -258,7 +258,8 @@ impl Workload {
         })?;
         let namespaces =
             capsa_core::linux::namespaces::clone_flags(&self.spec) & !(libc::CLONE_NEWPID as u64);
-        let init_program = guest::init_program().map_err(|e| (ErrorKind::Isolation, e))?;
+        let init_program =
+            guest::init_program().map_err(|e| (ErrorKind::Isolation, e.to_string()))?;
         let streams = Streams::new(req.tty).map_err(fail(ErrorKind::Internal))?;
         let cfg = JoinConfig {
             init: &init,

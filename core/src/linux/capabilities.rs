@@ -23,8 +23,13 @@ pub const DOCKER_DEFAULT: &[&str] = &[
     "CAP_AUDIT_WRITE",
 ];
 
+/// A `--cap-add`/`--cap-drop` name the kernel's capability list does not hold, as given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown capability: {0:?}")]
+pub struct UnknownCapability(pub String);
+
 /// Parses `NET_ADMIN`, `cap_net_admin` or `CAP_NET_ADMIN` (and `ALL`) into canonical names.
-pub fn parse_cap(name: &str) -> Result<Vec<String>, String> {
+pub fn parse_cap(name: &str) -> Result<Vec<String>, UnknownCapability> {
     let upper = name.trim().to_ascii_uppercase();
     if upper == "ALL" {
         return Ok(all_caps());
@@ -36,7 +41,7 @@ pub fn parse_cap(name: &str) -> Result<Vec<String>, String> {
     };
     Capability::from_str(&full)
         .map(|c| vec![c.to_string()])
-        .map_err(|_| format!("unknown capability: {name:?}"))
+        .map_err(|_| UnknownCapability(name.to_string()))
 }
 
 /// Every capability the running kernel knows that the caller can still grant (those in
@@ -51,7 +56,7 @@ pub fn all_caps() -> Vec<String> {
 }
 
 /// Docker's default set, plus `add`, minus `drop` (each may be `ALL`).
-pub fn effective_set(add: &[String], drop: &[String]) -> Result<Vec<String>, String> {
+pub fn effective_set(add: &[String], drop: &[String]) -> Result<Vec<String>, UnknownCapability> {
     let mut set: Vec<String> = DOCKER_DEFAULT.iter().map(|s| s.to_string()).collect();
     for d in drop {
         let names = parse_cap(d)?;
@@ -128,6 +133,7 @@ mod tests {
     #[test]
     fn unknown_capabilities_are_named() {
         let err = effective_set(&["CAP_FLY".into()], &[]).unwrap_err();
-        assert!(err.contains("CAP_FLY"), "{err}");
+        assert_eq!(err, UnknownCapability("CAP_FLY".into()));
+        assert!(err.to_string().contains("CAP_FLY"), "{err}");
     }
 }

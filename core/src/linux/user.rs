@@ -80,16 +80,51 @@ pub const MAX_ID: u32 = i32::MAX as u32;
 /// an error it would fill the init's message to its parent.
 pub const MAX_NAME: usize = 256;
 
+/// A user or group name longer than [`MAX_NAME`]: which part and how long, not the name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the {part} name is {len} bytes long; at most {MAX_NAME}")]
+pub struct NameTooLong {
+    /// `user` or `group`.
+    pub part: &'static str,
+    /// Its length in bytes.
+    pub len: usize,
+}
+
+/// Why `-u USER[:GROUP]` names no one the workload may run as.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    /// A part of the string is longer than any name (`quoted`: its start, see [`quote_start`]).
+    #[error("user {quoted}: {source}")]
+    NameTooLong {
+        quoted: String,
+        #[source]
+        source: NameTooLong,
+    },
+    /// An ID above [`MAX_ID`]; `what` names it ("uid", "gid", "supplementary gid").
+    #[error("user {spec:?}: {what} {id} is out of range (at most {MAX_ID})")]
+    IdOutOfRange {
+        spec: String,
+        what: &'static str,
+        id: u32,
+    },
+    /// A user name the container's /etc/passwd does not hold.
+    #[error("unable to find user {0}: no matching entries in passwd file")]
+    UnknownUser(String),
+    /// A group name the container's /etc/group does not hold (and not a number).
+    #[error("unable to find group {0}: no matching entries in group file")]
+    UnknownGroup(String),
+}
+
 /// Refuses a user string whose user or group part is longer than [`MAX_NAME`]; the error
 /// says which part and how long, without quoting it.
-pub fn check_name_lengths(spec: &str) -> Result<(), String> {
+pub fn check_name_lengths(spec: &str) -> Result<(), NameTooLong> {
     let (user, group) = spec.split_once(':').unwrap_or((spec, ""));
-    for (what, name) in [("user", user), ("group", group)] {
+    for (part, name) in [("user", user), ("group", group)] {
         if name.len() > MAX_NAME {
-            return Err(format!(
-                "the {what} name is {} bytes long; at most {MAX_NAME}",
-                name.len()
-            ));
+            return Err(NameTooLong {
+                part,
+                len: name.len(),
+            });
         }
     }
     Ok(())
@@ -106,11 +141,13 @@ pub fn quote_start(text: &str) -> String {
 
 /// Refuses an ID above [`MAX_ID`]; `what` names it ("uid", "gid", "supplementary gid")
 /// and `spec` is the user string it came from.
-fn check_id(what: &str, id: u32, spec: &str) -> Result<u32, String> {
+fn check_id(what: &'static str, id: u32, spec: &str) -> Result<u32, UserError> {
     if id > MAX_ID {
-        return Err(format!(
-            "user {spec:?}: {what} {id} is out of range (at most {MAX_ID})"
-        ));
+        return Err(UserError::IdOutOfRange {
+            spec: spec.to_string(),
+            what,
+            id,
+        });
     }
     Ok(id)
 }
@@ -118,8 +155,11 @@ fn check_id(what: &str, id: u32, spec: &str) -> Result<u32, String> {
 /// Resolves `spec` (`""`, `name`, `uid`, `name:group`, `uid:gid`) inside the tree at `root`.
 /// Numeric IDs need no passwd entry, as in Docker. Every ID, from the string or from the
 /// container's passwd and group files, must be at most [`MAX_ID`].
-pub fn resolve(spec: &str, root: &Path) -> Result<ResolvedUser, String> {
-    check_name_lengths(spec).map_err(|why| format!("user {}: {why}", quote_start(spec)))?;
+pub fn resolve(spec: &str, root: &Path) -> Result<ResolvedUser, UserError> {
+    check_name_lengths(spec).map_err(|source| UserError::NameTooLong {
+        quoted: quote_start(spec),
+        source,
+    })?;
     let user = resolve_unchecked(spec, root)?;
     check_id("uid", user.uid, spec)?;
     check_id("gid", user.gid, spec)?;
@@ -129,7 +169,7 @@ pub fn resolve(spec: &str, root: &Path) -> Result<ResolvedUser, String> {
     Ok(user)
 }
 
-fn resolve_unchecked(spec: &str, root: &Path) -> Result<ResolvedUser, String> {
+fn resolve_unchecked(spec: &str, root: &Path) -> Result<ResolvedUser, UserError> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
@@ -142,19 +182,15 @@ fn resolve_unchecked(spec: &str, root: &Path) -> Result<ResolvedUser, String> {
     let (uid, mut gid, name, home) = match (entry, user.parse::<u32>()) {
         (Some(e), _) => (e.uid, e.gid, Some(e.name.clone()), e.home.clone()),
         (None, Ok(uid)) => (uid, 0, None, "/".to_string()),
-        (None, Err(_)) => {
-            return Err(format!(
-                "unable to find user {user}: no matching entries in passwd file"
-            ))
-        }
+        (None, Err(_)) => return Err(UserError::UnknownUser(user.to_string())),
     };
     let groups = read_groups(root);
     if let Some(g) = group {
         gid = match groups.iter().find(|(n, _, _)| n == g) {
             Some((_, id, _)) => *id,
-            None => g.parse().map_err(|_| {
-                format!("unable to find group {g}: no matching entries in group file")
-            })?,
+            None => g
+                .parse()
+                .map_err(|_| UserError::UnknownGroup(g.to_string()))?,
         };
     }
     let additional_gids = match (&name, group) {
@@ -212,10 +248,12 @@ mod tests {
     #[test]
     fn unknown_names_are_errors() {
         let r = root();
-        assert!(resolve("nobody", r.path()).unwrap_err().contains("nobody"));
-        assert!(resolve("app:nogroup", r.path())
-            .unwrap_err()
-            .contains("nogroup"));
+        let err = resolve("nobody", r.path()).unwrap_err();
+        assert_eq!(err, UserError::UnknownUser("nobody".into()));
+        assert!(err.to_string().contains("nobody"));
+        let err = resolve("app:nogroup", r.path()).unwrap_err();
+        assert_eq!(err, UserError::UnknownGroup("nogroup".into()));
+        assert!(err.to_string().contains("nogroup"));
     }
 
     #[test]
@@ -239,13 +277,13 @@ mod tests {
             ("evil", "uid 4294967295"),
             ("evil2", "supplementary gid 4294967295"),
         ] {
-            let err = resolve(spec, r.path()).unwrap_err();
+            let err = resolve(spec, r.path()).unwrap_err().to_string();
             assert!(err.contains(field), "{spec}: {err}");
             assert!(!err.contains('\n'), "one line: {err}");
         }
         let long = "a".repeat(70_000);
         for spec in [long.clone(), format!("app:{long}")] {
-            let err = resolve(&spec, r.path()).unwrap_err();
+            let err = resolve(&spec, r.path()).unwrap_err().to_string();
             assert!(err.contains("70000 bytes long") && err.len() < 200, "{err}");
         }
         let top = resolve("2147483647:2147483647", r.path()).unwrap();

@@ -303,7 +303,7 @@ impl RunArgs {
         }
         // Capability names are checked now, before anything is created.
         crate::linux::capabilities::effective_set(&opts.cap_add, &opts.cap_drop)
-            .map_err(ContainerError::InvalidArgument)?;
+            .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
         if let SeccompChoice::File(p) = &opts.seccomp {
             let text = std::fs::read_to_string(p).map_err(|e| {
                 ContainerError::InvalidArgument(format!("seccomp profile {}: {e}", p.display()))

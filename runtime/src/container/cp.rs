@@ -276,7 +276,7 @@ pub fn copy_out(
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         } else {
-            extract_on_host(stream, dest)
+            extract_on_host(stream, dest).map_err(|e| e.to_string())
         }
     };
     in_container(store, &state, child, parent)?

@@ -35,6 +35,65 @@ pub fn wants_init(spec: &oci_spec::runtime::Spec) -> bool {
 /// PATH when neither the image nor the user sets one (Docker's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// Why the init could not set the container up. It crosses to the parent as its text
+/// ([`Message::Error`]); each variant names the step that failed and keeps its cause.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A step failed on a file or a system call reported as an I/O error.
+    #[error("{step}: {source}")]
+    Io {
+        step: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A step failed on a system call nix wraps.
+    #[error("{step}: {source}")]
+    Sys {
+        step: String,
+        #[source]
+        source: nix::errno::Errno,
+    },
+    /// The init could not move itself into its cgroup.
+    #[error("join cgroup: {0}")]
+    Cgroup(#[source] crate::linux::cgroups::CgroupError),
+    /// The capability sets could not be applied.
+    #[error("{step}: {source}")]
+    Capabilities {
+        step: &'static str,
+        #[source]
+        source: caps::errors::CapsError,
+    },
+    /// The parent did not hand over one idmapped mount per layer.
+    #[error("expected the {expected} idmapped layers, got {got:?} with {count}")]
+    Layers {
+        expected: usize,
+        got: Message,
+        count: usize,
+    },
+    /// Mounting, pivoting or masking the root failed.
+    #[error(transparent)]
+    Rootfs(#[from] rootfs::RootfsError),
+    /// The user could not be resolved in the container's own passwd and group files.
+    #[error(transparent)]
+    User(#[from] user::UserError),
+}
+
+/// The error of a failed I/O step named `step`.
+fn io_step(step: impl Into<String>) -> impl FnOnce(std::io::Error) -> SetupError {
+    move |source| SetupError::Io {
+        step: step.into(),
+        source,
+    }
+}
+
+/// The error of a failed system call named `step`.
+fn sys_step(step: impl Into<String>) -> impl FnOnce(nix::errno::Errno) -> SetupError {
+    move |source| SetupError::Sys {
+        step: step.into(),
+        source,
+    }
+}
+
 /// What set-up resolved, used after the start gate opens.
 struct Prepared {
     user: user::ResolvedUser,
@@ -49,8 +108,8 @@ pub fn run(cfg: &InitConfig, sock: OwnedFd, born_in_cgroup: bool) -> i32 {
         early(cfg, &sock, born_in_cgroup).and_then(|(gate, layers)| set_up(cfg, gate, layers));
     let prepared = match prepared {
         Ok(p) => p,
-        Err(msg) => {
-            let _ = channel::send(&sock, &Message::Error(msg));
+        Err(e) => {
+            let _ = channel::send(&sock, &Message::Error(e.to_string()));
             return 1;
         }
     };
@@ -84,14 +143,12 @@ fn early<'a>(
     cfg: &'a InitConfig,
     sock: &OwnedFd,
     born_in_cgroup: bool,
-) -> Result<(OwnedFd, RootLayers<'a>), String> {
-    sys::set_dumpable(false).map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;
+) -> Result<(OwnedFd, RootLayers<'a>), SetupError> {
+    sys::set_dumpable(false).map_err(io_step("prctl(PR_SET_DUMPABLE)"))?;
     if !born_in_cgroup {
-        cfg.cgroup
-            .join_self()
-            .map_err(|e| format!("join cgroup: {e}"))?;
+        cfg.cgroup.join_self().map_err(SetupError::Cgroup)?;
     }
-    let open = |p: &Path| mountapi::open_path(p).map_err(|e| format!("open {}: {e}", p.display()));
+    let open = |p: &Path| mountapi::open_path(p).map_err(io_step(format!("open {}", p.display())));
     // Opened by path before pivot_root hides the host; reopened for writing at start.
     let gate = open(cfg.exec_fifo)?;
     let layers = if namespaces::has(cfg.spec, LinuxNamespaceType::User) {
@@ -115,20 +172,20 @@ fn early<'a>(
             .map(|n| open(&cfg.layers.attach_dir.join(n.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
         let (msg, lower) =
-            channel::recv_with_fds(sock).map_err(|e| format!("waiting for the ID maps: {e}"))?;
+            channel::recv_with_fds(sock).map_err(io_step("waiting for the ID maps"))?;
         if msg != Message::Go || lower.len() != cfg.layers.lower.len() {
-            return Err(format!(
-                "expected the {} idmapped layers, got {msg:?} with {}",
-                cfg.layers.lower.len(),
-                lower.len()
-            ));
+            return Err(SetupError::Layers {
+                expected: cfg.layers.lower.len(),
+                got: msg,
+                count: lower.len(),
+            });
         }
         let root = nix::unistd::Gid::from_raw(0);
         nix::unistd::setresgid(root, root, root)
-            .map_err(|e| format!("become the namespace's root: {e}"))?;
+            .map_err(sys_step("become the namespace's root"))?;
         let root = nix::unistd::Uid::from_raw(0);
         nix::unistd::setresuid(root, root, root)
-            .map_err(|e| format!("become the namespace's root: {e}"))?;
+            .map_err(sys_step("become the namespace's root"))?;
         RootLayers::Fds(FdLayers {
             lower,
             lower_targets,
@@ -142,15 +199,15 @@ fn early<'a>(
     };
     if namespaces::has(cfg.spec, LinuxNamespaceType::Cgroup) {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
-            .map_err(|e| format!("unshare cgroup namespace: {e}"))?;
+            .map_err(sys_step("unshare cgroup namespace"))?;
     }
     Ok((gate, layers))
 }
 
-fn set_up(cfg: &InitConfig, gate: OwnedFd, layers: RootLayers) -> Result<Prepared, String> {
+fn set_up(cfg: &InitConfig, gate: OwnedFd, layers: RootLayers) -> Result<Prepared, SetupError> {
     let spec = cfg.spec;
-    nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
-    cfg.stdio.install().map_err(|e| format!("stdio: {e}"))?;
+    nix::unistd::setsid().map_err(sys_step("setsid"))?;
+    cfg.stdio.install().map_err(sys_step("stdio"))?;
     if spec
         .process()
         .as_ref()
@@ -158,24 +215,24 @@ fn set_up(cfg: &InitConfig, gate: OwnedFd, layers: RootLayers) -> Result<Prepare
         .unwrap_or(false)
     {
         // The pty on stdin becomes the session's controlling terminal (Ctrl-C, job control).
-        sys::set_controlling_terminal(0).map_err(|e| format!("controlling terminal: {e}"))?;
+        sys::set_controlling_terminal(0).map_err(io_step("controlling terminal"))?;
     }
-    let root = rootfs::prepare(spec, layers).map_err(|e| e.to_string())?;
+    let root = rootfs::prepare(spec, layers)?;
     if let Some(console) = &cfg.console {
-        rootfs::bind_console(console, &root).map_err(|e| e.to_string())?;
+        rootfs::bind_console(console, &root)?;
     }
-    rootfs::pivot(&root).map_err(|e| e.to_string())?;
-    let root = rootfs::current_root().map_err(|e| e.to_string())?;
+    rootfs::pivot(&root)?;
+    let root = rootfs::current_root()?;
     let linux = spec.linux().as_ref();
     if let Some(paths) = linux.and_then(|l| l.masked_paths().as_ref()) {
-        rootfs::mask_paths(&root, paths).map_err(|e| e.to_string())?;
+        rootfs::mask_paths(&root, paths)?;
     }
     if let Some(paths) = linux.and_then(|l| l.readonly_paths().as_ref()) {
-        rootfs::readonly_paths(&root, paths).map_err(|e| e.to_string())?;
+        rootfs::readonly_paths(&root, paths)?;
     }
     if namespaces::has(spec, LinuxNamespaceType::Uts) {
         if let Some(h) = spec.hostname() {
-            nix::unistd::sethostname(h).map_err(|e| format!("sethostname {h:?}: {e}"))?;
+            nix::unistd::sethostname(h).map_err(sys_step(format!("sethostname {h:?}")))?;
         }
     }
     let user_spec = spec
@@ -191,14 +248,14 @@ fn set_up(cfg: &InitConfig, gate: OwnedFd, layers: RootLayers) -> Result<Prepare
         .unwrap_or_else(|| "/".into());
     // Docker creates a missing working directory (inside the root, through no magic link).
     root.mkdir_all(&cwd)
-        .map_err(|e| format!("working directory {}: {e}", cwd.display()))?;
+        .map_err(io_step(format!("working directory {}", cwd.display())))?;
     if spec
         .root()
         .as_ref()
         .and_then(|r| r.readonly())
         .unwrap_or(false)
     {
-        rootfs::remount_root_readonly().map_err(|e| e.to_string())?;
+        rootfs::remount_root_readonly()?;
     }
     Ok(Prepared { user, gate })
 }
@@ -261,8 +318,8 @@ pub fn exec_process(
         }
     }
     let nnp = process.no_new_privileges().unwrap_or(false);
-    if let Err(msg) = drop_privileges(process, user, nnp, seccomp) {
-        return (126, msg);
+    if let Err(e) = drop_privileges(process, user, nnp, seccomp) {
+        return (126, e.to_string());
     }
     sys::reset_signals();
     if let Err(e) = sys::cloexec_from(3) {
@@ -300,10 +357,10 @@ fn drop_privileges(
     u: &user::ResolvedUser,
     nnp: bool,
     seccomp: &[seccompiler::BpfProgram],
-) -> Result<(), String> {
-    let install = || -> Result<(), String> {
+) -> Result<(), SetupError> {
+    let install = || -> Result<(), SetupError> {
         for program in seccomp {
-            sys::install_seccomp_filter(program).map_err(|e| format!("seccomp: {e}"))?;
+            sys::install_seccomp_filter(program).map_err(io_step("seccomp"))?;
         }
         Ok(())
     };
@@ -311,25 +368,31 @@ fn drop_privileges(
         install()?;
     }
     if let Some(caps) = process.capabilities() {
-        capabilities::apply_bounding(caps).map_err(|e| format!("capability bounding set: {e}"))?;
+        capabilities::apply_bounding(caps).map_err(|source| SetupError::Capabilities {
+            step: "capability bounding set",
+            source,
+        })?;
     }
-    sys::set_keep_caps(true).map_err(|e| format!("keepcaps: {e}"))?;
+    sys::set_keep_caps(true).map_err(io_step("keepcaps"))?;
     let gids: Vec<nix::unistd::Gid> = u
         .additional_gids
         .iter()
         .map(|g| nix::unistd::Gid::from_raw(*g))
         .collect();
-    nix::unistd::setgroups(&gids).map_err(|e| format!("setgroups: {e}"))?;
+    nix::unistd::setgroups(&gids).map_err(sys_step("setgroups"))?;
     let gid = nix::unistd::Gid::from_raw(u.gid);
     let uid = nix::unistd::Uid::from_raw(u.uid);
-    nix::unistd::setresgid(gid, gid, gid).map_err(|e| format!("setgid {}: {e}", u.gid))?;
-    nix::unistd::setresuid(uid, uid, uid).map_err(|e| format!("setuid {}: {e}", u.uid))?;
-    sys::set_keep_caps(false).map_err(|e| format!("keepcaps: {e}"))?;
+    nix::unistd::setresgid(gid, gid, gid).map_err(sys_step(format!("setgid {}", u.gid)))?;
+    nix::unistd::setresuid(uid, uid, uid).map_err(sys_step(format!("setuid {}", u.uid)))?;
+    sys::set_keep_caps(false).map_err(io_step("keepcaps"))?;
     if let Some(caps) = process.capabilities() {
-        capabilities::apply_sets(caps).map_err(|e| format!("capabilities: {e}"))?;
+        capabilities::apply_sets(caps).map_err(|source| SetupError::Capabilities {
+            step: "capabilities",
+            source,
+        })?;
     }
     if nnp {
-        sys::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
+        sys::set_no_new_privs().map_err(io_step("no_new_privs"))?;
         install()?;
     }
     Ok(())

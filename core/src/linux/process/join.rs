@@ -103,7 +103,7 @@ fn enter_and_exec(cfg: &JoinConfig) -> (i32, String) {
     }
     let user = match user::resolve(cfg.user, Path::new("/")) {
         Ok(u) => u,
-        Err(msg) => return (126, msg),
+        Err(e) => return (126, e.to_string()),
     };
     exec_process(cfg.process, &user, cfg.seccomp, Some(cfg.init_program))
 }
