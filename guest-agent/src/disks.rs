@@ -9,7 +9,12 @@ use nix::mount::{mount, MsFlags};
 
 /// The /dev node of the virtio-blk disk whose serial is `serial`.
 pub fn by_serial(serial: &str) -> std::io::Result<PathBuf> {
-    for e in std::fs::read_dir("/sys/block")?.flatten() {
+    by_serial_in(Path::new("/sys/block"), serial)
+}
+
+/// [`by_serial`] over the block devices listed in `sys_block`.
+fn by_serial_in(sys_block: &Path, serial: &str) -> std::io::Result<PathBuf> {
+    for e in std::fs::read_dir(sys_block)?.flatten() {
         let s = std::fs::read_to_string(e.path().join("serial")).unwrap_or_default();
         if s.trim_end_matches(['\0', '\n']) == serial {
             return Ok(PathBuf::from("/dev").join(e.file_name()));
@@ -146,6 +151,30 @@ pub fn check_ext4(dev: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_disk_is_found_by_its_whole_serial_padding_aside() {
+        let sys = tempfile::tempdir().unwrap();
+        for (dev, serial) in [("vda", "layer-0\0\0\0\n"), ("vdb", "upper\n")] {
+            std::fs::create_dir(sys.path().join(dev)).unwrap();
+            std::fs::write(sys.path().join(dev).join("serial"), serial).unwrap();
+        }
+        std::fs::create_dir(sys.path().join("loop0")).unwrap(); // no serial file
+        assert_eq!(
+            by_serial_in(sys.path(), "layer-0").unwrap(),
+            Path::new("/dev/vda")
+        );
+        assert_eq!(
+            by_serial_in(sys.path(), "upper").unwrap(),
+            Path::new("/dev/vdb")
+        );
+        // A prefix of a serial names no disk, and the error says which serial is missing.
+        let err = by_serial_in(sys.path(), "layer").unwrap_err();
+        assert!(
+            err.to_string().contains("no disk with serial \"layer\""),
+            "{err}"
+        );
+    }
 
     #[test]
     fn only_a_clean_error_free_ext4_superblock_is_clean() {

@@ -536,3 +536,240 @@ impl Agent {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use capsa_core::protocol::Envelope;
+    use std::os::unix::net::UnixStream;
+
+    /// An agent with no workload whose channel is one end of a socket pair; the other end
+    /// is the host's.
+    fn agent() -> (Agent, UnixStream) {
+        let (ours, host) = UnixStream::pair().unwrap();
+        let agent = Agent {
+            chan: File::from(std::os::fd::OwnedFd::from(ours)),
+            workload: None,
+            root: None,
+            procs: Vec::new(),
+        };
+        (agent, host)
+    }
+
+    /// Sends `req` as the host would and returns what the agent answered, and whether it
+    /// keeps serving.
+    fn ask(agent: &mut Agent, host: &mut UnixStream, id: u64, req: Request) -> (Envelope, bool) {
+        protocol::write_frame(host, id, Message::Request(req)).unwrap();
+        let more = agent.handle_request().unwrap();
+        (protocol::read_frame(host).unwrap(), more)
+    }
+
+    /// The error an answer carries.
+    fn error_of(env: Envelope) -> (ErrorKind, String) {
+        match env.message {
+            Message::Response(Response::Error { kind, message }) => (kind, message),
+            other => panic!("not an error: {other:?}"),
+        }
+    }
+
+    /// A followed process whose stdout is a pipe holding `output` (its writer closed).
+    fn finished_proc(name: &str, output: &[u8], code: i32) -> Proc {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        File::from(w).write_all(output).unwrap();
+        Proc {
+            name: name.into(),
+            pid: 0,
+            stdout: Some(File::from(r)),
+            stderr: None,
+            stdin: None,
+            tty: None,
+            // Exited "now" for as long as the test runs: the grace time never ends on its own.
+            exited: Some((code, false, Instant::now() + Duration::from_secs(3600))),
+            reported: false,
+        }
+    }
+
+    #[test]
+    fn each_answer_carries_its_request_id_and_hello_names_the_agent() {
+        let (mut agent, mut host) = agent();
+        let (env, more) = ask(&mut agent, &mut host, 41, Request::Hello);
+        assert!(more);
+        assert_eq!(env.id, 41);
+        match env.message {
+            Message::Response(Response::Hello { agent, kernel }) => {
+                assert_eq!(agent, env!("CARGO_PKG_VERSION"));
+                assert!(!kernel.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+        let (env, _) = ask(&mut agent, &mut host, 42, Request::Stats);
+        assert_eq!(env.id, 42);
+        match env.message {
+            // No workload: the guest's memory only.
+            Message::Response(Response::Stats(s)) => {
+                assert!(s.guest_memory_total > 0);
+                assert_eq!((s.cpu_ns, s.pids), (0, 0));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn what_is_not_a_request_or_not_valid_now_is_refused_by_kind() {
+        let (mut agent, mut host) = agent();
+        let event = Message::Event(Event::Exited {
+            process: "x".into(),
+            code: 0,
+            oom_killed: false,
+        });
+        protocol::write_frame(&mut host, 7, event).unwrap();
+        assert!(agent.handle_request().unwrap());
+        let env = protocol::read_frame(&mut host).unwrap();
+        assert_eq!(env.id, 7);
+        assert_eq!(
+            error_of(env),
+            (ErrorKind::BadRequest, "expected a request".into())
+        );
+        let cases = [
+            (Request::Start, ErrorKind::BadRequest, "start before create"),
+            (Request::Top, ErrorKind::NotFound, "no workload in this VM"),
+            (
+                Request::Freeze { frozen: true },
+                ErrorKind::NotFound,
+                "no workload in this VM",
+            ),
+            (
+                Request::CopyOut {
+                    process: "cp1".into(),
+                    path: "/etc".into(),
+                },
+                ErrorKind::NotFound,
+                "no workload in this VM",
+            ),
+            (
+                Request::Signal {
+                    process: "ghost".into(),
+                    signal: 9,
+                },
+                ErrorKind::NotFound,
+                "no running process ghost",
+            ),
+            (
+                Request::Input {
+                    process: "ghost".into(),
+                    data: Bytes(b"x".to_vec()),
+                },
+                ErrorKind::NotFound,
+                "no process ghost",
+            ),
+            (
+                Request::Attach { stdin: true },
+                ErrorKind::BadRequest,
+                "attach is served by the VM's monitor, not the agent",
+            ),
+        ];
+        for (i, (req, kind, message)) in cases.into_iter().enumerate() {
+            let (env, more) = ask(&mut agent, &mut host, i as u64 + 1, req);
+            assert!(more);
+            assert_eq!(error_of(env), (kind, message.to_string()));
+        }
+    }
+
+    #[test]
+    fn shutdown_is_answered_then_the_loop_ends() {
+        let (mut agent, mut host) = agent();
+        let (env, more) = ask(&mut agent, &mut host, 3, Request::Shutdown);
+        assert_eq!(env.message, Message::Response(Response::Ok));
+        assert!(!more);
+    }
+
+    #[test]
+    fn a_host_of_another_version_or_an_oversized_frame_or_a_closed_channel_stops_serving() {
+        let (mut agent, mut host) = agent();
+        let other = serde_json::to_vec(&Envelope {
+            version: protocol::PROTOCOL_VERSION + 1,
+            id: 1,
+            message: Message::Request(Request::Hello),
+        })
+        .unwrap();
+        host.write_all(&(other.len() as u32).to_be_bytes()).unwrap();
+        host.write_all(&other).unwrap();
+        assert!(matches!(
+            agent.handle_request(),
+            Err(ProtocolError::Version { .. })
+        ));
+        host.write_all(&u32::MAX.to_be_bytes()).unwrap();
+        assert!(matches!(
+            agent.handle_request(),
+            Err(ProtocolError::TooLarge(_))
+        ));
+        drop(host);
+        assert!(matches!(agent.handle_request(), Err(ProtocolError::Closed)));
+    }
+
+    #[test]
+    fn output_is_forwarded_and_the_exit_reported_once_after_it() {
+        let (mut agent, mut host) = agent();
+        agent.procs.push(finished_proc("e1", b"hello", 3));
+        // Output still unread: the exit waits for it.
+        agent.report_exits().unwrap();
+        agent.forward(0, Stream::Stdout).unwrap();
+        let env = protocol::read_frame(&mut host).unwrap();
+        assert_eq!(
+            env.message,
+            Message::Event(Event::Output {
+                process: "e1".into(),
+                stream: Stream::Stdout,
+                data: Bytes(b"hello".to_vec()),
+            })
+        );
+        agent.forward(0, Stream::Stdout).unwrap(); // end of file: drained
+        agent.report_exits().unwrap();
+        agent.report_exits().unwrap();
+        let env = protocol::read_frame(&mut host).unwrap();
+        assert_eq!(
+            env.message,
+            Message::Event(Event::Exited {
+                process: "e1".into(),
+                code: 3,
+                oom_killed: false,
+            })
+        );
+        // Reported once: the next frame is the answer to the next request.
+        let (env, _) = ask(&mut agent, &mut host, 9, Request::Hello);
+        assert_eq!(env.id, 9);
+    }
+
+    #[test]
+    fn an_exec_that_failed_sends_its_message_on_stderr_and_its_code_as_the_exit() {
+        let (mut agent, mut host) = agent();
+        agent.procs.push(finished_proc("e2", b"", 0));
+        agent.procs[0].exited = None;
+        agent.failed_to_exec(
+            "e2",
+            127,
+            "exec \"nope\": executable file not found in $PATH",
+        );
+        let env = protocol::read_frame(&mut host).unwrap();
+        assert_eq!(
+            env.message,
+            Message::Event(Event::Output {
+                process: "e2".into(),
+                stream: Stream::Stderr,
+                data: Bytes(b"exec \"nope\": executable file not found in $PATH\n".to_vec()),
+            })
+        );
+        agent.report_exits().unwrap();
+        let env = protocol::read_frame(&mut host).unwrap();
+        assert!(matches!(
+            env.message,
+            Message::Event(Event::Exited { code: 127, .. })
+        ));
+        // Its name stays taken.
+        assert_eq!(
+            agent.unused_name("e2"),
+            Err((ErrorKind::BadRequest, "process e2 exists".into()))
+        );
+        assert!(agent.unused_name("e3").is_ok());
+    }
+}
