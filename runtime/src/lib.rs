@@ -6,7 +6,7 @@
 //! - [`net`]: the default bridge, veth pairs, addresses, nftables NAT and published ports;
 //! - [`container`]: spec building, on-disk state, the lifecycle verbs and the monitor;
 //! - [`linux`]: the isolation core (namespaces, rootfs, cgroups, capabilities, seccomp),
-//!   usable without the rest (the guest agent runs workloads through it);
+//!   in the `capsa-core` crate with the agent protocol, which the guest agent links alone;
 //! - [`host`]: what this machine offers (cgroup mode, KVM kind, engines), for `info`.
 
 pub mod bench;
