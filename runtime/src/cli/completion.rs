@@ -11,7 +11,7 @@
 //! completed.
 
 use crate::root::StateRoot;
-use clap::{Args, CommandFactory, ValueEnum};
+use clap::{Args, ValueEnum};
 use clap_complete::env::{Bash, EnvCompleter, Fish, Zsh};
 use clap_complete::{ArgValueCandidates, CompletionCandidate};
 use std::path::PathBuf;
@@ -93,7 +93,7 @@ fn completer() -> String {
 /// The command definition with name candidates on every argument that names a container,
 /// an image or a network.
 pub fn command() -> clap::Command {
-    with_name_candidates(super::Cli::command())
+    with_name_candidates(super::definition())
 }
 
 fn with_name_candidates(mut cmd: clap::Command) -> clap::Command {

@@ -16,10 +16,10 @@ use clap::{Args, Subcommand};
 pub enum ContainerVerb {
     /// Create and run a new container from an image.
     #[command(disable_help_flag = true)]
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Create a new container.
     #[command(disable_help_flag = true)]
-    Create(run::RunArgs),
+    Create(Box<run::RunArgs>),
     /// Start one or more stopped containers.
     Start(containers::StartArgs),
     /// Stop one or more running containers.

@@ -25,7 +25,7 @@ pub struct ImportArgs {
 /// `images` flags.
 #[derive(Args, Debug)]
 pub struct ImagesArgs {
-    /// Show all images (capsa keeps no intermediate images: the same as without).
+    /// Show all images (default hides intermediate images; capsa keeps none).
     #[arg(short = 'a', long)]
     all: bool,
     /// Show digests.
@@ -34,7 +34,7 @@ pub struct ImagesArgs {
     /// Only show image IDs.
     #[arg(short = 'q', long)]
     quiet: bool,
-    /// Show full IDs.
+    /// Don't truncate output.
     #[arg(long = "no-trunc")]
     no_trunc: bool,
     /// Only images of this repository[:tag].
@@ -162,7 +162,7 @@ fn short_or_full(id: &str, full: bool) -> String {
 /// `rmi` flags.
 #[derive(Args, Debug)]
 pub struct RmiArgs {
-    /// Remove even when several names or a stopped container refer to the image.
+    /// Force removal of the image (several names, or a stopped container, refer to it).
     #[arg(short = 'f', long)]
     force: bool,
     /// Images (names or IDs).
@@ -232,10 +232,10 @@ pub fn tag(root: &StateRoot, args: TagArgs) -> i32 {
 /// `image prune` flags.
 #[derive(Args, Debug)]
 pub struct ImagePruneArgs {
-    /// Remove every image no container uses, not only unnamed ones.
+    /// Remove all unused images, not just dangling ones.
     #[arg(short = 'a', long)]
     all: bool,
-    /// Do not ask for confirmation (capsa only asks on a terminal).
+    /// Do not prompt for confirmation (capsa only asks on a terminal).
     #[arg(short = 'f', long)]
     force: bool,
 }
@@ -287,7 +287,7 @@ pub fn image_prune(root: &StateRoot, args: ImagePruneArgs) -> i32 {
 /// `image inspect` flags.
 #[derive(Args, Debug)]
 pub struct ImageInspectArgs {
-    /// Format the output with a Go template.
+    /// Format output using a custom template.
     #[arg(short = 'f', long)]
     format: Option<String>,
     /// Images (names or IDs).
@@ -321,13 +321,13 @@ pub fn image_inspect(root: &StateRoot, args: ImageInspectArgs) -> i32 {
 /// `history` flags.
 #[derive(Args, Debug)]
 pub struct HistoryArgs {
-    /// Do not truncate the output.
+    /// Don't truncate output.
     #[arg(long = "no-trunc")]
     no_trunc: bool,
     /// Only show image IDs.
     #[arg(short = 'q', long)]
     quiet: bool,
-    /// Sizes and dates in human form (default true).
+    /// Print sizes and dates in human readable format.
     #[arg(short = 'H', long, default_value_t = true, action = clap::ArgAction::Set)]
     human: bool,
     /// The image.

@@ -9,6 +9,7 @@ mod bench;
 mod compare;
 mod completion;
 mod containers;
+mod docker_help;
 mod forms;
 mod images;
 mod network;
@@ -21,7 +22,7 @@ mod system;
 mod terminal;
 mod usage_error;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use forms::{ContainerCommand, ContainerVerb, ImageCommand, ImageVerb, NotYet, SystemCommand};
 use std::path::PathBuf;
 
@@ -125,7 +126,10 @@ impl Command {
 /// Parses the command line, runs the verb, and returns the process exit code.
 pub fn main() -> i32 {
     completion::answer_if_asked();
-    let cli = match Cli::try_parse() {
+    let parsed = definition()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => return usage_error::report(e),
     };
@@ -151,6 +155,12 @@ pub fn main() -> i32 {
         crate::linux::sys::set_broken_pipe_kills(true);
     }
     dispatch(&root, &cli.root, cli.command)
+}
+
+/// The command line's definition: the derived one, with Docker's wording on the flags
+/// capsa shares with Docker.
+fn definition() -> clap::Command {
+    docker_help::apply(Cli::command())
 }
 
 /// Runs one verb. Both forms of a verb reach the same arm.
@@ -185,8 +195,8 @@ fn dispatch(root: &crate::root::StateRoot, root_dir: &std::path::Path, command: 
 
 fn container_verb(root: &crate::root::StateRoot, verb: ContainerVerb) -> i32 {
     match verb {
-        ContainerVerb::Run(a) => run::run(root, a, false),
-        ContainerVerb::Create(a) => run::run(root, a, true),
+        ContainerVerb::Run(a) => run::run(root, *a, false),
+        ContainerVerb::Create(a) => run::run(root, *a, true),
         ContainerVerb::Start(a) => containers::start(root, a),
         ContainerVerb::Stop(a) => containers::stop(root, a),
         ContainerVerb::Restart(a) => containers::restart(root, a),
