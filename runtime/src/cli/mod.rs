@@ -22,7 +22,7 @@ mod system;
 mod terminal;
 mod usage_error;
 
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use forms::{ContainerCommand, ContainerVerb, ImageCommand, ImageVerb, NotYet, SystemCommand};
 use std::path::PathBuf;
 
@@ -126,10 +126,7 @@ impl Command {
 /// Parses the command line, runs the verb, and returns the process exit code.
 pub fn main() -> i32 {
     completion::answer_if_asked();
-    let parsed = definition()
-        .try_get_matches()
-        .and_then(|m| Cli::from_arg_matches(&m));
-    let cli = match parsed {
+    let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error::report(e),
     };
@@ -157,8 +154,9 @@ pub fn main() -> i32 {
     dispatch(&root, &cli.root, cli.command)
 }
 
-/// The command line's definition: the derived one, with Docker's wording on the flags
-/// capsa shares with Docker.
+/// The command line's definition as help shows it: the derived one, with Docker's wording
+/// on the flags capsa shares with Docker. (Parsing needs no help text: it uses the derived
+/// one, and this is built only to show help or to complete.)
 fn definition() -> clap::Command {
     docker_help::apply(Cli::command())
 }

@@ -1,6 +1,6 @@
 //! A command line that does not parse: one line naming the cause and where to read more,
 //! exit 125 as Docker's CLI does for flags it does not know. Help and version requests are
-//! printed as clap renders them, exit 0.
+//! printed as clap renders them (help with Docker's wording), exit 0.
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::CommandFactory;
@@ -11,7 +11,9 @@ pub fn report(err: clap::Error) -> i32 {
         ErrorKind::DisplayHelp
         | ErrorKind::DisplayVersion
         | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            let _ = err.print();
+            // Help is rendered from the definition with Docker's wording (see `definition`).
+            let shown = super::definition().try_get_matches().err().unwrap_or(err);
+            let _ = shown.print();
             0
         }
         _ => {
