@@ -4,6 +4,7 @@
 #   runc, crun      peers for the start-latency benchmark (crun refuses hybrid cgroups; shown)
 #   python3, time   run the benchmark harness (GNU time measures peak RSS)
 #   tmux            drives the terminal tests (-it, attach, detach keys) as a user would
+#   zsh, fish       the completion tests source `capsa completion zsh|fish` in each shell
 #   docker-registry, skopeo, apache2-utils (htpasswd)
 #                   a real registry on 127.0.0.1 for the image tests, filled by skopeo
 #   umoci, debootstrap  the pull benchmark's peer (skopeo copy + umoci unpack) and its
@@ -21,7 +22,7 @@
 #                   `capsa wait` alone, as when a workload took every instance of root's)
 set -euo pipefail
 
-packages=(busybox-static runc crun python3 time tmux ca-certificates docker-registry skopeo umoci apache2-utils debootstrap iproute2 nftables iperf3 build-essential qemu-system-x86 erofs-utils e2fsck-static strace)
+packages=(busybox-static runc crun python3 time tmux zsh fish ca-certificates docker-registry skopeo umoci apache2-utils debootstrap iproute2 nftables iperf3 build-essential qemu-system-x86 erofs-utils e2fsck-static strace)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -705,3 +705,91 @@ fn registry_error_text_is_shown_escaped_on_one_line() {
         "{err}"
     );
 }
+
+/// Issue 16 #11: one image (one config) that arrives under two manifests, imported from a
+/// tarball and pulled after another tool pushed it (skopeo, converting to Docker's
+/// schema 2), is one image: its own ID runs it, `system df` measures it, `images` shows its
+/// age and size, and `rmi` by ID treats its two names as Docker does.
+#[test]
+fn one_config_under_two_manifests_is_one_image() {
+    let env = TestEnv::new();
+    let reg = LocalRegistry::start(&env);
+    let archive = env.root().join("busybox-save.tar");
+    ok(&env.capsa(&["save", "-o", archive.to_str().unwrap(), "busybox"]));
+    let name = format!("{}/test/same:1", reg.host());
+    let mut push = env.host_command("skopeo");
+    push.args(["copy", "--quiet", "--dest-tls-verify=false"])
+        .args(["--format", "v2s2"])
+        .arg(format!("oci-archive:{}", archive.display()))
+        .arg(format!("docker://{name}"));
+    let pushed = capsa_tests::run_bounded(push, std::time::Duration::from_secs(60));
+    assert!(pushed.status.success(), "{}", text(&pushed.stderr));
+    ok(&env.capsa(&["pull", "-q", &name]));
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.root().join("images.json")).unwrap()).unwrap();
+    assert_eq!(
+        index["images"].as_object().unwrap().len(),
+        2,
+        "two manifests are stored: {index}"
+    );
+    let id = ok(&env.capsa(&["image", "inspect", "-f", "{{.Id}}", "busybox"]));
+    let pulled_id = ok(&env.capsa(&["image", "inspect", "-f", "{{.Id}}", &name]));
+    assert_eq!(id, pulled_id, "one config, one ID");
+    let id = id.trim().to_string();
+    let short = &id["sha256:".len()..][..12];
+
+    assert_eq!(
+        ok(&env.capsa(&["images", "-q", "busybox"])),
+        format!("{short}\n")
+    );
+    assert_eq!(ok(&env.capsa(&["images", "-q"])), format!("{short}\n"));
+    let listed = ok(&env.capsa(&["images"]));
+    let rows: Vec<&str> = listed.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "one row per name: {listed}");
+    for row in &rows {
+        assert!(row.contains(short), "{listed}");
+        assert!(!row.contains("N/A") && !row.contains(" 0B"), "{listed}");
+    }
+    let ran = env.run(&["--rm", "--network", "none", short, "true"]);
+    assert!(ran.status.success(), "{}", text(&ran.stderr));
+    let df = ok(&env.capsa(&["system", "df"]));
+    assert!(
+        df.lines()
+            .any(|l| l.starts_with("Images ") && l.split_whitespace().nth(1) == Some("1")),
+        "{df}"
+    );
+    let df = ok(&env.capsa(&["system", "df", "-v"]));
+    assert_eq!(df.matches(short).count(), 1, "{df}");
+    let inspected = ok(&env.capsa(&["image", "inspect", "-f", "{{json .RepoTags}}", short]));
+    assert!(
+        inspected.contains("busybox:latest") && inspected.contains("test/same:1"),
+        "{inspected}"
+    );
+
+    // By ID, with two names: refused without -f, and nothing untagged.
+    let refused = env.capsa(&["rmi", short]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused.stderr).contains("referenced in multiple repositories"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert_eq!(ok(&env.capsa(&["images"])).lines().count(), 3);
+    // -f untags both names and deletes the image, both manifests and every blob and layer.
+    let removed = ok(&env.capsa(&["rmi", "-f", short]));
+    let mut lines: Vec<&str> = removed.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            format!("Deleted: {id}").as_str(),
+            format!("Untagged: {name}").as_str(),
+            "Untagged: busybox:latest",
+        ],
+        "{removed}"
+    );
+    assert_eq!(ok(&env.capsa(&["images", "-q"])), "");
+    assert!(entries(&env.root().join("blobs/sha256")).is_empty());
+    assert!(entries(&env.root().join("layers")).is_empty());
+    env.assert_clean();
+}

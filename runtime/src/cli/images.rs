@@ -25,7 +25,7 @@ pub struct ImportArgs {
 /// `images` flags.
 #[derive(Args, Debug)]
 pub struct ImagesArgs {
-    /// Show all images (capsa keeps no intermediate images: the same as without).
+    /// Show all images (default hides intermediate images; capsa keeps none).
     #[arg(short = 'a', long)]
     all: bool,
     /// Show digests.
@@ -34,7 +34,7 @@ pub struct ImagesArgs {
     /// Only show image IDs.
     #[arg(short = 'q', long)]
     quiet: bool,
-    /// Show full IDs.
+    /// Don't truncate output.
     #[arg(long = "no-trunc")]
     no_trunc: bool,
     /// Only images of this repository[:tag].
@@ -68,7 +68,7 @@ pub fn import(root: &StateRoot, args: ImportArgs) -> i32 {
 pub fn images(root: &StateRoot, args: ImagesArgs) -> i32 {
     let _ = args.all;
     let store = ImageStore::new(root);
-    let list = match store.list() {
+    let list = match store.images() {
         Ok(l) => l,
         Err(e) => {
             report(&e);
@@ -82,9 +82,9 @@ pub fn images(root: &StateRoot, args: ImagesArgs) -> i32 {
     });
     let mut rows = Vec::new();
     let mut seen_ids = std::collections::BTreeSet::new();
-    for (_, rec) in list {
-        let id = short_or_full(&rec.config, args.no_trunc);
-        let image = store.resolve(&rec.config).ok();
+    for rec in list {
+        let id = short_or_full(&rec.id, args.no_trunc);
+        let image = store.resolve(&rec.id).ok();
         let size = image.as_ref().map_or(0, |i| i.size());
         let created = image
             .as_ref()
@@ -162,7 +162,7 @@ fn short_or_full(id: &str, full: bool) -> String {
 /// `rmi` flags.
 #[derive(Args, Debug)]
 pub struct RmiArgs {
-    /// Remove even when several names or a stopped container refer to the image.
+    /// Force removal of the image (several names, or a stopped container, refer to it).
     #[arg(short = 'f', long)]
     force: bool,
     /// Images (names or IDs).
@@ -173,10 +173,10 @@ pub struct RmiArgs {
 /// `rmi [-f] IMAGE...`: prints `Untagged: NAME` and `Deleted: ID` lines as Docker does.
 pub fn rmi(root: &StateRoot, args: RmiArgs) -> i32 {
     let store = ImageStore::new(root);
-    let containers = crate::container::ContainerStore::new(root);
+    let uses = image_uses(root);
     let mut rc = 0;
     for wanted in &args.images {
-        match remove::remove_image(&store, &containers, wanted, args.force) {
+        match remove::remove_image(&store, &uses, wanted, args.force) {
             Ok(done) => print_removals(&done),
             Err(e) => {
                 report(&e);
@@ -185,6 +185,19 @@ pub fn rmi(root: &StateRoot, args: RmiArgs) -> i32 {
         }
     }
     rc
+}
+
+/// Which image each container of `root` uses (what `rmi` and the prunes must keep).
+pub(super) fn image_uses(root: &StateRoot) -> Vec<remove::ImageUse> {
+    crate::container::ContainerStore::new(root)
+        .list()
+        .into_iter()
+        .map(|s| remove::ImageUse {
+            running: matches!(s.status, crate::container::state::Status::Running),
+            container: s.id,
+            image: s.image_id,
+        })
+        .collect()
 }
 
 fn print_removals(done: &[remove::Removal]) {
@@ -219,10 +232,10 @@ pub fn tag(root: &StateRoot, args: TagArgs) -> i32 {
 /// `image prune` flags.
 #[derive(Args, Debug)]
 pub struct ImagePruneArgs {
-    /// Remove every image no container uses, not only unnamed ones.
+    /// Remove all unused images, not just dangling ones.
     #[arg(short = 'a', long)]
     all: bool,
-    /// Do not ask for confirmation (capsa only asks on a terminal).
+    /// Do not prompt for confirmation (capsa only asks on a terminal).
     #[arg(short = 'f', long)]
     force: bool,
 }
@@ -243,9 +256,8 @@ pub fn image_prune(root: &StateRoot, args: ImagePruneArgs) -> i32 {
             return 0;
         }
     }
-    let store = ImageStore::new(root);
-    let containers = crate::container::ContainerStore::new(root);
-    match remove::prune(&store, &containers, args.all) {
+    let in_use = image_uses(root).into_iter().map(|u| u.image).collect();
+    match remove::prune(&ImageStore::new(root), &in_use, args.all) {
         Ok((done, freed)) => {
             if !done.is_empty() {
                 println!("Deleted Images:");
@@ -275,7 +287,7 @@ pub fn image_prune(root: &StateRoot, args: ImagePruneArgs) -> i32 {
 /// `image inspect` flags.
 #[derive(Args, Debug)]
 pub struct ImageInspectArgs {
-    /// Format the output with a Go template.
+    /// Format output using a custom template.
     #[arg(short = 'f', long)]
     format: Option<String>,
     /// Images (names or IDs).
@@ -309,13 +321,13 @@ pub fn image_inspect(root: &StateRoot, args: ImageInspectArgs) -> i32 {
 /// `history` flags.
 #[derive(Args, Debug)]
 pub struct HistoryArgs {
-    /// Do not truncate the output.
+    /// Don't truncate output.
     #[arg(long = "no-trunc")]
     no_trunc: bool,
     /// Only show image IDs.
     #[arg(short = 'q', long)]
     quiet: bool,
-    /// Sizes and dates in human form (default true).
+    /// Print sizes and dates in human readable format.
     #[arg(short = 'H', long, default_value_t = true, action = clap::ArgAction::Set)]
     human: bool,
     /// The image.

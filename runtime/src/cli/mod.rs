@@ -7,27 +7,40 @@
 
 mod bench;
 mod compare;
+mod completion;
 mod containers;
+mod docker_help;
+mod forms;
 mod images;
 mod network;
+mod prune;
 mod ps;
 mod registry;
 mod run;
 mod stats;
 mod system;
 mod terminal;
+mod usage_error;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use forms::{ContainerCommand, ContainerVerb, ImageCommand, ImageVerb, NotYet, SystemCommand};
 use std::path::PathBuf;
 
-/// Exit code for an error of capsa itself in `run`/`create` (Docker's).
+/// Exit code for an error of capsa itself in `run`/`create` (Docker's), and for a command
+/// line that does not parse.
 pub const EXIT_ENGINE_ERROR: i32 = 125;
 /// Exit code for a failed verb other than `run`.
 pub const EXIT_FAILURE: i32 = 1;
 
 /// Run one OCI image as a Linux container or inside a microVM, and compare the two.
 #[derive(Parser, Debug)]
-#[command(name = "capsa", version, about, disable_help_subcommand = true)]
+#[command(
+    name = "capsa",
+    version,
+    about,
+    disable_help_subcommand = true,
+    arg_required_else_help = true
+)]
 pub struct Cli {
     /// State directory (images, layers, containers).
     #[arg(long, global = true, env = "CAPSA_ROOT", default_value = crate::root::DEFAULT_ROOT)]
@@ -35,170 +48,93 @@ pub struct Cli {
     /// A registry that may be reached over plain HTTP (loopback hosts always may).
     #[arg(long = "insecure-registry", global = true)]
     pub insecure_registry: Vec<String>,
-    /// Log level: error, warn, info, debug, trace.
+    /// Set the logging level ("error"|"warn"|"info"|"debug"|"trace").
     #[arg(long = "log-level", global = true, default_value = "warn")]
     pub log_level: String,
     #[command(subcommand)]
     command: Command,
 }
 
+/// Every verb. Container and image verbs that Docker also groups (`container run`,
+/// `image pull`) are the flattened [`ContainerVerb`] and [`ImageVerb`]: see [`forms`].
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Create and run a new container from an image.
-    #[command(disable_help_flag = true)]
-    Run(run::RunArgs),
+    #[command(flatten)]
+    ContainerVerb(ContainerVerb),
+    /// List containers.
+    Ps(containers::PsArgs),
+    #[command(flatten)]
+    ImageVerb(ImageVerb),
+    /// List images.
+    Images(images::ImagesArgs),
+    /// Remove one or more images.
+    Rmi(images::RmiArgs),
     /// Run an image once per isolation (container, and vm with each engine) and compare.
     Compare(compare::CompareArgs),
     /// Measure start latency, memory, density and overhead per isolation and peer.
     Bench(bench::BenchArgs),
-    /// Create a new container (its init waits until `start`).
-    #[command(disable_help_flag = true)]
-    Create(run::RunArgs),
-    /// Start one or more created containers.
-    Start(containers::StartArgs),
-    /// List containers.
-    Ps(containers::PsArgs),
-    /// Remove one or more containers.
-    Rm(containers::RmArgs),
-    /// Block until containers stop, then print their exit codes.
-    Wait(containers::WaitArgs),
-    /// Attach to a running container's terminal (or follow its output).
-    Attach(containers::AttachArgs),
-    /// Run a command in a running container.
-    Exec(containers::ExecArgs),
-    /// Show the resources containers use (CPU, memory, I/O, processes).
-    Stats(containers::StatsArgs),
-    /// Copy files between a container and the host.
-    Cp(containers::CpArgs),
-    /// Show a container's output.
-    Logs(containers::LogsArgs),
-    /// Stop running containers (SIGTERM, then SIGKILL after a grace period).
-    Stop(containers::StopArgs),
-    /// Stop and start containers again.
-    Restart(containers::StopArgs),
-    /// Send a signal to running containers.
-    Kill(containers::KillArgs),
-    /// Freeze every process of containers.
-    Pause(containers::NamesArgs),
-    /// Thaw paused containers.
-    Unpause(containers::NamesArgs),
-    /// Rename a container.
-    Rename(containers::RenameArgs),
-    /// Show the processes of a running container.
-    Top(containers::TopArgs),
-    /// List a container's published ports.
-    Port(containers::PortArgs),
-    /// Manage containers (`container prune`).
+    /// Manage containers.
     #[command(subcommand)]
     Container(ContainerCommand),
-    /// Show low-level information on containers as JSON.
-    Inspect(containers::InspectArgs),
-    /// Import a root file system tarball as an image.
-    Import(images::ImportArgs),
-    /// List images.
-    Images(images::ImagesArgs),
-    /// Remove images.
-    Rmi(images::RmiArgs),
-    /// Give an image another name.
-    Tag(images::TagArgs),
-    /// Show the history of an image.
-    History(images::HistoryArgs),
-    /// Save images to a tar archive (an OCI layout that is also a docker-archive).
-    Save(images::SaveArgs),
-    /// Load images from a tar archive (OCI layout or docker-archive).
-    Load(images::LoadArgs),
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
     /// Manage networks.
     #[command(subcommand)]
     Network(network::NetworkCommand),
-    /// Manage capsa (`system df`, `system info`).
+    /// Manage capsa (`system df`, `system info`, `system prune`).
     #[command(subcommand)]
     System(SystemCommand),
-    /// Download an image from a registry.
-    Pull(registry::PullArgs),
     /// Log in to a registry (credentials are checked, then stored 0600).
     Login(registry::LoginArgs),
     /// Log out from a registry.
     Logout(registry::LogoutArgs),
     /// Search a registry's catalog.
     Search(registry::SearchArgs),
-    /// Show client and engine versions.
+    /// Show the capsa version information.
     Version,
-    /// Show what this machine offers: cgroups, KVM, engines, counts.
+    /// Display system-wide information: cgroups, KVM, engines, counts.
     Info(system::InfoArgs),
-}
-
-#[derive(Subcommand, Debug)]
-enum ContainerCommand {
-    /// Remove all stopped containers.
-    Prune(containers::PruneArgs),
-    /// List containers (same as `ps`).
-    #[command(alias = "ls")]
-    List(containers::PsArgs),
-}
-
-#[derive(Subcommand, Debug)]
-enum ImageCommand {
-    /// List images.
-    #[command(alias = "list")]
-    Ls(images::ImagesArgs),
-    /// Download an image from a registry.
-    Pull(registry::PullArgs),
-    /// Remove images.
-    #[command(alias = "remove")]
-    Rm(images::RmiArgs),
-    /// Give an image another name.
-    Tag(images::TagArgs),
-    /// Show images as JSON.
-    Inspect(images::ImageInspectArgs),
-    /// Show the history of an image.
-    History(images::HistoryArgs),
-    /// Remove unused images.
-    Prune(images::ImagePruneArgs),
-    /// Save images to a tar archive.
-    Save(images::SaveArgs),
-    /// Load images from a tar archive.
-    Load(images::LoadArgs),
-    /// Import a root file system tarball as an image.
-    Import(images::ImportArgs),
-}
-
-#[derive(Subcommand, Debug)]
-enum SystemCommand {
-    /// Show disk usage: images (logical and on disk) and containers.
-    Df(images::DfArgs),
-    /// Show what this machine offers.
-    Info(system::InfoArgs),
+    /// Get real time events from the server (not yet: issue 17).
+    Events(NotYet),
+    /// Generate the autocompletion script for the specified shell.
+    Completion(completion::CompletionArgs),
 }
 
 impl Command {
     /// Whether the verb only reads state and prints it: its one pipe is its stdout.
     fn only_reports(&self) -> bool {
-        matches!(
-            self,
+        match self {
+            Command::ContainerVerb(v) | Command::Container(ContainerCommand::Verb(v)) => {
+                v.only_reports()
+            }
+            Command::ImageVerb(v) | Command::Image(ImageCommand::Verb(v)) => v.only_reports(),
             Command::Ps(_)
-                | Command::Container(ContainerCommand::List(_))
-                | Command::Inspect(_)
-                | Command::Logs(_)
-                | Command::Port(_)
-                | Command::Images(_)
-                | Command::History(_)
-                | Command::Image(ImageCommand::Ls(_))
-                | Command::Image(ImageCommand::Inspect(_))
-                | Command::Image(ImageCommand::History(_))
-                | Command::System(_)
-                | Command::Version
-                | Command::Info(_)
-        )
+            | Command::Container(ContainerCommand::Ls(_))
+            | Command::Images(_)
+            | Command::Image(ImageCommand::Ls(_))
+            | Command::Image(ImageCommand::Inspect(_))
+            | Command::System(SystemCommand::Df(_) | SystemCommand::Info(_))
+            | Command::Version
+            | Command::Info(_)
+            | Command::Completion(_) => true,
+            _ => false,
+        }
     }
 }
 
 /// Parses the command line, runs the verb, and returns the process exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    completion::answer_if_asked();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error::report(e),
+    };
     init_logging(&cli.log_level);
+    // Completion scripts are written for a shell, not a store: no state root is needed.
+    if let Command::Completion(a) = cli.command {
+        return completion::completion(a);
+    }
     registry::set_insecure_registries(cli.insecure_registry.clone());
     let root = match crate::root::StateRoot::open(&cli.root) {
         Ok(r) => r,
@@ -215,63 +151,83 @@ pub fn main() -> i32 {
     if cli.command.only_reports() {
         crate::linux::sys::set_broken_pipe_kills(true);
     }
-    match cli.command {
-        Command::Run(a) => run::run(&root, a, false),
-        Command::Create(a) => run::run(&root, a, true),
-        Command::Compare(a) => compare::compare(&cli.root, a),
-        Command::Bench(a) => bench::bench(&root, a),
-        Command::Start(a) => containers::start(&root, a),
-        Command::Ps(a) => containers::ps(&root, a),
-        Command::Rm(a) => containers::rm(&root, a),
-        Command::Wait(a) => containers::wait(&root, a),
-        Command::Inspect(a) => containers::inspect(&root, a),
-        Command::Exec(a) => containers::exec(&root, a),
-        Command::Attach(a) => containers::attach(&root, a),
-        Command::Cp(a) => containers::cp(&root, a),
-        Command::Stats(a) => containers::stats(&root, a),
-        Command::Logs(a) => containers::logs(&root, a),
-        Command::Pause(a) => containers::pause(&root, a, true),
-        Command::Unpause(a) => containers::pause(&root, a, false),
-        Command::Rename(a) => containers::rename(&root, a),
-        Command::Top(a) => containers::top(&root, a),
-        Command::Port(a) => containers::port(&root, a),
-        Command::Container(ContainerCommand::Prune(a)) => containers::prune(&root, a),
-        Command::Container(ContainerCommand::List(a)) => containers::ps(&root, a),
-        Command::Stop(a) => containers::stop(&root, a),
-        Command::Restart(a) => containers::restart(&root, a),
-        Command::Kill(a) => containers::kill(&root, a),
-        Command::Import(a) => images::import(&root, a),
-        Command::Images(a) => images::images(&root, a),
-        Command::Pull(a) => registry::pull(&root, a),
-        Command::Rmi(a) => images::rmi(&root, a),
-        Command::Tag(a) => images::tag(&root, a),
-        Command::History(a) => images::history(&root, a),
-        Command::Save(a) => images::save(&root, a),
-        Command::Load(a) => images::load(&root, a),
-        Command::Image(c) => image_command(&root, c),
-        Command::Network(c) => network::network(&root, c),
-        Command::System(SystemCommand::Df(a)) => images::system_df(&root, a),
-        Command::System(SystemCommand::Info(a)) => system::info(&root, a),
-        Command::Login(a) => registry::login(&root, a),
-        Command::Logout(a) => registry::logout(&root, a),
-        Command::Search(a) => registry::search(&root, a),
+    dispatch(&root, &cli.root, cli.command)
+}
+
+/// The command line's definition as help shows it: the derived one, with Docker's wording
+/// on the flags capsa shares with Docker. (Parsing needs no help text: it uses the derived
+/// one, and this is built only to show help or to complete.)
+fn definition() -> clap::Command {
+    docker_help::apply(Cli::command())
+}
+
+/// Runs one verb. Both forms of a verb reach the same arm.
+fn dispatch(root: &crate::root::StateRoot, root_dir: &std::path::Path, command: Command) -> i32 {
+    match command {
+        Command::ContainerVerb(v) | Command::Container(ContainerCommand::Verb(v)) => {
+            container_verb(root, v)
+        }
+        Command::ImageVerb(v) | Command::Image(ImageCommand::Verb(v)) => image_verb(root, v),
+        Command::Ps(a) | Command::Container(ContainerCommand::Ls(a)) => containers::ps(root, a),
+        Command::Container(ContainerCommand::Prune(a)) => containers::prune(root, a),
+        Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => images::images(root, a),
+        Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => images::rmi(root, a),
+        Command::Image(ImageCommand::Inspect(a)) => images::image_inspect(root, a),
+        Command::Image(ImageCommand::Prune(a)) => images::image_prune(root, a),
+        Command::Info(a) | Command::System(SystemCommand::Info(a)) => system::info(root, a),
+        Command::Events(_) | Command::System(SystemCommand::Events(_)) => {
+            forms::not_yet("events", "the Docker Engine API, issue 17")
+        }
+        Command::System(SystemCommand::Df(a)) => images::system_df(root, a),
+        Command::System(SystemCommand::Prune(a)) => prune::system_prune(root, a),
+        Command::Compare(a) => compare::compare(root_dir, a),
+        Command::Bench(a) => bench::bench(root, a),
+        Command::Network(c) => network::network(root, c),
+        Command::Login(a) => registry::login(root, a),
+        Command::Logout(a) => registry::logout(root, a),
+        Command::Search(a) => registry::search(root, a),
         Command::Version => system::version(),
-        Command::Info(a) => system::info(&root, a),
+        Command::Completion(a) => completion::completion(a),
     }
 }
 
-fn image_command(root: &crate::root::StateRoot, command: ImageCommand) -> i32 {
-    match command {
-        ImageCommand::Ls(a) => images::images(root, a),
-        ImageCommand::Pull(a) => registry::pull(root, a),
-        ImageCommand::Rm(a) => images::rmi(root, a),
-        ImageCommand::Tag(a) => images::tag(root, a),
-        ImageCommand::Inspect(a) => images::image_inspect(root, a),
-        ImageCommand::History(a) => images::history(root, a),
-        ImageCommand::Prune(a) => images::image_prune(root, a),
-        ImageCommand::Save(a) => images::save(root, a),
-        ImageCommand::Load(a) => images::load(root, a),
-        ImageCommand::Import(a) => images::import(root, a),
+fn container_verb(root: &crate::root::StateRoot, verb: ContainerVerb) -> i32 {
+    match verb {
+        ContainerVerb::Run(a) => run::run(root, *a, false),
+        ContainerVerb::Create(a) => run::run(root, *a, true),
+        ContainerVerb::Start(a) => containers::start(root, a),
+        ContainerVerb::Stop(a) => containers::stop(root, a),
+        ContainerVerb::Restart(a) => containers::restart(root, a),
+        ContainerVerb::Kill(a) => containers::kill(root, a),
+        ContainerVerb::Rm(a) => containers::rm(root, a),
+        ContainerVerb::Top(a) => containers::top(root, a),
+        ContainerVerb::Logs(a) => containers::logs(root, a),
+        ContainerVerb::Inspect(a) => containers::inspect(root, a),
+        ContainerVerb::Stats(a) => containers::stats(root, a),
+        ContainerVerb::Exec(a) => containers::exec(root, a),
+        ContainerVerb::Attach(a) => containers::attach(root, a),
+        ContainerVerb::Cp(a) => containers::cp(root, a),
+        ContainerVerb::Wait(a) => containers::wait(root, a),
+        ContainerVerb::Pause(a) => containers::pause(root, a, true),
+        ContainerVerb::Unpause(a) => containers::pause(root, a, false),
+        ContainerVerb::Rename(a) => containers::rename(root, a),
+        ContainerVerb::Port(a) => containers::port(root, a),
+        ContainerVerb::Diff(_) => forms::not_yet("diff", "named volumes and diff, issue 16"),
+        ContainerVerb::Export(_) => forms::not_yet("export", "build and share, issue 18"),
+        ContainerVerb::Commit(_) => forms::not_yet("commit", "build and share, issue 18"),
+    }
+}
+
+fn image_verb(root: &crate::root::StateRoot, verb: ImageVerb) -> i32 {
+    match verb {
+        ImageVerb::Pull(a) => registry::pull(root, a),
+        ImageVerb::Push(_) => forms::not_yet("push", "build and share, issue 18"),
+        ImageVerb::Build(_) => forms::not_yet("build", "build and share, issue 18"),
+        ImageVerb::Tag(a) => images::tag(root, a),
+        ImageVerb::History(a) => images::history(root, a),
+        ImageVerb::Save(a) => images::save(root, a),
+        ImageVerb::Load(a) => images::load(root, a),
+        ImageVerb::Import(a) => images::import(root, a),
     }
 }
 
@@ -352,5 +308,12 @@ mod tests {
         // this makes every subcommand's definition fail here instead of at a user's prompt.
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_completion_definition_keeps_every_positional_in_place() {
+        // Name candidates are added by rewriting arguments; a positional moved behind a
+        // trailing one would make every Tab fail.
+        super::completion::command().debug_assert();
     }
 }

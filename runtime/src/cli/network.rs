@@ -159,12 +159,7 @@ pub fn network(root: &StateRoot, command: NetworkCommand) -> i32 {
             done(result)
         }
         NetworkCommand::Prune(_) => {
-            let gone: Vec<String> = store
-                .list()
-                .into_iter()
-                .filter(|n| remove(&store, &containers, &n.name).is_ok())
-                .map(|n| n.name)
-                .collect();
+            let gone = prune_unused(root);
             if !gone.is_empty() {
                 println!("Deleted Networks:\n{}", gone.join("\n"));
             }
@@ -366,6 +361,19 @@ fn inspect(
 
 /// Removes a user-defined network that no container record names: its bridge, its
 /// nftables set elements, its record.
+/// Removes every network no container uses (`network prune`, `system prune`); returns
+/// their names.
+pub(super) fn prune_unused(root: &StateRoot) -> Vec<String> {
+    let store = NetworkStore::new(root.dir());
+    let containers = ContainerStore::new(root);
+    store
+        .list()
+        .into_iter()
+        .filter(|n| remove(&store, &containers, &n.name).is_ok())
+        .map(|n| n.name)
+        .collect()
+}
+
 fn remove(store: &NetworkStore, containers: &ContainerStore, wanted: &str) -> Result<(), String> {
     if BUILT_IN.contains(&wanted) {
         return Err(format!(

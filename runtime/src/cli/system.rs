@@ -40,7 +40,7 @@ pub fn info(root: &StateRoot, args: InfoArgs) -> i32 {
     let host = HostInfo::gather(root);
     let containers = ContainerStore::new(root).list();
     let count = |st: Status| containers.iter().filter(|c| c.status == st).count();
-    let images = ImageStore::new(root).list().map(|l| l.len()).unwrap_or(0);
+    let images = ImageStore::new(root).images().map(|l| l.len()).unwrap_or(0);
     if args.json {
         let v = serde_json::json!({
             "host": host,

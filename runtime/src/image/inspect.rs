@@ -18,14 +18,10 @@ pub fn inspect(store: &ImageStore, image: &Image) -> Result<Value, ImageError> {
         reason: e.to_string(),
     })?;
     let raw: Value = serde_json::from_slice(&store.read_blob(&id)?).unwrap_or(Value::Null);
-    let rec = store
-        .list()?
-        .into_iter()
-        .find(|(m, _)| *m == image.manifest_digest)
-        .map(|(_, r)| r);
-    let repo_digests = rec
+    let stored = store.images()?.into_iter().find(|i| i.id == image.id);
+    let repo_digests = stored
         .as_ref()
-        .map(|r| r.repo_digests.clone())
+        .map(|i| i.repo_digests.clone())
         .unwrap_or_default();
     let lower: Vec<String> = image
         .layer_dirs
@@ -60,7 +56,7 @@ pub fn inspect(store: &ImageStore, image: &Image) -> Result<Value, ImageError> {
         },
         "Metadata": {
             "ManifestDigest": image.manifest_digest,
-            "Added": rec.map(|r| r.added),
+            "Added": stored.map(|i| i.added),
         },
     }))
 }
@@ -146,8 +142,8 @@ pub struct StoreUsage {
 pub fn usage(store: &ImageStore) -> Result<StoreUsage, ImageError> {
     let mut images = Vec::new();
     let mut chains_seen = Vec::new();
-    for (_, rec) in store.list()? {
-        let image = store.resolve(&rec.config)?;
+    for stored in store.images()? {
+        let image = store.resolve(&stored.id)?;
         chains_seen.push(image.chain_ids.clone());
         images.push(image);
     }

@@ -3,15 +3,17 @@
 //! removed. Collection takes the store's GC lock exclusively, so it never races a pull or a
 //! load that has committed layers it has not named yet.
 //!
+//! An image is its ID (the config digest): the manifests that share it are removed
+//! together. Which containers use which image is the caller's to say ([`ImageUse`]): the
+//! image store does not read the container store.
+//!
 //! An image still used by a container is never collected: `rmi -f` of such an image takes
 //! its names away and leaves it `<none>` (Docker deletes the record and keeps the layers
 //! under the container; keeping the record is what lets `start` find its layers again).
 
 use super::digest::Digest;
-use super::store::{remove_any, ImageRecord};
+use super::store::remove_any;
 use super::{ImageError, ImageStore, Reference};
-use crate::container::state::Status;
-use crate::container::ContainerStore;
 use crate::fsutil::FileLock;
 use std::collections::BTreeSet;
 
@@ -24,14 +26,15 @@ pub enum Removal {
     Deleted(String),
 }
 
-/// Containers using an image: (container ID, running?).
-fn users_of(containers: &ContainerStore, image_id: &str) -> Vec<(String, bool)> {
-    containers
-        .list()
-        .into_iter()
-        .filter(|s| s.image_id == image_id)
-        .map(|s| (s.id.clone(), matches!(s.status, Status::Running)))
-        .collect()
+/// A container's hold on an image.
+#[derive(Debug, Clone)]
+pub struct ImageUse {
+    /// The container's ID.
+    pub container: String,
+    /// The ID of the image it was created from.
+    pub image: String,
+    /// Whether it runs: the image of a running container cannot be deleted even by force.
+    pub running: bool,
 }
 
 fn conflict(reason: String) -> ImageError {
@@ -44,10 +47,11 @@ fn short(id: &str) -> &str {
 }
 
 /// `rmi [-f] IMAGE`: untags a name, and deletes the image once no name and no container
-/// is left; by ID, deletes it (with `force`, even when several names point at it).
+/// is left; by ID, deletes it (with `force`, even when several names point at it). `uses`
+/// are the containers of the store, each with its image.
 pub fn remove_image(
     store: &ImageStore,
-    containers: &ContainerStore,
+    uses: &[ImageUse],
     wanted: &str,
     force: bool,
 ) -> Result<Vec<Removal>, ImageError> {
@@ -56,34 +60,33 @@ pub fn remove_image(
         .ok()
         .map(|r| r.full())
         .filter(|full| image.names.contains(full));
-    let users = users_of(containers, &image.id);
-    let running = users.iter().find(|(_, running)| *running);
+    let users: Vec<&ImageUse> = uses.iter().filter(|u| u.image == image.id).collect();
     let mut done = Vec::new();
     let untag: Vec<String> = match &by_name {
         Some(name) => {
             let last = image.names.len() == 1;
-            if last && !users.is_empty() && !force {
+            if let Some(user) = users.first().filter(|_| last && !force) {
                 return Err(conflict(format!(
                     "unable to remove repository reference {wanted:?} (must force) - container {} is using its referenced image {}",
-                    short(&users[0].0),
+                    short(&user.container),
                     short(&image.id)
                 )));
             }
             vec![name.clone()]
         }
         None => {
-            if let Some((cid, _)) = running {
+            if let Some(user) = users.iter().find(|u| u.running) {
                 return Err(conflict(format!(
                     "unable to delete {} (cannot be forced) - image is being used by running container {}",
                     short(&image.id),
-                    short(cid)
+                    short(&user.container)
                 )));
             }
-            if let Some((cid, _)) = users.first().filter(|_| !force) {
+            if let Some(user) = users.first().filter(|_| !force) {
                 return Err(conflict(format!(
                     "unable to delete {} (must be forced) - image is being used by stopped container {}",
                     short(&image.id),
-                    short(cid)
+                    short(&user.container)
                 )));
             }
             if image.names.len() > 1 && !force {
@@ -98,12 +101,15 @@ pub fn remove_image(
     let in_use = !users.is_empty();
     let mut deleted = false;
     store.change_index(|images| {
-        if let Some(rec) = images.get_mut(&image.manifest_digest) {
+        for rec in images.values_mut().filter(|rec| rec.config == image.id) {
             rec.names.retain(|n| !untag.contains(n));
-            if rec.names.is_empty() && !in_use {
-                images.remove(&image.manifest_digest);
-                deleted = true;
-            }
+        }
+        let named = images
+            .values()
+            .any(|rec| rec.config == image.id && !rec.names.is_empty());
+        if !named && !in_use {
+            images.retain(|_, rec| rec.config != image.id);
+            deleted = true;
         }
     })?;
     for n in untag {
@@ -136,27 +142,36 @@ pub fn tag(store: &ImageStore, source: &str, target: &str) -> Result<(), ImageEr
     store.add_image(&manifest, &config, Some(&target), None)
 }
 
-/// `image prune [-a]`: removes images without a name (all unused ones with `all`) that no
-/// container uses; returns the IDs removed and the bytes freed on disk.
+/// `image prune [-a]`: removes images without a name (all unused ones with `all`) whose
+/// ID is not in `in_use`; returns what it removed and the bytes freed on disk.
 pub fn prune(
     store: &ImageStore,
-    containers: &ContainerStore,
+    in_use: &BTreeSet<String>,
     all: bool,
 ) -> Result<(Vec<Removal>, u64), ImageError> {
-    let used: BTreeSet<String> = containers.list().into_iter().map(|s| s.image_id).collect();
     let mut removed = Vec::new();
     store.change_index(|images| {
-        images.retain(|_, rec: &mut ImageRecord| {
-            let unused = !used.contains(&rec.config);
-            let goes = unused && (all || rec.names.is_empty());
-            if goes {
+        let mut going = BTreeSet::new();
+        for rec in images.values() {
+            if going.contains(&rec.config) || in_use.contains(&rec.config) {
+                continue;
+            }
+            let named = images
+                .values()
+                .any(|other| other.config == rec.config && !other.names.is_empty());
+            if all || !named {
+                going.insert(rec.config.clone());
+            }
+        }
+        for id in &going {
+            for rec in images.values().filter(|rec| rec.config == *id) {
                 for n in &rec.names {
                     removed.push(Removal::Untagged(super::store::familiar_name(n)));
                 }
-                removed.push(Removal::Deleted(rec.config.clone()));
             }
-            !goes
-        });
+            removed.push(Removal::Deleted(id.clone()));
+        }
+        images.retain(|_, rec| !going.contains(&rec.config));
     })?;
     let freed = collect_garbage(store)?;
     Ok((removed, freed))
@@ -174,9 +189,10 @@ pub fn collect_garbage(store: &ImageStore) -> Result<u64, ImageError> {
         keep_blobs.insert(hex(&manifest_digest));
         keep_blobs.insert(hex(&rec.config));
         // An image whose manifest or config cannot be read keeps what it names; its layers
-        // can't be told apart, so collection stops rather than guess.
+        // can't be told apart, so collection stops rather than guess. Each manifest keeps
+        // its own layer blobs (two manifests of one image may compress them differently).
         let image = store.resolve(&rec.config)?;
-        for desc in store.manifest_of(&image)?.layers() {
+        for desc in store.manifest(&manifest_digest)?.layers() {
             keep_blobs.insert(hex(desc.digest().as_ref()));
         }
         for chain in &image.chain_ids {

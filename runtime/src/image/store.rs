@@ -33,6 +33,24 @@ struct Index {
     images: BTreeMap<String, ImageRecord>,
 }
 
+/// One image as users see it: its ID (the config digest) with every manifest the index
+/// holds for it and all their names. An image that arrived under two manifests (imported,
+/// then pulled after another tool pushed it; or loaded from two kinds of archive) is still
+/// one image, as in Docker: its layers are the same, unpacked once by chain ID.
+#[derive(Debug, Clone)]
+pub struct StoredImage {
+    /// `sha256:<hex>` of the config blob.
+    pub id: String,
+    /// The manifests recorded for it, in index order.
+    pub manifests: Vec<String>,
+    /// Every name that points at it, over all its manifests.
+    pub names: Vec<String>,
+    /// Every `repository@digest` it was pulled as.
+    pub repo_digests: Vec<String>,
+    /// When it first entered this store (RFC 3339).
+    pub added: String,
+}
+
 /// An image resolved from the store, with everything `run` needs.
 #[derive(Debug, Clone)]
 pub struct Image {
@@ -40,7 +58,7 @@ pub struct Image {
     pub id: String,
     /// `sha256:<hex>` of the manifest blob.
     pub manifest_digest: String,
-    /// The name the user asked for, if it was a name.
+    /// Every name of the image (over all its manifests).
     pub names: Vec<String>,
     /// The parsed image config (Env, Cmd, Entrypoint, WorkingDir, User...).
     pub config: ImageConfiguration,
@@ -123,9 +141,14 @@ impl ImageStore {
         })
     }
 
-    /// Every image in the index, as (manifest digest, record).
+    /// Every manifest in the index, as (manifest digest, record).
     pub fn list(&self) -> Result<Vec<(String, ImageRecord)>, ImageError> {
         Ok(self.read_index()?.images.into_iter().collect())
+    }
+
+    /// Every image in the store, one per ID however many manifests it has.
+    pub fn images(&self) -> Result<Vec<StoredImage>, ImageError> {
+        Ok(self.read_index()?.by_id())
     }
 
     /// Resolves a name (`busybox`, `busybox:1`), a full or short image ID, or `sha256:<id>`.
@@ -135,9 +158,9 @@ impl ImageStore {
     pub fn resolve(&self, wanted: &str) -> Result<Image, ImageError> {
         let index = self.read_index()?;
         if reference::image_id_form(wanted).is_some() {
-            let (manifest_digest, rec) = find_by_id(&index, wanted)?
+            let found = find_by_id(&index, wanted)?
                 .ok_or_else(|| ImageError::NotFound(wanted.to_string()))?;
-            return self.load(manifest_digest, rec);
+            return self.load_by_id(&index, &found);
         }
         let parsed = Reference::parse(wanted);
         let by_name = parsed.as_ref().ok().and_then(|r| {
@@ -147,26 +170,34 @@ impl ImageStore {
                 .iter()
                 .find(|(_, rec)| rec.names.contains(&full))
         });
-        let found = match by_name {
-            Some(hit) => Some(hit),
-            None => find_by_id(&index, wanted)?,
-        };
-        let (manifest_digest, rec) = match (found, parsed) {
-            (Some(hit), _) => hit,
-            (None, Err(e)) => return Err(e),
-            (None, Ok(_)) => return Err(ImageError::NotFound(wanted.to_string())),
-        };
-        self.load(manifest_digest, rec)
+        if let Some((manifest_digest, rec)) = by_name {
+            return self.load(&index, manifest_digest, &rec.config);
+        }
+        match (find_by_id(&index, wanted)?, parsed) {
+            (Some(found), _) => self.load_by_id(&index, &found),
+            (None, Err(e)) => Err(e),
+            (None, Ok(_)) => Err(ImageError::NotFound(wanted.to_string())),
+        }
     }
 
-    fn load(&self, manifest_digest: &str, rec: &ImageRecord) -> Result<Image, ImageError> {
+    /// Loads an image found by ID through its first manifest: every manifest of one config
+    /// names the same layers (the config lists their diff IDs).
+    fn load_by_id(&self, index: &Index, found: &StoredImage) -> Result<Image, ImageError> {
+        let manifest_digest = found
+            .manifests
+            .first()
+            .ok_or_else(|| ImageError::NotFound(found.id.clone()))?;
+        self.load(index, manifest_digest, &found.id)
+    }
+
+    fn load(&self, index: &Index, manifest_digest: &str, id: &str) -> Result<Image, ImageError> {
         let corrupt = |what, e: &dyn std::fmt::Display| ImageError::Corrupt {
             image: manifest_digest.to_string(),
             what,
             reason: e.to_string(),
         };
         let manifest_id = Digest::parse(manifest_digest).map_err(|e| corrupt("image index", &e))?;
-        let config_id = Digest::parse(&rec.config).map_err(|e| corrupt("image index", &e))?;
+        let config_id = Digest::parse(id).map_err(|e| corrupt("image index", &e))?;
         let manifest: ImageManifest = super::json::parse(&self.read_blob(&manifest_id)?)
             .map_err(|e| corrupt("manifest", &e))?;
         let config: ImageConfiguration =
@@ -191,9 +222,9 @@ impl ImageStore {
             layer_dirs.push(dir);
         }
         Ok(Image {
-            id: rec.config.clone(),
+            id: id.to_string(),
             manifest_digest: manifest_digest.to_string(),
-            names: rec.names.clone(),
+            names: index.names_of(id),
             config,
             layer_dirs,
             chain_ids,
@@ -228,12 +259,17 @@ impl ImageStore {
 
     /// The parsed manifest of a resolved image.
     pub fn manifest_of(&self, image: &Image) -> Result<ImageManifest, ImageError> {
+        self.manifest(&image.manifest_digest)
+    }
+
+    /// The parsed manifest stored under `manifest_digest`.
+    pub fn manifest(&self, manifest_digest: &str) -> Result<ImageManifest, ImageError> {
         let corrupt = |reason: String| ImageError::Corrupt {
-            image: image.manifest_digest.clone(),
+            image: manifest_digest.to_string(),
             what: "manifest",
             reason,
         };
-        let digest = Digest::parse(&image.manifest_digest).map_err(|e| corrupt(e.to_string()))?;
+        let digest = Digest::parse(manifest_digest).map_err(|e| corrupt(e.to_string()))?;
         super::json::parse(&self.read_blob(&digest)?).map_err(corrupt)
     }
 
@@ -414,15 +450,64 @@ pub fn remove_any(path: &Path) -> std::io::Result<()> {
     }
 }
 
-type IndexHit<'a> = Option<(&'a String, &'a ImageRecord)>;
+impl Index {
+    /// The index's manifests grouped by image ID, in index order.
+    fn by_id(&self) -> Vec<StoredImage> {
+        let mut images: Vec<StoredImage> = Vec::new();
+        for (manifest_digest, rec) in &self.images {
+            let at = match images.iter().position(|i| i.id == rec.config) {
+                Some(at) => at,
+                None => {
+                    images.push(StoredImage {
+                        id: rec.config.clone(),
+                        manifests: vec![],
+                        names: vec![],
+                        repo_digests: vec![],
+                        added: rec.added.clone(),
+                    });
+                    images.len() - 1
+                }
+            };
+            let image = &mut images[at];
+            image.manifests.push(manifest_digest.clone());
+            extend_unique(&mut image.names, &rec.names);
+            extend_unique(&mut image.repo_digests, &rec.repo_digests);
+            // RFC 3339 times of one format compare as text.
+            if rec.added < image.added {
+                image.added = rec.added.clone();
+            }
+        }
+        images
+    }
 
-fn find_by_id<'a>(index: &'a Index, wanted: &str) -> Result<IndexHit<'a>, ImageError> {
+    /// Every name of the image `id`, over all its manifests.
+    fn names_of(&self, id: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        for rec in self.images.values().filter(|rec| rec.config == id) {
+            extend_unique(&mut names, &rec.names);
+        }
+        names
+    }
+}
+
+fn extend_unique(into: &mut Vec<String>, from: &[String]) {
+    for item in from {
+        if !into.contains(item) {
+            into.push(item.clone());
+        }
+    }
+}
+
+/// The image whose ID is or starts with `wanted` (`sha256:` optional). Manifests that share
+/// a config are one image, so only two different IDs make a prefix ambiguous.
+fn find_by_id(index: &Index, wanted: &str) -> Result<Option<StoredImage>, ImageError> {
     let hex = wanted.strip_prefix("sha256:").unwrap_or(wanted);
     if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Ok(None);
     }
-    let mut hits = index.images.iter().filter(|(_, rec)| {
-        rec.config
+    let mut hits = index.by_id().into_iter().filter(|image| {
+        image
+            .id
             .strip_prefix("sha256:")
             .is_some_and(|id| id.starts_with(hex))
     });

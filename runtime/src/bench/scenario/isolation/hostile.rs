@@ -14,6 +14,7 @@ use crate::bench::scenario::start::tail;
 use crate::bench::subjects::{Subject, Workload};
 use crate::bench::timing::timed_run;
 use crate::container::store::ContainerStore;
+use crate::image::remove::ImageUse;
 use crate::image::{ImageStore, Reference};
 use crate::root::StateRoot;
 
@@ -130,12 +131,16 @@ impl HostileImage {
 impl Drop for HostileImage {
     fn drop(&mut self) {
         let store = ImageStore::new(&self.root);
-        let _ = crate::image::remove::remove_image(
-            &store,
-            &ContainerStore::new(&self.root),
-            &self.image,
-            true,
-        );
+        let uses: Vec<ImageUse> = ContainerStore::new(&self.root)
+            .list()
+            .into_iter()
+            .map(|s| ImageUse {
+                running: matches!(s.status, crate::container::state::Status::Running),
+                container: s.id,
+                image: s.image_id,
+            })
+            .collect();
+        let _ = crate::image::remove::remove_image(&store, &uses, &self.image, true);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
