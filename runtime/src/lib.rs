@@ -7,7 +7,8 @@
 //! - [`container`]: spec building, on-disk state, the lifecycle verbs and the monitor;
 //! - [`linux`]: the isolation core (namespaces, rootfs, cgroups, capabilities, seccomp),
 //!   usable without the rest (the guest agent runs workloads through it);
-//! - [`host`]: what this machine offers (cgroup mode, KVM kind, engines), for `info`.
+//! - [`host`]: what this machine offers (cgroup mode, KVM kind, engines), for `info`;
+//! - [`template`]: Go templates for every `--format`.
 
 pub mod bench;
 pub mod cli;
@@ -19,5 +20,6 @@ pub mod linux;
 pub mod net;
 pub mod printable;
 pub mod root;
+pub mod template;
 pub mod timefmt;
 pub mod vm;
