@@ -4,7 +4,7 @@
 
 use super::funcs::{self, Failure, FuncSet};
 use super::parse::{Arg, Branch, Command, List, Node, Number, Pipe, Tree};
-use super::value::Val;
+use super::value::{Shape, Val, Zero};
 
 /// How deep `{{template}}` calls may nest (Go allows 100000; a recursive template here
 /// stops long before the thread's stack does).
@@ -34,6 +34,7 @@ type Result<T> = std::result::Result<T, ExecFailure>;
 pub(super) struct Exec<'t> {
     tree: &'t Tree,
     funcs: FuncSet,
+    shape: Option<&'t Shape>,
     pub out: String,
     vars: Vec<(String, Val)>,
     template: String,
@@ -41,10 +42,12 @@ pub(super) struct Exec<'t> {
 }
 
 impl<'t> Exec<'t> {
-    pub fn new(tree: &'t Tree, funcs: FuncSet) -> Exec<'t> {
+    /// An execution of `tree` with the functions of `funcs`, over data typed by `shape`.
+    pub fn new(tree: &'t Tree, funcs: FuncSet, shape: Option<&'t Shape>) -> Exec<'t> {
         Exec {
             tree,
             funcs,
+            shape,
             out: String::new(),
             vars: Vec::new(),
             template: String::new(),
@@ -309,6 +312,14 @@ impl<'t> Exec<'t> {
                     format!("{name} has arguments but cannot be invoked as field"),
                 ),
                 Some(v) => Ok(v),
+                // A map field the document leaves out is Go's nil map, as Docker's
+                // types always have the field.
+                None if self.shape.is_some_and(|sh| sh.string_maps.contains(&name)) => {
+                    Ok(Val::Map(Default::default(), Zero::EmptyString))
+                }
+                None if self.shape.is_some_and(|sh| sh.maps.contains(&name)) => {
+                    Ok(Val::Map(Default::default(), Zero::NoValue))
+                }
                 None => match s.type_name {
                     Some(t) => self.fail(
                         pos,

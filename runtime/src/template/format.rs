@@ -21,6 +21,29 @@ pub struct Rows {
 #[error("template parsing error: {0}")]
 pub struct FormatError(#[from] pub TemplateError);
 
+/// How `inspect`'s documents look to a template: structs (Docker decodes a document into
+/// its types, and when a field is not there, into maps that say "map has no entry for
+/// key"), with Docker's maps: labels and options of strings, networks, ports, volumes.
+pub const INSPECT: Shape = Shape {
+    type_name: None,
+    string_maps: &[
+        "Labels",
+        "Options",
+        "DriverOpts",
+        "Annotations",
+        "Sysctls",
+        "StorageOpt",
+        "Tmpfs",
+        "Data",
+    ],
+    maps: &["Networks", "Ports", "ExposedPorts", "Volumes", "Containers"],
+};
+
+/// An `inspect -f` template that does not parse or fails: Docker's words for it.
+#[derive(Debug, thiserror::Error)]
+#[error("Template parsing error: {0}")]
+pub struct InspectFormatError(#[from] pub TemplateError);
+
 /// A parsed `--format` value.
 #[derive(Debug, Clone)]
 pub enum Format {

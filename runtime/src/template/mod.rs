@@ -70,7 +70,7 @@ impl Template {
 
     /// The template run over `data`, typed by `shape`.
     pub fn render(&self, data: &Value, shape: &Shape) -> Result<String, TemplateError> {
-        let mut exec = exec::Exec::new(&self.tree, FuncSet::Docker);
+        let mut exec = exec::Exec::new(&self.tree, FuncSet::Docker, Some(shape));
         match exec.run(&Val::from_json(data, shape)) {
             Ok(()) => Ok(exec.out),
             Err(f) => Err(self.exec_error(f)),
@@ -85,7 +85,7 @@ impl Template {
             .iter()
             .map(|(field, title)| (field.to_string(), Val::Str(title.to_string())))
             .collect();
-        let mut exec = exec::Exec::new(&self.tree, FuncSet::DockerHeader);
+        let mut exec = exec::Exec::new(&self.tree, FuncSet::DockerHeader, None);
         let _ = exec.run(&Val::Map(titles, Zero::EmptyString));
         exec.out
     }
@@ -164,6 +164,11 @@ mod tests {
         assert_eq!(render(r#"{{index .Config.Labels "x"}}"#), "1");
         assert_eq!(render(r#"[{{index .Config.Labels "nope"}}]"#), "[]");
         assert_eq!(render("{{.Config.Labels.nope}}"), "<no value>");
+        // A map Docker's types always have is an empty map when the document lacks it.
+        assert_eq!(
+            render(r#"[{{index .State.Labels "x"}}]{{len .State.Networks}}"#),
+            "[]0"
+        );
         assert_eq!(
             render("{{json .Mounts}}"),
             r#"[{"Destination":"/b","RW":true,"Source":"/a"}]"#

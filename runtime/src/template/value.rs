@@ -197,6 +197,8 @@ fn object(o: &serde_json::Map<String, Value>, shape: &Shape) -> BTreeMap<String,
 /// (whose missing fields are reported the way inspect reports them).
 fn convert(value: &Value, shape: &Shape, map: Option<Zero>) -> Val {
     match value {
+        // Go's nil map: empty, and printed as `map[]`.
+        Value::Null if map.is_some() => Val::Map(BTreeMap::new(), map.unwrap_or(Zero::NoValue)),
         Value::Null => Val::Nil,
         Value::Bool(b) => Val::Bool(*b),
         Value::Number(n) => {
