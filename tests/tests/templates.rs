@@ -238,6 +238,18 @@ fn list_formats_take_tables_json_and_templates() {
         "Images=2/2\nContainers=2/1\n"
     );
 
+    assert_eq!(
+        ok(
+            &env,
+            &[
+                "info",
+                "--format",
+                "{{.Containers}} {{.ContainersRunning}} {{.Images}}"
+            ]
+        ),
+        "2 1 2\n"
+    );
+
     // stats --no-stream: the header Docker prints, the row of the one container.
     eventually("a stats row", Duration::from_secs(20), || {
         ok(
