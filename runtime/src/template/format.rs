@@ -39,6 +39,25 @@ pub const INSPECT: Shape = Shape {
     maps: &["Networks", "Ports", "ExposedPorts", "Volumes", "Containers"],
 };
 
+/// Docker's `volume ls` rows: its formatter context and the title of each field (rows
+/// hold `Name`, `Driver`, `Scope`, `Mountpoint`, `Labels`, `Links`, `Size` as strings).
+pub const VOLUME_ROWS: Rows = Rows {
+    shape: Shape {
+        type_name: Some("*formatter.volumeContext"),
+        string_maps: &[],
+        maps: &[],
+    },
+    titles: &[
+        ("Name", "VOLUME NAME"),
+        ("Driver", "DRIVER"),
+        ("Scope", "SCOPE"),
+        ("Mountpoint", "MOUNTPOINT"),
+        ("Labels", "LABELS"),
+        ("Links", "LINKS"),
+        ("Size", "SIZE"),
+    ],
+};
+
 /// An `inspect -f` template that does not parse or fails: Docker's words for it.
 #[derive(Debug, thiserror::Error)]
 #[error("Template parsing error: {0}")]

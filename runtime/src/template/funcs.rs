@@ -532,10 +532,11 @@ fn pad(args: &[Val]) -> Result<Val, Failure> {
     if s.is_empty() {
         return Ok(Val::Str(String::new()));
     }
-    let spaces = |n: i64| {
-        usize::try_from(n)
-            .map(|n| " ".repeat(n))
-            .map_err(|_| Failure::Call("strings: negative Repeat count".into()))
+    // Go would try to allocate any count; a million spaces is past any column.
+    let spaces = |n: i64| match usize::try_from(n) {
+        Err(_) => Err(Failure::Call("strings: negative Repeat count".into())),
+        Ok(n) if n > 1_000_000 => Err(Failure::Call(format!("pad of {n} spaces is too wide"))),
+        Ok(n) => Ok(" ".repeat(n)),
     };
     Ok(Val::Str(spaces(before)? + s + &spaces(after)?))
 }

@@ -270,4 +270,72 @@ mod tests {
             "NAMES\tCONTAINER ID\t<no value>"
         );
     }
+
+    /// Templates come from users: none, however malformed, may panic.
+    #[test]
+    fn no_template_panics() {
+        const PIECES: [&str; 44] = [
+            "{{",
+            "}}",
+            "{{-",
+            " -}}",
+            " ",
+            ".",
+            ".Id",
+            ".State",
+            ".Pid",
+            ".Config.Labels",
+            "$",
+            "$x",
+            ":=",
+            "=",
+            ",",
+            "|",
+            "(",
+            ")",
+            "\"",
+            "`",
+            "'",
+            "\\",
+            "0x",
+            "-1",
+            "1.5e",
+            "é",
+            "if",
+            "else",
+            "end",
+            "range",
+            "with",
+            "define",
+            "template",
+            "block",
+            "break",
+            "index",
+            "slice",
+            "printf \"%*.*[2]d\"",
+            "json",
+            "truncate",
+            "len",
+            "eq",
+            "nil",
+            "/*",
+        ];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let n = 1 + next() % 12;
+            let text: String = (0..n)
+                .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
+                .collect();
+            if let Ok(t) = Template::parse(&text) {
+                let _ = t.render(&doc(), &DOCUMENT);
+                let _ = t.render_header(&[("Id", "ID")]);
+            }
+        }
+    }
 }

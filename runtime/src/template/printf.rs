@@ -4,6 +4,9 @@
 
 use super::value::{format_float_g, Val};
 
+/// The widest width or precision Go's fmt accepts.
+const MAX_WIDTH: usize = 1_000_000;
+
 /// One directive's flags, width and precision.
 #[derive(Default)]
 struct Spec {
@@ -56,9 +59,17 @@ pub(super) fn sprintf(format: &str, args: &[Val]) -> String {
             digits.parse().ok()
         };
         spec.width = number(&mut chars, &mut next_arg);
+        if spec.width.is_some_and(|w| w > MAX_WIDTH) {
+            out.push_str("%!(BADWIDTH)");
+            spec.width = None;
+        }
         if chars.peek() == Some(&'.') {
             chars.next();
             spec.precision = Some(number(&mut chars, &mut next_arg).unwrap_or(0));
+            if spec.precision.is_some_and(|p| p > MAX_WIDTH) {
+                out.push_str("%!(BADPREC)");
+                spec.precision = None;
+            }
         }
         let Some(verb) = chars.next() else {
             out.push_str("%!(NOVERB)");
@@ -328,5 +339,6 @@ mod tests {
         assert_eq!(sprintf("%s", &[s("x"), Val::Int(1)]), "x%!(EXTRA int=1)");
         assert_eq!(sprintf("%", &[]), "%!(NOVERB)");
         assert_eq!(sprintf("%s", &[Val::Int(3)]), "%!s(int=3)");
+        assert_eq!(sprintf("%99999999999d", &[Val::Int(3)]), "%!(BADWIDTH)3");
     }
 }
