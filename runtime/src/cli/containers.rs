@@ -869,11 +869,19 @@ pub fn ps(root: &StateRoot, args: PsArgs) -> i32 {
     if let Some(n) = last {
         shown.truncate(n);
     }
-    // As Docker: sizes when asked for, or when the template shows them.
+    // As Docker: sizes when asked for, or when the template names them.
     let with_size = args.size || args.format.as_deref().is_some_and(|f| f.contains(".Size"));
     let rows: Vec<super::ps::Row> = shown
         .iter()
-        .map(|s| super::ps::Row::new(s, &store, args.no_trunc, with_size, !format.is_default()))
+        .map(|s| {
+            super::ps::Row::new(
+                s,
+                &store,
+                args.no_trunc,
+                with_size,
+                format.could_show("Labels"),
+            )
+        })
         .collect();
     if args.quiet {
         for r in &rows {

@@ -103,6 +103,16 @@ impl Format {
         })
     }
 
+    /// Whether the rows could show field `name` (`json` shows every field; the default
+    /// table is the verb's to say).
+    pub fn could_show(&self, name: &str) -> bool {
+        match self {
+            Format::Default => false,
+            Format::Json => true,
+            Format::Table(t) | Format::Rows(t) => t.could_read(name),
+        }
+    }
+
     /// Whether the verb's own table is wanted.
     pub fn is_default(&self) -> bool {
         matches!(self, Format::Default)

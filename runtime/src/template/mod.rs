@@ -68,6 +68,12 @@ impl Template {
         })
     }
 
+    /// Whether the template could read field `name` of its data (a verb computes a costly
+    /// field only when it could be shown).
+    pub fn could_read(&self, name: &str) -> bool {
+        self.tree.could_read(name)
+    }
+
     /// The template run over `data`, typed by `shape`.
     pub fn render(&self, data: &Value, shape: &Shape) -> Result<String, TemplateError> {
         let mut exec = exec::Exec::new(&self.tree, FuncSet::Docker, Some(shape));

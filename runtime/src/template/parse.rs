@@ -106,6 +106,49 @@ pub(super) struct Tree {
     pub defined: BTreeMap<String, List>,
 }
 
+impl Tree {
+    /// Whether running the tree could read field `name` of its data: a field of that
+    /// name anywhere, or the data (or a variable) used whole (`{{json .}}`, `{{$x}}`).
+    /// Conservative: verbs skip costly fields no template can show.
+    pub fn could_read(&self, name: &str) -> bool {
+        self.defined
+            .values()
+            .chain(std::iter::once(&self.root))
+            .any(|list| list_reads(list, name))
+    }
+}
+
+fn list_reads(list: &List, name: &str) -> bool {
+    list.iter().any(|node| match node {
+        Node::Text(_) | Node::Break | Node::Continue => false,
+        Node::Action(p) => pipe_reads(p, name),
+        Node::If(b) | Node::Range(b) | Node::With(b) => {
+            pipe_reads(&b.pipe, name)
+                || list_reads(&b.list, name)
+                || b.else_list.as_ref().is_some_and(|l| list_reads(l, name))
+        }
+        Node::Template { pipe, .. } => pipe.as_ref().is_none_or(|p| pipe_reads(p, name)),
+    })
+}
+
+fn pipe_reads(pipe: &Pipe, name: &str) -> bool {
+    pipe.cmds
+        .iter()
+        .flat_map(|c| &c.args)
+        .any(|a| arg_reads(a, name))
+}
+
+fn arg_reads(arg: &Arg, name: &str) -> bool {
+    match arg {
+        Arg::Field(_, idents) => idents.iter().any(|i| i == name),
+        Arg::Variable(_, _, idents) => idents.is_empty() || idents.iter().any(|i| i == name),
+        Arg::Chain(_, node, idents) => arg_reads(node, name) || idents.iter().any(|i| i == name),
+        Arg::Dot(_) => true,
+        Arg::Pipe(p) => pipe_reads(p, name),
+        Arg::Ident(..) | Arg::Nil(_) | Arg::Bool(..) | Arg::Number(..) | Arg::Str(..) => false,
+    }
+}
+
 /// A parse error: the line it is on and Go's message.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct ParseFailure {
@@ -799,6 +842,19 @@ mod tests {
         assert_eq!(parse("a\n{{foo}}", &known).unwrap_err().line, 2);
         let deep = "{{".to_string() + &"(".repeat(500) + "1" + &")".repeat(500) + "}}";
         assert_eq!(err(&deep), "max expression depth exceeded");
+    }
+
+    #[test]
+    fn fields_a_template_could_read() {
+        let reads = |t: &str, f: &str| parse(t, &known).unwrap().could_read(f);
+        assert!(reads("{{.Names}} {{.Labels}}", "Labels"));
+        assert!(!reads("{{.Names}} {{len .Names}}", "Labels"));
+        assert!(reads("{{printf \"%v\" .}}", "Labels"));
+        assert!(reads("{{$x := .Names}}{{$x}}", "Labels"));
+        assert!(reads(
+            "{{if .A}}{{else}}{{(index .B 0).Labels}}{{end}}",
+            "Labels"
+        ));
     }
 
     #[test]
