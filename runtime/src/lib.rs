@@ -7,7 +7,8 @@
 //! - [`container`]: spec building, on-disk state, the lifecycle verbs and the monitor;
 //! - [`linux`]: the isolation core (namespaces, rootfs, cgroups, capabilities, seccomp),
 //!   in the `capsa-core` crate with the agent protocol, which the guest agent links alone;
-//! - [`host`]: what this machine offers (cgroup mode, KVM kind, engines), for `info`.
+//! - [`host`]: what this machine offers (cgroup mode, KVM kind, engines), for `info`;
+//! - [`template`]: Go templates for every `--format`.
 
 pub mod bench;
 pub mod cli;
@@ -19,5 +20,6 @@ pub use capsa_core::linux;
 pub mod net;
 pub mod printable;
 pub mod root;
+pub mod template;
 pub mod timefmt;
 pub mod vm;

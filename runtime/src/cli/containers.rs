@@ -523,6 +523,13 @@ pub struct StatsArgs {
 pub fn stats(root: &StateRoot, args: StatsArgs) -> i32 {
     use crate::container::stats::{sample, targets};
     let store = ContainerStore::new(root);
+    let format = match crate::template::format::Format::parse(args.format.as_deref()) {
+        Ok(f) => f,
+        Err(e) => {
+            report(&e);
+            return EXIT_FAILURE;
+        }
+    };
     let chosen = if args.containers.is_empty() {
         targets(&store, args.all)
     } else {
@@ -543,8 +550,8 @@ pub fn stats(root: &StateRoot, args: StatsArgs) -> i32 {
         if !args.no_stream {
             print!("\x1b[2J\x1b[H"); // clear the screen, as docker stats redraws
         }
-        if let Err(e) = super::stats::print(&usage, args.format.as_deref()) {
-            super::print_error(format_args!("{e}"));
+        if let Err(e) = super::stats::print(&usage, &format) {
+            report(&e);
             return EXIT_FAILURE;
         }
         if args.no_stream {
@@ -642,24 +649,34 @@ pub fn inspect(root: &StateRoot, args: InspectArgs) -> i32 {
     rc
 }
 
-/// Prints inspected objects: a pretty JSON array, or one line per object from a template.
+/// Prints inspected objects: a pretty JSON array (no format, or `json`), or one line per
+/// object from a Go template (see crate::template; errors in Docker's words, exit 1).
 pub fn print_inspected(values: &[serde_json::Value], format: Option<&str>) -> i32 {
-    match format {
-        Some(t) => {
-            for v in values {
-                match crate::container::inspect::render_template(t, &escape_json_strings(v)) {
-                    Ok(line) => println!("{line}"),
-                    Err(e) => {
-                        super::print_error(format_args!("{e}"));
-                        return EXIT_FAILURE;
-                    }
-                }
+    use crate::template::format::{InspectFormatError, INSPECT};
+    let template = match format.filter(|f| !f.is_empty() && *f != "json") {
+        None => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(values).unwrap_or_default()
+            );
+            return 0;
+        }
+        Some(text) => match crate::template::Template::parse(text) {
+            Ok(t) => t,
+            Err(e) => {
+                report(&InspectFormatError(e));
+                return EXIT_FAILURE;
+            }
+        },
+    };
+    for v in values {
+        match template.render(&escape_json_strings(v), &INSPECT) {
+            Ok(line) => println!("{line}"),
+            Err(e) => {
+                report(&InspectFormatError(e));
+                return EXIT_FAILURE;
             }
         }
-        None => println!(
-            "{}",
-            serde_json::to_string_pretty(values).unwrap_or_default()
-        ),
     }
     0
 }
@@ -835,6 +852,13 @@ pub fn ps(root: &StateRoot, args: PsArgs) -> i32 {
             return EXIT_FAILURE;
         }
     };
+    let format = match crate::template::format::Format::parse(args.format.as_deref()) {
+        Ok(f) => f,
+        Err(e) => {
+            report(&e);
+            return EXIT_FAILURE;
+        }
+    };
     let last = if args.latest { Some(1) } else { args.last };
     let mut shown: Vec<_> = store
         .list()
@@ -845,9 +869,19 @@ pub fn ps(root: &StateRoot, args: PsArgs) -> i32 {
     if let Some(n) = last {
         shown.truncate(n);
     }
+    // As Docker: sizes when asked for, or when the template names them.
+    let with_size = args.size || args.format.as_deref().is_some_and(|f| f.contains(".Size"));
     let rows: Vec<super::ps::Row> = shown
         .iter()
-        .map(|s| super::ps::Row::new(s, &store, args.no_trunc, args.size))
+        .map(|s| {
+            super::ps::Row::new(
+                s,
+                &store,
+                args.no_trunc,
+                with_size,
+                format.could_show("Labels"),
+            )
+        })
         .collect();
     if args.quiet {
         for r in &rows {
@@ -855,10 +889,10 @@ pub fn ps(root: &StateRoot, args: PsArgs) -> i32 {
         }
         return 0;
     }
-    match super::ps::print(&rows, args.format.as_deref(), args.size) {
+    match super::ps::print(&rows, &format, args.size) {
         Ok(()) => 0,
         Err(e) => {
-            super::print_error(format_args!("{e}"));
+            report(&e);
             EXIT_FAILURE
         }
     }

@@ -8,6 +8,8 @@ use crate::image::{
 };
 use crate::printable::escape_controls;
 use crate::root::StateRoot;
+use crate::template::format::{Format, Rows};
+use crate::template::Shape;
 use clap::Args;
 
 /// `import` flags.
@@ -37,9 +39,31 @@ pub struct ImagesArgs {
     /// Don't truncate output.
     #[arg(long = "no-trunc")]
     no_trunc: bool,
+    /// Format with a Go template ({{.Repository}} {{.Tag}} {{.ID}} ...), `table TEMPLATE`,
+    /// or `json`.
+    #[arg(long)]
+    format: Option<String>,
     /// Only images of this repository[:tag].
     repository: Option<String>,
 }
+
+/// Docker's `images` rows: its formatter context and the title of each field.
+const IMAGE_ROWS: Rows = Rows {
+    shape: Shape {
+        type_name: Some("*formatter.imageContext"),
+        string_maps: &[],
+        maps: &[],
+    },
+    titles: &[
+        ("ID", "IMAGE ID"),
+        ("Repository", "REPOSITORY"),
+        ("Tag", "TAG"),
+        ("Digest", "DIGEST"),
+        ("CreatedSince", "CREATED"),
+        ("CreatedAt", "CREATED AT"),
+        ("Size", "SIZE"),
+    ],
+};
 
 /// `import FILE|- [REPOSITORY[:TAG]]`: prints the new image's ID.
 pub fn import(root: &StateRoot, args: ImportArgs) -> i32 {
@@ -67,6 +91,13 @@ pub fn import(root: &StateRoot, args: ImportArgs) -> i32 {
 /// the image's layers, shared ones included: `system df` shows real disk use).
 pub fn images(root: &StateRoot, args: ImagesArgs) -> i32 {
     let _ = args.all;
+    let format = match Format::parse(args.format.as_deref()) {
+        Ok(f) => f,
+        Err(e) => {
+            report(&e);
+            return EXIT_FAILURE;
+        }
+    };
     let store = ImageStore::new(root);
     let list = match store.images() {
         Ok(l) => l,
@@ -86,10 +117,10 @@ pub fn images(root: &StateRoot, args: ImagesArgs) -> i32 {
         let id = short_or_full(&rec.id, args.no_trunc);
         let image = store.resolve(&rec.id).ok();
         let size = image.as_ref().map_or(0, |i| i.size());
-        let created = image
-            .as_ref()
-            .and_then(|i| i.config.created().clone())
-            .and_then(|c| crate::timefmt::parse_rfc3339(&c))
+        let created_at = image.as_ref().and_then(|i| i.config.created().clone());
+        let created = created_at
+            .as_deref()
+            .and_then(crate::timefmt::parse_rfc3339)
             .map(|t| format!("{} ago", crate::timefmt::ago(t)))
             .unwrap_or_else(|| "N/A".into());
         let names: Vec<String> = if rec.names.is_empty() {
@@ -119,36 +150,63 @@ pub fn images(root: &StateRoot, args: ImagesArgs) -> i32 {
             } else {
                 display_name(&n)
             };
-            let mut row = vec![repo.clone(), tag];
-            if args.digests {
-                let digest = rec
-                    .repo_digests
-                    .iter()
-                    .find_map(|d| {
-                        d.split_once('@')
-                            .filter(|(r, _)| familiar(r) == repo)
-                            .map(|(_, d)| d.to_string())
-                    })
-                    .unwrap_or_else(|| "<none>".into());
-                row.push(digest);
-            }
-            row.extend([
-                id.clone(),
-                created.clone(),
-                crate::timefmt::human_size(size),
-            ]);
-            rows.push(row);
+            let digest = rec
+                .repo_digests
+                .iter()
+                .find_map(|d| {
+                    d.split_once('@')
+                        .filter(|(r, _)| familiar(r) == repo)
+                        .map(|(_, d)| d.to_string())
+                })
+                .unwrap_or_else(|| "<none>".into());
+            rows.push(serde_json::json!({
+                "Repository": repo,
+                "Tag": tag,
+                "Digest": digest,
+                "ID": id,
+                "CreatedSince": created,
+                "CreatedAt": created_at.clone().unwrap_or_default(),
+                "Size": crate::timefmt::human_size(size),
+            }));
         }
     }
-    if !args.quiet {
-        let mut header = vec!["REPOSITORY", "TAG"];
-        if args.digests {
-            header.push("DIGEST");
+    if args.quiet {
+        return 0;
+    }
+    match format.render(&rows, &IMAGE_ROWS) {
+        Ok(Some(text)) => print!("{text}"),
+        Ok(None) => {
+            let mut cols = vec!["Repository", "Tag"];
+            if args.digests {
+                cols.push("Digest");
+            }
+            cols.extend(["ID", "CreatedSince", "Size"]);
+            let header: Vec<&str> = cols.iter().map(|c| image_title(c)).collect();
+            let cells: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    cols.iter()
+                        .map(|c| r[c].as_str().unwrap_or_default().to_string())
+                        .collect()
+                })
+                .collect();
+            print_table(&header, &cells);
         }
-        header.extend(["IMAGE ID", "CREATED", "SIZE"]);
-        print_table(&header, &rows);
+        Err(e) => {
+            report(&e);
+            return EXIT_FAILURE;
+        }
     }
     0
+}
+
+/// The title of a column of `images`.
+fn image_title(field: &'static str) -> &'static str {
+    IMAGE_ROWS
+        .titles
+        .iter()
+        .find(|(f, _)| *f == field)
+        .map_or(field, |(_, title)| title)
 }
 
 fn short_or_full(id: &str, full: bool) -> String {
@@ -484,11 +542,44 @@ pub struct DfArgs {
     /// Per-image sizes: shared and unique.
     #[arg(short = 'v', long)]
     verbose: bool,
+    /// Format the summary with a Go template ({{.Type}} {{.TotalCount}} {{.Active}}
+    /// {{.Size}} {{.Reclaimable}}), `table TEMPLATE`, or `json`.
+    #[arg(long)]
+    format: Option<String>,
 }
+
+/// Docker's `system df` summary rows: its formatter context and the title of each field.
+const DF_ROWS: Rows = Rows {
+    shape: Shape {
+        type_name: Some("*formatter.diskUsageImagesContext"),
+        string_maps: &[],
+        maps: &[],
+    },
+    titles: &[
+        ("Type", "TYPE"),
+        ("TotalCount", "TOTAL"),
+        ("Active", "ACTIVE"),
+        ("Size", "SIZE"),
+        ("Reclaimable", "RECLAIMABLE"),
+    ],
+};
 
 /// `system df [-v]`: images and containers, with the images' logical size (what `images`
 /// adds up to) against the disk they really use.
 pub fn system_df(root: &StateRoot, args: DfArgs) -> i32 {
+    let format = match Format::parse(args.format.as_deref()) {
+        Ok(f) => f,
+        Err(e) => {
+            report(&e);
+            return EXIT_FAILURE;
+        }
+    };
+    if args.verbose && !format.is_default() {
+        super::print_error(
+            "system df: --format with -v is not supported yet (it formats the summary)",
+        );
+        return EXIT_FAILURE;
+    }
     let store = ImageStore::new(root);
     let usage = match inspect::usage(&store) {
         Ok(u) => u,
@@ -538,6 +629,28 @@ pub fn system_df(root: &StateRoot, args: DfArgs) -> i32 {
             h(0),
         ],
     ];
+    let values: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            let fields = DF_ROWS
+                .titles
+                .iter()
+                .zip(r)
+                .map(|((f, _), v)| (f.to_string(), v.clone().into()));
+            serde_json::Value::Object(fields.collect())
+        })
+        .collect();
+    match format.render(&values, &DF_ROWS) {
+        Ok(Some(text)) => {
+            print!("{text}");
+            return 0;
+        }
+        Ok(None) => {}
+        Err(e) => {
+            report(&e);
+            return EXIT_FAILURE;
+        }
+    }
     print_table(&["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"], &rows);
     println!();
     println!(

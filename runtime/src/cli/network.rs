@@ -6,6 +6,8 @@ use crate::container::ContainerStore;
 use crate::net::bridge::{self, BridgeConfig};
 use crate::net::networks::{NetworkRecord, NetworkStore, BUILT_IN};
 use crate::root::StateRoot;
+use crate::template::format::{Format, Rows};
+use crate::template::Shape;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
@@ -82,7 +84,30 @@ pub struct LsArgs {
     /// Only show IDs.
     #[arg(short = 'q', long)]
     quiet: bool,
+    /// Format with a Go template ({{.ID}} {{.Name}} {{.Driver}} ...), `table TEMPLATE`,
+    /// or `json`.
+    #[arg(long)]
+    format: Option<String>,
 }
+
+/// Docker's `network ls` rows: its formatter context and the title of each field.
+const NETWORK_ROWS: Rows = Rows {
+    shape: Shape {
+        type_name: Some("*network.networkContext"),
+        string_maps: &[],
+        maps: &[],
+    },
+    titles: &[
+        ("ID", "NETWORK ID"),
+        ("Name", "NAME"),
+        ("Driver", "DRIVER"),
+        ("Scope", "SCOPE"),
+        ("IPv6", "IPV6"),
+        ("Internal", "INTERNAL"),
+        ("Labels", "LABELS"),
+        ("CreatedAt", "CREATED AT"),
+    ],
+};
 
 /// `network inspect` flags.
 #[derive(Args, Debug)]
@@ -229,36 +254,67 @@ fn builtin_id(name: &str) -> String {
 }
 
 fn ls(store: &NetworkStore, a: LsArgs) -> i32 {
-    let mut rows: Vec<Vec<String>> = BUILT_IN
+    let format = match Format::parse(a.format.as_deref()) {
+        Ok(f) => f,
+        Err(e) => {
+            super::report(&e);
+            return EXIT_FAILURE;
+        }
+    };
+    // capsa's networks have no labels and no IPv6.
+    let row = |id: &str, name: &str, driver: &str, internal: bool, created: &str| {
+        json!({
+            "ID": id[..12].to_string(),
+            "Name": name,
+            "Driver": driver,
+            "Scope": "local",
+            "IPv6": "false",
+            "Internal": internal.to_string(),
+            "Labels": "",
+            "CreatedAt": created,
+        })
+    };
+    let mut rows: Vec<Value> = BUILT_IN
         .iter()
         .map(|n| {
             let driver = match *n {
                 "none" => "null",
                 other => other,
             };
-            vec![
-                builtin_id(n)[..12].to_string(),
-                n.to_string(),
-                driver.into(),
-                "local".into(),
-            ]
+            row(&builtin_id(n), n, driver, false, "")
         })
         .collect();
-    rows.extend(store.list().into_iter().map(|n| {
-        vec![
-            n.id[..12].to_string(),
-            n.name,
-            "bridge".into(),
-            "local".into(),
-        ]
-    }));
-    rows.sort_by(|x, y| x[1].cmp(&y[1]));
+    rows.extend(
+        store
+            .list()
+            .into_iter()
+            .map(|n| row(&n.id, &n.name, "bridge", n.internal, &n.created)),
+    );
+    rows.sort_by(|x, y| x["Name"].as_str().cmp(&y["Name"].as_str()));
     if a.quiet {
         for r in rows {
-            println!("{}", r[0]);
+            println!("{}", r["ID"].as_str().unwrap_or_default());
         }
-    } else {
-        print_table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &rows);
+        return 0;
+    }
+    match format.render(&rows, &NETWORK_ROWS) {
+        Ok(Some(text)) => print!("{text}"),
+        Ok(None) => {
+            let cols = ["ID", "Name", "Driver", "Scope"];
+            let cells: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    cols.iter()
+                        .map(|c| r[c].as_str().unwrap_or_default().to_string())
+                        .collect()
+                })
+                .collect();
+            print_table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &cells);
+        }
+        Err(e) => {
+            super::report(&e);
+            return EXIT_FAILURE;
+        }
     }
     0
 }

@@ -2,10 +2,10 @@
 //! `json`).
 
 use super::print_table;
-use crate::container::inspect::render_template;
 use crate::container::{id, ContainerStore, State};
 use crate::image::ImageStore;
-use crate::printable::escape_json_strings;
+use crate::template::format::{Format, FormatError, Rows};
+use crate::template::Shape;
 use serde_json::{json, Value};
 
 /// `-f KEY=VALUE` filters: values of one key are alternatives, different keys all apply.
@@ -104,8 +104,15 @@ fn command_column(cmd: &[String], no_trunc: bool) -> String {
 }
 
 impl Row {
-    /// The fields Docker's `ps --format` knows, for container `s`.
-    pub fn new(s: &State, store: &ContainerStore, no_trunc: bool, with_size: bool) -> Row {
+    /// The fields Docker's `ps --format` knows, for container `s` (its labels only
+    /// `with_labels`: they cost a read of its image, which the default table never shows).
+    pub fn new(
+        s: &State,
+        store: &ContainerStore,
+        no_trunc: bool,
+        with_size: bool,
+        with_labels: bool,
+    ) -> Row {
         let shown_id = if no_trunc {
             s.id.clone()
         } else {
@@ -122,8 +129,18 @@ impl Row {
         } else {
             String::new()
         };
+        let labels = if with_labels {
+            crate::container::inspect::labels(store, s)
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        } else {
+            String::new()
+        };
         let value = json!({
             "ID": shown_id,
+            "Labels": labels,
             "Image": s.image,
             "Command": command_column(&s.command, no_trunc),
             "CreatedAt": s.created,
@@ -146,84 +163,69 @@ impl Row {
     }
 }
 
-/// Header of each field in a `table` format.
-fn header(field: &str) -> String {
-    match field {
-        "ID" => "CONTAINER ID".into(),
-        "CreatedAt" => "CREATED AT".into(),
-        "RunningFor" => "CREATED".into(),
-        other => other.to_ascii_uppercase(),
-    }
+/// Docker's `ps` rows: its formatter context and the title of each field.
+const PS_ROWS: Rows = Rows {
+    shape: Shape {
+        type_name: Some("*formatter.ContainerContext"),
+        string_maps: &[],
+        maps: &[],
+    },
+    titles: &[
+        ("ID", "CONTAINER ID"),
+        ("Names", "NAMES"),
+        ("Image", "IMAGE"),
+        ("Command", "COMMAND"),
+        ("CreatedAt", "CREATED AT"),
+        ("RunningFor", "CREATED"),
+        ("Ports", "PORTS"),
+        ("State", "STATE"),
+        ("Status", "STATUS"),
+        ("Size", "SIZE"),
+        ("Labels", "LABELS"),
+        ("Mounts", "MOUNTS"),
+        ("Networks", "NETWORKS"),
+    ],
+};
+
+/// Header of a column of the default table.
+fn header(field: &str) -> &str {
+    PS_ROWS
+        .titles
+        .iter()
+        .find(|(f, _)| *f == field)
+        .map_or(field, |(_, title)| title)
 }
 
-/// Prints the rows: Docker's default table, a Go template per row, `table TEMPLATE`, or
-/// `json` (one object per line). Values reach the terminal escaped (JSON escapes its own).
-pub fn print(rows: &[Row], format: Option<&str>, with_size: bool) -> Result<(), String> {
-    match format.map(str::trim) {
-        None | Some("table") => {
-            let mut cols = vec![
-                "ID",
-                "Image",
-                "Command",
-                "RunningFor",
-                "Status",
-                "Ports",
-                "Names",
-            ];
-            if with_size {
-                cols.push("Size");
-            }
-            let headers: Vec<String> = cols.iter().map(|c| header(c)).collect();
-            let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
-            let cells: Vec<Vec<String>> = rows
-                .iter()
-                .map(|r| {
-                    cols.iter()
-                        .map(|c| r.value[c].as_str().unwrap_or_default().to_string())
-                        .collect()
-                })
-                .collect();
-            print_table(&headers, &cells);
-        }
-        Some("json") => {
-            for r in rows {
-                println!("{}", r.value);
-            }
-        }
-        Some(t) if t.starts_with("table ") => {
-            let template = t.trim_start_matches("table ").replace("\\t", "\t");
-            let titles: Vec<String> = template
-                .split('\t')
-                .map(|col| {
-                    let field = col
-                        .trim()
-                        .trim_start_matches("{{")
-                        .trim_end_matches("}}")
-                        .trim()
-                        .trim_start_matches('.');
-                    header(field)
-                })
-                .collect();
-            let cells = rows
-                .iter()
-                .map(|r| {
-                    render_template(&template, &escape_json_strings(&r.value))
-                        .map(|line| line.split('\t').map(String::from).collect())
-                })
-                .collect::<Result<Vec<Vec<String>>, String>>()?;
-            let titles: Vec<&str> = titles.iter().map(String::as_str).collect();
-            print_table(&titles, &cells);
-        }
-        Some(t) => {
-            let template = t.replace("\\t", "\t").replace("\\n", "\n");
-            for r in rows {
-                println!(
-                    "{}",
-                    render_template(&template, &escape_json_strings(&r.value))?
-                );
-            }
-        }
+/// Prints the rows: Docker's default table, or as `format` says (see
+/// crate::template::format).
+pub fn print(rows: &[Row], format: &Format, with_size: bool) -> Result<(), FormatError> {
+    let values: Vec<Value> = rows.iter().map(|r| r.value.clone()).collect();
+    if let Some(text) = format.render(&values, &PS_ROWS)? {
+        print!("{text}");
+        return Ok(());
     }
+    let mut cols = vec![
+        "ID",
+        "Image",
+        "Command",
+        "RunningFor",
+        "Status",
+        "Ports",
+        "Names",
+    ];
+    if with_size {
+        cols.push("Size");
+    }
+    let headers: Vec<&str> = cols.iter().map(|c| header(c)).collect();
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            cols.iter()
+                .map(|c| r.value[c].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .collect();
+    print_table(&headers, &cells);
     Ok(())
 }
 

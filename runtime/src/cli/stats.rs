@@ -2,8 +2,9 @@
 
 use super::print_table;
 use crate::container::id;
-use crate::container::inspect::render_template;
 use crate::container::stats::Usage;
+use crate::template::format::{Format, FormatError, Rows};
+use crate::template::Shape;
 use crate::timefmt::{bytes_size, human_size};
 use serde_json::{json, Value};
 
@@ -26,73 +27,63 @@ fn fields(u: &Usage) -> Value {
     })
 }
 
-/// Prints the samples as Docker's table, a template per row, `table TEMPLATE`, or `json`.
-pub fn print(usage: &[Usage], format: Option<&str>) -> Result<(), String> {
+/// Docker's `stats` rows: its formatter context and the title of each field.
+const STATS_ROWS: Rows = Rows {
+    shape: Shape {
+        type_name: Some("*container.statsContext"),
+        string_maps: &[],
+        maps: &[],
+    },
+    titles: &[
+        ("Container", "CONTAINER"),
+        ("Name", "NAME"),
+        ("ID", "CONTAINER ID"),
+        ("CPUPerc", "CPU %"),
+        ("MemUsage", "MEM USAGE / LIMIT"),
+        ("MemPerc", "MEM %"),
+        ("NetIO", "NET I/O"),
+        ("BlockIO", "BLOCK I/O"),
+        ("PIDs", "PIDS"),
+    ],
+};
+
+/// Prints the samples as Docker's table, or as `format` says (see
+/// crate::template::format).
+pub fn print(usage: &[Usage], format: &Format) -> Result<(), FormatError> {
     let rows: Vec<Value> = usage.iter().map(fields).collect();
-    match format.map(str::trim) {
-        None | Some("table") => {
-            let cols = [
-                "Container",
-                "Name",
-                "CPUPerc",
-                "MemUsage",
-                "MemPerc",
-                "NetIO",
-                "BlockIO",
-                "PIDs",
-            ];
-            let headers = [
-                "CONTAINER ID",
-                "NAME",
-                "CPU %",
-                "MEM USAGE / LIMIT",
-                "MEM %",
-                "NET I/O",
-                "BLOCK I/O",
-                "PIDS",
-            ];
-            let cells: Vec<Vec<String>> = rows
-                .iter()
-                .map(|r| {
-                    cols.iter()
-                        .map(|c| r[c].as_str().unwrap_or_default().to_string())
-                        .collect()
-                })
-                .collect();
-            print_table(&headers, &cells);
-        }
-        Some("json") => rows.iter().for_each(|r| println!("{r}")),
-        Some(t) => {
-            let (table, template) = match t.strip_prefix("table ") {
-                Some(rest) => (true, rest.replace("\\t", "\t")),
-                None => (false, t.replace("\\t", "\t").replace("\\n", "\n")),
-            };
-            let lines = rows
-                .iter()
-                .map(|r| render_template(&template, &crate::printable::escape_json_strings(r)))
-                .collect::<Result<Vec<_>, _>>()?;
-            if table {
-                let cells: Vec<Vec<String>> = lines
-                    .iter()
-                    .map(|l| l.split('\t').map(String::from).collect())
-                    .collect();
-                let titles: Vec<String> = template
-                    .split('\t')
-                    .map(|c| {
-                        c.trim()
-                            .trim_start_matches("{{")
-                            .trim_end_matches("}}")
-                            .trim()
-                            .trim_start_matches('.')
-                            .to_ascii_uppercase()
-                    })
-                    .collect();
-                let titles: Vec<&str> = titles.iter().map(String::as_str).collect();
-                print_table(&titles, &cells);
-            } else {
-                lines.iter().for_each(|l| println!("{l}"));
-            }
-        }
+    if let Some(text) = format.render(&rows, &STATS_ROWS)? {
+        print!("{text}");
+        return Ok(());
     }
+    let cols = [
+        "Container",
+        "Name",
+        "CPUPerc",
+        "MemUsage",
+        "MemPerc",
+        "NetIO",
+        "BlockIO",
+        "PIDs",
+    ];
+    // The first column holds the short ID, under Docker's title for an ID.
+    let headers = [
+        "CONTAINER ID",
+        "NAME",
+        "CPU %",
+        "MEM USAGE / LIMIT",
+        "MEM %",
+        "NET I/O",
+        "BLOCK I/O",
+        "PIDS",
+    ];
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            cols.iter()
+                .map(|c| r[c].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .collect();
+    print_table(&headers, &cells);
     Ok(())
 }

@@ -4,6 +4,8 @@ use crate::container::{ContainerStore, Status};
 use crate::host::HostInfo;
 use crate::image::ImageStore;
 use crate::root::StateRoot;
+use crate::template::format::{Format, FormatError};
+use crate::template::Shape;
 use clap::Args;
 
 /// capsa's engine API version (the Docker Engine API version its REST API will follow).
@@ -15,6 +17,53 @@ pub struct InfoArgs {
     /// Print as JSON.
     #[arg(long)]
     json: bool,
+    /// Format with a Go template over Docker's field names ({{.ServerVersion}},
+    /// {{.ContainersRunning}}, {{.CgroupVersion}}, {{json .}} ...), or `json`.
+    #[arg(short = 'f', long)]
+    format: Option<String>,
+}
+
+/// How `info --format` sees its object (Docker's type for it).
+const INFO_SHAPE: Shape = Shape {
+    type_name: Some("info.dockerInfo"),
+    string_maps: &[],
+    maps: &[],
+};
+
+/// `info`'s facts under Docker's field names, for `--format`.
+fn docker_info(
+    root: &StateRoot,
+    host: &HostInfo,
+    containers: &[crate::container::State],
+    images: usize,
+) -> serde_json::Value {
+    let running = containers
+        .iter()
+        .filter(|c| c.status == Status::Running && !c.paused)
+        .count();
+    let paused = containers.iter().filter(|c| c.paused).count();
+    serde_json::json!({
+        "Containers": containers.len(),
+        "ContainersRunning": running,
+        "ContainersPaused": paused,
+        "ContainersStopped": containers.len() - running - paused,
+        "Images": images,
+        "ServerVersion": env!("CARGO_PKG_VERSION"),
+        "Driver": "overlayfs",
+        "CgroupDriver": "cgroupfs",
+        "CgroupVersion": match host.cgroup_mode {
+            Some(crate::linux::cgroups::CgroupMode::Unified) => "2",
+            Some(_) => "1",
+            None => "",
+        },
+        "KernelVersion": host.kernel,
+        "OperatingSystem": host.os,
+        "OSType": std::env::consts::OS,
+        "Architecture": std::env::consts::ARCH,
+        "NCPU": host.cpus,
+        "MemTotal": host.memory,
+        "DockerRootDir": root.dir(),
+    })
 }
 
 /// `version`, laid out as `docker version` prints it.
@@ -37,10 +86,34 @@ pub fn version() -> i32 {
 
 /// `info`: the facts every figure is labelled with.
 pub fn info(root: &StateRoot, args: InfoArgs) -> i32 {
+    let format = match Format::parse(args.format.as_deref()) {
+        Ok(f) => f,
+        Err(e) => {
+            super::report(&e);
+            return super::EXIT_FAILURE;
+        }
+    };
     let host = HostInfo::gather(root);
     let containers = ContainerStore::new(root).list();
     let count = |st: Status| containers.iter().filter(|c| c.status == st).count();
     let images = ImageStore::new(root).images().map(|l| l.len()).unwrap_or(0);
+    if !format.is_default() {
+        let value = docker_info(root, &host, &containers, images);
+        let (Format::Rows(t) | Format::Table(t)) = format else {
+            println!("{value}"); // `json`
+            return 0;
+        };
+        return match t.render(&value, &INFO_SHAPE) {
+            Ok(text) => {
+                println!("{text}");
+                0
+            }
+            Err(e) => {
+                super::report(&FormatError(e));
+                super::EXIT_FAILURE
+            }
+        };
+    }
     if args.json {
         let v = serde_json::json!({
             "host": host,

@@ -1,10 +1,11 @@
 //! `inspect`: a container as Docker's `docker inspect` shows it (its field names), built
-//! from the recorded state and the OCI spec, plus a small evaluator for `-f` templates.
+//! from the recorded state and the OCI spec (`-f` templates run over it: crate::template).
 
 use super::state::{State, Status};
 use super::store::ContainerStore;
 use super::ContainerError;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
 /// The JSON object `docker inspect` prints for one container.
 pub fn inspect(store: &ContainerStore, id: &str) -> Result<Value, ContainerError> {
@@ -13,7 +14,7 @@ pub fn inspect(store: &ContainerStore, id: &str) -> Result<Value, ContainerError
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or(Value::Null);
-    let mut value = to_docker(&state, &spec);
+    let mut value = to_docker(&state, &spec, &labels(store, &state));
     if state.isolation == "vm" {
         value["Engine"] = engine(store, id);
     }
@@ -52,7 +53,7 @@ fn engine(store: &ContainerStore, id: &str) -> Value {
     })
 }
 
-fn to_docker(s: &State, spec: &Value) -> Value {
+fn to_docker(s: &State, spec: &Value, labels: &BTreeMap<String, String>) -> Value {
     let process = &spec["process"];
     let resources = &spec["linux"]["resources"];
     let running = s.status == Status::Running;
@@ -85,6 +86,7 @@ fn to_docker(s: &State, spec: &Value) -> Value {
             "Cmd": s.command,
             "Image": s.image,
             "WorkingDir": process["cwd"],
+            "Labels": labels,
         },
         "HostConfig": {
             "NetworkMode": super::network::network_name(s),
@@ -114,59 +116,15 @@ fn to_docker(s: &State, spec: &Value) -> Value {
     })
 }
 
-/// Evaluates a Go-template the way `docker inspect -f` is mostly used: literal text with
-/// `{{.Path.To.Field}}` and `{{json .Path}}` actions.
-pub fn render_template(template: &str, value: &Value) -> Result<String, String> {
-    let mut out = String::new();
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let end = rest[start..]
-            .find("}}")
-            .ok_or_else(|| format!("template {template:?}: unclosed action"))?;
-        let action = rest[start + 2..start + end].trim();
-        let (as_json, path) = match action.strip_prefix("json ") {
-            Some(p) => (true, p.trim()),
-            None => (false, action),
-        };
-        let v = lookup(value, path).ok_or_else(|| {
-            format!("template {template:?}: can't evaluate field {path} (expected .Field.Path or json .Field)")
-        })?;
-        out.push_str(&if as_json {
-            serde_json::to_string(v).unwrap_or_default()
-        } else {
-            plain(v)
-        });
-        rest = &rest[start + end + 2..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-fn lookup<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
-    if path == "." {
-        return Some(value);
-    }
-    let path = path.strip_prefix('.')?;
-    path.split('.')
-        .try_fold(value, |v, key| v.as_object()?.get(key))
-}
-
-/// Go's default formatting of a value: strings bare, arrays as `[a b]`, maps as `map[...]`.
-fn plain(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "<no value>".into(),
-        Value::Array(a) => format!("[{}]", a.iter().map(plain).collect::<Vec<_>>().join(" ")),
-        Value::Object(o) => format!(
-            "map[{}]",
-            o.iter()
-                .map(|(k, v)| format!("{k}:{}", plain(v)))
-                .collect::<Vec<_>>()
-                .join(" ")
-        ),
-        other => other.to_string(),
-    }
+/// Container `s`'s labels: its image's (capsa sets none of its own); empty when the image
+/// is gone or has none.
+pub fn labels(store: &ContainerStore, s: &State) -> BTreeMap<String, String> {
+    crate::image::ImageStore::new(store.root())
+        .resolve(&s.image_id)
+        .ok()
+        .and_then(|image| image.config.config().as_ref()?.labels().clone())
+        .map(|l| l.into_iter().collect())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -174,19 +132,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn templates_follow_paths() {
-        let v = json!({"State": {"Pid": 42, "OOMKilled": true}, "Config": {"Hostname": "web", "Env": ["A=1", "B=2"]}});
-        assert_eq!(render_template("{{.State.Pid}}", &v).unwrap(), "42");
+    fn inspect_templates_see_docker_names() {
+        let s: State = serde_json::from_value(json!({
+            "id": "abc", "name": "web", "image": "busybox", "image_id": "sha256:1",
+            "command": ["sh", "-c", "true"], "isolation": "container", "status": "exited",
+            "created": "2024-01-01T00:00:00Z", "exit_code": 3, "cgroup": {"version": 2, "dirs": {}},
+        }))
+        .unwrap();
+        let labels = BTreeMap::from([("team".to_string(), "db".to_string())]);
+        let v = to_docker(&s, &Value::Null, &labels);
+        let t = |text: &str| {
+            crate::template::Template::parse(text)
+                .unwrap()
+                .render(&v, &crate::template::format::INSPECT)
+                .unwrap()
+        };
         assert_eq!(
-            render_template("h={{.Config.Hostname}} oom={{.State.OOMKilled}}", &v).unwrap(),
-            "h=web oom=true"
+            t("{{.State.ExitCode}} {{.Name}} {{json .Args}}"),
+            r#"3 /web ["-c","true"]"#
         );
-        assert_eq!(render_template("{{.Config.Env}}", &v).unwrap(), "[A=1 B=2]");
         assert_eq!(
-            render_template("{{json .Config.Env}}", &v).unwrap(),
-            r#"["A=1","B=2"]"#
+            t(r#"{{index .Config.Labels "team"}}|{{index .Config.Labels "x"}}"#),
+            "db|"
         );
-        assert!(render_template("{{.Nope.X}}", &v).is_err());
-        assert!(render_template("{{.State.Pid", &v).is_err());
     }
 }
