@@ -7,13 +7,16 @@
 //! - [`container`]: spec building, on-disk state, the lifecycle verbs and the monitor;
 //! - [`linux`]: the isolation core (namespaces, rootfs, cgroups, capabilities, seccomp),
 //!   usable without the rest (the guest agent runs workloads through it);
+//! - [`api`]: the verbs every front end calls, each over the container's [`container::sandbox::Sandbox`];
 //! - [`host`]: what this machine offers (cgroup mode, KVM kind, engines), for `info`.
 
+pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod container;
 pub mod fsutil;
 pub mod host;
+pub mod ids;
 pub mod image;
 pub mod linux;
 pub mod net;

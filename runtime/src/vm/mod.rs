@@ -7,6 +7,7 @@
 //! - [`jail`]: the engine's jail (its own uid, namespaces, root, cgroup; no capabilities);
 //! - [`agent`]: the agent client (the guest's messages as hostile input, bounded);
 //! - [`console`]: the guest's console and the engine's output, drained into logs of bounded size;
+//! - [`sandbox`]: the microVM's implementation of the container folder's `Sandbox` trait;
 //! - [`run`]: one VM container from start to exit;
 //! - [`control`]: other commands' way in to a running VM (`exec`, `stats`) through its monitor;
 //! - [`stopped`]: `cp` with a stopped VM, booted without its workload for the copy alone.
@@ -21,6 +22,7 @@ pub mod engine;
 pub mod jail;
 pub mod protocol;
 pub mod run;
+pub mod sandbox;
 pub mod stopped;
 
 use std::time::Duration;

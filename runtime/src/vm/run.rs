@@ -22,6 +22,7 @@ use super::protocol::{
 };
 use super::{artifacts, disks, engine, VmError};
 use crate::container::options::RunOptions;
+use crate::container::sandbox::{Isolation, Notice, Notify, RunOutcome};
 use crate::container::spec::{self, SpecContext};
 use crate::container::state::{process_start_time, State, Status};
 use crate::container::store::{ContainerDir, ContainerStore};
@@ -37,14 +38,6 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 const GUEST_OVERHEAD_MIB: u64 = 96;
 pub const DEFAULT_GUEST_MIB: u64 = 256;
 const KERNEL_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 quiet loglevel=4";
-
-/// What `run --isolation vm` reports.
-pub struct VmOutcome {
-    pub id: String,
-    pub exit_code: i32,
-    pub engine: String,
-    pub accelerator: String,
-}
 
 /// Files of the VM in the container's folder.
 struct VmFiles {
@@ -157,11 +150,12 @@ fn prepare(
     store: &ContainerStore,
     image: &Image,
     opts: &RunOptions,
-    vmm: Option<&str>,
+    notify: Notify,
 ) -> Result<Prepared, ContainerError> {
     check_supported(opts)?;
+    let vmm = opts.vmm.as_deref();
     let (engine, reason) = engine::select(vmm)?;
-    eprintln!("capsa: vm isolation: {reason}");
+    notify(Notice::EngineChosen(reason));
     let guest = artifacts::locate(store.root())?;
     let (state, create) = lay_out(store, image, opts)?;
     let launch = Launch {
@@ -170,7 +164,7 @@ fn prepare(
         volumes: opts.volumes.clone(),
         tty: opts.tty,
         interactive: opts.interactive,
-        vmm: vmm.map(String::from),
+        vmm: opts.vmm.clone(),
         create,
     };
     // Kept for `start` (of a created container, or of a stopped one again).
@@ -191,14 +185,10 @@ pub fn run_foreground(
     store: &ContainerStore,
     image: Image,
     opts: &RunOptions,
-    vmm: Option<&str>,
-) -> Result<VmOutcome, ContainerError> {
-    let p = prepare(store, &image, opts, vmm)?;
+    notify: Notify,
+) -> Result<RunOutcome, ContainerError> {
+    let p = prepare(store, &image, opts, notify)?;
     let id = p.state.id.clone();
-    let (engine, accelerator) = (
-        p.engine.name().to_string(),
-        p.engine.accelerator().to_string(),
-    );
     // With -it the keys go to the guest's pty as typed (its line discipline handles ctrl-c).
     let _raw = (opts.tty && opts.interactive).then(crate::linux::tty::RawMode::enter);
     let mut sink = Sink::Terminal(opts.interactive.then(stdin_relay));
@@ -213,11 +203,10 @@ pub fn run_foreground(
     );
     let exit_code = finish(store, &id, &result, opts.auto_remove)?;
     result?;
-    Ok(VmOutcome {
+    Ok(RunOutcome {
         id,
         exit_code,
-        engine,
-        accelerator,
+        exec_error: None,
     })
 }
 
@@ -227,9 +216,9 @@ pub fn run_detached(
     store: &ContainerStore,
     image: Image,
     opts: &RunOptions,
-    vmm: Option<&str>,
+    notify: Notify,
 ) -> Result<String, ContainerError> {
-    let p = prepare(store, &image, opts, vmm)?;
+    let p = prepare(store, &image, opts, notify)?;
     let id = p.state.id.clone();
     spawn_monitor(store, p)?;
     Ok(id)
@@ -240,9 +229,9 @@ pub fn create(
     store: &ContainerStore,
     image: Image,
     opts: &RunOptions,
-    vmm: Option<&str>,
+    notify: Notify,
 ) -> Result<String, ContainerError> {
-    let p = prepare(store, &image, opts, vmm)?;
+    let p = prepare(store, &image, opts, notify)?;
     let id = p.state.id.clone();
     let saved = store.update(&id, |s| {
         s.status = Status::Created;
@@ -259,7 +248,7 @@ pub fn create(
 /// `start` of a VM container: boots it under a detached monitor, as `run -d` does. A stopped
 /// one boots again with the command it was created with and its writable layer kept, as
 /// `docker start` does.
-pub fn start(store: &ContainerStore, id: &str) -> Result<(), ContainerError> {
+pub fn start(store: &ContainerStore, id: &str, notify: Notify) -> Result<(), ContainerError> {
     let mut state = store.observe(id)?;
     match state.status {
         Status::Created => {}
@@ -280,7 +269,7 @@ pub fn start(store: &ContainerStore, id: &str) -> Result<(), ContainerError> {
     }
     let launch = Launch::load(store, id)?;
     let (engine, reason) = engine::select(launch.vmm.as_deref())?;
-    eprintln!("capsa: vm isolation: {reason}");
+    notify(Notice::EngineChosen(reason));
     let guest = artifacts::locate(store.root())?;
     spawn_monitor(
         store,
@@ -585,7 +574,15 @@ fn lay_out_named(
             });
         }
     }
-    let mut state = State::creating(id, name, opts, image, &spec, "vm", endpoint.clone());
+    let mut state = State::creating(
+        id,
+        name,
+        opts,
+        image,
+        &spec,
+        Isolation::Vm,
+        endpoint.clone(),
+    );
     // The engine's cgroup, placed as a container's would be.
     state.cgroup = host_cgroup(opts.cgroup_parent.as_deref(), id)?;
     store.save(&state)?;
