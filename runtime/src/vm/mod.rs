@@ -8,19 +8,29 @@
 //! - [`agent`]: the agent client (the guest's messages as hostile input, bounded);
 //! - [`console`]: the guest's console and the engine's output, drained into logs of bounded size;
 //! - [`sandbox`]: the microVM's implementation of the container folder's `Sandbox` trait;
-//! - [`run`]: one VM container from start to exit;
+//! - [`run`]: one VM container from create to exit, over `launch` (the launch record),
+//!   `layout` (the guest layout), `boot` (disks, the engine process, shut-down), `relay`
+//!   (the agent conversation in one poll), `control_server` (the control socket's clients)
+//!   and `monitor` (the detached monitor and its restarts);
 //! - [`control`]: other commands' way in to a running VM (`exec`, `stats`) through its monitor;
 //! - [`stopped`]: `cp` with a stopped VM, booted without its workload for the copy alone.
 
 pub mod agent;
 pub mod artifacts;
+mod boot;
 pub mod console;
 pub mod control;
+mod control_server;
 pub mod cpio;
 pub mod disks;
 pub mod engine;
+mod feed;
 pub mod jail;
+mod launch;
+mod layout;
+mod monitor;
 pub mod protocol;
+mod relay;
 pub mod run;
 pub mod sandbox;
 pub mod stopped;

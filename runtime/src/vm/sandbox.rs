@@ -220,7 +220,7 @@ fn tap_bytes(s: &State) -> (u64, u64) {
 /// A running VM's engine and its jail: uid, gid, cgroup, capabilities and seccomp, as the
 /// kernel reports them in /proc now (null when no engine runs).
 fn engine(store: &ContainerStore, id: &str) -> Value {
-    let Some(record) = super::run::engine_record(store, id) else {
+    let Some(record) = super::boot::engine_record(store, id) else {
         return Value::Null;
     };
     let seen = super::jail::confinement(record.pid).unwrap_or_default();
