@@ -3,7 +3,6 @@
 //! the exit, and boots it again while the restart policy says so.
 
 use std::io::Write;
-use std::time::{Duration, Instant};
 
 use super::{relay::*, run::*};
 use crate::container::state::State;
@@ -75,10 +74,12 @@ pub(super) fn monitor(store: &ContainerStore, p: Prepared, mut report: std::fs::
         }
     };
     let mut report = Some(report);
-    let mut state = p.state;
-    let mut delay = Duration::ZERO;
-    loop {
-        let started = Instant::now();
+    let mut first = Some(p.state);
+    let last = crate::container::restart::supervise(store, &id, |again| {
+        let state = match again {
+            Some(_) => forget_last_run(store, &id)?,
+            None => first.take().ok_or(())?,
+        };
         let result = boot_and_run(
             store,
             state,
@@ -99,55 +100,22 @@ pub(super) fn monitor(store: &ContainerStore, p: Prepared, mut report: std::fs::
             w.flush(0);
             w.flush(1);
         }
-        let code = finish(store, &id, &result, auto_remove).unwrap_or(125);
-        match restart_after(store, &id, code, &mut delay, started.elapsed()) {
-            Some(next) => state = next,
-            None => return code,
-        }
-    }
+        Ok::<_, ()>(Some(
+            finish(store, &id, &result, auto_remove).unwrap_or(125),
+        ))
+    });
+    last.ok().flatten().unwrap_or(125)
 }
 
-/// Whether the `--restart` policy boots the VM again after an exit with `code`: waits out
-/// the back-off (unless the user stops or removes the container meanwhile) and returns the
-/// state to boot with.
-pub(super) fn restart_after(
-    store: &ContainerStore,
-    id: &str,
-    code: i32,
-    delay: &mut Duration,
-    ran_for: Duration,
-) -> Option<State> {
-    use crate::container::restart;
-    let state = store.load(id).ok()?;
-    if !state
-        .restart_policy
-        .should_restart(code, state.restart_count, state.stopped_by_user)
-    {
-        if state.restarting {
-            let _ = store.update(id, |s| s.restarting = false);
-        }
-        return None;
-    }
-    *delay = restart::backoff(*delay, ran_for);
-    store.update(id, |s| s.restarting = true).ok()?;
-    let deadline = Instant::now() + *delay;
-    while Instant::now() < deadline {
-        match store.load(id) {
-            Ok(s) if !s.stopped_by_user => std::thread::sleep(Duration::from_millis(50)),
-            _ => {
-                let _ = store.update(id, |s| s.restarting = false);
-                return None;
-            }
-        }
-    }
-    store
-        .update(id, |s| {
-            // Still "restarting" until the VM runs again (boot_and_run clears it).
-            s.restart_count += 1;
-            s.exit_code = None;
-            s.finished_at = None;
-            s.error = None;
-            s.oom_killed = false;
-        })
-        .ok()?
+/// Clears what the last run recorded (its exit, error, OOM kill) before the VM boots again:
+/// it boots for seconds, and meanwhile shows as restarting, not as its last exit.
+fn forget_last_run(store: &ContainerStore, id: &str) -> Result<State, ()> {
+    let updated = store.update(id, |s| {
+        s.exit_code = None;
+        s.finished_at = None;
+        s.error = None;
+        s.oom_killed = false;
+    });
+    // Gone meanwhile: the monitor's work is over.
+    updated.ok().flatten().ok_or(())
 }
