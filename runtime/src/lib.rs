@@ -7,14 +7,17 @@
 //! - [`container`]: spec building, on-disk state, the lifecycle verbs and the monitor;
 //! - [`linux`]: the isolation core (namespaces, rootfs, cgroups, capabilities, seccomp),
 //!   in the `capsa-core` crate with the agent protocol, which the guest agent links alone;
+//! - [`api`]: the verbs every front end calls, each over the container's [`container::sandbox::Sandbox`];
 //! - [`host`]: what this machine offers (cgroup mode, KVM kind, engines), for `info`;
 //! - [`template`]: Go templates for every `--format`.
 
+pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod container;
 pub mod fsutil;
 pub mod host;
+pub mod ids;
 pub mod image;
 pub use capsa_core::linux;
 pub mod net;

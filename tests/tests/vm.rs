@@ -946,3 +946,61 @@ fn attach_relays_a_detached_vm_workload_and_its_terminal_until_the_detach_keys()
     assert!(env.capsa(&["rm", "talk", "term"]).status.success());
     env.assert_clean();
 }
+
+/// Context switches of each thread of process `pid` (name, count): each one a wake-up.
+fn wake_ups(pid: &str) -> Vec<(String, u64)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the monitor runs");
+    let mut seen: Vec<(String, u64)> = tasks
+        .flatten()
+        .map(|t| {
+            let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            let name = status.lines().next().unwrap_or_default().to_string();
+            let count = status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum();
+            (format!("{} {name}", t.file_name().to_string_lossy()), count)
+        })
+        .collect();
+    seen.sort();
+    seen
+}
+
+/// An idle VM costs its monitor nothing: the monitor waits in one poll over its descriptors
+/// (agent, control socket, signals, the engine's pidfd), with no timer, so over seconds of
+/// idleness none of its threads is woken once; and it still answers at once.
+#[test]
+fn an_idle_vm_monitor_is_never_woken_and_still_answers() {
+    let env = TestEnv::new();
+    let out = vm(
+        &env,
+        &[
+            "-d",
+            "--name",
+            "idle",
+            "--network",
+            "none",
+            "busybox",
+            "sleep",
+            "600",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // A VM's recorded pid is its monitor's.
+    let monitor = env.inspect("idle", "{{.State.Pid}}");
+    let out = env.capsa(&["exec", "idle", "true"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let before = wake_ups(&monitor);
+    // The measurement window, not a synchronisation: nothing happens during it.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let after = wake_ups(&monitor);
+    assert_eq!(
+        before, after,
+        "the idle monitor {monitor}'s threads were woken in 3 s"
+    );
+    let out = env.capsa(&["exec", "idle", "echo", "awake"]);
+    assert_eq!(text(&out.stdout), "awake\n", "{}", text(&out.stderr));
+    assert!(env.capsa(&["rm", "-f", "idle"]).status.success());
+    env.assert_clean();
+}

@@ -1,7 +1,10 @@
 //! `start`, `ps`, `rm`, `wait`.
 
+use super::run::render_notice;
 use super::{report, EXIT_FAILURE};
-use crate::container::{delete, start as start_verb, wait as wait_verb, ContainerStore, Status};
+use crate::api;
+use crate::container::sandbox::{has_terminal, Attached, TerminalRun};
+use crate::container::{wait as wait_verb, ContainerStore, Status};
 use crate::linux::process::exec_fifo::ExecOutcome;
 use crate::printable::{escape_controls, escape_json_strings};
 use crate::root::StateRoot;
@@ -162,7 +165,8 @@ pub fn logs(root: &StateRoot, args: LogsArgs) -> i32 {
 
 /// `stop [-t SECONDS] [-s SIGNAL] CONTAINER...`.
 pub fn stop(root: &StateRoot, args: StopArgs) -> i32 {
-    use crate::container::{kill::parse_signal, stop::stop};
+    use crate::api::stop;
+    use crate::container::kill::parse_signal;
     let store = ContainerStore::new(root);
     let signal = match args.signal.as_deref().map(parse_signal).transpose() {
         Ok(s) => s,
@@ -184,8 +188,8 @@ pub fn restart(root: &StateRoot, args: StopArgs) -> i32 {
     let timeout = args.time.map(std::time::Duration::from_secs);
     each(&args.containers, |name| {
         let id = store.resolve(name)?;
-        crate::container::stop::stop(&store, &id, None, timeout)?;
-        match start_verb::start(&store, &id)? {
+        api::stop(&store, &id, None, timeout)?;
+        match api::start(&store, &id, &mut render_notice)? {
             ExecOutcome::Started => Ok(()),
             ExecOutcome::Failed(code, message) => {
                 Err(crate::container::ContainerError::Exec { code, message })
@@ -196,7 +200,8 @@ pub fn restart(root: &StateRoot, args: StopArgs) -> i32 {
 
 /// `kill [-s SIGNAL] CONTAINER...`.
 pub fn kill(root: &StateRoot, args: KillArgs) -> i32 {
-    use crate::container::kill::{kill, parse_signal};
+    use crate::api::kill;
+    use crate::container::kill::parse_signal;
     let store = ContainerStore::new(root);
     let signal = match parse_signal(&args.signal) {
         Ok(s) => s,
@@ -324,7 +329,7 @@ pub struct PruneArgs {
 pub fn pause(root: &StateRoot, args: NamesArgs, paused: bool) -> i32 {
     let store = ContainerStore::new(root);
     each(&args.containers, |name| {
-        crate::container::pause::set_paused(&store, &store.resolve(name)?, paused)
+        api::pause(&store, &store.resolve(name)?, paused)
     })
 }
 
@@ -348,7 +353,7 @@ pub fn top(root: &StateRoot, args: TopArgs) -> i32 {
     let store = ContainerStore::new(root);
     match store
         .resolve(&args.container)
-        .and_then(|id| crate::container::top::top(&store, &id, &args.ps_args))
+        .and_then(|id| api::top(&store, &id, &args.ps_args))
     {
         Ok(rows) => {
             for r in rows {
@@ -374,7 +379,7 @@ pub fn prune(root: &StateRoot, args: PruneArgs) -> i32 {
             return 0;
         }
     }
-    match crate::container::prune::prune(&ContainerStore::new(root)) {
+    match api::prune(&ContainerStore::new(root)) {
         Ok((ids, bytes)) => {
             if !ids.is_empty() {
                 println!("Deleted Containers:");
@@ -430,7 +435,8 @@ pub struct ExecArgs {
 /// `exec [-d] [-i] [-t] [-e] [-u] [-w] CONTAINER COMMAND...`: the command's exit code;
 /// 126/127 when it cannot be run; 1 when capsa cannot (as Docker).
 pub fn exec(root: &StateRoot, args: ExecArgs) -> i32 {
-    use crate::container::exec::{exec, ExecOptions};
+    use crate::api::exec;
+    use crate::container::exec::ExecOptions;
     use crate::container::ContainerError;
     let store = ContainerStore::new(root);
     let opts = ExecOptions {
@@ -442,12 +448,13 @@ pub fn exec(root: &StateRoot, args: ExecArgs) -> i32 {
         workdir: args.workdir,
         command: args.command,
     };
-    // A VM container's terminal is a pty inside the guest, relayed by its monitor.
-    let in_vm = store
+    // This CLI holds the pty of a process on this host; a VM's is inside the guest, relayed
+    // by its monitor.
+    let on_host = store
         .resolve(&args.container)
         .and_then(|id| store.observe(&id))
-        .is_ok_and(|s| s.isolation == "vm");
-    if opts.tty && !opts.detach && !in_vm {
+        .is_ok_and(|s| s.isolation.workload_on_host());
+    if opts.tty && !opts.detach && on_host {
         let keys = match detach_keys(args.detach_keys.as_deref()) {
             Ok(k) => k,
             Err(rc) => return rc,
@@ -521,7 +528,7 @@ pub struct StatsArgs {
 
 /// `stats [--no-stream] [-a] [--format T] [CONTAINER...]`.
 pub fn stats(root: &StateRoot, args: StatsArgs) -> i32 {
-    use crate::container::stats::{sample, targets};
+    use crate::container::stats::targets;
     let store = ContainerStore::new(root);
     let format = match crate::template::format::Format::parse(args.format.as_deref()) {
         Ok(f) => f,
@@ -546,7 +553,7 @@ pub fn stats(root: &StateRoot, args: StatsArgs) -> i32 {
         list
     };
     loop {
-        let usage = sample(&chosen, std::time::Duration::from_millis(500));
+        let usage = api::stats(&chosen, std::time::Duration::from_millis(500));
         if !args.no_stream {
             print!("\x1b[2J\x1b[H"); // clear the screen, as docker stats redraws
         }
@@ -571,7 +578,8 @@ pub struct CpArgs {
 
 /// `cp CONTAINER:SRC DEST` or `cp SRC CONTAINER:DEST`.
 pub fn cp(root: &StateRoot, args: CpArgs) -> i32 {
-    use crate::container::cp::{copy_in, copy_out, Location};
+    use crate::api::{copy_in, copy_out};
+    use crate::container::cp::Location;
     use crate::container::ContainerError;
     let store = ContainerStore::new(root);
     let result = match (Location::parse(&args.src), Location::parse(&args.dest)) {
@@ -615,11 +623,7 @@ pub fn inspect(root: &StateRoot, args: InspectArgs) -> i32 {
     let mut values = Vec::new();
     let mut rc = 0;
     for name in &args.containers {
-        let as_container = || {
-            store
-                .resolve(name)
-                .and_then(|id| crate::container::inspect::inspect(&store, &id))
-        };
+        let as_container = || store.resolve(name).and_then(|id| api::inspect(&store, &id));
         let as_image = || -> Result<serde_json::Value, Box<dyn std::error::Error>> {
             let image = images.resolve(name)?;
             Ok(crate::image::inspect::inspect(&images, &image)?)
@@ -681,15 +685,6 @@ pub fn print_inspected(values: &[serde_json::Value], format: Option<&str>) -> i3
     0
 }
 
-/// Whether container `id` has a terminal.
-fn has_terminal(store: &ContainerStore, id: &str) -> bool {
-    std::fs::read(store.dir(id).config())
-        .ok()
-        .and_then(|b| serde_json::from_slice::<oci_spec::runtime::Spec>(&b).ok())
-        .and_then(|s| s.process().as_ref().and_then(|p| p.terminal()))
-        .unwrap_or(false)
-}
-
 /// Attaches to a terminal container (and starts it when `start_it`); returns its exit code
 /// when it ends, None when the user detached.
 pub fn attach_and_start(
@@ -699,14 +694,27 @@ pub fn attach_and_start(
     keys: &[u8],
     start_it: bool,
 ) -> Result<Option<i32>, crate::container::ContainerError> {
-    use super::terminal::{relay, Ended, Remote};
     let io = |e: std::io::Error| crate::container::ContainerError::io(&store.dir(id).dir, e);
     let stream = crate::container::attach::connect(&store.dir(id).dir).map_err(io)?;
     if start_it {
-        if let ExecOutcome::Failed(code, message) = start_verb::start(store, id)? {
+        if let ExecOutcome::Failed(code, message) = api::start(store, id, &mut render_notice)? {
             return Err(crate::container::ContainerError::Exec { code, message });
         }
     }
+    relay_terminal(store, id, stream, stdin, keys)
+}
+
+/// Relays a monitor's attach socket until the container ends (its exit code, once
+/// recorded) or the user detaches (None).
+fn relay_terminal(
+    store: &ContainerStore,
+    id: &str,
+    stream: std::os::unix::net::UnixStream,
+    stdin: bool,
+    keys: &[u8],
+) -> Result<Option<i32>, crate::container::ContainerError> {
+    use super::terminal::{relay, Ended, Remote};
+    let io = |e: std::io::Error| crate::container::ContainerError::io(&store.dir(id).dir, e);
     match relay(Remote::Socket(stream), stdin, keys).map_err(io)? {
         Ended::Detached => Ok(None),
         Ended::Closed => Ok(wait_verb::wait_exit(store, id)?.exit_code),
@@ -744,29 +752,22 @@ pub fn attach(root: &StateRoot, args: AttachArgs) -> i32 {
         Err(rc) => return rc,
     };
     let result = store.resolve(&args.container).and_then(|id| {
-        let state = store.observe(&id)?;
-        if state.status != Status::Running {
-            return Err(crate::container::ContainerError::WrongState {
-                id,
-                reason: "You cannot attach to a stopped container, start it first".into(),
-            });
-        }
-        if state.isolation == "vm" {
-            // The VM's monitor relays the workload's streams (its pty with -t).
-            let tty = has_terminal(&store, &id);
-            let code = crate::vm::control::attach(&id, !args.no_stdin, tty, &keys)?;
-            if code.is_some() {
-                // As Docker's, attach returns once the exit is recorded.
-                wait_verb::wait_exit(&store, &id)?;
+        match api::attach(&store, &id, !args.no_stdin, &keys)? {
+            Attached::Terminal(stream) => {
+                relay_terminal(&store, &id, stream, !args.no_stdin, &keys)
             }
-            return Ok(code);
+            Attached::Log { seen } => {
+                let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+                Ok(wait_verb::follow_log(&store, &id, seen, false, &mut out, &mut err)?.exit_code)
+            }
+            Attached::Ended(code) => {
+                if code.is_some() {
+                    // As Docker's, attach returns once the exit is recorded.
+                    wait_verb::wait_exit(&store, &id)?;
+                }
+                Ok(code)
+            }
         }
-        if has_terminal(&store, &id) {
-            return attach_and_start(&store, &id, !args.no_stdin, &keys, false);
-        }
-        let seen = crate::container::logfile::read_all(&store.dir(&id).log()).len();
-        let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
-        Ok(wait_verb::follow_log(&store, &id, seen, false, &mut out, &mut err)?.exit_code)
     });
     match result {
         Ok(code) => code.unwrap_or(0),
@@ -787,16 +788,18 @@ pub fn start(root: &StateRoot, args: StartArgs) -> i32 {
                 Err(rc) => return rc,
             };
             if let Ok(id) = store.resolve(name) {
-                // A VM container has no attach socket: its output is followed in its log.
-                let stopped = store
-                    .observe(&id)
-                    .is_ok_and(|s| s.status != Status::Running && s.isolation != "vm");
+                // A terminal some monitor serves on an attach socket (a VM's has none: its
+                // output is followed in its log).
+                let stopped = store.observe(&id).is_ok_and(|s| {
+                    s.status != Status::Running
+                        && api::sandbox_of(&s).terminal_run() == TerminalRun::Attach
+                });
                 if has_terminal(&store, &id) && stopped {
                     // The monitor (new for a stopped container) serves the terminal.
                     let revived = store
                         .observe(&id)
                         .is_ok_and(|s| s.status == Status::Created)
-                        || crate::container::start::prepare_start(&store, &id).is_ok();
+                        || api::prepare_start(&store, &id).is_ok_and(|ready| ready);
                     if revived {
                         return match attach_and_start(&store, &id, args.interactive, &keys, true) {
                             Ok(code) => code.unwrap_or(0),
@@ -815,7 +818,7 @@ pub fn start(root: &StateRoot, args: StartArgs) -> i32 {
         // `-a` shows what this start prints, not what earlier runs logged.
         let result = store.resolve(name).and_then(|id| {
             let seen = crate::container::logfile::read_all(&store.dir(&id).log()).len();
-            Ok((start_verb::start(&store, &id)?, id, seen))
+            Ok((api::start(&store, &id, &mut render_notice)?, id, seen))
         });
         match result {
             Ok((ExecOutcome::Started, id, seen)) if args.attach => {
@@ -905,7 +908,7 @@ pub fn rm(root: &StateRoot, args: RmArgs) -> i32 {
     for name in &args.containers {
         match store
             .resolve(name)
-            .and_then(|id| delete::remove(&store, &id, args.force))
+            .and_then(|id| api::remove(&store, &id, args.force))
         {
             Ok(()) => println!("{name}"),
             Err(e) => {
@@ -922,10 +925,7 @@ pub fn wait(root: &StateRoot, args: WaitArgs) -> i32 {
     let store = ContainerStore::new(root);
     let mut rc = 0;
     for name in &args.containers {
-        match store
-            .resolve(name)
-            .and_then(|id| wait_verb::wait_exit(&store, &id))
-        {
+        match store.resolve(name).and_then(|id| api::wait(&store, &id)) {
             Ok(state) => println!("{}", state.exit_code.unwrap_or(0)),
             Err(e) => {
                 report(&e);

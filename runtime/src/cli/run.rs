@@ -1,8 +1,10 @@
 //! `run` and `create`.
 
 use super::{report, EXIT_ENGINE_ERROR};
+use crate::api::{self, Notice};
 use crate::container::options::{self, RunOptions, SeccompChoice};
-use crate::container::{create, monitor, run as run_verb, start, ContainerError, ContainerStore};
+use crate::container::sandbox::{Isolation, TerminalRun};
+use crate::container::{ContainerError, ContainerStore};
 use crate::image::ImageStore;
 use crate::linux::process::exec_fifo::ExecOutcome;
 use crate::root::StateRoot;
@@ -150,13 +152,12 @@ pub struct RunArgs {
 impl RunArgs {
     fn into_options(self, create_only: bool) -> Result<RunOptions, ContainerError> {
         let bad = |m: &str| Err(ContainerError::InvalidArgument(m.to_string()));
-        if self.isolation != "container" && self.isolation != "vm" {
-            return bad(&format!(
-                "--isolation {:?}: expected container or vm",
-                self.isolation
-            ));
-        }
-        if self.vmm.is_some() && self.isolation != "vm" {
+        let isolation = match self.isolation.as_str() {
+            "container" => Isolation::Container,
+            "vm" => Isolation::Vm,
+            other => return bad(&format!("--isolation {other:?}: expected container or vm")),
+        };
+        if self.vmm.is_some() && isolation != Isolation::Vm {
             return bad("--vmm applies only with --isolation vm");
         }
         let userns = match self.userns.as_deref() {
@@ -285,6 +286,8 @@ impl RunArgs {
             entrypoint: self.entrypoint,
             image: self.image,
             command: self.command,
+            isolation,
+            vmm: self.vmm,
         };
         for (path, _) in &opts.tmpfs {
             if !path.starts_with('/') {
@@ -336,7 +339,6 @@ pub fn run(root: &StateRoot, args: RunArgs, create_only: bool) -> i32 {
         }
     };
     let (pull_policy, platform) = (args.pull.clone(), args.platform.clone());
-    let (vm, vmm) = (args.isolation == "vm", args.vmm.clone());
     let opts = match args.into_options(create_only) {
         Ok(o) => o,
         Err(e) => {
@@ -352,16 +354,13 @@ pub fn run(root: &StateRoot, args: RunArgs, create_only: bool) -> i32 {
         }
     };
     let store = ContainerStore::new(root);
-    if vm {
-        return vm_run(&store, image, &opts, vmm.as_deref(), create_only, detach);
-    }
     if create_only || detach {
         return detached(&store, image, &opts, !create_only);
     }
-    if opts.tty {
+    if opts.tty && api::sandbox(opts.isolation).terminal_run() == TerminalRun::Attach {
         return with_terminal(&store, image, opts, &keys);
     }
-    match run_verb::run_foreground(&store, image, &opts) {
+    match api::run_foreground(&store, image, &opts, &mut render_notice) {
         Ok(outcome) => {
             if let Some(msg) = outcome.exec_error {
                 super::print_error(format_args!("{msg}"));
@@ -375,39 +374,11 @@ pub fn run(root: &StateRoot, args: RunArgs, create_only: bool) -> i32 {
     }
 }
 
-/// `run --isolation vm`: in the foreground this CLI relays the VM's output; with `-d` a
-/// monitor does, into the container's log.
-fn vm_run(
-    store: &ContainerStore,
-    image: crate::image::Image,
-    opts: &RunOptions,
-    vmm: Option<&str>,
-    create_only: bool,
-    detach: bool,
-) -> i32 {
-    if detach || create_only {
-        let made = if create_only {
-            crate::vm::run::create(store, image, opts, vmm)
-        } else {
-            crate::vm::run::run_detached(store, image, opts, vmm)
-        };
-        return match made {
-            Ok(id) => {
-                println!("{id}");
-                0
-            }
-            Err(e) => {
-                report(&e);
-                EXIT_ENGINE_ERROR
-            }
-        };
-    }
-    match crate::vm::run::run_foreground(store, image, opts, vmm) {
-        Ok(outcome) => outcome.exit_code,
-        Err(e) => {
-            report(&e);
-            EXIT_ENGINE_ERROR
-        }
+/// Shows what a sandbox tells on the way (on stderr: stdout is the workload's).
+pub(crate) fn render_notice(notice: Notice) {
+    match notice {
+        // `capsa compare` and bench/vm.py read this line.
+        Notice::EngineChosen(reason) => eprintln!("capsa: vm isolation: {reason}"),
     }
 }
 
@@ -449,9 +420,7 @@ fn with_terminal(
     keys: &[u8],
 ) -> i32 {
     let auto_remove = std::mem::replace(&mut opts.auto_remove, false);
-    let id = match create::prepare(store, image, &opts)
-        .and_then(|p| monitor::create_detached(store, p))
-    {
+    let id = match api::create(store, image, &opts, &mut render_notice) {
         Ok(id) => id,
         Err(e) => {
             report(&e);
@@ -461,7 +430,7 @@ fn with_terminal(
     match super::containers::attach_and_start(store, &id, opts.interactive, keys, true) {
         Ok(Some(code)) => {
             if auto_remove {
-                let _ = crate::container::delete::remove(store, &id, true);
+                let _ = api::remove(store, &id, true);
             }
             code
         }
@@ -478,34 +447,31 @@ fn with_terminal(
     }
 }
 
+/// `create`, or `run -d` (`start_it`): the container's ID on stdout once it exists (and
+/// its workload started).
 fn detached(
     store: &ContainerStore,
     image: crate::image::Image,
     opts: &RunOptions,
     start_it: bool,
 ) -> i32 {
-    let created =
-        create::prepare(store, image, opts).and_then(|p| monitor::create_detached(store, p));
-    let id = match created {
-        Ok(id) => id,
+    let made = if start_it {
+        api::run_detached(store, image, opts, &mut render_notice)
+    } else {
+        api::create(store, image, opts, &mut render_notice).map(|id| (id, ExecOutcome::Started))
+    };
+    match made {
+        Ok((id, ExecOutcome::Started)) => {
+            println!("{id}");
+            0
+        }
+        Ok((_, ExecOutcome::Failed(code, msg))) => {
+            super::print_error(format_args!("{msg}"));
+            code
+        }
         Err(e) => {
             report(&e);
-            return EXIT_ENGINE_ERROR;
-        }
-    };
-    if start_it {
-        match start::start(store, &id) {
-            Ok(ExecOutcome::Started) => {}
-            Ok(ExecOutcome::Failed(code, msg)) => {
-                super::print_error(format_args!("{msg}"));
-                return code;
-            }
-            Err(e) => {
-                report(&e);
-                return EXIT_ENGINE_ERROR;
-            }
+            EXIT_ENGINE_ERROR
         }
     }
-    println!("{id}");
-    0
 }

@@ -8,8 +8,9 @@
 //! mounts the overlay there and chroots into it (the mount ends with the child). The data
 //! crosses between the two sides as a tar stream on a pipe.
 //!
-//! A VM container's side runs in its guest, running or not: the host never mounts the
-//! guest-written disk (see `vm::stopped`).
+//! A sandbox whose side runs elsewhere (a VM's guest, running or not: the host never mounts
+//! the guest-written disk) streams the archive through [`copy_out_streamed`] and
+//! [`copy_in_streamed`].
 
 use super::state::State;
 use super::store::ContainerStore;
@@ -168,37 +169,12 @@ fn pipe(at: &Path) -> Result<(OwnedFd, OwnedFd), ContainerError> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| ContainerError::io(at, e.into()))
 }
 
-/// Whether a VM container's running monitor serves the copy (else the VM is booted for it
-/// alone): refused while its monitor is about to boot it again.
-fn vm_running(state: &State) -> Result<bool, ContainerError> {
-    if state.restarting {
-        return Err(ContainerError::WrongState {
-            id: super::id::short(&state.id).to_string(),
-            reason: "the VM is restarting; copy when it runs or after it stops".into(),
-        });
-    }
-    Ok(state.status == super::state::Status::Running)
-}
-
-/// `cp` out of a VM: the archive streams from the guest's copy process into the extraction
-/// here (or to stdout), through a pipe between two threads. The copy process runs in the
-/// running workload's root, or, with the VM stopped, in a VM booted for the copy alone:
-/// the guest-written disk is only ever parsed by the guest's kernel.
-fn copy_out_of_vm(
-    store: &ContainerStore,
-    state: &State,
-    src: &Path,
+/// `cp` out of a sandbox whose side `copy` streams the archive (a VM's guest): into the
+/// extraction here (or to stdout), through a pipe between two threads.
+pub fn copy_out_streamed(
     dest: &Path,
+    copy: impl FnOnce(&mut dyn Write) -> Result<(), ContainerError> + Send,
 ) -> Result<(), ContainerError> {
-    let running = vm_running(state)?;
-    let id = state.id.as_str();
-    let copy = |to: &mut dyn Write| {
-        if running {
-            crate::vm::control::copy_out(id, src, to)
-        } else {
-            crate::vm::stopped::copy_out(store, id, src, to)
-        }
-    };
     if dest == Path::new("-") {
         return copy(&mut std::io::stdout().lock());
     }
@@ -216,23 +192,13 @@ fn copy_out_of_vm(
     })
 }
 
-/// `cp` into a VM: the archive (stdin's, or one made here on a thread) streams to the
-/// guest's copy process as it is produced (see [`copy_out_of_vm`] for where it runs).
-fn copy_into_vm(
-    store: &ContainerStore,
-    state: &State,
+/// `cp` into a sandbox whose side `copy` takes the archive (a VM's guest; `as_is`: a stream
+/// given on stdin, extracted into the destination itself): stdin's, or one made here on a
+/// thread, streamed as it is produced.
+pub fn copy_in_streamed(
     src: &Path,
-    dest: &Path,
+    copy: impl FnOnce(&mut dyn Read, bool) -> Result<(), ContainerError>,
 ) -> Result<(), ContainerError> {
-    let running = vm_running(state)?;
-    let id = state.id.as_str();
-    let copy = |from: &mut dyn Read, as_is: bool| {
-        if running {
-            crate::vm::control::copy_in(id, dest, from, as_is)
-        } else {
-            crate::vm::stopped::copy_in(store, id, dest, from, as_is)
-        }
-    };
     if src == Path::new("-") {
         return copy(&mut std::io::stdin().lock(), true);
     }
@@ -250,17 +216,14 @@ fn copy_into_vm(
     sent
 }
 
-/// Copies `src` out of container `id` to `dest` on the host (`-`: a tar stream on stdout).
+/// Copies `src` out of process-tree container `state` to `dest` on the host (`-`: a tar
+/// stream on stdout).
 pub fn copy_out(
     store: &ContainerStore,
-    id: &str,
+    state: &State,
     src: &Path,
     dest: &Path,
 ) -> Result<(), ContainerError> {
-    let state = store.observe(id)?;
-    if state.isolation == "vm" {
-        return copy_out_of_vm(store, &state, src, dest);
-    }
     let (r, w) = pipe(dest)?;
     let name = top_name(src);
     let inside = src.to_path_buf();
@@ -279,28 +242,31 @@ pub fn copy_out(
             extract_on_host(stream, dest).map_err(|e| e.to_string())
         }
     };
-    in_container(store, &state, child, parent)?
+    in_container(store, state, child, parent)?
         .map_err(|e| ContainerError::InvalidArgument(format!("cp to {}: {e}", dest.display())))
 }
 
-/// Copies `src` from the host (`-`: a tar stream on stdin) into container `id` at `dest`.
-pub fn copy_in(
-    store: &ContainerStore,
-    id: &str,
-    src: &Path,
-    dest: &Path,
-) -> Result<(), ContainerError> {
-    let state = store.observe(id)?;
-    let from_stdin = src == Path::new("-");
-    if !from_stdin && std::fs::symlink_metadata(src).is_err() {
+/// Refuses a host source of `cp` that does not exist (`-` is stdin), before any sandbox
+/// is asked to take it.
+pub fn check_source(src: &Path) -> Result<(), ContainerError> {
+    if src != Path::new("-") && std::fs::symlink_metadata(src).is_err() {
         return Err(ContainerError::InvalidArgument(format!(
             "cp: {}: no such file or directory",
             src.display()
         )));
     }
-    if state.isolation == "vm" {
-        return copy_into_vm(store, &state, src, dest);
-    }
+    Ok(())
+}
+
+/// Copies `src` from the host (`-`: a tar stream on stdin) into process-tree container
+/// `state` at `dest` (see [`check_source`]).
+pub fn copy_in(
+    store: &ContainerStore,
+    state: &State,
+    src: &Path,
+    dest: &Path,
+) -> Result<(), ContainerError> {
+    let from_stdin = src == Path::new("-");
     let (r, w) = pipe(src)?;
     let target = dest.to_path_buf();
     let child = move || {
@@ -316,5 +282,5 @@ pub fn copy_in(
             write_tar(src, &name, pipe)
         }
     };
-    in_container(store, &state, child, parent)?.map_err(|e| ContainerError::io(src, e))
+    in_container(store, state, child, parent)?.map_err(|e| ContainerError::io(src, e))
 }

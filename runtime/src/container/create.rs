@@ -119,7 +119,15 @@ fn lay_out(
         compile::for_spec(&spec, &store.root().seccomp_cache()).map_err(|e| setup_err(id, e))?;
     tracing::debug!(id, "seccomp ready");
     exec_fifo::create(&dir.exec_fifo()).map_err(|e| ContainerError::io(&dir.exec_fifo(), e))?;
-    let mut state = State::creating(id, name, opts, &image, &spec, "container", endpoint);
+    let mut state = State::creating(
+        id,
+        name,
+        opts,
+        &image,
+        &spec,
+        super::sandbox::Isolation::Container,
+        endpoint,
+    );
     state.cgroup = cgroup_paths;
     state.userns_base = userns_base;
     if userns_base.is_some() {

@@ -1,5 +1,6 @@
 //! `rm`: removes a container and everything it held: its init (with `-f`), cgroup, name,
-//! user-namespace range and folder; with `-f` also one whose record cannot be read. Mounts
+//! user-namespace range and folder (what an isolation keeps elsewhere goes by its
+//! [`super::sandbox::Sandbox::cleanup`]); with `-f` also one whose record cannot be read. Mounts
 //! need no cleaning: they only ever existed in the container's own mount namespace, which
 //! ended with its last process.
 
@@ -53,7 +54,6 @@ pub fn remove(store: &ContainerStore, id: &str, force: bool) -> Result<(), Conta
     tracing::debug!(id, "cgroup removed");
     // Again here: a monitor killed before it recorded the exit never took the ports back.
     super::network::disconnect(store, &state);
-    let _ = std::fs::remove_file(crate::vm::control::path(id));
     store.release_name(&state.name, id);
     if state.userns_base.is_some() {
         super::create::release_userns(store, id, state.userns_base);
@@ -86,7 +86,6 @@ fn remove_remnant(store: &ContainerStore, id: &str) -> Result<(), ContainerError
             destroy_cgroup(id, cgroup)?;
         }
     }
-    let _ = std::fs::remove_file(crate::vm::control::path(id));
     for name in store.names_of(id) {
         store.release_name(&name, id);
     }

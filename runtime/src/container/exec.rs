@@ -52,9 +52,6 @@ enum Streams {
 /// Runs `opts.command` in container `id`; returns its exit code (0 at once with `-d`).
 /// Without `-t` or `-d` its streams are relayed to and from this process's own.
 pub fn exec(store: &ContainerStore, id: &str, opts: &ExecOptions) -> Result<i32, ContainerError> {
-    if store.observe(id)?.isolation == "vm" {
-        return crate::vm::control::exec(store, id, opts);
-    }
     let started = exec_start(store, id, opts)?;
     if opts.detach {
         return Ok(0);
@@ -83,7 +80,7 @@ pub fn exec_start(
         id: id.to_string(),
         reason: reason.to_string(),
     };
-    if state.isolation == "vm" {
+    if !state.isolation.workload_on_host() {
         // Its processes are inside the guest; the host-side pid is its monitor's, whose
         // namespaces are the host's. Only the agent may run a process there.
         return Err(ContainerError::InvalidArgument(format!(

@@ -1,25 +1,8 @@
-//! Container IDs (64 hex digits, shown as 12) and generated names (`adjective_noun`).
+//! Container IDs (64 hex digits, shown as 12: [`crate::ids`]) and generated names
+//! (`adjective_noun`).
 
-/// Characters of a short ID, as Docker shows them.
-pub const SHORT_ID_LEN: usize = 12;
-
-/// A new random 64-hex-digit ID.
-pub fn new_id() -> String {
-    let mut bytes = [0u8; 32];
-    getrandom(&mut bytes);
-    hex::encode(bytes)
-}
-
-/// The 12-character form of an ID.
-pub fn short(id: &str) -> &str {
-    &id[..id.len().min(SHORT_ID_LEN)]
-}
-
-fn getrandom(buf: &mut [u8]) {
-    // SAFETY: the kernel writes at most buf.len() bytes into the live slice.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    assert_eq!(n as usize, buf.len(), "getrandom(2) failed");
-}
+use crate::ids::getrandom;
+pub use crate::ids::{new_id, short, SHORT_ID_LEN};
 
 const ADJECTIVES: &[&str] = &[
     "agile", "bold", "brave", "calm", "clever", "eager", "fervent", "gentle", "happy", "keen",

@@ -14,43 +14,7 @@ pub fn inspect(store: &ContainerStore, id: &str) -> Result<Value, ContainerError
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or(Value::Null);
-    let mut value = to_docker(&state, &spec, &labels(store, &state));
-    if state.isolation == "vm" {
-        value["Engine"] = engine(store, id);
-    }
-    Ok(value)
-}
-
-/// A running VM's engine and its jail: uid, gid, cgroup, capabilities and seccomp, as the
-/// kernel reports them in /proc now (null when no engine runs).
-fn engine(store: &ContainerStore, id: &str) -> Value {
-    let Some(record) = crate::vm::run::engine_record(store, id) else {
-        return Value::Null;
-    };
-    let seen = crate::vm::jail::confinement(record.pid).unwrap_or_default();
-    let cgroup = record
-        .cgroup
-        .dirs
-        .get("memory")
-        .or_else(|| record.cgroup.dirs.get("unified"))
-        .or_else(|| record.cgroup.dirs.values().next());
-    let limit = crate::linux::cgroups::manager(&record.cgroup)
-        .stats()
-        .memory_limit;
-    json!({
-        "Name": record.engine,
-        "Pid": record.pid,
-        "Uid": seen.uid.first(),
-        "Gid": seen.gid.first(),
-        "Cgroup": cgroup.map(|d| d.display().to_string()),
-        "MemoryLimit": limit,
-        "Seccomp": match seen.seccomp { 2 => "filter", 1 => "strict", _ => "disabled" },
-        "SeccompPolicy": record.seccomp,
-        "NoNewPrivs": seen.no_new_privs,
-        "CapEff": format!("{:016x}", seen.cap_eff),
-        "CapPrm": format!("{:016x}", seen.cap_prm),
-        "CapBnd": format!("{:016x}", seen.cap_bnd),
-    })
+    Ok(to_docker(&state, &spec, &labels(store, &state)))
 }
 
 fn to_docker(s: &State, spec: &Value, labels: &BTreeMap<String, String>) -> Value {

@@ -1,7 +1,10 @@
 //! Containers: what the user asked for ([`options`]), the OCI spec made from it ([`spec`]),
-//! the on-disk record ([`state`], [`store`]) and the lifecycle verbs, one file each
-//! ([`create`], [`start`], [`run`], [`wait`], [`delete`]), plus the [`monitor`] that
-//! outlives the CLI for detached containers.
+//! the on-disk record ([`state`], [`store`]), what an isolation must provide ([`sandbox`]),
+//! and the Linux process tree's implementation of it ([`process_tree`]) over the lifecycle
+//! verbs, one file each ([`create`], [`start`], [`run`], [`wait`], [`delete`]), plus the
+//! [`monitor`] that outlives the CLI for detached containers. This folder never names the
+//! VM isolation: that one builds on the shared parts here (record, names, spec, network
+//! plan, logs, restart policy) from `vm/`.
 
 pub mod attach;
 pub mod cp;
@@ -17,11 +20,13 @@ pub mod monitor;
 pub mod network;
 pub mod options;
 pub mod pause;
+pub mod process_tree;
 pub mod prune;
 pub mod relay;
 pub mod rename;
 pub mod restart;
 pub mod run;
+pub mod sandbox;
 pub mod spec;
 pub mod start;
 pub mod state;
@@ -32,6 +37,7 @@ pub mod top;
 pub mod userns;
 pub mod wait;
 
+pub use sandbox::{Isolation, Sandbox};
 pub use state::{State, Status};
 pub use store::ContainerStore;
 

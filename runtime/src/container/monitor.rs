@@ -16,7 +16,6 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::SystemTime;
-use std::time::{Duration, Instant};
 
 /// Waits for the init `pid` (our child) and returns its exit code as a shell reports it
 /// (128 + signal when killed).
@@ -145,33 +144,19 @@ fn monitor(
 ) -> Result<(), ContainerError> {
     let id = prepared.state.id.clone();
     let mut report = Some(report);
-    let mut delay = Duration::ZERO;
-    loop {
-        let started = Instant::now();
+    let last = restart::supervise(store, &id, |again| {
+        if let Some(state) = again {
+            // Still "restarting" until the new init exists (spawn_init clears it).
+            *prepared = restart::prepare_again(store, &state)?;
+        }
         let code = run_once(store, prepared, report.take())?;
-        if record_exit(store, &id, code, prepared.cgroup.as_ref())? {
-            return Ok(()); // removed meanwhile
-        }
-        let state = store.load(&id)?;
-        if !state
-            .restart_policy
-            .should_restart(code, state.restart_count, state.stopped_by_user)
-        {
-            if state.auto_remove {
-                let _ = super::delete::remove(store, &id, true);
-            }
-            return Ok(());
-        }
-        delay = restart::backoff(delay, started.elapsed());
-        store.update(&id, |s| s.restarting = true)?;
-        if !sleep_unless_stopped(store, &id, delay) {
-            let _ = store.update(&id, |s| s.restarting = false);
-            return Ok(());
-        }
-        // Still "restarting" until the new init exists (spawn_init clears it).
-        store.update(&id, |s| s.restart_count += 1)?;
-        *prepared = restart::prepare_again(store, &store.load(&id)?)?;
+        let removed = record_exit(store, &id, code, prepared.cgroup.as_ref())?;
+        Ok::<_, ContainerError>((!removed).then_some(code))
+    })?;
+    if last.is_some() && store.load(&id)?.auto_remove {
+        let _ = super::delete::remove(store, &id, true);
     }
+    Ok(())
 }
 
 /// Clones the init with its output on pipes and logs that output until the container's
@@ -456,24 +441,6 @@ fn relay_terminal(
         }
     }
     log.flush(0);
-}
-
-/// Waits `delay` before a restart, in short steps so that a `stop` or `rm` meanwhile is
-/// honoured; false when the container should not be restarted after all.
-fn sleep_unless_stopped(store: &ContainerStore, id: &str, delay: Duration) -> bool {
-    const STEP: Duration = Duration::from_millis(50);
-    let until = Instant::now() + delay;
-    loop {
-        match store.load(id) {
-            Ok(s) if !s.stopped_by_user => {}
-            _ => return false,
-        }
-        let now = Instant::now();
-        if now >= until {
-            return true;
-        }
-        std::thread::sleep(STEP.min(until - now));
-    }
 }
 
 /// `create` for a detached container: forks the monitor, which outlives this CLI, and

@@ -102,6 +102,19 @@ fn addresses_on(states: &[State], name: &str) -> Vec<std::net::Ipv4Addr> {
         .collect()
 }
 
+/// Refuses `network connect`/`disconnect` for a workload that does not run on this host:
+/// its recorded pid is its monitor's, in the host's network namespace, and a VM's network
+/// devices are fixed when it boots.
+fn refuse_outside_host(state: &State) -> Result<(), ContainerError> {
+    if state.isolation.workload_on_host() {
+        return Ok(());
+    }
+    Err(ContainerError::InvalidArgument(format!(
+        "container {}: network connect and disconnect are not available for VM containers yet",
+        state.name
+    )))
+}
+
 /// `network connect`: gives container `id` an interface on network `name` (eth1, eth2...),
 /// at once if its init exists, else when it starts.
 pub fn connect_network(
@@ -113,14 +126,7 @@ pub fn connect_network(
 ) -> Result<(), ContainerError> {
     let invalid = |m: String| ContainerError::InvalidArgument(m);
     let state = store.observe(id)?;
-    if state.isolation == "vm" {
-        // Its host-side pid is its monitor's, in the host's network namespace; a VM's
-        // network devices are fixed when it boots.
-        return Err(ContainerError::InvalidArgument(format!(
-            "container {}: network connect and disconnect are not available for VM containers yet",
-            state.name
-        )));
-    }
+    refuse_outside_host(&state)?;
     if state.network != NetworkMode::Bridge {
         return Err(invalid(format!(
             "container {} is on the {} network, which admits no other",
@@ -175,14 +181,7 @@ pub fn disconnect_network(
 ) -> Result<(), ContainerError> {
     let invalid = |m: String| ContainerError::InvalidArgument(m);
     let state = store.observe(id)?;
-    if state.isolation == "vm" {
-        // Its host-side pid is its monitor's, in the host's network namespace; a VM's
-        // network devices are fixed when it boots.
-        return Err(ContainerError::InvalidArgument(format!(
-            "container {}: network connect and disconnect are not available for VM containers yet",
-            state.name
-        )));
-    }
+    refuse_outside_host(&state)?;
     let Some(endpoint) = state.connected.iter().find(|e| e.network == name) else {
         let why = if state.endpoint.as_ref().is_some_and(|e| e.network == name) {
             "it is the container's first network (its default route); capsa cannot take that one away"

@@ -119,6 +119,10 @@ pub struct RunOptions {
     pub image: String,
     /// Arguments after the image.
     pub command: Vec<String>,
+    /// `--isolation`: recorded in the container's state, it chooses its sandbox for life.
+    pub isolation: super::sandbox::Isolation,
+    /// `--vmm` (with `--isolation vm`): the hypervisor engine, else chosen for the host.
+    pub vmm: Option<String>,
 }
 
 /// Parses `--add-host NAME:IP` (IPv6 addresses keep their colons: the name ends at the

@@ -1,13 +1,18 @@
 //! `pause` / `unpause`: freeze and thaw every process of a running container with the cgroup
 //! freezer, as Docker does (in a VM container, the agent freezes the guest's cgroup).
 
+use super::sandbox::Sandbox;
 use super::state::Status;
 use super::store::ContainerStore;
 use super::ContainerError;
-use crate::linux::cgroups;
 
-/// Freezes (`paused`) or thaws container `id`.
-pub fn set_paused(store: &ContainerStore, id: &str, paused: bool) -> Result<(), ContainerError> {
+/// Freezes (`paused`) or thaws container `id`, whose isolation is `sandbox`.
+pub fn set_paused(
+    store: &ContainerStore,
+    id: &str,
+    paused: bool,
+    sandbox: &dyn Sandbox,
+) -> Result<(), ContainerError> {
     let _lock = store.lock(id)?;
     let state = store.observe(id)?;
     if state.status != Status::Running || !state.init_alive() {
@@ -27,17 +32,7 @@ pub fn set_paused(store: &ContainerStore, id: &str, paused: bool) -> Result<(), 
             reason: reason.into(),
         });
     }
-    if state.isolation == "vm" {
-        // The workload's cgroup is inside the guest: the agent freezes it.
-        crate::vm::control::set_frozen(id, paused)?;
-    } else {
-        cgroups::manager(&state.cgroup)
-            .set_frozen(paused)
-            .map_err(|e| ContainerError::Setup {
-                id: id.to_string(),
-                reason: e.to_string(),
-            })?;
-    }
+    sandbox.freeze(&state, paused)?;
     let mut s = state;
     s.paused = paused;
     store.save(&s)

@@ -89,6 +89,77 @@ pub fn backoff(previous: Duration, ran_for: Duration) -> Duration {
     (previous * 2).min(BACKOFF_MAX)
 }
 
+/// Runs container `id` until its restart policy lets it rest, for either isolation: `run`
+/// runs it once (given the state to run again with, None the first time) and returns its
+/// exit code once recorded (None: the container was removed meanwhile). After each exit the
+/// policy decides ([`next_run`]). Returns the last exit code.
+pub fn supervise<E>(
+    store: &ContainerStore,
+    id: &str,
+    mut run: impl FnMut(Option<State>) -> Result<Option<i32>, E>,
+) -> Result<Option<i32>, E> {
+    let mut delay = Duration::ZERO;
+    let mut again = None;
+    loop {
+        let started = std::time::Instant::now();
+        let Some(code) = run(again.take())? else {
+            return Ok(None);
+        };
+        match next_run(store, id, code, &mut delay, started.elapsed()) {
+            Some(state) => again = Some(state),
+            None => return Ok(Some(code)),
+        }
+    }
+}
+
+/// Whether the restart policy runs container `id` again after an exit with `code` (after a
+/// run of `ran_for`): waits out the back-off (`delay`, doubled each time), unless the user
+/// stops or removes the container meanwhile, counts the restart and returns the state to
+/// run with (still `restarting` until the new run clears it); None when it rests.
+pub fn next_run(
+    store: &ContainerStore,
+    id: &str,
+    code: i32,
+    delay: &mut Duration,
+    ran_for: Duration,
+) -> Option<State> {
+    let state = store.load(id).ok()?;
+    if !state
+        .restart_policy
+        .should_restart(code, state.restart_count, state.stopped_by_user)
+    {
+        if state.restarting {
+            let _ = store.update(id, |s| s.restarting = false);
+        }
+        return None;
+    }
+    *delay = backoff(*delay, ran_for);
+    store.update(id, |s| s.restarting = true).ok()?;
+    if !sleep_unless_stopped(store, id, *delay) {
+        let _ = store.update(id, |s| s.restarting = false);
+        return None;
+    }
+    store.update(id, |s| s.restart_count += 1).ok()?
+}
+
+/// Waits `delay` before a restart, in short steps so that a `stop` or `rm` meanwhile is
+/// honoured; false when the container should not be restarted after all.
+fn sleep_unless_stopped(store: &ContainerStore, id: &str, delay: Duration) -> bool {
+    const STEP: Duration = Duration::from_millis(50);
+    let until = std::time::Instant::now() + delay;
+    loop {
+        match store.load(id) {
+            Ok(s) if !s.stopped_by_user => {}
+            _ => return false,
+        }
+        let now = std::time::Instant::now();
+        if now >= until {
+            return true;
+        }
+        std::thread::sleep(STEP.min(until - now));
+    }
+}
+
 /// Lays a stopped container out again for a new init: its spec, its writable layer (kept),
 /// its cgroup (made anew), its compiled filters and a new start gate.
 pub fn prepare_again(store: &ContainerStore, state: &State) -> Result<Prepared, ContainerError> {
@@ -175,6 +246,61 @@ mod tests {
         assert_eq!(
             backoff(Duration::from_secs(60), Duration::from_secs(11)),
             Duration::from_millis(100)
+        );
+    }
+
+    /// A store in a temporary root holding container `id` with `policy`.
+    fn store_with(id: &str, policy: RestartPolicy) -> (tempfile::TempDir, ContainerStore) {
+        use crate::container::state::{Remnant, Status};
+        let dir = tempfile::tempdir().unwrap();
+        let root = crate::root::StateRoot::open(&dir.path().join("root")).unwrap();
+        let store = ContainerStore::new(&root);
+        store.create_dir(id).unwrap();
+        let mut state = State::unreadable(id, String::new(), Remnant::default(), String::new());
+        state.unreadable = None;
+        state.error = None;
+        state.status = Status::Exited;
+        state.restart_policy = policy;
+        store.save(&state).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn one_loop_restarts_as_the_policy_says_and_counts_each_restart() {
+        let id = "c".repeat(64);
+        let (_dir, store) = store_with(&id, RestartPolicy::OnFailure { max: 2 });
+        let mut runs = Vec::new();
+        let last = supervise(&store, &id, |again| {
+            runs.push(again.map(|s| s.restart_count));
+            Ok::<_, ()>(Some(3))
+        });
+        assert_eq!(last, Ok(Some(3)));
+        assert_eq!(
+            runs,
+            vec![None, Some(1), Some(2)],
+            "the first run, then two restarts"
+        );
+        let state = store.load(&id).unwrap();
+        assert_eq!((state.restart_count, state.restarting), (2, false));
+    }
+
+    #[test]
+    fn a_container_the_user_stopped_or_removed_is_not_run_again() {
+        let id = "d".repeat(64);
+        let (_dir, store) = store_with(&id, RestartPolicy::Always);
+        let mut runs = 0;
+        let last = supervise(&store, &id, |_| {
+            runs += 1;
+            // The user stops it while it runs: the policy must not bring it back.
+            store.update(&id, |s| s.stopped_by_user = true).unwrap();
+            Ok::<_, ()>(Some(0))
+        });
+        assert_eq!((last, runs), (Ok(Some(0)), 1));
+        let gone = supervise(&store, &id, |_| Ok::<_, ()>(None));
+        assert_eq!(
+            gone,
+            Ok(None),
+            "a container removed meanwhile ends the loop"
         );
     }
 }

@@ -6,21 +6,12 @@
 use super::create::{prepare, spawn_init};
 use super::monitor::{record_exit, wait_child};
 use super::options::RunOptions;
+pub use super::sandbox::RunOutcome;
 use super::store::ContainerStore;
 use super::ContainerError;
 use crate::image::Image;
 use crate::linux::process::exec_fifo::ExecOutcome;
 use std::os::fd::AsFd;
-
-/// What a foreground run ended with.
-pub struct RunOutcome {
-    /// The container's ID.
-    pub id: String,
-    /// The workload's exit code (126/127 when it could not be executed).
-    pub exit_code: i32,
-    /// Why it could not be executed, if so.
-    pub exec_error: Option<String>,
-}
 
 /// Creates, starts and waits for a container in the foreground.
 pub fn run_foreground(

@@ -14,10 +14,6 @@ const GATE_TIMEOUT: Duration = Duration::from_secs(30);
 /// monitor's `exited` (which may follow at once) is never overwritten.
 pub fn start(store: &ContainerStore, id: &str) -> Result<ExecOutcome, ContainerError> {
     let current = store.observe(id)?;
-    if current.isolation == "vm" {
-        // A VM container has no init waiting at a gate: start boots its VM.
-        return crate::vm::run::start(store, id).map(|()| ExecOutcome::Started);
-    }
     if matches!(current.status, Status::Exited | Status::Dead) && !current.restarting {
         revive(store, &current)?;
     }

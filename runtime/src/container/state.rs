@@ -56,8 +56,8 @@ pub struct State {
     pub image_id: String,
     /// Entrypoint + command, as run.
     pub command: Vec<String>,
-    /// "container" (or "vm" later).
-    pub isolation: String,
+    /// How it is isolated, chosen at create (`"container"` or `"vm"` on disk).
+    pub isolation: super::sandbox::Isolation,
     /// Status as last recorded.
     pub status: Status,
     /// Creation time (RFC 3339).
@@ -174,7 +174,7 @@ impl State {
         opts: &super::options::RunOptions,
         image: &crate::image::Image,
         spec: &oci_spec::runtime::Spec,
-        isolation: &str,
+        isolation: super::sandbox::Isolation,
         endpoint: Option<crate::net::Endpoint>,
     ) -> State {
         let me = std::process::id() as i32;
@@ -188,7 +188,7 @@ impl State {
                 .as_ref()
                 .and_then(|p| p.args().clone())
                 .unwrap_or_default(),
-            isolation: isolation.into(),
+            isolation,
             status: Status::Creating,
             created: crate::timefmt::rfc3339(std::time::SystemTime::now()),
             started_at: None,
@@ -275,13 +275,13 @@ impl State {
             Status::Creating if !monitor_alive => s.status = Status::Dead,
             // A VM's monitor is the process `stop` and `kill` signal; only SIGKILL ends it
             // without its recording the exit, and its engine dies with it (PDEATHSIG).
-            Status::Running if self.isolation == "vm" && !monitor_alive => {
+            Status::Running if !self.isolation.workload_on_host() && !monitor_alive => {
                 s.status = Status::Exited;
                 s.exit_code = Some(137);
                 s.error = Some(VM_KILLED.into());
             }
             // A created VM container has no process until `start` boots it.
-            Status::Created if self.isolation == "vm" => {}
+            Status::Created if !self.isolation.workload_on_host() => {}
             Status::Created | Status::Running if !init_alive && !monitor_alive => {
                 tracing::debug!(id = %self.id, pid = ?self.pid, monitor = ?self.monitor_pid, "init and monitor gone");
                 s.status = Status::Exited;
@@ -370,8 +370,8 @@ pub struct Remnant {
     pub image: Option<String>,
     /// The image ID (so that `image prune` still counts the image as used).
     pub image_id: Option<String>,
-    /// "container" or "vm".
-    pub isolation: Option<String>,
+    /// How it was isolated.
+    pub isolation: Option<super::sandbox::Isolation>,
     /// Host PID of its init, and that PID's start time.
     pub pid: Option<i32>,
     /// Start time of `pid`.

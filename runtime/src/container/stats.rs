@@ -2,6 +2,7 @@
 //! (container CPU time over host CPU time, times the CPUs online), memory as usage minus
 //! inactive page cache against the limit, network and block I/O, processes.
 
+use super::sandbox::Counters;
 use super::state::State;
 use super::store::ContainerStore;
 use crate::linux::cgroups::{self, CgroupStats};
@@ -66,34 +67,12 @@ fn net_bytes(pid: i32) -> (u64, u64) {
         .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
 }
 
-/// A VM container's counters, from the workload's cgroup inside the guest (through the VM's
-/// monitor); the limit is the cgroup's, else the guest's memory.
-fn vm_stats(s: &State) -> CgroupStats {
-    match crate::vm::control::stats(&s.id) {
-        Ok(g) => CgroupStats {
-            cpu_ns: g.cpu_ns,
-            memory_usage: g.memory_usage,
-            memory_inactive_file: 0,
-            memory_limit: g.memory_limit.or(Some(g.guest_memory_total)),
-            block_read: 0,
-            block_write: 0,
-            pids: g.pids,
-        },
-        Err(_) => CgroupStats::default(),
+/// A process tree's counters: its cgroup's, and its network namespace's interfaces.
+pub fn host_counters(s: &State) -> Counters {
+    Counters {
+        cgroup: cgroups::manager(&s.cgroup).stats(),
+        net: s.pid.map(net_bytes).unwrap_or_default(),
     }
-}
-
-/// Bytes a VM received and sent: its tap's counters, seen from the host side (the tap's
-/// transmit is the VM's receive).
-fn tap_bytes(s: &State) -> (u64, u64) {
-    let Some(e) = &s.endpoint else { return (0, 0) };
-    let read = |what: &str| {
-        std::fs::read_to_string(format!("/sys/class/net/{}/statistics/{what}", e.veth))
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    };
-    (read("tx_bytes"), read("rx_bytes"))
 }
 
 fn host_memory() -> u64 {
@@ -105,16 +84,14 @@ fn host_memory() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// Samples `containers` twice, `interval` apart, and returns their usage.
-pub fn sample(containers: &[State], interval: Duration) -> Vec<Usage> {
-    let read = |s: &State| {
-        if s.isolation == "vm" {
-            vm_stats(s)
-        } else {
-            cgroups::manager(&s.cgroup).stats()
-        }
-    };
-    let first: Vec<CgroupStats> = containers.iter().map(read).collect();
+/// Samples `containers` twice, `interval` apart, with `read` (each one's isolation's
+/// counters), and returns their usage.
+pub fn sample(
+    containers: &[State],
+    interval: Duration,
+    read: &dyn Fn(&State) -> Counters,
+) -> Vec<Usage> {
+    let first: Vec<CgroupStats> = containers.iter().map(|s| read(s).cgroup).collect();
     let host_first = host_cpu_ns();
     std::thread::sleep(interval);
     let host_delta = host_cpu_ns().saturating_sub(host_first);
@@ -126,7 +103,7 @@ pub fn sample(containers: &[State], interval: Duration) -> Vec<Usage> {
         .iter()
         .zip(first)
         .map(|(s, before)| {
-            let now = read(s);
+            let Counters { cgroup: now, net } = read(s);
             let cpu_delta = now.cpu_ns.saturating_sub(before.cpu_ns);
             let cpu_percent = if host_delta > 0 {
                 cpu_delta as f64 / host_delta as f64 * cpus * 100.0
@@ -142,11 +119,7 @@ pub fn sample(containers: &[State], interval: Duration) -> Vec<Usage> {
                     .memory_limit
                     .unwrap_or(total_memory)
                     .min(total_memory.max(1)),
-                net: if s.isolation == "vm" {
-                    tap_bytes(s)
-                } else {
-                    s.pid.map(net_bytes).unwrap_or_default()
-                },
+                net,
                 block: (now.block_read, now.block_write),
                 pids: now.pids,
             }

@@ -1,30 +1,15 @@
 //! `top`: the processes of a running container, as the host's `ps` shows them, restricted to
 //! the container's cgroup (as `docker top` does).
 
-use super::store::ContainerStore;
+use super::state::State;
 use super::ContainerError;
 use crate::linux::cgroups;
 
 /// Runs `ps ARGS` (Docker's default `-ef`) and keeps the header and the container's rows.
-pub fn top(
-    store: &ContainerStore,
-    id: &str,
-    ps_args: &[String],
-) -> Result<Vec<String>, ContainerError> {
-    let state = store.observe(id)?;
-    if state.isolation == "vm" {
-        // The processes live in the guest: the agent lists them (ps options do not apply).
-        if !ps_args.is_empty() {
-            return Err(ContainerError::InvalidArgument(format!(
-                "container {}: ps options are not available for VM containers",
-                state.name
-            )));
-        }
-        return crate::vm::control::top(id);
-    }
+pub fn top(state: &State, ps_args: &[String]) -> Result<Vec<String>, ContainerError> {
     if !state.init_alive() {
         return Err(ContainerError::WrongState {
-            id: id.to_string(),
+            id: state.id.clone(),
             reason: "container is not running".into(),
         });
     }

@@ -150,7 +150,7 @@ mod tests {
         let mut state = State::unreadable(id, String::new(), Remnant::default(), String::new());
         state.unreadable = None;
         state.error = None;
-        state.isolation = "container".into();
+        state.isolation = crate::container::sandbox::Isolation::Container;
         state.status = Status::Running;
         state.pid = Some(me);
         state.pid_start_time = crate::container::state::process_start_time(me);

@@ -166,7 +166,7 @@ impl NetworkStore {
             }
             None => Ipv4Addr::from(u32::from(net) + 1),
         };
-        let id = crate::container::id::new_id();
+        let id = crate::ids::new_id();
         let record = NetworkRecord {
             name: name.to_string(),
             bridge: format!("br-{}", &id[..12]),

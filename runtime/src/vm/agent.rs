@@ -87,6 +87,13 @@ impl EventQueue {
     }
 }
 
+impl std::os::fd::AsFd for AgentClient {
+    /// The connection's socket, for a poll that waits for the guest among other things.
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+}
+
 impl AgentClient {
     /// The client of the agent at the end of `stream`, for the VM errors call `vm`.
     pub fn new(stream: UnixStream, vm: &str) -> Self {

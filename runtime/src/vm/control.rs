@@ -8,8 +8,8 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::control_server::SOCKET_DIR;
 use super::protocol::{self, Event, ExecRequest, GuestStats, Message, Request, Response, Stream};
-use super::run::SOCKET_DIR;
 use crate::container::exec::ExecOptions;
 use crate::container::{ContainerError, ContainerStore};
 

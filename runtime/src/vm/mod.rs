@@ -7,20 +7,32 @@
 //! - [`jail`]: the engine's jail (its own uid, namespaces, root, cgroup; no capabilities);
 //! - [`agent`]: the agent client (the guest's messages as hostile input, bounded);
 //! - [`console`]: the guest's console and the engine's output, drained into logs of bounded size;
-//! - [`run`]: one VM container from start to exit;
+//! - [`sandbox`]: the microVM's implementation of the container folder's `Sandbox` trait;
+//! - [`run`]: one VM container from create to exit, over `launch` (the launch record),
+//!   `layout` (the guest layout), `boot` (disks, the engine process, shut-down), `relay`
+//!   (the agent conversation in one poll), `control_server` (the control socket's clients)
+//!   and `monitor` (the detached monitor and its restarts);
 //! - [`control`]: other commands' way in to a running VM (`exec`, `stats`) through its monitor;
 //! - [`stopped`]: `cp` with a stopped VM, booted without its workload for the copy alone.
 
 pub mod agent;
 pub mod artifacts;
+mod boot;
 pub mod console;
 pub mod control;
+mod control_server;
 pub mod cpio;
 pub mod disks;
 pub mod engine;
+mod feed;
 pub mod jail;
+mod launch;
+mod layout;
+mod monitor;
 pub use capsa_core::protocol;
+mod relay;
 pub mod run;
+pub mod sandbox;
 pub mod stopped;
 
 use std::time::Duration;

@@ -26,7 +26,7 @@ pub fn copy_out(
     path: &Path,
     to: &mut dyn Write,
 ) -> Result<(), ContainerError> {
-    let mut vm = super::run::boot_without_workload(store, id)?;
+    let mut vm = super::boot::boot_without_workload(store, id)?;
     let result = (|| {
         let request = Request::CopyOut {
             process: PROCESS.into(),
@@ -65,7 +65,7 @@ pub fn copy_in(
     from: &mut dyn Read,
     as_is: bool,
 ) -> Result<(), ContainerError> {
-    let mut vm = super::run::boot_without_workload(store, id)?;
+    let mut vm = super::boot::boot_without_workload(store, id)?;
     let result = (|| {
         let request = Request::CopyIn {
             process: PROCESS.into(),

@@ -1,0 +1,262 @@
+//! The library API every front end calls (the CLI today; the Docker Engine API and the OCI
+//! runtime next): the verbs as functions over typed options ([`RunOptions`],
+//! [`ExecOptions`]), returning typed results and telling what happens on the way through
+//! [`Notice`]s. Nothing here prints.
+//!
+//! Each verb finds the container's [`Sandbox`] from the isolation its record holds
+//! ([`sandbox`]): the one place that names both implementations, so that neither
+//! `container/` nor `vm/` depends on the other's verbs.
+
+use crate::container::exec::ExecOptions;
+use crate::container::options::RunOptions;
+use crate::container::process_tree::ProcessTree;
+use crate::container::sandbox::{Attached, Isolation, Notify, RunOutcome, Sandbox};
+use crate::container::stats::Usage;
+use crate::container::{ContainerError, ContainerStore, State, Status};
+use crate::image::Image;
+use crate::linux::process::exec_fifo::ExecOutcome;
+use crate::vm::sandbox::MicroVm;
+use std::path::Path;
+use std::time::Duration;
+
+pub use crate::container::sandbox::Notice;
+
+/// The implementation of `isolation`.
+pub fn sandbox(isolation: Isolation) -> &'static dyn Sandbox {
+    match isolation {
+        Isolation::Container => &ProcessTree,
+        Isolation::Vm => &MicroVm,
+    }
+}
+
+/// The sandbox of the container `state` records.
+pub fn sandbox_of(state: &State) -> &'static dyn Sandbox {
+    sandbox(state.isolation)
+}
+
+/// The container `id` as it is now, and its sandbox.
+fn find(store: &ContainerStore, id: &str) -> Result<(State, &'static dyn Sandbox), ContainerError> {
+    let state = store.observe(id)?;
+    let sandbox = sandbox_of(&state);
+    Ok((state, sandbox))
+}
+
+/// `create`: the container in `opts.isolation`, created and not started; its ID.
+pub fn create(
+    store: &ContainerStore,
+    image: Image,
+    opts: &RunOptions,
+    notify: Notify,
+) -> Result<String, ContainerError> {
+    sandbox(opts.isolation).create(store, image, opts, notify)
+}
+
+/// `run -d`: created and started under a detached monitor; its ID and how the execve went.
+pub fn run_detached(
+    store: &ContainerStore,
+    image: Image,
+    opts: &RunOptions,
+    notify: Notify,
+) -> Result<(String, ExecOutcome), ContainerError> {
+    sandbox(opts.isolation).run_detached(store, image, opts, notify)
+}
+
+/// `run` in the foreground, this process as the monitor, until the workload exits.
+pub fn run_foreground(
+    store: &ContainerStore,
+    image: Image,
+    opts: &RunOptions,
+    notify: Notify,
+) -> Result<RunOutcome, ContainerError> {
+    sandbox(opts.isolation).run_foreground(store, image, opts, notify)
+}
+
+/// `start`.
+pub fn start(
+    store: &ContainerStore,
+    id: &str,
+    notify: Notify,
+) -> Result<ExecOutcome, ContainerError> {
+    let (_, sandbox) = find(store, id)?;
+    sandbox.start(store, id, notify)
+}
+
+/// Makes a stopped container ready to be attached to before it starts (`start -ai`); false
+/// when its isolation has nothing to prepare (its output is then followed in its log).
+pub fn prepare_start(store: &ContainerStore, id: &str) -> Result<bool, ContainerError> {
+    let (_, sandbox) = find(store, id)?;
+    sandbox.prepare_start(store, id)
+}
+
+/// `exec`: the command's exit code.
+pub fn exec(store: &ContainerStore, id: &str, opts: &ExecOptions) -> Result<i32, ContainerError> {
+    let (_, sandbox) = find(store, id)?;
+    sandbox.exec(store, id, opts)
+}
+
+/// `kill`.
+pub fn kill(store: &ContainerStore, id: &str, signal: i32) -> Result<(), ContainerError> {
+    let (_, sandbox) = find(store, id)?;
+    sandbox.signal(store, id, signal)
+}
+
+/// `stop`: the stop signal, SIGKILL after the grace period; the final state. Shared: both
+/// isolations are stopped through the process their record names.
+pub fn stop(
+    store: &ContainerStore,
+    id: &str,
+    signal: Option<i32>,
+    timeout: Option<Duration>,
+) -> Result<State, ContainerError> {
+    crate::container::stop::stop(store, id, signal, timeout)
+}
+
+/// `wait`: the final state once the container has exited.
+pub fn wait(store: &ContainerStore, id: &str) -> Result<State, ContainerError> {
+    let (_, sandbox) = find(store, id)?;
+    sandbox.wait(store, id)
+}
+
+/// `pause` (`paused`) or `unpause`.
+pub fn pause(store: &ContainerStore, id: &str, paused: bool) -> Result<(), ContainerError> {
+    let (_, sandbox) = find(store, id)?;
+    crate::container::pause::set_paused(store, id, paused, sandbox)
+}
+
+/// `top`: a header and the container's processes.
+pub fn top(
+    store: &ContainerStore,
+    id: &str,
+    ps_args: &[String],
+) -> Result<Vec<String>, ContainerError> {
+    let (state, sandbox) = find(store, id)?;
+    sandbox.top(&state, ps_args)
+}
+
+/// `stats`: each container's usage over `interval`.
+pub fn stats(containers: &[State], interval: Duration) -> Vec<Usage> {
+    crate::container::stats::sample(containers, interval, &|s| sandbox_of(s).counters(s))
+}
+
+/// `cp CONTAINER:SRC DEST`.
+pub fn copy_out(
+    store: &ContainerStore,
+    id: &str,
+    src: &Path,
+    dest: &Path,
+) -> Result<(), ContainerError> {
+    let (state, sandbox) = find(store, id)?;
+    sandbox.copy_out(store, &state, src, dest)
+}
+
+/// `cp SRC CONTAINER:DEST`.
+pub fn copy_in(
+    store: &ContainerStore,
+    id: &str,
+    src: &Path,
+    dest: &Path,
+) -> Result<(), ContainerError> {
+    let (state, sandbox) = find(store, id)?;
+    crate::container::cp::check_source(src)?;
+    sandbox.copy_in(store, &state, src, dest)
+}
+
+/// `attach` to a running container.
+pub fn attach(
+    store: &ContainerStore,
+    id: &str,
+    stdin: bool,
+    detach_keys: &[u8],
+) -> Result<Attached, ContainerError> {
+    let (state, sandbox) = find(store, id)?;
+    if state.status != Status::Running {
+        return Err(ContainerError::WrongState {
+            id: id.to_string(),
+            reason: "You cannot attach to a stopped container, start it first".into(),
+        });
+    }
+    sandbox.attach(store, &state, stdin, detach_keys)
+}
+
+/// `inspect`: Docker's JSON object for the container, with what its isolation adds.
+pub fn inspect(store: &ContainerStore, id: &str) -> Result<serde_json::Value, ContainerError> {
+    let (_, sandbox) = find(store, id)?;
+    let mut value = crate::container::inspect::inspect(store, id)?;
+    if let Some((key, extra)) = sandbox.inspect_extra(store, id) {
+        value[key] = extra;
+    }
+    Ok(value)
+}
+
+/// `rm`: the container and everything it held, in its folder and outside it (each
+/// isolation's leftovers: a record that cannot be read no longer says which it had).
+pub fn remove(store: &ContainerStore, id: &str, force: bool) -> Result<(), ContainerError> {
+    crate::container::delete::remove(store, id, force)?;
+    cleanup(id);
+    Ok(())
+}
+
+/// `container prune`: the stopped containers removed; their IDs and the bytes they held.
+pub fn prune(store: &ContainerStore) -> Result<(Vec<String>, u64), ContainerError> {
+    let (removed, bytes) = crate::container::prune::prune(store)?;
+    removed.iter().for_each(|id| cleanup(id));
+    Ok((removed, bytes))
+}
+
+fn cleanup(id: &str) {
+    for isolation in Isolation::ALL {
+        sandbox(isolation).cleanup(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_isolation_is_served_by_its_own_sandbox() {
+        for isolation in Isolation::ALL {
+            assert_eq!(sandbox(isolation).isolation(), isolation);
+        }
+        let vm = sandbox(Isolation::Vm);
+        let tree = sandbox(Isolation::Container);
+        assert_eq!(
+            vm.terminal_run(),
+            crate::container::sandbox::TerminalRun::InRun
+        );
+        assert_eq!(
+            tree.terminal_run(),
+            crate::container::sandbox::TerminalRun::Attach
+        );
+    }
+
+    #[test]
+    fn a_record_written_before_the_enum_chooses_the_sandbox_it_names() {
+        use crate::container::state::Remnant;
+        for (on_disk, isolation) in [("vm", Isolation::Vm), ("container", Isolation::Container)] {
+            let mut value = serde_json::to_value(State::unreadable(
+                "a",
+                String::new(),
+                Remnant::default(),
+                String::new(),
+            ))
+            .unwrap();
+            value["isolation"] = serde_json::Value::String(on_disk.into());
+            let state: State = serde_json::from_value(value).unwrap();
+            assert_eq!(sandbox_of(&state).isolation(), isolation);
+        }
+    }
+
+    #[test]
+    fn a_vm_refuses_ps_options_and_a_stopped_process_tree_has_no_processes() {
+        let mut state = State::unreadable("a", String::new(), Default::default(), String::new());
+        state.isolation = Isolation::Vm;
+        let refused = sandbox_of(&state).top(&state, &["aux".into()]);
+        assert!(
+            matches!(refused, Err(ContainerError::InvalidArgument(m)) if m.contains("ps options"))
+        );
+        state.isolation = Isolation::Container;
+        let stopped = sandbox_of(&state).top(&state, &[]);
+        assert!(matches!(stopped, Err(ContainerError::WrongState { .. })));
+    }
+}

@@ -1,0 +1,137 @@
+//! The Linux process tree: the [`Sandbox`] whose workload is a tree of host processes in
+//! their own namespaces, cgroup, overlay root and seccomp filter, made by the isolation core
+//! (`crate::linux`). Each method is the verb of this folder that does it.
+
+use super::exec::ExecOptions;
+use super::options::RunOptions;
+use super::sandbox::{
+    has_terminal, Attached, Counters, Isolation, Notify, RunOutcome, Sandbox, TerminalRun,
+};
+use super::state::State;
+use super::store::ContainerStore;
+use super::ContainerError;
+use crate::image::Image;
+use crate::linux::process::exec_fifo::ExecOutcome;
+use std::path::Path;
+
+/// The Linux process-tree isolation.
+pub struct ProcessTree;
+
+impl Sandbox for ProcessTree {
+    fn isolation(&self) -> Isolation {
+        Isolation::Container
+    }
+
+    fn create(
+        &self,
+        store: &ContainerStore,
+        image: Image,
+        opts: &RunOptions,
+        _notify: Notify,
+    ) -> Result<String, ContainerError> {
+        let prepared = super::create::prepare(store, image, opts)?;
+        super::monitor::create_detached(store, prepared)
+    }
+
+    fn run_foreground(
+        &self,
+        store: &ContainerStore,
+        image: Image,
+        opts: &RunOptions,
+        _notify: Notify,
+    ) -> Result<RunOutcome, ContainerError> {
+        super::run::run_foreground(store, image, opts)
+    }
+
+    fn terminal_run(&self) -> TerminalRun {
+        // The monitor holds the pty and serves it on the attach socket.
+        TerminalRun::Attach
+    }
+
+    fn start(
+        &self,
+        store: &ContainerStore,
+        id: &str,
+        _notify: Notify,
+    ) -> Result<ExecOutcome, ContainerError> {
+        super::start::start(store, id)
+    }
+
+    fn prepare_start(&self, store: &ContainerStore, id: &str) -> Result<bool, ContainerError> {
+        super::start::prepare_start(store, id).map(|()| true)
+    }
+
+    fn exec(
+        &self,
+        store: &ContainerStore,
+        id: &str,
+        opts: &ExecOptions,
+    ) -> Result<i32, ContainerError> {
+        super::exec::exec(store, id, opts)
+    }
+
+    fn counters(&self, state: &State) -> Counters {
+        super::stats::host_counters(state)
+    }
+
+    fn top(&self, state: &State, ps_args: &[String]) -> Result<Vec<String>, ContainerError> {
+        super::top::top(state, ps_args)
+    }
+
+    fn freeze(&self, state: &State, frozen: bool) -> Result<(), ContainerError> {
+        crate::linux::cgroups::manager(&state.cgroup)
+            .set_frozen(frozen)
+            .map_err(|e| ContainerError::Setup {
+                id: state.id.clone(),
+                reason: e.to_string(),
+            })
+    }
+
+    fn copy_out(
+        &self,
+        store: &ContainerStore,
+        state: &State,
+        src: &Path,
+        dest: &Path,
+    ) -> Result<(), ContainerError> {
+        super::cp::copy_out(store, state, src, dest)
+    }
+
+    fn copy_in(
+        &self,
+        store: &ContainerStore,
+        state: &State,
+        src: &Path,
+        dest: &Path,
+    ) -> Result<(), ContainerError> {
+        super::cp::copy_in(store, state, src, dest)
+    }
+
+    fn attach(
+        &self,
+        store: &ContainerStore,
+        state: &State,
+        _stdin: bool,
+        _detach_keys: &[u8],
+    ) -> Result<Attached, ContainerError> {
+        let dir = store.dir(&state.id).dir;
+        if has_terminal(store, &state.id) {
+            let stream = super::attach::connect(&dir).map_err(|e| ContainerError::io(&dir, e))?;
+            return Ok(Attached::Terminal(stream));
+        }
+        let seen = super::logfile::read_all(&store.dir(&state.id).log()).len();
+        Ok(Attached::Log { seen })
+    }
+
+    fn inspect_extra(
+        &self,
+        _store: &ContainerStore,
+        _id: &str,
+    ) -> Option<(&'static str, serde_json::Value)> {
+        None
+    }
+
+    fn cleanup(&self, _id: &str) {
+        // Everything it had lived in its folder and cgroup, which `rm` removed.
+    }
+}

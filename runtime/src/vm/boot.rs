@@ -1,0 +1,351 @@
+//! The engine process: a VM's disks attached, its engine started in its jail with the
+//! agent's socket, console and network, the agent's hello awaited; and the shut-down that
+//! powers it off, waits for the engine and takes the jail down.
+
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::agent::{guest_text, AgentClient};
+use super::artifacts::GuestArtifacts;
+use super::console::LogDrain;
+use super::engine::{Disk, Engine, VmSpec};
+use super::jail::{EngineProcess, Jail};
+use super::protocol::{CreateRequest, Request, Response};
+use super::{artifacts, disks, engine, VmError};
+use super::{launch::*, layout::*};
+use crate::container::state::{process_start_time, State, Status};
+use crate::container::store::ContainerStore;
+use crate::container::{id, network, ContainerError};
+use crate::linux::cgroups::CgroupPaths;
+
+/// The agent has this long to answer its first message (a TCG boot takes about 3 s).
+pub(super) const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub(super) const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub(super) const KERNEL_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 quiet loglevel=4";
+
+/// The disks: image layers top first as l0, l1, ..., the writable layer, the volumes v0, v1, ...
+pub(super) fn attach_disks(
+    store: &ContainerStore,
+    image: &[PathBuf],
+    files: &VmFiles,
+    volumes: &[crate::container::options::Volume],
+    create: &mut CreateRequest,
+) -> Result<Vec<Disk>, VmError> {
+    let mut disks = Vec::new();
+    for (i, layer) in image.iter().rev().enumerate() {
+        let serial = format!("l{i}");
+        disks.push(Disk {
+            path: disks::layer_image(store.root(), layer)?,
+            serial: serial.clone(),
+            read_only: true,
+        });
+        create.layers.push(serial);
+    }
+    disks::ensure_writable_disk(&files.upper())?;
+    disks.push(Disk {
+        path: files.upper(),
+        serial: create.upper.clone(),
+        read_only: false,
+    });
+    for (i, v) in volumes.iter().enumerate() {
+        let path = files.dir.join(format!("volume-{i}.img"));
+        disks::volume_image(&v.host, &path, v.read_only)?;
+        disks.push(Disk {
+            path,
+            serial: format!("v{i}"),
+            read_only: v.read_only,
+        });
+    }
+    Ok(disks)
+}
+
+/// A booted VM: its jailed engine, the agent's connection, what keeps its disks to itself.
+pub(super) struct Booted {
+    pub engine: EngineProcess,
+    pub agent: AgentClient,
+    pub(super) logs: VmLogs,
+    pub(super) jail: Option<Jail>,
+    pub(super) record: PathBuf,
+    pub(super) _disks: std::fs::File,
+}
+
+impl Booted {
+    /// Asks the agent to power off, waits for the engine (killing it if it lingers) and
+    /// removes its jail. A guest that broke the protocol is not asked: its engine is killed.
+    pub fn shut_down(mut self) {
+        if let Some(jail) = &self.jail {
+            let _ = jail.limit_cpu(false);
+        }
+        if self.agent.violated() {
+            let _ = self.engine.kill();
+            let _ = self.engine.wait();
+        } else {
+            let _ = self.agent.call(Request::Shutdown, Duration::from_secs(5));
+            stop_engine(&mut self.engine);
+        }
+        // The engine has gone: the logs take the last of what it wrote.
+        self.logs.settle();
+        let _ = std::fs::remove_file(&self.record);
+        if let Some(jail) = self.jail.take() {
+            jail.destroy();
+        }
+    }
+}
+
+/// Starts the VM of container `state` in its jail, with its disks and network, and waits
+/// for its agent's hello. `disks` is the held lock of the container's disks.
+pub(super) fn boot(
+    store: &ContainerStore,
+    state: &State,
+    launch: &Launch,
+    create: &mut CreateRequest,
+    engine: &dyn Engine,
+    guest: &GuestArtifacts,
+    disks: std::fs::File,
+) -> Result<Booted, ContainerError> {
+    let files = VmFiles::new(&store.dir(&state.id));
+    let image = crate::image::ImageStore::new(store.root()).resolve(&state.image_id)?;
+    let disk_list = attach_disks(store, &image.layer_dirs, &files, &launch.volumes, create)?;
+    let (agent, engine_end) =
+        UnixStream::pair().map_err(|e| VmError::Io(format!("agent socket pair: {e}")))?;
+    let nic = match &state.endpoint {
+        Some(e) => Some((engine::open_tap(&e.veth)?, e.mac)),
+        None => None,
+    };
+    // The console and the engine's output go through pipes the monitor drains into logs of
+    // bounded size: the guest may write its console without end, the host file stays small.
+    let (console, console_end) = super::console::open(&files.console_log())?;
+    let (engine_out, engine_out_end) = super::console::open(&files.engine_log())?;
+    let vm = VmSpec {
+        cmdline: KERNEL_CMDLINE.into(),
+        mem_mib: launch.mem_mib,
+        vcpus: launch.vcpus,
+        disks: disk_list,
+        agent: OwnedFd::from(engine_end),
+        console: console_end,
+        nic,
+    };
+    let cmd = engine.command(vm)?;
+    let jail = Jail::prepare(
+        engine_cgroup(store, state)?,
+        launch.mem_mib + engine.overhead_mib(),
+        crate::container::monitor::cpu_limit_of(&launch.create.spec),
+        cmd.kvm,
+        &guest.kernel,
+        &guest.initramfs,
+    )?;
+    let seccomp = cmd.seccomp.clone();
+    let log = std::fs::File::from(engine_out_end);
+    let spawned = Instant::now();
+    let spawn = jail.spawn(cmd, &log);
+    // The engine holds its end now; this one would keep the drain from ever ending.
+    drop(log);
+    let mut child = match spawn {
+        Ok(c) => c,
+        Err(e) => {
+            jail.destroy();
+            return Err(e.into());
+        }
+    };
+    let logs = match VmLogs::drain(console, engine_out) {
+        Ok(logs) => logs,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            jail.destroy();
+            return Err(e.into());
+        }
+    };
+    let record = EngineRecord {
+        engine: engine.name().into(),
+        pid: child.id(),
+        pid_start_time: process_start_time(child.id()),
+        uid: jail.uid.uid,
+        cgroup: jail.cgroup.clone(),
+        seccomp,
+    };
+    let _ = crate::fsutil::write_json_atomic(&files.engine_record(), &record);
+    let vm_name = format!("{} ({})", state.name, id::short(&state.id));
+    let mut booted = Booted {
+        engine: child,
+        agent: AgentClient::new(agent, &vm_name),
+        logs,
+        jail: Some(jail),
+        record: files.engine_record(),
+        _disks: disks,
+    };
+    if let Some(endpoint) = &state.endpoint {
+        let plugged = network::bridge_config(store, &endpoint.network).and_then(|c| {
+            crate::net::attach_tap(&c, endpoint, Duration::from_secs(10))
+                .map_err(|e| ContainerError::Vm(e.to_string()))
+        });
+        if let Err(e) = plugged {
+            booted.shut_down();
+            return Err(e);
+        }
+    }
+    match booted.agent.call(Request::Hello, BOOT_TIMEOUT) {
+        Ok(Response::Hello {
+            agent: version,
+            kernel,
+        }) => {
+            // The figure `bench/vm.py` reads: engine start to agent ready.
+            let (version, kernel) = (guest_text(&version), guest_text(&kernel));
+            tracing::info!(ms = spawned.elapsed().as_secs_f64() * 1000.0, agent = %version, kernel = %kernel, "vm agent ready");
+            Ok(booted)
+        }
+        Ok(other) => {
+            booted.shut_down();
+            Err(VmError::Agent(format!("{} to hello", other.kind())).into())
+        }
+        Err(e) => {
+            let e = with_console(e, &booted.logs);
+            booted.shut_down();
+            Err(e.into())
+        }
+    }
+}
+
+/// Boots stopped (or created) container `id`'s VM for a copy alone: jailed as always, its
+/// agent mounts the container's root without creating the workload. Refused while another
+/// engine has its disks (the VM is starting).
+pub(super) fn boot_without_workload(
+    store: &ContainerStore,
+    id: &str,
+) -> Result<Booted, ContainerError> {
+    let files = VmFiles::new(&store.dir(id));
+    let busy = || ContainerError::WrongState {
+        id: id::short(id).to_string(),
+        reason: "its VM is starting; copy when it runs".into(),
+    };
+    let disks = super::jail::try_lock(&files.disks_lock())
+        .map_err(|e| ContainerError::io(&files.disks_lock(), e))?
+        .ok_or_else(busy)?;
+    // Under the lock: a monitor that booted meanwhile holds the disks until it is done.
+    let state = store.observe(id)?;
+    if state.status == Status::Running || state.restarting {
+        return Err(busy());
+    }
+    let launch = Launch::load(store, id)?;
+    let (engine, _) = engine::select(launch.vmm.as_deref())?;
+    let guest = artifacts::locate(store.root())?;
+    let mut create = launch.create.clone();
+    let mut booted = boot(
+        store,
+        &state,
+        &launch,
+        &mut create,
+        engine.as_ref(),
+        &guest,
+        disks,
+    )?;
+    if let Err(e) = booted
+        .agent
+        .call(Request::MountRoot(Box::new(create)), REQUEST_TIMEOUT)
+    {
+        booted.shut_down();
+        return Err(e.into());
+    }
+    Ok(booted)
+}
+
+/// The engine's cgroup: the container's recorded one, or for a container recorded before
+/// engines had one, its place under capsa's own cgroup (recorded now, for `rm`).
+pub(super) fn engine_cgroup(
+    store: &ContainerStore,
+    state: &State,
+) -> Result<CgroupPaths, ContainerError> {
+    if !state.cgroup.dirs.is_empty() {
+        return Ok(state.cgroup.clone());
+    }
+    let paths = host_cgroup(None, &state.id)?;
+    store.update(&state.id, |s| s.cgroup = paths.clone())?;
+    Ok(paths)
+}
+
+/// What `inspect` reads of a running VM's engine (the container's vm/engine.json).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct EngineRecord {
+    pub engine: String,
+    pub pid: i32,
+    pub pid_start_time: Option<u64>,
+    pub uid: u32,
+    pub cgroup: CgroupPaths,
+    /// The seccomp policy the engine installs.
+    pub seccomp: String,
+}
+
+/// The record of container `id`'s engine while it runs (None when it does not).
+pub fn engine_record(store: &ContainerStore, id: &str) -> Option<EngineRecord> {
+    let path = VmFiles::new(&store.dir(id)).engine_record();
+    let record: EngineRecord = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    (process_start_time(record.pid) == record.pid_start_time).then_some(record)
+}
+
+/// Waits for the engine to end after the agent's power-off; kills it if it does not.
+pub(super) fn stop_engine(child: &mut EngineProcess) {
+    let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The guest's console and the engine's output of a running VM, drained into their logs.
+pub(super) struct VmLogs {
+    pub(super) console: LogDrain,
+    pub(super) engine: LogDrain,
+}
+
+/// How long an error message waits for what a stopping engine wrote last.
+pub(super) const LOG_SETTLE: Duration = Duration::from_millis(500);
+
+impl VmLogs {
+    pub(super) fn drain(
+        console: super::console::LogPipe,
+        engine: super::console::LogPipe,
+    ) -> Result<VmLogs, VmError> {
+        Ok(VmLogs {
+            console: console.drain()?,
+            engine: engine.drain()?,
+        })
+    }
+
+    /// Waits (bounded) until both logs hold all the engine wrote: it has gone.
+    pub(super) fn settle(&self) {
+        self.console.settle(SHUTDOWN_TIMEOUT);
+        self.engine.settle(SHUTDOWN_TIMEOUT);
+    }
+
+    /// The console's last lines, once what a stopping engine wrote last is in.
+    pub(super) fn console_tail(&self) -> String {
+        self.console.settle(LOG_SETTLE);
+        self.console.tail()
+    }
+
+    pub(super) fn engine_tail(&self) -> String {
+        self.engine.settle(LOG_SETTLE);
+        self.engine.tail()
+    }
+}
+
+pub(super) fn with_console(e: VmError, logs: &VmLogs) -> VmError {
+    match e {
+        VmError::AgentGone | VmError::AgentTimeout(_) => VmError::EngineExited(format!(
+            "{e}; guest console: {}; engine: {}",
+            logs.console_tail(),
+            logs.engine_tail()
+        )),
+        other => other,
+    }
+}
