@@ -7,6 +7,7 @@
 //! - [`container`]: spec building, on-disk state, the lifecycle verbs and the monitor;
 //! - [`linux`]: the isolation core (namespaces, rootfs, cgroups, capabilities, seccomp),
 //!   usable without the rest (the guest agent runs workloads through it);
+//! - [`volume`]: named and anonymous volumes (directories for containers, disks for VMs);
 //! - [`host`]: what this machine offers (cgroup mode, KVM kind, engines), for `info`.
 
 pub mod bench;
@@ -21,3 +22,4 @@ pub mod printable;
 pub mod root;
 pub mod timefmt;
 pub mod vm;
+pub mod volume;

@@ -525,6 +525,7 @@ pub fn system_df(root: &StateRoot, args: DfArgs) -> i32 {
             h(container_dirs.iter().sum()),
             h(0),
         ],
+        super::volume::df_row(root),
     ];
     print_table(&["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"], &rows);
     println!();
@@ -577,6 +578,7 @@ pub fn system_df(root: &StateRoot, args: DfArgs) -> i32 {
             ],
             &rows,
         );
+        super::volume::df_verbose(root);
     }
     0
 }

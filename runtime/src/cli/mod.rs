@@ -8,6 +8,7 @@
 mod bench;
 mod compare;
 mod containers;
+mod diff;
 mod images;
 mod network;
 mod ps;
@@ -16,6 +17,7 @@ mod run;
 mod stats;
 mod system;
 mod terminal;
+mod volume;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -113,6 +115,11 @@ enum Command {
     /// Manage networks.
     #[command(subcommand)]
     Network(network::NetworkCommand),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(volume::VolumeCommand),
+    /// Inspect changes to files or directories on a container's filesystem.
+    Diff(diff::DiffArgs),
     /// Manage capsa (`system df`, `system info`).
     #[command(subcommand)]
     System(SystemCommand),
@@ -137,6 +144,8 @@ enum ContainerCommand {
     /// List containers (same as `ps`).
     #[command(alias = "ls")]
     List(containers::PsArgs),
+    /// Inspect changes to files or directories on a container's filesystem.
+    Diff(diff::DiffArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -189,6 +198,10 @@ impl Command {
                 | Command::Image(ImageCommand::Inspect(_))
                 | Command::Image(ImageCommand::History(_))
                 | Command::System(_)
+                | Command::Diff(_)
+                | Command::Container(ContainerCommand::Diff(_))
+                | Command::Volume(volume::VolumeCommand::Ls(_))
+                | Command::Volume(volume::VolumeCommand::Inspect(_))
                 | Command::Version
                 | Command::Info(_)
         )
@@ -250,6 +263,9 @@ pub fn main() -> i32 {
         Command::Load(a) => images::load(&root, a),
         Command::Image(c) => image_command(&root, c),
         Command::Network(c) => network::network(&root, c),
+        Command::Volume(c) => volume::volume(&root, c),
+        Command::Diff(a) => diff::diff(&root, a),
+        Command::Container(ContainerCommand::Diff(a)) => diff::diff(&root, a),
         Command::System(SystemCommand::Df(a)) => images::system_df(&root, a),
         Command::System(SystemCommand::Info(a)) => system::info(&root, a),
         Command::Login(a) => registry::login(&root, a),

@@ -163,6 +163,8 @@ fn prepare(
     let (engine, reason) = engine::select(vmm)?;
     eprintln!("capsa: vm isolation: {reason}");
     let guest = artifacts::locate(store.root())?;
+    let (opts, volumes) = crate::container::volumes::claim(store, opts, image, true)?;
+    let opts: &RunOptions = &opts;
     let (state, create) = lay_out(store, image, opts)?;
     let launch = Launch {
         mem_mib: guest_memory_mib(opts),
@@ -178,6 +180,7 @@ fn prepare(
         let _ = crate::container::delete::remove(store, &state.id, true);
         return Err(e);
     }
+    volumes.keep();
     Ok(Prepared {
         engine,
         guest,
@@ -555,12 +558,7 @@ fn lay_out_named(
         cgroup_mode: Some(CgroupMode::Unified),
         userns_base: None,
     };
-    for v in &opts.volumes {
-        // Docker creates a missing host directory for -v.
-        std::fs::create_dir_all(&v.host).map_err(|e| {
-            ContainerError::InvalidArgument(format!("-v {}: {e}", v.host.display()))
-        })?;
-    }
+    // (A missing -v directory was made by `container::volumes::claim`.)
     let mut spec = spec::build(opts, image, &ctx)?;
     share_guest_network(&mut spec);
     let volumes = volumes_from_disks(&mut spec, &opts.volumes);
@@ -630,7 +628,14 @@ fn volumes_from_disks(
         }
         guest.push(GuestVolume {
             serial: format!("v{i}"),
-            fstype: if v.read_only { "erofs" } else { "ext4" }.into(),
+            // A volume is ext4 (attached read-only for `:ro`); a host directory's copy is
+            // erofs when read-only.
+            fstype: if v.read_only && v.volume_name().is_none() {
+                "erofs"
+            } else {
+                "ext4"
+            }
+            .into(),
             path,
         });
     }
@@ -672,8 +677,15 @@ fn attach_disks(
         read_only: false,
     });
     for (i, v) in volumes.iter().enumerate() {
-        let path = files.dir.join(format!("volume-{i}.img"));
-        disks::volume_image(&v.host, &path, v.read_only)?;
+        let path = match v.volume_name() {
+            // A volume is its own disk image, held by this VM while it runs.
+            Some(name) => disks::volume_disk(name, &v.host)?,
+            None => {
+                let path = files.dir.join(format!("volume-{i}.img"));
+                disks::volume_image(&v.host, &path, v.read_only)?;
+                path
+            }
+        };
         disks.push(Disk {
             path,
             serial: format!("v{i}"),
