@@ -442,7 +442,7 @@ fn vm_a_named_volume_is_a_disk_that_outlives_its_vm() {
         &env,
         &[
             "--name",
-            "w",
+            "vmw",
             "-v",
             "data:/data",
             "busybox",
@@ -452,7 +452,7 @@ fn vm_a_named_volume_is_a_disk_that_outlives_its_vm() {
         ],
     );
     ok(&out, "first VM");
-    ok(&env.capsa(&["rm", "w"]), "rm");
+    ok(&env.capsa(&["rm", "vmw"]), "rm");
     let out = vm(
         &env,
         &[
@@ -493,6 +493,31 @@ fn vm_a_named_volume_is_a_disk_that_outlives_its_vm() {
         "the :ro VM wrote: {}",
         text(&out.stdout)
     );
+    // One running VM per volume disk: two guest kernels on one ext4 would corrupt it.
+    let out = vm(
+        &env,
+        &[
+            "-d",
+            "--name",
+            "holder",
+            "-v",
+            "data:/data",
+            "busybox",
+            "sleep",
+            "600",
+        ],
+    );
+    ok(&out, "-d VM");
+    capsa_tests::eventually(
+        "the first VM runs",
+        std::time::Duration::from_secs(60),
+        || env.ps_line("holder").contains("Up"),
+    );
+    let out = vm(&env, &["--rm", "-v", "data:/data", "busybox", "true"]);
+    assert_ne!(out.status.code(), Some(0));
+    let err = text(&out.stderr);
+    assert!(err.contains("attached to another running VM"), "{err}");
+    ok(&env.capsa(&["rm", "-f", "holder"]), "rm -f");
     let v: serde_json::Value =
         serde_json::from_str(&ok(&env.capsa(&["volume", "inspect", "data"]), "inspect")).unwrap();
     assert_eq!(
@@ -526,7 +551,7 @@ fn vm_a_named_volume_is_a_disk_that_outlives_its_vm() {
     ok(
         &env.run(&[
             "--name",
-            "c",
+            "cw",
             "--network",
             "none",
             "-v",
@@ -537,6 +562,17 @@ fn vm_a_named_volume_is_a_disk_that_outlives_its_vm() {
         "container",
     );
     let out = vm(&env, &["--rm", "-v", "shared:/s", "busybox", "true"]);
-    refused_in_one_line(&out, "VM with a container's volume");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    // Besides the line naming the engine, one line says why.
+    let why: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.contains("vm isolation: qemu"))
+        .collect();
+    assert_eq!(why.len(), 1, "{err}");
+    assert!(
+        why[0].contains("never shared live") && why[0].contains("(cw)"),
+        "{err}"
+    );
     assert!(env.root().join("volumes/shared/_data").is_dir());
 }

@@ -21,7 +21,7 @@ use super::protocol::{
     CreateRequest, Event, GuestFile, GuestNetwork, GuestVolume, Message, Request, Response, Stream,
 };
 use super::{artifacts, disks, engine, VmError};
-use crate::container::options::RunOptions;
+use crate::container::options::{RunOptions, Volume};
 use crate::container::spec::{self, SpecContext};
 use crate::container::state::{process_start_time, State, Status};
 use crate::container::store::{ContainerDir, ContainerStore};
@@ -163,13 +163,11 @@ fn prepare(
     let (engine, reason) = engine::select(vmm)?;
     eprintln!("capsa: vm isolation: {reason}");
     let guest = artifacts::locate(store.root())?;
-    let (opts, volumes) = crate::container::volumes::claim(store, opts, image, true)?;
-    let opts: &RunOptions = &opts;
-    let (state, create) = lay_out(store, image, opts)?;
+    let (state, create, volumes) = lay_out(store, image, opts)?;
     let launch = Launch {
         mem_mib: guest_memory_mib(opts),
         vcpus: opts.cpus.map(|c| c.ceil().max(1.0) as u32).unwrap_or(1),
-        volumes: opts.volumes.clone(),
+        volumes,
         tty: opts.tty,
         interactive: opts.interactive,
         vmm: vmm.map(String::from),
@@ -180,7 +178,6 @@ fn prepare(
         let _ = crate::container::delete::remove(store, &state.id, true);
         return Err(e);
     }
-    volumes.keep();
     Ok(Prepared {
         engine,
         guest,
@@ -521,12 +518,13 @@ impl Sink {
     }
 }
 
-/// The container's record, spec and disks; returns its state and what the agent will be asked.
+/// The container's record, spec and disks; returns its state, what the agent will be asked
+/// and its mounts (volumes given their disks).
 fn lay_out(
     store: &ContainerStore,
     image: &Image,
     opts: &RunOptions,
-) -> Result<(State, CreateRequest), ContainerError> {
+) -> Result<(State, CreateRequest, Vec<Volume>), ContainerError> {
     let id = id::new_id();
     let name = opts
         .name
@@ -547,7 +545,7 @@ fn lay_out_named(
     opts: &RunOptions,
     id: &str,
     name: &str,
-) -> Result<(State, CreateRequest), ContainerError> {
+) -> Result<(State, CreateRequest, Vec<Volume>), ContainerError> {
     let dir = store.create_dir(id)?;
     let files = VmFiles::new(&dir);
     std::fs::create_dir_all(&files.dir).map_err(|e| ContainerError::io(&files.dir, e))?;
@@ -558,7 +556,8 @@ fn lay_out_named(
         cgroup_mode: Some(CgroupMode::Unified),
         userns_base: None,
     };
-    // (A missing -v directory was made by `container::volumes::claim`.)
+    let (opts, claim) = crate::container::volumes::claim(store, opts, image, true)?;
+    let opts: &RunOptions = &opts;
     let mut spec = spec::build(opts, image, &ctx)?;
     share_guest_network(&mut spec);
     let volumes = volumes_from_disks(&mut spec, &opts.volumes);
@@ -587,6 +586,7 @@ fn lay_out_named(
     // The engine's cgroup, placed as a container's would be.
     state.cgroup = host_cgroup(opts.cgroup_parent.as_deref(), id)?;
     store.save(&state)?;
+    claim.keep();
     let network = endpoint.as_ref().map(|e| GuestNetwork {
         address: e.ip,
         prefix: e.prefix,
@@ -601,7 +601,7 @@ fn lay_out_named(
         network,
         volumes,
     };
-    Ok((state, create))
+    Ok((state, create, opts.volumes.clone()))
 }
 
 /// Where the agent mounts `-v` volume `i` in the guest.
