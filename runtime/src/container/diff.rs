@@ -151,7 +151,7 @@ impl Walker {
             });
             return true;
         }
-        let Ok(sub) = open_dir_at(Some(dir), name.to_bytes().as_ref()) else {
+        let Ok(sub) = open_dir_at(Some(dir), name.to_bytes()) else {
             return false;
         };
         match lower {
