@@ -35,12 +35,36 @@ pub fn format(source: &Path, image: &Path) -> Result<(), VolumeError> {
         .arg(image)
         .output();
     let failed = match out {
-        Ok(o) if o.status.success() => return Ok(()),
+        Ok(o) if o.status.success() => return drop_lost_and_found(image),
         Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
         Err(e) => format!("cannot run mkfs.ext4: {e} (install e2fsprogs)"),
     };
     let _ = std::fs::remove_file(image);
     Err(VolumeError::io(image, format!("making the disk: {failed}")))
+}
+
+/// Removes the `lost+found` directory mkfs made: a volume's root holds what its users put
+/// there, as a container's `_data` does (programs such as initdb refuse a directory that is
+/// not empty). e2fsck makes it again when it needs it.
+fn drop_lost_and_found(image: &Path) -> Result<(), VolumeError> {
+    let out = Command::new("debugfs")
+        .args(["-w", "-R", "rmdir lost+found"])
+        .arg(image)
+        .output()
+        .map_err(|e| {
+            VolumeError::io(
+                image,
+                format!("cannot run debugfs: {e} (install e2fsprogs)"),
+            )
+        })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(image);
+    Err(VolumeError::io(
+        image,
+        format!("debugfs: {}", String::from_utf8_lossy(&out.stderr).trim()),
+    ))
 }
 
 /// Disks this process holds, by path (kept open until it exits).
