@@ -72,16 +72,30 @@ pub fn mount_layers(
     Ok((lower, up, work))
 }
 
-/// Mounts the `-v` volumes' disks where the spec's bind mounts expect them.
+/// Mounts the `-v` volumes' disks where the spec's bind mounts expect them. An ext4 disk
+/// the host attached writable is checked first (a volume outlives the VMs that wrote it,
+/// some killed mid-write); one attached read-only (`:ro`) is mounted read-only.
 pub fn mount_volumes(volumes: &[capsa_core::protocol::GuestVolume]) -> std::io::Result<()> {
     for v in volumes {
         let mut flags = MsFlags::MS_NODEV;
-        if v.fstype == "erofs" {
+        let dev = by_serial(&v.serial)?;
+        if v.fstype == "erofs" || read_only_disk(&dev) {
             flags |= MsFlags::MS_RDONLY;
+        } else if v.fstype == "ext4" {
+            check_ext4(&dev)?;
         }
         mount_disk(&v.serial, Path::new(&v.path), &v.fstype, flags, None)?;
     }
     Ok(())
+}
+
+/// Whether the block device `dev` (`/dev/vdX`) was attached read-only.
+fn read_only_disk(dev: &Path) -> bool {
+    let Some(name) = dev.file_name() else {
+        return false;
+    };
+    std::fs::read_to_string(Path::new("/sys/block").join(name).join("ro"))
+        .is_ok_and(|ro| ro.trim() == "1")
 }
 
 /// ext4's superblock: 1024 bytes at offset 1024; its magic and state words.
@@ -120,7 +134,7 @@ pub fn check_ext4(dev: &Path) -> std::io::Result<()> {
     }
     let damaged = |why: String| {
         std::io::Error::other(format!(
-            "the writable layer {} was not unmounted cleanly and {why}",
+            "the disk {} (writable layer or volume) was not unmounted cleanly and {why}",
             dev.display()
         ))
     };

@@ -196,6 +196,17 @@ pub fn remove(store: &ContainerStore, id: &str, force: bool) -> Result<(), Conta
     Ok(())
 }
 
+/// `rm -v` (and `run --rm`): the container removed, then the anonymous volumes it made.
+pub fn remove_with_volumes(
+    store: &ContainerStore,
+    id: &str,
+    force: bool,
+) -> Result<(), ContainerError> {
+    let volumes = store.load(id).map(|s| s.volumes).unwrap_or_default();
+    remove(store, id, force)?;
+    crate::container::volumes::remove_anonymous(store, &volumes)
+}
+
 /// `container prune`: the stopped containers removed; their IDs and the bytes they held.
 pub fn prune(store: &ContainerStore) -> Result<(Vec<String>, u64), ContainerError> {
     let (removed, bytes) = crate::container::prune::prune(store)?;

@@ -8,6 +8,7 @@
 //! - [`linux`]: the isolation core (namespaces, rootfs, cgroups, capabilities, seccomp),
 //!   in the `capsa-core` crate with the agent protocol, which the guest agent links alone;
 //! - [`api`]: the verbs every front end calls, each over the container's [`container::sandbox::Sandbox`];
+//! - [`volume`]: named and anonymous volumes (directories for containers, disks for VMs);
 //! - [`host`]: what this machine offers (cgroup mode, KVM kind, engines), for `info`;
 //! - [`template`]: Go templates for every `--format`.
 
@@ -26,3 +27,4 @@ pub mod root;
 pub mod template;
 pub mod timefmt;
 pub mod vm;
+pub mod volume;

@@ -34,7 +34,7 @@ const SHARED_BITS: u32 = 0o077;
 /// below, and `vm`, `bench`, `networks`, the lock files of the network and user-namespace
 /// pools). Only these are ever made private, and a directory holding anything else is a
 /// store only when it has [`STORE_CORE`].
-const OWN_ENTRIES: [&str; 18] = [
+const OWN_ENTRIES: [&str; 19] = [
     "blobs",
     "layers",
     "containers",
@@ -47,6 +47,7 @@ const OWN_ENTRIES: [&str; 18] = [
     "vm",
     "bench",
     "networks",
+    "volumes",
     "images.json",
     "images.lock",
     "auth.json",
@@ -242,6 +243,10 @@ impl StateRoot {
     /// Engine settings in Docker's `daemon.json` shape (`insecure-registries`).
     pub fn daemon_config(&self) -> PathBuf {
         self.dir.join("daemon.json")
+    }
+    /// Named and anonymous volumes: `volumes/<name>/` (see `crate::volume`).
+    pub fn volumes_dir(&self) -> PathBuf {
+        self.dir.join("volumes")
     }
     /// Where a built guest kernel lives (the VM issue builds it).
     pub fn kernel_dir(&self) -> PathBuf {

@@ -62,6 +62,9 @@ pub struct RmArgs {
     /// Kill and remove a running container.
     #[arg(short = 'f', long)]
     force: bool,
+    /// Remove anonymous volumes associated with the container.
+    #[arg(short = 'v', long = "volumes")]
+    volumes: bool,
     /// Containers (name or ID).
     #[arg(required = true)]
     containers: Vec<String>,
@@ -906,10 +909,10 @@ pub fn rm(root: &StateRoot, args: RmArgs) -> i32 {
     let store = ContainerStore::new(root);
     let mut rc = 0;
     for name in &args.containers {
-        match store
-            .resolve(name)
-            .and_then(|id| api::remove(&store, &id, args.force))
-        {
+        match store.resolve(name).and_then(|id| match args.volumes {
+            true => api::remove_with_volumes(&store, &id, args.force),
+            false => api::remove(&store, &id, args.force),
+        }) {
             Ok(()) => println!("{name}"),
             Err(e) => {
                 report(&e);

@@ -54,8 +54,8 @@ pub enum ContainerVerb {
     Rename(containers::RenameArgs),
     /// List port mappings or a specific mapping for the container.
     Port(containers::PortArgs),
-    /// Inspect changes to files or directories on a container's filesystem (not yet).
-    Diff(NotYet),
+    /// Inspect changes to files or directories on a container's filesystem.
+    Diff(super::diff::DiffArgs),
     /// Export a container's filesystem as a tar archive (not yet: issue 18).
     Export(NotYet),
     /// Create a new image from a container's changes (not yet: issue 18).
@@ -131,7 +131,10 @@ impl ContainerVerb {
     pub fn only_reports(&self) -> bool {
         matches!(
             self,
-            ContainerVerb::Inspect(_) | ContainerVerb::Logs(_) | ContainerVerb::Port(_)
+            ContainerVerb::Inspect(_)
+                | ContainerVerb::Logs(_)
+                | ContainerVerb::Port(_)
+                | ContainerVerb::Diff(_)
         )
     }
 }

@@ -628,6 +628,7 @@ pub fn system_df(root: &StateRoot, args: DfArgs) -> i32 {
             h(container_dirs.iter().sum()),
             h(0),
         ],
+        super::volume::df_row(root),
     ];
     let values: Vec<serde_json::Value> = rows
         .iter()
@@ -702,6 +703,7 @@ pub fn system_df(root: &StateRoot, args: DfArgs) -> i32 {
             ],
             &rows,
         );
+        super::volume::df_verbose(root);
     }
     0
 }

@@ -9,6 +9,7 @@ mod bench;
 mod compare;
 mod completion;
 mod containers;
+mod diff;
 mod docker_help;
 mod forms;
 mod images;
@@ -21,6 +22,7 @@ mod stats;
 mod system;
 mod terminal;
 mod usage_error;
+mod volume;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use forms::{ContainerCommand, ContainerVerb, ImageCommand, ImageVerb, NotYet, SystemCommand};
@@ -82,6 +84,9 @@ enum Command {
     /// Manage networks.
     #[command(subcommand)]
     Network(network::NetworkCommand),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(volume::VolumeCommand),
     /// Manage capsa (`system df`, `system info`, `system prune`).
     #[command(subcommand)]
     System(SystemCommand),
@@ -117,6 +122,7 @@ impl Command {
             | Command::System(SystemCommand::Df(_) | SystemCommand::Info(_))
             | Command::Version
             | Command::Info(_)
+            | Command::Volume(volume::VolumeCommand::Ls(_) | volume::VolumeCommand::Inspect(_))
             | Command::Completion(_) => true,
             _ => false,
         }
@@ -183,6 +189,7 @@ fn dispatch(root: &crate::root::StateRoot, root_dir: &std::path::Path, command: 
         Command::Compare(a) => compare::compare(root_dir, a),
         Command::Bench(a) => bench::bench(root, a),
         Command::Network(c) => network::network(root, c),
+        Command::Volume(c) => volume::volume(root, c),
         Command::Login(a) => registry::login(root, a),
         Command::Logout(a) => registry::logout(root, a),
         Command::Search(a) => registry::search(root, a),
@@ -212,7 +219,7 @@ fn container_verb(root: &crate::root::StateRoot, verb: ContainerVerb) -> i32 {
         ContainerVerb::Unpause(a) => containers::pause(root, a, false),
         ContainerVerb::Rename(a) => containers::rename(root, a),
         ContainerVerb::Port(a) => containers::port(root, a),
-        ContainerVerb::Diff(_) => forms::not_yet("diff", "named volumes and diff, issue 16"),
+        ContainerVerb::Diff(a) => diff::diff(root, a),
         ContainerVerb::Export(_) => forms::not_yet("export", "build and share, issue 18"),
         ContainerVerb::Commit(_) => forms::not_yet("commit", "build and share, issue 18"),
     }

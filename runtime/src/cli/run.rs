@@ -94,9 +94,12 @@ pub struct RunArgs {
     /// Mount the root file system read-only.
     #[arg(long = "read-only")]
     read_only: bool,
-    /// Bind mount HOST:CONTAINER[:OPTIONS]: ro, rw, suid, dev, noexec (default rw, nosuid, nodev).
+    /// Bind mount a volume or host directory: [NAME|/HOST:]CONTAINER[:OPTIONS]: ro, rw, suid, dev, noexec, nocopy (default rw, nosuid, nodev).
     #[arg(short = 'v', long = "volume")]
     volume: Vec<String>,
+    /// Attach a filesystem mount to the container: type=bind|volume|tmpfs,source=,target=[,readonly].
+    #[arg(long = "mount")]
+    mount: Vec<String>,
     /// Mount a tmpfs: PATH[:OPTIONS].
     #[arg(long = "tmpfs")]
     tmpfs: Vec<String>,
@@ -289,6 +292,12 @@ impl RunArgs {
             isolation,
             vmm: self.vmm,
         };
+        for m in &self.mount {
+            match options::parse_mount(m)? {
+                options::MountFlag::Volume(v) => opts.volumes.push(v),
+                options::MountFlag::Tmpfs(path, o) => opts.tmpfs.push((path, o)),
+            }
+        }
         for (path, _) in &opts.tmpfs {
             if !path.starts_with('/') {
                 return bad(&format!("--tmpfs {path:?}: the path must be absolute"));
@@ -430,7 +439,7 @@ fn with_terminal(
     match super::containers::attach_and_start(store, &id, opts.interactive, keys, true) {
         Ok(Some(code)) => {
             if auto_remove {
-                let _ = api::remove(store, &id, true);
+                let _ = api::remove_with_volumes(store, &id, true);
             }
             code
         }

@@ -73,14 +73,8 @@ fn lay_out(
     for d in [dir.upper(), dir.work(), dir.rootfs()] {
         std::fs::create_dir_all(&d).map_err(|e| ContainerError::io(&d, e))?;
     }
-    for v in &opts.volumes {
-        // Docker creates a missing host directory for -v.
-        if !v.host.exists() {
-            std::fs::create_dir_all(&v.host).map_err(|e| {
-                ContainerError::InvalidArgument(format!("-v {}: {e}", v.host.display()))
-            })?;
-        }
-    }
+    let (opts, volumes) = super::volumes::claim(store, opts, &image, false)?;
+    let opts: &RunOptions = &opts;
     if opts.userns && opts.privileged {
         return Err(ContainerError::InvalidArgument(
             "--privileged and --userns=auto cannot be combined".into(),
@@ -151,6 +145,7 @@ fn lay_out(
         }
     }
     store.save(&state)?;
+    volumes.keep();
     let cgroup = cgroups::manager(&state.cgroup);
     let resources = super::spec::resources_of(&spec);
     if let Err(e) = cgroup.apply(&resources) {

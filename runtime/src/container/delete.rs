@@ -62,6 +62,10 @@ pub fn remove(store: &ContainerStore, id: &str, force: bool) -> Result<(), Conta
     for e in state.endpoints() {
         super::network::refresh_hosts(store, &e.network);
     }
+    if state.auto_remove {
+        // `--rm` takes the container's anonymous volumes with it, as Docker's does.
+        super::volumes::remove_anonymous(store, &state.volumes)?;
+    }
     Ok(())
 }
 

@@ -10,6 +10,7 @@ pub mod attach;
 pub mod cp;
 pub mod create;
 pub mod delete;
+pub mod diff;
 pub mod exec;
 pub mod id;
 pub mod inspect;
@@ -35,6 +36,7 @@ pub mod stop;
 pub mod store;
 pub mod top;
 pub mod userns;
+pub mod volumes;
 pub mod wait;
 
 pub use sandbox::{Isolation, Sandbox};
@@ -80,6 +82,9 @@ pub enum ContainerError {
     /// Image errors.
     #[error(transparent)]
     Image(#[from] crate::image::ImageError),
+    /// Volume errors.
+    #[error(transparent)]
+    Volume(#[from] crate::volume::VolumeError),
     /// Isolation set-up failed.
     #[error("container {id}: {reason}")]
     Setup {

@@ -16,10 +16,23 @@ pub enum SeccompChoice {
     File(PathBuf),
 }
 
-/// A `-v HOST:CTR[:OPTIONS]` bind mount.
+/// What a `-v`/`--mount` mounts: a host path, or a volume of the store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum VolumeSource {
+    /// The host path in [`Volume::host`] (`-v /host:/ctr`, `--mount type=bind`).
+    #[default]
+    Host,
+    /// The named volume (made on first use, as Docker does).
+    Named(String),
+    /// A new anonymous volume (`-v /ctr`, `--mount type=volume` without a source, an
+    /// image's `VOLUME`); `create` names it.
+    Anonymous,
+}
+
+/// A `-v`/`--mount` mount of a host directory or of a volume.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Volume {
-    /// Absolute host path.
+    /// Absolute host path (for a volume: its `_data`, or its disk in a VM; set at create).
     pub host: PathBuf,
     /// Absolute path in the container.
     pub container: String,
@@ -36,6 +49,36 @@ pub struct Volume {
     /// `noexec`: nothing on the mount can be executed.
     #[serde(default)]
     pub no_exec: bool,
+    /// Where it comes from: a host path or a volume.
+    #[serde(default)]
+    pub source: VolumeSource,
+    /// `nocopy`: a new volume does not get the image's content at its path.
+    #[serde(default)]
+    pub no_copy: bool,
+}
+
+impl Volume {
+    /// A mount at `container` of `source`, read-write, nosuid, nodev.
+    pub fn new(source: VolumeSource, host: PathBuf, container: String) -> Volume {
+        Volume {
+            host,
+            container,
+            read_only: false,
+            suid: false,
+            dev: false,
+            no_exec: false,
+            source,
+            no_copy: false,
+        }
+    }
+
+    /// The named volume it mounts, if any.
+    pub fn volume_name(&self) -> Option<&str> {
+        match &self.source {
+            VolumeSource::Named(n) => Some(n),
+            _ => None,
+        }
+    }
 }
 
 /// The container's configuration as the user gave it.
@@ -263,34 +306,38 @@ pub fn parse_pids_limit(value: &str) -> Result<i64, ContainerError> {
     Ok(n)
 }
 
-/// What `-v` accepts after the container path, comma-separated (Podman's names).
-const VOLUME_OPTIONS: &str = "ro, rw, suid, nosuid, dev, nodev, exec, noexec";
+/// What `-v` accepts after the container path, comma-separated (Docker's and Podman's names).
+const VOLUME_OPTIONS: &str = "ro, rw, suid, nosuid, dev, nodev, exec, noexec, nocopy";
 
-/// Parses `-v HOST:CTR[:OPTIONS]`, OPTIONS a comma-separated list of [`VOLUME_OPTIONS`]
-/// (default `rw,nosuid,nodev,exec`). Named volumes are not supported yet, and say so.
+/// Parses `-v [SOURCE:]CTR[:OPTIONS]`: SOURCE an absolute host path (a bind) or a volume
+/// name (made on first use); no SOURCE makes an anonymous volume. OPTIONS is a
+/// comma-separated list of [`VOLUME_OPTIONS`] (default `rw,nosuid,nodev,exec`).
 pub fn parse_volume(value: &str) -> Result<Volume, ContainerError> {
     let bad = |why: &str| ContainerError::InvalidArgument(format!("-v {value:?}: {why}"));
     let parts: Vec<&str> = value.split(':').collect();
-    let (host, ctr, options) = match parts.as_slice() {
+    let (source, ctr, options) = match parts.as_slice() {
+        [c] => ("", *c, ""),
+        [h, c] if !c.starts_with('/') && h.starts_with('/') => ("", *h, *c),
         [h, c] => (*h, *c, ""),
         [h, c, o] => (*h, *c, *o),
-        _ => return Err(bad("expected HOST:CONTAINER[:OPTIONS]")),
+        _ => return Err(bad("expected [SOURCE:]CONTAINER[:OPTIONS]")),
     };
-    if !host.starts_with('/') {
-        return Err(bad(
-            "named volumes are not supported yet; give an absolute host path",
-        ));
-    }
     if !ctr.starts_with('/') || ctr == "/" {
         return Err(bad("the container path must be absolute and not /"));
     }
-    let mut volume = Volume {
-        host: PathBuf::from(host),
-        container: ctr.to_string(),
-        read_only: false,
-        suid: false,
-        dev: false,
-        no_exec: false,
+    let mut volume = match source {
+        "" => Volume::new(VolumeSource::Anonymous, PathBuf::new(), ctr.to_string()),
+        h if h.starts_with('/') => {
+            Volume::new(VolumeSource::Host, PathBuf::from(h), ctr.to_string())
+        }
+        name => {
+            crate::volume::name::check(name).map_err(|why| bad(&why))?;
+            Volume::new(
+                VolumeSource::Named(name.into()),
+                PathBuf::new(),
+                ctr.to_string(),
+            )
+        }
     };
     // Each pair is one setting: naming both sides of it is a contradiction.
     let mut seen: Vec<&str> = Vec::new();
@@ -300,6 +347,10 @@ pub fn parse_volume(value: &str) -> Result<Volume, ContainerError> {
             "suid" | "nosuid" => ("suid/nosuid", &mut volume.suid, option == "suid"),
             "dev" | "nodev" => ("dev/nodev", &mut volume.dev, option == "dev"),
             "exec" | "noexec" => ("exec/noexec", &mut volume.no_exec, option == "noexec"),
+            "nocopy" if volume.source != VolumeSource::Host => {
+                ("nocopy", &mut volume.no_copy, true)
+            }
+            "nocopy" => return Err(bad("nocopy applies to volumes, not to a host path")),
             "z" | "Z" => {
                 return Err(bad(
                     "SELinux relabelling (z, Z) is not supported: capsa sets no SELinux labels",
@@ -318,6 +369,152 @@ pub fn parse_volume(value: &str) -> Result<Volume, ContainerError> {
         *field = on;
     }
     Ok(volume)
+}
+
+/// What one `--mount` adds: a bind or volume mount, or a tmpfs (path, options).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountFlag {
+    /// `type=bind` or `type=volume`.
+    Volume(Volume),
+    /// `type=tmpfs`: the path and its mount options.
+    Tmpfs(String, String),
+}
+
+/// Parses `--mount` as Docker does: comma-separated `key=value` fields (`type=`,
+/// `source=`/`src=`, `target=`/`dst=`/`destination=`, `readonly`/`ro`, `volume-nocopy`,
+/// `bind-propagation=`, `tmpfs-size=`, `tmpfs-mode=`). A bind's source must exist.
+pub fn parse_mount<'a>(value: &'a str) -> Result<MountFlag, ContainerError> {
+    let bad = |why: &str| ContainerError::InvalidArgument(format!("--mount {value:?}: {why}"));
+    let mut kind = "volume";
+    let (mut source, mut target) = (None::<&str>, None::<&str>);
+    let (mut read_only, mut no_copy) = (false, false);
+    let mut tmpfs_options = Vec::new();
+    let mut bind_only = Vec::new();
+    let mut volume_only = Vec::new();
+    let mut tmpfs_only = Vec::new();
+    for field in value.split(',') {
+        let (key, val) = match field.split_once('=') {
+            Some((k, v)) => (k.trim(), Some(v.trim())),
+            None => (field.trim(), None),
+        };
+        let need = |v: Option<&'a str>| {
+            v.filter(|v| !v.is_empty())
+                .ok_or_else(|| bad(&format!("{key} needs a value")))
+        };
+        let flag = |v: Option<&str>| match v {
+            None | Some("1") | Some("true") => Ok(true),
+            Some("0") | Some("false") => Ok(false),
+            Some(other) => Err(bad(&format!("{key}={other}: expected true or false"))),
+        };
+        match key {
+            "type" => kind = need(val)?,
+            "source" | "src" => source = Some(need(val)?),
+            "target" | "dst" | "destination" => target = Some(need(val)?),
+            "readonly" | "ro" => read_only = flag(val)?,
+            "consistency" => {} // macOS only; Docker ignores it on Linux
+            "bind-propagation" => {
+                bind_only.push(key);
+                match need(val)? {
+                    "private" | "rprivate" => {}
+                    other => return Err(bad(&format!(
+                        "bind-propagation={other} is not supported: capsa's binds are private (nothing mounted on either side reaches the other)"
+                    ))),
+                }
+            }
+            "volume-nocopy" => {
+                volume_only.push(key);
+                no_copy = flag(val)?;
+            }
+            "volume-driver" => {
+                volume_only.push(key);
+                if need(val)? != "local" {
+                    return Err(bad("only the local volume driver exists"));
+                }
+            }
+            "volume-opt" | "volume-subpath" | "bind-nonrecursive" | "bind-recursive" => {
+                return Err(bad(&format!("{key} is not supported")))
+            }
+            "volume-label" => volume_only.push(key),
+            "tmpfs-size" => {
+                tmpfs_only.push(key);
+                let bytes =
+                    parse_size(need(val)?).map_err(|why| bad(&format!("tmpfs-size: {why}")))?;
+                tmpfs_options.push(format!("size={bytes}"));
+            }
+            "tmpfs-mode" => {
+                tmpfs_only.push(key);
+                let mode = need(val)?;
+                if u32::from_str_radix(mode, 8).is_err() {
+                    return Err(bad(&format!("tmpfs-mode={mode}: expected an octal mode")));
+                }
+                tmpfs_options.push(format!("mode={mode}"));
+            }
+            "" => return Err(bad("an empty field")),
+            other => return Err(bad(&format!("unexpected key '{other}'"))),
+        }
+    }
+    let target = target.ok_or_else(|| bad("target is required"))?;
+    if !target.starts_with('/') || target == "/" || target.contains(':') {
+        return Err(bad(
+            "the target must be an absolute path, not /, without ':'",
+        ));
+    }
+    let misplaced = |keys: &[&str], wanted: &str| match keys.first() {
+        Some(k) if kind != wanted => Err(bad(&format!("{k} applies to type={wanted} only"))),
+        _ => Ok(()),
+    };
+    misplaced(&bind_only, "bind")?;
+    misplaced(&volume_only, "volume")?;
+    misplaced(&tmpfs_only, "tmpfs")?;
+    let mut volume = match (kind, source) {
+        ("bind", Some(src)) => {
+            if !src.starts_with('/') {
+                return Err(bad("a bind's source must be an absolute host path"));
+            }
+            if std::fs::symlink_metadata(src).is_err() {
+                return Err(bad(&format!("bind source path does not exist: {src}")));
+            }
+            Volume::new(VolumeSource::Host, PathBuf::from(src), target.into())
+        }
+        ("bind", None) => return Err(bad("source is required for a bind mount")),
+        ("volume", Some(name)) => {
+            crate::volume::name::check(name).map_err(|why| bad(&why))?;
+            Volume::new(
+                VolumeSource::Named(name.into()),
+                PathBuf::new(),
+                target.into(),
+            )
+        }
+        ("volume", None) => Volume::new(VolumeSource::Anonymous, PathBuf::new(), target.into()),
+        ("tmpfs", None) if !read_only => {
+            return Ok(MountFlag::Tmpfs(target.into(), tmpfs_options.join(",")))
+        }
+        ("tmpfs", _) => return Err(bad("a tmpfs has no source and is not read-only")),
+        (other, _) => {
+            return Err(bad(&format!(
+                "type={other}: expected bind, volume or tmpfs"
+            )))
+        }
+    };
+    volume.read_only = read_only;
+    volume.no_copy = no_copy;
+    Ok(MountFlag::Volume(volume))
+}
+
+/// A size as `tmpfs-size` takes it: bytes, or with a unit k, m, g (powers of 1024).
+fn parse_size(value: &str) -> Result<u64, String> {
+    let v = value.to_ascii_lowercase();
+    let (num, mult) = match v.trim_end_matches('b').chars().last() {
+        Some('k') => (v.trim_end_matches('b').trim_end_matches('k'), 1u64 << 10),
+        Some('m') => (v.trim_end_matches('b').trim_end_matches('m'), 1 << 20),
+        Some('g') => (v.trim_end_matches('b').trim_end_matches('g'), 1 << 30),
+        _ => (v.trim_end_matches('b'), 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{value:?}: expected a positive size (k, m, g)"))
 }
 
 /// Parses one `--security-opt`; returns what it changes.
@@ -372,16 +569,78 @@ mod tests {
     }
 
     #[test]
-    fn volumes_parse_and_refuse_named_ones() {
+    fn volumes_parse_as_binds_named_or_anonymous() {
         let v = parse_volume("/srv/data:/data:ro").unwrap();
         assert!(v.read_only);
         assert_eq!(v.container, "/data");
-        assert!(parse_volume("data:/data")
-            .unwrap_err()
-            .to_string()
-            .contains("named volumes"));
-        assert!(parse_volume("/a:rel").is_err());
-        assert!(parse_volume("/a:/b:rx").is_err());
+        assert_eq!(v.source, VolumeSource::Host);
+        let v = parse_volume("data:/data:ro,nocopy").unwrap();
+        assert_eq!(v.source, VolumeSource::Named("data".into()));
+        assert!(v.read_only && v.no_copy);
+        assert_eq!(
+            parse_volume("/data").unwrap().source,
+            VolumeSource::Anonymous
+        );
+        assert!(parse_volume("/data:ro").unwrap().read_only);
+        for bad in [
+            "/a:rel",
+            "/a:/b:rx",
+            "../x:/d",
+            "a/b:/d",
+            "..:/d",
+            "x:/d",
+            "/a:/b:nocopy",
+            "d:/",
+        ] {
+            assert!(parse_volume(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn mount_flags_parse_as_docker_writes_them() {
+        let MountFlag::Volume(v) = parse_mount("type=volume,src=data,dst=/d,readonly").unwrap()
+        else {
+            panic!("not a volume")
+        };
+        assert_eq!(v.source, VolumeSource::Named("data".into()));
+        assert!(v.read_only && v.container == "/d");
+        let MountFlag::Volume(v) = parse_mount("target=/d,volume-nocopy").unwrap() else {
+            panic!("not a volume")
+        };
+        assert_eq!(v.source, VolumeSource::Anonymous);
+        assert!(v.no_copy && !v.read_only);
+        let MountFlag::Volume(v) =
+            parse_mount("type=bind,source=/tmp,destination=/t,ro=true,bind-propagation=rprivate")
+                .unwrap()
+        else {
+            panic!("not a bind")
+        };
+        assert_eq!(
+            (v.host.as_path(), v.read_only),
+            (std::path::Path::new("/tmp"), true)
+        );
+        assert_eq!(
+            parse_mount("type=tmpfs,dst=/scratch,tmpfs-size=64m,tmpfs-mode=1770").unwrap(),
+            MountFlag::Tmpfs("/scratch".into(), format!("size={},mode=1770", 64 << 20))
+        );
+        for bad in [
+            "type=bind,dst=/d",
+            "type=bind,src=/nonexistent-capsa,dst=/d",
+            "type=volume,src=../x,dst=/d",
+            "type=volume,src=a/b,dst=/d",
+            "type=volume,src=data",
+            "type=nfs,dst=/d",
+            "type=volume,dst=/d,bogus=1",
+            "type=volume,dst=/d,tmpfs-size=1m",
+            "type=bind,src=/tmp,dst=/d,bind-propagation=shared",
+            "type=volume,src=v,dst=/d,volume-opt=type=nfs",
+            "type=volume,dst=relative",
+            "type=tmpfs,dst=/t,tmpfs-size=lots",
+            "type=volume,dst=/d,readonly=maybe",
+            "type=volume,,dst=/d",
+        ] {
+            assert!(parse_mount(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

@@ -168,6 +168,7 @@ pub fn prepare_again(store: &ContainerStore, state: &State) -> Result<Prepared, 
     let spec: oci_spec::runtime::Spec = serde_json::from_slice(&config)
         .map_err(|e| ContainerError::io(&dir.config(), std::io::Error::other(e)))?;
     let image = ImageStore::new(store.root()).resolve(&state.image_id)?;
+    super::volumes::check_again(store, &state.volumes)?;
     let setup_err = |e: &dyn std::fmt::Display| ContainerError::Setup {
         id: state.id.clone(),
         reason: e.to_string(),

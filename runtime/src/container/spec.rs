@@ -169,9 +169,10 @@ fn mounts(opts: &RunOptions, ctx: &SpecContext) -> Vec<Mount> {
             &["nosuid", "noexec", "nodev", "relatime", sys_mode],
         ));
     }
+    let mut user = Vec::new();
     for name in ["hostname", "hosts", "resolv.conf"] {
         let src = ctx.dir.join(name).display().to_string();
-        list.push(mount(
+        user.push(mount(
             &format!("/etc/{name}"),
             "bind",
             &src,
@@ -181,16 +182,20 @@ fn mounts(opts: &RunOptions, ctx: &SpecContext) -> Vec<Mount> {
     for (path, extra) in &opts.tmpfs {
         let mut o = vec!["nosuid", "nodev", "noexec"];
         o.extend(extra.split(',').filter(|s| !s.is_empty()));
-        list.push(mount(path, "tmpfs", "tmpfs", &o));
+        user.push(mount(path, "tmpfs", "tmpfs", &o));
     }
     for v in &opts.volumes {
-        list.push(mount(
+        user.push(mount(
             &v.container,
             "bind",
             &v.host.display().to_string(),
             &volume_options(v),
         ));
     }
+    // Shallow destinations first, as Docker sorts them: a volume at /etc goes below the
+    // /etc/hosts bind rather than hiding it.
+    user.sort_by_key(|m| m.destination().components().count());
+    list.extend(user);
     list
 }
 

@@ -138,6 +138,9 @@ pub struct State {
     /// `--add-host` entries, from which its /etc/hosts is rebuilt.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extra_hosts: Vec<(String, std::net::IpAddr)>,
+    /// The volumes it mounts (named and anonymous), by name: none is removed while it is here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
     /// Never stored: set on the stand-in [`State::unreadable`] makes for a container whose
     /// state.json does not parse, with the reason. Such a container is shown as dead and
     /// can only be removed.
@@ -216,6 +219,7 @@ impl State {
             auto_remove: opts.auto_remove,
             hostname: spec.hostname().clone(),
             extra_hosts: opts.add_hosts.clone(),
+            volumes: super::volumes::names(opts),
             unreadable: None,
         }
     }
@@ -257,6 +261,7 @@ impl State {
             auto_remove: false,
             hostname: None,
             extra_hosts: Vec::new(),
+            volumes: Vec::new(),
             unreadable: Some(cause),
         }
     }

@@ -129,6 +129,16 @@ fn parse_changes(changes: &[String]) -> Result<Value, ImageError> {
                     ports[p] = json!({});
                 }
             }
+            "VOLUME" => {
+                let paths = match exec_form(arg) {
+                    Value::Array(list) if arg.starts_with('[') => list,
+                    _ => arg.split_whitespace().map(|p| json!(p)).collect(),
+                };
+                let volumes = cfg.entry("Volumes").or_insert_with(|| json!({}));
+                for p in paths.iter().filter_map(Value::as_str) {
+                    volumes[p] = json!({});
+                }
+            }
             "LABEL" => {
                 let (k, v) = arg.split_once('=').ok_or_else(bad)?;
                 let labels = cfg.entry("Labels").or_insert_with(|| json!({}));

@@ -54,8 +54,15 @@ pub(super) fn attach_disks(
         read_only: false,
     });
     for (i, v) in volumes.iter().enumerate() {
-        let path = files.dir.join(format!("volume-{i}.img"));
-        disks::volume_image(&v.host, &path, v.read_only)?;
+        let path = match v.volume_name() {
+            // A volume is its own disk image, held by this VM while it runs.
+            Some(name) => disks::volume_disk(name, &v.host)?,
+            None => {
+                let path = files.dir.join(format!("volume-{i}.img"));
+                disks::volume_image(&v.host, &path, v.read_only)?;
+                path
+            }
+        };
         disks.push(Disk {
             path,
             serial: format!("v{i}"),

@@ -1,8 +1,10 @@
 //! The VM's disks: one read-only erofs image per image layer, built once from the unpacked
 //! layer and shared by every VM that uses the layer, a sparse ext4 file per container for
-//! its writable layer, and one disk per `-v` volume (a copy of the host directory: erofs when
-//! read-only, ext4 when writable; what the workload writes stays in the VM's copy). The host
-//! makes these file systems but never reads back one the guest wrote.
+//! its writable layer, and one disk per `-v` mount: for a host directory a copy of it
+//! (erofs when read-only, ext4 when writable; what the workload writes stays in the VM's
+//! copy), for a named or anonymous volume the volume's own ext4 image (`crate::volume`),
+//! so what the workload writes there persists in the volume. The host makes these file
+//! systems but never reads back one the guest wrote.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -146,6 +148,13 @@ pub fn volume_image(source: &Path, image: &Path, read_only: bool) -> Result<(), 
             .arg(image),
         &what,
     )
+}
+
+/// The disk image of volume `name` at `image` (`container::volumes` made it), held by
+/// this process for as long as it runs the VM: one running VM per volume disk.
+pub fn volume_disk(name: &str, image: &Path) -> Result<PathBuf, VmError> {
+    crate::volume::disk::hold(name, image).map_err(|e| VmError::Io(e.to_string()))?;
+    Ok(image.to_path_buf())
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::launch::*;
 use super::protocol::{CreateRequest, GuestFile, GuestNetwork, GuestVolume};
-use crate::container::options::RunOptions;
+use crate::container::options::{RunOptions, Volume};
 use crate::container::sandbox::Isolation;
 use crate::container::spec::{self, SpecContext};
 use crate::container::state::State;
@@ -45,7 +45,7 @@ pub(super) fn lay_out(
     store: &ContainerStore,
     image: &Image,
     opts: &RunOptions,
-) -> Result<(State, CreateRequest), ContainerError> {
+) -> Result<(State, CreateRequest, Vec<Volume>), ContainerError> {
     let id = id::new_id();
     let name = opts
         .name
@@ -66,7 +66,7 @@ pub(super) fn lay_out_named(
     opts: &RunOptions,
     id: &str,
     name: &str,
-) -> Result<(State, CreateRequest), ContainerError> {
+) -> Result<(State, CreateRequest, Vec<Volume>), ContainerError> {
     let dir = store.create_dir(id)?;
     let files = VmFiles::new(&dir);
     std::fs::create_dir_all(&files.dir).map_err(|e| ContainerError::io(&files.dir, e))?;
@@ -77,12 +77,8 @@ pub(super) fn lay_out_named(
         cgroup_mode: Some(CgroupMode::Unified),
         userns_base: None,
     };
-    for v in &opts.volumes {
-        // Docker creates a missing host directory for -v.
-        std::fs::create_dir_all(&v.host).map_err(|e| {
-            ContainerError::InvalidArgument(format!("-v {}: {e}", v.host.display()))
-        })?;
-    }
+    let (opts, claim) = crate::container::volumes::claim(store, opts, image, true)?;
+    let opts: &RunOptions = &opts;
     let mut spec = spec::build(opts, image, &ctx)?;
     share_guest_network(&mut spec);
     let volumes = volumes_from_disks(&mut spec, &opts.volumes);
@@ -119,6 +115,7 @@ pub(super) fn lay_out_named(
     // The engine's cgroup, placed as a container's would be.
     state.cgroup = host_cgroup(opts.cgroup_parent.as_deref(), id)?;
     store.save(&state)?;
+    claim.keep();
     let network = endpoint.as_ref().map(|e| GuestNetwork {
         address: e.ip,
         prefix: e.prefix,
@@ -133,7 +130,7 @@ pub(super) fn lay_out_named(
         network,
         volumes,
     };
-    Ok((state, create))
+    Ok((state, create, opts.volumes.clone()))
 }
 
 /// Where the agent mounts `-v` volume `i` in the guest.
@@ -160,7 +157,14 @@ pub(super) fn volumes_from_disks(
         }
         guest.push(GuestVolume {
             serial: format!("v{i}"),
-            fstype: if v.read_only { "erofs" } else { "ext4" }.into(),
+            // A volume is ext4 (attached read-only for `:ro`); a host directory's copy is
+            // erofs when read-only.
+            fstype: if v.read_only && v.volume_name().is_none() {
+                "erofs"
+            } else {
+                "ext4"
+            }
+            .into(),
             path,
         });
     }

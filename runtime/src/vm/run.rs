@@ -38,11 +38,11 @@ pub(super) fn prepare(
     let (engine, reason) = engine::select(vmm)?;
     notify(Notice::EngineChosen(reason));
     let guest = artifacts::locate(store.root())?;
-    let (state, create) = lay_out(store, image, opts)?;
+    let (state, create, volumes) = lay_out(store, image, opts)?;
     let launch = Launch {
         mem_mib: guest_memory_mib(opts),
         vcpus: opts.cpus.map(|c| c.ceil().max(1.0) as u32).unwrap_or(1),
-        volumes: opts.volumes.clone(),
+        volumes,
         tty: opts.tty,
         interactive: opts.interactive,
         vmm: opts.vmm.clone(),
