@@ -14,8 +14,15 @@ use std::sync::atomic::{AtomicI32, Ordering};
 /// Docker's default detach sequence: ctrl-p, ctrl-q.
 pub const DEFAULT_DETACH_KEYS: &[u8] = &[0x10, 0x11];
 
+/// A `--detach-keys` value that names no keys.
+#[derive(Debug, thiserror::Error)]
+#[error("--detach-keys {spec:?}: expected keys such as ctrl-p,ctrl-q")]
+pub struct DetachKeysError {
+    spec: String,
+}
+
 /// Parses `--detach-keys` (`ctrl-p,ctrl-q`, `ctrl-x`, `a,b`).
-pub fn parse_detach_keys(spec: &str) -> Result<Vec<u8>, String> {
+pub fn parse_detach_keys(spec: &str) -> Result<Vec<u8>, DetachKeysError> {
     spec.split(',')
         .map(|k| match k.trim().strip_prefix("ctrl-") {
             Some(c) if c.len() == 1 && c.as_bytes()[0].is_ascii_alphabetic() => {
@@ -25,9 +32,9 @@ pub fn parse_detach_keys(spec: &str) -> Result<Vec<u8>, String> {
                 Ok(c.as_bytes()[0] & 0x1f)
             }
             None if k.trim().len() == 1 => Ok(k.trim().as_bytes()[0]),
-            _ => Err(format!(
-                "--detach-keys {spec:?}: expected keys such as ctrl-p,ctrl-q"
-            )),
+            _ => Err(DetachKeysError {
+                spec: spec.to_string(),
+            }),
         })
         .collect()
 }

@@ -411,10 +411,9 @@ fn relay_terminal(
             }
             loop {
                 use super::session::{client_frame, ClientFrame};
-                let frame = match c.frames.next_frame() {
-                    Ok(Some(envelope)) => client_frame(envelope),
-                    Ok(None) => break,
-                    Err(e) => Err(e.to_string()),
+                let frame = match c.frames.next_frame().transpose() {
+                    Some(envelope) => client_frame(envelope),
+                    None => break,
                 };
                 match frame {
                     Ok(ClientFrame::Input(data)) => {

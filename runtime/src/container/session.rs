@@ -341,13 +341,24 @@ pub enum ClientFrame {
     Ignored,
 }
 
+/// Why a client of the attach socket is dropped.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientFrameError {
+    #[error("malformed frame on the attach socket")]
+    Malformed(#[source] protocol::ProtocolError),
+    #[error("unexpected {0} on the attach socket")]
+    Unexpected(&'static str),
+}
+
 /// A client's frame as the terminal takes it; `Err` for anything a client may not send.
-pub fn client_frame(envelope: protocol::Envelope) -> Result<ClientFrame, String> {
-    match envelope.message {
+pub fn client_frame(
+    envelope: Result<protocol::Envelope, protocol::ProtocolError>,
+) -> Result<ClientFrame, ClientFrameError> {
+    match envelope.map_err(ClientFrameError::Malformed)?.message {
         Message::Request(Request::Input { data, .. }) => Ok(ClientFrame::Input(data.0)),
         Message::Request(Request::Resize { rows, cols, .. }) => Ok(ClientFrame::Resize(rows, cols)),
         Message::Request(Request::CloseInput { .. }) => Ok(ClientFrame::Ignored),
-        other => Err(format!("unexpected {} on the attach socket", other.kind())),
+        other => Err(ClientFrameError::Unexpected(other.kind())),
     }
 }
 
@@ -373,7 +384,7 @@ mod tests {
         while got.len() < 3 {
             frames.fill(&mut b).unwrap();
             while let Some(env) = frames.next_frame().unwrap() {
-                got.push(client_frame(env).unwrap());
+                got.push(client_frame(Ok(env)).unwrap());
             }
         }
         assert_eq!(
@@ -409,6 +420,9 @@ mod tests {
             id: 0,
             message: Message::Request(Request::Stats),
         };
-        assert!(client_frame(envelope).is_err());
+        assert!(matches!(
+            client_frame(Ok(envelope)),
+            Err(ClientFrameError::Unexpected(_))
+        ));
     }
 }
