@@ -11,6 +11,7 @@ use crate::container::exec::ExecOptions;
 use crate::container::options::RunOptions;
 use crate::container::process_tree::ProcessTree;
 use crate::container::sandbox::{Attached, Isolation, Notify, RunOutcome, Sandbox};
+use crate::container::session::{Front, Session};
 use crate::container::stats::Usage;
 use crate::container::{ContainerError, ContainerStore, State, Status};
 use crate::image::Image;
@@ -61,14 +62,16 @@ pub fn run_detached(
     sandbox(opts.isolation).run_detached(store, image, opts, notify)
 }
 
-/// `run` in the foreground, this process as the monitor, until the workload exits.
+/// `run` in the foreground, this process as the monitor, until the workload exits; its
+/// streams go through `front`.
 pub fn run_foreground(
     store: &ContainerStore,
     image: Image,
     opts: &RunOptions,
     notify: Notify,
+    front: &mut dyn Front,
 ) -> Result<RunOutcome, ContainerError> {
-    sandbox(opts.isolation).run_foreground(store, image, opts, notify)
+    sandbox(opts.isolation).run_foreground(store, image, opts, notify, front)
 }
 
 /// `start`.
@@ -88,8 +91,13 @@ pub fn prepare_start(store: &ContainerStore, id: &str) -> Result<bool, Container
     sandbox.prepare_start(store, id)
 }
 
-/// `exec`: the command's exit code.
-pub fn exec(store: &ContainerStore, id: &str, opts: &ExecOptions) -> Result<i32, ContainerError> {
+/// `exec`: the session with the command's streams, for the front end to relay (its
+/// `finish`: the command's exit code); None with `-d`.
+pub fn exec(
+    store: &ContainerStore,
+    id: &str,
+    opts: &ExecOptions,
+) -> Result<Option<Box<dyn Session>>, ContainerError> {
     let (_, sandbox) = find(store, id)?;
     sandbox.exec(store, id, opts)
 }
@@ -161,13 +169,8 @@ pub fn copy_in(
     sandbox.copy_in(store, &state, src, dest)
 }
 
-/// `attach` to a running container.
-pub fn attach(
-    store: &ContainerStore,
-    id: &str,
-    stdin: bool,
-    detach_keys: &[u8],
-) -> Result<Attached, ContainerError> {
+/// `attach` to a running container: a session to relay, or its log to follow.
+pub fn attach(store: &ContainerStore, id: &str, stdin: bool) -> Result<Attached, ContainerError> {
     let (state, sandbox) = find(store, id)?;
     if state.status != Status::Running {
         return Err(ContainerError::WrongState {
@@ -175,7 +178,17 @@ pub fn attach(
             reason: "You cannot attach to a stopped container, start it first".into(),
         });
     }
-    sandbox.attach(store, &state, stdin, detach_keys)
+    sandbox.attach(store, &state, stdin)
+}
+
+/// A session with the terminal a created container's monitor already holds (`run -t`,
+/// `start -ai` in the process tree: attached before the start, so that no output is
+/// missed).
+pub fn terminal_session(
+    store: &ContainerStore,
+    id: &str,
+) -> Result<Box<dyn Session>, ContainerError> {
+    crate::container::process_tree::terminal_session(store, id)
 }
 
 /// `inspect`: Docker's JSON object for the container, with what its isolation adds.

@@ -451,23 +451,24 @@ pub fn exec(root: &StateRoot, args: ExecArgs) -> i32 {
         workdir: args.workdir,
         command: args.command,
     };
-    // This CLI holds the pty of a process on this host; a VM's is inside the guest, relayed
-    // by its monitor.
-    let on_host = store
-        .resolve(&args.container)
-        .and_then(|id| store.observe(&id))
-        .is_ok_and(|s| s.isolation.workload_on_host());
-    if opts.tty && !opts.detach && on_host {
-        let keys = match detach_keys(args.detach_keys.as_deref()) {
+    let keys = if opts.tty {
+        match detach_keys(args.detach_keys.as_deref()) {
             Ok(k) => k,
             Err(rc) => return rc,
-        };
-        return exec_terminal(&store, &args.container, &opts, &keys);
-    }
-    match store
+        }
+    } else {
+        Vec::new()
+    };
+    let result = store
         .resolve(&args.container)
         .and_then(|id| exec(&store, &id, &opts))
-    {
+        .and_then(|session| match session {
+            None => Ok(0),
+            Some(session) => {
+                Ok(super::terminal::run(session, opts.interactive, &keys)?.unwrap_or(0))
+            }
+        });
+    match result {
         Ok(code) => code,
         Err(ContainerError::Exec { code, message }) => {
             super::print_error(format_args!("{message}"));
@@ -477,39 +478,6 @@ pub fn exec(root: &StateRoot, args: ExecArgs) -> i32 {
             report(&e);
             EXIT_FAILURE
         }
-    }
-}
-
-/// `exec -t`: relays the pty this CLI holds until the command ends (its code) or the user
-/// detaches (0).
-fn exec_terminal(
-    store: &ContainerStore,
-    name: &str,
-    opts: &crate::container::exec::ExecOptions,
-    keys: &[u8],
-) -> i32 {
-    use super::terminal::{relay, Ended, Remote};
-    use crate::container::ContainerError;
-    let started = store
-        .resolve(name)
-        .and_then(|id| crate::container::exec::exec_start(store, &id, opts));
-    let started = match started {
-        Ok(s) => s,
-        Err(ContainerError::Exec { code, message }) => {
-            super::print_error(format_args!("{message}"));
-            return code;
-        }
-        Err(e) => {
-            report(&e);
-            return EXIT_FAILURE;
-        }
-    };
-    let Some(master) = started.terminal else {
-        return EXIT_FAILURE;
-    };
-    match relay(Remote::Pty(master), opts.interactive, keys) {
-        Ok(Ended::Detached) => 0,
-        _ => crate::container::monitor::wait_child(started.pid),
     }
 }
 
@@ -697,31 +665,13 @@ pub fn attach_and_start(
     keys: &[u8],
     start_it: bool,
 ) -> Result<Option<i32>, crate::container::ContainerError> {
-    let io = |e: std::io::Error| crate::container::ContainerError::io(&store.dir(id).dir, e);
-    let stream = crate::container::attach::connect(&store.dir(id).dir).map_err(io)?;
+    let session = api::terminal_session(store, id)?;
     if start_it {
         if let ExecOutcome::Failed(code, message) = api::start(store, id, &mut render_notice)? {
             return Err(crate::container::ContainerError::Exec { code, message });
         }
     }
-    relay_terminal(store, id, stream, stdin, keys)
-}
-
-/// Relays a monitor's attach socket until the container ends (its exit code, once
-/// recorded) or the user detaches (None).
-fn relay_terminal(
-    store: &ContainerStore,
-    id: &str,
-    stream: std::os::unix::net::UnixStream,
-    stdin: bool,
-    keys: &[u8],
-) -> Result<Option<i32>, crate::container::ContainerError> {
-    use super::terminal::{relay, Ended, Remote};
-    let io = |e: std::io::Error| crate::container::ContainerError::io(&store.dir(id).dir, e);
-    match relay(Remote::Socket(stream), stdin, keys).map_err(io)? {
-        Ended::Detached => Ok(None),
-        Ended::Closed => Ok(wait_verb::wait_exit(store, id)?.exit_code),
-    }
+    super::terminal::run(session, stdin, keys)
 }
 
 /// `attach` flags.
@@ -755,20 +705,11 @@ pub fn attach(root: &StateRoot, args: AttachArgs) -> i32 {
         Err(rc) => return rc,
     };
     let result = store.resolve(&args.container).and_then(|id| {
-        match api::attach(&store, &id, !args.no_stdin, &keys)? {
-            Attached::Terminal(stream) => {
-                relay_terminal(&store, &id, stream, !args.no_stdin, &keys)
-            }
+        match api::attach(&store, &id, !args.no_stdin)? {
+            Attached::Session(session) => super::terminal::run(session, !args.no_stdin, &keys),
             Attached::Log { seen } => {
                 let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
                 Ok(wait_verb::follow_log(&store, &id, seen, false, &mut out, &mut err)?.exit_code)
-            }
-            Attached::Ended(code) => {
-                if code.is_some() {
-                    // As Docker's, attach returns once the exit is recorded.
-                    wait_verb::wait_exit(&store, &id)?;
-                }
-                Ok(code)
             }
         }
     });

@@ -369,7 +369,10 @@ pub fn run(root: &StateRoot, args: RunArgs, create_only: bool) -> i32 {
     if opts.tty && api::sandbox(opts.isolation).terminal_run() == TerminalRun::Attach {
         return with_terminal(&store, image, opts, &keys);
     }
-    match api::run_foreground(&store, image, &opts, &mut render_notice) {
+    let mut caller = super::terminal::Caller::new(opts.interactive, opts.tty);
+    let outcome = api::run_foreground(&store, image, &opts, &mut render_notice, &mut caller);
+    drop(caller); // the terminal leaves raw mode before anything more is printed
+    match outcome {
         Ok(outcome) => {
             if let Some(msg) = outcome.exec_error {
                 super::print_error(format_args!("{msg}"));

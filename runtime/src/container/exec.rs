@@ -1,6 +1,8 @@
 //! `exec`: runs another command inside a running container, entering all of its namespaces,
 //! its cgroup, its capability set and its seccomp filter.
 
+use super::relay::PipeSession;
+use super::session::{PtySession, Session};
 use super::state::Status;
 use super::store::ContainerStore;
 use super::ContainerError;
@@ -10,7 +12,6 @@ use crate::linux::process::join::{spawn_in, JoinConfig, Joined};
 use crate::linux::process::stdio::{Input, Ours, Output, Pipes, Pty};
 use crate::linux::seccomp::compile;
 use crate::linux::{cgroups, namespaces, sys};
-use std::os::fd::AsFd;
 
 /// `exec` flags.
 #[derive(Debug, Clone, Default)]
@@ -49,24 +50,37 @@ enum Streams {
     Pipes(Pipes),
 }
 
-/// Runs `opts.command` in container `id`; returns its exit code (0 at once with `-d`).
-/// Without `-t` or `-d` its streams are relayed to and from this process's own.
-pub fn exec(store: &ContainerStore, id: &str, opts: &ExecOptions) -> Result<i32, ContainerError> {
+/// Runs `opts.command` in container `id`: the session with its streams for the caller to
+/// relay (None with `-d`). Its `finish` is the command's exit code.
+pub fn exec(
+    store: &ContainerStore,
+    id: &str,
+    opts: &ExecOptions,
+) -> Result<Option<Box<dyn Session>>, ContainerError> {
     let started = exec_start(store, id, opts)?;
     if opts.detach {
-        return Ok(0);
+        return Ok(None);
+    }
+    let pid = started.pid;
+    if let Some(master) = started.terminal {
+        // Keys go through the pty: ctrl-c is the terminal's to deliver.
+        return Ok(Some(Box::new(PtySession::new(master, pid))));
     }
     use crate::linux::process::sigforward;
-    sigforward::forward_to(started.pid, sigforward::USER_SIGNALS);
-    if let Some(ours) = started.pipes {
-        // Ends when capsa-init (and so the command) has exited: a process the command left
-        // in the container keeps no way to this caller's streams.
-        let exited = sys::pidfd_open(started.pid).ok();
-        super::relay::relay(ours, exited.as_ref().map(|e| e.as_fd()));
-    }
-    let code = super::monitor::wait_child(started.pid);
-    sigforward::stop();
-    Ok(code)
+    sigforward::forward_to(pid, sigforward::USER_SIGNALS);
+    // Ends when capsa-init (and so the command) has exited: a process the command left in
+    // the container keeps no way to this caller's streams.
+    let exited = sys::pidfd_open(pid).ok();
+    let finish = Box::new(move || {
+        let code = super::monitor::wait_child(pid);
+        sigforward::stop();
+        code
+    });
+    let ours = started.pipes.ok_or_else(|| ContainerError::Setup {
+        id: id.to_string(),
+        reason: "exec: the command has no streams".into(),
+    })?;
+    Ok(Some(Box::new(PipeSession::new(ours, exited, Some(finish)))))
 }
 
 /// Starts `opts.command` in container `id` and returns at once.

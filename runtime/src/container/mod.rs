@@ -28,6 +28,7 @@ pub mod rename;
 pub mod restart;
 pub mod run;
 pub mod sandbox;
+pub mod session;
 pub mod spec;
 pub mod start;
 pub mod state;

@@ -356,7 +356,7 @@ impl Output {
 /// One attached client of a terminal.
 struct Client {
     stream: std::os::unix::net::UnixStream,
-    frames: super::attach::FrameReader,
+    frames: capsa_core::protocol::FrameReader,
 }
 
 /// Copies the pty's output to the log and every attached client, and clients' input and
@@ -366,7 +366,7 @@ fn relay_terminal(
     listener: std::os::unix::net::UnixListener,
     log: &mut logfile::Writer,
 ) {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let mut clients: Vec<Client> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -395,7 +395,8 @@ fn relay_terminal(
             match nix::unistd::read(master.as_raw_fd(), &mut buf) {
                 Ok(n) if n > 0 => {
                     log.write(0, &buf[..n]);
-                    clients.retain_mut(|c| c.stream.write_all(&buf[..n]).is_ok());
+                    let frame = super::session::output_frame(&buf[..n]);
+                    clients.retain_mut(|c| c.stream.write_all(&frame).is_ok());
                 }
                 Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => {}
                 _ => break, // EIO: no process holds the terminal any more
@@ -404,23 +405,24 @@ fn relay_terminal(
         let ready: Vec<bool> = pfds[2..].iter().map(|p| p.revents != 0).collect();
         let mut keep = ready.iter().map(|_| true).collect::<Vec<_>>();
         for (i, c) in clients.iter_mut().enumerate().filter(|(i, _)| ready[*i]) {
-            let n = match c.stream.read(&mut buf) {
-                Ok(0) | Err(_) => {
-                    keep[i] = false;
-                    continue;
-                }
-                Ok(n) => n,
-            };
-            c.frames.push(&buf[..n]);
+            if c.frames.fill(&mut c.stream).is_err() {
+                keep[i] = false;
+                continue;
+            }
             loop {
-                match c.frames.next_frame() {
-                    Ok(Some(super::attach::Frame::Input(data))) => {
+                use super::session::{client_frame, ClientFrame};
+                let frame = match c.frames.next_frame().transpose() {
+                    Some(envelope) => client_frame(envelope),
+                    None => break,
+                };
+                match frame {
+                    Ok(ClientFrame::Input(data)) => {
                         let _ = nix::unistd::write(&master, &data);
                     }
-                    Ok(Some(super::attach::Frame::Resize(rows, cols))) => {
+                    Ok(ClientFrame::Resize(rows, cols)) => {
                         let _ = crate::linux::sys::set_window_size(master.as_raw_fd(), rows, cols);
                     }
-                    Ok(None) => break,
+                    Ok(ClientFrame::Ignored) => {}
                     Err(_) => {
                         keep[i] = false;
                         break;
@@ -435,7 +437,7 @@ fn relay_terminal(
             if let Ok((stream, _)) = listener.accept() {
                 clients.push(Client {
                     stream,
-                    frames: Default::default(),
+                    frames: super::session::client_frames(),
                 });
             }
         }

@@ -7,6 +7,7 @@ use super::options::RunOptions;
 use super::sandbox::{
     has_terminal, Attached, Counters, Isolation, Notify, RunOutcome, Sandbox, TerminalRun,
 };
+use super::session::{FrameSession, Front, Session};
 use super::state::State;
 use super::store::ContainerStore;
 use super::ContainerError;
@@ -39,8 +40,9 @@ impl Sandbox for ProcessTree {
         image: Image,
         opts: &RunOptions,
         _notify: Notify,
+        front: &mut dyn Front,
     ) -> Result<RunOutcome, ContainerError> {
-        super::run::run_foreground(store, image, opts)
+        super::run::run_foreground(store, image, opts, front)
     }
 
     fn terminal_run(&self) -> TerminalRun {
@@ -66,7 +68,7 @@ impl Sandbox for ProcessTree {
         store: &ContainerStore,
         id: &str,
         opts: &ExecOptions,
-    ) -> Result<i32, ContainerError> {
+    ) -> Result<Option<Box<dyn Session>>, ContainerError> {
         super::exec::exec(store, id, opts)
     }
 
@@ -112,12 +114,9 @@ impl Sandbox for ProcessTree {
         store: &ContainerStore,
         state: &State,
         _stdin: bool,
-        _detach_keys: &[u8],
     ) -> Result<Attached, ContainerError> {
-        let dir = store.dir(&state.id).dir;
         if has_terminal(store, &state.id) {
-            let stream = super::attach::connect(&dir).map_err(|e| ContainerError::io(&dir, e))?;
-            return Ok(Attached::Terminal(stream));
+            return terminal_session(store, &state.id).map(Attached::Session);
         }
         let seen = super::logfile::read_all(&store.dir(&state.id).log()).len();
         Ok(Attached::Log { seen })
@@ -134,4 +133,20 @@ impl Sandbox for ProcessTree {
     fn cleanup(&self, _id: &str) {
         // Everything it had lived in its folder and cgroup, which `rm` removed.
     }
+}
+
+/// A session with the terminal the monitor of container `id` holds, on its attach socket;
+/// once the terminal closes, the exit code the monitor records.
+pub fn terminal_session(
+    store: &ContainerStore,
+    id: &str,
+) -> Result<Box<dyn Session>, ContainerError> {
+    let dir = store.dir(id).dir;
+    let stream = super::attach::connect(&dir).map_err(|e| ContainerError::io(&dir, e))?;
+    let (store, id) = (store.clone(), id.to_string());
+    let finish = Box::new(move |end| match end {
+        super::session::End::Detached => Ok(None),
+        _ => Ok(super::wait::wait_exit(&store, &id)?.exit_code),
+    });
+    Ok(Box::new(FrameSession::new(stream, true, finish)))
 }

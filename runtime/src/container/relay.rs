@@ -1,13 +1,16 @@
-//! A foreground workload's streams (`run` and `exec` without `-d` or `-t`), relayed between
-//! the pipes made for it ([`Pipes`]) and this process's own stdin, stdout and stderr, which
-//! never reach the container themselves (see [`crate::linux::process::stdio`]).
+//! A foreground workload's pipes (`run` and `exec` without `-d` or `-t` in the process
+//! tree) as a [`Session`]: the pipes made for it ([`Pipes`]) on one side, the front end's
+//! relay loop on the other, which copies to and from the caller's own stdin, stdout and
+//! stderr. Those never reach the container themselves (see [`crate::linux::process::stdio`]).
 //!
-//! One loop, on this thread: output is copied as it comes, each stream in order; with `-i`
-//! stdin is copied to the workload's pipe as the workload takes it, and its end-of-file
-//! closes that pipe. When the process being waited for has exited (its pidfd is readable)
-//! what it wrote is drained and the relay ends: a process it left behind keeps nothing of
-//! the caller's, and a write of its gets EPIPE.
+//! Output is handed on as it comes, each stream in order; with `-i` the caller's input is
+//! written to the workload's pipe as the workload takes it, and its end closes that pipe.
+//! When the process being waited for has exited (its pidfd is readable) what it wrote is
+//! drained and the session ends: a process it left behind keeps nothing of the caller's,
+//! and a write of its gets EPIPE.
 
+use super::session::{End, Out, Session, Stream};
+use super::ContainerError;
 use crate::linux::process::stdio::{Input, Ours, Output, Pipes};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -40,23 +43,23 @@ fn same_file(a: BorrowedFd, b: BorrowedFd) -> bool {
 /// Bytes read at a time.
 const CHUNK: usize = 64 * 1024;
 
-/// One output stream: the workload's pipe and where it goes.
+/// One output stream: the workload's pipe and which stream it is.
 struct Outlet {
     from: Option<OwnedFd>,
-    to: BorrowedFd<'static>,
+    stream: Stream,
 }
 
 impl Outlet {
     /// Copies one read's worth. False once the stream is over (end-of-file, or the
     /// destination refuses: the pipe is closed, so the workload's next write fails as it
     /// would have on the destination).
-    fn pump(&mut self, buf: &mut [u8]) -> bool {
+    fn pump(&mut self, buf: &mut [u8], out: Out) -> bool {
         let Some(from) = &self.from else {
             return false;
         };
         let more = match nix::unistd::read(from.as_raw_fd(), buf) {
             Ok(0) => false,
-            Ok(n) => write_all(self.to, &buf[..n]).is_ok(),
+            Ok(n) => out(self.stream, &buf[..n]),
             Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => true,
             Err(_) => false,
         };
@@ -68,7 +71,7 @@ impl Outlet {
 
     /// After the workload's exit: copies what its pipe holds now, and no more (a process it
     /// left behind may go on writing, or hold the pipe open without writing).
-    fn drain(&mut self, buf: &mut [u8]) {
+    fn drain(&mut self, buf: &mut [u8], out: Out) {
         let Some(from) = &self.from else {
             return;
         };
@@ -83,7 +86,7 @@ impl Outlet {
             match nix::unistd::read(from.as_raw_fd(), &mut buf[..want]) {
                 Ok(0) => break,
                 Ok(n) => {
-                    if write_all(self.to, &buf[..n]).is_err() {
+                    if !out(self.stream, &buf[..n]) {
                         break;
                     }
                     left -= n;
@@ -104,17 +107,6 @@ struct Inlet {
 }
 
 impl Inlet {
-    /// Reads our stdin (readable now) into `pending`.
-    fn take(&mut self, buf: &mut [u8]) {
-        match nix::unistd::read(libc::STDIN_FILENO, buf) {
-            Ok(0) => self.ended = true,
-            Ok(n) => self.pending.extend_from_slice(&buf[..n]),
-            Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
-            Err(_) => self.ended = true,
-        }
-        self.close_if_done();
-    }
-
     /// Writes what the pipe takes now.
     fn give(&mut self) {
         let Some(to) = &self.to else {
@@ -145,28 +137,6 @@ impl Inlet {
     }
 }
 
-/// Writes all of `buf` to `fd`, waiting while it is full (it may be non-blocking: it is
-/// shared with whoever started us).
-fn write_all(fd: BorrowedFd, mut buf: &[u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        match nix::unistd::write(fd, buf) {
-            Ok(n) => buf = &buf[n..],
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(nix::errno::Errno::EAGAIN) => {
-                let mut p = [libc::pollfd {
-                    fd: fd.as_raw_fd(),
-                    events: libc::POLLOUT,
-                    revents: 0,
-                }];
-                // SAFETY: one pollfd that lives across the call.
-                unsafe { libc::poll(p.as_mut_ptr(), 1, -1) };
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
-}
-
 fn pollfd(fd: Option<RawFd>, events: libc::c_short) -> libc::pollfd {
     libc::pollfd {
         fd: fd.unwrap_or(-1),
@@ -185,53 +155,68 @@ fn set_nonblocking(fd: &OwnedFd) {
     }
 }
 
-/// Relays until `exited` (the pidfd of the process waited for) is readable, then drains
-/// what the workload wrote. Without a pidfd (none could be had), until the end of its
-/// output instead.
-pub fn relay(ours: Ours, exited: Option<BorrowedFd>) {
-    for fd in [&ours.stdin, &ours.stdout, &ours.stderr]
-        .into_iter()
-        .flatten()
-    {
-        set_nonblocking(fd);
+/// What follows a [`PipeSession`]'s end: the exit code of the process waited for.
+pub type Finish = Box<dyn FnOnce() -> i32>;
+
+/// A workload's pipes, until `exited` (the pidfd of the process waited for) is readable,
+/// then what the workload wrote up to then. Without a pidfd (none could be had), until the
+/// end of its output instead.
+pub struct PipeSession {
+    outlets: [Outlet; 2],
+    inlet: Inlet,
+    exited: Option<OwnedFd>,
+    buf: Vec<u8>,
+    finish: Option<Finish>,
+}
+
+impl PipeSession {
+    /// `ours`: the caller's ends of the workload's pipes; `exited`: the pidfd to wait for;
+    /// `finish`: its exit code once the session is over (None: the front end does not ask).
+    pub fn new(ours: Ours, exited: Option<OwnedFd>, finish: Option<Finish>) -> PipeSession {
+        for fd in [&ours.stdin, &ours.stdout, &ours.stderr]
+            .into_iter()
+            .flatten()
+        {
+            set_nonblocking(fd);
+        }
+        PipeSession {
+            outlets: [
+                Outlet {
+                    from: ours.stdout,
+                    stream: Stream::Stdout,
+                },
+                Outlet {
+                    from: ours.stderr,
+                    stream: Stream::Stderr,
+                },
+            ],
+            inlet: Inlet {
+                ended: ours.stdin.is_none(),
+                to: ours.stdin,
+                pending: Vec::new(),
+            },
+            exited,
+            buf: vec![0u8; CHUNK],
+            finish,
+        }
     }
-    // SAFETY: descriptors 0, 1 and 2 stay open for this process's whole life.
-    let (stdout, stderr) = unsafe {
-        (
-            BorrowedFd::borrow_raw(libc::STDOUT_FILENO),
-            BorrowedFd::borrow_raw(libc::STDERR_FILENO),
-        )
-    };
-    let mut outlets = [
-        Outlet {
-            from: ours.stdout,
-            to: stdout,
-        },
-        Outlet {
-            from: ours.stderr,
-            to: stderr,
-        },
-    ];
-    let mut inlet = Inlet {
-        ended: ours.stdin.is_none(),
-        to: ours.stdin,
-        pending: Vec::new(),
-    };
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let feeding = inlet.to.is_some();
-        let mut fds = [
-            pollfd(exited.map(|e| e.as_raw_fd()), libc::POLLIN),
+}
+
+impl Session for PipeSession {
+    fn tty(&self) -> bool {
+        false
+    }
+
+    fn interests(&self) -> Vec<libc::pollfd> {
+        let inlet = &self.inlet;
+        vec![
+            pollfd(self.exited.as_ref().map(|e| e.as_raw_fd()), libc::POLLIN),
             pollfd(
-                outlets[0].from.as_ref().map(|f| f.as_raw_fd()),
+                self.outlets[0].from.as_ref().map(|f| f.as_raw_fd()),
                 libc::POLLIN,
             ),
             pollfd(
-                outlets[1].from.as_ref().map(|f| f.as_raw_fd()),
-                libc::POLLIN,
-            ),
-            pollfd(
-                (feeding && inlet.pending.is_empty() && !inlet.ended).then_some(libc::STDIN_FILENO),
+                self.outlets[1].from.as_ref().map(|f| f.as_raw_fd()),
                 libc::POLLIN,
             ),
             pollfd(
@@ -242,33 +227,50 @@ pub fn relay(ours: Ours, exited: Option<BorrowedFd>) {
                     .map(|f| f.as_raw_fd()),
                 libc::POLLOUT,
             ),
-        ];
-        // SAFETY: an array of pollfds that lives across the call.
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-        if rc < 0 {
-            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue; // a signal, forwarded to the workload
-            }
-            break;
-        }
-        let ready = |i: usize| fds[i].revents != 0;
-        for (i, outlet) in outlets.iter_mut().enumerate() {
+        ]
+    }
+
+    fn on_ready(&mut self, ready: &[libc::pollfd], out: Out) -> Option<End> {
+        let ready = |i: usize| ready.get(i).is_some_and(|p| p.revents != 0);
+        for (i, outlet) in self.outlets.iter_mut().enumerate() {
             if ready(i + 1) {
-                outlet.pump(&mut buf);
+                outlet.pump(&mut self.buf, &mut *out);
             }
         }
         if ready(3) {
-            inlet.take(&mut buf);
+            self.inlet.give();
         }
-        if ready(4) || (ready(3) && !inlet.pending.is_empty()) {
-            inlet.give();
+        let output_over = self.outlets.iter().all(|o| o.from.is_none());
+        if ready(0) || (self.exited.is_none() && output_over) {
+            for outlet in &mut self.outlets {
+                outlet.drain(&mut self.buf, &mut *out);
+            }
+            return Some(End::Closed);
         }
-        let output_over = outlets.iter().all(|o| o.from.is_none());
-        if ready(0) || (exited.is_none() && output_over) {
-            break;
-        }
+        None
     }
-    for outlet in &mut outlets {
-        outlet.drain(&mut buf);
+
+    fn accepts_input(&self) -> bool {
+        self.inlet.to.is_some() && self.inlet.pending.is_empty() && !self.inlet.ended
+    }
+
+    fn input(&mut self, data: &[u8]) -> io::Result<()> {
+        self.inlet.pending.extend_from_slice(data);
+        self.inlet.give();
+        Ok(())
+    }
+
+    fn close_input(&mut self) {
+        self.inlet.ended = true;
+        self.inlet.close_if_done();
+    }
+
+    fn resize(&mut self, _rows: u16, _cols: u16) {}
+
+    fn finish(mut self: Box<Self>, _end: End) -> Result<Option<i32>, ContainerError> {
+        // Nothing of the caller's stays with a process the workload left behind.
+        self.inlet.to = None;
+        self.outlets.iter_mut().for_each(|o| o.from = None);
+        Ok(self.finish.take().map(|f| f()))
     }
 }

@@ -1,23 +1,25 @@
 //! Foreground `run`: the CLI is the container's monitor. The workload's streams are pipes
-//! made for it, relayed to and from the CLI's own ([`super::relay`]): none of the CLI's
+//! made for it, handed to the front end as a session ([`super::relay::PipeSession`]) that it relays to and from its own: none of the CLI's
 //! descriptors reaches the container. Signals the CLI receives are forwarded to the
 //! container ([`crate::linux::process::sigforward`]).
 
 use super::create::{prepare, spawn_init};
 use super::monitor::{record_exit, wait_child};
 use super::options::RunOptions;
+use super::relay::PipeSession;
 pub use super::sandbox::RunOutcome;
+use super::session::Front;
 use super::store::ContainerStore;
 use super::ContainerError;
 use crate::image::Image;
 use crate::linux::process::exec_fifo::ExecOutcome;
-use std::os::fd::AsFd;
 
 /// Creates, starts and waits for a container in the foreground.
 pub fn run_foreground(
     store: &ContainerStore,
     image: Image,
     opts: &RunOptions,
+    front: &mut dyn Front,
 ) -> Result<RunOutcome, ContainerError> {
     tracing::debug!("image resolved");
     let pipes = super::relay::pipes(opts.interactive)
@@ -38,7 +40,9 @@ pub fn run_foreground(
         Err(e) => Some(e.to_string()),
     };
     tracing::debug!(id, "started");
-    super::relay::relay(ours, exited.as_ref().map(|e| e.as_fd()));
+    let mut session = PipeSession::new(ours, exited, None);
+    front.relay(&mut session);
+    drop(session);
     let exit_code = wait_child(pid);
     tracing::debug!(id, exit_code, "exited");
     crate::linux::process::sigforward::stop();

@@ -1,5 +1,7 @@
 //! What an isolation must provide: the [`Sandbox`] trait, in the shape of containerd's shim
 //! Task API (create, start, exec, signal, wait, stats, top, pause, copies, attach, cleanup),
+//! where `exec` and `attach` return a [`Session`] (typed output, an input and resize handle)
+//! that the front end relays,
 //! and the typed [`Isolation`] a container records once, when it is created.
 //!
 //! Two implementations live side by side: the Linux process tree
@@ -14,6 +16,7 @@
 
 use super::exec::ExecOptions;
 use super::options::RunOptions;
+use super::session::{Front, Session};
 use super::state::State;
 use super::store::ContainerStore;
 use super::ContainerError;
@@ -96,16 +99,14 @@ pub enum TerminalRun {
 
 /// An attached caller's way to the workload's streams.
 pub enum Attached {
-    /// The terminal's attach socket (the attach wire format of [`super::attach`]).
-    Terminal(std::os::unix::net::UnixStream),
+    /// A session with a monitor that relays them (its `finish`: the workload's exit code
+    /// once recorded).
+    Session(Box<dyn Session>),
     /// Output is followed in the container's log, from record `seen` on.
     Log {
         /// Records already in the log, which the attached caller does not see again.
         seen: usize,
     },
-    /// The session has run to its end: the workload's exit code, or None when the user
-    /// detached.
-    Ended(Option<i32>),
 }
 
 /// A container's counters for `stats`.
@@ -148,13 +149,15 @@ pub trait Sandbox: Sync {
     }
 
     /// `run` in the foreground: this process is the container's monitor; the workload's
-    /// streams are relayed to and from this process's own until it exits.
+    /// streams go through `front` (a session it relays, or output handed to it) until the
+    /// workload exits.
     fn run_foreground(
         &self,
         store: &ContainerStore,
         image: Image,
         opts: &RunOptions,
         notify: Notify,
+        front: &mut dyn Front,
     ) -> Result<RunOutcome, ContainerError>;
 
     /// How [`Sandbox::run_foreground`] serves `-t`.
@@ -173,14 +176,14 @@ pub trait Sandbox: Sync {
     /// (`start -ai`); false when this isolation has nothing to prepare.
     fn prepare_start(&self, store: &ContainerStore, id: &str) -> Result<bool, ContainerError>;
 
-    /// `exec`: runs another command in the running container; its exit code (0 at once
-    /// with `-d`). Its streams are relayed to and from this process's own.
+    /// `exec`: runs another command in the running container; the session with its
+    /// streams, whose `finish` is its exit code (None with `-d`: nobody relays).
     fn exec(
         &self,
         store: &ContainerStore,
         id: &str,
         opts: &ExecOptions,
-    ) -> Result<i32, ContainerError>;
+    ) -> Result<Option<Box<dyn Session>>, ContainerError>;
 
     /// `kill`: sends `signal` to the workload (through its monitor in a VM).
     fn signal(&self, store: &ContainerStore, id: &str, signal: i32) -> Result<(), ContainerError> {
@@ -221,14 +224,13 @@ pub trait Sandbox: Sync {
         dest: &Path,
     ) -> Result<(), ContainerError>;
 
-    /// `attach`: the running workload's streams, with `stdin` this caller's input, with a
-    /// terminal the `detach_keys` leaving it running.
+    /// `attach`: the running workload's streams, with `stdin` this caller's input (the
+    /// front end relays the session; with a terminal its detach keys leave it running).
     fn attach(
         &self,
         store: &ContainerStore,
         state: &State,
         stdin: bool,
-        detach_keys: &[u8],
     ) -> Result<Attached, ContainerError>;
 
     /// What `inspect` adds for this isolation (a VM's engine and its jail), by key.

@@ -1,7 +1,8 @@
 //! The control socket of a running VM container: its monitor (the process that holds the
 //! agent connection) listens on /run/capsa-vm/<id>.ctl, and other capsa commands (`exec`,
-//! `stats`, `top`, `pause`, `cp`) send it one request in the agent protocol; the monitor relays it to the agent and
-//! streams back the answer and, for `exec`, the process's output and exit.
+//! `stats`, `top`, `pause`, `cp`) send it one request in the agent protocol; the monitor
+//! relays it to the agent and streams back the answer and, for `exec` and `attach`, the
+//! process's output and exit: a [`FrameSession`] the front end relays.
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use super::control_server::SOCKET_DIR;
 use super::protocol::{self, Event, ExecRequest, GuestStats, Message, Request, Response, Stream};
 use crate::container::exec::ExecOptions;
+use crate::container::session::{End, Finish, FrameSession, Session};
 use crate::container::{ContainerError, ContainerStore};
 
 /// The control socket of container `id`.
@@ -29,9 +31,14 @@ fn io(id: &str, e: impl std::fmt::Display) -> ContainerError {
     ContainerError::Vm(format!("container {id}: {e}"))
 }
 
-/// `exec` in a VM container: the command's exit code, its output on this terminal; with `-i`
-/// this terminal's input, with `-t` a pty in the guest that follows this window.
-pub fn exec(store: &ContainerStore, id: &str, opts: &ExecOptions) -> Result<i32, ContainerError> {
+/// `exec` in a VM container: the session with the command's streams (None with `-d`),
+/// whose `finish` is its exit code; with `-i` the caller's input, with `-t` a pty in the
+/// guest that follows the caller's window.
+pub fn exec(
+    store: &ContainerStore,
+    id: &str,
+    opts: &ExecOptions,
+) -> Result<Option<Box<dyn Session>>, ContainerError> {
     let (_, spec_process, user) = crate::container::exec::process_for(store, id, opts)?;
     let request = Request::Exec(Box::new(ExecRequest {
         process: String::new(),
@@ -52,181 +59,54 @@ pub fn exec(store: &ContainerStore, id: &str, opts: &ExecOptions) -> Result<i32,
             Message::Response(Response::Error { message, .. }) => {
                 Err(io(id, format!("exec: {message}")))
             }
-            _ => Ok(0),
+            _ => Ok(None),
         };
     }
-    let terminal = Terminal {
-        verb: "exec",
-        stdin: opts.interactive,
-        tty: opts.tty,
-        detach_keys: Vec::new(),
-    };
-    Ok(session(id, request, &terminal)?.unwrap_or(0))
+    let owner = id.to_string();
+    let finish: Finish = Box::new(move |end| match end {
+        End::Exited(code) => Ok(Some(code)),
+        End::Detached => Ok(None),
+        End::Closed => Err(io(&owner, "the monitor closed the session")),
+        End::Broken(why) => Err(io(&owner, format!("exec: {why}"))),
+    });
+    session(id, request, "exec", opts.tty, finish).map(Some)
 }
 
-/// `attach` to a running VM container: its output from now on, and with `stdin` this
-/// terminal's input (for a workload started with `-i`); with `-t` the detach keys leave it
-/// running. The workload's exit code, or None when the user detached.
+/// `attach` to a running VM container: its output from now on, and with `stdin` the
+/// caller's input (for a workload started with `-i`); with `-t` its pty. The session's
+/// `finish` is the workload's exit code once recorded.
 pub fn attach(
+    store: &ContainerStore,
     id: &str,
     stdin: bool,
     tty: bool,
-    detach_keys: &[u8],
-) -> Result<Option<i32>, ContainerError> {
-    let terminal = Terminal {
-        verb: "attach",
-        stdin,
-        tty,
-        detach_keys: if tty {
-            detach_keys.to_vec()
-        } else {
-            Vec::new()
-        },
-    };
-    session(id, Request::Attach { stdin }, &terminal)
+) -> Result<Box<dyn Session>, ContainerError> {
+    let (store, owner) = (store.clone(), id.to_string());
+    let finish: Finish = Box::new(move |end| match end {
+        End::Exited(code) => {
+            // As Docker's, attach returns once the exit is recorded.
+            crate::container::wait::wait_exit(&store, &owner)?;
+            Ok(Some(code))
+        }
+        End::Detached => Ok(None),
+        End::Closed => Err(io(&owner, "the monitor closed the session")),
+        End::Broken(why) => Err(io(&owner, format!("attach: {why}"))),
+    });
+    session(id, Request::Attach { stdin }, "attach", tty, finish)
 }
 
-/// How this terminal takes part in a session with a process in the VM.
-struct Terminal {
-    /// What the session is, for its errors.
+/// Sends `request` (an exec or an attach) to the monitor; the session that follows.
+fn session(
+    id: &str,
+    request: Request,
     verb: &'static str,
-    /// Relay this terminal's input.
-    stdin: bool,
-    /// The process has a pty in the guest: raw mode here, window size there.
     tty: bool,
-    /// Typed in sequence, these end the session and leave the process running.
-    detach_keys: Vec<u8>,
-}
-
-/// Sends `request` (an exec or an attach) to the monitor and relays the process's output
-/// (and this terminal's input and window) until it exits (its code) or the user detaches.
-fn session(id: &str, request: Request, terminal: &Terminal) -> Result<Option<i32>, ContainerError> {
-    let mut stream = connect(id)?;
-    // Signals for the window are read on a thread of their own, so block them first.
-    let mut winch = if terminal.tty { window_changes() } else { None };
-    let _raw = (terminal.tty && terminal.stdin).then(crate::linux::tty::RawMode::enter);
-    protocol::write_frame(&mut stream, 1, Message::Request(request)).map_err(|e| io(id, e))?;
-    let detached = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
-    loop {
-        let frame = match protocol::read_frame(&mut stream) {
-            Ok(f) => f,
-            Err(_) if detached.load(std::sync::atomic::Ordering::SeqCst) => return Ok(None),
-            Err(e) => return Err(io(id, e)),
-        };
-        match frame.message {
-            Message::Response(Response::Error { message, .. }) => {
-                return Err(io(id, format!("{}: {message}", terminal.verb)))
-            }
-            Message::Response(_) => {
-                let writer = std::sync::Arc::new(std::sync::Mutex::new(
-                    stream.try_clone().map_err(|e| io(id, e))?,
-                ));
-                if terminal.tty {
-                    send_window_size(&writer);
-                }
-                if let Some(fd) = winch.take() {
-                    let w = writer.clone();
-                    std::thread::spawn(move || relay_window_changes(fd, w));
-                }
-                if terminal.stdin {
-                    let (w, keys, flag) = (
-                        writer.clone(),
-                        crate::linux::tty::DetachKeys::new(&terminal.detach_keys),
-                        detached.clone(),
-                    );
-                    std::thread::spawn(move || relay_stdin(w, keys, flag));
-                }
-            }
-            Message::Event(Event::Output {
-                stream: s, data, ..
-            }) => {
-                let w: &mut dyn Write = if s == Stream::Stdout {
-                    &mut out
-                } else {
-                    &mut err
-                };
-                let _ = w.write_all(&data.0);
-                let _ = w.flush();
-            }
-            Message::Event(Event::Exited { code, .. }) => return Ok(Some(code)),
-            Message::Request(_) => return Err(io(id, "unexpected request from the monitor")),
-        }
-    }
-}
-
-type SharedStream = std::sync::Arc<std::sync::Mutex<UnixStream>>;
-
-fn send(to: &SharedStream, request: Request) -> bool {
-    match to.lock() {
-        Ok(mut s) => protocol::write_frame(&mut *s, 0, Message::Request(request)).is_ok(),
-        Err(_) => false,
-    }
-}
-
-/// This terminal's stdin as `Input` frames, then `CloseInput` at its end. The detach keys
-/// end the session instead: the connection is shut, which the monitor takes as a client gone.
-fn relay_stdin(
-    to: SharedStream,
-    mut keys: crate::linux::tty::DetachKeys,
-    detached: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) {
-    let mut buf = vec![0u8; 32 << 10];
-    let mut stdin = std::io::stdin();
-    loop {
-        let request = match std::io::Read::read(&mut stdin, &mut buf) {
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Ok(0) | Err(_) => Request::CloseInput {
-                process: String::new(),
-            },
-            Ok(n) => match keys.filter(&buf[..n]) {
-                Some(data) if data.is_empty() => continue,
-                Some(data) => Request::Input {
-                    process: String::new(),
-                    data: protocol::Bytes(data),
-                },
-                None => {
-                    detached.store(true, std::sync::atomic::Ordering::SeqCst);
-                    if let Ok(s) = to.lock() {
-                        let _ = s.shutdown(std::net::Shutdown::Both);
-                    }
-                    return;
-                }
-            },
-        };
-        let last = matches!(request, Request::CloseInput { .. });
-        if !send(&to, request) || last {
-            return;
-        }
-    }
-}
-
-fn send_window_size(to: &SharedStream) {
-    if let Ok((rows, cols)) = crate::linux::sys::window_size(libc::STDOUT_FILENO) {
-        send(
-            to,
-            Request::Resize {
-                process: String::new(),
-                rows,
-                cols,
-            },
-        );
-    }
-}
-
-/// SIGWINCH, blocked in this thread (and so in the threads it starts) and read from a
-/// signalfd; None when that cannot be set up (the size then stays the first one).
-fn window_changes() -> Option<nix::sys::signalfd::SignalFd> {
-    let mut mask = nix::sys::signal::SigSet::empty();
-    mask.add(nix::sys::signal::Signal::SIGWINCH);
-    mask.thread_block().ok()?;
-    nix::sys::signalfd::SignalFd::new(&mask).ok()
-}
-
-fn relay_window_changes(fd: nix::sys::signalfd::SignalFd, to: SharedStream) {
-    while let Ok(Some(_)) = fd.read_signal() {
-        send_window_size(&to);
-    }
+    finish: Finish,
+) -> Result<Box<dyn Session>, ContainerError> {
+    let stream = connect(id)?;
+    let refused = |why: String| io(id, format!("{verb}: {why}"));
+    let session = FrameSession::request(stream, request, tty, refused, finish)?;
+    Ok(Box::new(session))
 }
 
 /// The guest's and the workload's counters.

@@ -1,11 +1,11 @@
 //! The conversation with a booted VM's agent: create and start the workload, then relay
-//! its output (to this terminal or the container's log), this terminal's input, signals and
-//! window sizes, and the control socket's clients, until the workload exits. It waits in
+//! its output (to a foreground run's front end or the container's log), the front end's
+//! input, signals and window sizes, and the control socket's clients, until the workload exits. It waits in
 //! one poll over every descriptor (agent socket, control socket, signalfd, the engine's
 //! pidfd, the doorbell of the threads that read input): an idle VM costs its monitor no
 //! wake-up at all.
 
-use std::io::Write;
+use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -17,28 +17,35 @@ use super::feed::{Feed, Taken};
 use super::protocol::{CreateRequest, Event, Request, Response, Stream};
 use super::VmError;
 use super::{boot::*, control_server::*};
+use crate::container::session::Front;
 use crate::container::ContainerError;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
-/// Where the workload's output goes: this terminal, or the container's json-file log.
-pub(super) enum Sink {
-    /// With `-i`, what this terminal's stdin delivers (None at its end).
-    Terminal(Option<Feed<Option<Vec<u8>>>>),
+/// Where the workload's output goes: the front end of a foreground run, or the container's
+/// json-file log.
+pub(super) enum Sink<'a> {
+    Front {
+        /// With `-i`, what the front end's input delivers (None at its end).
+        input: Option<Feed<Option<Vec<u8>>>>,
+        front: &'a mut dyn Front,
+    },
     Log(crate::container::logfile::Writer),
 }
 
-/// Reads stdin on a thread of its own (a blocking read cannot share the relay loop). At most
-/// [`STDIN_CHUNKS`] chunks wait in the channel: a guest that takes its input slowly makes
-/// this thread wait, not the monitor's memory grow with everything stdin holds.
-pub(super) fn stdin_relay() -> std::io::Result<Feed<Option<Vec<u8>>>> {
+/// Reads the front end's input on a thread of its own (a blocking read cannot share the
+/// relay loop). At most [`STDIN_CHUNKS`] chunks wait in the channel: a guest that takes its
+/// input slowly makes this thread wait, not the monitor's memory grow with everything the
+/// input holds.
+pub(super) fn stdin_relay(
+    mut stdin: Box<dyn std::io::Read + Send>,
+) -> std::io::Result<Feed<Option<Vec<u8>>>> {
     let (tx, rx) = Feed::new(STDIN_CHUNKS)?;
     std::thread::spawn(move || {
         // Signals are for the relay loop's signalfd, not this thread.
         let _ = SigSet::all().thread_block();
-        let mut stdin = std::io::stdin();
         let mut buf = vec![0u8; 64 << 10];
         loop {
-            match std::io::Read::read(&mut stdin, &mut buf) {
+            match stdin.read(&mut buf) {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Ok(0) | Err(_) => {
                     tx.send(None);
@@ -58,20 +65,26 @@ pub(super) fn stdin_relay() -> std::io::Result<Feed<Option<Vec<u8>>>> {
 /// Chunks of stdin (64 KiB each) read ahead of the guest, at most.
 pub(super) const STDIN_CHUNKS: usize = 4;
 
-impl Sink {
+impl Sink<'_> {
     pub(super) fn write(&mut self, stream: Stream, data: &[u8]) {
         match self {
-            Sink::Terminal(_) => {
-                let mut out: Box<dyn Write> = if stream == Stream::Stdout {
-                    Box::new(std::io::stdout())
-                } else {
-                    Box::new(std::io::stderr())
-                };
-                let _ = out.write_all(data);
-                let _ = out.flush();
-            }
+            Sink::Front { front, .. } => front.output(stream, data),
             Sink::Log(w) => w.write(if stream == Stream::Stdout { 0 } else { 1 }, data),
         }
+    }
+
+    /// The front end's window size for `process`'s pty (None without a front end or a
+    /// terminal).
+    fn window_resize(&self, process: &str) -> Option<Request> {
+        let Sink::Front { front, .. } = self else {
+            return None;
+        };
+        let (rows, cols) = front.window_size()?;
+        Some(Request::Resize {
+            process: process.to_string(),
+            rows,
+            cols,
+        })
     }
 }
 
@@ -94,16 +107,6 @@ pub(super) fn block_signals(window_changes: bool) -> Result<SignalFd, ContainerE
         .map_err(|e| ContainerError::Vm(format!("blocking signals: {e}")))?;
     SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(|e| ContainerError::Vm(format!("signalfd: {e}")))
-}
-
-/// This terminal's window size for `process`'s pty (None when stdout is not a terminal).
-pub(super) fn window_resize(process: &str) -> Option<Request> {
-    let (rows, cols) = crate::linux::sys::window_size(libc::STDOUT_FILENO).ok()?;
-    Some(Request::Resize {
-        process: process.to_string(),
-        rows,
-        cols,
-    })
 }
 
 /// Create, start, relay output and signals until the workload's exit; meanwhile serve the
@@ -139,12 +142,13 @@ pub(super) fn converse(
     }
     started?;
     let mut input = match sink {
-        Sink::Terminal(input) => input.take(),
+        Sink::Front { input, .. } => input.take(),
         Sink::Log(_) => None,
     };
-    let resize = match (tty, &sink) {
-        (true, Sink::Terminal(_)) => window_resize(&process),
-        _ => None,
+    let resize = if tty {
+        sink.window_resize(&process)
+    } else {
+        None
     };
     // With -i but no terminal (-d, start), the stdin stays open for `attach`.
     let stdin_open = input.is_some() || (interactive && matches!(sink, Sink::Log(_)));
@@ -192,7 +196,7 @@ pub(super) fn converse(
         // Signals first: a window change typed before a command must reach the pty first.
         while let Ok(Some(sig)) = signals.read_signal() {
             let request = if sig.ssi_signo == libc::SIGWINCH as u32 {
-                match window_resize(&relay.process) {
+                match relay.sink.window_resize(&relay.process) {
                     Some(r) => r,
                     None => continue,
                 }
@@ -317,14 +321,14 @@ pub(super) const INPUT_PER_TURN: usize = 16;
 
 /// Where the guest's events go: the workload's to the sink and the attached clients, an
 /// exec'd process's to the client waiting for it.
-pub(super) struct Relay<'a> {
+pub(super) struct Relay<'a, 'b> {
     pub(super) clients: Clients,
     /// The workload's process name.
     pub(super) process: String,
-    pub(super) sink: &'a mut Sink,
+    pub(super) sink: &'a mut Sink<'b>,
 }
 
-impl Relay<'_> {
+impl Relay<'_, '_> {
     /// Passes `event` on; the workload's exit when it is that.
     pub(super) fn event(&mut self, event: Event) -> Option<(i32, bool)> {
         pass_on(&mut self.clients, self.sink, &self.process, event)

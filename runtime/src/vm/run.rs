@@ -13,6 +13,7 @@ use super::{artifacts, engine};
 use super::{boot::*, launch::*, layout::*, monitor::*, relay::*};
 use crate::container::options::RunOptions;
 use crate::container::sandbox::{Notice, Notify, RunOutcome};
+use crate::container::session::Front;
 use crate::container::state::{process_start_time, State, Status};
 use crate::container::store::ContainerStore;
 use crate::container::{network, ContainerError};
@@ -61,25 +62,29 @@ pub(super) fn prepare(
     })
 }
 
-/// Runs a VM container to its end; output goes to this process's stdout and stderr.
+/// Runs a VM container to its end; its output goes to `front`, and with `-i` its input
+/// comes from there.
 pub fn run_foreground(
     store: &ContainerStore,
     image: Image,
     opts: &RunOptions,
     notify: Notify,
+    front: &mut dyn Front,
 ) -> Result<RunOutcome, ContainerError> {
     let p = prepare(store, &image, opts, notify)?;
     let id = p.state.id.clone();
-    // With -it the keys go to the guest's pty as typed (its line discipline handles ctrl-c).
-    let _raw = (opts.tty && opts.interactive).then(crate::linux::tty::RawMode::enter);
-    let input = match opts.interactive.then(stdin_relay).transpose() {
+    let input = match opts
+        .interactive
+        .then(|| stdin_relay(front.input()))
+        .transpose()
+    {
         Ok(input) => input,
         Err(e) => {
             let _ = crate::container::delete::remove(store, &id, true);
             return Err(ContainerError::Vm(format!("reading stdin: {e}")));
         }
     };
-    let mut sink = Sink::Terminal(input);
+    let mut sink = Sink::Front { input, front };
     let result = boot_and_run(
         store,
         p.state,
@@ -177,7 +182,7 @@ pub(super) fn boot_and_run(
     launch: Launch,
     engine: &dyn Engine,
     guest: &GuestArtifacts,
-    sink: &mut Sink,
+    sink: &mut Sink<'_>,
     mut on_started: impl FnMut(Result<(), &ContainerError>),
 ) -> Result<(i32, bool), ContainerError> {
     let mut create = launch.create.clone();
@@ -188,7 +193,7 @@ pub(super) fn boot_and_run(
             .map_err(|e| ContainerError::io(&files.disks_lock(), e))?
             .ok_or_else(|| ContainerError::Vm("the disks' lock was not taken".into()))?;
         // SIGWINCH matters only to a foreground -t run, whose terminal this is.
-        let signals = block_signals(launch.tty && matches!(sink, Sink::Terminal(_)))?;
+        let signals = block_signals(launch.tty && matches!(sink, Sink::Front { .. }))?;
         let booted = boot(store, &state, &launch, &mut create, engine, guest, disks)?;
         // The process signals reach is this one (the VM's monitor): `stop` and `kill` signal
         // it and it forwards to the workload; SIGKILL ends it and, by PDEATHSIG, the engine.

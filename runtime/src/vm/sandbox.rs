@@ -13,6 +13,7 @@ use crate::container::options::RunOptions;
 use crate::container::sandbox::{
     has_terminal, Attached, Counters, Isolation, Notify, RunOutcome, Sandbox, TerminalRun,
 };
+use crate::container::session::{Front, Session};
 use crate::container::state::{State, Status};
 use crate::container::{ContainerError, ContainerStore};
 use crate::image::Image;
@@ -56,8 +57,9 @@ impl Sandbox for MicroVm {
         image: Image,
         opts: &RunOptions,
         notify: Notify,
+        front: &mut dyn Front,
     ) -> Result<RunOutcome, ContainerError> {
-        super::run::run_foreground(store, image, opts, notify)
+        super::run::run_foreground(store, image, opts, notify, front)
     }
 
     fn terminal_run(&self) -> TerminalRun {
@@ -85,7 +87,7 @@ impl Sandbox for MicroVm {
         store: &ContainerStore,
         id: &str,
         opts: &ExecOptions,
-    ) -> Result<i32, ContainerError> {
+    ) -> Result<Option<Box<dyn Session>>, ContainerError> {
         super::control::exec(store, id, opts)
     }
 
@@ -156,12 +158,10 @@ impl Sandbox for MicroVm {
         store: &ContainerStore,
         state: &State,
         stdin: bool,
-        detach_keys: &[u8],
     ) -> Result<Attached, ContainerError> {
         // The VM's monitor relays the workload's streams (its pty with -t).
         let tty = has_terminal(store, &state.id);
-        let code = super::control::attach(&state.id, stdin, tty, detach_keys)?;
-        Ok(Attached::Ended(code))
+        super::control::attach(store, &state.id, stdin, tty).map(Attached::Session)
     }
 
     fn inspect_extra(&self, store: &ContainerStore, id: &str) -> Option<(&'static str, Value)> {

@@ -33,7 +33,7 @@ impl CapsaSubject {
         let info = SubjectInfo {
             name: "capsa-container".into(),
             kind: "capsa".into(),
-            isolation: "container".into(),
+            isolation: crate::container::sandbox::Isolation::Container,
             engine: "capsa".into(),
             accelerator: None,
             version: format!("capsa {}", env!("CARGO_PKG_VERSION")),
@@ -54,7 +54,7 @@ impl CapsaSubject {
         let mut info = SubjectInfo {
             name: "capsa-vm".into(),
             kind: "capsa".into(),
-            isolation: "vm".into(),
+            isolation: crate::container::sandbox::Isolation::Vm,
             engine: vmm.clone().unwrap_or_else(|| "?".into()),
             accelerator: None,
             version: format!("capsa {}", env!("CARGO_PKG_VERSION")),

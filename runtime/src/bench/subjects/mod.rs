@@ -30,8 +30,8 @@ pub struct SubjectInfo {
     pub name: String,
     /// `capsa` or `peer`.
     pub kind: String,
-    /// `container` or `vm`.
-    pub isolation: String,
+    /// `container` or `vm` in the report.
+    pub isolation: crate::container::sandbox::Isolation,
     /// What runs the instance: `capsa`, `runc`, `qemu`, `capsa-vmm`...
     pub engine: String,
     /// `kvm`, `tcg`, or none for containers.

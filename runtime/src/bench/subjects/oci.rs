@@ -58,7 +58,7 @@ impl OciPeer {
             info: SubjectInfo {
                 name: name.into(),
                 kind: "peer".into(),
-                isolation: "container".into(),
+                isolation: crate::container::sandbox::Isolation::Container,
                 engine: name.into(),
                 accelerator: None,
                 version,

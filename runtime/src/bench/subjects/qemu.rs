@@ -47,7 +47,7 @@ impl QemuPeer {
             info: SubjectInfo {
                 name: "qemu".into(),
                 kind: "peer".into(),
-                isolation: "vm".into(),
+                isolation: crate::container::sandbox::Isolation::Vm,
                 engine: "qemu".into(),
                 accelerator: Some(if kvm { "kvm" } else { "tcg" }.into()),
                 version: binary

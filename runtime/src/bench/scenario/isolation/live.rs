@@ -77,7 +77,7 @@ pub fn measure(s: &dyn Subject, ctx: &Context) -> Live {
     } else {
         Err(format!("{} has no exec", info.name))
     };
-    let vm = info.isolation == "vm";
+    let vm = info.isolation == crate::container::sandbox::Isolation::Vm;
     let target = if vm {
         engine_pid(&instance)
     } else {
