@@ -472,6 +472,11 @@ fn bad_network_requests_are_refused() {
             "nonsense",
         ),
         (vec!["--network", "none", "-p", "80"], "-p"),
+        // Docker's refusal: the default bridge hands its addresses out in order.
+        (
+            vec!["--ip", "10.88.0.9"],
+            "user specified IP address is supported on user defined networks only",
+        ),
     ] {
         let mut args = vec!["--rm"];
         args.extend(flags.iter());

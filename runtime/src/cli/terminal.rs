@@ -150,8 +150,7 @@ pub fn relay(mut remote: Remote, stdin: bool, detach_keys: &[u8]) -> std::io::Re
                 continue;
             }
             let Some(pass) = detach.filter(&buf[..n]) else {
-                WINCH_PIPE.store(-1, Ordering::Relaxed);
-                return Ok(Ended::Detached);
+                break Ended::Detached;
             };
             if !pass.is_empty() && remote.send(&pass).is_err() {
                 break Ended::Closed;
@@ -159,6 +158,11 @@ pub fn relay(mut remote: Remote, stdin: bool, detach_keys: &[u8]) -> std::io::Re
         }
     };
     WINCH_PIPE.store(-1, Ordering::Relaxed);
+    drop(_raw);
+    if matches!(ended, Ended::Detached) {
+        // Docker's words on detaching, on a line of their own.
+        eprintln!("read escape sequence");
+    }
     Ok(ended)
 }
 

@@ -18,6 +18,11 @@ use crate::net::{self, Endpoint, NetworkMode};
 /// /etc/hosts lines every container has.
 const LOOPBACK_HOSTS: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
 
+/// Docker's refusal of `--ip` on the default bridge, whose addresses are handed out in
+/// order (a fixed one there would be taken by the next container's default choice).
+const FIXED_IP_ON_DEFAULT_BRIDGE: &str =
+    "user specified IP address is supported on user defined networks only";
+
 /// The bridge settings of network `name`: the default `bridge` (`bip` in daemon.json), or
 /// a user-defined one.
 pub fn bridge_config(store: &ContainerStore, name: &str) -> Result<BridgeConfig, ContainerError> {
@@ -58,6 +63,11 @@ pub fn plan(
     if opts.network_name == "bridge" && !opts.aliases.is_empty() {
         return Err(ContainerError::InvalidArgument(
             "--network-alias is only for user-defined networks (as in Docker)".into(),
+        ));
+    }
+    if opts.network_name == "bridge" && opts.ip.is_some() {
+        return Err(ContainerError::InvalidArgument(
+            FIXED_IP_ON_DEFAULT_BRIDGE.into(),
         ));
     }
     let config = bridge_config(store, &opts.network_name)?;
@@ -139,6 +149,9 @@ pub fn connect_network(
             "endpoint with name {} already exists in network {name}",
             state.name
         )));
+    }
+    if name == "bridge" && ip.is_some() {
+        return Err(invalid(FIXED_IP_ON_DEFAULT_BRIDGE.into()));
     }
     let config = bridge_config(store, name)?;
     let _pool = FileLock::acquire(&store.root().dir().join("network.lock"))
