@@ -8,17 +8,92 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 /// Writes `src` (a file or a directory tree, symlinks kept as links) as a tar stream whose
-/// top entry is named `name`.
+/// top entry is named `name`. The kernel's views mounted in a running container (/proc,
+/// /sys, cgroups, devpts, mqueue...) are written as their directory alone, and sockets are
+/// left out, as Docker's copy of a container's root file system has them: `cp CTR:/ -` is
+/// the container's files, complete, not the kernel's state.
 pub fn write_tar(src: &Path, name: &Path, out: impl Write) -> std::io::Result<()> {
     let mut b = tar::Builder::new(out);
     b.follow_symlinks(false);
     let meta = std::fs::symlink_metadata(src)?;
     if meta.is_dir() {
-        b.append_dir_all(name, src)?;
+        append_tree(&mut b, src, name)?;
     } else {
         b.append_path_with_name(src, name)?;
     }
     b.into_inner()?.flush()
+}
+
+/// Appends the device node or fifo at `path` as `name`: its header alone (the tar crate's
+/// own path for these does not take a name of ours).
+fn append_node<W: Write>(b: &mut tar::Builder<W>, path: &Path, name: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::symlink_metadata(path)?;
+    let mut header = tar::Header::new_gnu();
+    header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+    let kind = meta.file_type();
+    header.set_entry_type(if kind.is_char_device() {
+        tar::EntryType::Char
+    } else if kind.is_block_device() {
+        tar::EntryType::Block
+    } else {
+        tar::EntryType::Fifo
+    });
+    let dev = meta.rdev();
+    header.set_device_major(libc::major(dev))?;
+    header.set_device_minor(libc::minor(dev))?;
+    header.set_size(0);
+    b.append_data(&mut header, name, std::io::empty())
+}
+
+/// File systems whose contents are the kernel's state, never a container's files.
+const KERNEL_VIEWS: [i64; 13] = [
+    0x9fa0,      // proc
+    0x6265_6572, // sysfs
+    0x0027_e0eb, // cgroup
+    0x6367_7270, // cgroup2
+    0x1cd1,      // devpts
+    0x1980_0202, // mqueue
+    0x6462_6720, // debugfs
+    0x7363_6673, // securityfs
+    0x7472_6163, // tracefs
+    0xcafe_4a11, // bpf
+    0x6165_676c, // pstore
+    0x6265_6570, // configfs
+    0x4249_4e4d, // binfmt_misc
+];
+
+/// Whether the directory `dir` is the root or part of a kernel view.
+fn is_kernel_view(dir: &Path) -> std::io::Result<bool> {
+    let fs = nix::sys::statfs::statfs(dir).map_err(std::io::Error::from)?;
+    Ok(KERNEL_VIEWS.contains(&(fs.filesystem_type().0 as i64)))
+}
+
+/// Appends directory `dir` as `name` and, unless it is a kernel view, what it holds
+/// (in name order, so the stream is the same each time).
+fn append_tree<W: Write>(b: &mut tar::Builder<W>, dir: &Path, name: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    // The copy of `/` (named `.`) has no top entry, only what it holds.
+    if !name.as_os_str().is_empty() && name != Path::new(".") {
+        b.append_path_with_name(dir, name)?;
+    }
+    if is_kernel_view(dir)? {
+        return Ok(());
+    }
+    let mut entries = std::fs::read_dir(dir)?.collect::<Result<Vec<_>, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let kind = entry.file_type()?;
+        let (path, inside) = (entry.path(), name.join(entry.file_name()));
+        if kind.is_dir() {
+            append_tree(b, &path, &inside)?;
+        } else if kind.is_char_device() || kind.is_block_device() || kind.is_fifo() {
+            append_node(b, &path, &inside)?;
+        } else if !kind.is_socket() {
+            b.append_path_with_name(&path, &inside)?;
+        }
+    }
+    Ok(())
 }
 
 /// Mode bits dropped from what `cp` writes on the host: capsa extracts as root, so a
@@ -219,5 +294,24 @@ mod tests {
         );
         // The cause is kept for whoever walks the chain.
         assert!(std::error::Error::source(&err).is_some());
+    }
+}
+
+#[cfg(test)]
+mod root_copy_tests {
+    #[test]
+    fn a_root_copy_names_entries_inside_dot() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        std::fs::write(dir.path().join("etc/passwd"), "x").unwrap();
+        let mut out = Vec::new();
+        super::write_tar(dir.path(), std::path::Path::new("."), &mut out).unwrap();
+        let mut a = tar::Archive::new(&out[..]);
+        let names: Vec<String> = a
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert_eq!(names, ["etc", "etc/passwd"]);
     }
 }

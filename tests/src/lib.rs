@@ -86,11 +86,23 @@ pub struct TestEnv {
     root: tempfile::TempDir,
     cgroup_parent: String,
     netns: String,
+    /// Whether this environment made its network namespace (and deletes it).
+    owns_netns: bool,
 }
 
 impl TestEnv {
     /// A fresh environment with `busybox` imported (CMD sh, PATH set).
     pub fn new() -> TestEnv {
+        TestEnv::with_netns(None)
+    }
+
+    /// A second state root on `other`'s host: its own state directory and cgroup parent,
+    /// in `other`'s network namespace (two roots on one machine). Drop it before `other`.
+    pub fn sharing_netns_of(other: &TestEnv) -> TestEnv {
+        TestEnv::with_netns(Some(other.netns.clone()))
+    }
+
+    fn with_netns(shared: Option<String>) -> TestEnv {
         let root = tempfile::Builder::new()
             .prefix("capsa-test-")
             .tempdir()
@@ -101,12 +113,16 @@ impl TestEnv {
             .unwrap()
             .to_string_lossy()
             .replace('.', "");
-        let netns = tag.clone();
-        make_netns(&netns);
+        let owns_netns = shared.is_none();
+        let netns = shared.unwrap_or_else(|| tag.clone());
+        if owns_netns {
+            make_netns(&netns);
+        }
         let env = TestEnv {
             root,
             cgroup_parent: format!("/{tag}"),
             netns,
+            owns_netns,
         };
         let tar = busybox_tarball().to_str().unwrap().to_string();
         let out = env.capsa(&[
@@ -377,9 +393,11 @@ impl Drop for TestEnv {
         for dir in cgroup_parent_dirs(&self.cgroup_parent) {
             let _ = std::fs::remove_dir(dir);
         }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.netns])
-            .output();
+        if self.owns_netns {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.netns])
+                .output();
+        }
     }
 }
 

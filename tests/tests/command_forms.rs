@@ -258,3 +258,18 @@ fn verbs_of_later_issues_say_so_and_do_nothing() {
     assert_eq!(images.lines().count(), 1, "{images}");
     env.assert_clean();
 }
+
+#[test]
+fn help_verb_shows_the_verbs_help() {
+    let env = TestEnv::new();
+    // `docker help run` is `docker run --help`; `docker help` is `docker --help`.
+    let by_verb = ok(&env.capsa(&["help", "run"]));
+    assert_eq!(by_verb, ok(&env.capsa(&["run", "--help"])));
+    assert!(by_verb.contains("--publish"), "{by_verb}");
+    assert_eq!(
+        ok(&env.capsa(&["help", "container", "ls"])),
+        ok(&env.capsa(&["container", "ls", "--help"]))
+    );
+    assert_eq!(ok(&env.capsa(&["help"])), ok(&env.capsa(&["--help"])));
+    refused(&env.capsa(&["help", "frobnicate"]), "frobnicate");
+}

@@ -793,3 +793,27 @@ fn one_config_under_two_manifests_is_one_image() {
     assert!(entries(&env.root().join("layers")).is_empty());
     env.assert_clean();
 }
+
+#[test]
+fn an_oci_layout_whose_index_names_a_tag_loads_tagged() {
+    // skopeo's and umoci's `oci:DIR:NAME` write NAME as the ref.name annotation alone.
+    let mut layout = OciLayout::new();
+    let base = busybox_layer(&layout);
+    let desc = layout.image("amd64", &[base], sh_config());
+    layout.tag("web", desc);
+    let env = TestEnv::new();
+    let archive = env.root().join("oci.tar");
+    let tar = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(layout.path())
+        .args(["-cf", archive.to_str().unwrap(), "."])
+        .output()
+        .unwrap();
+    assert!(tar.status.success(), "{}", text(&tar.stderr));
+    let loaded = ok(&env.capsa(&["load", "-i", archive.to_str().unwrap()]));
+    assert!(loaded.contains("Loaded image: web:latest"), "{loaded}");
+    let listed = ok(&env.capsa(&["images", "--format", "{{.Repository}}:{{.Tag}}"]));
+    assert!(listed.lines().any(|l| l == "web:latest"), "{listed}");
+    assert!(!listed.contains("<none>"), "{listed}");
+    assert_eq!(ok(&env.run(&["--rm", "web", "echo", "hi"])), "hi\n");
+}

@@ -472,6 +472,11 @@ fn bad_network_requests_are_refused() {
             "nonsense",
         ),
         (vec!["--network", "none", "-p", "80"], "-p"),
+        // Docker's refusal: the default bridge hands its addresses out in order.
+        (
+            vec!["--ip", "10.88.0.9"],
+            "user specified IP address is supported on user defined networks only",
+        ),
     ] {
         let mut args = vec!["--rm"];
         args.extend(flags.iter());
@@ -542,4 +547,74 @@ fn a_crashed_monitor_then_rm_f_leaves_no_port_or_veth() {
     unsafe { libc::kill(monitor, libc::SIGKILL) };
     assert!(env.capsa(&["rm", "-f", "orphan"]).status.success());
     env.assert_clean();
+}
+
+#[test]
+fn two_state_roots_on_one_host_never_share_an_address_or_a_port() {
+    let a = TestEnv::new();
+    let b = TestEnv::sharing_netns_of(&a);
+    web(&a, "web", &["-p", "18091:80"], "page-of-a");
+    // The same host port from the other root: Docker's refusal, nothing created.
+    let taken = b.run(&["-d", "--name", "web", "-p", "18091:80", "busybox", "true"]);
+    assert_eq!(taken.status.code(), Some(125), "{}", text(&taken.stderr));
+    assert!(
+        text(&taken.stderr).contains("Bind for 0.0.0.0:18091 failed: port is already allocated"),
+        "{}",
+        text(&taken.stderr)
+    );
+    assert!(b.container_dirs().is_empty());
+    web(&b, "web", &["-p", "18092:80"], "page-of-b");
+    // Each root's first container has an address (and MAC) of its own on the shared bridge.
+    let fmt = "{{.NetworkSettings.IPAddress}} {{.NetworkSettings.MacAddress}}";
+    let (in_a, in_b) = (a.inspect("web", fmt), b.inspect("web", fmt));
+    let (ip_a, mac_a) = in_a.split_once(' ').unwrap();
+    let (ip_b, mac_b) = in_b.split_once(' ').unwrap();
+    assert_ne!(ip_a, ip_b);
+    assert_ne!(mac_a, mac_b);
+    // Each published port serves its own root's page, every time.
+    for _ in 0..3 {
+        assert_eq!(fetch(&a, "http://127.0.0.1:18091/"), "page-of-a\n");
+        assert_eq!(fetch(&b, "http://127.0.0.1:18092/"), "page-of-b\n");
+        assert_eq!(fetch(&a, &format!("http://{ip_b}/")), "page-of-b\n");
+    }
+    // Once a's container is gone, its port is free for b.
+    assert!(a.capsa(&["rm", "-f", "web"]).status.success());
+    web(&b, "second", &["-p", "18091:80"], "second-of-b");
+    assert_eq!(fetch(&b, "http://127.0.0.1:18091/"), "second-of-b\n");
+
+    // User-defined networks: the same name in both roots gets subnets apart, and a subnet
+    // the other root holds is refused.
+    let ok = |env: &TestEnv, args: &[&str]| {
+        let out = env.capsa(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    ok(&a, &["network", "create", "appnet"]);
+    ok(&b, &["network", "create", "appnet"]);
+    let subnet = |env: &TestEnv| {
+        ok(
+            env,
+            &[
+                "network",
+                "inspect",
+                "-f",
+                "{{range .IPAM.Config}}{{.Subnet}}{{end}}",
+                "appnet",
+            ],
+        )
+    };
+    let (net_a, net_b) = (subnet(&a), subnet(&b));
+    assert_ne!(net_a, net_b);
+    let clash = b.capsa(&["network", "create", "--subnet", net_a.trim(), "other"]);
+    assert!(!clash.status.success());
+    assert!(
+        text(&clash.stderr).contains("overlaps with network appnet of state root"),
+        "{}",
+        text(&clash.stderr)
+    );
+    ok(&b, &["rm", "-f", "web", "second"]);
+    ok(&b, &["network", "rm", "appnet"]);
+    ok(&a, &["network", "rm", "appnet"]);
+    b.assert_clean();
+    a.assert_clean();
 }

@@ -235,7 +235,7 @@ fn list_formats_take_tables_json_and_templates() {
                 "{{.Type}}={{.TotalCount}}/{{.Active}}"
             ]
         ),
-        "Images=2/2\nContainers=2/1\n"
+        "Images=2/2\nContainers=2/1\nLocal Volumes=0/0\n"
     );
 
     assert_eq!(

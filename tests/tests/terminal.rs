@@ -36,6 +36,11 @@ fn run_it_types_resizes_interrupts_detaches_and_reattaches() {
     tmux.send(&["C-p", "C-q"]);
     tmux.wait_for("EXIT=0");
     assert!(
+        tmux.screen().contains("read escape sequence\nEXIT=0"),
+        "{}",
+        tmux.screen()
+    );
+    assert!(
         env.ps_line("term").contains("Up "),
         "{}",
         env.ps_line("term")

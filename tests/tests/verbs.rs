@@ -852,3 +852,67 @@ fn init_reaps_orphans_and_passes_signals_on() {
         Some(127)
     );
 }
+
+/// The names in the tar stream `cp CTR:/ -` writes for container `name`.
+fn root_listing(env: &TestEnv, name: &str) -> Vec<String> {
+    let out = env.capsa(&["cp", &format!("{name}:/"), "-"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut archive = tar::Archive::new(&out.stdout[..]);
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let name = e.unwrap().path().unwrap().to_string_lossy().into_owned();
+            format!("./{}", name.trim_start_matches("./"))
+        })
+        .collect()
+}
+
+/// What Docker's copy of a root file system has: the container's files (its /etc, what it
+/// wrote), the kernel's views as empty directories.
+fn assert_root_copy(names: &[String]) {
+    let has = |n: &str| names.iter().any(|x| x.trim_end_matches('/') == n);
+    for wanted in [
+        "./etc",
+        "./etc/passwd",
+        "./etc/hosts",
+        "./bin/busybox",
+        "./tmp/mine",
+        "./proc",
+        "./sys",
+    ] {
+        assert!(has(wanted), "{wanted} missing from {names:?}");
+    }
+    let inside = |dir: &str| {
+        names
+            .iter()
+            .filter(|n| n.starts_with(dir))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(inside("./proc/"), Vec::<String>::new());
+    assert_eq!(inside("./sys/"), Vec::<String>::new());
+}
+
+#[test]
+fn cp_of_the_root_gives_the_containers_file_system() {
+    let env = TestEnv::new();
+    let out = env.run(&[
+        "-d",
+        "--name",
+        "up",
+        "busybox",
+        "sh",
+        "-c",
+        "echo x > /tmp/mine; exec sleep 600",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    capsa_tests::eventually("the file", std::time::Duration::from_secs(10), || {
+        env.capsa(&["exec", "up", "test", "-f", "/tmp/mine"])
+            .status
+            .success()
+    });
+    assert_root_copy(&root_listing(&env, "up"));
+    assert!(env.capsa(&["stop", "-t", "1", "up"]).status.success());
+    assert_root_copy(&root_listing(&env, "up"));
+}

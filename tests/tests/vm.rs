@@ -1004,3 +1004,66 @@ fn an_idle_vm_monitor_is_never_woken_and_still_answers() {
     assert!(env.capsa(&["rm", "-f", "idle"]).status.success());
     env.assert_clean();
 }
+
+/// Every erofs image under `dir`, with its size.
+fn erofs_images(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            found.extend(erofs_images(&path));
+        } else if path.extension().is_some_and(|e| e == "erofs") {
+            found.push((path, meta.len()));
+        }
+    }
+    found
+}
+
+/// `system df`'s SIZE of images, in bytes (Docker's units: B, kB, MB, GB).
+fn images_on_disk(env: &TestEnv) -> f64 {
+    let df = env.capsa(&["system", "df", "--format", "{{.Type}} {{.Size}}"]);
+    assert!(df.status.success(), "{}", text(&df.stderr));
+    let df = text(&df.stdout);
+    let size = df
+        .lines()
+        .find_map(|l| l.strip_prefix("Images "))
+        .unwrap_or_else(|| panic!("{df}"));
+    let digits = size.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = match &size[digits.len()..] {
+        "B" => 1.0,
+        "kB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        other => panic!("unit {other:?} in {df}"),
+    };
+    digits.parse::<f64>().unwrap() * unit
+}
+
+#[test]
+fn a_layers_vm_disk_image_goes_with_the_layer_and_counts_in_system_df() {
+    let env = TestEnv::new();
+    let before = images_on_disk(&env);
+    let out = vm(&env, &["--rm", "busybox", "true"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let images = erofs_images(env.root());
+    assert_eq!(images.len(), 1, "one layer, one disk image: {images:?}");
+    // It lives with its layer (layers/<chain id>/), so the store's disk use counts it.
+    assert!(
+        images[0].0.starts_with(env.root().join("layers")),
+        "{images:?}"
+    );
+    let grown = images_on_disk(&env) - before;
+    let erofs = images[0].1 as f64;
+    assert!(
+        grown >= erofs * 0.9,
+        "system df grew by {grown} bytes for a disk image of {erofs}"
+    );
+    for args in [&["rmi", "busybox"][..], &["image", "prune", "-a", "-f"]] {
+        let out = env.capsa(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    }
+    assert_eq!(erofs_images(env.root()), vec![]);
+}

@@ -132,7 +132,7 @@ impl Command {
 /// Parses the command line, runs the verb, and returns the process exit code.
 pub fn main() -> i32 {
     completion::answer_if_asked();
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(command_line()) {
         Ok(cli) => cli,
         Err(e) => return usage_error::report(e),
     };
@@ -158,6 +158,32 @@ pub fn main() -> i32 {
         crate::linux::sys::set_broken_pipe_kills(true);
     }
     dispatch(&root, &cli.root, cli.command)
+}
+
+/// The process's arguments, with Docker's `help` verb read as the flag it stands for:
+/// `capsa help run` is `capsa run --help`, `capsa help` is `capsa --help`.
+pub(crate) fn command_line() -> Vec<std::ffi::OsString> {
+    help_verb_as_flag(std::env::args_os().collect())
+}
+
+fn help_verb_as_flag(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    // The global flags that take their value in the next word may come before the verb.
+    const GLOBAL_WITH_VALUE: [&str; 3] = ["--root", "--insecure-registry", "--log-level"];
+    let mut i = 1;
+    while let Some(word) = args.get(i) {
+        if GLOBAL_WITH_VALUE.iter().any(|g| word == *g) {
+            i += 2;
+        } else if word.to_string_lossy().starts_with('-') {
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    if args.get(i).is_some_and(|a| a == "help") {
+        args.remove(i);
+        args.push("--help".into());
+    }
+    args
 }
 
 /// The command line's definition as help shows it: the derived one, with Docker's wording
@@ -309,6 +335,27 @@ pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn help_verb_reads_as_the_help_flag() {
+        let words = |v: &[&str]| v.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            super::help_verb_as_flag(words(&["capsa", "help", "run"])),
+            words(&["capsa", "run", "--help"])
+        );
+        assert_eq!(
+            super::help_verb_as_flag(words(&["capsa", "help"])),
+            words(&["capsa", "--help"])
+        );
+        assert_eq!(
+            super::help_verb_as_flag(words(&["capsa", "--root", "/r", "help", "ps"])),
+            words(&["capsa", "--root", "/r", "ps", "--help"])
+        );
+        assert_eq!(
+            super::help_verb_as_flag(words(&["capsa", "run", "help"])),
+            words(&["capsa", "run", "help"])
+        );
+    }
+
     #[test]
     fn every_command_line_definition_is_consistent() {
         // clap checks flag clashes (such as two `-l`) only when a command is first parsed;

@@ -141,7 +141,7 @@ pub fn network(root: &StateRoot, command: NetworkCommand) -> i32 {
     let store = NetworkStore::new(root.dir());
     let containers = ContainerStore::new(root);
     match command {
-        NetworkCommand::Create(a) => create(root, &store, a),
+        NetworkCommand::Create(a) => create(root, a),
         NetworkCommand::Ls(a) => ls(&store, a),
         NetworkCommand::Inspect(a) => inspect(root, &store, &containers, a),
         NetworkCommand::Rm(a) => {
@@ -215,7 +215,7 @@ fn default_bridge(root: &StateRoot) -> Result<BridgeConfig, String> {
     BridgeConfig::load(&root.daemon_config()).map_err(|e| e.to_string())
 }
 
-fn create(root: &StateRoot, store: &NetworkStore, a: CreateArgs) -> i32 {
+fn create(root: &StateRoot, a: CreateArgs) -> i32 {
     if a.driver != "bridge" {
         super::print_error(format_args!(
             "network driver {:?} is not available (only bridge)",
@@ -223,17 +223,13 @@ fn create(root: &StateRoot, store: &NetworkStore, a: CreateArgs) -> i32 {
         ));
         return EXIT_FAILURE;
     }
-    let made = default_bridge(root).and_then(|bridge| {
-        store
-            .create(
-                &a.name,
-                a.subnet.as_deref(),
-                a.gateway.as_deref(),
-                a.internal,
-                &bridge,
-            )
-            .map_err(|e| e.to_string())
-    });
+    let made = crate::container::network::create_network(
+        root,
+        &a.name,
+        a.subnet.as_deref(),
+        a.gateway.as_deref(),
+        a.internal,
+    );
     match made {
         Ok(n) => {
             println!("{}", n.id);

@@ -171,6 +171,10 @@ pub fn relay(session: &mut dyn Session, stdin: bool, detach_keys: &[u8]) -> End 
             continue;
         }
         let Some(pass) = detach.filter(&buf[..n]) else {
+            // Docker's words on detaching, on a line of their own once the terminal is
+            // itself again.
+            drop(_raw);
+            eprintln!("read escape sequence");
             return End::Detached;
         };
         if !pass.is_empty() && session.input(&pass).is_err() {

@@ -12,7 +12,10 @@ pub fn report(err: clap::Error) -> i32 {
         | ErrorKind::DisplayVersion
         | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             // Help is rendered from the definition with Docker's wording (see `definition`).
-            let shown = super::definition().try_get_matches().err().unwrap_or(err);
+            let shown = super::definition()
+                .try_get_matches_from(super::command_line())
+                .err()
+                .unwrap_or(err);
             let _ = shown.print();
             0
         }
@@ -72,7 +75,10 @@ fn command_path() -> String {
     cmd.build();
     let mut path = vec!["capsa".to_string()];
     let mut current = &cmd;
-    let mut words = std::env::args().skip(1);
+    let mut words = super::command_line()
+        .into_iter()
+        .map(|w| w.to_string_lossy().into_owned())
+        .skip(1);
     while let Some(word) = words.next() {
         if let Some(flag) = word.strip_prefix('-') {
             // A flag's value is the next word unless given as `--flag=value`.

@@ -10,6 +10,7 @@ use super::ContainerError;
 use crate::fsutil::FileLock;
 use crate::image::Image;
 use crate::net::bridge::BridgeConfig;
+use crate::net::claims::{self, Claim, Claimant, Claims};
 use crate::net::dns_name;
 use crate::net::networks::NetworkStore;
 use crate::net::ports::{PortMapping, Proto};
@@ -17,6 +18,11 @@ use crate::net::{self, Endpoint, NetworkMode};
 
 /// /etc/hosts lines every container has.
 const LOOPBACK_HOSTS: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
+
+/// Docker's refusal of `--ip` on the default bridge, whose addresses are handed out in
+/// order (a fixed one there would be taken by the next container's default choice).
+const FIXED_IP_ON_DEFAULT_BRIDGE: &str =
+    "user specified IP address is supported on user defined networks only";
 
 /// The bridge settings of network `name`: the default `bridge` (`bip` in daemon.json), or
 /// a user-defined one.
@@ -31,14 +37,72 @@ pub fn bridge_config(store: &ContainerStore, name: &str) -> Result<BridgeConfig,
         .map_err(invalid)
 }
 
-/// Chooses the address and host ports of a new bridge container. The returned lock must
-/// be held until its state is written, so that no other create picks the same.
+/// The locks a new container's network choice is made under: its state root's pool, and
+/// the claims every state root on this network namespace shares. Held until its state is
+/// written, so that no other create picks the same.
+#[derive(Debug)]
+pub struct PoolLock {
+    _root: FileLock,
+    _claims: Claims,
+}
+
+/// The container `id` of `store` as a claimant of host-wide network claims.
+fn claimant(store: &ContainerStore, id: &str) -> Claimant {
+    Claimant {
+        root: store.root().dir().to_path_buf(),
+        owner: id.to_string(),
+    }
+}
+
+/// Whether `who` still holds `claim`: a network its subnet while its record exists; a
+/// container its address and MAC while it exists (stopped too, as its own root's records
+/// keep them), its host ports while it is not stopped.
+fn still_holds(claim: &Claim, who: &Claimant) -> bool {
+    match claim {
+        Claim::Subnet { .. } => NetworkStore::new(&who.root).get(&who.owner).is_ok(),
+        Claim::Port(_) => {
+            let dir = who.root.join("containers").join(&who.owner);
+            match std::fs::read(dir.join("state.json")) {
+                Ok(b) => serde_json::from_slice::<State>(&b)
+                    .map_or(true, |s| !matches!(s.status, Status::Exited | Status::Dead)),
+                Err(_) => dir.is_dir(),
+            }
+        }
+        Claim::Address { .. } | Claim::Mac { .. } => {
+            who.root.join("containers").join(&who.owner).is_dir()
+        }
+    }
+}
+
+fn lock_claims() -> Result<Claims, ContainerError> {
+    Claims::lock().map_err(|e| ContainerError::InvalidArgument(e.to_string()))
+}
+
+/// The host ports claimed by others than `me` on this network namespace.
+fn ports_claimed_elsewhere(
+    claims: &Claims,
+    me: &Claimant,
+) -> Result<Vec<PortMapping>, ContainerError> {
+    let elsewhere = claims
+        .of_others(me, still_holds)
+        .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
+    Ok(elsewhere
+        .into_iter()
+        .filter_map(|(c, _)| match c {
+            Claim::Port(p) => Some(p),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Chooses the address and host ports of a new bridge container, clear of every state
+/// root's on this network namespace, and claims them.
 pub fn plan(
     store: &ContainerStore,
     opts: &RunOptions,
     image: &Image,
     id: &str,
-) -> Result<(Option<Endpoint>, Option<FileLock>), ContainerError> {
+) -> Result<(Option<Endpoint>, Option<PoolLock>), ContainerError> {
     if opts.network != NetworkMode::Bridge {
         let asked = [
             (!opts.publish.is_empty() || opts.publish_all, "-p/-P"),
@@ -60,6 +124,11 @@ pub fn plan(
             "--network-alias is only for user-defined networks (as in Docker)".into(),
         ));
     }
+    if opts.network_name == "bridge" && opts.ip.is_some() {
+        return Err(ContainerError::InvalidArgument(
+            FIXED_IP_ON_DEFAULT_BRIDGE.into(),
+        ));
+    }
     let config = bridge_config(store, &opts.network_name)?;
     let lock_path = store.root().dir().join("network.lock");
     let lock = FileLock::acquire(&lock_path).map_err(|e| ContainerError::io(&lock_path, e))?;
@@ -69,13 +138,27 @@ pub fn plan(
         .filter(|other| *other != id)
         .filter_map(|other| store.load(other).ok())
         .collect();
-    let taken_ips = addresses_on(&others, &opts.network_name);
-    let taken_ports: Vec<PortMapping> = others
+    let claims = lock_claims()?;
+    let me = claimant(store, id);
+    let elsewhere = claims
+        .of_others(&me, still_holds)
+        .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
+    let mut taken_ips = addresses_on(&others, &opts.network_name);
+    let mut taken_macs = Vec::new();
+    let mut taken_ports: Vec<PortMapping> = others
         .iter()
         .filter(|s| s.status != Status::Exited)
         .filter_map(|s| s.endpoint.as_ref())
         .flat_map(|e| e.ports.iter().copied())
         .collect();
+    for (claim, _) in elsewhere {
+        match claim {
+            Claim::Address { bridge, ip } if bridge == config.name => taken_ips.push(ip),
+            Claim::Mac { bridge, mac } if bridge == config.name => taken_macs.push(mac),
+            Claim::Port(p) => taken_ports.push(p),
+            _ => {}
+        }
+    }
     let mut ports = opts.publish.clone();
     if opts.publish_all {
         ports.extend(exposed_ports(image)?);
@@ -89,7 +172,67 @@ pub fn plan(
     };
     let endpoint = net::allocate(&config, id, &request, &taken_ips, &taken_ports)
         .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
-    Ok((Some(endpoint), Some(lock)))
+    if taken_macs.contains(&endpoint.mac) {
+        return Err(ContainerError::InvalidArgument(format!(
+            "MAC address {} is already in use on network {}",
+            endpoint.mac_string(),
+            opts.network_name
+        )));
+    }
+    claims
+        .record(&claims::of_endpoint(&config.name, &endpoint), &me)
+        .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
+    Ok((
+        Some(endpoint),
+        Some(PoolLock {
+            _root: lock,
+            _claims: claims,
+        }),
+    ))
+}
+
+/// `network create`: a user-defined network whose subnet no state root on this network
+/// namespace has taken, claimed for it.
+pub fn create_network(
+    root: &crate::root::StateRoot,
+    name: &str,
+    subnet: Option<&str>,
+    gateway: Option<&str>,
+    internal: bool,
+) -> Result<crate::net::networks::NetworkRecord, net::NetError> {
+    let default_bridge = BridgeConfig::load(&root.daemon_config())?;
+    let claims = Claims::lock()?;
+    let me = Claimant {
+        root: root.dir().to_path_buf(),
+        owner: name.to_string(),
+    };
+    let elsewhere: Vec<_> = claims
+        .of_others(&me, still_holds)?
+        .into_iter()
+        .filter(|(_, by)| by.root != root.dir())
+        .filter_map(|(claim, by)| match claim {
+            Claim::Subnet { net, prefix } => Some((
+                net,
+                prefix,
+                format!("{} of state root {}", by.owner, by.root.display()),
+            )),
+            _ => None,
+        })
+        .collect();
+    let record = NetworkStore::new(root.dir()).create(
+        name,
+        subnet,
+        gateway,
+        internal,
+        &default_bridge,
+        &elsewhere,
+    )?;
+    let subnet = Claim::Subnet {
+        net: record.subnet,
+        prefix: record.prefix,
+    };
+    claims.record(&[subnet], &me)?;
+    Ok(record)
 }
 
 /// The addresses `states` hold on network `name`.
@@ -139,6 +282,9 @@ pub fn connect_network(
             "endpoint with name {} already exists in network {name}",
             state.name
         )));
+    }
+    if name == "bridge" && ip.is_some() {
+        return Err(invalid(FIXED_IP_ON_DEFAULT_BRIDGE.into()));
     }
     let config = bridge_config(store, name)?;
     let _pool = FileLock::acquire(&store.root().dir().join("network.lock"))
@@ -385,7 +531,10 @@ pub fn ports_still_free(store: &ContainerStore, state: &State) -> Result<(), Con
     let Some(endpoint) = state.endpoint.as_ref().filter(|e| !e.ports.is_empty()) else {
         return Ok(());
     };
-    let held = ports_of_others(store, &state.id);
+    let claims = lock_claims()?;
+    let me = claimant(store, &state.id);
+    let mut held = ports_of_others(store, &state.id);
+    held.extend(ports_claimed_elsewhere(&claims, &me)?);
     for p in &endpoint.ports {
         let taken = held.iter().any(|h| p.clashes_with(h));
         let mut probe = *p;
@@ -396,7 +545,13 @@ pub fn ports_still_free(store: &ContainerStore, state: &State) -> Result<(), Con
             )));
         }
     }
-    Ok(())
+    let ports: Vec<Claim> = claims::of_endpoint("", endpoint)
+        .into_iter()
+        .filter(|c| matches!(c, Claim::Port(_)))
+        .collect();
+    claims
+        .record(&ports, &me)
+        .map_err(|e| ContainerError::InvalidArgument(e.to_string()))
 }
 
 /// Takes back what [`connect`] published (idempotent).

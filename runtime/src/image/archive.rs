@@ -408,7 +408,9 @@ fn plan_oci(store: &ImageStore, dir: &ArchiveDir, plan: &mut Plan) -> Result<(),
         let name = annotations
             .get(NAME_ANNOTATION)
             .or_else(|| annotations.get(REF_ANNOTATION))
-            .and_then(|n| Reference::parse(n).ok().filter(|_| n.contains([':', '/'])));
+            // Normalised as Docker's containerd image store does: a bare `app` names
+            // `app:latest`, as `docker load` tags it.
+            .and_then(|n| Reference::parse(n).ok());
         plan.images.push(PlannedImage {
             config_bytes,
             id,

@@ -11,6 +11,7 @@
 //! namespace, which the kernel tears down asynchronously once its last process is gone.
 
 pub mod bridge;
+pub mod claims;
 pub mod dns_name;
 pub use capsa_core::netlink;
 pub mod networks;

@@ -98,7 +98,8 @@ impl NetworkStore {
     }
 
     /// Creates a network; its subnet is `subnet` or the first free 10.89.N.0/24, and must
-    /// not overlap `default_bridge` or another network.
+    /// not overlap `default_bridge`, another network, or the subnets in `elsewhere` (other
+    /// state roots' networks on this host: subnet, prefix, what to call it).
     pub fn create(
         &self,
         name: &str,
@@ -106,6 +107,7 @@ impl NetworkStore {
         gateway: Option<&str>,
         internal: bool,
         default_bridge: &BridgeConfig,
+        elsewhere: &[(Ipv4Addr, u8, String)],
     ) -> Result<NetworkRecord, NetError> {
         let name_ok = !name.is_empty()
             && name.len() <= 64
@@ -140,6 +142,7 @@ impl NetworkStore {
             default_bridge.prefix,
             "bridge".into(),
         ));
+        taken.extend(elsewhere.iter().cloned());
         let (net, prefix) = match subnet {
             Some(s) => parse_cidr(s).map_err(invalid)?,
             None => (1..=255u8)
@@ -197,24 +200,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = NetworkStore::new(dir.path());
         let bridge = BridgeConfig::default();
-        let a = store.create("a", None, None, false, &bridge).unwrap();
+        let a = store.create("a", None, None, false, &bridge, &[]).unwrap();
         assert_eq!((a.subnet, a.prefix), (Ipv4Addr::new(10, 89, 1, 0), 24));
         assert_eq!(a.gateway, Ipv4Addr::new(10, 89, 1, 1));
         assert!(a.bridge.starts_with("br-") && a.bridge.len() == 15);
-        let b = store.create("b", None, None, true, &bridge).unwrap();
+        let b = store.create("b", None, None, true, &bridge, &[]).unwrap();
         assert_eq!(b.subnet, Ipv4Addr::new(10, 89, 2, 0));
         let err = store
-            .create("c", Some("10.89.1.128/25"), None, false, &bridge)
+            .create("c", Some("10.89.1.128/25"), None, false, &bridge, &[])
             .unwrap_err();
         assert!(err.to_string().contains("overlaps with network a"), "{err}");
         let err = store
-            .create("d", Some("10.88.5.0/24"), None, false, &bridge)
+            .create("d", Some("10.88.5.0/24"), None, false, &bridge, &[])
             .unwrap_err();
         assert!(err.to_string().contains("bridge"), "{err}");
-        assert!(store.create("a", None, None, false, &bridge).is_err());
-        assert!(store.create("host", None, None, false, &bridge).is_err());
+        assert!(store.create("a", None, None, false, &bridge, &[]).is_err());
         assert!(store
-            .create("bad name", None, None, false, &bridge)
+            .create("host", None, None, false, &bridge, &[])
+            .is_err());
+        assert!(store
+            .create("bad name", None, None, false, &bridge, &[])
             .is_err());
         assert_eq!(store.get(&a.id[..8]).unwrap().name, "a");
         store.remove("a").unwrap();

@@ -53,21 +53,22 @@ fn chain_of(root: &StateRoot, layer_dir: &Path) -> Result<ChainId, VmError> {
 }
 
 /// The erofs image of the unpacked layer at `layer_dir`, built under a lock if missing.
+/// It lives beside the layer's tree (`layers/<chain id>/diff.erofs`): it belongs to the
+/// layer, goes with it when the layer is removed, and counts in the store's disk use.
 pub fn layer_image(root: &StateRoot, layer_dir: &Path) -> Result<PathBuf, VmError> {
     // Unpacked layers live at layers/<chain id>/diff: the chain id names the image.
     let key = chain_of(root, layer_dir)?.hex().to_string();
-    let dir = root.dir().join("vm").join("layers");
-    let image = dir.join(format!("{key}.erofs"));
+    let dir = root.layers_dir().join(&key);
+    let image = dir.join("diff.erofs");
     if image.is_file() {
         return Ok(image);
     }
-    std::fs::create_dir_all(&dir).map_err(|e| VmError::Io(format!("{}: {e}", dir.display())))?;
-    let _lock = crate::fsutil::FileLock::acquire(&dir.join(format!("{key}.lock")))
+    let _lock = crate::fsutil::FileLock::acquire(&dir.join("diff.erofs.lock"))
         .map_err(|e| VmError::Io(e.to_string()))?;
     if image.is_file() {
         return Ok(image); // another capsa built it while we waited
     }
-    let tmp = dir.join(format!("{key}.erofs.tmp"));
+    let tmp = dir.join("diff.erofs.tmp");
     run(
         Command::new("mkfs.erofs")
             .arg("--quiet")
