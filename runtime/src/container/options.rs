@@ -331,7 +331,7 @@ pub fn parse_volume(value: &str) -> Result<Volume, ContainerError> {
             Volume::new(VolumeSource::Host, PathBuf::from(h), ctr.to_string())
         }
         name => {
-            crate::volume::name::check(name).map_err(|why| bad(&why))?;
+            crate::volume::name::check(name).map_err(|why| bad(&why.to_string()))?;
             Volume::new(
                 VolumeSource::Named(name.into()),
                 PathBuf::new(),
@@ -478,7 +478,7 @@ pub fn parse_mount<'a>(value: &'a str) -> Result<MountFlag, ContainerError> {
         }
         ("bind", None) => return Err(bad("source is required for a bind mount")),
         ("volume", Some(name)) => {
-            crate::volume::name::check(name).map_err(|why| bad(&why))?;
+            crate::volume::name::check(name).map_err(|why| bad(&why.to_string()))?;
             Volume::new(
                 VolumeSource::Named(name.into()),
                 PathBuf::new(),
