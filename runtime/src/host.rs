@@ -111,19 +111,29 @@ impl HostInfo {
     }
 
     /// Whether `--isolation vm` can run here, and if not, why.
-    pub fn vm_isolation(&self) -> Result<(), String> {
+    pub fn vm_isolation(&self) -> Result<(), Unavailable> {
         crate::vm::engine::select(None)
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(Unavailable::NoEngine)
     }
 
     /// Whether `--isolation container` can run here, and if not, why.
-    pub fn container_isolation(&self) -> Result<(), String> {
+    pub fn container_isolation(&self) -> Result<(), Unavailable> {
         match self.cgroup_mode {
             Some(_) => Ok(()),
-            None => Err("no cgroup file system is mounted at /sys/fs/cgroup".into()),
+            None => Err(Unavailable::NoCgroups),
         }
     }
+}
+
+/// Why an isolation cannot run on this host.
+#[derive(Debug, thiserror::Error)]
+pub enum Unavailable {
+    /// No VM engine can run here.
+    #[error(transparent)]
+    NoEngine(crate::vm::VmError),
+    #[error("no cgroup file system is mounted at /sys/fs/cgroup")]
+    NoCgroups,
 }
 
 /// The first `name` on PATH.

@@ -4,7 +4,7 @@
 //! (memory, overhead) get a fixed 10%, about what repeated runs here move by.
 
 use std::fmt::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::report::{Report, OVERHEAD_FIGURES, SCHEMA};
 use super::stats::Summary;
@@ -36,18 +36,43 @@ impl Change {
     }
 }
 
-pub fn load(path: &Path) -> Result<Report, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+/// An earlier report that cannot be compared with; names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", .path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{}: report schema {schema:?}, this capsa reads schema {SCHEMA}", .path.display())]
+    Schema { path: PathBuf, schema: Option<u64> },
+}
+
+pub fn load(path: &Path) -> Result<Report, LoadError> {
+    let parse = |source| LoadError::Parse {
+        path: path.to_path_buf(),
+        source,
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(parse)?;
     let schema = value.get("schema").and_then(|v| v.as_u64());
     if schema != Some(SCHEMA as u64) {
-        return Err(format!(
-            "{}: report schema {schema:?}, this capsa reads schema {SCHEMA}",
-            path.display()
-        ));
+        return Err(LoadError::Schema {
+            path: path.to_path_buf(),
+            schema,
+        });
     }
-    serde_json::from_value(value).map_err(|e| format!("{}: {e}", path.display()))
+    serde_json::from_value(value).map_err(parse)
 }
 
 fn sampled(figure: &str, subject: &str, old: &Summary, new: &Summary) -> Change {

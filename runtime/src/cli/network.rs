@@ -2,9 +2,10 @@
 
 use super::{print_table, EXIT_FAILURE};
 use crate::container::state::State;
-use crate::container::ContainerStore;
+use crate::container::{ContainerError, ContainerStore};
 use crate::net::bridge::{self, BridgeConfig};
 use crate::net::networks::{NetworkRecord, NetworkStore, BUILT_IN};
+use crate::net::NetError;
 use crate::root::StateRoot;
 use crate::template::format::{Format, Rows};
 use crate::template::Shape;
@@ -159,10 +160,8 @@ pub fn network(root: &StateRoot, command: NetworkCommand) -> i32 {
         }
         NetworkCommand::Connect(a) => {
             let result = parse_ip(a.ip.as_deref()).and_then(|ip| {
-                let record = store.get(&a.network).map_err(|e| e.to_string())?;
-                let id = containers
-                    .resolve(&a.container)
-                    .map_err(|e| e.to_string())?;
+                let record = store.get(&a.network)?;
+                let id = containers.resolve(&a.container)?;
                 crate::container::network::connect_network(
                     &containers,
                     &id,
@@ -170,7 +169,7 @@ pub fn network(root: &StateRoot, command: NetworkCommand) -> i32 {
                     ip,
                     a.alias,
                 )
-                .map_err(|e| e.to_string())
+                .map_err(CmdError::from)
             });
             done(result)
         }
@@ -180,7 +179,7 @@ pub fn network(root: &StateRoot, command: NetworkCommand) -> i32 {
                 .and_then(|id| {
                     crate::container::network::disconnect_network(&containers, &id, &a.network)
                 })
-                .map_err(|e| e.to_string());
+                .map_err(CmdError::from);
             done(result)
         }
         NetworkCommand::Prune(_) => {
@@ -193,15 +192,34 @@ pub fn network(root: &StateRoot, command: NetworkCommand) -> i32 {
     }
 }
 
-fn parse_ip(ip: Option<&str>) -> Result<Option<std::net::Ipv4Addr>, String> {
-    ip.map(|ip| {
-        ip.parse()
-            .map_err(|_| format!("--ip {ip:?}: not an IPv4 address"))
-    })
-    .transpose()
+/// Why a `network` subcommand failed.
+#[derive(Debug, thiserror::Error)]
+enum CmdError {
+    /// Holds the address as given.
+    #[error("--ip {0:?}: not an IPv4 address")]
+    BadIp(String, #[source] std::net::AddrParseError),
+    #[error("{0} is a pre-defined network and cannot be removed")]
+    BuiltIn(String),
+    #[error("error while removing network: network {name} id {id} has active endpoints ({})", .users.join(", "))]
+    ActiveEndpoints {
+        name: String,
+        /// The short ID.
+        id: String,
+        /// The containers attached.
+        users: Vec<String>,
+    },
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error(transparent)]
+    Container(#[from] ContainerError),
 }
 
-fn done(result: Result<(), String>) -> i32 {
+fn parse_ip(ip: Option<&str>) -> Result<Option<std::net::Ipv4Addr>, CmdError> {
+    ip.map(|ip| ip.parse().map_err(|e| CmdError::BadIp(ip.to_string(), e)))
+        .transpose()
+}
+
+fn done(result: Result<(), CmdError>) -> i32 {
     match result {
         Ok(()) => 0,
         Err(e) => {
@@ -211,8 +229,8 @@ fn done(result: Result<(), String>) -> i32 {
     }
 }
 
-fn default_bridge(root: &StateRoot) -> Result<BridgeConfig, String> {
-    BridgeConfig::load(&root.daemon_config()).map_err(|e| e.to_string())
+fn default_bridge(root: &StateRoot) -> Result<BridgeConfig, NetError> {
+    BridgeConfig::load(&root.daemon_config())
 }
 
 fn create(root: &StateRoot, a: CreateArgs) -> i32 {
@@ -332,7 +350,7 @@ fn describe(
     store: &NetworkStore,
     containers: &ContainerStore,
     wanted: &str,
-) -> Result<Value, String> {
+) -> Result<Value, NetError> {
     let record = match wanted {
         "bridge" => {
             let b = default_bridge(root)?;
@@ -349,7 +367,7 @@ fn describe(
             Some(rec)
         }
         "host" | "none" => None,
-        other => Some(store.get(other).map_err(|e| e.to_string())?),
+        other => Some(store.get(other)?),
     };
     let mut attached = serde_json::Map::new();
     for s in members(containers, wanted) {
@@ -426,25 +444,22 @@ pub(super) fn prune_unused(root: &StateRoot) -> Vec<String> {
         .collect()
 }
 
-fn remove(store: &NetworkStore, containers: &ContainerStore, wanted: &str) -> Result<(), String> {
+fn remove(store: &NetworkStore, containers: &ContainerStore, wanted: &str) -> Result<(), CmdError> {
     if BUILT_IN.contains(&wanted) {
-        return Err(format!(
-            "{wanted} is a pre-defined network and cannot be removed"
-        ));
+        return Err(CmdError::BuiltIn(wanted.to_string()));
     }
-    let record = store.get(wanted).map_err(|e| e.to_string())?;
+    let record = store.get(wanted)?;
     let users: Vec<String> = members(containers, &record.name)
         .into_iter()
         .map(|s| s.name)
         .collect();
     if !users.is_empty() {
-        return Err(format!(
-            "error while removing network: network {} id {} has active endpoints ({})",
-            record.name,
-            &record.id[..12],
-            users.join(", ")
-        ));
+        return Err(CmdError::ActiveEndpoints {
+            id: record.id.get(..12).unwrap_or(&record.id).to_string(),
+            name: record.name,
+            users,
+        });
     }
-    bridge::remove(&record.bridge_config()).map_err(|e| e.to_string())?;
-    store.remove(&record.name).map_err(|e| e.to_string())
+    bridge::remove(&record.bridge_config())?;
+    Ok(store.remove(&record.name)?)
 }

@@ -17,41 +17,50 @@ pub struct Filter {
     id: Vec<String>,
 }
 
+/// A `-f` value `ps` does not take (Docker's words).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FilterError {
+    /// Holds the value as given.
+    #[error("bad format of filter {0:?} (expected name=value)")]
+    NotKeyValue(String),
+    /// Holds the status given.
+    #[error("invalid filter 'status={0}' (one of {states})", states = STATES.join(", "))]
+    Status(String),
+    /// Holds the key given.
+    #[error("invalid filter {0:?} (supported: status, name, ancestor, id)")]
+    Key(String),
+}
+
+/// The container states a `status=` filter names.
+const STATES: [&str; 7] = [
+    "created",
+    "restarting",
+    "running",
+    "removing",
+    "paused",
+    "exited",
+    "dead",
+];
+
 impl Filter {
     /// Parses the `-f` values.
-    pub fn parse(list: &[String]) -> Result<Filter, String> {
+    pub fn parse(list: &[String]) -> Result<Filter, FilterError> {
         let mut f = Filter::default();
         for item in list {
             let (k, v) = item
                 .split_once('=')
-                .ok_or_else(|| format!("bad format of filter {item:?} (expected name=value)"))?;
+                .ok_or_else(|| FilterError::NotKeyValue(item.clone()))?;
             let slot = match k {
                 "status" => {
-                    const STATES: [&str; 7] = [
-                        "created",
-                        "restarting",
-                        "running",
-                        "removing",
-                        "paused",
-                        "exited",
-                        "dead",
-                    ];
                     if !STATES.contains(&v) {
-                        return Err(format!(
-                            "invalid filter 'status={v}' (one of {})",
-                            STATES.join(", ")
-                        ));
+                        return Err(FilterError::Status(v.to_string()));
                     }
                     &mut f.status
                 }
                 "name" => &mut f.name,
                 "ancestor" => &mut f.ancestor,
                 "id" => &mut f.id,
-                _ => {
-                    return Err(format!(
-                        "invalid filter {k:?} (supported: status, name, ancestor, id)"
-                    ))
-                }
+                _ => return Err(FilterError::Key(k.to_string())),
             };
             slot.push(v.to_string());
         }
@@ -247,12 +256,16 @@ mod tests {
     #[test]
     fn filters_parse_and_refuse_unknown_keys() {
         assert!(Filter::parse(&["status=exited".into(), "name=web".into()]).is_ok());
-        assert!(Filter::parse(&["status=sleepy".into()])
-            .unwrap_err()
-            .contains("sleepy"));
-        assert!(Filter::parse(&["colour=red".into()])
-            .unwrap_err()
-            .contains("colour"));
+        let message = |f: &str| Filter::parse(&[f.into()]).unwrap_err().to_string();
+        assert_eq!(
+            message("status=sleepy"),
+            "invalid filter 'status=sleepy' (one of created, restarting, running, removing, \
+             paused, exited, dead)"
+        );
+        assert_eq!(
+            message("colour=red"),
+            "invalid filter \"colour\" (supported: status, name, ancestor, id)"
+        );
         assert!(Filter::parse(&["nonsense".into()]).is_err());
     }
 }

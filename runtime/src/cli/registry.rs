@@ -23,9 +23,35 @@ pub fn set_insecure_registries(hosts: Vec<String>) {
     let _ = INSECURE_FLAG.set(hosts);
 }
 
+/// The root's `daemon.json` cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{}: {source}", .path.display())]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", .path.display())]
+    Parse {
+        path: std::path::PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Why `login` or `search` could not reach the registry.
+#[derive(Debug, thiserror::Error)]
+enum ReachError {
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error(transparent)]
+    Registry(#[from] crate::image::registry::RegistryError),
+}
+
 /// Registry settings: `--insecure-registry` plus `insecure-registries` of the root's
 /// `daemon.json`, the root's `certs.d/`, and its credential file.
-pub fn settings(root: &StateRoot) -> Result<RegistrySettings, String> {
+pub fn settings(root: &StateRoot) -> Result<RegistrySettings, SettingsError> {
     #[derive(serde::Deserialize, Default)]
     struct Daemon {
         #[serde(rename = "insecure-registries", default)]
@@ -33,9 +59,11 @@ pub fn settings(root: &StateRoot) -> Result<RegistrySettings, String> {
     }
     let path = root.daemon_config();
     let daemon: Daemon = match std::fs::read(&path) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", path.display()))?,
+        Ok(b) => {
+            serde_json::from_slice(&b).map_err(|source| SettingsError::Parse { path, source })?
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Daemon::default(),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
+        Err(source) => return Err(SettingsError::Read { path, source }),
     };
     let mut insecure = INSECURE_FLAG.get().cloned().unwrap_or_default();
     insecure.extend(daemon.insecure_registries);
@@ -104,9 +132,9 @@ pub fn pull_image(
         })?,
         None => Platform::host(),
     };
-    let settings = settings(root).map_err(|reason| ImageError::Pull {
+    let settings = settings(root).map_err(|e| ImageError::Pull {
         image: reference.full(),
-        reason,
+        reason: e.to_string(),
     })?;
     let shown = familiar_name(&reference);
     let what = reference
@@ -323,9 +351,9 @@ pub fn login(root: &StateRoot, args: LoginArgs) -> i32 {
         return EXIT_FAILURE;
     };
     let creds = Credentials { username, password };
-    let outcome = settings(root).and_then(|s| {
-        let reg = Registry::connect(&server, &s, Some(creds.clone())).map_err(|e| e.to_string())?;
-        reg.check_login().map_err(|e| e.to_string())
+    let outcome = settings(root).map_err(ReachError::from).and_then(|s| {
+        let reg = Registry::connect(&server, &s, Some(creds.clone()))?;
+        Ok(reg.check_login()?)
     });
     if let Err(e) = outcome {
         super::print_error(format_args!("login to {server}: {e}"));
@@ -425,11 +453,9 @@ pub fn search(root: &StateRoot, args: SearchArgs) -> i32 {
         ));
         return EXIT_FAILURE;
     };
-    let result = settings(root).and_then(|s| {
-        Registry::connect(host, &s, None)
-            .and_then(|r| r.catalog())
-            .map_err(|e| e.to_string())
-    });
+    let result = settings(root)
+        .map_err(ReachError::from)
+        .and_then(|s| Ok(Registry::connect(host, &s, None).and_then(|r| r.catalog())?));
     let names = match result {
         Ok(n) => n,
         Err(e) => {

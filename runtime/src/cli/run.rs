@@ -195,7 +195,7 @@ impl RunArgs {
             .map(crate::container::kill::parse_signal)
             .transpose()?;
         let log_rotation = crate::container::logfile::Rotation::parse(&self.log_opt)
-            .map_err(ContainerError::InvalidArgument)?;
+            .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
         let mut env_file_lines = Vec::new();
         for f in &self.env_file {
             env_file_lines.extend(options::read_env_file(f)?);

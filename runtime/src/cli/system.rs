@@ -124,7 +124,7 @@ pub fn info(root: &StateRoot, args: InfoArgs) -> i32 {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return 0;
     }
-    let iso = |r: Result<(), String>| match r {
+    let iso = |r: Result<(), crate::host::Unavailable>| match r {
         Ok(()) => "available".to_string(),
         Err(why) => format!("unavailable: {why}"),
     };

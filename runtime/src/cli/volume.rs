@@ -205,15 +205,29 @@ enum Filter {
     Driver(String),
 }
 
-fn parse_filter(value: &str) -> Result<Filter, String> {
+/// A `volume ls`/`prune` filter that is not Docker's (its words).
+#[derive(Debug, thiserror::Error)]
+enum FilterError {
+    /// Holds the value as given.
+    #[error("bad format of filter (expected name=value): {0}")]
+    NotKeyValue(String),
+    /// Holds the value given.
+    #[error("invalid filter 'dangling={0}'")]
+    Dangling(String),
+    /// Holds the key given.
+    #[error("invalid filter '{0}'")]
+    Key(String),
+}
+
+fn parse_filter(value: &str) -> Result<Filter, FilterError> {
     let (key, val) = value
         .split_once('=')
-        .ok_or_else(|| format!("bad format of filter (expected name=value): {value}"))?;
+        .ok_or_else(|| FilterError::NotKeyValue(value.to_string()))?;
     match key {
         "dangling" => match val {
             "true" | "1" => Ok(Filter::Dangling(true)),
             "false" | "0" => Ok(Filter::Dangling(false)),
-            _ => Err(format!("invalid filter 'dangling={val}'")),
+            _ => Err(FilterError::Dangling(val.to_string())),
         },
         "name" => Ok(Filter::Name(val.to_string())),
         "driver" => Ok(Filter::Driver(val.to_string())),
@@ -221,7 +235,7 @@ fn parse_filter(value: &str) -> Result<Filter, String> {
             Some((k, v)) => Filter::Label(k.to_string(), Some(v.to_string())),
             None => Filter::Label(val.to_string(), None),
         }),
-        _ => Err(format!("invalid filter '{key}'")),
+        _ => Err(FilterError::Key(key.to_string())),
     }
 }
 

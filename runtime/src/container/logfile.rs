@@ -33,9 +33,28 @@ pub struct Rotation {
     pub max_file: u32,
 }
 
+/// A `--log-opt` the json-file driver does not take.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LogOptError {
+    /// Holds the option as given.
+    #[error("--log-opt {0:?}: expected KEY=VALUE")]
+    NotKeyValue(String),
+    /// Holds the value given.
+    #[error("--log-opt max-size={0}: expected a size such as 10m")]
+    MaxSize(String),
+    /// Holds the value given.
+    #[error("--log-opt max-file={0}: expected a positive integer")]
+    MaxFile(String),
+    /// Holds the key given.
+    #[error("--log-opt {0}: unknown option for the json-file driver (max-size, max-file)")]
+    Unknown(String),
+    #[error("--log-opt max-file needs max-size")]
+    MaxFileWithoutMaxSize,
+}
+
 impl Rotation {
     /// Parses `--log-opt` values (`max-size=10m`, `max-file=3`).
-    pub fn parse(opts: &[String]) -> Result<Rotation, String> {
+    pub fn parse(opts: &[String]) -> Result<Rotation, LogOptError> {
         let mut r = Rotation {
             max_size: None,
             max_file: 1,
@@ -43,28 +62,24 @@ impl Rotation {
         for o in opts {
             let (k, v) = o
                 .split_once('=')
-                .ok_or_else(|| format!("--log-opt {o:?}: expected KEY=VALUE"))?;
+                .ok_or_else(|| LogOptError::NotKeyValue(o.clone()))?;
             match k {
                 "max-size" => {
-                    let bytes = parse_size(v).ok_or_else(|| {
-                        format!("--log-opt max-size={v}: expected a size such as 10m")
-                    })?;
+                    let bytes = parse_size(v).ok_or_else(|| LogOptError::MaxSize(v.into()))?;
                     r.max_size = Some(bytes);
                 }
                 "max-file" => {
-                    r.max_file = v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
-                        format!("--log-opt max-file={v}: expected a positive integer")
-                    })?;
+                    r.max_file = v
+                        .parse()
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| LogOptError::MaxFile(v.into()))?;
                 }
-                _ => {
-                    return Err(format!(
-                    "--log-opt {k}: unknown option for the json-file driver (max-size, max-file)"
-                ))
-                }
+                _ => return Err(LogOptError::Unknown(k.into())),
             }
         }
         if r.max_file > 1 && r.max_size.is_none() {
-            return Err("--log-opt max-file needs max-size".into());
+            return Err(LogOptError::MaxFileWithoutMaxSize);
         }
         Ok(r)
     }
@@ -472,14 +487,9 @@ mod tests {
 
     #[test]
     fn bad_options_are_named() {
-        assert!(Rotation::parse(&["max-size=lots".into()])
-            .unwrap_err()
-            .contains("max-size"));
-        assert!(Rotation::parse(&["max-file=3".into()])
-            .unwrap_err()
-            .contains("max-size"));
-        assert!(Rotation::parse(&["colour=red".into()])
-            .unwrap_err()
-            .contains("colour"));
+        let message = |opt: &str| Rotation::parse(&[opt.into()]).unwrap_err().to_string();
+        assert!(message("max-size=lots").contains("max-size"));
+        assert!(message("max-file=3").contains("max-size"));
+        assert!(message("colour=red").contains("colour"));
     }
 }

@@ -331,7 +331,7 @@ pub fn parse_volume(value: &str) -> Result<Volume, ContainerError> {
             Volume::new(VolumeSource::Host, PathBuf::from(h), ctr.to_string())
         }
         name => {
-            crate::volume::name::check(name).map_err(|why| bad(&why))?;
+            crate::volume::name::check(name).map_err(|why| bad(&why.to_string()))?;
             Volume::new(
                 VolumeSource::Named(name.into()),
                 PathBuf::new(),
@@ -478,7 +478,7 @@ pub fn parse_mount<'a>(value: &'a str) -> Result<MountFlag, ContainerError> {
         }
         ("bind", None) => return Err(bad("source is required for a bind mount")),
         ("volume", Some(name)) => {
-            crate::volume::name::check(name).map_err(|why| bad(&why))?;
+            crate::volume::name::check(name).map_err(|why| bad(&why.to_string()))?;
             Volume::new(
                 VolumeSource::Named(name.into()),
                 PathBuf::new(),
@@ -501,8 +501,13 @@ pub fn parse_mount<'a>(value: &'a str) -> Result<MountFlag, ContainerError> {
     Ok(MountFlag::Volume(volume))
 }
 
+/// A `tmpfs-size` that is not a positive size; holds the value given.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?}: expected a positive size (k, m, g)")]
+struct BadSize(String);
+
 /// A size as `tmpfs-size` takes it: bytes, or with a unit k, m, g (powers of 1024).
-fn parse_size(value: &str) -> Result<u64, String> {
+fn parse_size(value: &str) -> Result<u64, BadSize> {
     let v = value.to_ascii_lowercase();
     let (num, mult) = match v.trim_end_matches('b').chars().last() {
         Some('k') => (v.trim_end_matches('b').trim_end_matches('k'), 1u64 << 10),
@@ -514,7 +519,7 @@ fn parse_size(value: &str) -> Result<u64, String> {
         .ok()
         .filter(|n| *n > 0)
         .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("{value:?}: expected a positive size (k, m, g)"))
+        .ok_or_else(|| BadSize(value.to_string()))
 }
 
 /// Parses one `--security-opt`; returns what it changes.

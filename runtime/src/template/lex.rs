@@ -40,9 +40,41 @@ pub(super) enum Tok {
     Assign,
     /// `,` (between the two variables of a `range`).
     Comma,
-    /// A lexing error: Go's message.
-    Error(String),
+    /// A lexing error (displayed as Go's message).
+    Error(LexError),
     Eof,
+}
+
+/// Why a template's text does not lex; displayed as Go's text/template words it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(super) enum LexError {
+    #[error("unclosed left paren")]
+    UnclosedLeftParen,
+    #[error("unclosed action")]
+    UnclosedAction,
+    #[error("expected :=")]
+    ExpectedDeclare,
+    #[error("unexpected right paren U+0029 ')'")]
+    UnexpectedRightParen,
+    /// The character, as Go names it (`U+0040 '@'`).
+    #[error("unrecognized character in action: {0}")]
+    UnrecognizedCharacter(String),
+    #[error("unclosed comment")]
+    UnclosedComment,
+    #[error("comment ends before closing delimiter")]
+    CommentNotClosed,
+    #[error("unterminated quoted string")]
+    UnterminatedString,
+    #[error("unterminated raw quoted string")]
+    UnterminatedRawString,
+    #[error("unterminated character constant")]
+    UnterminatedChar,
+    /// The number as written.
+    #[error("bad number syntax: {0:?}")]
+    BadNumber(String),
+    /// A bad escape sequence.
+    #[error("invalid syntax")]
+    InvalidEscape,
 }
 
 /// One token and where it starts.
@@ -152,7 +184,7 @@ impl Lexer<'_> {
     }
 
     /// One action after its `{{`; returns whether it trims the text after it.
-    fn action(&mut self, open_pos: usize) -> Result<bool, String> {
+    fn action(&mut self, open_pos: usize) -> Result<bool, LexError> {
         if self.rest().starts_with("/*") {
             return self.comment(open_pos);
         }
@@ -161,7 +193,7 @@ impl Lexer<'_> {
         loop {
             if let Some((len, trim)) = self.close_here() {
                 if self.parens > 0 {
-                    return Err("unclosed left paren".into());
+                    return Err(LexError::UnclosedLeftParen);
                 }
                 let at = self.pos;
                 self.emit(Tok::Close, at);
@@ -169,7 +201,7 @@ impl Lexer<'_> {
                 return Ok(trim);
             }
             let Some(c) = self.peek() else {
-                return Err("unclosed action".into());
+                return Err(LexError::UnclosedAction);
             };
             let start = self.pos;
             match c {
@@ -185,7 +217,7 @@ impl Lexer<'_> {
                 }
                 ':' => {
                     if !self.rest().starts_with(":=") {
-                        return Err("expected :=".into());
+                        return Err(LexError::ExpectedDeclare);
                     }
                     self.pos += 2;
                     self.emit(Tok::Declare, start);
@@ -229,7 +261,7 @@ impl Lexer<'_> {
                 }
                 ')' => {
                     if self.parens == 0 {
-                        return Err("unexpected right paren U+0029 ')'".into());
+                        return Err(LexError::UnexpectedRightParen);
                     }
                     self.pos += 1;
                     self.parens -= 1;
@@ -249,12 +281,7 @@ impl Lexer<'_> {
                     };
                     self.emit(tok, start);
                 }
-                c => {
-                    return Err(format!(
-                        "unrecognized character in action: {}",
-                        unicode_name(c)
-                    ))
-                }
+                c => return Err(LexError::UnrecognizedCharacter(unicode_name(c))),
             }
         }
     }
@@ -266,9 +293,9 @@ impl Lexer<'_> {
     }
 
     /// `{{/* ... */}}`, with its optional trim markers; emits nothing.
-    fn comment(&mut self, _open_pos: usize) -> Result<bool, String> {
+    fn comment(&mut self, _open_pos: usize) -> Result<bool, LexError> {
         let Some(end) = self.rest().find("*/") else {
-            return Err("unclosed comment".into());
+            return Err(LexError::UnclosedComment);
         };
         self.pos += end + 2;
         match self.close_here() {
@@ -276,16 +303,16 @@ impl Lexer<'_> {
                 self.pos += len;
                 Ok(trim)
             }
-            None => Err("comment ends before closing delimiter".into()),
+            None => Err(LexError::CommentNotClosed),
         }
     }
 
-    fn quoted(&mut self, start: usize) -> Result<(), String> {
+    fn quoted(&mut self, start: usize) -> Result<(), LexError> {
         let mut value = String::new();
         let mut chars = self.rest()[1..].char_indices();
         loop {
             let Some((i, c)) = chars.next() else {
-                return Err("unterminated quoted string".into());
+                return Err(LexError::UnterminatedString);
             };
             match c {
                 '"' => {
@@ -294,16 +321,16 @@ impl Lexer<'_> {
                     self.emit(Tok::Str(written, value), start);
                     return Ok(());
                 }
-                '\n' => return Err("unterminated quoted string".into()),
+                '\n' => return Err(LexError::UnterminatedString),
                 '\\' => value.push(unescape(&mut chars, '"')?),
                 c => value.push(c),
             }
         }
     }
 
-    fn raw_quoted(&mut self, start: usize) -> Result<(), String> {
+    fn raw_quoted(&mut self, start: usize) -> Result<(), LexError> {
         let Some(end) = self.rest()[1..].find('`') else {
-            return Err("unterminated raw quoted string".into());
+            return Err(LexError::UnterminatedRawString);
         };
         let value = self.rest()[1..1 + end].replace('\r', "");
         self.pos += end + 2;
@@ -312,13 +339,11 @@ impl Lexer<'_> {
         Ok(())
     }
 
-    fn char_constant(&mut self, start: usize) -> Result<(), String> {
+    fn char_constant(&mut self, start: usize) -> Result<(), LexError> {
         let mut chars = self.rest()[1..].char_indices();
         let value = match chars.next() {
             Some((_, '\\')) => unescape(&mut chars, '\'')?,
-            Some((_, '\n')) | Some((_, '\'')) | None => {
-                return Err("unterminated character constant".into())
-            }
+            Some((_, '\n')) | Some((_, '\'')) | None => return Err(LexError::UnterminatedChar),
             Some((_, c)) => c,
         };
         match chars.next() {
@@ -328,13 +353,13 @@ impl Lexer<'_> {
                 self.emit(Tok::Char(written, value), start);
                 Ok(())
             }
-            _ => Err("unterminated character constant".into()),
+            _ => Err(LexError::UnterminatedChar),
         }
     }
 
     /// A number as Go scans it: sign, base prefix, digits with `_`, fraction, exponent.
     /// Its value is checked by the parser.
-    fn number(&mut self, start: usize) -> Result<(), String> {
+    fn number(&mut self, start: usize) -> Result<(), LexError> {
         let bytes = self.text.as_bytes();
         let mut i = self.pos;
         if matches!(bytes.get(i), Some(b'+' | b'-')) {
@@ -383,7 +408,7 @@ impl Lexer<'_> {
             let end = i + self.text[i..]
                 .find(|c: char| !is_alnum(c) && c != '.')
                 .unwrap_or(self.text.len() - i);
-            return Err(format!("bad number syntax: {:?}", &self.text[start..end]));
+            return Err(LexError::BadNumber(self.text[start..end].to_string()));
         }
         self.pos = i;
         let written = self.text[start..i].to_string();
@@ -393,22 +418,22 @@ impl Lexer<'_> {
 }
 
 /// The character after a backslash in a quoted string or a character constant.
-fn unescape(chars: &mut std::str::CharIndices, quote: char) -> Result<char, String> {
+fn unescape(chars: &mut std::str::CharIndices, quote: char) -> Result<char, LexError> {
     let bad = || {
         if quote == '"' {
-            "unterminated quoted string".to_string()
+            LexError::UnterminatedString
         } else {
-            "unterminated character constant".to_string()
+            LexError::UnterminatedChar
         }
     };
     let (_, c) = chars.next().ok_or_else(bad)?;
-    let hex = |chars: &mut std::str::CharIndices, n: usize| -> Result<char, String> {
+    let hex = |chars: &mut std::str::CharIndices, n: usize| -> Result<char, LexError> {
         let digits: String = chars.take(n).map(|(_, c)| c).collect();
         u32::from_str_radix(&digits, 16)
             .ok()
             .filter(|_| digits.len() == n)
             .and_then(char::from_u32)
-            .ok_or_else(|| "invalid syntax".to_string())
+            .ok_or(LexError::InvalidEscape)
     };
     Ok(match c {
         'n' => '\n',
@@ -425,7 +450,7 @@ fn unescape(chars: &mut std::str::CharIndices, quote: char) -> Result<char, Stri
         'u' => hex(chars, 4)?,
         'U' => hex(chars, 8)?,
         '\n' => return Err(bad()),
-        _ => return Err("invalid syntax".into()),
+        _ => return Err(LexError::InvalidEscape),
     })
 }
 
@@ -502,20 +527,19 @@ mod tests {
     #[test]
     fn errors_are_gos() {
         let last = |t: &str| lex(t).pop().unwrap().tok;
-        assert_eq!(last("{{.ID"), Tok::Error("unclosed action".into()));
-        assert_eq!(last("{{/* x"), Tok::Error("unclosed comment".into()));
+        let message = |t: &str| match last(t) {
+            Tok::Error(e) => e.to_string(),
+            other => panic!("{t:?} lexed without an error: {other:?}"),
+        };
+        assert_eq!(last("{{.ID"), Tok::Error(LexError::UnclosedAction));
+        assert_eq!(message("{{.ID"), "unclosed action");
+        assert_eq!(message("{{/* x"), "unclosed comment");
+        assert_eq!(message("{{\"abc}}"), "unterminated quoted string");
         assert_eq!(
-            last("{{\"abc}}"),
-            Tok::Error("unterminated quoted string".into())
+            message("{{ @ }}"),
+            "unrecognized character in action: U+0040 '@'"
         );
-        assert_eq!(
-            last("{{ @ }}"),
-            Tok::Error("unrecognized character in action: U+0040 '@'".into())
-        );
-        assert_eq!(
-            last("{{ 12ab }}"),
-            Tok::Error("bad number syntax: \"12ab\"".into())
-        );
-        assert_eq!(last("{{ (x }}"), Tok::Error("unclosed left paren".into()));
+        assert_eq!(message("{{ 12ab }}"), "bad number syntax: \"12ab\"");
+        assert_eq!(message("{{ (x }}"), "unclosed left paren");
     }
 }

@@ -240,7 +240,7 @@ impl Parser<'_> {
     /// A lexing error where the parser meets it.
     fn lex_error<T>(&self, t: &Token) -> Result<T> {
         match &t.tok {
-            Tok::Error(m) => self.fail(t.pos, m.clone()),
+            Tok::Error(e) => self.fail(t.pos, e.to_string()),
             _ => self.fail(t.pos, "unexpected token"),
         }
     }
@@ -724,7 +724,7 @@ fn describe(t: &Tok) -> String {
         Tok::Text(s) => format!("{s:?}"),
         Tok::Space => "space".into(),
         Tok::Open => "\"{{\"".into(),
-        Tok::Error(m) => m.clone(),
+        Tok::Error(e) => e.to_string(),
     }
 }
 

@@ -28,7 +28,8 @@ pub enum VolumeError {
         /// The name as given.
         name: String,
         /// Why it cannot name a volume.
-        reason: String,
+        #[source]
+        reason: name::NameError,
     },
     /// No volume has that name.
     #[error("get {0}: no such volume")]
@@ -48,6 +49,16 @@ pub enum VolumeError {
         name: String,
         /// Why.
         reason: String,
+    },
+    /// The image's content could not be copied into the new volume.
+    #[error("volume {name}: copying the image's {path} into it: {source}")]
+    FirstCopy {
+        /// The volume.
+        name: String,
+        /// The path in the image.
+        path: String,
+        #[source]
+        source: populate::CopyError,
     },
     /// A file-system operation or a tool failed.
     #[error("volume {path}: {reason}")]

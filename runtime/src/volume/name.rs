@@ -7,22 +7,29 @@ const ALLOWED: &str = "[a-zA-Z0-9][a-zA-Z0-9_.-]";
 /// Longest name: one file name on the host.
 const MAX_LEN: usize = 255;
 
-/// Checks `name` as Docker's local driver does; Err says why (Docker's words).
-pub fn check(name: &str) -> Result<(), String> {
+/// Why a name cannot name a volume (Docker's words).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NameError {
+    /// Holds the name, controls escaped.
+    #[error("{0:?} includes invalid characters for a local volume name, only \"{ALLOWED}\" are allowed. If you intended to pass a host directory, use absolute path")]
+    InvalidCharacters(String),
+    /// Holds the name's length.
+    #[error("a volume name has at most {MAX_LEN} characters ({0} given)")]
+    TooLong(usize),
+}
+
+/// Checks `name` as Docker's local driver does.
+pub fn check(name: &str) -> Result<(), NameError> {
     let mut chars = name.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
     let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
     if !first_ok || !rest_ok || name.len() < 2 {
-        return Err(format!(
-            "{:?} includes invalid characters for a local volume name, only \"{ALLOWED}\" are allowed. If you intended to pass a host directory, use absolute path",
-            crate::printable::escape_controls(name)
+        return Err(NameError::InvalidCharacters(
+            crate::printable::escape_controls(name).into_owned(),
         ));
     }
     if name.len() > MAX_LEN {
-        return Err(format!(
-            "a volume name has at most {MAX_LEN} characters ({} given)",
-            name.len()
-        ));
+        return Err(NameError::TooLong(name.len()));
     }
     Ok(())
 }
