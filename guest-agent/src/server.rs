@@ -177,6 +177,9 @@ impl Agent {
                 )
                 .map(|_| true);
         };
+        if let Some(host_ns) = env.host_time_ns {
+            guest::follow_host_clock(host_ns);
+        }
         let shutdown = matches!(req, Request::Shutdown);
         let result = self.dispatch(req);
         self.answer(env.id, result)?;
@@ -690,6 +693,7 @@ mod tests {
             version: protocol::PROTOCOL_VERSION + 1,
             id: 1,
             message: Message::Request(Request::Hello),
+            host_time_ns: None,
         })
         .unwrap();
         host.write_all(&(other.len() as u32).to_be_bytes()).unwrap();
