@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change (2: `cp` streams through a copy process; 3: `cp` with
 /// a stopped VM mounts its root without a workload; 4: the host's clock on every request,
-/// which an older agent would ignore and leave the guest in 1970).
+/// which an older agent would ignore and leave the guest in 1970; the disks' bytes in
+/// `GuestStats`).
 pub const PROTOCOL_VERSION: u32 = 4;
 /// The largest frame either side accepts.
 pub const MAX_FRAME: usize = 16 << 20;
@@ -249,6 +250,12 @@ pub struct GuestStats {
     pub pids: u64,
     pub guest_memory_total: u64,
     pub guest_memory_available: u64,
+    /// Bytes read from and written to the workload's disks (its layers, writable layer and
+    /// volumes: every disk of the guest is the workload's).
+    #[serde(default)]
+    pub block_read: u64,
+    #[serde(default)]
+    pub block_write: u64,
 }
 
 /// Bytes carried as base64 in JSON.

@@ -16,7 +16,7 @@ use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 
 use crate::workload::{self, Workload};
-use crate::{channel, guest};
+use crate::{channel, disks, guest};
 
 /// How long output may still arrive after a process's exit (from its orphans) before the exit
 /// is reported.
@@ -450,6 +450,7 @@ impl Agent {
             s.memory_usage = c.memory_usage.saturating_sub(c.memory_inactive_file);
             s.memory_limit = c.memory_limit;
             s.pids = c.pids;
+            (s.block_read, s.block_write) = disks::bytes_moved(std::path::Path::new("/sys/block"));
         }
         s
     }
