@@ -12,8 +12,10 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change (2: `cp` streams through a copy process; 3: `cp` with
-/// a stopped VM mounts its root without a workload).
-pub const PROTOCOL_VERSION: u32 = 3;
+/// a stopped VM mounts its root without a workload; 4: the host's clock on every request,
+/// which an older agent would ignore and leave the guest in 1970; the disks' bytes in
+/// `GuestStats`).
+pub const PROTOCOL_VERSION: u32 = 4;
 /// The largest frame either side accepts.
 pub const MAX_FRAME: usize = 16 << 20;
 /// The most bytes of a `cp` archive one `Input` frame carries (base64 makes a third more).
@@ -32,6 +34,31 @@ pub struct Envelope {
     /// The request this answers (0 for events).
     pub id: u64,
     pub message: Message,
+    /// The host's wall clock when it sent this request, nanoseconds since the Unix epoch:
+    /// the guest has no clock of its own that follows the host's (no RTC, and under QEMU's
+    /// emulator only jiffies), so the agent sets its clock from this (see
+    /// [`clock_correction`]). Absent on everything but the host's requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_time_ns: Option<u64>,
+}
+
+/// The wall clock now, nanoseconds since the Unix epoch (None before 1970 or after 2554):
+/// what the host stamps its requests with.
+pub fn wall_clock_ns() -> Option<u64> {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| u64::try_from(d.as_nanos()).ok())
+}
+
+/// Where a guest clock reading `guest_ns` must be set given the host's stamp `host_ns`
+/// on a request that just arrived (None: leave it). The stamp is earlier than the true
+/// time by the channel's latency, so a guest clock behind it is surely behind and moves
+/// forward to it; one ahead is moved back only beyond `MAX_AHEAD_NS`, so the latency never
+/// turns the guest's clock back on every request.
+pub fn clock_correction(guest_ns: u64, host_ns: u64) -> Option<u64> {
+    const MAX_AHEAD_NS: u64 = 500_000_000;
+    (guest_ns < host_ns || guest_ns - host_ns > MAX_AHEAD_NS).then_some(host_ns)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -223,6 +250,12 @@ pub struct GuestStats {
     pub pids: u64,
     pub guest_memory_total: u64,
     pub guest_memory_available: u64,
+    /// Bytes read from and written to the workload's disks (its layers, writable layer and
+    /// volumes: every disk of the guest is the workload's).
+    #[serde(default)]
+    pub block_read: u64,
+    #[serde(default)]
+    pub block_write: u64,
 }
 
 /// Bytes carried as base64 in JSON.
@@ -303,11 +336,36 @@ pub enum ProtocolError {
 
 /// Writes one frame.
 pub fn write_frame(w: &mut impl Write, id: u64, message: Message) -> Result<(), ProtocolError> {
-    let bytes = serde_json::to_vec(&Envelope {
-        version: PROTOCOL_VERSION,
-        id,
-        message,
-    })?;
+    write_envelope(
+        w,
+        &Envelope {
+            version: PROTOCOL_VERSION,
+            id,
+            message,
+            host_time_ns: None,
+        },
+    )
+}
+
+/// Writes one request from the host to the agent, stamped with the host's clock.
+pub fn write_host_request(
+    w: &mut impl Write,
+    id: u64,
+    request: Request,
+) -> Result<(), ProtocolError> {
+    write_envelope(
+        w,
+        &Envelope {
+            version: PROTOCOL_VERSION,
+            id,
+            message: Message::Request(request),
+            host_time_ns: wall_clock_ns(),
+        },
+    )
+}
+
+fn write_envelope(w: &mut impl Write, envelope: &Envelope) -> Result<(), ProtocolError> {
+    let bytes = serde_json::to_vec(envelope)?;
     if bytes.len() > MAX_FRAME {
         return Err(ProtocolError::TooLarge(bytes.len()));
     }
@@ -482,6 +540,27 @@ mod tests {
     }
 
     #[test]
+    fn host_requests_carry_the_host_clock_and_a_guest_clock_only_moves_when_wrong() {
+        let mut buf = Vec::new();
+        let before = wall_clock_ns().unwrap();
+        write_host_request(&mut buf, 3, Request::Stats).unwrap();
+        write_frame(&mut buf, 0, Message::Response(Response::Ok)).unwrap();
+        let mut r = buf.as_slice();
+        let stamped = read_frame(&mut r).unwrap().host_time_ns.unwrap();
+        assert!(stamped >= before && stamped <= wall_clock_ns().unwrap());
+        assert_eq!(read_frame(&mut r).unwrap().host_time_ns, None);
+        let host = 1_800_000_000_000_000_000;
+        assert_eq!(clock_correction(2_000_000_000, host), Some(host), "1970");
+        assert_eq!(clock_correction(host - 1, host), Some(host), "behind");
+        assert_eq!(clock_correction(host + 10_000_000, host), None, "latency");
+        assert_eq!(
+            clock_correction(host + 5_000_000_000, host),
+            Some(host),
+            "ahead"
+        );
+    }
+
+    #[test]
     fn another_version_or_garbage_is_named() {
         let body = br#"{"version":99,"id":1,"message":{"future":{}}}"#;
         let mut frame = (body.len() as u32).to_be_bytes().to_vec();
@@ -624,7 +703,7 @@ mod tests {
 
     #[test]
     fn bytes_decode_from_escaped_json_text() {
-        let body = br#"{"version":3,"id":0,"message":{"event":{"output":{"process":"init","stream":"stdout","data":"AAH\/"}}}}"#;
+        let body = br#"{"version":4,"id":0,"message":{"event":{"output":{"process":"init","stream":"stdout","data":"AAH\/"}}}}"#;
         let mut f = (body.len() as u32).to_be_bytes().to_vec();
         f.extend(body);
         match read_frame(&mut f.as_slice()).unwrap().message {

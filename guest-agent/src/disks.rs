@@ -25,6 +25,32 @@ fn by_serial_in(sys_block: &Path, serial: &str) -> std::io::Result<PathBuf> {
     )))
 }
 
+/// Bytes read from and written to the host's disks (those with a serial: every disk the
+/// host attached is the workload's), from each one's `stat` (sectors of 512 bytes): what
+/// `stats` shows as block I/O, the guest kernel having no io controller.
+pub fn bytes_moved(sys_block: &Path) -> (u64, u64) {
+    let Ok(entries) = std::fs::read_dir(sys_block) else {
+        return (0, 0);
+    };
+    entries
+        .flatten()
+        .filter(|e| e.path().join("serial").exists())
+        .map(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let field = |i: usize| {
+                stat.split_whitespace()
+                    .nth(i)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+                    .saturating_mul(512)
+            };
+            (field(2), field(6))
+        })
+        .fold((0, 0), |a, b| {
+            (a.0.saturating_add(b.0), a.1.saturating_add(b.1))
+        })
+}
+
 fn mount_disk(
     serial: &str,
     target: &Path,
@@ -188,6 +214,26 @@ mod tests {
             err.to_string().contains("no disk with serial \"layer\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn block_bytes_are_the_sum_of_the_hosts_disks_sectors() {
+        let sys = tempfile::tempdir().unwrap();
+        let disks = [
+            ("vda", Some("l0"), "  10 0  8 0 0 0 0 0 0 0 0"),
+            ("vdb", Some("upper"), "4 0 2 0 3 0 16 0 0 0 0"),
+            ("ram0", None, "1 0 1000 0 1 0 1000 0 0 0 0"),
+        ];
+        for (dev, serial, stat) in disks {
+            let d = sys.path().join(dev);
+            std::fs::create_dir(&d).unwrap();
+            if let Some(serial) = serial {
+                std::fs::write(d.join("serial"), serial).unwrap();
+            }
+            std::fs::write(d.join("stat"), stat).unwrap();
+        }
+        assert_eq!(bytes_moved(sys.path()), (10 * 512, 16 * 512));
+        assert_eq!(bytes_moved(&sys.path().join("none")), (0, 0));
     }
 
     #[test]

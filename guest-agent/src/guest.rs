@@ -179,6 +179,27 @@ pub fn power_off() -> ! {
     }
 }
 
+/// Sets the guest's wall clock from the host's stamp on a request, where it is wrong (see
+/// `protocol::clock_correction`): the guest kernel has no clock that follows the host's (no
+/// RTC; under QEMU's emulator it counts jiffies, which fall behind when the host is busy), so
+/// the first request (`Hello`, before any workload exists) sets it and every later one keeps
+/// it. Only as the guest's init: the agent's tests run on the host.
+pub fn follow_host_clock(host_ns: u64) {
+    if !is_guest_init() {
+        return;
+    }
+    let guest_ns = capsa_core::protocol::wall_clock_ns().unwrap_or(0);
+    let Some(set) = capsa_core::protocol::clock_correction(guest_ns, host_ns) else {
+        return;
+    };
+    let ts = libc::timespec {
+        tv_sec: (set / 1_000_000_000) as libc::time_t,
+        tv_nsec: (set % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: clock_settime reads the timespec we own; a failure leaves the clock as it was.
+    unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) };
+}
+
 /// True when running as the guest's init (tests run the library elsewhere).
 pub fn is_guest_init() -> bool {
     std::process::id() == 1 && Path::new("/proc/1").exists()

@@ -16,7 +16,7 @@ use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 
 use crate::workload::{self, Workload};
-use crate::{channel, guest};
+use crate::{channel, disks, guest};
 
 /// How long output may still arrive after a process's exit (from its orphans) before the exit
 /// is reported.
@@ -177,6 +177,9 @@ impl Agent {
                 )
                 .map(|_| true);
         };
+        if let Some(host_ns) = env.host_time_ns {
+            guest::follow_host_clock(host_ns);
+        }
         let shutdown = matches!(req, Request::Shutdown);
         let result = self.dispatch(req);
         self.answer(env.id, result)?;
@@ -447,6 +450,7 @@ impl Agent {
             s.memory_usage = c.memory_usage.saturating_sub(c.memory_inactive_file);
             s.memory_limit = c.memory_limit;
             s.pids = c.pids;
+            (s.block_read, s.block_write) = disks::bytes_moved(std::path::Path::new("/sys/block"));
         }
         s
     }
@@ -690,6 +694,7 @@ mod tests {
             version: protocol::PROTOCOL_VERSION + 1,
             id: 1,
             message: Message::Request(Request::Hello),
+            host_time_ns: None,
         })
         .unwrap();
         host.write_all(&(other.len() as u32).to_be_bytes()).unwrap();

@@ -86,11 +86,15 @@ fn lay_out(
         .then(|| allocate_userns(store, id))
         .transpose()?;
     let cgroup_mode = CgroupMode::detect();
+    let mode = cgroup_mode.ok_or_else(|| setup_err(id, cgroups::CgroupError::NotMounted))?;
+    let cgroup_paths = cgroups::resolve_paths(mode, opts.cgroup_parent.as_deref(), id)
+        .map_err(|e| setup_err(id, e))?;
     let ctx = SpecContext {
         id,
         rootfs: &dir.rootfs(),
         dir: &dir.dir,
         cgroup_mode,
+        cgroup: Some(&cgroup_paths),
         userns_base,
     };
     let spec = spec::build(opts, &image, &ctx)?;
@@ -106,9 +110,6 @@ fn lay_out(
         .map_err(|e| ContainerError::io(&dir.config(), e))?;
 
     tracing::debug!(id, "spec written");
-    let mode = cgroup_mode.ok_or_else(|| setup_err(id, cgroups::CgroupError::NotMounted))?;
-    let cgroup_paths = cgroups::resolve_paths(mode, opts.cgroup_parent.as_deref(), id)
-        .map_err(|e| setup_err(id, e))?;
     let seccomp =
         compile::for_spec(&spec, &store.root().seccomp_cache()).map_err(|e| setup_err(id, e))?;
     tracing::debug!(id, "seccomp ready");

@@ -51,6 +51,7 @@ fn to_docker(s: &State, spec: &Value, labels: &BTreeMap<String, String>) -> Valu
             "Image": s.image,
             "WorkingDir": process["cwd"],
             "Labels": labels,
+            "StopSignal": s.stop_signal.and_then(|n| nix::sys::signal::Signal::try_from(n).ok()).map(|sig| sig.as_str()),
         },
         "HostConfig": {
             "NetworkMode": super::network::network_name(s),

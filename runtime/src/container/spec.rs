@@ -5,7 +5,7 @@
 use super::options::{RunOptions, SeccompChoice, Volume};
 use super::ContainerError;
 use crate::image::Image;
-use crate::linux::cgroups::CgroupMode;
+use crate::linux::cgroups::{CgroupMode, CgroupPaths};
 use crate::linux::process::init::{DEFAULT_PATH, INIT_ANNOTATION, USER_ANNOTATION};
 use crate::linux::{capabilities, devices, seccomp};
 use oci_spec::runtime::*;
@@ -34,6 +34,8 @@ const READONLY_PATHS: &[&str] = &[
     "/proc/sys",
     "/proc/sysrq-trigger",
 ];
+/// The tmpfs holding a cgroup v1 container's own cgroups.
+const V1_CGROUP_TMPFS: &str = "/sys/fs/cgroup";
 /// CFS period for `--cpus` (Docker's 100 ms).
 const CPU_PERIOD_US: u64 = 100_000;
 /// Docker's default open-files limit.
@@ -49,6 +51,10 @@ pub struct SpecContext<'a> {
     pub dir: &'a Path,
     /// The host's cgroup mode (decides the /sys/fs/cgroup mount).
     pub cgroup_mode: Option<CgroupMode>,
+    /// The container's own cgroup directories: on cgroup v1, each is bound read-only at
+    /// /sys/fs/cgroup/<hierarchy> (on v2 a cgroup2 mount inside the container's cgroup
+    /// namespace shows its own cgroup as the root).
+    pub cgroup: Option<&'a CgroupPaths>,
     /// With `--userns=auto`: the first host ID of the container's range.
     pub userns_base: Option<u32>,
 }
@@ -119,6 +125,29 @@ fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Mount {
         .expect("all fields set")
 }
 
+/// cgroup v1 as Docker shows it: a tmpfs at /sys/fs/cgroup (made read-only with the rest of
+/// [`READONLY_PATHS`] once these are in it) holding, for each hierarchy the container is in,
+/// a bind mount of the container's own cgroup directory, read-only (`sys_mode`), nosuid,
+/// nodev, noexec. Only the container's own directory is reachable: never a hierarchy's root,
+/// where release_agent is, nor a sibling's.
+fn v1_cgroup_mounts(cgroup: &CgroupPaths, sys_mode: &str) -> Vec<Mount> {
+    let mut list = vec![mount(
+        V1_CGROUP_TMPFS,
+        "tmpfs",
+        "tmpfs",
+        &["nosuid", "noexec", "nodev", "mode=755", "size=64k"],
+    )];
+    for (hierarchy, dir) in &cgroup.dirs {
+        list.push(mount(
+            &format!("{V1_CGROUP_TMPFS}/{hierarchy}"),
+            "bind",
+            &dir.display().to_string(),
+            &["bind", "nosuid", "noexec", "nodev", sys_mode],
+        ));
+    }
+    list
+}
+
 fn mounts(opts: &RunOptions, ctx: &SpecContext) -> Vec<Mount> {
     let sys_mode = if opts.privileged { "rw" } else { "ro" };
     let mut list = vec![
@@ -161,13 +190,19 @@ fn mounts(opts: &RunOptions, ctx: &SpecContext) -> Vec<Mount> {
             &["nosuid", "noexec", "nodev", sys_mode],
         ),
     ];
-    if ctx.cgroup_mode == Some(CgroupMode::Unified) {
-        list.push(mount(
+    match ctx.cgroup_mode {
+        Some(CgroupMode::Unified) => list.push(mount(
             "/sys/fs/cgroup",
             "cgroup2",
             "cgroup2",
             &["nosuid", "noexec", "nodev", "relatime", sys_mode],
-        ));
+        )),
+        Some(CgroupMode::Hybrid | CgroupMode::Legacy) => list.extend(
+            ctx.cgroup
+                .map(|c| v1_cgroup_mounts(c, sys_mode))
+                .unwrap_or_default(),
+        ),
+        None => {}
     }
     let mut user = Vec::new();
     for name in ["hostname", "hosts", "resolv.conf"] {
@@ -404,14 +439,21 @@ pub fn build(opts: &RunOptions, image: &Image, ctx: &SpecContext) -> Result<Spec
     }
     // Set either way: oci-spec's builder otherwise fills in its own default lists, and
     // `--privileged` must see /proc and /sys unmasked and writable, as with Docker.
-    let (masked, readonly): (&[&str], &[&str]) = if opts.privileged {
-        (&[], &[])
+    let (masked, mut readonly): (&[&str], Vec<&str>) = if opts.privileged {
+        (&[], Vec::new())
     } else {
-        (MASKED_PATHS, READONLY_PATHS)
+        (MASKED_PATHS, READONLY_PATHS.to_vec())
     };
+    let v1 = matches!(
+        ctx.cgroup_mode,
+        Some(CgroupMode::Hybrid | CgroupMode::Legacy)
+    );
+    if v1 && ctx.cgroup.is_some() && !opts.privileged {
+        readonly.push(V1_CGROUP_TMPFS);
+    }
     linux = linux
         .masked_paths(strings(masked))
-        .readonly_paths(strings(readonly));
+        .readonly_paths(strings(&readonly));
     if let Some(s) = seccomp_section(opts, &cap_names)? {
         linux = linux.seccomp(s);
     }

@@ -96,7 +96,7 @@ pub struct State {
     /// Stopped with `stop`/`kill`/`rm -f` (a policy does not restart it then).
     #[serde(default)]
     pub stopped_by_user: bool,
-    /// `--stop-signal` (None: SIGTERM).
+    /// `--stop-signal`, else the image's `STOPSIGNAL` (None: SIGTERM).
     #[serde(default)]
     pub stop_signal: Option<i32>,
     /// `--stop-timeout` in seconds (None: 10).
@@ -168,6 +168,13 @@ pub fn is_same_process(pid: Option<i32>, start_time: Option<u64>) -> bool {
     }
 }
 
+/// The image's `STOPSIGNAL` as a number (an image naming no signal this host knows gets
+/// SIGTERM, as one naming none).
+fn image_stop_signal(image: &crate::image::Image) -> Option<i32> {
+    let name = image.config.config().as_ref()?.stop_signal().clone()?;
+    super::kill::parse_signal(&name).ok()
+}
+
 impl State {
     /// The record of a container being created from `opts` and `image` by this process
     /// (its monitor until one is forked); the caller fills in cgroups and user namespace.
@@ -205,7 +212,7 @@ impl State {
             restart_count: 0,
             restarting: false,
             stopped_by_user: false,
-            stop_signal: opts.stop_signal,
+            stop_signal: opts.stop_signal.or_else(|| image_stop_signal(image)),
             stop_timeout: opts.stop_timeout,
             paused: false,
             network: opts.network,

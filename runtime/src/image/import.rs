@@ -139,6 +139,12 @@ fn parse_changes(changes: &[String]) -> Result<Value, ImageError> {
                     volumes[p] = json!({});
                 }
             }
+            "STOPSIGNAL" => {
+                if !is_signal(arg) {
+                    return Err(bad());
+                }
+                cfg.insert("StopSignal".into(), json!(arg));
+            }
             "LABEL" => {
                 let (k, v) = arg.split_once('=').ok_or_else(bad)?;
                 let labels = cfg.entry("Labels").or_insert_with(|| json!({}));
@@ -148,6 +154,20 @@ fn parse_changes(changes: &[String]) -> Result<Value, ImageError> {
         }
     }
     Ok(Value::Object(cfg))
+}
+
+/// Whether `arg` names a signal as STOPSIGNAL may: `SIGQUIT`, `QUIT` or `3`.
+fn is_signal(arg: &str) -> bool {
+    use nix::sys::signal::Signal;
+    if let Ok(n) = arg.parse::<i32>() {
+        return Signal::try_from(n).is_ok();
+    }
+    let upper = arg.to_ascii_uppercase();
+    let full = match upper.starts_with("SIG") {
+        true => upper,
+        false => format!("SIG{upper}"),
+    };
+    full.parse::<Signal>().is_ok()
 }
 
 /// `["a","b"]` is exec form; anything else is shell form, run by `/bin/sh -c`.
@@ -169,8 +189,11 @@ mod tests {
             "ENV PATH=/bin".into(),
             "WORKDIR /srv".into(),
             "EXPOSE 80".into(),
+            "STOPSIGNAL SIGQUIT".into(),
         ])
         .unwrap();
+        assert_eq!(cfg["StopSignal"], json!("SIGQUIT"));
+        assert!(parse_changes(&["STOPSIGNAL SIGNOPE".into()]).is_err());
         assert_eq!(cfg["Cmd"], json!(["sh"]));
         assert_eq!(cfg["Env"], json!(["PATH=/bin"]));
         assert_eq!(cfg["WorkingDir"], json!("/srv"));

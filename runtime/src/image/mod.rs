@@ -64,7 +64,7 @@ pub enum ImageError {
     },
     /// A `--change` instruction that `import` does not understand.
     #[error(
-        "invalid --change {0:?}: expected CMD, ENTRYPOINT, ENV, WORKDIR, USER, EXPOSE or LABEL"
+        "invalid --change {0:?}: expected CMD, ENTRYPOINT, ENV, WORKDIR, USER, EXPOSE, VOLUME, LABEL or STOPSIGNAL (with a signal)"
     )]
     BadChange(String),
     /// A stored manifest or config does not parse.

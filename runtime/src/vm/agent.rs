@@ -223,7 +223,7 @@ impl AgentClient {
         let _ = self
             .stream
             .set_write_timeout(Some(timeout.max(Duration::from_millis(1))));
-        match protocol::write_frame(&mut self.stream, id, Message::Request(request)) {
+        match protocol::write_host_request(&mut self.stream, id, request) {
             Ok(()) => Ok(()),
             Err(ProtocolError::Io(e))
                 if matches!(

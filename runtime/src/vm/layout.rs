@@ -75,6 +75,7 @@ pub(super) fn lay_out_named(
         rootfs: &dir.rootfs(),
         dir: &dir.dir,
         cgroup_mode: Some(CgroupMode::Unified),
+        cgroup: None,
         userns_base: None,
     };
     let (opts, claim) = crate::container::volumes::claim(store, opts, image, true)?;

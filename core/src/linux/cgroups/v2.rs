@@ -46,12 +46,18 @@ impl V2Manager {
         }
     }
 
-    /// Creates the directory chain, enabling `wanted` controllers in every new ancestor.
+    /// Creates the directory chain, enabling `wanted` controllers in every new ancestor, and
+    /// the [`COUNTING`] ones where the ancestor offers them.
     fn create(&self, wanted: &[&'static str]) -> Result<(), CgroupError> {
         let rel = self.dir.strip_prefix(&self.mount).unwrap_or(&self.dir);
         let mut current = self.mount.clone();
         for part in rel.components() {
             let available = read_file(&current, "cgroup.controllers").unwrap_or_default();
+            for c in COUNTING.iter().filter(|c| !wanted.contains(c)) {
+                if available.split_whitespace().any(|a| a == *c) {
+                    let _ = write_file(&current, "cgroup.subtree_control", &format!("+{c}"));
+                }
+            }
             for c in wanted {
                 if !available.split_whitespace().any(|a| a == *c) {
                     return Err(CgroupError::MissingController {
@@ -131,6 +137,11 @@ fn apply_devices(dir: &Path, rules: Option<&[LinuxDeviceCgroup]>) -> Result<(), 
     }
     Ok(())
 }
+
+/// The controllers whose counters `stats` reads (memory.current, pids.current, io.stat),
+/// enabled for every cgroup, limited or not, as runc enables what its parent offers: without
+/// them an unlimited workload's memory and processes read 0. (cpu.stat's usage needs none.)
+const COUNTING: [&str; 3] = ["memory", "pids", "io"];
 
 /// The controllers `resources` needs.
 fn wanted_controllers(r: &LinuxResources) -> Vec<&'static str> {
