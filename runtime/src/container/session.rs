@@ -419,6 +419,7 @@ mod tests {
             version: protocol::PROTOCOL_VERSION,
             id: 0,
             message: Message::Request(Request::Stats),
+            host_time_ns: None,
         };
         assert!(matches!(
             client_frame(Ok(envelope)),
