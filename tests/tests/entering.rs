@@ -85,8 +85,10 @@ fn watch_execs(env: &TestEnv, extra: &[&str], try_ptrace: bool) -> String {
         );
         assert!(out.status.success(), "exec {n}: {}", text(&out.stderr));
     }
-    let out = env.capsa(&["exec", "victim", "touch", "/tmp/stop"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Detached: the watcher, the container's PID 1, ends as soon as /tmp/stop exists, and
+    // with it every process of the container, this exec's own capsa-init among them.
+    let out = env.capsa(&["exec", "-d", "victim", "touch", "/tmp/stop"]);
+    assert!(out.status.success(), "exec -d touch: {}", text(&out.stderr));
     let waited = env.capsa(&["wait", "victim"]);
     assert_eq!(text(&waited.stdout).trim(), "0", "{}", text(&waited.stderr));
     let logs = text(&env.capsa(&["logs", "victim"]).stdout);

@@ -6,6 +6,7 @@ use super::store::ContainerStore;
 use super::ContainerError;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::path::Path;
 
 /// The JSON object `docker inspect` prints for one container.
 pub fn inspect(store: &ContainerStore, id: &str) -> Result<Value, ContainerError> {
@@ -72,7 +73,7 @@ fn to_docker(s: &State, spec: &Value, labels: &BTreeMap<String, String>) -> Valu
             "Privileged": spec["linux"]["seccomp"].is_null() && spec["linux"]["maskedPaths"].is_null(),
         },
         "NetworkSettings": super::network::inspect_settings(s),
-        "Mounts": spec["mounts"].as_array().map(|m| m.iter().filter(|m| m["type"] == "bind" && !["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"].contains(&m["destination"].as_str().unwrap_or(""))).map(|m| json!({
+        "Mounts": spec["mounts"].as_array().map(|m| m.iter().filter(|m| is_users_mount(m)).map(|m| json!({
             "Type": "bind",
             "Source": m["source"],
             "Destination": m["destination"],
@@ -90,6 +91,16 @@ pub fn labels(store: &ContainerStore, s: &State) -> BTreeMap<String, String> {
         .and_then(|image| image.config.config().as_ref()?.labels().clone())
         .map(|l| l.into_iter().collect())
         .unwrap_or_default()
+}
+
+/// Whether a spec mount is one the user asked for (`-v`, `--mount`, a volume), as Docker's
+/// `Mounts` lists them: not the /etc files capsa writes, nor the container's own cgroup
+/// shown at /sys/fs/cgroup.
+fn is_users_mount(m: &Value) -> bool {
+    let destination = m["destination"].as_str().unwrap_or("");
+    m["type"] == "bind"
+        && !["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"].contains(&destination)
+        && !Path::new(destination).starts_with("/sys/fs/cgroup")
 }
 
 #[cfg(test)]
