@@ -25,6 +25,10 @@ fn hostile_agent() -> &'static Path {
         let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm_hostile_guest/agent.c");
         let binary = dir.join("agent");
         let status = Command::new("gcc")
+            .arg(format!(
+                "-DPROTOCOL_VERSION=\"{}\"",
+                capsa_core::protocol::PROTOCOL_VERSION
+            ))
             .args(["-static", "-O2", "-Wall", "-o"])
             .arg(&binary)
             .arg(&source)

@@ -136,7 +136,7 @@ fn check_jail(env: &TestEnv, name: &str) -> u32 {
     // (eventfds, signalfd); nothing else of the host.
     let id = env.inspect(name, "{{.Id}}");
     let container = env.root().join("containers").join(&id);
-    let layers = env.root().join("vm/layers");
+    let layers = env.root().join("layers");
     let monitor = env.inspect(name, "{{.State.Pid}}");
     let monitor_pipes: Vec<String> = std::fs::read_dir(format!("/proc/{monitor}/fd"))
         .unwrap()

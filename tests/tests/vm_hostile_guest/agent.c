@@ -18,6 +18,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* The protocol version this capsa speaks, given by the test as -DPROTOCOL_VERSION="N". */
+#ifndef PROTOCOL_VERSION
+#error "compile with -DPROTOCOL_VERSION set to the protocol version, quoted"
+#endif
+
 #define CONSOLE_MIB 2
 
 static int chan = -1;
@@ -65,7 +70,7 @@ static char *next_frame(unsigned long long *id) {
 
 static void answer(unsigned long long id, const char *response) {
     char json[512];
-    snprintf(json, sizeof json, "{\"version\":3,\"id\":%llu,\"message\":{\"response\":%s}}", id,
+    snprintf(json, sizeof json, "{\"version\":" PROTOCOL_VERSION ",\"id\":%llu,\"message\":{\"response\":%s}}", id,
              response);
     send_text(json);
 }
@@ -92,7 +97,7 @@ static int open_port(void) {
 }
 
 static void flood_events(void) {
-    const char *head = "{\"version\":3,\"id\":0,\"message\":{\"event\":{\"output\":"
+    const char *head = "{\"version\":" PROTOCOL_VERSION ",\"id\":0,\"message\":{\"event\":{\"output\":"
                        "{\"process\":\"x\",\"stream\":\"stdout\",\"data\":\"";
     const char *tail = "\"}}}}";
     size_t data = (1 << 20) / 3 * 4; /* base64 of 1 MiB */
@@ -116,7 +121,7 @@ static void flood_console(const char *process) {
     put(1, "HOSTILE-CONSOLE-END\n", 20);
     char json[512];
     snprintf(json, sizeof json,
-             "{\"version\":3,\"id\":0,\"message\":{\"event\":{\"exited\":"
+             "{\"version\":" PROTOCOL_VERSION ",\"id\":0,\"message\":{\"event\":{\"exited\":"
              "{\"process\":\"%s\",\"code\":0,\"oom_killed\":false}}}}",
              process);
     send_text(json);
@@ -126,7 +131,7 @@ static void error_text(unsigned long long id) {
     size_t n = 1 << 20;
     char *json = malloc(n + 256);
     if (!json) _exit(1);
-    int k = sprintf(json, "{\"version\":3,\"id\":%llu,\"message\":{\"response\":{\"error\":"
+    int k = sprintf(json, "{\"version\":" PROTOCOL_VERSION ",\"id\":%llu,\"message\":{\"response\":{\"error\":"
                           "{\"kind\":\"internal\",\"message\":\"HOSTILE-ERROR\\n\\u001b[2J",
                     id);
     memset(json + k, 'E', n);
