@@ -240,3 +240,71 @@ impl BenchError {
         move |source| BenchError::Command { command, source }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    fn io(kind: std::io::ErrorKind) -> std::io::Error {
+        std::io::Error::from(kind)
+    }
+
+    #[test]
+    fn messages_read_as_before_and_keep_their_cause() {
+        let e = BenchError::UnknownName {
+            flag: "--scenario",
+            given: "speed".into(),
+            allowed: vec!["start", "memory"],
+        };
+        assert_eq!(
+            e.to_string(),
+            "--scenario \"speed\": expected one of start, memory"
+        );
+        let e = BenchError::NoStaticBinary {
+            name: "capsa-probe",
+            var: "CAPSA_PROBE",
+        };
+        assert_eq!(
+            e.to_string(),
+            "capsa-probe-static was found neither beside capsa nor in $CAPSA_PROBE (scripts/build-agent.sh builds it)"
+        );
+        let e = BenchError::StartRun {
+            exit: 125,
+            marker_seen: false,
+            stderr: "capsa: no such image".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "exit 125, marker never printed: capsa: no such image"
+        );
+        let e = BenchError::file("/x/y")(io(std::io::ErrorKind::NotFound));
+        assert_eq!(
+            e.to_string(),
+            format!("/x/y: {}", io(std::io::ErrorKind::NotFound))
+        );
+        assert!(e.source().is_some(), "the I/O error is kept as the source");
+        let e = BenchError::Spawn {
+            program: "no-such-binary".into(),
+            source: io(std::io::ErrorKind::NotFound),
+        };
+        assert!(e.to_string().starts_with("cannot run \"no-such-binary\": "));
+    }
+
+    #[test]
+    fn a_shared_failure_reads_as_its_cause() {
+        let cause = Arc::new(BenchError::command("capsa run -d")(io(
+            std::io::ErrorKind::PermissionDenied,
+        )));
+        let starting = BenchError::Starting(cause.clone());
+        assert_eq!(
+            starting.to_string(),
+            format!("starting the instance: {cause}")
+        );
+        assert!(starting.source().is_some());
+        assert_eq!(
+            BenchError::Shared(cause.clone()).to_string(),
+            cause.to_string()
+        );
+    }
+}
