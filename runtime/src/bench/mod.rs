@@ -9,6 +9,7 @@
 //! - `report`: the data; `markdown`, `svg`, `compare`: what is made of it.
 
 pub mod compare;
+pub mod error;
 pub mod markdown;
 pub mod memory;
 pub mod plan;
@@ -25,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::root::StateRoot;
+pub use error::BenchError;
 use plan::Plan;
 use progress::Progress;
 use report::{Machine, Outcome, Report};
@@ -52,7 +54,7 @@ pub struct BenchOptions {
 }
 
 /// A static binary built by scripts/build-agent.sh: `$VAR`, or `<name>-static` beside capsa.
-fn static_binary(var: &str, name: &str) -> Result<PathBuf, String> {
+fn static_binary(var: &'static str, name: &'static str) -> Result<PathBuf, BenchError> {
     std::env::var_os(var)
         .map(PathBuf::from)
         .or_else(|| {
@@ -60,21 +62,26 @@ fn static_binary(var: &str, name: &str) -> Result<PathBuf, String> {
             Some(exe.parent()?.join(format!("{name}-static")))
         })
         .filter(|p| p.is_file())
-        .ok_or(format!("{name}-static was found neither beside capsa nor in ${var} (scripts/build-agent.sh builds it)"))
+        .ok_or(BenchError::NoStaticBinary { name, var })
 }
 
 /// The static probes built by scripts/build-agent.sh, in a directory of their own that
 /// instances mount read-only: the directory, and the escape probe's path in it (or why it
 /// is missing).
-fn stage_probe(root: &StateRoot) -> Result<(PathBuf, Result<PathBuf, String>), String> {
+fn stage_probe(root: &StateRoot) -> Result<(PathBuf, Result<PathBuf, BenchError>), BenchError> {
     let source = static_binary("CAPSA_PROBE", "capsa-probe")?;
     let dir = root.dir().join("bench").join("probe");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let copy = |source: &Path, name: &str| {
-        let staged = dir.join(name);
-        std::fs::copy(source, &staged)
-            .map(|_| staged.clone())
-            .map_err(|e| format!("copying {} to {}: {e}", source.display(), staged.display()))
+    std::fs::create_dir_all(&dir).map_err(BenchError::file(&dir))?;
+    let copy = |from: &Path, name: &str| {
+        let to = dir.join(name);
+        match std::fs::copy(from, &to) {
+            Ok(_) => Ok(to),
+            Err(source) => Err(BenchError::Copy {
+                from: from.to_path_buf(),
+                to,
+                source,
+            }),
+        }
     };
     copy(&source, "capsa-probe")?;
     let escape =
@@ -105,18 +112,19 @@ fn machine(root: &StateRoot) -> Machine {
 }
 
 /// Refuses unknown isolations, peers and scenarios before anything is started.
-fn check_names(opts: &BenchOptions) -> Result<(), String> {
-    let known: [(&str, &Vec<String>, &[&str]); 3] = [
+fn check_names(opts: &BenchOptions) -> Result<(), BenchError> {
+    let known: [(&'static str, &Vec<String>, &[&'static str]); 3] = [
         ("--isolation", &opts.isolations, &["container", "vm"]),
         ("--peers", &opts.peers, &["runc", "runsc", "qemu"]),
         ("--scenario", &opts.scenarios, &report::SCENARIOS),
     ];
     for (flag, given, allowed) in known {
         if let Some(bad) = given.iter().find(|g| !allowed.contains(&g.as_str())) {
-            return Err(format!(
-                "{flag} {bad:?}: expected one of {}",
-                allowed.join(", ")
-            ));
+            return Err(BenchError::UnknownName {
+                flag,
+                given: bad.clone(),
+                allowed: allowed.to_vec(),
+            });
         }
     }
     Ok(())
@@ -124,40 +132,35 @@ fn check_names(opts: &BenchOptions) -> Result<(), String> {
 
 /// Runs the suite. Errors only for what stops it as a whole (no such image); a subject or
 /// scenario that fails is recorded in the report.
-pub fn run(root: &StateRoot, opts: &BenchOptions) -> Result<Report, String> {
+pub fn run(root: &StateRoot, opts: &BenchOptions) -> Result<Report, BenchError> {
     check_names(opts)?;
     let began = Instant::now();
     let started = crate::timefmt::rfc3339(std::time::SystemTime::now());
     let image = crate::image::ImageStore::new(root)
         .resolve(&opts.image)
-        .map_err(|e| {
-            format!(
-                "image {}: {e} (capsa pull or capsa import it first)",
-                opts.image
-            )
+        .map_err(|source| BenchError::NoImage {
+            name: opts.image.clone(),
+            source,
         })?;
     let work = root
         .dir()
         .join("bench")
         .join(format!("work-{}", std::process::id()));
-    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    std::fs::create_dir_all(&work).map_err(BenchError::file(&work))?;
     let staged = stage_probe(root);
-    let probe_dir = staged
-        .as_ref()
-        .map(|(d, _)| d.clone())
-        .map_err(Clone::clone);
+    let probe_dir = staged.as_ref().map(|(d, _)| d);
     let escape = match &staged {
-        Ok((_, escape)) => escape.clone(),
-        Err(e) => Err(e.clone()),
+        Ok((_, escape)) => escape.as_ref(),
+        Err(e) => Err(e),
     };
-    let probe = probe_dir.as_ref().ok().map(|d| d.join("capsa-probe"));
+    let probe = probe_dir.ok().map(|d| d.join("capsa-probe"));
     let owned = make_subjects(
         root,
         opts,
         &opts.image,
         &image.layer_dirs,
         &work,
-        probe_dir.clone().ok(),
+        probe_dir.ok().cloned(),
     );
     let subjects: Vec<&dyn Subject> = owned.iter().map(|b| b.as_ref()).collect();
     let wanted = |s: &str| opts.scenarios.is_empty() || opts.scenarios.iter().any(|w| w == s);
@@ -219,7 +222,7 @@ pub fn run(root: &StateRoot, opts: &BenchOptions) -> Result<Report, String> {
                 report.overhead = scenario::overhead::run(&subjects, &ctx);
             }
             None => {
-                let error = probe_dir.clone().err().unwrap_or_default();
+                let error = probe_dir.err().map(ToString::to_string).unwrap_or_default();
                 report.overhead_baseline = Some(Outcome::Failed {
                     error: error.clone(),
                 });
@@ -241,8 +244,8 @@ pub fn run(root: &StateRoot, opts: &BenchOptions) -> Result<Report, String> {
             &subjects,
             &image.layer_dirs,
             &work,
-            &probe_dir,
-            &escape,
+            probe_dir,
+            escape,
             &ctx,
             &mut report,
         );
@@ -312,8 +315,8 @@ fn isolation(
     subjects: &[&dyn Subject],
     layer_dirs: &[PathBuf],
     work: &Path,
-    probe_dir: &Result<PathBuf, String>,
-    escape: &Result<PathBuf, String>,
+    probe_dir: Result<&PathBuf, &BenchError>,
+    escape: Result<&PathBuf, &BenchError>,
     ctx: &Context,
     report: &mut Report,
 ) {
@@ -321,6 +324,7 @@ fn isolation(
     let escape = match escape {
         Ok(e) => e,
         Err(error) => {
+            let error = error.to_string();
             report.isolation_baseline = Some(Outcome::Failed {
                 error: error.clone(),
             });
@@ -341,10 +345,10 @@ fn isolation(
     report.isolation_baseline = Some(match &setup.baseline {
         Ok(f) => Outcome::Ok(f.clone()),
         Err(error) => Outcome::Failed {
-            error: error.clone(),
+            error: error.to_string(),
         },
     });
-    let hostile_image = HostileImage::prepare(root, work);
+    let hostile_image = HostileImage::prepare(root, work).map_err(std::sync::Arc::new);
     let hostile_owned = match &hostile_image {
         Ok(h) => {
             // The peers get it over the image's own layers (bare QEMU's /init is a shell
@@ -357,13 +361,13 @@ fn isolation(
                 &h.image,
                 &layers,
                 &work.join("hostile-subjects"),
-                probe_dir.clone().ok(),
+                probe_dir.ok().cloned(),
             )
         }
         Err(_) => Vec::new(),
     };
     let hostile = HostileSubjects {
-        image: hostile_image.as_ref().map_err(Clone::clone),
+        image: hostile_image.as_ref().map_err(std::sync::Arc::clone),
         subjects: hostile_owned.iter().map(|b| b.as_ref()).collect(),
     };
     report.isolation = scenario::isolation::run(subjects, &hostile, ctx, &setup);
@@ -381,9 +385,9 @@ fn remove_default_cgroup_parent() {
 }
 
 /// Writes bench.json, bench.md and the plots into `out`; returns the paths written.
-pub fn write(report: &Report, out: &Path) -> Result<Vec<PathBuf>, String> {
-    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let json = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
+pub fn write(report: &Report, out: &Path) -> Result<Vec<PathBuf>, BenchError> {
+    std::fs::create_dir_all(out).map_err(BenchError::file(out))?;
+    let json = serde_json::to_string_pretty(report).map_err(BenchError::Report)?;
     let files = [
         ("bench.json", json),
         ("bench.md", markdown::render(report)),
@@ -395,7 +399,7 @@ pub fn write(report: &Report, out: &Path) -> Result<Vec<PathBuf>, String> {
     let mut written = Vec::new();
     for (name, content) in files {
         let path = out.join(name);
-        std::fs::write(&path, content).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(&path, content).map_err(BenchError::file(&path))?;
         written.push(path);
     }
     Ok(written)

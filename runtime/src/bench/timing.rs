@@ -7,6 +7,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::error::BenchError;
+
 /// What the workload prints so that its first output is recognised among an engine's own.
 pub const MARKER: &str = "capsa-bench-ready";
 
@@ -26,17 +28,18 @@ pub struct TimedRun {
 
 /// Runs `cmd` to its end with stdin empty and stdout/stderr captured; an empty `marker` is
 /// any output.
-pub fn timed_run(mut cmd: Command, marker: &str) -> Result<TimedRun, String> {
+pub fn timed_run(mut cmd: Command, marker: &str) -> Result<TimedRun, BenchError> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let start = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))?;
+    let mut child = cmd.spawn().map_err(|source| BenchError::Spawn {
+        program: cmd.get_program().to_owned(),
+        source,
+    })?;
     let pid = child.id() as i32;
-    let mut out = child.stdout.take().ok_or("no stdout pipe")?;
-    let mut err = child.stderr.take().ok_or("no stderr pipe")?;
+    let mut out = child.stdout.take().ok_or(BenchError::NoPipe("stdout"))?;
+    let mut err = child.stderr.take().ok_or(BenchError::NoPipe("stderr"))?;
     let err_reader = std::thread::spawn(move || {
         let mut s = Vec::new();
         let _ = err.read_to_end(&mut s);
@@ -83,14 +86,14 @@ fn timeval(t: libc::timeval) -> Duration {
 }
 
 /// wait4(2): the status and the resource use of the child and its reaped descendants.
-pub fn wait4(pid: i32) -> Result<(i32, libc::rusage), String> {
+pub fn wait4(pid: i32) -> Result<(i32, libc::rusage), BenchError> {
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value of this plain C struct.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: wait4 on our own child with valid pointers to locals.
     let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     if rc < 0 {
-        return Err(format!("wait4: {}", std::io::Error::last_os_error()));
+        return Err(BenchError::Wait(std::io::Error::last_os_error()));
     }
     Ok((status, usage))
 }

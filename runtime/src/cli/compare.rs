@@ -182,8 +182,12 @@ fn engine_of(stderr: &str) -> String {
         .to_string()
 }
 
-fn run_once(root: &Path, flags: &[String], args: &CompareArgs) -> Result<Sample, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+fn run_once(
+    root: &Path,
+    flags: &[String],
+    args: &CompareArgs,
+) -> Result<Sample, crate::bench::BenchError> {
+    let exe = std::env::current_exe().map_err(crate::bench::BenchError::CurrentExe)?;
     let mut cmd = Command::new(exe);
     cmd.arg("--root")
         .arg(root)

@@ -31,7 +31,9 @@ pub fn run(subjects: &[&dyn Subject], ctx: &Context) -> BTreeMap<String, Outcome
                     })
                 }
             }
-            Err(error) => Outcome::Failed { error },
+            Err(error) => Outcome::Failed {
+                error: error.to_string(),
+            },
         };
         ctx.progress.advance(1);
         outcome

@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{per_subject, start::tail, Context};
+use crate::bench::error::BenchError;
 use crate::bench::report::{Outcome, OverheadResult};
 use crate::bench::stats::summarize;
 use crate::bench::subjects::{Subject, Workload};
@@ -32,7 +33,11 @@ fn measure(s: &dyn Subject, ctx: &Context) -> Outcome<OverheadResult> {
         quick: ctx.plan.quick,
     }) {
         Ok(shot) => shot,
-        Err(error) => return Outcome::Failed { error },
+        Err(error) => {
+            return Outcome::Failed {
+                error: error.to_string(),
+            }
+        }
     };
     let run = timed_run(shot.command, "{");
     if let Some(cleanup) = shot.cleanup {
@@ -40,7 +45,11 @@ fn measure(s: &dyn Subject, ctx: &Context) -> Outcome<OverheadResult> {
     }
     let mut result = match run.and_then(figures) {
         Ok(res) => res,
-        Err(error) => return Outcome::Failed { error },
+        Err(error) => {
+            return Outcome::Failed {
+                error: error.to_string(),
+            }
+        }
     };
     for (key, why) in s.unmeasurable() {
         match key {
@@ -57,7 +66,7 @@ fn measure(s: &dyn Subject, ctx: &Context) -> Outcome<OverheadResult> {
     match s.can_publish() {
         Err(why) => {
             for key in ["tcp_rtt_us", "tcp_mib_s"] {
-                result.not_measured.insert(key.into(), why.clone());
+                result.not_measured.insert(key.into(), why.to_string());
             }
         }
         Ok(()) => {
@@ -74,26 +83,28 @@ fn measure(s: &dyn Subject, ctx: &Context) -> Outcome<OverheadResult> {
 }
 
 /// The figures of a finished probe run, or why there are none.
-fn figures(run: crate::bench::timing::TimedRun) -> Result<OverheadResult, String> {
+fn figures(run: crate::bench::timing::TimedRun) -> Result<OverheadResult, BenchError> {
     if run.exit != 0 {
-        return Err(format!(
-            "the probe exited {}: {}",
-            run.exit,
-            tail(&run.stderr)
-        ));
+        return Err(BenchError::ProbeExited {
+            exit: run.exit,
+            stderr: tail(&run.stderr),
+        });
     }
     parse(&run.stdout)
 }
 
 /// The probe's JSON line among the instance's output (an engine may print around it).
-fn parse(stdout: &str) -> Result<OverheadResult, String> {
+fn parse(stdout: &str) -> Result<OverheadResult, BenchError> {
     let line = stdout
         .lines()
         .map(str::trim)
         .find(|l| l.starts_with('{') && l.contains("getpid_ns"))
-        .ok_or_else(|| format!("no probe figures in its output: {:?}", tail(stdout)))?;
+        .ok_or_else(|| BenchError::NoFigures(tail(stdout)))?;
     let v: serde_json::Value =
-        serde_json::from_str(line).map_err(|e| format!("the probe's figures: {e}: {line}"))?;
+        serde_json::from_str(line).map_err(|source| BenchError::Figures {
+            line: line.to_string(),
+            source,
+        })?;
     let num = |k: &str| v.get(k).and_then(|x| x.as_f64());
     let mut r = OverheadResult {
         getpid_ns: num("getpid_ns"),
@@ -112,14 +123,14 @@ fn parse(stdout: &str) -> Result<OverheadResult, String> {
 }
 
 /// A port on 127.0.0.1 that nothing listens on now.
-fn free_port() -> Result<u16, String> {
+fn free_port() -> Result<u16, BenchError> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .map_err(|e| format!("no free port on 127.0.0.1: {e}"))
+        .map_err(BenchError::NoFreePort)
 }
 
-fn tcp(s: &dyn Subject, ctx: &Context, result: &mut OverheadResult) -> Result<(), String> {
+fn tcp(s: &dyn Subject, ctx: &Context, result: &mut OverheadResult) -> Result<(), BenchError> {
     let port = free_port()?;
     let instance = s.start(&Workload::ProbeServer, Some(port))?;
     let figures = drive(port, ctx);
@@ -131,25 +142,26 @@ fn tcp(s: &dyn Subject, ctx: &Context, result: &mut OverheadResult) -> Result<()
 }
 
 /// Round trips and throughput against the probe server published on `port`, once it answers.
-fn drive(port: u16, ctx: &Context) -> Result<(Vec<f64>, f64), String> {
+fn drive(port: u16, ctx: &Context) -> Result<(Vec<f64>, f64), BenchError> {
     let addr = ("127.0.0.1", port);
     let began = Instant::now();
     loop {
         match capsa_probe::tcp::round_trips(addr, 1) {
             Ok(_) => break,
-            Err(e) if began.elapsed() > SERVER_READY => {
-                return Err(format!(
-                    "the probe server did not answer on 127.0.0.1:{port} within {} s: {e}",
-                    SERVER_READY.as_secs()
-                ))
+            Err(source) if began.elapsed() > SERVER_READY => {
+                return Err(BenchError::ServerSilent {
+                    port,
+                    secs: SERVER_READY.as_secs(),
+                    source,
+                })
             }
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
     }
     let rtts = capsa_probe::tcp::round_trips(addr, ctx.plan.tcp_round_trips())
-        .map_err(|e| format!("round trips: {e}"))?;
-    let mib_s = capsa_probe::tcp::throughput(addr, ctx.plan.tcp_mib())
-        .map_err(|e| format!("throughput: {e}"))?;
+        .map_err(BenchError::RoundTrips)?;
+    let mib_s =
+        capsa_probe::tcp::throughput(addr, ctx.plan.tcp_mib()).map_err(BenchError::Throughput)?;
     Ok((rtts, mib_s))
 }
 
@@ -176,14 +188,18 @@ pub fn baseline(probe: &Path, ctx: &Context) -> Outcome<OverheadResult> {
     drop(scratch);
     let mut result = match run.and_then(figures) {
         Ok(res) => res,
-        Err(error) => return Outcome::Failed { error },
+        Err(error) => {
+            return Outcome::Failed {
+                error: error.to_string(),
+            }
+        }
     };
     let served = free_port().and_then(|port| {
         let mut server = Command::new(probe)
             .args(["serve", &port.to_string()])
             .stdout(Stdio::null())
             .spawn()
-            .map_err(|e| format!("{}: {e}", probe.display()))?;
+            .map_err(BenchError::file(probe))?;
         let figures = drive(port, ctx);
         let _ = server.kill();
         let _ = server.wait();

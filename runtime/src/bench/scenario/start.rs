@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::Context;
+use crate::bench::error::BenchError;
 use crate::bench::report::{Outcome, StartResult, StartSamples};
 use crate::bench::stats::summarize;
 use crate::bench::subjects::{Subject, Workload};
@@ -20,7 +21,7 @@ struct Progress {
 }
 
 /// One run of `subject`: (first output ms, exit ms, cpu ms), or why it failed.
-fn once(subject: &dyn Subject) -> Result<(f64, f64, f64), String> {
+fn once(subject: &dyn Subject) -> Result<(f64, f64, f64), BenchError> {
     let shot = subject.one_shot(&Workload::Marker)?;
     let result = timed_run(shot.command, MARKER);
     if let Some(cleanup) = shot.cleanup {
@@ -30,16 +31,11 @@ fn once(subject: &dyn Subject) -> Result<(f64, f64, f64), String> {
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
     match r.first_output {
         Some(first) if r.exit == 0 => Ok((ms(first), ms(r.total), ms(r.cpu))),
-        _ => Err(format!(
-            "exit {}, marker {}: {}",
-            r.exit,
-            if r.first_output.is_some() {
-                "seen"
-            } else {
-                "never printed"
-            },
-            tail(&r.stderr)
-        )),
+        _ => Err(BenchError::StartRun {
+            exit: r.exit,
+            marker_seen: r.first_output.is_some(),
+            stderr: tail(&r.stderr),
+        }),
     }
 }
 

@@ -8,6 +8,7 @@ use super::{
     instance_name, Instance, OneShot, Relaxation, Subject, SubjectInfo, Workload, PROBE_DIR_INSIDE,
     PROBE_PORT,
 };
+use crate::bench::error::BenchError;
 use crate::container::store::ContainerStore;
 use crate::root::StateRoot;
 
@@ -103,12 +104,17 @@ impl CapsaSubject {
     }
 
     /// `capsa run` with this subject's isolation and the workload's needs.
-    fn run(&self, workload: &Workload, flags: &[&str]) -> Result<Command, String> {
+    fn run(&self, workload: &Workload, flags: &[&str]) -> Result<Command, BenchError> {
         self.command("run", workload, flags)
     }
 
     /// `capsa VERB` (run or create) with this subject's isolation and the workload's needs.
-    fn command(&self, verb: &str, workload: &Workload, flags: &[&str]) -> Result<Command, String> {
+    fn command(
+        &self,
+        verb: &str,
+        workload: &Workload,
+        flags: &[&str],
+    ) -> Result<Command, BenchError> {
         let mut c = self.capsa();
         c.arg(verb).args(flags);
         if let Some(parent) = &self.cgroup_parent {
@@ -121,10 +127,7 @@ impl CapsaSubject {
             }
         }
         if workload.needs_probe() {
-            let dir = self
-                .probe_dir
-                .as_ref()
-                .ok_or("the probe is not available")?;
+            let dir = self.probe_dir.as_ref().ok_or(BenchError::NoProbe)?;
             c.arg("-v")
                 .arg(format!("{}:{PROBE_DIR_INSIDE}:ro", dir.display()));
         }
@@ -138,13 +141,13 @@ impl Subject for CapsaSubject {
         &self.info
     }
 
-    fn one_shot(&self, workload: &Workload) -> Result<OneShot, String> {
+    fn one_shot(&self, workload: &Workload) -> Result<OneShot, BenchError> {
         Ok(OneShot::plain(
             self.run(workload, &["--rm", "--network", "none"])?,
         ))
     }
 
-    fn start(&self, workload: &Workload, publish: Option<u16>) -> Result<Instance, String> {
+    fn start(&self, workload: &Workload, publish: Option<u16>) -> Result<Instance, BenchError> {
         let name = instance_name(&self.names);
         let port = publish.map(|p| format!("127.0.0.1:{p}:{PROBE_PORT}"));
         let mut flags = vec!["-d", "--name", &name];
@@ -156,16 +159,16 @@ impl Subject for CapsaSubject {
             .run(workload, &flags)?
             .stdin(Stdio::null())
             .output()
-            .map_err(|e| format!("capsa run -d: {e}"))?;
+            .map_err(BenchError::command("capsa run -d"))?;
         if !out.status.success() {
-            return Err(format!(
-                "capsa run -d: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
+            return Err(BenchError::Refused {
+                command: "capsa run -d".into(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
         }
         let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let store = ContainerStore::new(&self.root);
-        let state = store.observe(&id).map_err(|e| e.to_string())?;
+        let state = store.observe(&id)?;
         // A VM container's pid is its monitor's.
         let mut roots: Vec<i32> = [state.monitor_pid, state.pid]
             .into_iter()
@@ -211,7 +214,11 @@ impl Subject for CapsaSubject {
         r
     }
 
-    fn one_shot_relaxed(&self, workload: &Workload, relax: Relaxation) -> Result<OneShot, String> {
+    fn one_shot_relaxed(
+        &self,
+        workload: &Workload,
+        relax: Relaxation,
+    ) -> Result<OneShot, BenchError> {
         let flags: &[&str] = match relax {
             Relaxation::Seccomp => &["--security-opt", "seccomp=unconfined"],
             Relaxation::Capabilities => &["--cap-add", "ALL"],
@@ -221,11 +228,10 @@ impl Subject for CapsaSubject {
             Relaxation::Privileged => &["--privileged"],
             Relaxation::Devices if self.vm.is_none() => return self.with_all_devices(workload),
             _ => {
-                return Err(format!(
-                    "{} cannot run with {}",
-                    self.info.name,
-                    relax.describe()
-                ))
+                return Err(BenchError::CannotRelax {
+                    subject: self.info.name.clone(),
+                    relaxation: relax.describe(),
+                })
             }
         };
         let mut all = vec!["--rm", "--network", "none"];
@@ -237,7 +243,7 @@ impl Subject for CapsaSubject {
         true
     }
 
-    fn exec(&self, instance: &Instance, argv: &[String]) -> Result<Command, String> {
+    fn exec(&self, instance: &Instance, argv: &[String]) -> Result<Command, BenchError> {
         let mut c = self.capsa();
         c.arg("exec").arg(&instance.id).args(argv);
         Ok(c)
@@ -267,18 +273,18 @@ const V1_DEVICES: &str = "/sys/fs/cgroup/devices";
 impl CapsaSubject {
     /// A created container whose v1 device cgroup is opened to every device before it
     /// starts: the default configuration with only the device rules removed.
-    fn with_all_devices(&self, workload: &Workload) -> Result<OneShot, String> {
+    fn with_all_devices(&self, workload: &Workload) -> Result<OneShot, BenchError> {
         let name = instance_name(&self.names);
         let out = self
             .command("create", workload, &["--name", &name, "--network", "none"])?
             .stdin(Stdio::null())
             .output()
-            .map_err(|e| format!("capsa create: {e}"))?;
+            .map_err(BenchError::command("capsa create"))?;
         if !out.status.success() {
-            return Err(format!(
-                "capsa create: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
+            return Err(BenchError::Refused {
+                command: "capsa create".into(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
         }
         let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let mut remove = {
@@ -292,16 +298,15 @@ impl CapsaSubject {
         };
         let widened = ContainerStore::new(&self.root)
             .observe(&id)
-            .map_err(|e| e.to_string())
+            .map_err(BenchError::from)
             .and_then(|state| {
-                let dir = state
+                let allow = state
                     .cgroup
                     .dirs
                     .get("devices")
-                    .ok_or("the container has no v1 devices cgroup")?
-                    .clone();
-                std::fs::write(dir.join("devices.allow"), "a")
-                    .map_err(|e| format!("{}/devices.allow: {e}", dir.display()))
+                    .ok_or(BenchError::NoDevicesCgroup)?
+                    .join("devices.allow");
+                std::fs::write(&allow, "a").map_err(BenchError::file(&allow))
             });
         if let Err(e) = widened {
             remove();

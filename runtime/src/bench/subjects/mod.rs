@@ -15,6 +15,7 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
+use super::error::BenchError;
 use super::memory::ProcessMemory;
 use super::timing::MARKER;
 
@@ -232,14 +233,14 @@ pub fn cgroup_usage_file(relative: &str) -> PathBuf {
 pub trait Subject {
     fn info(&self) -> &SubjectInfo;
     /// A fresh instance that runs `workload` to its end, its output on stdout.
-    fn one_shot(&self, workload: &Workload) -> Result<OneShot, String>;
+    fn one_shot(&self, workload: &Workload) -> Result<OneShot, BenchError>;
     /// An instance running `workload` in the background, with PROBE_PORT published on
     /// 127.0.0.1:`publish` if asked; returns once it has started.
-    fn start(&self, workload: &Workload, publish: Option<u16>) -> Result<Instance, String>;
+    fn start(&self, workload: &Workload, publish: Option<u16>) -> Result<Instance, BenchError>;
     /// Stops and removes the instance, leaving nothing behind.
     fn remove(&self, instance: Instance);
     /// Whether `start` can publish a port; Err says why not.
-    fn can_publish(&self) -> Result<(), String> {
+    fn can_publish(&self) -> Result<(), BenchError> {
         Ok(())
     }
     /// Overhead figures whose measurement here would not mean what it means elsewhere, by
@@ -253,22 +254,25 @@ pub trait Subject {
         Vec::new()
     }
     /// Like `one_shot`, with `relax` applied.
-    fn one_shot_relaxed(&self, workload: &Workload, relax: Relaxation) -> Result<OneShot, String> {
+    fn one_shot_relaxed(
+        &self,
+        workload: &Workload,
+        relax: Relaxation,
+    ) -> Result<OneShot, BenchError> {
         let _ = workload;
-        Err(format!(
-            "{} cannot run with {}",
-            self.info().name,
-            relax.describe()
-        ))
+        Err(BenchError::CannotRelax {
+            subject: self.info().name.clone(),
+            relaxation: relax.describe(),
+        })
     }
     /// Whether `exec` can run a command inside a running instance.
     fn can_exec(&self) -> bool {
         false
     }
     /// A command that runs `argv` inside the running `instance`, as `exec` does.
-    fn exec(&self, instance: &Instance, argv: &[String]) -> Result<Command, String> {
+    fn exec(&self, instance: &Instance, argv: &[String]) -> Result<Command, BenchError> {
         let _ = (instance, argv);
-        Err(format!("{} has no exec", self.info().name))
+        Err(BenchError::NoExec(self.info().name.clone()))
     }
     /// The instance's records on the host (files and directories holding its configuration,
     /// environment or writable layer), which no other local user should read.

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicUsize;
 
+use crate::bench::error::BenchError;
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, Mount, Spec};
 
 use super::{
@@ -89,12 +90,12 @@ impl OciPeer {
         id: &str,
         workload: &Workload,
         relax: Option<Relaxation>,
-    ) -> Result<Bundle, String> {
+    ) -> Result<Bundle, BenchError> {
         let dir = self.work.join(id);
         let bundle = Bundle { dir: dir.clone() };
         for sub in ["rootfs", "upper", "work"] {
-            std::fs::create_dir_all(dir.join(sub))
-                .map_err(|e| format!("{}: {e}", dir.join(sub).display()))?;
+            let path = dir.join(sub);
+            std::fs::create_dir_all(&path).map_err(BenchError::file(&path))?;
         }
         let lower: Vec<String> = self
             .layers
@@ -114,17 +115,23 @@ impl OciPeer {
             nix::mount::MsFlags::empty(),
             Some(data.as_str()),
         )
-        .map_err(|e| format!("overlay for the {} bundle: {e}", self.info.name))?;
+        .map_err(|source| BenchError::Mount {
+            what: format!("overlay for the {} bundle", self.info.name),
+            source,
+        })?;
         let mut spec = self.spec(id, &dir, workload)?;
         if let Some(r) = relax {
             relaxed(&mut spec, r);
         }
-        spec.save(dir.join("config.json"))
-            .map_err(|e| format!("{}/config.json: {e}", dir.display()))?;
+        let config = dir.join("config.json");
+        spec.save(&config).map_err(|source| BenchError::Spec {
+            path: config,
+            source,
+        })?;
         Ok(bundle)
     }
 
-    fn spec(&self, id: &str, dir: &Path, workload: &Workload) -> Result<Spec, String> {
+    fn spec(&self, id: &str, dir: &Path, workload: &Workload) -> Result<Spec, BenchError> {
         let mut spec = Spec::default();
         spec.set_hostname(Some("capsa-bench".into()));
         if let Some(p) = spec.process_mut() {
@@ -141,10 +148,7 @@ impl OciPeer {
             linux.set_cgroups_path(Some(PathBuf::from(format!("/{}/{id}", self.cgroup_parent))));
         }
         if workload.needs_probe() {
-            let probe = self
-                .probe_dir
-                .as_ref()
-                .ok_or("the probe is not available")?;
+            let probe = self.probe_dir.as_ref().ok_or(BenchError::NoProbe)?;
             let mut mounts = spec.mounts().clone().unwrap_or_default();
             let mut m = Mount::default();
             m.set_destination(PathBuf::from(PROBE_DIR_INSIDE));
@@ -223,7 +227,7 @@ impl Subject for OciPeer {
         &self.info
     }
 
-    fn one_shot(&self, workload: &Workload) -> Result<OneShot, String> {
+    fn one_shot(&self, workload: &Workload) -> Result<OneShot, BenchError> {
         let id = instance_name(&self.names);
         let bundle = self.bundle(&id, workload, None)?;
         let mut c = self.command();
@@ -234,7 +238,7 @@ impl Subject for OciPeer {
         })
     }
 
-    fn start(&self, workload: &Workload, publish: Option<u16>) -> Result<Instance, String> {
+    fn start(&self, workload: &Workload, publish: Option<u16>) -> Result<Instance, BenchError> {
         if publish.is_some() {
             self.can_publish()?;
         }
@@ -243,8 +247,7 @@ impl Subject for OciPeer {
         // The container inherits runc's stdio: a pipe would stay open as long as it runs,
         // so errors go to a file.
         let errors = bundle.dir.join("run.err");
-        let err_file =
-            std::fs::File::create(&errors).map_err(|e| format!("{}: {e}", errors.display()))?;
+        let err_file = std::fs::File::create(&errors).map_err(BenchError::file(&errors))?;
         let status = self
             .command()
             .arg("run")
@@ -256,23 +259,28 @@ impl Subject for OciPeer {
             .stdout(Stdio::null())
             .stderr(err_file)
             .status()
-            .map_err(|e| format!("{} run -d: {e}", self.info.name))?;
+            .map_err(BenchError::command(format!("{} run -d", self.info.name)))?;
         if !status.success() {
-            return Err(format!(
-                "{} run -d: {}",
-                self.info.name,
-                std::fs::read_to_string(&errors).unwrap_or_default().trim()
-            ));
+            return Err(BenchError::Refused {
+                command: format!("{} run -d", self.info.name),
+                stderr: std::fs::read_to_string(&errors)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
+            });
         }
         let state = self
             .command()
             .args(["state", &id])
             .output()
-            .map_err(|e| format!("{} state: {e}", self.info.name))?;
+            .map_err(BenchError::command(format!("{} state", self.info.name)))?;
         let pid = serde_json::from_slice::<serde_json::Value>(&state.stdout)
             .ok()
             .and_then(|v| v.get("pid")?.as_i64())
-            .ok_or_else(|| format!("{} state {id}: no pid", self.info.name))?;
+            .ok_or_else(|| BenchError::NoPid {
+                subject: self.info.name.clone(),
+                id: id.clone(),
+            })?;
         Ok(Instance {
             id: id.clone(),
             roots: vec![pid as i32],
@@ -316,12 +324,13 @@ impl Subject for OciPeer {
         ]
     }
 
-    fn one_shot_relaxed(&self, workload: &Workload, relax: Relaxation) -> Result<OneShot, String> {
+    fn one_shot_relaxed(
+        &self,
+        workload: &Workload,
+        relax: Relaxation,
+    ) -> Result<OneShot, BenchError> {
         if relax.removes().contains(&Knob::Seccomp) && relax != Relaxation::Privileged {
-            return Err(format!(
-                "{}'s default spec has no seccomp filter to remove",
-                self.info.name
-            ));
+            return Err(BenchError::NoSeccompFilter(self.info.name.clone()));
         }
         let id = instance_name(&self.names);
         let bundle = self.bundle(&id, workload, Some(relax))?;
@@ -337,7 +346,7 @@ impl Subject for OciPeer {
         true
     }
 
-    fn exec(&self, instance: &Instance, argv: &[String]) -> Result<Command, String> {
+    fn exec(&self, instance: &Instance, argv: &[String]) -> Result<Command, BenchError> {
         let mut c = self.command();
         c.arg("exec").arg(&instance.id).args(argv);
         Ok(c)
@@ -354,10 +363,12 @@ impl Subject for OciPeer {
         .collect()
     }
 
-    fn can_publish(&self) -> Result<(), String> {
-        Err(format!(
-            "{} sets up no network of its own (a CNI plugin would): no published port to measure through",
-            self.info.name
-        ))
+    fn can_publish(&self) -> Result<(), BenchError> {
+        Err(BenchError::CannotPublish {
+            reason: format!(
+                "{} sets up no network of its own (a CNI plugin would): no published port to measure through",
+                self.info.name
+            ),
+        })
     }
 }

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
+use crate::bench::error::BenchError;
+
 use super::{version_of, Instance, OneShot, Subject, SubjectInfo, Workload, PROBE_DIR_INSIDE};
 
 /// Guest memory of the peer's VMs: what capsa gives a VM without `-m`.
@@ -67,23 +69,23 @@ impl QemuPeer {
     }
 
     /// The initramfs that runs `workload`: built once per workload.
-    fn initramfs(&self, workload: &Workload) -> Result<PathBuf, String> {
+    fn initramfs(&self, workload: &Workload) -> Result<PathBuf, BenchError> {
         let key = workload.argv().join(" ");
-        let mut built = self.initramfs.lock().map_err(|e| e.to_string())?;
+        let mut built = self.initramfs.lock().map_err(|_| BenchError::Poisoned)?;
         if let Some(p) = built.get(&key) {
             return Ok(p.clone());
         }
         let path = self.work.join(format!("initramfs-{}.cpio", built.len()));
-        std::fs::create_dir_all(&self.work).map_err(|e| format!("{}: {e}", self.work.display()))?;
+        std::fs::create_dir_all(&self.work).map_err(BenchError::file(&self.work))?;
         let archive = self.archive(workload)?;
-        std::fs::write(&path, archive).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(&path, archive).map_err(BenchError::file(&path))?;
         built.insert(key, path.clone());
         Ok(path)
     }
 
-    fn archive(&self, workload: &Workload) -> Result<Vec<u8>, String> {
+    fn archive(&self, workload: &Workload) -> Result<Vec<u8>, BenchError> {
         let merged = self.work.join("rootfs");
-        std::fs::create_dir_all(&merged).map_err(|e| format!("{}: {e}", merged.display()))?;
+        std::fs::create_dir_all(&merged).map_err(BenchError::file(&merged))?;
         let lower: Vec<String> = self
             .layers
             .iter()
@@ -107,26 +109,26 @@ impl QemuPeer {
                 None::<&str>,
             )
         };
-        result.map_err(|e| format!("the image root for the qemu peer: {e}"))?;
+        result.map_err(|source| BenchError::Mount {
+            what: "the image root for the qemu peer".into(),
+            source,
+        })?;
         let mut archive = crate::vm::cpio::Newc::default();
         let tree = archive.tree(&merged);
         let _ = nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH);
-        tree.map_err(|e| format!("reading the image root: {e}"))?;
+        tree.map_err(BenchError::ImageRoot)?;
         for d in ["dev", "proc", "sys", "tmp"] {
             archive.dir(d, 0o755);
         }
         archive.char_device("dev/console", 0o600, 5, 1);
         if workload.needs_probe() {
-            let dir = self
-                .probe_dir
-                .as_ref()
-                .ok_or("the probe is not available")?;
+            let dir = self.probe_dir.as_ref().ok_or(BenchError::NoProbe)?;
             let inside = PROBE_DIR_INSIDE.trim_start_matches('/');
             archive.dir(inside, 0o755);
-            let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let entries = std::fs::read_dir(dir).map_err(BenchError::file(dir))?;
             for entry in entries.flatten().filter(|e| e.path().is_file()) {
                 let path = entry.path();
-                let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let bytes = std::fs::read(&path).map_err(BenchError::file(&path))?;
                 let name = entry.file_name();
                 archive.file(
                     &format!("{inside}/{}", name.to_string_lossy()),
@@ -139,7 +141,7 @@ impl QemuPeer {
         Ok(archive.finish())
     }
 
-    fn command(&self, workload: &Workload) -> Result<Command, String> {
+    fn command(&self, workload: &Workload) -> Result<Command, BenchError> {
         let initramfs = self.initramfs(workload)?;
         let mut c = crate::vm::engine::qemu_microvm(&self.binary, self.kvm);
         c.args(["-display", "none"]);
@@ -179,11 +181,11 @@ impl Subject for QemuPeer {
         &self.info
     }
 
-    fn one_shot(&self, workload: &Workload) -> Result<OneShot, String> {
+    fn one_shot(&self, workload: &Workload) -> Result<OneShot, BenchError> {
         Ok(OneShot::plain(self.command(workload)?))
     }
 
-    fn start(&self, workload: &Workload, publish: Option<u16>) -> Result<Instance, String> {
+    fn start(&self, workload: &Workload, publish: Option<u16>) -> Result<Instance, BenchError> {
         if publish.is_some() {
             self.can_publish()?;
         }
@@ -193,7 +195,7 @@ impl Subject for QemuPeer {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| format!("{}: {e}", self.binary.display()))?;
+            .map_err(BenchError::command(self.binary.display().to_string()))?;
         // Started means booted to /init, as capsa's `run -d` means the agent started the
         // workload: wait for the line /init prints first.
         let (tx, rx) = std::sync::mpsc::channel();
@@ -214,10 +216,9 @@ impl Subject for QemuPeer {
         if rx.recv_timeout(BOOT_LIMIT).is_err() {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!(
-                "the guest did not reach /init within {} s",
-                BOOT_LIMIT.as_secs()
-            ));
+            return Err(BenchError::BootTimeout {
+                secs: BOOT_LIMIT.as_secs(),
+            });
         }
         Ok(Instance {
             id: format!("qemu-{}", child.id()),
@@ -236,8 +237,11 @@ impl Subject for QemuPeer {
         }
     }
 
-    fn can_publish(&self) -> Result<(), String> {
-        Err("the bare QEMU peer has no network device (capsa-vm measures the tap path)".into())
+    fn can_publish(&self) -> Result<(), BenchError> {
+        Err(BenchError::CannotPublish {
+            reason: "the bare QEMU peer has no network device (capsa-vm measures the tap path)"
+                .into(),
+        })
     }
 
     fn unmeasurable(&self) -> Vec<(&'static str, String)> {

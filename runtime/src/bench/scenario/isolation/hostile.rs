@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use capsa_escape::context::Context;
 use capsa_escape::findings::{Finding, Findings};
 
+use crate::bench::error::BenchError;
 use crate::bench::scenario::start::tail;
 use crate::bench::subjects::{Subject, Workload};
 use crate::bench::timing::timed_run;
@@ -40,23 +41,23 @@ fn climbing_link(target: &Path) -> String {
 }
 
 impl HostileImage {
-    pub fn prepare(root: &StateRoot, work: &Path) -> Result<HostileImage, String> {
+    pub fn prepare(root: &StateRoot, work: &Path) -> Result<HostileImage, BenchError> {
         let dir = work.join("hostile");
         let target = dir.join("host-directory");
         let layer = dir.join("layer");
         for d in [&target, &layer.join("tmp")] {
-            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+            std::fs::create_dir_all(d).map_err(BenchError::file(d))?;
         }
         let link = climbing_link(&target);
-        std::os::unix::fs::symlink(&link, layer.join("dev"))
-            .map_err(|e| format!("{}/dev: {e}", layer.display()))?;
+        let dev = layer.join("dev");
+        std::os::unix::fs::symlink(&link, &dev).map_err(BenchError::file(&dev))?;
         let image = format!("capsa-bench-hostile-{}:dev-symlink", std::process::id());
-        let reference = Reference::parse(&image).map_err(|e| e.to_string())?;
+        let reference = Reference::parse(&image).map_err(BenchError::HostileName)?;
         let mut tar = tar::Builder::new(Vec::new());
         tar.follow_symlinks(false);
         tar.append_dir_all(".", &layer)
-            .map_err(|e| format!("the hostile image's layer: {e}"))?;
-        let bytes = tar.into_inner().map_err(|e| e.to_string())?;
+            .map_err(BenchError::HostileLayer)?;
+        let bytes = tar.into_inner().map_err(BenchError::HostileLayer)?;
         crate::image::import::import(
             &ImageStore::new(root),
             std::io::Cursor::new(bytes),
@@ -64,7 +65,7 @@ impl HostileImage {
             Some(&reference),
             &[],
         )
-        .map_err(|e| format!("importing the hostile image: {e}"))?;
+        .map_err(BenchError::HostileImport)?;
         Ok(HostileImage {
             image,
             layer,
@@ -76,7 +77,7 @@ impl HostileImage {
 
     /// Runs the probe in a fresh instance of the hostile image; the finding, and the probe's
     /// view of itself when it ran.
-    pub fn check(&self, s: &dyn Subject) -> Result<(Finding, Option<Context>), String> {
+    pub fn check(&self, s: &dyn Subject) -> Result<(Finding, Option<Context>), BenchError> {
         self.empty_target()?;
         let shot = s.one_shot(&Workload::Escape(vec![
             "all".into(),
@@ -89,7 +90,7 @@ impl HostileImage {
         }
         let run = run?;
         let made: Vec<String> = std::fs::read_dir(&self.target)
-            .map_err(|e| format!("{}: {e}", self.target.display()))?
+            .map_err(BenchError::file(&self.target))?
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
@@ -122,9 +123,9 @@ impl HostileImage {
     }
 
     /// Removes what a runtime made in the host directory.
-    fn empty_target(&self) -> Result<(), String> {
+    fn empty_target(&self) -> Result<(), BenchError> {
         let _ = std::fs::remove_dir_all(&self.target);
-        std::fs::create_dir_all(&self.target).map_err(|e| format!("{}: {e}", self.target.display()))
+        std::fs::create_dir_all(&self.target).map_err(BenchError::file(&self.target))
     }
 }
 

@@ -7,11 +7,13 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use capsa_escape::findings::{Finding, Findings};
 
 use super::reach;
+use crate::bench::error::BenchError;
 use crate::bench::report::{EngineProcess, Outcome, SyscallReach};
 use crate::bench::scenario::Context;
 use crate::bench::subjects::{Instance, Subject, Workload, ESCAPE_INSIDE};
@@ -25,10 +27,11 @@ const EXEC_LIMIT: Duration = Duration::from_secs(120);
 
 pub struct Live {
     /// The exec window finding; Err says why it was not measured.
-    pub window: Result<Finding, String>,
+    pub window: Result<Finding, BenchError>,
     /// False where the subject has no exec at all (the row does not apply).
     pub window_applicable: bool,
-    pub store: Result<Finding, String>,
+    /// Err: why the row does not apply.
+    pub store: Result<Finding, BenchError>,
     pub reach: Outcome<SyscallReach>,
     pub engine: Option<EngineProcess>,
 }
@@ -59,15 +62,16 @@ pub fn measure(s: &dyn Subject, ctx: &Context) -> Live {
     let instance = match s.start(&workload, None) {
         Ok(i) => i,
         Err(e) => {
+            let e = Arc::new(e);
             return Live {
-                window: Err(format!("starting the instance: {e}")),
+                window: Err(BenchError::Starting(e.clone())),
                 window_applicable: s.can_exec(),
-                store: Err(format!("starting the instance: {e}")),
+                store: Err(BenchError::Starting(e.clone())),
                 reach: Outcome::Failed {
-                    error: format!("starting the instance: {e}"),
+                    error: BenchError::Starting(e).to_string(),
                 },
                 engine: None,
-            }
+            };
         }
     };
     let window = if s.can_exec() {
@@ -75,7 +79,7 @@ pub fn measure(s: &dyn Subject, ctx: &Context) -> Live {
             .doing(format!("isolation: {} exec ptrace window", info.name));
         drive_window(s, &instance, processes, timeout)
     } else {
-        Err(format!("{} has no exec", info.name))
+        Err(BenchError::NoExec(info.name.clone()))
     };
     let vm = info.isolation == crate::container::sandbox::Isolation::Vm;
     let target = if vm {
@@ -86,7 +90,9 @@ pub fn measure(s: &dyn Subject, ctx: &Context) -> Live {
     let reach = match &target {
         Some((pid, what)) => match reach::measure(*pid, what) {
             Ok(r) => Outcome::Ok(r),
-            Err(error) => Outcome::Failed { error },
+            Err(error) => Outcome::Failed {
+                error: error.to_string(),
+            },
         },
         None => Outcome::Failed {
             error: format!(
@@ -102,10 +108,7 @@ pub fn measure(s: &dyn Subject, ctx: &Context) -> Live {
     };
     let records = s.records(&instance);
     let store = if records.is_empty() {
-        Err(format!(
-            "{} keeps no record of the instance on the host",
-            info.name
-        ))
+        Err(BenchError::NoRecords(info.name.clone()))
     } else {
         Ok(as_other_user(&records))
     };
@@ -120,26 +123,31 @@ pub fn measure(s: &dyn Subject, ctx: &Context) -> Live {
 }
 
 /// Runs `cmd` to its end within `limit`, output captured.
-fn bounded(mut cmd: Command, limit: Duration) -> Result<std::process::Output, String> {
+fn bounded(mut cmd: Command, limit: Duration) -> Result<std::process::Output, BenchError> {
     let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("{:?}: {e}", cmd.get_program()))?;
+        .map_err(|source| BenchError::Exec {
+            program: cmd.get_program().to_owned(),
+            source,
+        })?;
     let pid = child.id() as i32;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
     match rx.recv_timeout(limit) {
-        Ok(out) => out.map_err(|e| e.to_string()),
+        Ok(out) => out.map_err(BenchError::ExecWait),
         Err(_) => {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
-            Err(format!("no answer within {} s", limit.as_secs()))
+            Err(BenchError::NoAnswer {
+                secs: limit.as_secs(),
+            })
         }
     }
 }
@@ -151,7 +159,7 @@ fn drive_window(
     instance: &Instance,
     processes: usize,
     timeout: Duration,
-) -> Result<Finding, String> {
+) -> Result<Finding, BenchError> {
     let argv = |a: &[&str]| -> Vec<String> {
         std::iter::once(ESCAPE_INSIDE)
             .chain(a.iter().copied())
@@ -173,10 +181,10 @@ fn drive_window(
     for n in 1..=processes * 2 {
         let out = bounded(s.exec(instance, &argv(&["noop"]))?, EXEC_LIMIT)?;
         if !out.status.success() {
-            return Err(format!(
-                "exec: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
+            return Err(BenchError::Refused {
+                command: "exec".into(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
         }
         if n >= processes {
             if let Some(f) = read() {
@@ -191,7 +199,7 @@ fn drive_window(
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    Err("the watcher left no findings".into())
+    Err(BenchError::NoWatcherFindings)
 }
 
 /// `roots` and their descendants, with each one's command name.

@@ -22,6 +22,7 @@ pub mod reach;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 
 use capsa_escape::context::Context as ProbeContext;
 use capsa_escape::findings::{Finding, Findings, Reach};
@@ -29,6 +30,7 @@ use capsa_escape::probes::{Scope, CATALOGUE};
 
 use super::start::tail;
 use super::{per_subject, Context};
+use crate::bench::error::BenchError;
 use crate::bench::report::{Cell, IsolationResult, Outcome, Rerun, Verdict};
 use crate::bench::subjects::{Relaxation, Subject, Workload};
 use crate::bench::timing::timed_run;
@@ -81,7 +83,7 @@ pub struct Setup {
     marker: PathBuf,
     token: String,
     /// The probe run on the host without isolation.
-    pub baseline: Result<Findings, String>,
+    pub baseline: Result<Findings, BenchError>,
     /// First-sector fingerprint -> host disk, for the disks the host lets capsa read.
     pub host_disks: BTreeMap<String, String>,
 }
@@ -101,10 +103,8 @@ impl Setup {
         let planted = std::fs::write(&marker, &token);
         let scratch = work.join("host-scratch");
         let baseline = planted
-            .map_err(|e| format!("{}: {e}", marker.display()))
-            .and_then(|()| {
-                std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))
-            })
+            .map_err(BenchError::file(&marker))
+            .and_then(|()| std::fs::create_dir_all(&scratch).map_err(BenchError::file(&scratch)))
             .and_then(|()| {
                 let mut c = Command::new(escape);
                 c.arg("all")
@@ -113,12 +113,8 @@ impl Setup {
                     .arg("--scratch")
                     .arg(&scratch);
                 let run = timed_run(c, "")?;
-                Findings::find_in(&run.stdout).ok_or_else(|| {
-                    format!(
-                        "no findings from the probe on the host: {}",
-                        tail(&run.stderr)
-                    )
-                })
+                Findings::find_in(&run.stdout)
+                    .ok_or_else(|| BenchError::NoHostFindings(tail(&run.stderr)))
             });
         Setup {
             host: ProbeContext::gather(),
@@ -168,7 +164,7 @@ fn host_disks() -> BTreeMap<String, String> {
 /// The hostile image and each subject's counterpart running it (same name), or why there
 /// is none.
 pub struct HostileSubjects<'a> {
-    pub image: Result<&'a HostileImage, String>,
+    pub image: Result<&'a HostileImage, Arc<BenchError>>,
     pub subjects: Vec<&'a dyn Subject>,
 }
 
@@ -186,8 +182,8 @@ pub fn run(
             .find(|h| h.info().name == s.info().name);
         let hostile = match (&hostile.image, twin) {
             (Ok(image), Some(twin)) => Ok((*image, twin)),
-            (Err(e), _) => Err(e.clone()),
-            (Ok(_), None) => Err("no hostile-image counterpart of this subject".to_string()),
+            (Err(e), _) => Err(BenchError::Shared(e.clone())),
+            (Ok(_), None) => Err(BenchError::NoCounterpart),
         };
         let outcome = measure(s, hostile, ctx, setup);
         ctx.progress.advance(1);
@@ -200,7 +196,7 @@ fn run_escape(
     s: &dyn Subject,
     relax: Option<Relaxation>,
     args: Vec<String>,
-) -> Result<Findings, String> {
+) -> Result<Findings, BenchError> {
     let workload = Workload::Escape(args);
     let shot = match relax {
         None => s.one_shot(&workload)?,
@@ -211,12 +207,9 @@ fn run_escape(
         cleanup();
     }
     let run = run?;
-    Findings::find_in(&run.stdout).ok_or_else(|| {
-        format!(
-            "no findings in the probe's output (exit {}): {}",
-            run.exit,
-            tail(&run.stderr)
-        )
+    Findings::find_in(&run.stdout).ok_or_else(|| BenchError::NoFindings {
+        exit: run.exit,
+        stderr: tail(&run.stderr),
     })
 }
 
@@ -236,7 +229,7 @@ fn probe_args(setup: &Setup, only: &[String]) -> Vec<String> {
 
 fn measure(
     s: &dyn Subject,
-    hostile: Result<(&HostileImage, &dyn Subject), String>,
+    hostile: Result<(&HostileImage, &dyn Subject), BenchError>,
     ctx: &Context,
     setup: &Setup,
 ) -> Outcome<IsolationResult> {
@@ -244,7 +237,11 @@ fn measure(
     ctx.progress.doing(format!("isolation: {name}"));
     let default = match run_escape(s, None, probe_args(setup, &[])) {
         Ok(f) => f,
-        Err(error) => return Outcome::Failed { error },
+        Err(error) => {
+            return Outcome::Failed {
+                error: error.to_string(),
+            }
+        }
     };
     let guest = !default.context.same_kernel(&setup.host);
     // On the host's kernel, what the host itself refuses cannot get through anywhere.
@@ -310,7 +307,7 @@ fn rerun(
                 relaxation.describe()
             ));
             let result = run_escape(s, Some(relaxation), probe_args(setup, pending));
-            let error = result.as_ref().err().cloned();
+            let error = result.as_ref().err().map(ToString::to_string);
             found.push((relaxation, result.ok()));
             error
         };
@@ -328,18 +325,21 @@ fn rerun(
     (reruns, found)
 }
 
+/// A row the probe's findings lack.
+static NOT_REPORTED: BenchError = BenchError::NotReported;
+
 /// Every row's cell.
 fn cells(
     default: &Findings,
     reruns: &[(Relaxation, Option<Findings>)],
     live: &live::Live,
-    hostile: &Result<(Finding, Option<ProbeContext>), String>,
+    hostile: &Result<(Finding, Option<ProbeContext>), BenchError>,
     setup: &Setup,
 ) -> BTreeMap<String, Cell> {
     let mut cells = BTreeMap::new();
     for row in rows() {
         // (finding, the probe's view of itself when it made it)
-        let found: Result<(&Finding, &ProbeContext), String> = match row.name {
+        let found: Result<(&Finding, &ProbeContext), &BenchError> = match row.name {
             capsa_escape::window::NAME if !live.window_applicable => {
                 cells.insert(
                     row.name.to_string(),
@@ -347,21 +347,16 @@ fn cells(
                 );
                 continue;
             }
-            capsa_escape::window::NAME => live
-                .window
-                .as_ref()
-                .map(|f| (f, &default.context))
-                .map_err(Clone::clone),
+            capsa_escape::window::NAME => live.window.as_ref().map(|f| (f, &default.context)),
             hostile::NAME => hostile
                 .as_ref()
-                .map(|(f, c)| (f, c.as_ref().unwrap_or(&default.context)))
-                .map_err(Clone::clone),
+                .map(|(f, c)| (f, c.as_ref().unwrap_or(&default.context))),
             "store_local_user" => match &live.store {
                 Ok(f) => Ok((f, &setup.host)),
                 Err(e) => {
                     cells.insert(
                         row.name.to_string(),
-                        not_measured(Verdict::NotApplicable, e),
+                        not_measured(Verdict::NotApplicable, &e.to_string()),
                     );
                     continue;
                 }
@@ -369,7 +364,7 @@ fn cells(
             name => default
                 .get(name)
                 .map(|f| (f, &default.context))
-                .ok_or_else(|| "the probe did not report it".to_string()),
+                .ok_or(&NOT_REPORTED),
         };
         let cell = match found {
             Ok((finding, probe)) => {
@@ -389,7 +384,7 @@ fn cells(
                     host_disks: &setup.host_disks,
                 })
             }
-            Err(e) => not_measured(Verdict::Unmeasured, &e),
+            Err(e) => not_measured(Verdict::Unmeasured, &e.to_string()),
         };
         cells.insert(row.name.to_string(), cell);
     }

@@ -7,7 +7,9 @@
 //! value lets through. A process without filters reaches the whole table and every ABI.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 
+use crate::bench::error::BenchError;
 use crate::bench::report::SyscallReach;
 
 /// PTRACE_SECCOMP_GET_FILTER (linux/ptrace.h).
@@ -246,13 +248,14 @@ pub fn reach_of(stacks: &[Vec<Vec<Insn>>], process: String) -> SyscallReach {
 
 /// The seccomp filters of one thread, newest first; empty when it has none. The thread is
 /// seized, stopped while they are read, and detached.
-pub fn filters_of_thread(tid: i32) -> Result<Vec<Vec<Insn>>, String> {
+pub fn filters_of_thread(tid: i32) -> Result<Vec<Vec<Insn>>, BenchError> {
     // SAFETY: seize and interrupt a thread by id; it is detached below on every path.
     if unsafe { libc::ptrace(libc::PTRACE_SEIZE, tid, 0, 0) } != 0 {
-        return Err(format!(
-            "PTRACE_SEIZE of thread {tid}: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(BenchError::Ptrace {
+            request: "PTRACE_SEIZE",
+            tid,
+            source: std::io::Error::last_os_error(),
+        });
     }
     let mut status = 0;
     // SAFETY: stops the thread seized above and collects that stop (__WALL: not our child).
@@ -266,7 +269,7 @@ pub fn filters_of_thread(tid: i32) -> Result<Vec<Vec<Insn>>, String> {
     result
 }
 
-fn read_filters(tid: i32) -> Result<Vec<Vec<Insn>>, String> {
+fn read_filters(tid: i32) -> Result<Vec<Vec<Insn>>, BenchError> {
     let mut filters = Vec::new();
     for index in 0.. {
         // SAFETY: with a null buffer the kernel only returns the filter's length.
@@ -283,7 +286,11 @@ fn read_filters(tid: i32) -> Result<Vec<Vec<Insn>>, String> {
             return match e.raw_os_error() {
                 // Past the last filter, or not in filter mode at all.
                 Some(libc::ENOENT) | Some(libc::EINVAL) => Ok(filters),
-                _ => Err(format!("PTRACE_SECCOMP_GET_FILTER of thread {tid}: {e}")),
+                _ => Err(BenchError::Ptrace {
+                    request: "PTRACE_SECCOMP_GET_FILTER",
+                    tid,
+                    source: e,
+                }),
             };
         }
         let mut buf = vec![
@@ -305,10 +312,11 @@ fn read_filters(tid: i32) -> Result<Vec<Vec<Insn>>, String> {
             )
         };
         if got < 0 {
-            return Err(format!(
-                "PTRACE_SECCOMP_GET_FILTER of thread {tid}: {}",
-                std::io::Error::last_os_error()
-            ));
+            return Err(BenchError::Ptrace {
+                request: "PTRACE_SECCOMP_GET_FILTER",
+                tid,
+                source: std::io::Error::last_os_error(),
+            });
         }
         filters.push(
             buf.iter()
@@ -325,9 +333,10 @@ fn read_filters(tid: i32) -> Result<Vec<Vec<Insn>>, String> {
 }
 
 /// The syscalls every thread of `pid` can reach; `what` names it in the report.
-pub fn measure(pid: i32, what: &str) -> Result<SyscallReach, String> {
-    let tids: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map_err(|e| format!("/proc/{pid}/task: {e}"))?
+pub fn measure(pid: i32, what: &str) -> Result<SyscallReach, BenchError> {
+    let task = PathBuf::from(format!("/proc/{pid}/task"));
+    let tids: Vec<i32> = std::fs::read_dir(&task)
+        .map_err(BenchError::file(&task))?
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
         .collect();
