@@ -64,6 +64,9 @@ pub enum ContainerError {
     /// A flag value that cannot work.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A flag value that cannot work, with the typed reason of the module that refused it.
+    #[error("invalid argument: {0}")]
+    Invalid(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The verb does not apply in the container's state.
     #[error("container {id}: {reason}")]
     WrongState {
@@ -108,6 +111,11 @@ pub enum ContainerError {
 }
 
 impl ContainerError {
+    /// A refused flag value, keeping the refusal's own error as the source.
+    pub(crate) fn invalid(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        ContainerError::Invalid(Box::new(source))
+    }
+
     pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
         ContainerError::Io {
             path: path.display().to_string(),

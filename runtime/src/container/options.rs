@@ -197,7 +197,7 @@ pub fn check_hostname(hostname: &str) -> Result<(), ContainerError> {
             hostname.len()
         )));
     }
-    dns_name::check(hostname).map_err(bad)
+    dns_name::check(hostname).map_err(|why| bad(why.to_string()))
 }
 
 /// Longest working directory a process can have (PATH_MAX, its NUL included).
