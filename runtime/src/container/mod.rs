@@ -97,6 +97,24 @@ pub enum ContainerError {
         /// The cause, from the isolation core.
         reason: String,
     },
+    /// The container's side of a `cp` failed.
+    #[error("container {id}: {source}")]
+    Copy {
+        /// Container ID.
+        id: String,
+        /// The cause.
+        #[source]
+        source: cp::CopySideError,
+    },
+    /// The host's side of a `cp` (extracting into `dest`, or writing stdout) failed.
+    #[error("invalid argument: cp to {dest}: {source}")]
+    CopyTo {
+        /// The destination on the host.
+        dest: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The VM isolation failed (engine, kernel, agent).
     #[error("vm isolation: {0}")]
     Vm(String),
