@@ -128,7 +128,7 @@ pub fn pull_image(
     let platform = match platform {
         Some(p) => Platform::parse(p).map_err(|reason| ImageError::Pull {
             image: reference.full(),
-            reason,
+            reason: reason.to_string(),
         })?,
         None => Platform::host(),
     };

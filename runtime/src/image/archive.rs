@@ -182,7 +182,7 @@ pub fn load(store: &ImageStore, input: impl Read, source: &str) -> Result<Loaded
             .fill_buf()
             .map_err(|e| bad(format!("reading the archive: {e}")))?,
     );
-    let plain = super::layer::decompress(input, compression).map_err(&bad)?;
+    let plain = super::layer::decompress(input, compression).map_err(|e| bad(e.to_string()))?;
     extract(plain, &tree).map_err(bad)?;
     let dir = ArchiveDir { root: tree };
     let mut plan = Plan::default();
@@ -367,7 +367,9 @@ fn plan_oci(store: &ImageStore, dir: &ArchiveDir, plan: &mut Plan) -> Result<(),
             match manifest::parse(&bytes, "").map_err(|e| format!("manifest {digest}: {e}"))? {
                 ManifestDoc::Image(_) => (bytes, digest),
                 ManifestDoc::Index(inner) => {
-                    let d = manifest::select(&inner, &Platform::host())?.clone();
+                    let d = manifest::select(&inner, &Platform::host())
+                        .map_err(|e| e.to_string())?
+                        .clone();
                     checked_blob(dir, &d, &format!("index {digest}"))?
                 }
             };
@@ -390,7 +392,8 @@ fn plan_oci(store: &ImageStore, dir: &ArchiveDir, plan: &mut Plan) -> Result<(),
                     .map_err(|e| format!("manifest {manifest_digest}: layers[{i}].digest: {e}"))?;
                 Ok(LayerBlob {
                     path: format!("blobs/sha256/{}", digest.hex()),
-                    compression: Compression::of_media_type(d.media_type().as_ref())?,
+                    compression: Compression::of_media_type(d.media_type().as_ref())
+                        .map_err(|e| e.to_string())?,
                     size: d.size(),
                     digest,
                 })

@@ -46,6 +46,15 @@ pub enum ImageError {
         /// The cause.
         reason: String,
     },
+    /// A layer blob could not be taken in (read, checked, unpacked).
+    #[error("layer {}: {}", printable(.layer), printable(&.source.to_string()))]
+    LayerIntake {
+        /// What layer (file name or digest).
+        layer: String,
+        /// The cause.
+        #[source]
+        source: layer::LayerError,
+    },
     /// Fetching an image from a registry failed.
     #[error("pull {}: {}", printable(.image), printable(.reason))]
     Pull {

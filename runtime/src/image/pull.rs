@@ -101,10 +101,10 @@ pub fn pull(
         }
     }
     let (manifest_bytes, manifest_digest) =
-        match manifest::parse(&top.bytes, &top.media_type).map_err(&fail)? {
+        match manifest::parse(&top.bytes, &top.media_type).map_err(|e| fail(e.to_string()))? {
             ManifestDoc::Image(_) => (top.bytes.clone(), top.digest.clone()),
             ManifestDoc::Index(index) => {
-                let desc = manifest::select(&index, platform).map_err(&fail)?;
+                let desc = manifest::select(&index, platform).map_err(|e| fail(e.to_string()))?;
                 let digest = Digest::of_descriptor(desc)
                     .map_err(|e| fail(format!("index {}: manifest digest: {e}", top.digest)))?;
                 let one = registry
@@ -256,7 +256,8 @@ fn fetch_layer(
 ) -> Result<(), String> {
     let digest = &job.digest;
     let short = short_id(digest.as_str());
-    let compression = Compression::of_media_type(job.desc.media_type().as_ref())?;
+    let compression =
+        Compression::of_media_type(job.desc.media_type().as_ref()).map_err(|e| e.to_string())?;
     let _lock = store.layer_lock(&job.chain_id).map_err(|e| e.to_string())?;
     if store.has_layer(&job.chain_id) && store.has_blob(digest) {
         progress.layer(&short, LayerEvent::Complete);
@@ -286,7 +287,7 @@ fn fetch_layer(
         Some(&expected),
     )
     .map_err(|e| match e {
-        ImageError::Layer { reason, .. } => reason,
+        ImageError::LayerIntake { source, .. } => source.to_string(),
         other => other.to_string(),
     })?;
     progress.layer(&short, LayerEvent::Verifying);
