@@ -36,8 +36,8 @@ pub enum ManifestError {
     /// The index has no entry for the platform; `offered` lists what it has.
     #[error("no matching manifest for {want} in the manifest list entries (offered: {offered})")]
     NoMatch {
-        /// The platform asked for.
-        want: Platform,
+        /// The platform asked for (`os/arch[/variant]`).
+        want: String,
         /// What the index offers, or `none`.
         offered: String,
     },
@@ -167,7 +167,7 @@ pub fn select<'a>(index: &'a ImageIndex, want: &Platform) -> Result<&'a Descript
         offered.push(label);
     }
     Err(ManifestError::NoMatch {
-        want: want.clone(),
+        want: want.to_string(),
         offered: if offered.is_empty() {
             "none".to_string()
         } else {

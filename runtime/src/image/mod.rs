@@ -63,6 +63,15 @@ pub enum ImageError {
         /// What went wrong, naming the manifest, config or layer.
         reason: String,
     },
+    /// Fetching an image from a registry failed, with the typed cause.
+    #[error("pull {}: {}", printable(.image), printable(&.source.to_string()))]
+    PullFailed {
+        /// The fully qualified reference.
+        image: String,
+        /// What went wrong, naming the manifest, config or layer.
+        #[source]
+        source: Box<pull::PullError>,
+    },
     /// An archive given to `load` is malformed or does not match its own manifests.
     #[error("load {}: {}", printable(.archive), printable(.reason))]
     Archive {
