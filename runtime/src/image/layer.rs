@@ -179,7 +179,7 @@ pub fn take_in(
     label: &str,
     expected: Option<&Expected>,
 ) -> Result<StagedLayer, ImageError> {
-    let layer_err = |source: LayerError| ImageError::LayerIntake {
+    let layer_err = |source: LayerError| ImageError::Layer {
         layer: label.to_string(),
         source,
     };

@@ -38,17 +38,9 @@ pub enum ImageError {
     /// No image of that name or ID is in the store.
     #[error("no such image: {}", printable(.0))]
     NotFound(String),
-    /// A layer tarball could not be read or unpacked.
-    #[error("layer {}: {}", printable(.layer), printable(.reason))]
-    Layer {
-        /// What layer (file name or digest).
-        layer: String,
-        /// The cause.
-        reason: String,
-    },
-    /// A layer blob could not be taken in (read, checked, unpacked).
+    /// A layer tarball could not be read, checked or unpacked.
     #[error("layer {}: {}", printable(.layer), printable(&.source.to_string()))]
-    LayerIntake {
+    Layer {
         /// What layer (file name or digest).
         layer: String,
         /// The cause.
@@ -73,12 +65,13 @@ pub enum ImageError {
         source: Box<pull::PullError>,
     },
     /// An archive given to `load` is malformed or does not match its own manifests.
-    #[error("load {}: {}", printable(.archive), printable(.reason))]
+    #[error("load {}: {}", printable(.archive), printable(&.source.to_string()))]
     Archive {
         /// The file (or `-`).
         archive: String,
         /// The cause, naming the entry.
-        reason: String,
+        #[source]
+        source: Box<archive::ArchiveError>,
     },
     /// A `--change` instruction that `import` does not understand.
     #[error(

@@ -307,7 +307,7 @@ fn fetch_layer(
         Some(&expected),
     )
     .map_err(|e| match e {
-        ImageError::LayerIntake { source, .. } => PullError::Intake(source),
+        ImageError::Layer { source, .. } => PullError::Intake(source),
         other => PullError::Store(Box::new(other)),
     })?;
     progress.layer(&short, LayerEvent::Verifying);
