@@ -39,6 +39,17 @@ pub enum DnsNameError {
     Hyphen(String),
 }
 
+/// A name given for `what` (`--hostname "x"`: invalid host name) that is not a DNS name.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct InvalidName {
+    /// The flag or thing and its value, as the user wrote it.
+    pub what: String,
+    /// What is wrong with the name.
+    #[source]
+    pub source: DnsNameError,
+}
+
 /// Checks that `name` is a DNS name; the error says what is wrong with it.
 pub fn check(name: &str) -> Result<(), DnsNameError> {
     if name.is_empty() {
