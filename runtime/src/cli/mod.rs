@@ -289,7 +289,10 @@ pub(crate) fn report(err: &dyn std::error::Error) {
     let mut source = err.source();
     while let Some(s) = source {
         let text = s.to_string();
-        if !msg.contains(&text) {
+        // A variant that shows text from an image or registry escapes it: a cause already
+        // shown that way is not repeated.
+        let shown = crate::printable::escape_controls(&text);
+        if !msg.contains(&text) && !msg.contains(shown.as_ref() as &str) {
             msg.push_str(": ");
             msg.push_str(&text);
         }

@@ -126,9 +126,9 @@ pub fn pull_image(
 ) -> Result<String, ImageError> {
     let reference = Reference::parse(image)?;
     let platform = match platform {
-        Some(p) => Platform::parse(p).map_err(|reason| ImageError::Pull {
+        Some(p) => Platform::parse(p).map_err(|e| ImageError::PullFailed {
             image: reference.full(),
-            reason,
+            source: Box::new(crate::image::pull::PullError::Manifest(e)),
         })?,
         None => Platform::host(),
     };

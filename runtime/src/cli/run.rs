@@ -178,8 +178,8 @@ impl RunArgs {
                 self.log_driver
             ));
         }
-        let network = crate::net::NetworkMode::parse(&self.network)
-            .map_err(ContainerError::InvalidArgument)?;
+        let network =
+            crate::net::NetworkMode::parse(&self.network).map_err(ContainerError::invalid)?;
         let restart_policy = crate::container::restart::RestartPolicy::parse(&self.restart)?;
         if restart_policy != crate::container::restart::RestartPolicy::No {
             if self.rm {
@@ -269,7 +269,7 @@ impl RunArgs {
                 .iter()
                 .map(|p| crate::net::ports::PortMapping::parse(p))
                 .collect::<Result<_, _>>()
-                .map_err(ContainerError::InvalidArgument)?,
+                .map_err(ContainerError::invalid)?,
             publish_all: self.publish_all,
             dns: self
                 .dns

@@ -47,22 +47,95 @@ impl Location {
     }
 }
 
+/// Why the container's side of a copy could not be set up or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CopySideError {
+    /// The container's init could not be opened.
+    #[error("{0}")]
+    Pidfd(#[source] std::io::Error),
+    /// The process `pid` could not be opened.
+    #[error("process {pid}: {source}")]
+    Process {
+        /// The process.
+        pid: i32,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The error pipe could not be made.
+    #[error("{0}")]
+    Pipe(#[source] nix::Error),
+    /// The child could not be forked.
+    #[error("{0}")]
+    Fork(#[source] std::io::Error),
+    /// The child failed; its message crossed the pipe as text (a forked child's error
+    /// cannot cross as a value).
+    #[error("{0}")]
+    Child(String),
+}
+
+/// Why the child could not make the container's root its own.
+#[derive(Debug, thiserror::Error)]
+enum EnterError {
+    #[error("prctl(PR_SET_DUMPABLE): {0}")]
+    Dumpable(#[source] std::io::Error),
+    #[error("enter the container: {0}")]
+    Setns(#[source] std::io::Error),
+    #[error("nothing to enter")]
+    Nothing,
+    #[error("unshare: {0}")]
+    Unshare(#[source] nix::Error),
+    #[error("make rslave: {0}")]
+    Rslave(#[source] nix::Error),
+    #[error("{path}: {source}")]
+    Rootfs {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Overlay(#[source] crate::linux::rootfs::RootfsError),
+    #[error("chroot: {0}")]
+    Chroot(#[source] nix::Error),
+    #[error("chdir: {0}")]
+    Chdir(#[source] std::io::Error),
+}
+
+/// Why one side of the tar stream of `copy_out` failed.
+#[derive(Debug, thiserror::Error)]
+enum StreamError {
+    #[error("{path}: {source}")]
+    Archive {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Io(#[source] std::io::Error),
+    #[error("{0}")]
+    Extract(#[source] capsa_core::tar_copy::ExtractError),
+}
+
 /// Runs `child_work` in a child whose root is the container's, and `parent_work` here
 /// meanwhile (the two ends of a pipe). The child's error, if any, is returned.
-fn in_container<T>(
+fn in_container<T, E: std::fmt::Display>(
     store: &ContainerStore,
     state: &State,
-    child_work: impl FnOnce() -> Result<(), String>,
+    child_work: impl FnOnce() -> Result<(), E>,
     parent_work: impl FnOnce() -> T,
 ) -> Result<T, ContainerError> {
     let id = state.id.clone();
-    let setup = |e: String| ContainerError::Setup {
+    let setup = |e: CopySideError| ContainerError::Copy {
         id: id.clone(),
-        reason: e,
+        source: e,
     };
     // A VM container never comes here: its agent serves the copy, in the guest.
     let pidfd = match (state.init_alive(), state.pid) {
-        (true, Some(pid)) => Some(sys::pidfd_open(pid).map_err(|e| setup(e.to_string()))?),
+        (true, Some(pid)) => Some(
+            sys::pidfd_open(pid)
+                .map_err(CopySideError::Pidfd)
+                .map_err(setup)?,
+        ),
         _ => None,
     };
     let layers = if pidfd.is_none() {
@@ -96,32 +169,33 @@ fn stopped_root(store: &ContainerStore, state: &State) -> Result<StoppedRoot, Co
 
 /// Runs `child_work` in the mount namespace (and so the root) of process `pid`, and
 /// `parent_work` here meanwhile: how the guest agent serves `cp` for a VM container.
-pub fn in_root_of<T>(
+pub fn in_root_of<T, E: std::fmt::Display>(
     pid: i32,
-    child_work: impl FnOnce() -> Result<(), String>,
+    child_work: impl FnOnce() -> Result<(), E>,
     parent_work: impl FnOnce() -> T,
-) -> Result<T, String> {
-    let pidfd = sys::pidfd_open(pid).map_err(|e| format!("process {pid}: {e}"))?;
+) -> Result<T, CopySideError> {
+    let pidfd = sys::pidfd_open(pid).map_err(|source| CopySideError::Process { pid, source })?;
     in_child(|| enter(Some(&pidfd), None), child_work, parent_work)
 }
 
 /// Forks a child that runs `enter` then `child_work`; runs `parent_work` here meanwhile.
-fn in_child<T>(
-    enter: impl FnOnce() -> Result<(), String>,
-    child_work: impl FnOnce() -> Result<(), String>,
+fn in_child<T, E: std::fmt::Display>(
+    enter: impl FnOnce() -> Result<(), EnterError>,
+    child_work: impl FnOnce() -> Result<(), E>,
     parent_work: impl FnOnce() -> T,
-) -> Result<T, String> {
+) -> Result<T, CopySideError> {
     let (err_r, err_w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
-    match fork_into_namespaces(0, None).map_err(|e| e.to_string())? {
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(CopySideError::Pipe)?;
+    match fork_into_namespaces(0, None).map_err(CopySideError::Fork)? {
         Forked::Child => {
             drop((err_r, parent_work));
             // It never execs: non-dumpable for its whole life, so no ptrace or /proc access
             // by anything that shares its credentials once it is in the container's root.
             let result = sys::set_dumpable(false)
-                .map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))
+                .map_err(EnterError::Dumpable)
                 .and_then(|()| enter())
-                .and_then(|()| child_work());
+                .map_err(|e| e.to_string())
+                .and_then(|()| child_work().map_err(|e| e.to_string()));
             let code = match result {
                 Ok(()) => 0,
                 Err(msg) => {
@@ -141,28 +215,29 @@ fn in_child<T>(
             if msg.is_empty() {
                 Ok(out)
             } else {
-                Err(msg)
+                Err(CopySideError::Child(msg))
             }
         }
     }
 }
 
 /// Makes the container's root this process's root.
-fn enter(pidfd: Option<&OwnedFd>, root: Option<&StoppedRoot>) -> Result<(), String> {
+fn enter(pidfd: Option<&OwnedFd>, root: Option<&StoppedRoot>) -> Result<(), EnterError> {
     if let Some(fd) = pidfd {
-        return sys::setns_pidfd(fd, libc::CLONE_NEWNS as u64)
-            .map_err(|e| format!("enter the container: {e}"));
+        return sys::setns_pidfd(fd, libc::CLONE_NEWNS as u64).map_err(EnterError::Setns);
     }
-    let root = root.ok_or("nothing to enter")?;
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
-        .map_err(|e| format!("unshare: {e}"))?;
+    let root = root.ok_or(EnterError::Nothing)?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(EnterError::Unshare)?;
     let private = nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_SLAVE;
     nix::mount::mount(None::<&str>, "/", None::<&str>, private, None::<&str>)
-        .map_err(|e| format!("make rslave: {e}"))?;
-    std::fs::create_dir_all(&root.rootfs).map_err(|e| format!("{}: {e}", root.rootfs.display()))?;
-    mount_overlay(&root.layers, &root.rootfs).map_err(|e| e.to_string())?;
-    nix::unistd::chroot(&root.rootfs).map_err(|e| format!("chroot: {e}"))?;
-    std::env::set_current_dir("/").map_err(|e| format!("chdir: {e}"))
+        .map_err(EnterError::Rslave)?;
+    std::fs::create_dir_all(&root.rootfs).map_err(|source| EnterError::Rootfs {
+        path: root.rootfs.display().to_string(),
+        source,
+    })?;
+    mount_overlay(&root.layers, &root.rootfs).map_err(EnterError::Overlay)?;
+    nix::unistd::chroot(&root.rootfs).map_err(EnterError::Chroot)?;
+    std::env::set_current_dir("/").map_err(EnterError::Chdir)
 }
 
 fn pipe(at: &Path) -> Result<(OwnedFd, OwnedFd), ContainerError> {
@@ -182,8 +257,10 @@ pub fn copy_out_streamed(
     let (r, mut w) = (std::fs::File::from(r), std::fs::File::from(w));
     std::thread::scope(|scope| {
         let streamer = scope.spawn(move || copy(&mut w));
-        let extracted = extract_on_host(r, dest)
-            .map_err(|e| ContainerError::InvalidArgument(format!("cp to {}: {e}", dest.display())));
+        let extracted = extract_on_host(r, dest).map_err(|e| ContainerError::CopyTo {
+            dest: dest.display().to_string(),
+            source: Box::new(e),
+        });
         let streamed = streamer
             .join()
             .unwrap_or_else(|_| Err(ContainerError::Vm("cp: the copy thread panicked".into())));
@@ -228,22 +305,26 @@ pub fn copy_out(
     let name = top_name(src);
     let inside = src.to_path_buf();
     let child = move || {
-        write_tar(&inside, &name, std::fs::File::from(w))
-            .map_err(|e| format!("{}: {e}", inside.display()))
+        write_tar(&inside, &name, std::fs::File::from(w)).map_err(|source| StreamError::Archive {
+            path: inside.display().to_string(),
+            source,
+        })
     };
-    let parent = move || -> Result<(), String> {
+    let parent = move || -> Result<(), StreamError> {
         let stream = std::fs::File::from(r);
         if dest == Path::new("-") {
             let mut stream = stream;
             std::io::copy(&mut stream, &mut std::io::stdout())
                 .map(|_| ())
-                .map_err(|e| e.to_string())
+                .map_err(StreamError::Io)
         } else {
-            extract_on_host(stream, dest).map_err(|e| e.to_string())
+            extract_on_host(stream, dest).map_err(StreamError::Extract)
         }
     };
-    in_container(store, state, child, parent)?
-        .map_err(|e| ContainerError::InvalidArgument(format!("cp to {}: {e}", dest.display())))
+    in_container(store, state, child, parent)?.map_err(|e| ContainerError::CopyTo {
+        dest: dest.display().to_string(),
+        source: Box::new(e),
+    })
 }
 
 /// Refuses a host source of `cp` that does not exist (`-` is stdin), before any sandbox

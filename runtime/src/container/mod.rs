@@ -64,6 +64,9 @@ pub enum ContainerError {
     /// A flag value that cannot work.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A flag value that cannot work, with the typed reason of the module that refused it.
+    #[error("invalid argument: {0}")]
+    Invalid(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The verb does not apply in the container's state.
     #[error("container {id}: {reason}")]
     WrongState {
@@ -94,6 +97,24 @@ pub enum ContainerError {
         /// The cause, from the isolation core.
         reason: String,
     },
+    /// The container's side of a `cp` failed.
+    #[error("container {id}: {source}")]
+    Copy {
+        /// Container ID.
+        id: String,
+        /// The cause.
+        #[source]
+        source: cp::CopySideError,
+    },
+    /// The host's side of a `cp` (extracting into `dest`, or writing stdout) failed.
+    #[error("invalid argument: cp to {dest}: {source}")]
+    CopyTo {
+        /// The destination on the host.
+        dest: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The VM isolation failed (engine, kernel, agent).
     #[error("vm isolation: {0}")]
     Vm(String),
@@ -108,6 +129,11 @@ pub enum ContainerError {
 }
 
 impl ContainerError {
+    /// A refused flag value, keeping the refusal's own error as the source.
+    pub(crate) fn invalid(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        ContainerError::Invalid(Box::new(source))
+    }
+
     pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
         ContainerError::Io {
             path: path.display().to_string(),

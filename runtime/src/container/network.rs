@@ -27,7 +27,7 @@ const FIXED_IP_ON_DEFAULT_BRIDGE: &str =
 /// The bridge settings of network `name`: the default `bridge` (`bip` in daemon.json), or
 /// a user-defined one.
 pub fn bridge_config(store: &ContainerStore, name: &str) -> Result<BridgeConfig, ContainerError> {
-    let invalid = |e: net::NetError| ContainerError::InvalidArgument(e.to_string());
+    let invalid = |e: net::NetError| ContainerError::invalid(e);
     if name == "bridge" {
         return BridgeConfig::load(&store.root().daemon_config()).map_err(invalid);
     }

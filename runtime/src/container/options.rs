@@ -174,8 +174,11 @@ pub fn parse_add_host(value: &str) -> Result<(String, std::net::IpAddr), Contain
     let bad = || ContainerError::InvalidArgument(format!("--add-host {value:?}: expected NAME:IP"));
     let (name, ip) = value.split_once(':').ok_or_else(bad)?;
     let ip = ip.trim_matches(['[', ']']).parse().map_err(|_| bad())?;
-    dns_name::check(name).map_err(|why| {
-        ContainerError::InvalidArgument(format!("--add-host {value:?}: invalid host name: {why}"))
+    dns_name::check(name).map_err(|source| {
+        ContainerError::invalid(dns_name::InvalidName {
+            what: format!("--add-host {value:?}: invalid host name"),
+            source,
+        })
     })?;
     Ok((name.to_string(), ip))
 }
@@ -197,7 +200,12 @@ pub fn check_hostname(hostname: &str) -> Result<(), ContainerError> {
             hostname.len()
         )));
     }
-    dns_name::check(hostname).map_err(bad)
+    dns_name::check(hostname).map_err(|source| {
+        ContainerError::invalid(dns_name::InvalidName {
+            what: format!("--hostname {hostname:?}: invalid host name"),
+            source,
+        })
+    })
 }
 
 /// Longest working directory a process can have (PATH_MAX, its NUL included).

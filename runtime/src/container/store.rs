@@ -147,8 +147,11 @@ impl ContainerStore {
             )));
         }
         // Other members of its networks resolve it by name through their hosts files.
-        crate::net::dns_name::check(name).map_err(|why| {
-            ContainerError::InvalidArgument(format!("invalid container name {name:?}: {why}"))
+        crate::net::dns_name::check(name).map_err(|source| {
+            ContainerError::invalid(crate::net::dns_name::InvalidName {
+                what: format!("invalid container name {name:?}"),
+                source,
+            })
         })?;
         let path = self.root.names_dir().join(name);
         match std::fs::OpenOptions::new()

@@ -161,15 +161,117 @@ pub struct Loaded {
     pub ids: Vec<String>,
 }
 
+/// Why an archive could not be loaded; each names the entry, blob or file concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// The stream is not a tar archive (or breaks off).
+    #[error("not a readable tar archive: {}", error_chain(.0))]
+    Unreadable(#[source] std::io::Error),
+    /// An entry whose path leads outside the archive.
+    #[error("entry {}: path leads outside the archive", .0.display())]
+    Outside(PathBuf),
+    /// A hard link to a file outside the archive.
+    #[error("entry {}: a hard link to {}, a file outside the archive", .path.display(), .target.display())]
+    HardLink {
+        /// The entry.
+        path: PathBuf,
+        /// Its target.
+        target: PathBuf,
+    },
+    /// An entry could not be extracted.
+    #[error("entry {}: {}", .path.display(), error_chain(.source))]
+    Entry {
+        /// The entry.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A path of the archive that resolves outside it.
+    #[error("{0}: points outside the archive")]
+    Escapes(String),
+    /// The extracted tree could not be read.
+    #[error("{0}")]
+    Tree(#[source] std::io::Error),
+    /// Neither layout.
+    #[error("neither an OCI layout (index.json) nor a docker-archive (manifest.json)")]
+    Neither,
+    /// No image in it.
+    #[error("the archive holds no image")]
+    Empty,
+    /// `index.json` lists nothing.
+    #[error("index.json lists no manifests")]
+    NoManifests,
+    /// `manifest.json` lists nothing.
+    #[error("manifest.json lists no images")]
+    NoImages,
+    /// A manifest digest that names an index where an image manifest must be.
+    #[error("{0}: an index inside an index")]
+    NestedIndex(Digest),
+    /// Config and layers disagree in number.
+    #[error("{layers} layers but the {label} lists {diff_ids} diff IDs")]
+    LayerCount {
+        /// Layers given.
+        layers: usize,
+        /// The config.
+        label: String,
+        /// Diff IDs listed.
+        diff_ids: usize,
+    },
+    /// A layer that unpacks to another diff ID than its config says.
+    #[error("layer {path}: unpacks to {got}, the {label} says {want}")]
+    DiffId {
+        /// The layer's path in the archive.
+        path: String,
+        /// What it unpacks to.
+        got: Digest,
+        /// The config.
+        label: String,
+        /// What the config says.
+        want: Digest,
+    },
+    /// A blob that does not match its descriptor.
+    #[error("blob {0}: content does not match its descriptor")]
+    BlobMismatch(Digest),
+    /// `what` (a file, a manifest, a config) is wrong for the reason `source` gives.
+    #[error("{what}: {source}")]
+    At {
+        /// What is concerned.
+        what: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A manifest, layer or store error that names its subject itself.
+    #[error("{0}")]
+    Cause(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Maps an error about `what`.
+fn at<E: std::error::Error + Send + Sync + 'static>(
+    what: impl Into<String>,
+) -> impl FnOnce(E) -> ArchiveError {
+    let what = what.into();
+    move |e| ArchiveError::At {
+        what,
+        source: Box::new(e),
+    }
+}
+
+/// Maps an error that names its subject itself.
+fn cause<E: std::error::Error + Send + Sync + 'static>(e: E) -> ArchiveError {
+    ArchiveError::Cause(Box::new(e))
+}
+
 /// Loads every image of the archive `input` (`source` names it in errors).
 ///
 /// All or nothing: every image is read and every new layer staged and checked first; only
 /// then are layers, blobs and names committed. An archive that holds no image, or one bad
 /// entry anywhere, leaves the store as it was.
 pub fn load(store: &ImageStore, input: impl Read, source: &str) -> Result<Loaded, ImageError> {
-    let bad = |reason: String| ImageError::Archive {
+    let bad = |e: ArchiveError| ImageError::Archive {
         archive: source.to_string(),
-        reason,
+        source: Box::new(e),
     };
     let _gc = store.gc_shared()?;
     store.sweep_staging();
@@ -180,9 +282,9 @@ pub fn load(store: &ImageStore, input: impl Read, source: &str) -> Result<Loaded
     let compression = Compression::sniff(
         input
             .fill_buf()
-            .map_err(|e| bad(format!("reading the archive: {e}")))?,
+            .map_err(|e| bad(at("reading the archive")(e)))?,
     );
-    let plain = super::layer::decompress(input, compression).map_err(&bad)?;
+    let plain = super::layer::decompress(input, compression).map_err(|e| bad(cause(e)))?;
     extract(plain, &tree).map_err(bad)?;
     let dir = ArchiveDir { root: tree };
     let mut plan = Plan::default();
@@ -191,49 +293,43 @@ pub fn load(store: &ImageStore, input: impl Read, source: &str) -> Result<Loaded
     } else if dir.exists("manifest.json") {
         plan_docker(store, &dir, &mut plan).map_err(bad)?;
     } else {
-        return Err(bad(
-            "neither an OCI layout (index.json) nor a docker-archive (manifest.json)".into(),
-        ));
+        return Err(bad(ArchiveError::Neither));
     }
     if plan.images.is_empty() {
-        return Err(bad("the archive holds no image".into()));
+        return Err(bad(ArchiveError::Empty));
     }
     plan.commit(store).map_err(bad)
 }
 
 /// Extracts the archive into `tree`, refusing entries that would land outside it (by
 /// their path, or as hard links to a file outside).
-fn extract(input: impl Read, tree: &Path) -> Result<(), String> {
-    let unreadable = |e: std::io::Error| format!("not a readable tar archive: {}", error_chain(&e));
+fn extract(input: impl Read, tree: &Path) -> Result<(), ArchiveError> {
+    let unreadable = ArchiveError::Unreadable;
     let leaves = |p: &Path| p.is_absolute() || p.components().any(|c| c == Component::ParentDir);
     let mut archive = tar::Archive::new(HeaderGuard::new(input));
     for entry in archive.entries().map_err(unreadable)? {
         let mut entry = entry.map_err(unreadable)?;
         let path = entry.path().map_err(unreadable)?.into_owned();
         if path.components().any(|c| c == Component::ParentDir) {
-            return Err(format!(
-                "entry {}: path leads outside the archive",
-                path.display()
-            ));
+            return Err(ArchiveError::Outside(path));
         }
         if entry.header().entry_type().is_hard_link() {
             let target = entry.link_name().map_err(unreadable)?.unwrap_or_default();
             if leaves(&target) {
-                return Err(format!(
-                    "entry {}: a hard link to {}, a file outside the archive",
-                    path.display(),
-                    target.display()
-                ));
+                return Err(ArchiveError::HardLink {
+                    path,
+                    target: target.into_owned(),
+                });
             }
         }
         let inside = entry
             .unpack_in(tree)
-            .map_err(|e| format!("entry {}: {}", path.display(), error_chain(&e)))?;
+            .map_err(|source| ArchiveError::Entry {
+                path: path.clone(),
+                source,
+            })?;
         if !inside {
-            return Err(format!(
-                "entry {}: path leads outside the archive",
-                path.display()
-            ));
+            return Err(ArchiveError::Outside(path));
         }
     }
     Ok(())
@@ -249,22 +345,22 @@ impl ArchiveDir {
         self.path(rel).is_ok_and(|p| p.is_file())
     }
 
-    fn path(&self, rel: &str) -> Result<PathBuf, String> {
+    fn path(&self, rel: &str) -> Result<PathBuf, ArchiveError> {
         let joined = self.root.join(rel.trim_start_matches('/'));
-        let real = joined.canonicalize().map_err(|e| format!("{rel}: {e}"))?;
-        let root = self.root.canonicalize().map_err(|e| e.to_string())?;
+        let real = joined.canonicalize().map_err(at(rel))?;
+        let root = self.root.canonicalize().map_err(ArchiveError::Tree)?;
         if !real.starts_with(&root) {
-            return Err(format!("{rel}: points outside the archive"));
+            return Err(ArchiveError::Escapes(rel.into()));
         }
         Ok(real)
     }
 
-    fn read(&self, rel: &str) -> Result<Vec<u8>, String> {
-        std::fs::read(self.path(rel)?).map_err(|e| format!("{rel}: {e}"))
+    fn read(&self, rel: &str) -> Result<Vec<u8>, ArchiveError> {
+        std::fs::read(self.path(rel)?).map_err(at(rel))
     }
 
-    fn open(&self, rel: &str) -> Result<std::fs::File, String> {
-        std::fs::File::open(self.path(rel)?).map_err(|e| format!("{rel}: {e}"))
+    fn open(&self, rel: &str) -> Result<std::fs::File, ArchiveError> {
+        std::fs::File::open(self.path(rel)?).map_err(at(rel))
     }
 }
 
@@ -302,34 +398,25 @@ impl Plan {
     }
 
     /// Stores the staged layers, the blobs, then the names.
-    fn commit(self, store: &ImageStore) -> Result<Loaded, String> {
+    fn commit(self, store: &ImageStore) -> Result<Loaded, ArchiveError> {
         for pending in self.layers {
-            let _lock = store
-                .layer_lock(&pending.chain)
-                .map_err(|e| e.to_string())?;
-            pending
-                .layer
-                .commit(store, &pending.chain)
-                .map_err(|e| e.to_string())?;
+            let _lock = store.layer_lock(&pending.chain).map_err(cause)?;
+            pending.layer.commit(store, &pending.chain).map_err(cause)?;
         }
         let mut loaded = Loaded::default();
         for image in self.images {
-            store
-                .put_blob(&image.config_bytes)
-                .map_err(|e| e.to_string())?;
-            store
-                .put_blob(&image.manifest_bytes)
-                .map_err(|e| e.to_string())?;
+            store.put_blob(&image.config_bytes).map_err(cause)?;
+            store.put_blob(&image.manifest_bytes).map_err(cause)?;
             if image.names.is_empty() {
                 store
                     .add_image(&image.manifest_digest, &image.id, None, None)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(cause)?;
                 loaded.ids.push(image.id.to_string());
             }
             for name in &image.names {
                 store
                     .add_image(&image.manifest_digest, &image.id, Some(name), None)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(cause)?;
                 loaded.names.push(super::store::familiar_name(&name.full()));
             }
         }
@@ -354,27 +441,28 @@ struct OciIndex {
 
 /// An OCI image layout: `index.json` -> manifests (or nested indexes, resolved for this
 /// machine's platform) -> config and layer blobs, all checked against their descriptors.
-fn plan_oci(store: &ImageStore, dir: &ArchiveDir, plan: &mut Plan) -> Result<(), String> {
-    let index: OciIndex =
-        super::json::parse(&dir.read("index.json")?).map_err(|e| format!("index.json: {e}"))?;
+fn plan_oci(store: &ImageStore, dir: &ArchiveDir, plan: &mut Plan) -> Result<(), ArchiveError> {
+    let index: OciIndex = super::json::parse(&dir.read("index.json")?).map_err(at("index.json"))?;
     if index.manifests.is_empty() {
-        return Err("index.json lists no manifests".into());
+        return Err(ArchiveError::NoManifests);
     }
     for (i, entry) in index.manifests.iter().enumerate() {
         let what = format!("index.json manifests[{i}]");
         let (bytes, digest) = checked_blob(dir, entry, &what)?;
         let (manifest_bytes, manifest_digest) =
-            match manifest::parse(&bytes, "").map_err(|e| format!("manifest {digest}: {e}"))? {
+            match manifest::parse(&bytes, "").map_err(at(format!("manifest {digest}")))? {
                 ManifestDoc::Image(_) => (bytes, digest),
                 ManifestDoc::Index(inner) => {
-                    let d = manifest::select(&inner, &Platform::host())?.clone();
+                    let d = manifest::select(&inner, &Platform::host())
+                        .map_err(cause)?
+                        .clone();
                     checked_blob(dir, &d, &format!("index {digest}"))?
                 }
             };
         let ManifestDoc::Image(m) = manifest::parse(&manifest_bytes, "")
-            .map_err(|e| format!("manifest {manifest_digest}: {e}"))?
+            .map_err(at(format!("manifest {manifest_digest}")))?
         else {
-            return Err(format!("{manifest_digest}: an index inside an index"));
+            return Err(ArchiveError::NestedIndex(manifest_digest));
         };
         let (config_bytes, config_digest) = checked_blob(
             dir,
@@ -386,16 +474,18 @@ fn plan_oci(store: &ImageStore, dir: &ArchiveDir, plan: &mut Plan) -> Result<(),
             .iter()
             .enumerate()
             .map(|(i, d)| {
-                let digest = Digest::of_descriptor(d)
-                    .map_err(|e| format!("manifest {manifest_digest}: layers[{i}].digest: {e}"))?;
+                let digest = Digest::of_descriptor(d).map_err(at(format!(
+                    "manifest {manifest_digest}: layers[{i}].digest"
+                )))?;
                 Ok(LayerBlob {
                     path: format!("blobs/sha256/{}", digest.hex()),
-                    compression: Compression::of_media_type(d.media_type().as_ref())?,
+                    compression: Compression::of_media_type(d.media_type().as_ref())
+                        .map_err(cause)?,
                     size: d.size(),
                     digest,
                 })
             })
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, ArchiveError>>()?;
         let id = stage_image(
             store,
             dir,
@@ -424,7 +514,7 @@ fn plan_oci(store: &ImageStore, dir: &ArchiveDir, plan: &mut Plan) -> Result<(),
 
 /// A docker-archive: `manifest.json` -> config file and layer tarballs (any compression).
 /// Its manifest is rebuilt in OCI form from the layers as they are stored.
-fn plan_docker(store: &ImageStore, dir: &ArchiveDir, plan: &mut Plan) -> Result<(), String> {
+fn plan_docker(store: &ImageStore, dir: &ArchiveDir, plan: &mut Plan) -> Result<(), ArchiveError> {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "PascalCase")]
     struct Entry {
@@ -433,17 +523,17 @@ fn plan_docker(store: &ImageStore, dir: &ArchiveDir, plan: &mut Plan) -> Result<
         repo_tags: Option<Vec<String>>,
         layers: Vec<String>,
     }
-    let entries: Vec<Entry> = super::json::parse(&dir.read("manifest.json")?)
-        .map_err(|e| format!("manifest.json: {e}"))?;
+    let entries: Vec<Entry> =
+        super::json::parse(&dir.read("manifest.json")?).map_err(at("manifest.json"))?;
     if entries.is_empty() {
-        return Err("manifest.json lists no images".into());
+        return Err(ArchiveError::NoImages);
     }
     for entry in entries {
         let names = entry
             .repo_tags
             .unwrap_or_default()
             .iter()
-            .map(|t| Reference::parse(t).map_err(|e| format!("manifest.json: {e}")))
+            .map(|t| Reference::parse(t).map_err(at("manifest.json")))
             .collect::<Result<Vec<_>, _>>()?;
         let config_bytes = dir.read(&entry.config)?;
         let layers = entry
@@ -505,16 +595,15 @@ fn stage_image(
     label: &str,
     layers: &[LayerBlob],
     plan: &mut Plan,
-) -> Result<Digest, String> {
-    let config: ImageConfiguration =
-        super::json::parse(config_bytes).map_err(|e| format!("{label}: {e}"))?;
-    let diff_ids = diff_ids_of(&config).map_err(|e| format!("{label}: {e}"))?;
+) -> Result<Digest, ArchiveError> {
+    let config: ImageConfiguration = super::json::parse(config_bytes).map_err(at(label))?;
+    let diff_ids = diff_ids_of(&config).map_err(at(label))?;
     if diff_ids.len() != layers.len() {
-        return Err(format!(
-            "{} layers but the {label} lists {} diff IDs",
-            layers.len(),
-            diff_ids.len()
-        ));
+        return Err(ArchiveError::LayerCount {
+            layers: layers.len(),
+            label: label.into(),
+            diff_ids: diff_ids.len(),
+        });
     }
     for ((blob, diff_id), chain) in layers.iter().zip(&diff_ids).zip(chain_ids(&diff_ids)) {
         let expected = Expected {
@@ -522,19 +611,23 @@ fn stage_image(
             size: blob.size,
         };
         let path = &blob.path;
-        let mismatch =
-            |got: &Digest| format!("layer {path}: unpacks to {got}, the {label} says {diff_id}");
+        let mismatch = |got: &Digest| ArchiveError::DiffId {
+            path: path.clone(),
+            got: got.clone(),
+            label: label.into(),
+            want: diff_id.clone(),
+        };
         let layer_known = store.has_layer(&chain) || plan.has_layer(&chain);
         let blob_known = store.has_blob(&blob.digest) || plan.has_blob(&blob.digest);
         if layer_known && blob_known {
             let got = diff_id_of(dir.open(path)?, blob.compression, &expected)
-                .map_err(|e| format!("layer {path}: {e}"))?;
+                .map_err(at(format!("layer {path}")))?;
             if got != *diff_id {
                 return Err(mismatch(&got));
             }
             continue;
         }
-        let staging = store.staging().map_err(|e| e.to_string())?;
+        let staging = store.staging().map_err(cause)?;
         let layer = take_in(
             dir.open(path)?,
             staging.path(),
@@ -542,7 +635,7 @@ fn stage_image(
             path,
             Some(&expected),
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(cause)?;
         if layer.diff_id != *diff_id {
             return Err(mismatch(&layer.diff_id));
         }
@@ -556,12 +649,12 @@ fn stage_image(
 }
 
 /// Digest, size and compression of a docker-archive layer file as it is now stored.
-fn stored_blob_of(dir: &ArchiveDir, path: &str) -> Result<LayerBlob, String> {
+fn stored_blob_of(dir: &ArchiveDir, path: &str) -> Result<LayerBlob, ArchiveError> {
     let mut file = BufReader::new(dir.open(path)?);
-    let head = file.fill_buf().map_err(|e| format!("{path}: {e}"))?;
+    let head = file.fill_buf().map_err(at(path))?;
     let compression = Compression::sniff(head);
     let hashing = super::digest::HashingReader::new(file);
-    let (digest, size) = hashing.finish().map_err(|e| format!("{path}: {e}"))?;
+    let (digest, size) = hashing.finish().map_err(at(path))?;
     Ok(LayerBlob {
         path: path.to_string(),
         digest,
@@ -576,13 +669,11 @@ fn checked_blob(
     dir: &ArchiveDir,
     desc: &Descriptor,
     what: &str,
-) -> Result<(Vec<u8>, Digest), String> {
-    let digest = Digest::of_descriptor(desc).map_err(|e| format!("{what}: digest: {e}"))?;
+) -> Result<(Vec<u8>, Digest), ArchiveError> {
+    let digest = Digest::of_descriptor(desc).map_err(at(format!("{what}: digest")))?;
     let bytes = dir.read(&format!("blobs/sha256/{}", digest.hex()))?;
     if bytes.len() as u64 != desc.size() || Digest::of(&bytes) != digest {
-        return Err(format!(
-            "blob {digest}: content does not match its descriptor"
-        ));
+        return Err(ArchiveError::BlobMismatch(digest));
     }
     Ok((bytes, digest))
 }

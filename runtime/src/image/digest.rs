@@ -144,14 +144,25 @@ pub fn chain_ids(diff_ids: &[Digest]) -> Vec<ChainId> {
     out
 }
 
+/// A diff ID of an image config that is not a digest.
+#[derive(Debug, thiserror::Error)]
+#[error("rootfs.diff_ids[{index}]: {source}")]
+pub struct BadDiffId {
+    /// Its position in `rootfs.diff_ids`.
+    pub index: usize,
+    /// What it is instead.
+    #[source]
+    pub source: BadDigest,
+}
+
 /// The diff IDs of an image config, each parsed; the error names the field.
-pub fn diff_ids_of(config: &ImageConfiguration) -> Result<Vec<Digest>, String> {
+pub fn diff_ids_of(config: &ImageConfiguration) -> Result<Vec<Digest>, BadDiffId> {
     config
         .rootfs()
         .diff_ids()
         .iter()
         .enumerate()
-        .map(|(i, d)| Digest::parse(d).map_err(|e| format!("rootfs.diff_ids[{i}]: {e}")))
+        .map(|(index, d)| Digest::parse(d).map_err(|source| BadDiffId { index, source }))
         .collect()
 }
 

@@ -30,9 +30,52 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// zstd's frame magic, little-endian 0xFD2FB528.
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
+/// Why a layer blob could not be taken in; each says what was wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    /// A media type that names no layer compression capsa knows.
+    #[error("unknown layer media type {0:?}")]
+    MediaType(String),
+    /// The zstd decoder could not start.
+    #[error("zstd stream: {0}")]
+    Zstd(#[source] std::io::Error),
+    /// Fewer bytes than the descriptor says.
+    #[error("truncated blob: received {size} of {want} bytes")]
+    Truncated {
+        /// Bytes received.
+        size: u64,
+        /// Bytes expected.
+        want: u64,
+    },
+    /// Other bytes than the descriptor says.
+    #[error("digest mismatch: received {size} bytes with digest {digest}, the manifest says {want_size} bytes with {want}")]
+    Mismatch {
+        /// Bytes received.
+        size: u64,
+        /// Their digest.
+        digest: Digest,
+        /// Bytes expected.
+        want_size: u64,
+        /// The digest expected.
+        want: Digest,
+    },
+    /// The decompressed stream broke.
+    #[error("decompressing the layer: {0}")]
+    Decompress(#[source] std::io::Error),
+    /// The blob could not be read.
+    #[error("reading the blob: {0}")]
+    ReadBlob(#[source] std::io::Error),
+    /// The first bytes could not be read.
+    #[error("{0}")]
+    Read(#[source] std::io::Error),
+    /// The tar stream could not be unpacked.
+    #[error("{0}")]
+    Unpack(#[from] super::unpack::UnpackError),
+}
+
 impl Compression {
     /// The compression a layer media type declares; `Err` names an unknown media type.
-    pub fn of_media_type(media_type: &str) -> Result<Compression, String> {
+    pub fn of_media_type(media_type: &str) -> Result<Compression, LayerError> {
         let base = media_type
             .strip_prefix("application/vnd.oci.image.layer.nondistributable.v1.")
             .map(|rest| format!("application/vnd.oci.image.layer.v1.{rest}"));
@@ -42,7 +85,7 @@ impl Compression {
             | "application/vnd.docker.image.rootfs.diff.tar.gzip"
             | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Ok(Compression::Gzip),
             "application/vnd.oci.image.layer.v1.tar+zstd" => Ok(Compression::Zstd),
-            other => Err(format!("unknown layer media type {other:?}")),
+            other => Err(LayerError::MediaType(other.into())),
         }
     }
 
@@ -77,18 +120,20 @@ pub struct Expected {
 }
 
 impl Expected {
-    fn check(&self, digest: &Digest, size: u64) -> Result<(), String> {
+    fn check(&self, digest: &Digest, size: u64) -> Result<(), LayerError> {
         if size < self.size {
-            return Err(format!(
-                "truncated blob: received {size} of {} bytes",
-                self.size
-            ));
+            return Err(LayerError::Truncated {
+                size,
+                want: self.size,
+            });
         }
         if size != self.size || *digest != self.digest {
-            return Err(format!(
-                "digest mismatch: received {size} bytes with digest {digest}, the manifest says {} bytes with {}",
-                self.size, self.digest
-            ));
+            return Err(LayerError::Mismatch {
+                size,
+                digest: digest.clone(),
+                want_size: self.size,
+                want: self.digest.clone(),
+            });
         }
         Ok(())
     }
@@ -134,9 +179,9 @@ pub fn take_in(
     label: &str,
     expected: Option<&Expected>,
 ) -> Result<StagedLayer, ImageError> {
-    let layer_err = |reason: String| ImageError::Layer {
+    let layer_err = |source: LayerError| ImageError::Layer {
         layer: label.to_string(),
-        reason,
+        source,
     };
     let blob = staging.join("blob");
     let tree = staging.join("layer");
@@ -151,22 +196,27 @@ pub fn take_in(
     );
     let compression = match compression {
         Some(c) => c,
-        None => Compression::sniff(stored.fill_buf().map_err(|e| layer_err(e.to_string()))?),
+        None => Compression::sniff(
+            stored
+                .fill_buf()
+                .map_err(|e| layer_err(LayerError::Read(e)))?,
+        ),
     };
     let diff = tree.join("diff");
     let unpacked =
         decompress(&mut stored, compression).and_then(|plain| unpack_hashed(plain, &diff));
-    if let (Err(reason), None) = (&unpacked, expected) {
-        return Err(layer_err(reason.clone()));
-    }
+    let unpacked = match (unpacked, expected) {
+        (Err(e), None) => return Err(layer_err(e)),
+        (unpacked, _) => unpacked,
+    };
     // After a failed unpack the rest of the blob is still read: a blob that is short or
     // altered is reported as that, the root cause, rather than as the tar error it led to.
     let (blob_digest, blob_size, tee) = stored
         .into_inner()
         .finish_into_inner()
-        .map_err(|e| layer_err(format!("reading the blob: {e}")))?;
+        .map_err(|e| layer_err(LayerError::ReadBlob(e)))?;
     if let Some(exp) = expected {
-        exp.check(&blob_digest, blob_size).map_err(&layer_err)?;
+        exp.check(&blob_digest, blob_size).map_err(layer_err)?;
     }
     let (diff_id, _) = unpacked.map_err(layer_err)?;
     // The stored copy must be whole on disk before anything names it by its digest.
@@ -189,14 +239,13 @@ pub fn take_in(
 pub fn decompress<'a>(
     input: impl BufRead + 'a,
     compression: Compression,
-) -> Result<Box<dyn Read + 'a>, String> {
+) -> Result<Box<dyn Read + 'a>, LayerError> {
     Ok(match compression {
         Compression::None => Box::new(input),
         Compression::Gzip => Box::new(flate2::bufread::GzDecoder::new(input)),
-        Compression::Zstd => Box::new(
-            zstd::stream::read::Decoder::with_buffer(input)
-                .map_err(|e| format!("zstd stream: {e}"))?,
-        ),
+        Compression::Zstd => {
+            Box::new(zstd::stream::read::Decoder::with_buffer(input).map_err(LayerError::Zstd)?)
+        }
     })
 }
 
@@ -206,28 +255,23 @@ pub fn diff_id_of(
     input: impl Read,
     compression: Compression,
     expected: &Expected,
-) -> Result<Digest, String> {
+) -> Result<Digest, LayerError> {
     let mut blob = BufReader::with_capacity(256 * 1024, HashingReader::new(input));
     let plain = decompress(&mut blob, compression).and_then(|plain| {
         HashingReader::new(plain)
             .finish()
-            .map_err(|e| format!("decompressing the layer: {e}"))
+            .map_err(LayerError::Decompress)
     });
-    let (blob_digest, blob_size) = blob
-        .into_inner()
-        .finish()
-        .map_err(|e| format!("reading the blob: {e}"))?;
+    let (blob_digest, blob_size) = blob.into_inner().finish().map_err(LayerError::ReadBlob)?;
     expected.check(&blob_digest, blob_size)?;
     Ok(plain?.0)
 }
 
 /// Unpacks a decompressed tar stream into `dest` and returns its digest and size.
-fn unpack_hashed(plain: impl Read, dest: &Path) -> Result<(Digest, u64), String> {
+fn unpack_hashed(plain: impl Read, dest: &Path) -> Result<(Digest, u64), LayerError> {
     let mut hashed = HashingReader::new(plain);
     unpack_layer(&mut hashed, dest)?;
-    hashed
-        .finish()
-        .map_err(|e| format!("decompressing the layer: {e}"))
+    hashed.finish().map_err(LayerError::Decompress)
 }
 
 impl StagedLayer {
@@ -326,7 +370,9 @@ mod tests {
         gz.write_all(&one_file_tar()).unwrap();
         let gz = gz.finish().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let err = take_in(&gz[..gz.len() / 2], dir.path(), None, "sha256:abc", None).unwrap_err();
+        let err = take_in(&gz[..gz.len() / 2], dir.path(), None, "sha256:abc", None)
+            .unwrap_err()
+            .to_string();
         assert!(err.to_string().contains("sha256:abc"), "{err}");
         let expected = Expected {
             digest: Digest::of(&gz),
@@ -334,7 +380,9 @@ mod tests {
         };
         let dir = tempfile::tempdir().unwrap();
         let half = &gz[..gz.len() / 2];
-        let err = take_in(half, dir.path(), None, "sha256:abc", Some(&expected)).unwrap_err();
+        let err = take_in(half, dir.path(), None, "sha256:abc", Some(&expected))
+            .unwrap_err()
+            .to_string();
         assert!(err.to_string().contains("truncated blob"), "{err}");
         assert!(err.to_string().contains("sha256:abc"), "{err}");
     }
@@ -342,10 +390,12 @@ mod tests {
     #[test]
     fn media_types_are_recognised_or_named() {
         assert_eq!(
-            Compression::of_media_type("application/vnd.docker.image.rootfs.diff.tar.gzip"),
-            Ok(Compression::Gzip)
+            Compression::of_media_type("application/vnd.docker.image.rootfs.diff.tar.gzip").ok(),
+            Some(Compression::Gzip)
         );
-        let err = Compression::of_media_type("application/x-bogus").unwrap_err();
+        let err = Compression::of_media_type("application/x-bogus")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("application/x-bogus"));
     }
 
@@ -354,7 +404,8 @@ mod tests {
         let mut out = Vec::new();
         let err = Limited::new(&b"abcdef"[..], 3, "blob x")
             .read_to_end(&mut out)
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.to_string().contains("blob x"));
         let mut out = Vec::new();
         Limited::new(&b"abc"[..], 3, "blob x")

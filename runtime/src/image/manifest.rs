@@ -9,6 +9,40 @@ const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1";
 
+/// Why a manifest document, a platform or an index entry was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// An index that does not parse.
+    #[error("malformed index: {0}")]
+    Index(#[source] super::json::JsonError),
+    /// A manifest that does not parse.
+    #[error("malformed manifest: {0}")]
+    Manifest(#[source] super::json::JsonError),
+    /// A document that is not JSON at all (its media type was to be sniffed).
+    #[error("malformed manifest: {0}")]
+    NotJson(#[source] serde_json::Error),
+    /// Neither `manifests` nor `layers`.
+    #[error("document is neither a manifest nor an index")]
+    Neither,
+    /// Docker's schema 1.
+    #[error("Docker schema 1 manifests are not supported (deprecated since 2017)")]
+    Schema1,
+    /// Any other media type.
+    #[error("unknown manifest media type {0:?}")]
+    MediaType(String),
+    /// A `--platform` that is not `os/arch[/variant]`.
+    #[error("invalid platform {0:?}: expected os/arch[/variant]")]
+    Platform(String),
+    /// The index has no entry for the platform; `offered` lists what it has.
+    #[error("no matching manifest for {want} in the manifest list entries (offered: {offered})")]
+    NoMatch {
+        /// The platform asked for (`os/arch[/variant]`).
+        want: String,
+        /// What the index offers, or `none`.
+        offered: String,
+    },
+}
+
 /// A parsed manifest document.
 #[derive(Debug)]
 pub enum ManifestDoc {
@@ -20,7 +54,7 @@ pub enum ManifestDoc {
 
 /// Parses `bytes` by its declared `media_type`, or, when the server did not say (or said
 /// something generic), by the document's own `mediaType` and shape.
-pub fn parse(bytes: &[u8], media_type: &str) -> Result<ManifestDoc, String> {
+pub fn parse(bytes: &[u8], media_type: &str) -> Result<ManifestDoc, ManifestError> {
     let declared = match media_type {
         "" | "application/json" | "text/plain" | "application/octet-stream" => {
             sniff_media_type(bytes)?
@@ -30,23 +64,19 @@ pub fn parse(bytes: &[u8], media_type: &str) -> Result<ManifestDoc, String> {
     match declared.as_str() {
         OCI_INDEX | DOCKER_LIST => super::json::parse::<ImageIndex>(bytes)
             .map(|i| ManifestDoc::Index(Box::new(i)))
-            .map_err(|e| format!("malformed index: {e}")),
+            .map_err(ManifestError::Index),
         OCI_MANIFEST | DOCKER_MANIFEST => {
-            let m = super::json::parse::<ImageManifest>(bytes)
-                .map_err(|e| format!("malformed manifest: {e}"))?;
+            let m = super::json::parse::<ImageManifest>(bytes).map_err(ManifestError::Manifest)?;
             Ok(ManifestDoc::Image(Box::new(m)))
         }
-        t if t.starts_with(DOCKER_SCHEMA1) => {
-            Err("Docker schema 1 manifests are not supported (deprecated since 2017)".into())
-        }
-        other => Err(format!("unknown manifest media type {other:?}")),
+        t if t.starts_with(DOCKER_SCHEMA1) => Err(ManifestError::Schema1),
+        other => Err(ManifestError::MediaType(other.into())),
     }
 }
 
 /// The media type a manifest document declares for itself, or guessed from its fields.
-fn sniff_media_type(bytes: &[u8]) -> Result<String, String> {
-    let v: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| format!("malformed manifest: {e}"))?;
+fn sniff_media_type(bytes: &[u8]) -> Result<String, ManifestError> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(ManifestError::NotJson)?;
     if let Some(t) = v.get("mediaType").and_then(|t| t.as_str()) {
         return Ok(t.to_string());
     }
@@ -55,7 +85,7 @@ fn sniff_media_type(bytes: &[u8]) -> Result<String, String> {
     } else if v.get("layers").is_some() {
         Ok(OCI_MANIFEST.into())
     } else {
-        Err("document is neither a manifest nor an index".into())
+        Err(ManifestError::Neither)
     }
 }
 
@@ -72,13 +102,11 @@ pub struct Platform {
 
 impl Platform {
     /// Parses `os/arch[/variant]`.
-    pub fn parse(s: &str) -> Result<Platform, String> {
+    pub fn parse(s: &str) -> Result<Platform, ManifestError> {
         let parts: Vec<&str> = s.split('/').collect();
         let ok = (2..=3).contains(&parts.len()) && parts.iter().all(|p| !p.is_empty());
         if !ok {
-            return Err(format!(
-                "invalid platform {s:?}: expected os/arch[/variant]"
-            ));
+            return Err(ManifestError::Platform(s.into()));
         }
         Ok(Platform {
             os: parts[0].to_string(),
@@ -116,7 +144,7 @@ impl std::fmt::Display for Platform {
 
 /// The index entry for `want`. Attestation entries (`unknown/unknown`) never match; the
 /// error lists what the index does offer.
-pub fn select<'a>(index: &'a ImageIndex, want: &Platform) -> Result<&'a Descriptor, String> {
+pub fn select<'a>(index: &'a ImageIndex, want: &Platform) -> Result<&'a Descriptor, ManifestError> {
     let mut offered = Vec::new();
     for d in index.manifests() {
         let Some(p) = d.platform() else { continue };
@@ -138,14 +166,14 @@ pub fn select<'a>(index: &'a ImageIndex, want: &Platform) -> Result<&'a Descript
         }
         offered.push(label);
     }
-    Err(format!(
-        "no matching manifest for {want} in the manifest list entries (offered: {})",
-        if offered.is_empty() {
+    Err(ManifestError::NoMatch {
+        want: want.to_string(),
+        offered: if offered.is_empty() {
             "none".to_string()
         } else {
             offered.join(", ")
-        }
-    ))
+        },
+    })
 }
 
 #[cfg(test)]
@@ -182,7 +210,9 @@ mod tests {
 
     #[test]
     fn a_missing_platform_lists_what_is_offered() {
-        let err = select(&index(), &Platform::parse("linux/s390x").unwrap()).unwrap_err();
+        let err = select(&index(), &Platform::parse("linux/s390x").unwrap())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("linux/s390x"), "{err}");
         assert!(err.contains("linux/arm64/v8, linux/amd64"), "{err}");
         assert!(!err.contains("unknown"), "{err}");
@@ -194,7 +224,7 @@ mod tests {
             br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"x","digest":"sha256:00","size":1},"layers":[]}"#,
             "",
         )
-        .unwrap_err();
+        .unwrap_err().to_string();
         assert!(
             err.starts_with("malformed manifest: config.digest: "),
             "{err}"
@@ -203,13 +233,14 @@ mod tests {
 
     #[test]
     fn unknown_and_legacy_media_types_are_named() {
-        let err = parse(b"{}", "application/x-thing").unwrap_err();
+        let err = parse(b"{}", "application/x-thing").unwrap_err().to_string();
         assert!(err.contains("application/x-thing"));
         let err = parse(
             b"{}",
             "application/vnd.docker.distribution.manifest.v1+prettyjws",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("schema 1"));
         assert!(Platform::parse("linux").is_err());
     }

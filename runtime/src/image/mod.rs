@@ -38,13 +38,14 @@ pub enum ImageError {
     /// No image of that name or ID is in the store.
     #[error("no such image: {}", printable(.0))]
     NotFound(String),
-    /// A layer tarball could not be read or unpacked.
-    #[error("layer {}: {}", printable(.layer), printable(.reason))]
+    /// A layer tarball could not be read, checked or unpacked.
+    #[error("layer {}: {}", printable(.layer), printable(&.source.to_string()))]
     Layer {
         /// What layer (file name or digest).
         layer: String,
         /// The cause.
-        reason: String,
+        #[source]
+        source: layer::LayerError,
     },
     /// Fetching an image from a registry failed.
     #[error("pull {}: {}", printable(.image), printable(.reason))]
@@ -54,13 +55,23 @@ pub enum ImageError {
         /// What went wrong, naming the manifest, config or layer.
         reason: String,
     },
+    /// Fetching an image from a registry failed, with the typed cause.
+    #[error("pull {}: {}", printable(.image), printable(&.source.to_string()))]
+    PullFailed {
+        /// The fully qualified reference.
+        image: String,
+        /// What went wrong, naming the manifest, config or layer.
+        #[source]
+        source: Box<pull::PullError>,
+    },
     /// An archive given to `load` is malformed or does not match its own manifests.
-    #[error("load {}: {}", printable(.archive), printable(.reason))]
+    #[error("load {}: {}", printable(.archive), printable(&.source.to_string()))]
     Archive {
         /// The file (or `-`).
         archive: String,
         /// The cause, naming the entry.
-        reason: String,
+        #[source]
+        source: Box<archive::ArchiveError>,
     },
     /// A `--change` instruction that `import` does not understand.
     #[error(

@@ -8,9 +8,9 @@
 //! hold the store's garbage-collection lock shared, so `image prune` never removes a layer
 //! that a pull has committed but not yet named.
 
-use super::digest::{chain_ids, diff_ids_of, ChainId, Digest};
-use super::layer::{take_in, Compression, Expected, Limited};
-use super::manifest::{self, ManifestDoc, Platform};
+use super::digest::{chain_ids, diff_ids_of, BadDigest, ChainId, Digest};
+use super::layer::{take_in, Compression, Expected, LayerError, Limited};
+use super::manifest::{self, ManifestDoc, ManifestError, Platform};
 use super::registry::{Registry, RegistryError, RegistrySettings};
 use super::{ImageError, ImageStore, Reference};
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageManifest};
@@ -78,12 +78,12 @@ pub fn pull(
     progress: &dyn PullProgress,
 ) -> Result<Pulled, ImageError> {
     let image = reference.full();
-    let fail = |reason: String| ImageError::Pull {
+    let fail = |source: PullError| ImageError::PullFailed {
         image: image.clone(),
-        reason,
+        source: Box::new(source),
     };
-    let registry =
-        Registry::connect(&reference.domain, settings, None).map_err(|e| fail(e.to_string()))?;
+    let registry = Registry::connect(&reference.domain, settings, None)
+        .map_err(|e| fail(PullError::Connect(e)))?;
     let wanted = reference
         .digest
         .clone()
@@ -91,66 +91,82 @@ pub fn pull(
         .unwrap_or_else(|| super::reference::DEFAULT_TAG.into());
     let top = registry
         .manifest(&reference.path, &wanted)
-        .map_err(|e| fail(describe(e)))?;
+        .map_err(|e| fail(PullError::Registry(e)))?;
     if let Some(d) = &reference.digest {
         if top.digest.as_str() != d {
-            return Err(fail(format!(
-                "the registry sent a manifest with digest {}, not {d}",
-                top.digest
-            )));
+            return Err(fail(PullError::WrongManifest {
+                got: top.digest.to_string(),
+                want: d.clone(),
+            }));
         }
     }
-    let (manifest_bytes, manifest_digest) =
-        match manifest::parse(&top.bytes, &top.media_type).map_err(&fail)? {
-            ManifestDoc::Image(_) => (top.bytes.clone(), top.digest.clone()),
-            ManifestDoc::Index(index) => {
-                let desc = manifest::select(&index, platform).map_err(&fail)?;
-                let digest = Digest::of_descriptor(desc)
-                    .map_err(|e| fail(format!("index {}: manifest digest: {e}", top.digest)))?;
-                let one = registry
-                    .manifest(&reference.path, digest.as_str())
-                    .map_err(|e| fail(describe(e)))?;
-                check_blob(&one.bytes, desc, &digest, "manifest").map_err(&fail)?;
-                (one.bytes, digest)
-            }
-        };
-    let manifest = match manifest::parse(&manifest_bytes, "")
-        .map_err(|e| fail(format!("manifest {manifest_digest}: {e}")))?
+    let (manifest_bytes, manifest_digest) = match manifest::parse(&top.bytes, &top.media_type)
+        .map_err(|e| fail(PullError::Manifest(e)))?
     {
+        ManifestDoc::Image(_) => (top.bytes.clone(), top.digest.clone()),
+        ManifestDoc::Index(index) => {
+            let desc =
+                manifest::select(&index, platform).map_err(|e| fail(PullError::Manifest(e)))?;
+            let digest = Digest::of_descriptor(desc).map_err(|source| {
+                fail(PullError::IndexEntry {
+                    index: top.digest.to_string(),
+                    source,
+                })
+            })?;
+            let one = registry
+                .manifest(&reference.path, digest.as_str())
+                .map_err(|e| fail(PullError::Registry(e)))?;
+            check_blob(&one.bytes, desc, &digest, "manifest").map_err(&fail)?;
+            (one.bytes, digest)
+        }
+    };
+    let in_manifest = |field: String, source: BadDigest| {
+        fail(PullError::ManifestField {
+            manifest: manifest_digest.clone(),
+            field,
+            source,
+        })
+    };
+    let manifest = match manifest::parse(&manifest_bytes, "").map_err(|source| {
+        fail(PullError::InManifest {
+            manifest: manifest_digest.clone(),
+            source,
+        })
+    })? {
         ManifestDoc::Image(m) => m,
-        ManifestDoc::Index(_) => return Err(fail("an index inside an index".into())),
+        ManifestDoc::Index(_) => return Err(fail(PullError::Nested)),
     };
     let config_digest = Digest::of_descriptor(manifest.config())
-        .map_err(|e| fail(format!("manifest {manifest_digest}: config.digest: {e}")))?;
+        .map_err(|e| in_manifest("config.digest".into(), e))?;
     let layer_digests = manifest
         .layers()
         .iter()
         .enumerate()
         .map(|(i, d)| {
-            Digest::of_descriptor(d).map_err(|e| {
-                fail(format!(
-                    "manifest {manifest_digest}: layers[{i}].digest: {e}"
-                ))
-            })
+            Digest::of_descriptor(d).map_err(|e| in_manifest(format!("layers[{i}].digest"), e))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let in_config = |source: Box<dyn std::error::Error + Send + Sync>| {
+        fail(PullError::Config {
+            config: config_digest.clone(),
+            source,
+        })
+    };
     let config_bytes = fetch_small(
         &registry,
         &reference.path,
         manifest.config(),
         &config_digest,
     )
-    .map_err(|e| fail(format!("config {config_digest}: {e}")))?;
-    let config: ImageConfiguration = super::json::parse(&config_bytes)
-        .map_err(|e| fail(format!("config {config_digest}: {e}")))?;
-    let diff_ids =
-        diff_ids_of(&config).map_err(|e| fail(format!("config {config_digest}: {e}")))?;
+    .map_err(|e| in_config(Box::new(e)))?;
+    let config: ImageConfiguration =
+        super::json::parse(&config_bytes).map_err(|e| in_config(Box::new(e)))?;
+    let diff_ids = diff_ids_of(&config).map_err(|e| in_config(Box::new(e)))?;
     if diff_ids.len() != manifest.layers().len() {
-        return Err(fail(format!(
-            "the manifest lists {} layers but the config {} diff IDs",
-            manifest.layers().len(),
-            diff_ids.len()
-        )));
+        return Err(fail(PullError::LayerCount {
+            layers: manifest.layers().len(),
+            diff_ids: diff_ids.len(),
+        }));
     }
 
     let _gc = store.gc_shared()?;
@@ -158,10 +174,10 @@ pub fn pull(
     let jobs = missing_layers(store, &manifest, layer_digests, &diff_ids, progress)?;
     let downloaded = !jobs.is_empty() || !store.has_blob(&manifest_digest);
     fetch_layers(store, &registry, &reference.path, jobs, progress).map_err(|(layer, e)| {
-        ImageError::Pull {
-            image: image.clone(),
-            reason: format!("layer {layer}: {e}"),
-        }
+        fail(PullError::Layer {
+            layer,
+            source: Box::new(e),
+        })
     })?;
     let config_digest = store.put_blob(&config_bytes)?;
     store.put_blob(&manifest_bytes)?;
@@ -215,9 +231,9 @@ fn fetch_layers(
     repo: &str,
     jobs: Vec<LayerJob<'_>>,
     progress: &dyn PullProgress,
-) -> Result<(), (String, String)> {
+) -> Result<(), (String, PullError)> {
     let queue = Mutex::new(VecDeque::from(jobs));
-    let failed: Mutex<Option<(String, String)>> = Mutex::new(None);
+    let failed: Mutex<Option<(String, PullError)>> = Mutex::new(None);
     let abort = AtomicBool::new(false);
     std::thread::scope(|s| {
         for _ in 0..PARALLEL_LAYERS {
@@ -253,18 +269,23 @@ fn fetch_layer(
     job: &LayerJob<'_>,
     progress: &dyn PullProgress,
     abort: &AtomicBool,
-) -> Result<(), String> {
+) -> Result<(), PullError> {
     let digest = &job.digest;
     let short = short_id(digest.as_str());
-    let compression = Compression::of_media_type(job.desc.media_type().as_ref())?;
-    let _lock = store.layer_lock(&job.chain_id).map_err(|e| e.to_string())?;
+    let compression =
+        Compression::of_media_type(job.desc.media_type().as_ref()).map_err(PullError::Intake)?;
+    let _lock = store
+        .layer_lock(&job.chain_id)
+        .map_err(|e| PullError::Store(Box::new(e)))?;
     if store.has_layer(&job.chain_id) && store.has_blob(digest) {
         progress.layer(&short, LayerEvent::Complete);
         return Ok(());
     }
-    let staging = store.staging().map_err(|e| e.to_string())?;
+    let staging = store.staging().map_err(|e| PullError::Store(Box::new(e)))?;
     let size = job.desc.size();
-    let body = registry.blob(repo, digest.as_str()).map_err(describe)?;
+    let body = registry
+        .blob(repo, digest.as_str())
+        .map_err(PullError::Registry)?;
     let counted = Counting {
         inner: Limited::new(body, size, &format!("blob {digest}")),
         done: 0,
@@ -286,19 +307,19 @@ fn fetch_layer(
         Some(&expected),
     )
     .map_err(|e| match e {
-        ImageError::Layer { reason, .. } => reason,
-        other => other.to_string(),
+        ImageError::Layer { source, .. } => PullError::Intake(source),
+        other => PullError::Store(Box::new(other)),
     })?;
     progress.layer(&short, LayerEvent::Verifying);
     if staged.diff_id != *job.diff_id {
-        return Err(format!(
-            "diff ID mismatch: the layer unpacks to {}, the config says {}",
-            staged.diff_id, job.diff_id
-        ));
+        return Err(PullError::DiffId {
+            got: staged.diff_id.clone(),
+            want: job.diff_id.clone(),
+        });
     }
     staged
         .commit(store, &job.chain_id)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| PullError::Store(Box::new(e)))?;
     progress.layer(&short, LayerEvent::Complete);
     Ok(())
 }
@@ -309,38 +330,172 @@ fn fetch_small(
     repo: &str,
     desc: &Descriptor,
     digest: &Digest,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, PullError> {
     const CONFIG_LIMIT: u64 = 8 * 1024 * 1024;
     if desc.size() > CONFIG_LIMIT {
-        return Err(format!("{} bytes is too large for a config", desc.size()));
+        return Err(PullError::TooLarge(desc.size()));
     }
-    let body = registry.blob(repo, digest.as_str()).map_err(describe)?;
+    let body = registry
+        .blob(repo, digest.as_str())
+        .map_err(PullError::Registry)?;
     let mut bytes = Vec::new();
     Limited::new(body, desc.size(), &format!("blob {digest}"))
         .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
+        .map_err(PullError::Read)?;
     check_blob(&bytes, desc, digest, "blob")?;
     Ok(bytes)
 }
 
 /// Size and digest of `bytes` against `desc` (whose digest is `want`).
-fn check_blob(bytes: &[u8], desc: &Descriptor, want: &Digest, what: &str) -> Result<(), String> {
+fn check_blob(
+    bytes: &[u8],
+    desc: &Descriptor,
+    want: &Digest,
+    what: &'static str,
+) -> Result<(), PullError> {
     if bytes.len() as u64 != desc.size() {
-        return Err(format!(
-            "{what} {want}: {} bytes received, {} expected",
-            bytes.len(),
-            desc.size()
-        ));
+        return Err(PullError::Size {
+            what,
+            digest: want.clone(),
+            got: bytes.len() as u64,
+            want: desc.size(),
+        });
     }
     let got = Digest::of(bytes);
     if got != *want {
-        return Err(format!("{what} {want}: digest mismatch (received {got})"));
+        return Err(PullError::Digest {
+            what,
+            digest: want.clone(),
+            got,
+        });
     }
     Ok(())
 }
 
+/// Why a pull failed; each names the manifest, config or layer concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    /// The registry could not be reached.
+    #[error("{0}")]
+    Connect(#[source] RegistryError),
+    /// The registry refused or failed a request.
+    #[error("{}", describe(.0))]
+    Registry(#[source] RegistryError),
+    /// A pull by digest answered with another manifest.
+    #[error("the registry sent a manifest with digest {got}, not {want}")]
+    WrongManifest {
+        /// The digest received.
+        got: String,
+        /// The digest asked for.
+        want: String,
+    },
+    /// The top manifest or index is not one capsa can use.
+    #[error("{0}")]
+    Manifest(#[source] ManifestError),
+    /// An index entry's digest is not a digest.
+    #[error("index {index}: manifest digest: {source}")]
+    IndexEntry {
+        /// The index.
+        index: String,
+        /// What is wrong.
+        #[source]
+        source: BadDigest,
+    },
+    /// The platform's manifest does not parse.
+    #[error("manifest {manifest}: {source}")]
+    InManifest {
+        /// Its digest.
+        manifest: Digest,
+        /// What is wrong.
+        #[source]
+        source: ManifestError,
+    },
+    /// A digest field of the manifest is not a digest.
+    #[error("manifest {manifest}: {field}: {source}")]
+    ManifestField {
+        /// The manifest's digest.
+        manifest: Digest,
+        /// `config.digest`, `layers[N].digest`.
+        field: String,
+        /// What is wrong.
+        #[source]
+        source: BadDigest,
+    },
+    /// An index inside an index.
+    #[error("an index inside an index")]
+    Nested,
+    /// The config could not be fetched or does not parse.
+    #[error("config {config}: {source}")]
+    Config {
+        /// Its digest.
+        config: Digest,
+        /// What is wrong.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Manifest and config disagree on the number of layers.
+    #[error("the manifest lists {layers} layers but the config {diff_ids} diff IDs")]
+    LayerCount {
+        /// Layers in the manifest.
+        layers: usize,
+        /// Diff IDs in the config.
+        diff_ids: usize,
+    },
+    /// One layer failed.
+    #[error("layer {layer}: {source}")]
+    Layer {
+        /// Its digest.
+        layer: String,
+        /// What failed.
+        #[source]
+        source: Box<PullError>,
+    },
+    /// A config larger than capsa accepts.
+    #[error("{0} bytes is too large for a config")]
+    TooLarge(u64),
+    /// Reading a small blob failed.
+    #[error("{0}")]
+    Read(#[source] std::io::Error),
+    /// A small blob has another size than its descriptor.
+    #[error("{what} {digest}: {got} bytes received, {want} expected")]
+    Size {
+        /// `manifest` or `blob`.
+        what: &'static str,
+        /// Its digest.
+        digest: Digest,
+        /// Bytes received.
+        got: u64,
+        /// Bytes expected.
+        want: u64,
+    },
+    /// A small blob has another digest than its descriptor.
+    #[error("{what} {digest}: digest mismatch (received {got})")]
+    Digest {
+        /// `manifest` or `blob`.
+        what: &'static str,
+        /// The digest expected.
+        digest: Digest,
+        /// The digest received.
+        got: Digest,
+    },
+    /// A layer blob could not be taken in.
+    #[error("{0}")]
+    Intake(#[source] LayerError),
+    /// The layer unpacked to another diff ID than the config says.
+    #[error("diff ID mismatch: the layer unpacks to {got}, the config says {want}")]
+    DiffId {
+        /// What it unpacked to.
+        got: Digest,
+        /// What the config says.
+        want: Digest,
+    },
+    /// The store failed.
+    #[error("{0}")]
+    Store(#[source] Box<ImageError>),
+}
+
 /// Registry errors in the words a user needs: 401 and 404 get their usual meaning.
-fn describe(e: RegistryError) -> String {
+fn describe(e: &RegistryError) -> String {
     match e.status() {
         Some(401) => format!("{e} (authentication required: capsa login)"),
         Some(404) if e.to_string().starts_with("manifest") => {

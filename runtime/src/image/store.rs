@@ -270,7 +270,7 @@ impl ImageStore {
             reason,
         };
         let digest = Digest::parse(manifest_digest).map_err(|e| corrupt(e.to_string()))?;
-        super::json::parse(&self.read_blob(&digest)?).map_err(corrupt)
+        super::json::parse(&self.read_blob(&digest)?).map_err(|e| corrupt(e.to_string()))
     }
 
     fn update_index(&self, change: impl FnOnce(&mut Index)) -> Result<(), ImageError> {

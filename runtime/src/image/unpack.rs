@@ -24,6 +24,64 @@ const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 /// Prefix of aufs's metadata entries (hard-link directories and the like), never files.
 const AUFS_META_PREFIX: &[u8] = b".wh..wh.";
 
+/// Why a whiteout entry hides no file.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WhiteoutError {
+    /// `.wh.` alone.
+    #[error("whiteout names no file")]
+    NoFile,
+    /// `.wh..` or `.wh...`.
+    #[error("whiteout names {0:?}, which is not a file name")]
+    NotAFileName(std::ffi::OsString),
+}
+
+/// Why a layer could not be unpacked; each names the entry concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    /// The stream is not a tar archive.
+    #[error("not a tar archive: {0}")]
+    NotTar(#[source] std::io::Error),
+    /// The destination could not be opened.
+    #[error("{path}: {source}")]
+    Destination {
+        /// The destination.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An entry's header is malformed (the tar crate wraps the I/O error that matters).
+    #[error("malformed tar entry: {}", error_chain(.0))]
+    Entry(#[source] std::io::Error),
+    /// An entry's path cannot be read.
+    #[error("entry with unreadable path: {0}")]
+    EntryPath(#[source] std::io::Error),
+    /// An entry's path has a `..` component.
+    #[error("{}: path contains '..'", .0.display())]
+    Parent(PathBuf),
+    /// A whiteout that hides no file.
+    #[error("{}: {source}", .path.display())]
+    Whiteout {
+        /// The entry.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: WhiteoutError,
+    },
+    /// An entry could not be written.
+    #[error("{}: {}", .path.display(), error_chain(.source))]
+    Write {
+        /// The entry.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An entry's path leads outside the layer.
+    #[error("{}: path escapes the layer", .0.display())]
+    Escapes(PathBuf),
+}
+
 /// What a layer entry named `file_name` is, as far as whiteouts go.
 #[derive(Debug, PartialEq, Eq)]
 enum Whiteout<'a> {
@@ -39,7 +97,7 @@ enum Whiteout<'a> {
 
 /// Classifies `file_name` (any bytes: names need not be UTF-8); Err says why a whiteout
 /// hides no file.
-fn whiteout_of(file_name: &OsStr) -> Result<Whiteout<'_>, String> {
+fn whiteout_of(file_name: &OsStr) -> Result<Whiteout<'_>, WhiteoutError> {
     let bytes = file_name.as_bytes();
     if bytes == OPAQUE_MARKER {
         return Ok(Whiteout::Opaque);
@@ -49,10 +107,9 @@ fn whiteout_of(file_name: &OsStr) -> Result<Whiteout<'_>, String> {
     }
     match bytes.strip_prefix(WHITEOUT_PREFIX) {
         None => Ok(Whiteout::No),
-        Some(b"") => Err("whiteout names no file".into()),
-        Some(name @ (b"." | b"..")) => Err(format!(
-            "whiteout names {:?}, which is not a file name",
-            OsStr::from_bytes(name)
+        Some(b"") => Err(WhiteoutError::NoFile),
+        Some(name @ (b"." | b"..")) => Err(WhiteoutError::NotAFileName(
+            OsStr::from_bytes(name).to_os_string(),
         )),
         Some(name) => Ok(Whiteout::Hides(OsStr::from_bytes(name))),
     }
@@ -61,49 +118,51 @@ fn whiteout_of(file_name: &OsStr) -> Result<Whiteout<'_>, String> {
 /// Unpacks the tar stream `input` into `dest` (which must exist and be empty).
 /// Names are kept as the bytes they are (UTF-8 or not). The error says which entry failed
 /// and why.
-pub fn unpack_layer<R: Read>(input: R, dest: &Path) -> Result<(), String> {
+pub fn unpack_layer<R: Read>(input: R, dest: &Path) -> Result<(), UnpackError> {
     let mut archive = tar::Archive::new(HeaderGuard::new(input));
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(true);
     archive.set_preserve_mtime(true);
     archive.set_unpack_xattrs(true);
     archive.set_overwrite(true);
-    let entries = archive
-        .entries()
-        .map_err(|e| format!("not a tar archive: {e}"))?;
+    let entries = archive.entries().map_err(UnpackError::NotTar)?;
     // What the tar crate does not make (whiteouts, nodes) is made through in-root lookups:
     // a symlink unpacked earlier cannot lead those writes out of the layer.
-    let root = Root::open(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+    let root = Root::open(dest).map_err(|source| UnpackError::Destination {
+        path: dest.display().to_string(),
+        source,
+    })?;
     for entry in entries {
-        let mut entry = entry.map_err(|e| format!("malformed tar entry: {}", error_chain(&e)))?;
-        let raw = entry
-            .path()
-            .map_err(|e| format!("entry with unreadable path: {e}"))?
-            .into_owned();
+        let mut entry = entry.map_err(UnpackError::Entry)?;
+        let raw = entry.path().map_err(UnpackError::EntryPath)?.into_owned();
         let rel = sanitize(&raw)?;
         let Some(file_name) = rel.file_name() else {
             continue; // the archive's root directory itself (`./`)
         };
-        let fail = |e: &dyn std::error::Error| format!("{}: {}", raw.display(), error_chain(e));
-        match whiteout_of(file_name).map_err(|why| format!("{}: {why}", raw.display()))? {
+        let fail = |source: std::io::Error| UnpackError::Write {
+            path: raw.clone(),
+            source,
+        };
+        match whiteout_of(file_name).map_err(|source| UnpackError::Whiteout {
+            path: raw.clone(),
+            source,
+        })? {
             Whiteout::No => {}
             Whiteout::AufsMeta => continue,
             Whiteout::Opaque => {
                 let dir = root
                     .mkdir_all(rel.parent().unwrap_or(Path::new("")))
-                    .map_err(|e| fail(&e))?;
+                    .map_err(fail)?;
                 // trusted.* for a root-mounted overlay, user.* for one mounted in a user
                 // namespace (userxattr).
                 dir.set_xattr("trusted.overlay.opaque", b"y")
-                    .map_err(|e| fail(&e))?;
-                dir.set_xattr("user.overlay.opaque", b"y")
-                    .map_err(|e| fail(&e))?;
+                    .map_err(fail)?;
+                dir.set_xattr("user.overlay.opaque", b"y").map_err(fail)?;
                 continue;
             }
             Whiteout::Hides(hidden) => {
                 let target = rel.with_file_name(hidden);
-                make_node(&root, &target, SFlag::S_IFCHR, 0o600, 0, 0, (0, 0))
-                    .map_err(|e| fail(&e))?;
+                make_node(&root, &target, SFlag::S_IFCHR, 0o600, 0, 0, (0, 0)).map_err(fail)?;
                 continue;
             }
         }
@@ -120,12 +179,12 @@ pub fn unpack_layer<R: Read>(input: R, dest: &Path) -> Result<(), String> {
             let mode = header.mode().unwrap_or(0o600);
             let uid = header.uid().unwrap_or(0) as u32;
             let gid = header.gid().unwrap_or(0) as u32;
-            make_node(&root, &rel, flag, mode, major, minor, (uid, gid)).map_err(|e| fail(&e))?;
+            make_node(&root, &rel, flag, mode, major, minor, (uid, gid)).map_err(fail)?;
             continue;
         }
-        let unpacked = entry.unpack_in(dest).map_err(|e| fail(&e))?;
+        let unpacked = entry.unpack_in(dest).map_err(fail)?;
         if !unpacked {
-            return Err(format!("{}: path escapes the layer", raw.display()));
+            return Err(UnpackError::Escapes(raw));
         }
     }
     Ok(())
@@ -144,14 +203,14 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Makes an archive path relative and refuses `..`.
-fn sanitize(path: &Path) -> Result<PathBuf, String> {
+fn sanitize(path: &Path) -> Result<PathBuf, UnpackError> {
     let mut out = PathBuf::new();
     for c in path.components() {
         match c {
             Component::Normal(p) => out.push(p),
             Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
             Component::ParentDir => {
-                return Err(format!("{}: path contains '..'", path.display()));
+                return Err(UnpackError::Parent(path.to_path_buf()));
             }
         }
     }
@@ -209,7 +268,7 @@ mod tests {
         let dest = dir.path().join("layer");
         std::fs::create_dir(&dest).unwrap();
         let tar = tar_with(&[("../evil", b"x")]);
-        let err = unpack_layer(&tar[..], &dest).unwrap_err();
+        let err = unpack_layer(&tar[..], &dest).unwrap_err().to_string();
         assert!(err.contains(".."), "{err}");
         assert!(!dir.path().join("evil").exists());
     }
@@ -282,7 +341,7 @@ mod tests {
         for name in [".wh...", "d/.wh...", ".wh.", ".wh..", "d/.wh."] {
             let dir = tempfile::tempdir().unwrap();
             let tar = tar_with(&[(name, b"")]);
-            let err = unpack_layer(&tar[..], dir.path()).unwrap_err();
+            let err = unpack_layer(&tar[..], dir.path()).unwrap_err().to_string();
             assert!(err.starts_with(name), "{name}: {err}");
             assert!(err.contains("whiteout"), "{name}: {err}");
         }

@@ -5,7 +5,7 @@
 //! Made on first use, under a lock, by whichever container needs it first.
 
 use super::netlink::Netlink;
-use super::{nft, NetError};
+use super::{nft, nft_failed, NetError};
 use std::net::Ipv4Addr;
 use std::path::Path;
 
@@ -50,13 +50,15 @@ impl BridgeConfig {
             .map_err(|e| NetError::Invalid(format!("{}: {e}", daemon_json.display())))?;
         match v.get("bip").and_then(|b| b.as_str()) {
             None => Ok(BridgeConfig::default()),
-            Some(bip) => BridgeConfig::from_bip(bip)
-                .map_err(|e| NetError::Invalid(format!("{}: bip: {e}", daemon_json.display()))),
+            Some(bip) => BridgeConfig::from_bip(bip).map_err(|source| NetError::Bip {
+                path: daemon_json.display().to_string(),
+                source,
+            }),
         }
     }
 
     /// Parses `10.88.0.1/16`.
-    pub fn from_bip(bip: &str) -> Result<BridgeConfig, String> {
+    pub fn from_bip(bip: &str) -> Result<BridgeConfig, super::subnet::SubnetError> {
         let (gateway, prefix) = super::subnet::parse_address_prefix(bip)?;
         Ok(BridgeConfig {
             name: "capsa0".into(),
@@ -103,13 +105,13 @@ pub fn ensure(config: &BridgeConfig, host: &mut Netlink) -> Result<u32, NetError
         // Made by an older capsa (or hardened by another process meanwhile): its rules are
         // loaded again, IPv6 disabled last, since that is what `hardened` reads.
         let what = format!("hardening bridge {}", config.name);
-        nft::apply(&rules_for(config)).map_err(|e| fail(&what, e))?;
+        nft::apply(&rules_for(config)).map_err(nft_failed(&what))?;
         disable_ipv6(&config.name).map_err(|e| fail(&what, e.to_string()))?;
         return Ok(index);
     }
     let what = format!("creating bridge {}", config.name);
     // The rules first: a bridge only ever exists with them in place.
-    nft::apply(&rules_for(config)).map_err(|e| fail(&what, e))?;
+    nft::apply(&rules_for(config)).map_err(nft_failed(&what))?;
     host.create_bridge(&config.name)
         .map_err(|e| fail(&what, e.to_string()))?;
     let index = host

@@ -11,16 +11,52 @@ pub const MAX_NAME_LEN: usize = 253;
 /// Longest label, in bytes.
 pub const MAX_LABEL_LEN: usize = 63;
 
+/// What makes a name not a DNS name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DnsNameError {
+    /// The empty string.
+    #[error("a name cannot be empty")]
+    Empty,
+    /// Longer than [`MAX_NAME_LEN`].
+    #[error("{0} bytes long; a DNS name has at most {MAX_NAME_LEN}")]
+    TooLong(usize),
+    /// Two dots in a row, or a dot at an end.
+    #[error("it has an empty label (two dots in a row, or a dot at an end)")]
+    EmptyLabel,
+    /// A label longer than [`MAX_LABEL_LEN`].
+    #[error("label {label:?} is {len} bytes long; a label has at most {MAX_LABEL_LEN}")]
+    LabelTooLong {
+        /// The label.
+        label: String,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A character outside letters, digits, `-` and `_`.
+    #[error("{0:?} is not allowed (letters, digits, '-' and '_' only)")]
+    Character(char),
+    /// A label that starts or ends with `-`.
+    #[error("label {0:?} starts or ends with '-'")]
+    Hyphen(String),
+}
+
+/// A name given for `what` (`--hostname "x"`: invalid host name) that is not a DNS name.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct InvalidName {
+    /// The flag or thing and its value, as the user wrote it.
+    pub what: String,
+    /// What is wrong with the name.
+    #[source]
+    pub source: DnsNameError,
+}
+
 /// Checks that `name` is a DNS name; the error says what is wrong with it.
-pub fn check(name: &str) -> Result<(), String> {
+pub fn check(name: &str) -> Result<(), DnsNameError> {
     if name.is_empty() {
-        return Err("a name cannot be empty".into());
+        return Err(DnsNameError::Empty);
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(format!(
-            "{} bytes long; a DNS name has at most {MAX_NAME_LEN}",
-            name.len()
-        ));
+        return Err(DnsNameError::TooLong(name.len()));
     }
     for label in name.split('.') {
         check_label(label)?;
@@ -33,26 +69,24 @@ pub fn is_valid(name: &str) -> bool {
     check(name).is_ok()
 }
 
-fn check_label(label: &str) -> Result<(), String> {
+fn check_label(label: &str) -> Result<(), DnsNameError> {
     if label.is_empty() {
-        return Err("it has an empty label (two dots in a row, or a dot at an end)".into());
+        return Err(DnsNameError::EmptyLabel);
     }
     if label.len() > MAX_LABEL_LEN {
-        return Err(format!(
-            "label {label:?} is {} bytes long; a label has at most {MAX_LABEL_LEN}",
-            label.len()
-        ));
+        return Err(DnsNameError::LabelTooLong {
+            label: label.into(),
+            len: label.len(),
+        });
     }
     if let Some(c) = label
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
     {
-        return Err(format!(
-            "{c:?} is not allowed (letters, digits, '-' and '_' only)"
-        ));
+        return Err(DnsNameError::Character(c));
     }
     if label.starts_with('-') || label.ends_with('-') {
-        return Err(format!("label {label:?} starts or ends with '-'"));
+        return Err(DnsNameError::Hyphen(label.into()));
     }
     Ok(())
 }
@@ -70,15 +104,18 @@ mod tests {
 
     #[test]
     fn what_could_inject_lines_is_refused_and_said() {
-        let err = check("evil\n10.231.7.250 db").unwrap_err();
+        let err = check("evil\n10.231.7.250 db").unwrap_err().to_string();
         assert!(err.contains("'\\n'"), "{err}");
         for bad in [
             "a b", "a\tb", "a#b", "", "a..b", ".a", "a.", "-a", "a-", "é",
         ] {
             assert!(!is_valid(bad), "{bad:?}");
         }
-        assert!(check(&"a".repeat(64)).unwrap_err().contains("63"));
+        assert!(check(&"a".repeat(64))
+            .unwrap_err()
+            .to_string()
+            .contains("63"));
         let long = vec!["a".repeat(63); 4].join(".");
-        assert!(check(&long).unwrap_err().contains("253"));
+        assert!(check(&long).unwrap_err().to_string().contains("253"));
     }
 }

@@ -39,15 +39,15 @@ pub enum NetworkMode {
 impl NetworkMode {
     /// Parses `--network`: the mode, and for bridge networks the network's name (`bridge`
     /// for the default one; any other name is a user-defined network, checked at create).
-    pub fn parse(value: &str) -> Result<(NetworkMode, String), String> {
+    pub fn parse(value: &str) -> Result<(NetworkMode, String), NetworkModeError> {
         match value {
             "bridge" | "default" => Ok((NetworkMode::Bridge, "bridge".into())),
             "none" => Ok((NetworkMode::None, "none".into())),
             "host" => Ok((NetworkMode::Host, "host".into())),
-            "" => Err("--network needs a name".into()),
-            other if other.starts_with("container:") => Err(format!(
-                "--network {other}: joining another container's network is not implemented"
-            )),
+            "" => Err(NetworkModeError::Empty),
+            other if other.starts_with("container:") => {
+                Err(NetworkModeError::ContainerMode(other.into()))
+            }
             other => Ok((NetworkMode::Bridge, other.to_string())),
         }
     }
@@ -60,6 +60,17 @@ impl NetworkMode {
             NetworkMode::Host => "host",
         }
     }
+}
+
+/// A `--network` value that names no network capsa can join.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkModeError {
+    /// `--network ""`.
+    #[error("--network needs a name")]
+    Empty,
+    /// `--network container:NAME`, which is absent.
+    #[error("--network {0}: joining another container's network is not implemented")]
+    ContainerMode(String),
 }
 
 fn default_network() -> String {
@@ -123,6 +134,47 @@ pub enum NetError {
         /// The cause.
         reason: String,
     },
+    /// A port could not be published (bad spec, host port taken).
+    #[error(transparent)]
+    Port(#[from] ports::PortError),
+    /// A subnet that does not parse.
+    #[error(transparent)]
+    Subnet(#[from] subnet::SubnetError),
+    /// The `bip` of daemon.json does not parse.
+    #[error("{path}: bip: {source}")]
+    Bip {
+        /// daemon.json.
+        path: String,
+        /// What is wrong with it.
+        #[source]
+        source: subnet::SubnetError,
+    },
+    /// A `--network-alias` that is not a DNS name.
+    #[error("--network-alias {alias:?}: invalid name: {source}")]
+    Alias {
+        /// The alias.
+        alias: String,
+        /// What is wrong with it.
+        #[source]
+        source: dns_name::DnsNameError,
+    },
+    /// nft refused a change.
+    #[error("network set-up: {what}: {source}")]
+    Nft {
+        /// What was being done.
+        what: String,
+        /// nft's reason.
+        #[source]
+        source: nft::NftError,
+    },
+}
+
+/// Maps an nft failure while doing `what`.
+fn nft_failed(what: &str) -> impl Fn(nft::NftError) -> NetError + '_ {
+    move |source| NetError::Nft {
+        what: what.to_string(),
+        source,
+    }
 }
 
 fn setup(what: &str) -> impl Fn(std::io::Error) -> NetError + '_ {
@@ -159,8 +211,9 @@ pub fn allocate(
     taken_ports: &[PortMapping],
 ) -> Result<Endpoint, NetError> {
     for alias in &request.aliases {
-        dns_name::check(alias).map_err(|why| {
-            NetError::Invalid(format!("--network-alias {alias:?}: invalid name: {why}"))
+        dns_name::check(alias).map_err(|source| NetError::Alias {
+            alias: alias.clone(),
+            source,
         })?;
     }
     let mut ports = Vec::with_capacity(request.ports.len());
@@ -176,7 +229,7 @@ pub fn allocate(
                 p.host_ip, p.host_port
             )));
         }
-        p.claim_host_port().map_err(NetError::Invalid)?;
+        p.claim_host_port()?;
         ports.push(p);
     }
     let ip = match request.ip {
@@ -301,12 +354,8 @@ pub fn attach(
             .map_err(setup("adding the default route"))?;
     }
     if !endpoint.ports.is_empty() {
-        nft::apply(&nft::add_ports(&endpoint.ports, endpoint.ip)).map_err(|reason| {
-            NetError::Setup {
-                what: "publishing ports".into(),
-                reason,
-            }
-        })?;
+        nft::apply(&nft::add_ports(&endpoint.ports, endpoint.ip))
+            .map_err(nft_failed("publishing ports"))?;
     }
     Ok(())
 }
@@ -340,12 +389,8 @@ pub fn attach_tap(
     host.enslave_and_up(tap, bridge_index, nft::PORT_GROUP)
         .map_err(setup("attaching the tap to the bridge"))?;
     if !endpoint.ports.is_empty() {
-        nft::apply(&nft::add_ports(&endpoint.ports, endpoint.ip)).map_err(|reason| {
-            NetError::Setup {
-                what: "publishing ports".into(),
-                reason,
-            }
-        })?;
+        nft::apply(&nft::add_ports(&endpoint.ports, endpoint.ip))
+            .map_err(nft_failed("publishing ports"))?;
     }
     Ok(())
 }

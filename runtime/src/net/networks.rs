@@ -144,7 +144,7 @@ impl NetworkStore {
         ));
         taken.extend(elsewhere.iter().cloned());
         let (net, prefix) = match subnet {
-            Some(s) => parse_cidr(s).map_err(invalid)?,
+            Some(s) => parse_cidr(s)?,
             None => (1..=255u8)
                 .map(|n| (Ipv4Addr::new(10, 89, n, 0), 24))
                 .find(|(a, p)| !taken.iter().any(|(b, q, _)| overlaps(*a, *p, *b, *q)))

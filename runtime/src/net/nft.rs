@@ -170,27 +170,38 @@ pub fn delete_port(port: &PortMapping, target: Ipv4Addr) -> String {
     format!("delete element ip {TABLE} {}\n", element(port, target))
 }
 
+/// Why `nft` did not apply a change.
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    /// `nft` could not be started.
+    #[error("nft: {0} (is the nftables package installed?)")]
+    Spawn(#[source] std::io::Error),
+    /// Talking to `nft` failed.
+    #[error("nft: {0}")]
+    Io(#[source] std::io::Error),
+    /// `nft` refused the commands; its own message.
+    #[error("nft: {0}")]
+    Refused(String),
+}
+
 /// Runs `nft -f -` with `commands`; the error carries nft's own message.
-pub fn apply(commands: &str) -> Result<(), String> {
+pub fn apply(commands: &str) -> Result<(), NftError> {
     let mut child = Command::new("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("nft: {e} (is the nftables package installed?)"))?;
+        .map_err(NftError::Spawn)?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(commands.as_bytes())
-            .map_err(|e| format!("nft: {e}"))?;
+        stdin.write_all(commands.as_bytes()).map_err(NftError::Io)?;
     }
-    let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
+    let out = child.wait_with_output().map_err(NftError::Io)?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "nft: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
+        Err(NftError::Refused(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
         ))
     }
 }

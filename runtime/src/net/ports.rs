@@ -37,10 +37,37 @@ pub struct PortMapping {
     pub proto: Proto,
 }
 
+/// Why a `-p` value or its host port was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    /// A `-p` value that does not parse; `why` says which part.
+    #[error("invalid -p {spec:?}: {why}")]
+    Spec {
+        /// The value as written.
+        spec: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The host port cannot be bound.
+    #[error("Bind for {ip}:{port} failed: port is already allocated ({source})")]
+    Taken {
+        /// The host address.
+        ip: Ipv4Addr,
+        /// The host port.
+        port: u16,
+        /// Why binding failed.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 impl PortMapping {
     /// Parses one `-p` value.
-    pub fn parse(spec: &str) -> Result<PortMapping, String> {
-        let bad = |why: &str| format!("invalid -p {spec:?}: {why}");
+    pub fn parse(spec: &str) -> Result<PortMapping, PortError> {
+        let bad = |why: &str| PortError::Spec {
+            spec: spec.into(),
+            why: why.into(),
+        };
         let (addr_ports, proto) = match spec.rsplit_once('/') {
             Some((a, "tcp")) => (a, Proto::Tcp),
             Some((a, "udp")) => (a, Proto::Udp),
@@ -54,7 +81,7 @@ impl PortMapping {
             [ip, h, c] => (*ip, *h, *c),
             _ => return Err(bad("expected [IP:][HOST:]CONTAINER[/PROTO]")),
         };
-        let port = |s: &str, what: &str| -> Result<u16, String> {
+        let port = |s: &str, what: &str| -> Result<u16, PortError> {
             s.parse::<u16>()
                 .ok()
                 .filter(|p| *p != 0)
@@ -99,13 +126,12 @@ impl PortMapping {
     }
 
     /// Checks the host port is free by binding it (a port 0 gets a free one chosen).
-    pub fn claim_host_port(&mut self) -> Result<(), String> {
+    pub fn claim_host_port(&mut self) -> Result<(), PortError> {
         let addr = SocketAddrV4::new(self.host_ip, self.host_port);
-        let taken = |e: std::io::Error| {
-            format!(
-                "Bind for {}:{} failed: port is already allocated ({e})",
-                self.host_ip, self.host_port
-            )
+        let taken = |source: std::io::Error| PortError::Taken {
+            ip: self.host_ip,
+            port: self.host_port,
+            source,
         };
         let port = match self.proto {
             Proto::Tcp => TcpListener::bind(addr)

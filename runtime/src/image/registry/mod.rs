@@ -83,6 +83,15 @@ pub enum RegistryError {
         /// The cause.
         reason: String,
     },
+    /// The TLS configuration for the registry could not be made.
+    #[error("{}: {}", printable(.registry), printable(&.source.to_string()))]
+    Tls {
+        /// The registry host.
+        registry: String,
+        /// The cause.
+        #[source]
+        source: Box<tls::TlsError>,
+    },
     /// The registry answered with an error status.
     #[error("{}: {status} {}", printable(.what), printable(.reason))]
     Status {
@@ -100,7 +109,7 @@ impl RegistryError {
     pub fn status(&self) -> Option<u16> {
         match self {
             RegistryError::Status { status, .. } => Some(*status),
-            RegistryError::Transport { .. } => None,
+            RegistryError::Transport { .. } | RegistryError::Tls { .. } => None,
         }
     }
 }
@@ -152,7 +161,12 @@ impl Registry {
             registry: host.to_string(),
             reason,
         };
-        let tls = tls::client_config(settings.certs_dir.as_deref(), host).map_err(transport)?;
+        let tls = tls::client_config(settings.certs_dir.as_deref(), host).map_err(|source| {
+            RegistryError::Tls {
+                registry: host.to_string(),
+                source: Box::new(source),
+            }
+        })?;
         let agent = ureq::AgentBuilder::new()
             .tls_config(tls)
             .timeout_connect(Duration::from_secs(15))
@@ -394,47 +408,71 @@ impl Registry {
     /// Whether the credentials may go with the token request `realm`: over HTTPS, or over
     /// plain HTTP to the registry's own host when the registry is itself reached over
     /// plain HTTP. Err says why not.
-    fn may_send_credentials(&self, realm: &ureq::Request) -> Result<(), String> {
-        let realm = realm.request_url().map_err(|e| format!("not a URL: {e}"))?;
+    fn may_send_credentials(&self, realm: &ureq::Request) -> Result<(), CredentialsRefused> {
+        let realm = realm
+            .request_url()
+            .map_err(|e| CredentialsRefused::RealmUrl(Box::new(e)))?;
         let registry = self
             .agent
             .get(&self.base)
             .request_url()
-            .map_err(|e| format!("registry URL: {e}"))?;
+            .map_err(|e| CredentialsRefused::RegistryUrl(Box::new(e)))?;
         credentials_allowed(&realm, &registry)
     }
+}
+
+/// Why credentials are not sent to a token realm.
+#[derive(Debug, thiserror::Error)]
+enum CredentialsRefused {
+    #[error("not a URL: {0}")]
+    RealmUrl(#[source] Box<ureq::Error>),
+    #[error("registry URL: {0}")]
+    RegistryUrl(#[source] Box<ureq::Error>),
+    #[error("the registry is reached over HTTPS but its token realm is plain HTTP: credentials for {registry} are not sent in the clear")]
+    Downgrade { registry: String },
+    #[error("the token realm is plain HTTP on another host ({realm}): credentials for {registry} are not sent there")]
+    OtherHost { realm: String, registry: String },
+    #[error("the token realm's scheme {0:?} is neither https nor http")]
+    Scheme(String),
+}
+
+/// Why a registry's answer could not be read.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("{0}")]
+    Read(#[source] std::io::Error),
+    #[error("the answer is larger than {0} bytes")]
+    TooLarge(u64),
 }
 
 /// The rule of [`Registry::may_send_credentials`] on parsed URLs.
 fn credentials_allowed(
     realm: &ureq::RequestUrl,
     registry: &ureq::RequestUrl,
-) -> Result<(), String> {
+) -> Result<(), CredentialsRefused> {
     match realm.scheme() {
         "https" => Ok(()),
-        "http" if registry.scheme() != "http" => Err(format!(
-            "the registry is reached over HTTPS but its token realm is plain HTTP: credentials for {} are not sent in the clear",
-            registry.host()
-        )),
-        "http" if realm.host() != registry.host() => Err(format!(
-            "the token realm is plain HTTP on another host ({}): credentials for {} are not sent there",
-            realm.host(),
-            registry.host()
-        )),
+        "http" if registry.scheme() != "http" => Err(CredentialsRefused::Downgrade {
+            registry: registry.host().to_string(),
+        }),
+        "http" if realm.host() != registry.host() => Err(CredentialsRefused::OtherHost {
+            realm: realm.host().to_string(),
+            registry: registry.host().to_string(),
+        }),
         "http" => Ok(()),
-        other => Err(format!("the token realm's scheme {other:?} is neither https nor http")),
+        other => Err(CredentialsRefused::Scheme(other.into())),
     }
 }
 
 /// The body of `resp`, refused when longer than `limit` bytes (never buffered beyond it).
-fn read_bounded(resp: ureq::Response, limit: u64) -> Result<Vec<u8>, String> {
+fn read_bounded(resp: ureq::Response, limit: u64) -> Result<Vec<u8>, BodyError> {
     let mut bytes = Vec::new();
     resp.into_reader()
         .take(limit + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
+        .map_err(BodyError::Read)?;
     if bytes.len() as u64 > limit {
-        return Err(format!("the answer is larger than {limit} bytes"));
+        return Err(BodyError::TooLarge(limit));
     }
     Ok(bytes)
 }
@@ -531,9 +569,13 @@ mod tests {
         .is_ok());
         assert!(allowed("https://auth.example/token", "http://127.0.0.1:5000").is_ok());
         assert!(allowed("http://127.0.0.1:6000/token", "http://127.0.0.1:5000").is_ok());
-        let err = allowed("http://127.0.0.2:5002/token", "http://127.0.0.1:5001").unwrap_err();
+        let err = allowed("http://127.0.0.2:5002/token", "http://127.0.0.1:5001")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("127.0.0.2"), "{err}");
-        let err = allowed("http://reg.example/token", "https://reg.example").unwrap_err();
+        let err = allowed("http://reg.example/token", "https://reg.example")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("HTTPS"), "{err}");
         assert!(allowed("ftp://reg.example/token", "http://reg.example").is_err());
     }
