@@ -500,6 +500,7 @@ pub fn fork_monitor(
             }
             let _ = nix::unistd::setsid();
             detach_stdio();
+            crate::linux::sys::release_free_heap();
             body(report_w);
             std::process::exit(0);
         }
