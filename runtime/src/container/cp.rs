@@ -53,15 +53,6 @@ pub enum CopySideError {
     /// The container's init could not be opened.
     #[error("{0}")]
     Pidfd(#[source] std::io::Error),
-    /// The process `pid` could not be opened.
-    #[error("process {pid}: {source}")]
-    Process {
-        /// The process.
-        pid: i32,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
     /// The error pipe could not be made.
     #[error("{0}")]
     Pipe(#[source] nix::Error),
@@ -165,17 +156,6 @@ fn stopped_root(store: &ContainerStore, state: &State) -> Result<StoppedRoot, Co
         layers: dir.overlay_layers(image.layer_dirs),
         rootfs: dir.rootfs(),
     })
-}
-
-/// Runs `child_work` in the mount namespace (and so the root) of process `pid`, and
-/// `parent_work` here meanwhile: how the guest agent serves `cp` for a VM container.
-pub fn in_root_of<T, E: std::fmt::Display>(
-    pid: i32,
-    child_work: impl FnOnce() -> Result<(), E>,
-    parent_work: impl FnOnce() -> T,
-) -> Result<T, CopySideError> {
-    let pidfd = sys::pidfd_open(pid).map_err(|source| CopySideError::Process { pid, source })?;
-    in_child(|| enter(Some(&pidfd), None), child_work, parent_work)
 }
 
 /// Forks a child that runs `enter` then `child_work`; runs `parent_work` here meanwhile.
