@@ -361,12 +361,16 @@ struct Client {
 
 /// Copies the pty's output to the log and every attached client, and clients' input and
 /// window sizes to the pty, until the container's processes have all closed the terminal.
+///
+/// Clients waiting to be accepted are taken before the pty is read: `run -t` and
+/// `start -a` connect before the init is released, so the first output of the workload
+/// always finds them attached.
 fn relay_terminal(
     master: OwnedFd,
     listener: std::os::unix::net::UnixListener,
     log: &mut logfile::Writer,
 ) {
-    use std::io::Write;
+    let _ = listener.set_nonblocking(true);
     let mut clients: Vec<Client> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -391,58 +395,75 @@ fn relay_terminal(
         if unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) } < 0 {
             continue; // EINTR
         }
-        if pfds[0].revents != 0 {
-            match nix::unistd::read(master.as_raw_fd(), &mut buf) {
-                Ok(n) if n > 0 => {
-                    log.write(0, &buf[..n]);
-                    let frame = super::session::output_frame(&buf[..n]);
-                    clients.retain_mut(|c| c.stream.write_all(&frame).is_ok());
-                }
-                Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => {}
-                _ => break, // EIO: no process holds the terminal any more
-            }
-        }
         let ready: Vec<bool> = pfds[2..].iter().map(|p| p.revents != 0).collect();
-        let mut keep = ready.iter().map(|_| true).collect::<Vec<_>>();
+        let mut keep = vec![true; clients.len()];
         for (i, c) in clients.iter_mut().enumerate().filter(|(i, _)| ready[*i]) {
-            if c.frames.fill(&mut c.stream).is_err() {
-                keep[i] = false;
-                continue;
-            }
-            loop {
-                use super::session::{client_frame, ClientFrame};
-                let frame = match c.frames.next_frame().transpose() {
-                    Some(envelope) => client_frame(envelope),
-                    None => break,
-                };
-                match frame {
-                    Ok(ClientFrame::Input(data)) => {
-                        let _ = nix::unistd::write(&master, &data);
-                    }
-                    Ok(ClientFrame::Resize(rows, cols)) => {
-                        let _ = crate::linux::sys::set_window_size(master.as_raw_fd(), rows, cols);
-                    }
-                    Ok(ClientFrame::Ignored) => {}
-                    Err(_) => {
-                        keep[i] = false;
-                        break;
-                    }
-                }
-            }
+            keep[i] = serve_client_frames(c, &master);
         }
         let mut k = keep.into_iter();
         clients.retain(|_| k.next().unwrap_or(true));
-        // Accepted last: the client list must match the poll set until here.
         if pfds[1].revents != 0 {
-            if let Ok((stream, _)) = listener.accept() {
-                clients.push(Client {
-                    stream,
-                    frames: super::session::client_frames(),
-                });
-            }
+            accept_clients(&listener, &mut clients);
+        }
+        if pfds[0].revents != 0 && !copy_terminal_output(&master, &mut buf, log, &mut clients) {
+            break; // EIO: no process holds the terminal any more
         }
     }
     log.flush(0);
+}
+
+/// Accepts every client waiting on the (non-blocking) attach socket.
+fn accept_clients(listener: &std::os::unix::net::UnixListener, clients: &mut Vec<Client>) {
+    while let Ok((stream, _)) = listener.accept() {
+        let _ = stream.set_nonblocking(false);
+        clients.push(Client {
+            stream,
+            frames: super::session::client_frames(),
+        });
+    }
+}
+
+/// Reads what the pty holds into the log and to every client (dropping those that no
+/// longer read). False once no process holds the terminal.
+fn copy_terminal_output(
+    master: &OwnedFd,
+    buf: &mut [u8],
+    log: &mut logfile::Writer,
+    clients: &mut Vec<Client>,
+) -> bool {
+    use std::io::Write;
+    match nix::unistd::read(master.as_raw_fd(), buf) {
+        Ok(n) if n > 0 => {
+            log.write(0, &buf[..n]);
+            let frame = super::session::output_frame(&buf[..n]);
+            clients.retain_mut(|c| c.stream.write_all(&frame).is_ok());
+            true
+        }
+        Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => true,
+        _ => false,
+    }
+}
+
+/// Applies the frames a client sent (input, window size). False when the client is gone
+/// or spoke out of turn.
+fn serve_client_frames(c: &mut Client, master: &OwnedFd) -> bool {
+    use super::session::{client_frame, ClientFrame};
+    if c.frames.fill(&mut c.stream).is_err() {
+        return false;
+    }
+    while let Some(envelope) = c.frames.next_frame().transpose() {
+        match client_frame(envelope) {
+            Ok(ClientFrame::Input(data)) => {
+                let _ = nix::unistd::write(master, &data);
+            }
+            Ok(ClientFrame::Resize(rows, cols)) => {
+                let _ = crate::linux::sys::set_window_size(master.as_raw_fd(), rows, cols);
+            }
+            Ok(ClientFrame::Ignored) => {}
+            Err(_) => return false,
+        }
+    }
+    true
 }
 
 /// `create` for a detached container: forks the monitor, which outlives this CLI, and
