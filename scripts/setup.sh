@@ -18,11 +18,13 @@
 #   erofs-utils     mkfs.erofs: each image layer becomes a read-only erofs disk for VMs
 #   e2fsck-static   goes into the VM's initramfs: the guest agent checks an unclean writable
 #                   disk itself (the host never parses a file system its guest wrote)
+#   curl            raw requests to `capsa serve`'s socket in the API tests
+#   docker-compose  (1.29, Debian's) brings a compose file up against `capsa serve`
 #   strace          fault injection for one process (a test makes inotify_init1 fail for
 #                   `capsa wait` alone, as when a workload took every instance of root's)
 set -euo pipefail
 
-packages=(busybox-static runc crun python3 time tmux zsh fish ca-certificates docker-registry skopeo umoci apache2-utils debootstrap iproute2 nftables iperf3 build-essential qemu-system-x86 erofs-utils e2fsck-static strace)
+packages=(busybox-static runc crun python3 time tmux zsh fish ca-certificates docker-registry skopeo umoci apache2-utils debootstrap iproute2 nftables iperf3 build-essential qemu-system-x86 erofs-utils e2fsck-static strace curl docker-compose)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -37,6 +39,18 @@ fi
 # port 5000) is not wanted where the init system started it.
 if command -v systemctl >/dev/null && systemctl is-active --quiet docker-registry 2>/dev/null; then
   systemctl disable --now docker-registry >/dev/null 2>&1 || true
+fi
+# The API tests drive `capsa serve` with the real docker CLI (this kind of machine has
+# 28.2 in /usr/local/bin; elsewhere Debian's 20.10 client, whose daemon stays off) and with
+# docker-py, the SDK docker-compose and testcontainers build on.
+if ! command -v docker >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io >/dev/null
+  if command -v systemctl >/dev/null; then
+    systemctl disable --now docker.service docker.socket containerd.service >/dev/null 2>&1 || true
+  fi
+fi
+if ! python3 -c 'import docker' 2>/dev/null; then
+  python3 -m pip install -q 'docker==7.1.0' 'requests>=2.32,<3'
 fi
 if ! command -v cargo >/dev/null; then
   export PATH="$HOME/.cargo/bin:$PATH"

@@ -144,3 +144,39 @@ pub fn which(name: &str) -> Option<std::path::PathBuf> {
             .find(|c| c.is_file())
     })
 }
+
+/// `info`'s facts under Docker's field names (`info --format`, the API's `/info`).
+pub fn docker_info(
+    host: &HostInfo,
+    root: &StateRoot,
+    containers: &[crate::container::State],
+    images: usize,
+) -> serde_json::Value {
+    let running = containers
+        .iter()
+        .filter(|c| c.status == crate::container::Status::Running && !c.paused)
+        .count();
+    let paused = containers.iter().filter(|c| c.paused).count();
+    serde_json::json!({
+        "Containers": containers.len(),
+        "ContainersRunning": running,
+        "ContainersPaused": paused,
+        "ContainersStopped": containers.len() - running - paused,
+        "Images": images,
+        "ServerVersion": env!("CARGO_PKG_VERSION"),
+        "Driver": "overlayfs",
+        "CgroupDriver": "cgroupfs",
+        "CgroupVersion": match host.cgroup_mode {
+            Some(crate::linux::cgroups::CgroupMode::Unified) => "2",
+            Some(_) => "1",
+            None => "",
+        },
+        "KernelVersion": host.kernel,
+        "OperatingSystem": host.os,
+        "OSType": std::env::consts::OS,
+        "Architecture": std::env::consts::ARCH,
+        "NCPU": host.cpus,
+        "MemTotal": host.memory,
+        "DockerRootDir": root.dir(),
+    })
+}

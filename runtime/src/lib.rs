@@ -10,7 +10,8 @@
 //! - [`api`]: the verbs every front end calls, each over the container's [`container::sandbox::Sandbox`];
 //! - [`volume`]: named and anonymous volumes (directories for containers, disks for VMs);
 //! - [`host`]: what this machine offers (cgroup mode, KVM kind, engines), for `info`;
-//! - [`template`]: Go templates for every `--format`.
+//! - [`template`]: Go templates for every `--format`;
+//! - [`serve`]: the Docker Engine API server (`capsa serve`), a front end beside `cli`.
 
 pub mod api;
 pub mod bench;
@@ -24,6 +25,7 @@ pub use capsa_core::linux;
 pub mod net;
 pub mod printable;
 pub mod root;
+pub mod serve;
 pub mod template;
 pub mod timefmt;
 pub mod vm;

@@ -4,6 +4,7 @@
 //! The busybox test image is generated here from Debian's busybox-static (installed by
 //! `scripts/setup.sh`), never committed.
 
+pub mod api;
 pub mod registry;
 
 use std::path::{Path, PathBuf};

@@ -124,6 +124,8 @@ pub enum SystemCommand {
     Prune(super::prune::SystemPruneArgs),
     /// Get real time events from the server (not yet: issue 17).
     Events(NotYet),
+    /// Serve the Docker Engine API (Podman's name for `capsa serve`).
+    Service(super::serve::ServeArgs),
 }
 
 impl ContainerVerb {

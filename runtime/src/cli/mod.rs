@@ -18,6 +18,7 @@ mod prune;
 mod ps;
 mod registry;
 mod run;
+mod serve;
 mod stats;
 mod system;
 mod terminal;
@@ -104,6 +105,8 @@ enum Command {
     Events(NotYet),
     /// Generate the autocompletion script for the specified shell.
     Completion(completion::CompletionArgs),
+    /// Serve the Docker Engine API on a Unix socket (DOCKER_HOST=unix:///run/capsa/capsa.sock).
+    Serve(serve::ServeArgs),
 }
 
 impl Command {
@@ -212,6 +215,7 @@ fn dispatch(root: &crate::root::StateRoot, root_dir: &std::path::Path, command: 
         }
         Command::System(SystemCommand::Df(a)) => images::system_df(root, a),
         Command::System(SystemCommand::Prune(a)) => prune::system_prune(root, a),
+        Command::System(SystemCommand::Service(a)) => serve::serve(root, a),
         Command::Compare(a) => compare::compare(root_dir, a),
         Command::Bench(a) => bench::bench(root, a),
         Command::Network(c) => network::network(root, c),
@@ -220,6 +224,7 @@ fn dispatch(root: &crate::root::StateRoot, root_dir: &std::path::Path, command: 
         Command::Logout(a) => registry::logout(root, a),
         Command::Search(a) => registry::search(root, a),
         Command::Version => system::version(),
+        Command::Serve(a) => serve::serve(root, a),
         Command::Completion(a) => completion::completion(a),
     }
 }

@@ -30,42 +30,6 @@ const INFO_SHAPE: Shape = Shape {
     maps: &[],
 };
 
-/// `info`'s facts under Docker's field names, for `--format`.
-fn docker_info(
-    root: &StateRoot,
-    host: &HostInfo,
-    containers: &[crate::container::State],
-    images: usize,
-) -> serde_json::Value {
-    let running = containers
-        .iter()
-        .filter(|c| c.status == Status::Running && !c.paused)
-        .count();
-    let paused = containers.iter().filter(|c| c.paused).count();
-    serde_json::json!({
-        "Containers": containers.len(),
-        "ContainersRunning": running,
-        "ContainersPaused": paused,
-        "ContainersStopped": containers.len() - running - paused,
-        "Images": images,
-        "ServerVersion": env!("CARGO_PKG_VERSION"),
-        "Driver": "overlayfs",
-        "CgroupDriver": "cgroupfs",
-        "CgroupVersion": match host.cgroup_mode {
-            Some(crate::linux::cgroups::CgroupMode::Unified) => "2",
-            Some(_) => "1",
-            None => "",
-        },
-        "KernelVersion": host.kernel,
-        "OperatingSystem": host.os,
-        "OSType": std::env::consts::OS,
-        "Architecture": std::env::consts::ARCH,
-        "NCPU": host.cpus,
-        "MemTotal": host.memory,
-        "DockerRootDir": root.dir(),
-    })
-}
-
 /// `version`, laid out as `docker version` prints it.
 pub fn version() -> i32 {
     let v = env!("CARGO_PKG_VERSION");
@@ -98,7 +62,7 @@ pub fn info(root: &StateRoot, args: InfoArgs) -> i32 {
     let count = |st: Status| containers.iter().filter(|c| c.status == st).count();
     let images = ImageStore::new(root).images().map(|l| l.len()).unwrap_or(0);
     if !format.is_default() {
-        let value = docker_info(root, &host, &containers, images);
+        let value = crate::host::docker_info(&host, root, &containers, images);
         let (Format::Rows(t) | Format::Table(t)) = format else {
             println!("{value}"); // `json`
             return 0;

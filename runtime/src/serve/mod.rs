@@ -1,0 +1,97 @@
+//! `capsa serve`: the Docker Engine API over HTTP/1.1 on a Unix socket, so the docker
+//! CLI, docker-py and docker-compose drive capsa as they drive dockerd.
+//!
+//! The server is a front end like `cli/`: every handler calls the engine library
+//! ([`crate::api`] and the stores) on a blocking thread, and holds no state of its own
+//! beyond exec sessions. Containers live in the state root and are watched by their
+//! own monitors, so the server can stop and start again without touching them, and the
+//! `capsa` CLI sees the same containers.
+//!
+//! Modules, one concept each:
+//! - [`http`]: API versions in the path, errors as `{"message"}`, JSON bodies, queries;
+//! - [`listen`]: the sockets (Unix 0660 root:group, or an explicit TCP address) and the
+//!   one-server-per-root lock;
+//! - [`system`]: `/_ping`, `/version`, `/info`, `/system/df`, `/events`.
+
+pub mod http;
+mod listen;
+mod system;
+
+pub use listen::{Host, ServeError};
+
+use crate::root::StateRoot;
+use axum::Router;
+use std::sync::Arc;
+
+/// Everything a handler needs: the state root (stores are cheap views of it) and the
+/// server's defaults.
+pub struct Engine {
+    pub root: StateRoot,
+    /// The cgroup parent of containers whose `HostConfig.CgroupParent` is empty
+    /// (dockerd's `--cgroup-parent`).
+    pub cgroup_parent: Option<String>,
+}
+
+/// Shared by every handler.
+pub type Shared = Arc<Engine>;
+
+/// How `capsa serve` listens.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Where to listen (`unix:///run/capsa/capsa.sock` when none is given).
+    pub hosts: Vec<Host>,
+    /// The group that may use the Unix socket (0660 root:group); none: 0600 root only.
+    pub group: Option<String>,
+    /// The default cgroup parent of the containers it creates.
+    pub cgroup_parent: Option<String>,
+}
+
+/// The default socket, as `DOCKER_HOST=unix:///run/capsa/capsa.sock` names it.
+pub const DEFAULT_SOCKET: &str = "/run/capsa/capsa.sock";
+
+/// Every route of the API, before the version prefix is taken off (see [`http::versioned`]).
+pub fn router(engine: Shared) -> Router {
+    Router::new()
+        .merge(system::routes())
+        .fallback(http::not_found)
+        .layer(axum::middleware::from_fn(http::refuse_bad_version))
+        .with_state(engine)
+}
+
+/// Serves the API until SIGINT or SIGTERM, then removes the sockets. `ready` is told the
+/// addresses once every socket listens.
+pub fn serve(
+    root: StateRoot,
+    options: &ServeOptions,
+    ready: impl FnOnce(&[Host]),
+) -> Result<(), ServeError> {
+    let lock = listen::lock_root(&root)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(256)
+        .thread_name("capsa-serve")
+        .enable_all()
+        .build()
+        .map_err(ServeError::Runtime)?;
+    let engine = Arc::new(Engine {
+        root,
+        cgroup_parent: options.cgroup_parent.clone(),
+    });
+    let result = runtime.block_on(async move {
+        let listeners = listen::bind_all(options).await?;
+        ready(&options_hosts(options));
+        let app = http::versioned(router(engine));
+        listen::serve_until_signal(listeners, app).await
+    });
+    listen::remove_sockets(options);
+    drop(lock);
+    result
+}
+
+fn options_hosts(options: &ServeOptions) -> Vec<Host> {
+    if options.hosts.is_empty() {
+        vec![Host::default()]
+    } else {
+        options.hosts.clone()
+    }
+}
