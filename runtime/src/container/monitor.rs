@@ -505,7 +505,11 @@ pub fn fork_monitor(
 ) -> Result<String, ContainerError> {
     let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| ContainerError::io(dir, e.into()))?;
-    // SAFETY: the CLI is single-threaded here, so the child may run Rust code after fork.
+    // SAFETY: the child runs Rust code after fork. In the CLI the process is single-
+    // threaded here. In `capsa serve` other threads run, so the child must touch no lock
+    // they may hold at the fork: glibc's fork resets malloc's own, the engine keeps no
+    // process-wide lock in a front end's process (volume::disk's is taken only inside a
+    // VM monitor), and the child never prints (its stdio goes to /dev/null first).
     match unsafe { nix::unistd::fork() } {
         Ok(nix::unistd::ForkResult::Child) => {
             // A client or CLI that goes away must cost the monitor a write, not its life.
