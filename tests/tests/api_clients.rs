@@ -59,15 +59,36 @@ fn docker_compose_brings_a_two_service_file_up_and_down() {
     );
     // The client reaches the web service by its name, on the project's network.
     let mut page = String::new();
-    eventually("client reaches web by name", Duration::from_secs(20), || {
-        page = compose(&["exec", "-T", "client", "wget", "-q", "-O", "-", "http://web/"]);
-        page.contains("served-by-web")
-    });
+    eventually(
+        "client reaches web by name",
+        Duration::from_secs(20),
+        || {
+            page = compose(&[
+                "exec",
+                "-T",
+                "client",
+                "wget",
+                "-q",
+                "-O",
+                "-",
+                "http://web/",
+            ]);
+            page.contains("served-by-web")
+        },
+    );
     // The published port answers on the host.
     eventually("published port", Duration::from_secs(20), || {
         let out = env
             .host_command("timeout")
-            .args(["5", "/bin/busybox", "wget", "-q", "-O", "-", "http://127.0.0.1:18480/"])
+            .args([
+                "5",
+                "/bin/busybox",
+                "wget",
+                "-q",
+                "-O",
+                "-",
+                "http://127.0.0.1:18480/",
+            ])
             .output()
             .unwrap();
         text(&out.stdout).contains("served-by-web")

@@ -651,7 +651,16 @@ fn a_vm_whose_engine_dies_is_shown_exited_with_the_reason_and_cleaned_up() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let id = text(&out.stdout).trim().to_string();
     // The guest dies under the monitor, as a crashed VMM or an OOM-killed QEMU would.
-    let engine = env.inspect("crash", "{{.Engine.Pid}}");
+    // `run -d` returns once the VM is created; its engine's record follows from the boot.
+    let mut engine = String::new();
+    capsa_tests::eventually(
+        "the engine's pid is recorded",
+        std::time::Duration::from_secs(30),
+        || {
+            engine = env.inspect("crash", "{{.Engine.Pid}}");
+            engine.parse::<i32>().is_ok_and(|p| p > 0)
+        },
+    );
     let killed = std::process::Command::new("kill")
         .args(["-KILL", &engine])
         .status()

@@ -524,12 +524,16 @@ pub fn fork_monitor(
                 unsafe { libc::_exit(1) }
             }
             let _ = nix::unistd::setsid();
+            leave_the_caller();
             detach_stdio();
             crate::linux::sys::release_free_heap();
             body(report_w);
             std::process::exit(0);
         }
-        Ok(nix::unistd::ForkResult::Parent { .. }) => {}
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            // The first child leaves at once (see `leave_the_caller`): reaped here.
+            let _ = waitpid(child, None);
+        }
         Err(e) => return Err(ContainerError::io(dir, e.into())),
     }
     drop(report_w);
@@ -539,6 +543,21 @@ pub fn fork_monitor(
         &mut answer,
     );
     Ok(answer.trim_end().to_string())
+}
+
+/// Forks once more and ends the first child, so that the monitor is nobody's child but
+/// init's (or the nearest subreaper's): a long-lived caller such as `capsa serve` would
+/// otherwise gather a zombie per container that exits, and could not reap them without
+/// taking exit statuses its other waits need.
+fn leave_the_caller() {
+    // SAFETY: as in `fork_monitor`; the first child only calls _exit.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {}
+        // SAFETY: ends the first child without running any exit handler.
+        Ok(nix::unistd::ForkResult::Parent { .. }) => unsafe { libc::_exit(0) },
+        // No second process: this one carries on as the monitor, still the caller's child.
+        Err(_) => {}
+    }
 }
 
 /// Replaces the argv the monitor inherited from the CLI (every local user can read it in
