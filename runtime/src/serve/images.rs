@@ -179,10 +179,15 @@ async fn list(
             {
                 continue;
             }
-            if filters
-                .get("reference")
-                .is_some_and(|want| !want.iter().any(|w| reference_matches(w, &tags)))
-            {
+            // With a reference filter, an image shows only the names that match it.
+            let tags: Vec<String> = match filters.get("reference") {
+                None => tags,
+                Some(want) => tags
+                    .into_iter()
+                    .filter(|t| want.iter().any(|w| reference_matches(w, std::slice::from_ref(t))))
+                    .collect(),
+            };
+            if filters.contains_key("reference") && tags.is_empty() {
                 continue;
             }
             if before.is_some_and(|b| created >= b) || since.is_some_and(|s| created <= s) {
@@ -480,7 +485,7 @@ async fn create(
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     let shown = familiar(&reference);
     let pulling = json!({
-        "status": format!("Pulling from {}", reference.familiar_repository()),
+        "status": format!("Pulling from {}", reference.path),
         "id": reference.tag.clone().or_else(|| reference.digest.clone()).unwrap_or_default(),
     });
     tokio::task::spawn_blocking(move || {

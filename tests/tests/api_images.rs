@@ -1,0 +1,202 @@
+//! The image endpoints of `capsa serve`, driven by the real docker CLI: list, inspect,
+//! history, tag, rmi (and its conflict), save and load, import and prune, and pull from a
+//! local registry with Docker's progress stream.
+
+use capsa_tests::registry::{LocalRegistry, OciLayout, Packing};
+use capsa_tests::{busybox_tarball, text, TestEnv};
+use serde_json::{json, Value};
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+#[test]
+fn images_list_inspect_tag_history_and_remove_as_docker_shows_them() {
+    let env = TestEnv::new();
+    let api = env.serve();
+    let listed = api.docker_ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert_eq!(listed.trim(), "busybox:latest");
+
+    // The summary: Created is an integer, VirtualSize only for old clients.
+    let (status, list) = api.request_json("GET", "/v1.50/images/json", None);
+    assert_eq!(status, 200);
+    let summary = &list[0];
+    let id = summary["Id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("sha256:"), "{summary}");
+    assert!(summary["Created"].is_i64(), "{summary}");
+    assert_eq!(summary["SharedSize"], -1);
+    assert_eq!(summary["Containers"], -1);
+    assert!(summary["Size"].as_u64().unwrap() > 0, "{summary}");
+    assert!(summary.get("VirtualSize").is_none(), "{summary}");
+    let (_, old) = api.request_json("GET", "/v1.43/images/json", None);
+    assert_eq!(old[0]["VirtualSize"], summary["Size"]);
+
+    let inspected = api.docker_ok(&["image", "inspect", "--format", "{{.Id}}", "busybox"]);
+    assert_eq!(inspected.trim(), id);
+    let inspected = api.docker_ok(&["inspect", "--format", "{{.Id}} {{.Config.Cmd}}", "busybox"]);
+    assert_eq!(inspected.trim(), format!("{id} [sh]"));
+    let history = api.docker_ok(&["history", "-q", "busybox"]);
+    assert_eq!(history.lines().next(), Some(&id[7..19]), "{history}");
+
+    // tag through the CLI and raw: 201; the new names are listed and filtered.
+    api.docker_ok(&["tag", "busybox", "mybox:v1"]);
+    let (status, _) = api.request("POST", "/images/busybox/tag?repo=other/box&tag=v2", None);
+    assert_eq!(status, 201);
+    let listed = api.docker_ok(&["images", "--format", "{{.Repository}}:{{.Tag}}", "mybox"]);
+    assert_eq!(listed.trim(), "mybox:v1");
+    let (_, filtered) = api.request_json(
+        "GET",
+        "/images/json?filters=%7B%22reference%22%3A%5B%22other%2F*%22%5D%7D",
+        None,
+    );
+    assert_eq!(filtered[0]["RepoTags"], json!(["other/box:v2"]));
+    let (_, none) = api.request_json(
+        "GET",
+        "/images/json?filters=%7B%22dangling%22%3A%5B%22true%22%5D%7D",
+        None,
+    );
+    assert_eq!(none, json!([]));
+
+    let removed = api.docker_ok(&["rmi", "mybox:v1"]);
+    assert_eq!(removed.trim(), "Untagged: mybox:v1");
+    let (status, body) = api.request_json("DELETE", "/images/other/box:v2", None);
+    assert_eq!(status, 200);
+    assert_eq!(body, json!([{"Untagged": "other/box:v2"}]));
+
+    let (status, body) = api.request_json("GET", "/images/nope/json", None);
+    assert_eq!(status, 404);
+    assert_eq!(body["message"], "No such image: nope");
+    let out = api.docker(&["rmi", "nope"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("No such image: nope"), "{}", text(&out.stderr));
+
+    // An image a container uses keeps its last name unless forced, in Docker's words.
+    ok(&env.create(&["--name", "user", "busybox", "true"]));
+    let out = api.docker(&["rmi", "busybox"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains(
+            "conflict: unable to remove repository reference \"busybox\" (must force) - container"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    let (status, _) = api.request_json("DELETE", "/images/busybox", None);
+    assert_eq!(status, 409);
+    ok(&env.capsa(&["rm", "-f", "user"]));
+    env.assert_clean();
+}
+
+#[test]
+fn save_load_import_and_prune_through_the_docker_cli() {
+    let env = TestEnv::new();
+    let api = env.serve();
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("saved.tar");
+    api.docker_ok(&["tag", "busybox", "saved:v1"]);
+    api.docker_ok(&["save", "-o", archive.to_str().unwrap(), "saved:v1"]);
+    assert!(std::fs::metadata(&archive).unwrap().len() > 100_000);
+    // Raw: the archive is a tar with Docker's manifest.json.
+    let (status, tar) = api.request("GET", "/images/get?names=saved%3Av1", None);
+    assert_eq!(status, 200);
+    let mut entries = tar::Archive::new(&tar[..]);
+    let names: Vec<String> = entries
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(names.iter().any(|n| n == "manifest.json"), "{names:?}");
+    let (status, _) = api.request("GET", "/images/nope/get", None);
+    assert_eq!(status, 404);
+
+    api.docker_ok(&["rmi", "saved:v1"]);
+    let loaded = api.docker_ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert!(loaded.contains("Loaded image: saved:v1"), "{loaded}");
+    let listed = api.docker_ok(&["images", "-q", "saved:v1"]);
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+
+    // An import without a name is dangling; prune takes it and leaves busybox.
+    let imported = api.docker_ok(&["import", busybox_tarball().to_str().unwrap()]);
+    let imported = imported.trim();
+    assert!(imported.starts_with("sha256:"), "{imported}");
+    let dangling = api.docker_ok(&["images", "-q", "--no-trunc", "-f", "dangling=true"]);
+    assert_eq!(dangling.trim(), imported);
+    let pruned = api.docker_ok(&["image", "prune", "-f"]);
+    assert!(pruned.contains(&format!("deleted: {imported}")), "{pruned}");
+    let (status, _) = api.request("GET", &format!("/images/{imported}/json"), None);
+    assert_eq!(status, 404);
+    let left = api.docker_ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(left.contains("busybox:latest"), "{left}");
+    env.assert_clean();
+}
+
+fn push_busybox(reg: &LocalRegistry, repo: &str, tag: &str) {
+    let mut layout = OciLayout::new();
+    let tar = std::fs::read(busybox_tarball()).unwrap();
+    let base = layout.layer(&tar, Packing::Gzip);
+    let desc = layout.image(
+        "amd64",
+        &[base],
+        json!({"Cmd": ["sh"], "Env": ["PATH=/bin"]}),
+    );
+    layout.tag(tag, desc);
+    reg.push(&layout, tag, repo);
+}
+
+#[test]
+fn docker_pull_streams_progress_from_a_registry() {
+    let env = TestEnv::new();
+    let reg = LocalRegistry::start(&env);
+    push_busybox(&reg, "team/app", "v1");
+    let api = env.serve();
+    let name = format!("{}/team/app:v1", reg.host());
+    let pulled = api.docker_ok(&["pull", &name]);
+    assert!(pulled.contains("v1: Pulling from team/app"), "{pulled}");
+    assert!(pulled.contains("Pull complete"), "{pulled}");
+    assert!(pulled.contains("Digest: sha256:"), "{pulled}");
+    assert!(
+        pulled.contains(&format!("Status: Downloaded newer image for {name}")),
+        "{pulled}"
+    );
+    let listed = api.docker_ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(listed.contains(&name), "{listed}");
+
+    // Raw: JSON lines, the layer already here, the image up to date.
+    let (status, body) = api.request(
+        "POST",
+        &format!("/images/create?fromImage={}/team/app&tag=v1", reg.host()),
+        None,
+    );
+    assert_eq!(status, 200);
+    let lines: Vec<Value> = text(&body)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0], json!({"status": "Pulling from team/app", "id": "v1"}));
+    assert!(lines.iter().any(|l| l["status"] == "Already exists"), "{lines:?}");
+    assert_eq!(
+        lines.last().unwrap()["status"],
+        format!("Status: Image is up to date for {name}")
+    );
+
+    // A missing image: 404 before the stream, and the CLI says so.
+    let (status, body) = api.request_json(
+        "POST",
+        &format!("/images/create?fromImage={}/team/nope&tag=v1", reg.host()),
+        None,
+    );
+    assert_eq!(status, 404, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("team/nope"), "{body}");
+    let out = api.docker(&["pull", &format!("{}/team/nope:v1", reg.host())]);
+    assert!(!out.status.success());
+    // Bad references are the client's error.
+    let (status, _) = api.request("POST", "/images/create?fromImage=UPPER/case", None);
+    assert_eq!(status, 400);
+    env.assert_clean();
+}
