@@ -74,7 +74,11 @@ fn images_list_inspect_tag_history_and_remove_as_docker_shows_them() {
     assert_eq!(body["message"], "No such image: nope");
     let out = api.docker(&["rmi", "nope"]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("No such image: nope"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("No such image: nope"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // An image a container uses keeps its last name unless forced, in Docker's words.
     ok(&env.create(&["--name", "user", "busybox", "true"]));
@@ -178,8 +182,14 @@ fn docker_pull_streams_progress_from_a_registry() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines[0], json!({"status": "Pulling from team/app", "id": "v1"}));
-    assert!(lines.iter().any(|l| l["status"] == "Already exists"), "{lines:?}");
+    assert_eq!(
+        lines[0],
+        json!({"status": "Pulling from team/app", "id": "v1"})
+    );
+    assert!(
+        lines.iter().any(|l| l["status"] == "Already exists"),
+        "{lines:?}"
+    );
     assert_eq!(
         lines.last().unwrap()["status"],
         format!("Status: Image is up to date for {name}")
@@ -192,7 +202,10 @@ fn docker_pull_streams_progress_from_a_registry() {
         None,
     );
     assert_eq!(status, 404, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("team/nope"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("team/nope"),
+        "{body}"
+    );
     let out = api.docker(&["pull", &format!("{}/team/nope:v1", reg.host())]);
     assert!(!out.status.success());
     // Bad references are the client's error.

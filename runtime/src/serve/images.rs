@@ -184,7 +184,10 @@ async fn list(
                 None => tags,
                 Some(want) => tags
                     .into_iter()
-                    .filter(|t| want.iter().any(|w| reference_matches(w, std::slice::from_ref(t))))
+                    .filter(|t| {
+                        want.iter()
+                            .any(|w| reference_matches(w, std::slice::from_ref(t)))
+                    })
                     .collect(),
             };
             if filters.contains_key("reference") && tags.is_empty() {
