@@ -140,10 +140,12 @@ fn save_load_import_and_prune_through_the_docker_cli() {
     env.assert_clean();
 }
 
-fn push_busybox(reg: &LocalRegistry, repo: &str, tag: &str) {
+/// Pushes busybox as `repo:tag`; returns its layer's digest.
+fn push_busybox(reg: &LocalRegistry, repo: &str, tag: &str) -> String {
     let mut layout = OciLayout::new();
     let tar = std::fs::read(busybox_tarball()).unwrap();
     let base = layout.layer(&tar, Packing::Gzip);
+    let digest = base.descriptor["digest"].as_str().unwrap().to_string();
     let desc = layout.image(
         "amd64",
         &[base],
@@ -151,6 +153,7 @@ fn push_busybox(reg: &LocalRegistry, repo: &str, tag: &str) {
     );
     layout.tag(tag, desc);
     reg.push(&layout, tag, repo);
+    digest
 }
 
 #[test]
@@ -208,8 +211,89 @@ fn docker_pull_streams_progress_from_a_registry() {
     );
     let out = api.docker(&["pull", &format!("{}/team/nope:v1", reg.host())]);
     assert!(!out.status.success());
+    // A layer that breaks after the stream began: status 200, then Docker's error line.
+    let mut layout = OciLayout::new();
+    let layer = layout.layer(
+        &capsa_tests::registry::tar_of(&[("f", Some(b"x\n"))]),
+        Packing::Gzip,
+    );
+    let digest = layer.descriptor["digest"].as_str().unwrap().to_string();
+    let desc = layout.image("amd64", &[layer], json!({"Cmd": ["sh"]}));
+    layout.tag("bad", desc);
+    reg.push(&layout, "bad", "team/bad");
+    let blob = reg.blob_file(&digest);
+    let mut corrupt = std::fs::read(&blob).unwrap();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xff;
+    std::fs::write(&blob, &corrupt).unwrap();
+    let (status, body) = api.request(
+        "POST",
+        &format!("/images/create?fromImage={}/team/bad&tag=bad", reg.host()),
+        None,
+    );
+    assert_eq!(status, 200);
+    let last: Value = serde_json::from_str(text(&body).lines().last().unwrap()).unwrap();
+    let message = last["error"].as_str().unwrap();
+    assert!(message.contains(&digest), "{last}");
+    assert_eq!(last["errorDetail"]["message"], message);
+    let out = api.docker(&["pull", &format!("{}/team/bad:bad", reg.host())]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains(&digest), "{}", text(&out.stderr));
+
     // Bad references are the client's error.
     let (status, _) = api.request("POST", "/images/create?fromImage=UPPER/case", None);
     assert_eq!(status, 400);
+    env.assert_clean();
+}
+
+#[test]
+fn a_pull_uses_the_credentials_of_x_registry_auth() {
+    use base64::Engine as _;
+    let env = TestEnv::new();
+    let reg = LocalRegistry::start_with_auth(
+        &env,
+        capsa_tests::registry::Auth::Basic("tester", "s3cret"),
+    );
+    let mut layout = OciLayout::new();
+    let tar = std::fs::read(busybox_tarball()).unwrap();
+    let base = layout.layer(&tar, Packing::Gzip);
+    let desc = layout.image("amd64", &[base], json!({"Cmd": ["sh"]}));
+    layout.tag("1", desc);
+    reg.push_as(&layout, "1", "test/private", Some("tester:s3cret"));
+    let api = env.serve();
+    let path = format!(
+        "/v1.50/images/create?fromImage={}/test/private&tag=1",
+        reg.host()
+    );
+    let pull = |auth: Option<&str>| {
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args(["-s", "-w", "\n%{http_code}", "-X", "POST", "--unix-socket"])
+            .arg(api.socket())
+            .arg(format!("http://x{path}"));
+        if let Some(a) = auth {
+            let header = base64::engine::general_purpose::URL_SAFE.encode(a);
+            cmd.args(["-H", &format!("X-Registry-Auth: {header}")]);
+        }
+        text(&capsa_tests::run_bounded(cmd, std::time::Duration::from_secs(60)).stdout)
+    };
+    // Without credentials the registry's 401 is the client's 404; wrong ones too.
+    let denied = pull(None);
+    assert!(denied.ends_with("\n404"), "{denied}");
+    let wrong = pull(Some(
+        r#"{"username":"tester","password":"nope","serveraddress":"x"}"#,
+    ));
+    assert!(wrong.ends_with("\n404"), "{wrong}");
+    let pulled = pull(Some(
+        r#"{"username":"tester","password":"s3cret","serveraddress":"x"}"#,
+    ));
+    assert!(pulled.ends_with("\n200"), "{pulled}");
+    assert!(
+        pulled.contains("Status: Downloaded newer image for"),
+        "{pulled}"
+    );
+    // Nothing was stored: the credentials served this pull only.
+    assert!(!env.root().join("auth.json").exists());
+    let listed = api.docker_ok(&["images", "--format", "{{.Repository}}"]);
+    assert!(listed.contains("test/private"), "{listed}");
     env.assert_clean();
 }

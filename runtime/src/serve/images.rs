@@ -217,7 +217,7 @@ async fn list(
             }
             out.push((created, summary));
         }
-        out.sort_by(|a, b| b.0.cmp(&a.0));
+        out.sort_by_key(|(created, _)| std::cmp::Reverse(*created));
         Ok(json(Value::Array(
             out.into_iter().map(|(_, v)| v).collect(),
         )))
