@@ -356,7 +356,10 @@ pub fn describe(
             "ConfigFrom": {"Network": ""},
             "ConfigOnly": false,
             "Containers": attached,
-            "Options": {"com.docker.network.bridge.name": r.bridge},
+            // dockerd names the bridge device of the default network only; a user
+            // network's options are the ones it was created with (capsa takes none), which
+            // clients such as compose compare with their own.
+            "Options": if r.name == "bridge" { json!({"com.docker.network.bridge.name": r.bridge}) } else { json!({}) },
             "Labels": r.labels,
         }),
         None => json!({
