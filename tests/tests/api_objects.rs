@@ -231,6 +231,8 @@ fn events_of_the_capsa_cli_are_seen_by_docker_events_and_capsa_events() {
         &until,
         "--filter",
         "type=image",
+        "--filter",
+        "event=tag",
         "--format",
         "{{json .}}",
     ]);
@@ -257,6 +259,59 @@ fn events_of_the_capsa_cli_are_seen_by_docker_events_and_capsa_events() {
         "{printed}"
     );
     assert!(line.as_bytes()[..30].ends_with(b"Z"), "{printed}");
+
+    // Every verb of a container's life, in order.
+    let since = now().to_string();
+    ok(&env.run(&[
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "life",
+        "busybox",
+        "sleep",
+        "100",
+    ]));
+    for verb in [
+        &["pause", "life"][..],
+        &["unpause", "life"],
+        &["rename", "life", "life2"],
+        &["kill", "life2"],
+    ] {
+        ok(&env.capsa(verb));
+    }
+    capsa_tests::eventually(
+        "the kill to be recorded",
+        std::time::Duration::from_secs(20),
+        || env.inspect("life2", "{{.State.Status}}").trim() == "exited",
+    );
+    ok(&env.capsa(&["rm", "life2"]));
+    let until = now().to_string();
+    let seen = api.docker_ok(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--filter",
+        "type=container",
+        "--format",
+        "{{.Action}} {{.Actor.Attributes.name}}",
+    ]);
+    assert_eq!(
+        seen.lines().collect::<Vec<_>>(),
+        [
+            "create life",
+            "start life",
+            "pause life",
+            "unpause life",
+            "rename life2",
+            "kill life2",
+            "die life2",
+            "destroy life2"
+        ],
+        "{seen}"
+    );
 
     // A follower sees what happens while it waits (the server ends it at until).
     let until = (now() + 20).to_string();
