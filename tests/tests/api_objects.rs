@@ -360,3 +360,59 @@ fn events_of_the_capsa_cli_are_seen_by_docker_events_and_capsa_events() {
     assert_eq!(status, 400, "{}", text(&body));
     env.assert_clean();
 }
+
+#[test]
+fn docker_py_drives_volumes_networks_images_and_events() {
+    let env = TestEnv::new();
+    let api = env.serve();
+    let script = r#"
+import docker, json, time
+c = docker.DockerClient(base_url=__import__("os").environ["DOCKER_HOST"], timeout=60)
+t0 = int(time.time())
+v = c.volumes.create(name="pyvol", labels={"k": "v"})
+n = c.networks.create("pynet", driver="bridge", labels={"a": "b"})
+c.images.get("busybox").tag("pybox", "v1")
+tags = sorted(t for i in c.images.list() for t in i.tags)
+df = c.df()
+got = {
+    "volume": [v.name, v.attrs["Labels"], v.attrs["Driver"]],
+    "network": [c.networks.get("pynet").name, c.networks.get(n.id).attrs["Labels"]],
+    "tags": tags,
+    "df": [len(df["Images"]), len(df["Volumes"]), df["Volumes"][0]["UsageData"]["RefCount"]],
+}
+c.images.remove("pybox:v1")
+n.remove()
+v.remove()
+t1 = int(time.time())
+# (the test environment's own import of busybox may fall in the same second)
+got["events"] = [(e["Type"], e["Action"]) for e in c.events(since=t0, until=t1, decode=True)
+                 if e["Action"] != "import"]
+print(json.dumps(got))
+"#;
+    let out = capsa_tests::run_bounded(
+        {
+            let mut cmd = std::process::Command::new("python3");
+            cmd.args(["-c", script])
+                .env("DOCKER_HOST", api.docker_host());
+            cmd
+        },
+        std::time::Duration::from_secs(120),
+    );
+    let got: serde_json::Value = serde_json::from_str(ok(&out).trim()).unwrap();
+    assert_eq!(got["volume"], json!(["pyvol", {"k": "v"}, "local"]));
+    assert_eq!(got["network"], json!(["pynet", {"a": "b"}]));
+    assert_eq!(got["tags"], json!(["busybox:latest", "pybox:v1"]));
+    assert_eq!(got["df"], json!([1, 1, 0]));
+    assert_eq!(
+        got["events"],
+        json!([
+            ["volume", "create"],
+            ["network", "create"],
+            ["image", "tag"],
+            ["image", "untag"],
+            ["network", "destroy"],
+            ["volume", "destroy"]
+        ])
+    );
+    env.assert_clean();
+}
