@@ -137,6 +137,24 @@ fn save_load_import_and_prune_through_the_docker_cli() {
     assert_eq!(status, 404);
     let left = api.docker_ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     assert!(left.contains("busybox:latest"), "{left}");
+    // A named import with Dockerfile changes (each a repeated `changes` parameter).
+    api.docker_ok(&[
+        "import",
+        "-c",
+        "ENV A=1",
+        "-c",
+        "CMD [\"sh\", \"-c\", \"true\"]",
+        busybox_tarball().to_str().unwrap(),
+        "imported:v1",
+    ]);
+    let config = api.docker_ok(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{.Config.Env}} {{.Config.Cmd}}",
+        "imported:v1",
+    ]);
+    assert_eq!(config.trim(), "[A=1] [sh -c true]");
     env.assert_clean();
 }
 

@@ -598,10 +598,8 @@ async fn import(
         .map(Reference::parse)
         .transpose()
         .map_err(image_error)?;
-    let changes: Vec<String> = query
-        .get("changes")
-        .map(|c| c.lines().map(String::from).collect())
-        .unwrap_or_default();
+    // `changes` is repeated, one Dockerfile instruction each.
+    let changes = super::stream::repeated(request.uri().query(), "changes");
     let reader = body_reader(request.into_body());
     let imported = blocking(move || {
         crate::image::import::import(&store(&engine), reader, "-", name.as_ref(), &changes)
@@ -614,15 +612,7 @@ async fn import(
 
 /// `GET /images/get?names=a&names=b`.
 async fn save_many(State(engine): State<Shared>, request: Request) -> ApiResult<Response> {
-    let names: Vec<String> = request
-        .uri()
-        .query()
-        .unwrap_or_default()
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .filter(|(k, _)| *k == "names")
-        .map(|(_, v)| super::stream::percent_decode(v))
-        .collect();
+    let names = super::stream::repeated(request.uri().query(), "names");
     if names.is_empty() {
         return Err(ApiError::bad_request(
             "names: at least one image is required",

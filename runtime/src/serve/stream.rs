@@ -41,6 +41,18 @@ pub fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Every value of `key` in a raw query (`names=a&names=b`: Docker's clients repeat a
+/// key for a list).
+pub fn repeated(query: Option<&str>, key: &str) -> Vec<String> {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(k, _)| *k == key)
+        .map(|(_, v)| percent_decode(v))
+        .collect()
+}
+
 /// A request body as a blocking reader: a task pumps its frames through a bounded
 /// channel, so a slow engine holds back the client rather than buffering the body.
 pub fn body_reader(body: Body) -> BodyReader {
@@ -135,6 +147,13 @@ impl Write for ChannelWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_keys_are_all_read() {
+        let q = Some("names=a%3A1&x=y&names=b");
+        assert_eq!(repeated(q, "names"), vec!["a:1", "b"]);
+        assert!(repeated(None, "names").is_empty());
+    }
 
     #[test]
     fn query_values_decode() {
