@@ -416,3 +416,73 @@ print(json.dumps(got))
     );
     env.assert_clean();
 }
+
+/// How many descriptors process `pid` holds on the event journal.
+fn journal_readers(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter(|p| p.ends_with("events/journal"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// The pid of the `capsa serve` listening on `socket`.
+fn server_pid(socket: &std::path::Path) -> u32 {
+    let socket = socket.to_str().unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.contains("serve") && c.contains(socket)
+            })
+        })
+        .expect("the server's pid")
+}
+
+#[test]
+fn an_events_client_that_goes_away_leaves_no_follower_behind() {
+    let env = TestEnv::new();
+    let api = env.serve();
+    ok(&env.capsa(&["volume", "create", "first"]));
+    let pid = server_pid(api.socket());
+    assert_eq!(journal_readers(pid), 0);
+    let mut clients: Vec<std::process::Child> = (0..3)
+        .map(|_| {
+            std::process::Command::new("curl")
+                .args(["-sN", "--unix-socket"])
+                .arg(api.socket())
+                .arg("http://x/events?since=0&filters=%7B%22type%22%3A%5B%22volume%22%5D%7D")
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Each has had the recorded event: its follower is reading.
+    for c in &mut clients {
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(c.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert!(line.contains("\"Action\":\"create\""), "{line}");
+    }
+    assert_eq!(journal_readers(pid), 3);
+    for mut c in clients {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    capsa_tests::eventually(
+        "the followers to close the journal",
+        std::time::Duration::from_secs(20),
+        || journal_readers(pid) == 0,
+    );
+    ok(&env.capsa(&["volume", "rm", "first"]));
+    env.assert_clean();
+}
