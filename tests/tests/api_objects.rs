@@ -156,6 +156,8 @@ fn networks_are_created_inspected_connected_and_removed() {
         "{}",
         text(&out.stderr)
     );
+    let (status, _) = api.request("DELETE", "/networks/backend", None);
+    assert_eq!(status, 403);
     api.docker_ok(&["network", "disconnect", "backend", "web"]);
     let (status, _) = api.request_json(
         "POST",

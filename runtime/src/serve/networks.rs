@@ -232,7 +232,10 @@ async fn create(
 fn remove_error(e: RemoveNetworkError, id: &str) -> ApiError {
     match e {
         RemoveNetworkError::BuiltIn(_) => ApiError::new(StatusCode::FORBIDDEN, e.to_string()),
-        RemoveNetworkError::ActiveEndpoints { .. } => ApiError::conflict(e.to_string()),
+        // libnetwork's ActiveEndpointsError is "forbidden", not a conflict.
+        RemoveNetworkError::ActiveEndpoints { .. } => {
+            ApiError::new(StatusCode::FORBIDDEN, e.to_string())
+        }
         RemoveNetworkError::Net(_) => {
             if e.to_string().ends_with("not found") {
                 not_found(id)
@@ -243,8 +246,8 @@ fn remove_error(e: RemoveNetworkError, id: &str) -> ApiError {
     }
 }
 
-/// `DELETE /networks/{id}`: 204; 403 for a predefined network; 409 while containers
-/// are attached.
+/// `DELETE /networks/{id}`: 204; 403 for a predefined network or while containers are
+/// attached.
 async fn remove(State(engine): State<Shared>, Path(id): Path<String>) -> ApiResult<Response> {
     blocking(move || {
         let name = resolve(&engine, &id)?;
