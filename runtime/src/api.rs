@@ -104,8 +104,11 @@ pub fn exec(
 
 /// `kill`.
 pub fn kill(store: &ContainerStore, id: &str, signal: i32) -> Result<(), ContainerError> {
-    let (_, sandbox) = find(store, id)?;
-    sandbox.signal(store, id, signal)
+    let (state, sandbox) = find(store, id)?;
+    sandbox.signal(store, id, signal)?;
+    let signal = signal.to_string();
+    crate::events::container(store.root(), "kill", &state, &[("signal", &signal)]);
+    Ok(())
 }
 
 /// `stop`: the stop signal, SIGKILL after the grace period; the final state. Shared: both
@@ -116,7 +119,9 @@ pub fn stop(
     signal: Option<i32>,
     timeout: Option<Duration>,
 ) -> Result<State, ContainerError> {
-    crate::container::stop::stop(store, id, signal, timeout)
+    let state = crate::container::stop::stop(store, id, signal, timeout)?;
+    crate::events::container(store.root(), "stop", &state, &[]);
+    Ok(state)
 }
 
 /// `wait`: the final state once the container has exited.
@@ -127,8 +132,11 @@ pub fn wait(store: &ContainerStore, id: &str) -> Result<State, ContainerError> {
 
 /// `pause` (`paused`) or `unpause`.
 pub fn pause(store: &ContainerStore, id: &str, paused: bool) -> Result<(), ContainerError> {
-    let (_, sandbox) = find(store, id)?;
-    crate::container::pause::set_paused(store, id, paused, sandbox)
+    let (state, sandbox) = find(store, id)?;
+    crate::container::pause::set_paused(store, id, paused, sandbox)?;
+    let action = if paused { "pause" } else { "unpause" };
+    crate::events::container(store.root(), action, &state, &[]);
+    Ok(())
 }
 
 /// `top`: a header and the container's processes.
@@ -225,6 +233,19 @@ pub fn prune(store: &ContainerStore) -> Result<(Vec<String>, u64), ContainerErro
     let (removed, bytes) = crate::container::prune::prune(store)?;
     removed.iter().for_each(|id| cleanup(id));
     Ok((removed, bytes))
+}
+
+/// Which image each container of `store` uses (what `rmi` and the prunes must keep).
+pub fn image_uses(store: &ContainerStore) -> Vec<crate::image::remove::ImageUse> {
+    store
+        .list()
+        .into_iter()
+        .map(|s| crate::image::remove::ImageUse {
+            running: matches!(s.status, Status::Running),
+            container: s.id,
+            image: s.image_id,
+        })
+        .collect()
 }
 
 fn cleanup(id: &str) {

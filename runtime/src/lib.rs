@@ -17,6 +17,7 @@ pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod container;
+pub mod events;
 pub mod fsutil;
 pub mod host;
 pub mod ids;

@@ -34,7 +34,8 @@ const SHARED_BITS: u32 = 0o077;
 /// below, and `vm`, `bench`, `networks`, the lock files of the network and user-namespace
 /// pools). Only these are ever made private, and a directory holding anything else is a
 /// store only when it has [`STORE_CORE`].
-const OWN_ENTRIES: [&str; 19] = [
+const OWN_ENTRIES: [&str; 20] = [
+    "events",
     "blobs",
     "layers",
     "containers",
@@ -247,6 +248,10 @@ impl StateRoot {
     /// Named and anonymous volumes: `volumes/<name>/` (see `crate::volume`).
     pub fn volumes_dir(&self) -> PathBuf {
         self.dir.join("volumes")
+    }
+    /// The event journal (see `crate::events`).
+    pub fn events_dir(&self) -> PathBuf {
+        self.dir.join("events")
     }
     /// Where a built guest kernel lives (the VM issue builds it).
     pub fn kernel_dir(&self) -> PathBuf {

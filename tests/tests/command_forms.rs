@@ -242,8 +242,6 @@ fn verbs_of_later_issues_say_so_and_do_nothing() {
         (&["container", "export", "-o", "x.tar", "web"], "issue 18"),
         (&["export", "web"], "issue 18"),
         (&["container", "commit", "web"], "issue 18"),
-        (&["system", "events"], "issue 17"),
-        (&["events", "--since", "1m"], "issue 17"),
     ] {
         let out = env.capsa(args);
         refused(&out, "not available yet");

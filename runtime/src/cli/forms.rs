@@ -122,8 +122,8 @@ pub enum SystemCommand {
     Info(system::InfoArgs),
     /// Remove unused data: stopped containers, unused networks, dangling images.
     Prune(super::prune::SystemPruneArgs),
-    /// Get real time events from the server (not yet: issue 17).
-    Events(NotYet),
+    /// Get real time events from the server.
+    Events(super::events::EventsArgs),
     /// Serve the Docker Engine API (Podman's name for `capsa serve`).
     Service(super::serve::ServeArgs),
 }

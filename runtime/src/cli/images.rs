@@ -247,15 +247,7 @@ pub fn rmi(root: &StateRoot, args: RmiArgs) -> i32 {
 
 /// Which image each container of `root` uses (what `rmi` and the prunes must keep).
 pub(super) fn image_uses(root: &StateRoot) -> Vec<remove::ImageUse> {
-    crate::container::ContainerStore::new(root)
-        .list()
-        .into_iter()
-        .map(|s| remove::ImageUse {
-            running: matches!(s.status, crate::container::state::Status::Running),
-            container: s.id,
-            image: s.image_id,
-        })
-        .collect()
+    crate::api::image_uses(&crate::container::ContainerStore::new(root))
 }
 
 fn print_removals(done: &[remove::Removal]) {

@@ -11,6 +11,7 @@ mod completion;
 mod containers;
 mod diff;
 mod docker_help;
+mod events;
 mod forms;
 mod images;
 mod network;
@@ -26,7 +27,7 @@ mod usage_error;
 mod volume;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use forms::{ContainerCommand, ContainerVerb, ImageCommand, ImageVerb, NotYet, SystemCommand};
+use forms::{ContainerCommand, ContainerVerb, ImageCommand, ImageVerb, SystemCommand};
 use std::path::PathBuf;
 
 /// Exit code for an error of capsa itself in `run`/`create` (Docker's), and for a command
@@ -101,8 +102,8 @@ enum Command {
     Version,
     /// Display system-wide information: cgroups, KVM, engines, counts.
     Info(system::InfoArgs),
-    /// Get real time events from the server (not yet: issue 17).
-    Events(NotYet),
+    /// Get real time events from the server.
+    Events(events::EventsArgs),
     /// Generate the autocompletion script for the specified shell.
     Completion(completion::CompletionArgs),
     /// Serve the Docker Engine API on a Unix socket (DOCKER_HOST=unix:///run/capsa/capsa.sock).
@@ -210,9 +211,7 @@ fn dispatch(root: &crate::root::StateRoot, root_dir: &std::path::Path, command: 
         Command::Image(ImageCommand::Inspect(a)) => images::image_inspect(root, a),
         Command::Image(ImageCommand::Prune(a)) => images::image_prune(root, a),
         Command::Info(a) | Command::System(SystemCommand::Info(a)) => system::info(root, a),
-        Command::Events(_) | Command::System(SystemCommand::Events(_)) => {
-            forms::not_yet("events", "the Docker Engine API, issue 17")
-        }
+        Command::Events(a) | Command::System(SystemCommand::Events(a)) => events::events(root, a),
         Command::System(SystemCommand::Df(a)) => images::system_df(root, a),
         Command::System(SystemCommand::Prune(a)) => prune::system_prune(root, a),
         Command::System(SystemCommand::Service(a)) => serve::serve(root, a),

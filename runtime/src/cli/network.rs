@@ -1,10 +1,8 @@
 //! `network create|ls|inspect|rm|prune`.
 
 use super::{print_table, EXIT_FAILURE};
-use crate::container::state::State;
 use crate::container::{ContainerError, ContainerStore};
-use crate::net::bridge::{self, BridgeConfig};
-use crate::net::networks::{NetworkRecord, NetworkStore, BUILT_IN};
+use crate::net::networks::{NetworkStore, BUILT_IN};
 use crate::net::NetError;
 use crate::root::StateRoot;
 use crate::template::format::{Format, Rows};
@@ -144,11 +142,11 @@ pub fn network(root: &StateRoot, command: NetworkCommand) -> i32 {
     match command {
         NetworkCommand::Create(a) => create(root, a),
         NetworkCommand::Ls(a) => ls(&store, a),
-        NetworkCommand::Inspect(a) => inspect(root, &store, &containers, a),
+        NetworkCommand::Inspect(a) => inspect(root, &containers, a),
         NetworkCommand::Rm(a) => {
             let mut rc = 0;
             for name in &a.networks {
-                match remove(&store, &containers, name) {
+                match crate::container::network::remove_network(&containers, name) {
                     Ok(()) => println!("{name}"),
                     Err(e) => {
                         super::print_error(format_args!("{e}"));
@@ -198,16 +196,6 @@ enum CmdError {
     /// Holds the address as given.
     #[error("--ip {0:?}: not an IPv4 address")]
     BadIp(String, #[source] std::net::AddrParseError),
-    #[error("{0} is a pre-defined network and cannot be removed")]
-    BuiltIn(String),
-    #[error("error while removing network: network {name} id {id} has active endpoints ({})", .users.join(", "))]
-    ActiveEndpoints {
-        name: String,
-        /// The short ID.
-        id: String,
-        /// The containers attached.
-        users: Vec<String>,
-    },
     #[error(transparent)]
     Net(#[from] NetError),
     #[error(transparent)]
@@ -227,10 +215,6 @@ fn done(result: Result<(), CmdError>) -> i32 {
             EXIT_FAILURE
         }
     }
-}
-
-fn default_bridge(root: &StateRoot) -> Result<BridgeConfig, NetError> {
-    BridgeConfig::load(&root.daemon_config())
 }
 
 fn create(root: &StateRoot, a: CreateArgs) -> i32 {
@@ -258,13 +242,6 @@ fn create(root: &StateRoot, a: CreateArgs) -> i32 {
             EXIT_FAILURE
         }
     }
-}
-
-/// The ID shown for a built-in network (stable: derived from its name).
-fn builtin_id(name: &str) -> String {
-    crate::image::digest::sha256_of(format!("capsa network {name}").as_bytes())
-        .trim_start_matches("sha256:")
-        .to_string()
 }
 
 fn ls(store: &NetworkStore, a: LsArgs) -> i32 {
@@ -295,7 +272,13 @@ fn ls(store: &NetworkStore, a: LsArgs) -> i32 {
                 "none" => "null",
                 other => other,
             };
-            row(&builtin_id(n), n, driver, false, "")
+            row(
+                &crate::container::network::builtin_id(n),
+                n,
+                driver,
+                false,
+                "",
+            )
         })
         .collect();
     rows.extend(
@@ -333,89 +316,11 @@ fn ls(store: &NetworkStore, a: LsArgs) -> i32 {
     0
 }
 
-/// Containers whose record places them on network `name`.
-fn members(containers: &ContainerStore, name: &str) -> Vec<State> {
-    containers
-        .list()
-        .into_iter()
-        .filter(|s| {
-            s.endpoints().any(|e| e.network == name)
-                || (s.endpoint.is_none() && s.network.name() == name)
-        })
-        .collect()
-}
-
-fn describe(
-    root: &StateRoot,
-    store: &NetworkStore,
-    containers: &ContainerStore,
-    wanted: &str,
-) -> Result<Value, NetError> {
-    let record = match wanted {
-        "bridge" => {
-            let b = default_bridge(root)?;
-            let rec = NetworkRecord {
-                name: "bridge".into(),
-                id: builtin_id("bridge"),
-                bridge: b.name.clone(),
-                subnet: b.subnet,
-                prefix: b.prefix,
-                gateway: b.gateway,
-                internal: false,
-                created: String::new(),
-            };
-            Some(rec)
-        }
-        "host" | "none" => None,
-        other => Some(store.get(other)?),
-    };
-    let mut attached = serde_json::Map::new();
-    for s in members(containers, wanted) {
-        let (mac, ip) = s
-            .endpoints()
-            .find(|e| e.network == wanted)
-            .map(|e| (e.mac_string(), format!("{}/{}", e.ip, e.prefix)))
-            .unwrap_or_default();
-        attached.insert(
-            s.id.clone(),
-            json!({"Name": s.name, "MacAddress": mac, "IPv4Address": ip}),
-        );
-    }
-    Ok(match record {
-        Some(r) => json!({
-            "Name": r.name,
-            "Id": r.id,
-            "Created": r.created,
-            "Scope": "local",
-            "Driver": "bridge",
-            "IPAM": {"Driver": "default", "Config": [{"Subnet": format!("{}/{}", r.subnet, r.prefix), "Gateway": r.gateway.to_string()}]},
-            "Internal": r.internal,
-            "Containers": attached,
-            "Options": {"com.docker.network.bridge.name": r.bridge},
-        }),
-        None => json!({
-            "Name": wanted,
-            "Id": builtin_id(wanted),
-            "Scope": "local",
-            "Driver": if wanted == "none" { "null" } else { "host" },
-            "IPAM": {"Driver": "default", "Config": []},
-            "Internal": false,
-            "Containers": attached,
-            "Options": {},
-        }),
-    })
-}
-
-fn inspect(
-    root: &StateRoot,
-    store: &NetworkStore,
-    containers: &ContainerStore,
-    a: InspectArgs,
-) -> i32 {
+fn inspect(root: &StateRoot, containers: &ContainerStore, a: InspectArgs) -> i32 {
     let mut values = Vec::new();
     let mut rc = 0;
     for n in &a.networks {
-        match describe(root, store, containers, n) {
+        match crate::container::network::describe(root, containers, n) {
             Ok(v) => values.push(v),
             Err(e) => {
                 super::print_error(format_args!("{e}"));
@@ -434,32 +339,5 @@ fn inspect(
 /// Removes every network no container uses (`network prune`, `system prune`); returns
 /// their names.
 pub(super) fn prune_unused(root: &StateRoot) -> Vec<String> {
-    let store = NetworkStore::new(root.dir());
-    let containers = ContainerStore::new(root);
-    store
-        .list()
-        .into_iter()
-        .filter(|n| remove(&store, &containers, &n.name).is_ok())
-        .map(|n| n.name)
-        .collect()
-}
-
-fn remove(store: &NetworkStore, containers: &ContainerStore, wanted: &str) -> Result<(), CmdError> {
-    if BUILT_IN.contains(&wanted) {
-        return Err(CmdError::BuiltIn(wanted.to_string()));
-    }
-    let record = store.get(wanted)?;
-    let users: Vec<String> = members(containers, &record.name)
-        .into_iter()
-        .map(|s| s.name)
-        .collect();
-    if !users.is_empty() {
-        return Err(CmdError::ActiveEndpoints {
-            id: record.id.get(..12).unwrap_or(&record.id).to_string(),
-            name: record.name,
-            users,
-        });
-    }
-    bridge::remove(&record.bridge_config())?;
-    Ok(store.remove(&record.name)?)
+    crate::container::network::prune_networks(&ContainerStore::new(root))
 }

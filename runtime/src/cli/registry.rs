@@ -23,22 +23,7 @@ pub fn set_insecure_registries(hosts: Vec<String>) {
     let _ = INSECURE_FLAG.set(hosts);
 }
 
-/// The root's `daemon.json` cannot be read.
-#[derive(Debug, thiserror::Error)]
-pub enum SettingsError {
-    #[error("{}: {source}", .path.display())]
-    Read {
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{}: {source}", .path.display())]
-    Parse {
-        path: std::path::PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
-}
+pub use crate::image::registry::SettingsError;
 
 /// Why `login` or `search` could not reach the registry.
 #[derive(Debug, thiserror::Error)]
@@ -52,26 +37,7 @@ enum ReachError {
 /// Registry settings: `--insecure-registry` plus `insecure-registries` of the root's
 /// `daemon.json`, the root's `certs.d/`, and its credential file.
 pub fn settings(root: &StateRoot) -> Result<RegistrySettings, SettingsError> {
-    #[derive(serde::Deserialize, Default)]
-    struct Daemon {
-        #[serde(rename = "insecure-registries", default)]
-        insecure_registries: Vec<String>,
-    }
-    let path = root.daemon_config();
-    let daemon: Daemon = match std::fs::read(&path) {
-        Ok(b) => {
-            serde_json::from_slice(&b).map_err(|source| SettingsError::Parse { path, source })?
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Daemon::default(),
-        Err(source) => return Err(SettingsError::Read { path, source }),
-    };
-    let mut insecure = INSECURE_FLAG.get().cloned().unwrap_or_default();
-    insecure.extend(daemon.insecure_registries);
-    Ok(RegistrySettings {
-        insecure,
-        certs_dir: Some(root.certs_dir()),
-        auth_file: Some(root.auth_file()),
-    })
+    crate::image::registry::settings(root, INSECURE_FLAG.get().cloned().unwrap_or_default())
 }
 
 /// `pull` flags.

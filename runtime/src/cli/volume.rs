@@ -6,7 +6,7 @@ use crate::container::{volumes as container_volumes, ContainerStore};
 use crate::root::StateRoot;
 use crate::volume::{Volume, VolumeError, VolumeStore};
 use clap::{Args, Subcommand};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::BTreeMap;
 use std::io::BufRead;
 
@@ -157,36 +157,13 @@ fn create(root: &StateRoot, args: CreateArgs) -> i32 {
     }
 }
 
-/// A volume as `docker volume inspect` shows it.
-fn to_docker(v: &Volume) -> Value {
-    let created = crate::timefmt::parse_rfc3339(&v.record.created_at)
-        .map(|t| humantime::format_rfc3339_seconds(t).to_string())
-        .unwrap_or_else(|| v.record.created_at.clone());
-    let mut labels = serde_json::Map::new();
-    for (k, val) in &v.record.labels {
-        labels.insert(k.clone(), json!(val));
-    }
-    if v.record.anonymous {
-        labels.insert("com.docker.volume.anonymous".into(), json!(""));
-    }
-    json!({
-        "CreatedAt": created,
-        "Driver": "local",
-        "Labels": labels,
-        "Mountpoint": v.mountpoint().display().to_string(),
-        "Name": v.record.name,
-        "Options": {},
-        "Scope": "local",
-    })
-}
-
 fn inspect(root: &StateRoot, args: InspectArgs) -> i32 {
     let store = VolumeStore::new(root);
     let mut values = Vec::new();
     let mut rc = 0;
     for name in &args.volumes {
         match store.get(name) {
-            Ok(v) => values.push(to_docker(&v)),
+            Ok(v) => values.push(v.docker_json()),
             Err(e) => rc = fail(e),
         }
     }

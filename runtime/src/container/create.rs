@@ -146,6 +146,7 @@ fn lay_out(
         }
     }
     store.save(&state)?;
+    crate::events::container(store.root(), "create", &state, &[]);
     volumes.keep();
     let cgroup = cgroups::manager(&state.cgroup);
     let resources = super::spec::resources_of(&spec);

@@ -59,6 +59,7 @@ pub fn remove(store: &ContainerStore, id: &str, force: bool) -> Result<(), Conta
         super::create::release_userns(store, id, state.userns_base);
     }
     remove_folder(store, id)?;
+    crate::events::container(store.root(), "destroy", &state, &[]);
     for e in state.endpoints() {
         super::network::refresh_hosts(store, &e.network);
     }

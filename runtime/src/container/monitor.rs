@@ -56,6 +56,10 @@ pub fn record_exit(
                 .get_or_insert_with(|| "exited before it was started".into());
         }
     })?;
+    if let Some(s) = &updated {
+        let code = code.to_string();
+        crate::events::container(store.root(), "die", s, &[("exitCode", &code)]);
+    }
     for e in updated.iter().flat_map(|s| s.endpoints()) {
         super::network::refresh_hosts(store, &e.network);
     }

@@ -7,6 +7,7 @@ use super::options::RunOptions;
 use super::state::{State, Status};
 use super::store::{ContainerDir, ContainerStore};
 use super::ContainerError;
+use crate::events::Kind;
 use crate::fsutil::FileLock;
 use crate::image::Image;
 use crate::net::bridge::BridgeConfig;
@@ -232,7 +233,211 @@ pub fn create_network(
         prefix: record.prefix,
     };
     claims.record(&[subnet], &me)?;
+    crate::events::emit(
+        root,
+        Kind::Network,
+        "create",
+        &record.id,
+        &[("name", &record.name), ("type", "bridge")],
+    );
     Ok(record)
+}
+
+/// Why a network cannot be removed.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoveNetworkError {
+    /// `bridge`, `host`, `none`.
+    #[error("{0} is a pre-defined network and cannot be removed")]
+    BuiltIn(String),
+    /// Containers are attached to it.
+    #[error("error while removing network: network {name} id {id} has active endpoints ({})", .users.join(", "))]
+    ActiveEndpoints {
+        /// The network's name.
+        name: String,
+        /// Its short ID.
+        id: String,
+        /// The containers attached, by name.
+        users: Vec<String>,
+    },
+    /// No such network, or its bridge could not be taken down.
+    #[error(transparent)]
+    Net(#[from] net::NetError),
+}
+
+/// The ID of a pre-defined network (stable for a name).
+pub fn builtin_id(name: &str) -> String {
+    crate::image::digest::sha256_of(format!("capsa network {name}").as_bytes())
+        .trim_start_matches("sha256:")
+        .to_string()
+}
+
+/// The containers attached to network `name`.
+pub fn members(containers: &ContainerStore, name: &str) -> Vec<State> {
+    containers
+        .list()
+        .into_iter()
+        .filter(|s| {
+            s.endpoints().any(|e| e.network == name)
+                || (s.endpoint.is_none() && s.network.name() == name)
+        })
+        .collect()
+}
+
+/// `network inspect`'s object for network `wanted` (a name, an ID or an ID prefix;
+/// `bridge`, `host`, `none` included).
+pub fn describe(
+    root: &crate::root::StateRoot,
+    containers: &ContainerStore,
+    wanted: &str,
+) -> Result<serde_json::Value, net::NetError> {
+    use crate::net::networks::NetworkRecord;
+    use serde_json::json;
+    let builtin = crate::net::networks::BUILT_IN
+        .iter()
+        .find(|n| **n == wanted || (wanted.len() >= 3 && builtin_id(n).starts_with(wanted)))
+        .copied();
+    let record = match builtin {
+        Some("bridge") => {
+            let b = BridgeConfig::load(&root.daemon_config())?;
+            Some(NetworkRecord {
+                name: "bridge".into(),
+                id: builtin_id("bridge"),
+                bridge: b.name.clone(),
+                subnet: b.subnet,
+                prefix: b.prefix,
+                gateway: b.gateway,
+                internal: false,
+                created: String::new(),
+                labels: Default::default(),
+            })
+        }
+        Some(_) => None,
+        None => Some(NetworkStore::new(root.dir()).get(wanted)?),
+    };
+    let name = record
+        .as_ref()
+        .map_or(builtin.unwrap_or(wanted), |r| r.name.as_str())
+        .to_string();
+    let mut attached = serde_json::Map::new();
+    for s in members(containers, &name) {
+        let endpoint = s.endpoints().find(|e| e.network == name);
+        let (mac, ip) = endpoint
+            .map(|e| (e.mac_string(), format!("{}/{}", e.ip, e.prefix)))
+            .unwrap_or_default();
+        let endpoint_id = endpoint
+            .map(|e| crate::image::digest::sha256_of(format!("{}{}", s.id, e.network).as_bytes()))
+            .map(|d| d.trim_start_matches("sha256:").to_string())
+            .unwrap_or_default();
+        attached.insert(
+            s.id.clone(),
+            json!({"Name": s.name, "EndpointID": endpoint_id, "MacAddress": mac, "IPv4Address": ip, "IPv6Address": ""}),
+        );
+    }
+    let created = |c: &str| {
+        if c.is_empty() {
+            "0001-01-01T00:00:00Z".to_string()
+        } else {
+            c.to_string()
+        }
+    };
+    Ok(match record {
+        Some(r) => json!({
+            "Name": r.name,
+            "Id": r.id,
+            "Created": created(&r.created),
+            "Scope": "local",
+            "Driver": "bridge",
+            "EnableIPv4": true,
+            "EnableIPv6": false,
+            "IPAM": {"Driver": "default", "Options": {}, "Config": [{"Subnet": format!("{}/{}", r.subnet, r.prefix), "Gateway": r.gateway.to_string()}]},
+            "Internal": r.internal,
+            "Attachable": false,
+            "Ingress": false,
+            "ConfigFrom": {"Network": ""},
+            "ConfigOnly": false,
+            "Containers": attached,
+            // dockerd names the bridge device of the default network only; a user
+            // network's options are the ones it was created with (capsa takes none), which
+            // clients such as compose compare with their own.
+            "Options": if r.name == "bridge" { json!({"com.docker.network.bridge.name": r.bridge}) } else { json!({}) },
+            "Labels": r.labels,
+        }),
+        None => json!({
+            "Name": name,
+            "Id": builtin_id(&name),
+            "Created": created(""),
+            "Scope": "local",
+            "Driver": if name == "none" { "null" } else { "host" },
+            "EnableIPv4": true,
+            "EnableIPv6": false,
+            "IPAM": {"Driver": "default", "Options": {}, "Config": []},
+            "Internal": false,
+            "Attachable": false,
+            "Ingress": false,
+            "ConfigFrom": {"Network": ""},
+            "ConfigOnly": false,
+            "Containers": attached,
+            "Options": {},
+            "Labels": {},
+        }),
+    })
+}
+
+/// `network rm`: removes a user-defined network no container is attached to.
+pub fn remove_network(containers: &ContainerStore, wanted: &str) -> Result<(), RemoveNetworkError> {
+    if crate::net::networks::BUILT_IN.contains(&wanted) {
+        return Err(RemoveNetworkError::BuiltIn(wanted.to_string()));
+    }
+    let root = containers.root();
+    let store = NetworkStore::new(root.dir());
+    let record = store.get(wanted)?;
+    let users: Vec<String> = members(containers, &record.name)
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    if !users.is_empty() {
+        return Err(RemoveNetworkError::ActiveEndpoints {
+            id: record.id.get(..12).unwrap_or(&record.id).to_string(),
+            name: record.name,
+            users,
+        });
+    }
+    crate::net::bridge::remove(&record.bridge_config())?;
+    store.remove(&record.name)?;
+    crate::events::emit(
+        root,
+        Kind::Network,
+        "destroy",
+        &record.id,
+        &[("name", &record.name), ("type", "bridge")],
+    );
+    Ok(())
+}
+
+/// `network prune`: removes every user-defined network no container is attached to;
+/// their names.
+pub fn prune_networks(containers: &ContainerStore) -> Vec<String> {
+    NetworkStore::new(containers.root().dir())
+        .list()
+        .into_iter()
+        .filter(|n| remove_network(containers, &n.name).is_ok())
+        .map(|n| n.name)
+        .collect()
+}
+
+/// Records a network event for a container's connection.
+fn connection_event(store: &ContainerStore, action: &str, network: &str, id: &str) {
+    let net_id = match NetworkStore::new(store.root().dir()).get(network) {
+        Ok(r) => r.id,
+        Err(_) => builtin_id(network),
+    };
+    crate::events::emit(
+        store.root(),
+        Kind::Network,
+        action,
+        &net_id,
+        &[("container", id), ("name", network), ("type", "bridge")],
+    );
 }
 
 /// The addresses `states` hold on network `name`.
@@ -316,6 +521,7 @@ pub fn connect_network(
     store.update(id, |s| s.connected.push(endpoint.clone()))?;
     drop(_pool);
     refresh_hosts(store, name);
+    connection_event(store, "connect", name, id);
     Ok(())
 }
 
@@ -346,6 +552,7 @@ pub fn disconnect_network(
     }
     store.update(id, |s| s.connected.retain(|e| e.network != name))?;
     refresh_hosts(store, name);
+    connection_event(store, "disconnect", name, id);
     Ok(())
 }
 

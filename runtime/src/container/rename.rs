@@ -20,5 +20,6 @@ pub fn rename(store: &ContainerStore, id: &str, new_name: &str) -> Result<(), Co
         return Err(e);
     }
     store.release_name(&old, id);
+    crate::events::container(store.root(), "rename", &state, &[("oldName", &old)]);
     Ok(())
 }

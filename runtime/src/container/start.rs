@@ -34,6 +34,7 @@ pub fn start(store: &ContainerStore, id: &str) -> Result<ExecOutcome, ContainerE
         s.status = Status::Running;
         s.started_at = Some(crate::timefmt::rfc3339(SystemTime::now()));
         store.save(&s)?;
+        crate::events::container(store.root(), "start", &s, &[]);
         s
     };
     let fifo = store.dir(id).exec_fifo();

@@ -419,6 +419,20 @@ impl Plan {
                     .map_err(cause)?;
                 loaded.names.push(super::store::familiar_name(&name.full()));
             }
+            let id = image.id.to_string();
+            let first = image
+                .names
+                .first()
+                .map(|n| super::store::familiar_name(&n.full()));
+            let attributes: Vec<(&str, &str)> =
+                first.iter().map(|n| ("name", n.as_str())).collect();
+            crate::events::emit(
+                store.root(),
+                crate::events::Kind::Image,
+                "load",
+                &id,
+                &attributes,
+            );
         }
         Ok(loaded)
     }

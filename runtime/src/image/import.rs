@@ -65,6 +65,15 @@ pub fn import(
     let manifest_bytes = serde_json::to_vec(&manifest).expect("JSON values serialise");
     let manifest_digest = store.put_blob(&manifest_bytes)?;
     store.add_image(&manifest_digest, &config_digest, name, None)?;
+    let shown = name.map(|n| super::store::familiar_name(&n.full()));
+    let attributes: Vec<(&str, &str)> = shown.iter().map(|n| ("name", n.as_str())).collect();
+    crate::events::emit(
+        store.root(),
+        crate::events::Kind::Image,
+        "import",
+        config_digest.as_str(),
+        &attributes,
+    );
     Ok(Imported {
         id: config_digest.to_string(),
     })

@@ -13,6 +13,7 @@ use super::layer::{take_in, Compression, Expected, LayerError, Limited};
 use super::manifest::{self, ManifestDoc, ManifestError, Platform};
 use super::registry::{Registry, RegistryError, RegistrySettings};
 use super::{ImageError, ImageStore, Reference};
+use crate::events::Kind;
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageManifest};
 use std::collections::VecDeque;
 use std::io::Read;
@@ -77,12 +78,24 @@ pub fn pull(
     settings: &RegistrySettings,
     progress: &dyn PullProgress,
 ) -> Result<Pulled, ImageError> {
+    pull_as(store, reference, platform, settings, None, progress)
+}
+
+/// [`pull`] with `credentials` instead of the stored ones (the API's `X-Registry-Auth`).
+pub fn pull_as(
+    store: &ImageStore,
+    reference: &Reference,
+    platform: &Platform,
+    settings: &RegistrySettings,
+    credentials: Option<super::registry::auth::Credentials>,
+    progress: &dyn PullProgress,
+) -> Result<Pulled, ImageError> {
     let image = reference.full();
     let fail = |source: PullError| ImageError::PullFailed {
         image: image.clone(),
         source: Box::new(source),
     };
-    let registry = Registry::connect(&reference.domain, settings, None)
+    let registry = Registry::connect(&reference.domain, settings, credentials)
         .map_err(|e| fail(PullError::Connect(e)))?;
     let wanted = reference
         .digest
@@ -184,6 +197,14 @@ pub fn pull(
     let repo_digest = format!("{}@{}", reference.repository(), top.digest);
     let name = reference.tag.is_some().then_some(reference);
     store.add_image(&manifest_digest, &config_digest, name, Some(&repo_digest))?;
+    let familiar = super::store::familiar_name(&reference.full());
+    crate::events::emit(
+        store.root(),
+        Kind::Image,
+        "pull",
+        &familiar,
+        &[("name", &familiar)],
+    );
     Ok(Pulled {
         id: config_digest.to_string(),
         repo_digest,

@@ -14,6 +14,7 @@
 use super::digest::Digest;
 use super::store::remove_any;
 use super::{ImageError, ImageStore, Reference};
+use crate::events::Kind;
 use crate::fsutil::FileLock;
 use std::collections::BTreeSet;
 
@@ -117,6 +118,9 @@ pub fn remove_image(
     }
     if deleted {
         done.push(Removal::Deleted(image.id.clone()));
+    }
+    record(store, &done, &image.id);
+    if deleted {
         collect_garbage(store)?;
     }
     Ok(done)
@@ -139,7 +143,32 @@ pub fn tag(store: &ImageStore, source: &str, target: &str) -> Result<(), ImageEr
     };
     let manifest = Digest::parse(&image.manifest_digest).map_err(corrupt)?;
     let config = Digest::parse(&image.id).map_err(corrupt)?;
-    store.add_image(&manifest, &config, Some(&target), None)
+    store.add_image(&manifest, &config, Some(&target), None)?;
+    let name = super::store::familiar_name(&target.full());
+    crate::events::emit(
+        store.root(),
+        Kind::Image,
+        "tag",
+        &image.id,
+        &[("name", &name)],
+    );
+    Ok(())
+}
+
+/// Records removals in the event journal: `untag` of each name, `delete` of the image.
+fn record(store: &ImageStore, done: &[Removal], id: &str) {
+    for r in done {
+        let (action, name) = match r {
+            Removal::Untagged(n) => ("untag", n.as_str()),
+            Removal::Deleted(d) => ("delete", d.as_str()),
+        };
+        let id = if matches!(r, Removal::Deleted(_)) {
+            name
+        } else {
+            id
+        };
+        crate::events::emit(store.root(), Kind::Image, action, id, &[("name", name)]);
+    }
 }
 
 /// `image prune [-a]`: removes images without a name (all unused ones with `all`) whose
@@ -173,6 +202,11 @@ pub fn prune(
         }
         images.retain(|_, rec| !going.contains(&rec.config));
     })?;
+    for r in &removed {
+        if let Removal::Deleted(id) = r {
+            record(store, std::slice::from_ref(r), id);
+        }
+    }
     let freed = collect_garbage(store)?;
     Ok((removed, freed))
 }

@@ -31,6 +31,9 @@ pub struct NetworkRecord {
     pub internal: bool,
     /// RFC 3339.
     pub created: String,
+    /// Its labels (`network create --label`, the API's `Labels`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl NetworkRecord {
@@ -66,6 +69,23 @@ impl NetworkStore {
 
     fn path(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.json"))
+    }
+
+    /// Gives network `name` the labels `labels` (replacing its record atomically).
+    pub fn set_labels(
+        &self,
+        name: &str,
+        labels: std::collections::BTreeMap<String, String>,
+    ) -> Result<NetworkRecord, NetError> {
+        let mut record = self.get(name)?;
+        record.labels = labels;
+        crate::fsutil::write_json_atomic(&self.path(&record.name), &record).map_err(|e| {
+            NetError::Setup {
+                what: format!("recording network {name}"),
+                reason: e.to_string(),
+            }
+        })?;
+        Ok(record)
     }
 
     /// Every user-defined network, by name.
@@ -179,6 +199,7 @@ impl NetworkStore {
             gateway,
             internal,
             created: crate::timefmt::rfc3339(std::time::SystemTime::now()),
+            labels: Default::default(),
         };
         crate::fsutil::write_json_atomic(&self.path(name), &record)
             .map_err(|e| invalid(format!("{}: {e}", self.path(name).display())))?;

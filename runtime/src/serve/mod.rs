@@ -11,11 +11,19 @@
 //! - [`http`]: API versions in the path, errors as `{"message"}`, JSON bodies, queries;
 //! - [`listen`]: the sockets (Unix 0660 root:group, or an explicit TCP address) and the
 //!   one-server-per-root lock;
-//! - [`system`]: `/_ping`, `/version`, `/info`, `/system/df`, `/events`.
+//! - [`system`]: `/_ping`, `/version`, `/info`, `/system/df`;
+//! - [`images`], [`networks`], [`volumes`]: those objects' endpoints;
+//! - [`events`]: `/events`, the event journal as a stream;
+//! - [`stream`]: request and response bodies bridged to the synchronous engine.
 
+mod events;
 pub mod http;
+mod images;
 mod listen;
+mod networks;
+mod stream;
 mod system;
+mod volumes;
 
 pub use listen::{Host, ServeError};
 
@@ -53,6 +61,10 @@ pub const DEFAULT_SOCKET: &str = "/run/capsa/capsa.sock";
 pub fn router(engine: Shared) -> Router {
     Router::new()
         .merge(system::routes())
+        .merge(images::routes())
+        .merge(networks::routes())
+        .merge(volumes::routes())
+        .merge(events::routes())
         .fallback(http::not_found)
         .layer(axum::middleware::from_fn(http::refuse_bad_version))
         .with_state(engine)

@@ -14,6 +14,102 @@ pub fn routes() -> Router<Shared> {
         .route("/_ping", get(ping).head(ping))
         .route("/version", get(version))
         .route("/info", get(info))
+        .route("/system/df", get(df))
+}
+
+/// `GET /system/df`: images (with their unique and shared sizes and how many containers
+/// use each), containers (the bytes of their folders), volumes (size and users), no
+/// build cache. `LayersSize` is what the store's layers and blobs occupy on disk, each
+/// once.
+async fn df(State(engine): State<Shared>) -> ApiResult<Response> {
+    blocking(move || {
+        let root = &engine.root;
+        let store = crate::image::ImageStore::new(root);
+        let usage = crate::image::inspect::usage(&store)
+            .map_err(|e| super::http::ApiError::internal(e.to_string()))?;
+        let containers = crate::container::ContainerStore::new(root).list();
+        let stored = store.images().unwrap_or_default();
+        let images: Vec<serde_json::Value> = usage
+            .images
+            .iter()
+            .map(|u| {
+                let record = stored.iter().find(|s| s.id == u.image.id);
+                let created = u
+                    .image
+                    .config
+                    .created()
+                    .as_deref()
+                    .and_then(crate::timefmt::parse_rfc3339)
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_secs());
+                let users = containers
+                    .iter()
+                    .filter(|c| c.image_id == u.image.id)
+                    .count();
+                serde_json::json!({
+                    "Id": u.image.id,
+                    "ParentId": "",
+                    "RepoTags": u.image.names.iter().map(|n| crate::image::store::familiar_name(n)).collect::<Vec<_>>(),
+                    "RepoDigests": record.map(|r| r.repo_digests.iter().map(|d| crate::image::reference::familiar(d)).collect::<Vec<_>>()).unwrap_or_default(),
+                    "Created": created,
+                    "Size": u.size,
+                    "SharedSize": u.shared,
+                    "Labels": {},
+                    "Containers": users,
+                })
+            })
+            .collect();
+        let container_rows: Vec<serde_json::Value> = containers
+            .iter()
+            .map(|c| {
+                let size = crate::fsutil::disk_usage(&root.containers_dir().join(&c.id));
+                let created = crate::timefmt::parse_rfc3339(&c.created)
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_secs());
+                let mounts: Vec<serde_json::Value> = c
+                    .volumes
+                    .iter()
+                    .map(|v| serde_json::json!({"Type": "volume", "Name": v, "Driver": "local"}))
+                    .collect();
+                serde_json::json!({
+                    "Id": c.id,
+                    "Names": [format!("/{}", c.name)],
+                    "Image": c.image,
+                    "ImageID": c.image_id,
+                    "Command": c.command.join(" "),
+                    "Created": created,
+                    "State": c.status_word(),
+                    "Status": c.status_line(),
+                    "SizeRw": size,
+                    "SizeRootFs": size,
+                    "Labels": {},
+                    "Mounts": mounts,
+                    "Ports": [],
+                    "HostConfig": {"NetworkMode": c.network.name()},
+                    "NetworkSettings": {"Networks": {}},
+                })
+            })
+            .collect();
+        let users = crate::container::volumes::users(&crate::container::ContainerStore::new(root));
+        let volumes: Vec<serde_json::Value> = crate::volume::VolumeStore::new(root)
+            .list()
+            .iter()
+            .map(|v| {
+                let mut value = v.docker_json();
+                let refs = users.get(&v.record.name).map_or(0, Vec::len);
+                value["UsageData"] = serde_json::json!({"Size": v.size(), "RefCount": refs});
+                value
+            })
+            .collect();
+        Ok(json(serde_json::json!({
+            "LayersSize": usage.layers_on_disk + usage.blobs_on_disk,
+            "Images": images,
+            "Containers": container_rows,
+            "Volumes": volumes,
+            "BuildCache": [],
+        })))
+    })
+    .await
 }
 
 /// `OK`, with the headers the client negotiates from (`Api-Version` is stamped on every

@@ -116,6 +116,7 @@ pub(super) fn lay_out_named(
     // The engine's cgroup, placed as a container's would be.
     state.cgroup = host_cgroup(opts.cgroup_parent.as_deref(), id)?;
     store.save(&state)?;
+    crate::events::container(store.root(), "create", &state, &[]);
     claim.keep();
     let network = endpoint.as_ref().map(|e| GuestNetwork {
         address: e.ip,

@@ -198,7 +198,7 @@ pub(super) fn boot_and_run(
         // The process signals reach is this one (the VM's monitor): `stop` and `kill` signal
         // it and it forwards to the workload; SIGKILL ends it and, by PDEATHSIG, the engine.
         let me = std::process::id() as i32;
-        store.update(&state.id, |s| {
+        let started = store.update(&state.id, |s| {
             s.status = Status::Running;
             s.restarting = false;
             s.pid = Some(me);
@@ -207,6 +207,9 @@ pub(super) fn boot_and_run(
             s.monitor_start_time = process_start_time(me);
             s.started_at = Some(crate::timefmt::rfc3339(SystemTime::now()));
         })?;
+        if let Some(s) = &started {
+            crate::events::container(store.root(), "start", s, &[]);
+        }
         Ok::<_, ContainerError>((booted, signals))
     })();
     let (mut booted, signals) = match result {
@@ -239,7 +242,7 @@ pub(super) fn finish(
         Ok(r) => *r,
         Err(_) => (125, false),
     };
-    let _ = store.update(id, |s| {
+    let updated = store.update(id, |s| {
         s.status = Status::Exited;
         s.pid = None;
         s.exit_code = Some(exit_code);
@@ -247,6 +250,10 @@ pub(super) fn finish(
         s.finished_at = Some(crate::timefmt::rfc3339(SystemTime::now()));
         s.error = result.as_ref().err().map(|e| e.to_string());
     });
+    if let Ok(Some(s)) = &updated {
+        let code = exit_code.to_string();
+        crate::events::container(store.root(), "die", s, &[("exitCode", &code)]);
+    }
     let _ = std::fs::remove_file(super::control::path(id));
     if let Ok(state) = store.load(id) {
         network::disconnect(store, &state);

@@ -66,6 +66,28 @@ impl Volume {
     pub fn data_dir(&self) -> PathBuf {
         self.dir.join(DATA)
     }
+    /// The volume as `docker volume inspect` and the API show it.
+    pub fn docker_json(&self) -> serde_json::Value {
+        let created = crate::timefmt::parse_rfc3339(&self.record.created_at)
+            .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+            .unwrap_or_else(|| self.record.created_at.clone());
+        let mut labels = serde_json::Map::new();
+        for (k, val) in &self.record.labels {
+            labels.insert(k.clone(), val.clone().into());
+        }
+        if self.record.anonymous {
+            labels.insert("com.docker.volume.anonymous".into(), "".into());
+        }
+        serde_json::json!({
+            "CreatedAt": created,
+            "Driver": "local",
+            "Labels": labels,
+            "Mountpoint": self.mountpoint().display().to_string(),
+            "Name": self.record.name,
+            "Options": {},
+            "Scope": "local",
+        })
+    }
     /// The disk image VMs attach.
     pub fn disk_path(&self) -> PathBuf {
         self.dir.join(DISK)
@@ -110,6 +132,7 @@ impl Volume {
 pub struct VolumeStore {
     dir: PathBuf,
     lock: PathBuf,
+    events: crate::events::Journal,
 }
 
 /// The store with its lock held: every change goes through here.
@@ -124,6 +147,7 @@ impl VolumeStore {
         VolumeStore {
             dir: root.volumes_dir(),
             lock: root.locks_dir().join("volumes.lock"),
+            events: crate::events::Journal::of(root),
         }
     }
 
@@ -224,13 +248,16 @@ impl Locked {
             Ok(record)
         })();
         match made {
-            Ok(record) => Ok((
-                Volume {
-                    record,
-                    dir: self.store.dir.join(&name),
-                },
-                true,
-            )),
+            Ok(record) => {
+                self.event("create", &name);
+                Ok((
+                    Volume {
+                        record,
+                        dir: self.store.dir.join(&name),
+                    },
+                    true,
+                ))
+            }
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&scratch);
                 Err(VolumeError::io(&self.store.dir.join(&name), e))
@@ -252,7 +279,19 @@ impl Locked {
                 users: holders.clone(),
             });
         }
-        self.delete(&volume)
+        self.delete(&volume)?;
+        self.event("destroy", name);
+        Ok(())
+    }
+
+    fn event(&self, action: &str, name: &str) {
+        let event = crate::events::Event::now(
+            crate::events::Kind::Volume,
+            action,
+            name,
+            &[("driver", "local")],
+        );
+        self.store.events.append(&event);
     }
 
     /// Removes the unused volumes: anonymous ones, or every one with `all`. Returns each
@@ -265,7 +304,9 @@ impl Locked {
             .filter(|v| users.get(&v.record.name).is_none_or(Vec::is_empty))
             .filter_map(|v| {
                 let size = v.size();
-                self.delete(&v).ok().map(|()| (v.record.name.clone(), size))
+                self.delete(&v).ok()?;
+                self.event("destroy", &v.record.name);
+                Some((v.record.name.clone(), size))
             })
             .collect()
     }

@@ -71,6 +71,56 @@ fn host_without_port(host: &str) -> &str {
     host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
 
+/// The root's `daemon.json` cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// It cannot be read.
+    #[error("{}: {source}", .path.display())]
+    Read {
+        /// daemon.json.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It does not parse.
+    #[error("{}: {source}", .path.display())]
+    Parse {
+        /// daemon.json.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Registry settings of `root`: the `insecure` hosts plus `insecure-registries` of the
+/// root's `daemon.json`, the root's `certs.d/`, and its credential file.
+pub fn settings(
+    root: &crate::root::StateRoot,
+    mut insecure: Vec<String>,
+) -> Result<RegistrySettings, SettingsError> {
+    #[derive(serde::Deserialize, Default)]
+    struct Daemon {
+        #[serde(rename = "insecure-registries", default)]
+        insecure_registries: Vec<String>,
+    }
+    let path = root.daemon_config();
+    let daemon: Daemon = match std::fs::read(&path) {
+        Ok(b) => {
+            serde_json::from_slice(&b).map_err(|source| SettingsError::Parse { path, source })?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Daemon::default(),
+        Err(source) => return Err(SettingsError::Read { path, source }),
+    };
+    insecure.extend(daemon.insecure_registries);
+    Ok(RegistrySettings {
+        insecure,
+        certs_dir: Some(root.certs_dir()),
+        auth_file: Some(root.auth_file()),
+    })
+}
+
 /// A failure talking to a registry, with what was asked and what came back (control
 /// characters in the registry's own text escaped).
 #[derive(Debug, thiserror::Error)]
