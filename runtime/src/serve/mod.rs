@@ -11,8 +11,10 @@
 //! - [`http`]: API versions in the path, errors as `{"message"}`, JSON bodies, queries;
 //! - [`listen`]: the sockets (Unix 0660 root:group, or an explicit TCP address) and the
 //!   one-server-per-root lock;
+//! - [`errors`]: the engine's errors as Docker's status codes and messages;
 //! - [`system`]: `/_ping`, `/version`, `/info`, `/system/df`, `/events`.
 
+pub mod errors;
 pub mod http;
 mod listen;
 mod system;
