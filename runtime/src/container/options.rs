@@ -166,6 +166,45 @@ pub struct RunOptions {
     pub isolation: super::sandbox::Isolation,
     /// `--vmm` (with `--isolation vm`): the hypervisor engine, else chosen for the host.
     pub vmm: Option<String>,
+    /// `--label`: the container's own labels (over its image's).
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// The checks every front end makes once it has filled `opts` (the CLI from its flags,
+/// the Engine API from its JSON), before anything is created: `--security-opt` values
+/// applied, then tmpfs paths, host name, process fields, cgroup parent, capability names
+/// and the seccomp profile checked.
+pub fn check(opts: &mut RunOptions, security_opts: &[String]) -> Result<(), ContainerError> {
+    let bad = |m: String| Err(ContainerError::InvalidArgument(m));
+    if opts.restart_policy != super::restart::RestartPolicy::No && opts.auto_remove {
+        return bad("Conflicting options: --restart and --rm".into());
+    }
+    for (path, _) in &opts.tmpfs {
+        if !path.starts_with('/') {
+            return bad(format!("--tmpfs {path:?}: the path must be absolute"));
+        }
+    }
+    if let Some(h) = &opts.hostname {
+        check_hostname(h)?;
+    }
+    check_process_fields(opts)?;
+    if let Some(parent) = &opts.cgroup_parent {
+        check_cgroup_parent(parent)?;
+    }
+    for so in security_opts {
+        apply_security_opt(opts, so)?;
+    }
+    // Capability names are checked now, before anything is created.
+    crate::linux::capabilities::effective_set(&opts.cap_add, &opts.cap_drop)
+        .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
+    if let SeccompChoice::File(p) = &opts.seccomp {
+        let text = std::fs::read_to_string(p).map_err(|e| {
+            ContainerError::InvalidArgument(format!("seccomp profile {}: {e}", p.display()))
+        })?;
+        crate::linux::seccomp::profile::resolve(&text, &p.display().to_string(), &[])
+            .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Parses `--add-host NAME:IP` (IPv6 addresses keep their colons: the name ends at the

@@ -73,7 +73,9 @@ mod tests {
             id: "abc".into(),
         });
         assert_eq!(e.status, StatusCode::CONFLICT);
-        assert!(e.message.starts_with("Conflict. The container name \"/web\""));
+        assert!(e
+            .message
+            .starts_with("Conflict. The container name \"/web\""));
         let e = ApiError::from(ContainerError::InvalidArgument("--cpus".into()));
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
         let e = ApiError::from(ContainerError::Image(ImageError::NotFound("nope".into())));

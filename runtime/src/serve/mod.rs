@@ -11,9 +11,13 @@
 //! - [`http`]: API versions in the path, errors as `{"message"}`, JSON bodies, queries;
 //! - [`listen`]: the sockets (Unix 0660 root:group, or an explicit TCP address) and the
 //!   one-server-per-root lock;
+//! - [`containers`], [`create`]: the container endpoints, and `create`'s JSON read into
+//!   the CLI's run options;
 //! - [`errors`]: the engine's errors as Docker's status codes and messages;
 //! - [`system`]: `/_ping`, `/version`, `/info`, `/system/df`, `/events`.
 
+mod containers;
+mod create;
 pub mod errors;
 pub mod http;
 mod listen;
@@ -55,6 +59,7 @@ pub const DEFAULT_SOCKET: &str = "/run/capsa/capsa.sock";
 pub fn router(engine: Shared) -> Router {
     Router::new()
         .merge(system::routes())
+        .merge(containers::routes())
         .fallback(http::not_found)
         .layer(axum::middleware::from_fn(http::refuse_bad_version))
         .with_state(engine)

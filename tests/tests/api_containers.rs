@@ -1,0 +1,349 @@
+//! The container endpoints of `capsa serve`, driven by the real docker CLI (create, run -d,
+//! ps with filters, inspect, the lifecycle verbs, wait, top, diff, prune) and by raw
+//! requests for Docker's status codes and messages; one state with the `capsa` CLI, and
+//! containers that outlive a server restart.
+
+use capsa_tests::{eventually, text, TestEnv};
+use serde_json::json;
+use std::io::{Read, Write};
+use std::time::Duration;
+
+#[test]
+fn the_docker_cli_runs_lists_inspects_and_drives_a_container() {
+    let env = TestEnv::new();
+    let api = env.serve();
+    let id = api.docker_ok(&[
+        "run", "-d", "--name", "web", "-e", "A=b", "-l", "k=v", "busybox", "sleep", "300",
+    ]);
+    let id = id.trim();
+    assert_eq!(id.len(), 64, "{id}");
+    api.docker_ok(&["create", "--name", "later", "busybox", "true"]);
+
+    let names = |args: &[&str]| {
+        let mut all = vec!["ps", "--format", "{{.Names}} {{.State}}"];
+        all.extend_from_slice(args);
+        api.docker_ok(&all).trim().to_string()
+    };
+    assert_eq!(names(&[]), "web running");
+    assert_eq!(
+        names(&["-a", "--filter", "status=created"]),
+        "later created"
+    );
+    assert_eq!(names(&["--filter", "label=k=v"]), "web running");
+    assert_eq!(names(&["--filter", "label=k=other"]), "");
+    assert_eq!(names(&["-a", "--filter", "name=lat"]), "later created");
+    assert_eq!(
+        names(&["--filter", &format!("id={}", &id[..12])]),
+        "web running"
+    );
+    let all = api.docker_ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    assert_eq!(all.lines().count(), 2, "{all}");
+
+    let inspected = api.docker_ok(&[
+        "inspect",
+        "-f",
+        "{{.Name}} {{.Config.Labels.k}} {{.State.Running}} {{json .Config.Env}}",
+        "web",
+    ]);
+    assert!(
+        inspected.starts_with("/web v true ["),
+        "inspect: {inspected}"
+    );
+    assert!(inspected.contains("\"A=b\""), "{inspected}");
+    // One state: the capsa CLI sees what the API made.
+    let ps = text(&env.capsa(&["ps", "--format", "{{.Names}}"]).stdout);
+    assert_eq!(ps.trim(), "web");
+
+    let state = |name: &str| {
+        api.docker_ok(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.ExitCode}}",
+            name,
+        ])
+        .trim()
+        .to_string()
+    };
+    api.docker_ok(&["stop", "-t", "1", "web"]);
+    assert_eq!(state("web"), "exited 137");
+    api.docker_ok(&["start", "web"]);
+    assert_eq!(state("web"), "running 0");
+    let started = api.docker_ok(&["inspect", "-f", "{{.State.StartedAt}}", "web"]);
+    api.docker_ok(&["restart", "-t", "1", "web"]);
+    assert_eq!(state("web"), "running 0");
+    let restarted = api.docker_ok(&["inspect", "-f", "{{.State.StartedAt}}", "web"]);
+    assert_ne!(started, restarted, "restart starts it again");
+    api.docker_ok(&["pause", "web"]);
+    assert_eq!(state("web"), "paused 0");
+    assert_eq!(names(&["--filter", "status=paused"]), "web paused");
+    api.docker_ok(&["unpause", "web"]);
+    assert_eq!(state("web"), "running 0");
+    api.docker_ok(&["rename", "web", "web2"]);
+    assert_eq!(names(&[]), "web2 running");
+    api.docker_ok(&["kill", "web2"]);
+    assert_eq!(state("web2"), "exited 137");
+    let again = api.docker(&["kill", "web2"]);
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("is not running"),
+        "{}",
+        text(&again.stderr)
+    );
+    let missing = api.docker(&["inspect", "nope"]);
+    assert!(
+        text(&missing.stderr).contains("No such object: nope")
+            || text(&missing.stderr).contains("No such container: nope"),
+        "{}",
+        text(&missing.stderr)
+    );
+    api.docker_ok(&["rm", "-f", "web2", "later"]);
+    assert_eq!(api.docker_ok(&["ps", "-aq"]).trim(), "");
+    env.assert_clean();
+}
+
+#[test]
+fn wait_top_diff_and_prune_show_what_dockerd_shows() {
+    let env = TestEnv::new();
+    let api = env.serve();
+    api.docker_ok(&[
+        "run", "-d", "--name", "three", "busybox", "sh", "-c", "exit 3",
+    ]);
+    assert_eq!(api.docker_ok(&["wait", "three"]).trim(), "3");
+    api.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "top",
+        "busybox",
+        "sh",
+        "-c",
+        "echo x > /new; exec sleep 300",
+    ]);
+    let top = api.docker_ok(&["top", "top"]);
+    assert!(top.lines().next().unwrap().contains("PID"), "{top}");
+    assert!(top.contains("sleep 300"), "{top}");
+    eventually(
+        "the new file shows in docker diff",
+        Duration::from_secs(10),
+        || {
+            api.docker_ok(&["diff", "top"])
+                .lines()
+                .any(|l| l == "A /new")
+        },
+    );
+    let ps_args = api.docker_ok(&["top", "top", "-o", "pid,comm"]);
+    assert!(
+        ps_args.lines().next().unwrap().contains("COMMAND"),
+        "{ps_args}"
+    );
+
+    let pruned = api.docker_ok(&["container", "prune", "-f"]);
+    let three = api.docker_ok(&["ps", "-aq", "--no-trunc", "--filter", "name=top"]);
+    assert!(
+        !pruned.contains(three.trim()),
+        "a running one is kept: {pruned}"
+    );
+    assert_eq!(
+        api.docker_ok(&["ps", "-a", "--format", "{{.Names}}"])
+            .trim(),
+        "top",
+        "the exited one is gone: {pruned}"
+    );
+    api.docker_ok(&["rm", "-f", "top"]);
+    env.assert_clean();
+}
+
+#[test]
+fn one_state_with_the_capsa_cli_that_outlives_the_server() {
+    let env = TestEnv::new();
+    let api = env.serve();
+    let out = env.run(&["-d", "--name", "fromcli", "busybox", "sleep", "300"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    api.docker_ok(&["run", "-d", "--name", "fromapi", "busybox", "sleep", "300"]);
+    let listed = api.docker_ok(&["ps", "--format", "{{.Names}}"]);
+    assert!(listed.lines().any(|l| l == "fromcli"), "{listed}");
+    let ps = text(&env.capsa(&["ps", "--format", "{{.Names}}"]).stdout);
+    assert!(ps.lines().any(|l| l == "fromapi"), "{ps}");
+    // The server goes and comes back; the container it made runs on.
+    drop(api);
+    let api = env.serve();
+    let running = api.docker_ok(&["inspect", "-f", "{{.State.Running}}", "fromapi"]);
+    assert_eq!(running.trim(), "true");
+    api.docker_ok(&["rm", "-f", "fromapi", "fromcli"]);
+    env.assert_clean();
+}
+
+#[test]
+fn raw_requests_get_dockers_status_codes_and_words() {
+    let env = TestEnv::new();
+    let api = env.serve();
+    let (status, body) = api.request("POST", "/v1.50/containers/create", Some(b"{\"Image\":"));
+    assert_eq!(status, 400, "{}", text(&body));
+    let (status, body) = api.request_json(
+        "POST",
+        "/v1.50/containers/create",
+        Some(&json!({"Image": "busybox", "HostConfig": {"Memory": "lots"}})),
+    );
+    assert_eq!(status, 400);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("HostConfig.Memory"),
+        "{body}"
+    );
+    let (status, body) = api.request_json("GET", "/v1.50/containers/nope/json", None);
+    assert_eq!(status, 404);
+    assert_eq!(body["message"], "No such container: nope");
+    let (status, body) = api.request_json(
+        "POST",
+        "/v1.50/containers/create",
+        Some(&json!({"Image": "no-such-image:1"})),
+    );
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("No such image"),
+        "{body}"
+    );
+
+    let config = json!({"Image": "busybox", "Cmd": ["sh", "-c", "exit 5"], "Unknown": {"x": 1}});
+    let (status, body) = api.request_json("POST", "/v1.50/containers/create?name=x", Some(&config));
+    assert_eq!(status, 201, "{body}");
+    let id = body["Id"].as_str().unwrap().to_string();
+    assert_eq!(body["Warnings"], json!([]));
+    let (status, body) = api.request_json("POST", "/v1.50/containers/create?name=x", Some(&config));
+    assert_eq!(status, 409);
+    assert_eq!(
+        body["message"],
+        format!("Conflict. The container name \"/x\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name.")
+    );
+
+    // `wait` answers its headers before the container starts (the docker CLI's order).
+    let mut waiter = std::os::unix::net::UnixStream::connect(api.socket()).unwrap();
+    waiter
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        waiter,
+        "POST /v1.50/containers/x/wait?condition=next-exit HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(waiter.read(&mut byte).unwrap(), 1, "the head ends early");
+        head.push(byte[0]);
+    }
+    assert!(text(&head).starts_with("HTTP/1.1 200"), "{}", text(&head));
+    let (status, _) = api.request("POST", "/v1.50/containers/x/start", None);
+    assert_eq!(status, 204);
+    let mut rest = Vec::new();
+    while !text(&rest).contains('}') {
+        let mut chunk = [0u8; 256];
+        let n = waiter.read(&mut chunk).unwrap();
+        assert!(n > 0, "the body ends early: {}", text(&rest));
+        rest.extend_from_slice(&chunk[..n]);
+    }
+    let rest = text(&rest);
+    let answer: serde_json::Value =
+        serde_json::from_str(&rest[rest.find('{').unwrap()..=rest.rfind('}').unwrap()]).unwrap();
+    assert_eq!(answer, json!({"StatusCode": 5, "Error": null}));
+
+    // Stopped: stop is 304, kill is 409.
+    let (status, _) = api.request("POST", "/v1.50/containers/x/stop", None);
+    assert_eq!(status, 304);
+    let (status, body) = api.request_json("POST", "/v1.50/containers/x/kill", None);
+    assert_eq!(status, 409);
+    assert_eq!(body["message"], format!("Container {id} is not running"));
+
+    // Running: start is 304, removal without force is 409.
+    let sleeper = json!({"Image": "busybox", "Cmd": ["sleep", "300"], "Labels": {"tier": "db"}});
+    let (status, body) =
+        api.request_json("POST", "/v1.50/containers/create?name=s", Some(&sleeper));
+    assert_eq!(status, 201, "{body}");
+    let sid = body["Id"].as_str().unwrap().to_string();
+    assert_eq!(
+        api.request("POST", "/v1.50/containers/s/start", None).0,
+        204
+    );
+    assert_eq!(
+        api.request("POST", "/v1.50/containers/s/start", None).0,
+        304
+    );
+    let (status, body) = api.request_json("DELETE", "/v1.50/containers/s", None);
+    assert_eq!(status, 409);
+    assert_eq!(
+        body["message"],
+        format!("You cannot remove a running container {sid}. Stop the container before attempting removal or force remove")
+    );
+
+    let (status, list) = api.request_json("GET", "/v1.50/containers/json?all=1&size=1", None);
+    assert_eq!(status, 200);
+    let rows = list.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{list}");
+    let s = rows.iter().find(|r| r["Id"] == sid.as_str()).unwrap();
+    assert_eq!(s["Names"], json!(["/s"]));
+    assert!(s["Created"].is_u64(), "{s}");
+    assert_eq!(s["State"], "running");
+    assert!(s["Status"].as_str().unwrap().starts_with("Up "), "{s}");
+    assert_eq!(s["Labels"]["tier"], "db");
+    assert!(s["SizeRw"].is_u64(), "{s}");
+    assert_eq!(s["HostConfig"]["NetworkMode"], "bridge");
+    let x = rows.iter().find(|r| r["Id"] == id.as_str()).unwrap();
+    assert!(
+        x["Status"].as_str().unwrap().starts_with("Exited (5) "),
+        "{x}"
+    );
+    let filters = r#"{"label":["tier=db"]}"#;
+    let (_, list) = api.request_json(
+        "GET",
+        &format!(
+            "/v1.50/containers/json?all=1&filters={}",
+            urlencode(filters)
+        ),
+        None,
+    );
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+
+    let (status, body) = api.request_json("DELETE", "/v1.50/containers/s?force=1", None);
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = api.request_json("POST", "/v1.50/containers/prune", None);
+    assert_eq!(status, 200);
+    assert_eq!(body["ContainersDeleted"], json!([id]));
+    env.assert_clean();
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[test]
+fn docker_run_isolation_vm_boots_a_microvm() {
+    let env = TestEnv::new();
+    let api = env.serve();
+    api.docker_ok(&[
+        "run",
+        "-d",
+        "--isolation",
+        "vm",
+        "--name",
+        "guest",
+        "busybox",
+        "sh",
+        "-c",
+        "uname -r; exit 4",
+    ]);
+    assert_eq!(api.docker_ok(&["wait", "guest"]).trim(), "4");
+    let isolation = api.docker_ok(&["inspect", "-f", "{{.Isolation}}", "guest"]);
+    assert_eq!(isolation.trim(), "vm");
+    api.docker_ok(&["rm", "guest"]);
+    env.assert_clean();
+}
