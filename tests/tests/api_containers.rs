@@ -210,15 +210,17 @@ fn raw_requests_get_dockers_status_codes_and_words() {
     );
 
     let config = json!({"Image": "busybox", "Cmd": ["sh", "-c", "exit 5"], "Unknown": {"x": 1}});
-    let (status, body) = api.request_json("POST", "/v1.50/containers/create?name=x", Some(&config));
+    let (status, body) =
+        api.request_json("POST", "/v1.50/containers/create?name=xx", Some(&config));
     assert_eq!(status, 201, "{body}");
     let id = body["Id"].as_str().unwrap().to_string();
     assert_eq!(body["Warnings"], json!([]));
-    let (status, body) = api.request_json("POST", "/v1.50/containers/create?name=x", Some(&config));
+    let (status, body) =
+        api.request_json("POST", "/v1.50/containers/create?name=xx", Some(&config));
     assert_eq!(status, 409);
     assert_eq!(
         body["message"],
-        format!("Conflict. The container name \"/x\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name.")
+        format!("Conflict. The container name \"/xx\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name.")
     );
 
     // `wait` answers its headers before the container starts (the docker CLI's order).
@@ -228,7 +230,7 @@ fn raw_requests_get_dockers_status_codes_and_words() {
         .unwrap();
     write!(
         waiter,
-        "POST /v1.50/containers/x/wait?condition=next-exit HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+        "POST /v1.50/containers/xx/wait?condition=next-exit HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
     )
     .unwrap();
     let mut head = Vec::new();
@@ -238,7 +240,7 @@ fn raw_requests_get_dockers_status_codes_and_words() {
         head.push(byte[0]);
     }
     assert!(text(&head).starts_with("HTTP/1.1 200"), "{}", text(&head));
-    let (status, _) = api.request("POST", "/v1.50/containers/x/start", None);
+    let (status, _) = api.request("POST", "/v1.50/containers/xx/start", None);
     assert_eq!(status, 204);
     let mut rest = Vec::new();
     while !text(&rest).contains('}') {
@@ -253,27 +255,32 @@ fn raw_requests_get_dockers_status_codes_and_words() {
     assert_eq!(answer, json!({"StatusCode": 5, "Error": null}));
 
     // Stopped: stop is 304, kill is 409.
-    let (status, _) = api.request("POST", "/v1.50/containers/x/stop", None);
+    let (status, _) = api.request("POST", "/v1.50/containers/xx/stop", None);
     assert_eq!(status, 304);
-    let (status, body) = api.request_json("POST", "/v1.50/containers/x/kill", None);
+    let (status, body) = api.request_json("POST", "/v1.50/containers/xx/kill", None);
     assert_eq!(status, 409);
     assert_eq!(body["message"], format!("Container {id} is not running"));
 
     // Running: start is 304, removal without force is 409.
     let sleeper = json!({"Image": "busybox", "Cmd": ["sleep", "300"], "Labels": {"tier": "db"}});
-    let (status, body) =
-        api.request_json("POST", "/v1.50/containers/create?name=s", Some(&sleeper));
+    let (status, body) = api.request_json(
+        "POST",
+        "/v1.50/containers/create?name=sleeper",
+        Some(&sleeper),
+    );
     assert_eq!(status, 201, "{body}");
     let sid = body["Id"].as_str().unwrap().to_string();
     assert_eq!(
-        api.request("POST", "/v1.50/containers/s/start", None).0,
+        api.request("POST", "/v1.50/containers/sleeper/start", None)
+            .0,
         204
     );
     assert_eq!(
-        api.request("POST", "/v1.50/containers/s/start", None).0,
+        api.request("POST", "/v1.50/containers/sleeper/start", None)
+            .0,
         304
     );
-    let (status, body) = api.request_json("DELETE", "/v1.50/containers/s", None);
+    let (status, body) = api.request_json("DELETE", "/v1.50/containers/sleeper", None);
     assert_eq!(status, 409);
     assert_eq!(
         body["message"],
@@ -285,7 +292,7 @@ fn raw_requests_get_dockers_status_codes_and_words() {
     let rows = list.as_array().unwrap();
     assert_eq!(rows.len(), 2, "{list}");
     let s = rows.iter().find(|r| r["Id"] == sid.as_str()).unwrap();
-    assert_eq!(s["Names"], json!(["/s"]));
+    assert_eq!(s["Names"], json!(["/sleeper"]));
     assert!(s["Created"].is_u64(), "{s}");
     assert_eq!(s["State"], "running");
     assert!(s["Status"].as_str().unwrap().starts_with("Up "), "{s}");
@@ -308,7 +315,7 @@ fn raw_requests_get_dockers_status_codes_and_words() {
     );
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
 
-    let (status, body) = api.request_json("DELETE", "/v1.50/containers/s?force=1", None);
+    let (status, body) = api.request_json("DELETE", "/v1.50/containers/sleeper?force=1", None);
     assert_eq!(status, 204, "{body}");
     let (status, body) = api.request_json("POST", "/v1.50/containers/prune", None);
     assert_eq!(status, 200);

@@ -184,11 +184,6 @@ impl RunArgs {
         let network =
             crate::net::NetworkMode::parse(&self.network).map_err(ContainerError::invalid)?;
         let restart_policy = crate::container::restart::RestartPolicy::parse(&self.restart)?;
-        if restart_policy != crate::container::restart::RestartPolicy::No {
-            if !self.detach && !create_only {
-                return bad("--restart needs -d: a foreground run has no monitor to restart it");
-            }
-        }
         let stop_signal = self
             .stop_signal
             .as_deref()
@@ -307,6 +302,12 @@ impl RunArgs {
             }
         }
         options::check(&mut opts, &self.security_opt)?;
+        if opts.restart_policy != crate::container::restart::RestartPolicy::No
+            && !self.detach
+            && !create_only
+        {
+            return bad("--restart needs -d: a foreground run has no monitor to restart it");
+        }
         Ok(opts)
     }
 }

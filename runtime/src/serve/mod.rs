@@ -84,6 +84,24 @@ pub fn serve(
         root,
         cgroup_parent: options.cgroup_parent.clone(),
     });
+    // Monitors forked to run containers must not keep the lock and sockets (nor any
+    // client's connection), which would outlive this server.
+    let hosts = options_hosts(options);
+    crate::container::monitor::close_in_monitors(crate::container::monitor::FrontEndFiles {
+        paths: std::iter::once(engine.root.locks_dir().join("serve"))
+            .chain(hosts.iter().filter_map(|h| match h {
+                Host::Unix(p) => Some(p.clone()),
+                Host::Tcp(_) => None,
+            }))
+            .collect(),
+        tcp: hosts
+            .iter()
+            .filter_map(|h| match h {
+                Host::Tcp(a) => Some(*a),
+                Host::Unix(_) => None,
+            })
+            .collect(),
+    });
     let result = runtime.block_on(async move {
         let listeners = listen::bind_all(options).await?;
         ready(&options_hosts(options));
