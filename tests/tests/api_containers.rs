@@ -109,6 +109,8 @@ fn wait_top_diff_and_prune_show_what_dockerd_shows() {
         "run", "-d", "--name", "three", "busybox", "sh", "-c", "exit 3",
     ]);
     assert_eq!(api.docker_ok(&["wait", "three"]).trim(), "3");
+    let exited = api.docker_ok(&["ps", "-a", "--filter", "exited=3", "--format", "{{.Names}}"]);
+    assert_eq!(exited.trim(), "three");
     api.docker_ok(&[
         "run",
         "-d",
@@ -150,6 +152,87 @@ fn wait_top_diff_and_prune_show_what_dockerd_shows() {
         "the exited one is gone: {pruned}"
     );
     api.docker_ok(&["rm", "-f", "top"]);
+    env.assert_clean();
+}
+
+#[test]
+fn host_config_reaches_the_container_and_its_listings() {
+    let env = TestEnv::new();
+    let api = env.serve();
+    api.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "limited",
+        "-p",
+        "127.0.0.1:18080:80",
+        "-v",
+        "vol1:/data",
+        "--tmpfs",
+        "/scratch",
+        "--restart",
+        "on-failure:2",
+        "-m",
+        "64m",
+        "--cpus",
+        "0.5",
+        "--pids-limit",
+        "50",
+        "--read-only",
+        "--hostname",
+        "limhost",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    let port = api.docker_ok(&["port", "limited"]);
+    assert_eq!(port.trim(), "80/tcp -> 127.0.0.1:18080");
+    let ports = api.docker_ok(&["ps", "--format", "{{.Ports}}"]);
+    assert_eq!(ports.trim(), "127.0.0.1:18080->80/tcp");
+    let host = api.docker_ok(&[
+        "inspect",
+        "-f",
+        "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.PidsLimit}} \
+         {{.HostConfig.ReadonlyRootfs}} {{.HostConfig.RestartPolicy.Name}} \
+         {{.HostConfig.RestartPolicy.MaximumRetryCount}} {{.Config.Hostname}}",
+        "limited",
+    ]);
+    assert_eq!(
+        host.split_whitespace().collect::<Vec<_>>(),
+        [
+            "67108864",
+            "500000000",
+            "50",
+            "true",
+            "on-failure",
+            "2",
+            "limhost"
+        ]
+    );
+    let names = |filter: &str| {
+        api.docker_ok(&["ps", "-a", "--format", "{{.Names}}", "--filter", filter])
+            .trim()
+            .to_string()
+    };
+    assert_eq!(names("volume=vol1"), "limited");
+    assert_eq!(names("volume=/data"), "limited");
+    assert_eq!(names("network=bridge"), "limited");
+    assert_eq!(names("ancestor=busybox"), "limited");
+    assert_eq!(names("network=none"), "");
+    // The workload sees its mounts and read-only root (through the capsa CLI's exec).
+    let seen = env.capsa(&[
+        "exec", "limited", "sh", "-c",
+        "touch /data/ok && touch /scratch/ok && echo writable; touch /nope 2>/dev/null || echo read-only",
+    ]);
+    assert_eq!(
+        text(&seen.stdout),
+        "writable\nread-only\n",
+        "{}",
+        text(&seen.stderr)
+    );
+    api.docker_ok(&["rm", "-f", "limited"]);
+    let out = env.capsa(&["volume", "rm", "vol1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
     env.assert_clean();
 }
 
