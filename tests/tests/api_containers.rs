@@ -406,6 +406,68 @@ fn raw_requests_get_dockers_status_codes_and_words() {
     env.assert_clean();
 }
 
+/// The PID of the process holding the state root's serve lock (the server).
+fn server_pid(env: &TestEnv) -> u32 {
+    let lock = env.root().join("locks/serve");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+                fds.flatten()
+                    .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l == lock))
+            })
+        })
+        .expect("the server holds its lock")
+}
+
+/// How many inotify instances process `pid` holds (a waiter holds one while it waits).
+fn inotify_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.flatten()
+                .filter(|fd| {
+                    std::fs::read_link(fd.path())
+                        .is_ok_and(|l| l.to_string_lossy().contains("inotify"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_waiter_that_goes_away_leaves_nothing_waiting() {
+    let env = TestEnv::new();
+    let api = env.serve();
+    api.docker_ok(&["run", "-d", "--name", "long", "busybox", "sleep", "300"]);
+    let pid = server_pid(&env);
+    let before = inotify_count(pid);
+    let mut waiter = std::os::unix::net::UnixStream::connect(api.socket()).unwrap();
+    waiter
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        waiter,
+        "POST /v1.50/containers/long/wait HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    waiter.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    eventually("the server waits", Duration::from_secs(10), || {
+        inotify_count(pid) == before + 1
+    });
+    drop(waiter);
+    eventually(
+        "the server stops waiting for a client that left",
+        Duration::from_secs(10),
+        || inotify_count(pid) == before,
+    );
+    api.docker_ok(&["rm", "-f", "long"]);
+    env.assert_clean();
+}
+
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
