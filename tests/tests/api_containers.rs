@@ -406,6 +406,47 @@ fn raw_requests_get_dockers_status_codes_and_words() {
     env.assert_clean();
 }
 
+#[test]
+fn docker_py_runs_lists_stops_and_removes_a_container() {
+    let env = TestEnv::new();
+    let api = env.serve();
+    let script = r#"
+import docker
+c = docker.from_env()
+run = c.containers.run("busybox", ["sh", "-c", "exit 7"], detach=True, name="py-exit",
+                       labels={"from": "py"}, environment={"K": "v"})
+print("wait", run.wait()["StatusCode"])
+sleeper = c.containers.run("busybox", "sleep 300", detach=True, name="py-sleep",
+                           mem_limit="64m", ports={"80/tcp": None})
+sleeper.reload()
+print("status", sleeper.status, sleeper.attrs["HostConfig"]["Memory"])
+print("listed", sorted(x.name for x in c.containers.list(all=True, filters={"label": "from=py"})))
+sleeper.stop(timeout=1)
+sleeper.reload()
+print("stopped", sleeper.status, sleeper.attrs["State"]["ExitCode"])
+try:
+    c.containers.get("py-nope")
+except docker.errors.NotFound as e:
+    print("missing", e.response.status_code)
+for x in c.containers.list(all=True):
+    x.remove(force=True)
+print("left", len(c.containers.list(all=True)))
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .env("DOCKER_HOST", api.docker_host())
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&out.stdout),
+        "wait 7\nstatus running 67108864\nlisted ['py-exit']\nstopped exited 137\nmissing 404\nleft 0\n",
+        "{}\nserver log:\n{}",
+        text(&out.stderr),
+        api.log()
+    );
+    env.assert_clean();
+}
+
 /// The PID of the process holding the state root's serve lock (the server).
 fn server_pid(env: &TestEnv) -> u32 {
     let lock = env.root().join("locks/serve");
