@@ -307,35 +307,10 @@ fn raw_requests_get_dockers_status_codes_and_words() {
     );
 
     // `wait` answers its headers before the container starts (the docker CLI's order).
-    let mut waiter = std::os::unix::net::UnixStream::connect(api.socket()).unwrap();
-    waiter
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    write!(
-        waiter,
-        "POST /v1.50/containers/xx/wait?condition=next-exit HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(waiter.read(&mut byte).unwrap(), 1, "the head ends early");
-        head.push(byte[0]);
-    }
-    assert!(text(&head).starts_with("HTTP/1.1 200"), "{}", text(&head));
+    let waiter = Waiter::send(&api, "xx", "next-exit");
     let (status, _) = api.request("POST", "/v1.50/containers/xx/start", None);
     assert_eq!(status, 204);
-    let mut rest = Vec::new();
-    while !text(&rest).contains('}') {
-        let mut chunk = [0u8; 256];
-        let n = waiter.read(&mut chunk).unwrap();
-        assert!(n > 0, "the body ends early: {}", text(&rest));
-        rest.extend_from_slice(&chunk[..n]);
-    }
-    let rest = text(&rest);
-    let answer: serde_json::Value =
-        serde_json::from_str(&rest[rest.find('{').unwrap()..=rest.rfind('}').unwrap()]).unwrap();
-    assert_eq!(answer, json!({"StatusCode": 5, "Error": null}));
+    assert_eq!(waiter.answer(), json!({"StatusCode": 5, "Error": null}));
 
     // Stopped: stop is 304, kill is 409.
     let (status, _) = api.request("POST", "/v1.50/containers/xx/stop", None);
@@ -397,12 +372,45 @@ fn raw_requests_get_dockers_status_codes_and_words() {
         None,
     );
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    for (filter, expected) in [
+        (r#"{"since":["xx"]}"#, &sid),
+        (r#"{"before":["sleeper"]}"#, &id),
+    ] {
+        let (_, list) = api.request_json(
+            "GET",
+            &format!("/v1.50/containers/json?all=1&filters={}", urlencode(filter)),
+            None,
+        );
+        let ids: Vec<&str> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["Id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, [expected.as_str()], "{filter}");
+    }
 
     let (status, body) = api.request_json("DELETE", "/v1.50/containers/sleeper?force=1", None);
     assert_eq!(status, 204, "{body}");
     let (status, body) = api.request_json("POST", "/v1.50/containers/prune", None);
     assert_eq!(status, 200);
     assert_eq!(body["ContainersDeleted"], json!([id]));
+
+    // `removed` answers once an auto-removed container is gone.
+    let config = json!({"Image": "busybox", "Cmd": ["sh", "-c", "exit 2"], "HostConfig": {"AutoRemove": true}});
+    let (status, body) =
+        api.request_json("POST", "/v1.50/containers/create?name=gone", Some(&config));
+    assert_eq!(status, 201, "{body}");
+    let waiter = Waiter::send(&api, "gone", "removed");
+    assert_eq!(
+        api.request("POST", "/v1.50/containers/gone/start", None).0,
+        204
+    );
+    assert_eq!(waiter.answer()["StatusCode"], 2);
+    assert_eq!(
+        api.request("GET", "/v1.50/containers/gone/json", None).0,
+        404
+    );
     env.assert_clean();
 }
 
@@ -507,6 +515,45 @@ fn a_waiter_that_goes_away_leaves_nothing_waiting() {
     );
     api.docker_ok(&["rm", "-f", "long"]);
     env.assert_clean();
+}
+
+/// A `wait` request whose status line and headers have arrived.
+struct Waiter(std::os::unix::net::UnixStream);
+
+impl Waiter {
+    /// Sends `wait?condition=` for `name` and reads the head, which must come at once.
+    fn send(api: &capsa_tests::api::ApiServer, name: &str, condition: &str) -> Waiter {
+        let mut stream = std::os::unix::net::UnixStream::connect(api.socket()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        write!(
+            stream,
+            "POST /v1.50/containers/{name}/wait?condition={condition} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(stream.read(&mut byte).unwrap(), 1, "the head ends early");
+            head.push(byte[0]);
+        }
+        assert!(text(&head).starts_with("HTTP/1.1 200"), "{}", text(&head));
+        Waiter(stream)
+    }
+
+    /// The body, once the condition holds.
+    fn answer(mut self) -> serde_json::Value {
+        let mut rest = Vec::new();
+        while !text(&rest).contains('}') {
+            let mut chunk = [0u8; 256];
+            let n = self.0.read(&mut chunk).unwrap();
+            assert!(n > 0, "the body ends early: {}", text(&rest));
+            rest.extend_from_slice(&chunk[..n]);
+        }
+        let rest = text(&rest);
+        serde_json::from_str(&rest[rest.find('{').unwrap()..=rest.rfind('}').unwrap()]).unwrap()
+    }
 }
 
 fn urlencode(s: &str) -> String {
