@@ -230,7 +230,32 @@ fn host_config_reaches_the_container_and_its_listings() {
         "{}",
         text(&seen.stderr)
     );
-    api.docker_ok(&["rm", "-f", "limited"]);
+    // The docker CLI sends a seccomp profile's text; it applies.
+    let profile = env.root().join("no-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let seccomp = format!("seccomp={}", profile.display());
+    for (name, opt, code) in [
+        ("confined", seccomp.as_str(), "1"),
+        ("free", "no-new-privileges", "0"),
+    ] {
+        api.docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--security-opt",
+            opt,
+            "busybox",
+            "mkdir",
+            "/made",
+        ]);
+        assert_eq!(api.docker_ok(&["wait", name]).trim(), code, "{name}");
+    }
+    api.docker_ok(&["rm", "-f", "limited", "confined", "free"]);
     let out = env.capsa(&["volume", "rm", "vol1"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     env.assert_clean();

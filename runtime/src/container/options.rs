@@ -14,6 +14,9 @@ pub enum SeccompChoice {
     Unconfined,
     /// A Docker-format profile file.
     File(PathBuf),
+    /// A Docker-format profile given as its text (the Engine API's `SecurityOpt`, where
+    /// the docker CLI sends the file's content).
+    Inline(String),
 }
 
 /// What a `-v`/`--mount` mounts: a host path, or a volume of the store.
@@ -197,11 +200,18 @@ pub fn check(opts: &mut RunOptions, security_opts: &[String]) -> Result<(), Cont
     // Capability names are checked now, before anything is created.
     crate::linux::capabilities::effective_set(&opts.cap_add, &opts.cap_drop)
         .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
-    if let SeccompChoice::File(p) = &opts.seccomp {
-        let text = std::fs::read_to_string(p).map_err(|e| {
-            ContainerError::InvalidArgument(format!("seccomp profile {}: {e}", p.display()))
-        })?;
-        crate::linux::seccomp::profile::resolve(&text, &p.display().to_string(), &[])
+    let profile = match &opts.seccomp {
+        SeccompChoice::File(p) => Some((
+            std::fs::read_to_string(p).map_err(|e| {
+                ContainerError::InvalidArgument(format!("seccomp profile {}: {e}", p.display()))
+            })?,
+            p.display().to_string(),
+        )),
+        SeccompChoice::Inline(text) => Some((text.clone(), "the given profile".to_string())),
+        _ => None,
+    };
+    if let Some((text, name)) = profile {
+        crate::linux::seccomp::profile::resolve(&text, &name, &[])
             .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
     }
     Ok(())
@@ -573,11 +583,21 @@ fn parse_size(value: &str) -> Result<u64, BadSize> {
 pub fn apply_security_opt(opts: &mut RunOptions, value: &str) -> Result<(), ContainerError> {
     let bad =
         |why: &str| ContainerError::InvalidArgument(format!("--security-opt {value:?}: {why}"));
-    let (key, val) = value.split_once(['=', ':']).ok_or_else(|| {
+    // Docker takes a bare `no-new-privileges` for `=true`.
+    let value_or_bare = if value == "no-new-privileges" {
+        "no-new-privileges=true"
+    } else {
+        value
+    };
+    let (key, val) = value_or_bare.split_once(['=', ':']).ok_or_else(|| {
         bad("expected seccomp=unconfined|PROFILE.json or no-new-privileges=true|false")
     })?;
     match key {
         "seccomp" if val == "unconfined" => opts.seccomp = SeccompChoice::Unconfined,
+        // A profile's text (JSON) rather than its path: what the docker CLI sends dockerd.
+        "seccomp" if val.trim_start().starts_with('{') => {
+            opts.seccomp = SeccompChoice::Inline(val.to_string())
+        }
         "seccomp" => opts.seccomp = SeccompChoice::File(PathBuf::from(val)),
         "no-new-privileges" => {
             opts.no_new_privileges = match val {

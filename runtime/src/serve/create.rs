@@ -513,15 +513,6 @@ pub fn to_options(
         labels: body.labels.unwrap_or_default(),
     };
     let security_opts = host.security_opt.unwrap_or_default();
-    if let Some(inline) = security_opts
-        .iter()
-        .find(|o| o.starts_with("seccomp=") && o[8..].trim_start().starts_with('{'))
-    {
-        let _ = inline;
-        return Err(bad(
-            "HostConfig.SecurityOpt: an inline seccomp profile is not supported; use seccomp=unconfined or the default".into(),
-        ));
-    }
     options::check(&mut opts, &security_opts)?;
     Ok((opts, warnings))
 }
