@@ -255,7 +255,13 @@ fn host_config_reaches_the_container_and_its_listings() {
         ]);
         assert_eq!(api.docker_ok(&["wait", name]).trim(), code, "{name}");
     }
-    api.docker_ok(&["rm", "-f", "limited", "confined", "free"]);
+    // -P publishes what --expose adds, on a free host port.
+    api.docker_ok(&[
+        "run", "-d", "--name", "all", "-P", "--expose", "81", "busybox", "sleep", "300",
+    ]);
+    let port = api.docker_ok(&["port", "all"]);
+    assert!(port.starts_with("81/tcp -> 0.0.0.0:"), "{port}");
+    api.docker_ok(&["rm", "-f", "limited", "confined", "free", "all"]);
     let out = env.capsa(&["volume", "rm", "vol1"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     env.assert_clean();

@@ -46,6 +46,9 @@ pub struct RunArgs {
     /// Publish every port the image exposes, each on a free host port.
     #[arg(short = 'P', long = "publish-all")]
     publish_all: bool,
+    /// Expose a container port beyond the image's: PORT[/tcp|udp] (published by -P).
+    #[arg(long)]
+    expose: Vec<String>,
     /// A DNS server for the container's resolv.conf (replaces the host's).
     #[arg(long)]
     dns: Vec<String>,
@@ -266,6 +269,12 @@ impl RunArgs {
                 .collect::<Result<_, _>>()
                 .map_err(ContainerError::invalid)?,
             publish_all: self.publish_all,
+            expose: self
+                .expose
+                .iter()
+                .map(|p| crate::net::ports::PortMapping::parse(p))
+                .collect::<Result<_, _>>()
+                .map_err(ContainerError::invalid)?,
             dns: self
                 .dns
                 .iter()

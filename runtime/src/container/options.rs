@@ -153,6 +153,8 @@ pub struct RunOptions {
     pub publish: Vec<crate::net::ports::PortMapping>,
     /// `-P`: publish every port the image exposes on a free host port.
     pub publish_all: bool,
+    /// `--expose`: container ports exposed beyond the image's (published by `-P`).
+    pub expose: Vec<crate::net::ports::PortMapping>,
     /// `--dns` servers (replace the host's in resolv.conf).
     pub dns: Vec<std::net::IpAddr>,
     /// `--add-host NAME:IP` lines for /etc/hosts.

@@ -398,6 +398,15 @@ pub fn to_options(
             );
         }
     }
+    let expose = body
+        .exposed_ports
+        .unwrap_or_default()
+        .into_keys()
+        .map(|port| {
+            crate::net::ports::PortMapping::parse(&port)
+                .map_err(|e| bad(format!("Config.ExposedPorts {port:?}: {e}")))
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
     let dns = host
         .dns
         .unwrap_or_default()
@@ -502,6 +511,7 @@ pub fn to_options(
         aliases: endpoint.aliases.unwrap_or_default(),
         publish,
         publish_all: host.publish_all_ports.unwrap_or(false),
+        expose,
         dns,
         add_hosts,
         auto_remove: host.auto_remove.unwrap_or(false),
