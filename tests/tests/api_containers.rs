@@ -268,6 +268,61 @@ fn host_config_reaches_the_container_and_its_listings() {
 }
 
 #[test]
+fn endpoint_settings_give_aliases_and_an_address_on_a_user_network() {
+    let env = TestEnv::new();
+    let api = env.serve();
+    let out = env.capsa(&["network", "create", "appnet"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    api.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "db",
+        "--network",
+        "appnet",
+        "--network-alias",
+        "database",
+        "--ip",
+        "10.89.1.50",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    let ip = api.docker_ok(&[
+        "inspect",
+        "-f",
+        "{{.NetworkSettings.Networks.appnet.IPAddress}}",
+        "db",
+    ]);
+    assert_eq!(ip.trim(), "10.89.1.50");
+    assert_eq!(
+        api.docker_ok(&["ps", "--filter", "network=appnet", "--format", "{{.Names}}"])
+            .trim(),
+        "db"
+    );
+    api.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "client",
+        "--network",
+        "appnet",
+        "busybox",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "5",
+        "database",
+    ]);
+    assert_eq!(api.docker_ok(&["wait", "client"]).trim(), "0");
+    api.docker_ok(&["rm", "-f", "db", "client"]);
+    let out = env.capsa(&["network", "rm", "appnet"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    env.assert_clean();
+}
+
+#[test]
 fn one_state_with_the_capsa_cli_that_outlives_the_server() {
     let env = TestEnv::new();
     let api = env.serve();
