@@ -255,7 +255,8 @@ async fn restart(
     .await
 }
 
-/// `POST /containers/{id}/kill?signal=` (SIGKILL by default): 409 when it is not running.
+/// `POST /containers/{id}/kill?signal=` (SIGKILL by default): 409 when it is not running;
+/// a SIGKILL is answered once the container has exited, as dockerd answers it.
 async fn kill(
     Axum(engine): Axum<Shared>,
     Path(name): Path<String>,
@@ -269,9 +270,17 @@ async fn kill(
             return Err(not_running(&id));
         }
         match api::kill(&store, &id, signal) {
-            Err(ContainerError::WrongState { .. }) => Err(not_running(&id)),
-            other => Ok(other.map(|()| no_content())?),
+            Err(ContainerError::WrongState { .. }) => return Err(not_running(&id)),
+            other => other?,
         }
+        if signal == libc::SIGKILL {
+            // As dockerd: a SIGKILL is answered once the exit is recorded (10 s at most).
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            crate::container::wait::wait_until(&store, &id, |s| {
+                s.status != Status::Running || std::time::Instant::now() > deadline
+            })?;
+        }
+        Ok(no_content())
     })
     .await
 }
