@@ -228,9 +228,13 @@ pub fn remove_with_volumes(
     crate::container::volumes::remove_anonymous(store, &volumes)
 }
 
-/// `container prune`: the stopped containers removed; their IDs and the bytes they held.
-pub fn prune(store: &ContainerStore) -> Result<(Vec<String>, u64), ContainerError> {
-    let (removed, bytes) = crate::container::prune::prune(store)?;
+/// `container prune`: the stopped containers `wanted` chooses removed; their IDs and the
+/// bytes they held.
+pub fn prune(
+    store: &ContainerStore,
+    wanted: &dyn Fn(&State) -> bool,
+) -> Result<(Vec<String>, u64), ContainerError> {
+    let (removed, bytes) = crate::container::prune::prune(store, wanted)?;
     removed.iter().for_each(|id| cleanup(id));
     Ok((removed, bytes))
 }

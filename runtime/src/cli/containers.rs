@@ -382,7 +382,7 @@ pub fn prune(root: &StateRoot, args: PruneArgs) -> i32 {
             return 0;
         }
     }
-    match api::prune(&ContainerStore::new(root)) {
+    match api::prune(&ContainerStore::new(root), &|_| true) {
         Ok((ids, bytes)) => {
             if !ids.is_empty() {
                 println!("Deleted Containers:");

@@ -7,8 +7,10 @@
 const WORDING: &[(&[&str], &str, &str)] = &[
     (RUN, "detach", "Run container in background and print container ID"),
     (RUN, "name", "Assign a name to the container"),
+    (RUN, "label", "Set meta data on a container"),
     (RUN, "publish", "Publish a container's port(s) to the host"),
     (RUN, "publish_all", "Publish all exposed ports to random ports"),
+    (RUN, "expose", "Expose a port or a range of ports"),
     (RUN, "interactive", "Keep STDIN open even if not attached"),
     (RUN, "tty", "Allocate a pseudo-TTY"),
     (RUN, "env", "Set environment variables"),

@@ -25,7 +25,7 @@ pub fn system_prune(root: &StateRoot, args: SystemPruneArgs) -> i32 {
         return 0;
     }
     let (containers, container_bytes) =
-        match crate::container::prune::prune(&ContainerStore::new(root)) {
+        match crate::container::prune::prune(&ContainerStore::new(root), &|_| true) {
             Ok(done) => done,
             Err(e) => {
                 report(&e);

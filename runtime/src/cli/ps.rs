@@ -8,89 +8,7 @@ use crate::template::format::{Format, FormatError, Rows};
 use crate::template::Shape;
 use serde_json::{json, Value};
 
-/// `-f KEY=VALUE` filters: values of one key are alternatives, different keys all apply.
-#[derive(Debug, Default)]
-pub struct Filter {
-    status: Vec<String>,
-    name: Vec<String>,
-    ancestor: Vec<String>,
-    id: Vec<String>,
-}
-
-/// A `-f` value `ps` does not take (Docker's words).
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum FilterError {
-    /// Holds the value as given.
-    #[error("bad format of filter {0:?} (expected name=value)")]
-    NotKeyValue(String),
-    /// Holds the status given.
-    #[error("invalid filter 'status={0}' (one of {states})", states = STATES.join(", "))]
-    Status(String),
-    /// Holds the key given.
-    #[error("invalid filter {0:?} (supported: status, name, ancestor, id)")]
-    Key(String),
-}
-
-/// The container states a `status=` filter names.
-const STATES: [&str; 7] = [
-    "created",
-    "restarting",
-    "running",
-    "removing",
-    "paused",
-    "exited",
-    "dead",
-];
-
-impl Filter {
-    /// Parses the `-f` values.
-    pub fn parse(list: &[String]) -> Result<Filter, FilterError> {
-        let mut f = Filter::default();
-        for item in list {
-            let (k, v) = item
-                .split_once('=')
-                .ok_or_else(|| FilterError::NotKeyValue(item.clone()))?;
-            let slot = match k {
-                "status" => {
-                    if !STATES.contains(&v) {
-                        return Err(FilterError::Status(v.to_string()));
-                    }
-                    &mut f.status
-                }
-                "name" => &mut f.name,
-                "ancestor" => &mut f.ancestor,
-                "id" => &mut f.id,
-                _ => return Err(FilterError::Key(k.to_string())),
-            };
-            slot.push(v.to_string());
-        }
-        Ok(f)
-    }
-
-    /// Whether no filter was given.
-    pub fn is_empty(&self) -> bool {
-        self.status.is_empty()
-            && self.name.is_empty()
-            && self.ancestor.is_empty()
-            && self.id.is_empty()
-    }
-
-    /// Whether container `s` passes.
-    pub fn matches(&self, s: &State, store: &ContainerStore) -> bool {
-        let any = |list: &[String], pred: &dyn Fn(&str) -> bool| {
-            list.is_empty() || list.iter().any(|v| pred(v))
-        };
-        any(&self.status, &|v| v == s.status_word())
-            && any(&self.name, &|v| s.name.contains(v.trim_start_matches('/')))
-            && any(&self.id, &|v| s.id.starts_with(v))
-            && any(&self.ancestor, &|v| {
-                v == s.image
-                    || ImageStore::new(store.root())
-                        .resolve(v)
-                        .is_ok_and(|img| img.id == s.image_id)
-            })
-    }
-}
+pub use crate::container::filter::Filter;
 
 /// One container as `ps` shows it.
 pub struct Row {
@@ -251,21 +169,5 @@ mod tests {
         ];
         assert_eq!(command_column(&cmd, false), "\"sh -c echo hello fr…\"");
         assert_eq!(command_column(&["true".into()], false), "\"true\"");
-    }
-
-    #[test]
-    fn filters_parse_and_refuse_unknown_keys() {
-        assert!(Filter::parse(&["status=exited".into(), "name=web".into()]).is_ok());
-        let message = |f: &str| Filter::parse(&[f.into()]).unwrap_err().to_string();
-        assert_eq!(
-            message("status=sleepy"),
-            "invalid filter 'status=sleepy' (one of created, restarting, running, removing, \
-             paused, exited, dead)"
-        );
-        assert_eq!(
-            message("colour=red"),
-            "invalid filter \"colour\" (supported: status, name, ancestor, id)"
-        );
-        assert!(Filter::parse(&["nonsense".into()]).is_err());
     }
 }

@@ -46,6 +46,9 @@ pub struct RunArgs {
     /// Publish every port the image exposes, each on a free host port.
     #[arg(short = 'P', long = "publish-all")]
     publish_all: bool,
+    /// Expose a container port beyond the image's: PORT[/tcp|udp] (published by -P).
+    #[arg(long)]
+    expose: Vec<String>,
     /// A DNS server for the container's resolv.conf (replaces the host's).
     #[arg(long)]
     dns: Vec<String>,
@@ -142,6 +145,9 @@ pub struct RunArgs {
     /// With --isolation vm: the hypervisor engine, capsa (capsa-vmm) or qemu; chosen for the host when absent.
     #[arg(long)]
     vmm: Option<String>,
+    /// Set a label on the container (KEY=VALUE, or KEY for an empty value).
+    #[arg(short = 'l', long = "label")]
+    label: Vec<String>,
     /// User namespace: auto (a private range of 65536 host IDs) or host.
     #[arg(long)]
     userns: Option<String>,
@@ -181,14 +187,6 @@ impl RunArgs {
         let network =
             crate::net::NetworkMode::parse(&self.network).map_err(ContainerError::invalid)?;
         let restart_policy = crate::container::restart::RestartPolicy::parse(&self.restart)?;
-        if restart_policy != crate::container::restart::RestartPolicy::No {
-            if self.rm {
-                return bad("Conflicting options: --restart and --rm");
-            }
-            if !self.detach && !create_only {
-                return bad("--restart needs -d: a foreground run has no monitor to restart it");
-            }
-        }
         let stop_signal = self
             .stop_signal
             .as_deref()
@@ -271,6 +269,12 @@ impl RunArgs {
                 .collect::<Result<_, _>>()
                 .map_err(ContainerError::invalid)?,
             publish_all: self.publish_all,
+            expose: self
+                .expose
+                .iter()
+                .map(|p| crate::net::ports::PortMapping::parse(p))
+                .collect::<Result<_, _>>()
+                .map_err(ContainerError::invalid)?,
             dns: self
                 .dns
                 .iter()
@@ -291,6 +295,14 @@ impl RunArgs {
             command: self.command,
             isolation,
             vmm: self.vmm,
+            labels: self
+                .label
+                .iter()
+                .map(|l| match l.split_once('=') {
+                    Some((k, v)) => (k.to_string(), v.to_string()),
+                    None => (l.clone(), String::new()),
+                })
+                .collect(),
         };
         for m in &self.mount {
             match options::parse_mount(m)? {
@@ -298,30 +310,12 @@ impl RunArgs {
                 options::MountFlag::Tmpfs(path, o) => opts.tmpfs.push((path, o)),
             }
         }
-        for (path, _) in &opts.tmpfs {
-            if !path.starts_with('/') {
-                return bad(&format!("--tmpfs {path:?}: the path must be absolute"));
-            }
-        }
-        if let Some(h) = &opts.hostname {
-            options::check_hostname(h)?;
-        }
-        options::check_process_fields(&opts)?;
-        if let Some(parent) = &opts.cgroup_parent {
-            options::check_cgroup_parent(parent)?;
-        }
-        for so in &self.security_opt {
-            options::apply_security_opt(&mut opts, so)?;
-        }
-        // Capability names are checked now, before anything is created.
-        crate::linux::capabilities::effective_set(&opts.cap_add, &opts.cap_drop)
-            .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
-        if let SeccompChoice::File(p) = &opts.seccomp {
-            let text = std::fs::read_to_string(p).map_err(|e| {
-                ContainerError::InvalidArgument(format!("seccomp profile {}: {e}", p.display()))
-            })?;
-            crate::linux::seccomp::profile::resolve(&text, &p.display().to_string(), &[])
-                .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
+        options::check(&mut opts, &self.security_opt)?;
+        if opts.restart_policy != crate::container::restart::RestartPolicy::No
+            && !self.detach
+            && !create_only
+        {
+            return bad("--restart needs -d: a foreground run has no monitor to restart it");
         }
         Ok(opts)
     }

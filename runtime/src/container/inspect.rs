@@ -49,6 +49,7 @@ fn to_docker(s: &State, spec: &Value, labels: &BTreeMap<String, String>) -> Valu
             "User": spec["annotations"][crate::linux::process::init::USER_ANNOTATION],
             "Env": process["env"],
             "Cmd": s.command,
+            "Tty": process["terminal"].as_bool().unwrap_or(false),
             "Image": s.image,
             "WorkingDir": process["cwd"],
             "Labels": labels,
@@ -73,24 +74,43 @@ fn to_docker(s: &State, spec: &Value, labels: &BTreeMap<String, String>) -> Valu
             "Privileged": spec["linux"]["seccomp"].is_null() && spec["linux"]["maskedPaths"].is_null(),
         },
         "NetworkSettings": super::network::inspect_settings(s),
-        "Mounts": spec["mounts"].as_array().map(|m| m.iter().filter(|m| is_users_mount(m)).map(|m| json!({
-            "Type": "bind",
-            "Source": m["source"],
-            "Destination": m["destination"],
-            "RW": !m["options"].as_array().is_some_and(|o| o.iter().any(|x| x == "ro")),
-        })).collect::<Vec<_>>()).unwrap_or_default(),
+        "Mounts": mounts(spec),
     })
 }
 
-/// Container `s`'s labels: its image's (capsa sets none of its own); empty when the image
-/// is gone or has none.
+/// Container `s`'s labels: its image's (none when the image is gone), with its own
+/// (`--label`) over them, as Docker merges them.
 pub fn labels(store: &ContainerStore, s: &State) -> BTreeMap<String, String> {
-    crate::image::ImageStore::new(store.root())
+    let mut labels: BTreeMap<String, String> = crate::image::ImageStore::new(store.root())
         .resolve(&s.image_id)
         .ok()
         .and_then(|image| image.config.config().as_ref()?.labels().clone())
         .map(|l| l.into_iter().collect())
+        .unwrap_or_default();
+    labels.extend(s.labels.clone());
+    labels
+}
+
+/// Docker's `Mounts` of a container whose OCI spec is `spec`: the mounts the user asked
+/// for (`inspect` and the Engine API's container list show them).
+pub fn mounts(spec: &Value) -> Value {
+    spec["mounts"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter(|m| is_users_mount(m))
+                .map(|m| {
+                    json!({
+                        "Type": "bind",
+                        "Source": m["source"],
+                        "Destination": m["destination"],
+                        "RW": !m["options"].as_array().is_some_and(|o| o.iter().any(|x| x == "ro")),
+                    })
+                })
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default()
+        .into()
 }
 
 /// Whether a spec mount is one the user asked for (`-v`, `--mount`, a volume), as Docker's

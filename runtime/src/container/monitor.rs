@@ -499,6 +499,62 @@ pub fn create_detached(
     }
 }
 
+/// What a long-lived front end (`capsa serve`) holds open that a monitor it forks must
+/// not keep: its lock file and its sockets (listening and accepted), by path or address.
+/// A fork keeps every descriptor, close-on-exec or not; kept, these would outlive the
+/// server for the container's life: a new server could not take the root's lock, and a
+/// client would never see its connection close.
+#[derive(Debug, Default)]
+pub struct FrontEndFiles {
+    /// Files and Unix socket paths.
+    pub paths: Vec<std::path::PathBuf>,
+    /// TCP addresses listened on.
+    pub tcp: Vec<std::net::SocketAddr>,
+}
+
+static FRONT_END_FILES: std::sync::OnceLock<FrontEndFiles> = std::sync::OnceLock::new();
+
+/// Names the front end's files that forked monitors close (set once, before any fork).
+pub fn close_in_monitors(files: FrontEndFiles) {
+    let _ = FRONT_END_FILES.set(files);
+}
+
+/// In a forked monitor: closes the descriptors of the front end's files.
+fn close_front_end_files() {
+    use nix::sys::socket::{getsockname, UnixAddr};
+    use std::os::fd::FromRawFd;
+    let Some(files) = FRONT_END_FILES.get() else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        let target = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap_or_default();
+        let ours = files.paths.contains(&target)
+            || getsockname::<UnixAddr>(fd)
+                .ok()
+                .and_then(|a| a.path().map(|p| files.paths.iter().any(|q| q == p)))
+                .unwrap_or(false)
+            || (!files.tcp.is_empty() && {
+                // SAFETY: borrows the descriptor for getsockname(2) only; ManuallyDrop
+                // never closes it (a descriptor that is no socket gives an error).
+                let socket =
+                    std::mem::ManuallyDrop::new(unsafe { std::net::TcpListener::from_raw_fd(fd) });
+                socket.local_addr().is_ok_and(|a| files.tcp.contains(&a))
+            });
+        if ours {
+            // SAFETY: closes a descriptor this process inherited and never uses again.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
 /// Forks a monitor (its own session, stdio on /dev/null, its command line `capsa monitor
 /// <short id>`) that runs `body` with the write end
 /// of a report pipe and exits; returns the first line the monitor reported ("ok" or the
@@ -519,6 +575,7 @@ pub fn fork_monitor(
             // A client or CLI that goes away must cost the monitor a write, not its life.
             crate::linux::sys::set_broken_pipe_kills(false);
             drop(report_r);
+            close_front_end_files();
             if let Err(e) = hide_command_line(dir) {
                 // Fail closed: a monitor that shows the CLI's -e values to every user for
                 // the container's life is worse than no container.

@@ -162,7 +162,16 @@ pub fn plan(
     }
     let mut ports = opts.publish.clone();
     if opts.publish_all {
-        ports.extend(exposed_ports(image)?);
+        // The image's exposed ports and those added at create (`--expose`), once each.
+        for p in exposed_ports(image)?
+            .into_iter()
+            .chain(opts.expose.iter().copied())
+        {
+            let same = |q: &PortMapping| q.container_port == p.container_port && q.proto == p.proto;
+            if !ports.iter().any(same) {
+                ports.push(p);
+            }
+        }
     }
     let request = net::Request {
         network: opts.network_name.clone(),

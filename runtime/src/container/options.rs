@@ -14,6 +14,9 @@ pub enum SeccompChoice {
     Unconfined,
     /// A Docker-format profile file.
     File(PathBuf),
+    /// A Docker-format profile given as its text (the Engine API's `SecurityOpt`, where
+    /// the docker CLI sends the file's content).
+    Inline(String),
 }
 
 /// What a `-v`/`--mount` mounts: a host path, or a volume of the store.
@@ -150,6 +153,8 @@ pub struct RunOptions {
     pub publish: Vec<crate::net::ports::PortMapping>,
     /// `-P`: publish every port the image exposes on a free host port.
     pub publish_all: bool,
+    /// `--expose`: container ports exposed beyond the image's (published by `-P`).
+    pub expose: Vec<crate::net::ports::PortMapping>,
     /// `--dns` servers (replace the host's in resolv.conf).
     pub dns: Vec<std::net::IpAddr>,
     /// `--add-host NAME:IP` lines for /etc/hosts.
@@ -166,6 +171,52 @@ pub struct RunOptions {
     pub isolation: super::sandbox::Isolation,
     /// `--vmm` (with `--isolation vm`): the hypervisor engine, else chosen for the host.
     pub vmm: Option<String>,
+    /// `--label`: the container's own labels (over its image's).
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// The checks every front end makes once it has filled `opts` (the CLI from its flags,
+/// the Engine API from its JSON), before anything is created: `--security-opt` values
+/// applied, then tmpfs paths, host name, process fields, cgroup parent, capability names
+/// and the seccomp profile checked.
+pub fn check(opts: &mut RunOptions, security_opts: &[String]) -> Result<(), ContainerError> {
+    let bad = |m: String| Err(ContainerError::InvalidArgument(m));
+    if opts.restart_policy != super::restart::RestartPolicy::No && opts.auto_remove {
+        return bad("Conflicting options: --restart and --rm".into());
+    }
+    for (path, _) in &opts.tmpfs {
+        if !path.starts_with('/') {
+            return bad(format!("--tmpfs {path:?}: the path must be absolute"));
+        }
+    }
+    if let Some(h) = &opts.hostname {
+        check_hostname(h)?;
+    }
+    check_process_fields(opts)?;
+    if let Some(parent) = &opts.cgroup_parent {
+        check_cgroup_parent(parent)?;
+    }
+    for so in security_opts {
+        apply_security_opt(opts, so)?;
+    }
+    // Capability names are checked now, before anything is created.
+    crate::linux::capabilities::effective_set(&opts.cap_add, &opts.cap_drop)
+        .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
+    let profile = match &opts.seccomp {
+        SeccompChoice::File(p) => Some((
+            std::fs::read_to_string(p).map_err(|e| {
+                ContainerError::InvalidArgument(format!("seccomp profile {}: {e}", p.display()))
+            })?,
+            p.display().to_string(),
+        )),
+        SeccompChoice::Inline(text) => Some((text.clone(), "the given profile".to_string())),
+        _ => None,
+    };
+    if let Some((text, name)) = profile {
+        crate::linux::seccomp::profile::resolve(&text, &name, &[])
+            .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Parses `--add-host NAME:IP` (IPv6 addresses keep their colons: the name ends at the
@@ -534,11 +585,21 @@ fn parse_size(value: &str) -> Result<u64, BadSize> {
 pub fn apply_security_opt(opts: &mut RunOptions, value: &str) -> Result<(), ContainerError> {
     let bad =
         |why: &str| ContainerError::InvalidArgument(format!("--security-opt {value:?}: {why}"));
-    let (key, val) = value.split_once(['=', ':']).ok_or_else(|| {
+    // Docker takes a bare `no-new-privileges` for `=true`.
+    let value_or_bare = if value == "no-new-privileges" {
+        "no-new-privileges=true"
+    } else {
+        value
+    };
+    let (key, val) = value_or_bare.split_once(['=', ':']).ok_or_else(|| {
         bad("expected seccomp=unconfined|PROFILE.json or no-new-privileges=true|false")
     })?;
     match key {
         "seccomp" if val == "unconfined" => opts.seccomp = SeccompChoice::Unconfined,
+        // A profile's text (JSON) rather than its path: what the docker CLI sends dockerd.
+        "seccomp" if val.trim_start().starts_with('{') => {
+            opts.seccomp = SeccompChoice::Inline(val.to_string())
+        }
         "seccomp" => opts.seccomp = SeccompChoice::File(PathBuf::from(val)),
         "no-new-privileges" => {
             opts.no_new_privileges = match val {

@@ -5,13 +5,16 @@ use super::state::Status;
 use super::store::ContainerStore;
 use super::{delete, ContainerError};
 
-/// Removes the stopped containers; returns their IDs and the bytes their writable layers
-/// held.
-pub fn prune(store: &ContainerStore) -> Result<(Vec<String>, u64), ContainerError> {
+/// Removes the stopped containers that `wanted` chooses (`--filter`); returns their IDs
+/// and the bytes their writable layers held.
+pub fn prune(
+    store: &ContainerStore,
+    wanted: &dyn Fn(&super::State) -> bool,
+) -> Result<(Vec<String>, u64), ContainerError> {
     let mut removed = Vec::new();
     let mut bytes = 0;
     for s in store.list() {
-        if matches!(s.status, Status::Running | Status::Creating) {
+        if matches!(s.status, Status::Running | Status::Creating) || !wanted(&s) {
             continue;
         }
         // An unreadable record is removed, unless the init it still names is alive.

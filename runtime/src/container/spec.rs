@@ -299,6 +299,7 @@ fn seccomp_section(
                 .map_err(|e| err(format!("seccomp profile {}: {e}", p.display())))?,
             p.display().to_string(),
         ),
+        SeccompChoice::Inline(text) => (text.clone(), "the given profile".to_string()),
     };
     seccomp::profile::resolve(&text, &name, caps)
         .map(Some)

@@ -141,6 +141,9 @@ pub struct State {
     /// The volumes it mounts (named and anonymous), by name: none is removed while it is here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<String>,
+    /// The container's own labels (`--label`), shown over its image's.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
     /// Never stored: set on the stand-in [`State::unreadable`] makes for a container whose
     /// state.json does not parse, with the reason. Such a container is shown as dead and
     /// can only be removed.
@@ -227,6 +230,7 @@ impl State {
             hostname: spec.hostname().clone(),
             extra_hosts: opts.add_hosts.clone(),
             volumes: super::volumes::names(opts),
+            labels: opts.labels.clone(),
             unreadable: None,
         }
     }
@@ -269,6 +273,7 @@ impl State {
             hostname: None,
             extra_hosts: Vec::new(),
             volumes: Vec::new(),
+            labels: Default::default(),
             unreadable: Some(cause),
         }
     }

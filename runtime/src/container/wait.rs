@@ -82,6 +82,27 @@ pub fn wait_exit(store: &ContainerStore, id: &str) -> Result<State, ContainerErr
     wait_exit_with(store, id, &Waker::on(&store.dir(id).dir))
 }
 
+/// Blocks until `done` holds for container `id` as it is now (it is asked again each time
+/// the container's folder changes, and on the slow tick); None once the container is
+/// gone (removed). `done` may also end the wait for the caller's own reason (a client
+/// that went away).
+pub fn wait_until(
+    store: &ContainerStore,
+    id: &str,
+    mut done: impl FnMut(&State) -> bool,
+) -> Result<Option<State>, ContainerError> {
+    let waker = Waker::on(&store.dir(id).dir);
+    loop {
+        match store.observe(id) {
+            Ok(state) if done(&state) => return Ok(Some(state)),
+            Ok(_) => {}
+            Err(ContainerError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        waker.wait();
+    }
+}
+
 fn wait_exit_with(
     store: &ContainerStore,
     id: &str,

@@ -12,10 +12,16 @@
 //! - [`listen`]: the sockets (Unix 0660 root:group, or an explicit TCP address) and the
 //!   one-server-per-root lock;
 //! - [`system`]: `/_ping`, `/version`, `/info`, `/system/df`;
+//! - [`containers`], [`create`]: the container endpoints, and `create`'s JSON read into
+//!   the CLI's run options;
 //! - [`images`], [`networks`], [`volumes`]: those objects' endpoints;
 //! - [`events`]: `/events`, the event journal as a stream;
+//! - [`errors`]: the engine's errors as Docker's status codes and messages;
 //! - [`stream`]: request and response bodies bridged to the synchronous engine.
 
+mod containers;
+mod create;
+pub mod errors;
 mod events;
 pub mod http;
 mod images;
@@ -65,6 +71,7 @@ pub fn router(engine: Shared) -> Router {
         .merge(networks::routes())
         .merge(volumes::routes())
         .merge(events::routes())
+        .merge(containers::routes())
         .fallback(http::not_found)
         .layer(axum::middleware::from_fn(http::refuse_bad_version))
         .with_state(engine)
@@ -88,6 +95,24 @@ pub fn serve(
     let engine = Arc::new(Engine {
         root,
         cgroup_parent: options.cgroup_parent.clone(),
+    });
+    // Monitors forked to run containers must not keep the lock and sockets (nor any
+    // client's connection), which would outlive this server.
+    let hosts = options_hosts(options);
+    crate::container::monitor::close_in_monitors(crate::container::monitor::FrontEndFiles {
+        paths: std::iter::once(engine.root.locks_dir().join("serve"))
+            .chain(hosts.iter().filter_map(|h| match h {
+                Host::Unix(p) => Some(p.clone()),
+                Host::Tcp(_) => None,
+            }))
+            .collect(),
+        tcp: hosts
+            .iter()
+            .filter_map(|h| match h {
+                Host::Tcp(a) => Some(*a),
+                Host::Unix(_) => None,
+            })
+            .collect(),
     });
     let result = runtime.block_on(async move {
         let listeners = listen::bind_all(options).await?;

@@ -1,0 +1,669 @@
+//! `POST /containers/create`'s body (Docker's `ContainerConfig` with its `HostConfig` and
+//! `NetworkingConfig`) read into typed structs and turned into the [`RunOptions`] the CLI's
+//! `capsa create` makes, checked by the same library code
+//! ([`crate::container::options::check`]). Unknown fields are ignored (as dockerd ignores
+//! them); a field of the wrong type is refused with its name (see [`super::http`]). Every
+//! field may be `null`, as clients send it.
+//!
+//! What capsa cannot do is either refused (400, naming the field) when ignoring it would
+//! change what the workload sees, or named in the answer's `Warnings` when dockerd itself
+//! drops it with a warning on kernels without the feature (CPU shares, swap limits).
+
+use super::http::{ApiError, ApiResult};
+use crate::container::options::{self, MountFlag, RunOptions, SeccompChoice, Volume};
+use crate::container::restart::RestartPolicy;
+use crate::container::sandbox::Isolation;
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
+
+/// A list Docker also accepts as one string (`Cmd`, `Entrypoint`: `"sh"` or `["sh"]`).
+#[derive(Debug, Clone, Default)]
+pub struct StrSlice(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for StrSlice {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            One(String),
+            Many(Vec<String>),
+        }
+        match Form::deserialize(d) {
+            Ok(Form::One(s)) => Ok(StrSlice(vec![s])),
+            Ok(Form::Many(v)) => Ok(StrSlice(v)),
+            Err(_) => Err(serde::de::Error::custom(
+                "expected a string or a list of strings",
+            )),
+        }
+    }
+}
+
+/// The request body: the container's config, with `HostConfig` and `NetworkingConfig`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct CreateBody {
+    pub hostname: Option<String>,
+    pub domainname: Option<String>,
+    pub user: Option<String>,
+    pub attach_stdin: Option<bool>,
+    pub attach_stdout: Option<bool>,
+    pub attach_stderr: Option<bool>,
+    pub exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
+    pub tty: Option<bool>,
+    pub open_stdin: Option<bool>,
+    pub stdin_once: Option<bool>,
+    pub env: Option<Vec<String>>,
+    pub cmd: Option<StrSlice>,
+    pub healthcheck: Option<HealthConfig>,
+    pub image: Option<String>,
+    pub volumes: Option<BTreeMap<String, serde_json::Value>>,
+    pub working_dir: Option<String>,
+    pub entrypoint: Option<StrSlice>,
+    pub mac_address: Option<String>,
+    pub labels: Option<BTreeMap<String, String>>,
+    pub stop_signal: Option<String>,
+    pub stop_timeout: Option<i64>,
+    pub host_config: Option<HostConfig>,
+    pub networking_config: Option<NetworkingConfig>,
+}
+
+/// `Healthcheck`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct HealthConfig {
+    pub test: Option<Vec<String>>,
+}
+
+/// `HostConfig`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct HostConfig {
+    pub binds: Option<Vec<String>>,
+    pub mounts: Option<Vec<Mount>>,
+    pub port_bindings: Option<BTreeMap<String, Option<Vec<PortBinding>>>>,
+    pub publish_all_ports: Option<bool>,
+    pub network_mode: Option<String>,
+    pub memory: Option<i64>,
+    pub memory_swap: Option<i64>,
+    pub memory_reservation: Option<i64>,
+    pub nano_cpus: Option<i64>,
+    pub cpu_shares: Option<i64>,
+    pub cpu_quota: Option<i64>,
+    pub cpu_period: Option<i64>,
+    pub pids_limit: Option<i64>,
+    pub cap_add: Option<Vec<String>>,
+    pub cap_drop: Option<Vec<String>>,
+    pub security_opt: Option<Vec<String>>,
+    pub readonly_rootfs: Option<bool>,
+    pub tmpfs: Option<BTreeMap<String, String>>,
+    pub restart_policy: Option<RestartPolicyBody>,
+    pub auto_remove: Option<bool>,
+    pub init: Option<bool>,
+    pub privileged: Option<bool>,
+    pub log_config: Option<LogConfig>,
+    pub dns: Option<Vec<String>>,
+    pub dns_search: Option<Vec<String>>,
+    pub dns_options: Option<Vec<String>>,
+    pub extra_hosts: Option<Vec<String>>,
+    pub cgroup_parent: Option<String>,
+    pub userns_mode: Option<String>,
+    pub isolation: Option<String>,
+    pub runtime: Option<String>,
+    pub devices: Option<Vec<serde_json::Value>>,
+    pub volumes_from: Option<Vec<String>>,
+    pub links: Option<Vec<String>>,
+    pub group_add: Option<Vec<String>>,
+    pub pid_mode: Option<String>,
+    pub ipc_mode: Option<String>,
+    #[serde(rename = "UTSMode")]
+    pub uts_mode: Option<String>,
+}
+
+/// One of `HostConfig.Mounts`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct Mount {
+    #[serde(rename = "Type")]
+    pub kind: Option<String>,
+    pub source: Option<String>,
+    pub target: Option<String>,
+    pub read_only: Option<bool>,
+    pub bind_options: Option<BindOptions>,
+    pub volume_options: Option<VolumeOptions>,
+    pub tmpfs_options: Option<TmpfsOptions>,
+}
+
+/// `Mount.BindOptions`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct BindOptions {
+    pub propagation: Option<String>,
+}
+
+/// `Mount.VolumeOptions`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct VolumeOptions {
+    pub no_copy: Option<bool>,
+}
+
+/// `Mount.TmpfsOptions`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct TmpfsOptions {
+    pub size_bytes: Option<i64>,
+    pub mode: Option<u32>,
+}
+
+/// One of `HostConfig.PortBindings["80/tcp"]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct PortBinding {
+    pub host_ip: Option<String>,
+    pub host_port: Option<String>,
+}
+
+/// `HostConfig.RestartPolicy`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct RestartPolicyBody {
+    pub name: Option<String>,
+    pub maximum_retry_count: Option<i64>,
+}
+
+/// `HostConfig.LogConfig`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct LogConfig {
+    #[serde(rename = "Type")]
+    pub kind: Option<String>,
+    pub config: Option<BTreeMap<String, String>>,
+}
+
+/// `NetworkingConfig`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct NetworkingConfig {
+    pub endpoints_config: Option<BTreeMap<String, Option<EndpointSettings>>>,
+}
+
+/// One of `NetworkingConfig.EndpointsConfig`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct EndpointSettings {
+    pub aliases: Option<Vec<String>>,
+    #[serde(rename = "IPAMConfig")]
+    pub ipam_config: Option<IpamConfig>,
+    pub mac_address: Option<String>,
+}
+
+/// `EndpointSettings.IPAMConfig`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct IpamConfig {
+    #[serde(rename = "IPv4Address")]
+    pub ipv4_address: Option<String>,
+}
+
+/// What the server adds to a request: its default cgroup parent.
+pub struct Defaults<'a> {
+    /// `HostConfig.CgroupParent` when the request leaves it empty.
+    pub cgroup_parent: Option<&'a str>,
+}
+
+/// The options for `capsa create`'s library call, and the warnings to answer with.
+pub fn to_options(
+    body: CreateBody,
+    name: Option<String>,
+    defaults: &Defaults,
+) -> ApiResult<(RunOptions, Vec<String>)> {
+    let bad = |m: String| ApiError::bad_request(m);
+    let mut warnings = Vec::new();
+    let host = body.host_config.unwrap_or_default();
+    let image = body
+        .image
+        .filter(|i| !i.is_empty())
+        .ok_or_else(|| bad("Config.Image: an image is required".into()))?;
+    let isolation = isolation(host.isolation.as_deref(), host.runtime.as_deref())?;
+    // What would change the workload's world if it were dropped is refused.
+    let absent = |field: &str, given: bool| match given {
+        true => Err(bad(format!("HostConfig.{field} is not supported by capsa"))),
+        false => Ok(()),
+    };
+    let some = |v: &Option<Vec<_>>| v.as_ref().is_some_and(|v: &Vec<_>| !v.is_empty());
+    absent(
+        "Devices",
+        host.devices.as_ref().is_some_and(|d| !d.is_empty()),
+    )?;
+    absent("VolumesFrom", some(&host.volumes_from))?;
+    absent("Links", some(&host.links))?;
+    absent("GroupAdd", some(&host.group_add))?;
+    let mode = |m: &Option<String>, allowed: &[&str]| {
+        m.as_deref()
+            .is_some_and(|m| !m.is_empty() && !allowed.contains(&m))
+    };
+    absent("PidMode", mode(&host.pid_mode, &["private"]))?;
+    absent("IpcMode", mode(&host.ipc_mode, &["private", "shareable"]))?;
+    absent("UTSMode", mode(&host.uts_mode, &["private"]))?;
+    let userns = match host.userns_mode.as_deref().unwrap_or("") {
+        "" | "host" => false,
+        "auto" => true,
+        other => {
+            return Err(bad(format!(
+                "HostConfig.UsernsMode {other:?}: expected host, auto (a private ID range) or empty"
+            )))
+        }
+    };
+    let log = host.log_config.unwrap_or_default();
+    match log.kind.as_deref().unwrap_or("") {
+        "" | "json-file" => {}
+        other => {
+            return Err(bad(format!(
+                "HostConfig.LogConfig.Type {other:?}: only json-file is available"
+            )))
+        }
+    }
+    let log_opts: Vec<String> = log
+        .config
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let log_rotation = crate::container::logfile::Rotation::parse(&log_opts)
+        .map_err(|e| bad(format!("HostConfig.LogConfig.Config: {e}")))?;
+    let restart_policy = match host.restart_policy.unwrap_or_default() {
+        RestartPolicyBody { name: None, .. } => RestartPolicy::No,
+        RestartPolicyBody {
+            name: Some(n),
+            maximum_retry_count,
+        } => match (n.as_str(), maximum_retry_count.unwrap_or(0)) {
+            ("", _) => RestartPolicy::No,
+            ("on-failure", n) if n > 0 => RestartPolicy::parse(&format!("on-failure:{n}"))?,
+            (policy, 0) => RestartPolicy::parse(policy)?,
+            (policy, _) => {
+                return Err(bad(format!(
+                    "HostConfig.RestartPolicy: maximum retry count cannot be used with restart policy '{policy}'"
+                )))
+            }
+        },
+    };
+    let stop_signal = body
+        .stop_signal
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(crate::container::kill::parse_signal)
+        .transpose()?;
+    let stop_timeout = match body.stop_timeout {
+        None => None,
+        Some(t) if t >= 0 => Some(t as u64),
+        Some(t) => return Err(bad(format!("Config.StopTimeout {t}: must not be negative"))),
+    };
+    let memory = match host.memory.unwrap_or(0) {
+        0 => None,
+        m => Some(options::parse_memory("HostConfig.Memory", &m.to_string())?),
+    };
+    if !matches!(host.memory_swap.unwrap_or(0), 0 | -1) {
+        warnings.push(
+            "Your kernel does not support swap limit capabilities or the cgroup is not mounted. Memory limited without swap."
+                .to_string(),
+        );
+    }
+    if host.memory_reservation.unwrap_or(0) != 0 {
+        warnings.push(
+            "capsa does not set memory reservations: HostConfig.MemoryReservation is ignored"
+                .into(),
+        );
+    }
+    let cpus = match (host.nano_cpus.unwrap_or(0), host.cpu_quota.unwrap_or(0)) {
+        (0, 0) => None,
+        (n, 0) if n > 0 => Some(options::parse_cpus(&(n as f64 / 1e9).to_string())?),
+        (0, q) if q > 0 => {
+            let period = match host.cpu_period.unwrap_or(0) {
+                0 => 100_000,
+                p => p,
+            };
+            Some(options::parse_cpus(
+                &(q as f64 / period as f64).to_string(),
+            )?)
+        }
+        (0, _) | (_, 0) => {
+            return Err(bad("HostConfig.NanoCpus, CpuQuota: must be positive".into()))
+        }
+        _ => {
+            return Err(bad(
+                "Conflicting options: Nano CPUs and CPU Period cannot both be set".into(),
+            ))
+        }
+    };
+    if host.cpu_shares.unwrap_or(0) != 0 {
+        warnings.push("capsa does not set CPU shares: HostConfig.CpuShares is ignored".into());
+    }
+    let pids_limit = host
+        .pids_limit
+        .map(|p| options::parse_pids_limit(&p.to_string()))
+        .transpose()?
+        .filter(|p| *p > 0);
+    let network_mode = match host.network_mode.as_deref().unwrap_or("") {
+        "" | "default" => "bridge".to_string(),
+        m => m.to_string(),
+    };
+    let (network, network_name) = crate::net::NetworkMode::parse(&network_mode)
+        .map_err(|e| bad(format!("HostConfig.NetworkMode: {e}")))?;
+    let endpoints = body
+        .networking_config
+        .and_then(|n| n.endpoints_config)
+        .unwrap_or_default();
+    let mut endpoint = None;
+    for (net, settings) in endpoints {
+        if net != network_name && !(network_name == "bridge" && net == "default") {
+            return Err(bad(format!(
+                "NetworkingConfig.EndpointsConfig: {net:?} is not HostConfig.NetworkMode ({network_name}); connect more networks after create"
+            )));
+        }
+        endpoint = settings;
+    }
+    let endpoint = endpoint.unwrap_or_default();
+    let ip = endpoint
+        .ipam_config
+        .and_then(|c| c.ipv4_address)
+        .filter(|ip| !ip.is_empty())
+        .map(|ip| {
+            ip.parse().map_err(|_| {
+                bad(format!(
+                    "NetworkingConfig.EndpointsConfig.IPAMConfig.IPv4Address {ip:?}: not an IPv4 address"
+                ))
+            })
+        })
+        .transpose()?;
+    let mac = endpoint
+        .mac_address
+        .or(body.mac_address)
+        .filter(|m| !m.is_empty())
+        .map(|m| crate::net::parse_mac(&m))
+        .transpose()
+        .map_err(bad)?;
+    let mut publish = Vec::new();
+    for (port, bindings) in host.port_bindings.unwrap_or_default() {
+        for b in bindings.unwrap_or_default() {
+            let ip = b.host_ip.unwrap_or_default();
+            let host_port = b.host_port.unwrap_or_default();
+            let spec = match ip.as_str() {
+                "" => format!("{host_port}:{port}"),
+                ip => format!("{ip}:{host_port}:{port}"),
+            };
+            let spec = spec.trim_start_matches(':').to_string();
+            publish.push(
+                crate::net::ports::PortMapping::parse(&spec)
+                    .map_err(|e| bad(format!("HostConfig.PortBindings {port:?}: {e}")))?,
+            );
+        }
+    }
+    let expose = body
+        .exposed_ports
+        .unwrap_or_default()
+        .into_keys()
+        .map(|port| {
+            crate::net::ports::PortMapping::parse(&port)
+                .map_err(|e| bad(format!("Config.ExposedPorts {port:?}: {e}")))
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    let dns = host
+        .dns
+        .unwrap_or_default()
+        .iter()
+        .map(|d| {
+            d.parse()
+                .map_err(|_| bad(format!("HostConfig.Dns {d:?}: not an IP address")))
+        })
+        .collect::<ApiResult<_>>()?;
+    if !host.dns_search.unwrap_or_default().is_empty()
+        || !host.dns_options.unwrap_or_default().is_empty()
+    {
+        warnings.push(
+            "capsa writes no search domains nor options in resolv.conf: HostConfig.DnsSearch and DnsOptions are ignored"
+                .into(),
+        );
+    }
+    let add_hosts = host
+        .extra_hosts
+        .unwrap_or_default()
+        .iter()
+        // API 1.44 clients may write NAME=IP.
+        .map(|h| options::parse_add_host(&h.replacen('=', ":", 1)))
+        .collect::<Result<_, _>>()?;
+    if body.domainname.as_deref().is_some_and(|d| !d.is_empty()) {
+        warnings.push("capsa sets no NIS domain name: Config.Domainname is ignored".into());
+    }
+    if let Some(test) = body.healthcheck.and_then(|h| h.test) {
+        if test.first().is_some_and(|t| t != "NONE") {
+            warnings.push("capsa runs no health checks: Config.Healthcheck is ignored".into());
+        }
+    }
+    let mut volumes: Vec<Volume> = host
+        .binds
+        .unwrap_or_default()
+        .iter()
+        .map(|b| options::parse_volume(b))
+        .collect::<Result<_, _>>()?;
+    let mut tmpfs: Vec<(String, String)> = host.tmpfs.unwrap_or_default().into_iter().collect();
+    for (i, m) in host.mounts.unwrap_or_default().into_iter().enumerate() {
+        match options::parse_mount(&mount_flag(i, m)?)? {
+            MountFlag::Volume(v) => volumes.push(v),
+            MountFlag::Tmpfs(path, o) => tmpfs.push((path, o)),
+        }
+    }
+    // `Config.Volumes`: anonymous volumes where nothing else is mounted.
+    for path in body.volumes.unwrap_or_default().into_keys() {
+        if !volumes.iter().any(|v| v.container == path) && !tmpfs.iter().any(|(p, _)| *p == path) {
+            volumes.push(options::parse_volume(&path)?);
+        }
+    }
+    let (entrypoint, mut command) = match body.entrypoint.map(|e| e.0) {
+        Some(e) if !e.is_empty() => {
+            let mut e = e.into_iter();
+            (e.next(), e.collect())
+        }
+        _ => (None, Vec::new()),
+    };
+    command.extend(body.cmd.map(|c| c.0).unwrap_or_default());
+    let cgroup_parent = host
+        .cgroup_parent
+        .filter(|p| !p.is_empty())
+        .or_else(|| defaults.cgroup_parent.map(String::from));
+    let mut opts = RunOptions {
+        name,
+        // `K` without a value: the docker CLI resolves it; the server's own environment
+        // must never reach a container.
+        env: body
+            .env
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.contains('='))
+            .collect(),
+        env_file_lines: Vec::new(),
+        workdir: body.working_dir.filter(|w| !w.is_empty()),
+        user: body.user.filter(|u| !u.is_empty()),
+        hostname: body.hostname.filter(|h| !h.is_empty()),
+        memory,
+        cpus,
+        pids_limit,
+        read_only: host.readonly_rootfs.unwrap_or(false),
+        volumes,
+        tmpfs,
+        cap_add: host.cap_add.unwrap_or_default(),
+        cap_drop: host.cap_drop.unwrap_or_default(),
+        seccomp: SeccompChoice::Default,
+        no_new_privileges: true,
+        privileged: host.privileged.unwrap_or(false),
+        cgroup_parent,
+        userns,
+        log_rotation,
+        restart_policy,
+        stop_signal,
+        stop_timeout,
+        interactive: body.open_stdin.unwrap_or(false),
+        tty: body.tty.unwrap_or(false),
+        init: host.init.unwrap_or(false),
+        network,
+        network_name,
+        ip,
+        mac,
+        aliases: endpoint.aliases.unwrap_or_default(),
+        publish,
+        publish_all: host.publish_all_ports.unwrap_or(false),
+        expose,
+        dns,
+        add_hosts,
+        auto_remove: host.auto_remove.unwrap_or(false),
+        entrypoint,
+        image,
+        command,
+        isolation,
+        vmm: None,
+        labels: body.labels.unwrap_or_default(),
+    };
+    let security_opts = host.security_opt.unwrap_or_default();
+    options::check(&mut opts, &security_opts)?;
+    Ok((opts, warnings))
+}
+
+/// `HostConfig.Isolation` and `HostConfig.Runtime`: `vm` / `capsa-vm` choose the microVM,
+/// `default`, `process`, `runc` or nothing the container.
+fn isolation(isolation: Option<&str>, runtime: Option<&str>) -> ApiResult<Isolation> {
+    let by_isolation = match isolation.unwrap_or("") {
+        "" | "default" | "process" => None,
+        "vm" => Some(Isolation::Vm),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "HostConfig.Isolation {other:?}: expected vm, default or empty"
+            )))
+        }
+    };
+    let by_runtime = match runtime.unwrap_or("") {
+        "" => None,
+        "runc" => Some(Isolation::Container),
+        "capsa-vm" => Some(Isolation::Vm),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "unknown or invalid runtime name: {other}"
+            )))
+        }
+    };
+    match (by_isolation, by_runtime) {
+        (Some(a), Some(b)) if a != b => Err(ApiError::bad_request(
+            "HostConfig.Isolation vm and HostConfig.Runtime runc contradict each other",
+        )),
+        (a, b) => Ok(a.or(b).unwrap_or(Isolation::Container)),
+    }
+}
+
+/// One of `HostConfig.Mounts` as the `--mount` value the CLI's parser checks.
+fn mount_flag(i: usize, m: Mount) -> ApiResult<String> {
+    let mut fields = vec![format!("type={}", m.kind.as_deref().unwrap_or("volume"))];
+    let mut push = |key: &str, value: &str| -> ApiResult<()> {
+        if value.contains(',') {
+            return Err(ApiError::bad_request(format!(
+                "HostConfig.Mounts[{i}].{key}: a value with a comma is not supported"
+            )));
+        }
+        fields.push(format!("{key}={value}"));
+        Ok(())
+    };
+    if let Some(s) = m.source.as_deref().filter(|s| !s.is_empty()) {
+        push("source", s)?;
+    }
+    push("target", m.target.as_deref().unwrap_or(""))?;
+    if m.read_only.unwrap_or(false) {
+        push("readonly", "true")?;
+    }
+    if let Some(p) = m
+        .bind_options
+        .and_then(|b| b.propagation)
+        .filter(|p| !p.is_empty())
+    {
+        push("bind-propagation", &p)?;
+    }
+    if m.volume_options.and_then(|v| v.no_copy).unwrap_or(false) {
+        push("volume-nocopy", "true")?;
+    }
+    if let Some(t) = m.tmpfs_options {
+        if let Some(size) = t.size_bytes.filter(|s| *s > 0) {
+            push("tmpfs-size", &size.to_string())?;
+        }
+        if let Some(mode) = t.mode.filter(|m| *m != 0) {
+            push("tmpfs-mode", &format!("{mode:o}"))?;
+        }
+    }
+    Ok(fields.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serve::http::parse_json;
+
+    fn options(json: &str) -> ApiResult<(RunOptions, Vec<String>)> {
+        let body: CreateBody = parse_json(json.as_bytes())?;
+        to_options(
+            body,
+            None,
+            &Defaults {
+                cgroup_parent: Some("capsa-test"),
+            },
+        )
+    }
+
+    #[test]
+    fn what_the_docker_cli_sends_becomes_run_options() {
+        let (o, warnings) = options(
+            r#"{"Image":"busybox","Cmd":["sleep","1"],"Entrypoint":null,"Env":["A=b","FROM_CALLER"],
+                "Labels":{"k":"v"},"Tty":true,"OpenStdin":true,"Volumes":{"/data":{}},
+                "Unknown":1,"HostConfig":{"Binds":["/tmp:/host:ro"],"PortBindings":{"80/tcp":[{"HostIp":"","HostPort":"8080"}]},
+                "NetworkMode":"default","Memory":67108864,"NanoCpus":500000000,"PidsLimit":null,
+                "RestartPolicy":{"Name":"on-failure","MaximumRetryCount":3},"CgroupParent":"",
+                "Mounts":[{"Type":"tmpfs","Target":"/scratch","TmpfsOptions":{"SizeBytes":1048576}}],
+                "Isolation":"vm","CpuShares":512}}"#,
+        )
+        .unwrap();
+        assert_eq!(o.command, ["sleep", "1"]);
+        assert_eq!(o.env, ["A=b"]);
+        assert_eq!(o.labels["k"], "v");
+        assert!(o.tty && o.interactive);
+        assert_eq!(o.memory, Some(64 << 20));
+        assert_eq!(o.cpus, Some(0.5));
+        assert_eq!(o.publish[0].host_port, 8080);
+        assert_eq!(o.publish[0].container_port, 80);
+        assert_eq!(o.volumes.len(), 2);
+        assert!(o.volumes[0].read_only);
+        assert_eq!(o.tmpfs[0].0, "/scratch");
+        assert_eq!(o.restart_policy, RestartPolicy::OnFailure { max: 3 });
+        assert_eq!(o.cgroup_parent.as_deref(), Some("capsa-test"));
+        assert_eq!(o.isolation, Isolation::Vm);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+    }
+
+    #[test]
+    fn an_entrypoint_list_keeps_its_arguments_before_the_command() {
+        let (o, _) =
+            options(r#"{"Image":"busybox","Entrypoint":["sh","-c"],"Cmd":"echo hi"}"#).unwrap();
+        assert_eq!(o.entrypoint.as_deref(), Some("sh"));
+        assert_eq!(o.command, ["-c", "echo hi"]);
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_field() {
+        let e = options(r#"{"Image":"busybox","HostConfig":{"Memory":"lots"}}"#).unwrap_err();
+        assert!(e.message.contains("HostConfig.Memory"), "{}", e.message);
+        let e = options(r#"{"Image":"busybox","HostConfig":{"Runtime":"kata"}}"#).unwrap_err();
+        assert_eq!(e.message, "unknown or invalid runtime name: kata");
+        let e = options(r#"{"Image":"busybox","HostConfig":{"CapAdd":["NOPE"]}}"#).unwrap_err();
+        assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
+        let e = options(r#"{"Cmd":["true"]}"#).unwrap_err();
+        assert!(e.message.contains("Image"), "{}", e.message);
+        let e = options(
+            r#"{"Image":"busybox","HostConfig":{"AutoRemove":true,"RestartPolicy":{"Name":"always"}}}"#,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("Conflicting"), "{}", e.message);
+    }
+}
