@@ -59,6 +59,11 @@ impl ApiServer {
         panic!("capsa serve did not answer: {}", self.log());
     }
 
+    /// The server's process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The server's standard error so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

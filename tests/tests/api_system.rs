@@ -59,3 +59,79 @@ fn the_socket_is_root_only_without_a_group() {
     );
     assert!(!text(&out.stdout).contains("OK"), "nobody reached the API");
 }
+
+/// The descriptors of process `pid`, as their /proc links read.
+fn descriptors(pid: i64) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|p| p.display().to_string())
+        .collect()
+}
+
+/// The `PPid:` of process `pid`.
+fn parent_of(pid: i64) -> i64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn monitors_made_through_the_api_hold_nothing_of_the_server() {
+    let env = TestEnv::new();
+    let api = env.serve();
+    // An open client connection while the container is made: a monitor forked from the
+    // server itself would copy it, and this client would never see its end.
+    let idle = std::os::unix::net::UnixStream::connect(api.socket()).unwrap();
+    let id = api
+        .docker_ok(&["run", "-d", "--network", "none", "busybox", "sleep", "600"])
+        .trim()
+        .to_string();
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.root().join("containers").join(&id).join("state.json")).unwrap(),
+    )
+    .unwrap();
+    let monitor = state["monitor_pid"].as_i64().unwrap();
+    let held = descriptors(monitor);
+    let lock = env.root().join("locks/serve").display().to_string();
+    assert!(
+        !held.contains(&lock),
+        "the monitor holds the server's lock: {held:?}"
+    );
+    assert!(
+        !held.iter().any(|d| d.starts_with("socket:")),
+        "the monitor holds a socket of the server's: {held:?}"
+    );
+    assert_ne!(
+        parent_of(monitor),
+        i64::from(api.pid()),
+        "the monitor is the server's child"
+    );
+    drop(idle);
+    // Containers that exit leave no zombie under a server that stays up.
+    for _ in 0..3 {
+        api.docker_ok(&["run", "-d", "--network", "none", "busybox", "true"]);
+    }
+    capsa_tests::eventually(
+        "containers exit",
+        std::time::Duration::from_secs(20),
+        || text(&env.capsa(&["ps", "-q"]).stdout).lines().count() == 1,
+    );
+    let zombies: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i64>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+                s.contains("State:\tZ") && s.contains(&format!("PPid:\t{}\n", api.pid()))
+            })
+        })
+        .map(|pid| pid.to_string())
+        .collect();
+    assert!(zombies.is_empty(), "zombies under the server: {zombies:?}");
+    api.docker_ok(&["rm", "-f", &id]);
+}

@@ -499,59 +499,22 @@ pub fn create_detached(
     }
 }
 
-/// What a long-lived front end (`capsa serve`) holds open that a monitor it forks must
-/// not keep: its lock file and its sockets (listening and accepted), by path or address.
-/// A fork keeps every descriptor, close-on-exec or not; kept, these would outlive the
-/// server for the container's life: a new server could not take the root's lock, and a
-/// client would never see its connection close.
-#[derive(Debug, Default)]
-pub struct FrontEndFiles {
-    /// Files and Unix socket paths.
-    pub paths: Vec<std::path::PathBuf>,
-    /// TCP addresses listened on.
-    pub tcp: Vec<std::net::SocketAddr>,
+/// Descriptors of the front end that a monitor it forks must not keep (a fork keeps
+/// every descriptor, close-on-exec or not). `capsa serve`'s engine worker names its job
+/// socket here: kept by a monitor, the server would wait on it for the container's life.
+static FRONT_END_FDS: std::sync::OnceLock<Vec<std::os::fd::RawFd>> = std::sync::OnceLock::new();
+
+/// Names the front end's descriptors that forked monitors close (set once, before any
+/// fork).
+pub fn close_in_monitors(fds: Vec<std::os::fd::RawFd>) {
+    let _ = FRONT_END_FDS.set(fds);
 }
 
-static FRONT_END_FILES: std::sync::OnceLock<FrontEndFiles> = std::sync::OnceLock::new();
-
-/// Names the front end's files that forked monitors close (set once, before any fork).
-pub fn close_in_monitors(files: FrontEndFiles) {
-    let _ = FRONT_END_FILES.set(files);
-}
-
-/// In a forked monitor: closes the descriptors of the front end's files.
-fn close_front_end_files() {
-    use nix::sys::socket::{getsockname, UnixAddr};
-    use std::os::fd::FromRawFd;
-    let Some(files) = FRONT_END_FILES.get() else {
-        return;
-    };
-    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
-        return;
-    };
-    let fds: Vec<i32> = entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .filter(|fd| *fd > 2)
-        .collect();
-    for fd in fds {
-        let target = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap_or_default();
-        let ours = files.paths.contains(&target)
-            || getsockname::<UnixAddr>(fd)
-                .ok()
-                .and_then(|a| a.path().map(|p| files.paths.iter().any(|q| q == p)))
-                .unwrap_or(false)
-            || (!files.tcp.is_empty() && {
-                // SAFETY: borrows the descriptor for getsockname(2) only; ManuallyDrop
-                // never closes it (a descriptor that is no socket gives an error).
-                let socket =
-                    std::mem::ManuallyDrop::new(unsafe { std::net::TcpListener::from_raw_fd(fd) });
-                socket.local_addr().is_ok_and(|a| files.tcp.contains(&a))
-            });
-        if ours {
-            // SAFETY: closes a descriptor this process inherited and never uses again.
-            unsafe { libc::close(fd) };
-        }
+/// In a forked monitor: closes the front end's descriptors.
+fn close_front_end_fds() {
+    for fd in FRONT_END_FDS.get().into_iter().flatten() {
+        // SAFETY: closes a descriptor this process inherited and never uses.
+        unsafe { libc::close(*fd) };
     }
 }
 
@@ -565,17 +528,15 @@ pub fn fork_monitor(
 ) -> Result<String, ContainerError> {
     let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| ContainerError::io(dir, e.into()))?;
-    // SAFETY: the child runs Rust code after fork. In the CLI the process is single-
-    // threaded here. In `capsa serve` other threads run, so the child must touch no lock
-    // they may hold at the fork: glibc's fork resets malloc's own, the engine keeps no
-    // process-wide lock in a front end's process (volume::disk's is taken only inside a
-    // VM monitor), and the child never prints (its stdio goes to /dev/null first).
+    // SAFETY: the child runs Rust code after fork, so the caller must be one thread: the
+    // CLI is, and `capsa serve` forks monitors only from its single-threaded engine
+    // workers (serve/workers.rs), never from the server's own threads.
     match unsafe { nix::unistd::fork() } {
         Ok(nix::unistd::ForkResult::Child) => {
             // A client or CLI that goes away must cost the monitor a write, not its life.
             crate::linux::sys::set_broken_pipe_kills(false);
             drop(report_r);
-            close_front_end_files();
+            close_front_end_fds();
             if let Err(e) = hide_command_line(dir) {
                 // Fail closed: a monitor that shows the CLI's -e values to every user for
                 // the container's life is worse than no container.

@@ -43,7 +43,7 @@ pub fn routes() -> Router<Shared> {
 }
 
 /// The store, and the ID `name` resolves to (404 "No such container").
-fn find(engine: &Shared, name: &str) -> ApiResult<(ContainerStore, String)> {
+fn find(engine: &super::Engine, name: &str) -> ApiResult<(ContainerStore, String)> {
     let store = ContainerStore::new(&engine.root);
     let id = store.resolve(name)?;
     Ok((store, id))
@@ -79,13 +79,28 @@ fn grace(query: &HashMap<String, String>) -> ApiResult<Option<Duration>> {
     })
 }
 
-/// `POST /containers/create?name=&platform=`.
+/// `POST /containers/create?name=&platform=`: the body is checked here (400 at once for a
+/// malformed one), then the container is made by an engine worker, since its monitor is
+/// forked (see [`super::workers`]).
 async fn create(
     Axum(engine): Axum<Shared>,
     axum::extract::Query(query): Query,
-    DockerJson(body): DockerJson<CreateBody>,
+    DockerJson(body): DockerJson<serde_json::Value>,
 ) -> ApiResult<Response> {
-    let name = match query.get("name").map(|n| n.trim_start_matches('/')) {
+    let name = query.get("name").cloned();
+    let _ = create_options(&engine, body.clone(), name.clone())?;
+    let job = super::workers::Job::Create { body, name };
+    let (status, value) = blocking(move || engine.run(job)).await?;
+    Ok(answer(status, value))
+}
+
+/// `create`'s body and `name` as run options, and Docker's warnings.
+fn create_options(
+    engine: &super::Engine,
+    body: serde_json::Value,
+    name: Option<String>,
+) -> ApiResult<(crate::container::options::RunOptions, Vec<String>)> {
+    let name = match name.as_deref().map(|n| n.trim_start_matches('/')) {
         None | Some("") => None,
         Some(n) if crate::container::id::valid_name(n) => Some(n.to_string()),
         Some(n) => {
@@ -94,20 +109,63 @@ async fn create(
             )))
         }
     };
+    let body: CreateBody = match body {
+        Value::Null => CreateBody::default(),
+        body => super::http::parse_json(&serde_json::to_vec(&body).unwrap_or_default())?,
+    };
     let defaults = create::Defaults {
         cgroup_parent: engine.cgroup_parent.as_deref(),
     };
-    let (opts, warnings) = create::to_options(body, name, &defaults)?;
-    let id = blocking(move || {
-        let image = ImageStore::new(&engine.root)
-            .resolve(&opts.image)
-            .map_err(super::errors::from_image)?;
-        let store = ContainerStore::new(&engine.root);
-        Ok(api::create(&store, image, &opts, &mut |_| {})?)
-    })
-    .await?;
-    let body = json!({ "Id": id, "Warnings": warnings });
-    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+    create::to_options(body, name, &defaults)
+}
+
+/// A worker's answer as a response: 201/200 with its JSON, or a bodiless 204/304.
+fn answer(status: u16, value: Value) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        status.into_response()
+    } else {
+        (status, axum::Json(value)).into_response()
+    }
+}
+
+/// Runs a job that forks a monitor, in this (single-threaded) engine worker: the status
+/// and JSON the handler answers.
+pub fn run_job(engine: &super::Engine, job: super::workers::Job) -> ApiResult<(u16, Value)> {
+    use super::workers::Job;
+    match job {
+        Job::Create { body, name } => {
+            let (opts, warnings) = create_options(engine, body, name)?;
+            let image = ImageStore::new(&engine.root)
+                .resolve(&opts.image)
+                .map_err(super::errors::from_image)?;
+            let store = ContainerStore::new(&engine.root);
+            let id = api::create(&store, image, &opts, &mut |_| {})?;
+            Ok((201, json!({ "Id": id, "Warnings": warnings })))
+        }
+        Job::Start { container } => start_now(engine, &container),
+        Job::Restart {
+            container,
+            signal,
+            grace_secs,
+        } => {
+            let (store, id) = find(engine, &container)?;
+            api::stop(&store, &id, signal, grace_secs.map(Duration::from_secs))?;
+            start_now(engine, &id)
+        }
+    }
+}
+
+/// Starts a container: 204, or 304 when it already runs.
+fn start_now(engine: &super::Engine, container: &str) -> ApiResult<(u16, Value)> {
+    let (store, id) = find(engine, container)?;
+    if store.observe(&id)?.status == Status::Running {
+        return Ok((304, Value::Null));
+    }
+    match api::start(&store, &id, &mut |_| {})? {
+        ExecOutcome::Started => Ok((204, Value::Null)),
+        ExecOutcome::Failed(_, message) => Err(ApiError::bad_request(message)),
+    }
 }
 
 /// `GET /containers/json?all=&limit=&size=&filters=`.
@@ -204,19 +262,12 @@ async fn inspect(Axum(engine): Axum<Shared>, Path(name): Path<String>) -> ApiRes
     Ok(axum::Json(value).into_response())
 }
 
-/// `POST /containers/{id}/start`: 204, or 304 when it already runs.
+/// `POST /containers/{id}/start`: 204, or 304 when it already runs; by an engine
+/// worker, since a stopped container gets a new monitor.
 async fn start(Axum(engine): Axum<Shared>, Path(name): Path<String>) -> ApiResult<Response> {
-    blocking(move || {
-        let (store, id) = find(&engine, &name)?;
-        if store.observe(&id)?.status == Status::Running {
-            return Ok(not_modified());
-        }
-        match api::start(&store, &id, &mut |_| {})? {
-            ExecOutcome::Started => Ok(no_content()),
-            ExecOutcome::Failed(_, message) => Err(ApiError::bad_request(message)),
-        }
-    })
-    .await
+    let job = super::workers::Job::Start { container: name };
+    let (status, value) = blocking(move || engine.run(job)).await?;
+    Ok(answer(status, value))
 }
 
 /// `POST /containers/{id}/stop?t=&signal=`: 204, or 304 when it is not running.
@@ -237,22 +288,20 @@ async fn stop(
     .await
 }
 
-/// `POST /containers/{id}/restart?t=&signal=`: stop (when running), then start.
+/// `POST /containers/{id}/restart?t=&signal=`: stop (when running), then start, by an
+/// engine worker.
 async fn restart(
     Axum(engine): Axum<Shared>,
     Path(name): Path<String>,
     axum::extract::Query(query): Query,
 ) -> ApiResult<Response> {
-    let (signal, timeout) = (signal(&query)?, grace(&query)?);
-    blocking(move || {
-        let (store, id) = find(&engine, &name)?;
-        api::stop(&store, &id, signal, timeout)?;
-        match api::start(&store, &id, &mut |_| {})? {
-            ExecOutcome::Started => Ok(no_content()),
-            ExecOutcome::Failed(_, message) => Err(ApiError::bad_request(message)),
-        }
-    })
-    .await
+    let job = super::workers::Job::Restart {
+        container: name,
+        signal: signal(&query)?,
+        grace_secs: grace(&query)?.map(|d| d.as_secs()),
+    };
+    let (status, value) = blocking(move || engine.run(job)).await?;
+    Ok(answer(status, value))
 }
 
 /// `POST /containers/{id}/kill?signal=` (SIGKILL by default): 409 when it is not running;

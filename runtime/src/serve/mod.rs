@@ -17,7 +17,8 @@
 //! - [`images`], [`networks`], [`volumes`]: those objects' endpoints;
 //! - [`events`]: `/events`, the event journal as a stream;
 //! - [`errors`]: the engine's errors as Docker's status codes and messages;
-//! - [`stream`]: request and response bodies bridged to the synchronous engine.
+//! - [`stream`]: request and response bodies bridged to the synchronous engine;
+//! - [`workers`]: the single-threaded processes that run the verbs forking a monitor.
 
 mod containers;
 mod create;
@@ -30,6 +31,7 @@ mod networks;
 mod stream;
 mod system;
 mod volumes;
+mod workers;
 
 pub use listen::{Host, ServeError};
 
@@ -44,6 +46,19 @@ pub struct Engine {
     /// The cgroup parent of containers whose `HostConfig.CgroupParent` is empty
     /// (dockerd's `--cgroup-parent`).
     pub cgroup_parent: Option<String>,
+    /// The spawner of engine workers (none inside a worker itself).
+    workers: Option<workers::Spawner>,
+}
+
+impl Engine {
+    /// Runs a job that forks a monitor in an engine worker (directly when this process
+    /// is one).
+    pub fn run(&self, job: workers::Job) -> http::ApiResult<(u16, serde_json::Value)> {
+        match &self.workers {
+            Some(spawner) => spawner.run(&job),
+            None => containers::run_job(self, job),
+        }
+    }
 }
 
 /// Shared by every handler.
@@ -84,7 +99,15 @@ pub fn serve(
     options: &ServeOptions,
     ready: impl FnOnce(&[Host]),
 ) -> Result<(), ServeError> {
-    let lock = listen::lock_root(&root)?;
+    // The spawner first, while this process is one thread holding neither the lock nor
+    // a socket: workers and the monitors they fork inherit nothing of the server's.
+    let mut engine = Engine {
+        root,
+        cgroup_parent: options.cgroup_parent.clone(),
+        workers: None,
+    };
+    engine.workers = Some(workers::Spawner::start(&engine).map_err(ServeError::Runtime)?);
+    let lock = listen::lock_root(&engine.root)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(256)
@@ -92,28 +115,7 @@ pub fn serve(
         .enable_all()
         .build()
         .map_err(ServeError::Runtime)?;
-    let engine = Arc::new(Engine {
-        root,
-        cgroup_parent: options.cgroup_parent.clone(),
-    });
-    // Monitors forked to run containers must not keep the lock and sockets (nor any
-    // client's connection), which would outlive this server.
-    let hosts = options_hosts(options);
-    crate::container::monitor::close_in_monitors(crate::container::monitor::FrontEndFiles {
-        paths: std::iter::once(engine.root.locks_dir().join("serve"))
-            .chain(hosts.iter().filter_map(|h| match h {
-                Host::Unix(p) => Some(p.clone()),
-                Host::Tcp(_) => None,
-            }))
-            .collect(),
-        tcp: hosts
-            .iter()
-            .filter_map(|h| match h {
-                Host::Tcp(a) => Some(*a),
-                Host::Unix(_) => None,
-            })
-            .collect(),
-    });
+    let engine = Arc::new(engine);
     let result = runtime.block_on(async move {
         let listeners = listen::bind_all(options).await?;
         ready(&options_hosts(options));
