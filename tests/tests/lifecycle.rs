@@ -329,3 +329,23 @@ fn an_interrupted_removal_is_finished_by_the_next_rm() {
     );
     env.assert_clean();
 }
+
+#[test]
+fn a_detached_container_keeps_no_descriptor_of_its_callers() {
+    let env = TestEnv::new();
+    // The caller hands capsa a pipe as descriptor 3 (a shell's, a CI harness's): once
+    // capsa has returned, the pipe's reader must see its end, though the container runs.
+    let script = format!(
+        "{} run -d --cgroup-parent {} --network none --name held busybox sleep 600 3>&1 >/dev/null 2>&1 | cat; echo reader-done",
+        env.shell_prefix(),
+        env.cgroup_parent()
+    );
+    let mut sh = std::process::Command::new("sh");
+    sh.args(["-c", &script]);
+    let out = capsa_tests::run_bounded(sh, std::time::Duration::from_secs(30));
+    assert!(
+        capsa_tests::text(&out.stdout).contains("reader-done"),
+        "the pipe's reader never saw its end: a monitor holds the caller's descriptor"
+    );
+    assert!(env.ps_line("held").contains("Up "));
+}

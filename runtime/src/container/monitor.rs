@@ -500,19 +500,41 @@ pub fn create_detached(
 }
 
 /// Descriptors of the front end that a monitor it forks must not keep (a fork keeps
-/// every descriptor, close-on-exec or not). `capsa serve`'s engine worker names its job
-/// socket here: kept by a monitor, the server would wait on it for the container's life.
-static FRONT_END_FDS: std::sync::OnceLock<Vec<std::os::fd::RawFd>> = std::sync::OnceLock::new();
+/// every descriptor, close-on-exec or not): those the CLI inherited from its caller (a
+/// pipe of a shell's or a CI harness's, held by a monitor for the container's life,
+/// would keep its reader from ever seeing its end), and `capsa serve`'s engine worker's
+/// job socket (the server would wait on it for the container's life).
+static FRONT_END_FDS: std::sync::Mutex<Vec<std::os::fd::RawFd>> = std::sync::Mutex::new(Vec::new());
 
-/// Names the front end's descriptors that forked monitors close (set once, before any
-/// fork).
-pub fn close_in_monitors(fds: Vec<std::os::fd::RawFd>) {
-    let _ = FRONT_END_FDS.set(fds);
+/// Adds descriptors that forked monitors close (before any fork).
+pub fn close_in_monitors(fds: impl IntoIterator<Item = std::os::fd::RawFd>) {
+    let mut list = FRONT_END_FDS.lock().unwrap_or_else(|e| e.into_inner());
+    list.extend(fds);
+}
+
+/// The descriptors above stderr this process was started with (call it first thing):
+/// its caller's, which no monitor needs.
+pub fn inherited_descriptors() -> Vec<std::os::fd::RawFd> {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    // The listing's own descriptor is among the entries and is closed by the time the
+    // list is used; closing it again in a monitor would close whatever took its number.
+    let listing: Vec<i32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    listing
+        .into_iter()
+        .filter(|fd| nix::fcntl::fcntl(*fd, nix::fcntl::FcntlArg::F_GETFD).is_ok())
+        .collect()
 }
 
 /// In a forked monitor: closes the front end's descriptors.
 fn close_front_end_fds() {
-    for fd in FRONT_END_FDS.get().into_iter().flatten() {
+    let list = FRONT_END_FDS.lock().unwrap_or_else(|e| e.into_inner());
+    for fd in list.iter() {
         // SAFETY: closes a descriptor this process inherited and never uses.
         unsafe { libc::close(*fd) };
     }

@@ -130,7 +130,7 @@ fn spawner_loop(control: OwnedFd, engine: &Engine) -> ! {
                 // SAFETY: the worker never uses the control socket and leaves by _exit,
                 // so this OwnedFd is never dropped (no second close).
                 unsafe { libc::close(control.as_raw_fd()) };
-                crate::container::monitor::close_in_monitors(vec![job.as_raw_fd()]);
+                crate::container::monitor::close_in_monitors([job.as_raw_fd()]);
                 // SAFETY: as above, back to the default so monitors' forks can be waited.
                 unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
                 work(UnixStream::from(job), engine);
