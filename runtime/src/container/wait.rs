@@ -151,7 +151,10 @@ pub fn follow_records(
         let state = match store.observe(id) {
             Ok(state) => state,
             Err(ContainerError::NotFound(_)) => {
-                let tail = held.as_ref().map(super::logfile::read_open).unwrap_or_default();
+                let tail = held
+                    .as_ref()
+                    .map(super::logfile::read_open)
+                    .unwrap_or_default();
                 for rec in tail.iter().skip(held_seen) {
                     if !each(rec) {
                         return Ok(Followed::Stopped);
