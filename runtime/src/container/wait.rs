@@ -112,7 +112,7 @@ pub fn follow_log(
         true
     };
     match follow_records(store, id, skip, &mut print, &|| false)? {
-        Followed::Exited(state) => Ok(state),
+        Followed::Exited(state) => Ok(*state),
         Followed::Removed | Followed::Stopped => Err(ContainerError::NotFound(id.to_string())),
     }
 }
@@ -121,7 +121,7 @@ pub fn follow_log(
 #[derive(Debug)]
 pub enum Followed {
     /// The container exited (its final state), every record handed on.
-    Exited(State),
+    Exited(Box<State>),
     /// The container was removed (`--rm`) after it exited, every record handed on.
     Removed,
     /// The reader went away (`each` refused a record, or `stop` said so).
@@ -192,7 +192,7 @@ pub fn follow_records(
         held_seen = current_len;
         last = records.last().cloned().or(last);
         if finished(&state) {
-            return Ok(Followed::Exited(state));
+            return Ok(Followed::Exited(Box::new(state)));
         }
         if stop() {
             return Ok(Followed::Stopped);

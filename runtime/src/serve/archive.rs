@@ -303,3 +303,42 @@ async fn archive_put(
     copied.map_err(|e| copy_error(e, &path, &name))?;
     Ok(StatusCode::OK.into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(kind: tar::EntryType, mode: u32) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(0);
+        h.set_mtime(86400);
+        h
+    }
+
+    #[test]
+    fn the_stat_mode_is_gos_file_mode() {
+        let dir = stat_json(&header(tar::EntryType::Directory, 0o755), "/etc");
+        assert_eq!(dir["mode"], (1u64 << 31) | 0o755);
+        assert_eq!(dir["name"], "etc");
+        assert_eq!(dir["mtime"], "1970-01-02T00:00:00.000000000Z");
+        let mut link = header(tar::EntryType::Symlink, 0o777);
+        link.set_link_name("/bin/busybox").unwrap();
+        let link = stat_json(&link, "/bin/sh");
+        assert_eq!(link["mode"], (1u64 << 27) | 0o777);
+        assert_eq!(link["linkTarget"], "/bin/busybox");
+        let suid = stat_json(&header(tar::EntryType::Regular, 0o4755), "/x");
+        assert_eq!(suid["mode"], (1u64 << 23) | 0o755);
+        assert_eq!(
+            stat_json(&header(tar::EntryType::Regular, 0o644), "/")["name"],
+            "/"
+        );
+    }
+
+    #[test]
+    fn the_end_of_an_empty_archive_is_no_stat() {
+        assert!(stat_header(&[0u8; 512], "/x").is_none());
+        assert!(stat_header(&[1u8; 100], "/x").is_none());
+    }
+}

@@ -13,8 +13,15 @@
 //!   one-server-per-root lock;
 //! - [`system`]: `/_ping`, `/version`, `/info`, `/system/df`, `/events`.
 
+mod archive;
+mod attach;
+mod exec;
 pub mod http;
 mod listen;
+mod logs;
+mod relay;
+mod stats;
+mod stream;
 mod system;
 
 pub use listen::{Host, ServeError};
@@ -30,6 +37,8 @@ pub struct Engine {
     /// The cgroup parent of containers whose `HostConfig.CgroupParent` is empty
     /// (dockerd's `--cgroup-parent`).
     pub cgroup_parent: Option<String>,
+    /// The exec instances made through the API (the server's only state of its own).
+    pub execs: exec::ExecTable,
 }
 
 /// Shared by every handler.
@@ -53,6 +62,11 @@ pub const DEFAULT_SOCKET: &str = "/run/capsa/capsa.sock";
 pub fn router(engine: Shared) -> Router {
     Router::new()
         .merge(system::routes())
+        .merge(logs::routes())
+        .merge(attach::routes())
+        .merge(exec::routes())
+        .merge(stats::routes())
+        .merge(archive::routes())
         .fallback(http::not_found)
         .layer(axum::middleware::from_fn(http::refuse_bad_version))
         .with_state(engine)
@@ -76,6 +90,7 @@ pub fn serve(
     let engine = Arc::new(Engine {
         root,
         cgroup_parent: options.cgroup_parent.clone(),
+        execs: Default::default(),
     });
     let result = runtime.block_on(async move {
         let listeners = listen::bind_all(options).await?;

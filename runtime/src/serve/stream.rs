@@ -279,3 +279,31 @@ fn split_client(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_multiplexed_frame_has_dockers_header() {
+        assert_eq!(
+            multiplexed(Stream::Stderr, b"hi\n"),
+            [2, 0, 0, 0, 0, 0, 0, 3, b'h', b'i', b'\n']
+        );
+        assert_eq!(
+            multiplexed(Stream::Stdout, b"")[..8],
+            [1, 0, 0, 0, 0, 0, 0, 0]
+        );
+        assert_eq!(framed(false, Stream::Stderr, b"raw"), b"raw");
+    }
+
+    #[test]
+    fn hijacked_streams_are_multiplexed_without_a_terminal_from_1_42() {
+        let tty = hijack_content_type(true, ApiVersion(1, 50));
+        assert_eq!(tty, "application/vnd.docker.raw-stream");
+        let old = hijack_content_type(false, ApiVersion(1, 41));
+        assert_eq!(old, "application/vnd.docker.raw-stream");
+        let plain = hijack_content_type(false, ApiVersion(1, 42));
+        assert_eq!(plain, "application/vnd.docker.multiplexed-stream");
+    }
+}
