@@ -72,7 +72,10 @@ struct Exec {
     running: bool,
     exit_code: Option<i32>,
     pid: Option<i32>,
-    resizes: Arc<Resizes>,
+    /// Window sizes for its terminal while it runs (its pipe is made at the start and
+    /// closed at the end, so that instances waiting or kept for inspection hold no
+    /// descriptor).
+    resizes: Option<Arc<Resizes>>,
 }
 
 /// The server's exec instances.
@@ -127,6 +130,7 @@ impl ExecTable {
         if let Some(exec) = self.lock().get_mut(id) {
             exec.running = false;
             exec.exit_code = code;
+            exec.resizes = None;
         }
     }
 }
@@ -170,7 +174,6 @@ async fn create(
     })
     .await?;
     let id = crate::ids::new_id();
-    let resizes = Resizes::new().map_err(|e| ApiError::internal(format!("exec: {e}")))?;
     engine.execs.insert(Exec {
         id: id.clone(),
         container,
@@ -180,7 +183,7 @@ async fn create(
         running: false,
         exit_code: None,
         pid: None,
-        resizes,
+        resizes: None,
     })?;
     Ok((
         StatusCode::CREATED,
@@ -222,7 +225,13 @@ async fn resize(
     let rows = super::http::number::<u16>(&query, "h")?.unwrap_or(0);
     let cols = super::http::number::<u16>(&query, "w")?.unwrap_or(0);
     engine.execs.with(&id, |e| {
-        e.resizes.ask(rows, cols);
+        match &e.resizes {
+            Some(r) => r.ask(rows, cols),
+            None if e.started => {
+                return Err(ApiError::conflict(format!("Exec {id} is not running")))
+            }
+            None => {}
+        }
         Ok(StatusCode::OK.into_response())
     })
 }
@@ -255,6 +264,8 @@ async fn start(
                 "Exec {id} has already been started"
             )));
         }
+        let resizes = Resizes::new().map_err(|e| ApiError::internal(format!("exec: {e}")))?;
+        e.resizes = Some(resizes.clone());
         e.started = true;
         e.running = true;
         let c = &e.config;
@@ -277,7 +288,7 @@ async fn start(
             stdout: c.attach_stdout,
             stderr: c.attach_stderr,
             keys,
-            resizes: e.resizes.clone(),
+            resizes,
         })
     })?;
     if let Some([rows, cols]) = start.console_size.as_deref() {
