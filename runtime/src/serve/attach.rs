@@ -9,7 +9,7 @@
 //! run`'s attach sees the very first byte. Its stdin is not reachable: a detached
 //! container without a terminal has none (input sent is read and dropped).
 
-use super::http::{blocking, flag, flag_or, ApiResult, ApiVersion, Query};
+use super::http::{blocking, flag, flag_or, ApiError, ApiResult, ApiVersion, Query};
 use super::relay::{relay, RelayOptions};
 use super::stream::{engine_error, framed, hijack, upgrade_response, Wires};
 use super::Shared;
@@ -61,8 +61,7 @@ async fn attach(
     mut request: Request,
 ) -> ApiResult<Response> {
     let keys = match query.get("detachKeys").filter(|k| !k.is_empty()) {
-        Some(spec) => parse_detach_keys(spec)
-            .map_err(|e| super::http::ApiError::bad_request(e.to_string()))?,
+        Some(spec) => parse_detach_keys(spec).map_err(|e| ApiError::bad_request(e.to_string()))?,
         None => DEFAULT_DETACH_KEYS.to_vec(),
     };
     let wanted = Wanted {
@@ -236,15 +235,18 @@ async fn resize(
         let store = ContainerStore::new(&root);
         let id = store.resolve(&name).map_err(engine_error)?;
         let state = store.observe(&id).map_err(engine_error)?;
-        if state.status != Status::Running {
-            return Err(engine_error(ContainerError::WrongState {
-                id: id.clone(),
-                reason: format!("Container {id} is not running"),
-            }));
+        // A created container's monitor already holds its terminal (`docker run -it`
+        // sizes it as soon as it has started, when the state may still say created).
+        if !matches!(state.status, Status::Running | Status::Created) {
+            return Err(ApiError::conflict(format!("Container {id} is not running")));
         }
         if has_terminal(&store, &id) {
             // Any client of the monitor's terminal may set its size.
-            if let Ok(Attached::Session(mut session)) = api::attach(&store, &id, false) {
+            let session = match api::attach(&store, &id, false) {
+                Ok(Attached::Session(session)) => Some(session),
+                _ => api::terminal_session(&store, &id).ok(),
+            };
+            if let Some(mut session) = session {
                 session.resize(rows, cols);
             }
         }
