@@ -274,4 +274,43 @@ mod tests {
         let (_dir, store) = running(&id);
         assert!(matches!(Waker::on(&store.dir(&id).dir), Waker::Events(_)));
     }
+
+    fn record(text: &str) -> String {
+        format!(
+            "{{\"log\":\"{text}\\n\",\"stream\":\"stdout\",\"time\":\"2026-01-01T00:00:00Z\"}}\n"
+        )
+    }
+
+    /// A container removed on exit (`--rm`) takes its log with it; what it wrote last is
+    /// still handed on, read through the file the follower holds.
+    #[test]
+    fn the_last_records_of_a_container_removed_on_exit_are_followed() {
+        use std::io::Write;
+        let id = "c".repeat(64);
+        let (_dir, store) = running(&id);
+        let log = store.dir(&id).log();
+        std::fs::write(&log, record("first")).unwrap();
+        let mut seen = Vec::new();
+        let mut each = |rec: &super::super::logfile::Record| {
+            seen.push(rec.log.clone());
+            if seen.len() == 1 {
+                // The workload's last words, then its removal, before the follower looks again.
+                let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+                f.write_all(record("last").as_bytes()).unwrap();
+                std::fs::remove_dir_all(store.dir(&id).dir).unwrap();
+            }
+            true
+        };
+        let followed = follow_records(&store, &id, 0, &mut each, &|| false).unwrap();
+        assert!(matches!(followed, Followed::Removed), "{followed:?}");
+        assert_eq!(seen, ["first\n", "last\n"]);
+    }
+
+    #[test]
+    fn a_follower_whose_reader_has_gone_stops() {
+        let id = "d".repeat(64);
+        let (_dir, store) = running(&id);
+        let followed = follow_records(&store, &id, 0, &mut |_| true, &|| true).unwrap();
+        assert!(matches!(followed, Followed::Stopped));
+    }
 }
