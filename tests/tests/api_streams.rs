@@ -227,6 +227,48 @@ fn an_attach_made_before_the_start_sees_the_first_byte_and_the_end() {
 }
 
 #[test]
+fn a_running_vm_takes_stdin_through_attach_and_its_half_close_ends_it() {
+    let env = TestEnv::new();
+    let api = env.serve();
+    let id = run_detached(
+        &env,
+        &[
+            "-i",
+            "--isolation",
+            "vm",
+            "busybox",
+            "sh",
+            "-c",
+            "cat; echo bye >&2",
+        ],
+    );
+    eventually("the VM runs", Duration::from_secs(120), || {
+        env.ps_line(&env_name(&env, &id)).contains("Up ")
+    });
+    let attached = hijack(
+        &api,
+        &format!("/v1.50/containers/{id}/attach?stream=1&stdin=1&stdout=1&stderr=1"),
+        "",
+    );
+    assert!(
+        attached.head.starts_with("HTTP/1.1 101"),
+        "{}",
+        attached.head
+    );
+    let stream = attached.finish(b"to-the-vm\n");
+    assert_eq!(demux(&stream), ("to-the-vm\n".into(), "bye\n".into()));
+    env.capsa(&["rm", "-f", &id]);
+}
+
+/// The name of container `id`.
+fn env_name(env: &TestEnv, id: &str) -> String {
+    text(&env.capsa(&["inspect", "-f", "{{.Name}}", id]).stdout)
+        .trim()
+        .trim_start_matches('/')
+        .to_string()
+}
+
+#[test]
 fn docker_exec_runs_commands_with_their_exit_codes_and_stdin() {
     let env = TestEnv::new();
     let api = env.serve();

@@ -1,13 +1,15 @@
 //! `POST /containers/{id}/attach` (hijacked) and `POST /containers/{id}/resize`.
 //!
-//! A container with a terminal is attached through its monitor's attach socket, as
-//! `capsa attach` and `run -it` are: for one created and not started yet (`docker run`
-//! attaches before it starts) the monitor already holds the terminal, so nothing it
-//! writes is missed; a stopped one gets its monitor ready for the next start, as
-//! `start -ai` does. A container without a terminal is attached to its log: followed from
-//! its end, or, for one not running, from the first record of its next run, so `docker
-//! run`'s attach sees the very first byte. Its stdin is not reachable: a detached
-//! container without a terminal has none (input sent is read and dropped).
+//! A container with a terminal in the process tree is attached through its monitor's
+//! attach socket, as `capsa attach` and `run -it` are: for one created and not started yet
+//! (`docker run` attaches before it starts) the monitor already holds the terminal, so
+//! nothing it writes is missed; a stopped one gets its monitor ready for the next start, as
+//! `start -ai` does. A running VM is attached through its monitor, which relays its
+//! streams, stdin included (the client's half-close ends the workload's input). A process
+//! tree container without a terminal is attached to its log: followed from its end, or,
+//! for one not running, from the first record of its next run, so `docker run`'s attach
+//! sees the very first byte; its stdin is not reachable (a detached process tree container
+//! without a terminal has none: what the client sends is not read).
 
 use super::http::{blocking, flag, flag_or, ApiError, ApiResult, ApiVersion, Query};
 use super::relay::{relay, RelayOptions};
@@ -43,8 +45,9 @@ struct Wanted {
 
 /// How the container is reached.
 enum Way {
-    /// A session with its terminal (made on the blocking thread: sessions stay there).
-    Terminal,
+    /// A session with the monitor that relays its streams: the terminal of a process tree
+    /// container, any running VM's (made on the blocking thread: sessions stay there).
+    Session,
     /// Its log, followed from record `seen`, once a run after `before` (its last start)
     /// has begun.
     Log {
@@ -111,7 +114,7 @@ fn attached(
         }
     };
     match way {
-        Way::Terminal => {
+        Way::Session => {
             let session = match api::attach(store, id, wanted.stdin)
                 .and_then(|a| match a {
                     Attached::Session(s) => Ok(s),
@@ -131,7 +134,7 @@ fn attached(
                 return;
             }
             let opts = RelayOptions {
-                multiplex: false,
+                multiplex: !tty,
                 stdin: wanted.stdin,
                 stdout: wanted.stdout,
                 stderr: wanted.stderr,
@@ -160,11 +163,15 @@ fn way(store: &ContainerStore, id: &str, tty: bool) -> Result<Way, ContainerErro
         });
     }
     let on_attach_socket = api::sandbox_of(&state).terminal_run() == TerminalRun::Attach;
-    if tty && (state.status == Status::Running || on_attach_socket) {
+    if state.status == Status::Running && !on_attach_socket {
+        // A VM's monitor relays its streams, input included, with a terminal or without.
+        return Ok(Way::Session);
+    }
+    if tty && on_attach_socket {
         if state.status != Status::Running && state.status != Status::Created {
             api::prepare_start(store, id)?;
         }
-        return Ok(Way::Terminal);
+        return Ok(Way::Session);
     }
     let seen = crate::container::logfile::read_all(&store.dir(id).log()).len();
     let before = (state.status != Status::Running).then(|| state.started_at.clone());
