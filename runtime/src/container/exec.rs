@@ -57,18 +57,6 @@ pub fn exec(
     id: &str,
     opts: &ExecOptions,
 ) -> Result<Option<Box<dyn Session>>, ContainerError> {
-    exec_session(store, id, opts, true)
-}
-
-/// [`exec`], with the caller's own signals (SIGINT, SIGTERM...) forwarded to the command
-/// while it runs only when `forward_signals` (a CLI in the foreground; never a server,
-/// whose signals are its own and which runs many sessions at once).
-pub fn exec_session(
-    store: &ContainerStore,
-    id: &str,
-    opts: &ExecOptions,
-    forward_signals: bool,
-) -> Result<Option<Box<dyn Session>>, ContainerError> {
     let started = exec_start(store, id, opts)?;
     if opts.detach {
         return Ok(None);
@@ -79,17 +67,13 @@ pub fn exec_session(
         return Ok(Some(Box::new(PtySession::new(master, pid))));
     }
     use crate::linux::process::sigforward;
-    if forward_signals {
-        sigforward::forward_to(pid, sigforward::USER_SIGNALS);
-    }
+    sigforward::forward_to(pid, sigforward::USER_SIGNALS);
     // Ends when capsa-init (and so the command) has exited: a process the command left in
     // the container keeps no way to this caller's streams.
     let exited = sys::pidfd_open(pid).ok();
     let finish = Box::new(move || {
         let code = super::monitor::wait_child(pid);
-        if forward_signals {
-            sigforward::stop();
-        }
+        sigforward::stop();
         code
     });
     let ours = started.pipes.ok_or_else(|| ContainerError::Setup {
