@@ -7,6 +7,7 @@
 //! ([`sandbox`]): the one place that names both implementations, so that neither
 //! `container/` nor `vm/` depends on the other's verbs.
 
+use crate::container::cp::{CopyDest, CopySource};
 use crate::container::exec::ExecOptions;
 use crate::container::options::RunOptions;
 use crate::container::process_tree::ProcessTree;
@@ -154,26 +155,26 @@ pub fn stats(containers: &[State], interval: Duration) -> Vec<Usage> {
     crate::container::stats::sample(containers, interval, &|s| sandbox_of(s).counters(s))
 }
 
-/// `cp CONTAINER:SRC DEST`.
+/// `cp CONTAINER:SRC DEST` (or to a tar stream).
 pub fn copy_out(
     store: &ContainerStore,
     id: &str,
     src: &Path,
-    dest: &Path,
+    dest: CopyDest,
 ) -> Result<(), ContainerError> {
     let (state, sandbox) = find(store, id)?;
     sandbox.copy_out(store, &state, src, dest)
 }
 
-/// `cp SRC CONTAINER:DEST`.
+/// `cp SRC CONTAINER:DEST` (or from a tar stream).
 pub fn copy_in(
     store: &ContainerStore,
     id: &str,
-    src: &Path,
+    src: CopySource,
     dest: &Path,
 ) -> Result<(), ContainerError> {
     let (state, sandbox) = find(store, id)?;
-    crate::container::cp::check_source(src)?;
+    crate::container::cp::check_source(&src)?;
     sandbox.copy_in(store, &state, src, dest)
 }
 

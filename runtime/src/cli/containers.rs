@@ -550,16 +550,28 @@ pub struct CpArgs {
 /// `cp CONTAINER:SRC DEST` or `cp SRC CONTAINER:DEST`.
 pub fn cp(root: &StateRoot, args: CpArgs) -> i32 {
     use crate::api::{copy_in, copy_out};
-    use crate::container::cp::Location;
+    use crate::container::cp::{CopyDest, CopySource, Location};
     use crate::container::ContainerError;
     let store = ContainerStore::new(root);
     let result = match (Location::parse(&args.src), Location::parse(&args.dest)) {
-        (Location::Container(c, src), Location::Host(dest)) => store
-            .resolve(&c)
-            .and_then(|id| copy_out(&store, &id, &src, &dest)),
-        (Location::Host(src), Location::Container(c, dest)) => store
-            .resolve(&c)
-            .and_then(|id| copy_in(&store, &id, &src, &dest)),
+        (Location::Container(c, src), Location::Host(dest)) => store.resolve(&c).and_then(|id| {
+            let mut stdout = std::io::stdout();
+            let dest = if dest == std::path::Path::new("-") {
+                CopyDest::Tar(&mut stdout)
+            } else {
+                CopyDest::Path(&dest)
+            };
+            copy_out(&store, &id, &src, dest)
+        }),
+        (Location::Host(src), Location::Container(c, dest)) => store.resolve(&c).and_then(|id| {
+            let mut stdin = std::io::stdin();
+            let src = if src == std::path::Path::new("-") {
+                CopySource::Tar(&mut stdin)
+            } else {
+                CopySource::Path(&src)
+            };
+            copy_in(&store, &id, src, &dest)
+        }),
         _ => Err(ContainerError::InvalidArgument(
             "cp: exactly one of the two paths must name a container (CONTAINER:PATH)".into(),
         )),

@@ -136,9 +136,7 @@ impl Command {
 /// Parses the command line, runs the verb, and returns the process exit code.
 pub fn main() -> i32 {
     // Before this process opens anything: what its caller left open is no monitor's.
-    crate::container::monitor::close_in_monitors(
-        crate::container::monitor::inherited_descriptors(),
-    );
+    crate::container::monitor::close_in_monitors(crate::container::monitor::inherited_descriptors());
     completion::answer_if_asked();
     let cli = match Cli::try_parse_from(command_line()) {
         Ok(cli) => cli,

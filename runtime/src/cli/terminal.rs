@@ -11,33 +11,7 @@ use crate::linux::sys;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
-/// Docker's default detach sequence: ctrl-p, ctrl-q.
-pub const DEFAULT_DETACH_KEYS: &[u8] = &[0x10, 0x11];
-
-/// A `--detach-keys` value that names no keys.
-#[derive(Debug, thiserror::Error)]
-#[error("--detach-keys {spec:?}: expected keys such as ctrl-p,ctrl-q")]
-pub struct DetachKeysError {
-    spec: String,
-}
-
-/// Parses `--detach-keys` (`ctrl-p,ctrl-q`, `ctrl-x`, `a,b`).
-pub fn parse_detach_keys(spec: &str) -> Result<Vec<u8>, DetachKeysError> {
-    spec.split(',')
-        .map(|k| match k.trim().strip_prefix("ctrl-") {
-            Some(c) if c.len() == 1 && c.as_bytes()[0].is_ascii_alphabetic() => {
-                Ok(c.as_bytes()[0].to_ascii_lowercase() & 0x1f)
-            }
-            Some(c) if c == "@" || c == "[" || c == "\\" || c == "]" || c == "^" || c == "_" => {
-                Ok(c.as_bytes()[0] & 0x1f)
-            }
-            None if k.trim().len() == 1 => Ok(k.trim().as_bytes()[0]),
-            _ => Err(DetachKeysError {
-                spec: spec.to_string(),
-            }),
-        })
-        .collect()
-}
+pub use crate::container::session::{parse_detach_keys, DEFAULT_DETACH_KEYS};
 
 /// Write end of the pipe SIGWINCH pokes (-1: none).
 static WINCH_PIPE: AtomicI32 = AtomicI32::new(-1);
@@ -234,22 +208,5 @@ impl Front for Caller {
 
     fn window_size(&self) -> Option<(u16, u16)> {
         window_size()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn detach_keys_parse_like_docker() {
-        assert_eq!(
-            parse_detach_keys("ctrl-p,ctrl-q").unwrap(),
-            vec![0x10, 0x11]
-        );
-        assert_eq!(parse_detach_keys("ctrl-x").unwrap(), vec![0x18]);
-        assert_eq!(parse_detach_keys("a,b").unwrap(), b"ab".to_vec());
-        assert!(parse_detach_keys("ctrl-").is_err());
-        assert!(parse_detach_keys("meta-x").is_err());
     }
 }

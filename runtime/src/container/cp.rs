@@ -47,6 +47,33 @@ impl Location {
     }
 }
 
+/// Where `cp` out of a container puts what it copies.
+pub enum CopyDest<'a> {
+    /// Extracted at this path on the host.
+    Path(&'a Path),
+    /// As a tar stream (`cp CTR:SRC -`, the API's `GET /archive`).
+    Tar(&'a mut (dyn Write + Send)),
+}
+
+impl CopyDest<'_> {
+    /// How errors name it.
+    fn describe(&self) -> String {
+        match self {
+            CopyDest::Path(p) => p.display().to_string(),
+            CopyDest::Tar(_) => "-".into(),
+        }
+    }
+}
+
+/// What `cp` into a container copies.
+pub enum CopySource<'a> {
+    /// A file or folder on the host.
+    Path(&'a Path),
+    /// A tar stream, extracted into the destination itself (`cp - CTR:DEST`, the API's
+    /// `PUT /archive`).
+    Tar(&'a mut (dyn Read + Send)),
+}
+
 /// Why the container's side of a copy could not be set up or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CopySideError {
@@ -227,12 +254,13 @@ fn pipe(at: &Path) -> Result<(OwnedFd, OwnedFd), ContainerError> {
 /// `cp` out of a sandbox whose side `copy` streams the archive (a VM's guest): into the
 /// extraction here (or to stdout), through a pipe between two threads.
 pub fn copy_out_streamed(
-    dest: &Path,
+    dest: CopyDest,
     copy: impl FnOnce(&mut dyn Write) -> Result<(), ContainerError> + Send,
 ) -> Result<(), ContainerError> {
-    if dest == Path::new("-") {
-        return copy(&mut std::io::stdout().lock());
-    }
+    let dest = match dest {
+        CopyDest::Tar(out) => return copy(out),
+        CopyDest::Path(p) => p,
+    };
     let (r, w) = pipe(dest)?;
     let (r, mut w) = (std::fs::File::from(r), std::fs::File::from(w));
     std::thread::scope(|scope| {
@@ -253,12 +281,13 @@ pub fn copy_out_streamed(
 /// given on stdin, extracted into the destination itself): stdin's, or one made here on a
 /// thread, streamed as it is produced.
 pub fn copy_in_streamed(
-    src: &Path,
+    src: CopySource,
     copy: impl FnOnce(&mut dyn Read, bool) -> Result<(), ContainerError>,
 ) -> Result<(), ContainerError> {
-    if src == Path::new("-") {
-        return copy(&mut std::io::stdin().lock(), true);
-    }
+    let src = match src {
+        CopySource::Tar(input) => return copy(input, true),
+        CopySource::Path(p) => p,
+    };
     let (r, w) = pipe(src)?;
     let (mut r, w) = (std::fs::File::from(r), std::fs::File::from(w));
     let (from, name) = (src.to_path_buf(), top_name(src));
@@ -279,9 +308,10 @@ pub fn copy_out(
     store: &ContainerStore,
     state: &State,
     src: &Path,
-    dest: &Path,
+    dest: CopyDest,
 ) -> Result<(), ContainerError> {
-    let (r, w) = pipe(dest)?;
+    let described = dest.describe();
+    let (r, w) = pipe(Path::new(&described))?;
     let name = top_name(src);
     let inside = src.to_path_buf();
     let child = move || {
@@ -292,25 +322,29 @@ pub fn copy_out(
     };
     let parent = move || -> Result<(), StreamError> {
         let stream = std::fs::File::from(r);
-        if dest == Path::new("-") {
-            let mut stream = stream;
-            std::io::copy(&mut stream, &mut std::io::stdout())
-                .map(|_| ())
-                .map_err(StreamError::Io)
-        } else {
-            extract_on_host(stream, dest).map_err(StreamError::Extract)
+        match dest {
+            CopyDest::Tar(out) => {
+                let mut stream = stream;
+                std::io::copy(&mut stream, out)
+                    .map(|_| ())
+                    .map_err(StreamError::Io)
+            }
+            CopyDest::Path(dest) => extract_on_host(stream, dest).map_err(StreamError::Extract),
         }
     };
     in_container(store, state, child, parent)?.map_err(|e| ContainerError::CopyTo {
-        dest: dest.display().to_string(),
+        dest: described,
         source: Box::new(e),
     })
 }
 
 /// Refuses a host source of `cp` that does not exist (`-` is stdin), before any sandbox
 /// is asked to take it.
-pub fn check_source(src: &Path) -> Result<(), ContainerError> {
-    if src != Path::new("-") && std::fs::symlink_metadata(src).is_err() {
+pub fn check_source(src: &CopySource) -> Result<(), ContainerError> {
+    let CopySource::Path(src) = src else {
+        return Ok(());
+    };
+    if std::fs::symlink_metadata(src).is_err() {
         return Err(ContainerError::InvalidArgument(format!(
             "cp: {}: no such file or directory",
             src.display()
@@ -324,24 +358,26 @@ pub fn check_source(src: &Path) -> Result<(), ContainerError> {
 pub fn copy_in(
     store: &ContainerStore,
     state: &State,
-    src: &Path,
+    src: CopySource,
     dest: &Path,
 ) -> Result<(), ContainerError> {
-    let from_stdin = src == Path::new("-");
-    let (r, w) = pipe(src)?;
+    let from_stream = matches!(src, CopySource::Tar(_));
+    let at = match &src {
+        CopySource::Path(p) => p.to_path_buf(),
+        CopySource::Tar(_) => PathBuf::from("-"),
+    };
+    let (r, w) = pipe(&at)?;
     let target = dest.to_path_buf();
     let child = move || {
-        extract(std::fs::File::from(r), &target, from_stdin)
+        extract(std::fs::File::from(r), &target, from_stream)
             .map_err(|e| format!("cp to {}: {e}", target.display()))
     };
-    let name = top_name(src);
     let parent = move || -> std::io::Result<()> {
         let mut pipe = std::fs::File::from(w);
-        if from_stdin {
-            std::io::copy(&mut std::io::stdin().lock(), &mut pipe).map(|_| ())
-        } else {
-            write_tar(src, &name, pipe)
+        match src {
+            CopySource::Tar(input) => std::io::copy(input, &mut pipe).map(|_| ()),
+            CopySource::Path(src) => write_tar(src, &top_name(src), pipe),
         }
     };
-    in_container(store, state, child, parent)?.map_err(|e| ContainerError::io(src, e))
+    in_container(store, state, child, parent)?.map_err(|e| ContainerError::io(&at, e))
 }

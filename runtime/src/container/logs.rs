@@ -46,10 +46,27 @@ pub fn logs(
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> Result<(), ContainerError> {
+    let (selected, total) = select(store, id, opts)?;
+    for rec in &selected {
+        logfile::print(rec, opts.timestamps, stdout, stderr);
+    }
+    if opts.follow {
+        super::wait::follow_log(store, id, total, opts.timestamps, stdout, stderr)?;
+    }
+    Ok(())
+}
+
+/// The records of container `id`'s log that `opts` selects (since, tail), and how many
+/// records the log holds (where following it goes on from).
+pub fn select(
+    store: &ContainerStore,
+    id: &str,
+    opts: &LogsOptions,
+) -> Result<(Vec<Record>, usize), ContainerError> {
     let path = store.dir(id).log();
     if !path.exists() {
         let state = store.load(id)?;
-        if state.status != Status::Creating {
+        if !matches!(state.status, Status::Creating | Status::Created) {
             return Err(ContainerError::WrongState {
                 id: id.to_string(),
                 reason: "no logs: it ran in the foreground, so its output went to the terminal (run it with -d, or create and start it, to keep a log)".into(),
@@ -57,17 +74,13 @@ pub fn logs(
         }
     }
     let all = logfile::read_all(&path);
+    let total = all.len();
     let keep = |r: &Record| match opts.since {
         Some(t) => crate::timefmt::parse_rfc3339(&r.time).is_some_and(|rt| rt >= t),
         None => true,
     };
-    let selected: Vec<&Record> = all.iter().filter(|r| keep(r)).collect();
+    let mut selected: Vec<Record> = all.into_iter().filter(keep).collect();
     let from = opts.tail.map_or(0, |n| selected.len().saturating_sub(n));
-    for rec in &selected[from..] {
-        logfile::print(rec, opts.timestamps, stdout, stderr);
-    }
-    if opts.follow {
-        super::wait::follow_log(store, id, all.len(), opts.timestamps, stdout, stderr)?;
-    }
-    Ok(())
+    selected.drain(..from);
+    Ok((selected, total))
 }

@@ -94,7 +94,7 @@ impl Sandbox for ProcessTree {
         store: &ContainerStore,
         state: &State,
         src: &Path,
-        dest: &Path,
+        dest: super::cp::CopyDest,
     ) -> Result<(), ContainerError> {
         super::cp::copy_out(store, state, src, dest)
     }
@@ -103,7 +103,7 @@ impl Sandbox for ProcessTree {
         &self,
         store: &ContainerStore,
         state: &State,
-        src: &Path,
+        src: super::cp::CopySource,
         dest: &Path,
     ) -> Result<(), ContainerError> {
         super::cp::copy_in(store, state, src, dest)

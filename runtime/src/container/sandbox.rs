@@ -211,7 +211,7 @@ pub trait Sandbox: Sync {
         store: &ContainerStore,
         state: &State,
         src: &Path,
-        dest: &Path,
+        dest: super::cp::CopyDest,
     ) -> Result<(), ContainerError>;
 
     /// `cp SRC CONTAINER:DEST`: `src` on the host (`-`: a tar stream on stdin) to `dest`
@@ -220,7 +220,7 @@ pub trait Sandbox: Sync {
         &self,
         store: &ContainerStore,
         state: &State,
-        src: &Path,
+        src: super::cp::CopySource,
         dest: &Path,
     ) -> Result<(), ContainerError>;
 

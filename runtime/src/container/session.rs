@@ -87,6 +87,34 @@ pub trait Front {
     fn window_size(&self) -> Option<(u16, u16)>;
 }
 
+/// Docker's default detach sequence: ctrl-p, ctrl-q.
+pub const DEFAULT_DETACH_KEYS: &[u8] = &[0x10, 0x11];
+
+/// A `--detach-keys` value that names no keys.
+#[derive(Debug, thiserror::Error)]
+#[error("--detach-keys {spec:?}: expected keys such as ctrl-p,ctrl-q")]
+pub struct DetachKeysError {
+    spec: String,
+}
+
+/// Parses `--detach-keys` (`ctrl-p,ctrl-q`, `ctrl-x`, `a,b`).
+pub fn parse_detach_keys(spec: &str) -> Result<Vec<u8>, DetachKeysError> {
+    spec.split(',')
+        .map(|k| match k.trim().strip_prefix("ctrl-") {
+            Some(c) if c.len() == 1 && c.as_bytes()[0].is_ascii_alphabetic() => {
+                Ok(c.as_bytes()[0].to_ascii_lowercase() & 0x1f)
+            }
+            Some(c) if c == "@" || c == "[" || c == "\\" || c == "]" || c == "^" || c == "_" => {
+                Ok(c.as_bytes()[0] & 0x1f)
+            }
+            None if k.trim().len() == 1 => Ok(k.trim().as_bytes()[0]),
+            _ => Err(DetachKeysError {
+                spec: spec.to_string(),
+            }),
+        })
+        .collect()
+}
+
 fn pollin(fd: i32) -> libc::pollfd {
     libc::pollfd {
         fd,
@@ -370,6 +398,18 @@ pub fn client_frames() -> protocol::FrameReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn detach_keys_parse_like_docker() {
+        assert_eq!(
+            parse_detach_keys("ctrl-p,ctrl-q").unwrap(),
+            vec![0x10, 0x11]
+        );
+        assert_eq!(parse_detach_keys("ctrl-x").unwrap(), vec![0x18]);
+        assert_eq!(parse_detach_keys("a,b").unwrap(), b"ab".to_vec());
+        assert!(parse_detach_keys("ctrl-").is_err());
+        assert!(parse_detach_keys("meta-x").is_err());
+    }
 
     #[test]
     fn a_client_and_the_terminal_speak_one_wire_format() {

@@ -30,7 +30,7 @@ pub struct Usage {
 }
 
 /// Total CPU time of the host, nanoseconds, from /proc/stat (as Docker's system usage).
-fn host_cpu_ns() -> u64 {
+pub fn host_cpu_ns() -> u64 {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let ticks: u64 = stat
         .lines()
@@ -75,7 +75,8 @@ pub fn host_counters(s: &State) -> Counters {
     }
 }
 
-fn host_memory() -> u64 {
+/// The host's memory, bytes (a container's limit when it has none).
+pub fn host_memory() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .unwrap_or_default()
         .lines()

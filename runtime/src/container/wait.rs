@@ -128,13 +128,74 @@ pub fn follow_log(
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> Result<State, ContainerError> {
+    let mut print = |rec: &super::logfile::Record| {
+        super::logfile::print(rec, timestamps, stdout, stderr);
+        true
+    };
+    match follow_records(store, id, skip, &mut print, &|| false)? {
+        Followed::Exited(state) => Ok(*state),
+        Followed::Removed | Followed::Stopped => Err(ContainerError::NotFound(id.to_string())),
+    }
+}
+
+/// How [`follow_records`] ended.
+#[derive(Debug)]
+pub enum Followed {
+    /// The container exited (its final state), every record handed on.
+    Exited(Box<State>),
+    /// The container was removed (`--rm`) after it exited, every record handed on.
+    Removed,
+    /// The reader went away (`each` refused a record, or `stop` said so).
+    Stopped,
+}
+
+/// Hands each record of the container's log to `each` as the log grows (from record
+/// `skip` on), until the container exits or is removed, or the reader goes: `each`
+/// returns false, or `stop` (asked at every wake-up, at least every half second) true.
+/// The current log file is held open, so that what a container removed on exit
+/// (`--rm`) wrote last is still read.
+pub fn follow_records(
+    store: &ContainerStore,
+    id: &str,
+    skip: usize,
+    each: &mut dyn FnMut(&super::logfile::Record) -> bool,
+    stop: &dyn Fn() -> bool,
+) -> Result<Followed, ContainerError> {
     let waker = Waker::on(&store.dir(id).dir);
     let path = store.dir(id).log();
     let mut shown = skip;
     let mut last: Option<super::logfile::Record> = None;
+    let mut held: Option<std::fs::File> = None;
+    // Records of the held file already handed on (or skipped).
+    let mut held_seen = 0;
     loop {
-        let state = store.observe(id)?;
-        let records = super::logfile::read_all(&path);
+        let state = match store.observe(id) {
+            Ok(state) => state,
+            Err(ContainerError::NotFound(_)) => {
+                let tail = held
+                    .as_ref()
+                    .map(super::logfile::read_open)
+                    .unwrap_or_default();
+                for rec in tail.iter().skip(held_seen) {
+                    if !each(rec) {
+                        return Ok(Followed::Stopped);
+                    }
+                }
+                return Ok(Followed::Removed);
+            }
+            Err(e) => return Err(e),
+        };
+        if let Ok(file) = std::fs::File::open(&path) {
+            held = Some(file);
+        }
+        // The rotated files by path, the current one through the descriptor held.
+        let mut records = super::logfile::read_rotated(&path);
+        let current = held
+            .as_ref()
+            .map(super::logfile::read_open)
+            .unwrap_or_default();
+        let current_len = current.len();
+        records.extend(current);
         // After a rotation dropped old records, resume after the last one printed.
         let start = match &last {
             Some(l) if records.len() < shown => records
@@ -144,12 +205,39 @@ pub fn follow_log(
             _ => shown,
         };
         for rec in records.iter().skip(start) {
-            super::logfile::print(rec, timestamps, stdout, stderr);
+            if !each(rec) {
+                return Ok(Followed::Stopped);
+            }
         }
         shown = records.len();
+        held_seen = current_len;
         last = records.last().cloned().or(last);
         if finished(&state) {
-            return Ok(state);
+            return Ok(Followed::Exited(Box::new(state)));
+        }
+        if stop() {
+            return Ok(Followed::Stopped);
+        }
+        waker.wait();
+    }
+}
+
+/// Blocks until `done` holds for the container's state (its state then), or `stop` (asked
+/// at every wake-up) says the caller has gone (None).
+pub fn wait_for(
+    store: &ContainerStore,
+    id: &str,
+    done: &dyn Fn(&State) -> bool,
+    stop: &dyn Fn() -> bool,
+) -> Result<Option<State>, ContainerError> {
+    let waker = Waker::on(&store.dir(id).dir);
+    loop {
+        let state = store.observe(id)?;
+        if done(&state) {
+            return Ok(Some(state));
+        }
+        if stop() {
+            return Ok(None);
         }
         waker.wait();
     }
@@ -206,5 +294,44 @@ mod tests {
         let id = "b".repeat(64);
         let (_dir, store) = running(&id);
         assert!(matches!(Waker::on(&store.dir(&id).dir), Waker::Events(_)));
+    }
+
+    fn record(text: &str) -> String {
+        format!(
+            "{{\"log\":\"{text}\\n\",\"stream\":\"stdout\",\"time\":\"2026-01-01T00:00:00Z\"}}\n"
+        )
+    }
+
+    /// A container removed on exit (`--rm`) takes its log with it; what it wrote last is
+    /// still handed on, read through the file the follower holds.
+    #[test]
+    fn the_last_records_of_a_container_removed_on_exit_are_followed() {
+        use std::io::Write;
+        let id = "c".repeat(64);
+        let (_dir, store) = running(&id);
+        let log = store.dir(&id).log();
+        std::fs::write(&log, record("first")).unwrap();
+        let mut seen = Vec::new();
+        let mut each = |rec: &super::super::logfile::Record| {
+            seen.push(rec.log.clone());
+            if seen.len() == 1 {
+                // The workload's last words, then its removal, before the follower looks again.
+                let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+                f.write_all(record("last").as_bytes()).unwrap();
+                std::fs::remove_dir_all(store.dir(&id).dir).unwrap();
+            }
+            true
+        };
+        let followed = follow_records(&store, &id, 0, &mut each, &|| false).unwrap();
+        assert!(matches!(followed, Followed::Removed), "{followed:?}");
+        assert_eq!(seen, ["first\n", "last\n"]);
+    }
+
+    #[test]
+    fn a_follower_whose_reader_has_gone_stops() {
+        let id = "d".repeat(64);
+        let (_dir, store) = running(&id);
+        let followed = follow_records(&store, &id, 0, &mut |_| true, &|| true).unwrap();
+        assert!(matches!(followed, Followed::Stopped));
     }
 }

@@ -144,6 +144,11 @@ pub fn run_job(engine: &super::Engine, job: super::workers::Job) -> ApiResult<(u
             Ok((201, json!({ "Id": id, "Warnings": warnings })))
         }
         Job::Start { container } => start_now(engine, &container),
+        Job::PrepareStart { container } => {
+            let (store, id) = find(engine, &container)?;
+            api::prepare_start(&store, &id)?;
+            Ok((204, Value::Null))
+        }
         Job::Restart {
             container,
             signal,

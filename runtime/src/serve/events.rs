@@ -61,7 +61,7 @@ async fn events(State(engine): State<Shared>, query: Query) -> ApiResult<Respons
                 if !matches(&e, &filters) {
                     return true;
                 }
-                let line = super::stream::ndjson_line(&e.docker_json());
+                let line = super::bodies::ndjson_line(&e.docker_json());
                 tx.blocking_send(Ok::<_, std::convert::Infallible>(line))
                     .is_ok()
             },

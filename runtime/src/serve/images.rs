@@ -6,8 +6,8 @@
 //! `/images/{name}/...` are one catch-all that splits the verb off the end, as dockerd's
 //! `{name:.*}` routes do.
 
+use super::bodies::{body_reader, ndjson_line, write_stream};
 use super::http::{blocking, filters, flag, json, ApiError, ApiResult, ApiVersion, Query};
-use super::stream::{body_reader, ndjson_line, write_stream};
 use super::Shared;
 use crate::image::pull::{LayerEvent, PullProgress};
 use crate::image::registry::auth::Credentials;
@@ -599,7 +599,7 @@ async fn import(
         .transpose()
         .map_err(image_error)?;
     // `changes` is repeated, one Dockerfile instruction each.
-    let changes = super::stream::repeated(request.uri().query(), "changes");
+    let changes = super::bodies::repeated(request.uri().query(), "changes");
     let reader = body_reader(request.into_body());
     let imported = blocking(move || {
         crate::image::import::import(&store(&engine), reader, "-", name.as_ref(), &changes)
@@ -612,7 +612,7 @@ async fn import(
 
 /// `GET /images/get?names=a&names=b`.
 async fn save_many(State(engine): State<Shared>, request: Request) -> ApiResult<Response> {
-    let names = super::stream::repeated(request.uri().query(), "names");
+    let names = super::bodies::repeated(request.uri().query(), "names");
     if names.is_empty() {
         return Err(ApiError::bad_request(
             "names: at least one image is required",

@@ -17,17 +17,30 @@
 //! - [`images`], [`networks`], [`volumes`]: those objects' endpoints;
 //! - [`events`]: `/events`, the event journal as a stream;
 //! - [`errors`]: the engine's errors as Docker's status codes and messages;
-//! - [`stream`]: request and response bodies bridged to the synchronous engine;
+//! - [`logs`], [`attach`], [`exec`], [`stats`], [`archive`]: the container streams
+//!   (`attach` and `exec` start hijack the connection), with [`relay`] carrying a
+//!   session's bytes both ways;
+//! - [`stream`]: Docker's stdout/stderr multiplexing, bounded response bodies fed from
+//!   the engine, hijacked connections;
+//! - [`bodies`]: request bodies read and response bodies written by blocking code,
+//!   JSON lines;
 //! - [`workers`]: the single-threaded processes that run the verbs forking a monitor.
 
+mod archive;
+mod attach;
+mod bodies;
 mod containers;
 mod create;
 pub mod errors;
 mod events;
+mod exec;
 pub mod http;
 mod images;
 mod listen;
+mod logs;
 mod networks;
+mod relay;
+mod stats;
 mod stream;
 mod system;
 mod volumes;
@@ -46,6 +59,8 @@ pub struct Engine {
     /// The cgroup parent of containers whose `HostConfig.CgroupParent` is empty
     /// (dockerd's `--cgroup-parent`).
     pub cgroup_parent: Option<String>,
+    /// The exec instances made through the API (the server's only state of its own).
+    pub execs: exec::ExecTable,
     /// The spawner of engine workers (none inside a worker itself).
     workers: Option<workers::Spawner>,
 }
@@ -87,6 +102,11 @@ pub fn router(engine: Shared) -> Router {
         .merge(volumes::routes())
         .merge(events::routes())
         .merge(containers::routes())
+        .merge(logs::routes())
+        .merge(attach::routes())
+        .merge(exec::routes())
+        .merge(stats::routes())
+        .merge(archive::routes())
         .fallback(http::not_found)
         .layer(axum::middleware::from_fn(http::refuse_bad_version))
         .with_state(engine)
@@ -104,6 +124,7 @@ pub fn serve(
     let mut engine = Engine {
         root,
         cgroup_parent: options.cgroup_parent.clone(),
+        execs: Default::default(),
         workers: None,
     };
     engine.workers = Some(workers::Spawner::start(&engine).map_err(ServeError::Runtime)?);

@@ -37,6 +37,9 @@ pub enum Job {
     },
     /// `POST /containers/{id}/start`.
     Start { container: String },
+    /// An attach to a stopped container with a terminal: a new monitor holding a new
+    /// pty, its init waiting at the start gate.
+    PrepareStart { container: String },
     /// `POST /containers/{id}/restart`: stop (signal, grace in seconds), then start.
     Restart {
         container: String,

@@ -119,7 +119,7 @@ impl Sandbox for MicroVm {
         store: &ContainerStore,
         state: &State,
         src: &Path,
-        dest: &Path,
+        dest: crate::container::cp::CopyDest,
     ) -> Result<(), ContainerError> {
         // The copy process runs in the running workload's root, or, with the VM stopped, in
         // a VM booted for the copy alone: the guest-written disk is only ever parsed by the
@@ -139,7 +139,7 @@ impl Sandbox for MicroVm {
         &self,
         store: &ContainerStore,
         state: &State,
-        src: &Path,
+        src: crate::container::cp::CopySource,
         dest: &Path,
     ) -> Result<(), ContainerError> {
         let running = serves_copies(state)?;
