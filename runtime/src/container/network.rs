@@ -472,6 +472,59 @@ fn refuse_outside_host(state: &State) -> Result<(), ContainerError> {
     )))
 }
 
+/// Disconnects a container that does not run from its first network: its interface
+/// leaves the init waiting at the start gate, and the endpoint is kept aside (address,
+/// MAC, host ports) until a connect to that network gives it back.
+fn detach_first(store: &ContainerStore, state: &State, name: &str) -> Result<(), ContainerError> {
+    let invalid = |m: String| ContainerError::InvalidArgument(m);
+    if let (true, Some(pid), Some(endpoint)) = (state.init_alive(), state.pid, &state.endpoint) {
+        net::unplug(pid, &endpoint.ifname).map_err(|e| invalid(e.to_string()))?;
+    }
+    store.update(&state.id, |s| s.detached_endpoint = s.endpoint.take())?;
+    refresh_hosts(store, name);
+    connection_event(store, "disconnect", name, &state.id);
+    Ok(())
+}
+
+/// Gives a container its first network's endpoint back (see [`detach_first`]), with the
+/// aliases of this connect.
+fn reattach_first(
+    store: &ContainerStore,
+    state: &State,
+    name: &str,
+    ip: Option<std::net::Ipv4Addr>,
+    aliases: Vec<String>,
+) -> Result<(), ContainerError> {
+    let invalid = |m: String| ContainerError::InvalidArgument(m);
+    let mut endpoint = state
+        .detached_endpoint
+        .clone()
+        .expect("checked by the caller");
+    if ip.is_some_and(|ip| ip != endpoint.ip) {
+        return Err(invalid(format!(
+            "container {}: its address on {name} is {}; capsa does not change it while reconnecting",
+            state.name, endpoint.ip
+        )));
+    }
+    for alias in &aliases {
+        crate::net::dns_name::check(alias).map_err(|e| invalid(format!("alias {alias:?}: {e}")))?;
+    }
+    endpoint.aliases = aliases;
+    if state.init_alive() {
+        if let Some(pid) = state.pid {
+            let config = bridge_config(store, name)?;
+            net::attach(&config, &endpoint, pid).map_err(|e| invalid(e.to_string()))?;
+        }
+    }
+    store.update(&state.id, |s| {
+        s.detached_endpoint = None;
+        s.endpoint = Some(endpoint.clone());
+    })?;
+    refresh_hosts(store, name);
+    connection_event(store, "connect", name, &state.id);
+    Ok(())
+}
+
 /// `network connect`: gives container `id` an interface on network `name` (eth1, eth2...),
 /// at once if its init exists, else when it starts.
 pub fn connect_network(
@@ -490,6 +543,14 @@ pub fn connect_network(
             state.name,
             state.network.name()
         )));
+    }
+    if state.endpoint.is_none()
+        && state
+            .detached_endpoint
+            .as_ref()
+            .is_some_and(|e| e.network == name)
+    {
+        return reattach_first(store, &state, name, ip, aliases);
     }
     if state.endpoints().any(|e| e.network == name) {
         return Err(invalid(format!(
@@ -543,9 +604,13 @@ pub fn disconnect_network(
     let invalid = |m: String| ContainerError::InvalidArgument(m);
     let state = store.observe(id)?;
     refuse_outside_host(&state)?;
+    if state.endpoint.as_ref().is_some_and(|e| e.network == name) && state.status != Status::Running
+    {
+        return detach_first(store, &state, name);
+    }
     let Some(endpoint) = state.connected.iter().find(|e| e.network == name) else {
         let why = if state.endpoint.as_ref().is_some_and(|e| e.network == name) {
-            "it is the container's first network (its default route); capsa cannot take that one away"
+            "it is the container's first network (its default route), which capsa takes away only while the container does not run"
         } else {
             "it is not connected to it"
         };

@@ -114,6 +114,12 @@ pub struct State {
     /// Networks connected later (`network connect`), as eth1, eth2...
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub connected: Vec<crate::net::Endpoint>,
+    /// The first network's endpoint while it is disconnected from a container that does
+    /// not run (its address, MAC and host ports kept): a connect to that network gives it
+    /// back as eth0. docker-compose disconnects and reconnects every network of a new
+    /// container to set its aliases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detached_endpoint: Option<crate::net::Endpoint>,
     /// Whether the kernel's OOM killer acted in the container's cgroup.
     #[serde(default)]
     pub oom_killed: bool,
@@ -221,6 +227,7 @@ impl State {
             network: opts.network,
             endpoint,
             connected: Vec::new(),
+            detached_endpoint: None,
             oom_killed: false,
             error: None,
             cgroup: Default::default(),
@@ -264,6 +271,7 @@ impl State {
             network: Default::default(),
             endpoint: None,
             connected: Vec::new(),
+            detached_endpoint: None,
             oom_killed: false,
             error: Some(format!("its record (state.json) is unreadable: {cause}")),
             cgroup: remnant.cgroup.unwrap_or_default(),
