@@ -137,6 +137,10 @@ pub struct State {
     /// `--rm`: remove when it exits.
     #[serde(default)]
     pub auto_remove: bool,
+    /// `-i` (the API's `OpenStdin`): clients attach to its input (`docker attach` sends
+    /// its stdin only when inspect says so).
+    #[serde(default)]
+    pub open_stdin: bool,
     /// The host name capsa gave it (`--hostname`, else the short ID): the hosts files of
     /// its networks list it from here, never from the container-writable /etc/hostname.
     #[serde(default)]
@@ -228,6 +232,7 @@ impl State {
             endpoint,
             connected: Vec::new(),
             detached_endpoint: None,
+            open_stdin: opts.interactive,
             oom_killed: false,
             error: None,
             cgroup: Default::default(),
@@ -272,6 +277,7 @@ impl State {
             endpoint: None,
             connected: Vec::new(),
             detached_endpoint: None,
+            open_stdin: false,
             oom_killed: false,
             error: Some(format!("its record (state.json) is unreadable: {cause}")),
             cgroup: remnant.cgroup.unwrap_or_default(),
