@@ -5,7 +5,8 @@ own CLI, listing many containers, and the server's memory.
 On its own state root (busybox imported from Debian's busybox-static) this measures:
   - `docker run --rm --network none busybox true` through `capsa serve` against
     `capsa run --rm --network none busybox true`, wall time per run (median, p90);
-  - `docker ps` with N running containers, and the raw `GET /containers/json` under it;
+  - `docker ps` with N running containers, with none (the docker CLI's own floor), and
+    the raw `GET /containers/json` under it;
   - the server's PSS (/proc/PID/smaps_rollup) idle after start, after the runs, and with
     C idle connections open (each a `GET /events` stream), so the cost per connection.
 
@@ -81,6 +82,8 @@ def main():
         result["capsa_run"] = wall(capsa + quick, a.runs)
         result["docker_run_via_serve"] = wall(["docker"] + quick, a.runs, env)
         result["pss_after_runs_kib"] = pss_kib(server.pid)
+        # The docker CLI's own floor: the same command with nothing to list.
+        result["docker_ps_empty"] = wall(["docker", "ps"], 20, env)
         for i in range(a.containers):
             subprocess.run(capsa + ["run", "-d", "--network", "none", "--name", f"idle{i}",
                                     "busybox", "sleep", "100000"],

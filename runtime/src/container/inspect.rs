@@ -84,14 +84,23 @@ fn to_docker(s: &State, spec: &Value, labels: &BTreeMap<String, String>) -> Valu
 /// Container `s`'s labels: its image's (none when the image is gone), with its own
 /// (`--label`) over them, as Docker merges them.
 pub fn labels(store: &ContainerStore, s: &State) -> BTreeMap<String, String> {
-    let mut labels: BTreeMap<String, String> = crate::image::ImageStore::new(store.root())
-        .resolve(&s.image_id)
+    labels_over(image_labels(store, &s.image_id), s)
+}
+
+/// The labels of image `image_id` (none when it is gone).
+pub fn image_labels(store: &ContainerStore, image_id: &str) -> BTreeMap<String, String> {
+    crate::image::ImageStore::new(store.root())
+        .resolve(image_id)
         .ok()
         .and_then(|image| image.config.config().as_ref()?.labels().clone())
         .map(|l| l.into_iter().collect())
-        .unwrap_or_default();
-    labels.extend(s.labels.clone());
-    labels
+        .unwrap_or_default()
+}
+
+/// The container's own labels over its image's `image`.
+pub fn labels_over(mut image: BTreeMap<String, String>, s: &State) -> BTreeMap<String, String> {
+    image.extend(s.labels.clone());
+    image
 }
 
 /// Docker's `Mounts` of a container whose OCI spec is `spec`: the mounts the user asked

@@ -201,9 +201,17 @@ async fn list(
         if let Some(n) = limit {
             shown.truncate(n as usize);
         }
+        // Images' labels read once per image, not once per container.
+        let mut image_labels = HashMap::new();
         Ok(shown
             .iter()
-            .map(|s| list_row(&store, s, size))
+            .map(|s| {
+                let image = image_labels
+                    .entry(s.image_id.clone())
+                    .or_insert_with(|| crate::container::inspect::image_labels(&store, &s.image_id))
+                    .clone();
+                list_row(&store, s, size, image)
+            })
             .collect::<Vec<_>>())
     })
     .await?;
@@ -211,11 +219,23 @@ async fn list(
 }
 
 /// One container as `GET /containers/json` shows it.
-fn list_row(store: &ContainerStore, s: &State, size: bool) -> Value {
+fn list_row(
+    store: &ContainerStore,
+    s: &State,
+    size: bool,
+    image_labels: std::collections::BTreeMap<String, String>,
+) -> Value {
+    // Only the spec's mounts: the rest (the seccomp profile is most of its 20 KiB) is
+    // skipped by the parser instead of built into values, for every row of a list.
+    #[derive(serde::Deserialize)]
+    struct SpecMounts {
+        #[serde(default)]
+        mounts: Value,
+    }
     let spec: Value = std::fs::read(store.dir(&s.id).config())
         .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(Value::Null);
+        .and_then(|b| serde_json::from_slice::<SpecMounts>(&b).ok())
+        .map_or(Value::Null, |m| json!({ "mounts": m.mounts }));
     let created = crate::timefmt::parse_rfc3339(&s.created)
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_secs());
@@ -239,7 +259,7 @@ fn list_row(store: &ContainerStore, s: &State, size: bool) -> Value {
         "Command": s.command.join(" "),
         "Created": created,
         "Ports": ports,
-        "Labels": crate::container::inspect::labels(store, s),
+        "Labels": crate::container::inspect::labels_over(image_labels, s),
         "State": s.status_word(),
         "Status": s.status_line(),
         "HostConfig": { "NetworkMode": crate::container::network::network_name(s) },
