@@ -144,9 +144,19 @@ impl ApiServer {
             body.len()
         );
         stream.write_all(head.as_bytes())?;
-        stream.write_all(body)?;
+        // The body goes from another thread while this one reads: a server may answer
+        // (413) and close before taking a large body whole, as HTTP allows.
+        let mut writer = stream.try_clone()?;
+        let body = body.to_vec();
+        let sender = std::thread::spawn(move || {
+            let _ = writer.write_all(&body);
+        });
         let mut raw = Vec::new();
-        stream.read_to_end(&mut raw)?;
+        let read = stream.read_to_end(&mut raw);
+        let _ = sender.join();
+        if raw.is_empty() {
+            read?;
+        }
         parse_response(&raw)
     }
 }

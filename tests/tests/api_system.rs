@@ -135,3 +135,86 @@ fn monitors_made_through_the_api_hold_nothing_of_the_server() {
     assert!(zombies.is_empty(), "zombies under the server: {zombies:?}");
     api.docker_ok(&["rm", "-f", &id]);
 }
+
+#[test]
+fn bad_bodies_and_a_hundred_clients_at_once_are_answered_and_lose_nothing() {
+    let env = TestEnv::new();
+    let api = env.serve();
+    // A JSON body past the bound: 413, and no container made.
+    let big = format!(
+        r#"{{"Image":"busybox","Env":["X={}"]}}"#,
+        "a".repeat(5 << 20)
+    );
+    let (status, _) = api.request("POST", "/v1.50/containers/create", Some(big.as_bytes()));
+    assert_eq!(status, 413);
+    // Malformed and mistyped bodies: 400 naming the cause.
+    let (status, body) = api.request_json("POST", "/containers/create", None);
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = api.request("POST", "/containers/create", Some(b"{not json"));
+    assert_eq!(status, 400, "{}", text(&body));
+    assert_eq!(text(&env.capsa(&["ps", "-aq"]).stdout).trim(), "");
+    // One container, then a hundred clients at once listing, inspecting and pinging.
+    let id = api
+        .docker_ok(&[
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "--name",
+            "steady",
+            "busybox",
+            "sleep",
+            "600",
+        ])
+        .trim()
+        .to_string();
+    let socket = api.socket().to_path_buf();
+    let clients: Vec<_> = (0..100)
+        .map(|i| {
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let path = match i % 3 {
+                    0 => "/v1.50/containers/json".to_string(),
+                    1 => "/v1.50/containers/steady/json".to_string(),
+                    _ => "/_ping".to_string(),
+                };
+                let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+                s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+                    .unwrap();
+                write!(
+                    s,
+                    "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                )
+                .unwrap();
+                let mut out = String::new();
+                let _ = s.read_to_string(&mut out);
+                out.starts_with("HTTP/1.1 200")
+            })
+        })
+        .collect();
+    let answered = clients
+        .into_iter()
+        .map(|c| c.join().unwrap_or(false))
+        .filter(|ok| *ok)
+        .count();
+    assert_eq!(answered, 100);
+    // Clients that go away in the middle of a request and of a log stream.
+    for _ in 0..20 {
+        use std::io::Write;
+        let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        let _ = s.write_all(
+            b"POST /containers/create HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"Ima",
+        );
+        let mut f = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        let _ = write!(
+            f,
+            "GET /containers/{id}/logs?follow=1&stdout=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+        );
+    }
+    let ps = api.docker_ok(&["ps", "--format", "{{.Names}}"]);
+    assert_eq!(ps.trim(), "steady");
+    let (status, body) = api.request_json("GET", "/containers/steady/json", None);
+    assert_eq!(status, 200);
+    assert_eq!(body["State"]["Running"], true);
+}
