@@ -200,6 +200,12 @@ pub fn terminal_session(
     crate::container::process_tree::terminal_session(store, id)
 }
 
+/// A session with the stdin and output of a process-tree container run with `-i` and no
+/// terminal, on its monitor's attach socket (its output is also in its log).
+pub fn input_session(store: &ContainerStore, id: &str) -> Result<Box<dyn Session>, ContainerError> {
+    crate::container::process_tree::socket_session(store, id, false)
+}
+
 /// `inspect`: Docker's JSON object for the container, with what its isolation adds.
 pub fn inspect(store: &ContainerStore, id: &str) -> Result<serde_json::Value, ContainerError> {
     let (_, sandbox) = find(store, id)?;

@@ -606,3 +606,53 @@ fn docker_run_in_the_foreground_prints_output_and_exit_codes() {
     term.wait_for("EXIT=0");
     assert!(env.ps_line("it").contains("Up "), "{}", env.ps_line("it"));
 }
+
+#[test]
+fn docker_run_i_feeds_stdin_without_a_terminal() {
+    let env = TestEnv::new();
+    let api = env.serve();
+    let piped = |args: &[&str], input: &[u8]| {
+        use std::io::Write;
+        let mut cmd = api.docker_command(args);
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // Input from a pipe reaches the workload, and its end ends `cat`.
+    let out = piped(
+        &["run", "-i", "--rm", "--network", "none", "busybox", "cat"],
+        b"line one\nline two\n",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        capsa_tests::text(&out.stderr)
+    );
+    assert_eq!(capsa_tests::text(&out.stdout), "line one\nline two\n");
+    // stdout and stderr stay apart, and the exit code is the workload's.
+    let out = piped(
+        &[
+            "run",
+            "-i",
+            "--rm",
+            "--network",
+            "none",
+            "busybox",
+            "sh",
+            "-c",
+            "wc -l; echo oops >&2; exit 3",
+        ],
+        b"a\nb\nc\n",
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(capsa_tests::text(&out.stdout).trim(), "3");
+    assert_eq!(capsa_tests::text(&out.stderr).trim(), "oops");
+    assert_eq!(
+        capsa_tests::text(&env.capsa(&["ps", "-aq"]).stdout).trim(),
+        ""
+    );
+}

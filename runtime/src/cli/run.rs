@@ -242,6 +242,7 @@ impl RunArgs {
             stop_signal,
             stop_timeout: self.stop_timeout,
             interactive: self.interactive,
+            stdin_once: false,
             tty: self.tty,
             init: self.init,
             network: network.0,

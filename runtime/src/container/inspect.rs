@@ -51,7 +51,7 @@ fn to_docker(s: &State, spec: &Value, labels: &BTreeMap<String, String>) -> Valu
             "Cmd": s.command,
             "Tty": process["terminal"].as_bool().unwrap_or(false),
             "OpenStdin": s.open_stdin,
-            "StdinOnce": false,
+            "StdinOnce": s.stdin_once,
             "AttachStdin": s.open_stdin,
             "Image": s.image,
             "WorkingDir": process["cwd"],

@@ -12,6 +12,7 @@ pub mod create;
 pub mod delete;
 pub mod diff;
 pub mod exec;
+pub mod fed_relay;
 pub mod filter;
 pub mod id;
 pub mod inspect;

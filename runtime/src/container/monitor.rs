@@ -184,6 +184,8 @@ fn run_once(
         .unwrap_or(false);
     let output = if terminal {
         Output::terminal(&dir.dir).map_err(io_err)?
+    } else if prepared.state.open_stdin {
+        Output::fed_pipes(&dir.dir, prepared.state.stdin_once).map_err(io_err)?
     } else {
         Output::pipes().map_err(io_err)?
     };
@@ -300,10 +302,15 @@ pub fn remove_monitor_cgroup(
     crate::linux::cgroups::sibling::remove(cgroup, MONITOR_CGROUP_SUFFIX)
 }
 
-/// Where a container's output goes: two pipes (its stdin empty), or a pty and its attach
-/// socket.
+/// Where a container's output goes: two pipes (its stdin empty, or with `-i` a pipe fed
+/// from the attach socket), or a pty and its attach socket.
 enum Output {
     Pipes(Pipes),
+    FedPipes {
+        pipes: Pipes,
+        listener: std::os::unix::net::UnixListener,
+        stdin_once: bool,
+    },
     Terminal {
         pty: Pty,
         listener: std::os::unix::net::UnixListener,
@@ -318,6 +325,18 @@ impl Output {
         )?))
     }
 
+    /// Pipes with a stdin the attach socket's clients feed (`-i` without a terminal),
+    /// the socket made before the init so that no output is missed.
+    fn fed_pipes(dir: &std::path::Path, stdin_once: bool) -> std::io::Result<Output> {
+        let pipes = Pipes::new(stdio::Input::Fed, stdio::Output::Separate)?;
+        let listener = super::attach::listen(dir)?;
+        Ok(Output::FedPipes {
+            pipes,
+            listener,
+            stdin_once,
+        })
+    }
+
     /// A pty (80x24 until a client says otherwise) and the attach socket, made before the
     /// init so that no output is missed.
     fn terminal(dir: &std::path::Path) -> std::io::Result<Output> {
@@ -328,7 +347,7 @@ impl Output {
 
     fn stdio(&self) -> Stdio<'_> {
         match self {
-            Output::Pipes(pipes) => pipes.stdio(),
+            Output::Pipes(pipes) | Output::FedPipes { pipes, .. } => pipes.stdio(),
             Output::Terminal { pty, .. } => pty.stdio(),
         }
     }
@@ -337,7 +356,7 @@ impl Output {
     fn console(&self) -> Option<std::path::PathBuf> {
         match self {
             Output::Terminal { pty, .. } => pty.slave_path().ok(),
-            Output::Pipes(_) => None,
+            Output::Pipes(_) | Output::FedPipes { .. } => None,
         }
     }
 
@@ -348,6 +367,17 @@ impl Output {
                 let ours = pipes.into_ours();
                 if let (Some(out), Some(err)) = (ours.stdout, ours.stderr) {
                     relay(out, err, log);
+                }
+            }
+            Output::FedPipes {
+                pipes,
+                listener,
+                stdin_once,
+            } => {
+                let ours = pipes.into_ours();
+                if let (Some(out), Some(err), Some(stdin)) = (ours.stdout, ours.stderr, ours.stdin)
+                {
+                    super::fed_relay::relay(out, err, stdin, listener, stdin_once, log);
                 }
             }
             Output::Terminal { pty, listener } => {
@@ -463,7 +493,7 @@ fn serve_client_frames(c: &mut Client, master: &OwnedFd) -> bool {
             Ok(ClientFrame::Resize(rows, cols)) => {
                 let _ = crate::linux::sys::set_window_size(master.as_raw_fd(), rows, cols);
             }
-            Ok(ClientFrame::Ignored) => {}
+            Ok(ClientFrame::CloseInput) | Ok(ClientFrame::Ignored) => {}
             Err(_) => return false,
         }
     }

@@ -135,6 +135,9 @@ pub struct RunOptions {
     pub log_rotation: super::logfile::Rotation,
     /// `-i`.
     pub interactive: bool,
+    /// The API's `StdinOnce` (`docker run -i` in the foreground): the first attached
+    /// client's end of input closes the container's stdin.
+    pub stdin_once: bool,
     /// `-t`: a pseudo-terminal.
     pub tty: bool,
     /// `--init`: a reaping PID 1 in front of the workload.

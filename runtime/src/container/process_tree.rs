@@ -141,6 +141,16 @@ pub fn terminal_session(
     store: &ContainerStore,
     id: &str,
 ) -> Result<Box<dyn Session>, ContainerError> {
+    socket_session(store, id, true)
+}
+
+/// A session on the attach socket of container `id`'s monitor: its terminal (`tty`), or
+/// the output and stdin pipe of a container run with `-i` and no terminal.
+pub fn socket_session(
+    store: &ContainerStore,
+    id: &str,
+    tty: bool,
+) -> Result<Box<dyn Session>, ContainerError> {
     let dir = store.dir(id).dir;
     let stream = super::attach::connect(&dir).map_err(|e| ContainerError::io(&dir, e))?;
     let (store, id) = (store.clone(), id.to_string());
@@ -148,5 +158,5 @@ pub fn terminal_session(
         super::session::End::Detached => Ok(None),
         _ => Ok(super::wait::wait_exit(&store, &id)?.exit_code),
     });
-    Ok(Box::new(FrameSession::new(stream, true, finish)))
+    Ok(Box::new(FrameSession::new(stream, tty, finish)))
 }

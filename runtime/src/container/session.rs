@@ -365,7 +365,10 @@ pub enum ClientFrame {
     Input(Vec<u8>),
     /// The client's window size (rows, columns).
     Resize(u16, u16),
-    /// Nothing the terminal acts on (the end of a client's input: a terminal has none).
+    /// The end of a client's input (a terminal has none; a `-i` container's stdin
+    /// closes).
+    CloseInput,
+    /// Nothing the monitor acts on.
     Ignored,
 }
 
@@ -385,7 +388,7 @@ pub fn client_frame(
     match envelope.map_err(ClientFrameError::Malformed)?.message {
         Message::Request(Request::Input { data, .. }) => Ok(ClientFrame::Input(data.0)),
         Message::Request(Request::Resize { rows, cols, .. }) => Ok(ClientFrame::Resize(rows, cols)),
-        Message::Request(Request::CloseInput { .. }) => Ok(ClientFrame::Ignored),
+        Message::Request(Request::CloseInput { .. }) => Ok(ClientFrame::CloseInput),
         other => Err(ClientFrameError::Unexpected(other.kind())),
     }
 }
@@ -432,7 +435,7 @@ mod tests {
             [
                 ClientFrame::Input(b"ls\r".to_vec()),
                 ClientFrame::Resize(40, 120),
-                ClientFrame::Ignored
+                ClientFrame::CloseInput
             ]
         );
         // The terminal's output reaches the client as output of its stdout.

@@ -141,6 +141,10 @@ pub struct State {
     /// its stdin only when inspect says so).
     #[serde(default)]
     pub open_stdin: bool,
+    /// `StdinOnce`: the first client's end of input closes stdin (else only the
+    /// workload's own exit does).
+    #[serde(default)]
+    pub stdin_once: bool,
     /// The host name capsa gave it (`--hostname`, else the short ID): the hosts files of
     /// its networks list it from here, never from the container-writable /etc/hostname.
     #[serde(default)]
@@ -233,6 +237,7 @@ impl State {
             connected: Vec::new(),
             detached_endpoint: None,
             open_stdin: opts.interactive,
+            stdin_once: opts.stdin_once,
             oom_killed: false,
             error: None,
             cgroup: Default::default(),
@@ -278,6 +283,7 @@ impl State {
             connected: Vec::new(),
             detached_endpoint: None,
             open_stdin: false,
+            stdin_once: false,
             oom_killed: false,
             error: Some(format!("its record (state.json) is unreadable: {cause}")),
             cgroup: remnant.cgroup.unwrap_or_default(),

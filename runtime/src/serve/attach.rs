@@ -80,7 +80,7 @@ async fn attach(
         let store = ContainerStore::new(&owner.root);
         let id = store.resolve(&name).map_err(engine_error)?;
         let tty = has_terminal(&store, &id);
-        if tty && needs_new_monitor(&store, &id).map_err(engine_error)? {
+        if needs_new_monitor(&store, &id, tty).map_err(engine_error)? {
             // A new monitor is forked: by an engine worker, never by the server.
             let job = super::workers::Job::PrepareStart {
                 container: id.clone(),
@@ -127,8 +127,13 @@ fn attached(
                     Attached::Session(s) => Ok(s),
                     Attached::Log { .. } => Err(ContainerError::Vm("no terminal session".into())),
                 })
-                .or_else(|_| api::terminal_session(store, id))
-            {
+                .or_else(|_| {
+                    if tty {
+                        api::terminal_session(store, id)
+                    } else {
+                        api::input_session(store, id)
+                    }
+                }) {
                 Ok(s) => s,
                 Err(e) => {
                     let _ = ready.send(Err(engine_error(e)));
@@ -159,12 +164,15 @@ fn attached(
     }
 }
 
-/// Whether container `id` (with a terminal) is stopped with no monitor holding its pty:
-/// an attach then makes it ready for its next start, as `start -ai` does.
-fn needs_new_monitor(store: &ContainerStore, id: &str) -> Result<bool, ContainerError> {
+/// Whether container `id` (with a terminal, or run with `-i`) is stopped with no monitor
+/// holding its pty or stdin: an attach then makes it ready for its next start, as
+/// `start -ai` does.
+fn needs_new_monitor(store: &ContainerStore, id: &str, tty: bool) -> Result<bool, ContainerError> {
     let state = store.observe(id)?;
     let on_attach_socket = api::sandbox_of(&state).terminal_run() == TerminalRun::Attach;
-    Ok(on_attach_socket && !matches!(state.status, Status::Running | Status::Created))
+    Ok((tty || state.open_stdin)
+        && on_attach_socket
+        && !matches!(state.status, Status::Running | Status::Created))
 }
 
 /// How container `id` is reached now (a stopped terminal container was made ready for
@@ -182,7 +190,7 @@ fn way(store: &ContainerStore, id: &str, tty: bool) -> Result<Way, ContainerErro
         // A VM's monitor relays its streams, input included, with a terminal or without.
         return Ok(Way::Session);
     }
-    if tty && on_attach_socket {
+    if (tty || state.open_stdin) && on_attach_socket {
         if state.status != Status::Running && state.status != Status::Created {
             return Err(ContainerError::WrongState {
                 id: id.to_string(),

@@ -502,6 +502,7 @@ pub fn to_options(
         stop_signal,
         stop_timeout,
         interactive: body.open_stdin.unwrap_or(false),
+        stdin_once: body.stdin_once.unwrap_or(false),
         tty: body.tty.unwrap_or(false),
         init: host.init.unwrap_or(false),
         network,
