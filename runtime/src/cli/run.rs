@@ -303,7 +303,9 @@ impl RunArgs {
                     None => (l.clone(), String::new()),
                 })
                 .collect(),
+            asked: Default::default(),
         };
+        opts.asked.tmpfs = opts.tmpfs.clone();
         for m in &self.mount {
             match options::parse_mount(m)? {
                 options::MountFlag::Volume(v) => opts.volumes.push(v),

@@ -817,6 +817,38 @@ pub fn ports_column(state: &State) -> String {
 }
 
 /// `inspect`'s NetworkSettings, with Docker's field names.
+/// Docker's `EndpointSettings` of `state` on one network (`endpoint`, none for a container
+/// without an interface there: host, none, or not started). `NetworkID` is left empty for
+/// the caller that can read the network store; capsa keeps no endpoint IDs, IPAM requests
+/// nor driver options, and has no IPv6 or links.
+pub fn endpoint_settings(state: &State, endpoint: Option<&Endpoint>) -> serde_json::Value {
+    use serde_json::{json, Value};
+    let user_network = endpoint.is_some_and(|e| e.network != "bridge");
+    let aliases = endpoint
+        .map(|e| e.aliases.clone())
+        .filter(|a| !a.is_empty());
+    let dns_names = endpoint
+        .filter(|_| user_network)
+        .map(|e| member_names(state, e));
+    json!({
+        "IPAMConfig": Value::Null,
+        "Links": Value::Null,
+        "Aliases": aliases,
+        "MacAddress": endpoint.map(|e| e.mac_string()).unwrap_or_default(),
+        "DriverOpts": Value::Null,
+        "GwPriority": 0,
+        "NetworkID": "",
+        "EndpointID": "",
+        "Gateway": endpoint.map(|e| e.gateway.to_string()).unwrap_or_default(),
+        "IPAddress": endpoint.map(|e| e.ip.to_string()).unwrap_or_default(),
+        "IPPrefixLen": endpoint.map_or(0, |e| e.prefix),
+        "IPv6Gateway": "",
+        "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0,
+        "DNSNames": dns_names,
+    })
+}
+
 pub fn inspect_settings(state: &State) -> serde_json::Value {
     use serde_json::json;
     let mut ports = serde_json::Map::new();
@@ -839,21 +871,19 @@ pub fn inspect_settings(state: &State) -> serde_json::Value {
         None => Default::default(),
     };
     let mut networks = serde_json::Map::new();
-    networks.insert(
-        network_name(state).to_string(),
-        json!({"IPAddress": ip, "IPPrefixLen": prefix, "Gateway": gateway, "MacAddress": mac}),
-    );
+    match &state.endpoint {
+        Some(e) => {
+            networks.insert(e.network.clone(), endpoint_settings(state, Some(e)));
+        }
+        None => {
+            networks.insert(
+                network_name(state).to_string(),
+                endpoint_settings(state, None),
+            );
+        }
+    }
     for e in &state.connected {
-        networks.insert(
-            e.network.clone(),
-            json!({
-                "IPAddress": e.ip.to_string(),
-                "IPPrefixLen": e.prefix,
-                "Gateway": e.gateway.to_string(),
-                "MacAddress": e.mac_string(),
-                "Aliases": e.aliases,
-            }),
-        );
+        networks.insert(e.network.clone(), endpoint_settings(state, Some(e)));
     }
     json!({
         "IPAddress": ip,

@@ -173,6 +173,9 @@ pub struct RunOptions {
     pub vmm: Option<String>,
     /// `--label`: the container's own labels (over its image's).
     pub labels: std::collections::BTreeMap<String, String>,
+    /// What is kept only to be shown as given (env names without a value, the isolation
+    /// as written); `init` and `tmpfs` are taken from the fields above.
+    pub asked: super::state::Asked,
 }
 
 /// The checks every front end makes once it has filled `opts` (the CLI from its flags,

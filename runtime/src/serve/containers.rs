@@ -239,7 +239,7 @@ fn list_row(store: &ContainerStore, s: &State, size: bool) -> Value {
         "Status": s.status_line(),
         "HostConfig": { "NetworkMode": crate::container::network::network_name(s) },
         "NetworkSettings": { "Networks": settings["Networks"] },
-        "Mounts": crate::container::inspect::mounts(&spec),
+        "Mounts": crate::container::inspect::mounts(store, s, &spec),
     });
     if size {
         let rw = crate::fsutil::disk_usage(&store.dir(&s.id).upper());

@@ -446,6 +446,7 @@ pub fn to_options(
         .map(|b| options::parse_volume(b))
         .collect::<Result<_, _>>()?;
     let mut tmpfs: Vec<(String, String)> = host.tmpfs.unwrap_or_default().into_iter().collect();
+    let asked_tmpfs = tmpfs.clone();
     for (i, m) in host.mounts.unwrap_or_default().into_iter().enumerate() {
         match options::parse_mount(&mount_flag(i, m)?)? {
             MountFlag::Volume(v) => volumes.push(v),
@@ -470,16 +471,12 @@ pub fn to_options(
         .cgroup_parent
         .filter(|p| !p.is_empty())
         .or_else(|| defaults.cgroup_parent.map(String::from));
+    let env = body.env.unwrap_or_default();
     let mut opts = RunOptions {
         name,
         // `K` without a value: the docker CLI resolves it; the server's own environment
         // must never reach a container.
-        env: body
-            .env
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|e| e.contains('='))
-            .collect(),
+        env: env.iter().filter(|e| e.contains('=')).cloned().collect(),
         env_file_lines: Vec::new(),
         workdir: body.working_dir.filter(|w| !w.is_empty()),
         user: body.user.filter(|u| !u.is_empty()),
@@ -521,6 +518,12 @@ pub fn to_options(
         isolation,
         vmm: None,
         labels: body.labels.unwrap_or_default(),
+        asked: crate::container::state::Asked {
+            env_names: env.into_iter().filter(|e| !e.contains('=')).collect(),
+            isolation: host.isolation.clone().unwrap_or_default(),
+            init: false,
+            tmpfs: asked_tmpfs,
+        },
     };
     let security_opts = host.security_opt.unwrap_or_default();
     options::check(&mut opts, &security_opts)?;

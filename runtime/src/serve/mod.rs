@@ -29,6 +29,7 @@ mod images;
 mod listen;
 mod networks;
 mod stream;
+mod swarm;
 mod system;
 mod volumes;
 mod workers;
@@ -87,6 +88,7 @@ pub fn router(engine: Shared) -> Router {
         .merge(volumes::routes())
         .merge(events::routes())
         .merge(containers::routes())
+        .merge(swarm::routes())
         .fallback(http::not_found)
         .layer(axum::middleware::from_fn(http::refuse_bad_version))
         .with_state(engine)
