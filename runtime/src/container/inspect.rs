@@ -99,13 +99,11 @@ fn host_config(s: &State, spec: &Value) -> Value {
         .iter()
         .map(|(p, o)| (p.as_str(), o.as_str()))
         .collect();
-    let mut log_config = serde_json::Map::new();
-    if let Some(size) = s.log_rotation.max_size {
-        log_config.insert("max-size".into(), size.to_string().into());
-        log_config.insert(
-            "max-file".into(),
-            s.log_rotation.max_file.to_string().into(),
-        );
+    let mut log_config = s.asked.log_config.clone();
+    if let (true, Some(size)) = (log_config.is_empty(), s.log_rotation.max_size) {
+        // A record from before the options were kept: what they came to.
+        log_config.insert("max-size".into(), size.to_string());
+        log_config.insert("max-file".into(), s.log_rotation.max_file.to_string());
     }
     let mut v = json!({
         "NetworkMode": super::network::network_name(s),

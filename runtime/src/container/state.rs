@@ -170,6 +170,9 @@ pub struct Asked {
     /// `--tmpfs` / `HostConfig.Tmpfs`: mount point and options.
     #[serde(default)]
     pub tmpfs: Vec<(String, String)>,
+    /// `--log-opt` / `HostConfig.LogConfig.Config` as given (applied as `log_rotation`).
+    #[serde(default)]
+    pub log_config: std::collections::BTreeMap<String, String>,
 }
 
 /// Start time (clock ticks since boot) of a live process, or None if it does not exist.

@@ -259,13 +259,13 @@ pub fn to_options(
         "" | "json-file" => {}
         other => {
             return Err(bad(format!(
-                "HostConfig.LogConfig.Type {other:?}: only json-file is available"
+                "logger: no log driver named '{other}' is registered"
             )))
         }
     }
-    let log_opts: Vec<String> = log
-        .config
-        .unwrap_or_default()
+    let log_config = log.config.unwrap_or_default();
+    let log_opts: Vec<String> = log_config
+        .clone()
         .into_iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
@@ -523,6 +523,7 @@ pub fn to_options(
             isolation: host.isolation.clone().unwrap_or_default(),
             init: false,
             tmpfs: asked_tmpfs,
+            log_config,
         },
     };
     let security_opts = host.security_opt.unwrap_or_default();

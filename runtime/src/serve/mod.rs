@@ -31,6 +31,7 @@ mod networks;
 mod stream;
 mod swarm;
 mod system;
+mod update;
 mod volumes;
 mod workers;
 
@@ -89,6 +90,7 @@ pub fn router(engine: Shared) -> Router {
         .merge(events::routes())
         .merge(containers::routes())
         .merge(swarm::routes())
+        .merge(update::routes())
         .fallback(http::not_found)
         .layer(axum::middleware::from_fn(http::refuse_bad_version))
         .with_state(engine)
