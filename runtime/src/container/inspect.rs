@@ -27,7 +27,9 @@ pub fn fill_network_ids(store: &ContainerStore, networks: &mut Value) {
     let nets = crate::net::networks::NetworkStore::new(store.root().dir());
     if let Some(map) = networks.as_object_mut() {
         for (name, entry) in map.iter_mut() {
-            if let Ok(record) = nets.get(name) {
+            if crate::net::networks::BUILT_IN.contains(&name.as_str()) {
+                entry["NetworkID"] = super::network::builtin_id(name).into();
+            } else if let Ok(record) = nets.get(name) {
                 entry["NetworkID"] = record.id.into();
             }
         }
