@@ -257,6 +257,28 @@ fn endpoint_settings_and_volume_mounts_are_docker_shaped() {
     assert_eq!(mount["Name"], "vol1");
     assert_eq!(mount["Destination"], "/data");
     assert_eq!(mount["RW"], true);
+    // An address asked for shows as IPAMConfig (one in the network's own subnet).
+    let subnet = api.docker_ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{(index .IPAM.Config 0).Subnet}}",
+        "apinet",
+    ]);
+    let base = subnet.trim().rsplit_once('.').unwrap().0.to_string();
+    let fixed = format!("{base}.77");
+    let (status, body) = api.request_json(
+        "POST",
+        "/v1.50/containers/create?name=fixed",
+        Some(&json!({"Image": "busybox", "HostConfig": {"NetworkMode": "apinet"},
+            "NetworkingConfig": {"EndpointsConfig": {"apinet": {"IPAMConfig": {"IPv4Address": fixed}}}}})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, _) = api.request("POST", "/v1.50/containers/fixed/start", None);
+    assert_eq!(status, 204, "{}", api.log());
+    let e = &inspect(&api, "fixed")["NetworkSettings"]["Networks"]["apinet"];
+    assert_eq!(e["IPAMConfig"], json!({ "IPv4Address": fixed }));
+    api.docker_ok(&["rm", "-f", "fixed"]);
     // The default bridge: no aliases, no DNS names.
     api.docker_ok(&["run", "-d", "--name", "plain", "busybox", "sleep", "300"]);
     let e = &inspect(&api, "plain")["NetworkSettings"]["Networks"]["bridge"];

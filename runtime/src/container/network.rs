@@ -819,8 +819,8 @@ pub fn ports_column(state: &State) -> String {
 /// `inspect`'s NetworkSettings, with Docker's field names.
 /// Docker's `EndpointSettings` of `state` on one network (`endpoint`, none for a container
 /// without an interface there: host, none, or not started). `NetworkID` is left empty for
-/// the caller that can read the network store; capsa keeps no endpoint IDs, IPAM requests
-/// nor driver options, and has no IPv6 or links.
+/// the caller that can read the network store; `IPAMConfig` shows an address that was
+/// asked for. Capsa keeps no endpoint IDs nor driver options, and has no IPv6 or links.
 pub fn endpoint_settings(state: &State, endpoint: Option<&Endpoint>) -> serde_json::Value {
     use serde_json::{json, Value};
     let user_network = endpoint.is_some_and(|e| e.network != "bridge");
@@ -831,7 +831,9 @@ pub fn endpoint_settings(state: &State, endpoint: Option<&Endpoint>) -> serde_js
         .filter(|_| user_network)
         .map(|e| member_names(state, e));
     json!({
-        "IPAMConfig": Value::Null,
+        "IPAMConfig": endpoint
+            .filter(|e| e.ip_requested)
+            .map(|e| json!({ "IPv4Address": e.ip.to_string() })),
         "Links": Value::Null,
         "Aliases": aliases,
         "MacAddress": endpoint.map(|e| e.mac_string()).unwrap_or_default(),
