@@ -406,3 +406,36 @@ fn a_container_about_to_restart_is_not_removed_without_force() {
     );
     api.docker_ok(&["rm", "-f", "again"]);
 }
+
+#[test]
+fn a_bad_load_is_an_error_in_the_stream_and_networks_show_no_ipam_options() {
+    let env = TestEnv::new();
+    let api = env.serve();
+    // docker-py reads the error from the stream (ImageLoadError), the CLI prints it.
+    let script = r#"
+import docker
+c = docker.from_env()
+try:
+    c.images.load(b"abc")
+except docker.errors.ImageLoadError as e:
+    print("load error")
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .env("DOCKER_HOST", api.docker_host())
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout), "load error\n", "{}", text(&out.stderr));
+    let (status, body) = api.request("POST", "/v1.50/images/load", Some(b"abc"));
+    assert_eq!(status, 200);
+    let line: Value = serde_json::from_slice(&body).unwrap();
+    assert!(line["error"].is_string(), "{line}");
+    assert_eq!(line["errorDetail"]["message"], line["error"]);
+    api.docker_ok(&["network", "create", "plainnet"]);
+    for net in ["bridge", "plainnet"] {
+        let (status, n) = api.request_json("GET", &format!("/v1.50/networks/{net}"), None);
+        assert_eq!(status, 200);
+        assert_eq!(n["IPAM"]["Options"], Value::Null, "{net}: {n}");
+    }
+    api.docker_ok(&["network", "rm", "plainnet"]);
+}
