@@ -439,3 +439,41 @@ except docker.errors.ImageLoadError as e:
     }
     api.docker_ok(&["network", "rm", "plainnet"]);
 }
+
+#[test]
+fn capsa_update_changes_a_running_containers_limits() {
+    let env = TestEnv::new();
+    let out = env.capsa(&[
+        "run",
+        "-d",
+        "--name",
+        "cli-upd",
+        "--network",
+        "none",
+        "-m",
+        "64m",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = env.capsa(&[
+        "update",
+        "-m",
+        "32m",
+        "--restart",
+        "unless-stopped",
+        "cli-upd",
+    ]);
+    assert_eq!(text(&out.stdout), "cli-upd\n", "{}", text(&out.stderr));
+    assert_eq!(
+        env.inspect(
+            "cli-upd",
+            "{{.HostConfig.Memory}} {{.HostConfig.RestartPolicy.Name}}"
+        ),
+        format!("{} unless-stopped", 32u64 << 20)
+    );
+    let out = env.capsa(&["update", "--cpus", "0.5", "nope"]);
+    assert!(!out.status.success());
+    assert!(env.capsa(&["rm", "-f", "cli-upd"]).status.success());
+}
