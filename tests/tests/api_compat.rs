@@ -477,3 +477,33 @@ fn capsa_update_changes_a_running_containers_limits() {
     assert!(!out.status.success());
     assert!(env.capsa(&["rm", "-f", "cli-upd"]).status.success());
 }
+
+#[test]
+fn settings_capsa_cannot_apply_are_refused_or_warned_never_dropped_silently() {
+    let env = TestEnv::new();
+    let api = env.serve();
+    for (field, value) in [
+        ("DeviceCgroupRules", json!(["c 7:128 rwm"])),
+        ("VolumeDriver", json!("foo")),
+        ("CgroupnsMode", json!("host")),
+    ] {
+        let (status, body) = api.request_json(
+            "POST",
+            "/v1.50/containers/create",
+            Some(&json!({"Image": "busybox", "HostConfig": {field: value}})),
+        );
+        assert_eq!(status, 400, "{field}: {body}");
+        assert!(body["message"].as_str().unwrap().contains(field), "{body}");
+    }
+    let (status, body) = api.request_json(
+        "POST",
+        "/v1.50/containers/create?name=pinned",
+        Some(&json!({"Image": "busybox", "HostConfig": {"CpusetCpus": "0,1", "CgroupnsMode": "private"}})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let warnings = body["Warnings"].to_string();
+    assert!(warnings.contains("CpusetCpus"), "{body}");
+    // Shown as what capsa applies: no cpuset.
+    assert_eq!(inspect(&api, "pinned")["HostConfig"]["CpusetCpus"], "");
+    api.docker_ok(&["rm", "-f", "pinned"]);
+}

@@ -110,6 +110,11 @@ pub struct HostConfig {
     pub isolation: Option<String>,
     pub runtime: Option<String>,
     pub devices: Option<Vec<serde_json::Value>>,
+    pub device_cgroup_rules: Option<Vec<String>>,
+    pub volume_driver: Option<String>,
+    pub cpuset_cpus: Option<String>,
+    pub cpuset_mems: Option<String>,
+    pub cgroupns_mode: Option<String>,
     pub volumes_from: Option<Vec<String>>,
     pub links: Option<Vec<String>>,
     pub group_add: Option<Vec<String>>,
@@ -236,6 +241,20 @@ pub fn to_options(
         host.devices.as_ref().is_some_and(|d| !d.is_empty()),
     )?;
     absent("VolumesFrom", some(&host.volumes_from))?;
+    absent("DeviceCgroupRules", some(&host.device_cgroup_rules))?;
+    absent(
+        "VolumeDriver",
+        host.volume_driver
+            .as_deref()
+            .is_some_and(|d| !d.is_empty() && d != "local"),
+    )?;
+    // Capsa gives every container its own cgroup namespace.
+    absent(
+        "CgroupnsMode",
+        host.cgroupns_mode
+            .as_deref()
+            .is_some_and(|m| !m.is_empty() && m != "private"),
+    )?;
     absent("Links", some(&host.links))?;
     absent("GroupAdd", some(&host.group_add))?;
     let mode = |m: &Option<String>, allowed: &[&str]| {
@@ -337,6 +356,16 @@ pub fn to_options(
     };
     if host.cpu_shares.unwrap_or(0) != 0 {
         warnings.push("capsa does not set CPU shares: HostConfig.CpuShares is ignored".into());
+    }
+    for (field, value) in [
+        ("CpusetCpus", &host.cpuset_cpus),
+        ("CpusetMems", &host.cpuset_mems),
+    ] {
+        if value.as_deref().is_some_and(|v| !v.is_empty()) {
+            warnings.push(format!(
+                "capsa does not set cpusets: HostConfig.{field} is ignored"
+            ));
+        }
     }
     let pids_limit = host
         .pids_limit
