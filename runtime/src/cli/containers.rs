@@ -254,6 +254,26 @@ pub struct RenameArgs {
     new_name: String,
 }
 
+/// `update` flags: the limits and restart policy a container can change while it exists.
+#[derive(Args, Debug)]
+pub struct UpdateArgs {
+    /// Memory limit.
+    #[arg(short = 'm', long = "memory")]
+    memory: Option<String>,
+    /// Number of CPUs.
+    #[arg(long)]
+    cpus: Option<String>,
+    /// Tune container pids limit (set -1 for unlimited).
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pids_limit: Option<String>,
+    /// Restart policy to apply when a container exits.
+    #[arg(long)]
+    restart: Option<String>,
+    /// The containers (names or IDs).
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
 /// `port` arguments.
 #[derive(Args, Debug)]
 pub struct PortArgs {
@@ -349,6 +369,53 @@ pub fn rename(root: &StateRoot, args: RenameArgs) -> i32 {
             EXIT_FAILURE
         }
     }
+}
+
+/// `update [OPTIONS] CONTAINER...`: prints each container it changed.
+pub fn update(root: &StateRoot, args: UpdateArgs) -> i32 {
+    use crate::container::options;
+    let change = (|| {
+        Ok::<_, crate::container::ContainerError>(crate::container::update::Update {
+            memory: args
+                .memory
+                .as_deref()
+                .map(|m| options::parse_memory("--memory", m))
+                .transpose()?,
+            cpus: args.cpus.as_deref().map(options::parse_cpus).transpose()?,
+            pids_limit: args
+                .pids_limit
+                .as_deref()
+                .map(options::parse_pids_limit)
+                .transpose()?,
+            restart_policy: args
+                .restart
+                .as_deref()
+                .map(crate::container::restart::RestartPolicy::parse)
+                .transpose()?,
+        })
+    })();
+    let change = match change {
+        Ok(c) => c,
+        Err(e) => {
+            report(&e);
+            return EXIT_FAILURE;
+        }
+    };
+    let store = ContainerStore::new(root);
+    let mut status = 0;
+    for name in &args.containers {
+        match store
+            .resolve(name)
+            .and_then(|id| crate::container::update::update(&store, &id, &change))
+        {
+            Ok(_) => println!("{name}"),
+            Err(e) => {
+                report(&e);
+                status = EXIT_FAILURE;
+            }
+        }
+    }
+    status
 }
 
 /// `top CONTAINER [ps OPTIONS]`.

@@ -52,6 +52,8 @@ pub enum ContainerVerb {
     Unpause(containers::NamesArgs),
     /// Rename a container.
     Rename(containers::RenameArgs),
+    /// Update configuration of one or more containers.
+    Update(containers::UpdateArgs),
     /// List port mappings or a specific mapping for the container.
     Port(containers::PortArgs),
     /// Inspect changes to files or directories on a container's filesystem.

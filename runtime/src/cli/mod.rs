@@ -250,6 +250,7 @@ fn container_verb(root: &crate::root::StateRoot, verb: ContainerVerb) -> i32 {
         ContainerVerb::Pause(a) => containers::pause(root, a, true),
         ContainerVerb::Unpause(a) => containers::pause(root, a, false),
         ContainerVerb::Rename(a) => containers::rename(root, a),
+        ContainerVerb::Update(a) => containers::update(root, a),
         ContainerVerb::Port(a) => containers::port(root, a),
         ContainerVerb::Diff(a) => diff::diff(root, a),
         ContainerVerb::Export(_) => forms::not_yet("export", "build and share, issue 18"),

@@ -304,7 +304,15 @@ impl RunArgs {
                     None => (l.clone(), String::new()),
                 })
                 .collect(),
+            asked: Default::default(),
         };
+        opts.asked.tmpfs = opts.tmpfs.clone();
+        opts.asked.log_config = self
+            .log_opt
+            .iter()
+            .filter_map(|o| o.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         for m in &self.mount {
             match options::parse_mount(m)? {
                 options::MountFlag::Volume(v) => opts.volumes.push(v),

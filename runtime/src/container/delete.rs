@@ -32,6 +32,21 @@ pub fn remove(store: &ContainerStore, id: &str, force: bool) -> Result<(), Conta
         }
     };
     let alive = state.init_alive();
+    // Between two runs its monitor is about to start it again (or, just after an exit,
+    // about to say so).
+    let will_restart = super::state::is_same_process(state.monitor_pid, state.monitor_start_time)
+        && state.restart_policy.should_restart(
+            state.exit_code.unwrap_or(0),
+            state.restart_count,
+            state.stopped_by_user,
+        );
+    if (state.restarting || will_restart) && !alive && !force {
+        return Err(ContainerError::WrongState {
+            id: id.to_string(),
+            reason: "container is restarting: stop the container before removing or force remove"
+                .into(),
+        });
+    }
     if alive && !force {
         let what = if state.status == Status::Running {
             "running"

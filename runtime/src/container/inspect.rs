@@ -15,12 +15,29 @@ pub fn inspect(store: &ContainerStore, id: &str) -> Result<Value, ContainerError
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or(Value::Null);
-    Ok(to_docker(&state, &spec, &labels(store, &state)))
+    let mut value = to_docker(&state, &spec, &labels(store, &state));
+    value["Mounts"] = mounts(store, &state, &spec);
+    fill_network_ids(store, &mut value["NetworkSettings"]["Networks"]);
+    Ok(value)
+}
+
+/// Each `NetworkSettings.Networks` entry's `NetworkID`, from the network store (a network
+/// removed since keeps an empty one).
+pub fn fill_network_ids(store: &ContainerStore, networks: &mut Value) {
+    let nets = crate::net::networks::NetworkStore::new(store.root().dir());
+    if let Some(map) = networks.as_object_mut() {
+        for (name, entry) in map.iter_mut() {
+            if crate::net::networks::BUILT_IN.contains(&name.as_str()) {
+                entry["NetworkID"] = super::network::builtin_id(name).into();
+            } else if let Ok(record) = nets.get(name) {
+                entry["NetworkID"] = record.id.into();
+            }
+        }
+    }
 }
 
 fn to_docker(s: &State, spec: &Value, labels: &BTreeMap<String, String>) -> Value {
     let process = &spec["process"];
-    let resources = &spec["linux"]["resources"];
     let running = s.status == Status::Running;
     json!({
         "Id": s.id,
@@ -47,7 +64,7 @@ fn to_docker(s: &State, spec: &Value, labels: &BTreeMap<String, String>) -> Valu
         "Config": {
             "Hostname": spec["hostname"],
             "User": spec["annotations"][crate::linux::process::init::USER_ANNOTATION],
-            "Env": process["env"],
+            "Env": env(process, s),
             "Cmd": s.command,
             "Tty": process["terminal"].as_bool().unwrap_or(false),
             "OpenStdin": s.open_stdin,
@@ -56,29 +73,109 @@ fn to_docker(s: &State, spec: &Value, labels: &BTreeMap<String, String>) -> Valu
             "Image": s.image,
             "WorkingDir": process["cwd"],
             "Labels": labels,
+            "StopTimeout": s.stop_timeout,
             "StopSignal": s.stop_signal.and_then(|n| nix::sys::signal::Signal::try_from(n).ok()).map(|sig| sig.as_str()),
         },
-        "HostConfig": {
-            "NetworkMode": super::network::network_name(s),
-            "Memory": resources["memory"]["limit"].as_i64().unwrap_or(0),
-            "NanoCpus": resources["cpu"]["quota"].as_i64().map_or(0, |q| q * 10_000),
-            "PidsLimit": resources["pids"]["limit"],
-            "ReadonlyRootfs": spec["root"]["readonly"].as_bool().unwrap_or(false),
-            "AutoRemove": s.auto_remove,
-            "RestartPolicy": {
-                "Name": s.restart_policy.name(),
-                "MaximumRetryCount": match s.restart_policy {
-                    super::restart::RestartPolicy::OnFailure { max } => max,
-                    _ => 0,
-                },
-            },
-            "CgroupParent": s.cgroup.dirs.values().next().and_then(|d| d.parent()).map(|p| p.display().to_string()),
-            "CapAdd": Value::Null,
-            "Privileged": spec["linux"]["seccomp"].is_null() && spec["linux"]["maskedPaths"].is_null(),
-        },
+        "HostConfig": host_config(s, spec),
         "NetworkSettings": super::network::inspect_settings(s),
-        "Mounts": mounts(spec),
+        "Mounts": Value::Null,
     })
+}
+
+/// `Config.Env`: the process's environment, then the names given without a value (shown
+/// as given, never set).
+fn env(process: &Value, s: &State) -> Value {
+    let mut env: Vec<Value> = process["env"].as_array().cloned().unwrap_or_default();
+    env.extend(s.asked.env_names.iter().map(|n| Value::from(n.as_str())));
+    env.into()
+}
+
+/// Docker's `HostConfig`, every key it has: what capsa applies from the spec and the
+/// record, Docker's zero values for what capsa never sets.
+fn host_config(s: &State, spec: &Value) -> Value {
+    let resources = &spec["linux"]["resources"];
+    let namespaces = spec["linux"]["namespaces"].as_array();
+    let has_ns = |t: &str| namespaces.is_some_and(|n| n.iter().any(|x| x["type"] == t));
+    let private_or_host = |t: &str| if has_ns(t) { "private" } else { "host" };
+    let vm = s.isolation == super::sandbox::Isolation::Vm;
+    let tmpfs: BTreeMap<&str, &str> = s
+        .asked
+        .tmpfs
+        .iter()
+        .map(|(p, o)| (p.as_str(), o.as_str()))
+        .collect();
+    let mut log_config = s.asked.log_config.clone();
+    if let (true, Some(size)) = (log_config.is_empty(), s.log_rotation.max_size) {
+        // A record from before the options were kept: what they came to.
+        log_config.insert("max-size".into(), size.to_string());
+        log_config.insert("max-file".into(), s.log_rotation.max_file.to_string());
+    }
+    let mut v = json!({
+        "NetworkMode": super::network::network_name(s),
+        "Memory": resources["memory"]["limit"].as_i64().unwrap_or(0),
+        "MemoryReservation": 0,
+        "MemorySwap": 0,
+        "MemorySwappiness": Value::Null,
+        "NanoCpus": resources["cpu"]["quota"].as_i64().map_or(0, |q| q * 10_000),
+        "CpuShares": 0,
+        "CpuPeriod": 0,
+        "CpuQuota": 0,
+        "CpuRealtimePeriod": 0,
+        "CpuRealtimeRuntime": 0,
+        "CpusetCpus": "",
+        "CpusetMems": "",
+        "PidsLimit": resources["pids"]["limit"],
+        "BlkioWeight": 0,
+        "BlkioWeightDevice": [],
+        "BlkioDeviceReadBps": [],
+        "BlkioDeviceWriteBps": [],
+        "BlkioDeviceReadIOps": [],
+        "BlkioDeviceWriteIOps": [],
+        "OomKillDisable": false,
+        "Ulimits": Value::Null,
+        "Devices": [],
+        "DeviceCgroupRules": Value::Null,
+        "DeviceRequests": Value::Null,
+        "ReadonlyRootfs": spec["root"]["readonly"].as_bool().unwrap_or(false),
+        "AutoRemove": s.auto_remove,
+        "RestartPolicy": {
+            "Name": s.restart_policy.name(),
+            "MaximumRetryCount": match s.restart_policy {
+                super::restart::RestartPolicy::OnFailure { max } => max,
+                _ => 0,
+            },
+        },
+        "LogConfig": { "Type": "json-file", "Config": log_config },
+        "CgroupParent": s.cgroup.dirs.values().next().and_then(|d| d.parent()).map(|p| p.display().to_string()),
+        "CgroupnsMode": private_or_host("cgroup"),
+    });
+    let more = json!({
+        "CapAdd": Value::Null,
+        "CapDrop": Value::Null,
+        "Privileged": spec["linux"]["seccomp"].is_null() && spec["linux"]["maskedPaths"].is_null(),
+        "Init": if s.asked.init { Value::Bool(true) } else { Value::Null },
+        "Tmpfs": tmpfs,
+        "Isolation": s.asked.isolation,
+        "Runtime": if vm { "capsa-vm" } else { "runc" },
+        "PidMode": if has_ns("pid") { "" } else { "host" },
+        "IpcMode": if has_ns("ipc") { "private" } else { "host" },
+        "UTSMode": if has_ns("uts") { "" } else { "host" },
+        "UsernsMode": if has_ns("user") { "auto" } else { "" },
+        "ExtraHosts": s.extra_hosts.iter().map(|(h, ip)| format!("{h}:{ip}")).collect::<Vec<_>>(),
+        "GroupAdd": Value::Null,
+        "Links": Value::Null,
+        "VolumesFrom": Value::Null,
+        "VolumeDriver": "",
+        "ConsoleSize": [0, 0],
+        "ShmSize": 67_108_864,
+        "OomScoreAdj": 0,
+        "MaskedPaths": spec["linux"]["maskedPaths"],
+        "ReadonlyPaths": spec["linux"]["readonlyPaths"],
+    });
+    if let (Some(v), Some(more)) = (v.as_object_mut(), more.as_object()) {
+        v.extend(more.clone());
+    }
+    v
 }
 
 /// Container `s`'s labels: its image's (none when the image is gone), with its own
@@ -103,26 +200,69 @@ pub fn labels_over(mut image: BTreeMap<String, String>, s: &State) -> BTreeMap<S
     image
 }
 
-/// Docker's `Mounts` of a container whose OCI spec is `spec`: the mounts the user asked
-/// for (`inspect` and the Engine API's container list show them).
-pub fn mounts(spec: &Value) -> Value {
+/// Docker's `Mounts` of container `s` whose OCI spec is `spec`: the mounts the user asked
+/// for (`inspect` and the Engine API's container list show them), a volume's with its
+/// name.
+pub fn mounts(store: &ContainerStore, s: &State, spec: &Value) -> Value {
+    let volumes = crate::volume::VolumeStore::new(store.root());
+    let by_path: BTreeMap<String, String> = s
+        .volumes
+        .iter()
+        .filter_map(|name| {
+            let v = volumes.get(name).ok()?;
+            Some((v.data_dir().display().to_string(), name.clone()))
+        })
+        .collect();
     spec["mounts"]
         .as_array()
         .map(|m| {
             m.iter()
                 .filter(|m| is_users_mount(m))
                 .map(|m| {
-                    json!({
-                        "Type": "bind",
-                        "Source": m["source"],
-                        "Destination": m["destination"],
-                        "RW": !m["options"].as_array().is_some_and(|o| o.iter().any(|x| x == "ro")),
-                    })
+                    let rw = !m["options"]
+                        .as_array()
+                        .is_some_and(|o| o.iter().any(|x| x == "ro"));
+                    match m["source"].as_str().and_then(|p| by_path.get(p)) {
+                        Some(name) => json!({
+                            "Type": "volume",
+                            "Name": name,
+                            "Source": m["source"],
+                            "Destination": m["destination"],
+                            "Driver": "local",
+                            "Mode": "",
+                            "RW": rw,
+                            "Propagation": "",
+                        }),
+                        None => json!({
+                            "Type": "bind",
+                            "Source": m["source"],
+                            "Destination": m["destination"],
+                            "Mode": "",
+                            "RW": rw,
+                            "Propagation": propagation(m),
+                        }),
+                    }
                 })
                 .collect::<Vec<_>>()
         })
         .unwrap_or_default()
         .into()
+}
+
+/// The propagation option of a spec mount (`rprivate` when none is given, as Docker shows).
+fn propagation(m: &Value) -> String {
+    const MODES: [&str; 6] = [
+        "rshared", "rslave", "rprivate", "shared", "slave", "private",
+    ];
+    m["options"]
+        .as_array()
+        .and_then(|o| {
+            o.iter()
+                .filter_map(Value::as_str)
+                .find(|o| MODES.contains(o))
+        })
+        .unwrap_or("rprivate")
+        .to_string()
 }
 
 /// Whether a spec mount is one the user asked for (`-v`, `--mount`, a volume), as Docker's

@@ -48,8 +48,6 @@ pub enum LogOptError {
     /// Holds the key given.
     #[error("--log-opt {0}: unknown option for the json-file driver (max-size, max-file)")]
     Unknown(String),
-    #[error("--log-opt max-file needs max-size")]
-    MaxFileWithoutMaxSize,
 }
 
 impl Rotation {
@@ -78,9 +76,8 @@ impl Rotation {
                 _ => return Err(LogOptError::Unknown(k.into())),
             }
         }
-        if r.max_file > 1 && r.max_size.is_none() {
-            return Err(LogOptError::MaxFileWithoutMaxSize);
-        }
+        // max-file without max-size is taken and has no effect: nothing rotates (Docker's
+        // json-file driver does the same).
         Ok(r)
     }
 }
@@ -518,7 +515,9 @@ mod tests {
     fn bad_options_are_named() {
         let message = |opt: &str| Rotation::parse(&[opt.into()]).unwrap_err().to_string();
         assert!(message("max-size=lots").contains("max-size"));
-        assert!(message("max-file=3").contains("max-size"));
+        assert!(message("max-file=0").contains("max-file"));
+        let unrotated = Rotation::parse(&["max-file=3".into()]).unwrap();
+        assert_eq!(unrotated.max_size, None);
         assert!(message("colour=red").contains("colour"));
     }
 }

@@ -358,7 +358,7 @@ pub fn describe(
             "Driver": "bridge",
             "EnableIPv4": true,
             "EnableIPv6": false,
-            "IPAM": {"Driver": "default", "Options": {}, "Config": [{"Subnet": format!("{}/{}", r.subnet, r.prefix), "Gateway": r.gateway.to_string()}]},
+            "IPAM": {"Driver": "default", "Options": null, "Config": [{"Subnet": format!("{}/{}", r.subnet, r.prefix), "Gateway": r.gateway.to_string()}]},
             "Internal": r.internal,
             "Attachable": false,
             "Ingress": false,
@@ -379,7 +379,7 @@ pub fn describe(
             "Driver": if name == "none" { "null" } else { "host" },
             "EnableIPv4": true,
             "EnableIPv6": false,
-            "IPAM": {"Driver": "default", "Options": {}, "Config": []},
+            "IPAM": {"Driver": "default", "Options": null, "Config": []},
             "Internal": false,
             "Attachable": false,
             "Ingress": false,
@@ -882,6 +882,40 @@ pub fn ports_column(state: &State) -> String {
 }
 
 /// `inspect`'s NetworkSettings, with Docker's field names.
+/// Docker's `EndpointSettings` of `state` on one network (`endpoint`, none for a container
+/// without an interface there: host, none, or not started). `NetworkID` is left empty for
+/// the caller that can read the network store; `IPAMConfig` shows an address that was
+/// asked for. Capsa keeps no endpoint IDs nor driver options, and has no IPv6 or links.
+pub fn endpoint_settings(state: &State, endpoint: Option<&Endpoint>) -> serde_json::Value {
+    use serde_json::{json, Value};
+    let user_network = endpoint.is_some_and(|e| e.network != "bridge");
+    let aliases = endpoint
+        .map(|e| e.aliases.clone())
+        .filter(|a| !a.is_empty());
+    let dns_names = endpoint
+        .filter(|_| user_network)
+        .map(|e| member_names(state, e));
+    json!({
+        "IPAMConfig": endpoint
+            .filter(|e| e.ip_requested)
+            .map(|e| json!({ "IPv4Address": e.ip.to_string() })),
+        "Links": Value::Null,
+        "Aliases": aliases,
+        "MacAddress": endpoint.map(|e| e.mac_string()).unwrap_or_default(),
+        "DriverOpts": Value::Null,
+        "GwPriority": 0,
+        "NetworkID": "",
+        "EndpointID": "",
+        "Gateway": endpoint.map(|e| e.gateway.to_string()).unwrap_or_default(),
+        "IPAddress": endpoint.map(|e| e.ip.to_string()).unwrap_or_default(),
+        "IPPrefixLen": endpoint.map_or(0, |e| e.prefix),
+        "IPv6Gateway": "",
+        "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0,
+        "DNSNames": dns_names,
+    })
+}
+
 pub fn inspect_settings(state: &State) -> serde_json::Value {
     use serde_json::json;
     let mut ports = serde_json::Map::new();
@@ -904,21 +938,19 @@ pub fn inspect_settings(state: &State) -> serde_json::Value {
         None => Default::default(),
     };
     let mut networks = serde_json::Map::new();
-    networks.insert(
-        network_name(state).to_string(),
-        json!({"IPAddress": ip, "IPPrefixLen": prefix, "Gateway": gateway, "MacAddress": mac}),
-    );
+    match &state.endpoint {
+        Some(e) => {
+            networks.insert(e.network.clone(), endpoint_settings(state, Some(e)));
+        }
+        None => {
+            networks.insert(
+                network_name(state).to_string(),
+                endpoint_settings(state, None),
+            );
+        }
+    }
     for e in &state.connected {
-        networks.insert(
-            e.network.clone(),
-            json!({
-                "IPAddress": e.ip.to_string(),
-                "IPPrefixLen": e.prefix,
-                "Gateway": e.gateway.to_string(),
-                "MacAddress": e.mac_string(),
-                "Aliases": e.aliases,
-            }),
-        );
+        networks.insert(e.network.clone(), endpoint_settings(state, Some(e)));
     }
     json!({
         "IPAddress": ip,

@@ -176,6 +176,9 @@ pub struct RunOptions {
     pub vmm: Option<String>,
     /// `--label`: the container's own labels (over its image's).
     pub labels: std::collections::BTreeMap<String, String>,
+    /// What is kept only to be shown as given (env names without a value, the isolation
+    /// as written); `init` and `tmpfs` are taken from the fields above.
+    pub asked: super::state::Asked,
 }
 
 /// The checks every front end makes once it has filled `opts` (the CLI from its flags,
@@ -369,7 +372,8 @@ pub fn parse_pids_limit(value: &str) -> Result<i64, ContainerError> {
 }
 
 /// What `-v` accepts after the container path, comma-separated (Docker's and Podman's names).
-const VOLUME_OPTIONS: &str = "ro, rw, suid, nosuid, dev, nodev, exec, noexec, nocopy";
+const VOLUME_OPTIONS: &str =
+    "ro, rw, suid, nosuid, dev, nodev, exec, noexec, nocopy, private, rprivate";
 
 /// Parses `-v [SOURCE:]CTR[:OPTIONS]`: SOURCE an absolute host path (a bind) or a volume
 /// name (made on first use); no SOURCE makes an anonymous volume. OPTIONS is a
@@ -417,6 +421,13 @@ pub fn parse_volume(value: &str) -> Result<Volume, ContainerError> {
                 return Err(bad(
                     "SELinux relabelling (z, Z) is not supported: capsa sets no SELinux labels",
                 ))
+            }
+            // What every bind is: a private copy of the host's mount tree.
+            "private" | "rprivate" => continue,
+            "shared" | "rshared" | "slave" | "rslave" => {
+                return Err(bad(&format!(
+                    "bind propagation {option:?} is not supported: capsa's binds are private copies of the host's mounts (rprivate)"
+                )))
             }
             other => {
                 return Err(bad(&format!(

@@ -163,6 +163,30 @@ pub struct State {
     /// can only be removed.
     #[serde(skip)]
     pub unreadable: Option<String>,
+    /// Settings kept only to show them as they were given (`inspect`).
+    #[serde(default)]
+    pub asked: Asked,
+}
+
+/// Settings a container keeps only to show them as the client gave them: what the engine
+/// applies is elsewhere (the OCI spec, the other fields).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Asked {
+    /// `Config.Env` entries without `=` (the API's "unset"): shown, never applied.
+    #[serde(default)]
+    pub env_names: Vec<String>,
+    /// `HostConfig.Isolation` as written (`""`, `default`, `vm`).
+    #[serde(default)]
+    pub isolation: String,
+    /// `--init` / `HostConfig.Init`.
+    #[serde(default)]
+    pub init: bool,
+    /// `--tmpfs` / `HostConfig.Tmpfs`: mount point and options.
+    #[serde(default)]
+    pub tmpfs: Vec<(String, String)>,
+    /// `--log-opt` / `HostConfig.LogConfig.Config` as given (applied as `log_rotation`).
+    #[serde(default)]
+    pub log_config: std::collections::BTreeMap<String, String>,
 }
 
 /// Start time (clock ticks since boot) of a live process, or None if it does not exist.
@@ -249,6 +273,10 @@ impl State {
             volumes: super::volumes::names(opts),
             labels: opts.labels.clone(),
             unreadable: None,
+            asked: Asked {
+                init: opts.init,
+                ..opts.asked.clone()
+            },
         }
     }
 
@@ -295,6 +323,7 @@ impl State {
             volumes: Vec::new(),
             labels: Default::default(),
             unreadable: Some(cause),
+            asked: Asked::default(),
         }
     }
 

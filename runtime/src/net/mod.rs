@@ -107,6 +107,10 @@ pub struct Endpoint {
     /// Published ports, host ports chosen.
     #[serde(default)]
     pub ports: Vec<PortMapping>,
+    /// Whether its address was asked for (`--ip`, the API's `IPAMConfig.IPv4Address`)
+    /// rather than chosen from the pool.
+    #[serde(default)]
+    pub ip_requested: bool,
 }
 
 impl Endpoint {
@@ -270,6 +274,7 @@ pub fn allocate(
         mac: request.mac.unwrap_or([0x02, 0x42, o[0], o[1], o[2], o[3]]),
         veth: format!("veth{}", &id[..id.len().min(11)]),
         ports,
+        ip_requested: request.ip.is_some(),
     })
 }
 

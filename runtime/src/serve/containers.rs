@@ -264,7 +264,7 @@ fn list_row(
         "Status": s.status_line(),
         "HostConfig": { "NetworkMode": crate::container::network::network_name(s) },
         "NetworkSettings": { "Networks": settings["Networks"] },
-        "Mounts": crate::container::inspect::mounts(&spec),
+        "Mounts": crate::container::inspect::mounts(store, s, &spec),
     });
     if size {
         let rw = crate::fsutil::disk_usage(&store.dir(&s.id).upper());

@@ -110,6 +110,11 @@ pub struct HostConfig {
     pub isolation: Option<String>,
     pub runtime: Option<String>,
     pub devices: Option<Vec<serde_json::Value>>,
+    pub device_cgroup_rules: Option<Vec<String>>,
+    pub volume_driver: Option<String>,
+    pub cpuset_cpus: Option<String>,
+    pub cpuset_mems: Option<String>,
+    pub cgroupns_mode: Option<String>,
     pub volumes_from: Option<Vec<String>>,
     pub links: Option<Vec<String>>,
     pub group_add: Option<Vec<String>>,
@@ -236,6 +241,20 @@ pub fn to_options(
         host.devices.as_ref().is_some_and(|d| !d.is_empty()),
     )?;
     absent("VolumesFrom", some(&host.volumes_from))?;
+    absent("DeviceCgroupRules", some(&host.device_cgroup_rules))?;
+    absent(
+        "VolumeDriver",
+        host.volume_driver
+            .as_deref()
+            .is_some_and(|d| !d.is_empty() && d != "local"),
+    )?;
+    // Capsa gives every container its own cgroup namespace.
+    absent(
+        "CgroupnsMode",
+        host.cgroupns_mode
+            .as_deref()
+            .is_some_and(|m| !m.is_empty() && m != "private"),
+    )?;
     absent("Links", some(&host.links))?;
     absent("GroupAdd", some(&host.group_add))?;
     let mode = |m: &Option<String>, allowed: &[&str]| {
@@ -259,13 +278,13 @@ pub fn to_options(
         "" | "json-file" => {}
         other => {
             return Err(bad(format!(
-                "HostConfig.LogConfig.Type {other:?}: only json-file is available"
+                "logger: no log driver named '{other}' is registered"
             )))
         }
     }
-    let log_opts: Vec<String> = log
-        .config
-        .unwrap_or_default()
+    let log_config = log.config.unwrap_or_default();
+    let log_opts: Vec<String> = log_config
+        .clone()
         .into_iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
@@ -337,6 +356,16 @@ pub fn to_options(
     };
     if host.cpu_shares.unwrap_or(0) != 0 {
         warnings.push("capsa does not set CPU shares: HostConfig.CpuShares is ignored".into());
+    }
+    for (field, value) in [
+        ("CpusetCpus", &host.cpuset_cpus),
+        ("CpusetMems", &host.cpuset_mems),
+    ] {
+        if value.as_deref().is_some_and(|v| !v.is_empty()) {
+            warnings.push(format!(
+                "capsa does not set cpusets: HostConfig.{field} is ignored"
+            ));
+        }
     }
     let pids_limit = host
         .pids_limit
@@ -446,6 +475,7 @@ pub fn to_options(
         .map(|b| options::parse_volume(b))
         .collect::<Result<_, _>>()?;
     let mut tmpfs: Vec<(String, String)> = host.tmpfs.unwrap_or_default().into_iter().collect();
+    let asked_tmpfs = tmpfs.clone();
     for (i, m) in host.mounts.unwrap_or_default().into_iter().enumerate() {
         match options::parse_mount(&mount_flag(i, m)?)? {
             MountFlag::Volume(v) => volumes.push(v),
@@ -470,16 +500,12 @@ pub fn to_options(
         .cgroup_parent
         .filter(|p| !p.is_empty())
         .or_else(|| defaults.cgroup_parent.map(String::from));
+    let env = body.env.unwrap_or_default();
     let mut opts = RunOptions {
         name,
         // `K` without a value: the docker CLI resolves it; the server's own environment
         // must never reach a container.
-        env: body
-            .env
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|e| e.contains('='))
-            .collect(),
+        env: env.iter().filter(|e| e.contains('=')).cloned().collect(),
         env_file_lines: Vec::new(),
         workdir: body.working_dir.filter(|w| !w.is_empty()),
         user: body.user.filter(|u| !u.is_empty()),
@@ -522,6 +548,13 @@ pub fn to_options(
         isolation,
         vmm: None,
         labels: body.labels.unwrap_or_default(),
+        asked: crate::container::state::Asked {
+            env_names: env.into_iter().filter(|e| !e.contains('=')).collect(),
+            isolation: host.isolation.clone().unwrap_or_default(),
+            init: false,
+            tmpfs: asked_tmpfs,
+            log_config,
+        },
     };
     let security_opts = host.security_opt.unwrap_or_default();
     options::check(&mut opts, &security_opts)?;

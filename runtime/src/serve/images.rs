@@ -651,19 +651,33 @@ async fn load(State(engine): State<Shared>, request: Request) -> ApiResult<Respo
     let loaded = blocking(move || {
         archive::load(&store(&engine), std::io::BufReader::new(reader), "-").map_err(image_error)
     })
-    .await?;
-    let mut out = Vec::new();
-    for n in &loaded.names {
-        out.extend(ndjson_line(
-            &json!({ "stream": format!("Loaded image: {n}\n") }),
-        ));
+    .await;
+    // As dockerd streams it: one chunk per line, and a failure as the stream's error
+    // message (clients read `error` from the stream, docker-py as ImageLoadError).
+    let mut lines: Vec<axum::body::Bytes> = Vec::new();
+    match loaded {
+        Ok(loaded) => {
+            for n in &loaded.names {
+                lines.push(ndjson_line(
+                    &json!({ "stream": format!("Loaded image: {n}\n") }),
+                ));
+            }
+            for id in &loaded.ids {
+                lines.push(ndjson_line(
+                    &json!({ "stream": format!("Loaded image ID: {id}\n") }),
+                ));
+            }
+        }
+        Err(e) if e.status.is_client_error() => lines.push(ndjson_line(
+            &json!({ "errorDetail": { "message": e.message }, "error": e.message }),
+        )),
+        Err(e) => return Err(e),
     }
-    for id in &loaded.ids {
-        out.extend(ndjson_line(
-            &json!({ "stream": format!("Loaded image ID: {id}\n") }),
-        ));
-    }
-    Ok(ndjson_response(Body::from(out)))
+    let chunks: Vec<Result<axum::body::Bytes, std::io::Error>> =
+        lines.into_iter().map(Ok).collect();
+    Ok(ndjson_response(Body::from_stream(tokio_stream::iter(
+        chunks,
+    ))))
 }
 
 #[cfg(test)]

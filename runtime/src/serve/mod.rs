@@ -24,6 +24,8 @@
 //!   the engine, hijacked connections;
 //! - [`bodies`]: request bodies read and response bodies written by blocking code,
 //!   JSON lines;
+//! - [`update`]: `POST /containers/{id}/update` (limits and restart policy, live);
+//! - [`swarm`]: swarm mode's endpoints, answered as a dockerd outside a swarm (503);
 //! - [`workers`]: the single-threaded processes that run the verbs forking a monitor.
 
 mod archive;
@@ -42,7 +44,9 @@ mod networks;
 mod relay;
 mod stats;
 mod stream;
+mod swarm;
 mod system;
+mod update;
 mod volumes;
 mod workers;
 
@@ -107,6 +111,8 @@ pub fn router(engine: Shared) -> Router {
         .merge(exec::routes())
         .merge(stats::routes())
         .merge(archive::routes())
+        .merge(swarm::routes())
+        .merge(update::routes())
         .fallback(http::not_found)
         .layer(axum::middleware::from_fn(http::refuse_bad_version))
         .with_state(engine)

@@ -166,6 +166,11 @@ async fn version() -> ApiResult<Response> {
     Ok(json(version_value(&kernel)))
 }
 
+/// How many descriptors the server holds open.
+fn open_descriptors() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
 fn kernel_release() -> String {
     nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
@@ -204,9 +209,44 @@ async fn info(State(engine): State<Shared>) -> ApiResult<Response> {
             "Labels": [],
             "Warnings": [],
         });
-        if let (Some(v), Some(extra)) = (value.as_object_mut(), extra.as_object()) {
-            for (k, x) in extra {
-                v.insert(k.clone(), x.clone());
+        // What dockerd always sends, with zero values where capsa has nothing of the kind.
+        let always = serde_json::json!({
+            "Debug": false,
+            "ExperimentalBuild": false,
+            "LiveRestoreEnabled": false,
+            "OomKillDisable": false,
+            "KernelMemoryTCP": false,
+            "CPUShares": false,
+            "CPUSet": false,
+            "NFd": open_descriptors(),
+            "NGoroutines": 0,
+            "NEventsListener": 0,
+            "SystemTime": crate::timefmt::rfc3339(std::time::SystemTime::now()),
+            "OSVersion": "",
+            "HttpProxy": "",
+            "HttpsProxy": "",
+            "NoProxy": "",
+            "GenericResources": null,
+            "InitBinary": "",
+            "ContainerdCommit": { "ID": "" },
+            "RuncCommit": { "ID": "" },
+            "InitCommit": { "ID": "" },
+            "CDISpecDirs": [],
+            "Containerd": null,
+            "Swarm": {
+                "NodeID": "",
+                "NodeAddr": "",
+                "LocalNodeState": "inactive",
+                "ControlAvailable": false,
+                "Error": "",
+                "RemoteManagers": null,
+            },
+        });
+        for extra in [extra, always] {
+            if let (Some(v), Some(extra)) = (value.as_object_mut(), extra.as_object()) {
+                for (k, x) in extra {
+                    v.insert(k.clone(), x.clone());
+                }
             }
         }
         Ok(json(value))
