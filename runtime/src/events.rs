@@ -191,6 +191,37 @@ impl Journal {
         out
     }
 
+    /// `docker events --since --until --filter`: follows from `since` (from now on when
+    /// None) until `until` (seconds) has passed or `gone` says so, handing `each` the
+    /// events that match `filters` (false from `each` ends it). Both front ends use it.
+    pub fn follow_matching(
+        &self,
+        since: Option<i64>,
+        until: Option<i64>,
+        filters: &BTreeMap<String, Vec<String>>,
+        each: &mut dyn FnMut(Event) -> bool,
+        gone: &dyn Fn() -> bool,
+    ) {
+        let past_until = || {
+            gone()
+                || until.is_some_and(|u| {
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .is_ok_and(|d| d.as_secs() as i64 > u)
+                })
+        };
+        self.follow(
+            since,
+            &mut |e| {
+                if until.is_some_and(|u| e.time > u) {
+                    return false;
+                }
+                !matches(&e, filters) || each(e)
+            },
+            &past_until,
+        );
+    }
+
     /// Calls `each` with every event recorded from `since` on (from now on when `since`
     /// is None), oldest first, until `each` returns false or `stop` says so; looks for new
     /// lines every [`FOLLOW_POLL`] and follows rotations. `stop` is asked after each read

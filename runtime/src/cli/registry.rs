@@ -102,7 +102,7 @@ pub fn pull_image(
         image: reference.full(),
         reason: e.to_string(),
     })?;
-    let shown = familiar_name(&reference);
+    let shown = reference.familiar();
     let what = reference
         .tag
         .clone()
@@ -130,19 +130,6 @@ pub fn pull_image(
     };
     display.line(&format!("Status: {status} {shown}"));
     Ok(reference.full())
-}
-
-/// `busybox:latest`, `localhost:5000/app@sha256:...`.
-fn familiar_name(r: &Reference) -> String {
-    let mut s = r.familiar_repository();
-    if let Some(t) = &r.tag {
-        s.push(':');
-        s.push_str(t);
-    } else if let Some(d) = &r.digest {
-        s.push('@');
-        s.push_str(d);
-    }
-    s
 }
 
 /// Pull progress for a person: indicatif bars on a terminal, plain lines otherwise.

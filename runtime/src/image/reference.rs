@@ -129,6 +129,20 @@ impl Reference {
     pub fn familiar_repository(&self) -> String {
         familiar(&self.repository())
     }
+
+    /// The whole reference as Docker shows it: `busybox:latest`,
+    /// `localhost:5000/app@sha256:...`.
+    pub fn familiar(&self) -> String {
+        let mut s = self.familiar_repository();
+        if let Some(t) = &self.tag {
+            s.push(':');
+            s.push_str(t);
+        } else if let Some(d) = &self.digest {
+            s.push('@');
+            s.push_str(d);
+        }
+        s
+    }
 }
 
 /// Shortens a fully qualified repository the way Docker displays it.

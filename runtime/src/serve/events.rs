@@ -4,7 +4,7 @@
 
 use super::http::{filters, ApiError, ApiResult, Query};
 use super::Shared;
-use crate::events::{matches, parse_time, Journal, FILTER_KEYS};
+use crate::events::{parse_time, Journal, FILTER_KEYS};
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::Response;
@@ -44,28 +44,16 @@ async fn events(State(engine): State<Shared>, query: Query) -> ApiResult<Respons
     let journal = Journal::of(&engine.root);
     tokio::task::spawn_blocking(move || {
         let closed = tx.clone();
-        let past_until = move || {
-            closed.is_closed()
-                || until.is_some_and(|u| {
-                    SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .is_ok_and(|d| d.as_secs() as i64 > u)
-                })
-        };
-        journal.follow(
+        journal.follow_matching(
             since,
+            until,
+            &filters,
             &mut |e| {
-                if until.is_some_and(|u| e.time > u) {
-                    return false;
-                }
-                if !matches(&e, &filters) {
-                    return true;
-                }
                 let line = super::bodies::ndjson_line(&e.docker_json());
                 tx.blocking_send(Ok::<_, std::convert::Infallible>(line))
                     .is_ok()
             },
-            &past_until,
+            &|| closed.is_closed(),
         );
     });
     let mut response = Response::new(Body::from_stream(

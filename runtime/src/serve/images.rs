@@ -486,7 +486,7 @@ async fn create(
     let settings = crate::image::registry::settings(&engine.root, Vec::new())
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-    let shown = familiar(&reference);
+    let shown = reference.familiar();
     let pulling = json!({
         "status": format!("Pulling from {}", reference.path),
         "id": reference.tag.clone().or_else(|| reference.digest.clone()).unwrap_or_default(),
@@ -557,19 +557,6 @@ fn ndjson_response(body: Body) -> Response {
         axum::http::HeaderValue::from_static("application/json"),
     );
     response
-}
-
-/// `busybox:latest`, `127.0.0.1:5000/app@sha256:...`.
-fn familiar(r: &Reference) -> String {
-    let mut s = r.familiar_repository();
-    if let Some(t) = &r.tag {
-        s.push(':');
-        s.push_str(t);
-    } else if let Some(d) = &r.digest {
-        s.push('@');
-        s.push_str(d);
-    }
-    s
 }
 
 /// `POST /images/create?fromSrc=-&repo=&tag=&changes=`: the body is a root file system
