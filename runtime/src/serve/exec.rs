@@ -338,12 +338,24 @@ async fn start(
     let exec_id = id.clone();
     tokio::task::spawn_blocking(move || {
         let store = ContainerStore::new(&root);
+        if let Err(e) = check_running(&store, &plan.container) {
+            let _ = ready_tx.send(Err(e));
+            table.execs.finished(&exec_id, None);
+            return;
+        }
+        // The command starts once the client has been answered, as with dockerd: a client
+        // reading the stream under its HTTP parser's buffer (docker-py) would otherwise
+        // miss output that came in the same read as the `101` headers.
+        let _ = ready_tx.send(Ok(()));
+        if !wires.as_ref().is_some_and(|w| w.wait_upgraded()) {
+            table.execs.finished(&exec_id, None);
+            return;
+        }
         let (session, pid) = match session(&store, &plan) {
             Ok(s) => s,
             Err(Failed::Exec(code, message)) => {
                 // As dockerd: the stream is up, the reason comes on it, the exit code is
                 // the shell's (126: not executable, 127: not found).
-                let _ = ready_tx.send(Ok(()));
                 table.execs.finished(&exec_id, Some(code));
                 if let Some(w) = wires.take() {
                     let text = format!("capsa exec failed: {message}\n");
@@ -353,8 +365,14 @@ async fn start(
                 return;
             }
             Err(Failed::Api(e)) => {
-                let _ = ready_tx.send(Err(e));
+                // Past the answer: the reason goes on the stream.
                 table.execs.finished(&exec_id, None);
+                if let Some(w) = wires.take() {
+                    let text = format!("capsa exec failed: {}\n", e.message);
+                    let _ = w
+                        .output
+                        .blocking_send(framed(!tty, Stream::Stderr, text.as_bytes()));
+                }
                 return;
             }
         };
@@ -362,7 +380,6 @@ async fn start(
             e.pid = pid;
             Ok(())
         });
-        let _ = ready_tx.send(Ok(()));
         let mut session = session;
         let opts = RelayOptions {
             multiplex: !tty,

@@ -147,9 +147,19 @@ pub struct Wires {
     /// The client's own socket once the connection is taken over (`POLLHUP` there: the
     /// client has gone both ways).
     pub peer: std::sync::Arc<std::sync::Mutex<Option<OwnedFd>>>,
+    /// Told once the `101` answer is on its way and the connection taken over (closed
+    /// unheard when the client went first).
+    pub upgraded: std::sync::mpsc::Receiver<()>,
 }
 
 impl Wires {
+    /// Waits until the connection is taken over; false when the client went first.
+    pub fn wait_upgraded(&self) -> bool {
+        self.upgraded
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .is_ok()
+    }
+
     /// Whether the client has gone (its connection hung up, or the writer stopped).
     pub fn gone(&self) -> bool {
         if self.output.is_closed() {
@@ -195,12 +205,14 @@ pub fn hijack(request: &mut axum::extract::Request) -> Result<Wires, ApiError> {
         .map_err(|e| ApiError::internal(format!("socket pair: {e}")))?;
     let peer = std::sync::Arc::new(std::sync::Mutex::new(None));
     let peer_slot = peer.clone();
+    let (upgraded_tx, upgraded) = std::sync::mpsc::channel();
     tokio::spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let Ok(upgraded) = on_upgrade.await else {
             return; // the client went before the answer: dropping `rx` stops the writer
         };
         let (mut from_client, mut to_client, early) = split_client(upgraded, &peer_slot);
+        let _ = upgraded_tx.send(());
         let (input_r, mut input_w) = theirs.into_split();
         drop(input_r); // nothing comes back on it
         let reader = tokio::spawn(async move {
@@ -237,6 +249,7 @@ pub fn hijack(request: &mut axum::extract::Request) -> Result<Wires, ApiError> {
         output,
         input: ours,
         peer,
+        upgraded,
     })
 }
 
