@@ -495,6 +495,24 @@ pub fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) 
     }
 }
 
+/// The value of `read` once it stays the same over `quiet` (bounded by `limit`): output or
+/// events already on their way when something stopped land first. A source that never
+/// stops changing within `quiet` returns its last value when `limit` runs out, so the
+/// caller's own assertion still sees it change.
+pub fn settled<T: PartialEq>(quiet: Duration, limit: Duration, mut read: impl FnMut() -> T) -> T {
+    let start = Instant::now();
+    let mut last = read();
+    while start.elapsed() < limit {
+        std::thread::sleep(quiet);
+        let now = read();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
 /// Bytes as text.
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

@@ -258,8 +258,10 @@ fn pause_freezes_and_unpause_thaws() {
         "paused true"
     );
     assert!(env.ps_line("busy").contains("(Paused)"));
+    // Output the monitor had not yet taken from the pipe when the freeze came lands first; a
+    // running loop (a line every 20 ms) never settles over half a second.
+    let frozen = capsa_tests::settled(Duration::from_millis(500), Duration::from_secs(10), lines);
     // A frozen container writes nothing while the engine is used for a while.
-    let frozen = lines();
     for _ in 0..10 {
         env.capsa(&["inspect", "busy"]);
     }

@@ -517,9 +517,13 @@ fn pause_freezes_the_workload_inside_the_guest_and_unpause_resumes_it() {
         "{}",
         env.ps_line("ticker")
     );
-    // Output already on its way to the log lands first.
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    let frozen_at = lines();
+    // Output already on its way from the guest to the log lands first (under TCG and load
+    // that can take a while); a running ticker (a line every 0.1 s) never settles over 1 s.
+    let frozen_at = capsa_tests::settled(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(10),
+        lines,
+    );
     std::thread::sleep(std::time::Duration::from_secs(1));
     assert_eq!(lines(), frozen_at, "nothing printed while paused");
     let again = env.capsa(&["pause", "ticker"]);
@@ -1001,16 +1005,12 @@ fn an_idle_vm_monitor_is_never_woken_and_still_answers() {
     let out = env.capsa(&["exec", "idle", "true"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     // The exec's last frames from the guest (output closed, exit) may still be on their way
-    // under TCG and load: idleness starts once a second passes with no wake-up (at most 10 s).
-    let mut before = wake_ups(&monitor);
-    for _ in 0..10 {
-        std::thread::sleep(std::time::Duration::from_secs(1));
-        let now = wake_ups(&monitor);
-        if now == before {
-            break;
-        }
-        before = now;
-    }
+    // under TCG and load: idleness starts once a second passes with no wake-up.
+    let before = capsa_tests::settled(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(10),
+        || wake_ups(&monitor),
+    );
     // The measurement window, not a synchronisation: nothing happens during it.
     std::thread::sleep(std::time::Duration::from_secs(3));
     let after = wake_ups(&monitor);
