@@ -52,6 +52,15 @@ code, output = c.exec_run(["sh", "-c", 'test "$GREETING" = hello'])
 check("exec_run", code == 0, repr((code, output)))
 code, output = c.exec_run(["sh", "-c", "exit 5"])
 check("exec_run exit code", code == 5, repr(code))
+# stdout and stderr stay apart (dockerd frames stderr as stream 2), and a `tty` exec started
+# without `Tty` (docker-py's default) comes in frames, as dockerd sends it.
+api = client.api
+e = api.exec_create(c.id, ["sh", "-c", "echo out; echo err >&2"])
+out = api.exec_start(e, demux=True)
+check("exec demux", out == (b"out\n", b"err\n"), repr(out))
+e = api.exec_create(c.id, ["printf", "tty-line"], tty=True)
+out = api.exec_start(e)
+check("tty exec started without Tty is framed", out == b"tty-line", repr(out))
 
 check("logs", b"started" in c.logs(), repr(c.logs()))
 top = c.top()

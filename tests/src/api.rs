@@ -33,8 +33,11 @@ impl TestEnv {
             "--cgroup-parent",
             self.cgroup_parent(),
         ]);
+        // One file for both, as a service manager gives them: what the server relays for
+        // its clients must not depend on its own streams.
         let file = std::fs::File::create(&log).expect("serve log");
-        cmd.stdout(Stdio::null()).stderr(Stdio::from(file));
+        let out = file.try_clone().expect("serve log");
+        cmd.stdout(Stdio::from(out)).stderr(Stdio::from(file));
         let child = cmd.spawn().expect("spawn capsa serve");
         let server = ApiServer {
             child,

@@ -781,6 +781,62 @@ fn cp_works_on_stopped_containers_and_leaves_no_mount() {
     assert!(text(&both.stderr).contains("exactly one"));
 }
 
+/// As Docker: `cp` of a stopped container sees its volumes and bind mounts at their places
+/// (a job's results collected from its volume after it ended), both ways, and leaves no
+/// mount behind.
+#[test]
+fn cp_of_a_stopped_container_reaches_its_volumes() {
+    let env = TestEnv::new();
+    let bound = env.root().join("bound");
+    std::fs::create_dir(&bound).unwrap();
+    let bind = format!("{}:/bound", bound.display());
+    let out = env.run(&[
+        "--name",
+        "job",
+        "-v",
+        "/results",
+        "-v",
+        &bind,
+        "busybox",
+        "sh",
+        "-c",
+        "echo result > /results/r.txt; echo via-bind > /bound/b.txt",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let got = env.root().join("r.txt");
+    let cp = env.capsa(&["cp", "job:/results/r.txt", got.to_str().unwrap()]);
+    assert!(cp.status.success(), "{}", text(&cp.stderr));
+    assert_eq!(std::fs::read_to_string(&got).unwrap(), "result\n");
+    let cp = env.capsa(&["cp", "job:/bound/b.txt", "-"]);
+    assert!(cp.status.success(), "{}", text(&cp.stderr));
+    assert!(
+        text(&cp.stdout).contains("via-bind"),
+        "{}",
+        text(&cp.stdout)
+    );
+    // Into the volume: the next start reads it there.
+    let input = env.root().join("in.txt");
+    std::fs::write(&input, "added\n").unwrap();
+    let cp = env.capsa(&["cp", input.to_str().unwrap(), "job:/results/in.txt"]);
+    assert!(cp.status.success(), "{}", text(&cp.stderr));
+    assert!(
+        env.leftover_mounts().is_empty(),
+        "{:?}",
+        env.leftover_mounts()
+    );
+    let volume = env.inspect(
+        "job",
+        "{{range .Mounts}}{{if eq .Destination \"/results\"}}{{.Source}}{{end}}{{end}}",
+    );
+    assert_eq!(
+        std::fs::read_to_string(std::path::Path::new(&volume).join("in.txt")).unwrap(),
+        "added\n",
+        "the file went into the volume {volume}, not under it"
+    );
+    assert!(env.capsa(&["rm", "-v", "job"]).status.success());
+    env.assert_clean();
+}
+
 /// Starts an orphan in container `name` (its parent exits at once) and waits until it has
 /// finished; returns the zombie count seen then (bounded wait for `expect_zombie`).
 fn orphan_zombies(env: &TestEnv, name: &str, expect_zombie: bool) -> usize {

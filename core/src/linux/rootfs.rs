@@ -347,6 +347,29 @@ pub fn prepare(spec: &Spec, layers: RootLayers) -> Result<Root, RootfsError> {
     Ok(root)
 }
 
+/// Bind-mounts the spec's bind mounts (volumes, `-v`, the container's /etc files; none under
+/// /proc, /sys or /dev) inside the
+/// root mounted at `rootfs`, resolved in it as at start: the view of a stopped container
+/// that `cp` gives, as Docker's does. The caller is in a private mount namespace.
+pub fn mount_binds(rootfs: &Path, spec: &Spec) -> Result<(), RootfsError> {
+    let root = Root::open(rootfs).map_err(err("open", rootfs))?;
+    let root_id = identity(root.as_fd()).map_err(err("stat", rootfs))?;
+    // Kernel file systems (/proc, /sys and the cgroups bound in it, /dev) are not part of a
+    // stopped container's files.
+    let kernel = |p: &Path| ["/proc", "/sys", "/dev"].iter().any(|k| p.starts_with(k));
+    let binds = spec.mounts().iter().flatten().filter(|m| {
+        !kernel(m.destination())
+            && m.options()
+                .iter()
+                .flatten()
+                .any(|o| o == "bind" || o == "rbind")
+    });
+    for m in binds {
+        mount_one(&root, root_id, m, None)?;
+    }
+    Ok(())
+}
+
 /// Bind-mounts the pty slave `console` (a host path) as /dev/console inside `root`.
 pub fn bind_console(console: &Path, root: &Root) -> Result<(), RootfsError> {
     let dest = Path::new("/dev/console");

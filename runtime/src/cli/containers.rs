@@ -513,6 +513,7 @@ pub fn exec(root: &StateRoot, args: ExecArgs) -> i32 {
         detach: args.detach,
         interactive: args.interactive,
         tty: args.tty,
+        merged_output: crate::container::relay::caller_output_merged(),
         env: args.env,
         user: args.user,
         workdir: args.workdir,

@@ -113,6 +113,8 @@ enum EnterError {
     },
     #[error("{0}")]
     Overlay(#[source] crate::linux::rootfs::RootfsError),
+    #[error("volumes: {0}")]
+    Volumes(#[source] crate::linux::rootfs::RootfsError),
     #[error("chroot: {0}")]
     Chroot(#[source] nix::Error),
     #[error("chdir: {0}")]
@@ -174,14 +176,19 @@ fn in_container<T, E: std::fmt::Display>(
 struct StoppedRoot {
     layers: OverlayLayers,
     rootfs: PathBuf,
+    /// The container's spec: its bind mounts (volumes) are mounted too.
+    spec: Option<oci_spec::runtime::Spec>,
 }
 
 fn stopped_root(store: &ContainerStore, state: &State) -> Result<StoppedRoot, ContainerError> {
     let image = ImageStore::new(store.root()).resolve(&state.image_id)?;
     let dir = store.dir(&state.id);
+    // A container whose spec cannot be read (a torn create) is copied without its volumes.
+    let spec = oci_spec::runtime::Spec::load(dir.config()).ok();
     Ok(StoppedRoot {
         layers: dir.overlay_layers(image.layer_dirs),
         rootfs: dir.rootfs(),
+        spec,
     })
 }
 
@@ -243,6 +250,9 @@ fn enter(pidfd: Option<&OwnedFd>, root: Option<&StoppedRoot>) -> Result<(), Ente
         source,
     })?;
     mount_overlay(&root.layers, &root.rootfs).map_err(EnterError::Overlay)?;
+    if let Some(spec) = &root.spec {
+        crate::linux::rootfs::mount_binds(&root.rootfs, spec).map_err(EnterError::Volumes)?;
+    }
     nix::unistd::chroot(&root.rootfs).map_err(EnterError::Chroot)?;
     std::env::set_current_dir("/").map_err(EnterError::Chdir)
 }

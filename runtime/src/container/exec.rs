@@ -22,6 +22,9 @@ pub struct ExecOptions {
     pub interactive: bool,
     /// `-t`: a pseudo-terminal (the caller relays it).
     pub tty: bool,
+    /// Without `-t`: stdout and stderr on one pipe, because the front end writes both to one
+    /// place (see [`super::relay::caller_output_merged`]).
+    pub merged_output: bool,
     /// `-e`, in order.
     pub env: Vec<String>,
     /// `-u`.
@@ -145,7 +148,10 @@ pub fn exec_start(
             Pipes::new(Input::Closed, Output::Discarded).map_err(|e| io_err("pipes", e))?,
         )
     } else {
-        Streams::Pipes(super::relay::pipes(opts.interactive).map_err(|e| io_err("pipes", e))?)
+        Streams::Pipes(
+            super::relay::pipes(opts.interactive, opts.merged_output)
+                .map_err(|e| io_err("pipes", e))?,
+        )
     };
     let stdio = match &streams {
         Streams::Terminal(pty) => pty.stdio(),

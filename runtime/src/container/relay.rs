@@ -15,21 +15,28 @@ use crate::linux::process::stdio::{Input, Ours, Output, Pipes};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
-/// Pipes for a foreground workload of this process: stdin fed from ours with `-i` (else
-/// empty, as Docker gives it), stdout and stderr on one pipe when ours are the same file
-/// (a terminal, or `2>&1`), so that their order holds, else on two.
-pub fn pipes(interactive: bool) -> io::Result<Pipes> {
+/// Pipes for a relayed workload: stdin fed by the relay with `-i` (else empty, as Docker
+/// gives it), stdout and stderr on one pipe when the front end writes both to one place
+/// (`merged`), so that their order holds, else on two.
+pub fn pipes(interactive: bool, merged: bool) -> io::Result<Pipes> {
     let input = if interactive {
         Input::Fed
     } else {
         Input::Closed
     };
-    let output = if same_file(io::stdout().as_fd(), io::stderr().as_fd()) {
+    let output = if merged {
         Output::Merged
     } else {
         Output::Separate
     };
     Pipes::new(input, output)
+}
+
+/// Whether this process's stdout and stderr are one file (a terminal, or `2>&1`): then one
+/// pipe for both keeps the order in which the workload wrote them. Only a front end that
+/// relays to its own streams asks (the CLI); a server keeps the two apart for its clients.
+pub fn caller_output_merged() -> bool {
+    same_file(io::stdout().as_fd(), io::stderr().as_fd())
 }
 
 fn same_file(a: BorrowedFd, b: BorrowedFd) -> bool {

@@ -22,7 +22,7 @@ pub fn run_foreground(
     front: &mut dyn Front,
 ) -> Result<RunOutcome, ContainerError> {
     tracing::debug!("image resolved");
-    let pipes = super::relay::pipes(opts.interactive)
+    let pipes = super::relay::pipes(opts.interactive, super::relay::caller_output_merged())
         .map_err(|e| ContainerError::io(std::path::Path::new("pipe"), e))?;
     let mut prepared = prepare(store, image, opts)?;
     let id = prepared.state.id.clone();

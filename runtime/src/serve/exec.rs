@@ -280,6 +280,7 @@ async fn start(
                 detach: start.detach,
                 interactive: c.attach_stdin && !start.detach,
                 tty: c.tty,
+                merged_output: false,
                 env: c.env.clone().unwrap_or_default(),
                 user: Some(c.user.clone()).filter(|u| !u.is_empty()),
                 workdir: Some(c.working_dir.clone()).filter(|w| !w.is_empty()),
@@ -294,7 +295,9 @@ async fn start(
     if let Some([rows, cols]) = start.console_size.as_deref() {
         plan.resizes.ask(*rows, *cols);
     }
-    let tty = plan.opts.tty || start.tty;
+    // As dockerd: the start's `Tty`, not the exec's, says whether the stream is raw or
+    // multiplexed (docker-py starts a `tty` exec without it and reads frames).
+    let tty = start.tty;
     let root = engine.root.clone();
     if start.detach {
         let table = engine.clone();
