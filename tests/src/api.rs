@@ -96,7 +96,7 @@ impl ApiServer {
 
     /// Runs `docker ARGS` to completion (60 s at most).
     pub fn docker(&self, args: &[&str]) -> Output {
-        run_bounded(self.docker_command(args), Duration::from_secs(60))
+        run_bounded(self.docker_command(args), Duration::from_secs(120))
     }
 
     /// `docker ARGS`, panicking with its stderr unless it succeeds; returns stdout.

@@ -225,16 +225,17 @@ impl TestEnv {
         left
     }
 
-    /// Runs `capsa ARGS` to completion.
+    /// Runs `capsa ARGS` to completion (bounded: a hung command fails its test rather than
+    /// the suite; the bound leaves room for a VM booting under TCG on a loaded machine).
     pub fn capsa(&self, args: &[&str]) -> Output {
-        run_bounded(self.command(args), Duration::from_secs(60))
+        run_bounded(self.command(args), COMMAND_BOUND)
     }
 
     /// Runs `capsa ARGS` with extra environment variables.
     pub fn capsa_env(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
         let mut cmd = self.command(args);
         cmd.envs(vars.iter().copied());
-        run_bounded(cmd, Duration::from_secs(60))
+        run_bounded(cmd, COMMAND_BOUND)
     }
 
     /// Runs `capsa ARGS` with `input` on its standard input.
@@ -245,12 +246,11 @@ impl TestEnv {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn capsa");
-        child
-            .stdin
-            .take()
-            .expect("piped stdin")
-            .write_all(input)
-            .expect("write stdin");
+        let written = child.stdin.take().expect("piped stdin").write_all(input);
+        // A command may stop reading input it does not need (what follows a tar's end).
+        if let Err(e) = written {
+            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "write stdin: {e}");
+        }
         child.wait_with_output().expect("wait for capsa")
     }
 
@@ -485,6 +485,9 @@ pub fn as_nobody(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Output 
     c.arg(program).args(args);
     run_bounded(c, Duration::from_secs(20))
 }
+
+/// How long one capsa command may take before its test fails.
+const COMMAND_BOUND: Duration = Duration::from_secs(120);
 
 /// Waits (bounded) until `check` holds, re-checking every 20 ms.
 pub fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {

@@ -781,6 +781,32 @@ fn cp_works_on_stopped_containers_and_leaves_no_mount() {
     assert!(text(&both.stderr).contains("exactly one"));
 }
 
+/// A tar stream may go on past its end-of-archive blocks (tar writers pad to whole 10 KiB
+/// records; some pad more): the container's side stops at the end, the rest is padding,
+/// and the copy succeeds (it failed with a broken pipe when the extractor ended first).
+#[test]
+fn cp_from_a_stream_takes_an_archive_followed_by_padding() {
+    let env = TestEnv::new();
+    let out = env.run(&["-d", "--name", "pad", "busybox", "sleep", "600"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut archive = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(7);
+    header.set_mode(0o644);
+    header.set_cksum();
+    archive
+        .append_data(&mut header, "padded.txt", &b"content"[..])
+        .unwrap();
+    let mut bytes = archive.into_inner().unwrap();
+    bytes.extend(std::iter::repeat_n(0u8, 1 << 20));
+    let cp = env.capsa_with_stdin(&["cp", "-", "pad:/tmp"], &bytes);
+    assert!(cp.status.success(), "{}", text(&cp.stderr));
+    let cat = env.capsa(&["exec", "pad", "cat", "/tmp/padded.txt"]);
+    assert_eq!(text(&cat.stdout), "content");
+    assert!(env.capsa(&["rm", "-f", "pad"]).status.success());
+    env.assert_clean();
+}
+
 /// As Docker: `cp` of a stopped container sees its volumes and bind mounts at their places
 /// (a job's results collected from its volume after it ended), both ways, and leaves no
 /// mount behind.

@@ -244,6 +244,10 @@ impl RunArgs {
             interactive: self.interactive,
             stdin_once: false,
             tty: self.tty,
+            console_size: self
+                .tty
+                .then(|| crate::linux::sys::window_size(libc::STDOUT_FILENO).ok())
+                .flatten(),
             init: self.init,
             network: network.0,
             network_name: network.1,

@@ -183,7 +183,13 @@ fn run_once(
         .and_then(|p| p.terminal())
         .unwrap_or(false);
     let output = if terminal {
-        Output::terminal(&dir.dir).map_err(io_err)?
+        let size = prepared
+            .spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.console_size())
+            .map(|b| (b.height(), b.width()));
+        Output::terminal(&dir.dir, size).map_err(io_err)?
     } else if prepared.state.open_stdin {
         Output::fed_pipes(&dir.dir, prepared.state.stdin_once).map_err(io_err)?
     } else {
@@ -337,10 +343,13 @@ impl Output {
         })
     }
 
-    /// A pty (80x24 until a client says otherwise) and the attach socket, made before the
-    /// init so that no output is missed.
-    fn terminal(dir: &std::path::Path) -> std::io::Result<Output> {
-        let pty = Pty::open(24, 80)?;
+    /// A pty (of the spec's console size, else 80x24, until a client says otherwise) and
+    /// the attach socket, made before the init so that no output is missed.
+    fn terminal(dir: &std::path::Path, size: Option<(u64, u64)>) -> std::io::Result<Output> {
+        let fit =
+            |n: u64, default: u16| u16::try_from(n).ok().filter(|n| *n > 0).unwrap_or(default);
+        let (rows, cols) = size.map_or((24, 80), |(h, w)| (fit(h, 24), fit(w, 80)));
+        let pty = Pty::open(rows, cols)?;
         let listener = super::attach::listen(dir)?;
         Ok(Output::Terminal { pty, listener })
     }

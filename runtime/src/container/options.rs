@@ -140,6 +140,9 @@ pub struct RunOptions {
     pub stdin_once: bool,
     /// `-t`: a pseudo-terminal.
     pub tty: bool,
+    /// The terminal's first size (rows, columns): the client's window, known when it
+    /// creates the container (`HostConfig.ConsoleSize`), so that no resize can come late.
+    pub console_size: Option<(u16, u16)>,
     /// `--init`: a reaping PID 1 in front of the workload.
     pub init: bool,
     /// `--network`: the mode.

@@ -379,7 +379,17 @@ pub fn build(opts: &RunOptions, image: &Image, ctx: &SpecContext) -> Result<Spec
         .hard(nofile_limit)
         .build()
         .map_err(err)?;
-    let process = ProcessBuilder::default()
+    let mut process = ProcessBuilder::default();
+    if let (true, Some((rows, cols))) = (opts.tty, opts.console_size) {
+        process = process.console_size(
+            oci_spec::runtime::BoxBuilder::default()
+                .height(u64::from(rows))
+                .width(u64::from(cols))
+                .build()
+                .map_err(err)?,
+        );
+    }
+    let process = process
         .terminal(opts.tty)
         .args(args)
         .env(environment(opts, image, &hostname))

@@ -99,6 +99,7 @@ pub struct HostConfig {
     pub restart_policy: Option<RestartPolicyBody>,
     pub auto_remove: Option<bool>,
     pub init: Option<bool>,
+    pub console_size: Option<Vec<u16>>,
     pub privileged: Option<bool>,
     pub log_config: Option<LogConfig>,
     pub dns: Option<Vec<String>>,
@@ -530,6 +531,10 @@ pub fn to_options(
         interactive: body.open_stdin.unwrap_or(false),
         stdin_once: body.stdin_once.unwrap_or(false),
         tty: body.tty.unwrap_or(false),
+        console_size: host.console_size.as_deref().and_then(|s| match s {
+            [rows, cols] if *rows > 0 && *cols > 0 => Some((*rows, *cols)),
+            _ => None,
+        }),
         init: host.init.unwrap_or(false),
         network,
         network_name,

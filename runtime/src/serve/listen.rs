@@ -188,6 +188,38 @@ fn group_id(name: &str) -> Result<u32, ServeError> {
         .ok_or_else(|| ServeError::NoSuchGroup(name.to_string()))
 }
 
+/// The client's socket of one connection, duplicated when it is accepted and kept while
+/// any of its requests lives: a hijacked stream polls it for the client's hang-up and asks
+/// it whether the client has read the `101` answer yet (hyper's upgraded connection hides
+/// the socket behind its own wrapper).
+#[derive(Clone)]
+pub struct ClientSocket(pub Option<std::sync::Arc<std::os::fd::OwnedFd>>);
+
+impl ClientSocket {
+    fn of(fd: std::os::fd::BorrowedFd<'_>) -> ClientSocket {
+        ClientSocket(fd.try_clone_to_owned().ok().map(std::sync::Arc::new))
+    }
+}
+
+impl
+    axum::extract::connect_info::Connected<
+        axum::serve::IncomingStream<'_, tokio::net::UnixListener>,
+    > for ClientSocket
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::UnixListener>) -> Self {
+        ClientSocket::of(std::os::fd::AsFd::as_fd(stream.io()))
+    }
+}
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for ClientSocket
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        ClientSocket::of(std::os::fd::AsFd::as_fd(stream.io()))
+    }
+}
+
 /// Serves `app` on every listener until SIGINT or SIGTERM.
 pub async fn serve_until_signal<S>(listeners: Vec<Listener>, app: S) -> Result<(), ServeError>
 where
@@ -205,7 +237,10 @@ where
         let app = app.clone();
         match listener {
             Listener::Unix(l, path) => {
-                let service = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
+                let service =
+                    axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+                        ClientSocket,
+                    >(app);
                 tasks.spawn(async move {
                     axum::serve(l, service)
                         .await
@@ -216,7 +251,10 @@ where
                 });
             }
             Listener::Tcp(l, addr) => {
-                let service = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
+                let service =
+                    axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+                        ClientSocket,
+                    >(app);
                 tasks.spawn(async move {
                     axum::serve(l, service)
                         .await

@@ -144,9 +144,9 @@ pub struct Wires {
     pub output: mpsc::Sender<Vec<u8>>,
     /// The client's input (end of file: the client closed its writing side).
     pub input: std::os::unix::net::UnixStream,
-    /// The client's own socket once the connection is taken over (`POLLHUP` there: the
-    /// client has gone both ways).
-    pub peer: std::sync::Arc<std::sync::Mutex<Option<OwnedFd>>>,
+    /// The client's own socket (`POLLHUP` there: the client has gone both ways), when the
+    /// listener kept it (see [`super::listen::ClientSocket`]).
+    pub peer: Option<std::sync::Arc<OwnedFd>>,
     /// Told once the `101` answer is on its way and the connection taken over (closed
     /// unheard when the client went first).
     pub upgraded: std::sync::mpsc::Receiver<()>,
@@ -165,15 +165,13 @@ impl Wires {
         if self.output.is_closed() {
             return true;
         }
-        let peer = self.peer.lock().unwrap_or_else(|e| e.into_inner());
-        peer.as_ref().is_some_and(|fd| hung_up(fd.as_raw_fd()))
+        self.peer.as_ref().is_some_and(|fd| hung_up(fd.as_raw_fd()))
     }
 
-    /// The raw descriptor of the client's socket, if the connection is taken over (-1:
-    /// not yet), to poll for `POLLHUP`.
+    /// The raw descriptor of the client's socket (-1: not known, which poll ignores), to
+    /// poll for `POLLHUP`.
     pub fn peer_fd(&self) -> i32 {
-        let peer = self.peer.lock().unwrap_or_else(|e| e.into_inner());
-        peer.as_ref().map_or(-1, |fd| fd.as_raw_fd())
+        self.peer.as_ref().map_or(-1, |fd| fd.as_raw_fd())
     }
 }
 
@@ -194,7 +192,11 @@ pub fn hung_up(fd: i32) -> bool {
 /// client, what the client sends arrives on [`Wires::input`], the client's half-close
 /// closes it. When the output ends the connection is closed.
 pub fn hijack(request: &mut axum::extract::Request) -> Result<Wires, ApiError> {
-    let on_upgrade = hyper::upgrade::on(request);
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<super::listen::ClientSocket>>()
+        .and_then(|info| info.0 .0.clone());
+    let on_upgrade = hyper::upgrade::on(&mut *request);
     let (output, mut rx) = mpsc::channel::<Vec<u8>>(IN_FLIGHT);
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()
         .map_err(|e| ApiError::internal(format!("socket pair: {e}")))?;
@@ -203,7 +205,6 @@ pub fn hijack(request: &mut axum::extract::Request) -> Result<Wires, ApiError> {
         .map_err(|e| ApiError::internal(format!("socket pair: {e}")))?;
     let theirs = tokio::net::UnixStream::from_std(theirs)
         .map_err(|e| ApiError::internal(format!("socket pair: {e}")))?;
-    let peer = std::sync::Arc::new(std::sync::Mutex::new(None));
     let peer_slot = peer.clone();
     let (upgraded_tx, upgraded) = std::sync::mpsc::channel();
     tokio::spawn(async move {
@@ -211,7 +212,7 @@ pub fn hijack(request: &mut axum::extract::Request) -> Result<Wires, ApiError> {
         let Ok(upgraded) = on_upgrade.await else {
             return; // the client went before the answer: dropping `rx` stops the writer
         };
-        let (mut from_client, mut to_client, early) = split_client(upgraded, &peer_slot);
+        let (mut from_client, mut to_client, early) = split_client(upgraded);
         let _ = upgraded_tx.send(());
         let (input_r, mut input_w) = theirs.into_split();
         drop(input_r); // nothing comes back on it
@@ -235,7 +236,11 @@ pub fn hijack(request: &mut axum::extract::Request) -> Result<Wires, ApiError> {
             // Held until the output ends, so that the blocking side sees no early hang-up.
             std::future::pending::<()>().await;
         });
+        let mut first = true;
         while let Some(chunk) = rx.recv().await {
+            if std::mem::take(&mut first) {
+                headers_read(peer_slot.as_deref()).await;
+            }
             if to_client.write_all(&chunk).await.is_err() {
                 break;
             }
@@ -253,26 +258,37 @@ pub fn hijack(request: &mut axum::extract::Request) -> Result<Wires, ApiError> {
     })
 }
 
+/// Waits (at most 200 ms) until the client has read the `101` answer off its socket before
+/// the stream's first bytes follow. A client that reads the answer's headers through a
+/// buffer and the stream from the bare socket (docker-py) loses whatever arrived with the
+/// headers: a stopped container's logs, ready at once, came in that same read 4 times in 5.
+/// The kernel counts what the peer has not read yet (`SIOCOUTQ` on a Unix socket).
+async fn headers_read(peer: Option<&OwnedFd>) {
+    let Some(fd) = peer.map(|fd| fd.as_raw_fd()) else {
+        return;
+    };
+    for _ in 0..200 {
+        let mut unread: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ writes one int through the pointer, which lives across the call;
+        // the descriptor is the duplicate the caller holds for the connection's lifetime.
+        let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut unread) };
+        if rc != 0 || unread == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
 type ClientRead = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
 type ClientWrite = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
 
 /// The upgraded connection's two directions, and the bytes the server had read past the
-/// request. On a Unix socket the client's descriptor is also kept (duplicated) in `peer`
-/// so that a hang-up can be seen without reading.
-fn split_client(
-    upgraded: hyper::upgrade::Upgraded,
-    peer: &std::sync::Mutex<Option<OwnedFd>>,
-) -> (ClientRead, ClientWrite, Bytes) {
+/// request (none when hyper's own wrapper replays them).
+fn split_client(upgraded: hyper::upgrade::Upgraded) -> (ClientRead, ClientWrite, Bytes) {
     use hyper_util::rt::TokioIo;
     match upgraded.downcast::<TokioIo<tokio::net::UnixStream>>() {
         Ok(parts) => {
-            let stream = parts.io.into_inner();
-            if let Ok(fd) = nix::unistd::dup(stream.as_raw_fd()) {
-                // SAFETY: dup(2) returned a new descriptor that nothing else owns.
-                let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-                *peer.lock().unwrap_or_else(|e| e.into_inner()) = Some(fd);
-            }
-            let (r, w) = stream.into_split();
+            let (r, w) = parts.io.into_inner().into_split();
             (Box::new(r), Box::new(w), parts.read_buf)
         }
         Err(upgraded) => {
