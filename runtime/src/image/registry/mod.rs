@@ -10,6 +10,7 @@
 
 pub mod auth;
 mod tls;
+pub mod upload;
 
 use crate::printable::escape_controls as printable;
 use auth::{Challenge, Credentials, TokenResponse};
@@ -400,17 +401,24 @@ impl Registry {
     }
 
     fn authorization(&self, url: &str) -> Result<Option<String>, RegistryError> {
+        self.authorization_for(&scope_of(url))
+    }
+
+    /// The `Authorization` header for requests that need `scope` (space-separated scopes
+    /// when a request needs several, as a cross-repository mount does).
+    fn authorization_for(&self, scope: &str) -> Result<Option<String>, RegistryError> {
         match &self.challenge {
             None => Ok(None),
             Some(Challenge::Basic) => Ok(self.credentials.as_ref().map(Credentials::basic_header)),
             Some(Challenge::Bearer { .. }) => {
-                let token = self.token(&scope_of(url))?;
+                let token = self.token(scope)?;
                 Ok(Some(format!("Bearer {token}")))
             }
         }
     }
 
-    /// A bearer token for `scope` (cached for the life of this connection).
+    /// A bearer token for `scope` (space-separated scopes are asked for together; cached
+    /// for the life of this connection).
     fn token(&self, scope: &str) -> Result<String, RegistryError> {
         let Some(Challenge::Bearer { realm, service }) = &self.challenge else {
             return Ok(String::new());
@@ -423,8 +431,8 @@ impl Registry {
         if let Some(s) = service {
             req = req.query("service", s);
         }
-        if !scope.is_empty() {
-            req = req.query("scope", scope);
+        for one in scope.split(' ').filter(|s| !s.is_empty()) {
+            req = req.query("scope", one);
         }
         let what = format!("token from {realm}");
         if let Some(c) = &self.credentials {
