@@ -435,3 +435,55 @@ fn a_layer_larger_than_one_patch_goes_up_in_several_and_arrives_whole() {
     let stored = std::fs::metadata(reg.blob_file(&layer_digest)).unwrap();
     assert_eq!(stored.len(), size);
 }
+
+#[test]
+fn a_registry_that_refuses_uploads_is_named_and_nothing_is_claimed() {
+    use capsa_tests::registry::HostileServer;
+    let env = TestEnv::new();
+    let registry = HostileServer::start(&env, "127.0.0.1", "refuse-uploads", "");
+    let name = format!("{}/team/app:1", registry.host());
+    ok(&env.capsa(&["tag", "busybox", &name]));
+    let out = env.capsa(&["push", &name]);
+    let err = failed(&out);
+    assert!(err.contains("503"), "{err}");
+    assert!(
+        err.contains("UNAVAILABLE: read-only for maintenance"),
+        "{err}"
+    );
+    assert!(
+        !text(&out.stdout).contains("digest:"),
+        "{}",
+        text(&out.stdout)
+    );
+    // No manifest was offered, and the store records no push.
+    let seen = registry.requests();
+    assert!(!seen.contains("/manifests/"), "{seen}");
+    assert_eq!(inspect(&env, &name, "{{json .RepoDigests}}"), "[]");
+}
+
+/// A registry may send uploads to another host (a storage service): the layer goes there,
+/// the user's credentials do not.
+#[test]
+fn credentials_never_follow_an_upload_to_another_host() {
+    use base64::Engine as _;
+    use capsa_tests::registry::HostileServer;
+    let env = TestEnv::new();
+    let elsewhere = HostileServer::start(&env, "127.0.0.2", "refuse-uploads", "");
+    let registry = HostileServer::start(&env, "127.0.0.1", "upload-elsewhere", &elsewhere.host());
+    let secret = base64::engine::general_purpose::STANDARD.encode("alice:S3cretPW");
+    let auth = json!({"auths": {registry.host(): {"auth": secret}}});
+    std::fs::write(env.root().join("auth.json"), auth.to_string()).unwrap();
+    let name = format!("{}/team/app:1", registry.host());
+    ok(&env.capsa(&["tag", "busybox", &name]));
+    let out = env.capsa(&["push", &name]);
+    let err = failed(&out);
+    // The registry got the credentials; the other host got the upload without them.
+    assert!(registry.requests().contains(&format!("Basic {secret}")));
+    let seen = elsewhere.requests();
+    assert!(seen.contains("PATCH /upload -"), "{seen}");
+    assert!(
+        !seen.contains("Basic"),
+        "credentials reached another host: {seen}"
+    );
+    assert!(err.contains("503"), "{err}");
+}
