@@ -487,3 +487,35 @@ fn credentials_never_follow_an_upload_to_another_host() {
     );
     assert!(err.contains("503"), "{err}");
 }
+
+#[test]
+fn push_on_a_terminal_draws_one_line_per_layer() {
+    let env = TestEnv::new();
+    let src = LocalRegistry::start(&env);
+    let dst = LocalRegistry::start(&env);
+    seed(&src, "team/tty", "v1", Packing::Gzip, &[]);
+    let pulled = format!("{}/team/tty:v1", src.host());
+    ok(&env.capsa(&["pull", "-q", &pulled]));
+    let name = format!("{}/team/tty:v1", dst.host());
+    ok(&env.capsa(&["tag", &pulled, &name]));
+    let command = format!(
+        "{} push {name}; echo push-exit=$?; sleep 30",
+        env.shell_prefix()
+    );
+    let tmux = capsa_tests::Tmux::start(&command, 120, 20);
+    tmux.wait_for("push-exit=0");
+    let screen = tmux.screen();
+    let lines: Vec<&str> = screen.lines().collect();
+    // One line per layer, ending in its final state (the bars drew over themselves).
+    let pushed = lines.iter().filter(|l| l.ends_with(": Pushed")).count();
+    assert_eq!(pushed, 3, "{screen}");
+    assert!(
+        !screen.contains("Pushing") && !screen.contains("Preparing"),
+        "{screen}"
+    );
+    let digest = lines
+        .iter()
+        .position(|l| l.starts_with("v1: digest: sha256:"));
+    let last_layer = lines.iter().rposition(|l| l.ends_with(": Pushed"));
+    assert!(digest > last_layer, "bars stay above the summary: {screen}");
+}
