@@ -450,6 +450,7 @@ fn a_registry_that_refuses_uploads_is_named_and_nothing_is_claimed() {
         err.contains("UNAVAILABLE: read-only for maintenance"),
         "{err}"
     );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(
         !text(&out.stdout).contains("digest:"),
         "{}",
