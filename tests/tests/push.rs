@@ -281,6 +281,11 @@ fn push_needs_login(auth: Auth<'_>) {
         out.contains(&format!("1: digest: {digest} size: ")),
         "{out}"
     );
+    // A mount asks to push here and to pull from the source repository at once.
+    let sibling = format!("{}/test/sibling:1", reg.host());
+    ok(&env.capsa(&["tag", "busybox", &sibling]));
+    let out = ok(&env.capsa(&["push", &sibling]));
+    assert!(out.contains(": Mounted from test/private"), "{out}");
     env.assert_clean();
 }
 
