@@ -525,3 +525,26 @@ fn push_on_a_terminal_draws_one_line_per_layer() {
     let last_layer = lines.iter().rposition(|l| l.ends_with(": Pushed"));
     assert!(digest > last_layer, "bars stay above the summary: {screen}");
 }
+
+/// A registry open to anonymous reads answers `GET /v2/` without a challenge and asks for
+/// credentials at the first push request: the stored ones are sent then.
+#[test]
+fn a_registry_that_asks_for_credentials_only_at_push_gets_them() {
+    use base64::Engine as _;
+    use capsa_tests::registry::HostileServer;
+    let env = TestEnv::new();
+    let registry = HostileServer::start(&env, "127.0.0.1", "challenge-on-push", "");
+    let secret = base64::engine::general_purpose::STANDARD.encode("alice:S3cretPW");
+    let auth = json!({"auths": {registry.host(): {"auth": secret}}});
+    std::fs::write(env.root().join("auth.json"), auth.to_string()).unwrap();
+    let name = format!("{}/team/app:1", registry.host());
+    ok(&env.capsa(&["tag", "busybox", &name]));
+    let err = failed(&env.capsa(&["push", &name]));
+    // Past the challenge: the upload itself was refused (the registry is read-only).
+    assert!(err.contains("503"), "{err}");
+    let seen = registry.requests();
+    assert!(
+        seen.contains(&format!("POST /v2/team/app/blobs/uploads/ Basic {secret}")),
+        "{seen}"
+    );
+}

@@ -181,7 +181,9 @@ pub struct Registry {
     host: String,
     base: String,
     agent: ureq::Agent,
-    challenge: Option<Challenge>,
+    /// What `GET /v2/` asked for; a registry open to anonymous reads may ask only when a
+    /// push begins (see [`upload`]), and is then held to that.
+    challenge: std::sync::OnceLock<Challenge>,
     credentials: Option<Credentials>,
     /// Bearer tokens by scope; basic auth needs none.
     tokens: Mutex<Vec<(String, String)>>,
@@ -277,11 +279,15 @@ impl Registry {
         challenge: Option<Challenge>,
         credentials: Option<Credentials>,
     ) -> Registry {
+        let learned = std::sync::OnceLock::new();
+        if let Some(c) = challenge {
+            let _ = learned.set(c);
+        }
         Registry {
             host: host.to_string(),
             base,
             agent,
-            challenge,
+            challenge: learned,
             credentials,
             tokens: Mutex::new(Vec::new()),
         }
@@ -294,7 +300,7 @@ impl Registry {
 
     /// Checks that the stored or given credentials are accepted (what `login` verifies).
     pub fn check_login(&self) -> Result<(), RegistryError> {
-        match &self.challenge {
+        match self.challenge.get() {
             None => Ok(()),
             Some(_) if self.credentials.is_none() => Err(RegistryError::Status {
                 what: format!("login to {}", self.host),
@@ -407,7 +413,7 @@ impl Registry {
     /// The `Authorization` header for requests that need `scope` (space-separated scopes
     /// when a request needs several, as a cross-repository mount does).
     fn authorization_for(&self, scope: &str) -> Result<Option<String>, RegistryError> {
-        match &self.challenge {
+        match self.challenge.get() {
             None => Ok(None),
             Some(Challenge::Basic) => Ok(self.credentials.as_ref().map(Credentials::basic_header)),
             Some(Challenge::Bearer { .. }) => {
@@ -420,7 +426,7 @@ impl Registry {
     /// A bearer token for `scope` (space-separated scopes are asked for together; cached
     /// for the life of this connection).
     fn token(&self, scope: &str) -> Result<String, RegistryError> {
-        let Some(Challenge::Bearer { realm, service }) = &self.challenge else {
+        let Some(Challenge::Bearer { realm, service }) = self.challenge.get() else {
             return Ok(String::new());
         };
         let mut cache = self.tokens.lock().unwrap_or_else(|p| p.into_inner());

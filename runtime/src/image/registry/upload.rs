@@ -5,7 +5,9 @@
 //! Every request asks for the push scope (`repository:<repo>:pull,push`; a mount also asks
 //! to pull from the repository it mounts from). A session's URL is the registry's
 //! `Location`: credentials go with it only when it is on the registry's own origin, since a
-//! registry may hand uploads to another host, which gets no password or token.
+//! registry may hand uploads to another host, which gets no password or token. A registry
+//! open to anonymous reads may answer `GET /v2/` without a challenge and send one with the
+//! first push request's 401: it is learned then, and that request sent again.
 
 use super::{error_message, Registry, RegistryError};
 use std::io::Read;
@@ -218,6 +220,11 @@ impl Registry {
                 req = req.set("Authorization", &header);
             }
         }
+        let replay = match body {
+            Body::Nothing => Some(Body::Nothing),
+            Body::Bytes(bytes) => Some(Body::Bytes(bytes)),
+            Body::Stream(..) => None,
+        };
         let result = match body {
             Body::Nothing => req.call(),
             Body::Bytes(bytes) => req.send_bytes(bytes),
@@ -227,6 +234,26 @@ impl Registry {
         };
         match result {
             Ok(resp) => Ok(resp),
+            // Open to anonymous reads, the registry asks for credentials only now: learn
+            // its challenge once and ask again (a HEAD or small body can be sent again).
+            Err(ureq::Error::Status(401, resp))
+                if self.challenge.get().is_none() && self.same_origin(url) =>
+            {
+                let learned = resp
+                    .header("WWW-Authenticate")
+                    .and_then(super::auth::Challenge::parse);
+                match (learned, replay) {
+                    (Some(challenge), Some(body)) => {
+                        let _ = self.challenge.set(challenge);
+                        self.send(method, url, scope, what, headers, body)
+                    }
+                    _ => Err(RegistryError::Status {
+                        what: what.to_string(),
+                        status: 401,
+                        reason: error_message(resp),
+                    }),
+                }
+            }
             Err(ureq::Error::Status(status, resp)) => Err(RegistryError::Status {
                 what: what.to_string(),
                 status,
