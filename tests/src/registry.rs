@@ -182,6 +182,14 @@ impl LocalRegistry {
         );
     }
 
+    /// The registry's folder of repository `repo` (its tags and its links to blobs).
+    pub fn repository_dir(&self, repo: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/repositories")
+            .join(repo)
+    }
+
     /// The file where the registry keeps blob `digest`.
     pub fn blob_file(&self, digest: &str) -> PathBuf {
         let hex = digest.trim_start_matches("sha256:");

@@ -82,8 +82,8 @@ pub enum ContainerCommand {
 pub enum ImageVerb {
     /// Download an image from a registry.
     Pull(registry::PullArgs),
-    /// Upload an image to a registry (not yet: issue 18).
-    Push(NotYet),
+    /// Upload an image to a registry.
+    Push(registry::PushArgs),
     /// Build an image from a Dockerfile (not yet: issue 18).
     Build(NotYet),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE.

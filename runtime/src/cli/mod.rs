@@ -261,7 +261,7 @@ fn container_verb(root: &crate::root::StateRoot, verb: ContainerVerb) -> i32 {
 fn image_verb(root: &crate::root::StateRoot, verb: ImageVerb) -> i32 {
     match verb {
         ImageVerb::Pull(a) => registry::pull(root, a),
-        ImageVerb::Push(_) => forms::not_yet("push", "build and share, issue 18"),
+        ImageVerb::Push(a) => registry::push(root, a),
         ImageVerb::Build(_) => forms::not_yet("build", "build and share, issue 18"),
         ImageVerb::Tag(a) => images::tag(root, a),
         ImageVerb::History(a) => images::history(root, a),

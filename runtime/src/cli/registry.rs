@@ -1,10 +1,11 @@
-//! `pull`, `login`, `logout`, `search`: the verbs that talk to registries, and the pull
-//! progress display (a bar per layer on a terminal, one line per state change elsewhere,
-//! as `docker pull` draws them).
+//! `pull`, `push`, `login`, `logout`, `search`: the verbs that talk to registries, and the
+//! pull and push progress display (a bar per layer on a terminal, one line per state change
+//! elsewhere, as `docker pull` and `docker push` draw them).
 
 use super::{report, EXIT_FAILURE};
 use crate::image::manifest::Platform;
 use crate::image::pull::{self, LayerEvent, PullProgress};
+use crate::image::push::{self, PushEvent, PushProgress};
 use crate::image::registry::auth::{self, Credentials};
 use crate::image::registry::{Registry, RegistrySettings};
 use crate::image::{reference, ImageError, ImageStore, Reference};
@@ -132,13 +133,23 @@ pub fn pull_image(
     Ok(reference.full())
 }
 
-/// Pull progress for a person: indicatif bars on a terminal, plain lines otherwise.
+/// Pull and push progress for a person: indicatif bars on a terminal, plain lines
+/// otherwise.
 struct Display {
     to: ProgressTo,
     bars: Option<MultiProgress>,
-    layers: Mutex<HashMap<String, (ProgressBar, LayerEvent)>>,
+    /// Each layer's bar and the words it shows last.
+    layers: Mutex<HashMap<String, (ProgressBar, String)>>,
     /// Once the bars are done, lines go below them rather than above.
     bars_done: std::sync::atomic::AtomicBool,
+}
+
+/// One layer's state as shown: Docker's words, bytes done of a total while moving, and
+/// whether it is final.
+struct Shown<'a> {
+    words: &'a str,
+    bytes: Option<(u64, u64)>,
+    last: bool,
 }
 
 impl Display {
@@ -195,33 +206,24 @@ impl Display {
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Docker's words for each state.
-    fn words(event: &LayerEvent) -> &'static str {
-        match event {
-            LayerEvent::AlreadyExists => "Already exists",
-            LayerEvent::Waiting => "Pulling fs layer",
-            LayerEvent::Downloading { .. } => "Downloading",
-            LayerEvent::Verifying => "Verifying Checksum",
-            LayerEvent::Complete => "Pull complete",
-        }
-    }
-}
-
-impl PullProgress for Display {
-    fn layer(&self, short_id: &str, event: LayerEvent) {
+    /// Shows a layer's new state: its bar redrawn, or a line when the words change (byte
+    /// counts would flood a log).
+    fn show(&self, short_id: &str, state: Shown<'_>) {
         if self.to == ProgressTo::Nowhere {
             return;
         }
         let mut layers = self.layers.lock().unwrap_or_else(|p| p.into_inner());
         let Some(multi) = &self.bars else {
-            // Lines: one per change of state (byte counts would flood a log).
-            let changed = layers.get(short_id).is_none_or(|(_, last)| {
-                std::mem::discriminant(last) != std::mem::discriminant(&event)
-            });
-            layers.insert(short_id.to_string(), (ProgressBar::hidden(), event.clone()));
+            let changed = layers
+                .get(short_id)
+                .is_none_or(|(_, last)| last != state.words);
+            layers.insert(
+                short_id.to_string(),
+                (ProgressBar::hidden(), state.words.to_string()),
+            );
             drop(layers);
-            if changed && !matches!(event, LayerEvent::Downloading { .. }) {
-                self.line(&format!("{short_id}: {}", Display::words(&event)));
+            if changed && state.bytes.is_none() {
+                self.line(&format!("{short_id}: {}", state.words));
             }
             return;
         };
@@ -232,33 +234,123 @@ impl PullProgress for Display {
                     .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             bar.set_prefix(short_id.to_string());
-            (bar, event.clone())
+            (bar, String::new())
         });
         let bar = &entry.0;
-        match &event {
-            LayerEvent::Downloading { done, total } => {
-                bar.set_style(
-                    ProgressStyle::with_template(
-                        "{prefix}: {msg} [{bar:50.=> }] {bytes}/{total_bytes}",
-                    )
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-                );
-                bar.set_length(*total);
-                bar.set_position(*done);
-                bar.set_message("Downloading");
-            }
-            LayerEvent::Complete | LayerEvent::AlreadyExists => {
-                bar.set_style(
-                    ProgressStyle::with_template("{prefix}: {msg}")
-                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-                );
-                bar.finish_with_message(Display::words(&event));
-            }
-            other => bar.set_message(Display::words(other)),
+        let words = &*crate::printable::escape_controls(state.words);
+        if let Some((done, total)) = state.bytes {
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{prefix}: {msg} [{bar:50.=> }] {bytes}/{total_bytes}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar.set_length(total);
+            bar.set_position(done);
+            bar.set_message(words.to_string());
+        } else if state.last {
+            bar.set_style(
+                ProgressStyle::with_template("{prefix}: {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar.finish_with_message(words.to_string());
+        } else {
+            bar.set_message(words.to_string());
         }
-        entry.1 = event;
+        entry.1 = state.words.to_string();
     }
+}
+
+impl PullProgress for Display {
+    fn layer(&self, short_id: &str, event: LayerEvent) {
+        let (words, bytes, last) = match event {
+            LayerEvent::AlreadyExists => ("Already exists", None, true),
+            LayerEvent::Waiting => ("Pulling fs layer", None, false),
+            LayerEvent::Downloading { done, total } => ("Downloading", Some((done, total)), false),
+            LayerEvent::Verifying => ("Verifying Checksum", None, false),
+            LayerEvent::Complete => ("Pull complete", None, true),
+        };
+        self.show(short_id, Shown { words, bytes, last });
+    }
+}
+
+impl PushProgress for Display {
+    fn layer(&self, short_id: &str, event: PushEvent) {
+        let mounted;
+        let (words, bytes, last) = match &event {
+            PushEvent::Preparing => ("Preparing", None, false),
+            PushEvent::Waiting => ("Waiting", None, false),
+            PushEvent::Pushing { done, total } => ("Pushing", Some((*done, *total)), false),
+            PushEvent::Pushed => ("Pushed", None, true),
+            PushEvent::AlreadyExists => ("Layer already exists", None, true),
+            PushEvent::MountedFrom(from) => {
+                mounted = format!("Mounted from {from}");
+                (mounted.as_str(), None, true)
+            }
+        };
+        self.show(short_id, Shown { words, bytes, last });
+    }
+}
+
+/// `push` flags.
+#[derive(Args, Debug)]
+pub struct PushArgs {
+    /// Push all tags of the repository.
+    #[arg(short = 'a', long = "all-tags")]
+    all_tags: bool,
+    /// Print only the names pushed.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// NAME[:TAG].
+    image: String,
+}
+
+/// `push [-a] [-q] NAME[:TAG]`: the image as stored (same manifest digest), or with `-a`
+/// every tag of its repository; progress as `docker push` draws it.
+pub fn push(root: &StateRoot, args: PushArgs) -> i32 {
+    match push_images(root, &args) {
+        Ok(()) => 0,
+        Err(e) => {
+            report(&e);
+            EXIT_FAILURE
+        }
+    }
+}
+
+fn push_images(root: &StateRoot, args: &PushArgs) -> Result<(), ImageError> {
+    let store = ImageStore::new(root);
+    let targets = push::targets(&store, &args.image, args.all_tags)?;
+    let settings = settings(root).map_err(|e| ImageError::PushFailed {
+        image: args.image.clone(),
+        source: Box::new(push::PushError::Settings(e)),
+    })?;
+    let to = if args.quiet {
+        ProgressTo::Nowhere
+    } else {
+        ProgressTo::Stdout
+    };
+    if let Some(first) = targets.first() {
+        Display::new(to).line(&format!(
+            "The push refers to repository [{}]",
+            first.familiar_repository()
+        ));
+    }
+    for target in &targets {
+        let display = Display::new(to);
+        let result = push::push(&store, target, &settings, None, &display);
+        display.finish();
+        let pushed = result?;
+        let tag = target.tag.as_deref().unwrap_or_default();
+        display.line(&format!(
+            "{tag}: digest: {} size: {}",
+            pushed.digest, pushed.size
+        ));
+        if args.quiet {
+            println!("{}", target.familiar());
+        }
+    }
+    Ok(())
 }
 
 /// `login` flags.

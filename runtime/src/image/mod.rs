@@ -1,5 +1,5 @@
 //! Images: references, the content-addressed store, the registry client and `pull`, layer
-//! intake and unpacking, `import`, and the archives of `save`/`load`.
+//! intake and unpacking, `import`, `push`, and the archives of `save`/`load`.
 
 pub mod archive;
 pub mod digest;
@@ -9,6 +9,7 @@ pub mod json;
 pub mod layer;
 pub mod manifest;
 pub mod pull;
+pub mod push;
 pub mod reference;
 pub mod registry;
 pub mod remove;
@@ -63,6 +64,15 @@ pub enum ImageError {
         /// What went wrong, naming the manifest, config or layer.
         #[source]
         source: Box<pull::PullError>,
+    },
+    /// Sending an image to a registry failed.
+    #[error("push {}: {}", printable(.image), printable(&.source.to_string()))]
+    PushFailed {
+        /// The fully qualified reference.
+        image: String,
+        /// What went wrong, naming the blob or manifest.
+        #[source]
+        source: Box<push::PushError>,
     },
     /// An archive given to `load` is malformed or does not match its own manifests.
     #[error("load {}: {}", printable(.archive), printable(&.source.to_string()))]

@@ -1,6 +1,6 @@
-//! `/images/...`: list, inspect, history, tag, remove, pull (`/images/create`, with
-//! Docker's NDJSON progress), import (`fromSrc=-`), save (`/images/{name}/get`,
-//! `/images/get`), load and prune, over [`crate::image`].
+//! `/images/...`: list, inspect, history, tag, remove, pull (`/images/create`) and push
+//! (`/images/{name}/push`) with Docker's NDJSON progress, import (`fromSrc=-`), save
+//! (`/images/{name}/get`, `/images/get`), load and prune, over [`crate::image`].
 //!
 //! Image names hold slashes (`127.0.0.1:5000/team/app:v1`), so the routes under
 //! `/images/{name}/...` are one catch-all that splits the verb off the end, as dockerd's
@@ -10,6 +10,7 @@ use super::bodies::{body_reader, ndjson_line, write_stream};
 use super::http::{blocking, filters, flag, json, ApiError, ApiResult, ApiVersion, Query};
 use super::Shared;
 use crate::image::pull::{LayerEvent, PullProgress};
+use crate::image::push::{PushEvent, PushProgress};
 use crate::image::registry::auth::Credentials;
 use crate::image::{archive, inspect, remove, Image, ImageError, ImageStore, Reference};
 use axum::body::Body;
@@ -253,9 +254,11 @@ async fn by_name_post(
     State(engine): State<Shared>,
     Path(rest): Path<String>,
     query: Query,
+    headers: HeaderMap,
 ) -> ApiResult<Response> {
     match split_verb(&rest) {
         (name, Some("tag")) => tag(engine, name.to_string(), query).await,
+        (name, Some("push")) => push(engine, name.to_string(), query, &headers).await,
         _ => Err(ApiError::not_found(format!(
             "page not found: /images/{rest}"
         ))),
@@ -417,13 +420,13 @@ fn registry_auth(headers: &HeaderMap) -> ApiResult<Option<Credentials>> {
     }))
 }
 
-/// What a pull thread sends the response.
+/// What a pull or push thread sends the response.
 enum PullMessage {
     Line(Value),
     Failed(ApiError),
 }
 
-/// Pull progress as Docker's JSON lines.
+/// Pull and push progress as Docker's JSON lines.
 struct Progress {
     tx: tokio::sync::mpsc::Sender<PullMessage>,
 }
@@ -526,18 +529,98 @@ async fn create(
         Some(PullMessage::Line(v)) => v,
         None => return Err(ApiError::internal("the pull ended without a word")),
     };
-    let stream = async_stream(pulling, first, rx);
+    let stream = async_stream(vec![pulling, first], rx);
     Ok(ndjson_response(Body::from_stream(stream)))
 }
 
-/// The first lines, then what the pull thread sends, as NDJSON chunks.
+impl PushProgress for Progress {
+    fn layer(&self, id: &str, event: PushEvent) {
+        let line = |status: &str| json!({"status": status, "progressDetail": {}, "id": id});
+        match event {
+            PushEvent::Preparing => self.send(line("Preparing")),
+            PushEvent::Waiting => self.send(line("Waiting")),
+            PushEvent::Pushing { done, total } => self.send(json!({
+                "status": "Pushing",
+                "progressDetail": {"current": done, "total": total},
+                "progress": format!("{}/{}", crate::timefmt::human_size(done), crate::timefmt::human_size(total)),
+                "id": id,
+            })),
+            PushEvent::Pushed => self.send(line("Pushed")),
+            PushEvent::AlreadyExists => self.send(line("Layer already exists")),
+            PushEvent::MountedFrom(from) => self.send(line(&format!("Mounted from {from}"))),
+        }
+    }
+}
+
+/// `POST /images/{name}/push?tag=`: that tag, or every tag of the repository when neither
+/// the name nor `tag` gives one (as dockerd). An image not in the store is a 404; once
+/// the stream began, a failure is its last line (`error`), as dockerd sends registry
+/// refusals.
+async fn push(
+    engine: Shared,
+    name: String,
+    query: Query,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    let tag = query.get("tag").filter(|t| !t.is_empty()).cloned();
+    let last = name.rsplit('/').next().unwrap_or(&name);
+    let all_tags = tag.is_none() && !last.contains(':');
+    let wanted = match &tag {
+        Some(t) => format!("{name}:{t}"),
+        None => name,
+    };
+    let credentials = registry_auth(headers)?;
+    let settings = crate::image::registry::settings(&engine.root, Vec::new())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let found = engine.clone();
+    let targets = blocking(move || {
+        crate::image::push::targets(&store(&found), &wanted, all_tags).map_err(image_error)
+    })
+    .await?;
+    let head = json!({
+        "status": format!(
+            "The push refers to repository [{}]",
+            targets.first().map(Reference::familiar_repository).unwrap_or_default()
+        ),
+    });
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::task::spawn_blocking(move || {
+        let progress = Progress { tx: tx.clone() };
+        let store = ImageStore::new(&engine.root);
+        for target in &targets {
+            let result =
+                crate::image::push::push(&store, target, &settings, credentials.clone(), &progress);
+            match result {
+                Ok(pushed) => {
+                    let tag = target.tag.clone().unwrap_or_default();
+                    progress.send(json!({
+                        "status": format!("{tag}: digest: {} size: {}", pushed.digest, pushed.size),
+                    }));
+                    progress.send(json!({
+                        "progressDetail": {},
+                        "aux": {"Tag": tag, "Digest": pushed.digest.as_str(), "Size": pushed.size},
+                    }));
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(PullMessage::Failed(image_error(e)));
+                    return;
+                }
+            }
+        }
+    });
+    Ok(ndjson_response(Body::from_stream(async_stream(
+        vec![head],
+        rx,
+    ))))
+}
+
+/// The first lines, then what the pull or push thread sends, as NDJSON chunks.
 fn async_stream(
-    pulling: Value,
-    first: Value,
+    first: Vec<Value>,
     rx: tokio::sync::mpsc::Receiver<PullMessage>,
 ) -> impl tokio_stream::Stream<Item = Result<axum::body::Bytes, std::convert::Infallible>> {
     use tokio_stream::StreamExt;
-    let head = tokio_stream::iter([Ok(ndjson_line(&pulling)), Ok(ndjson_line(&first))]);
+    let head = tokio_stream::iter(first.into_iter().map(|v| Ok(ndjson_line(&v))));
     let rest = tokio_stream::wrappers::ReceiverStream::new(rx).map(|m| {
         Ok(match m {
             PullMessage::Line(v) => ndjson_line(&v),

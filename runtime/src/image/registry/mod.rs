@@ -10,6 +10,7 @@
 
 pub mod auth;
 mod tls;
+pub mod upload;
 
 use crate::printable::escape_controls as printable;
 use auth::{Challenge, Credentials, TokenResponse};
@@ -180,7 +181,9 @@ pub struct Registry {
     host: String,
     base: String,
     agent: ureq::Agent,
-    challenge: Option<Challenge>,
+    /// What `GET /v2/` asked for; a registry open to anonymous reads may ask only when a
+    /// push begins (see [`upload`]), and is then held to that.
+    challenge: std::sync::OnceLock<Challenge>,
     credentials: Option<Credentials>,
     /// Bearer tokens by scope; basic auth needs none.
     tokens: Mutex<Vec<(String, String)>>,
@@ -276,11 +279,15 @@ impl Registry {
         challenge: Option<Challenge>,
         credentials: Option<Credentials>,
     ) -> Registry {
+        let learned = std::sync::OnceLock::new();
+        if let Some(c) = challenge {
+            let _ = learned.set(c);
+        }
         Registry {
             host: host.to_string(),
             base,
             agent,
-            challenge,
+            challenge: learned,
             credentials,
             tokens: Mutex::new(Vec::new()),
         }
@@ -293,7 +300,7 @@ impl Registry {
 
     /// Checks that the stored or given credentials are accepted (what `login` verifies).
     pub fn check_login(&self) -> Result<(), RegistryError> {
-        match &self.challenge {
+        match self.challenge.get() {
             None => Ok(()),
             Some(_) if self.credentials.is_none() => Err(RegistryError::Status {
                 what: format!("login to {}", self.host),
@@ -400,19 +407,26 @@ impl Registry {
     }
 
     fn authorization(&self, url: &str) -> Result<Option<String>, RegistryError> {
-        match &self.challenge {
+        self.authorization_for(&scope_of(url))
+    }
+
+    /// The `Authorization` header for requests that need `scope` (space-separated scopes
+    /// when a request needs several, as a cross-repository mount does).
+    fn authorization_for(&self, scope: &str) -> Result<Option<String>, RegistryError> {
+        match self.challenge.get() {
             None => Ok(None),
             Some(Challenge::Basic) => Ok(self.credentials.as_ref().map(Credentials::basic_header)),
             Some(Challenge::Bearer { .. }) => {
-                let token = self.token(&scope_of(url))?;
+                let token = self.token(scope)?;
                 Ok(Some(format!("Bearer {token}")))
             }
         }
     }
 
-    /// A bearer token for `scope` (cached for the life of this connection).
+    /// A bearer token for `scope` (space-separated scopes are asked for together; cached
+    /// for the life of this connection).
     fn token(&self, scope: &str) -> Result<String, RegistryError> {
-        let Some(Challenge::Bearer { realm, service }) = &self.challenge else {
+        let Some(Challenge::Bearer { realm, service }) = self.challenge.get() else {
             return Ok(String::new());
         };
         let mut cache = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
@@ -423,8 +437,8 @@ impl Registry {
         if let Some(s) = service {
             req = req.query("service", s);
         }
-        if !scope.is_empty() {
-            req = req.query("scope", scope);
+        for one in scope.split(' ').filter(|s| !s.is_empty()) {
+            req = req.query("scope", one);
         }
         let what = format!("token from {realm}");
         if let Some(c) = &self.credentials {
