@@ -380,15 +380,27 @@ fn user_networks_resolve_names_and_stay_apart() {
         "{}",
         text(&again.stderr)
     );
-    let first = env.capsa(&["network", "disconnect", "bridge", "late"]);
-    assert!(
-        text(&first.stderr).contains("first network"),
-        "{}",
-        text(&first.stderr)
-    );
     ok(&["network", "disconnect", "appnet", "late"]);
     let left = env.capsa(&["exec", "late", "sh", "-c", "ip link show eth1"]);
     assert!(!left.status.success(), "eth1 is still there");
+    // As Docker: the first network leaves a running container too (its default route with
+    // it), and a connect gives it back.
+    ok(&["network", "disconnect", "bridge", "late"]);
+    let gone = env.capsa(&["exec", "late", "sh", "-c", "ip link show eth0"]);
+    assert!(!gone.status.success(), "eth0 is still there");
+    let routes = ok(&["exec", "late", "ip", "route"]);
+    assert!(!routes.contains("default"), "{routes}");
+    let networks = env.inspect("late", "{{json .NetworkSettings.Networks}}");
+    assert!(!networks.contains("\"bridge\""), "{networks}");
+    ok(&["network", "connect", "bridge", "late"]);
+    let routes = ok(&["exec", "late", "ip", "route"]);
+    assert!(routes.contains("default via"), "{routes}");
+    let twice = env.capsa(&["network", "disconnect", "appnet", "late"]);
+    assert!(
+        text(&twice.stderr).contains("is not connected to network appnet"),
+        "{}",
+        text(&twice.stderr)
+    );
     assert!(!ok(&["exec", "db", "cat", "/etc/hosts"]).contains("late"));
     ok(&["rm", "-f", "late"]);
     // In use: refused, and nothing changes.

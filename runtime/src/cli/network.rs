@@ -158,16 +158,14 @@ pub fn network(root: &StateRoot, command: NetworkCommand) -> i32 {
         }
         NetworkCommand::Connect(a) => {
             let result = parse_ip(a.ip.as_deref()).and_then(|ip| {
-                let record = store.get(&a.network)?;
+                // The default bridge has no record of its own.
+                let name = match a.network.as_str() {
+                    "bridge" => a.network.clone(),
+                    other => store.get(other)?.name,
+                };
                 let id = containers.resolve(&a.container)?;
-                crate::container::network::connect_network(
-                    &containers,
-                    &id,
-                    &record.name,
-                    ip,
-                    a.alias,
-                )
-                .map_err(CmdError::from)
+                crate::container::network::connect_network(&containers, &id, &name, ip, a.alias)
+                    .map_err(CmdError::from)
             });
             done(result)
         }

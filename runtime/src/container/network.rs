@@ -472,12 +472,16 @@ fn refuse_outside_host(state: &State) -> Result<(), ContainerError> {
     )))
 }
 
-/// Disconnects a container that does not run from its first network: its interface
-/// leaves the init waiting at the start gate, and the endpoint is kept aside (address,
-/// MAC, host ports) until a connect to that network gives it back.
+/// Disconnects a container from its first network: its interface (and with it the
+/// default route) leaves the running workload, or the init waiting at the start gate; its
+/// host ports stop forwarding; the endpoint is kept aside (address, MAC, host ports) until
+/// a connect to that network gives it back.
 fn detach_first(store: &ContainerStore, state: &State, name: &str) -> Result<(), ContainerError> {
     let invalid = |m: String| ContainerError::InvalidArgument(m);
     if let (true, Some(pid), Some(endpoint)) = (state.init_alive(), state.pid, &state.endpoint) {
+        if !endpoint.ports.is_empty() {
+            net::detach(endpoint, &ports_of_others(store, &state.id));
+        }
         net::unplug(pid, &endpoint.ifname).map_err(|e| invalid(e.to_string()))?;
     }
     store.update(&state.id, |s| s.detached_endpoint = s.endpoint.take())?;
@@ -604,18 +608,12 @@ pub fn disconnect_network(
     let invalid = |m: String| ContainerError::InvalidArgument(m);
     let state = store.observe(id)?;
     refuse_outside_host(&state)?;
-    if state.endpoint.as_ref().is_some_and(|e| e.network == name) && state.status != Status::Running
-    {
+    if state.endpoint.as_ref().is_some_and(|e| e.network == name) {
         return detach_first(store, &state, name);
     }
     let Some(endpoint) = state.connected.iter().find(|e| e.network == name) else {
-        let why = if state.endpoint.as_ref().is_some_and(|e| e.network == name) {
-            "it is the container's first network (its default route), which capsa takes away only while the container does not run"
-        } else {
-            "it is not connected to it"
-        };
         return Err(invalid(format!(
-            "container {} cannot be disconnected from network {name}: {why}",
+            "container {} is not connected to network {name}",
             state.name
         )));
     };
@@ -942,6 +940,8 @@ pub fn inspect_settings(state: &State) -> serde_json::Value {
         Some(e) => {
             networks.insert(e.network.clone(), endpoint_settings(state, Some(e)));
         }
+        // Disconnected from its first network: that one is not listed, as with Docker.
+        None if state.detached_endpoint.is_some() => {}
         None => {
             networks.insert(
                 network_name(state).to_string(),
