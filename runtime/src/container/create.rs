@@ -74,6 +74,7 @@ fn lay_out(
         std::fs::create_dir_all(&d).map_err(|e| ContainerError::io(&d, e))?;
     }
     let (opts, volumes) = super::volumes::claim(store, opts, &image, false)?;
+    let opts = network::with_gateway_hosts(store, opts)?;
     let opts: &RunOptions = &opts;
     if opts.userns && opts.privileged {
         return Err(ContainerError::InvalidArgument(
