@@ -130,6 +130,50 @@ fn a_device_given_opens_and_another_does_not() {
     assert_eq!(out.trim(), "denied");
 }
 
+#[test]
+fn a_device_given_opens_and_another_does_not_on_cgroup_v2() {
+    // cgroup v2 in a private mount namespace (this host mounts v1 controllers): the
+    // allowlist is then the BPF program attached to the container's cgroup.
+    let env = TestEnv::new();
+    let host = "/dev/loop-control";
+    assert!(std::path::Path::new(host).exists(), "{host} is needed");
+    let inner = env.command(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--cgroup-parent",
+        env.cgroup_parent(),
+        "--device",
+        &format!("{host}:/dev/lc:r"),
+        "busybox",
+        "sh",
+        "-c",
+        "grep -c cgroup2 /proc/self/mounts; : < /dev/lc && echo read-ok; \
+         (: > /dev/lc) 2>/dev/null || echo write-denied; \
+         mknod /dev/other c 10 235 && { (: < /dev/other) 2>/dev/null || echo other-denied; }",
+    ]);
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args([
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        "umount -l /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup && exec \"$@\"",
+        "sh",
+    ])
+    .arg(inner.get_program())
+    .args(inner.get_args());
+    let out = capsa_tests::run_bounded(cmd, std::time::Duration::from_secs(60));
+    assert_eq!(
+        text(&out.stdout).lines().collect::<Vec<_>>(),
+        ["1", "read-ok", "write-denied", "other-denied"],
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 /// A cgroup file of the running container `name`, read inside it (its own cgroup is
 /// mounted at /sys/fs/cgroup: v1 per hierarchy, v2 one directory).
 fn cgroup_file(env: &TestEnv, name: &str, v1: &str, v2: &str) -> String {

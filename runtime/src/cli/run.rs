@@ -96,37 +96,50 @@ pub struct RunArgs {
     #[arg(long = "pids-limit", allow_hyphen_values = true)]
     pids_limit: Option<String>,
     /// Relative CPU weight against other containers (cgroup cpu.shares; default 1024).
-    #[arg(short = 'c', long = "cpu-shares", allow_hyphen_values = true)]
+    #[arg(
+        short = 'c',
+        long = "cpu-shares",
+        value_name = "SHARES",
+        allow_hyphen_values = true
+    )]
     cpu_shares: Option<i64>,
     /// CPUs in which to allow execution (0-3, 0,1).
-    #[arg(long = "cpuset-cpus")]
+    #[arg(long = "cpuset-cpus", value_name = "LIST")]
     cpuset_cpus: Option<String>,
     /// Memory nodes in which to allow execution (0-3, 0,1).
-    #[arg(long = "cpuset-mems")]
+    #[arg(long = "cpuset-mems", value_name = "LIST")]
     cpuset_mems: Option<String>,
     /// Memory plus swap limit (with -m): a size, or -1 for unlimited swap.
-    #[arg(long = "memory-swap", allow_hyphen_values = true)]
+    #[arg(long = "memory-swap", value_name = "BYTES", allow_hyphen_values = true)]
     memory_swap: Option<String>,
     /// Memory soft limit.
-    #[arg(long = "memory-reservation", allow_hyphen_values = true)]
+    #[arg(
+        long = "memory-reservation",
+        value_name = "BYTES",
+        allow_hyphen_values = true
+    )]
     memory_reservation: Option<String>,
     /// Disable the OOM killer for the container (cgroup v1).
     #[arg(long = "oom-kill-disable")]
     oom_kill_disable: bool,
     /// Block I/O relative weight, 10 to 1000 (0 for the default).
-    #[arg(long = "blkio-weight", allow_hyphen_values = true)]
+    #[arg(
+        long = "blkio-weight",
+        value_name = "WEIGHT",
+        allow_hyphen_values = true
+    )]
     blkio_weight: Option<i64>,
     /// Additional groups to join (names from the container's /etc/group, or IDs).
-    #[arg(long = "group-add")]
+    #[arg(long = "group-add", value_name = "GROUP")]
     group_add: Vec<String>,
     /// Ulimit: NAME=SOFT[:HARD] (nofile, nproc, core, stack, memlock, ...).
     #[arg(long)]
     ulimit: Vec<String>,
     /// Size of /dev/shm (default 64m).
-    #[arg(long = "shm-size")]
+    #[arg(long = "shm-size", value_name = "BYTES")]
     shm_size: Option<String>,
     /// A namespaced kernel parameter: KEY=VALUE (net.*, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*).
-    #[arg(long)]
+    #[arg(long, value_name = "KEY=VALUE")]
     sysctl: Vec<String>,
     /// Add a host device to the container: HOST[:CONTAINER][:PERMISSIONS] (r, w, m).
     #[arg(long)]

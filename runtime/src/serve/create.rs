@@ -6,8 +6,8 @@
 //! field may be `null`, as clients send it.
 //!
 //! What capsa cannot do is either refused (400, naming the field) when ignoring it would
-//! change what the workload sees, or named in the answer's `Warnings` when dockerd itself
-//! drops it with a warning on kernels without the feature (CPU shares, swap limits).
+//! change what the workload sees, or named in the answer's `Warnings` when capsa drops it
+//! (DNS search domains, health checks, the NIS domain name).
 
 use super::http::{ApiError, ApiResult};
 use crate::container::options::{self, MountFlag, RunOptions, SeccompChoice, Volume};

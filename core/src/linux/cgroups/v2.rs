@@ -491,4 +491,11 @@ mod tests {
         assert_eq!(shares_to_weight(262_144), 10_000);
         assert_eq!(shares_to_weight(1024), 39);
     }
+
+    #[test]
+    fn blkio_weights_scale_to_io_weights() {
+        assert_eq!(blkio_to_io_weight(10), 1);
+        assert_eq!(blkio_to_io_weight(1000), 10_000);
+        assert_eq!(blkio_to_io_weight(500), 4950);
+    }
 }
