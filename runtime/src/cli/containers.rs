@@ -418,12 +418,14 @@ pub fn update(root: &StateRoot, args: UpdateArgs) -> i32 {
             cpuset_cpus: args
                 .cpuset_cpus
                 .as_deref()
-                .map(|c| tuning::parse_cpuset("--cpuset-cpus", c, None))
+                .map(|c| tuning::parse_cpuset("--cpuset-cpus", c, tuning::online("cpu").as_deref()))
                 .transpose()?,
             cpuset_mems: args
                 .cpuset_mems
                 .as_deref()
-                .map(|c| tuning::parse_cpuset("--cpuset-mems", c, None))
+                .map(|c| {
+                    tuning::parse_cpuset("--cpuset-mems", c, tuning::online("node").as_deref())
+                })
                 .transpose()?,
             memory_swap: match args.memory_swap.as_deref() {
                 None => None,

@@ -55,13 +55,14 @@ fn to_update(body: UpdateBody) -> ApiResult<Update> {
     };
     let memory_reservation = size("MemoryReservation", body.memory_reservation)?;
     let cpu_shares = tuning::parse_cpu_shares(body.cpu_shares.unwrap_or(0))?;
-    let cpuset = |flag: &str, v: Option<String>| {
+    // A VM's limits are refused by `update` itself: these are the host's CPUs and nodes.
+    let cpuset = |flag: &str, kind: &str, v: Option<String>| {
         v.filter(|c| !c.is_empty())
-            .map(|c| tuning::parse_cpuset(flag, &c, None))
+            .map(|c| tuning::parse_cpuset(flag, &c, tuning::online(kind).as_deref()))
             .transpose()
     };
-    let cpuset_cpus = cpuset("--cpuset-cpus", body.cpuset_cpus)?;
-    let cpuset_mems = cpuset("--cpuset-mems", body.cpuset_mems)?;
+    let cpuset_cpus = cpuset("--cpuset-cpus", "cpu", body.cpuset_cpus)?;
+    let cpuset_mems = cpuset("--cpuset-mems", "node", body.cpuset_mems)?;
     let blkio_weight = tuning::parse_blkio_weight(i64::from(body.blkio_weight.unwrap_or(0)))?;
     let memory = match body.memory.unwrap_or(0) {
         0 => None,
