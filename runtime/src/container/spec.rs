@@ -274,16 +274,15 @@ fn resources(opts: &RunOptions) -> Result<LinuxResources, ContainerError> {
         }));
     }
     let mut r = LinuxResourcesBuilder::default().devices(device_rules);
-    let memory = opts.memory.is_some()
-        || t.memory_swap.is_some()
-        || t.memory_reservation.is_some()
-        || t.oom_kill_disable;
+    // A swap limit counts memory and swap together: it goes with a memory limit only.
+    let swap = t.memory_swap.filter(|_| opts.memory.is_some());
+    let memory = opts.memory.is_some() || t.memory_reservation.is_some() || t.oom_kill_disable;
     if memory {
         let mut m = LinuxMemoryBuilder::default();
         if let Some(limit) = opts.memory {
             m = m.limit(limit);
         }
-        if let Some(swap) = t.memory_swap {
+        if let Some(swap) = swap {
             m = m.swap(swap);
         }
         if let Some(reservation) = t.memory_reservation {

@@ -378,6 +378,8 @@ impl Tuning {
         let bad = |m: &str| Err(ContainerError::InvalidArgument(m.to_string()));
         if let Some(swap) = self.memory_swap {
             match memory {
+                // Unlimited swap without a memory limit is what a container has anyway.
+                None if swap == -1 => {}
                 None => {
                     return bad("--memory-swap: You should always set the Memory limit when using Memoryswap limit, see usage")
                 }
@@ -503,6 +505,11 @@ mod tests {
         assert!(t.check(None, false).is_err());
         assert!(t.check(Some(256 << 20), false).is_err());
         assert!(t.check(Some(64 << 20), false).is_ok());
+        let unlimited = Tuning {
+            memory_swap: Some(-1),
+            ..Default::default()
+        };
+        assert!(unlimited.check(None, false).is_ok());
         let t = Tuning {
             memory_reservation: Some(128 << 20),
             ..Default::default()

@@ -786,6 +786,49 @@ mod tests {
     }
 
     #[test]
+    fn tuning_fields_become_the_clis_flags() {
+        let (o, _) = options(
+            r#"{"Image":"busybox","HostConfig":{"GroupAdd":["wheel","42"],
+                "Ulimits":[{"Name":"nofile","Soft":512,"Hard":1024}],"ShmSize":8388608,
+                "Sysctls":{"kernel.shmmax":"7777"},"Memory":67108864,"MemorySwap":-1,
+                "MemoryReservation":33554432,"BlkioWeight":300,"OomKillDisable":true,
+                "Devices":[{"PathOnHost":"/dev/null","PathInContainer":"/dev/n","CgroupPermissions":"r"}],
+                "ExtraHosts":["gw:host-gateway","db:10.0.0.5"]}}"#,
+        )
+        .unwrap();
+        let t = &o.tuning;
+        assert_eq!(t.group_add, ["wheel", "42"]);
+        assert_eq!((t.ulimits[0].soft, t.ulimits[0].hard), (512, 1024));
+        assert_eq!(t.shm_size, Some(8 << 20));
+        assert_eq!(t.sysctls["kernel.shmmax"], "7777");
+        assert_eq!(t.memory_swap, Some(-1));
+        assert_eq!(t.memory_reservation, Some(32 << 20));
+        assert_eq!(t.blkio_weight, Some(300));
+        assert!(t.oom_kill_disable);
+        assert_eq!((t.devices[0].major, t.devices[0].minor), (1, 3));
+        assert_eq!(t.devices[0].container, "/dev/n");
+        assert_eq!(o.gateway_hosts, ["gw"]);
+        assert_eq!(o.add_hosts.len(), 1);
+        for (json, needle) in [
+            (r#"{"Sysctls":{"kernel.panic":"1"}}"#, "kernel.panic"),
+            (
+                r#"{"Ulimits":[{"Name":"bogus","Soft":1,"Hard":1}]}"#,
+                "bogus",
+            ),
+            (
+                r#"{"Devices":[{"PathOnHost":"/dev/capsa-none"}]}"#,
+                "/dev/capsa-none",
+            ),
+            (r#"{"BlkioWeight":5}"#, "blkio"),
+            (r#"{"MemorySwap":134217728}"#, "Memory limit"),
+            (r#"{"ShmSize":-1}"#, "ShmSize"),
+        ] {
+            let e = options(&format!(r#"{{"Image":"busybox","HostConfig":{json}}}"#)).unwrap_err();
+            assert!(e.message.contains(needle), "{json}: {}", e.message);
+        }
+    }
+
+    #[test]
     fn an_entrypoint_list_keeps_its_arguments_before_the_command() {
         let (o, _) =
             options(r#"{"Image":"busybox","Entrypoint":["sh","-c"],"Cmd":"echo hi"}"#).unwrap();
