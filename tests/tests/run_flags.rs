@@ -558,13 +558,17 @@ fn in_a_vm_the_guest_applies_them_and_a_device_is_refused_by_name() {
     );
 
     let out = env.run(&[
-        "--rm",
+        "-d",
+        "--name",
+        "guest",
         "--isolation",
         "vm",
         "--network",
         "none",
+        "-u",
+        "app",
         "--group-add",
-        "wheel",
+        "nogroup",
         "--ulimit",
         "nofile=1024:2048",
         "--shm-size",
@@ -580,17 +584,26 @@ fn in_a_vm_the_guest_applies_them_and_a_device_is_refused_by_name() {
         "--memory-reservation",
         "32m",
         "busybox",
-        "sh",
-        "-c",
-        "id -G; ulimit -n; df -k /dev/shm | tail -n 1 | awk '{print $2}'; cat /proc/sys/kernel/shmmax \
-         /sys/fs/cgroup/cpu.weight /sys/fs/cgroup/cpuset.cpus /sys/fs/cgroup/memory.low",
+        "sleep",
+        "600",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // The workload (PID 1) and an exec both get the added group.
+    let out = env.capsa(&[
+        "exec",
+        "guest",
+        "sh",
+        "-c",
+        "grep Groups /proc/1/status | cut -f2 | xargs; id -G; ulimit -n; \
+         df -k /dev/shm | tail -n 1 | awk '{print $2}'; cat /proc/sys/kernel/shmmax \
+         /sys/fs/cgroup/cpu.weight /sys/fs/cgroup/cpuset.cpus /sys/fs/cgroup/memory.low",
+    ]);
     // cpu.shares 512 is cgroup v2's cpu.weight 20 (runc's conversion).
     assert_eq!(
         text(&out.stdout).lines().collect::<Vec<_>>(),
         [
-            "0 10",
+            "10 65534",
+            "1000 10 65534",
             "1024",
             "16384",
             "123456",
@@ -601,4 +614,5 @@ fn in_a_vm_the_guest_applies_them_and_a_device_is_refused_by_name() {
         "{}",
         text(&out.stderr)
     );
+    env.capsa(&["rm", "-f", "guest"]);
 }
