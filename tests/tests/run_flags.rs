@@ -384,18 +384,26 @@ fn env_without_a_value_is_the_callers_or_not_set() {
 }
 
 #[test]
-fn add_host_host_gateway_names_the_bridges_gateway() {
+fn add_host_host_gateway_names_the_bridges_gateway_and_eth0_sysctls_apply() {
     let env = TestEnv::new();
     let out = env.sh(
-        &["--add-host", "gw.local:host-gateway"],
-        "grep gw.local /etc/hosts | cut -f1; ip route | awk '/^default/ {print $3}'",
+        &[
+            "--add-host",
+            "gw.local:host-gateway",
+            // A key of the interface the engine adds after the init is ready.
+            "--sysctl",
+            "net.ipv4.conf.eth0.route_localnet=1",
+        ],
+        "grep gw.local /etc/hosts | cut -f1; ip route | awk '/^default/ {print $3}'; \
+         cat /proc/sys/net/ipv4/conf/eth0/route_localnet",
     );
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines.len(), 3, "{out}");
     assert_eq!(
         lines[0], lines[1],
         "the hosts line is not the gateway: {out}"
     );
+    assert_eq!(lines[2], "1", "{out}");
 }
 
 #[test]
@@ -415,6 +423,11 @@ fn bad_input_is_refused_naming_it_and_leaves_nothing() {
         (vec!["--cpu-shares", "1"], "--cpu-shares"),
         (vec!["--blkio-weight", "5"], "--blkio-weight"),
         (vec!["--group-add", "nosuchgroup"], "nosuchgroup"),
+        // No eth0 without a network.
+        (
+            vec!["--sysctl", "net.ipv4.conf.eth0.route_localnet=1"],
+            "net.ipv4.conf.eth0.route_localnet",
+        ),
     ] {
         let mut args = vec!["--rm", "--network", "none"];
         args.extend_from_slice(&flags);

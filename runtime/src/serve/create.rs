@@ -602,26 +602,33 @@ struct TuningFields {
 /// `OomKillDisable`, `BlkioWeight`, `Ulimits`, `ShmSize`, `Sysctls`, `Devices`, checked by
 /// the parsers the CLI's flags go through (their errors name the flag).
 fn tuning(f: &mut TuningFields, isolation: Isolation) -> ApiResult<Tuning> {
-    let bad = |m: String| ApiError::bad_request(m);
+    // The parsers' messages name the CLI's flag; the answer names the field as well.
+    let named = |field: &'static str| {
+        move |e: crate::container::ContainerError| {
+            ApiError::bad_request(format!("HostConfig.{field}: {e}"))
+        }
+    };
     let on_host = |kind: &str| {
         (isolation == Isolation::Container)
             .then(|| tuning::online(kind))
             .flatten()
     };
-    let size = |field: &str, v: i64| match v {
+    let size = |field: &'static str, v: i64| match v {
         0 => Ok(None),
         v => options::parse_memory(field, &v.to_string()).map(Some),
     };
     let mut sysctls = BTreeMap::new();
     for (k, v) in std::mem::take(&mut f.sysctls) {
-        let (k, v, _) = tuning::parse_sysctl(&format!("{k}={v}"))?;
+        let (k, v, _) = tuning::parse_sysctl(&format!("{k}={v}")).map_err(named("Sysctls"))?;
         sysctls.insert(k, v);
     }
     let mut ulimits = Vec::new();
     for u in std::mem::take(&mut f.ulimits) {
         let name = u.name.unwrap_or_default();
         let (soft, hard) = (u.soft.unwrap_or(0), u.hard.unwrap_or(0));
-        ulimits.push(tuning::parse_ulimit(&format!("{name}={soft}:{hard}"))?);
+        ulimits.push(
+            tuning::parse_ulimit(&format!("{name}={soft}:{hard}")).map_err(named("Ulimits"))?,
+        );
     }
     let mut devices = Vec::new();
     for d in std::mem::take(&mut f.devices) {
@@ -633,37 +640,45 @@ fn tuning(f: &mut TuningFields, isolation: Isolation) -> ApiResult<Tuning> {
             .flatten()
             .collect::<Vec<_>>()
             .join(":");
-        devices.push(tuning::parse_device(&flag)?);
+        devices.push(tuning::parse_device(&flag).map_err(named("Devices"))?);
     }
+    let shm_size = match f.shm_size {
+        0 => None,
+        n if n > 0 => Some(n as u64),
+        n => {
+            return Err(ApiError::bad_request(format!(
+                "HostConfig.ShmSize {n}: must not be negative"
+            )))
+        }
+    };
     Ok(Tuning {
         group_add: std::mem::take(&mut f.group_add)
             .iter()
             .map(|g| tuning::parse_group(g))
-            .collect::<Result<_, _>>()?,
-        cpu_shares: tuning::parse_cpu_shares(f.cpu_shares)?,
+            .collect::<Result<_, _>>()
+            .map_err(named("GroupAdd"))?,
+        cpu_shares: tuning::parse_cpu_shares(f.cpu_shares).map_err(named("CpuShares"))?,
         cpuset_cpus: f
             .cpuset_cpus
             .take()
             .map(|c| tuning::parse_cpuset("--cpuset-cpus", &c, on_host("cpu").as_deref()))
-            .transpose()?,
+            .transpose()
+            .map_err(named("CpusetCpus"))?,
         cpuset_mems: f
             .cpuset_mems
             .take()
             .map(|c| tuning::parse_cpuset("--cpuset-mems", &c, on_host("node").as_deref()))
-            .transpose()?,
+            .transpose()
+            .map_err(named("CpusetMems"))?,
         memory_swap: match f.memory_swap {
             -1 => Some(-1),
             v => size("HostConfig.MemorySwap", v)?,
         },
         memory_reservation: size("HostConfig.MemoryReservation", f.memory_reservation)?,
         oom_kill_disable: f.oom_kill_disable,
-        blkio_weight: tuning::parse_blkio_weight(f.blkio_weight)?,
+        blkio_weight: tuning::parse_blkio_weight(f.blkio_weight).map_err(named("BlkioWeight"))?,
         ulimits,
-        shm_size: match f.shm_size {
-            0 => None,
-            n if n > 0 => Some(n as u64),
-            n => return Err(bad(format!("HostConfig.ShmSize {n}: must not be negative"))),
-        },
+        shm_size,
         sysctls,
         devices,
     })
@@ -819,7 +834,8 @@ mod tests {
                 r#"{"Devices":[{"PathOnHost":"/dev/capsa-none"}]}"#,
                 "/dev/capsa-none",
             ),
-            (r#"{"BlkioWeight":5}"#, "blkio"),
+            (r#"{"BlkioWeight":5}"#, "HostConfig.BlkioWeight"),
+            (r#"{"CpuShares":1}"#, "HostConfig.CpuShares"),
             (r#"{"MemorySwap":134217728}"#, "Memory limit"),
             (r#"{"ShmSize":-1}"#, "ShmSize"),
         ] {

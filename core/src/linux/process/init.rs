@@ -242,7 +242,7 @@ fn set_up(cfg: &InitConfig, gate: OwnedFd, layers: RootLayers) -> Result<Prepare
         rootfs::mask_paths(&root, paths)?;
     }
     if let Some(sysctls) = linux.and_then(|l| l.sysctl().as_ref()) {
-        write_sysctls(sysctls)?;
+        write_sysctls(sysctls, namespaces::has(spec, LinuxNamespaceType::Network))?;
     }
     if let Some(paths) = linux.and_then(|l| l.readonly_paths().as_ref()) {
         rootfs::readonly_paths(&root, paths)?;
@@ -282,7 +282,13 @@ fn set_up(cfg: &InitConfig, gate: OwnedFd, layers: RootLayers) -> Result<Prepare
 /// /proc/sys is made read-only: each belongs to a namespace of the init (network or IPC;
 /// the engine allows no other key), so the host's values stay as they are. A key is dots
 /// and name characters only (checked again here: the spec may come from a record).
-fn write_sysctls(sysctls: &std::collections::HashMap<String, String>) -> Result<(), SetupError> {
+/// In a new network namespace (`own_network`) a `net.` key that does not exist yet names
+/// an interface the engine adds once the init is ready (eth0): the engine writes every
+/// `net.` key again then, and that one must exist.
+fn write_sysctls(
+    sysctls: &std::collections::HashMap<String, String>,
+    own_network: bool,
+) -> Result<(), SetupError> {
     use std::os::unix::fs::OpenOptionsExt;
     for (key, value) in sysctls {
         let well_formed = key.split('.').all(|p| {
@@ -297,12 +303,18 @@ fn write_sysctls(sysctls: &std::collections::HashMap<String, String>) -> Result<
             )));
         }
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
-        std::fs::OpenOptions::new()
+        let written = std::fs::OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&path)
-            .and_then(|mut f| f.write_all(value.as_bytes()))
-            .map_err(io_step(step))?;
+            .and_then(|mut f| f.write_all(value.as_bytes()));
+        match written {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && own_network
+                    && key.starts_with("net.") => {}
+            other => other.map_err(io_step(step))?,
+        }
     }
     Ok(())
 }
