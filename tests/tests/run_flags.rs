@@ -541,6 +541,22 @@ fn the_api_takes_these_host_config_fields_and_shows_them_back() {
             "{body}"
         );
     }
+    // `docker update` changes them (kept in the spec of a container not running yet).
+    api.docker_ok(&[
+        "update",
+        "--cpu-shares",
+        "256",
+        "--memory-reservation",
+        "16m",
+        "shown",
+    ]);
+    let shown = api.docker_ok(&[
+        "inspect",
+        "-f",
+        "{{.HostConfig.CpuShares}} {{.HostConfig.MemoryReservation}}",
+        "shown",
+    ]);
+    assert_eq!(shown.trim(), format!("256 {}", 16u64 << 20));
     // host-gateway became the bridge's gateway address.
     let hosts = api.docker_ok(&["start", "-a", "shown"]);
     let lines: Vec<&str> = hosts.lines().collect();
