@@ -261,11 +261,13 @@ impl Workload {
         let init_program =
             guest::init_program().map_err(|e| (ErrorKind::Isolation, e.to_string()))?;
         let streams = Streams::new(req.tty).map_err(fail(ErrorKind::Internal))?;
+        let group_add = capsa_core::linux::process::init::group_add(&self.spec);
         let cfg = JoinConfig {
             init: &init,
             namespaces,
             process: &req.spec_process,
             user: &req.user,
+            group_add: &group_add,
             seccomp: &seccomp,
             cgroup: self.cgroup.as_ref(),
             stdio: streams.child_stdio(),

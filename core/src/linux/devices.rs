@@ -55,7 +55,7 @@ pub fn default_devices() -> Vec<LinuxDevice> {
 }
 
 /// One device cgroup rule (`major`/`minor` `None` = every number).
-pub(crate) fn rule(
+pub fn rule(
     allow: bool,
     typ: LinuxDeviceType,
     major: Option<i64>,

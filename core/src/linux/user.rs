@@ -169,6 +169,29 @@ pub fn resolve(spec: &str, root: &Path) -> Result<ResolvedUser, UserError> {
     Ok(user)
 }
 
+/// Adds the groups of `--group-add` (`names`: names looked up in the container's
+/// /etc/group under `root`, or numbers) to `user`'s supplementary groups, as Docker does
+/// at start time; each new ID once.
+pub fn add_groups(user: &mut ResolvedUser, names: &[String], root: &Path) -> Result<(), UserError> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let groups = read_groups(root);
+    for name in names {
+        let gid = match groups.iter().find(|(n, _, _)| n == name) {
+            Some((_, id, _)) => *id,
+            None => name
+                .parse()
+                .map_err(|_| UserError::UnknownGroup(name.clone()))?,
+        };
+        check_id("supplementary gid", gid, name)?;
+        if !user.additional_gids.contains(&gid) {
+            user.additional_gids.push(gid);
+        }
+    }
+    Ok(())
+}
+
 fn resolve_unchecked(spec: &str, root: &Path) -> Result<ResolvedUser, UserError> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),

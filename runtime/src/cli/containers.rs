@@ -269,6 +269,24 @@ pub struct UpdateArgs {
     /// Restart policy to apply when a container exits.
     #[arg(long)]
     restart: Option<String>,
+    /// CPU shares (relative weight).
+    #[arg(short = 'c', long = "cpu-shares", allow_hyphen_values = true)]
+    cpu_shares: Option<i64>,
+    /// CPUs in which to allow execution (0-3, 0,1).
+    #[arg(long = "cpuset-cpus")]
+    cpuset_cpus: Option<String>,
+    /// Memory nodes in which to allow execution (0-3, 0,1).
+    #[arg(long = "cpuset-mems")]
+    cpuset_mems: Option<String>,
+    /// Memory plus swap limit: a size, or -1 for unlimited swap.
+    #[arg(long = "memory-swap", allow_hyphen_values = true)]
+    memory_swap: Option<String>,
+    /// Memory soft limit.
+    #[arg(long = "memory-reservation", allow_hyphen_values = true)]
+    memory_reservation: Option<String>,
+    /// Block I/O relative weight, 10 to 1000.
+    #[arg(long = "blkio-weight", allow_hyphen_values = true)]
+    blkio_weight: Option<i64>,
     /// The containers (names or IDs).
     #[arg(required = true)]
     containers: Vec<String>,
@@ -373,7 +391,7 @@ pub fn rename(root: &StateRoot, args: RenameArgs) -> i32 {
 
 /// `update [OPTIONS] CONTAINER...`: prints each container it changed.
 pub fn update(root: &StateRoot, args: UpdateArgs) -> i32 {
-    use crate::container::options;
+    use crate::container::{options, tuning};
     let change = (|| {
         Ok::<_, crate::container::ContainerError>(crate::container::update::Update {
             memory: args
@@ -392,6 +410,38 @@ pub fn update(root: &StateRoot, args: UpdateArgs) -> i32 {
                 .as_deref()
                 .map(crate::container::restart::RestartPolicy::parse)
                 .transpose()?,
+            cpu_shares: args
+                .cpu_shares
+                .map(tuning::parse_cpu_shares)
+                .transpose()?
+                .flatten(),
+            cpuset_cpus: args
+                .cpuset_cpus
+                .as_deref()
+                .map(|c| tuning::parse_cpuset("--cpuset-cpus", c, tuning::online("cpu").as_deref()))
+                .transpose()?,
+            cpuset_mems: args
+                .cpuset_mems
+                .as_deref()
+                .map(|c| {
+                    tuning::parse_cpuset("--cpuset-mems", c, tuning::online("node").as_deref())
+                })
+                .transpose()?,
+            memory_swap: match args.memory_swap.as_deref() {
+                None => None,
+                Some("-1") => Some(-1),
+                Some(v) => Some(options::parse_memory("--memory-swap", v)?),
+            },
+            memory_reservation: args
+                .memory_reservation
+                .as_deref()
+                .map(|v| options::parse_memory("--memory-reservation", v))
+                .transpose()?,
+            blkio_weight: args
+                .blkio_weight
+                .map(tuning::parse_blkio_weight)
+                .transpose()?
+                .flatten(),
         })
     })();
     let change = match change {

@@ -4,6 +4,7 @@ use super::{report, EXIT_ENGINE_ERROR};
 use crate::api::{self, Notice};
 use crate::container::options::{self, RunOptions, SeccompChoice};
 use crate::container::sandbox::{Isolation, TerminalRun};
+use crate::container::tuning::{self, Tuning};
 use crate::container::{ContainerError, ContainerStore};
 use crate::image::ImageStore;
 use crate::linux::process::exec_fifo::ExecOutcome;
@@ -94,6 +95,55 @@ pub struct RunArgs {
     /// Process limit (-1 for unlimited).
     #[arg(long = "pids-limit", allow_hyphen_values = true)]
     pids_limit: Option<String>,
+    /// Relative CPU weight against other containers (cgroup cpu.shares; default 1024).
+    #[arg(
+        short = 'c',
+        long = "cpu-shares",
+        value_name = "SHARES",
+        allow_hyphen_values = true
+    )]
+    cpu_shares: Option<i64>,
+    /// CPUs in which to allow execution (0-3, 0,1).
+    #[arg(long = "cpuset-cpus", value_name = "LIST")]
+    cpuset_cpus: Option<String>,
+    /// Memory nodes in which to allow execution (0-3, 0,1).
+    #[arg(long = "cpuset-mems", value_name = "LIST")]
+    cpuset_mems: Option<String>,
+    /// Memory plus swap limit (with -m): a size, or -1 for unlimited swap.
+    #[arg(long = "memory-swap", value_name = "BYTES", allow_hyphen_values = true)]
+    memory_swap: Option<String>,
+    /// Memory soft limit.
+    #[arg(
+        long = "memory-reservation",
+        value_name = "BYTES",
+        allow_hyphen_values = true
+    )]
+    memory_reservation: Option<String>,
+    /// Disable the OOM killer for the container (cgroup v1).
+    #[arg(long = "oom-kill-disable")]
+    oom_kill_disable: bool,
+    /// Block I/O relative weight, 10 to 1000 (0 for the default).
+    #[arg(
+        long = "blkio-weight",
+        value_name = "WEIGHT",
+        allow_hyphen_values = true
+    )]
+    blkio_weight: Option<i64>,
+    /// Additional groups to join (names from the container's /etc/group, or IDs).
+    #[arg(long = "group-add", value_name = "GROUP")]
+    group_add: Vec<String>,
+    /// Ulimit: NAME=SOFT[:HARD] (nofile, nproc, core, stack, memlock, ...).
+    #[arg(long)]
+    ulimit: Vec<String>,
+    /// Size of /dev/shm (default 64m).
+    #[arg(long = "shm-size", value_name = "BYTES")]
+    shm_size: Option<String>,
+    /// A namespaced kernel parameter: KEY=VALUE (net.*, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*).
+    #[arg(long, value_name = "KEY=VALUE")]
+    sysctl: Vec<String>,
+    /// Add a host device to the container: HOST[:CONTAINER][:PERMISSIONS] (r, w, m).
+    #[arg(long)]
+    device: Vec<String>,
     /// Mount the root file system read-only.
     #[arg(long = "read-only")]
     read_only: bool,
@@ -194,6 +244,7 @@ impl RunArgs {
             .transpose()?;
         let log_rotation = crate::container::logfile::Rotation::parse(&self.log_opt)
             .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
+        let tuning = self.tuning()?;
         let mut env_file_lines = Vec::new();
         for f in &self.env_file {
             env_file_lines.extend(options::read_env_file(f)?);
@@ -292,8 +343,15 @@ impl RunArgs {
             add_hosts: self
                 .add_host
                 .iter()
+                .filter(|h| !h.ends_with(":host-gateway"))
                 .map(|h| options::parse_add_host(h))
                 .collect::<Result<_, _>>()?,
+            gateway_hosts: self
+                .add_host
+                .iter()
+                .filter_map(|h| options::gateway_host(h).transpose())
+                .collect::<Result<_, _>>()?,
+            tuning,
             auto_remove: self.rm,
             entrypoint: self.entrypoint,
             image: self.image,
@@ -331,6 +389,78 @@ impl RunArgs {
             return bad("--restart needs -d: a foreground run has no monitor to restart it");
         }
         Ok(opts)
+    }
+}
+
+impl RunArgs {
+    /// The flags of [`Tuning`], parsed and checked one by one.
+    fn tuning(&self) -> Result<Tuning, ContainerError> {
+        let size = |flag: &str, v: &str| options::parse_memory(flag, v);
+        let cpus_online = (self.isolation != "vm")
+            .then(|| tuning::online("cpu"))
+            .flatten();
+        let nodes_online = (self.isolation != "vm")
+            .then(|| tuning::online("node"))
+            .flatten();
+        let mut sysctls = std::collections::BTreeMap::new();
+        for s in &self.sysctl {
+            let (k, v, _) = tuning::parse_sysctl(s)?;
+            sysctls.insert(k, v);
+        }
+        Ok(Tuning {
+            group_add: self
+                .group_add
+                .iter()
+                .map(|g| tuning::parse_group(g))
+                .collect::<Result<_, _>>()?,
+            cpu_shares: self
+                .cpu_shares
+                .map(tuning::parse_cpu_shares)
+                .transpose()?
+                .flatten(),
+            cpuset_cpus: self
+                .cpuset_cpus
+                .as_deref()
+                .map(|c| tuning::parse_cpuset("--cpuset-cpus", c, cpus_online.as_deref()))
+                .transpose()?,
+            cpuset_mems: self
+                .cpuset_mems
+                .as_deref()
+                .map(|c| tuning::parse_cpuset("--cpuset-mems", c, nodes_online.as_deref()))
+                .transpose()?,
+            memory_swap: match self.memory_swap.as_deref() {
+                None => None,
+                Some("-1") => Some(-1),
+                Some(v) => Some(size("--memory-swap", v)?),
+            },
+            memory_reservation: self
+                .memory_reservation
+                .as_deref()
+                .map(|v| size("--memory-reservation", v))
+                .transpose()?,
+            oom_kill_disable: self.oom_kill_disable,
+            blkio_weight: self
+                .blkio_weight
+                .map(tuning::parse_blkio_weight)
+                .transpose()?
+                .flatten(),
+            ulimits: self
+                .ulimit
+                .iter()
+                .map(|u| tuning::parse_ulimit(u))
+                .collect::<Result<_, _>>()?,
+            shm_size: self
+                .shm_size
+                .as_deref()
+                .map(tuning::parse_shm_size)
+                .transpose()?,
+            sysctls,
+            devices: self
+                .device
+                .iter()
+                .map(|d| tuning::parse_device(d))
+                .collect::<Result<_, _>>()?,
+        })
     }
 }
 

@@ -74,6 +74,7 @@ fn lay_out(
         std::fs::create_dir_all(&d).map_err(|e| ContainerError::io(&d, e))?;
     }
     let (opts, volumes) = super::volumes::claim(store, opts, &image, false)?;
+    let opts = network::with_gateway_hosts(store, opts)?;
     let opts: &RunOptions = &opts;
     if opts.userns && opts.privileged {
         return Err(ContainerError::InvalidArgument(
@@ -209,7 +210,9 @@ pub fn spawn_init(
             return Err(setup_err(&id, e));
         }
     };
-    if let Err(e) = network::connect(store, &prepared.state, pid) {
+    let connected = network::connect(store, &prepared.state, pid)
+        .and_then(|()| network_sysctls(&prepared.spec, pid, &id));
+    if let Err(e) = connected {
         // The init waits at the start gate: it has run nothing of the workload.
         // SAFETY: kill(2) and waitpid(2) on our own child; no memory is shared.
         unsafe {
@@ -238,6 +241,23 @@ pub fn spawn_init(
         network::refresh_hosts(store, &e.network);
     }
     Ok(pid)
+}
+
+/// Writes the spec's `net.` sysctls in the init's network namespace once its interfaces
+/// exist (the init wrote those it could; one naming eth0 needs eth0 there first).
+fn network_sysctls(spec: &Spec, pid: i32, id: &str) -> Result<(), ContainerError> {
+    let own_network =
+        crate::linux::namespaces::has(spec, oci_spec::runtime::LinuxNamespaceType::Network);
+    let sysctls = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref());
+    for (key, value) in sysctls.into_iter().flatten() {
+        // The init refused any other shape of key already.
+        if !own_network || !key.starts_with("net.") || key.contains('/') {
+            continue;
+        }
+        crate::net::write_sysctl_in(pid, &key.replace('.', "/"), value)
+            .map_err(|e| setup_err(id, format!("sysctl {key}: {e}")))?;
+    }
+    Ok(())
 }
 
 /// Takes back a failed spawn: a container being created goes entirely; one being started

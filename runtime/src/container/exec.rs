@@ -157,11 +157,13 @@ pub fn exec_start(
         Streams::Terminal(pty) => pty.stdio(),
         Streams::Pipes(pipes) => pipes.stdio(),
     };
+    let group_add = crate::linux::process::init::group_add(&spec);
     let cfg = JoinConfig {
         init: &init,
         namespaces: joined,
         process: &process,
         user: &user,
+        group_add: &group_add,
         seccomp: &seccomp,
         cgroup: cgroup.as_ref(),
         stdio,

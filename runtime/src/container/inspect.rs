@@ -113,27 +113,31 @@ fn host_config(s: &State, spec: &Value) -> Value {
     let mut v = json!({
         "NetworkMode": super::network::network_name(s),
         "Memory": resources["memory"]["limit"].as_i64().unwrap_or(0),
-        "MemoryReservation": 0,
-        "MemorySwap": 0,
+        "MemoryReservation": resources["memory"]["reservation"].as_i64().unwrap_or(0),
+        "MemorySwap": resources["memory"]["swap"].as_i64().unwrap_or(0),
         "MemorySwappiness": Value::Null,
         "NanoCpus": resources["cpu"]["quota"].as_i64().map_or(0, |q| q * 10_000),
-        "CpuShares": 0,
+        "CpuShares": resources["cpu"]["shares"].as_u64().unwrap_or(0),
         "CpuPeriod": 0,
         "CpuQuota": 0,
         "CpuRealtimePeriod": 0,
         "CpuRealtimeRuntime": 0,
-        "CpusetCpus": "",
-        "CpusetMems": "",
+        "CpusetCpus": resources["cpu"]["cpus"].as_str().unwrap_or(""),
+        "CpusetMems": resources["cpu"]["mems"].as_str().unwrap_or(""),
         "PidsLimit": resources["pids"]["limit"],
-        "BlkioWeight": 0,
+        "BlkioWeight": resources["blockIO"]["weight"].as_u64().unwrap_or(0),
         "BlkioWeightDevice": [],
         "BlkioDeviceReadBps": [],
         "BlkioDeviceWriteBps": [],
         "BlkioDeviceReadIOps": [],
         "BlkioDeviceWriteIOps": [],
-        "OomKillDisable": false,
-        "Ulimits": Value::Null,
-        "Devices": [],
+        "OomKillDisable": resources["memory"]["disableOOMKiller"].as_bool().unwrap_or(false),
+        "Ulimits": ulimits(s),
+        "Devices": s.asked.devices.iter().map(|d| json!({
+            "PathOnHost": d.host,
+            "PathInContainer": d.container,
+            "CgroupPermissions": d.access,
+        })).collect::<Vec<_>>(),
         "DeviceCgroupRules": Value::Null,
         "DeviceRequests": Value::Null,
         "ReadonlyRootfs": spec["root"]["readonly"].as_bool().unwrap_or(false),
@@ -162,12 +166,13 @@ fn host_config(s: &State, spec: &Value) -> Value {
         "UTSMode": if has_ns("uts") { "" } else { "host" },
         "UsernsMode": if has_ns("user") { "auto" } else { "" },
         "ExtraHosts": s.extra_hosts.iter().map(|(h, ip)| format!("{h}:{ip}")).collect::<Vec<_>>(),
-        "GroupAdd": Value::Null,
+        "GroupAdd": group_add(spec),
         "Links": Value::Null,
         "VolumesFrom": Value::Null,
         "VolumeDriver": "",
         "ConsoleSize": [0, 0],
-        "ShmSize": 67_108_864,
+        "ShmSize": shm_size(spec),
+        "Sysctls": spec["linux"]["sysctl"].as_object().filter(|m| !m.is_empty()),
         "OomScoreAdj": 0,
         "MaskedPaths": spec["linux"]["maskedPaths"],
         "ReadonlyPaths": spec["linux"]["readonlyPaths"],
@@ -176,6 +181,51 @@ fn host_config(s: &State, spec: &Value) -> Value {
         v.extend(more.clone());
     }
     v
+}
+
+/// `HostConfig.Ulimits` as Docker shows them (null when none was given).
+fn ulimits(s: &State) -> Value {
+    if s.asked.ulimits.is_empty() {
+        return Value::Null;
+    }
+    s.asked
+        .ulimits
+        .iter()
+        .map(|u| {
+            json!({
+                "Name": u.name,
+                "Hard": super::tuning::show_limit(u.hard),
+                "Soft": super::tuning::show_limit(u.soft),
+            })
+        })
+        .collect()
+}
+
+/// `HostConfig.GroupAdd` from the spec (null when none was given).
+fn group_add(spec: &Value) -> Value {
+    let key = crate::linux::process::init::GROUP_ADD_ANNOTATION;
+    match spec["annotations"][key].as_str() {
+        Some(groups) => groups.lines().collect::<Vec<_>>().into(),
+        None => Value::Null,
+    }
+}
+
+/// `HostConfig.ShmSize`: the size option of the spec's /dev/shm mount, in bytes.
+fn shm_size(spec: &Value) -> u64 {
+    spec["mounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["destination"] == "/dev/shm")
+        .and_then(|m| m["options"].as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o.as_str()?.strip_prefix("size="))
+        .find_map(|size| match size.strip_suffix('k') {
+            Some(k) => k.parse::<u64>().ok().map(|k| k << 10),
+            None => size.parse().ok(),
+        })
+        .unwrap_or(super::tuning::DEFAULT_SHM_SIZE)
 }
 
 /// Container `s`'s labels: its image's (none when the image is gone), with its own

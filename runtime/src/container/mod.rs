@@ -38,6 +38,7 @@ pub mod stats;
 pub mod stop;
 pub mod store;
 pub mod top;
+pub mod tuning;
 pub mod update;
 pub mod userns;
 pub mod volumes;

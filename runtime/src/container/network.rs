@@ -38,6 +38,23 @@ pub fn bridge_config(store: &ContainerStore, name: &str) -> Result<BridgeConfig,
         .map_err(invalid)
 }
 
+/// `opts` with each `--add-host NAME:host-gateway` name given the default bridge's gateway
+/// address (the host as containers reach it, as Docker's `host-gateway`).
+pub fn with_gateway_hosts<'o>(
+    store: &ContainerStore,
+    opts: std::borrow::Cow<'o, RunOptions>,
+) -> Result<std::borrow::Cow<'o, RunOptions>, ContainerError> {
+    if opts.gateway_hosts.is_empty() {
+        return Ok(opts);
+    }
+    let gateway = std::net::IpAddr::V4(bridge_config(store, "bridge")?.gateway);
+    let mut opts = opts.into_owned();
+    let names = std::mem::take(&mut opts.gateway_hosts);
+    opts.add_hosts
+        .extend(names.into_iter().map(|name| (name, gateway)));
+    Ok(std::borrow::Cow::Owned(opts))
+}
+
 /// The locks a new container's network choice is made under: its state root's pool, and
 /// the claims every state root on this network namespace shares. Held until its state is
 /// written, so that no other create picks the same.

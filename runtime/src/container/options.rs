@@ -165,6 +165,11 @@ pub struct RunOptions {
     pub dns: Vec<std::net::IpAddr>,
     /// `--add-host NAME:IP` lines for /etc/hosts.
     pub add_hosts: Vec<(String, std::net::IpAddr)>,
+    /// `--add-host NAME:host-gateway`: names given the default bridge's gateway address
+    /// (added to `add_hosts` when the container is laid out).
+    pub gateway_hosts: Vec<String>,
+    /// `--group-add`, `--ulimit`, `--sysctl`, `--device`, `--shm-size` and the cgroup knobs.
+    pub tuning: super::tuning::Tuning,
     /// `--rm`.
     pub auto_remove: bool,
     /// `--entrypoint`.
@@ -202,6 +207,13 @@ pub fn check(opts: &mut RunOptions, security_opts: &[String]) -> Result<(), Cont
         check_hostname(h)?;
     }
     check_process_fields(opts)?;
+    opts.tuning
+        .check(opts.memory, opts.network == crate::net::NetworkMode::Host)?;
+    if opts.userns && !opts.tuning.devices.is_empty() {
+        return bad("--device cannot be combined with --userns=auto".into());
+    }
+    opts.asked.ulimits = opts.tuning.ulimits.clone();
+    opts.asked.devices = opts.tuning.devices.clone();
     if let Some(parent) = &opts.cgroup_parent {
         check_cgroup_parent(parent)?;
     }
@@ -241,6 +253,22 @@ pub fn parse_add_host(value: &str) -> Result<(String, std::net::IpAddr), Contain
         })
     })?;
     Ok((name.to_string(), ip))
+}
+
+/// The name of `--add-host NAME:host-gateway` (Docker's special value: the address of the
+/// default bridge's gateway, the host as the container reaches it), or None for another
+/// value.
+pub fn gateway_host(value: &str) -> Result<Option<String>, ContainerError> {
+    let Some(name) = value.strip_suffix(":host-gateway") else {
+        return Ok(None);
+    };
+    dns_name::check(name).map_err(|source| {
+        ContainerError::invalid(dns_name::InvalidName {
+            what: format!("--add-host {value:?}: invalid host name"),
+            source,
+        })
+    })?;
+    Ok(Some(name.to_string()))
 }
 
 /// Longest host name the kernel's UTS namespace holds (HOST_NAME_MAX).
@@ -580,10 +608,10 @@ pub fn parse_mount<'a>(value: &'a str) -> Result<MountFlag, ContainerError> {
 /// A `tmpfs-size` that is not a positive size; holds the value given.
 #[derive(Debug, thiserror::Error)]
 #[error("{0:?}: expected a positive size (k, m, g)")]
-struct BadSize(String);
+pub(crate) struct BadSize(String);
 
 /// A size as `tmpfs-size` takes it: bytes, or with a unit k, m, g (powers of 1024).
-fn parse_size(value: &str) -> Result<u64, BadSize> {
+pub(crate) fn parse_size(value: &str) -> Result<u64, BadSize> {
     let v = value.to_ascii_lowercase();
     let (num, mult) = match v.trim_end_matches('b').chars().last() {
         Some('k') => (v.trim_end_matches('b').trim_end_matches('k'), 1u64 << 10),

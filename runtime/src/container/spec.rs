@@ -3,10 +3,13 @@
 //! seccomp, devices and cgroup limits. Everything the isolation core does comes from here.
 
 use super::options::{RunOptions, SeccompChoice, Volume};
+use super::tuning::{DeviceMapping, Ulimit, DEFAULT_SHM_SIZE};
 use super::ContainerError;
 use crate::image::Image;
 use crate::linux::cgroups::{CgroupMode, CgroupPaths};
-use crate::linux::process::init::{DEFAULT_PATH, INIT_ANNOTATION, USER_ANNOTATION};
+use crate::linux::process::init::{
+    DEFAULT_PATH, GROUP_ADD_ANNOTATION, INIT_ANNOTATION, USER_ANNOTATION,
+};
 use crate::linux::{capabilities, devices, seccomp};
 use oci_spec::runtime::*;
 use std::collections::HashMap;
@@ -175,7 +178,13 @@ fn mounts(opts: &RunOptions, ctx: &SpecContext) -> Vec<Mount> {
             "/dev/shm",
             "tmpfs",
             "shm",
-            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+            &[
+                "nosuid",
+                "noexec",
+                "nodev",
+                "mode=1777",
+                &format!("size={}", opts.tuning.shm_size.unwrap_or(DEFAULT_SHM_SIZE)),
+            ],
         ),
         mount(
             "/dev/mqueue",
@@ -252,22 +261,63 @@ fn volume_options(v: &Volume) -> Vec<&'static str> {
 }
 
 fn resources(opts: &RunOptions) -> Result<LinuxResources, ContainerError> {
-    let mut r =
-        LinuxResourcesBuilder::default().devices(devices::default_cgroup_rules(opts.privileged));
-    if let Some(m) = opts.memory {
-        r = r.memory(
-            LinuxMemoryBuilder::default()
-                .limit(m)
-                .build()
-                .map_err(err)?,
-        );
+    let t = &opts.tuning;
+    let mut device_rules = devices::default_cgroup_rules(opts.privileged);
+    if !opts.privileged {
+        device_rules.extend(t.devices.iter().map(|d| {
+            let typ = if d.block {
+                LinuxDeviceType::B
+            } else {
+                LinuxDeviceType::C
+            };
+            devices::rule(true, typ, Some(d.major), Some(d.minor), &d.access)
+        }));
     }
-    if let Some(c) = opts.cpus {
-        let quota = (c * CPU_PERIOD_US as f64).round() as i64;
-        r = r.cpu(
-            LinuxCpuBuilder::default()
-                .quota(quota)
-                .period(CPU_PERIOD_US)
+    let mut r = LinuxResourcesBuilder::default().devices(device_rules);
+    // A swap limit counts memory and swap together: it goes with a memory limit only.
+    let swap = t.memory_swap.filter(|_| opts.memory.is_some());
+    let memory = opts.memory.is_some() || t.memory_reservation.is_some() || t.oom_kill_disable;
+    if memory {
+        let mut m = LinuxMemoryBuilder::default();
+        if let Some(limit) = opts.memory {
+            m = m.limit(limit);
+        }
+        if let Some(swap) = swap {
+            m = m.swap(swap);
+        }
+        if let Some(reservation) = t.memory_reservation {
+            m = m.reservation(reservation);
+        }
+        if t.oom_kill_disable {
+            m = m.disable_oom_killer(true);
+        }
+        r = r.memory(m.build().map_err(err)?);
+    }
+    let cpu = opts.cpus.is_some()
+        || t.cpu_shares.is_some()
+        || t.cpuset_cpus.is_some()
+        || t.cpuset_mems.is_some();
+    if cpu {
+        let mut b = LinuxCpuBuilder::default();
+        if let Some(c) = opts.cpus {
+            let quota = (c * CPU_PERIOD_US as f64).round() as i64;
+            b = b.quota(quota).period(CPU_PERIOD_US);
+        }
+        if let Some(shares) = t.cpu_shares {
+            b = b.shares(shares);
+        }
+        if let Some(cpus) = &t.cpuset_cpus {
+            b = b.cpus(cpus.clone());
+        }
+        if let Some(mems) = &t.cpuset_mems {
+            b = b.mems(mems.clone());
+        }
+        r = r.cpu(b.build().map_err(err)?);
+    }
+    if let Some(w) = t.blkio_weight {
+        r = r.block_io(
+            LinuxBlockIoBuilder::default()
+                .weight(w)
                 .build()
                 .map_err(err)?,
         );
@@ -282,6 +332,49 @@ fn resources(opts: &RunOptions) -> Result<LinuxResources, ContainerError> {
         );
     }
     r.build().map_err(err)
+}
+
+/// The process's rlimits: Docker's open-files default, then each `--ulimit` (a later one
+/// for the same name replaces an earlier one).
+fn rlimits(nofile: PosixRlimit, ulimits: &[Ulimit]) -> Result<Vec<PosixRlimit>, ContainerError> {
+    let mut list = vec![nofile];
+    for u in ulimits {
+        let typ: PosixRlimitType = u.oci_type().parse().map_err(err)?;
+        list.retain(|l| l.typ() != typ);
+        list.push(
+            PosixRlimitBuilder::default()
+                .typ(typ)
+                .soft(u.soft)
+                .hard(u.hard)
+                .build()
+                .map_err(err)?,
+        );
+    }
+    Ok(list)
+}
+
+/// The `--device` nodes to make in the container's /dev, with the host node's numbers,
+/// mode and owner.
+fn device_nodes(mappings: &[DeviceMapping]) -> Result<Vec<LinuxDevice>, ContainerError> {
+    mappings
+        .iter()
+        .map(|d| {
+            LinuxDeviceBuilder::default()
+                .path(&d.container)
+                .typ(if d.block {
+                    LinuxDeviceType::B
+                } else {
+                    LinuxDeviceType::C
+                })
+                .major(d.major)
+                .minor(d.minor)
+                .file_mode(d.mode)
+                .uid(d.uid)
+                .gid(d.gid)
+                .build()
+                .map_err(err)
+        })
+        .collect()
 }
 
 fn seccomp_section(
@@ -379,6 +472,7 @@ pub fn build(opts: &RunOptions, image: &Image, ctx: &SpecContext) -> Result<Spec
         .hard(nofile_limit)
         .build()
         .map_err(err)?;
+    let rlimits = rlimits(nofile, &opts.tuning.ulimits)?;
     let mut process = ProcessBuilder::default();
     if let (true, Some((rows, cols))) = (opts.tty, opts.console_size) {
         process = process.console_size(
@@ -395,7 +489,7 @@ pub fn build(opts: &RunOptions, image: &Image, ctx: &SpecContext) -> Result<Spec
         .env(environment(opts, image, &hostname))
         .cwd(cwd)
         .capabilities(caps)
-        .rlimits(vec![nofile])
+        .rlimits(rlimits)
         .no_new_privileges(opts.no_new_privileges && !opts.privileged)
         .user(
             UserBuilder::default()
@@ -436,8 +530,17 @@ pub fn build(opts: &RunOptions, image: &Image, ctx: &SpecContext) -> Result<Spec
         .devices(if opts.privileged {
             devices::host_devices()
         } else {
-            devices::default_devices()
+            let mut list = devices::default_devices();
+            list.extend(device_nodes(&opts.tuning.devices)?);
+            list
         })
+        .sysctl(
+            opts.tuning
+                .sysctls
+                .clone()
+                .into_iter()
+                .collect::<HashMap<_, _>>(),
+        )
         .cgroups_path(ctx.id);
     if let Some(base) = ctx.userns_base {
         let map = vec![LinuxIdMappingBuilder::default()
@@ -472,6 +575,12 @@ pub fn build(opts: &RunOptions, image: &Image, ctx: &SpecContext) -> Result<Spec
     annotations.insert(USER_ANNOTATION.to_string(), user);
     if opts.init {
         annotations.insert(INIT_ANNOTATION.to_string(), "true".to_string());
+    }
+    if !opts.tuning.group_add.is_empty() {
+        annotations.insert(
+            GROUP_ADD_ANNOTATION.to_string(),
+            opts.tuning.group_add.join("\n"),
+        );
     }
     SpecBuilder::default()
         .version("1.0.2")

@@ -187,6 +187,12 @@ pub struct Asked {
     /// `--log-opt` / `HostConfig.LogConfig.Config` as given (applied as `log_rotation`).
     #[serde(default)]
     pub log_config: std::collections::BTreeMap<String, String>,
+    /// `--ulimit` / `HostConfig.Ulimits` (applied as the spec's rlimits).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<super::tuning::Ulimit>,
+    /// `--device` / `HostConfig.Devices` (applied as the spec's devices and cgroup rules).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<super::tuning::DeviceMapping>,
 }
 
 /// Start time (clock ticks since boot) of a live process, or None if it does not exist.

@@ -9,7 +9,8 @@ use super::store::ContainerStore;
 use super::ContainerError;
 use crate::fsutil::write_replacing;
 use oci_spec::runtime::{
-    LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder,
+    LinuxBlockIoBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder,
+    LinuxResourcesBuilder,
 };
 use serde_json::Value;
 
@@ -25,13 +26,33 @@ pub struct Update {
     pub cpus: Option<f64>,
     /// PID limit; 0 or less: unlimited.
     pub pids_limit: Option<i64>,
+    /// CPU shares (relative weight).
+    pub cpu_shares: Option<u64>,
+    /// The CPUs the container may run on.
+    pub cpuset_cpus: Option<String>,
+    /// The memory nodes the container may use.
+    pub cpuset_mems: Option<String>,
+    /// Memory plus swap in bytes; -1 unlimited.
+    pub memory_swap: Option<i64>,
+    /// The memory soft limit in bytes.
+    pub memory_reservation: Option<i64>,
+    /// Block I/O weight (10..1000).
+    pub blkio_weight: Option<u16>,
     /// The restart policy.
     pub restart_policy: Option<RestartPolicy>,
 }
 
 impl Update {
     fn changes_limits(&self) -> bool {
-        self.memory.is_some() || self.cpus.is_some() || self.pids_limit.is_some()
+        self.memory.is_some()
+            || self.cpus.is_some()
+            || self.pids_limit.is_some()
+            || self.cpu_shares.is_some()
+            || self.cpuset_cpus.is_some()
+            || self.cpuset_mems.is_some()
+            || self.memory_swap.is_some()
+            || self.memory_reservation.is_some()
+            || self.blkio_weight.is_some()
     }
 }
 
@@ -74,23 +95,18 @@ pub fn update(store: &ContainerStore, id: &str, update: &Update) -> Result<State
             id: id.to_string(),
             reason: e.to_string(),
         };
-        if let Some(m) = update.memory {
-            resources["memory"]["limit"] = m.into();
-            live = live.memory(
-                LinuxMemoryBuilder::default()
-                    .limit(m)
-                    .build()
-                    .map_err(setup)?,
-            );
+        check_memory(update, &resources["memory"])?;
+        if let Some(memory) = memory_update(update, resources) {
+            live = live.memory(memory.build().map_err(setup)?);
         }
-        if let Some(c) = update.cpus {
-            let quota = (c * CPU_PERIOD_US as f64).round() as i64;
-            resources["cpu"]["quota"] = quota.into();
-            resources["cpu"]["period"] = CPU_PERIOD_US.into();
-            live = live.cpu(
-                LinuxCpuBuilder::default()
-                    .quota(quota)
-                    .period(CPU_PERIOD_US)
+        if let Some(cpu) = cpu_update(update, resources) {
+            live = live.cpu(cpu.build().map_err(setup)?);
+        }
+        if let Some(w) = update.blkio_weight {
+            resources["blockIO"]["weight"] = w.into();
+            live = live.block_io(
+                LinuxBlockIoBuilder::default()
+                    .weight(w)
                     .build()
                     .map_err(setup)?,
             );
@@ -131,4 +147,89 @@ pub fn update(store: &ContainerStore, id: &str, update: &Update) -> Result<State
             }
         })?
         .ok_or_else(|| ContainerError::NotFound(id.to_string()))
+}
+
+/// Refuses a swap or reservation that does not fit the memory limit the update leaves
+/// (`recorded`: the spec's memory section), as Docker does.
+fn check_memory(update: &Update, recorded: &Value) -> Result<(), ContainerError> {
+    let t = super::tuning::Tuning {
+        memory_swap: update.memory_swap,
+        memory_reservation: update.memory_reservation,
+        ..Default::default()
+    };
+    t.check(update.memory.or(recorded["limit"].as_i64()), false)?;
+    if let (Some(m), None, Some(swap)) =
+        (update.memory, update.memory_swap, recorded["swap"].as_i64())
+    {
+        if swap != -1 && swap < m {
+            return Err(ContainerError::InvalidArgument(
+                "Memory limit should be smaller than already set memoryswap limit, update the memoryswap at the same time".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The memory section of an update, written into the spec's `resources` too: the limit
+/// goes with the swap limit the container has (v1 keeps memsw at least the limit).
+fn memory_update(update: &Update, resources: &mut Value) -> Option<LinuxMemoryBuilder> {
+    if update.memory.is_none()
+        && update.memory_swap.is_none()
+        && update.memory_reservation.is_none()
+    {
+        return None;
+    }
+    let m = &mut resources["memory"];
+    let mut b = LinuxMemoryBuilder::default();
+    if let Some(limit) = update.memory {
+        m["limit"] = limit.into();
+    }
+    if let Some(swap) = update.memory_swap {
+        m["swap"] = swap.into();
+    }
+    if update.memory.is_some() || update.memory_swap.is_some() {
+        if let Some(limit) = m["limit"].as_i64() {
+            b = b.limit(limit);
+        }
+        if let Some(swap) = m["swap"].as_i64() {
+            b = b.swap(swap);
+        }
+    }
+    if let Some(r) = update.memory_reservation {
+        m["reservation"] = r.into();
+        b = b.reservation(r);
+    }
+    Some(b)
+}
+
+/// The CPU section of an update (quota, shares, cpusets), written into the spec too.
+fn cpu_update(update: &Update, resources: &mut Value) -> Option<LinuxCpuBuilder> {
+    let any = update.cpus.is_some()
+        || update.cpu_shares.is_some()
+        || update.cpuset_cpus.is_some()
+        || update.cpuset_mems.is_some();
+    if !any {
+        return None;
+    }
+    let c = &mut resources["cpu"];
+    let mut b = LinuxCpuBuilder::default();
+    if let Some(cpus) = update.cpus {
+        let quota = (cpus * CPU_PERIOD_US as f64).round() as i64;
+        c["quota"] = quota.into();
+        c["period"] = CPU_PERIOD_US.into();
+        b = b.quota(quota).period(CPU_PERIOD_US);
+    }
+    if let Some(shares) = update.cpu_shares {
+        c["shares"] = shares.into();
+        b = b.shares(shares);
+    }
+    if let Some(cpus) = &update.cpuset_cpus {
+        c["cpus"] = cpus.clone().into();
+        b = b.cpus(cpus.clone());
+    }
+    if let Some(mems) = &update.cpuset_mems {
+        c["mems"] = mems.clone().into();
+        b = b.mems(mems.clone());
+    }
+    Some(b)
 }

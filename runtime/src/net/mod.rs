@@ -410,8 +410,17 @@ pub fn unplug(pid: i32, ifname: &str) -> Result<(), NetError> {
 }
 
 /// Writes a network sysctl of the namespace of `pid` (net sysctls belong to the namespace
-/// of the thread that opens them).
+/// of the thread that opens them); a key this kernel lacks is skipped.
 fn sysctl_in(pid: i32, key: &str, value: &str) -> std::io::Result<()> {
+    match write_sysctl_in(pid, key, value) {
+        // A kernel without IPv6 has nothing to disable.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Writes network sysctl `key` (a path below /proc/sys) of the network namespace of `pid`.
+pub fn write_sysctl_in(pid: i32, key: &str, value: &str) -> std::io::Result<()> {
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
     let path = format!("/proc/sys/{key}");
     let value = value.to_string();
@@ -421,11 +430,7 @@ fn sysctl_in(pid: i32, key: &str, value: &str) -> std::io::Result<()> {
         if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
-        match std::fs::write(&path, value) {
-            // A kernel without IPv6 has nothing to disable.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            other => other,
-        }
+        std::fs::write(&path, value)
     })
     .join()
     .map_err(|_| std::io::Error::other("sysctl thread panicked"))?

@@ -6,13 +6,14 @@
 //! field may be `null`, as clients send it.
 //!
 //! What capsa cannot do is either refused (400, naming the field) when ignoring it would
-//! change what the workload sees, or named in the answer's `Warnings` when dockerd itself
-//! drops it with a warning on kernels without the feature (CPU shares, swap limits).
+//! change what the workload sees, or named in the answer's `Warnings` when capsa drops it
+//! (DNS search domains, health checks, the NIS domain name).
 
 use super::http::{ApiError, ApiResult};
 use crate::container::options::{self, MountFlag, RunOptions, SeccompChoice, Volume};
 use crate::container::restart::RestartPolicy;
 use crate::container::sandbox::Isolation;
+use crate::container::tuning::{self, Tuning};
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 
@@ -110,7 +111,12 @@ pub struct HostConfig {
     pub userns_mode: Option<String>,
     pub isolation: Option<String>,
     pub runtime: Option<String>,
-    pub devices: Option<Vec<serde_json::Value>>,
+    pub devices: Option<Vec<DeviceBody>>,
+    pub ulimits: Option<Vec<UlimitBody>>,
+    pub shm_size: Option<i64>,
+    pub sysctls: Option<BTreeMap<String, String>>,
+    pub oom_kill_disable: Option<bool>,
+    pub blkio_weight: Option<i64>,
     pub device_cgroup_rules: Option<Vec<String>>,
     pub volume_driver: Option<String>,
     pub cpuset_cpus: Option<String>,
@@ -123,6 +129,24 @@ pub struct HostConfig {
     pub ipc_mode: Option<String>,
     #[serde(rename = "UTSMode")]
     pub uts_mode: Option<String>,
+}
+
+/// One of `HostConfig.Devices`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct DeviceBody {
+    pub path_on_host: Option<String>,
+    pub path_in_container: Option<String>,
+    pub cgroup_permissions: Option<String>,
+}
+
+/// One of `HostConfig.Ulimits`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct UlimitBody {
+    pub name: Option<String>,
+    pub soft: Option<i64>,
+    pub hard: Option<i64>,
 }
 
 /// One of `HostConfig.Mounts`.
@@ -225,22 +249,32 @@ pub fn to_options(
 ) -> ApiResult<(RunOptions, Vec<String>)> {
     let bad = |m: String| ApiError::bad_request(m);
     let mut warnings = Vec::new();
-    let host = body.host_config.unwrap_or_default();
+    let mut host = body.host_config.unwrap_or_default();
     let image = body
         .image
         .filter(|i| !i.is_empty())
         .ok_or_else(|| bad("Config.Image: an image is required".into()))?;
     let isolation = isolation(host.isolation.as_deref(), host.runtime.as_deref())?;
+    let mut host_tuning = TuningFields {
+        group_add: host.group_add.take().unwrap_or_default(),
+        cpu_shares: host.cpu_shares.unwrap_or(0),
+        cpuset_cpus: host.cpuset_cpus.take().filter(|c| !c.is_empty()),
+        cpuset_mems: host.cpuset_mems.take().filter(|c| !c.is_empty()),
+        memory_swap: host.memory_swap.unwrap_or(0),
+        memory_reservation: host.memory_reservation.unwrap_or(0),
+        oom_kill_disable: host.oom_kill_disable.unwrap_or(false),
+        blkio_weight: host.blkio_weight.unwrap_or(0),
+        ulimits: host.ulimits.take().unwrap_or_default(),
+        shm_size: host.shm_size.unwrap_or(0),
+        sysctls: host.sysctls.take().unwrap_or_default(),
+        devices: host.devices.take().unwrap_or_default(),
+    };
     // What would change the workload's world if it were dropped is refused.
     let absent = |field: &str, given: bool| match given {
         true => Err(bad(format!("HostConfig.{field} is not supported by capsa"))),
         false => Ok(()),
     };
     let some = |v: &Option<Vec<_>>| v.as_ref().is_some_and(|v: &Vec<_>| !v.is_empty());
-    absent(
-        "Devices",
-        host.devices.as_ref().is_some_and(|d| !d.is_empty()),
-    )?;
     absent("VolumesFrom", some(&host.volumes_from))?;
     absent("DeviceCgroupRules", some(&host.device_cgroup_rules))?;
     absent(
@@ -257,7 +291,6 @@ pub fn to_options(
             .is_some_and(|m| !m.is_empty() && m != "private"),
     )?;
     absent("Links", some(&host.links))?;
-    absent("GroupAdd", some(&host.group_add))?;
     let mode = |m: &Option<String>, allowed: &[&str]| {
         m.as_deref()
             .is_some_and(|m| !m.is_empty() && !allowed.contains(&m))
@@ -322,18 +355,6 @@ pub fn to_options(
         0 => None,
         m => Some(options::parse_memory("HostConfig.Memory", &m.to_string())?),
     };
-    if !matches!(host.memory_swap.unwrap_or(0), 0 | -1) {
-        warnings.push(
-            "Your kernel does not support swap limit capabilities or the cgroup is not mounted. Memory limited without swap."
-                .to_string(),
-        );
-    }
-    if host.memory_reservation.unwrap_or(0) != 0 {
-        warnings.push(
-            "capsa does not set memory reservations: HostConfig.MemoryReservation is ignored"
-                .into(),
-        );
-    }
     let cpus = match (host.nano_cpus.unwrap_or(0), host.cpu_quota.unwrap_or(0)) {
         (0, 0) => None,
         (n, 0) if n > 0 => Some(options::parse_cpus(&(n as f64 / 1e9).to_string())?),
@@ -355,19 +376,6 @@ pub fn to_options(
             ))
         }
     };
-    if host.cpu_shares.unwrap_or(0) != 0 {
-        warnings.push("capsa does not set CPU shares: HostConfig.CpuShares is ignored".into());
-    }
-    for (field, value) in [
-        ("CpusetCpus", &host.cpuset_cpus),
-        ("CpusetMems", &host.cpuset_mems),
-    ] {
-        if value.as_deref().is_some_and(|v| !v.is_empty()) {
-            warnings.push(format!(
-                "capsa does not set cpusets: HostConfig.{field} is ignored"
-            ));
-        }
-    }
     let pids_limit = host
         .pids_limit
         .map(|p| options::parse_pids_limit(&p.to_string()))
@@ -454,12 +462,21 @@ pub fn to_options(
                 .into(),
         );
     }
-    let add_hosts = host
+    // API 1.44 clients may write NAME=IP.
+    let extra_hosts: Vec<String> = host
         .extra_hosts
         .unwrap_or_default()
         .iter()
-        // API 1.44 clients may write NAME=IP.
-        .map(|h| options::parse_add_host(&h.replacen('=', ":", 1)))
+        .map(|h| h.replacen('=', ":", 1))
+        .collect();
+    let gateway_hosts = extra_hosts
+        .iter()
+        .filter_map(|h| options::gateway_host(h).transpose())
+        .collect::<Result<_, _>>()?;
+    let add_hosts = extra_hosts
+        .iter()
+        .filter(|h| !h.ends_with(":host-gateway"))
+        .map(|h| options::parse_add_host(h))
         .collect::<Result<_, _>>()?;
     if body.domainname.as_deref().is_some_and(|d| !d.is_empty()) {
         warnings.push("capsa sets no NIS domain name: Config.Domainname is ignored".into());
@@ -501,6 +518,7 @@ pub fn to_options(
         .cgroup_parent
         .filter(|p| !p.is_empty())
         .or_else(|| defaults.cgroup_parent.map(String::from));
+    let tuning = tuning(&mut host_tuning, isolation)?;
     let env = body.env.unwrap_or_default();
     let mut opts = RunOptions {
         name,
@@ -546,6 +564,8 @@ pub fn to_options(
         expose,
         dns,
         add_hosts,
+        gateway_hosts,
+        tuning,
         auto_remove: host.auto_remove.unwrap_or(false),
         entrypoint,
         image,
@@ -559,11 +579,114 @@ pub fn to_options(
             init: false,
             tmpfs: asked_tmpfs,
             log_config,
+            ..Default::default()
         },
     };
     let security_opts = host.security_opt.unwrap_or_default();
     options::check(&mut opts, &security_opts)?;
     Ok((opts, warnings))
+}
+
+/// The `HostConfig` fields that become [`Tuning`], taken out of it.
+struct TuningFields {
+    group_add: Vec<String>,
+    cpu_shares: i64,
+    cpuset_cpus: Option<String>,
+    cpuset_mems: Option<String>,
+    memory_swap: i64,
+    memory_reservation: i64,
+    oom_kill_disable: bool,
+    blkio_weight: i64,
+    ulimits: Vec<UlimitBody>,
+    shm_size: i64,
+    sysctls: BTreeMap<String, String>,
+    devices: Vec<DeviceBody>,
+}
+
+/// `GroupAdd`, `CpuShares`, `Cpuset*`, `MemorySwap`, `MemoryReservation`,
+/// `OomKillDisable`, `BlkioWeight`, `Ulimits`, `ShmSize`, `Sysctls`, `Devices`, checked by
+/// the parsers the CLI's flags go through (their errors name the flag).
+fn tuning(f: &mut TuningFields, isolation: Isolation) -> ApiResult<Tuning> {
+    // The parsers' messages name the CLI's flag; the answer names the field as well.
+    let named = |field: &'static str| {
+        move |e: crate::container::ContainerError| {
+            ApiError::bad_request(format!("HostConfig.{field}: {e}"))
+        }
+    };
+    let on_host = |kind: &str| {
+        (isolation == Isolation::Container)
+            .then(|| tuning::online(kind))
+            .flatten()
+    };
+    let size = |field: &'static str, v: i64| match v {
+        0 => Ok(None),
+        v => options::parse_memory(field, &v.to_string()).map(Some),
+    };
+    let mut sysctls = BTreeMap::new();
+    for (k, v) in std::mem::take(&mut f.sysctls) {
+        let (k, v, _) = tuning::parse_sysctl(&format!("{k}={v}")).map_err(named("Sysctls"))?;
+        sysctls.insert(k, v);
+    }
+    let mut ulimits = Vec::new();
+    for u in std::mem::take(&mut f.ulimits) {
+        let name = u.name.unwrap_or_default();
+        let (soft, hard) = (u.soft.unwrap_or(0), u.hard.unwrap_or(0));
+        ulimits.push(
+            tuning::parse_ulimit(&format!("{name}={soft}:{hard}")).map_err(named("Ulimits"))?,
+        );
+    }
+    let mut devices = Vec::new();
+    for d in std::mem::take(&mut f.devices) {
+        let host = d.path_on_host.unwrap_or_default();
+        let ctr = d.path_in_container.filter(|c| !c.is_empty());
+        let access = d.cgroup_permissions.filter(|p| !p.is_empty());
+        let flag = [Some(host), ctr, access]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(":");
+        devices.push(tuning::parse_device(&flag).map_err(named("Devices"))?);
+    }
+    let shm_size = match f.shm_size {
+        0 => None,
+        n if n > 0 => Some(n as u64),
+        n => {
+            return Err(ApiError::bad_request(format!(
+                "HostConfig.ShmSize {n}: must not be negative"
+            )))
+        }
+    };
+    Ok(Tuning {
+        group_add: std::mem::take(&mut f.group_add)
+            .iter()
+            .map(|g| tuning::parse_group(g))
+            .collect::<Result<_, _>>()
+            .map_err(named("GroupAdd"))?,
+        cpu_shares: tuning::parse_cpu_shares(f.cpu_shares).map_err(named("CpuShares"))?,
+        cpuset_cpus: f
+            .cpuset_cpus
+            .take()
+            .map(|c| tuning::parse_cpuset("--cpuset-cpus", &c, on_host("cpu").as_deref()))
+            .transpose()
+            .map_err(named("CpusetCpus"))?,
+        cpuset_mems: f
+            .cpuset_mems
+            .take()
+            .map(|c| tuning::parse_cpuset("--cpuset-mems", &c, on_host("node").as_deref()))
+            .transpose()
+            .map_err(named("CpusetMems"))?,
+        memory_swap: match f.memory_swap {
+            -1 => Some(-1),
+            v => size("HostConfig.MemorySwap", v)?,
+        },
+        memory_reservation: size("HostConfig.MemoryReservation", f.memory_reservation)?,
+        oom_kill_disable: f.oom_kill_disable,
+        blkio_weight: tuning::parse_blkio_weight(f.blkio_weight).map_err(named("BlkioWeight"))?,
+        ulimits,
+        shm_size,
+        sysctls,
+        devices,
+    })
 }
 
 /// `HostConfig.Isolation` and `HostConfig.Runtime`: `vm` / `capsa-vm` choose the microVM,
@@ -678,7 +801,52 @@ mod tests {
         assert_eq!(o.restart_policy, RestartPolicy::OnFailure { max: 3 });
         assert_eq!(o.cgroup_parent.as_deref(), Some("capsa-test"));
         assert_eq!(o.isolation, Isolation::Vm);
-        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(o.tuning.cpu_shares, Some(512));
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    #[test]
+    fn tuning_fields_become_the_clis_flags() {
+        let (o, _) = options(
+            r#"{"Image":"busybox","HostConfig":{"GroupAdd":["wheel","42"],
+                "Ulimits":[{"Name":"nofile","Soft":512,"Hard":1024}],"ShmSize":8388608,
+                "Sysctls":{"kernel.shmmax":"7777"},"Memory":67108864,"MemorySwap":-1,
+                "MemoryReservation":33554432,"BlkioWeight":300,"OomKillDisable":true,
+                "Devices":[{"PathOnHost":"/dev/null","PathInContainer":"/dev/n","CgroupPermissions":"r"}],
+                "ExtraHosts":["gw:host-gateway","db:10.0.0.5"]}}"#,
+        )
+        .unwrap();
+        let t = &o.tuning;
+        assert_eq!(t.group_add, ["wheel", "42"]);
+        assert_eq!((t.ulimits[0].soft, t.ulimits[0].hard), (512, 1024));
+        assert_eq!(t.shm_size, Some(8 << 20));
+        assert_eq!(t.sysctls["kernel.shmmax"], "7777");
+        assert_eq!(t.memory_swap, Some(-1));
+        assert_eq!(t.memory_reservation, Some(32 << 20));
+        assert_eq!(t.blkio_weight, Some(300));
+        assert!(t.oom_kill_disable);
+        assert_eq!((t.devices[0].major, t.devices[0].minor), (1, 3));
+        assert_eq!(t.devices[0].container, "/dev/n");
+        assert_eq!(o.gateway_hosts, ["gw"]);
+        assert_eq!(o.add_hosts.len(), 1);
+        for (json, needle) in [
+            (r#"{"Sysctls":{"kernel.panic":"1"}}"#, "kernel.panic"),
+            (
+                r#"{"Ulimits":[{"Name":"bogus","Soft":1,"Hard":1}]}"#,
+                "bogus",
+            ),
+            (
+                r#"{"Devices":[{"PathOnHost":"/dev/capsa-none"}]}"#,
+                "/dev/capsa-none",
+            ),
+            (r#"{"BlkioWeight":5}"#, "HostConfig.BlkioWeight"),
+            (r#"{"CpuShares":1}"#, "HostConfig.CpuShares"),
+            (r#"{"MemorySwap":134217728}"#, "Memory limit"),
+            (r#"{"ShmSize":-1}"#, "ShmSize"),
+        ] {
+            let e = options(&format!(r#"{{"Image":"busybox","HostConfig":{json}}}"#)).unwrap_err();
+            assert!(e.message.contains(needle), "{json}: {}", e.message);
+        }
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! `POST /containers/{id}/update`: memory, CPUs (`NanoCpus` or `CpuQuota`/`CpuPeriod`),
 //! `PidsLimit` and `RestartPolicy`, applied at once to a running container's cgroup and
-//! kept for its next runs ([`crate::container::update`]). The resources capsa never sets
-//! (CPU shares, cpusets, block I/O, swap, reservations) are refused when given non-zero.
+//! kept for its next runs ([`crate::container::update`]); also `CpuShares`, `CpusetCpus`,
+//! `CpusetMems`, `MemorySwap`, `MemoryReservation` and `BlkioWeight`. `KernelMemory` is
+//! refused when given non-zero.
 
 use super::create::RestartPolicyBody;
 use super::http::{blocking, ApiError, ApiResult, DockerJson};
 use super::Shared;
 use crate::container::restart::RestartPolicy;
+use crate::container::tuning;
 use crate::container::update::{update, Update};
 use crate::container::ContainerStore;
 use axum::extract::{Path, State as Axum};
@@ -40,31 +42,28 @@ pub struct UpdateBody {
 
 fn to_update(body: UpdateBody) -> ApiResult<Update> {
     let bad = |m: String| ApiError::bad_request(m);
-    for (field, given) in [
-        ("CpuShares", body.cpu_shares.unwrap_or(0) != 0),
-        (
-            "CpusetCpus",
-            body.cpuset_cpus.as_deref().is_some_and(|c| !c.is_empty()),
-        ),
-        (
-            "CpusetMems",
-            body.cpuset_mems.as_deref().is_some_and(|c| !c.is_empty()),
-        ),
-        ("BlkioWeight", body.blkio_weight.unwrap_or(0) != 0),
-        (
-            "MemoryReservation",
-            body.memory_reservation.unwrap_or(0) != 0,
-        ),
-        ("KernelMemory", body.kernel_memory.unwrap_or(0) != 0),
-        (
-            "MemorySwap",
-            !matches!(body.memory_swap.unwrap_or(0), 0 | -1),
-        ),
-    ] {
-        if given {
-            return Err(bad(format!("{field} is not supported by capsa")));
-        }
+    if body.kernel_memory.unwrap_or(0) != 0 {
+        return Err(bad("KernelMemory is not supported by capsa".into()));
     }
+    let size = |field: &str, v: Option<i64>| match v.unwrap_or(0) {
+        0 => Ok(None),
+        v => crate::container::options::parse_memory(field, &v.to_string()).map(Some),
+    };
+    let memory_swap = match body.memory_swap.unwrap_or(0) {
+        -1 => Some(-1),
+        v => size("MemorySwap", Some(v))?,
+    };
+    let memory_reservation = size("MemoryReservation", body.memory_reservation)?;
+    let cpu_shares = tuning::parse_cpu_shares(body.cpu_shares.unwrap_or(0))?;
+    // A VM's limits are refused by `update` itself: these are the host's CPUs and nodes.
+    let cpuset = |flag: &str, kind: &str, v: Option<String>| {
+        v.filter(|c| !c.is_empty())
+            .map(|c| tuning::parse_cpuset(flag, &c, tuning::online(kind).as_deref()))
+            .transpose()
+    };
+    let cpuset_cpus = cpuset("--cpuset-cpus", "cpu", body.cpuset_cpus)?;
+    let cpuset_mems = cpuset("--cpuset-mems", "node", body.cpuset_mems)?;
+    let blkio_weight = tuning::parse_blkio_weight(i64::from(body.blkio_weight.unwrap_or(0)))?;
     let memory = match body.memory.unwrap_or(0) {
         0 => None,
         m if m < 0 => return Err(bad(format!("Memory {m}: must not be negative"))),
@@ -106,6 +105,12 @@ fn to_update(body: UpdateBody) -> ApiResult<Update> {
         cpus,
         pids_limit: body.pids_limit,
         restart_policy,
+        cpu_shares,
+        cpuset_cpus,
+        cpuset_mems,
+        memory_swap,
+        memory_reservation,
+        blkio_weight,
     })
 }
 

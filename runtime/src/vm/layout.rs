@@ -29,6 +29,19 @@ pub fn check_supported(opts: &RunOptions) -> Result<(), ContainerError> {
     if opts.userns {
         return no("--userns=auto");
     }
+    let t = &opts.tuning;
+    if let Some(d) = t.devices.first() {
+        return Err(ContainerError::InvalidArgument(format!(
+            "--device {} is not available with --isolation vm: the guest's kernel has none of the host's devices",
+            d.host.display()
+        )));
+    }
+    if t.oom_kill_disable {
+        return no("--oom-kill-disable (the guest's cgroup v2 has no switch for the OOM killer)");
+    }
+    if t.blkio_weight.is_some() {
+        return no("--blkio-weight (the guest's kernel weighs no block I/O)");
+    }
     for v in &opts.volumes {
         if v.host.exists() && !v.host.is_dir() {
             return Err(ContainerError::InvalidArgument(format!(
@@ -79,6 +92,7 @@ pub(super) fn lay_out_named(
         userns_base: None,
     };
     let (opts, claim) = crate::container::volumes::claim(store, opts, image, true)?;
+    let opts = network::with_gateway_hosts(store, opts)?;
     let opts: &RunOptions = &opts;
     let mut spec = spec::build(opts, image, &ctx)?;
     share_guest_network(&mut spec);

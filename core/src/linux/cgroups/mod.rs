@@ -129,6 +129,14 @@ pub enum CgroupError {
         /// What is wrong with it.
         why: &'static str,
     },
+    /// A setting was asked for that this cgroup version or kernel cannot apply.
+    #[error("{what} cannot be applied here: {why}")]
+    Unsupported {
+        /// The setting (as the flag names it).
+        what: &'static str,
+        /// Why.
+        why: String,
+    },
     /// A limit was asked for whose controller this host does not offer.
     #[error("cgroup controller {controller:?} is not available ({why})")]
     MissingController {

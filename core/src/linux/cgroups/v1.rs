@@ -65,15 +65,61 @@ impl V1Manager {
     }
 
     fn apply_memory(&self, r: &LinuxResources) -> Result<(), CgroupError> {
-        let Some(limit) = r.memory().as_ref().and_then(|m| m.limit()) else {
+        let Some(m) = r.memory().as_ref() else {
             return Ok(());
         };
+        if m.limit().is_none()
+            && m.swap().is_none()
+            && m.reservation().is_none()
+            && m.disable_oom_killer() != Some(true)
+        {
+            return Ok(());
+        }
         let dir = self.require("memory")?;
-        write_file(dir, "memory.limit_in_bytes", &limit.to_string())?;
-        if let Some(swap) = r.memory().as_ref().and_then(|m| m.swap()) {
-            if dir.join("memory.memsw.limit_in_bytes").exists() {
-                write_file(dir, "memory.memsw.limit_in_bytes", &swap.to_string())?;
+        let memsw = "memory.memsw.limit_in_bytes";
+        match (m.limit(), m.swap()) {
+            (Some(limit), Some(swap)) => {
+                if !dir.join(memsw).exists() {
+                    return Err(CgroupError::Unsupported {
+                        what: "--memory-swap",
+                        why: format!(
+                            "{memsw} is missing: the kernel does not account swap (swapaccount=1)"
+                        ),
+                    });
+                }
+                // memsw must stay at least the limit at every step: raise it first when
+                // growing, lower the limit first when shrinking.
+                let current: i64 = read_file(dir, memsw)?.parse().unwrap_or(i64::MAX);
+                let swap = if swap < 0 {
+                    "-1".to_string()
+                } else {
+                    swap.to_string()
+                };
+                let grows = swap == "-1" || swap.parse::<i64>().unwrap_or(0) > current;
+                if grows {
+                    write_file(dir, memsw, &swap)?;
+                    write_file(dir, "memory.limit_in_bytes", &limit.to_string())?;
+                } else {
+                    write_file(dir, "memory.limit_in_bytes", &limit.to_string())?;
+                    write_file(dir, memsw, &swap)?;
+                }
             }
+            (Some(limit), None) => {
+                write_file(dir, "memory.limit_in_bytes", &limit.to_string())?;
+            }
+            (None, Some(_)) => {
+                return Err(CgroupError::Unsupported {
+                    what: "--memory-swap",
+                    why: "it needs a memory limit".into(),
+                })
+            }
+            (None, None) => {}
+        }
+        if let Some(reservation) = m.reservation() {
+            write_file(dir, "memory.soft_limit_in_bytes", &reservation.to_string())?;
+        }
+        if m.disable_oom_killer() == Some(true) {
+            write_file(dir, "memory.oom_control", "1")?;
         }
         Ok(())
     }
@@ -82,17 +128,44 @@ impl V1Manager {
         let Some(cpu) = r.cpu().as_ref() else {
             return Ok(());
         };
-        let dir = self.require("cpu")?;
-        if let Some(shares) = cpu.shares() {
-            write_file(dir, "cpu.shares", &shares.to_string())?;
+        if cpu.shares().is_some() || cpu.period().is_some() || cpu.quota().is_some() {
+            let dir = self.require("cpu")?;
+            if let Some(shares) = cpu.shares() {
+                write_file(dir, "cpu.shares", &shares.to_string())?;
+            }
+            if let Some(period) = cpu.period() {
+                write_file(dir, "cpu.cfs_period_us", &period.to_string())?;
+            }
+            if let Some(quota) = cpu.quota() {
+                write_file(dir, "cpu.cfs_quota_us", &quota.to_string())?;
+            }
         }
-        if let Some(period) = cpu.period() {
-            write_file(dir, "cpu.cfs_period_us", &period.to_string())?;
-        }
-        if let Some(quota) = cpu.quota() {
-            write_file(dir, "cpu.cfs_quota_us", &quota.to_string())?;
+        if cpu.cpus().is_some() || cpu.mems().is_some() {
+            let dir = self.require("cpuset")?;
+            if let Some(cpus) = cpu.cpus() {
+                write_file(dir, "cpuset.cpus", cpus)?;
+            }
+            if let Some(mems) = cpu.mems() {
+                write_file(dir, "cpuset.mems", mems)?;
+            }
         }
         Ok(())
+    }
+
+    /// `--blkio-weight`: blkio.weight (CFQ), or blkio.bfq.weight where BFQ schedules.
+    fn apply_blkio(&self, r: &LinuxResources) -> Result<(), CgroupError> {
+        let Some(weight) = r.block_io().as_ref().and_then(|b| b.weight()) else {
+            return Ok(());
+        };
+        let dir = self.require("blkio")?;
+        let file = ["blkio.weight", "blkio.bfq.weight"]
+            .into_iter()
+            .find(|f| dir.join(f).exists())
+            .ok_or_else(|| CgroupError::Unsupported {
+                what: "--blkio-weight",
+                why: "the blkio controller has no weight file (blkio.weight, blkio.bfq.weight): no block I/O scheduler here that weighs cgroups (CFQ or BFQ)".into(),
+            })?;
+        write_file(dir, file, &weight.to_string())
     }
 
     fn apply_pids(&self, r: &LinuxResources) -> Result<(), CgroupError> {
@@ -185,6 +258,7 @@ impl CgroupManager for V1Manager {
         }
         self.apply_memory(resources)?;
         self.apply_cpu(resources)?;
+        self.apply_blkio(resources)?;
         self.apply_pids(resources)?;
         self.apply_devices(resources)
     }

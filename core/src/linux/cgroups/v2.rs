@@ -146,8 +146,20 @@ const COUNTING: [&str; 3] = ["memory", "pids", "io"];
 /// The controllers `resources` needs.
 fn wanted_controllers(r: &LinuxResources) -> Vec<&'static str> {
     let mut out = Vec::new();
-    if r.memory().as_ref().and_then(|m| m.limit()).is_some() {
+    if r.memory()
+        .as_ref()
+        .is_some_and(|m| m.limit().is_some() || m.reservation().is_some() || m.swap().is_some())
+    {
         out.push("memory");
+    }
+    if r.cpu()
+        .as_ref()
+        .is_some_and(|c| c.cpus().is_some() || c.mems().is_some())
+    {
+        out.push("cpuset");
+    }
+    if r.block_io().as_ref().and_then(|b| b.weight()).is_some() {
+        out.push("io");
     }
     if r.cpu()
         .as_ref()
@@ -159,6 +171,54 @@ fn wanted_controllers(r: &LinuxResources) -> Vec<&'static str> {
         out.push("pids");
     }
     out
+}
+
+/// The memory settings: limit (memory.max), swap (memory.swap.max counts swap alone where
+/// v1's memsw counted memory and swap together; a kernel without swap has no such file, and
+/// then no swap to limit), reservation (memory.low). v2 has no switch for the OOM killer.
+fn apply_memory(dir: &Path, m: &oci_spec::runtime::LinuxMemory) -> Result<(), CgroupError> {
+    if m.disable_oom_killer() == Some(true) {
+        return Err(CgroupError::Unsupported {
+            what: "--oom-kill-disable",
+            why: "cgroup v2 has no switch for the OOM killer".into(),
+        });
+    }
+    if let Some(limit) = m.limit() {
+        write_file(dir, "memory.max", &limit.to_string())?;
+        if let Some(swap) = m.swap() {
+            let swap_only = if swap < 0 {
+                "max".to_string()
+            } else {
+                (swap - limit).max(0).to_string()
+            };
+            if dir.join("memory.swap.max").exists() {
+                write_file(dir, "memory.swap.max", &swap_only)?;
+            }
+        }
+    }
+    if let Some(reservation) = m.reservation() {
+        write_file(dir, "memory.low", &reservation.to_string())?;
+    }
+    Ok(())
+}
+
+/// `--blkio-weight` (10..1000): io.bfq.weight takes it as it is where BFQ schedules;
+/// io.weight (1..10000) gets it scaled, as runc converts it.
+fn apply_io_weight(dir: &Path, weight: u16) -> Result<(), CgroupError> {
+    if dir.join("io.bfq.weight").exists() {
+        return write_file(dir, "io.bfq.weight", &weight.to_string());
+    }
+    write_file(
+        dir,
+        "io.weight",
+        &format!("default {}", blkio_to_io_weight(weight)),
+    )
+}
+
+/// cgroup v1 blkio.weight (10..1000) to v2 io.weight (1..10000).
+fn blkio_to_io_weight(weight: u16) -> u64 {
+    let w = u64::from(weight.clamp(10, 1000));
+    1 + (w - 10) * 9999 / 990
 }
 
 /// cgroup v1 cpu.shares (2..262144) to v2 cpu.weight (1..10000), as runc converts it.
@@ -174,15 +234,8 @@ impl CgroupManager for V2Manager {
         self.create(&wanted_controllers(r))?;
         let dir = &self.dir;
         apply_devices(dir, r.devices().as_deref())?;
-        if let Some(limit) = r.memory().as_ref().and_then(|m| m.limit()) {
-            write_file(dir, "memory.max", &limit.to_string())?;
-            if let Some(swap) = r.memory().as_ref().and_then(|m| m.swap()) {
-                // v1 counts memory+swap together; v2 counts swap alone.
-                let swap_only = (swap - limit).max(0);
-                if dir.join("memory.swap.max").exists() {
-                    write_file(dir, "memory.swap.max", &swap_only.to_string())?;
-                }
-            }
+        if let Some(m) = r.memory() {
+            apply_memory(dir, m)?;
         }
         if let Some(cpu) = r.cpu() {
             if let Some(quota) = cpu.quota() {
@@ -197,6 +250,15 @@ impl CgroupManager for V2Manager {
             if let Some(shares) = cpu.shares() {
                 write_file(dir, "cpu.weight", &shares_to_weight(shares).to_string())?;
             }
+            if let Some(cpus) = cpu.cpus() {
+                write_file(dir, "cpuset.cpus", cpus)?;
+            }
+            if let Some(mems) = cpu.mems() {
+                write_file(dir, "cpuset.mems", mems)?;
+            }
+        }
+        if let Some(weight) = r.block_io().as_ref().and_then(|b| b.weight()) {
+            apply_io_weight(dir, weight)?;
         }
         if let Some(pids) = r.pids() {
             let v = if pids.limit() > 0 {
@@ -428,5 +490,12 @@ mod tests {
         assert_eq!(shares_to_weight(2), 1);
         assert_eq!(shares_to_weight(262_144), 10_000);
         assert_eq!(shares_to_weight(1024), 39);
+    }
+
+    #[test]
+    fn blkio_weights_scale_to_io_weights() {
+        assert_eq!(blkio_to_io_weight(10), 1);
+        assert_eq!(blkio_to_io_weight(1000), 10_000);
+        assert_eq!(blkio_to_io_weight(500), 4950);
     }
 }

@@ -24,6 +24,20 @@ pub const USER_ANNOTATION: &str = "io.capsa.user";
 /// Annotation asking for `--init`: a reaping PID 1 in front of the workload.
 pub const INIT_ANNOTATION: &str = "io.capsa.init";
 
+/// Annotation carrying `--group-add`: group names or IDs, one a line, resolved at start
+/// in the container's own /etc/group and added to the workload's (and every exec's)
+/// supplementary groups.
+pub const GROUP_ADD_ANNOTATION: &str = "io.capsa.group-add";
+
+/// The `--group-add` entries of a spec.
+pub fn group_add(spec: &oci_spec::runtime::Spec) -> Vec<String> {
+    spec.annotations()
+        .as_ref()
+        .and_then(|a| a.get(GROUP_ADD_ANNOTATION))
+        .map(|v| v.lines().map(String::from).collect())
+        .unwrap_or_default()
+}
+
 /// Whether the spec asks for `--init` (then [`InitConfig::init_program`] must be given).
 pub fn wants_init(spec: &oci_spec::runtime::Spec) -> bool {
     spec.annotations()
@@ -227,6 +241,9 @@ fn set_up(cfg: &InitConfig, gate: OwnedFd, layers: RootLayers) -> Result<Prepare
     if let Some(paths) = linux.and_then(|l| l.masked_paths().as_ref()) {
         rootfs::mask_paths(&root, paths)?;
     }
+    if let Some(sysctls) = linux.and_then(|l| l.sysctl().as_ref()) {
+        write_sysctls(sysctls, namespaces::has(spec, LinuxNamespaceType::Network))?;
+    }
     if let Some(paths) = linux.and_then(|l| l.readonly_paths().as_ref()) {
         rootfs::readonly_paths(&root, paths)?;
     }
@@ -240,7 +257,8 @@ fn set_up(cfg: &InitConfig, gate: OwnedFd, layers: RootLayers) -> Result<Prepare
         .as_ref()
         .and_then(|a| a.get(USER_ANNOTATION).cloned())
         .unwrap_or_default();
-    let user = user::resolve(&user_spec, Path::new("/"))?;
+    let mut user = user::resolve(&user_spec, Path::new("/"))?;
+    user::add_groups(&mut user, &group_add(spec), Path::new("/"))?;
     let cwd = spec
         .process()
         .as_ref()
@@ -258,6 +276,47 @@ fn set_up(cfg: &InitConfig, gate: OwnedFd, layers: RootLayers) -> Result<Prepare
         rootfs::remount_root_readonly()?;
     }
     Ok(Prepared { user, gate })
+}
+
+/// Writes the spec's sysctls in the container's own /proc/sys, after the pivot and before
+/// /proc/sys is made read-only: each belongs to a namespace of the init (network or IPC;
+/// the engine allows no other key), so the host's values stay as they are. A key is dots
+/// and name characters only (checked again here: the spec may come from a record).
+/// In a new network namespace (`own_network`) a `net.` key that does not exist yet names
+/// an interface the engine adds once the init is ready (eth0): the engine writes every
+/// `net.` key again then, and that one must exist.
+fn write_sysctls(
+    sysctls: &std::collections::HashMap<String, String>,
+    own_network: bool,
+) -> Result<(), SetupError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    for (key, value) in sysctls {
+        let well_formed = key.split('.').all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        });
+        let step = format!("sysctl {key}");
+        if !well_formed {
+            return Err(io_step(step)(std::io::Error::from(
+                std::io::ErrorKind::InvalidInput,
+            )));
+        }
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .and_then(|mut f| f.write_all(value.as_bytes()));
+        match written {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && own_network
+                    && key.starts_with("net.") => {}
+            other => other.map_err(io_step(step))?,
+        }
+    }
+    Ok(())
 }
 
 /// Blocks until `start` opens the gate, then says so.

@@ -29,6 +29,8 @@ pub struct JoinConfig<'a> {
     pub process: &'a oci_spec::runtime::Process,
     /// `USER[:GROUP]`, resolved inside the container.
     pub user: &'a str,
+    /// The container's `--group-add` groups (see [`super::init::group_add`]).
+    pub group_add: &'a [String],
     /// Compiled seccomp filters of the container.
     pub seccomp: &'a [seccompiler::BpfProgram],
     /// The container's cgroup.
@@ -101,7 +103,11 @@ fn enter_and_exec(cfg: &JoinConfig) -> (i32, String) {
             return fail("controlling terminal", &e);
         }
     }
-    let user = match user::resolve(cfg.user, Path::new("/")) {
+    let user = user::resolve(cfg.user, Path::new("/")).and_then(|mut u| {
+        user::add_groups(&mut u, cfg.group_add, Path::new("/"))?;
+        Ok(u)
+    });
+    let user = match user {
         Ok(u) => u,
         Err(e) => return (126, e.to_string()),
     };
