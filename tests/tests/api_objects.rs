@@ -159,12 +159,40 @@ fn networks_are_created_inspected_connected_and_removed() {
     let (status, _) = api.request("DELETE", "/networks/backend", None);
     assert_eq!(status, 403);
     api.docker_ok(&["network", "disconnect", "backend", "web"]);
+    // The MAC address a connect asks for is the interface's.
+    let (status, body) = api.request_json(
+        "POST",
+        "/networks/backend/connect",
+        Some(&json!({"Container": "web", "EndpointConfig": {"MacAddress": "02:42:ac:11:00:42"}})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let mac = api.docker_ok(&[
+        "inspect",
+        "--format",
+        "{{.NetworkSettings.Networks.backend.MacAddress}}",
+        "web",
+    ]);
+    assert_eq!(mac.trim(), "02:42:ac:11:00:42");
+    api.docker_ok(&["network", "disconnect", "backend", "web"]);
     let (status, _) = api.request_json(
         "POST",
         "/networks/backend/connect",
         Some(&json!({"Container": "nope"})),
     );
     assert_eq!(status, 404);
+    // Address ranges and reserved addresses are refused by name, not ignored.
+    let (status, body) = api.request_json(
+        "POST",
+        "/networks/create",
+        Some(&json!({"Name": "ranged", "IPAM": {"Config": [{"Subnet": "10.77.9.0/24", "IPRange": "10.77.9.128/25"}]}})),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("IPRange"),
+        "{body}"
+    );
+    let (status, _) = api.request("GET", "/networks/ranged", None);
+    assert_eq!(status, 404, "nothing was created");
 
     // Predefined networks cannot go; unknown ones are 404.
     let (status, _) = api.request("DELETE", "/networks/bridge", None);

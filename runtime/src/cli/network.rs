@@ -164,8 +164,15 @@ pub fn network(root: &StateRoot, command: NetworkCommand) -> i32 {
                     other => store.get(other)?.name,
                 };
                 let id = containers.resolve(&a.container)?;
-                crate::container::network::connect_network(&containers, &id, &name, ip, a.alias)
-                    .map_err(CmdError::from)
+                crate::container::network::connect_network(
+                    &containers,
+                    &id,
+                    &name,
+                    ip,
+                    None,
+                    a.alias,
+                )
+                .map_err(CmdError::from)
             });
             done(result)
         }

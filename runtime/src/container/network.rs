@@ -514,6 +514,7 @@ fn reattach_first(
     state: &State,
     name: &str,
     ip: Option<std::net::Ipv4Addr>,
+    mac: Option<[u8; 6]>,
     aliases: Vec<String>,
 ) -> Result<(), ContainerError> {
     let invalid = |m: String| ContainerError::InvalidArgument(m);
@@ -525,6 +526,13 @@ fn reattach_first(
         return Err(invalid(format!(
             "container {}: its address on {name} is {}; capsa does not change it while reconnecting",
             state.name, endpoint.ip
+        )));
+    }
+    if mac.is_some_and(|mac| mac != endpoint.mac) {
+        return Err(invalid(format!(
+            "container {}: its MAC address on {name} is {}; capsa does not change it while reconnecting",
+            state.name,
+            endpoint.mac_string()
         )));
     }
     for alias in &aliases {
@@ -553,6 +561,7 @@ pub fn connect_network(
     id: &str,
     name: &str,
     ip: Option<std::net::Ipv4Addr>,
+    mac: Option<[u8; 6]>,
     aliases: Vec<String>,
 ) -> Result<(), ContainerError> {
     let invalid = |m: String| ContainerError::InvalidArgument(m);
@@ -571,7 +580,7 @@ pub fn connect_network(
             .as_ref()
             .is_some_and(|e| e.network == name)
     {
-        return reattach_first(store, &state, name, ip, aliases);
+        return reattach_first(store, &state, name, ip, mac, aliases);
     }
     if state.endpoints().any(|e| e.network == name) {
         return Err(invalid(format!(
@@ -589,6 +598,7 @@ pub fn connect_network(
     let request = net::Request {
         network: name.to_string(),
         ip,
+        mac,
         aliases,
         ..net::Request::default()
     };

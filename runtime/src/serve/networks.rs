@@ -127,6 +127,10 @@ struct IpamConfig {
     subnet: Option<String>,
     #[serde(rename = "Gateway", default)]
     gateway: Option<String>,
+    #[serde(rename = "IPRange", default)]
+    ip_range: Option<String>,
+    #[serde(rename = "AuxiliaryAddresses", default)]
+    aux: Option<BTreeMap<String, String>>,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -189,6 +193,24 @@ async fn create(
     if configs.len() > 1 {
         return Err(ApiError::bad_request(
             "IPAM.Config: capsa's networks have one IPv4 subnet",
+        ));
+    }
+    // Refused rather than ignored: an address picked outside the range asked for, or on a
+    // reserved one, would surprise whoever planned them.
+    if configs
+        .iter()
+        .any(|c| c.ip_range.as_deref().is_some_and(|r| !r.is_empty()))
+    {
+        return Err(ApiError::bad_request(
+            "IPAM.Config.IPRange: capsa allocates from the whole subnet; address ranges are not supported yet",
+        ));
+    }
+    if configs
+        .iter()
+        .any(|c| c.aux.as_ref().is_some_and(|a| !a.is_empty()))
+    {
+        return Err(ApiError::bad_request(
+            "IPAM.Config.AuxiliaryAddresses: reserved addresses are not supported yet",
         ));
     }
     let (subnet, gateway) = configs
@@ -268,6 +290,8 @@ struct IpamSettings {
 struct EndpointConfig {
     #[serde(rename = "Aliases", default)]
     aliases: Option<Vec<String>>,
+    #[serde(rename = "MacAddress", default)]
+    mac: Option<String>,
     #[serde(rename = "IPAMConfig", default)]
     ipam: Option<IpamSettings>,
 }
@@ -299,6 +323,15 @@ async fn connect(
             })
         })
         .transpose()?;
+    let mac = endpoint
+        .mac
+        .as_deref()
+        .filter(|m| !m.is_empty())
+        .map(|m| {
+            crate::net::parse_mac(m)
+                .map_err(|e| ApiError::bad_request(format!("EndpointConfig.MacAddress {m:?}: {e}")))
+        })
+        .transpose()?;
     blocking(move || {
         let name = resolve(&engine, &id)?;
         let containers = ContainerStore::new(&engine.root);
@@ -310,6 +343,7 @@ async fn connect(
             &cid,
             &name,
             ip,
+            mac,
             endpoint.aliases.unwrap_or_default(),
         )
         .map_err(container_error)?;
