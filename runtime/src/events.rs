@@ -175,6 +175,17 @@ impl Journal {
         Ok(())
     }
 
+    /// The exit code the last `die` event of container `id` since `since` (seconds)
+    /// records: what a waiter that saw the container only running before it was removed
+    /// (`--rm`) answers with.
+    pub fn last_exit(&self, id: &str, since: i64) -> Option<i32> {
+        self.read(Some(since), None)
+            .iter()
+            .rev()
+            .find(|e| e.kind == Kind::Container.as_str() && e.action == "die" && e.actor.id == id)
+            .and_then(|e| e.actor.attributes.get("exitCode")?.parse().ok())
+    }
+
     /// Every recorded event from `since` (inclusive) to `until` (inclusive), oldest first.
     pub fn read(&self, since: Option<i64>, until: Option<i64>) -> Vec<Event> {
         let mut out = Vec::new();
@@ -448,6 +459,35 @@ mod tests {
         assert_eq!(j.read(None, Some(150)), vec![a.clone()]);
         assert_eq!(a.docker_json()["status"], "create");
         assert_eq!(b.docker_json().get("status"), None);
+    }
+
+    #[test]
+    fn the_last_die_event_of_a_container_gives_its_exit_code() {
+        let (_d, j) = journal();
+        let at = |mut e: Event, t: i64| {
+            e.time = t;
+            e
+        };
+        j.append(&at(
+            Event::now(Kind::Container, "die", "abc", &[("exitCode", "1")]),
+            100,
+        ));
+        j.append(&at(
+            Event::now(Kind::Container, "die", "other", &[("exitCode", "9")]),
+            200,
+        ));
+        j.append(&at(
+            Event::now(Kind::Container, "die", "abc", &[("exitCode", "3")]),
+            200,
+        ));
+        j.append(&at(Event::now(Kind::Container, "destroy", "abc", &[]), 201));
+        assert_eq!(j.last_exit("abc", 150), Some(3));
+        assert_eq!(
+            j.last_exit("abc", 300),
+            None,
+            "only events since the wait began"
+        );
+        assert_eq!(j.last_exit("nope", 0), None);
     }
 
     #[test]

@@ -447,6 +447,9 @@ async fn wait(
     })
     .await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(1);
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64 - 1);
     tokio::task::spawn_blocking(move || {
         let mut last = first.clone();
         let done = crate::container::wait::wait_until(&store, &id, |s| {
@@ -463,7 +466,15 @@ async fn wait(
         });
         let body = match done {
             Ok(state) => {
-                let state = state.unwrap_or(last);
+                let state = state.unwrap_or_else(|| {
+                    // Removed (`--rm`) before this waiter saw it exit: its exit code is in
+                    // its `die` event.
+                    let journal = crate::events::Journal::of(store.root());
+                    if let Some(code) = journal.last_exit(&id, since) {
+                        last.exit_code = Some(code);
+                    }
+                    last
+                });
                 let error = state.error.clone().filter(|e| !e.is_empty());
                 json!({
                     "StatusCode": state.exit_code.unwrap_or(0),
