@@ -573,3 +573,84 @@ fn vm_a_named_volume_is_a_disk_that_outlives_its_vm() {
     );
     assert!(env.root().join("volumes/shared/_data").is_dir());
 }
+
+/// Docker's backup pattern: `--volumes-from db` mounts db's volumes and binds at their
+/// places (`:ro` makes them read-only), a `--rm` container so mounted never takes db's
+/// anonymous volume with it, even with db stopped, and `rm -v db` does.
+#[test]
+fn volumes_from_mounts_another_containers_volumes_and_never_removes_them() {
+    let env = TestEnv::new();
+    let shared = env.root().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    let bind = format!("{}:/shared:ro", shared.display());
+    let out = env.run(&[
+        "--name",
+        "db",
+        "-v",
+        "/dbdata",
+        "-v",
+        &bind,
+        "busybox",
+        "sh",
+        "-c",
+        "echo precious > /dbdata/f",
+    ]);
+    ok(&out, "run db");
+    let [anonymous] = volume_names(&env).try_into().expect("db's one volume");
+    let out = env.run(&[
+        "--rm",
+        "--volumes-from",
+        "db",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /dbdata/f; echo added >> /dbdata/f; touch /shared/x || echo bind-ro",
+    ]);
+    assert_eq!(ok(&out, "run --volumes-from db"), "precious\nbind-ro\n");
+    assert_eq!(
+        volume_names(&env),
+        vec![anonymous.clone()],
+        "db's volume stays"
+    );
+    let out = env.run(&[
+        "--rm",
+        "--volumes-from",
+        "db:ro",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /dbdata/f; touch /dbdata/y || echo volume-ro",
+    ]);
+    assert_eq!(
+        ok(&out, "run --volumes-from db:ro"),
+        "precious\nadded\nvolume-ro\n"
+    );
+    let out = env.run(&["--rm", "--volumes-from", "nope", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("nope"), "{}", text(&out.stderr));
+    ok(
+        &env.capsa(&[
+            "create",
+            "--name",
+            "peek",
+            "--volumes-from",
+            "db:ro",
+            "busybox",
+            "true",
+        ]),
+        "create --volumes-from",
+    );
+    assert_eq!(
+        env.inspect("peek", "{{json .HostConfig.VolumesFrom}}"),
+        "[\"db:ro\"]"
+    );
+    ok(&env.capsa(&["rm", "-f", "peek"]), "rm -f peek");
+    ok(&env.capsa(&["rm", "-v", "db"]), "rm -v db");
+    assert!(volume_names(&env).is_empty(), "{:?}", volume_names(&env));
+    assert_eq!(
+        std::fs::read_dir(&shared).unwrap().count(),
+        0,
+        "the bind stayed read-only"
+    );
+    env.assert_clean();
+}

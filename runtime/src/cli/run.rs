@@ -150,6 +150,9 @@ pub struct RunArgs {
     /// Bind mount a volume or host directory: [NAME|/HOST:]CONTAINER[:OPTIONS]: ro, rw, suid, dev, noexec, nocopy (default rw, nosuid, nodev).
     #[arg(short = 'v', long = "volume")]
     volume: Vec<String>,
+    /// Mount volumes from the specified container(s): CONTAINER[:ro|:rw].
+    #[arg(long = "volumes-from")]
+    volumes_from: Vec<String>,
     /// Attach a filesystem mount to the container: type=bind|volume|tmpfs,source=,target=[,readonly].
     #[arg(long = "mount")]
     mount: Vec<String>,
@@ -273,6 +276,7 @@ impl RunArgs {
                 .iter()
                 .map(|v| options::parse_volume(v))
                 .collect::<Result<_, _>>()?,
+            volumes_from: self.volumes_from,
             tmpfs: self
                 .tmpfs
                 .iter()

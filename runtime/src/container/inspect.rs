@@ -168,7 +168,11 @@ fn host_config(s: &State, spec: &Value) -> Value {
         "ExtraHosts": s.extra_hosts.iter().map(|(h, ip)| format!("{h}:{ip}")).collect::<Vec<_>>(),
         "GroupAdd": group_add(spec),
         "Links": Value::Null,
-        "VolumesFrom": Value::Null,
+        "VolumesFrom": if s.asked.volumes_from.is_empty() {
+            Value::Null
+        } else {
+            json!(s.asked.volumes_from)
+        },
         "VolumeDriver": "",
         "ConsoleSize": [0, 0],
         "ShmSize": shm_size(spec),

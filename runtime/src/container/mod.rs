@@ -42,6 +42,7 @@ pub mod tuning;
 pub mod update;
 pub mod userns;
 pub mod volumes;
+pub mod volumes_from;
 pub mod wait;
 
 pub use sandbox::{Isolation, Sandbox};

@@ -109,6 +109,9 @@ pub struct RunOptions {
     pub read_only: bool,
     /// `-v`.
     pub volumes: Vec<Volume>,
+    /// `--volumes-from CONTAINER[:ro|:rw]`: another container's mounts (see
+    /// [`super::volumes_from`]).
+    pub volumes_from: Vec<String>,
     /// `--tmpfs PATH[:OPTIONS]`.
     pub tmpfs: Vec<(String, String)>,
     /// `--cap-add`.

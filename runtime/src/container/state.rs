@@ -193,6 +193,9 @@ pub struct Asked {
     /// `--device` / `HostConfig.Devices` (applied as the spec's devices and cgroup rules).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<super::tuning::DeviceMapping>,
+    /// `--volumes-from` / `HostConfig.VolumesFrom` as given (applied as mounts at create).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes_from: Vec<String>,
 }
 
 /// Start time (clock ticks since boot) of a live process, or None if it does not exist.
@@ -281,6 +284,7 @@ impl State {
             unreadable: None,
             asked: Asked {
                 init: opts.init,
+                volumes_from: opts.volumes_from.clone(),
                 ..opts.asked.clone()
             },
         }

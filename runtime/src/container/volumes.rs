@@ -72,12 +72,29 @@ pub fn claim<'o>(
     image: &Image,
     vm: bool,
 ) -> Result<(Cow<'o, RunOptions>, Claim), ContainerError> {
-    make_missing_host_dirs(opts, vm)?;
-    let from_image = image_volumes(image, opts);
-    if from_image.is_empty() && opts.volumes.iter().all(|v| v.source == VolumeSource::Host) {
-        return Ok((Cow::Borrowed(opts), Claim::none()));
+    // `--volumes-from`: the other container's mounts join this one's own.
+    let widened = match opts.volumes_from.is_empty() {
+        true => None,
+        false => {
+            let found = super::volumes_from::mounts(store, &opts.volumes_from, &opts.volumes, vm)?;
+            let mut widened = opts.clone();
+            widened.volumes.extend(found);
+            Some(widened)
+        }
+    };
+    let current = widened.as_ref().unwrap_or(opts);
+    make_missing_host_dirs(current, vm)?;
+    let from_image = image_volumes(image, current);
+    if from_image.is_empty()
+        && current
+            .volumes
+            .iter()
+            .all(|v| v.source == VolumeSource::Host)
+    {
+        let same = widened.map_or(Cow::Borrowed(opts), Cow::Owned);
+        return Ok((same, Claim::none()));
     }
-    let mut opts = opts.clone();
+    let mut opts = current.clone();
     for path in from_image {
         opts.volumes
             .push(Volume::new(VolumeSource::Anonymous, PathBuf::new(), path));

@@ -275,7 +275,6 @@ pub fn to_options(
         false => Ok(()),
     };
     let some = |v: &Option<Vec<_>>| v.as_ref().is_some_and(|v: &Vec<_>| !v.is_empty());
-    absent("VolumesFrom", some(&host.volumes_from))?;
     absent("DeviceCgroupRules", some(&host.device_cgroup_rules))?;
     absent(
         "VolumeDriver",
@@ -534,6 +533,7 @@ pub fn to_options(
         pids_limit,
         read_only: host.readonly_rootfs.unwrap_or(false),
         volumes,
+        volumes_from: host.volumes_from.clone().unwrap_or_default(),
         tmpfs,
         cap_add: host.cap_add.unwrap_or_default(),
         cap_drop: host.cap_drop.unwrap_or_default(),
