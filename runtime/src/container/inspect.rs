@@ -17,8 +17,63 @@ pub fn inspect(store: &ContainerStore, id: &str) -> Result<Value, ContainerError
         .unwrap_or(Value::Null);
     let mut value = to_docker(&state, &spec, &labels(store, &state));
     value["Mounts"] = mounts(store, &state, &spec);
+    value["HostConfig"]["Binds"] = binds(&value["Mounts"]);
+    files(store, &state, &mut value);
     fill_network_ids(store, &mut value["NetworkSettings"]["Networks"]);
     Ok(value)
+}
+
+/// The host-side files and the storage driver's folders of container `s`, where dockerd
+/// shows its own (`LogPath` is the json-file log that `logs` reads).
+fn files(store: &ContainerStore, s: &State, value: &mut Value) {
+    let dir = store.dir(&s.id);
+    let shown = |p: std::path::PathBuf| p.display().to_string();
+    value["LogPath"] = shown(dir.log()).into();
+    value["ResolvConfPath"] = shown(dir.etc_file("resolv.conf")).into();
+    value["HostnamePath"] = shown(dir.etc_file("hostname")).into();
+    value["HostsPath"] = shown(dir.etc_file("hosts")).into();
+    value["Driver"] = "overlayfs".into();
+    value["Platform"] = "linux".into();
+    value["MountLabel"] = "".into();
+    value["ProcessLabel"] = "".into();
+    value["AppArmorProfile"] = "".into();
+    let data = match s.isolation.workload_on_host() {
+        true => json!({
+            "UpperDir": shown(dir.upper()),
+            "WorkDir": shown(dir.work()),
+            "MergedDir": shown(dir.rootfs()),
+        }),
+        // A VM's writable layer is a disk only its guest mounts.
+        false => Value::Null,
+    };
+    value["GraphDriver"] = json!({ "Name": "overlayfs", "Data": data });
+}
+
+/// `HostConfig.Binds` as `-v` writes them (`SOURCE:DEST[:ro]`, a volume by its name), from
+/// the container's `Mounts`; null when it has none.
+fn binds(mounts: &Value) -> Value {
+    let listed: Vec<String> = mounts
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| {
+            let source = match m["Type"].as_str()? {
+                "volume" => m["Name"].as_str()?,
+                _ => m["Source"].as_str()?,
+            };
+            let ro = if m["RW"].as_bool() == Some(false) {
+                ":ro"
+            } else {
+                ""
+            };
+            Some(format!("{source}:{}{ro}", m["Destination"].as_str()?))
+        })
+        .collect();
+    if listed.is_empty() {
+        Value::Null
+    } else {
+        listed.into()
+    }
 }
 
 /// Each `NetworkSettings.Networks` entry's `NetworkID`, from the network store (a network
@@ -63,7 +118,12 @@ fn to_docker(s: &State, spec: &Value, labels: &BTreeMap<String, String>) -> Valu
         "Isolation": s.isolation,
         "Config": {
             "Hostname": spec["hostname"],
+            "Domainname": "",
             "User": spec["annotations"][crate::linux::process::init::USER_ANNOTATION],
+            "AttachStdout": false,
+            "AttachStderr": false,
+            "Entrypoint": Value::Null,
+            "Volumes": Value::Null,
             "Env": env(process, s),
             "Cmd": s.command,
             "Tty": process["terminal"].as_bool().unwrap_or(false),
@@ -153,7 +213,26 @@ fn host_config(s: &State, spec: &Value) -> Value {
         "CgroupParent": s.cgroup.dirs.values().next().and_then(|d| d.parent()).map(|p| p.display().to_string()),
         "CgroupnsMode": private_or_host("cgroup"),
     });
+    let port_bindings: BTreeMap<String, Value> = s
+        .endpoint
+        .iter()
+        .flat_map(|e| e.ports.iter())
+        .fold(BTreeMap::new(), |mut map, p| {
+            let key = format!("{}/{}", p.container_port, p.proto.name());
+            let entry = map.entry(key).or_insert_with(|| json!([]));
+            if let Some(list) = entry.as_array_mut() {
+                list.push(
+                    json!({"HostIp": p.host_ip.to_string(), "HostPort": p.host_port.to_string()}),
+                );
+            }
+            map
+        });
     let more = json!({
+        "PortBindings": port_bindings,
+        "PublishAllPorts": false,
+        "Dns": Value::Null,
+        "SecurityOpt": Value::Null,
+        "Binds": Value::Null,
         "CapAdd": Value::Null,
         "CapDrop": Value::Null,
         "Privileged": spec["linux"]["seccomp"].is_null() && spec["linux"]["maskedPaths"].is_null(),

@@ -206,6 +206,7 @@ async fn info(State(engine): State<Shared>) -> ApiResult<Response> {
             "PidsLimit": true,
             "IPv4Forwarding": true,
             "LoggingDriver": "json-file",
+            "DriverStatus": [["Backing Filesystem", "overlay"]],
             "Labels": [],
             "Warnings": [],
         });
@@ -216,8 +217,8 @@ async fn info(State(engine): State<Shared>) -> ApiResult<Response> {
             "LiveRestoreEnabled": false,
             "OomKillDisable": false,
             "KernelMemoryTCP": false,
-            "CPUShares": false,
-            "CPUSet": false,
+            "CPUShares": true,
+            "CPUSet": true,
             "NFd": open_descriptors(),
             "NGoroutines": 0,
             "NEventsListener": 0,
