@@ -423,3 +423,87 @@ fn the_docker_cli_commits_and_exports_through_capsa_serve() {
     );
     api.docker_ok(&["rm", "-f", "web"]);
 }
+
+#[test]
+fn a_vm_container_commits_and_exports_through_its_guest_agent() {
+    let env = TestEnv::new();
+    let since = now().to_string();
+    ok(&env.run(&[
+        "-d",
+        "--isolation",
+        "vm",
+        "--name",
+        "guest",
+        "--network",
+        "none",
+        "busybox",
+        "sleep",
+        "600",
+    ]));
+    ok(&env.capsa(&[
+        "exec",
+        "guest",
+        "sh",
+        "-c",
+        "echo in-guest > /guest.txt; rm /etc/group; rm -r /home; mkdir -p /home/vm",
+    ]));
+    let id = ok(&env.capsa(&["commit", "-m", "from a vm", "guest", "vmsnap"]));
+    assert!(is_image_id(id.trim()), "{id}");
+    assert_eq!(
+        env.inspect("guest", "{{.State.Status}} {{.State.Paused}}"),
+        "running false"
+    );
+    ok(&env.capsa(&["exec", "guest", "true"]));
+    let until = now().to_string();
+    let actions = ok(&env.capsa(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--filter",
+        "container=guest",
+        "--format",
+        "{{.Action}}",
+    ]));
+    let actions: Vec<&str> = actions
+        .lines()
+        .filter(|a| matches!(*a, "pause" | "unpause" | "commit"))
+        .collect();
+    assert_eq!(actions, ["pause", "unpause", "commit"]);
+    // The layer the guest wrote runs in either isolation; here on the host, which is quick.
+    let entries = top_layer_entries(&env, "vmsnap");
+    for want in ["etc/.wh.group", "home/.wh..wh..opq", "guest.txt"] {
+        assert!(entries.iter().any(|e| e == want), "{want} in {entries:?}");
+    }
+    assert!(
+        !entries
+            .iter()
+            .any(|e| e.starts_with("proc") || e.starts_with("dev/")),
+        "{entries:?}"
+    );
+    assert_eq!(
+        run_image(
+            &env,
+            "vmsnap",
+            &[
+                "sh",
+                "-c",
+                "cat /guest.txt; ls /home; test -e /etc/group || echo gone"
+            ]
+        ),
+        "in-guest\nvm\ngone\n"
+    );
+
+    // export reads the guest's root through the agent; import takes it back.
+    let out = env.capsa(&["export", "guest"]);
+    let tar = out.stdout.clone();
+    ok(&out);
+    ok(&env.capsa_with_stdin(&["import", "-", "flat:vm"], &tar));
+    assert_eq!(
+        run_image(&env, "flat:vm", &["cat", "/guest.txt"]),
+        "in-guest\n"
+    );
+    ok(&env.capsa(&["rm", "-f", "guest"]));
+    env.assert_clean();
+}

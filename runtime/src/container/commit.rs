@@ -1,16 +1,17 @@
 //! `commit`: a container's changes as a new image. The writable layer (the overlay's upper
-//! directory on the host) is written as a layer tar ([`crate::image::layer_diff`]) into a
-//! private file in the store's `tmp/` while the workload is frozen (`--pause`, the
-//! default, as Docker's), so the layer is one instant of it; the workload is thawed as
-//! soon as the tar is written, before it is compressed and stored
-//! ([`crate::image::commit`]). What capsa itself put in the layer (the mount points of the
-//! spec's mounts: /proc, /dev, /etc/hosts, volumes...) is not the workload's change and is
-//! left out, as Docker keeps those in a layer of its own.
+//! directory) is written as a layer tar ([`crate::image::layer_diff`]) into a private file
+//! in the store's `tmp/` while the workload is frozen (`--pause`, the default, as Docker's),
+//! so the layer is one instant of it; the workload is thawed as soon as the tar is written,
+//! before it is compressed and stored ([`crate::image::commit`]). What capsa itself put in
+//! the layer (the mount points of the spec's mounts: /proc, /dev, /etc/hosts, volumes...)
+//! is not the workload's change and is left out, as Docker keeps those in a layer of its
+//! own.
 //!
-//! A VM container's writable layer is a disk its guest wrote, which the host never parses:
-//! its commit is refused by name.
+//! Each isolation writes its layer ([`Sandbox::write_layer`]): the process tree from the
+//! host's upper directory ([`write_host_layer`]), a VM through its guest agent (the host
+//! never parses the guest-written disk), as `cp` does.
 
-use super::sandbox::{Isolation, Sandbox};
+use super::sandbox::Sandbox;
 use super::state::{State, Status};
 use super::store::ContainerStore;
 use super::ContainerError;
@@ -38,60 +39,106 @@ pub fn commit(
     mut request: CommitRequest,
 ) -> Result<String, ContainerError> {
     let state = store.observe(id)?;
-    if state.isolation == Isolation::Vm {
-        return Err(ContainerError::WrongState {
-            id: id.to_string(),
-            reason: "commit of a VM container is not supported yet: its writable layer is a disk its guest wrote, which the host never parses".into(),
-        });
-    }
     let images = ImageStore::new(store.root());
     let parent = images.resolve(&state.image_id)?;
     let tmp_dir = images.tmp_dir();
-    let mut tar = tempfile::tempfile_in(&tmp_dir).map_err(|e| ContainerError::io(&tmp_dir, e))?;
-    let entries = {
+    let io = |e| ContainerError::io(&tmp_dir, e);
+    let mut tar = tempfile::tempfile_in(&tmp_dir).map_err(io)?;
+    let skipped = mount_points(store, id);
+    {
         let _frozen = match request.pause {
             true => Frozen::freeze(store, &state, sandbox)?,
             false => None,
         };
-        capture(store, &state, &mut tar)?
-    };
-    tar.flush()
-        .and_then(|()| tar.rewind())
-        .map_err(|e| ContainerError::io(&tmp_dir, e))?;
+        let mut out = Recorded::new(std::io::BufWriter::new(&mut tar));
+        sandbox.write_layer(store, &state, &skipped, &mut out)?;
+        out.finish().map_err(io)?;
+    }
+    tar.rewind().map_err(io)?;
     if request.image.created_by.is_empty() {
         request.image.created_by = state.command.join(" ");
     }
-    let layer = (entries > 0).then_some(tar);
+    let layer = holds_entries(&mut tar).map_err(io)?.then_some(tar);
     let image = crate::image::commit::commit(&images, &parent, layer, &request.image)?;
     crate::events::container(store.root(), "commit", &state, &[]);
     Ok(image)
 }
 
-/// Writes the container's writable layer as a layer tar into `out`; the number of entries.
-fn capture(
+/// The spec's mount points, relative to the root.
+fn mount_points(store: &ContainerStore, id: &str) -> Vec<String> {
+    super::diff::mount_points(&store.dir(id).config())
+        .into_iter()
+        .filter_map(|p| {
+            p.strip_prefix("/")
+                .ok()
+                .map(|p| p.to_string_lossy().into_owned())
+        })
+        .collect()
+}
+
+/// Whether the tar stream in `file` (at its start) holds an entry: an empty layer is two
+/// zero blocks, or nothing. Leaves the file at its start.
+fn holds_entries(file: &mut std::fs::File) -> std::io::Result<bool> {
+    let mut first = [0u8; 512];
+    let n = std::io::Read::read(&mut std::io::Read::take(&mut *file, 512), &mut first)?;
+    file.rewind()?;
+    Ok(n > 0 && first.iter().any(|b| *b != 0))
+}
+
+/// The process tree's writable layer: the host's upper directory, walked by descriptor.
+pub(crate) fn write_host_layer(
     store: &ContainerStore,
     state: &State,
-    out: &mut std::fs::File,
-) -> Result<u64, ContainerError> {
-    let dir = store.dir(&state.id);
-    let skipped = super::diff::mount_points(&dir.config())
-        .into_iter()
-        .filter_map(|p| p.strip_prefix("/").ok().map(PathBuf::from))
-        .collect();
+    skipped: &[String],
+    out: &mut dyn Write,
+) -> Result<(), ContainerError> {
     let options = LayerOptions {
-        skipped,
+        skipped: skipped.iter().map(PathBuf::from).collect(),
         id_shift: state
             .userns_base
             .map(|base| (base, super::userns::USERNS_RANGE)),
     };
-    let written =
-        write_layer(&dir.upper(), &options, std::io::BufWriter::new(out)).map_err(|source| {
-            ContainerError::Commit {
-                id: state.id.clone(),
-                source,
+    write_layer(&store.dir(&state.id).upper(), &options, out)
+        .map(|_| ())
+        .map_err(|source| ContainerError::Commit {
+            id: state.id.clone(),
+            source,
+        })
+}
+
+/// A writer that keeps its first error: a copy that ends quietly when its receiver fails
+/// (as `cp`'s relays do) must not leave a short layer taken for a whole one.
+struct Recorded<W: Write> {
+    inner: W,
+    error: Option<std::io::Error>,
+}
+
+impl<W: Write> Recorded<W> {
+    fn new(inner: W) -> Self {
+        Recorded { inner, error: None }
+    }
+
+    /// Flushes; the first error any write met.
+    fn finish(mut self) -> std::io::Result<()> {
+        match self.error.take() {
+            Some(e) => Err(e),
+            None => self.inner.flush(),
+        }
+    }
+}
+
+impl<W: Write> Write for Recorded<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.inner.write(data).inspect_err(|e| {
+            if self.error.is_none() {
+                self.error = Some(std::io::Error::new(e.kind(), e.to_string()));
             }
-        })?;
-    Ok(written.entries)
+        })
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// A workload frozen for the capture, thawed when dropped (also when the capture fails).

@@ -26,12 +26,38 @@ pub fn copy_out(
     path: &Path,
     to: &mut dyn Write,
 ) -> Result<(), ContainerError> {
+    let request = Request::CopyOut {
+        process: PROCESS.into(),
+        path: path.display().to_string(),
+    };
+    stream_out(store, id, request, to)
+}
+
+/// `commit` of stopped container `id`: its writable layer as an image layer tar into `to`
+/// (`skipped`: the spec's mount points).
+pub fn copy_layer_out(
+    store: &ContainerStore,
+    id: &str,
+    skipped: Vec<String>,
+    to: &mut dyn Write,
+) -> Result<(), ContainerError> {
+    let request = Request::CopyOutLayer {
+        process: PROCESS.into(),
+        skipped,
+    };
+    stream_out(store, id, request, to)
+}
+
+/// Boots the VM without its workload, starts the copy process `request` names and relays
+/// the tar stream it writes into `to`.
+fn stream_out(
+    store: &ContainerStore,
+    id: &str,
+    request: Request,
+    to: &mut dyn Write,
+) -> Result<(), ContainerError> {
     let mut vm = super::boot::boot_without_workload(store, id)?;
     let result = (|| {
-        let request = Request::CopyOut {
-            process: PROCESS.into(),
-            path: path.display().to_string(),
-        };
         vm.agent.call(request, REQUEST)?;
         let mut why = Vec::new();
         loop {
