@@ -266,6 +266,14 @@ fn changes_message_and_author_show_in_inspect_and_history_and_bad_ones_are_named
     let out = env.capsa(&["commit", "nosuch"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(text(&out.stderr).trim(), "capsa: No such container: nosuch");
+    let digest = format!("pinned@sha256:{}", "a".repeat(64));
+    let out = env.capsa(&["commit", "done", &digest]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("a tag cannot carry a digest"),
+        "{}",
+        text(&out.stderr)
+    );
     let images_after = ok(&env.capsa(&["images", "-q"]));
     assert_eq!(
         images_after.lines().count(),

@@ -39,6 +39,9 @@ pub fn commit(
     mut request: CommitRequest,
 ) -> Result<String, ContainerError> {
     let state = store.observe(id)?;
+    if let Some(name) = &request.image.name {
+        crate::image::commit::check_name(name)?;
+    }
     let images = ImageStore::new(store.root());
     let parent = images.resolve(&state.image_id)?;
     let tmp_dir = images.tmp_dir();
@@ -60,7 +63,9 @@ pub fn commit(
     }
     let layer = holds_entries(&mut tar).map_err(io)?.then_some(tar);
     let image = crate::image::commit::commit(&images, &parent, layer, &request.image)?;
-    crate::events::container(store.root(), "commit", &state, &[]);
+    let comment = request.image.comment.as_deref().unwrap_or_default();
+    let attributes = [("comment", comment), ("imageID", image.as_str())];
+    crate::events::container(store.root(), "commit", &state, &attributes);
     Ok(image)
 }
 

@@ -49,6 +49,18 @@ pub struct CommitOptions {
     pub name: Option<Reference>,
 }
 
+/// Refuses a name that carries a digest (a digest names content; the new image's is not
+/// that one), as `tag` does.
+pub fn check_name(name: &Reference) -> Result<(), ImageError> {
+    match name.digest {
+        Some(_) => Err(ImageError::InvalidReference {
+            reference: name.full(),
+            reason: "a tag cannot carry a digest",
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Makes the image: `parent`, then the layer read from `layer` (a plain tar; `None`: no
 /// layer, an empty step in the history as Docker records an empty diff). Returns the new
 /// image's ID (`sha256:` + the config digest).
@@ -71,6 +83,9 @@ pub fn commit(
     let mut manifest: Value = serde_json::from_slice(&store.read_blob(&manifest_digest)?)
         .map_err(|e| corrupt("manifest", &e))?;
     let mut diff_ids = diff_ids_of(&parent.config).map_err(|e| corrupt("config", &e))?;
+    if let Some(name) = &options.name {
+        check_name(name)?;
+    }
 
     let _gc = store.gc_shared()?;
     store.sweep_staging();

@@ -1,6 +1,6 @@
-//! `cp` with a stopped (or created) VM container: its VM boots, jailed as always, and its
-//! agent mounts the container's root without creating the workload; the copy then runs in
-//! the guest as it does with a running VM. The host never mounts, reads or checks the
+//! `cp` (and `commit`'s layer) with a stopped (or created) VM container: its VM boots,
+//! jailed as always, and its agent mounts the container's root without creating the
+//! workload; the copy then runs in the guest as it does with a running VM. The host never mounts, reads or checks the
 //! guest-written disk itself: only the guest's kernel parses it (after the agent's e2fsck
 //! when it was not unmounted cleanly).
 
