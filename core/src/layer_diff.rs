@@ -86,6 +86,7 @@ pub fn write_layer(
         options,
         builder: tar::Builder::new(out),
         links: HashMap::new(),
+        pending: Vec::new(),
         written: Written::default(),
     };
     walk.dir(top.as_fd(), Path::new(""))?;
@@ -101,6 +102,8 @@ struct Walk<'a, W: Write> {
     builder: tar::Builder<W>,
     /// (device, inode) of each multiply-linked file written, and its name.
     links: HashMap<(u64, u64), PathBuf>,
+    /// Directories holding skipped paths, not written yet (see [`Walk::dir_entry`]).
+    pending: Vec<(PathBuf, tar::Header)>,
     written: Written,
 }
 
@@ -159,20 +162,14 @@ impl<W: Write> Walk<'_, W> {
                     });
                 }
                 header.set_entry_type(tar::EntryType::Directory);
-                self.append(&mut header, path, std::io::empty())?;
-                if is_opaque(sub.as_fd()) {
-                    let mut marker = self.header(st);
-                    marker.set_entry_type(tar::EntryType::Regular);
-                    marker.set_mode(st.st_mode & 0o777);
-                    self.append(&mut marker, &path.join(OPAQUE_MARKER), std::io::empty())?;
-                }
-                self.dir(sub.as_fd(), path)
+                self.dir_entry(sub.as_fd(), st, header, path)
             }
             libc::S_IFREG => self.file(dir, name, st, header, path),
             libc::S_IFLNK => {
                 let target = nix::fcntl::readlinkat(Some(dir.as_raw_fd()), name)
                     .map_err(|e| read_error(path, e.into()))?;
                 header.set_entry_type(tar::EntryType::Symlink);
+                self.flush_pending()?;
                 self.written.entries += 1;
                 self.builder
                     .append_link(&mut header, path, &target)
@@ -197,6 +194,53 @@ impl<W: Write> Walk<'_, W> {
         }
     }
 
+    /// A directory and what it holds. One that holds a skipped path (`etc` for
+    /// `etc/hosts`) is written only once something below it is: overlayfs copies it up
+    /// for capsa's mount point alone, which is no change of the workload's (a change of
+    /// that directory's own mode alone is then not seen).
+    fn dir_entry(
+        &mut self,
+        sub: BorrowedFd,
+        st: &libc::stat,
+        mut header: tar::Header,
+        path: &Path,
+    ) -> Result<(), LayerDiffError> {
+        let opaque = is_opaque(sub);
+        let holds_skipped = self
+            .options
+            .skipped
+            .iter()
+            .any(|s| s.starts_with(path) && s != path);
+        if holds_skipped && !opaque {
+            self.pending.push((path.to_path_buf(), header));
+            self.dir(sub, path)?;
+            // Still there: nothing below it was written.
+            if self.pending.last().is_some_and(|(p, _)| p == path) {
+                self.pending.pop();
+            }
+            return Ok(());
+        }
+        self.append(&mut header, path, std::io::empty())?;
+        if opaque {
+            let mut marker = self.header(st);
+            marker.set_entry_type(tar::EntryType::Regular);
+            marker.set_mode(st.st_mode & 0o777);
+            self.append(&mut marker, &path.join(OPAQUE_MARKER), std::io::empty())?;
+        }
+        self.dir(sub, path)
+    }
+
+    /// Writes the directories waiting for an entry below them, outermost first.
+    fn flush_pending(&mut self) -> Result<(), LayerDiffError> {
+        for (path, mut header) in std::mem::take(&mut self.pending) {
+            self.written.entries += 1;
+            self.builder
+                .append_data(&mut header, &path, std::io::empty())
+                .map_err(LayerDiffError::Write)?;
+        }
+        Ok(())
+    }
+
     /// A regular file: its content, or a link to the first name of a file linked twice.
     fn file(
         &mut self,
@@ -211,6 +255,7 @@ impl<W: Write> Walk<'_, W> {
             if let Some(first) = self.links.get(&key).cloned() {
                 header.set_entry_type(tar::EntryType::Link);
                 header.set_size(0);
+                self.flush_pending()?;
                 self.written.entries += 1;
                 return self
                     .builder
@@ -246,6 +291,7 @@ impl<W: Write> Walk<'_, W> {
         path: &Path,
         data: impl Read,
     ) -> Result<(), LayerDiffError> {
+        self.flush_pending()?;
         self.written.entries += 1;
         self.builder
             .append_data(header, path, data)
@@ -463,6 +509,24 @@ mod tests {
         let empty = tempfile::tempdir().unwrap();
         let written = write_layer(empty.path(), &options, std::io::sink()).unwrap();
         assert_eq!(written.entries, 0);
+        // A directory copied up for a skipped mount point alone is no change; with a file
+        // of the workload's beside it, it is written before that file.
+        std::fs::create_dir(empty.path().join("etc")).unwrap();
+        std::fs::write(empty.path().join("etc/hosts"), "").unwrap();
+        let options = LayerOptions {
+            skipped: [PathBuf::from("etc/hosts")].into_iter().collect(),
+            id_shift: None,
+        };
+        let written = write_layer(empty.path(), &options, std::io::sink()).unwrap();
+        assert_eq!(written.entries, 0);
+        std::fs::write(empty.path().join("etc/motd"), "hi").unwrap();
+        let mut out = Vec::new();
+        write_layer(empty.path(), &options, &mut out).unwrap();
+        let names: Vec<String> = names_and_kinds(&out)
+            .into_iter()
+            .map(|(n, _, _)| n)
+            .collect();
+        assert_eq!(names, ["etc", "etc/motd"]);
     }
 
     #[test]
