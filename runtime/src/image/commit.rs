@@ -159,7 +159,9 @@ pub fn commit(
 /// halves of the work overlap. A compressor's error is the cause of what `take_in` then
 /// meets (a short stream), so it is the one reported.
 fn take_in_compressed(tar: impl Read + Send, staging: &Path) -> Result<StagedLayer, ImageError> {
-    let (reader, writer) = std::io::pipe().map_err(|e| ImageError::io(staging, e))?;
+    let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map(|(r, w)| (std::fs::File::from(r), std::fs::File::from(w)))
+        .map_err(|e| ImageError::io(staging, e.into()))?;
     std::thread::scope(|scope| {
         let compressor = scope.spawn(move || -> std::io::Result<()> {
             let mut gz = flate2::write::GzEncoder::new(
