@@ -5,14 +5,10 @@
 //! manifest of the parent's kind (Docker v2 or OCI), so a push sends what the parent was.
 
 use super::digest::{chain_ids, diff_ids_of, Digest};
-use super::layer::{take_in, Compression, StagedLayer};
+use super::layer::{take_in, Compression};
 use super::{Image, ImageError, ImageStore, Reference};
 use serde_json::{json, Map, Value};
-use std::io::{BufReader, BufWriter, Read, Write};
-use std::path::Path;
-
-/// The buffers between the layer tar, its compressor and the pipe.
-const CHUNK: usize = 256 * 1024;
+use std::io::{BufReader, Read};
 
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
@@ -71,7 +67,7 @@ pub fn check_name(name: &Reference) -> Result<(), ImageError> {
 pub fn commit(
     store: &ImageStore,
     parent: &Image,
-    layer: Option<impl Read + Send>,
+    layer: Option<impl Read>,
     options: &CommitOptions,
 ) -> Result<String, ImageError> {
     let corrupt = |what, e: &dyn std::fmt::Display| ImageError::Corrupt {
@@ -98,7 +94,17 @@ pub fn commit(
     let new_layer = match layer {
         None => None,
         Some(tar) => {
-            let staged = take_in_compressed(tar, staging.path())?;
+            let gzipped = flate2::read::GzEncoder::new(
+                BufReader::with_capacity(256 * 1024, tar),
+                flate2::Compression::fast(),
+            );
+            let staged = take_in(
+                gzipped,
+                staging.path(),
+                Some(Compression::Gzip),
+                "commit",
+                None,
+            )?;
             diff_ids.push(staged.diff_id.clone());
             let chain = chain_ids(&diff_ids).pop().expect("one diff ID at least");
             let _lock = store.layer_lock(&chain)?;
@@ -152,36 +158,6 @@ pub fn commit(
     let manifest_id = store.put_blob(&manifest_bytes)?;
     store.add_image(&manifest_id, &config_id, options.name.as_ref(), None)?;
     Ok(config_id.to_string())
-}
-
-/// Takes in the layer tar `tar` as a gzip-compressed blob: compressed on a thread of its
-/// own while [`take_in`] hashes, stores and unpacks the compressed stream, so the two
-/// halves of the work overlap. A compressor's error is the cause of what `take_in` then
-/// meets (a short stream), so it is the one reported.
-fn take_in_compressed(tar: impl Read + Send, staging: &Path) -> Result<StagedLayer, ImageError> {
-    let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map(|(r, w)| (std::fs::File::from(r), std::fs::File::from(w)))
-        .map_err(|e| ImageError::io(staging, e.into()))?;
-    std::thread::scope(|scope| {
-        let compressor = scope.spawn(move || -> std::io::Result<()> {
-            let mut gz = flate2::write::GzEncoder::new(
-                BufWriter::with_capacity(CHUNK, writer),
-                flate2::Compression::fast(),
-            );
-            std::io::copy(&mut BufReader::with_capacity(CHUNK, tar), &mut gz)?;
-            gz.finish()?.flush()
-        });
-        let staged = take_in(reader, staging, Some(Compression::Gzip), "commit", None);
-        let compressed = compressor
-            .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("the layer's compressor failed")));
-        match (compressed, staged) {
-            // The receiving end stopped first: its own error says why.
-            (Err(e), Err(staged)) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(staged),
-            (Err(e), _) => Err(ImageError::io(staging, e)),
-            (Ok(()), staged) => staged,
-        }
-    })
 }
 
 /// Turns the parent's config document into the new image's: `config` with the options'
@@ -291,41 +267,6 @@ fn merge_config(cfg: &mut Map<String, Value>, body: &Map<String, Value>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A layer tar that cannot be read past its first bytes.
-    struct Breaks(usize);
-
-    impl Read for Breaks {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            if self.0 == 0 {
-                return Err(std::io::Error::other("the disk went away"));
-            }
-            let n = buf.len().min(self.0);
-            buf[..n].fill(0);
-            self.0 -= n;
-            Ok(n)
-        }
-    }
-
-    #[test]
-    fn the_compressed_layer_hashes_as_its_tar_and_a_read_error_is_the_one_named() {
-        let mut b = tar::Builder::new(Vec::new());
-        let mut h = tar::Header::new_gnu();
-        h.set_size(2);
-        h.set_mode(0o644);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(1);
-        b.append_data(&mut h, "f", &b"hi"[..]).unwrap();
-        let tar = b.into_inner().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let staged = take_in_compressed(&tar[..], dir.path()).unwrap();
-        assert_eq!(staged.diff_id, Digest::of(&tar));
-        assert_eq!(staged.compression, Compression::Gzip);
-        let dir = tempfile::tempdir().unwrap();
-        let err = take_in_compressed(Breaks(700), dir.path()).unwrap_err();
-        assert!(err.to_string().contains("the disk went away"), "{err}");
-    }
 
     #[test]
     fn changes_history_and_the_new_layer_go_into_the_config() {
