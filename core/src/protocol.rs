@@ -105,6 +105,14 @@ pub enum Request {
     /// `cp` out: a copy process (in the workload's root, or the one `MountRoot` mounted) writes `path` as a tar
     /// stream: its `Output` on stdout is the archive, on stderr why it failed, then `Exited`.
     CopyOut { process: String, path: String },
+    /// `commit`: a copy process (in the agent's own mount namespace, where the writable
+    /// disk is mounted) writes the overlay's upper directory as an image layer tar
+    /// (`capsa_core::layer_diff`), leaving out `skipped` (paths relative to the root: the
+    /// spec's mount points); its `Output` on stdout is the tar, then `Exited`.
+    CopyOutLayer {
+        process: String,
+        skipped: Vec<String>,
+    },
     /// `cp` in: a copy process extracts the tar stream sent to it as `Input` (ended by
     /// `CloseInput`) at `path` (`as_is`: into `path`, as for a tar stream given on stdin).
     CopyIn {

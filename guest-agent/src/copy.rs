@@ -29,6 +29,8 @@ pub enum Root<'a> {
     Workload(i32),
     /// A directory the agent mounted (the container's root with no workload).
     Mounted(&'a Path),
+    /// The agent's own (where the writable disk is mounted: `commit`'s layer).
+    Agent,
 }
 
 /// Why a copy could not start (in the agent), or failed (in the copy process, whose stderr
@@ -78,6 +80,9 @@ pub enum CopyError {
         #[source]
         source: ExtractError,
     },
+    /// The writable layer could not be written as a layer tar.
+    #[error("the writable layer: {0}")]
+    Layer(#[source] capsa_core::layer_diff::LayerDiffError),
     /// A `copy_in` process was started without its input.
     #[error("no input")]
     NoInput,
@@ -92,6 +97,21 @@ pub fn copy_out(root: Root, path: &str) -> Result<CopyProcess, CopyError> {
             path: inside,
             source,
         })
+    })
+}
+
+/// Starts writing the overlay's upper directory `upper` (in the agent's mount namespace)
+/// as an image layer tar, without `skipped` (paths relative to the container's root).
+pub fn copy_layer(upper: PathBuf, skipped: Vec<String>) -> Result<CopyProcess, CopyError> {
+    use capsa_core::layer_diff::{write_layer, LayerOptions};
+    let options = LayerOptions {
+        skipped: skipped.into_iter().map(PathBuf::from).collect(),
+        id_shift: None,
+    };
+    start(Root::Agent, false, move |_, out| {
+        write_layer(&upper, &options, std::io::BufWriter::new(out))
+            .map(|_| ())
+            .map_err(CopyError::Layer)
     })
 }
 
@@ -124,6 +144,7 @@ fn enter(root: &Root, pidfd: Option<&OwnedFd>) -> Result<(), CopyError> {
                 source,
             }),
         (Root::Workload(pid), None) => Err(CopyError::Gone(*pid)),
+        (Root::Agent, _) => Ok(()),
     }
 }
 
@@ -138,7 +159,7 @@ fn start(
         Root::Workload(pid) => {
             Some(sys::pidfd_open(pid).map_err(|source| CopyError::Process { pid, source })?)
         }
-        Root::Mounted(_) => None,
+        Root::Mounted(_) | Root::Agent => None,
     };
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;

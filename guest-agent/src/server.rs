@@ -47,6 +47,8 @@ struct Agent {
     workload: Option<Workload>,
     /// The container's root mounted without a workload (`MountRoot`, for `cp`).
     root: Option<std::path::PathBuf>,
+    /// The overlay's upper directory of that root (`CopyOutLayer` with no workload).
+    root_upper: Option<std::path::PathBuf>,
     procs: Vec<Proc>,
 }
 
@@ -90,6 +92,7 @@ pub fn run() -> Result<(), ServeError> {
         chan,
         workload: None,
         root: None,
+        root_upper: None,
         procs: Vec::new(),
     };
     loop {
@@ -230,7 +233,9 @@ impl Agent {
                         "this VM's root is mounted already".into(),
                     ));
                 }
-                self.root = Some(workload::mount_root(&c)?);
+                let (root, upper) = workload::mount_root(&c)?;
+                self.root = Some(root);
+                self.root_upper = Some(upper);
                 Ok(Response::Ok)
             }
             Request::Create(c) => {
@@ -332,6 +337,16 @@ impl Agent {
                 path,
                 as_is,
             } => self.start_copy(process, |root| crate::copy::copy_in(root, &path, as_is)),
+            Request::CopyOutLayer { process, skipped } => {
+                let upper = match (&self.workload, &self.root_upper) {
+                    (Some(w), _) => w.upper.clone(),
+                    (None, Some(upper)) => upper.clone(),
+                    (None, None) => {
+                        return Err((ErrorKind::NotFound, "no workload in this VM".into()))
+                    }
+                };
+                self.start_copy(process, |_| crate::copy::copy_layer(upper, skipped))
+            }
             Request::Resize {
                 process,
                 rows,
@@ -555,6 +570,7 @@ mod tests {
             chan: File::from(std::os::fd::OwnedFd::from(ours)),
             workload: None,
             root: None,
+            root_upper: None,
             procs: Vec::new(),
         };
         (agent, host)

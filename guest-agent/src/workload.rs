@@ -32,6 +32,8 @@ pub struct Workload {
     /// The pty master when the workload has a terminal (`-t`): its window size is set here.
     pub tty: Option<OwnedFd>,
     pub cgroup: Box<dyn CgroupManager>,
+    /// The overlay's upper directory (on the writable disk), for `commit`.
+    pub upper: PathBuf,
     exec_fifo: PathBuf,
     spec: oci_spec::runtime::Spec,
     /// Whether the init has passed its execve: until then it is a copy of the agent, which
@@ -146,7 +148,7 @@ pub fn create(mut req: CreateRequest) -> Result<Workload, Failure> {
     let streams = Streams::new(terminal).map_err(fail(ErrorKind::Internal))?;
     let layers = OverlayLayers {
         lower,
-        upper,
+        upper: upper.clone(),
         work,
         attach_dir: dir.join("attach"),
     };
@@ -175,6 +177,7 @@ pub fn create(mut req: CreateRequest) -> Result<Workload, Failure> {
         stderr,
         tty,
         cgroup,
+        upper,
         exec_fifo: fifo,
         spec,
         started: false,
@@ -182,8 +185,9 @@ pub fn create(mut req: CreateRequest) -> Result<Workload, Failure> {
 }
 
 /// Mounts the container's root (its layers over the writable layer, checked first) for `cp`
-/// with the VM stopped; no file is written, no cgroup or process made. Returns the root.
-pub fn mount_root(req: &CreateRequest) -> Result<PathBuf, Failure> {
+/// with the VM stopped; no file is written, no cgroup or process made. Returns the root and
+/// the overlay's upper directory.
+pub fn mount_root(req: &CreateRequest) -> Result<(PathBuf, PathBuf), Failure> {
     let dir = PathBuf::from("/run/capsa").join(&req.id);
     std::fs::create_dir_all(&dir).map_err(fail(ErrorKind::Internal))?;
     let (lower, upper, work) =
@@ -192,13 +196,13 @@ pub fn mount_root(req: &CreateRequest) -> Result<PathBuf, Failure> {
     std::fs::create_dir_all(&rootfs).map_err(fail(ErrorKind::Internal))?;
     let layers = OverlayLayers {
         lower,
-        upper,
+        upper: upper.clone(),
         work,
         attach_dir: dir.join("attach"),
     };
     capsa_core::linux::rootfs::mount_overlay(&layers, &rootfs)
         .map_err(|e| (ErrorKind::Storage, e.to_string()))?;
-    Ok(rootfs)
+    Ok((rootfs, upper))
 }
 
 /// Writes the host's files under the container folder and points the spec's bind mounts of

@@ -88,6 +88,31 @@ fn copies_stay_inside_the_root_they_were_given() {
             .starts_with(&format!("process {}: ", i32::MAX)),
         "{err}"
     );
+
+    // `commit`'s copy: an upper directory as an image layer, deletions as `.wh.` entries,
+    // the spec's mount points left out; one that is not there is named.
+    let upper = host.path().join("upper");
+    std::fs::create_dir_all(upper.join("proc")).unwrap();
+    std::fs::write(upper.join("made"), "new").unwrap();
+    nix::sys::stat::mknod(
+        &upper.join("deleted"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::empty(),
+        0,
+    )
+    .unwrap();
+    let p = copy::copy_layer(upper.clone(), vec!["proc".into()]).unwrap();
+    let (code, archive, err) = finish(p);
+    assert_eq!((code, err.as_str()), (0, ""));
+    let names: Vec<String> = tar::Archive::new(&archive[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert_eq!(names, [".wh.deleted", "made"]);
+    let (code, _, err) = finish(copy::copy_layer(host.path().join("none"), vec![]).unwrap());
+    assert_eq!(code, 1);
+    assert!(err.starts_with("the writable layer: "), "{err}");
 }
 
 /// A tar stream holding one file `name` with `data`.

@@ -166,6 +166,26 @@ pub fn copy_out(
     sandbox.copy_out(store, &state, src, dest)
 }
 
+/// `export`: the container's root, flattened, as a tar stream (its files, without the
+/// kernel's views mounted in a running one: /proc, /sys).
+pub fn export(
+    store: &ContainerStore,
+    id: &str,
+    out: &mut (dyn std::io::Write + Send),
+) -> Result<(), ContainerError> {
+    copy_out(store, id, Path::new("/"), CopyDest::Tar(out))
+}
+
+/// `commit`: the container's changes as a new image; its ID (`sha256:...`).
+pub fn commit(
+    store: &ContainerStore,
+    id: &str,
+    request: crate::container::commit::CommitRequest,
+) -> Result<String, ContainerError> {
+    let (_, sandbox) = find(store, id)?;
+    crate::container::commit::commit(store, id, sandbox, request)
+}
+
 /// `cp SRC CONTAINER:DEST` (or from a tar stream).
 pub fn copy_in(
     store: &ContainerStore,

@@ -237,9 +237,6 @@ fn verbs_of_later_issues_say_so_and_do_nothing() {
     for (args, issue) in [
         (&["image", "build", "-t", "x", "."][..], "issue 18"),
         (&["build", "."], "issue 18"),
-        (&["container", "export", "-o", "x.tar", "web"], "issue 18"),
-        (&["export", "web"], "issue 18"),
-        (&["container", "commit", "web"], "issue 18"),
     ] {
         let out = env.capsa(args);
         refused(&out, "not available yet");

@@ -58,10 +58,10 @@ pub enum ContainerVerb {
     Port(containers::PortArgs),
     /// Inspect changes to files or directories on a container's filesystem.
     Diff(super::diff::DiffArgs),
-    /// Export a container's filesystem as a tar archive (not yet: issue 18).
-    Export(NotYet),
-    /// Create a new image from a container's changes (not yet: issue 18).
-    Commit(NotYet),
+    /// Export a container's filesystem as a tar archive.
+    Export(super::commit::ExportArgs),
+    /// Create a new image from a container's changes.
+    Commit(super::commit::CommitArgs),
 }
 
 /// `capsa container VERB`.

@@ -6,6 +6,7 @@
 //! error.
 
 mod bench;
+mod commit;
 mod compare;
 mod completion;
 mod containers;
@@ -253,8 +254,8 @@ fn container_verb(root: &crate::root::StateRoot, verb: ContainerVerb) -> i32 {
         ContainerVerb::Update(a) => containers::update(root, a),
         ContainerVerb::Port(a) => containers::port(root, a),
         ContainerVerb::Diff(a) => diff::diff(root, a),
-        ContainerVerb::Export(_) => forms::not_yet("export", "build and share, issue 18"),
-        ContainerVerb::Commit(_) => forms::not_yet("commit", "build and share, issue 18"),
+        ContainerVerb::Export(a) => commit::export(root, a),
+        ContainerVerb::Commit(a) => commit::commit(root, a),
     }
 }
 

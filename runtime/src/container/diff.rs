@@ -83,7 +83,7 @@ pub fn diff(store: &ContainerStore, id: &str) -> Result<Vec<Change>, ContainerEr
 }
 
 /// The destinations of the spec's mounts: capsa made them in the writable layer.
-fn mount_points(config: &Path) -> BTreeSet<PathBuf> {
+pub(crate) fn mount_points(config: &Path) -> BTreeSet<PathBuf> {
     let spec: Option<oci_spec::runtime::Spec> = std::fs::read(config)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());

@@ -7,6 +7,7 @@
 //! plan, logs, restart policy) from `vm/`.
 
 pub mod attach;
+pub mod commit;
 pub mod cp;
 pub mod create;
 pub mod delete;
@@ -119,6 +120,15 @@ pub enum ContainerError {
         /// The cause.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The writable layer could not be captured for `commit`.
+    #[error("container {id}: capturing its writable layer: {source}")]
+    Commit {
+        /// Container ID.
+        id: String,
+        /// The cause, naming the path.
+        #[source]
+        source: crate::image::layer_diff::LayerDiffError,
     },
     /// The VM isolation failed (engine, kernel, agent).
     #[error("vm isolation: {0}")]

@@ -99,6 +99,16 @@ impl Sandbox for ProcessTree {
         super::cp::copy_out(store, state, src, dest)
     }
 
+    fn write_layer(
+        &self,
+        store: &ContainerStore,
+        state: &State,
+        skipped: &[String],
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), ContainerError> {
+        super::commit::write_host_layer(store, state, skipped, out)
+    }
+
     fn copy_in(
         &self,
         store: &ContainerStore,

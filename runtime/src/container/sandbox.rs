@@ -214,6 +214,16 @@ pub trait Sandbox: Sync {
         dest: super::cp::CopyDest,
     ) -> Result<(), ContainerError>;
 
+    /// `commit`: the writable layer as an image layer tar (`crate::image::layer_diff`)
+    /// into `out`, without `skipped` (the spec's mount points, relative to the root).
+    fn write_layer(
+        &self,
+        store: &ContainerStore,
+        state: &State,
+        skipped: &[String],
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), ContainerError>;
+
     /// `cp SRC CONTAINER:DEST`: `src` on the host (`-`: a tar stream on stdin) to `dest`
     /// inside.
     fn copy_in(

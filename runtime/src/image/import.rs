@@ -96,6 +96,14 @@ pub fn import_path(
 /// Turns `--change` instructions into an image config's `config` object.
 fn parse_changes(changes: &[String]) -> Result<Value, ImageError> {
     let mut cfg = Map::new();
+    apply_changes(&mut cfg, changes)?;
+    Ok(Value::Object(cfg))
+}
+
+/// Applies Dockerfile-style `--change` instructions (Docker's set for `import` and
+/// `commit`: CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, USER, VOLUME, WORKDIR,
+/// STOPSIGNAL) to an image config's `config` object; any other is refused, naming it.
+pub fn apply_changes(cfg: &mut Map<String, Value>, changes: &[String]) -> Result<(), ImageError> {
     for change in changes {
         let bad = || ImageError::BadChange(change.clone());
         let (verb, arg) = change
@@ -122,6 +130,9 @@ fn parse_changes(changes: &[String]) -> Result<Value, ImageError> {
                     .or_else(|| arg.split_once(' '))
                     .ok_or_else(bad)?;
                 let env = cfg.entry("Env").or_insert_with(|| json!([]));
+                if !env.is_array() {
+                    *env = json!([]);
+                }
                 if let Value::Array(list) = env {
                     list.retain(|e| !e.as_str().is_some_and(|s| s.starts_with(&format!("{k}="))));
                     list.push(json!(format!("{k}={}", v.trim())));
@@ -157,12 +168,22 @@ fn parse_changes(changes: &[String]) -> Result<Value, ImageError> {
             "LABEL" => {
                 let (k, v) = arg.split_once('=').ok_or_else(bad)?;
                 let labels = cfg.entry("Labels").or_insert_with(|| json!({}));
+                if !labels.is_object() {
+                    *labels = json!({});
+                }
                 labels[k] = json!(v.trim_matches('"'));
+            }
+            "ONBUILD" => {
+                let triggers = cfg.entry("OnBuild").or_insert_with(|| json!([]));
+                match triggers {
+                    Value::Array(list) => list.push(json!(arg)),
+                    other => *other = json!([arg]),
+                }
             }
             _ => return Err(bad()),
         }
     }
-    Ok(Value::Object(cfg))
+    Ok(())
 }
 
 /// Whether `arg` names a signal as STOPSIGNAL may: `SIGQUIT`, `QUIT` or `3`.

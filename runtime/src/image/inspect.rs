@@ -37,7 +37,12 @@ pub fn inspect(store: &ImageStore, image: &Image) -> Result<Value, ImageError> {
             .map(|d| super::reference::familiar(d))
             .collect::<Vec<_>>(),
         "Parent": "",
-        "Comment": raw.pointer("/history/0/comment").cloned().unwrap_or(json!("")),
+        // A committed image's own comment, else its first step's (an import's).
+        "Comment": raw
+            .get("comment")
+            .or_else(|| raw.pointer("/history/0/comment"))
+            .cloned()
+            .unwrap_or(json!("")),
         "Created": raw.get("created").cloned().unwrap_or(Value::Null),
         "DockerVersion": "",
         "Author": raw.get("author").cloned().unwrap_or(json!("")),

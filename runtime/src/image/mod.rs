@@ -2,6 +2,7 @@
 //! intake and unpacking, `import`, `push`, and the archives of `save`/`load`.
 
 pub mod archive;
+pub mod commit;
 pub mod digest;
 pub mod import;
 pub mod inspect;
@@ -14,6 +15,7 @@ pub mod reference;
 pub mod registry;
 pub mod remove;
 pub mod store;
+pub use capsa_core::layer_diff;
 pub use capsa_core::tar_guard;
 pub mod unpack;
 
@@ -83,9 +85,9 @@ pub enum ImageError {
         #[source]
         source: Box<archive::ArchiveError>,
     },
-    /// A `--change` instruction that `import` does not understand.
+    /// A `--change` instruction that `import` and `commit` do not understand.
     #[error(
-        "invalid --change {0:?}: expected CMD, ENTRYPOINT, ENV, WORKDIR, USER, EXPOSE, VOLUME, LABEL or STOPSIGNAL (with a signal)"
+        "invalid --change {0:?}: expected CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, USER, VOLUME, WORKDIR or STOPSIGNAL (with a signal)"
     )]
     BadChange(String),
     /// A stored manifest or config does not parse.

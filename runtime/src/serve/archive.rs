@@ -218,7 +218,7 @@ async fn export(
         &engine,
         id,
         PathBuf::from("/"),
-        "application/octet-stream",
+        "application/x-tar",
     ))
 }
 

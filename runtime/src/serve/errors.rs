@@ -30,6 +30,7 @@ impl From<ContainerError> for ApiError {
             ContainerError::Volume(e) => from_volume(e),
             ContainerError::Setup { .. }
             | ContainerError::Copy { .. }
+            | ContainerError::Commit { .. }
             | ContainerError::Vm(_)
             | ContainerError::Io { .. } => ApiError::internal(e.to_string()),
         }

@@ -31,6 +31,7 @@
 mod archive;
 mod attach;
 mod bodies;
+mod commit;
 mod containers;
 mod create;
 pub mod errors;
@@ -111,6 +112,7 @@ pub fn router(engine: Shared) -> Router {
         .merge(exec::routes())
         .merge(stats::routes())
         .merge(archive::routes())
+        .merge(commit::routes())
         .merge(swarm::routes())
         .merge(update::routes())
         .fallback(http::not_found)

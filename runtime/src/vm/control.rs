@@ -158,13 +158,30 @@ pub fn copy_out(
     path: &std::path::Path,
     to: &mut dyn Write,
 ) -> Result<(), ContainerError> {
-    let mut stream = copy_session(
-        id,
-        Request::CopyOut {
-            process: String::new(),
-            path: path.display().to_string(),
-        },
-    )?;
+    let request = Request::CopyOut {
+        process: String::new(),
+        path: path.display().to_string(),
+    };
+    stream_out(id, request, to)
+}
+
+/// `commit` of a running VM container: its writable layer as an image layer tar into `to`,
+/// as the copy process in the guest writes it (`skipped`: the spec's mount points).
+pub fn copy_layer_out(
+    id: &str,
+    skipped: Vec<String>,
+    to: &mut dyn Write,
+) -> Result<(), ContainerError> {
+    let request = Request::CopyOutLayer {
+        process: String::new(),
+        skipped,
+    };
+    stream_out(id, request, to)
+}
+
+/// Sends a request for a copy process that writes a tar stream, and relays it into `to`.
+fn stream_out(id: &str, request: Request, to: &mut dyn Write) -> Result<(), ContainerError> {
+    let mut stream = copy_session(id, request)?;
     let mut why = Vec::new();
     loop {
         match protocol::read_frame(&mut stream)

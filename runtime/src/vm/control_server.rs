@@ -145,6 +145,7 @@ impl Clients {
                 Request::Attach { .. }
                     | Request::Exec(_)
                     | Request::CopyOut { .. }
+                    | Request::CopyOutLayer { .. }
                     | Request::CopyIn { .. }
             )
         );
@@ -174,6 +175,16 @@ impl Clients {
                     Request::CopyOut {
                         process: process.clone(),
                         path,
+                    },
+                    Some(process),
+                )
+            }
+            Message::Request(Request::CopyOutLayer { skipped, .. }) => {
+                let process = self.new_name("copy");
+                (
+                    Request::CopyOutLayer {
+                        process: process.clone(),
+                        skipped,
                     },
                     Some(process),
                 )

@@ -135,6 +135,21 @@ impl Sandbox for MicroVm {
         })
     }
 
+    fn write_layer(
+        &self,
+        store: &ContainerStore,
+        state: &State,
+        skipped: &[String],
+        out: &mut dyn Write,
+    ) -> Result<(), ContainerError> {
+        // As for `cp`: only the guest's kernel reads the guest-written disk.
+        let skipped = skipped.to_vec();
+        match serves_copies(state)? {
+            true => super::control::copy_layer_out(&state.id, skipped, out),
+            false => super::stopped::copy_layer_out(store, &state.id, skipped, out),
+        }
+    }
+
     fn copy_in(
         &self,
         store: &ContainerStore,

@@ -1,6 +1,6 @@
-//! `cp` with a stopped (or created) VM container: its VM boots, jailed as always, and its
-//! agent mounts the container's root without creating the workload; the copy then runs in
-//! the guest as it does with a running VM. The host never mounts, reads or checks the
+//! `cp` (and `commit`'s layer) with a stopped (or created) VM container: its VM boots,
+//! jailed as always, and its agent mounts the container's root without creating the
+//! workload; the copy then runs in the guest as it does with a running VM. The host never mounts, reads or checks the
 //! guest-written disk itself: only the guest's kernel parses it (after the agent's e2fsck
 //! when it was not unmounted cleanly).
 
@@ -26,12 +26,38 @@ pub fn copy_out(
     path: &Path,
     to: &mut dyn Write,
 ) -> Result<(), ContainerError> {
+    let request = Request::CopyOut {
+        process: PROCESS.into(),
+        path: path.display().to_string(),
+    };
+    stream_out(store, id, request, to)
+}
+
+/// `commit` of stopped container `id`: its writable layer as an image layer tar into `to`
+/// (`skipped`: the spec's mount points).
+pub fn copy_layer_out(
+    store: &ContainerStore,
+    id: &str,
+    skipped: Vec<String>,
+    to: &mut dyn Write,
+) -> Result<(), ContainerError> {
+    let request = Request::CopyOutLayer {
+        process: PROCESS.into(),
+        skipped,
+    };
+    stream_out(store, id, request, to)
+}
+
+/// Boots the VM without its workload, starts the copy process `request` names and relays
+/// the tar stream it writes into `to`.
+fn stream_out(
+    store: &ContainerStore,
+    id: &str,
+    request: Request,
+    to: &mut dyn Write,
+) -> Result<(), ContainerError> {
     let mut vm = super::boot::boot_without_workload(store, id)?;
     let result = (|| {
-        let request = Request::CopyOut {
-            process: PROCESS.into(),
-            path: path.display().to_string(),
-        };
         vm.agent.call(request, REQUEST)?;
         let mut why = Vec::new();
         loop {
