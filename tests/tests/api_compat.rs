@@ -72,9 +72,10 @@ fn info_has_the_keys_dockerd_always_sends() {
         json!({"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive",
                "ControlAvailable": false, "Error": "", "RemoteManagers": null})
     );
-    // Capsa sets no CPU shares nor cpusets: the capability flags say so.
-    assert_eq!(info["CPUShares"], false);
-    assert_eq!(info["CPUSet"], false);
+    // CPU shares and cpusets are applied (`--cpu-shares`, `--cpuset-cpus`): the capability
+    // flags say so.
+    assert_eq!(info["CPUShares"], true);
+    assert_eq!(info["CPUSet"], true);
     assert!(info["NFd"].as_u64().unwrap() > 0, "{info}");
     assert!(info["SystemTime"].is_string());
 }

@@ -107,8 +107,9 @@ fn responses_have_the_engine_apis_fields_and_types() {
         "-l",
         "k=v",
         "busybox",
-        "sleep",
-        "600",
+        "sh",
+        "-c",
+        "touch /made; exec sleep 600",
     ]);
 
     assert_shape(
