@@ -225,6 +225,42 @@ fn a_failing_check_turns_unhealthy_after_its_retries_and_stop_ends_the_prober() 
 }
 
 #[test]
+fn a_restarted_container_is_checked_again_by_a_new_prober() {
+    let env = TestEnv::new();
+    // Exits at once the first time; the restart runs on.
+    let script = "[ -e /again ] && exec sleep 300; touch /again; exit 1";
+    let id = run_ok(
+        &env,
+        &[
+            "-d",
+            "--network",
+            "none",
+            "--name",
+            "again",
+            "--restart",
+            "always",
+            "--health-cmd",
+            "true",
+            "--health-interval",
+            "200ms",
+            "busybox",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    eventually("the restarted container is healthy", LIMIT, || {
+        env.inspect("again", "{{.RestartCount}}") == "1" && health(&env, "again") == "healthy"
+    });
+    // The restart's prober (forked by the monitor), not the first run's.
+    assert_eq!(probers(&id).len(), 1);
+    let out = env.capsa(&["rm", "-f", "again"]);
+    assert!(out.status.success(), "rm: {}", text(&out.stderr));
+    eventually("the prober has gone", LIMIT, || probers(&id).is_empty());
+    env.assert_clean();
+}
+
+#[test]
 fn a_check_that_never_returns_is_killed_at_its_timeout() {
     let env = TestEnv::new();
     let id = run_ok(

@@ -371,8 +371,10 @@ pub fn watch(store: &ContainerStore, state: &State) {
         // SAFETY: ends the forked prober without running the caller's exit handlers.
         unsafe { libc::_exit(0) }
     });
-    if let Err(e) = forked {
-        tracing::debug!(id = %state.id, error = %e, "no prober");
+    match forked {
+        Ok(answer) if answer == "ok" => {}
+        Ok(answer) => tracing::debug!(id = %state.id, answer, "no prober"),
+        Err(e) => tracing::debug!(id = %state.id, error = %e, "no prober"),
     }
 }
 
