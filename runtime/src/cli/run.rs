@@ -181,23 +181,39 @@ pub struct RunArgs {
     /// Seconds `stop` waits before killing (default 10).
     #[arg(long = "stop-timeout")]
     stop_timeout: Option<u64>,
-    /// Command to run to check health (run by /bin/sh -c in the container).
-    #[arg(long = "health-cmd")]
+    /// Command to run to check health.
+    #[arg(long = "health-cmd", value_name = "CMD")]
     health_cmd: Option<String>,
     /// Time between running the check (ms|s|m|h) (default 30s).
-    #[arg(long = "health-interval", allow_hyphen_values = true)]
+    #[arg(
+        long = "health-interval",
+        value_name = "DURATION",
+        allow_hyphen_values = true
+    )]
     health_interval: Option<String>,
     /// Maximum time to allow one check to run (ms|s|m|h) (default 30s).
-    #[arg(long = "health-timeout", allow_hyphen_values = true)]
+    #[arg(
+        long = "health-timeout",
+        value_name = "DURATION",
+        allow_hyphen_values = true
+    )]
     health_timeout: Option<String>,
     /// Consecutive failures needed to report unhealthy (default 3).
-    #[arg(long = "health-retries", allow_hyphen_values = true)]
+    #[arg(long = "health-retries", value_name = "N", allow_hyphen_values = true)]
     health_retries: Option<i64>,
-    /// Start period for the container to initialize before starting health-retries countdown (ms|s|m|h) (default 0s).
-    #[arg(long = "health-start-period", allow_hyphen_values = true)]
+    /// Time before failures count (ms|s|m|h) (default 0s).
+    #[arg(
+        long = "health-start-period",
+        value_name = "DURATION",
+        allow_hyphen_values = true
+    )]
     health_start_period: Option<String>,
-    /// Time between running the check during the start period (ms|s|m|h) (default: the interval).
-    #[arg(long = "health-start-interval", allow_hyphen_values = true)]
+    /// Time between checks in the start period (ms|s|m|h).
+    #[arg(
+        long = "health-start-interval",
+        value_name = "DURATION",
+        allow_hyphen_values = true
+    )]
     health_start_interval: Option<String>,
     /// Disable any container-specified HEALTHCHECK.
     #[arg(long = "no-healthcheck")]
