@@ -505,3 +505,52 @@ fn the_docker_cli_runs_a_healthcheck_through_the_api() {
     api.docker_ok(&["rm", "-f", "web"]);
     env.assert_clean();
 }
+
+#[test]
+fn a_vm_container_of_an_image_with_a_healthcheck_runs_and_claims_no_health() {
+    let env = TestEnv::new();
+    let tar = busybox_tarball().to_str().unwrap().to_string();
+    let out = env.capsa(&[
+        "import",
+        "-c",
+        "ENV PATH=/bin",
+        "-c",
+        "HEALTHCHECK --interval=200ms CMD true",
+        &tar,
+        "checked",
+    ]);
+    assert!(out.status.success(), "import: {}", text(&out.stderr));
+    // Checks are not run in a VM yet: the container runs, and says it has no health
+    // rather than "starting" for ever.
+    let out = env.run(&[
+        "--rm",
+        "--isolation",
+        "vm",
+        "--network",
+        "none",
+        "checked",
+        "echo",
+        "booted",
+    ]);
+    assert!(out.status.success(), "run: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "booted");
+    let out = env.create(&[
+        "--isolation",
+        "vm",
+        "--network",
+        "none",
+        "--name",
+        "vm",
+        "--no-healthcheck",
+        "checked",
+        "true",
+    ]);
+    assert!(out.status.success(), "create: {}", text(&out.stderr));
+    assert_eq!(health(&env, "vm"), "none");
+    assert_eq!(
+        env.inspect("vm", "{{json .Config.Healthcheck.Test}}"),
+        r#"["NONE"]"#
+    );
+    assert!(env.capsa(&["rm", "vm"]).status.success());
+    env.assert_clean();
+}
