@@ -359,6 +359,7 @@ pub fn watch(store: &ContainerStore, state: &State) {
     };
     let schedule = check.schedule();
     let id = state.id.clone();
+    let cgroup = state.cgroup.clone();
     let dir = store.dir(&id).dir;
     let forked = super::monitor::fork_monitor(&dir, |report| {
         let _ = crate::linux::sys::replace_cmdline(&["capsa", "health", super::id::short(&id)]);
@@ -366,6 +367,7 @@ pub fn watch(store: &ContainerStore, state: &State) {
         drop(report);
         close_inherited();
         default_signals();
+        join_monitor_cgroup(&cgroup);
         let init = Init { pid, start_time };
         probe_loop(store, &id, &init, &command, &schedule);
         // SAFETY: ends the forked prober without running the caller's exit handlers.
@@ -383,6 +385,19 @@ pub fn watch(store: &ContainerStore, state: &State) {
 fn close_inherited() {
     // SAFETY: close_range takes integers; nothing in this new process uses those descriptors.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+}
+
+/// Joins the container's monitor cgroup where it has one (a detached container's): the
+/// prober is then bounded by the container's CPU quota as its monitor is, and `rm -f`
+/// takes it with that cgroup. A foreground run has none; its prober stays where it was
+/// forked and ends with the init.
+fn join_monitor_cgroup(cgroup: &crate::linux::cgroups::CgroupPaths) {
+    let sibling =
+        crate::linux::cgroups::sibling::paths(cgroup, super::monitor::MONITOR_CGROUP_SUFFIX);
+    let me = std::process::id().to_string();
+    for dir in sibling.dirs.values().filter(|d| d.is_dir()) {
+        let _ = std::fs::write(dir.join("cgroup.procs"), &me);
+    }
 }
 
 /// Signals a foreground run forwards to the workload get their default action here.
