@@ -2,6 +2,7 @@
 
 use super::{report, EXIT_ENGINE_ERROR};
 use crate::api::{self, Notice};
+use crate::container::health::{self, Healthcheck};
 use crate::container::options::{self, RunOptions, SeccompChoice};
 use crate::container::sandbox::{Isolation, TerminalRun};
 use crate::container::tuning::{self, Tuning};
@@ -183,6 +184,43 @@ pub struct RunArgs {
     /// Seconds `stop` waits before killing (default 10).
     #[arg(long = "stop-timeout")]
     stop_timeout: Option<u64>,
+    /// Command to run to check health.
+    #[arg(long = "health-cmd", value_name = "CMD")]
+    health_cmd: Option<String>,
+    /// Time between running the check (ms|s|m|h) (default 30s).
+    #[arg(
+        long = "health-interval",
+        value_name = "DURATION",
+        allow_hyphen_values = true
+    )]
+    health_interval: Option<String>,
+    /// Maximum time to allow one check to run (ms|s|m|h) (default 30s).
+    #[arg(
+        long = "health-timeout",
+        value_name = "DURATION",
+        allow_hyphen_values = true
+    )]
+    health_timeout: Option<String>,
+    /// Consecutive failures needed to report unhealthy (default 3).
+    #[arg(long = "health-retries", value_name = "N", allow_hyphen_values = true)]
+    health_retries: Option<i64>,
+    /// Time before failures count (ms|s|m|h) (default 0s).
+    #[arg(
+        long = "health-start-period",
+        value_name = "DURATION",
+        allow_hyphen_values = true
+    )]
+    health_start_period: Option<String>,
+    /// Time between checks in the start period (ms|s|m|h).
+    #[arg(
+        long = "health-start-interval",
+        value_name = "DURATION",
+        allow_hyphen_values = true
+    )]
+    health_start_interval: Option<String>,
+    /// Disable any container-specified HEALTHCHECK.
+    #[arg(long = "no-healthcheck")]
+    no_healthcheck: bool,
     /// Logging driver (only json-file).
     #[arg(long = "log-driver", default_value = "json-file")]
     log_driver: String,
@@ -248,6 +286,7 @@ impl RunArgs {
         let log_rotation = crate::container::logfile::Rotation::parse(&self.log_opt)
             .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
         let tuning = self.tuning()?;
+        let healthcheck = self.healthcheck()?;
         let mut env_file_lines = Vec::new();
         for f in &self.env_file {
             env_file_lines.extend(options::read_env_file(f)?);
@@ -296,6 +335,7 @@ impl RunArgs {
             restart_policy,
             stop_signal,
             stop_timeout: self.stop_timeout,
+            healthcheck,
             interactive: self.interactive,
             stdin_once: false,
             tty: self.tty,
@@ -397,6 +437,54 @@ impl RunArgs {
 }
 
 impl RunArgs {
+    /// `--health-*` and `--no-healthcheck` as the check they give (None: the image's).
+    fn healthcheck(&self) -> Result<Option<Healthcheck>, ContainerError> {
+        let duration = |flag: &str, value: &Option<String>| -> Result<i64, ContainerError> {
+            let Some(v) = value.as_deref() else {
+                return Ok(0);
+            };
+            if v.starts_with('-') {
+                return Err(ContainerError::InvalidArgument(format!(
+                    "{flag} cannot be negative"
+                )));
+            }
+            let d = humantime::parse_duration(v).map_err(|e| {
+                ContainerError::InvalidArgument(format!("{flag} {v:?}: not a duration ({e})"))
+            })?;
+            Ok(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        };
+        let check = Healthcheck {
+            test: self
+                .health_cmd
+                .iter()
+                .flat_map(|c| ["CMD-SHELL".to_string(), c.clone()])
+                .collect(),
+            interval: duration("--health-interval", &self.health_interval)?,
+            timeout: duration("--health-timeout", &self.health_timeout)?,
+            start_period: duration("--health-start-period", &self.health_start_period)?,
+            start_interval: duration("--health-start-interval", &self.health_start_interval)?,
+            retries: match self.health_retries {
+                Some(n) if n < 0 => {
+                    return Err(ContainerError::InvalidArgument(
+                        "--health-retries cannot be negative".into(),
+                    ))
+                }
+                n => n.unwrap_or(0),
+            },
+        };
+        if self.no_healthcheck {
+            if check != Healthcheck::default() {
+                return Err(ContainerError::InvalidArgument(
+                    "--no-healthcheck conflicts with --health-* options".into(),
+                ));
+            }
+            return Ok(Some(Healthcheck::none()));
+        }
+        let user = (check != Healthcheck::default()).then_some(check);
+        health::check(user.as_ref(), self.isolation != "vm")?;
+        Ok(user)
+    }
+
     /// The flags of [`Tuning`], parsed and checked one by one.
     fn tuning(&self) -> Result<Tuning, ContainerError> {
         let size = |flag: &str, v: &str| options::parse_memory(flag, v);

@@ -17,6 +17,7 @@ pub struct Filter {
     since: Vec<String>,
     network: Vec<String>,
     volume: Vec<String>,
+    health: Vec<String>,
 }
 
 /// A filter a listing does not take (Docker's words).
@@ -31,6 +32,11 @@ pub enum FilterError {
     /// Holds the value given to `exited`.
     #[error("invalid filter 'exited={0}': not an exit code")]
     Exited(String),
+    /// Holds the health given.
+    #[error(
+        "Unrecognised filter value for health: {0} (one of starting, healthy, unhealthy, none)"
+    )]
+    Health(String),
     /// Holds the key given.
     #[error("invalid filter {0:?} (supported: {keys})", keys = KEYS.join(", "))]
     Key(String),
@@ -48,8 +54,9 @@ const STATES: [&str; 7] = [
 ];
 
 /// The keys taken.
-const KEYS: [&str; 10] = [
+const KEYS: [&str; 11] = [
     "status", "name", "ancestor", "id", "label", "exited", "before", "since", "network", "volume",
+    "health",
 ];
 
 impl Filter {
@@ -89,6 +96,12 @@ impl Filter {
             "since" => &mut self.since,
             "network" => &mut self.network,
             "volume" => &mut self.volume,
+            "health" => {
+                if !["starting", "healthy", "unhealthy", "none"].contains(&value) {
+                    return Err(FilterError::Health(value.to_string()));
+                }
+                &mut self.health
+            }
             _ => return Err(FilterError::Key(key.to_string())),
         };
         slot.push(value.to_string());
@@ -107,6 +120,7 @@ impl Filter {
             && self.since.is_empty()
             && self.network.is_empty()
             && self.volume.is_empty()
+            && self.health.is_empty()
     }
 
     /// Whether container `s` passes.
@@ -155,6 +169,9 @@ impl Filter {
             })
             && any(&self.volume, &|v| {
                 s.volumes.iter().any(|name| name == v) || mounts_path(store, s, v)
+            })
+            && any(&self.health, &|v| {
+                v == s.health.as_ref().map_or("none", |h| h.status.as_str())
             })
     }
 }

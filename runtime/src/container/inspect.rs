@@ -94,7 +94,7 @@ pub fn fill_network_ids(store: &ContainerStore, networks: &mut Value) {
 fn to_docker(s: &State, spec: &Value, labels: &BTreeMap<String, String>) -> Value {
     let process = &spec["process"];
     let running = s.status == Status::Running;
-    json!({
+    let mut v = json!({
         "Id": s.id,
         "Created": s.created,
         "Path": s.command.first().cloned().unwrap_or_default(),
@@ -139,7 +139,15 @@ fn to_docker(s: &State, spec: &Value, labels: &BTreeMap<String, String>) -> Valu
         "HostConfig": host_config(s, spec),
         "NetworkSettings": super::network::inspect_settings(s),
         "Mounts": Value::Null,
-    })
+    });
+    // Docker shows both only for a container that has a check.
+    if let Some(check) = &s.healthcheck {
+        v["Config"]["Healthcheck"] = json!(check);
+    }
+    if let Some(health) = &s.health {
+        v["State"]["Health"] = json!(health);
+    }
+    v
 }
 
 /// `Config.Env`: the process's environment, then the names given without a value (shown

@@ -15,6 +15,7 @@ pub mod diff;
 pub mod exec;
 pub mod fed_relay;
 pub mod filter;
+pub mod health;
 pub mod id;
 pub mod inspect;
 pub mod kill;

@@ -570,12 +570,14 @@ pub fn inherited_descriptors() -> Vec<std::os::fd::RawFd> {
         .collect()
 }
 
-/// In a forked monitor: closes the front end's descriptors.
+/// In a forked monitor: closes the front end's descriptors, once (the list is emptied, so
+/// a process a monitor forks in turn, such as a healthcheck's prober, does not close
+/// whatever has taken those numbers since).
 fn close_front_end_fds() {
-    let list = FRONT_END_FDS.lock().unwrap_or_else(|e| e.into_inner());
-    for fd in list.iter() {
+    let mut list = FRONT_END_FDS.lock().unwrap_or_else(|e| e.into_inner());
+    for fd in list.drain(..) {
         // SAFETY: closes a descriptor this process inherited and never uses.
-        unsafe { libc::close(*fd) };
+        unsafe { libc::close(fd) };
     }
 }
 

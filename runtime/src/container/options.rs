@@ -134,6 +134,8 @@ pub struct RunOptions {
     pub stop_signal: Option<i32>,
     /// `--stop-timeout`, seconds.
     pub stop_timeout: Option<u64>,
+    /// `--health-*`, `--no-healthcheck` or the API's `Config.Healthcheck`: over the image's.
+    pub healthcheck: Option<super::health::Healthcheck>,
     /// `--log-opt`, parsed.
     pub log_rotation: super::logfile::Rotation,
     /// `-i`.

@@ -33,6 +33,11 @@ pub fn start(store: &ContainerStore, id: &str) -> Result<ExecOutcome, ContainerE
         let mut s = state.clone();
         s.status = Status::Running;
         s.started_at = Some(crate::timefmt::rfc3339(SystemTime::now()));
+        s.health = s
+            .healthcheck
+            .as_ref()
+            .and_then(|h| h.command())
+            .map(|_| super::health::Health::starting());
         store.save(&s)?;
         crate::events::container(store.root(), "start", &s, &[]);
         s
@@ -42,9 +47,12 @@ pub fn start(store: &ContainerStore, id: &str) -> Result<ExecOutcome, ContainerE
         .map_err(|e| ContainerError::io(&fifo, e));
     let _ = std::fs::remove_file(&fifo);
     let outcome = outcome?;
-    if let ExecOutcome::Failed(_, msg) = &outcome {
-        let msg = msg.clone();
-        store.update(id, |s| s.error = Some(msg))?;
+    match &outcome {
+        ExecOutcome::Failed(_, msg) => {
+            let msg = msg.clone();
+            store.update(id, |s| s.error = Some(msg))?;
+        }
+        ExecOutcome::Started => super::health::watch(store, &state),
     }
     Ok(outcome)
 }

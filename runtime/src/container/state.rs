@@ -158,6 +158,12 @@ pub struct State {
     /// The container's own labels (`--label`), shown over its image's.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// The healthcheck it runs (the image's under the user's), as `Config.Healthcheck`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<super::health::Healthcheck>,
+    /// The results of its checks since it last started (`State.Health`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<super::health::Health>,
     /// Never stored: set on the stand-in [`State::unreadable`] makes for a container whose
     /// state.json does not parse, with the reason. Such a container is shown as dead and
     /// can only be removed.
@@ -281,6 +287,8 @@ impl State {
             extra_hosts: opts.add_hosts.clone(),
             volumes: super::volumes::names(opts),
             labels: opts.labels.clone(),
+            healthcheck: None,
+            health: None,
             unreadable: None,
             asked: Asked {
                 init: opts.init,
@@ -332,6 +340,8 @@ impl State {
             extra_hosts: Vec::new(),
             volumes: Vec::new(),
             labels: Default::default(),
+            healthcheck: None,
+            health: None,
             unreadable: Some(cause),
             asked: Asked::default(),
         }
@@ -409,7 +419,8 @@ impl State {
                 if self.paused {
                     format!("Up {up} (Paused)")
                 } else {
-                    format!("Up {up}")
+                    let health = super::health::status_suffix(self.health.as_ref());
+                    format!("Up {up}{health}")
                 }
             }
             Status::Exited => {

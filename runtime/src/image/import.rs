@@ -165,6 +165,10 @@ pub fn apply_changes(cfg: &mut Map<String, Value>, changes: &[String]) -> Result
                 }
                 cfg.insert("StopSignal".into(), json!(arg));
             }
+            "HEALTHCHECK" => {
+                let check = crate::container::health::parse_instruction(arg).ok_or_else(bad)?;
+                cfg.insert("Healthcheck".into(), json!(check));
+            }
             "LABEL" => {
                 let (k, v) = arg.split_once('=').ok_or_else(bad)?;
                 let labels = cfg.entry("Labels").or_insert_with(|| json!({}));

@@ -7,7 +7,7 @@
 //!
 //! What capsa cannot do is either refused (400, naming the field) when ignoring it would
 //! change what the workload sees, or named in the answer's `Warnings` when capsa drops it
-//! (DNS search domains, health checks, the NIS domain name).
+//! (DNS search domains, the NIS domain name).
 
 use super::http::{ApiError, ApiResult};
 use crate::container::options::{self, MountFlag, RunOptions, SeccompChoice, Volume};
@@ -73,6 +73,25 @@ pub struct CreateBody {
 #[serde(default, rename_all = "PascalCase")]
 pub struct HealthConfig {
     pub test: Option<Vec<String>>,
+    pub interval: Option<i64>,
+    pub timeout: Option<i64>,
+    pub start_period: Option<i64>,
+    pub start_interval: Option<i64>,
+    pub retries: Option<i64>,
+}
+
+impl HealthConfig {
+    /// The check as the library takes it (an absent field inherits from the image).
+    fn into_check(self) -> crate::container::health::Healthcheck {
+        crate::container::health::Healthcheck {
+            test: self.test.unwrap_or_default(),
+            interval: self.interval.unwrap_or(0),
+            timeout: self.timeout.unwrap_or(0),
+            start_period: self.start_period.unwrap_or(0),
+            start_interval: self.start_interval.unwrap_or(0),
+            retries: self.retries.unwrap_or(0),
+        }
+    }
 }
 
 /// `HostConfig`.
@@ -480,11 +499,8 @@ pub fn to_options(
     if body.domainname.as_deref().is_some_and(|d| !d.is_empty()) {
         warnings.push("capsa sets no NIS domain name: Config.Domainname is ignored".into());
     }
-    if let Some(test) = body.healthcheck.and_then(|h| h.test) {
-        if test.first().is_some_and(|t| t != "NONE") {
-            warnings.push("capsa runs no health checks: Config.Healthcheck is ignored".into());
-        }
-    }
+    let healthcheck = body.healthcheck.map(HealthConfig::into_check);
+    crate::container::health::check(healthcheck.as_ref(), isolation == Isolation::Container)?;
     let mut volumes: Vec<Volume> = host
         .binds
         .unwrap_or_default()
@@ -546,6 +562,7 @@ pub fn to_options(
         restart_policy,
         stop_signal,
         stop_timeout,
+        healthcheck,
         interactive: body.open_stdin.unwrap_or(false),
         stdin_once: body.stdin_once.unwrap_or(false),
         tty: body.tty.unwrap_or(false),
