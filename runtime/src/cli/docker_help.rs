@@ -177,7 +177,7 @@ mod tests {
             assert!(help.contains(line), "{line:?} not in {help}");
         }
         // The order of the flags and of the positionals is kept.
-        let detach = help.find("--detach ").expect("--detach");
+        let detach = help.find("-d, --detach").expect("--detach");
         let network = help.find("--network ").expect("--network");
         assert!(detach < network, "{help}");
         cmd.debug_assert();
