@@ -170,6 +170,10 @@ fn commit_of_a_running_container_captures_its_files_and_deletions_and_it_runs_on
             .unwrap()
     };
     assert_eq!(layers("snap:1"), layers("busybox") + 1);
+    // Its parent is the image it was made from, as Docker's local `Parent` says.
+    let busybox_id = ok(&env.capsa(&["image", "inspect", "-f", "{{.Id}}", "busybox"]));
+    let parent = ok(&env.capsa(&["image", "inspect", "-f", "{{.Parent}}", "snap:1"]));
+    assert_eq!(parent.trim(), busybox_id.trim());
     assert_eq!(
         run_image(&env, "busybox", &["cat", "/etc/group"])
             .lines()

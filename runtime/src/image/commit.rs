@@ -157,6 +157,7 @@ pub fn commit(
     let manifest_bytes = serde_json::to_vec(&manifest).expect("JSON values serialise");
     let manifest_id = store.put_blob(&manifest_bytes)?;
     store.add_image(&manifest_id, &config_id, options.name.as_ref(), None)?;
+    store.set_parent(&manifest_id, &parent.id)?;
     Ok(config_id.to_string())
 }
 

@@ -36,7 +36,7 @@ pub fn inspect(store: &ImageStore, image: &Image) -> Result<Value, ImageError> {
             .iter()
             .map(|d| super::reference::familiar(d))
             .collect::<Vec<_>>(),
-        "Parent": "",
+        "Parent": stored.as_ref().and_then(|i| i.parent.clone()).unwrap_or_default(),
         // A committed image's own comment, else its first step's (an import's).
         "Comment": raw
             .get("comment")

@@ -25,6 +25,9 @@ pub struct ImageRecord {
     /// `repository@digest` of what was pulled (the index for multi-platform images).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub repo_digests: Vec<String>,
+    /// The image this one was made from here (`commit`), as Docker's local `Parent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 /// `images.json`.
@@ -49,6 +52,8 @@ pub struct StoredImage {
     pub repo_digests: Vec<String>,
     /// When it first entered this store (RFC 3339).
     pub added: String,
+    /// The image it was made from here (`commit`), if any.
+    pub parent: Option<String>,
 }
 
 /// An image resolved from the store, with everything `run` needs.
@@ -129,6 +134,7 @@ impl ImageStore {
                     names: vec![],
                     added: crate::timefmt::rfc3339(SystemTime::now()),
                     repo_digests: vec![],
+                    parent: None,
                 });
             if let Some(name) = name {
                 rec.names.push(name.full());
@@ -137,6 +143,16 @@ impl ImageStore {
                 if !rec.repo_digests.iter().any(|r| r == d) {
                     rec.repo_digests.push(d.to_string());
                 }
+            }
+        })
+    }
+
+    /// Records that the image of `manifest_digest` was made here from image `parent` (an
+    /// ID), as `commit` does.
+    pub fn set_parent(&self, manifest_digest: &Digest, parent: &str) -> Result<(), ImageError> {
+        self.update_index(|index| {
+            if let Some(rec) = index.images.get_mut(&manifest_digest.to_string()) {
+                rec.parent = Some(parent.to_string());
             }
         })
     }
@@ -464,6 +480,7 @@ impl Index {
                         names: vec![],
                         repo_digests: vec![],
                         added: rec.added.clone(),
+                        parent: None,
                     });
                     images.len() - 1
                 }
@@ -472,6 +489,9 @@ impl Index {
             image.manifests.push(manifest_digest.clone());
             extend_unique(&mut image.names, &rec.names);
             extend_unique(&mut image.repo_digests, &rec.repo_digests);
+            if image.parent.is_none() {
+                image.parent = rec.parent.clone();
+            }
             // RFC 3339 times of one format compare as text.
             if rec.added < image.added {
                 image.added = rec.added.clone();

@@ -200,7 +200,7 @@ async fn list(
             let size = image.size();
             let mut summary = json!({
                 "Id": image.id,
-                "ParentId": "",
+                "ParentId": stored.parent.clone().unwrap_or_default(),
                 "RepoTags": tags,
                 "RepoDigests": stored
                     .repo_digests
