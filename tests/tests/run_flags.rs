@@ -130,6 +130,56 @@ fn a_device_given_opens_and_another_does_not() {
     assert_eq!(out.trim(), "denied");
 }
 
+/// `--device-cgroup-rule`: the cgroup lets the container use the numbers the rule names
+/// with its access, a node made there by mknod opens, and another number stays denied;
+/// inspect shows the rule; a malformed one is one line, exit 125.
+#[test]
+fn a_device_cgroup_rule_lets_that_number_open_and_no_other() {
+    let env = TestEnv::new();
+    let out = sh(
+        &env,
+        &["--device-cgroup-rule", "c 10:237 r"],
+        "mknod /dev/lc c 10 237 && : < /dev/lc && echo read-ok; \
+         (: > /dev/lc) 2>/dev/null || echo write-denied; \
+         mknod /dev/other c 10 235 && { (: < /dev/other) 2>/dev/null || echo other-denied; }",
+    );
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["read-ok", "write-denied", "other-denied"],
+        "{out}"
+    );
+    let out = env.create(&[
+        "--name",
+        "ruled",
+        "--device-cgroup-rule",
+        "b *:* m",
+        "busybox",
+        "true",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        env.inspect("ruled", "{{json .HostConfig.DeviceCgroupRules}}"),
+        r#"["b *:* m"]"#
+    );
+    assert!(env.capsa(&["rm", "-f", "ruled"]).status.success());
+    let out = env.run(&[
+        "--rm",
+        "--device-cgroup-rule",
+        "c 10:237 rwx",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr).lines().count(),
+        1,
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(text(&out.stderr).contains("--device-cgroup-rule"));
+    env.assert_clean();
+}
+
 #[test]
 fn a_device_given_opens_and_another_does_not_on_cgroup_v2() {
     // cgroup v2 in a private mount namespace (this host mounts v1 controllers): the

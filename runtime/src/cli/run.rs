@@ -145,6 +145,9 @@ pub struct RunArgs {
     /// Add a host device to the container: HOST[:CONTAINER][:PERMISSIONS] (r, w, m).
     #[arg(long)]
     device: Vec<String>,
+    /// Add a rule to the cgroup allowed devices list: 'TYPE MAJOR:MINOR ACCESS'.
+    #[arg(long = "device-cgroup-rule")]
+    device_cgroup_rule: Vec<String>,
     /// Mount the root file system read-only.
     #[arg(long = "read-only")]
     read_only: bool,
@@ -551,6 +554,11 @@ impl RunArgs {
                 .device
                 .iter()
                 .map(|d| tuning::parse_device(d))
+                .collect::<Result<_, _>>()?,
+            cgroup_rules: self
+                .device_cgroup_rule
+                .iter()
+                .map(|r| tuning::parse_cgroup_rule(r))
                 .collect::<Result<_, _>>()?,
         })
     }

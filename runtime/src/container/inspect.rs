@@ -206,7 +206,11 @@ fn host_config(s: &State, spec: &Value) -> Value {
             "PathInContainer": d.container,
             "CgroupPermissions": d.access,
         })).collect::<Vec<_>>(),
-        "DeviceCgroupRules": Value::Null,
+        "DeviceCgroupRules": if s.asked.device_cgroup_rules.is_empty() {
+            Value::Null
+        } else {
+            json!(s.asked.device_cgroup_rules)
+        },
         "DeviceRequests": Value::Null,
         "ReadonlyRootfs": spec["root"]["readonly"].as_bool().unwrap_or(false),
         "AutoRemove": s.auto_remove,

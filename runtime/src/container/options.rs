@@ -219,6 +219,7 @@ pub fn check(opts: &mut RunOptions, security_opts: &[String]) -> Result<(), Cont
     }
     opts.asked.ulimits = opts.tuning.ulimits.clone();
     opts.asked.devices = opts.tuning.devices.clone();
+    opts.asked.device_cgroup_rules = opts.tuning.cgroup_rules.iter().map(|r| r.show()).collect();
     if let Some(parent) = &opts.cgroup_parent {
         check_cgroup_parent(parent)?;
     }

@@ -272,6 +272,14 @@ fn resources(opts: &RunOptions) -> Result<LinuxResources, ContainerError> {
             };
             devices::rule(true, typ, Some(d.major), Some(d.minor), &d.access)
         }));
+        device_rules.extend(t.cgroup_rules.iter().map(|r| {
+            let typ = match r.typ {
+                'b' => LinuxDeviceType::B,
+                'c' => LinuxDeviceType::C,
+                _ => LinuxDeviceType::A,
+            };
+            devices::rule(true, typ, r.major, r.minor, &r.access)
+        }));
     }
     let mut r = LinuxResourcesBuilder::default().devices(device_rules);
     // A swap limit counts memory and swap together: it goes with a memory limit only.

@@ -199,6 +199,9 @@ pub struct Asked {
     /// `--device` / `HostConfig.Devices` (applied as the spec's devices and cgroup rules).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<super::tuning::DeviceMapping>,
+    /// `--device-cgroup-rule` / `HostConfig.DeviceCgroupRules` (applied as cgroup rules).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub device_cgroup_rules: Vec<String>,
     /// `--volumes-from` / `HostConfig.VolumesFrom` as given (applied as mounts at create).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes_from: Vec<String>,

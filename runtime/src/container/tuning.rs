@@ -35,6 +35,73 @@ pub struct Tuning {
     pub sysctls: BTreeMap<String, String>,
     /// `--device`.
     pub devices: Vec<DeviceMapping>,
+    /// `--device-cgroup-rule`: more devices the cgroup lets the container use (by number,
+    /// no node made).
+    pub cgroup_rules: Vec<CgroupRule>,
+}
+
+/// One `--device-cgroup-rule 'c 10:237 rw'`: type (`a`, `b`, `c`), major and minor (`*`:
+/// every number), access (`r`, `w`, `m`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CgroupRule {
+    pub typ: char,
+    pub major: Option<i64>,
+    pub minor: Option<i64>,
+    pub access: String,
+}
+
+impl CgroupRule {
+    /// As given (`c 10:237 rw`).
+    pub fn show(&self) -> String {
+        let n = |x: Option<i64>| x.map_or("*".to_string(), |n| n.to_string());
+        format!(
+            "{} {}:{} {}",
+            self.typ,
+            n(self.major),
+            n(self.minor),
+            self.access
+        )
+    }
+}
+
+/// Parses `--device-cgroup-rule` as Docker does (`TYPE MAJOR:MINOR ACCESS`; see the unit
+/// tests).
+pub fn parse_cgroup_rule(value: &str) -> Result<CgroupRule, ContainerError> {
+    let bad = |why: &str| {
+        ContainerError::InvalidArgument(format!(
+            "--device-cgroup-rule {value:?}: {why} (expected TYPE MAJOR:MINOR ACCESS, e.g. 'c 10:237 rw')"
+        ))
+    };
+    let words: Vec<&str> = value.split(' ').collect();
+    let [typ, numbers, access] = words[..] else {
+        return Err(bad("three fields separated by single spaces"));
+    };
+    let typ = match typ {
+        "a" | "b" | "c" => typ.chars().next().unwrap_or('a'),
+        _ => return Err(bad("the type is a, b or c")),
+    };
+    let number = |n: &str| -> Result<Option<i64>, ContainerError> {
+        match n {
+            "*" => Ok(None),
+            n if !n.is_empty() && n.len() <= 10 && n.bytes().all(|b| b.is_ascii_digit()) => {
+                Ok(Some(n.parse().map_err(|_| bad("a number is too large"))?))
+            }
+            _ => Err(bad("major and minor are numbers or *")),
+        }
+    };
+    let (major, minor) = numbers.split_once(':').ok_or_else(|| bad("MAJOR:MINOR"))?;
+    let ok_access = !access.is_empty()
+        && access.len() <= 3
+        && access.chars().all(|c| matches!(c, 'r' | 'w' | 'm'));
+    if !ok_access {
+        return Err(bad("the access is made of r, w and m"));
+    }
+    Ok(CgroupRule {
+        typ,
+        major: number(major)?,
+        minor: number(minor)?,
+        access: access.to_string(),
+    })
 }
 
 /// Docker's /dev/shm size when `--shm-size` is not given.
@@ -407,6 +474,23 @@ impl Tuning {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn device_cgroup_rules_parse_as_dockers() {
+        let r = parse_cgroup_rule("c 10:237 rw").unwrap();
+        assert_eq!(
+            (r.typ, r.major, r.minor, r.access.as_str()),
+            ('c', Some(10), Some(237), "rw")
+        );
+        let any = parse_cgroup_rule("a *:* rwm").unwrap();
+        assert_eq!((any.major, any.minor), (None, None));
+        assert_eq!(any.show(), "a *:* rwm");
+        for bad in [
+            "c 10:237", "x 1:2 r", "c 1:2 rx", "c a:2 r", "c 1-2 r", "c  1:2 r", "",
+        ] {
+            assert!(parse_cgroup_rule(bad).is_err(), "{bad:?}");
+        }
+    }
     use super::*;
 
     #[test]

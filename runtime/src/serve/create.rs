@@ -287,6 +287,7 @@ pub fn to_options(
         shm_size: host.shm_size.unwrap_or(0),
         sysctls: host.sysctls.take().unwrap_or_default(),
         devices: host.devices.take().unwrap_or_default(),
+        cgroup_rules: host.device_cgroup_rules.take().unwrap_or_default(),
     };
     // What would change the workload's world if it were dropped is refused.
     let absent = |field: &str, given: bool| match given {
@@ -294,7 +295,6 @@ pub fn to_options(
         false => Ok(()),
     };
     let some = |v: &Option<Vec<_>>| v.as_ref().is_some_and(|v: &Vec<_>| !v.is_empty());
-    absent("DeviceCgroupRules", some(&host.device_cgroup_rules))?;
     absent(
         "VolumeDriver",
         host.volume_driver
@@ -618,6 +618,7 @@ struct TuningFields {
     shm_size: i64,
     sysctls: BTreeMap<String, String>,
     devices: Vec<DeviceBody>,
+    cgroup_rules: Vec<String>,
 }
 
 /// `GroupAdd`, `CpuShares`, `Cpuset*`, `MemorySwap`, `MemoryReservation`,
@@ -703,6 +704,11 @@ fn tuning(f: &mut TuningFields, isolation: Isolation) -> ApiResult<Tuning> {
         shm_size,
         sysctls,
         devices,
+        cgroup_rules: std::mem::take(&mut f.cgroup_rules)
+            .iter()
+            .map(|r| tuning::parse_cgroup_rule(r))
+            .collect::<Result<_, _>>()
+            .map_err(named("DeviceCgroupRules"))?,
     })
 }
 

@@ -36,6 +36,12 @@ pub fn check_supported(opts: &RunOptions) -> Result<(), ContainerError> {
             d.host.display()
         )));
     }
+    if let Some(r) = t.cgroup_rules.first() {
+        return Err(ContainerError::InvalidArgument(format!(
+            "--device-cgroup-rule {:?} is not available with --isolation vm: the guest's kernel has none of the host's devices",
+            r.show()
+        )));
+    }
     if t.oom_kill_disable {
         return no("--oom-kill-disable (the guest's cgroup v2 has no switch for the OOM killer)");
     }
