@@ -484,7 +484,7 @@ fn settings_capsa_cannot_apply_are_refused_or_warned_never_dropped_silently() {
     let env = TestEnv::new();
     let api = env.serve();
     for (field, value) in [
-        ("DeviceCgroupRules", json!(["c 7:128 rwm"])),
+        ("Links", json!(["other:alias"])),
         ("VolumeDriver", json!("foo")),
         ("CgroupnsMode", json!("host")),
     ] {
