@@ -9,6 +9,7 @@ pub mod inspect;
 pub mod json;
 pub mod layer;
 pub mod manifest;
+mod parallel;
 pub mod pull;
 pub mod push;
 pub mod reference;

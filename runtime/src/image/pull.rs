@@ -15,10 +15,8 @@ use super::registry::{Registry, RegistryError, RegistrySettings};
 use super::{ImageError, ImageStore, Reference};
 use crate::events::Kind;
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageManifest};
-use std::collections::VecDeque;
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 
 /// Layers fetched at once (Docker's default).
 const PARALLEL_LAYERS: usize = 3;
@@ -253,32 +251,10 @@ fn fetch_layers(
     jobs: Vec<LayerJob<'_>>,
     progress: &dyn PullProgress,
 ) -> Result<(), (String, PullError)> {
-    let queue = Mutex::new(VecDeque::from(jobs));
-    let failed: Mutex<Option<(String, PullError)>> = Mutex::new(None);
-    let abort = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        for _ in 0..PARALLEL_LAYERS {
-            s.spawn(|| loop {
-                if abort.load(Ordering::Relaxed) {
-                    return;
-                }
-                let Some(job) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
-                    return;
-                };
-                if let Err(e) = fetch_layer(store, registry, repo, &job, progress, &abort) {
-                    let mut slot = failed.lock().unwrap_or_else(|p| p.into_inner());
-                    if slot.is_none() && !abort.swap(true, Ordering::Relaxed) {
-                        *slot = Some((job.digest.to_string(), e));
-                    }
-                    return;
-                }
-            });
-        }
-    });
-    match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        Some(f) => Err(f),
-        None => Ok(()),
-    }
+    super::parallel::until_first_failure(jobs, PARALLEL_LAYERS, |job, abort| {
+        fetch_layer(store, registry, repo, job, progress, abort)
+    })
+    .map_err(|(job, e)| (job.digest.to_string(), e))
 }
 
 /// One layer: lock it, skip it if another pull finished it meanwhile, else stream, verify

@@ -22,11 +22,10 @@ use super::registry::upload::{Mount, Upload};
 use super::registry::{Registry, RegistryError, RegistrySettings};
 use super::{ImageError, ImageStore, Reference};
 use crate::events::Kind;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io::{BufReader, Read};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 
 /// Layers uploaded at once (Docker's default `max-concurrent-uploads`).
 pub const PARALLEL_UPLOADS: usize = 5;
@@ -338,45 +337,22 @@ fn push_layers(
     mounts: &HashMap<Digest, String>,
     progress: &dyn PushProgress,
 ) -> Result<(), PushError> {
-    let queue = Mutex::new(layers.iter().collect::<VecDeque<_>>());
-    let failed: Mutex<Option<PushError>> = Mutex::new(None);
-    let abort = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        for _ in 0..PARALLEL_UPLOADS.min(layers.len()) {
-            s.spawn(|| loop {
-                if abort.load(Ordering::Relaxed) {
-                    return;
-                }
-                let Some(layer) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
-                else {
-                    return;
-                };
-                let report = |done| {
-                    let total = layer.size;
-                    progress.layer(&layer.short_id, PushEvent::Pushing { done, total });
-                };
-                let from = mounts.get(&layer.digest).map(String::as_str);
-                match push_blob(registry, repo, layer, from, &report, &abort) {
-                    Ok(outcome) => progress.layer(&layer.short_id, outcome),
-                    Err(e) => {
-                        let mut slot = failed.lock().unwrap_or_else(|p| p.into_inner());
-                        if slot.is_none() && !abort.swap(true, Ordering::Relaxed) {
-                            *slot = Some(PushError::Blob {
-                                what: "layer",
-                                digest: layer.digest.clone(),
-                                source: Box::new(e),
-                            });
-                        }
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    let jobs: Vec<&Blob> = layers.iter().collect();
+    super::parallel::until_first_failure(jobs, PARALLEL_UPLOADS, |layer, abort| {
+        let report = |done| {
+            let total = layer.size;
+            progress.layer(&layer.short_id, PushEvent::Pushing { done, total });
+        };
+        let from = mounts.get(&layer.digest).map(String::as_str);
+        let outcome = push_blob(registry, repo, layer, from, &report, abort)?;
+        progress.layer(&layer.short_id, outcome);
+        Ok(())
+    })
+    .map_err(|(layer, e)| PushError::Blob {
+        what: "layer",
+        digest: layer.digest.clone(),
+        source: Box::new(e),
+    })
 }
 
 /// One blob: skipped when the repository has it, mounted from `from` when the registry
