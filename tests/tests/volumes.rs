@@ -418,6 +418,11 @@ fn a_data_directory_swapped_for_a_symlink_never_lets_a_container_write_the_host(
         "/data/pwned2",
     ]);
     assert_ne!(out.status.code(), Some(0));
+    // Nor does `cp` into the stopped container's volume.
+    let file = env.root().join("cp-in.txt");
+    std::fs::write(&file, "x").unwrap();
+    let out = env.capsa(&["cp", file.to_str().unwrap(), "later:/data/pwned3"]);
+    assert_ne!(out.status.code(), Some(0), "cp with a swapped _data");
     let written: Vec<_> = std::fs::read_dir(host.path())
         .unwrap()
         .flatten()

@@ -185,6 +185,11 @@ fn stopped_root(store: &ContainerStore, state: &State) -> Result<StoppedRoot, Co
     let dir = store.dir(&state.id);
     // A container whose spec cannot be read (a torn create) is copied without its volumes.
     let spec = oci_spec::runtime::Spec::load(dir.config()).ok();
+    // Its volumes are mounted by path: each must still be a plain directory, as a start
+    // checks (a `_data` swapped for a symlink would lead the copy onto the host).
+    if spec.is_some() {
+        super::volumes::check_again(store, &state.volumes)?;
+    }
     Ok(StoppedRoot {
         layers: dir.overlay_layers(image.layer_dirs),
         rootfs: dir.rootfs(),
