@@ -82,6 +82,35 @@ fn detached_run_prints_the_id_and_rm_f_kills_it() {
 }
 
 #[test]
+fn a_created_container_is_removed_without_force_and_never_runs() {
+    // As `docker rm`: a container that was created and never started needs no `-f`.
+    let env = TestEnv::new();
+    let marker = env.root().join("ran");
+    let vol = format!("{}:/out", env.root().display());
+    let out = env.create(&[
+        "--name",
+        "unstarted",
+        "-v",
+        &vol,
+        "busybox",
+        "touch",
+        "/out/ran",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rm = env.capsa(&["rm", "unstarted"]);
+    assert!(
+        rm.status.success(),
+        "rm of a created container: {}",
+        text(&rm.stderr)
+    );
+    assert!(
+        !marker.exists(),
+        "removing a created container ran its workload"
+    );
+    env.assert_clean();
+}
+
+#[test]
 fn run_rm_leaves_nothing() {
     let env = TestEnv::new();
     for _ in 0..3 {

@@ -47,15 +47,12 @@ pub fn remove(store: &ContainerStore, id: &str, force: bool) -> Result<(), Conta
                 .into(),
         });
     }
-    if alive && !force {
-        let what = if state.status == Status::Running {
-            "running"
-        } else {
-            "created"
-        };
+    // A created container's init only waits at the start gate: Docker removes it without
+    // `-f`, and so does capsa (its init is killed below as for `-f`).
+    if alive && !force && state.status == Status::Running {
         return Err(ContainerError::WrongState {
             id: id.to_string(),
-            reason: format!("You cannot remove a {what} container. Stop the container before attempting removal or force remove"),
+            reason: "You cannot remove a running container. Stop the container before attempting removal or force remove".into(),
         });
     }
     if alive {
