@@ -659,3 +659,62 @@ fn volumes_from_mounts_another_containers_volumes_and_never_removes_them() {
     );
     env.assert_clean();
 }
+
+#[test]
+fn a_volume_driver_other_than_local_is_recorded_and_never_makes_a_volume() {
+    // Docker records `--volume-driver` and makes missing volumes with it; capsa has only
+    // `local`, so a volume the container would make is refused and nothing is made.
+    let env = TestEnv::new();
+    ok(
+        &env.capsa(&["volume", "create", "kept"]),
+        "volume create kept",
+    );
+    ok(
+        &env.capsa(&[
+            "create",
+            "--name",
+            "plain",
+            "--volume-driver",
+            "foo",
+            "busybox",
+            "true",
+        ]),
+        "create --volume-driver foo",
+    );
+    let shown = ok(
+        &env.capsa(&["inspect", "-f", "{{.HostConfig.VolumeDriver}}", "plain"]),
+        "inspect",
+    );
+    assert_eq!(shown.trim(), "foo");
+    // An existing volume is mounted as it is.
+    ok(
+        &env.capsa(&[
+            "run",
+            "--rm",
+            "--volume-driver",
+            "foo",
+            "-v",
+            "kept:/k",
+            "busybox",
+            "true",
+        ]),
+        "run with an existing volume",
+    );
+    for volume in [["-v", "fresh:/f"], ["-v", "/anon"]] {
+        let out = env.capsa(
+            &[
+                &["create", "--volume-driver", "foo"][..],
+                &volume[..],
+                &["busybox", "true"][..],
+            ]
+            .concat(),
+        );
+        refused_in_one_line(&out, "a volume made with driver foo");
+        assert!(
+            text(&out.stderr).contains("plugin \"foo\" not found"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(volume_names(&env), ["kept"]);
+}

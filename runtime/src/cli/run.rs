@@ -157,6 +157,10 @@ pub struct RunArgs {
     /// Mount volumes from the specified container(s): CONTAINER[:ro|:rw].
     #[arg(long = "volumes-from")]
     volumes_from: Vec<String>,
+    /// Optional volume driver for the container (capsa has only `local`; another name is
+    /// recorded, and a volume the container would make is refused).
+    #[arg(long = "volume-driver")]
+    volume_driver: Option<String>,
     /// Attach a filesystem mount to the container: type=bind|volume|tmpfs,source=,target=[,readonly].
     #[arg(long = "mount")]
     mount: Vec<String>,
@@ -319,6 +323,7 @@ impl RunArgs {
                 .map(|v| options::parse_volume(v))
                 .collect::<Result<_, _>>()?,
             volumes_from: self.volumes_from,
+            volume_driver: self.volume_driver.filter(|d| !d.is_empty() && d != "local"),
             tmpfs: self
                 .tmpfs
                 .iter()

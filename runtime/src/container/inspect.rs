@@ -264,7 +264,7 @@ fn host_config(s: &State, spec: &Value) -> Value {
         } else {
             json!(s.asked.volumes_from)
         },
-        "VolumeDriver": "",
+        "VolumeDriver": s.asked.volume_driver,
         "ConsoleSize": [0, 0],
         "ShmSize": shm_size(spec),
         "Sysctls": spec["linux"]["sysctl"].as_object().filter(|m| !m.is_empty()),

@@ -112,6 +112,9 @@ pub struct RunOptions {
     /// `--volumes-from CONTAINER[:ro|:rw]`: another container's mounts (see
     /// [`super::volumes_from`]).
     pub volumes_from: Vec<String>,
+    /// `--volume-driver` / `HostConfig.VolumeDriver` other than `local`: recorded, and a
+    /// volume this container would make is refused (capsa has no volume plugins).
+    pub volume_driver: Option<String>,
     /// `--tmpfs PATH[:OPTIONS]`.
     pub tmpfs: Vec<(String, String)>,
     /// `--cap-add`.

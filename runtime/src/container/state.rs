@@ -205,6 +205,9 @@ pub struct Asked {
     /// `--volumes-from` / `HostConfig.VolumesFrom` as given (applied as mounts at create).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes_from: Vec<String>,
+    /// `--volume-driver` / `HostConfig.VolumeDriver` as given.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub volume_driver: String,
 }
 
 /// Start time (clock ticks since boot) of a live process, or None if it does not exist.
@@ -296,6 +299,7 @@ impl State {
             asked: Asked {
                 init: opts.init,
                 volumes_from: opts.volumes_from.clone(),
+                volume_driver: opts.volume_driver.clone().unwrap_or_default(),
                 ..opts.asked.clone()
             },
         }

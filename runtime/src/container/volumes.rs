@@ -109,6 +109,14 @@ pub fn claim<'o>(
             VolumeSource::Named(n) => Some(n.clone()),
             VolumeSource::Anonymous => None,
         };
+        if let Some(driver) = &opts.volume_driver {
+            // Docker makes a missing volume with the named driver; capsa has only `local`.
+            if wanted.as_ref().is_none_or(|n| locked.get(n).is_err()) {
+                return Err(ContainerError::InvalidArgument(format!(
+                    "error looking up volume plugin {driver}: plugin \"{driver}\" not found (capsa's volumes are local)"
+                )));
+            }
+        }
         let (mut volume, made) = locked.create(wanted.as_deref(), &BTreeMap::new())?;
         let name = volume.record.name.clone();
         if made && wanted.is_none() {

@@ -61,10 +61,7 @@ pub fn save(store: &ImageStore, wanted: &[String], out: impl Write) -> Result<()
                 append_blob(&mut tar, store, digest)?;
             }
         }
-        let names: Vec<String> = match Reference::parse(w) {
-            Ok(r) if image.names.contains(&r.full()) => vec![r.full()],
-            _ => image.names.clone(),
-        };
+        let names = names_saved(w, &image.names);
         let manifest_size = store.read_blob(&manifest_digest)?.len();
         let descriptor = |name: Option<&String>| {
             let mut d = json!({
@@ -150,6 +147,25 @@ fn entry_header(size: u64) -> tar::Header {
     h.set_mtime(0);
     h.set_entry_type(tar::EntryType::Regular);
     h
+}
+
+/// The names an archive records for `wanted` (of an image named `names`), as Docker's
+/// save chooses them: `repo:tag` only that tag, a bare `repo` every tag of it this image
+/// has, an ID (full or short) none, so that its load says `Loaded image ID:`.
+fn names_saved(wanted: &str, names: &[String]) -> Vec<String> {
+    let Ok(r) = Reference::parse(wanted) else {
+        return Vec::new();
+    };
+    let after_slash = &wanted[wanted.rfind('/').map_or(0, |i| i + 1)..];
+    if after_slash.contains(':') || wanted.contains('@') {
+        return names.iter().filter(|n| **n == r.full()).cloned().collect();
+    }
+    let repository = r.repository();
+    names
+        .iter()
+        .filter(|n| Reference::parse(n).is_ok_and(|m| m.repository() == repository))
+        .cloned()
+        .collect()
 }
 
 /// What `load` brought in: names (`busybox:latest`) or, for unnamed images, IDs.
@@ -690,4 +706,36 @@ fn checked_blob(
         return Err(ArchiveError::BlobMismatch(digest));
     }
     Ok((bytes, digest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_saved;
+
+    fn names() -> Vec<String> {
+        [
+            "docker.io/library/alpine:3.10",
+            "docker.io/library/alpine:latest",
+            "docker.io/library/busybox:latest",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    #[test]
+    fn a_tag_saves_that_tag_a_repository_its_tags_an_id_none() {
+        assert_eq!(
+            names_saved("alpine:3.10", &names()),
+            ["docker.io/library/alpine:3.10"]
+        );
+        assert_eq!(
+            names_saved("alpine", &names()),
+            [
+                "docker.io/library/alpine:3.10",
+                "docker.io/library/alpine:latest"
+            ]
+        );
+        assert!(names_saved(&format!("sha256:{}", "ab".repeat(32)), &names()).is_empty());
+        assert!(names_saved("df7e1e51dea9", &names()).is_empty());
+    }
 }

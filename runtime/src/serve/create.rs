@@ -295,12 +295,6 @@ pub fn to_options(
         false => Ok(()),
     };
     let some = |v: &Option<Vec<_>>| v.as_ref().is_some_and(|v: &Vec<_>| !v.is_empty());
-    absent(
-        "VolumeDriver",
-        host.volume_driver
-            .as_deref()
-            .is_some_and(|d| !d.is_empty() && d != "local"),
-    )?;
     // Capsa gives every container its own cgroup namespace.
     absent(
         "CgroupnsMode",
@@ -550,6 +544,10 @@ pub fn to_options(
         read_only: host.readonly_rootfs.unwrap_or(false),
         volumes,
         volumes_from: host.volumes_from.clone().unwrap_or_default(),
+        volume_driver: host
+            .volume_driver
+            .clone()
+            .filter(|d| !d.is_empty() && d != "local"),
         tmpfs,
         cap_add: host.cap_add.unwrap_or_default(),
         cap_drop: host.cap_drop.unwrap_or_default(),
