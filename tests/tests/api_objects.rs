@@ -516,3 +516,63 @@ fn an_events_client_that_goes_away_leaves_no_follower_behind() {
     ok(&env.capsa(&["volume", "rm", "first"]));
     env.assert_clean();
 }
+
+#[test]
+fn endpoint_driver_options_and_link_local_addresses_are_kept_at_create_and_refused_on_connect() {
+    let env = TestEnv::new();
+    let api = env.serve();
+    let create = json!({
+        "Image": "busybox",
+        "Cmd": ["sleep", "60"],
+        "HostConfig": {"NetworkMode": "bridge"},
+        "NetworkingConfig": {"EndpointsConfig": {"bridge": {
+            "DriverOpts": {"com.example.setting": "on"},
+            "IPAMConfig": {"LinkLocalIPs": ["169.254.8.8"]}
+        }}}
+    });
+    let (status, body) = api.request_json("POST", "/containers/create?name=opts", Some(&create));
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = api.request_json("POST", "/containers/opts/start", None);
+    assert_eq!(status, 204, "{body}");
+    let (_, inspect) = api.request_json("GET", "/containers/opts/json", None);
+    let bridge = &inspect["NetworkSettings"]["Networks"]["bridge"];
+    assert_eq!(
+        bridge["DriverOpts"],
+        json!({"com.example.setting": "on"}),
+        "{bridge}"
+    );
+    assert_eq!(
+        bridge["IPAMConfig"]["LinkLocalIPs"],
+        json!(["169.254.8.8"]),
+        "{bridge}"
+    );
+    let addresses = api.docker_ok(&["exec", "opts", "ip", "-4", "addr", "show", "eth0"]);
+    assert!(addresses.contains("inet 169.254.8.8/16"), "{addresses}");
+
+    // On connect they would be dropped: refused by name, the container left as it was.
+    let (status, body) =
+        api.request_json("POST", "/networks/create", Some(&json!({"Name": "side"})));
+    assert_eq!(status, 201, "{body}");
+    for (config, field) in [
+        (json!({"DriverOpts": {"a": "b"}}), "DriverOpts"),
+        (
+            json!({"IPAMConfig": {"LinkLocalIPs": ["169.254.9.9"]}}),
+            "LinkLocalIPs",
+        ),
+    ] {
+        let (status, body) = api.request_json(
+            "POST",
+            "/networks/side/connect",
+            Some(&json!({"Container": "opts", "EndpointConfig": config})),
+        );
+        assert_eq!(status, 400, "{body}");
+        assert!(body["message"].as_str().unwrap().contains(field), "{body}");
+    }
+    let (_, inspect) = api.request_json("GET", "/containers/opts/json", None);
+    assert!(
+        inspect["NetworkSettings"]["Networks"]["side"].is_null(),
+        "{inspect}"
+    );
+    api.docker_ok(&["rm", "-f", "opts"]);
+    api.docker_ok(&["network", "rm", "side"]);
+}

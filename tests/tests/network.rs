@@ -450,6 +450,39 @@ fn internal_networks_have_no_way_out() {
 }
 
 #[test]
+fn a_link_local_ip_is_on_the_interface_and_in_inspect() {
+    let env = TestEnv::new();
+    let run = env.run(&[
+        "--name",
+        "ll",
+        "--link-local-ip",
+        "169.254.8.8",
+        "busybox",
+        "ip",
+        "-4",
+        "addr",
+        "show",
+        "eth0",
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let out = text(&run.stdout);
+    assert!(out.contains("inet 10.88.0.2/16"), "{out}");
+    assert!(out.contains("inet 169.254.8.8/16"), "{out}");
+    let shown = env.capsa(&[
+        "inspect",
+        "-f",
+        "{{json .NetworkSettings.Networks.bridge.IPAMConfig}}",
+        "ll",
+    ]);
+    assert_eq!(
+        text(&shown.stdout).trim(),
+        r#"{"LinkLocalIPs":["169.254.8.8"]}"#
+    );
+    assert!(env.capsa(&["rm", "ll"]).status.success());
+    env.assert_clean();
+}
+
+#[test]
 fn bad_network_requests_are_refused() {
     let env = TestEnv::new();
     let one = env.capsa(&["network", "create", "--subnet", "10.77.0.0/16", "one"]);
@@ -484,6 +517,11 @@ fn bad_network_requests_are_refused() {
             "nonsense",
         ),
         (vec!["--network", "none", "-p", "80"], "-p"),
+        // A "link-local" address of a network's own subnet would answer for a neighbour's.
+        (
+            vec!["--link-local-ip", "10.88.0.3"],
+            "not in 169.254.0.0/16",
+        ),
         // Docker's refusal: the default bridge hands its addresses out in order.
         (
             vec!["--ip", "10.88.0.9"],

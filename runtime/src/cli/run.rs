@@ -42,6 +42,9 @@ pub struct RunArgs {
     /// Another name for the container on its user-defined network.
     #[arg(long = "network-alias")]
     network_alias: Vec<String>,
+    /// A link-local address (169.254.0.0/16) for eth0 besides its own.
+    #[arg(long = "link-local-ip")]
+    link_local_ip: Vec<String>,
     /// Publish a container port: [IP:][HOST:]CONTAINER[/tcp|udp].
     #[arg(short = 'p', long = "publish")]
     publish: Vec<String>,
@@ -370,6 +373,13 @@ impl RunArgs {
                 .transpose()
                 .map_err(ContainerError::InvalidArgument)?,
             aliases: self.network_alias.clone(),
+            link_local_ips: self
+                .link_local_ip
+                .iter()
+                .map(|ip| crate::net::parse_link_local(ip))
+                .collect::<Result<_, _>>()
+                .map_err(ContainerError::InvalidArgument)?,
+            endpoint_driver_opts: Default::default(),
             publish: self
                 .publish
                 .iter()

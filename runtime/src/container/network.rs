@@ -196,6 +196,8 @@ pub fn plan(
         ip: opts.ip,
         mac: opts.mac,
         aliases: opts.aliases.clone(),
+        link_local_ips: opts.link_local_ips.clone(),
+        driver_opts: opts.endpoint_driver_opts.clone(),
     };
     let endpoint = net::allocate(&config, id, &request, &taken_ips, &taken_ports)
         .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
@@ -910,7 +912,8 @@ pub fn ports_column(state: &State) -> String {
 /// Docker's `EndpointSettings` of `state` on one network (`endpoint`, none for a container
 /// without an interface there: host, none, or not started). `NetworkID` is left empty for
 /// the caller that can read the network store; `IPAMConfig` shows an address that was
-/// asked for. Capsa keeps no endpoint IDs nor driver options, and has no IPv6 or links.
+/// and link-local addresses that were asked for. Capsa keeps no endpoint IDs, and has no
+/// IPv6 or links.
 pub fn endpoint_settings(state: &State, endpoint: Option<&Endpoint>) -> serde_json::Value {
     use serde_json::{json, Value};
     let user_network = endpoint.is_some_and(|e| e.network != "bridge");
@@ -922,12 +925,23 @@ pub fn endpoint_settings(state: &State, endpoint: Option<&Endpoint>) -> serde_js
         .map(|e| member_names(state, e));
     json!({
         "IPAMConfig": endpoint
-            .filter(|e| e.ip_requested)
-            .map(|e| json!({ "IPv4Address": e.ip.to_string() })),
+            .filter(|e| e.ip_requested || !e.link_local_ips.is_empty())
+            .map(|e| {
+                let mut ipam = json!({});
+                if e.ip_requested {
+                    ipam["IPv4Address"] = json!(e.ip.to_string());
+                }
+                if !e.link_local_ips.is_empty() {
+                    ipam["LinkLocalIPs"] = json!(e.link_local_ips);
+                }
+                ipam
+            }),
         "Links": Value::Null,
         "Aliases": aliases,
         "MacAddress": endpoint.map(|e| e.mac_string()).unwrap_or_default(),
-        "DriverOpts": Value::Null,
+        "DriverOpts": endpoint
+            .filter(|e| !e.driver_opts.is_empty())
+            .map(|e| json!(e.driver_opts)),
         "GwPriority": 0,
         "NetworkID": "",
         "EndpointID": "",

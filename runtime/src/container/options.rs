@@ -163,6 +163,12 @@ pub struct RunOptions {
     pub mac: Option<[u8; 6]>,
     /// `--network-alias`.
     pub aliases: Vec<String>,
+    /// `--link-local-ip` / `IPAMConfig.LinkLocalIPs`: extra 169.254.0.0/16 addresses of the
+    /// first network's interface.
+    pub link_local_ips: Vec<std::net::Ipv4Addr>,
+    /// The API's `EndpointSettings.DriverOpts` of the first network: recorded and shown,
+    /// as Docker's bridge driver keeps the options it does not use.
+    pub endpoint_driver_opts: std::collections::BTreeMap<String, String>,
     /// `-p`; a host port of 0 gets a free one at create.
     pub publish: Vec<crate::net::ports::PortMapping>,
     /// `-P`: publish every port the image exposes on a free host port.

@@ -111,6 +111,12 @@ pub struct Endpoint {
     /// rather than chosen from the pool.
     #[serde(default)]
     pub ip_requested: bool,
+    /// Extra link-local addresses (169.254.0.0/16) on the interface, as asked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub link_local_ips: Vec<Ipv4Addr>,
+    /// Driver options as asked (the bridge uses none of them; shown by inspect).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub driver_opts: std::collections::BTreeMap<String, String>,
 }
 
 impl Endpoint {
@@ -202,6 +208,10 @@ pub struct Request {
     pub mac: Option<[u8; 6]>,
     /// Extra names.
     pub aliases: Vec<String>,
+    /// Extra link-local addresses of the interface.
+    pub link_local_ips: Vec<Ipv4Addr>,
+    /// Driver options as given (recorded).
+    pub driver_opts: std::collections::BTreeMap<String, String>,
 }
 
 /// Picks the address (the lowest free one of the network's subnet, or the one asked for)
@@ -275,7 +285,25 @@ pub fn allocate(
         veth: format!("veth{}", &id[..id.len().min(11)]),
         ports,
         ip_requested: request.ip.is_some(),
+        link_local_ips: request.link_local_ips.clone(),
+        driver_opts: request.driver_opts.clone(),
     })
+}
+
+/// The prefix length of 169.254.0.0/16, the only range `--link-local-ip` takes: an address
+/// of a network's own subnet there would answer for another container's.
+pub const LINK_LOCAL_PREFIX: u8 = 16;
+
+/// Parses a `--link-local-ip` / `IPAMConfig.LinkLocalIPs` entry: an IPv4 address in
+/// 169.254.0.0/16.
+pub fn parse_link_local(value: &str) -> Result<Ipv4Addr, String> {
+    let ip: Ipv4Addr = value.parse().map_err(|_| {
+        format!("link-local IP {value:?}: not an IPv4 address (capsa's networks are IPv4 only)")
+    })?;
+    if !ip.is_link_local() {
+        return Err(format!("link-local IP {value}: not in 169.254.0.0/16"));
+    }
+    Ok(ip)
 }
 
 /// Parses `--mac-address aa:bb:cc:dd:ee:ff` (a unicast address).
@@ -348,6 +376,11 @@ pub fn attach(
             inside
                 .add_address(index, endpoint.ip, endpoint.prefix)
                 .map_err(setup("addressing the container's interface"))?;
+            for ip in &endpoint.link_local_ips {
+                inside
+                    .add_address(index, *ip, LINK_LOCAL_PREFIX)
+                    .map_err(setup("adding a link-local address"))?;
+            }
         }
         inside
             .set_up(index, mac)

@@ -244,6 +244,7 @@ pub struct EndpointSettings {
     #[serde(rename = "IPAMConfig")]
     pub ipam_config: Option<IpamConfig>,
     pub mac_address: Option<String>,
+    pub driver_opts: Option<BTreeMap<String, String>>,
 }
 
 /// `EndpointSettings.IPAMConfig`.
@@ -252,6 +253,10 @@ pub struct EndpointSettings {
 pub struct IpamConfig {
     #[serde(rename = "IPv4Address")]
     pub ipv4_address: Option<String>,
+    #[serde(rename = "IPv6Address")]
+    pub ipv6_address: Option<String>,
+    #[serde(rename = "LinkLocalIPs")]
+    pub link_local_ips: Option<Vec<String>>,
 }
 
 /// What the server adds to a request: its default cgroup parent.
@@ -413,9 +418,27 @@ pub fn to_options(
         endpoint = settings;
     }
     let endpoint = endpoint.unwrap_or_default();
-    let ip = endpoint
-        .ipam_config
-        .and_then(|c| c.ipv4_address)
+    let ipam = endpoint.ipam_config.unwrap_or_default();
+    if ipam.ipv6_address.as_deref().is_some_and(|a| !a.is_empty()) {
+        return Err(bad(
+            "NetworkingConfig.EndpointsConfig.IPAMConfig.IPv6Address: capsa's networks are IPv4 only"
+                .into(),
+        ));
+    }
+    let link_local_ips = ipam
+        .link_local_ips
+        .unwrap_or_default()
+        .iter()
+        .map(|ip| {
+            crate::net::parse_link_local(ip).map_err(|e| {
+                bad(format!(
+                    "NetworkingConfig.EndpointsConfig.IPAMConfig.LinkLocalIPs: {e}"
+                ))
+            })
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    let ip = ipam
+        .ipv4_address
         .filter(|ip| !ip.is_empty())
         .map(|ip| {
             ip.parse().map_err(|_| {
@@ -574,6 +597,8 @@ pub fn to_options(
         ip,
         mac,
         aliases: endpoint.aliases.unwrap_or_default(),
+        link_local_ips,
+        endpoint_driver_opts: endpoint.driver_opts.unwrap_or_default(),
         publish,
         publish_all: host.publish_all_ports.unwrap_or(false),
         expose,

@@ -284,6 +284,10 @@ async fn remove(State(engine): State<Shared>, Path(id): Path<String>) -> ApiResu
 struct IpamSettings {
     #[serde(rename = "IPv4Address", default)]
     ipv4: Option<String>,
+    #[serde(rename = "IPv6Address", default)]
+    ipv6: Option<String>,
+    #[serde(rename = "LinkLocalIPs", default)]
+    link_local: Option<Vec<String>>,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -294,6 +298,8 @@ struct EndpointConfig {
     mac: Option<String>,
     #[serde(rename = "IPAMConfig", default)]
     ipam: Option<IpamSettings>,
+    #[serde(rename = "DriverOpts", default)]
+    driver_opts: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -311,6 +317,29 @@ async fn connect(
     DockerJson(body): DockerJson<ConnectBody>,
 ) -> ApiResult<Response> {
     let endpoint = body.endpoint.unwrap_or_default();
+    // What a connect would otherwise drop is refused by name.
+    let ipam = endpoint.ipam.as_ref();
+    if ipam
+        .and_then(|i| i.ipv6.as_deref())
+        .is_some_and(|a| !a.is_empty())
+    {
+        return Err(ApiError::bad_request(
+            "EndpointConfig.IPAMConfig.IPv6Address: capsa's networks are IPv4 only",
+        ));
+    }
+    if ipam
+        .and_then(|i| i.link_local.as_ref())
+        .is_some_and(|l| !l.is_empty())
+    {
+        return Err(ApiError::bad_request(
+            "EndpointConfig.IPAMConfig.LinkLocalIPs: capsa takes link-local addresses at create only, not on connect",
+        ));
+    }
+    if endpoint.driver_opts.as_ref().is_some_and(|o| !o.is_empty()) {
+        return Err(ApiError::bad_request(
+            "EndpointConfig.DriverOpts: capsa takes endpoint driver options at create only, not on connect",
+        ));
+    }
     let ip = endpoint
         .ipam
         .and_then(|i| i.ipv4)
