@@ -180,15 +180,15 @@ fn networks_are_created_inspected_connected_and_removed() {
         Some(&json!({"Container": "nope"})),
     );
     assert_eq!(status, 404);
-    // Address ranges and reserved addresses are refused by name, not ignored.
+    // An address range outside its subnet is refused, naming it.
     let (status, body) = api.request_json(
         "POST",
         "/networks/create",
-        Some(&json!({"Name": "ranged", "IPAM": {"Config": [{"Subnet": "10.77.9.0/24", "IPRange": "10.77.9.128/25"}]}})),
+        Some(&json!({"Name": "ranged", "IPAM": {"Config": [{"Subnet": "10.77.9.0/24", "IPRange": "10.77.10.0/25"}]}})),
     );
     assert_eq!(status, 400, "{body}");
     assert!(
-        body["message"].as_str().unwrap().contains("IPRange"),
+        body["message"].as_str().unwrap().contains("10.77.10.0/25"),
         "{body}"
     );
     let (status, _) = api.request("GET", "/networks/ranged", None);

@@ -483,6 +483,111 @@ fn a_link_local_ip_is_on_the_interface_and_in_inspect() {
 }
 
 #[test]
+fn an_ip_range_and_auxiliary_addresses_plan_the_addresses_and_a_reconnect_may_change_one() {
+    let env = TestEnv::new();
+    let ok = |args: &[&str]| {
+        let out = env.capsa(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.77.0.0/16",
+        "--ip-range",
+        "10.77.5.0/24",
+        "--gateway",
+        "10.77.5.254",
+        "--aux-address",
+        "router=10.77.5.0",
+        "--aux-address",
+        "printer=10.77.5.1",
+        "planned",
+    ]);
+    let shown = ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{json .IPAM.Config}}",
+        "planned",
+    ]);
+    assert_eq!(
+        shown.trim(),
+        r#"[{"AuxiliaryAddresses":{"printer":"10.77.5.1","router":"10.77.5.0"},"Gateway":"10.77.5.254","IPRange":"10.77.5.0/24","Subnet":"10.77.0.0/16"}]"#
+    );
+    // The first free address of the range, past the reserved ones.
+    ok(&[
+        "run",
+        "-d",
+        "--name",
+        "first",
+        "--network",
+        "planned",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    assert_eq!(
+        env.inspect("first", "{{.NetworkSettings.Networks.planned.IPAddress}}"),
+        "10.77.5.2"
+    );
+    let reserved = env.run(&[
+        "--rm",
+        "--network",
+        "planned",
+        "--ip",
+        "10.77.5.1",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(reserved.status.code(), Some(125));
+    assert!(
+        text(&reserved.stderr).contains("auxiliary address"),
+        "{}",
+        text(&reserved.stderr)
+    );
+    // Disconnected, then back with another address of the subnet (outside the range).
+    ok(&["network", "disconnect", "planned", "first"]);
+    ok(&[
+        "network",
+        "connect",
+        "--ip",
+        "10.77.9.9",
+        "planned",
+        "first",
+    ]);
+    let inside = ok(&["exec", "first", "ip", "-4", "addr", "show", "eth0"]);
+    assert!(inside.contains("inet 10.77.9.9/16"), "{inside}");
+    assert_eq!(
+        env.inspect(
+            "first",
+            "{{.NetworkSettings.Networks.planned.IPAMConfig.IPv4Address}}"
+        ),
+        "10.77.9.9"
+    );
+    // The old address is free again.
+    ok(&[
+        "run",
+        "-d",
+        "--name",
+        "second",
+        "--network",
+        "planned",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    assert_eq!(
+        env.inspect("second", "{{.NetworkSettings.Networks.planned.IPAddress}}"),
+        "10.77.5.2"
+    );
+    ok(&["rm", "-f", "first", "second"]);
+    ok(&["network", "rm", "planned"]);
+    env.assert_clean();
+}
+
+#[test]
 fn bad_network_requests_are_refused() {
     let env = TestEnv::new();
     let one = env.capsa(&["network", "create", "--subnet", "10.77.0.0/16", "one"]);

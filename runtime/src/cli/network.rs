@@ -67,6 +67,12 @@ pub struct CreateArgs {
     /// The bridge's address (default: the subnet's first).
     #[arg(long)]
     gateway: Option<String>,
+    /// Allocate container addresses from this part of the subnet, A.B.C.D/N.
+    #[arg(long = "ip-range")]
+    ip_range: Option<String>,
+    /// An address no container gets, NAME=A.B.C.D (repeatable).
+    #[arg(long = "aux-address")]
+    aux_address: Vec<String>,
     /// No traffic beyond the network's bridge.
     #[arg(long)]
     internal: bool,
@@ -230,13 +236,21 @@ fn create(root: &StateRoot, a: CreateArgs) -> i32 {
         ));
         return EXIT_FAILURE;
     }
-    let made = crate::container::network::create_network(
-        root,
-        &a.name,
-        a.subnet.as_deref(),
-        a.gateway.as_deref(),
-        a.internal,
-    );
+    let mut aux_addresses = std::collections::BTreeMap::new();
+    for entry in &a.aux_address {
+        let Some((key, ip)) = entry.split_once('=') else {
+            super::print_error(format_args!("--aux-address {entry:?}: expected NAME=IP"));
+            return EXIT_FAILURE;
+        };
+        aux_addresses.insert(key.to_string(), ip.to_string());
+    }
+    let plan = crate::net::networks::AddressPlan {
+        subnet: a.subnet,
+        gateway: a.gateway,
+        ip_range: a.ip_range,
+        aux_addresses,
+    };
+    let made = crate::container::network::create_network(root, &a.name, &plan, a.internal);
     match made {
         Ok(n) => {
             println!("{}", n.id);

@@ -225,8 +225,7 @@ pub fn plan(
 pub fn create_network(
     root: &crate::root::StateRoot,
     name: &str,
-    subnet: Option<&str>,
-    gateway: Option<&str>,
+    plan: &crate::net::networks::AddressPlan,
     internal: bool,
 ) -> Result<crate::net::networks::NetworkRecord, net::NetError> {
     let default_bridge = BridgeConfig::load(&root.daemon_config())?;
@@ -248,14 +247,8 @@ pub fn create_network(
             _ => None,
         })
         .collect();
-    let record = NetworkStore::new(root.dir()).create(
-        name,
-        subnet,
-        gateway,
-        internal,
-        &default_bridge,
-        &elsewhere,
-    )?;
+    let record =
+        NetworkStore::new(root.dir()).create(name, plan, internal, &default_bridge, &elsewhere)?;
     let subnet = Claim::Subnet {
         net: record.subnet,
         prefix: record.prefix,
@@ -269,6 +262,22 @@ pub fn create_network(
         &[("name", &record.name), ("type", "bridge")],
     );
     Ok(record)
+}
+
+/// A network's `IPAM.Config` entry as Docker shows it (`IPRange` and
+/// `AuxiliaryAddresses` only when set).
+fn ipam_config(r: &crate::net::networks::NetworkRecord) -> serde_json::Value {
+    let mut config = serde_json::json!({
+        "Subnet": format!("{}/{}", r.subnet, r.prefix),
+        "Gateway": r.gateway.to_string(),
+    });
+    if let Some((net, prefix)) = r.ip_range {
+        config["IPRange"] = format!("{net}/{prefix}").into();
+    }
+    if !r.aux_addresses.is_empty() {
+        config["AuxiliaryAddresses"] = serde_json::json!(r.aux_addresses);
+    }
+    config
 }
 
 /// Why a network cannot be removed.
@@ -337,6 +346,8 @@ pub fn describe(
                 internal: false,
                 created: String::new(),
                 labels: Default::default(),
+                ip_range: None,
+                aux_addresses: Default::default(),
             })
         }
         Some(_) => None,
@@ -377,7 +388,7 @@ pub fn describe(
             "Driver": "bridge",
             "EnableIPv4": true,
             "EnableIPv6": false,
-            "IPAM": {"Driver": "default", "Options": null, "Config": [{"Subnet": format!("{}/{}", r.subnet, r.prefix), "Gateway": r.gateway.to_string()}]},
+            "IPAM": {"Driver": "default", "Options": null, "Config": [ipam_config(&r)]},
             "Internal": r.internal,
             "Attachable": false,
             "Ingress": false,
@@ -524,11 +535,8 @@ fn reattach_first(
         .detached_endpoint
         .clone()
         .expect("checked by the caller");
-    if ip.is_some_and(|ip| ip != endpoint.ip) {
-        return Err(invalid(format!(
-            "container {}: its address on {name} is {}; capsa does not change it while reconnecting",
-            state.name, endpoint.ip
-        )));
+    if let Some(ip) = ip.filter(|ip| *ip != endpoint.ip) {
+        endpoint = readdress(store, state, name, endpoint, ip, mac)?;
     }
     if mac.is_some_and(|mac| mac != endpoint.mac) {
         return Err(invalid(format!(
@@ -554,6 +562,76 @@ fn reattach_first(
     refresh_hosts(store, name);
     connection_event(store, "connect", name, &state.id);
     Ok(())
+}
+
+/// The detached first `endpoint` of `state` with the new address `ip` a reconnect asks for
+/// (`docker network connect --ip`): checked free on network `name` as at create, and the
+/// MAC derived from it unless one was set.
+fn readdress(
+    store: &ContainerStore,
+    state: &State,
+    name: &str,
+    endpoint: Endpoint,
+    ip: std::net::Ipv4Addr,
+    mac: Option<[u8; 6]>,
+) -> Result<Endpoint, ContainerError> {
+    let invalid = |m: String| ContainerError::InvalidArgument(m);
+    if name == "bridge" {
+        return Err(invalid(FIXED_IP_ON_DEFAULT_BRIDGE.into()));
+    }
+    let config = bridge_config(store, name)?;
+    let _pool = FileLock::acquire(&store.root().dir().join("network.lock"))
+        .map_err(|e| ContainerError::io(&store.root().dir().join("network.lock"), e))?;
+    let others: Vec<State> = store
+        .list()
+        .into_iter()
+        .filter(|s| s.id != state.id)
+        .collect();
+    let o = endpoint.ip.octets();
+    let derived_mac = endpoint.mac == [0x02, 0x42, o[0], o[1], o[2], o[3]];
+    let request = net::Request {
+        network: name.to_string(),
+        ip: Some(ip),
+        mac: mac.or((!derived_mac).then_some(endpoint.mac)),
+        ..net::Request::default()
+    };
+    let claims = lock_claims()?;
+    let me = claimant(store, &state.id);
+    let elsewhere = claims
+        .of_others(&me, still_holds)
+        .map_err(|e| invalid(e.to_string()))?;
+    let fresh = net::allocate(
+        &config,
+        &state.id,
+        &request,
+        &addresses_on(&others, name),
+        &[],
+    )
+    .map_err(|e| invalid(e.to_string()))?;
+    let taken_elsewhere = elsewhere.iter().any(|(c, _)| {
+        matches!(c, Claim::Address { bridge, ip } if *bridge == config.name && *ip == fresh.ip)
+    });
+    if taken_elsewhere {
+        return Err(invalid(format!(
+            "--ip {}: the address is already in use on network {name}",
+            fresh.ip
+        )));
+    }
+    let moved = Endpoint {
+        ip: fresh.ip,
+        mac: fresh.mac,
+        ip_requested: true,
+        ..endpoint.clone()
+    };
+    let (old, new) = (
+        claims::of_endpoint(&config.name, &endpoint),
+        claims::of_endpoint(&config.name, &moved),
+    );
+    claims.release(&old, &me);
+    claims
+        .record(&new, &me)
+        .map_err(|e| invalid(e.to_string()))?;
+    Ok(moved)
 }
 
 /// `network connect`: gives container `id` an interface on network `name` (eth1, eth2...),

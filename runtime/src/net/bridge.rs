@@ -22,6 +22,11 @@ pub struct BridgeConfig {
     pub gateway: Ipv4Addr,
     /// No traffic beyond the bridge (`network create --internal`).
     pub internal: bool,
+    /// `--ip-range`: the part of the subnet addresses are picked from (a fixed `--ip` may
+    /// be anywhere in the subnet, as with Docker).
+    pub pool: Option<(Ipv4Addr, u8)>,
+    /// `--aux-address`: addresses never given to a container.
+    pub reserved: Vec<Ipv4Addr>,
 }
 
 impl Default for BridgeConfig {
@@ -32,6 +37,8 @@ impl Default for BridgeConfig {
             prefix: 16,
             gateway: Ipv4Addr::new(10, 88, 0, 1),
             internal: false,
+            pool: None,
+            reserved: Vec::new(),
         }
     }
 }
@@ -66,17 +73,26 @@ impl BridgeConfig {
             prefix,
             gateway,
             internal: false,
+            pool: None,
+            reserved: Vec::new(),
         })
     }
 
-    /// The lowest address of the subnet that is neither the network, the gateway, the
-    /// broadcast address nor in `taken`.
+    /// The lowest address of the pool (the `--ip-range`, else the subnet) that is neither
+    /// the subnet's network or broadcast address, the gateway, reserved, nor in `taken`.
     pub fn free_address(&self, taken: &[Ipv4Addr]) -> Option<Ipv4Addr> {
-        let base = u32::from(self.subnet);
-        let size = 1u32 << (32 - self.prefix);
-        (1..size - 1)
-            .map(|i| Ipv4Addr::from(base + i))
-            .find(|ip| *ip != self.gateway && !taken.contains(ip))
+        let (base, prefix) = self.pool.unwrap_or((self.subnet, self.prefix));
+        let (base, size) = (u32::from(base), 1u32 << (32 - prefix));
+        let subnet_size = 1u32 << (32 - self.prefix);
+        let (network, broadcast) = (
+            u32::from(self.subnet),
+            u32::from(self.subnet) + subnet_size - 1,
+        );
+        (0..size)
+            .map(|i| base + i)
+            .filter(|a| *a != network && *a != broadcast)
+            .map(Ipv4Addr::from)
+            .find(|ip| *ip != self.gateway && !self.reserved.contains(ip) && !taken.contains(ip))
     }
 }
 

@@ -202,6 +202,20 @@ impl Claims {
         }
         Ok(())
     }
+
+    /// Gives up those of `claims` that `by` holds (an address it no longer uses); a claim
+    /// of another is left alone.
+    pub fn release(&self, claims: &[Claim], by: &Claimant) {
+        for claim in claims {
+            let path = self.dir.join(claim.file_name());
+            let holder = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Claimant>(&b).ok());
+            if holder.as_ref() == Some(by) {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
 }
 
 /// What a container's endpoint claims on `bridge`: its address, MAC and host ports.

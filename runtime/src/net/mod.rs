@@ -264,6 +264,12 @@ pub fn allocate(
                     request.network
                 )));
             }
+            if config.reserved.contains(&ip) {
+                return Err(NetError::Invalid(format!(
+                    "--ip {ip}: the address is an auxiliary address of network {}",
+                    request.network
+                )));
+            }
             ip
         }
         None => config.free_address(taken_ips).ok_or_else(|| {

@@ -34,6 +34,25 @@ pub struct NetworkRecord {
     /// Its labels (`network create --label`, the API's `Labels`).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// `--ip-range`: where addresses are picked from (network address, prefix).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<(Ipv4Addr, u8)>,
+    /// `--aux-address NAME=IP`: addresses never given to a container.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub aux_addresses: std::collections::BTreeMap<String, Ipv4Addr>,
+}
+
+/// What `network create` asks of its addresses (the API's `IPAM.Config`); all optional.
+#[derive(Debug, Clone, Default)]
+pub struct AddressPlan {
+    /// `--subnet`.
+    pub subnet: Option<String>,
+    /// `--gateway`.
+    pub gateway: Option<String>,
+    /// `--ip-range`.
+    pub ip_range: Option<String>,
+    /// `--aux-address NAME=IP`.
+    pub aux_addresses: std::collections::BTreeMap<String, String>,
 }
 
 impl NetworkRecord {
@@ -45,6 +64,8 @@ impl NetworkRecord {
             prefix: self.prefix,
             gateway: self.gateway,
             internal: self.internal,
+            pool: self.ip_range,
+            reserved: self.aux_addresses.values().copied().collect(),
         }
     }
 }
@@ -123,8 +144,7 @@ impl NetworkStore {
     pub fn create(
         &self,
         name: &str,
-        subnet: Option<&str>,
-        gateway: Option<&str>,
+        plan: &AddressPlan,
         internal: bool,
         default_bridge: &BridgeConfig,
         elsewhere: &[(Ipv4Addr, u8, String)],
@@ -163,7 +183,12 @@ impl NetworkStore {
             "bridge".into(),
         ));
         taken.extend(elsewhere.iter().cloned());
-        let (net, prefix) = match subnet {
+        if plan.subnet.is_none() && (plan.ip_range.is_some() || !plan.aux_addresses.is_empty()) {
+            return Err(invalid(
+                "an address range or auxiliary address needs its subnet (--subnet)".into(),
+            ));
+        }
+        let (net, prefix) = match plan.subnet.as_deref() {
             Some(s) => parse_cidr(s)?,
             None => (1..=255u8)
                 .map(|n| (Ipv4Addr::new(10, 89, n, 0), 24))
@@ -175,7 +200,7 @@ impl NetworkStore {
                 "invalid pool request: subnet {net}/{prefix} overlaps with network {other}"
             )));
         }
-        let gateway = match gateway {
+        let gateway = match plan.gateway.as_deref() {
             Some(g) => {
                 let g: Ipv4Addr = g
                     .parse()
@@ -189,6 +214,34 @@ impl NetworkStore {
             }
             None => Ipv4Addr::from(u32::from(net) + 1),
         };
+        let ip_range = plan
+            .ip_range
+            .as_deref()
+            .map(|r| {
+                let (r_net, r_prefix) =
+                    parse_cidr(r).map_err(|e| invalid(format!("invalid ip range {r:?}: {e}")))?;
+                if r_prefix < prefix || !overlaps(r_net, prefix, net, prefix) {
+                    return Err(invalid(format!(
+                        "ip range {r} is not within subnet {net}/{prefix}"
+                    )));
+                }
+                Ok((r_net, r_prefix))
+            })
+            .transpose()?;
+        let mut aux_addresses = std::collections::BTreeMap::new();
+        for (key, value) in &plan.aux_addresses {
+            let ip: Ipv4Addr = value.parse().map_err(|_| {
+                invalid(format!(
+                    "auxiliary address {key}={value:?}: not an IPv4 address"
+                ))
+            })?;
+            if !overlaps(ip, prefix, net, prefix) || ip == gateway {
+                return Err(invalid(format!(
+                    "auxiliary address {key}={ip}: not a usable address of subnet {net}/{prefix}"
+                )));
+            }
+            aux_addresses.insert(key.clone(), ip);
+        }
         let id = crate::ids::new_id();
         let record = NetworkRecord {
             name: name.to_string(),
@@ -200,6 +253,8 @@ impl NetworkStore {
             internal,
             created: crate::timefmt::rfc3339(std::time::SystemTime::now()),
             labels: Default::default(),
+            ip_range,
+            aux_addresses,
         };
         crate::fsutil::write_json_atomic(&self.path(name), &record)
             .map_err(|e| invalid(format!("{}: {e}", self.path(name).display())))?;

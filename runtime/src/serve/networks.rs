@@ -195,28 +195,16 @@ async fn create(
             "IPAM.Config: capsa's networks have one IPv4 subnet",
         ));
     }
-    // Refused rather than ignored: an address picked outside the range asked for, or on a
-    // reserved one, would surprise whoever planned them.
-    if configs
-        .iter()
-        .any(|c| c.ip_range.as_deref().is_some_and(|r| !r.is_empty()))
-    {
-        return Err(ApiError::bad_request(
-            "IPAM.Config.IPRange: capsa allocates from the whole subnet; address ranges are not supported yet",
-        ));
-    }
-    if configs
-        .iter()
-        .any(|c| c.aux.as_ref().is_some_and(|a| !a.is_empty()))
-    {
-        return Err(ApiError::bad_request(
-            "IPAM.Config.AuxiliaryAddresses: reserved addresses are not supported yet",
-        ));
-    }
-    let (subnet, gateway) = configs
+    let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
+    let plan = configs
         .into_iter()
         .next()
-        .map(|c| (c.subnet, c.gateway))
+        .map(|c| crate::net::networks::AddressPlan {
+            subnet: nonempty(c.subnet),
+            gateway: nonempty(c.gateway),
+            ip_range: nonempty(c.ip_range),
+            aux_addresses: c.aux.unwrap_or_default(),
+        })
         .unwrap_or_default();
     blocking(move || {
         let name = body.name;
@@ -229,14 +217,8 @@ async fn create(
                 "network with name {name} already exists"
             )));
         }
-        let record = container_net::create_network(
-            &engine.root,
-            &name,
-            subnet.as_deref().filter(|s| !s.is_empty()),
-            gateway.as_deref().filter(|g| !g.is_empty()),
-            body.internal,
-        )
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let record = container_net::create_network(&engine.root, &name, &plan, body.internal)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
         if let Some(labels) = body.labels.filter(|l| !l.is_empty()) {
             NetworkStore::new(engine.root.dir())
                 .set_labels(&name, labels)
