@@ -695,3 +695,39 @@ fn in_a_vm_the_guest_applies_them_and_a_device_is_refused_by_name() {
     );
     env.capsa(&["rm", "-f", "guest"]);
 }
+
+#[test]
+fn uts_host_shares_the_hosts_hostname_namespace_and_nothing_else() {
+    let env = TestEnv::new();
+    let host_uts = std::fs::read_link("/proc/self/ns/uts").unwrap();
+    let host_pid = std::fs::read_link("/proc/self/ns/pid").unwrap();
+    let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let script = "readlink /proc/self/ns/uts; readlink /proc/self/ns/pid; hostname";
+    let shared = sh(&env, &["--uts", "host"], script);
+    let lines: Vec<&str> = shared.lines().collect();
+    assert_eq!(lines[0], host_uts.to_str().unwrap(), "{shared}");
+    assert_ne!(lines[1], host_pid.to_str().unwrap(), "{shared}");
+    assert_eq!(lines[2], host_name.trim(), "{shared}");
+    let own = sh(&env, &[], script);
+    assert_ne!(
+        own.lines().next(),
+        Some(host_uts.to_str().unwrap()),
+        "{own}"
+    );
+    let out = env.run(&[
+        "--rm",
+        "--uts",
+        "host",
+        "--hostname",
+        "x",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("--uts host"),
+        "{}",
+        text(&out.stderr)
+    );
+    env.assert_clean();
+}

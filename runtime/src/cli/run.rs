@@ -252,6 +252,9 @@ pub struct RunArgs {
     /// User namespace: auto (a private range of 65536 host IDs) or host.
     #[arg(long)]
     userns: Option<String>,
+    /// UTS namespace: host shares the host's hostname (the default is the container's own).
+    #[arg(long)]
+    uts: Option<String>,
     /// The image to run.
     image: String,
     /// Command and arguments.
@@ -342,6 +345,11 @@ impl RunArgs {
             privileged: self.privileged,
             cgroup_parent: self.cgroup_parent,
             userns,
+            uts_host: match self.uts.as_deref() {
+                None | Some("") | Some("private") => false,
+                Some("host") => true,
+                Some(other) => return bad(&format!("--uts {other:?}: expected host")),
+            },
             log_rotation,
             restart_policy,
             stop_signal,

@@ -131,6 +131,8 @@ pub struct RunOptions {
     pub cgroup_parent: Option<String>,
     /// `--userns=auto`: a user namespace with a private range of host IDs.
     pub userns: bool,
+    /// `--uts host`: the host's UTS namespace (its hostname) instead of the container's own.
+    pub uts_host: bool,
     /// `--restart`.
     pub restart_policy: super::restart::RestartPolicy,
     /// `--stop-signal`, as a number.

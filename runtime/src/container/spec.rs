@@ -411,10 +411,22 @@ pub use crate::linux::cgroups::resources_of;
 
 /// Builds the spec. Fails, naming the flag, on what cannot work.
 pub fn build(opts: &RunOptions, image: &Image, ctx: &SpecContext) -> Result<Spec, ContainerError> {
-    let hostname = opts
-        .hostname
-        .clone()
-        .unwrap_or_else(|| super::id::short(ctx.id).to_string());
+    if opts.uts_host && opts.hostname.is_some() {
+        return Err(ContainerError::InvalidArgument(
+            "conflicting options: --hostname and --uts host".into(),
+        ));
+    }
+    // In the host's UTS namespace the name the workload sees is the host's.
+    let hostname = match opts.uts_host {
+        true => nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_default(),
+        false => opts
+            .hostname
+            .clone()
+            .unwrap_or_else(|| super::id::short(ctx.id).to_string()),
+    };
     let args = command_line(opts, image);
     if args.is_empty() {
         return Err(ContainerError::InvalidArgument(
@@ -518,6 +530,9 @@ pub fn build(opts: &RunOptions, image: &Image, ctx: &SpecContext) -> Result<Spec
     ];
     if opts.network == crate::net::NetworkMode::Host {
         namespaces.retain(|t| *t != LinuxNamespaceType::Network);
+    }
+    if opts.uts_host {
+        namespaces.retain(|t| *t != LinuxNamespaceType::Uts);
     }
     if ctx.userns_base.is_some() {
         namespaces.push(LinuxNamespaceType::User);

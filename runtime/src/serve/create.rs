@@ -314,7 +314,8 @@ pub fn to_options(
     };
     absent("PidMode", mode(&host.pid_mode, &["private"]))?;
     absent("IpcMode", mode(&host.ipc_mode, &["private", "shareable"]))?;
-    absent("UTSMode", mode(&host.uts_mode, &["private"]))?;
+    absent("UTSMode", mode(&host.uts_mode, &["private", "host"]))?;
+    let uts_host = host.uts_mode.as_deref() == Some("host");
     let userns = match host.userns_mode.as_deref().unwrap_or("") {
         "" | "host" => false,
         "auto" => true,
@@ -579,6 +580,7 @@ pub fn to_options(
         privileged: host.privileged.unwrap_or(false),
         cgroup_parent,
         userns,
+        uts_host,
         log_rotation,
         restart_policy,
         stop_signal,

@@ -29,6 +29,9 @@ pub fn check_supported(opts: &RunOptions) -> Result<(), ContainerError> {
     if opts.userns {
         return no("--userns=auto");
     }
+    if opts.uts_host {
+        return no("--uts host (a VM has its own kernel)");
+    }
     if !opts.link_local_ips.is_empty() {
         return no("--link-local-ip (the agent sets the guest's one address)");
     }
