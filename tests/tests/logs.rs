@@ -148,3 +148,109 @@ fn logs_give_back_the_exact_byte_stream() {
     assert!(env.capsa(&["rm", "bytes"]).status.success());
     env.assert_clean();
 }
+
+/// `--log-driver none`: nothing is written anywhere, `logs` refuses in Docker's words, and
+/// the output still reaches whoever is attached (`start -a` here, `docker run` below).
+#[test]
+fn the_none_driver_keeps_nothing_and_attached_clients_still_see_the_output() {
+    let env = TestEnv::new();
+    let created = env.create(&[
+        "--name",
+        "quiet",
+        "--log-driver",
+        "none",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "echo to-out; echo to-err >&2",
+    ]);
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let started = env.capsa(&["start", "-a", "quiet"]);
+    assert!(started.status.success(), "{}", text(&started.stderr));
+    assert_eq!(text(&started.stdout), "to-out\n");
+    assert_eq!(text(&started.stderr), "to-err\n");
+    let logs = env.capsa(&["logs", "quiet"]);
+    assert_eq!(logs.status.code(), Some(1));
+    assert!(
+        text(&logs.stderr).contains("configured logging driver does not support reading"),
+        "{}",
+        text(&logs.stderr)
+    );
+    let dirs = env.container_dirs();
+    assert_eq!(dirs.len(), 1);
+    let kept: Vec<_> = std::fs::read_dir(&dirs[0])
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("ctr.log"))
+        .collect();
+    assert!(kept.is_empty(), "a log file was written: {kept:?}");
+    assert_eq!(
+        env.inspect("quiet", "{{.HostConfig.LogConfig.Type}}"),
+        "none"
+    );
+
+    // Through the Docker API: `docker run` prints what it attached to.
+    let api = env.serve();
+    let out = api.docker_ok(&[
+        "run",
+        "--rm",
+        "--log-driver",
+        "none",
+        "--network",
+        "none",
+        "busybox",
+        "echo",
+        "via-api",
+    ]);
+    assert_eq!(out, "via-api\n");
+
+    for (flags, why) in [
+        (
+            &["--log-driver", "none", "--log-opt", "max-size=1m"][..],
+            "takes no options",
+        ),
+        (
+            &["--log-driver", "syslog"][..],
+            "no log driver named 'syslog'",
+        ),
+    ] {
+        let out = env.run(&[flags, &["--rm", "busybox", "true"][..]].concat());
+        assert_eq!(out.status.code(), Some(125), "{flags:?}");
+        assert!(
+            text(&out.stderr).contains(why),
+            "{flags:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    assert!(env.capsa(&["rm", "quiet"]).status.success());
+    env.assert_clean();
+}
+
+/// `--log-driver local`: read back by `logs`, shown as `local`.
+#[test]
+fn the_local_driver_keeps_the_output_for_logs() {
+    let env = TestEnv::new();
+    let out = env.run(&[
+        "-d",
+        "--name",
+        "kept",
+        "--log-driver",
+        "local",
+        "--network",
+        "none",
+        "busybox",
+        "echo",
+        "kept-line",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&env.capsa(&["wait", "kept"]).stdout).trim(), "0");
+    assert_eq!(text(&env.capsa(&["logs", "kept"]).stdout), "kept-line\n");
+    assert_eq!(
+        env.inspect("kept", "{{.HostConfig.LogConfig.Type}}"),
+        "local"
+    );
+    assert!(env.capsa(&["rm", "kept"]).status.success());
+    env.assert_clean();
+}

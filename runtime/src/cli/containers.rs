@@ -795,7 +795,11 @@ pub fn attach_and_start(
     keys: &[u8],
     start_it: bool,
 ) -> Result<Option<i32>, crate::container::ContainerError> {
-    let session = api::terminal_session(store, id)?;
+    // A terminal, or (`--log-driver none`) the output pipes: both on the attach socket.
+    let session = match has_terminal(store, id) {
+        true => api::terminal_session(store, id)?,
+        false => api::input_session(store, id)?,
+    };
     if start_it {
         if let ExecOutcome::Failed(code, message) = api::start(store, id, &mut render_notice)? {
             return Err(crate::container::ContainerError::Exec { code, message });
@@ -868,7 +872,11 @@ pub fn start(root: &StateRoot, args: StartArgs) -> i32 {
                     s.status != Status::Running
                         && api::sandbox_of(&s).terminal_run() == TerminalRun::Attach
                 });
-                if has_terminal(&store, &id) && stopped {
+                let on_socket = has_terminal(&store, &id)
+                    || store
+                        .observe(&id)
+                        .is_ok_and(|s| s.log_driver == crate::container::logfile::Driver::None);
+                if on_socket && stopped {
                     // The monitor (new for a stopped container) serves the terminal.
                     let revived = store
                         .observe(&id)

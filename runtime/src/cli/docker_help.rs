@@ -41,7 +41,7 @@ const WORDING: &[(&[&str], &str, &str)] = &[
     (RUN, "cgroup_parent", "Optional parent cgroup for the container"),
     (RUN, "stop_signal", "Signal to stop the container"),
     (RUN, "stop_timeout", "Timeout (in seconds) to stop a container"),
-    (RUN, "log_driver", "Logging driver for the container (capsa: json-file)"),
+    (RUN, "log_driver", "Logging driver for the container (capsa: json-file, local, none)"),
     (RUN, "log_opt", "Log driver options"),
     (RUN, "pull", "Pull image before running (\"always\", \"missing\", \"never\")"),
     (RUN, "platform", "Set platform if server is multi-platform capable"),

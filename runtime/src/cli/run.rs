@@ -231,7 +231,8 @@ pub struct RunArgs {
     /// Disable any container-specified HEALTHCHECK.
     #[arg(long = "no-healthcheck")]
     no_healthcheck: bool,
-    /// Logging driver (only json-file).
+    /// Logging driver: json-file, local (rotated at 20m into 5 files by default) or none
+    /// (nothing kept; output reaches only attached clients).
     #[arg(long = "log-driver", default_value = "json-file")]
     log_driver: String,
     /// Log driver options: max-size=SIZE, max-file=N.
@@ -282,12 +283,10 @@ impl RunArgs {
                 ));
             }
         };
-        if self.log_driver != "json-file" {
-            return bad(&format!(
-                "--log-driver {:?}: only json-file is available",
-                self.log_driver
-            ));
-        }
+        let log_driver = match crate::container::logfile::Driver::parse(&self.log_driver) {
+            Ok(d) => d,
+            Err(e) => return bad(&e),
+        };
         let network =
             crate::net::NetworkMode::parse(&self.network).map_err(ContainerError::invalid)?;
         let restart_policy = crate::container::restart::RestartPolicy::parse(&self.restart)?;
@@ -296,7 +295,8 @@ impl RunArgs {
             .as_deref()
             .map(crate::container::kill::parse_signal)
             .transpose()?;
-        let log_rotation = crate::container::logfile::Rotation::parse(&self.log_opt)
+        let log_rotation = log_driver
+            .rotation(&self.log_opt)
             .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
         let tuning = self.tuning()?;
         let healthcheck = self.healthcheck()?;
@@ -351,6 +351,7 @@ impl RunArgs {
                 Some(other) => return bad(&format!("--uts {other:?}: expected host")),
             },
             log_rotation,
+            log_driver,
             restart_policy,
             stop_signal,
             stop_timeout: self.stop_timeout,

@@ -2,7 +2,8 @@
 //! stderr go to the log and, as `Output` events on the attach socket, to every attached
 //! client; what clients send as `Input` goes to its stdin pipe, and with `StdinOnce`
 //! (`docker run -i`) a client's `CloseInput` closes it, so a workload reading input from
-//! a file or a pipe sees its end.
+//! a file or a pipe sees its end. A container whose log driver is `none` runs through it
+//! too, without a stdin: attached clients are the only place its output goes.
 //!
 //! Input is taken from clients only while the stdin pipe has room: a workload that does
 //! not read holds its clients back, never the monitor's memory or its output.
@@ -35,12 +36,15 @@ struct Pending {
 pub fn relay(
     out: OwnedFd,
     err: OwnedFd,
-    stdin: OwnedFd,
+    stdin: Option<OwnedFd>,
     listener: UnixListener,
     stdin_once: bool,
     log: &mut logfile::Writer,
 ) {
-    for fd in [&out, &err, &stdin] {
+    for fd in [Some(&out), Some(&err), stdin.as_ref()]
+        .into_iter()
+        .flatten()
+    {
         let _ = nix::fcntl::fcntl(
             fd.as_raw_fd(),
             nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
@@ -48,7 +52,7 @@ pub fn relay(
     }
     let _ = listener.set_nonblocking(true);
     let mut outputs = [Some(out), Some(err)];
-    let mut stdin = Some(stdin);
+    let mut stdin = stdin;
     let mut clients: Vec<Client> = Vec::new();
     let mut pending = Pending::default();
     let mut buf = vec![0u8; READ_CHUNK];

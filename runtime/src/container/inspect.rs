@@ -173,7 +173,8 @@ fn host_config(s: &State, spec: &Value) -> Value {
         .map(|(p, o)| (p.as_str(), o.as_str()))
         .collect();
     let mut log_config = s.asked.log_config.clone();
-    if let (true, Some(size)) = (log_config.is_empty(), s.log_rotation.max_size) {
+    let from_flags = s.log_driver == super::logfile::Driver::JsonFile;
+    if let (true, true, Some(size)) = (from_flags, log_config.is_empty(), s.log_rotation.max_size) {
         // A record from before the options were kept: what they came to.
         log_config.insert("max-size".into(), size.to_string());
         log_config.insert("max-file".into(), s.log_rotation.max_file.to_string());
@@ -221,7 +222,7 @@ fn host_config(s: &State, spec: &Value) -> Value {
                 _ => 0,
             },
         },
-        "LogConfig": { "Type": "json-file", "Config": log_config },
+        "LogConfig": { "Type": s.log_driver.name(), "Config": log_config },
         "CgroupParent": s.cgroup.dirs.values().next().and_then(|d| d.parent()).map(|p| p.display().to_string()),
         "CgroupnsMode": private_or_host("cgroup"),
     });

@@ -24,6 +24,70 @@ pub struct Record {
     pub time: String,
 }
 
+/// The log driver (`--log-driver`, the API's `LogConfig.Type`): where a container's output
+/// is kept. `local` keeps it as json-file does, with Docker's local driver's default
+/// limits (the file format of Docker's own local driver is internal to dockerd); `none`
+/// keeps nothing, and its output reaches only clients attached while it runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Driver {
+    /// Docker's default.
+    #[default]
+    JsonFile,
+    /// Rotated by default: 20 MiB per file, 5 files.
+    Local,
+    /// Nothing kept; `logs` refuses.
+    None,
+}
+
+/// `logs` of a container whose driver keeps nothing: Docker's words.
+pub const NOT_READABLE: &str = "configured logging driver does not support reading";
+
+impl Driver {
+    /// Parses a driver's name (empty: json-file).
+    pub fn parse(name: &str) -> Result<Driver, String> {
+        match name {
+            "" | "json-file" => Ok(Driver::JsonFile),
+            "local" => Ok(Driver::Local),
+            "none" => Ok(Driver::None),
+            other => Err(format!(
+                "logger: no log driver named '{other}' is registered (capsa has json-file, local and none)"
+            )),
+        }
+    }
+
+    /// Its name as Docker writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::JsonFile => "json-file",
+            Driver::Local => "local",
+            Driver::None => "none",
+        }
+    }
+
+    /// The rotation of this driver with `opts` (`--log-opt`): `none` takes no option,
+    /// `local` rotates at 20m into 5 files unless told otherwise.
+    pub fn rotation(self, opts: &[String]) -> Result<Rotation, LogOptError> {
+        match self {
+            Driver::None => match opts.first() {
+                Some(o) => Err(LogOptError::ForNone(o.clone())),
+                None => Ok(Rotation::default()),
+            },
+            Driver::JsonFile => Rotation::parse(opts),
+            Driver::Local => {
+                let mut r = Rotation::parse(opts)?;
+                if r.max_size.is_none() {
+                    r.max_size = Some(20 << 20);
+                    if !opts.iter().any(|o| o.starts_with("max-file=")) {
+                        r.max_file = 5;
+                    }
+                }
+                Ok(r)
+            }
+        }
+    }
+}
+
 /// Rotation limits (`--log-opt`). No `max_size`: one file that grows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rotation {
@@ -48,6 +112,9 @@ pub enum LogOptError {
     /// Holds the key given.
     #[error("--log-opt {0}: unknown option for the json-file driver (max-size, max-file)")]
     Unknown(String),
+    /// Holds the option given.
+    #[error("--log-opt {0:?}: the none log driver takes no options")]
+    ForNone(String),
 }
 
 impl Rotation {
@@ -183,7 +250,8 @@ const RECORD_OVERHEAD: usize = 128;
 /// monitor a few system calls per chunk rather than one per line.
 pub struct Writer {
     path: PathBuf,
-    file: std::fs::File,
+    /// None for the `none` driver: output is dropped.
+    file: Option<std::fs::File>,
     /// Bytes in the current file, records not yet written excluded.
     size: u64,
     rotation: Rotation,
@@ -201,7 +269,7 @@ impl Writer {
         let size = file.metadata()?.len();
         Ok(Writer {
             path: path.to_path_buf(),
-            file,
+            file: Some(file),
             size,
             rotation,
             partial: [vec![], vec![]],
@@ -210,9 +278,28 @@ impl Writer {
         })
     }
 
+    /// The log of a container with `driver`: at `path`, or, for `none`, nowhere.
+    pub fn for_driver(driver: Driver, path: &Path, rotation: Rotation) -> std::io::Result<Writer> {
+        match driver {
+            Driver::None => Ok(Writer {
+                path: path.to_path_buf(),
+                file: None,
+                size: 0,
+                rotation,
+                partial: [vec![], vec![]],
+                out: Vec::new(),
+                now: String::new(),
+            }),
+            Driver::JsonFile | Driver::Local => Writer::open(path, rotation),
+        }
+    }
+
     /// Adds output of `stream` (0 stdout, 1 stderr): each complete line becomes a record,
     /// a line that fills [`MAX_RECORD`] a partial record; the rest waits for more.
     pub fn write(&mut self, stream: usize, mut data: &[u8]) {
+        if self.file.is_none() {
+            return;
+        }
         self.stamp();
         while !data.is_empty() {
             let room = MAX_RECORD - self.partial[stream].len();
@@ -313,7 +400,7 @@ impl Writer {
         if self.out.is_empty() {
             return;
         }
-        if self.file.write_all(&self.out).is_ok() {
+        if let Some(Ok(())) = self.file.as_mut().map(|f| f.write_all(&self.out)) {
             self.size += self.out.len() as u64;
         }
         self.out.clear();
@@ -324,7 +411,9 @@ impl Writer {
         let keep = self.rotation.max_file.max(1);
         let numbered = |n: u32| PathBuf::from(format!("{}.{n}", self.path.display()));
         if keep == 1 {
-            let _ = self.file.set_len(0);
+            if let Some(f) = &self.file {
+                let _ = f.set_len(0);
+            }
             self.size = 0;
             return;
         }
@@ -334,7 +423,7 @@ impl Writer {
         }
         let _ = std::fs::rename(&self.path, numbered(1));
         if let Ok(f) = open_private(&self.path) {
-            self.file = f;
+            self.file = Some(f);
             self.size = 0;
         }
     }

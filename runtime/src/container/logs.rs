@@ -64,6 +64,11 @@ pub fn select(
     opts: &LogsOptions,
 ) -> Result<(Vec<Record>, usize), ContainerError> {
     let path = store.dir(id).log();
+    if store.load(id)?.log_driver == logfile::Driver::None {
+        return Err(ContainerError::InvalidArgument(
+            logfile::NOT_READABLE.to_string(),
+        ));
+    }
     if !path.exists() {
         let state = store.load(id)?;
         if !matches!(state.status, Status::Creating | Status::Created) {

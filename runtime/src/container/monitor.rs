@@ -174,8 +174,12 @@ fn run_once(
     let id = prepared.state.id.clone();
     let dir = store.dir(&id);
     let io_err = |e: std::io::Error| ContainerError::io(&dir.dir, e);
-    let mut log = logfile::Writer::open(&dir.log(), prepared.state.log_rotation)
-        .map_err(|e| ContainerError::io(&dir.log(), e))?;
+    let mut log = logfile::Writer::for_driver(
+        prepared.state.log_driver,
+        &dir.log(),
+        prepared.state.log_rotation,
+    )
+    .map_err(|e| ContainerError::io(&dir.log(), e))?;
     let terminal = prepared
         .spec
         .process()
@@ -192,6 +196,9 @@ fn run_once(
         Output::terminal(&dir.dir, size).map_err(io_err)?
     } else if prepared.state.open_stdin {
         Output::fed_pipes(&dir.dir, prepared.state.stdin_once).map_err(io_err)?
+    } else if prepared.state.log_driver == logfile::Driver::None {
+        // Kept nowhere: the output reaches the clients attached to its socket.
+        Output::attached_pipes(&dir.dir).map_err(io_err)?
     } else {
         Output::pipes().map_err(io_err)?
     };
@@ -343,6 +350,18 @@ impl Output {
         })
     }
 
+    /// Pipes whose output goes to the attach socket's clients, stdin closed (`--log-driver
+    /// none` without `-i`: no log to follow).
+    fn attached_pipes(dir: &std::path::Path) -> std::io::Result<Output> {
+        let pipes = Pipes::new(stdio::Input::Closed, stdio::Output::Separate)?;
+        let listener = super::attach::listen(dir)?;
+        Ok(Output::FedPipes {
+            pipes,
+            listener,
+            stdin_once: false,
+        })
+    }
+
     /// A pty (of the spec's console size, else 80x24, until a client says otherwise) and
     /// the attach socket, made before the init so that no output is missed.
     fn terminal(dir: &std::path::Path, size: Option<(u64, u64)>) -> std::io::Result<Output> {
@@ -384,9 +403,8 @@ impl Output {
                 stdin_once,
             } => {
                 let ours = pipes.into_ours();
-                if let (Some(out), Some(err), Some(stdin)) = (ours.stdout, ours.stderr, ours.stdin)
-                {
-                    super::fed_relay::relay(out, err, stdin, listener, stdin_once, log);
+                if let (Some(out), Some(err)) = (ours.stdout, ours.stderr) {
+                    super::fed_relay::relay(out, err, ours.stdin, listener, stdin_once, log);
                 }
             }
             Output::Terminal { pty, listener } => {

@@ -143,6 +143,8 @@ pub struct RunOptions {
     pub healthcheck: Option<super::health::Healthcheck>,
     /// `--log-opt`, parsed.
     pub log_rotation: super::logfile::Rotation,
+    /// `--log-driver`.
+    pub log_driver: super::logfile::Driver,
     /// `-i`.
     pub interactive: bool,
     /// The API's `StdinOnce` (`docker run -i` in the foreground): the first attached

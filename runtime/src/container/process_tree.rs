@@ -128,6 +128,10 @@ impl Sandbox for ProcessTree {
         if has_terminal(store, &state.id) {
             return terminal_session(store, &state.id).map(Attached::Session);
         }
+        if state.log_driver == super::logfile::Driver::None {
+            // No log to follow: the monitor relays the output to its socket's clients.
+            return socket_session(store, &state.id, false).map(Attached::Session);
+        }
         let seen = super::logfile::read_all(&store.dir(&state.id).log()).len();
         Ok(Attached::Log { seen })
     }

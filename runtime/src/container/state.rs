@@ -134,6 +134,9 @@ pub struct State {
     /// Log rotation (`--log-opt`).
     #[serde(default)]
     pub log_rotation: super::logfile::Rotation,
+    /// `--log-driver`: json-file, local or none.
+    #[serde(default)]
+    pub log_driver: super::logfile::Driver,
     /// `--rm`: remove when it exits.
     #[serde(default)]
     pub auto_remove: bool,
@@ -288,6 +291,7 @@ impl State {
             cgroup: Default::default(),
             userns_base: None,
             log_rotation: opts.log_rotation,
+            log_driver: opts.log_driver,
             auto_remove: opts.auto_remove,
             hostname: spec.hostname().clone(),
             extra_hosts: opts.add_hosts.clone(),
@@ -342,6 +346,7 @@ impl State {
             cgroup: remnant.cgroup.unwrap_or_default(),
             userns_base: remnant.userns_base,
             log_rotation: Default::default(),
+            log_driver: Default::default(),
             auto_remove: false,
             hostname: None,
             extra_hosts: Vec::new(),

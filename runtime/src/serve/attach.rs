@@ -16,6 +16,7 @@ use super::relay::{relay, RelayOptions};
 use super::stream::{engine_error, framed, hijack, upgrade_response, Wires};
 use super::Shared;
 use crate::api;
+use crate::container::logfile::Driver;
 use crate::container::sandbox::{has_terminal, Attached, TerminalRun};
 use crate::container::session::{parse_detach_keys, Stream, DEFAULT_DETACH_KEYS};
 use crate::container::wait::{follow_records, wait_for, Followed};
@@ -170,9 +171,11 @@ fn attached(
 fn needs_new_monitor(store: &ContainerStore, id: &str, tty: bool) -> Result<bool, ContainerError> {
     let state = store.observe(id)?;
     let on_attach_socket = api::sandbox_of(&state).terminal_run() == TerminalRun::Attach;
-    Ok((tty || state.open_stdin)
-        && on_attach_socket
-        && !matches!(state.status, Status::Running | Status::Created))
+    Ok(
+        (tty || state.open_stdin || state.log_driver == Driver::None)
+            && on_attach_socket
+            && !matches!(state.status, Status::Running | Status::Created),
+    )
 }
 
 /// How container `id` is reached now (a stopped terminal container was made ready for
@@ -190,7 +193,7 @@ fn way(store: &ContainerStore, id: &str, tty: bool) -> Result<Way, ContainerErro
         // A VM's monitor relays its streams, input included, with a terminal or without.
         return Ok(Way::Session);
     }
-    if (tty || state.open_stdin) && on_attach_socket {
+    if (tty || state.open_stdin || state.log_driver == Driver::None) && on_attach_socket {
         if state.status != Status::Running && state.status != Status::Created {
             return Err(ContainerError::WrongState {
                 id: id.to_string(),

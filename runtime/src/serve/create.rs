@@ -326,21 +326,16 @@ pub fn to_options(
         }
     };
     let log = host.log_config.unwrap_or_default();
-    match log.kind.as_deref().unwrap_or("") {
-        "" | "json-file" => {}
-        other => {
-            return Err(bad(format!(
-                "logger: no log driver named '{other}' is registered"
-            )))
-        }
-    }
+    let log_driver =
+        crate::container::logfile::Driver::parse(log.kind.as_deref().unwrap_or("")).map_err(bad)?;
     let log_config = log.config.unwrap_or_default();
     let log_opts: Vec<String> = log_config
         .clone()
         .into_iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    let log_rotation = crate::container::logfile::Rotation::parse(&log_opts)
+    let log_rotation = log_driver
+        .rotation(&log_opts)
         .map_err(|e| bad(format!("HostConfig.LogConfig.Config: {e}")))?;
     let restart_policy = match host.restart_policy.unwrap_or_default() {
         RestartPolicyBody { name: None, .. } => RestartPolicy::No,
@@ -582,6 +577,7 @@ pub fn to_options(
         userns,
         uts_host,
         log_rotation,
+        log_driver,
         restart_policy,
         stop_signal,
         stop_timeout,

@@ -74,6 +74,15 @@ async fn logs(
     let (id, tty, selected, total) = blocking(move || {
         let store = ContainerStore::new(&root);
         let id = store.resolve(&name).map_err(engine_error)?;
+        if store.load(&id).map_err(engine_error)?.log_driver
+            == crate::container::logfile::Driver::None
+        {
+            // dockerd's answer for a driver it cannot read back.
+            return Err(ApiError::new(
+                axum::http::StatusCode::NOT_IMPLEMENTED,
+                crate::container::logfile::NOT_READABLE,
+            ));
+        }
         let tty = has_terminal(&store, &id);
         let opts = LogsOptions {
             follow: false,

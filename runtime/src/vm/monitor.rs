@@ -61,7 +61,11 @@ pub(super) fn monitor_cgroup(
 pub(super) fn monitor(store: &ContainerStore, p: Prepared, mut report: std::fs::File) -> i32 {
     let id = p.state.id.clone();
     let (rotation, auto_remove) = (p.state.log_rotation, p.state.auto_remove);
-    let log = crate::container::logfile::Writer::open(&store.dir(&id).log(), rotation);
+    let log = crate::container::logfile::Writer::for_driver(
+        p.state.log_driver,
+        &store.dir(&id).log(),
+        rotation,
+    );
     let mut sink = match log {
         Ok(w) => Sink::Log(w),
         Err(e) => {
