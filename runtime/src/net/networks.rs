@@ -271,34 +271,66 @@ impl NetworkStore {
 mod tests {
     use super::*;
 
+    fn plan(subnet: &str) -> AddressPlan {
+        AddressPlan {
+            subnet: Some(subnet.into()),
+            ..AddressPlan::default()
+        }
+    }
+
     #[test]
     fn subnets_are_picked_free_and_overlaps_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = NetworkStore::new(dir.path());
         let bridge = BridgeConfig::default();
-        let a = store.create("a", None, None, false, &bridge, &[]).unwrap();
+        let a = store.create("a", &AddressPlan::default(), false, &bridge, &[]).unwrap();
         assert_eq!((a.subnet, a.prefix), (Ipv4Addr::new(10, 89, 1, 0), 24));
         assert_eq!(a.gateway, Ipv4Addr::new(10, 89, 1, 1));
         assert!(a.bridge.starts_with("br-") && a.bridge.len() == 15);
-        let b = store.create("b", None, None, true, &bridge, &[]).unwrap();
+        let b = store.create("b", &AddressPlan::default(), true, &bridge, &[]).unwrap();
         assert_eq!(b.subnet, Ipv4Addr::new(10, 89, 2, 0));
         let err = store
-            .create("c", Some("10.89.1.128/25"), None, false, &bridge, &[])
+            .create("c", &plan("10.89.1.128/25"), false, &bridge, &[])
             .unwrap_err();
         assert!(err.to_string().contains("overlaps with network a"), "{err}");
         let err = store
-            .create("d", Some("10.88.5.0/24"), None, false, &bridge, &[])
+            .create("d", &plan("10.88.5.0/24"), false, &bridge, &[])
             .unwrap_err();
         assert!(err.to_string().contains("bridge"), "{err}");
-        assert!(store.create("a", None, None, false, &bridge, &[]).is_err());
+        assert!(store.create("a", &AddressPlan::default(), false, &bridge, &[]).is_err());
         assert!(store
-            .create("host", None, None, false, &bridge, &[])
+            .create("host", &AddressPlan::default(), false, &bridge, &[])
             .is_err());
         assert!(store
-            .create("bad name", None, None, false, &bridge, &[])
+            .create("bad name", &AddressPlan::default(), false, &bridge, &[])
             .is_err());
         assert_eq!(store.get(&a.id[..8]).unwrap().name, "a");
         store.remove("a").unwrap();
         assert!(store.get("a").is_err());
+    }
+
+    #[test]
+    fn a_range_and_auxiliary_addresses_shape_the_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NetworkStore::new(dir.path());
+        let bridge = BridgeConfig::default();
+        let mut wanted = plan("10.77.0.0/16");
+        wanted.ip_range = Some("10.77.5.0/24".into());
+        wanted.aux_addresses.insert("r".into(), "10.77.5.1".into());
+        let n = store.create("n", &wanted, false, &bridge, &[]).unwrap();
+        let pool = n.bridge_config();
+        // 10.77.5.0 is not the subnet's network address, so it is usable; .1 is reserved.
+        assert_eq!(pool.free_address(&[]), Some(Ipv4Addr::new(10, 77, 5, 0)));
+        let taken = [Ipv4Addr::new(10, 77, 5, 0)];
+        assert_eq!(pool.free_address(&taken), Some(Ipv4Addr::new(10, 77, 5, 2)));
+        for (range, why) in [("10.78.0.0/24", "not within subnet"), ("10.77.0.0/8", "not within")] {
+            let mut bad = plan("10.66.0.0/16");
+            bad.ip_range = Some(range.replace("10.77", "10.66").replace("10.78", "10.67"));
+            let err = store.create("bad", &bad, false, &bridge, &[]).unwrap_err();
+            assert!(err.to_string().contains(why), "{range}: {err}");
+        }
+        let mut no_subnet = AddressPlan::default();
+        no_subnet.ip_range = Some("10.77.5.0/24".into());
+        assert!(store.create("x", &no_subnet, false, &bridge, &[]).is_err());
     }
 }

@@ -203,16 +203,20 @@ async fn list(
         }
         // Images' labels read once per image, not once per container.
         let mut image_labels = HashMap::new();
-        Ok(shown
+        let rows = shown
             .iter()
             .map(|s| {
                 let image = image_labels
                     .entry(s.image_id.clone())
                     .or_insert_with(|| crate::container::inspect::image_labels(&store, &s.image_id))
                     .clone();
-                list_row(&store, s, size, image)
+                let spec = engine.spec_mounts.mounts(&store.dir(&s.id).config());
+                list_row(&store, s, size, image, &spec)
             })
-            .collect::<Vec<_>>())
+            .collect::<Vec<_>>();
+        // The specs of removed containers are forgotten (a stat each).
+        engine.spec_mounts.retain(|p| p.exists());
+        Ok(rows)
     })
     .await?;
     Ok(axum::Json(Value::Array(rows)).into_response())
@@ -224,18 +228,8 @@ fn list_row(
     s: &State,
     size: bool,
     image_labels: std::collections::BTreeMap<String, String>,
+    spec: &Value,
 ) -> Value {
-    // Only the spec's mounts: the rest (the seccomp profile is most of its 20 KiB) is
-    // skipped by the parser instead of built into values, for every row of a list.
-    #[derive(serde::Deserialize)]
-    struct SpecMounts {
-        #[serde(default)]
-        mounts: Value,
-    }
-    let spec: Value = std::fs::read(store.dir(&s.id).config())
-        .ok()
-        .and_then(|b| serde_json::from_slice::<SpecMounts>(&b).ok())
-        .map_or(Value::Null, |m| json!({ "mounts": m.mounts }));
     let created = crate::timefmt::parse_rfc3339(&s.created)
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_secs());
@@ -264,7 +258,7 @@ fn list_row(
         "Status": s.status_line(),
         "HostConfig": { "NetworkMode": crate::container::network::network_name(s) },
         "NetworkSettings": { "Networks": settings["Networks"] },
-        "Mounts": crate::container::inspect::mounts(store, s, &spec),
+        "Mounts": crate::container::inspect::mounts(store, s, spec),
     });
     if size {
         let rw = crate::fsutil::disk_usage(&store.dir(&s.id).upper());

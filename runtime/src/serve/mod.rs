@@ -43,6 +43,7 @@ mod listen;
 mod logs;
 mod networks;
 mod relay;
+mod spec_mounts;
 mod stats;
 mod stream;
 mod swarm;
@@ -66,6 +67,8 @@ pub struct Engine {
     pub cgroup_parent: Option<String>,
     /// The exec instances made through the API (the server's only state of its own).
     pub execs: exec::ExecTable,
+    /// The spec mounts of listed containers, read again only when a spec changes.
+    pub spec_mounts: spec_mounts::Cache,
     /// The spawner of engine workers (none inside a worker itself).
     workers: Option<workers::Spawner>,
 }
@@ -133,6 +136,7 @@ pub fn serve(
         root,
         cgroup_parent: options.cgroup_parent.clone(),
         execs: Default::default(),
+        spec_mounts: Default::default(),
         workers: None,
     };
     engine.workers = Some(workers::Spawner::start(&engine).map_err(ServeError::Runtime)?);
