@@ -485,7 +485,7 @@ fn settings_capsa_cannot_apply_are_refused_or_warned_never_dropped_silently() {
     let api = env.serve();
     for (field, value) in [
         ("Links", json!(["other:alias"])),
-        ("PidMode", json!("host")),
+        ("IpcMode", json!("host")),
         ("CgroupnsMode", json!("host")),
     ] {
         let (status, body) = api.request_json(

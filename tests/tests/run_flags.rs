@@ -731,3 +731,56 @@ fn uts_host_shares_the_hosts_hostname_namespace_and_nothing_else() {
     );
     env.assert_clean();
 }
+
+#[test]
+fn pid_host_sees_the_hosts_processes_and_its_own_end_with_its_init() {
+    let env = TestEnv::new();
+    // The test process itself is visible from inside.
+    let me = std::process::id();
+    let out = sh(
+        &env,
+        &["--pid", "host"],
+        &format!("test -d /proc/{me} && echo sees-host"),
+    );
+    assert_eq!(out, "sees-host\n");
+    let own = sh(&env, &[], &format!("test -d /proc/{me} || echo own"));
+    assert_eq!(own, "own\n");
+    // No namespace ends with the init: what it left running is killed with its exit.
+    let marker = format!("sleep {}", 4000 + me % 1000);
+    let out = env.run(&[
+        "-d",
+        "--name",
+        "hostpid",
+        "--pid",
+        "host",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        &format!("{marker} & exit 3"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&env.capsa(&["wait", "hostpid"]).stdout).trim(), "3");
+    assert_eq!(env.inspect("hostpid", "{{.HostConfig.PidMode}}"), "host");
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", &marker])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "left running: {}",
+        text(&left.stdout)
+    );
+    assert!(env.capsa(&["rm", "hostpid"]).status.success());
+    let out = env.run(&[
+        "--rm", "--pid", "host", "--userns", "auto", "busybox", "true",
+    ]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("--pid host"),
+        "{}",
+        text(&out.stderr)
+    );
+    env.assert_clean();
+}

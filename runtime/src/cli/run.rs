@@ -256,6 +256,9 @@ pub struct RunArgs {
     /// UTS namespace: host shares the host's hostname (the default is the container's own).
     #[arg(long)]
     uts: Option<String>,
+    /// PID namespace: host shares the host's processes (the default is the container's own).
+    #[arg(long)]
+    pid: Option<String>,
     /// The image to run.
     image: String,
     /// Command and arguments.
@@ -345,6 +348,11 @@ impl RunArgs {
             privileged: self.privileged,
             cgroup_parent: self.cgroup_parent,
             userns,
+            pid_host: match self.pid.as_deref() {
+                None | Some("") | Some("private") => false,
+                Some("host") => true,
+                Some(other) => return bad(&format!("--pid {other:?}: expected host")),
+            },
             uts_host: match self.uts.as_deref() {
                 None | Some("") | Some("private") => false,
                 Some("host") => true,

@@ -163,6 +163,38 @@ fn monitor(
     Ok(())
 }
 
+/// Whether the spec gives the container its own PID namespace (not `--pid host`).
+fn has_own_pid_namespace(spec: &oci_spec::runtime::Spec) -> bool {
+    crate::linux::namespaces::has(spec, oci_spec::runtime::LinuxNamespaceType::Pid)
+}
+
+/// With the host's PID namespace, nothing ends the container's other processes with its
+/// init, as the end of a PID namespace does: a thread waits for the init's exit and then
+/// kills what is left in the container's cgroup (frozen first, so that nothing forks
+/// away meanwhile). Their output pipes then close and the relay ends.
+fn end_with_init(pid: i32, cgroup: &crate::linux::cgroups::CgroupPaths) {
+    let Ok(pidfd) = crate::linux::sys::pidfd_open(pid) else {
+        return;
+    };
+    let cgroup = cgroup.clone();
+    std::thread::spawn(move || {
+        let mut p = libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `p` is one live pollfd; the pidfd is readable once the init has exited.
+        while unsafe { libc::poll(&mut p, 1, -1) } < 0 {}
+        let cgroup = crate::linux::cgroups::manager(&cgroup);
+        let _ = cgroup.set_frozen(true);
+        for left in cgroup.pids() {
+            // SAFETY: kill(2) with integers; these are the container's own processes.
+            unsafe { libc::kill(left, libc::SIGKILL) };
+        }
+        let _ = cgroup.set_frozen(false);
+    });
+}
+
 /// Clones the init with its output on pipes and logs that output until the container's
 /// last process is gone; returns the exit code. The first time, `report` tells the CLI that
 /// creation worked (the CLI then starts it); a restart is started here.
@@ -255,6 +287,9 @@ fn run_once(
                 reason: format!("the monitor's cgroup: {e}"),
             });
         }
+    }
+    if !has_own_pid_namespace(&prepared.spec) {
+        end_with_init(pid, &prepared.state.cgroup);
     }
     output.relay(&mut log);
     let _ = std::fs::remove_file(dir.dir.join("attach.sock"));

@@ -133,6 +133,10 @@ pub struct RunOptions {
     pub userns: bool,
     /// `--uts host`: the host's UTS namespace (its hostname) instead of the container's own.
     pub uts_host: bool,
+    /// `--pid host`: the host's PID namespace (the workload sees and may signal the host's
+    /// processes, as with Docker); the container's other processes are killed when its
+    /// init exits, since no namespace ends with it.
+    pub pid_host: bool,
     /// `--restart`.
     pub restart_policy: super::restart::RestartPolicy,
     /// `--stop-signal`, as a number.

@@ -534,6 +534,16 @@ pub fn build(opts: &RunOptions, image: &Image, ctx: &SpecContext) -> Result<Spec
     if opts.uts_host {
         namespaces.retain(|t| *t != LinuxNamespaceType::Uts);
     }
+    if opts.pid_host {
+        if ctx.userns_base.is_some() {
+            // Its /proc could not be mounted: the host's PID namespace is not its user
+            // namespace's.
+            return Err(ContainerError::InvalidArgument(
+                "conflicting options: --pid host and --userns auto".into(),
+            ));
+        }
+        namespaces.retain(|t| *t != LinuxNamespaceType::Pid);
+    }
     if ctx.userns_base.is_some() {
         namespaces.push(LinuxNamespaceType::User);
     }

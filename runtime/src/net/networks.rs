@@ -283,11 +283,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = NetworkStore::new(dir.path());
         let bridge = BridgeConfig::default();
-        let a = store.create("a", &AddressPlan::default(), false, &bridge, &[]).unwrap();
+        let a = store
+            .create("a", &AddressPlan::default(), false, &bridge, &[])
+            .unwrap();
         assert_eq!((a.subnet, a.prefix), (Ipv4Addr::new(10, 89, 1, 0), 24));
         assert_eq!(a.gateway, Ipv4Addr::new(10, 89, 1, 1));
         assert!(a.bridge.starts_with("br-") && a.bridge.len() == 15);
-        let b = store.create("b", &AddressPlan::default(), true, &bridge, &[]).unwrap();
+        let b = store
+            .create("b", &AddressPlan::default(), true, &bridge, &[])
+            .unwrap();
         assert_eq!(b.subnet, Ipv4Addr::new(10, 89, 2, 0));
         let err = store
             .create("c", &plan("10.89.1.128/25"), false, &bridge, &[])
@@ -297,7 +301,9 @@ mod tests {
             .create("d", &plan("10.88.5.0/24"), false, &bridge, &[])
             .unwrap_err();
         assert!(err.to_string().contains("bridge"), "{err}");
-        assert!(store.create("a", &AddressPlan::default(), false, &bridge, &[]).is_err());
+        assert!(store
+            .create("a", &AddressPlan::default(), false, &bridge, &[])
+            .is_err());
         assert!(store
             .create("host", &AddressPlan::default(), false, &bridge, &[])
             .is_err());
@@ -323,7 +329,10 @@ mod tests {
         assert_eq!(pool.free_address(&[]), Some(Ipv4Addr::new(10, 77, 5, 0)));
         let taken = [Ipv4Addr::new(10, 77, 5, 0)];
         assert_eq!(pool.free_address(&taken), Some(Ipv4Addr::new(10, 77, 5, 2)));
-        for (range, why) in [("10.78.0.0/24", "not within subnet"), ("10.77.0.0/8", "not within")] {
+        for (range, why) in [
+            ("10.78.0.0/24", "not within subnet"),
+            ("10.77.0.0/8", "not within"),
+        ] {
             let mut bad = plan("10.66.0.0/16");
             bad.ip_range = Some(range.replace("10.77", "10.66").replace("10.78", "10.67"));
             let err = store.create("bad", &bad, false, &bridge, &[]).unwrap_err();

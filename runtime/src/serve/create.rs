@@ -312,7 +312,8 @@ pub fn to_options(
         m.as_deref()
             .is_some_and(|m| !m.is_empty() && !allowed.contains(&m))
     };
-    absent("PidMode", mode(&host.pid_mode, &["private"]))?;
+    absent("PidMode", mode(&host.pid_mode, &["private", "host"]))?;
+    let pid_host = host.pid_mode.as_deref() == Some("host");
     absent("IpcMode", mode(&host.ipc_mode, &["private", "shareable"]))?;
     absent("UTSMode", mode(&host.uts_mode, &["private", "host"]))?;
     let uts_host = host.uts_mode.as_deref() == Some("host");
@@ -576,6 +577,7 @@ pub fn to_options(
         cgroup_parent,
         userns,
         uts_host,
+        pid_host,
         log_rotation,
         log_driver,
         restart_policy,

@@ -32,6 +32,9 @@ pub fn check_supported(opts: &RunOptions) -> Result<(), ContainerError> {
     if opts.uts_host {
         return no("--uts host (a VM has its own kernel)");
     }
+    if opts.pid_host {
+        return no("--pid host (a VM has its own kernel)");
+    }
     if !opts.link_local_ips.is_empty() {
         return no("--link-local-ip (the agent sets the guest's one address)");
     }
