@@ -50,9 +50,8 @@ impl Driver {
             "" | "json-file" => Ok(Driver::JsonFile),
             "local" => Ok(Driver::Local),
             "none" => Ok(Driver::None),
-            other => Err(format!(
-                "logger: no log driver named '{other}' is registered (capsa has json-file, local and none)"
-            )),
+            // dockerd's words (clients match them); capsa has json-file, local and none.
+            other => Err(format!("logger: no log driver named '{other}' is registered")),
         }
     }
 
