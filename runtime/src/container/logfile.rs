@@ -51,7 +51,9 @@ impl Driver {
             "local" => Ok(Driver::Local),
             "none" => Ok(Driver::None),
             // dockerd's words (clients match them); capsa has json-file, local and none.
-            other => Err(format!("logger: no log driver named '{other}' is registered")),
+            other => Err(format!(
+                "logger: no log driver named '{other}' is registered"
+            )),
         }
     }
 

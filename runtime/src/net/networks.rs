@@ -338,8 +338,10 @@ mod tests {
             let err = store.create("bad", &bad, false, &bridge, &[]).unwrap_err();
             assert!(err.to_string().contains(why), "{range}: {err}");
         }
-        let mut no_subnet = AddressPlan::default();
-        no_subnet.ip_range = Some("10.77.5.0/24".into());
+        let no_subnet = AddressPlan {
+            ip_range: Some("10.77.5.0/24".into()),
+            ..AddressPlan::default()
+        };
         assert!(store.create("x", &no_subnet, false, &bridge, &[]).is_err());
     }
 }
