@@ -60,6 +60,11 @@ impl Context {
             true => Box::new(flate2::read::GzDecoder::new(input)),
             false => Box::new(input),
         };
+        let reader = Padded {
+            inner: reader,
+            read: 0,
+            zeros: None,
+        };
         let mut archive = tar::Archive::new(crate::image::tar_guard::HeaderGuard::new(reader));
         archive.set_preserve_permissions(true);
         archive.set_preserve_mtime(true);
@@ -430,6 +435,34 @@ impl Context {
         drop(tar);
         drop(archive);
         Ok(hex::encode(sum.finalize()))
+    }
+}
+
+/// A tar stream completed as Go's reader takes it: the docker CLI's stream for
+/// `build -f -` ends right after the last file's data, without the padding to a whole
+/// block or the two zero blocks that end an archive.
+struct Padded<R> {
+    inner: R,
+    read: u64,
+    /// The zero bytes still to give once the stream ended.
+    zeros: Option<u64>,
+}
+
+impl<R: Read> Read for Padded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.zeros.is_none() {
+            let n = self.inner.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                self.read += n as u64;
+                return Ok(n);
+            }
+            self.zeros = Some((512 - self.read % 512) % 512 + 1024);
+        }
+        let left = self.zeros.as_mut().expect("set above");
+        let n = (*left).min(buf.len() as u64) as usize;
+        buf[..n].fill(0);
+        *left -= n as u64;
+        Ok(n)
     }
 }
 
