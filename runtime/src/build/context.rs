@@ -412,6 +412,10 @@ impl Context {
             let mut entry = entry.map_err(fail)?;
             let name = entry.path().map_err(fail)?.into_owned();
             let mut header = entry.header().clone();
+            // Fields an archive left blank read as 0, as Go's reader takes them.
+            header.set_uid(header.uid().unwrap_or(0));
+            header.set_gid(header.gid().unwrap_or(0));
+            header.set_mtime(header.mtime().unwrap_or(0));
             match header.entry_type() {
                 tar::EntryType::Symlink | tar::EntryType::Link => {
                     let target = entry

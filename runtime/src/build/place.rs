@@ -47,13 +47,13 @@ pub fn place(input: impl Read, placement: &Placement) -> Result<(), String> {
             true => {
                 entry
                     .unpack(&dest)
-                    .map_err(|e| format!("{}: {e}", dest.display()))?;
+                    .map_err(|e| format!("{}: {}", dest.display(), chain(&e)))?;
                 dest.clone()
             }
             false => {
                 if !entry
                     .unpack_in(&dir)
-                    .map_err(|e| format!("{}: {e}", name.display()))?
+                    .map_err(|e| format!("{}: {}", name.display(), chain(&e)))?
                 {
                     return Err(format!(
                         "{}: outside the destination (refused)",
@@ -74,6 +74,17 @@ pub fn place(input: impl Read, placement: &Placement) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// An error with its causes (tar's own message names only the entry).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    out
 }
 
 /// `user[:group]` as IDs: numbers as they are, names from the image's files; a user
