@@ -713,7 +713,7 @@ impl Builder<'_> {
                 };
                 (sum, single)
             }
-            Some(name) => self.from_image(text, name, &sources, to_dir, &mut stream)?,
+            Some(name) => self.copy_source_image(text, name, &sources, to_dir, &mut stream)?,
         };
         let placement = Placement {
             dest: dest_path,
@@ -766,7 +766,7 @@ impl Builder<'_> {
     /// COPY --from: `sources` (literal paths) out of an earlier stage or an image, as one
     /// stream of entries under their copied names. Its checksum is the image's ID with
     /// the paths (an image's content is its ID's).
-    fn from_image(
+    fn copy_source_image(
         &mut self,
         text: &str,
         name: &str,

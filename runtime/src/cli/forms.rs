@@ -82,7 +82,7 @@ pub enum ImageVerb {
     /// Upload an image to a registry.
     Push(registry::PushArgs),
     /// Build an image from a Dockerfile.
-    Build(super::build::BuildArgs),
+    Build(Box<super::build::BuildArgs>),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE.
     Tag(images::TagArgs),
     /// Show the history of an image.

@@ -264,7 +264,7 @@ fn image_verb(root: &crate::root::StateRoot, verb: ImageVerb) -> i32 {
     match verb {
         ImageVerb::Pull(a) => registry::pull(root, a),
         ImageVerb::Push(a) => registry::push(root, a),
-        ImageVerb::Build(a) => build::build(root, a),
+        ImageVerb::Build(a) => build::build(root, *a),
         ImageVerb::Tag(a) => images::tag(root, a),
         ImageVerb::History(a) => images::history(root, a),
         ImageVerb::Save(a) => images::save(root, a),
