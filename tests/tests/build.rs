@@ -476,6 +476,25 @@ fn docker_build_goes_through_capsa_serve() {
         "cached, the same image"
     );
 
+    // `-f -`: the CLI adds the Dockerfile to the context's stream, which it then ends
+    // without tar's closing blocks.
+    let mut cmd = api.docker_command(&["build", "-q", "-f", "-", dir]);
+    cmd.env("DOCKER_BUILDKIT", "0")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        b"FROM busybox\nCOPY msg /from-stdin\n",
+    )
+    .unwrap();
+    let id = ok(&child.wait_with_output().unwrap());
+    assert_eq!(
+        run_out(&env, &[id.trim(), "cat", "/from-stdin"]),
+        "through docker\n"
+    );
+
     std::fs::write(ctx.path().join("Dockerfile"), "FROM busybox\nRUN exit 7\n").unwrap();
     let out = build(&["-t", "broken:1"]);
     assert_eq!(out.status.code(), Some(1));

@@ -612,6 +612,7 @@ impl Builder<'_> {
                 false => crate::net::NetworkMode::Bridge,
             },
             cgroup_parent: self.opts.cgroup_parent.clone(),
+            isolation: self.opts.isolation,
         };
         self.step(st, &["run", &created_by, network], |b, st| {
             containers::run_step(

@@ -24,6 +24,7 @@ pub struct RunSpec {
     pub user: Option<String>,
     pub network: crate::net::NetworkMode,
     pub cgroup_parent: Option<String>,
+    pub isolation: crate::container::Isolation,
 }
 
 impl RunSpec {
@@ -36,6 +37,7 @@ impl RunSpec {
             user: None,
             network: crate::net::NetworkMode::None,
             cgroup_parent,
+            isolation: crate::container::Isolation::Container,
         }
     }
 }
@@ -89,7 +91,7 @@ fn options(image: &Image, spec: &RunSpec) -> Result<RunOptions, BuildError> {
         entrypoint: Some(String::new()),
         image: image.id.clone(),
         command: spec.argv.clone(),
-        isolation: crate::container::Isolation::Container,
+        isolation: spec.isolation,
         vmm: None,
         labels: Default::default(),
         asked: Default::default(),

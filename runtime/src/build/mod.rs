@@ -41,6 +41,9 @@ pub struct BuildOptions {
     pub network_none: bool,
     /// `--cgroup-parent` for the build's containers.
     pub cgroup_parent: Option<String>,
+    /// `--isolation`: where RUN steps run (a microVM: an untrusted Dockerfile's commands
+    /// never run on the host kernel). COPY/ADD run nothing and place files from the host.
+    pub isolation: crate::container::Isolation,
 }
 
 /// Progress, in Docker's legacy builder's terms.

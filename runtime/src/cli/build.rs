@@ -42,7 +42,7 @@ pub struct BuildArgs {
     /// Optional parent cgroup for the container.
     #[arg(long)]
     cgroup_parent: Option<String>,
-    /// Isolation of the RUN steps (container; vm is not available for builds yet).
+    /// Where RUN steps run: container, or vm (a microVM each).
     #[arg(long, default_value = "container")]
     isolation: String,
     /// Set type of progress output (auto, plain).
@@ -111,12 +111,15 @@ pub fn build(root: &StateRoot, args: BuildArgs) -> i32 {
 fn options(args: &BuildArgs) -> Result<BuildOptions, BuildError> {
     let invalid =
         |m: String| BuildError::Container(crate::container::ContainerError::InvalidArgument(m));
-    if args.isolation != "container" && args.isolation != "default" {
-        return Err(invalid(format!(
-            "--isolation {}: builds run their steps in containers only (--isolation vm for builds is not implemented)",
-            args.isolation
-        )));
-    }
+    let isolation = match args.isolation.as_str() {
+        "container" | "default" => crate::container::Isolation::Container,
+        "vm" => crate::container::Isolation::Vm,
+        other => {
+            return Err(invalid(format!(
+                "--isolation {other}: expected container or vm"
+            )))
+        }
+    };
     if !matches!(args.progress.as_str(), "auto" | "plain" | "tty") {
         return Err(invalid(format!(
             "--progress {}: expected auto or plain",
@@ -137,6 +140,7 @@ fn options(args: &BuildArgs) -> Result<BuildOptions, BuildError> {
         no_cache: args.no_cache,
         network_none,
         cgroup_parent: args.cgroup_parent.clone(),
+        isolation,
         ..BuildOptions::default()
     };
     for t in &args.tag {

@@ -91,6 +91,10 @@ fn cli_args(
     if flag(query, "nocache") {
         args.push("--no-cache".into());
     }
+    match given("isolation").as_deref() {
+        None | Some("default") => {}
+        Some(i) => args.extend(["--isolation".into(), i.to_string()]),
+    }
     match given("networkmode").as_deref() {
         None | Some("default") => {}
         Some(mode) => args.extend(["--network".into(), mode.to_string()]),
