@@ -507,3 +507,42 @@ fn docker_build_goes_through_capsa_serve() {
     drop(api);
     env.assert_clean();
 }
+
+#[test]
+fn run_steps_in_a_vm_run_on_the_guest_kernel() {
+    let env = TestEnv::new();
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox\nRUN uname -r > /kernel\nRUN test -s /kernel && exit 5\n",
+    )]);
+    let out = build(&env, &["--isolation", "vm", "-t", "invm:1"], ctx.path());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("'RUN test -s /kernel && exit 5' returned a non-zero code: 5"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        env.container_dirs().is_empty(),
+        "the failed VM's container is left"
+    );
+    // The first step's image is in the cache: the guest kernel wrote it.
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\nRUN uname -r > /kernel\n",
+    )
+    .unwrap();
+    let shown = ok(&build(
+        &env,
+        &["--isolation", "vm", "-t", "invm:1"],
+        ctx.path(),
+    ));
+    assert!(shown.contains("---> CACHED"), "{shown}");
+    let kernel = run_out(&env, &["invm:1", "cat", "/kernel"]);
+    let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert!(
+        kernel.starts_with("6.1.") && kernel != host,
+        "guest kernel {kernel}, host {host}"
+    );
+    env.assert_clean();
+}
