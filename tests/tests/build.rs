@@ -109,7 +109,7 @@ LABEL stage=final "with space"="a b"
 VOLUME ["/data"]
 STOPSIGNAL SIGUSR1
 HEALTHCHECK --interval=5s --retries=2 CMD ["true"]
-ONBUILD RUN echo later
+ONBUILD RUN echo triggered > /tmp/onbuild
 ENTRYPOINT ["cat"]
 CMD ["/out/made.txt"]
 "#;
@@ -195,7 +195,10 @@ fn a_multi_stage_build_applies_every_instruction() {
     );
     assert_eq!(config["Healthcheck"]["Interval"], 5_000_000_000u64);
     assert_eq!(config["Healthcheck"]["Retries"], 2);
-    assert_eq!(config["OnBuild"], serde_json::json!(["RUN echo later"]));
+    assert_eq!(
+        config["OnBuild"],
+        serde_json::json!(["RUN echo triggered > /tmp/onbuild"])
+    );
     assert!(config.get("Shell").is_none(), "SHELL stays in its stage");
 
     let history = ok(&env.capsa(&["history", "--no-trunc", "every:1"]));
@@ -204,6 +207,17 @@ fn a_multi_stage_build_applies_every_instruction() {
         "{history}"
     );
     assert!(history.contains("/bin/sh -c #(nop) COPY dir:"), "{history}");
+    // A child's FROM runs the triggers, and the child does not pass them on.
+    let child = context(&[("Dockerfile", "FROM every:1\n")]);
+    ok(&build(&env, &["-t", "child:1"], child.path()));
+    let seen = run_out(
+        &env,
+        &["--entrypoint", "", "child:1", "cat", "/tmp/onbuild"],
+    );
+    assert_eq!(seen, "triggered\n");
+    let onbuild = ok(&env.capsa(&["image", "inspect", "-f", "{{json .Config}}", "child:1"]));
+    assert!(!onbuild.contains("OnBuild"), "{onbuild}");
+
     // The build's step images are hidden as Docker hides intermediate images.
     let listed = ok(&env.capsa(&["images", "-q"])).lines().count();
     let all = ok(&env.capsa(&["images", "-a", "-q"])).lines().count();

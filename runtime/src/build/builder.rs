@@ -89,7 +89,7 @@ pub fn build(
     for stage in &stages[..=last] {
         let mut st = b.from(stage)?;
         for instruction in stage.instructions {
-            b.instruction(&mut st, instruction)?;
+            b.instruction(&mut st, instruction, &text)?;
         }
         b.built.push((stage_name(stage), st.image.clone()));
         result = Some(st);
@@ -233,34 +233,10 @@ impl Builder<'_> {
         }
     }
 
-    /// The text of the instruction whose keyword starts at `start`: its line with the
-    /// continuations joined (a heredoc's body left out).
-    fn text_at(&self, start: usize) -> String {
-        let rest = &self.text[start.min(self.text.len())..];
-        let mut out = String::new();
-        for line in rest.lines() {
-            // Comment lines inside a continued instruction are dropped.
-            if !out.is_empty() && line.trim_start().starts_with('#') {
-                continue;
-            }
-            match line.trim_end().strip_suffix('\\') {
-                Some(head) => {
-                    out.push_str(head);
-                    out.push(' ');
-                }
-                None => {
-                    out.push_str(line);
-                    break;
-                }
-            }
-        }
-        collapse(&out)
-    }
-
     /// FROM: the stage's base.
     fn from(&mut self, stage: &pd::Stage) -> Result<StageState, BuildError> {
         let from = stage.from;
-        let text = self.text_at(from.from.span.start);
+        let text = text_at(self.text, from.from.span.start);
         self.announce(text.clone());
         for flag in &from.options {
             if flag.name.value != "platform" {
@@ -284,17 +260,16 @@ impl Builder<'_> {
                 e => e.into(),
             })?
         };
-        let config = self.config_of(&image)?;
-        if config
-            .get("OnBuild")
-            .and_then(Value::as_array)
-            .is_some_and(|a| !a.is_empty())
-        {
-            return Err(step_error(
-                &text,
-                "the base image has ONBUILD triggers, which capsa build does not run (refused rather than skipped)".into(),
-            ));
-        }
+        let mut config = self.config_of(&image)?;
+        // The base's ONBUILD triggers run now, as part of this FROM; the new image does
+        // not pass them on.
+        let triggers: Vec<String> = match config.remove("OnBuild") {
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(|t| t.as_str().map(String::from))
+                .collect(),
+            _ => Vec::new(),
+        };
         let shell = config
             .get("Shell")
             .and_then(Value::as_array)
@@ -306,13 +281,40 @@ impl Builder<'_> {
             .filter(|s: &Vec<String>| !s.is_empty())
             .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
         (self.on)(BuildEvent::Image(image.id.clone()));
-        Ok(StageState {
+        let mut st = StageState {
             image,
             config,
             args: Vars::new(),
             shell,
             cmd_set: false,
-        })
+        };
+        self.run_triggers(&mut st, &triggers)
+            .map_err(|e| step_error(&text, format!("ONBUILD trigger: {e}")))?;
+        Ok(st)
+    }
+
+    /// The base image's ONBUILD triggers, each read as a one-instruction Dockerfile.
+    fn run_triggers(&mut self, st: &mut StageState, triggers: &[String]) -> Result<(), BuildError> {
+        self.total += triggers.len();
+        for trigger in triggers {
+            let source = format!("FROM scratch\n{trigger}\n");
+            let file = pd::parse(&source).map_err(|e| BuildError::Parse {
+                line: e.line().saturating_sub(1),
+                column: e.column(),
+                message: format!("{e:#}"),
+            })?;
+            let stage = file.stages().next().expect("FROM scratch is a stage");
+            for ins in stage.instructions {
+                if matches!(ins, Instruction::Onbuild(_) | Instruction::Maintainer(_)) {
+                    return Err(step_error(
+                        trigger,
+                        "not allowed as an ONBUILD trigger".into(),
+                    ));
+                }
+                self.instruction(st, ins, &source)?;
+            }
+        }
+        Ok(())
     }
 
     /// The image of an earlier stage named (or numbered) `name`.
@@ -379,7 +381,10 @@ impl Builder<'_> {
         key_parts: &[&str],
         make: impl FnOnce(&mut Self, &StageState) -> Result<String, BuildError>,
     ) -> Result<(), BuildError> {
-        let mut parts = vec![st.image.id.as_str()];
+        // The config the step starts from is the parent image's, except right after ONBUILD
+        // triggers were taken out of it.
+        let config = serde_json::to_string(&st.config).expect("JSON values serialise");
+        let mut parts = vec![st.image.id.as_str(), config.as_str()];
         parts.extend_from_slice(key_parts);
         let key = Cache::key(&parts);
         let cached = match self.opts.no_cache {
@@ -431,8 +436,14 @@ impl Builder<'_> {
         })
     }
 
-    fn instruction(&mut self, st: &mut StageState, ins: &Instruction) -> Result<(), BuildError> {
-        let text = self.text_at(keyword_start(ins));
+    /// One instruction of `source` (the Dockerfile, or an ONBUILD trigger's text).
+    fn instruction(
+        &mut self,
+        st: &mut StageState,
+        ins: &Instruction,
+        source: &str,
+    ) -> Result<(), BuildError> {
+        let text = text_at(source, keyword_start(ins));
         self.announce(text.clone());
         let vars = st.vars();
         let mut config = st.config.clone();
@@ -541,7 +552,7 @@ impl Builder<'_> {
                 self.metadata(st, text, config)
             }
             Instruction::Onbuild(o) => {
-                let trigger = self.text_at(o.onbuild.span.end);
+                let trigger = text_at(source, o.onbuild.span.end);
                 let list = config.entry("OnBuild").or_insert_with(|| json!([]));
                 match list {
                     Value::Array(a) => a.push(json!(trigger)),
@@ -619,6 +630,7 @@ impl Builder<'_> {
                 &b.containers,
                 st.image.clone(),
                 &spec,
+                &st.config,
                 &created_by,
                 text,
                 b.on,
@@ -754,6 +766,7 @@ impl Builder<'_> {
                 st.image.clone(),
                 stream,
                 &placement,
+                &st.config,
                 &created_by,
                 b.opts.cgroup_parent.clone(),
             )
@@ -918,6 +931,30 @@ fn join_continuations(text: &str) -> String {
         }
     }
     out.trim().to_string()
+}
+
+/// The text of the instruction whose keyword starts at `start` in `source`: its line with
+/// the continuations joined (a heredoc's body left out).
+fn text_at(source: &str, start: usize) -> String {
+    let rest = &source[start.min(source.len())..];
+    let mut out = String::new();
+    for line in rest.lines() {
+        // Comment lines inside a continued instruction are dropped.
+        if !out.is_empty() && line.trim_start().starts_with('#') {
+            continue;
+        }
+        match line.trim_end().strip_suffix('\\') {
+            Some(head) => {
+                out.push_str(head);
+                out.push(' ');
+            }
+            None => {
+                out.push_str(line);
+                break;
+            }
+        }
+    }
+    collapse(&out)
 }
 
 /// White space runs inside an instruction's text as one space.

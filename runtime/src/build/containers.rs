@@ -12,6 +12,7 @@ use crate::container::session::{End, Front, Session, Stream};
 use crate::container::ContainerStore;
 use crate::image::commit::CommitOptions;
 use crate::image::Image;
+use serde_json::{Map, Value};
 use std::io::Read;
 
 /// What a RUN step's container is.
@@ -120,6 +121,7 @@ pub fn run_step(
     store: &ContainerStore,
     image: Image,
     spec: &RunSpec,
+    config: &Map<String, Value>,
     created_by: &str,
     step: &str,
     on: &mut dyn FnMut(BuildEvent),
@@ -149,7 +151,7 @@ pub fn run_step(
             code: outcome.exit_code,
         });
     }
-    commit(store, &outcome.id, created_by)
+    commit(store, &outcome.id, created_by, config)
 }
 
 /// Places `stream` in a created container of `image` as `placement` says and captures
@@ -159,6 +161,7 @@ pub fn copy_step(
     image: Image,
     mut stream: std::fs::File,
     placement: &Placement,
+    config: &Map<String, Value>,
     created_by: &str,
     cgroup_parent: Option<String>,
 ) -> Result<String, BuildError> {
@@ -177,7 +180,7 @@ pub fn copy_step(
         move |mut pipe| std::io::copy(&mut stream, &mut pipe).map(|_| ()),
         move |pipe| super::place::place(pipe, &placement),
     )?;
-    commit(store, &id, created_by)
+    commit(store, &id, created_by, config)
 }
 
 /// A tar stream of `path` in a created container of `image` (COPY --from).
@@ -200,11 +203,18 @@ pub fn copy_out(
     Ok(())
 }
 
-fn commit(store: &ContainerStore, id: &str, created_by: &str) -> Result<String, BuildError> {
+/// Captures container `id`'s changes with `config` as the new image's config.
+fn commit(
+    store: &ContainerStore,
+    id: &str,
+    created_by: &str,
+    config: &Map<String, Value>,
+) -> Result<String, BuildError> {
     let request = CommitRequest {
         pause: false,
         image: CommitOptions {
             created_by: created_by.to_string(),
+            whole_config: Some(config.clone()),
             ..CommitOptions::default()
         },
     };

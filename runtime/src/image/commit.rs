@@ -39,6 +39,8 @@ pub struct CommitOptions {
     pub changes: Vec<String>,
     /// Container config fields to set first (the API's request body), Docker's names.
     pub config: Option<Map<String, Value>>,
+    /// The whole container config, in place of the parent's (a build step's).
+    pub whole_config: Option<Map<String, Value>>,
     /// The history entry's `created_by`: the container's command.
     pub created_by: String,
     /// `-m`: the history entry's and the image's comment.
@@ -207,8 +209,9 @@ fn new_config(
             reason: "not a JSON object".into(),
         });
     };
-    let mut cfg = match doc.remove("config") {
-        Some(Value::Object(m)) => m,
+    let mut cfg = match (doc.remove("config"), &options.whole_config) {
+        (_, Some(whole)) => whole.clone(),
+        (Some(Value::Object(m)), None) => m,
         _ => Map::new(),
     };
     if let Some(body) = &options.config {
@@ -317,6 +320,7 @@ mod tests {
                     .unwrap()
                     .clone(),
             ),
+            whole_config: None,
             created_by: "sh -c touch x".into(),
             comment: Some("why".into()),
             author: Some("me".into()),
