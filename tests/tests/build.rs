@@ -5,6 +5,7 @@
 //! context whose symbolic links lead out (refused, the host file never opened); and
 //! `docker build` (the legacy builder) through `capsa serve`.
 
+use capsa_tests::registry::LocalRegistry;
 use capsa_tests::{text, TestEnv};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -289,6 +290,17 @@ fn the_cache_hits_until_the_first_changed_file_and_is_reclaimed_by_prune() {
 #[test]
 fn target_stages_build_args_and_a_context_on_stdin() {
     let env = TestEnv::new();
+    // FROM an image the store lacks pulls it (from a registry on 127.0.0.1).
+    let registry = LocalRegistry::start(&env);
+    let remote = format!("{}/team/bb:1", registry.host());
+    ok(&env.capsa(&["tag", "busybox", &remote]));
+    ok(&env.capsa(&["push", &remote]));
+    ok(&env.capsa(&["rmi", &remote]));
+    let pulling = context(&[("Dockerfile", &format!("FROM {remote}\nENV FROM=registry\n"))]);
+    let shown = ok(&build(&env, &["-t", "pulled:1"], pulling.path()));
+    assert!(shown.contains(&format!("Pulling {remote}")), "{shown}");
+    assert_eq!(image_id(&env, &remote), image_id(&env, "busybox"));
+
     let dockerfile = "ARG V=global\nFROM busybox AS a\nARG V\nARG W=wdefault\n\
                       RUN echo \"$V $W\" > /v.txt\nFROM a AS b\nRUN false\n";
     let ctx = context(&[("Dockerfile", dockerfile)]);
@@ -416,7 +428,8 @@ fn bad_input_is_one_line_and_leaves_nothing_and_links_never_lead_out() {
             "FROM busybox\nCOPY ../../../../etc/passwd /x\n",
             "no such file or directory in the build context",
         ),
-        ("FROM nosuchimage\n", "nosuchimage is not in this store"),
+        // Pulled when missing: nothing listens there (and nothing leaves this machine).
+        ("FROM 127.0.0.1:9/nosuch\n", "FROM 127.0.0.1:9/nosuch: "),
     ];
     for (dockerfile, says) in cases {
         std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();

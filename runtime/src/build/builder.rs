@@ -252,13 +252,11 @@ impl Builder<'_> {
         } else if let Some(built) = self.stage_image(&name) {
             built
         } else {
-            self.store.resolve(&name).map_err(|e| match e {
-                ImageError::NotFound(_) => step_error(
-                    &text,
-                    format!("image {name} is not in this store (pull it first: capsa pull {name})"),
-                ),
-                e => e.into(),
-            })?
+            match self.store.resolve(&name) {
+                Ok(image) => image,
+                Err(ImageError::NotFound(_)) => self.pull(&text, &name)?,
+                Err(e) => return Err(e.into()),
+            }
         };
         let mut config = self.config_of(&image)?;
         // The base's ONBUILD triggers run now, as part of this FROM; the new image does
@@ -315,6 +313,26 @@ impl Builder<'_> {
             }
         }
         Ok(())
+    }
+
+    /// FROM an image this store does not have: pulled, as Docker's build does.
+    fn pull(&mut self, text: &str, name: &str) -> Result<Image, BuildError> {
+        struct Quiet;
+        impl crate::image::pull::PullProgress for Quiet {
+            fn layer(&self, _: &str, _: crate::image::pull::LayerEvent) {}
+        }
+        let reference = crate::image::Reference::parse(name)?;
+        (self.on)(BuildEvent::Pulling(reference.familiar()));
+        let settings = crate::image::registry::settings(self.store.root(), Vec::new())
+            .map_err(|e| step_error(text, e.to_string()))?;
+        let platform = crate::image::manifest::Platform::host();
+        let pulled =
+            crate::image::pull::pull(&self.store, &reference, &platform, &settings, &Quiet)
+                .map_err(|source| BuildError::Pull {
+                    step: text.to_string(),
+                    source,
+                })?;
+        Ok(self.store.resolve(&pulled.id)?)
     }
 
     /// The image of an earlier stage named (or numbered) `name`.

@@ -55,6 +55,8 @@ pub enum BuildEvent {
         total: usize,
         text: String,
     },
+    /// A FROM image this store lacks is being pulled (its name).
+    Pulling(String),
     /// The step's image came from the cache.
     Cached,
     /// What a RUN step printed.
@@ -87,6 +89,13 @@ pub enum BuildError {
     /// A step cannot be carried out.
     #[error("{step}: {reason}")]
     Step { step: String, reason: String },
+    /// A FROM image could not be pulled.
+    #[error("{step}")]
+    Pull {
+        step: String,
+        #[source]
+        source: crate::image::ImageError,
+    },
     /// A RUN step exited with a non-zero code.
     #[error("The command '{step}' returned a non-zero code: {code}")]
     RunFailed { step: String, code: i32 },

@@ -194,6 +194,7 @@ fn render(out: &mut impl Write, event: BuildEvent) {
             "Step {index}/{total} : {}",
             crate::printable::escape_controls(&text)
         ),
+        BuildEvent::Pulling(name) => writeln!(out, "Pulling {name}"),
         BuildEvent::Cached => writeln!(out, " ---> CACHED"),
         BuildEvent::Output(data) => out.write_all(&data).and_then(|()| out.flush()),
         BuildEvent::Image(id) => writeln!(out, " ---> {}", short(&id)),
