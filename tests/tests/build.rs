@@ -284,6 +284,14 @@ fn the_cache_hits_until_the_first_changed_file_and_is_reclaimed_by_prune() {
         cached_steps(&after).iter().all(|(_, c)| !c),
         "prune reclaims the cache: {after}"
     );
+    // `builder prune` forgets the cache and removes its unnamed step images; named
+    // images stay.
+    let pruned = ok(&env.capsa(&["builder", "prune", "-f"]));
+    assert!(pruned.contains("Deleted build cache objects:"), "{pruned}");
+    let listed_all = ok(&env.capsa(&["images", "-a", "-q"])).lines().count();
+    assert_eq!(listed_all, 2, "busybox and c:1 are left");
+    let rebuilt = ok(&build(&env, &["-t", "c:1"], ctx.path()));
+    assert!(cached_steps(&rebuilt).iter().all(|(_, c)| !c), "{rebuilt}");
     env.assert_clean();
 }
 
@@ -531,6 +539,16 @@ fn docker_build_goes_through_capsa_serve() {
         text(&out.stderr)
     );
     assert!(env.container_dirs().is_empty());
+    // `docker builder prune` (POST /build/prune): the cache goes, the named image stays.
+    let pruned = ok(&api.docker(&["builder", "prune", "-f"]));
+    assert!(pruned.contains("Total reclaimed space"), "{pruned}");
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\nCOPY msg /msg\nRUN cat /msg > /copy\nCMD [\"cat\", \"/copy\"]\n",
+    )
+    .unwrap();
+    let rebuilt = ok(&build(&["-t", "viadocker:1"]));
+    assert!(!rebuilt.contains("CACHED"), "{rebuilt}");
     drop(api);
     env.assert_clean();
 }

@@ -6,9 +6,10 @@
 //! image is gone is a miss.
 
 use crate::fsutil::{write_json_atomic, FileLock};
+use crate::image::{ImageError, ImageStore};
 use crate::root::StateRoot;
 use sha2::{Digest as _, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 /// `<root>/cache/build.json`: key -> image ID.
@@ -62,13 +63,39 @@ impl Cache {
         write_json_atomic(&self.path, &entries)
     }
 
-    /// `builder prune`: forgets every entry; the number forgotten.
-    pub fn clear(&self) -> std::io::Result<usize> {
-        let _lock = FileLock::acquire(&self.lock)?;
-        let n = self.read().len();
+    /// `builder prune`: forgets every entry and removes the images they name that have no
+    /// name and no container (`in_use`); the IDs removed and the bytes freed.
+    pub fn prune(
+        &self,
+        store: &ImageStore,
+        in_use: &BTreeSet<String>,
+    ) -> Result<(Vec<String>, u64), ImageError> {
+        let _lock = FileLock::acquire(&self.lock).map_err(|e| ImageError::io(&self.lock, e))?;
+        let cached: BTreeSet<String> = self.read().into_values().collect();
+        let mut removed = BTreeSet::new();
+        store.change_index(|images| {
+            let named: BTreeSet<String> = images
+                .values()
+                .filter(|r| !r.names.is_empty())
+                .map(|r| r.config.clone())
+                .collect();
+            images.retain(|_, rec| {
+                let goes = cached.contains(&rec.config)
+                    && !named.contains(&rec.config)
+                    && !in_use.contains(&rec.config);
+                if goes {
+                    removed.insert(rec.config.clone());
+                }
+                !goes
+            });
+        })?;
         match std::fs::remove_file(&self.path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(n),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(ImageError::io(&self.path, e))
+            }
+            _ => {}
         }
+        let freed = crate::image::remove::collect_garbage(store)?;
+        Ok((removed.into_iter().collect(), freed))
     }
 }

@@ -201,3 +201,63 @@ fn render(out: &mut impl Write, event: BuildEvent) {
         BuildEvent::Warning(w) => writeln!(out, "[Warning] {w}"),
     };
 }
+
+/// `builder` verbs.
+#[derive(clap::Subcommand, Debug)]
+pub enum BuilderCommand {
+    /// Remove build cache.
+    Prune(BuilderPruneArgs),
+}
+
+/// `builder prune` flags.
+#[derive(Args, Debug)]
+pub struct BuilderPruneArgs {
+    /// Do not prompt for confirmation.
+    #[arg(short = 'f', long)]
+    force: bool,
+    /// Remove all unused build cache, not just dangling ones (the same here: every step
+    /// image without a name or a container).
+    #[arg(short = 'a', long)]
+    all: bool,
+}
+
+/// `builder prune`: the cache forgotten, its step images without a name or a container
+/// removed.
+pub fn builder(root: &StateRoot, command: BuilderCommand) -> i32 {
+    use std::io::IsTerminal;
+    let BuilderCommand::Prune(args) = command;
+    let _ = args.all;
+    if !args.force && std::io::stdin().is_terminal() {
+        eprint!("WARNING! This will remove all dangling build cache.\nAre you sure you want to continue? [y/N] ");
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        if !answer.trim().eq_ignore_ascii_case("y") {
+            return 0;
+        }
+    }
+    let store = ImageStore::new(root);
+    let in_use = crate::api::image_uses(&crate::container::ContainerStore::new(root))
+        .into_iter()
+        .map(|u| u.image)
+        .collect();
+    match crate::build::cache::Cache::new(root).prune(&store, &in_use) {
+        Ok((removed, freed)) => {
+            if !removed.is_empty() {
+                println!("Deleted build cache objects:");
+                for id in &removed {
+                    println!("{id}");
+                }
+                println!();
+            }
+            println!(
+                "Total reclaimed space: {}",
+                crate::timefmt::human_size(freed)
+            );
+            0
+        }
+        Err(e) => {
+            report(&e);
+            EXIT_FAILURE
+        }
+    }
+}

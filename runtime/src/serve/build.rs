@@ -9,7 +9,7 @@
 //! a fresh process is the same code the CLI runs, with nothing of the server's.
 
 use super::bodies::{body_reader, ndjson_line, write_stream, ChannelWriter};
-use super::http::{flag, ApiError, ApiResult, Query};
+use super::http::{blocking, flag, ApiError, ApiResult, Query};
 use super::Shared;
 use axum::extract::{RawQuery, Request, State};
 use axum::response::Response;
@@ -21,7 +21,30 @@ use std::io::{BufRead, Read, Write};
 use std::process::{Command, Stdio};
 
 pub fn routes() -> Router<Shared> {
-    Router::new().route("/build", post(build))
+    Router::new()
+        .route("/build", post(build))
+        .route("/build/prune", post(prune))
+}
+
+/// `POST /build/prune`: the build cache forgotten, its unnamed step images without a
+/// container removed (`all` and filters change nothing: there is one kind of cache).
+async fn prune(State(engine): State<Shared>) -> ApiResult<Response> {
+    let (removed, freed) = blocking(move || {
+        let store = crate::image::ImageStore::new(&engine.root);
+        let containers = crate::container::ContainerStore::new(&engine.root);
+        let in_use = crate::api::image_uses(&containers)
+            .into_iter()
+            .map(|u| u.image)
+            .collect();
+        crate::build::cache::Cache::new(&engine.root)
+            .prune(&store, &in_use)
+            .map_err(super::images::image_error)
+    })
+    .await?;
+    let body = json!({ "CachesDeleted": removed, "SpaceReclaimed": freed });
+    Ok(axum::response::IntoResponse::into_response(axum::Json(
+        body,
+    )))
 }
 
 /// Query parameters Docker's legacy builder takes that capsa's build does not: refused
