@@ -729,7 +729,7 @@ impl Builder<'_> {
             None => {
                 let items = self.ctx.select(&sources)?;
                 let glob = sources.iter().any(|s| super::ignore::is_glob(s));
-                if (items.len() > 1 || glob) && !to_dir && items.len() != 1 {
+                if items.len() > 1 && !to_dir {
                     return Err(step_error(
                         text,
                         "When using COPY with more than one source file, the destination must be a directory and end with a /".into(),

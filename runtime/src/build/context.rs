@@ -133,8 +133,13 @@ impl Context {
                 let t = entry
                     .file_type()
                     .map_err(|e| BuildError::Context(format!("{rel}: {e}")))?;
+                let ignored = ignore.ignores(&rel);
                 let kind = if t.is_dir() {
-                    pending.push(rel.clone());
+                    // An ignored directory is listed only when a `!` pattern may take
+                    // back something in it (a node_modules is never walked).
+                    if !ignored || ignore.has_exceptions() {
+                        pending.push(rel.clone());
+                    }
                     Kind::Dir
                 } else if t.is_symlink() {
                     Kind::Symlink
@@ -143,7 +148,7 @@ impl Context {
                 } else {
                     continue;
                 };
-                if !ignore.ignores(&rel) {
+                if !ignored {
                     ctx.entries.insert(rel, kind);
                 }
             }

@@ -45,6 +45,12 @@ impl Ignore {
         Ok(Ignore { patterns })
     }
 
+    /// Whether a `!` pattern could take back something under an ignored directory (else
+    /// an ignored directory's contents need not be listed at all).
+    pub fn has_exceptions(&self) -> bool {
+        self.patterns.iter().any(|(_, keep)| *keep)
+    }
+
     /// Whether `path` (relative to the context, `/`-separated) is left out.
     pub fn ignores(&self, path: &str) -> bool {
         let mut ignored = false;
