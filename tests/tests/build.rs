@@ -310,7 +310,7 @@ fn target_stages_build_args_and_a_context_on_stdin() {
     assert_eq!(image_id(&env, &remote), image_id(&env, "busybox"));
 
     let dockerfile = "ARG V=global\nFROM busybox AS a\nARG V\nARG W=wdefault\n\
-                      RUN echo \"$V $W\" > /v.txt\nFROM a AS b\nRUN false\n";
+                      RUN echo \"$V $W $http_proxy\" > /v.txt\nFROM a AS b\nRUN false\n";
     let ctx = context(&[("Dockerfile", dockerfile)]);
     let out = build(
         &env,
@@ -321,6 +321,8 @@ fn target_stages_build_args_and_a_context_on_stdin() {
             "W=given",
             "--build-arg",
             "UNUSED=x",
+            "--build-arg",
+            "http_proxy=http://127.0.0.1:3128",
             "-t",
             "t:a",
         ],
@@ -332,7 +334,19 @@ fn target_stages_build_args_and_a_context_on_stdin() {
         "{shown}"
     );
     assert!(!shown.contains("RUN false"), "{shown}");
-    assert_eq!(run_out(&env, &["t:a", "cat", "/v.txt"]), "global given\n");
+    assert_eq!(
+        run_out(&env, &["t:a", "cat", "/v.txt"]),
+        "global given http://127.0.0.1:3128\n"
+    );
+    let history = ok(&env.capsa(&["history", "--no-trunc", "t:a"]));
+    assert!(
+        history.contains("|2 V=global W=given /bin/sh -c echo"),
+        "{history}"
+    );
+    assert!(
+        !history.contains("3128"),
+        "proxy arguments stay out of the history: {history}"
+    );
 
     let out = build(&env, &["--target", "nope"], ctx.path());
     assert_eq!(out.status.code(), Some(1));

@@ -627,9 +627,18 @@ impl Builder<'_> {
             true => "none",
             false => "bridge",
         };
+        // Docker's predefined proxy arguments reach RUN without an ARG, and stay out of the
+        // history and the cache key.
+        let mut env = args;
+        for name in PREDEFINED_ARGS {
+            match self.opts.build_args.get(name) {
+                Some(v) if !st.args.contains_key(name) => env.push(format!("{name}={v}")),
+                _ => {}
+            }
+        }
         let spec = RunSpec {
             argv,
-            env: args,
+            env,
             workdir: Some(st.workdir()),
             user: st
                 .config
