@@ -310,7 +310,8 @@ fn target_stages_build_args_and_a_context_on_stdin() {
     assert_eq!(image_id(&env, &remote), image_id(&env, "busybox"));
 
     let dockerfile = "ARG V=global\nFROM busybox AS a\nARG V\nARG W=wdefault\n\
-                      RUN echo \"$V $W $http_proxy\" > /v.txt\nFROM a AS b\nRUN false\n";
+                      RUN echo \"$V $W $http_proxy\" > /v.txt\nRUN <<EOF\necho heredoc > /h\nEOF\n\
+                      FROM a AS b\nRUN false\n";
     let ctx = context(&[("Dockerfile", dockerfile)]);
     let out = build(
         &env,
@@ -338,6 +339,7 @@ fn target_stages_build_args_and_a_context_on_stdin() {
         run_out(&env, &["t:a", "cat", "/v.txt"]),
         "global given http://127.0.0.1:3128\n"
     );
+    assert_eq!(run_out(&env, &["t:a", "cat", "/h"]), "heredoc\n");
     let history = ok(&env.capsa(&["history", "--no-trunc", "t:a"]));
     assert!(
         history.contains("|2 V=global W=given /bin/sh -c echo"),
