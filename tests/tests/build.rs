@@ -437,6 +437,10 @@ fn bad_input_is_one_line_and_leaves_nothing_and_links_never_lead_out() {
             "missing: no such file or directory in the build context",
         ),
         (
+            "FROM busybox\nCOPY --chown=ghost dir /d\n",
+            "COPY --chown=ghost dir /d: --chown ghost: no user \"ghost\" in the image",
+        ),
+        (
             "FROM busybox\nCOPY --from=nostage /a /x\n",
             "--from=nostage: no stage or image of that name",
         ),

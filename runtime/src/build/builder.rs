@@ -798,6 +798,10 @@ impl Builder<'_> {
                 b.opts.cgroup_parent.clone(),
             )
             .map_err(|e| match e {
+                // The placing child's own words (the build container is gone already).
+                BuildError::Container(crate::container::ContainerError::Copy {
+                    source, ..
+                }) => step_error(text, source.to_string()),
                 BuildError::Container(e) => step_error(text, e.to_string()),
                 e => e,
             })
