@@ -4,7 +4,7 @@
 //! reads the context beneath its root only, `ignore` applies `.dockerignore`; `containers`
 //! runs RUN steps and places COPY/ADD files in build containers whose writable layer is
 //! captured as `commit` captures one; `place` puts the files in a container's root; `cache`
-//! keys each step's image; `builder` drives the steps. Library code: progress goes out as
+//! keys each step's image; `builder` drives the steps (`builder/copy` for COPY/ADD, `builder/text` for instruction text). Library code: progress goes out as
 //! [`BuildEvent`]s, which the CLI and the API render.
 
 mod builder;
