@@ -1,11 +1,12 @@
 //! `capsa build`: an image from a Dockerfile and a context, step by step as Docker's
-//! legacy builder makes it. `dockerfile` reads the file (taiki-e's `parse-dockerfile`
-//! crate) into stages; `words` expands arguments as Docker's shell lexer does; `context`
-//! reads the context beneath its root only, `ignore` applies `.dockerignore`; `containers`
-//! runs RUN steps and places COPY/ADD files in build containers whose writable layer is
-//! captured as `commit` captures one; `place` puts the files in a container's root; `cache`
-//! keys each step's image; `builder` drives the steps (`builder/copy` for COPY/ADD, `builder/text` for instruction text). Library code: progress goes out as
-//! [`BuildEvent`]s, which the CLI and the API render.
+//! legacy builder makes it. The Dockerfile is read by taiki-e's `parse-dockerfile` crate;
+//! `words` expands arguments as Docker's shell lexer does; `context` reads the context
+//! beneath its root only, `ignore` applies `.dockerignore`; `containers` runs RUN steps and
+//! places COPY/ADD files in build containers whose writable layer is captured as `commit`
+//! captures one; `place` puts the files in a container's root; `cache` keys each step's
+//! image; `builder` drives the steps (`builder/copy` for COPY/ADD, `builder/text` for the
+//! instructions' text). Library code: progress goes out as [`BuildEvent`]s, which the CLI
+//! and the API render.
 
 mod builder;
 pub mod cache;
