@@ -308,6 +308,11 @@ fn target_stages_build_args_and_a_context_on_stdin() {
     let shown = ok(&build(&env, &["-t", "pulled:1"], pulling.path()));
     assert!(shown.contains(&format!("Pulling {remote}")), "{shown}");
     assert_eq!(image_id(&env, &remote), image_id(&env, "busybox"));
+    // Present now: pulled again only with --pull.
+    let shown = ok(&build(&env, &["-t", "pulled:1"], pulling.path()));
+    assert!(!shown.contains("Pulling"), "{shown}");
+    let shown = ok(&build(&env, &["--pull", "-t", "pulled:1"], pulling.path()));
+    assert!(shown.contains(&format!("Pulling {remote}")), "{shown}");
 
     let dockerfile = "ARG V=global\nFROM busybox AS a\nARG V\nARG W=wdefault\n\
                       RUN echo \"$V $W $http_proxy\" > /v.txt\nRUN <<EOF\necho heredoc > /h\nEOF\n\

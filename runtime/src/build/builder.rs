@@ -255,6 +255,7 @@ impl Builder<'_> {
             built
         } else {
             match self.store.resolve(&name) {
+                Ok(_) if self.opts.pull => self.pull(&text, &name)?,
                 Ok(image) => image,
                 Err(ImageError::NotFound(_)) => self.pull(&text, &name)?,
                 Err(e) => return Err(e.into()),

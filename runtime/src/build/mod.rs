@@ -36,6 +36,8 @@ pub struct BuildOptions {
     pub target: Option<String>,
     /// `--no-cache`.
     pub no_cache: bool,
+    /// `--pull`: FROM images are pulled even when the store has them.
+    pub pull: bool,
     /// `--label`, set on the result.
     pub labels: BTreeMap<String, String>,
     /// `--network none`: RUN steps get loopback only (else the default bridge).

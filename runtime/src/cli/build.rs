@@ -27,6 +27,9 @@ pub struct BuildArgs {
     /// Do not use cache when building the image.
     #[arg(long)]
     no_cache: bool,
+    /// Always attempt to pull a newer version of the image.
+    #[arg(long)]
+    pull: bool,
     /// Set metadata for an image.
     #[arg(long)]
     label: Vec<String>,
@@ -138,6 +141,7 @@ fn options(args: &BuildArgs) -> Result<BuildOptions, BuildError> {
     let mut opts = BuildOptions {
         target: args.target.clone(),
         no_cache: args.no_cache,
+        pull: args.pull,
         network_none,
         cgroup_parent: args.cgroup_parent.clone(),
         isolation,

@@ -114,6 +114,9 @@ fn cli_args(
     if flag(query, "nocache") {
         args.push("--no-cache".into());
     }
+    if flag(query, "pull") {
+        args.push("--pull".into());
+    }
     match given("isolation").as_deref() {
         None | Some("default") => {}
         Some(i) => args.extend(["--isolation".into(), i.to_string()]),
