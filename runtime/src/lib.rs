@@ -15,6 +15,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod build;
 pub mod cli;
 pub mod container;
 pub mod events;

@@ -3,12 +3,9 @@
 //! flattened into the top level and into its group, so the two forms are one parser and
 //! one call by construction. Verbs only a group has (`container prune`, `image ls`,
 //! `system df`) are the group's own variants.
-//!
-//! Verbs that later issues bring are listed, with the issue named, and answer with one line
-//! saying so ([`NotYet`]).
 
 use super::{containers, images, registry, run, system};
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 
 /// Verbs on containers, typed as `capsa VERB` or `capsa container VERB`. The descriptions are
 /// Docker's.
@@ -84,8 +81,8 @@ pub enum ImageVerb {
     Pull(registry::PullArgs),
     /// Upload an image to a registry.
     Push(registry::PushArgs),
-    /// Build an image from a Dockerfile (not yet: issue 18).
-    Build(NotYet),
+    /// Build an image from a Dockerfile.
+    Build(Box<super::build::BuildArgs>),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE.
     Tag(images::TagArgs),
     /// Show the history of an image.
@@ -148,26 +145,4 @@ impl ImageVerb {
     pub fn only_reports(&self) -> bool {
         matches!(self, ImageVerb::History(_))
     }
-}
-
-/// The arguments of a verb that a later issue brings: taken whole, so that any use of the
-/// verb gets the same one-line answer.
-#[derive(Args, Debug)]
-pub struct NotYet {
-    #[arg(
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        hide = true,
-        value_name = "ARG"
-    )]
-    args: Vec<String>,
-}
-
-/// Says that `verb` is not available yet and what brings it; returns Docker's exit code
-/// for a command the engine cannot run.
-pub fn not_yet(verb: &str, coming_with: &str) -> i32 {
-    super::print_error(format_args!(
-        "{verb}: not available yet (it comes with {coming_with})"
-    ));
-    super::EXIT_ENGINE_ERROR
 }

@@ -27,7 +27,7 @@ pub struct ImportArgs {
 /// `images` flags.
 #[derive(Args, Debug)]
 pub struct ImagesArgs {
-    /// Show all images (default hides intermediate images; capsa keeps none).
+    /// Show all images (default hides intermediate images).
     #[arg(short = 'a', long)]
     all: bool,
     /// Show digests.
@@ -90,7 +90,6 @@ pub fn import(root: &StateRoot, args: ImportArgs) -> i32 {
 /// `images`: REPOSITORY, TAG, [DIGEST,] IMAGE ID, CREATED, SIZE (unpacked size of all
 /// the image's layers, shared ones included: `system df` shows real disk use).
 pub fn images(root: &StateRoot, args: ImagesArgs) -> i32 {
-    let _ = args.all;
     let format = match Format::parse(args.format.as_deref()) {
         Ok(f) => f,
         Err(e) => {
@@ -113,7 +112,11 @@ pub fn images(root: &StateRoot, args: ImagesArgs) -> i32 {
     });
     let mut rows = Vec::new();
     let mut seen_ids = std::collections::BTreeSet::new();
-    for rec in list {
+    let hidden = match args.all {
+        true => Default::default(),
+        false => crate::image::store::intermediate(&list),
+    };
+    for rec in list.into_iter().filter(|r| !hidden.contains(&r.id)) {
         let id = short_or_full(&rec.id, args.no_trunc);
         let image = store.resolve(&rec.id).ok();
         let size = image.as_ref().map_or(0, |i| i.size());

@@ -6,6 +6,7 @@
 //! error.
 
 mod bench;
+mod build;
 mod commit;
 mod compare;
 mod completion;
@@ -93,6 +94,9 @@ enum Command {
     /// Manage capsa (`system df`, `system info`, `system prune`).
     #[command(subcommand)]
     System(SystemCommand),
+    /// Manage builds (`builder prune`).
+    #[command(subcommand)]
+    Builder(build::BuilderCommand),
     /// Log in to a registry (credentials are checked, then stored 0600).
     Login(registry::LoginArgs),
     /// Log out from a registry.
@@ -218,6 +222,7 @@ fn dispatch(root: &crate::root::StateRoot, root_dir: &std::path::Path, command: 
         Command::System(SystemCommand::Df(a)) => images::system_df(root, a),
         Command::System(SystemCommand::Prune(a)) => prune::system_prune(root, a),
         Command::System(SystemCommand::Service(a)) => serve::serve(root, a),
+        Command::Builder(c) => build::builder(root, c),
         Command::Compare(a) => compare::compare(root_dir, a),
         Command::Bench(a) => bench::bench(root, a),
         Command::Network(c) => network::network(root, c),
@@ -263,7 +268,7 @@ fn image_verb(root: &crate::root::StateRoot, verb: ImageVerb) -> i32 {
     match verb {
         ImageVerb::Pull(a) => registry::pull(root, a),
         ImageVerb::Push(a) => registry::push(root, a),
-        ImageVerb::Build(_) => forms::not_yet("build", "build and share, issue 18"),
+        ImageVerb::Build(a) => build::build(root, *a),
         ImageVerb::Tag(a) => images::tag(root, a),
         ImageVerb::History(a) => images::history(root, a),
         ImageVerb::Save(a) => images::save(root, a),

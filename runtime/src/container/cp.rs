@@ -136,6 +136,25 @@ enum StreamError {
     Extract(#[source] capsa_core::tar_copy::ExtractError),
 }
 
+/// Runs `place` in a child whose root is process-tree container `state`'s (mounted in a
+/// private mount namespace when it is stopped), reading what `feed` writes here into the
+/// other end of a pipe: a build's `COPY` placing files as the container sees its paths.
+pub(crate) fn feed_into_root(
+    store: &ContainerStore,
+    state: &State,
+    feed: impl FnOnce(std::fs::File) -> std::io::Result<()>,
+    place: impl FnOnce(std::fs::File) -> Result<(), String>,
+) -> Result<(), ContainerError> {
+    let at = PathBuf::from("-");
+    let (r, w) = pipe(&at)?;
+    let child = move || place(std::fs::File::from(r));
+    let parent = move || feed(std::fs::File::from(w));
+    match in_container(store, state, child, parent)? {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        sent => sent.map_err(|e| ContainerError::io(&at, e)),
+    }
+}
+
 /// Runs `child_work` in a child whose root is the container's, and `parent_work` here
 /// meanwhile (the two ends of a pipe). The child's error, if any, is returned.
 fn in_container<T, E: std::fmt::Display>(

@@ -39,6 +39,8 @@ pub struct CommitOptions {
     pub changes: Vec<String>,
     /// Container config fields to set first (the API's request body), Docker's names.
     pub config: Option<Map<String, Value>>,
+    /// The whole container config, in place of the parent's (a build step's).
+    pub whole_config: Option<Map<String, Value>>,
     /// The history entry's `created_by`: the container's command.
     pub created_by: String,
     /// `-m`: the history entry's and the image's comment.
@@ -70,6 +72,45 @@ pub fn commit(
     layer: Option<impl Read>,
     options: &CommitOptions,
 ) -> Result<String, ImageError> {
+    if let Some(name) = &options.name {
+        check_name(name)?;
+    }
+    let edit = |doc: &mut Value, diff_id: Option<&Digest>, now: &str| {
+        new_config(doc, options, diff_id, now)
+    };
+    commit_with(store, parent, layer, options.name.as_ref(), edit)
+}
+
+/// A build step's image: `parent`, then `layer` (if any), with `config` as the image's
+/// container config (replaced whole) and a history entry saying `created_by`.
+pub fn commit_step(
+    store: &ImageStore,
+    parent: &Image,
+    layer: Option<impl Read>,
+    config: &Map<String, Value>,
+    created_by: &str,
+) -> Result<String, ImageError> {
+    let edit = |doc: &mut Value, diff_id: Option<&Digest>, now: &str| {
+        new_config(doc, &CommitOptions::default(), diff_id, now)?;
+        doc["config"] = Value::Object(config.clone());
+        let last = doc["history"].as_array_mut().and_then(|h| h.last_mut());
+        if let Some(step) = last {
+            step["created_by"] = json!(created_by);
+        }
+        Ok(())
+    };
+    commit_with(store, parent, layer, None, edit)
+}
+
+/// [`commit`] with `edit` turning the parent's config document into the new image's
+/// (given the new layer's diff ID and the time).
+fn commit_with(
+    store: &ImageStore,
+    parent: &Image,
+    layer: Option<impl Read>,
+    name: Option<&Reference>,
+    edit: impl FnOnce(&mut Value, Option<&Digest>, &str) -> Result<(), ImageError>,
+) -> Result<String, ImageError> {
     let corrupt = |what, e: &dyn std::fmt::Display| ImageError::Corrupt {
         image: parent.id.clone(),
         what,
@@ -83,9 +124,6 @@ pub fn commit(
     let mut manifest: Value = serde_json::from_slice(&store.read_blob(&manifest_digest)?)
         .map_err(|e| corrupt("manifest", &e))?;
     let mut diff_ids = diff_ids_of(&parent.config).map_err(|e| corrupt("config", &e))?;
-    if let Some(name) = &options.name {
-        check_name(name)?;
-    }
 
     let _gc = store.gc_shared()?;
     store.sweep_staging();
@@ -125,12 +163,7 @@ pub fn commit(
     };
 
     let now = crate::timefmt::rfc3339(std::time::SystemTime::now());
-    new_config(
-        &mut config,
-        options,
-        new_layer.as_ref().map(|(_, d)| d),
-        &now,
-    )?;
+    edit(&mut config, new_layer.as_ref().map(|(_, d)| d), &now)?;
     let config_bytes = serde_json::to_vec(&config).expect("JSON values serialise");
     let config_id = store.put_blob(&config_bytes)?;
 
@@ -156,7 +189,7 @@ pub fn commit(
     }
     let manifest_bytes = serde_json::to_vec(&manifest).expect("JSON values serialise");
     let manifest_id = store.put_blob(&manifest_bytes)?;
-    store.add_image(&manifest_id, &config_id, options.name.as_ref(), None)?;
+    store.add_image(&manifest_id, &config_id, name, None)?;
     store.set_parent(&manifest_id, &parent.id)?;
     Ok(config_id.to_string())
 }
@@ -176,8 +209,9 @@ fn new_config(
             reason: "not a JSON object".into(),
         });
     };
-    let mut cfg = match doc.remove("config") {
-        Some(Value::Object(m)) => m,
+    let mut cfg = match (doc.remove("config"), &options.whole_config) {
+        (_, Some(whole)) => whole.clone(),
+        (Some(Value::Object(m)), None) => m,
         _ => Map::new(),
     };
     if let Some(body) = &options.config {
@@ -286,6 +320,7 @@ mod tests {
                     .unwrap()
                     .clone(),
             ),
+            whole_config: None,
             created_by: "sh -c touch x".into(),
             comment: Some("why".into()),
             author: Some("me".into()),

@@ -56,6 +56,18 @@ pub struct StoredImage {
     pub parent: Option<String>,
 }
 
+/// The IDs of the images that are intermediate, as Docker's `images` hides them without
+/// `-a`: untagged, and the recorded parent of another image (a build's steps).
+pub fn intermediate(images: &[StoredImage]) -> std::collections::BTreeSet<String> {
+    let parents: std::collections::BTreeSet<&str> =
+        images.iter().filter_map(|i| i.parent.as_deref()).collect();
+    images
+        .iter()
+        .filter(|i| i.names.is_empty() && parents.contains(i.id.as_str()))
+        .map(|i| i.id.clone())
+        .collect()
+}
+
 /// An image resolved from the store, with everything `run` needs.
 #[derive(Debug, Clone)]
 pub struct Image {

@@ -157,7 +157,15 @@ async fn list(
             .map(|n| time_of(n))
             .transpose()?;
         let mut out = Vec::new();
-        for stored in store.images().map_err(image_error)? {
+        let stored_images = store.images().map_err(image_error)?;
+        let hidden = match flag(&query, "all") {
+            true => Default::default(),
+            false => crate::image::store::intermediate(&stored_images),
+        };
+        for stored in stored_images
+            .into_iter()
+            .filter(|s| !hidden.contains(&s.id))
+        {
             let Ok(image) = store.resolve(&stored.id) else {
                 continue;
             };

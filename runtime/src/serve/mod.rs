@@ -31,6 +31,7 @@
 mod archive;
 mod attach;
 mod bodies;
+mod build;
 mod commit;
 mod containers;
 mod create;
@@ -116,6 +117,7 @@ pub fn router(engine: Shared) -> Router {
         .merge(stats::routes())
         .merge(archive::routes())
         .merge(commit::routes())
+        .merge(build::routes())
         .merge(swarm::routes())
         .merge(update::routes())
         .fallback(http::not_found)

@@ -1,0 +1,223 @@
+//! `POST /build`: what `docker build` sends without BuildKit (`DOCKER_BUILDKIT=0`, or a
+//! CLI without buildx): the context as a tar body, the flags as query parameters; the
+//! answer streams JSON lines (`{"stream"}` for the steps' text, `{"aux":{"ID"}}` for the
+//! image, `{"error","errorDetail"}` for a failure).
+//!
+//! The build runs in a `capsa build -` process of its own, fed the body on its stdin:
+//! a build forks containers and is their monitor (signals forwarded, children waited
+//! for), which the server's many threads and open sockets must not be (see `workers`);
+//! a fresh process is the same code the CLI runs, with nothing of the server's.
+
+use super::bodies::{body_reader, ndjson_line, write_stream, ChannelWriter};
+use super::http::{blocking, flag, ApiError, ApiResult, Query};
+use super::Shared;
+use axum::extract::{RawQuery, Request, State};
+use axum::response::Response;
+use axum::routing::post;
+use axum::Router;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::io::{BufRead, Read, Write};
+use std::process::{Command, Stdio};
+
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/build", post(build))
+        .route("/build/prune", post(prune))
+}
+
+/// `POST /build/prune`: the build cache forgotten, its unnamed step images without a
+/// container removed (`all` and filters change nothing: there is one kind of cache).
+async fn prune(State(engine): State<Shared>) -> ApiResult<Response> {
+    let (removed, freed) = blocking(move || {
+        let store = crate::image::ImageStore::new(&engine.root);
+        let containers = crate::container::ContainerStore::new(&engine.root);
+        let in_use = crate::api::image_uses(&containers)
+            .into_iter()
+            .map(|u| u.image)
+            .collect();
+        crate::build::cache::Cache::new(&engine.root)
+            .prune(&store, &in_use)
+            .map_err(super::images::image_error)
+    })
+    .await?;
+    let body = json!({ "CachesDeleted": removed, "SpaceReclaimed": freed });
+    Ok(axum::response::IntoResponse::into_response(axum::Json(
+        body,
+    )))
+}
+
+/// Query parameters Docker's legacy builder takes that capsa's build does not: refused
+/// when set to anything but their default, rather than ignored.
+const UNSUPPORTED: [&str; 9] = [
+    "memory",
+    "memswap",
+    "cpushares",
+    "cpuquota",
+    "cpuperiod",
+    "cpusetcpus",
+    "cpusetmems",
+    "shmsize",
+    "squash",
+];
+
+/// `POST /build`.
+async fn build(
+    State(engine): State<Shared>,
+    query: Query,
+    RawQuery(raw): RawQuery,
+    request: Request,
+) -> ApiResult<Response> {
+    let args = cli_args(&query, raw.as_deref(), engine.cgroup_parent.as_deref())?;
+    let quiet = flag(&query, "q");
+    let root = engine.root.dir().to_path_buf();
+    let tmp = crate::image::ImageStore::new(&engine.root).tmp_dir();
+    let reader = body_reader(request.into_body());
+    let body = write_stream(move |out| run(&root, &tmp, &args, quiet, reader, out));
+    let mut response = Response::new(body);
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+/// The query as `capsa build` flags.
+fn cli_args(
+    query: &Query,
+    raw: Option<&str>,
+    default_cgroup_parent: Option<&str>,
+) -> ApiResult<Vec<String>> {
+    let given = |key: &str| query.get(key).filter(|v| !v.is_empty()).cloned();
+    if let Some(remote) = given("remote") {
+        return Err(ApiError::bad_request(format!(
+            "remote={remote}: capsa builds only from the request body's context (it fetches no URLs)"
+        )));
+    }
+    for key in UNSUPPORTED {
+        if given(key).is_some_and(|v| !matches!(v.as_str(), "0" | "false")) {
+            return Err(ApiError::bad_request(format!(
+                "{key}: not supported by capsa's build"
+            )));
+        }
+    }
+    let mut args = Vec::new();
+    for t in super::bodies::repeated(raw, "t") {
+        args.extend(["-t".to_string(), t]);
+    }
+    if let Some(f) = given("dockerfile") {
+        args.extend(["-f".into(), f]);
+    }
+    if let Some(t) = given("target") {
+        args.extend(["--target".into(), t]);
+    }
+    if flag(query, "nocache") {
+        args.push("--no-cache".into());
+    }
+    if flag(query, "pull") {
+        args.push("--pull".into());
+    }
+    match given("isolation").as_deref() {
+        None | Some("default") => {}
+        Some(i) => args.extend(["--isolation".into(), i.to_string()]),
+    }
+    match given("networkmode").as_deref() {
+        None | Some("default") => {}
+        Some(mode) => args.extend(["--network".into(), mode.to_string()]),
+    }
+    match given("cgroupparent").as_deref().or(default_cgroup_parent) {
+        Some(p) if !p.is_empty() => args.extend(["--cgroup-parent".into(), p.to_string()]),
+        _ => {}
+    }
+    for (key, flag_name) in [("buildargs", "--build-arg"), ("labels", "--label")] {
+        let Some(text) = given(key) else { continue };
+        let map: BTreeMap<String, Option<String>> = serde_json::from_str(&text)
+            .map_err(|e| ApiError::bad_request(format!("{key}: {e}")))?;
+        for (k, v) in map {
+            // A null build argument takes the ARG's default.
+            if let Some(v) = v {
+                args.extend([flag_name.to_string(), format!("{k}={v}")]);
+            }
+        }
+    }
+    Ok(args)
+}
+
+/// Runs the build process and turns its output into the answer's lines.
+fn run(
+    root: &std::path::Path,
+    tmp: &std::path::Path,
+    args: &[String],
+    quiet: bool,
+    mut context: impl Read + Send + 'static,
+    out: &mut ChannelWriter,
+) -> Result<(), String> {
+    let iid = tempfile::NamedTempFile::new_in(tmp).map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = Command::new(exe)
+        .arg("--root")
+        .arg(root)
+        .arg("build")
+        .args(args)
+        .arg("--iidfile")
+        .arg(iid.path())
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let feeder = std::thread::spawn(move || {
+        // The process may stop reading early (a Dockerfile that does not parse).
+        let _ = std::io::copy(&mut context, &mut stdin);
+    });
+    let mut stderr = child.stderr.take().expect("piped");
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("piped"));
+    let mut line = Vec::new();
+    let mut client_gone = false;
+    loop {
+        line.clear();
+        match lines.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        if quiet || client_gone {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&line);
+        // A client that went away: the build still finishes (as dockerd's does).
+        client_gone = out
+            .write_all(&ndjson_line(&json!({ "stream": text })))
+            .is_err();
+    }
+    let status = child.wait().map_err(|e| e.to_string())?;
+    let _ = feeder.join();
+    let stderr = errors.join().unwrap_or_default();
+    let last = if status.success() {
+        let id = std::fs::read_to_string(iid.path()).map_err(|e| e.to_string())?;
+        json!({ "aux": { "ID": id.trim() } })
+    } else {
+        let message = stderr
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| l.strip_prefix("capsa: ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let code = status.code().unwrap_or(1);
+        json!({ "errorDetail": { "code": code, "message": message }, "error": message })
+    };
+    out.write_all(&ndjson_line(&last))
+        .map_err(|e| e.to_string())?;
+    if quiet && status.success() {
+        let id = last["aux"]["ID"].as_str().map(String::from);
+        let line = json!({ "stream": format!("{}\n", id.unwrap_or_default()) });
+        let _ = out.write_all(&ndjson_line(&line));
+    }
+    Ok(())
+}
