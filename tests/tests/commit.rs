@@ -538,3 +538,78 @@ fn a_vm_container_commits_and_exports_through_its_guest_agent() {
     ok(&env.capsa(&["rm", "-f", "guest"]));
     env.assert_clean();
 }
+
+/// As with Docker, the new image starts from the container's own config: the command it
+/// ran, its `-e` variables, `-w`, `-u` and labels; an image's ENTRYPOINT stays the
+/// Entrypoint and only the container's arguments become the Cmd; `-c` still wins.
+#[test]
+fn the_image_takes_the_containers_own_command_environment_and_entrypoint() {
+    let env = TestEnv::new();
+    ok(&env.run(&[
+        "--name",
+        "own",
+        "--network",
+        "none",
+        "-e",
+        "FOO=bar",
+        "-w",
+        "/tmp",
+        "--label",
+        "team=red",
+        "busybox",
+        "sh",
+        "-c",
+        "echo \"$FOO in $(pwd)\"",
+    ]));
+    ok(&env.capsa(&["commit", "own", "owncfg"]));
+    let shown = |image: &str, field: &str| {
+        ok(&env.capsa(&[
+            "image",
+            "inspect",
+            "-f",
+            &format!("{{{{json .Config.{field}}}}}"),
+            image,
+        ]))
+        .trim()
+        .to_string()
+    };
+    assert_eq!(
+        shown("owncfg", "Cmd"),
+        r#"["sh","-c","echo \"$FOO in $(pwd)\""]"#
+    );
+    assert_eq!(shown("owncfg", "WorkingDir"), r#""/tmp""#);
+    assert_eq!(shown("owncfg", "Labels"), r#"{"team":"red"}"#);
+    let envs = shown("owncfg", "Env");
+    assert!(
+        envs.contains("FOO=bar") && !envs.contains("HOSTNAME"),
+        "{envs}"
+    );
+    assert_eq!(run_image(&env, "owncfg", &[]), "bar in /tmp\n");
+
+    // An image with an entrypoint, run with arguments.
+    ok(&env.capsa(&[
+        "commit",
+        "-c",
+        r#"ENTRYPOINT ["echo", "pre"]"#,
+        "-c",
+        r#"CMD ["default"]"#,
+        "own",
+        "withentry",
+    ]));
+    ok(&env.run(&[
+        "--name",
+        "args",
+        "--network",
+        "none",
+        "withentry",
+        "one",
+        "two",
+    ]));
+    ok(&env.capsa(&["commit", "args", "fromargs"]));
+    assert_eq!(shown("fromargs", "Entrypoint"), r#"["echo","pre"]"#);
+    assert_eq!(shown("fromargs", "Cmd"), r#"["one","two"]"#);
+    assert_eq!(run_image(&env, "fromargs", &[]), "pre one two\n");
+    // `-c` over the container's own.
+    ok(&env.capsa(&["commit", "-c", r#"CMD ["three"]"#, "args", "changed"]));
+    assert_eq!(run_image(&env, "changed", &[]), "pre three\n");
+}

@@ -18,6 +18,7 @@ use super::ContainerError;
 use crate::image::commit::CommitOptions;
 use crate::image::layer_diff::{write_layer, LayerOptions};
 use crate::image::ImageStore;
+use serde_json::Value;
 use std::io::{Seek, Write};
 use std::path::PathBuf;
 
@@ -61,12 +62,60 @@ pub fn commit(
     if request.image.created_by.is_empty() {
         request.image.created_by = state.command.join(" ");
     }
+    // A build step gives the whole config itself; a user's commit starts from the
+    // container's own.
+    if request.image.container_config.is_none() && request.image.whole_config.is_none() {
+        request.image.container_config = own_config(store, &state);
+    }
     let layer = holds_entries(&mut tar).map_err(io)?.then_some(tar);
     let image = crate::image::commit::commit(&images, &parent, layer, &request.image)?;
     let comment = request.image.comment.as_deref().unwrap_or_default();
     let attributes = [("comment", comment), ("imageID", image.as_str())];
     crate::events::container(store.root(), "commit", &state, &attributes);
     Ok(image)
+}
+
+/// The container's own config as the new image's starts from it (Docker's commit): its
+/// Entrypoint and Cmd, Env (without the HOSTNAME capsa sets for it), WorkingDir, User,
+/// Labels, StopSignal and Healthcheck. None for a record from before the entrypoint was
+/// kept apart from the command: the parent's config is kept then.
+fn own_config(store: &ContainerStore, state: &State) -> Option<serde_json::Map<String, Value>> {
+    let split = state.asked.entrypoint_len?.min(state.command.len());
+    let inspected = super::inspect::inspect(store, &state.id).ok()?;
+    let config = &inspected["Config"];
+    let (entrypoint, cmd) = state.command.split_at(split);
+    let hostname = format!("HOSTNAME={}", state.hostname.as_deref().unwrap_or_default());
+    let env: Vec<Value> = config["Env"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter(|v| v.as_str() != Some(&hostname))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut own = serde_json::Map::new();
+    own.insert("Entrypoint".into(), non_empty(entrypoint));
+    own.insert("Cmd".into(), non_empty(cmd));
+    own.insert("Env".into(), Value::Array(env));
+    for key in ["WorkingDir", "User", "Labels", "StopSignal", "Healthcheck"] {
+        match &config[key] {
+            Value::Null => {}
+            Value::String(s) if s.is_empty() => {}
+            given => {
+                own.insert(key.into(), given.clone());
+            }
+        }
+    }
+    Some(own)
+}
+
+/// A word list as the image config holds it: null when empty.
+fn non_empty(words: &[String]) -> Value {
+    match words.is_empty() {
+        true => Value::Null,
+        false => serde_json::json!(words),
+    }
 }
 
 /// The spec's mount points, relative to the root.

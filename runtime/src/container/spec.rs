@@ -70,6 +70,21 @@ fn err(e: impl std::fmt::Display) -> ContainerError {
 }
 
 /// Entrypoint and command as Docker combines them.
+/// How many leading words of [`command_line`] are the entrypoint (the rest is the Cmd):
+/// what `commit` needs to give the new image the container's own Entrypoint and Cmd.
+pub fn entrypoint_len(opts: &RunOptions, image: &Image) -> usize {
+    match &opts.entrypoint {
+        Some(e) if e.is_empty() => 0,
+        Some(_) => 1,
+        None => image
+            .config
+            .config()
+            .as_ref()
+            .and_then(|c| c.entrypoint().as_ref())
+            .map_or(0, Vec::len),
+    }
+}
+
 pub fn command_line(opts: &RunOptions, image: &Image) -> Vec<String> {
     let cfg = image.config.config().as_ref();
     let image_entry = cfg.and_then(|c| c.entrypoint().clone()).unwrap_or_default();

@@ -208,6 +208,10 @@ pub struct Asked {
     /// `--volumes-from` / `HostConfig.VolumesFrom` as given (applied as mounts at create).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes_from: Vec<String>,
+    /// How many leading words of `command` are the entrypoint (None in records from
+    /// before it was kept): `commit` splits the Entrypoint from the Cmd with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint_len: Option<usize>,
     /// `--volume-driver` / `HostConfig.VolumeDriver` as given.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub volume_driver: String,
@@ -304,6 +308,7 @@ impl State {
                 init: opts.init,
                 volumes_from: opts.volumes_from.clone(),
                 volume_driver: opts.volume_driver.clone().unwrap_or_default(),
+                entrypoint_len: Some(super::spec::entrypoint_len(opts, image)),
                 ..opts.asked.clone()
             },
         }

@@ -41,6 +41,10 @@ pub struct CommitOptions {
     pub config: Option<Map<String, Value>>,
     /// The whole container config, in place of the parent's (a build step's).
     pub whole_config: Option<Map<String, Value>>,
+    /// The committed container's own config fields (Cmd, Entrypoint, Env, WorkingDir,
+    /// User, Labels...), each replacing the parent's before `config` and `changes`, as
+    /// Docker's commit starts from the container's config.
+    pub container_config: Option<Map<String, Value>>,
     /// The history entry's `created_by`: the container's command.
     pub created_by: String,
     /// `-m`: the history entry's and the image's comment.
@@ -214,6 +218,9 @@ fn new_config(
         (Some(Value::Object(m)), None) => m,
         _ => Map::new(),
     };
+    if let Some(own) = &options.container_config {
+        cfg.extend(own.clone());
+    }
     if let Some(body) = &options.config {
         merge_config(&mut cfg, body);
     }
@@ -321,6 +328,7 @@ mod tests {
                     .clone(),
             ),
             whole_config: None,
+            container_config: None,
             created_by: "sh -c touch x".into(),
             comment: Some("why".into()),
             author: Some("me".into()),
