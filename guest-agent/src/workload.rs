@@ -159,7 +159,7 @@ pub fn create(mut req: CreateRequest) -> Result<Workload, Failure> {
     };
     let cfg = InitConfig {
         spec: &spec,
-        layers: &layers,
+        layers: Some(&layers),
         exec_fifo: &fifo,
         stdio: streams.child_stdio(),
         console: streams.console(),

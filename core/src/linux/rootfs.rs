@@ -50,6 +50,9 @@ pub enum RootLayers<'a> {
     Paths(&'a OverlayLayers),
     /// Descriptors (init is root only in its user namespace).
     Fds(FdLayers),
+    /// No layers: the spec's root path is a prepared directory (an OCI bundle's rootfs),
+    /// bound onto itself so that it is a mount point to pivot into.
+    Directory,
 }
 
 /// Errors of root file system set-up, naming the path and the step.
@@ -330,6 +333,10 @@ pub fn prepare(spec: &Spec, layers: RootLayers) -> Result<Root, RootfsError> {
                 .map_err(err("mount overlay on", &rootfs))?;
             (Root::from_fd(mnt), Some(f.bind_sources))
         }
+        RootLayers::Directory => {
+            bind_directory_onto_itself(&rootfs)?;
+            (Root::open(&rootfs).map_err(err("open", &rootfs))?, None)
+        }
     };
     let root_id = identity(root.as_fd()).map_err(err("stat", &rootfs))?;
     for m in spec.mounts().iter().flatten() {
@@ -345,6 +352,14 @@ pub fn prepare(spec: &Spec, layers: RootLayers) -> Result<Root, RootfsError> {
     crate::linux::devices::populate_dev(&root, &devices, bind)
         .map_err(err("populate", Path::new("/dev")))?;
     Ok(root)
+}
+
+/// Makes the directory `rootfs` a mount point of its own (with what is mounted under it),
+/// in the init's mount namespace: pivot_root needs one.
+fn bind_directory_onto_itself(rootfs: &Path) -> Result<(), RootfsError> {
+    let fd = mountapi::open_path(rootfs).map_err(err("open", rootfs))?;
+    let tree = mountapi::clone_tree(fd.as_fd(), true).map_err(err("bind", rootfs))?;
+    mountapi::attach(&tree, fd.as_fd()).map_err(err("bind", rootfs))
 }
 
 /// Bind-mounts the spec's bind mounts (volumes, `-v`, the container's /etc files; none under

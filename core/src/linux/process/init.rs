@@ -9,7 +9,7 @@
 use super::channel::{self, Message};
 use super::config::InitConfig;
 use super::exec_fifo;
-use crate::linux::rootfs::{FdLayers, RootLayers};
+use crate::linux::rootfs::{FdLayers, OverlayLayers, RootLayers};
 use crate::linux::{capabilities, mountapi, namespaces, rootfs, sys, user};
 use oci_spec::runtime::LinuxNamespaceType;
 use std::ffi::CString;
@@ -165,7 +165,31 @@ fn early<'a>(
     let open = |p: &Path| mountapi::open_path(p).map_err(io_step(format!("open {}", p.display())));
     // Opened by path before pivot_root hides the host; reopened for writing at start.
     let gate = open(cfg.exec_fifo)?;
-    let layers = if namespaces::has(cfg.spec, LinuxNamespaceType::User) {
+    namespaces::join_paths(cfg.spec).map_err(io_step("join namespace"))?;
+    let layers = match (
+        cfg.layers,
+        namespaces::has(cfg.spec, LinuxNamespaceType::User),
+    ) {
+        (None, _) => RootLayers::Directory,
+        (Some(layers), true) => user_namespace_layers(cfg, layers, sock, open)?,
+        (Some(layers), false) => RootLayers::Paths(layers),
+    };
+    if namespaces::has(cfg.spec, LinuxNamespaceType::Cgroup) {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+            .map_err(sys_step("unshare cgroup namespace"))?;
+    }
+    Ok((gate, layers))
+}
+
+/// In a user namespace: opens every host path the init needs while it still has its host
+/// identity, waits for the ID maps and the idmapped layers, and becomes the namespace's root.
+fn user_namespace_layers<'a>(
+    cfg: &InitConfig,
+    layers: &OverlayLayers,
+    sock: &OwnedFd,
+    open: impl Fn(&Path) -> Result<OwnedFd, SetupError>,
+) -> Result<RootLayers<'a>, SetupError> {
+    {
         let rootfs = cfg
             .spec
             .root()
@@ -177,19 +201,15 @@ fn early<'a>(
             let fd = open(&src)?;
             bind_sources.insert(src, fd);
         }
-        let (upper, work, target) = (
-            open(&cfg.layers.upper)?,
-            open(&cfg.layers.work)?,
-            open(&rootfs)?,
-        );
-        let lower_targets = (0..cfg.layers.lower.len())
-            .map(|n| open(&cfg.layers.attach_dir.join(n.to_string())))
+        let (upper, work, target) = (open(&layers.upper)?, open(&layers.work)?, open(&rootfs)?);
+        let lower_targets = (0..layers.lower.len())
+            .map(|n| open(&layers.attach_dir.join(n.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
         let (msg, lower) =
             channel::recv_with_fds(sock).map_err(io_step("waiting for the ID maps"))?;
-        if msg != Message::Go || lower.len() != cfg.layers.lower.len() {
+        if msg != Message::Go || lower.len() != layers.lower.len() {
             return Err(SetupError::Layers {
-                expected: cfg.layers.lower.len(),
+                expected: layers.lower.len(),
                 got: msg,
                 count: lower.len(),
             });
@@ -200,22 +220,15 @@ fn early<'a>(
         let root = nix::unistd::Uid::from_raw(0);
         nix::unistd::setresuid(root, root, root)
             .map_err(sys_step("become the namespace's root"))?;
-        RootLayers::Fds(FdLayers {
+        Ok(RootLayers::Fds(FdLayers {
             lower,
             lower_targets,
             upper,
             work,
             target,
             bind_sources,
-        })
-    } else {
-        RootLayers::Paths(cfg.layers)
-    };
-    if namespaces::has(cfg.spec, LinuxNamespaceType::Cgroup) {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
-            .map_err(sys_step("unshare cgroup namespace"))?;
+        }))
     }
-    Ok((gate, layers))
 }
 
 fn set_up(cfg: &InitConfig, gate: OwnedFd, layers: RootLayers) -> Result<Prepared, SetupError> {
@@ -368,6 +381,9 @@ pub fn exec_process(
         Ok(p) => p,
         Err(e) => return e,
     };
+    if let Some(mask) = process.user().umask() {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+    }
     if let Err(e) = std::env::set_current_dir(process.cwd()) {
         return (126, format!("chdir to {}: {e}", process.cwd().display()));
     }

@@ -52,13 +52,18 @@ fn map_user_namespace(cfg: &InitConfig, pid: i32) -> std::io::Result<Vec<std::os
         render(linux.and_then(|l| l.gid_mappings().as_ref())),
     )?;
     let userns: std::os::fd::OwnedFd = std::fs::File::open(format!("/proc/{pid}/ns/user"))?.into();
-    if cfg.layers.lower.len() > channel::MAX_FDS {
+    let Some(layers) = cfg.layers else {
+        return Err(std::io::Error::other(
+            "a user namespace needs image layers to map (not a prepared root directory)",
+        ));
+    };
+    if layers.lower.len() > channel::MAX_FDS {
         return Err(std::io::Error::other(format!(
             "more than {} layers",
             channel::MAX_FDS
         )));
     }
-    cfg.layers
+    layers
         .lower
         .iter()
         .rev()

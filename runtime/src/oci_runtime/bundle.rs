@@ -1,0 +1,332 @@
+//! A bundle's `config.json` as capsa-runc runs it: parsed with the failing field named,
+//! every field the isolation core does not implement refused by name before anything is
+//! created, then turned into the spec the core runs (absolute paths, the cgroup mount of
+//! this host, the process's user as the core's annotations).
+
+use super::RuntimeError;
+use crate::linux::cgroups::{CgroupMode, CgroupPaths};
+use crate::linux::namespaces::JOINABLE;
+use crate::linux::process::init::{GROUP_ADD_ANNOTATION, USER_ANNOTATION};
+use oci_spec::runtime::{LinuxNamespaceType, Mount, MountBuilder, Spec};
+use std::path::{Path, PathBuf};
+
+/// Annotations whose prefix belongs to capsa's own spec (the core reads them); a bundle
+/// may not set them.
+const CAPSA_PREFIX: &str = "io.capsa.";
+
+/// Mount options that ask for a propagation the core does not set up per mount.
+const PROPAGATION: [&str; 6] = [
+    "shared",
+    "rshared",
+    "slave",
+    "rslave",
+    "unbindable",
+    "runbindable",
+];
+
+/// Reads and parses `<bundle>/config.json`.
+pub fn load(bundle: &Path) -> Result<Spec, RuntimeError> {
+    let path = bundle.join("config.json");
+    let text = std::fs::read(&path).map_err(|e| RuntimeError::Config {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    let de = &mut serde_json::Deserializer::from_slice(&text);
+    serde_path_to_error::deserialize(de).map_err(|e| RuntimeError::Config {
+        path,
+        reason: format!("{}: {}", e.path(), e.inner()),
+    })
+}
+
+fn unsupported(field: impl Into<String>) -> RuntimeError {
+    RuntimeError::Unsupported {
+        field: field.into(),
+        detail: String::new(),
+    }
+}
+
+/// Whether a Linux security module is enabled on this host (a profile or label for it is
+/// then refused; without it, ignored, as runc ignores them).
+fn lsm_enabled(name: &str) -> bool {
+    match name {
+        "apparmor" => std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+            .is_ok_and(|v| v.trim() == "Y"),
+        _ => Path::new("/sys/fs/selinux/enforce").exists(),
+    }
+}
+
+/// Refuses, by name, every field of `spec` the core does not implement.
+pub fn check_supported(spec: &Spec) -> Result<(), RuntimeError> {
+    if spec.root().is_none() {
+        return Err(unsupported("a config without root"));
+    }
+    if spec.hooks().as_ref().is_some_and(has_hooks) {
+        return Err(unsupported("hooks"));
+    }
+    if spec.domainname().as_ref().is_some_and(|d| !d.is_empty()) {
+        return Err(unsupported("domainname"));
+    }
+    if let Some(a) = spec.annotations() {
+        if let Some(key) = a.keys().find(|k| k.starts_with(CAPSA_PREFIX)) {
+            return Err(unsupported(format!("annotation {key}")));
+        }
+    }
+    check_process(spec)?;
+    check_linux(spec)?;
+    for m in spec.mounts().iter().flatten() {
+        let options = m.options().clone().unwrap_or_default();
+        if let Some(o) = options.iter().find(|o| PROPAGATION.contains(&o.as_str())) {
+            return Err(unsupported(format!(
+                "mount option {o:?} (on {})",
+                m.destination().display()
+            )));
+        }
+        if options.iter().any(|o| o == "idmap" || o == "ridmap") {
+            return Err(unsupported(format!(
+                "idmapped mounts (on {})",
+                m.destination().display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn has_hooks(h: &oci_spec::runtime::Hooks) -> bool {
+    let some = |l: &Option<Vec<oci_spec::runtime::Hook>>| l.as_ref().is_some_and(|l| !l.is_empty());
+    #[allow(deprecated)]
+    let prestart = some(h.prestart());
+    prestart
+        || some(h.create_runtime())
+        || some(h.create_container())
+        || some(h.start_container())
+        || some(h.poststart())
+        || some(h.poststop())
+}
+
+fn check_process(spec: &Spec) -> Result<(), RuntimeError> {
+    let Some(p) = spec.process() else {
+        return Err(unsupported("a config without process"));
+    };
+    if p.args().as_ref().is_none_or(|a| a.is_empty()) {
+        return Err(unsupported("process.args empty"));
+    }
+    if p.apparmor_profile().as_ref().is_some_and(|s| !s.is_empty()) && lsm_enabled("apparmor") {
+        return Err(unsupported("process.apparmorProfile"));
+    }
+    if p.selinux_label().as_ref().is_some_and(|s| !s.is_empty()) && lsm_enabled("selinux") {
+        return Err(unsupported("process.selinuxLabel"));
+    }
+    if p.io_priority().is_some() {
+        return Err(unsupported("process.ioPriority"));
+    }
+    if p.scheduler().is_some() {
+        return Err(unsupported("process.scheduler"));
+    }
+    if p.exec_cpu_affinity().is_some() {
+        return Err(unsupported("process.execCPUAffinity"));
+    }
+    Ok(())
+}
+
+fn check_linux(spec: &Spec) -> Result<(), RuntimeError> {
+    let Some(l) = spec.linux() else {
+        return Err(unsupported("a config without linux"));
+    };
+    let set = |o: bool, name: &str| if o { Err(unsupported(name)) } else { Ok(()) };
+    set(l.uid_mappings().is_some(), "linux.uidMappings")?;
+    set(l.gid_mappings().is_some(), "linux.gidMappings")?;
+    set(l.intel_rdt().is_some(), "linux.intelRdt")?;
+    set(l.personality().is_some(), "linux.personality")?;
+    set(l.time_offsets().is_some(), "linux.timeOffsets")?;
+    set(l.memory_policy().is_some(), "linux.memoryPolicy")?;
+    set(
+        l.net_devices().as_ref().is_some_and(|d| !d.is_empty()),
+        "linux.netDevices",
+    )?;
+    set(
+        l.mount_label().as_ref().is_some_and(|s| !s.is_empty()) && lsm_enabled("selinux"),
+        "linux.mountLabel",
+    )?;
+    match l.rootfs_propagation().as_deref() {
+        None | Some("") | Some("private") | Some("rprivate") | Some("slave") | Some("rslave") => {}
+        Some(other) => return Err(unsupported(format!("linux.rootfsPropagation {other:?}"))),
+    }
+    for ns in l.namespaces().iter().flatten() {
+        match ns.typ() {
+            LinuxNamespaceType::User => return Err(unsupported("the user namespace")),
+            LinuxNamespaceType::Time => return Err(unsupported("the time namespace")),
+            t if ns.path().is_some() && !JOINABLE.contains(&t) => {
+                return Err(unsupported(format!("joining a {t:?} namespace by path")));
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = l.seccomp() {
+        set(
+            s.flags().as_ref().is_some_and(|f| !f.is_empty()),
+            "linux.seccomp.flags",
+        )?;
+        set(s.listener_path().is_some(), "linux.seccomp.listenerPath")?;
+    }
+    if let Some(r) = l.resources() {
+        set(
+            r.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty()),
+            "linux.resources.hugepageLimits",
+        )?;
+        set(r.network().is_some(), "linux.resources.network")?;
+        set(
+            r.rdma().as_ref().is_some_and(|h| !h.is_empty()),
+            "linux.resources.rdma",
+        )?;
+        set(
+            r.unified().as_ref().is_some_and(|h| !h.is_empty()),
+            "linux.resources.unified",
+        )?;
+    }
+    Ok(())
+}
+
+/// The bundle's root file system as an absolute path.
+pub fn rootfs(spec: &Spec, bundle: &Path) -> PathBuf {
+    let path = spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .unwrap_or_else(|| "rootfs".into());
+    bundle.join(path)
+}
+
+/// The spec the core runs: the root and bind sources absolute (relative ones are the
+/// bundle's), a `cgroup` mount made this host's (v2: a cgroup2 mount in the container's
+/// cgroup namespace; v1: the container's own cgroup directories, as capsa's containers
+/// get them), and `process.user` as the core's user and group annotations.
+pub fn for_core(
+    spec: &Spec,
+    bundle: &Path,
+    mode: CgroupMode,
+    cgroup: &CgroupPaths,
+) -> Result<Spec, RuntimeError> {
+    let mut core = spec.clone();
+    if let Some(root) = core.root_mut() {
+        root.set_path(rootfs(spec, bundle));
+    }
+    let mut mounts = Vec::new();
+    let mut readonly_cgroup_tmpfs = false;
+    for m in spec.mounts().iter().flatten() {
+        if m.typ().as_deref() == Some("cgroup") {
+            let ro = m.options().iter().flatten().any(|o| o == "ro");
+            readonly_cgroup_tmpfs |= ro && mode != CgroupMode::Unified;
+            mounts.extend(cgroup_mounts(m, mode, cgroup, ro)?);
+            continue;
+        }
+        let mut m = m.clone();
+        let is_bind = m
+            .options()
+            .iter()
+            .flatten()
+            .any(|o| o == "bind" || o == "rbind");
+        if let Some(src) = m.source().clone().filter(|s| is_bind && s.is_relative()) {
+            m.set_source(Some(bundle.join(src)));
+        }
+        mounts.push(m);
+    }
+    core.set_mounts(Some(mounts));
+    if let Some(linux) = core.linux_mut() {
+        add_default_devices(linux);
+        if readonly_cgroup_tmpfs {
+            let mut ro = linux.readonly_paths().clone().unwrap_or_default();
+            ro.push(crate::container::spec::V1_CGROUP_TMPFS.to_string());
+            linux.set_readonly_paths(Some(ro));
+        }
+    }
+    if let Some(p) = core.process_mut() {
+        ambient_within_inheritable(p);
+    }
+    let user = spec
+        .process()
+        .as_ref()
+        .map(|p| p.user().clone())
+        .unwrap_or_default();
+    let mut annotations = core.annotations().clone().unwrap_or_default();
+    annotations.insert(
+        USER_ANNOTATION.to_string(),
+        format!("{}:{}", user.uid(), user.gid()),
+    );
+    let groups = user.additional_gids().clone().unwrap_or_default();
+    if !groups.is_empty() {
+        let lines: Vec<String> = groups.iter().map(u32::to_string).collect();
+        annotations.insert(GROUP_ADD_ANNOTATION.to_string(), lines.join("\n"));
+    }
+    core.set_annotations(Some(annotations));
+    Ok(core)
+}
+
+/// Keeps only the ambient capabilities that are also inheritable: the kernel raises no
+/// other (runc's own `spec` lists ambient ones without inheritable ones; runc and crun
+/// skip them too).
+fn ambient_within_inheritable(p: &mut oci_spec::runtime::Process) {
+    let Some(mut caps) = p.capabilities().clone() else {
+        return;
+    };
+    let inheritable = caps.inheritable().clone().unwrap_or_default();
+    if let Some(ambient) = caps.ambient().clone() {
+        let kept: oci_spec::runtime::Capabilities =
+            ambient.intersection(&inheritable).copied().collect();
+        caps.set_ambient(Some(kept));
+    }
+    p.set_capabilities(Some(caps));
+}
+
+/// The devices every container gets whatever the config lists, as runc adds them: the
+/// nodes (null, zero, full, random, urandom, tty) where the config has none at that path,
+/// and after the config's cgroup rules, the rules allowing them (and mknod).
+fn add_default_devices(linux: &mut oci_spec::runtime::Linux) {
+    let mut devices = linux.devices().clone().unwrap_or_default();
+    for d in crate::linux::devices::default_devices() {
+        if !devices.iter().any(|have| have.path() == d.path()) {
+            devices.push(d);
+        }
+    }
+    linux.set_devices(Some(devices));
+    let mut resources = linux.resources().clone().unwrap_or_default();
+    let mut rules = resources.devices().clone().unwrap_or_default();
+    // The first default rule denies everything: it would undo the config's own allows.
+    rules.extend(
+        crate::linux::devices::default_cgroup_rules(false)
+            .into_iter()
+            .skip(1),
+    );
+    resources.set_devices(Some(rules));
+    linux.set_resources(Some(resources));
+}
+
+/// What stands for a bundle's `cgroup` mount on this host.
+fn cgroup_mounts(
+    m: &Mount,
+    mode: CgroupMode,
+    cgroup: &CgroupPaths,
+    ro: bool,
+) -> Result<Vec<Mount>, RuntimeError> {
+    if mode == CgroupMode::Unified {
+        let options = m.options().clone().unwrap_or_default();
+        let built = MountBuilder::default()
+            .destination(m.destination().clone())
+            .typ("cgroup2")
+            .source("cgroup2")
+            .options(options)
+            .build()
+            .map_err(|e| RuntimeError::Setup(format!("cgroup mount: {e}")))?;
+        return Ok(vec![built]);
+    }
+    if m.destination() != Path::new(crate::container::spec::V1_CGROUP_TMPFS) {
+        return Err(unsupported(format!(
+            "a cgroup mount at {} (only at {})",
+            m.destination().display(),
+            crate::container::spec::V1_CGROUP_TMPFS
+        )));
+    }
+    Ok(crate::container::spec::v1_cgroup_mounts(
+        cgroup,
+        if ro { "ro" } else { "rw" },
+    ))
+}
