@@ -56,8 +56,17 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<i32, Runtim
             "--console-socket given but process.terminal is not set".into(),
         ));
     }
-    std::fs::create_dir_all(root).map_err(RuntimeError::io(root.display().to_string()))?;
-    match std::fs::create_dir(&dir.dir) {
+    // Private to root: config.json holds the process's environment.
+    let private = || {
+        let mut b = std::fs::DirBuilder::new();
+        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+        b
+    };
+    private()
+        .recursive(true)
+        .create(root)
+        .map_err(RuntimeError::io(root.display().to_string()))?;
+    match private().create(&dir.dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             return Err(RuntimeError::IdInUse(id.to_string()))
