@@ -467,7 +467,13 @@ fn unsupported_configs_are_refused_by_name_and_leave_nothing() {
     let rt = Runtime::new();
     let bundle = rt.bundle("bad", &["true"]);
     let log = rt.dir.path().join("log.json");
-    let cases: [(&str, ConfigEdit); 4] = [
+    let cases: [(&str, ConfigEdit); 5] = [
+        ("a config without a new mount namespace", |c| {
+            c["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .retain(|n| n["type"] != "mount")
+        }),
         ("hooks", |c| {
             c["hooks"] = serde_json::json!({"prestart": [{"path": "/bin/true"}]})
         }),
@@ -510,7 +516,11 @@ fn unsupported_configs_are_refused_by_name_and_leave_nothing() {
             c["linux"]["namespaces"]
                 .as_array_mut()
                 .unwrap()
-                .retain(|n| n["type"] != "user");
+                .retain(|n| n["type"] != "user" && n["type"] != "mount");
+            c["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .push(serde_json::json!({"type": "mount"}));
         });
     }
     let systemd = rt.run(&[
@@ -616,6 +626,7 @@ fn containerd_runs_containers_through_the_runc_shim_with_capsa_runc() {
     assert_eq!(imported.code(), 0, "import: {}", imported.stderr);
     // The shim keeps its records under <runc root>/<namespace>.
     let runc_root = rt.dir.path().join("ctr-runc");
+    let address = ctd.dir.path().join("ctd.sock").display().to_string();
     let runtime = rt.binary();
     let flags = [
         "--runc-binary",
@@ -642,6 +653,18 @@ fn containerd_runs_containers_through_the_runc_shim_with_capsa_runc() {
     };
     assert_eq!(records(), 0, "no record left by ctr run --rm");
     rt.assert_clean();
+
+    // A terminal: the shim's console socket gets the pty master (ctr wants a terminal of
+    // its own, which script(1) gives it).
+    let mut tty = vec!["ctr", "--address", &address, "-n", &ns, "run", "-t", "--rm"];
+    tty.extend(flags);
+    tty.extend([image, "tty", "sh", "-c", "tty; exit 6"]);
+    let mut script = Command::new("script");
+    script.args(["-qec", &tty.join(" "), "/dev/null"]);
+    let ran = run_to_files(script, ctd.dir.path());
+    assert_eq!(ran.code(), 6, "ctr run -t: {}", ran.stdout);
+    assert!(ran.stdout.contains("/dev/console"), "{:?}", ran.stdout);
+    assert_eq!(records(), 0, "no record left by ctr run -t --rm");
 
     let mut detached = vec!["-n", &ns, "run", "-d"];
     detached.extend(flags);

@@ -151,6 +151,19 @@ fn check_linux(spec: &Spec) -> Result<(), RuntimeError> {
         None | Some("") | Some("private") | Some("rprivate") | Some("slave") | Some("rslave") => {}
         Some(other) => return Err(unsupported(format!("linux.rootfsPropagation {other:?}"))),
     }
+    // The root is assembled and pivoted into inside the init's own mount namespace:
+    // without one, that would be the host's.
+    let own_mount_namespace = l
+        .namespaces()
+        .iter()
+        .flatten()
+        .any(|ns| ns.typ() == LinuxNamespaceType::Mount && ns.path().is_none());
+    if !own_mount_namespace {
+        return Err(RuntimeError::Unsupported {
+            field: "a config without a new mount namespace".into(),
+            detail: " (linux.namespaces must list type mount, without a path)".into(),
+        });
+    }
     for ns in l.namespaces().iter().flatten() {
         match ns.typ() {
             LinuxNamespaceType::User => return Err(unsupported("the user namespace")),
