@@ -459,6 +459,74 @@ fn exec_joins_the_container_and_reports_the_status() {
     rt.assert_clean();
 }
 
+#[test]
+fn mount_and_root_propagation_are_applied_inside_only() {
+    let rt = Runtime::new();
+    let bundle = rt.bundle("prop", &["cat", "/proc/self/mountinfo"]);
+    let source = rt.dir.path().join("source");
+    std::fs::create_dir_all(&source).unwrap();
+    rt.edit_config(&bundle, |c| {
+        c["linux"]["rootfsPropagation"] = "shared".into();
+        let mounts = c["mounts"].as_array_mut().unwrap();
+        for (dest, propagation) in [("/shared", "rshared"), ("/private", "rprivate")] {
+            mounts.push(serde_json::json!({
+                "destination": dest,
+                "type": "bind",
+                "source": source,
+                "options": ["rbind", propagation],
+            }));
+        }
+    });
+    let ran = rt.run(&["run", "--bundle", bundle.to_str().unwrap(), "prop"]);
+    assert_eq!(ran.code(), 0, "run: {}", ran.stderr);
+    let line = |dest: &str| {
+        ran.stdout
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some(dest))
+            .unwrap_or_else(|| panic!("{dest} in {}", ran.stdout))
+            .to_string()
+    };
+    let optional = |l: &str| {
+        l.split(" - ")
+            .next()
+            .unwrap()
+            .split(' ')
+            .skip(6)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert!(optional(&line("/")).contains("shared:"), "{}", line("/"));
+    assert!(
+        optional(&line("/shared")).contains("shared:"),
+        "{}",
+        line("/shared")
+    );
+    assert!(
+        !optional(&line("/private")).contains("shared:"),
+        "{}",
+        line("/private")
+    );
+    // Peer groups of the container's own: no host mount shares one with them.
+    let host = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let group = |l: &str| {
+        optional(l)
+            .split(' ')
+            .find(|f| f.starts_with("shared:"))
+            .unwrap()
+            .to_string()
+    };
+    for l in [line("/"), line("/shared")] {
+        let g = group(&l);
+        assert!(
+            !host
+                .lines()
+                .any(|h| h.split(" - ").next().unwrap().split(' ').any(|f| f == g)),
+            "{g} is a host peer group"
+        );
+    }
+    rt.assert_clean();
+}
+
 /// A change to a bundle's config.json.
 type ConfigEdit = fn(&mut serde_json::Value);
 

@@ -35,8 +35,9 @@ pub fn has(spec: &Spec, kind: LinuxNamespaceType) -> bool {
     clone_flags(spec) & clone_flag(kind) != 0
 }
 
-/// The namespaces an init may join by path (`linux.namespaces[].path`), the only ones it
-/// can enter once cloned: the rest (PID, mount, user, cgroup, time) must be refused before.
+/// The namespaces an init may join by path (`linux.namespaces[].path`) once cloned; a PID
+/// namespace is joined by the parent before the clone ([`join_pid_path`]); the rest
+/// (mount, user, cgroup, time) must be refused before.
 pub const JOINABLE: [LinuxNamespaceType; 3] = [
     LinuxNamespaceType::Network,
     LinuxNamespaceType::Ipc,
@@ -50,6 +51,9 @@ pub fn join_paths(spec: &Spec) -> std::io::Result<()> {
     let list = spec.linux().as_ref().and_then(|l| l.namespaces().as_ref());
     for ns in list.into_iter().flatten() {
         let Some(path) = ns.path() else { continue };
+        if ns.typ() == LinuxNamespaceType::Pid {
+            continue; // joined by the parent (join_pid_path)
+        }
         if !JOINABLE.contains(&ns.typ()) {
             return Err(std::io::Error::other(format!(
                 "joining a {:?} namespace by path is not supported",
@@ -63,4 +67,23 @@ pub fn join_paths(spec: &Spec) -> std::io::Result<()> {
             .map_err(|e| std::io::Error::other(format!("setns {}: {e}", path.display())))?;
     }
     Ok(())
+}
+
+/// Joins the PID namespace `spec` names by path, in the calling (parent) process: setns on
+/// a PID namespace only places the caller's later children there, so this must precede
+/// the clone of the init. The caller must be single-threaded and create no other child.
+pub fn join_pid_path(spec: &Spec) -> std::io::Result<()> {
+    let list = spec.linux().as_ref().and_then(|l| l.namespaces().as_ref());
+    let path = list
+        .into_iter()
+        .flatten()
+        .filter(|ns| ns.typ() == LinuxNamespaceType::Pid)
+        .find_map(|ns| ns.path().clone());
+    let Some(path) = path else {
+        return Ok(());
+    };
+    let file = std::fs::File::open(&path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWPID)
+        .map_err(|e| std::io::Error::other(format!("setns {}: {e}", path.display())))
 }

@@ -293,6 +293,7 @@ fn dispatch(root: &Path, verb: Verb) -> Result<i32, RuntimeError> {
         Verb::List { format, quiet } => list(root, &format, quiet),
         Verb::Update { resources, id } => {
             let r = read_resources(&resources)?;
+            crate::oci_runtime::bundle::check_resources(&r, "resources")?;
             lifecycle::update(root, &id, &r).map(|()| 0)
         }
         Verb::Features => {

@@ -14,16 +14,6 @@ use std::path::{Path, PathBuf};
 /// may not set them.
 const CAPSA_PREFIX: &str = "io.capsa.";
 
-/// Mount options that ask for a propagation the core does not set up per mount.
-const PROPAGATION: [&str; 6] = [
-    "shared",
-    "rshared",
-    "slave",
-    "rslave",
-    "unbindable",
-    "runbindable",
-];
-
 /// Reads and parses `<bundle>/config.json`.
 pub fn load(bundle: &Path) -> Result<Spec, RuntimeError> {
     let path = bundle.join("config.json");
@@ -75,12 +65,6 @@ pub fn check_supported(spec: &Spec) -> Result<(), RuntimeError> {
     check_linux(spec)?;
     for m in spec.mounts().iter().flatten() {
         let options = m.options().clone().unwrap_or_default();
-        if let Some(o) = options.iter().find(|o| PROPAGATION.contains(&o.as_str())) {
-            return Err(unsupported(format!(
-                "mount option {o:?} (on {})",
-                m.destination().display()
-            )));
-        }
         if options.iter().any(|o| o == "idmap" || o == "ridmap") {
             return Err(unsupported(format!(
                 "idmapped mounts (on {})",
@@ -148,7 +132,8 @@ fn check_linux(spec: &Spec) -> Result<(), RuntimeError> {
         "linux.mountLabel",
     )?;
     match l.rootfs_propagation().as_deref() {
-        None | Some("") | Some("private") | Some("rprivate") | Some("slave") | Some("rslave") => {}
+        None | Some("") => {}
+        Some(p) if crate::linux::rootfs::propagation(p).is_some() => {}
         Some(other) => return Err(unsupported(format!("linux.rootfsPropagation {other:?}"))),
     }
     // The root is assembled and pivoted into inside the init's own mount namespace:
@@ -168,7 +153,7 @@ fn check_linux(spec: &Spec) -> Result<(), RuntimeError> {
         match ns.typ() {
             LinuxNamespaceType::User => return Err(unsupported("the user namespace")),
             LinuxNamespaceType::Time => return Err(unsupported("the time namespace")),
-            t if ns.path().is_some() && !JOINABLE.contains(&t) => {
+            t if ns.path().is_some() && !JOINABLE.contains(&t) && t != LinuxNamespaceType::Pid => {
                 return Err(unsupported(format!("joining a {t:?} namespace by path")));
             }
             _ => {}
@@ -182,21 +167,79 @@ fn check_linux(spec: &Spec) -> Result<(), RuntimeError> {
         set(s.listener_path().is_some(), "linux.seccomp.listenerPath")?;
     }
     if let Some(r) = l.resources() {
-        set(
-            r.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty()),
-            "linux.resources.hugepageLimits",
-        )?;
-        set(r.network().is_some(), "linux.resources.network")?;
-        set(
-            r.rdma().as_ref().is_some_and(|h| !h.is_empty()),
-            "linux.resources.rdma",
-        )?;
-        set(
-            r.unified().as_ref().is_some_and(|h| !h.is_empty()),
-            "linux.resources.unified",
-        )?;
+        check_resources(r, "linux.resources")?;
     }
     Ok(())
+}
+
+/// Refuses, by name, the limits capsa's cgroup managers do not apply (`prefix` names where
+/// they are: the config's `linux.resources`, or `update`'s file).
+pub fn check_resources(
+    r: &oci_spec::runtime::LinuxResources,
+    prefix: &str,
+) -> Result<(), RuntimeError> {
+    let mut unapplied: Vec<&str> = Vec::new();
+    let mut note = |set: bool, name: &'static str| {
+        if set {
+            unapplied.push(name);
+        }
+    };
+    note(
+        r.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty()),
+        "hugepageLimits",
+    );
+    note(r.network().is_some(), "network");
+    note(r.rdma().as_ref().is_some_and(|h| !h.is_empty()), "rdma");
+    note(
+        r.unified().as_ref().is_some_and(|h| !h.is_empty()),
+        "unified",
+    );
+    if let Some(m) = r.memory() {
+        note(m.kernel().is_some(), "memory.kernel");
+        note(m.kernel_tcp().is_some(), "memory.kernelTCP");
+        note(m.swappiness().is_some(), "memory.swappiness");
+        note(m.use_hierarchy().is_some(), "memory.useHierarchy");
+        note(
+            m.check_before_update().is_some(),
+            "memory.checkBeforeUpdate",
+        );
+    }
+    if let Some(c) = r.cpu() {
+        note(c.idle().is_some(), "cpu.idle");
+        note(c.burst().is_some(), "cpu.burst");
+        note(c.realtime_runtime().is_some(), "cpu.realtimeRuntime");
+        note(c.realtime_period().is_some(), "cpu.realtimePeriod");
+    }
+    if let Some(b) = r.block_io() {
+        let some = |l: &Option<Vec<oci_spec::runtime::LinuxThrottleDevice>>| {
+            l.as_ref().is_some_and(|l| !l.is_empty())
+        };
+        note(b.leaf_weight().is_some(), "blockIO.leafWeight");
+        note(
+            b.weight_device().as_ref().is_some_and(|l| !l.is_empty()),
+            "blockIO.weightDevice",
+        );
+        note(
+            some(b.throttle_read_bps_device()),
+            "blockIO.throttleReadBpsDevice",
+        );
+        note(
+            some(b.throttle_write_bps_device()),
+            "blockIO.throttleWriteBpsDevice",
+        );
+        note(
+            some(b.throttle_read_iops_device()),
+            "blockIO.throttleReadIOPSDevice",
+        );
+        note(
+            some(b.throttle_write_iops_device()),
+            "blockIO.throttleWriteIOPSDevice",
+        );
+    }
+    match unapplied.first() {
+        Some(name) => Err(unsupported(format!("{prefix}.{name}"))),
+        None => Ok(()),
+    }
 }
 
 /// The bundle's root file system as an absolute path.

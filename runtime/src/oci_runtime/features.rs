@@ -2,7 +2,7 @@
 //! (the OCI runtime-spec's features.md), each list the one the code accepts.
 
 /// Mount options the core knows (the rest of an option list is file-system data).
-const MOUNT_OPTIONS: [&str; 12] = [
+const MOUNT_OPTIONS: [&str; 18] = [
     "bind",
     "rbind",
     "ro",
@@ -15,6 +15,12 @@ const MOUNT_OPTIONS: [&str; 12] = [
     "noatime",
     "private",
     "rprivate",
+    "shared",
+    "rshared",
+    "slave",
+    "rslave",
+    "unbindable",
+    "runbindable",
 ];
 
 /// The features document.

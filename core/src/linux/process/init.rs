@@ -249,6 +249,7 @@ fn set_up(cfg: &InitConfig, gate: OwnedFd, layers: RootLayers) -> Result<Prepare
         rootfs::bind_console(console, &root)?;
     }
     rootfs::pivot(&root)?;
+    rootfs::set_root_propagation(spec)?;
     let root = rootfs::current_root()?;
     let linux = spec.linux().as_ref();
     if let Some(paths) = linux.and_then(|l| l.masked_paths().as_ref()) {
@@ -392,14 +393,15 @@ pub fn exec_process(
             return (126, format!("setrlimit {:?}: {e}", rl.typ()));
         }
     }
+    // Before the seccomp filter, which may not allow close_range.
+    if let Err(e) = sys::cloexec_from(3) {
+        return (126, format!("close_range: {e}"));
+    }
     let nnp = process.no_new_privileges().unwrap_or(false);
     if let Err(e) = drop_privileges(process, user, nnp, seccomp) {
         return (126, e.to_string());
     }
     sys::reset_signals();
-    if let Err(e) = sys::cloexec_from(3) {
-        return (126, format!("close_range: {e}"));
-    }
     let c_exe = CString::new(exe.as_os_str().as_bytes()).unwrap_or_default();
     let c_args: Vec<CString> = args
         .iter()

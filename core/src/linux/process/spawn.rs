@@ -85,6 +85,7 @@ pub fn spawn(cfg: &InitConfig) -> Result<i32, SpawnError> {
             super::capsa_init::ARGV0
         )));
     }
+    namespaces::join_pid_path(cfg.spec).map_err(SpawnError::Clone)?;
     let (parent_end, child_end) = channel::pair().map_err(SpawnError::Clone)?;
     // The cgroup namespace is made by the init once it is in its cgroup, so that its cgroup
     // becomes the namespace's root (see init::run).
