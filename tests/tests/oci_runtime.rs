@@ -837,6 +837,40 @@ fn podman_runs_a_container_with_capsa_runc() {
     let id = std::fs::read_to_string(&cidfile).unwrap();
     let record = Path::new("/run/capsa-runc").join(id.trim());
     eventually("the runtime's record removed", BOUND, || !record.exists());
+
+    // Detached, exec, logs, stop (the workload's own exit status), rm.
+    let mut detached = vec!["run", "-d", "--name", "web", "--pull", "never"];
+    detached.extend(["--network", "none", "--cgroup-parent", &rt.cgroup_parent]);
+    detached.extend([
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+    ]);
+    detached.extend([
+        "docker.io/library/busybox:latest",
+        "sh",
+        "-c",
+        WAITS_FOR_TERM,
+    ]);
+    let ran = podman(&detached);
+    assert_eq!(ran.code(), 0, "podman run -d: {}", ran.stderr);
+    let exec = podman(&["exec", "web", "sh", "-c", "echo in-exec; exit 2"]);
+    assert_eq!(exec.code(), 2, "podman exec: {}", exec.stderr);
+    assert_eq!(exec.stdout, "in-exec\n");
+    eventually("the workload's first line in the log", BOUND, || {
+        podman(&["logs", "web"]).stdout.contains("started")
+    });
+    let stopped = podman(&["stop", "-t", "30", "web"]);
+    assert_eq!(stopped.code(), 0, "podman stop: {}", stopped.stderr);
+    let code = podman(&["inspect", "-f", "{{.State.ExitCode}}", "web"]);
+    assert_eq!(code.stdout.trim(), "7", "the workload's own status");
+    assert!(podman(&["logs", "web"]).stdout.contains("got-term"));
+    assert_eq!(podman(&["rm", "web"]).code(), 0);
+    eventually("the container's cgroup removed", BOUND, || {
+        container_cgroups().is_empty()
+    });
+
     let reset = podman(&["system", "reset", "-f"]);
     assert_eq!(reset.code(), 0, "podman system reset: {}", reset.stderr);
     for dir in parent_dirs(&rt.cgroup_parent) {
