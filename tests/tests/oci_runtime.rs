@@ -753,6 +753,28 @@ fn containerd_runs_containers_through_the_runc_shim_with_capsa_runc() {
     ]);
     assert_eq!(exec.code(), 3, "exec: {}", exec.stderr);
     assert_eq!(exec.stdout, "in\n");
+    // exec -t: the pty is the container's own (its devpts names it).
+    let tty_exec = [
+        "ctr",
+        "--address",
+        &address,
+        "-n",
+        &ns,
+        "task",
+        "exec",
+        "-t",
+        "--exec-id",
+        "e2",
+        "bg",
+        "sh",
+        "-c",
+        "tty; exit 4",
+    ];
+    let mut script = Command::new("script");
+    script.args(["-qec", &tty_exec.join(" "), "/dev/null"]);
+    let ran = run_to_files(script, ctd.dir.path());
+    assert_eq!(ran.code(), 4, "ctr task exec -t: {}", ran.stdout);
+    assert!(ran.stdout.contains("/dev/pts/"), "{:?}", ran.stdout);
     assert_eq!(ctd.ctr(&["-n", &ns, "task", "kill", "bg"]).code(), 0);
     eventually("the task stopped", BOUND, || {
         ctd.ctr(&["-n", &ns, "task", "ls"])

@@ -133,7 +133,11 @@ pub fn exec(
         });
     }
     let pty = match &opts.console_socket {
-        Some(_) => Some(console::open_pty(console::size_of(&process))?),
+        Some(_) => Some(console::open_pty_in(
+            record.pid,
+            || record.init_alive(),
+            console::size_of(&process),
+        )?),
         None => None,
     };
     let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());

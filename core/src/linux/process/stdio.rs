@@ -195,6 +195,12 @@ impl Pty {
         })
     }
 
+    /// A pty from its two ends (opened elsewhere, e.g. on a container's own devpts), both
+    /// close-on-exec.
+    pub fn from_ends(master: OwnedFd, slave: OwnedFd) -> Pty {
+        Pty { master, slave }
+    }
+
     /// The slave as all three streams.
     pub fn stdio(&self) -> Stdio<'_> {
         let fd = self.slave.as_fd();
