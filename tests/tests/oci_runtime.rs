@@ -527,6 +527,70 @@ fn mount_and_root_propagation_are_applied_inside_only() {
     rt.assert_clean();
 }
 
+#[test]
+fn hooks_get_the_state_at_their_step_and_a_failing_one_stops_create() {
+    become_subreaper();
+    let rt = Runtime::new();
+    let bundle = rt.bundle("hooked", &["true"]);
+    let dir = rt.dir.path().to_path_buf();
+    let record = |kind: &str| {
+        serde_json::json!({
+            "path": "/bin/sh",
+            "args": ["sh", "-c", format!("cat > {}/{kind}.json", dir.display())],
+        })
+    };
+    rt.edit_config(&bundle, |c| {
+        c["hooks"] = serde_json::json!({
+            "createRuntime": [record("createRuntime")],
+            "poststart": [record("poststart")],
+            "poststop": [record("poststop")],
+        });
+    });
+    let out = dir.join("hooked.out");
+    let pid = rt.create(&bundle, "hooked", &out);
+    let seen = |kind: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join(format!("{kind}.json"))).unwrap())
+            .unwrap_or_else(|e| panic!("{kind} hook's stdin: {e}"))
+    };
+    let created = seen("createRuntime");
+    assert_eq!(created["id"], "hooked");
+    assert_eq!(created["status"], "creating");
+    assert_eq!(
+        created["pid"], pid,
+        "the init exists when createRuntime runs"
+    );
+    assert!(
+        !dir.join("poststart.json").exists(),
+        "poststart waits for start"
+    );
+    assert_eq!(rt.run(&["start", "hooked"]).code(), 0);
+    assert_eq!(seen("poststart")["status"], "running");
+    assert_eq!(reap(pid), 0);
+    assert!(
+        !dir.join("poststop.json").exists(),
+        "poststop waits for delete"
+    );
+    assert_eq!(rt.run(&["delete", "hooked"]).code(), 0);
+    assert_eq!(seen("poststop")["status"], "stopped");
+    rt.assert_clean();
+
+    // A createRuntime hook that fails: create fails naming it, and leaves nothing.
+    rt.edit_config(&bundle, |c| {
+        c["hooks"] = serde_json::json!({
+            "createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", "echo refused >&2; exit 3"]}],
+        });
+    });
+    let failed = rt.run(&["create", "--bundle", bundle.to_str().unwrap(), "hooked"]);
+    assert_eq!(failed.code(), 1);
+    assert!(
+        failed.stderr.contains("createRuntime hook /bin/sh") && failed.stderr.contains("refused"),
+        "{}",
+        failed.stderr
+    );
+    assert!(rt.state("hooked").is_none());
+    rt.assert_clean();
+}
+
 /// A change to a bundle's config.json.
 type ConfigEdit = fn(&mut serde_json::Value);
 
@@ -542,9 +606,10 @@ fn unsupported_configs_are_refused_by_name_and_leave_nothing() {
                 .unwrap()
                 .retain(|n| n["type"] != "mount")
         }),
-        ("hooks", |c| {
-            c["hooks"] = serde_json::json!({"prestart": [{"path": "/bin/true"}]})
-        }),
+        (
+            "hooks.createContainer",
+            |c| c["hooks"] = serde_json::json!({"createContainer": [{"path": "/bin/true"}]}),
+        ),
         ("the user namespace", |c| {
             c["linux"]["namespaces"]
                 .as_array_mut()
@@ -723,18 +788,31 @@ fn containerd_runs_containers_through_the_runc_shim_with_capsa_runc() {
     rt.assert_clean();
 
     // A terminal: the shim's console socket gets the pty master (ctr wants a terminal of
-    // its own, which script(1) gives it).
+    // its own, which script(1) gives it). The workload writes its terminal's name to a
+    // bind-mounted file: what it prints just before exiting may be lost with the pty's
+    // hang-up, for runc too.
+    let shared = rt.dir.path().join("out");
+    std::fs::create_dir_all(&shared).unwrap();
+    let mount = format!(
+        "type=bind,src={},dst=/out,options=rbind:rw",
+        shared.display()
+    );
     let mut tty = vec!["ctr", "--address", &address, "-n", &ns, "run", "-t", "--rm"];
+    tty.extend(["--mount", &mount]);
     tty.extend(flags);
-    tty.extend([image, "tty", "sh", "-c", "tty; exit 6"]);
+    tty.extend([image, "tty", "sh", "-c", "'tty > /out/run; exit 6'"]);
     let mut script = Command::new("script");
     script.args(["-qec", &tty.join(" "), "/dev/null"]);
     let ran = run_to_files(script, ctd.dir.path());
     assert_eq!(ran.code(), 6, "ctr run -t: {}", ran.stdout);
-    assert!(ran.stdout.contains("/dev/console"), "{:?}", ran.stdout);
+    let name = std::fs::read_to_string(shared.join("run")).unwrap();
+    assert_eq!(
+        name, "/dev/console\n",
+        "the console is the process's terminal"
+    );
     assert_eq!(records(), 0, "no record left by ctr run -t --rm");
 
-    let mut detached = vec!["-n", &ns, "run", "-d"];
+    let mut detached = vec!["-n", &ns, "run", "-d", "--mount", &mount];
     detached.extend(flags);
     detached.extend([image, "bg", "sh", "-c", WAITS_FOR_TERM]);
     let ran = ctd.ctr(&detached);
@@ -768,13 +846,17 @@ fn containerd_runs_containers_through_the_runc_shim_with_capsa_runc() {
         "bg",
         "sh",
         "-c",
-        "tty; exit 4",
+        "'tty > /out/exec; exit 4'",
     ];
     let mut script = Command::new("script");
     script.args(["-qec", &tty_exec.join(" "), "/dev/null"]);
     let ran = run_to_files(script, ctd.dir.path());
     assert_eq!(ran.code(), 4, "ctr task exec -t: {}", ran.stdout);
-    assert!(ran.stdout.contains("/dev/pts/"), "{:?}", ran.stdout);
+    let name = std::fs::read_to_string(shared.join("exec")).unwrap();
+    assert!(
+        name.starts_with("/dev/pts/"),
+        "named in the container: {name:?}"
+    );
     assert_eq!(ctd.ctr(&["-n", &ns, "task", "kill", "bg"]).code(), 0);
     eventually("the task stopped", BOUND, || {
         ctd.ctr(&["-n", &ns, "task", "ls"])

@@ -197,7 +197,7 @@ pub fn main() -> i32 {
                 .into(),
         ))
     } else {
-        dispatch(&cli.root, cli.command)
+        dispatch(&cli.root, &log, cli.command)
     };
     match result {
         Ok(code) => code,
@@ -242,7 +242,7 @@ impl Log {
                 return;
             }
         }
-        if level == "error" {
+        if level != "debug" {
             eprintln!("{line}");
         }
     }
@@ -265,18 +265,26 @@ fn refuse_preserved_fds(n: u32) -> Result<(), RuntimeError> {
     Ok(())
 }
 
-fn dispatch(root: &Path, verb: Verb) -> Result<i32, RuntimeError> {
+/// Logs `warnings` (a hook that failed where the spec says to go on); exit status 0.
+fn warn(log: &Log, warnings: &[String]) -> i32 {
+    for w in warnings {
+        log.write("warning", &crate::printable::escape_controls(w));
+    }
+    0
+}
+
+fn dispatch(root: &Path, log: &Log, verb: Verb) -> Result<i32, RuntimeError> {
     match verb {
         Verb::Create(a) => {
             refuse_preserved_fds(a.preserve_fds)?;
             lifecycle::create(root, &a.id, &create_options(&a)).map(|_| 0)
         }
-        Verb::Start { id } => lifecycle::start(root, &id).map(|()| 0),
+        Verb::Start { id } => lifecycle::start(root, &id).map(|w| warn(log, &w)),
         Verb::Run {
             create,
             detach,
             keep,
-        } => run(root, &create, detach, keep),
+        } => run(root, log, &create, detach, keep),
         Verb::State { id } => {
             print_json(&lifecycle::document(root, &id)?);
             Ok(0)
@@ -285,7 +293,7 @@ fn dispatch(root: &Path, verb: Verb) -> Result<i32, RuntimeError> {
             let signal = lifecycle::parse_signal(signal.as_deref().unwrap_or("SIGTERM"))?;
             lifecycle::kill(root, &id, signal, all).map(|()| 0)
         }
-        Verb::Delete { force, id } => lifecycle::delete(root, &id, force).map(|()| 0),
+        Verb::Delete { force, id } => lifecycle::delete(root, &id, force).map(|w| warn(log, &w)),
         Verb::Exec(a) => exec(root, a),
         Verb::Ps { format, id } => ps(root, &id, &format),
         Verb::Pause { id } => lifecycle::set_paused(root, &id, true).map(|()| 0),
@@ -322,13 +330,22 @@ fn print_json<T: serde::Serialize>(value: &T) {
 
 /// `run`: create and start; without `--detach`, wait for the init (this process's child),
 /// remove the container unless `--keep`, and exit with the init's status.
-fn run(root: &Path, a: &CreateArgs, detach: bool, keep: bool) -> Result<i32, RuntimeError> {
+fn run(
+    root: &Path,
+    log: &Log,
+    a: &CreateArgs,
+    detach: bool,
+    keep: bool,
+) -> Result<i32, RuntimeError> {
     refuse_preserved_fds(a.preserve_fds)?;
     let pid = lifecycle::create(root, &a.id, &create_options(a))?;
-    if let Err(e) = lifecycle::start(root, &a.id) {
-        let _ = lifecycle::delete(root, &a.id, true);
-        return Err(e);
-    }
+    match lifecycle::start(root, &a.id) {
+        Ok(warnings) => warn(log, &warnings),
+        Err(e) => {
+            let _ = lifecycle::delete(root, &a.id, true);
+            return Err(e);
+        }
+    };
     if detach {
         return Ok(0);
     }
@@ -337,7 +354,8 @@ fn run(root: &Path, a: &CreateArgs, detach: bool, keep: bool) -> Result<i32, Run
     let code = crate::container::monitor::wait_child(pid);
     sigforward::stop();
     if !keep {
-        lifecycle::delete(root, &a.id, true)?;
+        let warnings = lifecycle::delete(root, &a.id, true)?;
+        warn(log, &warnings);
     }
     Ok(code)
 }

@@ -50,8 +50,15 @@ pub fn check_supported(spec: &Spec) -> Result<(), RuntimeError> {
     if spec.root().is_none() {
         return Err(unsupported("a config without root"));
     }
-    if spec.hooks().as_ref().is_some_and(has_hooks) {
-        return Err(unsupported("hooks"));
+    if let Some(h) = spec.hooks() {
+        let some =
+            |l: &Option<Vec<oci_spec::runtime::Hook>>| l.as_ref().is_some_and(|l| !l.is_empty());
+        if some(h.create_container()) {
+            return Err(unsupported("hooks.createContainer"));
+        }
+        if some(h.start_container()) {
+            return Err(unsupported("hooks.startContainer"));
+        }
     }
     if spec.domainname().as_ref().is_some_and(|d| !d.is_empty()) {
         return Err(unsupported("domainname"));
@@ -73,18 +80,6 @@ pub fn check_supported(spec: &Spec) -> Result<(), RuntimeError> {
         }
     }
     Ok(())
-}
-
-fn has_hooks(h: &oci_spec::runtime::Hooks) -> bool {
-    let some = |l: &Option<Vec<oci_spec::runtime::Hook>>| l.as_ref().is_some_and(|l| !l.is_empty());
-    #[allow(deprecated)]
-    let prestart = some(h.prestart());
-    prestart
-        || some(h.create_runtime())
-        || some(h.create_container())
-        || some(h.start_container())
-        || some(h.poststart())
-        || some(h.poststop())
 }
 
 fn check_process(spec: &Spec) -> Result<(), RuntimeError> {

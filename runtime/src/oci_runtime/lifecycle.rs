@@ -3,7 +3,7 @@
 //! `delete`, `pause`, `resume`, `update` and `ps` act on the recorded init and cgroup.
 
 use super::state::{self, Dir, Record, Status};
-use super::{bundle, console, RuntimeError};
+use super::{bundle, console, hooks, RuntimeError};
 use crate::linux::cgroups::{self, CgroupManager, CgroupMode, CgroupPaths};
 use crate::linux::process::exec_fifo::{self, ExecOutcome};
 use crate::linux::process::{self, InitConfig, Stdio};
@@ -187,6 +187,14 @@ fn create_in(
             console::send_master(socket, pty)?;
         }
         state::save(dir, &record)?;
+        // In the runtime's namespaces, the init's exist: runc's createRuntime timing.
+        let hooks = core.hooks().clone().unwrap_or_default();
+        #[allow(deprecated)]
+        let prestart = hooks.prestart().clone().unwrap_or_default();
+        let creating = record.document_as("creating", true);
+        hooks::run_all("prestart", &prestart, &creating)?;
+        let create_runtime = hooks.create_runtime().clone().unwrap_or_default();
+        hooks::run_all("createRuntime", &create_runtime, &creating)?;
         if let Some(p) = &opts.pid_file {
             write_pid_file(p, pid)?;
         }
@@ -218,8 +226,21 @@ fn wrong(record: &Record, status: Status, what: &'static str) -> RuntimeError {
     }
 }
 
-/// Opens the start gate of created container `id`.
-pub fn start(root: &Path, id: &str) -> Result<(), RuntimeError> {
+/// The container's hooks of one kind, from the spec `create` wrote.
+fn recorded_hooks(
+    dir: &Dir,
+    pick: impl Fn(&oci_spec::runtime::Hooks) -> Option<Vec<oci_spec::runtime::Hook>>,
+) -> Vec<oci_spec::runtime::Hook> {
+    std::fs::read(dir.config())
+        .ok()
+        .and_then(|t| serde_json::from_slice::<oci_spec::runtime::Spec>(&t).ok())
+        .and_then(|s| s.hooks().as_ref().and_then(&pick))
+        .unwrap_or_default()
+}
+
+/// Opens the start gate of created container `id`, then runs its poststart hooks; their
+/// failures are returned as warnings (the container runs on, as the spec says).
+pub fn start(root: &Path, id: &str) -> Result<Vec<String>, RuntimeError> {
     let (dir, record) = state::load(root, id)?;
     let status = record.status(&dir);
     if status != Status::Created {
@@ -234,7 +255,11 @@ pub fn start(root: &Path, id: &str) -> Result<(), RuntimeError> {
         .map_err(RuntimeError::io("start gate"));
     let _ = std::fs::remove_file(&fifo);
     match outcome? {
-        ExecOutcome::Started => Ok(()),
+        ExecOutcome::Started => {
+            let poststart = recorded_hooks(&dir, |h| h.poststart().clone());
+            let running = record.document_as(Status::Running.word(), true);
+            Ok(hooks::run_all_warning("poststart", &poststart, &running))
+        }
         ExecOutcome::Failed(code, message) => Err(RuntimeError::Exec { code, message }),
     }
 }
@@ -286,15 +311,16 @@ pub fn kill(root: &Path, id: &str, signal: i32, all: bool) -> Result<(), Runtime
 /// Removes container `id`: a stopped or created one always (a created init is killed),
 /// a running or paused one only with `force` (every process of it killed first). Nothing
 /// is left: the cgroup is removed and the record goes; mounts lived in the init's mount
-/// namespace, gone with its last process.
-pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), RuntimeError> {
+/// namespace, gone with its last process. Then its poststop hooks run; their failures are
+/// returned as warnings.
+pub fn delete(root: &Path, id: &str, force: bool) -> Result<Vec<String>, RuntimeError> {
     let (dir, record) = match state::load(root, id) {
         Ok(found) => found,
         // A caller killed before the record was written leaves only the folder.
         Err(RuntimeError::NotFound(_)) if force => {
             let dir = Dir::of(root, id)?;
             let _ = std::fs::remove_dir_all(&dir.dir);
-            return Ok(());
+            return Ok(Vec::new());
         }
         Err(e) => return Err(e),
     };
@@ -308,7 +334,10 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), RuntimeError> {
         stop_everything(&record, cgroup.as_ref())?;
     }
     cgroup.destroy().map_err(setup("cgroup"))?;
-    std::fs::remove_dir_all(&dir.dir).map_err(RuntimeError::io(dir.dir.display().to_string()))
+    let poststop = recorded_hooks(&dir, |h| h.poststop().clone());
+    std::fs::remove_dir_all(&dir.dir).map_err(RuntimeError::io(dir.dir.display().to_string()))?;
+    let stopped = record.document_as(Status::Stopped.word(), false);
+    Ok(hooks::run_all_warning("poststop", &poststop, &stopped))
 }
 
 /// SIGKILL to the init and every process of the cgroup (thawed, so that they die), then

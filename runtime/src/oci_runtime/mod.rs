@@ -13,12 +13,14 @@
 //! - [`lifecycle`]: create, start, kill, delete, pause, resume, update, ps;
 //! - [`exec`]: another process in a running container;
 //! - [`console`]: a pty whose master goes to the caller's console socket;
+//! - [`hooks`]: the OCI hooks that run in the runtime's namespaces;
 //! - [`features`]: the `features` document.
 
 pub mod bundle;
 pub mod console;
 pub mod exec;
 pub mod features;
+pub mod hooks;
 pub mod lifecycle;
 pub mod state;
 

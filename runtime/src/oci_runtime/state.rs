@@ -148,15 +148,17 @@ impl Record {
     /// runc's `state` document.
     pub fn document(&self, dir: &Dir) -> StateDocument {
         let status = self.status(dir);
+        self.document_as(status.word(), status != Status::Stopped)
+    }
+
+    /// The state document with `status` as a hook is told it (`creating` for the hooks of
+    /// `create`); `with_pid` false shows PID 0, as for a stopped container.
+    pub fn document_as(&self, status: &'static str, with_pid: bool) -> StateDocument {
         StateDocument {
             oci_version: "1.0.2",
             id: self.id.clone(),
-            pid: if status == Status::Stopped {
-                0
-            } else {
-                self.pid
-            },
-            status: status.word(),
+            pid: if with_pid { self.pid } else { 0 },
+            status,
             bundle: self.bundle.clone(),
             rootfs: self.rootfs.clone(),
             created: self.created.clone(),
