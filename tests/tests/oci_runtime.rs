@@ -591,6 +591,85 @@ fn hooks_get_the_state_at_their_step_and_a_failing_one_stops_create() {
     rt.assert_clean();
 }
 
+#[test]
+fn a_caller_killed_mid_create_leaves_what_delete_force_removes() {
+    become_subreaper();
+    let rt = Runtime::new();
+    let bundle = rt.bundle("torn", &["true"]);
+    let dir = rt.dir.path().to_path_buf();
+    // A createRuntime hook that reports its PID and blocks: create is caught after the
+    // init exists and the record is written, as a shim killed then would leave it.
+    let hook_pid = dir.join("hook.pid");
+    rt.edit_config(&bundle, |c| {
+        c["hooks"] = serde_json::json!({"createRuntime": [{
+            "path": "/bin/sh",
+            "args": ["sh", "-c", format!("echo $$ > {}; exec sleep 1000", hook_pid.display())],
+        }]});
+    });
+    let mut create = rt.command(&["create", "--bundle", bundle.to_str().unwrap(), "torn"]);
+    create
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut create = create.spawn().unwrap();
+    eventually("the hook running", BOUND, || {
+        std::fs::read_to_string(&hook_pid).is_ok_and(|t| t.ends_with('\n'))
+    });
+    create.kill().unwrap();
+    create.wait().unwrap();
+    let hook: i32 = std::fs::read_to_string(&hook_pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        !rt.leftover_cgroups().is_empty(),
+        "the torn create left its cgroup"
+    );
+    let state = rt
+        .state("torn")
+        .expect("the record written before the hooks");
+    assert_eq!(state["status"], "created", "its init waits at the gate");
+    let init = state["pid"].as_i64().unwrap() as i32;
+
+    let deleted = rt.run(&["delete", "--force", "torn"]);
+    assert_eq!(deleted.code(), 0, "delete --force: {}", deleted.stderr);
+    // The init, an orphan now (so this subreaper's child), was killed.
+    assert_eq!(reap(init), 128 + libc::SIGKILL);
+    rt.assert_clean();
+    // SAFETY: kill(2) on the hook's PID, a child of this subreaper not yet reaped.
+    unsafe { libc::kill(hook, libc::SIGKILL) };
+    reap_if_child(hook);
+}
+
+#[test]
+fn a_console_socket_that_refuses_fails_create_and_leaves_nothing() {
+    let rt = Runtime::new();
+    let bundle = rt.bundle("console", &["true"]);
+    rt.edit_config(&bundle, |c| c["process"]["terminal"] = true.into());
+    let nobody = rt.dir.path().join("nobody-listens.sock");
+    let ran = rt.run(&[
+        "create",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--console-socket",
+        nobody.to_str().unwrap(),
+        "console",
+    ]);
+    assert_eq!(ran.code(), 1);
+    assert!(ran.stderr.contains("console socket"), "{}", ran.stderr);
+    assert!(rt.state("console").is_none());
+    rt.assert_clean();
+    let without = rt.run(&["create", "--bundle", bundle.to_str().unwrap(), "console"]);
+    assert_eq!(without.code(), 1, "a terminal needs a console socket");
+    assert!(
+        without.stderr.contains("--console-socket"),
+        "{}",
+        without.stderr
+    );
+    rt.assert_clean();
+}
+
 /// A change to a bundle's config.json.
 type ConfigEdit = fn(&mut serde_json::Value);
 
