@@ -367,6 +367,14 @@ fn kill_all_pause_and_delete_force_leave_no_process() {
     let pids: Vec<i32> = serde_json::from_str(&ps.stdout).expect("ps json");
     assert!(pids.len() >= 3 && pids.contains(&pid), "{pids:?}");
 
+    let events = rt.run(&["events", "--stats", "busy"]);
+    let stats: serde_json::Value = serde_json::from_str(&events.stdout).expect("a stats event");
+    assert_eq!(stats["type"], "stats");
+    assert!(
+        stats["data"]["pids"]["current"].as_u64() >= Some(3),
+        "{stats}"
+    );
+
     assert_eq!(rt.run(&["pause", "busy"]).code(), 0);
     assert_eq!(rt.status("busy"), "paused");
     assert_eq!(rt.run(&["resume", "busy"]).code(), 0);

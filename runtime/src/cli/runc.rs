@@ -98,6 +98,16 @@ enum Verb {
         resources: PathBuf,
         id: String,
     },
+    /// Print the container's counters as JSON events (once with --stats, else every
+    /// interval until it stops), and its OOM kills.
+    Events {
+        #[arg(long)]
+        stats: bool,
+        /// Seconds between two observations.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+        id: String,
+    },
     /// Print what this runtime supports, as JSON.
     Features,
     /// Write a starting config.json in the bundle.
@@ -211,6 +221,18 @@ pub fn main() -> i32 {
     }
 }
 
+/// Writes one line to stdout; false once stdout is gone (a reader that went away is no
+/// reason to panic).
+fn say_line(text: std::fmt::Arguments) -> bool {
+    writeln!(std::io::stdout().lock(), "{text}").is_ok()
+}
+
+macro_rules! say {
+    ($($t:tt)*) => {
+        say_line(format_args!($($t)*))
+    };
+}
+
 /// Where errors go.
 struct Log {
     path: Option<PathBuf>,
@@ -243,7 +265,7 @@ impl Log {
             }
         }
         if level != "debug" {
-            eprintln!("{line}");
+            let _ = writeln!(std::io::stderr(), "{line}");
         }
     }
 
@@ -251,7 +273,7 @@ impl Log {
         let msg = crate::printable::escape_controls(msg).into_owned();
         self.write("error", &msg);
         if self.path.is_some() {
-            eprintln!("{ARGV0}: {msg}");
+            let _ = writeln!(std::io::stderr(), "{ARGV0}: {msg}");
         }
     }
 }
@@ -304,6 +326,11 @@ fn dispatch(root: &Path, log: &Log, verb: Verb) -> Result<i32, RuntimeError> {
             crate::oci_runtime::bundle::check_resources(&r, "resources")?;
             lifecycle::update(root, &id, &r).map(|()| 0)
         }
+        Verb::Events {
+            stats,
+            interval,
+            id,
+        } => events(root, &id, stats, interval),
         Verb::Features => {
             print_json(&crate::oci_runtime::features::document());
             Ok(0)
@@ -325,7 +352,7 @@ fn create_options(a: &CreateArgs) -> CreateOptions {
 
 fn print_json<T: serde::Serialize>(value: &T) {
     let text = serde_json::to_string_pretty(value).unwrap_or_default();
-    println!("{text}");
+    say!("{text}");
 }
 
 /// `run`: create and start; without `--detach`, wait for the init (this process's child),
@@ -389,16 +416,41 @@ fn exec(root: &Path, a: ExecArgs) -> Result<i32, RuntimeError> {
     Ok(code)
 }
 
+/// `events`: one stats line with `--stats`; else a stats line every `interval` (and an
+/// `oom` line once an OOM kill is seen) until the container stops.
+fn events(
+    root: &Path,
+    id: &str,
+    once: bool,
+    interval: std::time::Duration,
+) -> Result<i32, RuntimeError> {
+    use crate::oci_runtime::events::{observe, oom_event};
+    let mut oom_reported = false;
+    loop {
+        let seen = observe(root, id)?;
+        if seen.oom_killed && !oom_reported {
+            oom_reported = true;
+            if !say!("{}", oom_event(id)) {
+                return Ok(0);
+            }
+        }
+        if !say!("{}", seen.stats) || once || seen.stopped {
+            return Ok(0);
+        }
+        std::thread::sleep(interval.max(std::time::Duration::from_millis(100)));
+    }
+}
+
 fn ps(root: &Path, id: &str, format: &str) -> Result<i32, RuntimeError> {
     let pids = lifecycle::pids(root, id)?;
     match format {
         "json" => print_json(&pids),
         "table" => {
-            println!("PID\tCMD");
+            say!("PID\tCMD");
             for pid in pids {
                 let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
                 let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-                println!(
+                say!(
                     "{pid}\t{}",
                     crate::printable::escape_controls(cmd.trim_end())
                 );
@@ -416,16 +468,16 @@ fn list(root: &Path, format: &str, quiet: bool) -> Result<i32, RuntimeError> {
         .collect();
     if quiet {
         for d in &docs {
-            println!("{}", d.id);
+            say!("{}", d.id);
         }
         return Ok(0);
     }
     match format {
         "json" => print_json(&docs),
         "table" => {
-            println!("ID\tPID\tSTATUS\tBUNDLE\tCREATED\tOWNER");
+            say!("ID\tPID\tSTATUS\tBUNDLE\tCREATED\tOWNER");
             for d in &docs {
-                println!(
+                say!(
                     "{}\t{}\t{}\t{}\t{}\t{}",
                     d.id,
                     d.pid,

@@ -12,12 +12,14 @@
 //! - [`state`]: the record under `--root`, the status, runc's `state` document;
 //! - [`lifecycle`]: create, start, kill, delete, pause, resume, update, ps;
 //! - [`exec`]: another process in a running container;
+//! - [`events`]: cgroup counters and OOM kills as runc's event objects;
 //! - [`console`]: a pty whose master goes to the caller's console socket;
 //! - [`hooks`]: the OCI hooks that run in the runtime's namespaces;
 //! - [`features`]: the `features` document.
 
 pub mod bundle;
 pub mod console;
+pub mod events;
 pub mod exec;
 pub mod features;
 pub mod hooks;
