@@ -272,6 +272,7 @@ impl Workload {
             process: &req.spec_process,
             user: &req.user,
             group_add: &group_add,
+            exact_user: None,
             seccomp: &seccomp,
             cgroup: self.cgroup.as_ref(),
             stdio: streams.child_stdio(),

@@ -678,6 +678,33 @@ fn a_console_socket_that_refuses_fails_create_and_leaves_nothing() {
     rt.assert_clean();
 }
 
+#[test]
+fn process_user_ids_are_taken_as_given_not_looked_up_by_name() {
+    let rt = Runtime::new();
+    let bundle = rt.bundle("ids", &["sh", "-c", "id -u; id -g; id -G; echo $HOME"]);
+    // A hostile image: entries *named* 1000 that are root's IDs, listed first.
+    let etc = bundle.join("rootfs/etc");
+    for (file, line) in [
+        ("passwd", "1000:x:0:0:evil:/root:/bin/sh\n"),
+        ("group", "1000:x:0:\n"),
+    ] {
+        let path = etc.join(file);
+        let rest = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("{line}{rest}")).unwrap();
+    }
+    rt.edit_config(&bundle, |c| {
+        c["process"]["user"] =
+            serde_json::json!({"uid": 1000, "gid": 1000, "additionalGids": [1000]});
+    });
+    let ran = rt.run(&["run", "--bundle", bundle.to_str().unwrap(), "ids"]);
+    assert_eq!(ran.code(), 0, "run: {}", ran.stderr);
+    assert_eq!(
+        ran.stdout, "1000\n1000\n1000\n/home/app\n",
+        "HOME from the entry of uid 1000"
+    );
+    rt.assert_clean();
+}
+
 /// A change to a bundle's config.json.
 type ConfigEdit = fn(&mut serde_json::Value);
 

@@ -6,7 +6,8 @@
 use super::RuntimeError;
 use crate::linux::cgroups::{CgroupMode, CgroupPaths};
 use crate::linux::namespaces::JOINABLE;
-use crate::linux::process::init::{GROUP_ADD_ANNOTATION, USER_ANNOTATION};
+use crate::linux::process::init::USER_IDS_ANNOTATION;
+use crate::linux::user::ExactIds;
 use oci_spec::runtime::{LinuxNamespaceType, Mount, MountBuilder, Spec};
 use std::path::{Path, PathBuf};
 
@@ -250,7 +251,7 @@ pub fn rootfs(spec: &Spec, bundle: &Path) -> PathBuf {
 /// The spec the core runs: the root and bind sources absolute (relative ones are the
 /// bundle's), a `cgroup` mount made this host's (v2: a cgroup2 mount in the container's
 /// cgroup namespace; v1: the container's own cgroup directories, as capsa's containers
-/// get them), and `process.user` as the core's user and group annotations.
+/// get them), and `process.user` as the core's exact-IDs annotation.
 pub fn for_core(
     spec: &Spec,
     bundle: &Path,
@@ -300,16 +301,20 @@ pub fn for_core(
         .unwrap_or_default();
     let mut annotations = core.annotations().clone().unwrap_or_default();
     annotations.insert(
-        USER_ANNOTATION.to_string(),
-        format!("{}:{}", user.uid(), user.gid()),
+        USER_IDS_ANNOTATION.to_string(),
+        exact_ids(&user).to_annotation(),
     );
-    let groups = user.additional_gids().clone().unwrap_or_default();
-    if !groups.is_empty() {
-        let lines: Vec<String> = groups.iter().map(u32::to_string).collect();
-        annotations.insert(GROUP_ADD_ANNOTATION.to_string(), lines.join("\n"));
-    }
     core.set_annotations(Some(annotations));
     Ok(core)
+}
+
+/// An OCI `process.user` as the IDs the core takes as they are.
+pub fn exact_ids(user: &oci_spec::runtime::User) -> ExactIds {
+    ExactIds {
+        uid: user.uid(),
+        gid: user.gid(),
+        additional_gids: user.additional_gids().clone().unwrap_or_default(),
+    }
 }
 
 /// Keeps only the ambient capabilities that are also inheritable: the kernel raises no

@@ -111,15 +111,7 @@ pub fn exec(
             "a terminal process needs --console-socket (and only it)".into(),
         ));
     }
-    let user = process.user();
-    let user_spec = format!("{}:{}", user.uid(), user.gid());
-    // The process's own supplementary groups, as OCI gives them (none: none).
-    let groups: Vec<String> = user
-        .additional_gids()
-        .iter()
-        .flatten()
-        .map(u32::to_string)
-        .collect();
+    let ids = super::bundle::exact_ids(process.user());
     let seccomp = compile::for_spec(&spec, &root.join(".seccomp"))
         .map_err(|e| RuntimeError::Setup(format!("seccomp: {e}")))?;
     let init_program =
@@ -151,8 +143,9 @@ pub fn exec(
         init: &pidfd,
         namespaces: joined_namespaces(&spec),
         process: &process,
-        user: &user_spec,
-        group_add: &groups,
+        user: "",
+        group_add: &[],
+        exact_user: Some(&ids),
         seccomp: &seccomp,
         cgroup: cgroup.as_ref(),
         stdio,

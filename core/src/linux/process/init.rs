@@ -21,6 +21,10 @@ use std::path::{Path, PathBuf};
 /// Annotation carrying `-u USER[:GROUP]`, resolved here against the container's own
 /// /etc/passwd at start, as Docker resolves it.
 pub const USER_ANNOTATION: &str = "io.capsa.user";
+/// Annotation carrying an OCI `process.user` to take as it is (see
+/// [`user::ExactIds`]); when present, [`USER_ANNOTATION`] and the groups to add are not read.
+pub const USER_IDS_ANNOTATION: &str = "io.capsa.user-ids";
+
 /// Annotation asking for `--init`: a reaping PID 1 in front of the workload.
 pub const INIT_ANNOTATION: &str = "io.capsa.init";
 
@@ -170,7 +174,12 @@ fn early<'a>(
         cfg.layers,
         namespaces::has(cfg.spec, LinuxNamespaceType::User),
     ) {
-        (None, _) => RootLayers::Directory,
+        (None, true) => {
+            return Err(io_step("user namespace")(std::io::Error::other(
+                "a prepared root directory cannot be mapped (image layers are)",
+            )))
+        }
+        (None, false) => RootLayers::Directory,
         (Some(layers), true) => user_namespace_layers(cfg, layers, sock, open)?,
         (Some(layers), false) => RootLayers::Paths(layers),
     };
@@ -189,46 +198,41 @@ fn user_namespace_layers<'a>(
     sock: &OwnedFd,
     open: impl Fn(&Path) -> Result<OwnedFd, SetupError>,
 ) -> Result<RootLayers<'a>, SetupError> {
-    {
-        let rootfs = cfg
-            .spec
-            .root()
-            .as_ref()
-            .map(|r| r.path().clone())
-            .unwrap_or_default();
-        let mut bind_sources = std::collections::HashMap::new();
-        for src in rootfs::bind_sources(cfg.spec) {
-            let fd = open(&src)?;
-            bind_sources.insert(src, fd);
-        }
-        let (upper, work, target) = (open(&layers.upper)?, open(&layers.work)?, open(&rootfs)?);
-        let lower_targets = (0..layers.lower.len())
-            .map(|n| open(&layers.attach_dir.join(n.to_string())))
-            .collect::<Result<Vec<_>, _>>()?;
-        let (msg, lower) =
-            channel::recv_with_fds(sock).map_err(io_step("waiting for the ID maps"))?;
-        if msg != Message::Go || lower.len() != layers.lower.len() {
-            return Err(SetupError::Layers {
-                expected: layers.lower.len(),
-                got: msg,
-                count: lower.len(),
-            });
-        }
-        let root = nix::unistd::Gid::from_raw(0);
-        nix::unistd::setresgid(root, root, root)
-            .map_err(sys_step("become the namespace's root"))?;
-        let root = nix::unistd::Uid::from_raw(0);
-        nix::unistd::setresuid(root, root, root)
-            .map_err(sys_step("become the namespace's root"))?;
-        Ok(RootLayers::Fds(FdLayers {
-            lower,
-            lower_targets,
-            upper,
-            work,
-            target,
-            bind_sources,
-        }))
+    let rootfs = cfg
+        .spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .unwrap_or_default();
+    let mut bind_sources = std::collections::HashMap::new();
+    for src in rootfs::bind_sources(cfg.spec) {
+        let fd = open(&src)?;
+        bind_sources.insert(src, fd);
     }
+    let (upper, work, target) = (open(&layers.upper)?, open(&layers.work)?, open(&rootfs)?);
+    let lower_targets = (0..layers.lower.len())
+        .map(|n| open(&layers.attach_dir.join(n.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (msg, lower) = channel::recv_with_fds(sock).map_err(io_step("waiting for the ID maps"))?;
+    if msg != Message::Go || lower.len() != layers.lower.len() {
+        return Err(SetupError::Layers {
+            expected: layers.lower.len(),
+            got: msg,
+            count: lower.len(),
+        });
+    }
+    let root = nix::unistd::Gid::from_raw(0);
+    nix::unistd::setresgid(root, root, root).map_err(sys_step("become the namespace's root"))?;
+    let root = nix::unistd::Uid::from_raw(0);
+    nix::unistd::setresuid(root, root, root).map_err(sys_step("become the namespace's root"))?;
+    Ok(RootLayers::Fds(FdLayers {
+        lower,
+        lower_targets,
+        upper,
+        work,
+        target,
+        bind_sources,
+    }))
 }
 
 fn set_up(cfg: &InitConfig, gate: OwnedFd, layers: RootLayers) -> Result<Prepared, SetupError> {
@@ -266,13 +270,24 @@ fn set_up(cfg: &InitConfig, gate: OwnedFd, layers: RootLayers) -> Result<Prepare
             nix::unistd::sethostname(h).map_err(sys_step(format!("sethostname {h:?}")))?;
         }
     }
-    let user_spec = spec
-        .annotations()
-        .as_ref()
-        .and_then(|a| a.get(USER_ANNOTATION).cloned())
-        .unwrap_or_default();
-    let mut user = user::resolve(&user_spec, Path::new("/"))?;
-    user::add_groups(&mut user, &group_add(spec), Path::new("/"))?;
+    let annotation = |key: &str| {
+        spec.annotations()
+            .as_ref()
+            .and_then(|a| a.get(key).cloned())
+    };
+    let user = match annotation(USER_IDS_ANNOTATION) {
+        Some(ids) => user::ExactIds::from_annotation(&ids)
+            .ok_or_else(|| {
+                io_step("user")(std::io::Error::other(format!("malformed IDs {ids:?}")))
+            })?
+            .resolve(Path::new("/"))?,
+        None => {
+            let user_spec = annotation(USER_ANNOTATION).unwrap_or_default();
+            let mut user = user::resolve(&user_spec, Path::new("/"))?;
+            user::add_groups(&mut user, &group_add(spec), Path::new("/"))?;
+            user
+        }
+    };
     let cwd = spec
         .process()
         .as_ref()
