@@ -238,11 +238,13 @@ pub fn add_groups(user: &mut ResolvedUser, names: &[String], root: &Path) -> Res
     }
     let groups = read_groups(root);
     for name in names {
-        let gid = match groups.iter().find(|(n, _, _)| n == name) {
-            Some((_, id, _)) => *id,
-            None => name
-                .parse()
-                .map_err(|_| UserError::UnknownGroup(name.clone()))?,
+        let gid = match name.parse::<u32>() {
+            Ok(id) => id, // a number is a gid, never a group's name
+            Err(_) => groups
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .map(|(_, id, _)| *id)
+                .ok_or_else(|| UserError::UnknownGroup(name.clone()))?,
         };
         check_id("supplementary gid", gid, name)?;
         if !user.additional_gids.contains(&gid) {
@@ -259,9 +261,12 @@ fn resolve_unchecked(spec: &str, root: &Path) -> Result<ResolvedUser, UserError>
     };
     let user = if user.is_empty() { "0" } else { user };
     let passwd = read_passwd(root);
-    let entry = passwd
-        .iter()
-        .find(|e| e.name == user || (user.parse::<u32>().ok() == Some(e.uid)));
+    // A number is a uid, never a name (as Docker and runc take it): an image's entry
+    // *named* "1000" with uid 0 must not make `-u 1000` root.
+    let entry = passwd.iter().find(|e| match user.parse::<u32>() {
+        Ok(uid) => e.uid == uid,
+        Err(_) => e.name == user,
+    });
     let (uid, mut gid, name, home) = match (entry, user.parse::<u32>()) {
         (Some(e), _) => (e.uid, e.gid, Some(e.name.clone()), e.home.clone()),
         (None, Ok(uid)) => (uid, 0, None, "/".to_string()),
@@ -269,11 +274,13 @@ fn resolve_unchecked(spec: &str, root: &Path) -> Result<ResolvedUser, UserError>
     };
     let groups = read_groups(root);
     if let Some(g) = group {
-        gid = match groups.iter().find(|(n, _, _)| n == g) {
-            Some((_, id, _)) => *id,
-            None => g
-                .parse()
-                .map_err(|_| UserError::UnknownGroup(g.to_string()))?,
+        gid = match g.parse::<u32>() {
+            Ok(id) => id, // a number is a gid, never a group's name
+            Err(_) => groups
+                .iter()
+                .find(|(n, _, _)| n == g)
+                .map(|(_, id, _)| *id)
+                .ok_or_else(|| UserError::UnknownGroup(g.to_string()))?,
         };
     }
     let additional_gids = match (&name, group) {
@@ -294,6 +301,25 @@ fn resolve_unchecked(spec: &str, root: &Path) -> Result<ResolvedUser, UserError>
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn numbers_are_ids_never_names() {
+        let dir = root();
+        let etc = dir.path().join("etc");
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(
+            etc.join("passwd"),
+            "1000:x:0:0:evil:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(etc.join("group"), "1000:x:0:\napp:x:1000:\n").unwrap();
+        let u = resolve("1000:1000", dir.path()).unwrap();
+        assert_eq!((u.uid, u.gid, u.home.as_str()), (1000, 1000, "/home/app"));
+        let mut u = resolve("1000", dir.path()).unwrap();
+        assert_eq!((u.uid, u.gid), (1000, 1000));
+        add_groups(&mut u, &["1000".to_string()], dir.path()).unwrap();
+        assert!(!u.additional_gids.contains(&0), "{:?}", u.additional_gids);
+    }
 
     #[test]
     fn exact_ids_round_trip_and_refuse_what_is_not_numbers() {
