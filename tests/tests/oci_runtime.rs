@@ -805,10 +805,12 @@ fn unsupported_configs_are_refused_by_name_and_leave_nothing() {
 struct Containerd {
     dir: tempfile::TempDir,
     daemon: std::process::Child,
+    /// The namespace the test uses, emptied when it ends, however it ends.
+    namespace: String,
 }
 
 impl Containerd {
-    fn start() -> Containerd {
+    fn start(namespace: &str) -> Containerd {
         let dir = tempfile::Builder::new()
             .prefix("capsa-ctd-")
             .tempdir()
@@ -829,7 +831,11 @@ impl Containerd {
             .stderr(File::create(dir.path().join("containerd.err")).unwrap())
             .spawn()
             .expect("containerd (scripts/setup.sh installs it)");
-        let ctd = Containerd { dir, daemon };
+        let ctd = Containerd {
+            dir,
+            daemon,
+            namespace: namespace.to_string(),
+        };
         eventually("containerd answers", BOUND, || {
             ctd.ctr(&["version"]).code() == 0
         });
@@ -847,6 +853,19 @@ impl Containerd {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
+        // A test that failed midway leaves tasks: each is killed and deleted (its shim then
+        // exits and its root is unmounted), then its container.
+        let ns = self.namespace.clone();
+        for id in self.ctr(&["-n", &ns, "tasks", "ls", "-q"]).stdout.lines() {
+            let _ = self.ctr(&["-n", &ns, "tasks", "delete", "-f", id]);
+        }
+        for id in self
+            .ctr(&["-n", &ns, "containers", "ls", "-q"])
+            .stdout
+            .lines()
+        {
+            let _ = self.ctr(&["-n", &ns, "containers", "delete", id]);
+        }
         let _ = self.daemon.kill();
         let _ = self.daemon.wait();
     }
@@ -864,10 +883,10 @@ fn saved_busybox(env: &TestEnv, dir: &Path) -> PathBuf {
 fn containerd_runs_containers_through_the_runc_shim_with_capsa_runc() {
     let env = TestEnv::new();
     let rt = Runtime::new();
-    let ctd = Containerd::start();
-    let archive = saved_busybox(&env, ctd.dir.path());
     // The namespace names the cgroup parent: ctr's cgroupsPath is /<namespace>/<id>.
     let ns = rt.cgroup_parent.trim_start_matches('/').to_string();
+    let ctd = Containerd::start(&ns);
+    let archive = saved_busybox(&env, ctd.dir.path());
     let image = "docker.io/library/busybox:latest";
     let imported = ctd.ctr(&["-n", &ns, "images", "import", archive.to_str().unwrap()]);
     assert_eq!(imported.code(), 0, "import: {}", imported.stderr);
