@@ -53,6 +53,12 @@ pub enum RootLayers<'a> {
     /// No layers: the spec's root path is a prepared directory (an OCI bundle's rootfs),
     /// bound onto itself so that it is a mount point to pivot into.
     Directory,
+    /// The same in a user namespace: the directory and every bind-mount source of the spec
+    /// opened beforehand, by their host paths.
+    DirectoryFds {
+        target: OwnedFd,
+        bind_sources: HashMap<PathBuf, OwnedFd>,
+    },
 }
 
 /// Errors of root file system set-up, naming the path and the step.
@@ -394,6 +400,14 @@ pub fn prepare(spec: &Spec, layers: RootLayers) -> Result<Root, RootfsError> {
         RootLayers::Directory => {
             bind_directory_onto_itself(&rootfs)?;
             (Root::open(&rootfs).map_err(err("open", &rootfs))?, None)
+        }
+        RootLayers::DirectoryFds {
+            target,
+            bind_sources,
+        } => {
+            let tree = mountapi::clone_tree(target.as_fd(), true).map_err(err("bind", &rootfs))?;
+            mountapi::attach(&tree, target.as_fd()).map_err(err("bind", &rootfs))?;
+            (Root::from_fd(tree), Some(bind_sources))
         }
     };
     let root_id = identity(root.as_fd()).map_err(err("stat", &rootfs))?;

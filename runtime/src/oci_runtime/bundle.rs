@@ -113,8 +113,6 @@ fn check_linux(spec: &Spec) -> Result<(), RuntimeError> {
         return Err(unsupported("a config without linux"));
     };
     let set = |o: bool, name: &str| if o { Err(unsupported(name)) } else { Ok(()) };
-    set(l.uid_mappings().is_some(), "linux.uidMappings")?;
-    set(l.gid_mappings().is_some(), "linux.gidMappings")?;
     set(l.intel_rdt().is_some(), "linux.intelRdt")?;
     set(l.personality().is_some(), "linux.personality")?;
     set(l.time_offsets().is_some(), "linux.timeOffsets")?;
@@ -147,7 +145,9 @@ fn check_linux(spec: &Spec) -> Result<(), RuntimeError> {
     }
     for ns in l.namespaces().iter().flatten() {
         match ns.typ() {
-            LinuxNamespaceType::User => return Err(unsupported("the user namespace")),
+            LinuxNamespaceType::User if ns.path().is_some() => {
+                return Err(unsupported("joining a user namespace by path"));
+            }
             LinuxNamespaceType::Time => return Err(unsupported("the time namespace")),
             t if ns.path().is_some() && !JOINABLE.contains(&t) && t != LinuxNamespaceType::Pid => {
                 return Err(unsupported(format!("joining a {t:?} namespace by path")));
@@ -155,6 +155,7 @@ fn check_linux(spec: &Spec) -> Result<(), RuntimeError> {
             _ => {}
         }
     }
+    check_user_namespace(l)?;
     if let Some(s) = l.seccomp() {
         set(
             s.flags().as_ref().is_some_and(|f| !f.is_empty()),
@@ -166,6 +167,47 @@ fn check_linux(spec: &Spec) -> Result<(), RuntimeError> {
         check_resources(r, "linux.resources")?;
     }
     Ok(())
+}
+
+/// The host uid and gid that the user namespace's root maps to (None without a user
+/// namespace, or when 0 is not mapped).
+pub fn root_ids(l: &oci_spec::runtime::Linux) -> Option<(u32, u32)> {
+    let host_of_zero = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        maps.iter()
+            .flatten()
+            .find_map(|m| (m.container_id() == 0 && m.size() > 0).then_some(m.host_id()))
+    };
+    Some((
+        host_of_zero(l.uid_mappings())?,
+        host_of_zero(l.gid_mappings())?,
+    ))
+}
+
+/// A user namespace needs both ID maps, and maps need the namespace.
+fn check_user_namespace(l: &oci_spec::runtime::Linux) -> Result<(), RuntimeError> {
+    let userns = l
+        .namespaces()
+        .iter()
+        .flatten()
+        .any(|ns| ns.typ() == LinuxNamespaceType::User);
+    let mapped = |m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        m.as_ref().is_some_and(|m| !m.is_empty())
+    };
+    match (userns, mapped(l.uid_mappings()), mapped(l.gid_mappings())) {
+        (true, true, true) if root_ids(l).is_none() => Err(RuntimeError::Unsupported {
+            field: "a user namespace that does not map uid and gid 0".into(),
+            detail: " (the init sets the container up as the namespace's root)".into(),
+        }),
+        (true, true, true) | (false, false, false) => Ok(()),
+        (true, _, _) => Err(RuntimeError::Unsupported {
+            field: "a user namespace without uidMappings and gidMappings".into(),
+            detail: String::new(),
+        }),
+        (false, _, _) => Err(RuntimeError::Unsupported {
+            field: "linux.uidMappings/gidMappings without a user namespace".into(),
+            detail: String::new(),
+        }),
+    }
 }
 
 /// Refuses, by name, the limits capsa's cgroup managers do not apply (`prefix` names where

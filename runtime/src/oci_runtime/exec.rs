@@ -166,15 +166,16 @@ pub fn exec(
 }
 
 /// `CLONE_NEW*` of every namespace the container's init is in besides its PID namespace
-/// (which the join adds) and the user namespace: created or joined by path alike, since
-/// the join enters the init's own.
+/// (which the join adds): created or joined by path alike, since the join enters the
+/// init's own. With a user namespace, that too: the process is then its root at most,
+/// never the host's.
 fn joined_namespaces(spec: &Spec) -> u64 {
     spec.linux()
         .as_ref()
         .and_then(|l| l.namespaces().as_ref())
         .into_iter()
         .flatten()
-        .filter(|ns| !matches!(ns.typ(), LinuxNamespaceType::Pid | LinuxNamespaceType::User))
+        .filter(|ns| ns.typ() != LinuxNamespaceType::Pid)
         .fold(0, |acc, ns| {
             acc | crate::linux::namespaces::clone_flag(ns.typ())
         })

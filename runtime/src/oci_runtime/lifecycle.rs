@@ -153,6 +153,15 @@ fn create_in(
         .map_err(setup("cgroup"))?;
     exec_fifo::create(&dir.exec_fifo())
         .map_err(RuntimeError::io(dir.exec_fifo().display().to_string()))?;
+    // In a user namespace the init opens the gate as the namespace's root.
+    if let Some((uid, gid)) = core.linux().as_ref().and_then(bundle::root_ids) {
+        let (uid, gid) = (
+            nix::unistd::Uid::from_raw(uid),
+            nix::unistd::Gid::from_raw(gid),
+        );
+        nix::unistd::chown(&dir.exec_fifo(), Some(uid), Some(gid))
+            .map_err(|e| RuntimeError::io("exec.fifo")(e.into()))?;
+    }
     let pty = match &opts.console_socket {
         Some(_) => {
             let size = core.process().as_ref().and_then(console::size_of);

@@ -174,11 +174,7 @@ fn early<'a>(
         cfg.layers,
         namespaces::has(cfg.spec, LinuxNamespaceType::User),
     ) {
-        (None, true) => {
-            return Err(io_step("user namespace")(std::io::Error::other(
-                "a prepared root directory cannot be mapped (image layers are)",
-            )))
-        }
+        (None, true) => directory_in_user_namespace(cfg, sock, open)?,
         (None, false) => RootLayers::Directory,
         (Some(layers), true) => user_namespace_layers(cfg, layers, sock, open)?,
         (Some(layers), false) => RootLayers::Paths(layers),
@@ -188,6 +184,50 @@ fn early<'a>(
             .map_err(sys_step("unshare cgroup namespace"))?;
     }
     Ok((gate, layers))
+}
+
+/// A prepared root directory in a user namespace: opens it and every bind-mount source
+/// while the init still has its host identity, waits for the ID maps, and becomes the
+/// namespace's root. The directory's files keep their owners (unmapped ones show as the
+/// overflow ID inside).
+fn directory_in_user_namespace<'a>(
+    cfg: &InitConfig,
+    sock: &OwnedFd,
+    open: impl Fn(&Path) -> Result<OwnedFd, SetupError>,
+) -> Result<RootLayers<'a>, SetupError> {
+    let rootfs = cfg
+        .spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .unwrap_or_default();
+    let mut bind_sources = std::collections::HashMap::new();
+    for src in rootfs::bind_sources(cfg.spec) {
+        let fd = open(&src)?;
+        bind_sources.insert(src, fd);
+    }
+    let target = open(&rootfs)?;
+    let (msg, fds) = channel::recv_with_fds(sock).map_err(io_step("waiting for the ID maps"))?;
+    if msg != Message::Go || !fds.is_empty() {
+        return Err(SetupError::Layers {
+            expected: 0,
+            got: msg,
+            count: fds.len(),
+        });
+    }
+    become_namespace_root()?;
+    Ok(RootLayers::DirectoryFds {
+        target,
+        bind_sources,
+    })
+}
+
+/// setresgid/setresuid to 0 inside the user namespace, once its maps are written.
+fn become_namespace_root() -> Result<(), SetupError> {
+    let root = nix::unistd::Gid::from_raw(0);
+    nix::unistd::setresgid(root, root, root).map_err(sys_step("become the namespace's root"))?;
+    let root = nix::unistd::Uid::from_raw(0);
+    nix::unistd::setresuid(root, root, root).map_err(sys_step("become the namespace's root"))
 }
 
 /// In a user namespace: opens every host path the init needs while it still has its host
@@ -221,10 +261,7 @@ fn user_namespace_layers<'a>(
             count: lower.len(),
         });
     }
-    let root = nix::unistd::Gid::from_raw(0);
-    nix::unistd::setresgid(root, root, root).map_err(sys_step("become the namespace's root"))?;
-    let root = nix::unistd::Uid::from_raw(0);
-    nix::unistd::setresuid(root, root, root).map_err(sys_step("become the namespace's root"))?;
+    become_namespace_root()?;
     Ok(RootLayers::Fds(FdLayers {
         lower,
         lower_targets,

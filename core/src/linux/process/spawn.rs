@@ -52,10 +52,9 @@ fn map_user_namespace(cfg: &InitConfig, pid: i32) -> std::io::Result<Vec<std::os
         render(linux.and_then(|l| l.gid_mappings().as_ref())),
     )?;
     let userns: std::os::fd::OwnedFd = std::fs::File::open(format!("/proc/{pid}/ns/user"))?.into();
+    // A prepared root directory is used as its files are owned: nothing to map.
     let Some(layers) = cfg.layers else {
-        return Err(std::io::Error::other(
-            "a user namespace needs image layers to map (not a prepared root directory)",
-        ));
+        return Ok(Vec::new());
     };
     if layers.lower.len() > channel::MAX_FDS {
         return Err(std::io::Error::other(format!(
