@@ -375,6 +375,29 @@ fn kill_all_pause_and_delete_force_leave_no_process() {
         "{stats}"
     );
 
+    let limits = rt.dir.path().join("limits.json");
+    std::fs::write(&limits, r#"{"pids": {"limit": 50}}"#).unwrap();
+    let updated = rt.run(&["update", "--resources", limits.to_str().unwrap(), "busy"]);
+    assert_eq!(updated.code(), 0, "update: {}", updated.stderr);
+    let pids_max = cgroup_dirs_under(&rt.cgroup_parent)
+        .into_iter()
+        .map(|d| d.join("pids.max"))
+        .find(|f| f.exists())
+        .expect("the container's pids.max");
+    assert_eq!(std::fs::read_to_string(pids_max).unwrap().trim(), "50");
+    std::fs::write(&limits, r#"{"memory": {"swappiness": 10}}"#).unwrap();
+    let refused = rt.run(&["update", "--resources", limits.to_str().unwrap(), "busy"]);
+    assert_eq!(refused.code(), 1, "a limit no manager applies");
+    assert!(
+        refused.stderr.contains("resources.memory.swappiness"),
+        "{}",
+        refused.stderr
+    );
+    let list = rt.run(&["list", "--format", "json"]);
+    let listed: serde_json::Value = serde_json::from_str(&list.stdout).expect("list json");
+    assert_eq!(listed[0]["id"], "busy");
+    assert_eq!(listed[0]["status"], "running");
+
     assert_eq!(rt.run(&["pause", "busy"]).code(), 0);
     assert_eq!(rt.status("busy"), "paused");
     assert_eq!(rt.run(&["resume", "busy"]).code(), 0);
@@ -853,6 +876,10 @@ fn unsupported_configs_are_refused_by_name_and_leave_nothing() {
         "{}",
         systemd.stderr
     );
+    let features = rt.run(&["features"]);
+    let features: serde_json::Value = serde_json::from_str(&features.stdout).unwrap();
+    assert_eq!(features["ociVersionMax"], "1.0.2");
+    assert_eq!(features["linux"]["cgroup"]["systemd"], false);
     let checkpoint = rt.run(&["checkpoint", "bad"]);
     assert_eq!(checkpoint.code(), 1);
     assert!(
