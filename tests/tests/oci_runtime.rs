@@ -464,8 +464,12 @@ fn exec_joins_the_container_and_reports_the_status() {
         .parse()
         .unwrap();
     assert!(alive(exec_pid), "the detached process outlives exec");
-    let ps = rt.run(&["ps", "--format", "json", "ex"]);
-    let pids: Vec<i32> = serde_json::from_str(&ps.stdout).unwrap();
+    // The init, its sleep, the exec's capsa-init and the sleep it forks (once it has).
+    let ps = || -> Vec<i32> {
+        serde_json::from_str(&rt.run(&["ps", "--format", "json", "ex"]).stdout).unwrap()
+    };
+    eventually("the exec'd command forked", BOUND, || ps().len() >= 4);
+    let pids = ps();
     assert!(
         pids.contains(&exec_pid),
         "in the container's cgroup: {pids:?}"
