@@ -288,6 +288,10 @@ fn parent_dirs(parent: &str) -> Vec<PathBuf> {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
+        // A test that failed midway leaves containers: each is removed, then the parent.
+        for id in self.run(&["list", "-q"]).stdout.lines() {
+            let _ = self.run(&["delete", "--force", id]);
+        }
         for dir in parent_dirs(&self.cgroup_parent) {
             let _ = std::fs::remove_dir(dir);
         }
