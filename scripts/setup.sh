@@ -20,11 +20,14 @@
 #                   disk itself (the host never parses a file system its guest wrote)
 #   curl            raw requests to `capsa serve`'s socket in the API tests
 #   docker-compose  (1.29, Debian's) brings a compose file up against `capsa serve`
+#   containerd, podman  real callers of `capsa-runc` (containerd's runc v2 shim and ctr;
+#                   podman through conmon); the tests start their own containerd (own root,
+#                   state and socket), beside any the machine runs
 #   strace          fault injection for one process (a test makes inotify_init1 fail for
 #                   `capsa wait` alone, as when a workload took every instance of root's)
 set -euo pipefail
 
-packages=(busybox-static runc crun python3 time tmux zsh fish ca-certificates docker-registry skopeo umoci apache2-utils debootstrap iproute2 nftables iperf3 build-essential qemu-system-x86 erofs-utils e2fsck-static strace curl docker-compose)
+packages=(busybox-static runc crun python3 time tmux zsh fish ca-certificates docker-registry skopeo umoci apache2-utils debootstrap iproute2 nftables iperf3 build-essential qemu-system-x86 erofs-utils e2fsck-static strace curl docker-compose containerd podman)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

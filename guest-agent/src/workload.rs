@@ -159,7 +159,7 @@ pub fn create(mut req: CreateRequest) -> Result<Workload, Failure> {
     };
     let cfg = InitConfig {
         spec: &spec,
-        layers: &layers,
+        layers: Some(&layers),
         exec_fifo: &fifo,
         stdio: streams.child_stdio(),
         console: streams.console(),
@@ -272,6 +272,7 @@ impl Workload {
             process: &req.spec_process,
             user: &req.user,
             group_add: &group_add,
+            exact_user: None,
             seccomp: &seccomp,
             cgroup: self.cgroup.as_ref(),
             stdio: streams.child_stdio(),

@@ -11,7 +11,8 @@
 //! - [`volume`]: named and anonymous volumes (directories for containers, disks for VMs);
 //! - [`host`]: what this machine offers (cgroup mode, KVM kind, engines), for `info`;
 //! - [`template`]: Go templates for every `--format`;
-//! - [`serve`]: the Docker Engine API server (`capsa serve`), a front end beside `cli`.
+//! - [`serve`]: the Docker Engine API server (`capsa serve`), a front end beside `cli`;
+//! - [`oci_runtime`]: `capsa-runc`, capsa as an OCI runtime for containerd and podman.
 
 pub mod api;
 pub mod bench;
@@ -25,6 +26,7 @@ pub mod ids;
 pub mod image;
 pub use capsa_core::linux;
 pub mod net;
+pub mod oci_runtime;
 pub mod printable;
 pub mod root;
 pub mod serve;

@@ -34,3 +34,56 @@ pub fn clone_flags(spec: &Spec) -> u64 {
 pub fn has(spec: &Spec, kind: LinuxNamespaceType) -> bool {
     clone_flags(spec) & clone_flag(kind) != 0
 }
+
+/// The namespaces an init may join by path (`linux.namespaces[].path`) once cloned; a PID
+/// namespace is joined by the parent before the clone ([`join_pid_path`]); the rest
+/// (mount, user, cgroup, time) must be refused before.
+pub const JOINABLE: [LinuxNamespaceType; 3] = [
+    LinuxNamespaceType::Network,
+    LinuxNamespaceType::Ipc,
+    LinuxNamespaceType::Uts,
+];
+
+/// Joins the namespaces `spec` names by path (network, IPC and UTS; see [`JOINABLE`]),
+/// from the init before it sets anything up. A path that is not a namespace of that type
+/// is refused by the kernel (setns checks the type against the flag).
+pub fn join_paths(spec: &Spec) -> std::io::Result<()> {
+    let list = spec.linux().as_ref().and_then(|l| l.namespaces().as_ref());
+    for ns in list.into_iter().flatten() {
+        let Some(path) = ns.path() else { continue };
+        if ns.typ() == LinuxNamespaceType::Pid {
+            continue; // joined by the parent (join_pid_path)
+        }
+        if !JOINABLE.contains(&ns.typ()) {
+            return Err(std::io::Error::other(format!(
+                "joining a {:?} namespace by path is not supported",
+                ns.typ()
+            )));
+        }
+        let file = std::fs::File::open(path)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let flag = nix::sched::CloneFlags::from_bits_truncate(clone_flag(ns.typ()) as i32);
+        nix::sched::setns(file, flag)
+            .map_err(|e| std::io::Error::other(format!("setns {}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// Joins the PID namespace `spec` names by path, in the calling (parent) process: setns on
+/// a PID namespace only places the caller's later children there, so this must precede
+/// the clone of the init. The caller must be single-threaded and create no other child.
+pub fn join_pid_path(spec: &Spec) -> std::io::Result<()> {
+    let list = spec.linux().as_ref().and_then(|l| l.namespaces().as_ref());
+    let path = list
+        .into_iter()
+        .flatten()
+        .filter(|ns| ns.typ() == LinuxNamespaceType::Pid)
+        .find_map(|ns| ns.path().clone());
+    let Some(path) = path else {
+        return Ok(());
+    };
+    let file = std::fs::File::open(&path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWPID)
+        .map_err(|e| std::io::Error::other(format!("setns {}: {e}", path.display())))
+}

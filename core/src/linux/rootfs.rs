@@ -50,6 +50,15 @@ pub enum RootLayers<'a> {
     Paths(&'a OverlayLayers),
     /// Descriptors (init is root only in its user namespace).
     Fds(FdLayers),
+    /// No layers: the spec's root path is a prepared directory (an OCI bundle's rootfs),
+    /// bound onto itself so that it is a mount point to pivot into.
+    Directory,
+    /// The same in a user namespace: the directory and every bind-mount source of the spec
+    /// opened beforehand, by their host paths.
+    DirectoryFds {
+        target: OwnedFd,
+        bind_sources: HashMap<PathBuf, OwnedFd>,
+    },
 }
 
 /// Errors of root file system set-up, naming the path and the step.
@@ -132,11 +141,63 @@ fn parse_options(options: &[String]) -> (MsFlags, Vec<String>, bool) {
                 flags |= MsFlags::MS_BIND | MsFlags::MS_REC;
                 recursive_bind = true;
             }
-            "private" | "rprivate" | "slave" | "rslave" | "shared" | "rshared" => {}
+            // Applied once the mount exists (see `propagation`).
+            o if propagation(o).is_some() => {}
             other => data.push(other.to_string()),
         }
     }
     (flags, data, recursive_bind)
+}
+
+/// The propagation flags an OCI option (a mount's, or `linux.rootfsPropagation`) names.
+pub fn propagation(option: &str) -> Option<MsFlags> {
+    let (flag, recursive) = match option {
+        "private" => (MsFlags::MS_PRIVATE, false),
+        "rprivate" => (MsFlags::MS_PRIVATE, true),
+        "slave" => (MsFlags::MS_SLAVE, false),
+        "rslave" => (MsFlags::MS_SLAVE, true),
+        "shared" => (MsFlags::MS_SHARED, false),
+        "rshared" => (MsFlags::MS_SHARED, true),
+        "unbindable" => (MsFlags::MS_UNBINDABLE, false),
+        "runbindable" => (MsFlags::MS_UNBINDABLE, true),
+        _ => return None,
+    };
+    Some(if recursive {
+        flag | MsFlags::MS_REC
+    } else {
+        flag
+    })
+}
+
+/// Sets the propagation of the mount at `dest` inside `root` (made in the init's own mount
+/// namespace and, for a bind, cloned as a private copy: a shared one starts a peer group of
+/// its own there, never one with the host's mounts).
+fn set_propagation(root: &Root, dest: &Path, flags: MsFlags) -> Result<(), RootfsError> {
+    let mounted = root.resolve(dest).map_err(err("resolve", dest))?;
+    mount(
+        None::<&str>,
+        &inroot::fd_path(mounted.as_fd()),
+        None::<&str>,
+        flags,
+        None::<&str>,
+    )
+    .map_err(err("set propagation of", dest))
+}
+
+/// `linux.rootfsPropagation` on the container's root, after pivot_root: the root is then
+/// a mount of the init's own namespace (the host's side was made a slave first).
+pub fn set_root_propagation(spec: &Spec) -> Result<(), RootfsError> {
+    let wanted = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.rootfs_propagation().as_deref())
+        .and_then(propagation);
+    let Some(flags) = wanted else {
+        return Ok(());
+    };
+    let root = Path::new("/");
+    mount(None::<&str>, root, None::<&str>, flags, None::<&str>)
+        .map_err(err("set propagation of", root))
 }
 
 /// Where a bind mount's source is.
@@ -249,6 +310,7 @@ fn mount_one(
     let typ = m.typ().clone().unwrap_or_else(|| "none".into());
     let source = m.source().clone().unwrap_or_else(|| PathBuf::from(&typ));
     let is_bind = flags.contains(MsFlags::MS_BIND);
+    let propagate = options.iter().find_map(|o| propagation(o));
     let target = if matches!(typ.as_str(), "proc" | "sysfs") {
         // Only a real directory: a symlink could aim procfs or sysfs at another mount.
         root.real_dir(dest)
@@ -277,12 +339,17 @@ fn mount_one(
             Some(fd) => BindSource::Fd(fd.as_fd()),
             None => BindSource::Path(&source),
         };
-        return bind_onto(&src, target.as_fd(), recursive, bind_attrs(flags))
-            .map_err(err("bind mount on", dest));
+        bind_onto(&src, target.as_fd(), recursive, bind_attrs(flags))
+            .map_err(err("bind mount on", dest))?;
+    } else {
+        let data = data.join(",");
+        let data = (!data.is_empty()).then_some(data.as_str());
+        mount_fs_onto(&source, target.as_fd(), &typ, flags, data).map_err(err("mount on", dest))?;
     }
-    let data = data.join(",");
-    let data = (!data.is_empty()).then_some(data.as_str());
-    mount_fs_onto(&source, target.as_fd(), &typ, flags, data).map_err(err("mount on", dest))
+    match propagate {
+        Some(p) => set_propagation(root, dest, p),
+        None => Ok(()),
+    }
 }
 
 /// The host paths of the spec's bind mounts (opened in advance for a user namespace).
@@ -330,6 +397,18 @@ pub fn prepare(spec: &Spec, layers: RootLayers) -> Result<Root, RootfsError> {
                 .map_err(err("mount overlay on", &rootfs))?;
             (Root::from_fd(mnt), Some(f.bind_sources))
         }
+        RootLayers::Directory => {
+            bind_directory_onto_itself(&rootfs)?;
+            (Root::open(&rootfs).map_err(err("open", &rootfs))?, None)
+        }
+        RootLayers::DirectoryFds {
+            target,
+            bind_sources,
+        } => {
+            let tree = mountapi::clone_tree(target.as_fd(), true).map_err(err("bind", &rootfs))?;
+            mountapi::attach(&tree, target.as_fd()).map_err(err("bind", &rootfs))?;
+            (Root::from_fd(tree), Some(bind_sources))
+        }
     };
     let root_id = identity(root.as_fd()).map_err(err("stat", &rootfs))?;
     for m in spec.mounts().iter().flatten() {
@@ -345,6 +424,14 @@ pub fn prepare(spec: &Spec, layers: RootLayers) -> Result<Root, RootfsError> {
     crate::linux::devices::populate_dev(&root, &devices, bind)
         .map_err(err("populate", Path::new("/dev")))?;
     Ok(root)
+}
+
+/// Makes the directory `rootfs` a mount point of its own (with what is mounted under it),
+/// in the init's mount namespace: pivot_root needs one.
+fn bind_directory_onto_itself(rootfs: &Path) -> Result<(), RootfsError> {
+    let fd = mountapi::open_path(rootfs).map_err(err("open", rootfs))?;
+    let tree = mountapi::clone_tree(fd.as_fd(), true).map_err(err("bind", rootfs))?;
+    mountapi::attach(&tree, fd.as_fd()).map_err(err("bind", rootfs))
 }
 
 /// Bind-mounts the spec's bind mounts (volumes, `-v`, the container's /etc files; none under
@@ -475,6 +562,26 @@ pub fn remount_root_readonly() -> Result<(), RootfsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn propagation_options_are_flags_applied_after_the_mount() {
+        let (flags, data, _) = parse_options(&["rbind".into(), "rshared".into()]);
+        assert!(
+            !flags.contains(MsFlags::MS_SHARED),
+            "not a mount(2) flag of the bind"
+        );
+        assert!(data.is_empty(), "not file-system data either");
+        assert_eq!(
+            propagation("rshared"),
+            Some(MsFlags::MS_SHARED | MsFlags::MS_REC)
+        );
+        assert_eq!(propagation("slave"), Some(MsFlags::MS_SLAVE));
+        assert_eq!(
+            propagation("runbindable"),
+            Some(MsFlags::MS_UNBINDABLE | MsFlags::MS_REC)
+        );
+        assert_eq!(propagation("bind"), None);
+    }
 
     #[test]
     fn options_split_into_flags_and_data() {

@@ -169,6 +169,66 @@ pub fn resolve(spec: &str, root: &Path) -> Result<ResolvedUser, UserError> {
     Ok(user)
 }
 
+/// A process's OCI `user` taken as it is, as runc takes it: exactly these IDs and
+/// supplementary groups, never looked up by name in the container's files (so an image's
+/// passwd or group entry *named* "1000" cannot change who runs); only HOME comes from the
+/// passwd entry whose uid matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExactIds {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+}
+
+impl ExactIds {
+    /// `uid:gid[:g1,g2...]`, the form an annotation carries.
+    pub fn to_annotation(&self) -> String {
+        let groups: Vec<String> = self.additional_gids.iter().map(u32::to_string).collect();
+        format!("{}:{}:{}", self.uid, self.gid, groups.join(","))
+    }
+
+    /// Reads [`to_annotation`](Self::to_annotation)'s form; None when it is not that.
+    pub fn from_annotation(text: &str) -> Option<ExactIds> {
+        let mut parts = text.splitn(3, ':');
+        let uid = parts.next()?.parse().ok()?;
+        let gid = parts.next()?.parse().ok()?;
+        let additional_gids = match parts.next() {
+            None | Some("") => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .ok()?,
+        };
+        Some(ExactIds {
+            uid,
+            gid,
+            additional_gids,
+        })
+    }
+
+    /// The user to switch to, the IDs checked against [`MAX_ID`].
+    pub fn resolve(&self, root: &Path) -> Result<ResolvedUser, UserError> {
+        let spec = self.to_annotation();
+        check_id("uid", self.uid, &spec)?;
+        check_id("gid", self.gid, &spec)?;
+        for g in &self.additional_gids {
+            check_id("supplementary gid", *g, &spec)?;
+        }
+        let home = read_passwd(root)
+            .into_iter()
+            .find(|e| e.uid == self.uid)
+            .map(|e| e.home)
+            .unwrap_or_else(|| "/".to_string());
+        Ok(ResolvedUser {
+            uid: self.uid,
+            gid: self.gid,
+            additional_gids: self.additional_gids.clone(),
+            home,
+        })
+    }
+}
+
 /// Adds the groups of `--group-add` (`names`: names looked up in the container's
 /// /etc/group under `root`, or numbers) to `user`'s supplementary groups, as Docker does
 /// at start time; each new ID once.
@@ -178,11 +238,13 @@ pub fn add_groups(user: &mut ResolvedUser, names: &[String], root: &Path) -> Res
     }
     let groups = read_groups(root);
     for name in names {
-        let gid = match groups.iter().find(|(n, _, _)| n == name) {
-            Some((_, id, _)) => *id,
-            None => name
-                .parse()
-                .map_err(|_| UserError::UnknownGroup(name.clone()))?,
+        let gid = match name.parse::<u32>() {
+            Ok(id) => id, // a number is a gid, never a group's name
+            Err(_) => groups
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .map(|(_, id, _)| *id)
+                .ok_or_else(|| UserError::UnknownGroup(name.clone()))?,
         };
         check_id("supplementary gid", gid, name)?;
         if !user.additional_gids.contains(&gid) {
@@ -199,9 +261,12 @@ fn resolve_unchecked(spec: &str, root: &Path) -> Result<ResolvedUser, UserError>
     };
     let user = if user.is_empty() { "0" } else { user };
     let passwd = read_passwd(root);
-    let entry = passwd
-        .iter()
-        .find(|e| e.name == user || (user.parse::<u32>().ok() == Some(e.uid)));
+    // A number is a uid, never a name (as Docker and runc take it): an image's entry
+    // *named* "1000" with uid 0 must not make `-u 1000` root.
+    let entry = passwd.iter().find(|e| match user.parse::<u32>() {
+        Ok(uid) => e.uid == uid,
+        Err(_) => e.name == user,
+    });
     let (uid, mut gid, name, home) = match (entry, user.parse::<u32>()) {
         (Some(e), _) => (e.uid, e.gid, Some(e.name.clone()), e.home.clone()),
         (None, Ok(uid)) => (uid, 0, None, "/".to_string()),
@@ -209,11 +274,13 @@ fn resolve_unchecked(spec: &str, root: &Path) -> Result<ResolvedUser, UserError>
     };
     let groups = read_groups(root);
     if let Some(g) = group {
-        gid = match groups.iter().find(|(n, _, _)| n == g) {
-            Some((_, id, _)) => *id,
-            None => g
-                .parse()
-                .map_err(|_| UserError::UnknownGroup(g.to_string()))?,
+        gid = match g.parse::<u32>() {
+            Ok(id) => id, // a number is a gid, never a group's name
+            Err(_) => groups
+                .iter()
+                .find(|(n, _, _)| n == g)
+                .map(|(_, id, _)| *id)
+                .ok_or_else(|| UserError::UnknownGroup(g.to_string()))?,
         };
     }
     let additional_gids = match (&name, group) {
@@ -234,6 +301,44 @@ fn resolve_unchecked(spec: &str, root: &Path) -> Result<ResolvedUser, UserError>
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn numbers_are_ids_never_names() {
+        let dir = root();
+        let etc = dir.path().join("etc");
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(
+            etc.join("passwd"),
+            "1000:x:0:0:evil:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(etc.join("group"), "1000:x:0:\napp:x:1000:\n").unwrap();
+        let u = resolve("1000:1000", dir.path()).unwrap();
+        assert_eq!((u.uid, u.gid, u.home.as_str()), (1000, 1000, "/home/app"));
+        let mut u = resolve("1000", dir.path()).unwrap();
+        assert_eq!((u.uid, u.gid), (1000, 1000));
+        add_groups(&mut u, &["1000".to_string()], dir.path()).unwrap();
+        assert!(!u.additional_gids.contains(&0), "{:?}", u.additional_gids);
+    }
+
+    #[test]
+    fn exact_ids_round_trip_and_refuse_what_is_not_numbers() {
+        let ids = ExactIds {
+            uid: 1000,
+            gid: 100,
+            additional_gids: vec![10, 20],
+        };
+        assert_eq!(ids.to_annotation(), "1000:100:10,20");
+        assert_eq!(ExactIds::from_annotation("1000:100:10,20"), Some(ids));
+        assert_eq!(
+            ExactIds::from_annotation("0:0:").map(|i| i.additional_gids),
+            Some(vec![])
+        );
+        for bad in ["app:0", "0", "0:x", "0:0:a", "-1:0"] {
+            assert_eq!(ExactIds::from_annotation(bad), None, "{bad:?}");
+        }
+    }
+
     use super::*;
 
     fn root() -> tempfile::TempDir {

@@ -21,6 +21,7 @@ mod prune;
 mod ps;
 mod registry;
 mod run;
+pub mod runc;
 mod serve;
 mod stats;
 mod system;

@@ -197,7 +197,7 @@ pub fn spawn_init(
     };
     let cfg = InitConfig {
         spec: &prepared.spec,
-        layers: &prepared.layers,
+        layers: Some(&prepared.layers),
         exec_fifo: &dir.exec_fifo(),
         stdio,
         console: console.clone(),

@@ -164,6 +164,7 @@ pub fn exec_start(
         process: &process,
         user: &user,
         group_add: &group_add,
+        exact_user: None,
         seccomp: &seccomp,
         cgroup: cgroup.as_ref(),
         stdio,

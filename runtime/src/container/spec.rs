@@ -38,7 +38,7 @@ const READONLY_PATHS: &[&str] = &[
     "/proc/sysrq-trigger",
 ];
 /// The tmpfs holding a cgroup v1 container's own cgroups.
-const V1_CGROUP_TMPFS: &str = "/sys/fs/cgroup";
+pub(crate) const V1_CGROUP_TMPFS: &str = "/sys/fs/cgroup";
 /// CFS period for `--cpus` (Docker's 100 ms).
 const CPU_PERIOD_US: u64 = 100_000;
 /// Docker's default open-files limit.
@@ -148,7 +148,7 @@ fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Mount {
 /// a bind mount of the container's own cgroup directory, read-only (`sys_mode`), nosuid,
 /// nodev, noexec. Only the container's own directory is reachable: never a hierarchy's root,
 /// where release_agent is, nor a sibling's.
-fn v1_cgroup_mounts(cgroup: &CgroupPaths, sys_mode: &str) -> Vec<Mount> {
+pub(crate) fn v1_cgroup_mounts(cgroup: &CgroupPaths, sys_mode: &str) -> Vec<Mount> {
     let mut list = vec![mount(
         V1_CGROUP_TMPFS,
         "tmpfs",

@@ -14,8 +14,10 @@ use std::path::Path;
 pub struct InitConfig<'a> {
     /// The OCI runtime spec.
     pub spec: &'a Spec,
-    /// The layers to stack as the root.
-    pub layers: &'a OverlayLayers,
+    /// The layers to stack as the root; None when the spec's root path is a directory
+    /// already prepared (an OCI bundle's `rootfs`, run through `capsa-runc`), which is then
+    /// bound onto itself inside the init's mount namespace.
+    pub layers: Option<&'a OverlayLayers>,
     /// The start gate.
     pub exec_fifo: &'a Path,
     /// The workload's stdio.

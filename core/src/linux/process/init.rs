@@ -9,7 +9,7 @@
 use super::channel::{self, Message};
 use super::config::InitConfig;
 use super::exec_fifo;
-use crate::linux::rootfs::{FdLayers, RootLayers};
+use crate::linux::rootfs::{FdLayers, OverlayLayers, RootLayers};
 use crate::linux::{capabilities, mountapi, namespaces, rootfs, sys, user};
 use oci_spec::runtime::LinuxNamespaceType;
 use std::ffi::CString;
@@ -21,6 +21,10 @@ use std::path::{Path, PathBuf};
 /// Annotation carrying `-u USER[:GROUP]`, resolved here against the container's own
 /// /etc/passwd at start, as Docker resolves it.
 pub const USER_ANNOTATION: &str = "io.capsa.user";
+/// Annotation carrying an OCI `process.user` to take as it is (see
+/// [`user::ExactIds`]); when present, [`USER_ANNOTATION`] and the groups to add are not read.
+pub const USER_IDS_ANNOTATION: &str = "io.capsa.user-ids";
+
 /// Annotation asking for `--init`: a reaping PID 1 in front of the workload.
 pub const INIT_ANNOTATION: &str = "io.capsa.init";
 
@@ -165,57 +169,107 @@ fn early<'a>(
     let open = |p: &Path| mountapi::open_path(p).map_err(io_step(format!("open {}", p.display())));
     // Opened by path before pivot_root hides the host; reopened for writing at start.
     let gate = open(cfg.exec_fifo)?;
-    let layers = if namespaces::has(cfg.spec, LinuxNamespaceType::User) {
-        let rootfs = cfg
-            .spec
-            .root()
-            .as_ref()
-            .map(|r| r.path().clone())
-            .unwrap_or_default();
-        let mut bind_sources = std::collections::HashMap::new();
-        for src in rootfs::bind_sources(cfg.spec) {
-            let fd = open(&src)?;
-            bind_sources.insert(src, fd);
-        }
-        let (upper, work, target) = (
-            open(&cfg.layers.upper)?,
-            open(&cfg.layers.work)?,
-            open(&rootfs)?,
-        );
-        let lower_targets = (0..cfg.layers.lower.len())
-            .map(|n| open(&cfg.layers.attach_dir.join(n.to_string())))
-            .collect::<Result<Vec<_>, _>>()?;
-        let (msg, lower) =
-            channel::recv_with_fds(sock).map_err(io_step("waiting for the ID maps"))?;
-        if msg != Message::Go || lower.len() != cfg.layers.lower.len() {
-            return Err(SetupError::Layers {
-                expected: cfg.layers.lower.len(),
-                got: msg,
-                count: lower.len(),
-            });
-        }
-        let root = nix::unistd::Gid::from_raw(0);
-        nix::unistd::setresgid(root, root, root)
-            .map_err(sys_step("become the namespace's root"))?;
-        let root = nix::unistd::Uid::from_raw(0);
-        nix::unistd::setresuid(root, root, root)
-            .map_err(sys_step("become the namespace's root"))?;
-        RootLayers::Fds(FdLayers {
-            lower,
-            lower_targets,
-            upper,
-            work,
-            target,
-            bind_sources,
-        })
-    } else {
-        RootLayers::Paths(cfg.layers)
+    namespaces::join_paths(cfg.spec).map_err(io_step("join namespace"))?;
+    let layers = match (
+        cfg.layers,
+        namespaces::has(cfg.spec, LinuxNamespaceType::User),
+    ) {
+        (None, true) => directory_in_user_namespace(cfg, sock, open)?,
+        (None, false) => RootLayers::Directory,
+        (Some(layers), true) => user_namespace_layers(cfg, layers, sock, open)?,
+        (Some(layers), false) => RootLayers::Paths(layers),
     };
     if namespaces::has(cfg.spec, LinuxNamespaceType::Cgroup) {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
             .map_err(sys_step("unshare cgroup namespace"))?;
     }
     Ok((gate, layers))
+}
+
+/// A prepared root directory in a user namespace: opens it and every bind-mount source
+/// while the init still has its host identity, waits for the ID maps, and becomes the
+/// namespace's root. The directory's files keep their owners (unmapped ones show as the
+/// overflow ID inside).
+fn directory_in_user_namespace<'a>(
+    cfg: &InitConfig,
+    sock: &OwnedFd,
+    open: impl Fn(&Path) -> Result<OwnedFd, SetupError>,
+) -> Result<RootLayers<'a>, SetupError> {
+    let rootfs = cfg
+        .spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .unwrap_or_default();
+    let mut bind_sources = std::collections::HashMap::new();
+    for src in rootfs::bind_sources(cfg.spec) {
+        let fd = open(&src)?;
+        bind_sources.insert(src, fd);
+    }
+    let target = open(&rootfs)?;
+    let (msg, fds) = channel::recv_with_fds(sock).map_err(io_step("waiting for the ID maps"))?;
+    if msg != Message::Go || !fds.is_empty() {
+        return Err(SetupError::Layers {
+            expected: 0,
+            got: msg,
+            count: fds.len(),
+        });
+    }
+    become_namespace_root()?;
+    Ok(RootLayers::DirectoryFds {
+        target,
+        bind_sources,
+    })
+}
+
+/// setresgid/setresuid to 0 inside the user namespace, once its maps are written.
+fn become_namespace_root() -> Result<(), SetupError> {
+    let root = nix::unistd::Gid::from_raw(0);
+    nix::unistd::setresgid(root, root, root).map_err(sys_step("become the namespace's root"))?;
+    let root = nix::unistd::Uid::from_raw(0);
+    nix::unistd::setresuid(root, root, root).map_err(sys_step("become the namespace's root"))
+}
+
+/// In a user namespace: opens every host path the init needs while it still has its host
+/// identity, waits for the ID maps and the idmapped layers, and becomes the namespace's root.
+fn user_namespace_layers<'a>(
+    cfg: &InitConfig,
+    layers: &OverlayLayers,
+    sock: &OwnedFd,
+    open: impl Fn(&Path) -> Result<OwnedFd, SetupError>,
+) -> Result<RootLayers<'a>, SetupError> {
+    let rootfs = cfg
+        .spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .unwrap_or_default();
+    let mut bind_sources = std::collections::HashMap::new();
+    for src in rootfs::bind_sources(cfg.spec) {
+        let fd = open(&src)?;
+        bind_sources.insert(src, fd);
+    }
+    let (upper, work, target) = (open(&layers.upper)?, open(&layers.work)?, open(&rootfs)?);
+    let lower_targets = (0..layers.lower.len())
+        .map(|n| open(&layers.attach_dir.join(n.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (msg, lower) = channel::recv_with_fds(sock).map_err(io_step("waiting for the ID maps"))?;
+    if msg != Message::Go || lower.len() != layers.lower.len() {
+        return Err(SetupError::Layers {
+            expected: layers.lower.len(),
+            got: msg,
+            count: lower.len(),
+        });
+    }
+    become_namespace_root()?;
+    Ok(RootLayers::Fds(FdLayers {
+        lower,
+        lower_targets,
+        upper,
+        work,
+        target,
+        bind_sources,
+    }))
 }
 
 fn set_up(cfg: &InitConfig, gate: OwnedFd, layers: RootLayers) -> Result<Prepared, SetupError> {
@@ -236,6 +290,7 @@ fn set_up(cfg: &InitConfig, gate: OwnedFd, layers: RootLayers) -> Result<Prepare
         rootfs::bind_console(console, &root)?;
     }
     rootfs::pivot(&root)?;
+    rootfs::set_root_propagation(spec)?;
     let root = rootfs::current_root()?;
     let linux = spec.linux().as_ref();
     if let Some(paths) = linux.and_then(|l| l.masked_paths().as_ref()) {
@@ -252,13 +307,24 @@ fn set_up(cfg: &InitConfig, gate: OwnedFd, layers: RootLayers) -> Result<Prepare
             nix::unistd::sethostname(h).map_err(sys_step(format!("sethostname {h:?}")))?;
         }
     }
-    let user_spec = spec
-        .annotations()
-        .as_ref()
-        .and_then(|a| a.get(USER_ANNOTATION).cloned())
-        .unwrap_or_default();
-    let mut user = user::resolve(&user_spec, Path::new("/"))?;
-    user::add_groups(&mut user, &group_add(spec), Path::new("/"))?;
+    let annotation = |key: &str| {
+        spec.annotations()
+            .as_ref()
+            .and_then(|a| a.get(key).cloned())
+    };
+    let user = match annotation(USER_IDS_ANNOTATION) {
+        Some(ids) => user::ExactIds::from_annotation(&ids)
+            .ok_or_else(|| {
+                io_step("user")(std::io::Error::other(format!("malformed IDs {ids:?}")))
+            })?
+            .resolve(Path::new("/"))?,
+        None => {
+            let user_spec = annotation(USER_ANNOTATION).unwrap_or_default();
+            let mut user = user::resolve(&user_spec, Path::new("/"))?;
+            user::add_groups(&mut user, &group_add(spec), Path::new("/"))?;
+            user
+        }
+    };
     let cwd = spec
         .process()
         .as_ref()
@@ -368,6 +434,9 @@ pub fn exec_process(
         Ok(p) => p,
         Err(e) => return e,
     };
+    if let Some(mask) = process.user().umask() {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+    }
     if let Err(e) = std::env::set_current_dir(process.cwd()) {
         return (126, format!("chdir to {}: {e}", process.cwd().display()));
     }
@@ -376,14 +445,15 @@ pub fn exec_process(
             return (126, format!("setrlimit {:?}: {e}", rl.typ()));
         }
     }
+    // Before the seccomp filter, which may not allow close_range.
+    if let Err(e) = sys::cloexec_from(3) {
+        return (126, format!("close_range: {e}"));
+    }
     let nnp = process.no_new_privileges().unwrap_or(false);
     if let Err(e) = drop_privileges(process, user, nnp, seccomp) {
         return (126, e.to_string());
     }
     sys::reset_signals();
-    if let Err(e) = sys::cloexec_from(3) {
-        return (126, format!("close_range: {e}"));
-    }
     let c_exe = CString::new(exe.as_os_str().as_bytes()).unwrap_or_default();
     let c_args: Vec<CString> = args
         .iter()

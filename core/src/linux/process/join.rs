@@ -31,6 +31,9 @@ pub struct JoinConfig<'a> {
     pub user: &'a str,
     /// The container's `--group-add` groups (see [`super::init::group_add`]).
     pub group_add: &'a [String],
+    /// An OCI `process.user` to take as it is; when given, `user` and `group_add` are not
+    /// read (see [`user::ExactIds`]).
+    pub exact_user: Option<&'a user::ExactIds>,
     /// Compiled seccomp filters of the container.
     pub seccomp: &'a [seccompiler::BpfProgram],
     /// The container's cgroup.
@@ -103,10 +106,13 @@ fn enter_and_exec(cfg: &JoinConfig) -> (i32, String) {
             return fail("controlling terminal", &e);
         }
     }
-    let user = user::resolve(cfg.user, Path::new("/")).and_then(|mut u| {
-        user::add_groups(&mut u, cfg.group_add, Path::new("/"))?;
-        Ok(u)
-    });
+    let user = match cfg.exact_user {
+        Some(ids) => ids.resolve(Path::new("/")),
+        None => user::resolve(cfg.user, Path::new("/")).and_then(|mut u| {
+            user::add_groups(&mut u, cfg.group_add, Path::new("/"))?;
+            Ok(u)
+        }),
+    };
     let user = match user {
         Ok(u) => u,
         Err(e) => return (126, e.to_string()),

@@ -52,13 +52,17 @@ fn map_user_namespace(cfg: &InitConfig, pid: i32) -> std::io::Result<Vec<std::os
         render(linux.and_then(|l| l.gid_mappings().as_ref())),
     )?;
     let userns: std::os::fd::OwnedFd = std::fs::File::open(format!("/proc/{pid}/ns/user"))?.into();
-    if cfg.layers.lower.len() > channel::MAX_FDS {
+    // A prepared root directory is used as its files are owned: nothing to map.
+    let Some(layers) = cfg.layers else {
+        return Ok(Vec::new());
+    };
+    if layers.lower.len() > channel::MAX_FDS {
         return Err(std::io::Error::other(format!(
             "more than {} layers",
             channel::MAX_FDS
         )));
     }
-    cfg.layers
+    layers
         .lower
         .iter()
         .rev()
@@ -80,6 +84,7 @@ pub fn spawn(cfg: &InitConfig) -> Result<i32, SpawnError> {
             super::capsa_init::ARGV0
         )));
     }
+    namespaces::join_pid_path(cfg.spec).map_err(SpawnError::Clone)?;
     let (parent_end, child_end) = channel::pair().map_err(SpawnError::Clone)?;
     // The cgroup namespace is made by the init once it is in its cgroup, so that its cgroup
     // becomes the namespace's root (see init::run).

@@ -18,7 +18,15 @@ pub struct Stdio<'a> {
     fds: [BorrowedFd<'a>; 3],
 }
 
-impl Stdio<'_> {
+impl<'a> Stdio<'a> {
+    /// The caller's own three descriptors, for a runtime whose caller made them for the
+    /// container alone: runc's contract, where containerd's shim and conmon hand `create`
+    /// and `exec` pipes or fifos of their own making as stdin, stdout and stderr. Nothing
+    /// else may use this (see the module's note on the caller's descriptors).
+    pub fn inherited_from_caller(fds: [BorrowedFd<'a>; 3]) -> Stdio<'a> {
+        Stdio { fds }
+    }
+
     /// Makes them this process's 0, 1 and 2 (in the child, before its execve). Each is first
     /// copied above 2, so that none is overwritten before its turn, and the copies close on
     /// exec.
@@ -185,6 +193,12 @@ impl Pty {
             master: pty.master,
             slave: pty.slave,
         })
+    }
+
+    /// A pty from its two ends (opened elsewhere, e.g. on a container's own devpts), both
+    /// close-on-exec.
+    pub fn from_ends(master: OwnedFd, slave: OwnedFd) -> Pty {
+        Pty { master, slave }
     }
 
     /// The slave as all three streams.

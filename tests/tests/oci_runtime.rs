@@ -1,0 +1,1222 @@
+//! `capsa-runc`, capsa as an OCI runtime with runc's layout, driven as its real callers
+//! drive it: directly with a bundle (as containerd's shim and conmon call it), through a
+//! containerd of the test's own (`ctr run` with the runc v2 shim), and through podman.
+//! Each test has its own state root, cgroup parent and paths, and checks that nothing is
+//! left: no record, cgroup, mount or process.
+//!
+//! The runtime hands the container's init to its caller: this test process makes itself a
+//! child subreaper, as the shim and conmon are, so the init becomes its child once `create`
+//! exits and its exit status is what `waitpid` here sees.
+
+use capsa_tests::{busybox_tarball, capsa_bin, eventually, text, TestEnv};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long one runtime, ctr or podman command may take.
+const BOUND: Duration = Duration::from_secs(60);
+
+/// A runtime of the test's own: `capsa-runc` (a link to the built capsa), its state root,
+/// and a cgroup parent no other test uses.
+struct Runtime {
+    dir: tempfile::TempDir,
+    cgroup_parent: String,
+}
+
+/// What one command did: status and its two streams (written to files, so that a
+/// container's init holding them open does not keep the command's reader waiting).
+struct Ran {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Ran {
+    fn code(&self) -> i32 {
+        self.status.code().unwrap_or(-1)
+    }
+}
+
+/// Runs `cmd` (bounded) with stdin empty and stdout/stderr to files under `dir`.
+fn run_to_files(mut cmd: Command, dir: &Path) -> Ran {
+    let out = tempfile::NamedTempFile::new_in(dir).unwrap();
+    let err = tempfile::NamedTempFile::new_in(dir).unwrap();
+    cmd.stdin(Stdio::null())
+        .stdout(out.reopen().unwrap())
+        .stderr(err.reopen().unwrap());
+    let mut child = cmd.spawn().expect("spawn");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > BOUND {
+            let _ = child.kill();
+            panic!("{cmd:?} did not finish within {BOUND:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Ran {
+        status,
+        stdout: std::fs::read_to_string(out.path()).unwrap_or_default(),
+        stderr: std::fs::read_to_string(err.path()).unwrap_or_default(),
+    }
+}
+
+/// Makes this process a child subreaper (as containerd's shim and conmon are).
+fn become_subreaper() {
+    // SAFETY: prctl with integer arguments only.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(rc, 0, "PR_SET_CHILD_SUBREAPER");
+}
+
+/// Waits (bounded) for `pid`, a child of this process, and returns its exit code
+/// (128 + signal when killed).
+fn reap(pid: i32) -> i32 {
+    let start = Instant::now();
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid on one PID with a valid pointer to an int.
+        let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        assert!(
+            rc >= 0,
+            "waitpid {pid}: {}",
+            std::io::Error::last_os_error()
+        );
+        if rc == pid {
+            if libc::WIFEXITED(status) {
+                return libc::WEXITSTATUS(status);
+            }
+            return 128 + libc::WTERMSIG(status);
+        }
+        assert!(start.elapsed() < BOUND, "{pid} did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Reaps `pid` once it has exited if it is a child of this process (an orphan that came
+/// to the subreaper); returns at once when it is not one.
+fn reap_if_child(pid: i32) {
+    let start = Instant::now();
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid on one PID with a valid pointer to an int.
+        let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if rc != 0 {
+            return; // reaped, or not a child of ours (ECHILD)
+        }
+        assert!(start.elapsed() < BOUND, "{pid} did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether `pid` is a process that has not exited (a zombie has).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            let state = s.rsplit(')').next().unwrap_or("").trim_start();
+            !state.starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+impl Runtime {
+    fn new() -> Runtime {
+        let dir = tempfile::Builder::new()
+            .prefix("capsa-runc-")
+            .tempdir()
+            .unwrap();
+        std::os::unix::fs::symlink(capsa_bin(), dir.path().join("capsa-runc")).unwrap();
+        let tag = dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        Runtime {
+            dir,
+            cgroup_parent: format!("/{}", tag.replace('.', "")),
+        }
+    }
+
+    fn binary(&self) -> PathBuf {
+        self.dir.path().join("capsa-runc")
+    }
+
+    fn state_root(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// `capsa-runc --root <state> args...`.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(self.binary());
+        c.arg("--root").arg(self.state_root()).args(args);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Ran {
+        run_to_files(self.command(args), self.dir.path())
+    }
+
+    /// A bundle named `name`: the busybox tree as rootfs and `capsa-runc spec`'s config
+    /// with `args`, no terminal, and a cgroup under this runtime's parent.
+    fn bundle(&self, name: &str, args: &[&str]) -> PathBuf {
+        let bundle = self.dir.path().join(name);
+        let rootfs = bundle.join("rootfs");
+        std::fs::create_dir_all(&rootfs).unwrap();
+        tar::Archive::new(File::open(busybox_tarball()).unwrap())
+            .unpack(&rootfs)
+            .unwrap();
+        let mut spec = Command::new(self.binary());
+        spec.args(["spec", "--bundle"]).arg(&bundle);
+        let ran = run_to_files(spec, self.dir.path());
+        assert_eq!(ran.code(), 0, "spec: {}", ran.stderr);
+        self.edit_config(&bundle, |c| {
+            c["process"]["terminal"] = false.into();
+            c["process"]["args"] = serde_json::json!(args);
+            c["linux"]["cgroupsPath"] = format!("{}/{name}", self.cgroup_parent).into();
+        });
+        bundle
+    }
+
+    fn edit_config(&self, bundle: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+        let path = bundle.join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        edit(&mut config);
+        std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    }
+
+    /// `state ID` as JSON (None when the command fails).
+    fn state(&self, id: &str) -> Option<serde_json::Value> {
+        let ran = self.run(&["state", id]);
+        (ran.code() == 0).then(|| serde_json::from_str(&ran.stdout).expect("state is JSON"))
+    }
+
+    fn status(&self, id: &str) -> String {
+        self.state(id)
+            .map(|s| s["status"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    }
+
+    /// `create --bundle B --pid-file P ID` with its output in `out`; the init's PID.
+    fn create(&self, bundle: &Path, id: &str, out: &Path) -> i32 {
+        let pid_file = self.dir.path().join(format!("{id}.pid"));
+        let mut c = self.command(&["create", "--bundle"]);
+        c.arg(bundle)
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(File::create(out).unwrap())
+            .stderr(File::create(out.with_extension("err")).unwrap());
+        let status = c.status().unwrap();
+        let err = std::fs::read_to_string(out.with_extension("err")).unwrap_or_default();
+        assert!(status.success(), "create {id}: {err}");
+        std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// Cgroup directories left under this runtime's parent (every v1 hierarchy, or v2).
+    fn leftover_cgroups(&self) -> Vec<PathBuf> {
+        cgroup_dirs_under(&self.cgroup_parent)
+    }
+
+    fn assert_clean(&self) {
+        let records: Vec<_> = std::fs::read_dir(self.state_root())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .filter(|n| !n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(records.is_empty(), "records left: {records:?}");
+        assert!(
+            self.leftover_cgroups().is_empty(),
+            "cgroups left: {:?}",
+            self.leftover_cgroups()
+        );
+        let dir = self.dir.path().to_string_lossy().to_string();
+        let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(&dir))
+            .map(String::from)
+            .collect();
+        assert!(mounts.is_empty(), "mounts left: {mounts:?}");
+    }
+}
+
+/// The cgroup directories (containers) below `parent` in every hierarchy.
+fn cgroup_dirs_under(parent: &str) -> Vec<PathBuf> {
+    parent_dirs(parent)
+        .iter()
+        .flat_map(|d| {
+            std::fs::read_dir(d)
+                .map(|r| {
+                    r.flatten()
+                        .map(|e| e.path())
+                        .filter(|p| p.is_dir())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// `parent` in each cgroup hierarchy where it exists.
+fn parent_dirs(parent: &str) -> Vec<PathBuf> {
+    let rel = parent.trim_start_matches('/');
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        return vec![Path::new("/sys/fs/cgroup").join(rel)]
+            .into_iter()
+            .filter(|p| p.exists())
+            .collect();
+    }
+    std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join(rel))
+        .filter(|p| p.exists())
+        .collect()
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        // A test that failed midway leaves containers: each is removed, then the parent.
+        for id in self.run(&["list", "-q"]).stdout.lines() {
+            let _ = self.run(&["delete", "--force", id]);
+        }
+        for dir in parent_dirs(&self.cgroup_parent) {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// A workload that reports it started, then waits for SIGTERM and exits 7.
+const WAITS_FOR_TERM: &str = "trap 'echo got-term; exit 7' TERM; echo started; sleep 1000 & wait";
+
+#[test]
+fn create_start_kill_delete_as_a_shim_sees_them() {
+    become_subreaper();
+    let rt = Runtime::new();
+    let bundle = rt.bundle("life", &["sh", "-c", WAITS_FOR_TERM]);
+    let out = rt.dir.path().join("life.out");
+    let pid = rt.create(&bundle, "life", &out);
+
+    let state = rt.state("life").expect("state after create");
+    assert_eq!(state["status"], "created");
+    assert_eq!(state["pid"], pid, "state names the process of --pid-file");
+    assert_eq!(state["bundle"], bundle.to_string_lossy().as_ref());
+    assert_eq!(state["ociVersion"], "1.0.2");
+    assert!(alive(pid), "the init waits for start");
+    let again = rt.run(&["create", "--bundle", bundle.to_str().unwrap(), "life"]);
+    assert_eq!(again.code(), 1, "an ID in use");
+    assert!(again.stderr.contains("exists already"), "{}", again.stderr);
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "",
+        "nothing ran before start"
+    );
+
+    let started = rt.run(&["start", "life"]);
+    assert_eq!(started.code(), 0, "start: {}", started.stderr);
+    eventually("the workload's first line", BOUND, || {
+        std::fs::read_to_string(&out).unwrap().contains("started")
+    });
+    assert_eq!(rt.status("life"), "running");
+    let restart = rt.run(&["start", "life"]);
+    assert_eq!(restart.code(), 1, "start of a running container");
+
+    let killed = rt.run(&["kill", "life", "TERM"]);
+    assert_eq!(killed.code(), 0, "kill: {}", killed.stderr);
+    assert_eq!(
+        reap(pid),
+        7,
+        "the subreaper sees the workload's own exit status"
+    );
+    assert!(std::fs::read_to_string(&out).unwrap().contains("got-term"));
+    assert_eq!(rt.status("life"), "stopped");
+    assert_eq!(rt.state("life").unwrap()["pid"], 0);
+    let late = rt.run(&["kill", "life", "KILL"]);
+    assert_eq!(late.code(), 1, "kill of a stopped container");
+    assert!(late.stderr.contains("stopped"), "{}", late.stderr);
+
+    let deleted = rt.run(&["delete", "life"]);
+    assert_eq!(deleted.code(), 0, "delete: {}", deleted.stderr);
+    assert!(rt.state("life").is_none(), "no state after delete");
+    rt.assert_clean();
+}
+
+#[test]
+fn kill_all_pause_and_delete_force_leave_no_process() {
+    become_subreaper();
+    let rt = Runtime::new();
+    let bundle = rt.bundle(
+        "busy",
+        &["sh", "-c", "sleep 1000 & sleep 1000 & echo started; wait"],
+    );
+    let out = rt.dir.path().join("busy.out");
+    let pid = rt.create(&bundle, "busy", &out);
+    assert_eq!(rt.run(&["start", "busy"]).code(), 0);
+    eventually("the workload's first line", BOUND, || {
+        std::fs::read_to_string(&out).unwrap().contains("started")
+    });
+    let ps = rt.run(&["ps", "--format", "json", "busy"]);
+    let pids: Vec<i32> = serde_json::from_str(&ps.stdout).expect("ps json");
+    assert!(pids.len() >= 3 && pids.contains(&pid), "{pids:?}");
+
+    let events = rt.run(&["events", "--stats", "busy"]);
+    let stats: serde_json::Value = serde_json::from_str(&events.stdout).expect("a stats event");
+    assert_eq!(stats["type"], "stats");
+    assert!(
+        stats["data"]["pids"]["current"].as_u64() >= Some(3),
+        "{stats}"
+    );
+
+    let limits = rt.dir.path().join("limits.json");
+    std::fs::write(&limits, r#"{"pids": {"limit": 50}}"#).unwrap();
+    let updated = rt.run(&["update", "--resources", limits.to_str().unwrap(), "busy"]);
+    assert_eq!(updated.code(), 0, "update: {}", updated.stderr);
+    let pids_max = cgroup_dirs_under(&rt.cgroup_parent)
+        .into_iter()
+        .map(|d| d.join("pids.max"))
+        .find(|f| f.exists())
+        .expect("the container's pids.max");
+    assert_eq!(std::fs::read_to_string(pids_max).unwrap().trim(), "50");
+    std::fs::write(&limits, r#"{"memory": {"swappiness": 10}}"#).unwrap();
+    let refused = rt.run(&["update", "--resources", limits.to_str().unwrap(), "busy"]);
+    assert_eq!(refused.code(), 1, "a limit no manager applies");
+    assert!(
+        refused.stderr.contains("resources.memory.swappiness"),
+        "{}",
+        refused.stderr
+    );
+    let list = rt.run(&["list", "--format", "json"]);
+    let listed: serde_json::Value = serde_json::from_str(&list.stdout).expect("list json");
+    assert_eq!(listed[0]["id"], "busy");
+    assert_eq!(listed[0]["status"], "running");
+
+    assert_eq!(rt.run(&["pause", "busy"]).code(), 0);
+    assert_eq!(rt.status("busy"), "paused");
+    assert_eq!(rt.run(&["resume", "busy"]).code(), 0);
+    assert_eq!(rt.status("busy"), "running");
+
+    let refused = rt.run(&["delete", "busy"]);
+    assert_eq!(refused.code(), 1, "delete of a running container");
+    assert!(refused.stderr.contains("running"), "{}", refused.stderr);
+    assert!(alive(pid), "a refused delete kills nothing");
+
+    let forced = rt.run(&["delete", "--force", "busy"]);
+    assert_eq!(forced.code(), 0, "delete --force: {}", forced.stderr);
+    assert_eq!(reap(pid), 128 + libc::SIGKILL);
+    for p in pids {
+        eventually("every process of the container gone", BOUND, || !alive(p));
+    }
+    rt.assert_clean();
+}
+
+#[test]
+fn exec_joins_the_container_and_reports_the_status() {
+    become_subreaper();
+    let rt = Runtime::new();
+    let bundle = rt.bundle("ex", &["sh", "-c", WAITS_FOR_TERM]);
+    rt.edit_config(&bundle, |c| c["hostname"] = "inside".into());
+    let out = rt.dir.path().join("ex.out");
+    let pid = rt.create(&bundle, "ex", &out);
+    assert_eq!(rt.run(&["start", "ex"]).code(), 0);
+
+    let ran = rt.run(&[
+        "exec",
+        "--env",
+        "X=1",
+        "ex",
+        "sh",
+        "-c",
+        "hostname; echo x=$X; exit 5",
+    ]);
+    assert_eq!(
+        ran.code(),
+        5,
+        "exec's status is the command's: {}",
+        ran.stderr
+    );
+    assert_eq!(
+        ran.stdout, "inside\nx=1\n",
+        "in the container's UTS namespace"
+    );
+
+    let pid_file = rt.dir.path().join("exec.pid");
+    let detached = rt.run(&[
+        "exec",
+        "--detach",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        "ex",
+        "sleep",
+        "1000",
+    ]);
+    assert_eq!(detached.code(), 0, "exec -d: {}", detached.stderr);
+    let exec_pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(exec_pid), "the detached process outlives exec");
+    // The init, its sleep, the exec's capsa-init and the sleep it forks (once it has).
+    let ps = || -> Vec<i32> {
+        serde_json::from_str(&rt.run(&["ps", "--format", "json", "ex"]).stdout).unwrap()
+    };
+    eventually("the exec'd command forked", BOUND, || ps().len() >= 4);
+    let pids = ps();
+    assert!(
+        pids.contains(&exec_pid),
+        "in the container's cgroup: {pids:?}"
+    );
+
+    assert_eq!(rt.run(&["kill", "--all", "ex", "KILL"]).code(), 0);
+    assert_eq!(
+        reap(exec_pid),
+        128 + libc::SIGKILL,
+        "a child of the subreaper"
+    );
+    // As a shim does: every orphan that comes to the subreaper is reaped (the exec'd
+    // command, whose capsa-init parent died), else the container's PID 1 cannot finish
+    // exiting (the kernel waits for every process of its namespace to be reaped).
+    for p in pids.iter().filter(|p| **p != pid && **p != exec_pid) {
+        reap_if_child(*p);
+    }
+    assert_eq!(reap(pid), 128 + libc::SIGKILL);
+    let stopped = rt.run(&["exec", "ex", "true"]);
+    assert_eq!(stopped.code(), 1, "exec in a stopped container");
+    assert_eq!(rt.run(&["delete", "ex"]).code(), 0);
+    rt.assert_clean();
+}
+
+#[test]
+fn mount_and_root_propagation_are_applied_inside_only() {
+    let rt = Runtime::new();
+    let bundle = rt.bundle("prop", &["cat", "/proc/self/mountinfo"]);
+    let source = rt.dir.path().join("source");
+    std::fs::create_dir_all(&source).unwrap();
+    rt.edit_config(&bundle, |c| {
+        c["linux"]["rootfsPropagation"] = "shared".into();
+        let mounts = c["mounts"].as_array_mut().unwrap();
+        for (dest, propagation) in [("/shared", "rshared"), ("/private", "rprivate")] {
+            mounts.push(serde_json::json!({
+                "destination": dest,
+                "type": "bind",
+                "source": source,
+                "options": ["rbind", propagation],
+            }));
+        }
+    });
+    let ran = rt.run(&["run", "--bundle", bundle.to_str().unwrap(), "prop"]);
+    assert_eq!(ran.code(), 0, "run: {}", ran.stderr);
+    let line = |dest: &str| {
+        ran.stdout
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some(dest))
+            .unwrap_or_else(|| panic!("{dest} in {}", ran.stdout))
+            .to_string()
+    };
+    let optional = |l: &str| {
+        l.split(" - ")
+            .next()
+            .unwrap()
+            .split(' ')
+            .skip(6)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert!(optional(&line("/")).contains("shared:"), "{}", line("/"));
+    assert!(
+        optional(&line("/shared")).contains("shared:"),
+        "{}",
+        line("/shared")
+    );
+    assert!(
+        !optional(&line("/private")).contains("shared:"),
+        "{}",
+        line("/private")
+    );
+    // Peer groups of the container's own: no host mount shares one with them.
+    let host = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let group = |l: &str| {
+        optional(l)
+            .split(' ')
+            .find(|f| f.starts_with("shared:"))
+            .unwrap()
+            .to_string()
+    };
+    for l in [line("/"), line("/shared")] {
+        let g = group(&l);
+        assert!(
+            !host
+                .lines()
+                .any(|h| h.split(" - ").next().unwrap().split(' ').any(|f| f == g)),
+            "{g} is a host peer group"
+        );
+    }
+    rt.assert_clean();
+}
+
+#[test]
+fn hooks_get_the_state_at_their_step_and_a_failing_one_stops_create() {
+    become_subreaper();
+    let rt = Runtime::new();
+    let bundle = rt.bundle("hooked", &["true"]);
+    let dir = rt.dir.path().to_path_buf();
+    let record = |kind: &str| {
+        serde_json::json!({
+            "path": "/bin/sh",
+            "args": ["sh", "-c", format!("cat > {}/{kind}.json", dir.display())],
+        })
+    };
+    rt.edit_config(&bundle, |c| {
+        c["hooks"] = serde_json::json!({
+            "createRuntime": [record("createRuntime")],
+            "poststart": [record("poststart")],
+            "poststop": [record("poststop")],
+        });
+    });
+    let out = dir.join("hooked.out");
+    let pid = rt.create(&bundle, "hooked", &out);
+    let seen = |kind: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join(format!("{kind}.json"))).unwrap())
+            .unwrap_or_else(|e| panic!("{kind} hook's stdin: {e}"))
+    };
+    let created = seen("createRuntime");
+    assert_eq!(created["id"], "hooked");
+    assert_eq!(created["status"], "creating");
+    assert_eq!(
+        created["pid"], pid,
+        "the init exists when createRuntime runs"
+    );
+    assert!(
+        !dir.join("poststart.json").exists(),
+        "poststart waits for start"
+    );
+    assert_eq!(rt.run(&["start", "hooked"]).code(), 0);
+    assert_eq!(seen("poststart")["status"], "running");
+    assert_eq!(reap(pid), 0);
+    assert!(
+        !dir.join("poststop.json").exists(),
+        "poststop waits for delete"
+    );
+    assert_eq!(rt.run(&["delete", "hooked"]).code(), 0);
+    assert_eq!(seen("poststop")["status"], "stopped");
+    rt.assert_clean();
+
+    // A createRuntime hook that fails: create fails naming it, and leaves nothing.
+    rt.edit_config(&bundle, |c| {
+        c["hooks"] = serde_json::json!({
+            "createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", "echo refused >&2; exit 3"]}],
+        });
+    });
+    let failed = rt.run(&["create", "--bundle", bundle.to_str().unwrap(), "hooked"]);
+    assert_eq!(failed.code(), 1);
+    assert!(
+        failed.stderr.contains("createRuntime hook /bin/sh") && failed.stderr.contains("refused"),
+        "{}",
+        failed.stderr
+    );
+    assert!(rt.state("hooked").is_none());
+    rt.assert_clean();
+}
+
+#[test]
+fn a_caller_killed_mid_create_leaves_what_delete_force_removes() {
+    become_subreaper();
+    let rt = Runtime::new();
+    let bundle = rt.bundle("torn", &["true"]);
+    let dir = rt.dir.path().to_path_buf();
+    // A createRuntime hook that reports its PID and blocks: create is caught after the
+    // init exists and the record is written, as a shim killed then would leave it.
+    let hook_pid = dir.join("hook.pid");
+    rt.edit_config(&bundle, |c| {
+        c["hooks"] = serde_json::json!({"createRuntime": [{
+            "path": "/bin/sh",
+            "args": ["sh", "-c", format!("echo $$ > {}; exec sleep 1000", hook_pid.display())],
+        }]});
+    });
+    let mut create = rt.command(&["create", "--bundle", bundle.to_str().unwrap(), "torn"]);
+    create
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut create = create.spawn().unwrap();
+    eventually("the hook running", BOUND, || {
+        std::fs::read_to_string(&hook_pid).is_ok_and(|t| t.ends_with('\n'))
+    });
+    create.kill().unwrap();
+    create.wait().unwrap();
+    let hook: i32 = std::fs::read_to_string(&hook_pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        !rt.leftover_cgroups().is_empty(),
+        "the torn create left its cgroup"
+    );
+    let state = rt
+        .state("torn")
+        .expect("the record written before the hooks");
+    assert_eq!(state["status"], "created", "its init waits at the gate");
+    let init = state["pid"].as_i64().unwrap() as i32;
+
+    let deleted = rt.run(&["delete", "--force", "torn"]);
+    assert_eq!(deleted.code(), 0, "delete --force: {}", deleted.stderr);
+    // The init, an orphan now (so this subreaper's child), was killed.
+    assert_eq!(reap(init), 128 + libc::SIGKILL);
+    rt.assert_clean();
+    // SAFETY: kill(2) on the hook's PID, a child of this subreaper not yet reaped.
+    unsafe { libc::kill(hook, libc::SIGKILL) };
+    reap_if_child(hook);
+}
+
+#[test]
+fn a_console_socket_that_refuses_fails_create_and_leaves_nothing() {
+    let rt = Runtime::new();
+    let bundle = rt.bundle("console", &["true"]);
+    rt.edit_config(&bundle, |c| c["process"]["terminal"] = true.into());
+    let nobody = rt.dir.path().join("nobody-listens.sock");
+    let ran = rt.run(&[
+        "create",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--console-socket",
+        nobody.to_str().unwrap(),
+        "console",
+    ]);
+    assert_eq!(ran.code(), 1);
+    assert!(ran.stderr.contains("console socket"), "{}", ran.stderr);
+    assert!(rt.state("console").is_none());
+    rt.assert_clean();
+    let without = rt.run(&["create", "--bundle", bundle.to_str().unwrap(), "console"]);
+    assert_eq!(without.code(), 1, "a terminal needs a console socket");
+    assert!(
+        without.stderr.contains("--console-socket"),
+        "{}",
+        without.stderr
+    );
+    rt.assert_clean();
+}
+
+#[test]
+fn process_user_ids_are_taken_as_given_not_looked_up_by_name() {
+    let rt = Runtime::new();
+    let bundle = rt.bundle("ids", &["sh", "-c", "id -u; id -g; id -G; echo $HOME"]);
+    // A hostile image: entries *named* 1000 that are root's IDs, listed first.
+    let etc = bundle.join("rootfs/etc");
+    for (file, line) in [
+        ("passwd", "1000:x:0:0:evil:/root:/bin/sh\n"),
+        ("group", "1000:x:0:\n"),
+    ] {
+        let path = etc.join(file);
+        let rest = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("{line}{rest}")).unwrap();
+    }
+    rt.edit_config(&bundle, |c| {
+        c["process"]["user"] =
+            serde_json::json!({"uid": 1000, "gid": 1000, "additionalGids": [1000]});
+    });
+    let ran = rt.run(&["run", "--bundle", bundle.to_str().unwrap(), "ids"]);
+    assert_eq!(ran.code(), 0, "run: {}", ran.stderr);
+    assert_eq!(
+        ran.stdout, "1000\n1000\n1000\n/home/app\n",
+        "HOME from the entry of uid 1000"
+    );
+    rt.assert_clean();
+}
+
+#[test]
+fn a_user_namespace_maps_the_init_and_every_exec() {
+    become_subreaper();
+    let rt = Runtime::new();
+    let bundle = rt.bundle("userns", &["sh", "-c", WAITS_FOR_TERM]);
+    // The root's files stay the host's (root's, unmapped: nobody inside), so the mount
+    // points the namespace's root may not make are made here, as bundle tools do.
+    for d in ["proc", "sys", "dev"] {
+        std::fs::create_dir_all(bundle.join("rootfs").join(d)).unwrap();
+    }
+    rt.edit_config(&bundle, |c| {
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"type": "user"}));
+        let map = serde_json::json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+        c["linux"]["uidMappings"] = map.clone();
+        c["linux"]["gidMappings"] = map;
+        c["process"]["user"] = serde_json::json!({"uid": 0, "gid": 0});
+    });
+    let out = rt.dir.path().join("userns.out");
+    let pid = rt.create(&bundle, "userns", &out);
+    assert_eq!(rt.run(&["start", "userns"]).code(), 0);
+    eventually("the workload's first line", BOUND, || {
+        std::fs::read_to_string(&out).unwrap().contains("started")
+    });
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid_line.split_whitespace().skip(1).all(|id| id == "200000"),
+        "the container's root is host uid 200000: {uid_line}"
+    );
+    let ran = rt.run(&[
+        "exec",
+        "userns",
+        "sh",
+        "-c",
+        "id -u; cat /proc/self/uid_map",
+    ]);
+    assert_eq!(ran.code(), 0, "exec: {}", ran.stderr);
+    let words: Vec<&str> = ran.stdout.split_whitespace().collect();
+    assert_eq!(
+        words,
+        ["0", "0", "200000", "65536"],
+        "exec is in the user namespace too"
+    );
+    assert_eq!(rt.run(&["kill", "userns", "TERM"]).code(), 0);
+    assert_eq!(reap(pid), 7);
+    assert_eq!(rt.run(&["delete", "userns"]).code(), 0);
+    rt.assert_clean();
+
+    // Maps that leave the namespace's root unmapped are refused by name.
+    rt.edit_config(&bundle, |c| {
+        let map = serde_json::json!([{"containerID": 1, "hostID": 200000, "size": 100}]);
+        c["linux"]["uidMappings"] = map.clone();
+        c["linux"]["gidMappings"] = map;
+    });
+    let refused = rt.run(&["create", "--bundle", bundle.to_str().unwrap(), "userns"]);
+    assert_eq!(refused.code(), 1);
+    assert!(
+        refused.stderr.contains("does not map uid and gid 0"),
+        "{}",
+        refused.stderr
+    );
+    rt.assert_clean();
+}
+
+/// A change to a bundle's config.json.
+type ConfigEdit = fn(&mut serde_json::Value);
+
+#[test]
+fn unsupported_configs_are_refused_by_name_and_leave_nothing() {
+    let rt = Runtime::new();
+    let bundle = rt.bundle("bad", &["true"]);
+    let log = rt.dir.path().join("log.json");
+    let cases: [(&str, ConfigEdit); 5] = [
+        ("a config without a new mount namespace", |c| {
+            c["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .retain(|n| n["type"] != "mount")
+        }),
+        (
+            "hooks.createContainer",
+            |c| c["hooks"] = serde_json::json!({"createContainer": [{"path": "/bin/true"}]}),
+        ),
+        (
+            "a user namespace without uidMappings and gidMappings",
+            |c| {
+                c["linux"]["namespaces"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(serde_json::json!({"type": "user"}))
+            },
+        ),
+        ("annotation io.capsa.init", |c| {
+            c["annotations"] = serde_json::json!({"io.capsa.init": "true"})
+        }),
+        ("process.args", |c| {
+            c["process"]["args"] = serde_json::json!(7)
+        }),
+    ];
+    for (name, edit) in cases {
+        rt.edit_config(&bundle, edit);
+        let ran = run_to_files(
+            {
+                let mut c = rt.command(&["--log", log.to_str().unwrap(), "--log-format", "json"]);
+                c.args(["create", "--bundle"]).arg(&bundle).arg("bad");
+                c
+            },
+            rt.dir.path(),
+        );
+        assert_eq!(ran.code(), 1, "{name}");
+        let last = std::fs::read_to_string(&log).unwrap();
+        let line: serde_json::Value =
+            serde_json::from_str(last.lines().last().unwrap()).expect("a JSON log line");
+        assert_eq!(line["level"], "error");
+        let msg = line["msg"].as_str().unwrap();
+        assert!(msg.contains(name), "{name} named in {msg:?}");
+        assert!(rt.state("bad").is_none(), "{name}: nothing created");
+        rt.assert_clean();
+        rt.edit_config(&bundle, |c| {
+            c.as_object_mut().unwrap().remove("hooks");
+            c.as_object_mut().unwrap().remove("annotations");
+            c["process"]["args"] = serde_json::json!(["true"]);
+            c["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .retain(|n| n["type"] != "user" && n["type"] != "mount");
+            c["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .push(serde_json::json!({"type": "mount"}));
+        });
+    }
+    let systemd = rt.run(&[
+        "--systemd-cgroup",
+        "create",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "bad",
+    ]);
+    assert_eq!(systemd.code(), 1);
+    assert!(
+        systemd.stderr.contains("--systemd-cgroup"),
+        "{}",
+        systemd.stderr
+    );
+    let features = rt.run(&["features"]);
+    let features: serde_json::Value = serde_json::from_str(&features.stdout).unwrap();
+    assert_eq!(features["ociVersionMax"], "1.0.2");
+    assert_eq!(features["linux"]["cgroup"]["systemd"], false);
+    let checkpoint = rt.run(&["checkpoint", "bad"]);
+    assert_eq!(checkpoint.code(), 1);
+    assert!(
+        checkpoint.stderr.contains("not supported"),
+        "{}",
+        checkpoint.stderr
+    );
+    let missing = rt.run(&["start", "nothere"]);
+    assert_eq!(missing.code(), 1);
+    assert!(
+        missing.stderr.contains("does not exist"),
+        "{}",
+        missing.stderr
+    );
+    rt.assert_clean();
+}
+
+/// A containerd of the test's own: root, state, sockets and runc root under a temp dir,
+/// its CRI plugin off; killed (and its leftovers checked) by the test.
+struct Containerd {
+    dir: tempfile::TempDir,
+    daemon: std::process::Child,
+    /// The namespace the test uses, emptied when it ends, however it ends.
+    namespace: String,
+}
+
+impl Containerd {
+    fn start(namespace: &str) -> Containerd {
+        let dir = tempfile::Builder::new()
+            .prefix("capsa-ctd-")
+            .tempdir()
+            .unwrap();
+        let d = dir.path().display();
+        let config = format!(
+            "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = \"{d}/ctd.sock\"\n\
+             [ttrpc]\n  address = \"{d}/ctd.sock.ttrpc\"\n"
+        );
+        std::fs::write(dir.path().join("config.toml"), config).unwrap();
+        let daemon = Command::new("containerd")
+            .arg("--config")
+            .arg(dir.path().join("config.toml"))
+            .stdin(Stdio::null())
+            .stdout(File::create(dir.path().join("containerd.log")).unwrap())
+            .stderr(File::create(dir.path().join("containerd.err")).unwrap())
+            .spawn()
+            .expect("containerd (scripts/setup.sh installs it)");
+        let ctd = Containerd {
+            dir,
+            daemon,
+            namespace: namespace.to_string(),
+        };
+        eventually("containerd answers", BOUND, || {
+            ctd.ctr(&["version"]).code() == 0
+        });
+        ctd
+    }
+
+    fn ctr(&self, args: &[&str]) -> Ran {
+        let mut c = Command::new("ctr");
+        c.arg("--address")
+            .arg(self.dir.path().join("ctd.sock"))
+            .args(args);
+        run_to_files(c, self.dir.path())
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        // A test that failed midway leaves tasks: each is killed and deleted (its shim then
+        // exits and its root is unmounted), then its container.
+        let ns = self.namespace.clone();
+        for id in self.ctr(&["-n", &ns, "tasks", "ls", "-q"]).stdout.lines() {
+            let _ = self.ctr(&["-n", &ns, "tasks", "delete", "-f", id]);
+        }
+        for id in self
+            .ctr(&["-n", &ns, "containers", "ls", "-q"])
+            .stdout
+            .lines()
+        {
+            let _ = self.ctr(&["-n", &ns, "containers", "delete", id]);
+        }
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+/// busybox as an image archive made by `capsa save`, in `dir`.
+fn saved_busybox(env: &TestEnv, dir: &Path) -> PathBuf {
+    let archive = dir.join("busybox.tar");
+    let out = env.capsa(&["save", "-o", archive.to_str().unwrap(), "busybox"]);
+    assert!(out.status.success(), "save: {}", text(&out.stderr));
+    archive
+}
+
+#[test]
+fn containerd_runs_containers_through_the_runc_shim_with_capsa_runc() {
+    let env = TestEnv::new();
+    let rt = Runtime::new();
+    // The namespace names the cgroup parent: ctr's cgroupsPath is /<namespace>/<id>.
+    let ns = rt.cgroup_parent.trim_start_matches('/').to_string();
+    let ctd = Containerd::start(&ns);
+    let archive = saved_busybox(&env, ctd.dir.path());
+    let image = "docker.io/library/busybox:latest";
+    let imported = ctd.ctr(&["-n", &ns, "images", "import", archive.to_str().unwrap()]);
+    assert_eq!(imported.code(), 0, "import: {}", imported.stderr);
+    // The shim keeps its records under <runc root>/<namespace>.
+    let runc_root = rt.dir.path().join("ctr-runc");
+    let address = ctd.dir.path().join("ctd.sock").display().to_string();
+    let runtime = rt.binary();
+    let flags = [
+        "--runc-binary",
+        runtime.to_str().unwrap(),
+        "--runc-root",
+        runc_root.to_str().unwrap(),
+    ];
+
+    let mut run = vec!["-n", &ns, "run", "--rm"];
+    run.extend(flags);
+    run.extend([image, "once", "sh", "-c", "echo hello from ctr; exit 5"]);
+    let ran = ctd.ctr(&run);
+    assert_eq!(
+        ran.code(),
+        5,
+        "ctr run's status is the workload's: {}",
+        ran.stderr
+    );
+    assert_eq!(ran.stdout, "hello from ctr\n");
+    let records = || {
+        std::fs::read_dir(runc_root.join(&ns))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    assert_eq!(records(), 0, "no record left by ctr run --rm");
+    rt.assert_clean();
+
+    // A terminal: the shim's console socket gets the pty master (ctr wants a terminal of
+    // its own, which script(1) gives it). The workload writes its terminal's name to a
+    // bind-mounted file: what it prints just before exiting may be lost with the pty's
+    // hang-up, for runc too.
+    let shared = rt.dir.path().join("out");
+    std::fs::create_dir_all(&shared).unwrap();
+    let mount = format!(
+        "type=bind,src={},dst=/out,options=rbind:rw",
+        shared.display()
+    );
+    let mut tty = vec!["ctr", "--address", &address, "-n", &ns, "run", "-t", "--rm"];
+    tty.extend(["--mount", &mount]);
+    tty.extend(flags);
+    tty.extend([image, "tty", "sh", "-c", "'tty > /out/run; exit 6'"]);
+    let mut script = Command::new("script");
+    script.args(["-qec", &tty.join(" "), "/dev/null"]);
+    let ran = run_to_files(script, ctd.dir.path());
+    assert_eq!(ran.code(), 6, "ctr run -t: {}", ran.stdout);
+    let name = std::fs::read_to_string(shared.join("run")).unwrap();
+    assert_eq!(
+        name, "/dev/console\n",
+        "the console is the process's terminal"
+    );
+    assert_eq!(records(), 0, "no record left by ctr run -t --rm");
+
+    let mut detached = vec!["-n", &ns, "run", "-d", "--mount", &mount];
+    detached.extend(flags);
+    detached.extend([image, "bg", "sh", "-c", WAITS_FOR_TERM]);
+    let ran = ctd.ctr(&detached);
+    assert_eq!(ran.code(), 0, "ctr run -d: {}", ran.stderr);
+    let exec = ctd.ctr(&[
+        "-n",
+        &ns,
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        "bg",
+        "sh",
+        "-c",
+        "echo in; exit 3",
+    ]);
+    assert_eq!(exec.code(), 3, "exec: {}", exec.stderr);
+    assert_eq!(exec.stdout, "in\n");
+    // exec -t: the pty is the container's own (its devpts names it).
+    let tty_exec = [
+        "ctr",
+        "--address",
+        &address,
+        "-n",
+        &ns,
+        "task",
+        "exec",
+        "-t",
+        "--exec-id",
+        "e2",
+        "bg",
+        "sh",
+        "-c",
+        "'tty > /out/exec; exit 4'",
+    ];
+    let mut script = Command::new("script");
+    script.args(["-qec", &tty_exec.join(" "), "/dev/null"]);
+    let ran = run_to_files(script, ctd.dir.path());
+    assert_eq!(ran.code(), 4, "ctr task exec -t: {}", ran.stdout);
+    let name = std::fs::read_to_string(shared.join("exec")).unwrap();
+    assert!(
+        name.starts_with("/dev/pts/"),
+        "named in the container: {name:?}"
+    );
+    assert_eq!(ctd.ctr(&["-n", &ns, "task", "kill", "bg"]).code(), 0);
+    eventually("the task stopped", BOUND, || {
+        ctd.ctr(&["-n", &ns, "task", "ls"])
+            .stdout
+            .contains("STOPPED")
+    });
+    let ls = ctd.ctr(&["-n", &ns, "task", "ls"]);
+    assert!(ls.stdout.contains("bg"), "{}", ls.stdout);
+    assert_eq!(ctd.ctr(&["-n", &ns, "task", "delete", "bg"]).code(), 0);
+    assert_eq!(ctd.ctr(&["-n", &ns, "container", "delete", "bg"]).code(), 0);
+    assert_eq!(records(), 0, "no record left by task delete");
+    rt.assert_clean();
+}
+
+#[test]
+fn podman_runs_a_container_with_capsa_runc() {
+    let env = TestEnv::new();
+    let rt = Runtime::new();
+    let dir = rt.dir.path().join("podman");
+    std::fs::create_dir_all(&dir).unwrap();
+    let archive = saved_busybox(&env, &dir);
+    let podman = |args: &[&str]| {
+        let mut c = Command::new("podman");
+        c.arg("--root")
+            .arg(dir.join("root"))
+            .arg("--runroot")
+            .arg(dir.join("run"))
+            .arg("--tmpdir")
+            .arg(dir.join("tmp"))
+            .args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"])
+            .args(["--storage-driver", "overlay", "--runtime"])
+            .arg(rt.binary())
+            .args(args);
+        run_to_files(c, rt.dir.path())
+    };
+    let loaded = podman(&["load", "-i", archive.to_str().unwrap()]);
+    assert_eq!(loaded.code(), 0, "load: {}", loaded.stderr);
+    // Explicit limits within any host's: podman's own defaults raise them, which needs
+    // CAP_SYS_RESOURCE (runc fails the same way without it).
+    let cidfile = dir.join("cid");
+    let ran = podman(&[
+        "run",
+        "--cidfile",
+        cidfile.to_str().unwrap(),
+        "--rm",
+        "--pull",
+        "never",
+        "--network",
+        "none",
+        "--cgroup-parent",
+        &rt.cgroup_parent,
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        "docker.io/library/busybox:latest",
+        "sh",
+        "-c",
+        "echo hello from podman; exit 4",
+    ]);
+    assert_eq!(
+        ran.code(),
+        4,
+        "podman run's status is the workload's: {}",
+        ran.stderr
+    );
+    assert_eq!(ran.stdout, "hello from podman\n");
+    let left = podman(&["ps", "-aq"]);
+    assert_eq!(left.stdout, "", "podman run --rm removed the container");
+    // podman's own `conmon` cgroup stays under the parent (with runc too); the
+    // container's goes with `delete`, which podman's clean-up may run just after `run`.
+    let container_cgroups = || {
+        let mut left = rt.leftover_cgroups();
+        left.retain(|d| !d.ends_with("conmon"));
+        left
+    };
+    eventually("the container's cgroup removed", BOUND, || {
+        container_cgroups().is_empty()
+    });
+    // podman's clean-up process calls the runtime without the caller's --runtime-flag, so
+    // the record is under the runtime's default root.
+    let id = std::fs::read_to_string(&cidfile).unwrap();
+    let record = Path::new("/run/capsa-runc").join(id.trim());
+    eventually("the runtime's record removed", BOUND, || !record.exists());
+
+    // Detached, exec, logs, stop (the workload's own exit status), rm.
+    let mut detached = vec!["run", "-d", "--name", "web", "--pull", "never"];
+    detached.extend(["--network", "none", "--cgroup-parent", &rt.cgroup_parent]);
+    detached.extend([
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+    ]);
+    detached.extend([
+        "docker.io/library/busybox:latest",
+        "sh",
+        "-c",
+        WAITS_FOR_TERM,
+    ]);
+    let ran = podman(&detached);
+    assert_eq!(ran.code(), 0, "podman run -d: {}", ran.stderr);
+    let exec = podman(&["exec", "web", "sh", "-c", "echo in-exec; exit 2"]);
+    assert_eq!(exec.code(), 2, "podman exec: {}", exec.stderr);
+    assert_eq!(exec.stdout, "in-exec\n");
+    eventually("the workload's first line in the log", BOUND, || {
+        podman(&["logs", "web"]).stdout.contains("started")
+    });
+    let stopped = podman(&["stop", "-t", "30", "web"]);
+    assert_eq!(stopped.code(), 0, "podman stop: {}", stopped.stderr);
+    let code = podman(&["inspect", "-f", "{{.State.ExitCode}}", "web"]);
+    assert_eq!(code.stdout.trim(), "7", "the workload's own status");
+    assert!(podman(&["logs", "web"]).stdout.contains("got-term"));
+    assert_eq!(podman(&["rm", "web"]).code(), 0);
+    eventually("the container's cgroup removed", BOUND, || {
+        container_cgroups().is_empty()
+    });
+
+    let reset = podman(&["system", "reset", "-f"]);
+    assert_eq!(reset.code(), 0, "podman system reset: {}", reset.stderr);
+    for dir in parent_dirs(&rt.cgroup_parent) {
+        let _ = std::fs::remove_dir(dir.join("conmon"));
+    }
+    rt.assert_clean();
+}
