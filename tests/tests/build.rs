@@ -42,15 +42,15 @@ fn context(files: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
-/// Which steps printed CACHED: step number -> cached.
+/// Which steps printed `Using cache`: step number -> cached.
 fn cached_steps(output: &str) -> Vec<(usize, bool)> {
     let mut steps: Vec<(usize, bool)> = Vec::new();
     for line in output.lines() {
         if let Some(rest) = line.strip_prefix("Step ") {
             let n = rest.split('/').next().unwrap().parse().unwrap();
             steps.push((n, false));
-        } else if line.trim() == "---> CACHED" {
-            steps.last_mut().expect("CACHED after a step").1 = true;
+        } else if line.trim() == "---> Using cache" {
+            steps.last_mut().expect("Using cache after a step").1 = true;
         }
     }
     steps
@@ -434,7 +434,7 @@ fn bad_input_is_one_line_and_leaves_nothing_and_links_never_lead_out() {
     let cases = [
         (
             "FROM busybox\nRUN echo partial > /p && exit 3\n",
-            "RUN echo partial > /p && exit 3' returned a non-zero code: 3",
+            "The command '/bin/sh -c echo partial > /p && exit 3' returned a non-zero code: 3",
         ),
         ("FROM busybox\nFROBNICATE x\n", "line 2"),
         (
@@ -557,9 +557,10 @@ fn docker_build_goes_through_capsa_serve() {
 
     std::fs::write(ctx.path().join("Dockerfile"), "FROM busybox\nRUN exit 7\n").unwrap();
     let out = build(&["-t", "broken:1"]);
-    assert_eq!(out.status.code(), Some(1));
+    // The CLI exits with the step's code, which the answer's errorDetail carries.
+    assert_eq!(out.status.code(), Some(7));
     assert!(
-        text(&out.stderr).contains("The command 'RUN exit 7' returned a non-zero code: 7"),
+        text(&out.stderr).contains("The command '/bin/sh -c exit 7' returned a non-zero code: 7"),
         "{}",
         text(&out.stderr)
     );
@@ -573,7 +574,7 @@ fn docker_build_goes_through_capsa_serve() {
     )
     .unwrap();
     let rebuilt = ok(&build(&["-t", "viadocker:1"]));
-    assert!(!rebuilt.contains("CACHED"), "{rebuilt}");
+    assert!(!rebuilt.contains("Using cache"), "{rebuilt}");
     drop(api);
     env.assert_clean();
 }
@@ -588,7 +589,8 @@ fn run_steps_in_a_vm_run_on_the_guest_kernel() {
     let out = build(&env, &["--isolation", "vm", "-t", "invm:1"], ctx.path());
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(
-        text(&out.stderr).contains("'RUN test -s /kernel && exit 5' returned a non-zero code: 5"),
+        text(&out.stderr)
+            .contains("'/bin/sh -c test -s /kernel && exit 5' returned a non-zero code: 5"),
         "{}",
         text(&out.stderr)
     );
@@ -607,12 +609,127 @@ fn run_steps_in_a_vm_run_on_the_guest_kernel() {
         &["--isolation", "vm", "-t", "invm:1"],
         ctx.path(),
     ));
-    assert!(shown.contains("---> CACHED"), "{shown}");
+    assert!(shown.contains("---> Using cache"), "{shown}");
     let kernel = run_out(&env, &["invm:1", "cat", "/kernel"]);
     let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     assert!(
         kernel.starts_with("6.1.") && kernel != host,
         "guest kernel {kernel}, host {host}"
     );
+    env.assert_clean();
+}
+
+/// A tar archive of `files` (path, contents): a build context as a request body.
+fn tar_of(files: &[(&str, &str)]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (path, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        tar.append_data(&mut h, path, data.as_bytes()).unwrap();
+    }
+    tar.into_inner().unwrap()
+}
+
+/// What docker-py and other Engine API clients parse in `POST /build`'s answer, as
+/// dockerd's legacy builder sends it (each step and its line end, a RUN step's stderr in
+/// red escapes, `aux`, then `Successfully built`/`tagged` last; a failed RUN's exit code
+/// and command), and the parameters they send: `shmsize`, `extrahosts`, `cachefrom`, a
+/// network by ID, the first of two `dockerfile` values (docker-py sends an outside
+/// Dockerfile's name and then its text).
+#[test]
+fn post_build_answers_as_dockerd_and_applies_its_parameters() {
+    use serde_json::json;
+    let env = TestEnv::new();
+    let api = env.serve();
+    let post = |query: &str, files: &[(&str, &str)]| -> Vec<Value> {
+        let path = format!("/build?{query}");
+        let (status, body) = api.request("POST", &path, Some(&tar_of(files)));
+        assert_eq!(status, 200, "{query}: {}", text(&body));
+        text(&body)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let shown =
+        |lines: &[Value]| -> String { lines.iter().filter_map(|l| l["stream"].as_str()).collect() };
+
+    let dockerfile = "FROM busybox\nRUN grep -w /dev/shm /proc/mounts; grep extra.test /etc/hosts; echo oops >&2\n";
+    let lines = post(
+        "t=shapes&shmsize=2097152&extrahosts=extra.test:192.0.2.7&dockerfile=Custom&dockerfile=Other",
+        &[("Custom", dockerfile), ("Other", "FROM scratch\n")],
+    );
+    assert_eq!(lines[0], json!({"stream": "Step 1/2 : FROM busybox"}));
+    assert_eq!(lines[1], json!({"stream": "\n"}));
+    assert!(
+        lines.contains(&json!({"stream": "\u{1b}[91moops\n\u{1b}[0m"})),
+        "{lines:?}"
+    );
+    let out = shown(&lines);
+    assert!(out.contains("size=2048k"), "{out}");
+    assert!(out.contains("192.0.2.7\textra.test"), "{out}");
+    let id = image_id(&env, "shapes");
+    let n = lines.len();
+    assert_eq!(lines[n - 3], json!({"aux": {"ID": id}}));
+    assert_eq!(
+        lines[n - 2],
+        json!({"stream": format!("Successfully built {}\n", &id[7..19])})
+    );
+    assert_eq!(
+        lines[n - 1],
+        json!({"stream": "Successfully tagged shapes:latest\n"})
+    );
+
+    let lines = post("t=broken", &[("Dockerfile", "FROM busybox\nRUN exit 3\n")]);
+    let message = "The command '/bin/sh -c exit 3' returned a non-zero code: 3";
+    assert_eq!(
+        lines.last(),
+        Some(&json!({"errorDetail": {"code": 3, "message": message}, "error": message}))
+    );
+
+    // `cachefrom`: a cached step counts only if it is an image named there or an
+    // ancestor of one.
+    let cached = [("Dockerfile", "FROM busybox\nENV A=1\nRUN echo one > /one\n")];
+    post("t=first", &cached);
+    let using = |query: &str| {
+        let lines = post(query, &cached);
+        let n = lines
+            .iter()
+            .filter(|l| l["stream"] == " ---> Using cache\n")
+            .count();
+        (n, shown(&lines))
+    };
+    let (hits, out) = using("t=second&cachefrom=%5B%22first%22%5D");
+    assert_eq!(hits, 2, "{out}");
+    let (hits, out) = using("t=third&cachefrom=%5B%22nosuch%22%5D");
+    assert_eq!(hits, 0, "{out}");
+
+    // A user-defined network given by ID: the step joins it and finds its members.
+    let net = ok(&env.capsa(&["network", "create", "buildnet"]));
+    ok(&env.capsa(&[
+        "run",
+        "-d",
+        "--name",
+        "target",
+        "--network",
+        "buildnet",
+        "--network-alias",
+        "pingtarget",
+        "busybox",
+        "sleep",
+        "600",
+    ]));
+    let pinging = [("Dockerfile", "FROM busybox\nRUN ping -c1 -W5 pingtarget\n")];
+    let lines = post(&format!("t=joined&networkmode={}", net.trim()), &pinging);
+    assert_eq!(
+        lines.last(),
+        Some(&json!({"stream": "Successfully tagged joined:latest\n"})),
+        "{lines:?}"
+    );
+    let lines = post("t=alone&networkmode=none&nocache=1", &pinging);
+    assert_eq!(lines.last().unwrap()["errorDetail"]["code"], 1, "{lines:?}");
+    ok(&env.capsa(&["rm", "-f", "target"]));
+    ok(&env.capsa(&["network", "rm", "buildnet"]));
+    drop(api);
     env.assert_clean();
 }

@@ -79,6 +79,7 @@ pub fn build(
             .sum::<usize>()
             + usize::from(!opts.labels.is_empty()),
         global: Vars::new(),
+        cache_sources: cache_sources(&ImageStore::new(root), &opts.cache_from)?,
     };
     for arg in file.global_args() {
         for (name, default) in b.declared(&arg.arguments.value, &Vars::new())? {
@@ -197,6 +198,37 @@ struct Builder<'a> {
     total: usize,
     /// ARGs declared before the first FROM.
     global: Vars,
+    /// With `--cache-from`: the images a cached step may be (see [`cache_sources`]).
+    cache_sources: Option<BTreeSet<String>>,
+}
+
+/// The images `--cache-from` names and all their ancestors, or None without the flag.
+/// Docker's legacy builder takes a cached step then only if its image is one of these;
+/// a name that resolves to nothing is skipped, as Docker skips it.
+fn cache_sources(
+    store: &ImageStore,
+    cache_from: &[String],
+) -> Result<Option<BTreeSet<String>>, BuildError> {
+    if cache_from.is_empty() {
+        return Ok(None);
+    }
+    let parents: std::collections::BTreeMap<String, String> = store
+        .images()?
+        .into_iter()
+        .filter_map(|i| Some((i.id, i.parent?)))
+        .collect();
+    let mut sources = BTreeSet::new();
+    for name in cache_from {
+        let Ok(image) = store.resolve(name) else {
+            continue;
+        };
+        let mut next = Some(image.id);
+        // `insert` is false on an image already met: a parent loop ends the walk.
+        while let Some(id) = next.filter(|id| sources.insert(id.clone())) {
+            next = parents.get(&id).cloned();
+        }
+    }
+    Ok(Some(sources))
 }
 
 impl Builder<'_> {
@@ -413,6 +445,7 @@ impl Builder<'_> {
             false => self
                 .cache
                 .get(&key)
+                .filter(|id| self.cache_sources.as_ref().is_none_or(|s| s.contains(id)))
                 .and_then(|id| self.store.resolve(&id).ok()),
         };
         let image = match cached {
@@ -626,10 +659,9 @@ impl Builder<'_> {
         if !args.is_empty() {
             created_by = format!("|{} {} {created_by}", args.len(), args.join(" "));
         }
-        let network = match self.opts.network_none {
-            true => "none",
-            false => "bridge",
-        };
+        let network = self.opts.network.as_deref().unwrap_or("bridge");
+        let (network_mode, network_name) =
+            crate::net::NetworkMode::parse(network).map_err(|e| step_error(text, e.to_string()))?;
         // Docker's predefined proxy arguments reach RUN without an ARG, and stay out of the
         // history and the cache key.
         let mut env = args;
@@ -648,10 +680,11 @@ impl Builder<'_> {
                 .get("User")
                 .and_then(Value::as_str)
                 .map(String::from),
-            network: match self.opts.network_none {
-                true => crate::net::NetworkMode::None,
-                false => crate::net::NetworkMode::Bridge,
-            },
+            network: network_mode,
+            network_name,
+            add_hosts: self.opts.add_hosts.clone(),
+            gateway_hosts: self.opts.gateway_hosts.clone(),
+            shm_size: self.opts.shm_size,
             cgroup_parent: self.opts.cgroup_parent.clone(),
             isolation: self.opts.isolation,
         };

@@ -24,6 +24,11 @@ pub struct RunSpec {
     pub workdir: Option<String>,
     pub user: Option<String>,
     pub network: crate::net::NetworkMode,
+    /// The bridge network joined: `bridge` or a user-defined network's name.
+    pub network_name: String,
+    pub add_hosts: Vec<(String, std::net::IpAddr)>,
+    pub gateway_hosts: Vec<String>,
+    pub shm_size: Option<u64>,
     pub cgroup_parent: Option<String>,
     pub isolation: crate::container::Isolation,
 }
@@ -37,6 +42,10 @@ impl RunSpec {
             workdir: None,
             user: None,
             network: crate::net::NetworkMode::None,
+            network_name: "none".into(),
+            add_hosts: Vec::new(),
+            gateway_hosts: Vec::new(),
+            shm_size: None,
             cgroup_parent,
             isolation: crate::container::Isolation::Container,
         }
@@ -81,7 +90,7 @@ fn options(image: &Image, spec: &RunSpec) -> Result<RunOptions, BuildError> {
         console_size: None,
         init: false,
         network: spec.network,
-        network_name: "bridge".into(),
+        network_name: spec.network_name.clone(),
         ip: None,
         mac: None,
         aliases: Vec::new(),
@@ -91,9 +100,12 @@ fn options(image: &Image, spec: &RunSpec) -> Result<RunOptions, BuildError> {
         publish_all: false,
         expose: Vec::new(),
         dns: Vec::new(),
-        add_hosts: Vec::new(),
-        gateway_hosts: Vec::new(),
-        tuning: Default::default(),
+        add_hosts: spec.add_hosts.clone(),
+        gateway_hosts: spec.gateway_hosts.clone(),
+        tuning: crate::container::tuning::Tuning {
+            shm_size: spec.shm_size,
+            ..Default::default()
+        },
         auto_remove: false,
         entrypoint: Some(String::new()),
         image: image.id.clone(),
@@ -152,8 +164,10 @@ pub fn run_step(
         });
     }
     if outcome.exit_code != 0 {
+        // Docker names the command as it ran, its argv joined (`/bin/sh -c exit 1`):
+        // clients match that text.
         return Err(BuildError::RunFailed {
-            step: step.to_string(),
+            command: spec.argv.join(" "),
             code: outcome.exit_code,
         });
     }
@@ -241,8 +255,8 @@ impl Front for Relay<'_> {
                 continue;
             }
             let on = &mut self.on;
-            let mut out = |_: Stream, data: &[u8]| {
-                on(BuildEvent::Output(data.to_vec()));
+            let mut out = |stream: Stream, data: &[u8]| {
+                on(BuildEvent::Output(stream, data.to_vec()));
                 true
             };
             if let Some(end) = session.on_ready(&pfds, &mut out) {
@@ -251,8 +265,8 @@ impl Front for Relay<'_> {
         }
     }
 
-    fn output(&mut self, _stream: Stream, data: &[u8]) {
-        (self.on)(BuildEvent::Output(data.to_vec()));
+    fn output(&mut self, stream: Stream, data: &[u8]) {
+        (self.on)(BuildEvent::Output(stream, data.to_vec()));
     }
 
     fn input(&mut self) -> Box<dyn Read + Send> {

@@ -40,8 +40,18 @@ pub struct BuildOptions {
     pub pull: bool,
     /// `--label`, set on the result.
     pub labels: BTreeMap<String, String>,
-    /// `--network none`: RUN steps get loopback only (else the default bridge).
-    pub network_none: bool,
+    /// `--network`: `none` (loopback only), a user-defined network's name, or None for
+    /// the default bridge.
+    pub network: Option<String>,
+    /// `--add-host NAME:IP`: lines of the RUN containers' /etc/hosts.
+    pub add_hosts: Vec<(String, std::net::IpAddr)>,
+    /// `--add-host NAME:host-gateway`: names given the default bridge's gateway.
+    pub gateway_hosts: Vec<String>,
+    /// `--shm-size` of the RUN containers' /dev/shm in bytes (Docker's 64 MiB when None).
+    pub shm_size: Option<u64>,
+    /// `--cache-from`: when given, a cached step counts only if its image is one of these
+    /// images or one of their ancestors (as Docker's legacy builder decides).
+    pub cache_from: Vec<String>,
     /// `--cgroup-parent` for the build's containers.
     pub cgroup_parent: Option<String>,
     /// `--isolation`: where RUN steps run (a microVM: an untrusted Dockerfile's commands
@@ -62,8 +72,8 @@ pub enum BuildEvent {
     Pulling(String),
     /// The step's image came from the cache.
     Cached,
-    /// What a RUN step printed.
-    Output(Vec<u8>),
+    /// What a RUN step printed, and on which stream.
+    Output(crate::container::session::Stream, Vec<u8>),
     /// The image a step ended with (its ID).
     Image(String),
     /// Something the user should know (build arguments nobody used).
@@ -100,8 +110,8 @@ pub enum BuildError {
         source: crate::image::ImageError,
     },
     /// A RUN step exited with a non-zero code.
-    #[error("The command '{step}' returned a non-zero code: {code}")]
-    RunFailed { step: String, code: i32 },
+    #[error("The command '{command}' returned a non-zero code: {code}")]
+    RunFailed { command: String, code: i32 },
     /// `--target` names no stage.
     #[error("failed to reach build target {0} in Dockerfile")]
     NoTarget(String),

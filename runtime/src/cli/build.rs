@@ -3,6 +3,7 @@
 
 use super::{report, EXIT_FAILURE};
 use crate::build::{BuildError, BuildEvent, BuildOptions, Context};
+use crate::container::session::Stream;
 use crate::image::{ImageStore, Reference};
 use crate::root::StateRoot;
 use clap::Args;
@@ -33,9 +34,22 @@ pub struct BuildArgs {
     /// Set metadata for an image.
     #[arg(long)]
     label: Vec<String>,
-    /// Set the networking mode for the RUN instructions during build (bridge or none).
+    /// Set the networking mode for the RUN instructions during build (bridge, none, or a
+    /// user-defined network).
     #[arg(long, default_value = "default")]
     network: String,
+    /// Add a custom host-to-IP mapping (host:ip).
+    #[arg(long = "add-host")]
+    add_host: Vec<String>,
+    /// Size of /dev/shm.
+    #[arg(long = "shm-size")]
+    shm_size: Option<String>,
+    /// Images to consider as cache sources.
+    #[arg(long = "cache-from")]
+    cache_from: Vec<String>,
+    /// Print progress as the Engine API's JSON lines (what `POST /build` answers).
+    #[arg(long, hide = true)]
+    json_lines: bool,
     /// Suppress the build output and print image ID on success.
     #[arg(short = 'q', long)]
     quiet: bool,
@@ -66,41 +80,35 @@ pub fn build(root: &StateRoot, args: BuildArgs) -> i32 {
     let quiet = args.quiet;
     let iidfile = args.iidfile.clone();
     let tags = args.tag.clone();
-    let mut out = std::io::stdout().lock();
-    let mut on = |event: BuildEvent| {
-        if !quiet {
-            render(&mut out, event);
-        }
+    let mut progress = Progress {
+        out: std::io::stdout().lock(),
+        json: args.json_lines,
     };
     let result = options(&args).and_then(|opts| {
         let ctx = match args.context.as_str() {
             "-" => Context::from_tar(std::io::stdin().lock(), &ImageStore::new(root).tmp_dir())?,
             dir => Context::open(std::path::Path::new(dir))?,
         };
-        crate::build::build(root, &ctx, &opts, &mut on)
+        crate::build::build(root, &ctx, &opts, &mut |event| {
+            if !quiet {
+                progress.event(event);
+            }
+        })
+    });
+    let result = result.and_then(|id| match iidfile {
+        Some(path) => std::fs::write(&path, &id)
+            .map(|()| id)
+            .map_err(|e| BuildError::Dockerfile(format!("--iidfile {}: {e}", path.display()))),
+        None => Ok(id),
     });
     match result {
         Ok(id) => {
-            if let Some(path) = iidfile {
-                if let Err(e) = std::fs::write(&path, &id) {
-                    super::print_error(format_args!("--iidfile {}: {e}", path.display()));
-                    return EXIT_FAILURE;
-                }
-            }
-            if quiet {
-                println!("{id}");
-            } else {
-                let short = short(&id);
-                println!("Successfully built {short}");
-                for t in &tags {
-                    let name = Reference::parse(t).map(|r| r.full()).unwrap_or_default();
-                    println!(
-                        "Successfully tagged {}",
-                        crate::image::store::familiar_name(&name)
-                    );
-                }
-            }
+            progress.built(&id, &tags, quiet);
             0
+        }
+        Err(e) if progress.json => {
+            progress.failed(&e);
+            EXIT_FAILURE
         }
         Err(e) => {
             let _ = std::io::stdout().flush();
@@ -129,20 +137,27 @@ fn options(args: &BuildArgs) -> Result<BuildOptions, BuildError> {
             args.progress
         )));
     }
-    let network_none = match args.network.as_str() {
-        "default" | "bridge" => false,
-        "none" => true,
-        other => {
+    let network = match crate::net::NetworkMode::parse(&args.network) {
+        Ok((crate::net::NetworkMode::Bridge, name)) if name == "bridge" => None,
+        Ok((crate::net::NetworkMode::Host, _)) | Err(_) => {
             return Err(invalid(format!(
-                "--network {other}: builds take bridge or none"
+                "--network {}: builds take bridge, none or a user-defined network",
+                args.network
             )))
         }
+        Ok((_, name)) => Some(name),
+    };
+    let shm_size = match &args.shm_size {
+        Some(v) => Some(crate::container::tuning::parse_shm_size(v)?),
+        None => None,
     };
     let mut opts = BuildOptions {
         target: args.target.clone(),
         no_cache: args.no_cache,
         pull: args.pull,
-        network_none,
+        network,
+        shm_size,
+        cache_from: args.cache_from.clone(),
         cgroup_parent: args.cgroup_parent.clone(),
         isolation,
         ..BuildOptions::default()
@@ -151,6 +166,14 @@ fn options(args: &BuildArgs) -> Result<BuildOptions, BuildError> {
         let r = Reference::parse(t)?;
         crate::image::commit::check_name(&r)?;
         opts.tags.push(r);
+    }
+    for h in &args.add_host {
+        match crate::container::options::gateway_host(h)? {
+            Some(name) => opts.gateway_hosts.push(name),
+            None => opts
+                .add_hosts
+                .push(crate::container::options::parse_add_host(h)?),
+        }
     }
     for a in &args.build_arg {
         match a.split_once('=') {
@@ -190,20 +213,81 @@ fn short(id: &str) -> &str {
     &hex[..hex.len().min(12)]
 }
 
-/// One event as Docker's legacy builder prints it.
-fn render(out: &mut impl Write, event: BuildEvent) {
-    let _ = match event {
-        BuildEvent::Step { index, total, text } => writeln!(
-            out,
-            "Step {index}/{total} : {}",
-            crate::printable::escape_controls(&text)
-        ),
-        BuildEvent::Pulling(name) => writeln!(out, "Pulling {name}"),
-        BuildEvent::Cached => writeln!(out, " ---> CACHED"),
-        BuildEvent::Output(data) => out.write_all(&data).and_then(|()| out.flush()),
-        BuildEvent::Image(id) => writeln!(out, " ---> {}", short(&id)),
-        BuildEvent::Warning(w) => writeln!(out, "[Warning] {w}"),
-    };
+/// Where progress goes: text as Docker's client shows the legacy builder's, or (with
+/// `--json-lines`) the Engine API's JSON lines as dockerd's legacy builder sends them,
+/// which clients parse (`Successfully built`, the red escapes around a RUN step's
+/// stderr, `errorDetail` with the command's exit code).
+struct Progress<W: Write> {
+    out: W,
+    json: bool,
+}
+
+impl<W: Write> Progress<W> {
+    fn line(&mut self, value: &serde_json::Value) {
+        let mut line = serde_json::to_vec(value).unwrap_or_default();
+        line.push(b'\n');
+        let _ = self.out.write_all(&line).and_then(|()| self.out.flush());
+    }
+
+    /// Text of the build's output: as is, or one `{"stream"}` line.
+    fn stream(&mut self, data: &[u8]) {
+        if self.json {
+            let text = String::from_utf8_lossy(data);
+            self.line(&serde_json::json!({ "stream": text }));
+        } else {
+            let _ = self.out.write_all(data).and_then(|()| self.out.flush());
+        }
+    }
+
+    fn event(&mut self, event: BuildEvent) {
+        match event {
+            // dockerd sends the step and its line end as two messages.
+            BuildEvent::Step { index, total, text } if self.json => {
+                self.stream(format!("Step {index}/{total} : {text}").as_bytes());
+                self.stream(b"\n");
+            }
+            BuildEvent::Step { index, total, text } => {
+                let text = crate::printable::escape_controls(&text);
+                self.stream(format!("Step {index}/{total} : {text}\n").as_bytes());
+            }
+            BuildEvent::Pulling(name) => self.stream(format!("Pulling {name}\n").as_bytes()),
+            BuildEvent::Cached => self.stream(b" ---> Using cache\n"),
+            BuildEvent::Output(Stream::Stderr, data) if self.json => {
+                let text = String::from_utf8_lossy(&data);
+                self.stream(format!("\x1b[91m{text}\x1b[0m").as_bytes());
+            }
+            BuildEvent::Output(_, data) => self.stream(&data),
+            BuildEvent::Image(id) => self.stream(format!(" ---> {}\n", short(&id)).as_bytes()),
+            BuildEvent::Warning(w) => self.stream(format!("[Warning] {w}\n").as_bytes()),
+        }
+    }
+
+    /// The end of a build that made image `id`, named `tags`.
+    fn built(&mut self, id: &str, tags: &[String], quiet: bool) {
+        if self.json {
+            self.line(&serde_json::json!({ "aux": { "ID": id } }));
+        }
+        if quiet {
+            return self.stream(format!("{id}\n").as_bytes());
+        }
+        self.stream(format!("Successfully built {}\n", short(id)).as_bytes());
+        for t in tags {
+            let name = Reference::parse(t).map(|r| r.full()).unwrap_or_default();
+            let name = crate::image::store::familiar_name(&name);
+            self.stream(format!("Successfully tagged {name}\n").as_bytes());
+        }
+    }
+
+    /// A failed build's `{"errorDetail","error"}` line; the code is a RUN step's exit
+    /// code, absent otherwise, as dockerd sends it.
+    fn failed(&mut self, err: &BuildError) {
+        let message = super::error_text(err);
+        let mut detail = serde_json::json!({ "message": message });
+        if let BuildError::RunFailed { code, .. } = err {
+            detail["code"] = serde_json::json!(code);
+        }
+        self.line(&serde_json::json!({ "errorDetail": detail, "error": message }));
+    }
 }
 
 /// `builder` verbs.

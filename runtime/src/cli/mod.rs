@@ -299,6 +299,11 @@ pub(crate) fn print_error(message: impl std::fmt::Display) {
 
 /// Prints `capsa: <error>` with its causes (see [`print_error`]).
 pub(crate) fn report(err: &dyn std::error::Error) {
+    print_error(error_text(err));
+}
+
+/// `<error>: <cause>: ...`, each cause not already in the text.
+pub(crate) fn error_text(err: &dyn std::error::Error) -> String {
     let mut msg = err.to_string();
     let mut source = err.source();
     while let Some(s) = source {
@@ -312,7 +317,7 @@ pub(crate) fn report(err: &dyn std::error::Error) {
         }
         source = s.source();
     }
-    print_error(msg);
+    msg
 }
 
 /// Prints rows as a table with Docker's spacing (columns padded by three spaces). Cells

@@ -147,7 +147,18 @@ pub fn plan(
             FIXED_IP_ON_DEFAULT_BRIDGE.into(),
         ));
     }
-    let config = bridge_config(store, &opts.network_name)?;
+    // The network by its name: it may be given by ID, and the addresses and members
+    // found below are recorded under names.
+    let network_name = match opts.network_name.as_str() {
+        "bridge" => "bridge".to_string(),
+        wanted => {
+            NetworkStore::new(store.root().dir())
+                .get(wanted)
+                .map_err(ContainerError::invalid)?
+                .name
+        }
+    };
+    let config = bridge_config(store, &network_name)?;
     let lock_path = store.root().dir().join("network.lock");
     let lock = FileLock::acquire(&lock_path).map_err(|e| ContainerError::io(&lock_path, e))?;
     let others: Vec<State> = store
@@ -161,7 +172,7 @@ pub fn plan(
     let elsewhere = claims
         .of_others(&me, still_holds)
         .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
-    let mut taken_ips = addresses_on(&others, &opts.network_name);
+    let mut taken_ips = addresses_on(&others, &network_name);
     let mut taken_macs = Vec::new();
     let mut taken_ports: Vec<PortMapping> = others
         .iter()
@@ -191,7 +202,7 @@ pub fn plan(
         }
     }
     let request = net::Request {
-        network: opts.network_name.clone(),
+        network: network_name.clone(),
         ports,
         ip: opts.ip,
         mac: opts.mac,
@@ -205,7 +216,7 @@ pub fn plan(
         return Err(ContainerError::InvalidArgument(format!(
             "MAC address {} is already in use on network {}",
             endpoint.mac_string(),
-            opts.network_name
+            network_name
         )));
     }
     claims

@@ -49,7 +49,7 @@ async fn prune(State(engine): State<Shared>) -> ApiResult<Response> {
 
 /// Query parameters Docker's legacy builder takes that capsa's build does not: refused
 /// when set to anything but their default, rather than ignored.
-const UNSUPPORTED: [&str; 9] = [
+const UNSUPPORTED: [&str; 8] = [
     "memory",
     "memswap",
     "cpushares",
@@ -57,7 +57,6 @@ const UNSUPPORTED: [&str; 9] = [
     "cpuperiod",
     "cpusetcpus",
     "cpusetmems",
-    "shmsize",
     "squash",
 ];
 
@@ -69,11 +68,9 @@ async fn build(
     request: Request,
 ) -> ApiResult<Response> {
     let args = cli_args(&query, raw.as_deref(), engine.cgroup_parent.as_deref())?;
-    let quiet = flag(&query, "q");
     let root = engine.root.dir().to_path_buf();
-    let tmp = crate::image::ImageStore::new(&engine.root).tmp_dir();
     let reader = body_reader(request.into_body());
-    let body = write_stream(move |out| run(&root, &tmp, &args, quiet, reader, out));
+    let body = write_stream(move |out| run(&root, &args, reader, out));
     let mut response = Response::new(body);
     response.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,
@@ -88,7 +85,14 @@ fn cli_args(
     raw: Option<&str>,
     default_cgroup_parent: Option<&str>,
 ) -> ApiResult<Vec<String>> {
-    let given = |key: &str| query.get(key).filter(|v| !v.is_empty()).cloned();
+    // A repeated parameter's first value counts, as Go's `FormValue` reads it in dockerd:
+    // docker-py sends an outside Dockerfile's name and then its text under `dockerfile`.
+    let given = |key: &str| {
+        super::bodies::repeated(raw, key)
+            .into_iter()
+            .next()
+            .filter(|v| !v.is_empty())
+    };
     if let Some(remote) = given("remote") {
         return Err(ApiError::bad_request(format!(
             "remote={remote}: capsa builds only from the request body's context (it fetches no URLs)"
@@ -102,6 +106,26 @@ fn cli_args(
         }
     }
     let mut args = Vec::new();
+    if flag(query, "q") {
+        args.push("-q".into());
+    }
+    if let Some(size) = given("shmsize").filter(|v| v != "0") {
+        args.extend(["--shm-size".into(), size]);
+    }
+    // Docker's clients send the hosts as repeated values; a comma-separated list is read
+    // too (neither a host name nor an address holds a comma).
+    for hosts in super::bodies::repeated(raw, "extrahosts") {
+        for host in hosts.split(',').filter(|h| !h.is_empty()) {
+            args.extend(["--add-host".into(), host.to_string()]);
+        }
+    }
+    if let Some(text) = given("cachefrom") {
+        let images: Vec<String> = serde_json::from_str(&text)
+            .map_err(|e| ApiError::bad_request(format!("cachefrom: {e}")))?;
+        for image in images {
+            args.extend(["--cache-from".into(), image]);
+        }
+    }
     for t in super::bodies::repeated(raw, "t") {
         args.extend(["-t".to_string(), t]);
     }
@@ -143,24 +167,21 @@ fn cli_args(
     Ok(args)
 }
 
-/// Runs the build process and turns its output into the answer's lines.
+/// Runs the build process and relays its JSON lines as the answer (`--json-lines`: the
+/// process writes them as dockerd sends them, its failure included).
 fn run(
     root: &std::path::Path,
-    tmp: &std::path::Path,
     args: &[String],
-    quiet: bool,
     mut context: impl Read + Send + 'static,
     out: &mut ChannelWriter,
 ) -> Result<(), String> {
-    let iid = tempfile::NamedTempFile::new_in(tmp).map_err(|e| e.to_string())?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut child = Command::new(exe)
         .arg("--root")
         .arg(root)
         .arg("build")
         .args(args)
-        .arg("--iidfile")
-        .arg(iid.path())
+        .arg("--json-lines")
         .arg("-")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -181,43 +202,36 @@ fn run(
     let mut lines = std::io::BufReader::new(child.stdout.take().expect("piped"));
     let mut line = Vec::new();
     let mut client_gone = false;
+    let mut error_sent = false;
     loop {
         line.clear();
         match lines.read_until(b'\n', &mut line) {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
-        if quiet || client_gone {
+        let Ok(message) = serde_json::from_slice::<serde_json::Value>(&line) else {
             continue;
+        };
+        error_sent |= message.get("error").is_some();
+        if !client_gone {
+            // A client that went away: the build still finishes (as dockerd's does).
+            client_gone = out.write_all(&ndjson_line(&message)).is_err();
         }
-        let text = String::from_utf8_lossy(&line);
-        // A client that went away: the build still finishes (as dockerd's does).
-        client_gone = out
-            .write_all(&ndjson_line(&json!({ "stream": text })))
-            .is_err();
     }
     let status = child.wait().map_err(|e| e.to_string())?;
     let _ = feeder.join();
     let stderr = errors.join().unwrap_or_default();
-    let last = if status.success() {
-        let id = std::fs::read_to_string(iid.path()).map_err(|e| e.to_string())?;
-        json!({ "aux": { "ID": id.trim() } })
-    } else {
-        let message = stderr
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(|l| l.strip_prefix("capsa: ").unwrap_or(l))
-            .collect::<Vec<_>>()
-            .join("; ");
-        let code = status.code().unwrap_or(1);
-        json!({ "errorDetail": { "code": code, "message": message }, "error": message })
-    };
-    out.write_all(&ndjson_line(&last))
-        .map_err(|e| e.to_string())?;
-    if quiet && status.success() {
-        let id = last["aux"]["ID"].as_str().map(String::from);
-        let line = json!({ "stream": format!("{}\n", id.unwrap_or_default()) });
-        let _ = out.write_all(&ndjson_line(&line));
+    if status.success() || error_sent {
+        return Ok(());
     }
-    Ok(())
+    // The process failed before it could say why in a line (its arguments refused).
+    let message = stderr
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.strip_prefix("capsa: ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let last = json!({ "errorDetail": { "message": message }, "error": message });
+    out.write_all(&ndjson_line(&last))
+        .map_err(|e| e.to_string())
 }
