@@ -13,7 +13,7 @@ use super::console::LogDrain;
 use super::engine::{Disk, Engine, VmSpec};
 use super::jail::{EngineProcess, Jail};
 use super::protocol::{CreateRequest, Request, Response};
-use super::{artifacts, disks, engine, VmError};
+use super::{artifacts, disks, engine, template, VmError};
 use super::{launch::*, layout::*};
 use crate::container::state::{process_start_time, State, Status};
 use crate::container::store::ContainerStore;
@@ -121,8 +121,9 @@ pub(super) fn boot(
     let disk_list = attach_disks(store, &image.layer_dirs, &files, &launch.volumes, create)?;
     let (agent, engine_end) =
         UnixStream::pair().map_err(|e| VmError::Io(format!("agent socket pair: {e}")))?;
+    let template = restorable(store, engine, guest, launch, disk_list.len());
     let nic = match &state.endpoint {
-        Some(e) => Some((engine::open_tap(&e.veth)?, e.mac)),
+        Some(e) => Some((engine::open_tap(&e.veth, template.is_none())?, e.mac)),
         None => None,
     };
     // The console and the engine's output go through pipes the monitor drains into logs of
@@ -138,7 +139,26 @@ pub(super) fn boot(
         console: console_end,
         nic,
     };
-    let cmd = engine.command(vm)?;
+    let template_key = template.as_ref().map(|t| t.key.clone());
+    let (mut cmd, restore) = match template.zip(engine.qemu()) {
+        Some((t, qemu)) => {
+            tracing::info!(template = %t.key, "vm restored from template");
+            let ram = files.dir.join("ram");
+            template::copy_ram(&t, &ram)?;
+            let (cmd, restore) =
+                template::restore_command(qemu, &t, vm, &ram).inspect_err(|_| {
+                    let _ = std::fs::remove_file(&ram);
+                })?;
+            (cmd, Some(restore))
+        }
+        None => (engine.command(vm)?, None),
+    };
+    let ram = restore.as_ref().map(|r| r.ram.clone());
+    let remove_ram = || {
+        if let Some(ram) = &ram {
+            let _ = std::fs::remove_file(ram);
+        }
+    };
     let jail = Jail::prepare(
         engine_cgroup(store, state)?,
         launch.mem_mib + engine.overhead_mib(),
@@ -146,7 +166,18 @@ pub(super) fn boot(
         cmd.kvm,
         &guest.kernel,
         &guest.initramfs,
-    )?;
+    )
+    .inspect_err(|_| remove_ram())?;
+    if let Some(ram) = &ram {
+        // The clone's own copy, for its engine's uid alone.
+        if let Err(e) = std::os::unix::fs::chown(ram, Some(jail.uid.uid), Some(jail.uid.uid)) {
+            remove_ram();
+            jail.destroy();
+            return Err(VmError::Io(format!("{}: {e}", ram.display())).into());
+        }
+    } else {
+        cmd.read_write.clear();
+    }
     let seccomp = cmd.seccomp.clone();
     let log = std::fs::File::from(engine_out_end);
     let spawned = Instant::now();
@@ -156,6 +187,7 @@ pub(super) fn boot(
     let mut child = match spawn {
         Ok(c) => c,
         Err(e) => {
+            remove_ram();
             jail.destroy();
             return Err(e.into());
         }
@@ -176,6 +208,7 @@ pub(super) fn boot(
         uid: jail.uid.uid,
         cgroup: jail.cgroup.clone(),
         seccomp,
+        template: template_key,
     };
     let _ = crate::fsutil::write_json_atomic(&files.engine_record(), &record);
     let vm_name = format!("{} ({})", state.name, id::short(&state.id));
@@ -197,7 +230,32 @@ pub(super) fn boot(
             return Err(e);
         }
     }
-    match booted.agent.call(Request::Hello, BOOT_TIMEOUT) {
+    if let Some(restore) = &restore {
+        let loaded = restore.load();
+        if let Err(e) = loaded {
+            remove_ram();
+            let _ = booted.engine.kill();
+            let e = with_console(e, &booted.logs);
+            booted.shut_down();
+            return Err(VmError::EngineExited(format!("restoring the VM template: {e}")).into());
+        }
+    }
+    let hello = booted.agent.call(Request::Hello, BOOT_TIMEOUT);
+    // The engine has mapped its RAM copy by now (or failed): the file is not needed.
+    remove_ram();
+    let hello = match (hello, &restore) {
+        (Ok(h @ Response::Hello { .. }), Some(_)) => {
+            let restored = template::Restore::restored_request()
+                .and_then(|r| booted.agent.call(r, REQUEST_TIMEOUT));
+            match restored {
+                Ok(Response::Ok) => Ok(h),
+                Ok(other) => Err(VmError::Agent(format!("{} to restored", other.kind()))),
+                Err(e) => Err(e),
+            }
+        }
+        (hello, _) => hello,
+    };
+    match hello {
         Ok(Response::Hello {
             agent: version,
             kernel,
@@ -217,6 +275,25 @@ pub(super) fn boot(
             Err(e.into())
         }
     }
+}
+
+/// The template this VM starts from, if templates are on, the engine is QEMU, the
+/// container's disks fit the template's slots and the template is sound; else it boots cold.
+fn restorable(
+    store: &ContainerStore,
+    engine: &dyn Engine,
+    guest: &GuestArtifacts,
+    launch: &Launch,
+    disks: usize,
+) -> Option<template::Template> {
+    let qemu = engine.qemu().filter(|_| template::enabled())?;
+    if disks > template::SLOTS {
+        tracing::info!(disks, "more disks than a VM template has slots: cold boot");
+        return None;
+    }
+    template::usable(store.root(), qemu, guest, launch.mem_mib, launch.vcpus)
+        .inspect_err(|why| tracing::info!(%why, "no VM template: cold boot"))
+        .ok()
 }
 
 /// Boots stopped (or created) container `id`'s VM for a copy alone: jailed as always, its
@@ -286,6 +363,9 @@ pub struct EngineRecord {
     pub cgroup: CgroupPaths,
     /// The seccomp policy the engine installs.
     pub seccomp: String,
+    /// The VM template it was restored from (none: booted cold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
 }
 
 /// The record of container `id`'s engine while it runs (None when it does not).

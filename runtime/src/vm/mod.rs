@@ -13,6 +13,8 @@
 //!   (the agent conversation in one poll), `control_server` (the control socket's clients)
 //!   and `monitor` (the detached monitor and its restarts);
 //! - [`control`]: other commands' way in to a running VM (`exec`, `stats`) through its monitor;
+//! - [`template`]: VM templates (QEMU): a guest booted once, its state saved, each VM
+//!   container restored from it;
 //! - [`stopped`]: `cp` with a stopped VM, booted without its workload for the copy alone.
 
 pub mod agent;
@@ -34,6 +36,7 @@ mod relay;
 pub mod run;
 pub mod sandbox;
 pub mod stopped;
+pub mod template;
 
 use std::time::Duration;
 
