@@ -190,6 +190,23 @@ fn a_damaged_or_stale_template_is_rebuilt_and_never_restored() {
     // Templates off: a cold boot.
     let stderr = hi(&[("CAPSA_VM_TEMPLATE", "off")]);
     assert!(!restored(&stderr), "{stderr}");
+    // `system vm-template`: the copy's template is stale once its kernel is gone; rm
+    // removes them all; warm builds the default one again.
+    std::fs::remove_file(&kernel_copy).unwrap();
+    let ls = text(&env.capsa(&["system", "vm-template", "ls"]).stdout);
+    assert_eq!(ls.matches(" ready ").count(), 1, "{ls}");
+    assert_eq!(ls.matches(" stale ").count(), 1, "{ls}");
+    assert!(env.capsa(&["system", "vm-template", "rm"]).status.success());
+    assert!(template_dirs(&env).is_empty());
+    let warm = env.capsa(&["system", "vm-template", "warm"]);
+    assert!(
+        text(&warm.stdout).contains("(built)"),
+        "{}",
+        text(&warm.stderr)
+    );
+    let stderr = hi(&[]);
+    assert!(!stderr.contains("vm template: built"), "{stderr}");
+    assert!(restored(&stderr), "{stderr}");
     env.assert_clean();
 }
 

@@ -25,6 +25,7 @@ mod stats;
 mod system;
 mod terminal;
 mod usage_error;
+mod vm_template;
 mod volume;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -218,6 +219,7 @@ fn dispatch(root: &crate::root::StateRoot, root_dir: &std::path::Path, command: 
         Command::System(SystemCommand::Df(a)) => images::system_df(root, a),
         Command::System(SystemCommand::Prune(a)) => prune::system_prune(root, a),
         Command::System(SystemCommand::Service(a)) => serve::serve(root, a),
+        Command::System(SystemCommand::VmTemplate(c)) => vm_template::vm_template(root, c),
         Command::Compare(a) => compare::compare(root_dir, a),
         Command::Bench(a) => bench::bench(root, a),
         Command::Network(c) => network::network(root, c),

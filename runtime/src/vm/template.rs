@@ -236,19 +236,89 @@ pub fn ensure(
     built.map(|()| Ensured::Built(t, why))
 }
 
-/// Removes every template; returns how many went.
-pub fn remove_all(root: &StateRoot) -> Result<usize, VmError> {
-    let dir = templates_dir(root);
-    let mut n = 0;
-    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-        if e.path().is_dir() {
-            std::fs::remove_dir_all(e.path()).map_err(|err| io_err(&e.path(), err))?;
-            n += 1;
-        } else {
-            let _ = std::fs::remove_file(e.path());
+/// One template of a state root, as `system vm-template ls` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TemplateInfo {
+    pub key: String,
+    pub mem_mib: u64,
+    pub vcpus: u32,
+    pub kernel: PathBuf,
+    /// Guest memory the template's RAM file holds on disk (its holes take none).
+    pub ram_bytes: u64,
+    /// `ready`, or why no VM will start from it (it is rebuilt or replaced when needed).
+    pub status: String,
+}
+
+/// The templates of `root`, by key.
+pub fn list(root: &StateRoot) -> Vec<TemplateInfo> {
+    let mut out: Vec<TemplateInfo> = std::fs::read_dir(templates_dir(root))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| describe(&e.path()))
+        .collect();
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out
+}
+
+fn describe(dir: &Path) -> TemplateInfo {
+    let key = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ram_bytes = std::fs::metadata(dir.join("ram"))
+        .map(|m| m.blocks() * 512)
+        .unwrap_or(0);
+    let t = Template {
+        key: key.clone(),
+        dir: dir.to_path_buf(),
+    };
+    let manifest: Option<Manifest> = std::fs::read(dir.join("manifest.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let Some(m) = manifest else {
+        return TemplateInfo {
+            key,
+            mem_mib: 0,
+            vcpus: 0,
+            kernel: PathBuf::new(),
+            ram_bytes,
+            status: "incomplete (being built, or its build failed)".into(),
+        };
+    };
+    let current = |f: &FileStamp| FileStamp::of(&f.path).is_ok_and(|now| now == *f);
+    let i = &m.inputs;
+    let status = if !(current(&i.kernel) && current(&i.initramfs) && current(&i.qemu)) {
+        "stale (its kernel, agent or QEMU changed)".to_string()
+    } else {
+        match check(&t, i) {
+            Ok(()) => "ready".into(),
+            Err(why) => format!("damaged ({why})"),
         }
+    };
+    TemplateInfo {
+        key,
+        mem_mib: i.mem_mib,
+        vcpus: i.vcpus,
+        kernel: i.kernel.path.clone(),
+        ram_bytes,
+        status,
     }
-    Ok(n)
+}
+
+/// Removes template `key` (under its build lock: never one being built); false if absent.
+pub fn remove(root: &StateRoot, key: &str) -> Result<bool, VmError> {
+    let valid = !key.is_empty() && key.chars().all(|c| c.is_ascii_hexdigit());
+    let dir = templates_dir(root).join(key);
+    if !valid || !dir.is_dir() {
+        return Ok(false);
+    }
+    let lock_path = templates_dir(root).join(format!("{key}.lock"));
+    let _lock = super::jail::lock_file(&lock_path, true).map_err(|e| io_err(&lock_path, e))?;
+    // The lock file stays: a capsa waiting on it holds that very file.
+    std::fs::remove_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+    Ok(true)
 }
 
 /// The machine both the template and its clones run: same devices in the same order.
