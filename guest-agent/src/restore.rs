@@ -49,9 +49,10 @@ pub fn reseed_rng(bytes: &[u8]) -> std::io::Result<()> {
 
 const VIRTIO_BLK: &str = "/sys/bus/virtio/drivers/virtio_blk";
 
-/// Unbinds and binds each virtio-blk disk again: the probe reads the capacity, read-only
-/// flag and serial this VM's engine gives it (the template's were placeholders). A slot
-/// this VM leaves empty (no serial) stays unbound, so no empty disk is listed.
+/// Unbinds and binds each virtio-blk disk again: the probe reads the capacity and read-only
+/// flag this VM's engine gives it (the template's were placeholders). A slot this VM leaves
+/// empty (its serial, which the device answers live, is empty) is only unbound, so no empty
+/// disk is listed.
 pub fn probe_disks_again() -> std::io::Result<()> {
     let driver = Path::new(VIRTIO_BLK);
     let mut devices: Vec<String> = std::fs::read_dir(driver)?
@@ -61,10 +62,10 @@ pub fn probe_disks_again() -> std::io::Result<()> {
         .collect();
     devices.sort();
     for dev in devices {
+        let empty = serial_of(&dev).is_empty();
         write(&driver.join("unbind"), &dev)?;
-        write(&driver.join("bind"), &dev)?;
-        if serial_of(&dev).is_empty() {
-            write(&driver.join("unbind"), &dev)?;
+        if !empty {
+            write(&driver.join("bind"), &dev)?;
         }
     }
     Ok(())

@@ -232,6 +232,10 @@ pub(super) fn boot(
     }
     if let Some(restore) = &restore {
         let loaded = restore.load();
+        tracing::debug!(
+            ms = spawned.elapsed().as_secs_f64() * 1000.0,
+            "vm template state loaded"
+        );
         if let Err(e) = loaded {
             remove_ram();
             let _ = booted.engine.kill();
@@ -245,6 +249,10 @@ pub(super) fn boot(
     remove_ram();
     let hello = match (hello, &restore) {
         (Ok(h @ Response::Hello { .. }), Some(_)) => {
+            tracing::debug!(
+                ms = spawned.elapsed().as_secs_f64() * 1000.0,
+                "vm agent hello"
+            );
             let restored = template::Restore::restored_request()
                 .and_then(|r| booted.agent.call(r, REQUEST_TIMEOUT));
             match restored {

@@ -81,6 +81,7 @@ impl FileStamp {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Inputs {
     layout: u32,
+    cmdline: String,
     slots: usize,
     kernel: FileStamp,
     /// Named by the hash of the agent and capsa-init it holds.
@@ -139,6 +140,7 @@ fn inputs(
 ) -> Result<Inputs, VmError> {
     Ok(Inputs {
         layout: LAYOUT_VERSION,
+        cmdline: cmdline(),
         slots: SLOTS,
         kernel: FileStamp::of(&guest.kernel)?,
         initramfs: FileStamp::of(&guest.initramfs)?,
@@ -354,9 +356,16 @@ fn machine_args(qemu: &Qemu, mem_mib: u64, vcpus: u32, share: bool) -> Vec<Strin
         "-initrd".into(),
         INITRAMFS.into(),
         "-append".into(),
-        super::boot::KERNEL_CMDLINE.into(),
+        cmdline(),
     ]);
     args
+}
+
+/// The template's kernel command line: a cold boot's, with expedited RCU grace periods
+/// (the disks' unbind after a restore waits for several; under TCG each normal one takes
+/// tens of milliseconds).
+fn cmdline() -> String {
+    format!("{} rcupdate.rcu_expedited=1", super::boot::KERNEL_CMDLINE)
 }
 
 fn empty_slot(i: usize) -> [String; 4] {
@@ -865,6 +874,7 @@ mod tests {
         };
         let base = Inputs {
             layout: LAYOUT_VERSION,
+            cmdline: cmdline(),
             slots: SLOTS,
             kernel: stamp("/k"),
             initramfs: stamp("/i"),
