@@ -143,21 +143,11 @@ pub(super) fn boot(
     let (mut cmd, restore) = match template.zip(engine.qemu()) {
         Some((t, qemu)) => {
             tracing::info!(template = %t.key, "vm restored from template");
-            let ram = files.dir.join("ram");
-            template::copy_ram(&t, &ram)?;
-            let (cmd, restore) =
-                template::restore_command(qemu, &t, vm, &ram).inspect_err(|_| {
-                    let _ = std::fs::remove_file(&ram);
-                })?;
+            let ram = template::RamCopy::make(&t, &files.dir.join("ram"))?;
+            let (cmd, restore) = template::restore_command(qemu, &t, vm, ram)?;
             (cmd, Some(restore))
         }
         None => (engine.command(vm)?, None),
-    };
-    let ram = restore.as_ref().map(|r| r.ram.clone());
-    let remove_ram = || {
-        if let Some(ram) = &ram {
-            let _ = std::fs::remove_file(ram);
-        }
     };
     let jail = Jail::prepare(
         engine_cgroup(store, state)?,
@@ -166,14 +156,12 @@ pub(super) fn boot(
         cmd.kvm,
         &guest.kernel,
         &guest.initramfs,
-    )
-    .inspect_err(|_| remove_ram())?;
-    if let Some(ram) = &ram {
+    )?;
+    if let Some(restore) = &restore {
         // The clone's own copy, for its engine's uid alone.
-        if let Err(e) = std::os::unix::fs::chown(ram, Some(jail.uid.uid), Some(jail.uid.uid)) {
-            remove_ram();
+        if let Err(e) = restore.ram.give_to(jail.uid.uid) {
             jail.destroy();
-            return Err(VmError::Io(format!("{}: {e}", ram.display())).into());
+            return Err(e.into());
         }
     } else {
         cmd.read_write.clear();
@@ -187,7 +175,6 @@ pub(super) fn boot(
     let mut child = match spawn {
         Ok(c) => c,
         Err(e) => {
-            remove_ram();
             jail.destroy();
             return Err(e.into());
         }
@@ -237,16 +224,17 @@ pub(super) fn boot(
             "vm template state loaded"
         );
         if let Err(e) = loaded {
-            remove_ram();
             let _ = booted.engine.kill();
             let e = with_console(e, &booted.logs);
             booted.shut_down();
             return Err(VmError::EngineExited(format!("restoring the VM template: {e}")).into());
         }
     }
+    // QEMU answered its monitor, so it has mapped its RAM copy: the file can go.
+    if let Some(r) = &restore {
+        r.ram.remove();
+    }
     let hello = booted.agent.call(Request::Hello, BOOT_TIMEOUT);
-    // The engine has mapped its RAM copy by now (or failed): the file is not needed.
-    remove_ram();
     let hello = match (hello, &restore) {
         (Ok(h @ Response::Hello { .. }), Some(_)) => {
             tracing::debug!(

@@ -552,14 +552,38 @@ fn ignore_shared() -> serde_json::Value {
 pub struct Restore {
     qmp: UnixStream,
     state: std::fs::File,
-    /// The clone's own copy of the template's RAM (removed once its engine has mapped it).
-    pub ram: PathBuf,
+    /// The clone's own copy of the template's RAM.
+    pub ram: RamCopy,
 }
 
-/// The clone's copy of the template's RAM at `ram` (its data only: the holes stay holes).
-pub fn copy_ram(t: &Template, ram: &Path) -> Result<(), VmError> {
-    let _ = std::fs::remove_file(ram);
-    sparse_copy(&t.ram(), ram).map_err(|e| io_err(ram, e))
+/// A clone's copy of the template's RAM, removed when dropped (its engine keeps what it
+/// mapped): on every path out of the boot, none is left.
+pub struct RamCopy(PathBuf);
+
+impl RamCopy {
+    /// Copies the template's RAM to `path` (its data only: the holes stay holes).
+    pub fn make(t: &Template, path: &Path) -> Result<RamCopy, VmError> {
+        let _ = std::fs::remove_file(path);
+        let copy = RamCopy(path.to_path_buf());
+        sparse_copy(&t.ram(), path).map_err(|e| io_err(path, e))?;
+        Ok(copy)
+    }
+
+    /// Makes it the engine's (uid `uid`) alone.
+    pub fn give_to(&self, uid: u32) -> Result<(), VmError> {
+        std::os::unix::fs::chown(&self.0, Some(uid), Some(uid)).map_err(|e| io_err(&self.0, e))
+    }
+
+    /// Removes the file now (the engine has mapped it).
+    pub fn remove(&self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl Drop for RamCopy {
+    fn drop(&mut self) {
+        self.remove();
+    }
 }
 
 fn sparse_copy(from: &Path, to: &Path) -> std::io::Result<()> {
@@ -611,7 +635,7 @@ pub fn restore_command(
     qemu: &Qemu,
     t: &Template,
     vm: VmSpec,
-    ram: &Path,
+    ram: RamCopy,
 ) -> Result<(EngineCommand, Restore), VmError> {
     if vm.disks.len() > SLOTS {
         return Err(VmError::Tool(format!(
@@ -621,7 +645,7 @@ pub fn restore_command(
     }
     let state = std::fs::File::open(t.state()).map_err(|e| io_err(&t.state(), e))?;
     let (qmp, qmp_end) = UnixStream::pair().map_err(|e| io_err(&t.dir, e))?;
-    let mut c = base_command(qemu, ram);
+    let mut c = base_command(qemu, &ram.0);
     let mut args = machine_args(qemu, vm.mem_mib, vm.vcpus, false);
     for i in 0..SLOTS {
         let Some(d) = vm.disks.get(i) else {
@@ -658,14 +682,7 @@ pub fn restore_command(
     args.extend(qmp_args(&mut c, qmp_end.into()));
     args.extend(["-incoming".into(), "defer".into()]);
     c.args = args;
-    Ok((
-        c,
-        Restore {
-            qmp,
-            state,
-            ram: ram.to_path_buf(),
-        },
-    ))
+    Ok((c, Restore { qmp, state, ram }))
 }
 
 impl Restore {
