@@ -79,7 +79,9 @@ pub enum Request {
     /// draw the same numbers, and probes the disks again (their capacity and read-only flag
     /// are this VM's, not the template's placeholders'), leaving empty slots unbound. Sent
     /// after `Hello`, before anything reads a disk or a random number for the workload.
-    Restored { entropy: Bytes },
+    /// Without `nic` (`--network none`) the template's network device is unbound: the
+    /// workload sees only `lo`, as in a VM booted without one.
+    Restored { entropy: Bytes, nic: bool },
     /// Mount the root, write the container's files, set up its cgroup and process; not started.
     Create(Box<CreateRequest>),
     /// Release the created workload.

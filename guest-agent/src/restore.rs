@@ -71,6 +71,19 @@ pub fn probe_disks_again() -> std::io::Result<()> {
     Ok(())
 }
 
+/// Unbinds every virtio-net device: the VM has no network (the template's NIC is on an
+/// unconnected hub port), so no eth0 is shown.
+pub fn unbind_nics() -> std::io::Result<()> {
+    let driver = Path::new("/sys/bus/virtio/drivers/virtio_net");
+    for e in std::fs::read_dir(driver)?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("virtio") {
+            write(&driver.join("unbind"), &name)?;
+        }
+    }
+    Ok(())
+}
+
 fn write(path: &Path, value: &str) -> std::io::Result<()> {
     std::fs::OpenOptions::new()
         .write(true)

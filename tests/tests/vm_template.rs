@@ -14,8 +14,9 @@ const IDENTITY: &str = "head -c16 /dev/urandom | od -An -tx1 | tr -d ' '; hostna
      ip -4 -o addr show eth0 | awk '{print $4}'; cat /sys/class/net/eth0/address; \
      date -u +%s; cat /proc/partitions | awk 'NR>2 {print $4, $3}'";
 
-fn run_vm(env: &TestEnv, vars: &[(&str, &str)], cmd: &[&str]) -> std::process::Output {
-    let mut args = vec![
+/// `capsa run --rm --isolation vm ARGS` (image and command in ARGS), logging at info.
+fn run_vm(env: &TestEnv, vars: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    let mut all = vec![
         "--log-level",
         "info",
         "run",
@@ -24,10 +25,9 @@ fn run_vm(env: &TestEnv, vars: &[(&str, &str)], cmd: &[&str]) -> std::process::O
         "--rm",
         "--isolation",
         "vm",
-        "busybox",
     ];
-    args.extend_from_slice(cmd);
-    env.capsa_env(&args, vars)
+    all.extend_from_slice(args);
+    env.capsa_env(&all, vars)
 }
 
 fn restored(stderr: &str) -> bool {
@@ -62,9 +62,15 @@ fn engine_template(env: &TestEnv, name: &str) -> Option<String> {
 #[test]
 fn the_first_vm_builds_the_template_and_each_next_one_is_a_distinct_clone() {
     let env = TestEnv::new();
-    let out = run_vm(&env, &[], &["echo", "hi"]);
-    let stderr = text(&out.stderr);
-    assert_eq!(text(&out.stdout), "hi\n", "{stderr}");
+    // Without a network, the clone shows no NIC (the template has one).
+    let out = run_vm(
+        &env,
+        &[],
+        &["--network", "none", "busybox", "ls", "/sys/class/net"],
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(stdout.lines().any(|l| l == "lo"), "{stdout}\n{stderr}");
+    assert!(!stdout.contains("eth"), "{stdout}");
     assert!(stderr.contains("capsa: vm template: built"), "{stderr}");
     assert!(restored(&stderr), "{stderr}");
     let key = template_dirs(&env).pop().expect("a template");
@@ -147,7 +153,7 @@ fn the_first_vm_builds_the_template_and_each_next_one_is_a_distinct_clone() {
 fn a_damaged_or_stale_template_is_rebuilt_and_never_restored() {
     let env = TestEnv::new();
     let hi = |vars: &[(&str, &str)]| {
-        let out = run_vm(&env, vars, &["echo", "hi"]);
+        let out = run_vm(&env, vars, &["busybox", "echo", "hi"]);
         let stderr = text(&out.stderr);
         assert_eq!(text(&out.stdout), "hi\n", "{stderr}");
         stderr

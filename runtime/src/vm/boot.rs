@@ -241,7 +241,7 @@ pub(super) fn boot(
                 ms = spawned.elapsed().as_secs_f64() * 1000.0,
                 "vm agent hello"
             );
-            let restored = template::Restore::restored_request()
+            let restored = template::Restore::restored_request(state.endpoint.is_some())
                 .and_then(|r| booted.agent.call(r, REQUEST_TIMEOUT));
             match restored {
                 Ok(Response::Ok) => Ok(h),
