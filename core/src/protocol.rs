@@ -722,7 +722,7 @@ mod tests {
 
     #[test]
     fn bytes_decode_from_escaped_json_text() {
-        let body = br#"{"version":4,"id":0,"message":{"event":{"output":{"process":"init","stream":"stdout","data":"AAH\/"}}}}"#;
+        let body = br#"{"version":5,"id":0,"message":{"event":{"output":{"process":"init","stream":"stdout","data":"AAH\/"}}}}"#;
         let mut f = (body.len() as u32).to_be_bytes().to_vec();
         f.extend(body);
         match read_frame(&mut f.as_slice()).unwrap().message {

@@ -41,7 +41,16 @@ pub(super) fn prepare(
     let guest = artifacts::locate(store.root())?;
     let mem_mib = guest_memory_mib(opts);
     let vcpus = opts.cpus.map(|c| c.ceil().max(1.0) as u32).unwrap_or(1);
-    ensure_template(store, engine.as_ref(), &guest, mem_mib, vcpus, &mut *notify);
+    // The layers, the writable layer, the volumes.
+    let disks = image.layer_dirs.len() + 1 + opts.volumes.len();
+    if disks > template::SLOTS && engine.qemu().is_some() && template::enabled() {
+        notify(Notice::VmTemplate(format!(
+            "this VM has {disks} disks, a template has {} slots: it boots cold",
+            template::SLOTS
+        )));
+    } else {
+        ensure_template(store, engine.as_ref(), &guest, mem_mib, vcpus, &mut *notify);
+    }
     let (state, create, volumes) = lay_out(store, image, opts)?;
     let launch = Launch {
         mem_mib,
