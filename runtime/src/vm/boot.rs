@@ -217,39 +217,9 @@ pub(super) fn boot(
             return Err(e);
         }
     }
-    if let Some(restore) = &restore {
-        let loaded = restore.load();
-        tracing::debug!(
-            ms = spawned.elapsed().as_secs_f64() * 1000.0,
-            "vm template state loaded"
-        );
-        if let Err(e) = loaded {
-            let _ = booted.engine.kill();
-            let e = with_console(e, &booted.logs);
-            booted.shut_down();
-            return Err(VmError::EngineExited(format!("restoring the VM template: {e}")).into());
-        }
-    }
-    // QEMU answered its monitor, so it has mapped its RAM copy: the file can go.
-    if let Some(r) = &restore {
-        r.ram.remove();
-    }
-    let hello = booted.agent.call(Request::Hello, BOOT_TIMEOUT);
-    let hello = match (hello, &restore) {
-        (Ok(h @ Response::Hello { .. }), Some(_)) => {
-            tracing::debug!(
-                ms = spawned.elapsed().as_secs_f64() * 1000.0,
-                "vm agent hello"
-            );
-            let restored = template::Restore::restored_request(state.endpoint.is_some())
-                .and_then(|r| booted.agent.call(r, REQUEST_TIMEOUT));
-            match restored {
-                Ok(Response::Ok) => Ok(h),
-                Ok(other) => Err(VmError::Agent(format!("{} to restored", other.kind()))),
-                Err(e) => Err(e),
-            }
-        }
-        (hello, _) => hello,
+    let hello = match &restore {
+        Some(restore) => greet_restored(&mut booted, restore, state.endpoint.is_some(), spawned),
+        None => booted.agent.call(Request::Hello, BOOT_TIMEOUT),
     };
     match hello {
         Ok(Response::Hello {
@@ -270,6 +240,35 @@ pub(super) fn boot(
             booted.shut_down();
             Err(e.into())
         }
+    }
+}
+
+/// A restored VM's first words: its template's state loaded, its RAM copy removed (QEMU
+/// has mapped it once it answers its monitor), the agent's hello, then `Restored`. A
+/// failed load ends the engine: nothing of it is used.
+fn greet_restored(
+    booted: &mut Booted,
+    restore: &template::Restore,
+    nic: bool,
+    spawned: Instant,
+) -> Result<Response, VmError> {
+    let ms = || spawned.elapsed().as_secs_f64() * 1000.0;
+    let loaded = restore.load();
+    restore.ram.remove();
+    if let Err(e) = loaded {
+        let _ = booted.engine.kill();
+        let e = with_console(e, &booted.logs);
+        return Err(VmError::EngineExited(format!(
+            "restoring the VM template: {e}"
+        )));
+    }
+    tracing::debug!(ms = ms(), "vm template state loaded");
+    let hello = booted.agent.call(Request::Hello, BOOT_TIMEOUT)?;
+    tracing::debug!(ms = ms(), "vm agent hello");
+    let restored = template::Restore::restored_request(nic)?;
+    match booted.agent.call(restored, REQUEST_TIMEOUT)? {
+        Response::Ok => Ok(hello),
+        other => Err(VmError::Agent(format!("{} to restored", other.kind()))),
     }
 }
 

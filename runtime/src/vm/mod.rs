@@ -14,7 +14,7 @@
 //!   and `monitor` (the detached monitor and its restarts);
 //! - [`control`]: other commands' way in to a running VM (`exec`, `stats`) through its monitor;
 //! - [`template`]: VM templates (QEMU): a guest booted once, its state saved, each VM
-//!   container restored from it;
+//!   container restored from it, over `qmp` (QEMU's monitor);
 //! - [`stopped`]: `cp` with a stopped VM, booted without its workload for the copy alone.
 
 pub mod agent;
@@ -32,6 +32,7 @@ mod launch;
 mod layout;
 mod monitor;
 pub use capsa_core::protocol;
+mod qmp;
 mod relay;
 pub mod run;
 pub mod sandbox;
