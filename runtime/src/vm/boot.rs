@@ -121,7 +121,14 @@ pub(super) fn boot(
     let disk_list = attach_disks(store, &image.layer_dirs, &files, &launch.volumes, create)?;
     let (agent, engine_end) =
         UnixStream::pair().map_err(|e| VmError::Io(format!("agent socket pair: {e}")))?;
-    let template = restorable(store, engine, guest, launch, disk_list.len());
+    // The template, with this VM's copy of its RAM (a template removed or rebuilt
+    // meanwhile: a cold boot).
+    let template = restorable(store, engine, guest, launch, disk_list.len()).and_then(|t| {
+        template::RamCopy::make(&t, &files.dir.join("ram"))
+            .inspect_err(|e| tracing::info!(%e, "the VM template's RAM: cold boot"))
+            .ok()
+            .map(|ram| (t, ram))
+    });
     let nic = match &state.endpoint {
         Some(e) => Some((engine::open_tap(&e.veth, template.is_none())?, e.mac)),
         None => None,
@@ -139,11 +146,10 @@ pub(super) fn boot(
         console: console_end,
         nic,
     };
-    let template_key = template.as_ref().map(|t| t.key.clone());
+    let template_key = template.as_ref().map(|(t, _)| t.key.clone());
     let (mut cmd, restore) = match template.zip(engine.qemu()) {
-        Some((t, qemu)) => {
+        Some(((t, ram), qemu)) => {
             tracing::info!(template = %t.key, "vm restored from template");
-            let ram = template::RamCopy::make(&t, &files.dir.join("ram"))?;
             let (cmd, restore) = template::restore_command(qemu, &t, vm, ram)?;
             (cmd, Some(restore))
         }
@@ -280,7 +286,7 @@ fn restorable(
     guest: &GuestArtifacts,
     launch: &Launch,
     disks: usize,
-) -> Option<template::Template> {
+) -> Option<template::Sound> {
     let qemu = engine.qemu().filter(|_| template::enabled())?;
     if disks > template::SLOTS {
         tracing::info!(disks, "more disks than a VM template has slots: cold boot");

@@ -65,13 +65,17 @@ struct FileStamp {
 impl FileStamp {
     fn of(path: &Path) -> Result<FileStamp, VmError> {
         let m = std::fs::metadata(path).map_err(|e| io_err(path, e))?;
-        Ok(FileStamp {
+        Ok(Self::from_metadata(path, &m))
+    }
+
+    fn from_metadata(path: &Path, m: &std::fs::Metadata) -> FileStamp {
+        FileStamp {
             path: path.to_path_buf(),
             len: m.len(),
             ino: m.ino(),
             mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
             ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
-        })
+        }
     }
 }
 
@@ -98,11 +102,20 @@ struct Manifest {
     ram: FileStamp,
 }
 
-/// A usable template.
+/// A template (its key and folder).
 #[derive(Debug)]
 pub struct Template {
     pub key: String,
     pub dir: PathBuf,
+}
+
+/// A sound template's files, opened once checked: what a clone is restored from is what was
+/// checked, whatever happens to the paths meanwhile (a rebuild renames new files in).
+#[derive(Debug)]
+pub struct Sound {
+    pub key: String,
+    state: std::fs::File,
+    ram: std::fs::File,
 }
 
 impl Template {
@@ -156,10 +169,15 @@ fn key_of(inputs: &Inputs) -> String {
 
 fn sha256_file(path: &Path) -> Result<String, VmError> {
     let mut f = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
+    sha256_of(&mut f).map_err(|e| io_err(path, e))
+}
+
+/// The sha256 of what `f` holds from its offset on.
+fn sha256_of(f: &mut std::fs::File) -> std::io::Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 64 << 10];
     loop {
-        let n = f.read(&mut buf).map_err(|e| io_err(path, e))?;
+        let n = f.read(&mut buf)?;
         if n == 0 {
             return Ok(hex::encode(h.finalize()));
         }
@@ -174,18 +192,18 @@ pub fn usable(
     guest: &GuestArtifacts,
     mem_mib: u64,
     vcpus: u32,
-) -> Result<Template, String> {
+) -> Result<Sound, String> {
     let inputs = inputs(qemu, guest, mem_mib, vcpus).map_err(|e| e.to_string())?;
     let key = key_of(&inputs);
     let t = Template {
         dir: templates_dir(root).join(&key),
         key,
     };
-    check(&t, &inputs).map(|()| t)
+    check(&t, &inputs)
 }
 
-/// Whether template `t`'s files are those its manifest describes, for `inputs`.
-fn check(t: &Template, inputs: &Inputs) -> Result<(), String> {
+/// Template `t`'s files, opened, if they are those its manifest describes, for `inputs`.
+fn check(t: &Template, inputs: &Inputs) -> Result<Sound, String> {
     let path = t.dir.join("manifest.json");
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
@@ -197,13 +215,22 @@ fn check(t: &Template, inputs: &Inputs) -> Result<(), String> {
     if manifest.inputs != *inputs {
         return Err("made for other inputs".into());
     }
-    if FileStamp::of(&t.ram()).map_err(|e| e.to_string())? != manifest.ram {
+    let open = |p: PathBuf| std::fs::File::open(&p).map_err(|e| format!("{}: {e}", p.display()));
+    let (mut state, ram) = (open(t.state())?, open(t.ram())?);
+    let meta = ram.metadata().map_err(|e| e.to_string())?;
+    if FileStamp::from_metadata(&t.ram(), &meta) != manifest.ram {
         return Err("its memory file changed since it was saved".into());
     }
-    if sha256_file(&t.state()).map_err(|e| e.to_string())? != manifest.state_sha256 {
+    if sha256_of(&mut state).map_err(|e| e.to_string())? != manifest.state_sha256 {
         return Err("its device state does not match its hash".into());
     }
-    Ok(())
+    use std::io::Seek;
+    state.rewind().map_err(|e| e.to_string())?;
+    Ok(Sound {
+        key: t.key.clone(),
+        state,
+        ram,
+    })
 }
 
 /// The template for these inputs, built (under a lock, once among concurrent capsas) when
@@ -220,7 +247,7 @@ pub fn ensure(
     let dir = templates_dir(root).join(&key);
     let t = Template { dir, key };
     let why = match check(&t, &inputs) {
-        Ok(()) => return Ok(Ensured::Ready(t)),
+        Ok(_) => return Ok(Ensured::Ready(t)),
         Err(why) => why,
     };
     super::jail::private_dir(&templates_dir(root))?;
@@ -293,7 +320,7 @@ fn describe(dir: &Path) -> TemplateInfo {
         "stale (its kernel, agent or QEMU changed)".to_string()
     } else {
         match check(&t, i) {
-            Ok(()) => "ready".into(),
+            Ok(_) => "ready".into(),
             Err(why) => format!("damaged ({why})"),
         }
     };
@@ -560,10 +587,10 @@ pub struct RamCopy(PathBuf);
 
 impl RamCopy {
     /// Copies the template's RAM to `path` (its data only: the holes stay holes).
-    pub fn make(t: &Template, path: &Path) -> Result<RamCopy, VmError> {
+    pub fn make(t: &Sound, path: &Path) -> Result<RamCopy, VmError> {
         let _ = std::fs::remove_file(path);
         let copy = RamCopy(path.to_path_buf());
-        sparse_copy(&t.ram(), path).map_err(|e| io_err(path, e))?;
+        sparse_copy(&t.ram, path).map_err(|e| io_err(path, e))?;
         Ok(copy)
     }
 
@@ -584,9 +611,8 @@ impl Drop for RamCopy {
     }
 }
 
-fn sparse_copy(from: &Path, to: &Path) -> std::io::Result<()> {
+fn sparse_copy(src: &std::fs::File, to: &Path) -> std::io::Result<()> {
     use nix::unistd::{lseek, Whence};
-    let src = std::fs::File::open(from)?;
     let dst = std::fs::OpenOptions::new()
         .create_new(true)
         .write(true)
@@ -631,7 +657,7 @@ fn sparse_copy(from: &Path, to: &Path) -> std::io::Result<()> {
 /// and the template's device state as descriptors.
 pub fn restore_command(
     qemu: &Qemu,
-    t: &Template,
+    t: &Sound,
     vm: VmSpec,
     ram: RamCopy,
 ) -> Result<(EngineCommand, Restore), VmError> {
@@ -641,8 +667,12 @@ pub fn restore_command(
             vm.disks.len()
         )));
     }
-    let state = std::fs::File::open(t.state()).map_err(|e| io_err(&t.state(), e))?;
-    let (qmp, qmp_end) = UnixStream::pair().map_err(|e| io_err(&t.dir, e))?;
+    let state = t
+        .state
+        .try_clone()
+        .map_err(|e| VmError::Io(format!("vm template {}: {e}", t.key)))?;
+    let (qmp, qmp_end) =
+        UnixStream::pair().map_err(|e| VmError::Io(format!("QMP socket pair: {e}")))?;
     let mut c = base_command(qemu, &ram.0);
     let mut args = machine_args(qemu, vm.mem_mib, vm.vcpus, false);
     for i in 0..SLOTS {
@@ -732,7 +762,7 @@ mod tests {
         f.write_all_at(b"agent", 40 << 20).unwrap();
         drop(f);
         let to = dir.path().join("to");
-        sparse_copy(&from, &to).unwrap();
+        sparse_copy(&std::fs::File::open(&from).unwrap(), &to).unwrap();
         assert_eq!(std::fs::read(&from).unwrap(), std::fs::read(&to).unwrap());
         let used = std::fs::metadata(&to).unwrap().blocks() * 512;
         assert!(used < 4 << 20, "holes stay holes: {used} bytes used");
