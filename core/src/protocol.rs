@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 /// Bumped on any incompatible change (2: `cp` streams through a copy process; 3: `cp` with
 /// a stopped VM mounts its root without a workload; 4: the host's clock on every request,
 /// which an older agent would ignore and leave the guest in 1970; the disks' bytes in
-/// `GuestStats`).
-pub const PROTOCOL_VERSION: u32 = 4;
+/// `GuestStats`; 5: `Restored` after a VM template's restore, eth0's MAC in `GuestNetwork`).
+pub const PROTOCOL_VERSION: u32 = 5;
 /// The largest frame either side accepts.
 pub const MAX_FRAME: usize = 16 << 20;
 /// The most bytes of a `cp` archive one `Input` frame carries (base64 makes a third more).
@@ -74,6 +74,14 @@ pub enum Message {
 pub enum Request {
     /// The first message: the agent answers with its own version and kernel.
     Hello,
+    /// The VM was restored from a template (a snapshot shared by many VMs): the agent mixes
+    /// `entropy` (host random bytes) into the guest's RNG and reseeds it, so no two clones
+    /// draw the same numbers, and probes the disks again (their capacity and read-only flag
+    /// are this VM's, not the template's placeholders'), leaving empty slots unbound. Sent
+    /// after `Hello`, before anything reads a disk or a random number for the workload.
+    /// Without `nic` (`--network none`) the template's network device is unbound: the
+    /// workload sees only `lo`, as in a VM booted without one.
+    Restored { entropy: Bytes, nic: bool },
     /// Mount the root, write the container's files, set up its cgroup and process; not started.
     Create(Box<CreateRequest>),
     /// Release the created workload.
@@ -248,6 +256,9 @@ pub struct GuestNetwork {
     pub address: std::net::Ipv4Addr,
     pub prefix: u8,
     pub gateway: std::net::Ipv4Addr,
+    /// eth0's MAC, set by the agent: a VM restored from a template has the template's.
+    #[serde(default)]
+    pub mac: Option<[u8; 6]>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -711,7 +722,7 @@ mod tests {
 
     #[test]
     fn bytes_decode_from_escaped_json_text() {
-        let body = br#"{"version":4,"id":0,"message":{"event":{"output":{"process":"init","stream":"stdout","data":"AAH\/"}}}}"#;
+        let body = br#"{"version":5,"id":0,"message":{"event":{"output":{"process":"init","stream":"stdout","data":"AAH\/"}}}}"#;
         let mut f = (body.len() as u32).to_be_bytes().to_vec();
         f.extend(body);
         match read_frame(&mut f.as_slice()).unwrap().message {

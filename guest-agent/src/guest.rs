@@ -140,7 +140,7 @@ pub fn configure_eth0(net: &capsa_core::protocol::GuestNetwork) -> std::io::Resu
         .ok_or_else(|| std::io::Error::other("the VM has no eth0"))?;
     disable_ipv6("eth0")?;
     nl.add_address(eth0, net.address, net.prefix)?;
-    nl.set_up(eth0, None)?;
+    nl.set_up(eth0, net.mac)?;
     nl.add_default_route(net.gateway)
 }
 

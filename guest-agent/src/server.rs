@@ -226,6 +226,22 @@ impl Agent {
                 agent: env!("CARGO_PKG_VERSION").into(),
                 kernel: guest::kernel_release(),
             }),
+            Request::Restored { entropy, nic } => {
+                if self.workload.is_some() || self.root.is_some() {
+                    return Err((
+                        ErrorKind::BadRequest,
+                        "restored after the container's disks were mounted".into(),
+                    ));
+                }
+                crate::restore::reseed_rng(&entropy.0)
+                    .and_then(|()| crate::restore::probe_disks_again())
+                    .and_then(|()| match nic {
+                        true => Ok(()),
+                        false => crate::restore::unbind_nics(),
+                    })
+                    .map_err(|e| (ErrorKind::Internal, format!("after the restore: {e}")))?;
+                Ok(Response::Ok)
+            }
             Request::MountRoot(c) => {
                 if self.workload.is_some() || self.root.is_some() {
                     return Err((

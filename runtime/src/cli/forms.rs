@@ -125,6 +125,9 @@ pub enum SystemCommand {
     Events(super::events::EventsArgs),
     /// Serve the Docker Engine API (Podman's name for `capsa serve`).
     Service(super::serve::ServeArgs),
+    /// The VM templates VM containers start from (ls, rm, warm).
+    #[command(subcommand)]
+    VmTemplate(super::vm_template::VmTemplateCommand),
 }
 
 impl ContainerVerb {

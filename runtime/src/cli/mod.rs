@@ -27,6 +27,7 @@ mod stats;
 mod system;
 mod terminal;
 mod usage_error;
+mod vm_template;
 mod volume;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -224,6 +225,7 @@ fn dispatch(root: &crate::root::StateRoot, root_dir: &std::path::Path, command: 
         Command::System(SystemCommand::Prune(a)) => prune::system_prune(root, a),
         Command::System(SystemCommand::Service(a)) => serve::serve(root, a),
         Command::Builder(c) => build::builder(root, c),
+        Command::System(SystemCommand::VmTemplate(c)) => vm_template::vm_template(root, c),
         Command::Compare(a) => compare::compare(root_dir, a),
         Command::Bench(a) => bench::bench(root, a),
         Command::Network(c) => network::network(root, c),

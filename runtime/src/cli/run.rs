@@ -660,6 +660,7 @@ pub(crate) fn render_notice(notice: Notice) {
     match notice {
         // `capsa compare` and bench/vm.py read this line.
         Notice::EngineChosen(reason) => eprintln!("capsa: vm isolation: {reason}"),
+        Notice::VmTemplate(what) => eprintln!("capsa: vm template: {what}"),
     }
 }
 

@@ -71,6 +71,9 @@ impl std::fmt::Display for Isolation {
 pub enum Notice {
     /// The hypervisor engine chosen for a VM, and why (`qemu (tcg): no vmx/svm ...`).
     EngineChosen(String),
+    /// The VM template was built now (why: missing, stale, damaged), or could not be and
+    /// the VM boots cold (why).
+    VmTemplate(String),
 }
 
 /// Where notices go.

@@ -13,7 +13,7 @@ use super::console::LogDrain;
 use super::engine::{Disk, Engine, VmSpec};
 use super::jail::{EngineProcess, Jail};
 use super::protocol::{CreateRequest, Request, Response};
-use super::{artifacts, disks, engine, VmError};
+use super::{artifacts, disks, engine, template, VmError};
 use super::{launch::*, layout::*};
 use crate::container::state::{process_start_time, State, Status};
 use crate::container::store::ContainerStore;
@@ -121,8 +121,16 @@ pub(super) fn boot(
     let disk_list = attach_disks(store, &image.layer_dirs, &files, &launch.volumes, create)?;
     let (agent, engine_end) =
         UnixStream::pair().map_err(|e| VmError::Io(format!("agent socket pair: {e}")))?;
+    // The template, with this VM's copy of its RAM (a template removed or rebuilt
+    // meanwhile: a cold boot).
+    let template = restorable(store, engine, guest, launch, disk_list.len()).and_then(|t| {
+        template::RamCopy::make(&t, &files.dir.join("ram"))
+            .inspect_err(|e| tracing::info!(%e, "the VM template's RAM: cold boot"))
+            .ok()
+            .map(|ram| (t, ram))
+    });
     let nic = match &state.endpoint {
-        Some(e) => Some((engine::open_tap(&e.veth)?, e.mac)),
+        Some(e) => Some((engine::open_tap(&e.veth, template.is_none())?, e.mac)),
         None => None,
     };
     // The console and the engine's output go through pipes the monitor drains into logs of
@@ -138,7 +146,15 @@ pub(super) fn boot(
         console: console_end,
         nic,
     };
-    let cmd = engine.command(vm)?;
+    let template_key = template.as_ref().map(|(t, _)| t.key.clone());
+    let (mut cmd, restore) = match template.zip(engine.qemu()) {
+        Some(((t, ram), qemu)) => {
+            tracing::info!(template = %t.key, "vm restored from template");
+            let (cmd, restore) = template::restore_command(qemu, &t, vm, ram)?;
+            (cmd, Some(restore))
+        }
+        None => (engine.command(vm)?, None),
+    };
     let jail = Jail::prepare(
         engine_cgroup(store, state)?,
         launch.mem_mib + engine.overhead_mib(),
@@ -147,6 +163,15 @@ pub(super) fn boot(
         &guest.kernel,
         &guest.initramfs,
     )?;
+    if let Some(restore) = &restore {
+        // The clone's own copy, for its engine's uid alone.
+        if let Err(e) = restore.ram.give_to(jail.uid.uid) {
+            jail.destroy();
+            return Err(e.into());
+        }
+    } else {
+        cmd.read_write.clear();
+    }
     let seccomp = cmd.seccomp.clone();
     let log = std::fs::File::from(engine_out_end);
     let spawned = Instant::now();
@@ -176,6 +201,7 @@ pub(super) fn boot(
         uid: jail.uid.uid,
         cgroup: jail.cgroup.clone(),
         seccomp,
+        template: template_key,
     };
     let _ = crate::fsutil::write_json_atomic(&files.engine_record(), &record);
     let vm_name = format!("{} ({})", state.name, id::short(&state.id));
@@ -197,7 +223,11 @@ pub(super) fn boot(
             return Err(e);
         }
     }
-    match booted.agent.call(Request::Hello, BOOT_TIMEOUT) {
+    let hello = match &restore {
+        Some(restore) => greet_restored(&mut booted, restore, state.endpoint.is_some(), spawned),
+        None => booted.agent.call(Request::Hello, BOOT_TIMEOUT),
+    };
+    match hello {
         Ok(Response::Hello {
             agent: version,
             kernel,
@@ -217,6 +247,54 @@ pub(super) fn boot(
             Err(e.into())
         }
     }
+}
+
+/// A restored VM's first words: its template's state loaded, its RAM copy removed (QEMU
+/// has mapped it once it answers its monitor), the agent's hello, then `Restored`. A
+/// failed load ends the engine: nothing of it is used.
+fn greet_restored(
+    booted: &mut Booted,
+    restore: &template::Restore,
+    nic: bool,
+    spawned: Instant,
+) -> Result<Response, VmError> {
+    let ms = || spawned.elapsed().as_secs_f64() * 1000.0;
+    let loaded = restore.load();
+    restore.ram.remove();
+    if let Err(e) = loaded {
+        let _ = booted.engine.kill();
+        let e = with_console(e, &booted.logs);
+        return Err(VmError::EngineExited(format!(
+            "restoring the VM template: {e}"
+        )));
+    }
+    tracing::debug!(ms = ms(), "vm template state loaded");
+    let hello = booted.agent.call(Request::Hello, BOOT_TIMEOUT)?;
+    tracing::debug!(ms = ms(), "vm agent hello");
+    let restored = template::Restore::restored_request(nic)?;
+    match booted.agent.call(restored, REQUEST_TIMEOUT)? {
+        Response::Ok => Ok(hello),
+        other => Err(VmError::Agent(format!("{} to restored", other.kind()))),
+    }
+}
+
+/// The template this VM starts from, if templates are on, the engine is QEMU, the
+/// container's disks fit the template's slots and the template is sound; else it boots cold.
+fn restorable(
+    store: &ContainerStore,
+    engine: &dyn Engine,
+    guest: &GuestArtifacts,
+    launch: &Launch,
+    disks: usize,
+) -> Option<template::Sound> {
+    let qemu = engine.qemu().filter(|_| template::enabled())?;
+    if disks > template::SLOTS {
+        tracing::info!(disks, "more disks than a VM template has slots: cold boot");
+        return None;
+    }
+    template::usable(store.root(), qemu, guest, launch.mem_mib, launch.vcpus)
+        .inspect_err(|why| tracing::info!(%why, "no VM template: cold boot"))
+        .ok()
 }
 
 /// Boots stopped (or created) container `id`'s VM for a copy alone: jailed as always, its
@@ -286,6 +364,9 @@ pub struct EngineRecord {
     pub cgroup: CgroupPaths,
     /// The seccomp policy the engine installs.
     pub seccomp: String,
+    /// The VM template it was restored from (none: booted cold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
 }
 
 /// The record of container `id`'s engine while it runs (None when it does not).

@@ -45,7 +45,7 @@ fn mac_text(mac: &[u8; 6]) -> String {
 }
 
 /// Opens a disk for the engine: read-only, or read-write.
-fn open_disk(path: &Path, write: bool) -> Result<OwnedFd, VmError> {
+pub(super) fn open_disk(path: &Path, write: bool) -> Result<OwnedFd, VmError> {
     std::fs::OpenOptions::new()
         .read(true)
         .write(write)
@@ -67,12 +67,17 @@ pub trait Engine {
     }
     /// The engine's version, for reports.
     fn version(&self) -> String;
+    /// QEMU, which can start VMs from templates ([`super::template`]).
+    fn qemu(&self) -> Option<&Qemu> {
+        None
+    }
 }
 
 /// Opens tap `name` (created if missing) for an engine to use through its descriptor, with
-/// the virtio-net header on every frame: the jailed engine needs neither /dev/net/tun nor
+/// the virtio-net header on every frame when `vnet_hdr` (a VM restored from a template has
+/// a NIC that negotiated none): the jailed engine needs neither /dev/net/tun nor
 /// CAP_NET_ADMIN.
-pub fn open_tap(name: &str) -> Result<OwnedFd, VmError> {
+pub fn open_tap(name: &str, vnet_hdr: bool) -> Result<OwnedFd, VmError> {
     const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
     const IFF_TAP: libc::c_short = 0x0002;
     const IFF_NO_PI: libc::c_short = 0x1000;
@@ -94,7 +99,7 @@ pub fn open_tap(name: &str) -> Result<OwnedFd, VmError> {
         .map_err(err)?;
     let mut req = IfReq {
         name: [0; 16],
-        flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
+        flags: IFF_TAP | IFF_NO_PI | if vnet_hdr { IFF_VNET_HDR } else { 0 },
         _pad: [0; 22],
     };
     req.name[..name.len()].copy_from_slice(name.as_bytes());
@@ -185,8 +190,8 @@ pub fn qemu_microvm(binary: &std::path::Path, kvm: bool) -> Command {
 }
 
 pub struct Qemu {
-    binary: PathBuf,
-    kvm: bool,
+    pub(super) binary: PathBuf,
+    pub(super) kvm: bool,
 }
 
 /// QEMU's seccomp policy, as `-sandbox` takes it: every filter on.
@@ -196,6 +201,10 @@ pub const QEMU_SANDBOX: &str =
 impl Engine for Qemu {
     fn name(&self) -> &'static str {
         "qemu"
+    }
+
+    fn qemu(&self) -> Option<&Qemu> {
+        Some(self)
     }
 
     fn accelerator(&self) -> &'static str {
@@ -222,6 +231,7 @@ impl Engine for Qemu {
                 .map(PathBuf::from)
                 .filter(|p| p.is_dir())
                 .collect(),
+            read_write: Vec::new(),
             kvm: self.kvm,
             seccomp: format!("qemu -sandbox {QEMU_SANDBOX}"),
         };
@@ -328,6 +338,7 @@ impl Engine for CapsaVmm {
             args: Vec::new(),
             fds: Vec::new(),
             read_only: Vec::new(),
+            read_write: Vec::new(),
             kvm: true,
             seccomp: "capsa-vmm's per-thread filters (VMM thread, vCPU threads)".into(),
         };

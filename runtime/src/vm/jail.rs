@@ -146,6 +146,9 @@ pub struct EngineCommand {
     pub fds: Vec<OwnedFd>,
     /// Host files or directories the engine reads, bound read-only at the same path.
     pub read_only: Vec<PathBuf>,
+    /// Host files the engine writes, bound read-write: (host path, path in the jail). A VM
+    /// template's guest memory file (its own copy for a clone), owned by the engine's uid.
+    pub read_write: Vec<(PathBuf, PathBuf)>,
     /// Whether the engine opens /dev/kvm.
     pub kvm: bool,
     /// The seccomp policy the engine installs, as `inspect` shows it.
@@ -387,8 +390,10 @@ struct Bind {
     source: CString,
     target: CString,
     is_file: bool,
-    /// Extra flags for the read-only remount (MS_NOEXEC for data).
+    /// Extra flags for the remount (MS_NOEXEC for data).
     flags: libc::c_ulong,
+    /// Left writable (the remount is read-only otherwise).
+    writable: bool,
 }
 
 /// Everything the child does between clone and execve, computed beforehand: after fork in
@@ -433,6 +438,9 @@ impl ChildPlan {
         }
         layout.file(&jail.kernel, Path::new(KERNEL), libc::MS_NOEXEC)?;
         layout.file(&jail.initramfs, Path::new(INITRAMFS), libc::MS_NOEXEC)?;
+        for (host, inside) in &cmd.read_write {
+            layout.writable_file(host, inside)?;
+        }
         for (path, major, minor) in DEVICES {
             layout.node(path, *major, *minor, false)?;
         }
@@ -565,9 +573,10 @@ impl ChildPlan {
                 std::ptr::null(),
             );
             check(err, "bind mount", rc);
+            let rdonly = if b.writable { 0 } else { libc::MS_RDONLY };
             let ro = libc::MS_BIND
                 | libc::MS_REMOUNT
-                | libc::MS_RDONLY
+                | rdonly
                 | libc::MS_NOSUID
                 | libc::MS_NODEV
                 | b.flags;
@@ -763,6 +772,24 @@ impl Layout {
             target: cstr(Self::inside(target))?,
             is_file: !meta.is_dir(),
             flags,
+            writable: false,
+        });
+        Ok(())
+    }
+
+    /// A read-write bind of host file `source` at `target` (no exec, no devices).
+    fn writable_file(&mut self, source: &Path, target: &Path) -> Result<(), VmError> {
+        let meta = std::fs::metadata(source).map_err(|e| jail_err(source, e))?;
+        if !meta.is_file() {
+            return Err(jail_err(source, "not a regular file"));
+        }
+        self.parents(target)?;
+        self.binds.push(Bind {
+            source: cstr(source)?,
+            target: cstr(Self::inside(target))?,
+            is_file: true,
+            flags: libc::MS_NOEXEC,
+            writable: true,
         });
         Ok(())
     }
@@ -931,6 +958,7 @@ mod tests {
             args: Vec::new(),
             fds: Vec::new(),
             read_only: Vec::new(),
+            read_write: Vec::new(),
             kvm: true,
             seccomp: String::new(),
         };

@@ -157,6 +157,7 @@ pub(super) fn lay_out_named(
         address: e.ip,
         prefix: e.prefix,
         gateway: e.gateway,
+        mac: Some(e.mac),
     });
     let create = CreateRequest {
         id: id.to_string(),

@@ -13,6 +13,8 @@
 //!   (the agent conversation in one poll), `control_server` (the control socket's clients)
 //!   and `monitor` (the detached monitor and its restarts);
 //! - [`control`]: other commands' way in to a running VM (`exec`, `stats`) through its monitor;
+//! - [`template`]: VM templates (QEMU): a guest booted once, its state saved, each VM
+//!   container restored from it, over `qmp` (QEMU's monitor);
 //! - [`stopped`]: `cp` with a stopped VM, booted without its workload for the copy alone.
 
 pub mod agent;
@@ -30,10 +32,12 @@ mod launch;
 mod layout;
 mod monitor;
 pub use capsa_core::protocol;
+mod qmp;
 mod relay;
 pub mod run;
 pub mod sandbox;
 pub mod stopped;
+pub mod template;
 
 use std::time::Duration;
 

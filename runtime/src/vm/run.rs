@@ -9,7 +9,7 @@ use super::artifacts::GuestArtifacts;
 pub use super::boot::{engine_record, EngineRecord};
 use super::engine::Engine;
 pub use super::launch::DEFAULT_GUEST_MIB;
-use super::{artifacts, engine};
+use super::{artifacts, engine, template};
 use super::{boot::*, launch::*, layout::*, monitor::*, relay::*};
 use crate::container::options::RunOptions;
 use crate::container::sandbox::{Notice, Notify, RunOutcome};
@@ -39,10 +39,22 @@ pub(super) fn prepare(
     let (engine, reason) = engine::select(vmm)?;
     notify(Notice::EngineChosen(reason));
     let guest = artifacts::locate(store.root())?;
+    let mem_mib = guest_memory_mib(opts);
+    let vcpus = opts.cpus.map(|c| c.ceil().max(1.0) as u32).unwrap_or(1);
+    // The layers, the writable layer, the volumes.
+    let disks = image.layer_dirs.len() + 1 + opts.volumes.len();
+    if disks > template::SLOTS && engine.qemu().is_some() && template::enabled() {
+        notify(Notice::VmTemplate(format!(
+            "this VM has {disks} disks, a template has {} slots: it boots cold",
+            template::SLOTS
+        )));
+    } else {
+        ensure_template(store, engine.as_ref(), &guest, mem_mib, vcpus, &mut *notify);
+    }
     let (state, create, volumes) = lay_out(store, image, opts)?;
     let launch = Launch {
-        mem_mib: guest_memory_mib(opts),
-        vcpus: opts.cpus.map(|c| c.ceil().max(1.0) as u32).unwrap_or(1),
+        mem_mib,
+        vcpus,
         volumes,
         tty: opts.tty,
         interactive: opts.interactive,
@@ -60,6 +72,29 @@ pub(super) fn prepare(
         state,
         launch,
     })
+}
+
+/// Builds the VM template the boot will restore from when it is missing or stale (said
+/// once, when built); if it cannot be built, says why: the VM boots cold.
+fn ensure_template(
+    store: &ContainerStore,
+    engine: &dyn Engine,
+    guest: &GuestArtifacts,
+    mem_mib: u64,
+    vcpus: u32,
+    notify: Notify,
+) {
+    let Some(qemu) = engine.qemu().filter(|_| template::enabled()) else {
+        return;
+    };
+    match template::ensure(store.root(), qemu, guest, mem_mib, vcpus) {
+        Ok(template::Ensured::Ready(_)) => {}
+        Ok(template::Ensured::Built(t, why)) => notify(Notice::VmTemplate(format!(
+            "built {} for {mem_mib} MiB, {vcpus} vCPU (the previous: {why})",
+            t.key
+        ))),
+        Err(e) => notify(Notice::VmTemplate(format!("{e}; this VM boots cold"))),
+    }
 }
 
 /// Runs a VM container to its end; its output goes to `front`, and with `-i` its input
@@ -164,6 +199,8 @@ pub fn start(store: &ContainerStore, id: &str, notify: Notify) -> Result<(), Con
     let (engine, reason) = engine::select(launch.vmm.as_deref())?;
     notify(Notice::EngineChosen(reason));
     let guest = artifacts::locate(store.root())?;
+    let (mem_mib, vcpus) = (launch.mem_mib, launch.vcpus);
+    ensure_template(store, engine.as_ref(), &guest, mem_mib, vcpus, &mut *notify);
     spawn_monitor(
         store,
         Prepared {

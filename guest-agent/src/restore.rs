@@ -1,0 +1,106 @@
+//! What a VM restored from a template does before its container is set up: the template's
+//! memory is every clone's, so its RNG state is too, and its disks were placeholders.
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+/// `RNDADDENTROPY` and `RNDRESEEDCRNG` (linux/random.h).
+const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
+const RNDRESEEDCRNG: libc::c_ulong = 0x5207;
+/// The most host bytes mixed in at once.
+const MAX_ENTROPY: usize = 512;
+
+/// Mixes `bytes` into the input pool, credited as entropy, then makes the kernel reseed
+/// its CRNG from the pool now (not at its next scheduled reseed, up to a minute away):
+/// every clone's CRNG starts from the template's state, so without this they would read
+/// the same bytes from /dev/urandom.
+pub fn reseed_rng(bytes: &[u8]) -> std::io::Result<()> {
+    if bytes.len() < 32 || bytes.len() > MAX_ENTROPY {
+        return Err(std::io::Error::other(format!(
+            "{} bytes of host entropy (32 to {MAX_ENTROPY} expected)",
+            bytes.len()
+        )));
+    }
+    let random = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/urandom")?;
+    // struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
+    let mut info = Vec::with_capacity(8 + bytes.len());
+    info.extend_from_slice(&((bytes.len() * 8) as i32).to_ne_bytes());
+    info.extend_from_slice(&(bytes.len() as i32).to_ne_bytes());
+    info.extend_from_slice(bytes);
+    // SAFETY: RNDADDENTROPY reads a rand_pool_info of 8 + buf_size bytes, which `info` holds.
+    if unsafe { libc::ioctl(random.as_raw_fd(), RNDADDENTROPY, info.as_ptr()) } != 0 {
+        return Err(std::io::Error::other(format!(
+            "RNDADDENTROPY: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: RNDRESEEDCRNG takes no argument.
+    if unsafe { libc::ioctl(random.as_raw_fd(), RNDRESEEDCRNG) } != 0 {
+        return Err(std::io::Error::other(format!(
+            "RNDRESEEDCRNG: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+const VIRTIO_BLK: &str = "/sys/bus/virtio/drivers/virtio_blk";
+
+/// Unbinds and binds each virtio-blk disk again: the probe reads the capacity and read-only
+/// flag this VM's engine gives it (the template's were placeholders). A slot this VM leaves
+/// empty (its serial, which the device answers live, is empty) is only unbound, so no empty
+/// disk is listed.
+pub fn probe_disks_again() -> std::io::Result<()> {
+    let driver = Path::new(VIRTIO_BLK);
+    let mut devices: Vec<String> = std::fs::read_dir(driver)?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("virtio"))
+        .collect();
+    devices.sort();
+    for dev in devices {
+        let empty = serial_of(&dev).is_empty();
+        write(&driver.join("unbind"), &dev)?;
+        if !empty {
+            write(&driver.join("bind"), &dev)?;
+        }
+    }
+    Ok(())
+}
+
+/// Unbinds every virtio-net device: the VM has no network (the template's NIC is on an
+/// unconnected hub port), so no eth0 is shown.
+pub fn unbind_nics() -> std::io::Result<()> {
+    let driver = Path::new("/sys/bus/virtio/drivers/virtio_net");
+    for e in std::fs::read_dir(driver)?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("virtio") {
+            write(&driver.join("unbind"), &name)?;
+        }
+    }
+    Ok(())
+}
+
+fn write(path: &Path, value: &str) -> std::io::Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(value.as_bytes()))
+        .map_err(|e| std::io::Error::other(format!("{} < {value}: {e}", path.display())))
+}
+
+/// The serial of virtio device `dev`'s disk ("" when it has none).
+fn serial_of(dev: &str) -> String {
+    let block = Path::new("/sys/bus/virtio/devices").join(dev).join("block");
+    std::fs::read_dir(block)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("serial")).ok())
+        .map(|s| s.trim_end_matches(['\0', '\n']).to_string())
+        .next()
+        .unwrap_or_default()
+}

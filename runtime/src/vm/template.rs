@@ -1,0 +1,803 @@
+//! VM templates on QEMU: a guest booted once per (kernel, initramfs, QEMU binary, memory,
+//! vCPUs, layout), stopped once its agent answers and before it has seen any container's
+//! disk, network or identity, its device state saved with QEMU's migration (`migrate` to a
+//! file, `x-ignore-shared`: the guest RAM stays in its own file, `share=on`). Each VM
+//! container then starts from it: the same machine and devices, the RAM file mapped
+//! privately (`share=off`), the device state loaded with `migrate-incoming`; the agent is
+//! told it was restored (`Request::Restored`: RNG reseeded from host bytes, disks probed
+//! again) and sets the clock and MAC from the host's requests.
+//!
+//! The template holds [`SLOTS`] virtio-blk devices on empty placeholders (null-co) and a
+//! NIC on an unconnected hub port: a clone gives each slot its own disk (a disk's backend
+//! is not part of the migration stream; the guest learns its capacity by probing it again)
+//! and its NIC its own tap. A container with more disks than slots boots cold.
+//!
+//! QEMU 7.2 opens a `share=off` RAM file read-write, so a jailed engine that could open the
+//! template's own file could rewrite every later clone's memory: each clone gets its own
+//! sparse copy of it instead (its data only, tens of MiB), owned by its engine's uid.
+//! Nothing in `<root>/vm/templates/<key>` is ever writable by a clone's engine.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::artifacts::GuestArtifacts;
+use super::engine::{Qemu, VmSpec};
+use super::jail::{EngineCommand, Jail, INITRAMFS, KERNEL};
+use super::protocol::{Request, Response, AGENT_PORT_NAME};
+use super::qmp::Qmp;
+use super::VmError;
+use crate::root::StateRoot;
+
+/// Disk slots of a template (layers, the writable layer, volumes).
+pub const SLOTS: usize = 6;
+/// Bumped whenever the template's machine or devices change.
+const LAYOUT_VERSION: u32 = 1;
+/// Where the guest RAM file appears in the engine's jail.
+const RAM_IN_JAIL: &str = "/vm/ram";
+/// `CAPSA_VM_TEMPLATE=off` boots every VM cold.
+pub const SWITCH_ENV: &str = "CAPSA_VM_TEMPLATE";
+/// The template's NIC's MAC (each clone's agent sets the clone's own).
+const TEMPLATE_MAC: &str = "02:ca:50:00:00:01";
+
+/// Whether VM containers start from templates (on unless `CAPSA_VM_TEMPLATE=off`).
+pub fn enabled() -> bool {
+    !matches!(
+        std::env::var(SWITCH_ENV).as_deref(),
+        Ok("off" | "0" | "false")
+    )
+}
+
+/// A file as a template depends on it: a changed file has another stamp.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct FileStamp {
+    path: PathBuf,
+    len: u64,
+    ino: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> Result<FileStamp, VmError> {
+        let m = std::fs::metadata(path).map_err(|e| io_err(path, e))?;
+        Ok(Self::from_metadata(path, &m))
+    }
+
+    fn from_metadata(path: &Path, m: &std::fs::Metadata) -> FileStamp {
+        FileStamp {
+            path: path.to_path_buf(),
+            len: m.len(),
+            ino: m.ino(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+        }
+    }
+}
+
+/// Everything a template's guest state depends on; its hash names the template.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Inputs {
+    layout: u32,
+    cmdline: String,
+    slots: usize,
+    kernel: FileStamp,
+    /// Named by the hash of the agent and capsa-init it holds.
+    initramfs: FileStamp,
+    qemu: FileStamp,
+    kvm: bool,
+    mem_mib: u64,
+    vcpus: u32,
+}
+
+/// Written last: a template without it (or whose files do not match it) is not used.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Manifest {
+    inputs: Inputs,
+    state_sha256: String,
+    ram: FileStamp,
+}
+
+/// A template (its key and folder).
+#[derive(Debug)]
+pub struct Template {
+    pub key: String,
+    pub dir: PathBuf,
+}
+
+/// A sound template's files, opened once checked: what a clone is restored from is what was
+/// checked, whatever happens to the paths meanwhile (a rebuild renames new files in).
+#[derive(Debug)]
+pub struct Sound {
+    pub key: String,
+    state: std::fs::File,
+    ram: std::fs::File,
+}
+
+impl Template {
+    fn ram(&self) -> PathBuf {
+        self.dir.join("ram")
+    }
+    fn state(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+}
+
+/// What [`ensure`] found or did, for the user.
+pub enum Ensured {
+    /// Present and sound.
+    Ready(Template),
+    /// Built now (`why`: it was missing, stale or damaged).
+    Built(Template, String),
+}
+
+fn io_err(path: &Path, e: impl std::fmt::Display) -> VmError {
+    VmError::Io(format!("vm template {}: {e}", path.display()))
+}
+
+pub fn templates_dir(root: &StateRoot) -> PathBuf {
+    root.dir().join("vm").join("templates")
+}
+
+fn inputs(
+    qemu: &Qemu,
+    guest: &GuestArtifacts,
+    mem_mib: u64,
+    vcpus: u32,
+) -> Result<Inputs, VmError> {
+    Ok(Inputs {
+        layout: LAYOUT_VERSION,
+        cmdline: cmdline(),
+        slots: SLOTS,
+        kernel: FileStamp::of(&guest.kernel)?,
+        initramfs: FileStamp::of(&guest.initramfs)?,
+        qemu: FileStamp::of(&qemu.binary)?,
+        kvm: qemu.kvm,
+        mem_mib,
+        vcpus,
+    })
+}
+
+fn key_of(inputs: &Inputs) -> String {
+    let json = serde_json::to_vec(inputs).unwrap_or_default();
+    hex::encode(&Sha256::digest(&json)[..8])
+}
+
+fn sha256_file(path: &Path) -> Result<String, VmError> {
+    let mut f = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
+    sha256_of(&mut f).map_err(|e| io_err(path, e))
+}
+
+/// The sha256 of what `f` holds from its offset on.
+fn sha256_of(f: &mut std::fs::File) -> std::io::Result<String> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex::encode(h.finalize()));
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+/// The template for these inputs if it is there and sound; else why not.
+pub fn usable(
+    root: &StateRoot,
+    qemu: &Qemu,
+    guest: &GuestArtifacts,
+    mem_mib: u64,
+    vcpus: u32,
+) -> Result<Sound, String> {
+    let inputs = inputs(qemu, guest, mem_mib, vcpus).map_err(|e| e.to_string())?;
+    let key = key_of(&inputs);
+    let t = Template {
+        dir: templates_dir(root).join(&key),
+        key,
+    };
+    check(&t, &inputs)
+}
+
+/// Template `t`'s files, opened, if they are those its manifest describes, for `inputs`.
+fn check(t: &Template, inputs: &Inputs) -> Result<Sound, String> {
+    let path = t.dir.join("manifest.json");
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err("none yet".into()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let manifest: Manifest =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    if manifest.inputs != *inputs {
+        return Err("made for other inputs".into());
+    }
+    let open = |p: PathBuf| std::fs::File::open(&p).map_err(|e| format!("{}: {e}", p.display()));
+    let (mut state, ram) = (open(t.state())?, open(t.ram())?);
+    let meta = ram.metadata().map_err(|e| e.to_string())?;
+    if FileStamp::from_metadata(&t.ram(), &meta) != manifest.ram {
+        return Err("its memory file changed since it was saved".into());
+    }
+    if sha256_of(&mut state).map_err(|e| e.to_string())? != manifest.state_sha256 {
+        return Err("its device state does not match its hash".into());
+    }
+    use std::io::Seek;
+    state.rewind().map_err(|e| e.to_string())?;
+    Ok(Sound {
+        key: t.key.clone(),
+        state,
+        ram,
+    })
+}
+
+/// The template for these inputs, built (under a lock, once among concurrent capsas) when
+/// missing, stale or damaged.
+pub fn ensure(
+    root: &StateRoot,
+    qemu: &Qemu,
+    guest: &GuestArtifacts,
+    mem_mib: u64,
+    vcpus: u32,
+) -> Result<Ensured, VmError> {
+    let inputs = inputs(qemu, guest, mem_mib, vcpus)?;
+    let key = key_of(&inputs);
+    let dir = templates_dir(root).join(&key);
+    let t = Template { dir, key };
+    let why = match check(&t, &inputs) {
+        Ok(_) => return Ok(Ensured::Ready(t)),
+        Err(why) => why,
+    };
+    super::jail::private_dir(&templates_dir(root))?;
+    let lock_path = templates_dir(root).join(format!("{}.lock", t.key));
+    let _lock = super::jail::lock_file(&lock_path, true).map_err(|e| io_err(&lock_path, e))?;
+    if check(&t, &inputs).is_ok() {
+        return Ok(Ensured::Ready(t)); // another capsa built it while we waited
+    }
+    let built = build(&t, qemu, guest, &inputs);
+    if built.is_err() {
+        let _ = std::fs::remove_dir_all(&t.dir);
+    }
+    built.map(|()| Ensured::Built(t, why))
+}
+
+/// One template of a state root, as `system vm-template ls` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TemplateInfo {
+    pub key: String,
+    pub mem_mib: u64,
+    pub vcpus: u32,
+    pub kernel: PathBuf,
+    /// Guest memory the template's RAM file holds on disk (its holes take none).
+    pub ram_bytes: u64,
+    /// `ready`, or why no VM will start from it (it is rebuilt or replaced when needed).
+    pub status: String,
+}
+
+/// The templates of `root`, by key.
+pub fn list(root: &StateRoot) -> Vec<TemplateInfo> {
+    let mut out: Vec<TemplateInfo> = std::fs::read_dir(templates_dir(root))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| describe(&e.path()))
+        .collect();
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out
+}
+
+fn describe(dir: &Path) -> TemplateInfo {
+    let key = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ram_bytes = std::fs::metadata(dir.join("ram"))
+        .map(|m| m.blocks() * 512)
+        .unwrap_or(0);
+    let t = Template {
+        key: key.clone(),
+        dir: dir.to_path_buf(),
+    };
+    let manifest: Option<Manifest> = std::fs::read(dir.join("manifest.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let Some(m) = manifest else {
+        return TemplateInfo {
+            key,
+            mem_mib: 0,
+            vcpus: 0,
+            kernel: PathBuf::new(),
+            ram_bytes,
+            status: "incomplete (being built, or its build failed)".into(),
+        };
+    };
+    let current = |f: &FileStamp| FileStamp::of(&f.path).is_ok_and(|now| now == *f);
+    let i = &m.inputs;
+    let status = if !(current(&i.kernel) && current(&i.initramfs) && current(&i.qemu)) {
+        "stale (its kernel, agent or QEMU changed)".to_string()
+    } else {
+        match check(&t, i) {
+            Ok(_) => "ready".into(),
+            Err(why) => format!("damaged ({why})"),
+        }
+    };
+    TemplateInfo {
+        key,
+        mem_mib: i.mem_mib,
+        vcpus: i.vcpus,
+        kernel: i.kernel.path.clone(),
+        ram_bytes,
+        status,
+    }
+}
+
+/// Removes template `key` (under its build lock: never one being built); false if absent.
+pub fn remove(root: &StateRoot, key: &str) -> Result<bool, VmError> {
+    let valid = !key.is_empty() && key.chars().all(|c| c.is_ascii_hexdigit());
+    let dir = templates_dir(root).join(key);
+    if !valid || !dir.is_dir() {
+        return Ok(false);
+    }
+    let lock_path = templates_dir(root).join(format!("{key}.lock"));
+    let _lock = super::jail::lock_file(&lock_path, true).map_err(|e| io_err(&lock_path, e))?;
+    // The lock file stays: a capsa waiting on it holds that very file.
+    std::fs::remove_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+    Ok(true)
+}
+
+/// The machine both the template and its clones run: same devices in the same order.
+fn machine_args(qemu: &Qemu, mem_mib: u64, vcpus: u32, share: bool) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "-M",
+        "microvm,acpi=off,rtc=off,memory-backend=mem",
+        "-nodefaults",
+        "-no-user-config",
+        "-no-reboot",
+        "-nographic",
+        "-sandbox",
+        super::engine::QEMU_SANDBOX,
+    ]
+    .map(String::from)
+    .to_vec();
+    if qemu.kvm {
+        args.extend(["-accel", "kvm", "-cpu", "host"].map(String::from));
+    } else {
+        let cache = super::jail::TCG_CACHE_MIB;
+        args.extend(["-accel".into(), format!("tcg,tb-size={cache}")]);
+    }
+    let share = if share { "on" } else { "off" };
+    args.extend([
+        "-object".into(),
+        format!("memory-backend-file,id=mem,size={mem_mib}M,mem-path={RAM_IN_JAIL},share={share}"),
+        "-m".into(),
+        format!("{mem_mib}M"),
+        "-smp".into(),
+        vcpus.to_string(),
+        "-kernel".into(),
+        KERNEL.into(),
+        "-initrd".into(),
+        INITRAMFS.into(),
+        "-append".into(),
+        cmdline(),
+    ]);
+    args
+}
+
+/// The template's kernel command line: a cold boot's, with expedited RCU grace periods
+/// (the disks' unbind after a restore waits for several; under TCG each normal one takes
+/// tens of milliseconds).
+fn cmdline() -> String {
+    format!("{} rcupdate.rcu_expedited=1", super::boot::KERNEL_CMDLINE)
+}
+
+fn empty_slot(i: usize) -> [String; 4] {
+    [
+        "-blockdev".into(),
+        format!("driver=null-co,node-name=d{i},size=0"),
+        "-device".into(),
+        format!("virtio-blk-device,drive=d{i}"),
+    ]
+}
+
+fn serial_args(c: &mut EngineCommand, console: OwnedFd, agent: OwnedFd) -> Vec<String> {
+    let console = c.pass(console);
+    let agent = c.pass(agent);
+    vec![
+        "-add-fd".into(),
+        format!("fd={console},set=0"),
+        "-chardev".into(),
+        "file,id=console,path=/dev/fdset/0,append=on".into(),
+        "-serial".into(),
+        "chardev:console".into(),
+        "-device".into(),
+        "virtio-serial-device".into(),
+        "-chardev".into(),
+        format!("socket,id=agent,fd={agent}"),
+        "-device".into(),
+        format!("virtserialport,chardev=agent,name={AGENT_PORT_NAME}"),
+    ]
+}
+
+fn qmp_args(c: &mut EngineCommand, qmp: OwnedFd) -> Vec<String> {
+    let qmp = c.pass(qmp);
+    vec![
+        "-chardev".into(),
+        format!("socket,id=qmp,fd={qmp}"),
+        "-mon".into(),
+        "chardev=qmp,mode=control".into(),
+    ]
+}
+
+fn base_command(qemu: &Qemu, ram: &Path) -> EngineCommand {
+    EngineCommand {
+        binary: qemu.binary.clone(),
+        args: Vec::new(),
+        fds: Vec::new(),
+        read_only: ["/usr/share/qemu"]
+            .iter()
+            .map(PathBuf::from)
+            .filter(|p| p.is_dir())
+            .collect(),
+        read_write: vec![(ram.to_path_buf(), PathBuf::from(RAM_IN_JAIL))],
+        kvm: qemu.kvm,
+        seccomp: format!("qemu -sandbox {}", super::engine::QEMU_SANDBOX),
+    }
+}
+
+/// Boots the template, saves its device state and writes its manifest.
+fn build(
+    t: &Template,
+    qemu: &Qemu,
+    guest: &GuestArtifacts,
+    inputs: &Inputs,
+) -> Result<(), VmError> {
+    let _ = std::fs::remove_dir_all(&t.dir);
+    super::jail::private_dir(&t.dir)?;
+    let ram = t.dir.join("ram.tmp");
+    let state = t.dir.join("state.tmp");
+    let create = |p: &Path| {
+        std::fs::OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .open(p)
+            .map_err(|e| io_err(p, e))
+    };
+    let ram_file = create(&ram)?;
+    let state_file = create(&state)?;
+    let log_path = t.dir.join("engine.log");
+    let log = create(&log_path)?;
+    let console_path = t.dir.join("console.log");
+    // Write-only, as QEMU opens /dev/fdset/0 for the console's `append=on`.
+    let console = std::fs::OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&console_path)
+        .map_err(|e| io_err(&console_path, e))?;
+    let (agent, agent_end) = UnixStream::pair().map_err(|e| io_err(&t.dir, e))?;
+    let (qmp, qmp_end) = UnixStream::pair().map_err(|e| io_err(&t.dir, e))?;
+    let mut c = base_command(qemu, &ram);
+    let mut args = machine_args(qemu, inputs.mem_mib, inputs.vcpus, true);
+    for i in 0..SLOTS {
+        args.extend(empty_slot(i));
+    }
+    args.extend(
+        [
+            "-netdev",
+            "hubport,id=n0,hubid=0",
+            "-device",
+            &format!("virtio-net-device,netdev=n0,mac={TEMPLATE_MAC}"),
+        ]
+        .map(String::from),
+    );
+    args.extend(serial_args(&mut c, console.into(), agent_end.into()));
+    args.extend(qmp_args(&mut c, qmp_end.into()));
+    c.args = args;
+    let cgroup = super::layout::host_cgroup(None, &format!("capsa-vmtpl-{}", t.key))
+        .map_err(|e| VmError::Jail(e.to_string()))?;
+    let jail = Jail::prepare(
+        cgroup,
+        inputs.mem_mib + qemu_overhead(qemu),
+        None,
+        qemu.kvm,
+        &guest.kernel,
+        &guest.initramfs,
+    )?;
+    let uid = jail.uid.uid;
+    let saved = std::os::unix::fs::fchown(&ram_file, Some(uid), Some(uid))
+        .map_err(|e| io_err(&ram, e))
+        .and_then(|()| jail.spawn(c, &log))
+        .and_then(|mut engine| {
+            let r = save_state(agent, qmp, &state_file);
+            if r.is_err() {
+                let _ = engine.kill();
+            }
+            let _ = engine.wait();
+            r
+        });
+    jail.destroy();
+    if let Err(e) = saved {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        return Err(VmError::Tool(format!(
+            "building VM template {}: {e}; engine: {}",
+            t.key,
+            log.trim()
+        )));
+    }
+    // The template's files are root's from now on; no engine writes them again.
+    std::os::unix::fs::fchown(&ram_file, Some(0), Some(0)).map_err(|e| io_err(&ram, e))?;
+    for (f, p) in [(&ram_file, &ram), (&state_file, &state)] {
+        f.sync_all().map_err(|e| io_err(p, e))?;
+    }
+    if state_file.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
+        return Err(io_err(&state, "QEMU wrote no device state"));
+    }
+    std::fs::rename(&ram, t.ram()).map_err(|e| io_err(&ram, e))?;
+    std::fs::rename(&state, t.state()).map_err(|e| io_err(&state, e))?;
+    let manifest = Manifest {
+        inputs: inputs.clone(),
+        state_sha256: sha256_file(&t.state())?,
+        ram: FileStamp::of(&t.ram())?,
+    };
+    let path = t.dir.join("manifest.json");
+    crate::fsutil::write_json_atomic(&path, &manifest).map_err(|e| io_err(&path, e))
+}
+
+fn qemu_overhead(qemu: &Qemu) -> u64 {
+    use super::engine::Engine;
+    qemu.overhead_mib()
+}
+
+/// Waits for the template's agent, stops the guest and has QEMU write its device state to
+/// `state` (handed over QMP; its RAM stays in the shared file), then quits it.
+fn save_state(agent: UnixStream, qmp: UnixStream, state: &std::fs::File) -> Result<(), VmError> {
+    let mut agent = super::agent::AgentClient::new(agent, "template");
+    match agent.call(Request::Hello, super::boot::BOOT_TIMEOUT)? {
+        Response::Hello { .. } => {}
+        other => return Err(VmError::Agent(format!("{} to hello", other.kind()))),
+    }
+    let mut qmp = Qmp::connect(qmp)?;
+    qmp.execute("stop", None)?;
+    qmp.execute("migrate-set-capabilities", Some(ignore_shared()))?;
+    qmp.hand_fd("state", state.as_raw_fd())?;
+    qmp.execute("migrate", Some(serde_json::json!({ "uri": "fd:state" })))?;
+    qmp.wait_migration()?;
+    let _ = qmp.execute("quit", None);
+    Ok(())
+}
+
+fn ignore_shared() -> serde_json::Value {
+    serde_json::json!({ "capabilities": [{ "capability": "x-ignore-shared", "state": true }] })
+}
+
+/// A clone being restored: its engine command, and what the restore needs after spawn.
+pub struct Restore {
+    qmp: UnixStream,
+    state: std::fs::File,
+    /// The clone's own copy of the template's RAM.
+    pub ram: RamCopy,
+}
+
+/// A clone's copy of the template's RAM, removed when dropped (its engine keeps what it
+/// mapped): on every path out of the boot, none is left.
+pub struct RamCopy(PathBuf);
+
+impl RamCopy {
+    /// Copies the template's RAM to `path` (its data only: the holes stay holes).
+    pub fn make(t: &Sound, path: &Path) -> Result<RamCopy, VmError> {
+        let _ = std::fs::remove_file(path);
+        let copy = RamCopy(path.to_path_buf());
+        sparse_copy(&t.ram, path).map_err(|e| io_err(path, e))?;
+        Ok(copy)
+    }
+
+    /// Makes it the engine's (uid `uid`) alone.
+    pub fn give_to(&self, uid: u32) -> Result<(), VmError> {
+        std::os::unix::fs::chown(&self.0, Some(uid), Some(uid)).map_err(|e| io_err(&self.0, e))
+    }
+
+    /// Removes the file now (the engine has mapped it).
+    pub fn remove(&self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl Drop for RamCopy {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+fn sparse_copy(src: &std::fs::File, to: &Path) -> std::io::Result<()> {
+    use nix::unistd::{lseek, Whence};
+    let dst = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .open(to)?;
+    let len = src.metadata()?.len();
+    dst.set_len(len)?;
+    let mut pos: i64 = 0;
+    while (pos as u64) < len {
+        let data = match lseek(src.as_raw_fd(), pos, Whence::SeekData) {
+            Ok(d) => d,
+            Err(nix::errno::Errno::ENXIO) => break, // only a hole is left
+            Err(e) => return Err(e.into()),
+        };
+        let hole = lseek(src.as_raw_fd(), data, Whence::SeekHole)?;
+        let (mut off_in, mut off_out) = (data, data);
+        while off_in < hole {
+            // SAFETY: copy_file_range between two descriptors we own, with offsets we own.
+            let n = unsafe {
+                libc::copy_file_range(
+                    src.as_raw_fd(),
+                    &mut off_in,
+                    dst.as_raw_fd(),
+                    &mut off_out,
+                    (hole - off_in) as usize,
+                    0,
+                )
+            };
+            if n < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if n == 0 {
+                return Err(std::io::Error::other("the template's RAM file shrank"));
+            }
+        }
+        pos = hole;
+    }
+    Ok(())
+}
+
+/// The clone's engine command: the template's machine with `vm`'s disks in the slots, its
+/// tap (or an unconnected hub port) behind the NIC, its own RAM copy at `ram`, its QMP
+/// and the template's device state as descriptors.
+pub fn restore_command(
+    qemu: &Qemu,
+    t: &Sound,
+    vm: VmSpec,
+    ram: RamCopy,
+) -> Result<(EngineCommand, Restore), VmError> {
+    if vm.disks.len() > SLOTS {
+        return Err(VmError::Tool(format!(
+            "{} disks: a VM template has {SLOTS} slots",
+            vm.disks.len()
+        )));
+    }
+    let state = t
+        .state
+        .try_clone()
+        .map_err(|e| VmError::Io(format!("vm template {}: {e}", t.key)))?;
+    let (qmp, qmp_end) =
+        UnixStream::pair().map_err(|e| VmError::Io(format!("QMP socket pair: {e}")))?;
+    let mut c = base_command(qemu, &ram.0);
+    let mut args = machine_args(qemu, vm.mem_mib, vm.vcpus, false);
+    for i in 0..SLOTS {
+        let Some(d) = vm.disks.get(i) else {
+            args.extend(empty_slot(i));
+            continue;
+        };
+        // Set 0 is the console; slot i is set i+1, as the cold boot's disks.
+        let set = i + 1;
+        let ro_fd = c.pass(super::engine::open_disk(&d.path, false)?);
+        args.extend(["-add-fd".into(), format!("fd={ro_fd},set={set}")]);
+        if !d.read_only {
+            let rw = c.pass(super::engine::open_disk(&d.path, true)?);
+            args.extend(["-add-fd".into(), format!("fd={rw},set={set}")]);
+        }
+        let ro = if d.read_only { ",readonly=on" } else { "" };
+        args.extend([
+            "-drive".into(),
+            format!("id=d{i},file=/dev/fdset/{set},format=raw,if=none{ro}"),
+            "-device".into(),
+            format!("virtio-blk-device,drive=d{i},serial={}", d.serial),
+        ]);
+    }
+    let netdev = match vm.nic {
+        Some((tap, _mac)) => format!("tap,id=n0,fd={}", c.pass(tap)),
+        None => "hubport,id=n0,hubid=0".into(),
+    };
+    args.extend([
+        "-netdev".into(),
+        netdev,
+        "-device".into(),
+        format!("virtio-net-device,netdev=n0,mac={TEMPLATE_MAC}"),
+    ]);
+    args.extend(serial_args(&mut c, vm.console, vm.agent));
+    args.extend(qmp_args(&mut c, qmp_end.into()));
+    args.extend(["-incoming".into(), "defer".into()]);
+    c.args = args;
+    Ok((c, Restore { qmp, state, ram }))
+}
+
+impl Restore {
+    /// Has the spawned clone load the template's device state; its guest runs once loaded.
+    pub fn load(&self) -> Result<(), VmError> {
+        let stream = self
+            .qmp
+            .try_clone()
+            .map_err(|e| VmError::Io(format!("QMP: {e}")))?;
+        let mut qmp = Qmp::connect(stream)?;
+        qmp.execute("migrate-set-capabilities", Some(ignore_shared()))?;
+        qmp.hand_fd("state", self.state.as_raw_fd())?;
+        qmp.execute(
+            "migrate-incoming",
+            Some(serde_json::json!({ "uri": "fd:state" })),
+        )?;
+        qmp.run_when_loaded()
+    }
+
+    /// What the agent is told first: host random bytes for its RNG, whether it has a NIC.
+    pub fn restored_request(nic: bool) -> Result<Request, VmError> {
+        let mut entropy = vec![0u8; 64];
+        getrandom(&mut entropy)?;
+        Ok(Request::Restored {
+            entropy: super::protocol::Bytes(entropy),
+            nic,
+        })
+    }
+}
+
+fn getrandom(buf: &mut [u8]) -> Result<(), VmError> {
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(buf))
+        .map_err(|e| VmError::Io(format!("/dev/urandom: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sparse_copy_keeps_data_and_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("from");
+        let f = std::fs::File::create(&from).unwrap();
+        f.set_len(64 << 20).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(b"kernel text", 4 << 20).unwrap();
+        f.write_all_at(b"agent", 40 << 20).unwrap();
+        drop(f);
+        let to = dir.path().join("to");
+        sparse_copy(&std::fs::File::open(&from).unwrap(), &to).unwrap();
+        assert_eq!(std::fs::read(&from).unwrap(), std::fs::read(&to).unwrap());
+        let used = std::fs::metadata(&to).unwrap().blocks() * 512;
+        assert!(used < 4 << 20, "holes stay holes: {used} bytes used");
+    }
+
+    #[test]
+    fn the_key_changes_with_every_input() {
+        let stamp = |p: &str| FileStamp {
+            path: p.into(),
+            len: 1,
+            ino: 2,
+            mtime_ns: 3,
+            ctime_ns: 4,
+        };
+        let base = Inputs {
+            layout: LAYOUT_VERSION,
+            cmdline: cmdline(),
+            slots: SLOTS,
+            kernel: stamp("/k"),
+            initramfs: stamp("/i"),
+            qemu: stamp("/q"),
+            kvm: false,
+            mem_mib: 256,
+            vcpus: 1,
+        };
+        let mut kernel = base.clone();
+        kernel.kernel.mtime_ns += 1;
+        let mut mem = base.clone();
+        mem.mem_mib = 512;
+        let mut cpus = base.clone();
+        cpus.vcpus = 2;
+        let keys: std::collections::HashSet<String> = [&base, &kernel, &mem, &cpus]
+            .iter()
+            .map(|i| key_of(i))
+            .collect();
+        assert_eq!(keys.len(), 4);
+    }
+}

@@ -1,0 +1,271 @@
+//! VM templates on QEMU (TCG here), as a user and an attacker check them: the first VM
+//! container builds the template, the next ones start from it, each clone has its own
+//! random numbers, hostname, address and MAC; a damaged or stale template is rebuilt, never
+//! restored; a clone's engine maps its own copy of the template's memory, never the
+//! template's file.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use capsa_tests::{text, TestEnv};
+
+/// What each clone prints: random bytes, hostname, eth0's address and MAC, the disks.
+const IDENTITY: &str = "head -c16 /dev/urandom | od -An -tx1 | tr -d ' '; hostname; \
+     ip -4 -o addr show eth0 | awk '{print $4}'; cat /sys/class/net/eth0/address; \
+     date -u +%s; cat /proc/partitions | awk 'NR>2 {print $4, $3}'";
+
+/// `capsa run --rm --isolation vm ARGS` (image and command in ARGS), logging at info.
+fn run_vm(env: &TestEnv, vars: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    let mut all = vec![
+        "--log-level",
+        "info",
+        "run",
+        "--cgroup-parent",
+        env.cgroup_parent(),
+        "--rm",
+        "--isolation",
+        "vm",
+    ];
+    all.extend_from_slice(args);
+    env.capsa_env(&all, vars)
+}
+
+fn restored(stderr: &str) -> bool {
+    stderr.contains("vm restored from template")
+}
+
+fn template_dirs(env: &TestEnv) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(env.root().join("vm/templates"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    dirs
+}
+
+/// The template container `name`'s engine was restored from (None: booted cold).
+fn engine_template(env: &TestEnv, name: &str) -> Option<String> {
+    let id = env.inspect(name, "{{.Id}}");
+    let record = env
+        .root()
+        .join("containers")
+        .join(id)
+        .join("vm/engine.json");
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(record).ok()?).ok()?;
+    record["template"].as_str().map(String::from)
+}
+
+#[test]
+fn the_first_vm_builds_the_template_and_each_next_one_is_a_distinct_clone() {
+    let env = TestEnv::new();
+    // Without a network, the clone shows no NIC (the template has one).
+    let out = run_vm(
+        &env,
+        &[],
+        &["--network", "none", "busybox", "ls", "/sys/class/net"],
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(stdout.lines().any(|l| l == "lo"), "{stdout}\n{stderr}");
+    assert!(!stdout.contains("eth"), "{stdout}");
+    assert!(stderr.contains("capsa: vm template: built"), "{stderr}");
+    assert!(restored(&stderr), "{stderr}");
+    let key = template_dirs(&env).pop().expect("a template");
+    let key = key.file_name().unwrap().to_str().unwrap();
+    // Three clones side by side.
+    let names = ["c0", "c1", "c2"];
+    for name in names {
+        let script = format!("{IDENTITY}; echo done; exec sleep 1000");
+        let out = env.run(&[
+            "-d",
+            "--name",
+            name,
+            "--isolation",
+            "vm",
+            "busybox",
+            "sh",
+            "-c",
+            &script,
+        ]);
+        let stderr = text(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            !stderr.contains("vm template: built"),
+            "built once: {stderr}"
+        );
+        assert_eq!(engine_template(&env, name).as_deref(), Some(key), "{name}");
+    }
+    let mut seen = Vec::new();
+    for name in names {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let stdout = loop {
+            let logs = text(&env.capsa(&["logs", name]).stdout);
+            if logs.contains("done") {
+                break logs;
+            }
+            assert!(std::time::Instant::now() < deadline, "{name}: {logs}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.len(), 8, "{stdout}");
+        let host_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let guest_now: u64 = lines[4].parse().expect("date +%s");
+        assert!(
+            guest_now + 300 > host_now && guest_now <= host_now + 1,
+            "the clone's clock is the host's: {guest_now} vs {host_now}"
+        );
+        // The image's layer and the 4 GiB writable disk, probed again at their real sizes;
+        // the template's empty slots are gone.
+        assert!(lines[5].starts_with("vda "), "{stdout}");
+        assert_eq!(lines[6], "vdb 4194304", "{stdout}");
+        assert_ne!(
+            lines[3], "02:ca:50:00:00:01",
+            "the template's MAC: {stdout}"
+        );
+        let ip = env.inspect(name, "{{.NetworkSettings.IPAddress}}");
+        let mac = env.inspect(name, "{{.NetworkSettings.MacAddress}}");
+        assert_eq!(lines[2].split('/').next(), Some(ip.as_str()), "{stdout}");
+        assert_eq!(lines[3], mac, "{stdout}");
+        seen.push(lines[..4].iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    }
+    for field in 0..4 {
+        let values: std::collections::HashSet<&String> = seen.iter().map(|c| &c[field]).collect();
+        assert_eq!(
+            values.len(),
+            3,
+            "field {field} repeats across clones: {seen:?}"
+        );
+    }
+    for name in names {
+        assert!(env.capsa(&["rm", "-f", name]).status.success());
+    }
+    assert_eq!(template_dirs(&env).len(), 1);
+    env.assert_clean();
+}
+
+#[test]
+fn a_damaged_or_stale_template_is_rebuilt_and_never_restored() {
+    let env = TestEnv::new();
+    let hi = |vars: &[(&str, &str)]| {
+        let out = run_vm(&env, vars, &["busybox", "echo", "hi"]);
+        let stderr = text(&out.stderr);
+        assert_eq!(text(&out.stdout), "hi\n", "{stderr}");
+        stderr
+    };
+    assert!(hi(&[]).contains("capsa: vm template: built"));
+    let dir = template_dirs(&env).pop().expect("a template");
+    // A truncated device state.
+    let state = dir.join("state");
+    let len = std::fs::metadata(&state).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&state)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let stderr = hi(&[]);
+    assert!(
+        stderr.contains("device state does not match its hash"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::metadata(&state).unwrap().len(), len, "rebuilt");
+    // Guest memory written behind the template's back.
+    let ram = dir.join("ram");
+    std::os::unix::fs::FileExt::write_all_at(
+        &std::fs::OpenOptions::new().write(true).open(&ram).unwrap(),
+        b"evil",
+        4096,
+    )
+    .unwrap();
+    let stderr = hi(&[]);
+    assert!(stderr.contains("memory file changed"), "{stderr}");
+    assert!(restored(&stderr), "{stderr}");
+    // Another guest kernel: a new template.
+    let kernel_copy = env.root().join("vmlinux-copy");
+    let kernel = std::env::var("CAPSA_KERNEL").expect("CAPSA_KERNEL");
+    std::fs::copy(&kernel, &kernel_copy).unwrap();
+    let stderr = hi(&[("CAPSA_KERNEL", kernel_copy.to_str().unwrap())]);
+    assert!(stderr.contains("capsa: vm template: built"), "{stderr}");
+    assert_eq!(template_dirs(&env).len(), 2);
+    // Templates off: a cold boot.
+    let stderr = hi(&[("CAPSA_VM_TEMPLATE", "off")]);
+    assert!(!restored(&stderr), "{stderr}");
+    // `system vm-template`: the copy's template is stale once its kernel is gone; rm
+    // removes them all; warm builds the default one again.
+    std::fs::remove_file(&kernel_copy).unwrap();
+    let ls = text(&env.capsa(&["system", "vm-template", "ls"]).stdout);
+    assert_eq!(ls.matches(" ready ").count(), 1, "{ls}");
+    assert_eq!(ls.matches(" stale ").count(), 1, "{ls}");
+    assert!(env.capsa(&["system", "vm-template", "rm"]).status.success());
+    assert!(template_dirs(&env).is_empty());
+    let warm = env.capsa(&["system", "vm-template", "warm"]);
+    assert!(
+        text(&warm.stdout).contains("(built)"),
+        "{}",
+        text(&warm.stderr)
+    );
+    let stderr = hi(&[]);
+    assert!(!stderr.contains("vm template: built"), "{stderr}");
+    assert!(restored(&stderr), "{stderr}");
+    env.assert_clean();
+}
+
+/// The inode of the file `pid` maps at `path` (as its jail names it), and whether that
+/// file is deleted.
+fn mapped_file(pid: u32, path: &str) -> Option<(u64, bool)> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    for line in maps.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() >= 6 && f[5] == path {
+            return Some((f[4].parse().ok()?, line.ends_with("(deleted)")));
+        }
+    }
+    None
+}
+
+#[test]
+fn a_clone_maps_its_own_copy_of_the_template_memory_and_the_template_is_roots_alone() {
+    let env = TestEnv::new();
+    let out = env.run(&[
+        "-d",
+        "--name",
+        "clone",
+        "--isolation",
+        "vm",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = env.inspect("clone", "{{.Id}}");
+    let vm_dir = env.root().join("containers").join(&id).join("vm");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(vm_dir.join("engine.json")).unwrap()).unwrap();
+    let pid = record["pid"].as_u64().unwrap() as u32;
+    let template = template_dirs(&env).pop().expect("a template");
+    let template_ram = std::fs::metadata(template.join("ram")).unwrap();
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let (ino, deleted) = mapped_file(pid, "/vm/ram").unwrap_or_else(|| panic!("{maps}"));
+    assert_ne!(
+        ino,
+        template_ram.ino(),
+        "the engine maps the template's own file"
+    );
+    assert!(deleted, "the clone's copy is removed once mapped");
+    assert!(!vm_dir.join("ram").exists());
+    for f in ["ram", "state", "manifest.json"] {
+        let m = std::fs::metadata(template.join(f)).unwrap();
+        assert_eq!((m.uid(), m.gid()), (0, 0), "{f}");
+        assert_eq!(m.mode() & 0o022, 0, "{f} is writable by others");
+    }
+    let dir_mode = std::fs::metadata(&template).unwrap().mode();
+    assert_eq!(dir_mode & 0o077, 0, "the template's folder is root's alone");
+    assert!(env.capsa(&["rm", "-f", "clone"]).status.success());
+    env.assert_clean();
+}
