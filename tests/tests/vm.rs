@@ -195,7 +195,8 @@ fn compare_prints_both_isolations_side_by_side() {
 #[test]
 fn a_detached_vm_logs_stops_with_its_trap_and_kill_leaves_nothing() {
     let env = TestEnv::new();
-    let script = "echo started; trap 'echo got TERM; exit 7' TERM; while true; do sleep 1; done";
+    // The trap first: a TERM before it would meet a PID 1 without a handler, which ignores it.
+    let script = "trap 'echo got TERM; exit 7' TERM; echo started; while true; do sleep 1; done";
     let out = vm(&env, &["-d", "--name", "bg", "busybox", "sh", "-c", script]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let id = text(&out.stdout).trim().to_string();
