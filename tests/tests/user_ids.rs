@@ -22,11 +22,13 @@ fn refused(env: &TestEnv, flags: &[&str], image: &str, needle: &str) {
         err.contains("out of range"),
         "{flags:?} {image}: the cause is named: {err}"
     );
-    // A VM run says which engine it chose first; the refusal is one line after it.
+    // A VM run says which engine it chose first (and, the first time, that it built its
+    // VM template); the refusal is one line after them.
     let engine_choice = |l: &&str| {
-        ["qemu", "capsa"]
-            .iter()
-            .any(|e| l.starts_with(&format!("capsa: vm isolation: {e}")))
+        l.starts_with("capsa: vm template: ")
+            || ["qemu", "capsa"]
+                .iter()
+                .any(|e| l.starts_with(&format!("capsa: vm isolation: {e}")))
     };
     assert_eq!(
         err.lines().filter(|l| !engine_choice(l)).count(),

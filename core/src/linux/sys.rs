@@ -36,8 +36,23 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// cgroup v2 directory) the child is born in that cgroup. Falls back to clone(2) on
 /// kernels without clone3 (and then without `cgroup`).
 ///
-/// The caller must be single-threaded, as for fork: the child only has the calling thread.
+/// With namespaces or a cgroup the caller must be single-threaded: the child only has the
+/// calling thread, and no library fork handler has run. Without (flags 0, no cgroup) it
+/// is libc's fork, which a thread of a multi-threaded process may call.
 pub fn fork_into_namespaces(flags: u64, cgroup: Option<RawFd>) -> io::Result<Forked> {
+    if flags == 0 && cgroup.is_none() {
+        // A plain fork goes through the C library: its fork handlers take and reset the
+        // allocator's locks, so the child can allocate even when the caller is one thread
+        // of a server (`capsa serve` runs `exec` and `cp` from its worker threads). A raw
+        // clone3 skips them, and a child born while another thread held a malloc lock
+        // hangs on its first allocation.
+        // SAFETY: fork(2) through libc; the child resumes here with a copy of memory.
+        return match unsafe { libc::fork() } {
+            -1 => Err(io::Error::last_os_error()),
+            0 => Ok(Forked::Child),
+            pid => Ok(Forked::Parent(pid)),
+        };
+    }
     let args = CloneArgs {
         flags: flags | cgroup.map_or(0, |_| CLONE_INTO_CGROUP),
         exit_signal: libc::SIGCHLD as u64,
@@ -363,5 +378,80 @@ pub fn set_window_size(fd: RawFd, rows: u16, cols: u16) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    /// Waits up to `limit` for child `pid`; false when it has not ended (it is killed).
+    fn ended_within(pid: i32, limit: Duration) -> bool {
+        let start = Instant::now();
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid on our own child with a live status word.
+            if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
+                return true;
+            }
+            if start.elapsed() > limit {
+                // SAFETY: kill and reap our own child.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, &mut status, 0);
+                }
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// `capsa serve` forks `exec` and `cp` children from one of its threads while others
+    /// allocate: each child must be able to allocate (a child born while another thread
+    /// held an allocator lock used to hang there).
+    #[test]
+    fn a_plain_fork_from_a_busy_multithreaded_process_can_allocate() {
+        // One allocator arena for every thread, as a server with many threads ends up
+        // sharing them: the forking thread's arena is then locked by the others at times.
+        // SAFETY: mallopt takes integers.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+        let stop = Arc::new(AtomicBool::new(false));
+        let hammers: Vec<_> = (0..2)
+            .map(|n| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut size = 64 + n;
+                    while !stop.load(Ordering::Relaxed) {
+                        let v: Vec<u8> = Vec::with_capacity(size);
+                        std::hint::black_box(v);
+                        size = size * 7 % 65_521 + 16;
+                    }
+                })
+            })
+            .collect();
+        let mut hung = 0;
+        for _ in 0..200 {
+            match fork_into_namespaces(0, None).unwrap() {
+                Forked::Child => {
+                    let v: Vec<Vec<u8>> = (1..64).map(|n| vec![0u8; n * 97]).collect();
+                    std::hint::black_box(v);
+                    // SAFETY: ends the child without the parent's exit handlers.
+                    unsafe { libc::_exit(0) }
+                }
+                Forked::Parent(pid) => {
+                    if !ended_within(pid, Duration::from_secs(10)) {
+                        hung += 1;
+                    }
+                }
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        for h in hammers {
+            h.join().unwrap();
+        }
+        assert_eq!(hung, 0, "children that hung allocating");
     }
 }
