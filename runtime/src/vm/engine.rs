@@ -45,6 +45,28 @@ fn mac_text(mac: &[u8; 6]) -> String {
 }
 
 /// Opens a disk for the engine: read-only, or read-write.
+/// QEMU's arguments for disk `i` (descriptor set i+1: set 0 is the console): a read-only
+/// descriptor (QEMU probes an image read-only first) and, for a writable disk, a read-write
+/// one, both passed to the engine through `c`, then the drive and its virtio-blk device.
+pub(super) fn disk_args(c: &mut EngineCommand, i: usize, d: &Disk) -> Result<Vec<String>, VmError> {
+    let set = i + 1;
+    let mut args = Vec::new();
+    let ro = c.pass(open_disk(&d.path, false)?);
+    args.extend(["-add-fd".into(), format!("fd={ro},set={set}")]);
+    if !d.read_only {
+        let rw = c.pass(open_disk(&d.path, true)?);
+        args.extend(["-add-fd".into(), format!("fd={rw},set={set}")]);
+    }
+    let ro = if d.read_only { ",readonly=on" } else { "" };
+    args.extend([
+        "-drive".into(),
+        format!("id=d{i},file=/dev/fdset/{set},format=raw,if=none{ro}"),
+        "-device".into(),
+        format!("virtio-blk-device,drive=d{i},serial={}", d.serial),
+    ]);
+    Ok(args)
+}
+
 pub(super) fn open_disk(path: &Path, write: bool) -> Result<OwnedFd, VmError> {
     std::fs::OpenOptions::new()
         .read(true)
@@ -277,20 +299,7 @@ impl Engine for Qemu {
             "chardev:console".into(),
         ]);
         for (i, d) in vm.disks.iter().enumerate() {
-            let set = i + 1;
-            let ro = c.pass(open_disk(&d.path, false)?);
-            args.extend(["-add-fd".into(), format!("fd={ro},set={set}")]);
-            if !d.read_only {
-                let rw = c.pass(open_disk(&d.path, true)?);
-                args.extend(["-add-fd".into(), format!("fd={rw},set={set}")]);
-            }
-            let ro = if d.read_only { ",readonly=on" } else { "" };
-            args.extend([
-                "-drive".into(),
-                format!("id=d{i},file=/dev/fdset/{set},format=raw,if=none{ro}"),
-                "-device".into(),
-                format!("virtio-blk-device,drive=d{i},serial={}", d.serial),
-            ]);
+            args.extend(disk_args(&mut c, i, d)?);
         }
         if let Some((tap, mac)) = vm.nic {
             let tap = c.pass(tap);

@@ -680,21 +680,8 @@ pub fn restore_command(
             args.extend(empty_slot(i));
             continue;
         };
-        // Set 0 is the console; slot i is set i+1, as the cold boot's disks.
-        let set = i + 1;
-        let ro_fd = c.pass(super::engine::open_disk(&d.path, false)?);
-        args.extend(["-add-fd".into(), format!("fd={ro_fd},set={set}")]);
-        if !d.read_only {
-            let rw = c.pass(super::engine::open_disk(&d.path, true)?);
-            args.extend(["-add-fd".into(), format!("fd={rw},set={set}")]);
-        }
-        let ro = if d.read_only { ",readonly=on" } else { "" };
-        args.extend([
-            "-drive".into(),
-            format!("id=d{i},file=/dev/fdset/{set},format=raw,if=none{ro}"),
-            "-device".into(),
-            format!("virtio-blk-device,drive=d{i},serial={}", d.serial),
-        ]);
+        // Slot i holds disk i exactly as the cold boot's arguments place it.
+        args.extend(super::engine::disk_args(&mut c, i, d)?);
     }
     let netdev = match vm.nic {
         Some((tap, _mac)) => format!("tap,id=n0,fd={}", c.pass(tap)),

@@ -195,17 +195,7 @@ fn directory_in_user_namespace<'a>(
     sock: &OwnedFd,
     open: impl Fn(&Path) -> Result<OwnedFd, SetupError>,
 ) -> Result<RootLayers<'a>, SetupError> {
-    let rootfs = cfg
-        .spec
-        .root()
-        .as_ref()
-        .map(|r| r.path().clone())
-        .unwrap_or_default();
-    let mut bind_sources = std::collections::HashMap::new();
-    for src in rootfs::bind_sources(cfg.spec) {
-        let fd = open(&src)?;
-        bind_sources.insert(src, fd);
-    }
+    let (rootfs, bind_sources) = root_and_bind_sources(cfg, &open)?;
     let target = open(&rootfs)?;
     let (msg, fds) = channel::recv_with_fds(sock).map_err(io_step("waiting for the ID maps"))?;
     if msg != Message::Go || !fds.is_empty() {
@@ -220,6 +210,26 @@ fn directory_in_user_namespace<'a>(
         target,
         bind_sources,
     })
+}
+
+/// The spec's root path, and every bind-mount source opened (with `open`) while the init
+/// still has its host identity.
+fn root_and_bind_sources(
+    cfg: &InitConfig,
+    open: &impl Fn(&Path) -> Result<OwnedFd, SetupError>,
+) -> Result<(PathBuf, std::collections::HashMap<PathBuf, OwnedFd>), SetupError> {
+    let rootfs = cfg
+        .spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .unwrap_or_default();
+    let mut bind_sources = std::collections::HashMap::new();
+    for src in rootfs::bind_sources(cfg.spec) {
+        let fd = open(&src)?;
+        bind_sources.insert(src, fd);
+    }
+    Ok((rootfs, bind_sources))
 }
 
 /// setresgid/setresuid to 0 inside the user namespace, once its maps are written.
@@ -238,17 +248,7 @@ fn user_namespace_layers<'a>(
     sock: &OwnedFd,
     open: impl Fn(&Path) -> Result<OwnedFd, SetupError>,
 ) -> Result<RootLayers<'a>, SetupError> {
-    let rootfs = cfg
-        .spec
-        .root()
-        .as_ref()
-        .map(|r| r.path().clone())
-        .unwrap_or_default();
-    let mut bind_sources = std::collections::HashMap::new();
-    for src in rootfs::bind_sources(cfg.spec) {
-        let fd = open(&src)?;
-        bind_sources.insert(src, fd);
-    }
+    let (rootfs, bind_sources) = root_and_bind_sources(cfg, &open)?;
     let (upper, work, target) = (open(&layers.upper)?, open(&layers.work)?, open(&rootfs)?);
     let lower_targets = (0..layers.lower.len())
         .map(|n| open(&layers.attach_dir.join(n.to_string())))
