@@ -1,6 +1,8 @@
 //! `-t`/`-it`, `attach`, detach keys and `exec -it`, driven through tmux as a user would.
 
-use capsa_tests::{text, TestEnv, Tmux};
+use std::time::Duration;
+
+use capsa_tests::{eventually, text, TestEnv, Tmux};
 
 fn line(env: &TestEnv, args: &str) -> String {
     format!("{} {args}; echo EXIT=$?; sleep 600", env.shell_prefix())
@@ -29,7 +31,16 @@ fn run_it_types_resizes_interrupts_detaches_and_reattaches() {
     tmux.wait_for("40 120");
     // Ctrl-C reaches the foreground process inside, not capsa.
     tmux.send(&["sleep 600", "Enter"]);
+    // A Ctrl-C typed before the shell's child has made itself the terminal's foreground
+    // group goes to the shell, which ignores it, as on any terminal; the child shows as
+    // `sleep` only after that (ash sets the foreground before exec).
+    eventually(
+        "sleep 600 in the container",
+        Duration::from_secs(20),
+        || text(&env.capsa(&["exec", "term", "ps"]).stdout).contains("sleep 600"),
+    );
     tmux.send(&["C-c"]);
+    tmux.wait_for("^C\n/ #");
     tmux.send(&["echo after-$((1+1))", "Enter"]);
     tmux.wait_for("after-2");
     // ctrl-p ctrl-q detaches; the container runs on.
