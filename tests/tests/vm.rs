@@ -159,12 +159,36 @@ fn vm_flags_without_a_meaning_yet_and_missing_pieces_are_named() {
 #[test]
 fn compare_prints_both_isolations_side_by_side() {
     let env = TestEnv::new();
-    let out = env.capsa(&["compare", "busybox", "sh", "-c", "echo same; uname -s"]);
+    let out = env.capsa(&[
+        "compare",
+        "--cold",
+        "busybox",
+        "sh",
+        "-c",
+        "echo same; uname -s",
+    ]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     let header = stdout.lines().next().unwrap_or("");
     assert!(
-        header.contains("container") && header.contains("vm (qemu)"),
+        header.contains("container")
+            && header.contains("vm (qemu)")
+            && header.contains("vm (qemu, cold)"),
+        "{stdout}"
+    );
+    // The VM starts from the template, as `run` does, and the table says so (from what the
+    // run logged, not from what was asked); the cold column booted its kernel.
+    assert!(
+        text(&out.stderr).contains("vm (qemu): starts from the VM template"),
+        "{}",
+        text(&out.stderr)
+    );
+    let engines = stdout
+        .lines()
+        .find(|l| l.starts_with("engine / accelerator"))
+        .unwrap_or("");
+    assert!(
+        engines.contains("from template") && engines.contains("cold boot"),
         "{stdout}"
     );
     for row in [

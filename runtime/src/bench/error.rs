@@ -140,6 +140,9 @@ pub enum BenchError {
         /// The last lines of its stderr.
         stderr: String,
     },
+    /// A VM meant to start from its template booted cold (the template could not be used).
+    #[error("it booted cold, not from the VM template: {0}")]
+    NotFromTemplate(String),
     /// The overhead probe exited non-zero.
     #[error("the probe exited {exit}: {stderr}")]
     ProbeExited { exit: i32, stderr: String },

@@ -71,16 +71,17 @@ fn subjects(s: &mut String, r: &Report) {
     let _ = writeln!(s, "## Subjects\n");
     let _ = writeln!(
         s,
-        "| subject | isolation | engine | accelerator | version | here |\n| --- | --- | --- | --- | --- | --- |"
+        "| subject | isolation | engine | accelerator | VM start | version | here |\n| --- | --- | --- | --- | --- | --- | --- |"
     );
     for i in &r.subjects {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             i.name,
             i.isolation,
             i.engine,
             i.accelerator.as_deref().unwrap_or("-"),
+            i.vm_start.as_deref().unwrap_or("-"),
             i.version,
             i.unavailable
                 .as_deref()

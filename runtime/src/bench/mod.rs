@@ -36,7 +36,7 @@ use subjects::{CapsaSubject, OciPeer, QemuPeer, Subject};
 /// What `capsa bench` was asked.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
-    /// `container`, `vm`.
+    /// `container`, `vm` (from the VM template), `vm-cold` (booting its kernel).
     pub isolations: Vec<String>,
     /// `runc`, `runsc`, `qemu`.
     pub peers: Vec<String>,
@@ -114,7 +114,11 @@ fn machine(root: &StateRoot) -> Machine {
 /// Refuses unknown isolations, peers and scenarios before anything is started.
 fn check_names(opts: &BenchOptions) -> Result<(), BenchError> {
     let known: [(&'static str, &Vec<String>, &[&'static str]); 3] = [
-        ("--isolation", &opts.isolations, &["container", "vm"]),
+        (
+            "--isolation",
+            &opts.isolations,
+            &["container", "vm", "vm-cold"],
+        ),
         ("--peers", &opts.peers, &["runc", "runsc", "qemu"]),
         ("--scenario", &opts.scenarios, &report::SCENARIOS),
     ];
@@ -163,20 +167,28 @@ pub fn run(root: &StateRoot, opts: &BenchOptions) -> Result<Report, BenchError> 
         probe_dir.ok().cloned(),
     );
     let subjects: Vec<&dyn Subject> = owned.iter().map(|b| b.as_ref()).collect();
+    // The cold-booting VM is the template VM's guest started another way: it is measured
+    // for start and memory, and the probes run in the template VM alone.
+    let probed: Vec<&dyn Subject> = subjects
+        .iter()
+        .copied()
+        .filter(|s| !s.info().is_cold_twin())
+        .collect();
     let wanted = |s: &str| opts.scenarios.is_empty() || opts.scenarios.iter().any(|w| w == s);
     let plan = Plan {
         quick: opts.quick,
         runs: opts.runs,
     };
     let n = subjects.len() as u64;
+    let p = probed.len() as u64;
     let total = if wanted("start") {
         scenario::start::units(&subjects, &plan)
     } else {
         0
     } + if wanted("memory") { n } else { 0 }
         + if wanted("density") { n } else { 0 }
-        + if wanted("overhead") { n + 1 } else { 0 }
-        + if wanted("isolation") { n } else { 0 };
+        + if wanted("overhead") { p + 1 } else { 0 }
+        + if wanted("isolation") { p } else { 0 };
     let progress = Progress::new(total);
     let ctx = Context {
         plan: &plan,
@@ -219,14 +231,14 @@ pub fn run(root: &StateRoot, opts: &BenchOptions) -> Result<Report, BenchError> 
         match &probe {
             Some(p) => {
                 report.overhead_baseline = Some(scenario::overhead::baseline(p, &ctx));
-                report.overhead = scenario::overhead::run(&subjects, &ctx);
+                report.overhead = scenario::overhead::run(&probed, &ctx);
             }
             None => {
                 let error = probe_dir.err().map(ToString::to_string).unwrap_or_default();
                 report.overhead_baseline = Some(Outcome::Failed {
                     error: error.clone(),
                 });
-                for s in &subjects {
+                for s in &probed {
                     report.overhead.insert(
                         s.info().name.clone(),
                         Outcome::Failed {
@@ -241,7 +253,7 @@ pub fn run(root: &StateRoot, opts: &BenchOptions) -> Result<Report, BenchError> 
         isolation(
             root,
             opts,
-            &subjects,
+            &probed,
             &image.layer_dirs,
             &work,
             probe_dir,
@@ -249,6 +261,22 @@ pub fn run(root: &StateRoot, opts: &BenchOptions) -> Result<Report, BenchError> 
             &ctx,
             &mut report,
         );
+    }
+    for s in subjects.iter().filter(|s| s.info().is_cold_twin()) {
+        let reason = "the same guest as capsa-vm, booted cold: measured for start and memory only";
+        let name = &s.info().name;
+        if wanted("overhead") {
+            let skipped = Outcome::Skipped {
+                reason: reason.into(),
+            };
+            report.overhead.insert(name.clone(), skipped);
+        }
+        if wanted("isolation") {
+            let skipped = Outcome::Skipped {
+                reason: reason.into(),
+            };
+            report.isolation.insert(name.clone(), skipped);
+        }
     }
     progress.finish();
     drop(owned);
@@ -280,10 +308,11 @@ fn make_subjects(
                 opts.cgroup_parent.clone(),
                 dir,
             )),
-            "vm" => Box::new(CapsaSubject::vm(
+            "vm" | "vm-cold" => Box::new(CapsaSubject::vm(
                 root.clone(),
                 image_name,
                 opts.vmm.clone(),
+                isolation == "vm",
                 opts.cgroup_parent.clone(),
                 dir,
             )),

@@ -9,8 +9,9 @@ use crate::root::StateRoot;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// capsa isolations to measure
-    #[arg(long, value_delimiter = ',', default_value = "container,vm")]
+    /// capsa isolations to measure: container, vm (each VM restored from the VM template),
+    /// vm-cold (each VM boots its kernel)
+    #[arg(long, value_delimiter = ',', default_value = "container,vm,vm-cold")]
     isolation: Vec<String>,
     /// Peers to measure beside capsa (one missing here is reported, not dropped)
     #[arg(long, value_delimiter = ',', default_value = "runc,runsc,qemu")]

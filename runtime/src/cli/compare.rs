@@ -2,6 +2,9 @@
 //! engine this host can run), side by side: time to first output, total time, peak memory of
 //! the largest host process, exit status, whether the outputs match, and what ran the VM.
 //! Each run is this binary's own `run --rm`, timed from outside as a user would time it.
+//! With QEMU the VM starts from the VM template, as `run` does (the template is built before
+//! the clock starts and the table says which start each VM had); `--cold` adds a column
+//! that boots the guest kernel instead.
 //!
 //! `capsa compare --isolation-matrix IMAGE` instead runs the escape probe in both isolations
 //! (`capsa bench --scenario isolation` without the peers) and prints the matrix.
@@ -22,6 +25,9 @@ pub struct CompareArgs {
     /// Guest/container memory limit, as `run -m`
     #[arg(short = 'm', long)]
     memory: Option<String>,
+    /// Also run the VM booting its kernel (no VM template), beside the template's start
+    #[arg(long)]
+    cold: bool,
     /// Run the escape probe in both isolations and print the isolation matrix instead
     #[arg(long = "isolation-matrix")]
     isolation_matrix: bool,
@@ -65,28 +71,39 @@ pub fn compare(root: &Path, args: CompareArgs) -> i32 {
     };
     let mut skipped = Vec::new();
     for (name, why_not) in engines {
+        let flags = vec![
+            "--isolation".into(),
+            "vm".into(),
+            "--vmm".into(),
+            name.clone(),
+        ];
         match why_not {
             Some(why) => skipped.push(format!("vm ({name}): not run: {why}")),
-            None => columns.push((
-                format!("vm ({name})"),
-                vec![
-                    "--isolation".into(),
-                    "vm".into(),
-                    "--vmm".into(),
-                    name.clone(),
-                ],
-                String::new(),
-            )),
+            None => {
+                if name == "qemu" {
+                    warm_template(root, &args);
+                }
+                columns.push((format!("vm ({name})"), flags.clone(), String::new()));
+                if args.cold && name == "qemu" {
+                    columns.push((format!("vm ({name}, cold)"), flags, String::new()));
+                }
+            }
         }
     }
     let mut samples = Vec::new();
     for (label, flags, engine_label) in columns {
         eprintln!("capsa compare: running {label} ...");
-        match run_once(root, &flags, &args) {
+        let cold = label.ends_with(", cold)");
+        match run_once(root, &flags, &args, cold) {
             Ok(mut s) => {
                 s.label = label;
                 s.engine = if engine_label.is_empty() {
-                    engine_of(&s.stderr)
+                    let start = if s.stderr.contains(RESTORED_LINE) {
+                        "from template"
+                    } else {
+                        "cold boot"
+                    };
+                    format!("{}, {start}", engine_of(&s.stderr))
                 } else {
                     engine_label
                 };
@@ -162,6 +179,45 @@ fn isolation_matrix(root: &Path, args: &CompareArgs) -> i32 {
     0
 }
 
+/// Builds the VM template the QEMU column starts from before its clock starts (a user's
+/// second `run` finds it built), and says what the VM's start will be.
+fn warm_template(root: &Path, args: &CompareArgs) {
+    use crate::vm::template;
+    if !template::enabled() {
+        eprintln!(
+            "capsa compare: vm (qemu): VM templates are off ({}=off): the VM boots cold",
+            template::SWITCH_ENV
+        );
+        return;
+    }
+    let mem_mib = match &args.memory {
+        Some(m) => match crate::container::options::parse_memory("--memory", m) {
+            Ok(bytes) => crate::vm::run::guest_mib_for(Some(bytes)),
+            Err(_) => return, // `run -m` names the bad value itself
+        },
+        None => crate::vm::run::DEFAULT_GUEST_MIB,
+    };
+    let built = crate::root::StateRoot::open(root)
+        .map_err(|e| e.to_string())
+        .and_then(|state| {
+            let (engine, _) = engine::select(Some("qemu")).map_err(|e| e.to_string())?;
+            let qemu = engine.qemu().ok_or("no QEMU")?;
+            let guest = crate::vm::artifacts::locate(&state).map_err(|e| e.to_string())?;
+            template::ensure(&state, qemu, &guest, mem_mib, 1).map_err(|e| e.to_string())
+        });
+    let what = match built {
+        Ok(template::Ensured::Ready(t)) => format!("starts from the VM template {}", t.key),
+        Ok(template::Ensured::Built(t, _)) => {
+            format!("starts from the VM template {} (built now)", t.key)
+        }
+        Err(e) => format!("the VM template could not be built ({e}); `run` will boot cold"),
+    };
+    eprintln!(
+        "capsa compare: vm (qemu): {}",
+        crate::printable::escape_controls(&what)
+    );
+}
+
 /// Engines to try: qemu always; capsa-vmm only where a Linux guest can run under KVM.
 fn default_engines() -> Vec<(String, Option<String>)> {
     let capsa = if engine::hardware_virtualization() {
@@ -170,6 +226,23 @@ fn default_engines() -> Vec<(String, Option<String>)> {
         Some("this host's KVM has no vmx/svm (nested PVM); capsa-vmm cannot run a Linux guest kernel here".to_string())
     };
     vec![("capsa".into(), capsa), ("qemu".into(), None)]
+}
+
+/// What `capsa --log-level info run --isolation vm` logs when its VM was restored from the
+/// VM template.
+const RESTORED_LINE: &str = "vm restored from template";
+
+/// The last line of a run's stderr that is not one of its info-level log lines.
+fn last_message(stderr: &str) -> &str {
+    stderr
+        .lines()
+        .rev()
+        .find(|l| {
+            // A log line: "   3.336035607s  INFO capsa::vm::boot: ..."
+            let level = l.split_whitespace().nth(1).unwrap_or("");
+            !matches!(level, "INFO" | "DEBUG" | "TRACE")
+        })
+        .unwrap_or("")
 }
 
 /// The engine line `run --isolation vm` printed ("capsa: vm isolation: qemu (tcg): ...").
@@ -182,17 +255,25 @@ fn engine_of(stderr: &str) -> String {
         .to_string()
 }
 
+/// One `run --rm`; `cold`: with VM templates off. VMs log at info level, so the table can
+/// say whether each one was restored from the template.
 fn run_once(
     root: &Path,
     flags: &[String],
     args: &CompareArgs,
+    cold: bool,
 ) -> Result<Sample, crate::bench::BenchError> {
     let exe = std::env::current_exe().map_err(crate::bench::BenchError::CurrentExe)?;
     let mut cmd = Command::new(exe);
-    cmd.arg("--root")
-        .arg(root)
-        .args(["run", "--rm", "--network", "none"])
-        .args(flags);
+    cmd.arg("--root").arg(root);
+    let vm = flags.iter().any(|f| f == "vm");
+    if vm {
+        cmd.args(["--log-level", "info"]);
+    }
+    if cold {
+        cmd.env(crate::vm::template::SWITCH_ENV, "off");
+    }
+    cmd.args(["run", "--rm", "--network", "none"]).args(flags);
     if let Some(m) = &args.memory {
         cmd.args(["-m", m]);
     }
@@ -299,7 +380,6 @@ fn print_table(samples: &[Sample], skipped: &[String]) {
         println!("{s}");
     }
     for s in samples.iter().filter(|s| s.exit != "0") {
-        let last = s.stderr.lines().last().unwrap_or("");
-        println!("{}: {last}", s.label);
+        println!("{}: {}", s.label, last_message(&s.stderr));
     }
 }

@@ -85,7 +85,13 @@ impl Launch {
 }
 
 pub(super) fn guest_memory_mib(opts: &RunOptions) -> u64 {
-    match opts.memory {
+    guest_mib_for(opts.memory)
+}
+
+/// The guest memory of a VM container given `--memory` bytes (`capsa compare` builds the
+/// template for it).
+pub fn guest_mib_for(memory: Option<i64>) -> u64 {
+    match memory {
         Some(limit) if limit > 0 => ((limit as u64) >> 20)
             .saturating_add(GUEST_OVERHEAD_MIB)
             .max(128),

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use super::artifacts::GuestArtifacts;
 pub use super::boot::{engine_record, EngineRecord};
 use super::engine::Engine;
-pub use super::launch::DEFAULT_GUEST_MIB;
+pub use super::launch::{guest_mib_for, DEFAULT_GUEST_MIB};
 use super::{artifacts, engine, template};
 use super::{boot::*, launch::*, layout::*, monitor::*, relay::*};
 use crate::container::options::RunOptions;

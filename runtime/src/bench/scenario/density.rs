@@ -59,10 +59,10 @@ fn grow(
         }
         let mut nth_ms = 0.0;
         while instances.len() < n {
-            if began.elapsed() > ctx.plan.density_time_budget() {
+            if began.elapsed() > ctx.plan.density_time_budget(s.info()) {
                 result.stopped = format!(
                     "time budget of {} s reached at {} instances, before N={n}",
-                    ctx.plan.density_time_budget().as_secs(),
+                    ctx.plan.density_time_budget(s.info()).as_secs(),
                     instances.len()
                 );
                 return Outcome::Ok(result);

@@ -9,7 +9,7 @@ use super::Context;
 use crate::bench::error::BenchError;
 use crate::bench::report::{Outcome, StartResult, StartSamples};
 use crate::bench::stats::summarize;
-use crate::bench::subjects::{Subject, Workload};
+use crate::bench::subjects::{OneShot, Subject, Workload};
 use crate::bench::timing::{timed_run, MARKER};
 
 struct Progress {
@@ -22,12 +22,17 @@ struct Progress {
 
 /// One run of `subject`: (first output ms, exit ms, cpu ms), or why it failed.
 fn once(subject: &dyn Subject) -> Result<(f64, f64, f64), BenchError> {
-    let shot = subject.one_shot(&Workload::Marker)?;
-    let result = timed_run(shot.command, MARKER);
-    if let Some(cleanup) = shot.cleanup {
+    let OneShot {
+        command,
+        cleanup,
+        stderr_shows,
+    } = subject.one_shot(&Workload::Marker)?;
+    let result = timed_run(command, MARKER);
+    if let Some(cleanup) = cleanup {
         cleanup();
     }
     let r = result?;
+    OneShot::check_stderr(stderr_shows, &r.stderr)?;
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
     match r.first_output {
         Some(first) if r.exit == 0 => Ok((ms(first), ms(r.total), ms(r.cpu))),

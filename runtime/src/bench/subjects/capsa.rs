@@ -5,8 +5,8 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicUsize;
 
 use super::{
-    instance_name, Instance, OneShot, Relaxation, Subject, SubjectInfo, Workload, PROBE_DIR_INSIDE,
-    PROBE_PORT,
+    instance_name, Instance, OneShot, Relaxation, Subject, SubjectInfo, Workload, COLD_BOOT,
+    FROM_TEMPLATE, PROBE_DIR_INSIDE, PROBE_PORT,
 };
 use crate::bench::error::BenchError;
 use crate::container::store::ContainerStore;
@@ -19,6 +19,8 @@ pub struct CapsaSubject {
     image: String,
     /// `--isolation vm` and the forced engine, or None for containers.
     vm: Option<Option<String>>,
+    /// A VM that must start from the VM template (else it boots cold).
+    from_template: bool,
     cgroup_parent: Option<String>,
     probe_dir: Option<PathBuf>,
     names: AtomicUsize,
@@ -41,25 +43,43 @@ impl CapsaSubject {
             unavailable: crate::linux::cgroups::CgroupMode::detect()
                 .is_none()
                 .then(|| "no cgroup file system at /sys/fs/cgroup".to_string()),
+            vm_start: None,
         };
         Self::new(info, root, image, None, cgroup_parent, probe_dir)
     }
 
+    /// capsa's VM isolation; `from_template`: each VM starts from the VM template (built
+    /// here first, as `capsa system vm-template warm` does), else boots cold
+    /// (`CAPSA_VM_TEMPLATE=off`). Only QEMU has templates.
     pub fn vm(
         root: StateRoot,
         image: &str,
         vmm: Option<String>,
+        from_template: bool,
         cgroup_parent: Option<String>,
         probe_dir: Option<PathBuf>,
     ) -> CapsaSubject {
         let mut info = SubjectInfo {
-            name: "capsa-vm".into(),
+            name: if from_template {
+                "capsa-vm"
+            } else {
+                "capsa-vm-cold"
+            }
+            .into(),
             kind: "capsa".into(),
             isolation: crate::container::sandbox::Isolation::Vm,
             engine: vmm.clone().unwrap_or_else(|| "?".into()),
             accelerator: None,
             version: format!("capsa {}", env!("CARGO_PKG_VERSION")),
             unavailable: None,
+            vm_start: Some(
+                if from_template {
+                    FROM_TEMPLATE
+                } else {
+                    COLD_BOOT
+                }
+                .into(),
+            ),
         };
         match crate::vm::engine::select(vmm.as_deref()) {
             Ok((engine, _)) => {
@@ -74,7 +94,39 @@ impl CapsaSubject {
                 info.unavailable = Some(e.to_string());
             }
         }
-        Self::new(info, root, image, Some(vmm), cgroup_parent, probe_dir)
+        let mut s = Self::new(info, root, image, Some(vmm), cgroup_parent, probe_dir);
+        s.from_template = from_template;
+        if from_template && s.info.unavailable.is_none() {
+            if let Err(why) = s.warm_template() {
+                s.info.unavailable = Some(why);
+            }
+        }
+        s
+    }
+
+    /// Builds the VM template now, so no timed start pays for it: Err says why no VM
+    /// of this subject can start from it.
+    fn warm_template(&self) -> Result<(), String> {
+        if self.info.engine != "qemu" {
+            return Err(format!(
+                "VM templates need QEMU; this host's VM engine is {}",
+                self.info.engine
+            ));
+        }
+        let out = self
+            .capsa()
+            .args(["system", "vm-template", "warm"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("capsa system vm-template warm: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "capsa system vm-template warm: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
     }
 
     fn new(
@@ -91,6 +143,7 @@ impl CapsaSubject {
             root,
             image: image.to_string(),
             vm,
+            from_template: false,
             cgroup_parent,
             probe_dir,
             names: AtomicUsize::new(0),
@@ -100,6 +153,16 @@ impl CapsaSubject {
     fn capsa(&self) -> Command {
         let mut c = Command::new(&self.exe);
         c.arg("--root").arg(self.root.dir());
+        if self.vm.is_some() {
+            // The template VM logs its restore, so a run that booted cold is caught.
+            c.env(
+                "CAPSA_VM_TEMPLATE",
+                if self.from_template { "on" } else { "off" },
+            );
+            if self.from_template {
+                c.args(["--log-level", "info"]);
+            }
+        }
         c
     }
 
@@ -142,9 +205,11 @@ impl Subject for CapsaSubject {
     }
 
     fn one_shot(&self, workload: &Workload) -> Result<OneShot, BenchError> {
-        Ok(OneShot::plain(
-            self.run(workload, &["--rm", "--network", "none"])?,
-        ))
+        let mut shot = OneShot::plain(self.run(workload, &["--rm", "--network", "none"])?);
+        if self.from_template {
+            shot.stderr_shows = Some(RESTORED_LINE);
+        }
+        Ok(shot)
     }
 
     fn start(&self, workload: &Workload, publish: Option<u16>) -> Result<Instance, BenchError> {
@@ -169,6 +234,12 @@ impl Subject for CapsaSubject {
         let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let store = ContainerStore::new(&self.root);
         let state = store.observe(&id)?;
+        if self.from_template && !restored(&store, &id) {
+            let _ = self.capsa().args(["rm", "-f", &id]).output();
+            return Err(BenchError::NotFromTemplate(format!(
+                "container {id}'s engine record names no template"
+            )));
+        }
         // A VM container's pid is its monitor's.
         let mut roots: Vec<i32> = [state.monitor_pid, state.pid]
             .into_iter()
@@ -267,6 +338,16 @@ impl Subject for CapsaSubject {
     }
 }
 
+/// What `capsa --log-level info run --isolation vm` logs when its VM was restored from the
+/// template (bench/vm_template.py reads it too).
+const RESTORED_LINE: &str = "vm restored from template";
+
+/// Whether the running VM container `id` was restored from a template (its engine record
+/// says so; a VM started with `run -d` is booted by its monitor, whose log is not ours).
+fn restored(store: &ContainerStore, id: &str) -> bool {
+    crate::vm::run::engine_record(store, id).is_some_and(|r| r.template.is_some())
+}
+
 /// Where cgroup v1 keeps the devices controller.
 const V1_DEVICES: &str = "/sys/fs/cgroup/devices";
 
@@ -317,6 +398,7 @@ impl CapsaSubject {
         Ok(OneShot {
             command: start,
             cleanup: Some(Box::new(remove)),
+            stderr_shows: None,
         })
     }
 }

@@ -40,6 +40,22 @@ pub struct SubjectInfo {
     pub version: String,
     /// Why this subject cannot run here (then it is reported, never dropped).
     pub unavailable: Option<String>,
+    /// How a capsa VM starts: `template` (restored from the VM template) or `cold boot`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_start: Option<String>,
+}
+
+/// What `SubjectInfo::vm_start` says of a VM restored from its template.
+pub const FROM_TEMPLATE: &str = "template";
+/// What `SubjectInfo::vm_start` says of a VM that boots its kernel.
+pub const COLD_BOOT: &str = "cold boot";
+
+impl SubjectInfo {
+    /// A capsa VM that boots cold: measured for its start and memory only, beside the one
+    /// that starts from the template (everything else is the same guest).
+    pub fn is_cold_twin(&self) -> bool {
+        self.vm_start.as_deref() == Some(COLD_BOOT)
+    }
 }
 
 /// What an instance runs.
@@ -150,6 +166,9 @@ pub struct OneShot {
     pub command: Command,
     /// Dropped after the run: unmounts and removes what the run needed.
     pub cleanup: Option<Box<dyn FnOnce()>>,
+    /// A line its stderr must show for the run to count: a capsa VM meant to start from
+    /// its template logs its restore, and one that booted cold is an error, not a sample.
+    pub stderr_shows: Option<&'static str>,
 }
 
 impl OneShot {
@@ -157,6 +176,17 @@ impl OneShot {
         OneShot {
             command,
             cleanup: None,
+            stderr_shows: None,
+        }
+    }
+
+    /// Err when a run's `stderr` lacks the line it must show (`stderr_shows`).
+    pub fn check_stderr(shows: Option<&str>, stderr: &str) -> Result<(), BenchError> {
+        match shows {
+            Some(line) if !stderr.contains(line) => Err(BenchError::NotFromTemplate(
+                crate::bench::scenario::start::tail(stderr),
+            )),
+            _ => Ok(()),
         }
     }
 }

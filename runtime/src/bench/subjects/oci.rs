@@ -64,6 +64,7 @@ impl OciPeer {
                 accelerator: None,
                 version,
                 unavailable,
+                vm_start: None,
             },
             binary: binary.unwrap_or_else(|| PathBuf::from(name)),
             global,
@@ -235,6 +236,7 @@ impl Subject for OciPeer {
         Ok(OneShot {
             command: c,
             cleanup: Some(Box::new(move || drop(bundle))),
+            stderr_shows: None,
         })
     }
 
@@ -339,6 +341,7 @@ impl Subject for OciPeer {
         Ok(OneShot {
             command: c,
             cleanup: Some(Box::new(move || drop(bundle))),
+            stderr_shows: None,
         })
     }
 

@@ -57,6 +57,7 @@ impl QemuPeer {
                     .map(|b| version_of(b, &["--version"]))
                     .unwrap_or_default(),
                 unavailable,
+                vm_start: None,
             },
             binary: binary.unwrap_or_else(|| PathBuf::from("qemu-system-x86_64")),
             kvm,
