@@ -383,3 +383,15 @@ fn print_table(samples: &[Sample], skipped: &[String]) {
         println!("{}: {}", s.label, last_message(&s.stderr));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_failure_shown_is_the_last_line_that_is_not_a_log_line() {
+        let stderr = "capsa: no such file: /x\n   0.811709324s  INFO capsa::vm::boot: vm agent ready ms=238\n   2.25s DEBUG capsa::container::delete: killed id=1";
+        assert_eq!(last_message(stderr), "capsa: no such file: /x");
+        assert_eq!(last_message(""), "");
+    }
+}

@@ -390,7 +390,10 @@ fn machine_args(qemu: &Qemu, mem_mib: u64, vcpus: u32, share: bool) -> Vec<Strin
 /// (the disks' unbind after a restore waits for several; under TCG each normal one takes
 /// tens of milliseconds).
 fn cmdline() -> String {
-    format!("{} rcupdate.rcu_expedited=1", super::boot::KERNEL_CMDLINE)
+    format!(
+        "{} rcupdate.rcu_expedited=1",
+        super::boot::QEMU_KERNEL_CMDLINE
+    )
 }
 
 fn empty_slot(i: usize) -> [String; 4] {

@@ -329,3 +329,19 @@ pub fn version_of(binary: &Path, args: &[&str]) -> String {
         Err(e) => format!("unknown ({e})"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_without_the_line_it_must_show_is_an_error_naming_its_stderr() {
+        let restored = "   0.5s  INFO capsa::vm::boot: vm restored from template template=ab\nhi";
+        assert!(OneShot::check_stderr(Some("vm restored from template"), restored).is_ok());
+        let cold = "capsa: vm template: no space left on device; this VM boots cold";
+        let err = OneShot::check_stderr(Some("vm restored from template"), cold).unwrap_err();
+        assert!(err.to_string().contains("booted cold"), "{err}");
+        assert!(err.to_string().contains("no space left"), "{err}");
+        assert!(OneShot::check_stderr(None, "").is_ok());
+    }
+}
