@@ -1,7 +1,9 @@
 //! What every VM boots: our guest kernel and an initramfs holding the static guest agent as
 //! /init and capsa-init (the program `--init` and `exec` start workloads through) as
 //! /capsa-init. The initramfs is built once per pair of binaries and cached in the state
-//! directory.
+//! directory; which one a run uses is found from the binaries' file stamps (size, inode,
+//! mtime, ctime) when they have not changed since their contents were last hashed, so a VM's
+//! start does not read and hash 8 MB of programs each time.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -101,6 +103,16 @@ fn static_program(path: PathBuf) -> Result<PathBuf, VmError> {
 /// The cached initramfs for `agent` and `init_program`, built if missing.
 fn initramfs(root: &StateRoot, agent: &Path, init_program: &Path) -> Result<PathBuf, VmError> {
     let io = |e: std::io::Error| VmError::Io(format!("guest agent {}: {e}", agent.display()));
+    let dir = root.dir().join("vm");
+    let stamps = Stamps::of(&[agent, init_program, Path::new(E2FSCK_STATIC)]);
+    let known = stamps.as_ref().and_then(|s| s.known_hash(&dir));
+    if let Some(path) = known
+        .map(|hash| dir.join(format!("initramfs-{hash}.cpio.gz")))
+        .filter(|p| p.is_file())
+    {
+        readable_by_engines(&path).map_err(io)?;
+        return Ok(path);
+    }
     let binary = std::fs::read(agent).map_err(io)?;
     let init = std::fs::read(init_program)
         .map_err(|e| VmError::Io(format!("{}: {e}", init_program.display())))?;
@@ -110,7 +122,6 @@ fn initramfs(root: &StateRoot, agent: &Path, init_program: &Path) -> Result<Path
     digest.update(&init);
     digest.update(e2fsck.as_deref().unwrap_or_default());
     let hash = hex::encode(&digest.finalize()[..8]);
-    let dir = root.dir().join("vm");
     let path = dir.join(format!("initramfs-{hash}.cpio.gz"));
     if !path.is_file() {
         std::fs::create_dir_all(&dir).map_err(io)?;
@@ -120,8 +131,67 @@ fn initramfs(root: &StateRoot, agent: &Path, init_program: &Path) -> Result<Path
         let bytes = gz.finish().map_err(io)?;
         crate::fsutil::write_atomic(&path, &bytes).map_err(io)?;
     }
+    if let Some(s) = stamps {
+        // Only a cache: without it the next start hashes again.
+        let _ = s.remember(&dir, &hash);
+    }
     readable_by_engines(&path).map_err(io)?;
     Ok(path)
+}
+
+/// The stamps of the files an initramfs is made of (a missing file has none), and the
+/// content hash they had when last read. Any write to a file changes its ctime, which no
+/// caller can set back, so equal stamps mean the same contents as hashed.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Stamps(Vec<Option<(u64, u64, i64, i64, i64, i64)>>);
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Remembered {
+    stamps: Stamps,
+    hash: String,
+}
+
+/// Where the last hash and its stamps are kept.
+const STAMPS_FILE: &str = "initramfs-inputs.json";
+
+impl Stamps {
+    fn of(files: &[&Path]) -> Option<Stamps> {
+        use std::os::unix::fs::MetadataExt;
+        let stamp = |p: &Path| match std::fs::metadata(p) {
+            Ok(m) => Ok(Some((
+                m.len(),
+                m.ino(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec(),
+            ))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        };
+        files
+            .iter()
+            .map(|p| stamp(p))
+            .collect::<std::io::Result<_>>()
+            .ok()
+            .map(Stamps)
+    }
+
+    /// The hash remembered for exactly these stamps.
+    fn known_hash(&self, dir: &Path) -> Option<String> {
+        let bytes = std::fs::read(dir.join(STAMPS_FILE)).ok()?;
+        let r: Remembered = serde_json::from_slice(&bytes).ok()?;
+        (r.stamps == *self && r.hash.bytes().all(|b| b.is_ascii_hexdigit())).then_some(r.hash)
+    }
+
+    fn remember(self, dir: &Path, hash: &str) -> std::io::Result<()> {
+        let r = Remembered {
+            stamps: self,
+            hash: hash.to_string(),
+        };
+        let bytes = serde_json::to_vec(&r).map_err(std::io::Error::other)?;
+        crate::fsutil::write_atomic(&dir.join(STAMPS_FILE), &bytes)
+    }
 }
 
 /// The jailed engine runs as a user of its own and reads the initramfs through a bind mount

@@ -52,7 +52,7 @@ pub(super) fn attach_disks(
         });
         create.layers.push(serial);
     }
-    disks::ensure_writable_disk(&files.upper())?;
+    disks::ensure_writable_disk(store.root(), &files.upper())?;
     disks.push(Disk {
         path: files.upper(),
         serial: create.upper.clone(),
