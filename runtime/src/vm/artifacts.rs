@@ -143,7 +143,10 @@ fn initramfs(root: &StateRoot, agent: &Path, init_program: &Path) -> Result<Path
 /// content hash they had when last read. Any write to a file changes its ctime, which no
 /// caller can set back, so equal stamps mean the same contents as hashed.
 #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-struct Stamps(Vec<Option<(u64, u64, i64, i64, i64, i64)>>);
+struct Stamps(Vec<Option<Stamp>>);
+
+/// Size, inode, mtime (s, ns), ctime (s, ns).
+type Stamp = (u64, u64, i64, i64, i64, i64);
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Remembered {
