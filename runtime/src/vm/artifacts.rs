@@ -232,6 +232,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_remembered_hash_holds_only_while_no_input_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (agent, gone) = (dir.path().join("agent"), dir.path().join("e2fsck"));
+        std::fs::write(&agent, b"one").unwrap();
+        let stamps = || Stamps::of(&[&agent, &gone]).unwrap();
+        assert_eq!(
+            stamps().known_hash(dir.path()),
+            None,
+            "nothing remembered yet"
+        );
+        stamps().remember(dir.path(), "abcd").unwrap();
+        assert_eq!(stamps().known_hash(dir.path()).as_deref(), Some("abcd"));
+        // Same size, rewritten in place: the ctime moves, so the hash is no longer known.
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::fs::write(&agent, b"two").unwrap();
+        assert_eq!(stamps().known_hash(dir.path()), None);
+        // A file that appears is a change too.
+        stamps().remember(dir.path(), "ef01").unwrap();
+        std::fs::write(&gone, b"e2fsck").unwrap();
+        assert_eq!(stamps().known_hash(dir.path()), None);
+    }
+
+    #[test]
     fn the_archive_is_newc_with_init_last() {
         let a = cpio(b"\x7fELF agent", b"\x7fELF reaper", Some(b"\x7fELF e2fsck"));
         assert!(a.starts_with(b"070701"));
