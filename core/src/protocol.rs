@@ -264,6 +264,11 @@ pub struct GuestNetwork {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GuestStats {
     pub cpu_ns: u64,
+    /// Of `cpu_ns`, in user mode and in the kernel.
+    #[serde(default)]
+    pub cpu_user_ns: u64,
+    #[serde(default)]
+    pub cpu_kernel_ns: u64,
     pub memory_usage: u64,
     pub memory_limit: Option<u64>,
     pub pids: u64,

@@ -478,6 +478,8 @@ impl Agent {
         if let Some(w) = &self.workload {
             let c = w.cgroup.stats();
             s.cpu_ns = c.cpu_ns;
+            s.cpu_user_ns = c.cpu_user_ns;
+            s.cpu_kernel_ns = c.cpu_kernel_ns;
             s.memory_usage = c.memory_usage.saturating_sub(c.memory_inactive_file);
             s.memory_limit = c.memory_limit;
             s.pids = c.pids;

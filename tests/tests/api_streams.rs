@@ -477,7 +477,9 @@ fn archive_head_describes_the_path_as_docker_does() {
 fn docker_stats_shows_memory_and_the_json_has_dockers_fields() {
     let env = TestEnv::new();
     let api = env.serve();
-    run_detached(&env, &["--name", "busy", "busybox", "sleep", "600"]);
+    // Some CPU in user mode first (cgroup v1 counts it in 10 ms ticks), then idle.
+    let spin = "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; exec sleep 600";
+    run_detached(&env, &["--name", "busy", "busybox", "sh", "-c", spin]);
     let out = api.docker_ok(&[
         "stats",
         "--no-stream",
@@ -503,6 +505,9 @@ fn docker_stats_shows_memory_and_the_json_has_dockers_fields() {
             .unwrap()
             > 0
     );
+    let usage = &body["cpu_stats"]["cpu_usage"];
+    assert!(usage["usage_in_usermode"].as_u64().unwrap() > 0, "{usage}");
+    assert!(usage["usage_in_kernelmode"].is_u64(), "{usage}");
     assert!(body["cpu_stats"]["system_cpu_usage"].as_u64().unwrap() > 0);
     assert!(
         body["precpu_stats"]["system_cpu_usage"].as_u64().unwrap() > 0,

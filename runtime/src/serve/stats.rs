@@ -30,7 +30,6 @@ pub fn routes() -> Router<Shared> {
 /// One sample of a container's counters.
 struct Sample {
     at: SystemTime,
-    cpu_ns: u64,
     system_ns: u64,
     counters: crate::container::sandbox::Counters,
 }
@@ -39,16 +38,21 @@ fn sample(state: &State) -> Sample {
     let counters = crate::api::sandbox_of(state).counters(state);
     Sample {
         at: SystemTime::now(),
-        cpu_ns: counters.cgroup.cpu_ns,
         system_ns: host_cpu_ns(),
         counters,
     }
 }
 
 /// Docker's `cpu_stats` (or `precpu_stats`) of a sample (none: zeros, as dockerd's first).
+/// No `percpu_usage`: dockerd leaves it out on cgroup v2, and clients use `online_cpus`.
 fn cpu_stats(sample: Option<&Sample>, cpus: u64) -> Value {
+    let c = sample.map(|s| s.counters.cgroup).unwrap_or_default();
     json!({
-        "cpu_usage": { "total_usage": sample.map_or(0, |s| s.cpu_ns) },
+        "cpu_usage": {
+            "total_usage": c.cpu_ns,
+            "usage_in_usermode": c.cpu_user_ns,
+            "usage_in_kernelmode": c.cpu_kernel_ns,
+        },
         "system_cpu_usage": sample.map_or(0, |s| s.system_ns),
         "online_cpus": if sample.is_some() { cpus } else { 0 },
         "throttling_data": { "periods": 0, "throttled_periods": 0, "throttled_time": 0 },

@@ -208,6 +208,8 @@ fn guest_counters(s: &State) -> CgroupStats {
     match super::control::stats(&s.id) {
         Ok(g) => CgroupStats {
             cpu_ns: g.cpu_ns,
+            cpu_user_ns: g.cpu_user_ns,
+            cpu_kernel_ns: g.cpu_kernel_ns,
             memory_usage: g.memory_usage,
             memory_inactive_file: 0,
             memory_limit: g.memory_limit.or(Some(g.guest_memory_total)),

@@ -187,6 +187,10 @@ pub(crate) fn read_keyed(dir: &Path, file: &str) -> BTreeMap<String, u64> {
 pub struct CgroupStats {
     /// CPU time used, nanoseconds.
     pub cpu_ns: u64,
+    /// Of which in user mode and in the kernel, nanoseconds (cgroup v1 counts them in
+    /// clock ticks, so they are coarser than `cpu_ns`).
+    pub cpu_user_ns: u64,
+    pub cpu_kernel_ns: u64,
     /// Memory charged, bytes.
     pub memory_usage: u64,
     /// Page cache that can be dropped at once (not counted by Docker's MEM USAGE).

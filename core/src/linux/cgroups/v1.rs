@@ -322,8 +322,16 @@ impl CgroupManager for V1Manager {
                 }
             }
         }
+        // cpuacct.stat counts USER_HZ ticks, 100 a second on Linux (sysconf(_SC_CLK_TCK)).
+        let ticks = self
+            .dir("cpuacct")
+            .map(|d| read_keyed(d, "cpuacct.stat"))
+            .unwrap_or_default();
+        let tick_ns = |k: &str| ticks.get(k).copied().unwrap_or(0) * 10_000_000;
         CgroupStats {
             cpu_ns: num("cpuacct", "cpuacct.usage"),
+            cpu_user_ns: tick_ns("user"),
+            cpu_kernel_ns: tick_ns("system"),
             memory_usage: num("memory", "memory.usage_in_bytes"),
             memory_inactive_file: mem.get("total_inactive_file").copied().unwrap_or(0),
             memory_limit: (limit > 0 && limit < (1 << 62)).then_some(limit),

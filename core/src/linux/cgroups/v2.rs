@@ -310,12 +310,12 @@ impl CgroupManager for V2Manager {
                 }
             }
         }
+        let cpu = read_keyed(&self.dir, "cpu.stat");
+        let usec = |k: &str| cpu.get(k).copied().unwrap_or(0) * 1000;
         CgroupStats {
-            cpu_ns: read_keyed(&self.dir, "cpu.stat")
-                .get("usage_usec")
-                .copied()
-                .unwrap_or(0)
-                * 1000,
+            cpu_ns: usec("usage_usec"),
+            cpu_user_ns: usec("user_usec"),
+            cpu_kernel_ns: usec("system_usec"),
             memory_usage: num("memory.current").unwrap_or(0),
             memory_inactive_file: read_keyed(&self.dir, "memory.stat")
                 .get("inactive_file")
