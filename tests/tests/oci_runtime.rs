@@ -346,6 +346,12 @@ fn create_start_kill_delete_as_a_shim_sees_them() {
     let late = rt.run(&["kill", "life", "KILL"]);
     assert_eq!(late.code(), 1, "kill of a stopped container");
     assert!(late.stderr.contains("stopped"), "{}", late.stderr);
+    // containerd's shim recognises runc's wording (CRI's exit handling depends on it).
+    assert!(
+        late.stderr.contains("container not running"),
+        "{}",
+        late.stderr
+    );
 
     let deleted = rt.run(&["delete", "life"]);
     assert_eq!(deleted.code(), 0, "delete: {}", deleted.stderr);

@@ -297,7 +297,10 @@ pub fn kill(root: &Path, id: &str, signal: i32, all: bool) -> Result<(), Runtime
     let (dir, record) = state::load(root, id)?;
     let status = record.status(&dir);
     if status == Status::Stopped {
-        return Err(wrong(&record, status, "cannot signal it"));
+        // runc's words: containerd's runc v2 shim takes an error containing "container not
+        // running" as "already exited" (the CRI plugin kills every exited task before it
+        // deletes it, and would otherwise keep the container running in its records).
+        return Err(wrong(&record, status, "container not running"));
     }
     let sig = nix::sys::signal::Signal::try_from(signal)
         .map_err(|_| RuntimeError::Usage(format!("unknown signal {signal}")))?;
