@@ -546,7 +546,9 @@ async fn connect(socket: PathBuf) -> Result<Channel, tonic::transport::Error> {
 
 /// containerd's config: everything under `d`, the CRI plugin with the `capsa` and `runc`
 /// handlers on the runc v2 shim, the pause image from the test's registry (plain HTTP on
-/// 127.0.0.1), CNI from Debian's plugins with the conflist in `d/cni`.
+/// 127.0.0.1), CNI from Debian's plugins with the conflist in `d/cni`. The OOM score of
+/// the sandbox (-998) is kept no lower than containerd's own: lowering it needs
+/// CAP_SYS_RESOURCE, which machines like CI's lack (runc then fails to create a sandbox).
 fn containerd_config(d: &Path, images: &Images) -> String {
     let d = d.display();
     let registry = images.registry.host();
@@ -564,9 +566,7 @@ state = "{d}/state"
   path = "{d}/opt"
 [{cri}]
   sandbox_image = "{pause}"
-  enable_selinux = false
-  disable_apparmor = true
-  restrict_oom_score_adj = false
+  restrict_oom_score_adj = true
   [{cri}.cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "{d}/cni"
