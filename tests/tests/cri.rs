@@ -10,7 +10,10 @@ mod cri_support;
 
 use capsa_tests::{eventually, TestEnv};
 use cri_support::{cgroup_dirs, CriContainerd, Images, BOUND, BRIDGE};
-use k8s_cri::v1::{ContainerState, PodSandboxConfig, PodSandboxState, VersionRequest};
+use k8s_cri::v1::{
+    Capability, ContainerState, Int64Value, NamespaceMode, PodSandboxConfig, PodSandboxState,
+    VersionRequest,
+};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -293,6 +296,8 @@ fn a_pod_runs_through_cri_with_the_capsa_handler_and_leaves_nothing() {
             "hostname; cat /etc/resolv.conf; \
              echo sysctl=$(cat /proc/sys/net/ipv4/ip_unprivileged_port_start); \
              grep '^Seccomp:' /proc/self/status; grep ' /dev/shm ' /proc/mounts; \
+             echo timer_list=$(wc -c < /proc/timer_list); \
+             echo 1 2>/dev/null > /proc/sys/net/ipv4/ip_unprivileged_port_start || echo sys-readonly; \
              ip -o -4 addr show eth0",
         ],
     );
@@ -413,6 +418,83 @@ fn two_containers_of_a_pod_share_its_network_namespace() {
         log_lines(&ctd, &config, "client")
     );
 
+    ctd.stop_pod(&pod).expect("StopPodSandbox");
+    ctd.remove_pod(&pod).expect("RemovePodSandbox");
+    assert_nothing_left(&env, &ctd, &traces, daemon_pid);
+}
+
+/// A pod as the restricted Pod Security Standard makes it, with `shareProcessNamespace`:
+/// the containers join the sandbox's PID namespace by path; non-root, no capabilities, no
+/// new privileges, a read-only root.
+#[test]
+fn a_restricted_pod_sharing_its_process_namespace() {
+    let env = TestEnv::new();
+    let images = Images::push(&env);
+    let ctd = CriContainerd::start(&env, &images);
+    let daemon_pid = ctd.daemon_pid();
+    let mut config = ctd.pod_config("locked");
+    let namespaces = config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+        .unwrap();
+    namespaces.pid = NamespaceMode::Pod as i32;
+    let pod = ctd
+        .run_pod(&config, "capsa")
+        .expect("RunPodSandbox with handler capsa");
+    let mut traces = pod_traces(&ctd, &pod);
+    let image = images.busybox();
+    ctd.pull(&image, &config);
+    let app = ctd.create_container_with(
+        &pod,
+        &config,
+        "app",
+        &image,
+        &["sh", "-c", WAITS_FOR_TERM],
+        |s| {
+            s.run_as_user = Some(Int64Value { value: 1000 });
+            s.run_as_group = Some(Int64Value { value: 1000 });
+            s.readonly_rootfs = true;
+            s.no_new_privs = true;
+            s.capabilities = Some(Capability {
+                drop_capabilities: vec!["ALL".into()],
+                ..Default::default()
+            });
+        },
+    );
+    ctd.start_container(&app);
+    eventually("app's first line in its CRI log", BOUND, || {
+        logged(&ctd, &config, "app", "stdout", "started")
+    });
+    traces.pids.push(container_pid(&ctd, &app));
+    let (out, err, code) = ctd.exec_sync(
+        &app,
+        &[
+            "sh",
+            "-c",
+            "id -u; id -g; grep -E '^(CapEff|CapPrm|CapBnd|NoNewPrivs):' /proc/self/status; \
+             touch /rootfile 2>/dev/null || echo root-readonly; \
+             echo pid1=$(tr '\\0' ' ' < /proc/1/cmdline)",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(&lines[..2], &["1000", "1000"], "{out}");
+    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+    assert!(out.contains("CapPrm:\t0000000000000000"), "{out}");
+    // Dropped from the bounding set too: not even a set-uid binary regains one.
+    assert!(out.contains("CapBnd:\t0000000000000000"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(out.contains("root-readonly\n"), "{out}");
+    // PID 1 of the shared namespace is the sandbox's pause process.
+    assert!(out.contains("pid1=sh -c trap 'exit 0' TERM"), "{out}");
+
+    ctd.stop_container(&app, 30);
+    assert_eq!(
+        ctd.container_state(&app),
+        (ContainerState::ContainerExited, 7, "Error".to_string())
+    );
     ctd.stop_pod(&pod).expect("StopPodSandbox");
     ctd.remove_pod(&pod).expect("RemovePodSandbox");
     assert_nothing_left(&env, &ctd, &traces, daemon_pid);

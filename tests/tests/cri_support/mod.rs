@@ -249,7 +249,8 @@ impl CriContainerd {
     }
 
     /// CreateContainer `name` running `args` from `image` in pod `pod`, logging to
-    /// `<log_directory>/<name>.log`, with RuntimeDefault seccomp; its ID.
+    /// `<log_directory>/<name>.log`, with what the kubelet sends for an unprivileged
+    /// container (RuntimeDefault seccomp, its masked and read-only /proc paths); its ID.
     pub fn create_container(
         &self,
         pod: &str,
@@ -258,6 +259,33 @@ impl CriContainerd {
         image: &str,
         args: &[&str],
     ) -> String {
+        self.create_container_with(pod, config, name, image, args, |_| {})
+    }
+
+    /// [`create_container`](Self::create_container) with the container's security
+    /// context changed by `edit`.
+    pub fn create_container_with(
+        &self,
+        pod: &str,
+        config: &PodSandboxConfig,
+        name: &str,
+        image: &str,
+        args: &[&str],
+        edit: impl FnOnce(&mut LinuxContainerSecurityContext),
+    ) -> String {
+        let words = |w: &[&str]| w.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        let mut security = LinuxContainerSecurityContext {
+            namespace_options: config
+                .linux
+                .as_ref()
+                .and_then(|l| l.security_context.as_ref())
+                .and_then(|s| s.namespace_options.clone()),
+            seccomp: Some(runtime_default()),
+            masked_paths: words(&KUBELET_MASKED_PATHS),
+            readonly_paths: words(&KUBELET_READONLY_PATHS),
+            ..Default::default()
+        };
+        edit(&mut security);
         let container = ContainerConfig {
             metadata: Some(ContainerMetadata {
                 name: name.into(),
@@ -267,18 +295,10 @@ impl CriContainerd {
                 image: image.into(),
                 ..Default::default()
             }),
-            command: args.iter().map(|a| a.to_string()).collect(),
+            command: words(args),
             log_path: format!("{name}.log"),
             linux: Some(LinuxContainerConfig {
-                security_context: Some(LinuxContainerSecurityContext {
-                    namespace_options: config
-                        .linux
-                        .as_ref()
-                        .and_then(|l| l.security_context.as_ref())
-                        .and_then(|s| s.namespace_options.clone()),
-                    seccomp: Some(runtime_default()),
-                    ..Default::default()
-                }),
+                security_context: Some(security),
                 ..Default::default()
             }),
             ..Default::default()
@@ -390,6 +410,29 @@ impl CriContainerd {
         Path::new(&config.log_directory).join(format!("{name}.log"))
     }
 }
+
+/// The /proc paths the kubelet masks in every unprivileged container (procMount Default).
+const KUBELET_MASKED_PATHS: [&str; 10] = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+];
+
+/// The /proc paths the kubelet makes read-only in every unprivileged container.
+const KUBELET_READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
 
 /// A RuntimeDefault seccomp profile (the kubelet's `seccompProfile: RuntimeDefault`).
 fn runtime_default() -> SecurityProfile {
