@@ -378,7 +378,12 @@ fn two_containers_of_a_pod_share_its_network_namespace() {
         &config,
         "server",
         &image,
-        &["sh", "-c", "echo pong | nc -l -p 7000"],
+        &[
+            "sh",
+            "-c",
+            "echo net=$(readlink /proc/self/ns/net); echo from-server > /dev/shm/mark; \
+             echo pong | nc -l -p 7000",
+        ],
     );
     ctd.start_container(&server);
     traces.pids.push(container_pid(&ctd, &server));
@@ -387,7 +392,12 @@ fn two_containers_of_a_pod_share_its_network_namespace() {
         &config,
         "client",
         &image,
-        &["sh", "-c", "i=0; until echo ping | nc 127.0.0.1 7000; do i=$((i+1)); [ $i -lt 600 ] || exit 9; sleep 0.1; done"],
+        &[
+            "sh",
+            "-c",
+            "i=0; until echo ping | nc 127.0.0.1 7000; do i=$((i+1)); [ $i -lt 600 ] || exit 9; sleep 0.1; done; \
+             echo net=$(readlink /proc/self/ns/net); cat /dev/shm/mark",
+        ],
     );
     ctd.start_container(&client);
     eventually("both containers exit", BOUND, || {
@@ -414,6 +424,28 @@ fn two_containers_of_a_pod_share_its_network_namespace() {
     );
     assert!(
         logged(&ctd, &config, "client", "stdout", "pong"),
+        "{:?}",
+        log_lines(&ctd, &config, "client")
+    );
+
+    // One network namespace (the pod's) and one IPC namespace: the server's /dev/shm file,
+    // written before it listened, is the client's.
+    let net = |name: &str| -> Vec<String> {
+        log_lines(&ctd, &config, name)
+            .into_iter()
+            .filter(|(_, _, m)| m.starts_with("net="))
+            .map(|(_, _, m)| m)
+            .collect()
+    };
+    assert_eq!(
+        net("server").len(),
+        1,
+        "{:?}",
+        log_lines(&ctd, &config, "server")
+    );
+    assert_eq!(net("server"), net("client"), "the same network namespace");
+    assert!(
+        logged(&ctd, &config, "client", "stdout", "from-server"),
         "{:?}",
         log_lines(&ctd, &config, "client")
     );
