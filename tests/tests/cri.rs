@@ -344,6 +344,23 @@ fn a_pod_runs_through_cri_with_the_capsa_handler_and_leaves_nothing() {
         log_lines(&ctd, &config, "once")
     );
 
+    // A container killed from outside (the OOM killer, an operator): exited, 128 + 9.
+    let victim = ctd.create_container(&pod, &config, "victim", &image, &["sleep", "1000"]);
+    ctd.start_container(&victim);
+    let victim_pid = container_pid(&ctd, &victim);
+    traces.pids.push(victim_pid);
+    // SAFETY: kill(2) on the container's init, which the test's containerd started.
+    assert_eq!(unsafe { libc::kill(victim_pid, libc::SIGKILL) }, 0);
+    eventually("victim exits", BOUND, || {
+        ctd.container_state(&victim).0 == ContainerState::ContainerExited
+    });
+    assert_eq!(ctd.container_state(&victim).1, 137);
+    assert_eq!(
+        ctd.container_state(&main).0,
+        ContainerState::ContainerRunning,
+        "the pod's other container runs on"
+    );
+
     // StopContainer: TERM, the workload's own exit status.
     ctd.stop_container(&main, 30);
     let (state, exit_code, _) = ctd.container_state(&main);
