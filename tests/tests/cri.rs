@@ -11,8 +11,8 @@ mod cri_support;
 use capsa_tests::{eventually, TestEnv};
 use cri_support::{cgroup_dirs, CriContainerd, Images, BOUND, BRIDGE};
 use k8s_cri::v1::{
-    Capability, ContainerState, Int64Value, NamespaceMode, PodSandboxConfig, PodSandboxState,
-    VersionRequest,
+    Capability, ContainerState, Int64Value, LinuxContainerResources, NamespaceMode,
+    PodSandboxConfig, PodSandboxState, VersionRequest,
 };
 use std::path::PathBuf;
 use std::process::Command;
@@ -472,6 +472,34 @@ fn two_containers_of_a_pod_share_its_network_namespace() {
     assert_nothing_left(&env, &ctd, &traces, daemon_pid);
 }
 
+/// What the kubelet sends for a container with limits of `memory_mib` MiB and half a CPU.
+fn limits(memory_mib: i64) -> LinuxContainerResources {
+    LinuxContainerResources {
+        cpu_period: 100_000,
+        cpu_quota: 50_000,
+        cpu_shares: 512,
+        memory_limit_in_bytes: memory_mib << 20,
+        memory_swap_limit_in_bytes: memory_mib << 20,
+        oom_score_adj: 900,
+        ..Default::default()
+    }
+}
+
+/// The text of cgroup file `file` of cgroup `path`, from whichever hierarchy has it.
+fn cgroup_text(path: &str, file: &str) -> Option<String> {
+    cgroup_dirs(path)
+        .iter()
+        .find_map(|d| std::fs::read_to_string(d.join(file)).ok())
+}
+
+/// The number in the first of `files` that cgroup `path` has.
+fn cgroup_value(path: &str, files: &[&str]) -> Option<i64> {
+    files
+        .iter()
+        .find_map(|f| cgroup_text(path, f))
+        .and_then(|t| t.trim().parse().ok())
+}
+
 /// A pod as the restricted Pod Security Standard makes it, with `shareProcessNamespace`:
 /// the containers join the sandbox's PID namespace by path; non-root, no capabilities, no
 /// new privileges, a read-only root.
@@ -501,7 +529,9 @@ fn a_restricted_pod_sharing_its_process_namespace() {
         "app",
         &image,
         &["sh", "-c", WAITS_FOR_TERM],
-        |s| {
+        |linux| {
+            linux.resources = Some(limits(64));
+            let s = linux.security_context.as_mut().unwrap();
             s.run_as_user = Some(Int64Value { value: 1000 });
             s.run_as_group = Some(Int64Value { value: 1000 });
             s.readonly_rootfs = true;
@@ -538,6 +568,26 @@ fn a_restricted_pod_sharing_its_process_namespace() {
     assert!(out.contains("root-readonly\n"), "{out}");
     // PID 1 of the shared namespace is the sandbox's pause process.
     assert!(out.contains("pid1=sh -c trap 'exit 0' TERM"), "{out}");
+
+    // The limits the kubelet sent are the container's cgroup's; a resize changes them.
+    let pod_cgroup = format!("{}/poduid-locked/{app}", ctd.cgroup_root);
+    let memory_limit = || cgroup_value(&pod_cgroup, &["memory.limit_in_bytes", "memory.max"]);
+    assert_eq!(memory_limit(), Some(64 << 20));
+    assert_eq!(
+        cgroup_value(&pod_cgroup, &["cpu.cfs_quota_us"]).or_else(|| {
+            cgroup_text(&pod_cgroup, "cpu.max")
+                .and_then(|t| t.split_whitespace().next()?.parse().ok())
+        }),
+        Some(50_000)
+    );
+    let adj = std::fs::read_to_string(format!("/proc/{}/oom_score_adj", traces.pids[1])).unwrap();
+    assert_eq!(
+        adj.trim(),
+        "900",
+        "the kubelet's OOM score for the container"
+    );
+    ctd.update_resources(&app, limits(128));
+    assert_eq!(memory_limit(), Some(128 << 20));
 
     ctd.stop_container(&app, 30);
     assert_eq!(

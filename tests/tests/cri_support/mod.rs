@@ -262,8 +262,8 @@ impl CriContainerd {
         self.create_container_with(pod, config, name, image, args, |_| {})
     }
 
-    /// [`create_container`](Self::create_container) with the container's security
-    /// context changed by `edit`.
+    /// [`create_container`](Self::create_container) with the container's Linux config
+    /// (security context, resources) changed by `edit`.
     pub fn create_container_with(
         &self,
         pod: &str,
@@ -271,10 +271,10 @@ impl CriContainerd {
         name: &str,
         image: &str,
         args: &[&str],
-        edit: impl FnOnce(&mut LinuxContainerSecurityContext),
+        edit: impl FnOnce(&mut LinuxContainerConfig),
     ) -> String {
         let words = |w: &[&str]| w.iter().map(|a| a.to_string()).collect::<Vec<_>>();
-        let mut security = LinuxContainerSecurityContext {
+        let security = LinuxContainerSecurityContext {
             namespace_options: config
                 .linux
                 .as_ref()
@@ -285,7 +285,11 @@ impl CriContainerd {
             readonly_paths: words(&KUBELET_READONLY_PATHS),
             ..Default::default()
         };
-        edit(&mut security);
+        let mut linux = LinuxContainerConfig {
+            security_context: Some(security),
+            ..Default::default()
+        };
+        edit(&mut linux);
         let container = ContainerConfig {
             metadata: Some(ContainerMetadata {
                 name: name.into(),
@@ -297,10 +301,7 @@ impl CriContainerd {
             }),
             command: words(args),
             log_path: format!("{name}.log"),
-            linux: Some(LinuxContainerConfig {
-                security_context: Some(security),
-                ..Default::default()
-            }),
+            linux: Some(linux),
             ..Default::default()
         };
         let mut c = self.runtime.clone();
@@ -362,6 +363,19 @@ impl CriContainerd {
             String::from_utf8_lossy(&r.stderr).into(),
             r.exit_code,
         )
+    }
+
+    /// UpdateContainerResources (the kubelet's in-place resize).
+    pub fn update_resources(&self, id: &str, linux: LinuxContainerResources) {
+        let mut c = self.runtime.clone();
+        self.call(
+            c.update_container_resources(UpdateContainerResourcesRequest {
+                container_id: id.into(),
+                linux: Some(linux),
+                ..Default::default()
+            }),
+        )
+        .unwrap_or_else(|e| panic!("UpdateContainerResources {id}: {e}"));
     }
 
     pub fn stop_container(&self, id: &str, timeout: i64) {
