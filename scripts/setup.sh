@@ -23,11 +23,14 @@
 #   containerd, podman  real callers of `capsa-runc` (containerd's runc v2 shim and ctr;
 #                   podman through conmon); the tests start their own containerd (own root,
 #                   state and socket), beside any the machine runs
+#   containernetworking-plugins  the CNI bridge/host-local/loopback plugins the CRI tests'
+#                   containerd gives its pods (in the test's own network namespace)
+#   protobuf-compiler  protoc, which the CRI tests' client bindings (k8s-cri) are built with
 #   strace          fault injection for one process (a test makes inotify_init1 fail for
 #                   `capsa wait` alone, as when a workload took every instance of root's)
 set -euo pipefail
 
-packages=(busybox-static runc crun python3 time tmux zsh fish ca-certificates docker-registry skopeo umoci apache2-utils debootstrap iproute2 nftables iperf3 build-essential qemu-system-x86 erofs-utils e2fsck-static strace curl docker-compose containerd podman)
+packages=(busybox-static runc crun python3 time tmux zsh fish ca-certificates docker-registry skopeo umoci apache2-utils debootstrap iproute2 nftables iperf3 build-essential qemu-system-x86 erofs-utils e2fsck-static strace curl docker-compose containerd podman containernetworking-plugins protobuf-compiler)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

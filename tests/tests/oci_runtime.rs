@@ -346,6 +346,12 @@ fn create_start_kill_delete_as_a_shim_sees_them() {
     let late = rt.run(&["kill", "life", "KILL"]);
     assert_eq!(late.code(), 1, "kill of a stopped container");
     assert!(late.stderr.contains("stopped"), "{}", late.stderr);
+    // containerd's shim recognises runc's wording (CRI's exit handling depends on it).
+    assert!(
+        late.stderr.contains("container not running"),
+        "{}",
+        late.stderr
+    );
 
     let deleted = rt.run(&["delete", "life"]);
     assert_eq!(deleted.code(), 0, "delete: {}", deleted.stderr);
@@ -902,6 +908,52 @@ fn unsupported_configs_are_refused_by_name_and_leave_nothing() {
         "{}",
         missing.stderr
     );
+    rt.assert_clean();
+}
+
+#[test]
+fn an_oom_score_the_kernel_refuses_fails_create_as_runc_does() {
+    become_subreaper();
+    let rt = Runtime::new();
+    let bundle = rt.bundle("oom", &["sleep", "1000"]);
+    // Without CAP_SYS_RESOURCE (dropped from the bounding set, so on any host) the score
+    // cannot be lowered below the caller's: create fails and names the field.
+    rt.edit_config(&bundle, |c| c["process"]["oomScoreAdj"] = (-998).into());
+    let mut create = Command::new("setpriv");
+    create
+        .args(["--bounding-set", "-sys_resource"])
+        .arg(rt.binary())
+        .arg("--root")
+        .arg(rt.state_root())
+        .args(["create", "--bundle"])
+        .arg(&bundle)
+        .arg("oom");
+    let ran = run_to_files(create, rt.dir.path());
+    assert_eq!(ran.code(), 1, "create: {}", ran.stderr);
+    assert!(
+        ran.stderr.contains("process.oomScoreAdj -998"),
+        "{}",
+        ran.stderr
+    );
+    assert!(rt.state("oom").is_none(), "nothing created");
+    rt.assert_clean();
+    // A score it may set is the init's, not the runtime's: a prestart hook (run by
+    // capsa-runc after the init exists) has the caller's.
+    let seen = rt.dir.path().join("hook-score");
+    let hook = format!("cat /proc/self/oom_score_adj > {}", seen.display());
+    rt.edit_config(&bundle, |c| {
+        c["process"]["oomScoreAdj"] = 500.into();
+        c["hooks"] =
+            serde_json::json!({"prestart": [{"path": "/bin/sh", "args": ["sh", "-c", hook]}]});
+    });
+    let out = rt.dir.path().join("oom.out");
+    let pid = rt.create(&bundle, "oom", &out);
+    let adj = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).unwrap();
+    assert_eq!(adj.trim(), "500");
+    let ours = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap();
+    assert_eq!(std::fs::read_to_string(&seen).unwrap(), ours);
+    assert_eq!(rt.run(&["delete", "--force", "oom"]).code(), 0);
+    reap_if_child(pid);
     rt.assert_clean();
 }
 

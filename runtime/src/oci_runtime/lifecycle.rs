@@ -188,7 +188,13 @@ fn create_in(
         cgroup: cgroup.as_ref(),
         init_program: None,
     };
-    let pid = process::spawn(&cfg).map_err(|e| RuntimeError::Setup(e.to_string()))?;
+    let inherited = give_oom_score_adj(spec)?;
+    let spawned = process::spawn(&cfg).map_err(|e| RuntimeError::Setup(e.to_string()));
+    if let Some(score) = inherited {
+        // Back to the caller's score for the rest (the hooks run from this process).
+        let _ = std::fs::write(OOM_SCORE_ADJ, score);
+    }
+    let pid = spawned?;
     record.pid = pid;
     record.pid_start_time = crate::container::state::process_start_time(pid);
     let finish = || -> Result<(), RuntimeError> {
@@ -225,6 +231,22 @@ pub fn write_pid_file(path: &Path, pid: i32) -> Result<(), RuntimeError> {
     let what = || format!("pid file {}", path.display());
     let path = std::path::absolute(path).map_err(RuntimeError::io(what()))?;
     crate::fsutil::write_atomic(&path, pid.to_string().as_bytes()).map_err(RuntimeError::io(what()))
+}
+
+const OOM_SCORE_ADJ: &str = "/proc/self/oom_score_adj";
+
+/// Gives this process the spec's OOM score adjustment for the init to inherit (in a user
+/// namespace the init could not lower it itself); returns the score it had. A score the
+/// kernel refuses (lowering it needs CAP_SYS_RESOURCE) fails `create`, as runc's does,
+/// rather than leaving the workload with the score it happened to inherit.
+fn give_oom_score_adj(spec: &oci_spec::runtime::Spec) -> Result<Option<String>, RuntimeError> {
+    let Some(adj) = spec.process().as_ref().and_then(|p| p.oom_score_adj()) else {
+        return Ok(None);
+    };
+    let what = || format!("process.oomScoreAdj {adj} (lowering the score needs CAP_SYS_RESOURCE)");
+    let had = std::fs::read_to_string(OOM_SCORE_ADJ).map_err(RuntimeError::io(what()))?;
+    std::fs::write(OOM_SCORE_ADJ, adj.to_string()).map_err(RuntimeError::io(what()))?;
+    Ok(Some(had.trim().to_string()))
 }
 
 fn wrong(record: &Record, status: Status, what: &'static str) -> RuntimeError {
@@ -297,7 +319,10 @@ pub fn kill(root: &Path, id: &str, signal: i32, all: bool) -> Result<(), Runtime
     let (dir, record) = state::load(root, id)?;
     let status = record.status(&dir);
     if status == Status::Stopped {
-        return Err(wrong(&record, status, "cannot signal it"));
+        // runc's words: containerd's runc v2 shim takes an error containing "container not
+        // running" as "already exited" (the CRI plugin kills every exited task before it
+        // deletes it, and would otherwise keep the container running in its records).
+        return Err(wrong(&record, status, "container not running"));
     }
     let sig = nix::sys::signal::Signal::try_from(signal)
         .map_err(|_| RuntimeError::Usage(format!("unknown signal {signal}")))?;
