@@ -94,7 +94,7 @@ pub struct Machine {
     pub(crate) serial: Arc<Mutex<SerialDevice>>,
     /// Where the guest's snapshot point writes the snapshot, if anywhere.
     pub(crate) snapshot: Option<SnapshotFiles>,
-    pub(crate) _devices: Vec<Arc<Mutex<MmioTransport>>>,
+    pub(crate) devices: Vec<Arc<Mutex<MmioTransport>>>,
 }
 
 /// What a finished run reports.
@@ -195,7 +195,7 @@ impl Machine {
             boot_ready,
             serial,
             snapshot,
-            _devices: devices,
+            devices,
         })
     }
 
@@ -251,26 +251,22 @@ fn kernel_end(_mem: &GuestMemory) -> u64 {
     HIMEM
 }
 
-/// A snapshot saves only the legacy devices: a VM with any virtio device is refused before
-/// it runs, naming the first such device.
+/// A snapshot saves the legacy devices and virtio-blk (whose state is all in its transport):
+/// a VM with any other virtio device is refused before it runs, naming the first such device.
 fn refuse_unsaved_devices(config: &VmConfig) -> Result<(), BuildError> {
-    let first = (config
-        .disks
-        .first()
-        .map(|d| format!("virtio-blk {}", d.path.display())))
-    .or_else(|| config.nets.first().map(|n| format!("virtio-net {}", n.tap)))
-    .or_else(|| {
-        config
-            .consoles
-            .first()
-            .map(|c| format!("virtio-console {}", c.name))
-    })
-    .or_else(|| {
-        config
-            .vsock
-            .as_ref()
-            .map(|v| format!("virtio-vsock cid {}", v.cid))
-    });
+    let first = (config.nets.first().map(|n| format!("virtio-net {}", n.tap)))
+        .or_else(|| {
+            config
+                .consoles
+                .first()
+                .map(|c| format!("virtio-console {}", c.name))
+        })
+        .or_else(|| {
+            config
+                .vsock
+                .as_ref()
+                .map(|v| format!("virtio-vsock cid {}", v.cid))
+        });
     match first {
         Some(device) => Err(crate::snapshot::SnapshotError::UnsavedDevice(device).into()),
         None => Ok(()),
@@ -364,11 +360,11 @@ pub(crate) fn legacy_devices(
     Ok((pio, serial))
 }
 
-type VirtioSet = (Bus, Vec<Arc<Mutex<MmioTransport>>>, Vec<String>);
+pub(crate) type VirtioSet = (Bus, Vec<Arc<Mutex<MmioTransport>>>, Vec<String>);
 
 /// Disks, network devices, the console, then vsock, each in its own MMIO window with its own interrupt line; returns the bus,
 /// the transports and the `virtio_mmio.device=` arguments that tell the kernel where they are.
-fn virtio_devices(
+pub(crate) fn virtio_devices(
     vm: &Vm,
     mem: &GuestMemory,
     config: &VmConfig,

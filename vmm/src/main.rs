@@ -55,12 +55,14 @@ struct Flags {
     #[arg(long)]
     no_seccomp: bool,
     /// Write a snapshot (DIR/state, DIR/memory) when the guest reaches its snapshot point
-    /// (writes 124 to the boot-timer port), then stop; only VMs without virtio devices
+    /// (writes 124 to the boot-timer port), then stop; VMs with disks only (no net, console,
+    /// vsock)
     #[arg(long, value_name = "DIR", conflicts_with = "restore_from")]
     snapshot_to: Option<PathBuf>,
-    /// Resume the VM a snapshot directory holds instead of booting a kernel
+    /// Resume the VM a snapshot directory holds instead of booting a kernel (give its disks
+    /// again with --disk, in the same order; they may be other files)
     #[arg(long, value_name = "DIR", conflicts_with_all = [
-        "kernel", "initrd", "cmdline", "mem", "vcpus", "disks", "nets", "consoles", "vsock",
+        "kernel", "initrd", "cmdline", "mem", "vcpus", "nets", "consoles", "vsock",
     ])]
     restore_from: Option<PathBuf>,
 }
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
             &RestoreConfig {
                 dir,
                 serial: flags.serial,
+                disks: flags.disks,
                 seccomp: !flags.no_seccomp,
             },
             start,

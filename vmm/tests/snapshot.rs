@@ -1,7 +1,8 @@
 //! capsa-vmm snapshots under KVM with the freestanding test guest (capsa.test=snapshot): the
 //! guest fills memory, holds a value in a register and stops at its snapshot point; restored
 //! in new processes it carries on as if it had never stopped, and the snapshot's files are
-//! left as they were. Damaged or foreign snapshots are refused before anything runs.
+//! left as they were; a disk is given again (another file) and the guest goes on using it.
+//! Damaged or foreign snapshots are refused before anything runs.
 
 mod common;
 
@@ -135,25 +136,73 @@ fn damaged_or_foreign_snapshots_are_refused_before_anything_runs() {
     refused("33554432 bytes, the snapshot's guest has 67108864");
 }
 
+/// A 1 MiB disk whose sector 0 starts with what the guest checks.
+fn disk(path: &Path) -> String {
+    let mut bytes = b"CAPSA-TEST-DISK".to_vec();
+    bytes.resize(1 << 20, 0);
+    std::fs::write(path, bytes).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn a_restored_guest_goes_on_with_its_disk_on_the_backend_the_restore_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = disk(&dir.path().join("before.img"));
+    let snap = dir.path().join("snap");
+    let out = boot(&["--disk", &before, "--snapshot-to", snap.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("ok: snapshot: disk read before"),
+        "{stdout}"
+    );
+
+    // The same number of disks, in order, is required; nothing runs otherwise.
+    let out = restore(&snap);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("had 1 virtio-blk disks, the restore was given 0"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "the guest ran without its disk");
+
+    let after = disk(&dir.path().join("after.img"));
+    let out = run_vmm(
+        &["--restore-from", snap.to_str().unwrap(), "--disk", &after],
+        LIMIT,
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("ok: snapshot: disk written after"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("ok: snapshot: disk read after"), "{stdout}");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    // The write went to the restore's disk, not the snapshotted VM's.
+    assert_eq!(
+        &std::fs::read(&after).unwrap()[512..528],
+        b"WRITTEN-BY-GUEST"
+    );
+    assert_eq!(&std::fs::read(&before).unwrap()[512..528], &[0u8; 16]);
+}
+
 #[test]
 fn a_vm_with_a_device_that_cannot_be_saved_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let disk = dir.path().join("disk.img");
-    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let uds = dir.path().join("v.sock");
     let snap = dir.path().join("snap");
     let out = boot(&[
-        "--disk",
-        disk.to_str().unwrap(),
+        "--vsock",
+        &format!("cid=3,uds={}", uds.display()),
         "--snapshot-to",
         snap.to_str().unwrap(),
     ]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains(&format!(
-            "cannot snapshot a VM with virtio-blk {}",
-            disk.display()
-        )),
+        stderr.contains("cannot snapshot a VM with virtio-vsock cid 3"),
         "{stderr}"
     );
     assert!(out.stdout.is_empty(), "the guest ran");

@@ -5,13 +5,15 @@ use std::sync::{Arc, Mutex};
 
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{map_memory, read_state, SnapshotFiles, SnapshotState};
+use super::{map_memory, read_state, SnapshotError, SnapshotFiles, SnapshotState};
 use crate::arch::x86_64::mptable;
-use crate::builder::{legacy_devices, BuildError, LegacySetup, Machine};
-use crate::config::SerialOutput;
+use crate::builder::{legacy_devices, virtio_devices, BuildError, LegacySetup, Machine};
+use crate::config::{DiskConfig, SerialOutput, VmConfig};
 use crate::devices::bus::{lock, Bus};
+use crate::devices::virtio::mmio::MmioTransport;
 use crate::event_loop::EventLoop;
 use crate::timing::StartTime;
+use crate::vstate::memory::GuestMemory;
 use crate::vstate::saved::{VcpuState, VmState};
 use crate::vstate::vcpu::{StopSignal, Vcpu};
 use crate::vstate::vm::Vm;
@@ -47,15 +49,18 @@ pub(crate) fn take(
             .collect::<Result<_, _>>()
             .map_err(|e| e.to_string())?,
         serial: lock(&machine.serial).0.state().into(),
+        devices: machine.devices.iter().map(|t| lock(t).save()).collect(),
     };
     files.write(&state, &machine.mem).map_err(|e| e.to_string())
 }
 
-/// How to run a restored VM: the snapshot and the host side of what it has (COM1's output).
+/// How to run a restored VM: the snapshot and the host side of what it has, supplied anew:
+/// COM1's output and the disks, as many and in the order the snapshotted VM had them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RestoreConfig {
     pub dir: PathBuf,
     pub serial: SerialOutput,
+    pub disks: Vec<DiskConfig>,
     pub seccomp: bool,
 }
 
@@ -78,7 +83,7 @@ impl Machine {
         let io = |what| move |source| BuildError::Io { what, source };
         let stop = Arc::new(StopSignal::new().map_err(io("eventfd"))?);
         let reset = EventFd::new(libc::EFD_NONBLOCK).map_err(io("eventfd"))?;
-        let events = EventLoop::new(stop.clone(), reset.try_clone().map_err(io("eventfd"))?)
+        let mut events = EventLoop::new(stop.clone(), reset.try_clone().map_err(io("eventfd"))?)
             .map_err(io("epoll"))?;
         let boot_ready = Arc::new(Mutex::new(None));
         let legacy = LegacySetup {
@@ -90,7 +95,8 @@ impl Machine {
             snapshot_signal: None,
         };
         let (pio, serial) = legacy_devices(&vm, legacy)?;
-        let (pio, mmio) = (Arc::new(pio), Arc::new(Bus::default()));
+        let (mmio, devices) = restore_devices(&vm, &mem, config, &state, &mut events)?;
+        let (pio, mmio) = (Arc::new(pio), Arc::new(mmio));
         let vcpus = restore_vcpus(&vm, &state, &pio, &mmio, &stop, start, config.seccomp)?;
         Ok(Self {
             vm,
@@ -102,9 +108,54 @@ impl Machine {
             boot_ready,
             serial,
             snapshot: None,
-            _devices: Vec::new(),
+            devices,
         })
     }
+}
+
+type Transport = Arc<Mutex<MmioTransport>>;
+
+/// The caller's disks on new virtio-blk devices at the same places, each given its saved
+/// transport; a count or type that differs from the snapshot's is refused.
+fn restore_devices(
+    vm: &Vm,
+    mem: &GuestMemory,
+    config: &RestoreConfig,
+    state: &SnapshotState,
+    events: &mut EventLoop,
+) -> Result<(Bus, Vec<Transport>), BuildError> {
+    let refuse = |detail: String| SnapshotError::Devices {
+        path: config.dir.clone(),
+        detail,
+    };
+    if config.disks.len() != state.devices.len() {
+        return Err(refuse(format!(
+            "the snapshot's VM had {} virtio-blk disks, the restore was given {} (give each \
+             --disk again, in the same order)",
+            state.devices.len(),
+            config.disks.len()
+        ))
+        .into());
+    }
+    let devices = VmConfig {
+        kernel: PathBuf::new(),
+        initrd: None,
+        cmdline: String::new(),
+        mem_bytes: state.mem_bytes,
+        vcpus: 1,
+        disks: config.disks.clone(),
+        vsock: None,
+        nets: Vec::new(),
+        consoles: Vec::new(),
+        serial: config.serial.clone(),
+        seccomp: config.seccomp,
+        snapshot_to: None,
+    };
+    let (bus, transports, _) = virtio_devices(vm, mem, &devices, events)?;
+    for (transport, saved) in transports.iter().zip(&state.devices) {
+        lock(transport).restore(saved).map_err(refuse)?;
+    }
+    Ok((bus, transports))
 }
 
 fn restore_vcpus(

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use vm_memory::mmap::MmapRegionBuilder;
 use vm_memory::{FileOffset, GuestMemoryBackend, GuestMemoryRegion, GuestRegionMmap};
 
+use crate::devices::virtio::mmio::TransportState;
 use crate::vstate::memory::{self, GuestMemory};
 
 mod machine;
@@ -58,6 +59,8 @@ pub enum SnapshotError {
         path: PathBuf,
         source: memory::MemoryError,
     },
+    #[error("snapshot {path}: {detail}")]
+    Devices { path: PathBuf, detail: String },
     #[error("cannot snapshot a VM with {0}: capsa-vmm cannot save that device's state yet")]
     UnsavedDevice(String),
 }
@@ -111,7 +114,8 @@ impl From<&SerialState> for vm_superio::serial::SerialState {
     }
 }
 
-/// Everything but guest memory. The i8042 (reset only) and the boot timer keep no state.
+/// Everything but guest memory. The i8042 (reset only) and the boot timer keep no state;
+/// virtio devices (virtio-blk only, so far) are their transports, in the VM's device order.
 #[derive(Serialize, Deserialize)]
 pub struct SnapshotState {
     /// The capsa-vmm that wrote it, for people reading the file.
@@ -120,6 +124,7 @@ pub struct SnapshotState {
     pub vm: VmState,
     pub vcpus: Vec<VcpuState>,
     pub serial: SerialState,
+    pub devices: Vec<TransportState>,
 }
 
 /// The two files of a snapshot being taken, opened (and truncated) before the VM runs: the
