@@ -108,6 +108,11 @@ impl MmioTransport {
         self.interrupt.restore_status(saved.interrupt_status);
         if self.is_active() && self.status & status::FAILED == 0 {
             self.activate();
+            // A kick the old event loop had not served yet was lost with its eventfd: one
+            // pass over every queue serves what the driver made available meanwhile.
+            for evt in &self.queue_events {
+                let _ = evt.write(1);
+            }
         }
         Ok(())
     }
