@@ -4,7 +4,9 @@ one snapshot taken at the guest's snapshot point, then N restores in fresh proce
 from just before exec (CAPSA_VMM_T0) to
   - the first KVM_RUN (the guest's first instruction after the restore), wall and CPU;
   - the guest's boot-timer write (its first act after the snapshot point), wall and CPU;
-  - the first byte of the guest's serial output reaching this script through a pipe.
+  - the first byte of the guest's serial output reaching this script through a pipe;
+and, interleaved with them at the same load, a cold boot of the same guest to its first
+KVM_RUN (capsa.bench=boot), for comparison.
 Writes docs/benchmarks/vmm_snapshot.json and the "Snapshot restore" part of vmm.md.
 """
 import argparse, json, os, subprocess, sys, tempfile, time
@@ -38,6 +40,15 @@ def restore_once(vmm, snap):
     return parse_us(err, "first KVM_RUN"), parse_us(err, "guest ready (boot timer)"), first_out_us
 
 
+def cold_once(vmm, guest, mem):
+    env = dict(os.environ, CAPSA_VMM_T0=str(time.time_ns()))
+    p = subprocess.run([vmm, "--kernel", guest, "--serial", "none", "--mem", mem, "--cmdline", "capsa.bench=boot"],
+                       env=env, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"cold boot exited {p.returncode}: {p.stderr}")
+    return parse_us(p.stderr, "first KVM_RUN")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--vmm", default=os.path.join(ROOT, "target/release/capsa-vmm"))
@@ -47,7 +58,7 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "docs/benchmarks"))
     a = ap.parse_args()
     series = {"first_kvm_run_wall": [], "first_kvm_run_cpu": [], "boot_timer_wall": [], "boot_timer_cpu": [],
-              "first_serial_byte_wall": []}
+              "first_serial_byte_wall": [], "cold_first_kvm_run_wall": [], "cold_first_kvm_run_cpu": []}
     with tempfile.TemporaryDirectory() as tmp:
         guest, snap = os.path.join(tmp, "guest"), os.path.join(tmp, "snap")
         build_guest(guest)
@@ -55,9 +66,10 @@ def main():
         state_bytes = os.path.getsize(os.path.join(snap, "state"))
         for i in range(a.runs + 3):
             (fw, fc), (bw, bc), out = restore_once(a.vmm, snap)
+            cw, cc = cold_once(a.vmm, guest, a.mem)
             if i < 3:
                 continue  # warm-up: the memory file in the page cache
-            for k, v in zip(series, (fw, fc, bw, bc, out)):
+            for k, v in zip(series, (fw, fc, bw, bc, out, cw, cc)):
                 series[k].append(v)
     load = open("/proc/loadavg").read().split()[:3]
     result = {"machine": machine(), "label": a.label, "runs": a.runs, "guest_memory": a.mem,
@@ -81,13 +93,15 @@ def write_md(md_path, runs):
           f"each a fresh capsa-vmm process; times from just before exec (CAPSA_VMM_T0). Machine: "
           f"{any_run['machine']['cpu']}, {any_run['machine']['cpus']} CPUs, kernel {any_run['machine']['kernel']}, "
           "KVM nested PVM, shared with other helpers' builds (load average after each run below).\n",
-          "| build | first KVM_RUN p50 wall / CPU | boot-timer write p50 wall / CPU | first serial byte p50 wall | state file | load avg |",
-          "| --- | --- | --- | --- | --- | --- |"]
+          "| build | restore: first KVM_RUN p50 wall / CPU | restore: boot-timer write p50 wall / CPU | restore: first serial byte p50 wall | cold boot: first KVM_RUN p50 wall / CPU | state file | load avg |",
+          "| --- | --- | --- | --- | --- | --- | --- |"]
     for label, r in runs.items():
         s = r["restore"]
         md.append(f"| {label} | {s['first_kvm_run_wall']['p50_ms']:.2f} / {s['first_kvm_run_cpu']['p50_ms']:.2f} ms "
                   f"| {s['boot_timer_wall']['p50_ms']:.2f} / {s['boot_timer_cpu']['p50_ms']:.2f} ms "
-                  f"| {s['first_serial_byte_wall']['p50_ms']:.2f} ms | {r['state_file_bytes']} B | {' '.join(r['loadavg_after'])} |")
+                  f"| {s['first_serial_byte_wall']['p50_ms']:.2f} ms "
+                  f"| {s['cold_first_kvm_run_wall']['p50_ms']:.2f} / {s['cold_first_kvm_run_cpu']['p50_ms']:.2f} ms "
+                  f"| {r['state_file_bytes']} B | {' '.join(r['loadavg_after'])} |")
     md.append("\nCommands: " + "; ".join(f"`{r['command']}`" for r in runs.values()) + ".")
     md.append("Firecracker's published figure for a snapshot restore is a few milliseconds.")
     text = open(md_path).read() if os.path.exists(md_path) else ""
