@@ -107,6 +107,18 @@ fn damaged_or_foreign_snapshots_are_refused_before_anything_runs() {
     let (snap, _) = take_snapshot(dir.path());
     let state_path = snap.join("state");
     let state = std::fs::read(&state_path).unwrap();
+    let memory_hash = sha256(&snap.join("memory"));
+
+    // A second snapshot into the same directory would change the memory file under restored
+    // VMs: refused before the VM runs, the first snapshot left whole.
+    let again = boot(&["--snapshot-to", snap.to_str().unwrap()]);
+    let stderr = text(&again.stderr);
+    assert_eq!(again.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("holds a snapshot already"), "{stderr}");
+    assert!(again.stdout.is_empty(), "the guest ran");
+    assert_eq!(std::fs::read(&state_path).unwrap(), state);
+    assert_eq!(sha256(&snap.join("memory")), memory_hash);
+
     let refused = |why: &str| {
         let out = restore(&snap);
         let stderr = text(&out.stderr);

@@ -61,6 +61,8 @@ pub enum SnapshotError {
     },
     #[error("snapshot {path}: {detail}")]
     Devices { path: PathBuf, detail: String },
+    #[error("snapshot {0}: holds a snapshot already (remove it or choose another directory)")]
+    Exists(PathBuf),
     #[error("cannot snapshot a VM with {0}: capsa-vmm cannot save that device's state yet")]
     UnsavedDevice(String),
 }
@@ -143,7 +145,9 @@ fn io_at(path: &Path) -> impl Fn(std::io::Error) -> SnapshotError + '_ {
 }
 
 impl SnapshotFiles {
-    /// Creates `dir` if needed and opens its `state` and `memory` for writing.
+    /// Creates `dir` if needed and opens its `state` and `memory` for writing. A directory
+    /// that holds a snapshot already (a non-empty `state`) is refused: VMs restored from it
+    /// may be running on its memory file, which must never change under them.
     pub fn create(dir: &Path) -> Result<Self, SnapshotError> {
         std::fs::create_dir_all(dir).map_err(io_at(dir))?;
         let open = |name: &str| {
@@ -151,14 +155,22 @@ impl SnapshotFiles {
             OpenOptions::new()
                 .write(true)
                 .create(true)
-                .truncate(true)
+                .truncate(false)
                 .open(&path)
                 .map_err(|source| SnapshotError::Io { path, source })
         };
+        let state = open(STATE_FILE)?;
+        let state_path = dir.join(STATE_FILE);
+        if state.metadata().map_err(io_at(&state_path))?.len() > 0 {
+            return Err(SnapshotError::Exists(dir.to_path_buf()));
+        }
+        let memory = open(MEMORY_FILE)?;
+        let memory_path = dir.join(MEMORY_FILE);
+        memory.set_len(0).map_err(io_at(&memory_path))?;
         Ok(Self {
             dir: dir.to_path_buf(),
-            state: open(STATE_FILE)?,
-            memory: open(MEMORY_FILE)?,
+            state,
+            memory,
         })
     }
 
