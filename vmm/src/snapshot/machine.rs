@@ -45,7 +45,7 @@ pub(crate) fn take(
         vm: VmState::save(machine.vm.fd()).map_err(|e| e.to_string())?,
         vcpus: vcpus
             .iter()
-            .map(|v| VcpuState::save(&v.fd, v.index))
+            .map(|v| VcpuState::save(&v.fd, v.index, machine.vm.msr_indices()))
             .collect::<Result<_, _>>()
             .map_err(|e| e.to_string())?,
         serial: lock(&machine.serial).0.state().into(),

@@ -30,29 +30,11 @@ pub enum StateError {
     TooMany { on: String, what: &'static str },
 }
 
-/// The MSRs a guest's state lives in beyond sregs (EFER, APIC base) and the LAPIC: the syscall
-/// entry points, the TSC (so guest time goes on from where it was), PAT, MTRR default type,
-/// the TSC deadline timer and KVM's paravirtual clock, async-PF, steal-time and PV-EOI MSRs.
-const SAVED_MSRS: &[u32] = &[
-    0x174,       // IA32_SYSENTER_CS
-    0x175,       // IA32_SYSENTER_ESP
-    0x176,       // IA32_SYSENTER_EIP
-    0xc000_0081, // STAR
-    0xc000_0082, // LSTAR
-    0xc000_0083, // CSTAR
-    0xc000_0084, // SYSCALL_MASK
-    0xc000_0102, // KERNEL_GS_BASE
-    0xc000_0103, // TSC_AUX
-    0x10,        // IA32_TSC
-    0x1a0,       // IA32_MISC_ENABLE
-    0x277,       // IA32_PAT
+/// MSRs saved besides those KVM lists as saveable (KVM_GET_MSR_INDEX_LIST): the MTRR default
+/// type the VMM sets at boot and TSC_AUX (RDTSCP's value), which KVM may leave out of the list.
+const EXTRA_MSRS: &[u32] = &[
     0x2ff,       // MTRR_DEF_TYPE
-    0x6e0,       // IA32_TSC_DEADLINE
-    0x4b56_4d00, // KVM wall clock
-    0x4b56_4d01, // KVM system time
-    0x4b56_4d02, // KVM async PF
-    0x4b56_4d03, // KVM steal time
-    0x4b56_4d04, // KVM PV EOI
+    0xc000_0103, // TSC_AUX
 ];
 
 /// One vCPU, stopped outside KVM_RUN with its last exit completed.
@@ -82,35 +64,12 @@ fn kvm_err<'a>(what: &'static str, on: &'a str) -> impl Fn(kvm_ioctls::Error) ->
 const MAX_CPUID_ENTRIES: usize = 256;
 
 impl VcpuState {
-    /// Reads vCPU `index`'s state. Its thread has left KVM_RUN after completing any pending
-    /// port or MMIO exit (see `Vcpu::complete_pending_exit`).
-    pub fn save(fd: &VcpuFd, index: u8) -> Result<Self, StateError> {
+    /// Reads vCPU `index`'s state, with every MSR of `msr_indices` (and [`EXTRA_MSRS`]) KVM
+    /// lets it read. Its thread has left KVM_RUN after completing any pending port or MMIO
+    /// exit (see `Vcpu::complete_pending_exit`).
+    pub fn save(fd: &VcpuFd, index: u8, msr_indices: &[u32]) -> Result<Self, StateError> {
         let on = format!("vCPU {index}");
-        let mut msrs = Msrs::from_entries(
-            &SAVED_MSRS
-                .iter()
-                .map(|&index| kvm_msr_entry {
-                    index,
-                    ..Default::default()
-                })
-                .collect::<Vec<_>>(),
-        )
-        .map_err(|_| StateError::TooMany {
-            on: on.clone(),
-            what: "the MSR list",
-        })?;
-        let read = fd
-            .get_msrs(&mut msrs)
-            .map_err(kvm_err("KVM_GET_MSRS", &on))?;
-        if read != SAVED_MSRS.len() {
-            return Err(StateError::Msrs {
-                what: "KVM_GET_MSRS",
-                on,
-                done: read,
-                wanted: SAVED_MSRS.len(),
-                index: SAVED_MSRS[read],
-            });
-        }
+        let msrs = read_msrs(fd, &on, msr_indices)?;
         Ok(Self {
             cpuid: fd
                 .get_cpuid2(MAX_CPUID_ENTRIES)
@@ -128,7 +87,7 @@ impl VcpuState {
                 .get_debug_regs()
                 .map_err(kvm_err("KVM_GET_DEBUGREGS", &on))?,
             lapic: fd.get_lapic().map_err(kvm_err("KVM_GET_LAPIC", &on))?,
-            msrs: msrs.as_slice().to_vec(),
+            msrs,
             events: fd
                 .get_vcpu_events()
                 .map_err(kvm_err("KVM_GET_VCPU_EVENTS", &on))?,
@@ -178,6 +137,36 @@ impl VcpuState {
         fd.set_vcpu_events(&self.events)
             .map_err(kvm_err("KVM_SET_VCPU_EVENTS", &on))
     }
+}
+
+/// Reads every MSR of `indices` and [`EXTRA_MSRS`] that KVM can read: KVM_GET_MSRS stops at
+/// the first it refuses, which is left out, and the rest are read on.
+fn read_msrs(fd: &VcpuFd, on: &str, indices: &[u32]) -> Result<Vec<kvm_msr_entry>, StateError> {
+    let mut wanted: Vec<u32> = indices.iter().chain(EXTRA_MSRS).copied().collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut saved = Vec::new();
+    let mut rest = &wanted[..];
+    while !rest.is_empty() {
+        let entries: Vec<kvm_msr_entry> = rest
+            .iter()
+            .map(|&index| kvm_msr_entry {
+                index,
+                ..Default::default()
+            })
+            .collect();
+        let mut msrs = Msrs::from_entries(&entries).map_err(|_| StateError::TooMany {
+            on: on.to_string(),
+            what: "the MSR list",
+        })?;
+        let read = fd
+            .get_msrs(&mut msrs)
+            .map_err(kvm_err("KVM_GET_MSRS", on))?;
+        saved.extend_from_slice(&msrs.as_slice()[..read]);
+        // Skip the MSR KVM refused, if any.
+        rest = rest.get(read + 1..).unwrap_or_default();
+    }
+    Ok(saved)
 }
 
 /// The VM's in-kernel devices: both PICs, the IOAPIC, the PIT, and the kvmclock base.
