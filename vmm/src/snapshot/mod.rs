@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use vm_memory::mmap::MmapRegionBuilder;
-use vm_memory::{FileOffset, GuestMemoryBackend, GuestMemoryRegion, GuestRegionMmap};
+use vm_memory::{Bytes, FileOffset, GuestMemoryBackend, GuestMemoryRegion, GuestRegionMmap};
 
 use crate::devices::virtio::mmio::TransportState;
 use crate::vstate::memory::{self, GuestMemory};
@@ -178,12 +178,14 @@ impl SnapshotFiles {
     /// memory beside it was written whole too. The vCPUs and devices are stopped.
     pub fn write(mut self, state: &SnapshotState, mem: &GuestMemory) -> Result<(), SnapshotError> {
         let memory_path = self.dir.join(MEMORY_FILE);
+        // The vCPUs have left KVM_RUN and the device thread has stopped: nothing writes guest
+        // memory while it is copied out.
         for region in mem.iter() {
-            // SAFETY: the region is a live mapping of `len` bytes owned by `mem`; every vCPU
-            // has left KVM_RUN and the device thread has stopped, so nothing writes it now.
-            let bytes =
-                unsafe { std::slice::from_raw_parts(region.as_ptr(), region.len() as usize) };
-            self.memory.write_all(bytes).map_err(io_at(&memory_path))?;
+            mem.write_all_volatile_to(region.start_addr(), &mut self.memory, region.len() as usize)
+                .map_err(|e| SnapshotError::Io {
+                    path: memory_path.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
         }
         self.memory.sync_all().map_err(io_at(&memory_path))?;
         let state_path = self.dir.join(STATE_FILE);
