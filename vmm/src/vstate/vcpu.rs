@@ -45,7 +45,9 @@ impl std::fmt::Display for ExitReason {
             ExitReason::GuestStop(how) => write!(f, "guest stopped ({how})"),
             ExitReason::GuestCrash(why) => write!(f, "guest crashed: {why}"),
             ExitReason::VmmError(why) => write!(f, "VMM failed: {why}"),
-            ExitReason::Snapshot => write!(f, "guest stopped at its snapshot point"),
+            ExitReason::Snapshot => {
+                write!(f, "guest stopped at its snapshot point; snapshot written")
+            }
         }
     }
 }
