@@ -114,8 +114,11 @@ def main():
     for k, v in m.items():
         md.append(f"| {k} | {v['rss_kib'] / 1024:.2f} MiB | {v['private_kib'] / 1024:.2f} MiB | {v['guest_touched_kib'] / 1024:.2f} MiB |")
     md.append("\nGoals (Firecracker's): first KVM_RUN within 8 ms; VMM overhead at most 5 MiB.")
-    with open(os.path.join(a.out, "vmm.md"), "w") as f:
-        f.write("\n".join(md) + "\n")
+    md_path = os.path.join(a.out, "vmm.md")
+    # Keep the snapshot-restore part bench/vmm_snapshot.py writes after its marker.
+    kept = open(md_path).read().partition("<!-- vmm_snapshot.py -->") if os.path.exists(md_path) else ("", "", "")
+    with open(md_path, "w") as f:
+        f.write("\n".join(md) + "\n" + ("\n" + kept[1] + kept[2] if kept[1] else ""))
     print("\n".join(md))
 
 

@@ -26,6 +26,7 @@ use crate::devices::virtio::net::Net;
 use crate::devices::virtio::vsock::Vsock;
 use crate::devices::virtio::{EventOps, Interrupt, VirtioDevice};
 use crate::event_loop::EventLoop;
+use crate::snapshot::SnapshotFiles;
 use crate::timing::{Mark, StartTime};
 use crate::vstate::memory::{self, GuestMemory};
 use crate::vstate::vcpu::{self, ExitReason, StopSignal, Vcpu};
@@ -61,6 +62,10 @@ pub enum BuildError {
     TooManyDevices,
     #[error("cannot open serial output: {0}")]
     Serial(std::io::Error),
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
+    #[error(transparent)]
+    SavedState(#[from] crate::vstate::saved::StateError),
     #[error("KVM {what} failed: {source}")]
     Kvm {
         what: &'static str,
@@ -79,14 +84,17 @@ fn io(what: &'static str) -> impl Fn(std::io::Error) -> BuildError {
 
 /// A VM ready to run: its vCPUs set up and not yet started.
 pub struct Machine {
-    vm: Vm,
-    mem: GuestMemory,
-    vcpus: Vec<Vcpu>,
-    events: EventLoop,
-    stop: Arc<StopSignal>,
-    seccomp: bool,
-    boot_ready: Arc<Mutex<Option<Mark>>>,
-    _devices: Vec<Arc<Mutex<MmioTransport>>>,
+    pub(crate) vm: Vm,
+    pub(crate) mem: GuestMemory,
+    pub(crate) vcpus: Vec<Vcpu>,
+    pub(crate) events: EventLoop,
+    pub(crate) stop: Arc<StopSignal>,
+    pub(crate) seccomp: bool,
+    pub(crate) boot_ready: Arc<Mutex<Option<Mark>>>,
+    pub(crate) serial: Arc<Mutex<SerialDevice>>,
+    /// Where the guest's snapshot point writes the snapshot, if anywhere.
+    pub(crate) snapshot: Option<SnapshotFiles>,
+    pub(crate) devices: Vec<Arc<Mutex<MmioTransport>>>,
 }
 
 /// What a finished run reports.
@@ -102,6 +110,13 @@ impl Machine {
         if config.vcpus == 0 || config.vcpus > mptable::MAX_VCPUS {
             return Err(BuildError::VcpuCount(config.vcpus));
         }
+        let snapshot = match &config.snapshot_to {
+            Some(dir) => {
+                refuse_unsaved_devices(config)?;
+                Some(SnapshotFiles::create(dir)?)
+            }
+            None => None,
+        };
         let mem = memory::create(config.mem_bytes)?;
         let vm = Vm::new()?;
         vm.register_memory(&mem)?;
@@ -113,7 +128,15 @@ impl Machine {
             .map_err(io("epoll"))?;
 
         let boot_ready = Arc::new(Mutex::new(None));
-        let pio = legacy_devices(&vm, config, reset, start, boot_ready.clone())?;
+        let legacy = LegacySetup {
+            serial: &config.serial,
+            serial_state: None,
+            reset,
+            start,
+            boot_ready: boot_ready.clone(),
+            snapshot_signal: snapshot.as_ref().map(|_| stop.clone()),
+        };
+        let (pio, serial) = legacy_devices(&vm, legacy)?;
         let (mmio, devices, device_args) = virtio_devices(&vm, &mem, config, &mut events)?;
 
         let kernel = boot::load_kernel(&mem, &config.kernel)?;
@@ -170,7 +193,9 @@ impl Machine {
             stop,
             seccomp: config.seccomp,
             boot_ready,
-            _devices: devices,
+            serial,
+            snapshot,
+            devices,
         })
     }
 
@@ -183,6 +208,7 @@ impl Machine {
     pub fn run(mut self) -> Result<RunReport, BuildError> {
         vcpu::install_kick_handler().map_err(io("signal handler"))?;
         let mut threads = Vec::new();
+        let started = self.vcpus.len();
         for v in std::mem::take(&mut self.vcpus) {
             let name = format!("vcpu{}", v.index);
             threads.push(
@@ -193,12 +219,22 @@ impl Machine {
             );
         }
         if self.seccomp {
-            if let Err(e) = crate::seccomp::apply(crate::seccomp::ThreadKind::Vmm) {
+            let kind = match self.snapshot {
+                Some(_) => crate::seccomp::ThreadKind::VmmSnapshotting,
+                None => crate::seccomp::ThreadKind::Vmm,
+            };
+            if let Err(e) = crate::seccomp::apply(kind) {
                 self.stop.stop(ExitReason::VmmError(e.to_string()));
             }
         }
-        let reason = self.events.run();
-        stop_vcpus(threads);
+        let mut reason = self.events.run();
+        let vcpus = stop_vcpus(threads);
+        if let (ExitReason::Snapshot, Some(files)) = (&reason, self.snapshot.take()) {
+            reason = match crate::snapshot::take(files, &self, &vcpus, started) {
+                Ok(()) => ExitReason::Snapshot,
+                Err(e) => ExitReason::VmmError(format!("writing the snapshot: {e}")),
+            };
+        }
         let boot_ready = *crate::devices::bus::lock(&self.boot_ready);
         drop(self.vm);
         Ok(RunReport { reason, boot_ready })
@@ -215,53 +251,104 @@ fn kernel_end(_mem: &GuestMemory) -> u64 {
     HIMEM
 }
 
-/// Knocks every vCPU out of KVM_RUN until its thread ends (bounded: a wedged thread is left).
-fn stop_vcpus(threads: Vec<JoinHandle<()>>) {
+/// A snapshot saves the legacy devices and virtio-blk (whose state is all in its transport):
+/// a VM with any other virtio device is refused before it runs, naming the first such device.
+fn refuse_unsaved_devices(config: &VmConfig) -> Result<(), BuildError> {
+    let first = (config.nets.first().map(|n| format!("virtio-net {}", n.tap)))
+        .or_else(|| {
+            config
+                .consoles
+                .first()
+                .map(|c| format!("virtio-console {}", c.name))
+        })
+        .or_else(|| {
+            config
+                .vsock
+                .as_ref()
+                .map(|v| format!("virtio-vsock cid {}", v.cid))
+        });
+    match first {
+        Some(device) => Err(crate::snapshot::SnapshotError::UnsavedDevice(device).into()),
+        None => Ok(()),
+    }
+}
+
+/// Knocks every vCPU out of KVM_RUN until its thread ends (bounded: a wedged thread is left)
+/// and returns the vCPUs whose threads ended, each with whether its last exit was completed.
+fn stop_vcpus(
+    threads: Vec<JoinHandle<(Vcpu, Result<(), String>)>>,
+) -> Vec<(Vcpu, Result<(), String>)> {
     use vmm_sys_util::signal::Killable;
     let deadline = Instant::now() + Duration::from_secs(2);
+    let mut vcpus = Vec::new();
     for t in threads {
         while !t.is_finished() && Instant::now() < deadline {
             let _ = t.kill(vcpu::kick_signal());
             std::thread::sleep(Duration::from_millis(1));
         }
         if t.is_finished() {
-            let _ = t.join();
+            if let Ok(v) = t.join() {
+                vcpus.push(v);
+            }
         }
     }
+    vcpus
 }
 
 type PortDevice = (u64, u64, Arc<Mutex<dyn BusDevice>>);
 
-/// COM1, the i8042 and the boot timer on the port bus.
-fn legacy_devices(
+/// What the legacy devices are made from, at boot and at restore.
+pub(crate) struct LegacySetup<'a> {
+    pub serial: &'a crate::config::SerialOutput,
+    /// COM1's registers from a snapshot; a fresh UART at boot.
+    pub serial_state: Option<&'a crate::snapshot::SerialState>,
+    pub reset: EventFd,
+    pub start: StartTime,
+    pub boot_ready: Arc<Mutex<Option<Mark>>>,
+    /// The stop signal, when the guest's snapshot point should stop the VM.
+    pub snapshot_signal: Option<Arc<StopSignal>>,
+}
+
+/// COM1, the i8042 and the boot timer on the port bus; also returns COM1 (for its state).
+pub(crate) fn legacy_devices(
     vm: &Vm,
-    config: &VmConfig,
-    reset: EventFd,
-    start: StartTime,
-    boot_ready: Arc<Mutex<Option<Mark>>>,
-) -> Result<Bus, BuildError> {
+    setup: LegacySetup<'_>,
+) -> Result<(Bus, Arc<Mutex<SerialDevice>>), BuildError> {
     let mut pio = Bus::default();
     let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io("eventfd"))?;
     vm.register_irqfd(&serial_irq, SERIAL_IRQ)?;
-    let sink = Sink::open(&config.serial).map_err(BuildError::Serial)?;
-    let serial = SerialDevice(vm_superio::Serial::new(EventFdTrigger(serial_irq), sink));
+    let sink = Sink::open(setup.serial).map_err(BuildError::Serial)?;
+    let uart = match setup.serial_state {
+        None => vm_superio::Serial::new(EventFdTrigger(serial_irq), sink),
+        Some(state) => vm_superio::Serial::from_state(
+            &state.into(),
+            EventFdTrigger(serial_irq),
+            vm_superio::serial::NoEvents,
+            sink,
+        )
+        .map_err(|e| BuildError::Io {
+            what: "serial state",
+            source: std::io::Error::other(format!("{e:?}")),
+        })?,
+    };
+    let serial = Arc::new(Mutex::new(SerialDevice(uart)));
     let devices: [PortDevice; 3] = [
-        (
-            serial::PORT_BASE,
-            serial::PORT_LEN,
-            Arc::new(Mutex::new(serial)),
-        ),
+        (serial::PORT_BASE, serial::PORT_LEN, serial.clone()),
         (
             i8042::PORT_BASE,
             i8042::PORT_LEN,
             Arc::new(Mutex::new(I8042(vm_superio::I8042Device::new(
-                EventFdTrigger(reset),
+                EventFdTrigger(setup.reset),
             )))),
         ),
         (
             boot_timer::PORT,
             1,
-            Arc::new(Mutex::new(BootTimer::new(start, boot_ready))),
+            Arc::new(Mutex::new(BootTimer::new(
+                setup.start,
+                setup.boot_ready,
+                setup.snapshot_signal,
+            ))),
         ),
     ];
     for (base, len, dev) in devices {
@@ -270,14 +357,14 @@ fn legacy_devices(
             source: std::io::Error::other(e.to_string()),
         })?;
     }
-    Ok(pio)
+    Ok((pio, serial))
 }
 
-type VirtioSet = (Bus, Vec<Arc<Mutex<MmioTransport>>>, Vec<String>);
+pub(crate) type VirtioSet = (Bus, Vec<Arc<Mutex<MmioTransport>>>, Vec<String>);
 
 /// Disks, network devices, the console, then vsock, each in its own MMIO window with its own interrupt line; returns the bus,
 /// the transports and the `virtio_mmio.device=` arguments that tell the kernel where they are.
-fn virtio_devices(
+pub(crate) fn virtio_devices(
     vm: &Vm,
     mem: &GuestMemory,
     config: &VmConfig,

@@ -18,6 +18,8 @@ pub struct VmConfig {
     pub serial: SerialOutput,
     /// Confine each thread with its seccomp filter once set-up is done.
     pub seccomp: bool,
+    /// Where to write a snapshot when the guest reaches its snapshot point (the VM then stops).
+    pub snapshot_to: Option<PathBuf>,
 }
 
 /// `PATH[,ro][,id=SERIAL]` or `fd=N[,ro][,id=SERIAL]`: a file or block device (by path, or

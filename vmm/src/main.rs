@@ -1,6 +1,8 @@
 //! `capsa-vmm`: flags in, a VM run, an exit status that says why it stopped.
-//!   0 the guest stopped itself (reboot / i8042 reset / power-off event)
-//!   1 the VM could not be set up (bad kernel, memory size, disk, KVM unavailable ...)
+//!   0 the guest stopped itself (reboot / i8042 reset / power-off event), or stopped at its
+//!     snapshot point and the snapshot was written (--snapshot-to)
+//!   1 the VM could not be set up (bad kernel, memory size, disk, KVM unavailable, a refused
+//!     snapshot ...)
 //!   2 bad flags
 //!   3 the guest crashed (triple fault, halt with nothing to run, KVM emulation failure)
 //!   4 the VMM failed while the guest ran
@@ -11,7 +13,8 @@ use std::process::ExitCode;
 use capsa_vmm::timing::StartTime;
 use capsa_vmm::vstate::memory::parse_size;
 use capsa_vmm::{
-    ConsoleConfig, DiskConfig, Machine, NetConfig, SerialOutput, VmConfig, VsockConfig,
+    ConsoleConfig, DiskConfig, Machine, NetConfig, RestoreConfig, SerialOutput, VmConfig,
+    VsockConfig,
 };
 use clap::Parser;
 
@@ -19,8 +22,8 @@ use clap::Parser;
 #[command(name = "capsa-vmm", version, about = "capsa's microVM monitor on KVM")]
 struct Flags {
     /// Guest kernel: an ELF vmlinux (booted by PVH when it has the note) or a bzImage
-    #[arg(long)]
-    kernel: PathBuf,
+    #[arg(long, required_unless_present = "restore_from")]
+    kernel: Option<PathBuf>,
     /// Initramfs image
     #[arg(long)]
     initrd: Option<PathBuf>,
@@ -51,25 +54,35 @@ struct Flags {
     /// Run without the per-thread seccomp filters (for debugging a filter kill)
     #[arg(long)]
     no_seccomp: bool,
+    /// Write a snapshot (DIR/state, DIR/memory) when the guest reaches its snapshot point
+    /// (writes 124 to the boot-timer port), then stop; VMs with disks only (no net, console,
+    /// vsock)
+    #[arg(long, value_name = "DIR", conflicts_with = "restore_from")]
+    snapshot_to: Option<PathBuf>,
+    /// Resume the VM a snapshot directory holds instead of booting a kernel (give its disks
+    /// again with --disk, in the same order; they may be other files)
+    #[arg(long, value_name = "DIR", conflicts_with_all = [
+        "kernel", "initrd", "cmdline", "mem", "vcpus", "nets", "consoles", "vsock",
+    ])]
+    restore_from: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let start = StartTime::from_env_or_now();
     let flags = Flags::parse();
-    let config = VmConfig {
-        kernel: flags.kernel,
-        initrd: flags.initrd,
-        cmdline: flags.cmdline,
-        mem_bytes: flags.mem,
-        vcpus: flags.vcpus,
-        disks: flags.disks,
-        vsock: flags.vsock,
-        nets: flags.nets,
-        consoles: flags.consoles,
-        serial: flags.serial,
-        seccomp: !flags.no_seccomp,
+    let built = match flags.restore_from.clone() {
+        Some(dir) => Machine::restore(
+            &RestoreConfig {
+                dir,
+                serial: flags.serial,
+                disks: flags.disks,
+                seccomp: !flags.no_seccomp,
+            },
+            start,
+        ),
+        None => Machine::build(&boot_config(flags), start),
     };
-    let machine = match Machine::build(&config, start) {
+    let machine = match built {
         Ok(m) => m,
         Err(e) => {
             eprintln!("capsa-vmm: {e}");
@@ -85,5 +98,23 @@ fn main() -> ExitCode {
             eprintln!("capsa-vmm: {e}");
             ExitCode::from(4)
         }
+    }
+}
+
+fn boot_config(flags: Flags) -> VmConfig {
+    VmConfig {
+        // clap requires --kernel when there is no --restore-from.
+        kernel: flags.kernel.unwrap_or_default(),
+        initrd: flags.initrd,
+        cmdline: flags.cmdline,
+        mem_bytes: flags.mem,
+        vcpus: flags.vcpus,
+        disks: flags.disks,
+        vsock: flags.vsock,
+        nets: flags.nets,
+        consoles: flags.consoles,
+        serial: flags.serial,
+        seccomp: !flags.no_seccomp,
+        snapshot_to: flags.snapshot_to,
     }
 }

@@ -4,7 +4,9 @@
 //! - vCPU threads: KVM_RUN, and what MMIO/port handlers do (eventfd and console writes, device
 //!   activation and reset, which register and drop sockets in epoll);
 //! - the VMM thread: the epoll loop and the devices' host I/O (disk reads/writes/flush, Unix
-//!   sockets for vsock), and kicking vCPUs at stop.
+//!   sockets for vsock), and kicking vCPUs at stop;
+//! - the VMM thread of a VM run with a snapshot directory: also the KVM_GET_* ioctls that read
+//!   the stopped vCPUs' and VM's state (the snapshot files are opened before the filter).
 
 use std::collections::BTreeMap;
 
@@ -16,6 +18,8 @@ use seccompiler::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ThreadKind {
     Vmm,
+    /// The VMM thread when the guest's snapshot point writes a snapshot.
+    VmmSnapshotting,
     Vcpu,
 }
 
@@ -29,6 +33,34 @@ pub struct SeccompError {
 /// KVM_RUN = _IO(KVMIO, 0x80); FIONBIO sets O_NONBLOCK on sockets.
 const KVM_RUN: u64 = 0xae80;
 const FIONBIO: u64 = 0x5421;
+
+/// A KVM ioctl request number: `_IOC(dir, KVMIO, nr, size)`.
+const fn kvm_ioc(dir: u64, nr: u64, size: usize) -> u64 {
+    (dir << 30) | ((size as u64) << 16) | (0xae << 8) | nr
+}
+const READ: u64 = 2;
+const READ_WRITE: u64 = 3;
+
+/// What a snapshot reads from the stopped vCPUs and VM (see `vstate::saved`).
+const SNAPSHOT_IOCTLS: &[u64] = {
+    use kvm_bindings::*;
+    use std::mem::size_of;
+    &[
+        kvm_ioc(READ, 0x81, size_of::<kvm_regs>()),
+        kvm_ioc(READ, 0x83, size_of::<kvm_sregs>()),
+        kvm_ioc(READ_WRITE, 0x88, size_of::<kvm_msrs>()),
+        kvm_ioc(READ, 0x8e, size_of::<kvm_lapic_state>()),
+        kvm_ioc(READ_WRITE, 0x91, size_of::<kvm_cpuid2>()),
+        kvm_ioc(READ, 0x98, size_of::<kvm_mp_state>()),
+        kvm_ioc(READ, 0x9f, size_of::<kvm_vcpu_events>()),
+        kvm_ioc(READ, 0xa1, size_of::<kvm_debugregs>()),
+        kvm_ioc(READ, 0xa4, size_of::<kvm_xsave>()),
+        kvm_ioc(READ, 0xa6, size_of::<kvm_xcrs>()),
+        kvm_ioc(READ_WRITE, 0x62, size_of::<kvm_irqchip>()),
+        kvm_ioc(READ, 0x9f, size_of::<kvm_pit_state2>()),
+        kvm_ioc(READ, 0x7c, size_of::<kvm_clock_data>()),
+    ]
+};
 
 /// What every thread of a Rust program needs to run, allocate, sleep, exit and take signals.
 const COMMON: &[i64] = &[
@@ -94,9 +126,15 @@ fn rules(kind: ThreadKind) -> Result<BTreeMap<i64, Vec<SeccompRule>>, seccompile
         ThreadKind::Vcpu => {
             map.insert(libc::SYS_ioctl, vec![ioctl(KVM_RUN)?]);
         }
-        ThreadKind::Vmm => {
+        ThreadKind::Vmm | ThreadKind::VmmSnapshotting => {
             map.extend(VMM.iter().map(|s| (*s, Vec::new())));
-            map.insert(libc::SYS_ioctl, vec![ioctl(FIONBIO)?]);
+            let mut ioctls = vec![ioctl(FIONBIO)?];
+            if kind == ThreadKind::VmmSnapshotting {
+                for request in SNAPSHOT_IOCTLS {
+                    ioctls.push(ioctl(*request)?);
+                }
+            }
+            map.insert(libc::SYS_ioctl, ioctls);
             // Sockets: Unix only (vsock's connections to host services).
             let unix = SeccompCondition::new(
                 0,
@@ -141,6 +179,7 @@ mod tests {
     #[test]
     fn both_filters_compile() {
         assert!(!filter(ThreadKind::Vmm).unwrap().is_empty());
+        assert!(!filter(ThreadKind::VmmSnapshotting).unwrap().is_empty());
         assert!(!filter(ThreadKind::Vcpu).unwrap().is_empty());
     }
 

@@ -20,14 +20,19 @@ fn disk(dir: &Path) -> std::path::PathBuf {
     path
 }
 
-fn wait_for(path: &Path) {
+/// Connects to the VMM's listening socket at `path`. The file appears at bind(), before the
+/// VMM's listen(), so a connection is refused until then: retried, for at most 30 s.
+fn connect_when_listening(path: &Path) -> UnixStream {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
+    loop {
+        match UnixStream::connect(path) {
+            Ok(stream) => return stream,
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "{} never accepted a connection: {e}",
+                path.display()
+            ),
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -56,12 +61,10 @@ fn test_guest_uses_block_vsock_boot_timer_and_reset() {
         .unwrap();
 
     // The console port's host side: connected before the guest looks for it.
-    wait_for(&console);
-    let mut port = UnixStream::connect(&console).unwrap();
+    let mut port = connect_when_listening(&console);
     port.set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
-    wait_for(&uds);
-    let mut host = UnixStream::connect(&uds).unwrap();
+    let mut host = connect_when_listening(&uds);
     host.set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
     host.write_all(b"CONNECT 1234\n").unwrap();

@@ -40,6 +40,12 @@ pub fn ram_ranges(size: u64) -> Vec<(GuestAddress, usize)> {
 
 /// Checks a requested size and maps the guest's RAM.
 pub fn create(size: u64) -> Result<GuestMemory, MemoryError> {
+    check_size(size)?;
+    GuestMemory::from_ranges(&ram_ranges(size)).map_err(|source| MemoryError::Map { size, source })
+}
+
+/// A guest size capsa-vmm runs: whole pages, from [`MIN_MEM`] to [`MAX_MEM`].
+pub fn check_size(size: u64) -> Result<(), MemoryError> {
     if size % PAGE != 0 {
         return Err(MemoryError::NotPageAligned(size));
     }
@@ -50,7 +56,7 @@ pub fn create(size: u64) -> Result<GuestMemory, MemoryError> {
             max: MAX_MEM,
         });
     }
-    GuestMemory::from_ranges(&ram_ranges(size)).map_err(|source| MemoryError::Map { size, source })
+    Ok(())
 }
 
 /// The host address range of every region, so that memory accounting can tell the guest's

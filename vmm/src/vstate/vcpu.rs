@@ -20,6 +20,11 @@ pub enum ExitReason {
     GuestCrash(String),
     /// KVM or the VMM failed while the guest ran.
     VmmError(String),
+    /// The guest reached its snapshot point (boot-timer port, [`SNAPSHOT_MAGIC`]) in a VM run
+    /// with a snapshot directory: the VM stops so its state can be written.
+    ///
+    /// [`SNAPSHOT_MAGIC`]: crate::devices::legacy::boot_timer::SNAPSHOT_MAGIC
+    Snapshot,
 }
 
 impl ExitReason {
@@ -27,7 +32,7 @@ impl ExitReason {
     /// running (1 and 2 are set-up and usage errors, before the guest ran).
     pub fn exit_code(&self) -> i32 {
         match self {
-            ExitReason::GuestStop(_) => 0,
+            ExitReason::GuestStop(_) | ExitReason::Snapshot => 0,
             ExitReason::GuestCrash(_) => 3,
             ExitReason::VmmError(_) => 4,
         }
@@ -40,6 +45,9 @@ impl std::fmt::Display for ExitReason {
             ExitReason::GuestStop(how) => write!(f, "guest stopped ({how})"),
             ExitReason::GuestCrash(why) => write!(f, "guest crashed: {why}"),
             ExitReason::VmmError(why) => write!(f, "VMM failed: {why}"),
+            ExitReason::Snapshot => {
+                write!(f, "guest stopped at its snapshot point; snapshot written")
+            }
         }
     }
 }
@@ -97,12 +105,14 @@ const KVM_SYSTEM_EVENT_SHUTDOWN: u32 = 1;
 const KVM_SYSTEM_EVENT_RESET: u32 = 2;
 
 impl Vcpu {
-    /// Runs until the VM stops. vCPU 0 logs the moment of the first KVM_RUN.
-    pub fn run(mut self) {
+    /// Runs until the VM stops, then hands the vCPU back (a snapshot reads its state) with
+    /// whether its last exit could be completed for a snapshot. vCPU 0 logs the moment of the
+    /// first KVM_RUN.
+    pub fn run(mut self) -> (Self, Result<(), String>) {
         if self.seccomp {
             if let Err(e) = crate::seccomp::apply(crate::seccomp::ThreadKind::Vcpu) {
                 self.stop.stop(ExitReason::VmmError(e.to_string()));
-                return;
+                return (self, Err(e.to_string()));
             }
         }
         if self.index == 0 {
@@ -112,6 +122,31 @@ impl Vcpu {
             if let Some(reason) = self.run_once() {
                 self.stop.stop(reason);
             }
+        }
+        let completed = match self.stop.reason() {
+            Some(ExitReason::Snapshot) => self.complete_pending_exit(),
+            _ => Ok(()),
+        };
+        (self, completed)
+    }
+
+    /// KVM finishes a port or MMIO exit (the instruction's result, RIP past it) only on the
+    /// next KVM_RUN; with `immediate_exit` set, that KVM_RUN completes it and returns EINTR
+    /// without running the guest, leaving registers that are safe to save.
+    fn complete_pending_exit(&mut self) -> Result<(), String> {
+        self.fd.set_kvm_immediate_exit(1);
+        let result = self.fd.run().map(|_| ());
+        self.fd.set_kvm_immediate_exit(0);
+        match result {
+            Err(e) if e.errno() == libc::EINTR => Ok(()),
+            Err(e) => Err(format!(
+                "KVM_RUN to complete vCPU {}'s last exit: {e}",
+                self.index
+            )),
+            Ok(()) => Err(format!(
+                "vCPU {} ran although immediate_exit was set",
+                self.index
+            )),
         }
     }
 

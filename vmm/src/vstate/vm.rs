@@ -35,6 +35,8 @@ pub enum VmError {
 pub struct Vm {
     kvm: Kvm,
     fd: VmFd,
+    /// The MSRs KVM can save and restore, asked for at creation, before any seccomp filter.
+    msr_indices: Vec<u32>,
 }
 
 impl Vm {
@@ -58,8 +60,25 @@ impl Vm {
                 return Err(VmError::MissingCapability(name));
             }
         }
+        let msr_indices = kvm
+            .get_msr_index_list()
+            .map_err(|source| VmError::Setup {
+                what: "KVM_GET_MSR_INDEX_LIST",
+                source,
+            })?
+            .as_slice()
+            .to_vec();
         let fd = kvm.create_vm().map_err(VmError::Create)?;
-        Ok(Self { kvm, fd })
+        Ok(Self {
+            kvm,
+            fd,
+            msr_indices,
+        })
+    }
+
+    /// The MSRs KVM lists as saveable (KVM_GET_MSR_INDEX_LIST), for snapshots.
+    pub fn msr_indices(&self) -> &[u32] {
+        &self.msr_indices
     }
 
     pub fn kvm(&self) -> &Kvm {

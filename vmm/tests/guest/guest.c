@@ -3,7 +3,10 @@
  * zero page, it finds the virtio-mmio devices named on the command line, reads and writes a
  * sector of the virtio-blk disk, echoes a message over vsock to a host client and opens a
  * connection of its own to the host, writes to a named virtio-console port, signals the boot
- * timer and resets through the i8042.
+ * timer and resets through the i8042. With capsa.test=snapshot it instead fills memory (and
+ * reads its disk, if it has one), asks for a snapshot at its snapshot point (124 to the
+ * boot-timer port) and, running again (after a restore, or at once when no snapshot was asked
+ * for), checks its memory and a register, and writes and reads the disk.
  * Everything it checks is printed on COM1 as "ok: ..." or "FAIL: ..."; the host test reads it.
  * Guest kernel code is emulated slowly on nested-PVM hosts, so the work is kept small.
  */
@@ -304,6 +307,60 @@ static void test_console(u64 base) {
   check(wait_used(&cq[5], SECONDS(10)) >= 0, "console: wrote to the port");
 }
 
+/* ---- snapshot point ------------------------------------------------------------------------ */
+static void put_dec(u64 v) {
+  char digits[20];
+  int n = 0;
+  do { digits[n++] = (char)('0' + v % 10); v /= 10; } while (v);
+  while (n) putc(digits[--n]);
+}
+
+#define PATTERN_WORDS 16384
+static u32 pattern[PATTERN_WORDS]; /* 64 KiB the guest fills before its snapshot point */
+static volatile u64 counter;
+
+/* The first virtio-blk device on the command line, or 0. */
+static u64 find_block(const char *cmdline) {
+  u64 bases[8];
+  int n = find_devices(cmdline, bases, 8);
+  for (int i = 0; i < n; i++)
+    if (mmio_read(bases[i], 0) == 0x74726976 && mmio_read(bases[i], 8) == 2) return bases[i];
+  return 0;
+}
+
+static int read_sector0(void) { return blk_request(0, 0, 1) && memeq(sector_buf, "CAPSA-TEST-DISK", 15); }
+
+static void snapshot_test(const char *cmdline) {
+  u64 blk = find_block(cmdline);
+  if (blk) check(device_init(blk, &blkq, 1, 0) && read_sector0(), "snapshot: disk read before");
+  for (u32 i = 0; i < PATTERN_WORDS; i++) pattern[i] = i * 2654435761u;
+  counter = 41;
+  puts("snapshot: memory filled, counter 41\n");
+  /* A value held in a register across the snapshot point, and the RIP after it. */
+  u64 kept = 0x1234567887654321ul, after;
+  __asm__ volatile("mov %1, %%r12\n\toutb %%al, %%dx\n\tmov %%r12, %0"
+                   : "=r"(after)
+                   : "r"(kept), "a"((u8)124), "d"((u16)0x3f0)
+                   : "r12", "memory");
+  outb(0x3f0, 123); /* boot timer: the guest's first act after the snapshot point */
+  puts("snapshot: resumed\n");
+  counter++;
+  int same = 1;
+  for (u32 i = 0; i < PATTERN_WORDS; i++) same &= pattern[i] == i * 2654435761u;
+  check(same, "snapshot: memory survived");
+  check(after == kept, "snapshot: register survived");
+  if (blk) {
+    memcpy_(sector_buf, "WRITTEN-BY-GUEST", 16);
+    check(blk_request(1, 1, 1) && blk_request(4, 0, 0), "snapshot: disk written after");
+    check(read_sector0(), "snapshot: disk read after");
+  }
+  puts("snapshot: counter ");
+  put_dec(counter);
+  putc('\n');
+  puts(failures ? "test guest: FAILED\n" : "test guest: all ok\n");
+  poweroff();
+}
+
 /* ---- main ---------------------------------------------------------------------------------- */
 void guest_main(u8 *zero_page) {
   puts("capsa test guest\n");
@@ -315,6 +372,7 @@ void guest_main(u8 *zero_page) {
       outb(0x3f0, 123);
       for (;;) __asm__ volatile("cli; hlt");
     }
+    if (memeq(p, "capsa.test=snapshot", 19)) snapshot_test(cmdline);
   }
   u64 bases[8];
   int n = find_devices(cmdline, bases, 8);

@@ -11,6 +11,9 @@ use super::{Context, EventOps, Interrupt, VirtioDevice, INT_CONFIG, QUEUE_TOKEN_
 use crate::devices::bus::BusDevice;
 use crate::vstate::memory::GuestMemory;
 
+mod saved;
+pub use saved::TransportState;
+
 const MAGIC: u32 = 0x7472_6976; // "virt"
 const VERSION: u32 = 2;
 const VENDOR: u32 = 0x4153_5043; // "CPSA"
