@@ -127,8 +127,7 @@ fn lay_out(
     );
     state.cgroup = cgroup_paths;
     state.userns_base = userns_base;
-    state.healthcheck =
-        super::health::configured(store.root(), &image, opts.healthcheck.as_ref(), true)?;
+    state.healthcheck = super::health::configured(store.root(), &image, opts.healthcheck.as_ref())?;
     if userns_base.is_some() {
         for n in 0..image.layer_dirs.len() {
             let d = dir.dir.join("lower").join(n.to_string());

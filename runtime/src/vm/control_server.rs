@@ -96,6 +96,11 @@ pub(super) fn read_client_input(mut stream: UnixStream, process: String, to: Rin
                 rows,
                 cols,
             },
+            // A client may signal its own process (a healthcheck past its timeout).
+            Message::Request(Request::Signal { signal, .. }) => Request::Signal {
+                process: process.clone(),
+                signal,
+            },
             _ => continue,
         };
         if !to.send(request) {
