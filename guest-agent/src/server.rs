@@ -36,6 +36,40 @@ struct Proc {
     reported: bool,
 }
 
+/// Before SIGKILL reaches a process started through capsa-init (which cannot pass SIGKILL
+/// on), kills the process groups of its children: the command it started leads its own, and
+/// would otherwise be left running in the container (a healthcheck past its timeout).
+fn kill_command_groups(pid: i32) {
+    for child in children_of(pid).into_iter().filter(|c| *c > 1) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(-child), Signal::SIGKILL);
+    }
+}
+
+/// The children of `pid`, from every process's /proc/N/stat (the guest kernel has no
+/// /proc/N/task/N/children).
+fn children_of(pid: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|n| {
+            std::fs::read_to_string(format!("/proc/{n}/stat"))
+                .ok()
+                .and_then(|stat| parent_in_stat(&stat))
+                == Some(pid)
+        })
+        .collect()
+}
+
+/// The parent PID in a /proc/N/stat line: the field after the state, which follows the
+/// command's closing parenthesis (the command itself may hold any character).
+fn parent_in_stat(stat: &str) -> Option<i32> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
 impl Proc {
     fn drained(&self) -> bool {
         self.stdout.is_none() && self.stderr.is_none()
@@ -326,6 +360,9 @@ impl Agent {
                     .ok_or((ErrorKind::NotFound, format!("no running process {process}")))?;
                 let sig = Signal::try_from(signal)
                     .map_err(|_| (ErrorKind::BadRequest, format!("no signal {signal}")))?;
+                if sig == Signal::SIGKILL {
+                    kill_command_groups(pid);
+                }
                 nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)
                     .map_err(|e| (ErrorKind::NotFound, e.to_string()))?;
                 Ok(Response::Ok)
@@ -576,6 +613,24 @@ impl Agent {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_parent_is_read_past_a_command_holding_parentheses() {
+        assert_eq!(super::parent_in_stat("41 (sleep) S 40 41 1 0"), Some(40));
+        assert_eq!(super::parent_in_stat("7 (a) b) (c) R 3 7 7"), Some(3));
+        assert_eq!(super::parent_in_stat("garbage"), None);
+        let me = std::process::id() as i32;
+        let child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        assert!(super::children_of(me).contains(&(child.id() as i32)));
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = { child }.wait();
+    }
+
     use super::*;
     use capsa_core::protocol::Envelope;
     use std::os::unix::net::UnixStream;

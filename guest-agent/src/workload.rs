@@ -3,13 +3,13 @@
 //! as `capsa create` does on a host, then released at `start`.
 
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use capsa_core::linux::cgroups::{self, CgroupManager, CgroupMode};
 use capsa_core::linux::process::stdio::{self, Pipes, Pty};
-use capsa_core::linux::process::{self, exec_fifo, InitConfig, Stdio};
+use capsa_core::linux::process::{self, exec_fifo, InitConfig, InitStdio, Stdio};
 use capsa_core::linux::rootfs::OverlayLayers;
 use capsa_core::linux::seccomp::compile;
 use capsa_core::protocol::{CreateRequest, ErrorKind};
@@ -41,18 +41,22 @@ pub struct Workload {
     started: bool,
 }
 
-/// The workload's stdio: three pipes, or with `-t` a pty whose slave is all three (and
-/// /dev/console) and whose master the agent relays. Made by capsa's isolation core, which
-/// takes no other kind: nothing of the agent's own reaches the workload.
+/// The workload's stdio: three pipes, or with `-t` a pty the init opens on the container's
+/// own devpts (its slave all three, /dev/pts/0 and /dev/console inside), whose master the
+/// agent relays. Made by capsa's isolation core, which takes no other kind: nothing of the
+/// agent's own reaches the workload.
 enum Streams {
     Pipes(Pipes),
-    Terminal(Pty),
+    /// The init's, opened by the init.
+    Terminal,
+    /// An exec's, opened here on the container's devpts.
+    Pty(Pty),
 }
 
 impl Streams {
     fn new(terminal: bool) -> std::io::Result<Streams> {
         if terminal {
-            return Ok(Streams::Terminal(Pty::open(24, 80)?));
+            return Ok(Streams::Terminal);
         }
         Ok(Streams::Pipes(Pipes::new(
             stdio::Input::Fed,
@@ -61,23 +65,29 @@ impl Streams {
     }
 
     /// The workload's ends.
-    fn child_stdio(&self) -> Stdio<'_> {
+    fn child_stdio(&self) -> InitStdio<'_> {
         match self {
-            Streams::Pipes(pipes) => pipes.stdio(),
-            Streams::Terminal(pty) => pty.stdio(),
+            Streams::Pipes(pipes) => InitStdio::Streams(pipes.stdio()),
+            Streams::Pty(pty) => InitStdio::Streams(pty.stdio()),
+            Streams::Terminal => InitStdio::Terminal { rows: 24, cols: 80 },
         }
     }
 
-    /// The pty slave's path, for the container's /dev/console.
-    fn console(&self) -> Option<PathBuf> {
+    /// The ends of an exec'd process (which joins a container: its pty is made already).
+    fn joined_stdio(&self) -> Option<Stdio<'_>> {
         match self {
-            Streams::Terminal(pty) => pty.slave_path().ok(),
-            Streams::Pipes(_) => None,
+            Streams::Pipes(pipes) => Some(pipes.stdio()),
+            Streams::Pty(pty) => Some(pty.stdio()),
+            Streams::Terminal => None,
         }
     }
 
-    /// Closes the workload's ends; returns the agent's: stdin, stdout, stderr, pty master.
-    fn keep_ours(self) -> std::io::Result<(File, File, Option<File>, Option<OwnedFd>)> {
+    /// Closes the workload's ends; returns the agent's: stdin, stdout, stderr, pty master
+    /// (`terminal`, the master the init sent).
+    fn keep_ours(
+        self,
+        terminal: Option<OwnedFd>,
+    ) -> std::io::Result<(File, File, Option<File>, Option<OwnedFd>)> {
         match self {
             Streams::Pipes(pipes) => {
                 let ours = pipes.into_ours();
@@ -89,8 +99,12 @@ impl Streams {
                     None,
                 ))
             }
-            Streams::Terminal(pty) => {
-                let master = pty.into_master();
+            Streams::Terminal | Streams::Pty(_) => {
+                let master = match self {
+                    Streams::Pty(pty) => pty.into_master(),
+                    _ => terminal
+                        .ok_or_else(|| std::io::Error::other("the init sent no terminal"))?,
+                };
                 Ok((
                     File::from(master.try_clone()?),
                     File::from(master.try_clone()?),
@@ -162,13 +176,15 @@ pub fn create(mut req: CreateRequest) -> Result<Workload, Failure> {
         layers: Some(&layers),
         exec_fifo: &fifo,
         stdio: streams.child_stdio(),
-        console: streams.console(),
         seccomp,
         cgroup: cgroup.as_ref(),
         init_program,
     };
-    let pid = process::spawn(&cfg).map_err(|e| (ErrorKind::Isolation, e.to_string()))?;
-    let (stdin, stdout, stderr, tty) = streams.keep_ours().map_err(fail(ErrorKind::Internal))?;
+    let spawned = process::spawn(&cfg).map_err(|e| (ErrorKind::Isolation, e.to_string()))?;
+    let pid = spawned.pid;
+    let (stdin, stdout, stderr, tty) = streams
+        .keep_ours(spawned.terminal)
+        .map_err(fail(ErrorKind::Internal))?;
     Ok(Workload {
         id: req.id,
         pid,
@@ -264,7 +280,19 @@ impl Workload {
             capsa_core::linux::namespaces::clone_flags(&self.spec) & !(libc::CLONE_NEWPID as u64);
         let init_program =
             guest::init_program().map_err(|e| (ErrorKind::Isolation, e.to_string()))?;
-        let streams = Streams::new(req.tty).map_err(fail(ErrorKind::Internal))?;
+        let streams = if req.tty {
+            // On the container's own devpts, as the init's: /dev/pts/N inside.
+            let still_init =
+                || !capsa_core::linux::sys::wait_readable(init.as_raw_fd(), 0).unwrap_or(true);
+            let pty = capsa_core::linux::devpts::open_pty_of(self.pid, still_init, 24, 80)
+                .map_err(|e| (ErrorKind::Isolation, format!("exec -t: {e}")))?;
+            Streams::Pty(pty)
+        } else {
+            Streams::new(false).map_err(fail(ErrorKind::Internal))?
+        };
+        let stdio = streams
+            .joined_stdio()
+            .ok_or_else(|| (ErrorKind::Internal, "exec: no streams".to_string()))?;
         let group_add = capsa_core::linux::process::init::group_add(&self.spec);
         let cfg = JoinConfig {
             init: &init,
@@ -275,13 +303,13 @@ impl Workload {
             exact_user: None,
             seccomp: &seccomp,
             cgroup: self.cgroup.as_ref(),
-            stdio: streams.child_stdio(),
+            stdio,
             terminal: req.tty,
             init_program,
         };
         let joined = spawn_in(&cfg).map_err(|e| (ErrorKind::Isolation, format!("exec: {e}")))?;
         let (stdin, stdout, stderr, tty) =
-            streams.keep_ours().map_err(fail(ErrorKind::Internal))?;
+            streams.keep_ours(None).map_err(fail(ErrorKind::Internal))?;
         Ok(match joined {
             Joined::Running(pid) => Ok(ExecProcess {
                 pid,

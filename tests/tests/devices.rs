@@ -124,7 +124,7 @@ fn on_cgroup_v2_the_standard_nodes_and_the_terminal_still_work() {
     let out = sh_on_v2(&env, &[], script);
     assert_eq!(out, "null\nnull-w\n8\n8\n8\nfull-enospc\n", "{out}");
 
-    // A terminal: the pty slave (as /dev/console), /dev/tty and /dev/ptmx open.
+    // A terminal: the pty slave (/dev/pts/0), /dev/tty and /dev/ptmx open.
     let line = format!(
         "unshare -m --propagation private sh -c '{ON_V2}' sh \
          nsenter --net=/run/netns/{} {} --root {} run -it --rm --network none \

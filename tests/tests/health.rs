@@ -415,10 +415,6 @@ fn bad_healthcheck_flags_are_refused_with_one_line_and_leave_nothing() {
             &["--no-healthcheck", "--health-cmd", "true"][..],
             "--no-healthcheck conflicts with --health-* options",
         ),
-        (
-            &["--isolation", "vm", "--health-cmd", "true"][..],
-            "run only with --isolation container",
-        ),
     ] {
         let mut args = vec!["-d", "--network", "none"];
         args.extend_from_slice(flags);
@@ -506,7 +502,7 @@ fn the_docker_cli_runs_a_healthcheck_through_the_api() {
 }
 
 #[test]
-fn a_vm_container_of_an_image_with_a_healthcheck_runs_and_claims_no_health() {
+fn a_vm_container_takes_the_images_healthcheck_unless_disabled() {
     let env = TestEnv::new();
     let tar = busybox_tarball().to_str().unwrap().to_string();
     let out = env.capsa(&[
@@ -519,8 +515,7 @@ fn a_vm_container_of_an_image_with_a_healthcheck_runs_and_claims_no_health() {
         "checked",
     ]);
     assert!(out.status.success(), "import: {}", text(&out.stderr));
-    // Checks are not run in a VM yet: the container runs, and says it has no health
-    // rather than "starting" for ever.
+    // A foreground VM run with the image's check (its prober follows the run).
     let out = env.run(&[
         "--rm",
         "--isolation",
@@ -546,6 +541,22 @@ fn a_vm_container_of_an_image_with_a_healthcheck_runs_and_claims_no_health() {
     ]);
     assert!(out.status.success(), "create: {}", text(&out.stderr));
     assert_eq!(health(&env, "vm"), "none");
+    let out = env.create(&[
+        "--isolation",
+        "vm",
+        "--network",
+        "none",
+        "--name",
+        "vm-checked",
+        "checked",
+        "true",
+    ]);
+    assert!(out.status.success(), "create: {}", text(&out.stderr));
+    assert_eq!(
+        env.inspect("vm-checked", "{{json .Config.Healthcheck.Test}}"),
+        r#"["CMD-SHELL","true"]"#
+    );
+    assert!(env.capsa(&["rm", "vm-checked"]).status.success());
     assert_eq!(
         env.inspect("vm", "{{json .Config.Healthcheck.Test}}"),
         r#"["NONE"]"#

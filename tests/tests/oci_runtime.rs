@@ -1097,8 +1097,8 @@ fn containerd_runs_containers_through_the_runc_shim_with_capsa_runc() {
     assert_eq!(ran.code(), 6, "ctr run -t: {}", ran.stdout);
     let name = std::fs::read_to_string(shared.join("run")).unwrap();
     assert_eq!(
-        name, "/dev/console\n",
-        "the console is the process's terminal"
+        name, "/dev/pts/0\n",
+        "the first pty of the container's own devpts is the process's terminal"
     );
     assert_eq!(records(), 0, "no record left by ctr run -t --rm");
 

@@ -105,12 +105,24 @@ fn a_terminal_without_a_user_still_runs_and_logs() {
         "busybox",
         "sh",
         "-c",
-        "tty; echo $TERM; exit 4",
+        "tty; echo $TERM; ls -l /proc/self/fd/0; stat -c 'console=%t:%T' /dev/console; \
+         stat -c 'pts0=%t:%T' /dev/pts/0; exit 4",
     ]);
     assert_eq!(out.status.code(), Some(4));
     let shown = text(&out.stdout);
+    // Docker's terminal: the first pty of the container's own devpts, which /dev/console
+    // is too (136:0, printed in hex).
+    let lines: Vec<&str> = shown.lines().map(str::trim_end).collect();
+    assert_eq!(lines.first(), Some(&"/dev/pts/0"), "{shown:?}");
+    assert!(shown.contains("xterm"), "{shown:?}");
     assert!(
-        shown.contains("/dev/console") && shown.contains("xterm"),
+        lines
+            .iter()
+            .any(|l| l.ends_with("/proc/self/fd/0 -> /dev/pts/0")),
+        "{shown:?}"
+    );
+    assert!(
+        lines.contains(&"console=88:0") && lines.contains(&"pts0=88:0"),
         "{shown:?}"
     );
     assert!(env
@@ -128,5 +140,88 @@ fn a_terminal_without_a_user_still_runs_and_logs() {
     assert_eq!(text(&env.capsa(&["wait", "bg"]).stdout).trim(), "0");
     assert!(text(&env.capsa(&["logs", "bg"]).stdout).contains("from-tty"));
     assert!(env.capsa(&["rm", "bg"]).status.success());
+    env.assert_clean();
+}
+
+/// The lines of `out`'s stdout, without the pty's carriage returns.
+fn pty_lines(out: &std::process::Output) -> Vec<String> {
+    text(&out.stdout)
+        .lines()
+        .map(|l| l.trim_end().to_string())
+        .collect()
+}
+
+#[test]
+fn exec_t_and_a_user_namespace_get_ptys_of_the_containers_own_devpts() {
+    let env = TestEnv::new();
+    assert!(env
+        .run(&["-dt", "--name", "shell", "busybox", "sh"])
+        .status
+        .success());
+    // The init holds /dev/pts/0; an exec gets the next one of the same devpts.
+    let out = env.capsa(&["exec", "-t", "shell", "sh", "-c", "tty; ls /dev/pts"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines = pty_lines(&out);
+    assert_eq!(
+        lines.first().map(String::as_str),
+        Some("/dev/pts/1"),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains('0') && l.contains("ptmx")),
+        "{lines:?}"
+    );
+    let out = env.run(&["--rm", "-t", "--userns", "auto", "busybox", "tty"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(pty_lines(&out), ["/dev/pts/0"]);
+    assert!(env.capsa(&["rm", "-f", "shell"]).status.success());
+    env.assert_clean();
+}
+
+#[test]
+fn exec_t_opens_only_the_ptmx_of_the_containers_devpts() {
+    let env = TestEnv::new();
+    // A /dev/pts the container can write to (a tmpfs over its devpts).
+    assert!(env
+        .run(&["-d", "--name", "hostile", "--tmpfs", "/dev/pts", "busybox", "sleep", "600"])
+        .status
+        .success());
+    let exec = |args: &[&str]| {
+        let mut all = vec!["exec"];
+        all.extend_from_slice(args);
+        env.capsa(&all)
+    };
+    // A link to the host's /dev/ptmx: followed from the host's root, it would hand the
+    // process a pty of the host's devpts. Resolved inside the container, it names
+    // nothing there.
+    assert!(exec(&["hostile", "ln", "-s", "/dev/ptmx", "/dev/pts/ptmx"])
+        .status
+        .success());
+    let out = exec(&["-t", "hostile", "echo", "reached"]);
+    assert!(!out.status.success());
+    assert!(!text(&out.stdout).contains("reached"));
+    assert!(
+        text(&out.stderr).contains("/dev/pts/ptmx"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A ptmx node of the container's own making (c 5:2 on its tmpfs) is not a devpts's.
+    assert!(exec(&[
+        "hostile",
+        "sh",
+        "-c",
+        "rm /dev/pts/ptmx && mknod /dev/pts/ptmx c 5 2"
+    ])
+    .status
+    .success());
+    let out = exec(&["-t", "hostile", "echo", "reached"]);
+    assert!(!out.status.success());
+    assert!(!text(&out.stdout).contains("reached"));
+    assert!(
+        text(&out.stderr).contains("not the ptmx device of a devpts"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(env.capsa(&["rm", "-f", "hostile"]).status.success());
     env.assert_clean();
 }

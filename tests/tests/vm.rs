@@ -640,11 +640,8 @@ fn run_it_gives_the_vm_workload_a_terminal_that_follows_the_window() {
     tmux.wait_for("/ #");
     tmux.send(&["tty; echo vm-$((40+2))", "Enter"]);
     tmux.wait_for("vm-42");
-    assert!(
-        tmux.screen().contains("/dev/console") || tmux.screen().contains("/dev/pts/"),
-        "{}",
-        tmux.screen()
-    );
+    // The first pty of the container's own devpts in the guest, as Docker's.
+    assert!(tmux.screen().contains("/dev/pts/0"), "{}", tmux.screen());
     tmux.send(&["stty size", "Enter"]);
     tmux.wait_for("30 100");
     tmux.resize(120, 40);
@@ -872,8 +869,10 @@ fn exec_i_feeds_stdin_and_exec_it_gives_a_terminal_in_the_guest() {
     );
     let tmux = capsa_tests::Tmux::start(&command, 90, 25);
     tmux.wait_for("#");
-    tmux.send(&["stty size; cat /tmp/in.txt", "Enter"]);
+    tmux.send(&["stty size; tty; cat /tmp/in.txt", "Enter"]);
     tmux.wait_for("25 90");
+    // A pty of the container's devpts in the guest (the workload has none open).
+    tmux.wait_for("/dev/pts/0");
     tmux.wait_for("two");
     tmux.resize(100, 30);
     capsa_tests::eventually(
@@ -1110,4 +1109,105 @@ fn a_layers_vm_disk_image_goes_with_the_layer_and_counts_in_system_df() {
         assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
     }
     assert_eq!(erofs_images(env.root()), vec![]);
+}
+
+#[test]
+fn a_healthcheck_runs_in_the_guest_is_killed_at_its_timeout_and_turns_healthy() {
+    let env = TestEnv::new();
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    // The image's check, its interval from the flags: until /tmp/ok exists in the guest
+    // the check hangs, and is killed at its timeout.
+    let imported = env.capsa(&[
+        "import",
+        "-c",
+        "HEALTHCHECK --timeout=1s --retries=1 CMD test -e /tmp/ok || sleep 6062",
+        "-c",
+        "ENV PATH=/bin",
+        capsa_tests::busybox_tarball().to_str().unwrap(),
+        "checked",
+    ]);
+    assert!(imported.status.success(), "{}", text(&imported.stderr));
+    let out = vm(
+        &env,
+        &[
+            "-d",
+            "--name",
+            "hc",
+            "--health-interval",
+            "1s",
+            "checked",
+            "sleep",
+            "600",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let status = || env.inspect("hc", "{{.State.Health.Status}}");
+    capsa_tests::eventually("unhealthy", std::time::Duration::from_secs(60), || {
+        status() == "unhealthy"
+    });
+    assert!(
+        env.ps_line("hc").contains("(unhealthy)"),
+        "{}",
+        env.ps_line("hc")
+    );
+    let first = env.inspect(
+        "hc",
+        "{{(index .State.Health.Log 0).ExitCode}} {{(index .State.Health.Log 0).Output}}",
+    );
+    assert_eq!(first, "-1 Health check exceeded timeout (1s)");
+    // The killed checks left no sleep behind in the guest: once three have ended, at most
+    // the one running now is alive.
+    capsa_tests::eventually(
+        "three checks have ended",
+        std::time::Duration::from_secs(60),
+        || {
+            env.inspect("hc", "{{len .State.Health.Log}}")
+                .parse::<usize>()
+                .is_ok_and(|n| n >= 3)
+        },
+    );
+    let sleeps = text(&env.capsa(&["top", "hc"]).stdout)
+        .matches("sleep 6062")
+        .count();
+    assert!(sleeps <= 1, "{sleeps} checks outlived their timeout");
+    assert!(env
+        .capsa(&["exec", "hc", "touch", "/tmp/ok"])
+        .status
+        .success());
+    capsa_tests::eventually("healthy", std::time::Duration::from_secs(60), || {
+        status() == "healthy"
+    });
+    assert!(
+        env.ps_line("hc").contains("(healthy)"),
+        "{}",
+        env.ps_line("hc")
+    );
+    let until = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1)
+    .to_string();
+    let events = text(
+        &env.capsa(&[
+            "events",
+            "--since",
+            &since,
+            "--until",
+            &until,
+            "--filter",
+            "container=hc",
+            "--format",
+            "{{.Action}}",
+        ])
+        .stdout,
+    );
+    assert!(events.contains("health_status: unhealthy"), "{events}");
+    assert!(events.contains("health_status: healthy"), "{events}");
+    assert!(env.capsa(&["rm", "-f", "hc"]).status.success());
+    env.assert_clean();
 }

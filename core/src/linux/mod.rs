@@ -3,6 +3,7 @@
 //!
 //! - [`process`]: the parent/init process model (clone, sync channel, the init's set-up);
 //! - [`rootfs`] and [`devices`]: overlay root, mounts, pivot_root, /dev, masked paths;
+//! - [`devpts`]: a pty on a container's own devpts (the init's terminal, `exec -t`'s);
 //! - [`inroot`]: every path inside a container's root (or a layer) resolved inside it by the
 //!   kernel, and the operation done on the descriptor;
 //! - [`cgroups`]: v1 and v2 behind one trait;
@@ -12,6 +13,7 @@
 pub mod capabilities;
 pub mod cgroups;
 pub mod devices;
+pub mod devpts;
 pub mod inroot;
 pub mod mountapi;
 pub mod namespaces;

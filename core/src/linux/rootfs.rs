@@ -457,13 +457,13 @@ pub fn mount_binds(rootfs: &Path, spec: &Spec) -> Result<(), RootfsError> {
     Ok(())
 }
 
-/// Bind-mounts the pty slave `console` (a host path) as /dev/console inside `root`.
-pub fn bind_console(console: &Path, root: &Root) -> Result<(), RootfsError> {
+/// Bind-mounts the pty slave `console` (a descriptor of it) as /dev/console inside `root`.
+pub fn bind_console(console: BorrowedFd, root: &Root) -> Result<(), RootfsError> {
     let dest = Path::new("/dev/console");
     let target = root
         .mount_point(dest, Kind::File)
         .map_err(err("create", dest))?;
-    bind_onto(&BindSource::Path(console), target.as_fd(), false, 0)
+    bind_onto(&BindSource::Fd(console), target.as_fd(), false, 0)
         .map_err(err("bind console on", dest))
 }
 

@@ -516,7 +516,7 @@ impl RunArgs {
             return Ok(Some(Healthcheck::none()));
         }
         let user = (check != Healthcheck::default()).then_some(check);
-        health::check(user.as_ref(), self.isolation != "vm")?;
+        health::check(user.as_ref())?;
         Ok(user)
     }
 

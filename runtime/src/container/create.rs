@@ -9,11 +9,12 @@ use super::store::ContainerStore;
 use super::{id, network, userns, ContainerError};
 use crate::image::Image;
 use crate::linux::cgroups::{self, CgroupManager, CgroupMode};
-use crate::linux::process::{self, exec_fifo, InitConfig, Stdio};
+use crate::linux::process::{self, exec_fifo, InitConfig, InitStdio};
 use crate::linux::rootfs::OverlayLayers;
 use crate::linux::seccomp::compile;
 use oci_spec::runtime::Spec;
 use seccompiler::BpfProgram;
+use std::os::fd::OwnedFd;
 
 /// A container laid out on disk, ready for its init to be cloned.
 pub struct Prepared {
@@ -126,8 +127,7 @@ fn lay_out(
     );
     state.cgroup = cgroup_paths;
     state.userns_base = userns_base;
-    state.healthcheck =
-        super::health::configured(store.root(), &image, opts.healthcheck.as_ref(), true)?;
+    state.healthcheck = super::health::configured(store.root(), &image, opts.healthcheck.as_ref())?;
     if userns_base.is_some() {
         for n in 0..image.layer_dirs.len() {
             let d = dir.dir.join("lower").join(n.to_string());
@@ -175,13 +175,13 @@ fn setup_err(id: &str, e: impl std::fmt::Display) -> ContainerError {
 }
 
 /// Clones the init with `stdio`; on success the container is `created`, its init waiting at
-/// the start gate. `monitor` is the process that will wait for it.
+/// the start gate. `monitor` is the process that will wait for it. Returns the init's PID
+/// and, with a terminal, the pty master it opened on the container's devpts.
 pub fn spawn_init(
     store: &ContainerStore,
     prepared: &mut Prepared,
-    stdio: Stdio<'_>,
-    console: Option<std::path::PathBuf>,
-) -> Result<i32, ContainerError> {
+    stdio: InitStdio<'_>,
+) -> Result<(i32, Option<OwnedFd>), ContainerError> {
     let id = prepared.state.id.clone();
     let dir = store.dir(&id);
     let init_program = if process::init::wants_init(&prepared.spec) {
@@ -200,13 +200,12 @@ pub fn spawn_init(
         layers: Some(&prepared.layers),
         exec_fifo: &dir.exec_fifo(),
         stdio,
-        console: console.clone(),
         seccomp: std::mem::take(&mut prepared.seccomp),
         cgroup: prepared.cgroup.as_ref(),
         init_program: init_program.as_ref(),
     };
-    let pid = match process::spawn(&cfg) {
-        Ok(pid) => pid,
+    let (pid, terminal) = match process::spawn(&cfg) {
+        Ok(s) => (s.pid, s.terminal),
         Err(e) => {
             undo_spawn(store, prepared);
             return Err(setup_err(&id, e));
@@ -242,7 +241,7 @@ pub fn spawn_init(
     for e in prepared.state.endpoints() {
         network::refresh_hosts(store, &e.network);
     }
-    Ok(pid)
+    Ok((pid, terminal))
 }
 
 /// Writes the spec's `net.` sysctls in the init's network namespace once its interfaces

@@ -6,6 +6,7 @@ use super::session::{PtySession, Session};
 use super::state::Status;
 use super::store::ContainerStore;
 use super::ContainerError;
+use crate::linux::devpts;
 use crate::linux::process::capsa_init;
 use crate::linux::process::init::USER_ANNOTATION;
 use crate::linux::process::join::{spawn_in, JoinConfig, Joined};
@@ -141,7 +142,16 @@ pub fn exec_start(
     let io_err = |what: &str, e: std::io::Error| wrong(&format!("{what}: {e}"));
     let streams = if opts.tty {
         let (rows, cols) = sys::window_size(libc::STDOUT_FILENO).unwrap_or((24, 80));
-        Streams::Terminal(Pty::open(rows, cols).map_err(|e| io_err("pseudo-terminal", e))?)
+        // On the container's own devpts, as `run -t`'s: the process's terminal is
+        // /dev/pts/N inside, and nothing the container put at /dev/pts/ptmx is opened
+        // unless it is that devpts's ptmx.
+        let pty = devpts::open_pty_of(pid, || state.init_alive(), rows, cols).map_err(|e| {
+            ContainerError::Setup {
+                id: id.to_string(),
+                reason: format!("exec -t: the container's terminal: {e}"),
+            }
+        })?;
+        Streams::Terminal(pty)
     } else if opts.detach {
         // Nobody reads: stdin empty, output to a null device of its own.
         Streams::Pipes(

@@ -119,7 +119,7 @@ impl Healthcheck {
 
     /// The durations and retries to run it with, defaults filled in and values an image
     /// may carry that Docker refuses (negative, sub-millisecond) taken as unset.
-    fn schedule(&self) -> Schedule {
+    pub(crate) fn schedule(&self) -> Schedule {
         let pick = |ns: i64, default: Duration| {
             if ns >= MIN_DURATION_NS {
                 Duration::from_nanos(ns as u64)
@@ -217,38 +217,27 @@ pub fn parse_instruction(arg: &str) -> Option<Healthcheck> {
     Some(check)
 }
 
-/// Refuses a check of the user's that Docker refuses ([`Healthcheck::validate`]), and one
-/// for a VM container: its prober could not end a check past its timeout in the guest.
-pub fn check(user: Option<&Healthcheck>, on_host: bool) -> Result<(), ContainerError> {
-    let Some(user) = user else { return Ok(()) };
-    user.validate()?;
-    if !on_host && user.command().is_some() {
-        return Err(ContainerError::InvalidArgument(
-            "healthchecks (--health-cmd, Config.Healthcheck) run only with --isolation container"
-                .into(),
-        ));
+/// Refuses a check of the user's that Docker refuses ([`Healthcheck::validate`]).
+pub fn check(user: Option<&Healthcheck>) -> Result<(), ContainerError> {
+    match user {
+        Some(user) => user.validate(),
+        None => Ok(()),
     }
-    Ok(())
 }
 
-/// The check a new container of `image` gets from `user` (flags or API) over the image's;
-/// a VM container does not run the image's.
+/// The check a new container of `image` gets from `user` (flags or API) over the image's.
 pub fn configured(
     root: &crate::root::StateRoot,
     image: &crate::image::Image,
     user: Option<&Healthcheck>,
-    on_host: bool,
 ) -> Result<Option<Healthcheck>, ContainerError> {
-    check(user, on_host)?;
-    if !on_host {
-        return Ok(user.cloned());
-    }
+    check(user)?;
     Ok(merge(user, of_image(root, image).as_ref()))
 }
 
 /// Durations and retries of a check, defaults applied.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Schedule {
+pub(crate) struct Schedule {
     interval: Duration,
     timeout: Duration,
     start_period: Duration,
@@ -349,12 +338,45 @@ pub fn status_suffix(health: Option<&Health>) -> &'static str {
 /// The caller must be single-threaded (as for the monitors). A prober that cannot be
 /// forked leaves the container running with its health `starting`.
 pub fn watch(store: &ContainerStore, state: &State) {
+    if let (Some(pid), Some(start_time)) = (state.pid, state.pid_start_time) {
+        spawn_prober(store, state, Init { pid, start_time }, Target::Host);
+    }
+}
+
+/// Forks the prober of VM container `state` if it has a check: called by the process that
+/// runs the VM (its detached monitor, or the CLI of a foreground run) before it boots it,
+/// while it is single-threaded. The prober lives as long as that process and checks while
+/// the record shows the VM running under it (through the restarts it boots), each check an
+/// exec through the VM's control socket ([`crate::vm::probe`]).
+pub fn watch_vm(store: &ContainerStore, state: &State) {
+    let me = std::process::id() as i32;
+    if let Some(start_time) = super::state::process_start_time(me) {
+        spawn_prober(
+            store,
+            state,
+            Init {
+                pid: me,
+                start_time,
+            },
+            Target::Vm,
+        );
+    }
+}
+
+/// Where a container's checks run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// As an exec on this host, for as long as `init` is the container's init.
+    Host,
+    /// As an exec in the VM `init` (its monitor) runs, whenever it runs it.
+    Vm,
+}
+
+fn spawn_prober(store: &ContainerStore, state: &State, init: Init, target: Target) {
     let Some(check) = state.healthcheck.as_ref() else {
         return;
     };
-    let (Some(command), Some(pid), Some(start_time)) =
-        (check.command(), state.pid, state.pid_start_time)
-    else {
+    let Some(command) = check.command() else {
         return;
     };
     let schedule = check.schedule();
@@ -368,8 +390,7 @@ pub fn watch(store: &ContainerStore, state: &State) {
         close_inherited();
         default_signals();
         join_monitor_cgroup(&cgroup);
-        let init = Init { pid, start_time };
-        probe_loop(store, &id, &init, &command, &schedule);
+        probe_loop(store, &id, &init, &command, &schedule, target);
         // SAFETY: ends the forked prober without running the caller's exit handlers.
         unsafe { libc::_exit(0) }
     });
@@ -408,19 +429,23 @@ fn default_signals() {
     }
 }
 
-/// The init the prober watches.
+/// The init the prober watches (for a VM: its monitor, which the record names as its pid
+/// while the VM runs).
 struct Init {
     pid: i32,
     start_time: u64,
 }
 
-/// Checks every interval until the init is gone or the record names another.
+/// Checks every interval until the init is gone or the record names another (on the host);
+/// for a VM, until its monitor is gone, skipping the times it is not running the VM (booting,
+/// restarting), the start period counted from each boot.
 fn probe_loop(
     store: &ContainerStore,
     id: &str,
     init: &Init,
     command: &[String],
     schedule: &Schedule,
+    target: Target,
 ) {
     let Ok(exited) = crate::linux::sys::pidfd_open(init.pid) else {
         return;
@@ -428,7 +453,8 @@ fn probe_loop(
     if !super::state::is_same_process(Some(init.pid), Some(init.start_time)) {
         return;
     }
-    let started = Instant::now();
+    let mut started = Instant::now();
+    let mut run = None;
     loop {
         let in_start_period = started.elapsed() < schedule.start_period;
         let wait = if in_start_period {
@@ -441,14 +467,26 @@ fn probe_loop(
         }
         let Ok(state) = store.load(id) else { return };
         if state.pid != Some(init.pid) || state.pid_start_time != Some(init.start_time) {
-            return;
+            match target {
+                Target::Host => return,
+                Target::Vm => continue,
+            }
+        }
+        if target == Target::Vm && run != state.started_at {
+            run = state.started_at.clone();
+            started = Instant::now();
         }
         if state.paused {
             continue; // Docker does not check a paused container
         }
         let in_start_period = started.elapsed() < schedule.start_period;
-        let probe = run_check(store, id, command, schedule.timeout);
-        if !record(store, id, init, probe, schedule.retries, in_start_period) {
+        let probe = match target {
+            Target::Host => run_check(store, id, command, schedule.timeout),
+            Target::Vm => crate::vm::probe::run_check(store, id, command, schedule.timeout),
+        };
+        if !record(store, id, init, probe, schedule.retries, in_start_period)
+            && target == Target::Host
+        {
             return;
         }
     }
@@ -588,7 +626,7 @@ fn kill_check(pid: i32) {
 }
 
 /// A duration as Go prints it (`30s`, `500ms`, `1m30s`), as Docker's timeout message has it.
-fn go_duration(d: Duration) -> String {
+pub(crate) fn go_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms < 1000 {
         return format!("{ms}ms");

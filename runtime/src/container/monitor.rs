@@ -10,8 +10,8 @@ use super::ContainerError;
 use super::{logfile, restart};
 use crate::linux::cgroups::sibling::Sibling;
 use crate::linux::cgroups::CgroupManager;
-use crate::linux::process::stdio::{self, Pipes, Pty};
-use crate::linux::process::Stdio;
+use crate::linux::process::stdio::{self, Pipes};
+use crate::linux::process::InitStdio;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -240,7 +240,7 @@ fn run_once(
     let spawned = match enter_monitor_cgroup(&prepared.state.cgroup) {
         Ok(cgroup) => {
             bounded = cgroup;
-            create::spawn_init(store, prepared, output.stdio(), output.console())
+            create::spawn_init(store, prepared, output.stdio())
         }
         Err(e) => {
             create::undo_spawn(store, prepared);
@@ -272,7 +272,7 @@ fn run_once(
         }
         None => {}
     }
-    let pid = spawned?;
+    let (pid, terminal) = spawned?;
     if let Some(cgroup) = &bounded {
         if let Err(e) = cgroup.limit(&monitor_resources(&prepared.spec)) {
             // Fail closed: no output is relayed by a monitor outside the container's limit.
@@ -291,7 +291,7 @@ fn run_once(
     if !has_own_pid_namespace(&prepared.spec) {
         end_with_init(pid, &prepared.state.cgroup);
     }
-    output.relay(&mut log);
+    output.relay(terminal, &mut log);
     let _ = std::fs::remove_file(dir.dir.join("attach.sock"));
     let code = wait_child(pid);
     // Recording the exit (and `--rm`) happen outside: the cgroup goes with the run.
@@ -359,8 +359,10 @@ enum Output {
         listener: std::os::unix::net::UnixListener,
         stdin_once: bool,
     },
+    /// A terminal the init opens on the container's devpts, its master handed back.
     Terminal {
-        pty: Pty,
+        rows: u16,
+        cols: u16,
         listener: std::os::unix::net::UnixListener,
     },
 }
@@ -397,34 +399,35 @@ impl Output {
         })
     }
 
-    /// A pty (of the spec's console size, else 80x24, until a client says otherwise) and
-    /// the attach socket, made before the init so that no output is missed.
+    /// A terminal (of the spec's console size, else 80x24, until a client says otherwise)
+    /// and the attach socket, made before the init so that no output is missed.
     fn terminal(dir: &std::path::Path, size: Option<(u64, u64)>) -> std::io::Result<Output> {
         let fit =
             |n: u64, default: u16| u16::try_from(n).ok().filter(|n| *n > 0).unwrap_or(default);
         let (rows, cols) = size.map_or((24, 80), |(h, w)| (fit(h, 24), fit(w, 80)));
-        let pty = Pty::open(rows, cols)?;
         let listener = super::attach::listen(dir)?;
-        Ok(Output::Terminal { pty, listener })
+        Ok(Output::Terminal {
+            rows,
+            cols,
+            listener,
+        })
     }
 
-    fn stdio(&self) -> Stdio<'_> {
+    fn stdio(&self) -> InitStdio<'_> {
         match self {
-            Output::Pipes(pipes) | Output::FedPipes { pipes, .. } => pipes.stdio(),
-            Output::Terminal { pty, .. } => pty.stdio(),
+            Output::Pipes(pipes) | Output::FedPipes { pipes, .. } => {
+                InitStdio::Streams(pipes.stdio())
+            }
+            Output::Terminal { rows, cols, .. } => InitStdio::Terminal {
+                rows: *rows,
+                cols: *cols,
+            },
         }
     }
 
-    /// The pty slave's path, for the container's /dev/console.
-    fn console(&self) -> Option<std::path::PathBuf> {
-        match self {
-            Output::Terminal { pty, .. } => pty.slave_path().ok(),
-            Output::Pipes(_) | Output::FedPipes { .. } => None,
-        }
-    }
-
-    /// Relays until the container's last process has closed its side.
-    fn relay(self, log: &mut logfile::Writer) {
+    /// Relays until the container's last process has closed its side; `terminal` is the
+    /// master the init sent with a terminal.
+    fn relay(self, terminal: Option<OwnedFd>, log: &mut logfile::Writer) {
         match self {
             Output::Pipes(pipes) => {
                 let ours = pipes.into_ours();
@@ -442,8 +445,10 @@ impl Output {
                     super::fed_relay::relay(out, err, ours.stdin, listener, stdin_once, log);
                 }
             }
-            Output::Terminal { pty, listener } => {
-                relay_terminal(pty.into_master(), listener, log);
+            Output::Terminal { listener, .. } => {
+                if let Some(master) = terminal {
+                    relay_terminal(master, listener, log);
+                }
             }
         }
     }

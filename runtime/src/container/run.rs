@@ -26,7 +26,11 @@ pub fn run_foreground(
         .map_err(|e| ContainerError::io(std::path::Path::new("pipe"), e))?;
     let mut prepared = prepare(store, image, opts)?;
     let id = prepared.state.id.clone();
-    let pid = spawn_init(store, &mut prepared, pipes.stdio(), None)?;
+    let (pid, _) = spawn_init(
+        store,
+        &mut prepared,
+        crate::linux::process::InitStdio::Streams(pipes.stdio()),
+    )?;
     let ours = pipes.into_ours();
     // The exit of this child is what ends the relay.
     let exited = crate::linux::sys::pidfd_open(pid).ok();

@@ -157,7 +157,7 @@ pub fn exec(
         Joined::Failed(code, message) => return Err(RuntimeError::Exec { code, message }),
     };
     if let (Some(socket), Some(pty)) = (&opts.console_socket, &pty) {
-        console::send_master(socket, pty)?;
+        console::send_master(socket, pty.master())?;
     }
     if let Some(p) = &opts.pid_file {
         super::lifecycle::write_pid_file(p, pid)?;

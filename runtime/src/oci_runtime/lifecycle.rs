@@ -6,7 +6,7 @@ use super::state::{self, Dir, Record, Status};
 use super::{bundle, console, hooks, RuntimeError};
 use crate::linux::cgroups::{self, CgroupManager, CgroupMode, CgroupPaths};
 use crate::linux::process::exec_fifo::{self, ExecOutcome};
-use crate::linux::process::{self, InitConfig, Stdio};
+use crate::linux::process::{self, InitConfig, InitStdio, Stdio};
 use crate::linux::seccomp::compile;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -162,28 +162,24 @@ fn create_in(
         nix::unistd::chown(&dir.exec_fifo(), Some(uid), Some(gid))
             .map_err(|e| RuntimeError::io("exec.fifo")(e.into()))?;
     }
-    let pty = match &opts.console_socket {
+    let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
+    let stdio = match &opts.console_socket {
         Some(_) => {
             let size = core.process().as_ref().and_then(console::size_of);
-            Some(console::open_pty(size)?)
+            let (rows, cols) = console::or_default(size);
+            InitStdio::Terminal { rows, cols }
         }
-        None => None,
-    };
-    let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
-    let stdio = match &pty {
-        Some(p) => p.stdio(),
-        None => Stdio::inherited_from_caller([stdin.as_fd(), stdout.as_fd(), stderr.as_fd()]),
-    };
-    let console_path = match &pty {
-        Some(p) => Some(p.slave_path().map_err(RuntimeError::io("pty slave"))?),
-        None => None,
+        None => InitStdio::Streams(Stdio::inherited_from_caller([
+            stdin.as_fd(),
+            stdout.as_fd(),
+            stderr.as_fd(),
+        ])),
     };
     let cfg = InitConfig {
         spec: &core,
         layers: None,
         exec_fifo: &dir.exec_fifo(),
         stdio,
-        console: console_path,
         seccomp,
         cgroup: cgroup.as_ref(),
         init_program: None,
@@ -194,12 +190,13 @@ fn create_in(
         // Back to the caller's score for the rest (the hooks run from this process).
         let _ = std::fs::write(OOM_SCORE_ADJ, score);
     }
-    let pid = spawned?;
+    let spawned = spawned?;
+    let pid = spawned.pid;
     record.pid = pid;
     record.pid_start_time = crate::container::state::process_start_time(pid);
     let finish = || -> Result<(), RuntimeError> {
-        if let (Some(socket), Some(pty)) = (&opts.console_socket, &pty) {
-            console::send_master(socket, pty)?;
+        if let (Some(socket), Some(master)) = (&opts.console_socket, &spawned.terminal) {
+            console::send_master(socket, master.as_fd())?;
         }
         state::save(dir, &record)?;
         // In the runtime's namespaces, the init's exist: runc's createRuntime timing.

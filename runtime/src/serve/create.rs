@@ -514,7 +514,7 @@ pub fn to_options(
         warnings.push("capsa sets no NIS domain name: Config.Domainname is ignored".into());
     }
     let healthcheck = body.healthcheck.map(HealthConfig::into_check);
-    crate::container::health::check(healthcheck.as_ref(), isolation == Isolation::Container)?;
+    crate::container::health::check(healthcheck.as_ref())?;
     let mut volumes: Vec<Volume> = host
         .binds
         .unwrap_or_default()

@@ -20,7 +20,7 @@ pub fn path(id: &str) -> PathBuf {
     PathBuf::from(SOCKET_DIR).join(format!("{id}.ctl"))
 }
 
-fn connect(id: &str) -> Result<UnixStream, ContainerError> {
+pub(super) fn connect(id: &str) -> Result<UnixStream, ContainerError> {
     UnixStream::connect(path(id)).map_err(|_| ContainerError::WrongState {
         id: id.to_string(),
         reason: "container is not running".into(),

@@ -79,8 +79,15 @@ pub(super) fn refuse(stream: &mut UnixStream, id: u64, message: String) {
     let _ = super::protocol::write_frame(stream, id, Message::Response(error));
 }
 
-/// Reads an `exec -i`/`-t` client's frames until it goes, naming its process in each.
-pub(super) fn read_client_input(mut stream: UnixStream, process: String, to: Ringer<Request>) {
+/// Reads an `exec -i`/`-t` client's frames until it goes, naming its process in each. A
+/// client that started its process (`own`: an exec's, a copy's, not an attach's) may also
+/// signal it.
+pub(super) fn read_client_input(
+    mut stream: UnixStream,
+    process: String,
+    own: bool,
+    to: Ringer<Request>,
+) {
     let _ = stream.set_read_timeout(None);
     while let Ok(env) = super::protocol::read_frame_limited(&mut stream, CLIENT_INPUT_FRAME) {
         let request = match env.message {
@@ -95,6 +102,11 @@ pub(super) fn read_client_input(mut stream: UnixStream, process: String, to: Rin
                 process: process.clone(),
                 rows,
                 cols,
+            },
+            // A client may signal the process it started (a healthcheck past its timeout).
+            Message::Request(Request::Signal { signal, .. }) if own => Request::Signal {
+                process: process.clone(),
+                signal,
             },
             _ => continue,
         };
@@ -239,7 +251,7 @@ impl Clients {
                 if let (true, Ok(reader)) = (talks, stream.try_clone()) {
                     let to = self.from_clients.clone();
                     let process = name.clone();
-                    std::thread::spawn(move || read_client_input(reader, process, to));
+                    std::thread::spawn(move || read_client_input(reader, process, true, to));
                 }
                 self.waiting.insert(name, stream);
             }
@@ -256,7 +268,7 @@ impl Clients {
         if stdin && self.stdin_open {
             if let Ok(reader) = stream.try_clone() {
                 let (to, process) = (self.from_clients.clone(), self.workload.clone());
-                std::thread::spawn(move || read_client_input(reader, process, to));
+                std::thread::spawn(move || read_client_input(reader, process, false, to));
             }
         }
         self.attached.push(stream);

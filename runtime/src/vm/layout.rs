@@ -144,12 +144,8 @@ pub(super) fn lay_out_named(
     );
     // The engine's cgroup, placed as a container's would be.
     state.cgroup = host_cgroup(opts.cgroup_parent.as_deref(), id)?;
-    state.healthcheck = crate::container::health::configured(
-        store.root(),
-        image,
-        opts.healthcheck.as_ref(),
-        false,
-    )?;
+    state.healthcheck =
+        crate::container::health::configured(store.root(), image, opts.healthcheck.as_ref())?;
     store.save(&state)?;
     crate::events::container(store.root(), "create", &state, &[]);
     claim.keep();

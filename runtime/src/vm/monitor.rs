@@ -78,6 +78,8 @@ pub(super) fn monitor(store: &ContainerStore, p: Prepared, mut report: std::fs::
         }
     };
     let mut report = Some(report);
+    // Before the VM's threads: the prober is forked from a single-threaded process.
+    crate::container::health::watch_vm(store, &p.state);
     let mut first = Some(p.state);
     let last = crate::container::restart::supervise(store, &id, |again| {
         let state = match again {

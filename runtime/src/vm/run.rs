@@ -108,6 +108,8 @@ pub fn run_foreground(
 ) -> Result<RunOutcome, ContainerError> {
     let p = prepare(store, &image, opts, notify)?;
     let id = p.state.id.clone();
+    // Before the input thread: the prober is forked from a single-threaded process.
+    crate::container::health::watch_vm(store, &p.state);
     let input = match opts
         .interactive
         .then(|| stdin_relay(front.input()))
@@ -243,6 +245,11 @@ pub(super) fn boot_and_run(
             s.monitor_pid = Some(me);
             s.monitor_start_time = process_start_time(me);
             s.started_at = Some(crate::timefmt::rfc3339(SystemTime::now()));
+            s.health = s
+                .healthcheck
+                .as_ref()
+                .and_then(|h| h.command())
+                .map(|_| crate::container::health::Health::starting());
         })?;
         if let Some(s) = &started {
             crate::events::container(store.root(), "start", s, &[]);

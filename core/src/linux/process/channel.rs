@@ -117,6 +117,15 @@ pub fn recv_with_fds(fd: &OwnedFd) -> io::Result<(Message, Vec<OwnedFd>)> {
     Ok((decode(&buf, n, truncated)?, fds))
 }
 
+/// Receives one message and the descriptors attached to it, waiting at most `timeout_ms`
+/// (-1: forever). A closed peer is `UnexpectedEof`; a timeout is `TimedOut`.
+pub fn recv_with_fds_within(fd: &OwnedFd, timeout_ms: i32) -> io::Result<(Message, Vec<OwnedFd>)> {
+    if !crate::linux::sys::wait_readable(fd.as_raw_fd(), timeout_ms)? {
+        return Err(io::ErrorKind::TimedOut.into());
+    }
+    recv_with_fds(fd)
+}
+
 /// Receives one message, waiting at most `timeout_ms` (-1: forever). A closed peer is
 /// `UnexpectedEof`; a timeout is `TimedOut`.
 pub fn recv(fd: &OwnedFd, timeout_ms: i32) -> io::Result<Message> {

@@ -9,6 +9,18 @@ use seccompiler::BpfProgram;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
+/// The init's standard streams.
+#[derive(Debug, Clone, Copy)]
+pub enum InitStdio<'a> {
+    /// Streams made for it by the parent (pipes).
+    Streams(Stdio<'a>),
+    /// A terminal of `rows` x `cols` the init opens on the container's own devpts once it
+    /// is mounted: the slave (/dev/pts/N inside) becomes its stdin, stdout, stderr,
+    /// controlling terminal and /dev/console; the master goes to the parent with `Ready`
+    /// ([`Spawned::terminal`](super::spawn::Spawned)).
+    Terminal { rows: u16, cols: u16 },
+}
+
 /// Everything the init needs, prepared by the parent before the clone (so the child does
 /// no work that could be shared, such as compiling seccomp).
 pub struct InitConfig<'a> {
@@ -21,9 +33,7 @@ pub struct InitConfig<'a> {
     /// The start gate.
     pub exec_fifo: &'a Path,
     /// The workload's stdio.
-    pub stdio: Stdio<'a>,
-    /// With a terminal: the pty slave (host path), bind-mounted as /dev/console.
-    pub console: Option<std::path::PathBuf>,
+    pub stdio: InitStdio<'a>,
     /// Compiled seccomp filters, installed in order (empty: none).
     pub seccomp: Vec<BpfProgram>,
     /// The container's cgroup, already created with its limits.

@@ -7,10 +7,10 @@
 //! workload, and that program forks the workload.
 
 use super::channel::{self, Message};
-use super::config::InitConfig;
+use super::config::{InitConfig, InitStdio};
 use super::exec_fifo;
 use crate::linux::rootfs::{FdLayers, OverlayLayers, RootLayers};
-use crate::linux::{capabilities, mountapi, namespaces, rootfs, sys, user};
+use crate::linux::{capabilities, devpts, mountapi, namespaces, rootfs, sys, user};
 use oci_spec::runtime::LinuxNamespaceType;
 use std::ffi::CString;
 use std::io::Write;
@@ -116,6 +116,8 @@ fn sys_step(step: impl Into<String>) -> impl FnOnce(nix::errno::Errno) -> SetupE
 struct Prepared {
     user: user::ResolvedUser,
     gate: OwnedFd,
+    /// With [`InitStdio::Terminal`]: the pty's master, for the parent.
+    terminal: Option<OwnedFd>,
 }
 
 /// Runs the init; returns the exit code if it does not exec. Unless the clone placed it in
@@ -131,10 +133,12 @@ pub fn run(cfg: &InitConfig, sock: OwnedFd, born_in_cgroup: bool) -> i32 {
             return 1;
         }
     };
-    if channel::send(&sock, &Message::Ready).is_err() {
+    let terminal: Vec<_> = prepared.terminal.iter().map(|m| m.as_raw_fd()).collect();
+    if channel::send_with_fds(&sock, &Message::Ready, &terminal).is_err() {
         return 1;
     }
     drop(sock);
+    drop(prepared.terminal);
     let mut gate = match open_gate(&prepared.gate) {
         Ok(g) => g,
         Err(_) => return 1,
@@ -275,20 +279,14 @@ fn user_namespace_layers<'a>(
 fn set_up(cfg: &InitConfig, gate: OwnedFd, layers: RootLayers) -> Result<Prepared, SetupError> {
     let spec = cfg.spec;
     nix::unistd::setsid().map_err(sys_step("setsid"))?;
-    cfg.stdio.install().map_err(sys_step("stdio"))?;
-    if spec
-        .process()
-        .as_ref()
-        .and_then(|p| p.terminal())
-        .unwrap_or(false)
-    {
-        // The pty on stdin becomes the session's controlling terminal (Ctrl-C, job control).
-        sys::set_controlling_terminal(0).map_err(io_step("controlling terminal"))?;
+    if let InitStdio::Streams(stdio) = cfg.stdio {
+        stdio.install().map_err(sys_step("stdio"))?;
     }
     let root = rootfs::prepare(spec, layers)?;
-    if let Some(console) = &cfg.console {
-        rootfs::bind_console(console, &root)?;
-    }
+    let terminal = match cfg.stdio {
+        InitStdio::Terminal { rows, cols } => Some(open_terminal(&root, rows, cols)?),
+        InitStdio::Streams(_) => None,
+    };
     rootfs::pivot(&root)?;
     rootfs::set_root_propagation(spec)?;
     let root = rootfs::current_root()?;
@@ -341,7 +339,27 @@ fn set_up(cfg: &InitConfig, gate: OwnedFd, layers: RootLayers) -> Result<Prepare
     {
         rootfs::remount_root_readonly()?;
     }
-    Ok(Prepared { user, gate })
+    Ok(Prepared {
+        user,
+        gate,
+        terminal,
+    })
+}
+
+/// Opens a pty on the container's own devpts (mounted by now at /dev/pts inside `root`):
+/// its slave becomes stdin, stdout, stderr, the session's controlling terminal (Ctrl-C,
+/// job control) and /dev/console. Returns the master, for the parent.
+fn open_terminal(
+    root: &crate::linux::inroot::Root,
+    rows: u16,
+    cols: u16,
+) -> Result<OwnedFd, SetupError> {
+    let pty = devpts::open_pty(root, rows, cols)
+        .map_err(|e| io_step("terminal")(std::io::Error::other(e)))?;
+    pty.stdio().install().map_err(sys_step("stdio"))?;
+    sys::set_controlling_terminal(0).map_err(io_step("controlling terminal"))?;
+    rootfs::bind_console(pty.slave(), root)?;
+    Ok(pty.into_master())
 }
 
 /// Writes the spec's sysctls in the container's own /proc/sys, after the pivot and before

@@ -21,6 +21,6 @@ pub mod sigforward;
 pub mod spawn;
 pub mod stdio;
 
-pub use config::InitConfig;
-pub use spawn::{spawn, SpawnError};
+pub use config::{InitConfig, InitStdio};
+pub use spawn::{spawn, SpawnError, Spawned};
 pub use stdio::Stdio;

@@ -2,7 +2,7 @@
 //! its cgroup, let it set up, and wait (bounded) until it is ready or has failed.
 
 use super::channel::{self, Message};
-use super::config::InitConfig;
+use super::config::{InitConfig, InitStdio};
 use super::init;
 use crate::linux::sys::{fork_into_namespaces, Forked};
 use crate::linux::{mountapi, namespaces};
@@ -74,10 +74,20 @@ fn map_user_namespace(cfg: &InitConfig, pid: i32) -> std::io::Result<Vec<std::os
         .collect()
 }
 
-/// Creates the container's init and returns its host PID once it is ready and waiting on
+/// A container's init, ready and waiting on the start gate.
+#[derive(Debug)]
+pub struct Spawned {
+    /// Its host PID.
+    pub pid: i32,
+    /// With [`InitStdio::Terminal`]: the master of the pty it opened on the container's
+    /// devpts (checked to be one).
+    pub terminal: Option<std::os::fd::OwnedFd>,
+}
+
+/// Creates the container's init and returns it once it is ready and waiting on
 /// the start gate. The init places itself in its cgroup (see [`CgroupManager::join_self`]),
 /// so the parent only waits for its answer. On error, nothing of the process is left (it is killed and reaped).
-pub fn spawn(cfg: &InitConfig) -> Result<i32, SpawnError> {
+pub fn spawn(cfg: &InitConfig) -> Result<Spawned, SpawnError> {
     if init::wants_init(cfg.spec) && cfg.init_program.is_none() {
         return Err(SpawnError::Setup(format!(
             "--init: the {} program was not loaded",
@@ -115,10 +125,34 @@ pub fn spawn(cfg: &InitConfig) -> Result<i32, SpawnError> {
         channel::send_with_fds(&parent_end, &Message::Go, &raw)
             .map_err(|e| abort(SpawnError::Lost(e)))?;
     }
-    match channel::recv(&parent_end, SETUP_TIMEOUT_MS) {
-        Ok(Message::Ready) => Ok(pid),
-        Ok(Message::Error(msg)) => Err(abort(SpawnError::Setup(msg))),
-        Ok(Message::Go) => Err(abort(SpawnError::Setup("unexpected message Go".into()))),
+    let wants_terminal = matches!(cfg.stdio, InitStdio::Terminal { .. });
+    match channel::recv_with_fds_within(&parent_end, SETUP_TIMEOUT_MS) {
+        Ok((Message::Ready, fds)) => match ready_terminal(fds, wants_terminal) {
+            Ok(terminal) => Ok(Spawned { pid, terminal }),
+            Err(e) => Err(abort(SpawnError::Lost(e))),
+        },
+        Ok((Message::Error(msg), _)) => Err(abort(SpawnError::Setup(msg))),
+        Ok((Message::Go, _)) => Err(abort(SpawnError::Setup("unexpected message Go".into()))),
         Err(e) => Err(abort(SpawnError::Lost(e))),
+    }
+}
+
+/// The descriptors that came with `Ready`: none, or with a terminal its pty master (checked
+/// to be one, whatever sent it).
+fn ready_terminal(
+    mut fds: Vec<std::os::fd::OwnedFd>,
+    wants_terminal: bool,
+) -> std::io::Result<Option<std::os::fd::OwnedFd>> {
+    use std::os::fd::AsFd;
+    match (fds.len(), wants_terminal) {
+        (0, false) => Ok(None),
+        (1, true) => {
+            let master = fds.remove(0);
+            crate::linux::devpts::check_master(master.as_fd())?;
+            Ok(Some(master))
+        }
+        (n, _) => Err(std::io::Error::other(format!(
+            "the init sent {n} descriptors with Ready"
+        ))),
     }
 }

@@ -212,9 +212,9 @@ impl Pty {
         self.master.as_fd()
     }
 
-    /// The slave's path (/dev/pts/N), for a container's /dev/console.
-    pub fn slave_path(&self) -> io::Result<std::path::PathBuf> {
-        std::fs::read_link(format!("/proc/self/fd/{}", self.slave.as_raw_fd()))
+    /// The slave, for a container's /dev/console.
+    pub fn slave(&self) -> BorrowedFd<'_> {
+        self.slave.as_fd()
     }
 
     /// Closes the slave (once the process holds its copies) and returns the master.
