@@ -31,6 +31,7 @@ pub mod jail;
 mod launch;
 mod layout;
 mod monitor;
+pub mod ram_holder;
 pub use capsa_core::protocol;
 mod qmp;
 mod relay;
