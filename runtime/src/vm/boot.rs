@@ -121,8 +121,8 @@ pub(super) fn boot(
     let disk_list = attach_disks(store, &image.layer_dirs, &files, &launch.volumes, create)?;
     let (agent, engine_end) =
         UnixStream::pair().map_err(|e| VmError::Io(format!("agent socket pair: {e}")))?;
-    // The template, with this VM's copy of its RAM (a template removed or rebuilt
-    // meanwhile: a cold boot).
+    // The template, with this VM's RAM: the template's shared memfd, or a copy of its RAM
+    // (a template removed or rebuilt meanwhile: a cold boot).
     let template = restorable(store, engine, guest, launch, disk_list.len()).and_then(|t| {
         template::CloneRam::make(&t, &files.dir.join("ram"))
             .inspect_err(|e| tracing::info!(%e, "the VM template's RAM: cold boot"))
@@ -149,7 +149,8 @@ pub(super) fn boot(
     let template_key = template.as_ref().map(|(t, _)| t.key.clone());
     let (mut cmd, restore) = match template.zip(engine.qemu()) {
         Some(((t, ram), qemu)) => {
-            tracing::info!(template = %t.key, "vm restored from template");
+            let shared_ram = ram.is_shared();
+            tracing::info!(template = %t.key, shared_ram, "vm restored from template");
             let (cmd, restore) = template::restore_command(qemu, &t, vm, ram)?;
             (cmd, Some(restore))
         }

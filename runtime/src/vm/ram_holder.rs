@@ -13,7 +13,8 @@
 //! container's removal would kill); it holds the memfd and answers the unix socket
 //! `DIR/ram.sock` (in the template's folder: 0700, root's) with it over SCM_RIGHTS, to peers
 //! with uid 0 alone. It ends as soon as anything in its template's folder is deleted or
-//! renamed (`capsa system vm-template rm`, a rebuild, a removed state root). A clone takes
+//! renamed (`capsa system vm-template rm`, a rebuild, a removed state root, [`stop`] once
+//! the template is stale). A clone takes
 //! the memfd from the holder only, never from another clone's engine (whose memfd could be
 //! its own, writable), and checks that it is sealed and made from the template file it
 //! checked; on any failure the clone gets a private copy of the RAM instead.
@@ -194,6 +195,12 @@ fn start_holder(dir: &Path) -> Result<(), SharedRamError> {
     // It forks the holder and exits at once: the holder is no child of this process.
     intermediate.wait().map_err(io_err("starting the holder"))?;
     Ok(())
+}
+
+/// Stops the holder of template folder `dir`, if any: it ends when its socket is removed
+/// (running clones keep the memfd; its memory goes with the last of them).
+pub fn stop(dir: &Path) {
+    let _ = std::fs::remove_file(dir.join(SOCKET));
 }
 
 /// `capsa __vm-template-ram DIR`: the holder of template folder DIR's memfd (see the

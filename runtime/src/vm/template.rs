@@ -262,10 +262,21 @@ pub fn ensure(
         return Ok(Ensured::Ready(t)); // another capsa built it while we waited
     }
     let built = build(&t, qemu, guest, &inputs);
-    if built.is_err() {
-        let _ = std::fs::remove_dir_all(&t.dir);
+    match built {
+        Ok(()) => stop_stale_holders(root),
+        Err(_) => {
+            let _ = std::fs::remove_dir_all(&t.dir);
+        }
     }
     built.map(|()| Ensured::Built(t, why))
+}
+
+/// Stops the RAM holders of stale templates (their kernel, agent or QEMU changed since):
+/// no VM starts from them any more, and their memory goes once their clones end.
+fn stop_stale_holders(root: &StateRoot) {
+    for info in list(root).iter().filter(|i| i.status.starts_with("stale")) {
+        super::ram_holder::stop(&templates_dir(root).join(&info.key));
+    }
 }
 
 /// One template of a state root, as `system vm-template ls` shows it.
