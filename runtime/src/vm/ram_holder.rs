@@ -219,7 +219,9 @@ pub fn invoked() -> Option<i32> {
 
 /// The holder: detaches, makes the memfd, serves it until its template's folder changes.
 fn hold(dir: &Path) -> Result<(), SharedRamError> {
-    // Nothing of its starter is kept: no descriptor it leaked (a lock, a disk), no cwd.
+    // Nothing of its starter is kept: no descriptor it leaked (a lock, a disk), no cwd, no
+    // blocked or ignored signal (a foreground `capsa run` blocks SIGTERM and SIGINT).
+    crate::linux::sys::reset_signals();
     // SAFETY: close_range on integers.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
     std::env::set_current_dir("/").map_err(io_err("chdir /"))?;
@@ -232,6 +234,7 @@ fn hold(dir: &Path) -> Result<(), SharedRamError> {
     let listener = UnixListener::from(unsafe { OwnedFd::from_raw_fd(listener) });
     let null = File::open("/dev/null").map_err(io_err("/dev/null"))?;
     nix::unistd::dup2(null.as_raw_fd(), 0).map_err(|e| io_err("/dev/null")(e.into()))?;
+    drop(null);
     let _ = nix::unistd::setsid();
     // A single thread (just exec'd): the child may run anything after fork.
     match crate::linux::sys::fork_into_namespaces(0, None).map_err(io_err("fork"))? {
