@@ -5,6 +5,8 @@
   - idle memory: PSS of the host processes of K VM containers running side by side
     (capsa CLIs and engines), per VM.
 Cold is `CAPSA_VM_TEMPLATE=off`; the template is built (warm) before the first round.
+`--idle-only` measures the memory alone (`--modes template --idle 20`: 20 clones), and
+what the template's RAM holder keeps beside the clones (its own PSS, its memfd's pages).
 """
 import argparse, json, os, re, subprocess, sys, time
 
@@ -47,18 +49,43 @@ def idle(capsa, root, mode, k):
     procs = []
     for _ in range(k):
         p = subprocess.Popen([capsa, "--root", root, "run", "--rm", "--network", "none", "--isolation", "vm",
-                              "--vmm", "qemu", "busybox", "sh", "-c", "echo up; sleep 30"],
+                              "--vmm", "qemu", "busybox", "sh", "-c", "trap 'exit 0' TERM; echo up; sleep 900 & wait"],
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env_for(mode))
         p.stdout.readline()
         procs.append(p)
     time.sleep(2)
     pids = [x for p in procs for x in [p.pid] + children(p.pid)]
     total = sum(pss_kib(x) for x in pids)
+    if mode == "template":
+        for h in holders(root):
+            print(f"holder {h}: PSS {pss_kib(h)/1024:.1f} MiB, memfd {memfd_kib(h)/1024:.1f} MiB resident")
     for p in procs:
         p.send_signal(15)
     for p in procs:
         p.wait(timeout=120)
     return total / k
+
+
+def holders(root):
+    """The PIDs of the VM template RAM holders of state root `root`."""
+    out = []
+    for d in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = open(f"/proc/{d}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if b"__vm-template-ram" in cmd and any(root.encode() in c for c in cmd):
+            out.append(int(d))
+    return out
+
+
+def memfd_kib(pid):
+    """Memory held by the memfds process `pid` holds (mapped by clones or not)."""
+    total = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("/memfd:"):
+            total += os.stat(f"/proc/{pid}/fd/{fd}").st_blocks // 2
+    return total
 
 
 def main():
@@ -68,8 +95,14 @@ def main():
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--idle", type=int, default=4, help="VMs side by side for the memory figure")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs/benchmarks"))
+    ap.add_argument("--idle-only", action="store_true", help="memory alone, printed, not written")
+    ap.add_argument("--modes", default="cold,template")
     a = ap.parse_args()
     subprocess.run([a.capsa, "--root", a.root, "system", "vm-template", "warm"], check=True)
+    if a.idle_only:
+        for mode in a.modes.split(","):
+            print(f"{mode}: idle PSS/VM {idle(a.capsa, a.root, mode, a.idle)/1024:.1f} MiB ({a.idle} VMs)")
+        return
     res = {"cold": ([], [], []), "template": ([], [], [])}
     for i in range(a.runs):
         order = ["cold", "template"] if i % 2 == 0 else ["template", "cold"]

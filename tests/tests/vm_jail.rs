@@ -130,11 +130,14 @@ fn check_jail(env: &TestEnv, name: &str) -> u32 {
     ]
     .map(String::from)
     .into();
-    // Restored from a VM template, it also holds its own copy of the guest's RAM (its one
-    // writable file, unlinked once QEMU has it open).
+    // Restored from a VM template: the empty mount point of the procfs it opened the
+    // template's shared RAM from (detached before the guest runs), or its own copy of the
+    // guest's RAM (its one writable file, unlinked once QEMU has it open).
     let mut expected = expected;
-    if root.contains("vm/ram") {
-        expected.insert("vm/ram".to_string());
+    for extra in ["proc", "vm/ram"] {
+        if root.contains(extra) {
+            expected.insert(extra.to_string());
+        }
     }
     assert_eq!(root, expected, "the engine's root");
     // Its descriptors: stdio, its disks, the tap, the agent's socket, the pipes of its
@@ -163,7 +166,8 @@ fn check_jail(env: &TestEnv, name: &str) -> u32 {
             || t.starts_with("anon_inode:")
             || (t.starts_with("pipe:") && monitor_pipes.contains(&t.to_string()))
             || target == container.join("vm/upper.ext4")
-            // Its own copy of the template's RAM, already unlinked.
+            // The template's sealed RAM, or its own copy of it, already unlinked.
+            || t == "/memfd:capsa-vm-template-ram (deleted)"
             || t == "/vm/ram (deleted)"
             || (target.starts_with(&layers) && t.ends_with(".erofs"));
         assert!(

@@ -1,8 +1,8 @@
 //! VM templates on QEMU (TCG here), as a user and an attacker check them: the first VM
 //! container builds the template, the next ones start from it, each clone has its own
 //! random numbers, hostname, address and MAC; a damaged or stale template is rebuilt, never
-//! restored; a clone's engine maps its own copy of the template's memory, never the
-//! template's file.
+//! restored; clones map one sealed copy of the template's memory that no process can write,
+//! never the template's file.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -193,6 +193,13 @@ fn a_damaged_or_stale_template_is_rebuilt_and_never_restored() {
     let stderr = hi(&[("CAPSA_KERNEL", kernel_copy.to_str().unwrap())]);
     assert!(stderr.contains("capsa: vm template: built"), "{stderr}");
     assert_eq!(template_dirs(&env).len(), 2);
+    // Rebuilt ones' RAM holders ended; the copy changes: a third template, and the stale
+    // one's holder ends.
+    wait_for_holders(&env, 2);
+    std::fs::copy(&kernel, &kernel_copy).unwrap();
+    let stderr = hi(&[("CAPSA_KERNEL", kernel_copy.to_str().unwrap())]);
+    assert!(stderr.contains("capsa: vm template: built"), "{stderr}");
+    wait_for_holders(&env, 2);
     // Templates off: a cold boot.
     let stderr = hi(&[("CAPSA_VM_TEMPLATE", "off")]);
     assert!(!restored(&stderr), "{stderr}");
@@ -201,7 +208,7 @@ fn a_damaged_or_stale_template_is_rebuilt_and_never_restored() {
     std::fs::remove_file(&kernel_copy).unwrap();
     let ls = text(&env.capsa(&["system", "vm-template", "ls"]).stdout);
     assert_eq!(ls.matches(" ready ").count(), 1, "{ls}");
-    assert_eq!(ls.matches(" stale ").count(), 1, "{ls}");
+    assert_eq!(ls.matches(" stale ").count(), 2, "{ls}");
     assert!(env.capsa(&["system", "vm-template", "rm"]).status.success());
     assert!(template_dirs(&env).is_empty());
     let warm = env.capsa(&["system", "vm-template", "warm"]);
@@ -216,49 +223,158 @@ fn a_damaged_or_stale_template_is_rebuilt_and_never_restored() {
     env.assert_clean();
 }
 
-/// The inode of the file `pid` maps at `path` (as its jail names it), and whether that
-/// file is deleted.
-fn mapped_file(pid: u32, path: &str) -> Option<(u64, bool)> {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
-    for line in maps.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() >= 6 && f[5] == path {
-            return Some((f[4].parse().ok()?, line.ends_with("(deleted)")));
-        }
-    }
-    None
+/// The (device, inode) of every file engine `pid` maps, with the path its maps show.
+fn mapped_files(pid: u32) -> Vec<((u64, u64), String)> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    maps.lines()
+        .filter_map(|line| {
+            let range = line.split_whitespace().next()?;
+            let m = std::fs::metadata(format!("/proc/{pid}/map_files/{range}")).ok()?;
+            let path = line
+                .split_whitespace()
+                .skip(5)
+                .collect::<Vec<_>>()
+                .join(" ");
+            Some(((m.dev(), m.ino()), path))
+        })
+        .collect()
 }
 
-#[test]
-fn a_clone_maps_its_own_copy_of_the_template_memory_and_the_template_is_roots_alone() {
-    let env = TestEnv::new();
-    let out = env.run(&[
-        "-d",
-        "--name",
-        "clone",
-        "--isolation",
-        "vm",
-        "busybox",
-        "sleep",
-        "1000",
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let id = env.inspect("clone", "{{.Id}}");
-    let vm_dir = env.root().join("containers").join(&id).join("vm");
+/// The engine PID of VM container `name`.
+fn engine_pid(env: &TestEnv, name: &str) -> u32 {
+    let id = env.inspect(name, "{{.Id}}");
+    let record = env
+        .root()
+        .join("containers")
+        .join(id)
+        .join("vm/engine.json");
     let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(vm_dir.join("engine.json")).unwrap()).unwrap();
-    let pid = record["pid"].as_u64().unwrap() as u32;
-    let template = template_dirs(&env).pop().expect("a template");
-    let template_ram = std::fs::metadata(template.join("ram")).unwrap();
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-    let (ino, deleted) = mapped_file(pid, "/vm/ram").unwrap_or_else(|| panic!("{maps}"));
-    assert_ne!(
-        ino,
-        template_ram.ino(),
-        "the engine maps the template's own file"
+        serde_json::from_slice(&std::fs::read(record).unwrap()).unwrap();
+    record["pid"].as_u64().unwrap() as u32
+}
+
+/// PIDs of the RAM holders of this test's state root.
+fn holders(env: &TestEnv) -> Vec<u32> {
+    let root = env.root().to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            (cmdline.contains("__vm-template-ram") && cmdline.contains(&root)).then_some(pid)
+        })
+        .collect()
+}
+
+/// `text` without its terminal colours (the log's `field=value` pairs are coloured).
+fn plain(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Waits (30 s at most) until the state root has `n` RAM holders: they end on their own
+/// once their template changes.
+fn wait_for_holders(env: &TestEnv, n: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while holders(env).len() != n {
+        let left = holders(env);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "holders: {left:?}, not {n}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+const SHARED_RAM: &str = "/memfd:capsa-vm-template-ram (deleted)";
+
+#[test]
+fn clones_share_one_sealed_memory_that_no_engine_or_host_process_can_write() {
+    let env = TestEnv::new();
+    let mut memfds = Vec::new();
+    for name in ["c0", "c1"] {
+        let out = env.run(&[
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "none",
+            "--isolation",
+            "vm",
+            "busybox",
+            "sleep",
+            "1000",
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let pid = engine_pid(&env, name);
+        let maps = mapped_files(pid);
+        let template = template_dirs(&env).pop().expect("a template");
+        let ram = std::fs::metadata(template.join("ram")).unwrap();
+        assert!(
+            !maps.iter().any(|(file, _)| *file == (ram.dev(), ram.ino())),
+            "{name} maps the template's own file: {maps:?}"
+        );
+        let memfd = maps.iter().find(|(_, path)| path == SHARED_RAM);
+        memfds.push(memfd.unwrap_or_else(|| panic!("{name}: {maps:?}")).0);
+        // The jail's procfs, which QEMU opened the memfd from, is gone once it has.
+        let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+        assert!(!mounts.contains(" - proc "), "{mounts}");
+    }
+    assert_eq!(memfds[0], memfds[1], "both clones map the one memfd");
+    // As an attacker (root on the host, or an engine reopening its own descriptor).
+    let pid = engine_pid(&env, "c0");
+    let fd = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .find(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_str() == Some(SHARED_RAM)))
+        .expect("the engine holds the memfd");
+    let memfd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(fd.path())
+        .unwrap();
+    let eperm = |r: std::io::Result<()>| r.unwrap_err().raw_os_error() == Some(libc::EPERM);
+    assert!(eperm(std::os::unix::fs::FileExt::write_all_at(
+        &memfd, b"evil", 4096
+    )));
+    assert!(eperm(memfd.set_len(0)));
+    drop(memfd);
+    let out = run_vm(&env, &[], &["--network", "none", "busybox", "echo", "hi"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(text(&out.stdout), "hi\n", "{stderr}");
+    assert!(plain(&stderr).contains("shared_ram=true"), "{stderr}");
+    for name in ["c0", "c1"] {
+        assert!(env.capsa(&["rm", "-f", name]).status.success());
+    }
+    // One holder (root, no jail); without it, a clone gets a private copy, not the file.
+    let holder = holders(&env);
+    assert_eq!(holder.len(), 1, "{holder:?}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", holder[0])).unwrap();
+    assert!(
+        status.lines().any(|l| l.starts_with("Uid:\t0\t")),
+        "{status}"
     );
-    assert!(deleted, "the clone's copy is removed once mapped");
-    assert!(!vm_dir.join("ram").exists());
+    // SAFETY: kill with integers, on the holder found above.
+    assert_eq!(unsafe { libc::kill(holder[0] as i32, libc::SIGKILL) }, 0);
+    let template = template_dirs(&env).pop().unwrap();
+    std::fs::remove_file(template.join("ram.sock")).unwrap();
+    std::fs::create_dir(template.join("ram.sock")).unwrap();
+    let out = run_vm(&env, &[], &["--network", "none", "busybox", "echo", "hi"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(text(&out.stdout), "hi\n", "{stderr}");
+    assert!(stderr.contains("shared RAM: a private copy"), "{stderr}");
+    assert!(plain(&stderr).contains("shared_ram=false"), "{stderr}");
+    std::fs::remove_dir(template.join("ram.sock")).unwrap();
     for f in ["ram", "state", "manifest.json"] {
         let m = std::fs::metadata(template.join(f)).unwrap();
         assert_eq!((m.uid(), m.gid()), (0, 0), "{f}");
@@ -266,6 +382,11 @@ fn a_clone_maps_its_own_copy_of_the_template_memory_and_the_template_is_roots_al
     }
     let dir_mode = std::fs::metadata(&template).unwrap().mode();
     assert_eq!(dir_mode & 0o077, 0, "the template's folder is root's alone");
-    assert!(env.capsa(&["rm", "-f", "clone"]).status.success());
+    // The holder ends with its template.
+    let out = run_vm(&env, &[], &["--network", "none", "busybox", "true"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(holders(&env).len(), 1);
+    assert!(env.capsa(&["system", "vm-template", "rm"]).status.success());
+    wait_for_holders(&env, 0);
     env.assert_clean();
 }

@@ -132,10 +132,10 @@ pub(super) fn boot(
     let disk_list = attach_disks(store, &image.layer_dirs, &files, &launch.volumes, create)?;
     let (agent, engine_end) =
         UnixStream::pair().map_err(|e| VmError::Io(format!("agent socket pair: {e}")))?;
-    // The template, with this VM's copy of its RAM (a template removed or rebuilt
-    // meanwhile: a cold boot).
+    // The template, with this VM's RAM: the template's shared memfd, or a copy of its RAM
+    // (a template removed or rebuilt meanwhile: a cold boot).
     let template = restorable(store, engine, guest, launch, disk_list.len()).and_then(|t| {
-        template::RamCopy::make(&t, &files.dir.join("ram"))
+        template::CloneRam::make(&t, &files.dir.join("ram"))
             .inspect_err(|e| tracing::info!(%e, "the VM template's RAM: cold boot"))
             .ok()
             .map(|ram| (t, ram))
@@ -165,7 +165,8 @@ pub(super) fn boot(
     let template_key = template.as_ref().map(|(t, _)| t.key.clone());
     let (mut cmd, restore) = match template.zip(engine.qemu()) {
         Some(((t, ram), qemu)) => {
-            tracing::info!(template = %t.key, "vm restored from template");
+            let shared_ram = ram.is_shared();
+            tracing::info!(template = %t.key, shared_ram, "vm restored from template");
             let (cmd, restore) = template::restore_command(qemu, &t, vm, ram)?;
             (cmd, Some(restore))
         }
@@ -180,7 +181,7 @@ pub(super) fn boot(
         &guest.initramfs,
     )?;
     if let Some(restore) = &restore {
-        // The clone's own copy, for its engine's uid alone.
+        // A clone's own copy is for its engine's uid alone.
         if let Err(e) = restore.ram.give_to(jail.uid.uid) {
             jail.destroy();
             return Err(e.into());
@@ -265,8 +266,8 @@ pub(super) fn boot(
     }
 }
 
-/// A restored VM's first words: its template's state loaded, its RAM copy removed (QEMU
-/// has mapped it once it answers its monitor), the agent's hello, then `Restored`. A
+/// A restored VM's first words: its template's state loaded (its RAM mapped: see
+/// [`template::Restore::load`]), the agent's hello, then `Restored`. A
 /// failed load ends the engine: nothing of it is used.
 fn greet_restored(
     booted: &mut Booted,
@@ -275,8 +276,7 @@ fn greet_restored(
     spawned: Instant,
 ) -> Result<Response, VmError> {
     let ms = || spawned.elapsed().as_secs_f64() * 1000.0;
-    let loaded = restore.load();
-    restore.ram.remove();
+    let loaded = restore.load(booted.engine.id());
     if let Err(e) = loaded {
         let _ = booted.engine.kill();
         let e = with_console(e, &booted.logs);

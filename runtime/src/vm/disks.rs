@@ -87,7 +87,12 @@ fn writable_disk(root: &StateRoot, path: &Path) -> Result<(), VmError> {
     let io = |p: &Path, e: std::io::Error| VmError::Io(format!("{}: {e}", p.display()));
     let src = std::fs::File::open(&blank).map_err(|e| io(&blank, e))?;
     let _ = std::fs::remove_file(path);
-    sparse_copy(&src, path).map_err(|e| {
+    let copied = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .open(path)
+        .and_then(|dst| super::sparse::copy(&src, &dst));
+    copied.map_err(|e| {
         let _ = std::fs::remove_file(path);
         io(path, e)
     })
@@ -110,52 +115,6 @@ fn blank_writable_disk(root: &StateRoot) -> Result<PathBuf, VmError> {
         let _ = std::fs::remove_file(&tmp);
     }
     made.map(|()| path)
-}
-
-/// Copies `src` to a new file `to`, its data only: the holes stay holes.
-pub(super) fn sparse_copy(src: &std::fs::File, to: &Path) -> std::io::Result<()> {
-    use nix::unistd::{lseek, Whence};
-    use std::os::fd::AsRawFd;
-    let dst = std::fs::OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .open(to)?;
-    let len = src.metadata()?.len();
-    dst.set_len(len)?;
-    let mut pos: i64 = 0;
-    while (pos as u64) < len {
-        let data = match lseek(src.as_raw_fd(), pos, Whence::SeekData) {
-            Ok(d) => d,
-            Err(nix::errno::Errno::ENXIO) => break, // only a hole is left
-            Err(e) => return Err(e.into()),
-        };
-        let hole = lseek(src.as_raw_fd(), data, Whence::SeekHole)?;
-        let (mut off_in, mut off_out) = (data, data);
-        while off_in < hole {
-            // SAFETY: copy_file_range between two descriptors we own, with offsets we own.
-            let n = unsafe {
-                libc::copy_file_range(
-                    src.as_raw_fd(),
-                    &mut off_in,
-                    dst.as_raw_fd(),
-                    &mut off_out,
-                    (hole - off_in) as usize,
-                    0,
-                )
-            };
-            if n < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if n == 0 {
-                return Err(std::io::Error::other(format!(
-                    "{} bytes: the source shrank while it was copied",
-                    len
-                )));
-            }
-        }
-        pos = hole;
-    }
-    Ok(())
 }
 
 /// Formats a new sparse ext4 file at `path` for a writable layer.

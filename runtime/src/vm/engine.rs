@@ -255,6 +255,7 @@ impl Engine for Qemu {
                 .collect(),
             read_write: Vec::new(),
             kvm: self.kvm,
+            proc_fs: false,
             seccomp: format!("qemu -sandbox {QEMU_SANDBOX}"),
         };
         let mut args: Vec<String> = [
@@ -349,6 +350,7 @@ impl Engine for CapsaVmm {
             read_only: Vec::new(),
             read_write: Vec::new(),
             kvm: true,
+            proc_fs: false,
             seccomp: "capsa-vmm's per-thread filters (VMM thread, vCPU threads)".into(),
         };
         let mut args: Vec<String> = vec![

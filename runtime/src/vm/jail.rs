@@ -47,6 +47,9 @@ const UID_DIR: &str = "/run/capsa-vm/uids";
 /// only (on the host it stays an empty directory).
 const JAIL_MOUNT: &str = "/run/capsa-vm/jail";
 
+/// Where an engine that needs one has its procfs ([`EngineCommand::proc_fs`]).
+const PROC: &str = "/proc";
+
 /// Where the guest kernel and initramfs appear inside the jail.
 pub const KERNEL: &str = "/vm/vmlinux";
 pub const INITRAMFS: &str = "/vm/initramfs";
@@ -151,6 +154,10 @@ pub struct EngineCommand {
     pub read_write: Vec<(PathBuf, PathBuf)>,
     /// Whether the engine opens /dev/kvm.
     pub kvm: bool,
+    /// Whether the jail has a procfs of its own pid namespace at /proc (`subset=pid`: the
+    /// engine's own /proc/self only), for a RAM memfd it opens as `/proc/self/fd/N`; taken
+    /// away once the engine has mapped it ([`detach_proc`]).
+    pub proc_fs: bool,
     /// The seccomp policy the engine installs, as `inspect` shows it.
     pub seccomp: String,
 }
@@ -255,6 +262,47 @@ impl Jail {
                 Err(VmError::Jail(child_error(&report)))
             }
         }
+    }
+}
+
+/// Takes the procfs away from the jail of engine `pid` (a child of this process, so the
+/// PID is its own) once the engine has opened what it needed there: a child joins the
+/// engine's mount namespace and detaches /proc, so the engine cannot reopen its other
+/// descriptors through /proc/self/fd afterwards.
+pub fn detach_proc(pid: i32) -> Result<(), VmError> {
+    let ns_path = PathBuf::from(format!("/proc/{pid}/ns/mnt"));
+    let ns = File::open(&ns_path).map_err(|e| jail_err(&ns_path, e))?;
+    let child = match sys::fork_into_namespaces(0, None) {
+        Ok(Forked::Child) => {
+            // SAFETY: system calls on a descriptor and a C string literal; the child
+            // allocates nothing and ends with _exit.
+            unsafe {
+                let rc = if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNS) != 0 {
+                    1
+                } else if libc::umount2(c"/proc".as_ptr(), libc::MNT_DETACH) != 0 {
+                    2
+                } else {
+                    0
+                };
+                libc::_exit(rc)
+            }
+        }
+        Ok(Forked::Parent(child)) => child,
+        Err(e) => return Err(VmError::Jail(format!("fork: {e}"))),
+    };
+    let mut process = EngineProcess {
+        pid: child,
+        status: None,
+    };
+    let status = process
+        .wait()
+        .map_err(|e| VmError::Jail(format!("waiting for /proc's detach: {e}")))?;
+    match status.code() {
+        Some(0) => Ok(()),
+        Some(1) => Err(jail_err(&ns_path, "setns failed")),
+        _ => Err(VmError::Jail(format!(
+            "detaching /proc in engine {pid}'s jail failed"
+        ))),
     }
 }
 
@@ -401,6 +449,8 @@ struct Bind {
 /// allocation, no lock).
 struct ChildPlan {
     mount_point: CString,
+    /// Where a procfs is mounted, if the engine has one.
+    proc_fs: Option<CString>,
     /// Directories to create in the tmpfs, parents first.
     dirs: Vec<CString>,
     symlinks: Vec<(CString, CString)>,
@@ -447,6 +497,10 @@ impl ChildPlan {
         if cmd.kvm {
             layout.node(KVM.0, KVM.1, KVM.2, true)?;
         }
+        let proc_fs = match cmd.proc_fs {
+            true => Some(layout.empty_dir(Path::new(PROC))?),
+            false => None,
+        };
         let tasks = jail
             .cgroup
             .dirs
@@ -480,6 +534,7 @@ impl ChildPlan {
             .unwrap_or(63);
         Ok(ChildPlan {
             mount_point: cstr(JAIL_MOUNT)?,
+            proc_fs,
             dirs: layout.dirs,
             symlinks: layout.symlinks,
             binds: layout.binds,
@@ -594,6 +649,21 @@ impl ChildPlan {
             if *owned {
                 check(err, "chown", libc::chown(path.as_ptr(), self.uid, self.uid));
             }
+        }
+        if let Some(target) = &self.proc_fs {
+            // Born in the engine's new pid namespace: this procfs shows the engine alone.
+            let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+            check(
+                err,
+                "mounting the jail's procfs",
+                libc::mount(
+                    c"proc".as_ptr(),
+                    target.as_ptr(),
+                    c"proc".as_ptr(),
+                    flags,
+                    c"subset=pid".as_ptr().cast(),
+                ),
+            );
         }
         check(err, "chdir", libc::chdir(self.mount_point.as_ptr()));
         let dot = c".".as_ptr();
@@ -810,6 +880,15 @@ impl Layout {
         }
     }
 
+    /// An empty directory at `path` (a mount point); its name inside the jail's mount.
+    fn empty_dir(&mut self, path: &Path) -> Result<CString, VmError> {
+        self.parents(path)?;
+        let inside = cstr(Self::inside(path))?;
+        self.dirs.push(inside.clone());
+        self.made.insert(path.to_path_buf());
+        Ok(inside)
+    }
+
     fn node(&mut self, path: &str, major: u32, minor: u32, owned: bool) -> Result<(), VmError> {
         let path = Path::new(path);
         self.parents(path)?;
@@ -960,6 +1039,7 @@ mod tests {
             read_only: Vec::new(),
             read_write: Vec::new(),
             kvm: true,
+            proc_fs: false,
             seccomp: String::new(),
         };
         let fd = cmd.pass(File::open(&disk).unwrap().into());

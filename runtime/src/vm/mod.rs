@@ -32,11 +32,13 @@ mod launch;
 mod layout;
 mod monitor;
 pub mod probe;
+pub mod ram_holder;
 pub use capsa_core::protocol;
 mod qmp;
 mod relay;
 pub mod run;
 pub mod sandbox;
+mod sparse;
 pub mod stopped;
 pub mod template;
 

@@ -13,9 +13,12 @@
 //! and its NIC its own tap. A container with more disks than slots boots cold.
 //!
 //! QEMU 7.2 opens a `share=off` RAM file read-write, so a jailed engine that could open the
-//! template's own file could rewrite every later clone's memory: each clone gets its own
-//! sparse copy of it instead (its data only, tens of MiB), owned by its engine's uid.
-//! Nothing in `<root>/vm/templates/<key>` is ever writable by a clone's engine.
+//! template's own file could rewrite every later clone's memory. So a clone maps the
+//! template's RAM as a sealed memfd that no process can write ([`super::ram_holder`]),
+//! shared by every clone of the template, opened by QEMU as `/proc/self/fd/N`; failing
+//! that, its own sparse copy of the file (its data only, tens of MiB), owned by its
+//! engine's uid. Nothing in `<root>/vm/templates/<key>` is ever writable by a clone's
+//! engine, nor in its jail.
 
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -114,6 +117,7 @@ pub struct Template {
 #[derive(Debug)]
 pub struct Sound {
     pub key: String,
+    dir: PathBuf,
     state: std::fs::File,
     ram: std::fs::File,
 }
@@ -228,6 +232,7 @@ fn check(t: &Template, inputs: &Inputs) -> Result<Sound, String> {
     state.rewind().map_err(|e| e.to_string())?;
     Ok(Sound {
         key: t.key.clone(),
+        dir: t.dir.clone(),
         state,
         ram,
     })
@@ -257,10 +262,21 @@ pub fn ensure(
         return Ok(Ensured::Ready(t)); // another capsa built it while we waited
     }
     let built = build(&t, qemu, guest, &inputs);
-    if built.is_err() {
-        let _ = std::fs::remove_dir_all(&t.dir);
+    match built {
+        Ok(()) => stop_stale_holders(root),
+        Err(_) => {
+            let _ = std::fs::remove_dir_all(&t.dir);
+        }
     }
     built.map(|()| Ensured::Built(t, why))
+}
+
+/// Stops the RAM holders of stale templates (their kernel, agent or QEMU changed since):
+/// no VM starts from them any more, and their memory goes once their clones end.
+fn stop_stale_holders(root: &StateRoot) {
+    for info in list(root).iter().filter(|i| i.status.starts_with("stale")) {
+        super::ram_holder::stop(&templates_dir(root).join(&info.key));
+    }
 }
 
 /// One template of a state root, as `system vm-template ls` shows it.
@@ -349,7 +365,8 @@ pub fn remove(root: &StateRoot, key: &str) -> Result<bool, VmError> {
 }
 
 /// The machine both the template and its clones run: same devices in the same order.
-fn machine_args(qemu: &Qemu, mem_mib: u64, vcpus: u32, share: bool) -> Vec<String> {
+/// `mem_path`: the guest RAM's file as the engine opens it.
+fn machine_args(qemu: &Qemu, mem_mib: u64, vcpus: u32, mem_path: &str, share: bool) -> Vec<String> {
     let mut args: Vec<String> = [
         "-M",
         "microvm,acpi=off,rtc=off,memory-backend=mem",
@@ -371,7 +388,7 @@ fn machine_args(qemu: &Qemu, mem_mib: u64, vcpus: u32, share: bool) -> Vec<Strin
     let share = if share { "on" } else { "off" };
     args.extend([
         "-object".into(),
-        format!("memory-backend-file,id=mem,size={mem_mib}M,mem-path={RAM_IN_JAIL},share={share}"),
+        format!("memory-backend-file,id=mem,size={mem_mib}M,mem-path={mem_path},share={share}"),
         "-m".into(),
         format!("{mem_mib}M"),
         "-smp".into(),
@@ -434,7 +451,8 @@ fn qmp_args(c: &mut EngineCommand, qmp: OwnedFd) -> Vec<String> {
     ]
 }
 
-fn base_command(qemu: &Qemu, ram: &Path) -> EngineCommand {
+/// The engine command without arguments; `ram`, if given, bound writable at [`RAM_IN_JAIL`].
+fn base_command(qemu: &Qemu, ram: Option<&Path>) -> EngineCommand {
     EngineCommand {
         binary: qemu.binary.clone(),
         args: Vec::new(),
@@ -444,8 +462,12 @@ fn base_command(qemu: &Qemu, ram: &Path) -> EngineCommand {
             .map(PathBuf::from)
             .filter(|p| p.is_dir())
             .collect(),
-        read_write: vec![(ram.to_path_buf(), PathBuf::from(RAM_IN_JAIL))],
+        read_write: ram
+            .map(|r| (r.to_path_buf(), PathBuf::from(RAM_IN_JAIL)))
+            .into_iter()
+            .collect(),
         kvm: qemu.kvm,
+        proc_fs: false,
         seccomp: format!("qemu -sandbox {}", super::engine::QEMU_SANDBOX),
     }
 }
@@ -482,8 +504,8 @@ fn build(
         .map_err(|e| io_err(&console_path, e))?;
     let (agent, agent_end) = UnixStream::pair().map_err(|e| io_err(&t.dir, e))?;
     let (qmp, qmp_end) = UnixStream::pair().map_err(|e| io_err(&t.dir, e))?;
-    let mut c = base_command(qemu, &ram);
-    let mut args = machine_args(qemu, inputs.mem_mib, inputs.vcpus, true);
+    let mut c = base_command(qemu, Some(&ram));
+    let mut args = machine_args(qemu, inputs.mem_mib, inputs.vcpus, RAM_IN_JAIL, true);
     for i in 0..SLOTS {
         args.extend(empty_slot(i));
     }
@@ -580,8 +602,54 @@ fn ignore_shared() -> serde_json::Value {
 pub struct Restore {
     qmp: UnixStream,
     state: std::fs::File,
-    /// The clone's own copy of the template's RAM.
-    pub ram: RamCopy,
+    /// The clone's guest RAM.
+    pub ram: CloneRam,
+}
+
+/// A clone's guest RAM: the template's sealed memfd, shared with every clone of it, or
+/// (failing that) its own copy of the template's RAM file.
+pub enum CloneRam {
+    Shared(OwnedFd),
+    Copy(RamCopy),
+}
+
+impl CloneRam {
+    /// The template's sealed memfd from its holder (checked: sealed, of this template's
+    /// file); else a copy of its RAM at `path`.
+    pub fn make(t: &Sound, path: &Path) -> Result<CloneRam, VmError> {
+        match super::ram_holder::fetch(&t.dir, &t.ram) {
+            Ok(fd) => Ok(CloneRam::Shared(fd)),
+            Err(e) => {
+                tracing::info!(%e, "the VM template's shared RAM: a private copy");
+                RamCopy::make(t, path).map(CloneRam::Copy)
+            }
+        }
+    }
+
+    /// Makes a copy the engine's (uid `uid`) alone; the memfd needs nothing.
+    pub fn give_to(&self, uid: u32) -> Result<(), VmError> {
+        match self {
+            CloneRam::Shared(_) => Ok(()),
+            CloneRam::Copy(copy) => copy.give_to(uid),
+        }
+    }
+
+    /// Once engine `pid` has mapped its RAM: a copy's file is removed; a memfd's procfs is
+    /// taken from the jail.
+    pub fn mapped(&self, pid: i32) -> Result<(), VmError> {
+        match self {
+            CloneRam::Shared(_) => super::jail::detach_proc(pid),
+            CloneRam::Copy(copy) => {
+                copy.remove();
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether the clone maps the shared memfd.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, CloneRam::Shared(_))
+    }
 }
 
 /// A clone's copy of the template's RAM, removed when dropped (its engine keeps what it
@@ -593,7 +661,12 @@ impl RamCopy {
     pub fn make(t: &Sound, path: &Path) -> Result<RamCopy, VmError> {
         let _ = std::fs::remove_file(path);
         let copy = RamCopy(path.to_path_buf());
-        sparse_copy(&t.ram, path).map_err(|e| io_err(path, e))?;
+        let dst = std::fs::OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| io_err(path, e))?;
+        super::sparse::copy(&t.ram, &dst).map_err(|e| io_err(path, e))?;
         Ok(copy)
     }
 
@@ -614,55 +687,15 @@ impl Drop for RamCopy {
     }
 }
 
-fn sparse_copy(src: &std::fs::File, to: &Path) -> std::io::Result<()> {
-    use nix::unistd::{lseek, Whence};
-    let dst = std::fs::OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .open(to)?;
-    let len = src.metadata()?.len();
-    dst.set_len(len)?;
-    let mut pos: i64 = 0;
-    while (pos as u64) < len {
-        let data = match lseek(src.as_raw_fd(), pos, Whence::SeekData) {
-            Ok(d) => d,
-            Err(nix::errno::Errno::ENXIO) => break, // only a hole is left
-            Err(e) => return Err(e.into()),
-        };
-        let hole = lseek(src.as_raw_fd(), data, Whence::SeekHole)?;
-        let (mut off_in, mut off_out) = (data, data);
-        while off_in < hole {
-            // SAFETY: copy_file_range between two descriptors we own, with offsets we own.
-            let n = unsafe {
-                libc::copy_file_range(
-                    src.as_raw_fd(),
-                    &mut off_in,
-                    dst.as_raw_fd(),
-                    &mut off_out,
-                    (hole - off_in) as usize,
-                    0,
-                )
-            };
-            if n < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if n == 0 {
-                return Err(std::io::Error::other("the template's RAM file shrank"));
-            }
-        }
-        pos = hole;
-    }
-    Ok(())
-}
-
 /// The clone's engine command: the template's machine with `vm`'s disks in the slots, its
-/// tap (or an unconnected hub port) behind the NIC, its own RAM copy at `ram`, its QMP
-/// and the template's device state as descriptors.
+/// tap (or an unconnected hub port) behind the NIC, its RAM (the shared memfd, opened as
+/// `/proc/self/fd/N` in a jail with a procfs, or its own copy bound at [`RAM_IN_JAIL`]),
+/// its QMP and the template's device state as descriptors.
 pub fn restore_command(
     qemu: &Qemu,
     t: &Sound,
     vm: VmSpec,
-    ram: RamCopy,
+    ram: CloneRam,
 ) -> Result<(EngineCommand, Restore), VmError> {
     if vm.disks.len() > SLOTS {
         return Err(VmError::Tool(format!(
@@ -676,8 +709,19 @@ pub fn restore_command(
         .map_err(|e| VmError::Io(format!("vm template {}: {e}", t.key)))?;
     let (qmp, qmp_end) =
         UnixStream::pair().map_err(|e| VmError::Io(format!("QMP socket pair: {e}")))?;
-    let mut c = base_command(qemu, &ram.0);
-    let mut args = machine_args(qemu, vm.mem_mib, vm.vcpus, false);
+    let (mut c, mem_path) = match &ram {
+        CloneRam::Shared(memfd) => {
+            let mut c = base_command(qemu, None);
+            let memfd = memfd
+                .try_clone()
+                .map_err(|e| VmError::Io(format!("vm template {}: {e}", t.key)))?;
+            let n = c.pass(memfd);
+            c.proc_fs = true;
+            (c, format!("/proc/self/fd/{n}"))
+        }
+        CloneRam::Copy(copy) => (base_command(qemu, Some(&copy.0)), RAM_IN_JAIL.to_string()),
+    };
+    let mut args = machine_args(qemu, vm.mem_mib, vm.vcpus, &mem_path, false);
     for i in 0..SLOTS {
         let Some(d) = vm.disks.get(i) else {
             args.extend(empty_slot(i));
@@ -704,13 +748,16 @@ pub fn restore_command(
 }
 
 impl Restore {
-    /// Has the spawned clone load the template's device state; its guest runs once loaded.
-    pub fn load(&self) -> Result<(), VmError> {
+    /// Has the spawned clone (engine `pid`) load the template's device state; its guest
+    /// runs once loaded. The engine has mapped its RAM once it answers QMP: before its guest
+    /// runs, its RAM copy is removed, or the procfs it opened the memfd from taken away.
+    pub fn load(&self, pid: i32) -> Result<(), VmError> {
         let stream = self
             .qmp
             .try_clone()
             .map_err(|e| VmError::Io(format!("QMP: {e}")))?;
         let mut qmp = Qmp::connect(stream)?;
+        self.ram.mapped(pid)?;
         qmp.execute("migrate-set-capabilities", Some(ignore_shared()))?;
         qmp.hand_fd("state", self.state.as_raw_fd())?;
         qmp.execute(
@@ -740,23 +787,6 @@ fn getrandom(buf: &mut [u8]) -> Result<(), VmError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_sparse_copy_keeps_data_and_holes() {
-        let dir = tempfile::tempdir().unwrap();
-        let from = dir.path().join("from");
-        let f = std::fs::File::create(&from).unwrap();
-        f.set_len(64 << 20).unwrap();
-        use std::os::unix::fs::FileExt;
-        f.write_all_at(b"kernel text", 4 << 20).unwrap();
-        f.write_all_at(b"agent", 40 << 20).unwrap();
-        drop(f);
-        let to = dir.path().join("to");
-        sparse_copy(&std::fs::File::open(&from).unwrap(), &to).unwrap();
-        assert_eq!(std::fs::read(&from).unwrap(), std::fs::read(&to).unwrap());
-        let used = std::fs::metadata(&to).unwrap().blocks() * 512;
-        assert!(used < 4 << 20, "holes stay holes: {used} bytes used");
-    }
 
     #[test]
     fn the_key_changes_with_every_input() {
