@@ -287,6 +287,21 @@ fn docker_exec_runs_commands_with_their_exit_codes_and_stdin() {
     assert_eq!(text(&out.stdout), "piped\ndone\n");
     let out = api.docker(&["exec", "box", "no-such-command"]);
     assert_eq!(out.status.code(), Some(127), "{}", text(&out.stderr));
+    // --privileged: this command alone gets every capability; the container keeps its own.
+    let cap_eff = |args: &[&str]| {
+        let out = api.docker_ok(args);
+        out.lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+            .unwrap_or_else(|| panic!("{out}"))
+    };
+    let status = ["box", "grep", "CapEff", "/proc/self/status"];
+    let plain = cap_eff(&[&["exec"][..], &status].concat());
+    let privileged = cap_eff(&[&["exec", "--privileged"][..], &status].concat());
+    const CAP_SYS_ADMIN: u64 = 1 << 21;
+    assert_eq!(plain & CAP_SYS_ADMIN, 0, "{plain:x}");
+    assert_ne!(privileged & CAP_SYS_ADMIN, 0, "{privileged:x}");
+    assert_eq!(cap_eff(&[&["exec"][..], &status].concat()), plain);
     // -d: runs on in the background.
     api.docker_ok(&["exec", "-d", "box", "sh", "-c", "echo bg > /tmp/bg"]);
     eventually("the detached exec ran", Duration::from_secs(30), || {

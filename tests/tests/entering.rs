@@ -301,3 +301,57 @@ fn a_missing_init_program_is_named() {
     let ps = text(&env.capsa(&["ps", "-a", "-q"]).stdout);
     assert_eq!(ps.lines().count(), 1, "{ps}");
 }
+
+/// `exec --privileged` gives that command every capability, and nothing in the container
+/// gains from it: the container's own processes cannot read the privileged one's memory or
+/// environment (its capabilities are no subset of theirs), and a plain exec stays plain.
+#[test]
+fn a_privileged_exec_is_privileged_alone_and_out_of_the_containers_reach() {
+    let env = TestEnv::new();
+    let name = "privexec";
+    let out = env.run(&["-d", "--name", name, "busybox", "sleep", "600"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let cap_eff = |flags: &[&str]| {
+        let mut args = vec!["exec"];
+        args.extend_from_slice(flags);
+        args.extend([name, "grep", "CapEff", "/proc/self/status"]);
+        let out = env.capsa(&args);
+        let line = text(&out.stdout);
+        u64::from_str_radix(line.trim().trim_start_matches("CapEff:").trim(), 16)
+            .unwrap_or_else(|_| panic!("{line} {}", text(&out.stderr)))
+    };
+    const CAP_SYS_ADMIN: u64 = 1 << 21;
+    const FIND_SLEEP: &str = "ps -o pid,args | grep '[s]leep 4321' | awk '{print $1}'";
+    assert_eq!(cap_eff(&[]) & CAP_SYS_ADMIN, 0);
+    assert_ne!(cap_eff(&["--privileged"]) & CAP_SYS_ADMIN, 0);
+    let out = env.capsa(&[
+        "exec",
+        "-d",
+        "--privileged",
+        "-e",
+        SECRET,
+        name,
+        "sleep",
+        "4321",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut pid = String::new();
+    eventually("the privileged sleep runs", Duration::from_secs(20), || {
+        pid = text(&env.capsa(&["exec", name, "sh", "-c", FIND_SLEEP]).stdout)
+            .trim()
+            .to_string();
+        !pid.is_empty()
+    });
+    // The same reads of the container's own unprivileged init work: what stops them above is
+    // the privileged process's capabilities.
+    let out = env.capsa(&["exec", name, "cat", "/proc/1/environ", "/proc/1/maps"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for file in ["environ", "mem", "maps"] {
+        let out = env.capsa(&["exec", name, "cat", &format!("/proc/{pid}/{file}")]);
+        assert!(!out.status.success(), "{file} was readable");
+        assert!(!text(&out.stdout).contains("entering-5f3a9c"), "{file}");
+    }
+    assert_eq!(cap_eff(&[]) & CAP_SYS_ADMIN, 0, "a plain exec after it");
+    env.capsa(&["rm", "-f", name]);
+    env.assert_clean();
+}

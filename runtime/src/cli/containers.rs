@@ -545,6 +545,9 @@ pub struct ExecArgs {
     /// Working directory inside the container.
     #[arg(short = 'w', long)]
     workdir: Option<String>,
+    /// Give extended privileges to the command (every capability)
+    #[arg(long)]
+    privileged: bool,
     /// The container (name or ID).
     container: String,
     /// Command and arguments.
@@ -567,6 +570,7 @@ pub fn exec(root: &StateRoot, args: ExecArgs) -> i32 {
         env: args.env,
         user: args.user,
         workdir: args.workdir,
+        privileged: args.privileged,
         command: args.command,
     };
     let keys = if opts.tty {

@@ -32,6 +32,9 @@ pub struct ExecOptions {
     pub user: Option<String>,
     /// `-w`.
     pub workdir: Option<String>,
+    /// `--privileged`: every capability for this process, as Docker's; the container's
+    /// seccomp filter, device rules, masked paths and user namespace stay what they are.
+    pub privileged: bool,
     /// The command.
     pub command: Vec<String>,
 }
@@ -201,6 +204,21 @@ pub fn exec_start(
     }
 }
 
+/// Every capability the core knows, bounding, permitted and effective (Docker's privileged
+/// exec: none inheritable or ambient).
+fn all_capabilities() -> Result<oci_spec::runtime::LinuxCapabilities, String> {
+    use crate::linux::capabilities;
+    let caps = capabilities::to_oci(&capabilities::all_caps());
+    oci_spec::runtime::LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .permitted(caps.clone())
+        .effective(caps)
+        .inheritable(oci_spec::runtime::Capabilities::new())
+        .ambient(oci_spec::runtime::Capabilities::new())
+        .build()
+        .map_err(|e| e.to_string())
+}
+
 /// The container's spec, and its process as `exec` changes it (command, `-e`, `-w`) with the
 /// user to run it as (`-u`, else the image's).
 pub fn process_for(
@@ -240,6 +258,9 @@ pub fn process_for(
             )));
         }
         process.set_cwd(w.into());
+    }
+    if opts.privileged {
+        process.set_capabilities(Some(all_capabilities().map_err(|e| wrong(&e))?));
     }
     let user = opts
         .user

@@ -157,11 +157,6 @@ async fn create(
     if config.cmd.as_ref().is_none_or(Vec::is_empty) {
         return Err(ApiError::bad_request("No exec command specified"));
     }
-    if config.privileged {
-        return Err(ApiError::bad_request(
-            "Privileged exec is not supported by capsa",
-        ));
-    }
     if !config.detach_keys.is_empty() {
         parse_detach_keys(&config.detach_keys).map_err(|e| ApiError::bad_request(e.to_string()))?;
     }
@@ -284,6 +279,7 @@ async fn start(
                 env: c.env.clone().unwrap_or_default(),
                 user: Some(c.user.clone()).filter(|u| !u.is_empty()),
                 workdir: Some(c.working_dir.clone()).filter(|w| !w.is_empty()),
+                privileged: c.privileged,
                 command: c.cmd.clone().unwrap_or_default(),
             },
             stdout: c.attach_stdout,
