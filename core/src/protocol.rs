@@ -227,6 +227,10 @@ pub struct GuestVolume {
     pub fstype: String,
     /// Where in the guest the agent mounts it (the source of the spec's bind mount).
     pub path: String,
+    /// Attached read-only (`:ro`): mounted so. A VM restored from a template keeps the
+    /// flags its disks had in the template, so the agent cannot learn this from the disk.
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -105,7 +105,7 @@ pub fn mount_volumes(volumes: &[capsa_core::protocol::GuestVolume]) -> std::io::
     for v in volumes {
         let mut flags = MsFlags::MS_NODEV;
         let dev = by_serial(&v.serial)?;
-        if v.fstype == "erofs" || read_only_disk(&dev) {
+        if v.fstype == "erofs" || v.read_only || read_only_disk(&dev) {
             flags |= MsFlags::MS_RDONLY;
         } else if v.fstype == "ext4" {
             check_ext4(&dev)?;

@@ -1,5 +1,8 @@
 //! What a VM restored from a template does before its container is set up: the template's
-//! memory is every clone's, so its RNG state is too, and its disks were placeholders.
+//! memory is every clone's, so its RNG state is too. Its disks are not probed again: the
+//! template's placeholders are larger than any disk put in their slots (see the host's
+//! `vm::template`), and the agent finds each disk by its serial, which the device answers
+//! live.
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -47,30 +50,6 @@ pub fn reseed_rng(bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-const VIRTIO_BLK: &str = "/sys/bus/virtio/drivers/virtio_blk";
-
-/// Unbinds and binds each virtio-blk disk again: the probe reads the capacity and read-only
-/// flag this VM's engine gives it (the template's were placeholders). A slot this VM leaves
-/// empty (its serial, which the device answers live, is empty) is only unbound, so no empty
-/// disk is listed.
-pub fn probe_disks_again() -> std::io::Result<()> {
-    let driver = Path::new(VIRTIO_BLK);
-    let mut devices: Vec<String> = std::fs::read_dir(driver)?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("virtio"))
-        .collect();
-    devices.sort();
-    for dev in devices {
-        let empty = serial_of(&dev).is_empty();
-        write(&driver.join("unbind"), &dev)?;
-        if !empty {
-            write(&driver.join("bind"), &dev)?;
-        }
-    }
-    Ok(())
-}
-
 /// Unbinds every virtio-net device: the VM has no network (the template's NIC is on an
 /// unconnected hub port), so no eth0 is shown.
 pub fn unbind_nics() -> std::io::Result<()> {
@@ -90,17 +69,4 @@ fn write(path: &Path, value: &str) -> std::io::Result<()> {
         .open(path)
         .and_then(|mut f| f.write_all(value.as_bytes()))
         .map_err(|e| std::io::Error::other(format!("{} < {value}: {e}", path.display())))
-}
-
-/// The serial of virtio device `dev`'s disk ("" when it has none).
-fn serial_of(dev: &str) -> String {
-    let block = Path::new("/sys/bus/virtio/devices").join(dev).join("block");
-    std::fs::read_dir(block)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path().join("serial")).ok())
-        .map(|s| s.trim_end_matches(['\0', '\n']).to_string())
-        .next()
-        .unwrap_or_default()
 }

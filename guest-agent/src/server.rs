@@ -268,7 +268,6 @@ impl Agent {
                     ));
                 }
                 crate::restore::reseed_rng(&entropy.0)
-                    .and_then(|()| crate::restore::probe_disks_again())
                     .and_then(|()| match nic {
                         true => Ok(()),
                         false => crate::restore::unbind_nics(),

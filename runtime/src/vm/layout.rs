@@ -200,6 +200,7 @@ pub(super) fn volumes_from_disks(
             }
             .into(),
             path,
+            read_only: v.read_only,
         });
     }
     guest
