@@ -263,7 +263,7 @@ pub fn ensure(
     }
     let built = build(&t, qemu, guest, &inputs);
     match built {
-        Ok(()) => stop_stale_holders(root),
+        Ok(()) => remove_replaced(root, &t.key, &inputs),
         Err(_) => {
             let _ = std::fs::remove_dir_all(&t.dir);
         }
@@ -271,11 +271,19 @@ pub fn ensure(
     built.map(|()| Ensured::Built(t, why))
 }
 
-/// Stops the RAM holders of stale templates (their kernel, agent or QEMU changed since):
-/// no VM starts from them any more, and their memory goes once their clones end.
-fn stop_stale_holders(root: &StateRoot) {
-    for info in list(root).iter().filter(|i| i.status.starts_with("stale")) {
-        super::ram_holder::stop(&templates_dir(root).join(&info.key));
+/// Removes the templates the one just built for `inputs` replaces: stale ones (their kernel,
+/// agent or QEMU changed since) and those for the same memory and vCPUs made from other
+/// files (an older agent or kernel still on disk). No VM starts from them any more; their
+/// holders end with their folders, and their memory goes once their running clones end
+/// (each clone's engine keeps what it mapped). Without this, every upgrade of the agent
+/// left a template's RAM held in memory for good.
+fn remove_replaced(root: &StateRoot, key: &str, inputs: &Inputs) {
+    for info in list(root) {
+        let same_shape = info.mem_mib == inputs.mem_mib && info.vcpus == inputs.vcpus;
+        if info.key != key && (info.status.starts_with("stale") || same_shape) {
+            super::ram_holder::stop(&templates_dir(root).join(&info.key));
+            let _ = remove(root, &info.key);
+        }
     }
 }
 
