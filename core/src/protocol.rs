@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 /// Bumped on any incompatible change (2: `cp` streams through a copy process; 3: `cp` with
 /// a stopped VM mounts its root without a workload; 4: the host's clock on every request,
 /// which an older agent would ignore and leave the guest in 1970; the disks' bytes in
-/// `GuestStats`; 5: `Restored` after a VM template's restore, eth0's MAC in `GuestNetwork`).
-pub const PROTOCOL_VERSION: u32 = 5;
+/// `GuestStats`; 5: `Restored` after a VM template's restore, eth0's MAC in `GuestNetwork`;
+/// 6: `Restored` carries no NIC flag, a `--network none` workload has its own namespace).
+pub const PROTOCOL_VERSION: u32 = 6;
 /// The largest frame either side accepts.
 pub const MAX_FRAME: usize = 16 << 20;
 /// The most bytes of a `cp` archive one `Input` frame carries (base64 makes a third more).
@@ -81,7 +82,7 @@ pub enum Request {
     /// after `Hello`, before anything reads a disk or a random number for the workload.
     /// Without `nic` (`--network none`) the template's network device is unbound: the
     /// workload sees only `lo`, as in a VM booted without one.
-    Restored { entropy: Bytes, nic: bool },
+    Restored { entropy: Bytes },
     /// Mount the root, write the container's files, set up its cgroup and process; not started.
     Create(Box<CreateRequest>),
     /// Release the created workload.

@@ -4,9 +4,7 @@
 //! `vm::template`), and the agent finds each disk by its serial, which the device answers
 //! live.
 
-use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::path::Path;
 
 /// `RNDADDENTROPY` and `RNDRESEEDCRNG` (linux/random.h).
 const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
@@ -48,25 +46,4 @@ pub fn reseed_rng(bytes: &[u8]) -> std::io::Result<()> {
         )));
     }
     Ok(())
-}
-
-/// Unbinds every virtio-net device: the VM has no network (the template's NIC is on an
-/// unconnected hub port), so no eth0 is shown.
-pub fn unbind_nics() -> std::io::Result<()> {
-    let driver = Path::new("/sys/bus/virtio/drivers/virtio_net");
-    for e in std::fs::read_dir(driver)?.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with("virtio") {
-            write(&driver.join("unbind"), &name)?;
-        }
-    }
-    Ok(())
-}
-
-fn write(path: &Path, value: &str) -> std::io::Result<()> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .and_then(|mut f| f.write_all(value.as_bytes()))
-        .map_err(|e| std::io::Error::other(format!("{} < {value}: {e}", path.display())))
 }

@@ -260,7 +260,7 @@ impl Agent {
                 agent: env!("CARGO_PKG_VERSION").into(),
                 kernel: guest::kernel_release(),
             }),
-            Request::Restored { entropy, nic } => {
+            Request::Restored { entropy } => {
                 if self.workload.is_some() || self.root.is_some() {
                     return Err((
                         ErrorKind::BadRequest,
@@ -268,10 +268,6 @@ impl Agent {
                     ));
                 }
                 crate::restore::reseed_rng(&entropy.0)
-                    .and_then(|()| match nic {
-                        true => Ok(()),
-                        false => crate::restore::unbind_nics(),
-                    })
                     .map_err(|e| (ErrorKind::Internal, format!("after the restore: {e}")))?;
                 Ok(Response::Ok)
             }

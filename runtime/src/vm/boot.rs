@@ -241,7 +241,7 @@ pub(super) fn boot(
         }
     }
     let hello = match &restore {
-        Some(restore) => greet_restored(&mut booted, restore, state.endpoint.is_some(), spawned),
+        Some(restore) => greet_restored(&mut booted, restore, spawned),
         None => booted.agent.call(Request::Hello, BOOT_TIMEOUT),
     };
     match hello {
@@ -272,7 +272,6 @@ pub(super) fn boot(
 fn greet_restored(
     booted: &mut Booted,
     restore: &template::Restore,
-    nic: bool,
     spawned: Instant,
 ) -> Result<Response, VmError> {
     let ms = || spawned.elapsed().as_secs_f64() * 1000.0;
@@ -287,7 +286,7 @@ fn greet_restored(
     tracing::debug!(ms = ms(), "vm template state loaded");
     let hello = booted.agent.call(Request::Hello, BOOT_TIMEOUT)?;
     tracing::debug!(ms = ms(), "vm agent hello");
-    let restored = template::Restore::restored_request(nic)?;
+    let restored = template::Restore::restored_request()?;
     match booted.agent.call(restored, REQUEST_TIMEOUT)? {
         Response::Ok => Ok(hello),
         other => Err(VmError::Agent(format!("{} to restored", other.kind()))),

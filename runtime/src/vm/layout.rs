@@ -110,7 +110,9 @@ pub(super) fn lay_out_named(
     let opts = network::with_gateway_hosts(store, opts)?;
     let opts: &RunOptions = &opts;
     let mut spec = spec::build(opts, image, &ctx)?;
-    share_guest_network(&mut spec);
+    if opts.network != crate::net::NetworkMode::None {
+        share_guest_network(&mut spec);
+    }
     let volumes = volumes_from_disks(&mut spec, &opts.volumes);
     let hostname = spec.hostname().clone().unwrap_or_default();
     // Held, as for a container, until the state records the address.
@@ -208,6 +210,8 @@ pub(super) fn volumes_from_disks(
 
 /// The workload uses the guest's own network stack (its eth0 is the container's): the VM is
 /// the network boundary, as a Kata pod's VM is, so no network namespace is made inside.
+/// Not for `--network none`: that workload keeps a namespace of its own with only loopback,
+/// so whatever NIC the guest has (a template's, on an unconnected port) is not its.
 pub(super) fn share_guest_network(spec: &mut oci_spec::runtime::Spec) {
     if let Some(linux) = spec.linux_mut() {
         if let Some(ns) = linux.namespaces_mut() {

@@ -784,13 +784,12 @@ impl Restore {
         qmp.run_when_loaded()
     }
 
-    /// What the agent is told first: host random bytes for its RNG, whether it has a NIC.
-    pub fn restored_request(nic: bool) -> Result<Request, VmError> {
+    /// What the agent is told first: host random bytes for its RNG.
+    pub fn restored_request() -> Result<Request, VmError> {
         let mut entropy = vec![0u8; 64];
         getrandom(&mut entropy)?;
         Ok(Request::Restored {
             entropy: super::protocol::Bytes(entropy),
-            nic,
         })
     }
 }
