@@ -732,9 +732,11 @@ mod tests {
 
     #[test]
     fn bytes_decode_from_escaped_json_text() {
-        let body = br#"{"version":5,"id":0,"message":{"event":{"output":{"process":"init","stream":"stdout","data":"AAH\/"}}}}"#;
+        let body = format!(
+            r#"{{"version":{PROTOCOL_VERSION},"id":0,"message":{{"event":{{"output":{{"process":"init","stream":"stdout","data":"AAH\/"}}}}}}}}"#
+        );
         let mut f = (body.len() as u32).to_be_bytes().to_vec();
-        f.extend(body);
+        f.extend(body.as_bytes());
         match read_frame(&mut f.as_slice()).unwrap().message {
             Message::Event(Event::Output { data, .. }) => assert_eq!(data.0, [0, 1, 255]),
             other => panic!("{other:?}"),
