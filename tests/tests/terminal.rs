@@ -179,6 +179,40 @@ fn exec_t_and_a_user_namespace_get_ptys_of_the_containers_own_devpts() {
 }
 
 #[test]
+fn a_non_root_user_owns_its_terminal_and_can_reopen_it_by_name() {
+    let env = TestEnv::new();
+    // What `tty`-based prompts (sudo, ssh, passwd) do: reopen the terminal by its name.
+    // Owned by root (mode 620), the open fails for uid 1000; as with runc it is the
+    // process user's.
+    let reopen = "stat -c 'owner=%u' $(tty); echo reopened > $(tty)";
+    let out = env.run(&["--rm", "-t", "-u", "1000", "busybox", "sh", "-c", reopen]);
+    assert!(
+        out.status.success(),
+        "run -t -u 1000: {}",
+        text(&out.stdout)
+    );
+    assert_eq!(pty_lines(&out), ["owner=1000", "reopened"]);
+    for userns in [&[][..], &["--userns", "auto"][..]] {
+        let mut args = vec!["-d", "--name", "owner"];
+        args.extend_from_slice(userns);
+        args.extend(["busybox", "sleep", "600"]);
+        assert!(env.run(&args).status.success(), "{userns:?}");
+        let out = env.capsa(&["exec", "-t", "-u", "1000", "owner", "sh", "-c", reopen]);
+        assert!(
+            out.status.success(),
+            "exec -t -u 1000 {userns:?}: {}",
+            text(&out.stdout)
+        );
+        assert_eq!(pty_lines(&out), ["owner=1000", "reopened"], "{userns:?}");
+        // Root's exec keeps a terminal of root's.
+        let out = env.capsa(&["exec", "-t", "owner", "sh", "-c", reopen]);
+        assert_eq!(pty_lines(&out), ["owner=0", "reopened"], "{userns:?}");
+        assert!(env.capsa(&["rm", "-f", "owner"]).status.success());
+    }
+    env.assert_clean();
+}
+
+#[test]
 fn exec_t_opens_only_the_ptmx_of_the_containers_devpts() {
     let env = TestEnv::new();
     // A /dev/pts the container can write to (a tmpfs over its devpts).

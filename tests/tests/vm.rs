@@ -886,6 +886,19 @@ fn exec_i_feeds_stdin_and_exec_it_gives_a_terminal_in_the_guest() {
     );
     tmux.send(&["exit 4", "Enter"]);
     tmux.wait_for("EXIT=4");
+    // A non-root user's terminal is its own: it reopens it by name, as under runc.
+    let out = env.capsa(&[
+        "exec",
+        "-t",
+        "-u",
+        "1000",
+        "shell",
+        "sh",
+        "-c",
+        "stat -c owner=%u $(tty); echo reopened > $(tty)",
+    ]);
+    let shown = text(&out.stdout).replace('\r', "");
+    assert_eq!(shown, "owner=1000\nreopened\n", "{}", text(&out.stderr));
     assert!(env.capsa(&["rm", "-f", "shell"]).status.success());
     env.assert_clean();
 }

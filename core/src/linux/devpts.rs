@@ -82,6 +82,65 @@ pub fn open_pty_of(
     open_pty(&root, rows, cols)
 }
 
+/// First major number of devpts slaves (UNIX98_PTY_SLAVE_MAJOR; eight majors follow).
+const PTY_SLAVE_MAJOR: u64 = 136;
+
+/// Whether `fd` is the slave of a devpts pty.
+fn is_pty_slave(fd: i32) -> Option<libc::stat> {
+    let st = nix::sys::stat::fstat(fd).ok()?;
+    let major = nix::sys::stat::major(st.st_rdev);
+    (st.st_mode & libc::S_IFMT == libc::S_IFCHR
+        && (PTY_SLAVE_MAJOR..PTY_SLAVE_MAJOR + 8).contains(&major))
+    .then_some(st)
+}
+
+/// Gives the terminal on this process's stdin, stdout and stderr to `uid` (its group kept:
+/// devpts gives it `tty`), as runc does before it takes the process's user: a `-u 1000`
+/// process can then reopen its terminal by name, which `sudo`, `ssh` and `tty`-based
+/// prompts do. Streams that are not a devpts slave, or are already the user's, are left.
+/// EPERM and EINVAL (a slave owned by an id this user namespace does not map) are not
+/// errors: the process keeps a terminal it can use through its open descriptors.
+pub fn give_stdio_terminal(uid: u32) -> io::Result<()> {
+    for fd in 0..=2 {
+        let Some(st) = is_pty_slave(fd) else { continue };
+        if st.st_uid == uid {
+            continue;
+        }
+        // SAFETY: fchown on a descriptor this process holds; no memory is passed.
+        if unsafe { libc::fchown(fd, uid, u32::MAX) } != 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EPERM) | Some(libc::EINVAL) => {}
+                _ => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Gives a pty opened from outside a container's user namespace to the host uid of that
+/// namespace's root (nothing to do without one), so that the process entering it can in
+/// turn give it to its user ([`give_stdio_terminal`]): the kernel lets a namespace's root
+/// chown only inodes whose owner it maps.
+pub fn hand_into_user_namespace(
+    pty: &Pty,
+    linux: Option<&oci_spec::runtime::Linux>,
+) -> io::Result<()> {
+    let Some(host_uid) = linux.and_then(|l| {
+        l.uid_mappings()
+            .iter()
+            .flatten()
+            .find_map(|m| (m.container_id() == 0 && m.size() > 0).then_some(m.host_id()))
+    }) else {
+        return Ok(());
+    };
+    // SAFETY: fchown on a descriptor the pty owns; no memory is passed.
+    if unsafe { libc::fchown(pty.slave().as_raw_fd(), host_uid, u32::MAX) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Unlocks the master's slave and opens it through the master (TIOCGPTPEER).
 fn peer_of(master: i32) -> io::Result<OwnedFd> {
     let unlock: libc::c_int = 0;

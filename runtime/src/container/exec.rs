@@ -154,6 +154,12 @@ pub fn exec_start(
                 reason: format!("exec -t: the container's terminal: {e}"),
             }
         })?;
+        devpts::hand_into_user_namespace(&pty, spec.linux().as_ref()).map_err(|e| {
+            ContainerError::Setup {
+                id: id.to_string(),
+                reason: format!("exec -t: the terminal's owner: {e}"),
+            }
+        })?;
         Streams::Terminal(pty)
     } else if opts.detach {
         // Nobody reads: stdin empty, output to a null device of its own.

@@ -5,11 +5,11 @@
 
 use super::state::{self, Status};
 use super::{console, RuntimeError};
-use crate::linux::cgroups;
 use crate::linux::process::capsa_init;
 use crate::linux::process::join::{spawn_in, JoinConfig, Joined};
 use crate::linux::process::Stdio;
 use crate::linux::seccomp::compile;
+use crate::linux::{cgroups, devpts};
 use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -132,6 +132,10 @@ pub fn exec(
         )?),
         None => None,
     };
+    if let Some(pty) = &pty {
+        devpts::hand_into_user_namespace(pty, spec.linux().as_ref())
+            .map_err(RuntimeError::io("the terminal's owner"))?;
+    }
     let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
     let stdio = match &pty {
         Some(p) => p.stdio(),

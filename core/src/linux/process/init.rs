@@ -467,6 +467,9 @@ pub fn exec_process(
     if let Err(e) = sys::cloexec_from(3) {
         return (126, format!("close_range: {e}"));
     }
+    if let Err(e) = devpts::give_stdio_terminal(user.uid) {
+        return (126, format!("the terminal's owner: {e}"));
+    }
     let nnp = process.no_new_privileges().unwrap_or(false);
     if let Err(e) = drop_privileges(process, user, nnp, seccomp) {
         return (126, e.to_string());
