@@ -743,6 +743,53 @@ fn process_user_ids_are_taken_as_given_not_looked_up_by_name() {
 }
 
 #[test]
+fn a_terminal_the_caller_hands_down_keeps_its_owner() {
+    // An operator runs a container from a shell: the process inherits the shell's
+    // terminal, a pty of the host's devpts. runc gives it to the container's user; then
+    // the host's uid 1000, whoever that is, could open the operator's terminal and type
+    // into it (TIOCSTI). capsa-runc gives only a pty of the container's own devpts.
+    let rt = Runtime::new();
+    let bundle = rt.bundle("handed", &["sh", "-c", "id -u > /dev/null"]);
+    rt.edit_config(&bundle, |c| {
+        c["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1000});
+    });
+    let mut master: libc::c_int = -1;
+    let mut slave: libc::c_int = -1;
+    // SAFETY: openpty writes two descriptors behind the pointers, which outlive the call;
+    // the name, termios and window size are not asked for.
+    let opened = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(opened, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: openpty returned these descriptors; nothing else owns them.
+    let (master, slave) = unsafe {
+        use std::os::fd::FromRawFd;
+        (File::from_raw_fd(master), File::from_raw_fd(slave))
+    };
+    use std::os::unix::fs::MetadataExt;
+    let before = slave.metadata().unwrap().uid();
+    let mut c = rt.command(&["run", "--bundle", bundle.to_str().unwrap(), "handed"]);
+    c.stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave.try_clone().unwrap());
+    let status = c.status().unwrap();
+    assert!(status.success(), "run: {status}");
+    assert_eq!(
+        slave.metadata().unwrap().uid(),
+        before,
+        "the caller's terminal changed owner"
+    );
+    drop(master);
+    rt.assert_clean();
+}
+
+#[test]
 fn a_user_namespace_maps_the_init_and_every_exec() {
     become_subreaper();
     let rt = Runtime::new();
