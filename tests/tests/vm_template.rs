@@ -395,3 +395,34 @@ fn clones_share_one_sealed_memory_that_no_engine_or_host_process_can_write() {
     wait_for_holders(&env, 0);
     env.assert_clean();
 }
+
+#[test]
+fn the_tcg_cache_setting_reaches_the_engine_and_bad_values_are_refused() {
+    let env = TestEnv::new();
+    let run = |value: &str, args: &[&str]| {
+        let mut all = vec!["run", "--isolation", "vm", "--network", "none"];
+        all.extend_from_slice(args);
+        env.capsa_env(&all, &[("CAPSA_VM_TCG_CACHE_MIB", value)])
+    };
+    for bad in ["abc", "4", "4096", ""] {
+        let out = run(bad, &["--rm", "busybox", "true"]);
+        assert_eq!(out.status.code(), Some(125), "{bad:?}");
+        assert!(
+            text(&out.stderr).contains("CAPSA_VM_TCG_CACHE_MIB"),
+            "{bad:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(text(&env.capsa(&["ps", "-aq"]).stdout), "", "nothing made");
+    // A denser engine: a 16 MiB translation cache, still restored from the template.
+    let out = run("16", &["-d", "--name", "dense", "busybox", "sleep", "600"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", engine_pid(&env, "dense"))).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(cmdline.contains("tcg,tb-size=16 "), "{cmdline}");
+    assert!(engine_template(&env, "dense").is_some(), "restored");
+    let out = env.capsa(&["exec", "dense", "echo", "works"]);
+    assert_eq!(text(&out.stdout), "works\n", "{}", text(&out.stderr));
+    assert!(env.capsa(&["rm", "-f", "dense"]).status.success());
+    env.assert_clean();
+}

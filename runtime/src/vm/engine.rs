@@ -166,7 +166,12 @@ pub fn select(forced: Option<&str>) -> Result<(Box<dyn Engine>, String), VmError
                 "qemu-system-x86_64 is not installed (apt install qemu-system-x86)".into(),
             )
         })?;
-        Ok(Box::new(Qemu { binary, kvm: hw }))
+        let tcg_cache_mib = if hw { 0 } else { tcg_cache_mib()? };
+        Ok(Box::new(Qemu {
+            binary,
+            kvm: hw,
+            tcg_cache_mib,
+        }))
     };
     let capsa = || -> Result<Box<dyn Engine>, VmError> {
         let binary = vmm_binary().ok_or_else(|| {
@@ -214,6 +219,34 @@ pub fn qemu_microvm(binary: &std::path::Path, kvm: bool) -> Command {
 pub struct Qemu {
     pub(super) binary: PathBuf,
     pub(super) kvm: bool,
+    /// The TCG translation cache, in MiB (`-accel tcg,tb-size=`; unused under KVM).
+    pub(super) tcg_cache_mib: u64,
+}
+
+/// `CAPSA_VM_TCG_CACHE_MIB`: the TCG translation cache of each VM, in MiB. Smaller packs
+/// more idle VMs into memory and starts each slower (the guest code run at a start no
+/// longer fits, so it is translated again); see docs/benchmarks/vm_template.md.
+pub const TCG_CACHE_ENV: &str = "CAPSA_VM_TCG_CACHE_MIB";
+/// The range `CAPSA_VM_TCG_CACHE_MIB` takes.
+const TCG_CACHE_RANGE: std::ops::RangeInclusive<u64> = 8..=1024;
+
+/// The TCG translation cache asked for by `CAPSA_VM_TCG_CACHE_MIB`, or the default.
+fn tcg_cache_mib() -> Result<u64, VmError> {
+    let Ok(value) = std::env::var(TCG_CACHE_ENV) else {
+        return Ok(TCG_CACHE_MIB);
+    };
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|m| TCG_CACHE_RANGE.contains(m))
+        .ok_or_else(|| {
+            VmError::Tool(format!(
+                "{TCG_CACHE_ENV}={value:?}: expected the TCG translation cache in MiB, from {} to {}",
+                TCG_CACHE_RANGE.start(),
+                TCG_CACHE_RANGE.end()
+            ))
+        })
 }
 
 /// QEMU's seccomp policy, as `-sandbox` takes it: every filter on.
@@ -238,7 +271,7 @@ impl Engine for Qemu {
     }
 
     fn overhead_mib(&self) -> u64 {
-        let cache = if self.kvm { 0 } else { TCG_CACHE_MIB };
+        let cache = if self.kvm { 0 } else { self.tcg_cache_mib };
         super::jail::ENGINE_OVERHEAD_MIB + cache
     }
 
@@ -273,7 +306,8 @@ impl Engine for Qemu {
         if self.kvm {
             args.extend(["-accel", "kvm", "-cpu", "host"].map(String::from));
         } else {
-            args.extend(["-accel".into(), format!("tcg,tb-size={TCG_CACHE_MIB}")]);
+            let cache = self.tcg_cache_mib;
+            args.extend(["-accel".into(), format!("tcg,tb-size={cache}")]);
         }
         args.extend([
             "-m".into(),

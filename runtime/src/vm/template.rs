@@ -390,7 +390,7 @@ fn machine_args(qemu: &Qemu, mem_mib: u64, vcpus: u32, mem_path: &str, share: bo
     if qemu.kvm {
         args.extend(["-accel", "kvm", "-cpu", "host"].map(String::from));
     } else {
-        let cache = super::jail::TCG_CACHE_MIB;
+        let cache = qemu.tcg_cache_mib;
         args.extend(["-accel".into(), format!("tcg,tb-size={cache}")]);
     }
     let share = if share { "on" } else { "off" };
