@@ -222,10 +222,6 @@ pub fn check_resources(
             unapplied.push(name);
         }
     };
-    note(
-        r.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty()),
-        "hugepageLimits",
-    );
     note(r.network().is_some(), "network");
     note(r.rdma().as_ref().is_some_and(|h| !h.is_empty()), "rdma");
     note(

@@ -147,6 +147,88 @@ pub enum CgroupError {
     },
 }
 
+/// Where the kernel lists the huge page sizes it offers (`hugepages-2048kB`, ...).
+const HUGEPAGES: &str = "/sys/kernel/mm/hugepages";
+
+/// The spec's hugetlb limits as (page size as the cgroup files name it, bytes): "2MB",
+/// "1GB". Each size must be one this kernel offers; the spec names them as the cgroup
+/// files do, as runc takes them.
+pub(crate) fn hugetlb_limits(r: &LinuxResources) -> Result<Vec<(String, u64)>, CgroupError> {
+    let Some(limits) = r.hugepage_limits().as_ref().filter(|l| !l.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let offered = offered_huge_page_sizes();
+    limits
+        .iter()
+        .map(|l| {
+            let size = l.page_size();
+            if !offered.iter().any(|o| o == size) {
+                return Err(CgroupError::Unsupported {
+                    what: "hugepageLimits",
+                    why: format!(
+                        "page size {size:?} is not one this kernel offers ({})",
+                        if offered.is_empty() {
+                            "none".to_string()
+                        } else {
+                            offered.join(", ")
+                        }
+                    ),
+                });
+            }
+            let limit = u64::try_from(l.limit()).map_err(|_| CgroupError::Unsupported {
+                what: "hugepageLimits",
+                why: format!("the limit of {size} is {}, below 0", l.limit()),
+            })?;
+            Ok((size.clone(), limit))
+        })
+        .collect()
+}
+
+/// The huge page sizes of this kernel, named as the hugetlb cgroup files name them: the
+/// largest unit that divides the size, "2MB" for 2048 kB, "1GB" for 1048576 kB.
+pub(crate) fn offered_huge_page_sizes() -> Vec<String> {
+    let mut sizes: Vec<u64> = std::fs::read_dir(HUGEPAGES)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().to_string();
+                    name.strip_prefix("hugepages-")?
+                        .strip_suffix("kB")?
+                        .parse()
+                        .ok()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    sizes.sort_unstable();
+    sizes.into_iter().map(huge_page_size_name).collect()
+}
+
+fn huge_page_size_name(kib: u64) -> String {
+    match kib {
+        k if k >= 1 << 20 && k % (1 << 20) == 0 => format!("{}GB", k >> 20),
+        k if k >= 1 << 10 && k % (1 << 10) == 0 => format!("{}MB", k >> 10),
+        k => format!("{k}KB"),
+    }
+}
+
+/// Writes one hugetlb limit: `{prefix}.{size}.{file}`, and the reservation counterpart
+/// (`.rsvd.`) where the kernel has it, as runc does, so that pages reserved by mmap but
+/// not yet faulted count against the same limit.
+pub(crate) fn write_hugetlb(
+    dir: &Path,
+    size: &str,
+    file: &str,
+    value: &str,
+) -> Result<(), CgroupError> {
+    write_file(dir, &format!("hugetlb.{size}.{file}"), value)?;
+    let reserved = format!("hugetlb.{size}.rsvd.{file}");
+    if dir.join(&reserved).exists() {
+        write_file(dir, &reserved, value)?;
+    }
+    Ok(())
+}
+
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
     move |source| CgroupError::Io {
         path: path.to_path_buf(),
@@ -424,6 +506,14 @@ pub(crate) fn read_pids(dir: &Path) -> Vec<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_page_sizes_are_named_as_the_hugetlb_files_name_them() {
+        assert_eq!(huge_page_size_name(2048), "2MB");
+        assert_eq!(huge_page_size_name(1 << 20), "1GB");
+        assert_eq!(huge_page_size_name(64), "64KB");
+        assert_eq!(huge_page_size_name(32 << 10), "32MB");
+    }
 
     #[test]
     fn parents_that_leave_the_hierarchy_are_refused() {

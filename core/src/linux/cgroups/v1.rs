@@ -1,15 +1,15 @@
 //! cgroup v1: one directory per mounted hierarchy; controllers written file by file.
 
 use super::{
-    io_err, read_file, read_keyed, read_pids, remove_dir_killing, wait_freezer, write_file,
-    CgroupError, CgroupManager, CgroupPaths, CgroupStats, CGROUP_ROOT,
+    hugetlb_limits, io_err, read_file, read_keyed, read_pids, remove_dir_killing, wait_freezer,
+    write_file, write_hugetlb, CgroupError, CgroupManager, CgroupPaths, CgroupStats, CGROUP_ROOT,
 };
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
 use std::path::{Path, PathBuf};
 
 /// Controllers capsa places containers in (others, such as net_cls, are left alone).
 const USED_CONTROLLERS: &[&str] = &[
-    "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids",
+    "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "hugetlb",
 ];
 
 /// Mounted v1 hierarchies capsa uses: (directory name under /sys/fs/cgroup, controllers).
@@ -152,6 +152,19 @@ impl V1Manager {
         Ok(())
     }
 
+    /// The spec's hugepageLimits: hugetlb.SIZE.limit_in_bytes (and its rsvd twin).
+    fn apply_hugetlb(&self, r: &LinuxResources) -> Result<(), CgroupError> {
+        let limits = hugetlb_limits(r)?;
+        if limits.is_empty() {
+            return Ok(());
+        }
+        let dir = self.require("hugetlb")?;
+        for (size, limit) in limits {
+            write_hugetlb(dir, &size, "limit_in_bytes", &limit.to_string())?;
+        }
+        Ok(())
+    }
+
     /// `--blkio-weight`: blkio.weight (CFQ), or blkio.bfq.weight where BFQ schedules.
     fn apply_blkio(&self, r: &LinuxResources) -> Result<(), CgroupError> {
         let Some(weight) = r.block_io().as_ref().and_then(|b| b.weight()) else {
@@ -260,6 +273,7 @@ impl CgroupManager for V1Manager {
         self.apply_cpu(resources)?;
         self.apply_blkio(resources)?;
         self.apply_pids(resources)?;
+        self.apply_hugetlb(resources)?;
         self.apply_devices(resources)
     }
 

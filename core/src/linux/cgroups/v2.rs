@@ -170,6 +170,9 @@ fn wanted_controllers(r: &LinuxResources) -> Vec<&'static str> {
     if r.pids().is_some() {
         out.push("pids");
     }
+    if r.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty()) {
+        out.push("hugetlb");
+    }
     out
 }
 
@@ -231,6 +234,8 @@ fn shares_to_weight(shares: u64) -> u64 {
 
 impl CgroupManager for V2Manager {
     fn apply(&self, r: &LinuxResources) -> Result<(), CgroupError> {
+        // Page sizes are checked before anything is made.
+        let hugetlb = super::hugetlb_limits(r)?;
         self.create(&wanted_controllers(r))?;
         let dir = &self.dir;
         apply_devices(dir, r.devices().as_deref())?;
@@ -267,6 +272,9 @@ impl CgroupManager for V2Manager {
                 "max".into()
             };
             write_file(dir, "pids.max", &v)?;
+        }
+        for (size, limit) in hugetlb {
+            super::write_hugetlb(dir, &size, "max", &limit.to_string())?;
         }
         Ok(())
     }
