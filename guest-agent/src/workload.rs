@@ -179,6 +179,7 @@ pub fn create(mut req: CreateRequest) -> Result<Workload, Failure> {
         seccomp,
         cgroup: cgroup.as_ref(),
         init_program,
+        preserve_fds: 0,
     };
     let spawned = process::spawn(&cfg).map_err(|e| (ErrorKind::Isolation, e.to_string()))?;
     let pid = spawned.pid;
@@ -306,6 +307,7 @@ impl Workload {
             stdio,
             terminal: req.tty,
             init_program,
+            preserve_fds: 0,
         };
         let joined = spawn_in(&cfg).map_err(|e| (ErrorKind::Isolation, format!("exec: {e}")))?;
         let (stdin, stdout, stderr, tty) =

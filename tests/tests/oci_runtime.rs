@@ -870,6 +870,93 @@ fn hugepage_limits_are_applied_as_the_kubelet_sends_them() {
 }
 
 #[test]
+fn preserved_descriptors_reach_the_workload_and_no_others_do() {
+    use std::io::Read;
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    // As conmon passes a socket-activated service its listening sockets: descriptors 3
+    // and 4 of the caller, `--preserve-fds 2`, and LISTEN_FDS in the environment.
+    let rt = Runtime::new();
+    let bundle = rt.bundle(
+        "kept",
+        &[
+            "sh",
+            "-c",
+            "echo three >&3 && echo four >&4 && exec 3>&- 4>&- && ls /proc/self/fd | wc -l",
+        ],
+    );
+    let pipe = || {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two descriptors into the array, which outlives the call.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: pipe2 returned these descriptors; nothing else owns them.
+        unsafe {
+            use std::os::fd::FromRawFd;
+            (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
+        }
+    };
+    let (r3, w3) = pipe();
+    let (r4, w4) = pipe();
+    // A descriptor the caller holds and does not pass: it must not reach the container.
+    let (_r5, w5) = pipe();
+    let run = |preserve: &str, fds: Vec<OwnedFd>| {
+        let mut c = rt.command(&[
+            "run",
+            "--preserve-fds",
+            preserve,
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "kept",
+        ]);
+        let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        let stray = w5.as_raw_fd();
+        // SAFETY: between fork and exec only dup2 and fcntl, async-signal-safe, on
+        // descriptors this process holds.
+        unsafe {
+            c.pre_exec(move || {
+                // First out of the way (a source may itself be 3 or 4), then into place;
+                // no allocation between fork and exec (another thread may hold the lock).
+                let mut high = [0i32; 2];
+                for (i, fd) in raw.iter().enumerate() {
+                    high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 100);
+                    if high[i] < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                for (i, fd) in high.iter().take(raw.len()).enumerate() {
+                    if libc::dup2(*fd, 3 + i as i32) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                // Left open across the exec, as a careless caller would.
+                libc::fcntl(stray, libc::F_SETFD, 0);
+                Ok(())
+            });
+        }
+        let ran = run_to_files(c, rt.dir.path());
+        drop(fds);
+        ran
+    };
+    let ran = run("2", vec![w3, w4]);
+    assert_eq!(ran.code(), 0, "run: {}", ran.stderr);
+    let mut got = String::new();
+    std::fs::File::from(r3).read_to_string(&mut got).unwrap();
+    std::fs::File::from(r4).read_to_string(&mut got).unwrap();
+    assert_eq!(got, "three\nfour\n");
+    // stdin, stdout, stderr and the one ls opens: the stray pipe did not come in.
+    assert_eq!(ran.stdout.trim(), "4", "descriptors in the container");
+    // Fewer descriptors open than announced: refused, nothing made.
+    let ran = run("3", Vec::new());
+    assert_eq!(ran.code(), 1);
+    assert!(
+        ran.stderr.contains("descriptor 3 is not open"),
+        "{}",
+        ran.stderr
+    );
+    rt.assert_clean();
+}
+
+#[test]
 fn a_user_namespace_maps_the_init_and_every_exec() {
     become_subreaper();
     let rt = Runtime::new();

@@ -278,11 +278,17 @@ impl Log {
     }
 }
 
-fn refuse_preserved_fds(n: u32) -> Result<(), RuntimeError> {
-    if n > 0 {
-        return Err(RuntimeError::Usage(
-            "--preserve-fds is not supported (only 0)".into(),
-        ));
+/// `--preserve-fds N`: the caller's descriptors 3 to 3+N-1 go to the workload, so each must
+/// be open here (a caller that miscounts gets an error, not a workload missing a socket).
+fn check_preserved_fds(n: u32) -> Result<(), RuntimeError> {
+    for fd in 3..3u64 + u64::from(n) {
+        let open = i32::try_from(fd)
+            .is_ok_and(|fd| nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_ok());
+        if !open {
+            return Err(RuntimeError::Usage(format!(
+                "--preserve-fds {n}: descriptor {fd} is not open"
+            )));
+        }
     }
     Ok(())
 }
@@ -298,7 +304,7 @@ fn warn(log: &Log, warnings: &[String]) -> i32 {
 fn dispatch(root: &Path, log: &Log, verb: Verb) -> Result<i32, RuntimeError> {
     match verb {
         Verb::Create(a) => {
-            refuse_preserved_fds(a.preserve_fds)?;
+            check_preserved_fds(a.preserve_fds)?;
             lifecycle::create(root, &a.id, &create_options(&a)).map(|_| 0)
         }
         Verb::Start { id } => lifecycle::start(root, &id).map(|w| warn(log, &w)),
@@ -347,6 +353,7 @@ fn create_options(a: &CreateArgs) -> CreateOptions {
         bundle: a.bundle.clone(),
         pid_file: a.pid_file.clone(),
         console_socket: a.console_socket.clone(),
+        preserve_fds: a.preserve_fds,
     }
 }
 
@@ -364,7 +371,7 @@ fn run(
     detach: bool,
     keep: bool,
 ) -> Result<i32, RuntimeError> {
-    refuse_preserved_fds(a.preserve_fds)?;
+    check_preserved_fds(a.preserve_fds)?;
     let pid = lifecycle::create(root, &a.id, &create_options(a))?;
     match lifecycle::start(root, &a.id) {
         Ok(warnings) => warn(log, &warnings),
@@ -388,7 +395,7 @@ fn run(
 }
 
 fn exec(root: &Path, a: ExecArgs) -> Result<i32, RuntimeError> {
-    refuse_preserved_fds(a.preserve_fds)?;
+    check_preserved_fds(a.preserve_fds)?;
     let process = a
         .process
         .as_deref()
@@ -404,6 +411,7 @@ fn exec(root: &Path, a: ExecArgs) -> Result<i32, RuntimeError> {
     let opts = ExecOptions {
         pid_file: a.pid_file,
         console_socket: a.console_socket,
+        preserve_fds: a.preserve_fds,
     };
     let pid = crate::oci_runtime::exec::exec(root, &a.id, process, flags, &opts)?;
     if a.detach {

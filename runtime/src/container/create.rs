@@ -203,6 +203,7 @@ pub fn spawn_init(
         seccomp: std::mem::take(&mut prepared.seccomp),
         cgroup: prepared.cgroup.as_ref(),
         init_program: init_program.as_ref(),
+        preserve_fds: 0,
     };
     let (pid, terminal) = match process::spawn(&cfg) {
         Ok(s) => (s.pid, s.terminal),

@@ -189,6 +189,7 @@ pub fn exec_start(
         stdio,
         terminal: opts.tty,
         init_program: &init_program,
+        preserve_fds: 0,
     };
     match spawn_in(&cfg).map_err(|e| ContainerError::Setup {
         id: id.to_string(),

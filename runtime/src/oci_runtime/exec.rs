@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 pub struct ExecOptions {
     pub pid_file: Option<PathBuf>,
     pub console_socket: Option<PathBuf>,
+    /// `--preserve-fds N`: the caller's descriptors 3 to 3+N-1 stay open in the process.
+    pub preserve_fds: u32,
 }
 
 /// The process `exec` runs when given arguments rather than `--process`: the container's
@@ -155,6 +157,7 @@ pub fn exec(
         stdio,
         terminal,
         init_program: &init_program,
+        preserve_fds: opts.preserve_fds,
     };
     let pid = match spawn_in(&cfg).map_err(RuntimeError::io("exec"))? {
         Joined::Running(pid) => pid,

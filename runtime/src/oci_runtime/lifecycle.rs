@@ -22,6 +22,8 @@ pub struct CreateOptions {
     pub bundle: PathBuf,
     pub pid_file: Option<PathBuf>,
     pub console_socket: Option<PathBuf>,
+    /// `--preserve-fds N`: the caller's descriptors 3 to 3+N-1 stay open in the init.
+    pub preserve_fds: u32,
 }
 
 /// The seccomp cache under the root (a `.` name: never a container ID).
@@ -183,6 +185,7 @@ fn create_in(
         seccomp,
         cgroup: cgroup.as_ref(),
         init_program: None,
+        preserve_fds: opts.preserve_fds,
     };
     let inherited = give_oom_score_adj(spec)?;
     let spawned = process::spawn(&cfg).map_err(|e| RuntimeError::Setup(e.to_string()));

@@ -41,4 +41,8 @@ pub struct InitConfig<'a> {
     /// The sealed [`capsa_init`](super::capsa_init) program the workload starts through;
     /// needed when the spec asks for `--init` (see [`wants_init`](super::init::wants_init)), unused otherwise.
     pub init_program: Option<&'a OwnedFd>,
+    /// Descriptors 3 to 3+N-1 of the caller that the workload keeps (runc's
+    /// `--preserve-fds N`, systemd's socket activation through conmon); every other one
+    /// above stderr is closed at its exec.
+    pub preserve_fds: u32,
 }

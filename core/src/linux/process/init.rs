@@ -151,7 +151,13 @@ pub fn run(cfg: &InitConfig, sock: OwnedFd, born_in_cgroup: bool) -> i32 {
     let through = cfg.init_program.filter(|_| wants_init(cfg.spec));
     set_oom_score_adj(process);
     // The gate stays open (close-on-exec) so that `start` reads end-of-file on success.
-    let (code, msg) = exec_process(process, &prepared.user, &cfg.seccomp, through);
+    let (code, msg) = exec_process(
+        process,
+        &prepared.user,
+        &cfg.seccomp,
+        through,
+        cfg.preserve_fds,
+    );
     let _ = gate.write_all(format!("{code} {msg}").as_bytes());
     code
 }
@@ -434,6 +440,7 @@ pub fn exec_process(
     user: &user::ResolvedUser,
     seccomp: &[seccompiler::BpfProgram],
     through: Option<&OwnedFd>,
+    preserve_fds: u32,
 ) -> (i32, String) {
     let args = process.args().clone().unwrap_or_default();
     let Some(program) = args.first() else {
@@ -464,7 +471,8 @@ pub fn exec_process(
         }
     }
     // Before the seccomp filter, which may not allow close_range.
-    if let Err(e) = sys::cloexec_from(3) {
+    let first_closed = 3u32.saturating_add(preserve_fds).min(i32::MAX as u32) as i32;
+    if let Err(e) = sys::cloexec_from(first_closed) {
         return (126, format!("close_range: {e}"));
     }
     if let Err(e) = devpts::give_stdio_terminal(user.uid) {

@@ -44,6 +44,9 @@ pub struct JoinConfig<'a> {
     pub terminal: bool,
     /// The sealed [`capsa_init`](super::capsa_init) program the command starts through.
     pub init_program: &'a OwnedFd,
+    /// Descriptors 3 to 3+N-1 of the caller that the process keeps (see
+    /// [`InitConfig::preserve_fds`](super::config::InitConfig)).
+    pub preserve_fds: u32,
 }
 
 /// How the process started.
@@ -117,5 +120,11 @@ fn enter_and_exec(cfg: &JoinConfig) -> (i32, String) {
         Ok(u) => u,
         Err(e) => return (126, e.to_string()),
     };
-    exec_process(cfg.process, &user, cfg.seccomp, Some(cfg.init_program))
+    exec_process(
+        cfg.process,
+        &user,
+        cfg.seccomp,
+        Some(cfg.init_program),
+        cfg.preserve_fds,
+    )
 }
