@@ -180,6 +180,7 @@ pub fn create(mut req: CreateRequest) -> Result<Workload, Failure> {
         cgroup: cgroup.as_ref(),
         init_program,
         preserve_fds: 0,
+        hook_state: None,
     };
     let spawned = process::spawn(&cfg).map_err(|e| (ErrorKind::Isolation, e.to_string()))?;
     let pid = spawned.pid;

@@ -637,6 +637,95 @@ fn hooks_get_the_state_at_their_step_and_a_failing_one_stops_create() {
 }
 
 #[test]
+fn container_hooks_run_in_its_namespaces_at_their_step() {
+    become_subreaper();
+    let rt = Runtime::new();
+    let bundle = rt.bundle(
+        "inner",
+        &[
+            "sh",
+            "-c",
+            "cat /tmp/start-hook; grep -c '\"status\":\"created\"' /tmp/start-state",
+        ],
+    );
+    let dir = rt.dir.path().to_path_buf();
+    let rootfs = bundle.join("rootfs");
+    // createContainer: a program of the runtime's file system (resolved before the pivot),
+    // run in the container's mount namespace; startContainer: a program of the container's
+    // root, run as the workload's user just before its exec (as runc does).
+    let create_container = format!(
+        "readlink /proc/self/ns/mnt > {d}/cc-mnt; cat > {d}/cc.json; \
+         test -x {r}/bin/busybox && echo runtime-paths > {d}/cc-where",
+        d = dir.display(),
+        r = rootfs.display()
+    );
+    rt.edit_config(&bundle, |c| {
+        c["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1000});
+        c["root"]["readonly"] = false.into();
+        c["hooks"] = serde_json::json!({
+            "createContainer": [{"path": "/bin/sh", "args": ["sh", "-c", create_container]}],
+            "startContainer": [{"path": "/bin/sh",
+                "args": ["sh", "-c", "id -u > /tmp/start-hook; cat > /tmp/start-state"]}],
+        });
+    });
+    let out = dir.join("inner.out");
+    let pid = rt.create(&bundle, "inner", &out);
+    let init_mnt = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
+    let hook_mnt = std::fs::read_to_string(dir.join("cc-mnt")).unwrap();
+    assert_eq!(
+        hook_mnt.trim(),
+        init_mnt.to_str().unwrap(),
+        "in the container's mount namespace"
+    );
+    assert_ne!(
+        hook_mnt.trim(),
+        std::fs::read_link("/proc/self/ns/mnt")
+            .unwrap()
+            .to_str()
+            .unwrap()
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("cc-where")).unwrap(),
+        "runtime-paths\n"
+    );
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("cc.json")).unwrap()).unwrap();
+    assert_eq!(state["id"], "inner");
+    assert_eq!(state["status"], "creating");
+    assert!(
+        !rootfs.join("tmp/start-hook").exists(),
+        "startContainer waits for start"
+    );
+    let started = rt.run(&["start", "inner"]);
+    assert_eq!(started.code(), 0, "start: {}", started.stderr);
+    assert_eq!(reap(pid), 0);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "1000\n1\n");
+    assert_eq!(rt.run(&["delete", "inner"]).code(), 0);
+    rt.assert_clean();
+
+    // A startContainer hook that fails: start fails naming it, the workload never runs.
+    rt.edit_config(&bundle, |c| {
+        c["hooks"] = serde_json::json!({
+            "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "echo refused >&2; exit 3"]}],
+        });
+        c["process"]["args"] = serde_json::json!(["touch", "/tmp/workload-ran"]);
+    });
+    let pid = rt.create(&bundle, "inner", &out);
+    let started = rt.run(&["start", "inner"]);
+    assert_eq!(started.code(), 1);
+    assert!(
+        started.stderr.contains("startContainer hook /bin/sh")
+            && started.stderr.contains("refused"),
+        "{}",
+        started.stderr
+    );
+    assert_ne!(reap(pid), 0);
+    assert!(!rootfs.join("tmp/workload-ran").exists());
+    assert_eq!(rt.run(&["delete", "--force", "inner"]).code(), 0);
+    rt.assert_clean();
+}
+
+#[test]
 fn a_caller_killed_mid_create_leaves_what_delete_force_removes() {
     become_subreaper();
     let rt = Runtime::new();

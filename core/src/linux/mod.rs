@@ -14,6 +14,7 @@ pub mod capabilities;
 pub mod cgroups;
 pub mod devices;
 pub mod devpts;
+pub mod hooks;
 pub mod inroot;
 pub mod mountapi;
 pub mod namespaces;

@@ -204,6 +204,7 @@ pub fn spawn_init(
         cgroup: prepared.cgroup.as_ref(),
         init_program: init_program.as_ref(),
         preserve_fds: 0,
+        hook_state: None,
     };
     let (pid, terminal) = match process::spawn(&cfg) {
         Ok(s) => (s.pid, s.terminal),

@@ -51,16 +51,6 @@ pub fn check_supported(spec: &Spec) -> Result<(), RuntimeError> {
     if spec.root().is_none() {
         return Err(unsupported("a config without root"));
     }
-    if let Some(h) = spec.hooks() {
-        let some =
-            |l: &Option<Vec<oci_spec::runtime::Hook>>| l.as_ref().is_some_and(|l| !l.is_empty());
-        if some(h.create_container()) {
-            return Err(unsupported("hooks.createContainer"));
-        }
-        if some(h.start_container()) {
-            return Err(unsupported("hooks.startContainer"));
-        }
-    }
     if spec.domainname().as_ref().is_some_and(|d| !d.is_empty()) {
         return Err(unsupported("domainname"));
     }

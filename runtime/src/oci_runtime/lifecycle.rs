@@ -177,6 +177,8 @@ fn create_in(
             stderr.as_fd(),
         ])),
     };
+    let hook_state = serde_json::to_value(record.document_as("creating", false))
+        .map_err(setup("the hooks' state"))?;
     let cfg = InitConfig {
         spec: &core,
         layers: None,
@@ -186,6 +188,7 @@ fn create_in(
         cgroup: cgroup.as_ref(),
         init_program: None,
         preserve_fds: opts.preserve_fds,
+        hook_state: Some(&hook_state),
     };
     let inherited = give_oom_score_adj(spec)?;
     let spawned = process::spawn(&cfg).map_err(|e| RuntimeError::Setup(e.to_string()));

@@ -45,4 +45,7 @@ pub struct InitConfig<'a> {
     /// `--preserve-fds N`, systemd's socket activation through conmon); every other one
     /// above stderr is closed at its exec.
     pub preserve_fds: u32,
+    /// The state document the spec's `createContainer` and `startContainer` hooks get
+    /// (the init fills in its PID and the status); None where the spec has no such hooks.
+    pub hook_state: Option<&'a serde_json::Value>,
 }

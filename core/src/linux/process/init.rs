@@ -94,6 +94,49 @@ pub enum SetupError {
     /// The user could not be resolved in the container's own passwd and group files.
     #[error(transparent)]
     User(#[from] user::UserError),
+    /// A hook that runs in the container's namespaces failed (its output may hold control
+    /// characters: whoever shows the text escapes it).
+    #[error("{kind} hook {path}: {why}")]
+    Hook {
+        kind: &'static str,
+        path: String,
+        why: String,
+    },
+}
+
+/// Runs the spec's hooks of `kind` that belong in the container's namespaces, from the init,
+/// each given the state the runtime handed down with this process's PID and `status`.
+/// `createContainer` runs before the root is pivoted into (its path resolves in the
+/// runtime's file system, as the spec says), `startContainer` after the start gate, in the
+/// container's root, before the workload's exec; both before any privilege is dropped.
+fn run_container_hooks(
+    cfg: &InitConfig,
+    kind: &'static str,
+    status: &str,
+) -> Result<(), SetupError> {
+    let hooks = cfg.spec.hooks().as_ref();
+    let hooks = match kind {
+        "createContainer" => hooks.and_then(|h| h.create_container().as_ref()),
+        _ => hooks.and_then(|h| h.start_container().as_ref()),
+    };
+    let Some(hooks) = hooks.filter(|h| !h.is_empty()) else {
+        return Ok(());
+    };
+    let mut state = cfg
+        .hook_state
+        .cloned()
+        .unwrap_or_else(|| serde_json::json!({}));
+    state["pid"] = std::process::id().into();
+    state["status"] = status.into();
+    let input = serde_json::to_vec(&state).unwrap_or_default();
+    for hook in hooks {
+        crate::linux::hooks::run(hook, &input).map_err(|why| SetupError::Hook {
+            kind,
+            path: hook.path().display().to_string(),
+            why,
+        })?;
+    }
+    Ok(())
 }
 
 /// The error of a failed I/O step named `step`.
@@ -150,6 +193,10 @@ pub fn run(cfg: &InitConfig, sock: OwnedFd, born_in_cgroup: bool) -> i32 {
     // spawn() made sure the program is there when the spec asks for --init.
     let through = cfg.init_program.filter(|_| wants_init(cfg.spec));
     set_oom_score_adj(process);
+    // As runc: with the workload's user, capabilities and seccomp filter, since the
+    // program is the container's own (its path resolves in the container's root).
+    let start_hooks =
+        || run_container_hooks(cfg, "startContainer", "created").map_err(|e| e.to_string());
     // The gate stays open (close-on-exec) so that `start` reads end-of-file on success.
     let (code, msg) = exec_process(
         process,
@@ -157,6 +204,7 @@ pub fn run(cfg: &InitConfig, sock: OwnedFd, born_in_cgroup: bool) -> i32 {
         &cfg.seccomp,
         through,
         cfg.preserve_fds,
+        Some(&start_hooks),
     );
     let _ = gate.write_all(format!("{code} {msg}").as_bytes());
     code
@@ -293,6 +341,7 @@ fn set_up(cfg: &InitConfig, gate: OwnedFd, layers: RootLayers) -> Result<Prepare
         InitStdio::Terminal { rows, cols } => Some(open_terminal(&root, rows, cols)?),
         InitStdio::Streams(_) => None,
     };
+    run_container_hooks(cfg, "createContainer", "creating")?;
     rootfs::pivot(&root)?;
     rootfs::set_root_propagation(spec)?;
     let root = rootfs::current_root()?;
@@ -441,6 +490,7 @@ pub fn exec_process(
     seccomp: &[seccompiler::BpfProgram],
     through: Option<&OwnedFd>,
     preserve_fds: u32,
+    before_exec: Option<&dyn Fn() -> Result<(), String>>,
 ) -> (i32, String) {
     let args = process.args().clone().unwrap_or_default();
     let Some(program) = args.first() else {
@@ -483,6 +533,11 @@ pub fn exec_process(
         return (126, e.to_string());
     }
     sys::reset_signals();
+    if let Some(before) = before_exec {
+        if let Err(e) = before() {
+            return (1, e);
+        }
+    }
     let c_exe = CString::new(exe.as_os_str().as_bytes()).unwrap_or_default();
     let c_args: Vec<CString> = args
         .iter()

@@ -126,5 +126,6 @@ fn enter_and_exec(cfg: &JoinConfig) -> (i32, String) {
         cfg.seccomp,
         Some(cfg.init_program),
         cfg.preserve_fds,
+        None,
     )
 }
