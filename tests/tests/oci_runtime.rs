@@ -1127,10 +1127,7 @@ fn unsupported_configs_are_refused_by_name_and_leave_nothing() {
                 .unwrap()
                 .retain(|n| n["type"] != "mount")
         }),
-        (
-            "hooks.createContainer",
-            |c| c["hooks"] = serde_json::json!({"createContainer": [{"path": "/bin/true"}]}),
-        ),
+        ("domainname", |c| c["domainname"] = "example.org".into()),
         (
             "a user namespace without uidMappings and gidMappings",
             |c| {
@@ -1168,6 +1165,7 @@ fn unsupported_configs_are_refused_by_name_and_leave_nothing() {
         rt.assert_clean();
         rt.edit_config(&bundle, |c| {
             c.as_object_mut().unwrap().remove("hooks");
+            c.as_object_mut().unwrap().remove("domainname");
             c.as_object_mut().unwrap().remove("annotations");
             c["process"]["args"] = serde_json::json!(["true"]);
             c["linux"]["namespaces"]
