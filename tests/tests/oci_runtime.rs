@@ -836,7 +836,9 @@ fn a_terminal_the_caller_hands_down_keeps_its_owner() {
     // An operator runs a container from a shell: the process inherits the shell's
     // terminal, a pty of the host's devpts. runc gives it to the container's user; then
     // the host's uid 1000, whoever that is, could open the operator's terminal and type
-    // into it (TIOCSTI). capsa-runc gives only a pty of the container's own devpts.
+    // into it (TIOCSTI). capsa-runc gives only a pty it made for the process. Also with an
+    // image whose /dev/pts is a link to /proc/self/fd/0 and no devpts mounted over it: by
+    // its file system, the container's devpts would then be the caller's.
     let rt = Runtime::new();
     let bundle = rt.bundle("handed", &["sh", "-c", "id -u > /dev/null"]);
     rt.edit_config(&bundle, |c| {
@@ -863,17 +865,34 @@ fn a_terminal_the_caller_hands_down_keeps_its_owner() {
     };
     use std::os::unix::fs::MetadataExt;
     let before = slave.metadata().unwrap().uid();
-    let mut c = rt.command(&["run", "--bundle", bundle.to_str().unwrap(), "handed"]);
-    c.stdin(slave.try_clone().unwrap())
-        .stdout(slave.try_clone().unwrap())
-        .stderr(slave.try_clone().unwrap());
-    let status = c.status().unwrap();
-    assert!(status.success(), "run: {status}");
-    assert_eq!(
-        slave.metadata().unwrap().uid(),
-        before,
-        "the caller's terminal changed owner"
-    );
+    for linked_devpts in [false, true] {
+        if linked_devpts {
+            let dev = bundle.join("rootfs/dev");
+            std::fs::create_dir_all(&dev).unwrap();
+            let _ = std::fs::remove_dir_all(dev.join("pts"));
+            std::os::unix::fs::symlink("/proc/self/fd/0", dev.join("pts")).unwrap();
+            rt.edit_config(&bundle, |c| {
+                c["mounts"]
+                    .as_array_mut()
+                    .unwrap()
+                    .retain(|m| !m["destination"].as_str().unwrap().starts_with("/dev"));
+            });
+        }
+        let mut c = rt.command(&["run", "--bundle", bundle.to_str().unwrap(), "handed"]);
+        c.stdin(slave.try_clone().unwrap())
+            .stdout(slave.try_clone().unwrap())
+            .stderr(slave.try_clone().unwrap());
+        let status = c.status().unwrap();
+        assert!(
+            status.success(),
+            "run (linked /dev/pts: {linked_devpts}): {status}"
+        );
+        assert_eq!(
+            slave.metadata().unwrap().uid(),
+            before,
+            "the caller's terminal changed owner (linked /dev/pts: {linked_devpts})"
+        );
+    }
     drop(master);
     rt.assert_clean();
 }

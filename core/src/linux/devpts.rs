@@ -97,20 +97,20 @@ fn is_pty_slave(fd: i32) -> Option<libc::stat> {
 /// Gives the terminal on this process's stdin, stdout and stderr to `uid` (its group kept:
 /// devpts gives it `tty`), as runc does before it takes the process's user: a `-u 1000`
 /// process can then reopen its terminal by name, which `sudo`, `ssh` and `tty`-based
-/// prompts do. Called inside the container's mount namespace: only a slave of the devpts
-/// mounted at its /dev/pts is given. Unlike runc, a terminal the caller handed down (the
-/// host's /dev/pts/N of an operator's shell, under `capsa-runc run`) keeps its owner, so
-/// that the host user with the container's uid never gets to write to that shell.
-/// Streams that are not such a slave, or are already the user's, are left. EPERM and
-/// EINVAL (a slave owned by an id this user namespace does not map) are not errors: the
-/// process keeps a terminal it can use through its open descriptors.
+/// prompts do. Called only for a pty capsa made for this process (on the container's
+/// devpts, or the host's where the container has none): unlike runc, a terminal the caller
+/// handed down (the host's /dev/pts/N of an operator's shell, under `capsa-runc run`)
+/// keeps its owner, so the host user with the container's uid never gets that shell.
+/// Whether the streams are such a pty is the caller's knowledge, never read from the
+/// container's file system (which the container controls: a /dev/pts linked to
+/// /proc/self/fd/0 looks like the caller's devpts). Streams that are not a pty slave, or
+/// are already the user's, are left. EPERM and EINVAL (a slave owned by an id this user
+/// namespace does not map) are not errors: the process keeps a terminal it can use through
+/// its open descriptors.
 pub fn give_stdio_terminal(uid: u32) -> io::Result<()> {
-    let Ok(devpts) = nix::sys::stat::stat("/dev/pts") else {
-        return Ok(());
-    };
     for fd in 0..=2 {
         let Some(st) = is_pty_slave(fd) else { continue };
-        if st.st_uid == uid || st.st_dev != devpts.st_dev {
+        if st.st_uid == uid {
             continue;
         }
         // SAFETY: fchown on a descriptor this process holds; no memory is passed.

@@ -205,6 +205,7 @@ pub fn run(cfg: &InitConfig, sock: OwnedFd, born_in_cgroup: bool) -> i32 {
         through,
         cfg.preserve_fds,
         Some(&start_hooks),
+        matches!(cfg.stdio, InitStdio::Terminal { .. }),
     );
     let _ = gate.write_all(format!("{code} {msg}").as_bytes());
     code
@@ -491,6 +492,7 @@ pub fn exec_process(
     through: Option<&OwnedFd>,
     preserve_fds: u32,
     before_exec: Option<&dyn Fn() -> Result<(), String>>,
+    made_terminal: bool,
 ) -> (i32, String) {
     let args = process.args().clone().unwrap_or_default();
     let Some(program) = args.first() else {
@@ -525,8 +527,10 @@ pub fn exec_process(
     if let Err(e) = sys::cloexec_from(first_closed) {
         return (126, format!("close_range: {e}"));
     }
-    if let Err(e) = devpts::give_stdio_terminal(user.uid) {
-        return (126, format!("the terminal's owner: {e}"));
+    if made_terminal {
+        if let Err(e) = devpts::give_stdio_terminal(user.uid) {
+            return (126, format!("the terminal's owner: {e}"));
+        }
     }
     let nnp = process.no_new_privileges().unwrap_or(false);
     if let Err(e) = drop_privileges(process, user, nnp, seccomp) {

@@ -40,7 +40,8 @@ pub struct JoinConfig<'a> {
     pub cgroup: &'a dyn CgroupManager,
     /// The process's stdio.
     pub stdio: Stdio<'a>,
-    /// Whether stdin is a terminal to make the controlling one.
+    /// Whether stdin is a pty capsa made for this process: made its controlling terminal
+    /// and given to its user (never true for streams the caller handed down).
     pub terminal: bool,
     /// The sealed [`capsa_init`](super::capsa_init) program the command starts through.
     pub init_program: &'a OwnedFd,
@@ -127,5 +128,6 @@ fn enter_and_exec(cfg: &JoinConfig) -> (i32, String) {
         Some(cfg.init_program),
         cfg.preserve_fds,
         None,
+        cfg.terminal,
     )
 }
