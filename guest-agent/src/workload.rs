@@ -181,6 +181,7 @@ pub fn create(mut req: CreateRequest) -> Result<Workload, Failure> {
         init_program,
         preserve_fds: 0,
         hook_state: None,
+        runtime_hooks: None,
     };
     let spawned = process::spawn(&cfg).map_err(|e| (ErrorKind::Isolation, e.to_string()))?;
     let pid = spawned.pid;

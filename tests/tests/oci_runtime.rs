@@ -584,9 +584,18 @@ fn hooks_get_the_state_at_their_step_and_a_failing_one_stops_create() {
             "args": ["sh", "-c", format!("cat > {}/{kind}.json", dir.display())],
         })
     };
+    // runc's timing, which hooks that enter the container's mount namespace rely on: the
+    // init waits with its mounts made and its root not yet pivoted into.
+    let before_pivot = format!(
+        "pid=$(sed -n 's/.*\"pid\":\\([0-9]*\\).*/\\1/p'); \
+         test -x /proc/$pid/root{}/rootfs/bin/busybox && echo 'before the pivot' > {}/where",
+        bundle.display(),
+        dir.display()
+    );
     rt.edit_config(&bundle, |c| {
         c["hooks"] = serde_json::json!({
-            "createRuntime": [record("createRuntime")],
+            "createRuntime": [record("createRuntime"),
+                {"path": "/bin/sh", "args": ["sh", "-c", before_pivot]}],
             "poststart": [record("poststart")],
             "poststop": [record("poststop")],
         });
@@ -603,6 +612,11 @@ fn hooks_get_the_state_at_their_step_and_a_failing_one_stops_create() {
     assert_eq!(
         created["pid"], pid,
         "the init exists when createRuntime runs"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("where")).unwrap(),
+        "before the pivot\n",
+        "createRuntime finds the root at the bundle's path in the init's mount namespace"
     );
     assert!(
         !dir.join("poststart.json").exists(),
@@ -734,10 +748,16 @@ fn a_caller_killed_mid_create_leaves_what_delete_force_removes() {
     // A createRuntime hook that reports its PID and blocks: create is caught after the
     // init exists and the record is written, as a shim killed then would leave it.
     let hook_pid = dir.join("hook.pid");
+    let init_pid = dir.join("init.pid");
+    let hook = format!(
+        "sed -n 's/.*\"pid\":\\([0-9]*\\).*/\\1/p' > {}; echo $$ > {}; exec sleep 1000",
+        init_pid.display(),
+        hook_pid.display()
+    );
     rt.edit_config(&bundle, |c| {
         c["hooks"] = serde_json::json!({"createRuntime": [{
             "path": "/bin/sh",
-            "args": ["sh", "-c", format!("echo $$ > {}; exec sleep 1000", hook_pid.display())],
+            "args": ["sh", "-c", hook],
         }]});
     });
     let mut create = rt.command(&["create", "--bundle", bundle.to_str().unwrap(), "torn"]);
@@ -760,16 +780,22 @@ fn a_caller_killed_mid_create_leaves_what_delete_force_removes() {
         !rt.leftover_cgroups().is_empty(),
         "the torn create left its cgroup"
     );
-    let state = rt
-        .state("torn")
-        .expect("the record written before the hooks");
-    assert_eq!(state["status"], "created", "its init waits at the gate");
-    let init = state["pid"].as_i64().unwrap() as i32;
+    assert!(
+        rt.state("torn").is_some(),
+        "the record written before the hooks"
+    );
+    let init: i32 = std::fs::read_to_string(&init_pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The init waited for the hooks with its root not yet pivoted into; its runtime gone,
+    // it gives up (an orphan now, so this subreaper's child) and never reaches the gate.
+    assert_eq!(reap(init), 1);
+    assert_eq!(rt.status("torn"), "stopped");
 
     let deleted = rt.run(&["delete", "--force", "torn"]);
     assert_eq!(deleted.code(), 0, "delete --force: {}", deleted.stderr);
-    // The init, an orphan now (so this subreaper's child), was killed.
-    assert_eq!(reap(init), 128 + libc::SIGKILL);
     rt.assert_clean();
     // SAFETY: kill(2) on the hook's PID, a child of this subreaper not yet reaped.
     unsafe { libc::kill(hook, libc::SIGKILL) };

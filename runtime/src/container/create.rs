@@ -205,6 +205,7 @@ pub fn spawn_init(
         init_program: init_program.as_ref(),
         preserve_fds: 0,
         hook_state: None,
+        runtime_hooks: None,
     };
     let (pid, terminal) = match process::spawn(&cfg) {
         Ok(s) => (s.pid, s.terminal),

@@ -179,6 +179,29 @@ fn create_in(
     };
     let hook_state = serde_json::to_value(record.document_as("creating", false))
         .map_err(setup("the hooks' state"))?;
+    // prestart and createRuntime, in the runtime's namespaces, while the init waits with
+    // the container's mounts made and its root not yet pivoted into (runc's timing: a hook
+    // that enters the init's mount namespace finds the root at the bundle's path).
+    let hooks = core.hooks().clone().unwrap_or_default();
+    #[allow(deprecated)]
+    let prestart = hooks.prestart().clone().unwrap_or_default();
+    let create_runtime = hooks.create_runtime().clone().unwrap_or_default();
+    let inherited = give_oom_score_adj(spec)?;
+    let runtime_hooks = |pid: i32| -> Result<(), String> {
+        // The init has taken the spec's OOM score; the hooks get the caller's.
+        if let Some(score) = &inherited {
+            let _ = std::fs::write(OOM_SCORE_ADJ, score);
+        }
+        let mut seen = record.clone();
+        seen.pid = pid;
+        seen.pid_start_time = crate::container::state::process_start_time(pid);
+        // Saved first: a hook may ask `state` about the container.
+        state::save(dir, &seen).map_err(|e| e.to_string())?;
+        let creating = seen.document_as("creating", true);
+        hooks::run_all("prestart", &prestart, &creating).map_err(|e| e.to_string())?;
+        hooks::run_all("createRuntime", &create_runtime, &creating).map_err(|e| e.to_string())
+    };
+    let has_runtime_hooks = !prestart.is_empty() || !create_runtime.is_empty();
     let cfg = InitConfig {
         spec: &core,
         layers: None,
@@ -189,8 +212,9 @@ fn create_in(
         init_program: None,
         preserve_fds: opts.preserve_fds,
         hook_state: Some(&hook_state),
+        runtime_hooks: has_runtime_hooks
+            .then_some(&runtime_hooks as &dyn Fn(i32) -> Result<(), String>),
     };
-    let inherited = give_oom_score_adj(spec)?;
     let spawned = process::spawn(&cfg).map_err(|e| RuntimeError::Setup(e.to_string()));
     if let Some(score) = inherited {
         // Back to the caller's score for the rest (the hooks run from this process).
@@ -205,14 +229,6 @@ fn create_in(
             console::send_master(socket, master.as_fd())?;
         }
         state::save(dir, &record)?;
-        // In the runtime's namespaces, the init's exist: runc's createRuntime timing.
-        let hooks = core.hooks().clone().unwrap_or_default();
-        #[allow(deprecated)]
-        let prestart = hooks.prestart().clone().unwrap_or_default();
-        let creating = record.document_as("creating", true);
-        hooks::run_all("prestart", &prestart, &creating)?;
-        let create_runtime = hooks.create_runtime().clone().unwrap_or_default();
-        hooks::run_all("createRuntime", &create_runtime, &creating)?;
         if let Some(p) = &opts.pid_file {
             write_pid_file(p, pid)?;
         }

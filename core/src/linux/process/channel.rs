@@ -20,6 +20,10 @@ pub enum Message {
     /// Parent -> init (user namespaces only): the ID maps are written; the idmapped layers
     /// travel with this message.
     Go,
+    /// Init -> parent: the container's mounts are made and the root is not yet pivoted
+    /// into; the runtime runs its hooks now (only asked for when the config has some) and
+    /// answers `Go`, or `Error` to stop.
+    Mounted,
     /// Init -> parent: the root file system and everything before exec are in place.
     Ready,
     /// Init -> parent: set-up failed.

@@ -48,4 +48,8 @@ pub struct InitConfig<'a> {
     /// The state document the spec's `createContainer` and `startContainer` hooks get
     /// (the init fills in its PID and the status); None where the spec has no such hooks.
     pub hook_state: Option<&'a serde_json::Value>,
+    /// Hooks of the runtime's namespaces that run while the init waits with its mounts made
+    /// and its root not yet pivoted into (`prestart`, `createRuntime`), called in the parent
+    /// with the init's PID; an error stops the container. None: the init does not wait.
+    pub runtime_hooks: Option<&'a dyn Fn(i32) -> Result<(), String>>,
 }

@@ -104,6 +104,23 @@ pub enum SetupError {
     },
 }
 
+/// Tells the parent the mounts are made and waits while it runs the runtime's hooks (each
+/// bounded by its own timeout there; a parent that dies closes the socket).
+fn wait_for_runtime_hooks(sock: &OwnedFd) -> Result<(), SetupError> {
+    channel::send(sock, &Message::Mounted).map_err(io_step("runtime hooks"))?;
+    match channel::recv(sock, -1).map_err(io_step("runtime hooks"))? {
+        Message::Go => Ok(()),
+        Message::Error(why) => Err(SetupError::Io {
+            step: "runtime hooks".into(),
+            source: std::io::Error::other(why),
+        }),
+        other => Err(SetupError::Io {
+            step: "runtime hooks".into(),
+            source: std::io::Error::other(format!("unexpected message {other:?}")),
+        }),
+    }
+}
+
 /// Runs the spec's hooks of `kind` that belong in the container's namespaces, from the init,
 /// each given the state the runtime handed down with this process's PID and `status`.
 /// `createContainer` runs before the root is pivoted into (its path resolves in the
@@ -167,8 +184,8 @@ struct Prepared {
 /// its cgroup already (`born_in_cgroup`, v2), it first moves itself there, so that all it
 /// does from here on is accounted to the container.
 pub fn run(cfg: &InitConfig, sock: OwnedFd, born_in_cgroup: bool) -> i32 {
-    let prepared =
-        early(cfg, &sock, born_in_cgroup).and_then(|(gate, layers)| set_up(cfg, gate, layers));
+    let prepared = early(cfg, &sock, born_in_cgroup)
+        .and_then(|(gate, layers)| set_up(cfg, &sock, gate, layers));
     let prepared = match prepared {
         Ok(p) => p,
         Err(e) => {
@@ -331,7 +348,12 @@ fn user_namespace_layers<'a>(
     }))
 }
 
-fn set_up(cfg: &InitConfig, gate: OwnedFd, layers: RootLayers) -> Result<Prepared, SetupError> {
+fn set_up(
+    cfg: &InitConfig,
+    sock: &OwnedFd,
+    gate: OwnedFd,
+    layers: RootLayers,
+) -> Result<Prepared, SetupError> {
     let spec = cfg.spec;
     nix::unistd::setsid().map_err(sys_step("setsid"))?;
     if let InitStdio::Streams(stdio) = cfg.stdio {
@@ -342,6 +364,9 @@ fn set_up(cfg: &InitConfig, gate: OwnedFd, layers: RootLayers) -> Result<Prepare
         InitStdio::Terminal { rows, cols } => Some(open_terminal(&root, rows, cols)?),
         InitStdio::Streams(_) => None,
     };
+    if cfg.runtime_hooks.is_some() {
+        wait_for_runtime_hooks(sock)?;
+    }
     run_container_hooks(cfg, "createContainer", "creating")?;
     rootfs::pivot(&root)?;
     rootfs::set_root_propagation(spec)?;

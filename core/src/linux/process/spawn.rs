@@ -126,13 +126,30 @@ pub fn spawn(cfg: &InitConfig) -> Result<Spawned, SpawnError> {
             .map_err(|e| abort(SpawnError::Lost(e)))?;
     }
     let wants_terminal = matches!(cfg.stdio, InitStdio::Terminal { .. });
-    match channel::recv_with_fds_within(&parent_end, SETUP_TIMEOUT_MS) {
+    let mut answer = channel::recv_with_fds_within(&parent_end, SETUP_TIMEOUT_MS);
+    if let (Ok((Message::Mounted, _)), Some(hooks)) = (&answer, cfg.runtime_hooks) {
+        let reply = match hooks(pid) {
+            Ok(()) => Message::Go,
+            Err(why) => Message::Error(why),
+        };
+        let failed = matches!(reply, Message::Error(_));
+        if let Err(e) = channel::send(&parent_end, &reply) {
+            return Err(abort(SpawnError::Lost(e)));
+        }
+        if let (true, Message::Error(why)) = (failed, reply) {
+            return Err(abort(SpawnError::Setup(why)));
+        }
+        answer = channel::recv_with_fds_within(&parent_end, SETUP_TIMEOUT_MS);
+    }
+    match answer {
         Ok((Message::Ready, fds)) => match ready_terminal(fds, wants_terminal) {
             Ok(terminal) => Ok(Spawned { pid, terminal }),
             Err(e) => Err(abort(SpawnError::Lost(e))),
         },
         Ok((Message::Error(msg), _)) => Err(abort(SpawnError::Setup(msg))),
-        Ok((Message::Go, _)) => Err(abort(SpawnError::Setup("unexpected message Go".into()))),
+        Ok((other, _)) => Err(abort(SpawnError::Setup(format!(
+            "unexpected message {other:?}"
+        )))),
         Err(e) => Err(abort(SpawnError::Lost(e))),
     }
 }
