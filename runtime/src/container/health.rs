@@ -608,16 +608,25 @@ fn drain(fd: &OwnedFd, kept: &mut Vec<u8>) -> bool {
 /// Kills a check past its timeout: the command's process group (capsa-init starts it as
 /// its leader), so that capsa-init reaps it and exits (no zombie is left to a workload
 /// that does not reap); capsa-init itself if it has not within a second.
+///
+/// capsa-init is stopped meanwhile: a command that exits between the reading of its PID
+/// and the kill then stays a zombie, so its PID, and with it the group's number, cannot
+/// pass to a host process that the kill would reach.
 fn kill_check(pid: i32) {
+    // SAFETY: kill(2) on our own child, not yet reaped.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
     let children =
         std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
     for child in children
         .split_whitespace()
         .filter_map(|c| c.parse::<i32>().ok())
     {
-        // SAFETY: kill(2) with integers: the group our capsa-init child started.
+        // SAFETY: kill(2) with integers: the group our stopped capsa-init child started,
+        // whose leader it has not reaped.
         unsafe { libc::kill(-child, libc::SIGKILL) };
     }
+    // SAFETY: kill(2) on our own child, not yet reaped.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
     let exited = crate::linux::sys::pidfd_open(pid).ok();
     if !exited.is_some_and(|fd| readable(&fd, Some(Duration::from_secs(1)))) {
         // SAFETY: kill(2) on our own child, not yet reaped.
