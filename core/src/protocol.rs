@@ -123,11 +123,14 @@ pub enum Request {
         skipped: Vec<String>,
     },
     /// `cp` in: a copy process extracts the tar stream sent to it as `Input` (ended by
-    /// `CloseInput`) at `path` (`as_is`: into `path`, as for a tar stream given on stdin).
+    /// `CloseInput`) at `path` (`as_is`: into `path`, as for a tar stream given on stdin;
+    /// `keep_owners`: `cp -a`, entries take the uid and gid the stream names).
     CopyIn {
         process: String,
         path: String,
         as_is: bool,
+        #[serde(default)]
+        keep_owners: bool,
     },
     /// Unmount, sync and power off.
     Shutdown,

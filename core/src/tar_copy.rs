@@ -138,17 +138,29 @@ fn write_error(path: &Path) -> impl FnOnce(std::io::Error) -> ExtractError + '_ 
 
 /// Extracts a tar stream at `dest` inside a container (or a VM's guest): modes are kept,
 /// set-user-ID and set-group-ID bits too (what a container holds is its own business).
-/// See [`extract_on_host`] for the placement rules.
-pub fn extract(input: impl Read, dest: &Path, as_is: bool) -> Result<(), ExtractError> {
-    extract_masked(input, dest, as_is, 0)
+/// Entries belong to the extracting user (the container's root), or with `keep_owners`
+/// (`cp -a`) to the uid and gid the stream names, as Docker's. See [`extract_on_host`]
+/// for the placement rules.
+pub fn extract(
+    input: impl Read,
+    dest: &Path,
+    as_is: bool,
+    keep_owners: bool,
+) -> Result<(), ExtractError> {
+    extract_masked(input, dest, as_is, 0, keep_owners)
 }
 
 /// Extracts a tar stream that came out of a container at `dest` on the host, as `cp` does:
 /// into `dest` when it is a directory, else as `dest` itself: the stream's top entry takes
 /// `dest`'s name (extracted into a temporary sibling, then renamed, so tar's own checks
-/// keep every entry inside). Set-user-ID and set-group-ID bits are dropped.
-pub fn extract_on_host(input: impl Read, dest: &Path) -> Result<(), ExtractError> {
-    extract_masked(input, dest, false, HOST_DROPPED_BITS)
+/// keep every entry inside). Set-user-ID and set-group-ID bits are dropped, also with
+/// `keep_owners` (`cp -a`: entries take the uid and gid the stream names).
+pub fn extract_on_host(
+    input: impl Read,
+    dest: &Path,
+    keep_owners: bool,
+) -> Result<(), ExtractError> {
+    extract_masked(input, dest, false, HOST_DROPPED_BITS, keep_owners)
 }
 
 /// [`extract`] with the mode bits in `mask` cleared from every entry (`as_is`: a `-`
@@ -158,11 +170,13 @@ fn extract_masked(
     dest: &Path,
     as_is: bool,
     mask: u32,
+    keep_owners: bool,
 ) -> Result<(), ExtractError> {
     let unpack = |dir: &Path| -> Result<(), ExtractError> {
         // Oversized long-name and PAX headers are refused before tar buffers them.
         let mut archive = tar::Archive::new(HeaderGuard::new(input));
         archive.set_preserve_permissions(true);
+        archive.set_preserve_ownerships(keep_owners);
         archive.set_mask(mask);
         archive.set_preserve_mtime(true);
         archive.set_overwrite(true);
@@ -231,11 +245,16 @@ mod tests {
     #[test]
     fn copies_to_the_host_lose_setuid_and_setgid_and_copies_inside_keep_them() {
         let host = tempfile::tempdir().unwrap();
-        extract_on_host(&stream_with_special_bits()[..], &host.path().join("out")).unwrap();
+        extract_on_host(
+            &stream_with_special_bits()[..],
+            &host.path().join("out"),
+            false,
+        )
+        .unwrap();
         assert_eq!(mode(&host.path().join("out")), 0o755);
         assert_eq!(mode(&host.path().join("out/tool")), 0o755);
         let inside = tempfile::tempdir().unwrap();
-        extract(&stream_with_special_bits()[..], inside.path(), true).unwrap();
+        extract(&stream_with_special_bits()[..], inside.path(), true, false).unwrap();
         assert_eq!(mode(&inside.path().join("top")), 0o2755);
         assert_eq!(mode(&inside.path().join("top/tool")), 0o4755);
     }
@@ -261,7 +280,7 @@ mod tests {
         let top = tempfile::tempdir().unwrap();
         let dest = top.path().join("dest");
         std::fs::create_dir(&dest).unwrap();
-        let err = extract(&stream_with_raw_name("../escaped")[..], &dest, true).unwrap_err();
+        let err = extract(&stream_with_raw_name("../escaped")[..], &dest, true, false).unwrap_err();
         assert!(
             matches!(&err, ExtractError::LeavesDestination(p) if p == Path::new("../escaped")),
             "{err:?}"
@@ -274,7 +293,7 @@ mod tests {
     fn a_destination_under_no_directory_an_empty_stream_and_garbage_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing/out");
-        let err = extract_on_host(&stream_with_special_bits()[..], &missing).unwrap_err();
+        let err = extract_on_host(&stream_with_special_bits()[..], &missing, false).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
@@ -283,10 +302,10 @@ mod tests {
             )
         );
         let empty = tar::Builder::new(Vec::new()).into_inner().unwrap();
-        let err = extract_on_host(&empty[..], &dir.path().join("out")).unwrap_err();
+        let err = extract_on_host(&empty[..], &dir.path().join("out"), false).unwrap_err();
         assert!(matches!(err, ExtractError::Empty), "{err:?}");
         assert!(!dir.path().join("out").exists());
-        let err = extract(&[0x41u8; 1024][..], dir.path(), true).unwrap_err();
+        let err = extract(&[0x41u8; 1024][..], dir.path(), true, false).unwrap_err();
         assert!(matches!(err, ExtractError::Malformed(_)), "{err:?}");
         assert!(
             err.to_string().starts_with("malformed tar stream: "),

@@ -116,11 +116,16 @@ pub fn copy_layer(upper: PathBuf, skipped: Vec<String>) -> Result<CopyProcess, C
 }
 
 /// Starts extracting the tar stream of its stdin at `path` (in `root`).
-pub fn copy_in(root: Root, path: &str, as_is: bool) -> Result<CopyProcess, CopyError> {
+pub fn copy_in(
+    root: Root,
+    path: &str,
+    as_is: bool,
+    keep_owners: bool,
+) -> Result<CopyProcess, CopyError> {
     let target = PathBuf::from(path);
     start(root, true, move |input, _| {
         let input = input.ok_or(CopyError::NoInput)?;
-        cp::extract(input, &target, as_is).map_err(|source| CopyError::Extract {
+        cp::extract(input, &target, as_is, keep_owners).map_err(|source| CopyError::Extract {
             path: target,
             source,
         })

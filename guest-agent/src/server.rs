@@ -384,7 +384,10 @@ impl Agent {
                 process,
                 path,
                 as_is,
-            } => self.start_copy(process, |root| crate::copy::copy_in(root, &path, as_is)),
+                keep_owners,
+            } => self.start_copy(process, |root| {
+                crate::copy::copy_in(root, &path, as_is, keep_owners)
+            }),
             Request::CopyOutLayer { process, skipped } => {
                 let upper = match (&self.workload, &self.root_upper) {
                     (Some(w), _) => w.upper.clone(),

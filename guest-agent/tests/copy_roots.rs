@@ -58,7 +58,7 @@ fn copies_stay_inside_the_root_they_were_given() {
     // Into another root: the archive lands at the path inside it, nowhere else.
     let other = host.path().join("other");
     std::fs::create_dir_all(other.join("dst")).unwrap();
-    let mut p = copy::copy_in(Root::Mounted(&other), "/dst", false).unwrap();
+    let mut p = copy::copy_in(Root::Mounted(&other), "/dst", false, false).unwrap();
     let mut stdin = p.stdin.take().unwrap();
     stdin
         .write_all(&archive_of_one("data/file", b"copied"))
@@ -73,7 +73,7 @@ fn copies_stay_inside_the_root_they_were_given() {
     assert!(!Path::new("/dst/data/file").exists(), "written on the host");
 
     // A broken archive fails the copy with the reason, naming the destination.
-    let mut p = copy::copy_in(Root::Mounted(&other), "/dst", false).unwrap();
+    let mut p = copy::copy_in(Root::Mounted(&other), "/dst", false, false).unwrap();
     let mut stdin = p.stdin.take().unwrap();
     stdin.write_all(&[0x41; 1024]).unwrap();
     drop(stdin);

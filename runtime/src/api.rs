@@ -155,15 +155,17 @@ pub fn stats(containers: &[State], interval: Duration) -> Vec<Usage> {
     crate::container::stats::sample(containers, interval, &|s| sandbox_of(s).counters(s))
 }
 
-/// `cp CONTAINER:SRC DEST` (or to a tar stream).
+/// `cp CONTAINER:SRC DEST` (or to a tar stream; `keep_owners`: `cp -a`, the files
+/// extracted on the host take the uid and gid the container's archive names).
 pub fn copy_out(
     store: &ContainerStore,
     id: &str,
     src: &Path,
     dest: CopyDest,
+    keep_owners: bool,
 ) -> Result<(), ContainerError> {
     let (state, sandbox) = find(store, id)?;
-    sandbox.copy_out(store, &state, src, dest)
+    sandbox.copy_out(store, &state, src, dest, keep_owners)
 }
 
 /// `export`: the container's root, flattened, as a tar stream (its files, without the
@@ -173,7 +175,7 @@ pub fn export(
     id: &str,
     out: &mut (dyn std::io::Write + Send),
 ) -> Result<(), ContainerError> {
-    copy_out(store, id, Path::new("/"), CopyDest::Tar(out))
+    copy_out(store, id, Path::new("/"), CopyDest::Tar(out), false)
 }
 
 /// `commit`: the container's changes as a new image; its ID (`sha256:...`).
@@ -186,16 +188,18 @@ pub fn commit(
     crate::container::commit::commit(store, id, sandbox, request)
 }
 
-/// `cp SRC CONTAINER:DEST` (or from a tar stream).
+/// `cp SRC CONTAINER:DEST` (or from a tar stream; `keep_owners`: `cp -a`, the files take
+/// the uid and gid the archive names, else the container's root's).
 pub fn copy_in(
     store: &ContainerStore,
     id: &str,
     src: CopySource,
     dest: &Path,
+    keep_owners: bool,
 ) -> Result<(), ContainerError> {
     let (state, sandbox) = find(store, id)?;
     crate::container::cp::check_source(&src)?;
-    sandbox.copy_in(store, &state, src, dest)
+    sandbox.copy_in(store, &state, src, dest, keep_owners)
 }
 
 /// `attach` to a running container: a session to relay, or its log to follow.

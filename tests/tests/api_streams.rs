@@ -431,6 +431,20 @@ fn docker_cp_copies_both_ways_and_a_missing_path_is_404() {
         "/tmp/tree/sub/f",
     ]);
     assert_eq!(seen, "inside\ninside\n");
+    // `docker cp -a` (copyUIDGID) keeps the archive's owners; a plain one gives root.
+    std::os::unix::fs::chown(tree.join("sub/f"), Some(1234), Some(5678)).unwrap();
+    api.docker_ok(&["cp", "-a", tree.to_str().unwrap(), "box:/tmp/kept"]);
+    api.docker_ok(&["cp", tree.to_str().unwrap(), "box:/tmp/plain"]);
+    let owners = api.docker_ok(&[
+        "exec",
+        "box",
+        "stat",
+        "-c",
+        "%u:%g",
+        "/tmp/kept/sub/f",
+        "/tmp/plain/sub/f",
+    ]);
+    assert_eq!(owners, "1234:5678\n0:0\n");
 
     let out = api.docker(&["cp", "box:/no/such", out_s]);
     assert!(!out.status.success());

@@ -695,6 +695,58 @@ fn cp_replaces_a_web_page_in_a_running_container_and_copies_out() {
 }
 
 #[test]
+fn cp_a_keeps_owners_and_plain_cp_gives_files_to_root() {
+    use std::os::unix::fs::MetadataExt;
+    let env = TestEnv::new();
+    assert!(env
+        .run(&["-d", "--name", "own", "busybox", "sleep", "600"])
+        .status
+        .success());
+    let host = env.root().join("owned");
+    std::fs::create_dir_all(&host).unwrap();
+    let file = host.join("f.txt");
+    std::fs::write(&file, "x").unwrap();
+    std::os::unix::fs::chown(&file, Some(1234), Some(5678)).unwrap();
+    let owner = |path: &str| {
+        let out = env.capsa(&["exec", "own", "stat", "-c", "%u:%g", path]);
+        text(&out.stdout).trim().to_string()
+    };
+    // As Docker: a plain cp makes the files the container root's, -a keeps the archive's.
+    assert!(env
+        .capsa(&["cp", file.to_str().unwrap(), "own:/tmp/plain.txt"])
+        .status
+        .success());
+    assert_eq!(owner("/tmp/plain.txt"), "0:0");
+    let kept = env.capsa(&["cp", "-a", file.to_str().unwrap(), "own:/tmp/kept.txt"]);
+    assert!(kept.status.success(), "{}", text(&kept.stderr));
+    assert_eq!(owner("/tmp/kept.txt"), "1234:5678");
+    // And out of the container.
+    let made = env.capsa(&[
+        "exec",
+        "own",
+        "sh",
+        "-c",
+        "echo y > /tmp/out.txt && chown 1000:1000 /tmp/out.txt",
+    ]);
+    assert!(made.status.success());
+    let plain = host.join("out-plain.txt");
+    assert!(env
+        .capsa(&["cp", "own:/tmp/out.txt", plain.to_str().unwrap()])
+        .status
+        .success());
+    assert_eq!(std::fs::metadata(&plain).unwrap().uid(), 0);
+    let kept = host.join("out-kept.txt");
+    assert!(env
+        .capsa(&["cp", "-a", "own:/tmp/out.txt", kept.to_str().unwrap()])
+        .status
+        .success());
+    let meta = std::fs::metadata(&kept).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (1000, 1000));
+    assert!(env.capsa(&["rm", "-f", "own"]).status.success());
+    env.assert_clean();
+}
+
+#[test]
 fn cp_through_a_symlink_stays_inside_the_container() {
     let env = TestEnv::new();
     let args = [

@@ -581,6 +581,25 @@ fn cp_copies_into_and_out_of_a_running_vm() {
     assert!(into.status.success(), "{}", text(&into.stderr));
     let seen = env.capsa(&["exec", "files", "cat", "/tmp/tree/sub/a.txt"]);
     assert_eq!(text(&seen.stdout), "alpha\n", "{}", text(&seen.stderr));
+    // cp -a keeps the archive's owners in the guest too; a plain cp gives them to root.
+    std::os::unix::fs::chown(host.join("tree/sub/a.txt"), Some(1234), Some(5678)).unwrap();
+    let kept = env.capsa(&["cp", "-a", tree.to_str().unwrap(), "files:/tmp/kept"]);
+    assert!(kept.status.success(), "{}", text(&kept.stderr));
+    let owners = env.capsa(&[
+        "exec",
+        "files",
+        "stat",
+        "-c",
+        "%u:%g",
+        "/tmp/kept/sub/a.txt",
+        "/tmp/tree/sub/a.txt",
+    ]);
+    assert_eq!(
+        text(&owners.stdout),
+        "1234:5678\n0:0\n",
+        "{}",
+        text(&owners.stderr)
+    );
     let made = env.capsa(&["exec", "files", "sh", "-c", "echo beta > /tmp/b.txt"]);
     assert!(made.status.success());
     let back = host.join("b-copy.txt");

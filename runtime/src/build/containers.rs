@@ -219,7 +219,7 @@ pub fn copy_out(
         id: Some(id.clone()),
     };
     let dest = crate::container::cp::CopyDest::Tar(out);
-    crate::api::copy_out(store, &id, std::path::Path::new(path), dest)?;
+    crate::api::copy_out(store, &id, std::path::Path::new(path), dest, false)?;
     Ok(())
 }
 

@@ -663,6 +663,9 @@ pub fn stats(root: &StateRoot, args: StatsArgs) -> i32 {
 /// `cp` flags.
 #[derive(Args, Debug)]
 pub struct CpArgs {
+    /// Archive mode (copy all uid/gid information)
+    #[arg(short = 'a', long)]
+    archive: bool,
     /// CONTAINER:SRC_PATH or SRC_PATH (`-`: a tar stream on stdin).
     src: String,
     /// CONTAINER:DEST_PATH or DEST_PATH (`-`: a tar stream on stdout).
@@ -683,7 +686,7 @@ pub fn cp(root: &StateRoot, args: CpArgs) -> i32 {
             } else {
                 CopyDest::Path(&dest)
             };
-            copy_out(&store, &id, &src, dest)
+            copy_out(&store, &id, &src, dest, args.archive)
         }),
         (Location::Host(src), Location::Container(c, dest)) => store.resolve(&c).and_then(|id| {
             let mut stdin = std::io::stdin();
@@ -692,7 +695,7 @@ pub fn cp(root: &StateRoot, args: CpArgs) -> i32 {
             } else {
                 CopySource::Path(&src)
             };
-            copy_in(&store, &id, src, &dest)
+            copy_in(&store, &id, src, &dest, args.archive)
         }),
         _ => Err(ContainerError::InvalidArgument(
             "cp: exactly one of the two paths must name a container (CONTAINER:PATH)".into(),

@@ -295,6 +295,7 @@ fn pipe(at: &Path) -> Result<(OwnedFd, OwnedFd), ContainerError> {
 /// extraction here (or to stdout), through a pipe between two threads.
 pub fn copy_out_streamed(
     dest: CopyDest,
+    keep_owners: bool,
     copy: impl FnOnce(&mut dyn Write) -> Result<(), ContainerError> + Send,
 ) -> Result<(), ContainerError> {
     let dest = match dest {
@@ -305,7 +306,7 @@ pub fn copy_out_streamed(
     let (r, mut w) = (std::fs::File::from(r), std::fs::File::from(w));
     std::thread::scope(|scope| {
         let streamer = scope.spawn(move || copy(&mut w));
-        let extracted = extract_on_host(r, dest).map_err(|e| ContainerError::CopyTo {
+        let extracted = extract_on_host(r, dest, keep_owners).map_err(|e| ContainerError::CopyTo {
             dest: dest.display().to_string(),
             source: Box::new(e),
         });
@@ -349,6 +350,7 @@ pub fn copy_out(
     state: &State,
     src: &Path,
     dest: CopyDest,
+    keep_owners: bool,
 ) -> Result<(), ContainerError> {
     let described = dest.describe();
     let (r, w) = pipe(Path::new(&described))?;
@@ -369,7 +371,9 @@ pub fn copy_out(
                     .map(|_| ())
                     .map_err(StreamError::Io)
             }
-            CopyDest::Path(dest) => extract_on_host(stream, dest).map_err(StreamError::Extract),
+            CopyDest::Path(dest) => {
+                extract_on_host(stream, dest, keep_owners).map_err(StreamError::Extract)
+            }
         }
     };
     in_container(store, state, child, parent)?.map_err(|e| ContainerError::CopyTo {
@@ -400,6 +404,7 @@ pub fn copy_in(
     state: &State,
     src: CopySource,
     dest: &Path,
+    keep_owners: bool,
 ) -> Result<(), ContainerError> {
     let from_stream = matches!(src, CopySource::Tar(_));
     let at = match &src {
@@ -409,7 +414,7 @@ pub fn copy_in(
     let (r, w) = pipe(&at)?;
     let target = dest.to_path_buf();
     let child = move || {
-        extract(std::fs::File::from(r), &target, from_stream)
+        extract(std::fs::File::from(r), &target, from_stream, keep_owners)
             .map_err(|e| format!("cp to {}: {e}", target.display()))
     };
     let parent = move || -> std::io::Result<()> {

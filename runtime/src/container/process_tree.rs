@@ -95,8 +95,9 @@ impl Sandbox for ProcessTree {
         state: &State,
         src: &Path,
         dest: super::cp::CopyDest,
+        keep_owners: bool,
     ) -> Result<(), ContainerError> {
-        super::cp::copy_out(store, state, src, dest)
+        super::cp::copy_out(store, state, src, dest, keep_owners)
     }
 
     fn write_layer(
@@ -115,8 +116,9 @@ impl Sandbox for ProcessTree {
         state: &State,
         src: super::cp::CopySource,
         dest: &Path,
+        keep_owners: bool,
     ) -> Result<(), ContainerError> {
-        super::cp::copy_in(store, state, src, dest)
+        super::cp::copy_in(store, state, src, dest, keep_owners)
     }
 
     fn attach(

@@ -215,6 +215,7 @@ pub trait Sandbox: Sync {
         state: &State,
         src: &Path,
         dest: super::cp::CopyDest,
+        keep_owners: bool,
     ) -> Result<(), ContainerError>;
 
     /// `commit`: the writable layer as an image layer tar (`crate::image::layer_diff`)
@@ -235,6 +236,7 @@ pub trait Sandbox: Sync {
         state: &State,
         src: super::cp::CopySource,
         dest: &Path,
+        keep_owners: bool,
     ) -> Result<(), ContainerError>;
 
     /// `attach`: the running workload's streams, with `stdin` this caller's input (the

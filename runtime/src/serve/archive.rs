@@ -144,6 +144,7 @@ async fn stat(engine: &Shared, name: String, path: String) -> ApiResult<(String,
             &id,
             std::path::Path::new(&path),
             CopyDest::Tar(&mut first),
+            false,
         );
         match stat_header(&first.0, &path) {
             Some(value) => Ok((id, value)),
@@ -187,7 +188,7 @@ fn stream_copy(engine: &Shared, id: String, src: PathBuf, content_type: &'static
     tokio::task::spawn_blocking(move || {
         let store = ContainerStore::new(&root);
         let mut out = BodyWriter::new(tx);
-        let copied = crate::api::copy_out(&store, &id, &src, CopyDest::Tar(&mut out));
+        let copied = crate::api::copy_out(&store, &id, &src, CopyDest::Tar(&mut out), false);
         match copied
             .map_err(|e| e.to_string())
             .and_then(|()| out.flush().map_err(|e| e.to_string()))
@@ -250,6 +251,8 @@ async fn archive_put(
 ) -> ApiResult<Response> {
     use http_body_util::BodyExt;
     let path = path_param(&query)?;
+    // `docker cp -a`: the files keep the uid and gid of the archive.
+    let keep_owners = super::http::flag(&query, "copyUIDGID");
     let (id, value) = stat(&engine, name.clone(), path.clone()).await?;
     let is_dir = {
         use base64::Engine;
@@ -274,7 +277,13 @@ async fn archive_put(
             rx,
             chunk: Bytes::new(),
         };
-        crate::api::copy_in(&store, &id, CopySource::Tar(&mut reader), &dest)
+        crate::api::copy_in(
+            &store,
+            &id,
+            CopySource::Tar(&mut reader),
+            &dest,
+            keep_owners,
+        )
     });
     let mut body: Body = request.into_body();
     let mut broken = None;

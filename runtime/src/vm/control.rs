@@ -204,20 +204,30 @@ fn stream_out(id: &str, request: Request, to: &mut dyn Write) -> Result<(), Cont
     }
 }
 
+/// How a `cp` into a VM extracts its stream.
+#[derive(Clone, Copy, Debug)]
+pub struct CopyInto {
+    /// Into the path itself, as for a tar stream given on stdin.
+    pub as_is: bool,
+    /// `cp -a`: entries take the uid and gid the stream names.
+    pub keep_owners: bool,
+}
+
 /// `cp` into a running VM container: the tar stream read from `from` extracted at `path`
 /// by the copy process in the guest, sent in chunks as it is read.
 pub fn copy_in(
     id: &str,
     path: &std::path::Path,
     from: &mut dyn std::io::Read,
-    as_is: bool,
+    how: CopyInto,
 ) -> Result<(), ContainerError> {
     let mut stream = copy_session(
         id,
         Request::CopyIn {
             process: String::new(),
             path: path.display().to_string(),
-            as_is,
+            as_is: how.as_is,
+            keep_owners: how.keep_owners,
         },
     )?;
     let mut buf = vec![0u8; protocol::COPY_CHUNK];

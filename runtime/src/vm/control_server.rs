@@ -201,7 +201,12 @@ impl Clients {
                     Some(process),
                 )
             }
-            Message::Request(Request::CopyIn { path, as_is, .. }) => {
+            Message::Request(Request::CopyIn {
+                path,
+                as_is,
+                keep_owners,
+                ..
+            }) => {
                 let process = self.new_name("copy");
                 talks = true; // the archive arrives as the client's input
                 (
@@ -209,6 +214,7 @@ impl Clients {
                         process: process.clone(),
                         path,
                         as_is,
+                        keep_owners,
                     },
                     Some(process),
                 )

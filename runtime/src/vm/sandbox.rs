@@ -120,13 +120,14 @@ impl Sandbox for MicroVm {
         state: &State,
         src: &Path,
         dest: crate::container::cp::CopyDest,
+        keep_owners: bool,
     ) -> Result<(), ContainerError> {
         // The copy process runs in the running workload's root, or, with the VM stopped, in
         // a VM booted for the copy alone: the guest-written disk is only ever parsed by the
         // guest's kernel.
         let running = serves_copies(state)?;
         let id = state.id.as_str();
-        crate::container::cp::copy_out_streamed(dest, |to: &mut dyn Write| {
+        crate::container::cp::copy_out_streamed(dest, keep_owners, |to: &mut dyn Write| {
             if running {
                 super::control::copy_out(id, src, to)
             } else {
@@ -156,14 +157,16 @@ impl Sandbox for MicroVm {
         state: &State,
         src: crate::container::cp::CopySource,
         dest: &Path,
+        keep_owners: bool,
     ) -> Result<(), ContainerError> {
         let running = serves_copies(state)?;
         let id = state.id.as_str();
         crate::container::cp::copy_in_streamed(src, |from: &mut dyn Read, as_is| {
+            let how = super::control::CopyInto { as_is, keep_owners };
             if running {
-                super::control::copy_in(id, dest, from, as_is)
+                super::control::copy_in(id, dest, from, how)
             } else {
-                super::stopped::copy_in(store, id, dest, from, as_is)
+                super::stopped::copy_in(store, id, dest, from, how)
             }
         })
     }

@@ -89,14 +89,15 @@ pub fn copy_in(
     id: &str,
     path: &Path,
     from: &mut dyn Read,
-    as_is: bool,
+    how: super::control::CopyInto,
 ) -> Result<(), ContainerError> {
     let mut vm = super::boot::boot_without_workload(store, id)?;
     let result = (|| {
         let request = Request::CopyIn {
             process: PROCESS.into(),
             path: path.display().to_string(),
-            as_is,
+            as_is: how.as_is,
+            keep_owners: how.keep_owners,
         };
         vm.agent.call(request, REQUEST)?;
         let mut buf = vec![0u8; COPY_CHUNK];
