@@ -123,9 +123,11 @@ fn wait_for_runtime_hooks(sock: &OwnedFd) -> Result<(), SetupError> {
 
 /// Runs the spec's hooks of `kind` that belong in the container's namespaces, from the init,
 /// each given the state the runtime handed down with this process's PID and `status`.
-/// `createContainer` runs before the root is pivoted into (its path resolves in the
-/// runtime's file system, as the spec says), `startContainer` after the start gate, in the
-/// container's root, before the workload's exec; both before any privilege is dropped.
+/// `createContainer` runs before the root is pivoted into, with the init's privileges (its
+/// path resolves in the runtime's file system, as the spec says: the bundle's author
+/// chose it); `startContainer` after the start gate, in the container's root, just before
+/// the workload's exec, with the workload's user, capabilities and seccomp filter (the
+/// program is the container's own).
 fn run_container_hooks(
     cfg: &InitConfig,
     kind: &'static str,
