@@ -279,12 +279,17 @@ impl Log {
 }
 
 /// `--preserve-fds N`: the caller's descriptors 3 to 3+N-1 go to the workload, so each must
-/// be open here (a caller that miscounts gets an error, not a workload missing a socket).
+/// be one the caller passed (a caller that miscounts gets an error, not a workload missing
+/// a socket). A descriptor that came across the caller's exec has no close-on-exec flag;
+/// every one capsa opens has it (so one of ours that took a gap in the range, such as the
+/// `--log` file, is refused here, and would be closed at the workload's exec anyway).
 fn check_preserved_fds(n: u32) -> Result<(), RuntimeError> {
     for fd in 3..3u64 + u64::from(n) {
-        let open = i32::try_from(fd)
-            .is_ok_and(|fd| nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_ok());
-        if !open {
+        let passed = i32::try_from(fd).is_ok_and(|fd| {
+            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD)
+                .is_ok_and(|flags| flags & libc::FD_CLOEXEC == 0)
+        });
+        if !passed {
             return Err(RuntimeError::Usage(format!(
                 "--preserve-fds {n}: descriptor {fd} is not open"
             )));
