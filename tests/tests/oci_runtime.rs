@@ -395,11 +395,11 @@ fn kill_all_pause_and_delete_force_leave_no_process() {
         .find(|f| f.exists())
         .expect("the container's pids.max");
     assert_eq!(std::fs::read_to_string(pids_max).unwrap().trim(), "50");
-    std::fs::write(&limits, r#"{"memory": {"swappiness": 10}}"#).unwrap();
+    std::fs::write(&limits, r#"{"memory": {"kernelTCP": 1048576}}"#).unwrap();
     let refused = rt.run(&["update", "--resources", limits.to_str().unwrap(), "busy"]);
     assert_eq!(refused.code(), 1, "a limit no manager applies");
     assert!(
-        refused.stderr.contains("resources.memory.swappiness"),
+        refused.stderr.contains("resources.memory.kernelTCP"),
         "{}",
         refused.stderr
     );

@@ -276,12 +276,21 @@ fn cgroup_knobs_reach_the_containers_cgroup_and_update_changes_them() {
         "64m",
         "--memory-reservation",
         "32m",
+        "--memory-swappiness",
+        "30",
         "--oom-kill-disable",
     ];
     if swap {
         args.extend(["--memory-swap", "128m"]);
     }
     args.extend(["busybox", "sleep", "300"]);
+    let out = env.run(&["--rm", "--memory-swappiness", "101", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("valid memory swappiness range is 0-100"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = env.run(&args);
     if v1 {
         assert!(out.status.success(), "{}", text(&out.stderr));
@@ -306,6 +315,11 @@ fn cgroup_knobs_reach_the_containers_cgroup_and_update_changes_them() {
     }
     let oom = read("memory/memory.oom_control", "memory.events");
     assert!(oom.contains("oom_kill_disable 1"), "{oom}");
+    assert_eq!(read("memory/memory.swappiness", "memory.events"), "30");
+    assert_eq!(
+        env.inspect("knobs", "{{.HostConfig.MemorySwappiness}}"),
+        "30"
+    );
 
     let mut args = vec![
         "update",

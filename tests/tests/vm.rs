@@ -114,6 +114,10 @@ fn vm_flags_without_a_meaning_yet_and_missing_pieces_are_named() {
             &["--vmm", "xen"][..],
             "--vmm \"xen\": expected capsa or qemu",
         ),
+        (
+            &["--memory-swappiness", "10"][..],
+            "--memory-swappiness (the guest's cgroup v2 has no per-cgroup swappiness)",
+        ),
     ] {
         let mut args = flags.to_vec();
         args.extend(["busybox", "true"]);

@@ -51,6 +51,7 @@ const WORDING: &[(&[&str], &str, &str)] = &[
     (RUN, "cpuset_mems", "MEMs in which to allow execution (0-3, 0,1)"),
     (RUN, "memory_swap", "Swap limit equal to memory plus swap: '-1' to enable unlimited swap"),
     (RUN, "memory_reservation", "Memory soft limit"),
+    (RUN, "memory_swappiness", "Tune container memory swappiness (0 to 100) (default -1) (capsa: cgroup v1 only; refused on v2 and in a VM)"),
     (RUN, "oom_kill_disable", "Disable OOM Killer (capsa: cgroup v1 only; refused on v2 and in a VM)"),
     (RUN, "blkio_weight", "Block IO (relative weight), between 10 and 1000, or 0 to disable (default 0)"),
     (RUN, "health_cmd", "Command to run to check health"),

@@ -123,6 +123,13 @@ pub struct RunArgs {
         allow_hyphen_values = true
     )]
     memory_reservation: Option<String>,
+    /// Tune container memory swappiness (0 to 100; -1: the host's) (cgroup v1).
+    #[arg(
+        long = "memory-swappiness",
+        value_name = "INT",
+        allow_hyphen_values = true
+    )]
+    memory_swappiness: Option<i64>,
     /// Disable the OOM killer for the container (cgroup v1).
     #[arg(long = "oom-kill-disable")]
     oom_kill_disable: bool,
@@ -565,6 +572,11 @@ impl RunArgs {
                 .as_deref()
                 .map(|v| size("--memory-reservation", v))
                 .transpose()?,
+            memory_swappiness: self
+                .memory_swappiness
+                .map(tuning::parse_swappiness)
+                .transpose()?
+                .flatten(),
             oom_kill_disable: self.oom_kill_disable,
             blkio_weight: self
                 .blkio_weight

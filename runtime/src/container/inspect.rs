@@ -184,7 +184,7 @@ fn host_config(s: &State, spec: &Value) -> Value {
         "Memory": resources["memory"]["limit"].as_i64().unwrap_or(0),
         "MemoryReservation": resources["memory"]["reservation"].as_i64().unwrap_or(0),
         "MemorySwap": resources["memory"]["swap"].as_i64().unwrap_or(0),
-        "MemorySwappiness": Value::Null,
+        "MemorySwappiness": resources["memory"]["swappiness"].as_i64(),
         "NanoCpus": resources["cpu"]["quota"].as_i64().map_or(0, |q| q * 10_000),
         "CpuShares": resources["cpu"]["shares"].as_u64().unwrap_or(0),
         "CpuPeriod": 0,

@@ -299,7 +299,10 @@ fn resources(opts: &RunOptions) -> Result<LinuxResources, ContainerError> {
     let mut r = LinuxResourcesBuilder::default().devices(device_rules);
     // A swap limit counts memory and swap together: it goes with a memory limit only.
     let swap = t.memory_swap.filter(|_| opts.memory.is_some());
-    let memory = opts.memory.is_some() || t.memory_reservation.is_some() || t.oom_kill_disable;
+    let memory = opts.memory.is_some()
+        || t.memory_reservation.is_some()
+        || t.memory_swappiness.is_some()
+        || t.oom_kill_disable;
     if memory {
         let mut m = LinuxMemoryBuilder::default();
         if let Some(limit) = opts.memory {
@@ -310,6 +313,9 @@ fn resources(opts: &RunOptions) -> Result<LinuxResources, ContainerError> {
         }
         if let Some(reservation) = t.memory_reservation {
             m = m.reservation(reservation);
+        }
+        if let Some(swappiness) = t.memory_swappiness {
+            m = m.swappiness(swappiness);
         }
         if t.oom_kill_disable {
             m = m.disable_oom_killer(true);

@@ -1,7 +1,8 @@
 //! The flags that tune a workload beyond the basics, parsed and checked before anything is
 //! created, as Docker checks them: `--group-add`, `--ulimit`, `--sysctl`, `--device`,
 //! `--shm-size`, and the cgroup knobs `--cpu-shares`, `--cpuset-cpus`/`--cpuset-mems`,
-//! `--memory-swap`, `--memory-reservation`, `--oom-kill-disable`, `--blkio-weight`.
+//! `--memory-swap`, `--memory-reservation`, `--memory-swappiness`, `--oom-kill-disable`,
+//! `--blkio-weight`.
 //! Each refusal names the flag and the value.
 
 use super::ContainerError;
@@ -23,6 +24,8 @@ pub struct Tuning {
     pub memory_swap: Option<i64>,
     /// `--memory-reservation`: the soft limit in bytes.
     pub memory_reservation: Option<i64>,
+    /// `--memory-swappiness` (0..100; unset: the host's).
+    pub memory_swappiness: Option<u64>,
     /// `--oom-kill-disable`.
     pub oom_kill_disable: bool,
     /// `--blkio-weight` (10..1000).
@@ -376,6 +379,18 @@ pub fn parse_cpu_shares(value: i64) -> Result<Option<u64>, ContainerError> {
 }
 
 /// Parses `--blkio-weight` (0 leaves the default; otherwise 10..1000).
+/// `--memory-swappiness` as Docker takes it: -1 (the default) leaves the host's, else 0 to
+/// 100.
+pub fn parse_swappiness(value: i64) -> Result<Option<u64>, ContainerError> {
+    match value {
+        -1 => Ok(None),
+        0..=100 => Ok(Some(value as u64)),
+        _ => Err(ContainerError::InvalidArgument(format!(
+            "--memory-swappiness {value}: Invalid value: {value}, valid memory swappiness range is 0-100"
+        ))),
+    }
+}
+
 pub fn parse_blkio_weight(value: i64) -> Result<Option<u16>, ContainerError> {
     match value {
         0 => Ok(None),

@@ -221,7 +221,6 @@ pub fn check_resources(
     if let Some(m) = r.memory() {
         note(m.kernel().is_some(), "memory.kernel");
         note(m.kernel_tcp().is_some(), "memory.kernelTCP");
-        note(m.swappiness().is_some(), "memory.swappiness");
         note(m.use_hierarchy().is_some(), "memory.useHierarchy");
         note(
             m.check_before_update().is_some(),

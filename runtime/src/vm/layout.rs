@@ -54,6 +54,9 @@ pub fn check_supported(opts: &RunOptions) -> Result<(), ContainerError> {
     if t.oom_kill_disable {
         return no("--oom-kill-disable (the guest's cgroup v2 has no switch for the OOM killer)");
     }
+    if t.memory_swappiness.is_some() {
+        return no("--memory-swappiness (the guest's cgroup v2 has no per-cgroup swappiness)");
+    }
     if t.blkio_weight.is_some() {
         return no("--blkio-weight (the guest's kernel weighs no block I/O)");
     }

@@ -71,6 +71,7 @@ impl V1Manager {
         if m.limit().is_none()
             && m.swap().is_none()
             && m.reservation().is_none()
+            && m.swappiness().is_none()
             && m.disable_oom_killer() != Some(true)
         {
             return Ok(());
@@ -117,6 +118,15 @@ impl V1Manager {
         }
         if let Some(reservation) = m.reservation() {
             write_file(dir, "memory.soft_limit_in_bytes", &reservation.to_string())?;
+        }
+        if let Some(swappiness) = m.swappiness() {
+            if swappiness > 100 {
+                return Err(CgroupError::Unsupported {
+                    what: "--memory-swappiness",
+                    why: format!("{swappiness} is not in 0-100"),
+                });
+            }
+            write_file(dir, "memory.swappiness", &swappiness.to_string())?;
         }
         if m.disable_oom_killer() == Some(true) {
             write_file(dir, "memory.oom_control", "1")?;

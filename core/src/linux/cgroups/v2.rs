@@ -186,6 +186,12 @@ fn apply_memory(dir: &Path, m: &oci_spec::runtime::LinuxMemory) -> Result<(), Cg
             why: "cgroup v2 has no switch for the OOM killer".into(),
         });
     }
+    if m.swappiness().is_some() {
+        return Err(CgroupError::Unsupported {
+            what: "--memory-swappiness",
+            why: "cgroup v2 has no per-cgroup swappiness".into(),
+        });
+    }
     if let Some(limit) = m.limit() {
         write_file(dir, "memory.max", &limit.to_string())?;
         if let Some(swap) = m.swap() {
