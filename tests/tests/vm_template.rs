@@ -47,16 +47,22 @@ fn template_dirs(env: &TestEnv) -> Vec<PathBuf> {
     dirs
 }
 
-/// The template container `name`'s engine was restored from (None: booted cold).
-fn engine_template(env: &TestEnv, name: &str) -> Option<String> {
+/// VM container `name`'s engine record (`vm/engine.json`), when it reads.
+fn engine_record(env: &TestEnv, name: &str) -> Option<serde_json::Value> {
     let id = env.inspect(name, "{{.Id}}");
-    let record = env
+    let path = env
         .root()
         .join("containers")
         .join(id)
         .join("vm/engine.json");
-    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(record).ok()?).ok()?;
-    record["template"].as_str().map(String::from)
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// The template container `name`'s engine was restored from (None: booted cold).
+fn engine_template(env: &TestEnv, name: &str) -> Option<String> {
+    engine_record(env, name)?["template"]
+        .as_str()
+        .map(String::from)
 }
 
 #[test]
@@ -247,14 +253,7 @@ fn mapped_files(pid: u32) -> Vec<((u64, u64), String)> {
 
 /// The engine PID of VM container `name`.
 fn engine_pid(env: &TestEnv, name: &str) -> u32 {
-    let id = env.inspect(name, "{{.Id}}");
-    let record = env
-        .root()
-        .join("containers")
-        .join(id)
-        .join("vm/engine.json");
-    let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(record).unwrap()).unwrap();
+    let record = engine_record(env, name).expect("the engine record");
     record["pid"].as_u64().unwrap() as u32
 }
 
