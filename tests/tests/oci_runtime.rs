@@ -1091,6 +1091,62 @@ fn preserved_descriptors_reach_the_workload_and_no_others_do() {
 }
 
 #[test]
+fn a_mount_namespace_joined_by_path_holds_the_container_and_not_the_hosts_table() {
+    become_subreaper();
+    let rt = Runtime::new();
+    // The namespace's holder, as runtime-tools' linux_ns_path makes it.
+    let mut holder = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sleep", "600"])
+        .spawn()
+        .unwrap();
+    let ns_of = |pid: u32| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
+    let ours = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+    eventually("the holder's own mount namespace", BOUND, || {
+        ns_of(holder.id()) != ours
+    });
+    let joined = format!("/proc/{}/ns/mnt", holder.id());
+    let bundle = rt.bundle("mntns", &["sleep", "600"]);
+    rt.edit_config(&bundle, |c| {
+        let namespaces = c["linux"]["namespaces"].as_array_mut().unwrap();
+        namespaces.retain(|n| n["type"] != "mount");
+        namespaces.push(serde_json::json!({"type": "mount", "path": joined}));
+    });
+    let out = rt.dir.path().join("mntns.out");
+    let pid = rt.create(&bundle, "mntns", &out);
+    assert_eq!(
+        ns_of(pid as u32),
+        ns_of(holder.id()),
+        "the init is in the namespace the config names"
+    );
+    // The container's mounts (its /proc, /dev) were made in the joined namespace: the
+    // runtime's own table has none under the bundle.
+    let rootfs = bundle.join("rootfs").to_string_lossy().to_string();
+    let host_mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !host_mounts.contains(&rootfs),
+        "no container mount in the runtime's namespace: {host_mounts}"
+    );
+    let joined_mounts =
+        std::fs::read_to_string(format!("/proc/{}/mountinfo", holder.id())).unwrap();
+    assert!(
+        joined_mounts
+            .lines()
+            .any(|l| l.contains(" /proc ") && l.contains(" proc ")),
+        "the container's /proc is in the joined namespace: {joined_mounts}"
+    );
+    let started = rt.run(&["start", "mntns"]);
+    assert_eq!(started.code(), 0, "start: {}", started.stderr);
+    let exec = rt.run(&["exec", "mntns", "cat", "/proc/self/mountinfo"]);
+    assert_eq!(exec.code(), 0, "exec: {}", exec.stderr);
+    assert_eq!(rt.run(&["kill", "mntns", "KILL"]).code(), 0);
+    reap(pid);
+    assert_eq!(rt.run(&["delete", "mntns"]).code(), 0);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    rt.assert_clean();
+}
+
+#[test]
 fn a_user_namespace_maps_the_init_and_every_exec() {
     become_subreaper();
     let rt = Runtime::new();
@@ -1165,12 +1221,18 @@ fn unsupported_configs_are_refused_by_name_and_leave_nothing() {
     let rt = Runtime::new();
     let bundle = rt.bundle("bad", &["true"]);
     let log = rt.dir.path().join("log.json");
-    let cases: [(&str, ConfigEdit); 5] = [
-        ("a config without a new mount namespace", |c| {
+    let cases: [(&str, ConfigEdit); 6] = [
+        ("a config without a mount namespace", |c| {
             c["linux"]["namespaces"]
                 .as_array_mut()
                 .unwrap()
                 .retain(|n| n["type"] != "mount")
+        }),
+        // The runtime's own (the test's): pivoting there would move the host's root.
+        ("joining the mount namespace /proc/self/ns/mnt", |c| {
+            let namespaces = c["linux"]["namespaces"].as_array_mut().unwrap();
+            namespaces.retain(|n| n["type"] != "mount");
+            namespaces.push(serde_json::json!({"type": "mount", "path": "/proc/self/ns/mnt"}));
         }),
         ("domainname", |c| c["domainname"] = "example.org".into()),
         (

@@ -37,18 +37,25 @@ pub fn has(spec: &Spec, kind: LinuxNamespaceType) -> bool {
 
 /// The namespaces an init may join by path (`linux.namespaces[].path`) once cloned; a PID
 /// namespace is joined by the parent before the clone ([`join_pid_path`]); the rest
-/// (mount, user, cgroup, time) must be refused before.
-pub const JOINABLE: [LinuxNamespaceType; 3] = [
+/// (user, cgroup, time) must be refused before.
+pub const JOINABLE: [LinuxNamespaceType; 4] = [
     LinuxNamespaceType::Network,
     LinuxNamespaceType::Ipc,
     LinuxNamespaceType::Uts,
+    LinuxNamespaceType::Mount,
 ];
 
-/// Joins the namespaces `spec` names by path (network, IPC and UTS; see [`JOINABLE`]),
-/// from the init before it sets anything up. A path that is not a namespace of that type
+/// Joins the namespaces `spec` names by path (see [`JOINABLE`]), from the init before it
+/// sets anything up. Every path is opened first and the mount namespace joined last: its
+/// setns changes the init's root, so a path opened after it would resolve in the joined
+/// namespace's tree instead of the caller's. A path that is not a namespace of that type
 /// is refused by the kernel (setns checks the type against the flag).
+///
+/// A joined mount namespace is where the init assembles the root and pivots into it, as
+/// with runc: every process of that namespace whose root was the old one moves with it.
 pub fn join_paths(spec: &Spec) -> std::io::Result<()> {
     let list = spec.linux().as_ref().and_then(|l| l.namespaces().as_ref());
+    let mut joins = Vec::new();
     for ns in list.into_iter().flatten() {
         let Some(path) = ns.path() else { continue };
         if ns.typ() == LinuxNamespaceType::Pid {
@@ -62,7 +69,12 @@ pub fn join_paths(spec: &Spec) -> std::io::Result<()> {
         }
         let file = std::fs::File::open(path)
             .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        let flag = nix::sched::CloneFlags::from_bits_truncate(clone_flag(ns.typ()) as i32);
+        joins.push((ns.typ(), path.clone(), file));
+    }
+    // Stable: the spec's order otherwise, the mount namespace last.
+    joins.sort_by_key(|(typ, _, _)| *typ == LinuxNamespaceType::Mount);
+    for (typ, path, file) in joins {
+        let flag = nix::sched::CloneFlags::from_bits_truncate(clone_flag(typ) as i32);
         nix::sched::setns(file, flag)
             .map_err(|e| std::io::Error::other(format!("setns {}: {e}", path.display())))?;
     }

@@ -120,18 +120,25 @@ fn check_linux(spec: &Spec) -> Result<(), RuntimeError> {
         Some(p) if crate::linux::rootfs::propagation(p).is_some() => {}
         Some(other) => return Err(unsupported(format!("linux.rootfsPropagation {other:?}"))),
     }
-    // The root is assembled and pivoted into inside the init's own mount namespace:
-    // without one, that would be the host's.
-    let own_mount_namespace = l
+    // The root is assembled and pivoted into inside the init's mount namespace, its own
+    // or one it joins: without one, that would be the caller's.
+    let mount_namespaces: Vec<_> = l
         .namespaces()
         .iter()
         .flatten()
-        .any(|ns| ns.typ() == LinuxNamespaceType::Mount && ns.path().is_none());
-    if !own_mount_namespace {
+        .filter(|ns| ns.typ() == LinuxNamespaceType::Mount)
+        .collect();
+    if mount_namespaces.is_empty() {
         return Err(RuntimeError::Unsupported {
-            field: "a config without a new mount namespace".into(),
-            detail: " (linux.namespaces must list type mount, without a path)".into(),
+            field: "a config without a mount namespace".into(),
+            detail: " (linux.namespaces must list type mount: the root is assembled and \
+                     pivoted into there, which in the runtime's own namespace would change \
+                     the host's mount table)"
+                .into(),
         });
+    }
+    for path in mount_namespaces.iter().filter_map(|ns| ns.path().as_ref()) {
+        check_joined_mount_namespace(path)?;
     }
     for ns in l.namespaces().iter().flatten() {
         match ns.typ() {
@@ -155,6 +162,32 @@ fn check_linux(spec: &Spec) -> Result<(), RuntimeError> {
     }
     if let Some(r) = l.resources() {
         check_resources(r, "linux.resources")?;
+    }
+    Ok(())
+}
+
+/// A mount namespace joined by path must not be the runtime's own: the init pivots into
+/// the container's root there, which would move the root of every host process that
+/// shares it (the caller's shell, its service manager).
+fn check_joined_mount_namespace(path: &Path) -> Result<(), RuntimeError> {
+    use std::os::unix::fs::MetadataExt;
+    let joined = std::fs::metadata(path).map_err(|e| RuntimeError::Config {
+        path: path.to_path_buf(),
+        reason: format!("the mount namespace to join: {e}"),
+    })?;
+    let own = std::fs::metadata("/proc/self/ns/mnt")
+        .map_err(RuntimeError::io("reading the runtime's mount namespace"))?;
+    // PID 1's too: a runtime started in a namespace of its own would otherwise take the
+    // host's for a stranger's.
+    let host = std::fs::metadata("/proc/1/ns/mnt").ok();
+    let same = |m: &std::fs::Metadata| (joined.dev(), joined.ino()) == (m.dev(), m.ino());
+    if same(&own) || host.as_ref().is_some_and(same) {
+        return Err(RuntimeError::Unsupported {
+            field: format!("joining the mount namespace {}", path.display()),
+            detail: ": it is the runtime's own or the host's, where pivoting into the \
+                     container's root would move the host's processes with it"
+                .into(),
+        });
     }
     Ok(())
 }

@@ -10,6 +10,8 @@
 
 #![allow(dead_code)] // each of the test and the benchmark uses part of it
 
+pub mod streaming;
+
 use capsa_tests::registry::{LocalRegistry, OciLayout, Packing};
 use capsa_tests::{busybox_tarball, capsa_bin, eventually, TestEnv};
 use k8s_cri::v1::image_service_client::ImageServiceClient;
@@ -86,6 +88,8 @@ pub struct CriContainerd {
     /// The cgroup every pod of the test goes under (created and removed by the test, as
     /// the kubelet makes its kubepods hierarchy).
     pub cgroup_root: String,
+    /// The network namespace containerd runs in (its streaming server listens there).
+    pub netns: String,
 }
 
 /// The runtime handlers this containerd knows.
@@ -124,6 +128,7 @@ impl CriContainerd {
             rt,
             daemon,
             cgroup_root: format!("/{tag}"),
+            netns: env.netns().to_string(),
             dir,
         };
         ctd.wait_network_ready();
@@ -363,6 +368,31 @@ impl CriContainerd {
             String::from_utf8_lossy(&r.stderr).into(),
             r.exit_code,
         )
+    }
+
+    /// Exec as `kubectl exec` (and `crictl exec`) runs it: CRI's Exec answers with a URL of
+    /// containerd's streaming server, spoken to over WebSocket (see [`streaming`]).
+    pub fn exec_streaming(
+        &self,
+        id: &str,
+        cmd: &[&str],
+        tty: bool,
+        input: Option<&[u8]>,
+    ) -> streaming::Streamed {
+        let mut c = self.runtime.clone();
+        let url = self
+            .call(c.exec(ExecRequest {
+                container_id: id.into(),
+                cmd: cmd.iter().map(|a| a.to_string()).collect(),
+                tty,
+                stdin: input.is_some(),
+                stdout: true,
+                // With a terminal both streams are the terminal's.
+                stderr: !tty,
+            }))
+            .unwrap_or_else(|e| panic!("Exec {cmd:?} in {id}: {e}"))
+            .url;
+        streaming::exec(&self.netns, &url, input)
     }
 
     /// UpdateContainerResources (the kubelet's in-place resize).
