@@ -10,6 +10,7 @@
 
 use capsa_tests::{busybox_tarball, capsa_bin, eventually, text, TestEnv};
 use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -1590,6 +1591,50 @@ fn podman_runs_a_container_with_capsa_runc() {
             .args(args);
         run_to_files(c, rt.dir.path())
     };
+    // `podman ARGS` on a terminal of its own (script(1) makes the pty), fed `input`.
+    let podman_on_terminal = |args: &[&str], input: &str| {
+        let quote = |a: &str| format!("'{}'", a.replace('\'', r"'\''"));
+        let mut line = vec!["podman".to_string()];
+        for (flag, sub) in [
+            ("--root", "root"),
+            ("--runroot", "run"),
+            ("--tmpdir", "tmp"),
+        ] {
+            line.push(flag.to_string());
+            line.push(quote(dir.join(sub).to_str().unwrap()));
+        }
+        line.extend(
+            [
+                "--cgroup-manager",
+                "cgroupfs",
+                "--events-backend",
+                "file",
+                "--storage-driver",
+                "overlay",
+                "--runtime",
+            ]
+            .map(String::from),
+        );
+        line.push(quote(rt.binary().to_str().unwrap()));
+        line.extend(args.iter().map(|a| quote(a)));
+        let mut c = Command::new("script");
+        c.args(["-qec", &line.join(" "), "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("script(1)");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
     let loaded = podman(&["load", "-i", archive.to_str().unwrap()]);
     assert_eq!(loaded.code(), 0, "load: {}", loaded.stderr);
     // Explicit limits within any host's: podman's own defaults raise them, which needs
@@ -1640,6 +1685,34 @@ fn podman_runs_a_container_with_capsa_runc() {
     let record = Path::new("/run/capsa-runc").join(id.trim());
     eventually("the runtime's record removed", BOUND, || !record.exists());
 
+    // `run -it`: conmon hands capsa-runc a console socket; the workload's stdin and
+    // stdout are the pty capsa-runc made, and the typed line reaches it.
+    let (code, out) = podman_on_terminal(
+        &[
+            "run",
+            "-it",
+            "--rm",
+            "--pull",
+            "never",
+            "--network",
+            "none",
+            "--cgroup-parent",
+            &rt.cgroup_parent,
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+            "docker.io/library/busybox:latest",
+            "sh",
+            "-c",
+            "read x; tty; test -t 0 && echo in-terminal:$x; exit 5",
+        ],
+        "typed\n",
+    );
+    assert_eq!(code, 5, "podman run -it's status is the workload's: {out}");
+    assert!(out.contains("/dev/pts/0"), "{out}");
+    assert!(out.contains("in-terminal:typed"), "{out}");
+
     // Detached, exec, logs, stop (the workload's own exit status), rm.
     let mut detached = vec!["run", "-d", "--name", "web", "--pull", "never"];
     detached.extend(["--network", "none", "--cgroup-parent", &rt.cgroup_parent]);
@@ -1660,6 +1733,20 @@ fn podman_runs_a_container_with_capsa_runc() {
     let exec = podman(&["exec", "web", "sh", "-c", "echo in-exec; exit 2"]);
     assert_eq!(exec.code(), 2, "podman exec: {}", exec.stderr);
     assert_eq!(exec.stdout, "in-exec\n");
+    let (code, out) = podman_on_terminal(
+        &[
+            "exec",
+            "-it",
+            "web",
+            "sh",
+            "-c",
+            "read x; tty; test -t 1 && echo exec-terminal:$x; exit 6",
+        ],
+        "line\n",
+    );
+    assert_eq!(code, 6, "podman exec -it: {out}");
+    assert!(out.contains("/dev/pts/"), "{out}");
+    assert!(out.contains("exec-terminal:line"), "{out}");
     eventually("the workload's first line in the log", BOUND, || {
         podman(&["logs", "web"]).stdout.contains("started")
     });
