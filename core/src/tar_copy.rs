@@ -4,7 +4,12 @@
 //! The caller decides where this runs: in a child whose root is the container's.
 
 use crate::tar_guard::HeaderGuard;
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::{Mode, SFlag};
+use std::ffi::OsStr;
 use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// Writes `src` (a file or a directory tree, symlinks kept as links) as a tar stream whose
@@ -126,6 +131,9 @@ pub enum ExtractError {
     /// The stream held no entry to place as the destination.
     #[error("the copy is empty")]
     Empty,
+    /// An entry lies outside the name the copy asked for (a stream a guest forged).
+    #[error("{}: not under {}, the name the copy asked for", path.display(), top.display())]
+    Foreign { path: PathBuf, top: PathBuf },
 }
 
 /// The error of writing at `path`.
@@ -147,7 +155,7 @@ pub fn extract(
     as_is: bool,
     keep_owners: bool,
 ) -> Result<(), ExtractError> {
-    extract_masked(input, dest, as_is, 0, keep_owners)
+    extract_masked(input, dest, as_is, 0, keep_owners, None)
 }
 
 /// Extracts a tar stream that came out of a container at `dest` on the host, as `cp` does:
@@ -155,12 +163,17 @@ pub fn extract(
 /// `dest`'s name (extracted into a temporary sibling, then renamed, so tar's own checks
 /// keep every entry inside). Set-user-ID and set-group-ID bits are dropped, also with
 /// `keep_owners` (`cp -a`: entries take the uid and gid the stream names).
+///
+/// `top` is the name the stream was asked for ([`top_name`] of the source): an entry
+/// outside it is refused, so a stream forged in a VM's guest cannot write beside it in
+/// `dest` (`~/.ssh` when copying into a home directory).
 pub fn extract_on_host(
     input: impl Read,
     dest: &Path,
     keep_owners: bool,
+    top: &Path,
 ) -> Result<(), ExtractError> {
-    extract_masked(input, dest, false, HOST_DROPPED_BITS, keep_owners)
+    extract_masked(input, dest, false, HOST_DROPPED_BITS, keep_owners, Some(top))
 }
 
 /// [`extract`] with the mode bits in `mask` cleared from every entry (`as_is`: a `-`
@@ -171,26 +184,11 @@ fn extract_masked(
     as_is: bool,
     mask: u32,
     keep_owners: bool,
+    top: Option<&Path>,
 ) -> Result<(), ExtractError> {
-    let unpack = |dir: &Path| -> Result<(), ExtractError> {
-        // Oversized long-name and PAX headers are refused before tar buffers them.
-        let mut archive = tar::Archive::new(HeaderGuard::new(input));
-        archive.set_preserve_permissions(true);
-        archive.set_preserve_ownerships(keep_owners);
-        archive.set_mask(mask);
-        archive.set_preserve_mtime(true);
-        archive.set_overwrite(true);
-        for entry in archive.entries()? {
-            let mut entry = entry.map_err(ExtractError::Malformed)?;
-            let path = entry.path()?.into_owned();
-            if !entry.unpack_in(dir).map_err(write_error(&path))? {
-                return Err(ExtractError::LeavesDestination(path));
-            }
-        }
-        Ok(())
-    };
+    let how = Placing { mask, keep_owners };
     if as_is || dest.is_dir() {
-        return unpack(dest);
+        return unpack_beneath(input, dest, &how, top);
     }
     let parent = dest
         .parent()
@@ -203,12 +201,276 @@ fn extract_masked(
         .prefix(".capsa-cp-")
         .tempdir_in(parent)
         .map_err(write_error(parent))?;
-    unpack(tmp.path())?;
+    unpack_beneath(input, tmp.path(), &how, top)?;
     let top = std::fs::read_dir(tmp.path())?
         .flatten()
         .next()
         .ok_or(ExtractError::Empty)?;
     std::fs::rename(top.path(), dest).map_err(write_error(dest))
+}
+
+/// How entries are placed: mode bits dropped, and whether the stream's owners are kept.
+struct Placing {
+    mask: u32,
+    keep_owners: bool,
+}
+
+/// How every entry's directory is reached below the destination: never through a
+/// symlink (nor /proc's magic links), never above it.
+const BENEATH: ResolveFlag = ResolveFlag::RESOLVE_BENEATH
+    .union(ResolveFlag::RESOLVE_NO_SYMLINKS)
+    .union(ResolveFlag::RESOLVE_NO_MAGICLINKS);
+
+/// Extracts `input` below the directory `dest`, which others may be writing meanwhile (a
+/// running workload, a container sharing a volume). `dest` is opened once; each entry's
+/// directory is then resolved beneath it by the kernel without following any symlink, and
+/// the entry is made there with the `*at` call that does not follow its name, its owner,
+/// mode and time set through its own descriptor. A directory swapped for a symlink makes
+/// the entry fail: it can never redirect it, nor a `chmod`, anywhere else. With `top`,
+/// every entry must lie under that name (a stream from a VM's guest is not trusted to).
+fn unpack_beneath(
+    input: impl Read,
+    dest: &Path,
+    how: &Placing,
+    top: Option<&Path>,
+) -> Result<(), ExtractError> {
+    let root = nix::fcntl::open(
+        dest,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| ExtractError::Write {
+        path: dest.to_path_buf(),
+        source: e.into(),
+    })?;
+    // SAFETY: open returned a new descriptor that nothing else owns.
+    let root = unsafe { OwnedFd::from_raw_fd(root) };
+    let mut archive = tar::Archive::new(HeaderGuard::new(input));
+    for entry in archive.entries()? {
+        let mut entry = entry.map_err(ExtractError::Malformed)?;
+        let raw = entry.path()?.into_owned();
+        let rel = relative(&raw)?;
+        if let Some(top) = top.filter(|t| *t != Path::new(".")) {
+            if rel.components().next().map(|c| c.as_os_str()) != Some(top.as_os_str()) {
+                return Err(ExtractError::Foreign {
+                    path: raw,
+                    top: top.to_path_buf(),
+                });
+            }
+        }
+        let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+            continue; // the stream's own root (`./`): the destination is not changed
+        };
+        let dir = beneath_dir(root.as_fd(), parent).map_err(write_error(&raw))?;
+        place(&mut entry, root.as_fd(), dir.as_fd(), name, how).map_err(write_error(&raw))?;
+    }
+    Ok(())
+}
+
+/// An archive path made relative (a leading `/` and `.` dropped); `..` is refused.
+fn relative(path: &Path) -> Result<PathBuf, ExtractError> {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::Normal(n) => out.push(n),
+            std::path::Component::ParentDir => {
+                return Err(ExtractError::LeavesDestination(path.to_path_buf()))
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+fn openat2(dir: BorrowedFd, path: &Path, flags: OFlag) -> std::io::Result<OwnedFd> {
+    let path = if path.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        path
+    };
+    let how = OpenHow::new().flags(flags | OFlag::O_CLOEXEC).resolve(BENEATH);
+    loop {
+        match nix::fcntl::openat2(dir.as_raw_fd(), path, how) {
+            // SAFETY: openat2 returned a new descriptor that nothing else owns.
+            Ok(fd) => return Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+            Err(Errno::EAGAIN) => continue,
+            Err(Errno::ELOOP) => {
+                return Err(std::io::Error::other(
+                    "a directory on the way is a symbolic link (a copy never follows one)",
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The directory `path` below `root` (made with its missing parents, 0755), reached
+/// without following a symlink.
+fn beneath_dir(root: BorrowedFd, path: &Path) -> std::io::Result<OwnedFd> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY;
+    let mut dir = openat2(root, Path::new("."), flags)?;
+    for part in path.components() {
+        let name = part.as_os_str();
+        let made = nix::sys::stat::mkdirat(
+            Some(dir.as_raw_fd()),
+            name,
+            Mode::from_bits_truncate(0o755),
+        );
+        match made {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        dir = openat2(dir.as_fd(), Path::new(name), flags)?;
+    }
+    Ok(dir)
+}
+
+/// What is at `name` in `dir` (not following it), if anything.
+fn kind_at(dir: BorrowedFd, name: &OsStr) -> std::io::Result<Option<SFlag>> {
+    match nix::sys::stat::fstatat(Some(dir.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT)),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Makes room for a non-directory at `name`: what is there goes, unless it is a directory.
+fn clear_for_file(dir: BorrowedFd, name: &OsStr) -> std::io::Result<()> {
+    match kind_at(dir, name)? {
+        None => Ok(()),
+        Some(SFlag::S_IFDIR) => Err(std::io::Error::other(
+            "a directory is there (a copy does not replace a directory with a file)",
+        )),
+        Some(_) => nix::unistd::unlinkat(
+            Some(dir.as_raw_fd()),
+            name,
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        )
+        .map_err(Into::into),
+    }
+}
+
+/// Places one entry as `name` in `dir` (`root`: the destination, for hard links' targets).
+fn place<R: Read>(
+    entry: &mut tar::Entry<R>,
+    root: BorrowedFd,
+    dir: BorrowedFd,
+    name: &OsStr,
+    how: &Placing,
+) -> std::io::Result<()> {
+    let header = entry.header();
+    let kind = header.entry_type();
+    let mode = (header.mode()? & 0o7777) & !how.mask;
+    let owner = match how.keep_owners {
+        true => Some((header.uid()? as u32, header.gid()? as u32)),
+        false => None,
+    };
+    let mtime = header.mtime().unwrap_or(0) as i64;
+    let fd = match kind {
+        tar::EntryType::Directory => {
+            let made = nix::sys::stat::mkdirat(
+                Some(dir.as_raw_fd()),
+                name,
+                Mode::from_bits_truncate(0o700),
+            );
+            match made {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+            openat2(dir, Path::new(name), OFlag::O_RDONLY | OFlag::O_DIRECTORY)?
+        }
+        tar::EntryType::Symlink => {
+            let target = entry
+                .link_name()?
+                .ok_or_else(|| std::io::Error::other("a symbolic link without a target"))?;
+            clear_for_file(dir, name)?;
+            nix::unistd::symlinkat(target.as_ref(), Some(dir.as_raw_fd()), name)?;
+            if let Some((uid, gid)) = owner {
+                nix::unistd::fchownat(
+                    Some(dir.as_raw_fd()),
+                    name,
+                    Some(uid.into()),
+                    Some(gid.into()),
+                    AtFlags::AT_SYMLINK_NOFOLLOW,
+                )?;
+            }
+            return Ok(());
+        }
+        tar::EntryType::Link => {
+            let target = entry
+                .link_name()?
+                .ok_or_else(|| std::io::Error::other("a hard link without a target"))?;
+            let target = relative(&target).map_err(|_| {
+                std::io::Error::other("a hard link's target leaves the destination")
+            })?;
+            let (Some(tdir), Some(tname)) = (target.parent(), target.file_name()) else {
+                return Err(std::io::Error::other(
+                    "a hard link to the destination itself",
+                ));
+            };
+            let tdir = openat2(root, tdir, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
+            clear_for_file(dir, name)?;
+            nix::unistd::linkat(
+                Some(tdir.as_raw_fd()),
+                tname,
+                Some(dir.as_raw_fd()),
+                name,
+                AtFlags::empty(),
+            )?;
+            return Ok(());
+        }
+        tar::EntryType::Fifo => {
+            clear_for_file(dir, name)?;
+            nix::sys::stat::mknodat(
+                Some(dir.as_raw_fd()),
+                name,
+                SFlag::S_IFIFO,
+                Mode::from_bits_truncate(0o600),
+                0,
+            )?;
+            // Opened for reading without blocking: a descriptor to set its metadata through.
+            openat2(dir, Path::new(name), OFlag::O_RDONLY | OFlag::O_NONBLOCK)?
+        }
+        // Device nodes become empty files: a copy never makes a device.
+        _ => {
+            clear_for_file(dir, name)?;
+            let flags = OFlag::O_WRONLY
+                | OFlag::O_CREAT
+                | OFlag::O_EXCL
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_CLOEXEC;
+            let file = nix::fcntl::openat(
+                Some(dir.as_raw_fd()),
+                name,
+                flags,
+                Mode::from_bits_truncate(0o600),
+            )?;
+            // SAFETY: openat returned a new descriptor that nothing else owns.
+            let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(file) });
+            if !kind.is_character_special() && !kind.is_block_special() {
+                std::io::copy(entry, &mut file)?;
+            }
+            OwnedFd::from(file)
+        }
+    };
+    set_metadata(fd.as_fd(), owner, mode, mtime)
+}
+
+/// Owner, then mode (a chown clears set-ID bits), then times, all through `fd` (no path:
+/// the copy may run chrooted where no /proc is mounted).
+fn set_metadata(
+    fd: BorrowedFd,
+    owner: Option<(u32, u32)>,
+    mode: u32,
+    mtime: i64,
+) -> std::io::Result<()> {
+    if let Some((uid, gid)) = owner {
+        nix::unistd::fchown(fd.as_raw_fd(), Some(uid.into()), Some(gid.into()))?;
+    }
+    nix::sys::stat::fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(mode))?;
+    let when = nix::sys::time::TimeSpec::new(mtime, 0);
+    nix::sys::stat::futimens(fd.as_raw_fd(), &when, &when)?;
+    Ok(())
 }
 
 /// The name the copied tree gets: the source's last component (`/` copies as `.`).
@@ -249,6 +511,7 @@ mod tests {
             &stream_with_special_bits()[..],
             &host.path().join("out"),
             false,
+            Path::new("top"),
         )
         .unwrap();
         assert_eq!(mode(&host.path().join("out")), 0o755);
@@ -275,6 +538,89 @@ mod tests {
         out
     }
 
+    /// A stream of `dir/` (mode 0777) holding `dir/file.txt`.
+    fn stream_of_open_dir() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut dir = tar::Header::new_gnu();
+        dir.set_entry_type(tar::EntryType::Directory);
+        dir.set_mode(0o777);
+        dir.set_size(0);
+        b.append_data(&mut dir, "dir", std::io::empty()).unwrap();
+        let mut file = tar::Header::new_gnu();
+        file.set_mode(0o644);
+        file.set_size(2);
+        b.append_data(&mut file, "dir/file.txt", &b"hi"[..]).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn a_directory_swapped_for_a_symlink_redirects_nothing() {
+        // What a workload racing `cp` leaves at the moment of the copy: the entry's
+        // directory is a symlink to a directory it must not touch.
+        let top = tempfile::tempdir().unwrap();
+        let dest = top.path().join("dest");
+        let protected = top.path().join("bin");
+        std::fs::create_dir_all(&dest).unwrap();
+        std::fs::create_dir(&protected).unwrap();
+        std::fs::set_permissions(&protected, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink(&protected, dest.join("dir")).unwrap();
+        let err = extract(&stream_of_open_dir()[..], &dest, true, false).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(mode(&protected), 0o755, "the link's target keeps its mode");
+        assert!(!protected.join("file.txt").exists(), "nothing lands through it");
+        // A relative link to a sibling, the same.
+        std::fs::remove_file(dest.join("dir")).unwrap();
+        std::os::unix::fs::symlink("../bin", dest.join("dir")).unwrap();
+        assert!(extract(&stream_of_open_dir()[..], &dest, true, false).is_err());
+        assert_eq!(mode(&protected), 0o755);
+        assert!(!protected.join("file.txt").exists());
+    }
+
+    #[test]
+    fn an_existing_file_is_replaced_not_written_through() {
+        // A symlink where the copy's file goes is replaced by the file: its target keeps
+        // its content.
+        let top = tempfile::tempdir().unwrap();
+        let dest = top.path().join("dest");
+        std::fs::create_dir_all(dest.join("dir")).unwrap();
+        let target = top.path().join("secret");
+        std::fs::write(&target, "keep").unwrap();
+        std::os::unix::fs::symlink(&target, dest.join("dir/file.txt")).unwrap();
+        extract(&stream_of_open_dir()[..], &dest, true, false).unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+        assert_eq!(
+            std::fs::read_to_string(dest.join("dir/file.txt")).unwrap(),
+            "hi"
+        );
+        assert_eq!(mode(&dest.join("dir")), 0o777);
+    }
+
+    #[test]
+    fn a_copy_out_takes_only_entries_under_the_name_it_asked_for() {
+        // A guest that forges the stream of `cp vm:/out ~/` cannot write ~/.ssh.
+        let home = tempfile::tempdir().unwrap();
+        let err = extract_on_host(
+            &stream_of_open_dir()[..],
+            home.path(),
+            false,
+            Path::new("out"),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ExtractError::Foreign { .. }), "{err:?}");
+        assert!(!home.path().join("dir").exists());
+        extract_on_host(
+            &stream_of_open_dir()[..],
+            home.path(),
+            false,
+            Path::new("dir"),
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(home.path().join("dir/file.txt")).unwrap(),
+            "hi"
+        );
+    }
+
     #[test]
     fn an_entry_climbing_out_is_refused_and_nothing_lands_outside() {
         let top = tempfile::tempdir().unwrap();
@@ -293,7 +639,13 @@ mod tests {
     fn a_destination_under_no_directory_an_empty_stream_and_garbage_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing/out");
-        let err = extract_on_host(&stream_with_special_bits()[..], &missing, false).unwrap_err();
+        let err = extract_on_host(
+            &stream_with_special_bits()[..],
+            &missing,
+            false,
+            Path::new("top"),
+        )
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
@@ -302,7 +654,9 @@ mod tests {
             )
         );
         let empty = tar::Builder::new(Vec::new()).into_inner().unwrap();
-        let err = extract_on_host(&empty[..], &dir.path().join("out"), false).unwrap_err();
+        let err =
+            extract_on_host(&empty[..], &dir.path().join("out"), false, Path::new("top"))
+                .unwrap_err();
         assert!(matches!(err, ExtractError::Empty), "{err:?}");
         assert!(!dir.path().join("out").exists());
         let err = extract(&[0x41u8; 1024][..], dir.path(), true, false).unwrap_err();

@@ -84,6 +84,11 @@ struct Agent {
     /// The overlay's upper directory of that root (`CopyOutLayer` with no workload).
     root_upper: Option<std::path::PathBuf>,
     procs: Vec<Proc>,
+    /// The host froze the workload (`pause`): it stays frozen whatever copies do.
+    paused: bool,
+    /// Copy processes working in the running workload's root, which is frozen until the
+    /// last of them ends (it cannot swap what they open, as with `cp` on a host).
+    copies_in_root: Vec<String>,
 }
 
 /// Why the agent stopped serving the host.
@@ -128,6 +133,8 @@ pub fn run() -> Result<(), ServeError> {
         root: None,
         root_upper: None,
         procs: Vec::new(),
+        paused: false,
+        copies_in_root: Vec::new(),
     };
     loop {
         match agent.turn(&sigfd) {
@@ -419,10 +426,14 @@ impl Agent {
                 Ok(Response::Ok)
             }
             Request::Freeze { frozen } => {
-                self.workload()?
-                    .cgroup
-                    .set_frozen(frozen)
-                    .map_err(|e| (ErrorKind::Isolation, e.to_string()))?;
+                // Thawed while a copy works in the root: it thaws when the copy ends.
+                if frozen || self.copies_in_root.is_empty() {
+                    self.workload()?
+                        .cgroup
+                        .set_frozen(frozen)
+                        .map_err(|e| (ErrorKind::Isolation, e.to_string()))?;
+                }
+                self.paused = frozen;
                 Ok(Response::Ok)
             }
             Request::Shutdown => {
@@ -462,7 +473,23 @@ impl Agent {
             (None, Some(dir)) => crate::copy::Root::Mounted(dir),
             (None, None) => return Err((ErrorKind::NotFound, "no workload in this VM".into())),
         };
-        let copy = start(root).map_err(|e| (ErrorKind::Internal, e.to_string()))?;
+        let in_workload = matches!(root, crate::copy::Root::Workload(_));
+        if in_workload && self.copies_in_root.is_empty() && !self.paused {
+            self.workload()?
+                .cgroup
+                .set_frozen(true)
+                .map_err(|e| (ErrorKind::Isolation, format!("freezing for the copy: {e}")))?;
+        }
+        let copy = match start(root) {
+            Ok(copy) => copy,
+            Err(e) => {
+                self.thaw_after_copy(None);
+                return Err((ErrorKind::Internal, e.to_string()));
+            }
+        };
+        if in_workload {
+            self.copies_in_root.push(name.clone());
+        }
         self.procs.push(Proc {
             name,
             pid: copy.pid,
@@ -474,6 +501,19 @@ impl Agent {
             reported: false,
         });
         Ok(Response::Ok)
+    }
+
+    /// Takes `ended` (a copy process that exited, if it was one in the workload's root) off
+    /// the list; the workload thaws once none is left, unless the host paused it.
+    fn thaw_after_copy(&mut self, ended: Option<&str>) {
+        if let Some(name) = ended {
+            self.copies_in_root.retain(|c| c != name);
+        }
+        if self.copies_in_root.is_empty() && !self.paused {
+            if let Some(w) = &self.workload {
+                let _ = w.cgroup.set_frozen(false);
+            }
+        }
     }
 
     /// An execve that failed: its message on stderr, its code as the exit.
@@ -568,12 +608,17 @@ impl Agent {
                 .workload
                 .as_ref()
                 .is_some_and(|w| w.pid == pid && w.cgroup.oom_killed());
+            let mut ended = None;
             if let Some(p) = self
                 .procs
                 .iter_mut()
                 .find(|p| p.pid == pid && p.exited.is_none())
             {
                 p.exited = Some((code, oom, Instant::now()));
+                ended = Some(p.name.clone());
+            }
+            if let Some(name) = ended.filter(|n| self.copies_in_root.contains(n)) {
+                self.thaw_after_copy(Some(&name));
             }
         }
     }
@@ -643,6 +688,8 @@ mod tests {
             root: None,
             root_upper: None,
             procs: Vec::new(),
+            paused: false,
+            copies_in_root: Vec::new(),
         };
         (agent, host)
     }

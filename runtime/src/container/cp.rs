@@ -80,6 +80,9 @@ pub enum CopySideError {
     /// The container's init could not be opened.
     #[error("{0}")]
     Pidfd(#[source] std::io::Error),
+    /// The running container could not be frozen for the copy.
+    #[error("freezing the container for the copy: {0}")]
+    Freeze(String),
     /// The error pipe could not be made.
     #[error("{0}")]
     Pipe(#[source] nix::Error),
@@ -168,13 +171,11 @@ fn in_container<T, E: std::fmt::Display>(
         id: id.clone(),
         source: e,
     };
-    // A VM container never comes here: its agent serves the copy, in the guest.
-    let pidfd = match (state.init_alive(), state.pid) {
-        (true, Some(pid)) => Some(
-            sys::pidfd_open(pid)
-                .map_err(CopySideError::Pidfd)
-                .map_err(setup)?,
-        ),
+    // A VM container never comes here: its agent serves the copy, in the guest. The pidfd
+    // first, then the check: it names the process checked, whatever happens to the PID.
+    let pidfd = match state.pid.map(sys::pidfd_open) {
+        Some(Ok(fd)) if state.init_alive() => Some(fd),
+        Some(Err(e)) if state.init_alive() => return Err(setup(CopySideError::Pidfd(e))),
         _ => None,
     };
     let layers = if pidfd.is_none() {
@@ -182,12 +183,49 @@ fn in_container<T, E: std::fmt::Display>(
     } else {
         None
     };
-    in_child(
+    // A running workload is frozen while the copy works in its root (as Docker's cp does
+    // since CVE-2018-15664): it cannot swap what the copy is about to open, nor stall it
+    // with a FIFO put where a file was.
+    let frozen = match &pidfd {
+        Some(_) => Some(Frozen::freeze(state).map_err(setup)?),
+        None => None,
+    };
+    let result = in_child(
         || enter(pidfd.as_ref(), layers.as_ref()),
         child_work,
         parent_work,
-    )
-    .map_err(setup)
+    );
+    drop(frozen);
+    result.map_err(setup)
+}
+
+/// A running container's cgroup frozen for a copy, thawed when dropped (unless it was
+/// paused before, which it stays).
+struct Frozen {
+    cgroup: Option<Box<dyn crate::linux::cgroups::CgroupManager>>,
+}
+
+impl Frozen {
+    fn freeze(state: &State) -> Result<Frozen, CopySideError> {
+        if state.paused {
+            return Ok(Frozen { cgroup: None });
+        }
+        let cgroup = crate::linux::cgroups::manager(&state.cgroup);
+        cgroup
+            .set_frozen(true)
+            .map_err(|e| CopySideError::Freeze(e.to_string()))?;
+        Ok(Frozen {
+            cgroup: Some(cgroup),
+        })
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        if let Some(cgroup) = &self.cgroup {
+            let _ = cgroup.set_frozen(false);
+        }
+    }
 }
 
 /// The root of a stopped container, to be mounted in a private mount namespace: its layers
@@ -296,6 +334,7 @@ fn pipe(at: &Path) -> Result<(OwnedFd, OwnedFd), ContainerError> {
 pub fn copy_out_streamed(
     dest: CopyDest,
     keep_owners: bool,
+    src: &Path,
     copy: impl FnOnce(&mut dyn Write) -> Result<(), ContainerError> + Send,
 ) -> Result<(), ContainerError> {
     let dest = match dest {
@@ -306,7 +345,8 @@ pub fn copy_out_streamed(
     let (r, mut w) = (std::fs::File::from(r), std::fs::File::from(w));
     std::thread::scope(|scope| {
         let streamer = scope.spawn(move || copy(&mut w));
-        let extracted = extract_on_host(r, dest, keep_owners).map_err(|e| ContainerError::CopyTo {
+        let top = top_name(src);
+        let extracted = extract_on_host(r, dest, keep_owners, &top).map_err(|e| ContainerError::CopyTo {
             dest: dest.display().to_string(),
             source: Box::new(e),
         });
@@ -355,6 +395,7 @@ pub fn copy_out(
     let described = dest.describe();
     let (r, w) = pipe(Path::new(&described))?;
     let name = top_name(src);
+    let top = name.clone();
     let inside = src.to_path_buf();
     let child = move || {
         write_tar(&inside, &name, std::fs::File::from(w)).map_err(|source| StreamError::Archive {
@@ -372,7 +413,7 @@ pub fn copy_out(
                     .map_err(StreamError::Io)
             }
             CopyDest::Path(dest) => {
-                extract_on_host(stream, dest, keep_owners).map_err(StreamError::Extract)
+                extract_on_host(stream, dest, keep_owners, &top).map_err(StreamError::Extract)
             }
         }
     };

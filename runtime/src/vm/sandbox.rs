@@ -127,7 +127,7 @@ impl Sandbox for MicroVm {
         // guest's kernel.
         let running = serves_copies(state)?;
         let id = state.id.as_str();
-        crate::container::cp::copy_out_streamed(dest, keep_owners, |to: &mut dyn Write| {
+        crate::container::cp::copy_out_streamed(dest, keep_owners, src, |to: &mut dyn Write| {
             if running {
                 super::control::copy_out(id, src, to)
             } else {
