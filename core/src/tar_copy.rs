@@ -173,7 +173,14 @@ pub fn extract_on_host(
     keep_owners: bool,
     top: &Path,
 ) -> Result<(), ExtractError> {
-    extract_masked(input, dest, false, HOST_DROPPED_BITS, keep_owners, Some(top))
+    extract_masked(
+        input,
+        dest,
+        false,
+        HOST_DROPPED_BITS,
+        keep_owners,
+        Some(top),
+    )
 }
 
 /// [`extract`] with the mode bits in `mask` cleared from every entry (`as_is`: a `-`
@@ -288,7 +295,9 @@ fn openat2(dir: BorrowedFd, path: &Path, flags: OFlag) -> std::io::Result<OwnedF
     } else {
         path
     };
-    let how = OpenHow::new().flags(flags | OFlag::O_CLOEXEC).resolve(BENEATH);
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .resolve(BENEATH);
     loop {
         match nix::fcntl::openat2(dir.as_raw_fd(), path, how) {
             // SAFETY: openat2 returned a new descriptor that nothing else owns.
@@ -311,11 +320,8 @@ fn beneath_dir(root: BorrowedFd, path: &Path) -> std::io::Result<OwnedFd> {
     let mut dir = openat2(root, Path::new("."), flags)?;
     for part in path.components() {
         let name = part.as_os_str();
-        let made = nix::sys::stat::mkdirat(
-            Some(dir.as_raw_fd()),
-            name,
-            Mode::from_bits_truncate(0o755),
-        );
+        let made =
+            nix::sys::stat::mkdirat(Some(dir.as_raw_fd()), name, Mode::from_bits_truncate(0o755));
         match made {
             Ok(()) | Err(Errno::EEXIST) => {}
             Err(e) => return Err(e.into()),
@@ -549,31 +555,49 @@ mod tests {
         let mut file = tar::Header::new_gnu();
         file.set_mode(0o644);
         file.set_size(2);
-        b.append_data(&mut file, "dir/file.txt", &b"hi"[..]).unwrap();
+        b.append_data(&mut file, "dir/file.txt", &b"hi"[..])
+            .unwrap();
         b.into_inner().unwrap()
     }
 
     #[test]
-    fn a_directory_swapped_for_a_symlink_redirects_nothing() {
-        // What a workload racing `cp` leaves at the moment of the copy: the entry's
-        // directory is a symlink to a directory it must not touch.
+    fn a_directory_swapped_for_a_symlink_while_extracting_redirects_nothing() {
+        // What a workload racing `cp` does: the directory the copy writes into is swapped,
+        // over and over, with a symlink to a directory it must not touch.
         let top = tempfile::tempdir().unwrap();
         let dest = top.path().join("dest");
         let protected = top.path().join("bin");
-        std::fs::create_dir_all(&dest).unwrap();
+        std::fs::create_dir_all(dest.join("dir")).unwrap();
         std::fs::create_dir(&protected).unwrap();
         std::fs::set_permissions(&protected, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::os::unix::fs::symlink(&protected, dest.join("dir")).unwrap();
-        let err = extract(&stream_of_open_dir()[..], &dest, true, false).unwrap_err();
-        assert!(err.to_string().contains("symbolic link"), "{err}");
-        assert_eq!(mode(&protected), 0o755, "the link's target keeps its mode");
-        assert!(!protected.join("file.txt").exists(), "nothing lands through it");
-        // A relative link to a sibling, the same.
-        std::fs::remove_file(dest.join("dir")).unwrap();
-        std::os::unix::fs::symlink("../bin", dest.join("dir")).unwrap();
-        assert!(extract(&stream_of_open_dir()[..], &dest, true, false).is_err());
-        assert_eq!(mode(&protected), 0o755);
-        assert!(!protected.join("file.txt").exists());
+        std::os::unix::fs::symlink("../bin", dest.join("swap")).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let racer = {
+            let (stop, dest) = (stop.clone(), dest.clone());
+            std::thread::spawn(move || {
+                let (a, b) = (dest.join("dir"), dest.join("swap"));
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = nix::fcntl::renameat2(
+                        None,
+                        &a,
+                        None,
+                        &b,
+                        nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+                    );
+                }
+            })
+        };
+        let mut redirected = None;
+        for round in 0..4000 {
+            let _ = extract(&stream_of_open_dir()[..], &dest, true, false);
+            if mode(&protected) != 0o755 || protected.join("file.txt").exists() {
+                redirected = Some(round);
+                break;
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        racer.join().unwrap();
+        assert_eq!(redirected, None, "the copy was led into the link's target");
     }
 
     #[test]
@@ -654,9 +678,8 @@ mod tests {
             )
         );
         let empty = tar::Builder::new(Vec::new()).into_inner().unwrap();
-        let err =
-            extract_on_host(&empty[..], &dir.path().join("out"), false, Path::new("top"))
-                .unwrap_err();
+        let err = extract_on_host(&empty[..], &dir.path().join("out"), false, Path::new("top"))
+            .unwrap_err();
         assert!(matches!(err, ExtractError::Empty), "{err:?}");
         assert!(!dir.path().join("out").exists());
         let err = extract(&[0x41u8; 1024][..], dir.path(), true, false).unwrap_err();

@@ -346,10 +346,11 @@ pub fn copy_out_streamed(
     std::thread::scope(|scope| {
         let streamer = scope.spawn(move || copy(&mut w));
         let top = top_name(src);
-        let extracted = extract_on_host(r, dest, keep_owners, &top).map_err(|e| ContainerError::CopyTo {
-            dest: dest.display().to_string(),
-            source: Box::new(e),
-        });
+        let extracted =
+            extract_on_host(r, dest, keep_owners, &top).map_err(|e| ContainerError::CopyTo {
+                dest: dest.display().to_string(),
+                source: Box::new(e),
+            });
         let streamed = streamer
             .join()
             .unwrap_or_else(|_| Err(ContainerError::Vm("cp: the copy thread panicked".into())));
