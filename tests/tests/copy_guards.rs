@@ -84,3 +84,45 @@ fn the_workload_is_frozen_while_a_copy_works_in_its_root() {
     assert!(env.capsa(&["rm", "-f", "busy"]).status.success());
     env.assert_clean();
 }
+
+#[test]
+fn a_copy_into_a_user_namespace_container_acts_as_its_root_and_no_stronger() {
+    let env = TestEnv::new();
+    // A host directory bound in: root's, 0755, so the container's root (an unmapped user
+    // on the host) cannot write it.
+    let host_dir = env.root().join("host-dir");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    let volume = format!("{}:/data", host_dir.display());
+    let args = [
+        "-d",
+        "--name",
+        "un",
+        "--userns",
+        "auto",
+        "-v",
+        &volume,
+        "busybox",
+        "sh",
+        "-c",
+        "echo ready; sleep 600",
+    ];
+    let ran = env.run(&args);
+    assert!(ran.status.success(), "{}", text(&ran.stderr));
+    wait_ready(&env, "un");
+    let src = env.root().join("note.txt");
+    std::fs::write(&src, "copied").unwrap();
+    // Into the container's own files: works, and the file is its root's.
+    let out = env.capsa(&["cp", src.to_str().unwrap(), "un:/tmp/"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let owner = env.capsa(&["exec", "un", "stat", "-c", "%u:%g %s", "/tmp/note.txt"]);
+    assert_eq!(text(&owner.stdout).trim(), "0:0 6");
+    // Into the host directory the container may not write: refused, nothing written.
+    let out = env.capsa(&["cp", src.to_str().unwrap(), "un:/data/"]);
+    assert!(
+        !out.status.success(),
+        "the copy wrote where the container cannot"
+    );
+    assert!(!host_dir.join("note.txt").exists());
+    assert!(env.capsa(&["rm", "-f", "un"]).status.success());
+    env.assert_clean();
+}

@@ -104,6 +104,8 @@ enum EnterError {
     Setns(#[source] std::io::Error),
     #[error("nothing to enter")]
     Nothing,
+    #[error("become the user namespace's root: {0}")]
+    NamespaceRoot(#[source] nix::Error),
     #[error("unshare: {0}")]
     Unshare(#[source] nix::Error),
     #[error("make rslave: {0}")]
@@ -190,8 +192,16 @@ fn in_container<T, E: std::fmt::Display>(
         Some(_) => Some(Frozen::freeze(state).map_err(setup)?),
         None => None,
     };
+    // In a user namespace the copy works as the namespace's root, no stronger: a host
+    // root there would reach host files the container sees but may not change.
+    let user_ns = match (&pidfd, state.pid) {
+        (Some(_), Some(pid)) => in_own_user_namespace(pid)
+            .map_err(CopySideError::Pidfd)
+            .map_err(setup)?,
+        _ => false,
+    };
     let result = in_child(
-        || enter(pidfd.as_ref(), layers.as_ref()),
+        || enter(pidfd.as_ref(), user_ns, layers.as_ref()),
         child_work,
         parent_work,
     );
@@ -303,10 +313,30 @@ fn in_child<T, E: std::fmt::Display>(
     }
 }
 
-/// Makes the container's root this process's root.
-fn enter(pidfd: Option<&OwnedFd>, root: Option<&StoppedRoot>) -> Result<(), EnterError> {
+/// Whether process `pid` is in a user namespace other than this process's.
+fn in_own_user_namespace(pid: i32) -> std::io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let theirs = std::fs::metadata(format!("/proc/{pid}/ns/user"))?;
+    let ours = std::fs::metadata("/proc/self/ns/user")?;
+    Ok((theirs.dev(), theirs.ino()) != (ours.dev(), ours.ino()))
+}
+
+/// Makes the container's root this process's root; with `user_ns`, its user namespace
+/// this process's too, as that namespace's root.
+fn enter(
+    pidfd: Option<&OwnedFd>,
+    user_ns: bool,
+    root: Option<&StoppedRoot>,
+) -> Result<(), EnterError> {
     if let Some(fd) = pidfd {
-        return sys::setns_pidfd(fd, libc::CLONE_NEWNS as u64).map_err(EnterError::Setns);
+        let flags = libc::CLONE_NEWNS | if user_ns { libc::CLONE_NEWUSER } else { 0 };
+        sys::setns_pidfd(fd, flags as u64).map_err(EnterError::Setns)?;
+        if user_ns {
+            let zero = (nix::unistd::Gid::from_raw(0), nix::unistd::Uid::from_raw(0));
+            nix::unistd::setresgid(zero.0, zero.0, zero.0).map_err(EnterError::NamespaceRoot)?;
+            nix::unistd::setresuid(zero.1, zero.1, zero.1).map_err(EnterError::NamespaceRoot)?;
+        }
+        return Ok(());
     }
     let root = root.ok_or(EnterError::Nothing)?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(EnterError::Unshare)?;
