@@ -24,18 +24,58 @@ pub fn write_tar(src: &Path, name: &Path, out: impl Write) -> std::io::Result<()
     if meta.is_dir() {
         append_tree(&mut b, src, name)?;
     } else {
-        b.append_path_with_name(src, name)?;
+        append_leaf(&mut b, src, name)?;
     }
     b.into_inner()?.flush()
+}
+
+/// Appends the non-directory at `path` as `name`. A file is opened without following a
+/// link and without blocking, and its header made from that descriptor: a FIFO or device
+/// swapped in for it since it was listed is written as its header alone, never read (a
+/// FIFO would hold the copy forever), and a symlink swapped in is written as a link.
+fn append_leaf<W: Write>(b: &mut tar::Builder<W>, path: &Path, name: &Path) -> std::io::Result<()> {
+    let opened = nix::fcntl::open(
+        path,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    );
+    let fd = match opened {
+        // A symlink (O_NOFOLLOW refuses to open one): its entry is the link itself.
+        Err(Errno::ELOOP) => return b.append_path_with_name(path, name),
+        Err(e) => return Err(e.into()),
+        // SAFETY: open returned a new descriptor that nothing else owns.
+        Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
+    };
+    let file = std::fs::File::from(fd);
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return append_node_with(b, &meta, name);
+    }
+    let mut header = tar::Header::new_gnu();
+    header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(meta.len());
+    // Exactly the size the header announces, even if the file grows meanwhile.
+    b.append_data(&mut header, name, file.take(meta.len()))
 }
 
 /// Appends the device node or fifo at `path` as `name`: its header alone (the tar crate's
 /// own path for these does not take a name of ours).
 fn append_node<W: Write>(b: &mut tar::Builder<W>, path: &Path, name: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let meta = std::fs::symlink_metadata(path)?;
+    append_node_with(b, &meta, name)
+}
+
+/// Appends a node (device, FIFO; anything not a regular file or directory) of metadata
+/// `meta` as `name`: its header alone.
+fn append_node_with<W: Write>(
+    b: &mut tar::Builder<W>,
+    meta: &std::fs::Metadata,
+    name: &Path,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let mut header = tar::Header::new_gnu();
-    header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+    header.set_metadata_in_mode(meta, tar::HeaderMode::Complete);
     let kind = meta.file_type();
     header.set_entry_type(if kind.is_char_device() {
         tar::EntryType::Char
@@ -95,7 +135,7 @@ fn append_tree<W: Write>(b: &mut tar::Builder<W>, dir: &Path, name: &Path) -> st
         } else if kind.is_char_device() || kind.is_block_device() || kind.is_fifo() {
             append_node(b, &path, &inside)?;
         } else if !kind.is_socket() {
-            b.append_path_with_name(&path, &inside)?;
+            append_leaf(b, &path, &inside)?;
         }
     }
     Ok(())
@@ -598,6 +638,45 @@ mod tests {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         racer.join().unwrap();
         assert_eq!(redirected, None, "the copy was led into the link's target");
+    }
+
+    #[test]
+    fn a_fifo_swapped_in_for_a_file_being_copied_out_never_holds_the_copy() {
+        // What a workload racing `cp` out does: the file it lists is swapped, over and
+        // over, with a FIFO that nobody writes.
+        let top = tempfile::tempdir().unwrap();
+        let src = top.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        std::fs::write(src.join("f"), "data").unwrap();
+        nix::unistd::mkfifo(&top.path().join("fifo"), Mode::from_bits_truncate(0o600)).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let racer = {
+            let (stop, top) = (stop.clone(), top.path().to_path_buf());
+            std::thread::spawn(move || {
+                let (a, b) = (top.join("src/f"), top.join("fifo"));
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = nix::fcntl::renameat2(
+                        None,
+                        &a,
+                        None,
+                        &b,
+                        nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+                    );
+                }
+            })
+        };
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for _ in 0..3000 {
+                let _ = write_tar(&src, Path::new("src"), std::io::sink());
+            }
+            let _ = done.send(());
+        });
+        // Bounded: a copy held by the FIFO never ends (the thread is left behind).
+        let ended = finished.recv_timeout(std::time::Duration::from_secs(60));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        racer.join().unwrap();
+        assert!(ended.is_ok(), "a copy blocked on the FIFO");
     }
 
     #[test]

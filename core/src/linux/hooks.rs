@@ -7,7 +7,7 @@
 use oci_spec::runtime::Hook;
 use std::io::Write;
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// How long a hook without a timeout may run.
@@ -38,14 +38,22 @@ pub fn run(hook: &Hook, state: &[u8]) -> Result<(), String> {
     )
     .map_err(|e| format!("memfd_create: {e}"))?
     .into();
-    cmd.stdin(Stdio::piped())
+    // The state waits in memory too, not in a pipe: a hook that never reads a state
+    // larger than a pipe holds could not then block the runtime before its timeout.
+    let mut input: std::fs::File = nix::sys::memfd::memfd_create(
+        c"capsa-hook-state",
+        nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
+    )
+    .map_err(|e| format!("memfd_create: {e}"))?
+    .into();
+    input
+        .write_all(state)
+        .and_then(|()| std::io::Seek::rewind(&mut input))
+        .map_err(|e| format!("the hook's state: {e}"))?;
+    cmd.stdin(input)
         .stdout(output.try_clone().map_err(|e| e.to_string())?)
         .stderr(output.try_clone().map_err(|e| e.to_string())?);
     let mut child = cmd.spawn().map_err(|e| e.to_string())?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A hook that does not read its state closes the pipe: not an error.
-        let _ = stdin.write_all(state);
-    }
     let timeout = hook
         .timeout()
         .filter(|t| *t > 0)
@@ -90,4 +98,42 @@ fn tail_of(mut file: std::fs::File) -> String {
         .find(|i| text.is_char_boundary(*i))
         .unwrap_or(0);
     format!(": {}", &text[start..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::HookBuilder;
+
+    #[test]
+    fn a_hook_that_never_reads_a_large_state_is_still_held_to_its_timeout() {
+        // A state larger than a pipe holds, and a hook that ignores it.
+        let hook = HookBuilder::default()
+            .path("/bin/sh")
+            .args(["sh", "-c", "exec sleep 600"].map(String::from))
+            .timeout(1)
+            .build()
+            .unwrap();
+        let state = vec![b' '; 1 << 20];
+        let (done, ran) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(run(&hook, &state));
+        });
+        // Bounded: before, the runtime blocked writing the state, never reaching the timeout.
+        let result = ran
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the runtime was held by a hook that does not read its state");
+        let err = result.unwrap_err();
+        assert!(err.contains("timed out"), "{err}");
+    }
+
+    #[test]
+    fn a_hook_reads_the_whole_state_on_its_stdin() {
+        let hook = HookBuilder::default()
+            .path("/bin/sh")
+            .args(["sh", "-c", "test \"$(wc -c)\" -eq 100000"].map(String::from))
+            .build()
+            .unwrap();
+        run(&hook, &vec![b'x'; 100_000]).unwrap();
+    }
 }
