@@ -87,6 +87,12 @@ pub enum Request {
     Create(Box<CreateRequest>),
     /// Release the created workload.
     Start,
+    /// Release container `id` of a pod's VM (created with a `root_dir`).
+    StartContainer { id: String },
+    /// A pod container's root: a copy process extracts the tar stream sent to it as
+    /// `Input` (ended by `CloseInput`) into `dir` under the pod's disk (a name, not a
+    /// path: [`POD_ROOTS`]), keeping the entries' owners; its `Exited` says it is whole.
+    Unpack { process: String, dir: String },
     /// Mount the container's root (layers over the writable layer, the latter checked first)
     /// without creating its workload: what `cp` with a stopped VM copies from and to.
     MountRoot(Box<CreateRequest>),
@@ -221,7 +227,14 @@ pub struct CreateRequest {
     /// `-v` volumes: disks the agent mounts where the spec's bind mounts take them from.
     #[serde(default)]
     pub volumes: Vec<GuestVolume>,
+    /// A pod container's root: the directory of that name under [`POD_ROOTS`], filled by
+    /// `Unpack` (then `layers` and `upper` are not used, and the VM may hold several).
+    #[serde(default)]
+    pub root_dir: Option<String>,
 }
+
+/// Where in the guest the pod's disk (serial `pod`) holds its containers' roots.
+pub const POD_ROOTS: &str = "/run/capsa/pod";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GuestVolume {
@@ -241,6 +254,9 @@ pub struct GuestVolume {
 pub struct ExecRequest {
     /// The name events of this process carry.
     pub process: String,
+    /// The container it joins in a pod's VM (empty: the VM's first).
+    #[serde(default)]
+    pub container: String,
     /// Args, env, cwd: the container's process with `exec`'s changes.
     pub spec_process: oci_spec::runtime::Process,
     /// `-u`, or the image's user.

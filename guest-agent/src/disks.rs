@@ -98,6 +98,13 @@ pub fn mount_layers(
     Ok((lower, up, work))
 }
 
+/// Mounts the pod's disk (ext4, serial `pod`: its containers' roots) at `target`,
+/// checked first like every writable disk.
+pub fn mount_pod_disk(target: &Path) -> std::io::Result<()> {
+    check_ext4(&by_serial("pod")?)?;
+    mount_disk("pod", target, "ext4", MsFlags::MS_NODEV, None)
+}
+
 /// Mounts the `-v` volumes' disks where the spec's bind mounts expect them. An ext4 disk
 /// the host attached writable is checked first (a volume outlives the VMs that wrote it,
 /// some killed mid-write); one attached read-only (`:ro`) is mounted read-only.

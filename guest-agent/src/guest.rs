@@ -141,6 +141,10 @@ pub fn configure_eth0(net: &capsa_core::protocol::GuestNetwork) -> std::io::Resu
     disable_ipv6("eth0")?;
     nl.add_address(eth0, net.address, net.prefix)?;
     nl.set_up(eth0, net.mac)?;
+    // 0.0.0.0: a network without a way out (a pod whose CNI set no default route).
+    if net.gateway.is_unspecified() {
+        return Ok(());
+    }
     nl.add_default_route(net.gateway)
 }
 

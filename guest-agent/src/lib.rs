@@ -4,6 +4,7 @@
 //! - [`disks`]: the image's layers and the writable layer, found by block-device serial;
 //! - [`workload`]: the container, created and run through capsa's isolation core
 //!   (namespaces, capabilities, seccomp, cgroup v2) exactly as on a host;
+//! - [`pod`]: a pod's VM: its containers' roots, each a directory on the pod's disk;
 //! - [`restore`]: after a VM template's restore: the RNG reseeded, the disks probed again;
 //! - [`server`]: the protocol loop (requests, output, exits, reaping).
 //!
@@ -13,6 +14,7 @@ pub mod channel;
 pub mod copy;
 pub mod disks;
 pub mod guest;
+pub mod pod;
 pub mod restore;
 pub mod server;
 pub mod top;

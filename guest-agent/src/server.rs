@@ -78,7 +78,9 @@ impl Proc {
 
 struct Agent {
     chan: File,
-    workload: Option<Workload>,
+    /// The VM's containers: one, or a pod's (its sandbox first, each with a root of its
+    /// own unpacked on the pod's disk).
+    workloads: Vec<Workload>,
     /// The container's root mounted without a workload (`MountRoot`, for `cp`).
     root: Option<std::path::PathBuf>,
     /// The overlay's upper directory of that root (`CopyOutLayer` with no workload).
@@ -129,7 +131,7 @@ pub fn run() -> Result<(), ServeError> {
         .map_err(ServeError::Signals)?;
     let mut agent = Agent {
         chan,
-        workload: None,
+        workloads: Vec::new(),
         root: None,
         root_upper: None,
         procs: Vec::new(),
@@ -241,24 +243,36 @@ impl Agent {
 
     /// The stdin of `process`: an exec'd process's, else the workload's.
     fn stdin_of(&mut self, process: &str) -> Result<&mut Option<File>, workload::Failure> {
-        let init = self.workload.as_ref().is_some_and(|w| w.id == process);
-        if !init {
-            return match self.procs.iter_mut().find(|p| p.name == process) {
-                Some(p) => Ok(&mut p.stdin),
-                None => Err((ErrorKind::NotFound, format!("no process {process}"))),
-            };
+        if let Some(w) = self.workloads.iter_mut().find(|w| w.id == process) {
+            return Ok(&mut w.stdin);
         }
-        let w = self
-            .workload
-            .as_mut()
-            .ok_or((ErrorKind::NotFound, "no workload".to_string()))?;
-        Ok(&mut w.stdin)
+        match self.procs.iter_mut().find(|p| p.name == process) {
+            Some(p) => Ok(&mut p.stdin),
+            None => Err((ErrorKind::NotFound, format!("no process {process}"))),
+        }
     }
 
+    /// The VM's first container (the only one outside a pod).
     fn workload(&self) -> Result<&Workload, workload::Failure> {
-        self.workload
-            .as_ref()
+        self.workloads
+            .first()
             .ok_or((ErrorKind::NotFound, "no workload in this VM".to_string()))
+    }
+
+    /// Container `id` of this VM; an empty `id` names the first.
+    fn workload_named(&self, id: &str) -> Result<&Workload, workload::Failure> {
+        if id.is_empty() {
+            return self.workload();
+        }
+        self.workloads
+            .iter()
+            .find(|w| w.id == id)
+            .ok_or_else(|| (ErrorKind::NotFound, format!("no container {id} in this VM")))
+    }
+
+    /// Whether this VM holds a container or a root mounted for `cp`.
+    fn occupied(&self) -> bool {
+        !self.workloads.is_empty() || self.root.is_some()
     }
 
     fn dispatch(&mut self, req: Request) -> Result<Response, workload::Failure> {
@@ -268,7 +282,7 @@ impl Agent {
                 kernel: guest::kernel_release(),
             }),
             Request::Restored { entropy } => {
-                if self.workload.is_some() || self.root.is_some() {
+                if self.occupied() {
                     return Err((
                         ErrorKind::BadRequest,
                         "restored after the container's disks were mounted".into(),
@@ -279,7 +293,7 @@ impl Agent {
                 Ok(Response::Ok)
             }
             Request::MountRoot(c) => {
-                if self.workload.is_some() || self.root.is_some() {
+                if self.occupied() {
                     return Err((
                         ErrorKind::BadRequest,
                         "this VM's root is mounted already".into(),
@@ -291,12 +305,24 @@ impl Agent {
                 Ok(Response::Ok)
             }
             Request::Create(c) => {
-                if self.workload.is_some() || self.root.is_some() {
+                // A pod's containers each have a root directory of their own; a VM of one
+                // container takes no other.
+                let joins_pod = c.root_dir.is_some()
+                    && self.workloads.iter().all(|w| w.in_pod)
+                    && self.root.is_none();
+                if self.occupied() && !joins_pod {
                     return Err((
                         ErrorKind::BadRequest,
                         "a workload already exists in this VM".into(),
                     ));
                 }
+                if self.workloads.iter().any(|w| w.id == c.id) {
+                    return Err((
+                        ErrorKind::BadRequest,
+                        format!("container {} exists in this VM", c.id),
+                    ));
+                }
+                self.unused_name(&c.id)?;
                 let mut w = workload::create(*c)?;
                 self.procs.push(Proc {
                     name: w.id.clone(),
@@ -308,23 +334,20 @@ impl Agent {
                     exited: None,
                     reported: false,
                 });
-                self.workload = Some(w);
+                self.workloads.push(w);
                 Ok(Response::Ok)
             }
-            Request::Start => {
-                let w = self
-                    .workload
-                    .as_mut()
-                    .ok_or((ErrorKind::BadRequest, "start before create".to_string()))?;
-                if let Some((code, msg)) = w.start()? {
-                    let name = w.id.clone();
-                    self.failed_to_exec(&name, code, &msg);
-                }
-                Ok(Response::Ok)
+            Request::Start => self.start(""),
+            Request::StartContainer { id } => self.start(&id),
+            Request::Unpack { process, dir } => {
+                let dir = crate::pod::unpack_dir(&dir)?;
+                self.start_copy_at(process, &dir, |root| {
+                    crate::copy::copy_in(root, "/", true, true)
+                })
             }
             Request::Exec(e) => {
                 self.unused_name(&e.process)?;
-                match self.workload()?.exec(&e)? {
+                match self.workload_named(&e.container)?.exec(&e)? {
                     Ok(p) => self.procs.push(Proc {
                         name: e.process.clone(),
                         pid: p.pid,
@@ -396,7 +419,7 @@ impl Agent {
                 crate::copy::copy_in(root, &path, as_is, keep_owners)
             }),
             Request::CopyOutLayer { process, skipped } => {
-                let upper = match (&self.workload, &self.root_upper) {
+                let upper = match (self.workloads.first(), &self.root_upper) {
                     (Some(w), _) => w.upper.clone(),
                     (None, Some(upper)) => upper.clone(),
                     (None, None) => {
@@ -410,8 +433,7 @@ impl Agent {
                 rows,
                 cols,
             } => {
-                let w = self.workload()?;
-                let tty = if w.id == process {
+                let tty = if let Some(w) = self.workloads.iter().find(|w| w.id == process) {
                     w.tty.as_ref()
                 } else {
                     self.procs
@@ -437,7 +459,7 @@ impl Agent {
                 Ok(Response::Ok)
             }
             Request::Shutdown => {
-                if let Some(w) = &self.workload {
+                for w in &self.workloads {
                     let _ = w.cgroup.destroy();
                 }
                 Ok(Response::Ok)
@@ -447,6 +469,21 @@ impl Agent {
                 "attach is served by the VM's monitor, not the agent".into(),
             )),
         }
+    }
+
+    /// Releases container `id`'s init (an empty `id`: the first container's). An execve
+    /// failure is its exit, with the message on its stderr.
+    fn start(&mut self, id: &str) -> Result<Response, workload::Failure> {
+        let w = match id {
+            "" => self.workloads.first_mut(),
+            id => self.workloads.iter_mut().find(|w| w.id == id),
+        }
+        .ok_or((ErrorKind::BadRequest, "start before create".to_string()))?;
+        if let Some((code, msg)) = w.start()? {
+            let name = w.id.clone();
+            self.failed_to_exec(&name, code, &msg);
+        }
+        Ok(Response::Ok)
     }
 
     /// A process name the host has not used yet in this VM.
@@ -468,7 +505,7 @@ impl Agent {
         ) -> Result<crate::copy::CopyProcess, crate::copy::CopyError>,
     ) -> Result<Response, workload::Failure> {
         self.unused_name(&name)?;
-        let root = match (&self.workload, &self.root) {
+        let root = match (self.workloads.first(), &self.root) {
             (Some(w), _) => crate::copy::Root::Workload(w.pid),
             (None, Some(dir)) => crate::copy::Root::Mounted(dir),
             (None, None) => return Err((ErrorKind::NotFound, "no workload in this VM".into())),
@@ -490,6 +527,28 @@ impl Agent {
         if in_workload {
             self.copies_in_root.push(name.clone());
         }
+        self.follow_copy(name, copy);
+        Ok(Response::Ok)
+    }
+
+    /// Starts a copy process in directory `dir` (a pod container's root being unpacked),
+    /// followed as [`Agent::start_copy`]'s.
+    fn start_copy_at(
+        &mut self,
+        name: String,
+        dir: &std::path::Path,
+        start: impl FnOnce(
+            crate::copy::Root,
+        ) -> Result<crate::copy::CopyProcess, crate::copy::CopyError>,
+    ) -> Result<Response, workload::Failure> {
+        self.unused_name(&name)?;
+        let copy = start(crate::copy::Root::Mounted(dir))
+            .map_err(|e| (ErrorKind::Internal, e.to_string()))?;
+        self.follow_copy(name, copy);
+        Ok(Response::Ok)
+    }
+
+    fn follow_copy(&mut self, name: String, copy: crate::copy::CopyProcess) {
         self.procs.push(Proc {
             name,
             pid: copy.pid,
@@ -500,7 +559,6 @@ impl Agent {
             exited: None,
             reported: false,
         });
-        Ok(Response::Ok)
     }
 
     /// Takes `ended` (a copy process that exited, if it was one in the workload's root) off
@@ -510,7 +568,7 @@ impl Agent {
             self.copies_in_root.retain(|c| c != name);
         }
         if self.copies_in_root.is_empty() && !self.paused {
-            if let Some(w) = &self.workload {
+            if let Some(w) = self.workloads.first() {
                 let _ = w.cgroup.set_frozen(false);
             }
         }
@@ -550,7 +608,7 @@ impl Agent {
             guest_memory_available: field("MemAvailable:"),
             ..Default::default()
         };
-        if let Some(w) = &self.workload {
+        if let Some(w) = self.workloads.first() {
             let c = w.cgroup.stats();
             s.cpu_ns = c.cpu_ns;
             s.cpu_user_ns = c.cpu_user_ns;
@@ -605,9 +663,9 @@ impl Agent {
                 Ok(_) => continue,
             };
             let oom = self
-                .workload
-                .as_ref()
-                .is_some_and(|w| w.pid == pid && w.cgroup.oom_killed());
+                .workloads
+                .iter()
+                .any(|w| w.pid == pid && w.cgroup.oom_killed());
             let mut ended = None;
             if let Some(p) = self
                 .procs
@@ -684,7 +742,7 @@ mod tests {
         let (ours, host) = UnixStream::pair().unwrap();
         let agent = Agent {
             chan: File::from(std::os::fd::OwnedFd::from(ours)),
-            workload: None,
+            workloads: Vec::new(),
             root: None,
             root_upper: None,
             procs: Vec::new(),

@@ -39,6 +39,8 @@ pub struct Workload {
     /// Whether the init has passed its execve: until then it is a copy of the agent, which
     /// no exec'd process may see.
     started: bool,
+    /// A pod's container (its root a directory on the pod's disk).
+    pub in_pod: bool,
 }
 
 /// The workload's stdio: three pipes, or with `-t` a pty the init opens on the container's
@@ -131,17 +133,42 @@ pub struct ExecProcess {
 /// Mounts the disks, writes the files, makes the cgroup and clones the init (waiting at its
 /// start gate).
 pub fn create(mut req: CreateRequest) -> Result<Workload, Failure> {
-    let dir = PathBuf::from("/run/capsa").join(&req.id);
-    std::fs::create_dir_all(&dir).map_err(fail(ErrorKind::Internal))?;
-    let (lower, upper, work) =
-        disks::mount_layers(&dir, &req.layers, &req.upper).map_err(fail(ErrorKind::Storage))?;
+    let in_pod = req.root_dir.is_some();
+    let (dir, rootfs, layers) = match req.root_dir.clone() {
+        // A pod's container: its root unpacked on the pod's disk, bound onto itself by the
+        // init as capsa-runc's roots are.
+        Some(name) => {
+            let folder = crate::pod::folder(&name)?;
+            let rootfs = folder.join("rootfs");
+            if !rootfs.is_dir() {
+                return Err((
+                    ErrorKind::BadRequest,
+                    format!("pod container {name} has no root: unpack it first"),
+                ));
+            }
+            (folder, rootfs, None)
+        }
+        None => {
+            let dir = PathBuf::from("/run/capsa").join(&req.id);
+            std::fs::create_dir_all(&dir).map_err(fail(ErrorKind::Internal))?;
+            let (lower, upper, work) = disks::mount_layers(&dir, &req.layers, &req.upper)
+                .map_err(fail(ErrorKind::Storage))?;
+            let rootfs = dir.join("rootfs");
+            std::fs::create_dir_all(&rootfs).map_err(fail(ErrorKind::Internal))?;
+            let layers = OverlayLayers {
+                lower,
+                upper,
+                work,
+                attach_dir: dir.join("attach"),
+            };
+            (dir, rootfs, Some(layers))
+        }
+    };
     disks::mount_volumes(&req.volumes).map_err(fail(ErrorKind::Storage))?;
     place_files(&dir, &mut req).map_err(fail(ErrorKind::Internal))?;
     if let Some(net) = &req.network {
         guest::configure_eth0(net).map_err(|e| (ErrorKind::Internal, format!("network: {e}")))?;
     }
-    let rootfs = dir.join("rootfs");
-    std::fs::create_dir_all(&rootfs).map_err(fail(ErrorKind::Internal))?;
     let mut spec = req.spec;
     if let Some(root) = spec.root().clone() {
         let mut root = root;
@@ -160,12 +187,11 @@ pub fn create(mut req: CreateRequest) -> Result<Workload, Failure> {
     exec_fifo::create(&fifo).map_err(fail(ErrorKind::Internal))?;
     let terminal = spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
     let streams = Streams::new(terminal).map_err(fail(ErrorKind::Internal))?;
-    let layers = OverlayLayers {
-        lower,
-        upper: upper.clone(),
-        work,
-        attach_dir: dir.join("attach"),
-    };
+    // `commit` takes the overlay's upper directory; a pod container's is its whole root.
+    let upper = layers
+        .as_ref()
+        .map(|l| l.upper.clone())
+        .unwrap_or_else(|| rootfs.clone());
     let init_program = if process::init::wants_init(&spec) {
         Some(guest::init_program().map_err(|e| (ErrorKind::Isolation, format!("--init: {e}")))?)
     } else {
@@ -173,7 +199,7 @@ pub fn create(mut req: CreateRequest) -> Result<Workload, Failure> {
     };
     let cfg = InitConfig {
         spec: &spec,
-        layers: Some(&layers),
+        layers: layers.as_ref(),
         exec_fifo: &fifo,
         stdio: streams.child_stdio(),
         seccomp,
@@ -200,6 +226,7 @@ pub fn create(mut req: CreateRequest) -> Result<Workload, Failure> {
         exec_fifo: fifo,
         spec,
         started: false,
+        in_pod,
     })
 }
 

@@ -24,11 +24,11 @@ struct Traces {
 }
 
 /// The sandbox's PID and network namespace path, from PodSandboxStatus's verbose info.
-fn pod_traces(ctd: &CriContainerd, pod: &str) -> Traces {
+fn pod_traces(ctd: &CriContainerd, pod: &str, handler: &str) -> Traces {
     let status = ctd.pod_status(pod);
     let info: serde_json::Value =
         serde_json::from_str(status.info.get("info").expect("verbose info")).unwrap();
-    assert_eq!(info["runtimeHandler"], "capsa", "{info}");
+    assert_eq!(info["runtimeHandler"], handler, "{info}");
     let netns = info["runtimeSpec"]["linux"]["namespaces"]
         .as_array()
         .unwrap()
@@ -151,9 +151,9 @@ fn veths(env: &TestEnv) -> Vec<String> {
         .collect()
 }
 
-/// The records capsa-runc keeps for the shim (its `--root`).
-fn runtime_records(ctd: &CriContainerd) -> Vec<String> {
-    std::fs::read_dir(ctd.runtime_root("capsa").join("k8s.io"))
+/// The records capsa-runc keeps for the shim of `handler` (its `--root`).
+fn runtime_records(ctd: &CriContainerd, handler: &str) -> Vec<String> {
+    std::fs::read_dir(ctd.runtime_root(handler).join("k8s.io"))
         .map(|d| {
             d.flatten()
                 .map(|e| e.file_name().to_string_lossy().to_string())
@@ -177,6 +177,17 @@ fn runtime_status(ctd: &CriContainerd, id: &str) -> String {
 
 /// After StopPodSandbox and RemovePodSandbox: nothing of the pod is left anywhere.
 fn assert_nothing_left(env: &TestEnv, ctd: &CriContainerd, traces: &Traces, daemon_pid: u32) {
+    assert_nothing_left_by(env, ctd, traces, daemon_pid, "capsa")
+}
+
+/// [`assert_nothing_left`] for the pods of `handler`.
+fn assert_nothing_left_by(
+    env: &TestEnv,
+    ctd: &CriContainerd,
+    traces: &Traces,
+    daemon_pid: u32,
+    handler: &str,
+) {
     assert!(ctd.pods().is_empty(), "pods left: {:?}", ctd.pods());
     assert!(
         ctd.containers().is_empty(),
@@ -191,9 +202,9 @@ fn assert_nothing_left(env: &TestEnv, ctd: &CriContainerd, traces: &Traces, daem
         assert!(!alive(*pid), "process {pid} of the pod is alive");
     }
     assert!(
-        runtime_records(ctd).is_empty(),
+        runtime_records(ctd, handler).is_empty(),
         "capsa-runc records left: {:?}",
-        runtime_records(ctd)
+        runtime_records(ctd, handler)
     );
     let netns = traces.netns.to_string_lossy().to_string();
     let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
@@ -238,7 +249,7 @@ fn a_pod_runs_through_cri_with_the_capsa_handler_and_leaves_nothing() {
     let pod = ctd
         .run_pod(&config, "capsa")
         .expect("RunPodSandbox with handler capsa");
-    let mut traces = pod_traces(&ctd, &pod);
+    let mut traces = pod_traces(&ctd, &pod, "capsa");
     let status = ctd.pod_status(&pod).status.unwrap();
     assert_eq!(status.state(), PodSandboxState::SandboxReady);
     let pod_ip = status.network.expect("the pod's network").ip;
@@ -431,7 +442,7 @@ fn two_containers_of_a_pod_share_its_network_namespace() {
     let pod = ctd
         .run_pod(&config, "capsa")
         .expect("RunPodSandbox with handler capsa");
-    let mut traces = pod_traces(&ctd, &pod);
+    let mut traces = pod_traces(&ctd, &pod, "capsa");
     let image = images.busybox();
     ctd.pull(&image, &config);
 
@@ -564,7 +575,7 @@ fn a_restricted_pod_sharing_its_process_namespace() {
     let pod = ctd
         .run_pod(&config, "capsa")
         .expect("RunPodSandbox with handler capsa");
-    let mut traces = pod_traces(&ctd, &pod);
+    let mut traces = pod_traces(&ctd, &pod, "capsa");
     let image = images.busybox();
     ctd.pull(&image, &config);
     let app = ctd.create_container_with(
@@ -641,4 +652,128 @@ fn a_restricted_pod_sharing_its_process_namespace() {
     ctd.stop_pod(&pod).expect("StopPodSandbox");
     ctd.remove_pod(&pod).expect("RemovePodSandbox");
     assert_nothing_left(&env, &ctd, &traces, daemon_pid);
+}
+
+/// The host's kernel release, which a container in a VM does not share.
+fn host_kernel() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn a_pod_is_one_vm_with_the_capsa_vm_handler_and_leaves_nothing() {
+    let env = TestEnv::new();
+    let images = Images::push(&env);
+    let ctd = CriContainerd::start(&env, &images);
+    let daemon_pid = ctd.daemon_pid();
+    let config = ctd.pod_config("vmpod");
+    let pod = ctd
+        .run_pod(&config, "capsa-vm")
+        .expect("RunPodSandbox with handler capsa-vm");
+    let mut traces = pod_traces(&ctd, &pod, "capsa-vm");
+    let status = ctd.pod_status(&pod).status.unwrap();
+    assert_eq!(status.state(), PodSandboxState::SandboxReady);
+    let pod_ip = status.network.expect("the pod's network").ip;
+    let image = images.busybox();
+    ctd.pull(&image, &config);
+
+    // Two containers in the pod's one guest: their kernel is the guest's, they share its
+    // network (the pod's address on eth0, one loopback), each has its own root.
+    let main = ctd.create_container(
+        &pod,
+        &config,
+        "main",
+        &image,
+        &[
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 7' TERM; echo kernel=$(uname -r); \
+             ip -o -4 addr show eth0; echo mine > /only-main; \
+             (echo pong | nc -l -p 7000 &); echo started; sleep 1000 & wait",
+        ],
+    );
+    ctd.start_container(&main);
+    eventually("main's first lines in its CRI log", BOUND, || {
+        logged(&ctd, &config, "main", "stdout", "started")
+    });
+    traces.pids.push(container_pid(&ctd, &main));
+    let peer = ctd.create_container(
+        &pod,
+        &config,
+        "peer",
+        &image,
+        &[
+            "sh",
+            "-c",
+            "i=0; until echo ping | nc 127.0.0.1 7000; do i=$((i+1)); [ $i -lt 600 ] || exit 9; sleep 0.1; done; \
+             echo kernel=$(uname -r); test -e /only-main && echo shared-root; exit 0",
+        ],
+    );
+    ctd.start_container(&peer);
+    eventually("peer exits", BOUND, || {
+        ctd.container_state(&peer).0 == ContainerState::ContainerExited
+    });
+    assert_eq!(
+        ctd.container_state(&peer).1,
+        0,
+        "peer: {:?}",
+        log_lines(&ctd, &config, "peer")
+    );
+    let has_line = |name: &str, part: &str| {
+        log_lines(&ctd, &config, name)
+            .iter()
+            .any(|(_, _, m)| m.contains(part))
+    };
+    eventually("peer's kernel line", BOUND, || has_line("peer", "kernel="));
+    let kernel = |name: &str| -> Vec<String> {
+        log_lines(&ctd, &config, name)
+            .into_iter()
+            .filter(|(_, _, m)| m.starts_with("kernel="))
+            .map(|(_, _, m)| m)
+            .collect()
+    };
+    assert_eq!(kernel("main"), kernel("peer"), "one guest kernel");
+    assert_ne!(
+        kernel("main"),
+        vec![format!("kernel={}", host_kernel())],
+        "the guest's, not the host's"
+    );
+    assert!(
+        has_line("main", &format!("inet {pod_ip}/")),
+        "the pod's address is the guest's: {:?}",
+        log_lines(&ctd, &config, "main")
+    );
+    assert!(
+        !has_line("peer", "shared-root"),
+        "each container has its own root"
+    );
+
+    // ExecSync in the guest: both streams and the status.
+    let (out, err, code) = ctd.exec_sync(&main, &["sh", "-c", "echo out; echo err >&2; exit 3"]);
+    assert_eq!((out.as_str(), err.as_str(), code), ("out\n", "err\n", 3));
+    let (out, _, _) = ctd.exec_sync(&main, &["cat", "/only-main"]);
+    assert_eq!(out, "mine\n");
+
+    // A container killed (StopContainer with no grace: SIGKILL in the guest): exited, 137;
+    // the pod's other container runs on.
+    let victim = ctd.create_container(&pod, &config, "victim", &image, &["sleep", "1000"]);
+    ctd.start_container(&victim);
+    traces.pids.push(container_pid(&ctd, &victim));
+    ctd.stop_container(&victim, 0);
+    assert_eq!(ctd.container_state(&victim).1, 137);
+    assert_eq!(
+        ctd.container_state(&main).0,
+        ContainerState::ContainerRunning
+    );
+    // StopContainer: TERM, the workload's own exit status.
+    ctd.stop_container(&main, 30);
+    let (state, exit_code, _) = ctd.container_state(&main);
+    assert_eq!((state, exit_code), (ContainerState::ContainerExited, 7));
+    assert!(logged(&ctd, &config, "main", "stdout", "got-term"));
+
+    ctd.stop_pod(&pod).expect("StopPodSandbox");
+    ctd.remove_pod(&pod).expect("RemovePodSandbox");
+    assert_nothing_left_by(&env, &ctd, &traces, daemon_pid, "capsa-vm");
 }

@@ -1767,3 +1767,105 @@ fn podman_runs_a_container_with_capsa_runc() {
     }
     rt.assert_clean();
 }
+
+#[test]
+fn ctr_runs_a_container_in_a_vm_through_capsa_vm() {
+    let env = TestEnv::new();
+    let rt = Runtime::new();
+    let vm_runtime = rt.dir.path().join("capsa-vm");
+    std::os::unix::fs::symlink(capsa_bin(), &vm_runtime).unwrap();
+    let ns = rt.cgroup_parent.trim_start_matches('/').to_string();
+    let ctd = Containerd::start(&ns);
+    let archive = saved_busybox(&env, ctd.dir.path());
+    let image = "docker.io/library/busybox:latest";
+    let imported = ctd.ctr(&["-n", &ns, "images", "import", archive.to_str().unwrap()]);
+    assert_eq!(imported.code(), 0, "import: {}", imported.stderr);
+    let runc_root = rt.dir.path().join("ctr-vm");
+    let flags = [
+        "--runc-binary",
+        vm_runtime.to_str().unwrap(),
+        "--runc-root",
+        runc_root.to_str().unwrap(),
+    ];
+    // A container no sandbox claims is a pod of its own: one VM, its kernel the guest's,
+    // no network device (ctr gave it a namespace with no interface), its status its own.
+    let mut run = vec!["-n", &ns, "run", "--rm"];
+    run.extend(flags);
+    run.extend([
+        image,
+        "invm",
+        "sh",
+        "-c",
+        "echo kernel=$(uname -r); ls /sys/class/net; exit 5",
+    ]);
+    let ran = ctd.ctr(&run);
+    assert_eq!(
+        ran.code(),
+        5,
+        "ctr run's status is the workload's: {}",
+        ran.stderr
+    );
+    let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert!(ran.stdout.starts_with("kernel="), "{}", ran.stdout);
+    assert!(
+        !ran.stdout.contains(&format!("kernel={}", host.trim())),
+        "the guest's kernel: {}",
+        ran.stdout
+    );
+    assert!(ran.stdout.contains("\nlo\n"), "{}", ran.stdout);
+    assert!(
+        !ran.stdout.contains("eth0"),
+        "no network device: {}",
+        ran.stdout
+    );
+
+    // Detached, exec, kill: the exec's status and the container's.
+    let mut detached = vec!["-n", &ns, "run", "-d"];
+    detached.extend(flags);
+    detached.extend([image, "bg", "sh", "-c", WAITS_FOR_TERM]);
+    let ran = ctd.ctr(&detached);
+    assert_eq!(ran.code(), 0, "ctr run -d: {}", ran.stderr);
+    let exec = ctd.ctr(&[
+        "-n",
+        &ns,
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        "bg",
+        "sh",
+        "-c",
+        "echo in; exit 3",
+    ]);
+    assert_eq!(
+        (exec.code(), exec.stdout.as_str()),
+        (3, "in\n"),
+        "{}",
+        exec.stderr
+    );
+    let killed = ctd.ctr(&["-n", &ns, "task", "kill", "-s", "TERM", "bg"]);
+    assert_eq!(killed.code(), 0, "kill: {}", killed.stderr);
+    eventually("bg stops", BOUND, || {
+        ctd.ctr(&["-n", &ns, "task", "ls"])
+            .stdout
+            .contains("STOPPED")
+    });
+    assert_eq!(ctd.ctr(&["-n", &ns, "task", "rm", "bg"]).code(), 0);
+    assert_eq!(ctd.ctr(&["-n", &ns, "containers", "rm", "bg"]).code(), 0);
+    let records = std::fs::read_dir(runc_root.join(&ns))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(records, 0, "no record left");
+    let engines = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|c| String::from_utf8_lossy(c).contains(&*runc_root.to_string_lossy()))
+        .count();
+    assert_eq!(engines, 0, "no keeper or engine left");
+    rt.assert_clean();
+}

@@ -174,13 +174,20 @@ struct ExecArgs {
     command: Vec<String>,
 }
 
-/// Whether this process was started as `capsa-runc`.
-pub fn invoked_as_runtime() -> bool {
+/// The second name: the same runtime, whose containers run in microVMs (a pod per VM).
+pub const VM_ARGV0: &str = "capsa-vm";
+
+/// argv[0]'s file name.
+fn invoked_name() -> Option<std::ffi::OsString> {
     std::env::args_os()
         .next()
         .map(PathBuf::from)
-        .and_then(|p| p.file_name().map(|n| n == ARGV0))
-        .unwrap_or(false)
+        .and_then(|p| p.file_name().map(|n| n.to_os_string()))
+}
+
+/// Whether this process was started as `capsa-runc` or `capsa-vm`.
+pub fn invoked_as_runtime() -> bool {
+    invoked_name().is_some_and(|n| n == ARGV0 || n == VM_ARGV0)
 }
 
 /// The runtime's entry point; returns the exit status.
@@ -359,6 +366,7 @@ fn create_options(a: &CreateArgs) -> CreateOptions {
         pid_file: a.pid_file.clone(),
         console_socket: a.console_socket.clone(),
         preserve_fds: a.preserve_fds,
+        vm: invoked_name().is_some_and(|n| n == VM_ARGV0),
     }
 }
 

@@ -55,7 +55,10 @@ pub fn check_supported(spec: &Spec) -> Result<(), RuntimeError> {
         return Err(unsupported("domainname"));
     }
     if let Some(a) = spec.annotations() {
-        if let Some(key) = a.keys().find(|k| k.starts_with(CAPSA_PREFIX)) {
+        let capsa_own = |k: &&String| {
+            k.starts_with(CAPSA_PREFIX) && k.as_str() != super::vm::ISOLATION_ANNOTATION
+        };
+        if let Some(key) = a.keys().find(capsa_own) {
             return Err(unsupported(format!("annotation {key}")));
         }
     }

@@ -107,6 +107,9 @@ pub fn exec(
     if process.args().as_ref().is_none_or(|a| a.is_empty()) {
         return Err(RuntimeError::Usage("the process has no args".into()));
     }
+    if let Some(member) = &record.vm {
+        return super::vm::exec(&record, member, process, opts.pid_file.as_deref());
+    }
     let terminal = process.terminal().unwrap_or(false);
     if terminal != opts.console_socket.is_some() {
         return Err(RuntimeError::Usage(

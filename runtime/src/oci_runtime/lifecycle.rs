@@ -24,6 +24,9 @@ pub struct CreateOptions {
     pub console_socket: Option<PathBuf>,
     /// `--preserve-fds N`: the caller's descriptors 3 to 3+N-1 stay open in the init.
     pub preserve_fds: u32,
+    /// The runtime was invoked as `capsa-vm`: the container runs in a VM (unless the
+    /// bundle's annotation says otherwise).
+    pub vm: bool,
 }
 
 /// The seccomp cache under the root (a `.` name: never a container ID).
@@ -76,7 +79,11 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<i32, Runtim
         Err(e) => return Err(RuntimeError::io(dir.dir.display().to_string())(e)),
     }
     let mut cgroup_made = None;
-    let result = create_in(&dir, id, &spec, &bundle_dir, opts, &mut cgroup_made);
+    let result = match super::vm::wanted(&spec, opts.vm) {
+        Ok(true) => super::vm::create_in(&dir, id, &spec, &bundle_dir, opts),
+        Ok(false) => create_in(&dir, id, &spec, &bundle_dir, opts, &mut cgroup_made),
+        Err(e) => Err(e),
+    };
     if result.is_err() {
         if let Some(c) = cgroup_made {
             let _ = cgroups::manager(&c).destroy();
@@ -92,7 +99,7 @@ fn setup<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> RuntimeE
 
 /// The cgroup directories `linux.cgroupsPath` names (absolute: from each hierarchy's
 /// root; relative: below this process's own cgroup), or `capsa-runc/<id>` below it.
-fn cgroup_paths(
+pub(super) fn cgroup_paths(
     spec: &oci_spec::runtime::Spec,
     id: &str,
 ) -> Result<(CgroupMode, CgroupPaths), RuntimeError> {
@@ -140,6 +147,7 @@ fn create_in(
         annotations: spec.annotations().clone().unwrap_or_default(),
         cgroup: paths.clone(),
         paused: false,
+        vm: None,
     };
     // First, so that `delete --force` after a caller killed mid-create finds the cgroup.
     state::save(dir, &record)?;
@@ -300,6 +308,10 @@ pub fn start(root: &Path, id: &str) -> Result<Vec<String>, RuntimeError> {
             "only a created container can be started",
         ));
     }
+    if let Some(member) = &record.vm {
+        super::vm::start(&dir, &record, member)?;
+        return Ok(Vec::new());
+    }
     let fifo = dir.exec_fifo();
     let outcome = exec_fifo::release(&fifo, || record.init_alive(), GATE_TIMEOUT)
         .map_err(RuntimeError::io("start gate"));
@@ -345,6 +357,10 @@ pub fn kill(root: &Path, id: &str, signal: i32, all: bool) -> Result<(), Runtime
     }
     let sig = nix::sys::signal::Signal::try_from(signal)
         .map_err(|_| RuntimeError::Usage(format!("unknown signal {signal}")))?;
+    if let Some(member) = &record.vm {
+        // In a VM, `--all` is the same: the init's end ends the container's processes.
+        return super::vm::kill(&record, member, signal);
+    }
     if all {
         cgroups::check_recorded(&record.cgroup).map_err(setup("cgroup"))?;
         for pid in cgroups::manager(&record.cgroup).pids() {
@@ -380,6 +396,10 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<Vec<String>, Runtime
     let status = record.status(&dir);
     if matches!(status, Status::Running | Status::Paused) && !force {
         return Err(wrong(&record, status, "stop it first or use --force"));
+    }
+    if let Some(member) = &record.vm {
+        super::vm::delete(&dir, &record, member)?;
+        return Ok(Vec::new());
     }
     cgroups::check_recorded(&record.cgroup).map_err(setup("cgroup"))?;
     let cgroup = cgroups::manager(&record.cgroup);
@@ -437,6 +457,7 @@ pub fn set_paused(root: &Path, id: &str, paused: bool) -> Result<(), RuntimeErro
         };
         return Err(wrong(&record, status, what));
     }
+    refuse_in_vm(&record, if paused { "pause" } else { "resume" })?;
     cgroups::check_recorded(&record.cgroup).map_err(setup("cgroup"))?;
     cgroups::manager(&record.cgroup)
         .set_frozen(paused)
@@ -456,6 +477,7 @@ pub fn update(
     if status == Status::Stopped {
         return Err(wrong(&record, status, "cannot update it"));
     }
+    refuse_in_vm(&record, "update")?;
     cgroups::check_recorded(&record.cgroup).map_err(setup("cgroup"))?;
     cgroups::manager(&record.cgroup)
         .apply(resources)
@@ -465,10 +487,22 @@ pub fn update(
 /// The host PIDs of container `id`'s processes.
 pub fn pids(root: &Path, id: &str) -> Result<Vec<i32>, RuntimeError> {
     let (_, record) = state::load(root, id)?;
+    refuse_in_vm(&record, "ps")?;
     cgroups::check_recorded(&record.cgroup).map_err(setup("cgroup"))?;
     let mut pids = cgroups::manager(&record.cgroup).pids();
     pids.sort_unstable();
     Ok(pids)
+}
+
+/// Refuses `verb` for a VM-isolated container, whose processes and cgroup are in its guest.
+fn refuse_in_vm(record: &Record, verb: &str) -> Result<(), RuntimeError> {
+    match record.vm {
+        Some(_) => Err(RuntimeError::Unsupported {
+            field: format!("{verb} of a VM container"),
+            detail: " (not yet: its processes and cgroup are in the guest)".into(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// runc's `state` document of container `id`.

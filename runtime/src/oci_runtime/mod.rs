@@ -15,7 +15,8 @@
 //! - [`events`]: cgroup counters and OOM kills as runc's event objects;
 //! - [`console`]: a pty whose master goes to the caller's console socket;
 //! - [`hooks`]: the OCI hooks that run in the runtime's namespaces;
-//! - [`features`]: the `features` document.
+//! - [`features`]: the `features` document;
+//! - [`vm`]: the VM isolation (`capsa-vm`): a pod's containers in one microVM.
 
 pub mod bundle;
 pub mod console;
@@ -25,6 +26,7 @@ pub mod features;
 pub mod hooks;
 pub mod lifecycle;
 pub mod state;
+pub mod vm;
 
 use std::path::PathBuf;
 

@@ -26,6 +26,9 @@ pub struct Record {
     /// Set by `pause`, cleared by `resume`.
     #[serde(default)]
     pub paused: bool,
+    /// A VM-isolated container's pod (see [`super::vm`]); None in host namespaces.
+    #[serde(default)]
+    pub vm: Option<super::vm::VmMember>,
 }
 
 /// runc's four statuses.

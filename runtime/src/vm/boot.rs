@@ -130,8 +130,6 @@ pub(super) fn boot(
     let files = VmFiles::new(&store.dir(&state.id));
     let image = crate::image::ImageStore::new(store.root()).resolve(&state.image_id)?;
     let disk_list = attach_disks(store, &image.layer_dirs, &files, &launch.volumes, create)?;
-    let (agent, engine_end) =
-        UnixStream::pair().map_err(|e| VmError::Io(format!("agent socket pair: {e}")))?;
     // The template, with this VM's RAM: the template's shared memfd, or a copy of its RAM
     // (a template removed or rebuilt meanwhile: a cold boot).
     let template = restorable(store, engine, guest, launch, disk_list.len()).and_then(|t| {
@@ -144,47 +142,104 @@ pub(super) fn boot(
         Some(e) => Some((engine::open_tap(&e.veth, template.is_none())?, e.mac)),
         None => None,
     };
+    let (booted, restore, spawned) = start_engine(EngineLaunch {
+        engine,
+        guest,
+        files: &files,
+        vm_name: format!("{} ({})", state.name, id::short(&state.id)),
+        disks: disk_list,
+        template,
+        nic,
+        mem_mib: launch.mem_mib,
+        vcpus: launch.vcpus,
+        cpu: crate::container::monitor::cpu_limit_of(&launch.create.spec),
+        cgroup: engine_cgroup(store, state)?,
+        disks_lock: disks,
+    })?;
+    if let Some(endpoint) = &state.endpoint {
+        let plugged = network::bridge_config(store, &endpoint.network).and_then(|c| {
+            crate::net::attach_tap(&c, endpoint, Duration::from_secs(10))
+                .map_err(|e| ContainerError::Vm(e.to_string()))
+        });
+        if let Err(e) = plugged {
+            booted.shut_down();
+            return Err(e);
+        }
+    }
+    greet(booted, restore.as_ref(), spawned).map_err(Into::into)
+}
+
+/// What starting an engine takes, whoever's VM it is (a capsa container's, a pod's).
+pub(super) struct EngineLaunch<'a> {
+    pub(super) engine: &'a dyn Engine,
+    pub(super) guest: &'a GuestArtifacts,
+    /// Where its console and engine logs and its engine record go.
+    pub(super) files: &'a VmFiles,
+    /// How errors and logs name the VM.
+    pub(super) vm_name: String,
+    pub(super) disks: Vec<Disk>,
+    /// The template it is restored from, with its RAM; None boots it cold.
+    pub(super) template: Option<(template::Sound, template::CloneRam)>,
+    /// The tap device and the guest's MAC.
+    pub(super) nic: Option<(OwnedFd, [u8; 6])>,
+    pub(super) mem_mib: u64,
+    pub(super) vcpus: u32,
+    /// The CPU quota the engine is held to once the workload starts.
+    pub(super) cpu: Option<oci_spec::runtime::LinuxCpu>,
+    /// The engine's cgroup.
+    pub(super) cgroup: CgroupPaths,
+    /// The held lock of the VM's disks.
+    pub(super) disks_lock: std::fs::File,
+}
+
+/// Starts the engine in a jail of its own: its logs drained, its record written. The VM
+/// has not answered yet ([`greet`] waits for it).
+pub(super) fn start_engine(
+    l: EngineLaunch,
+) -> Result<(Booted, Option<template::Restore>, Instant), VmError> {
+    let (agent, engine_end) =
+        UnixStream::pair().map_err(|e| VmError::Io(format!("agent socket pair: {e}")))?;
     // The console and the engine's output go through pipes the monitor drains into logs of
     // bounded size: the guest may write its console without end, the host file stays small.
-    let (console, console_end) = super::console::open(&files.console_log())?;
-    let (engine_out, engine_out_end) = super::console::open(&files.engine_log())?;
+    let (console, console_end) = super::console::open(&l.files.console_log())?;
+    let (engine_out, engine_out_end) = super::console::open(&l.files.engine_log())?;
     let vm = VmSpec {
-        cmdline: if engine.qemu().is_some() {
+        cmdline: if l.engine.qemu().is_some() {
             QEMU_KERNEL_CMDLINE
         } else {
             KERNEL_CMDLINE
         }
         .into(),
-        mem_mib: launch.mem_mib,
-        vcpus: launch.vcpus,
-        disks: disk_list,
+        mem_mib: l.mem_mib,
+        vcpus: l.vcpus,
+        disks: l.disks,
         agent: OwnedFd::from(engine_end),
         console: console_end,
-        nic,
+        nic: l.nic,
     };
-    let template_key = template.as_ref().map(|(t, _)| t.key.clone());
-    let (mut cmd, restore) = match template.zip(engine.qemu()) {
+    let template_key = l.template.as_ref().map(|(t, _)| t.key.clone());
+    let (mut cmd, restore) = match l.template.zip(l.engine.qemu()) {
         Some(((t, ram), qemu)) => {
             let shared_ram = ram.is_shared();
             tracing::info!(template = %t.key, shared_ram, "vm restored from template");
             let (cmd, restore) = template::restore_command(qemu, &t, vm, ram)?;
             (cmd, Some(restore))
         }
-        None => (engine.command(vm)?, None),
+        None => (l.engine.command(vm)?, None),
     };
     let jail = Jail::prepare(
-        engine_cgroup(store, state)?,
-        launch.mem_mib + engine.overhead_mib(),
-        crate::container::monitor::cpu_limit_of(&launch.create.spec),
+        l.cgroup,
+        l.mem_mib + l.engine.overhead_mib(),
+        l.cpu,
         cmd.kvm,
-        &guest.kernel,
-        &guest.initramfs,
+        &l.guest.kernel,
+        &l.guest.initramfs,
     )?;
     if let Some(restore) = &restore {
         // A clone's own copy is for its engine's uid alone.
         if let Err(e) = restore.ram.give_to(jail.uid.uid) {
             jail.destroy();
-            return Err(e.into());
+            return Err(e);
         }
     } else {
         cmd.read_write.clear();
@@ -199,7 +254,7 @@ pub(super) fn boot(
         Ok(c) => c,
         Err(e) => {
             jail.destroy();
-            return Err(e.into());
+            return Err(e);
         }
     };
     let logs = match VmLogs::drain(console, engine_out) {
@@ -208,11 +263,11 @@ pub(super) fn boot(
             let _ = child.kill();
             let _ = child.wait();
             jail.destroy();
-            return Err(e.into());
+            return Err(e);
         }
     };
     let record = EngineRecord {
-        engine: engine.name().into(),
+        engine: l.engine.name().into(),
         pid: child.id(),
         pid_start_time: process_start_time(child.id()),
         uid: jail.uid.uid,
@@ -220,27 +275,26 @@ pub(super) fn boot(
         seccomp,
         template: template_key,
     };
-    let _ = crate::fsutil::write_json_atomic(&files.engine_record(), &record);
-    let vm_name = format!("{} ({})", state.name, id::short(&state.id));
-    let mut booted = Booted {
+    let _ = crate::fsutil::write_json_atomic(&l.files.engine_record(), &record);
+    let booted = Booted {
         engine: child,
-        agent: AgentClient::new(agent, &vm_name),
+        agent: AgentClient::new(agent, &l.vm_name),
         logs,
         jail: Some(jail),
-        record: files.engine_record(),
-        _disks: disks,
+        record: l.files.engine_record(),
+        _disks: l.disks_lock,
     };
-    if let Some(endpoint) = &state.endpoint {
-        let plugged = network::bridge_config(store, &endpoint.network).and_then(|c| {
-            crate::net::attach_tap(&c, endpoint, Duration::from_secs(10))
-                .map_err(|e| ContainerError::Vm(e.to_string()))
-        });
-        if let Err(e) = plugged {
-            booted.shut_down();
-            return Err(e);
-        }
-    }
-    let hello = match &restore {
+    Ok((booted, restore, spawned))
+}
+
+/// Waits for the agent's hello (a restored VM's state loaded first); a VM that does not
+/// answer is shut down.
+pub(super) fn greet(
+    mut booted: Booted,
+    restore: Option<&template::Restore>,
+    spawned: Instant,
+) -> Result<Booted, VmError> {
+    let hello = match restore {
         Some(restore) => greet_restored(&mut booted, restore, spawned),
         None => booted.agent.call(Request::Hello, BOOT_TIMEOUT),
     };
@@ -256,12 +310,12 @@ pub(super) fn boot(
         }
         Ok(other) => {
             booted.shut_down();
-            Err(VmError::Agent(format!("{} to hello", other.kind())).into())
+            Err(VmError::Agent(format!("{} to hello", other.kind())))
         }
         Err(e) => {
             let e = with_console(e, &booted.logs);
             booted.shut_down();
-            Err(e.into())
+            Err(e)
         }
     }
 }

@@ -42,6 +42,7 @@ pub fn exec(
     let (_, spec_process, user) = crate::container::exec::process_for(store, id, opts)?;
     let request = Request::Exec(Box::new(ExecRequest {
         process: String::new(),
+        container: String::new(),
         spec_process,
         user,
         // A detached command has no client to read from.

@@ -42,6 +42,8 @@ pub(super) struct Clients {
     /// in its socket instead of filling the monitor's memory.
     pub(super) from_clients: Ringer<Request>,
     pub(super) requests: Feed<Request>,
+    /// A pod's VM: clients also unpack, create, start and signal the pod's containers.
+    pub(super) pod: bool,
 }
 
 /// Requests from clients queued in the monitor, at most; and relayed per turn of its loop, at
@@ -128,7 +130,15 @@ impl Clients {
             next: 0,
             from_clients,
             requests,
+            pod: false,
         })
+    }
+
+    /// The clients of a pod's VM, whose first container (the sandbox) is `sandbox`.
+    pub(super) fn for_pod(sandbox: &str) -> Result<Self, VmError> {
+        let mut clients = Self::new(sandbox, false)?;
+        clients.pod = true;
+        Ok(clients)
     }
 
     /// A name for a process started for a client (`exec-3`, `copy-4`).
@@ -159,6 +169,8 @@ impl Clients {
                     | Request::CopyOut { .. }
                     | Request::CopyOutLayer { .. }
                     | Request::CopyIn { .. }
+                    | Request::Unpack { .. }
+                    | Request::Create(_)
             )
         );
         if stays && self.full() {
@@ -222,6 +234,18 @@ impl Clients {
             Message::Request(r @ (Request::Stats | Request::Top | Request::Freeze { .. })) => {
                 (r, None)
             }
+            message if self.pod => match self.take_pod(message) {
+                Some((request, name, client_talks)) => {
+                    talks = client_talks;
+                    (request, name)
+                }
+                None => {
+                    let only = "only exec, stats, top, freeze, copies and a pod's unpack, \
+                                create, start and signal are served here";
+                    refuse(&mut stream, env.id, only.into());
+                    return None;
+                }
+            },
             _ => {
                 let only = "only exec, stats, top, freeze and copies are served here";
                 refuse(&mut stream, env.id, only.into());
@@ -235,6 +259,30 @@ impl Clients {
             talks,
         };
         Some((client, request))
+    }
+
+    /// A pod VM's own requests: the request for the agent, the process whose events the
+    /// client then waits for, and whether it sends input for it. A pod container's init
+    /// is named by its ID, so its creator gets its output and exit and may signal it.
+    fn take_pod(&mut self, message: Message) -> Option<(Request, Option<String>, bool)> {
+        match message {
+            Message::Request(Request::Unpack { dir, .. }) => {
+                let process = self.new_name("unpack");
+                let request = Request::Unpack {
+                    process: process.clone(),
+                    dir,
+                };
+                Some((request, Some(process), true))
+            }
+            Message::Request(Request::Create(c)) if c.root_dir.is_some() => {
+                let name = c.id.clone();
+                Some((Request::Create(c), Some(name), true))
+            }
+            Message::Request(r @ (Request::StartContainer { .. } | Request::Signal { .. })) => {
+                Some((r, None, false))
+            }
+            _ => None,
+        }
     }
 
     /// Gives the client the agent's answer; one whose process now runs waits for its output

@@ -25,6 +25,10 @@ impl VmFiles {
             dir: container.dir.join("vm"),
         }
     }
+    /// A VM's files in `dir` (a pod's VM, which no capsa container holds).
+    pub(super) fn at(dir: PathBuf) -> Self {
+        Self { dir }
+    }
     pub(super) fn console_log(&self) -> PathBuf {
         self.dir.join("console.log")
     }

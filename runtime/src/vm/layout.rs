@@ -168,6 +168,7 @@ pub(super) fn lay_out_named(
         files: guest_files,
         network,
         volumes,
+        root_dir: None,
     };
     Ok((state, create, opts.volumes.clone()))
 }

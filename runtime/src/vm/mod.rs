@@ -15,6 +15,8 @@
 //! - [`control`]: other commands' way in to a running VM (`exec`, `stats`) through its monitor;
 //! - [`template`]: VM templates (QEMU): a guest booted once, its state saved, each VM
 //!   container restored from it, over `qmp` (QEMU's monitor);
+//! - [`pod`]: a pod's VM (capsa-runc's VM isolation): one guest for every container of a
+//!   pod, held by a keeper process, its network the pod's (`pod_net`);
 //! - [`stopped`]: `cp` with a stopped VM, booted without its workload for the copy alone.
 
 pub mod agent;
@@ -31,6 +33,8 @@ pub mod jail;
 mod launch;
 mod layout;
 mod monitor;
+pub mod pod;
+mod pod_net;
 pub mod probe;
 pub mod ram_holder;
 pub use capsa_core::protocol;

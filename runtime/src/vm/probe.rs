@@ -51,6 +51,7 @@ fn exec_bounded(
     // once below, and the kill past the timeout).
     let request = Request::Exec(Box::new(ExecRequest {
         process: String::new(),
+        container: String::new(),
         spec_process,
         user,
         interactive: true,

@@ -30,6 +30,9 @@ pub(super) enum Sink<'a> {
         front: &'a mut dyn Front,
     },
     Log(crate::container::logfile::Writer),
+    /// This process's own stdout and stderr (a pod VM's keeper: the sandbox's streams,
+    /// which its caller handed down).
+    Stdio,
 }
 
 /// Reads the front end's input on a thread of its own (a blocking read cannot share the
@@ -70,6 +73,14 @@ impl Sink<'_> {
         match self {
             Sink::Front { front, .. } => front.output(stream, data),
             Sink::Log(w) => w.write(if stream == Stream::Stdout { 0 } else { 1 }, data),
+            Sink::Stdio => {
+                use std::io::Write;
+                // A caller that closed its end just loses the output, as with a pipe.
+                let _ = match stream {
+                    Stream::Stdout => std::io::stdout().write_all(data),
+                    Stream::Stderr => std::io::stderr().write_all(data),
+                };
+            }
         }
     }
 
@@ -141,9 +152,9 @@ pub(super) fn converse(
         Err(e) => on_started(Err(&ContainerError::Vm(e.to_string()))),
     }
     started?;
-    let mut input = match sink {
+    let input = match sink {
         Sink::Front { input, .. } => input.take(),
-        Sink::Log(_) => None,
+        Sink::Log(_) | Sink::Stdio => None,
     };
     let resize = if tty {
         sink.window_resize(&process)
@@ -172,6 +183,18 @@ pub(super) fn converse(
             return Ok(exit);
         }
     }
+    relay_until_exit(vm, &mut relay, &control, input, signals)
+}
+
+/// Relays the agent's events, the front end's input, signals and the control socket's
+/// clients until the workload of `relay` exits (or the VM stops).
+pub(super) fn relay_until_exit(
+    vm: &mut Booted,
+    relay: &mut Relay<'_, '_>,
+    control: &std::os::unix::net::UnixListener,
+    mut input: Option<Feed<Option<Vec<u8>>>>,
+    signals: &SignalFd,
+) -> Result<(i32, bool), VmError> {
     // The engine's end is a descriptor too: a VM that stops without a word is seen at once.
     let engine_exit = crate::linux::sys::pidfd_open(vm.engine.id())
         .map_err(|e| VmError::Io(format!("the engine's pidfd: {e}")))?;

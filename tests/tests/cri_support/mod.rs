@@ -93,7 +93,7 @@ pub struct CriContainerd {
 }
 
 /// The runtime handlers this containerd knows.
-pub const HANDLERS: [&str; 2] = ["capsa", "runc"];
+pub const HANDLERS: [&str; 3] = ["capsa", "capsa-vm", "runc"];
 
 impl CriContainerd {
     /// Starts containerd in `env`'s network namespace, pulling sandboxes from `images`.
@@ -104,6 +104,7 @@ impl CriContainerd {
             .unwrap();
         let d = dir.path();
         std::os::unix::fs::symlink(capsa_bin(), d.join("capsa-runc")).unwrap();
+        std::os::unix::fs::symlink(capsa_bin(), d.join("capsa-vm")).unwrap();
         write_cni_config(d);
         std::fs::write(d.join("config.toml"), containerd_config(d, images)).unwrap();
         let daemon = env
@@ -119,8 +120,13 @@ impl CriContainerd {
             .build()
             .unwrap();
         let socket = d.join("ctd.sock");
-        eventually("containerd's socket", BOUND, || socket.exists());
-        let channel = rt.block_on(connect(socket)).expect("connect to containerd");
+        // The socket file appears at bind, a moment before containerd listens on it.
+        let mut channel = None;
+        eventually("containerd listening on its socket", BOUND, || {
+            channel = rt.block_on(connect(socket.clone())).ok();
+            channel.is_some()
+        });
+        let channel = channel.expect("connected");
         let tag = d.file_name().unwrap().to_string_lossy().replace('.', "");
         let ctd = CriContainerd {
             runtime: RuntimeServiceClient::new(channel.clone()),
@@ -507,10 +513,10 @@ impl Drop for CriContainerd {
         let _ = self.daemon.wait();
         for handler in HANDLERS {
             let root = self.runtime_root(handler).join("k8s.io");
-            let binary = if handler == "capsa" {
-                self.capsa_runc()
-            } else {
-                PathBuf::from("runc")
+            let binary = match handler {
+                "capsa" => self.capsa_runc(),
+                "capsa-vm" => self.dir.path().join("capsa-vm"),
+                _ => PathBuf::from("runc"),
             };
             let list = Command::new(&binary)
                 .arg("--root")
@@ -665,6 +671,12 @@ state = "{d}/state"
       [{cri}.containerd.runtimes.capsa.options]
         BinaryName = "{d}/capsa-runc"
         Root = "{d}/capsa-root"
+        SystemdCgroup = false
+    [{cri}.containerd.runtimes.capsa-vm]
+      runtime_type = "io.containerd.runc.v2"
+      [{cri}.containerd.runtimes.capsa-vm.options]
+        BinaryName = "{d}/capsa-vm"
+        Root = "{d}/capsa-vm-root"
         SystemdCgroup = false
     [{cri}.containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"

@@ -1,0 +1,436 @@
+//! capsa-runc's VM isolation: a bundle run in a microVM instead of host namespaces, chosen
+//! by invoking the runtime as `capsa-vm` (a second runtime name for containerd's handler
+//! and podman) or by the bundle's annotation `io.capsa.isolation=vm`.
+//!
+//! A pod is one VM, as with Kata: a pod's first container (CRI's sandbox, or a container
+//! no sandbox claims, as `ctr run` makes) boots it, held by a keeper process
+//! ([`crate::vm::pod::run_keeper`]); a container CRI marks as part of a sandbox
+//! (`io.kubernetes.cri.sandbox-id`) is created inside that sandbox's VM. The process behind
+//! `--pid-file` is, for the first container, the keeper, and for the others a follower on
+//! the host ([`crate::vm::pod::follow`]): each is a child of this process (so of the
+//! caller's subreaper once it exits) whose exit status is the container's, and whose
+//! stdout and stderr carry the container's.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxNamespaceType, Mount, MountBuilder, Process, Spec};
+use serde::{Deserialize, Serialize};
+
+use super::lifecycle::{write_pid_file, CreateOptions};
+use super::state::{self, Dir, Record};
+use super::{bundle, RuntimeError};
+use crate::linux::cgroups::{CgroupMode, CgroupPaths};
+use crate::vm::pod::{self, PodLaunch, Upload};
+use crate::vm::protocol::{CreateRequest, ExecRequest, POD_ROOTS};
+
+/// The annotation that chooses the VM for one bundle (the only `io.capsa.` one a bundle
+/// may carry).
+pub const ISOLATION_ANNOTATION: &str = "io.capsa.isolation";
+
+/// CRI's annotations (containerd's CRI plugin sets them on every container it creates).
+const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+const CRI_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+
+/// Guest memory of a pod's VM: the guest kernel, the agent and the pod's containers.
+pub const POD_GUEST_MIB: u64 = 512;
+
+/// What a record of a VM-isolated container adds: the pod (its first container's ID)
+/// whose VM it runs in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmMember {
+    pub pod: String,
+}
+
+/// Whether `spec` runs in a VM: the runtime was invoked as `capsa-vm`, or the bundle asks.
+pub fn wanted(spec: &Spec, by_name: bool) -> Result<bool, RuntimeError> {
+    let asked = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(ISOLATION_ANNOTATION));
+    match asked.map(String::as_str) {
+        None => Ok(by_name),
+        Some("vm") => Ok(true),
+        Some("container") => Ok(false),
+        Some(other) => Err(RuntimeError::Unsupported {
+            field: format!("annotation {ISOLATION_ANNOTATION}={other:?}"),
+            detail: " (vm or container)".into(),
+        }),
+    }
+}
+
+/// The pod a container joins (its sandbox's ID); None for a pod's first container.
+fn pod_of(spec: &Spec) -> Option<String> {
+    let a = spec.annotations().as_ref()?;
+    (a.get(CRI_CONTAINER_TYPE).map(String::as_str) == Some("container"))
+        .then(|| a.get(CRI_SANDBOX_ID).cloned())
+        .flatten()
+}
+
+/// What the VM path does not take, refused before anything is made.
+fn check_vm_supported(spec: &Spec, opts: &CreateOptions) -> Result<(), RuntimeError> {
+    let refuse = |field: &str, why: &str| {
+        Err(RuntimeError::Unsupported {
+            field: field.into(),
+            detail: format!(" in a VM ({why})"),
+        })
+    };
+    if spec.process().as_ref().and_then(|p| p.terminal()) == Some(true) {
+        return refuse("process.terminal", "not yet: the pod VM relays pipes");
+    }
+    if spec.hooks().is_some() {
+        return refuse(
+            "hooks",
+            "they would run on the host, not where the container is",
+        );
+    }
+    if opts.preserve_fds > 0 {
+        return refuse(
+            "--preserve-fds",
+            "a host descriptor cannot cross into the guest",
+        );
+    }
+    let joined_user = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .into_iter()
+        .flatten()
+        .any(|n| n.typ() == LinuxNamespaceType::User);
+    if joined_user {
+        return refuse(
+            "a user namespace",
+            "the guest kernel is the container's boundary",
+        );
+    }
+    Ok(())
+}
+
+/// Creates VM-isolated container `id` in its folder `dir` (made by the caller, removed by it
+/// on failure): its pod's VM booted (a first container) or joined. Returns the PID of the
+/// process behind `--pid-file`.
+pub fn create_in(
+    dir: &Dir,
+    id: &str,
+    spec: &Spec,
+    bundle_dir: &Path,
+    opts: &CreateOptions,
+) -> Result<i32, RuntimeError> {
+    check_vm_supported(spec, opts)?;
+    let pod = pod_of(spec);
+    let (guest_spec, uploads) = guest_spec(spec, bundle_dir, id)?;
+    let text = serde_json::to_vec_pretty(&guest_spec)
+        .map_err(|e| RuntimeError::Setup(format!("config.json: {e}")))?;
+    crate::fsutil::write_private(&dir.config(), &text)
+        .map_err(RuntimeError::io(dir.config().display().to_string()))?;
+    let request = CreateRequest {
+        id: id.to_string(),
+        spec: guest_spec,
+        layers: Vec::new(),
+        upper: String::new(),
+        files: Vec::new(),
+        network: None,
+        volumes: Vec::new(),
+        root_dir: Some(id.to_string()),
+    };
+    let (cgroup, member) = match &pod {
+        Some(pod) => (no_cgroup(), VmMember { pod: pod.clone() }),
+        None => (
+            super::lifecycle::cgroup_paths(spec, id)?.1,
+            VmMember {
+                pod: id.to_string(),
+            },
+        ),
+    };
+    let mut record = Record {
+        id: id.to_string(),
+        bundle: bundle_dir.to_path_buf(),
+        rootfs: bundle::rootfs(spec, bundle_dir),
+        pid: 0,
+        pid_start_time: None,
+        created: crate::timefmt::rfc3339(std::time::SystemTime::now()),
+        annotations: spec.annotations().clone().unwrap_or_default(),
+        cgroup: cgroup.clone(),
+        paused: false,
+        vm: Some(member),
+    };
+    state::save(dir, &record)?;
+    // Until `start`, the container is created (the marker the status reads).
+    std::fs::write(dir.exec_fifo(), b"")
+        .map_err(RuntimeError::io(dir.exec_fifo().display().to_string()))?;
+    let pid = match pod {
+        None => {
+            let runtime_root = dir.dir.parent().unwrap_or(Path::new("/"));
+            // The guest kernel's and initramfs's store: beside the records, a `.` name
+            // that is never a container ID.
+            let store = crate::root::StateRoot::open(&runtime_root.join(".vm"))
+                .map_err(|e| RuntimeError::Setup(format!("the VM store: {e}")))?;
+            let launch = PodLaunch {
+                root: &store,
+                id: id.to_string(),
+                dir: dir.dir.join("vm"),
+                cgroup,
+                netns: network_namespace(spec),
+                mem_mib: POD_GUEST_MIB,
+                vcpus: 1,
+            };
+            fork_worker(|report| pod::run_keeper(launch, request, &uploads, report))?
+        }
+        Some(pod) => fork_worker(|report| {
+            let created = uploads
+                .iter()
+                .try_for_each(|up| pod::unpack(&pod, up))
+                .and_then(|()| pod::create(&pod, request));
+            match created {
+                Ok(stream) => {
+                    report(Ok(()));
+                    pod::follow(stream, stdin())
+                }
+                Err(e) => {
+                    report(Err(e));
+                    1
+                }
+            }
+        })?,
+    };
+    record.pid = pid;
+    record.pid_start_time = crate::container::state::process_start_time(pid);
+    state::save(dir, &record)?;
+    if let Some(p) = &opts.pid_file {
+        write_pid_file(p, pid)?;
+    }
+    Ok(pid)
+}
+
+/// Paths of no cgroup: a pod member's processes are in its pod's VM.
+fn no_cgroup() -> CgroupPaths {
+    CgroupPaths {
+        version: 2,
+        dirs: Default::default(),
+    }
+}
+
+/// The network namespace the spec names by path (CRI's pod namespace, set up by CNI).
+fn network_namespace(spec: &Spec) -> Option<PathBuf> {
+    spec.linux()
+        .as_ref()?
+        .namespaces()
+        .as_ref()?
+        .iter()
+        .find(|n| n.typ() == LinuxNamespaceType::Network)?
+        .path()
+        .clone()
+}
+
+/// This process's stdin, for a follower to relay.
+fn stdin() -> Option<std::fs::File> {
+    let fd = nix::unistd::dup(std::io::stdin().as_raw_fd()).ok()?;
+    // SAFETY: `fd` was just duplicated and is owned by nothing else.
+    Some(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// The spec the guest runs, and the host trees to copy in first: the root, and each bind
+/// mount's source (a file or a tree, copied as it is now). In the guest the container
+/// shares the VM's network (the pod's) and makes its other namespaces itself: namespace
+/// paths name the host's. The pod's /dev/shm is a tmpfs of the container's.
+fn guest_spec(
+    spec: &Spec,
+    bundle_dir: &Path,
+    id: &str,
+) -> Result<(Spec, Vec<Upload>), RuntimeError> {
+    let guest_cgroup = no_cgroup();
+    let mut core = bundle::for_core(spec, bundle_dir, CgroupMode::Unified, &guest_cgroup)?;
+    let mut uploads = vec![Upload {
+        dir: id.to_string(),
+        source: bundle::rootfs(spec, bundle_dir),
+        name: PathBuf::from("."),
+    }];
+    let mut mounts = Vec::new();
+    for (i, m) in core
+        .mounts()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        let is_bind = m
+            .options()
+            .iter()
+            .flatten()
+            .any(|o| o == "bind" || o == "rbind");
+        let Some(source) = m.source().clone().filter(|_| is_bind) else {
+            mounts.push(m);
+            continue;
+        };
+        if m.destination() == Path::new("/dev/shm") {
+            mounts.push(shm_tmpfs()?);
+            continue;
+        }
+        let source = source.canonicalize().map_err(|e| RuntimeError::Config {
+            path: source.clone(),
+            reason: format!("bind mount source for {}: {e}", m.destination().display()),
+        })?;
+        let dir = format!("{id}.m{i}");
+        let file = pod::is_file(&source);
+        let name = PathBuf::from(if file { "f" } else { "." });
+        let guest = Path::new(POD_ROOTS).join(&dir).join("rootfs").join(&name);
+        uploads.push(Upload { dir, source, name });
+        let mut m: Mount = m;
+        m.set_source(Some(guest));
+        mounts.push(m);
+    }
+    core.set_mounts(Some(mounts));
+    if let Some(linux) = core.linux_mut() {
+        let namespaces = linux.namespaces().clone().unwrap_or_default();
+        let namespaces = namespaces
+            .into_iter()
+            .filter(|n| n.typ() != LinuxNamespaceType::Network)
+            .map(|mut n| {
+                n.set_path(None);
+                n
+            })
+            .collect();
+        linux.set_namespaces(Some(namespaces));
+    }
+    Ok((core, uploads))
+}
+
+fn shm_tmpfs() -> Result<Mount, RuntimeError> {
+    MountBuilder::default()
+        .destination("/dev/shm")
+        .typ("tmpfs")
+        .source("shm")
+        .options(["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"].map(String::from))
+        .build()
+        .map_err(|e| RuntimeError::Setup(format!("/dev/shm: {e}")))
+}
+
+/// Runs `work` in a child of this process, which says through its `report` whether it got
+/// as far as the caller needs (a container created); returns its PID then. A child that
+/// failed (or died) before is reaped and its reason returned.
+fn fork_worker(
+    work: impl FnOnce(&mut dyn FnMut(Result<(), crate::vm::VmError>)) -> i32,
+) -> Result<i32, RuntimeError> {
+    use std::io::{Read, Write};
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| RuntimeError::io("pipe")(e.into()))?;
+    // SAFETY: fork(2); capsa-runc is single-threaded here, and the child only runs Rust
+    // code of its own before it exits.
+    match unsafe { nix::unistd::fork() }.map_err(|e| RuntimeError::io("fork")(e.into()))? {
+        nix::unistd::ForkResult::Child => {
+            drop(read);
+            let mut pipe = Some(std::fs::File::from(write));
+            let mut report = |r: Result<(), crate::vm::VmError>| {
+                if let Some(mut p) = pipe.take() {
+                    let word = match r {
+                        Ok(()) => "ok".to_string(),
+                        Err(e) => format!("error {e}"),
+                    };
+                    let _ = p.write_all(word.as_bytes());
+                }
+            };
+            // The pipe closes once reported (taken above), or at the exit: then the parent
+            // reads no word and takes the child's end for a failure.
+            let code = work(&mut report);
+            std::process::exit(code);
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(write);
+            let mut said = String::new();
+            let _ = std::fs::File::from(read).read_to_string(&mut said);
+            if said == "ok" {
+                return Ok(child.as_raw());
+            }
+            let _ = nix::sys::wait::waitpid(child, None);
+            Err(RuntimeError::Setup(match said.strip_prefix("error ") {
+                Some(why) => why.to_string(),
+                None => "the VM's keeper ended before the container was created".into(),
+            }))
+        }
+    }
+}
+
+/// `start` of a created VM container.
+pub fn start(dir: &Dir, record: &Record, member: &VmMember) -> Result<(), RuntimeError> {
+    pod::start(&member.pod, &record.id).map_err(vm_error)?;
+    let _ = std::fs::remove_file(dir.exec_fifo());
+    Ok(())
+}
+
+fn vm_error(e: crate::vm::VmError) -> RuntimeError {
+    RuntimeError::Setup(e.to_string())
+}
+
+/// `kill`: the signal goes to the container's init in the guest.
+pub fn kill(record: &Record, member: &VmMember, signal: i32) -> Result<(), RuntimeError> {
+    pod::signal(&member.pod, &record.id, signal).map_err(vm_error)
+}
+
+/// `delete` of a VM container: a live one's init is killed in the guest and its follower
+/// (or the pod's keeper, whose VM then goes down) ends; the record goes.
+pub fn delete(dir: &Dir, record: &Record, member: &VmMember) -> Result<(), RuntimeError> {
+    if record.init_alive() {
+        let _ = pod::signal(&member.pod, &record.id, libc::SIGKILL);
+        if let Ok(pidfd) = crate::linux::sys::pidfd_open(record.pid) {
+            let gone = crate::linux::sys::pidfd_wait_exit(&pidfd, 10_000).unwrap_or(false);
+            if !gone {
+                let _ = crate::linux::sys::pidfd_send_signal(&pidfd, libc::SIGKILL);
+                let _ = crate::linux::sys::pidfd_wait_exit(&pidfd, 10_000);
+            }
+        }
+    }
+    if member.pod == record.id {
+        pod::forget(&record.id);
+    }
+    if !record.cgroup.dirs.is_empty() {
+        let cgroup = crate::linux::cgroups::manager(&record.cgroup);
+        for pid in cgroup.pids() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = cgroup.destroy();
+    }
+    std::fs::remove_dir_all(&dir.dir).map_err(RuntimeError::io(dir.dir.display().to_string()))
+}
+
+/// `exec` in a VM container: a follower on the host, a child of this process, whose exit
+/// status is the command's. Returns its PID.
+pub fn exec(
+    record: &Record,
+    member: &VmMember,
+    process: Process,
+    pid_file: Option<&Path>,
+) -> Result<i32, RuntimeError> {
+    if process.terminal() == Some(true) {
+        return Err(RuntimeError::Unsupported {
+            field: "a terminal for exec".into(),
+            detail: " in a VM (not yet: the pod VM relays pipes)".into(),
+        });
+    }
+    let user = process.user();
+    let request = ExecRequest {
+        process: String::new(),
+        container: record.id.clone(),
+        user: format!("{}:{}", user.uid(), user.gid()),
+        spec_process: process,
+        interactive: true,
+        tty: false,
+    };
+    let pod = member.pod.clone();
+    let pid = fork_worker(|report| match pod::exec(&pod, request) {
+        Ok(stream) => {
+            report(Ok(()));
+            pod::follow(stream, stdin())
+        }
+        Err(e) => {
+            report(Err(e));
+            1
+        }
+    })?;
+    if let Some(p) = pid_file {
+        write_pid_file(p, pid)?;
+    }
+    Ok(pid)
+}
