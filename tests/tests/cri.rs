@@ -102,7 +102,9 @@ fn alive(pid: i32) -> bool {
 }
 
 /// Processes other than containerd whose command line names the test's directory (shims,
-/// capsa-runc, a container's init started from its bundle).
+/// capsa-runc, a container's init started from its bundle, a VM pod's keeper or engine).
+/// A VM template's RAM holder is not a pod's: it serves every VM restored from its
+/// template on the node, and ends when its template's folder goes.
 fn processes_naming(dir: &str, except: u32) -> Vec<String> {
     std::fs::read_dir("/proc")
         .unwrap()
@@ -112,7 +114,8 @@ fn processes_naming(dir: &str, except: u32) -> Vec<String> {
         .filter_map(|pid| {
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            cmd.contains(dir).then(|| format!("{pid}: {cmd}"))
+            (cmd.contains(dir) && !cmd.contains("__vm-template-ram"))
+                .then(|| format!("{pid}: {cmd}"))
         })
         .collect()
 }

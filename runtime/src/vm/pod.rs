@@ -28,7 +28,7 @@ use super::protocol::{
     Stream, COPY_CHUNK,
 };
 use super::relay::{block_signals, relay_until_exit, Relay, Sink};
-use super::{artifacts, disks, engine, pod_net, VmError};
+use super::{artifacts, disks, engine, pod_net, template, VmError};
 use crate::linux::cgroups::CgroupPaths;
 use crate::root::StateRoot;
 
@@ -148,8 +148,32 @@ pub fn forget(id: &str) {
     let _ = std::fs::remove_file(super::control::path(&control_name(id)));
 }
 
-/// The VM booted cold in its jail with the pod's disk and, when the pod has a network, its
-/// eth0 (whose configuration the first container's create carries to the guest).
+/// The VM template a pod's VM is restored from (built by the first pod that needs it, as
+/// `capsa run` builds it), with this VM's RAM; None boots cold: templates off, no QEMU, or
+/// a template that cannot be had (why goes to the log).
+fn template_for(
+    l: &PodLaunch,
+    engine: &dyn engine::Engine,
+    guest: &artifacts::GuestArtifacts,
+    dir: &Path,
+) -> Option<(template::Sound, template::CloneRam)> {
+    let qemu = engine.qemu().filter(|_| template::enabled())?;
+    if let Err(e) = template::ensure(l.root, qemu, guest, l.mem_mib, l.vcpus) {
+        tracing::info!(%e, "no VM template for the pod: cold boot");
+        return None;
+    }
+    let sound = template::usable(l.root, qemu, guest, l.mem_mib, l.vcpus)
+        .inspect_err(|why| tracing::info!(%why, "no VM template for the pod: cold boot"))
+        .ok()?;
+    let ram = template::CloneRam::make(&sound, &dir.join("ram"))
+        .inspect_err(|e| tracing::info!(%e, "the VM template's RAM: cold boot"))
+        .ok()?;
+    Some((sound, ram))
+}
+
+/// The VM booted in its jail (restored from the VM template when there is one) with the
+/// pod's disk and, when the pod has a network, its eth0 (whose configuration the first
+/// container's create carries to the guest).
 fn boot_pod(l: &PodLaunch) -> Result<(Booted, Option<GuestNetwork>), VmError> {
     let (engine, _) = engine::select(None)?;
     let guest = artifacts::locate(l.root)?;
@@ -161,10 +185,12 @@ fn boot_pod(l: &PodLaunch) -> Result<(Booted, Option<GuestNetwork>), VmError> {
     let lock = super::jail::try_lock(&files.disks_lock())
         .map_err(|e| VmError::Io(format!("{}: {e}", files.disks_lock().display())))?
         .ok_or_else(|| VmError::Io(format!("pod {}: its VM runs already", l.id)))?;
+    let template = template_for(l, engine.as_ref(), &guest, &files.dir);
     let nic = match &l.netns {
         Some(path) => {
             pod_net::enter(path)?;
-            pod_net::take_over_eth0(true)?
+            // A restored engine keeps the template's device, which has no vnet header.
+            pod_net::take_over_eth0(template.is_none())?
         }
         None => None,
     };
@@ -179,7 +205,7 @@ fn boot_pod(l: &PodLaunch) -> Result<(Booted, Option<GuestNetwork>), VmError> {
             serial: "pod".into(),
             read_only: false,
         }],
-        template: None,
+        template,
         nic: nic.map(|n| (n.tap, n.mac)),
         mem_mib: l.mem_mib,
         vcpus: l.vcpus,
