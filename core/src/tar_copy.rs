@@ -10,6 +10,7 @@ use nix::sys::stat::{Mode, SFlag};
 use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// Writes `src` (a file or a directory tree, symlinks kept as links) as a tar stream whose
@@ -17,12 +18,23 @@ use std::path::{Path, PathBuf};
 /// /sys, cgroups, devpts, mqueue...) are written as their directory alone, and sockets are
 /// left out, as Docker's copy of a container's root file system has them: `cp CTR:/ -` is
 /// the container's files, complete, not the kernel's state.
+///
+/// The tree is walked by descriptor: each directory opened without following a link, each
+/// entry reached from its directory's descriptor by one name. A directory swapped for a
+/// symlink while the copy runs (by a workload, or by another pod writing a host directory
+/// a pod binds) is written as that link, never followed.
 pub fn write_tar(src: &Path, name: &Path, out: impl Write) -> std::io::Result<()> {
     let mut b = tar::Builder::new(out);
     b.follow_symlinks(false);
     let meta = std::fs::symlink_metadata(src)?;
     if meta.is_dir() {
-        append_tree(&mut b, src, name)?;
+        let dir = nix::fcntl::open(
+            src,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        // SAFETY: open returned a new descriptor that nothing else owns.
+        append_tree(&mut b, unsafe { OwnedFd::from_raw_fd(dir) }, name)?;
     } else {
         append_leaf(&mut b, src, name)?;
     }
@@ -39,13 +51,44 @@ fn append_leaf<W: Write>(b: &mut tar::Builder<W>, path: &Path, name: &Path) -> s
         OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
         Mode::empty(),
     );
-    let fd = match opened {
+    match opened {
         // A symlink (O_NOFOLLOW refuses to open one): its entry is the link itself.
-        Err(Errno::ELOOP) => return b.append_path_with_name(path, name),
-        Err(e) => return Err(e.into()),
+        Err(Errno::ELOOP) => b.append_path_with_name(path, name),
+        Err(e) => Err(e.into()),
         // SAFETY: open returned a new descriptor that nothing else owns.
-        Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
-    };
+        Ok(fd) => append_opened(b, unsafe { OwnedFd::from_raw_fd(fd) }, name),
+    }
+}
+
+/// [`append_leaf`] for the entry `entry` of directory `dir`.
+fn append_leaf_at<W: Write>(
+    b: &mut tar::Builder<W>,
+    dir: BorrowedFd,
+    entry: &OsStr,
+    name: &Path,
+) -> std::io::Result<()> {
+    let opened = nix::fcntl::openat(
+        Some(dir.as_raw_fd()),
+        entry,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    );
+    match opened {
+        // Swapped for a link or removed since it was listed: left out.
+        Err(Errno::ELOOP | Errno::ENOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+        // SAFETY: openat returned a new descriptor that nothing else owns.
+        Ok(fd) => append_opened(b, unsafe { OwnedFd::from_raw_fd(fd) }, name),
+    }
+}
+
+/// Appends the opened non-directory `fd` as `name`: a regular file's data, anything else
+/// (a FIFO or device swapped in) as its header alone, never read.
+fn append_opened<W: Write>(
+    b: &mut tar::Builder<W>,
+    fd: OwnedFd,
+    name: &Path,
+) -> std::io::Result<()> {
     let file = std::fs::File::from(fd);
     let meta = file.metadata()?;
     if !meta.is_file() {
@@ -57,13 +100,6 @@ fn append_leaf<W: Write>(b: &mut tar::Builder<W>, path: &Path, name: &Path) -> s
     header.set_size(meta.len());
     // Exactly the size the header announces, even if the file grows meanwhile.
     b.append_data(&mut header, name, file.take(meta.len()))
-}
-
-/// Appends the device node or fifo at `path` as `name`: its header alone (the tar crate's
-/// own path for these does not take a name of ours).
-fn append_node<W: Write>(b: &mut tar::Builder<W>, path: &Path, name: &Path) -> std::io::Result<()> {
-    let meta = std::fs::symlink_metadata(path)?;
-    append_node_with(b, &meta, name)
 }
 
 /// Appends a node (device, FIFO; anything not a regular file or directory) of metadata
@@ -109,33 +145,91 @@ const KERNEL_VIEWS: [i64; 13] = [
 ];
 
 /// Whether the directory `dir` is the root or part of a kernel view.
-fn is_kernel_view(dir: &Path) -> std::io::Result<bool> {
-    let fs = nix::sys::statfs::statfs(dir).map_err(std::io::Error::from)?;
+fn is_kernel_view(dir: BorrowedFd) -> std::io::Result<bool> {
+    let fs = nix::sys::statfs::fstatfs(dir).map_err(std::io::Error::from)?;
     Ok(KERNEL_VIEWS.contains(&(fs.filesystem_type().0 as i64)))
 }
 
-/// Appends directory `dir` as `name` and, unless it is a kernel view, what it holds
-/// (in name order, so the stream is the same each time).
-fn append_tree<W: Write>(b: &mut tar::Builder<W>, dir: &Path, name: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::FileTypeExt;
+/// A header for an entry of kind `kind` from its status.
+fn header_of(st: &nix::sys::stat::FileStat, kind: tar::EntryType) -> std::io::Result<tar::Header> {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(st.st_mode & 0o7777);
+    h.set_uid(u64::from(st.st_uid));
+    h.set_gid(u64::from(st.st_gid));
+    h.set_mtime(st.st_mtime.max(0) as u64);
+    h.set_size(0);
+    if kind == tar::EntryType::Char || kind == tar::EntryType::Block {
+        h.set_device_major(libc::major(st.st_rdev))?;
+        h.set_device_minor(libc::minor(st.st_rdev))?;
+    }
+    Ok(h)
+}
+
+/// Appends directory `dir` (an open descriptor) as `name` and, unless it is a kernel view,
+/// what it holds, each entry reached from `dir` by its name without following it.
+fn append_tree<W: Write>(
+    b: &mut tar::Builder<W>,
+    dir: OwnedFd,
+    name: &Path,
+) -> std::io::Result<()> {
+    let st = nix::sys::stat::fstat(dir.as_raw_fd())?;
     // The copy of `/` (named `.`) has no top entry, only what it holds.
     if !name.as_os_str().is_empty() && name != Path::new(".") {
-        b.append_path_with_name(dir, name)?;
+        let mut h = header_of(&st, tar::EntryType::Directory)?;
+        b.append_data(&mut h, name, std::io::empty())?;
     }
-    if is_kernel_view(dir)? {
+    if is_kernel_view(dir.as_fd())? {
         return Ok(());
     }
-    let mut entries = std::fs::read_dir(dir)?.collect::<Result<Vec<_>, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let kind = entry.file_type()?;
-        let (path, inside) = (entry.path(), name.join(entry.file_name()));
-        if kind.is_dir() {
-            append_tree(b, &path, &inside)?;
-        } else if kind.is_char_device() || kind.is_block_device() || kind.is_fifo() {
-            append_node(b, &path, &inside)?;
-        } else if !kind.is_socket() {
-            append_leaf(b, &path, &inside)?;
+    let listing = nix::dir::Dir::from_fd(nix::unistd::dup(dir.as_raw_fd())?)?;
+    let mut names: Vec<std::ffi::OsString> = listing
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .map(|e| OsStr::from_bytes(e.file_name().to_bytes()).to_os_string())
+        .filter(|n| n != "." && n != "..")
+        .collect();
+    names.sort();
+    for entry in names {
+        let inside = name.join(&entry);
+        let st = match nix::sys::stat::fstatat(
+            Some(dir.as_raw_fd()),
+            entry.as_os_str(),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => continue, // gone since it was listed
+            Err(e) => return Err(e.into()),
+        };
+        match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
+            SFlag::S_IFDIR => match nix::fcntl::openat(
+                Some(dir.as_raw_fd()),
+                entry.as_os_str(),
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            ) {
+                // SAFETY: openat returned a new descriptor that nothing else owns.
+                Ok(child) => append_tree(b, unsafe { OwnedFd::from_raw_fd(child) }, &inside)?,
+                // Swapped for a link or a file since its status was read: not followed.
+                Err(Errno::ELOOP | Errno::ENOTDIR | Errno::ENOENT) => continue,
+                Err(e) => return Err(e.into()),
+            },
+            SFlag::S_IFLNK => {
+                let target = nix::fcntl::readlinkat(Some(dir.as_raw_fd()), entry.as_os_str())?;
+                let mut h = header_of(&st, tar::EntryType::Symlink)?;
+                b.append_link(&mut h, &inside, Path::new(&target))?;
+            }
+            SFlag::S_IFCHR | SFlag::S_IFBLK | SFlag::S_IFIFO => {
+                let kind = match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
+                    SFlag::S_IFCHR => tar::EntryType::Char,
+                    SFlag::S_IFBLK => tar::EntryType::Block,
+                    _ => tar::EntryType::Fifo,
+                };
+                let mut h = header_of(&st, kind)?;
+                b.append_data(&mut h, &inside, std::io::empty())?;
+            }
+            SFlag::S_IFSOCK => {}
+            _ => append_leaf_at(b, dir.as_fd(), &entry, &inside)?,
         }
     }
     Ok(())
@@ -677,6 +771,48 @@ mod tests {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         racer.join().unwrap();
         assert!(ended.is_ok(), "a copy blocked on the FIFO");
+    }
+
+    #[test]
+    fn a_directory_swapped_for_a_symlink_while_copying_out_is_never_followed() {
+        // Another writer of the copied tree (a pod sharing a host directory that a pod
+        // binds) swaps a directory in it, over and over, with a link to a secret's folder.
+        let top = tempfile::tempdir().unwrap();
+        let src = top.path().join("src");
+        std::fs::create_dir_all(src.join("dir")).unwrap();
+        std::fs::write(src.join("dir/plain"), "shared").unwrap();
+        let secret = top.path().join("secret");
+        std::fs::create_dir(&secret).unwrap();
+        std::fs::write(secret.join("key"), "host only").unwrap();
+        std::os::unix::fs::symlink(&secret, src.join("swap")).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let racer = {
+            let (stop, src) = (stop.clone(), src.clone());
+            std::thread::spawn(move || {
+                let (a, b) = (src.join("dir"), src.join("swap"));
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = nix::fcntl::renameat2(
+                        None,
+                        &a,
+                        None,
+                        &b,
+                        nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+                    );
+                }
+            })
+        };
+        let mut leaked = None;
+        for round in 0..3000 {
+            let mut out = Vec::new();
+            let _ = write_tar(&src, Path::new("src"), &mut out);
+            if out.windows(9).any(|w| w == b"host only") {
+                leaked = Some(round);
+                break;
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        racer.join().unwrap();
+        assert_eq!(leaked, None, "the copy read through the link");
     }
 
     #[test]
