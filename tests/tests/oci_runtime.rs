@@ -1393,6 +1393,8 @@ impl Containerd {
             .arg("--config")
             .arg(dir.path().join("config.toml"))
             .stdin(Stdio::null())
+            // capsa-vm's pod disks and VM templates: the test's, removed with it.
+            .env("CAPSA_VM_STATE", dir.path().join("capsa-vm-state"))
             .stdout(File::create(dir.path().join("containerd.log")).unwrap())
             .stderr(File::create(dir.path().join("containerd.err")).unwrap())
             .spawn()
@@ -1867,5 +1869,96 @@ fn ctr_runs_a_container_in_a_vm_through_capsa_vm() {
         .filter(|c| String::from_utf8_lossy(c).contains(&*runc_root.to_string_lossy()))
         .count();
     assert_eq!(engines, 0, "no keeper or engine left");
+    rt.assert_clean();
+}
+
+#[test]
+fn a_vm_pods_containers_stay_in_its_vm_and_two_roots_never_share_a_pod() {
+    become_subreaper();
+    let rt = Runtime::new();
+    let vm_runtime = rt.dir.path().join("capsa-vm");
+    std::os::unix::fs::symlink(capsa_bin(), &vm_runtime).unwrap();
+    let vm = |root: &str, args: &[&str]| {
+        let mut c = Command::new(&vm_runtime);
+        c.arg("--root")
+            .arg(rt.dir.path().join(root))
+            .args(args)
+            .env("CAPSA_VM_STATE", rt.dir.path().join("vm-state"));
+        run_to_files(c, rt.dir.path())
+    };
+    let annotate = |bundle: &Path, kind: &str, extra: Option<(&str, &str)>| {
+        rt.edit_config(bundle, |c| {
+            let mut a = serde_json::json!({
+                "io.kubernetes.cri.container-type": kind,
+                "io.kubernetes.cri.sandbox-id": "s1",
+            });
+            if let Some((k, v)) = extra {
+                a[k] = v.into();
+            }
+            c["annotations"] = a;
+            c["root"]["readonly"] = false.into();
+        });
+    };
+    // Two callers (two roots) each run a pod named s1: each its own VM.
+    let mut keepers = Vec::new();
+    for (root, word) in [("root-a", "pod-a"), ("root-b", "pod-b")] {
+        let bundle = rt.bundle(
+            root,
+            &["sh", "-c", &format!("echo {word} > /mark; sleep 600")],
+        );
+        annotate(&bundle, "sandbox", None);
+        let pid_file = rt.dir.path().join(format!("{root}.pid"));
+        let made = vm(
+            root,
+            &[
+                "create",
+                "--bundle",
+                bundle.to_str().unwrap(),
+                "--pid-file",
+                pid_file.to_str().unwrap(),
+                "s1",
+            ],
+        );
+        assert_eq!(made.code(), 0, "create in {root}: {}", made.stderr);
+        assert_eq!(vm(root, &["start", "s1"]).code(), 0);
+        keepers.push(
+            std::fs::read_to_string(&pid_file)
+                .unwrap()
+                .trim()
+                .parse::<i32>()
+                .unwrap(),
+        );
+    }
+    for (root, word) in [("root-a", "pod-a"), ("root-b", "pod-b")] {
+        let mut seen = String::new();
+        eventually("the sandbox's mark", BOUND, || {
+            seen = vm(root, &["exec", "s1", "cat", "/mark"]).stdout;
+            seen == format!("{word}\n")
+        });
+        assert_eq!(seen, format!("{word}\n"), "{root}'s own VM");
+    }
+    // A container of root A's pod asking for host namespaces: refused, nothing made.
+    let member = rt.bundle("member", &["true"]);
+    annotate(
+        &member,
+        "container",
+        Some(("io.capsa.isolation", "container")),
+    );
+    let refused = vm(
+        "root-a",
+        &["create", "--bundle", member.to_str().unwrap(), "m1"],
+    );
+    assert_eq!(refused.code(), 1);
+    assert!(
+        refused.stderr.contains("io.capsa.isolation"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!rt.dir.path().join("root-a/m1").exists(), "nothing created");
+    for (root, keeper) in ["root-a", "root-b"].iter().zip(&keepers) {
+        assert_eq!(vm(root, &["kill", "s1", "KILL"]).code(), 0);
+        reap(*keeper);
+        assert_eq!(vm(root, &["delete", "s1"]).code(), 0);
+    }
     rt.assert_clean();
 }

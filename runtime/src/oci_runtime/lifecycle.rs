@@ -79,7 +79,7 @@ pub fn create(root: &Path, id: &str, opts: &CreateOptions) -> Result<i32, Runtim
         Err(e) => return Err(RuntimeError::io(dir.dir.display().to_string())(e)),
     }
     let mut cgroup_made = None;
-    let result = match super::vm::wanted(&spec, opts.vm) {
+    let result = match super::vm::wanted(root, &spec, opts.vm) {
         Ok(true) => super::vm::create_in(&dir, id, &spec, &bundle_dir, opts),
         Ok(false) => create_in(&dir, id, &spec, &bundle_dir, opts, &mut cgroup_made),
         Err(e) => Err(e),
@@ -359,7 +359,7 @@ pub fn kill(root: &Path, id: &str, signal: i32, all: bool) -> Result<(), Runtime
         .map_err(|_| RuntimeError::Usage(format!("unknown signal {signal}")))?;
     if let Some(member) = &record.vm {
         // In a VM, `--all` is the same: the init's end ends the container's processes.
-        return super::vm::kill(&record, member, signal);
+        return super::vm::kill(&dir, &record, member, signal);
     }
     if all {
         cgroups::check_recorded(&record.cgroup).map_err(setup("cgroup"))?;

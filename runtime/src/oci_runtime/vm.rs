@@ -42,20 +42,41 @@ pub struct VmMember {
     pub pod: String,
 }
 
-/// Whether `spec` runs in a VM: the runtime was invoked as `capsa-vm`, or the bundle asks.
-pub fn wanted(spec: &Spec, by_name: bool) -> Result<bool, RuntimeError> {
+/// Whether `spec` runs in a VM: as its pod's sandbox does, when its sandbox is recorded
+/// under `root`; else as the bundle asks, or the runtime was invoked (`capsa-vm`). A pod's
+/// containers all share its isolation: a container asking otherwise than its sandbox runs
+/// is refused (in a VM pod, a host container would join the keeper's namespaces).
+pub fn wanted(root: &Path, spec: &Spec, by_name: bool) -> Result<bool, RuntimeError> {
     let asked = spec
         .annotations()
         .as_ref()
         .and_then(|a| a.get(ISOLATION_ANNOTATION));
-    match asked.map(String::as_str) {
-        None => Ok(by_name),
-        Some("vm") => Ok(true),
-        Some("container") => Ok(false),
-        Some(other) => Err(RuntimeError::Unsupported {
-            field: format!("annotation {ISOLATION_ANNOTATION}={other:?}"),
-            detail: " (vm or container)".into(),
+    let asked = match asked.map(String::as_str) {
+        None => None,
+        Some("vm") => Some(true),
+        Some("container") => Some(false),
+        Some(other) => {
+            return Err(RuntimeError::Unsupported {
+                field: format!("annotation {ISOLATION_ANNOTATION}={other:?}"),
+                detail: " (vm or container)".into(),
+            })
+        }
+    };
+    let pods = pod_of(spec).and_then(|pod| state::load(root, &pod).ok().map(|(_, r)| r));
+    match (pods.map(|r| r.vm.is_some()), asked) {
+        (Some(pod_vm), Some(asked)) if pod_vm != asked => Err(RuntimeError::Unsupported {
+            field: format!("annotation {ISOLATION_ANNOTATION} of a container"),
+            detail: format!(
+                " whose pod's sandbox runs {}",
+                if pod_vm {
+                    "in a VM"
+                } else {
+                    "in host namespaces"
+                }
+            ),
         }),
+        (Some(pod_vm), _) => Ok(pod_vm),
+        (None, asked) => Ok(asked.unwrap_or(by_name)),
     }
 }
 
@@ -160,15 +181,15 @@ pub fn create_in(
         .map_err(RuntimeError::io(dir.exec_fifo().display().to_string()))?;
     let pid = match pod {
         None => {
-            let runtime_root = dir.dir.parent().unwrap_or(Path::new("/"));
-            // The guest kernel's and initramfs's store: beside the records, a `.` name
-            // that is never a container ID.
-            let store = crate::root::StateRoot::open(&runtime_root.join(".vm"))
+            let state = vm_state();
+            let store = crate::root::StateRoot::open(&state.join("store"))
                 .map_err(|e| RuntimeError::Setup(format!("the VM store: {e}")))?;
+            let key = pod_key(dir, id);
             let launch = PodLaunch {
                 root: &store,
                 id: id.to_string(),
-                dir: dir.dir.join("vm"),
+                dir: state.join("pods").join(pod::control_name(&key)),
+                key,
                 cgroup,
                 netns: network_namespace(spec),
                 mem_mib: POD_GUEST_MIB,
@@ -177,10 +198,11 @@ pub fn create_in(
             fork_worker(|report| pod::run_keeper(launch, request, &uploads, report))?
         }
         Some(pod) => fork_worker(|report| {
+            let key = pod_key(dir, &pod);
             let created = uploads
                 .iter()
-                .try_for_each(|up| pod::unpack(&pod, up))
-                .and_then(|()| pod::create(&pod, request));
+                .try_for_each(|up| pod::unpack(&key, up))
+                .and_then(|()| pod::create(&key, request));
             match created {
                 Ok(stream) => {
                     report(Ok(()));
@@ -200,6 +222,27 @@ pub fn create_in(
         write_pid_file(p, pid)?;
     }
     Ok(pid)
+}
+
+/// The key of pod `pod` (its first container's ID) under the runtime root that holds
+/// `dir`: pods of two roots (two callers) never meet, whatever their IDs.
+fn pod_key(dir: &Dir, pod: &str) -> String {
+    dir.dir
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .join(pod)
+        .display()
+        .to_string()
+}
+
+/// Where a pod's VM keeps its files (its disk, logs, the engine's record) and where the
+/// guest kernel's initramfs and the VM templates are kept: on disk, never under the
+/// runtime's root (containerd's is a tmpfs in /run, where a pod's disk would be RAM).
+/// `CAPSA_VM_STATE`, or /var/lib/capsa-vm.
+fn vm_state() -> PathBuf {
+    std::env::var_os("CAPSA_VM_STATE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/capsa-vm"))
 }
 
 /// Paths of no cgroup: a pod member's processes are in its pod's VM.
@@ -231,8 +274,8 @@ fn stdin() -> Option<std::fs::File> {
 
 /// The spec the guest runs, and the host trees to copy in first: the root, and each bind
 /// mount's source (a file or a tree, copied as it is now). In the guest the container
-/// shares the VM's network (the pod's) and makes its other namespaces itself: namespace
-/// paths name the host's. The pod's /dev/shm is a tmpfs of the container's.
+/// shares the VM's network when the pod has one, and makes its other namespaces itself:
+/// namespace paths name the host's. The pod's /dev/shm is a tmpfs of the container's.
 fn guest_spec(
     spec: &Spec,
     bundle_dir: &Path,
@@ -280,11 +323,15 @@ fn guest_spec(
         mounts.push(m);
     }
     core.set_mounts(Some(mounts));
+    // A pod's network (a namespace CNI set up, named by path) is the guest's own: its
+    // containers share it. A container asking for a new, empty one (`ctr run`) gets one in
+    // the guest, so that a restored VM's unconnected template NIC is not its.
+    let pod_network = network_namespace(spec).is_some();
     if let Some(linux) = core.linux_mut() {
         let namespaces = linux.namespaces().clone().unwrap_or_default();
         let namespaces = namespaces
             .into_iter()
-            .filter(|n| n.typ() != LinuxNamespaceType::Network)
+            .filter(|n| !(pod_network && n.typ() == LinuxNamespaceType::Network))
             .map(|mut n| {
                 n.set_path(None);
                 n
@@ -352,7 +399,7 @@ fn fork_worker(
 
 /// `start` of a created VM container.
 pub fn start(dir: &Dir, record: &Record, member: &VmMember) -> Result<(), RuntimeError> {
-    pod::start(&member.pod, &record.id).map_err(vm_error)?;
+    pod::start(&pod_key(dir, &member.pod), &record.id).map_err(vm_error)?;
     let _ = std::fs::remove_file(dir.exec_fifo());
     Ok(())
 }
@@ -362,15 +409,20 @@ fn vm_error(e: crate::vm::VmError) -> RuntimeError {
 }
 
 /// `kill`: the signal goes to the container's init in the guest.
-pub fn kill(record: &Record, member: &VmMember, signal: i32) -> Result<(), RuntimeError> {
-    pod::signal(&member.pod, &record.id, signal).map_err(vm_error)
+pub fn kill(
+    dir: &Dir,
+    record: &Record,
+    member: &VmMember,
+    signal: i32,
+) -> Result<(), RuntimeError> {
+    pod::signal(&pod_key(dir, &member.pod), &record.id, signal).map_err(vm_error)
 }
 
 /// `delete` of a VM container: a live one's init is killed in the guest and its follower
 /// (or the pod's keeper, whose VM then goes down) ends; the record goes.
 pub fn delete(dir: &Dir, record: &Record, member: &VmMember) -> Result<(), RuntimeError> {
     if record.init_alive() {
-        let _ = pod::signal(&member.pod, &record.id, libc::SIGKILL);
+        let _ = pod::signal(&pod_key(dir, &member.pod), &record.id, libc::SIGKILL);
         if let Ok(pidfd) = crate::linux::sys::pidfd_open(record.pid) {
             let gone = crate::linux::sys::pidfd_wait_exit(&pidfd, 10_000).unwrap_or(false);
             if !gone {
@@ -380,7 +432,7 @@ pub fn delete(dir: &Dir, record: &Record, member: &VmMember) -> Result<(), Runti
         }
     }
     if member.pod == record.id {
-        pod::forget(&record.id);
+        pod::forget(&pod_key(dir, &record.id));
     }
     if !record.cgroup.dirs.is_empty() {
         let cgroup = crate::linux::cgroups::manager(&record.cgroup);
@@ -398,6 +450,7 @@ pub fn delete(dir: &Dir, record: &Record, member: &VmMember) -> Result<(), Runti
 /// `exec` in a VM container: a follower on the host, a child of this process, whose exit
 /// status is the command's. Returns its PID.
 pub fn exec(
+    dir: &Dir,
     record: &Record,
     member: &VmMember,
     process: Process,
@@ -418,7 +471,7 @@ pub fn exec(
         interactive: true,
         tty: false,
     };
-    let pod = member.pod.clone();
+    let pod = pod_key(dir, &member.pod);
     let pid = fork_worker(|report| match pod::exec(&pod, request) {
         Ok(stream) => {
             report(Ok(()));

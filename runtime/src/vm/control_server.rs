@@ -346,7 +346,12 @@ impl Clients {
             None => false,
         };
         if last || gone {
-            self.waiting.remove(&name);
+            if let Some(s) = self.waiting.remove(&name).filter(|_| gone) {
+                // Dropped (gone, or too slow to take its output): shut for both sides, so
+                // that its input thread here ends and the client sees the end, rather than
+                // waiting forever on a socket nobody writes.
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
         }
     }
 }

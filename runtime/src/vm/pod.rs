@@ -41,6 +41,9 @@ pub struct PodLaunch<'a> {
     pub root: &'a StateRoot,
     /// The pod's name on the host: its first container's ID.
     pub id: String,
+    /// What names its control socket ([`control_name`]): the runtime root and the ID, so
+    /// pods of two callers with the same ID never share one.
+    pub key: String,
     /// The VM's files: its logs, the pod's disk, the engine's record.
     pub dir: PathBuf,
     /// The engine's cgroup (the first container's).
@@ -61,13 +64,14 @@ pub struct Upload {
     pub name: PathBuf,
 }
 
-/// The control socket's name (under [`super::control_server::SOCKET_DIR`]) of pod `id`:
-/// short, whatever the ID's length (a Unix socket path holds 108 bytes).
-pub fn control_name(id: &str) -> String {
+/// The control socket's name (under [`super::control_server::SOCKET_DIR`]) of the pod
+/// whose key is `key`: short, whatever the key's length (a Unix socket path holds 108
+/// bytes). The pod's client functions take that key too.
+pub fn control_name(key: &str) -> String {
     use sha2::Digest;
     format!(
         "pod-{}",
-        &hex::encode(sha2::Sha256::digest(id.as_bytes()))[..24]
+        &hex::encode(sha2::Sha256::digest(key.as_bytes()))[..32]
     )
 }
 
@@ -96,7 +100,8 @@ pub fn run_keeper(
         }
     };
     first.network = network;
-    let prepared = bind_control(&control_name(&l.id)).and_then(|control| {
+    let handed_eth0 = first.network.is_some();
+    let prepared = bind_control(&control_name(&l.key)).and_then(|control| {
         for (i, up) in uploads.iter().enumerate() {
             unpack_direct(&mut vm.agent, &format!("unpack-first-{i}"), up)?;
         }
@@ -112,7 +117,10 @@ pub fn run_keeper(
         Ok(control) => control,
         Err(e) => {
             vm.shut_down();
-            let _ = std::fs::remove_file(super::control::path(&control_name(&l.id)));
+            if handed_eth0 {
+                pod_net::release_eth0();
+            }
+            let _ = std::fs::remove_file(super::control::path(&control_name(&l.key)));
             on_created(Err(e));
             return 1;
         }
@@ -131,7 +139,10 @@ pub fn run_keeper(
         Err(e) => Err(e),
     };
     vm.shut_down();
-    let _ = std::fs::remove_file(super::control::path(&control_name(&l.id)));
+    if handed_eth0 {
+        pod_net::release_eth0();
+    }
+    let _ = std::fs::remove_file(super::control::path(&control_name(&l.key)));
     let _ = std::fs::remove_dir_all(&l.dir);
     match exit {
         Ok((code, _)) => code,
@@ -142,10 +153,10 @@ pub fn run_keeper(
     }
 }
 
-/// Removes what a keeper killed before its end left of pod `id` on the host: its control
+/// Removes what a keeper killed before its end left of pod `key` on the host: its control
 /// socket (its jail's cgroup is the record's, removed with it).
-pub fn forget(id: &str) {
-    let _ = std::fs::remove_file(super::control::path(&control_name(id)));
+pub fn forget(key: &str) {
+    let _ = std::fs::remove_file(super::control::path(&control_name(key)));
 }
 
 /// The VM template a pod's VM is restored from (built by the first pod that needs it, as
@@ -195,7 +206,7 @@ fn boot_pod(l: &PodLaunch) -> Result<(Booted, Option<GuestNetwork>), VmError> {
         None => None,
     };
     let network = nic.as_ref().map(|n| n.guest.clone());
-    let (booted, restore, spawned) = start_engine(EngineLaunch {
+    let booted = start_engine(EngineLaunch {
         engine: engine.as_ref(),
         guest: &guest,
         files: &files,
@@ -212,8 +223,17 @@ fn boot_pod(l: &PodLaunch) -> Result<(Booted, Option<GuestNetwork>), VmError> {
         cpu: None,
         cgroup: l.cgroup.clone(),
         disks_lock: lock,
-    })?;
-    Ok((greet(booted, restore.as_ref(), spawned)?, network))
+    })
+    .and_then(|(booted, restore, spawned)| greet(booted, restore.as_ref(), spawned));
+    match booted {
+        Ok(booted) => Ok((booted, network)),
+        Err(e) => {
+            if network.is_some() {
+                pod_net::release_eth0();
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Unpacks `up` through the keeper's own agent connection.
@@ -298,6 +318,9 @@ fn connect(pod: &str) -> Result<UnixStream, VmError> {
 /// agent said yes (it then carries the events of the process the request started).
 fn ask(pod: &str, request: Request) -> Result<UnixStream, VmError> {
     let mut stream = connect(pod)?;
+    // Bounded: a keeper that cannot answer (its loop held) fails the command, not hangs it.
+    let _ = stream.set_read_timeout(Some(REQUEST_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(REQUEST_TIMEOUT));
     protocol::write_frame(&mut stream, 1, Message::Request(request))
         .map_err(|e| VmError::Io(format!("pod {pod}: {e}")))?;
     match protocol::read_frame(&mut stream)
@@ -305,7 +328,11 @@ fn ask(pod: &str, request: Request) -> Result<UnixStream, VmError> {
         .message
     {
         Message::Response(Response::Error { message, .. }) => Err(VmError::Agent(message)),
-        Message::Response(_) => Ok(stream),
+        Message::Response(_) => {
+            // From here on it carries a process's events, for as long as it runs.
+            let _ = stream.set_read_timeout(None);
+            Ok(stream)
+        }
         other => Err(VmError::Agent(format!("{} as an answer", other.kind()))),
     }
 }

@@ -49,8 +49,10 @@ pub fn take_over_eth0(vnet_hdr: bool) -> Result<Option<PodNic>, VmError> {
     let gateway = default_gateway()?.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
     let tap = super::engine::open_tap(TAP, vnet_hdr)?;
     run(&["ip", "link", "set", TAP, "up"])?;
-    redirect(POD_LINK, TAP)?;
-    redirect(TAP, POD_LINK)?;
+    if let Err(e) = redirect(POD_LINK, TAP).and_then(|()| redirect(TAP, POD_LINK)) {
+        release_eth0();
+        return Err(e);
+    }
     let guest = GuestNetwork {
         address,
         prefix,
@@ -58,6 +60,12 @@ pub fn take_over_eth0(vnet_hdr: bool) -> Result<Option<PodNic>, VmError> {
         mac: Some(mac),
     };
     Ok(Some(PodNic { tap, mac, guest }))
+}
+
+/// Takes the redirect off eth0 (the tap goes with the engine that holds it): the
+/// namespace is as CNI left it, for its teardown or another create.
+pub fn release_eth0() {
+    let _ = run(&["tc", "qdisc", "del", "dev", POD_LINK, "ingress"]);
 }
 
 /// Every frame arriving on `from` leaves through `to`.

@@ -111,6 +111,8 @@ impl CriContainerd {
             .host_command("containerd")
             .arg("--config")
             .arg(d.join("config.toml"))
+            // capsa-vm's pod disks and VM templates: the test's, removed with it.
+            .env("CAPSA_VM_STATE", d.join("capsa-vm-state"))
             .stdout(File::create(d.join("containerd.log")).unwrap())
             .stderr(File::create(d.join("containerd.err")).unwrap())
             .spawn()
