@@ -89,6 +89,9 @@ pub enum Request {
     Start,
     /// Release container `id` of a pod's VM (created with a `root_dir`).
     StartContainer { id: String },
+    /// Remove container `id` of a pod's VM: its processes killed, its cgroup, its root and
+    /// the copies of its bind sources removed (its ID can be used again).
+    RemoveContainer { id: String },
     /// A pod container's root: a copy process extracts the tar stream sent to it as
     /// `Input` (ended by `CloseInput`) into `dir` under the pod's disk (a name, not a
     /// path: [`POD_ROOTS`]), keeping the entries' owners; its `Exited` says it is whole.

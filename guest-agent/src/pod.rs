@@ -63,6 +63,27 @@ pub fn unpack_dir(name: &str) -> Result<PathBuf, Failure> {
     Ok(rootfs)
 }
 
+/// Deletes container `name`'s root and the copies of its bind sources (`name.m<N>`).
+pub fn remove_roots(name: &str) {
+    if !valid_name(name) {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(POD_ROOTS) else {
+        return;
+    };
+    let prefix = format!("{name}.m");
+    for e in entries.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n == name
+            || n.strip_prefix(&prefix)
+                .is_some_and(|i| i.bytes().all(|b| b.is_ascii_digit()))
+        {
+            // std's removal opens each level without following links.
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

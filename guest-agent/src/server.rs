@@ -339,6 +339,7 @@ impl Agent {
             }
             Request::Start => self.start(""),
             Request::StartContainer { id } => self.start(&id),
+            Request::RemoveContainer { id } => self.remove(&id),
             Request::Unpack { process, dir } => {
                 let dir = crate::pod::unpack_dir(&dir)?;
                 self.start_copy_at(process, &dir, |root| {
@@ -483,6 +484,28 @@ impl Agent {
             let name = w.id.clone();
             self.failed_to_exec(&name, code, &msg);
         }
+        Ok(Response::Ok)
+    }
+
+    /// Removes pod container `id` (never the pod's first, whose end is the VM's): its
+    /// processes killed with its cgroup, its root and its bind sources' copies deleted.
+    fn remove(&mut self, id: &str) -> Result<Response, workload::Failure> {
+        let at = self
+            .workloads
+            .iter()
+            .position(|w| w.id == id && w.in_pod)
+            .filter(|at| *at > 0)
+            .ok_or_else(|| {
+                (
+                    ErrorKind::NotFound,
+                    format!("no pod container {id} to remove"),
+                )
+            })?;
+        let w = self.workloads.remove(at);
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(w.pid), Signal::SIGKILL);
+        let _ = w.cgroup.destroy();
+        self.procs.retain(|p| p.name != id);
+        crate::pod::remove_roots(id);
         Ok(Response::Ok)
     }
 

@@ -1955,6 +1955,32 @@ fn a_vm_pods_containers_stay_in_its_vm_and_two_roots_never_share_a_pod() {
         refused.stderr
     );
     assert!(!rt.dir.path().join("root-a/m1").exists(), "nothing created");
+    // A member removed leaves nothing in the guest: its ID can be used again.
+    let member = rt.bundle("member2", &["sh", "-c", "echo once"]);
+    annotate(&member, "container", None);
+    for round in 0..2 {
+        let pid_file = rt.dir.path().join(format!("m2-{round}.pid"));
+        let made = vm(
+            "root-a",
+            &[
+                "create",
+                "--bundle",
+                member.to_str().unwrap(),
+                "--pid-file",
+                pid_file.to_str().unwrap(),
+                "m2",
+            ],
+        );
+        assert_eq!(made.code(), 0, "create m2 (round {round}): {}", made.stderr);
+        assert_eq!(vm("root-a", &["start", "m2"]).code(), 0);
+        let follower: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(reap(follower), 0, "m2's own status");
+        assert_eq!(vm("root-a", &["delete", "m2"]).code(), 0);
+    }
     for (root, keeper) in ["root-a", "root-b"].iter().zip(&keepers) {
         assert_eq!(vm(root, &["kill", "s1", "KILL"]).code(), 0);
         reap(*keeper);

@@ -433,6 +433,9 @@ pub fn delete(dir: &Dir, record: &Record, member: &VmMember) -> Result<(), Runti
     }
     if member.pod == record.id {
         pod::forget(&pod_key(dir, &record.id));
+    } else {
+        // Its root and copies go from the pod's disk (the pod may be gone already).
+        let _ = pod::remove(&pod_key(dir, &member.pod), &record.id);
     }
     if !record.cgroup.dirs.is_empty() {
         let cgroup = crate::linux::cgroups::manager(&record.cgroup);

@@ -88,6 +88,7 @@ pub(super) fn read_client_input(
     mut stream: UnixStream,
     process: String,
     own: bool,
+    kill_when_gone: bool,
     to: Ringer<Request>,
 ) {
     let _ = stream.set_read_timeout(None);
@@ -115,6 +116,14 @@ pub(super) fn read_client_input(
         if !to.send(request) {
             return;
         }
+    }
+    // A pod's follower that went (killed: an ExecSync past its timeout, a shim's kill)
+    // takes its process with it, as a runc container's init or exec'd process would go.
+    if kill_when_gone {
+        to.send(Request::Signal {
+            process,
+            signal: libc::SIGKILL,
+        });
     }
 }
 
@@ -278,9 +287,11 @@ impl Clients {
                 let name = c.id.clone();
                 Some((Request::Create(c), Some(name), true))
             }
-            Message::Request(r @ (Request::StartContainer { .. } | Request::Signal { .. })) => {
-                Some((r, None, false))
-            }
+            Message::Request(
+                r @ (Request::StartContainer { .. }
+                | Request::RemoveContainer { .. }
+                | Request::Signal { .. }),
+            ) => Some((r, None, false)),
             _ => None,
         }
     }
@@ -305,7 +316,8 @@ impl Clients {
                 if let (true, Ok(reader)) = (talks, stream.try_clone()) {
                     let to = self.from_clients.clone();
                     let process = name.clone();
-                    std::thread::spawn(move || read_client_input(reader, process, true, to));
+                    let kill = self.pod;
+                    std::thread::spawn(move || read_client_input(reader, process, true, kill, to));
                 }
                 self.waiting.insert(name, stream);
             }
@@ -322,7 +334,7 @@ impl Clients {
         if stdin && self.stdin_open {
             if let Ok(reader) = stream.try_clone() {
                 let (to, process) = (self.from_clients.clone(), self.workload.clone());
-                std::thread::spawn(move || read_client_input(reader, process, false, to));
+                std::thread::spawn(move || read_client_input(reader, process, false, false, to));
             }
         }
         self.attached.push(stream);

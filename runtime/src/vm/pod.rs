@@ -401,6 +401,11 @@ pub fn start(pod: &str, id: &str) -> Result<(), VmError> {
     ask(pod, Request::StartContainer { id: id.to_string() }).map(drop)
 }
 
+/// Removes container `id` from pod `pod`'s guest.
+pub fn remove(pod: &str, id: &str) -> Result<(), VmError> {
+    ask(pod, Request::RemoveContainer { id: id.to_string() }).map(drop)
+}
+
 /// Signals the init of container `id` of pod `pod`.
 pub fn signal(pod: &str, id: &str, signal: i32) -> Result<(), VmError> {
     let request = Request::Signal {
@@ -420,6 +425,7 @@ pub fn exec(pod: &str, request: ExecRequest) -> Result<UnixStream, VmError> {
 /// process's stdout and stderr, `stdin` (when given) to it. Returns its exit status, or
 /// [`VM_GONE_STATUS`] when the pod's VM went away first.
 pub fn follow(mut stream: UnixStream, stdin: Option<std::fs::File>) -> i32 {
+    forward_signals(&stream);
     if let (Some(mut stdin), Ok(mut to)) = (stdin, stream.try_clone()) {
         std::thread::spawn(move || {
             let mut buf = vec![0u8; COPY_CHUNK];
@@ -457,6 +463,40 @@ pub fn follow(mut stream: UnixStream, stdin: Option<std::fs::File>) -> i32 {
             Err(_) => return VM_GONE_STATUS,
         }
     }
+}
+
+/// The signals a follower passes on to its process in the guest (a shim's `kill` of the
+/// follower's PID, ctrl-c at a terminal), on a thread of its own.
+fn forward_signals(stream: &UnixStream) {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
+        set.add(s);
+    }
+    let Ok(mut to) = stream.try_clone() else {
+        return;
+    };
+    if set.thread_block().is_err() {
+        return;
+    }
+    std::thread::spawn(move || {
+        while let Ok(signal) = set.wait() {
+            let request = Request::Signal {
+                process: String::new(),
+                signal: signal as i32,
+            };
+            if protocol::write_frame(&mut to, 0, Message::Request(request)).is_err() {
+                return;
+            }
+        }
+    });
 }
 
 /// Whether `path` is a file the pod copies as such (not a tree).
