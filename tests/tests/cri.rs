@@ -758,6 +758,21 @@ fn a_pod_is_one_vm_with_the_capsa_vm_handler_and_leaves_nothing() {
     assert_eq!((out.as_str(), err.as_str(), code), ("out\n", "err\n", 3));
     let (out, _, _) = ctd.exec_sync(&main, &["cat", "/only-main"]);
     assert_eq!(out, "mine\n");
+    // `kubectl exec -it`: a pty in the guest, through the shim's console socket; typed
+    // input reaches the command.
+    let streamed = ctd.exec_streaming(
+        &main,
+        &[
+            "sh",
+            "-c",
+            "read x; tty; test -t 0 && test -t 1 && echo both-terminal:$x; exit 4",
+        ],
+        true,
+        Some(b"go\n"),
+    );
+    assert_eq!(streamed.code, 4, "{streamed:?}");
+    assert!(streamed.stdout.contains("/dev/pts/"), "{streamed:?}");
+    assert!(streamed.stdout.contains("both-terminal:go"), "{streamed:?}");
 
     // A container killed (StopContainer with no grace: SIGKILL in the guest): exited, 137;
     // the pod's other container runs on.

@@ -108,7 +108,14 @@ pub fn exec(
         return Err(RuntimeError::Usage("the process has no args".into()));
     }
     if let Some(member) = &record.vm {
-        return super::vm::exec(&dir, &record, member, process, opts.pid_file.as_deref());
+        return super::vm::exec(
+            &dir,
+            &record,
+            member,
+            process,
+            opts.pid_file.as_deref(),
+            opts.console_socket.as_deref(),
+        );
     }
     let terminal = process.terminal().unwrap_or(false);
     if terminal != opts.console_socket.is_some() {

@@ -96,8 +96,12 @@ fn check_vm_supported(spec: &Spec, opts: &CreateOptions) -> Result<(), RuntimeEr
             detail: format!(" in a VM ({why})"),
         })
     };
-    if spec.process().as_ref().and_then(|p| p.terminal()) == Some(true) {
-        return refuse("process.terminal", "not yet: the pod VM relays pipes");
+    let terminal = spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
+    if terminal && pod_of(spec).is_none() {
+        return refuse(
+            "process.terminal",
+            "not yet for a pod's first container: its keeper relays pipes",
+        );
     }
     if spec.hooks().is_some() {
         return refuse(
@@ -139,6 +143,11 @@ pub fn create_in(
 ) -> Result<i32, RuntimeError> {
     check_vm_supported(spec, opts)?;
     let pod = pod_of(spec);
+    let terminal_size = spec
+        .process()
+        .as_ref()
+        .filter(|p| p.terminal() == Some(true))
+        .map(super::console::size_of);
     let (guest_spec, uploads) = guest_spec(spec, bundle_dir, id)?;
     let text = serde_json::to_vec_pretty(&guest_spec)
         .map_err(|e| RuntimeError::Setup(format!("config.json: {e}")))?;
@@ -202,11 +211,15 @@ pub fn create_in(
             let created = uploads
                 .iter()
                 .try_for_each(|up| pod::unpack(&key, up))
-                .and_then(|()| pod::create(&key, request));
+                .and_then(|()| pod::create(&key, request))
+                .and_then(|stream| {
+                    let io = follower_io(opts.console_socket.as_deref(), terminal_size)?;
+                    Ok((stream, io))
+                });
             match created {
-                Ok(stream) => {
+                Ok((stream, io)) => {
                     report(Ok(()));
-                    pod::follow(stream, stdin())
+                    pod::follow(stream, io)
                 }
                 Err(e) => {
                     report(Err(e));
@@ -263,6 +276,37 @@ fn network_namespace(spec: &Spec) -> Option<PathBuf> {
         .find(|n| n.typ() == LinuxNamespaceType::Network)?
         .path()
         .clone()
+}
+
+/// How a follower relays: with a terminal (`size`: the process asked for one), a host pty
+/// whose master goes to the caller's console socket, its slave raw (the guest's pty does
+/// the line discipline); else this process's own stdio.
+fn follower_io(
+    console_socket: Option<&Path>,
+    size: Option<Option<(u16, u16)>>,
+) -> Result<pod::FollowerIo, crate::vm::VmError> {
+    let Some(size) = size else {
+        return Ok(pod::FollowerIo::Stdio(stdin()));
+    };
+    let socket = console_socket
+        .ok_or_else(|| crate::vm::VmError::Io("a terminal needs --console-socket".into()))?;
+    let (rows, cols) = super::console::or_default(size);
+    let winsize = nix::pty::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&winsize), None)
+        .map_err(|e| crate::vm::VmError::Io(format!("a pty: {e}")))?;
+    let mut raw = nix::sys::termios::tcgetattr(&pty.slave)
+        .map_err(|e| crate::vm::VmError::Io(format!("the pty's modes: {e}")))?;
+    nix::sys::termios::cfmakeraw(&mut raw);
+    nix::sys::termios::tcsetattr(&pty.slave, nix::sys::termios::SetArg::TCSANOW, &raw)
+        .map_err(|e| crate::vm::VmError::Io(format!("the pty's modes: {e}")))?;
+    super::console::send_master(socket, std::os::fd::AsFd::as_fd(&pty.master))
+        .map_err(|e| crate::vm::VmError::Io(e.to_string()))?;
+    Ok(pod::FollowerIo::Terminal(pty.slave))
 }
 
 /// This process's stdin, for a follower to relay.
@@ -458,13 +502,10 @@ pub fn exec(
     member: &VmMember,
     process: Process,
     pid_file: Option<&Path>,
+    console_socket: Option<&Path>,
 ) -> Result<i32, RuntimeError> {
-    if process.terminal() == Some(true) {
-        return Err(RuntimeError::Unsupported {
-            field: "a terminal for exec".into(),
-            detail: " in a VM (not yet: the pod VM relays pipes)".into(),
-        });
-    }
+    let tty = process.terminal() == Some(true);
+    let terminal_size = tty.then(|| super::console::size_of(&process));
     let user = process.user();
     let request = ExecRequest {
         process: String::new(),
@@ -472,13 +513,17 @@ pub fn exec(
         user: format!("{}:{}", user.uid(), user.gid()),
         spec_process: process,
         interactive: true,
-        tty: false,
+        tty,
     };
     let pod = pod_key(dir, &member.pod);
-    let pid = fork_worker(|report| match pod::exec(&pod, request) {
-        Ok(stream) => {
+    let started = |()| {
+        let stream = pod::exec(&pod, request)?;
+        Ok((stream, follower_io(console_socket, terminal_size)?))
+    };
+    let pid = fork_worker(|report| match started(()) {
+        Ok((stream, io)) => {
             report(Ok(()));
-            pod::follow(stream, stdin())
+            pod::follow(stream, io)
         }
         Err(e) => {
             report(Err(e));

@@ -15,6 +15,7 @@
 //! the host's file systems, and later changes on the host are not seen inside.
 
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -421,11 +422,79 @@ pub fn exec(pod: &str, request: ExecRequest) -> Result<UnixStream, VmError> {
     ask(pod, Request::Exec(Box::new(request)))
 }
 
-/// Follows a pod container or exec on `stream` until it exits: its output to this
-/// process's stdout and stderr, `stdin` (when given) to it. Returns its exit status, or
-/// [`VM_GONE_STATUS`] when the pod's VM went away first.
-pub fn follow(mut stream: UnixStream, stdin: Option<std::fs::File>) -> i32 {
-    forward_signals(&stream);
+/// Where a follower relays its process's streams: this process's own stdio (pipes a
+/// caller handed down), or the slave of a host pty whose master went to the caller's
+/// console socket (the process then has a pty in the guest, whose size follows this one).
+pub enum FollowerIo {
+    Stdio(Option<std::fs::File>),
+    Terminal(std::os::fd::OwnedFd),
+}
+
+/// Follows a pod container or exec on `stream` until it exits: its output and input
+/// through `io`. Returns its exit status, or [`VM_GONE_STATUS`] when the pod's VM went
+/// away first.
+pub fn follow(stream: UnixStream, io: FollowerIo) -> i32 {
+    match io {
+        FollowerIo::Stdio(stdin) => {
+            forward_signals(&stream, None);
+            relay(stream, stdin, None)
+        }
+        FollowerIo::Terminal(slave) => {
+            let terminal = std::fs::File::from(slave);
+            // The stdio this follower inherited is the caller's capture of the runtime
+            // command's output (the process's streams are the terminal): held here, the
+            // caller would wait for its end forever.
+            if let Ok(null) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+            {
+                for fd in 0..3 {
+                    let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
+                }
+            }
+            // The slave is this follower's controlling terminal: the caller's resize of
+            // the master comes as SIGWINCH, and its size goes to the guest's pty.
+            let _ = nix::unistd::setsid();
+            // SAFETY: TIOCSCTTY on an open terminal descriptor, no pointer argument.
+            unsafe { libc::ioctl(terminal.as_raw_fd(), libc::TIOCSCTTY, 0) };
+            let sizes = terminal.try_clone().ok();
+            forward_signals(&stream, sizes);
+            if let Some(size) = window_size(&terminal) {
+                let mut to = stream.try_clone().ok();
+                if let Some(to) = to.as_mut() {
+                    let _ = protocol::write_frame(to, 0, Message::Request(size));
+                }
+            }
+            relay(stream, terminal.try_clone().ok(), Some(terminal))
+        }
+    }
+}
+
+/// The terminal's window size as the guest's `Resize`.
+fn window_size(terminal: &std::fs::File) -> Option<Request> {
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize into the struct it is given.
+    let rc = unsafe { libc::ioctl(terminal.as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
+    (rc == 0 && size.ws_row > 0 && size.ws_col > 0).then(|| Request::Resize {
+        process: String::new(),
+        rows: size.ws_row,
+        cols: size.ws_col,
+    })
+}
+
+/// The follower's relay: `stdin` to the process, its output to this process's stdout and
+/// stderr, or with a `terminal` to it.
+fn relay(
+    mut stream: UnixStream,
+    stdin: Option<std::fs::File>,
+    mut terminal: Option<std::fs::File>,
+) -> i32 {
     if let (Some(mut stdin), Ok(mut to)) = (stdin, stream.try_clone()) {
         std::thread::spawn(move || {
             let mut buf = vec![0u8; COPY_CHUNK];
@@ -453,9 +522,10 @@ pub fn follow(mut stream: UnixStream, stdin: Option<std::fs::File>) -> i32 {
                 stream: s, data, ..
             })) => {
                 // A caller that closed its end just loses the output, as with a pipe.
-                let _ = match s {
-                    Stream::Stdout => std::io::stdout().write_all(&data.0),
-                    Stream::Stderr => std::io::stderr().write_all(&data.0),
+                let _ = match (s, terminal.as_mut()) {
+                    (_, Some(t)) => t.write_all(&data.0),
+                    (Stream::Stdout, None) => std::io::stdout().write_all(&data.0),
+                    (Stream::Stderr, None) => std::io::stderr().write_all(&data.0),
                 };
             }
             Ok(Message::Event(Event::Exited { code, .. })) => return code,
@@ -466,8 +536,8 @@ pub fn follow(mut stream: UnixStream, stdin: Option<std::fs::File>) -> i32 {
 }
 
 /// The signals a follower passes on to its process in the guest (a shim's `kill` of the
-/// follower's PID, ctrl-c at a terminal), on a thread of its own.
-fn forward_signals(stream: &UnixStream) {
+/// follower's PID), on a thread of its own; with a `terminal`, its size at each SIGWINCH.
+fn forward_signals(stream: &UnixStream, terminal: Option<std::fs::File>) {
     use nix::sys::signal::{SigSet, Signal};
     let mut set = SigSet::empty();
     for s in [
@@ -477,6 +547,7 @@ fn forward_signals(stream: &UnixStream) {
         Signal::SIGQUIT,
         Signal::SIGUSR1,
         Signal::SIGUSR2,
+        Signal::SIGWINCH,
     ] {
         set.add(s);
     }
@@ -488,9 +559,16 @@ fn forward_signals(stream: &UnixStream) {
     }
     std::thread::spawn(move || {
         while let Ok(signal) = set.wait() {
-            let request = Request::Signal {
-                process: String::new(),
-                signal: signal as i32,
+            let request = match (signal, &terminal) {
+                (Signal::SIGWINCH, Some(t)) => match window_size(t) {
+                    Some(size) => size,
+                    None => continue,
+                },
+                (Signal::SIGWINCH, None) => continue,
+                _ => Request::Signal {
+                    process: String::new(),
+                    signal: signal as i32,
+                },
             };
             if protocol::write_frame(&mut to, 0, Message::Request(request)).is_err() {
                 return;
