@@ -1929,6 +1929,12 @@ fn a_vm_pods_containers_stay_in_its_vm_and_two_roots_never_share_a_pod() {
                 .unwrap(),
         );
     }
+    // The pods' disks (their containers' roots, their volumes' copies) are root's alone.
+    let pods = std::fs::metadata(rt.dir.path().join("vm-state/pods")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&pods.permissions()) & 0o777,
+        0o700
+    );
     for (root, word) in [("root-a", "pod-a"), ("root-b", "pod-b")] {
         let mut seen = String::new();
         eventually("the sandbox's mark", BOUND, || {

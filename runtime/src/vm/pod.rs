@@ -189,8 +189,19 @@ fn template_for(
 fn boot_pod(l: &PodLaunch) -> Result<(Booted, Option<GuestNetwork>), VmError> {
     let (engine, _) = engine::select(None)?;
     let guest = artifacts::locate(l.root)?;
-    std::fs::create_dir_all(&l.dir)
-        .map_err(|e| VmError::Io(format!("{}: {e}", l.dir.display())))?;
+    // Root's alone, the pods' folder and this pod's: the pod's disk holds its containers'
+    // roots and the copies of their volumes (secrets among them). The state's folder
+    // itself is the operator's choice, left as it is.
+    for dir in l
+        .dir
+        .ancestors()
+        .take(2)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+    {
+        super::jail::private_dir(dir)?;
+    }
     let files = VmFiles::at(l.dir.clone());
     let disk = files.dir.join("pod.ext4");
     disks::ensure_writable_disk(l.root, &disk)?;
@@ -449,7 +460,7 @@ pub fn follow(stream: UnixStream, io: FollowerIo) -> i32 {
                 .write(true)
                 .open("/dev/null")
             {
-                for fd in 0..3 {
+                for fd in (0..3).filter(|fd| *fd != terminal.as_raw_fd()) {
                     let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
                 }
             }
