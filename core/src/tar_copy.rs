@@ -5,7 +5,7 @@
 
 use crate::tar_guard::HeaderGuard;
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::{AtFlags, OFlag, ResolveFlag};
 use nix::sys::stat::{Mode, SFlag};
 use std::ffi::OsStr;
 use std::io::{Read, Write};
@@ -424,27 +424,12 @@ fn relative(path: &Path) -> Result<PathBuf, ExtractError> {
 }
 
 fn openat2(dir: BorrowedFd, path: &Path, flags: OFlag) -> std::io::Result<OwnedFd> {
-    let path = if path.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        path
-    };
-    let how = OpenHow::new()
-        .flags(flags | OFlag::O_CLOEXEC)
-        .resolve(BENEATH);
-    loop {
-        match nix::fcntl::openat2(dir.as_raw_fd(), path, how) {
-            // SAFETY: openat2 returned a new descriptor that nothing else owns.
-            Ok(fd) => return Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
-            Err(Errno::EAGAIN) => continue,
-            Err(Errno::ELOOP) => {
-                return Err(std::io::Error::other(
-                    "a directory on the way is a symbolic link (a copy never follows one)",
-                ))
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    crate::linux::inroot::openat2_errno(dir, path, flags, BENEATH).map_err(|e| match e {
+        Errno::ELOOP => std::io::Error::other(
+            "a directory on the way is a symbolic link (a copy never follows one)",
+        ),
+        e => e.into(),
+    })
 }
 
 /// The directory `path` below `root` (made with its missing parents, 0755), reached
@@ -640,6 +625,44 @@ mod tests {
         b.into_inner().unwrap()
     }
 
+    /// A thread that swaps `a` and `b` (renameat2 RENAME_EXCHANGE) over and over until
+    /// dropped: what a writer racing a copy does.
+    struct Swapper {
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Swapper {
+        fn start(a: PathBuf, b: PathBuf) -> Swapper {
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let running = stop.clone();
+            let thread = std::thread::spawn(move || {
+                while !running.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = nix::fcntl::renameat2(
+                        None,
+                        &a,
+                        None,
+                        &b,
+                        nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+                    );
+                }
+            });
+            Swapper {
+                stop,
+                thread: Some(thread),
+            }
+        }
+    }
+
+    impl Drop for Swapper {
+        fn drop(&mut self) {
+            self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
     fn mode(p: &Path) -> u32 {
         std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
     }
@@ -705,22 +728,7 @@ mod tests {
         std::fs::create_dir(&protected).unwrap();
         std::fs::set_permissions(&protected, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::os::unix::fs::symlink("../bin", dest.join("swap")).unwrap();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let racer = {
-            let (stop, dest) = (stop.clone(), dest.clone());
-            std::thread::spawn(move || {
-                let (a, b) = (dest.join("dir"), dest.join("swap"));
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let _ = nix::fcntl::renameat2(
-                        None,
-                        &a,
-                        None,
-                        &b,
-                        nix::fcntl::RenameFlags::RENAME_EXCHANGE,
-                    );
-                }
-            })
-        };
+        let racer = Swapper::start(dest.join("dir"), dest.join("swap"));
         let mut redirected = None;
         for round in 0..4000 {
             let _ = extract(&stream_of_open_dir()[..], &dest, true, false);
@@ -729,8 +737,7 @@ mod tests {
                 break;
             }
         }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        racer.join().unwrap();
+        drop(racer);
         assert_eq!(redirected, None, "the copy was led into the link's target");
     }
 
@@ -743,22 +750,7 @@ mod tests {
         std::fs::create_dir(&src).unwrap();
         std::fs::write(src.join("f"), "data").unwrap();
         nix::unistd::mkfifo(&top.path().join("fifo"), Mode::from_bits_truncate(0o600)).unwrap();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let racer = {
-            let (stop, top) = (stop.clone(), top.path().to_path_buf());
-            std::thread::spawn(move || {
-                let (a, b) = (top.join("src/f"), top.join("fifo"));
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let _ = nix::fcntl::renameat2(
-                        None,
-                        &a,
-                        None,
-                        &b,
-                        nix::fcntl::RenameFlags::RENAME_EXCHANGE,
-                    );
-                }
-            })
-        };
+        let racer = Swapper::start(top.path().join("src/f"), top.path().join("fifo"));
         let (done, finished) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for _ in 0..3000 {
@@ -768,8 +760,7 @@ mod tests {
         });
         // Bounded: a copy held by the FIFO never ends (the thread is left behind).
         let ended = finished.recv_timeout(std::time::Duration::from_secs(60));
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        racer.join().unwrap();
+        drop(racer);
         assert!(ended.is_ok(), "a copy blocked on the FIFO");
     }
 
@@ -785,22 +776,7 @@ mod tests {
         std::fs::create_dir(&secret).unwrap();
         std::fs::write(secret.join("key"), "host only").unwrap();
         std::os::unix::fs::symlink(&secret, src.join("swap")).unwrap();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let racer = {
-            let (stop, src) = (stop.clone(), src.clone());
-            std::thread::spawn(move || {
-                let (a, b) = (src.join("dir"), src.join("swap"));
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let _ = nix::fcntl::renameat2(
-                        None,
-                        &a,
-                        None,
-                        &b,
-                        nix::fcntl::RenameFlags::RENAME_EXCHANGE,
-                    );
-                }
-            })
-        };
+        let racer = Swapper::start(src.join("dir"), src.join("swap"));
         let mut leaked = None;
         for round in 0..3000 {
             let mut out = Vec::new();
@@ -810,8 +786,7 @@ mod tests {
                 break;
             }
         }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        racer.join().unwrap();
+        drop(racer);
         assert_eq!(leaked, None, "the copy read through the link");
     }
 

@@ -69,7 +69,8 @@ fn openat2(
     openat2_errno(dir, path, flags, resolve).map_err(explain)
 }
 
-fn openat2_errno(
+/// [`openat2`] with the kernel's error as it is (for callers that word it themselves).
+pub(crate) fn openat2_errno(
     dir: BorrowedFd,
     path: &Path,
     flags: OFlag,

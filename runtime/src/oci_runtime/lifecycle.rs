@@ -10,7 +10,7 @@ use crate::linux::process::{self, InitConfig, InitStdio, Stdio};
 use crate::linux::seccomp::compile;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// How long `start` waits for the init to take the gate.
 const GATE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -137,18 +137,7 @@ fn create_in(
 ) -> Result<i32, RuntimeError> {
     let (mode, paths) = cgroup_paths(spec, id)?;
     let core = bundle::for_core(spec, bundle_dir, mode, &paths)?;
-    let mut record = Record {
-        id: id.to_string(),
-        bundle: bundle_dir.to_path_buf(),
-        rootfs: bundle::rootfs(spec, bundle_dir),
-        pid: 0,
-        pid_start_time: None,
-        created: crate::timefmt::rfc3339(SystemTime::now()),
-        annotations: spec.annotations().clone().unwrap_or_default(),
-        cgroup: paths.clone(),
-        paused: false,
-        vm: None,
-    };
+    let mut record = Record::created(id, spec, bundle_dir, paths.clone(), None);
     // First, so that `delete --force` after a caller killed mid-create finds the cgroup.
     state::save(dir, &record)?;
     let text = serde_json::to_vec_pretty(&core).map_err(setup("config.json"))?;

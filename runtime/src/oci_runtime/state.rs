@@ -128,6 +128,29 @@ pub fn save(dir: &Dir, record: &Record) -> Result<(), RuntimeError> {
 }
 
 impl Record {
+    /// The record `create` starts from: container `id` of `bundle_dir`'s `spec`, its
+    /// cgroup and (in a VM) its pod; no init yet.
+    pub fn created(
+        id: &str,
+        spec: &oci_spec::runtime::Spec,
+        bundle_dir: &Path,
+        cgroup: CgroupPaths,
+        vm: Option<super::vm::VmMember>,
+    ) -> Record {
+        Record {
+            id: id.to_string(),
+            bundle: bundle_dir.to_path_buf(),
+            rootfs: super::bundle::rootfs(spec, bundle_dir),
+            pid: 0,
+            pid_start_time: None,
+            created: crate::timefmt::rfc3339(std::time::SystemTime::now()),
+            annotations: spec.annotations().clone().unwrap_or_default(),
+            cgroup,
+            paused: false,
+            vm,
+        }
+    }
+
     /// Whether the init is alive (not a zombie) and still the process recorded.
     pub fn init_alive(&self) -> bool {
         self.pid > 0

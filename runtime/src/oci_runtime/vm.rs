@@ -172,18 +172,7 @@ pub fn create_in(
             },
         ),
     };
-    let mut record = Record {
-        id: id.to_string(),
-        bundle: bundle_dir.to_path_buf(),
-        rootfs: bundle::rootfs(spec, bundle_dir),
-        pid: 0,
-        pid_start_time: None,
-        created: crate::timefmt::rfc3339(std::time::SystemTime::now()),
-        annotations: spec.annotations().clone().unwrap_or_default(),
-        cgroup: cgroup.clone(),
-        paused: false,
-        vm: Some(member),
-    };
+    let mut record = Record::created(id, spec, bundle_dir, cgroup.clone(), Some(member));
     state::save(dir, &record)?;
     // Until `start`, the container is created (the marker the status reads).
     std::fs::write(dir.exec_fifo(), b"")
