@@ -19,6 +19,7 @@ use crate::devices::legacy::boot_timer::{self, BootTimer};
 use crate::devices::legacy::i8042::{self, I8042};
 use crate::devices::legacy::serial::{self, SerialDevice, Sink};
 use crate::devices::legacy::EventFdTrigger;
+use crate::devices::virtio::balloon::Balloon;
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::console::{Console, PortHost};
 use crate::devices::virtio::mmio::MmioTransport;
@@ -111,10 +112,7 @@ impl Machine {
             return Err(BuildError::VcpuCount(config.vcpus));
         }
         let snapshot = match &config.snapshot_to {
-            Some(dir) => {
-                refuse_unsaved_devices(config)?;
-                Some(SnapshotFiles::create(dir)?)
-            }
+            Some(dir) => Some(SnapshotFiles::create(dir)?),
             None => None,
         };
         let mem = memory::create(config.mem_bytes)?;
@@ -251,28 +249,6 @@ fn kernel_end(_mem: &GuestMemory) -> u64 {
     HIMEM
 }
 
-/// A snapshot saves the legacy devices and virtio-blk (whose state is all in its transport):
-/// a VM with any other virtio device is refused before it runs, naming the first such device.
-fn refuse_unsaved_devices(config: &VmConfig) -> Result<(), BuildError> {
-    let first = (config.nets.first().map(|n| format!("virtio-net {}", n.tap)))
-        .or_else(|| {
-            config
-                .consoles
-                .first()
-                .map(|c| format!("virtio-console {}", c.name))
-        })
-        .or_else(|| {
-            config
-                .vsock
-                .as_ref()
-                .map(|v| format!("virtio-vsock cid {}", v.cid))
-        });
-    match first {
-        Some(device) => Err(crate::snapshot::SnapshotError::UnsavedDevice(device).into()),
-        None => Ok(()),
-    }
-}
-
 /// Knocks every vCPU out of KVM_RUN until its thread ends (bounded: a wedged thread is left)
 /// and returns the vCPUs whose threads ended, each with whether its last exit was completed.
 fn stop_vcpus(
@@ -362,8 +338,9 @@ pub(crate) fn legacy_devices(
 
 pub(crate) type VirtioSet = (Bus, Vec<Arc<Mutex<MmioTransport>>>, Vec<String>);
 
-/// Disks, network devices, the console, then vsock, each in its own MMIO window with its own interrupt line; returns the bus,
-/// the transports and the `virtio_mmio.device=` arguments that tell the kernel where they are.
+/// Disks, network devices, the console, vsock, then the balloon, each in its own MMIO window
+/// with its own interrupt line; returns the bus, the transports and the `virtio_mmio.device=`
+/// arguments that tell the kernel where they are. A snapshot's devices are in this order too.
 pub(crate) fn virtio_devices(
     vm: &Vm,
     mem: &GuestMemory,
@@ -425,6 +402,9 @@ pub(crate) fn virtio_devices(
             Box::new(Vsock::new(v.cid, &v.uds)?),
             format!("virtio-vsock {}", v.uds.display()),
         ));
+    }
+    if config.free_page_reporting {
+        models.push((Box::new(Balloon::new()), "virtio-balloon".to_string()));
     }
     let mut bus = Bus::default();
     let mut transports = Vec::new();

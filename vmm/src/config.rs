@@ -15,6 +15,8 @@ pub struct VmConfig {
     pub vsock: Option<VsockConfig>,
     pub nets: Vec<NetConfig>,
     pub consoles: Vec<ConsoleConfig>,
+    /// A virtio-balloon through which the guest reports free pages back to the host.
+    pub free_page_reporting: bool,
     pub serial: SerialOutput,
     /// Confine each thread with its seccomp filter once set-up is done.
     pub seccomp: bool,

@@ -48,6 +48,10 @@ struct Flags {
     /// Hybrid vsock: cid=N,uds=PATH
     #[arg(long)]
     vsock: Option<VsockConfig>,
+    /// A virtio-balloon with free page reporting: memory the guest frees goes back to the host
+    /// (to the snapshot's shared pages in a restored VM)
+    #[arg(long)]
+    free_page_reporting: bool,
     /// Where the serial console goes: stdout, file=PATH, none
     #[arg(long, default_value = "stdout")]
     serial: SerialOutput,
@@ -55,14 +59,15 @@ struct Flags {
     #[arg(long)]
     no_seccomp: bool,
     /// Write a snapshot (DIR/state, DIR/memory) when the guest reaches its snapshot point
-    /// (writes 124 to the boot-timer port), then stop; VMs with disks only (no net, console,
-    /// vsock)
+    /// (writes 124 to the boot-timer port), then stop
     #[arg(long, value_name = "DIR", conflicts_with = "restore_from")]
     snapshot_to: Option<PathBuf>,
-    /// Resume the VM a snapshot directory holds instead of booting a kernel (give its disks
-    /// again with --disk, in the same order; they may be other files)
+    /// Resume the VM a snapshot directory holds instead of booting a kernel. Give its
+    /// devices' host sides again, as many and in the same order: --disk (maybe other files),
+    /// --net (another tap; the guest keeps its MAC), --console (the same port names), --vsock
+    /// (another socket and maybe another CID; the guest's connections are reset)
     #[arg(long, value_name = "DIR", conflicts_with_all = [
-        "kernel", "initrd", "cmdline", "mem", "vcpus", "nets", "consoles", "vsock",
+        "kernel", "initrd", "cmdline", "mem", "vcpus", "free_page_reporting",
     ])]
     restore_from: Option<PathBuf>,
 }
@@ -76,6 +81,9 @@ fn main() -> ExitCode {
                 dir,
                 serial: flags.serial,
                 disks: flags.disks,
+                nets: flags.nets,
+                consoles: flags.consoles,
+                vsock: flags.vsock,
                 seccomp: !flags.no_seccomp,
             },
             start,
@@ -113,6 +121,7 @@ fn boot_config(flags: Flags) -> VmConfig {
         vsock: flags.vsock,
         nets: flags.nets,
         consoles: flags.consoles,
+        free_page_reporting: flags.free_page_reporting,
         serial: flags.serial,
         seccomp: !flags.no_seccomp,
         snapshot_to: flags.snapshot_to,

@@ -1,11 +1,15 @@
 //! capsa-vmm snapshots under KVM with the freestanding test guest (capsa.test=snapshot): the
 //! guest fills memory, holds a value in a register and stops at its snapshot point; restored
 //! in new processes it carries on as if it had never stopped, and the snapshot's files are
-//! left as they were; a disk is given again (another file) and the guest goes on using it.
-//! Damaged or foreign snapshots are refused before anything runs.
+//! left as they were; a disk is given again (another file) and the guest goes on using it; a
+//! vsock device is given another socket and CID, and the guest learns of both; a balloon
+//! gives back what the guest frees. Damaged or foreign snapshots are refused before anything
+//! runs.
 
 mod common;
 
+use std::io::Read;
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -134,10 +138,10 @@ fn damaged_or_foreign_snapshots_are_refused_before_anything_runs() {
     // Another format's file, with a checksum that matches its body.
     let text_state = String::from_utf8(state.clone()).unwrap();
     let (header, body) = text_state.split_once('\n').unwrap();
-    let foreign = header.replacen(" 1 sha256=", " 2 sha256=", 1);
+    let foreign = header.replacen(" 2 sha256=", " 1 sha256=", 1);
     assert_ne!(foreign, header);
     std::fs::write(&state_path, format!("{foreign}\n{body}")).unwrap();
-    refused("format 2, this capsa-vmm reads format 1 only");
+    refused("format 1, this capsa-vmm reads format 2 only");
 
     std::fs::write(&state_path, &state).unwrap();
     let memory = std::fs::OpenOptions::new()
@@ -200,22 +204,133 @@ fn a_restored_guest_goes_on_with_its_disk_on_the_backend_the_restore_gives() {
     assert_eq!(&std::fs::read(&before).unwrap()[512..528], &[0u8; 16]);
 }
 
+/// Accepts one connection on `path` (a vsock host listener) in a thread and returns what the
+/// guest sent on it before closing or the VMM's exit closed it.
+fn listen_once(path: &Path) -> std::thread::JoinHandle<String> {
+    let listener = UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(LIMIT)).unwrap();
+        let mut got = String::new();
+        let _ = s.read_to_string(&mut got);
+        got
+    })
+}
+
 #[test]
-fn a_vm_with_a_device_that_cannot_be_saved_is_refused() {
+fn a_restored_guest_has_its_vsock_connections_reset_and_reaches_the_restores_socket() {
     let dir = tempfile::tempdir().unwrap();
-    let uds = dir.path().join("v.sock");
     let snap = dir.path().join("snap");
+    let before = dir.path().join("before.sock");
+    let open_at_snapshot = listen_once(&dir.path().join("before.sock_5000"));
     let out = boot(&[
         "--vsock",
-        &format!("cid=3,uds={}", uds.display()),
+        &format!("cid=3,uds={}", before.display()),
         "--snapshot-to",
         snap.to_str().unwrap(),
     ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(
+        stdout.contains("ok: snapshot: vsock connection open before"),
+        "{stdout}"
+    );
+    assert_eq!(open_at_snapshot.join().unwrap(), "open at the snapshot");
+
+    // The restore must give the vsock device a host side again.
+    let out = restore(&snap);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("cannot snapshot a VM with virtio-vsock cid 3"),
+        stderr.contains("had 1 vsock devices, the restore was given 0"),
         "{stderr}"
     );
-    assert!(out.stdout.is_empty(), "the guest ran");
+    assert!(out.stdout.is_empty(), "the guest ran without its vsock");
+
+    // Another socket and another CID: the guest learns both from the transport reset.
+    let after = dir.path().join("after.sock");
+    let hello = listen_once(&dir.path().join("after.sock_5000"));
+    let vsock = format!("cid=7,uds={}", after.display());
+    let out = run_vmm(
+        &["--restore-from", snap.to_str().unwrap(), "--vsock", &vsock],
+        LIMIT,
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("ok: snapshot: vsock transport reset"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("snapshot: vsock cid 7\n"), "{stdout}");
+    assert!(
+        stdout.contains("ok: snapshot: vsock connected after"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    assert_eq!(hello.join().unwrap(), "hello after the restore");
+}
+
+#[test]
+fn memory_a_guest_reports_free_goes_back_to_zeros_or_to_the_snapshots_pages() {
+    // Booted: the block's pages are anonymous; reported free, they read as zeros.
+    let out = run_vmm(
+        &[
+            "--kernel",
+            test_guest().to_str().unwrap(),
+            "--cmdline",
+            "console=ttyS0 capsa.test=reporting",
+            "--mem",
+            "64M",
+            "--free-page-reporting",
+        ],
+        LIMIT,
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(
+        stdout.contains("ok: reporting: the reported block reads as zeros"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+
+    // Restored: the block holds the snapshot's bytes, the guest overwrites and frees it, and it
+    // reads as the snapshot's again: the private copies were dropped for the file's pages.
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("snap");
+    let out = boot(&[
+        "--free-page-reporting",
+        "--snapshot-to",
+        snap.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let memory = snap.join("memory");
+    let hash = sha256(&memory);
+    let out = restore(&snap);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(
+        stdout.contains("ok: snapshot: a reported block reads as the snapshot's again"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    assert_eq!(
+        sha256(&memory),
+        hash,
+        "the snapshot's memory file is unchanged"
+    );
 }

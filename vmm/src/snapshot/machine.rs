@@ -8,9 +8,11 @@ use vmm_sys_util::eventfd::EventFd;
 use super::{map_memory, read_state, SnapshotError, SnapshotFiles, SnapshotState};
 use crate::arch::x86_64::mptable;
 use crate::builder::{legacy_devices, virtio_devices, BuildError, LegacySetup, Machine};
-use crate::config::{DiskConfig, SerialOutput, VmConfig};
+use crate::config::{ConsoleConfig, DiskConfig, NetConfig, SerialOutput, VmConfig, VsockConfig};
 use crate::devices::bus::{lock, Bus};
-use crate::devices::virtio::mmio::MmioTransport;
+use crate::devices::virtio::mmio::{MmioTransport, TransportState};
+use crate::devices::virtio::net::format_mac;
+use crate::devices::virtio::{device_type, DeviceState};
 use crate::event_loop::EventLoop;
 use crate::timing::StartTime;
 use crate::vstate::memory::GuestMemory;
@@ -55,12 +57,16 @@ pub(crate) fn take(
 }
 
 /// How to run a restored VM: the snapshot and the host side of what it has, supplied anew:
-/// COM1's output and the disks, as many and in the order the snapshotted VM had them.
+/// COM1's output, the disks, taps, console sockets and vsock socket, as many and in the order
+/// the snapshotted VM had them. A balloon needs no host side and comes back by itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RestoreConfig {
     pub dir: PathBuf,
     pub serial: SerialOutput,
     pub disks: Vec<DiskConfig>,
+    pub nets: Vec<NetConfig>,
+    pub consoles: Vec<ConsoleConfig>,
+    pub vsock: Option<VsockConfig>,
     pub seccomp: bool,
 }
 
@@ -115,8 +121,9 @@ impl Machine {
 
 type Transport = Arc<Mutex<MmioTransport>>;
 
-/// The caller's disks on new virtio-blk devices at the same places, each given its saved
-/// transport; a count or type that differs from the snapshot's is refused.
+/// The restore's host sides on new devices at the same places, each given its saved
+/// transport and state; a count, order or port name that differs from the snapshot's is
+/// refused, naming the flag to give again.
 fn restore_devices(
     vm: &Vm,
     mem: &GuestMemory,
@@ -128,34 +135,98 @@ fn restore_devices(
         path: config.dir.clone(),
         detail,
     };
-    if config.disks.len() != state.devices.len() {
+    let devices = devices_like(config, &state.devices).map_err(refuse)?;
+    let (bus, transports, _) = virtio_devices(vm, mem, &devices, events)?;
+    if transports.len() != state.devices.len() {
         return Err(refuse(format!(
-            "the snapshot's VM had {} virtio-blk disks, the restore was given {} (give each \
-             --disk again, in the same order)",
-            state.devices.len(),
-            config.disks.len()
+            "the snapshot's VM had {} virtio devices in an order this restore cannot make",
+            state.devices.len()
         ))
         .into());
     }
-    let devices = VmConfig {
-        kernel: PathBuf::new(),
-        initrd: None,
-        cmdline: String::new(),
-        mem_bytes: state.mem_bytes,
-        vcpus: 1,
-        disks: config.disks.clone(),
-        vsock: None,
-        nets: Vec::new(),
-        consoles: Vec::new(),
-        serial: config.serial.clone(),
-        seccomp: config.seccomp,
-        snapshot_to: None,
-    };
-    let (bus, transports, _) = virtio_devices(vm, mem, &devices, events)?;
     for (transport, saved) in transports.iter().zip(&state.devices) {
         lock(transport).restore(saved).map_err(refuse)?;
     }
     Ok((bus, transports))
+}
+
+/// The devices to make for a restore: the caller's host sides, checked against what the
+/// snapshot's VM had of each kind; a net device given no MAC shows the one its guest has.
+fn devices_like(config: &RestoreConfig, saved: &[TransportState]) -> Result<VmConfig, String> {
+    let count = |kind: u32| saved.iter().filter(|t| t.device_type == kind).count();
+    let expect = |what: &str, flag: &str, had: usize, given: usize| {
+        if had == given {
+            Ok(())
+        } else {
+            Err(format!(
+                "the snapshot's VM had {had} {what}, the restore was given {given} (give each \
+                 {flag} again, in the same order)"
+            ))
+        }
+    };
+    expect(
+        "virtio-blk disks",
+        "--disk",
+        count(device_type::BLOCK),
+        config.disks.len(),
+    )?;
+    expect(
+        "virtio-net devices",
+        "--net",
+        count(device_type::NET),
+        config.nets.len(),
+    )?;
+    let saved_ports = saved.iter().find_map(|t| match &t.device {
+        DeviceState::Console { ports, .. } => Some(ports.len()),
+        _ => None,
+    });
+    expect(
+        "console ports",
+        "--console",
+        saved_ports.unwrap_or(0),
+        config.consoles.len(),
+    )?;
+    expect(
+        "vsock devices",
+        "--vsock",
+        count(device_type::VSOCK),
+        usize::from(config.vsock.is_some()),
+    )?;
+    let macs = saved.iter().filter_map(|t| match t.device {
+        DeviceState::Net { mac } => Some(mac),
+        _ => None,
+    });
+    let mut nets = Vec::new();
+    for (net, mac) in config.nets.iter().zip(macs) {
+        let mut net = net.clone();
+        if net.mac == [0; 6] {
+            net.mac = mac;
+        } else if net.mac != mac {
+            return Err(format!(
+                "net {}: the snapshot's guest has MAC {}, the restore gives {} (a restored guest \
+                 keeps its MAC: give none, or that one)",
+                net.tap,
+                format_mac(&mac),
+                format_mac(&net.mac)
+            ));
+        }
+        nets.push(net);
+    }
+    Ok(VmConfig {
+        kernel: PathBuf::new(),
+        initrd: None,
+        cmdline: String::new(),
+        mem_bytes: 0,
+        vcpus: 1,
+        disks: config.disks.clone(),
+        vsock: config.vsock.clone(),
+        nets,
+        consoles: config.consoles.clone(),
+        free_page_reporting: count(device_type::BALLOON) > 0,
+        serial: config.serial.clone(),
+        seccomp: config.seccomp,
+        snapshot_to: None,
+    })
 }
 
 fn restore_vcpus(

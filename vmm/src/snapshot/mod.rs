@@ -26,7 +26,7 @@ pub use machine::RestoreConfig;
 
 /// The layout of `state` this capsa-vmm writes and reads; any change to [`SnapshotState`]
 /// bumps it.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 const MAGIC: &str = "capsa-vmm-snapshot";
 pub const STATE_FILE: &str = "state";
 pub const MEMORY_FILE: &str = "memory";
@@ -63,8 +63,6 @@ pub enum SnapshotError {
     Devices { path: PathBuf, detail: String },
     #[error("snapshot {0}: holds a snapshot already (remove it or choose another directory)")]
     Exists(PathBuf),
-    #[error("cannot snapshot a VM with {0}: capsa-vmm cannot save that device's state yet")]
-    UnsavedDevice(String),
 }
 
 /// COM1's registers (vm-superio's `SerialState`, which has no serde of its own).
@@ -117,7 +115,8 @@ impl From<&SerialState> for vm_superio::serial::SerialState {
 }
 
 /// Everything but guest memory. The i8042 (reset only) and the boot timer keep no state;
-/// virtio devices (virtio-blk only, so far) are their transports, in the VM's device order.
+/// virtio devices are their transports with what each device keeps of its own, in the VM's
+/// device order (disks, nets, the console, vsock, the balloon).
 #[derive(Serialize, Deserialize)]
 pub struct SnapshotState {
     /// The capsa-vmm that wrote it, for people reading the file.
@@ -307,21 +306,26 @@ mod tests {
         let dir = state_file(b"capsa-vmm-snapshot 0 sha256=00\n{}");
         let err = read_state(dir.path()).err().unwrap();
         assert!(matches!(&err, SnapshotError::Format { found, .. } if found == "0"));
-        assert!(err.to_string().contains("reads format 1 only"), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("reads format {FORMAT} only")),
+            "{err}"
+        );
     }
 
     #[test]
     fn a_body_that_does_not_match_its_checksum_is_refused() {
         let body = b"{\"written_by\":\"x\"}";
         let sum = hex::encode(Sha256::digest(body));
-        let dir = state_file(format!("capsa-vmm-snapshot 1 sha256={sum}\n{{}}").as_bytes());
+        let dir = state_file(format!("capsa-vmm-snapshot {FORMAT} sha256={sum}\n{{}}").as_bytes());
         assert!(matches!(
             read_state(dir.path()),
             Err(SnapshotError::Checksum(_))
         ));
         // The right checksum over a body that is not a whole state: refused, not run.
-        let dir =
-            state_file(format!("capsa-vmm-snapshot 1 sha256={sum}\n{}", text(body)).as_bytes());
+        let dir = state_file(
+            format!("capsa-vmm-snapshot {FORMAT} sha256={sum}\n{}", text(body)).as_bytes(),
+        );
         assert!(matches!(
             read_state(dir.path()),
             Err(SnapshotError::Body { .. })

@@ -4,9 +4,12 @@
  * sector of the virtio-blk disk, echoes a message over vsock to a host client and opens a
  * connection of its own to the host, writes to a named virtio-console port, signals the boot
  * timer and resets through the i8042. With capsa.test=snapshot it instead fills memory (and
- * reads its disk, if it has one), asks for a snapshot at its snapshot point (124 to the
- * boot-timer port) and, running again (after a restore, or at once when no snapshot was asked
- * for), checks its memory and a register, and writes and reads the disk.
+ * reads its disk, opens a vsock connection to the host and dirties a block to free, for the
+ * devices it has), asks for a snapshot at its snapshot point (124 to the boot-timer port)
+ * and, running again (after a restore, or at once when no snapshot was asked for), checks its
+ * memory and a register, writes and reads the disk, waits for vsock's transport reset and
+ * connects again, and reports the block free to the balloon. With capsa.test=reporting it
+ * dirties a block, reports it free and checks it reads as zeros.
  * Everything it checks is printed on COM1 as "ok: ..." or "FAIL: ..."; the host test reads it.
  * Guest kernel code is emulated slowly on nested-PVM hosts, so the work is kept small.
  */
@@ -225,6 +228,17 @@ static void vsock_send(u32 src_port, u32 dst_port, u16 op, u32 flags, const void
   wait_used(&vq[1], SECONDS(10));
 }
 
+/* Connects from guest port `port` to host port 5000 and sends `msg`; closes it if `close`. */
+static int vsock_hello(u32 port, const char *msg, int close) {
+  struct vsock_hdr h;
+  vsock_send(port, 5000, OP_REQUEST, 0, 0, 0);
+  if (!vsock_recv(OP_RESPONSE, &h, 0, 0) || h.src_port != 5000) return 0;
+  vsock_send(port, 5000, OP_RW, 0, msg, (u32)strlen_(msg));
+  if (!close) return 1;
+  vsock_send(port, 5000, OP_SHUTDOWN, 3, 0, 0);
+  return vsock_recv(OP_RST, &h, 0, 0) && h.src_port == 5000;
+}
+
 static void test_vsock(u64 base) {
   if (!device_init(base, vq, 3, 0)) { check(0, "virtio-vsock set-up"); return; }
   guest_cid = mmio_read(base, 0x100) | ((u64)mmio_read(base, 0x104) << 32);
@@ -243,12 +257,7 @@ static void test_vsock(u64 base) {
   check(1, "vsock: echoed the host's message");
 
   /* Guest to host: connect to host port 5000 and say hello. */
-  vsock_send(4000, 5000, OP_REQUEST, 0, 0, 0);
-  if (!vsock_recv(OP_RESPONSE, &h, 0, 0) || h.src_port != 5000) { check(0, "vsock: connect to host port 5000"); return; }
-  const char *hello = "hello from guest";
-  vsock_send(4000, 5000, OP_RW, 0, hello, (u32)strlen_(hello));
-  vsock_send(4000, 5000, OP_SHUTDOWN, 3, 0, 0);
-  check(vsock_recv(OP_RST, &h, 0, 0) && h.src_port == 5000, "vsock: connected to host port 5000, sent, closed");
+  check(vsock_hello(4000, "hello from guest", 1), "vsock: connected to host port 5000, sent, closed");
 }
 
 /* ---- virtio-console: one named port ---------------------------------------------------- */
@@ -319,20 +328,66 @@ static void put_dec(u64 v) {
 static u32 pattern[PATTERN_WORDS]; /* 64 KiB the guest fills before its snapshot point */
 static volatile u64 counter;
 
-/* The first virtio-blk device on the command line, or 0. */
-static u64 find_block(const char *cmdline) {
+/* The first virtio device of type `id` on the command line, or 0. */
+static u64 find_device(const char *cmdline, u32 id) {
   u64 bases[8];
   int n = find_devices(cmdline, bases, 8);
   for (int i = 0; i < n; i++)
-    if (mmio_read(bases[i], 0) == 0x74726976 && mmio_read(bases[i], 8) == 2) return bases[i];
+    if (mmio_read(bases[i], 0) == 0x74726976 && mmio_read(bases[i], 8) == id) return bases[i];
   return 0;
+}
+
+/* ---- virtio-balloon: free page reporting ----------------------------------------------- */
+#define BLOCK_BYTES (2ul << 20)
+static u8 freed[BLOCK_BYTES] __attribute__((aligned(BLOCK_BYTES))); /* a block as Linux reports */
+static struct queue bq[3];
+
+/* One word in each 4 KiB page is enough to tell a page's fate, and keeps the guest quick:
+ * every touch of guest memory is slow on nested-PVM hosts. */
+#define WORD(page) (*(volatile u64 *)(freed + (page) * 4096ul + 8 * ((page) % 512)))
+static void fill_block(u64 v) { for (u64 p = 0; p < BLOCK_BYTES / 4096; p++) WORD(p) = v * 1000003 + p; }
+static int block_is(u64 v) {
+  for (u64 p = 0; p < BLOCK_BYTES / 4096; p++) if (WORD(p) != v * 1000003 + p) return 0;
+  return 1;
+}
+static int block_is_zero(void) { for (u64 p = 0; p < BLOCK_BYTES / 4096; p++) if (WORD(p)) return 0; return 1; }
+
+/* Reports `freed` free on the reporting queue (the third: only REPORTING is negotiated). */
+static int report_free(void) {
+  bq[2].desc[0] = (struct desc){(u64)freed, (u32)BLOCK_BYTES, F_WRITE, 0};
+  submit(&bq[2], 0);
+  return wait_used(&bq[2], SECONDS(10)) >= 0;
+}
+
+static void reporting_test(const char *cmdline) {
+  u64 base = find_device(cmdline, 5);
+  check(base && device_init(base, bq, 3, 1u << 5), "reporting: balloon set up with free page reporting");
+  fill_block(7);
+  check(report_free(), "reporting: the block was reported free");
+  check(block_is_zero(), "reporting: the reported block reads as zeros");
+  puts(failures ? "test guest: FAILED\n" : "test guest: all ok\n");
+  poweroff();
 }
 
 static int read_sector0(void) { return blk_request(0, 0, 1) && memeq(sector_buf, "CAPSA-TEST-DISK", 15); }
 
 static void snapshot_test(const char *cmdline) {
-  u64 blk = find_block(cmdline);
+  u64 blk = find_device(cmdline, 2), vsock = find_device(cmdline, 19), balloon = find_device(cmdline, 5);
   if (blk) check(device_init(blk, &blkq, 1, 0) && read_sector0(), "snapshot: disk read before");
+  static u32 vsock_event[2];
+  if (vsock) {
+    int up = device_init(vsock, vq, 3, 0);
+    guest_cid = mmio_read(vsock, 0x100);
+    for (u16 i = 0; up && i < QSIZE; i++) rx_post(i);
+    /* An event buffer posted, as Linux's driver keeps one; a connection left open. */
+    vq[2].desc[0] = (struct desc){(u64)vsock_event, sizeof(vsock_event), F_WRITE, 0};
+    if (up) submit(&vq[2], 0);
+    check(up && vsock_hello(4000, "open at the snapshot", 0), "snapshot: vsock connection open before");
+  }
+  if (balloon) {
+    check(device_init(balloon, bq, 3, 1u << 5), "snapshot: balloon set up before");
+    fill_block(1);
+  }
   for (u32 i = 0; i < PATTERN_WORDS; i++) pattern[i] = i * 2654435761u;
   counter = 41;
   puts("snapshot: memory filled, counter 41\n");
@@ -354,6 +409,21 @@ static void snapshot_test(const char *cmdline) {
     check(blk_request(1, 1, 1) && blk_request(4, 0, 0), "snapshot: disk written after");
     check(read_sector0(), "snapshot: disk read after");
   }
+  if (vsock) {
+    /* Restored: the device says every connection is gone; the CID is read again. */
+    int reset = wait_used(&vq[2], SECONDS(10)) >= 0 && vsock_event[0] == 0;
+    check(reset, "snapshot: vsock transport reset");
+    guest_cid = mmio_read(vsock, 0x100);
+    puts("snapshot: vsock cid ");
+    put_dec(guest_cid);
+    putc('\n');
+    check(vsock_hello(4001, "hello after the restore", 1), "snapshot: vsock connected after");
+  }
+  if (balloon) {
+    /* Written after the snapshot point, then freed: the pages fall back to the snapshot's. */
+    fill_block(2);
+    check(report_free() && block_is(1), "snapshot: a reported block reads as the snapshot's again");
+  }
   puts("snapshot: counter ");
   put_dec(counter);
   putc('\n');
@@ -373,6 +443,7 @@ void guest_main(u8 *zero_page) {
       for (;;) __asm__ volatile("cli; hlt");
     }
     if (memeq(p, "capsa.test=snapshot", 19)) snapshot_test(cmdline);
+    if (memeq(p, "capsa.test=reporting", 20)) reporting_test(cmdline);
   }
   u64 bases[8];
   int n = find_devices(cmdline, bases, 8);

@@ -2,6 +2,7 @@
 //! ([`mmio::MmioTransport`]) owns the registers, feature negotiation and the queues, and calls
 //! the device when a queue is kicked or one of the device's own file descriptors is ready.
 
+pub mod balloon;
 pub mod block;
 pub mod console;
 pub mod mmio;
@@ -15,6 +16,7 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
@@ -34,6 +36,7 @@ pub mod device_type {
     pub const NET: u32 = 1;
     pub const BLOCK: u32 = 2;
     pub const CONSOLE: u32 = 3;
+    pub const BALLOON: u32 = 5;
     pub const VSOCK: u32 = 19;
 }
 
@@ -161,6 +164,34 @@ impl Context<'_> {
 
 const VRING_AVAIL_F_NO_INTERRUPT: u16 = 1;
 
+/// What a snapshot keeps of a device beyond its transport (queues, features, status) and its
+/// backend, which the restore supplies anew.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum DeviceState {
+    /// virtio-blk and the balloon: nothing beyond the transport.
+    Stateless,
+    /// The MAC the guest's driver read at probe time and keeps.
+    Net { mac: [u8; 6] },
+    /// The CID the guest had; its connections end with the snapshot.
+    Vsock { cid: u64 },
+    /// The driver's progress through the control protocol, port by port.
+    Console {
+        driver_ready: bool,
+        ports: Vec<SavedPort>,
+    },
+}
+
+/// A console port as the guest last knew it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedPort {
+    pub name: String,
+    pub guest_ready: bool,
+    pub guest_open: bool,
+    /// Whether the guest was told a host client was connected (PORT_OPEN 1).
+    pub host_connected: bool,
+}
+
 /// One virtio device model.
 pub trait VirtioDevice: Send {
     fn device_type(&self) -> u32;
@@ -187,6 +218,19 @@ pub trait VirtioDevice: Send {
     }
     /// The driver reset the device: drop connections and in-flight state.
     fn reset(&mut self, _ops: &EventOps) {}
+    /// What a snapshot keeps of the device (the VM is stopped).
+    fn save_state(&self) -> DeviceState {
+        DeviceState::Stateless
+    }
+    /// Takes back what [`save_state`](Self::save_state) kept, on a device made anew with the
+    /// restore's host side, before the transport starts it again; the error says what does
+    /// not fit.
+    fn restore_state(&mut self, saved: &DeviceState) -> Result<(), String> {
+        match saved {
+            DeviceState::Stateless => Ok(()),
+            other => Err(format!("saved state {other:?} is not this device's")),
+        }
+    }
 }
 
 /// Copies `len` bytes of `data` into a config-space read at `offset`, as far as they overlap.

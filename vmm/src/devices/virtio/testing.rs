@@ -104,6 +104,36 @@ impl TestDriver {
         }
     }
 
+    /// Snapshots the transport (through the JSON a snapshot file holds) and puts `device`, made
+    /// anew as a restore makes it, behind a new transport restored from it, with a new event
+    /// loop; guest memory, the rings and the interrupt line stay, as a restored guest's do.
+    /// The queue passes the restore asks for are served, as the event loop would.
+    pub fn restore_onto(&mut self, device: Box<dyn VirtioDevice>) -> Result<(), String> {
+        let json = serde_json::to_string(&self.transport.save()).unwrap();
+        let saved: super::mmio::TransportState = serde_json::from_str(&json).unwrap();
+        let epoll = Arc::new(Epoll::new().unwrap());
+        let interrupt = Arc::new(Interrupt::new(self.irq.try_clone().unwrap()));
+        let ops = EventOps::new(epoll.clone(), 1);
+        let mut transport = MmioTransport::new(
+            device,
+            self.mem.clone(),
+            interrupt,
+            ops,
+            "restored test device".into(),
+        )
+        .unwrap();
+        transport.restore(&saved)?;
+        self.transport = transport;
+        self.epoll = epoll;
+        for q in 0..self.rings.len() {
+            self.transport.handle_event(
+                QUEUE_TOKEN_BASE + q as u32,
+                vmm_sys_util::epoll::EventSet::IN,
+            );
+        }
+        Ok(())
+    }
+
     pub fn write_reg(&mut self, offset: u64, value: u32) {
         self.transport.write(offset, &value.to_le_bytes());
     }

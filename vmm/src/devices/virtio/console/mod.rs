@@ -11,7 +11,10 @@ use std::path::Path;
 use virtio_queue::QueueT;
 use vmm_sys_util::epoll::EventSet;
 
-use super::{device_type, Context, DeviceError, EventOps, VirtioDevice, VIRTIO_F_VERSION_1};
+use super::{
+    device_type, Context, DeviceError, DeviceState, EventOps, SavedPort, VirtioDevice,
+    VIRTIO_F_VERSION_1,
+};
 use control::{event, Control};
 use port::Port;
 
@@ -246,6 +249,61 @@ impl VirtioDevice for Console {
         }
         self.control = Control::default();
         self.driver_ready = false;
+    }
+
+    /// Bytes in flight either way are not kept, nor control messages the driver had not
+    /// taken yet: the guest learns what it missed from the restore (below).
+    fn save_state(&self) -> DeviceState {
+        DeviceState::Console {
+            driver_ready: self.driver_ready,
+            ports: self
+                .ports
+                .iter()
+                .map(|p| SavedPort {
+                    name: p.name.clone(),
+                    guest_ready: p.guest_ready,
+                    guest_open: p.guest_open,
+                    host_connected: p.host_connected(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The same ports by name and order; the host side is the restore's, so a port whose
+    /// client the guest saw connected and that has none now is closed for the guest
+    /// (PORT_OPEN 0), and one handed a connection it did not have is opened.
+    fn restore_state(&mut self, saved: &DeviceState) -> Result<(), String> {
+        let DeviceState::Console {
+            driver_ready,
+            ports,
+        } = saved
+        else {
+            return Err(format!(
+                "saved state {saved:?} is not a virtio-console device's"
+            ));
+        };
+        let names = |list: Vec<&str>| list.join(", ");
+        let saved_names: Vec<&str> = ports.iter().map(|p| p.name.as_str()).collect();
+        let given: Vec<&str> = self.ports.iter().map(|p| p.name.as_str()).collect();
+        if saved_names != given {
+            return Err(format!(
+                "the snapshot's console ports are [{}], the restore gives [{}] (give each \
+                 --console again, in the same order)",
+                names(saved_names),
+                names(given)
+            ));
+        }
+        self.driver_ready = *driver_ready;
+        for (port, saved) in self.ports.iter_mut().zip(ports) {
+            port.guest_ready = saved.guest_ready;
+            port.guest_open = saved.guest_open;
+            let now = port.host_connected();
+            if saved.guest_ready && *driver_ready && saved.host_connected != now {
+                self.control
+                    .send(port.id, event::PORT_OPEN, u16::from(now), &[]);
+            }
+        }
+        Ok(())
     }
 }
 

@@ -158,3 +158,33 @@ fn port_names_are_checked() {
         "{e}"
     );
 }
+
+#[test]
+fn a_restored_console_keeps_its_ports_and_tells_the_guest_its_client_is_gone() {
+    let mut g = Guest::new();
+    g.send_ctrl(0, event::DEVICE_READY, 1);
+    assert_eq!(g.recv_ctrl(), (1, event::DEVICE_ADD, 1, vec![]));
+    g.send_ctrl(1, event::PORT_READY, 1);
+    assert_eq!(g.recv_ctrl().1, event::PORT_NAME);
+    let _client = g.connect_host();
+    assert_eq!(g.recv_ctrl(), (1, event::PORT_OPEN, 1, vec![]));
+    g.send_ctrl(1, event::PORT_OPEN, 1);
+
+    // Other port names: refused, naming both lists.
+    let path = g.dir.path().join("restored.sock");
+    let renamed = Console::new(&[("other".to_string(), path.as_path())]).unwrap();
+    let err = g.d.restore_onto(Box::new(renamed)).unwrap_err();
+    assert!(
+        err.contains("console ports are [capsa.agent], the restore gives [other]"),
+        "{err}"
+    );
+
+    let restored = Console::new(&[("capsa.agent".to_string(), path.as_path())]).unwrap();
+    g.d.restore_onto(Box::new(restored)).unwrap();
+    // The snapshot's client stayed with the old VMM: the port is closed for the guest...
+    assert_eq!(g.recv_ctrl(), (1, event::PORT_OPEN, 0, vec![]));
+    // ...and opened again when a client of the restored VM connects, without a new handshake.
+    let s = UnixStream::connect(&path).unwrap();
+    assert_eq!(g.recv_ctrl(), (1, event::PORT_OPEN, 1, vec![]));
+    drop(s);
+}

@@ -1,10 +1,11 @@
-//! A transport's registers and queues, as a snapshot keeps them. The device behind it must
-//! have no state of its own beyond its backend (virtio-blk); the others are refused earlier.
+//! A transport's registers and queues, as a snapshot keeps them, with what the device behind
+//! it keeps of its own ([`DeviceState`]).
 
 use serde::{Deserialize, Serialize};
 use virtio_queue::{Queue, QueueState};
 
 use super::{status, MmioTransport};
+use crate::devices::virtio::DeviceState;
 
 /// One split virtqueue (virtio-queue's `QueueState`, which has no serde of its own).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +33,7 @@ pub struct TransportState {
     pub config_generation: u32,
     pub broken: bool,
     pub interrupt_status: u32,
+    pub device: DeviceState,
 }
 
 impl MmioTransport {
@@ -64,6 +66,7 @@ impl MmioTransport {
             config_generation: self.config_generation,
             broken: self.broken,
             interrupt_status: self.interrupt.status(),
+            device: self.device.save_state(),
         }
     }
 
@@ -79,6 +82,9 @@ impl MmioTransport {
                 saved.queues.len()
             ));
         }
+        self.device
+            .restore_state(&saved.device)
+            .map_err(|e| format!("{}: {e}", self.name))?;
         let mut queues = Vec::new();
         for (i, q) in saved.queues.iter().enumerate() {
             let state = QueueState {

@@ -13,7 +13,8 @@ use virtio_queue::{QueueT, Reader, Writer};
 use vmm_sys_util::epoll::EventSet;
 
 use super::{
-    device_type, Context, DeviceError, VirtioDevice, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
+    device_type, Context, DeviceError, DeviceState, VirtioDevice, VIRTIO_F_VERSION_1,
+    VIRTIO_RING_F_EVENT_IDX,
 };
 pub use tap::VNET_HDR_LEN;
 
@@ -209,6 +210,37 @@ impl VirtioDevice for Net {
         self.reading = false;
         self.pending = None;
     }
+
+    /// Frames in flight are not kept: a frame read from the tap and not yet delivered is
+    /// lost with the snapshot, as a NIC drops one.
+    fn save_state(&self) -> DeviceState {
+        DeviceState::Net { mac: self.mac }
+    }
+
+    /// The guest's driver read its MAC at probe time and keeps it: the restored device must
+    /// show the same one.
+    fn restore_state(&mut self, saved: &DeviceState) -> Result<(), String> {
+        match saved {
+            DeviceState::Net { mac } if *mac == self.mac => Ok(()),
+            DeviceState::Net { mac } => Err(format!(
+                "the snapshot's guest has MAC {}, the restore gives {} (a restored guest keeps \
+                 its MAC: give none, or that one)",
+                format_mac(mac),
+                format_mac(&self.mac)
+            )),
+            other => Err(format!(
+                "saved state {other:?} is not a virtio-net device's"
+            )),
+        }
+    }
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff`.

@@ -166,3 +166,34 @@ fn macs_and_tap_names_are_checked() {
         "{e}"
     );
 }
+
+#[test]
+fn a_restored_device_keeps_the_guests_mac_and_sends_on_the_restores_tap() {
+    std::thread::spawn(|| {
+        let net = tap_in_own_netns("rtap0");
+        let mut d = TestDriver::new(Box::new(net), None);
+
+        let other_mac = Net::new("rtap1", [0x02, 0, 0, 0, 0, 9]).unwrap();
+        let err = d.restore_onto(Box::new(other_mac)).unwrap_err();
+        assert!(
+            err.contains("has MAC 02:ca:95:00:00:01, the restore gives 02:00:00:00:00:09"),
+            "{err}"
+        );
+
+        let restored = Net::new("rtap2", MAC).unwrap();
+        set_up("rtap2");
+        let new_wire = wire("rtap2");
+        d.restore_onto(Box::new(restored)).unwrap();
+        assert!(d.transport.is_active(), "started again without the driver");
+        let sent = frame(b"after the restore");
+        let mut bytes = vec![0u8; VNET_HDR_LEN];
+        bytes.extend(&sent);
+        d.write_bytes(BUFFERS, &bytes);
+        d.add_chain(1, &[rd(BUFFERS, bytes.len() as u32)]);
+        d.kick(1);
+        assert_eq!(d.take_used(1).len(), 1);
+        assert_eq!(recv_ours(new_wire).expect("on the restore's tap"), sent);
+    })
+    .join()
+    .unwrap();
+}

@@ -2,6 +2,10 @@
 //! - host to guest: a host program connects to the device's socket and writes `CONNECT <port>\n`;
 //!   once the guest accepts, it reads `OK <host port>\n` and the stream is the connection;
 //! - guest to host: a guest connection to CID 2, port P is connected to `<socket>_P`.
+//!
+//! A snapshot keeps no connection: a restored device tells the guest's driver with a
+//! TRANSPORT_RESET event, as Firecracker's does, and the driver then drops its connections and
+//! reads the guest CID again (a restore may give another).
 
 mod connection;
 pub mod packet;
@@ -16,7 +20,7 @@ use virtio_queue::{DescriptorChain, QueueT, Reader, Writer};
 use vmm_sys_util::epoll::EventSet;
 
 use super::{
-    device_type, Context, DeviceError, EventOps, VirtioDevice, VIRTIO_F_VERSION_1,
+    device_type, Context, DeviceError, DeviceState, EventOps, VirtioDevice, VIRTIO_F_VERSION_1,
     VIRTIO_RING_F_EVENT_IDX,
 };
 use crate::vstate::memory::GuestMemory;
@@ -25,6 +29,9 @@ use packet::{op, Header, HEADER_LEN, HOST_CID, SHUTDOWN_RCV, SHUTDOWN_SEND, TYPE
 
 const RX: usize = 0;
 const TX: usize = 1;
+const EVENT: usize = 2;
+/// `virtio_vsock_event.id` of the one event there is.
+const EVENT_TRANSPORT_RESET: u32 = 0;
 const QUEUE_SIZES: [u16; 3] = [256, 256, 256];
 const LISTENER: u32 = 0;
 /// The most payload one packet carries, whatever the guest's buffers allow.
@@ -61,6 +68,9 @@ pub struct Vsock {
     control: VecDeque<Header>,
     next_token: u32,
     next_local_port: u32,
+    /// Restored from a snapshot: the guest still thinks its old connections exist until a
+    /// TRANSPORT_RESET reaches it.
+    reset_pending: bool,
 }
 
 impl Vsock {
@@ -90,6 +100,7 @@ impl Vsock {
             control: VecDeque::new(),
             next_token: 1,
             next_local_port: FIRST_LOCAL_PORT,
+            reset_pending: false,
         })
     }
 
@@ -430,6 +441,34 @@ impl Vsock {
         None
     }
 
+    /// Tells a restored guest that every connection it had is gone, in the first event buffer
+    /// it offers (one too small for the event is returned empty and the next one tried).
+    fn deliver_reset(&mut self, ctx: &mut Context<'_>) -> Result<(), DeviceError> {
+        let mut used = false;
+        while self.reset_pending {
+            let Some(chain) = ctx.queues[EVENT].pop_descriptor_chain(ctx.mem) else {
+                break;
+            };
+            let head = chain.head_index();
+            let event = EVENT_TRANSPORT_RESET.to_le_bytes();
+            let written = match Writer::new(ctx.mem, chain) {
+                Ok(mut w) if w.available_bytes() >= event.len() => {
+                    w.write_all(&event).map(|_| event.len() as u32).unwrap_or(0)
+                }
+                _ => 0,
+            };
+            ctx.queues[EVENT]
+                .add_used(ctx.mem, head, written)
+                .map_err(|e| DeviceError::Guest(format!("vsock event used ring: {e}")))?;
+            self.reset_pending = written == 0;
+            used = true;
+        }
+        if used {
+            ctx.notify(EVENT);
+        }
+        Ok(())
+    }
+
     /// Puts back a packet no rx buffer could take.
     fn unsend(&mut self, header: Header, data: Vec<u8>, token: Option<u32>) {
         match token.and_then(|t| self.conns.get_mut(&t)) {
@@ -510,6 +549,9 @@ impl VirtioDevice for Vsock {
     }
 
     fn process_queue(&mut self, queue: usize, mut ctx: Context<'_>) -> Result<(), DeviceError> {
+        if queue == EVENT {
+            return self.deliver_reset(&mut ctx);
+        }
         if queue == TX {
             self.process_tx(&mut ctx)?;
         }
@@ -541,6 +583,24 @@ impl VirtioDevice for Vsock {
             let _ = ops.remove(c.stream.as_raw_fd());
         }
         self.control.clear();
+        self.reset_pending = false;
+    }
+
+    fn save_state(&self) -> DeviceState {
+        DeviceState::Vsock { cid: self.cid }
+    }
+
+    /// Any CID: the guest reads it again after the reset.
+    fn restore_state(&mut self, saved: &DeviceState) -> Result<(), String> {
+        match saved {
+            DeviceState::Vsock { .. } => {
+                self.reset_pending = true;
+                Ok(())
+            }
+            other => Err(format!(
+                "saved state {other:?} is not a virtio-vsock device's"
+            )),
+        }
     }
 }
 

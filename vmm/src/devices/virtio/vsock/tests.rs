@@ -248,3 +248,48 @@ fn a_bad_handshake_is_dropped_and_reset_closes_connections() {
     g.d.write_reg(0x70, 0); // driver reset
     assert_eq!(host.read(&mut buf).unwrap(), 0, "reset closes host streams");
 }
+
+#[test]
+fn a_restored_device_resets_the_guests_connections_and_serves_its_new_cid_and_socket() {
+    let mut g = Guest::new();
+    // The driver keeps an event buffer posted, as Linux's does.
+    let event_buf = BUFFERS + 0x30000;
+    g.d.write_bytes(event_buf, &[0xff; 8]);
+    let head = g.d.add_chain(EVENT, &[wr(event_buf, 8)]);
+    g.d.kick(EVENT);
+    assert!(g.d.take_used(EVENT).is_empty(), "no event before a restore");
+    let (mut old_client, _) = g.host_connects(1234);
+    g.d.interrupts();
+
+    let uds = g.dir.path().join("restored.sock");
+    g.d.restore_onto(Box::new(Vsock::new(7, &uds).unwrap()))
+        .unwrap();
+    assert_eq!(g.d.take_used(EVENT), vec![(u32::from(head), 4)]);
+    assert_eq!(
+        g.d.read_bytes(event_buf, 4),
+        EVENT_TRANSPORT_RESET.to_le_bytes()
+    );
+    assert!(g.d.interrupts() > 0, "the driver is told");
+    assert_eq!(g.d.read_reg(0x100), 7, "the CID the driver reads again");
+    // The snapshotted VM's host client ended with its VMM.
+    let mut byte = [0u8; 1];
+    assert_eq!(old_client.read(&mut byte).unwrap(), 0);
+
+    // A host client of the restored VM reaches the guest at its new CID.
+    let mut host = UnixStream::connect(&uds).unwrap();
+    host.write_all(b"CONNECT 99\n").unwrap();
+    let got = g.receive(1);
+    assert_eq!(
+        (got[0].0.op, got[0].0.dst_cid, got[0].0.dst_port),
+        (op::REQUEST, 7, 99)
+    );
+}
+
+#[test]
+fn a_saved_state_of_another_device_is_refused() {
+    let mut g = Guest::new();
+    let err =
+        g.d.restore_onto(Box::new(crate::devices::virtio::balloon::Balloon::new()))
+            .unwrap_err();
+    assert!(err.contains("type 19 with 3 queues"), "{err}");
+}
