@@ -154,6 +154,35 @@ fn vm_flags_without_a_meaning_yet_and_missing_pieces_are_named() {
         "{}",
         text(&out.stderr)
     );
+    // A file that is no kernel: the engine says so, and that reaches the user, once named as
+    // a VM isolation error, in the foreground and from a detached run's monitor alike.
+    let not_a_kernel = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(not_a_kernel.path(), b"not a kernel").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(not_a_kernel.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    for detach in [false, true] {
+        let mut args = vec!["run", "--rm", "--isolation", "vm"];
+        if detach {
+            args.push("-d");
+        }
+        args.extend(["busybox", "true"]);
+        let out = env.capsa_env(
+            &args,
+            &[("CAPSA_KERNEL", not_a_kernel.path().to_str().unwrap())],
+        );
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{stderr}");
+        assert!(
+            stderr.contains("VM stopped before its agent answered"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("; engine: qemu"), "{stderr}");
+        assert_eq!(
+            stderr.matches("vm isolation: vm isolation").count(),
+            0,
+            "{stderr}"
+        );
+    }
     assert!(
         env.capsa(&["ps", "-aq"]).stdout.is_empty(),
         "nothing is left of refused runs"

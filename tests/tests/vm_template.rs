@@ -8,6 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use capsa_tests::{text, TestEnv};
+use sha2::Digest;
 
 /// What each clone prints: random bytes, hostname, eth0's address and MAC, the disks.
 const IDENTITY: &str = "head -c16 /dev/urandom | od -An -tx1 | tr -d ' '; hostname; \
@@ -423,5 +424,170 @@ fn the_tcg_cache_setting_reaches_the_engine_and_bad_values_are_refused() {
     let out = env.capsa(&["exec", "dense", "echo", "works"]);
     assert_eq!(text(&out.stdout), "works\n", "{}", text(&out.stderr));
     assert!(env.capsa(&["rm", "-f", "dense"]).status.success());
+    env.assert_clean();
+}
+
+/// An image of `1 + steps.len()` layers: busybox, then one commit per step's script.
+fn layered_image(env: &TestEnv, name: &str, steps: &[&str]) {
+    let mut base = "busybox".to_string();
+    for (i, script) in steps.iter().enumerate() {
+        let (c, tag) = (format!("{name}-c{i}"), format!("{name}:{i}"));
+        let out = env.run(&["--name", &c, &base, "sh", "-c", script]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let out = env.capsa(&["commit", &c, &tag]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(env.capsa(&["rm", &c]).status.success());
+        base = tag;
+    }
+    assert!(env.capsa(&["tag", &base, name]).status.success());
+}
+
+#[test]
+fn an_image_with_more_layers_than_disk_slots_runs_from_the_template_its_bottom_layers_merged() {
+    let env = TestEnv::new();
+    // Seven layers; the second and third hold a whiteout and an opaque directory, which the
+    // merged image of the bottom three must apply, not copy.
+    layered_image(
+        &env,
+        "tall",
+        &[
+            "echo 1 > /f1; mkdir /d; echo a > /d/a",
+            "rm /f1; rm -rf /d; mkdir /d; echo b > /d/b; echo 2 > /f2",
+            "echo 3 > /f3",
+            "echo 4 > /f4",
+            "echo 5 > /f5",
+            "echo 6 > /f6",
+        ],
+    );
+    let script = "ls /d; cat /f2 /f3 /f6; test -e /f1 || echo no-f1";
+    // With a network (the NIC takes one of microvm's eight transports, as the agent does).
+    let out = run_vm(&env, &[], &["tall", "sh", "-c", script]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert_eq!(stdout, "b\n2\n3\n6\nno-f1\n", "{stderr}");
+    assert!(restored(&stderr), "from the template: {stderr}");
+    let merged: Vec<PathBuf> = std::fs::read_dir(env.root().join("layers"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("merged.erofs"))
+        .filter(|p| p.is_file())
+        .collect();
+    assert_eq!(merged.len(), 1, "one merged image of the bottom layers");
+
+    // Five volumes leave no room beside the NIC and the agent: refused by name, nothing made.
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["--network", "bridge"];
+    let volumes: Vec<String> = (0..5)
+        .map(|i| {
+            let host = dir.path().join(format!("v{i}"));
+            std::fs::create_dir(&host).unwrap();
+            format!("{}:/v{i}", host.display())
+        })
+        .collect();
+    for v in &volumes {
+        args.extend(["-v", v.as_str()]);
+    }
+    args.extend(["tall", "true"]);
+    let out = run_vm(&env, &[], &args);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(
+        stderr.contains("5 volumes are too many for a VM") && stderr.contains("at most 4 volumes"),
+        "{stderr}"
+    );
+    env.assert_clean();
+}
+
+/// Unmounts what it names when dropped (the test's own tmpfs), even when an assert fails.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_template_whose_state_the_engine_refuses_or_that_cannot_fit_on_disk_is_named_and_not_used() {
+    let env = TestEnv::new();
+    let hi = |vars: &[(&str, &str)]| run_vm(&env, vars, &["busybox", "echo", "hi"]);
+    let out = hi(&[]);
+    assert!(
+        text(&out.stderr).contains("capsa: vm template: built"),
+        "{}",
+        text(&out.stderr)
+    );
+    let dir = template_dirs(&env).pop().expect("a template");
+    let key = dir.file_name().unwrap().to_str().unwrap().to_string();
+
+    // A device state that passes its hash (root rewrote both) but that QEMU cannot load.
+    let state = dir.join("state");
+    let mut bytes = std::fs::read(&state).unwrap();
+    bytes.reverse();
+    std::fs::write(&state, &bytes).unwrap();
+    let manifest_path = dir.join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    manifest["state_sha256"] = hex::encode(sha2::Sha256::digest(&bytes)).into();
+    std::fs::write(&manifest_path, manifest.to_string()).unwrap();
+    let out = hi(&[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(
+        stderr.contains(&format!("restoring VM template {key}")),
+        "{stderr}"
+    );
+    // QEMU's own reason, from its log, and what capsa did about it.
+    assert!(stderr.contains("migration"), "{stderr}");
+    assert!(
+        stderr.contains("the template was removed: the next VM builds it again"),
+        "{stderr}"
+    );
+    assert!(
+        template_dirs(&env).is_empty(),
+        "the refused template is gone"
+    );
+    let out = hi(&[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(text(&out.stdout), "hi\n", "{stderr}");
+    assert!(stderr.contains("capsa: vm template: built"), "{stderr}");
+    assert!(restored(&stderr), "{stderr}");
+
+    // A template another capsa made (another layout) shows as stale, and is rebuilt.
+    let manifest_path = template_dirs(&env).pop().unwrap().join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    manifest["inputs"]["layout"] = 1.into();
+    std::fs::write(&manifest_path, manifest.to_string()).unwrap();
+    let ls = text(&env.capsa(&["system", "vm-template", "ls"]).stdout);
+    assert!(
+        ls.contains("stale (made by another version of capsa)"),
+        "{ls}"
+    );
+    let stderr = text(&hi(&[]).stderr);
+    assert!(stderr.contains("capsa: vm template: built"), "{stderr}");
+
+    // No room for a template's RAM: said, and the VM boots cold.
+    assert!(env.capsa(&["system", "vm-template", "rm"]).status.success());
+    let templates = env.root().join("vm/templates");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=20m", "capsa-test-full"])
+        .arg(&templates)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let _unmount = Unmount(templates.clone());
+    let out = hi(&[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(text(&out.stdout), "hi\n", "{stderr}");
+    assert!(stderr.contains("no space left on device"), "{stderr}");
+    assert!(stderr.contains("this VM boots cold"), "{stderr}");
+    assert!(!restored(&stderr), "{stderr}");
+    assert!(
+        template_dirs(&env).is_empty(),
+        "nothing half-made: {:?}",
+        template_dirs(&env)
+    );
+    drop(_unmount);
     env.assert_clean();
 }

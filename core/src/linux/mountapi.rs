@@ -149,43 +149,66 @@ pub fn overlay_from_fds(
     work: &OwnedFd,
     target: &OwnedFd,
 ) -> io::Result<OwnedFd> {
+    let fs = overlay_with_lowers(lower)?;
+    set_fd(&fs, "upperdir", upper).map_err(|e| step("upperdir", e))?;
+    set_fd(&fs, "workdir", work).map_err(|e| step("workdir", e))?;
+    set_string(&fs, "index", Some("off")).map_err(|e| step("index", e))?;
+    set_string(&fs, "userxattr", None).map_err(|e| step("userxattr", e))?;
+    let mnt = create_mount(&fs)?;
+    attach(&mnt, target).map_err(|e| step("move_mount", e))?;
+    Ok(mnt)
+}
+
+/// The read-only overlay of `lower` alone (top layer first, at least two; whiteouts and
+/// opaque directories as root's `trusted.overlay.*`), mounted nowhere: a descriptor of its
+/// root, through which the layers read as one merged tree. It goes away with the last
+/// descriptor of it.
+pub fn merged_layers(lower: &[OwnedFd]) -> io::Result<OwnedFd> {
+    let fs = overlay_with_lowers(lower)?;
+    create_mount(&fs)
+}
+
+/// An overlay's file system context with its lower layers set (`lowerdir+`, Linux 6.8).
+fn overlay_with_lowers(lower: &[OwnedFd]) -> io::Result<OwnedFd> {
     let name = cstr("overlay")?;
     // SAFETY: a NUL-terminated name and flags; returns a new descriptor.
     let fs = check_fd(unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), FSOPEN_CLOEXEC) })
         .map_err(|e| step("fsopen", e))?;
-    let set_fd = |key: &str, fd: &OwnedFd| -> io::Result<()> {
-        let k = cstr(key)?;
-        // SAFETY: a NUL-terminated key and a live descriptor as the value.
-        check(unsafe {
-            libc::syscall(
-                libc::SYS_fsconfig,
-                fs.as_raw_fd(),
-                FSCONFIG_SET_FD,
-                k.as_ptr(),
-                std::ptr::null::<u8>(),
-                fd.as_raw_fd(),
-            )
-        })
-    };
     for l in lower {
-        set_fd("lowerdir+", l).map_err(|e| step("lowerdir+", e))?;
+        set_fd(&fs, "lowerdir+", l).map_err(|e| step("lowerdir+", e))?;
     }
-    set_fd("upperdir", upper).map_err(|e| step("upperdir", e))?;
-    set_fd("workdir", work).map_err(|e| step("workdir", e))?;
-    for (key, value) in [("index", "off"), ("userxattr", "")] {
-        let k = cstr(key)?;
-        let v = cstr(value)?;
-        let (cmd, vptr) = if value.is_empty() {
-            (0u32, std::ptr::null())
-        } else {
-            (FSCONFIG_SET_STRING, v.as_ptr())
-        };
-        // SAFETY: NUL-terminated key and value (or null for a flag).
-        check(unsafe {
-            libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), cmd, k.as_ptr(), vptr, 0)
-        })
-        .map_err(|e| step(key, e))?;
-    }
+    Ok(fs)
+}
+
+fn set_fd(fs: &OwnedFd, key: &str, fd: &OwnedFd) -> io::Result<()> {
+    let k = cstr(key)?;
+    // SAFETY: a NUL-terminated key and a live descriptor as the value.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_SET_FD,
+            k.as_ptr(),
+            std::ptr::null::<u8>(),
+            fd.as_raw_fd(),
+        )
+    })
+}
+
+/// A string option, or a flag (FSCONFIG_SET_FLAG) when `value` is None.
+fn set_string(fs: &OwnedFd, key: &str, value: Option<&str>) -> io::Result<()> {
+    let k = cstr(key)?;
+    let v = value.map(cstr).transpose()?;
+    let (cmd, vptr) = match &v {
+        Some(v) => (FSCONFIG_SET_STRING, v.as_ptr()),
+        None => (0u32, std::ptr::null()),
+    };
+    // SAFETY: NUL-terminated key and value (or null for a flag), alive across the call.
+    check(unsafe { libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), cmd, k.as_ptr(), vptr, 0) })
+}
+
+/// Creates the superblock of a configured context and a detached mount of it.
+fn create_mount(fs: &OwnedFd) -> io::Result<OwnedFd> {
     // SAFETY: no pointers; creates the superblock from the configuration above.
     check(unsafe {
         libc::syscall(
@@ -196,12 +219,11 @@ pub fn overlay_from_fds(
             std::ptr::null::<u8>(),
             0,
         )
-    })?;
+    })
+    .map_err(|e| step("create", e))?;
     // SAFETY: integer arguments; returns a descriptor of the new, detached mount.
-    let mnt =
-        check_fd(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0) })?;
-    attach(&mnt, target).map_err(|e| step("move_mount", e))?;
-    Ok(mnt)
+    check_fd(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0) })
+        .map_err(|e| step("fsmount", e))
 }
 
 /// A new tmpfs that is mounted nowhere: a descriptor of its root, and the only way into it.

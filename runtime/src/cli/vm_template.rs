@@ -59,12 +59,12 @@ fn ls(root: &StateRoot, args: LsArgs) -> i32 {
         return 0;
     }
     println!(
-        "{:<18}{:<10}{:<7}{:<10}{:<40}KERNEL",
+        "{:<18}{:<10}{:<7}{:<10}{:<54}KERNEL",
         "TEMPLATE", "MEMORY", "VCPUS", "ON DISK", "STATUS"
     );
     for t in list {
         println!(
-            "{:<18}{:<10}{:<7}{:<10}{:<40}{}",
+            "{:<18}{:<10}{:<7}{:<10}{:<53} {}",
             t.key,
             format!("{}MiB", t.mem_mib),
             t.vcpus,
@@ -99,7 +99,45 @@ fn rm(root: &StateRoot, args: RmArgs) -> i32 {
     code
 }
 
+/// The shapes a VM container can have on this host: 128 MiB up to the host's memory, one
+/// vCPU up to its CPUs.
+fn check_shape(args: &WarmArgs) -> Result<(), String> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    if !(1..=cpus).contains(&args.vcpus) {
+        return Err(format!(
+            "--vcpus {}: from 1 to {cpus}, the CPUs this host has",
+            args.vcpus
+        ));
+    }
+    let host_mib = host_memory_mib();
+    if !(MIN_GUEST_MIB..=host_mib).contains(&args.guest_mib) {
+        return Err(format!(
+            "--guest-mib {}: from {MIN_GUEST_MIB} to {host_mib}, the memory this host has",
+            args.guest_mib
+        ));
+    }
+    Ok(())
+}
+
+/// The smallest guest a VM container gets (`--memory` below it is raised to it).
+const MIN_GUEST_MIB: u64 = 128;
+
+fn host_memory_mib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(u64::MAX, |kib| kib >> 10)
+}
+
 fn warm(root: &StateRoot, args: WarmArgs) -> i32 {
+    if let Err(e) = check_shape(&args) {
+        eprintln!("capsa: system vm-template warm: {e}");
+        return super::EXIT_ENGINE_ERROR;
+    }
     let built = engine::select(Some("qemu")).and_then(|(engine, _)| {
         let guest = artifacts::locate(root)?;
         let qemu = engine

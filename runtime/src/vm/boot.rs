@@ -34,7 +34,8 @@ pub(super) const KERNEL_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 quiet l
 /// its i8042 is its stop, and it reports a triple fault as a crash.
 pub(super) const QEMU_KERNEL_CMDLINE: &str = "console=ttyS0 reboot=t panic=-1 quiet loglevel=4";
 
-/// The disks: image layers top first as l0, l1, ..., the writable layer, the volumes v0, v1, ...
+/// The disks: image layers top first as l0, l1, ... (the bottom ones merged into one when
+/// there are more than the slots allow), the writable layer, the volumes v0, v1, ...
 pub(super) fn attach_disks(
     store: &ContainerStore,
     image: &[PathBuf],
@@ -43,10 +44,11 @@ pub(super) fn attach_disks(
     create: &mut CreateRequest,
 ) -> Result<Vec<Disk>, VmError> {
     let mut disks = Vec::new();
-    for (i, layer) in image.iter().rev().enumerate() {
+    let layers = disks::image_disks(store.root(), image, disks::layer_budget(volumes.len()))?;
+    for (i, path) in layers.into_iter().enumerate() {
         let serial = format!("l{i}");
         disks.push(Disk {
-            path: disks::layer_image(store.root(), layer)?,
+            path,
             serial: serial.clone(),
             read_only: true,
         });
@@ -313,7 +315,7 @@ pub(super) fn greet(
             Err(VmError::Agent(format!("{} to hello", other.kind())))
         }
         Err(e) => {
-            let e = with_console(e, &booted.logs);
+            let e = explained(e, &mut booted);
             booted.shut_down();
             Err(e)
         }
@@ -331,10 +333,21 @@ fn greet_restored(
     let ms = || spawned.elapsed().as_secs_f64() * 1000.0;
     let loaded = restore.load(booted.engine.id());
     if let Err(e) = loaded {
+        // An engine that quit by itself refused the template's state (QEMU says why in
+        // its log): no later VM is restored from it; the next one builds it again.
+        let refused = exits_by_itself(&mut booted.engine, Duration::from_secs(2))
+            .is_some_and(|status| status.code().is_some_and(|c| c != 0));
         let _ = booted.engine.kill();
-        let e = with_console(e, &booted.logs);
+        let _ = booted.engine.wait();
+        let discarded = if refused {
+            restore.discard()
+        } else {
+            String::new()
+        };
         return Err(VmError::EngineExited(format!(
-            "restoring the VM template: {e}"
+            "restoring VM template {}: {e}; engine: {}{discarded}",
+            restore.key(),
+            booted.logs.engine_tail()
         )));
     }
     tracing::debug!(ms = ms(), "vm template state loaded");
@@ -344,6 +357,21 @@ fn greet_restored(
     match booted.agent.call(restored, REQUEST_TIMEOUT)? {
         Response::Ok => Ok(hello),
         other => Err(VmError::Agent(format!("{} to restored", other.kind()))),
+    }
+}
+
+/// How `engine` ended, if it ends within `limit` without being killed.
+fn exits_by_itself(
+    engine: &mut super::jail::EngineProcess,
+    limit: Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match engine.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => return None,
+        }
     }
 }
 
@@ -496,6 +524,8 @@ impl VmLogs {
     }
 }
 
+/// An error met while the VM runs, with what explains it: the guest's console and the
+/// engine's log when the agent went silent.
 pub(super) fn with_console(e: VmError, logs: &VmLogs) -> VmError {
     match e {
         VmError::AgentGone | VmError::AgentTimeout(_) => VmError::EngineExited(format!(
@@ -503,6 +533,21 @@ pub(super) fn with_console(e: VmError, logs: &VmLogs) -> VmError {
             logs.console_tail(),
             logs.engine_tail()
         )),
+        other => other,
+    }
+}
+
+/// [`with_console`], and for any other error of a VM whose engine has exited, the
+/// engine's last words: they are why (QEMU refusing a kernel or a device state says so
+/// in its log, while the agent's connection only breaks).
+fn explained(e: VmError, booted: &mut Booted) -> VmError {
+    // The agent's connection breaks as the engine exits: give the exit a moment.
+    let gone = exits_by_itself(&mut booted.engine, Duration::from_secs(1)).is_some();
+    match with_console(e, &booted.logs) {
+        VmError::EngineExited(text) => VmError::EngineExited(text),
+        other if gone => {
+            VmError::EngineExited(format!("{other}; engine: {}", booted.logs.engine_tail()))
+        }
         other => other,
     }
 }

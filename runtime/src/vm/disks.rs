@@ -1,5 +1,7 @@
 //! The VM's disks: one read-only erofs image per image layer, built once from the unpacked
-//! layer and shared by every VM that uses the layer, a sparse ext4 file per container for
+//! layer and shared by every VM that uses the layer (an image with more layers than a VM
+//! has disk slots for gets its bottom layers merged into one image, built once per chain
+//! of layers), a sparse ext4 file per container for
 //! its writable layer, and one disk per `-v` mount: for a host directory a copy of it
 //! (erofs when read-only, ext4 when writable; what the workload writes stays in the VM's
 //! copy), for a named or anonymous volume the volume's own ext4 image (`crate::volume`),
@@ -76,6 +78,126 @@ pub fn layer_image(root: &StateRoot, layer_dir: &Path) -> Result<PathBuf, VmErro
             .arg(layer_dir),
         &format!("building the erofs image of layer {key}"),
     )?;
+    std::fs::rename(&tmp, &image).map_err(|e| VmError::Io(format!("{}: {e}", image.display())))?;
+    Ok(image)
+}
+
+/// How many disks a VM container's image layers may take: what a VM template's slots leave
+/// beside the writable layer and the volumes, at least one.
+pub fn layer_budget(volumes: usize) -> usize {
+    super::template::SLOTS.saturating_sub(1 + volumes).max(1)
+}
+
+/// The read-only images of an image's layers (`layers`: unpacked, lowest first), top first,
+/// at most `budget` of them: with more layers than that, the bottom ones are merged into
+/// one image and the rest have their own.
+pub fn image_disks(
+    root: &StateRoot,
+    layers: &[PathBuf],
+    budget: usize,
+) -> Result<Vec<PathBuf>, VmError> {
+    let budget = budget.max(1);
+    let merged = if layers.len() > budget {
+        layers.len() - budget + 1
+    } else {
+        0
+    };
+    let mut images = Vec::new();
+    for layer in layers[merged..].iter().rev() {
+        images.push(layer_image(root, layer)?);
+    }
+    if merged > 0 {
+        images.push(merged_image(root, &layers[..merged])?);
+    }
+    Ok(images)
+}
+
+/// One erofs image of `layers` (unpacked, lowest first, at least two) as one tree: built
+/// from their overlay, so whiteouts and opaque directories are applied, not copied. It is
+/// named by the top layer's chain ID, which names exactly this stack of layers, and lives
+/// beside that layer (`layers/<chain id>/merged.erofs`), going with it.
+fn merged_image(root: &StateRoot, layers: &[PathBuf]) -> Result<PathBuf, VmError> {
+    let top = layers
+        .last()
+        .ok_or_else(|| VmError::Io("merging no layers".into()))?;
+    let key = chain_of(root, top)?.hex().to_string();
+    let dir = root.layers_dir().join(&key);
+    let image = dir.join("merged.erofs");
+    if image.is_file() {
+        return Ok(image);
+    }
+    let _lock = crate::fsutil::FileLock::acquire(&dir.join("merged.erofs.lock"))
+        .map_err(|e| VmError::Io(e.to_string()))?;
+    if image.is_file() {
+        return Ok(image);
+    }
+    let what = format!(
+        "merging {} layers below {key} into one erofs image",
+        layers.len()
+    );
+    let mut lower = Vec::new();
+    for l in layers.iter().rev() {
+        chain_of(root, l)?; // only the store's own layers
+        lower.push(
+            capsa_core::linux::mountapi::open_path(l)
+                .map_err(|e| VmError::Io(format!("{what}: {}: {e}", l.display())))?,
+        );
+    }
+    let merged = capsa_core::linux::mountapi::merged_layers(&lower)
+        .map_err(|e| VmError::Io(format!("{what}: overlay of the layers: {e}")))?;
+    let tmp = dir.join("merged.erofs.tmp");
+    // mkfs.erofs resolves its source to a path, which a detached mount has none of: the
+    // child attaches the overlay at `merged.mnt` in a mount namespace of its own, where
+    // no one else sees it and which ends with the child.
+    let at = dir.join("merged.mnt");
+    std::fs::create_dir_all(&at).map_err(|e| VmError::Io(format!("{}: {e}", at.display())))?;
+    let target = std::ffi::CString::new(at.as_os_str().as_encoded_bytes())
+        .map_err(|_| VmError::Io(format!("{what}: a NUL in {}", at.display())))?;
+    let mut mkfs = Command::new("mkfs.erofs");
+    mkfs.arg("--quiet").arg(&tmp).arg(&at);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&merged);
+    // SAFETY: between fork and exec the child makes only system calls, on memory made
+    // before the fork (the target's C string): its own mount namespace, every mount in it
+    // private, then the overlay moved onto the target.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut mkfs, move || {
+            let empty = c"".as_ptr();
+            let fail = || Err(std::io::Error::last_os_error());
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return fail();
+            }
+            let private = libc::MS_REC | libc::MS_PRIVATE;
+            if libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                private,
+                std::ptr::null(),
+            ) != 0
+            {
+                return fail();
+            }
+            const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+            let moved = libc::syscall(
+                libc::SYS_move_mount,
+                fd,
+                empty,
+                libc::AT_FDCWD,
+                target.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            );
+            if moved != 0 {
+                return fail();
+            }
+            Ok(())
+        });
+    }
+    let built = run(&mut mkfs, &what);
+    let _ = std::fs::remove_dir(&at);
+    if built.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    built?;
     std::fs::rename(&tmp, &image).map_err(|e| VmError::Io(format!("{}: {e}", image.display())))?;
     Ok(image)
 }

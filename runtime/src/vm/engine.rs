@@ -93,7 +93,14 @@ pub trait Engine {
     fn qemu(&self) -> Option<&Qemu> {
         None
     }
+    /// The most disks a VM can have beside its agent's console and, with `nic`, its NIC.
+    fn max_disks(&self, nic: bool) -> usize;
 }
+
+/// virtio-mmio transports of QEMU's microvm machine (fixed in QEMU 7.2).
+const MICROVM_TRANSPORTS: usize = 8;
+/// Interrupt lines capsa-vmm gives virtio devices (5 to 23).
+const CAPSA_VMM_DEVICES: usize = 19;
 
 /// Opens tap `name` (created if missing) for an engine to use through its descriptor, with
 /// the virtio-net header on every frame when `vnet_hdr` (a VM restored from a template has
@@ -262,6 +269,11 @@ impl Engine for Qemu {
         Some(self)
     }
 
+    /// microvm's transports less virtio-serial (the agent) and the NIC.
+    fn max_disks(&self, nic: bool) -> usize {
+        MICROVM_TRANSPORTS - 1 - usize::from(nic)
+    }
+
     fn accelerator(&self) -> &'static str {
         if self.kvm {
             "kvm"
@@ -370,6 +382,11 @@ pub struct CapsaVmm {
 impl Engine for CapsaVmm {
     fn name(&self) -> &'static str {
         "capsa-vmm"
+    }
+
+    /// Its device lines less the console (the agent) and the NIC.
+    fn max_disks(&self, nic: bool) -> usize {
+        CAPSA_VMM_DEVICES - 1 - usize::from(nic)
     }
 
     fn accelerator(&self) -> &'static str {

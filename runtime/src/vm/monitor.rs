@@ -95,8 +95,10 @@ pub(super) fn monitor(store: &ContainerStore, p: Prepared, mut report: std::fs::
             &mut sink,
             |r| {
                 if let Some(mut w) = report.take() {
+                    // The waiting CLI names it a VM isolation error itself.
                     let _ = match r {
                         Ok(()) => writeln!(w, "ok"),
+                        Err(ContainerError::Vm(reason)) => writeln!(w, "{reason}"),
                         Err(e) => writeln!(w, "{e}"),
                     };
                 }

@@ -41,8 +41,7 @@ pub(super) fn prepare(
     let guest = artifacts::locate(store.root())?;
     let mem_mib = guest_memory_mib(opts);
     let vcpus = opts.cpus.map(|c| c.ceil().max(1.0) as u32).unwrap_or(1);
-    // The layers, the writable layer, the volumes.
-    let disks = image.layer_dirs.len() + 1 + opts.volumes.len();
+    let disks = disk_count(image, opts, engine.as_ref())?;
     if disks > template::SLOTS && engine.qemu().is_some() && template::enabled() {
         notify(Notice::VmTemplate(format!(
             "this VM has {disks} disks, a template has {} slots: it boots cold",
@@ -72,6 +71,34 @@ pub(super) fn prepare(
         state,
         launch,
     })
+}
+
+/// The VM's disks: the image's layers (the bottom ones merged when they are more than the
+/// slots left: [`super::disks::layer_budget`]), the writable layer, the volumes. More than
+/// the engine's machine takes is refused before anything is made.
+fn disk_count(
+    image: &Image,
+    opts: &RunOptions,
+    engine: &dyn Engine,
+) -> Result<usize, ContainerError> {
+    let volumes = opts.volumes.len();
+    let layers = image
+        .layer_dirs
+        .len()
+        .min(super::disks::layer_budget(volumes));
+    let disks = layers + 1 + volumes;
+    let nic = opts.network != crate::net::NetworkMode::None;
+    let max = engine.max_disks(nic);
+    if disks > max {
+        return Err(ContainerError::InvalidArgument(format!(
+            "{volumes} volumes are too many for a VM: with the image and its writable layer \
+             that is {disks} disks, and a {} VM{} takes at most {max} (at most {} volumes)",
+            engine.name(),
+            if nic { " with a network" } else { "" },
+            max.saturating_sub(2)
+        )));
+    }
+    Ok(disks)
 }
 
 /// Builds the VM template the boot will restore from when it is missing or stale (said

@@ -253,7 +253,7 @@ pub fn ensure(
     let t = Template { dir, key };
     let why = match check(&t, &inputs) {
         Ok(_) => return Ok(Ensured::Ready(t)),
-        Err(why) => why,
+        Err(why) => replaced_one(root, &t.key, &inputs).unwrap_or(why),
     };
     super::jail::private_dir(&templates_dir(root))?;
     let lock_path = templates_dir(root).join(format!("{}.lock", t.key));
@@ -261,7 +261,8 @@ pub fn ensure(
     if check(&t, &inputs).is_ok() {
         return Ok(Ensured::Ready(t)); // another capsa built it while we waited
     }
-    let built = build(&t, qemu, guest, &inputs);
+    let built = room_for(&templates_dir(root), inputs.mem_mib)
+        .and_then(|()| build(&t, qemu, guest, &inputs));
     match built {
         Ok(()) => remove_replaced(root, &t.key, &inputs),
         Err(_) => {
@@ -269,6 +270,31 @@ pub fn ensure(
         }
     }
     built.map(|()| Ensured::Built(t, why))
+}
+
+/// A template's RAM file takes up to its guest's memory on disk (what the booted guest
+/// wrote): a build that would fill the disk is refused before it starts (QEMU, writing
+/// guest memory into a full file system, dies of SIGBUS with nothing to say).
+fn room_for(dir: &Path, mem_mib: u64) -> Result<(), VmError> {
+    let st = nix::sys::statvfs::statvfs(dir).map_err(|e| io_err(dir, e))?;
+    let free_mib = (st.blocks_available() as u64 * st.fragment_size() as u64) >> 20;
+    if free_mib < mem_mib {
+        return Err(VmError::Tool(format!(
+            "building a VM template for a {mem_mib} MiB guest: no space left on device ({free_mib} \
+             MiB free in {}, its RAM file may take {mem_mib} MiB)",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Why no template of this shape served, when one of the same memory and vCPUs is there
+/// under another key (its kernel, agent or QEMU changed): "KEY, stale (...)".
+fn replaced_one(root: &StateRoot, key: &str, inputs: &Inputs) -> Option<String> {
+    list(root)
+        .into_iter()
+        .find(|i| i.key != key && i.mem_mib == inputs.mem_mib && i.vcpus == inputs.vcpus)
+        .map(|i| format!("{}, {}", i.key, i.status))
 }
 
 /// Removes the templates the one just built for `inputs` replaces: stale ones (their kernel,
@@ -340,7 +366,11 @@ fn describe(dir: &Path) -> TemplateInfo {
     };
     let current = |f: &FileStamp| FileStamp::of(&f.path).is_ok_and(|now| now == *f);
     let i = &m.inputs;
-    let status = if !(current(&i.kernel) && current(&i.initramfs) && current(&i.qemu)) {
+    let status = if i.layout != LAYOUT_VERSION || i.cmdline != cmdline() || i.slots != SLOTS {
+        "stale (made by another version of capsa)".to_string()
+    } else if key_of(i) != key {
+        "damaged (its manifest is not the one its name says)".to_string()
+    } else if !(current(&i.kernel) && current(&i.initramfs) && current(&i.qemu)) {
         "stale (its kernel, agent or QEMU changed)".to_string()
     } else {
         match check(&t, i) {
@@ -618,6 +648,9 @@ fn ignore_shared() -> serde_json::Value {
 /// A clone being restored: its engine command, and what the restore needs after spawn.
 pub struct Restore {
     qmp: UnixStream,
+    /// The template's key and folder.
+    key: String,
+    dir: PathBuf,
     state: std::fs::File,
     /// The clone's guest RAM.
     pub ram: CloneRam,
@@ -761,7 +794,16 @@ pub fn restore_command(
     args.extend(qmp_args(&mut c, qmp_end.into()));
     args.extend(["-incoming".into(), "defer".into()]);
     c.args = args;
-    Ok((c, Restore { qmp, state, ram }))
+    Ok((
+        c,
+        Restore {
+            qmp,
+            key: t.key.clone(),
+            dir: t.dir.clone(),
+            state,
+            ram,
+        },
+    ))
 }
 
 impl Restore {
@@ -782,6 +824,30 @@ impl Restore {
             Some(serde_json::json!({ "uri": "fd:state" })),
         )?;
         qmp.run_when_loaded()
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Removes the template whose state its engine refused, as `vm-template rm` does (its
+    /// holder ends, running clones keep what they mapped); says what was done, for the
+    /// error that follows.
+    pub fn discard(&self) -> String {
+        let Some(root) = self.dir.parent() else {
+            return String::new();
+        };
+        let lock_path = root.join(format!("{}.lock", self.key));
+        let removed = super::jail::lock_file(&lock_path, true)
+            .map_err(|e| e.to_string())
+            .and_then(|_lock| {
+                super::ram_holder::stop(&self.dir);
+                std::fs::remove_dir_all(&self.dir).map_err(|e| e.to_string())
+            });
+        match removed {
+            Ok(()) => " (the template was removed: the next VM builds it again)".into(),
+            Err(e) => format!(" (removing the template failed: {e})"),
+        }
     }
 
     /// What the agent is told first: host random bytes for its RNG.
