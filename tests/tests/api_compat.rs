@@ -483,10 +483,16 @@ fn capsa_update_changes_a_running_containers_limits() {
 fn settings_capsa_cannot_apply_are_refused_or_warned_never_dropped_silently() {
     let env = TestEnv::new();
     let api = env.serve();
+    let throttle = json!([{"Path": "/dev/sda", "Rate": 1024}]);
     for (field, value) in [
         ("Links", json!(["other:alias"])),
         ("IpcMode", json!("host")),
         ("CgroupnsMode", json!("host")),
+        ("StorageOpt", json!({"size": "1G"})),
+        ("BlkioDeviceReadBps", throttle.clone()),
+        ("BlkioDeviceWriteIOps", throttle),
+        ("DeviceRequests", json!([{"Driver": "nvidia", "Count": -1}])),
+        ("CpuRealtimeRuntime", json!(950000)),
     ] {
         let (status, body) = api.request_json(
             "POST",
@@ -496,6 +502,44 @@ fn settings_capsa_cannot_apply_are_refused_or_warned_never_dropped_silently() {
         assert_eq!(status, 400, "{field}: {body}");
         assert!(body["message"].as_str().unwrap().contains(field), "{body}");
     }
+    // Mount options that would mount something else than asked: refused by the --mount
+    // parser, by name.
+    for (mount, word) in [
+        (
+            json!({"Type": "volume", "Source": "v", "Target": "/v", "VolumeOptions": {"Subpath": "tenantA"}}),
+            "volume-subpath",
+        ),
+        (
+            json!({"Type": "bind", "Source": "/tmp", "Target": "/t", "BindOptions": {"NonRecursive": true}}),
+            "bind-recursive",
+        ),
+        (
+            json!({"Type": "volume", "Source": "v", "Target": "/v", "VolumeOptions": {"DriverConfig": {"Name": "nfs"}}}),
+            "volume driver",
+        ),
+    ] {
+        let (status, body) = api.request_json(
+            "POST",
+            "/v1.50/containers/create",
+            Some(&json!({"Image": "busybox", "HostConfig": {"Mounts": [mount]}})),
+        );
+        assert_eq!(status, 400, "{word}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains(word),
+            "{word}: {body}"
+        );
+    }
+    // A network's driver options (enable_icc=false among them) are refused, not dropped.
+    let (status, body) = api.request_json(
+        "POST",
+        "/v1.50/networks/create",
+        Some(&json!({"Name": "closed", "Options": {"com.docker.network.bridge.enable_icc": "false"}})),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("enable_icc"),
+        "{body}"
+    );
     let (status, body) = api.request_json(
         "POST",
         "/v1.50/containers/create?name=pinned",
@@ -505,4 +549,54 @@ fn settings_capsa_cannot_apply_are_refused_or_warned_never_dropped_silently() {
     let warnings = body["Warnings"].to_string();
     assert!(warnings.contains("DnsSearch"), "{body}");
     api.docker_ok(&["rm", "-f", "pinned"]);
+}
+
+#[test]
+fn network_disabled_oom_score_adj_and_system_paths_reach_the_container() {
+    let env = TestEnv::new();
+    let api = env.serve();
+    let script = "ls /sys/class/net; cat /proc/self/oom_score_adj; cat /etc/passwd | wc -c; \
+                  touch /tmp/x 2>&1 | grep -c Read-only";
+    let (status, body) = api.request_json(
+        "POST",
+        "/v1.50/containers/create?name=tight",
+        Some(&json!({
+            "Image": "busybox", "Cmd": ["sh", "-c", script], "NetworkDisabled": true,
+            "HostConfig": {"OomScoreAdj": 300, "MaskedPaths": ["/etc/passwd"], "ReadonlyPaths": ["/tmp"]}
+        })),
+    );
+    assert_eq!(status, 201, "{body}");
+    api.docker_ok(&["start", "-a", "tight"]);
+    let logs = api.docker_ok(&["logs", "tight"]);
+    assert_eq!(
+        logs, "lo\n300\n0\n1\n",
+        "no eth0, the OOM score, masked and read-only paths"
+    );
+    let host = api.docker_ok(&["inspect", "-f", "{{json .HostConfig}}", "tight"]);
+    let host: serde_json::Value = serde_json::from_str(&host).unwrap();
+    assert_eq!(host["OomScoreAdj"], 300, "{host}");
+    assert_eq!(host["MaskedPaths"], json!(["/etc/passwd"]), "{host}");
+    api.docker_ok(&["rm", "tight"]);
+    let (status, body) = api.request_json(
+        "POST",
+        "/v1.50/containers/create",
+        Some(&json!({"Image": "busybox", "HostConfig": {"OomScoreAdj": 1001}})),
+    );
+    assert_eq!(status, 400, "{body}");
+
+    // The CLI's --oom-score-adj (raised: lowering needs CAP_SYS_RESOURCE in the host's
+    // user namespace, which a test machine that is itself a container may not give), and
+    // --security-opt systempaths=unconfined as Docker has it.
+    assert_eq!(
+        env.sh(&["--oom-score-adj", "400"], "cat /proc/self/oom_score_adj"),
+        "400\n"
+    );
+    let out = env.run(&["--rm", "--oom-score-adj", "1001", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    let masked_keys = "grep -c ' /proc/keys ' /proc/self/mountinfo; true";
+    assert_eq!(env.sh(&[], masked_keys), "1\n", "masked by default");
+    assert_eq!(
+        env.sh(&["--security-opt", "systempaths=unconfined"], masked_keys),
+        "0\n"
+    );
 }

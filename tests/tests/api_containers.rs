@@ -361,6 +361,51 @@ fn raw_requests_get_dockers_status_codes_and_words() {
             .contains("HostConfig.Memory"),
         "{body}"
     );
+    // A seccomp profile comes as its JSON: a path on the server's host is never opened
+    // (a FIFO there hung the server; /dev/zero has no end).
+    for path in ["/dev/zero", "/etc/shadow"] {
+        let opt = format!("seccomp={path}");
+        let (status, body) = api.request_json(
+            "POST",
+            "/v1.50/containers/create",
+            Some(&json!({"Image": "busybox", "HostConfig": {"SecurityOpt": [opt]}})),
+        );
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("give the seccomp profile's JSON itself"),
+            "{body}"
+        );
+    }
+    // A body that does not say it is JSON is refused, as dockerd refuses it: a web page can
+    // send text/plain or a form to a TCP socket without asking first.
+    for content_type in ["text/plain", "application/x-www-form-urlencoded", ""] {
+        use std::io::{Read, Write};
+        let body = r#"{"Image":"busybox","HostConfig":{"Privileged":true}}"#;
+        let header = if content_type.is_empty() {
+            String::new()
+        } else {
+            format!("Content-Type: {content_type}\r\n")
+        };
+        let mut s = std::os::unix::net::UnixStream::connect(api.socket()).unwrap();
+        write!(
+            s,
+            "POST /v1.50/containers/create?name=csrf HTTP/1.1\r\nHost: docker\r\n{header}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 400"),
+            "{content_type}: {answer}"
+        );
+        assert!(answer.contains("must be 'application/json'"), "{answer}");
+    }
+    let (status, _) = api.request("GET", "/v1.50/containers/csrf/json", None);
+    assert_eq!(status, 404, "no container was made");
     let (status, body) = api.request_json("GET", "/v1.50/containers/nope/json", None);
     assert_eq!(status, 404);
     assert_eq!(body["message"], "No such container: nope");

@@ -151,6 +151,13 @@ fn cap_drop_and_cap_add_change_what_works() {
     // (/mnt exists in the test image, so the refusal in mount_and_unshare_are_refused is
     // the kernel's answer, not a missing directory.)
     assert_eq!(out, "mounted\n");
+    // Every capability but the dropped one, as Docker gives: SYS_ADMIN stays out.
+    let out = env.sh(
+        &["--cap-add", "ALL", "--cap-drop", "SYS_ADMIN"],
+        "mount -t tmpfs none /mnt 2>/dev/null && echo mounted; \
+         ping -c1 -W1 127.0.0.1 >/dev/null 2>&1 && echo raw",
+    );
+    assert_eq!(out, "raw\n", "SYS_ADMIN kept, or NET_RAW lost");
 }
 
 #[test]

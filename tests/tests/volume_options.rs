@@ -72,6 +72,20 @@ fn a_setuid_file_or_device_node_made_in_a_volume_takes_no_effect() {
     for want in ["nosuid", "nodev", "noexec"] {
         assert!(tmpfs.contains(&want.to_string()), "{tmpfs:?}");
     }
+    // Asked for, as Docker takes them: the tmpfs runs programs.
+    let out = env.sh(
+        &["--tmpfs", "/scratch:exec,size=8m"],
+        "cp /bin/busybox /scratch/ && /scratch/busybox echo ran",
+    );
+    assert_eq!(out, "ran\n");
+    // Words that would make the tmpfs something else are refused by name.
+    for bad in ["rbind", "bind", "rshared", "nosuch=1", "size="] {
+        let t = format!("/scratch:{bad}");
+        let out = env.run(&["--rm", "--tmpfs", &t, "busybox", "true"]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{bad}: {stderr}");
+        assert!(stderr.contains("is not a tmpfs option"), "{bad}: {stderr}");
+    }
 }
 
 #[test]

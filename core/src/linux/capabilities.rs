@@ -55,14 +55,24 @@ pub fn all_caps() -> Vec<String> {
         .collect()
 }
 
-/// Docker's default set, plus `add`, minus `drop` (each may be `ALL`).
+/// Docker's rules (moby's TweakCapabilities): with `ALL` among the adds, every capability
+/// but the dropped ones; otherwise Docker's default set minus `drop` (which may be `ALL`),
+/// plus `add`.
 pub fn effective_set(add: &[String], drop: &[String]) -> Result<Vec<String>, UnknownCapability> {
-    let mut set: Vec<String> = DOCKER_DEFAULT.iter().map(|s| s.to_string()).collect();
+    let is_all = |n: &String| n.trim().eq_ignore_ascii_case("ALL");
+    let mut set: Vec<String> = if add.iter().any(is_all) {
+        all_caps()
+    } else {
+        DOCKER_DEFAULT.iter().map(|s| s.to_string()).collect()
+    };
     for d in drop {
+        if add.iter().any(is_all) && is_all(d) {
+            continue; // Docker: ALL added wins over ALL dropped
+        }
         let names = parse_cap(d)?;
         set.retain(|c| !names.contains(c));
     }
-    for a in add {
+    for a in add.iter().filter(|a| !is_all(a)) {
         for name in parse_cap(a)? {
             if !set.contains(&name) {
                 set.push(name);
@@ -128,6 +138,17 @@ mod tests {
         assert!(!set.contains(&"CAP_NET_RAW".to_string()));
         assert!(set.contains(&"CAP_CHOWN".to_string()));
         assert!(effective_set(&[], &["ALL".into()]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn all_added_keeps_out_what_is_dropped() {
+        let set = effective_set(&["ALL".into()], &["SYS_ADMIN".into(), "net_raw".into()]).unwrap();
+        assert!(!set.contains(&"CAP_SYS_ADMIN".to_string()), "{set:?}");
+        assert!(!set.contains(&"CAP_NET_RAW".to_string()), "{set:?}");
+        assert_eq!(set.len(), all_caps().len() - 2, "{set:?}");
+        // Added after dropped, a capability stays (Docker's default case).
+        let set = effective_set(&["NET_RAW".into()], &["ALL".into()]).unwrap();
+        assert_eq!(set, vec!["CAP_NET_RAW".to_string()]);
     }
 
     #[test]

@@ -133,9 +133,19 @@ fn parse_options(options: &[String]) -> (MsFlags, Vec<String>, bool) {
             "nosuid" => flags |= MsFlags::MS_NOSUID,
             "nodev" => flags |= MsFlags::MS_NODEV,
             "noexec" => flags |= MsFlags::MS_NOEXEC,
+            // The opposites, as the OCI spec lists them: a later word undoes an earlier one
+            // (a tmpfs's defaults, then what the user gave).
+            "suid" => flags &= !MsFlags::MS_NOSUID,
+            "dev" => flags &= !MsFlags::MS_NODEV,
+            "exec" => flags &= !MsFlags::MS_NOEXEC,
             "relatime" => flags |= MsFlags::MS_RELATIME,
+            "norelatime" => flags &= !MsFlags::MS_RELATIME,
             "strictatime" => flags |= MsFlags::MS_STRICTATIME,
+            "nostrictatime" => flags &= !MsFlags::MS_STRICTATIME,
             "noatime" => flags |= MsFlags::MS_NOATIME,
+            "atime" => flags &= !MsFlags::MS_NOATIME,
+            "nodiratime" => flags |= MsFlags::MS_NODIRATIME,
+            "diratime" => flags &= !MsFlags::MS_NODIRATIME,
             "bind" => flags |= MsFlags::MS_BIND,
             "rbind" => {
                 flags |= MsFlags::MS_BIND | MsFlags::MS_REC;

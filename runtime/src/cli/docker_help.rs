@@ -38,6 +38,7 @@ const WORDING: &[(&[&str], &str, &str)] = &[
     (RUN, "cap_drop", "Drop Linux capabilities"),
     (RUN, "security_opt", "Security Options"),
     (RUN, "privileged", "Give extended privileges to this container"),
+    (RUN, "oom_score_adj", "Tune host's OOM preferences (-1000 to 1000)"),
     (RUN, "cgroup_parent", "Optional parent cgroup for the container"),
     (RUN, "stop_signal", "Signal to stop the container"),
     (RUN, "stop_timeout", "Timeout (in seconds) to stop a container"),

@@ -183,12 +183,16 @@ pub struct RunArgs {
     /// Drop a Linux capability.
     #[arg(long = "cap-drop")]
     cap_drop: Vec<String>,
-    /// Security options: seccomp=unconfined|FILE.json, no-new-privileges=true|false.
+    /// Security options: seccomp=unconfined|FILE.json, no-new-privileges=true|false,
+    /// systempaths=unconfined.
     #[arg(long = "security-opt")]
     security_opt: Vec<String>,
     /// Give the container every capability and device, no seccomp, no masked paths.
     #[arg(long)]
     privileged: bool,
+    /// Tune the workload's OOM preference (-1000 to 1000).
+    #[arg(long = "oom-score-adj", allow_hyphen_values = true)]
+    oom_score_adj: Option<String>,
     /// Parent cgroup (absolute, or relative to capsa's own cgroup).
     #[arg(long = "cgroup-parent")]
     cgroup_parent: Option<String>,
@@ -353,6 +357,13 @@ impl RunArgs {
             seccomp: SeccompChoice::Default,
             no_new_privileges: true,
             privileged: self.privileged,
+            oom_score_adj: self
+                .oom_score_adj
+                .as_deref()
+                .map(options::parse_oom_score_adj)
+                .transpose()?,
+            masked_paths: None,
+            readonly_paths: None,
             cgroup_parent: self.cgroup_parent,
             userns,
             pid_host: match self.pid.as_deref() {

@@ -269,7 +269,7 @@ fn host_config(s: &State, spec: &Value) -> Value {
         "ConsoleSize": [0, 0],
         "ShmSize": shm_size(spec),
         "Sysctls": spec["linux"]["sysctl"].as_object().filter(|m| !m.is_empty()),
-        "OomScoreAdj": 0,
+        "OomScoreAdj": spec["process"]["oomScoreAdj"].as_i64().unwrap_or(0),
         "MaskedPaths": spec["linux"]["maskedPaths"],
         "ReadonlyPaths": spec["linux"]["readonlyPaths"],
     });

@@ -3,7 +3,7 @@
 
 use super::ContainerError;
 use crate::net::dns_name;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Which seccomp filter to use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +127,13 @@ pub struct RunOptions {
     pub no_new_privileges: bool,
     /// `--privileged`.
     pub privileged: bool,
+    /// `--oom-score-adj` (-1000 to 1000): the workload's OOM-killer preference.
+    pub oom_score_adj: Option<i32>,
+    /// The API's `HostConfig.MaskedPaths` (or `--security-opt systempaths=unconfined`:
+    /// none): replaces Docker's list when given.
+    pub masked_paths: Option<Vec<String>>,
+    /// The API's `HostConfig.ReadonlyPaths`, likewise.
+    pub readonly_paths: Option<Vec<String>>,
     /// `--cgroup-parent`.
     pub cgroup_parent: Option<String>,
     /// `--userns=auto`: a user namespace with a private range of host IDs.
@@ -220,10 +227,11 @@ pub fn check(opts: &mut RunOptions, security_opts: &[String]) -> Result<(), Cont
     if opts.restart_policy != super::restart::RestartPolicy::No && opts.auto_remove {
         return bad("Conflicting options: --restart and --rm".into());
     }
-    for (path, _) in &opts.tmpfs {
+    for (path, options) in &opts.tmpfs {
         if !path.starts_with('/') {
             return bad(format!("--tmpfs {path:?}: the path must be absolute"));
         }
+        check_tmpfs_options(path, options)?;
     }
     if let Some(h) = &opts.hostname {
         check_hostname(h)?;
@@ -240,6 +248,16 @@ pub fn check(opts: &mut RunOptions, security_opts: &[String]) -> Result<(), Cont
     if let Some(parent) = &opts.cgroup_parent {
         check_cgroup_parent(parent)?;
     }
+    for (field, list) in [
+        ("MaskedPaths", &opts.masked_paths),
+        ("ReadonlyPaths", &opts.readonly_paths),
+    ] {
+        for path in list.iter().flatten() {
+            if !path.starts_with('/') || path.contains('\0') {
+                return bad(format!("{field} {path:?}: an absolute path"));
+            }
+        }
+    }
     for so in security_opts {
         apply_security_opt(opts, so)?;
     }
@@ -247,12 +265,7 @@ pub fn check(opts: &mut RunOptions, security_opts: &[String]) -> Result<(), Cont
     crate::linux::capabilities::effective_set(&opts.cap_add, &opts.cap_drop)
         .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
     let profile = match &opts.seccomp {
-        SeccompChoice::File(p) => Some((
-            std::fs::read_to_string(p).map_err(|e| {
-                ContainerError::InvalidArgument(format!("seccomp profile {}: {e}", p.display()))
-            })?,
-            p.display().to_string(),
-        )),
+        SeccompChoice::File(p) => Some((read_profile(p)?, p.display().to_string())),
         SeccompChoice::Inline(text) => Some((text.clone(), "the given profile".to_string())),
         _ => None,
     };
@@ -261,6 +274,77 @@ pub fn check(opts: &mut RunOptions, security_opts: &[String]) -> Result<(), Cont
             .map_err(|e| ContainerError::InvalidArgument(e.to_string()))?;
     }
     Ok(())
+}
+
+/// What a `--tmpfs` (or the API's `HostConfig.Tmpfs`) may say, as Docker takes it: the
+/// mount flags a tmpfs has and tmpfs's own data. Anything else (`bind`, `rbind`, a
+/// propagation) would turn the tmpfs into something else, and is refused by name.
+fn check_tmpfs_options(path: &str, options: &str) -> Result<(), ContainerError> {
+    const FLAGS: &[&str] = &[
+        "ro",
+        "rw",
+        "suid",
+        "nosuid",
+        "dev",
+        "nodev",
+        "exec",
+        "noexec",
+        "atime",
+        "noatime",
+        "diratime",
+        "nodiratime",
+        "relatime",
+        "norelatime",
+        "strictatime",
+        "nostrictatime",
+    ];
+    const DATA: &[&str] = &[
+        "size",
+        "mode",
+        "uid",
+        "gid",
+        "nr_inodes",
+        "nr_blocks",
+        "huge",
+    ];
+    for word in options.split(',').filter(|w| !w.is_empty()) {
+        let known = match word.split_once('=') {
+            Some((key, value)) => DATA.contains(&key) && !value.is_empty(),
+            None => FLAGS.contains(&word),
+        };
+        if !known {
+            return Err(ContainerError::InvalidArgument(format!(
+                "--tmpfs {path}:{options}: {word:?} is not a tmpfs option (flags: {}; data: \
+                 {}=VALUE)",
+                FLAGS.join(", "),
+                DATA.join("=, ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The largest seccomp profile read from a file (Docker's default profile is about 20 KiB).
+const MAX_PROFILE: u64 = 1 << 20;
+
+/// A `--security-opt seccomp=FILE` profile's text, read to a bound.
+fn read_profile(path: &Path) -> Result<String, ContainerError> {
+    use std::io::Read;
+    let fail = |why: String| {
+        ContainerError::InvalidArgument(format!("seccomp profile {}: {why}", path.display()))
+    };
+    let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
+    if !file.metadata().map_err(|e| fail(e.to_string()))?.is_file() {
+        return Err(fail("not a regular file".into()));
+    }
+    let mut text = String::new();
+    file.take(MAX_PROFILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| fail(e.to_string()))?;
+    if text.len() as u64 > MAX_PROFILE {
+        return Err(fail(format!("larger than {MAX_PROFILE} bytes")));
+    }
+    Ok(text)
 }
 
 /// Parses `--add-host NAME:IP` (IPv6 addresses keep their colons: the name ends at the
@@ -410,6 +494,20 @@ pub fn parse_cpus(value: &str) -> Result<f64, ContainerError> {
         )));
     }
     Ok(n)
+}
+
+/// Parses `--oom-score-adj`: -1000 to 1000, as the kernel takes it.
+pub fn parse_oom_score_adj(value: &str) -> Result<i32, ContainerError> {
+    value
+        .trim()
+        .parse::<i32>()
+        .ok()
+        .filter(|n| (-1000..=1000).contains(n))
+        .ok_or_else(|| {
+            ContainerError::InvalidArgument(format!(
+                "--oom-score-adj {value:?}: an integer from -1000 to 1000"
+            ))
+        })
 }
 
 /// Parses `--pids-limit` (-1 or 0: unlimited).
@@ -669,6 +767,11 @@ pub fn apply_security_opt(opts: &mut RunOptions, value: &str) -> Result<(), Cont
             opts.seccomp = SeccompChoice::Inline(val.to_string())
         }
         "seccomp" => opts.seccomp = SeccompChoice::File(PathBuf::from(val)),
+        // Docker's way to unmask /proc and /sys paths (no MaskedPaths, no ReadonlyPaths).
+        "systempaths" if val == "unconfined" => {
+            opts.masked_paths = Some(Vec::new());
+            opts.readonly_paths = Some(Vec::new());
+        }
         "no-new-privileges" => {
             opts.no_new_privileges = match val {
                 "" | "true" => true,
@@ -676,7 +779,11 @@ pub fn apply_security_opt(opts: &mut RunOptions, value: &str) -> Result<(), Cont
                 _ => return Err(bad("expected true or false")),
             }
         }
-        _ => return Err(bad("supported: seccomp=..., no-new-privileges=...")),
+        _ => {
+            return Err(bad(
+                "supported: seccomp=..., no-new-privileges=..., systempaths=unconfined",
+            ))
+        }
     }
     Ok(())
 }

@@ -515,6 +515,9 @@ pub fn build(opts: &RunOptions, image: &Image, ctx: &SpecContext) -> Result<Spec
         .map_err(err)?;
     let rlimits = rlimits(nofile, &opts.tuning.ulimits)?;
     let mut process = ProcessBuilder::default();
+    if let Some(adj) = opts.oom_score_adj {
+        process = process.oom_score_adj(adj);
+    }
     if let (true, Some((rows, cols))) = (opts.tty, opts.console_size) {
         process = process.console_size(
             oci_spec::runtime::BoxBuilder::default()
@@ -607,21 +610,24 @@ pub fn build(opts: &RunOptions, image: &Image, ctx: &SpecContext) -> Result<Spec
     }
     // Set either way: oci-spec's builder otherwise fills in its own default lists, and
     // `--privileged` must see /proc and /sys unmasked and writable, as with Docker.
-    let (masked, mut readonly): (&[&str], Vec<&str>) = if opts.privileged {
-        (&[], Vec::new())
-    } else {
-        (MASKED_PATHS, READONLY_PATHS.to_vec())
+    // The API's MaskedPaths/ReadonlyPaths (or systempaths=unconfined) replace the lists.
+    let given = |list: &Option<Vec<String>>, default: &[&'static str]| -> Vec<String> {
+        match list {
+            Some(l) => l.clone(),
+            None if opts.privileged => Vec::new(),
+            None => strings(default),
+        }
     };
+    let masked = given(&opts.masked_paths, MASKED_PATHS);
+    let mut readonly = given(&opts.readonly_paths, READONLY_PATHS);
     let v1 = matches!(
         ctx.cgroup_mode,
         Some(CgroupMode::Hybrid | CgroupMode::Legacy)
     );
     if v1 && ctx.cgroup.is_some() && !opts.privileged {
-        readonly.push(V1_CGROUP_TMPFS);
+        readonly.push(V1_CGROUP_TMPFS.to_string());
     }
-    linux = linux
-        .masked_paths(strings(masked))
-        .readonly_paths(strings(&readonly));
+    linux = linux.masked_paths(masked).readonly_paths(readonly);
     if let Some(s) = seccomp_section(opts, &cap_names)? {
         linux = linux.seccomp(s);
     }

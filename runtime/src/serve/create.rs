@@ -66,6 +66,7 @@ pub struct CreateBody {
     pub stop_timeout: Option<i64>,
     pub host_config: Option<HostConfig>,
     pub networking_config: Option<NetworkingConfig>,
+    pub network_disabled: Option<bool>,
 }
 
 /// `Healthcheck`.
@@ -149,6 +150,20 @@ pub struct HostConfig {
     pub ipc_mode: Option<String>,
     #[serde(rename = "UTSMode")]
     pub uts_mode: Option<String>,
+    pub oom_score_adj: Option<i64>,
+    pub masked_paths: Option<Vec<String>>,
+    pub readonly_paths: Option<Vec<String>>,
+    pub storage_opt: Option<BTreeMap<String, String>>,
+    pub blkio_weight_device: Option<Vec<serde_json::Value>>,
+    pub blkio_device_read_bps: Option<Vec<serde_json::Value>>,
+    pub blkio_device_write_bps: Option<Vec<serde_json::Value>>,
+    #[serde(rename = "BlkioDeviceReadIOps")]
+    pub blkio_device_read_iops: Option<Vec<serde_json::Value>>,
+    #[serde(rename = "BlkioDeviceWriteIOps")]
+    pub blkio_device_write_iops: Option<Vec<serde_json::Value>>,
+    pub device_requests: Option<Vec<serde_json::Value>>,
+    pub cpu_realtime_period: Option<i64>,
+    pub cpu_realtime_runtime: Option<i64>,
 }
 
 /// One of `HostConfig.Devices`.
@@ -188,6 +203,8 @@ pub struct Mount {
 #[serde(default, rename_all = "PascalCase")]
 pub struct BindOptions {
     pub propagation: Option<String>,
+    pub non_recursive: Option<bool>,
+    pub read_only_non_recursive: Option<bool>,
 }
 
 /// `Mount.VolumeOptions`.
@@ -195,6 +212,16 @@ pub struct BindOptions {
 #[serde(default, rename_all = "PascalCase")]
 pub struct VolumeOptions {
     pub no_copy: Option<bool>,
+    pub subpath: Option<String>,
+    pub driver_config: Option<DriverConfig>,
+}
+
+/// `Mount.VolumeOptions.DriverConfig`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct DriverConfig {
+    pub name: Option<String>,
+    pub options: Option<BTreeMap<String, String>>,
 }
 
 /// `Mount.TmpfsOptions`.
@@ -310,6 +337,34 @@ pub fn to_options(
             .is_some_and(|m| !m.is_empty() && m != "private"),
     )?;
     absent("Links", some(&host.links))?;
+    // Limits and devices capsa does not apply: refused, so a container is never less
+    // confined, or differently equipped, than asked.
+    absent(
+        "StorageOpt",
+        host.storage_opt.as_ref().is_some_and(|o| !o.is_empty()),
+    )?;
+    for (field, list) in [
+        ("BlkioWeightDevice", &host.blkio_weight_device),
+        ("BlkioDeviceReadBps", &host.blkio_device_read_bps),
+        ("BlkioDeviceWriteBps", &host.blkio_device_write_bps),
+        ("BlkioDeviceReadIOps", &host.blkio_device_read_iops),
+        ("BlkioDeviceWriteIOps", &host.blkio_device_write_iops),
+        ("DeviceRequests", &host.device_requests),
+    ] {
+        absent(field, list.as_ref().is_some_and(|l| !l.is_empty()))?;
+    }
+    absent(
+        "CpuRealtimePeriod",
+        host.cpu_realtime_period.is_some_and(|v| v != 0),
+    )?;
+    absent(
+        "CpuRealtimeRuntime",
+        host.cpu_realtime_runtime.is_some_and(|v| v != 0),
+    )?;
+    let oom_score_adj = match host.oom_score_adj.unwrap_or(0) {
+        0 => None,
+        v => Some(options::parse_oom_score_adj(&v.to_string())?),
+    };
     let mode = |m: &Option<String>, allowed: &[&str]| {
         m.as_deref()
             .is_some_and(|m| !m.is_empty() && !allowed.contains(&m))
@@ -397,7 +452,9 @@ pub fn to_options(
         .map(|p| options::parse_pids_limit(&p.to_string()))
         .transpose()?
         .filter(|p| *p > 0);
+    // `NetworkDisabled` (docker-py's network_disabled): loopback only, whatever the mode.
     let network_mode = match host.network_mode.as_deref().unwrap_or("") {
+        _ if body.network_disabled == Some(true) => "none".to_string(),
         "" | "default" => "bridge".to_string(),
         m => m.to_string(),
     };
@@ -576,6 +633,9 @@ pub fn to_options(
         seccomp: SeccompChoice::Default,
         no_new_privileges: true,
         privileged: host.privileged.unwrap_or(false),
+        oom_score_adj,
+        masked_paths: host.masked_paths.take(),
+        readonly_paths: host.readonly_paths.take(),
         cgroup_parent,
         userns,
         uts_host,
@@ -625,8 +685,27 @@ pub fn to_options(
         },
     };
     let security_opts = host.security_opt.unwrap_or_default();
+    refuse_profile_paths(&security_opts)?;
     options::check(&mut opts, &security_opts)?;
     Ok((opts, warnings))
+}
+
+/// A seccomp profile comes over the API as its JSON, as the docker CLI sends it to dockerd
+/// (which never opens a path): a path would have the server read a file of its host
+/// (a FIFO hung it, /dev/zero had no end) for whoever can reach the socket.
+fn refuse_profile_paths(security_opts: &[String]) -> Result<(), crate::container::ContainerError> {
+    for so in security_opts {
+        let Some((key, value)) = so.split_once(['=', ':']) else {
+            continue;
+        };
+        if key == "seccomp" && value != "unconfined" && !value.trim_start().starts_with('{') {
+            return Err(crate::container::ContainerError::InvalidArgument(format!(
+                "SecurityOpt {so:?}: give the seccomp profile's JSON itself (or unconfined); \
+                 the API does not read files of the server's host"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The `HostConfig` fields that become [`Tuning`], taken out of it.
@@ -789,15 +868,32 @@ fn mount_flag(i: usize, m: Mount) -> ApiResult<String> {
     if m.read_only.unwrap_or(false) {
         push("readonly", "true")?;
     }
-    if let Some(p) = m
-        .bind_options
-        .and_then(|b| b.propagation)
-        .filter(|p| !p.is_empty())
-    {
+    let bind = m.bind_options.unwrap_or_default();
+    if let Some(p) = bind.propagation.filter(|p| !p.is_empty()) {
         push("bind-propagation", &p)?;
     }
-    if m.volume_options.and_then(|v| v.no_copy).unwrap_or(false) {
+    // What the parser refuses by name, rather than dropped here: each would mount
+    // something other than what was asked.
+    if bind.non_recursive == Some(true) {
+        push("bind-recursive", "disabled")?;
+    }
+    if bind.read_only_non_recursive == Some(true) {
+        push("bind-recursive", "writable")?;
+    }
+    let volume = m.volume_options.unwrap_or_default();
+    if volume.no_copy.unwrap_or(false) {
         push("volume-nocopy", "true")?;
+    }
+    if let Some(sub) = volume.subpath.filter(|s| !s.is_empty()) {
+        push("volume-subpath", &sub)?;
+    }
+    if let Some(driver) = volume.driver_config {
+        if let Some(name) = driver.name.filter(|n| !n.is_empty()) {
+            push("volume-driver", &name)?;
+        }
+        if driver.options.is_some_and(|o| !o.is_empty()) {
+            push("volume-opt", "given")?;
+        }
     }
     if let Some(t) = m.tmpfs_options {
         if let Some(size) = t.size_bytes.filter(|s| *s > 0) {

@@ -211,9 +211,30 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let content_type = request
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let bytes = read_body(request.into_body(), JSON_BODY_LIMIT).await?;
+        if !bytes.is_empty() {
+            check_json_type(content_type.as_deref())?;
+        }
         parse_json(&bytes).map(DockerJson)
     }
+}
+
+/// A body is JSON only when it says so, as dockerd checks (CheckForJSON): a form or a
+/// `text/plain` body, which a web page can send without asking first (no CORS preflight),
+/// never creates a container through a server listening on TCP.
+fn check_json_type(content_type: Option<&str>) -> ApiResult<()> {
+    let given = content_type.unwrap_or("");
+    let media = given.split(';').next().unwrap_or("").trim();
+    if media.eq_ignore_ascii_case("application/json") {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(format!(
+        "unsupported Content-Type header ({given}): must be 'application/json'"
+    )))
 }
 
 /// Reads a whole body up to `limit` bytes.

@@ -156,6 +156,8 @@ struct CreateBody {
     labels: Option<BTreeMap<String, String>>,
     #[serde(rename = "IPAM", default)]
     ipam: Option<Ipam>,
+    #[serde(rename = "Options", default)]
+    options: Option<BTreeMap<String, String>>,
 }
 
 /// `POST /networks/create`: 201 `{"Id", "Warning"}`; 409 when the name is taken.
@@ -178,6 +180,15 @@ async fn create(
         return Err(ApiError::bad_request(
             "EnableIPv6: capsa's networks are IPv4 only",
         ));
+    }
+    // A driver option capsa does not apply (enable_icc=false among them) would leave the
+    // network more open than asked: refused by name, never dropped.
+    if let Some(keys) = body.options.as_ref().filter(|o| !o.is_empty()) {
+        let keys: Vec<&str> = keys.keys().map(String::as_str).collect();
+        return Err(ApiError::bad_request(format!(
+            "Options {}: capsa's bridge networks take no driver options",
+            keys.join(", ")
+        )));
     }
     let ipam = body.ipam.unwrap_or_default();
     if let Some(d) = ipam
