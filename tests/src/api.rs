@@ -23,16 +23,23 @@ pub struct ApiServer {
 impl TestEnv {
     /// Starts `capsa serve` for this environment and waits until `/_ping` answers.
     pub fn serve(&self) -> ApiServer {
+        self.serve_with(&[])
+    }
+
+    /// [`serve`](Self::serve) with more flags for `capsa serve`.
+    pub fn serve_with(&self, extra: &[&str]) -> ApiServer {
         let socket = self.root().join("api.sock");
         let log = self.root().join("serve.log");
         let host = format!("unix://{}", socket.display());
-        let mut cmd = self.command(&[
+        let mut args = vec![
             "serve",
             "-H",
             &host,
             "--cgroup-parent",
             self.cgroup_parent(),
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let mut cmd = self.command(&args);
         // One file for both, as a service manager gives them: what the server relays for
         // its clients must not depend on its own streams.
         let file = std::fs::File::create(&log).expect("serve log");

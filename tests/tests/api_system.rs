@@ -60,6 +60,17 @@ fn the_socket_is_root_only_without_a_group() {
     assert!(!text(&out.stdout).contains("OK"), "nobody reached the API");
 }
 
+#[test]
+fn a_group_socket_is_that_groups_and_no_one_elses() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let env = TestEnv::new();
+    let api = env.serve_with(&["--group", "4242"]);
+    let meta = std::fs::symlink_metadata(api.socket()).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()));
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!((meta.uid(), meta.gid()), (0, 4242));
+}
+
 /// The descriptors of process `pid`, as their /proc links read.
 fn descriptors(pid: i64) -> Vec<String> {
     std::fs::read_dir(format!("/proc/{pid}/fd"))

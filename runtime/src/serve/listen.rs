@@ -169,8 +169,23 @@ fn bind_unix(
     unsafe { libc::umask(old) };
     let listener = bound.map_err(io)?;
     if let Some(gid) = gid {
-        std::os::unix::fs::chown(path, Some(0), Some(gid)).map_err(io)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io)?;
+        // Through a descriptor of the socket itself: a path in a folder others can write
+        // could be swapped for a symlink between the bind and the chown.
+        use std::os::unix::fs::OpenOptionsExt;
+        let socket = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(io)?;
+        let meta = socket.metadata().map_err(io)?;
+        if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
+            return Err(io(std::io::Error::other(
+                "replaced by something else than the socket",
+            )));
+        }
+        let by_fd = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&socket));
+        std::os::unix::fs::chown(&by_fd, Some(0), Some(gid)).map_err(io)?;
+        std::fs::set_permissions(&by_fd, std::fs::Permissions::from_mode(0o660)).map_err(io)?;
     }
     listener.set_nonblocking(true).map_err(io)?;
     tokio::net::UnixListener::from_std(listener).map_err(io)
