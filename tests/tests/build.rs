@@ -292,6 +292,36 @@ fn the_cache_hits_until_the_first_changed_file_and_is_reclaimed_by_prune() {
     assert_eq!(listed_all, 2, "busybox and c:1 are left");
     let rebuilt = ok(&build(&env, &["-t", "c:1"], ctx.path()));
     assert!(cached_steps(&rebuilt).iter().all(|(_, c)| !c), "{rebuilt}");
+
+    // Two contexts that differ only where a link's target meets the next name (`a -> xy`
+    // with `z`, `a -> x` with `yz`) are two cache keys, not one.
+    let copy_all = "FROM busybox\nCOPY . /ctx\n";
+    let first = context(&[("Dockerfile", copy_all), ("z", "")]);
+    std::os::unix::fs::symlink("xy", first.path().join("a")).unwrap();
+    let second = context(&[("Dockerfile", copy_all), ("yz", "")]);
+    std::os::unix::fs::symlink("x", second.path().join("a")).unwrap();
+    ok(&build(&env, &["-t", "l:1"], first.path()));
+    let out = ok(&build(&env, &["-t", "l:2"], second.path()));
+    assert!(cached_steps(&out).iter().all(|(_, c)| !c), "{out}");
+    assert_eq!(
+        run_out(&env, &["l:2", "sh", "-c", "readlink /ctx/a; ls /ctx"]),
+        "x\nDockerfile\na\nyz\n"
+    );
+
+    // What a RUN step's name lookups saw keys it: a layer built with --add-host is not
+    // another build's.
+    let resolve = context(&[(
+        "Dockerfile",
+        "FROM busybox\nRUN grep pkgs.example /etc/hosts > /resolved || true\n",
+    )]);
+    ok(&build(
+        &env,
+        &["--add-host", "pkgs.example:10.66.66.66", "-t", "h:1"],
+        resolve.path(),
+    ));
+    let out = ok(&build(&env, &["-t", "h:2"], resolve.path()));
+    assert!(cached_steps(&out).iter().all(|(_, c)| !c), "{out}");
+    assert_eq!(run_out(&env, &["h:2", "cat", "/resolved"]), "");
     env.assert_clean();
 }
 
@@ -463,6 +493,17 @@ fn bad_input_is_one_line_and_leaves_nothing_and_links_never_lead_out() {
         ),
         // Pulled when missing: nothing listens there (and nothing leaves this machine).
         ("FROM 127.0.0.1:9/nosuch\n", "FROM 127.0.0.1:9/nosuch: "),
+        // An image's account files are read by a host-side process outside the container's
+        // limits: a FIFO there would hang the build, a device node have it read the host's
+        // device (here /dev/zero: without a bound, all the host's memory).
+        (
+            "FROM busybox\nRUN rm /etc/passwd && mkfifo /etc/passwd\nCOPY --chown=app dir /d\n",
+            "/etc/passwd in the image: not a regular file",
+        ),
+        (
+            "FROM busybox\nRUN rm /etc/group && mknod /etc/group c 1 5\nCOPY --chown=0:app dir /d\n",
+            "/etc/group in the image: not a regular file",
+        ),
     ];
     for (dockerfile, says) in cases {
         std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();

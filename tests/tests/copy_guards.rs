@@ -81,7 +81,27 @@ fn the_workload_is_frozen_while_a_copy_works_in_its_root() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(frozen(&env), Some(true), "still paused");
     assert!(env.capsa(&["unpause", "busy"]).status.success());
-    assert!(env.capsa(&["rm", "-f", "busy"]).status.success());
+    // A copy killed while it works leaves the workload frozen (its thaw never runs): rm -f
+    // still removes the container (a v1-frozen process does not die of SIGKILL).
+    let mut child = env
+        .command(&["cp", "-", "busy:/tmp"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&archive[..512]).unwrap();
+    stdin.flush().unwrap();
+    eventually("frozen during the copy", Duration::from_secs(20), || {
+        frozen(&env) == Some(true)
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(stdin);
+    assert_eq!(frozen(&env), Some(true), "left frozen by the killed copy");
+    let out = env.capsa(&["rm", "-f", "busy"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
     env.assert_clean();
 }
 

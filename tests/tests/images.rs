@@ -706,6 +706,37 @@ fn registry_error_text_is_shown_escaped_on_one_line() {
     );
 }
 
+/// Red team 30 #6: a registry's redirect is followed to HTTPS anywhere, but to plain HTTP
+/// only to loopback or an insecure registry: a private image's manifests and blobs never
+/// cross the network in the clear.
+#[test]
+fn redirects_to_plain_http_elsewhere_are_refused() {
+    use capsa_tests::registry::HostileServer;
+    let env = TestEnv::new();
+    // To a non-loopback host over HTTP: refused before any connection (nothing listens
+    // there; the test's network namespace has no route off this machine).
+    let registry = HostileServer::start(&env, "127.0.0.1", "redirect", "10.77.0.1:8080");
+    let out = env.capsa(&["pull", &format!("{}/private:1", registry.host())]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("plain HTTP to 10.77.0.1:8080, which is neither loopback nor listed as an insecure registry"),
+        "{err}"
+    );
+    // To loopback: followed (the other server's own answer reaches the user).
+    let moved = HostileServer::start(&env, "127.0.0.2", "hostile-errors", "");
+    let registry = HostileServer::start(&env, "127.0.0.1", "redirect", &moved.host());
+    let out = env.capsa(&["pull", &format!("{}/private:1", registry.host())]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no such thing"), "{err}");
+    assert!(
+        moved.requests().contains("GET /v2/moved/manifests/1"),
+        "{}",
+        moved.requests()
+    );
+}
+
 /// Issue 16 #11: one image (one config) that arrives under two manifests, imported from a
 /// tarball and pulled after another tool pushed it (skopeo, converting to Docker's
 /// schema 2), is one image: its own ID runs it, `system df` measures it, `images` shows its

@@ -718,3 +718,37 @@ fn a_volume_driver_other_than_local_is_recorded_and_never_makes_a_volume() {
     }
     assert_eq!(volume_names(&env), ["kept"]);
 }
+
+#[test]
+fn a_run_refused_at_start_leaves_no_anonymous_volume_behind() {
+    let env = TestEnv::new();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\nRUN mkdir /data && echo data > /data/f\nVOLUME [\"/data\", \"/proc\"]\n",
+    )
+    .unwrap();
+    let out = env.capsa(&[
+        "build",
+        "--cgroup-parent",
+        env.cgroup_parent(),
+        "-t",
+        "procvol",
+        ctx.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The image's VOLUME /proc is refused when the init mounts it, after /data's anonymous
+    // volume was made and filled: again and again, each run must take its volume back.
+    for args in [&["--rm"][..], &["-d"][..], &[][..]] {
+        let mut all = args.to_vec();
+        all.extend(["procvol", "true"]);
+        let out = env.run(&all);
+        refused_in_one_line(&out, &format!("{args:?}"));
+        let err = text(&out.stderr);
+        assert!(err.contains("/proc"), "{err}");
+        assert_eq!(err.matches("container ").count(), 1, "named once: {err}");
+    }
+    assert!(volume_names(&env).is_empty(), "{:?}", volume_names(&env));
+    assert!(volume_dirs(&env).is_empty(), "{:?}", volume_dirs(&env));
+    env.assert_clean();
+}

@@ -688,7 +688,23 @@ impl Builder<'_> {
             cgroup_parent: self.opts.cgroup_parent.clone(),
             isolation: self.opts.isolation,
         };
-        self.step(st, &["run", &created_by, network], |b, st| {
+        // What the step's name lookups see keys the cache too (as BuildKit's extra hosts do):
+        // a layer one build fetched through `--add-host pkgs:10.0.0.9` is not another's.
+        let mut hosts: Vec<String> = (spec.add_hosts.iter())
+            .map(|(name, ip)| format!("{name}:{ip}"))
+            .chain(
+                spec.gateway_hosts
+                    .iter()
+                    .map(|n| format!("{n}:host-gateway")),
+            )
+            .collect();
+        hosts.sort();
+        let hosts = hosts.join(",");
+        let key: Vec<&str> = match hosts.is_empty() {
+            true => vec!["run", &created_by, network],
+            false => vec!["run", &created_by, network, &hosts],
+        };
+        self.step(st, &key, |b, st| {
             containers::run_step(
                 &b.containers,
                 st.image.clone(),

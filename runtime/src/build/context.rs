@@ -349,7 +349,11 @@ impl Context {
                 let target = nix::fcntl::readlinkat(Some(file.as_raw_fd()), "")
                     .or_else(|_| nix::fcntl::readlinkat(None, fd_path.as_str()))
                     .map_err(|e| fail(e.into()))?;
+                // Ended by a NUL (which no target holds): without it, a target ran into the
+                // next entry's name, and two contexts (`a -> xy` + `z`, `a -> x` + `yz`)
+                // shared one cache key.
                 sum.update(target.as_encoded_bytes());
+                sum.update(b"\0");
                 header.set_entry_type(tar::EntryType::Symlink);
                 header.set_size(0);
                 tar.append_link(&mut header, name, Path::new(&target))

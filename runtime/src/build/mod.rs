@@ -59,6 +59,20 @@ pub struct BuildOptions {
     pub isolation: crate::container::Isolation,
 }
 
+/// Build arguments and labels handed to a `capsa build -` child as the first line of its
+/// stdin, ahead of the context, rather than on its command line, which every local user
+/// reads (`ps`): a build argument is often a token (`capsa serve` runs its builds so).
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StdinArgs {
+    /// `--build-arg`s.
+    pub build_args: BTreeMap<String, String>,
+    /// `--label`s.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Most bytes of the [`StdinArgs`] line (the query they come from is far shorter).
+pub const MAX_STDIN_ARGS: u64 = 1 << 20;
+
 /// Progress, in Docker's legacy builder's terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BuildEvent {

@@ -94,7 +94,7 @@ fn resolve_owner(spec: &str) -> Result<(u32, u32), String> {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let passwd = read_account_file("/etc/passwd")?;
     let (uid, primary) = match user.parse::<u32>() {
         Ok(n) => (n, n),
         Err(_) => lookup(&passwd, user)
@@ -106,7 +106,7 @@ fn resolve_owner(spec: &str) -> Result<(u32, u32), String> {
         Some(g) => match g.parse::<u32>() {
             Ok(n) => n,
             Err(_) => {
-                let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
+                let groups = read_account_file("/etc/group")?;
                 lookup(&groups, g)
                     .and_then(|f| f.get(2)?.parse().ok())
                     .ok_or_else(|| format!("--chown {spec}: no group {g:?} in the image"))?
@@ -114,6 +114,42 @@ fn resolve_owner(spec: &str) -> Result<(u32, u32), String> {
         },
     };
     Ok((uid, gid))
+}
+
+/// The most of /etc/passwd or /etc/group read (the image's: hostile input).
+const MAX_ACCOUNT_FILE: u64 = 1 << 20;
+
+/// The image's /etc/passwd or /etc/group, read by a process that is host root outside any
+/// container cgroup: only a regular file (a device node or a FIFO the image made there
+/// would have it read the host's device or wait forever), opened without blocking, and to a
+/// bound. A missing file reads as empty (names then resolve to nothing).
+fn read_account_file(path: &str) -> Result<String, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(e) => return Err(format!("{path} in the image: {e}")),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("{path} in the image: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{path} in the image: not a regular file"));
+    }
+    let mut text = String::new();
+    file.take(MAX_ACCOUNT_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("{path} in the image: {e}"))?;
+    if text.len() as u64 > MAX_ACCOUNT_FILE {
+        return Err(format!(
+            "{path} in the image: larger than {MAX_ACCOUNT_FILE} bytes"
+        ));
+    }
+    Ok(text)
 }
 
 fn lookup<'a>(file: &'a str, name: &str) -> Option<Vec<&'a str>> {

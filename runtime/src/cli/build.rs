@@ -2,7 +2,7 @@
 //! legacy builder prints them.
 
 use super::{report, EXIT_FAILURE};
-use crate::build::{BuildError, BuildEvent, BuildOptions, Context};
+use crate::build::{BuildError, BuildEvent, BuildOptions, Context, StdinArgs, MAX_STDIN_ARGS};
 use crate::container::session::Stream;
 use crate::image::{ImageStore, Reference};
 use crate::root::StateRoot;
@@ -50,6 +50,10 @@ pub struct BuildArgs {
     /// Print progress as the Engine API's JSON lines (what `POST /build` answers).
     #[arg(long, hide = true)]
     json_lines: bool,
+    /// Read build arguments and labels as one JSON line on STDIN, before the context
+    /// (`capsa serve` passes them so, never on the command line).
+    #[arg(long, hide = true)]
+    args_on_stdin: bool,
     /// Suppress the build output and print image ID on success.
     #[arg(short = 'q', long)]
     quiet: bool,
@@ -189,6 +193,11 @@ fn options(args: &BuildArgs) -> Result<BuildOptions, BuildError> {
         let (k, v) = l.split_once('=').unwrap_or((l, ""));
         opts.labels.insert(k.to_string(), v.to_string());
     }
+    if args.args_on_stdin {
+        let passed = stdin_args()?;
+        opts.build_args.extend(passed.build_args);
+        opts.labels.extend(passed.labels);
+    }
     match (&args.file, args.context.as_str()) {
         (Some(f), "-") => opts.dockerfile = Some(f.clone()),
         (Some(f), _) if f == "-" => {
@@ -206,6 +215,25 @@ fn options(args: &BuildArgs) -> Result<BuildOptions, BuildError> {
         (None, _) => {}
     }
     Ok(opts)
+}
+
+/// The [`StdinArgs`] line at the start of STDIN; the context follows it there (the line is
+/// taken from stdin's own buffer, so what comes after it stays to be read).
+fn stdin_args() -> Result<StdinArgs, BuildError> {
+    use std::io::{BufRead, Read};
+    let bad = |e: String| BuildError::Context(format!("--args-on-stdin: {e}"));
+    let mut line = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(MAX_STDIN_ARGS)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| bad(e.to_string()))?;
+    if line.last() != Some(&b'\n') {
+        return Err(bad(format!(
+            "expected one JSON line of at most {MAX_STDIN_ARGS} bytes"
+        )));
+    }
+    serde_json::from_slice(&line).map_err(|e| bad(e.to_string()))
 }
 
 fn short(id: &str) -> &str {

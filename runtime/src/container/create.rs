@@ -264,9 +264,10 @@ fn network_sysctls(spec: &Spec, pid: i32, id: &str) -> Result<(), ContainerError
     Ok(())
 }
 
-/// Takes back a failed spawn: a container being created goes entirely; one being started
-/// again keeps its record and files (only its new cgroup goes), so a failed `start` never
-/// loses a container.
+/// Takes back a failed spawn: a container being created goes entirely, with the anonymous
+/// volumes made for it (each may hold a copy of the image's data: a run refused again and
+/// again must not fill the disk); one being started again keeps its record and files (only
+/// its new cgroup goes), so a failed `start` never loses a container.
 pub(crate) fn undo_spawn(store: &ContainerStore, prepared: &Prepared) {
     if prepared.state.status == Status::Creating {
         discard(
@@ -275,6 +276,7 @@ pub(crate) fn undo_spawn(store: &ContainerStore, prepared: &Prepared) {
             &prepared.state.name,
             Some(prepared.cgroup.as_ref()),
         );
+        let _ = super::volumes::remove_anonymous(store, &prepared.state.volumes);
     } else {
         let _ = prepared.cgroup.destroy();
     }

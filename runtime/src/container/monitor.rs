@@ -260,8 +260,12 @@ fn run_once(
         Some(report) => {
             // One line: the init holds a copy of this pipe until it execs, so the CLI cannot
             // wait for end-of-file.
+            // The waiting CLI names the container itself.
             let message = match &spawned {
                 Ok(_) => "ok\n".to_string(),
+                Err(ContainerError::Setup { reason, .. }) => {
+                    format!("{}\n", reason.replace('\n', " "))
+                }
                 Err(e) => format!("{}\n", e.to_string().replace('\n', " ")),
             };
             let _ = nix::unistd::write(&report, message.as_bytes());
@@ -576,12 +580,14 @@ pub fn create_detached(
     let id = prepared.state.id.clone();
     let dir = store.dir(&id).dir;
     let (name, cgroup) = (prepared.state.name.clone(), prepared.state.cgroup.clone());
+    let volumes = prepared.state.volumes.clone();
     let answer = fork_monitor(&dir, |report| {
         run_detached(store, prepared, report);
     })
     .inspect_err(|_| {
         let cgroup = crate::linux::cgroups::manager(&cgroup);
         create::discard(store, &id, &name, Some(cgroup.as_ref()));
+        let _ = super::volumes::remove_anonymous(store, &volumes);
     })?;
     match answer.as_str() {
         "ok" => Ok(id),

@@ -6,11 +6,14 @@
 //! The build runs in a `capsa build -` process of its own, fed the body on its stdin:
 //! a build forks containers and is their monitor (signals forwarded, children waited
 //! for), which the server's many threads and open sockets must not be (see `workers`);
-//! a fresh process is the same code the CLI runs, with nothing of the server's.
+//! a fresh process is the same code the CLI runs, with nothing of the server's. Build
+//! arguments and labels go on that stdin too, a JSON line ahead of the context, never on
+//! its command line, which any local user reads.
 
 use super::bodies::{body_reader, ndjson_line, write_stream, ChannelWriter};
 use super::http::{blocking, flag, ApiError, ApiResult, Query};
 use super::Shared;
+use crate::build::StdinArgs;
 use axum::extract::{RawQuery, Request, State};
 use axum::response::Response;
 use axum::routing::post;
@@ -67,9 +70,12 @@ async fn build(
     RawQuery(raw): RawQuery,
     request: Request,
 ) -> ApiResult<Response> {
-    let args = cli_args(&query, raw.as_deref(), engine.cgroup_parent.as_deref())?;
+    let (args, passed) = cli_args(&query, raw.as_deref(), engine.cgroup_parent.as_deref())?;
     let root = engine.root.dir().to_path_buf();
-    let reader = body_reader(request.into_body());
+    // The build arguments and labels go first on the child's stdin, then the context.
+    let mut first = serde_json::to_vec(&passed).unwrap_or_default();
+    first.push(b'\n');
+    let reader = std::io::Cursor::new(first).chain(body_reader(request.into_body()));
     let body = write_stream(move |out| run(&root, &args, reader, out));
     let mut response = Response::new(body);
     response.headers_mut().insert(
@@ -79,12 +85,13 @@ async fn build(
     Ok(response)
 }
 
-/// The query as `capsa build` flags.
+/// The query as `capsa build` flags, and the build arguments and labels, which go to the
+/// child on its stdin (`--args-on-stdin`): its command line is anyone's to read.
 fn cli_args(
     query: &Query,
     raw: Option<&str>,
     default_cgroup_parent: Option<&str>,
-) -> ApiResult<Vec<String>> {
+) -> ApiResult<(Vec<String>, StdinArgs)> {
     // A repeated parameter's first value counts, as Go's `FormValue` reads it in dockerd:
     // docker-py sends an outside Dockerfile's name and then its text under `dockerfile`.
     let given = |key: &str| {
@@ -153,18 +160,23 @@ fn cli_args(
         Some(p) if !p.is_empty() => args.extend(["--cgroup-parent".into(), p.to_string()]),
         _ => {}
     }
-    for (key, flag_name) in [("buildargs", "--build-arg"), ("labels", "--label")] {
-        let Some(text) = given(key) else { continue };
-        let map: BTreeMap<String, Option<String>> = serde_json::from_str(&text)
-            .map_err(|e| ApiError::bad_request(format!("{key}: {e}")))?;
-        for (k, v) in map {
-            // A null build argument takes the ARG's default.
-            if let Some(v) = v {
-                args.extend([flag_name.to_string(), format!("{k}={v}")]);
-            }
-        }
-    }
-    Ok(args)
+    let passed = StdinArgs {
+        build_args: string_map(given("buildargs"), "buildargs")?,
+        labels: string_map(given("labels"), "labels")?,
+    };
+    args.push("--args-on-stdin".into());
+    Ok((args, passed))
+}
+
+/// The JSON object of query parameter `key`, its null values left out (a null build
+/// argument takes the ARG's default).
+fn string_map(text: Option<String>, key: &str) -> ApiResult<BTreeMap<String, String>> {
+    let Some(text) = text else {
+        return Ok(BTreeMap::new());
+    };
+    let map: BTreeMap<String, Option<String>> =
+        serde_json::from_str(&text).map_err(|e| ApiError::bad_request(format!("{key}: {e}")))?;
+    Ok(map.into_iter().filter_map(|(k, v)| Some((k, v?))).collect())
 }
 
 /// Runs the build process and relays its JSON lines as the answer (`--json-lines`: the
@@ -234,4 +246,36 @@ fn run(
     let last = json!({ "errorDetail": { "message": message }, "error": message });
     out.write_all(&ndjson_line(&last))
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A build argument (often a token) never reaches the child's command line, which any
+    /// local user reads in `ps`; it goes on the child's stdin.
+    #[test]
+    fn build_arguments_and_labels_stay_off_the_command_line() {
+        let raw = "buildargs=%7B%22TOKEN%22%3A%22s3cr3t%22%2C%22UNSET%22%3Anull%7D\
+                   &labels=%7B%22owner%22%3A%22hidden-label%22%7D&t=app";
+        let query: Query = axum::extract::Query(Default::default());
+        let (args, passed) = cli_args(&query, Some(raw), None).unwrap();
+        let line = args.join(" ");
+        assert!(
+            !line.contains("s3cr3t") && !line.contains("hidden-label"),
+            "{line}"
+        );
+        assert!(
+            line.contains("-t app") && line.contains("--args-on-stdin"),
+            "{line}"
+        );
+        assert_eq!(
+            passed.build_args,
+            [("TOKEN".into(), "s3cr3t".into())].into()
+        );
+        assert_eq!(
+            passed.labels,
+            [("owner".into(), "hidden-label".into())].into()
+        );
+    }
 }

@@ -9,6 +9,7 @@
 //! host and the registry itself is spoken to over plain HTTP.
 
 pub mod auth;
+mod redirect;
 mod tls;
 pub mod upload;
 
@@ -187,6 +188,8 @@ pub struct Registry {
     credentials: Option<Credentials>,
     /// Bearer tokens by scope; basic auth needs none.
     tokens: Mutex<Vec<(String, String)>>,
+    /// Which hosts a redirect may reach over plain HTTP ([`redirect`]).
+    settings: RegistrySettings,
 }
 
 impl std::fmt::Debug for Registry {
@@ -224,7 +227,8 @@ impl Registry {
             .tls_config(tls)
             .timeout_connect(Duration::from_secs(15))
             .timeout_read(Duration::from_secs(60))
-            .redirects(8)
+            // Followed by hand (`redirect`): never to plain HTTP on another host.
+            .redirects(0)
             .user_agent(concat!("capsa/", env!("CARGO_PKG_VERSION")))
             .build();
         let credentials = match credentials {
@@ -242,8 +246,21 @@ impl Registry {
         let mut failures = Vec::new();
         for scheme in schemes {
             let base = format!("{scheme}://{api_host}");
-            match agent.get(&format!("{base}/v2/")).call() {
-                Ok(_) => return Ok(Registry::new(host, base, agent, None, credentials)),
+            let probed =
+                match redirect::call(&agent, settings, "GET", &format!("{base}/v2/"), |r, _| r) {
+                    Ok(resp) => Ok(resp),
+                    Err(redirect::Failed::Ureq(e)) => Err(*e),
+                    Err(redirect::Failed::Refused(why)) => {
+                        failures.push(format!("{scheme}: {why}"));
+                        continue;
+                    }
+                };
+            match probed {
+                Ok(_) => {
+                    return Ok(
+                        Registry::new(host, base, agent, None, credentials).with_settings(settings)
+                    )
+                }
                 Err(ureq::Error::Status(401, resp)) => {
                     let challenge = resp
                         .header("WWW-Authenticate")
@@ -251,7 +268,8 @@ impl Registry {
                         .ok_or_else(|| {
                             transport("401 without an authentication scheme capsa speaks".into())
                         })?;
-                    let reg = Registry::new(host, base, agent, Some(challenge), credentials);
+                    let reg = Registry::new(host, base, agent, Some(challenge), credentials)
+                        .with_settings(settings);
                     return Ok(reg);
                 }
                 Err(ureq::Error::Status(code, resp)) if !failures.is_empty() => {
@@ -290,6 +308,36 @@ impl Registry {
             challenge: learned,
             credentials,
             tokens: Mutex::new(Vec::new()),
+            settings: RegistrySettings::default(),
+        }
+    }
+
+    /// The settings redirects are checked against.
+    fn with_settings(mut self, settings: &RegistrySettings) -> Registry {
+        self.settings = settings.clone();
+        self
+    }
+
+    /// A body-less request, redirects followed as [`redirect`] allows; an error status is
+    /// a [`RegistryError::Status`] naming `what`.
+    fn call_following(
+        &self,
+        method: &str,
+        url: &str,
+        what: &str,
+        build: impl Fn(ureq::Request, bool) -> ureq::Request,
+    ) -> Result<ureq::Response, RegistryError> {
+        match redirect::call(&self.agent, &self.settings, method, url, build) {
+            Ok(resp) => Ok(resp),
+            Err(redirect::Failed::Refused(why)) => Err(self.transport(format!("{what}: {why}"))),
+            Err(redirect::Failed::Ureq(e)) => match *e {
+                ureq::Error::Status(status, resp) => Err(RegistryError::Status {
+                    what: what.to_string(),
+                    status,
+                    reason: error_message(resp),
+                }),
+                ureq::Error::Transport(t) => Err(self.transport(format!("{what}: {t}"))),
+            },
         }
     }
 
@@ -388,22 +436,16 @@ impl Registry {
         accept: Option<&str>,
         what: &str,
     ) -> Result<ureq::Response, RegistryError> {
-        let mut req = self.agent.get(url);
-        if let Some(a) = accept {
-            req = req.set("Accept", a);
-        }
-        if let Some(header) = self.authorization(url)? {
-            req = req.set("Authorization", &header);
-        }
-        match req.call() {
-            Ok(resp) => Ok(resp),
-            Err(ureq::Error::Status(status, resp)) => Err(RegistryError::Status {
-                what: what.to_string(),
-                status,
-                reason: error_message(resp),
-            }),
-            Err(ureq::Error::Transport(t)) => Err(self.transport(format!("{what}: {t}"))),
-        }
+        let auth = self.authorization(url)?;
+        self.call_following("GET", url, what, |mut req, same_origin| {
+            if let Some(a) = accept {
+                req = req.set("Accept", a);
+            }
+            match (&auth, same_origin) {
+                (Some(header), true) => req.set("Authorization", header),
+                _ => req,
+            }
+        })
     }
 
     fn authorization(&self, url: &str) -> Result<Option<String>, RegistryError> {
@@ -433,30 +475,31 @@ impl Registry {
         if let Some((_, t)) = cache.iter().find(|(s, _)| s == scope) {
             return Ok(t.clone());
         }
-        let mut req = self.agent.get(realm);
-        if let Some(s) = service {
-            req = req.query("service", s);
-        }
-        for one in scope.split(' ').filter(|s| !s.is_empty()) {
-            req = req.query("scope", one);
-        }
         let what = format!("token from {realm}");
-        if let Some(c) = &self.credentials {
-            self.may_send_credentials(&req)
-                .map_err(|why| self.transport(format!("{what}: {why}")))?;
-            req = req.set("Authorization", &c.basic_header());
-        }
-        let resp = match req.call() {
-            Ok(r) => r,
-            Err(ureq::Error::Status(status, resp)) => {
-                return Err(RegistryError::Status {
-                    what,
-                    status,
-                    reason: error_message(resp),
-                })
+        let mut url = url::Url::parse(realm).map_err(|e| self.transport(format!("{what}: {e}")))?;
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(s) = service {
+                query.append_pair("service", s);
             }
-            Err(ureq::Error::Transport(t)) => return Err(self.transport(format!("{what}: {t}"))),
+            for one in scope.split(' ').filter(|s| !s.is_empty()) {
+                query.append_pair("scope", one);
+            }
+        }
+        let basic = match &self.credentials {
+            Some(c) => {
+                self.may_send_credentials(&self.agent.get(url.as_str()))
+                    .map_err(|why| self.transport(format!("{what}: {why}")))?;
+                Some(c.basic_header())
+            }
+            None => None,
         };
+        let resp = self.call_following("GET", url.as_str(), &what, |req, same_origin| {
+            match (&basic, same_origin) {
+                (Some(header), true) => req.set("Authorization", header),
+                _ => req,
+            }
+        })?;
         let body =
             read_bounded(resp, TOKEN_LIMIT).map_err(|e| self.transport(format!("{what}: {e}")))?;
         let token = super::json::parse::<TokenResponse>(&body)

@@ -233,6 +233,16 @@ impl Registry {
                 .send(reader.take(len)),
         };
         match result {
+            // Redirects are not followed on a push (the agent follows none): a registry's
+            // upload answers are 2xx with a Location, never 3xx.
+            Ok(resp) if (300..400).contains(&resp.status()) => Err(RegistryError::Status {
+                what: what.to_string(),
+                status: resp.status(),
+                reason: format!(
+                    "an unexpected redirect to {:?}",
+                    resp.header("Location").unwrap_or_default()
+                ),
+            }),
             Ok(resp) => Ok(resp),
             // Open to anonymous reads, the registry asks for credentials only now: learn
             // its challenge once and ask again (a HEAD or small body can be sent again).
