@@ -56,9 +56,10 @@ pub fn remove(store: &ContainerStore, id: &str, force: bool) -> Result<(), Conta
         });
     }
     if alive {
-        if state.paused {
-            let _ = cgroups::manager(&state.cgroup).set_frozen(false);
-        }
+        // Thawed first, paused or not: a v1-frozen process does not die of SIGKILL, and a
+        // copy into the container that was killed mid-way (`cp`, a build's COPY) leaves it
+        // frozen without marking it paused.
+        let _ = cgroups::manager(&state.cgroup).set_frozen(false);
         kill_init(id, state.pid, state.pid_start_time)?;
     }
     tracing::debug!(id, "killed");
