@@ -61,3 +61,61 @@ fn reference_filters_are_bounded_and_matched_without_backtracking() {
     drop(api);
     env.assert_clean();
 }
+
+/// The peak resident memory of process `pid` (VmHWM), in bytes.
+fn peak_memory(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kb * 1024
+}
+
+/// A GNU sparse tar entry `name` of `real` bytes (a hole, then `data`), and the archive's
+/// end: 2 KB of archive.
+fn sparse_archive(name: &str, real: u64, data: &[u8]) -> Vec<u8> {
+    let octal = |n: u64, width: usize| format!("{n:0w$o}\0", w = width - 1).into_bytes();
+    let mut h = [0u8; 512];
+    h[..name.len()].copy_from_slice(name.as_bytes());
+    h[100..108].copy_from_slice(&octal(0o644, 8));
+    h[108..116].copy_from_slice(&octal(0, 8));
+    h[116..124].copy_from_slice(&octal(0, 8));
+    h[124..136].copy_from_slice(&octal(data.len() as u64, 12));
+    h[136..148].copy_from_slice(&octal(0, 12));
+    h[156] = b'S';
+    h[257..265].copy_from_slice(b"ustar  \0");
+    // One extent: the data at the end of the file.
+    h[386..398].copy_from_slice(&octal(real - data.len() as u64, 12));
+    h[398..410].copy_from_slice(&octal(data.len() as u64, 12));
+    h[483..495].copy_from_slice(&octal(real, 12));
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let mut out = h.to_vec();
+    out.extend_from_slice(data);
+    out.resize(1024, 0);
+    out.extend_from_slice(&[0; 1024]);
+    out
+}
+
+/// `docker load` of 2 KB whose manifest.json is a 1 GiB sparse file: refused by name, and
+/// the server's peak memory stays far below the file's size (it read it whole before).
+#[test]
+fn a_sparse_entry_in_a_loaded_archive_is_refused_without_reading_it() {
+    let env = TestEnv::new();
+    let api = env.serve();
+    let archive = sparse_archive("manifest.json", 1 << 30, b"[]");
+    let (status, body) = api.request("POST", "/v1.45/images/load", Some(&archive));
+    assert_eq!(status, 200, "{}", text(&body));
+    let peak = peak_memory(api.pid());
+    assert!(peak < 256 << 20, "the server's peak memory: {peak} bytes");
+    let error = text(&body);
+    assert!(
+        error.contains("entry manifest.json: a sparse file"),
+        "{error}"
+    );
+    drop(api);
+    env.assert_clean();
+}
