@@ -119,3 +119,99 @@ fn a_sparse_entry_in_a_loaded_archive_is_refused_without_reading_it() {
     drop(api);
     env.assert_clean();
 }
+
+/// The parent's pid of process `pid`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The children of process `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| parent_of(*p) == Some(pid))
+        .collect()
+}
+
+/// A tar of one file.
+fn tar_of(name: &str, data: &[u8]) -> Vec<u8> {
+    let mut h = tar::Header::new_ustar();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_data(&mut h, name, data).unwrap();
+    b.into_inner().unwrap()
+}
+
+/// A build's arguments (a token, say) and labels are not on the command line of the build
+/// process the server starts, which any local user reads; they still reach the build.
+/// The request's body is held back until the build process has been looked at: it waits
+/// for its context then.
+#[test]
+fn build_arguments_are_not_on_a_command_line_other_users_read() {
+    use std::io::{Read, Write};
+    let env = TestEnv::new();
+    let api = env.serve();
+    let context = tar_of(
+        "Dockerfile",
+        b"FROM busybox\nARG TOKEN\nRUN echo token=$TOKEN\n",
+    );
+    let query = format!(
+        "buildargs={}&labels={}&t=argbuild:1&networkmode=none",
+        urlencode(r#"{"TOKEN":"s3cr3t-token"}"#),
+        urlencode(r#"{"owner":"s3cr3t-label"}"#)
+    );
+    let mut stream = std::os::unix::net::UnixStream::connect(api.socket()).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(120)))
+        .unwrap();
+    let head = format!(
+        "POST /v1.45/build?{query} HTTP/1.1\r\nHost: docker\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        context.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut builds = Vec::new();
+    capsa_tests::eventually(
+        "the build process",
+        std::time::Duration::from_secs(60),
+        || {
+            builds = children_of(api.pid())
+                .into_iter()
+                .filter(|pid| {
+                    std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .is_ok_and(|c| c.split(|&b| b == 0).any(|arg| arg == b"build"))
+                })
+                .collect();
+            !builds.is_empty()
+        },
+    );
+    for pid in &builds {
+        let out = capsa_tests::as_nobody("cat", &[&format!("/proc/{pid}/cmdline")]);
+        let line = text(&out.stdout).replace('\0', " ");
+        assert!(line.contains(" build "), "another user reads: {line}");
+        assert!(!line.contains("s3cr3t"), "another user reads: {line}");
+    }
+    stream.write_all(&context).unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    let answer = text(&answer);
+    assert!(answer.contains("token=s3cr3t-token"), "{answer}");
+    assert!(
+        answer.contains("Successfully tagged argbuild:1"),
+        "{answer}"
+    );
+    let (status, image) = api.request_json("GET", "/v1.45/images/argbuild:1/json", None);
+    assert_eq!(status, 200);
+    assert_eq!(
+        image["Config"]["Labels"]["owner"], "s3cr3t-label",
+        "{image}"
+    );
+    drop(api);
+    env.assert_clean();
+}
