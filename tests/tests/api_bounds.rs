@@ -215,3 +215,75 @@ fn build_arguments_are_not_on_a_command_line_other_users_read() {
     drop(api);
     env.assert_clean();
 }
+
+/// Reads a response's head from `stream`: its status, its headers, and the bytes read
+/// past them.
+fn read_head(stream: &mut std::os::unix::net::UnixStream) -> (u16, String, Vec<u8>) {
+    use std::io::Read;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).expect("a response head");
+        assert!(n > 0, "no response head: {}", text(&raw));
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = text(&raw[..end]);
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head, raw[end + 4..].to_vec())
+}
+
+/// However many streams clients open (each held a blocking thread for its life, and 256
+/// of them hung every other request), `docker ps` is answered: streams past the cap are
+/// refused with a 503 that names it.
+#[test]
+fn open_streams_never_starve_short_requests() {
+    use std::io::{Read, Write};
+    let env = TestEnv::new();
+    let api = env.serve();
+    let mut open = Vec::new();
+    let mut refused = Vec::new();
+    for _ in 0..300 {
+        let mut stream = std::os::unix::net::UnixStream::connect(api.socket()).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+            .unwrap();
+        stream
+            .write_all(b"GET /v1.45/events HTTP/1.1\r\nHost: docker\r\n\r\n")
+            .unwrap();
+        let (status, head, mut body) = read_head(&mut stream);
+        if status == 200 {
+            open.push(stream);
+            continue;
+        }
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .expect("a content length");
+        while body.len() < length {
+            let mut buf = [0u8; 4096];
+            let n = stream.read(&mut buf).unwrap();
+            assert!(n > 0);
+            body.extend_from_slice(&buf[..n]);
+        }
+        refused.push((status, message(&body)));
+    }
+    // Every stream that was let in is open; a short request is still answered.
+    let (status, body) = api.request("GET", "/v1.45/containers/json?all=1", None);
+    assert_eq!(status, 200, "{}", text(&body));
+    let (status, message) = refused.first().expect("streams past the cap refused");
+    assert_eq!(*status, 503, "{message}");
+    assert!(
+        message.contains(&format!("at most {} at once", open.len())),
+        "{} open: {message}",
+        open.len()
+    );
+    assert_eq!(open.len() + refused.len(), 300);
+    drop(open);
+    drop(api);
+    env.assert_clean();
+}

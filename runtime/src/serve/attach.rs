@@ -76,6 +76,7 @@ async fn attach(
         stderr: flag_or(&query, "stderr", false),
         keys,
     };
+    let slot = engine.streams.take()?;
     let owner = engine.clone();
     let (id, tty) = blocking(move || {
         let store = ContainerStore::new(&owner.root);
@@ -94,7 +95,7 @@ async fn attach(
     let wires = hijack(&mut request)?;
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let root = engine.root.clone();
-    tokio::task::spawn_blocking(move || {
+    super::streams::spawn(slot, move || {
         let store = ContainerStore::new(&root);
         attached(&store, &id, tty, &wanted, wires, ready_tx);
     });

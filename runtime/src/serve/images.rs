@@ -550,7 +550,8 @@ async fn create(
         "status": format!("Pulling from {}", reference.path),
         "id": reference.tag.clone().or_else(|| reference.digest.clone()).unwrap_or_default(),
     });
-    tokio::task::spawn_blocking(move || {
+    let slot = engine.streams.take()?;
+    super::streams::spawn(slot, move || {
         let progress = Progress { tx: tx.clone() };
         let store = ImageStore::new(&engine.root);
         match crate::image::pull::pull_as(
@@ -640,7 +641,8 @@ async fn push(
         ),
     });
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::task::spawn_blocking(move || {
+    let slot = engine.streams.take()?;
+    super::streams::spawn(slot, move || {
         let progress = Progress { tx: tx.clone() };
         let store = ImageStore::new(&engine.root);
         for target in &targets {
@@ -726,8 +728,9 @@ async fn import(
         .map_err(image_error)?;
     // `changes` is repeated, one Dockerfile instruction each.
     let changes = super::bodies::repeated(request.uri().query(), "changes");
+    let slot = engine.streams.take()?;
     let reader = body_reader(request.into_body());
-    let imported = blocking(move || {
+    let imported = super::streams::blocking(slot, move || {
         crate::image::import::import(&store(&engine), reader, "-", name.as_ref(), &changes)
             .map_err(image_error)
     })
@@ -749,6 +752,7 @@ async fn save_many(State(engine): State<Shared>, request: Request) -> ApiResult<
 
 /// The images as a docker-archive tarball (also an OCI layout), streamed as it is made.
 async fn save(engine: Shared, names: Vec<String>) -> ApiResult<Response> {
+    let slot = engine.streams.take()?;
     let engine2 = engine.clone();
     let wanted = names.clone();
     blocking(move || {
@@ -759,7 +763,7 @@ async fn save(engine: Shared, names: Vec<String>) -> ApiResult<Response> {
         Ok(())
     })
     .await?;
-    let body = write_stream(move |out| {
+    let body = write_stream(slot, move |out| {
         archive::save(&store(&engine), &names, out).map_err(|e| e.to_string())
     });
     let mut response = Response::new(body);
@@ -773,8 +777,9 @@ async fn save(engine: Shared, names: Vec<String>) -> ApiResult<Response> {
 /// `POST /images/load?quiet`: the body is an archive, read as it arrives (never held
 /// whole); `{"stream":"Loaded image: NAME\n"}` per image.
 async fn load(State(engine): State<Shared>, request: Request) -> ApiResult<Response> {
+    let slot = engine.streams.take()?;
     let reader = body_reader(request.into_body());
-    let loaded = blocking(move || {
+    let loaded = super::streams::blocking(slot, move || {
         archive::load(&store(&engine), std::io::BufReader::new(reader), "-").map_err(image_error)
     })
     .await;

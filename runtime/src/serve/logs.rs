@@ -69,6 +69,7 @@ async fn logs(
             "Bad parameters: you must choose at least one stream",
         ));
     }
+    let slot = engine.streams.take()?;
     let (since, until) = (asked.since, asked.until);
     let root = engine.root.clone();
     let (id, tty, selected, total) = blocking(move || {
@@ -104,7 +105,7 @@ async fn logs(
     .await?;
     let (tx, body) = channel_body();
     let root = engine.root.clone();
-    tokio::task::spawn_blocking(move || {
+    super::streams::spawn(slot, move || {
         let store = ContainerStore::new(&root);
         let send = |rec: &Record| send_record(&tx, &asked, !tty, rec);
         for rec in &selected {
