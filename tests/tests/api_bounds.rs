@@ -287,3 +287,108 @@ fn open_streams_never_starve_short_requests() {
     drop(api);
     env.assert_clean();
 }
+
+/// Bytes process `pid` has read so far (read(2), pread(2)...: `rchar`).
+fn bytes_read(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// One json-file record of `text` on stdout.
+fn log_record(text: &str) -> String {
+    format!("{{\"log\":\"{text}\\n\",\"stream\":\"stdout\",\"time\":\"2026-01-01T00:00:00.000000000Z\"}}\n")
+}
+
+/// The stdout of Docker's multiplexed frames in `raw` (whole frames only).
+fn demuxed_stdout(mut raw: &[u8]) -> String {
+    let mut out = Vec::new();
+    while raw.len() >= 8 {
+        let len = u32::from_be_bytes([raw[4], raw[5], raw[6], raw[7]]) as usize;
+        if raw.len() < 8 + len {
+            break;
+        }
+        if raw[0] == 1 {
+            out.extend_from_slice(&raw[8..8 + len]);
+        }
+        raw = &raw[8 + len..];
+    }
+    text(&out)
+}
+
+/// `logs --tail 1` of a 100 MB log reads its end, not the log (the server held every
+/// record: 764 MB for a 216 MB log), and a follower reads what is appended, not the whole
+/// log again at every wake-up (one `logs -f` kept a core busy).
+#[test]
+fn logs_tail_and_follow_cost_what_they_show_not_the_logs_size() {
+    use std::io::{Read, Write};
+    let env = TestEnv::new();
+    let api = env.serve();
+    let out = env.run(&[
+        "-d",
+        "--name",
+        "big",
+        "--network",
+        "none",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    let log = env.root().join("containers").join(&id).join("ctr.log");
+    let mut file =
+        std::io::BufWriter::new(std::fs::OpenOptions::new().append(true).open(&log).unwrap());
+    let mut size = 0;
+    let mut n = 0;
+    while size < 100 << 20 {
+        let rec = log_record(&format!("line {n}"));
+        file.write_all(rec.as_bytes()).unwrap();
+        size += rec.len();
+        n += 1;
+    }
+    drop(file);
+
+    let (status, body) = api.request("GET", "/v1.45/containers/big/logs?stdout=1&tail=1", None);
+    assert_eq!(status, 200, "{}", text(&body));
+    assert_eq!(demuxed_stdout(&body), format!("line {}\n", n - 1));
+    let peak = peak_memory(api.pid());
+    assert!(peak < 64 << 20, "the server's peak memory: {peak} bytes");
+
+    let mut stream = std::os::unix::net::UnixStream::connect(api.socket()).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    stream
+        .write_all(
+            b"GET /v1.45/containers/big/logs?stdout=1&follow=1&tail=0 HTTP/1.1\r\nHost: docker\r\n\r\n",
+        )
+        .unwrap();
+    let (status, _, mut got) = read_head(&mut stream);
+    assert_eq!(status, 200);
+    let before = bytes_read(api.pid());
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .unwrap()
+        .write_all(log_record("appended").as_bytes())
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    while !text(&got).contains("appended") {
+        let n = stream.read(&mut buf).expect("the appended record");
+        assert!(n > 0, "the stream ended: {}", text(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let read = bytes_read(api.pid()) - before;
+    assert!(
+        read < 8 << 20,
+        "the server read {read} bytes to follow one record of a {size}-byte log"
+    );
+    drop(stream);
+    api.docker_ok(&["rm", "-f", "big"]);
+    drop(api);
+    env.assert_clean();
+}
