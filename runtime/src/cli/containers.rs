@@ -906,7 +906,7 @@ pub fn start(root: &StateRoot, args: StartArgs) -> i32 {
     for name in &args.containers {
         // `-a` shows what this start prints, not what earlier runs logged.
         let result = store.resolve(name).and_then(|id| {
-            let seen = crate::container::logfile::read_all(&store.dir(&id).log()).len();
+            let seen = crate::container::logfile_reader::Cursor::at_end(&store.dir(&id).log());
             Ok((api::start(&store, &id, &mut render_notice)?, id, seen))
         });
         match result {

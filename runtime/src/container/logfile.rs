@@ -173,48 +173,6 @@ pub fn files(path: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Every record of the log, oldest first (a torn last line is skipped).
-pub fn read_all(path: &Path) -> Vec<Record> {
-    files(path)
-        .iter()
-        .filter_map(|f| std::fs::read_to_string(f).ok())
-        .flat_map(|text| {
-            text.lines()
-                .filter_map(|l| serde_json::from_str(l).ok())
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
-/// The records of the rotated files of a log (`ctr.log.N` ... `ctr.log.1`), oldest first.
-pub fn read_rotated(path: &Path) -> Vec<Record> {
-    let mut files = files(path);
-    files.pop();
-    files
-        .iter()
-        .filter_map(|f| std::fs::read_to_string(f).ok())
-        .flat_map(|text| {
-            text.lines()
-                .filter_map(|l| serde_json::from_str(l).ok())
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
-/// Every record of one open log file (read from its start; a torn last line is skipped):
-/// the file a follower holds stays readable once the container's folder is removed.
-pub fn read_open(file: &std::fs::File) -> Vec<Record> {
-    use std::io::{Read, Seek};
-    let mut text = String::new();
-    let mut file = file;
-    if file.seek(std::io::SeekFrom::Start(0)).is_err() || file.read_to_string(&mut text).is_err() {
-        return Vec::new();
-    }
-    text.lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 /// Most bytes of output in one record, its newline included (Docker's 16 KiB buffer).
 pub const MAX_RECORD: usize = 16 * 1024;
 
@@ -458,6 +416,20 @@ pub fn print(rec: &Record, timestamps: bool, stdout: &mut dyn Write, stderr: &mu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every record of the log, oldest first.
+    fn read_all(path: &Path) -> Vec<Record> {
+        let mut all = Vec::new();
+        crate::container::logfile_reader::Snapshot::open(path).replay(
+            Default::default(),
+            None,
+            &mut |r| {
+                all.push(r.clone());
+                true
+            },
+        );
+        all
+    }
 
     #[test]
     fn lines_are_split_and_partial_lines_kept() {

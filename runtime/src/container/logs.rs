@@ -1,7 +1,10 @@
 //! `logs`: a container's output from its json-file log: all of it, the last N lines, since a
-//! time, with time stamps, and following until the container exits.
+//! time, with time stamps, and following until the container exits. The log is streamed
+//! ([`super::logfile_reader`]): the last N lines are read from its end, and following
+//! reads only what is appended.
 
 use super::logfile::{self, Record};
+use super::logfile_reader::{Snapshot, Window};
 use super::state::Status;
 use super::store::ContainerStore;
 use super::ContainerError;
@@ -46,23 +49,24 @@ pub fn logs(
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> Result<(), ContainerError> {
-    let (selected, total) = select(store, id, opts)?;
-    for rec in &selected {
+    let window = Window {
+        since: opts.since,
+        until: None,
+    };
+    let mut print = |rec: &Record| {
         logfile::print(rec, opts.timestamps, stdout, stderr);
-    }
-    if opts.follow {
-        super::wait::follow_log(store, id, total, opts.timestamps, stdout, stderr)?;
+        true
+    };
+    let end = open(store, id)?.replay(window, opts.tail, &mut print);
+    if let (true, Some(end)) = (opts.follow, end) {
+        super::wait::follow_log(store, id, end, opts.timestamps, stdout, stderr)?;
     }
     Ok(())
 }
 
-/// The records of container `id`'s log that `opts` selects (since, tail), and how many
-/// records the log holds (where following it goes on from).
-pub fn select(
-    store: &ContainerStore,
-    id: &str,
-    opts: &LogsOptions,
-) -> Result<(Vec<Record>, usize), ContainerError> {
+/// Container `id`'s log, open for reading: refused for the `none` driver, and for a
+/// container that ran in the foreground (its output went to the terminal).
+pub fn open(store: &ContainerStore, id: &str) -> Result<Snapshot, ContainerError> {
     let path = store.dir(id).log();
     if store.load(id)?.log_driver == logfile::Driver::None {
         return Err(ContainerError::InvalidArgument(
@@ -78,14 +82,5 @@ pub fn select(
             });
         }
     }
-    let all = logfile::read_all(&path);
-    let total = all.len();
-    let keep = |r: &Record| match opts.since {
-        Some(t) => crate::timefmt::parse_rfc3339(&r.time).is_some_and(|rt| rt >= t),
-        None => true,
-    };
-    let mut selected: Vec<Record> = all.into_iter().filter(keep).collect();
-    let from = opts.tail.map_or(0, |n| selected.len().saturating_sub(n));
-    selected.drain(..from);
-    Ok((selected, total))
+    Ok(Snapshot::open(&path))
 }

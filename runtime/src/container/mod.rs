@@ -20,6 +20,7 @@ pub mod id;
 pub mod inspect;
 pub mod kill;
 pub mod logfile;
+pub mod logfile_reader;
 pub mod logs;
 pub mod monitor;
 pub mod network;

@@ -134,7 +134,7 @@ impl Sandbox for ProcessTree {
             // No log to follow: the monitor relays the output to its socket's clients.
             return socket_session(store, &state.id, false).map(Attached::Session);
         }
-        let seen = super::logfile::read_all(&store.dir(&state.id).log()).len();
+        let seen = super::logfile_reader::Cursor::at_end(&store.dir(&state.id).log());
         Ok(Attached::Log { seen })
     }
 

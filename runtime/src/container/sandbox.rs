@@ -105,10 +105,10 @@ pub enum Attached {
     /// A session with a monitor that relays them (its `finish`: the workload's exit code
     /// once recorded).
     Session(Box<dyn Session>),
-    /// Output is followed in the container's log, from record `seen` on.
+    /// Output is followed in the container's log, from `seen` on.
     Log {
-        /// Records already in the log, which the attached caller does not see again.
-        seen: usize,
+        /// The log's end when the caller attached: what it held then is not seen again.
+        seen: super::logfile_reader::Cursor,
     },
 }
 

@@ -7,6 +7,7 @@
 //! so a workload can take them all (rt1 #8). A waiter then falls back to re-reading the
 //! state on a short, fixed tick: slower to notice, never failing.
 
+use super::logfile_reader::Cursor;
 use super::state::{State, Status};
 use super::store::ContainerStore;
 use super::ContainerError;
@@ -117,13 +118,12 @@ fn wait_exit_with(
     }
 }
 
-/// Prints the container's log as it grows (from record `skip` on), until the container
-/// exits; returns the final state. Records are re-read from the files each time they
-/// change, so rotation underneath is harmless.
+/// Prints the container's log as it grows (from `from` on), until the container exits;
+/// returns the final state.
 pub fn follow_log(
     store: &ContainerStore,
     id: &str,
-    skip: usize,
+    from: Cursor,
     timestamps: bool,
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
@@ -132,7 +132,7 @@ pub fn follow_log(
         super::logfile::print(rec, timestamps, stdout, stderr);
         true
     };
-    match follow_records(store, id, skip, &mut print, &|| false)? {
+    match follow_records(store, id, from, &mut print, &|| false)? {
         Followed::Exited(state) => Ok(*state),
         Followed::Removed | Followed::Stopped => Err(ContainerError::NotFound(id.to_string())),
     }
@@ -149,69 +149,33 @@ pub enum Followed {
     Stopped,
 }
 
-/// Hands each record of the container's log to `each` as the log grows (from record
-/// `skip` on), until the container exits or is removed, or the reader goes: `each`
-/// returns false, or `stop` (asked at every wake-up, at least every half second) true.
-/// The current log file is held open, so that what a container removed on exit
-/// (`--rm`) wrote last is still read.
+/// Hands each record of the container's log to `each` as the log grows (from `from` on),
+/// until the container exits or is removed, or the reader goes: `each` returns false, or
+/// `stop` (asked at every wake-up, at least every half second) true. Each wake-up reads
+/// only what was appended since the last; the cursor holds the current log file open, so
+/// that what a container removed on exit (`--rm`) wrote last is still read.
 pub fn follow_records(
     store: &ContainerStore,
     id: &str,
-    skip: usize,
+    mut from: Cursor,
     each: &mut dyn FnMut(&super::logfile::Record) -> bool,
     stop: &dyn Fn() -> bool,
 ) -> Result<Followed, ContainerError> {
     let waker = Waker::on(&store.dir(id).dir);
-    let path = store.dir(id).log();
-    let mut shown = skip;
-    let mut last: Option<super::logfile::Record> = None;
-    let mut held: Option<std::fs::File> = None;
-    // Records of the held file already handed on (or skipped).
-    let mut held_seen = 0;
     loop {
         let state = match store.observe(id) {
             Ok(state) => state,
             Err(ContainerError::NotFound(_)) => {
-                let tail = held
-                    .as_ref()
-                    .map(super::logfile::read_open)
-                    .unwrap_or_default();
-                for rec in tail.iter().skip(held_seen) {
-                    if !each(rec) {
-                        return Ok(Followed::Stopped);
-                    }
-                }
-                return Ok(Followed::Removed);
+                return Ok(match from.read_new(each) {
+                    true => Followed::Removed,
+                    false => Followed::Stopped,
+                });
             }
             Err(e) => return Err(e),
         };
-        if let Ok(file) = std::fs::File::open(&path) {
-            held = Some(file);
+        if !from.read_new(each) {
+            return Ok(Followed::Stopped);
         }
-        // The rotated files by path, the current one through the descriptor held.
-        let mut records = super::logfile::read_rotated(&path);
-        let current = held
-            .as_ref()
-            .map(super::logfile::read_open)
-            .unwrap_or_default();
-        let current_len = current.len();
-        records.extend(current);
-        // After a rotation dropped old records, resume after the last one printed.
-        let start = match &last {
-            Some(l) if records.len() < shown => records
-                .iter()
-                .rposition(|r| r.time == l.time && r.log == l.log)
-                .map_or(0, |i| i + 1),
-            _ => shown,
-        };
-        for rec in records.iter().skip(start) {
-            if !each(rec) {
-                return Ok(Followed::Stopped);
-            }
-        }
-        shown = records.len();
-        held_seen = current_len;
-        last = records.last().cloned().or(last);
         if finished(&state) {
             return Ok(Followed::Exited(Box::new(state)));
         }
@@ -310,7 +274,6 @@ mod tests {
         let id = "c".repeat(64);
         let (_dir, store) = running(&id);
         let log = store.dir(&id).log();
-        std::fs::write(&log, record("first")).unwrap();
         let mut seen = Vec::new();
         let mut each = |rec: &super::super::logfile::Record| {
             seen.push(rec.log.clone());
@@ -322,7 +285,9 @@ mod tests {
             }
             true
         };
-        let followed = follow_records(&store, &id, 0, &mut each, &|| false).unwrap();
+        let from = Cursor::at_end(&log);
+        std::fs::write(&log, record("first")).unwrap();
+        let followed = follow_records(&store, &id, from, &mut each, &|| false).unwrap();
         assert!(matches!(followed, Followed::Removed), "{followed:?}");
         assert_eq!(seen, ["first\n", "last\n"]);
     }
@@ -331,7 +296,8 @@ mod tests {
     fn a_follower_whose_reader_has_gone_stops() {
         let id = "d".repeat(64);
         let (_dir, store) = running(&id);
-        let followed = follow_records(&store, &id, 0, &mut |_| true, &|| true).unwrap();
+        let from = Cursor::at_end(&store.dir(&id).log());
+        let followed = follow_records(&store, &id, from, &mut |_| true, &|| true).unwrap();
         assert!(matches!(followed, Followed::Stopped));
     }
 }

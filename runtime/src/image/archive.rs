@@ -27,6 +27,10 @@ use serde_json::json;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Component, Path, PathBuf};
 
+/// Most bytes of one JSON file of an archive (`manifest.json`, `index.json`, a manifest, a
+/// config): these are read whole, and real ones are a few KiB.
+const MAX_JSON: u64 = 4 << 20;
+
 /// The annotation containerd and Docker use for an image's full name in `index.json`.
 const NAME_ANNOTATION: &str = "io.containerd.image.name";
 /// The OCI annotation for a reference (often a bare tag).
@@ -186,6 +190,20 @@ pub enum ArchiveError {
     /// An entry whose path leads outside the archive.
     #[error("entry {}: path leads outside the archive", .0.display())]
     Outside(PathBuf),
+    /// A sparse file (GNU or PAX sparse): its holes would unpack to any size, from a few
+    /// bytes of archive. Docker writes none.
+    #[error("entry {}: a sparse file (image archives hold none)", .0.display())]
+    Sparse(PathBuf),
+    /// A JSON file of the archive larger than this reader takes.
+    #[error("{what}: {size} bytes, more than the {limit} bytes a JSON file of an image archive may hold")]
+    TooLarge {
+        /// The file, or the blob and the descriptor that names it.
+        what: String,
+        /// Its size (as stored, or as its descriptor says).
+        size: u64,
+        /// The most taken.
+        limit: u64,
+    },
     /// A hard link to a file outside the archive.
     #[error("entry {}: a hard link to {}, a file outside the archive", .path.display(), .target.display())]
     HardLink {
@@ -329,6 +347,9 @@ fn extract(input: impl Read, tree: &Path) -> Result<(), ArchiveError> {
         if path.components().any(|c| c == Component::ParentDir) {
             return Err(ArchiveError::Outside(path));
         }
+        if is_sparse(&mut entry) {
+            return Err(ArchiveError::Sparse(path));
+        }
         if entry.header().entry_type().is_hard_link() {
             let target = entry.link_name().map_err(unreadable)?.unwrap_or_default();
             if leaves(&target) {
@@ -351,6 +372,19 @@ fn extract(input: impl Read, tree: &Path) -> Result<(), ArchiveError> {
     Ok(())
 }
 
+/// Whether `entry` is a sparse file: GNU's sparse type, or a PAX header with GNU's sparse
+/// records (which the `tar` crate would unpack with its map as data).
+fn is_sparse<R: Read>(entry: &mut tar::Entry<R>) -> bool {
+    if entry.header().entry_type().is_gnu_sparse() {
+        return true;
+    }
+    let Ok(Some(pax)) = entry.pax_extensions() else {
+        return false;
+    };
+    pax.flatten()
+        .any(|e| e.key_bytes().starts_with(b"GNU.sparse."))
+}
+
 /// The extracted archive; every path read from it is checked to stay inside.
 struct ArchiveDir {
     root: PathBuf,
@@ -371,8 +405,32 @@ impl ArchiveDir {
         Ok(real)
     }
 
+    /// A JSON file of the archive, read whole: refused past [`MAX_JSON`] bytes.
     fn read(&self, rel: &str) -> Result<Vec<u8>, ArchiveError> {
-        std::fs::read(self.path(rel)?).map_err(at(rel))
+        let file = self.open(rel)?;
+        let size = file.metadata().map_err(at(rel))?.len();
+        let too_large = |size| ArchiveError::TooLarge {
+            what: rel.to_string(),
+            size,
+            limit: MAX_JSON,
+        };
+        if size > MAX_JSON {
+            return Err(too_large(size));
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
+        file.take(MAX_JSON + 1)
+            .read_to_end(&mut bytes)
+            .map_err(at(rel))?;
+        if bytes.len() as u64 > MAX_JSON {
+            return Err(too_large(bytes.len() as u64));
+        }
+        Ok(bytes)
+    }
+
+    /// The size of the file at `rel`.
+    fn size(&self, rel: &str) -> Result<u64, ArchiveError> {
+        let file = self.open(rel)?;
+        Ok(file.metadata().map_err(at(rel))?.len())
     }
 
     fn open(&self, rel: &str) -> Result<std::fs::File, ArchiveError> {
@@ -647,6 +705,10 @@ fn stage_image(
             label: label.into(),
             want: diff_id.clone(),
         };
+        // A blob of another size than its descriptor says is not read, let alone hashed.
+        if dir.size(path)? != blob.size {
+            return Err(ArchiveError::BlobMismatch(blob.digest.clone()));
+        }
         let layer_known = store.has_layer(&chain) || plan.has_layer(&chain);
         let blob_known = store.has_blob(&blob.digest) || plan.has_blob(&blob.digest);
         if layer_known && blob_known {
@@ -701,7 +763,18 @@ fn checked_blob(
     what: &str,
 ) -> Result<(Vec<u8>, Digest), ArchiveError> {
     let digest = Digest::of_descriptor(desc).map_err(at(format!("{what}: digest")))?;
-    let bytes = dir.read(&format!("blobs/sha256/{}", digest.hex()))?;
+    if desc.size() > MAX_JSON {
+        return Err(ArchiveError::TooLarge {
+            what: format!("{what}: blob {digest}"),
+            size: desc.size(),
+            limit: MAX_JSON,
+        });
+    }
+    let path = format!("blobs/sha256/{}", digest.hex());
+    if dir.size(&path)? != desc.size() {
+        return Err(ArchiveError::BlobMismatch(digest));
+    }
+    let bytes = dir.read(&path)?;
     if bytes.len() as u64 != desc.size() || Digest::of(&bytes) != digest {
         return Err(ArchiveError::BlobMismatch(digest));
     }
@@ -710,7 +783,72 @@ fn checked_blob(
 
 #[cfg(test)]
 mod tests {
-    use super::names_saved;
+    use super::*;
+
+    /// A GNU sparse entry `name` of `real` bytes: a hole, then `data` at its end.
+    fn sparse_entry(name: &str, real: u64, data: &[u8]) -> Vec<u8> {
+        let octal = |n: u64, width: usize| format!("{n:0w$o}\0", w = width - 1).into_bytes();
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        h[100..108].copy_from_slice(&octal(0o644, 8));
+        h[108..116].copy_from_slice(&octal(0, 8));
+        h[116..124].copy_from_slice(&octal(0, 8));
+        h[124..136].copy_from_slice(&octal(data.len() as u64, 12));
+        h[136..148].copy_from_slice(&octal(0, 12));
+        h[156] = b'S';
+        h[257..265].copy_from_slice(b"ustar  \0");
+        h[386..398].copy_from_slice(&octal(real - data.len() as u64, 12));
+        h[398..410].copy_from_slice(&octal(data.len() as u64, 12));
+        h[483..495].copy_from_slice(&octal(real, 12));
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        let mut out = h.to_vec();
+        out.extend_from_slice(data);
+        out.resize(1024, 0);
+        out.extend_from_slice(&[0; 1024]);
+        out
+    }
+
+    /// A plain tar of one file.
+    fn plain_entry(name: &str, data: &[u8]) -> Vec<u8> {
+        let mut tar = tar::Builder::new(Vec::new());
+        tar.append_data(&mut entry_header(data.len() as u64), name, data)
+            .unwrap();
+        tar.into_inner().unwrap()
+    }
+
+    fn load_error(archive: &[u8]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let root = crate::root::StateRoot::open(&dir.path().join("root")).unwrap();
+        let store = ImageStore::new(&root);
+        let err = load(&store, archive, "test.tar").unwrap_err();
+        err.to_string()
+    }
+
+    /// A 2 KB archive whose `manifest.json` is a 1 GiB sparse file is refused by name
+    /// before anything reads it (it was unpacked, then read whole into memory).
+    #[test]
+    fn a_sparse_entry_is_refused_by_name() {
+        let archive = sparse_entry("manifest.json", 1 << 30, b"[]");
+        assert_eq!(archive.len(), 2048);
+        let err = load_error(&archive);
+        assert!(err.contains("entry manifest.json: a sparse file"), "{err}");
+    }
+
+    #[test]
+    fn a_json_file_past_the_bound_is_refused_by_name() {
+        let mut manifest = vec![b' '; MAX_JSON as usize];
+        manifest.extend_from_slice(b"[]");
+        let err = load_error(&plain_entry("manifest.json", &manifest));
+        assert!(
+            err.contains("manifest.json: 4194306 bytes, more than the 4194304"),
+            "{err}"
+        );
+        // Within the bound it is read (and found empty).
+        let err = load_error(&plain_entry("manifest.json", &manifest[2..]));
+        assert!(err.contains("manifest.json lists no images"), "{err}");
+    }
 
     fn names() -> Vec<String> {
         [

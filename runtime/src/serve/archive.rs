@@ -7,6 +7,7 @@
 
 use super::http::{blocking, ApiError, ApiResult, Query};
 use super::stream::{channel_body, engine_error, streamed, BodyWriter, IN_FLIGHT};
+use super::streams::Slot;
 use super::Shared;
 use crate::container::cp::{CopyDest, CopySource};
 use crate::container::{ContainerError, ContainerStore};
@@ -176,16 +177,23 @@ async fn archive_get(
 ) -> ApiResult<Response> {
     let path = path_param(&query)?;
     let (id, value) = stat(&engine, name, path.clone()).await?;
-    let mut response = stream_copy(&engine, id, PathBuf::from(&path), "application/x-tar");
+    let slot = engine.streams.take()?;
+    let mut response = stream_copy(&engine, slot, id, PathBuf::from(&path), "application/x-tar");
     response.headers_mut().insert(STAT_HEADER, value);
     Ok(response)
 }
 
 /// A response streaming the archive of `src` in container `id`.
-fn stream_copy(engine: &Shared, id: String, src: PathBuf, content_type: &'static str) -> Response {
+fn stream_copy(
+    engine: &Shared,
+    slot: Slot,
+    id: String,
+    src: PathBuf,
+    content_type: &'static str,
+) -> Response {
     let (tx, body) = channel_body();
     let root = engine.root.clone();
-    tokio::task::spawn_blocking(move || {
+    super::streams::spawn(slot, move || {
         let store = ContainerStore::new(&root);
         let mut out = BodyWriter::new(tx);
         let copied = crate::api::copy_out(&store, &id, &src, CopyDest::Tar(&mut out), false);
@@ -206,6 +214,7 @@ async fn export(
     State(engine): State<Shared>,
     UrlPath(name): UrlPath<String>,
 ) -> ApiResult<Response> {
+    let slot = engine.streams.take()?;
     let root = engine.root.clone();
     let id = blocking(move || {
         ContainerStore::new(&root)
@@ -217,6 +226,7 @@ async fn export(
     // views mounted in a running one.
     Ok(stream_copy(
         &engine,
+        slot,
         id,
         PathBuf::from("/"),
         "application/x-tar",
@@ -268,10 +278,12 @@ async fn archive_put(
             "extraction point is not a directory: {path}"
         )));
     }
+    let slot = engine.streams.take()?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(IN_FLIGHT);
     let root = engine.root.clone();
     let dest = PathBuf::from(&path);
     let copier = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let store = ContainerStore::new(&root);
         let mut reader = BodyReader {
             rx,

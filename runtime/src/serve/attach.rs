@@ -17,6 +17,7 @@ use super::stream::{engine_error, framed, hijack, upgrade_response, Wires};
 use super::Shared;
 use crate::api;
 use crate::container::logfile::Driver;
+use crate::container::logfile_reader::{Snapshot, Window};
 use crate::container::sandbox::{has_terminal, Attached, TerminalRun};
 use crate::container::session::{parse_detach_keys, Stream, DEFAULT_DETACH_KEYS};
 use crate::container::wait::{follow_records, wait_for, Followed};
@@ -49,10 +50,10 @@ enum Way {
     /// A session with the monitor that relays its streams: the terminal of a process tree
     /// container, any running VM's (made on the blocking thread: sessions stay there).
     Session,
-    /// Its log, followed from record `seen`, once a run after `before` (its last start)
-    /// has begun.
+    /// Its log as it is now (`seen`), followed from its end once a run after `before`
+    /// (its last start) has begun.
     Log {
-        seen: usize,
+        seen: Snapshot,
         before: Option<Option<String>>,
     },
 }
@@ -76,6 +77,7 @@ async fn attach(
         stderr: flag_or(&query, "stderr", false),
         keys,
     };
+    let slot = engine.streams.take()?;
     let owner = engine.clone();
     let (id, tty) = blocking(move || {
         let store = ContainerStore::new(&owner.root);
@@ -94,7 +96,7 @@ async fn attach(
     let wires = hijack(&mut request)?;
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let root = engine.root.clone();
-    tokio::task::spawn_blocking(move || {
+    super::streams::spawn(slot, move || {
         let store = ContainerStore::new(&root);
         attached(&store, &id, tty, &wanted, wires, ready_tx);
     });
@@ -202,7 +204,7 @@ fn way(store: &ContainerStore, id: &str, tty: bool) -> Result<Way, ContainerErro
         }
         return Ok(Way::Session);
     }
-    let seen = crate::container::logfile::read_all(&store.dir(id).log()).len();
+    let seen = Snapshot::open(&store.dir(id).log());
     let before = (state.status != Status::Running).then(|| state.started_at.clone());
     Ok(Way::Log { seen, before })
 }
@@ -214,7 +216,7 @@ fn follow(
     id: &str,
     wanted: &Wanted,
     wires: &Wires,
-    seen: usize,
+    seen: Snapshot,
     before: Option<Option<String>>,
 ) {
     let send = |rec: &crate::container::logfile::Record| {
@@ -234,14 +236,13 @@ fn follow(
             .blocking_send(framed(true, stream, rec.log.as_bytes()))
             .is_ok()
     };
-    if wanted.logs {
-        let records = crate::container::logfile::read_all(&store.dir(id).log());
-        for rec in records.iter().take(seen) {
-            if !send(rec) {
-                return;
-            }
-        }
-    }
+    let end = match wanted.logs {
+        true => match seen.replay(Window::default(), None, &mut |rec| send(rec)) {
+            Some(end) => end,
+            None => return,
+        },
+        false => seen.end(),
+    };
     if !wanted.stream {
         return;
     }
@@ -256,7 +257,7 @@ fn follow(
         }
     }
     let mut each = |rec: &crate::container::logfile::Record| send(rec);
-    let _: Result<Followed, _> = follow_records(store, id, seen, &mut each, &gone);
+    let _: Result<Followed, _> = follow_records(store, id, end, &mut each, &gone);
 }
 
 async fn resize(

@@ -96,15 +96,15 @@ impl Read for BodyReader {
     }
 }
 
-/// A response body written by `produce` on a blocking thread. When the client goes away
+/// A response body written by `produce` on a blocking thread (a stream's: `slot`). When the client goes away
 /// the writer's next write fails, so `produce` stops; an error of `produce` after bytes
 /// have gone out can only cut the body short (the status is sent already).
-pub fn write_stream<F>(produce: F) -> Body
+pub fn write_stream<F>(slot: super::streams::Slot, produce: F) -> Body
 where
     F: FnOnce(&mut ChannelWriter) -> Result<(), String> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(CHUNKS);
-    tokio::task::spawn_blocking(move || {
+    super::streams::spawn(slot, move || {
         let mut writer = ChannelWriter {
             tx,
             buf: Vec::with_capacity(64 * 1024),

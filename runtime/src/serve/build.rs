@@ -71,12 +71,13 @@ async fn build(
     request: Request,
 ) -> ApiResult<Response> {
     let (args, passed) = cli_args(&query, raw.as_deref(), engine.cgroup_parent.as_deref())?;
+    let slot = engine.streams.take()?;
     let root = engine.root.dir().to_path_buf();
     // The build arguments and labels go first on the child's stdin, then the context.
     let mut first = serde_json::to_vec(&passed).unwrap_or_default();
     first.push(b'\n');
     let reader = std::io::Cursor::new(first).chain(body_reader(request.into_body()));
-    let body = write_stream(move |out| run(&root, &args, reader, out));
+    let body = write_stream(slot, move |out| run(&root, &args, reader, out));
     let mut response = Response::new(body);
     response.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,

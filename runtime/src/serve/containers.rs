@@ -434,6 +434,7 @@ async fn wait(
             )))
         }
     };
+    let slot = engine.streams.take()?;
     let (store, id, first) = blocking(move || {
         let (store, id) = find(&engine, &name)?;
         let first = store.observe(&id)?;
@@ -444,7 +445,7 @@ async fn wait(
     let since = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64 - 1);
-    tokio::task::spawn_blocking(move || {
+    super::streams::spawn(slot, move || {
         let mut last = first.clone();
         let done = crate::container::wait::wait_until(&store, &id, |s| {
             last = s.clone();

@@ -40,9 +40,10 @@ async fn events(State(engine): State<Shared>, query: Query) -> ApiResult<Respons
             return Err(ApiError::bad_request("since must be before until"));
         }
     }
+    let slot = engine.streams.take()?;
     let (tx, rx) = tokio::sync::mpsc::channel(IN_FLIGHT);
     let journal = Journal::of(&engine.root);
-    tokio::task::spawn_blocking(move || {
+    super::streams::spawn(slot, move || {
         let closed = tx.clone();
         journal.follow_matching(
             since,

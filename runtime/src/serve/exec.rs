@@ -253,6 +253,9 @@ async fn start(
     )
     .await?;
     let start: StartConfig = super::http::parse_json(&body)?;
+    // Attached, the session holds a thread; detached, the reaper of its command does.
+    // Taken before the exec is marked started: a refused start can be made again.
+    let slot = engine.streams.take()?;
     let plan = engine.execs.with(&id, |e| {
         if e.started {
             return Err(ApiError::conflict(format!(
@@ -318,7 +321,7 @@ async fn start(
                 })?;
                 if let Some(pid) = pid {
                     // The command's capsa-init is this server's child: reaped here.
-                    tokio::task::spawn_blocking(move || {
+                    super::streams::spawn(slot, move || {
                         let code = crate::container::monitor::wait_child(pid);
                         table.execs.finished(&exec_id, Some(code));
                     });
@@ -335,7 +338,7 @@ async fn start(
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<ApiResult<()>>();
     let table = engine.clone();
     let exec_id = id.clone();
-    tokio::task::spawn_blocking(move || {
+    super::streams::spawn(slot, move || {
         let store = ContainerStore::new(&root);
         if let Err(e) = check_running(&store, &plan.container) {
             let _ = ready_tx.send(Err(e));

@@ -84,18 +84,56 @@ fn labels(image: &Image) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-/// `*` and `?` of Go's `path.Match`, within one path segment.
+/// The longest `reference` filter taken: longer than any name, short enough that matching
+/// it against every name of the store costs nothing to speak of.
+const MAX_REFERENCE_FILTER: usize = 512;
+
+/// `*` and `?` of Go's `path.Match`, within one path segment, in linear time.
+///
+/// Neither `*` nor `?` matches `/`, so the `/`s of the text are exactly those of the
+/// pattern: the two are matched segment by segment.
 fn glob(pattern: &str, text: &str) -> bool {
-    fn go(p: &[u8], t: &[u8]) -> bool {
-        match (p.first(), t.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => go(&p[1..], t) || (!t.is_empty() && t[0] != b'/' && go(p, &t[1..])),
-            (Some(b'?'), Some(c)) if *c != b'/' => go(&p[1..], &t[1..]),
-            (Some(a), Some(b)) if a == b => go(&p[1..], &t[1..]),
-            _ => false,
+    let mut patterns = pattern.as_bytes().split(|&b| b == b'/');
+    let mut texts = text.as_bytes().split(|&b| b == b'/');
+    loop {
+        match (patterns.next(), texts.next()) {
+            (None, None) => return true,
+            (Some(p), Some(t)) if segment_matches(p, t) => {}
+            _ => return false,
         }
     }
-    go(pattern.as_bytes(), text.as_bytes())
+}
+
+/// `*` and `?` against one segment (no `/`): the two-pointer matcher. On a mismatch only
+/// the last `*` seen takes one more byte; an earlier one never needs to, since whatever
+/// it could take the last one can take as well. Every step moves the text forward, or
+/// restarts the pattern after the last star one byte further on: at most as many steps
+/// as the two lengths multiplied, where backtracking into every star is exponential.
+fn segment_matches(p: &[u8], t: &[u8]) -> bool {
+    let (mut pi, mut ti) = (0, 0);
+    // The index after the last `*` seen, and where in the text its match now ends.
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        match p.get(pi) {
+            Some(b'*') => {
+                star = Some((pi + 1, ti));
+                pi += 1;
+            }
+            Some(&c) if c == b'?' || c == t[ti] => {
+                pi += 1;
+                ti += 1;
+            }
+            _ => match star {
+                Some((after, taken)) => {
+                    pi = after;
+                    ti = taken + 1;
+                    star = Some((after, taken + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
 }
 
 /// Whether one of `names` (familiar `repo:tag`) matches a `reference` filter.
@@ -137,6 +175,16 @@ async fn list(
         ) {
             return Err(ApiError::bad_request(format!("invalid filter '{key}'")));
         }
+    }
+    let too_long = filters
+        .get("reference")
+        .into_iter()
+        .flatten()
+        .any(|p| p.len() > MAX_REFERENCE_FILTER);
+    if too_long {
+        return Err(ApiError::bad_request(format!(
+            "invalid filter 'reference': a pattern longer than {MAX_REFERENCE_FILTER} bytes"
+        )));
     }
     blocking(move || {
         let store = store(&engine);
@@ -502,7 +550,8 @@ async fn create(
         "status": format!("Pulling from {}", reference.path),
         "id": reference.tag.clone().or_else(|| reference.digest.clone()).unwrap_or_default(),
     });
-    tokio::task::spawn_blocking(move || {
+    let slot = engine.streams.take()?;
+    super::streams::spawn(slot, move || {
         let progress = Progress { tx: tx.clone() };
         let store = ImageStore::new(&engine.root);
         match crate::image::pull::pull_as(
@@ -592,7 +641,8 @@ async fn push(
         ),
     });
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::task::spawn_blocking(move || {
+    let slot = engine.streams.take()?;
+    super::streams::spawn(slot, move || {
         let progress = Progress { tx: tx.clone() };
         let store = ImageStore::new(&engine.root);
         for target in &targets {
@@ -678,8 +728,9 @@ async fn import(
         .map_err(image_error)?;
     // `changes` is repeated, one Dockerfile instruction each.
     let changes = super::bodies::repeated(request.uri().query(), "changes");
+    let slot = engine.streams.take()?;
     let reader = body_reader(request.into_body());
-    let imported = blocking(move || {
+    let imported = super::streams::blocking(slot, move || {
         crate::image::import::import(&store(&engine), reader, "-", name.as_ref(), &changes)
             .map_err(image_error)
     })
@@ -701,6 +752,7 @@ async fn save_many(State(engine): State<Shared>, request: Request) -> ApiResult<
 
 /// The images as a docker-archive tarball (also an OCI layout), streamed as it is made.
 async fn save(engine: Shared, names: Vec<String>) -> ApiResult<Response> {
+    let slot = engine.streams.take()?;
     let engine2 = engine.clone();
     let wanted = names.clone();
     blocking(move || {
@@ -711,7 +763,7 @@ async fn save(engine: Shared, names: Vec<String>) -> ApiResult<Response> {
         Ok(())
     })
     .await?;
-    let body = write_stream(move |out| {
+    let body = write_stream(slot, move |out| {
         archive::save(&store(&engine), &names, out).map_err(|e| e.to_string())
     });
     let mut response = Response::new(body);
@@ -725,8 +777,9 @@ async fn save(engine: Shared, names: Vec<String>) -> ApiResult<Response> {
 /// `POST /images/load?quiet`: the body is an archive, read as it arrives (never held
 /// whole); `{"stream":"Loaded image: NAME\n"}` per image.
 async fn load(State(engine): State<Shared>, request: Request) -> ApiResult<Response> {
+    let slot = engine.streams.take()?;
     let reader = body_reader(request.into_body());
-    let loaded = blocking(move || {
+    let loaded = super::streams::blocking(slot, move || {
         archive::load(&store(&engine), std::io::BufReader::new(reader), "-").map_err(image_error)
     })
     .await;
@@ -781,5 +834,44 @@ mod tests {
         assert!(!reference_matches("busybox:v2", &names));
         assert!(reference_matches("127.0.0.1:5000/a/*", &names));
         assert!(!reference_matches("*", &["a/b:c".to_string()]));
+    }
+
+    #[test]
+    fn globs_match_as_go_path_match_does() {
+        for (pattern, text, want) in [
+            ("", "", true),
+            ("*", "", true),
+            ("*", "abc", true),
+            ("a*c", "abbbc", true),
+            ("a*c", "abbbd", false),
+            ("a?c", "abc", true),
+            ("a?c", "a/c", false),
+            ("*c", "ab/c", false),
+            ("*/c", "ab/c", true),
+            ("a/*/c", "a/b/c", true),
+            ("a/*", "a/b/c", false),
+            ("*b*b", "abab", true),
+            ("*b*b", "abba", false),
+            ("**", "x", true),
+            ("ab", "abc", false),
+            ("abc", "ab", false),
+        ] {
+            assert_eq!(glob(pattern, text), want, "{pattern:?} against {text:?}");
+        }
+    }
+
+    /// A pattern that sends a backtracking matcher through every way of splitting the
+    /// text among its stars (C(60, 20) of them) is answered at once. The bound is only
+    /// there so that a regression fails rather than hangs.
+    #[test]
+    fn a_pattern_of_many_stars_is_matched_without_backtracking() {
+        let pattern = format!("{}b", "*a".repeat(20));
+        let text = "a".repeat(60);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(glob(&pattern, &text));
+        });
+        let answer = rx.recv_timeout(std::time::Duration::from_secs(60));
+        assert_eq!(answer, Ok(false), "no answer from the matcher");
     }
 }

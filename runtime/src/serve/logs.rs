@@ -1,12 +1,14 @@
 //! `GET /containers/{id}/logs`: the container's json-file log (`stdout`, `stderr`,
 //! `since`, `until`, `tail`, `timestamps`, `follow` until the container stops), in 8-byte
-//! multiplexed frames without a terminal, raw with one.
+//! multiplexed frames without a terminal, raw with one. The log is streamed, never held:
+//! `tail` is read from its end, `follow` reads only what is appended.
 
 use super::http::{blocking, flag, number, ApiError, ApiResult, Query};
 use super::stream::{channel_body, engine_error, framed, streamed, BodySender};
 use super::Shared;
 use crate::container::logfile::Record;
-use crate::container::logs::{parse_since, select, LogsOptions};
+use crate::container::logfile_reader::Window;
+use crate::container::logs::{open, parse_since};
 use crate::container::sandbox::has_terminal;
 use crate::container::session::Stream;
 use crate::container::wait::follow_records;
@@ -69,9 +71,13 @@ async fn logs(
             "Bad parameters: you must choose at least one stream",
         ));
     }
-    let (since, until) = (asked.since, asked.until);
+    let slot = engine.streams.take()?;
+    let window = Window {
+        since: asked.since,
+        until: asked.until,
+    };
     let root = engine.root.clone();
-    let (id, tty, selected, total) = blocking(move || {
+    let (id, tty, log) = blocking(move || {
         let store = ContainerStore::new(&root);
         let id = store.resolve(&name).map_err(engine_error)?;
         if store.load(&id).map_err(engine_error)?.log_driver
@@ -84,37 +90,22 @@ async fn logs(
             ));
         }
         let tty = has_terminal(&store, &id);
-        let opts = LogsOptions {
-            follow: false,
-            tail: None,
-            timestamps: false,
-            since,
-        };
-        let (mut selected, total) = select(&store, &id, &opts).map_err(engine_error)?;
-        // `tail` counts the records left once the time bounds are applied.
-        if let Some(until) = until {
-            selected
-                .retain(|r| crate::timefmt::parse_rfc3339(&r.time).is_none_or(|at| at <= until));
-        }
-        if let Some(n) = tail {
-            selected.drain(..selected.len().saturating_sub(n));
-        }
-        Ok((id, tty, selected, total))
+        let log = open(&store, &id).map_err(engine_error)?;
+        Ok((id, tty, log))
     })
     .await?;
     let (tx, body) = channel_body();
     let root = engine.root.clone();
-    tokio::task::spawn_blocking(move || {
+    super::streams::spawn(slot, move || {
         let store = ContainerStore::new(&root);
         let send = |rec: &Record| send_record(&tx, &asked, !tty, rec);
-        for rec in &selected {
-            if !send(rec) {
-                return;
-            }
-        }
+        // `tail` counts the records left once the time bounds are applied.
+        let Some(end) = log.replay(window, tail, &mut |rec| send(rec)) else {
+            return;
+        };
         if asked.follow && asked.until.is_none_or(|u| u > SystemTime::now()) {
             let mut each = |rec: &Record| send(rec);
-            let _ = follow_records(&store, &id, total, &mut each, &|| tx.is_closed());
+            let _ = follow_records(&store, &id, end, &mut each, &|| tx.is_closed());
         }
     });
     Ok(streamed(

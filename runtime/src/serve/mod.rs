@@ -22,6 +22,8 @@
 //!   session's bytes both ways;
 //! - [`stream`]: Docker's stdout/stderr multiplexing, bounded response bodies fed from
 //!   the engine, hijacked connections;
+//! - [`streams`]: the slots that keep long-lived streams from taking every blocking
+//!   thread;
 //! - [`bodies`]: request bodies read and response bodies written by blocking code,
 //!   JSON lines;
 //! - [`update`]: `POST /containers/{id}/update` (limits and restart policy, live);
@@ -47,6 +49,7 @@ mod relay;
 mod spec_mounts;
 mod stats;
 mod stream;
+mod streams;
 mod swarm;
 mod system;
 mod update;
@@ -70,6 +73,8 @@ pub struct Engine {
     pub execs: exec::ExecTable,
     /// The spec mounts of listed containers, read again only when a spec changes.
     pub spec_mounts: spec_mounts::Cache,
+    /// The slots of long-lived streams, so that they never take every blocking thread.
+    pub streams: streams::Streams,
     /// The spawner of engine workers (none inside a worker itself).
     workers: Option<workers::Spawner>,
 }
@@ -139,13 +144,14 @@ pub fn serve(
         cgroup_parent: options.cgroup_parent.clone(),
         execs: Default::default(),
         spec_mounts: Default::default(),
+        streams: Default::default(),
         workers: None,
     };
     engine.workers = Some(workers::Spawner::start(&engine).map_err(ServeError::Runtime)?);
     let lock = listen::lock_root(&engine.root)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .max_blocking_threads(256)
+        .max_blocking_threads(streams::BLOCKING_THREADS)
         .thread_name("capsa-serve")
         .enable_all()
         .build()

@@ -110,6 +110,7 @@ async fn stats(
 ) -> ApiResult<Response> {
     let stream = flag_or(&query, "stream", true);
     let one_shot = flag(&query, "one-shot") && !stream;
+    let slot = engine.streams.take()?;
     let root = engine.root.clone();
     let id = blocking(move || {
         ContainerStore::new(&root)
@@ -119,7 +120,7 @@ async fn stats(
     .await?;
     let (tx, body) = channel_body();
     let root = engine.root.clone();
-    tokio::task::spawn_blocking(move || {
+    super::streams::spawn(slot, move || {
         let store = ContainerStore::new(&root);
         let mut before: Option<Sample> = None;
         if !stream && !one_shot {
