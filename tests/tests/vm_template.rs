@@ -591,3 +591,48 @@ fn a_template_whose_state_the_engine_refuses_or_that_cannot_fit_on_disk_is_named
     drop(_unmount);
     env.assert_clean();
 }
+
+#[test]
+fn templates_beyond_the_count_kept_go_least_recently_used_first() {
+    let env = TestEnv::new();
+    let keep_two = [("CAPSA_VM_TEMPLATES", "2")];
+    let warm = |mib: &str| {
+        let out = env.capsa_env(
+            &["system", "vm-template", "warm", "--guest-mib", mib],
+            &keep_two,
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let default = warm("256");
+    let small = warm("160");
+    assert_eq!(template_dirs(&env).len(), 2);
+    // A VM started from the default template makes it the more recently used one...
+    let out = run_vm(&env, &keep_two, &["busybox", "true"]);
+    assert!(restored(&text(&out.stderr)), "{}", text(&out.stderr));
+    // ...so a third shape takes the place of the 160 MiB one.
+    let third = warm("192");
+    let keys: Vec<String> = template_dirs(&env)
+        .iter()
+        .map(|d| d.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys.contains(&default) && keys.contains(&third), "{keys:?}");
+    assert!(!keys.contains(&small), "{keys:?}");
+    let out = env.capsa_env(
+        &["system", "vm-template", "warm"],
+        &[("CAPSA_VM_TEMPLATES", "0")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("CAPSA_VM_TEMPLATES=\"0\""),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(env.capsa(&["system", "vm-template", "rm"]).status.success());
+    env.assert_clean();
+}

@@ -47,6 +47,74 @@ pub const SWITCH_ENV: &str = "CAPSA_VM_TEMPLATE";
 /// The template's NIC's MAC (each clone's agent sets the clone's own).
 const TEMPLATE_MAC: &str = "02:ca:50:00:00:01";
 
+/// `CAPSA_VM_TEMPLATES`: how many templates a state root keeps (each is a RAM file on disk
+/// and, while clones may come, its RAM held in memory by its holder). One is made per guest
+/// shape (memory, vCPUs); past the count, the least recently used go when one is built.
+pub const COUNT_ENV: &str = "CAPSA_VM_TEMPLATES";
+const COUNT_DEFAULT: usize = 8;
+const COUNT_RANGE: std::ops::RangeInclusive<usize> = 1..=64;
+/// A file in a template's folder whose time says when a clone last started from it.
+const USED: &str = "used";
+
+/// The most templates kept, as `CAPSA_VM_TEMPLATES` says or the default.
+fn max_templates() -> Result<usize, VmError> {
+    let Ok(value) = std::env::var(COUNT_ENV) else {
+        return Ok(COUNT_DEFAULT);
+    };
+    value
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| COUNT_RANGE.contains(n))
+        .ok_or_else(|| {
+            VmError::Tool(format!(
+                "{COUNT_ENV}={value:?}: expected how many VM templates to keep, from {} to {}",
+                COUNT_RANGE.start(),
+                COUNT_RANGE.end()
+            ))
+        })
+}
+
+/// Records that a clone starts from the template in `dir` now (its `used` file's time).
+fn mark_used(dir: &Path) {
+    let _ = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(USED))
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+}
+
+/// When a clone last started from the template in `dir` (or it was built).
+fn last_used(dir: &Path) -> std::time::SystemTime {
+    [USED, "manifest.json"]
+        .iter()
+        .find_map(|f| {
+            std::fs::metadata(dir.join(f))
+                .and_then(|m| m.modified())
+                .ok()
+        })
+        .unwrap_or(std::time::UNIX_EPOCH)
+}
+
+/// Removes the least recently used templates beyond `max`, never `keep` (the one just
+/// built). As `vm-template rm` does: their holders end, running clones keep what they
+/// mapped.
+fn remove_least_used(root: &StateRoot, keep: &str, max: usize) {
+    let dir = templates_dir(root);
+    let mut all: Vec<(std::time::SystemTime, String)> = list(root)
+        .into_iter()
+        .filter(|t| t.key != keep)
+        .map(|t| (last_used(&dir.join(&t.key)), t.key))
+        .collect();
+    all.sort();
+    let excess = (all.len() + 1).saturating_sub(max);
+    for (_, key) in all.into_iter().take(excess) {
+        super::ram_holder::stop(&dir.join(&key));
+        let _ = remove(root, &key);
+    }
+}
+
 /// Whether VM containers start from templates (on unless `CAPSA_VM_TEMPLATE=off`).
 pub fn enabled() -> bool {
     !matches!(
@@ -203,7 +271,9 @@ pub fn usable(
         dir: templates_dir(root).join(&key),
         key,
     };
-    check(&t, &inputs)
+    let sound = check(&t, &inputs)?;
+    mark_used(&t.dir);
+    Ok(sound)
 }
 
 /// Template `t`'s files, opened, if they are those its manifest describes, for `inputs`.
@@ -247,6 +317,7 @@ pub fn ensure(
     mem_mib: u64,
     vcpus: u32,
 ) -> Result<Ensured, VmError> {
+    let max = max_templates()?;
     let inputs = inputs(qemu, guest, mem_mib, vcpus)?;
     let key = key_of(&inputs);
     let dir = templates_dir(root).join(&key);
@@ -256,20 +327,24 @@ pub fn ensure(
         Err(why) => replaced_one(root, &t.key, &inputs).unwrap_or(why),
     };
     super::jail::private_dir(&templates_dir(root))?;
-    let lock_path = templates_dir(root).join(format!("{}.lock", t.key));
-    let _lock = super::jail::lock_file(&lock_path, true).map_err(|e| io_err(&lock_path, e))?;
-    if check(&t, &inputs).is_ok() {
-        return Ok(Ensured::Ready(t)); // another capsa built it while we waited
-    }
-    let built = room_for(&templates_dir(root), inputs.mem_mib)
-        .and_then(|()| build(&t, qemu, guest, &inputs));
-    match built {
-        Ok(()) => remove_replaced(root, &t.key, &inputs),
-        Err(_) => {
+    {
+        let lock_path = templates_dir(root).join(format!("{}.lock", t.key));
+        let _lock = super::jail::lock_file(&lock_path, true).map_err(|e| io_err(&lock_path, e))?;
+        if check(&t, &inputs).is_ok() {
+            return Ok(Ensured::Ready(t)); // another capsa built it while we waited
+        }
+        let built = room_for(&templates_dir(root), inputs.mem_mib)
+            .and_then(|()| build(&t, qemu, guest, &inputs));
+        if built.is_err() {
             let _ = std::fs::remove_dir_all(&t.dir);
         }
+        built?;
     }
-    built.map(|()| Ensured::Built(t, why))
+    // With this template's lock let go: removing another takes that one's lock, and two
+    // capsas each holding its own while waiting for the other's would wait for ever.
+    remove_replaced(root, &t.key, &inputs);
+    remove_least_used(root, &t.key, max);
+    Ok(Ensured::Built(t, why))
 }
 
 /// A template's RAM file takes up to its guest's memory on disk (what the booted guest
