@@ -415,6 +415,29 @@ fn target_stages_build_args_and_a_context_on_stdin() {
     let id = ok(&out);
     assert_eq!(id.trim(), image_id(&env, "s:1"), "-q prints the ID alone");
     assert_eq!(run_out(&env, &["s:1", "cat", "/hello"]), "from stdin\n");
+
+    // A sparse file in a context on stdin (GNU tar -S: a 1 GiB hole in a few KiB of tar)
+    // is refused: a COPY would write its holes whole into a layer.
+    let dir = context(&[("Dockerfile", "FROM busybox\nCOPY big /big\n")]);
+    std::fs::File::create(dir.path().join("big"))
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let tar = std::process::Command::new("tar")
+        .args(["-S", "-cf", "-", "-C"])
+        .arg(dir.path())
+        .args(["Dockerfile", "big"])
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    assert!(tar.stdout.len() < 64 << 10, "{} bytes", tar.stdout.len());
+    let out = env.capsa_with_stdin(
+        &["build", "--cgroup-parent", &cgroup, "-t", "s:2", "-"],
+        &tar.stdout,
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("big is a sparse file (refused)"), "{err}");
     env.assert_clean();
 }
 

@@ -71,6 +71,15 @@ impl Context {
         let bad = |e: std::io::Error| BuildError::Context(format!("the context's tar: {e}"));
         for entry in archive.entries().map_err(bad)? {
             let mut entry = entry.map_err(bad)?;
+            // A sparse file's holes unpack to any size from a few bytes of request, and a
+            // COPY would then write them whole into a layer: docker's clients send none.
+            if crate::image::archive::is_sparse(&mut entry) {
+                let path = entry.path().map(|p| p.display().to_string());
+                return Err(BuildError::Context(format!(
+                    "the context's tar: {} is a sparse file (refused)",
+                    path.unwrap_or_default()
+                )));
+            }
             // Devices and FIFOs are no build input.
             if !matches!(
                 entry.header().entry_type(),
@@ -78,7 +87,6 @@ impl Context {
                     | tar::EntryType::Directory
                     | tar::EntryType::Symlink
                     | tar::EntryType::Link
-                    | tar::EntryType::GNUSparse
             ) {
                 continue;
             }

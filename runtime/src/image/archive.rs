@@ -374,7 +374,7 @@ fn extract(input: impl Read, tree: &Path) -> Result<(), ArchiveError> {
 
 /// Whether `entry` is a sparse file: GNU's sparse type, or a PAX header with GNU's sparse
 /// records (which the `tar` crate would unpack with its map as data).
-fn is_sparse<R: Read>(entry: &mut tar::Entry<R>) -> bool {
+pub(crate) fn is_sparse<R: Read>(entry: &mut tar::Entry<R>) -> bool {
     if entry.header().entry_type().is_gnu_sparse() {
         return true;
     }
