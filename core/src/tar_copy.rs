@@ -41,23 +41,105 @@ pub fn write_tar(src: &Path, name: &Path, out: impl Write) -> std::io::Result<()
     b.into_inner()?.flush()
 }
 
-/// Appends the non-directory at `path` as `name`. A file is opened without following a
-/// link and without blocking, and its header made from that descriptor: a FIFO or device
-/// swapped in for it since it was listed is written as its header alone, never read (a
-/// FIFO would hold the copy forever), and a symlink swapped in is written as a link.
+/// Appends the non-directory at `path` as `name`. It is first opened as a path only
+/// (`O_PATH`, which runs no device's open): a device node, FIFO or socket is written as its
+/// header alone, never opened (a copier is host root, outside the container's device
+/// cgroup: opening a node the workload made, a watchdog's say, would act on the host's
+/// device; a FIFO would hold the copy forever). A regular file is then opened without
+/// following a link or blocking, and must be the same file; a symlink is written as a link.
 fn append_leaf<W: Write>(b: &mut tar::Builder<W>, path: &Path, name: &Path) -> std::io::Result<()> {
-    let opened = nix::fcntl::open(
-        path,
+    let (parent, entry) = match (path.parent(), path.file_name()) {
+        (Some(p), Some(e)) => (
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            },
+            e,
+        ),
+        _ => {
+            return Err(std::io::Error::other(format!(
+                "{}: no file name",
+                path.display()
+            )))
+        }
+    };
+    let dir = nix::fcntl::open(
+        parent,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    // SAFETY: open returned a new descriptor that nothing else owns.
+    let dir = unsafe { OwnedFd::from_raw_fd(dir) };
+    match leaf_kind(dir.as_fd(), entry)? {
+        Leaf::Gone => Ok(()),
+        Leaf::Link => b.append_path_with_name(path, name),
+        Leaf::Node(meta) => append_node_with(b, &meta, name),
+        Leaf::File(meta) => append_file_at(b, dir.as_fd(), entry, &meta, name),
+    }
+}
+
+/// What a leaf is, seen through an `O_PATH` descriptor (nothing of it opened).
+enum Leaf {
+    Gone,
+    Link,
+    Node(std::fs::Metadata),
+    File(std::fs::Metadata),
+}
+
+fn leaf_kind(dir: BorrowedFd, entry: &OsStr) -> std::io::Result<Leaf> {
+    let opened = nix::fcntl::openat(
+        Some(dir.as_raw_fd()),
+        entry,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    );
+    let fd = match opened {
+        Err(Errno::ENOENT) => return Ok(Leaf::Gone),
+        Err(e) => return Err(e.into()),
+        // SAFETY: openat returned a new descriptor that nothing else owns.
+        Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
+    };
+    let meta = std::fs::File::from(fd).metadata()?;
+    Ok(if meta.file_type().is_symlink() {
+        Leaf::Link
+    } else if meta.is_file() {
+        Leaf::File(meta)
+    } else {
+        Leaf::Node(meta)
+    })
+}
+
+/// Opens the regular file `entry` of `dir` for reading (not following a link, not
+/// blocking) and appends it if it is still the file `seen` described; a node swapped in
+/// meanwhile is written as its header alone, a file swapped or removed is left out.
+fn append_file_at<W: Write>(
+    b: &mut tar::Builder<W>,
+    dir: BorrowedFd,
+    entry: &OsStr,
+    seen: &std::fs::Metadata,
+    name: &Path,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let opened = nix::fcntl::openat(
+        Some(dir.as_raw_fd()),
+        entry,
         OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
         Mode::empty(),
     );
-    match opened {
-        // A symlink (O_NOFOLLOW refuses to open one): its entry is the link itself.
-        Err(Errno::ELOOP) => b.append_path_with_name(path, name),
-        Err(e) => Err(e.into()),
-        // SAFETY: open returned a new descriptor that nothing else owns.
-        Ok(fd) => append_opened(b, unsafe { OwnedFd::from_raw_fd(fd) }, name),
+    let fd = match opened {
+        // Swapped for a link or removed since it was seen: left out.
+        Err(Errno::ELOOP | Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(e.into()),
+        // SAFETY: openat returned a new descriptor that nothing else owns.
+        Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
+    };
+    let file = std::fs::File::from(fd);
+    let meta = file.metadata()?;
+    if (meta.dev(), meta.ino()) != (seen.dev(), seen.ino()) {
+        return Ok(()); // another file since it was seen: left out
     }
+    append_opened(b, OwnedFd::from(file), name)
 }
 
 /// [`append_leaf`] for the entry `entry` of directory `dir`.
@@ -67,18 +149,11 @@ fn append_leaf_at<W: Write>(
     entry: &OsStr,
     name: &Path,
 ) -> std::io::Result<()> {
-    let opened = nix::fcntl::openat(
-        Some(dir.as_raw_fd()),
-        entry,
-        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    );
-    match opened {
+    match leaf_kind(dir, entry)? {
         // Swapped for a link or removed since it was listed: left out.
-        Err(Errno::ELOOP | Errno::ENOENT) => Ok(()),
-        Err(e) => Err(e.into()),
-        // SAFETY: openat returned a new descriptor that nothing else owns.
-        Ok(fd) => append_opened(b, unsafe { OwnedFd::from_raw_fd(fd) }, name),
+        Leaf::Gone | Leaf::Link => Ok(()),
+        Leaf::Node(meta) => append_node_with(b, &meta, name),
+        Leaf::File(meta) => append_file_at(b, dir, entry, &meta, name),
     }
 }
 
@@ -739,6 +814,39 @@ mod tests {
         }
         drop(racer);
         assert_eq!(redirected, None, "the copy was led into the link's target");
+    }
+
+    /// A device node the workload made (here /dev/null's numbers) is copied out as its
+    /// header, never opened: the copier is host root outside the container's device cgroup,
+    /// and a device's open can act on the host (a watchdog's arms it).
+    #[test]
+    fn device_nodes_copied_out_are_never_opened() {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        let top = tempfile::tempdir().unwrap();
+        let src = top.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        let node = src.join("node");
+        nix::sys::stat::mknod(
+            &node,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o600),
+            nix::sys::stat::makedev(1, 3),
+        )
+        .unwrap();
+        let watch = Inotify::init(InitFlags::IN_NONBLOCK).unwrap();
+        watch.add_watch(&node, AddWatchFlags::IN_OPEN).unwrap();
+        for (path, name) in [(&src, "src"), (&node, "node")] {
+            let mut out = Vec::new();
+            write_tar(path, Path::new(name), &mut out).unwrap();
+            let mut archive = tar::Archive::new(&out[..]);
+            let kinds: Vec<tar::EntryType> = archive
+                .entries()
+                .unwrap()
+                .map(|e| e.unwrap().header().entry_type())
+                .collect();
+            assert!(kinds.contains(&tar::EntryType::Char), "{kinds:?}");
+        }
+        assert!(watch.read_events().is_err(), "the device node was opened");
     }
 
     #[test]
