@@ -232,7 +232,8 @@ pub fn spawn_init(
     let start_time = process_start_time(pid);
     let updated = store.update(&id, |s| {
         s.status = Status::Created;
-        s.restarting = false;
+        // A restart stays `restarting` until the new run starts (start clears it): `rm`
+        // without -f never meets it as a plain created container in between.
         s.pid = Some(pid);
         s.pid_start_time = start_time;
         s.monitor_pid = Some(me);

@@ -40,7 +40,9 @@ pub fn remove(store: &ContainerStore, id: &str, force: bool) -> Result<(), Conta
             state.restart_count,
             state.stopped_by_user,
         );
-    if (state.restarting || will_restart) && !alive && !force {
+    // Or its next run is being created: its init is alive, waiting at the start gate.
+    let restart_created = state.restarting && state.status == Status::Created;
+    if (((state.restarting || will_restart) && !alive) || restart_created) && !force {
         return Err(ContainerError::WrongState {
             id: id.to_string(),
             reason: "container is restarting: stop the container before removing or force remove"

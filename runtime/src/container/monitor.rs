@@ -47,6 +47,12 @@ pub fn record_exit(
     let now = crate::timefmt::rfc3339(SystemTime::now());
     let updated = store.update(id, |s| {
         s.status = Status::Exited;
+        // Restarting from this very update when the policy will run it again (as dockerd's
+        // state goes straight to restarting): `rm` without -f never meets it as a plain
+        // exited container in between (the restart loop decides again, after its wait).
+        s.restarting = s
+            .restart_policy
+            .should_restart(code, s.restart_count, s.stopped_by_user);
         s.paused = false;
         s.exit_code = Some(code);
         s.oom_killed = oom;

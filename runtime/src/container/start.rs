@@ -32,6 +32,7 @@ pub fn start(store: &ContainerStore, id: &str) -> Result<ExecOutcome, ContainerE
         }
         let mut s = state.clone();
         s.status = Status::Running;
+        s.restarting = false;
         s.started_at = Some(crate::timefmt::rfc3339(SystemTime::now()));
         s.health = s
             .healthcheck

@@ -315,6 +315,11 @@ pub(super) fn finish(
     };
     let updated = store.update(id, |s| {
         s.status = Status::Exited;
+        // As a container's exit: restarting from this update when the policy will run it
+        // again (see container::monitor::record_exit).
+        s.restarting =
+            s.restart_policy
+                .should_restart(exit_code, s.restart_count, s.stopped_by_user);
         s.pid = None;
         s.exit_code = Some(exit_code);
         s.oom_killed = oom;
