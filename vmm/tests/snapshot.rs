@@ -275,6 +275,19 @@ fn a_restored_guest_has_its_vsock_connections_reset_and_reaches_the_restores_soc
     assert_eq!(hello.join().unwrap(), "hello after the restore");
 }
 
+/// The guest ran to its end (exit 0), checked `check` ("ok: ..." on COM1) and failed none.
+fn guest_passed(out: &Output, check: &str) {
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains(&format!("ok: {check}")), "{stdout}");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+}
+
 #[test]
 fn memory_a_guest_reports_free_goes_back_to_zeros_or_to_the_snapshots_pages() {
     // Booted: the block's pages are anonymous; reported free, they read as zeros.
@@ -290,18 +303,7 @@ fn memory_a_guest_reports_free_goes_back_to_zeros_or_to_the_snapshots_pages() {
         ],
         LIMIT,
     );
-    let stdout = text(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        text(&out.stderr)
-    );
-    assert!(
-        stdout.contains("ok: reporting: the reported block reads as zeros"),
-        "{stdout}"
-    );
-    assert!(!stdout.contains("FAIL"), "{stdout}");
+    guest_passed(&out, "reporting: the reported block reads as zeros");
 
     // Restored: the block holds the snapshot's bytes, the guest overwrites and frees it, and it
     // reads as the snapshot's again: the private copies were dropped for the file's pages.
@@ -316,18 +318,10 @@ fn memory_a_guest_reports_free_goes_back_to_zeros_or_to_the_snapshots_pages() {
     let memory = snap.join("memory");
     let hash = sha256(&memory);
     let out = restore(&snap);
-    let stdout = text(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        text(&out.stderr)
+    guest_passed(
+        &out,
+        "snapshot: a reported block reads as the snapshot's again",
     );
-    assert!(
-        stdout.contains("ok: snapshot: a reported block reads as the snapshot's again"),
-        "{stdout}"
-    );
-    assert!(!stdout.contains("FAIL"), "{stdout}");
     assert_eq!(
         sha256(&memory),
         hash,

@@ -239,19 +239,38 @@ const TCG_CACHE_RANGE: std::ops::RangeInclusive<u64> = 8..=1024;
 
 /// The TCG translation cache asked for by `CAPSA_VM_TCG_CACHE_MIB`, or the default.
 fn tcg_cache_mib() -> Result<u64, VmError> {
-    let Ok(value) = std::env::var(TCG_CACHE_ENV) else {
-        return Ok(TCG_CACHE_MIB);
+    ranged_setting(
+        TCG_CACHE_ENV,
+        TCG_CACHE_MIB,
+        TCG_CACHE_RANGE,
+        "the TCG translation cache in MiB",
+    )
+}
+
+/// A number an environment variable sets within `range` (`default` when unset); any other
+/// value is refused naming the variable, what it sets and the range.
+pub(super) fn ranged_setting<T>(
+    name: &str,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+    what: &str,
+) -> Result<T, VmError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    let Ok(value) = std::env::var(name) else {
+        return Ok(default);
     };
     value
         .trim()
-        .parse::<u64>()
+        .parse::<T>()
         .ok()
-        .filter(|m| TCG_CACHE_RANGE.contains(m))
+        .filter(|v| range.contains(v))
         .ok_or_else(|| {
             VmError::Tool(format!(
-                "{TCG_CACHE_ENV}={value:?}: expected the TCG translation cache in MiB, from {} to {}",
-                TCG_CACHE_RANGE.start(),
-                TCG_CACHE_RANGE.end()
+                "{name}={value:?}: expected {what}, from {} to {}",
+                range.start(),
+                range.end()
             ))
         })
 }

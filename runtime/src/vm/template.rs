@@ -58,21 +58,12 @@ const USED: &str = "used";
 
 /// The most templates kept, as `CAPSA_VM_TEMPLATES` says or the default.
 fn max_templates() -> Result<usize, VmError> {
-    let Ok(value) = std::env::var(COUNT_ENV) else {
-        return Ok(COUNT_DEFAULT);
-    };
-    value
-        .trim()
-        .parse::<usize>()
-        .ok()
-        .filter(|n| COUNT_RANGE.contains(n))
-        .ok_or_else(|| {
-            VmError::Tool(format!(
-                "{COUNT_ENV}={value:?}: expected how many VM templates to keep, from {} to {}",
-                COUNT_RANGE.start(),
-                COUNT_RANGE.end()
-            ))
-        })
+    super::engine::ranged_setting(
+        COUNT_ENV,
+        COUNT_DEFAULT,
+        COUNT_RANGE,
+        "how many VM templates to keep",
+    )
 }
 
 /// Records that a clone starts from the template in `dir` now (its `used` file's time).
